@@ -1,0 +1,2 @@
+//! Magento standard REST responses → canonical entities (placeholder module filled by the REST
+//! adapter work).
