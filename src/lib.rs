@@ -1,11 +1,14 @@
 //! # byte8-ledger-core
 //!
 //! Turns Magento 2 commerce events into correct postings in Sage Business Cloud Accounting (API
-//! v3.1), and into any other ledger that implements [`providers::AccountingProvider`].
+//! v3.1), and into any other ledger that implements an accounting provider.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod canonical;
 pub mod error;
 pub mod money;
+pub mod policy;
+pub mod reference;
+pub mod tax;
 
 pub use error::{Error, ErrorCode, Result};

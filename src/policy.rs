@@ -1,0 +1,515 @@
+//! The sync policy of contract.md section 4: byte8-spec.md section 4's settings with the same
+//! names, types and defaults, read strictly and validated with the field named.
+//!
+//! - [`SyncPolicy::from_json`] rejects unknown keys and mistyped values, canonicalises the
+//!   tax-rate map keys (`"20"` and `" 20.0 "` both become `"20.00"`) and checks the rules that
+//!   need no ledger (`invalid_format`, `OUT_OF_RANGE`, the B2C `required` / `email` / `length`
+//!   rules, `default_purchase_ledger_account_id` required with `sync_products`).
+//! - [`SyncPolicy::validate_against`] checks every id against the ledger's reference data
+//!   (`not_in_reference`), as Byte8 does when the settings form is saved.
+//!
+//! One key is this crate's own extension: `foreign_vat_ledger_account_id`, the liability account
+//! that receives VAT Magento collected for another country (OSS/IOSS), see [`crate::tax`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    canonical::serde_time_opt,
+    error::{Error, FieldError, Problems, Result},
+    money::{parse_decimal, percent_key, serde_decimal},
+    reference::ReferenceData,
+};
+
+/// The EU goods/services type of a supply (Sage `eu_goods_services_type_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EuSupplyType {
+    /// Goods.
+    #[serde(rename = "GOODS")]
+    Goods,
+    /// Services.
+    #[serde(rename = "SERVICES")]
+    Services,
+}
+
+impl EuSupplyType {
+    /// `GOODS` or `SERVICES`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Goods => "GOODS",
+            Self::Services => "SERVICES",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "GOODS" => Some(Self::Goods),
+            "SERVICES" => Some(Self::Services),
+            _ => None,
+        }
+    }
+}
+
+/// Which name becomes the contact's name when both a company and a person exist (P15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum NamePriority {
+    /// The company is the contact; the person is its main contact person.
+    #[default]
+    Company,
+    /// The person is the contact; the company goes on the address.
+    Person,
+}
+
+/// B2C consolidation settings (P18–P23).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct B2cConsolidation {
+    /// Master toggle (off by default).
+    pub enabled: bool,
+    /// Name of the fallback contact.
+    pub fallback_contact_name: String,
+    /// E-mail of the fallback contact.
+    pub fallback_contact_email: String,
+    /// Reference of the fallback contact (≤ 10 characters).
+    pub fallback_contact_reference: String,
+    /// First-time guest orders at or above this total get their own contact; `0` disables it.
+    #[serde(with = "serde_decimal")]
+    pub min_total_for_individual: Decimal,
+    /// Orders with a company name always get their own contact.
+    pub always_individual_for_b2b: bool,
+}
+
+impl Default for B2cConsolidation {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            fallback_contact_name: "Magento Web Sales".into(),
+            fallback_contact_email: "sales@your-shop.example.com".into(),
+            fallback_contact_reference: "WEBSALES".into(),
+            min_total_for_individual: Decimal::ZERO,
+            always_individual_for_b2b: true,
+        }
+    }
+}
+
+/// The sync policy of one binding (contract.md section 4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncPolicy {
+    /// P1: post invoices that are not yet paid (true), or only those already paid at creation.
+    pub sync_unpaid_invoices: bool,
+    /// P2: post zero-value invoices.
+    pub sync_zero_value_invoices: bool,
+    /// P3: skip invoices and credit memos created before this instant.
+    #[serde(with = "serde_time_opt")]
+    pub sync_since: Option<DateTime<Utc>>,
+    /// P4: only these websites (empty: all).
+    #[serde(deserialize_with = "null_as_empty")]
+    pub website_filter: Vec<u32>,
+    /// P5: only these stores (empty: all).
+    #[serde(deserialize_with = "null_as_empty")]
+    pub store_filter: Vec<u32>,
+    /// P6: sync products.
+    pub sync_products: bool,
+    /// P7: sync stock for managed-stock simple products (needs P6).
+    pub sync_stock: bool,
+    /// P8: tax rate for lines whose percentage is not in the map.
+    pub default_tax_rate_id: Option<String>,
+    /// P9: sales ledger account of invoice lines.
+    pub default_ledger_account_id: Option<String>,
+    /// P10: bank account for payments whose method is not mapped.
+    pub default_bank_account_id: Option<String>,
+    /// P11: purchase ledger account sent on products (required with `sync_products`).
+    pub default_purchase_ledger_account_id: Option<String>,
+    /// P12: Magento payment method → bank account id, or `null` for "never auto-pay".
+    pub payment_method_map: BTreeMap<String, Option<String>>,
+    /// P13: applied tax percentage (`"20.00"`) → tax rate id.
+    pub tax_rate_map: BTreeMap<String, String>,
+    /// P14: prefix of invoice and credit note references (never doubled).
+    pub invoice_number_prefix: Option<String>,
+    /// P15: company or person first.
+    pub customer_name_priority: NamePriority,
+    /// P16: the EU type when a line's product type is not mapped, and for mixed invoices.
+    pub default_eu_goods_services_type: EuSupplyType,
+    /// P17: Magento product type → EU type.
+    pub product_type_eu_goods_map: BTreeMap<String, EuSupplyType>,
+    /// P18–P23.
+    pub b2c_consolidation: B2cConsolidation,
+    /// Extension of this crate: the liability ledger account that receives VAT Magento collected
+    /// for another country (OSS/IOSS). When it is not set, such documents fail with an error that
+    /// says so instead of dropping the tax.
+    pub foreign_vat_ledger_account_id: Option<String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    Ok(Option::<Vec<u32>>::deserialize(d)?.unwrap_or_default())
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        let product_type_eu_goods_map = [
+            ("simple", EuSupplyType::Goods),
+            ("configurable", EuSupplyType::Goods),
+            ("bundle", EuSupplyType::Goods),
+            ("grouped", EuSupplyType::Goods),
+            ("virtual", EuSupplyType::Services),
+            ("downloadable", EuSupplyType::Services),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Self {
+            sync_unpaid_invoices: true,
+            sync_zero_value_invoices: true,
+            sync_since: None,
+            website_filter: Vec::new(),
+            store_filter: Vec::new(),
+            sync_products: false,
+            sync_stock: false,
+            default_tax_rate_id: None,
+            default_ledger_account_id: None,
+            default_bank_account_id: None,
+            default_purchase_ledger_account_id: None,
+            payment_method_map: BTreeMap::new(),
+            tax_rate_map: BTreeMap::new(),
+            invoice_number_prefix: None,
+            customer_name_priority: NamePriority::Company,
+            default_eu_goods_services_type: EuSupplyType::Goods,
+            product_type_eu_goods_map,
+            b2c_consolidation: B2cConsolidation::default(),
+            foreign_vat_ledger_account_id: None,
+        }
+    }
+}
+
+/// What the payment-method decision tree (byte8-spec.md 6.2) decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BankDecision {
+    /// The method is mapped to this bank account.
+    Mapped(String),
+    /// The method is unmapped (or null) and the default bank account applies.
+    Default(String),
+    /// The method is mapped to None: never auto-pay.
+    ExplicitNone,
+    /// Unmapped and no default: leave the invoice unpaid.
+    Unmapped,
+}
+
+/// The longest `fallback_contact_reference` (Sage contact references hold 10 characters and the
+/// currency initial needs one).
+pub const FALLBACK_REFERENCE_MAX: usize = 10;
+
+impl SyncPolicy {
+    /// Reads a policy from JSON: unknown keys and invalid values are errors with the field named,
+    /// and the tax-rate map keys are canonicalised.
+    ///
+    /// # Errors
+    /// [`Error::Parse`] for a mistyped or unknown key, [`Error::Invalid`] for a broken rule.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::parse("policy", "", format!("invalid JSON: {e}")))?;
+        let mut policy: Self = crate::canonical::read("policy", value).map_err(|e| match e {
+            Error::Parse { what, errors } => Error::Parse {
+                what,
+                errors: errors
+                    .into_iter()
+                    .map(|fe| {
+                        if fe.rule.contains("unknown variant") && fe.path.contains("eu_goods") {
+                            FieldError::new(fe.path, format!("OUT_OF_RANGE: must be GOODS or SERVICES ({})", fe.rule))
+                        } else {
+                            fe
+                        }
+                    })
+                    .collect(),
+            },
+            other => other,
+        })?;
+        policy.normalize()?;
+        Ok(policy)
+    }
+
+    /// Canonicalises the tax-rate map keys and checks the rules that need no reference data.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] listing every broken rule.
+    pub fn normalize(&mut self) -> Result<()> {
+        let mut p = Problems::new();
+        let mut map = BTreeMap::new();
+        for (key, id) in std::mem::take(&mut self.tax_rate_map) {
+            match parse_decimal(&key) {
+                Ok(pct) if pct >= Decimal::ZERO && pct <= dec!(100) => {
+                    let canonical = percent_key(pct);
+                    if map.insert(canonical.clone(), id).is_some() {
+                        p.push(
+                            format!("tax_rate_map.{key}"),
+                            format!("invalid_format: duplicates the key `{canonical}`"),
+                        );
+                    }
+                }
+                _ => p.push(
+                    format!("tax_rate_map.{key}"),
+                    "invalid_format: must be a percentage between 0 and 100 (e.g. `20.00`)",
+                ),
+            }
+        }
+        self.tax_rate_map = map;
+        for (path, id) in [
+            ("default_tax_rate_id", &self.default_tax_rate_id),
+            ("default_ledger_account_id", &self.default_ledger_account_id),
+            ("default_bank_account_id", &self.default_bank_account_id),
+            ("default_purchase_ledger_account_id", &self.default_purchase_ledger_account_id),
+            ("foreign_vat_ledger_account_id", &self.foreign_vat_ledger_account_id),
+        ] {
+            if id.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                p.push(path, "invalid_format: must not be an empty string (use null)");
+            }
+        }
+        if self.sync_products && self.default_purchase_ledger_account_id.is_none() {
+            p.push(
+                "default_purchase_ledger_account_id",
+                "required: sync_products needs it (Sage validates the purchase ledger account even for sales-only products)",
+            );
+        }
+        if self.sync_stock && !self.sync_products {
+            p.push("sync_stock", "requires sync_products = true");
+        }
+        if let Some(prefix) = &self.invoice_number_prefix {
+            if prefix.chars().count() > 20 {
+                p.push("invoice_number_prefix", "length: must be at most 20 characters (Sage references hold 25)");
+            }
+        }
+        let b = &self.b2c_consolidation;
+        if b.enabled {
+            if b.fallback_contact_name.trim().is_empty() {
+                p.push("b2c_consolidation.fallback_contact_name", "required: must not be empty when enabled");
+            }
+            if b.fallback_contact_email.trim().is_empty() {
+                p.push("b2c_consolidation.fallback_contact_email", "required: must not be empty when enabled");
+            } else if !crate::canonical::looks_like_email(b.fallback_contact_email.trim()) {
+                p.push("b2c_consolidation.fallback_contact_email", "email: must be a well-formed e-mail address");
+            }
+            if b.fallback_contact_reference.trim().is_empty() {
+                p.push("b2c_consolidation.fallback_contact_reference", "required: must not be empty when enabled");
+            }
+        }
+        if b.fallback_contact_reference.chars().count() > FALLBACK_REFERENCE_MAX {
+            p.push("b2c_consolidation.fallback_contact_reference", "length: must be at most 10 characters");
+        }
+        if b.min_total_for_individual < Decimal::ZERO {
+            p.push("b2c_consolidation.min_total_for_individual", "OUT_OF_RANGE: must be ≥ 0");
+        }
+        p.into_result("policy")
+    }
+
+    /// Checks every id of the policy against the ledger's reference data (`not_in_reference`):
+    /// tax rates, sales-visible ledger accounts, expense-visible purchase accounts, bank accounts.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] listing every id that is not in the reference data.
+    pub fn validate_against(&self, reference: &ReferenceData) -> Result<()> {
+        let mut p = Problems::new();
+        let missing =
+            |what: &str, id: &str| format!("not_in_reference: (missing) {id} is not a {what} of this business");
+        if let Some(id) = &self.default_tax_rate_id {
+            if reference.tax_rate(id).is_none() {
+                p.push("default_tax_rate_id", missing("tax rate", id));
+            }
+        }
+        for (key, id) in &self.tax_rate_map {
+            if reference.tax_rate(id).is_none() {
+                p.push(format!("tax_rate_map.{key}"), missing("tax rate", id));
+            }
+        }
+        for (path, id, sales) in [
+            ("default_ledger_account_id", &self.default_ledger_account_id, true),
+            ("default_purchase_ledger_account_id", &self.default_purchase_ledger_account_id, false),
+            ("foreign_vat_ledger_account_id", &self.foreign_vat_ledger_account_id, true),
+        ] {
+            if let Some(id) = id {
+                match reference.ledger_account(id) {
+                    None => p.push(path, missing("ledger account", id)),
+                    Some(a) if sales && !a.visible_in_sales => {
+                        p.push(path, format!("not_in_reference: {id} is not visible on sales documents"))
+                    }
+                    Some(a) if !sales && !a.visible_in_expenses => {
+                        p.push(path, format!("not_in_reference: {id} is not visible as an expense account"))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if let Some(id) = &self.default_bank_account_id {
+            if reference.bank_account(id).is_none() {
+                p.push("default_bank_account_id", missing("bank account", id));
+            }
+        }
+        for (method, id) in &self.payment_method_map {
+            if let Some(id) = id {
+                if reference.bank_account(id).is_none() {
+                    p.push(format!("payment_method_map.{method}"), missing("bank account", id));
+                }
+            }
+        }
+        p.into_result("policy")
+    }
+
+    /// The payment-method decision tree of byte8-spec.md 6.2.
+    pub fn bank_account_for(&self, method: Option<&str>) -> BankDecision {
+        if let Some(m) = method {
+            match self.payment_method_map.get(m) {
+                Some(Some(id)) => return BankDecision::Mapped(id.clone()),
+                Some(None) => return BankDecision::ExplicitNone,
+                None => {}
+            }
+        }
+        match &self.default_bank_account_id {
+            Some(id) => BankDecision::Default(id.clone()),
+            None => BankDecision::Unmapped,
+        }
+    }
+
+    /// The EU type of a line of `product_type` (P17, else P16).
+    pub fn eu_type_for(&self, product_type: Option<&str>) -> EuSupplyType {
+        product_type
+            .and_then(|t| self.product_type_eu_goods_map.get(t).copied())
+            .unwrap_or(self.default_eu_goods_services_type)
+    }
+
+    /// The document reference for a Magento increment id: the prefix added unless the id already
+    /// carries it (P14, never doubled). Not truncated; the transforms apply the ledger's limit.
+    pub fn document_reference(&self, increment_id: &str) -> String {
+        match self.invoice_number_prefix.as_deref().filter(|p| !p.is_empty()) {
+            Some(prefix) if !increment_id.starts_with(prefix) => format!("{prefix}{increment_id}"),
+            _ => increment_id.to_owned(),
+        }
+    }
+
+    /// The skip reason when the website/store filters (P4, P5) keep out an event of this website
+    /// and store (`filtered_website`, `filtered_store`), `None` when it passes.
+    pub fn filter_skip_reason(&self, website_id: u32, store_id: u32) -> Option<&'static str> {
+        if !self.website_filter.is_empty() && !self.website_filter.contains(&website_id) {
+            return Some("filtered_website");
+        }
+        if !self.store_filter.is_empty() && !self.store_filter.contains(&store_id) {
+            return Some("filtered_store");
+        }
+        None
+    }
+}
+
+impl EuSupplyType {
+    /// Reads `GOODS` / `SERVICES`.
+    ///
+    /// # Errors
+    /// `OUT_OF_RANGE` for anything else.
+    pub fn from_wire(s: &str) -> Result<Self> {
+        Self::parse(s)
+            .ok_or_else(|| Error::invalid("policy", "", format!("OUT_OF_RANGE: `{s}` is not GOODS or SERVICES")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_byte8() {
+        let p = SyncPolicy::from_json("{}").unwrap();
+        assert!(p.sync_unpaid_invoices && p.sync_zero_value_invoices);
+        assert!(!p.sync_products && !p.sync_stock);
+        assert_eq!(p.customer_name_priority, NamePriority::Company);
+        assert_eq!(p.default_eu_goods_services_type, EuSupplyType::Goods);
+        assert_eq!(p.product_type_eu_goods_map.get("virtual"), Some(&EuSupplyType::Services));
+        assert_eq!(p.product_type_eu_goods_map.len(), 6);
+        assert_eq!(p.b2c_consolidation.fallback_contact_reference, "WEBSALES");
+        assert!(p.b2c_consolidation.always_individual_for_b2b);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name() {
+        let err = SyncPolicy::from_json(r#"{"sync_unpaid":true}"#).unwrap_err();
+        assert!(err.to_string().contains("sync_unpaid"), "{err}");
+        let err = SyncPolicy::from_json(r#"{"b2c_consolidation":{"enabled":true,"nope":1}}"#).unwrap_err();
+        assert!(err.to_string().contains("b2c_consolidation"), "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn tax_keys_are_canonicalised_and_bad_ones_named() {
+        let p = SyncPolicy::from_json(r#"{"tax_rate_map":{"20":"GB_STANDARD"," 5.0 ":"GB_LOWER"}}"#).unwrap();
+        assert_eq!(p.tax_rate_map.get("20.00").map(String::as_str), Some("GB_STANDARD"));
+        assert_eq!(p.tax_rate_map.get("5.00").map(String::as_str), Some("GB_LOWER"));
+        let err = SyncPolicy::from_json(r#"{"tax_rate_map":{"-1":"X","abc":"Y"}}"#).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("tax_rate_map.-1: invalid_format"), "{msg}");
+        assert!(msg.contains("tax_rate_map.abc: invalid_format"), "{msg}");
+    }
+
+    #[test]
+    fn eu_type_out_of_range() {
+        let err = SyncPolicy::from_json(r#"{"default_eu_goods_services_type":"BOTH"}"#).unwrap_err();
+        assert!(err.to_string().contains("OUT_OF_RANGE"), "{err}");
+        assert!(err.to_string().contains("default_eu_goods_services_type"), "{err}");
+        let err = SyncPolicy::from_json(r#"{"product_type_eu_goods_map":{"gift":"X"}}"#).unwrap_err();
+        assert!(err.to_string().contains("OUT_OF_RANGE"), "{err}");
+    }
+
+    #[test]
+    fn b2c_rules() {
+        let err = SyncPolicy::from_json(
+            r#"{"b2c_consolidation":{"enabled":true,"fallback_contact_name":"","fallback_contact_email":"nope","fallback_contact_reference":"WEBSALES123"}}"#,
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = err.field_errors().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "b2c_consolidation.fallback_contact_name",
+                "b2c_consolidation.fallback_contact_email",
+                "b2c_consolidation.fallback_contact_reference"
+            ]
+        );
+    }
+
+    #[test]
+    fn products_need_a_purchase_account() {
+        let err = SyncPolicy::from_json(r#"{"sync_products":true}"#).unwrap_err();
+        assert!(err.to_string().contains("default_purchase_ledger_account_id: required"), "{err}");
+    }
+
+    #[test]
+    fn bank_decision_tree() {
+        let p = SyncPolicy::from_json(
+            r#"{"payment_method_map":{"braintree":"BANK1","checkmo":null},"default_bank_account_id":"BANK0"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.bank_account_for(Some("braintree")), BankDecision::Mapped("BANK1".into()));
+        assert_eq!(p.bank_account_for(Some("checkmo")), BankDecision::ExplicitNone);
+        assert_eq!(p.bank_account_for(Some("paypal")), BankDecision::Default("BANK0".into()));
+        assert_eq!(p.bank_account_for(None), BankDecision::Default("BANK0".into()));
+        let p = SyncPolicy::from_json(r#"{}"#).unwrap();
+        assert_eq!(p.bank_account_for(Some("paypal")), BankDecision::Unmapped);
+    }
+
+    #[test]
+    fn prefix_is_never_doubled() {
+        let p = SyncPolicy::from_json(r#"{"invoice_number_prefix":"MAG-"}"#).unwrap();
+        assert_eq!(p.document_reference("100012345"), "MAG-100012345");
+        assert_eq!(p.document_reference("MAG-100012345"), "MAG-100012345");
+        let p = SyncPolicy::from_json(r#"{}"#).unwrap();
+        assert_eq!(p.document_reference("000000123"), "000000123");
+    }
+
+    #[test]
+    fn filters() {
+        let p = SyncPolicy::from_json(r#"{"website_filter":[1],"store_filter":null}"#).unwrap();
+        assert_eq!(p.filter_skip_reason(2, 1), Some("filtered_website"));
+        assert_eq!(p.filter_skip_reason(1, 7), None);
+        let p = SyncPolicy::from_json(r#"{"store_filter":[3]}"#).unwrap();
+        assert_eq!(p.filter_skip_reason(1, 7), Some("filtered_store"));
+    }
+}
