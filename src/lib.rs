@@ -6,8 +6,11 @@
 
 pub mod canonical;
 pub mod error;
+pub mod identity;
 pub mod money;
+pub mod plan;
 pub mod policy;
+pub mod providers;
 pub mod reference;
 pub mod tax;
 

@@ -1,0 +1,395 @@
+//! The provider-neutral posting plan of an invoice or credit memo: the canonical document after
+//! its arithmetic is reconciled ([`crate::canonical::totals`]), each line routed
+//! ([`crate::tax::routing`]) and each domestic line given its rate from the policy
+//! ([`crate::tax::rates`]).
+//!
+//! A plan says *what* a document books, line by line: net, tax, treatment, rate. A provider's
+//! transform then says *how* its ledger takes it (Sage: unit prices with 2 decimals, a shipping
+//! panel whose tax Sage recomputes, the zero-rate id). Invariant, checked by the property tests:
+//! `Σ line net + Σ line tax + shipping net + shipping tax + adjustments = grand_total`.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+
+use crate::{
+    canonical::{
+        Address, AddressKind, Breakdown, MagentoContact, MagentoCreditMemo, MagentoInvoice, MagentoInvoiceLine,
+    },
+    error::{Error, Problems, Result},
+    money::Currency,
+    policy::{EuSupplyType, SyncPolicy},
+    reference::ReferenceData,
+    tax::{self, Buyer, Place, RateChoice, Seller, Supply, TaxTreatment},
+};
+
+/// Invoice or credit note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DocumentKind {
+    /// A sales invoice.
+    Invoice,
+    /// A sales credit note.
+    CreditNote,
+}
+
+impl DocumentKind {
+    /// `invoice` / `credit memo`, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            Self::Invoice => "invoice",
+            Self::CreditNote => "credit memo",
+        }
+    }
+}
+
+/// Something a reviewer of the posted document should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlanWarning {
+    /// Mixed goods and services on a cross-border document: every line coerced to the default
+    /// type (Byte8's `mixed_eu_goods_services_coerced_to_default`).
+    MixedEuTypesCoerced {
+        /// The type used.
+        used: EuSupplyType,
+    },
+    /// A residual was placed (discount tax compensation, rounding, inferred shipping discount).
+    Placed(crate::canonical::totals::Placement),
+}
+
+impl PlanWarning {
+    /// A stable code for the audit trail.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MixedEuTypesCoerced { .. } => "mixed_eu_goods_services_coerced_to_default",
+            Self::Placed(crate::canonical::totals::Placement::DiscountTaxCompensation { .. }) => {
+                "discount_tax_compensation"
+            }
+            Self::Placed(crate::canonical::totals::Placement::Rounding { .. }) => "rounding_adjustment",
+            Self::Placed(crate::canonical::totals::Placement::ShippingDiscount { .. }) => "shipping_discount_inferred",
+        }
+    }
+}
+
+/// One planned line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLine {
+    /// Index of the canonical line.
+    pub index: usize,
+    /// SKU.
+    pub sku: String,
+    /// Description: the name with HTML entities decoded (the SKU when the name is empty).
+    pub description: String,
+    /// Magento product type.
+    pub product_type: Option<String>,
+    /// Quantity.
+    pub qty: Decimal,
+    /// Magento's unit price (2 decimals).
+    pub unit_price: Decimal,
+    /// Net before discount.
+    pub subtotal: Decimal,
+    /// Net after discount (the booked net).
+    pub net: Decimal,
+    /// Tax Magento charged (with any rounding placed).
+    pub tax: Decimal,
+    /// The canonical `tax_rate` ratio.
+    pub canonical_rate: Option<Decimal>,
+    /// The routed treatment.
+    pub treatment: TaxTreatment,
+    /// Goods or services.
+    pub supply: EuSupplyType,
+    /// The domestic rate (only for `Domestic` lines).
+    pub rate: Option<RateChoice>,
+}
+
+impl PlanLine {
+    /// The discount the ledger should show: `subtotal − net` (may be negative only when a rounding
+    /// residual raised the net).
+    pub fn discount(&self) -> Decimal {
+        self.subtotal - self.net
+    }
+}
+
+/// The planned shipping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanShipping {
+    /// Net after discount.
+    pub net: Decimal,
+    /// Tax Magento charged.
+    pub tax: Decimal,
+    /// The routed treatment (shipping follows the goods).
+    pub treatment: TaxTreatment,
+    /// The domestic rate (only for `Domestic` shipping).
+    pub rate: Option<RateChoice>,
+}
+
+/// A planned document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentPlan {
+    /// Invoice or credit note.
+    pub kind: DocumentKind,
+    /// Magento entity id.
+    pub magento_id: u64,
+    /// Magento increment id.
+    pub increment_id: String,
+    /// The document reference: prefix + increment id, never doubled, not yet truncated.
+    pub reference: String,
+    /// Currency.
+    pub currency: Currency,
+    /// Document date (the UTC date of `created_at`).
+    pub date: NaiveDate,
+    /// Lines.
+    pub lines: Vec<PlanLine>,
+    /// Shipping.
+    pub shipping: PlanShipping,
+    /// Credit memo adjustment refund (no tax).
+    pub adjustment_positive: Decimal,
+    /// Credit memo adjustment fee (no tax).
+    pub adjustment_negative: Decimal,
+    /// Cross-border: every line carries `eu_type`.
+    pub cross_border: bool,
+    /// The one EU goods/services type of a cross-border document.
+    pub eu_type: Option<EuSupplyType>,
+    /// The document total.
+    pub grand_total: Decimal,
+    /// Magento's `base_to_order_rate`.
+    pub base_to_order_rate: Option<Decimal>,
+    /// Billing address (the order's, else the contact's).
+    pub billing_address: Option<Address>,
+    /// Shipping address (the order's, else the contact's).
+    pub shipping_address: Option<Address>,
+    /// The destination country used for cross-border treatment, for messages.
+    pub destination_country: Option<String>,
+    /// Warnings for the audit trail.
+    pub warnings: Vec<PlanWarning>,
+}
+
+impl DocumentPlan {
+    /// Σ line net + Σ line tax + shipping + adjustments: equals `grand_total`.
+    pub fn total(&self) -> Decimal {
+        self.lines.iter().map(|l| l.net + l.tax).sum::<Decimal>()
+            + self.shipping.net
+            + self.shipping.tax
+            + self.adjustment_positive
+            - self.adjustment_negative
+    }
+
+    /// Tax Magento collected for another country (`DestinationVat` lines and shipping).
+    pub fn foreign_vat(&self) -> Decimal {
+        let lines: Decimal =
+            self.lines.iter().filter(|l| l.treatment == TaxTreatment::DestinationVat).map(|l| l.tax).sum();
+        let ship =
+            if self.shipping.treatment == TaxTreatment::DestinationVat { self.shipping.tax } else { Decimal::ZERO };
+        lines + ship
+    }
+}
+
+/// Decodes HTML entities (`Lumaflex&trade;` → `Lumaflex™`), as Sage rejects raw entities
+/// (byte8-spec.md 9 Q4).
+pub fn decode_entities(text: &str) -> String {
+    html_escape::decode_html_entities(text).into_owned()
+}
+
+struct Source<'a> {
+    kind: DocumentKind,
+    magento_id: u64,
+    increment_id: &'a str,
+    currency: Currency,
+    created: chrono::DateTime<chrono::Utc>,
+    customer: &'a MagentoContact,
+    lines: &'a [MagentoInvoiceLine],
+    billing: Option<&'a Address>,
+    shipping: Option<&'a Address>,
+    base_to_order_rate: Option<Decimal>,
+    breakdown: Breakdown,
+}
+
+/// Plans an invoice.
+///
+/// # Errors
+/// [`Error::Invalid`] when the invoice breaks its own rules or a domestic line's tax matches no
+/// rate of the policy.
+pub fn plan_invoice(inv: &MagentoInvoice, policy: &SyncPolicy, reference: &ReferenceData) -> Result<DocumentPlan> {
+    inv.validate()?;
+    plan(
+        Source {
+            kind: DocumentKind::Invoice,
+            magento_id: inv.magento_id,
+            increment_id: &inv.increment_id,
+            currency: inv.currency,
+            created: inv.created_at,
+            customer: &inv.customer,
+            lines: &inv.lines,
+            billing: inv.billing_address.as_ref(),
+            shipping: inv.shipping_address.as_ref(),
+            base_to_order_rate: inv.base_to_order_rate,
+            breakdown: inv.breakdown()?,
+        },
+        policy,
+        reference,
+    )
+}
+
+/// The addresses of a posted invoice, kept so that its credit notes route the same way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DocumentAddresses {
+    /// Billing address.
+    pub billing: Option<Address>,
+    /// Shipping address.
+    pub shipping: Option<Address>,
+}
+
+/// Plans a credit memo with the same routing as invoices, so that a credit mirrors its invoice's
+/// rates and EU type (tax.md 2.5). The canonical credit memo carries no addresses: pass the
+/// refunded invoice's addresses when they are known, else the customer's are used.
+///
+/// # Errors
+/// As [`plan_invoice`].
+pub fn plan_credit_memo(
+    memo: &MagentoCreditMemo,
+    policy: &SyncPolicy,
+    reference: &ReferenceData,
+    invoice_addresses: Option<&DocumentAddresses>,
+) -> Result<DocumentPlan> {
+    memo.validate()?;
+    plan(
+        Source {
+            kind: DocumentKind::CreditNote,
+            magento_id: memo.magento_id,
+            increment_id: &memo.increment_id,
+            currency: memo.currency,
+            created: memo.created_at,
+            customer: &memo.customer,
+            lines: &memo.lines,
+            billing: invoice_addresses.and_then(|a| a.billing.as_ref()),
+            shipping: invoice_addresses.and_then(|a| a.shipping.as_ref()),
+            base_to_order_rate: memo.base_to_order_rate,
+            breakdown: memo.breakdown()?,
+        },
+        policy,
+        reference,
+    )
+}
+
+fn place(a: Option<&Address>) -> Option<Place<'_>> {
+    a.map(|a| Place { country: a.country_id.as_str(), postcode: a.postcode.as_deref() })
+}
+
+fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Result<DocumentPlan> {
+    let what = src.kind.what();
+    let billing = src.billing.or_else(|| src.customer.address(AddressKind::Billing)).cloned();
+    let shipping = src.shipping.or_else(|| src.customer.address(AddressKind::Shipping)).cloned();
+    let seller =
+        Seller { country: reference.business.country.clone(), northern_ireland: reference.business.northern_ireland };
+    let buyer = Buyer {
+        billing: place(billing.as_ref()),
+        shipping: place(shipping.as_ref()),
+        business: src.customer.company_name().is_some(),
+    };
+    let domestic_rates = reference.domestic_percentages();
+    let b = &src.breakdown;
+    let supplies: Vec<Supply> = src
+        .lines
+        .iter()
+        .zip(&b.lines)
+        .map(|(l, a)| Supply {
+            kind: policy.eu_type_for(l.product_type.as_deref()),
+            digital: l.product_type.as_deref() == Some("downloadable"),
+            net: a.net(),
+            tax: a.tax,
+        })
+        .collect();
+    let route = tax::route_document(&seller, &buyer, &supplies, policy.default_eu_goods_services_type, &domestic_rates);
+    let ship_supply = Supply { kind: EuSupplyType::Goods, digital: false, net: b.shipping.net(), tax: b.shipping.tax };
+    let ship_route = tax::route_line(&seller, &buyer, &ship_supply, &domestic_rates);
+
+    let mut problems = Problems::new();
+    let mut lines = Vec::with_capacity(src.lines.len());
+    for (i, ((l, a), (s, r))) in src.lines.iter().zip(&b.lines).zip(supplies.iter().zip(&route.lines)).enumerate() {
+        let rate = if r.treatment == TaxTreatment::Domestic {
+            match tax::domestic_rate(policy, &reference.tax_rates, a.net(), a.subtotal, a.tax, l.tax_rate) {
+                Ok(c) => Some(c),
+                Err(rule) => {
+                    problems.push(format!("lines[{i}].line_tax"), rule);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let name = decode_entities(l.name.trim());
+        lines.push(PlanLine {
+            index: i,
+            sku: l.sku.clone(),
+            description: if name.is_empty() { l.sku.clone() } else { name },
+            product_type: l.product_type.clone(),
+            qty: l.qty,
+            unit_price: l.unit_price,
+            subtotal: a.subtotal,
+            net: a.net(),
+            tax: a.tax,
+            canonical_rate: l.tax_rate,
+            treatment: r.treatment,
+            supply: s.kind,
+            rate,
+        });
+    }
+    let ship_rate = if ship_route.treatment == TaxTreatment::Domestic
+        && (!b.shipping.net().is_zero() || !b.shipping.tax.is_zero())
+    {
+        match tax::domestic_rate(
+            policy,
+            &reference.tax_rates,
+            b.shipping.net(),
+            b.shipping.amount,
+            b.shipping.tax,
+            None,
+        ) {
+            Ok(c) => Some(c),
+            Err(rule) => {
+                problems.push("shipping_tax_amount", rule);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    problems.into_result(what)?;
+
+    let mut warnings: Vec<PlanWarning> = b.placements.iter().cloned().map(PlanWarning::Placed).collect();
+    if route.coerced {
+        warnings.push(PlanWarning::MixedEuTypesCoerced { used: policy.default_eu_goods_services_type });
+    }
+    let destination_country = shipping.as_ref().or(billing.as_ref()).map(|a| a.country_id.clone());
+    let out = DocumentPlan {
+        kind: src.kind,
+        magento_id: src.magento_id,
+        increment_id: src.increment_id.to_owned(),
+        reference: policy.document_reference(src.increment_id),
+        currency: src.currency,
+        date: src.created.date_naive(),
+        lines,
+        shipping: PlanShipping {
+            net: b.shipping.net(),
+            tax: b.shipping.tax,
+            treatment: ship_route.treatment,
+            rate: ship_rate,
+        },
+        adjustment_positive: b.adjustment_positive,
+        adjustment_negative: b.adjustment_negative,
+        cross_border: route.cross_border,
+        eu_type: route.eu_type,
+        grand_total: b.grand_total,
+        base_to_order_rate: src.base_to_order_rate,
+        billing_address: billing,
+        shipping_address: shipping,
+        destination_country,
+        warnings,
+    };
+    if out.total() != out.grand_total {
+        return Err(Error::internal(format!(
+            "{what} {} plan adds up to {} instead of grand_total {}",
+            out.increment_id,
+            out.total(),
+            out.grand_total
+        )));
+    }
+    Ok(out)
+}

@@ -1,0 +1,535 @@
+//! Serde wire types of the Sage Business Cloud Accounting v3.1 requests and responses the crate
+//! uses, built from Sage's Swagger spec (`shared/sage/openapi-v3.1.json`: the `postX` request
+//! definitions and the read models). No logic lives here.
+//!
+//! Requests are wrapped in their resource namespace (`{"sales_invoice": {...}}`). Money is
+//! written as JSON numbers with exact decimal digits; responses accept numbers or strings (Sage
+//! answers money as strings, sage-api.md Q16). Two fields the 2022 spec lacks are sent on
+//! purpose: `idempotency_id` (Sage's documented native idempotency, sage-api.md section 0) and the
+//! line `currency_tax_amount` (byte8-spec.md 9 Q1); the spec checker of the test suite knows them
+//! as documented extensions.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::money::{serde_decimal, serde_decimal_opt};
+
+/// A Sage address on a document or a contact (`postSalesInvoices.main_address`,
+/// `postContacts.main_address`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SageAddress {
+    /// Line 1 (≤ 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_line_1: Option<String>,
+    /// Line 2 (≤ 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_line_2: Option<String>,
+    /// City (≤ 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// Region (≤ 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Postcode (≤ 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    /// ISO country code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country_id: Option<String>,
+    /// Address name (≤ 50; contacts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `DELIVERY` / `ACCOUNTS` (contacts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_type_id: Option<String>,
+    /// Whether this is the main address (contacts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_main_address: Option<bool>,
+}
+
+/// `postContacts.main_contact_person`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SageContactPerson {
+    /// Name (≤ 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// E-mail (≤ 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Telephone (≤ 50).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telephone: Option<String>,
+    /// Main contact flag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_main_contact: Option<bool>,
+}
+
+/// `postContacts.contact`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactBody {
+    /// Name (≤ 100).
+    pub name: String,
+    /// `["CUSTOMER"]`.
+    pub contact_type_ids: Vec<String>,
+    /// Reference (≤ 10, unique).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Trading currency (non-base variants only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency_id: Option<String>,
+    /// Notes (≤ 4000): full values of shortened fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Main (billing) address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub main_address: Option<SageAddress>,
+    /// Delivery address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_address: Option<SageAddress>,
+    /// Main contact person (carries the e-mail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub main_contact_person: Option<SageContactPerson>,
+    /// Sage native idempotency id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_id: Option<String>,
+}
+
+/// `POST /contacts` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostContact {
+    /// The contact.
+    pub contact: ContactBody,
+}
+
+/// `PUT /contacts/{id}` body (partial update).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutContact {
+    /// The contact.
+    pub contact: ContactBody,
+}
+
+/// An invoice or credit-note line (`postSalesInvoices.invoice_lines[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentLine {
+    /// Description (required).
+    pub description: String,
+    /// Sales ledger account (required).
+    pub ledger_account_id: String,
+    /// Quantity.
+    #[serde(with = "serde_decimal")]
+    pub quantity: Decimal,
+    /// Unit price excluding tax, 2 decimals (required).
+    #[serde(with = "serde_decimal")]
+    pub unit_price: Decimal,
+    /// Discount amount.
+    #[serde(with = "serde_decimal")]
+    pub discount_amount: Decimal,
+    /// Tax rate.
+    pub tax_rate_id: String,
+    /// Tax (required by v3.1 for non-zero rates).
+    #[serde(with = "serde_decimal")]
+    pub tax_amount: Decimal,
+    /// Tax in the document currency (byte8-spec.md 9 Q1; not in the 2022 spec).
+    #[serde(with = "serde_decimal")]
+    pub currency_tax_amount: Decimal,
+    /// Unit price excludes tax.
+    pub unit_price_includes_tax: bool,
+    /// `GOODS` / `SERVICES` on cross-border documents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eu_goods_services_type_id: Option<String>,
+    /// Linked product or stock item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<String>,
+    /// Linked service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_id: Option<String>,
+}
+
+/// The header of a sales invoice or credit note (`postSalesInvoices.sales_invoice` /
+/// `postSalesCreditNotes.sales_credit_note`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentBody {
+    /// Contact (required).
+    pub contact_id: String,
+    /// Date (required).
+    pub date: NaiveDate,
+    /// Credit notes: the credited invoice's date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_invoice_date: Option<NaiveDate>,
+    /// Reference (≤ 25).
+    pub reference: String,
+    /// Notes (≤ 2000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Currency.
+    pub currency_id: String,
+    /// Base units per document-currency unit (10 decimals), non-base currencies only.
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_decimal_opt", default)]
+    pub exchange_rate: Option<Decimal>,
+    /// Document-currency units per base unit.
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_decimal_opt", default)]
+    pub inverse_exchange_rate: Option<Decimal>,
+    /// Billing address, always sent.
+    pub main_address: SageAddress,
+    /// Delivery address, always sent (Sage copies billing otherwise, Q2).
+    pub delivery_address: SageAddress,
+    /// Shipping net (Sage recomputes its tax from the rate).
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_decimal_opt", default)]
+    pub shipping_net_amount: Option<Decimal>,
+    /// Shipping tax rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipping_tax_rate_id: Option<String>,
+    /// Shipping tax (sent for the record; Sage recomputes it).
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_decimal_opt", default)]
+    pub shipping_tax_amount: Option<Decimal>,
+    /// Invoice lines (invoices).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invoice_lines: Option<Vec<DocumentLine>>,
+    /// Credit note lines (credit notes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credit_note_lines: Option<Vec<DocumentLine>>,
+    /// Sage native idempotency id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_id: Option<String>,
+}
+
+impl DocumentBody {
+    /// The lines, whichever kind of document this is.
+    pub fn lines(&self) -> &[DocumentLine] {
+        self.invoice_lines.as_deref().or(self.credit_note_lines.as_deref()).unwrap_or(&[])
+    }
+}
+
+/// `POST /sales_invoices` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostSalesInvoice {
+    /// The invoice.
+    pub sales_invoice: DocumentBody,
+}
+
+/// `POST /sales_credit_notes` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostSalesCreditNote {
+    /// The credit note.
+    pub sales_credit_note: DocumentBody,
+}
+
+/// `allocated_artefacts[]` of payments and allocations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocatedArtefact {
+    /// The invoice or credit note.
+    pub artefact_id: String,
+    /// Amount: positive for invoices, negative for credit notes in allocations.
+    #[serde(with = "serde_decimal")]
+    pub amount: Decimal,
+}
+
+/// `postContactPayments.contact_payment`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactPaymentBody {
+    /// `CUSTOMER_RECEIPT`.
+    pub transaction_type_id: String,
+    /// Contact.
+    pub contact_id: String,
+    /// Bank account.
+    pub bank_account_id: String,
+    /// Date.
+    pub date: NaiveDate,
+    /// Amount received.
+    #[serde(with = "serde_decimal")]
+    pub total_amount: Decimal,
+    /// Currency (the invoice's).
+    pub currency_id: String,
+    /// The invoice's exchange rate.
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_decimal_opt", default)]
+    pub exchange_rate: Option<Decimal>,
+    /// Reference (≤ 25).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Allocations, inline (one request, not two).
+    pub allocated_artefacts: Vec<AllocatedArtefact>,
+    /// Sage native idempotency id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_id: Option<String>,
+}
+
+/// `POST /contact_payments` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostContactPayment {
+    /// The payment.
+    pub contact_payment: ContactPaymentBody,
+}
+
+/// `postContactAllocations.contact_allocation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactAllocationBody {
+    /// `CUSTOMER_ALLOCATION`.
+    pub transaction_type_id: String,
+    /// Contact (the invoice's and the credit note's).
+    pub contact_id: String,
+    /// Date.
+    pub date: NaiveDate,
+    /// Invoice positive, credit note negative; nets to zero.
+    pub allocated_artefacts: Vec<AllocatedArtefact>,
+    /// Sage native idempotency id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_id: Option<String>,
+}
+
+/// `POST /contact_allocations` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostContactAllocation {
+    /// The allocation.
+    pub contact_allocation: ContactAllocationBody,
+}
+
+/// `sales_prices[]` of products and stock items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesPrice {
+    /// Price name.
+    pub price_name: String,
+    /// Price.
+    #[serde(with = "serde_decimal")]
+    pub price: Decimal,
+    /// Whether it includes tax.
+    pub price_includes_tax: bool,
+}
+
+/// `sales_rates[]` of services.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesRate {
+    /// Rate name.
+    pub rate_name: String,
+    /// Rate.
+    #[serde(with = "serde_decimal")]
+    pub rate: Decimal,
+    /// Whether it includes tax.
+    pub rate_includes_tax: bool,
+}
+
+/// The body of a product, service or stock item (`postProducts.product`, `postServices.service`,
+/// `postStockItems.stock_item`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemBody {
+    /// Item code (≤ 255; stock items ≤ 30).
+    pub item_code: String,
+    /// Description (≤ 255).
+    pub description: String,
+    /// Sales ledger account.
+    pub sales_ledger_account_id: String,
+    /// Purchase ledger account (sent even for sales-only items, Q18).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purchase_ledger_account_id: Option<String>,
+    /// Notes (≤ 500).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Cost price.
+    #[serde(skip_serializing_if = "Option::is_none", with = "serde_decimal_opt", default)]
+    pub cost_price: Option<Decimal>,
+    /// Sales prices (products and stock items).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sales_prices: Option<Vec<SalesPrice>>,
+    /// Sales rates (services).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sales_rates: Option<Vec<SalesRate>>,
+    /// Sage native idempotency id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_id: Option<String>,
+}
+
+/// `POST /products` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostProduct {
+    /// The product.
+    pub product: ItemBody,
+}
+
+/// `POST /services` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostService {
+    /// The service.
+    pub service: ItemBody,
+}
+
+/// `POST /stock_items` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostStockItem {
+    /// The stock item.
+    pub stock_item: ItemBody,
+}
+
+/// `postStockMovements.stock_movement`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockMovementBody {
+    /// Stock item.
+    pub stock_item_id: String,
+    /// Date.
+    pub date: NaiveDate,
+    /// Signed adjustment.
+    #[serde(with = "serde_decimal")]
+    pub quantity: Decimal,
+    /// Cost price (required).
+    #[serde(with = "serde_decimal")]
+    pub cost_price: Decimal,
+    /// Details (required, ≤ 50).
+    pub details: String,
+    /// Sage native idempotency id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_id: Option<String>,
+}
+
+/// `POST /stock_movements` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostStockMovement {
+    /// The movement.
+    pub stock_movement: StockMovementBody,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+
+/// A nested reference in a response (`{"id": "...", "displayed_as": "...", "$path": "..."}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// Id.
+    #[serde(default)]
+    pub id: String,
+    /// Display text.
+    #[serde(default)]
+    pub displayed_as: Option<String>,
+}
+
+/// A sales invoice or credit note as Sage returns it (the fields the crate reads).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SageDocument {
+    /// Id.
+    pub id: String,
+    /// Display text (`SI-27`).
+    #[serde(default)]
+    pub displayed_as: Option<String>,
+    /// Reference.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Contact.
+    #[serde(default)]
+    pub contact: Option<Link>,
+    /// Currency.
+    #[serde(default)]
+    pub currency: Option<Link>,
+    /// Status (`UNPAID`, `PAID`, `VOID`, ...).
+    #[serde(default)]
+    pub status: Option<Link>,
+    /// Total.
+    #[serde(default, with = "serde_decimal_opt")]
+    pub total_amount: Option<Decimal>,
+    /// Net.
+    #[serde(default, with = "serde_decimal_opt")]
+    pub net_amount: Option<Decimal>,
+    /// Tax.
+    #[serde(default, with = "serde_decimal_opt")]
+    pub tax_amount: Option<Decimal>,
+    /// Outstanding.
+    #[serde(default, with = "serde_decimal_opt")]
+    pub outstanding_amount: Option<Decimal>,
+    /// Date.
+    #[serde(default)]
+    pub date: Option<String>,
+    /// When voided, why.
+    #[serde(default)]
+    pub void_reason: Option<String>,
+}
+
+/// A contact as Sage returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SageContact {
+    /// Id.
+    pub id: String,
+    /// Display text.
+    #[serde(default)]
+    pub displayed_as: Option<String>,
+    /// Name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Reference.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Currency.
+    #[serde(default)]
+    pub currency: Option<Link>,
+    /// E-mail (read model).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Main contact person.
+    #[serde(default)]
+    pub main_contact_person: Option<SageContactPerson>,
+    /// Deleted at (soft delete).
+    #[serde(default)]
+    pub deleted_at: Option<String>,
+}
+
+/// A payment or allocation as Sage returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SageTransaction {
+    /// Id.
+    pub id: String,
+    /// Display text.
+    #[serde(default)]
+    pub displayed_as: Option<String>,
+    /// Reference.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Total.
+    #[serde(default, with = "serde_decimal_opt")]
+    pub total_amount: Option<Decimal>,
+    /// Contact.
+    #[serde(default)]
+    pub contact: Option<Link>,
+}
+
+/// A product, service or stock item as Sage returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SageItem {
+    /// Id.
+    pub id: String,
+    /// Item code.
+    #[serde(default)]
+    pub item_code: Option<String>,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Quantity in stock (stock items).
+    #[serde(default, with = "serde_decimal_opt")]
+    pub quantity_in_stock: Option<Decimal>,
+}
+
+/// A list envelope (`$items`, `$next`, `$total`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    /// Items.
+    #[serde(rename = "$items", default = "Vec::new")]
+    pub items: Vec<T>,
+    /// Next page URL.
+    #[serde(rename = "$next", default)]
+    pub next: Option<String>,
+    /// Total count.
+    #[serde(rename = "$total", default)]
+    pub total: Option<u64>,
+}
+
+/// One entry of Sage's error array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SageErrorItem {
+    /// `error`.
+    #[serde(rename = "$severity", default)]
+    pub severity: Option<String>,
+    /// `RecordInvalid`, `AuthorizationFailure`, ...
+    #[serde(rename = "$dataCode", default)]
+    pub data_code: Option<String>,
+    /// The message.
+    #[serde(rename = "$message", default)]
+    pub message: Option<String>,
+    /// The field locator, often empty.
+    #[serde(rename = "$source", default)]
+    pub source: Option<String>,
+}
