@@ -16,7 +16,7 @@ use crate::{
         Address, AddressKind, Breakdown, MagentoContact, MagentoCreditMemo, MagentoInvoice, MagentoInvoiceLine,
     },
     error::{Error, Problems, Result},
-    money::Currency,
+    money::{Currency, PENNY},
     policy::{EuSupplyType, SyncPolicy},
     reference::ReferenceData,
     tax::{self, Buyer, Place, RateChoice, Seller, Supply, TaxTreatment},
@@ -304,7 +304,14 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
     let mut lines = Vec::with_capacity(src.lines.len());
     for (i, ((l, a), (s, r))) in src.lines.iter().zip(&b.lines).zip(supplies.iter().zip(&route.lines)).enumerate() {
         let rate = if r.treatment == TaxTreatment::Domestic {
-            match tax::domestic_rate(policy, &reference.tax_rates, a.net(), a.subtotal, a.tax, l.tax_rate) {
+            // The rate is chosen on Magento's own tax, before any rounding residual was placed on it.
+            let line = tax::LineTax {
+                net: a.net(),
+                subtotal: a.subtotal,
+                tax: a.tax - a.tax_rounding,
+                tolerance: if a.discount_tax_compensation.is_zero() { PENNY } else { PENNY + PENNY },
+            };
+            match tax::domestic_rate(policy, &reference.tax_rates, line, l.tax_rate) {
                 Ok(c) => Some(c),
                 Err(rule) => {
                     problems.push(format!("lines[{i}].line_tax"), rule);
@@ -334,14 +341,13 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
     let ship_rate = if ship_route.treatment == TaxTreatment::Domestic
         && (!b.shipping.net().is_zero() || !b.shipping.tax.is_zero())
     {
-        match tax::domestic_rate(
-            policy,
-            &reference.tax_rates,
-            b.shipping.net(),
-            b.shipping.amount,
-            b.shipping.tax,
-            None,
-        ) {
+        let line = tax::LineTax {
+            net: b.shipping.net(),
+            subtotal: b.shipping.amount,
+            tax: b.shipping.tax,
+            tolerance: if b.shipping.discount_tax_compensation.is_zero() { PENNY } else { PENNY + PENNY },
+        };
+        match tax::domestic_rate(policy, &reference.tax_rates, line, None) {
             Ok(c) => Some(c),
             Err(rule) => {
                 problems.push("shipping_tax_amount", rule);

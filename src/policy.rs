@@ -277,10 +277,10 @@ impl SyncPolicy {
         if self.sync_stock && !self.sync_products {
             p.push("sync_stock", "requires sync_products = true");
         }
-        if let Some(prefix) = &self.invoice_number_prefix {
-            if prefix.chars().count() > 20 {
-                p.push("invoice_number_prefix", "length: must be at most 20 characters (Sage references hold 25)");
-            }
+        if let Some(prefix) = &self.invoice_number_prefix
+            && prefix.chars().count() > 20
+        {
+            p.push("invoice_number_prefix", "length: must be at most 20 characters (Sage references hold 25)");
         }
         let b = &self.b2c_consolidation;
         if b.enabled {
@@ -314,10 +314,10 @@ impl SyncPolicy {
         let mut p = Problems::new();
         let missing =
             |what: &str, id: &str| format!("not_in_reference: (missing) {id} is not a {what} of this business");
-        if let Some(id) = &self.default_tax_rate_id {
-            if reference.tax_rate(id).is_none() {
-                p.push("default_tax_rate_id", missing("tax rate", id));
-            }
+        if let Some(id) = &self.default_tax_rate_id
+            && reference.tax_rate(id).is_none()
+        {
+            p.push("default_tax_rate_id", missing("tax rate", id));
         }
         for (key, id) in &self.tax_rate_map {
             if reference.tax_rate(id).is_none() {
@@ -342,16 +342,16 @@ impl SyncPolicy {
                 }
             }
         }
-        if let Some(id) = &self.default_bank_account_id {
-            if reference.bank_account(id).is_none() {
-                p.push("default_bank_account_id", missing("bank account", id));
-            }
+        if let Some(id) = &self.default_bank_account_id
+            && reference.bank_account(id).is_none()
+        {
+            p.push("default_bank_account_id", missing("bank account", id));
         }
         for (method, id) in &self.payment_method_map {
-            if let Some(id) = id {
-                if reference.bank_account(id).is_none() {
-                    p.push(format!("payment_method_map.{method}"), missing("bank account", id));
-                }
+            if let Some(id) = id
+                && reference.bank_account(id).is_none()
+            {
+                p.push(format!("payment_method_map.{method}"), missing("bank account", id));
             }
         }
         p.into_result("policy")

@@ -170,3 +170,65 @@ pub mod serde_currency_opt {
         }
     }
 }
+
+impl ReferenceData {
+    /// A demo UK business: GBP base currency, multi-currency on, the five UK system tax rates,
+    /// a sales account `SALES` (4000), a cost-of-sales account `COS` (5000), a liability account
+    /// `OSS` (2206, VAT on destination sales), bank accounts `BANK` (GBP) and `BANK-EUR`, and the
+    /// `CREDIT_DEBIT` payment method. The built-in simulator serves the same data; examples and
+    /// tests use it where no ledger is at hand.
+    pub fn demo_uk(fetched_at: DateTime<Utc>) -> Self {
+        let rates = [
+            ("GB_STANDARD", "Standard 20.00%", Decimal::from(20)),
+            ("GB_LOWER", "Lower 5.00%", Decimal::from(5)),
+            ("GB_ZERO", "Zero Rated 0.00%", Decimal::ZERO),
+            ("GB_EXEMPT", "Exempt 0.00%", Decimal::ZERO),
+            ("GB_NO_TAX", "No Tax", Decimal::ZERO),
+        ];
+        let account = |id: &str, name: &str, code: &str, sales: bool, expenses: bool| LedgerAccount {
+            id: id.into(),
+            name: name.into(),
+            code: Some(code.into()),
+            visible_in_sales: sales,
+            visible_in_expenses: expenses,
+        };
+        Self {
+            business: BusinessProfile {
+                id: "demo-business".into(),
+                name: "Demo Shop Ltd".into(),
+                country: "GB".into(),
+                northern_ireland: false,
+                base_currency: Currency::GBP,
+                multi_currency: true,
+                subscription: Some("Accounting Plus".into()),
+            },
+            tax_rates: rates
+                .into_iter()
+                .map(|(id, name, p)| TaxRate { id: id.into(), name: name.into(), percentage: Some(p), visible: true })
+                .collect(),
+            ledger_accounts: vec![
+                account("SALES", "4000 Sales", "4000", true, false),
+                account("COS", "5000 Cost of sales", "5000", false, true),
+                account("OSS", "2206 VAT on destination sales", "2206", true, false),
+            ],
+            bank_accounts: vec![
+                BankAccount {
+                    id: "BANK".into(),
+                    name: "Current account".into(),
+                    currency: Some(Currency::GBP),
+                    active: true,
+                },
+                BankAccount {
+                    id: "BANK-EUR".into(),
+                    name: "Euro account".into(),
+                    currency: Some(Currency::EUR),
+                    active: true,
+                },
+            ],
+            payment_methods: vec![PaymentMethod { id: "CREDIT_DEBIT".into(), name: "Credit/Debit card".into() }],
+            currencies: vec!["GBP".into(), "EUR".into(), "USD".into(), "CAD".into(), "CHF".into()],
+            fetched_at,
+            extensions: BTreeMap::new(),
+        }
+    }
+}

@@ -90,8 +90,10 @@ impl MagentoCreditMemo {
                 if v.is_sign_negative() && !v.is_zero() {
                     c.fail(name, "must be ≥ 0 (credit memo amounts are positive)");
                 }
+                totals::check_amount(c, name, v);
             }
             if let Some(rate) = self.base_to_order_rate {
+                totals::check_amount(c, "base_to_order_rate", rate);
                 if rate <= Decimal::ZERO {
                     c.fail("base_to_order_rate", "must be > 0 when present");
                 }
@@ -100,10 +102,10 @@ impl MagentoCreditMemo {
                 c.fail("lines", "must not be empty unless the credit memo refunds shipping or an adjustment");
             }
             totals::check_lines(&self.lines, c);
-            if c.is_clean() {
-                if let Err(e) = self.breakdown() {
-                    c.absorb("", e);
-                }
+            if c.is_clean()
+                && let Err(e) = self.breakdown()
+            {
+                c.absorb("", e);
             }
         })
     }

@@ -186,7 +186,7 @@ pub struct Event {
 #[error("{error}")]
 pub struct EventParseError {
     /// The error, naming the field.
-    pub error: Error,
+    pub error: Box<Error>,
     /// The idempotency key, if it could be read.
     pub idempotency_key: Option<String>,
     /// The event name, if it could be read (may be an unknown name).
@@ -218,7 +218,7 @@ impl Event {
     /// read.
     pub fn parse(line: &str) -> Result<Self, EventParseError> {
         let value: Value = serde_json::from_str(line).map_err(|e| EventParseError {
-            error: Error::parse("event", "", format!("invalid JSON: {e}")),
+            error: Box::new(Error::parse("event", "", format!("invalid JSON: {e}"))),
             idempotency_key: None,
             event: None,
             magento_entity_id: None,
@@ -233,7 +233,7 @@ impl Event {
     pub fn from_value(value: Value) -> Result<Self, EventParseError> {
         let Value::Object(mut map) = value else {
             return Err(EventParseError {
-                error: Error::parse("event", "", "must be a JSON object"),
+                error: Box::new(Error::parse("event", "", "must be a JSON object")),
                 idempotency_key: None,
                 event: None,
                 magento_entity_id: None,
@@ -243,7 +243,7 @@ impl Event {
         let hint_event = map.get("event").and_then(Value::as_str).map(str::to_owned);
         let hint_id = map.get("magento_entity_id").and_then(Value::as_u64);
         let fail = |error: Error| EventParseError {
-            error,
+            error: Box::new(error),
             idempotency_key: hint_key.clone(),
             event: hint_event.clone(),
             magento_entity_id: hint_id,

@@ -152,19 +152,32 @@ impl MagentoInvoice {
                     a.check(&mut c.at(name));
                 }
             }
-            if let Some(rate) = self.base_to_order_rate {
-                if rate <= Decimal::ZERO {
-                    c.fail("base_to_order_rate", "must be > 0 when present");
-                }
+            if let Some(rate) = self.base_to_order_rate
+                && rate <= Decimal::ZERO
+            {
+                c.fail("base_to_order_rate", "must be > 0 when present");
             }
             if self.lines.is_empty() {
                 c.fail("lines", "must not be empty");
             }
+            for (name, v) in [
+                ("subtotal", self.subtotal),
+                ("tax_amount", self.tax_amount),
+                ("shipping_amount", self.shipping_amount),
+                ("shipping_tax_amount", self.shipping_tax_amount),
+                ("discount_amount", self.discount_amount),
+                ("grand_total", self.grand_total),
+            ] {
+                totals::check_amount(c, name, v);
+            }
+            if let Some(rate) = self.base_to_order_rate {
+                totals::check_amount(c, "base_to_order_rate", rate);
+            }
             totals::check_lines(&self.lines, c);
-            if c.is_clean() {
-                if let Err(e) = self.breakdown() {
-                    c.absorb("", e);
-                }
+            if c.is_clean()
+                && let Err(e) = self.breakdown()
+            {
+                c.absorb("", e);
             }
         })
     }

@@ -48,6 +48,7 @@ impl MagentoPayment {
             if self.amount.is_sign_negative() && !self.amount.is_zero() {
                 c.fail("amount", "must be ≥ 0");
             }
+            super::totals::check_amount(c, "amount", self.amount);
             if self.invoice_id == 0 {
                 c.fail("invoice_id", "must be > 0");
             }

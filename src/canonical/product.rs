@@ -68,6 +68,12 @@ impl MagentoProduct {
                     if v.is_sign_negative() && !v.is_zero() {
                         c.fail(name, "must be ≥ 0");
                     }
+                    super::totals::check_amount(c, name, v);
+                }
+            }
+            for (name, v) in [("stock_qty", self.stock_qty), ("weight", self.weight)] {
+                if let Some(v) = v {
+                    super::totals::check_amount(c, name, v);
                 }
             }
         })

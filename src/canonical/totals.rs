@@ -3,9 +3,11 @@
 //!
 //! # Identities and tolerances
 //!
-//! For each line (I-3): `line_subtotal ≈ qty × unit_price` within `0.005 × qty + 0.005`, because
-//! the module rounds Magento's 4-decimal unit price to 2 decimals while `row_total` is rounded
-//! from the unrounded product; the line's discount `line_subtotal + line_tax − line_total` lies in
+//! For each line (I-3): `line_subtotal ≈ qty × unit_price` within `0.00505 × qty + 0.02`: the
+//! module rounds Magento's unit price (kept with 4 decimals, itself rounded from the exact price:
+//! ±0.00005) to 2 decimals (±0.005 a unit), and `row_total` is either the product rounded once
+//! (tax-exclusive prices, ±0.005) or, with tax-inclusive prices, a rounded gross row (±0.005) less
+//! a delta-rounded tax (< 0.01 off the exact tax, magento.md 5.4), so within two pennies; the line's discount `line_subtotal + line_tax − line_total` lies in
 //! `[0, line_subtotal + line_tax]`; a present `tax_rate` equals `line_tax / line_subtotal` within
 //! `0.0001` (the module rounds it to 4 decimals).
 //!
@@ -20,13 +22,21 @@
 //!
 //! 1. `r > 0` and some line (or the shipping) has both a discount and tax: `r` is Magento's
 //!    *discount tax compensation* (magento.md 5.3; the canonical shape does not carry it). It is
-//!    net revenue, so it is added back to the net of those lines in proportion to discount × tax
-//!    ratio, each share rounded half up and the remainder on the largest share.
+//!    net revenue, so it is added back to the net of those lines. Each line's share is estimated
+//!    from Magento's own formula: with a tax-inclusive discount `d`, compensation `x = d·r/(1+r)`
+//!    and `tax + x = r·subtotal`, so `x² + x(s + t − d) − d·t = 0` (subtotal `s`, tax `t`); the
+//!    total is split in proportion to those estimates, each share rounded half up and the
+//!    remainder on the largest.
 //! 2. `|r| ≤` [`RESIDUAL_TOLERANCE`] (two pennies): a rounding residual from Magento's delta
 //!    rounding. It goes on the tax of the line with the most tax (Magento's residue moves between
 //!    line taxes, magento.md 5.4), or, if no line has tax, on the net of the largest line.
 //! 3. `r < 0`, a credit memo (whose canonical header carries no discount) with shipping: the
 //!    shortfall is a shipping discount, up to the shipping amount.
+//!    The canonical credit memo has no discount header, so a shipping discount can only be
+//!    inferred this way: a memo that carries both a discount tax compensation (an excess) and a
+//!    shipping discount (a shortfall) reads as their difference. Should that misplace a penny of
+//!    net, the rate check of the plan rejects the document with the line named; it is never
+//!    posted wrong.
 //! 4. Otherwise the document is rejected. A `grand_total` below its lines means an order-level
 //!    tender (gift card, store credit, reward points) reduced it; folding that into revenue would
 //!    misstate the books, so the crate refuses and says so.
@@ -181,6 +191,23 @@ impl Breakdown {
     }
 }
 
+/// The largest money amount a document may carry (a trillion): far above any real invoice, and
+/// far enough below `Decimal`'s range that no sum or product of the crate can overflow.
+pub const MAX_AMOUNT: Decimal = dec!(1_000_000_000_000);
+
+/// The largest line quantity (a billion).
+pub const MAX_QUANTITY: Decimal = dec!(1_000_000_000);
+
+/// Records an out-of-range amount; true when `v` is within ±[`MAX_AMOUNT`].
+pub(crate) fn check_amount(c: &mut Check<'_>, field: &str, v: Decimal) -> bool {
+    if v.abs() > MAX_AMOUNT {
+        c.fail(field, format!("must be at most {MAX_AMOUNT} in magnitude"));
+        false
+    } else {
+        true
+    }
+}
+
 /// Checks each line's own rules (not the header).
 pub(crate) fn check_lines(lines: &[MagentoInvoiceLine], c: &mut Check<'_>) {
     for (i, line) in lines.iter().enumerate() {
@@ -188,8 +215,12 @@ pub(crate) fn check_lines(lines: &[MagentoInvoiceLine], c: &mut Check<'_>) {
         if line.name.trim().is_empty() && line.sku.trim().is_empty() {
             c.fail("name", "must not be empty when sku is empty (the ledger line needs a description)");
         }
+        let mut in_range = true;
         if line.qty <= Decimal::ZERO {
             c.fail("qty", "must be > 0");
+        } else if line.qty > MAX_QUANTITY {
+            c.fail("qty", format!("must be at most {MAX_QUANTITY}"));
+            in_range = false;
         }
         for (name, v) in [
             ("unit_price", line.unit_price),
@@ -200,10 +231,17 @@ pub(crate) fn check_lines(lines: &[MagentoInvoiceLine], c: &mut Check<'_>) {
             if v < Decimal::ZERO {
                 c.fail(name, "must be ≥ 0");
             }
+            in_range &= check_amount(&mut c, name, v);
+        }
+        if let Some(rate) = line.tax_rate {
+            in_range &= check_amount(&mut c, "tax_rate", rate);
+        }
+        if !in_range {
+            continue;
         }
         if line.qty > Decimal::ZERO && line.unit_price >= Decimal::ZERO {
             let expected = line.qty * line.unit_price;
-            let tolerance = dec!(0.005) * line.qty + dec!(0.005);
+            let tolerance = dec!(0.00505) * line.qty + dec!(0.02);
             if (expected - line.line_subtotal).abs() > tolerance {
                 c.fail(
                     "line_subtotal",
@@ -283,10 +321,10 @@ pub fn breakdown(lines: &[MagentoInvoiceLine], header: &HeaderTotals) -> Result<
     let sum_sub: Decimal = lines.iter().map(|l| l.line_subtotal).sum();
     let sum_tax: Decimal = lines.iter().map(|l| l.line_tax).sum();
     let sum_disc: Decimal = out.lines.iter().map(|l| l.discount).sum();
-    if let Some(subtotal) = header.subtotal {
-        if (sum_sub - subtotal).abs() > HEADER_TOLERANCE {
-            problems.push("subtotal", format!("{subtotal} does not equal the sum of line_subtotal ({sum_sub})"));
-        }
+    if let Some(subtotal) = header.subtotal
+        && (sum_sub - subtotal).abs() > HEADER_TOLERANCE
+    {
+        problems.push("subtotal", format!("{subtotal} does not equal the sum of line_subtotal ({sum_sub})"));
     }
     if let Some(tax) = header.tax_amount {
         let expected = sum_tax + header.shipping_tax_amount;
@@ -339,12 +377,12 @@ pub fn breakdown(lines: &[MagentoInvoiceLine], header: &HeaderTotals) -> Result<
         let mut weights: Vec<(Option<usize>, Decimal, Decimal)> = Vec::new(); // (line or shipping, weight, cap)
         for (i, l) in out.lines.iter().enumerate() {
             if l.discount > Decimal::ZERO && l.tax > Decimal::ZERO && l.subtotal > Decimal::ZERO {
-                weights.push((Some(i), l.discount * l.tax / l.subtotal, l.discount));
+                weights.push((Some(i), compensation_estimate(l.subtotal, l.tax, l.discount), l.discount));
             }
         }
         let s = &out.shipping;
         if s.discount > Decimal::ZERO && s.tax > Decimal::ZERO && s.amount > Decimal::ZERO {
-            weights.push((None, s.discount * s.tax / s.amount, s.discount));
+            weights.push((None, compensation_estimate(s.amount, s.tax, s.discount), s.discount));
         }
         let cap: Decimal = weights.iter().map(|w| w.2).sum();
         if !weights.is_empty() && residual <= cap {
@@ -402,6 +440,18 @@ pub fn breakdown(lines: &[MagentoInvoiceLine], header: &HeaderTotals) -> Result<
         )
     };
     Err(Error::invalid(what, "grand_total", rule))
+}
+
+/// Magento's discount tax compensation of a line, estimated from its subtotal `s`, tax `t` and
+/// tax-inclusive discount `d`: the positive root of `x² + x(s + t − d) − d·t = 0`.
+fn compensation_estimate(s: Decimal, t: Decimal, d: Decimal) -> Decimal {
+    use rust_decimal::MathematicalOps;
+    let b = s + t - d;
+    let disc = b * b + Decimal::from(4) * d * t;
+    match disc.sqrt() {
+        Some(root) => ((root - b) / Decimal::TWO).max(Decimal::ZERO),
+        None => d * t / s,
+    }
 }
 
 /// Index of the entry with the largest key (first on ties), if the key is > 0.
@@ -561,6 +611,16 @@ mod tests {
         let b = breakdown(&lines, &header).unwrap();
         assert_eq!(b.shipping.discount, dec!(3));
         assert_eq!(b.total(), dec!(50));
+    }
+
+    #[test]
+    fn compensation_estimate_solves_magentos_formula() {
+        // The I-3 example: s = 100, t = 18, d = 12 → x = 2 (x² + 106x − 216 = 0 → (x − 2)(x + 108)).
+        assert_eq!(
+            compensation_estimate(dec!(100), dec!(18), dec!(12))
+                .round_dp_with_strategy(6, rust_decimal::RoundingStrategy::MidpointAwayFromZero),
+            dec!(2)
+        );
     }
 
     #[test]

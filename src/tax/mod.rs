@@ -13,6 +13,6 @@ pub mod rates;
 pub mod routing;
 pub mod territory;
 
-pub use rates::{RateChoice, RateSource, domestic_rate, no_tax_rate, zero_rate};
+pub use rates::{LineTax, RateChoice, RateSource, domestic_rate, no_tax_rate, zero_rate};
 pub use routing::{Buyer, DocumentRoute, LineRoute, Place, Seller, Supply, TaxTreatment, route_document, route_line};
 pub use territory::{VatArea, vat_area};

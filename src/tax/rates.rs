@@ -54,11 +54,33 @@ pub fn tax_at(base: Decimal, pct: Decimal) -> Decimal {
     round_money(base * pct / Decimal::ONE_HUNDRED)
 }
 
-fn fits(pct: Decimal, net: Decimal, subtotal: Decimal, tax: Decimal) -> bool {
-    if tax.is_zero() {
-        return pct.is_zero() || net.is_zero();
+fn fits(pct: Decimal, line: &LineTax) -> bool {
+    if line.tax.is_zero() {
+        return pct.is_zero() || line.net.is_zero();
     }
-    (tax_at(net, pct) - tax).abs() <= PENNY || (tax_at(subtotal, pct) - tax).abs() <= PENNY
+    (tax_at(line.net, pct) - line.tax).abs() <= line.tolerance
+        || (tax_at(line.subtotal, pct) - line.tax).abs() <= line.tolerance
+}
+
+/// The amounts of a line whose rate is being chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTax {
+    /// Net after discount.
+    pub net: Decimal,
+    /// Net before discount (for stores that tax before discount).
+    pub subtotal: Decimal,
+    /// The tax Magento charged.
+    pub tax: Decimal,
+    /// How far the tax may be from `round(net × rate)`: one penny (tax.md 3.4 invariant 3), two
+    /// when the net itself was rebuilt from a rounded discount tax compensation.
+    pub tolerance: Decimal,
+}
+
+impl LineTax {
+    /// A line with the one-penny tolerance.
+    pub fn new(net: Decimal, subtotal: Decimal, tax: Decimal) -> Self {
+        Self { net, subtotal, tax, tolerance: PENNY }
+    }
 }
 
 /// The business's zero rate: a 0 % rate whose id or name says "zero", else any 0 % rate that is
@@ -90,11 +112,10 @@ pub fn no_tax_rate(rates: &[TaxRate]) -> Option<&TaxRate> {
 pub fn domestic_rate(
     policy: &SyncPolicy,
     rates: &[TaxRate],
-    net: Decimal,
-    subtotal: Decimal,
-    tax: Decimal,
+    line: LineTax,
     canonical_rate: Option<Decimal>,
 ) -> Result<RateChoice, String> {
+    let LineTax { net, tax, .. } = line;
     let pct_of = |id: &str| rates.iter().find(|r| r.id == id).and_then(|r| r.percentage);
     let choice = |id: &String, percentage, source| RateChoice { id: id.clone(), percentage, source };
     if tax.is_zero() {
@@ -115,7 +136,7 @@ pub fn domestic_rate(
         let key = percent_key(rate * Decimal::ONE_HUNDRED);
         if let Some(id) = policy.tax_rate_map.get(&key) {
             let pct = pct_of(id).unwrap_or(rate * Decimal::ONE_HUNDRED);
-            if fits(pct, net, subtotal, tax) {
+            if fits(pct, &line) {
                 return Ok(choice(id, Some(pct), RateSource::MapLiteral));
             }
         }
@@ -125,14 +146,14 @@ pub fn domestic_rate(
         .tax_rate_map
         .iter()
         .filter_map(|(k, id)| crate::money::parse_decimal(k).ok().map(|p| (p, id)))
-        .filter(|(p, _)| fits(*p, net, subtotal, tax))
+        .filter(|(p, _)| fits(*p, &line))
         .min_by_key(|(p, _)| (*p - applied).abs());
     if let Some((p, id)) = best {
         return Ok(choice(id, Some(p), RateSource::MapFit));
     }
     if let Some(id) = &policy.default_tax_rate_id {
         match pct_of(id) {
-            Some(p) if fits(p, net, subtotal, tax) => return Ok(choice(id, Some(p), RateSource::Default)),
+            Some(p) if fits(p, &line) => return Ok(choice(id, Some(p), RateSource::Default)),
             // A rate whose percentage the ledger did not report cannot be checked: trust the policy.
             None => return Ok(choice(id, None, RateSource::Default)),
             Some(_) => {}
@@ -177,14 +198,14 @@ mod tests {
         // 20 % on 90 after a 10 discount: tax 18, canonical tax_rate 18/100 = 0.18 ("18.00", not in the map).
         let p =
             policy(r#"{"tax_rate_map":{"20.00":"GB_STANDARD","5.00":"GB_LOWER"},"default_tax_rate_id":"GB_LOWER"}"#);
-        let c = domestic_rate(&p, &uk_rates(), dec!(90), dec!(100), dec!(18), Some(dec!(0.18))).unwrap();
+        let c = domestic_rate(&p, &uk_rates(), LineTax::new(dec!(90), dec!(100), dec!(18)), Some(dec!(0.18))).unwrap();
         assert_eq!((c.id.as_str(), c.source), ("GB_STANDARD", RateSource::MapFit));
     }
 
     #[test]
     fn byte8_literal_key_wins_when_it_fits() {
         let p = policy(r#"{"tax_rate_map":{"20.00":"GB_STANDARD"}}"#);
-        let c = domestic_rate(&p, &uk_rates(), dec!(10), dec!(10), dec!(2), Some(dec!(0.2))).unwrap();
+        let c = domestic_rate(&p, &uk_rates(), LineTax::new(dec!(10), dec!(10), dec!(2)), Some(dec!(0.2))).unwrap();
         assert_eq!(c.source, RateSource::MapLiteral);
     }
 
@@ -192,24 +213,24 @@ mod tests {
     fn penny_delta_rounding_still_fits() {
         // Magento's TOTAL rounding gave 3.17 on 15.87 at 20 % (exact 3.174 → 3.17) and 3.18 next door.
         let p = policy(r#"{"default_tax_rate_id":"GB_STANDARD"}"#);
-        let c = domestic_rate(&p, &uk_rates(), dec!(15.87), dec!(15.87), dec!(3.18), None).unwrap();
+        let c = domestic_rate(&p, &uk_rates(), LineTax::new(dec!(15.87), dec!(15.87), dec!(3.18)), None).unwrap();
         assert_eq!((c.id.as_str(), c.source), ("GB_STANDARD", RateSource::Default));
     }
 
     #[test]
     fn zero_tax_line_never_lands_on_a_taxed_rate() {
         let p = policy(r#"{"default_tax_rate_id":"GB_STANDARD"}"#);
-        let c = domestic_rate(&p, &uk_rates(), dec!(10), dec!(10), dec!(0), None).unwrap();
+        let c = domestic_rate(&p, &uk_rates(), LineTax::new(dec!(10), dec!(10), dec!(0)), None).unwrap();
         assert_eq!((c.id.as_str(), c.source), ("GB_ZERO", RateSource::Zero));
         let p = policy(r#"{"default_tax_rate_id":"GB_STANDARD","tax_rate_map":{"0":"GB_EXEMPT"}}"#);
-        let c = domestic_rate(&p, &uk_rates(), dec!(10), dec!(10), dec!(0), None).unwrap();
+        let c = domestic_rate(&p, &uk_rates(), LineTax::new(dec!(10), dec!(10), dec!(0)), None).unwrap();
         assert_eq!(c.id, "GB_EXEMPT");
     }
 
     #[test]
     fn unexplained_tax_is_an_error_naming_the_percentage() {
         let p = policy(r#"{"default_tax_rate_id":"GB_LOWER"}"#);
-        let err = domestic_rate(&p, &uk_rates(), dec!(100), dec!(100), dec!(20), None).unwrap_err();
+        let err = domestic_rate(&p, &uk_rates(), LineTax::new(dec!(100), dec!(100), dec!(20)), None).unwrap_err();
         assert!(err.contains("20.00 %"), "{err}");
         assert!(err.contains("add \"20.00\" to tax_rate_map"), "{err}");
         assert!(err.contains("GB_LOWER at 5.00 %"), "{err}");

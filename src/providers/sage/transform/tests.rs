@@ -8,67 +8,10 @@ use rust_decimal_macros::dec;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::{
-    canonical::MagentoInvoice,
-    reference::{BankAccount, BusinessProfile, LedgerAccount, PaymentMethod, ReferenceData, TaxRate},
-};
+use crate::{canonical::MagentoInvoice, reference::ReferenceData};
 
 pub(crate) fn uk_reference() -> ReferenceData {
-    let rates = [
-        ("GB_STANDARD", "Standard 20.00%", Some(dec!(20))),
-        ("GB_LOWER", "Lower 5.00%", Some(dec!(5))),
-        ("GB_ZERO", "Zero Rated 0.00%", Some(dec!(0))),
-        ("GB_EXEMPT", "Exempt 0.00%", Some(dec!(0))),
-        ("GB_NO_TAX", "No Tax", Some(dec!(0))),
-    ];
-    ReferenceData {
-        business: BusinessProfile {
-            id: "biz".into(),
-            name: "Test Shop Ltd".into(),
-            country: "GB".into(),
-            northern_ireland: false,
-            base_currency: Currency::GBP,
-            multi_currency: true,
-            subscription: Some("Accounting Plus".into()),
-        },
-        tax_rates: rates
-            .into_iter()
-            .map(|(id, name, p)| TaxRate { id: id.into(), name: name.into(), percentage: p, visible: true })
-            .collect(),
-        ledger_accounts: vec![
-            LedgerAccount {
-                id: "SALES".into(),
-                name: "4000 Sales".into(),
-                code: Some("4000".into()),
-                visible_in_sales: true,
-                visible_in_expenses: false,
-            },
-            LedgerAccount {
-                id: "COS".into(),
-                name: "5000 Cost of sales".into(),
-                code: Some("5000".into()),
-                visible_in_sales: false,
-                visible_in_expenses: true,
-            },
-            LedgerAccount {
-                id: "OSS".into(),
-                name: "2206 VAT on destination sales".into(),
-                code: Some("2206".into()),
-                visible_in_sales: true,
-                visible_in_expenses: false,
-            },
-        ],
-        bank_accounts: vec![BankAccount {
-            id: "BANK".into(),
-            name: "Current".into(),
-            currency: Some(Currency::GBP),
-            active: true,
-        }],
-        payment_methods: vec![PaymentMethod { id: "CREDIT_DEBIT".into(), name: "Credit/Debit card".into() }],
-        currencies: vec!["GBP".into(), "EUR".into(), "USD".into()],
-        fetched_at: Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap(),
-        extensions: BTreeMap::new(),
-    }
+    ReferenceData::demo_uk(Utc.with_ymd_and_hms(2026, 11, 22, 9, 0, 0).unwrap())
 }
 
 pub(crate) fn policy(extra: Value) -> SyncPolicy {
