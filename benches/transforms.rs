@@ -1,0 +1,73 @@
+//! Cost of the pure pipeline per document: parse + validate an `invoice.created` event, then plan
+//! and transform it into the Sage request, for invoices of 1, 10 and 100 lines.
+//!
+//! Run: `cargo bench --bench transforms`.
+
+use std::hint::black_box;
+
+use byte8_ledger_core::{
+    canonical::{Entity, Event},
+    policy::SyncPolicy,
+    providers::sage::transform::{self, DocumentLinks},
+    reference::ReferenceData,
+};
+use chrono::Utc;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::json;
+
+/// An invoice event with `n` lines of 3 × 8.33 at 20 % (row 25.00, tax 5.00) and 4.99 shipping.
+fn event(n: usize) -> String {
+    let lines: Vec<_> = (0..n)
+        .map(|i| {
+            json!({"sku": format!("SKU-{i}"), "name": format!("Widget &amp; Co {i}"), "qty": 3, "unit_price": 8.33,
+                   "line_subtotal": 25.00, "line_tax": 5.00, "line_total": 30.00, "tax_rate": 0.2, "product_type": "simple"})
+        })
+        .collect();
+    let sub = 25 * n;
+    let tax = 5 * n;
+    json!({"event": "invoice.created", "idempotency_key": "invoice.created:1", "magento_entity_id": 1,
+        "occurred_at": "2026-11-22T10:00:00Z", "payload": {},
+        "entity": {"magento_id": 1, "increment_id": "100000001", "order_id": 1, "order_increment_id": "100000001",
+            "currency": "GBP", "state": "open",
+            "customer": {"magento_id": 5, "email": "jane@example.com", "first_name": "Jane", "last_name": "Doe"},
+            "lines": lines, "subtotal": sub, "tax_amount": tax, "shipping_amount": 4.99, "shipping_tax_amount": 0,
+            "discount_amount": 0, "grand_total": format!("{}.99", sub + tax + 4), "created_at": "2026-11-22T09:00:00Z",
+            "billing_address": {"kind": "billing", "street": ["1 High St"], "city": "London", "postcode": "SW1A 1AA", "country_id": "GB"}}})
+    .to_string()
+}
+
+fn bench(c: &mut Criterion) {
+    let reference = ReferenceData::demo_uk(Utc::now());
+    let policy = SyncPolicy::from_json(
+        r#"{"default_ledger_account_id":"SALES","default_tax_rate_id":"GB_STANDARD","tax_rate_map":{"20":"GB_STANDARD"}}"#,
+    )
+    .expect("policy");
+    let items = Default::default();
+    let links = DocumentLinks { contact_id: "C1", items: &items, idempotency_key: Some("invoice.created:1") };
+    let mut group = c.benchmark_group("invoice");
+    for n in [1usize, 10, 100] {
+        let text = event(n);
+        // Check once that the document is valid, so the bench measures the success path.
+        let Ok(Event { entity: Some(Entity::Invoice(inv)), .. }) = Event::parse(&text) else { panic!("bad bench input") };
+        transform::sales_invoice(&inv, &policy, &reference, &links).expect("transforms");
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("parse_and_transform", n), &text, |b, text| {
+            b.iter(|| {
+                let event = Event::parse(black_box(text)).expect("parses");
+                let Some(Entity::Invoice(inv)) = &event.entity else { unreachable!() };
+                black_box(transform::sales_invoice(inv, &policy, &reference, &links).expect("transforms"))
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("transform_only", n), &inv, |b, inv| {
+            b.iter(|| black_box(transform::sales_invoice(black_box(inv), &policy, &reference, &links).expect("transforms")));
+        });
+        group.bench_with_input(BenchmarkId::new("serialize_request", n), &inv, |b, inv| {
+            let t = transform::sales_invoice(inv, &policy, &reference, &links).expect("transforms");
+            b.iter(|| black_box(serde_json::to_vec(&t.request).expect("serializes")));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
