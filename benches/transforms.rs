@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo bench --bench transforms`.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use byte8_ledger_core::{

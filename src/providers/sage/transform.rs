@@ -649,7 +649,7 @@ pub fn fallback_contact(
             delivery_address: None,
             main_contact_person: Some(SageContactPerson {
                 name: None,
-                email: Some(b.fallback_contact_email.trim().to_owned()),
+                email: Some(b.fallback_contact_email.trim().chars().take(limits::EMAIL).collect()),
                 telephone: None,
                 is_main_contact: Some(true),
             }),
