@@ -51,7 +51,9 @@ fn bench(c: &mut Criterion) {
     for n in [1usize, 10, 100] {
         let text = event(n);
         // Check once that the document is valid, so the bench measures the success path.
-        let Ok(Event { entity: Some(Entity::Invoice(inv)), .. }) = Event::parse(&text) else { panic!("bad bench input") };
+        let Ok(Event { entity: Some(Entity::Invoice(inv)), .. }) = Event::parse(&text) else {
+            panic!("bad bench input")
+        };
         transform::sales_invoice(&inv, &policy, &reference, &links).expect("transforms");
         group.throughput(Throughput::Elements(1));
         group.bench_with_input(BenchmarkId::new("parse_and_transform", n), &text, |b, text| {
@@ -62,7 +64,9 @@ fn bench(c: &mut Criterion) {
             });
         });
         group.bench_with_input(BenchmarkId::new("transform_only", n), &inv, |b, inv| {
-            b.iter(|| black_box(transform::sales_invoice(black_box(inv), &policy, &reference, &links).expect("transforms")));
+            b.iter(|| {
+                black_box(transform::sales_invoice(black_box(inv), &policy, &reference, &links).expect("transforms"))
+            });
         });
         group.bench_with_input(BenchmarkId::new("serialize_request", n), &inv, |b, inv| {
             let t = transform::sales_invoice(inv, &policy, &reference, &links).expect("transforms");

@@ -292,7 +292,10 @@ impl SyncPolicy {
             } else if !crate::canonical::looks_like_email(b.fallback_contact_email.trim()) {
                 p.push("b2c_consolidation.fallback_contact_email", "email: must be a well-formed e-mail address");
             } else if b.fallback_contact_email.trim().chars().count() > 100 {
-                p.push("b2c_consolidation.fallback_contact_email", "length: must be at most 100 characters (Sage's limit)");
+                p.push(
+                    "b2c_consolidation.fallback_contact_email",
+                    "length: must be at most 100 characters (Sage's limit)",
+                );
             }
             if b.fallback_contact_reference.trim().is_empty() {
                 p.push("b2c_consolidation.fallback_contact_reference", "required: must not be empty when enabled");
