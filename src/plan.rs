@@ -181,6 +181,22 @@ impl DocumentPlan {
     }
 }
 
+/// Fits a document reference into `max` characters, keeping the increment id whole (it is what
+/// makes the reference unique) and shortening the prefix first; an increment id longer than
+/// `max` keeps its last `max` characters.
+pub fn fit_reference(reference: &str, increment_id: &str, max: usize) -> String {
+    let len = reference.chars().count();
+    if len <= max {
+        return reference.to_owned();
+    }
+    let id_len = increment_id.chars().count();
+    if id_len >= max || !reference.ends_with(increment_id) {
+        return reference.chars().skip(len - max).collect();
+    }
+    let prefix: String = reference.chars().take(len - id_len).collect();
+    format!("{}{increment_id}", prefix.chars().take(max - id_len).collect::<String>())
+}
+
 /// Decodes HTML entities (`Lumaflex&trade;` → `Lumaflex™`), as Sage rejects raw entities
 /// (byte8-spec.md 9 Q4).
 pub fn decode_entities(text: &str) -> String {

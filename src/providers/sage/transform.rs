@@ -147,20 +147,9 @@ impl Fitter {
     }
 }
 
-/// Fits a document reference into Sage's 25 characters, keeping the increment id whole (it is
-/// what makes the reference unique) and shortening the prefix first.
+/// Fits a document reference into Sage's 25 characters (see [`plan::fit_reference`]).
 pub fn fit_reference(reference: &str, increment_id: &str) -> String {
-    let max = limits::DOCUMENT_REFERENCE;
-    if reference.chars().count() <= max {
-        return reference.to_owned();
-    }
-    let id_len = increment_id.chars().count();
-    if id_len >= max || !reference.ends_with(increment_id) {
-        let skip = reference.chars().count() - max;
-        return reference.chars().skip(skip).collect();
-    }
-    let prefix: String = reference.chars().take(reference.chars().count() - id_len).collect();
-    format!("{}{increment_id}", prefix.chars().take(max - id_len).collect::<String>())
+    plan::fit_reference(reference, increment_id, limits::DOCUMENT_REFERENCE)
 }
 
 fn sage_address(a: &Address, path: &str, f: &mut Fitter) -> SageAddress {

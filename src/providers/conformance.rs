@@ -1,0 +1,1 @@
+//! The public conformance suite (filled in by the provider work).

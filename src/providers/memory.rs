@@ -1,0 +1,1 @@
+//! The in-memory reference provider (filled in by the provider work).
