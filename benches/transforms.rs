@@ -8,13 +8,13 @@
 
 use std::hint::black_box;
 
+use byte8_ledger_core::clock::Clock;
 use byte8_ledger_core::{
     canonical::{Entity, Event},
     policy::SyncPolicy,
     providers::sage::transform::{self, DocumentLinks},
     reference::ReferenceData,
 };
-use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 
@@ -40,7 +40,7 @@ fn event(n: usize) -> String {
 }
 
 fn bench(c: &mut Criterion) {
-    let reference = ReferenceData::demo_uk(Utc::now());
+    let reference = ReferenceData::demo_uk(byte8_ledger_core::clock::SystemClock.now());
     let policy = SyncPolicy::from_json(
         r#"{"default_ledger_account_id":"SALES","default_tax_rate_id":"GB_STANDARD","tax_rate_map":{"20":"GB_STANDARD"}}"#,
     )

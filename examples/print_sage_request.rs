@@ -43,7 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let policy = SyncPolicy::from_json(POLICY)?;
     // The reference data of a demo UK business; a real host fetches it from Sage.
-    let reference = ReferenceData::demo_uk(chrono::Utc::now());
+    let reference =
+        ReferenceData::demo_uk(byte8_ledger_core::clock::Clock::now(&byte8_ledger_core::clock::SystemClock));
     policy.validate_against(&reference)?;
     let items = Default::default();
     let links =

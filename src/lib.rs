@@ -4,8 +4,11 @@
 //! v3.1), and into any other ledger that implements an accounting provider.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod auth;
 pub mod canonical;
+pub mod clock;
 pub mod error;
+pub mod http;
 pub mod identity;
 pub mod money;
 pub mod plan;

@@ -1,0 +1,450 @@
+//! OAuth 2.0 token custody, shared by the providers: the token pair, the store it is persisted
+//! in, the token endpoint client, and a manager that hands out fresh access tokens.
+//!
+//! Ledger refresh tokens rotate: every refresh returns a new refresh token and the old one stops
+//! working (Sage: sage-api.md 2.1 and Q1). So:
+//!
+//! - the new pair is **saved through the [`TokenStore`] before it is used**: if the process dies
+//!   right after a refresh, the next one starts from the new pair, not from a dead one;
+//! - refreshes are **single-flight**: the [`TokenManager`] holds one async mutex per connection,
+//!   so a hundred concurrent requests with an expired token cause exactly one refresh; a store
+//!   shared by several processes can also serialise refreshes across them
+//!   ([`TokenStore::lock_refresh`]), and after taking the lock the manager re-reads the store in
+//!   case another process refreshed first;
+//! - access tokens are refreshed ahead of expiry (60 s by default), trusting the `expires_in`
+//!   the endpoint returns rather than a documented lifetime;
+//! - `invalid_grant` becomes [`AuthFailure::ReconnectRequired`]: the user must reconnect, and
+//!   nothing retries it.
+//!
+//! Secrets are [`SecretString`]s: no `Debug`, log line or error ever shows one (tested below).
+
+use std::{
+    any::Any,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::{
+    clock::Clock,
+    error::{AuthFailure, Error, Result},
+};
+
+/// An access token and its refresh token.
+#[derive(Clone)]
+pub struct TokenSet {
+    /// The bearer token.
+    pub access_token: SecretString,
+    /// The refresh token (single use: it rotates).
+    pub refresh_token: SecretString,
+    /// When the access token expires.
+    pub access_expires_at: DateTime<Utc>,
+    /// When the refresh token expires, when the endpoint says.
+    pub refresh_expires_at: Option<DateTime<Utc>>,
+}
+
+impl TokenSet {
+    /// A pair holding only a refresh token (from `byte8-ledger connect`): the first use refreshes.
+    pub fn from_refresh_token(refresh_token: SecretString) -> Self {
+        Self {
+            access_token: SecretString::from(String::new()),
+            refresh_token,
+            access_expires_at: DateTime::<Utc>::UNIX_EPOCH,
+            refresh_expires_at: None,
+        }
+    }
+
+    /// True when the access token is valid for at least `margin` more.
+    pub fn fresh_at(&self, now: DateTime<Utc>, margin: Duration) -> bool {
+        !self.access_token.expose_secret().is_empty()
+            && chrono::Duration::from_std(margin).is_ok_and(|m| self.access_expires_at > now + m)
+    }
+}
+
+impl fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSet")
+            .field("access_expires_at", &self.access_expires_at)
+            .field("refresh_expires_at", &self.refresh_expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A guard held while a refresh is in flight; dropping it releases the lock.
+pub struct RefreshGuard(#[allow(dead_code)] Option<Box<dyn Any + Send>>);
+
+impl RefreshGuard {
+    /// A guard that holds nothing (stores used by one process).
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// A guard that keeps `held` (a transaction, a lock) alive until dropped.
+    pub fn holding(held: Box<dyn Any + Send>) -> Self {
+        Self(Some(held))
+    }
+}
+
+impl fmt::Debug for RefreshGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RefreshGuard")
+    }
+}
+
+/// Where a connection's tokens live. The crate's stores (memory, SQLite with encryption at rest,
+/// PostgreSQL) implement it; a host can bring its own.
+#[async_trait]
+pub trait TokenStore: fmt::Debug + Send + Sync {
+    /// The stored pair, if any.
+    async fn load(&self) -> Result<Option<TokenSet>>;
+
+    /// Persists a new pair (durably, before it is used).
+    async fn save(&self, tokens: &TokenSet) -> Result<()>;
+
+    /// Serialises refreshes across processes that share this store. The default does nothing
+    /// (one process: the manager's mutex is enough).
+    async fn lock_refresh(&self) -> Result<RefreshGuard> {
+        Ok(RefreshGuard::none())
+    }
+}
+
+/// A [`TokenStore`] in memory.
+#[derive(Debug, Default)]
+pub struct MemoryTokenStore {
+    tokens: std::sync::Mutex<Option<TokenSet>>,
+    saves: AtomicU64,
+}
+
+impl MemoryTokenStore {
+    /// A store holding `tokens`.
+    pub fn new(tokens: Option<TokenSet>) -> Self {
+        Self { tokens: std::sync::Mutex::new(tokens), saves: AtomicU64::new(0) }
+    }
+
+    /// How many times a pair was saved.
+    pub fn saves(&self) -> u64 {
+        self.saves.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl TokenStore for MemoryTokenStore {
+    async fn load(&self) -> Result<Option<TokenSet>> {
+        Ok(self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+    }
+
+    async fn save(&self, tokens: &TokenSet) -> Result<()> {
+        *self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokens.clone());
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body (Sage).
+    Body,
+    /// HTTP Basic with the client id and secret (Xero).
+    Basic,
+}
+
+/// A client of one OAuth 2.0 token endpoint.
+#[derive(Clone)]
+pub struct OAuthClient {
+    http: reqwest::Client,
+    endpoint: Url,
+    client_id: String,
+    client_secret: SecretString,
+    auth: ClientAuth,
+    provider: &'static str,
+}
+
+impl fmt::Debug for OAuthClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthClient")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("client_id", &self.client_id)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: SecretString,
+    #[serde(default)]
+    refresh_token: Option<SecretString>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token_expires_in: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct TokenError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+impl OAuthClient {
+    /// A client of the token endpoint `endpoint`.
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: Url,
+        client_id: String,
+        client_secret: SecretString,
+        auth: ClientAuth,
+        provider: &'static str,
+    ) -> Self {
+        Self { http, endpoint, client_id, client_secret, auth, provider }
+    }
+
+    /// Exchanges an authorisation code (single use; Sage's lives 60 s) for a token pair. The code
+    /// is passed through verbatim (Sage's carries a country prefix such as `GB/`), and
+    /// `redirect_uri` must match the registered one exactly.
+    ///
+    /// # Errors
+    /// [`Error::Auth`] when the endpoint refuses the code; network and 5xx errors as usual.
+    pub async fn exchange_code(&self, code: &str, redirect_uri: &str, now: DateTime<Utc>) -> Result<TokenSet> {
+        let form = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.to_owned()),
+            ("redirect_uri", redirect_uri.to_owned()),
+        ];
+        self.request(form, now, None).await
+    }
+
+    /// Refreshes a token pair.
+    ///
+    /// # Errors
+    /// [`AuthFailure::ReconnectRequired`] on `invalid_grant`; network and 5xx errors as usual.
+    pub async fn refresh(&self, refresh_token: &SecretString, now: DateTime<Utc>) -> Result<TokenSet> {
+        let form = vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", refresh_token.expose_secret().to_owned()),
+        ];
+        self.request(form, now, Some(refresh_token)).await
+    }
+
+    async fn request(
+        &self,
+        mut form: Vec<(&'static str, String)>,
+        now: DateTime<Utc>,
+        previous_refresh: Option<&SecretString>,
+    ) -> Result<TokenSet> {
+        let mut req = self.http.post(self.endpoint.clone()).header(reqwest::header::ACCEPT, "application/json");
+        match self.auth {
+            ClientAuth::Body => {
+                form.push(("client_id", self.client_id.clone()));
+                form.push(("client_secret", self.client_secret.expose_secret().to_owned()));
+            }
+            ClientAuth::Basic => {
+                req = req.basic_auth(&self.client_id, Some(self.client_secret.expose_secret()));
+            }
+        }
+        let resp = req.form(&form).send().await.map_err(|e| {
+            let outcome_unknown = !e.is_connect();
+            Error::Http {
+                provider: self.provider,
+                message: format!("token endpoint unreachable: {}", e.without_url()),
+                outcome_unknown,
+                source: None,
+            }
+        })?;
+        let status = resp.status();
+        let body = resp.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::Provider {
+                provider: self.provider,
+                status: Some(status.as_u16()),
+                message: format!("token endpoint answered something unreadable: {e}"),
+                retryable: false,
+                source: None,
+            })?;
+            let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+            return Ok(TokenSet {
+                access_token: t.access_token,
+                refresh_token: match (t.refresh_token, previous_refresh) {
+                    (Some(r), _) => r,
+                    (None, Some(prev)) => prev.clone(),
+                    (None, None) => SecretString::from(String::new()),
+                },
+                access_expires_at: now + secs(t.expires_in.unwrap_or(300)),
+                refresh_expires_at: t.refresh_token_expires_in.map(|s| now + secs(s)),
+            });
+        }
+        let err: TokenError = serde_json::from_slice(&body).unwrap_or_default();
+        let described = err.error_description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+        Err(match (status.as_u16(), err.error.as_str()) {
+            (_, "invalid_grant") => Error::Auth {
+                provider: self.provider,
+                reason: AuthFailure::ReconnectRequired,
+                message: format!(
+                    "the token endpoint refused the grant (invalid_grant{described}): the refresh token expired, was used already or was revoked; the user must reconnect (byte8-ledger connect)"
+                ),
+            },
+            (_, "invalid_client" | "unauthorized_client") | (401, _) => Error::Auth {
+                provider: self.provider,
+                reason: AuthFailure::AccessDenied,
+                message: format!(
+                    "the token endpoint refused the client credentials ({}{described}): check the client id and secret",
+                    err.error
+                ),
+            },
+            (s, _) if s >= 500 || s == 429 => Error::Provider {
+                provider: self.provider,
+                status: Some(s),
+                message: format!("token endpoint failed ({}{described})", err.error),
+                retryable: true,
+                source: None,
+            },
+            (s, e) => Error::Auth {
+                provider: self.provider,
+                reason: AuthFailure::ReconnectRequired,
+                message: format!("the token endpoint refused the request (HTTP {s} {e}{described})"),
+            },
+        })
+    }
+}
+
+/// Hands out fresh access tokens for one connection, refreshing single-flight ahead of expiry and
+/// persisting each new pair before using it.
+pub struct TokenManager {
+    oauth: OAuthClient,
+    store: Arc<dyn TokenStore>,
+    state: tokio::sync::Mutex<Option<TokenSet>>,
+    margin: Duration,
+    clock: Arc<dyn Clock>,
+    refreshes: AtomicU64,
+}
+
+impl fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("oauth", &self.oauth)
+            .field("margin", &self.margin)
+            .field("refreshes", &self.refreshes.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenManager {
+    /// A manager over `store`, refreshing `margin` before expiry.
+    pub fn new(oauth: OAuthClient, store: Arc<dyn TokenStore>, margin: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self { oauth, store, state: tokio::sync::Mutex::new(None), margin, clock, refreshes: AtomicU64::new(0) }
+    }
+
+    /// How many refreshes this manager made.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::SeqCst)
+    }
+
+    /// A fresh access token: the cached one, else the store's, else a refreshed one (saved before
+    /// it is returned).
+    ///
+    /// # Errors
+    /// [`AuthFailure::NotConnected`] when no tokens are stored; the refresh's errors.
+    pub async fn access_token(&self) -> Result<SecretString> {
+        let mut state = self.state.lock().await;
+        let now = self.clock.now();
+        if let Some(t) = state.as_ref().filter(|t| t.fresh_at(now, self.margin)) {
+            return Ok(t.access_token.clone());
+        }
+        let _guard = self.store.lock_refresh().await?;
+        // The store may hold a newer pair (another process refreshed, or first use).
+        let stored = self.store.load().await?;
+        if let Some(t) = stored.as_ref().filter(|t| t.fresh_at(now, self.margin)) {
+            let token = t.access_token.clone();
+            *state = stored;
+            return Ok(token);
+        }
+        let current = stored.or_else(|| state.clone()).ok_or_else(|| Error::Auth {
+            provider: self.oauth.provider,
+            reason: AuthFailure::NotConnected,
+            message: "no tokens are stored for this connection: connect it first (byte8-ledger connect)".into(),
+        })?;
+        tracing::info!(provider = self.oauth.provider, "refreshing the access token");
+        let fresh = self.oauth.refresh(&current.refresh_token, now).await?;
+        self.refreshes.fetch_add(1, Ordering::SeqCst);
+        self.store.save(&fresh).await?;
+        let token = fresh.access_token.clone();
+        *state = Some(fresh);
+        Ok(token)
+    }
+
+    /// Marks `rejected` as unusable (the API answered 401 with it) so that the next call refreshes;
+    /// a token already replaced is left alone.
+    pub async fn invalidate(&self, rejected: &SecretString) {
+        let mut state = self.state.lock().await;
+        if let Some(t) = state.as_mut()
+            && t.access_token.expose_secret() == rejected.expose_secret()
+        {
+            t.access_expires_at = DateTime::<Utc>::UNIX_EPOCH;
+        }
+        // The store's copy is the same token: make sure it is not read back as fresh.
+        if let Ok(Some(mut stored)) = self.store.load().await
+            && stored.access_token.expose_secret() == rejected.expose_secret()
+        {
+            stored.access_expires_at = DateTime::<Utc>::UNIX_EPOCH;
+            let _ = self.store.save(&stored).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let t = TokenSet {
+            access_token: SecretString::from("access-SECRET-1".to_owned()),
+            refresh_token: SecretString::from("refresh-SECRET-2".to_owned()),
+            access_expires_at: DateTime::<Utc>::UNIX_EPOCH,
+            refresh_expires_at: None,
+        };
+        let store = MemoryTokenStore::new(Some(t.clone()));
+        let oauth = OAuthClient::new(
+            reqwest::Client::new(),
+            Url::parse("https://oauth.example.com/token").unwrap(),
+            "client-id".into(),
+            SecretString::from("client-SECRET-3".to_owned()),
+            ClientAuth::Body,
+            "sage_accounting",
+        );
+        let manager =
+            TokenManager::new(oauth.clone(), Arc::new(store), Duration::from_secs(60), crate::clock::system());
+        for text in [
+            format!("{t:?}"),
+            format!("{oauth:?}"),
+            format!("{manager:?}"),
+            format!("{:?}", MemoryTokenStore::new(Some(t))),
+        ] {
+            assert!(!text.contains("SECRET"), "{text}");
+        }
+    }
+
+    #[test]
+    fn freshness_uses_the_margin() {
+        let now = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000);
+        let mut t = TokenSet::from_refresh_token(SecretString::from("r".to_owned()));
+        assert!(!t.fresh_at(now, Duration::from_secs(60)), "no access token yet");
+        t.access_token = SecretString::from("a".to_owned());
+        t.access_expires_at = now + chrono::Duration::seconds(61);
+        assert!(t.fresh_at(now, Duration::from_secs(60)));
+        t.access_expires_at = now + chrono::Duration::seconds(60);
+        assert!(!t.fresh_at(now, Duration::from_secs(60)));
+    }
+}

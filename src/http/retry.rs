@@ -1,0 +1,202 @@
+//! The retry decision: a pure function of what happened, how many times and for how long, so that
+//! every case is a row in a table test. The loop that applies it is boring on purpose.
+//!
+//! | what happened | GET / PUT / DELETE | POST |
+//! |---|---|---|
+//! | connection refused or failed before sending | retry | retry |
+//! | 429 (throttled; nothing was done) | retry after `Retry-After` or backoff | same |
+//! | 408, 500, 502, 503, 504 | retry | **ambiguous**: the ledger may have committed |
+//! | timed out or dropped after sending | retry | **ambiguous** |
+//! | other 4xx | give up | give up |
+//!
+//! An ambiguous POST is never re-sent blindly: the caller first looks the record up by its
+//! business reference (and Sage's `idempotency_id` makes a re-send within 7 days harmless anyway).
+//! Every retry waits an exponential backoff with "equal jitter" (half fixed, half random) or the
+//! server's `Retry-After`, within a total `retry_timeout` and `max_retries`.
+
+use std::time::Duration;
+
+/// Retry settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// First backoff.
+    pub initial_backoff: Duration,
+    /// Largest backoff (and the largest `Retry-After` honoured).
+    pub max_backoff: Duration,
+    /// Total time budget of one request, retries included.
+    pub retry_timeout: Duration,
+}
+
+impl Default for RetryConfig {
+    /// Five retries from 500 ms, doubling to at most 30 s, within 2 minutes: long enough to ride
+    /// out a rate-limit window or a deploy, short enough for an interactive command.
+    fn default() -> Self {
+        Self {
+            max_retries: 5,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            retry_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// No retries at all (tests, and callers that retry themselves).
+    pub fn none() -> Self {
+        Self { max_retries: 0, ..Self::default() }
+    }
+}
+
+/// What one attempt ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The server answered with an error status.
+    Status {
+        /// The status code.
+        status: u16,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The connection failed before the request was sent.
+    NotSent,
+    /// The request was sent and no answer came (timeout, reset): its effect is unknown.
+    Interrupted,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Wait this long, then try again.
+    Retry(Duration),
+    /// Stop and report the failure.
+    GiveUp,
+    /// A write may have been applied: look it up before any second write.
+    Ambiguous,
+}
+
+/// Exponential backoff with equal jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff;
+
+impl Backoff {
+    /// The delay before retry number `retry` (0-based): `min(max, initial × 2^retry)`, of which
+    /// half is fixed and half scaled by `jitter` ∈ [0, 1).
+    pub fn delay(config: &RetryConfig, retry: u32, jitter: f64) -> Duration {
+        let factor = 2u32.saturating_pow(retry.min(30));
+        let full = config.initial_backoff.saturating_mul(factor).min(config.max_backoff);
+        let half = full / 2;
+        half + half.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// Decides what follows an attempt. `retries` is how many retries already happened, `elapsed`
+/// the time since the first attempt, `idempotent` whether repeating the request is harmless
+/// (GET, PUT, DELETE), `jitter` a random number in [0, 1).
+pub fn decide(
+    attempt: Attempt,
+    retries: u32,
+    elapsed: Duration,
+    idempotent: bool,
+    config: &RetryConfig,
+    jitter: f64,
+) -> Decision {
+    let (retryable, ambiguous, retry_after) = match attempt {
+        Attempt::NotSent => (true, false, None),
+        Attempt::Interrupted => (true, !idempotent, None),
+        Attempt::Status { status: 429, retry_after } => (true, false, retry_after),
+        Attempt::Status { status: 408 | 500 | 502 | 503 | 504, retry_after } => (true, !idempotent, retry_after),
+        Attempt::Status { .. } => (false, false, None),
+    };
+    if ambiguous {
+        return Decision::Ambiguous;
+    }
+    if !retryable || retries >= config.max_retries {
+        return Decision::GiveUp;
+    }
+    let delay = match retry_after {
+        Some(d) if d > config.max_backoff => return Decision::GiveUp,
+        Some(d) => d,
+        None => Backoff::delay(config, retries, jitter),
+    };
+    if elapsed + delay > config.retry_timeout {
+        return Decision::GiveUp;
+    }
+    Decision::Retry(delay)
+}
+
+/// Reads a `Retry-After` header value: delay seconds (`120`) or an HTTP date.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = v.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    (when.with_timezone(&chrono::Utc) - now).to_std().ok().or(Some(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn status(status: u16) -> Attempt {
+        Attempt::Status { status, retry_after: None }
+    }
+
+    #[test]
+    fn decision_table() {
+        let c = RetryConfig::default();
+        // (attempt, retries, elapsed, idempotent, expected)
+        let rows: Vec<(Attempt, u32, Duration, bool, Decision)> = vec![
+            (Attempt::NotSent, 0, S(0), false, Decision::Retry(Duration::from_millis(250))),
+            (Attempt::NotSent, 0, S(0), true, Decision::Retry(Duration::from_millis(250))),
+            (Attempt::Interrupted, 0, S(0), true, Decision::Retry(Duration::from_millis(250))),
+            (Attempt::Interrupted, 0, S(0), false, Decision::Ambiguous),
+            (status(429), 0, S(0), false, Decision::Retry(Duration::from_millis(250))),
+            (Attempt::Status { status: 429, retry_after: Some(S(7)) }, 0, S(0), false, Decision::Retry(S(7))),
+            (Attempt::Status { status: 429, retry_after: Some(S(600)) }, 0, S(0), true, Decision::GiveUp),
+            (status(500), 0, S(0), true, Decision::Retry(Duration::from_millis(250))),
+            (status(500), 0, S(0), false, Decision::Ambiguous),
+            (status(503), 2, S(0), false, Decision::Ambiguous),
+            (status(502), 1, S(0), true, Decision::Retry(Duration::from_millis(500))),
+            (status(504), 2, S(0), true, Decision::Retry(S(1))),
+            (status(408), 0, S(0), false, Decision::Ambiguous),
+            (status(400), 0, S(0), true, Decision::GiveUp),
+            (status(401), 0, S(0), true, Decision::GiveUp),
+            (status(404), 0, S(0), true, Decision::GiveUp),
+            (status(422), 0, S(0), false, Decision::GiveUp),
+            (status(500), 5, S(0), true, Decision::GiveUp),
+            (status(500), 0, S(120), true, Decision::GiveUp),
+            (status(500), 0, S(119), true, Decision::Retry(Duration::from_millis(250))),
+            (status(429), 4, S(0), true, Decision::Retry(S(4))),
+        ];
+        for (i, (attempt, retries, elapsed, idempotent, expected)) in rows.into_iter().enumerate() {
+            assert_eq!(decide(attempt, retries, elapsed, idempotent, &c, 0.0), expected, "row {i}: {attempt:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_equal_jitter_and_caps() {
+        let c = RetryConfig::default();
+        assert_eq!(Backoff::delay(&c, 0, 0.0), Duration::from_millis(250));
+        assert_eq!(Backoff::delay(&c, 0, 0.5), Duration::from_millis(375));
+        assert_eq!(Backoff::delay(&c, 3, 0.5), Duration::from_secs(3)); // 4 s: 2 fixed + 1 jitter
+        assert_eq!(Backoff::delay(&c, 20, 1.0), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(parse_retry_after("120", now), Some(S(120)));
+        assert_eq!(parse_retry_after("1.5", now), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_retry_after("Sun, 22 Nov 2026 10:00:30 GMT", now), Some(S(30)));
+        assert_eq!(parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now), Some(S(0)));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

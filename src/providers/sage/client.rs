@@ -1,0 +1,367 @@
+//! The thin HTTP layer of the Sage provider: every request carries the bearer token and
+//! `X-Business`, waits for the per-business rate limiter, and is retried by the pure decision of
+//! [`crate::http::retry`]; lists ask for `attributes=all` and `items_per_page=200` and follow
+//! `$next`.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use reqwest::{Method, header};
+use secrecy::ExposeSecret;
+use serde::{Serialize, de::DeserializeOwned};
+use url::Url;
+
+use super::{PROVIDER, error::from_status, model::Page};
+use crate::{
+    auth::TokenManager,
+    clock::Clock,
+    error::{AuthFailure, Error, Result},
+    http::{Attempt, Decision, RateLimiter, RetryConfig, decide, retry::parse_retry_after},
+};
+
+/// Counts of the requests a provider made, by `METHOD /resource` (ids folded to `{id}`), plus
+/// retries and 429 answers: what the benchmarks report as calls per event.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    by_endpoint: Mutex<BTreeMap<String, u64>>,
+    retries: AtomicU64,
+    throttled: AtomicU64,
+}
+
+impl RequestStats {
+    fn record(&self, method: &Method, path: &str) {
+        let key = format!("{method} {}", fold_ids(path));
+        *self.by_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_insert(0) += 1;
+    }
+
+    /// Requests by endpoint.
+    pub fn by_endpoint(&self) -> BTreeMap<String, u64> {
+        self.by_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// All requests sent (retries included).
+    pub fn total(&self) -> u64 {
+        self.by_endpoint().values().sum()
+    }
+
+    /// Retries made.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// 429 answers received.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
+    /// Forgets everything counted so far.
+    pub fn reset(&self) {
+        self.by_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.retries.store(0, Ordering::Relaxed);
+        self.throttled.store(0, Ordering::Relaxed);
+    }
+}
+
+/// `/sales_invoices/0c8f.../release` → `/sales_invoices/{id}/release`.
+fn fold_ids(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    path.split('/')
+        .map(|seg| {
+            let looks_like_id = seg.len() >= 8 && seg.chars().any(|c| c.is_ascii_digit());
+            if looks_like_id { "{id}" } else { seg }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The HTTP client of one Sage business.
+pub struct SageClient {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: Url,
+    pub(crate) business_id: String,
+    pub(crate) tokens: Arc<TokenManager>,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) retry: RetryConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) stats: Arc<RequestStats>,
+}
+
+impl fmt::Debug for SageClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SageClient")
+            .field("base", &self.base.as_str())
+            .field("business_id", &self.business_id)
+            .field("retry", &self.retry)
+            .field("rate", &self.limiter.config())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One successful answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) body: bytes::Bytes,
+}
+
+impl SageClient {
+    /// The URL of `path` (relative to the API root, e.g. `/contacts`) with `query`.
+    fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url> {
+        let mut url = self
+            .base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| Error::internal(format!("bad Sage path {path}: {e}")))?;
+        if !query.is_empty() {
+            let mut q = url.query_pairs_mut();
+            for (k, v) in query {
+                q.append_pair(k, v);
+            }
+        }
+        Ok(url)
+    }
+
+    /// GET a JSON object.
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T> {
+        let url = self.url(path, query)?;
+        let a = self.execute(Method::GET, url, None, true, path).await?;
+        read_json(&a.body, path)
+    }
+
+    /// GET every item of a list: `attributes=all`, `items_per_page=200`, following `$next`.
+    pub(crate) async fn get_all<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<Vec<T>> {
+        let mut q: Vec<(&str, String)> = query.to_vec();
+        if !q.iter().any(|(k, _)| *k == "attributes") {
+            q.push(("attributes", "all".into()));
+        }
+        if !q.iter().any(|(k, _)| *k == "items_per_page") {
+            q.push(("items_per_page", "200".into()));
+        }
+        let mut url = self.url(path, &q)?;
+        let mut out = Vec::new();
+        for _page in 0..10_000 {
+            let a = self.execute(Method::GET, url.clone(), None, true, path).await?;
+            let page: Page<T> = read_json(&a.body, path)?;
+            out.extend(page.items);
+            match page.next.filter(|n| !n.is_empty()) {
+                None => return Ok(out),
+                Some(next) => url = self.next_url(&next)?,
+            }
+        }
+        Err(Error::internal(format!("{path}: more than 10,000 pages")))
+    }
+
+    /// Resolves `$next`: an absolute URL on the API host, a path that already carries the API
+    /// root (`/v3.1/contacts?page=2`), or a path relative to it (`/contacts?page=2`).
+    fn next_url(&self, next: &str) -> Result<Url> {
+        if let Ok(abs) = Url::parse(next) {
+            if abs.host_str() != self.base.host_str()
+                || abs.port_or_known_default() != self.base.port_or_known_default()
+            {
+                return Err(Error::Provider {
+                    provider: PROVIDER,
+                    status: None,
+                    message: format!(
+                        "Sage's $next points to another host ({}); not followed",
+                        abs.host_str().unwrap_or("?")
+                    ),
+                    retryable: false,
+                    source: None,
+                });
+            }
+            return Ok(abs);
+        }
+        let root = self.base.path().trim_end_matches('/');
+        if !root.is_empty() && next.starts_with(root) {
+            let mut u = self.base.clone();
+            let (path, query) = next.split_once('?').unwrap_or((next, ""));
+            u.set_path(path);
+            u.set_query((!query.is_empty()).then_some(query));
+            return Ok(u);
+        }
+        let (path, query) = next.split_once('?').unwrap_or((next, ""));
+        let mut u = self.url(path, &[])?;
+        u.set_query((!query.is_empty()).then_some(query));
+        Ok(u)
+    }
+
+    /// POST a JSON body. Not idempotent: an answer whose outcome is unknown comes back as an error
+    /// with `outcome_unknown()`, for the caller to look the record up.
+    pub(crate) async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let url = self.url(path, &[])?;
+        let bytes = serde_json::to_vec(body).map_err(|e| Error::internal(format!("cannot serialise {path}: {e}")))?;
+        let a = self.execute(Method::POST, url, Some(bytes), false, path).await?;
+        read_json(&a.body, path)
+    }
+
+    /// PUT a JSON body.
+    pub(crate) async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let url = self.url(path, &[])?;
+        let bytes = serde_json::to_vec(body).map_err(|e| Error::internal(format!("cannot serialise {path}: {e}")))?;
+        let a = self.execute(Method::PUT, url, Some(bytes), true, path).await?;
+        read_json(&a.body, path)
+    }
+
+    /// DELETE (Sage voids sales documents this way and answers 200 with the body).
+    pub(crate) async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<()> {
+        let url = self.url(path, query)?;
+        self.execute(Method::DELETE, url, None, true, path).await.map(|_| ())
+    }
+
+    /// Sends one request with the rate limiter, the token, `X-Business` and the retry decision.
+    #[tracing::instrument(level = "debug", skip(self, url, body), fields(business = %self.business_id))]
+    async fn execute(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        idempotent: bool,
+        what: &str,
+    ) -> Result<Answer> {
+        let started = Instant::now();
+        let mut retries = 0u32;
+        let mut refreshed_after_401 = false;
+        let label = format!("{method} {}", fold_ids(what));
+        loop {
+            self.limiter.until_ready().await;
+            let token = match self.tokens.access_token().await {
+                Ok(t) => t,
+                Err(e) if e.is_retryable() => {
+                    if let Decision::Retry(d) =
+                        decide(Attempt::NotSent, retries, started.elapsed(), true, &self.retry, rand::random())
+                    {
+                        retries += 1;
+                        tokio::time::sleep(d).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token.expose_secret())
+                .header("X-Business", &self.business_id)
+                .header(header::ACCEPT, "application/json");
+            if let Some(b) = &body {
+                req = req.header(header::CONTENT_TYPE, "application/json").body(b.clone());
+            }
+            self.stats.record(&method, what);
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = resp
+                        .headers()
+                        .get(header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, self.clock.now()));
+                    let body = resp.bytes().await.map_err(|e| Error::Http {
+                        provider: PROVIDER,
+                        message: format!("{label}: the answer was cut off: {}", e.without_url()),
+                        outcome_unknown: !idempotent,
+                        source: None,
+                    })?;
+                    if (200..300).contains(&status) {
+                        return Ok(Answer { body });
+                    }
+                    if status == 401 {
+                        let err = from_status(status, &body, None, &label);
+                        if matches!(err, Error::Auth { reason: AuthFailure::TokenRejected, .. }) && !refreshed_after_401
+                        {
+                            // A token Sage refused although we thought it fresh: refresh once.
+                            refreshed_after_401 = true;
+                            self.tokens.invalidate(&token).await;
+                            continue;
+                        }
+                        return Err(err);
+                    }
+                    if status == 429 {
+                        self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match decide(
+                        Attempt::Status { status, retry_after },
+                        retries,
+                        started.elapsed(),
+                        idempotent,
+                        &self.retry,
+                        rand::random(),
+                    ) {
+                        Decision::Retry(d) => {
+                            tracing::info!(request = %label, status, attempt = retries + 1, delay_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "retrying");
+                            retries += 1;
+                            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(d).await;
+                            continue;
+                        }
+                        Decision::GiveUp | Decision::Ambiguous => {
+                            return Err(from_status(status, &body, retry_after, &label));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let sent = !e.is_connect() && !e.is_builder();
+                    let e = e.without_url();
+                    let message = format!("{label}: {e}");
+                    let attempt = if sent { Attempt::Interrupted } else { Attempt::NotSent };
+                    match decide(attempt, retries, started.elapsed(), idempotent, &self.retry, rand::random()) {
+                        Decision::Retry(d) => {
+                            tracing::info!(request = %label, attempt = retries + 1, error = %message, "retrying after a network error");
+                            retries += 1;
+                            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(d).await;
+                            continue;
+                        }
+                        Decision::GiveUp | Decision::Ambiguous => {
+                            return Err(Error::Http {
+                                provider: PROVIDER,
+                                message,
+                                outcome_unknown: sent && !idempotent,
+                                source: Some(Box::new(e)),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads a JSON answer, naming the endpoint when it is not what was expected.
+pub(crate) fn read_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| Error::Provider {
+        provider: PROVIDER,
+        status: None,
+        message: format!("{what}: Sage answered something that is not JSON: {e}"),
+        retryable: false,
+        source: None,
+    })?;
+    crate::canonical::read("Sage response", v).map_err(|e| Error::Provider {
+        provider: PROVIDER,
+        status: None,
+        message: format!("{what}: {e}"),
+        retryable: false,
+        source: None,
+    })
+}
+
+/// How long Sage's per-request timeout is by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_folded() {
+        assert_eq!(fold_ids("/sales_invoices/0c8f12345678abcd/release"), "/sales_invoices/{id}/release");
+        assert_eq!(fold_ids("/contacts"), "/contacts");
+        assert_eq!(fold_ids("/tax_rates?attributes=all"), "/tax_rates");
+        assert_eq!(fold_ids("/financial_settings"), "/financial_settings");
+    }
+}

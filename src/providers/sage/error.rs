@@ -1,0 +1,156 @@
+//! Sage's error answers → [`crate::Error`].
+//!
+//! Sage answers errors as a JSON array of `{"$severity", "$dataCode", "$message", "$source"}`
+//! (sage-api.md 3.4). The status decides the class first, then the body refines it:
+//!
+//! | status | class |
+//! |---|---|
+//! | 401 with `AuthorizationFailure` "No active subscription" | `auth` (subscription inactive: never refreshed, Q23) |
+//! | 401 otherwise | `auth` (the caller refreshes once, then gives up) |
+//! | 403 | `auth` (access denied) |
+//! | 404 | `not_found` |
+//! | 429 | `rate_limited` with `Retry-After` |
+//! | 5xx | `provider`, retryable |
+//! | other 4xx | `validation`, with every `$source` / `$message` kept |
+//!
+//! Sage reports many unrelated validation failures as `line_items.description` ("This field is
+//! required", Byte8's quirk §20, Q3). When it does, the message says so, so that an operator looks
+//! at totals, rates and entities rather than at descriptions that are present.
+
+use std::time::Duration;
+
+use super::{PROVIDER, model::SageErrorItem};
+use crate::error::{AuthFailure, Error, ProviderFieldError};
+
+/// Parses Sage's error body into field errors (an array, a single object, or plain text).
+pub fn parse_errors(body: &[u8]) -> Vec<ProviderFieldError> {
+    let to_field = |e: SageErrorItem| ProviderFieldError {
+        code: e.data_code.unwrap_or_default(),
+        field: e.source.unwrap_or_default(),
+        message: e.message.unwrap_or_default(),
+    };
+    if let Ok(items) = serde_json::from_slice::<Vec<SageErrorItem>>(body) {
+        return items.into_iter().map(to_field).collect();
+    }
+    if let Ok(item) = serde_json::from_slice::<SageErrorItem>(body)
+        && (item.message.is_some() || item.data_code.is_some())
+    {
+        return vec![to_field(item)];
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return Vec::new();
+    }
+    vec![ProviderFieldError { code: String::new(), field: String::new(), message: text.chars().take(500).collect() }]
+}
+
+fn annotate_umbrella(errors: &mut [ProviderFieldError]) {
+    for e in errors {
+        let f = e.field.to_lowercase();
+        if (f.ends_with("line_items.description")
+            || f.ends_with("invoice_lines.description")
+            || f.ends_with("credit_note_lines.description"))
+            && e.message.to_lowercase().contains("required")
+        {
+            e.message.push_str(
+                " (Sage reports many unrelated failures this way — a broken totals invariant, a rate that does not fit the tax, an HTML entity — while every line of this request has a description)",
+            );
+        }
+    }
+}
+
+/// True for Sage's "No active subscription" 401 (sage-api.md Q23).
+pub fn is_subscription_lapse(errors: &[ProviderFieldError]) -> bool {
+    errors.iter().any(|e| e.message.to_lowercase().contains("no active subscription"))
+}
+
+/// The error of a failed Sage answer.
+pub fn from_status(status: u16, body: &[u8], retry_after: Option<Duration>, what: &str) -> Error {
+    let mut errors = parse_errors(body);
+    match status {
+        401 if is_subscription_lapse(&errors) => Error::Auth {
+            provider: PROVIDER,
+            reason: AuthFailure::SubscriptionInactive,
+            message: "Sage answered \"No active subscription\": the business's subscription or trial lapsed; refreshing the token cannot help — renew the subscription".into(),
+        },
+        401 => Error::Auth {
+            provider: PROVIDER,
+            reason: AuthFailure::TokenRejected,
+            message: format!("Sage refused the access token for {what}{}", summary(&errors)),
+        },
+        403 => Error::Auth {
+            provider: PROVIDER,
+            reason: AuthFailure::AccessDenied,
+            message: format!("Sage denied access to {what}{}", summary(&errors)),
+        },
+        404 => Error::NotFound { what: format!("Sage {what}"), id: summary(&errors).trim_start_matches(": ").to_owned() },
+        429 => Error::RateLimited { provider: PROVIDER, retry_after },
+        s if s >= 500 => Error::Provider {
+            provider: PROVIDER,
+            status: Some(s),
+            message: format!("Sage failed on {what}{}", summary(&errors)),
+            retryable: true,
+            source: None,
+        },
+        s => {
+            annotate_umbrella(&mut errors);
+            Error::Rejected { provider: PROVIDER, status: s, errors }
+        }
+    }
+}
+
+fn summary(errors: &[ProviderFieldError]) -> String {
+    if errors.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn sage_error_array_is_parsed_with_the_field() {
+        let body = br#"[{"$severity":"error","$dataCode":"RecordInvalid","$message":"can't be blank","$source":"contact_id"}]"#;
+        let e = from_status(422, body, None, "POST /sales_invoices");
+        assert_eq!(e.code(), ErrorCode::Validation);
+        assert!(!e.is_retryable());
+        assert_eq!(
+            e.to_string(),
+            "sage_accounting rejected the request (HTTP 422): [RecordInvalid] contact_id: can't be blank"
+        );
+    }
+
+    #[test]
+    fn no_active_subscription_is_told_apart() {
+        let body = br#"[{"$severity":"error","$dataCode":"AuthorizationFailure","$message":"No active subscription. (MSE)","$source":""}]"#;
+        let e = from_status(401, body, None, "GET /contacts");
+        assert!(matches!(e, Error::Auth { reason: AuthFailure::SubscriptionInactive, .. }), "{e:?}");
+        assert!(!e.is_retryable());
+        let e = from_status(401, b"[]", None, "GET /contacts");
+        assert!(matches!(e, Error::Auth { reason: AuthFailure::TokenRejected, .. }));
+    }
+
+    #[test]
+    fn umbrella_description_error_is_explained() {
+        let body = br#"[{"$dataCode":"RecordInvalid","$message":"This field is required","$source":"line_items.description"}]"#;
+        let e = from_status(422, body, None, "POST /sales_invoices");
+        assert!(e.to_string().contains("broken totals invariant"), "{e}");
+    }
+
+    #[test]
+    fn classes_by_status() {
+        assert_eq!(from_status(404, b"", None, "x").code(), ErrorCode::NotFound);
+        let e = from_status(429, b"", Some(Duration::from_secs(9)), "x");
+        assert_eq!((e.code(), e.retry_after()), (ErrorCode::RateLimited, Some(Duration::from_secs(9))));
+        let e = from_status(503, b"<html>down</html>", None, "x");
+        assert_eq!(e.code(), ErrorCode::Provider);
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("<html>down</html>"));
+        assert_eq!(from_status(403, b"", None, "x").code(), ErrorCode::Auth);
+    }
+}
