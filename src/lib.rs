@@ -15,6 +15,9 @@ pub mod plan;
 pub mod policy;
 pub mod providers;
 pub mod reference;
+#[cfg(feature = "simulator")]
+#[cfg_attr(docsrs, doc(cfg(feature = "simulator")))]
+pub mod simulator;
 pub mod tax;
 
 pub use error::{Error, ErrorCode, Result};
