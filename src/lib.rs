@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod money;
+pub mod outcome;
 pub mod plan;
 pub mod policy;
 pub mod providers;
@@ -18,6 +19,7 @@ pub mod reference;
 #[cfg(feature = "simulator")]
 #[cfg_attr(docsrs, doc(cfg(feature = "simulator")))]
 pub mod simulator;
+pub mod store;
 pub mod tax;
 
 pub use error::{Error, ErrorCode, Result};

@@ -1,0 +1,301 @@
+//! The store conformance suite: one async function per behaviour the engine relies on, run
+//! against every [`Store`] (memory, SQLite, PostgreSQL) and usable by a host's own store. Each
+//! panics with a message naming the behaviour when the store gets it wrong.
+//!
+//! ```no_run
+//! # async fn demo(store: &dyn byte8_ledger_core::store::Store) {
+//! byte8_ledger_core::store::conformance::run_all(store, "my-test-scope").await;
+//! # }
+//! ```
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use super::{
+    AttemptRecord, Connection, Dedupe, Enqueued, NewRun, RunResult, RunStatus, Store, Xref, XrefKind, XrefState,
+};
+use crate::{
+    auth::TokenSet,
+    error::ErrorCode,
+    outcome::{Outcome, SyncStatus},
+    reference::ReferenceData,
+};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).single().unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+fn new_run(scope: &str, key: &str, raw: &str) -> NewRun {
+    NewRun {
+        scope: scope.to_owned(),
+        idempotency_key: key.to_owned(),
+        event: key.split(':').next().map(str::to_owned),
+        magento_entity_id: key.rsplit(':').next().and_then(|n| n.parse().ok()),
+        raw: raw.to_owned(),
+        policy: Some("{}".into()),
+        received_at: t0(),
+    }
+}
+
+fn outcome(key: &str, status: SyncStatus) -> Outcome {
+    Outcome {
+        idempotency_key: Some(key.to_owned()),
+        event: key.split(':').next().map(str::to_owned),
+        entity_type: Some("invoice".into()),
+        magento_entity_id: Some(1),
+        provider: "sage_accounting".into(),
+        sync_status: status,
+        provider_entity_id: (status == SyncStatus::Synced).then(|| "L1".into()),
+        provider_reference: None,
+        skip_reason: None,
+        error_code: (status == SyncStatus::Failed).then_some(ErrorCode::Provider),
+        message: None,
+        last_sync_at: t0(),
+    }
+}
+
+fn result(key: &str, status: RunStatus, number: u32, next: Option<DateTime<Utc>>) -> RunResult {
+    let sync = match status {
+        RunStatus::Synced => SyncStatus::Synced,
+        RunStatus::Skipped => SyncStatus::Skipped,
+        _ => SyncStatus::Failed,
+    };
+    RunResult {
+        status,
+        outcome: outcome(key, sync),
+        attempt: AttemptRecord {
+            number,
+            started_at: t0(),
+            finished_at: t0() + Duration::seconds(1),
+            result: status.as_str().into(),
+            error_code: (sync == SyncStatus::Failed).then_some(ErrorCode::Provider),
+            message: (sync == SyncStatus::Failed).then(|| format!("attempt {number} failed")),
+            ledger_id: (sync == SyncStatus::Synced).then(|| "L1".into()),
+        },
+        next_attempt_at: next,
+    }
+}
+
+/// Documents dedupe for good on their key.
+pub async fn documents_dedupe_for_good(store: &dyn Store, scope: &str) {
+    let key = "invoice.created:1001";
+    let first = store.enqueue(new_run(scope, key, "a"), Dedupe::Permanent).await.expect("enqueue");
+    let Enqueued::New(id) = first else {
+        panic!("documents_dedupe_for_good: first enqueue must be new, got {first:?}")
+    };
+    let second = store.enqueue(new_run(scope, key, "b"), Dedupe::Permanent).await.expect("enqueue");
+    assert_eq!(
+        second,
+        Enqueued::Duplicate { id, status: RunStatus::Queued },
+        "documents_dedupe_for_good: queued duplicate"
+    );
+    let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
+    assert_eq!(run.raw, "a", "documents_dedupe_for_good: the first raw event is kept");
+    store.finish(id, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
+    let third = store.enqueue(new_run(scope, key, "c"), Dedupe::Permanent).await.expect("enqueue");
+    assert_eq!(
+        third,
+        Enqueued::Duplicate { id, status: RunStatus::Synced },
+        "documents_dedupe_for_good: synced duplicate"
+    );
+    let stored = store.get(id).await.expect("get").expect("run");
+    assert_eq!(stored.outcome.map(|o| o.sync_status), Some(SyncStatus::Synced));
+}
+
+/// Upserts collapse while queued, and make a new run once the old one started.
+pub async fn upserts_collapse_while_queued(store: &dyn Store, scope: &str) {
+    let key = "product.upserted:7";
+    let Enqueued::New(id) = store.enqueue(new_run(scope, key, "v1"), Dedupe::WhileQueued).await.expect("enqueue")
+    else {
+        panic!("upserts_collapse_while_queued: first must be new")
+    };
+    let again = store.enqueue(new_run(scope, key, "v2"), Dedupe::WhileQueued).await.expect("enqueue");
+    assert_eq!(again, Enqueued::Collapsed(id), "upserts_collapse_while_queued: collapsed into the queued run");
+    let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
+    assert_eq!(run.raw, "v2", "upserts_collapse_while_queued: the newer event wins");
+    let later = store.enqueue(new_run(scope, key, "v3"), Dedupe::WhileQueued).await.expect("enqueue");
+    assert!(
+        matches!(later, Enqueued::New(n) if n != id),
+        "upserts_collapse_while_queued: a started run is not reused: {later:?}"
+    );
+}
+
+/// Concurrent claimers never get the same run, and every due run is claimed.
+pub async fn claims_are_exclusive(store: &dyn Store, scope: &str) {
+    let mut ids = BTreeSet::new();
+    for i in 0..40 {
+        let e = store
+            .enqueue(new_run(scope, &format!("invoice.created:{}", 5000 + i), "x"), Dedupe::Permanent)
+            .await
+            .expect("enqueue");
+        ids.insert(e.run_id());
+    }
+    let claimed = std::sync::Mutex::new(Vec::new());
+    let lease = t0() + Duration::seconds(300);
+    let worker = || async {
+        loop {
+            let got = store.claim(scope, t0(), lease, 3).await.expect("claim");
+            if got.is_empty() {
+                break;
+            }
+            claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(got.into_iter().map(|r| r.id));
+        }
+    };
+    futures::join!(worker(), worker(), worker(), worker(), worker(), worker());
+    let mut claimed = claimed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    claimed.sort_unstable();
+    let unique: BTreeSet<_> = claimed.iter().copied().collect();
+    assert_eq!(claimed.len(), unique.len(), "claims_are_exclusive: a run was claimed twice");
+    assert!(ids.is_subset(&unique), "claims_are_exclusive: some due runs were never claimed");
+}
+
+/// A crashed worker's run (lease expired) is claimed again.
+pub async fn expired_leases_are_reclaimed(store: &dyn Store, scope: &str) {
+    let id =
+        store.enqueue(new_run(scope, "invoice.created:2", "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let lease = t0() + Duration::seconds(30);
+    assert!(store.claim_run(id, t0(), lease).await.expect("claim").is_some());
+    assert!(
+        store.claim_run(id, t0() + Duration::seconds(10), lease).await.expect("claim").is_none(),
+        "expired_leases_are_reclaimed: a live lease must not be claimed"
+    );
+    let again =
+        store.claim(scope, t0() + Duration::seconds(31), t0() + Duration::seconds(90), 10).await.expect("claim");
+    assert!(again.iter().any(|r| r.id == id), "expired_leases_are_reclaimed: the expired lease is claimable");
+}
+
+/// A run put back with a later `next_attempt_at` waits until then.
+pub async fn retries_wait_for_their_time(store: &dyn Store, scope: &str) {
+    let key = "invoice.paid:3";
+    let id = store.enqueue(new_run(scope, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
+    let next = t0() + Duration::seconds(120);
+    store.finish(id, result(key, RunStatus::Queued, 1, Some(next))).await.expect("finish");
+    assert!(
+        store
+            .claim_run(id, t0() + Duration::seconds(119), t0() + Duration::seconds(300))
+            .await
+            .expect("claim")
+            .is_none(),
+        "retries_wait_for_their_time: claimed before next_attempt_at"
+    );
+    let run = store.claim_run(id, next, next + Duration::seconds(60)).await.expect("claim").expect("due");
+    assert_eq!(run.attempts, 1, "retries_wait_for_their_time: attempts counted");
+}
+
+/// Dead letters keep the raw event and every attempt, and can be requeued.
+pub async fn dead_letters_keep_everything_and_requeue(store: &dyn Store, scope: &str) {
+    let key = "creditmemo.created:4";
+    let id = store.enqueue(new_run(scope, key, "{\"raw\":true}"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim");
+    store.finish(id, result(key, RunStatus::Queued, 1, Some(t0()))).await.expect("finish");
+    store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim");
+    store.finish(id, result(key, RunStatus::DeadLettered, 2, None)).await.expect("finish");
+    let dead = store.dead_letters(scope, 10).await.expect("dead letters");
+    let run = dead.iter().find(|r| r.id == id).expect("dead_letters_keep_everything_and_requeue: listed");
+    assert_eq!(run.raw, "{\"raw\":true}", "dead_letters_keep_everything_and_requeue: raw kept");
+    let attempts = store.attempts(id).await.expect("attempts");
+    assert_eq!(
+        attempts.iter().map(|a| a.number).collect::<Vec<_>>(),
+        vec![1, 2],
+        "dead_letters_keep_everything_and_requeue: attempts in order"
+    );
+    assert_eq!(attempts[1].message.as_deref(), Some("attempt 2 failed"));
+    assert!(
+        store.requeue(scope, key, t0()).await.expect("requeue"),
+        "dead_letters_keep_everything_and_requeue: requeued"
+    );
+    let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable again");
+    assert_eq!(run.status, RunStatus::Running);
+    assert!(!store.requeue(scope, "nope:1", t0()).await.expect("requeue"), "nothing to requeue for an unknown key");
+}
+
+/// Counts by status, per scope.
+pub async fn counts_are_per_scope(store: &dyn Store, scope: &str) {
+    let other = format!("{scope}-other");
+    store.enqueue(new_run(scope, "customer.upserted:9", "x"), Dedupe::WhileQueued).await.expect("enqueue");
+    store.enqueue(new_run(&other, "customer.upserted:9", "x"), Dedupe::WhileQueued).await.expect("enqueue");
+    let mine = store.counts(scope).await.expect("counts");
+    let theirs = store.counts(&other).await.expect("counts");
+    assert_eq!(theirs.get(&RunStatus::Queued), Some(&1), "counts_are_per_scope: other scope");
+    assert!(mine.get(&RunStatus::Queued).copied().unwrap_or(0) >= 1, "counts_are_per_scope: own scope");
+    assert!(store.find_by_key(&other, "customer.upserted:9").await.expect("find").is_some());
+    assert!(store.find_by_key(&other, "invoice.created:1001").await.expect("find").is_none(), "scopes do not mix");
+}
+
+/// Cross-reference entries round-trip, intent then done, listed by prefix, per scope.
+pub async fn xrefs_round_trip(store: &dyn Store, scope: &str) {
+    let intent = Xref::intent(Some("MAG-1".into()), json!({"total": "30.00"}), t0());
+    store.put_xref(scope, XrefKind::Invoice, "1001", &intent).await.expect("put");
+    let got = store.get_xref(scope, XrefKind::Invoice, "1001").await.expect("get").expect("entry");
+    assert_eq!(got.state, XrefState::Intent);
+    assert_eq!(got.done_id(), None);
+    let done = Xref::done("SAGE-1".into(), Some("MAG-1".into()), json!({"total": "30.00", "contact_id": "C1"}), t0());
+    store.put_xref(scope, XrefKind::Invoice, "1001", &done).await.expect("put");
+    let got = store.get_xref(scope, XrefKind::Invoice, "1001").await.expect("get").expect("entry");
+    assert_eq!(got, done, "xrefs_round_trip: done replaces intent");
+    for key in ["customer:5:GBP", "customer:5:EUR", "customer:50:GBP"] {
+        store
+            .put_xref(scope, XrefKind::Contact, key, &Xref::done(format!("C-{key}"), None, json!({}), t0()))
+            .await
+            .expect("put");
+    }
+    let listed: Vec<String> = store
+        .list_xrefs(scope, XrefKind::Contact, "customer:5:")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        listed,
+        vec!["customer:5:EUR".to_owned(), "customer:5:GBP".to_owned()],
+        "xrefs_round_trip: prefix listing"
+    );
+    assert!(store.get_xref(&format!("{scope}-x"), XrefKind::Invoice, "1001").await.expect("get").is_none(), "scoped");
+    assert!(store.get_xref(scope, XrefKind::CreditNote, "1001").await.expect("get").is_none(), "kinds do not mix");
+}
+
+/// Connections, their tokens and their reference cache round-trip.
+pub async fn connections_and_tokens_round_trip(store: &dyn Store, scope: &str) {
+    let c = Connection {
+        scope: scope.to_owned(),
+        provider: "sage_accounting".into(),
+        base_url: "https://api.accounting.sage.com/v3.1".into(),
+        token_url: "https://oauth.accounting.sage.com/token".into(),
+        created_at: t0(),
+    };
+    store.save_connection(&c).await.expect("save connection");
+    assert_eq!(store.connection(scope).await.expect("connection"), Some(c.clone()));
+    assert!(store.connections().await.expect("list").iter().any(|x| x.scope == scope));
+    assert!(store.tokens(scope).await.expect("tokens").is_none(), "no tokens yet");
+    let tokens = TokenSet {
+        access_token: SecretString::from("access-1".to_owned()),
+        refresh_token: SecretString::from("refresh-1".to_owned()),
+        access_expires_at: t0() + Duration::seconds(300),
+        refresh_expires_at: Some(t0() + Duration::days(31)),
+    };
+    store.save_tokens(scope, &tokens).await.expect("save tokens");
+    let back = store.tokens(scope).await.expect("tokens").expect("stored");
+    assert_eq!(back.refresh_token.expose_secret(), "refresh-1");
+    assert_eq!(back.access_expires_at, tokens.access_expires_at);
+    let reference = ReferenceData::demo_uk(t0());
+    store.save_reference(scope, &reference).await.expect("save reference");
+    assert_eq!(store.reference(scope).await.expect("reference"), Some(reference));
+}
+
+/// Every behaviour, in order, each under its own sub-scope of `scope`.
+pub async fn run_all(store: &dyn Store, scope: &str) {
+    documents_dedupe_for_good(store, &format!("{scope}-docs")).await;
+    upserts_collapse_while_queued(store, &format!("{scope}-upserts")).await;
+    claims_are_exclusive(store, &format!("{scope}-claims")).await;
+    expired_leases_are_reclaimed(store, &format!("{scope}-leases")).await;
+    retries_wait_for_their_time(store, &format!("{scope}-retries")).await;
+    dead_letters_keep_everything_and_requeue(store, &format!("{scope}-dead")).await;
+    counts_are_per_scope(store, &format!("{scope}-counts")).await;
+    xrefs_round_trip(store, &format!("{scope}-xrefs")).await;
+    connections_and_tokens_round_trip(store, &format!("{scope}-connections")).await;
+}

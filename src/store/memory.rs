@@ -1,0 +1,267 @@
+//! An in-memory [`Store`](super::Store): the reference implementation of the store traits, for
+//! tests and hosts that keep state elsewhere. Nothing survives the process.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, RunStore,
+    Xref, XrefKind, XrefStore,
+};
+use crate::{auth::TokenSet, error::Result, reference::ReferenceData};
+
+#[derive(Debug, Default)]
+struct State {
+    runs: BTreeMap<RunId, Run>,
+    lease: HashMap<RunId, DateTime<Utc>>,
+    attempts: HashMap<RunId, Vec<AttemptRecord>>,
+    next: RunId,
+    xrefs: BTreeMap<(String, XrefKind, String), Xref>,
+    connections: BTreeMap<String, Connection>,
+    tokens: HashMap<String, TokenSet>,
+    references: HashMap<String, ReferenceData>,
+}
+
+/// The in-memory store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn due(run: &Run, lease: Option<&DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    match run.status {
+        RunStatus::Queued => run.next_attempt_at.is_none_or(|t| t <= now),
+        RunStatus::Running => lease.is_some_and(|l| *l <= now),
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl RunStore for MemoryStore {
+    async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
+        let mut s = self.lock();
+        let existing = s
+            .runs
+            .values()
+            .filter(|r| r.scope == run.scope && r.idempotency_key == run.idempotency_key)
+            .max_by_key(|r| r.id)
+            .map(|r| (r.id, r.status));
+        match (dedupe, existing) {
+            (Dedupe::Permanent, Some((id, status))) => return Ok(Enqueued::Duplicate { id, status }),
+            (Dedupe::WhileQueued, Some((id, RunStatus::Queued))) => {
+                if let Some(r) = s.runs.get_mut(&id) {
+                    r.raw = run.raw;
+                    r.policy = run.policy;
+                    r.updated_at = run.received_at;
+                }
+                return Ok(Enqueued::Collapsed(id));
+            }
+            _ => {}
+        }
+        s.next += 1;
+        let id = s.next;
+        s.runs.insert(
+            id,
+            Run {
+                id,
+                scope: run.scope,
+                idempotency_key: run.idempotency_key,
+                event: run.event,
+                magento_entity_id: run.magento_entity_id,
+                raw: run.raw,
+                policy: run.policy,
+                status: RunStatus::Queued,
+                attempts: 0,
+                next_attempt_at: None,
+                outcome: None,
+                created_at: run.received_at,
+                updated_at: run.received_at,
+            },
+        );
+        Ok(Enqueued::New(id))
+    }
+
+    async fn claim(
+        &self,
+        scope: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Run>> {
+        let mut s = self.lock();
+        let ids: Vec<RunId> = s
+            .runs
+            .values()
+            .filter(|r| r.scope == scope && due(r, s.lease.get(&r.id), now))
+            .take(limit)
+            .map(|r| r.id)
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            s.lease.insert(id, lease_until);
+            if let Some(r) = s.runs.get_mut(&id) {
+                r.status = RunStatus::Running;
+                r.updated_at = now;
+                out.push(r.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>> {
+        let mut s = self.lock();
+        let ok = s.runs.get(&id).is_some_and(|r| due(r, s.lease.get(&id), now));
+        if !ok {
+            return Ok(None);
+        }
+        s.lease.insert(id, lease_until);
+        Ok(s.runs.get_mut(&id).map(|r| {
+            r.status = RunStatus::Running;
+            r.updated_at = now;
+            r.clone()
+        }))
+    }
+
+    async fn finish(&self, id: RunId, result: RunResult) -> Result<()> {
+        let mut s = self.lock();
+        s.lease.remove(&id);
+        s.attempts.entry(id).or_default().push(result.attempt.clone());
+        if let Some(r) = s.runs.get_mut(&id) {
+            r.status = result.status;
+            r.attempts = result.attempt.number;
+            r.next_attempt_at = result.next_attempt_at;
+            r.updated_at = result.attempt.finished_at;
+            r.outcome = Some(result.outcome);
+        }
+        Ok(())
+    }
+
+    async fn requeue(&self, scope: &str, idempotency_key: &str, now: DateTime<Utc>) -> Result<bool> {
+        let mut s = self.lock();
+        let id = s
+            .runs
+            .values()
+            .filter(|r| r.scope == scope && r.idempotency_key == idempotency_key)
+            .max_by_key(|r| r.id)
+            .filter(|r| matches!(r.status, RunStatus::DeadLettered | RunStatus::Queued))
+            .map(|r| r.id);
+        let Some(id) = id else { return Ok(false) };
+        if let Some(r) = s.runs.get_mut(&id) {
+            r.status = RunStatus::Queued;
+            r.next_attempt_at = None;
+            r.attempts = 0;
+            r.updated_at = now;
+        }
+        Ok(true)
+    }
+
+    async fn get(&self, id: RunId) -> Result<Option<Run>> {
+        Ok(self.lock().runs.get(&id).cloned())
+    }
+
+    async fn find_by_key(&self, scope: &str, idempotency_key: &str) -> Result<Option<Run>> {
+        Ok(self
+            .lock()
+            .runs
+            .values()
+            .filter(|r| r.scope == scope && r.idempotency_key == idempotency_key)
+            .max_by_key(|r| r.id)
+            .cloned())
+    }
+
+    async fn attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>> {
+        Ok(self.lock().attempts.get(&id).cloned().unwrap_or_default())
+    }
+
+    async fn counts(&self, scope: &str) -> Result<BTreeMap<RunStatus, u64>> {
+        let mut out = BTreeMap::new();
+        for r in self.lock().runs.values().filter(|r| r.scope == scope) {
+            *out.entry(r.status).or_insert(0) += 1;
+        }
+        Ok(out)
+    }
+
+    async fn dead_letters(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
+        Ok(self
+            .lock()
+            .runs
+            .values()
+            .rev()
+            .filter(|r| r.scope == scope && r.status == RunStatus::DeadLettered)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl XrefStore for MemoryStore {
+    async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
+        Ok(self.lock().xrefs.get(&(scope.to_owned(), kind, key.to_owned())).cloned())
+    }
+
+    async fn put_xref(&self, scope: &str, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
+        self.lock().xrefs.insert((scope.to_owned(), kind, key.to_owned()), xref.clone());
+        Ok(())
+    }
+
+    async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
+        Ok(self
+            .lock()
+            .xrefs
+            .iter()
+            .filter(|((s, k, key), _)| s == scope && *k == kind && key.starts_with(prefix))
+            .map(|((_, _, key), x)| (key.clone(), x.clone()))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for MemoryStore {
+    async fn save_connection(&self, connection: &Connection) -> Result<()> {
+        self.lock().connections.insert(connection.scope.clone(), connection.clone());
+        Ok(())
+    }
+
+    async fn connection(&self, scope: &str) -> Result<Option<Connection>> {
+        Ok(self.lock().connections.get(scope).cloned())
+    }
+
+    async fn connections(&self) -> Result<Vec<Connection>> {
+        Ok(self.lock().connections.values().cloned().collect())
+    }
+
+    async fn save_tokens(&self, scope: &str, tokens: &TokenSet) -> Result<()> {
+        self.lock().tokens.insert(scope.to_owned(), tokens.clone());
+        Ok(())
+    }
+
+    async fn tokens(&self, scope: &str) -> Result<Option<TokenSet>> {
+        Ok(self.lock().tokens.get(scope).cloned())
+    }
+
+    async fn save_reference(&self, scope: &str, reference: &ReferenceData) -> Result<()> {
+        self.lock().references.insert(scope.to_owned(), reference.clone());
+        Ok(())
+    }
+
+    async fn reference(&self, scope: &str) -> Result<Option<ReferenceData>> {
+        Ok(self.lock().references.get(scope).cloned())
+    }
+}

@@ -1,0 +1,438 @@
+//! Durable state below the engine: the run queue and audit trail ([`RunStore`]), the
+//! cross-reference between Magento entities and ledger records ([`XrefStore`]), and connections
+//! with their tokens ([`ConnectionStore`]).
+//!
+//! | store | module | feature |
+//! |---|---|---|
+//! | in memory | [`memory::MemoryStore`] | always |
+//! | embedded SQLite (durable, migrations, tokens encrypted at rest) | `sqlite::SqliteStore` | `sqlite` |
+//!
+//! Every implementation passes the same store conformance suite (`conformance`).
+//!
+//! # The queue's deduplication (byte8-spec.md 2.6)
+//!
+//! - Document events (`invoice.created`, `invoice.paid`, `creditmemo.created`) dedupe **for good**
+//!   on their idempotency key: a second event with a key the store has seen makes no new run.
+//! - Upserts (`customer.upserted`, `product.upserted`) carry no version in their key, so they only
+//!   **collapse while queued**: a new one replaces the raw event of a run that has not started;
+//!   once a run has started or finished, a later upsert makes a new run, which updates the
+//!   ledger record through the cross-reference.
+//!
+//! # Exactly-once writes
+//!
+//! Before a create, the engine durably records its **intent** in the cross-reference
+//! ([`XrefState::Intent`], with the business reference it will post); after the ledger answers it
+//! records the ledger id ([`XrefState::Done`]). A run that finds an intent without a result (a
+//! crash, an answer whose outcome was unknown) looks the record up by reference in the ledger
+//! before posting again.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod crypto;
+pub mod memory;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite;
+
+use std::{collections::BTreeMap, fmt, sync::Arc};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    auth::{RefreshGuard, TokenSet, TokenStore},
+    error::{ErrorCode, Result},
+    outcome::Outcome,
+    reference::ReferenceData,
+};
+
+/// A run's id.
+pub type RunId = i64;
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Waiting to be processed (possibly not before `next_attempt_at`).
+    Queued,
+    /// Claimed by a worker, under a lease.
+    Running,
+    /// Reached the ledger.
+    Synced,
+    /// Skipped by policy.
+    Skipped,
+    /// Failed for good, kept with its raw event and every attempt until requeued.
+    DeadLettered,
+}
+
+impl RunStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Synced => "synced",
+            Self::Skipped => "skipped",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Queued, Self::Running, Self::Synced, Self::Skipped, Self::DeadLettered]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+
+    /// True when nothing more will happen to the run unless it is requeued.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Synced | Self::Skipped | Self::DeadLettered)
+    }
+}
+
+/// How an event's key dedupes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedupe {
+    /// For good: documents.
+    Permanent,
+    /// Only while a run with the key is queued: upserts.
+    WhileQueued,
+}
+
+/// A run to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRun {
+    /// The business (or binding) the run belongs to.
+    pub scope: String,
+    /// The event's idempotency key (a synthetic one for a line that could not be read).
+    pub idempotency_key: String,
+    /// The event name as given, if any.
+    pub event: Option<String>,
+    /// The Magento entity id, if any.
+    pub magento_entity_id: Option<u64>,
+    /// The raw event text, kept for dead letters and replays.
+    pub raw: String,
+    /// The policy snapshot the run uses (byte8-spec.md 1.4), as JSON.
+    pub policy: Option<String>,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// Id.
+    pub id: RunId,
+    /// Scope.
+    pub scope: String,
+    /// Key.
+    pub idempotency_key: String,
+    /// Event name.
+    pub event: Option<String>,
+    /// Magento entity id.
+    pub magento_entity_id: Option<u64>,
+    /// Raw event.
+    pub raw: String,
+    /// Policy snapshot.
+    pub policy: Option<String>,
+    /// Status.
+    pub status: RunStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Not before.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last outcome (terminal, or the last failed attempt of a queued run).
+    pub outcome: Option<Outcome>,
+    /// Received.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One attempt of a run, for the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The attempt number (1-based).
+    pub number: u32,
+    /// Started.
+    pub started_at: DateTime<Utc>,
+    /// Finished.
+    pub finished_at: DateTime<Utc>,
+    /// `synced`, `skipped`, `failed`, `retry`.
+    pub result: String,
+    /// The error class, when it failed.
+    pub error_code: Option<ErrorCode>,
+    /// The message.
+    pub message: Option<String>,
+    /// The ledger id, when it synced.
+    pub ledger_id: Option<String>,
+}
+
+/// What enqueueing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new run.
+    New(RunId),
+    /// The key was seen: no new run (documents), or a run that already started or finished.
+    Duplicate {
+        /// The existing run.
+        id: RunId,
+        /// Its status.
+        status: RunStatus,
+    },
+    /// A queued upsert took the newer event.
+    Collapsed(RunId),
+}
+
+impl Enqueued {
+    /// The run concerned.
+    pub fn run_id(self) -> RunId {
+        match self {
+            Self::New(id) | Self::Collapsed(id) | Self::Duplicate { id, .. } => id,
+        }
+    }
+}
+
+/// How a processing attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunResult {
+    /// The new status: a terminal one, or `Queued` to try again at `next_attempt_at`.
+    pub status: RunStatus,
+    /// The outcome of the attempt.
+    pub outcome: Outcome,
+    /// The attempt.
+    pub attempt: AttemptRecord,
+    /// When to try again (with `Queued`).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The run queue, dead letters and audit trail.
+#[async_trait]
+pub trait RunStore: fmt::Debug + Send + Sync {
+    /// Enqueues a run with the given deduplication.
+    async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued>;
+
+    /// Claims up to `limit` runs of `scope` that are due (queued with `next_attempt_at ≤ now`,
+    /// or running with an expired lease), marking them running until `lease_until`. Safe under
+    /// concurrent claimers: a run is claimed by one of them.
+    async fn claim(
+        &self,
+        scope: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Run>>;
+
+    /// Claims one run by id if it is due (the engine processing an event it just enqueued).
+    async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>>;
+
+    /// Records the end of an attempt.
+    async fn finish(&self, id: RunId, result: RunResult) -> Result<()>;
+
+    /// Puts a dead-lettered (or queued) run back in line, due now. False when there is none.
+    async fn requeue(&self, scope: &str, idempotency_key: &str, now: DateTime<Utc>) -> Result<bool>;
+
+    /// A run by id.
+    async fn get(&self, id: RunId) -> Result<Option<Run>>;
+
+    /// The latest run of a key.
+    async fn find_by_key(&self, scope: &str, idempotency_key: &str) -> Result<Option<Run>>;
+
+    /// The attempts of a run, in order.
+    async fn attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>>;
+
+    /// Runs of a scope by status.
+    async fn counts(&self, scope: &str) -> Result<BTreeMap<RunStatus, u64>>;
+
+    /// Dead-lettered runs of a scope, newest first.
+    async fn dead_letters(&self, scope: &str, limit: usize) -> Result<Vec<Run>>;
+}
+
+/// The kind of a cross-reference entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XrefKind {
+    /// A contact of a (customer, currency) or the fallback: key `customer:5:GBP`.
+    Contact,
+    /// An item: key = SKU.
+    Item,
+    /// An invoice: key = Magento invoice id.
+    Invoice,
+    /// A credit note: key = Magento credit memo id.
+    CreditNote,
+    /// A payment: key = Magento invoice id.
+    Payment,
+    /// A credit-note allocation: key = Magento credit memo id.
+    Allocation,
+    /// A stock movement: key = `{sku}:{hash}`.
+    StockMovement,
+}
+
+impl XrefKind {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Contact => "contact",
+            Self::Item => "item",
+            Self::Invoice => "invoice",
+            Self::CreditNote => "credit_note",
+            Self::Payment => "payment",
+            Self::Allocation => "allocation",
+            Self::StockMovement => "stock_movement",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Contact,
+            Self::Item,
+            Self::Invoice,
+            Self::CreditNote,
+            Self::Payment,
+            Self::Allocation,
+            Self::StockMovement,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// Intent recorded or result known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XrefState {
+    /// The create is about to be (or was) sent; its result is not known here.
+    Intent,
+    /// The ledger record exists with `ledger_id`.
+    Done,
+}
+
+/// A cross-reference entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xref {
+    /// Intent or done.
+    pub state: XrefState,
+    /// The ledger id (with `Done`).
+    pub ledger_id: Option<String>,
+    /// The business reference posted (what a look-up searches for).
+    pub reference: Option<String>,
+    /// Facts later events need (an invoice's contact, total, outstanding, currency, addresses).
+    pub meta: serde_json::Value,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Xref {
+    /// An intent to create a record with `reference`.
+    pub fn intent(reference: Option<String>, meta: serde_json::Value, now: DateTime<Utc>) -> Self {
+        Self { state: XrefState::Intent, ledger_id: None, reference, meta, updated_at: now }
+    }
+
+    /// A record known to exist.
+    pub fn done(ledger_id: String, reference: Option<String>, meta: serde_json::Value, now: DateTime<Utc>) -> Self {
+        Self { state: XrefState::Done, ledger_id: Some(ledger_id), reference, meta, updated_at: now }
+    }
+
+    /// The ledger id when done.
+    pub fn done_id(&self) -> Option<&str> {
+        (self.state == XrefState::Done).then_some(self.ledger_id.as_deref()).flatten()
+    }
+}
+
+/// The cross-reference between Magento entities and ledger records, scoped per business.
+#[async_trait]
+pub trait XrefStore: fmt::Debug + Send + Sync {
+    /// An entry.
+    async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>>;
+
+    /// Inserts or replaces an entry (durably, before returning).
+    async fn put_xref(&self, scope: &str, kind: XrefKind, key: &str, xref: &Xref) -> Result<()>;
+
+    /// Entries of a kind whose key starts with `prefix`.
+    async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>>;
+}
+
+/// A stored connection to a ledger business.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// The business id (the scope of its runs and cross-references).
+    pub scope: String,
+    /// The provider (`sage_accounting`).
+    pub provider: String,
+    /// The API root.
+    pub base_url: String,
+    /// The token endpoint.
+    pub token_url: String,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Connections, their tokens (encrypted at rest by durable stores) and their reference cache.
+#[async_trait]
+pub trait ConnectionStore: fmt::Debug + Send + Sync {
+    /// Stores a connection (replacing one with the same scope).
+    async fn save_connection(&self, connection: &Connection) -> Result<()>;
+
+    /// A connection by scope.
+    async fn connection(&self, scope: &str) -> Result<Option<Connection>>;
+
+    /// Every connection.
+    async fn connections(&self) -> Result<Vec<Connection>>;
+
+    /// Stores a connection's tokens.
+    async fn save_tokens(&self, scope: &str, tokens: &TokenSet) -> Result<()>;
+
+    /// A connection's tokens.
+    async fn tokens(&self, scope: &str) -> Result<Option<TokenSet>>;
+
+    /// Serialises token refreshes of a scope across processes (default: nothing to do).
+    async fn lock_tokens(&self, _scope: &str) -> Result<RefreshGuard> {
+        Ok(RefreshGuard::none())
+    }
+
+    /// Caches a connection's reference data.
+    async fn save_reference(&self, scope: &str, reference: &ReferenceData) -> Result<()>;
+
+    /// A connection's cached reference data.
+    async fn reference(&self, scope: &str) -> Result<Option<ReferenceData>>;
+}
+
+/// Everything the engine and the command need.
+pub trait Store: RunStore + XrefStore + ConnectionStore {}
+
+impl<T: RunStore + XrefStore + ConnectionStore + ?Sized> Store for T {}
+
+/// A [`TokenStore`] over a [`ConnectionStore`] for one scope.
+#[derive(Debug, Clone)]
+pub struct ScopedTokenStore {
+    store: Arc<dyn ConnectionStoreDyn>,
+    scope: String,
+}
+
+/// Object-safe alias used by [`ScopedTokenStore`].
+pub trait ConnectionStoreDyn: ConnectionStore {}
+impl<T: ConnectionStore + ?Sized> ConnectionStoreDyn for T {}
+
+impl ScopedTokenStore {
+    /// The token store of `scope` in `store`.
+    pub fn new(store: Arc<dyn ConnectionStoreDyn>, scope: impl Into<String>) -> Self {
+        Self { store, scope: scope.into() }
+    }
+}
+
+#[async_trait]
+impl TokenStore for ScopedTokenStore {
+    async fn load(&self) -> Result<Option<TokenSet>> {
+        self.store.tokens(&self.scope).await
+    }
+
+    async fn save(&self, tokens: &TokenSet) -> Result<()> {
+        self.store.save_tokens(&self.scope, tokens).await
+    }
+
+    async fn lock_refresh(&self) -> Result<RefreshGuard> {
+        self.store.lock_tokens(&self.scope).await
+    }
+}

@@ -1,0 +1,504 @@
+//! The embedded SQLite [`Store`](super::Store) (feature `sqlite`): durable, created on first use,
+//! migrated at open, safe under concurrent tasks, tokens encrypted at rest.
+//!
+//! - WAL journal, `synchronous = FULL` (a commit survives power loss: the intent log and the
+//!   cross-reference are only useful if they are durable), a 5-second busy timeout.
+//! - Enqueueing is one `BEGIN IMMEDIATE` transaction (read the key, then write), so two tasks
+//!   enqueueing the same key cannot both insert. Claiming is one `UPDATE … RETURNING` statement,
+//!   atomic in SQLite, so two claimers never get the same run.
+//! - Tokens are sealed with AES-256-GCM under the master key ([`super::crypto`]).
+
+use std::{collections::BTreeMap, path::Path, str::FromStr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    Row,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+};
+
+use super::{
+    AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, RunStore,
+    Xref, XrefKind, XrefState, XrefStore,
+    crypto::{MasterKey, open_tokens, seal_tokens},
+};
+use crate::{
+    auth::TokenSet,
+    error::{Error, ErrorCode, Result},
+    reference::ReferenceData,
+};
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    key: Option<Arc<MasterKey>>,
+}
+
+fn db(e: sqlx::Error) -> Error {
+    let retryable = matches!(&e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
+        || e.as_database_error().is_some_and(|d| {
+            let m = d.message().to_lowercase();
+            m.contains("locked") || m.contains("busy")
+        });
+    Error::database(e.to_string(), retryable, Some(Box::new(e)))
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn time(v: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(v).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `path` and migrates it. `key` encrypts
+    /// tokens; without one, storing tokens is refused.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the file cannot be opened or migrated.
+    pub async fn open(path: impl AsRef<Path>, key: Option<MasterKey>) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path.as_ref())
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        Self::connect(options, key).await
+    }
+
+    /// An in-memory database (tests).
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`].
+    pub async fn in_memory(key: Option<MasterKey>) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(db)?.shared_cache(true);
+        // One connection: an in-memory database lives as long as its connection.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        Self::migrate(pool, key).await
+    }
+
+    async fn connect(options: SqliteConnectOptions, key: Option<MasterKey>) -> Result<Self> {
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await.map_err(db)?;
+        Self::migrate(pool, key).await
+    }
+
+    async fn migrate(pool: SqlitePool, key: Option<MasterKey>) -> Result<Self> {
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| Error::database(format!("migrating the state database: {e}"), false, Some(Box::new(e))))?;
+        Ok(Self { pool, key: key.map(Arc::new) })
+    }
+
+    fn key(&self) -> Result<&MasterKey> {
+        self.key.as_deref().ok_or_else(|| {
+            Error::config(
+                super::crypto::MASTER_KEY_ENV,
+                "is needed to store or read tokens (they are encrypted at rest)",
+            )
+        })
+    }
+}
+
+fn run_from(row: &SqliteRow) -> Result<Run> {
+    let status: String = row.try_get("status").map_err(db)?;
+    let outcome: Option<String> = row.try_get("outcome").map_err(db)?;
+    let entity: Option<i64> = row.try_get("magento_entity_id").map_err(db)?;
+    let attempts: i64 = row.try_get("attempts").map_err(db)?;
+    Ok(Run {
+        id: row.try_get("id").map_err(db)?,
+        scope: row.try_get("scope").map_err(db)?,
+        idempotency_key: row.try_get("idempotency_key").map_err(db)?,
+        event: row.try_get("event").map_err(db)?,
+        magento_entity_id: entity.and_then(|v| u64::try_from(v).ok()),
+        raw: row.try_get("raw").map_err(db)?,
+        policy: row.try_get("policy").map_err(db)?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| Error::database(format!("unknown run status {status}"), false, None))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_attempt_at: row.try_get::<Option<i64>, _>("next_attempt_at").map_err(db)?.map(time),
+        outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+        created_at: time(row.try_get("created_at").map_err(db)?),
+        updated_at: time(row.try_get("updated_at").map_err(db)?),
+    })
+}
+
+const DUE: &str = "scope = ?1 AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)) \
+                   OR (status = 'running' AND lease_until <= ?2))";
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let existing =
+            sqlx::query("SELECT id, status FROM runs WHERE scope = ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1")
+                .bind(&run.scope)
+                .bind(&run.idempotency_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        let existing = match existing {
+            Some(row) => {
+                let status: String = row.try_get("status").map_err(db)?;
+                Some((row.try_get::<i64, _>("id").map_err(db)?, RunStatus::parse(&status).unwrap_or(RunStatus::Queued)))
+            }
+            None => None,
+        };
+        let result = match (dedupe, existing) {
+            (Dedupe::Permanent, Some((id, status))) => Enqueued::Duplicate { id, status },
+            (Dedupe::WhileQueued, Some((id, RunStatus::Queued))) => {
+                sqlx::query("UPDATE runs SET raw = ?, policy = ?, updated_at = ? WHERE id = ?")
+                    .bind(&run.raw)
+                    .bind(&run.policy)
+                    .bind(micros(run.received_at))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                Enqueued::Collapsed(id)
+            }
+            _ => {
+                let id: i64 = sqlx::query(
+                    "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, policy, status, attempts, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?) RETURNING id",
+                )
+                .bind(&run.scope)
+                .bind(&run.idempotency_key)
+                .bind(&run.event)
+                .bind(run.magento_entity_id.and_then(|v| i64::try_from(v).ok()))
+                .bind(&run.raw)
+                .bind(&run.policy)
+                .bind(micros(run.received_at))
+                .bind(micros(run.received_at))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?
+                .try_get("id")
+                .map_err(db)?;
+                Enqueued::New(id)
+            }
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(result)
+    }
+
+    async fn claim(
+        &self,
+        scope: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Run>> {
+        let sql = format!(
+            "UPDATE runs SET status = 'running', lease_until = ?3, updated_at = ?2 \
+             WHERE id IN (SELECT id FROM runs WHERE {DUE} ORDER BY id LIMIT ?4) RETURNING *"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(scope)
+            .bind(micros(now))
+            .bind(micros(lease_until))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut runs = rows.iter().map(run_from).collect::<Result<Vec<_>>>()?;
+        runs.sort_by_key(|r| r.id);
+        Ok(runs)
+    }
+
+    async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>> {
+        let row = sqlx::query(
+            "UPDATE runs SET status = 'running', lease_until = ?3, updated_at = ?2 WHERE id = ?1 AND \
+             ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)) OR (status = 'running' AND lease_until <= ?2)) \
+             RETURNING *",
+        )
+        .bind(id)
+        .bind(micros(now))
+        .bind(micros(lease_until))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(run_from).transpose()
+    }
+
+    async fn finish(&self, id: RunId, result: RunResult) -> Result<()> {
+        let outcome = serde_json::to_string(&result.outcome).map_err(|e| Error::internal(e.to_string()))?;
+        let a = &result.attempt;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(i64::from(a.number))
+        .bind(micros(a.started_at))
+        .bind(micros(a.finished_at))
+        .bind(&a.result)
+        .bind(a.error_code.map(ErrorCode::as_str))
+        .bind(&a.message)
+        .bind(&a.ledger_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "UPDATE runs SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, outcome = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(result.status.as_str())
+        .bind(i64::from(a.number))
+        .bind(result.next_attempt_at.map(micros))
+        .bind(outcome)
+        .bind(micros(a.finished_at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn requeue(&self, scope: &str, idempotency_key: &str, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = ? \
+             WHERE id = (SELECT id FROM runs WHERE scope = ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1) \
+             AND status IN ('dead_lettered', 'queued')",
+        )
+        .bind(micros(now))
+        .bind(scope)
+        .bind(idempotency_key)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get(&self, id: RunId) -> Result<Option<Run>> {
+        let row =
+            sqlx::query("SELECT * FROM runs WHERE id = ?").bind(id).fetch_optional(&self.pool).await.map_err(db)?;
+        row.as_ref().map(run_from).transpose()
+    }
+
+    async fn find_by_key(&self, scope: &str, idempotency_key: &str) -> Result<Option<Run>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE scope = ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1")
+            .bind(scope)
+            .bind(idempotency_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(run_from).transpose()
+    }
+
+    async fn attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let code: Option<String> = r.try_get("error_code").map_err(db)?;
+                let number: i64 = r.try_get("number").map_err(db)?;
+                Ok(AttemptRecord {
+                    number: u32::try_from(number).unwrap_or(u32::MAX),
+                    started_at: time(r.try_get("started_at").map_err(db)?),
+                    finished_at: time(r.try_get("finished_at").map_err(db)?),
+                    result: r.try_get("result").map_err(db)?,
+                    error_code: code.and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
+                    message: r.try_get("message").map_err(db)?,
+                    ledger_id: r.try_get("ledger_id").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn counts(&self, scope: &str) -> Result<BTreeMap<RunStatus, u64>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs WHERE scope = ? GROUP BY status")
+            .bind(scope)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let status: String = r.try_get("status").map_err(db)?;
+            let n: i64 = r.try_get("n").map_err(db)?;
+            if let Some(s) = RunStatus::parse(&status) {
+                out.insert(s, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn dead_letters(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
+        let rows =
+            sqlx::query("SELECT * FROM runs WHERE scope = ? AND status = 'dead_lettered' ORDER BY id DESC LIMIT ?")
+                .bind(scope)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.iter().map(run_from).collect()
+    }
+}
+
+fn xref_from(row: &SqliteRow) -> Result<Xref> {
+    let state: String = row.try_get("state").map_err(db)?;
+    let meta: String = row.try_get("meta").map_err(db)?;
+    Ok(Xref {
+        state: if state == "done" { XrefState::Done } else { XrefState::Intent },
+        ledger_id: row.try_get("ledger_id").map_err(db)?,
+        reference: row.try_get("reference").map_err(db)?,
+        meta: serde_json::from_str(&meta).unwrap_or(serde_json::Value::Null),
+        updated_at: time(row.try_get("updated_at").map_err(db)?),
+    })
+}
+
+#[async_trait]
+impl XrefStore for SqliteStore {
+    async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
+        let row = sqlx::query("SELECT * FROM xrefs WHERE scope = ? AND kind = ? AND key = ?")
+            .bind(scope)
+            .bind(kind.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(xref_from).transpose()
+    }
+
+    async fn put_xref(&self, scope: &str, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, ledger_id = excluded.ledger_id, \
+             reference = excluded.reference, meta = excluded.meta, updated_at = excluded.updated_at",
+        )
+        .bind(scope)
+        .bind(kind.as_str())
+        .bind(key)
+        .bind(match xref.state {
+            XrefState::Done => "done",
+            XrefState::Intent => "intent",
+        })
+        .bind(&xref.ledger_id)
+        .bind(&xref.reference)
+        .bind(xref.meta.to_string())
+        .bind(micros(xref.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
+        let rows = sqlx::query(
+            "SELECT * FROM xrefs WHERE scope = ? AND kind = ? AND substr(key, 1, length(?)) = ? ORDER BY key",
+        )
+        .bind(scope)
+        .bind(kind.as_str())
+        .bind(prefix)
+        .bind(prefix)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| Ok((r.try_get("key").map_err(db)?, xref_from(r)?))).collect()
+    }
+}
+
+fn connection_from(row: &SqliteRow) -> Result<Connection> {
+    Ok(Connection {
+        scope: row.try_get("scope").map_err(db)?,
+        provider: row.try_get("provider").map_err(db)?,
+        base_url: row.try_get("base_url").map_err(db)?,
+        token_url: row.try_get("token_url").map_err(db)?,
+        created_at: time(row.try_get("created_at").map_err(db)?),
+    })
+}
+
+#[async_trait]
+impl ConnectionStore for SqliteStore {
+    async fn save_connection(&self, c: &Connection) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO connections (scope, provider, base_url, token_url, created_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (scope) DO UPDATE SET provider = excluded.provider, base_url = excluded.base_url, token_url = excluded.token_url",
+        )
+        .bind(&c.scope)
+        .bind(&c.provider)
+        .bind(&c.base_url)
+        .bind(&c.token_url)
+        .bind(micros(c.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn connection(&self, scope: &str) -> Result<Option<Connection>> {
+        let row = sqlx::query("SELECT * FROM connections WHERE scope = ?")
+            .bind(scope)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(connection_from).transpose()
+    }
+
+    async fn connections(&self) -> Result<Vec<Connection>> {
+        let rows = sqlx::query("SELECT * FROM connections ORDER BY scope").fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(connection_from).collect()
+    }
+
+    async fn save_tokens(&self, scope: &str, tokens: &TokenSet) -> Result<()> {
+        let sealed = seal_tokens(self.key()?, scope, tokens)?;
+        let done = sqlx::query("UPDATE connections SET tokens = ? WHERE scope = ?")
+            .bind(sealed)
+            .bind(scope)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { what: "connection".into(), id: scope.to_owned() });
+        }
+        Ok(())
+    }
+
+    async fn tokens(&self, scope: &str) -> Result<Option<TokenSet>> {
+        let row = sqlx::query("SELECT tokens FROM connections WHERE scope = ?")
+            .bind(scope)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(sealed) = row.map(|r| r.try_get::<Option<String>, _>("tokens")).transpose().map_err(db)?.flatten()
+        else {
+            return Ok(None);
+        };
+        open_tokens(self.key()?, scope, &sealed).map(Some)
+    }
+
+    async fn save_reference(&self, scope: &str, reference: &ReferenceData) -> Result<()> {
+        let json = serde_json::to_string(reference).map_err(|e| Error::internal(e.to_string()))?;
+        sqlx::query("UPDATE connections SET reference = ? WHERE scope = ?")
+            .bind(json)
+            .bind(scope)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn reference(&self, scope: &str) -> Result<Option<ReferenceData>> {
+        let row = sqlx::query("SELECT reference FROM connections WHERE scope = ?")
+            .bind(scope)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row
+            .and_then(|r| r.try_get::<Option<String>, _>("reference").ok().flatten())
+            .and_then(|j| serde_json::from_str(&j).ok()))
+    }
+}
