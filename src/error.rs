@@ -242,6 +242,15 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// Something the work depends on is not there yet (an `invoice.paid` whose invoice has not
+    /// reached the ledger): the work waits and is retried, it does not fail for good.
+    #[error("waiting for {what}: {message}")]
+    Pending {
+        /// What is awaited.
+        what: String,
+        /// Why.
+        message: String,
+    },
     /// An invariant this crate checks itself did not hold: a bug, reported instead of posting.
     #[error("internal error: {message}")]
     Internal {
@@ -288,7 +297,7 @@ impl Error {
                 ErrorCode::Validation
             }
             Self::Auth { .. } => ErrorCode::Auth,
-            Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::NotFound { .. } | Self::Pending { .. } => ErrorCode::NotFound,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             Self::Provider { .. } => ErrorCode::Provider,
             Self::Http { .. } => ErrorCode::Http,
@@ -300,7 +309,7 @@ impl Error {
     /// Whether the same work may succeed later without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Http { .. } => true,
+            Self::RateLimited { .. } | Self::Http { .. } | Self::Pending { .. } => true,
             Self::Provider { retryable, .. } | Self::Database { retryable, .. } => *retryable,
             Self::Auth { reason, .. } => matches!(reason, AuthFailure::TokenRejected),
             _ => false,

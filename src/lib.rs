@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod canonical;
 pub mod clock;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod identity;

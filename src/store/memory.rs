@@ -138,6 +138,20 @@ impl RunStore for MemoryStore {
         }))
     }
 
+    async fn release_leases(&self, scope: &str, now: DateTime<Utc>) -> Result<u64> {
+        let mut s = self.lock();
+        let ids: Vec<RunId> =
+            s.runs.values().filter(|r| r.scope == scope && r.status == RunStatus::Running).map(|r| r.id).collect();
+        for id in &ids {
+            s.lease.remove(id);
+            if let Some(r) = s.runs.get_mut(id) {
+                r.status = RunStatus::Queued;
+                r.updated_at = now;
+            }
+        }
+        Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
+    }
+
     async fn finish(&self, id: RunId, result: RunResult) -> Result<()> {
         let mut s = self.lock();
         s.lease.remove(&id);

@@ -227,6 +227,10 @@ pub trait RunStore: fmt::Debug + Send + Sync {
     /// Claims one run by id if it is due (the engine processing an event it just enqueued).
     async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>>;
 
+    /// Makes every running run of `scope` due again (its worker is known to be gone: the single
+    /// `byte8-ledger sync` process holding the state file's lock after a crash). Returns how many.
+    async fn release_leases(&self, scope: &str, now: DateTime<Utc>) -> Result<u64>;
+
     /// Records the end of an attempt.
     async fn finish(&self, id: RunId, result: RunResult) -> Result<()>;
 

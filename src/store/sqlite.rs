@@ -231,6 +231,16 @@ impl RunStore for SqliteStore {
         row.as_ref().map(run_from).transpose()
     }
 
+    async fn release_leases(&self, scope: &str, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("UPDATE runs SET status = 'queued', lease_until = NULL, updated_at = ? WHERE scope = ? AND status = 'running'")
+            .bind(micros(now))
+            .bind(scope)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
     async fn finish(&self, id: RunId, result: RunResult) -> Result<()> {
         let outcome = serde_json::to_string(&result.outcome).map_err(|e| Error::internal(e.to_string()))?;
         let a = &result.attempt;

@@ -1,0 +1,806 @@
+//! One handler per event: policy, dependencies, intent, post, result.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::{Handled, SyncEngine};
+use crate::{
+    canonical::{
+        Entity, Event, EventKind, InvoiceState, MagentoContact, MagentoCreditMemo, MagentoInvoice, MagentoPayment,
+        MagentoProduct,
+    },
+    error::{Error, Result},
+    identity::{self, ContactRoute, ContactSubject},
+    money::Currency,
+    outcome::skip,
+    plan::{DocumentAddresses, DocumentKind, fit_reference},
+    policy::{BankDecision, SyncPolicy},
+    providers::{
+        AccountingProviderExt, AllocationRequest, Capabilities, ContactFor, ContactRequest, CreditNoteRequest,
+        DocumentRecord, InvoiceRequest, ItemKind, ItemLink, ItemRequest, PaymentRequest, StockMovementRequest,
+        TransactionKind, TransactionLookup, sage::transform::item_kind,
+    },
+    reference::ReferenceData,
+    store::{RunStatus, Xref, XrefKind},
+};
+
+fn skipped(reason: &str, message: impl Into<String>) -> Handled {
+    Handled::Skipped { reason: reason.to_owned(), message: Some(message.into()) }
+}
+
+fn dec_of(v: &Value, key: &str) -> Option<Decimal> {
+    v.get(key).and_then(|x| match x {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.to_string().parse().ok(),
+        _ => None,
+    })
+}
+
+/// What later events need to know of a posted invoice.
+#[derive(Debug, Clone)]
+struct InvoiceFacts {
+    id: String,
+    contact_id: String,
+    outstanding: Decimal,
+    base_to_order_rate: Option<Decimal>,
+    addresses: DocumentAddresses,
+    meta: Value,
+}
+
+impl InvoiceFacts {
+    fn from_xref(x: &Xref) -> Option<Self> {
+        let id = x.done_id()?.to_owned();
+        Some(Self {
+            id,
+            contact_id: x.meta.get("contact_id")?.as_str()?.to_owned(),
+            outstanding: dec_of(&x.meta, "outstanding").unwrap_or_default(),
+            base_to_order_rate: dec_of(&x.meta, "base_to_order_rate"),
+            addresses: x.meta.get("addresses").and_then(|a| serde_json::from_value(a.clone()).ok()).unwrap_or_default(),
+            meta: x.meta.clone(),
+        })
+    }
+}
+
+fn contact_key(subject: &ContactSubject, currency: Currency) -> String {
+    format!("{}:{}", subject.xref_key(), currency.code())
+}
+
+impl SyncEngine {
+    pub(crate) async fn handle(&self, event: &Event, policy: &SyncPolicy) -> Result<Handled> {
+        let entity = match &event.entity {
+            Some(e) => e.clone(),
+            None => match &self.source {
+                Some(source) => {
+                    let e = source.fetch(event.event, event.magento_entity_id).await?;
+                    e.validate().map_err(|err| err.at("entity"))?;
+                    e
+                }
+                None => {
+                    return Err(Error::invalid(
+                        "event",
+                        "entity",
+                        "missing, and no Magento connection is configured to fetch it",
+                    ));
+                }
+            },
+        };
+        match (event.event, entity) {
+            (EventKind::InvoiceCreated, Entity::Invoice(inv)) => self.invoice_created(event, &inv, policy).await,
+            (EventKind::InvoicePaid, Entity::Payment(pay)) => self.invoice_paid(event, &pay, policy).await,
+            (EventKind::CreditMemoCreated, Entity::CreditMemo(memo)) => {
+                self.creditmemo_created(event, &memo, policy).await
+            }
+            (EventKind::CustomerUpserted, Entity::Contact(c)) => self.customer_upserted(event, &c, policy).await,
+            (EventKind::ProductUpserted, Entity::Product(p)) => self.product_upserted(event, &p, policy).await,
+            (kind, _) => Err(Error::invalid("event", "entity", format!("is not the entity of a {kind} event"))),
+        }
+    }
+
+    async fn context(&self) -> Result<(std::sync::Arc<ReferenceData>, Capabilities)> {
+        let reference = self.provider.reference_data(false).await?;
+        let caps = self.provider.capabilities().await?;
+        Ok((reference, caps))
+    }
+
+    fn reference_of(&self, policy: &SyncPolicy, increment_id: &str, caps: &Capabilities) -> String {
+        fit_reference(&policy.document_reference(increment_id), increment_id, caps.max_document_reference)
+    }
+
+    async fn put(&self, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
+        self.store.put_xref(&self.scope, kind, key, xref).await
+    }
+
+    async fn get(&self, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
+        self.store.get_xref(&self.scope, kind, key).await
+    }
+
+    // ---- contacts -------------------------------------------------------------------------
+
+    /// The contact a document of `customer` in `currency` goes on (B2C consolidation applied).
+    async fn contact_for(
+        &self,
+        customer: &MagentoContact,
+        currency: Currency,
+        grand_total: Decimal,
+        policy: &SyncPolicy,
+        reference: &ReferenceData,
+        caps: &Capabilities,
+        key: &str,
+    ) -> Result<String> {
+        let base = reference.business.base_currency;
+        if currency != base && !caps.multi_currency {
+            return Err(Error::invalid(
+                "document",
+                "currency",
+                format!(
+                    "{} documents need multi-currency, which is not enabled for this ledger business (base {})",
+                    currency.code(),
+                    base.code()
+                ),
+            ));
+        }
+        let contact_currency = if caps.contact_per_currency { currency } else { base };
+        let subject = ContactSubject::of(customer);
+        let own_key = contact_key(&subject, contact_currency);
+        let known = self.get(XrefKind::Contact, &own_key).await?;
+        if let Some(id) = known.as_ref().and_then(Xref::done_id) {
+            return Ok(id.to_owned());
+        }
+        let route = identity::b2c_route(&policy.b2c_consolidation, customer, grand_total, known.is_some());
+        let (subject, who, xref_key) = match route {
+            ContactRoute::Individual => (subject, ContactFor::Customer(customer), own_key),
+            ContactRoute::Fallback => {
+                let k = contact_key(&ContactSubject::Fallback, contact_currency);
+                if let Some(id) = self.get(XrefKind::Contact, &k).await?.as_ref().and_then(Xref::done_id) {
+                    return Ok(id.to_owned());
+                }
+                (ContactSubject::Fallback, ContactFor::Fallback, k)
+            }
+        };
+        let candidates = identity::reference_candidates(
+            &subject,
+            contact_currency,
+            base,
+            &policy.b2c_consolidation.fallback_contact_reference,
+        );
+        let request = ContactRequest {
+            contact: who,
+            currency: contact_currency,
+            reference: &candidates[0],
+            policy,
+            idempotency_key: Some(key),
+        };
+        let resolved = self.provider.resolve_contact(&subject, &candidates, request).await?;
+        let now = self.clock.now();
+        self.put(
+            XrefKind::Contact,
+            &xref_key,
+            &Xref::done(
+                resolved.record.id.clone(),
+                resolved.record.reference.clone(),
+                json!({"currency": contact_currency.code(), "adopted": !resolved.created}),
+                now,
+            ),
+        )
+        .await?;
+        Ok(resolved.record.id)
+    }
+
+    async fn item_links(
+        &self,
+        skus: impl Iterator<Item = &str>,
+        policy: &SyncPolicy,
+    ) -> Result<BTreeMap<String, ItemLink>> {
+        let mut out = BTreeMap::new();
+        if !policy.sync_products {
+            return Ok(out);
+        }
+        for sku in skus {
+            if out.contains_key(sku) {
+                continue;
+            }
+            if let Some(x) = self.get(XrefKind::Item, sku).await? {
+                if let (Some(id), Some(kind)) =
+                    (x.done_id(), x.meta.get("kind").and_then(|k| serde_json::from_value::<ItemKind>(k.clone()).ok()))
+                {
+                    out.insert(sku.to_owned(), ItemLink { id: id.to_owned(), kind });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- invoice.created ------------------------------------------------------------------
+
+    async fn invoice_created(&self, event: &Event, inv: &MagentoInvoice, policy: &SyncPolicy) -> Result<Handled> {
+        if inv.state == InvoiceState::Cancelled {
+            return Ok(skipped(skip::CANCELLED_INVOICE, "cancelled invoices are never posted"));
+        }
+        let paid_at_creation = inv.state == InvoiceState::Paid || event.payload.get("paid") == Some(&Value::Bool(true));
+        if !policy.sync_unpaid_invoices && !paid_at_creation {
+            return Ok(skipped(
+                skip::UNPAID_INVOICE,
+                "sync_unpaid_invoices is off and the invoice was not paid at creation",
+            ));
+        }
+        if !policy.sync_zero_value_invoices && inv.is_zero_value() {
+            return Ok(skipped(skip::ZERO_VALUE_INVOICE, "a zero-value invoice with sync_zero_value_invoices off"));
+        }
+        if let Some(since) = policy.sync_since.filter(|s| inv.created_at < *s) {
+            return Ok(skipped(
+                skip::OUTSIDE_SYNC_SINCE,
+                format!("created {} before sync_since {since}", inv.created_at),
+            ));
+        }
+        if let Some(reason) =
+            policy.filter_skip_reason(inv.website_id.max(event.website_id), inv.store_id.max(event.store_id))
+        {
+            return Ok(skipped(reason, "outside the website/store filter"));
+        }
+        let key = inv.magento_id.to_string();
+        let existing = self.get(XrefKind::Invoice, &key).await?;
+        if let Some(facts) = existing.as_ref().and_then(InvoiceFacts::from_xref) {
+            return Ok(Handled::Synced {
+                id: facts.id,
+                number: facts.meta.get("number").and_then(Value::as_str).map(str::to_owned),
+                message: Some("already in the ledger (cross-reference); no new write".into()),
+            });
+        }
+        let (reference, caps) = self.context().await?;
+        let doc_ref = self.reference_of(policy, &inv.increment_id, &caps);
+        let contact_id = self
+            .contact_for(
+                &inv.customer,
+                inv.currency,
+                inv.grand_total,
+                policy,
+                &reference,
+                &caps,
+                &event.idempotency_key,
+            )
+            .await?;
+        let meta = |doc: &DocumentRecord| {
+            json!({
+                "contact_id": doc.contact_id.clone().unwrap_or_else(|| contact_id.clone()),
+                "total": doc.total.unwrap_or(inv.grand_total).to_string(),
+                "outstanding": doc.outstanding.or(doc.total).unwrap_or(inv.grand_total).to_string(),
+                "currency": inv.currency.code(),
+                "base_to_order_rate": inv.base_to_order_rate.map(|r| r.to_string()),
+                "addresses": DocumentAddresses { billing: inv.billing_address.clone(), shipping: inv.shipping_address.clone() },
+                "reference": doc_ref,
+                "number": doc.number,
+                "increment_id": inv.increment_id,
+            })
+        };
+        // After a crash or an unknown outcome: look it up before any second write.
+        if existing.is_some() || self.config.verify_before_create {
+            if let Some(doc) = self.provider.find_document(DocumentKind::Invoice, &doc_ref).await? {
+                let now = self.clock.now();
+                self.put(XrefKind::Invoice, &key, &Xref::done(doc.id.clone(), Some(doc_ref.clone()), meta(&doc), now))
+                    .await?;
+                return Ok(Handled::Synced {
+                    id: doc.id,
+                    number: doc.number,
+                    message: Some("found in the ledger by reference (an earlier attempt had posted it)".into()),
+                });
+            }
+        }
+        let now = self.clock.now();
+        self.put(XrefKind::Invoice, &key, &Xref::intent(Some(doc_ref.clone()), json!({}), now)).await?;
+        let items = self.item_links(inv.lines.iter().map(|l| l.sku.as_str()), policy).await?;
+        let doc = self
+            .provider
+            .post_invoice(&InvoiceRequest {
+                invoice: inv,
+                policy,
+                contact_id: &contact_id,
+                items: &items,
+                idempotency_key: &event.idempotency_key,
+            })
+            .await?;
+        let now = self.clock.now();
+        let m = meta(&doc);
+        self.put(XrefKind::Invoice, &key, &Xref::done(doc.id.clone(), Some(doc_ref.clone()), m, now)).await?;
+        Ok(Handled::Synced { id: doc.id, number: doc.number, message: None })
+    }
+
+    /// The facts of the invoice a payment or credit memo refers to: from the cross-reference; or
+    /// adopted from the ledger by reference when its own run never existed (posted before this
+    /// crate, e.g. by Byte8); `Err(Pending)` while its run is still on its way; `Ok(None)` when
+    /// it was skipped or is nowhere (with the skip run when there is one).
+    async fn invoice_facts(
+        &self,
+        invoice_id: u64,
+        increment_id: Option<&str>,
+        policy: &SyncPolicy,
+        caps: &Capabilities,
+    ) -> Result<std::result::Result<InvoiceFacts, Option<String>>> {
+        let key = invoice_id.to_string();
+        if let Some(f) = self.get(XrefKind::Invoice, &key).await?.as_ref().and_then(InvoiceFacts::from_xref) {
+            return Ok(Ok(f));
+        }
+        let run = self.store.find_by_key(&self.scope, &format!("invoice.created:{invoice_id}")).await?;
+        match run.as_ref().map(|r| r.status) {
+            Some(RunStatus::Skipped) => {
+                let reason = run.and_then(|r| r.outcome).and_then(|o| o.skip_reason);
+                return Ok(Err(Some(reason.unwrap_or_else(|| "invoice_not_synced".into()))));
+            }
+            Some(RunStatus::Queued | RunStatus::Running) => {
+                return Err(Error::Pending {
+                    what: format!("invoice {}", increment_id.unwrap_or(&key)),
+                    message: "its invoice.created has not reached the ledger yet; this event waits and is retried"
+                        .into(),
+                });
+            }
+            _ => {}
+        }
+        if let Some(inc) = increment_id {
+            let doc_ref = self.reference_of(policy, inc, caps);
+            if let Some(doc) = self.provider.find_document(DocumentKind::Invoice, &doc_ref).await? {
+                if let Some(contact_id) = doc.contact_id.clone() {
+                    let now = self.clock.now();
+                    let meta = json!({"contact_id": contact_id, "total": doc.total.map(|t| t.to_string()),
+                        "outstanding": doc.outstanding.map(|t| t.to_string()), "reference": doc_ref,
+                        "number": doc.number, "adopted": true, "increment_id": inc});
+                    let x = Xref::done(doc.id.clone(), Some(doc_ref), meta, now);
+                    self.put(XrefKind::Invoice, &key, &x).await?;
+                    return Ok(InvoiceFacts::from_xref(&x).ok_or(None));
+                }
+            }
+        }
+        Ok(Err(None))
+    }
+
+    async fn set_outstanding(&self, invoice_key: &str, facts: &InvoiceFacts, outstanding: Decimal) -> Result<()> {
+        let mut meta = facts.meta.clone();
+        meta["outstanding"] = Value::String(outstanding.max(Decimal::ZERO).to_string());
+        let now = self.clock.now();
+        self.put(
+            XrefKind::Invoice,
+            invoice_key,
+            &Xref::done(facts.id.clone(), meta.get("reference").and_then(Value::as_str).map(str::to_owned), meta, now),
+        )
+        .await
+    }
+
+    // ---- invoice.paid ---------------------------------------------------------------------
+
+    async fn invoice_paid(&self, event: &Event, pay: &MagentoPayment, policy: &SyncPolicy) -> Result<Handled> {
+        if let Some(reason) = policy.filter_skip_reason(event.website_id, event.store_id) {
+            return Ok(skipped(reason, "outside the website/store filter"));
+        }
+        let key = pay.invoice_id.to_string();
+        if let Some(x) = self.get(XrefKind::Payment, &key).await? {
+            if let Some(id) = x.done_id() {
+                return Ok(Handled::Synced {
+                    id: id.to_owned(),
+                    number: None,
+                    message: Some("already in the ledger; no new write".into()),
+                });
+            }
+        }
+        let bank = match policy.bank_account_for(Some(&pay.method)) {
+            BankDecision::Mapped(b) | BankDecision::Default(b) => b,
+            BankDecision::ExplicitNone => {
+                return Ok(skipped(
+                    skip::PAYMENT_METHOD_NOT_MAPPED,
+                    format!(
+                        "payment method `{}` is mapped to None: the invoice stays unpaid in the ledger",
+                        pay.method
+                    ),
+                ));
+            }
+            BankDecision::Unmapped => {
+                return Ok(skipped(
+                    skip::PAYMENT_METHOD_NOT_MAPPED,
+                    format!("payment method `{}` is not mapped and there is no default_bank_account_id", pay.method),
+                ));
+            }
+        };
+        let (_, caps) = self.context().await?;
+        let facts = match self.invoice_facts(pay.invoice_id, Some(&pay.invoice_increment_id), policy, &caps).await? {
+            Ok(f) => f,
+            Err(Some(reason)) => {
+                return Ok(skipped(&reason, "its invoice was skipped, so its payment is too"));
+            }
+            Err(None) => {
+                return Err(Error::Pending {
+                    what: format!("invoice {}", pay.invoice_increment_id),
+                    message: "it is not in the ledger; this payment waits for its invoice.created".into(),
+                });
+            }
+        };
+        let pay_ref = self.reference_of(policy, &pay.invoice_increment_id, &caps);
+        let date = pay.captured_at.date_naive();
+        let existing = self.get(XrefKind::Payment, &key).await?;
+        if existing.is_some() {
+            let ids = [facts.id.as_str()];
+            let lookup = TransactionLookup {
+                contact_id: &facts.contact_id,
+                reference: Some(&pay_ref),
+                date,
+                artefact_ids: &ids,
+            };
+            if let Some(t) = self.provider.find_transaction(TransactionKind::Payment, &lookup).await? {
+                self.record_payment(&key, &facts, &t.id, &pay_ref, pay.amount).await?;
+                return Ok(Handled::Synced {
+                    id: t.id,
+                    number: None,
+                    message: Some("found in the ledger (an earlier attempt had posted it)".into()),
+                });
+            }
+        }
+        self.put(XrefKind::Payment, &key, &Xref::intent(Some(pay_ref.clone()), json!({}), self.clock.now())).await?;
+        let t = self
+            .provider
+            .post_payment(&PaymentRequest {
+                payment: pay,
+                policy,
+                contact_id: &facts.contact_id,
+                invoice_id: &facts.id,
+                bank_account_id: &bank,
+                invoice_base_to_order_rate: facts.base_to_order_rate,
+                outstanding: Some(facts.outstanding),
+                idempotency_key: &event.idempotency_key,
+            })
+            .await?;
+        self.record_payment(&key, &facts, &t.id, &pay_ref, pay.amount).await?;
+        let message = (pay.amount > facts.outstanding).then(|| {
+            format!(
+                "{} received, {} allocated to the invoice, the rest left on account",
+                pay.amount,
+                facts.outstanding.max(Decimal::ZERO)
+            )
+        });
+        Ok(Handled::Synced { id: t.id, number: None, message })
+    }
+
+    async fn record_payment(
+        &self,
+        key: &str,
+        facts: &InvoiceFacts,
+        id: &str,
+        reference: &str,
+        amount: Decimal,
+    ) -> Result<()> {
+        let allocated = amount.min(facts.outstanding).max(Decimal::ZERO);
+        let now = self.clock.now();
+        self.put(
+            XrefKind::Payment,
+            key,
+            &Xref::done(id.to_owned(), Some(reference.to_owned()), json!({"allocated": allocated.to_string()}), now),
+        )
+        .await?;
+        self.set_outstanding(key, facts, facts.outstanding - allocated).await
+    }
+
+    // ---- creditmemo.created ---------------------------------------------------------------
+
+    async fn creditmemo_created(
+        &self,
+        event: &Event,
+        memo: &MagentoCreditMemo,
+        policy: &SyncPolicy,
+    ) -> Result<Handled> {
+        if let Some(since) = policy.sync_since.filter(|s| memo.created_at < *s) {
+            return Ok(skipped(
+                skip::OUTSIDE_SYNC_SINCE,
+                format!("created {} before sync_since {since}", memo.created_at),
+            ));
+        }
+        if let Some(reason) = policy.filter_skip_reason(memo.website_id.max(event.website_id), event.store_id) {
+            return Ok(skipped(reason, "outside the website/store filter"));
+        }
+        let (reference, caps) = self.context().await?;
+        if !caps.credit_notes {
+            return Err(Error::Unsupported { operation: "credit notes".into(), provider: self.provider.name() });
+        }
+        let key = memo.magento_id.to_string();
+        let doc_ref = self.reference_of(policy, &memo.increment_id, &caps);
+        // The credited invoice, when there is one and it is in the ledger.
+        let invoice = match memo.invoice_id {
+            Some(id) => match self.invoice_facts(id, memo.invoice_increment_id.as_deref(), policy, &caps).await? {
+                Ok(f) => Some(f),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let mut notes = Vec::new();
+        // 1. The credit note (resumable: it may be posted already).
+        let existing = self.get(XrefKind::CreditNote, &key).await?;
+        let (note_id, note_number, note_total, contact_id) =
+            match existing.as_ref().and_then(|x| x.done_id().map(|id| (id.to_owned(), x.meta.clone()))) {
+                Some((id, meta)) => (
+                    id,
+                    meta.get("number").and_then(Value::as_str).map(str::to_owned),
+                    dec_of(&meta, "total").unwrap_or(memo.grand_total),
+                    meta.get("contact_id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                ),
+                None => {
+                    let contact_id = match &invoice {
+                        Some(f) => f.contact_id.clone(),
+                        None => {
+                            if memo.invoice_id.is_some() {
+                                notes.push(
+                                    "its invoice is not in the ledger: the credit note stays open, unallocated"
+                                        .to_owned(),
+                                );
+                            }
+                            self.contact_for(
+                                &memo.customer,
+                                memo.currency,
+                                memo.grand_total,
+                                policy,
+                                &reference,
+                                &caps,
+                                &event.idempotency_key,
+                            )
+                            .await?
+                        }
+                    };
+                    let record = |doc: &DocumentRecord| {
+                        json!({"contact_id": contact_id, "total": doc.total.unwrap_or(memo.grand_total).to_string(),
+                           "number": doc.number, "reference": doc_ref})
+                    };
+                    let mut found = None;
+                    if existing.is_some() || self.config.verify_before_create {
+                        found = self.provider.find_document(DocumentKind::CreditNote, &doc_ref).await?;
+                    }
+                    let doc = match found {
+                        Some(doc) => doc,
+                        None => {
+                            self.put(
+                                XrefKind::CreditNote,
+                                &key,
+                                &Xref::intent(Some(doc_ref.clone()), json!({}), self.clock.now()),
+                            )
+                            .await?;
+                            let items = self.item_links(memo.lines.iter().map(|l| l.sku.as_str()), policy).await?;
+                            self.provider
+                                .post_credit_note(&CreditNoteRequest {
+                                    memo,
+                                    policy,
+                                    contact_id: &contact_id,
+                                    items: &items,
+                                    invoice_addresses: invoice.as_ref().map(|f| &f.addresses),
+                                    idempotency_key: &event.idempotency_key,
+                                })
+                                .await?
+                        }
+                    };
+                    let now = self.clock.now();
+                    self.put(
+                        XrefKind::CreditNote,
+                        &key,
+                        &Xref::done(doc.id.clone(), Some(doc_ref.clone()), record(&doc), now),
+                    )
+                    .await?;
+                    (doc.id.clone(), doc.number.clone(), doc.total.unwrap_or(memo.grand_total), contact_id)
+                }
+            };
+        // 2. The allocation against the invoice, when it has something outstanding.
+        if let (Some(facts), Some(invoice_id)) = (&invoice, memo.invoice_id) {
+            if self.get(XrefKind::Allocation, &key).await?.as_ref().and_then(Xref::done_id).is_none() {
+                let amount = note_total.min(facts.outstanding);
+                if !caps.allocations {
+                    notes.push("the ledger business cannot allocate: the credit note stays open".into());
+                } else if amount <= Decimal::ZERO {
+                    notes.push(
+                        "the invoice is already settled: the credit note stays open as the customer's credit".into(),
+                    );
+                } else if facts.contact_id != contact_id {
+                    notes.push("the credit note is not on the invoice's contact: not allocated".into());
+                } else {
+                    let date = memo.created_at.date_naive();
+                    let ids = [facts.id.as_str(), note_id.as_str()];
+                    let mut allocation = None;
+                    if self.get(XrefKind::Allocation, &key).await?.is_some() {
+                        let lookup =
+                            TransactionLookup { contact_id: &contact_id, reference: None, date, artefact_ids: &ids };
+                        allocation = self.provider.find_transaction(TransactionKind::Allocation, &lookup).await?;
+                    }
+                    let allocation = match allocation {
+                        Some(a) => a,
+                        None => {
+                            self.put(XrefKind::Allocation, &key, &Xref::intent(None, json!({}), self.clock.now()))
+                                .await?;
+                            self.provider
+                                .allocate(&AllocationRequest {
+                                    contact_id: &contact_id,
+                                    invoice_id: &facts.id,
+                                    credit_note_id: &note_id,
+                                    amount,
+                                    date,
+                                    idempotency_key: &event.idempotency_key,
+                                })
+                                .await?
+                        }
+                    };
+                    let now = self.clock.now();
+                    self.put(
+                        XrefKind::Allocation,
+                        &key,
+                        &Xref::done(allocation.id, None, json!({"amount": amount.to_string()}), now),
+                    )
+                    .await?;
+                    self.set_outstanding(&invoice_id.to_string(), facts, facts.outstanding - amount).await?;
+                    notes.push(format!(
+                        "allocated {amount} against invoice {}",
+                        memo.invoice_increment_id.as_deref().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+        Ok(Handled::Synced { id: note_id, number: note_number, message: (!notes.is_empty()).then(|| notes.join("; ")) })
+    }
+
+    // ---- customer.upserted ----------------------------------------------------------------
+
+    async fn customer_upserted(&self, event: &Event, c: &MagentoContact, policy: &SyncPolicy) -> Result<Handled> {
+        if let Some(reason) = policy.filter_skip_reason(c.website_id.max(event.website_id), event.store_id) {
+            if reason == skip::FILTERED_WEBSITE {
+                return Ok(skipped(reason, "outside the website filter"));
+            }
+        }
+        let (reference, caps) = self.context().await?;
+        let subject = ContactSubject::of(c);
+        let fingerprint = crate::identity::sha256_hex(&serde_json::to_string(c).unwrap_or_default());
+        let variants =
+            self.store.list_xrefs(&self.scope, XrefKind::Contact, &format!("{}:", subject.xref_key())).await?;
+        if variants.is_empty() {
+            // Variants in other currencies are created when a document in that currency comes.
+            let base = reference.business.base_currency;
+            let id = self
+                .contact_for(
+                    c,
+                    base,
+                    Decimal::MAX,
+                    &SyncPolicy { b2c_consolidation: Default::default(), ..policy.clone() },
+                    &reference,
+                    &caps,
+                    &event.idempotency_key,
+                )
+                .await?;
+            let key = contact_key(&subject, base);
+            if let Some(mut x) = self.get(XrefKind::Contact, &key).await? {
+                x.meta["fingerprint"] = Value::String(fingerprint);
+                self.put(XrefKind::Contact, &key, &x).await?;
+            }
+            return Ok(Handled::Synced { id, number: None, message: None });
+        }
+        let mut first = None;
+        let mut updated = 0;
+        for (key, x) in &variants {
+            let Some(id) = x.done_id() else { continue };
+            first.get_or_insert_with(|| id.to_owned());
+            if x.meta.get("fingerprint").and_then(Value::as_str) == Some(fingerprint.as_str()) {
+                continue;
+            }
+            let currency = key
+                .rsplit(':')
+                .next()
+                .and_then(|c| crate::money::parse_currency(c).ok())
+                .unwrap_or(reference.business.base_currency);
+            let reference_code = x.reference.clone().unwrap_or_default();
+            self.provider
+                .update_contact(
+                    id,
+                    &ContactRequest {
+                        contact: ContactFor::Customer(c),
+                        currency,
+                        reference: &reference_code,
+                        policy,
+                        idempotency_key: None,
+                    },
+                )
+                .await?;
+            let mut meta = x.meta.clone();
+            meta["fingerprint"] = Value::String(fingerprint.clone());
+            self.put(XrefKind::Contact, key, &Xref { meta, updated_at: self.clock.now(), ..x.clone() }).await?;
+            updated += 1;
+        }
+        let id = first.ok_or_else(|| Error::internal("contact variants without ids"))?;
+        Ok(Handled::Synced {
+            id,
+            number: None,
+            message: Some(if updated == 0 {
+                "unchanged since the last sync; no write".into()
+            } else {
+                format!("{updated} contact variant(s) updated")
+            }),
+        })
+    }
+
+    // ---- product.upserted -----------------------------------------------------------------
+
+    async fn product_upserted(&self, event: &Event, p: &MagentoProduct, policy: &SyncPolicy) -> Result<Handled> {
+        if !policy.sync_products {
+            return Ok(skipped(skip::PRODUCTS_DISABLED, "sync_products is off"));
+        }
+        if !policy.website_filter.is_empty() && !policy.website_filter.iter().any(|w| p.on_website(*w)) {
+            return Ok(skipped(skip::FILTERED_WEBSITE, "the product is on none of the filtered websites"));
+        }
+        let mut kind = match item_kind(p, policy) {
+            Ok(k) => k,
+            Err(reason) => {
+                return Ok(skipped(
+                    reason,
+                    format!("product type `{}` is not synced; its child simples sync on their own", p.product_type),
+                ));
+            }
+        };
+        let (_, caps) = self.context().await?;
+        if !caps.products {
+            return Err(Error::Unsupported {
+                operation: "products on this ledger subscription".into(),
+                provider: self.provider.name(),
+            });
+        }
+        let mut notes = Vec::new();
+        if kind == ItemKind::StockItem && !caps.stock {
+            kind = ItemKind::Product;
+            notes.push("the ledger business has no stock: posted as a product".to_owned());
+        }
+        let fingerprint =
+            crate::identity::sha256_hex(&format!("{}|{}|{:?}|{:?}|{}", p.sku, p.name, p.price, p.cost, kind.as_str()));
+        let request = ItemRequest { product: p, kind, policy, idempotency_key: Some(&event.idempotency_key) };
+        let existing = self.get(XrefKind::Item, &p.sku).await?;
+        let item_id = match existing.as_ref().and_then(|x| x.done_id().map(|id| (id.to_owned(), x.meta.clone()))) {
+            Some((id, meta)) => {
+                if meta.get("fingerprint").and_then(Value::as_str) != Some(fingerprint.as_str()) {
+                    self.provider.update_item(&id, &request).await?;
+                    notes.push("item updated".into());
+                }
+                id
+            }
+            None => {
+                let found = self.provider.find_item(kind, &p.sku).await?;
+                let record = match found {
+                    Some(r) => {
+                        self.provider.update_item(&r.id, &request).await?;
+                        notes.push("adopted the existing item".into());
+                        r
+                    }
+                    None => {
+                        self.put(
+                            XrefKind::Item,
+                            &p.sku,
+                            &Xref::intent(Some(p.sku.clone()), json!({}), self.clock.now()),
+                        )
+                        .await?;
+                        self.provider.create_item(&request).await?
+                    }
+                };
+                record.id
+            }
+        };
+        let now = self.clock.now();
+        self.put(
+            XrefKind::Item,
+            &p.sku,
+            &Xref::done(item_id.clone(), Some(p.sku.clone()), json!({"kind": kind, "fingerprint": fingerprint}), now),
+        )
+        .await?;
+        // Stock: Magento is the truth; one movement makes the ledger match.
+        if kind == ItemKind::StockItem && policy.sync_stock {
+            if let Some(target) = p.stock_qty {
+                let current = self.provider.get_item(kind, &item_id).await?.quantity_in_stock.unwrap_or_default();
+                if current != target {
+                    self.provider
+                        .post_stock_movement(&StockMovementRequest {
+                            item_id: &item_id,
+                            product: p,
+                            ledger_quantity: current,
+                            date: now.date_naive(),
+                            idempotency_key: Some(&event.idempotency_key),
+                        })
+                        .await?;
+                    notes.push(format!("stock {} → {}", current.normalize(), target.normalize()));
+                }
+            }
+        }
+        Ok(Handled::Synced { id: item_id, number: None, message: (!notes.is_empty()).then(|| notes.join("; ")) })
+    }
+}

@@ -1,0 +1,511 @@
+//! The sync engine: event in, outcome out (contract.md section 2), exactly once.
+//!
+//! [`SyncEngine::submit`] reads an event and queues it durably (a line that cannot be read is
+//! dead-lettered at once with its raw text and the field named); [`SyncEngine::process`] takes a
+//! queued run, applies the policy, resolves what the document depends on, posts it through the
+//! [`AccountingProvider`] trait only, and records the outcome. [`SyncEngine::sync_line`] does both
+//! for one line, which is what `byte8-ledger sync` runs per input line.
+//!
+//! # Policy order (byte8-spec.md 4.1)
+//!
+//! `sync_unpaid_invoices` (P1) → `sync_zero_value_invoices` (P2) → `sync_since` (P3) →
+//! `website_filter` and `store_filter` (P4, P5) → `sync_products` (P6) → `sync_stock` (P7). Every
+//! skip carries its reason code ([`crate::outcome::skip`]).
+//!
+//! # Nothing lost, nothing twice
+//!
+//! - Document events dedupe for good on their key; upserts collapse while queued (see
+//!   [`crate::store`]).
+//! - Each step that creates a ledger record first writes an *intent* to the cross-reference, then
+//!   posts, then writes the result. A run that finds an intent without a result (the process died
+//!   between the ledger's commit and the local write, or the answer's outcome was unknown) looks
+//!   the record up by its reference in the ledger before posting again.
+//! - Processing is resumable step by step: a credit memo whose note was posted but whose
+//!   allocation failed resumes at the allocation.
+//! - An `invoice.paid` or `creditmemo.created` whose invoice is not in the ledger yet waits and is
+//!   retried ([`Error::Pending`]) rather than failing for good; an invoice that was skipped by
+//!   policy makes its payment skipped too, with the same reason; one that Byte8 created before
+//!   this crate was installed is found by reference and adopted.
+//! - Retryable failures go back in line with the Magento outbox's ladder (60 s, 5 min, 30 min,
+//!   2 h, 6 h, 12 h, then daily; byte8-spec.md 11.5–11.6) up to `max_attempts`, then dead-letter;
+//!   permanent failures dead-letter at once. Every attempt is kept.
+
+mod handlers;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    canonical::{Entity, Event, EventKind},
+    clock::Clock,
+    error::{Error, Result},
+    identity::sha256_hex,
+    outcome::{Outcome, SyncStatus},
+    policy::SyncPolicy,
+    providers::AccountingProvider,
+    store::{AttemptRecord, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, Store},
+};
+
+/// Where the engine gets an entity an event does not carry (the Magento module's REST surface,
+/// byte8-spec.md 12.4).
+#[async_trait]
+pub trait EntitySource: std::fmt::Debug + Send + Sync {
+    /// Fetches the canonical entity of an event.
+    async fn fetch(&self, event: EventKind, magento_entity_id: u64) -> Result<Entity>;
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Attempts before a retryable failure dead-letters.
+    pub max_attempts: u32,
+    /// Delay before attempt `n + 1` after `n` failed ones (the last entry repeats).
+    pub retry_ladder: Vec<Duration>,
+    /// How long a claimed run is leased to its worker.
+    pub lease: Duration,
+    /// Look every document up by reference before creating it, even without an intent: adopts
+    /// documents another tool (Byte8) already posted, at the cost of one request a document.
+    pub verify_before_create: bool,
+}
+
+impl Default for EngineConfig {
+    /// Ten attempts on the Magento outbox's ladder, a 5-minute lease, no verification.
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            retry_ladder: [60u64, 300, 1800, 7200, 21_600, 43_200, 86_400]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            lease: Duration::from_secs(300),
+            verify_before_create: false,
+        }
+    }
+}
+
+/// What [`SyncEngine::submit`] did with a line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The run.
+    pub run_id: RunId,
+    /// How it was queued.
+    pub enqueued: Enqueued,
+    /// The outcome already known (a line that could not be read, or a document seen before).
+    pub outcome: Option<Outcome>,
+}
+
+/// What handling an event achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Handled {
+    Synced { id: String, number: Option<String>, message: Option<String> },
+    Skipped { reason: String, message: Option<String> },
+}
+
+/// The sync engine of one ledger business.
+#[derive(Debug, Clone)]
+pub struct SyncEngine {
+    pub(crate) provider: Arc<dyn AccountingProvider>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) scope: String,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: EngineConfig,
+    pub(crate) policy: SyncPolicy,
+    pub(crate) source: Option<Arc<dyn EntitySource>>,
+}
+
+impl SyncEngine {
+    /// An engine posting to `provider`, keeping state in `store` under `scope` (the business id),
+    /// with `policy` as the snapshot of newly submitted events.
+    pub fn new(
+        provider: Arc<dyn AccountingProvider>,
+        store: Arc<dyn Store>,
+        scope: impl Into<String>,
+        policy: SyncPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { provider, store, scope: scope.into(), clock, config: EngineConfig::default(), policy, source: None }
+    }
+
+    /// Replaces the settings.
+    #[must_use]
+    pub fn with_config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Fetches entities events do not carry from `source`.
+    #[must_use]
+    pub fn with_source(mut self, source: Arc<dyn EntitySource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// The scope (business id).
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The provider.
+    pub fn provider(&self) -> &Arc<dyn AccountingProvider> {
+        &self.provider
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Checks the policy against the ledger's reference data (`not_in_reference`), as Byte8 does
+    /// when the settings are saved. Run it once before syncing.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming every id the ledger does not know; the provider's errors.
+    pub async fn check_policy(&self) -> Result<()> {
+        let reference = self.provider.reference_data(false).await?;
+        self.policy.validate_against(&reference)
+    }
+
+    fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5))
+    }
+
+    /// Reads a line and queues it. A line that cannot be read is dead-lettered at once (kept with
+    /// its raw text) and its failed outcome returned; a document seen before returns its stored
+    /// outcome when it is final.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn submit(&self, line: &str) -> Result<Submitted> {
+        let now = self.clock.now();
+        let policy = serde_json::to_string(&self.policy).map_err(|e| Error::internal(e.to_string()))?;
+        match Event::parse(line) {
+            Ok(event) => {
+                let dedupe = if event.event.is_document() { Dedupe::Permanent } else { Dedupe::WhileQueued };
+                let enqueued = self
+                    .store
+                    .enqueue(
+                        NewRun {
+                            scope: self.scope.clone(),
+                            idempotency_key: event.idempotency_key.clone(),
+                            event: Some(event.event.as_str().to_owned()),
+                            magento_entity_id: Some(event.magento_entity_id),
+                            raw: line.to_owned(),
+                            policy: Some(policy),
+                            received_at: now,
+                        },
+                        dedupe,
+                    )
+                    .await?;
+                let outcome = match enqueued {
+                    Enqueued::Duplicate { id, status } if status.is_terminal() => {
+                        self.store.get(id).await?.and_then(|r| r.outcome)
+                    }
+                    _ => None,
+                };
+                Ok(Submitted { run_id: enqueued.run_id(), enqueued, outcome })
+            }
+            Err(failure) => {
+                let key = failure
+                    .idempotency_key
+                    .clone()
+                    .unwrap_or_else(|| format!("unreadable:{}", &sha256_hex(line)[..16]));
+                let enqueued = self
+                    .store
+                    .enqueue(
+                        NewRun {
+                            scope: self.scope.clone(),
+                            idempotency_key: key,
+                            event: failure.event.clone(),
+                            magento_entity_id: failure.magento_entity_id,
+                            raw: line.to_owned(),
+                            policy: Some(policy),
+                            received_at: now,
+                        },
+                        Dedupe::Permanent,
+                    )
+                    .await?;
+                let outcome = Outcome {
+                    idempotency_key: failure.idempotency_key.clone(),
+                    event: failure.event.clone(),
+                    entity_type: failure.event.as_deref().and_then(Outcome::entity_type_of),
+                    magento_entity_id: failure.magento_entity_id,
+                    provider: self.provider.name().to_owned(),
+                    sync_status: SyncStatus::Failed,
+                    provider_entity_id: None,
+                    provider_reference: None,
+                    skip_reason: None,
+                    error_code: Some(failure.error.code()),
+                    message: Some(failure.error.to_string()),
+                    last_sync_at: now,
+                };
+                if let Enqueued::New(id) = enqueued {
+                    // Kept as a dead letter with its raw text; never retried by itself.
+                    self.store.claim_run(id, now, self.lease_until(now)).await?;
+                    self.store
+                        .finish(
+                            id,
+                            RunResult {
+                                status: RunStatus::DeadLettered,
+                                outcome: outcome.clone(),
+                                attempt: AttemptRecord {
+                                    number: 1,
+                                    started_at: now,
+                                    finished_at: now,
+                                    result: "failed".into(),
+                                    error_code: Some(failure.error.code()),
+                                    message: Some(failure.error.to_string()),
+                                    ledger_id: None,
+                                },
+                                next_attempt_at: None,
+                            },
+                        )
+                        .await?;
+                    return Ok(Submitted { run_id: id, enqueued, outcome: Some(outcome) });
+                }
+                let stored = self.store.get(enqueued.run_id()).await?.and_then(|r| r.outcome);
+                Ok(Submitted { run_id: enqueued.run_id(), enqueued, outcome: stored.or(Some(outcome)) })
+            }
+        }
+    }
+
+    /// Reads, queues and processes one line now, in the caller's order: the outcome of a new or
+    /// still-queued event after this attempt, or the stored outcome of one already final (no
+    /// write to the ledger).
+    ///
+    /// # Errors
+    /// Store failures (a ledger failure is an outcome, not an error).
+    pub async fn sync_line(&self, line: &str) -> Result<Outcome> {
+        let submitted = self.submit(line).await?;
+        if let Some(o) = submitted.outcome {
+            return Ok(o);
+        }
+        let now = self.clock.now();
+        let run = match self.store.get(submitted.run_id).await? {
+            // A re-submitted event still waiting for its retry time is tried again now.
+            Some(r) if r.status == RunStatus::Queued => {
+                let at = r.next_attempt_at.map_or(now, |t| t.max(now));
+                self.store.claim_run(r.id, at, self.lease_until(at)).await?
+            }
+            Some(r) if r.status == RunStatus::Running => self.store.claim_run(r.id, now, self.lease_until(now)).await?,
+            Some(r) => return Ok(r.outcome.clone().unwrap_or_else(|| self.in_progress(&r))),
+            None => None,
+        };
+        match run {
+            Some(run) => self.process(run).await,
+            None => {
+                let r = self.store.get(submitted.run_id).await?.ok_or_else(|| Error::internal("run vanished"))?;
+                Ok(r.outcome.clone().unwrap_or_else(|| self.in_progress(&r)))
+            }
+        }
+    }
+
+    fn in_progress(&self, run: &Run) -> Outcome {
+        Outcome {
+            idempotency_key: Some(run.idempotency_key.clone()),
+            event: run.event.clone(),
+            entity_type: run.event.as_deref().and_then(Outcome::entity_type_of),
+            magento_entity_id: run.magento_entity_id,
+            provider: self.provider.name().to_owned(),
+            sync_status: SyncStatus::Failed,
+            provider_entity_id: None,
+            provider_reference: None,
+            skip_reason: None,
+            error_code: Some(crate::error::ErrorCode::Internal),
+            message: Some("another worker holds this event; it stays queued".into()),
+            last_sync_at: self.clock.now(),
+        }
+    }
+
+    /// Claims and processes up to `limit` due runs.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn process_due(&self, limit: usize) -> Result<Vec<(Run, Outcome)>> {
+        let now = self.clock.now();
+        let runs = self.store.claim(&self.scope, now, self.lease_until(now), limit).await?;
+        let mut out = Vec::with_capacity(runs.len());
+        for run in runs {
+            let outcome = self.process(run.clone()).await?;
+            out.push((run, outcome));
+        }
+        Ok(out)
+    }
+
+    /// Processes a claimed run: one attempt, recorded in the audit trail; a retryable failure goes
+    /// back in line (or dead-letters after `max_attempts`), a permanent one dead-letters.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn process(&self, run: Run) -> Result<Outcome> {
+        let started = self.clock.now();
+        let attempt = run.attempts + 1;
+        let policy = match run.policy.as_deref().map(SyncPolicy::from_json).transpose() {
+            Ok(p) => p.unwrap_or_else(|| self.policy.clone()),
+            Err(e) => return self.finish_failed(&run, None, attempt, started, e).await,
+        };
+        let event = match Event::parse(&run.raw) {
+            Ok(e) => e,
+            Err(f) => return self.finish_failed(&run, None, attempt, started, *f.error).await,
+        };
+        let span = tracing::info_span!("event", key = %event.idempotency_key, attempt);
+        let _enter = span.enter();
+        let result = self.handle(&event, &policy).await;
+        drop(_enter);
+        let now = self.clock.now();
+        match result {
+            Ok(Handled::Synced { id, number, message }) => {
+                let outcome =
+                    self.outcome_for(&event, SyncStatus::Synced, Some(id.clone()), number, None, None, message, now);
+                self.store
+                    .finish(
+                        run.id,
+                        RunResult {
+                            status: RunStatus::Synced,
+                            outcome: outcome.clone(),
+                            attempt: AttemptRecord {
+                                number: attempt,
+                                started_at: started,
+                                finished_at: now,
+                                result: "synced".into(),
+                                error_code: None,
+                                message: outcome.message.clone(),
+                                ledger_id: Some(id),
+                            },
+                            next_attempt_at: None,
+                        },
+                    )
+                    .await?;
+                Ok(outcome)
+            }
+            Ok(Handled::Skipped { reason, message }) => {
+                let outcome =
+                    self.outcome_for(&event, SyncStatus::Skipped, None, None, Some(reason), None, message, now);
+                self.store
+                    .finish(
+                        run.id,
+                        RunResult {
+                            status: RunStatus::Skipped,
+                            outcome: outcome.clone(),
+                            attempt: AttemptRecord {
+                                number: attempt,
+                                started_at: started,
+                                finished_at: now,
+                                result: "skipped".into(),
+                                error_code: None,
+                                message: outcome.skip_reason.clone(),
+                                ledger_id: None,
+                            },
+                            next_attempt_at: None,
+                        },
+                    )
+                    .await?;
+                Ok(outcome)
+            }
+            Err(e) => self.finish_failed(&run, Some(&event), attempt, started, e).await,
+        }
+    }
+
+    async fn finish_failed(
+        &self,
+        run: &Run,
+        event: Option<&Event>,
+        attempt: u32,
+        started: DateTime<Utc>,
+        error: Error,
+    ) -> Result<Outcome> {
+        let now = self.clock.now();
+        let retry = error.is_retryable() && attempt < self.config.max_attempts;
+        let next = retry.then(|| {
+            let idx = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+            let ladder = &self.config.retry_ladder;
+            let base = ladder.get(idx).or(ladder.last()).copied().unwrap_or(Duration::from_secs(60));
+            let wait = error.retry_after().map_or(base, |r| r.max(base));
+            now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(1))
+        });
+        let mut message = error.to_string();
+        if retry {
+            message.push_str(" (retryable: the event stays queued)");
+        } else if error.is_retryable() {
+            message.push_str(&format!(
+                " (gave up after {attempt} attempts: dead-lettered; `byte8-ledger requeue` puts it back)"
+            ));
+        }
+        tracing::warn!(key = %run.idempotency_key, attempt, code = %error.code(), "{message}");
+        let outcome = match event {
+            Some(e) => self.outcome_for(
+                e,
+                SyncStatus::Failed,
+                None,
+                None,
+                None,
+                Some(error.code()),
+                Some(message.clone()),
+                now,
+            ),
+            None => Outcome {
+                idempotency_key: Some(run.idempotency_key.clone()),
+                event: run.event.clone(),
+                entity_type: run.event.as_deref().and_then(Outcome::entity_type_of),
+                magento_entity_id: run.magento_entity_id,
+                provider: self.provider.name().to_owned(),
+                sync_status: SyncStatus::Failed,
+                provider_entity_id: None,
+                provider_reference: None,
+                skip_reason: None,
+                error_code: Some(error.code()),
+                message: Some(message.clone()),
+                last_sync_at: now,
+            },
+        };
+        self.store
+            .finish(
+                run.id,
+                RunResult {
+                    status: if retry { RunStatus::Queued } else { RunStatus::DeadLettered },
+                    outcome: outcome.clone(),
+                    attempt: AttemptRecord {
+                        number: attempt,
+                        started_at: started,
+                        finished_at: now,
+                        result: if retry { "retry".into() } else { "failed".into() },
+                        error_code: Some(error.code()),
+                        message: Some(message),
+                        ledger_id: None,
+                    },
+                    next_attempt_at: next,
+                },
+            )
+            .await?;
+        Ok(outcome)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn outcome_for(
+        &self,
+        event: &Event,
+        status: SyncStatus,
+        id: Option<String>,
+        number: Option<String>,
+        skip: Option<String>,
+        code: Option<crate::error::ErrorCode>,
+        message: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        Outcome {
+            idempotency_key: Some(event.idempotency_key.clone()),
+            event: Some(event.event.as_str().to_owned()),
+            entity_type: Some(event.entity_type().to_owned()),
+            magento_entity_id: Some(event.magento_entity_id),
+            provider: self.provider.name().to_owned(),
+            sync_status: status,
+            provider_entity_id: id,
+            provider_reference: number,
+            skip_reason: skip,
+            error_code: code,
+            message,
+            last_sync_at: now,
+        }
+    }
+}
