@@ -119,6 +119,7 @@ impl SyncEngine {
     // ---- contacts -------------------------------------------------------------------------
 
     /// The contact a document of `customer` in `currency` goes on (B2C consolidation applied).
+    #[allow(clippy::too_many_arguments)]
     async fn contact_for(
         &self,
         customer: &MagentoContact,
@@ -201,12 +202,11 @@ impl SyncEngine {
             if out.contains_key(sku) {
                 continue;
             }
-            if let Some(x) = self.get(XrefKind::Item, sku).await? {
-                if let (Some(id), Some(kind)) =
+            if let Some(x) = self.get(XrefKind::Item, sku).await?
+                && let (Some(id), Some(kind)) =
                     (x.done_id(), x.meta.get("kind").and_then(|k| serde_json::from_value::<ItemKind>(k.clone()).ok()))
-                {
-                    out.insert(sku.to_owned(), ItemLink { id: id.to_owned(), kind });
-                }
+            {
+                out.insert(sku.to_owned(), ItemLink { id: id.to_owned(), kind });
             }
         }
         Ok(out)
@@ -275,17 +275,17 @@ impl SyncEngine {
             })
         };
         // After a crash or an unknown outcome: look it up before any second write.
-        if existing.is_some() || self.config.verify_before_create {
-            if let Some(doc) = self.provider.find_document(DocumentKind::Invoice, &doc_ref).await? {
-                let now = self.clock.now();
-                self.put(XrefKind::Invoice, &key, &Xref::done(doc.id.clone(), Some(doc_ref.clone()), meta(&doc), now))
-                    .await?;
-                return Ok(Handled::Synced {
-                    id: doc.id,
-                    number: doc.number,
-                    message: Some("found in the ledger by reference (an earlier attempt had posted it)".into()),
-                });
-            }
+        if (existing.is_some() || self.config.verify_before_create)
+            && let Some(doc) = self.provider.find_document(DocumentKind::Invoice, &doc_ref).await?
+        {
+            let now = self.clock.now();
+            self.put(XrefKind::Invoice, &key, &Xref::done(doc.id.clone(), Some(doc_ref.clone()), meta(&doc), now))
+                .await?;
+            return Ok(Handled::Synced {
+                id: doc.id,
+                number: doc.number,
+                message: Some("found in the ledger by reference (an earlier attempt had posted it)".into()),
+            });
         }
         let now = self.clock.now();
         self.put(XrefKind::Invoice, &key, &Xref::intent(Some(doc_ref.clone()), json!({}), now)).await?;
@@ -338,16 +338,16 @@ impl SyncEngine {
         }
         if let Some(inc) = increment_id {
             let doc_ref = self.reference_of(policy, inc, caps);
-            if let Some(doc) = self.provider.find_document(DocumentKind::Invoice, &doc_ref).await? {
-                if let Some(contact_id) = doc.contact_id.clone() {
-                    let now = self.clock.now();
-                    let meta = json!({"contact_id": contact_id, "total": doc.total.map(|t| t.to_string()),
+            if let Some(doc) = self.provider.find_document(DocumentKind::Invoice, &doc_ref).await?
+                && let Some(contact_id) = doc.contact_id.clone()
+            {
+                let now = self.clock.now();
+                let meta = json!({"contact_id": contact_id, "total": doc.total.map(|t| t.to_string()),
                         "outstanding": doc.outstanding.map(|t| t.to_string()), "reference": doc_ref,
                         "number": doc.number, "adopted": true, "increment_id": inc});
-                    let x = Xref::done(doc.id.clone(), Some(doc_ref), meta, now);
-                    self.put(XrefKind::Invoice, &key, &x).await?;
-                    return Ok(InvoiceFacts::from_xref(&x).ok_or(None));
-                }
+                let x = Xref::done(doc.id.clone(), Some(doc_ref), meta, now);
+                self.put(XrefKind::Invoice, &key, &x).await?;
+                return Ok(InvoiceFacts::from_xref(&x).ok_or(None));
             }
         }
         Ok(Err(None))
@@ -372,14 +372,14 @@ impl SyncEngine {
             return Ok(skipped(reason, "outside the website/store filter"));
         }
         let key = pay.invoice_id.to_string();
-        if let Some(x) = self.get(XrefKind::Payment, &key).await? {
-            if let Some(id) = x.done_id() {
-                return Ok(Handled::Synced {
-                    id: id.to_owned(),
-                    number: None,
-                    message: Some("already in the ledger; no new write".into()),
-                });
-            }
+        if let Some(x) = self.get(XrefKind::Payment, &key).await?
+            && let Some(id) = x.done_id()
+        {
+            return Ok(Handled::Synced {
+                id: id.to_owned(),
+                number: None,
+                message: Some("already in the ledger; no new write".into()),
+            });
         }
         let bank = match policy.bank_account_for(Some(&pay.method)) {
             BankDecision::Mapped(b) | BankDecision::Default(b) => b,
@@ -501,10 +501,7 @@ impl SyncEngine {
         let doc_ref = self.reference_of(policy, &memo.increment_id, &caps);
         // The credited invoice, when there is one and it is in the ledger.
         let invoice = match memo.invoice_id {
-            Some(id) => match self.invoice_facts(id, memo.invoice_increment_id.as_deref(), policy, &caps).await? {
-                Ok(f) => Some(f),
-                Err(_) => None,
-            },
+            Some(id) => self.invoice_facts(id, memo.invoice_increment_id.as_deref(), policy, &caps).await?.ok(),
             None => None,
         };
         let mut notes = Vec::new();
@@ -581,56 +578,54 @@ impl SyncEngine {
                 }
             };
         // 2. The allocation against the invoice, when it has something outstanding.
-        if let (Some(facts), Some(invoice_id)) = (&invoice, memo.invoice_id) {
-            if self.get(XrefKind::Allocation, &key).await?.as_ref().and_then(Xref::done_id).is_none() {
-                let amount = note_total.min(facts.outstanding);
-                if !caps.allocations {
-                    notes.push("the ledger business cannot allocate: the credit note stays open".into());
-                } else if amount <= Decimal::ZERO {
-                    notes.push(
-                        "the invoice is already settled: the credit note stays open as the customer's credit".into(),
-                    );
-                } else if facts.contact_id != contact_id {
-                    notes.push("the credit note is not on the invoice's contact: not allocated".into());
-                } else {
-                    let date = memo.created_at.date_naive();
-                    let ids = [facts.id.as_str(), note_id.as_str()];
-                    let mut allocation = None;
-                    if self.get(XrefKind::Allocation, &key).await?.is_some() {
-                        let lookup =
-                            TransactionLookup { contact_id: &contact_id, reference: None, date, artefact_ids: &ids };
-                        allocation = self.provider.find_transaction(TransactionKind::Allocation, &lookup).await?;
-                    }
-                    let allocation = match allocation {
-                        Some(a) => a,
-                        None => {
-                            self.put(XrefKind::Allocation, &key, &Xref::intent(None, json!({}), self.clock.now()))
-                                .await?;
-                            self.provider
-                                .allocate(&AllocationRequest {
-                                    contact_id: &contact_id,
-                                    invoice_id: &facts.id,
-                                    credit_note_id: &note_id,
-                                    amount,
-                                    date,
-                                    idempotency_key: &event.idempotency_key,
-                                })
-                                .await?
-                        }
-                    };
-                    let now = self.clock.now();
-                    self.put(
-                        XrefKind::Allocation,
-                        &key,
-                        &Xref::done(allocation.id, None, json!({"amount": amount.to_string()}), now),
-                    )
-                    .await?;
-                    self.set_outstanding(&invoice_id.to_string(), facts, facts.outstanding - amount).await?;
-                    notes.push(format!(
-                        "allocated {amount} against invoice {}",
-                        memo.invoice_increment_id.as_deref().unwrap_or("?")
-                    ));
+        if let (Some(facts), Some(invoice_id)) = (&invoice, memo.invoice_id)
+            && self.get(XrefKind::Allocation, &key).await?.as_ref().and_then(Xref::done_id).is_none()
+        {
+            let amount = note_total.min(facts.outstanding);
+            if !caps.allocations {
+                notes.push("the ledger business cannot allocate: the credit note stays open".into());
+            } else if amount <= Decimal::ZERO {
+                notes
+                    .push("the invoice is already settled: the credit note stays open as the customer's credit".into());
+            } else if facts.contact_id != contact_id {
+                notes.push("the credit note is not on the invoice's contact: not allocated".into());
+            } else {
+                let date = memo.created_at.date_naive();
+                let ids = [facts.id.as_str(), note_id.as_str()];
+                let mut allocation = None;
+                if self.get(XrefKind::Allocation, &key).await?.is_some() {
+                    let lookup =
+                        TransactionLookup { contact_id: &contact_id, reference: None, date, artefact_ids: &ids };
+                    allocation = self.provider.find_transaction(TransactionKind::Allocation, &lookup).await?;
                 }
+                let allocation = match allocation {
+                    Some(a) => a,
+                    None => {
+                        self.put(XrefKind::Allocation, &key, &Xref::intent(None, json!({}), self.clock.now())).await?;
+                        self.provider
+                            .allocate(&AllocationRequest {
+                                contact_id: &contact_id,
+                                invoice_id: &facts.id,
+                                credit_note_id: &note_id,
+                                amount,
+                                date,
+                                idempotency_key: &event.idempotency_key,
+                            })
+                            .await?
+                    }
+                };
+                let now = self.clock.now();
+                self.put(
+                    XrefKind::Allocation,
+                    &key,
+                    &Xref::done(allocation.id, None, json!({"amount": amount.to_string()}), now),
+                )
+                .await?;
+                self.set_outstanding(&invoice_id.to_string(), facts, facts.outstanding - amount).await?;
+                notes.push(format!(
+                    "allocated {amount} against invoice {}",
+                    memo.invoice_increment_id.as_deref().unwrap_or("?")
+                ));
             }
         }
         Ok(Handled::Synced { id: note_id, number: note_number, message: (!notes.is_empty()).then(|| notes.join("; ")) })
@@ -639,10 +634,10 @@ impl SyncEngine {
     // ---- customer.upserted ----------------------------------------------------------------
 
     async fn customer_upserted(&self, event: &Event, c: &MagentoContact, policy: &SyncPolicy) -> Result<Handled> {
-        if let Some(reason) = policy.filter_skip_reason(c.website_id.max(event.website_id), event.store_id) {
-            if reason == skip::FILTERED_WEBSITE {
-                return Ok(skipped(reason, "outside the website filter"));
-            }
+        if let Some(reason) = policy.filter_skip_reason(c.website_id.max(event.website_id), event.store_id)
+            && reason == skip::FILTERED_WEBSITE
+        {
+            return Ok(skipped(reason, "outside the website filter"));
         }
         let (reference, caps) = self.context().await?;
         let subject = ContactSubject::of(c);
@@ -784,21 +779,22 @@ impl SyncEngine {
         )
         .await?;
         // Stock: Magento is the truth; one movement makes the ledger match.
-        if kind == ItemKind::StockItem && policy.sync_stock {
-            if let Some(target) = p.stock_qty {
-                let current = self.provider.get_item(kind, &item_id).await?.quantity_in_stock.unwrap_or_default();
-                if current != target {
-                    self.provider
-                        .post_stock_movement(&StockMovementRequest {
-                            item_id: &item_id,
-                            product: p,
-                            ledger_quantity: current,
-                            date: now.date_naive(),
-                            idempotency_key: Some(&event.idempotency_key),
-                        })
-                        .await?;
-                    notes.push(format!("stock {} → {}", current.normalize(), target.normalize()));
-                }
+        if kind == ItemKind::StockItem
+            && policy.sync_stock
+            && let Some(target) = p.stock_qty
+        {
+            let current = self.provider.get_item(kind, &item_id).await?.quantity_in_stock.unwrap_or_default();
+            if current != target {
+                self.provider
+                    .post_stock_movement(&StockMovementRequest {
+                        item_id: &item_id,
+                        product: p,
+                        ledger_quantity: current,
+                        date: now.date_naive(),
+                        idempotency_key: Some(&event.idempotency_key),
+                    })
+                    .await?;
+                notes.push(format!("stock {} → {}", current.normalize(), target.normalize()));
             }
         }
         Ok(Handled::Synced { id: item_id, number: None, message: (!notes.is_empty()).then(|| notes.join("; ")) })

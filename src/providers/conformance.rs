@@ -141,7 +141,7 @@ impl Fixture {
             buyer_country: None,
             buyer_postcode: None,
             foreign_currency: None,
-            date: Utc::now().date_naive(),
+            date: crate::clock::Clock::now(&crate::clock::SystemClock).date_naive(),
         }
     }
 
