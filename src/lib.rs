@@ -6,6 +6,9 @@
 
 pub mod auth;
 pub mod canonical;
+#[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
+pub mod cli;
 pub mod clock;
 pub mod engine;
 pub mod error;

@@ -59,6 +59,7 @@ async fn sqlite_state_survives_reopening_and_tokens_are_encrypted_at_rest() {
                     event: Some("invoice.created".into()),
                     magento_entity_id: Some(1),
                     raw: "{}".into(),
+                    fingerprint: "f".into(),
                     policy: None,
                     received_at: now,
                 },

@@ -8,6 +8,7 @@ CREATE TABLE runs (
     event             TEXT,
     magento_entity_id INTEGER,
     raw               TEXT    NOT NULL,
+    fingerprint       TEXT,
     policy            TEXT,
     status            TEXT    NOT NULL,
     attempts          INTEGER NOT NULL DEFAULT 0,
@@ -17,7 +18,7 @@ CREATE TABLE runs (
     created_at        INTEGER NOT NULL,
     updated_at        INTEGER NOT NULL
 );
-CREATE INDEX runs_by_key ON runs (scope, idempotency_key);
+CREATE INDEX runs_by_key ON runs (scope, idempotency_key, fingerprint);
 CREATE INDEX runs_due ON runs (scope, status, next_attempt_at);
 
 CREATE TABLE attempts (

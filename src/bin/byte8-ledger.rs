@@ -1,3 +1,13 @@
-//! The `byte8-ledger` command (built out in the engine work).
+//! The `byte8-ledger` command: see `byte8_ledger_core::cli`.
 
-fn main() {}
+use std::process::ExitCode;
+
+use byte8_ledger_core::cli::{self, Cli};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Cli::parse();
+    cli::init_logging();
+    cli::main(args).await
+}

@@ -35,6 +35,7 @@ fn new_run(scope: &str, key: &str, raw: &str) -> NewRun {
         event: key.split(':').next().map(str::to_owned),
         magento_entity_id: key.rsplit(':').next().and_then(|n| n.parse().ok()),
         raw: raw.to_owned(),
+        fingerprint: crate::identity::sha256_hex(raw),
         policy: Some("{}".into()),
         received_at: t0(),
     }

@@ -19,6 +19,7 @@ use crate::{auth::TokenSet, error::Result, reference::ReferenceData};
 struct State {
     runs: BTreeMap<RunId, Run>,
     lease: HashMap<RunId, DateTime<Utc>>,
+    fingerprints: HashMap<RunId, String>,
     attempts: HashMap<RunId, Vec<AttemptRecord>>,
     next: RunId,
     xrefs: BTreeMap<(String, XrefKind, String), Xref>,
@@ -56,6 +57,17 @@ fn due(run: &Run, lease: Option<&DateTime<Utc>>, now: DateTime<Utc>) -> bool {
 impl RunStore for MemoryStore {
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
         let mut s = self.lock();
+        if dedupe == Dedupe::WhileQueued {
+            let same = s
+                .runs
+                .values()
+                .filter(|r| r.scope == run.scope && r.idempotency_key == run.idempotency_key)
+                .find(|r| s.fingerprints.get(&r.id) == Some(&run.fingerprint))
+                .map(|r| (r.id, r.status));
+            if let Some((id, status)) = same {
+                return Ok(Enqueued::Duplicate { id, status });
+            }
+        }
         let existing = s
             .runs
             .values()
@@ -65,6 +77,7 @@ impl RunStore for MemoryStore {
         match (dedupe, existing) {
             (Dedupe::Permanent, Some((id, status))) => return Ok(Enqueued::Duplicate { id, status }),
             (Dedupe::WhileQueued, Some((id, RunStatus::Queued))) => {
+                s.fingerprints.insert(id, run.fingerprint);
                 if let Some(r) = s.runs.get_mut(&id) {
                     r.raw = run.raw;
                     r.policy = run.policy;
@@ -76,6 +89,7 @@ impl RunStore for MemoryStore {
         }
         s.next += 1;
         let id = s.next;
+        s.fingerprints.insert(id, run.fingerprint);
         s.runs.insert(
             id,
             Run {

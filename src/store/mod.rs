@@ -113,6 +113,9 @@ pub struct NewRun {
     pub magento_entity_id: Option<u64>,
     /// The raw event text, kept for dead letters and replays.
     pub raw: String,
+    /// A hash of the raw event: an upsert delivered again with exactly the same content is a
+    /// duplicate even after its run finished (a replayed file never re-applies an old snapshot).
+    pub fingerprint: String,
     /// The policy snapshot the run uses (byte8-spec.md 1.4), as JSON.
     pub policy: Option<String>,
     /// When it was received.

@@ -140,6 +140,23 @@ const DUE: &str = "scope = ?1 AND ((status = 'queued' AND (next_attempt_at IS NU
 impl RunStore for SqliteStore {
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        if dedupe == Dedupe::WhileQueued {
+            let same = sqlx::query(
+                "SELECT id, status FROM runs WHERE scope = ? AND idempotency_key = ? AND fingerprint = ? ORDER BY id DESC LIMIT 1",
+            )
+            .bind(&run.scope)
+            .bind(&run.idempotency_key)
+            .bind(&run.fingerprint)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(row) = same {
+                let status: String = row.try_get("status").map_err(db)?;
+                let id: i64 = row.try_get("id").map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                return Ok(Enqueued::Duplicate { id, status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued) });
+            }
+        }
         let existing =
             sqlx::query("SELECT id, status FROM runs WHERE scope = ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1")
                 .bind(&run.scope)
@@ -157,8 +174,9 @@ impl RunStore for SqliteStore {
         let result = match (dedupe, existing) {
             (Dedupe::Permanent, Some((id, status))) => Enqueued::Duplicate { id, status },
             (Dedupe::WhileQueued, Some((id, RunStatus::Queued))) => {
-                sqlx::query("UPDATE runs SET raw = ?, policy = ?, updated_at = ? WHERE id = ?")
+                sqlx::query("UPDATE runs SET raw = ?, fingerprint = ?, policy = ?, updated_at = ? WHERE id = ?")
                     .bind(&run.raw)
+                    .bind(&run.fingerprint)
                     .bind(&run.policy)
                     .bind(micros(run.received_at))
                     .bind(id)
@@ -169,14 +187,15 @@ impl RunStore for SqliteStore {
             }
             _ => {
                 let id: i64 = sqlx::query(
-                    "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, policy, status, attempts, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?) RETURNING id",
+                    "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, attempts, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?) RETURNING id",
                 )
                 .bind(&run.scope)
                 .bind(&run.idempotency_key)
                 .bind(&run.event)
                 .bind(run.magento_entity_id.and_then(|v| i64::try_from(v).ok()))
                 .bind(&run.raw)
+                .bind(&run.fingerprint)
                 .bind(&run.policy)
                 .bind(micros(run.received_at))
                 .bind(micros(run.received_at))

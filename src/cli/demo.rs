@@ -1,0 +1,238 @@
+//! `byte8-ledger demo`: the built-in Sage simulator on loopback, the bundled sample events synced
+//! through the real engine, SQLite store and HTTP client, and a readable account of what Sage now
+//! holds.
+
+use std::{io::Write, path::PathBuf, sync::Arc};
+
+use rust_decimal::Decimal;
+use secrecy::SecretString;
+
+use super::{Failure, io, read_policy};
+use crate::{
+    auth::TokenSet,
+    clock::{Clock, SystemClock},
+    engine::SyncEngine,
+    money::format_money,
+    outcome::{Outcome, SyncStatus},
+    policy::SyncPolicy,
+    providers::sage::{PROVIDER, SageBuilder},
+    simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig},
+    store::{Connection, ConnectionStore, ScopedTokenStore, Store, crypto::MasterKey, sqlite::SqliteStore},
+};
+
+/// The bundled sample events.
+pub const SAMPLE_EVENTS: &str = include_str!("../../samples/events.jsonl");
+/// The bundled sample policy.
+pub const SAMPLE_POLICY: &str = include_str!("../../samples/policy.json");
+
+const BUSINESS: &str = "demo-business";
+
+fn writes(sim: &SageSimulator) -> u64 {
+    sim.requests().iter().filter(|(k, _)| !k.starts_with("GET")).map(|(_, n)| *n).sum()
+}
+
+pub(super) async fn run(
+    events: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    show_outcomes: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let events = match events {
+        Some(p) => {
+            std::fs::read_to_string(&p).map_err(|e| super::usage(format!("cannot read {}: {e}", p.display())))?
+        }
+        None => SAMPLE_EVENTS.to_owned(),
+    };
+    let policy = match policy {
+        Some(p) => read_policy(Some(p))?,
+        None => SyncPolicy::from_json(SAMPLE_POLICY)?,
+    };
+    let sim = SageSimulator::demo(SimConfig::default());
+    let server =
+        sim.serve().await.map_err(|e| Failure { code: 1, message: format!("cannot start the simulator: {e}") })?;
+    let store = Arc::new(SqliteStore::in_memory(Some(MasterKey::generate())).await?);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    store
+        .save_connection(&Connection {
+            scope: BUSINESS.into(),
+            provider: PROVIDER.into(),
+            base_url: server.base_url(),
+            token_url: server.token_url(),
+            created_at: clock.now(),
+        })
+        .await?;
+    store
+        .save_tokens(BUSINESS, &TokenSet::from_refresh_token(SecretString::from(DEMO_REFRESH_TOKEN.to_owned())))
+        .await?;
+    let sage = Arc::new(
+        SageBuilder::new()
+            .with_client_id("demo-client")
+            .with_client_secret(SecretString::from("demo-secret".to_owned()))
+            .with_business_id(BUSINESS)
+            .with_base_url(server.base_url())
+            .with_token_url(server.token_url())
+            .with_token_store(Arc::new(ScopedTokenStore::new(store.clone(), BUSINESS)))
+            .build()?,
+    );
+    let store_dyn: Arc<dyn Store> = store.clone();
+    let engine = SyncEngine::new(sage.clone(), store_dyn, BUSINESS, policy, clock);
+    engine.check_policy().await?;
+
+    let w = |out: &mut dyn Write, text: String| writeln!(out, "{text}").map_err(io);
+    w(
+        out,
+        format!(
+            "byte8-ledger demo: Sage simulator on {} (business {BUSINESS}), state in an in-memory SQLite store",
+            server.addr()
+        ),
+    )?;
+    w(out, String::new())?;
+    w(out, "Events".into())?;
+    let lines: Vec<&str> = events.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut outcomes = Vec::new();
+    for line in &lines {
+        let o = engine.sync_line(line).await?;
+        w(out, describe(&o))?;
+        if show_outcomes {
+            w(out, format!("    {}", serde_json::to_string(&o).unwrap_or_default()))?;
+        }
+        outcomes.push(o);
+    }
+    let before = writes(&sim);
+    for line in &lines {
+        engine.sync_line(line).await?;
+    }
+    let replay_writes = writes(&sim) - before;
+
+    let Some(b) = sim.business(BUSINESS) else {
+        return Err(Failure { code: 1, message: "the simulator lost its business".into() });
+    };
+    let contact_ref =
+        |id: &str| b.contacts.iter().find(|c| c.id == id).and_then(|c| c.reference.clone()).unwrap_or_default();
+    w(out, String::new())?;
+    w(out, "What Sage now holds".into())?;
+    w(out, format!("  Contacts ({}):", b.contacts.len()))?;
+    for c in &b.contacts {
+        w(out, format!("    {:<11} {:<28} {}", c.reference.as_deref().unwrap_or(""), c.name, c.currency))?;
+    }
+    w(out, format!("  Sales invoices ({}):", b.invoices.len()))?;
+    for d in &b.invoices {
+        let status = if d.voided {
+            "void"
+        } else if d.outstanding.is_zero() {
+            "paid"
+        } else {
+            "outstanding"
+        };
+        w(
+            out,
+            format!(
+                "    {:<6} {:<15} {:<11} {} {:>9} net {:>8} tax {:>7}  {status} {}",
+                d.number,
+                d.reference,
+                contact_ref(&d.contact_id),
+                d.currency,
+                format_money(d.total),
+                format_money(d.net),
+                format_money(d.tax),
+                if d.outstanding.is_zero() || d.voided { String::new() } else { format_money(d.outstanding) }
+            ),
+        )?;
+    }
+    w(out, format!("  Sales credit notes ({}):", b.credit_notes.len()))?;
+    for d in &b.credit_notes {
+        w(
+            out,
+            format!(
+                "    {:<6} {:<15} {:<11} {} {:>9}  {}",
+                d.number,
+                d.reference,
+                contact_ref(&d.contact_id),
+                d.currency,
+                format_money(d.total),
+                if d.outstanding.is_zero() {
+                    "allocated".to_owned()
+                } else {
+                    format!("open credit {}", format_money(d.outstanding))
+                }
+            ),
+        )?;
+    }
+    let number = |id: &str| {
+        b.invoices.iter().chain(&b.credit_notes).find(|d| d.id == id).map(|d| d.number.clone()).unwrap_or_default()
+    };
+    w(out, format!("  Customer receipts ({}):", b.payments.len()))?;
+    for p in &b.payments {
+        let to: Vec<String> =
+            p.artefacts.iter().map(|(id, a)| format!("{} {}", number(id), format_money(*a))).collect();
+        w(
+            out,
+            format!(
+                "    {:<15} {:<11} {:>9}  allocated to {}",
+                p.reference.as_deref().unwrap_or(""),
+                contact_ref(&p.contact_id),
+                format_money(p.total),
+                to.join(", ")
+            ),
+        )?;
+    }
+    w(out, format!("  Allocations ({}):", b.allocations.len()))?;
+    for a in &b.allocations {
+        let parts: Vec<String> =
+            a.artefacts.iter().map(|(id, amt)| format!("{} {}", number(id), format_money(*amt))).collect();
+        w(out, format!("    {:<11} {}", contact_ref(&a.contact_id), parts.join(" / ")))?;
+    }
+    w(out, format!("  Items ({}):", b.items.len()))?;
+    for i in &b.items {
+        let stock =
+            if i.kind == "stock_items" { format!("in stock {}", i.quantity.normalize()) } else { String::new() };
+        w(out, format!("    {:<12} {:<11} {:<28} {stock}", i.code, i.kind.trim_end_matches('s'), i.description))?;
+    }
+    let skipped: Vec<&Outcome> = outcomes.iter().filter(|o| o.sync_status == SyncStatus::Skipped).collect();
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.sync_status == SyncStatus::Failed).collect();
+    w(out, String::new())?;
+    w(
+        out,
+        format!(
+            "{} events: {} synced, {} skipped, {} failed (kept as dead letters). Replaying them all: {replay_writes} new writes to Sage.",
+            outcomes.len(),
+            outcomes.len() - skipped.len() - failed.len(),
+            skipped.len(),
+            failed.len()
+        ),
+    )?;
+    let total: Decimal = b.invoices.iter().map(|d| d.total).sum();
+    let _ = total;
+    let requests: u64 = sim.requests().values().sum();
+    w(
+        out,
+        format!(
+            "Sage requests served: {requests} (of which {} writes); token refreshes: {}.",
+            writes(&sim),
+            sim.with_state(|s| s.refreshes)
+        ),
+    )?;
+    server.stop().await;
+    Ok(())
+}
+
+fn describe(o: &Outcome) -> String {
+    let key = o.idempotency_key.as_deref().unwrap_or("(unreadable line)");
+    match o.sync_status {
+        SyncStatus::Synced => format!(
+            "  synced   {key:<24} {}{}",
+            o.provider_reference.as_deref().map(|r| format!("{r} ")).unwrap_or_default(),
+            o.message.as_deref().map(|m| format!("({m})")).unwrap_or_default()
+        ),
+        SyncStatus::Skipped => format!(
+            "  skipped  {key:<24} {}: {}",
+            o.skip_reason.as_deref().unwrap_or(""),
+            o.message.as_deref().unwrap_or("")
+        ),
+        SyncStatus::Failed => format!(
+            "  failed   {key:<24} [{}] {}",
+            o.error_code.map_or("?", |c| c.as_str()),
+            o.message.as_deref().unwrap_or("")
+        ),
+    }
+}

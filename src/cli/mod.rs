@@ -1,0 +1,532 @@
+//! The `byte8-ledger` command (contract.md section 3), as a library module so that tests drive it
+//! in-process as well as through the binary.
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `demo` | starts the built-in Sage simulator on loopback, syncs the bundled sample events through the real engine and HTTP client, prints what happened |
+//! | `connect` | stores a Sage connection, tokens encrypted at rest |
+//! | `sync` | syncs every event of a file (or stdin), one outcome a line on stdout, in input order |
+//! | `status` | counts by status and the dead letters with their reasons |
+//! | `requeue` | puts a failed or dead-lettered event back in line |
+//! | `reference` | prints the Sage reference cache |
+//!
+//! Exit codes: 0 when every event got an outcome, 2 for a usage or configuration error, 1 for
+//! anything else.
+
+mod demo;
+
+use std::{
+    io::{BufRead, Write},
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+};
+
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::{
+    auth::TokenSet,
+    clock::{Clock, SystemClock},
+    engine::SyncEngine,
+    error::Error,
+    policy::SyncPolicy,
+    providers::{
+        AccountingProvider,
+        sage::{DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, PROVIDER, SageBuilder, SageProvider},
+    },
+    store::{
+        Connection, ConnectionStore, RunStatus, RunStore, ScopedTokenStore, Store, crypto::MasterKey,
+        sqlite::SqliteStore,
+    },
+};
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "byte8-ledger", version, about = "Magento 2 → Sage Business Cloud Accounting, exactly once")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync the bundled sample events into the built-in Sage simulator and show what was posted.
+    Demo {
+        /// Sync these events instead of the bundled ones.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Use this policy instead of the bundled one.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Print the outcome lines too.
+        #[arg(long)]
+        outcomes: bool,
+    },
+    /// Store a Sage connection (client id and secret from SAGE_CLIENT_ID / SAGE_CLIENT_SECRET,
+    /// the encryption key from LEDGER_MASTER_KEY).
+    Connect {
+        /// The state database (SQLite, created on first use).
+        #[arg(long)]
+        state: PathBuf,
+        /// The Sage business id.
+        #[arg(long)]
+        business_id: String,
+        /// A refresh token of the business's user.
+        #[arg(long)]
+        refresh_token: String,
+        /// The API root including the version.
+        #[arg(long, default_value = DEFAULT_BASE_URL)]
+        sage_base_url: String,
+        /// The token endpoint.
+        #[arg(long, default_value = DEFAULT_TOKEN_URL)]
+        sage_token_url: String,
+    },
+    /// Sync every event of FILE (`-` for stdin); one outcome a line on stdout, in input order.
+    Sync {
+        /// The state database.
+        #[arg(long)]
+        state: PathBuf,
+        /// The events, JSON Lines (`-` for stdin).
+        #[arg(long)]
+        events: String,
+        /// The sync policy (JSON).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The connection to use when the database holds several.
+        #[arg(long)]
+        business_id: Option<String>,
+    },
+    /// Counts by status and the dead letters with their reasons.
+    Status {
+        /// The state database.
+        #[arg(long)]
+        state: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a failed or dead-lettered event back in line.
+    Requeue {
+        /// The state database.
+        #[arg(long)]
+        state: PathBuf,
+        /// The event's idempotency key (`invoice.created:1001`).
+        key: String,
+        /// The connection, when the database holds several.
+        #[arg(long)]
+        business_id: Option<String>,
+    },
+    /// Print the Sage reference cache (tax rates, ledger accounts, bank accounts, payment methods).
+    Reference {
+        /// The state database.
+        #[arg(long)]
+        state: PathBuf,
+        /// Fetch it again from Sage.
+        #[arg(long)]
+        refresh: bool,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// The connection, when the database holds several.
+        #[arg(long)]
+        business_id: Option<String>,
+    },
+}
+
+/// A failure of the command, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// 2 for usage and configuration, 1 otherwise.
+    pub code: u8,
+    /// What to tell the operator.
+    pub message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::Config { .. } | Error::Invalid { what: "policy" | "Sage configuration", .. } => 2,
+            Error::Parse { what: "policy", .. } => 2,
+            _ => 1,
+        };
+        Self { code, message: e.to_string() }
+    }
+}
+
+fn usage(message: impl Into<String>) -> Failure {
+    Failure { code: 2, message: message.into() }
+}
+
+/// Runs the command line and returns the process exit code.
+pub async fn main(cli: Cli) -> ExitCode {
+    match run(cli, &mut std::io::stdout().lock()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("byte8-ledger: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Runs a command, writing its output to `out`.
+///
+/// # Errors
+/// A [`Failure`] with the exit code to use.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failure> {
+    match cli.command {
+        Command::Demo { events, policy, outcomes } => demo::run(events, policy, outcomes, out).await,
+        Command::Connect { state, business_id, refresh_token, sage_base_url, sage_token_url } => {
+            connect(state, business_id, refresh_token, sage_base_url, sage_token_url, out).await
+        }
+        Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,
+        Command::Status { state, json } => status(state, json, out).await,
+        Command::Requeue { state, key, business_id } => requeue(state, &key, business_id, out).await,
+        Command::Reference { state, refresh, json, business_id } => {
+            reference(state, refresh, json, business_id, out).await
+        }
+    }
+}
+
+fn env(name: &str) -> std::result::Result<String, Failure> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| usage(format!("{name} is not set")))
+}
+
+async fn open_store(state: &PathBuf, need_key: bool) -> std::result::Result<Arc<SqliteStore>, Failure> {
+    let key = match MasterKey::from_env() {
+        Ok(k) => Some(k),
+        Err(e) if need_key => return Err(e.into()),
+        Err(_) => None,
+    };
+    Ok(Arc::new(SqliteStore::open(state, key).await?))
+}
+
+async fn pick_connection(store: &SqliteStore, business_id: Option<String>) -> std::result::Result<Connection, Failure> {
+    let all = store.connections().await?;
+    match business_id {
+        Some(id) => all
+            .into_iter()
+            .find(|c| c.scope == id)
+            .ok_or_else(|| usage(format!("no connection for business {id}: run `byte8-ledger connect` first"))),
+        None => match all.len() {
+            0 => Err(usage("the state database holds no connection: run `byte8-ledger connect` first")),
+            1 => Ok(all.into_iter().next().ok_or_else(|| usage("no connection"))?),
+            n => Err(usage(format!("the state database holds {n} connections: choose one with --business-id"))),
+        },
+    }
+}
+
+/// The Sage provider of a stored connection.
+fn provider_for(store: Arc<SqliteStore>, c: &Connection) -> std::result::Result<SageProvider, Failure> {
+    SageBuilder::from_env()
+        .with_business_id(c.scope.clone())
+        .with_base_url(c.base_url.clone())
+        .with_token_url(c.token_url.clone())
+        .with_token_store(Arc::new(ScopedTokenStore::new(store, c.scope.clone())))
+        .build()
+        .map_err(|e| usage(e.to_string()))
+}
+
+fn read_policy(path: Option<PathBuf>) -> std::result::Result<SyncPolicy, Failure> {
+    match path {
+        None => Ok(SyncPolicy::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| usage(format!("cannot read the policy {}: {e}", p.display())))?;
+            SyncPolicy::from_json(&text).map_err(|e| usage(e.to_string()))
+        }
+    }
+}
+
+async fn connect(
+    state: PathBuf,
+    business_id: String,
+    refresh_token: String,
+    base_url: String,
+    token_url: String,
+    out: &mut dyn Write,
+) -> std::result::Result<(), Failure> {
+    env("SAGE_CLIENT_ID")?;
+    env("SAGE_CLIENT_SECRET")?;
+    let store = open_store(&state, true).await?;
+    let now = SystemClock.now();
+    let connection =
+        Connection { scope: business_id.clone(), provider: PROVIDER.to_owned(), base_url, token_url, created_at: now };
+    store.save_connection(&connection).await?;
+    store.save_tokens(&business_id, &TokenSet::from_refresh_token(SecretString::from(refresh_token))).await?;
+    // Check it works: a refresh (the new pair is stored before use) and the reference data.
+    let sage = provider_for(Arc::clone(&store), &connection)?;
+    let reference = sage.reference_data(true).await?;
+    store.save_reference(&business_id, &reference).await?;
+    writeln!(
+        out,
+        "connected to {} ({}), base currency {}, {} tax rates; tokens stored encrypted in {}",
+        reference.business.name,
+        business_id,
+        reference.business.base_currency.code(),
+        reference.tax_rates.len(),
+        state.display()
+    )
+    .map_err(io)?;
+    Ok(())
+}
+
+fn io(e: std::io::Error) -> Failure {
+    Failure { code: 1, message: format!("cannot write the output: {e}") }
+}
+
+/// Syncs the lines of `input` with `engine`, writing one outcome a line to `out`; returns how
+/// many lines got an outcome.
+///
+/// # Errors
+/// Store failures and output errors.
+pub async fn sync_stream(
+    engine: &SyncEngine,
+    input: &mut dyn BufRead,
+    out: &mut dyn Write,
+    progress: Option<&indicatif::ProgressBar>,
+) -> std::result::Result<u64, Failure> {
+    let mut n = 0;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = input
+            .read_line(&mut line)
+            .map_err(|e| Failure { code: 1, message: format!("cannot read the events: {e}") })?;
+        if read == 0 {
+            break;
+        }
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let outcome = engine.sync_line(text).await?;
+        serde_json::to_writer(&mut *out, &outcome).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+        writeln!(out).map_err(io)?;
+        out.flush().map_err(io)?;
+        n += 1;
+        if let Some(p) = progress {
+            p.inc(1);
+        }
+    }
+    Ok(n)
+}
+
+async fn sync(
+    state: PathBuf,
+    events: &str,
+    policy: Option<PathBuf>,
+    business_id: Option<String>,
+    out: &mut dyn Write,
+) -> std::result::Result<(), Failure> {
+    let policy = read_policy(policy)?;
+    let store = open_store(&state, true).await?;
+    let connection = pick_connection(&store, business_id).await?;
+    // One `sync` per state file at a time: holding the lock, this process knows that runs left
+    // "running" belong to a process that died, and takes them back.
+    let lock_path = state.with_extension("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Failure { code: 1, message: format!("cannot open {}: {e}", lock_path.display()) })?;
+    lock.try_lock().map_err(|_| usage(format!("another byte8-ledger sync is using {}", state.display())))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    store.release_leases(&connection.scope, clock.now()).await?;
+    let sage = Arc::new(provider_for(Arc::clone(&store), &connection)?);
+    let store_dyn: Arc<dyn Store> = store.clone();
+    let engine = SyncEngine::new(sage.clone(), store_dyn, connection.scope.clone(), policy, clock);
+    engine.check_policy().await.map_err(|e| usage(e.to_string()))?;
+    if let Ok(r) = sage.reference_data(false).await {
+        let _ = store.save_reference(&connection.scope, &r).await;
+    }
+    let progress = progress_bar(events);
+    let count = if events == "-" {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        sync_stream(&engine, &mut input, out, progress.as_ref()).await?
+    } else {
+        let file = std::fs::File::open(events).map_err(|e| usage(format!("cannot open the events {events}: {e}")))?;
+        let mut input = std::io::BufReader::new(file);
+        sync_stream(&engine, &mut input, out, progress.as_ref()).await?
+    };
+    if let Some(p) = progress {
+        p.finish_and_clear();
+    }
+    tracing::info!(events = count, "sync finished");
+    Ok(())
+}
+
+fn progress_bar(events: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total = if events == "-" {
+        None
+    } else {
+        std::fs::File::open(events).ok().map(|f| {
+            std::io::BufReader::new(f)
+                .lines()
+                .map_while(std::result::Result::ok)
+                .filter(|l| !l.trim().is_empty())
+                .count()
+        })
+    };
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(u64::try_from(n).unwrap_or(0)),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} events {wide_bar} {elapsed}") {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result::Result<(), Failure> {
+    let store = open_store(&state, false).await?;
+    let mut report = Vec::new();
+    for c in store.connections().await? {
+        let counts = store.counts(&c.scope).await?;
+        let dead = store.dead_letters(&c.scope, 1000).await?;
+        report.push((c, counts, dead));
+    }
+    if json {
+        let value: Vec<serde_json::Value> = report
+            .iter()
+            .map(|(c, counts, dead)| {
+                serde_json::json!({
+                    "business_id": c.scope,
+                    "provider": c.provider,
+                    "counts": counts.iter().map(|(s, n)| (s.as_str().to_owned(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+                    "dead_letters": dead.iter().map(|r| serde_json::json!({
+                        "idempotency_key": r.idempotency_key,
+                        "event": r.event,
+                        "attempts": r.attempts,
+                        "error_code": r.outcome.as_ref().and_then(|o| o.error_code),
+                        "message": r.outcome.as_ref().and_then(|o| o.message.clone()),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&value).unwrap_or_default()).map_err(io)?;
+        return Ok(());
+    }
+    if report.is_empty() {
+        writeln!(out, "no connection in {}", state.display()).map_err(io)?;
+    }
+    for (c, counts, dead) in report {
+        writeln!(out, "business {} ({})", c.scope, c.provider).map_err(io)?;
+        for s in [RunStatus::Synced, RunStatus::Skipped, RunStatus::Queued, RunStatus::Running, RunStatus::DeadLettered]
+        {
+            writeln!(out, "  {:<14} {}", s.as_str(), counts.get(&s).copied().unwrap_or(0)).map_err(io)?;
+        }
+        if !dead.is_empty() {
+            writeln!(out, "  dead letters:").map_err(io)?;
+            for r in dead {
+                let o = r.outcome.as_ref();
+                writeln!(
+                    out,
+                    "    {} [{}] after {} attempt(s): {}",
+                    r.idempotency_key,
+                    o.and_then(|o| o.error_code).map_or("?", |c| c.as_str()),
+                    r.attempts,
+                    o.and_then(|o| o.message.clone()).unwrap_or_default()
+                )
+                .map_err(io)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn requeue(
+    state: PathBuf,
+    key: &str,
+    business_id: Option<String>,
+    out: &mut dyn Write,
+) -> std::result::Result<(), Failure> {
+    let store = open_store(&state, false).await?;
+    let c = pick_connection(&store, business_id).await?;
+    if store.requeue(&c.scope, key, SystemClock.now()).await? {
+        writeln!(out, "{key} is back in line; the next `byte8-ledger sync` with it processes it").map_err(io)?;
+        Ok(())
+    } else {
+        Err(Failure { code: 1, message: format!("no failed or dead-lettered event {key} in {}", state.display()) })
+    }
+}
+
+async fn reference(
+    state: PathBuf,
+    refresh: bool,
+    json: bool,
+    business_id: Option<String>,
+    out: &mut dyn Write,
+) -> std::result::Result<(), Failure> {
+    let store = open_store(&state, false).await?;
+    let c = pick_connection(&store, business_id).await?;
+    let cached = if refresh { None } else { store.reference(&c.scope).await? };
+    let r = match cached {
+        Some(r) => r,
+        None => {
+            let with_key = open_store(&state, true).await?;
+            let sage = provider_for(Arc::clone(&with_key), &c)?;
+            let r = sage.reference_data(true).await?;
+            with_key.save_reference(&c.scope, &r).await?;
+            (*r).clone()
+        }
+    };
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r).unwrap_or_default()).map_err(io)?;
+        return Ok(());
+    }
+    let b = &r.business;
+    writeln!(
+        out,
+        "{} ({}), {}{}, base {}, multi-currency {}",
+        b.name,
+        b.id,
+        b.country,
+        if b.northern_ireland { " (NI)" } else { "" },
+        b.base_currency.code(),
+        if b.multi_currency { "on" } else { "off" }
+    )
+    .map_err(io)?;
+    writeln!(out, "fetched {}", r.fetched_at.to_rfc3339()).map_err(io)?;
+    writeln!(out, "\ntax rates:").map_err(io)?;
+    for t in &r.tax_rates {
+        writeln!(out, "  {:<24} {:>8}  {}", t.id, t.percentage.map(|p| format!("{p}%")).unwrap_or_default(), t.name)
+            .map_err(io)?;
+    }
+    writeln!(out, "\nledger accounts:").map_err(io)?;
+    for a in &r.ledger_accounts {
+        let vis = match (a.visible_in_sales, a.visible_in_expenses) {
+            (true, true) => "sales, expenses",
+            (true, false) => "sales",
+            (false, true) => "expenses",
+            _ => "",
+        };
+        writeln!(out, "  {:<34} {}  [{vis}]", a.id, a.name).map_err(io)?;
+    }
+    writeln!(out, "\nbank accounts:").map_err(io)?;
+    for a in &r.bank_accounts {
+        writeln!(out, "  {:<34} {} {}", a.id, a.name, a.currency.map(|c| c.code()).unwrap_or("")).map_err(io)?;
+    }
+    writeln!(out, "\npayment methods:").map_err(io)?;
+    for m in &r.payment_methods {
+        writeln!(out, "  {:<34} {}", m.id, m.name).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Initialises logging to stderr (`RUST_LOG`, default `warn`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
