@@ -27,12 +27,14 @@ use byte8_ledger_core::{
     clock::ManualClock,
     error::{AuthFailure, Error, ErrorCode},
     http::{RateConfig, RetryConfig},
+    identity::ContactSubject,
     money::Currency,
     plan::{DocumentAddresses, DocumentKind},
     policy::SyncPolicy,
     providers::{
-        AccountingProvider, AllocationRequest, ContactFor, ContactRequest, CreditNoteRequest, InvoiceRequest, ItemKind,
-        ItemLink, ItemRequest, PaymentRequest, StockMovementRequest, TransactionKind, TransactionLookup,
+        AccountingProvider, AccountingProviderExt, AllocationRequest, ContactFor, ContactRequest, CreditNoteRequest,
+        InvoiceRequest, ItemKind, ItemLink, ItemRequest, PaymentRequest, StockMovementRequest, TransactionKind,
+        TransactionLookup,
         sage::{
             SageBuilder, SageConfigKey, SageProvider,
             transform::{self, DocumentLinks, PaymentLinks},
@@ -679,6 +681,8 @@ async fn create_contact_posts_the_transformed_contact() {
     for body in bodies(&s.server, "POST", "/contacts").await {
         assert_valid("postContacts", &body);
         assert_eq!(body["contact"]["idempotency_id"].as_str().map(str::len), Some(32));
+        // Byte8 Q6d: the currency rides on a per-currency contact, never on `default_currency_id`.
+        assert!(body["contact"].get("default_currency_id").is_none(), "{body:#}");
     }
 
     // The B2C fallback contact goes the same way.
@@ -1211,6 +1215,100 @@ async fn exchange_code_posts_the_code_verbatim() {
     assert!(matches!(e, Error::Auth { reason: AuthFailure::ReconnectRequired, .. }), "{e:?}");
 }
 
+#[tokio::test]
+async fn soft_deleted_contact_reference_moves_to_the_next_candidate() {
+    // Byte8 B2 / Sage Q7: a soft-deleted contact keeps its reference reserved.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .respond_with(ok(page(vec![sage_contact("deleted", "M5", "GBP", true)])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts").and(query_param("search", "M5B")).respond_with(ok(page(vec![]))).expect(1).mount(&s.server).await;
+    write("POST", "/contacts")
+        .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
+        .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("POST", "/contacts")
+        .and(body_partial_json(json!({"contact": {"reference": "M5B"}})))
+        .respond_with(created(sage_contact(CONTACT, "M5B", "GBP", false)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (c, p) = (customer(), policy());
+    let request = ContactRequest {
+        contact: ContactFor::Customer(&c),
+        currency: Currency::GBP,
+        reference: "unused",
+        policy: &p,
+        idempotency_key: Some("customer.upserted:5"),
+    };
+    let subject = ContactSubject::of(&c);
+    let candidates = vec!["M5".to_owned(), "M5B".to_owned()];
+    let resolved = s.provider.resolve_contact(&subject, &candidates, request).await.unwrap();
+    assert!(resolved.created);
+    assert_eq!((resolved.record.id.as_str(), resolved.record.reference.as_deref()), (CONTACT, Some("M5B")));
+    // Every candidate reserved: an error that tells the operator what to do.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    list("/contacts").respond_with(ok(page(vec![]))).mount(&s.server).await;
+    write("POST", "/contacts")
+        .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
+        .expect(2)
+        .mount(&s.server)
+        .await;
+    let e = checked(s.provider.resolve_contact(&subject, &candidates, request).await.unwrap_err());
+    assert!(e.to_string().contains("hard-delete the deleted contact"), "{e}");
+}
+
+#[tokio::test]
+async fn invoice_without_order_addresses_sends_the_customers() {
+    // Byte8 B3: an invoice with no address is refused ("Invoice Address is required"); Byte8 Q2:
+    // a missing delivery address is copied from billing. Both addresses always go, from the
+    // customer when the order has none.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    let mut v = invoice_json();
+    v["billing_address"] = Value::Null;
+    v["shipping_address"] = Value::Null;
+    v["customer"]["addresses"] = json!([address("billing", "GB", "SW1A 1AA"), address("shipping", "GB", "EC1A 1BB")]);
+    let inv: MagentoInvoice = serde_json::from_value(v).unwrap();
+    write("POST", "/sales_invoices")
+        .and(body_partial_json(json!({"sales_invoice": {
+            "main_address": {"address_line_1": "1 High Street", "postal_code": "SW1A 1AA", "country_id": "GB"},
+            "delivery_address": {"address_line_1": "1 High Street", "postal_code": "EC1A 1BB", "country_id": "GB"}
+        }})))
+        .respond_with(created(sage_document("sales_invoices", INVOICE_ID, "MAG-000000123", "30.00", "30.00", "UNPAID")))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (p, items) = (policy(), BTreeMap::new());
+    assert_eq!(s.provider.post_invoice(&invoice_request(&inv, &p, &items)).await.unwrap().id, INVOICE_ID);
+    assert_valid("postSalesInvoices", &bodies(&s.server, "POST", "/sales_invoices").await[0]);
+}
+
+#[tokio::test]
+async fn policy_ids_are_checked_against_sage_reference_data() {
+    // Sage Q12: Sage's errors for a wrong id are vague; the policy is checked against what
+    // `/ledger_accounts?visible_in=sales|expenses`, `/tax_rates` and `/bank_accounts` returned.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    let r = s.provider.reference_data(false).await.unwrap();
+    let mut p = policy();
+    p.default_bank_account_id = Some(BANK.to_owned());
+    p.validate_against(&r).unwrap();
+    p.default_ledger_account_id = Some(COS.to_owned()); // an expense account
+    p.default_purchase_ledger_account_id = Some("0000000000000000000000000000dead".to_owned());
+    let e = checked(p.validate_against(&r).unwrap_err());
+    let paths: Vec<&str> = e.field_errors().iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, vec!["default_ledger_account_id", "default_purchase_ledger_account_id"]);
+    assert!(e.to_string().contains("not visible on sales documents"), "{e}");
+}
+
 // =============================================================================================
 // 2. Retries
 
@@ -1714,6 +1812,7 @@ async fn secrets_never_show_in_debug_errors_or_traces() {
     api_as(NEW_ACCESS, "GET", "/sales_invoices").respond_with(ok(page(vec![]))).mount(&server).await;
     let (inv, p, items) = (invoice(), policy(), BTreeMap::new());
     let e = provider.post_invoice(&invoice_request(&inv, &p, &items)).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Validation, "{e:?}");
     texts.push(format!("{e:?}\n{e}"));
     texts.push(format!("{provider:?}\n{:?}\n{store:?}", provider.tokens()));
 
@@ -1726,6 +1825,7 @@ async fn secrets_never_show_in_debug_errors_or_traces() {
         .await;
     token_endpoint(&refresh_form(REFRESH)).respond_with(token_answer(NEW_ACCESS, NEW_REFRESH)).mount(&s.server).await;
     let e = s.provider.find_contact("M5").await.unwrap_err();
+    assert!(matches!(e, Error::Auth { reason: AuthFailure::TokenRejected, .. }), "{e:?}");
     texts.push(format!("{e:?}\n{e}"));
 
     // A refresh refused (`invalid_grant`) and a token endpoint that fails.
@@ -1838,14 +1938,16 @@ async fn failed_reference_fetch_is_not_cached() {
 
 #[test]
 fn builder_names_every_missing_or_invalid_setting() {
-    let e = SageBuilder::new()
-        .with_client_id("  ")
-        .with_base_url("not a url")
-        .with_token_url("ftp://oauth.example.com/token")
-        .with_config(SageConfigKey::RequestsPerMinute, "lots")
-        .with_retry(RetryConfig { initial_backoff: Duration::ZERO, ..RetryConfig::default() })
-        .build()
-        .unwrap_err();
+    let e = checked(
+        SageBuilder::new()
+            .with_client_id("  ")
+            .with_base_url("not a url")
+            .with_token_url("ftp://oauth.example.com/token")
+            .with_config(SageConfigKey::RequestsPerMinute, "lots")
+            .with_retry(RetryConfig { initial_backoff: Duration::ZERO, ..RetryConfig::default() })
+            .build()
+            .unwrap_err(),
+    );
     let paths: Vec<&str> = e.field_errors().iter().map(|f| f.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -1865,12 +1967,14 @@ fn builder_names_every_missing_or_invalid_setting() {
     }
     assert!(text.contains("SAGE_CLIENT_SECRET") && text.contains("`lots` is not a whole number"), "{text}");
     // A blank secret is a missing one.
-    let e = SageBuilder::new()
-        .with_client_id("id")
-        .with_business_id(BIZ)
-        .with_client_secret(SecretString::from(" ".to_owned()))
-        .build()
-        .unwrap_err();
+    let e = checked(
+        SageBuilder::new()
+            .with_client_id("id")
+            .with_business_id(BIZ)
+            .with_client_secret(SecretString::from(" ".to_owned()))
+            .build()
+            .unwrap_err(),
+    );
     assert_eq!(e.field_errors().iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), vec!["client_secret"]);
     // Every required setting: builds, with the defaults for the rest.
     let p = SageBuilder::new()
