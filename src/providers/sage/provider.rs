@@ -642,7 +642,9 @@ impl AccountingProvider for SageProvider {
         let body = transform::contact_payment(request.payment, request.policy, &links);
         let payment_ref = body.contact_payment.reference.clone();
         let date = body.contact_payment.date;
-        let ids = [request.invoice_id];
+        // Look up by what was posted: a receipt with nothing to allocate settles no invoice.
+        let ids: Vec<&str> =
+            if body.contact_payment.allocated_artefacts.is_empty() { Vec::new() } else { vec![request.invoice_id] };
         self.post_recovering(
             "/contact_payments",
             &body,
