@@ -71,11 +71,20 @@ pub(super) async fn run(
             .with_business_id(BUSINESS)
             .with_base_url(server.base_url())
             .with_token_url(server.token_url())
-            .with_token_store(Arc::new(ScopedTokenStore::new(store.clone(), BUSINESS)))
+            .with_token_store(Arc::new(ScopedTokenStore::new(
+                Arc::clone(&store) as Arc<dyn crate::store::ConnectionStoreDyn>,
+                BUSINESS,
+            )))
             .build()?,
     );
-    let store_dyn: Arc<dyn Store> = store.clone();
-    let engine = SyncEngine::new(sage.clone(), store_dyn, BUSINESS, policy, clock);
+    let store_dyn: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
+    let engine = SyncEngine::new(
+        Arc::clone(&sage) as Arc<dyn crate::providers::AccountingProvider>,
+        store_dyn,
+        BUSINESS,
+        policy,
+        clock,
+    );
     engine.check_policy().await?;
 
     let w = |out: &mut dyn Write, text: String| writeln!(out, "{text}").map_err(io);

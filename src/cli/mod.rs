@@ -337,8 +337,14 @@ async fn sync(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     store.release_leases(&connection.scope, clock.now()).await?;
     let sage = Arc::new(provider_for(Arc::clone(&store), &connection)?);
-    let store_dyn: Arc<dyn Store> = store.clone();
-    let engine = SyncEngine::new(sage.clone(), store_dyn, connection.scope.clone(), policy, clock);
+    let store_dyn: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
+    let engine = SyncEngine::new(
+        Arc::clone(&sage) as Arc<dyn crate::providers::AccountingProvider>,
+        store_dyn,
+        connection.scope.clone(),
+        policy,
+        clock,
+    );
     engine.check_policy().await.map_err(|e| usage(e.to_string()))?;
     if let Ok(r) = sage.reference_data(false).await {
         let _ = store.save_reference(&connection.scope, &r).await;
