@@ -328,6 +328,12 @@ pub struct TokenManager {
     margin: Duration,
     clock: Arc<dyn Clock>,
     refreshes: AtomicU64,
+    /// The lifetime of the last access token this manager obtained.
+    lifetime: std::sync::Mutex<Option<Duration>>,
+    /// A refresh token the endpoint refused for good (`invalid_grant`), by hash, with the error:
+    /// every caller gets that error at once instead of asking again, until the store holds
+    /// another refresh token (the connection was renewed).
+    dead: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl fmt::Debug for TokenManager {
@@ -343,7 +349,25 @@ impl fmt::Debug for TokenManager {
 impl TokenManager {
     /// A manager over `store`, refreshing `margin` before expiry.
     pub fn new(oauth: OAuthClient, store: Arc<dyn TokenStore>, margin: Duration, clock: Arc<dyn Clock>) -> Self {
-        Self { oauth, store, state: tokio::sync::Mutex::new(None), margin, clock, refreshes: AtomicU64::new(0) }
+        Self {
+            oauth,
+            store,
+            state: tokio::sync::Mutex::new(None),
+            margin,
+            clock,
+            refreshes: AtomicU64::new(0),
+            lifetime: std::sync::Mutex::new(None),
+            dead: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The refresh margin: the configured one, but never more than a quarter of the access
+    /// token's lifetime (tokens that live seconds are not refreshed on every call).
+    fn margin(&self) -> Duration {
+        match *self.lifetime.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some(l) => self.margin.min(l / 4),
+            None => self.margin,
+        }
     }
 
     /// How many refreshes this manager made.
@@ -359,13 +383,14 @@ impl TokenManager {
     pub async fn access_token(&self) -> Result<SecretString> {
         let mut state = self.state.lock().await;
         let now = self.clock.now();
-        if let Some(t) = state.as_ref().filter(|t| t.fresh_at(now, self.margin)) {
+        let margin = self.margin();
+        if let Some(t) = state.as_ref().filter(|t| t.fresh_at(now, margin)) {
             return Ok(t.access_token.clone());
         }
         let _guard = self.store.lock_refresh().await?;
         // The store may hold a newer pair (another process refreshed, or first use).
         let stored = self.store.load().await?;
-        if let Some(t) = stored.as_ref().filter(|t| t.fresh_at(now, self.margin)) {
+        if let Some(t) = stored.as_ref().filter(|t| t.fresh_at(now, margin)) {
             let token = t.access_token.clone();
             *state = stored;
             return Ok(token);
@@ -375,10 +400,31 @@ impl TokenManager {
             reason: AuthFailure::NotConnected,
             message: "no tokens are stored for this connection: connect it first (byte8-ledger connect)".into(),
         })?;
+        let fingerprint = crate::identity::sha256_hex(current.refresh_token.expose_secret());
+        if let Some((dead, message)) = self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+            if *dead == fingerprint {
+                return Err(Error::Auth {
+                    provider: self.oauth.provider,
+                    reason: AuthFailure::ReconnectRequired,
+                    message: message.clone(),
+                });
+            }
+        }
         tracing::info!(provider = self.oauth.provider, "refreshing the access token");
-        let fresh = self.oauth.refresh(&current.refresh_token, now).await?;
+        let fresh = match self.oauth.refresh(&current.refresh_token, now).await {
+            Ok(f) => f,
+            Err(e) => {
+                if let Error::Auth { reason: AuthFailure::ReconnectRequired, message, .. } = &e {
+                    *self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some((fingerprint, message.clone()));
+                }
+                return Err(e);
+            }
+        };
         self.refreshes.fetch_add(1, Ordering::SeqCst);
         self.store.save(&fresh).await?;
+        *self.lifetime.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            (fresh.access_expires_at - now).to_std().ok();
         let token = fresh.access_token.clone();
         *state = Some(fresh);
         Ok(token)

@@ -32,7 +32,9 @@
 //! overseas customers (tax.md 2.6), so the crate's router may book UK VAT there (row 9) and the
 //! simulator accepts it.
 
+pub mod soak;
 mod state;
+pub mod workload;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -151,6 +151,9 @@ pub struct SimTransaction {
     pub total: Decimal,
     /// (artefact id, amount).
     pub artefacts: Vec<(String, Decimal)>,
+    /// What a receipt left unallocated: a payment on account (its artefact id is the payment's
+    /// id), which allocations can later settle against invoices.
+    pub on_account: Decimal,
 }
 
 /// A product, service or stock item.
@@ -1089,7 +1092,9 @@ fn create_payment(b: &mut SimBusiness, body: &Value) -> SimResponse {
             d.outstanding -= *amount;
         }
     }
-    let t = SimTransaction { id: b.id("pa"), contact_id, reference: s(p, "reference"), date, total, artefacts };
+    let on_account = total - allocated;
+    let t =
+        SimTransaction { id: b.id("pa"), contact_id, reference: s(p, "reference"), date, total, artefacts, on_account };
     b.payments.push(t.clone());
     SimResponse::json(201, transaction_json(&t, "CUSTOMER_RECEIPT"))
 }
@@ -1110,27 +1115,44 @@ fn create_allocation(b: &mut SimBusiness, body: &Value) -> SimResponse {
     }
     for (id, amount) in &artefacts {
         let is_invoice = b.invoices.iter().any(|d| d.id == *id);
-        let Some(d) = b.invoices.iter().chain(&b.credit_notes).find(|d| d.id == *id) else {
-            return SimResponse::invalid("contact_allocation.allocated_artefacts", "Couldn't find artefact");
+        let (contact, voided, outstanding) = match b.invoices.iter().chain(&b.credit_notes).find(|d| d.id == *id) {
+            Some(d) => (d.contact_id.clone(), d.voided, d.outstanding),
+            None => match b.payments.iter().find(|t| t.id == *id) {
+                // A payment on account, settled like a credit.
+                Some(t) => (t.contact_id.clone(), false, t.on_account),
+                None => {
+                    return SimResponse::invalid("contact_allocation.allocated_artefacts", "Couldn't find artefact");
+                }
+            },
         };
-        if d.contact_id != contact_id {
+        if contact != contact_id {
             return SimResponse::invalid(
                 "contact_allocation.allocated_artefacts",
                 "must all belong to the same contact",
             );
         }
         let magnitude = if is_invoice { *amount } else { -*amount };
-        if d.voided || magnitude <= Decimal::ZERO || magnitude > d.outstanding {
+        if voided || magnitude <= Decimal::ZERO || magnitude > outstanding {
             return SimResponse::errors(422, "RecordInvalid", "", "You can only pay unpaid or part-paid invoices.");
         }
     }
     for (id, amount) in &artefacts {
         if let Some(d) = find_doc_mut(b, id) {
             d.outstanding -= amount.abs();
+        } else if let Some(t) = b.payments.iter_mut().find(|t| t.id == *id) {
+            t.on_account -= amount.abs();
         }
     }
     let date = s(a, "date").and_then(|t| NaiveDate::parse_from_str(&t, "%Y-%m-%d").ok()).unwrap_or_default();
-    let t = SimTransaction { id: b.id("al"), contact_id, reference: None, date, total: Decimal::ZERO, artefacts };
+    let t = SimTransaction {
+        id: b.id("al"),
+        contact_id,
+        reference: None,
+        date,
+        total: Decimal::ZERO,
+        artefacts,
+        on_account: Decimal::ZERO,
+    };
     b.allocations.push(t.clone());
     SimResponse::json(201, transaction_json(&t, "CUSTOMER_ALLOCATION"))
 }
@@ -1146,7 +1168,9 @@ fn transactions<'a>(list: &'a [SimTransaction], req: &SimRequest) -> Vec<&'a Sim
 }
 
 fn transaction_json(t: &SimTransaction, kind: &str) -> Value {
-    json!({"id": t.id, "displayed_as": t.reference.clone().unwrap_or_else(|| t.id.clone()),
+    json!({"payment_on_account": (kind == "CUSTOMER_RECEIPT" && !t.on_account.is_zero())
+            .then(|| json!({"id": t.id, "outstanding_amount": money(t.on_account)})),
+        "id": t.id, "displayed_as": t.reference.clone().unwrap_or_else(|| t.id.clone()),
         "transaction_type": {"id": kind}, "contact": {"id": t.contact_id}, "reference": t.reference,
         "date": t.date.format("%Y-%m-%d").to_string(), "total_amount": money(t.total),
         "allocated_artefacts": t.artefacts.iter().map(|(id, a)| json!({"artefact": {"id": id}, "amount": money(*a)})).collect::<Vec<_>>()})

@@ -42,11 +42,23 @@ pub enum SageConfigKey {
     TokenUrl,
     /// `requests_per_minute` / `SAGE_REQUESTS_PER_MINUTE`.
     RequestsPerMinute,
+    /// `max_retries` / `SAGE_MAX_RETRIES`.
+    MaxRetries,
+    /// `retry_backoff_ms` / `SAGE_RETRY_BACKOFF_MS`: the first backoff, in milliseconds.
+    RetryBackoffMs,
 }
 
 impl SageConfigKey {
-    const ALL: [Self; 6] =
-        [Self::ClientId, Self::ClientSecret, Self::BusinessId, Self::BaseUrl, Self::TokenUrl, Self::RequestsPerMinute];
+    const ALL: [Self; 8] = [
+        Self::ClientId,
+        Self::ClientSecret,
+        Self::BusinessId,
+        Self::BaseUrl,
+        Self::TokenUrl,
+        Self::RequestsPerMinute,
+        Self::MaxRetries,
+        Self::RetryBackoffMs,
+    ];
 
     /// The environment variable of the key.
     pub fn env(self) -> &'static str {
@@ -57,6 +69,8 @@ impl SageConfigKey {
             Self::BaseUrl => "SAGE_BASE_URL",
             Self::TokenUrl => "SAGE_TOKEN_URL",
             Self::RequestsPerMinute => "SAGE_REQUESTS_PER_MINUTE",
+            Self::MaxRetries => "SAGE_MAX_RETRIES",
+            Self::RetryBackoffMs => "SAGE_RETRY_BACKOFF_MS",
         }
     }
 }
@@ -70,6 +84,8 @@ impl AsRef<str> for SageConfigKey {
             Self::BaseUrl => "base_url",
             Self::TokenUrl => "token_url",
             Self::RequestsPerMinute => "requests_per_minute",
+            Self::MaxRetries => "max_retries",
+            Self::RetryBackoffMs => "retry_backoff_ms",
         }
     }
 }
@@ -95,6 +111,8 @@ pub struct SageBuilder {
     base_url: Option<String>,
     token_url: Option<String>,
     requests_per_minute: Option<String>,
+    max_retries: Option<String>,
+    retry_backoff_ms: Option<String>,
     rate: Option<RateConfig>,
     limiter: Option<RateLimiter>,
     retry: Option<RetryConfig>,
@@ -147,6 +165,8 @@ impl SageBuilder {
             SageConfigKey::BaseUrl => self.base_url = Some(v),
             SageConfigKey::TokenUrl => self.token_url = Some(v),
             SageConfigKey::RequestsPerMinute => self.requests_per_minute = Some(v),
+            SageConfigKey::MaxRetries => self.max_retries = Some(v),
+            SageConfigKey::RetryBackoffMs => self.retry_backoff_ms = Some(v),
         }
         self
     }
@@ -288,7 +308,19 @@ impl SageBuilder {
                 }
             }
         }
-        let retry = self.retry.unwrap_or_default();
+        let mut retry = self.retry.unwrap_or_default();
+        if let Some(text) = &self.max_retries {
+            match text.trim().parse::<u32>() {
+                Ok(n) => retry.max_retries = n,
+                Err(_) => errors.push(FieldError::new("max_retries", format!("`{text}` is not a whole number"))),
+            }
+        }
+        if let Some(text) = &self.retry_backoff_ms {
+            match text.trim().parse::<u64>() {
+                Ok(n) => retry.initial_backoff = Duration::from_millis(n),
+                Err(_) => errors.push(FieldError::new("retry_backoff_ms", format!("`{text}` is not a whole number"))),
+            }
+        }
         if retry.initial_backoff.is_zero() && retry.max_retries > 0 {
             errors.push(FieldError::new("retry.initial_backoff", "must be > 0 when retries are on"));
         }
