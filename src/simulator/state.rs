@@ -151,6 +151,8 @@ pub struct SimTransaction {
     pub total: Decimal,
     /// (artefact id, amount).
     pub artefacts: Vec<(String, Decimal)>,
+    /// The request body it was created from (bank account, currency, exchange rate).
+    pub request: Value,
 }
 
 /// A product, service or stock item.
@@ -1089,7 +1091,15 @@ fn create_payment(b: &mut SimBusiness, body: &Value) -> SimResponse {
             d.outstanding -= *amount;
         }
     }
-    let t = SimTransaction { id: b.id("pa"), contact_id, reference: s(p, "reference"), date, total, artefacts };
+    let t = SimTransaction {
+        id: b.id("pa"),
+        contact_id,
+        reference: s(p, "reference"),
+        date,
+        total,
+        artefacts,
+        request: p.clone(),
+    };
     b.payments.push(t.clone());
     SimResponse::json(201, transaction_json(&t, "CUSTOMER_RECEIPT"))
 }
@@ -1130,7 +1140,15 @@ fn create_allocation(b: &mut SimBusiness, body: &Value) -> SimResponse {
         }
     }
     let date = s(a, "date").and_then(|t| NaiveDate::parse_from_str(&t, "%Y-%m-%d").ok()).unwrap_or_default();
-    let t = SimTransaction { id: b.id("al"), contact_id, reference: None, date, total: Decimal::ZERO, artefacts };
+    let t = SimTransaction {
+        id: b.id("al"),
+        contact_id,
+        reference: None,
+        date,
+        total: Decimal::ZERO,
+        artefacts,
+        request: a.clone(),
+    };
     b.allocations.push(t.clone());
     SimResponse::json(201, transaction_json(&t, "CUSTOMER_ALLOCATION"))
 }
