@@ -499,9 +499,21 @@ impl SyncEngine {
         }
         let key = memo.magento_id.to_string();
         let doc_ref = self.reference_of(policy, &memo.increment_id, &caps);
-        // The credited invoice, when there is one and it is in the ledger.
+        // The credited invoice, when there is one and it is in the ledger. One that is nowhere yet
+        // (its invoice.created has not come) is waited for, as a payment waits: posted before it,
+        // the credit note could not be allocated and might land on another contact. One that was
+        // skipped by policy leaves the credit note open, unallocated.
         let invoice = match memo.invoice_id {
-            Some(id) => self.invoice_facts(id, memo.invoice_increment_id.as_deref(), policy, &caps).await?.ok(),
+            Some(id) => match self.invoice_facts(id, memo.invoice_increment_id.as_deref(), policy, &caps).await? {
+                Ok(facts) => Some(facts),
+                Err(Some(_skipped)) => None,
+                Err(None) => {
+                    return Err(Error::Pending {
+                        what: format!("invoice {}", memo.invoice_increment_id.as_deref().unwrap_or(&id.to_string())),
+                        message: "it is not in the ledger; this credit memo waits for its invoice.created".into(),
+                    });
+                }
+            },
             None => None,
         };
         let mut notes = Vec::new();
@@ -696,7 +708,11 @@ impl SyncEngine {
             self.put(XrefKind::Contact, key, &Xref { meta, updated_at: self.clock.now(), ..x.clone() }).await?;
             updated += 1;
         }
-        let id = first.ok_or_else(|| Error::internal("contact variants without ids"))?;
+        // The customer's contact is its base-currency variant (what the first upsert reported),
+        // whatever order the variants' keys sort in.
+        let base_key = contact_key(&subject, reference.business.base_currency);
+        let base_id = variants.iter().find(|(k, _)| *k == base_key).and_then(|(_, x)| x.done_id()).map(str::to_owned);
+        let id = base_id.or(first).ok_or_else(|| Error::internal("contact variants without ids"))?;
         Ok(Handled::Synced {
             id,
             number: None,

@@ -154,6 +154,8 @@ pub struct SimTransaction {
     /// What a receipt left unallocated: a payment on account (its artefact id is the payment's
     /// id), which allocations can later settle against invoices.
     pub on_account: Decimal,
+    /// The request body it was created from (bank account, currency, exchange rate).
+    pub request: Value,
 }
 
 /// A product, service or stock item.
@@ -1093,8 +1095,16 @@ fn create_payment(b: &mut SimBusiness, body: &Value) -> SimResponse {
         }
     }
     let on_account = total - allocated;
-    let t =
-        SimTransaction { id: b.id("pa"), contact_id, reference: s(p, "reference"), date, total, artefacts, on_account };
+    let t = SimTransaction {
+        id: b.id("pa"),
+        contact_id,
+        reference: s(p, "reference"),
+        date,
+        total,
+        artefacts,
+        on_account,
+        request: p.clone(),
+    };
     b.payments.push(t.clone());
     SimResponse::json(201, transaction_json(&t, "CUSTOMER_RECEIPT"))
 }
@@ -1152,6 +1162,7 @@ fn create_allocation(b: &mut SimBusiness, body: &Value) -> SimResponse {
         total: Decimal::ZERO,
         artefacts,
         on_account: Decimal::ZERO,
+        request: a.clone(),
     };
     b.allocations.push(t.clone());
     SimResponse::json(201, transaction_json(&t, "CUSTOMER_ALLOCATION"))

@@ -22,3 +22,7 @@ pub fn policy(extra: Value) -> SyncPolicy {
     }
     SyncPolicy::from_json(&base.to_string()).expect("a valid policy")
 }
+
+/// The world of the engine's end-to-end tests (simulator, Sage provider, SQLite store).
+#[cfg(all(feature = "simulator", feature = "sqlite"))]
+pub mod engine;

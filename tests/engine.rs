@@ -1,0 +1,1266 @@
+//! The sync engine end to end: events in, outcomes out, through the real engine, the real
+//! `SageProvider` over HTTP and the Sage simulator on loopback, with the SQLite store on a
+//! temporary file. Every test checks what Sage holds as well as the outcomes.
+#![cfg(all(feature = "simulator", feature = "sqlite"))]
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use byte8_ledger_core::{
+    Result,
+    clock::Clock,
+    engine::EngineConfig,
+    error::ErrorCode,
+    outcome::{Outcome, SyncStatus},
+    plan::DocumentKind,
+    policy::SyncPolicy,
+    providers::{
+        AccountingProvider, AllocationRequest, Capabilities, ContactRecord, ContactRequest, CreditNoteRequest,
+        DocumentRecord, InvoiceRequest, ItemKind, ItemRecord, ItemRequest, PaymentRequest, StockMovementRequest,
+        TransactionKind, TransactionLookup, TransactionRecord, sage::SageProvider,
+    },
+    reference::{BankAccount, LedgerAccount, ReferenceData},
+    simulator::{Fault, SageSimulator, SimConfig},
+    store::{Enqueued, RunStatus},
+};
+use chrono::Duration as Span;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::{engine::*, policy};
+
+// =============================================================================================
+// 1. Every event type
+// =============================================================================================
+
+#[tokio::test]
+async fn invoice_created_posts_an_outstanding_invoice_for_the_grand_total() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    // 2 × 10.00 + 4.00 VAT, shipping 5.00 + 1.00 VAT: grand total 30.00.
+    let inv = invoice_entity(1001, "GBP", &registered(5, "Jane", "Doe", None));
+    let o = engine.sync_line(&invoice_created(&inv)).await.unwrap();
+    let id = synced(&o);
+    assert_eq!(o.provider_reference.as_deref(), Some("SI-1"));
+    assert_eq!((o.entity_type.as_deref(), o.magento_entity_id), (Some("invoice"), Some(1001)));
+
+    let b = w.biz();
+    let si = invoice(&b, "000001001");
+    assert_eq!(si.id, id);
+    assert_eq!(si.total, dec("30.00"), "Sage's total is Magento's grand_total");
+    assert_eq!((si.net, si.tax), (dec("25.00"), dec("5.00")), "net 20.00 + 5.00 shipping; tax 4.00 + 1.00");
+    assert_eq!(si.outstanding, dec("30.00"), "posted outstanding");
+    assert_eq!(si.currency, "GBP");
+    assert_eq!(si.contact_id, contact(&b, "M5").id);
+    assert!(si.request.get("exchange_rate").is_none_or(Value::is_null), "no rate in the base currency");
+    // Both addresses sent explicitly (Sage would copy billing into delivery otherwise).
+    assert_eq!(si.request["main_address"]["city"], "London");
+    assert_eq!(si.request["delivery_address"]["city"], "Leeds");
+    assert_eq!(w.served("POST /sales_invoices"), 1);
+    assert_eq!(w.served("POST /contacts"), 1);
+}
+
+#[tokio::test]
+async fn invoice_paid_posts_one_receipt_with_the_allocation_inline() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"payment_method_map": {"braintree": "BANK-EUR"}})));
+    // A EUR invoice of 30.00 at Magento's base_to_order_rate 1.17: Sage's exchange rate is
+    // 1 / 1.17 = 0.85470085470… → 0.8547008547.
+    let inv = invoice_entity(1002, "EUR", &registered(5, "Jane", "Doe", None));
+    let inv_id = synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    let o = engine.sync_line(&invoice_paid(&inv, "braintree")).await.unwrap();
+    let pay_id = synced(&o);
+    assert_eq!((o.event.as_deref(), o.entity_type.as_deref()), (Some("invoice.paid"), Some("invoice")));
+
+    let b = w.biz();
+    assert_eq!(w.served("POST /contact_payments"), 1);
+    assert_eq!(w.served("POST /contact_allocations"), 0, "the allocation rides inline on the receipt");
+    assert_eq!(b.payments.len(), 1);
+    let p = &b.payments[0];
+    assert_eq!(p.id, pay_id);
+    let si = invoice(&b, "000001002");
+    assert_eq!(si.id, inv_id);
+    assert_eq!(si.outstanding, dec("0.00"), "the invoice is settled");
+    assert_eq!(p.contact_id, si.contact_id, "the invoice's contact");
+    assert_eq!(p.artefacts, vec![(inv_id.clone(), dec("30.00"))]);
+    assert_eq!(p.total, dec("30.00"));
+    assert_eq!(p.request["transaction_type_id"], "CUSTOMER_RECEIPT");
+    assert_eq!(p.request["bank_account_id"], "BANK-EUR");
+    assert_eq!(p.request["currency_id"], "EUR", "the invoice's currency");
+    assert_eq!(d(&p.request["exchange_rate"]), dec("0.8547008547"));
+    assert_eq!(d(&si.request["exchange_rate"]), dec("0.8547008547"), "the invoice's own rate");
+}
+
+#[tokio::test]
+async fn credit_memos_are_allocated_up_to_what_is_outstanding() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    let inv = invoice_entity(1003, "GBP", &registered(5, "Jane", "Doe", None));
+    let inv_id = synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+
+    // First memo: 1 widget, 10.00 + 2.00 = 12.00 ≤ 30.00 outstanding: allocated in full, 18.00 left.
+    let first = credit_memo_entity(3001, &inv, 1);
+    let o = engine.sync_line(&creditmemo_created(&first)).await.unwrap();
+    let cn1 = synced(&o);
+    assert_eq!(o.provider_reference.as_deref(), Some("SCN-1"));
+    // Second memo: 2 widgets, 24.00 > 18.00 outstanding: 18.00 allocated, 6.00 stays open credit.
+    let second = credit_memo_entity(3002, &inv, 2);
+    let cn2 = synced(&engine.sync_line(&creditmemo_created(&second)).await.unwrap());
+
+    let b = w.biz();
+    let si = invoice(&b, "000001003");
+    assert_eq!(si.outstanding, dec("0.00"));
+    let n1 = credit_note(&b, "000003001");
+    let n2 = credit_note(&b, "000003002");
+    assert_eq!((n1.id.as_str(), n2.id.as_str()), (cn1.as_str(), cn2.as_str()));
+    assert_eq!((n1.total, n1.outstanding), (dec("12.00"), dec("0.00")));
+    assert_eq!((n2.total, n2.outstanding), (dec("24.00"), dec("6.00")));
+    for n in [n1, n2] {
+        assert_eq!(n.contact_id, si.contact_id, "on the invoice's contact");
+        assert_eq!(n.request["original_invoice_date"], "2026-11-20", "the invoice's date");
+    }
+    assert_eq!(w.served("POST /contact_allocations"), 2, "one allocation per memo");
+    let amounts: Vec<Vec<(String, rust_decimal::Decimal)>> =
+        b.allocations.iter().map(|a| a.artefacts.clone()).collect();
+    assert_eq!(
+        amounts,
+        vec![
+            vec![(inv_id.clone(), dec("12.00")), (cn1, dec("-12.00"))],
+            vec![(inv_id, dec("18.00")), (cn2, dec("-18.00"))],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_credit_memo_of_a_paid_invoice_stays_open_and_an_offline_one_is_left_open() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"default_bank_account_id": "BANK"})));
+    let inv = invoice_entity(1004, "GBP", &registered(5, "Jane", "Doe", None));
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    synced(&engine.sync_line(&invoice_paid(&inv, "checkmo")).await.unwrap());
+    assert_eq!(invoice(&w.biz(), "000001004").outstanding, dec("0.00"));
+
+    // 1 widget refunded after payment: 12.00 of credit, nothing to allocate against.
+    let memo = credit_memo_entity(3003, &inv, 1);
+    let o = engine.sync_line(&creditmemo_created(&memo)).await.unwrap();
+    synced(&o);
+    assert!(o.message.as_deref().is_some_and(|m| m.contains("stays open")), "{o:?}");
+
+    // An offline refund (no invoice): 1 widget, 12.00, on the customer's own contact.
+    let mut offline = credit_memo_entity(3004, &inv, 1);
+    offline["invoice_id"] = Value::Null;
+    offline["invoice_increment_id"] = Value::Null;
+    offline["invoice_created_at"] = Value::Null;
+    synced(&engine.sync_line(&creditmemo_created(&offline)).await.unwrap());
+
+    let b = w.biz();
+    assert_eq!(w.served("POST /contact_allocations"), 0, "Sage refuses allocations on a paid invoice");
+    let paid_credit = credit_note(&b, "000003003");
+    assert_eq!((paid_credit.total, paid_credit.outstanding), (dec("12.00"), dec("12.00")), "open credit");
+    assert_eq!(paid_credit.contact_id, contact(&b, "M5").id);
+    let off = credit_note(&b, "000003004");
+    assert_eq!((off.total, off.outstanding), (dec("12.00"), dec("12.00")), "left open for the accountant");
+    assert_eq!(off.contact_id, contact(&b, "M5").id);
+    assert_eq!(off.request["original_invoice_date"], "2026-11-22", "no invoice: the memo's own date");
+    assert_eq!(b.credit_notes.len(), 2);
+}
+
+#[tokio::test]
+async fn customer_upserts_create_then_update_every_variant_and_identical_ones_write_nothing() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let o = engine.sync_line(&customer_upserted(&jane, "2026-11-22T10:00:00Z")).await.unwrap();
+    let id = synced(&o);
+    let b = w.biz();
+    let m5 = contact(&b, "M5");
+    assert_eq!((m5.id.as_str(), m5.name.as_str(), m5.currency.as_str()), (id.as_str(), "Jane Doe", "GBP"));
+    assert_eq!(m5.email.as_deref(), Some("jane@example.com"));
+    assert_eq!(b.contacts.len(), 1, "only the base-currency variant");
+
+    // A EUR invoice makes the EUR variant.
+    synced(&engine.sync_line(&invoice_created(&invoice_entity(1005, "EUR", &jane))).await.unwrap());
+    assert_eq!(contact(&w.biz(), "M5E").name, "Jane Doe (EUR)");
+
+    // A change updates both variants, never creating any.
+    let mut married = jane.clone();
+    married["last_name"] = json!("Smith");
+    let changed = customer_upserted(&married, "2026-11-22T11:00:00Z");
+    let o = engine.sync_line(&changed).await.unwrap();
+    assert_eq!(synced(&o), id);
+    assert_eq!(w.served("PUT /contacts"), 2);
+    assert_eq!(w.served("POST /contacts"), 2);
+    let b = w.biz();
+    assert_eq!(contact(&b, "M5").name, "Jane Smith");
+    assert_eq!(contact(&b, "M5E").name, "Jane Smith (EUR)");
+
+    // The same content again (a later save that changed nothing) and the same line replayed:
+    // no write at all.
+    let writes = w.writes();
+    let o = engine.sync_line(&customer_upserted(&married, "2026-11-22T12:00:00Z")).await.unwrap();
+    assert_eq!(synced(&o), id);
+    assert!(o.message.as_deref().is_some_and(|m| m.contains("unchanged")), "{o:?}");
+    assert_eq!(synced(&engine.sync_line(&changed).await.unwrap()), id);
+    assert_eq!(w.writes(), writes, "identical upserts write nothing");
+}
+
+#[tokio::test]
+async fn product_upserts_route_by_type_and_move_stock_to_magentos_quantity() {
+    let w = World::new().await;
+    let engine = w.engine(policy(
+        json!({"sync_products": true, "sync_stock": true, "default_purchase_ledger_account_id": "COS"}),
+    ));
+    let simple = product_entity(2001, "TEE-PLAIN", "simple", None, false);
+    let virt = product_entity(2002, "SETUP", "virtual", None, false);
+    let conf = product_entity(2003, "TEE", "configurable", None, false);
+    let stocked = product_entity(2004, "TEE-S", "simple", Some(10), true);
+    let p1 = synced(&engine.sync_line(&product_upserted(&simple)).await.unwrap());
+    let p2 = synced(&engine.sync_line(&product_upserted(&virt)).await.unwrap());
+    skipped(&engine.sync_line(&product_upserted(&conf)).await.unwrap(), "PRODUCT_TYPE_NOT_SUPPORTED");
+    let p4 = synced(&engine.sync_line(&product_upserted(&stocked)).await.unwrap());
+
+    let b = w.biz();
+    let kinds: Vec<(&str, &str, &str)> = b.items.iter().map(|i| (i.id.as_str(), i.code.as_str(), i.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (p1.as_str(), "TEE-PLAIN", "products"),
+            (p2.as_str(), "SETUP", "services"),
+            (p4.as_str(), "TEE-S", "stock_items"),
+        ]
+    );
+    assert_eq!(b.items[0].json["purchase_ledger_account_id"], "COS");
+    assert_eq!(b.items[2].quantity, dec("10"), "one movement 0 → 10");
+    assert_eq!(b.movements.iter().map(|m| m.quantity).collect::<Vec<_>>(), vec![dec("10")]);
+
+    // Magento now counts 4: the movement is the delta, 4 − 10 = −6; the item itself is unchanged.
+    let mut fewer = stocked.clone();
+    fewer["stock_qty"] = json!(4);
+    assert_eq!(synced(&engine.sync_line(&product_upserted(&fewer)).await.unwrap()), p4);
+    let b = w.biz();
+    assert_eq!(b.movements.iter().map(|m| m.quantity).collect::<Vec<_>>(), vec![dec("10"), dec("-6")]);
+    assert_eq!(b.items[2].quantity, dec("4"));
+    assert_eq!(w.served("PUT /stock_items"), 0, "a stock change alone does not rewrite the item");
+    assert_eq!(b.items.len(), 3);
+}
+
+// =============================================================================================
+// 2. Every policy knob
+// =============================================================================================
+
+#[tokio::test]
+async fn sync_unpaid_invoices_off_skips_unpaid_ones_and_syncs_those_paid_at_creation() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"sync_unpaid_invoices": false, "default_bank_account_id": "BANK"})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let unpaid = invoice_entity(1101, "GBP", &jane);
+    skipped(&engine.sync_line(&invoice_created(&unpaid)).await.unwrap(), "unpaid_invoice");
+    let mut paid = invoice_entity(1102, "GBP", &jane);
+    paid["state"] = json!("paid");
+    synced(&engine.sync_line(&invoice_created(&paid)).await.unwrap());
+    assert_eq!(invoice(&w.biz(), "000001102").outstanding, dec("30.00"), "posted outstanding; invoice.paid pays it");
+    // The payment of the skipped invoice is skipped with its reason; the other one pays.
+    skipped(&engine.sync_line(&invoice_paid(&unpaid, "checkmo")).await.unwrap(), "unpaid_invoice");
+    synced(&engine.sync_line(&invoice_paid(&paid, "checkmo")).await.unwrap());
+    let b = w.biz();
+    assert_eq!(b.invoices.iter().map(|d| d.reference.as_str()).collect::<Vec<_>>(), vec!["000001102"]);
+    assert_eq!(invoice(&b, "000001102").outstanding, dec("0.00"));
+    assert_eq!(b.payments.len(), 1);
+}
+
+/// A £0 invoice: 1 × FREE at 0.00, no tax, no shipping; every total 0.00.
+fn zero_invoice(id: u64) -> Value {
+    let mut v = invoice_entity(id, "GBP", &registered(5, "Jane", "Doe", None));
+    v["lines"] = json!([{"sku": "FREE", "name": "Free sample", "qty": 1, "unit_price": "0.00", "line_subtotal": "0.00",
+                         "line_tax": "0.00", "line_total": "0.00", "tax_rate": null, "product_type": "simple"}]);
+    for k in ["subtotal", "tax_amount", "shipping_amount", "shipping_tax_amount", "grand_total"] {
+        v[k] = json!("0.00");
+    }
+    v
+}
+
+#[tokio::test]
+async fn zero_value_invoices_sync_or_skip_as_the_policy_says() {
+    let w = World::new().await;
+    let off = w.engine(policy(json!({"sync_zero_value_invoices": false})));
+    skipped(&off.sync_line(&invoice_created(&zero_invoice(1201))).await.unwrap(), "zero_value_invoice");
+    assert_eq!(w.writes(), 0, "a skip never reaches Sage");
+    let on = w.engine(policy(json!({"sync_zero_value_invoices": true})));
+    synced(&on.sync_line(&invoice_created(&zero_invoice(1202))).await.unwrap());
+    let b = w.biz();
+    assert_eq!(b.invoices.len(), 1);
+    let si = invoice(&b, "000001202");
+    assert_eq!((si.total, si.outstanding), (dec("0.00"), dec("0.00")));
+}
+
+#[tokio::test]
+async fn sync_since_skips_older_invoices_and_credit_memos() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"sync_since": "2026-01-01T00:00:00Z"})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let mut old = invoice_entity(1301, "GBP", &jane);
+    old["created_at"] = json!("2025-12-31T23:59:59Z");
+    skipped(&engine.sync_line(&invoice_created(&old)).await.unwrap(), "outside_sync_since");
+    // Exactly at sync_since is not before it.
+    let mut on_time = invoice_entity(1302, "GBP", &jane);
+    on_time["created_at"] = json!("2026-01-01T00:00:00Z");
+    synced(&engine.sync_line(&invoice_created(&on_time)).await.unwrap());
+    let mut old_memo = credit_memo_entity(3301, &on_time, 1);
+    old_memo["created_at"] = json!("2025-12-01T00:00:00Z");
+    skipped(&engine.sync_line(&creditmemo_created(&old_memo)).await.unwrap(), "outside_sync_since");
+    let b = w.biz();
+    assert_eq!(b.invoices.len(), 1);
+    assert!(b.credit_notes.is_empty());
+}
+
+#[tokio::test]
+async fn website_and_store_filters_skip_with_their_codes() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"website_filter": [1], "store_filter": [1, 3]})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let mut other_site = invoice_entity(1401, "GBP", &jane);
+    other_site["website_id"] = json!(2);
+    other_site["store_id"] = json!(3);
+    skipped(&engine.sync_line(&invoice_created(&other_site)).await.unwrap(), "filtered_website");
+    let mut other_store = invoice_entity(1402, "GBP", &jane);
+    other_store["store_id"] = json!(2);
+    skipped(&engine.sync_line(&invoice_created(&other_store)).await.unwrap(), "filtered_store");
+    let mut inside = invoice_entity(1403, "GBP", &jane);
+    inside["store_id"] = json!(3);
+    synced(&engine.sync_line(&invoice_created(&inside)).await.unwrap());
+    // Customers and products carry their websites themselves (products' events say website 0).
+    let mut elsewhere = registered(31, "Eve", "Else", None);
+    elsewhere["website_id"] = json!(2);
+    let mut line: Value = serde_json::from_str(&customer_upserted(&elsewhere, "2026-11-22T10:00:00Z")).unwrap();
+    line["website_id"] = json!(2);
+    skipped(&engine.sync_line(&line.to_string()).await.unwrap(), "filtered_website");
+    let products = w.engine(policy(
+        json!({"website_filter": [1], "sync_products": true, "default_purchase_ledger_account_id": "COS"}),
+    ));
+    let mut other_shop = product_entity(2401, "ELSEWHERE", "simple", None, false);
+    other_shop["website_ids"] = json!([2]);
+    skipped(&products.sync_line(&product_upserted(&other_shop)).await.unwrap(), "filtered_website");
+    let mut everywhere = product_entity(2402, "EVERYWHERE", "simple", None, false);
+    everywhere["website_ids"] = json!([]);
+    synced(&products.sync_line(&product_upserted(&everywhere)).await.unwrap());
+    let b = w.biz();
+    assert_eq!(b.invoices.iter().map(|d| d.reference.as_str()).collect::<Vec<_>>(), vec!["000001403"]);
+    assert_eq!(refs(&b), vec!["M5"]);
+    assert_eq!(
+        b.items.iter().map(|i| i.code.as_str()).collect::<Vec<_>>(),
+        vec!["EVERYWHERE"],
+        "empty = every website"
+    );
+}
+
+#[tokio::test]
+async fn products_off_skips_the_stream_and_stock_off_makes_stocked_simples_products() {
+    let w = World::new().await;
+    let stocked = product_entity(2101, "TEE-M", "simple", Some(7), true);
+    let off = w.engine(policy(json!({})));
+    skipped(&off.sync_line(&product_upserted(&stocked)).await.unwrap(), "products_disabled");
+    assert_eq!(w.writes(), 0);
+
+    let no_stock = w.engine(policy(
+        json!({"sync_products": true, "sync_stock": false, "default_purchase_ledger_account_id": "COS"}),
+    ));
+    let mut again = stocked.clone();
+    again["name"] = json!("TEE-M name (new run)");
+    synced(&no_stock.sync_line(&product_upserted(&again)).await.unwrap());
+    let b = w.biz();
+    assert_eq!(b.items.iter().map(|i| (i.code.as_str(), i.kind)).collect::<Vec<_>>(), vec![("TEE-M", "products")]);
+    assert!(b.movements.is_empty(), "no stock sync");
+    assert_eq!(w.served("POST /stock_movements"), 0);
+}
+
+#[tokio::test]
+async fn payment_method_map_decides_the_bank_account() {
+    // A second GBP account for the default, added before the provider reads the reference data.
+    let sim = SageSimulator::demo(SimConfig::default());
+    sim.with_state(|s| {
+        s.businesses.get_mut(BUSINESS).unwrap().reference.bank_accounts.push(BankAccount {
+            id: "SAVINGS".into(),
+            name: "Savings".into(),
+            currency: Some(byte8_ledger_core::money::Currency::GBP),
+            active: true,
+        })
+    });
+    let w = World::with(sim).await;
+    let with_default = w.engine(policy(json!({
+        "payment_method_map": {"braintree": "BANK", "banktransfer": null},
+        "default_bank_account_id": "SAVINGS",
+    })));
+    let without_default = w.engine(policy(json!({"payment_method_map": {"braintree": "BANK", "banktransfer": null}})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let invoices: Vec<Value> = (1501..=1504).map(|id| invoice_entity(id, "GBP", &jane)).collect();
+    for inv in &invoices {
+        synced(&with_default.sync_line(&invoice_created(inv)).await.unwrap());
+    }
+    // Mapped → that account.
+    synced(&with_default.sync_line(&invoice_paid(&invoices[0], "braintree")).await.unwrap());
+    // Mapped to null → never auto-paid.
+    skipped(
+        &with_default.sync_line(&invoice_paid(&invoices[1], "banktransfer")).await.unwrap(),
+        "payment_method_not_mapped",
+    );
+    // Unmapped with a default → the default.
+    synced(&with_default.sync_line(&invoice_paid(&invoices[2], "paypal_express")).await.unwrap());
+    // Unmapped without a default → not paid.
+    skipped(
+        &without_default.sync_line(&invoice_paid(&invoices[3], "paypal_express")).await.unwrap(),
+        "payment_method_not_mapped",
+    );
+
+    let b = w.biz();
+    let banks: Vec<(String, &Value)> = b
+        .payments
+        .iter()
+        .map(|p| {
+            (
+                b.invoices.iter().find(|d| d.id == p.artefacts[0].0).unwrap().reference.clone(),
+                &p.request["bank_account_id"],
+            )
+        })
+        .collect();
+    assert_eq!(banks, vec![("000001501".to_owned(), &json!("BANK")), ("000001503".to_owned(), &json!("SAVINGS"))]);
+    let outstanding: Vec<rust_decimal::Decimal> = b.invoices.iter().map(|d| d.outstanding).collect();
+    assert_eq!(outstanding, vec![dec("0.00"), dec("30.00"), dec("0.00"), dec("30.00")]);
+    assert_eq!(w.served("POST /contact_payments"), 2);
+}
+
+#[tokio::test]
+async fn tax_rate_map_routes_by_percentage_and_the_default_takes_the_rest() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"tax_rate_map": {"5": "GB_LOWER"}, "default_tax_rate_id": "GB_STANDARD"})));
+    let mut inv = invoice_entity(1601, "GBP", &registered(5, "Jane", "Doe", None));
+    // Line 1: 1 × 10.00 at 5 % → tax 0.50, total 10.50 (map "5.00" → GB_LOWER).
+    // Line 2: 1 × 20.00 at 20 % → tax 4.00, total 24.00 (not in the map → default GB_STANDARD).
+    // subtotal 30.00; tax 0.50 + 4.00 = 4.50; no shipping; grand total 30.00 + 4.50 = 34.50.
+    inv["lines"] = json!([
+        {"sku": "BOOK", "name": "Child seat", "qty": 1, "unit_price": "10.00", "line_subtotal": "10.00",
+         "line_tax": "0.50", "line_total": "10.50", "tax_rate": 0.05, "product_type": "simple"},
+        {"sku": "WIDGET", "name": "Widget", "qty": 1, "unit_price": "20.00", "line_subtotal": "20.00",
+         "line_tax": "4.00", "line_total": "24.00", "tax_rate": 0.2, "product_type": "simple"}]);
+    inv["subtotal"] = json!("30.00");
+    inv["tax_amount"] = json!("4.50");
+    inv["shipping_amount"] = json!("0.00");
+    inv["shipping_tax_amount"] = json!("0.00");
+    inv["grand_total"] = json!("34.50");
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    let b = w.biz();
+    let si = invoice(&b, "000001601");
+    let rates: Vec<(&Value, rust_decimal::Decimal)> = si.request["invoice_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (&l["tax_rate_id"], d(&l["tax_amount"])))
+        .collect();
+    assert_eq!(rates, vec![(&json!("GB_LOWER"), dec("0.50")), (&json!("GB_STANDARD"), dec("4.00"))]);
+    assert_eq!((si.total, si.tax), (dec("34.50"), dec("4.50")));
+}
+
+#[tokio::test]
+async fn invoice_number_prefix_is_applied_and_never_doubled() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"invoice_number_prefix": "MAG-"})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let plain = invoice_entity(1701, "GBP", &jane);
+    let mut prefixed = invoice_entity(1702, "GBP", &jane);
+    prefixed["increment_id"] = json!("MAG-000001702");
+    synced(&engine.sync_line(&invoice_created(&plain)).await.unwrap());
+    synced(&engine.sync_line(&invoice_created(&prefixed)).await.unwrap());
+    synced(&engine.sync_line(&creditmemo_created(&credit_memo_entity(3701, &plain, 1))).await.unwrap());
+    let b = w.biz();
+    let refs: Vec<&str> = b.invoices.iter().map(|d| d.reference.as_str()).collect();
+    assert_eq!(refs, vec!["MAG-000001701", "MAG-000001702"]);
+    assert_eq!(b.credit_notes[0].reference, "MAG-000003701");
+}
+
+#[tokio::test]
+async fn customer_name_priority_puts_the_company_or_the_person_first() {
+    let w = World::new().await;
+    let company_first = w.engine(policy(json!({"customer_name_priority": "Company"})));
+    let person_first = w.engine(policy(json!({"customer_name_priority": "Person"})));
+    synced(
+        &company_first
+            .sync_line(&customer_upserted(&registered(21, "Sam", "Lee", Some("Acme Ltd")), "2026-11-22T10:00:00Z"))
+            .await
+            .unwrap(),
+    );
+    synced(
+        &person_first
+            .sync_line(&customer_upserted(&registered(22, "Ann", "Kay", Some("Kay Tools")), "2026-11-22T10:00:00Z"))
+            .await
+            .unwrap(),
+    );
+    let b = w.biz();
+    let acme = contact(&b, "M21");
+    assert_eq!(acme.name, "Acme Ltd");
+    assert_eq!(acme.json["main_contact_person"]["name"], "Sam Lee");
+    let ann = contact(&b, "M22");
+    assert_eq!(ann.name, "Ann Kay");
+    assert_eq!(ann.json["main_address"]["name"], "Kay Tools", "the company goes on the address");
+}
+
+#[tokio::test]
+async fn b2c_consolidation_routes_small_first_time_guests_to_the_fallback() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"b2c_consolidation": {
+        "enabled": true, "min_total_for_individual": 30, "always_individual_for_b2b": true}})));
+    let ann = guest("ann@example.org", "Ann", "Ash");
+    let bob = guest("bob@example.org", "Bob", "Birch");
+    let hash = |e: &str| {
+        let h = Sha256::digest(e.as_bytes());
+        h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let bob_ref = format!("G{}", &hash("bob@example.org")[..9]);
+
+    // Ann, a first-time guest, 12.00 < 30: the fallback contact, with her address on the invoice.
+    let ann_inv = small_invoice_entity(1801, "GBP", &ann);
+    synced(&engine.sync_line(&invoice_created(&ann_inv)).await.unwrap());
+    // Bob, 30.00 = the threshold: his own contact.
+    synced(&engine.sync_line(&invoice_created(&invoice_entity(1802, "GBP", &bob))).await.unwrap());
+    // A company buying 12.00: its own contact (always_individual_for_b2b).
+    let acme = registered(8, "Sam", "Lee", Some("Acme Ltd"));
+    synced(&engine.sync_line(&invoice_created(&small_invoice_entity(1803, "GBP", &acme))).await.unwrap());
+    // Bob again, 12.00: a repeat customer in GBP stays individual.
+    synced(&engine.sync_line(&invoice_created(&small_invoice_entity(1804, "GBP", &bob))).await.unwrap());
+    // Cat, a first-time guest in EUR, 12.00: the EUR fallback.
+    let cat = guest("cat@example.org", "Cat", "Cole");
+    synced(&engine.sync_line(&invoice_created(&small_invoice_entity(1805, "EUR", &cat))).await.unwrap());
+    // Ann's refund of her 12.00: on the fallback contact, allocated.
+    let memo = credit_memo_entity(3801, &ann_inv, 1);
+    synced(&engine.sync_line(&creditmemo_created(&memo)).await.unwrap());
+
+    let b = w.biz();
+    let websales = contact(&b, "WEBSALES");
+    assert_eq!((websales.name.as_str(), websales.currency.as_str()), ("Magento Web Sales", "GBP"));
+    assert_eq!(websales.email.as_deref(), Some("sales@your-shop.example.com"));
+    assert!(websales.json["main_address"].is_null(), "the fallback has no address");
+    let websales_e = contact(&b, "WEBSALESE");
+    assert_eq!((websales_e.name.as_str(), websales_e.currency.as_str()), ("Magento Web Sales (EUR)", "EUR"));
+    let on = |reference: &str| b.contacts.iter().find(|c| c.id == invoice(&b, reference).contact_id).unwrap();
+    assert_eq!(on("000001801").reference.as_deref(), Some("WEBSALES"));
+    assert_eq!(
+        invoice(&b, "000001801").request["main_address"]["city"],
+        "London",
+        "the buyer's address rides on the invoice"
+    );
+    assert_eq!(on("000001802").reference.as_deref(), Some(bob_ref.as_str()));
+    assert_eq!(on("000001803").reference.as_deref(), Some("M8"));
+    assert_eq!(on("000001804").reference.as_deref(), Some(bob_ref.as_str()));
+    assert_eq!(on("000001805").reference.as_deref(), Some("WEBSALESE"));
+    assert!(!refs(&b).iter().any(|r| r.starts_with(&format!("G{}", &hash("ann@example.org")[..6]))), "{:?}", refs(&b));
+    let cn = credit_note(&b, "000003801");
+    assert_eq!(cn.contact_id, websales.id, "the credit lands on the fallback");
+    assert_eq!(cn.outstanding, dec("0.00"));
+    assert_eq!(invoice(&b, "000001801").outstanding, dec("0.00"), "allocated against Ann's invoice");
+    assert_eq!(b.allocations.len(), 1);
+    assert_eq!(b.contacts.len(), 4, "WEBSALES, Bob, M8, WEBSALESE and nothing else: {:?}", refs(&b));
+}
+
+/// A German consumer's goods with 19 % German VAT collected at checkout (IOSS), in EUR:
+/// 2 × 10.00, tax 3.80 (line total 23.80); shipping 5.00, tax 0.95; tax_amount 3.80 + 0.95 =
+/// 4.75; grand total 20.00 + 3.80 + 5.00 + 0.95 = 29.75.
+fn ioss_invoice(id: u64) -> Value {
+    let de = |kind: &str| json!({"kind": kind, "street": ["Invalidenstraße 1"], "city": "Berlin", "postcode": "10115", "country_id": "DE"});
+    let mut v = invoice_entity(id, "EUR", &guest("kunde@example.de", "Karl", "Kunde"));
+    v["lines"] = json!([{"sku": "WIDGET", "name": "Widget", "qty": 2, "unit_price": "10.00", "line_subtotal": "20.00",
+                         "line_tax": "3.80", "line_total": "23.80", "tax_rate": 0.19, "product_type": "simple"}]);
+    v["tax_amount"] = json!("4.75");
+    v["shipping_tax_amount"] = json!("0.95");
+    v["grand_total"] = json!("29.75");
+    v["billing_address"] = de("billing");
+    v["shipping_address"] = de("shipping");
+    v
+}
+
+#[tokio::test]
+async fn foreign_vat_goes_to_its_liability_account_or_the_invoice_fails_naming_the_field() {
+    let w = World::new().await;
+    let without = w.engine(policy(json!({})));
+    let o = without.sync_line(&invoice_created(&ioss_invoice(1901))).await.unwrap();
+    let message = failed(&o, ErrorCode::Validation);
+    assert!(message.contains("foreign_vat_ledger_account_id"), "{message}");
+    assert_eq!(w.served("POST /sales_invoices"), 0, "nothing posted without the account");
+
+    let with = w.engine(policy(json!({"foreign_vat_ledger_account_id": "OSS"})));
+    synced(&with.sync_line(&invoice_created(&ioss_invoice(1902))).await.unwrap());
+    let b = w.biz();
+    let si = invoice(&b, "000001902");
+    // Goods zero-rated, shipping zero-rated, the 4.75 collected on a no-tax line to OSS:
+    // 20.00 + 5.00 + 4.75 = 29.75, no UK VAT.
+    assert_eq!((si.total, si.tax), (dec("29.75"), dec("0.00")));
+    let lines = si.request["invoice_lines"].as_array().unwrap();
+    assert_eq!((&lines[0]["tax_rate_id"], d(&lines[0]["tax_amount"])), (&json!("GB_ZERO"), dec("0")));
+    let vat = lines.iter().find(|l| l["ledger_account_id"] == "OSS").expect("a line on the liability account");
+    assert_eq!((d(&vat["unit_price"]), &vat["tax_rate_id"]), (dec("4.75"), &json!("GB_NO_TAX")));
+    assert_eq!(b.invoices.len(), 1);
+}
+
+// =============================================================================================
+// 3. Per-currency contacts
+// =============================================================================================
+
+#[tokio::test]
+async fn one_customer_gets_one_contact_per_currency_with_byte8_references() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let currencies = ["GBP", "EUR", "USD", "CAD", "CHF"];
+    for (i, currency) in (0u64..).zip(currencies) {
+        synced(&engine.sync_line(&invoice_created(&invoice_entity(2000 + i, currency, &jane))).await.unwrap());
+    }
+    let b = w.biz();
+    // CHF's initial C is taken by CAD: the documented alternative is the two-letter initial.
+    let expected = [
+        ("GBP", "M5", "Jane Doe"),
+        ("EUR", "M5E", "Jane Doe (EUR)"),
+        ("USD", "M5U", "Jane Doe (USD)"),
+        ("CAD", "M5C", "Jane Doe (CAD)"),
+        ("CHF", "M5CH", "Jane Doe (CHF)"),
+    ];
+    for (i, (currency, reference, name)) in (0u64..).zip(expected) {
+        let c = contact(&b, reference);
+        assert_eq!((c.currency.as_str(), c.name.as_str()), (currency, name));
+        let si = invoice(&b, &format!("{:09}", 2000 + i));
+        assert_eq!(
+            (si.contact_id.as_str(), si.currency.as_str()),
+            (c.id.as_str(), currency),
+            "on its currency's contact"
+        );
+        assert_eq!(si.total, dec("30.00"));
+    }
+    assert_eq!(b.contacts.len(), 5);
+
+    // A guest: G + 9 hex of SHA-256 of the trimmed, lower-cased e-mail in GBP; G + 8 hex + E in EUR.
+    let g = guest("  Guest.Buyer@Example.ORG ", "Gus", "Tyler");
+    synced(&engine.sync_line(&invoice_created(&invoice_entity(2010, "GBP", &g))).await.unwrap());
+    synced(&engine.sync_line(&invoice_created(&invoice_entity(2011, "EUR", &g))).await.unwrap());
+    let digest = Sha256::digest(b"guest.buyer@example.org");
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let b = w.biz();
+    let base = contact(&b, &format!("G{}", &hex[..9]));
+    let eur = contact(&b, &format!("G{}E", &hex[..8]));
+    assert_eq!((base.currency.as_str(), base.name.as_str()), ("GBP", "Gus Tyler"));
+    assert_eq!((eur.currency.as_str(), eur.name.as_str()), ("EUR", "Gus Tyler (EUR)"));
+    assert_eq!(invoice(&b, "000002010").contact_id, base.id);
+    assert_eq!(invoice(&b, "000002011").contact_id, eur.id);
+    assert!(refs(&b).iter().all(|r| r.len() <= 10), "{:?}", refs(&b));
+}
+
+// =============================================================================================
+// 4. Exactly once across a crash between Sage's commit and the local write
+// =============================================================================================
+
+/// The write after which the process "dies".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashAt {
+    Invoice,
+    Payment,
+    CreditNote,
+    Allocation,
+}
+
+/// Delegates everything to Sage, but after the chosen write has been committed by Sage it
+/// signals and never returns: the engine wrote its intent, Sage holds the record, and the result
+/// never reaches the store.
+#[derive(Debug)]
+struct DiesAfterCommit {
+    inner: Arc<SageProvider>,
+    at: CrashAt,
+    committed: Arc<tokio::sync::Notify>,
+}
+
+impl DiesAfterCommit {
+    async fn after<T>(&self, here: CrashAt, result: Result<T>) -> Result<T> {
+        if here != self.at {
+            return result;
+        }
+        if let Err(e) = &result {
+            panic!("the write itself failed: {e}");
+        }
+        self.committed.notify_one();
+        std::future::pending().await
+    }
+}
+
+#[async_trait]
+impl AccountingProvider for DiesAfterCommit {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    async fn capabilities(&self) -> Result<Capabilities> {
+        self.inner.capabilities().await
+    }
+    async fn reference_data(&self, refresh: bool) -> Result<Arc<ReferenceData>> {
+        self.inner.reference_data(refresh).await
+    }
+    async fn find_contact(&self, reference: &str) -> Result<Option<ContactRecord>> {
+        self.inner.find_contact(reference).await
+    }
+    async fn create_contact(&self, request: &ContactRequest<'_>) -> Result<ContactRecord> {
+        self.inner.create_contact(request).await
+    }
+    async fn update_contact(&self, id: &str, request: &ContactRequest<'_>) -> Result<ContactRecord> {
+        self.inner.update_contact(id, request).await
+    }
+    async fn find_item(&self, kind: ItemKind, code: &str) -> Result<Option<ItemRecord>> {
+        self.inner.find_item(kind, code).await
+    }
+    async fn get_item(&self, kind: ItemKind, id: &str) -> Result<ItemRecord> {
+        self.inner.get_item(kind, id).await
+    }
+    async fn create_item(&self, request: &ItemRequest<'_>) -> Result<ItemRecord> {
+        self.inner.create_item(request).await
+    }
+    async fn update_item(&self, id: &str, request: &ItemRequest<'_>) -> Result<ItemRecord> {
+        self.inner.update_item(id, request).await
+    }
+    async fn post_stock_movement(&self, request: &StockMovementRequest<'_>) -> Result<Option<TransactionRecord>> {
+        self.inner.post_stock_movement(request).await
+    }
+    async fn post_invoice(&self, request: &InvoiceRequest<'_>) -> Result<DocumentRecord> {
+        let r = self.inner.post_invoice(request).await;
+        self.after(CrashAt::Invoice, r).await
+    }
+    async fn post_credit_note(&self, request: &CreditNoteRequest<'_>) -> Result<DocumentRecord> {
+        let r = self.inner.post_credit_note(request).await;
+        self.after(CrashAt::CreditNote, r).await
+    }
+    async fn find_document(&self, kind: DocumentKind, reference: &str) -> Result<Option<DocumentRecord>> {
+        self.inner.find_document(kind, reference).await
+    }
+    async fn get_document(&self, kind: DocumentKind, id: &str) -> Result<DocumentRecord> {
+        self.inner.get_document(kind, id).await
+    }
+    async fn void_document(&self, kind: DocumentKind, id: &str, reason: &str) -> Result<()> {
+        self.inner.void_document(kind, id, reason).await
+    }
+    async fn post_payment(&self, request: &PaymentRequest<'_>) -> Result<TransactionRecord> {
+        let r = self.inner.post_payment(request).await;
+        self.after(CrashAt::Payment, r).await
+    }
+    async fn allocate(&self, request: &AllocationRequest<'_>) -> Result<TransactionRecord> {
+        let r = self.inner.allocate(request).await;
+        self.after(CrashAt::Allocation, r).await
+    }
+    async fn find_transaction(
+        &self,
+        kind: TransactionKind,
+        lookup: &TransactionLookup<'_>,
+    ) -> Result<Option<TransactionRecord>> {
+        self.inner.find_transaction(kind, lookup).await
+    }
+}
+
+/// Syncs `line` through a provider that dies after the `at` write, kills the task once Sage has
+/// committed (kill -9: the intent is in the store, the result is not), then restarts as
+/// `byte8-ledger sync` does — a fresh store over the same file, the leases of the dead process
+/// released, a fresh engine over the plain provider — and syncs the same line again.
+async fn crash_then_resume(w: &mut World, policy: &SyncPolicy, line: &str, at: CrashAt) -> Outcome {
+    let committed = Arc::new(tokio::sync::Notify::new());
+    let dying = Arc::new(DiesAfterCommit { inner: Arc::clone(&w.sage), at, committed: Arc::clone(&committed) });
+    let engine = w.engine_on(dying, policy.clone());
+    let owned = line.to_owned();
+    let mut task = tokio::spawn(async move { engine.sync_line(&owned).await });
+    tokio::select! {
+        () = committed.notified() => {}
+        r = &mut task => panic!("the sync ended before the {at:?} was committed: {r:?}"),
+    }
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+
+    w.reopen_store().await;
+    let store = w.store();
+    let run = store.find_by_key(BUSINESS, &line_key(line)).await.unwrap().expect("the run");
+    assert_eq!(run.status, RunStatus::Running, "the dead worker still holds it");
+    assert_eq!(store.release_leases(BUSINESS, w.clock.now()).await.unwrap(), 1);
+    w.engine(policy.clone()).sync_line(line).await.unwrap()
+}
+
+fn line_key(line: &str) -> String {
+    let v: Value = serde_json::from_str(line).unwrap();
+    v["idempotency_key"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_crash_after_sages_commit_leaves_exactly_one_invoice_payment_credit_note_and_allocation() {
+    let mut w = World::new().await;
+    let p = policy(json!({"default_bank_account_id": "BANK"}));
+    let jane = registered(5, "Jane", "Doe", None);
+
+    // The invoice.
+    let inv = invoice_entity(2101, "GBP", &jane);
+    let o = crash_then_resume(&mut w, &p, &invoice_created(&inv), CrashAt::Invoice).await;
+    let inv_id = synced(&o);
+    let b = w.biz();
+    assert_eq!(w.served("POST /sales_invoices"), 1, "found by reference, never posted twice");
+    assert_eq!(b.invoices.len(), 1);
+    assert_eq!(invoice(&b, "000002101").id, inv_id, "the same Sage id");
+    assert_eq!(o.provider_reference.as_deref(), Some("SI-1"));
+    // Replayed once more: the stored outcome, no request at all.
+    let writes = w.writes();
+    assert_eq!(synced(&w.engine(p.clone()).sync_line(&invoice_created(&inv)).await.unwrap()), inv_id);
+    assert_eq!(w.writes(), writes);
+
+    // The payment.
+    let o = crash_then_resume(&mut w, &p, &invoice_paid(&inv, "checkmo"), CrashAt::Payment).await;
+    let pay_id = synced(&o);
+    let b = w.biz();
+    assert_eq!(w.served("POST /contact_payments"), 1);
+    assert_eq!(b.payments.len(), 1);
+    assert_eq!(b.payments[0].id, pay_id);
+    assert_eq!(invoice(&b, "000002101").outstanding, dec("0.00"));
+
+    // A credit note (dies after the note) and its allocation on a second, unpaid invoice.
+    let second = invoice_entity(2102, "GBP", &jane);
+    synced(&w.engine(p.clone()).sync_line(&invoice_created(&second)).await.unwrap());
+    let memo = credit_memo_entity(3101, &second, 1);
+    let o = crash_then_resume(&mut w, &p, &creditmemo_created(&memo), CrashAt::CreditNote).await;
+    let cn_id = synced(&o);
+    let b = w.biz();
+    assert_eq!(w.served("POST /sales_credit_notes"), 1);
+    assert_eq!(credit_note(&b, "000003101").id, cn_id);
+    assert_eq!(w.served("POST /contact_allocations"), 1, "resumed at the allocation");
+    assert_eq!(invoice(&b, "000002102").outstanding, dec("18.00"), "30.00 − 12.00");
+
+    // A credit memo that dies after its allocation was committed.
+    let memo = credit_memo_entity(3102, &second, 1);
+    let o = crash_then_resume(&mut w, &p, &creditmemo_created(&memo), CrashAt::Allocation).await;
+    synced(&o);
+    let b = w.biz();
+    assert_eq!(w.served("POST /sales_credit_notes"), 2);
+    assert_eq!(w.served("POST /contact_allocations"), 2, "found, not allocated twice");
+    assert_eq!(b.allocations.len(), 2);
+    assert_eq!(invoice(&b, "000002102").outstanding, dec("6.00"), "30.00 − 12.00 − 12.00");
+    assert_eq!(credit_note(&b, "000003102").outstanding, dec("0.00"));
+
+    // The engine's own record of what is outstanding agrees with Sage: a third memo of 1 widget
+    // (12.00) settles only the 6.00 left and stays 6.00 open.
+    let memo = credit_memo_entity(3103, &second, 1);
+    synced(&w.engine(p.clone()).sync_line(&creditmemo_created(&memo)).await.unwrap());
+    let b = w.biz();
+    assert_eq!(invoice(&b, "000002102").outstanding, dec("0.00"));
+    assert_eq!(credit_note(&b, "000003103").outstanding, dec("6.00"));
+}
+
+// =============================================================================================
+// 5. Answers whose outcome is unknown
+// =============================================================================================
+
+#[tokio::test]
+async fn answers_whose_outcome_is_unknown_leave_exactly_one_invoice() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    let jane = registered(5, "Jane", "Doe", None);
+
+    // A 500 after Sage committed: looked up by reference, found, never re-posted.
+    w.sim.script(Some("POST /sales_invoices"), Fault::ErrorAfterCommit);
+    let id = synced(&engine.sync_line(&invoice_created(&invoice_entity(2201, "GBP", &jane))).await.unwrap());
+    assert_eq!(w.served("POST /sales_invoices"), 1);
+    assert_eq!(invoice(&w.biz(), "000002201").id, id);
+
+    // A 503 before Sage acted: looked up, not there, posted again once.
+    w.sim.script(Some("POST /sales_invoices"), Fault::ErrorBefore(503));
+    let id = synced(&engine.sync_line(&invoice_created(&invoice_entity(2202, "GBP", &jane))).await.unwrap());
+    assert_eq!(w.served("POST /sales_invoices"), 3);
+    let b = w.biz();
+    assert_eq!(invoice(&b, "000002202").id, id);
+    assert_eq!(b.invoices.len(), 2, "one invoice each");
+
+    // The same for a payment committed behind a 500.
+    let pay = w.engine(policy(json!({"default_bank_account_id": "BANK"})));
+    w.sim.script(Some("POST /contact_payments"), Fault::ErrorAfterCommit);
+    synced(&pay.sync_line(&invoice_paid(&invoice_entity(2201, "GBP", &jane), "checkmo")).await.unwrap());
+    let b = w.biz();
+    assert_eq!((b.payments.len(), w.served("POST /contact_payments")), (1, 1));
+    assert_eq!(invoice(&b, "000002201").outstanding, dec("0.00"));
+}
+
+#[tokio::test]
+async fn every_write_committed_behind_a_500_is_found_and_never_repeated() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({
+        "default_bank_account_id": "BANK", "sync_products": true, "sync_stock": true,
+        "default_purchase_ledger_account_id": "COS",
+    })));
+    let writes = [
+        "POST /contacts",
+        "POST /stock_items",
+        "POST /stock_movements",
+        "POST /sales_invoices",
+        "POST /sales_credit_notes",
+        "POST /contact_allocations",
+        "POST /contact_payments",
+    ];
+    for target in writes {
+        w.sim.script(Some(target), Fault::ErrorAfterCommit);
+    }
+    let inv = invoice_entity(2211, "GBP", &registered(5, "Jane", "Doe", None));
+    let widget = product_entity(2212, "WIDGET", "simple", Some(10), true);
+    synced(&engine.sync_line(&product_upserted(&widget)).await.unwrap());
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    synced(&engine.sync_line(&creditmemo_created(&credit_memo_entity(3211, &inv, 1))).await.unwrap());
+    let o = engine.sync_line(&invoice_paid(&inv, "checkmo")).await.unwrap();
+    synced(&o);
+    for target in writes {
+        assert_eq!(w.served(target), 1, "{target} posted once");
+    }
+    let b = w.biz();
+    assert_eq!(refs(&b), vec!["M5"]);
+    assert_eq!((b.items.len(), b.movements.len(), b.invoices.len(), b.credit_notes.len()), (1, 1, 1, 1));
+    // Stock 10, less 2 invoiced, plus 1 credited = 9.
+    assert_eq!(b.items[0].quantity, dec("9"));
+    // 30.00 − 12.00 credited = 18.00 allocated from the 30.00 receipt, 12.00 left on account.
+    assert_eq!(b.allocations.len(), 1);
+    assert_eq!((b.payments.len(), b.payments[0].total), (1, dec("30.00")));
+    assert_eq!(b.payments[0].artefacts, vec![(b.invoices[0].id.clone(), dec("18.00"))]);
+    assert_eq!(b.invoices[0].outstanding, dec("0.00"));
+    assert!(o.message.as_deref().is_some_and(|m| m.contains("18.00 allocated")), "{o:?}");
+}
+
+// =============================================================================================
+// 6. Replay
+// =============================================================================================
+
+/// An outcome without its time, for comparing two runs.
+fn timeless(o: &Outcome) -> Value {
+    let mut v = serde_json::to_value(o).unwrap();
+    v["last_sync_at"] = Value::Null;
+    v
+}
+
+#[tokio::test]
+async fn replaying_the_samples_writes_nothing_and_repeats_every_outcome() {
+    let mut w = World::new().await;
+    let engine = w.engine(SyncPolicy::from_json(include_str!("../samples/policy.json")).unwrap());
+    engine.check_policy().await.unwrap();
+    let lines: Vec<&str> =
+        include_str!("../samples/events.jsonl").lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut first = Vec::new();
+    for line in &lines {
+        first.push(engine.sync_line(line).await.unwrap());
+    }
+    let count = |s: SyncStatus| first.iter().filter(|o| o.sync_status == s).count();
+    assert_eq!(
+        (count(SyncStatus::Synced), count(SyncStatus::Skipped), count(SyncStatus::Failed)),
+        (14, 4, 3),
+        "{first:#?}"
+    );
+    let b = w.biz();
+    assert_eq!((b.invoices.len(), b.credit_notes.len(), b.payments.len(), b.allocations.len()), (5, 2, 2, 1));
+    let writes = w.writes();
+    let snapshot = |b: &byte8_ledger_core::simulator::SimBusiness| {
+        (b.contacts.len(), b.invoices.len(), b.credit_notes.len(), b.payments.len(), b.items.len(), b.movements.len())
+    };
+    let before = snapshot(&b);
+
+    // The next `byte8-ledger sync` of the same file: a new process over the same state file.
+    w.clock.advance(Span::hours(1));
+    drop(engine);
+    w.reopen_store().await;
+    let engine = w.engine(SyncPolicy::from_json(include_str!("../samples/policy.json")).unwrap());
+    for (line, earlier) in lines.iter().zip(&first) {
+        let again = engine.sync_line(line).await.unwrap();
+        assert_eq!(timeless(&again), timeless(earlier), "replay of {line}");
+    }
+    assert_eq!(w.writes(), writes, "the replay made no write to Sage: {:?}", w.sim.requests());
+    assert_eq!(snapshot(&w.biz()), before);
+}
+
+// =============================================================================================
+// 7. Bad input lines
+// =============================================================================================
+
+#[tokio::test]
+async fn bad_lines_fail_naming_the_field_are_kept_as_dead_letters_and_good_ones_sync() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let good_before = invoice_created(&invoice_entity(2301, "GBP", &jane));
+    let v: Value = serde_json::from_str(&invoice_created(&invoice_entity(2302, "GBP", &jane))).unwrap();
+    let truncated = good_before[..good_before.len() / 2].to_owned();
+    let unknown_event = {
+        let mut e = v.clone();
+        e["event"] = json!("order.created");
+        e["idempotency_key"] = json!("order.created:2302");
+        e.to_string()
+    };
+    let negative_qty = {
+        let mut e = v.clone();
+        e["entity"]["lines"][0]["qty"] = json!(-2);
+        e.to_string()
+    };
+    let unknown_currency = {
+        let mut e: Value = serde_json::from_str(&invoice_created(&invoice_entity(2303, "GBP", &jane))).unwrap();
+        e["entity"]["currency"] = json!("XYZ");
+        e.to_string()
+    };
+    // 20.00 + 4.00 + 5.00 + 1.00 = 30.00, but the invoice says 31.00.
+    let bad_total = {
+        let mut e: Value = serde_json::from_str(&invoice_created(&invoice_entity(2304, "GBP", &jane))).unwrap();
+        e["entity"]["grand_total"] = json!("31.00");
+        e.to_string()
+    };
+    let missing = {
+        let mut e: Value = serde_json::from_str(&invoice_created(&invoice_entity(2305, "GBP", &jane))).unwrap();
+        e["entity"].as_object_mut().unwrap().remove("increment_id");
+        e.to_string()
+    };
+    let good_after = customer_upserted(&registered(6, "John", "Roe", None), "2026-11-22T10:00:00Z");
+
+    synced(&engine.sync_line(&good_before).await.unwrap());
+    let bad = [
+        // Not JSON at all: no field to name, the position instead.
+        (truncated.as_str(), ErrorCode::Serde, "invalid JSON: EOF while parsing"),
+        (unknown_event.as_str(), ErrorCode::Serde, "event: unknown event `order.created`"),
+        (negative_qty.as_str(), ErrorCode::Validation, "entity.lines[0].qty: must be > 0"),
+        (unknown_currency.as_str(), ErrorCode::Serde, "entity.currency: `XYZ`"),
+        (bad_total.as_str(), ErrorCode::Validation, "entity.grand_total: 31.00"),
+        (missing.as_str(), ErrorCode::Serde, "missing field `increment_id`"),
+    ];
+    for (line, code, field) in bad {
+        let o = engine.sync_line(line).await.unwrap();
+        let message = failed(&o, code);
+        assert!(message.contains(field), "the message names `{field}`: {message}");
+    }
+    synced(&engine.sync_line(&good_after).await.unwrap());
+
+    let dead = w.store().dead_letters(BUSINESS, 100).await.unwrap();
+    assert_eq!(dead.len(), bad.len(), "{dead:#?}");
+    for (line, code, _) in bad {
+        let run = dead.iter().find(|r| r.raw == line).unwrap_or_else(|| panic!("kept with its raw text: {line}"));
+        assert_eq!(run.status, RunStatus::DeadLettered);
+        assert_eq!(run.outcome.as_ref().and_then(|o| o.error_code), Some(code));
+        assert_eq!(run.next_attempt_at, None, "never retried by itself");
+    }
+    let b = w.biz();
+    assert_eq!(b.invoices.iter().map(|d| d.reference.as_str()).collect::<Vec<_>>(), vec!["000002301"]);
+    assert_eq!(contact(&b, "M6").name, "John Roe");
+    assert_eq!(w.served("POST /sales_invoices"), 1, "no bad line reached Sage");
+}
+
+// =============================================================================================
+// 8. Waiting for a dependency
+// =============================================================================================
+
+#[tokio::test]
+async fn a_payment_before_its_invoice_waits_queued_then_allocates() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"default_bank_account_id": "BANK"})));
+    let store = w.store();
+    let jane = registered(5, "Jane", "Doe", None);
+    let first = invoice_entity(2401, "GBP", &jane);
+    let second = invoice_entity(2402, "GBP", &jane);
+
+    for inv in [&first, &second] {
+        let o = engine.sync_line(&invoice_paid(inv, "checkmo")).await.unwrap();
+        let message = failed(&o, ErrorCode::NotFound);
+        assert!(message.contains("retryable") && message.contains("waits"), "{message}");
+        let key = format!("invoice.paid:{}", inv["magento_id"]);
+        let run = store.find_by_key(BUSINESS, &key).await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Queued, "waiting, not dead");
+        assert_eq!(run.next_attempt_at, Some(w.clock.now() + Span::seconds(60)), "the first step of the ladder");
+    }
+    assert!(store.dead_letters(BUSINESS, 10).await.unwrap().is_empty());
+    assert_eq!(w.served("POST /contact_payments"), 0);
+
+    for inv in [&first, &second] {
+        synced(&engine.sync_line(&invoice_created(inv)).await.unwrap());
+    }
+    // Not due yet: nothing happens.
+    assert!(engine.process_due(10).await.unwrap().is_empty());
+    // The first payment comes round on the ladder.
+    w.clock.advance(Span::seconds(61));
+    let due = engine.process_due(1).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].0.idempotency_key, "invoice.paid:2401");
+    synced(&due[0].1);
+    // The second is re-submitted (the Magento outbox's retry): processed at once.
+    let o = engine.sync_line(&invoice_paid(&second, "checkmo")).await.unwrap();
+    synced(&o);
+
+    let b = w.biz();
+    assert_eq!(w.served("POST /contact_payments"), 2);
+    for reference in ["000002401", "000002402"] {
+        let si = invoice(&b, reference);
+        assert_eq!(si.outstanding, dec("0.00"), "allocated");
+        assert!(b.payments.iter().any(|p| p.artefacts == vec![(si.id.clone(), dec("30.00"))]));
+    }
+    let attempts = store.attempts(due[0].0.id).await.unwrap();
+    assert_eq!(attempts.iter().map(|a| a.result.as_str()).collect::<Vec<_>>(), vec!["retry", "synced"]);
+}
+
+#[tokio::test]
+async fn a_credit_memo_before_its_invoice_waits_then_lands_on_the_invoices_contact_allocated() {
+    let w = World::new().await;
+    // B2C consolidation on: the 30.00 invoice (at the threshold) gets the guest's own contact,
+    // while the 12.00 memo alone would route to the fallback. Only waiting for the invoice puts
+    // the credit where Sage can allocate it.
+    let engine = w.engine(policy(json!({"b2c_consolidation": {"enabled": true, "min_total_for_individual": 30}})));
+    let store = w.store();
+    let dora = guest("dora@example.org", "Dora", "Dale");
+    let inv = invoice_entity(2451, "GBP", &dora);
+    let memo = credit_memo_entity(3451, &inv, 1);
+
+    let o = engine.sync_line(&creditmemo_created(&memo)).await.unwrap();
+    let message = failed(&o, ErrorCode::NotFound);
+    assert!(message.contains("retryable"), "{message}");
+    let run = store.find_by_key(BUSINESS, "creditmemo.created:3451").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Queued, "waiting, not dead");
+    assert!(w.biz().credit_notes.is_empty(), "nothing posted before its invoice");
+
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    w.clock.advance(Span::seconds(61));
+    let due = engine.process_due(10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let cn_id = synced(&due[0].1);
+
+    let b = w.biz();
+    let si = invoice(&b, "000002451");
+    let cn = credit_note(&b, "000003451");
+    assert_eq!(cn.id, cn_id);
+    assert_eq!(cn.contact_id, si.contact_id, "on the invoice's contact");
+    let hex: String = Sha256::digest(b"dora@example.org").iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(refs(&b), vec![format!("G{}", &hex[..9])], "the guest's own contact; no fallback");
+    // 12.00 allocated against the 30.00 invoice: 18.00 left, the credit settled.
+    assert_eq!((si.outstanding, cn.outstanding), (dec("18.00"), dec("0.00")));
+    assert_eq!(b.allocations.len(), 1);
+}
+
+// =============================================================================================
+// 9. Retries and dead letters
+// =============================================================================================
+
+#[tokio::test]
+async fn a_permanent_refusal_dead_letters_at_once_and_requeue_puts_it_back() {
+    let w = World::new().await;
+    // A sales account Sage does not know (the policy was never checked against Sage).
+    let engine = w.engine(policy(json!({"default_ledger_account_id": "4999"})));
+    let store = w.store();
+    let line = invoice_created(&invoice_entity(2501, "GBP", &registered(5, "Jane", "Doe", None)));
+    let o = engine.sync_line(&line).await.unwrap();
+    let message = failed(&o, ErrorCode::Validation);
+    assert!(message.contains("ledger_account_id"), "{message}");
+    let run = store.find_by_key(BUSINESS, "invoice.created:2501").await.unwrap().unwrap();
+    assert_eq!((run.status, run.attempts, run.next_attempt_at), (RunStatus::DeadLettered, 1, None));
+    let dead = store.dead_letters(BUSINESS, 10).await.unwrap();
+    assert_eq!(dead.iter().map(|r| r.raw.as_str()).collect::<Vec<_>>(), vec![line.as_str()]);
+    let attempts = store.attempts(run.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!((attempts[0].result.as_str(), attempts[0].error_code), ("failed", Some(ErrorCode::Validation)));
+    assert!(attempts[0].message.as_deref().is_some_and(|m| m.contains("ledger_account_id")));
+    // Dead letters never come back by themselves.
+    w.clock.advance(Span::days(2));
+    assert!(engine.process_due(10).await.unwrap().is_empty());
+    assert!(w.biz().invoices.is_empty());
+
+    // The accountant creates the account in Sage; the operator requeues.
+    w.sim.with_state(|s| {
+        s.businesses.get_mut(BUSINESS).unwrap().reference.ledger_accounts.push(LedgerAccount {
+            id: "4999".into(),
+            name: "4999 Web sales".into(),
+            code: Some("4999".into()),
+            visible_in_sales: true,
+            visible_in_expenses: false,
+        })
+    });
+    assert!(store.requeue(BUSINESS, "invoice.created:2501", w.clock.now()).await.unwrap());
+    assert_eq!(store.find_by_key(BUSINESS, "invoice.created:2501").await.unwrap().unwrap().status, RunStatus::Queued);
+    let done = engine.process_due(10).await.unwrap();
+    assert_eq!(done.len(), 1);
+    let id = synced(&done[0].1);
+    assert_eq!(invoice(&w.biz(), "000002501").id, id);
+    let attempts = store.attempts(run.id).await.unwrap();
+    assert_eq!(attempts.iter().map(|a| a.result.as_str()).collect::<Vec<_>>(), vec!["failed", "synced"]);
+    assert!(store.dead_letters(BUSINESS, 10).await.unwrap().is_empty());
+    assert_eq!(w.served("POST /sales_invoices"), 2);
+}
+
+#[tokio::test]
+async fn retryable_failures_climb_the_ladder_then_dead_letter_after_max_attempts() {
+    let w = World::new().await;
+    let engine = w.engine_with(
+        policy(json!({})),
+        EngineConfig { max_attempts: 3, retry_ladder: vec![Duration::from_secs(1)], ..EngineConfig::default() },
+    );
+    let store = w.store();
+    // Every POST /sales_invoices of three attempts answers 503: each attempt, the provider looks
+    // the invoice up and re-posts within its recovery rounds (3 POSTs an attempt), then gives up.
+    for _ in 0..9 {
+        w.sim.script(Some("POST /sales_invoices"), Fault::ErrorBefore(503));
+    }
+    let line = invoice_created(&invoice_entity(2601, "GBP", &registered(5, "Jane", "Doe", None)));
+    let o = engine.sync_line(&line).await.unwrap();
+    let message = failed(&o, ErrorCode::Provider);
+    assert!(message.contains("retryable"), "{message}");
+    let key = "invoice.created:2601";
+    let run = store.find_by_key(BUSINESS, key).await.unwrap().unwrap();
+    assert_eq!((run.status, run.attempts), (RunStatus::Queued, 1));
+    assert_eq!(run.next_attempt_at, Some(w.clock.now() + Span::seconds(1)));
+    assert!(engine.process_due(10).await.unwrap().is_empty(), "not due before its time");
+
+    w.clock.advance(Span::seconds(1));
+    let second = engine.process_due(10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    failed(&second[0].1, ErrorCode::Provider);
+    let run = store.find_by_key(BUSINESS, key).await.unwrap().unwrap();
+    assert_eq!((run.status, run.attempts), (RunStatus::Queued, 2));
+    assert_eq!(run.next_attempt_at, Some(w.clock.now() + Span::seconds(1)), "the last step repeats");
+
+    w.clock.advance(Span::seconds(1));
+    let third = engine.process_due(10).await.unwrap();
+    let message = failed(&third[0].1, ErrorCode::Provider);
+    assert!(message.contains("gave up after 3 attempts"), "{message}");
+    let run = store.find_by_key(BUSINESS, key).await.unwrap().unwrap();
+    assert_eq!((run.status, run.attempts, run.next_attempt_at), (RunStatus::DeadLettered, 3, None));
+    let attempts = store.attempts(run.id).await.unwrap();
+    assert_eq!(attempts.iter().map(|a| a.result.as_str()).collect::<Vec<_>>(), vec!["retry", "retry", "failed"]);
+    assert!(attempts.iter().all(|a| a.error_code == Some(ErrorCode::Provider)));
+    assert_eq!(store.dead_letters(BUSINESS, 10).await.unwrap().len(), 1);
+    assert_eq!(w.served("POST /sales_invoices"), 9);
+    assert!(w.biz().invoices.is_empty());
+
+    // Sage is back; requeued, it posts once.
+    w.clock.advance(Span::days(1));
+    assert!(engine.process_due(10).await.unwrap().is_empty(), "dead letters wait for an operator");
+    assert!(store.requeue(BUSINESS, key, w.clock.now()).await.unwrap());
+    let done = engine.process_due(10).await.unwrap();
+    synced(&done[0].1);
+    assert_eq!(w.biz().invoices.len(), 1);
+    assert_eq!(w.served("POST /sales_invoices"), 10);
+}
+
+// =============================================================================================
+// 10. Upserts collapse while queued
+// =============================================================================================
+
+#[tokio::test]
+async fn queued_upserts_of_one_customer_collapse_and_the_newer_wins() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    let store = w.store();
+    let older = customer_upserted(&registered(5, "Jane", "Doe", None), "2026-11-22T10:00:00Z");
+    let newer = customer_upserted(&registered(5, "Jane", "Smith", None), "2026-11-22T10:00:01Z");
+    let a = engine.submit(&older).await.unwrap();
+    let b = engine.submit(&newer).await.unwrap();
+    assert!(matches!(a.enqueued, Enqueued::New(_)), "{a:?}");
+    assert_eq!(b.enqueued, Enqueued::Collapsed(a.run_id));
+    let done = engine.process_due(10).await.unwrap();
+    assert_eq!(done.len(), 1, "one run");
+    synced(&done[0].1);
+    assert_eq!(done[0].0.raw, newer);
+    let counts = store.counts(BUSINESS).await.unwrap();
+    assert_eq!(counts.values().sum::<u64>(), 1, "{counts:?}");
+    let sage = w.biz();
+    assert_eq!(sage.contacts.len(), 1);
+    assert_eq!(contact(&sage, "M5").name, "Jane Smith");
+    assert_eq!((w.served("POST /contacts"), w.served("PUT /contacts")), (1, 0));
+    // A document key is not collapsed: a second invoice.created with the same key is a duplicate.
+    let inv = invoice_created(&invoice_entity(2701, "GBP", &registered(5, "Jane", "Smith", None)));
+    let first = engine.submit(&inv).await.unwrap();
+    let again = engine.submit(&inv).await.unwrap();
+    assert_eq!(again.enqueued, Enqueued::Duplicate { id: first.run_id, status: RunStatus::Queued });
+}
