@@ -341,18 +341,18 @@ async fn naive_one(
                     Err(_) => return,
                 },
             };
-            if kind == ItemKind::StockItem {
-                if let Ok(item) = sage.get_item(kind, &id).await {
-                    let _ = sage
-                        .post_stock_movement(&StockMovementRequest {
-                            item_id: &id,
-                            product: p,
-                            ledger_quantity: item.quantity_in_stock.unwrap_or_default(),
-                            date: SystemClock.now().date_naive(),
-                            idempotency_key: None,
-                        })
-                        .await;
-                }
+            if kind == ItemKind::StockItem
+                && let Ok(item) = sage.get_item(kind, &id).await
+            {
+                let _ = sage
+                    .post_stock_movement(&StockMovementRequest {
+                        item_id: &id,
+                        product: p,
+                        ledger_quantity: item.quantity_in_stock.unwrap_or_default(),
+                        date: SystemClock.now().date_naive(),
+                        idempotency_key: None,
+                    })
+                    .await;
             }
         }
         _ => {}

@@ -101,12 +101,15 @@ async fn run_business(server: &SimServerRef, business: String, limit: u32, secon
     run
 }
 
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     if v.is_empty() {
         return Duration::ZERO;
     }
     v.sort();
-    let idx = ((v.len() as f64 - 1.0) * p).round() as usize;
+    // Nearest-rank percentile on integer arithmetic (p in per mille).
+    let per_mille = (p * 1000.0) as usize;
+    let idx = ((v.len() - 1) * per_mille + 500) / 1000;
     v[idx.min(v.len() - 1)]
 }
 

@@ -401,14 +401,14 @@ impl TokenManager {
             message: "no tokens are stored for this connection: connect it first (byte8-ledger connect)".into(),
         })?;
         let fingerprint = crate::identity::sha256_hex(current.refresh_token.expose_secret());
-        if let Some((dead, message)) = self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
-            if *dead == fingerprint {
-                return Err(Error::Auth {
-                    provider: self.oauth.provider,
-                    reason: AuthFailure::ReconnectRequired,
-                    message: message.clone(),
-                });
-            }
+        if let Some((dead, message)) = self.dead.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
+            && *dead == fingerprint
+        {
+            return Err(Error::Auth {
+                provider: self.oauth.provider,
+                reason: AuthFailure::ReconnectRequired,
+                message: message.clone(),
+            });
         }
         tracing::info!(provider = self.oauth.provider, "refreshing the access token");
         let fresh = match self.oauth.refresh(&current.refresh_token, now).await {

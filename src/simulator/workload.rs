@@ -322,10 +322,10 @@ impl Workload {
                     pending_payments.push(payment_line);
                 }
             }
-            if rng.random::<f64>() < 0.3 {
-                if let Some(l) = pending_payments.pop() {
-                    lines.push(l);
-                }
+            if rng.random::<f64>() < 0.3
+                && let Some(l) = pending_payments.pop()
+            {
+                lines.push(l);
             }
             if grand > 0 && rng.random::<f64>() < config.refund_share {
                 memo_id += 1;
