@@ -9,6 +9,7 @@
 //! | `status` | counts by status and the dead letters with their reasons |
 //! | `requeue` | puts a failed or dead-lettered event back in line |
 //! | `reference` | prints the Sage reference cache |
+//! | `simulate` | serves the built-in Sage simulator until interrupted (a ledger for trying `connect` and `sync`) |
 //!
 //! Exit codes: 0 when every event got an outcome, 2 for a usage or configuration error, 1 for
 //! anything else.
@@ -119,6 +120,22 @@ pub enum Command {
         #[arg(long)]
         business_id: Option<String>,
     },
+    /// Serve the built-in Sage simulator (the demo business) until interrupted: a ledger to point
+    /// `connect` and `sync` at without a Sage account.
+    Simulate {
+        /// The port (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Answer latency range in milliseconds, e.g. `100-150`.
+        #[arg(long)]
+        latency_ms: Option<String>,
+        /// Per-business limit: requests in any 60 seconds (answered 429 beyond it).
+        #[arg(long)]
+        requests_per_minute: Option<u32>,
+        /// Access-token lifetime in seconds.
+        #[arg(long, default_value_t = 300)]
+        token_ttl_secs: u64,
+    },
     /// Print the Sage reference cache (tax rates, ledger accounts, bank accounts, payment methods).
     Reference {
         /// The state database.
@@ -186,6 +203,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failu
         Command::Requeue { state, key, business_id } => requeue(state, &key, business_id, out).await,
         Command::Reference { state, refresh, json, business_id } => {
             reference(state, refresh, json, business_id, out).await
+        }
+        Command::Simulate { port, latency_ms, requests_per_minute, token_ttl_secs } => {
+            simulate(port, latency_ms, requests_per_minute, token_ttl_secs, out).await
         }
     }
 }
@@ -526,6 +546,49 @@ async fn reference(
     for m in &r.payment_methods {
         writeln!(out, "  {:<34} {}", m.id, m.name).map_err(io)?;
     }
+    Ok(())
+}
+
+async fn simulate(
+    port: u16,
+    latency_ms: Option<String>,
+    requests_per_minute: Option<u32>,
+    token_ttl_secs: u64,
+    out: &mut dyn Write,
+) -> std::result::Result<(), Failure> {
+    use crate::simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig};
+    let latency = match latency_ms {
+        None => None,
+        Some(text) => {
+            let (lo, hi) = text.split_once('-').unwrap_or((text.as_str(), text.as_str()));
+            let ms = |v: &str| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| usage(format!("--latency-ms: `{text}` is not `LOW-HIGH` milliseconds")))
+            };
+            Some((std::time::Duration::from_millis(ms(lo)?), std::time::Duration::from_millis(ms(hi)?)))
+        }
+    };
+    let sim = SageSimulator::demo(SimConfig {
+        requests_per_minute,
+        latency,
+        access_token_ttl: std::time::Duration::from_secs(token_ttl_secs.max(1)),
+        ..SimConfig::default()
+    });
+    let server = sim
+        .serve_on(port)
+        .await
+        .map_err(|e| Failure { code: 1, message: format!("cannot serve on port {port}: {e}") })?;
+    writeln!(out, "Sage simulator (demo business `demo-business`) on {}", server.addr()).map_err(io)?;
+    writeln!(out, "  --sage-base-url {} --sage-token-url {}", server.base_url(), server.token_url()).map_err(io)?;
+    writeln!(out, "  SAGE_CLIENT_ID=demo-client SAGE_CLIENT_SECRET=demo-secret, refresh token `{DEMO_REFRESH_TOKEN}`")
+        .map_err(io)?;
+    writeln!(out, "Ctrl-C stops it.").map_err(io)?;
+    out.flush().map_err(io)?;
+    let _ = tokio::signal::ctrl_c().await;
+    let requests: u64 = sim.requests().values().sum();
+    writeln!(out, "served {requests} requests").map_err(io)?;
+    server.stop().await;
     Ok(())
 }
 

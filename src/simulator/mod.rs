@@ -186,7 +186,15 @@ impl SageSimulator {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn serve(&self) -> std::io::Result<SimServer> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        self.serve_on(0).await
+    }
+
+    /// Serves the simulator on `127.0.0.1:port` (0: a free port).
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub async fn serve_on(&self, port: u16) -> std::io::Result<SimServer> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let sim = self.clone();
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {

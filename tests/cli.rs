@@ -1,0 +1,240 @@
+//! The `byte8-ledger` command as an operator runs it (contract.md section 3): the binary, against
+//! the Sage simulator served by the test, on a state file in a temp directory.
+#![cfg(all(feature = "cli", feature = "simulator"))]
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+use byte8_ledger_core::{
+    outcome::{Outcome, SyncStatus},
+    simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer},
+};
+use serde_json::Value;
+
+const KEY: &str = "Ynl0ZTgtbGVkZ2VyLWNoYW9zLXNvYWstbWFzdGVyLWs=";
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_byte8-ledger"));
+    c.env_remove("SAGE_CLIENT_ID")
+        .env_remove("SAGE_CLIENT_SECRET")
+        .env_remove("LEDGER_MASTER_KEY")
+        .env("RUST_LOG", "error");
+    c
+}
+
+fn with_env(mut c: Command) -> Command {
+    c.env("SAGE_CLIENT_ID", "demo-client").env("SAGE_CLIENT_SECRET", "demo-secret").env("LEDGER_MASTER_KEY", KEY);
+    c
+}
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+async fn connected(dir: &Path) -> (SageSimulator, SimServer, PathBuf) {
+    let sim = SageSimulator::demo(SimConfig::default());
+    let server = sim.serve().await.unwrap();
+    let state = dir.join("state.db");
+    let o = with_env(bin())
+        .args(["connect", "--state"])
+        .arg(&state)
+        .args(["--business-id", "demo-business", "--refresh-token", DEMO_REFRESH_TOKEN])
+        .args(["--sage-base-url", &server.base_url(), "--sage-token-url", &server.token_url()])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "connect failed: {out}{err}");
+    assert!(out.contains("connected to Demo Shop Ltd"), "{out}");
+    (sim, server, state)
+}
+
+fn sync(state: &Path, events: &Path) -> Output {
+    with_env(bin())
+        .args(["sync", "--state"])
+        .arg(state)
+        .arg("--events")
+        .arg(events)
+        .arg("--policy")
+        .arg(samples().join("policy.json"))
+        .output()
+        .unwrap()
+}
+
+fn writes(sim: &SageSimulator) -> u64 {
+    sim.requests().iter().filter(|(k, _)| !k.starts_with("GET")).map(|(_, n)| *n).sum()
+}
+
+#[test]
+fn demo_runs_with_no_set_up() {
+    let o = bin().arg("demo").output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("What Sage now holds"), "{out}");
+    assert!(out.contains("SI-1"), "{out}");
+    assert!(out.contains("Replaying them all: 0 new writes to Sage."), "{out}");
+    assert!(out.contains("skipped  invoice.created:1005"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_prints_one_outcome_a_line_in_order_and_a_rerun_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, _server, state) = connected(dir.path()).await;
+    let events = samples().join("events.jsonl");
+    let o = tokio::task::spawn_blocking({
+        let (state, events) = (state.clone(), events.clone());
+        move || sync(&state, &events)
+    })
+    .await
+    .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let lines = std::fs::read_to_string(&events).unwrap().lines().filter(|l| !l.trim().is_empty()).count();
+    let outcomes: Vec<Outcome> = out.lines().map(|l| serde_json::from_str(l).expect("an outcome a line")).collect();
+    assert_eq!(outcomes.len(), lines, "one outcome per event");
+    // In input order: the first event is product.upserted:2079, the last an unreadable line.
+    assert_eq!(outcomes[0].idempotency_key.as_deref(), Some("product.upserted:2079"));
+    assert_eq!(outcomes.last().unwrap().idempotency_key, None);
+    assert_eq!(outcomes.last().unwrap().sync_status, SyncStatus::Failed);
+    // Every key of the contract's outcome shape is present on every line, nulls included.
+    for line in out.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        for k in [
+            "idempotency_key",
+            "event",
+            "entity_type",
+            "magento_entity_id",
+            "provider",
+            "sync_status",
+            "provider_entity_id",
+            "provider_reference",
+            "skip_reason",
+            "error_code",
+            "message",
+            "last_sync_at",
+        ] {
+            assert!(v.get(k).is_some(), "{k} missing in {line}");
+        }
+        assert_eq!(v["provider"], "sage_accounting");
+    }
+    let before = writes(&sim);
+    assert!(before > 0);
+    let again = tokio::task::spawn_blocking(move || sync(&state, &events)).await.unwrap();
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(writes(&sim), before, "running it again with the same events and state makes no new write");
+    let (out2, _) = text(&again);
+    let strip = |s: &str| -> Vec<Value> {
+        s.lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("last_sync_at");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(&out), strip(&out2), "the same outcomes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_reads_stdin_and_status_requeue_reference_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, _server, state) = connected(dir.path()).await;
+    let bad = r#"{"event":"invoice.created","idempotency_key":"invoice.created:77","magento_entity_id":77,"occurred_at":"2026-11-22T10:00:00Z","entity":{"nope":1}}"#;
+    let state2 = state.clone();
+    let o = tokio::task::spawn_blocking(move || {
+        let mut child = with_env(bin())
+            .args(["sync", "--state"])
+            .arg(&state2)
+            .args(["--events", "-", "--policy"])
+            .arg(samples().join("policy.json"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("\n{bad}\n\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let outcome: Outcome = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(outcome.sync_status, SyncStatus::Failed);
+    assert!(outcome.message.as_deref().unwrap_or("").contains("entity"), "{outcome:?}");
+
+    let o = bin().args(["status", "--json", "--state"]).arg(&state).output().unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["business_id"], "demo-business");
+    assert_eq!(v[0]["counts"]["dead_lettered"], 1);
+    assert_eq!(v[0]["dead_letters"][0]["idempotency_key"], "invoice.created:77");
+    let o = bin().args(["status", "--state"]).arg(&state).output().unwrap();
+    assert!(text(&o).0.contains("dead letters:"));
+
+    let o = bin().args(["requeue", "--state"]).arg(&state).arg("invoice.created:77").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = bin().args(["status", "--json", "--state"]).arg(&state).output().unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["counts"]["queued"], 1, "back in line");
+    let o = bin().args(["requeue", "--state"]).arg(&state).arg("invoice.created:404").output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+
+    let o = bin().args(["reference", "--state"]).arg(&state).output().unwrap();
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    for needle in
+        ["tax rates:", "GB_STANDARD", "ledger accounts:", "bank accounts:", "payment methods:", "CREDIT_DEBIT"]
+    {
+        assert!(out.contains(needle), "{needle} missing in {out}");
+    }
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s.db");
+    // No client credentials.
+    let o = bin()
+        .args(["connect", "--state"])
+        .arg(&state)
+        .args(["--business-id", "b", "--refresh-token", "t"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("SAGE_CLIENT_ID"));
+    // No master key.
+    let o = bin()
+        .env("SAGE_CLIENT_ID", "x")
+        .env("SAGE_CLIENT_SECRET", "y")
+        .args(["connect", "--state"])
+        .arg(&state)
+        .args(["--business-id", "b", "--refresh-token", "t"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("LEDGER_MASTER_KEY"));
+    // A policy with an unknown key names it.
+    let policy = dir.path().join("p.json");
+    std::fs::write(&policy, r#"{"sync_unpaid": true}"#).unwrap();
+    let o = with_env(bin())
+        .args(["sync", "--state"])
+        .arg(&state)
+        .args(["--events", "-", "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("sync_unpaid"));
+    // No connection in the state file.
+    let o = with_env(bin()).args(["sync", "--state"]).arg(&state).args(["--events", "-"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("byte8-ledger connect"));
+    // A usage error from the parser.
+    assert_eq!(bin().args(["sync"]).output().unwrap().status.code(), Some(2));
+}
