@@ -27,3 +27,8 @@ pub mod store;
 pub mod tax;
 
 pub use error::{Error, ErrorCode, Result};
+
+/// The README's code, compiled by `cargo test` so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
