@@ -4,5 +4,5 @@
 pub mod limit;
 pub mod retry;
 
-pub use limit::{Pacing, RateConfig, RateLimiter, SharedLimit};
+pub use limit::{RateConfig, RateLimiter};
 pub use retry::{Attempt, Backoff, Decision, RetryConfig, decide};
