@@ -1,6 +1,11 @@
-//! The store conformance suite against every store: memory and SQLite (a file on disk, as the
-//! command uses it).
+//! The store conformance suite against every store: memory, SQLite (a file on disk, as the
+//! command uses it) and PostgreSQL (feature `postgres`, when `BYTE8_TEST_DATABASE_URL` names a
+//! database; skipped otherwise).
 #![cfg(all(feature = "conformance", feature = "sqlite"))]
+
+#[cfg(feature = "postgres")]
+#[path = "support/postgres.rs"]
+mod pg;
 
 use byte8_ledger_core::store::{conformance, crypto::MasterKey, memory::MemoryStore, sqlite::SqliteStore};
 
@@ -14,6 +19,15 @@ async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("state.db"), Some(MasterKey::generate())).await.unwrap();
     conformance::run_all(&store, "sqlite").await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_store_conforms() {
+    let Some(url) = pg::url("postgres_store_conforms") else { return };
+    let store = pg::store(&url, 8, Some(MasterKey::generate())).await;
+    // A fresh scope each time: the database outlives the test.
+    conformance::run_all(&store, &pg::unique("pg")).await;
 }
 
 #[tokio::test]

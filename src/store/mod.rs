@@ -6,6 +6,10 @@
 //! |---|---|---|
 //! | in memory | [`memory::MemoryStore`] | always |
 //! | embedded SQLite (durable, migrations, tokens encrypted at rest) | `sqlite::SqliteStore` | `sqlite` |
+//! | PostgreSQL (several worker processes sharing one queue, a token lock and a rate limit) | `postgres::PostgresStore` | `postgres` |
+//!
+//! SQLite is for one process (the `byte8-ledger sync` command); PostgreSQL is for several workers
+//! draining one queue (see the `postgres` module's docs for when to use which).
 //!
 //! Every implementation passes the same store conformance suite (`conformance`).
 //!
@@ -30,6 +34,9 @@
 pub mod conformance;
 pub mod crypto;
 pub mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;

@@ -7,6 +7,10 @@
 //!   enqueueing the same key cannot both insert. Claiming is one `UPDATE … RETURNING` statement,
 //!   atomic in SQLite, so two claimers never get the same run.
 //! - Tokens are sealed with AES-256-GCM under the master key ([`super::crypto`]).
+//!
+//! It is meant for one process (the `byte8-ledger sync` command, which locks the state file):
+//! for several worker processes draining one queue, use the PostgreSQL store (`postgres`
+//! module, feature `postgres`).
 
 use std::{collections::BTreeMap, path::Path, str::FromStr, sync::Arc, time::Duration};
 

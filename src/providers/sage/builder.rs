@@ -228,7 +228,10 @@ impl SageBuilder {
         self
     }
 
-    /// A limiter shared with other providers of the same business.
+    /// A limiter shared with other providers of the same business: a clone of an in-process
+    /// [`RateLimiter::new`], or a [`RateLimiter::shared`] budget that several worker processes
+    /// draw on together (`store::postgres::SharedRateLimiter`, feature `postgres`). Without one,
+    /// the provider paces itself alone with [`SageBuilder::with_rate`]'s settings.
     #[must_use]
     pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
         self.limiter = Some(limiter);

@@ -1,0 +1,772 @@
+//! The PostgreSQL [`Store`](super::Store) (feature `postgres`): one queue, cross-reference and
+//! token store shared by several worker processes, with the same meaning as the SQLite store
+//! (the same conformance suite), plus a rate limit shared by those workers
+//! ([`SharedRateLimiter`]).
+//!
+//! # PostgreSQL or SQLite
+//!
+//! - **SQLite** (`sqlite::SqliteStore`, feature `sqlite`) is for **one process**: the
+//!   `byte8-ledger sync` command, a single worker. Nothing to run beside it; the state is a file
+//!   (locked by the command), and after a crash the next run takes the queue over with
+//!   [`RunStore::release_leases`].
+//! - **PostgreSQL** ([`PostgresStore`]) is for **several workers** (processes, possibly on several
+//!   machines) draining one queue: each run is processed by one worker, enqueueing the same event
+//!   twice from two processes makes one run, a rotating refresh token is refreshed by one process
+//!   at a time, and the workers together keep under each business's rate limit. A crashed
+//!   worker's runs come back when their lease expires; do **not** call
+//!   [`RunStore::release_leases`] while other workers are alive (it takes their runs too).
+//!
+//! # How it stays exactly-once across processes
+//!
+//! - **Enqueue** runs in one transaction that first takes a transaction-scoped advisory lock
+//!   keyed by the run's scope and idempotency key (`pg_advisory_xact_lock(hashtextextended(…))`),
+//!   then reads the key's latest run and inserts, collapses or reports a duplicate exactly as the
+//!   SQLite store does. Two processes enqueueing the same key therefore run one after the other,
+//!   and the second sees the first's committed run (the lock is released after the commit). A
+//!   unique index cannot express the rule (an upsert key may have many runs over time, at most
+//!   one of them queued, and documents one for good), the lock can. Different keys that hash
+//!   alike only wait for each other. The latest run is read `FOR NO KEY UPDATE`, so a claimer
+//!   cannot start it while a newer upsert collapses into it (the collapse is also conditional on
+//!   the run still being queued).
+//! - **Claim** is one statement: a `MATERIALIZED` CTE selects up to `n` due runs in id order
+//!   `FOR UPDATE SKIP LOCKED`, and the `UPDATE … RETURNING` marks exactly those running under the
+//!   new lease. Rows another claimer has locked are skipped, rows it has already claimed (and
+//!   committed) fail the due test when PostgreSQL re-checks them, so no run goes to two
+//!   claimers and no claimer waits for another. `claim_run` is a single conditional `UPDATE`.
+//! - **Token refreshes** ([`ConnectionStore::lock_tokens`]) hold a session advisory lock
+//!   (`pg_advisory_lock(hashtextextended('byte8-ledger:tokens:' || scope, 0))`) on a connection
+//!   of their own, kept in the [`RefreshGuard`] and closed when it is dropped, which releases the
+//!   lock: even a process that dies mid-refresh releases it, since the server ends its session.
+//!   A second process waits (at most [`TOKEN_LOCK_TIMEOUT`] by default, then a retryable error),
+//!   then re-reads the tokens the first one saved.
+//! - Times are `timestamptz` (microseconds, like the SQLite store's integers); keys are ordered
+//!   bytewise (`COLLATE "C"`). The raw event is stored as bytes so that any line can be kept;
+//!   other text may not hold NUL characters in PostgreSQL, so a NUL in them is stored as U+FFFD.
+//!
+//! # The shared rate limit
+//!
+//! [`SharedRateLimiter`] keeps the GCRA state of [`crate::http::limit`] in the `rate_limits`
+//! table, one row per business: each permit is one atomic
+//! `INSERT … ON CONFLICT DO UPDATE SET tat = greatest(tat, now) + T RETURNING tat`, and the worker
+//! then sleeps until `max(now, tat − T − τ)`. Row locking serialises the workers' updates, so the
+//! bound of the module docs there (at most `b + ⌊W/T⌋` permits in any window `W`, so at most the
+//! limit in any minute) holds across every process. `now` is the database server's clock, so the
+//! workers' own clocks need not agree.
+
+use std::{borrow::Cow, collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    Connection as _, Row,
+    postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow},
+};
+
+use super::{
+    AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, RunStore,
+    Xref, XrefKind, XrefState, XrefStore,
+    crypto::{MasterKey, open_tokens, seal_tokens},
+};
+use crate::{
+    auth::{RefreshGuard, TokenSet},
+    clock::Clock,
+    error::{Error, ErrorCode, Result},
+    http::limit::{Pacing, RateConfig, RateLimiter, SharedLimit},
+    reference::ReferenceData,
+};
+
+/// How long [`ConnectionStore::lock_tokens`] waits by default for another process's refresh
+/// before giving up with a retryable error ([`PostgresStore::with_token_lock_timeout`]).
+pub const TOKEN_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connections in the pool of [`PostgresStore::connect`].
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    key: Option<Arc<MasterKey>>,
+    token_lock_timeout: Duration,
+}
+
+fn db(e: sqlx::Error) -> Error {
+    let retryable = matches!(&e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+        || e.as_database_error().and_then(|d| d.code()).is_some_and(|code| {
+            matches!(
+                code.as_ref(),
+                // serialization_failure, deadlock_detected, lock_not_available, query_canceled,
+                // too_many_connections, admin_shutdown, crash_shutdown, cannot_connect_now
+                "40001" | "40P01" | "55P03" | "57014" | "53300" | "57P01" | "57P02" | "57P03"
+            ) || code.starts_with("08")
+        });
+    Error::database(e.to_string(), retryable, Some(Box::new(e)))
+}
+
+/// PostgreSQL text cannot hold NUL: store it as U+FFFD (the raw event, kept as bytes, is exact).
+fn text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
+}
+
+fn opt_text(s: Option<&str>) -> Option<Cow<'_, str>> {
+    s.map(text)
+}
+
+fn micros_time(v: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(v).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host/database`, or
+    /// `postgres:///database?host=/run/postgresql` for a unix socket) with a pool of
+    /// [`DEFAULT_MAX_CONNECTIONS`] and migrates it (`migrations/postgres`; several processes may
+    /// do so at once). `key` encrypts tokens; without one, storing tokens is refused.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the database cannot be reached or migrated.
+    pub async fn connect(url: &str, key: Option<MasterKey>) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url).map_err(db)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(DEFAULT_MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(db)?;
+        Self::from_pool(pool, key).await
+    }
+
+    /// A store over a pool the host built (its size, timeouts, TLS), migrated first.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the database cannot be migrated.
+    pub async fn from_pool(pool: PgPool, key: Option<MasterKey>) -> Result<Self> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| Error::database(format!("migrating the state database: {e}"), false, Some(Box::new(e))))?;
+        Ok(Self { pool, key: key.map(Arc::new), token_lock_timeout: TOKEN_LOCK_TIMEOUT })
+    }
+
+    /// How long [`ConnectionStore::lock_tokens`] waits for another holder before failing with a
+    /// retryable [`Error::Database`] (default [`TOKEN_LOCK_TIMEOUT`]; at least a millisecond).
+    #[must_use]
+    pub fn with_token_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.token_lock_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A [`SharedRateLimiter`] for `business` in this database, with `config` (every worker of
+    /// the business must use the same settings).
+    pub fn rate_limiter(&self, business: impl Into<String>, config: RateConfig) -> SharedRateLimiter {
+        SharedRateLimiter::new(self, business, config)
+    }
+
+    fn key(&self) -> Result<&MasterKey> {
+        self.key.as_deref().ok_or_else(|| {
+            Error::config(
+                super::crypto::MASTER_KEY_ENV,
+                "is needed to store or read tokens (they are encrypted at rest)",
+            )
+        })
+    }
+}
+
+fn run_from(row: &PgRow) -> Result<Run> {
+    let status: String = row.try_get("status").map_err(db)?;
+    let outcome: Option<String> = row.try_get("outcome").map_err(db)?;
+    let entity: Option<i64> = row.try_get("magento_entity_id").map_err(db)?;
+    let attempts: i64 = row.try_get("attempts").map_err(db)?;
+    let raw: Vec<u8> = row.try_get("raw").map_err(db)?;
+    Ok(Run {
+        id: row.try_get("id").map_err(db)?,
+        scope: row.try_get("scope").map_err(db)?,
+        idempotency_key: row.try_get("idempotency_key").map_err(db)?,
+        event: row.try_get("event").map_err(db)?,
+        magento_entity_id: entity.and_then(|v| u64::try_from(v).ok()),
+        raw: String::from_utf8(raw).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        policy: row.try_get("policy").map_err(db)?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| Error::database(format!("unknown run status {status}"), false, None))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_attempt_at: row.try_get("next_attempt_at").map_err(db)?,
+        outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+        created_at: row.try_get("created_at").map_err(db)?,
+        updated_at: row.try_get("updated_at").map_err(db)?,
+    })
+}
+
+fn status_from(row: &PgRow) -> Result<(RunId, RunStatus)> {
+    let status: String = row.try_get("status").map_err(db)?;
+    Ok((row.try_get("id").map_err(db)?, RunStatus::parse(&status).unwrap_or(RunStatus::Queued)))
+}
+
+/// Due: queued and not waiting, or running under an expired lease ($1 scope or id, $2 now).
+macro_rules! due {
+    () => {
+        "((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)) \
+         OR (status = 'running' AND lease_until <= $2))"
+    };
+}
+
+#[async_trait]
+impl RunStore for PostgresStore {
+    async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
+        let scope = text(&run.scope);
+        let key = text(&run.idempotency_key);
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // Serialises every enqueue of this (scope, key), across processes, until the commit.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('byte8-ledger:enqueue:' || $1 || chr(31) || $2, 0))",
+        )
+        .bind(&*scope)
+        .bind(&*key)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if dedupe == Dedupe::WhileQueued {
+            let same = sqlx::query(
+                "SELECT id, status FROM runs WHERE scope = $1 AND idempotency_key = $2 AND fingerprint = $3 \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(&*scope)
+            .bind(&*key)
+            .bind(text(&run.fingerprint))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(row) = same {
+                let (id, status) = status_from(&row)?;
+                tx.commit().await.map_err(db)?;
+                return Ok(Enqueued::Duplicate { id, status });
+            }
+        }
+        // Row-locked: a claimer skips (SKIP LOCKED) the run while it may be collapsed into. NO KEY:
+        // recording an attempt of the run (its foreign key) need not wait for us.
+        let existing = sqlx::query(
+            "SELECT id, status FROM runs WHERE scope = $1 AND idempotency_key = $2 ORDER BY id DESC LIMIT 1 \
+             FOR NO KEY UPDATE",
+        )
+        .bind(&*scope)
+        .bind(&*key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(status_from)
+        .transpose()?;
+        let collapsed = match (dedupe, existing) {
+            (Dedupe::Permanent, Some((id, status))) => {
+                tx.commit().await.map_err(db)?;
+                return Ok(Enqueued::Duplicate { id, status });
+            }
+            (Dedupe::WhileQueued, Some((id, RunStatus::Queued))) => {
+                let done = sqlx::query(
+                    "UPDATE runs SET raw = $1, fingerprint = $2, policy = $3, updated_at = $4 \
+                     WHERE id = $5 AND status = 'queued'",
+                )
+                .bind(run.raw.as_bytes())
+                .bind(text(&run.fingerprint))
+                .bind(opt_text(run.policy.as_deref()))
+                .bind(run.received_at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                (done.rows_affected() > 0).then_some(id)
+            }
+            _ => None,
+        };
+        let result = if let Some(id) = collapsed {
+            Enqueued::Collapsed(id)
+        } else {
+            let id: i64 = sqlx::query(
+                "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, \
+                 attempts, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, $8, $8) RETURNING id",
+            )
+            .bind(&*scope)
+            .bind(&*key)
+            .bind(opt_text(run.event.as_deref()))
+            .bind(run.magento_entity_id.and_then(|v| i64::try_from(v).ok()))
+            .bind(run.raw.as_bytes())
+            .bind(text(&run.fingerprint))
+            .bind(opt_text(run.policy.as_deref()))
+            .bind(run.received_at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?
+            .try_get("id")
+            .map_err(db)?;
+            Enqueued::New(id)
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(result)
+    }
+
+    async fn claim(
+        &self,
+        scope: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Run>> {
+        let rows = sqlx::query(concat!(
+            "WITH next AS MATERIALIZED (SELECT id FROM runs WHERE scope = $1 AND ",
+            due!(),
+            " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             UPDATE runs SET status = 'running', lease_until = $3, updated_at = $2 \
+             FROM next WHERE runs.id = next.id RETURNING runs.*"
+        ))
+        .bind(text(scope))
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut runs = rows.iter().map(run_from).collect::<Result<Vec<_>>>()?;
+        runs.sort_by_key(|r| r.id);
+        Ok(runs)
+    }
+
+    async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>> {
+        let row = sqlx::query(concat!(
+            "UPDATE runs SET status = 'running', lease_until = $3, updated_at = $2 WHERE id = $1 AND ",
+            due!(),
+            " RETURNING *"
+        ))
+        .bind(id)
+        .bind(now)
+        .bind(lease_until)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.as_ref().map(run_from).transpose()
+    }
+
+    async fn release_leases(&self, scope: &str, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', lease_until = NULL, updated_at = $1 WHERE scope = $2 AND status = 'running'",
+        )
+        .bind(now)
+        .bind(text(scope))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn finish(&self, id: RunId, result: RunResult) -> Result<()> {
+        let outcome = serde_json::to_string(&result.outcome).map_err(|e| Error::internal(e.to_string()))?;
+        let a = &result.attempt;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(i64::from(a.number))
+        .bind(a.started_at)
+        .bind(a.finished_at)
+        .bind(text(&a.result))
+        .bind(a.error_code.map(ErrorCode::as_str))
+        .bind(opt_text(a.message.as_deref()))
+        .bind(opt_text(a.ledger_id.as_deref()))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "UPDATE runs SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, outcome = $4, \
+             updated_at = $5 WHERE id = $6",
+        )
+        .bind(result.status.as_str())
+        .bind(i64::from(a.number))
+        .bind(result.next_attempt_at)
+        .bind(outcome)
+        .bind(a.finished_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn requeue(&self, scope: &str, idempotency_key: &str, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = $1 \
+             WHERE id = (SELECT id FROM runs WHERE scope = $2 AND idempotency_key = $3 ORDER BY id DESC LIMIT 1) \
+             AND status IN ('dead_lettered', 'queued')",
+        )
+        .bind(now)
+        .bind(text(scope))
+        .bind(text(idempotency_key))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get(&self, id: RunId) -> Result<Option<Run>> {
+        let row =
+            sqlx::query("SELECT * FROM runs WHERE id = $1").bind(id).fetch_optional(&self.pool).await.map_err(db)?;
+        row.as_ref().map(run_from).transpose()
+    }
+
+    async fn find_by_key(&self, scope: &str, idempotency_key: &str) -> Result<Option<Run>> {
+        let row = sqlx::query("SELECT * FROM runs WHERE scope = $1 AND idempotency_key = $2 ORDER BY id DESC LIMIT 1")
+            .bind(text(scope))
+            .bind(text(idempotency_key))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(run_from).transpose()
+    }
+
+    async fn attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let code: Option<String> = r.try_get("error_code").map_err(db)?;
+                let number: i64 = r.try_get("number").map_err(db)?;
+                Ok(AttemptRecord {
+                    number: u32::try_from(number).unwrap_or(u32::MAX),
+                    started_at: r.try_get("started_at").map_err(db)?,
+                    finished_at: r.try_get("finished_at").map_err(db)?,
+                    result: r.try_get("result").map_err(db)?,
+                    error_code: code.and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
+                    message: r.try_get("message").map_err(db)?,
+                    ledger_id: r.try_get("ledger_id").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn counts(&self, scope: &str) -> Result<BTreeMap<RunStatus, u64>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM runs WHERE scope = $1 GROUP BY status")
+            .bind(text(scope))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let mut out = BTreeMap::new();
+        for r in rows {
+            let status: String = r.try_get("status").map_err(db)?;
+            let n: i64 = r.try_get("n").map_err(db)?;
+            if let Some(s) = RunStatus::parse(&status) {
+                out.insert(s, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn dead_letters(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
+        let rows =
+            sqlx::query("SELECT * FROM runs WHERE scope = $1 AND status = 'dead_lettered' ORDER BY id DESC LIMIT $2")
+                .bind(text(scope))
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.iter().map(run_from).collect()
+    }
+}
+
+fn xref_from(row: &PgRow) -> Result<Xref> {
+    let state: String = row.try_get("state").map_err(db)?;
+    let meta: String = row.try_get("meta").map_err(db)?;
+    Ok(Xref {
+        state: if state == "done" { XrefState::Done } else { XrefState::Intent },
+        ledger_id: row.try_get("ledger_id").map_err(db)?,
+        reference: row.try_get("reference").map_err(db)?,
+        meta: serde_json::from_str(&meta).unwrap_or(serde_json::Value::Null),
+        updated_at: row.try_get("updated_at").map_err(db)?,
+    })
+}
+
+#[async_trait]
+impl XrefStore for PostgresStore {
+    async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
+        let row = sqlx::query("SELECT * FROM xrefs WHERE scope = $1 AND kind = $2 AND key = $3")
+            .bind(text(scope))
+            .bind(kind.as_str())
+            .bind(text(key))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(xref_from).transpose()
+    }
+
+    async fn put_xref(&self, scope: &str, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, ledger_id = excluded.ledger_id, \
+             reference = excluded.reference, meta = excluded.meta, updated_at = excluded.updated_at",
+        )
+        .bind(text(scope))
+        .bind(kind.as_str())
+        .bind(text(key))
+        .bind(match xref.state {
+            XrefState::Done => "done",
+            XrefState::Intent => "intent",
+        })
+        .bind(opt_text(xref.ledger_id.as_deref()))
+        .bind(opt_text(xref.reference.as_deref()))
+        .bind(xref.meta.to_string())
+        .bind(xref.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
+        let rows = sqlx::query(
+            "SELECT * FROM xrefs WHERE scope = $1 AND kind = $2 AND left(key, length($3)) = $3 ORDER BY key",
+        )
+        .bind(text(scope))
+        .bind(kind.as_str())
+        .bind(text(prefix))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(|r| Ok((r.try_get("key").map_err(db)?, xref_from(r)?))).collect()
+    }
+}
+
+fn connection_from(row: &PgRow) -> Result<Connection> {
+    Ok(Connection {
+        scope: row.try_get("scope").map_err(db)?,
+        provider: row.try_get("provider").map_err(db)?,
+        base_url: row.try_get("base_url").map_err(db)?,
+        token_url: row.try_get("token_url").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+    })
+}
+
+/// The dedicated connection holding a scope's token advisory lock; dropping it closes the
+/// connection, which ends the session and so releases the lock.
+struct TokenLock {
+    _conn: PgConnection,
+}
+
+#[async_trait]
+impl ConnectionStore for PostgresStore {
+    async fn save_connection(&self, c: &Connection) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO connections (scope, provider, base_url, token_url, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (scope) DO UPDATE SET provider = excluded.provider, base_url = excluded.base_url, \
+             token_url = excluded.token_url",
+        )
+        .bind(text(&c.scope))
+        .bind(text(&c.provider))
+        .bind(text(&c.base_url))
+        .bind(text(&c.token_url))
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn connection(&self, scope: &str) -> Result<Option<Connection>> {
+        let row = sqlx::query("SELECT * FROM connections WHERE scope = $1")
+            .bind(text(scope))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(connection_from).transpose()
+    }
+
+    async fn connections(&self) -> Result<Vec<Connection>> {
+        let rows = sqlx::query("SELECT * FROM connections ORDER BY scope").fetch_all(&self.pool).await.map_err(db)?;
+        rows.iter().map(connection_from).collect()
+    }
+
+    async fn save_tokens(&self, scope: &str, tokens: &TokenSet) -> Result<()> {
+        let sealed = seal_tokens(self.key()?, scope, tokens)?;
+        let done = sqlx::query("UPDATE connections SET tokens = $1 WHERE scope = $2")
+            .bind(sealed)
+            .bind(text(scope))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { what: "connection".into(), id: scope.to_owned() });
+        }
+        Ok(())
+    }
+
+    async fn tokens(&self, scope: &str) -> Result<Option<TokenSet>> {
+        let row = sqlx::query("SELECT tokens FROM connections WHERE scope = $1")
+            .bind(text(scope))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some(sealed) = row.map(|r| r.try_get::<Option<String>, _>("tokens")).transpose().map_err(db)?.flatten()
+        else {
+            return Ok(None);
+        };
+        open_tokens(self.key()?, scope, &sealed).map(Some)
+    }
+
+    /// Holds the session advisory lock `hashtextextended('byte8-ledger:tokens:' || scope, 0)` on a
+    /// connection of its own until the guard is dropped (see the module docs). Waits for another
+    /// holder at most [`PostgresStore::with_token_lock_timeout`] (default [`TOKEN_LOCK_TIMEOUT`]),
+    /// then fails with a retryable [`Error::Database`].
+    async fn lock_tokens(&self, scope: &str) -> Result<RefreshGuard> {
+        let options = self.pool.connect_options();
+        let mut conn = PgConnection::connect_with(&options).await.map_err(db)?;
+        let timeout_ms = self.token_lock_timeout.as_millis();
+        sqlx::query(&format!("SET lock_timeout = {timeout_ms}")).execute(&mut conn).await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended('byte8-ledger:tokens:' || $1, 0))")
+            .bind(text(scope))
+            .execute(&mut conn)
+            .await
+            .map_err(db)?;
+        Ok(RefreshGuard::holding(Box::new(TokenLock { _conn: conn })))
+    }
+
+    async fn save_reference(&self, scope: &str, reference: &ReferenceData) -> Result<()> {
+        let json = serde_json::to_string(reference).map_err(|e| Error::internal(e.to_string()))?;
+        sqlx::query("UPDATE connections SET reference = $1 WHERE scope = $2")
+            .bind(json)
+            .bind(text(scope))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn reference(&self, scope: &str) -> Result<Option<ReferenceData>> {
+        let row = sqlx::query("SELECT reference FROM connections WHERE scope = $1")
+            .bind(text(scope))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row
+            .and_then(|r| r.try_get::<Option<String>, _>("reference").ok().flatten())
+            .and_then(|j| serde_json::from_str(&j).ok()))
+    }
+}
+
+/// One permit of a [`SharedRateLimiter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    /// When it was asked for (on the limiter's clock: the database's, or the one given with
+    /// [`SharedRateLimiter::with_clock`]).
+    pub now: DateTime<Utc>,
+    /// When the request may be sent (on the same clock).
+    pub at: DateTime<Utc>,
+}
+
+impl Permit {
+    /// How long to wait from `now` for `at`.
+    pub fn wait(&self) -> Duration {
+        (self.at - self.now).to_std().unwrap_or(Duration::ZERO)
+    }
+}
+
+/// One business's rate limit shared by every worker process connected to the same database (see
+/// the module docs and [`crate::http::limit`] for the math): at most `config.requests_per_minute`
+/// permits in any minute across all of them, given the same `config` everywhere.
+///
+/// Give it to the Sage provider with `SageBuilder::with_rate_limiter(shared.into())` (or
+/// [`SharedRateLimiter::into_rate_limiter`]).
+#[derive(Debug, Clone)]
+pub struct SharedRateLimiter {
+    pool: PgPool,
+    key: String,
+    config: RateConfig,
+    pacing: Option<Pacing>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl SharedRateLimiter {
+    /// The limiter of `business` in `store`'s database, with `config`.
+    pub fn new(store: &PostgresStore, business: impl Into<String>, config: RateConfig) -> Self {
+        Self { pool: store.pool.clone(), key: business.into(), config, pacing: Pacing::of(config), clock: None }
+    }
+
+    /// Uses `clock` for "now" instead of the database server's clock (tests with a manual clock;
+    /// every sharer must then use the same clock).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The business.
+    pub fn business(&self) -> &str {
+        &self.key
+    }
+
+    /// Takes the next permit: one atomic update of the business's theoretical arrival time.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the database cannot be reached.
+    pub async fn reserve(&self) -> Result<Permit> {
+        let given = self.clock.as_ref().map(|c| c.now());
+        let Some(pacing) = self.pacing else {
+            let now = given.unwrap_or_else(|| crate::clock::SystemClock.now());
+            return Ok(Permit { now, at: now });
+        };
+        let row = sqlx::query(
+            "WITH clock AS (SELECT coalesce($2::bigint, \
+                 floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint) AS now) \
+             INSERT INTO rate_limits AS r (key, tat) SELECT $1, clock.now + $3 FROM clock \
+             ON CONFLICT (key) DO UPDATE SET tat = greatest(r.tat, excluded.tat - $3) + $3 \
+             RETURNING r.tat, (SELECT now FROM clock) AS now",
+        )
+        .bind(text(&self.key))
+        .bind(given.map(|t| t.timestamp_micros()))
+        .bind(i64::try_from(pacing.interval_micros).unwrap_or(i64::MAX))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let tat: i64 = row.try_get("tat").map_err(db)?;
+        let now: i64 = row.try_get("now").map_err(db)?;
+        Ok(Permit { now: micros_time(now), at: micros_time(pacing.permit_at(tat, now)) })
+    }
+
+    /// Takes the next permit and sleeps until it may be used.
+    ///
+    /// # Errors
+    /// As [`SharedRateLimiter::reserve`].
+    pub async fn until_ready(&self) -> Result<()> {
+        let wait = self.reserve().await?.wait();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
+    }
+
+    /// The [`RateLimiter`] the providers take.
+    pub fn into_rate_limiter(self) -> RateLimiter {
+        RateLimiter::shared(Arc::new(self))
+    }
+}
+
+#[async_trait]
+impl SharedLimit for SharedRateLimiter {
+    async fn reserve(&self) -> Result<Duration> {
+        Ok(SharedRateLimiter::reserve(self).await?.wait())
+    }
+
+    fn config(&self) -> RateConfig {
+        self.config
+    }
+}
+
+impl From<SharedRateLimiter> for RateLimiter {
+    fn from(shared: SharedRateLimiter) -> Self {
+        shared.into_rate_limiter()
+    }
+}

@@ -1,0 +1,407 @@
+//! The PostgreSQL store under several workers: stores with pools of their own (as separate
+//! processes would have) sharing one database. Skipped (with a message) when
+//! `BYTE8_TEST_DATABASE_URL` is not set; `.ci/run` starts a server and sets it.
+#![cfg(feature = "postgres")]
+
+#[path = "support/postgres.rs"]
+mod pg;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use byte8_ledger_core::{
+    auth::{TokenSet, TokenStore},
+    clock::{Clock, ManualClock},
+    error::ErrorCode,
+    http::{RateConfig, RateLimiter},
+    outcome::{Outcome, SyncStatus},
+    store::{
+        AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, RunResult, RunStatus, RunStore,
+        ScopedTokenStore,
+        crypto::MasterKey,
+        postgres::{PostgresStore, SharedRateLimiter},
+    },
+};
+use chrono::{DateTime, TimeZone, Utc};
+use futures::future::join_all;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::Row;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).single().unwrap()
+}
+
+fn new_run(scope: &str, key: &str, raw: &str) -> NewRun {
+    NewRun {
+        scope: scope.to_owned(),
+        idempotency_key: key.to_owned(),
+        event: key.split(':').next().map(str::to_owned),
+        magento_entity_id: key.rsplit(':').next().and_then(|n| n.parse().ok()),
+        raw: raw.to_owned(),
+        fingerprint: byte8_ledger_core::identity::sha256_hex(raw),
+        policy: Some("{}".into()),
+        received_at: t0(),
+    }
+}
+
+fn synced(key: &str, number: u32) -> RunResult {
+    RunResult {
+        status: RunStatus::Synced,
+        outcome: Outcome {
+            idempotency_key: Some(key.to_owned()),
+            event: key.split(':').next().map(str::to_owned),
+            entity_type: Some("invoice".into()),
+            magento_entity_id: Some(1),
+            provider: "sage_accounting".into(),
+            sync_status: SyncStatus::Synced,
+            provider_entity_id: Some("L1".into()),
+            provider_reference: None,
+            skip_reason: None,
+            error_code: None::<ErrorCode>,
+            message: None,
+            last_sync_at: t0(),
+        },
+        attempt: AttemptRecord {
+            number,
+            started_at: t0(),
+            finished_at: t0(),
+            result: "synced".into(),
+            error_code: None,
+            message: None,
+            ledger_id: Some("L1".into()),
+        },
+        next_attempt_at: None,
+    }
+}
+
+/// `n` stores, each with a pool of its own, connected (and migrating) at once.
+async fn stores(url: &str, n: usize) -> Vec<Arc<PostgresStore>> {
+    join_all((0..n).map(|_| pg::store(url, 3, Some(MasterKey::generate())))).await.into_iter().map(Arc::new).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_workers_process_every_run_exactly_once() {
+    let Some(url) = pg::url("several_workers_process_every_run_exactly_once") else { return };
+    let scope = pg::unique("drain");
+    let workers = stores(&url, 4).await;
+    let producers = stores(&url, 2).await;
+    const PER_PRODUCER: usize = 75;
+
+    let produced = Arc::new(AtomicBool::new(false));
+    let enqueued = Arc::new(Mutex::new(BTreeSet::new()));
+    let produce = producers.iter().enumerate().map(|(p, store)| {
+        let (store, scope, enqueued) = (Arc::clone(store), scope.clone(), Arc::clone(&enqueued));
+        tokio::spawn(async move {
+            for i in 0..PER_PRODUCER {
+                let key = format!("invoice.created:{}", p * 10_000 + i);
+                let e = store.enqueue(new_run(&scope, &key, "x"), Dedupe::Permanent).await.unwrap();
+                assert!(matches!(e, Enqueued::New(_)), "{e:?}");
+                enqueued.lock().unwrap().insert(e.run_id());
+            }
+        })
+    });
+    let processed = Arc::new(Mutex::new(Vec::new()));
+    let consume = workers.iter().enumerate().map(|(w, store)| {
+        let (store, scope, produced, processed) =
+            (Arc::clone(store), scope.clone(), Arc::clone(&produced), Arc::clone(&processed));
+        tokio::spawn(async move {
+            loop {
+                let done = produced.load(Ordering::SeqCst);
+                let runs = store.claim(&scope, t0(), t0() + chrono::Duration::minutes(5), 4).await.unwrap();
+                if runs.is_empty() {
+                    if done {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                for run in runs {
+                    assert_eq!(run.status, RunStatus::Running);
+                    processed.lock().unwrap().push((run.id, w));
+                    store.finish(run.id, synced(&run.idempotency_key, run.attempts + 1)).await.unwrap();
+                }
+            }
+        })
+    });
+    let consumers: Vec<_> = consume.collect();
+    for p in join_all(produce).await {
+        p.unwrap();
+    }
+    produced.store(true, Ordering::SeqCst);
+    for c in join_all(consumers).await {
+        c.unwrap();
+    }
+
+    let processed = processed.lock().unwrap().clone();
+    let enqueued = enqueued.lock().unwrap().clone();
+    let ids: BTreeSet<_> = processed.iter().map(|(id, _)| *id).collect();
+    assert_eq!(processed.len(), ids.len(), "a run was processed twice");
+    assert_eq!(ids, enqueued, "every run was processed");
+    assert_eq!(ids.len(), 2 * PER_PRODUCER);
+    let by_worker = processed.iter().fold(BTreeMap::<usize, usize>::new(), |mut m, (_, w)| {
+        *m.entry(*w).or_default() += 1;
+        m
+    });
+    eprintln!("runs processed by each worker: {by_worker:?}");
+    let counts = workers[0].counts(&scope).await.unwrap();
+    assert_eq!(counts, BTreeMap::from([(RunStatus::Synced, 2 * PER_PRODUCER as u64)]));
+    for id in ids.iter().take(10) {
+        assert_eq!(workers[1].attempts(*id).await.unwrap().len(), 1, "one attempt recorded for run {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_enqueues_of_one_key_make_one_run() {
+    let Some(url) = pg::url("concurrent_enqueues_of_one_key_make_one_run") else { return };
+    let scope = pg::unique("enqueue");
+    let stores = stores(&url, 4).await;
+    for round in 0..5 {
+        for (dedupe, key) in [
+            (Dedupe::Permanent, format!("invoice.created:{round}")),
+            (Dedupe::WhileQueued, format!("product.upserted:{round}")),
+        ] {
+            let tasks = (0..24).map(|i| {
+                let (store, scope, key) = (Arc::clone(&stores[i % stores.len()]), scope.clone(), key.clone());
+                tokio::spawn(async move { store.enqueue(new_run(&scope, &key, &format!("v{i}")), dedupe).await })
+            });
+            let results: Vec<Enqueued> = join_all(tasks).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+            let new: Vec<_> = results.iter().filter(|e| matches!(e, Enqueued::New(_))).collect();
+            assert_eq!(new.len(), 1, "{key}: one run, got {results:?}");
+            let id = new[0].run_id();
+            for e in &results {
+                match (dedupe, e) {
+                    (_, Enqueued::New(_)) => {}
+                    (Dedupe::Permanent, Enqueued::Duplicate { id: d, status: RunStatus::Queued }) => assert_eq!(*d, id),
+                    (Dedupe::WhileQueued, Enqueued::Collapsed(c)) => assert_eq!(*c, id),
+                    _ => panic!("{key}: unexpected {e:?}"),
+                }
+            }
+            let run = stores[0].find_by_key(&scope, &key).await.unwrap().unwrap();
+            assert_eq!(run.id, id);
+        }
+    }
+    let counts = stores[0].counts(&scope).await.unwrap();
+    assert_eq!(counts, BTreeMap::from([(RunStatus::Queued, 10)]), "five documents and five upserts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claimed_upsert_is_never_rewritten_by_a_late_collapse() {
+    let Some(url) = pg::url("a_claimed_upsert_is_never_rewritten_by_a_late_collapse") else { return };
+    let scope = pg::unique("collapse");
+    let stores = stores(&url, 2).await;
+    for i in 0..30 {
+        let key = format!("customer.upserted:{i}");
+        let id = stores[0].enqueue(new_run(&scope, &key, "v1"), Dedupe::WhileQueued).await.unwrap().run_id();
+        let (claimer, enqueuer) = (Arc::clone(&stores[0]), Arc::clone(&stores[1]));
+        let claim = tokio::spawn(async move { claimer.claim_run(id, t0(), t0() + chrono::Duration::minutes(5)).await });
+        let (s, k) = (scope.clone(), key.clone());
+        let enqueue = tokio::spawn(async move { enqueuer.enqueue(new_run(&s, &k, "v2"), Dedupe::WhileQueued).await });
+        let claimed = claim.await.unwrap().unwrap().expect("the run was due");
+        let second = enqueue.await.unwrap().unwrap();
+        let stored = stores[0].get(id).await.unwrap().unwrap();
+        assert_eq!(stored.raw, claimed.raw, "{key}: the claimed run changed under its worker");
+        match second {
+            Enqueued::Collapsed(c) => assert_eq!((c, claimed.raw.as_str()), (id, "v2"), "{key}: collapsed first"),
+            Enqueued::New(n) => {
+                assert_ne!(n, id);
+                assert_eq!(claimed.raw, "v1", "{key}: claimed first");
+            }
+            other => panic!("{key}: unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_token_lock_excludes_a_second_holder_until_the_first_guard_drops() {
+    let Some(url) = pg::url("the_token_lock_excludes_a_second_holder_until_the_first_guard_drops") else { return };
+    let scope = pg::unique("tokens");
+    let stores = stores(&url, 2).await;
+    let first = stores[0].lock_tokens(&scope).await.unwrap();
+
+    // A second process (its own pool), through the token store the providers use.
+    let tokens = ScopedTokenStore::new(Arc::clone(&stores[1]) as _, scope.clone());
+    let acquired = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&acquired);
+    let mut second = tokio::spawn(async move {
+        let guard = tokens.lock_refresh().await.unwrap();
+        flag.store(true, Ordering::SeqCst);
+        guard
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(750), &mut second).await.is_err(),
+        "the second holder got the lock while the first held it"
+    );
+    assert!(!acquired.load(Ordering::SeqCst));
+
+    // Another connection's lock is independent.
+    let other = tokio::time::timeout(Duration::from_secs(30), stores[1].lock_tokens(&format!("{scope}-other")))
+        .await
+        .expect("another scope is not blocked")
+        .unwrap();
+    drop(other);
+
+    drop(first);
+    let second = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second holder gets the lock once the first guard dropped")
+        .unwrap();
+    assert!(acquired.load(Ordering::SeqCst));
+    // And the first process waits in turn.
+    let third = tokio::spawn({
+        let store = Arc::clone(&stores[0]);
+        let scope = scope.clone();
+        async move { store.lock_tokens(&scope).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "the lock is held by the second guard");
+    drop(second);
+    let third = tokio::time::timeout(Duration::from_secs(30), third).await.expect("released").unwrap().unwrap();
+
+    // A holder that never lets go makes the others fail after the lock timeout, retryably.
+    let impatient = pg::store(&url, 1, None).await.with_token_lock_timeout(Duration::from_millis(200));
+    let err = impatient.lock_tokens(&scope).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("lock timeout"), "{err}");
+    drop(third);
+    drop(stores[1].lock_tokens(&scope).await.unwrap());
+}
+
+#[tokio::test]
+async fn tokens_are_encrypted_at_rest_and_odd_text_round_trips() {
+    let Some(url) = pg::url("tokens_are_encrypted_at_rest_and_odd_text_round_trips") else { return };
+    let scope = pg::unique("at-rest");
+    let key = MasterKey::generate();
+    let store = pg::store(&url, 2, Some(key)).await;
+    store
+        .save_connection(&Connection {
+            scope: scope.clone(),
+            provider: "sage_accounting".into(),
+            base_url: "http://x".into(),
+            token_url: "http://y".into(),
+            created_at: t0(),
+        })
+        .await
+        .unwrap();
+    store
+        .save_tokens(
+            &scope,
+            &TokenSet {
+                access_token: SecretString::from("ACCESS-PLAIN".to_owned()),
+                refresh_token: SecretString::from("REFRESH-PLAIN".to_owned()),
+                access_expires_at: t0(),
+                refresh_expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let row = sqlx::query("SELECT tokens FROM connections WHERE scope = $1")
+        .bind(&scope)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let sealed: String = row.try_get("tokens").unwrap();
+    assert!(!sealed.contains("REFRESH-PLAIN") && !sealed.contains("ACCESS-PLAIN"), "tokens are sealed");
+    assert_eq!(store.tokens(&scope).await.unwrap().unwrap().refresh_token.expose_secret(), "REFRESH-PLAIN");
+    let wrong = pg::store(&url, 1, Some(MasterKey::generate())).await;
+    let err = wrong.tokens(&scope).await.unwrap_err();
+    assert!(err.to_string().contains("LEDGER_MASTER_KEY"), "{err}");
+
+    // A line that could not be read is kept byte for byte, NUL included.
+    let raw = "{\"event\":\"invoice.created\0\",\"x\":\"é\"}";
+    let mut run = new_run(&scope, "unreadable:\0line", raw);
+    run.event = Some("bad\0event".into());
+    let id = store.enqueue(run, Dedupe::Permanent).await.unwrap().run_id();
+    let back = store.get(id).await.unwrap().unwrap();
+    assert_eq!(back.raw, raw);
+    assert_eq!(back.event.as_deref(), Some("bad\u{FFFD}event"));
+    assert_eq!(store.find_by_key(&scope, "unreadable:\0line").await.unwrap().map(|r| r.id), Some(id));
+}
+
+/// The largest number of times in any closed window of `window`.
+fn busiest_window(times: &mut [DateTime<Utc>], window: chrono::Duration) -> usize {
+    times.sort_unstable();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] > window {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_sharing_a_limiter_never_exceed_the_limit_in_any_minute() {
+    let Some(url) = pg::url("workers_sharing_a_limiter_never_exceed_the_limit_in_any_minute") else { return };
+    let business = pg::unique("limit");
+    let config = RateConfig { requests_per_minute: 30, burst: 3 };
+    let clock = ManualClock::new(t0());
+    let limiters: Vec<SharedRateLimiter> = stores(&url, 4)
+        .await
+        .iter()
+        .map(|s| s.rate_limiter(business.clone(), config).with_clock(Arc::new(clock.clone())))
+        .collect();
+
+    // Five simulated minutes in steps of 250 ms: every worker whose last permit has come asks
+    // for the next one, all at once; it then "sends" at its permit time.
+    let mut ready = vec![t0(); limiters.len()];
+    let mut permits = Vec::new();
+    let end = t0() + chrono::Duration::minutes(5);
+    while clock.now() < end {
+        let now = clock.now();
+        let asking: Vec<usize> = (0..limiters.len()).filter(|&w| ready[w] <= now).collect();
+        let got = join_all(asking.iter().map(|&w| limiters[w].reserve())).await;
+        for (&w, permit) in asking.iter().zip(got) {
+            let permit = permit.unwrap();
+            assert_eq!(permit.now, now, "the limiter uses the given clock");
+            assert!(permit.at >= now);
+            ready[w] = permit.at;
+            permits.push(permit.at);
+        }
+        clock.advance(chrono::Duration::milliseconds(250));
+    }
+    let most = busiest_window(&mut permits, chrono::Duration::minutes(1));
+    let in_five_minutes = permits.iter().filter(|&&a| a <= end).count();
+    eprintln!("{} permits, {in_five_minutes} in the first five minutes, at most {most} in one minute", permits.len());
+    assert!(most <= 30, "{most} permits in one minute, limit 30");
+    // Saturated: the burst of 3, then one every ⌈60 s / 27⌉ = 2.222223 s: 3 + 134 in five minutes.
+    assert!(in_five_minutes >= 130, "the workers were held back too much: {in_five_minutes}");
+    assert!(in_five_minutes <= 137, "{in_five_minutes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_rate_limiters_pace_real_requests_on_the_database_clock() {
+    let Some(url) = pg::url("shared_rate_limiters_pace_real_requests_on_the_database_clock") else { return };
+    let business = pg::unique("pace");
+    // 1200 a minute, burst 2: one permit every ⌈60 s / 1198⌉ = 50.084 ms after the burst.
+    let config = RateConfig { requests_per_minute: 1200, burst: 2 };
+    let limiters: Vec<RateLimiter> =
+        stores(&url, 3).await.iter().map(|s| RateLimiter::from(s.rate_limiter(business.clone(), config))).collect();
+    assert!(limiters.iter().all(RateLimiter::is_shared));
+    assert_eq!(limiters[0].config(), config);
+    let started = Instant::now();
+    join_all(limiters.iter().map(|l| async move {
+        for _ in 0..5 {
+            l.until_ready().await;
+        }
+    }))
+    .await;
+    // 15 permits: the last no earlier than 13 intervals after the first (a lower bound only:
+    // a busy machine makes it later, never earlier).
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(600), "15 permits in {elapsed:?}");
+
+    // Unlimited settings never touch the database nor wait.
+    let store = pg::store(&url, 1, None).await;
+    let free = store.rate_limiter(business, RateConfig { requests_per_minute: 0, burst: 0 });
+    let permit = free.reserve().await.unwrap();
+    assert_eq!(permit.wait(), Duration::ZERO);
+    assert!(!RateLimiter::from(free).is_shared());
+}
