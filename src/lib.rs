@@ -14,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod magento;
 pub mod money;
 pub mod outcome;
 pub mod plan;
