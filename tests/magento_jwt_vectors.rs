@@ -111,7 +111,12 @@ fn the_signer_makes_the_vector_claims_at_the_vector_clock() {
     let tenant = v["tenant_id"].as_str().unwrap();
     for (case, ttl) in [(&v["ledger_tokens"][0], 60), (&v["ledger_tokens"][1], 300)] {
         let expected: Claims = serde_json::from_str(case["claims_json"].as_str().unwrap()).unwrap();
-        let signer = JwtSigner::new(key(&v).derive().inbound, tenant, clock(&v))
+        // The signer backdates iat/nbf by CLOCK_SKEW_BACKDATE (5 s): at the vector's `now` + 5 s it
+        // makes the vector's claims (iat = nbf = now, exp = iat + ttl).
+        let later: Arc<dyn Clock> =
+            Arc::new(ManualClock::new(DateTime::from_timestamp(v["now"].as_i64().unwrap() + 5, 0).unwrap()));
+        assert_eq!(jwt::CLOCK_SKEW_BACKDATE, std::time::Duration::from_secs(5));
+        let signer = JwtSigner::new(key(&v).derive().inbound, tenant, later)
             .unwrap()
             .with_ttl(std::time::Duration::from_secs(ttl))
             .unwrap();

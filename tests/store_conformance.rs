@@ -100,3 +100,69 @@ fn base64_of(bytes: [u8; 32]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[tokio::test]
+async fn memory_service_store_conforms() {
+    conformance::service::run_all(&MemoryStore::new(), "mem").await;
+}
+
+#[tokio::test]
+async fn sqlite_service_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("state.db"), Some(MasterKey::generate())).await.unwrap();
+    conformance::service::run_all(&store, "sqlite").await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_service_store_conforms() {
+    let Some(url) = pg::url("postgres_service_store_conforms") else { return };
+    let store = pg::store(&url, 8, Some(MasterKey::generate())).await;
+    conformance::service::run_all(&store, &pg::unique("pg")).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_the_api_key_encrypted_at_rest() {
+    use byte8_ledger_core::{
+        magento::ApiKey,
+        policy::SyncPolicy,
+        store::service::{Binding, BindingStore},
+    };
+    use secrecy::SecretString;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let key_text = SecretString::from(base64_of([7u8; 32]));
+    let api_key = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    {
+        let store = SqliteStore::open(&path, Some(MasterKey::from_base64(&key_text).unwrap())).await.unwrap();
+        let b = Binding::new(
+            "tenant-at-rest",
+            "biz",
+            "https://shop.example.com",
+            ApiKey::new(api_key).unwrap(),
+            SyncPolicy::default(),
+            chrono::DateTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        store.put_binding(&b).await.unwrap();
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(api_key), "the api_key is in clear in the database");
+    }
+    let store = SqliteStore::open(&path, Some(MasterKey::from_base64(&key_text).unwrap())).await.unwrap();
+    assert_eq!(store.binding("tenant-at-rest").await.unwrap().unwrap().api_key.expose_secret(), api_key);
+    // Listing needs no master key.
+    let listed = SqliteStore::open(&path, None).await.unwrap().bindings().await.unwrap();
+    assert_eq!(listed.iter().map(|b| b.tenant_id.as_str()).collect::<Vec<_>>(), ["tenant-at-rest"]);
+    // Without the master key, or with another one, the binding does not open, and the error says
+    // why without the key.
+    for store in [
+        SqliteStore::open(&path, None).await.unwrap(),
+        SqliteStore::open(&path, Some(MasterKey::generate())).await.unwrap(),
+    ] {
+        let err = store.binding("tenant-at-rest").await.unwrap_err();
+        assert!(err.to_string().contains("LEDGER_MASTER_KEY"), "{err}");
+        assert!(!err.to_string().contains(api_key) && !format!("{err:?}").contains(api_key));
+    }
+}

@@ -2,8 +2,9 @@
 //! `Model/Jwt/Verifier.php`).
 //!
 //! - [`JwtSigner`] mints ledger → Magento tokens with the **inbound** subkey: `iss`
-//!   `byte8-ledger`, `aud` `magento`, `sub` the tenant id, `iat` = `nbf` = now, `exp` = `iat` +
-//!   the lifetime (60 s by default, at most 300 s, Magento's hard ceiling), `jti` a fresh v4 UUID.
+//!   `byte8-ledger`, `aud` `magento`, `sub` the tenant id, `iat` = `nbf` = now minus
+//!   [`CLOCK_SKEW_BACKDATE`] (see below), `exp` = `iat` + the lifetime (60 s by default, at most
+//!   300 s, Magento's hard ceiling), `jti` a fresh v4 UUID.
 //! - [`WebhookVerifier`] checks Magento → ledger webhook tokens with the **outbound** subkey,
 //!   mirroring Magento's own verifier with the 60 s lifetime ceiling of the outbound direction.
 //!   The checks, in order (the first that fails is the one reported):
@@ -27,6 +28,19 @@
 //!   the check; no message contains the token, a claim value or a key. A host answers it with
 //!   401, which Magento's outbox dead-letters at once (byte8-spec.md 11.5); the one retryable
 //!   error, a full replay cache, should be answered with 503 so that Magento retries.
+//!
+//! # Clock skew: the ledger's tokens are backdated
+//!
+//! Magento's verifier refuses `nbf > now` with **no** leeway (it allows 30 s only on `iat`). A
+//! ledger whose clock runs even one second ahead of the store's would have every call refused
+//! with 401 for that second, and a 401 marks the tenant `token_revoked`. So [`JwtSigner`] dates
+//! `iat` and `nbf` [`CLOCK_SKEW_BACKDATE`] (5 s) in the past, which absorbs a ledger clock up to
+//! 5 s ahead of Magento's. It stays inside Magento's rules: `exp − iat` is still the configured
+//! lifetime (≤ 300 s), and `iat ≤ now + 30 s` holds a fortiori. The price is that a token is
+//! usable for 5 s less than its lifetime (55 s by default), far more than one call needs. For a
+//! lifetime under 6 s the backdate shrinks to lifetime − 1 s, so a fresh token is never already
+//! expired. Keep the ledger's clock synchronised (NTP) all the same: beyond 5 s ahead, or a
+//! lifetime behind, Magento refuses the tokens.
 //!
 //! # Why HS256 is written here rather than taken from `jsonwebtoken`
 //!
@@ -79,6 +93,10 @@ pub const MAX_WEBHOOK_TTL: Duration = Duration::from_secs(60);
 pub const LEEWAY: Duration = Duration::from_secs(30);
 /// Tokens longer than this are refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// How far in the past [`JwtSigner`] dates `iat` and `nbf`: Magento refuses `nbf > now` with no
+/// leeway, so this absorbs a ledger clock up to this much ahead of the store's (see the module
+/// docs).
+pub const CLOCK_SKEW_BACKDATE: Duration = Duration::from_secs(5);
 
 /// The claims of a token, in the order the module writes them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,16 +197,21 @@ impl JwtSigner {
         self.ttl
     }
 
-    /// The claims of a fresh token: now, and a new v4 UUID as `jti`.
+    /// The claims of a fresh token: `iat` = `nbf` = now − [`CLOCK_SKEW_BACKDATE`] (less for a
+    /// lifetime under 6 s, so that `exp` stays after now), `exp` = `iat` + the lifetime, and a new
+    /// v4 UUID as `jti`.
     pub fn claims(&self) -> Claims {
         let now = self.clock.now().timestamp();
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(60);
+        let backdate = i64::try_from(CLOCK_SKEW_BACKDATE.as_secs()).unwrap_or(0).min(ttl - 1).max(0);
+        let iat = now.saturating_sub(backdate);
         Claims {
             iss: LEDGER.to_owned(),
             sub: self.tenant_id.clone(),
             aud: MAGENTO.to_owned(),
-            iat: now,
-            nbf: now,
-            exp: now.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(60)),
+            iat,
+            nbf: iat,
+            exp: iat.saturating_add(ttl),
             jti: uuid::Uuid::new_v4().to_string(),
         }
     }
@@ -688,7 +711,8 @@ mod tests {
         let s = JwtSigner::new(keys().inbound, TENANT, clock).unwrap();
         let (a, b) = (s.claims(), s.claims());
         assert_eq!((a.iss.as_str(), a.aud.as_str(), a.sub.as_str()), ("byte8-ledger", "magento", TENANT));
-        assert_eq!((a.iat, a.nbf, a.exp), (NOW, NOW, NOW + 60));
+        // Backdated by 5 s (Magento refuses nbf > now with no leeway); 60 s from iat to exp.
+        assert_eq!((a.iat, a.nbf, a.exp), (NOW - 5, NOW - 5, NOW + 55));
         assert_ne!(a.jti, b.jti);
         assert!(uuid::Uuid::parse_str(&a.jti).is_ok());
         let s300 = s.clone().with_ttl(Duration::from_secs(300)).unwrap();
@@ -698,6 +722,47 @@ mod tests {
         assert!(JwtSigner::new(keys().outbound, TENANT, clock_dyn()).is_err());
         assert!(JwtSigner::new(keys().inbound, " ", clock_dyn()).is_err());
         assert!(WebhookVerifier::new(keys().inbound, clock_dyn(), Arc::new(MemoryReplayCache::default())).is_err());
+    }
+
+    /// Magento's verifier rules on a ledger token (`Model/Jwt/Verifier.php`, byte8-spec.md 12.3),
+    /// written out here rather than taken from the signer: `iat ≤ now + 30`, `nbf ≤ now` (no
+    /// leeway), `exp > now`, `exp − iat ≤ 300`.
+    fn magento_accepts(c: &Claims, magento_now: i64) -> bool {
+        c.iat <= magento_now + 30 && c.nbf <= magento_now && c.exp > magento_now && c.exp - c.iat <= 300
+    }
+
+    #[test]
+    fn backdating_absorbs_a_ledger_clock_a_few_seconds_ahead() {
+        for ttl in [60u64, 300] {
+            for skew in 0..=5 {
+                // The ledger's clock is `skew` seconds ahead of Magento's.
+                let ledger = Arc::new(ManualClock::new(DateTime::from_timestamp(NOW + skew, 0).unwrap()));
+                let s =
+                    JwtSigner::new(keys().inbound, TENANT, ledger).unwrap().with_ttl(Duration::from_secs(ttl)).unwrap();
+                let c = s.claims();
+                assert!(magento_accepts(&c, NOW), "ttl {ttl}, ledger {skew} s ahead: {c:?}");
+                assert_eq!(
+                    c.exp - c.iat,
+                    i64::try_from(ttl).unwrap(),
+                    "the lifetime Magento checks is the configured one"
+                );
+                assert_eq!(c.iat, c.nbf);
+            }
+            // 6 s ahead is beyond what the backdate absorbs.
+            let ledger = Arc::new(ManualClock::new(DateTime::from_timestamp(NOW + 6, 0).unwrap()));
+            let s = JwtSigner::new(keys().inbound, TENANT, ledger).unwrap().with_ttl(Duration::from_secs(ttl)).unwrap();
+            assert!(!magento_accepts(&s.claims(), NOW));
+        }
+        // A clock behind Magento's is fine too, as long as the token has not expired there.
+        let behind = Arc::new(ManualClock::new(DateTime::from_timestamp(NOW - 30, 0).unwrap()));
+        assert!(magento_accepts(&JwtSigner::new(keys().inbound, TENANT, behind).unwrap().claims(), NOW));
+        // Very short lifetimes are backdated less, so a fresh token is never already expired.
+        for ttl in 1..=7u64 {
+            let s =
+                JwtSigner::new(keys().inbound, TENANT, clock()).unwrap().with_ttl(Duration::from_secs(ttl)).unwrap();
+            let c = s.claims();
+            assert!(c.exp > NOW && c.nbf <= NOW && c.exp - c.iat == i64::try_from(ttl).unwrap(), "ttl {ttl}: {c:?}");
+        }
     }
 
     fn clock_dyn() -> Arc<dyn Clock> {

@@ -8,6 +8,8 @@
 //! # }
 //! ```
 
+pub mod service;
+
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};

@@ -1,6 +1,8 @@
 //! An in-memory [`Store`](super::Store): the reference implementation of the store traits, for
 //! tests and hosts that keep state elsewhere. Nothing survives the process.
 
+mod service;
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Mutex,
@@ -26,6 +28,8 @@ struct State {
     connections: BTreeMap<String, Connection>,
     tokens: HashMap<String, TokenSet>,
     references: HashMap<String, ReferenceData>,
+    /// Bindings, dispatch leases, the callback outbox and the replay cache (`store::service`).
+    service: service::ServiceState,
 }
 
 /// The in-memory store.
@@ -177,6 +181,8 @@ impl RunStore for MemoryStore {
             r.updated_at = result.attempt.finished_at;
             r.outcome = Some(result.outcome);
         }
+        // What the SQL stores' `runs_terminal_callback` trigger does, under the same lock.
+        service::queue_callback(&mut s, id);
         Ok(())
     }
 

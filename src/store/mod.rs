@@ -1,6 +1,7 @@
 //! Durable state below the engine: the run queue and audit trail ([`RunStore`]), the
 //! cross-reference between Magento entities and ledger records ([`XrefStore`]), and connections
-//! with their tokens ([`ConnectionStore`]).
+//! with their tokens ([`ConnectionStore`]); for the ledger service, tenant bindings, dispatch
+//! leases, the sync-state callback outbox and the webhook replay cache ([`service`]).
 //!
 //! | store | module | feature |
 //! |---|---|---|
@@ -37,6 +38,7 @@ pub mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
+pub mod service;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;

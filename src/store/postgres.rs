@@ -53,6 +53,8 @@
 //! limit in any minute) holds across every process. `now` is the database server's clock, so the
 //! workers' own clocks need not agree.
 
+mod service;
+
 use std::{borrow::Cow, collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;

@@ -12,6 +12,8 @@
 //! for several worker processes draining one queue, use the PostgreSQL store (`postgres`
 //! module, feature `postgres`).
 
+mod service;
+
 use std::{collections::BTreeMap, path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use async_trait::async_trait;

@@ -1,0 +1,66 @@
+-- byte8-ledger-core 0002 (PostgreSQL): the ledger service (src/service): tenant bindings, the
+-- webhook replay cache shared by every service process, per-business dispatch leases and the
+-- sync-state callback outbox. Same tables and meaning as migrations/sqlite/0002_service.sql.
+
+CREATE TABLE bindings (
+    tenant_id                 TEXT COLLATE "C" PRIMARY KEY,
+    scope                     TEXT COLLATE "C" NOT NULL,
+    magento_base_url          TEXT        NOT NULL,
+    ledger_base_url           TEXT,
+    -- AES-256-GCM under LEDGER_MASTER_KEY, bound to the tenant id (`v1:` + base64).
+    api_key                   TEXT        NOT NULL,
+    policy                    TEXT        NOT NULL,
+    status                    TEXT        NOT NULL CHECK (status IN ('active', 'revoked')),
+    magento_connection_status TEXT        NOT NULL
+        CHECK (magento_connection_status IN ('pending', 'active', 'token_revoked')),
+    paired_at                 TIMESTAMPTZ NOT NULL,
+    created_at                TIMESTAMPTZ NOT NULL,
+    updated_at                TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX bindings_by_scope ON bindings (scope, status);
+
+-- Webhook `jti`s seen (hex SHA-256 of tenant id and jti) until their token expires (unix seconds).
+CREATE TABLE replay_cache (
+    key        TEXT COLLATE "C" PRIMARY KEY,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX replay_cache_by_expiry ON replay_cache (expires_at);
+
+-- One worker at a time drains a business's queue.
+CREATE TABLE dispatch_leases (
+    scope       TEXT COLLATE "C" PRIMARY KEY,
+    holder      TEXT        NOT NULL,
+    lease_until TIMESTAMPTZ NOT NULL
+);
+
+-- Sync-state callbacks not delivered yet: one row per run, written by the trigger below in the
+-- same transaction as the run's terminal status.
+CREATE TABLE callbacks (
+    run_id     BIGINT PRIMARY KEY REFERENCES runs (id),
+    scope      TEXT COLLATE "C" NOT NULL,
+    generation BIGINT      NOT NULL,
+    due_at     TIMESTAMPTZ NOT NULL,
+    attempts   BIGINT      NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX callbacks_due ON callbacks (scope, due_at);
+
+CREATE FUNCTION byte8_runs_terminal_callback() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.status IN ('synced', 'skipped', 'dead_lettered')
+        AND EXISTS (SELECT 1 FROM bindings WHERE bindings.scope = NEW.scope AND bindings.status = 'active') THEN
+        INSERT INTO callbacks (run_id, scope, generation, due_at, attempts, last_error, created_at)
+        VALUES (NEW.id, NEW.scope, 1, NEW.updated_at, 0, NULL, NEW.updated_at)
+        ON CONFLICT (run_id) DO UPDATE SET generation = callbacks.generation + 1, due_at = EXCLUDED.due_at,
+            attempts = 0, last_error = NULL;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER runs_terminal_callback AFTER UPDATE OF status ON runs
+    FOR EACH ROW EXECUTE FUNCTION byte8_runs_terminal_callback();
+
+-- What the status route reads: the runs of one Magento entity.
+CREATE INDEX runs_by_entity ON runs (scope, magento_entity_id);

@@ -1,0 +1,261 @@
+//! The conformance suite of the service's stores ([`crate::store::service`]): bindings, the
+//! replay cache, dispatch leases, the callback outbox and the health counters, run against every
+//! [`ServiceStore`] (memory, SQLite, PostgreSQL). Each function panics with a message naming the
+//! behaviour when the store gets it wrong.
+//!
+//! ```no_run
+//! # async fn demo(store: &dyn byte8_ledger_core::store::service::ServiceStore) {
+//! byte8_ledger_core::store::conformance::service::run_all(store, "my-test-scope").await;
+//! # }
+//! ```
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{new_run, result, t0};
+use crate::{
+    magento::{ApiKey, ConnectionStatus},
+    policy::SyncPolicy,
+    store::{
+        Dedupe, RunStatus,
+        service::{Binding, BindingStatus, ServiceStore},
+    },
+};
+
+/// A tenant id derived from a scope (scopes may hold characters tenant ids may not).
+fn tenant_of(scope: &str) -> String {
+    let t: String = scope.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+    format!("{t}-tenant")
+}
+
+fn binding(tenant: &str, scope: &str, key: &str, at: DateTime<Utc>) -> Binding {
+    let policy = SyncPolicy::from_json(r#"{"invoice_number_prefix":"MAG-","default_tax_rate_id":"GB_STANDARD"}"#)
+        .expect("a valid policy");
+    let mut b = Binding::new(tenant, scope, "https://shop.example.com", ApiKey::new(key).expect("a key"), policy, at)
+        .expect("a valid binding");
+    b.ledger_base_url = Some("https://ledger.example.com".into());
+    b
+}
+
+/// Bindings round-trip (the key and the policy included), re-pairing replaces the key and keeps
+/// `created_at`, statuses change, and a Magento status seen with an old pairing changes nothing.
+pub async fn bindings_round_trip(store: &dyn ServiceStore, scope: &str) {
+    let tenant = tenant_of(scope);
+    assert!(store.binding(&tenant).await.expect("binding").is_none(), "bindings_round_trip: unknown tenant");
+    let first = binding(&tenant, scope, "key-one", t0());
+    store.put_binding(&first).await.expect("put binding");
+    let got = store.binding(&tenant).await.expect("binding").expect("bindings_round_trip: stored");
+    assert_eq!(got.api_key.expose_secret(), "key-one", "bindings_round_trip: the key");
+    assert_eq!(got.policy, first.policy, "bindings_round_trip: the policy");
+    assert_eq!(got.policy.invoice_number_prefix.as_deref(), Some("MAG-"));
+    assert_eq!(
+        (got.scope.as_str(), got.magento_base_url.as_str(), got.ledger_base_url.as_deref()),
+        (scope, "https://shop.example.com", Some("https://ledger.example.com")),
+        "bindings_round_trip: the fields"
+    );
+    assert_eq!((got.status, got.magento_status), (BindingStatus::Active, ConnectionStatus::Active));
+    assert_eq!((got.paired_at, got.created_at), (t0(), t0()), "bindings_round_trip: times");
+    let listed = store.bindings().await.expect("bindings");
+    assert_eq!(
+        listed.iter().find(|b| b.tenant_id == tenant),
+        Some(&got.info()),
+        "bindings_round_trip: listed without the key"
+    );
+
+    // Disconnect, then pair again with a new key.
+    assert!(store.set_binding_status(&tenant, BindingStatus::Revoked, t0()).await.expect("status"));
+    assert_eq!(store.binding(&tenant).await.expect("binding").map(|b| b.status), Some(BindingStatus::Revoked));
+    let later = t0() + Duration::minutes(10);
+    let mut second = binding(&tenant, scope, "key-two", later);
+    second.magento_status = ConnectionStatus::Pending;
+    store.put_binding(&second).await.expect("put binding");
+    let got = store.binding(&tenant).await.expect("binding").expect("stored");
+    assert_eq!(got.api_key.expose_secret(), "key-two", "bindings_round_trip: pairing again replaces the key");
+    assert_eq!(got.status, BindingStatus::Active, "bindings_round_trip: pairing again reactivates");
+    assert_eq!((got.paired_at, got.created_at), (later, t0()), "bindings_round_trip: created_at is kept");
+
+    // A 401 seen with the first pairing's key must not mark the second pairing.
+    let stale =
+        store.set_magento_status(&tenant, t0(), ConnectionStatus::TokenRevoked, later).await.expect("magento status");
+    assert!(!stale, "bindings_round_trip: a status of an old pairing is ignored");
+    assert_eq!(
+        store.binding(&tenant).await.expect("binding").map(|b| b.magento_status),
+        Some(ConnectionStatus::Pending)
+    );
+    assert!(store.set_magento_status(&tenant, later, ConnectionStatus::TokenRevoked, later).await.expect("status"));
+    assert_eq!(
+        store.binding(&tenant).await.expect("binding").map(|b| b.magento_status),
+        Some(ConnectionStatus::TokenRevoked)
+    );
+    assert!(!store.set_binding_status("no-such-tenant-x", BindingStatus::Revoked, later).await.expect("status"));
+    assert!(!format!("{got:?}").contains("key-two"), "bindings_round_trip: Debug of a binding shows its key");
+}
+
+/// A `jti` is accepted once until it expires, then may be recorded again.
+pub async fn replay_cache_refuses_replays_until_expiry(store: &dyn ServiceStore, scope: &str) {
+    let jti = format!("{scope}:{}", uuid::Uuid::new_v4());
+    let now = 1_795_000_000;
+    assert!(store.check_and_record(&jti, now + 60, now).await.expect("record"), "replay cache: first sight");
+    assert!(!store.check_and_record(&jti, now + 60, now + 1).await.expect("record"), "replay cache: a replay");
+    assert!(!store.check_and_record(&jti, now + 60, now + 59).await.expect("record"), "replay cache: still live");
+    let other = format!("{jti}-other");
+    assert!(store.check_and_record(&other, now + 60, now).await.expect("record"), "replay cache: jtis do not mix");
+    assert!(
+        store.check_and_record(&jti, now + 120, now + 60).await.expect("record"),
+        "replay cache: an expired entry may be recorded again"
+    );
+    assert!(!store.check_and_record(&jti, now + 120, now + 61).await.expect("record"));
+    // Concurrent recorders of one jti: exactly one wins.
+    let race = format!("{jti}-race");
+    let wins = futures::future::join_all((0..8).map(|_| store.check_and_record(&race, now + 60, now))).await;
+    let wins = wins.into_iter().map(|r| r.expect("record")).filter(|w| *w).count();
+    assert_eq!(wins, 1, "replay cache: concurrent recorders of one jti");
+}
+
+/// One holder at a time; the holder renews; an expired lease is taken over; release is the
+/// holder's only.
+pub async fn dispatch_leases_are_exclusive(store: &dyn ServiceStore, scope: &str) {
+    let (a, b) = ("worker-a", "worker-b");
+    let until = t0() + Duration::seconds(30);
+    assert!(store.acquire_dispatch(scope, a, t0(), until).await.expect("acquire"), "leases: free");
+    assert!(
+        !store.acquire_dispatch(scope, b, t0() + Duration::seconds(1), until).await.expect("acquire"),
+        "leases: held"
+    );
+    assert!(
+        store
+            .acquire_dispatch(scope, a, t0() + Duration::seconds(20), t0() + Duration::seconds(60))
+            .await
+            .expect("acquire"),
+        "leases: the holder renews"
+    );
+    assert!(
+        !store
+            .acquire_dispatch(scope, b, t0() + Duration::seconds(45), t0() + Duration::seconds(90))
+            .await
+            .expect("acquire"),
+        "leases: the renewal counts"
+    );
+    assert!(
+        store
+            .acquire_dispatch(scope, b, t0() + Duration::seconds(60), t0() + Duration::seconds(90))
+            .await
+            .expect("acquire"),
+        "leases: an expired lease is taken over"
+    );
+    store.release_dispatch(scope, a).await.expect("release");
+    assert!(
+        !store
+            .acquire_dispatch(scope, a, t0() + Duration::seconds(61), t0() + Duration::seconds(90))
+            .await
+            .expect("acquire"),
+        "leases: a former holder cannot release the new holder's lease"
+    );
+    store.release_dispatch(scope, b).await.expect("release");
+    assert!(store.acquire_dispatch(scope, a, t0() + Duration::seconds(62), until).await.expect("acquire"));
+    assert!(
+        store.acquire_dispatch(&format!("{scope}-other"), b, t0(), until).await.expect("acquire"),
+        "leases: per business"
+    );
+    // Racing for a free lease: one winner.
+    let race = format!("{scope}-race");
+    let holders: Vec<String> = (0..6).map(|i| format!("racer-{i}")).collect();
+    let wins = futures::future::join_all(holders.iter().map(|h| store.acquire_dispatch(&race, h, t0(), until))).await;
+    assert_eq!(wins.into_iter().map(|r| r.expect("acquire")).filter(|w| *w).count(), 1, "leases: one racer wins");
+}
+
+/// A terminal outcome queues one callback (with an active binding only), which is claimed
+/// once, retried after a failure, removed once sent; a run finished again gets a new generation
+/// that an older send does not clear.
+pub async fn callbacks_follow_terminal_runs(store: &dyn ServiceStore, scope: &str) {
+    let key = "invoice.created:7001";
+    let lease = |s: i64| t0() + Duration::seconds(s);
+    // Without a binding: no callback.
+    let id =
+        store.enqueue(new_run(scope, "invoice.created:7000", "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
+    store.finish(id, result("invoice.created:7000", RunStatus::Synced, 1, None)).await.expect("finish");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: none without a binding");
+
+    store.put_binding(&binding(&tenant_of(scope), scope, "k", t0())).await.expect("put binding");
+    let id = store.enqueue(new_run(scope, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
+    // A retryable failure is not terminal: no callback.
+    store.finish(id, result(key, RunStatus::Queued, 1, Some(t0()))).await.expect("finish");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: none for a retry");
+    store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
+    store.finish(id, result(key, RunStatus::DeadLettered, 2, None)).await.expect("finish");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 1, "callbacks: one for the terminal outcome");
+
+    let got = store.claim_callbacks(scope, lease(5), lease(35), 10).await.expect("claim callbacks");
+    assert_eq!(got.len(), 1, "callbacks: claimed");
+    let (generation, run) = (got[0].generation, &got[0].run);
+    assert_eq!((run.id, run.status), (id, RunStatus::DeadLettered), "callbacks: the run comes with it");
+    assert!(run.outcome.is_some(), "callbacks: with its outcome");
+    assert!(
+        store.claim_callbacks(scope, lease(10), lease(40), 10).await.expect("claim").is_empty(),
+        "callbacks: a claimed callback is leased"
+    );
+    let again = store.claim_callbacks(scope, lease(35), lease(65), 10).await.expect("claim");
+    assert_eq!(again.len(), 1, "callbacks: due again when its lease expires");
+    store.callback_failed(id, generation, lease(100), "HTTP 503").await.expect("failed");
+    assert!(store.claim_callbacks(scope, lease(99), lease(130), 10).await.expect("claim").is_empty());
+    let retried = store.claim_callbacks(scope, lease(100), lease(130), 10).await.expect("claim");
+    assert_eq!(retried.first().map(|c| c.attempts), Some(1), "callbacks: the failure is counted");
+
+    // Requeued and finished again: a new generation, which the old one's delivery leaves.
+    assert!(store.requeue(scope, key, lease(101)).await.expect("requeue"), "callbacks: requeued");
+    store.claim_run(id, lease(101), lease(160)).await.expect("claim").expect("claimable");
+    store.finish(id, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
+    store.callback_sent(id, generation).await.expect("sent");
+    let newer = store.claim_callbacks(scope, lease(200), lease(230), 10).await.expect("claim");
+    assert_eq!(newer.len(), 1, "callbacks: an older delivery does not clear a newer outcome");
+    assert!(newer[0].generation > generation, "callbacks: a new generation");
+    assert_eq!(newer[0].attempts, 0, "callbacks: a new generation starts afresh");
+    store.callback_sent(id, newer[0].generation).await.expect("sent");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: delivered");
+
+    // A revoked binding stops new callbacks.
+    store.set_binding_status(&tenant_of(scope), BindingStatus::Revoked, lease(300)).await.expect("revoke");
+    let id =
+        store.enqueue(new_run(scope, "invoice.created:7002", "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
+    store.finish(id, result("invoice.created:7002", RunStatus::Skipped, 1, None)).await.expect("finish");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: none once revoked");
+}
+
+/// The health counters and the runs of one entity.
+pub async fn health_counters_and_entity_runs(store: &dyn ServiceStore, scope: &str) {
+    let empty = store.dispatch_stats(scope, t0()).await.expect("stats");
+    assert_eq!((empty.pending, empty.failed_since, empty.last_run_at), (0, 0, None), "stats: empty scope");
+    let a = store.enqueue(new_run(scope, "invoice.created:8001", "a"), Dedupe::Permanent).await.expect("enqueue");
+    let b = store.enqueue(new_run(scope, "invoice.paid:8001", "b"), Dedupe::Permanent).await.expect("enqueue");
+    store.enqueue(new_run(scope, "creditmemo.created:8001", "c"), Dedupe::Permanent).await.expect("enqueue");
+    store.enqueue(new_run(scope, "invoice.created:8002", "d"), Dedupe::Permanent).await.expect("enqueue");
+    store.claim_run(a.run_id(), t0(), t0() + Duration::seconds(60)).await.expect("claim");
+    store.finish(a.run_id(), result("invoice.created:8001", RunStatus::Synced, 1, None)).await.expect("finish");
+    store.claim_run(b.run_id(), t0(), t0() + Duration::seconds(60)).await.expect("claim");
+    store.finish(b.run_id(), result("invoice.paid:8001", RunStatus::DeadLettered, 1, None)).await.expect("finish");
+    // The attempts of `result` finish one second after t0.
+    let stats = store.dispatch_stats(scope, t0()).await.expect("stats");
+    assert_eq!(stats.pending, 2, "stats: queued runs are pending");
+    assert_eq!(stats.failed_since, 1, "stats: dead letters since");
+    assert_eq!(stats.last_run_at, Some(t0() + Duration::seconds(1)), "stats: last terminal run");
+    let later = store.dispatch_stats(scope, t0() + Duration::seconds(2)).await.expect("stats");
+    assert_eq!(later.failed_since, 0, "stats: older dead letters are not counted");
+    let runs = store.entity_runs(scope, &["invoice.created", "invoice.paid"], 8001).await.expect("entity runs");
+    assert_eq!(
+        runs.iter().map(|r| r.idempotency_key.as_str()).collect::<Vec<_>>(),
+        ["invoice.created:8001", "invoice.paid:8001"],
+        "entity runs: the events asked for, oldest first"
+    );
+    assert!(store.entity_runs(&format!("{scope}-x"), &["invoice.created"], 8001).await.expect("runs").is_empty());
+}
+
+/// Every behaviour, each under its own sub-scope of `scope`.
+pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
+    bindings_round_trip(store, &format!("{scope}-bindings")).await;
+    replay_cache_refuses_replays_until_expiry(store, &format!("{scope}-replay")).await;
+    dispatch_leases_are_exclusive(store, &format!("{scope}-leases")).await;
+    callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;
+    health_counters_and_entity_runs(store, &format!("{scope}-health")).await;
+}

@@ -1,0 +1,322 @@
+//! The service's stores on PostgreSQL ([`super::super::service`]): bindings, dispatch leases, the
+//! callback outbox (filled by the `runs_terminal_callback` trigger of `0002_service.sql`, in the
+//! transaction that finishes the run) and the webhook replay cache shared by every process.
+//!
+//! - A dispatch lease is one `INSERT … ON CONFLICT DO UPDATE … WHERE` (the holder renews, anyone
+//!   takes over an expired lease): row locking makes two processes racing for it serialise, and
+//!   the loser's `WHERE` fails.
+//! - Callbacks are claimed like runs: a `MATERIALIZED` CTE selecting due rows `FOR UPDATE SKIP
+//!   LOCKED`, updated to the lease in the same statement.
+//! - The replay cache is one `INSERT … ON CONFLICT DO UPDATE … WHERE expires_at <= now`: of two
+//!   processes recording the same `jti` at once, the second waits for the first's row and then
+//!   changes nothing (a replay).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Row, postgres::PgRow};
+
+use super::{PostgresStore, db, opt_text, run_from, text};
+use crate::{
+    error::{Error, Result},
+    magento::{ConnectionStatus, ReplayCache},
+    store::{
+        Run, RunId,
+        service::{
+            Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
+            open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
+        },
+    },
+};
+
+fn info_from(row: &PgRow) -> Result<BindingInfo> {
+    let status: String = row.try_get("status").map_err(db)?;
+    let magento: String = row.try_get("magento_connection_status").map_err(db)?;
+    Ok(BindingInfo {
+        tenant_id: row.try_get("tenant_id").map_err(db)?,
+        scope: row.try_get("scope").map_err(db)?,
+        magento_base_url: row.try_get("magento_base_url").map_err(db)?,
+        status: BindingStatus::parse(&status)
+            .ok_or_else(|| Error::database(format!("unknown binding status {status}"), false, None))?,
+        magento_status: parse_connection_status(&magento)
+            .ok_or_else(|| Error::database(format!("unknown Magento connection status {magento}"), false, None))?,
+        paired_at: row.try_get("paired_at").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        updated_at: row.try_get("updated_at").map_err(db)?,
+    })
+}
+
+impl PostgresStore {
+    fn binding_from(&self, row: &PgRow) -> Result<Binding> {
+        let tenant_id: String = row.try_get("tenant_id").map_err(db)?;
+        let sealed: String = row.try_get("api_key").map_err(db)?;
+        let policy: String = row.try_get("policy").map_err(db)?;
+        let status: String = row.try_get("status").map_err(db)?;
+        let magento: String = row.try_get("magento_connection_status").map_err(db)?;
+        Ok(Binding {
+            api_key: open_api_key(self.key()?, &tenant_id, &sealed)?,
+            policy: read_policy(&tenant_id, &policy)?,
+            status: BindingStatus::parse(&status)
+                .ok_or_else(|| Error::database(format!("unknown binding status {status}"), false, None))?,
+            magento_status: parse_connection_status(&magento)
+                .ok_or_else(|| Error::database(format!("unknown Magento connection status {magento}"), false, None))?,
+            scope: row.try_get("scope").map_err(db)?,
+            magento_base_url: row.try_get("magento_base_url").map_err(db)?,
+            ledger_base_url: row.try_get("ledger_base_url").map_err(db)?,
+            paired_at: row.try_get("paired_at").map_err(db)?,
+            created_at: row.try_get("created_at").map_err(db)?,
+            updated_at: row.try_get("updated_at").map_err(db)?,
+            tenant_id,
+        })
+    }
+}
+
+#[async_trait]
+impl BindingStore for PostgresStore {
+    async fn put_binding(&self, b: &Binding) -> Result<()> {
+        let sealed = seal_api_key(self.key()?, &b.tenant_id, &b.api_key)?;
+        let policy = write_policy(&b.policy)?;
+        sqlx::query(
+            "INSERT INTO bindings (tenant_id, scope, magento_base_url, ledger_base_url, api_key, policy, status, \
+             magento_connection_status, paired_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (tenant_id) DO UPDATE SET scope = excluded.scope, magento_base_url = excluded.magento_base_url, \
+             ledger_base_url = excluded.ledger_base_url, api_key = excluded.api_key, policy = excluded.policy, \
+             status = excluded.status, magento_connection_status = excluded.magento_connection_status, \
+             paired_at = excluded.paired_at, updated_at = excluded.updated_at",
+        )
+        .bind(text(&b.tenant_id))
+        .bind(text(&b.scope))
+        .bind(text(&b.magento_base_url))
+        .bind(opt_text(b.ledger_base_url.as_deref()))
+        .bind(sealed)
+        .bind(text(&policy))
+        .bind(b.status.as_str())
+        .bind(b.magento_status.as_str())
+        .bind(b.paired_at)
+        .bind(b.created_at)
+        .bind(b.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn binding(&self, tenant_id: &str) -> Result<Option<Binding>> {
+        let row = sqlx::query("SELECT * FROM bindings WHERE tenant_id = $1")
+            .bind(text(tenant_id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(|r| self.binding_from(r)).transpose()
+    }
+
+    async fn bindings(&self) -> Result<Vec<BindingInfo>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, scope, magento_base_url, status, magento_connection_status, paired_at, created_at, \
+             updated_at FROM bindings ORDER BY tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(info_from).collect()
+    }
+
+    async fn set_binding_status(&self, tenant_id: &str, status: BindingStatus, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query("UPDATE bindings SET status = $1, updated_at = $2 WHERE tenant_id = $3")
+            .bind(status.as_str())
+            .bind(now)
+            .bind(text(tenant_id))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_magento_status(
+        &self,
+        tenant_id: &str,
+        paired_at: DateTime<Utc>,
+        status: ConnectionStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE bindings SET magento_connection_status = $1, updated_at = $2 WHERE tenant_id = $3 AND paired_at = $4",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(text(tenant_id))
+        .bind(paired_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl DispatchStore for PostgresStore {
+    async fn acquire_dispatch(
+        &self,
+        scope: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO dispatch_leases AS l (scope, holder, lease_until) VALUES ($1, $2, $4) \
+             ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+             WHERE l.holder = excluded.holder OR l.lease_until <= $3",
+        )
+        .bind(text(scope))
+        .bind(text(holder))
+        .bind(now)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_dispatch(&self, scope: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2")
+            .bind(text(scope))
+            .bind(text(holder))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn claim_callbacks(
+        &self,
+        scope: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingCallback>> {
+        let rows = sqlx::query(
+            "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks WHERE scope = $1 AND due_at <= $2 \
+               ORDER BY due_at, run_id LIMIT $4 FOR UPDATE SKIP LOCKED), \
+             claimed AS (UPDATE callbacks c SET due_at = $3 FROM next WHERE c.run_id = next.run_id \
+               RETURNING c.run_id, c.generation, c.attempts) \
+             SELECT claimed.generation AS cb_generation, claimed.attempts AS cb_attempts, runs.* \
+             FROM claimed JOIN runs ON runs.id = claimed.run_id ORDER BY runs.id",
+        )
+        .bind(text(scope))
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let attempts: i64 = row.try_get("cb_attempts").map_err(db)?;
+                Ok(PendingCallback {
+                    run: run_from(row)?,
+                    generation: row.try_get("cb_generation").map_err(db)?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    async fn callback_sent(&self, run: RunId, generation: i64) -> Result<()> {
+        sqlx::query("DELETE FROM callbacks WHERE run_id = $1 AND generation = $2")
+            .bind(run)
+            .bind(generation)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn callback_failed(&self, run: RunId, generation: i64, next_at: DateTime<Utc>, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE callbacks SET due_at = $1, attempts = attempts + 1, last_error = $2 \
+             WHERE run_id = $3 AND generation = $4",
+        )
+        .bind(next_at)
+        .bind(text(error))
+        .bind(run)
+        .bind(generation)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn pending_callbacks(&self, scope: &str) -> Result<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM callbacks WHERE scope = $1")
+            .bind(text(scope))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .try_get("n")
+            .map_err(db)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn dispatch_stats(&self, scope: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
+        let row = sqlx::query(
+            "SELECT \
+               COUNT(*) FILTER (WHERE status IN ('queued', 'running')) AS pending, \
+               COUNT(*) FILTER (WHERE status = 'dead_lettered' AND updated_at >= $2) AS failed, \
+               MAX(updated_at) FILTER (WHERE status IN ('synced', 'skipped', 'dead_lettered')) AS last_run_at \
+             FROM runs WHERE scope = $1",
+        )
+        .bind(text(scope))
+        .bind(failed_since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let pending: i64 = row.try_get("pending").map_err(db)?;
+        let failed: i64 = row.try_get("failed").map_err(db)?;
+        Ok(DispatchStats {
+            pending: u64::try_from(pending).unwrap_or(0),
+            failed_since: u64::try_from(failed).unwrap_or(0),
+            last_run_at: row.try_get("last_run_at").map_err(db)?,
+        })
+    }
+
+    async fn entity_runs(&self, scope: &str, events: &[&str], magento_entity_id: u64) -> Result<Vec<Run>> {
+        let Ok(id) = i64::try_from(magento_entity_id) else { return Ok(Vec::new()) };
+        let events: Vec<String> = events.iter().map(|e| (*e).to_owned()).collect();
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE scope = $1 AND magento_entity_id = $2 AND event = ANY($3) ORDER BY id",
+        )
+        .bind(text(scope))
+        .bind(id)
+        .bind(events)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(run_from).collect()
+    }
+}
+
+#[async_trait]
+impl ReplayCache for PostgresStore {
+    /// One upsert (see the module docs); expired keys are purged a hundred at a time on the way.
+    async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool> {
+        sqlx::query(
+            "DELETE FROM replay_cache WHERE key IN \
+             (SELECT key FROM replay_cache WHERE expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        let done = sqlx::query(
+            "INSERT INTO replay_cache AS r (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE \
+             SET expires_at = excluded.expires_at WHERE r.expires_at <= $3",
+        )
+        .bind(replay_key(jti))
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}

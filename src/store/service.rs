@@ -1,0 +1,445 @@
+//! What the ledger service ([`crate::service`], feature `service`) keeps beside the run queue, in
+//! the same database so that every service process sharing it sees the same state:
+//!
+//! - [`BindingStore`]: the **tenant bindings**, one per paired Magento store: its tenant id, base
+//!   URL, master `api_key` (a secret, sealed with AES-256-GCM under the store's
+//!   [`MasterKey`](super::crypto::MasterKey) like the tokens, never shown by `Debug`, logs or
+//!   errors), the ledger business it posts to (the scope of its runs and cross-reference), its
+//!   sync policy, its status (`active | revoked`) and the Magento connection status
+//!   (`pending | active | token_revoked`).
+//! - [`DispatchStore`]: what the workers coordinate through. A **dispatch lease** per business
+//!   (one worker at a time drains a business's queue, see [`crate::service`] for why); the
+//!   **sync-state callback outbox**, one row per run whose terminal outcome Magento has not been
+//!   told yet; the health counters; the runs of one Magento entity.
+//! - [`ReplayCache`]: the webhook `jti`s seen, until they expire, so that a token replayed to
+//!   another service process is refused too.
+//!
+//! # The callback outbox is written with the terminal outcome
+//!
+//! The callback must survive a crash between the terminal outcome and the POST to Magento, so
+//! the outbox row is written **in the same transaction** as the run's terminal status: in SQLite
+//! and PostgreSQL by a trigger on `runs` (`migrations/*/0002_service.sql`: after an update of
+//! `status` to `synced`, `skipped` or `dead_lettered` in a business with an active binding), in
+//! the memory store by [`RunStore::finish`](super::RunStore::finish) itself. A run finished
+//! again after a requeue gets a new row generation, and a callback sent for an older generation
+//! never clears the newer one. Runs of businesses without an active binding (the `sync` command's)
+//! get no row.
+//!
+//! Every implementation passes `conformance::service` (memory, SQLite, PostgreSQL).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Run, RunId, Store};
+use crate::{
+    error::{Error, FieldError, Result},
+    magento::{ApiKey, ConnectionStatus, ReplayCache},
+    policy::SyncPolicy,
+};
+
+/// Whether a binding dispatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingStatus {
+    /// Paired: webhooks are accepted and its runs dispatched.
+    Active,
+    /// Disconnected: webhooks are refused (401) and nothing is dispatched; its runs and
+    /// cross-reference are kept.
+    Revoked,
+}
+
+impl BindingStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Active, Self::Revoked].into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for BindingStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses the stored spelling of a [`ConnectionStatus`].
+pub fn parse_connection_status(s: &str) -> Option<ConnectionStatus> {
+    [ConnectionStatus::Pending, ConnectionStatus::Active, ConnectionStatus::TokenRevoked]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+}
+
+/// The longest tenant id (it is a path segment of the webhook URL).
+pub const TENANT_ID_MAX: usize = 128;
+
+/// Checks a tenant id: 1 to [`TENANT_ID_MAX`] characters of `A–Z a–z 0–9 . _ -` (it appears in
+/// the webhook URL and in every token's `sub`).
+///
+/// # Errors
+/// A [`FieldError`] on `tenant_id` naming the rule.
+pub fn check_tenant_id(tenant_id: &str) -> std::result::Result<(), FieldError> {
+    if tenant_id.is_empty() {
+        return Err(FieldError::new("tenant_id", "required"));
+    }
+    if tenant_id.len() > TENANT_ID_MAX {
+        return Err(FieldError::new("tenant_id", format!("at most {TENANT_ID_MAX} characters")));
+    }
+    if !tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return Err(FieldError::new("tenant_id", "only letters, digits, `.`, `_` and `-`"));
+    }
+    Ok(())
+}
+
+/// A time at the stores' precision (microseconds), so that it compares equal after a round trip.
+pub fn at_store_precision(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+/// One paired Magento store.
+#[derive(Clone)]
+pub struct Binding {
+    /// The tenant id: the webhook URL's segment and every token's `sub`.
+    pub tenant_id: String,
+    /// The ledger business its events post to (the scope of its runs and cross-reference).
+    pub scope: String,
+    /// The store's base URL, normalised (`https://shop.example.com`).
+    pub magento_base_url: String,
+    /// The ledger base URL given to Magento at pairing (where it sends webhooks), if recorded.
+    pub ledger_base_url: Option<String>,
+    /// The master key shared with Magento (a secret).
+    pub api_key: ApiKey,
+    /// The sync policy, snapshotted into each run at enqueue time (byte8-spec.md 1.4).
+    pub policy: SyncPolicy,
+    /// Active or revoked.
+    pub status: BindingStatus,
+    /// The ledger's view of its calls to Magento (the health feed's `magento_connection_status`).
+    pub magento_status: ConnectionStatus,
+    /// When the current key was paired (a re-pairing changes it).
+    pub paired_at: DateTime<Utc>,
+    /// When the tenant was first stored.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Binding")
+            .field("tenant_id", &self.tenant_id)
+            .field("scope", &self.scope)
+            .field("magento_base_url", &self.magento_base_url)
+            .field("ledger_base_url", &self.ledger_base_url)
+            .field("status", &self.status)
+            .field("magento_status", &self.magento_status)
+            .field("paired_at", &self.paired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Binding {
+    /// A new active binding, paired `now`, Magento status `active` (Magento accepted the key).
+    /// The base URL is normalised as the Magento client reads it.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming every refused field: `tenant_id` (see [`check_tenant_id`]),
+    /// `scope` (required), `magento_base_url` (an absolute `https` URL, `http` only on loopback).
+    pub fn new(
+        tenant_id: &str,
+        scope: &str,
+        magento_base_url: &str,
+        api_key: ApiKey,
+        policy: SyncPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Self> {
+        let mut errors = Vec::new();
+        let tenant_id = tenant_id.trim();
+        if let Err(e) = check_tenant_id(tenant_id) {
+            errors.push(e);
+        }
+        let scope = scope.trim();
+        if scope.is_empty() {
+            errors.push(FieldError::new("scope", "required (the ledger business id)"));
+        }
+        let base =
+            crate::magento::magento_base_url("magento_base_url", magento_base_url).map_err(|e| errors.push(e)).ok();
+        let Some(base) = base.filter(|_| errors.is_empty()) else {
+            return Err(Error::Invalid { what: "tenant binding", errors });
+        };
+        let now = at_store_precision(now);
+        Ok(Self {
+            tenant_id: tenant_id.to_owned(),
+            scope: scope.to_owned(),
+            magento_base_url: base.as_str().trim_end_matches('/').to_owned(),
+            ledger_base_url: None,
+            api_key,
+            policy,
+            status: BindingStatus::Active,
+            magento_status: ConnectionStatus::Active,
+            paired_at: now,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// True when webhooks are accepted and runs dispatched.
+    pub fn is_active(&self) -> bool {
+        self.status == BindingStatus::Active
+    }
+
+    /// What [`BindingStore::bindings`] lists of it.
+    pub fn info(&self) -> BindingInfo {
+        BindingInfo {
+            tenant_id: self.tenant_id.clone(),
+            scope: self.scope.clone(),
+            magento_base_url: self.magento_base_url.clone(),
+            status: self.status,
+            magento_status: self.magento_status,
+            paired_at: self.paired_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// A binding without its secret: what listing tenants needs (no master key, no decryption, so
+/// one row that does not open cannot hide the others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingInfo {
+    /// The tenant id.
+    pub tenant_id: String,
+    /// The ledger business.
+    pub scope: String,
+    /// The store's base URL.
+    pub magento_base_url: String,
+    /// Active or revoked.
+    pub status: BindingStatus,
+    /// The Magento connection status.
+    pub magento_status: ConnectionStatus,
+    /// When the current key was paired.
+    pub paired_at: DateTime<Utc>,
+    /// When the tenant was first stored.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl BindingInfo {
+    /// True when webhooks are accepted and runs dispatched.
+    pub fn is_active(&self) -> bool {
+        self.status == BindingStatus::Active
+    }
+}
+
+/// The additional authenticated data binding a sealed `api_key` to its tenant: a ciphertext
+/// copied to another tenant's row does not open.
+fn api_key_aad(tenant_id: &str) -> Vec<u8> {
+    format!("byte8-ledger:api_key:{tenant_id}").into_bytes()
+}
+
+/// Seals a tenant's `api_key` for storage (AES-256-GCM, `v1:` + base64).
+///
+/// # Errors
+/// [`Error::Internal`] if encryption fails (it does not for valid inputs).
+pub(crate) fn seal_api_key(key: &super::crypto::MasterKey, tenant_id: &str, api_key: &ApiKey) -> Result<String> {
+    key.seal(api_key.expose_secret().as_bytes(), &api_key_aad(tenant_id))
+}
+
+/// Opens what [`seal_api_key`] sealed.
+///
+/// # Errors
+/// [`Error::Config`] naming `LEDGER_MASTER_KEY` when the key differs or the row was altered or
+/// moved to another tenant (the message never holds the key).
+pub(crate) fn open_api_key(key: &super::crypto::MasterKey, tenant_id: &str, sealed: &str) -> Result<ApiKey> {
+    let plain = key.open(sealed, &api_key_aad(tenant_id)).map_err(|_| {
+        Error::config(
+            super::crypto::MASTER_KEY_ENV,
+            format!(
+                "cannot decrypt the stored api_key of tenant {tenant_id}: the master key differs from the one it was \
+                 stored with, or the row was altered"
+            ),
+        )
+    })?;
+    let text = std::str::from_utf8(&plain)
+        .map_err(|_| Error::database(format!("the stored api_key of tenant {tenant_id} is not text"), false, None))?;
+    ApiKey::new(text)
+}
+
+/// Reads a stored policy (it was checked when stored; a row that no longer reads is an error
+/// naming the tenant and the field).
+///
+/// # Errors
+/// [`Error::Database`] carrying the policy error.
+pub(crate) fn read_policy(tenant_id: &str, json: &str) -> Result<SyncPolicy> {
+    SyncPolicy::from_json(json).map_err(|e| {
+        Error::database(format!("the stored policy of tenant {tenant_id} does not read: {e}"), false, None)
+    })
+}
+
+/// Serialises a policy for storage.
+///
+/// # Errors
+/// [`Error::Internal`] if it cannot be serialised (it always can).
+pub(crate) fn write_policy(policy: &SyncPolicy) -> Result<String> {
+    serde_json::to_string(policy).map_err(|e| Error::internal(format!("cannot serialise the policy: {e}")))
+}
+
+/// The tenant bindings.
+#[async_trait]
+pub trait BindingStore: fmt::Debug + Send + Sync {
+    /// Inserts the binding of `binding.tenant_id`, or replaces it (pairing again rotates the key
+    /// and reactivates a revoked tenant); `created_at` of an existing tenant is kept.
+    async fn put_binding(&self, binding: &Binding) -> Result<()>;
+
+    /// A binding by tenant id.
+    async fn binding(&self, tenant_id: &str) -> Result<Option<Binding>>;
+
+    /// Every binding without its key, by tenant id (no master key needed).
+    async fn bindings(&self) -> Result<Vec<BindingInfo>>;
+
+    /// Sets a binding's status; false when there is no such tenant.
+    async fn set_binding_status(&self, tenant_id: &str, status: BindingStatus, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Sets the Magento connection status, only if the binding is still the pairing made at
+    /// `paired_at` (a 401 seen with an old key never marks a tenant that paired again); false
+    /// otherwise.
+    async fn set_magento_status(
+        &self,
+        tenant_id: &str,
+        paired_at: DateTime<Utc>,
+        status: ConnectionStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+}
+
+/// A sync-state callback waiting to be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCallback {
+    /// The run whose terminal outcome is to be sent (its `outcome`).
+    pub run: Run,
+    /// The outbox row's generation (a run finished again gets a new one).
+    pub generation: i64,
+    /// Failed sends so far.
+    pub attempts: u32,
+}
+
+/// The health feed's counters of one business (byte8-spec.md 11.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DispatchStats {
+    /// Runs queued or running.
+    pub pending: u64,
+    /// Runs dead-lettered since the given time.
+    pub failed_since: u64,
+    /// When a run last reached a terminal status.
+    pub last_run_at: Option<DateTime<Utc>>,
+}
+
+/// What the service's workers coordinate through, and what its status and health routes read.
+#[async_trait]
+pub trait DispatchStore: fmt::Debug + Send + Sync {
+    /// Takes (or renews) the dispatch lease of `scope` for `holder` until `until`: true when
+    /// `holder` now holds it, false when another holder's lease has not expired. Atomic across
+    /// processes.
+    async fn acquire_dispatch(
+        &self,
+        scope: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Gives up `holder`'s dispatch lease of `scope` (nothing when another holds it).
+    async fn release_dispatch(&self, scope: &str, holder: &str) -> Result<()>;
+
+    /// Claims up to `limit` callbacks of `scope` due at `now`, oldest first, leasing them until
+    /// `lease_until` (a sender that dies leaves them due again then). Safe under concurrent
+    /// claimers.
+    async fn claim_callbacks(
+        &self,
+        scope: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingCallback>>;
+
+    /// The callback of `run` at `generation` was delivered (or can never be): removes it unless
+    /// the run was finished again since.
+    async fn callback_sent(&self, run: RunId, generation: i64) -> Result<()>;
+
+    /// A send failed: due again at `next_at`, with `error` kept for operators.
+    async fn callback_failed(&self, run: RunId, generation: i64, next_at: DateTime<Utc>, error: &str) -> Result<()>;
+
+    /// Callbacks of `scope` not delivered yet.
+    async fn pending_callbacks(&self, scope: &str) -> Result<u64>;
+
+    /// The health counters of `scope`, counting dead letters since `failed_since`.
+    async fn dispatch_stats(&self, scope: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats>;
+
+    /// The runs of `scope` for Magento entity `magento_entity_id` with one of `events`, oldest
+    /// first.
+    async fn entity_runs(&self, scope: &str, events: &[&str], magento_entity_id: u64) -> Result<Vec<Run>>;
+}
+
+/// Everything the service needs from one store.
+pub trait ServiceStore: Store + BindingStore + DispatchStore + ReplayCache {}
+
+impl<T: Store + BindingStore + DispatchStore + ReplayCache + ?Sized> ServiceStore for T {}
+
+/// The key a store's [`ReplayCache`] records for `jti`: hex SHA-256, so that any `jti` takes 64
+/// characters.
+pub(crate) fn replay_key(jti: &str) -> String {
+    crate::identity::sha256_hex(jti)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_are_checked() {
+        for ok in ["6f1c2b4e-0d1a-4e7b-9a51-3c2d1e0f9a8b", "shop_1.eu", "A"] {
+            check_tenant_id(ok).unwrap();
+        }
+        for bad in ["", "a/b", "a b", "ü", &"x".repeat(129), "a%2F"] {
+            assert_eq!(check_tenant_id(bad).unwrap_err().path, "tenant_id", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_binding_names_every_bad_field_and_never_shows_its_key() {
+        let key = ApiKey::new("do-not-show-this-key").unwrap();
+        let err =
+            Binding::new("a/b", " ", "ftp://x", key.clone(), SyncPolicy::default(), DateTime::UNIX_EPOCH).unwrap_err();
+        let fields: Vec<_> = err.field_errors().iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(fields, ["tenant_id", "scope", "magento_base_url"]);
+        assert!(!err.to_string().contains("do-not-show"));
+        let b =
+            Binding::new("t-1", "biz", "https://shop.example.com/", key, SyncPolicy::default(), DateTime::UNIX_EPOCH)
+                .unwrap();
+        assert_eq!(b.magento_base_url, "https://shop.example.com");
+        assert!(!format!("{b:?}").contains("do-not-show"), "{b:?}");
+        assert!(!format!("{b:#?}").contains("do-not-show"));
+    }
+
+    #[test]
+    fn sealed_keys_open_only_for_their_tenant_and_master_key() {
+        let master = super::super::crypto::MasterKey::generate();
+        let key = ApiKey::new("k-123").unwrap();
+        let sealed = seal_api_key(&master, "t-1", &key).unwrap();
+        assert!(!sealed.contains("k-123"));
+        assert_eq!(open_api_key(&master, "t-1", &sealed).unwrap().expose_secret(), "k-123");
+        let moved = open_api_key(&master, "t-2", &sealed).unwrap_err();
+        assert!(moved.to_string().contains("LEDGER_MASTER_KEY") && moved.to_string().contains("t-2"), "{moved}");
+        let other = super::super::crypto::MasterKey::generate();
+        assert!(open_api_key(&other, "t-1", &sealed).is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! The service's stores on SQLite ([`super::super::service`]): bindings, dispatch leases, the
+//! callback outbox (filled by the `runs_terminal_callback` trigger of `0002_service.sql`) and the
+//! webhook replay cache. One statement each where atomicity matters (SQLite serialises writers).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Row, sqlite::SqliteRow};
+
+use super::{SqliteStore, db, micros, run_from, time};
+use crate::{
+    error::{Error, Result},
+    magento::{ConnectionStatus, ReplayCache},
+    store::{
+        Run, RunId,
+        service::{
+            Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
+            open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
+        },
+    },
+};
+
+fn info_from(row: &SqliteRow) -> Result<BindingInfo> {
+    let status: String = row.try_get("status").map_err(db)?;
+    let magento: String = row.try_get("magento_connection_status").map_err(db)?;
+    Ok(BindingInfo {
+        tenant_id: row.try_get("tenant_id").map_err(db)?,
+        scope: row.try_get("scope").map_err(db)?,
+        magento_base_url: row.try_get("magento_base_url").map_err(db)?,
+        status: BindingStatus::parse(&status)
+            .ok_or_else(|| Error::database(format!("unknown binding status {status}"), false, None))?,
+        magento_status: parse_connection_status(&magento)
+            .ok_or_else(|| Error::database(format!("unknown Magento connection status {magento}"), false, None))?,
+        paired_at: time(row.try_get("paired_at").map_err(db)?),
+        created_at: time(row.try_get("created_at").map_err(db)?),
+        updated_at: time(row.try_get("updated_at").map_err(db)?),
+    })
+}
+
+impl SqliteStore {
+    fn binding_from(&self, row: &SqliteRow) -> Result<Binding> {
+        let tenant_id: String = row.try_get("tenant_id").map_err(db)?;
+        let sealed: String = row.try_get("api_key").map_err(db)?;
+        let policy: String = row.try_get("policy").map_err(db)?;
+        let status: String = row.try_get("status").map_err(db)?;
+        let magento: String = row.try_get("magento_connection_status").map_err(db)?;
+        Ok(Binding {
+            api_key: open_api_key(self.key()?, &tenant_id, &sealed)?,
+            policy: read_policy(&tenant_id, &policy)?,
+            status: BindingStatus::parse(&status)
+                .ok_or_else(|| Error::database(format!("unknown binding status {status}"), false, None))?,
+            magento_status: parse_connection_status(&magento)
+                .ok_or_else(|| Error::database(format!("unknown Magento connection status {magento}"), false, None))?,
+            scope: row.try_get("scope").map_err(db)?,
+            magento_base_url: row.try_get("magento_base_url").map_err(db)?,
+            ledger_base_url: row.try_get("ledger_base_url").map_err(db)?,
+            paired_at: time(row.try_get("paired_at").map_err(db)?),
+            created_at: time(row.try_get("created_at").map_err(db)?),
+            updated_at: time(row.try_get("updated_at").map_err(db)?),
+            tenant_id,
+        })
+    }
+}
+
+#[async_trait]
+impl BindingStore for SqliteStore {
+    async fn put_binding(&self, b: &Binding) -> Result<()> {
+        let sealed = seal_api_key(self.key()?, &b.tenant_id, &b.api_key)?;
+        sqlx::query(
+            "INSERT INTO bindings (tenant_id, scope, magento_base_url, ledger_base_url, api_key, policy, status, \
+             magento_connection_status, paired_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (tenant_id) DO UPDATE SET scope = excluded.scope, magento_base_url = excluded.magento_base_url, \
+             ledger_base_url = excluded.ledger_base_url, api_key = excluded.api_key, policy = excluded.policy, \
+             status = excluded.status, magento_connection_status = excluded.magento_connection_status, \
+             paired_at = excluded.paired_at, updated_at = excluded.updated_at",
+        )
+        .bind(&b.tenant_id)
+        .bind(&b.scope)
+        .bind(&b.magento_base_url)
+        .bind(&b.ledger_base_url)
+        .bind(sealed)
+        .bind(write_policy(&b.policy)?)
+        .bind(b.status.as_str())
+        .bind(b.magento_status.as_str())
+        .bind(micros(b.paired_at))
+        .bind(micros(b.created_at))
+        .bind(micros(b.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn binding(&self, tenant_id: &str) -> Result<Option<Binding>> {
+        let row = sqlx::query("SELECT * FROM bindings WHERE tenant_id = ?")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.as_ref().map(|r| self.binding_from(r)).transpose()
+    }
+
+    async fn bindings(&self) -> Result<Vec<BindingInfo>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, scope, magento_base_url, status, magento_connection_status, paired_at, created_at, \
+             updated_at FROM bindings ORDER BY tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(info_from).collect()
+    }
+
+    async fn set_binding_status(&self, tenant_id: &str, status: BindingStatus, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query("UPDATE bindings SET status = ?, updated_at = ? WHERE tenant_id = ?")
+            .bind(status.as_str())
+            .bind(micros(now))
+            .bind(tenant_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_magento_status(
+        &self,
+        tenant_id: &str,
+        paired_at: DateTime<Utc>,
+        status: ConnectionStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE bindings SET magento_connection_status = ?, updated_at = ? WHERE tenant_id = ? AND paired_at = ?",
+        )
+        .bind(status.as_str())
+        .bind(micros(now))
+        .bind(tenant_id)
+        .bind(micros(paired_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl DispatchStore for SqliteStore {
+    async fn acquire_dispatch(
+        &self,
+        scope: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO dispatch_leases (scope, holder, lease_until) VALUES (?1, ?2, ?4) \
+             ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+             WHERE dispatch_leases.holder = excluded.holder OR dispatch_leases.lease_until <= ?3",
+        )
+        .bind(scope)
+        .bind(holder)
+        .bind(micros(now))
+        .bind(micros(until))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn release_dispatch(&self, scope: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM dispatch_leases WHERE scope = ? AND holder = ?")
+            .bind(scope)
+            .bind(holder)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn claim_callbacks(
+        &self,
+        scope: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingCallback>> {
+        // One statement: SQLite runs it under its single writer lock, so two claimers never get
+        // the same row.
+        let claimed = sqlx::query(
+            "UPDATE callbacks SET due_at = ?3 WHERE run_id IN \
+             (SELECT run_id FROM callbacks WHERE scope = ?1 AND due_at <= ?2 ORDER BY due_at, run_id LIMIT ?4) \
+             RETURNING run_id, generation, attempts",
+        )
+        .bind(scope)
+        .bind(micros(now))
+        .bind(micros(lease_until))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for row in claimed {
+            let id: i64 = row.try_get("run_id").map_err(db)?;
+            let attempts: i64 = row.try_get("attempts").map_err(db)?;
+            let run = sqlx::query("SELECT * FROM runs WHERE id = ?")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)
+                .and_then(|r| run_from(&r))?;
+            out.push(PendingCallback {
+                run,
+                generation: row.try_get("generation").map_err(db)?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            });
+        }
+        out.sort_by_key(|c| c.run.id);
+        Ok(out)
+    }
+
+    async fn callback_sent(&self, run: RunId, generation: i64) -> Result<()> {
+        sqlx::query("DELETE FROM callbacks WHERE run_id = ? AND generation = ?")
+            .bind(run)
+            .bind(generation)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn callback_failed(&self, run: RunId, generation: i64, next_at: DateTime<Utc>, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE callbacks SET due_at = ?, attempts = attempts + 1, last_error = ? WHERE run_id = ? AND generation = ?",
+        )
+        .bind(micros(next_at))
+        .bind(error)
+        .bind(run)
+        .bind(generation)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn pending_callbacks(&self, scope: &str) -> Result<u64> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM callbacks WHERE scope = ?")
+            .bind(scope)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?
+            .try_get("n")
+            .map_err(db)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn dispatch_stats(&self, scope: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
+        let row = sqlx::query(
+            "SELECT \
+               COALESCE(SUM(CASE WHEN status IN ('queued', 'running') THEN 1 ELSE 0 END), 0) AS pending, \
+               COALESCE(SUM(CASE WHEN status = 'dead_lettered' AND updated_at >= ?2 THEN 1 ELSE 0 END), 0) AS failed, \
+               MAX(CASE WHEN status IN ('synced', 'skipped', 'dead_lettered') THEN updated_at END) AS last_run_at \
+             FROM runs WHERE scope = ?1",
+        )
+        .bind(scope)
+        .bind(micros(failed_since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let pending: i64 = row.try_get("pending").map_err(db)?;
+        let failed: i64 = row.try_get("failed").map_err(db)?;
+        let last: Option<i64> = row.try_get("last_run_at").map_err(db)?;
+        Ok(DispatchStats {
+            pending: u64::try_from(pending).unwrap_or(0),
+            failed_since: u64::try_from(failed).unwrap_or(0),
+            last_run_at: last.map(time),
+        })
+    }
+
+    async fn entity_runs(&self, scope: &str, events: &[&str], magento_entity_id: u64) -> Result<Vec<Run>> {
+        let Ok(id) = i64::try_from(magento_entity_id) else { return Ok(Vec::new()) };
+        let rows = sqlx::query("SELECT * FROM runs WHERE scope = ? AND magento_entity_id = ? ORDER BY id")
+            .bind(scope)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        let runs = rows.iter().map(run_from).collect::<Result<Vec<_>>>()?;
+        Ok(runs.into_iter().filter(|r| r.event.as_deref().is_some_and(|e| events.contains(&e))).collect())
+    }
+}
+
+#[async_trait]
+impl ReplayCache for SqliteStore {
+    /// One upsert: a new key is inserted, an expired one is taken over, a live one is left alone
+    /// (no row changed: a replay). Expired keys are purged a hundred at a time on the way.
+    async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool> {
+        sqlx::query(
+            "DELETE FROM replay_cache WHERE key IN (SELECT key FROM replay_cache WHERE expires_at <= ? LIMIT 100)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        let done = sqlx::query(
+            "INSERT INTO replay_cache (key, expires_at) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE \
+             SET expires_at = excluded.expires_at WHERE replay_cache.expires_at <= ?3",
+        )
+        .bind(replay_key(jti))
+        .bind(expires_at)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
