@@ -21,6 +21,9 @@ pub mod plan;
 pub mod policy;
 pub mod providers;
 pub mod reference;
+#[cfg(feature = "service")]
+#[cfg_attr(docsrs, doc(cfg(feature = "service")))]
+pub mod service;
 #[cfg(feature = "simulator")]
 #[cfg_attr(docsrs, doc(cfg(feature = "simulator")))]
 pub mod simulator;

@@ -10,11 +10,16 @@
 //! | `requeue` | puts a failed or dead-lettered event back in line |
 //! | `reference` | prints the Sage reference cache |
 //! | `simulate` | serves the built-in Sage simulator until interrupted (a ledger for trying `connect` and `sync`) |
+//! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`crate::service`]) |
+//! | `tenant pair`, `tenant list`, `tenant disconnect` | the Magento stores bound to the service |
 //!
 //! Exit codes: 0 when every event got an outcome, 2 for a usage or configuration error, 1 for
 //! anything else.
 
+mod database;
 mod demo;
+mod serve;
+mod tenant;
 
 use std::{
     io::{BufRead, Write},
@@ -25,6 +30,10 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
+
+pub use database::StoreArgs;
+pub use serve::ServeArgs;
+pub use tenant::TenantCommand;
 
 use crate::{
     auth::TokenSet,
@@ -69,9 +78,9 @@ pub enum Command {
     /// Store a Sage connection (client id and secret from SAGE_CLIENT_ID / SAGE_CLIENT_SECRET,
     /// the encryption key from LEDGER_MASTER_KEY).
     Connect {
-        /// The state database (SQLite, created on first use).
-        #[arg(long)]
-        state: PathBuf,
+        /// The state database (SQLite, created on first use), or `--database-url` for PostgreSQL.
+        #[command(flatten)]
+        store: StoreArgs,
         /// The Sage business id.
         #[arg(long)]
         business_id: String,
@@ -136,6 +145,16 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         token_ttl_secs: u64,
     },
+    /// Serve the ledger service for the Byte8 Magento module (webhooks, status, health,
+    /// disconnect) and its workers, until interrupted (LEDGER_MASTER_KEY, SAGE_CLIENT_ID and
+    /// SAGE_CLIENT_SECRET from the environment).
+    Serve(ServeArgs),
+    /// The Magento stores bound to the service.
+    Tenant {
+        /// What to do.
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
     /// Print the Sage reference cache (tax rates, ledger accounts, bank accounts, payment methods).
     Reference {
         /// The state database.
@@ -195,9 +214,11 @@ pub async fn main(cli: Cli) -> ExitCode {
 pub async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failure> {
     match cli.command {
         Command::Demo { events, policy, outcomes } => demo::run(events, policy, outcomes, out).await,
-        Command::Connect { state, business_id, refresh_token, sage_base_url, sage_token_url } => {
-            connect(state, business_id, refresh_token, sage_base_url, sage_token_url, out).await
+        Command::Connect { store, business_id, refresh_token, sage_base_url, sage_token_url } => {
+            connect(store, business_id, refresh_token, sage_base_url, sage_token_url, out).await
         }
+        Command::Serve(args) => serve::run(args, out).await,
+        Command::Tenant { command } => tenant::run(command, out).await,
         Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,
         Command::Status { state, json } => status(state, json, out).await,
         Command::Requeue { state, key, business_id } => requeue(state, &key, business_id, out).await,
@@ -240,6 +261,14 @@ async fn pick_connection(store: &SqliteStore, business_id: Option<String>) -> st
 
 /// The Sage provider of a stored connection.
 fn provider_for(store: Arc<SqliteStore>, c: &Connection) -> std::result::Result<SageProvider, Failure> {
+    sage_provider(store, c)
+}
+
+/// The Sage provider of a connection stored in any store.
+fn sage_provider(
+    store: Arc<dyn crate::store::ConnectionStoreDyn>,
+    c: &Connection,
+) -> std::result::Result<SageProvider, Failure> {
     SageBuilder::from_env()
         .with_business_id(c.scope.clone())
         .with_base_url(c.base_url.clone())
@@ -261,7 +290,7 @@ fn read_policy(path: Option<PathBuf>) -> std::result::Result<SyncPolicy, Failure
 }
 
 async fn connect(
-    state: PathBuf,
+    args: StoreArgs,
     business_id: String,
     refresh_token: String,
     base_url: String,
@@ -270,24 +299,24 @@ async fn connect(
 ) -> std::result::Result<(), Failure> {
     env("SAGE_CLIENT_ID")?;
     env("SAGE_CLIENT_SECRET")?;
-    let store = open_store(&state, true).await?;
+    let db = database::Database::open(&args, Some(MasterKey::from_env()?)).await?;
+    let store = db.service();
     let now = SystemClock.now();
     let connection =
         Connection { scope: business_id.clone(), provider: PROVIDER.to_owned(), base_url, token_url, created_at: now };
     store.save_connection(&connection).await?;
     store.save_tokens(&business_id, &TokenSet::from_refresh_token(SecretString::from(refresh_token))).await?;
     // Check it works: a refresh (the new pair is stored before use) and the reference data.
-    let sage = provider_for(Arc::clone(&store), &connection)?;
+    let sage = sage_provider(db.connections(), &connection)?;
     let reference = sage.reference_data(true).await?;
     store.save_reference(&business_id, &reference).await?;
     writeln!(
         out,
-        "connected to {} ({}), base currency {}, {} tax rates; tokens stored encrypted in {}",
+        "connected to {} ({}), base currency {}, {} tax rates; tokens stored encrypted in {db}",
         reference.business.name,
         business_id,
         reference.business.base_currency.code(),
         reference.tax_rates.len(),
-        state.display()
     )
     .map_err(io)?;
     Ok(())

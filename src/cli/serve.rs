@@ -1,0 +1,178 @@
+//! `byte8-ledger serve`: the ledger service for the Byte8 Magento module ([`crate::service`]):
+//! the HTTP routes and the workers, on SQLite (one process) or PostgreSQL (several).
+
+use std::{io::Write, sync::Arc, time::Duration};
+
+use super::{
+    Failure,
+    database::{Database, StoreArgs, rate_from_env},
+    env, io, usage,
+};
+use crate::{
+    clock::SystemClock,
+    engine::EngineConfig,
+    service::{Service, ServiceConfig},
+    store::crypto::MasterKey,
+};
+
+/// The options of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where the state lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The address to listen on (put a TLS-terminating proxy in front: Magento sends its
+    /// webhooks over https).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Worker tasks in this process (0: accept requests only; other processes sync).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Run the workers only, without the HTTP routes (more worker processes on one PostgreSQL).
+    #[arg(long, alias = "workers-only")]
+    pub no_http: bool,
+    /// How long an idle worker waits before looking for work again, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub poll_ms: u64,
+    /// Seconds to wait before each retry of a failed event, comma-separated, the last repeating
+    /// (default: the Magento outbox's ladder, 60,300,1800,7200,21600,43200,86400).
+    #[arg(long)]
+    pub retry_delays: Option<String>,
+    /// Attempts before a retryable failure is dead-lettered.
+    #[arg(long, default_value_t = 10)]
+    pub max_attempts: u32,
+}
+
+fn retry_ladder(text: &str) -> Result<Vec<Duration>, Failure> {
+    let ladder = text
+        .split(',')
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<f64>()
+                .ok()
+                .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                .ok_or_else(|| usage(format!("--retry-delays: `{s}` is not a number of seconds ≥ 0")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ladder.is_empty() {
+        return Err(usage("--retry-delays: give at least one delay"));
+    }
+    Ok(ladder)
+}
+
+/// Waits for Ctrl-C or (on Unix) SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Failure> {
+    if args.no_http && args.workers == 0 {
+        return Err(usage("--no-http with --workers 0 leaves nothing to do"));
+    }
+    if args.max_attempts == 0 {
+        return Err(usage("--max-attempts: must be at least 1"));
+    }
+    let key = MasterKey::from_env()?;
+    if args.workers > 0 {
+        env("SAGE_CLIENT_ID")?;
+        env("SAGE_CLIENT_SECRET")?;
+    }
+    let mut engine = EngineConfig { max_attempts: args.max_attempts, ..EngineConfig::default() };
+    if let Some(text) = &args.retry_delays {
+        engine.retry_ladder = retry_ladder(text)?;
+    }
+    let config =
+        ServiceConfig { poll_interval: Duration::from_millis(args.poll_ms.max(1)), engine, ..ServiceConfig::default() };
+    let db = Database::open(&args.store, Some(key)).await?;
+    let providers = Arc::new(db.providers(rate_from_env()?));
+    let service = Service::new(db.service(), providers, Arc::new(SystemClock), config);
+
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = if args.no_http {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .map_err(|e| Failure { code: 1, message: format!("cannot listen on {}: {e}", args.listen) })?;
+        let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: e.to_string() })?;
+        let app = service.router();
+        writeln!(out, "listening on http://{addr}").map_err(io)?;
+        Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = http_stopped.await;
+                })
+                .await
+        }))
+    };
+    let workers = service.spawn_workers(args.workers);
+    writeln!(out, "{} worker(s) on {db}", workers.len()).map_err(io)?;
+    out.flush().map_err(io)?;
+    tracing::info!(workers = workers.len(), http = !args.no_http, "byte8-ledger serve started");
+
+    let failed = match server {
+        Some(mut task) => {
+            let failed = tokio::select! {
+                () = shutdown_signal() => None,
+                ended = &mut task => Some(match ended {
+                    Ok(Ok(())) => "the HTTP server stopped".to_owned(),
+                    Ok(Err(e)) => format!("the HTTP server failed: {e}"),
+                    Err(e) => format!("the HTTP server failed: {e}"),
+                }),
+            };
+            // Requests in flight finish first.
+            let _ = stop_http.send(());
+            if failed.is_none() {
+                let _ = task.await;
+            }
+            failed
+        }
+        None => {
+            shutdown_signal().await;
+            None
+        }
+    };
+    workers.stop().await;
+    match failed {
+        Some(message) => Err(Failure { code: 1, message }),
+        None => {
+            writeln!(out, "stopped").map_err(io)?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_ladders_are_read_with_the_field_named() {
+        assert_eq!(
+            retry_ladder("0.5, 2,60").unwrap(),
+            [Duration::from_millis(500), Duration::from_secs(2), Duration::from_secs(60)]
+        );
+        for bad in ["", "1,,2", "-1", "x", "nan"] {
+            let e = retry_ladder(bad).unwrap_err();
+            assert!(e.message.contains("--retry-delays"), "{bad}: {}", e.message);
+            assert_eq!(e.code, 2);
+        }
+    }
+}

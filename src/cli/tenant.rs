@@ -1,0 +1,219 @@
+//! `byte8-ledger tenant pair | list | disconnect`: the Magento stores bound to this service.
+
+use std::{io::Write, path::PathBuf};
+
+use clap::Subcommand;
+
+use super::{
+    Failure,
+    database::{Database, StoreArgs},
+    io, read_policy, usage,
+};
+use crate::{
+    clock::{Clock, SystemClock},
+    error::Error,
+    magento::{ApiKey, PairRequest, http_client},
+    store::{
+        crypto::MasterKey,
+        service::{Binding, BindingStatus},
+    },
+};
+
+/// The `tenant` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Pair a Magento store running the Byte8 module with this service: generates the tenant's
+    /// key, hands it to Magento with the pairing code the merchant generated in the Magento admin
+    /// (`POST /rest/V1/byte8/setup/pair`), and stores the binding (the key encrypted with
+    /// LEDGER_MASTER_KEY). Then connect the business to Sage with `byte8-ledger connect`.
+    Pair {
+        /// Where the state lives.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The store's base URL, as in its admin (`https://shop.example.com`).
+        #[arg(long)]
+        magento_base_url: String,
+        /// The code the merchant generated in the Magento admin (the Byte8 module's Generate), valid 30
+        /// minutes and once.
+        #[arg(long, env = "BYTE8_PAIRING_CODE", hide_env_values = true)]
+        pairing_code: String,
+        /// The ledger business the store's events post to.
+        #[arg(long)]
+        business_id: String,
+        /// The sync policy (JSON), snapshotted into each event when it arrives.
+        #[arg(long)]
+        policy: PathBuf,
+        /// This service's public base URL, where Magento will send its webhooks.
+        #[arg(long, env = "BYTE8_LEDGER_BASE_URL")]
+        ledger_base_url: String,
+        /// Pair again an existing tenant (a new key; reconnects a disconnected one). A new tenant
+        /// id is generated otherwise.
+        #[arg(long)]
+        tenant_id: Option<String>,
+    },
+    /// List the tenants (no key is shown, and none is needed).
+    List {
+        /// Where the state lives.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disconnect a tenant: its webhooks are refused (401) and nothing more is dispatched; its
+    /// runs and cross-reference are kept, so pairing again creates no duplicates.
+    Disconnect {
+        /// Where the state lives.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The tenant id.
+        tenant_id: String,
+    },
+}
+
+pub(crate) async fn run(command: TenantCommand, out: &mut dyn Write) -> Result<(), Failure> {
+    match command {
+        TenantCommand::Pair {
+            store,
+            magento_base_url,
+            pairing_code,
+            business_id,
+            policy,
+            ledger_base_url,
+            tenant_id,
+        } => {
+            pair(&store, &magento_base_url, &pairing_code, &business_id, policy, &ledger_base_url, tenant_id, out).await
+        }
+        TenantCommand::List { store, json } => list(&store, json, out).await,
+        TenantCommand::Disconnect { store, tenant_id } => disconnect(&store, &tenant_id, out).await,
+    }
+}
+
+/// An input error (exit code 2) from a validation error.
+fn invalid(e: &Error) -> Failure {
+    usage(e.to_string())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pair(
+    args: &StoreArgs,
+    magento_base_url: &str,
+    pairing_code: &str,
+    business_id: &str,
+    policy: PathBuf,
+    ledger_base_url: &str,
+    tenant_id: Option<String>,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let policy = read_policy(Some(policy))?;
+    let key = MasterKey::from_env()?;
+    let clock = SystemClock;
+    let tenant_id = tenant_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let api_key = ApiKey::generate()?;
+    let mut binding = Binding::new(&tenant_id, business_id, magento_base_url, api_key.clone(), policy, clock.now())
+        .map_err(|e| invalid(&e))?;
+    let request = PairRequest::new(magento_base_url, pairing_code, &tenant_id, api_key, ledger_base_url)
+        .map_err(|e| invalid(&e))?;
+    binding.ledger_base_url = Some(request.ledger_base_url().to_owned());
+    let db = Database::open(args, Some(key)).await?;
+    let store = db.service();
+    // Two stores on one business would mix their cross-references (byte8-spec.md 11.4).
+    if let Some(other) = store
+        .bindings()
+        .await?
+        .into_iter()
+        .find(|b| b.scope == binding.scope && b.is_active() && b.tenant_id != binding.tenant_id)
+    {
+        return Err(usage(format!(
+            "business {} is already bound to tenant {} ({}): disconnect it first (`byte8-ledger tenant disconnect {}`)",
+            binding.scope, other.tenant_id, other.magento_base_url, other.tenant_id
+        )));
+    }
+    request
+        .send(&http_client()?, &clock)
+        .await
+        .map_err(|e| Failure { code: 1, message: format!("Magento refused the pairing: {e}") })?;
+    store.put_binding(&binding).await.map_err(|e| Failure {
+        code: 1,
+        message: format!(
+            "Magento accepted the key but the binding could not be stored ({e}): generate a new code in the Magento \
+             admin and pair again"
+        ),
+    })?;
+    let sage = store.connection(&binding.scope).await?.is_some();
+    writeln!(out, "paired tenant {} with business {}", binding.tenant_id, binding.scope).map_err(io)?;
+    writeln!(
+        out,
+        "  Magento {} sends its webhooks to {}/webhooks/magento/{}/…",
+        binding.magento_base_url,
+        request.ledger_base_url(),
+        binding.tenant_id
+    )
+    .map_err(io)?;
+    if sage {
+        writeln!(out, "  Sage: business {} is connected; `byte8-ledger serve` syncs its events", binding.scope)
+            .map_err(io)?;
+    } else {
+        writeln!(
+            out,
+            "  Sage: not connected yet; events wait in line until `byte8-ledger connect --business-id {} …` stores a connection",
+            binding.scope
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+async fn list(args: &StoreArgs, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let db = Database::open(args, MasterKey::from_env().ok()).await?;
+    let tenants = db.service().bindings().await?;
+    if json {
+        let value: Vec<serde_json::Value> = tenants
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "tenant_id": b.tenant_id,
+                    "business_id": b.scope,
+                    "magento_base_url": b.magento_base_url,
+                    "status": b.status,
+                    "magento_connection_status": b.magento_status,
+                    "paired_at": b.paired_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&value).unwrap_or_default()).map_err(io)?;
+        return Ok(());
+    }
+    if tenants.is_empty() {
+        writeln!(out, "no tenant in {db}: pair one with `byte8-ledger tenant pair`").map_err(io)?;
+    }
+    for b in tenants {
+        writeln!(
+            out,
+            "{}  business {}  {}  magento {}  {}  paired {}",
+            b.tenant_id,
+            b.scope,
+            b.status,
+            b.magento_status,
+            b.magento_base_url,
+            b.paired_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+async fn disconnect(args: &StoreArgs, tenant_id: &str, out: &mut dyn Write) -> Result<(), Failure> {
+    let db = Database::open(args, MasterKey::from_env().ok()).await?;
+    if db.service().set_binding_status(tenant_id, BindingStatus::Revoked, SystemClock.now()).await? {
+        writeln!(
+            out,
+            "tenant {tenant_id} disconnected: its webhooks are refused (401) and nothing more is dispatched; its runs and \
+             cross-reference are kept"
+        )
+        .map_err(io)?;
+        Ok(())
+    } else {
+        Err(Failure { code: 1, message: format!("no tenant {tenant_id} in {db}") })
+    }
+}

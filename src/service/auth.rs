@@ -1,0 +1,119 @@
+//! Authenticating the Magento module's requests: the tenant's binding, its outbound subkey, and
+//! the store's replay cache scoped to the tenant.
+
+use std::{fmt, sync::Arc};
+
+use async_trait::async_trait;
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+
+use super::{Shared, http::ApiError};
+use crate::{
+    error::{Error, Result},
+    magento::{Claims, ReplayCache, WebhookVerifier, jwt::MAX_TOKEN_LEN},
+    store::service::{Binding, ServiceStore},
+};
+
+/// The store's replay cache for one tenant: a `jti` is recorded as `tenant ␟ jti`, so tenants
+/// never burn each other's.
+pub(crate) struct TenantReplay {
+    store: Arc<dyn ServiceStore>,
+    tenant: String,
+}
+
+impl fmt::Debug for TenantReplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantReplay").field("tenant", &self.tenant).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl ReplayCache for TenantReplay {
+    async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool> {
+        self.store.check_and_record(&format!("{}\u{1f}{jti}", self.tenant), expires_at, now).await
+    }
+}
+
+/// The bearer token of an `Authorization` header value, if it is one.
+fn bearer(header: Option<&str>) -> Option<&str> {
+    let (scheme, token) = header?.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The `sub` claim of a token **before** verification: only to find whose key verifies it (the
+/// verification then requires `sub` to be that tenant).
+pub(crate) fn unverified_subject(header: Option<&str>) -> Option<String> {
+    let token = bearer(header)?;
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("sub")?.as_str().map(str::to_owned).filter(|s| !s.is_empty())
+}
+
+impl Shared {
+    /// The active binding of `tenant_id` and the verified claims of the request's token.
+    ///
+    /// # Errors
+    /// 401 for an unknown or revoked tenant or a refused token; 503 or 500 when the store fails.
+    pub(crate) async fn authenticate(
+        self: &Arc<Self>,
+        tenant_id: &str,
+        authorization: Option<&str>,
+    ) -> std::result::Result<(Binding, Claims), ApiError> {
+        let binding = match self.store.binding(tenant_id).await {
+            Ok(Some(b)) if b.is_active() => b,
+            Ok(_) => {
+                tracing::warn!(tenant = %tenant_id, "request refused: unknown or disconnected tenant");
+                return Err(ApiError::unauthorized("unknown or disconnected tenant"));
+            }
+            Err(e) => return Err(ApiError::from_store(&e)),
+        };
+        let verifier = WebhookVerifier::new(
+            binding.api_key.derive().outbound,
+            Arc::clone(&self.clock),
+            Arc::new(TenantReplay { store: Arc::clone(&self.store), tenant: binding.tenant_id.clone() }),
+        )
+        .map_err(|e| ApiError::internal(&e))?;
+        match verifier.verify_authorization(authorization, tenant_id).await {
+            Ok(claims) => Ok((binding, claims)),
+            Err(e @ Error::Auth { .. }) => {
+                tracing::warn!(tenant = %tenant_id, error = %e, "request refused");
+                Err(ApiError::unauthorized(&e.to_string()))
+            }
+            Err(e) => Err(ApiError::from_store(&e)),
+        }
+    }
+
+    /// As [`authenticate`](Self::authenticate) for the `/v1` routes, whose tenant is the token's
+    /// `sub`.
+    pub(crate) async fn authenticate_subject(
+        self: &Arc<Self>,
+        authorization: Option<&str>,
+    ) -> std::result::Result<(Binding, Claims), ApiError> {
+        let Some(tenant) = unverified_subject(authorization) else {
+            tracing::warn!("request refused: no bearer token with a subject");
+            return Err(ApiError::unauthorized("webhook JWT refused: no bearer token naming its tenant in `sub`"));
+        };
+        self.authenticate(&tenant, authorization).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_is_read_without_trusting_it() {
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"t-1","iss":"magento"}"#);
+        let header = format!("Bearer x.{payload}.y");
+        assert_eq!(unverified_subject(Some(&header)).as_deref(), Some("t-1"));
+        assert_eq!(unverified_subject(Some(&format!("bearer  x.{payload}.y"))).as_deref(), Some("t-1"));
+        for bad in [None, Some("Basic abc"), Some("Bearer"), Some("Bearer x.!!!.y"), Some("Bearer x")] {
+            assert_eq!(unverified_subject(bad), None, "{bad:?}");
+        }
+        let empty = URL_SAFE_NO_PAD.encode(r#"{"sub":""}"#);
+        assert_eq!(unverified_subject(Some(&format!("Bearer x.{empty}.y"))), None);
+    }
+}

@@ -1,0 +1,345 @@
+//! The routes (see the [module docs](super) for the status codes).
+
+use std::{collections::HashMap, str::FromStr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::Shared;
+use crate::{
+    canonical::{Event, EventKind, serde_time},
+    error::{Error, ErrorCode},
+    identity::sha256_hex,
+    outcome::SyncStatus,
+    store::{Dedupe, Enqueued, NewRun, Run, RunStatus},
+};
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_KEY_LEN: usize = 255;
+
+/// An error answer: `{"error": code, "message": …}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn unauthorized(message: &str) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.to_owned() }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
+    }
+
+    fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, code, message: message.into() }
+    }
+
+    pub(crate) fn internal(e: &Error) -> Self {
+        tracing::error!(error = %e, "request failed on the ledger's side");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "the ledger failed; try again later".into(),
+        }
+    }
+
+    /// A store failure: 503 when it may pass (Magento retries), 500 otherwise (retried too).
+    pub(crate) fn from_store(e: &Error) -> Self {
+        if e.is_retryable() {
+            tracing::warn!(error = %e, "request refused for now: the store is unavailable");
+            Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "unavailable",
+                message: "the ledger's store is unavailable; try again later".into(),
+            }
+        } else {
+            Self::internal(e)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": self.code, "message": self.message}));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            (self.status, [(header::RETRY_AFTER, "60")], body).into_response()
+        } else {
+            (self.status, body).into_response()
+        }
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let limit = shared.config.max_body;
+    Router::new()
+        .route("/webhooks/magento/{tenant_id}/{event_name}", post(webhook))
+        .route("/v1/status", get(status))
+        .route("/v1/tile/health", get(health))
+        .route("/v1/tenant/disconnect", post(disconnect))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(shared)
+}
+
+/// RFC 3339 in UTC with a `Z`, to the second (the protocol's timestamps).
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+/// `POST /webhooks/magento/{tenant_id}/{event_name}`.
+async fn webhook(
+    State(shared): State<Arc<Shared>>,
+    Path((tenant_id, event_name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (binding, claims) = shared.authenticate(&tenant_id, authorization(&headers)).await?;
+    let kind = EventKind::from_str(&event_name).map_err(|e| ApiError::unprocessable("unknown_event", e))?;
+    let envelope = read_envelope(&body)?;
+    let header_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ApiError::unprocessable("invalid_envelope", "Idempotency-Key (header): not visible ASCII")
+                })?
+                .trim()
+                .to_owned(),
+        )
+        .filter(|k| !k.is_empty()),
+    };
+    let (value, key_from_header) = event_value(kind, &envelope, header_key)?;
+    let event = Event::from_value(value.clone()).map_err(|f| {
+        let mut message = f.error.to_string();
+        if key_from_header {
+            message = message.replace("idempotency_key:", "Idempotency-Key (header):");
+        }
+        ApiError::unprocessable("invalid_envelope", message)
+    })?;
+    let raw = value.to_string();
+    // Documents dedupe for good on their key. An upsert's entity is fetched when it is processed,
+    // so each delivery is new content: the token's jti makes its fingerprint unique, and a later
+    // delivery makes a new run once the previous one started (it still collapses while queued).
+    let (dedupe, fingerprint) = if kind.is_document() {
+        (Dedupe::Permanent, sha256_hex(&raw))
+    } else {
+        (Dedupe::WhileQueued, sha256_hex(&format!("{raw}\n{}", claims.jti)))
+    };
+    let policy =
+        serde_json::to_string(&binding.policy).map_err(|e| ApiError::internal(&Error::internal(e.to_string())))?;
+    let enqueued = shared
+        .store
+        .enqueue(
+            NewRun {
+                scope: binding.scope.clone(),
+                idempotency_key: event.idempotency_key.clone(),
+                event: Some(kind.as_str().to_owned()),
+                magento_entity_id: Some(event.magento_entity_id),
+                raw,
+                fingerprint,
+                policy: Some(policy),
+                received_at: shared.clock.now(),
+            },
+            dedupe,
+        )
+        .await
+        .map_err(|e| ApiError::from_store(&e))?;
+    let how = match enqueued {
+        Enqueued::New(_) => "queued",
+        Enqueued::Collapsed(_) => "collapsed into the queued run",
+        Enqueued::Duplicate { .. } => "already queued",
+    };
+    tracing::info!(tenant = %binding.tenant_id, key = %event.idempotency_key, run = enqueued.run_id(), "webhook {how}");
+    Ok((StatusCode::ACCEPTED, Json(json!({"sync_run_id": enqueued.run_id()}))).into_response())
+}
+
+fn read_envelope(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object (the Byte8 event envelope)")),
+        Err(e) => Err(ApiError::bad_request(format!("the body is not JSON: {e}"))),
+    }
+}
+
+/// The crate's event (contract.md 1) from the envelope: the envelope's own fields only (the
+/// entity is always fetched), the key from the header or `{event}:{magento_entity_id}`.
+fn event_value(
+    kind: EventKind,
+    envelope: &Map<String, Value>,
+    header_key: Option<String>,
+) -> Result<(Value, bool), ApiError> {
+    let from_header = header_key.is_some();
+    let key = match header_key {
+        Some(k) if k.len() > MAX_KEY_LEN => {
+            return Err(ApiError::unprocessable(
+                "invalid_envelope",
+                format!("Idempotency-Key (header): at most {MAX_KEY_LEN} characters"),
+            ));
+        }
+        Some(k) => Value::String(k),
+        None => match envelope.get("magento_entity_id") {
+            Some(Value::Number(n)) => Value::String(format!("{}:{n}", kind.as_str())),
+            // Left out: the parser then names `magento_entity_id` as the problem.
+            _ => Value::String(format!("{}:0", kind.as_str())),
+        },
+    };
+    let mut event = Map::new();
+    event.insert("event".into(), Value::String(kind.as_str().to_owned()));
+    event.insert("idempotency_key".into(), key);
+    for field in ["magento_entity_id", "website_id", "store_id", "occurred_at", "payload"] {
+        if let Some(v) = envelope.get(field) {
+            event.insert(field.into(), v.clone());
+        }
+    }
+    Ok((Value::Object(event), from_header))
+}
+
+/// The events whose runs make up an entity's sync state (byte8-spec.md 12.6: the event name
+/// before its first dot).
+fn events_of(entity_type: &str) -> Option<&'static [&'static str]> {
+    match entity_type {
+        "invoice" => Some(&["invoice.created", "invoice.paid"]),
+        "creditmemo" => Some(&["creditmemo.created"]),
+        "customer" => Some(&["customer.upserted"]),
+        "product" => Some(&["product.upserted"]),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RunView {
+    sync_run_id: i64,
+    event: Option<String>,
+    idempotency_key: String,
+    status: RunStatus,
+    sync_status: Option<SyncStatus>,
+    provider_entity_id: Option<String>,
+    skip_reason: Option<String>,
+    error_code: Option<ErrorCode>,
+    message: Option<String>,
+    attempts: u32,
+    #[serde(with = "serde_time")]
+    received_at: DateTime<Utc>,
+    #[serde(with = "serde_time")]
+    updated_at: DateTime<Utc>,
+}
+
+impl RunView {
+    fn of(run: &Run) -> Self {
+        let o = run.outcome.as_ref().filter(|_| run.status.is_terminal());
+        Self {
+            sync_run_id: run.id,
+            event: run.event.clone(),
+            idempotency_key: run.idempotency_key.clone(),
+            status: run.status,
+            sync_status: o.map(|o| o.sync_status),
+            provider_entity_id: o.and_then(|o| o.provider_entity_id.clone()),
+            skip_reason: o.and_then(|o| o.skip_reason.clone()),
+            error_code: o.and_then(|o| o.error_code),
+            message: run.outcome.as_ref().and_then(|o| o.message.clone()),
+            attempts: run.attempts,
+            received_at: run.created_at,
+            updated_at: run.updated_at,
+        }
+    }
+}
+
+/// `GET /v1/status?entity_type=&entity_id=`.
+async fn status(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let (binding, _) = shared.authenticate_subject(authorization(&headers)).await?;
+    let entity_type = query.get("entity_type").map(|s| s.trim()).unwrap_or_default();
+    let events = events_of(entity_type).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "entity_type: `{entity_type}` is not one of invoice, creditmemo, customer, product"
+        ))
+    })?;
+    let raw_id = query.get("entity_id").map(|s| s.trim()).unwrap_or_default();
+    let entity_id = raw_id
+        .parse::<u64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("entity_id: `{raw_id}` is not an integer > 0")))?;
+    let runs =
+        shared.store.entity_runs(&binding.scope, events, entity_id).await.map_err(|e| ApiError::from_store(&e))?;
+    // The entity's state is its most recently changed run's (one mirror row per entity).
+    let latest = runs.iter().max_by_key(|r| (r.updated_at, r.id));
+    let (sync_status, outcome) = match latest {
+        None => (Value::Null, None),
+        Some(r) if !r.status.is_terminal() => (json!("pending"), None),
+        Some(r) => (json!(r.outcome.as_ref().map(|o| o.sync_status)), r.outcome.as_ref()),
+    };
+    let body = json!({
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "provider": outcome.map(|o| o.provider.clone()),
+        "sync_status": sync_status,
+        "provider_entity_id": outcome.and_then(|o| o.provider_entity_id.clone()),
+        "provider_reference": Value::Null,
+        "skip_reason": outcome.and_then(|o| o.skip_reason.clone()),
+        "error_code": outcome.and_then(|o| o.error_code),
+        "message": outcome.and_then(|o| o.message.clone()),
+        "last_sync_at": outcome.map(|o| rfc3339(o.last_sync_at)),
+        "runs": runs.iter().map(RunView::of).collect::<Vec<_>>(),
+    });
+    Ok(Json(body).into_response())
+}
+
+/// `GET /v1/tile/health` (byte8-spec.md 11.7).
+async fn health(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (binding, _) = shared.authenticate_subject(authorization(&headers)).await?;
+    let now = shared.clock.now();
+    let stats = shared
+        .store
+        .dispatch_stats(&binding.scope, now - chrono::Duration::hours(24))
+        .await
+        .map_err(|e| ApiError::from_store(&e))?;
+    let region = shared
+        .store
+        .reference(&binding.scope)
+        .await
+        .map_err(|e| ApiError::from_store(&e))?
+        .map(|r| r.business.country.clone());
+    let body = json!({
+        "tenant": {"magento_connection_status": binding.magento_status},
+        "binding": {"status": binding.status, "region": region},
+        "sync": {
+            "pending_count": stats.pending,
+            "failed_24h": stats.failed_since,
+            "last_run_at": stats.last_run_at.map(rfc3339),
+        },
+    });
+    Ok(Json(body).into_response())
+}
+
+/// `POST /v1/tenant/disconnect` (body `{}`, ignored).
+async fn disconnect(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (binding, _) = shared.authenticate_subject(authorization(&headers)).await?;
+    let now = shared.clock.now();
+    shared
+        .store
+        .set_binding_status(&binding.tenant_id, crate::store::service::BindingStatus::Revoked, now)
+        .await
+        .map_err(|e| ApiError::from_store(&e))?;
+    tracing::warn!(tenant = %binding.tenant_id, business = %binding.scope, "tenant disconnected by Magento: dispatch stops");
+    Ok(Json(json!({"tenant_id": binding.tenant_id, "status": "revoked"})).into_response())
+}

@@ -1,0 +1,252 @@
+//! The ledger service for the Byte8 Magento module (feature `service`): what a merchant's store
+//! running `byte8/module-client` talks to, as an axum [`Router`](axum::Router) a host can embed,
+//! and the workers that sync what it queues. `byte8-ledger serve` runs both.
+//!
+//! # Routes (byte8-spec.md 12.5)
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `POST /webhooks/magento/{tenant_id}/{event_name}` | verifies the webhook JWT, reads the Byte8 envelope (byte8-spec.md 2), queues the event durably and answers `202 {"sync_run_id": …}` |
+//! | `GET /v1/status?entity_type=&entity_id=` | the sync state of one Magento entity and its runs |
+//! | `GET /v1/tile/health` | the admin tile's feed (byte8-spec.md 11.7) |
+//! | `POST /v1/tenant/disconnect` | revokes the binding: dispatch stops, later webhooks get 401; runs and cross-reference are kept |
+//!
+//! Every route is authenticated by the module's bearer JWT (HS256 under the tenant's
+//! **outbound** subkey, `iss` `magento`, `aud` `byte8-ledger`, `sub` the tenant id, at most
+//! 60 s, `jti` single-use; [`WebhookVerifier`](crate::magento::WebhookVerifier)). The webhook's
+//! tenant is its URL's; the `/v1` routes' tenant is the token's `sub`, which the verification
+//! then binds to that tenant's key. `jti`s are recorded in the store
+//! ([`ReplayCache`](crate::magento::ReplayCache)), so a token replayed to another process
+//! sharing the database is refused too.
+//!
+//! # Status codes: 4xx only for what will never succeed (byte8-spec.md 11.5)
+//!
+//! Magento's outbox dead-letters a webhook on any 4xx at the first attempt and retries 5xx for
+//! about a week, so:
+//!
+//! | answer | when |
+//! |---|---|
+//! | 202 | queued (or already queued: a repeated delivery gets the same `sync_run_id`) |
+//! | 400 | the body is not a JSON object; a `/v1/status` query without a valid `entity_type` or `entity_id` |
+//! | 401 | unknown tenant, revoked binding, missing, malformed, forged, expired or replayed JWT |
+//! | 422 | an unknown event name, or an envelope field missing, mistyped or breaking a rule (named in the body) |
+//! | 503 | the store cannot be reached or is busy (transient: Magento retries) |
+//! | 500 | anything else on the ledger's side (Magento retries it too) |
+//!
+//! Error bodies are `{"error": "<code>", "message": "<what is wrong>"}`; no message holds a
+//! token, a key or a claim value.
+//!
+//! # From webhook to Sage and back
+//!
+//! 1. The webhook becomes the crate's [`Event`](crate::canonical::Event) **without an entity**
+//!    (contract.md 1), keyed by the `Idempotency-Key` header (`{event}:{magento_entity_id}`
+//!    when absent), and is queued in the [`RunStore`](crate::store::RunStore) under the
+//!    binding's ledger business with the binding's policy as its snapshot (byte8-spec.md 1.4).
+//!    Documents dedupe for good on their key; an upsert delivered again makes a new run once the
+//!    previous one started, since the entity is fetched when it is processed (each delivery is
+//!    its own content).
+//! 2. A worker claims the run, fetches the entity from Magento
+//!    ([`MagentoClient`](crate::magento::MagentoClient) as the engine's
+//!    [`EntitySource`](crate::engine::EntitySource)), and runs it through that tenant's
+//!    [`SyncEngine`](crate::engine::SyncEngine): its policy, its ledger provider (Sage, built from
+//!    the stored connection of its business, [`SageProviders`]) and its cross-reference.
+//! 3. The terminal outcome (synced, skipped, dead-lettered) is written together with a row in the
+//!    store's **callback outbox** (a trigger in SQLite and PostgreSQL), so that the sync-state
+//!    callback survives a crash between the two. Workers send the outbox
+//!    (`POST /rest/V1/byte8/sync-state`, byte8-spec.md 12.6) and retry failures with
+//!    [`ServiceConfig::callback_backoff`]. A retryable failure of a run is not terminal: no
+//!    callback until it ends.
+//!
+//! # Workers
+//!
+//! A worker is a loop (a tokio task; `serve --workers N` runs N, and `serve --workers-only` runs
+//! processes without HTTP). Each pass goes over the active bindings and, for each one whose
+//! **dispatch lease** it can take ([`DispatchStore::acquire_dispatch`](crate::store::service::DispatchStore::acquire_dispatch)), claims due runs of its
+//! business, processes them, and sends its pending callbacks, renewing the lease between runs.
+//!
+//! One worker at a time per business is deliberate. The engine's steps within one business
+//! assume a single writer: two invoices of a new customer processed at once would both create the
+//! customer's contact, and a payment and a credit memo of one invoice would both spend its
+//! outstanding amount. And Sage limits each business (200 requests a minute), so a second worker
+//! on the same business adds no throughput. Workers spread over businesses (tenants) instead,
+//! and take over a business within [`ServiceConfig::dispatch_lease`] when its worker dies (its
+//! claimed runs come back when their own lease expires, [`EngineConfig::lease`]).
+//!
+//! A Magento 401 (on a fetch or a callback) marks the binding `token_revoked`, visible in the
+//! health feed: the merchant disconnected or paired again elsewhere. The tenant's runs and
+//! callbacks then wait (a run whose fetch got 401 goes back in line rather than failing) and a
+//! ping is tried every [`ServiceConfig::probe_interval`]; pairing again resumes it.
+//! A business without a Sage connection yet (paired, Sage not connected) is skipped: its events
+//! wait in line.
+//!
+//! # Embedding
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use byte8_ledger_core::{
+//!     clock::SystemClock,
+//!     service::{SageProviders, Service, ServiceConfig},
+//!     store::{crypto::MasterKey, sqlite::SqliteStore},
+//! };
+//!
+//! # async fn demo() -> byte8_ledger_core::Result<()> {
+//! let store = Arc::new(SqliteStore::open("state.db", Some(MasterKey::from_env()?)).await?);
+//! let providers = Arc::new(SageProviders::new(Arc::clone(&store) as _));
+//! let service = Service::new(store, providers, Arc::new(SystemClock), ServiceConfig::default());
+//! let workers = service.spawn_workers(2);
+//! let app = axum::Router::new().merge(service.router()); // add your own routes beside it
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.expect("bind");
+//! axum::serve(listener, app).await.expect("serve");
+//! workers.stop().await;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod http;
+mod worker;
+
+use std::{fmt, sync::Arc, time::Duration};
+
+pub use worker::{ProviderFactory, SageProviders, WorkerPool};
+
+use crate::{clock::Clock, engine::EngineConfig, error::Result, http::RetryConfig, store::service::ServiceStore};
+
+/// Service settings.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// How long an idle worker sleeps before looking for work again.
+    pub poll_interval: Duration,
+    /// Runs (and callbacks) a worker claims at a time.
+    pub batch: usize,
+    /// How long a worker holds a business's dispatch lease without renewing it (it renews before
+    /// each run and callback): how soon another worker takes over a dead worker's business.
+    pub dispatch_lease: Duration,
+    /// How long a claimed callback is leased to its sender.
+    pub callback_lease: Duration,
+    /// Delay before sending a callback again after `n` failed sends (the last entry repeats).
+    pub callback_backoff: Vec<Duration>,
+    /// How often a `token_revoked` tenant is pinged to see if it is back.
+    pub probe_interval: Duration,
+    /// Retries of each call to Magento within one attempt (the callback outbox retries beyond).
+    pub magento_retry: RetryConfig,
+    /// The engine's settings (attempts, retry ladder, run lease).
+    pub engine: EngineConfig,
+    /// The largest request body accepted (a webhook envelope is a few hundred bytes).
+    pub max_body: usize,
+}
+
+impl Default for ServiceConfig {
+    /// Half-second polls, batches of 20, a 2-minute dispatch lease, callbacks retried after 5 s,
+    /// 30 s, 2 min, 10 min, 30 min then hourly, a ping a minute for a revoked token, two quick
+    /// retries per Magento call, the engine's defaults, 256 KiB bodies.
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_millis(500),
+            batch: 20,
+            dispatch_lease: Duration::from_secs(120),
+            callback_lease: Duration::from_secs(60),
+            callback_backoff: [5u64, 30, 120, 600, 1800, 3600].into_iter().map(Duration::from_secs).collect(),
+            probe_interval: Duration::from_secs(60),
+            magento_retry: RetryConfig {
+                max_retries: 2,
+                initial_backoff: Duration::from_millis(500),
+                max_backoff: Duration::from_secs(5),
+                retry_timeout: Duration::from_secs(30),
+            },
+            engine: EngineConfig::default(),
+            max_body: 256 * 1024,
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// The delay before the next send of a callback that failed `attempts` times (≥ 1).
+    pub fn callback_delay(&self, attempts: u32) -> Duration {
+        let i = usize::try_from(attempts.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.callback_backoff.get(i).or(self.callback_backoff.last()).copied().unwrap_or(Duration::from_secs(60))
+    }
+}
+
+/// The service: its routes and its workers over one store.
+#[derive(Clone)]
+pub struct Service {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn ServiceStore>,
+    pub(crate) providers: Arc<dyn ProviderFactory>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: ServiceConfig,
+    pub(crate) runtimes: worker::Runtimes,
+    /// This process's id in dispatch leases (with a worker number).
+    pub(crate) process: String,
+    /// The last dispatch error of each tenant (logged once, not every pass).
+    pub(crate) last_errors: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("store", &self.shared.store)
+            .field("providers", &self.shared.providers)
+            .field("config", &self.shared.config)
+            .field("process", &self.shared.process)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service over `store`, building each business's ledger provider with `providers`.
+    pub fn new(
+        store: Arc<dyn ServiceStore>,
+        providers: Arc<dyn ProviderFactory>,
+        clock: Arc<dyn Clock>,
+        config: ServiceConfig,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                providers,
+                clock,
+                config,
+                runtimes: worker::Runtimes::default(),
+                process: uuid::Uuid::new_v4().simple().to_string(),
+                last_errors: std::sync::Mutex::default(),
+            }),
+        }
+    }
+
+    /// The routes, with their state: merge them into a host's router or serve them as they are.
+    pub fn router(&self) -> axum::Router {
+        http::router(Arc::clone(&self.shared))
+    }
+
+    /// Starts `n` worker tasks on the current tokio runtime; stop them with
+    /// [`WorkerPool::stop`].
+    pub fn spawn_workers(&self, n: usize) -> WorkerPool {
+        WorkerPool::spawn(Arc::clone(&self.shared), n)
+    }
+
+    /// One worker pass over every active binding, as worker `worker` (tests and hosts that drive
+    /// the work themselves): returns how many runs and callbacks it handled.
+    ///
+    /// # Errors
+    /// Store failures listing the bindings (a failure within one tenant is logged and skipped).
+    pub async fn work_once(&self, worker: usize) -> Result<usize> {
+        worker::pass(&self.shared, &worker::holder(&self.shared, worker)).await
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ServiceStore> {
+        &self.shared.store
+    }
+
+    /// Callbacks of `scope` not delivered yet.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn pending_callbacks(&self, scope: &str) -> Result<u64> {
+        self.shared.store.pending_callbacks(scope).await
+    }
+}

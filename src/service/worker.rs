@@ -1,0 +1,445 @@
+//! The workers: dispatch leases, one engine per tenant, the callback outbox, the Magento
+//! connection status (see the [module docs](super#workers)).
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
+
+use super::Shared;
+use crate::{
+    canonical::{Entity, EventKind},
+    clock::Clock,
+    engine::{EntitySource, SyncEngine},
+    error::{AuthFailure, Error, Result},
+    http::RateLimiter,
+    magento::{ConnectionStatus, MagentoClient},
+    providers::{
+        AccountingProvider,
+        sage::{PROVIDER as SAGE, SageBuilder},
+    },
+    store::{
+        ConnectionStoreDyn, ScopedTokenStore, Store,
+        service::{Binding, BindingInfo},
+    },
+};
+
+/// Builds the ledger provider a tenant's events post to.
+#[async_trait]
+pub trait ProviderFactory: fmt::Debug + Send + Sync {
+    /// The provider of `binding`'s business.
+    ///
+    /// # Errors
+    /// When the business has no usable connection (its events then wait in line).
+    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>>;
+}
+
+type LimiterFn = dyn Fn(&str) -> RateLimiter + Send + Sync;
+type ConfigureFn = dyn Fn(SageBuilder) -> SageBuilder + Send + Sync;
+
+/// Sage providers from the stored connection of each business (what `byte8-ledger connect`
+/// stored): [`SageBuilder::from_env`] (`SAGE_CLIENT_ID`, `SAGE_CLIENT_SECRET`, `SAGE_*`), the
+/// connection's URLs, its tokens in the store (refreshed one process at a time where the store
+/// locks them), and optionally a rate limiter per business shared by every worker process
+/// ([`crate::store::postgres::SharedRateLimiter`]).
+#[derive(Clone)]
+pub struct SageProviders {
+    connections: Arc<dyn ConnectionStoreDyn>,
+    limiter: Option<Arc<LimiterFn>>,
+    configure: Option<Arc<ConfigureFn>>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl fmt::Debug for SageProviders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SageProviders")
+            .field("connections", &self.connections)
+            .field("shared_limiter", &self.limiter.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SageProviders {
+    /// Providers from the connections (and tokens) in `connections`.
+    pub fn new(connections: Arc<dyn ConnectionStoreDyn>) -> Self {
+        Self { connections, limiter: None, configure: None, clock: None }
+    }
+
+    /// Gives each business's provider the limiter `limiter(business)` (for several worker
+    /// processes, a shared one, so that together they keep under Sage's limit).
+    #[must_use]
+    pub fn with_rate_limiter(mut self, limiter: impl Fn(&str) -> RateLimiter + Send + Sync + 'static) -> Self {
+        self.limiter = Some(Arc::new(limiter));
+        self
+    }
+
+    /// Adjusts each builder after the environment and the connection are applied (credentials
+    /// or retries set in code rather than in the environment).
+    #[must_use]
+    pub fn with_builder(mut self, configure: impl Fn(SageBuilder) -> SageBuilder + Send + Sync + 'static) -> Self {
+        self.configure = Some(Arc::new(configure));
+        self
+    }
+
+    /// The providers' clock (the system clock by default).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+}
+
+#[async_trait]
+impl ProviderFactory for SageProviders {
+    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
+        let scope = &binding.scope;
+        let c = self.connections.connection(scope).await?.ok_or_else(|| Error::Auth {
+            provider: SAGE,
+            reason: AuthFailure::NotConnected,
+            message: format!(
+                "business {scope} has no Sage connection yet: run `byte8-ledger connect --business-id {scope}`; its \
+                 events wait in line"
+            ),
+        })?;
+        if c.provider != SAGE {
+            return Err(Error::Unsupported {
+                operation: format!("a `{}` connection (business {scope}) in SageProviders", c.provider),
+                provider: SAGE,
+            });
+        }
+        let mut b = SageBuilder::from_env()
+            .with_business_id(c.scope.clone())
+            .with_base_url(c.base_url.clone())
+            .with_token_url(c.token_url.clone())
+            .with_token_store(Arc::new(ScopedTokenStore::new(Arc::clone(&self.connections), c.scope.clone())));
+        if let Some(clock) = &self.clock {
+            b = b.with_clock(Arc::clone(clock));
+        }
+        if let Some(limiter) = &self.limiter {
+            b = b.with_rate_limiter(limiter(scope));
+        }
+        if let Some(configure) = &self.configure {
+            b = configure(b);
+        }
+        Ok(Arc::new(b.build()?))
+    }
+}
+
+/// The engine's [`EntitySource`] over a tenant's [`MagentoClient`]: a 401 (the store no longer
+/// holds this tenant's key) makes the run wait and retry ([`Error::Pending`]) rather than
+/// dead-letter, since pairing again fixes it; the tenant is paused meanwhile.
+#[derive(Debug)]
+struct MagentoSource(MagentoClient);
+
+#[async_trait]
+impl EntitySource for MagentoSource {
+    async fn fetch(&self, event: EventKind, magento_entity_id: u64) -> Result<Entity> {
+        self.0.entity(event, magento_entity_id).await.map_err(|e| match e {
+            Error::Auth { provider: crate::magento::PROVIDER, reason: AuthFailure::ReconnectRequired, message } => {
+                Error::Pending { what: "the Magento connection".into(), message }
+            }
+            other => other,
+        })
+    }
+}
+
+/// One tenant's engine and Magento client in this process.
+pub(crate) struct TenantRuntime {
+    tenant_id: String,
+    scope: String,
+    paired_at: DateTime<Utc>,
+    engine: SyncEngine,
+    magento: MagentoClient,
+    last_probe: Mutex<Option<Instant>>,
+}
+
+/// The tenants' runtimes in this process, rebuilt when a tenant pairs again.
+pub(crate) type Runtimes = tokio::sync::Mutex<HashMap<String, Arc<TenantRuntime>>>;
+
+/// A worker's name in dispatch leases: the process and the worker number.
+pub(crate) fn holder(shared: &Shared, worker: usize) -> String {
+    format!("{}/{worker}", shared.process)
+}
+
+async fn runtime(shared: &Arc<Shared>, info: &BindingInfo) -> Result<Arc<TenantRuntime>> {
+    if let Some(rt) = shared.runtimes.lock().await.get(&info.tenant_id)
+        && rt.paired_at == info.paired_at
+        && rt.scope == info.scope
+    {
+        return Ok(Arc::clone(rt));
+    }
+    let binding = shared
+        .store
+        .binding(&info.tenant_id)
+        .await?
+        .ok_or_else(|| Error::NotFound { what: "tenant binding".into(), id: info.tenant_id.clone() })?;
+    let provider = shared.providers.provider(&binding).await?;
+    let magento = MagentoClient::builder()
+        .with_base_url(binding.magento_base_url.clone())
+        .with_tenant_id(binding.tenant_id.clone())
+        .with_api_key(binding.api_key.clone())
+        .with_clock(Arc::clone(&shared.clock))
+        .with_retry(shared.config.magento_retry)
+        .with_status(binding.magento_status)
+        .build()?;
+    let store: Arc<dyn Store> = Arc::clone(&shared.store) as Arc<dyn Store>;
+    let engine =
+        SyncEngine::new(provider, store, binding.scope.clone(), binding.policy.clone(), Arc::clone(&shared.clock))
+            .with_config(shared.config.engine.clone())
+            .with_source(Arc::new(MagentoSource(magento.clone())));
+    if let Err(e) = engine.check_policy().await {
+        tracing::warn!(tenant = %binding.tenant_id, error = %e, "the tenant's policy does not check against its ledger's reference data; its events may fail");
+    }
+    let rt = Arc::new(TenantRuntime {
+        tenant_id: binding.tenant_id.clone(),
+        scope: binding.scope.clone(),
+        paired_at: binding.paired_at,
+        engine,
+        magento,
+        last_probe: Mutex::new(None),
+    });
+    shared.runtimes.lock().await.insert(binding.tenant_id.clone(), Arc::clone(&rt));
+    tracing::info!(tenant = %binding.tenant_id, business = %binding.scope, "tenant ready for dispatch");
+    Ok(rt)
+}
+
+/// Writes the Magento connection status when the client's view differs from the stored one.
+struct StatusSync {
+    stored: ConnectionStatus,
+}
+
+impl StatusSync {
+    async fn sync(&mut self, shared: &Shared, rt: &TenantRuntime) {
+        let now_status = rt.magento.status();
+        if now_status == self.stored {
+            return;
+        }
+        if now_status == ConnectionStatus::TokenRevoked {
+            tracing::warn!(tenant = %rt.tenant_id, "Magento refused the ledger's token (401): the tenant is token_revoked and waits until it pairs again");
+        } else {
+            tracing::info!(tenant = %rt.tenant_id, status = %now_status, "Magento connection status changed");
+        }
+        match shared.store.set_magento_status(&rt.tenant_id, rt.paired_at, now_status, shared.clock.now()).await {
+            Ok(_) => self.stored = now_status,
+            Err(e) => tracing::warn!(tenant = %rt.tenant_id, error = %e, "cannot store the Magento connection status"),
+        }
+    }
+}
+
+async fn renew(shared: &Shared, scope: &str, holder: &str) -> Result<bool> {
+    let now = shared.clock.now();
+    shared.store.acquire_dispatch(scope, holder, now, now + to_chrono(shared.config.dispatch_lease)).await
+}
+
+fn to_chrono(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::minutes(5))
+}
+
+/// Whether an error sending a callback can never be fixed by sending it again.
+fn permanent(e: &Error) -> bool {
+    matches!(e, Error::Invalid { .. } | Error::Rejected { .. })
+}
+
+/// One tenant's turn, under its business's dispatch lease: due runs, then due callbacks.
+async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: &AtomicBool) -> Result<usize> {
+    let rt = runtime(shared, info).await?;
+    let mut status = StatusSync { stored: info.magento_status };
+    if rt.magento.status() == ConnectionStatus::TokenRevoked || info.magento_status == ConnectionStatus::TokenRevoked {
+        {
+            let mut last = rt.last_probe.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < shared.config.probe_interval) {
+                return Ok(0);
+            }
+            *last = Some(Instant::now());
+        }
+        let ping = rt.magento.ping().await;
+        status.sync(shared, &rt).await;
+        if let Err(e) = ping {
+            tracing::debug!(tenant = %rt.tenant_id, error = %e, "Magento still refuses the ledger");
+            return Ok(0);
+        }
+    }
+    let config = &shared.config;
+    let mut handled = 0;
+    let now = shared.clock.now();
+    let runs = shared.store.claim(&rt.scope, now, now + to_chrono(config.engine.lease), config.batch).await?;
+    for run in runs {
+        if stop.load(Ordering::Relaxed) || !renew(shared, &rt.scope, holder).await? {
+            // The rest come back when their lease expires.
+            tracing::info!(tenant = %rt.tenant_id, "stopping or lost the dispatch lease: leaving the rest of the batch");
+            return Ok(handled);
+        }
+        let key = run.idempotency_key.clone();
+        let outcome = rt.engine.process(run).await?;
+        tracing::info!(tenant = %rt.tenant_id, key = %key, status = %outcome.sync_status.as_str(), "run processed");
+        handled += 1;
+        status.sync(shared, &rt).await;
+    }
+    if rt.magento.status() == ConnectionStatus::TokenRevoked {
+        return Ok(handled);
+    }
+    let now = shared.clock.now();
+    let callbacks =
+        shared.store.claim_callbacks(&rt.scope, now, now + to_chrono(config.callback_lease), config.batch).await?;
+    for cb in callbacks {
+        if stop.load(Ordering::Relaxed) || !renew(shared, &rt.scope, holder).await? {
+            return Ok(handled);
+        }
+        handled += 1;
+        let (id, generation) = (cb.run.id, cb.generation);
+        let Some(outcome) = cb.run.outcome.as_ref() else {
+            tracing::error!(tenant = %rt.tenant_id, run = id, "a terminal run without an outcome: no callback to send");
+            shared.store.callback_sent(id, generation).await?;
+            continue;
+        };
+        match rt.magento.post_sync_state(outcome).await {
+            Ok(()) => {
+                shared.store.callback_sent(id, generation).await?;
+                tracing::info!(tenant = %rt.tenant_id, run = id, key = %cb.run.idempotency_key, "sync state sent to Magento");
+            }
+            Err(e) if permanent(&e) => {
+                tracing::error!(tenant = %rt.tenant_id, run = id, error = %e, "Magento can never accept this sync state: dropped");
+                shared.store.callback_sent(id, generation).await?;
+            }
+            Err(e) => {
+                let delay = config.callback_delay(cb.attempts.saturating_add(1));
+                tracing::warn!(tenant = %rt.tenant_id, run = id, attempt = cb.attempts + 1, retry_in_s = delay.as_secs_f64(), error = %e, "sync-state callback failed; it stays queued");
+                shared
+                    .store
+                    .callback_failed(id, generation, shared.clock.now() + to_chrono(delay), &e.to_string())
+                    .await?;
+            }
+        }
+        status.sync(shared, &rt).await;
+    }
+    Ok(handled)
+}
+
+/// One pass over the active bindings: each business whose dispatch lease this worker gets.
+pub(crate) async fn pass(shared: &Arc<Shared>, holder: &str) -> Result<usize> {
+    pass_until(shared, holder, &AtomicBool::new(false)).await
+}
+
+async fn pass_until(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool) -> Result<usize> {
+    let mut tenants: Vec<BindingInfo> =
+        shared.store.bindings().await?.into_iter().filter(BindingInfo::is_active).collect();
+    if tenants.len() > 1 {
+        // Start at a random tenant, so that workers spread over businesses.
+        let k = rand::random_range(0..tenants.len());
+        tenants.rotate_left(k);
+    }
+    let mut handled = 0;
+    for info in tenants {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match renew(shared, &info.scope, holder).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(business = %info.scope, error = %e, "cannot take the dispatch lease");
+                continue;
+            }
+        }
+        let result = dispatch(shared, &info, holder, stop).await;
+        if let Err(e) = shared.store.release_dispatch(&info.scope, holder).await {
+            tracing::warn!(business = %info.scope, error = %e, "cannot release the dispatch lease (it expires by itself)");
+        }
+        match result {
+            Ok(n) => {
+                handled += n;
+                shared.report(&info.tenant_id, None);
+            }
+            Err(e) => shared.report(&info.tenant_id, Some(&e)),
+        }
+    }
+    Ok(handled)
+}
+
+impl Shared {
+    /// Logs a tenant's dispatch error once (not every pass), and when it clears.
+    fn report(&self, tenant: &str, error: Option<&Error>) {
+        let mut last = self.last_errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match error {
+            Some(e) => {
+                let text = e.to_string();
+                if last.get(tenant) != Some(&text) {
+                    tracing::warn!(tenant = %tenant, error = %text, "cannot dispatch the tenant's events for now");
+                    last.insert(tenant.to_owned(), text);
+                }
+            }
+            None => {
+                if last.remove(tenant).is_some() {
+                    tracing::info!(tenant = %tenant, "the tenant's events are dispatched again");
+                }
+            }
+        }
+    }
+}
+
+/// Running worker tasks.
+#[derive(Debug)]
+pub struct WorkerPool {
+    stop: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    pub(crate) fn spawn(shared: Arc<Shared>, n: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let tasks = (0..n)
+            .map(|i| {
+                let (shared, stop, wake) = (Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake));
+                tokio::spawn(async move {
+                    let name = holder(&shared, i);
+                    while !stop.load(Ordering::Relaxed) {
+                        let handled = match pass_until(&shared, &name, &stop).await {
+                            Ok(n) => n,
+                            Err(e) => {
+                                tracing::warn!(worker = i, error = %e, "worker pass failed");
+                                0
+                            }
+                        };
+                        if handled == 0 && !stop.load(Ordering::Relaxed) {
+                            tokio::select! {
+                                () = wake.notified() => {}
+                                () = tokio::time::sleep(shared.config.poll_interval) => {}
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, wake, tasks }
+    }
+
+    /// How many workers run.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Stops every worker after the run or callback it is on, and waits for them.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_waiters();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
