@@ -196,8 +196,17 @@ async fn runtime(shared: &Arc<Shared>, info: &BindingInfo) -> Result<Arc<TenantR
         SyncEngine::new(provider, store, binding.scope.clone(), binding.policy.clone(), Arc::clone(&shared.clock))
             .with_config(shared.config.engine.clone())
             .with_source(Arc::new(MagentoSource(magento.clone())));
-    if let Err(e) = engine.check_policy().await {
-        tracing::warn!(tenant = %binding.tenant_id, error = %e, "the tenant's policy does not check against its ledger's reference data; its events may fail");
+    // The reference data: cached for the health feed's region, and the policy checked against it.
+    match engine.provider().reference_data(false).await {
+        Ok(reference) => {
+            if let Err(e) = shared.store.save_reference(&binding.scope, &reference).await {
+                tracing::warn!(business = %binding.scope, error = %e, "cannot cache the ledger's reference data");
+            }
+            if let Err(e) = binding.policy.validate_against(&reference) {
+                tracing::warn!(tenant = %binding.tenant_id, error = %e, "the tenant's policy does not check against its ledger's reference data; its events may fail");
+            }
+        }
+        Err(e) => tracing::warn!(tenant = %binding.tenant_id, error = %e, "cannot read the ledger's reference data"),
     }
     let rt = Arc::new(TenantRuntime {
         tenant_id: binding.tenant_id.clone(),

@@ -1,0 +1,974 @@
+//! The ledger service end to end, one process on SQLite: a fake Magento running the Byte8 module
+//! (`support/magento.rs`: wiremock, checking every ledger token with the module's rules, serving
+//! canonical entities and receiving sync-state callbacks), the Sage simulator as the ledger, and
+//! the service's router served over real HTTP with its workers, driven by webhooks signed with the
+//! outbound subkey, as a store's outbox sends them. Pairing and serving also go through the
+//! `byte8-ledger` binary.
+#![cfg(all(feature = "service", feature = "sqlite", feature = "simulator", feature = "cli"))]
+
+#[path = "support/magento.rs"]
+mod magento;
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use byte8_ledger_core::{
+    auth::TokenSet,
+    clock::{Clock, ManualClock, SystemClock},
+    engine::EngineConfig,
+    http::{RateConfig, RetryConfig},
+    magento::{ApiKey, Claims, ConnectionStatus, jwt},
+    policy::SyncPolicy,
+    service::{SageProviders, Service, ServiceConfig, WorkerPool},
+    simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer},
+    store::{
+        Connection, ConnectionStore, ConnectionStoreDyn, RunStatus, RunStore, XrefKind, XrefStore,
+        crypto::MasterKey,
+        service::{Binding, BindingStatus, BindingStore, DispatchStore},
+        sqlite::SqliteStore,
+    },
+};
+use chrono::{DateTime, Utc};
+use magento::FakeMagento;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+const BUSINESS: &str = "demo-business";
+
+// ---------------------------------------------------------------------------------------------
+// Logs: every test's logs go to one buffer, which the secrecy test searches.
+
+#[derive(Clone)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> &'static LogBuffer {
+    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = LogBuffer(Arc::new(Mutex::new(Vec::new())));
+        let writer = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buf
+    })
+}
+
+fn logged() -> String {
+    String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world
+
+fn fast_retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 1,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+        retry_timeout: Duration::from_secs(10),
+    }
+}
+
+fn fast_config() -> ServiceConfig {
+    ServiceConfig {
+        poll_interval: Duration::from_millis(20),
+        callback_lease: Duration::from_secs(5),
+        callback_backoff: vec![Duration::from_millis(100), Duration::from_millis(200)],
+        probe_interval: Duration::from_millis(100),
+        magento_retry: fast_retry(),
+        engine: EngineConfig {
+            retry_ladder: vec![Duration::from_millis(200)],
+            lease: Duration::from_secs(30),
+            ..EngineConfig::default()
+        },
+        ..ServiceConfig::default()
+    }
+}
+
+fn master_key_text() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::try_from(i).unwrap().wrapping_mul(37).wrapping_add(11);
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn master_key() -> MasterKey {
+    MasterKey::from_base64(&SecretString::from(master_key_text())).unwrap()
+}
+
+fn policy_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/policy.json")
+}
+
+fn policy() -> SyncPolicy {
+    SyncPolicy::from_json(&std::fs::read_to_string(policy_path()).unwrap()).unwrap()
+}
+
+/// The sample events by key: (event, envelope without the entity, entity).
+fn samples() -> BTreeMap<String, (String, Value, Value)> {
+    let mut out = BTreeMap::new();
+    for line in include_str!("../samples/events.jsonl").lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let key = v["idempotency_key"].as_str().unwrap().to_owned();
+        let envelope = json!({
+            "magento_entity_id": v["magento_entity_id"], "website_id": v["website_id"],
+            "store_id": v["store_id"], "occurred_at": v["occurred_at"], "payload": v["payload"],
+        });
+        out.entry(key).or_insert((v["event"].as_str().unwrap().to_owned(), envelope, v["entity"].clone()));
+    }
+    out
+}
+
+fn segment(event: &str) -> &'static str {
+    match event {
+        "invoice.created" => "invoice",
+        "invoice.paid" => "payment",
+        "creditmemo.created" => "creditmemo",
+        "customer.upserted" => "customer",
+        _ => "product",
+    }
+}
+
+/// The shop serves every sample entity.
+fn serve_samples(magento: &FakeMagento, shop: &str) {
+    for (event, envelope, entity) in samples().values() {
+        magento.put_entity(shop, segment(event), envelope["magento_entity_id"].as_u64().unwrap(), entity.clone());
+    }
+}
+
+fn envelope(key: &str) -> (String, Value) {
+    let s = samples();
+    let (event, envelope, _) = s.get(key).unwrap_or_else(|| panic!("no sample {key}"));
+    (event.clone(), envelope.clone())
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    sim: SageSimulator,
+    _sim_server: SimServer,
+    magento: FakeMagento,
+    store: Arc<SqliteStore>,
+    http: reqwest::Client,
+    ledger: Option<Ledger>,
+}
+
+/// The service: its HTTP server and workers.
+struct Ledger {
+    service: Service,
+    url: String,
+    server: tokio::task::JoinHandle<()>,
+    workers: Option<WorkerPool>,
+}
+
+impl Ledger {
+    async fn stop(mut self) {
+        if let Some(w) = self.workers.take() {
+            w.stop().await;
+        }
+        self.server.abort();
+    }
+}
+
+impl World {
+    async fn new() -> Self {
+        logs();
+        let sim = SageSimulator::demo(SimConfig::default());
+        let sim_server = sim.serve().await.unwrap();
+        let magento = FakeMagento::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("state.db"), Some(master_key())).await.unwrap());
+        store
+            .save_connection(&Connection {
+                scope: BUSINESS.into(),
+                provider: "sage_accounting".into(),
+                base_url: sim_server.base_url(),
+                token_url: sim_server.token_url(),
+                created_at: SystemClock.now(),
+            })
+            .await
+            .unwrap();
+        store
+            .save_tokens(BUSINESS, &TokenSet::from_refresh_token(SecretString::from(DEMO_REFRESH_TOKEN.to_owned())))
+            .await
+            .unwrap();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Self { dir, sim, _sim_server: sim_server, magento, store, http, ledger: None }
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    /// Pairs shop `shop` as `tenant` in the store and in the fake (what `tenant pair` does).
+    async fn pair(&self, shop: &str, tenant: &str) -> String {
+        let key = ApiKey::generate().unwrap();
+        self.magento.add_paired_shop(shop, tenant, key.expose_secret());
+        let b = Binding::new(tenant, BUSINESS, &self.magento.base_url(shop), key.clone(), policy(), SystemClock.now())
+            .unwrap();
+        self.store.put_binding(&b).await.unwrap();
+        serve_samples(&self.magento, shop);
+        key.expose_secret().to_owned()
+    }
+
+    async fn start(&mut self, workers: usize) -> String {
+        self.start_on(Arc::new(SystemClock), workers).await
+    }
+
+    async fn start_on(&mut self, clock: Arc<dyn Clock>, workers: usize) -> String {
+        let providers = SageProviders::new(Arc::clone(&self.store) as Arc<dyn ConnectionStoreDyn>).with_builder(|b| {
+            b.with_client_id("demo-client")
+                .with_client_secret(SecretString::from("demo-secret".to_owned()))
+                .with_retry(fast_retry())
+                .with_rate(RateConfig { requests_per_minute: 0, burst: 0 })
+        });
+        let service = Service::new(Arc::clone(&self.store) as _, Arc::new(providers), clock, fast_config());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = service.router();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let workers = (workers > 0).then(|| service.spawn_workers(workers));
+        self.ledger = Some(Ledger { service, url: url.clone(), server, workers });
+        url
+    }
+
+    async fn stop(&mut self) {
+        if let Some(l) = self.ledger.take() {
+            l.stop().await;
+        }
+    }
+
+    fn url(&self) -> String {
+        self.ledger.as_ref().expect("started").url.clone()
+    }
+
+    async fn webhook(&self, shop: &str, key: &str) -> (u16, Value) {
+        let (event, envelope) = envelope(key);
+        self.magento.webhook(&self.http, &self.url(), shop, &event, &envelope).await
+    }
+
+    async fn v1(&self, method: reqwest::Method, path: &str, shop: &str) -> (u16, Value) {
+        self.magento.v1(&self.http, method, &format!("{}{path}", self.url()), shop).await
+    }
+
+    fn sage_invoices(&self) -> Vec<(String, String)> {
+        self.sim.business(BUSINESS).unwrap().invoices.iter().map(|d| (d.reference.clone(), d.id.clone())).collect()
+    }
+}
+
+async fn wait_until<F: Fn() -> bool>(what: &str, f: F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_for_status(store: &SqliteStore, tenant: &str, want: ConnectionStatus) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = store.binding(tenant).await.unwrap().unwrap().magento_status;
+        if now == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {want}, still {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_byte8-ledger"));
+    c.env_remove("SAGE_CLIENT_ID")
+        .env_remove("SAGE_CLIENT_SECRET")
+        .env_remove("BYTE8_PAIRING_CODE")
+        .env_remove("BYTE8_LEDGER_BASE_URL")
+        .env("LEDGER_MASTER_KEY", master_key_text())
+        .env("RUST_LOG", "trace");
+    c
+}
+
+fn is_protocol_time(t: &str) -> bool {
+    t.len() == 20 && t.ends_with('Z') && DateTime::parse_from_rfc3339(t).is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The happy path
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paired_store_s_signed_invoice_reaches_sage_and_its_sync_state_returns_to_magento() {
+    let mut w = World::new().await;
+    let started = SystemClock.now();
+    // Pairing through the command: a wrong code first, then the one the merchant generated.
+    w.magento.add_shop("shop", "8f14e45fceea167a5a36dedd4bea2543");
+    let pair = |code: &str| {
+        bin()
+            .args(["tenant", "pair", "--state"])
+            .arg(w.db_path())
+            .args(["--magento-base-url", &w.magento.base_url("shop"), "--pairing-code", code])
+            .args(["--business-id", BUSINESS, "--policy"])
+            .arg(policy_path())
+            .args(["--ledger-base-url", "https://ledger.example.com/"])
+            .output()
+            .unwrap()
+    };
+    let wrong = pair("00000000000000000000000000000000");
+    assert_eq!(wrong.status.code(), Some(1), "{}", String::from_utf8_lossy(&wrong.stderr));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("invalid or expired pairing code"));
+    assert!(w.store.bindings().await.unwrap().is_empty(), "a refused pairing stores nothing");
+    let paired = pair("8f14e45fceea167a5a36dedd4bea2543");
+    let (stdout, stderr) = (String::from_utf8_lossy(&paired.stdout), String::from_utf8_lossy(&paired.stderr));
+    assert!(paired.status.success(), "{stdout}{stderr}");
+    let tenant = w.magento.tenant("shop");
+    assert!(stdout.contains(&format!("paired tenant {tenant} with business {BUSINESS}")), "{stdout}");
+    assert!(stdout.contains(&format!("https://ledger.example.com/webhooks/magento/{tenant}/")), "{stdout}");
+    let api_key = w.magento.with("shop", |s| s.api_key.clone()).unwrap();
+    assert_eq!(api_key.len(), 64, "256 bits as hex");
+    assert_eq!(w.magento.with("shop", |s| s.ledger_base_url.clone()).as_deref(), Some("https://ledger.example.com"));
+    for secret in [api_key.as_str(), "8f14e45fceea167a5a36dedd4bea2543"] {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "the command printed a secret");
+    }
+    let listed = bin().args(["tenant", "list", "--state"]).arg(w.db_path()).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains(&tenant) && listed.contains("active"), "{listed}");
+    assert!(!listed.contains(&api_key));
+    let stored = w.store.binding(&tenant).await.unwrap().unwrap();
+    assert_eq!(stored.api_key.expose_secret(), api_key, "Magento and the ledger hold the same key");
+    serve_samples(&w.magento, "shop");
+
+    w.start(2).await;
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["sync_run_id"].as_i64().expect("a sync_run_id");
+    assert_eq!(body, json!({"sync_run_id": run_id}));
+    wait_until("the invoice's sync state reaches Magento", || w.magento.callbacks("shop").len() == 1).await;
+
+    let invoices = w.sage_invoices();
+    assert_eq!(invoices.len(), 1, "{invoices:?}");
+    let (reference, sage_id) = &invoices[0];
+    assert_eq!(reference, "MAG-000000101");
+    // The callback is exactly byte8-spec.md 12.6's body, fields in its order.
+    let raw = w.magento.with("shop", |s| s.callbacks[0].clone());
+    let t = serde_json::from_str::<Value>(&raw).unwrap()["last_sync_at"].as_str().unwrap().to_owned();
+    assert!(is_protocol_time(&t), "{t}");
+    let at = DateTime::parse_from_rfc3339(&t).unwrap().with_timezone(&Utc);
+    assert!(at >= started - chrono::Duration::seconds(1) && at <= SystemClock.now(), "{t}");
+    assert_eq!(
+        raw,
+        format!(
+            r#"{{"entity_type":"invoice","magento_entity_id":1001,"provider":"sage_accounting","sync_status":"synced","provider_entity_id":"{sage_id}","provider_reference":null,"skip_reason":null,"error_code":null,"last_sync_at":"{t}"}}"#
+        )
+    );
+    assert_eq!(w.magento.with("shop", |s| s.fetches.get("invoice").copied()), Some(1), "the worker fetched it");
+    let refusals = w.magento.with("shop", |s| s.refusals.clone());
+    assert!(refusals.is_empty(), "Magento refused a ledger token: {refusals:?}");
+
+    // The payment, then the same invoice delivered again: one invoice, the same run.
+    let (status, _) = w.webhook("shop", "invoice.paid:1001").await;
+    assert_eq!(status, 202);
+    wait_until("the payment's sync state", || w.magento.callbacks("shop").len() == 2).await;
+    let (status, again) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!((status, again["sync_run_id"].as_i64()), (202, Some(run_id)), "a repeated delivery is the same run");
+    let callbacks = w.magento.callbacks("shop");
+    assert_eq!(callbacks[1]["sync_status"], "synced");
+    assert_eq!(callbacks[1]["entity_type"], "invoice");
+    assert_eq!(w.sim.business(BUSINESS).unwrap().payments.len(), 1);
+    assert_eq!(w.sage_invoices().len(), 1, "nothing posted twice");
+
+    // A skip is a terminal outcome too: the zero-value invoice.
+    let (status, _) = w.webhook("shop", "invoice.created:1005").await;
+    assert_eq!(status, 202);
+    wait_until("the skip's sync state", || w.magento.callbacks("shop").len() == 3).await;
+    let skip = &w.magento.callbacks("shop")[2];
+    assert_eq!(
+        (skip["sync_status"].as_str(), skip["skip_reason"].as_str()),
+        (Some("skipped"), Some("zero_value_invoice"))
+    );
+    assert_eq!(skip["magento_entity_id"], 1005);
+
+    // What the Magento admin asks.
+    let (status, body) = w.v1(reqwest::Method::GET, "/v1/status?entity_type=invoice&entity_id=1001", "shop").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sync_status"], "synced");
+    let events: Vec<_> = body["runs"].as_array().unwrap().iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["invoice.created", "invoice.paid"]);
+    assert_eq!(body["runs"][0]["provider_entity_id"].as_str(), Some(sage_id.as_str()));
+    assert_eq!(body["runs"][0]["sync_run_id"].as_i64(), Some(run_id));
+    let (status, body) = w.v1(reqwest::Method::GET, "/v1/status?entity_type=creditmemo&entity_id=3001", "shop").await;
+    assert_eq!((status, &body["sync_status"], body["runs"].as_array().map(Vec::len)), (200, &Value::Null, Some(0)));
+    for bad in ["/v1/status?entity_type=order&entity_id=1", "/v1/status?entity_type=invoice&entity_id=0", "/v1/status"]
+    {
+        let (status, body) = w.v1(reqwest::Method::GET, bad, "shop").await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, health) = w.v1(reqwest::Method::GET, "/v1/tile/health", "shop").await;
+    assert_eq!(status, 200, "{health}");
+    let last = health["sync"]["last_run_at"].as_str().unwrap().to_owned();
+    assert!(is_protocol_time(&last), "{last}");
+    assert_eq!(
+        health,
+        json!({"tenant": {"magento_connection_status": "active"},
+               "binding": {"status": "active", "region": "GB"},
+               "sync": {"pending_count": 0, "failed_24h": 0, "last_run_at": last}})
+    );
+    assert_eq!(w.ledger.as_ref().unwrap().service.pending_callbacks(BUSINESS).await.unwrap(), 0);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_fixture_tokens_are_accepted_and_their_forgeries_refused() {
+    let v: Value = serde_json::from_str(include_str!("fixtures/jwt/vectors.json")).unwrap();
+    let mut w = World::new().await;
+    let tenant = v["tenant_id"].as_str().unwrap();
+    let key = ApiKey::new(v["api_key"].as_str().unwrap()).unwrap();
+    let b = Binding::new(tenant, BUSINESS, &w.magento.base_url("shop"), key, policy(), SystemClock.now()).unwrap();
+    w.store.put_binding(&b).await.unwrap();
+    // The service's clock at the vectors' `now`; no workers (nothing to sync here).
+    let clock = Arc::new(ManualClock::new(DateTime::from_timestamp(v["now"].as_i64().unwrap(), 0).unwrap()));
+    let url = w.start_on(clock, 0).await;
+    let mut accepted = Vec::new();
+    for (i, case) in v["webhooks"].as_array().unwrap().iter().enumerate() {
+        let name = case["name"].as_str().unwrap();
+        let id = 5000 + i;
+        let envelope = json!({"magento_entity_id": id, "website_id": 1, "store_id": 1,
+                              "occurred_at": "2026-11-18T11:06:00Z", "payload": {"increment_id": "X", "paid": false}});
+        let key = format!("invoice.created:{id}");
+        let (status, body) =
+            magento::post(&w.http, &url, tenant, "invoice.created", &envelope, case["token"].as_str(), Some(&key))
+                .await;
+        match case["expect"].as_str().unwrap() {
+            "ok" => {
+                assert_eq!(status, 202, "{name}: {body}");
+                accepted.push(key.clone());
+            }
+            expect => {
+                assert_eq!(status, 401, "{name}: {body}");
+                assert_eq!(body["error"], "unauthorized", "{name}");
+                let message = body["message"].as_str().unwrap();
+                assert!(message.contains(expect), "{name}: `{message}` lacks `{expect}`");
+                assert!(!message.contains(case["token"].as_str().unwrap()), "{name}: the token is echoed");
+            }
+        }
+        let queued = w.store.find_by_key(BUSINESS, &key).await.unwrap().is_some();
+        assert_eq!(queued, case["expect"] == "ok", "{name}: queued only when accepted");
+    }
+    assert_eq!(accepted.len(), 2);
+    // The valid token once more: a replay.
+    let valid = v["webhooks"][0]["token"].as_str().unwrap();
+    let envelope = json!({"magento_entity_id": 6000, "occurred_at": "2026-11-18T11:06:00Z", "payload": {}});
+    let (status, body) =
+        magento::post(&w.http, &url, tenant, "invoice.created", &envelope, Some(valid), Some("invoice.created:6000"))
+            .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("replay"), "{body}");
+    assert!(w.store.find_by_key(BUSINESS, "invoice.created:6000").await.unwrap().is_none());
+    w.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals
+
+fn token_with(key: &ApiKey, f: impl FnOnce(&mut Claims)) -> String {
+    let now = SystemClock.now().timestamp();
+    let mut c = Claims {
+        iss: "magento".into(),
+        sub: String::new(),
+        aud: "byte8-ledger".into(),
+        iat: now,
+        nbf: now,
+        exp: now + 60,
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    f(&mut c);
+    jwt::sign(&key.derive().outbound, &c).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expired_replayed_and_revoked_webhooks_get_401_and_malformed_ones_4xx_and_nothing_is_queued() {
+    let mut w = World::new().await;
+    let key_a = ApiKey::new(w.pair("a", "tenant-a").await).unwrap();
+    let key_b = ApiKey::new(w.pair("b", "tenant-b").await).unwrap();
+    w.store.set_binding_status("tenant-b", BindingStatus::Revoked, SystemClock.now()).await.unwrap();
+    let url = w.start(0).await;
+    let http = w.http.clone();
+    let (_, env) = envelope("invoice.created:1001");
+    let key = Some("invoice.created:1001");
+    let sub = |t: &str| {
+        let t = t.to_owned();
+        move |c: &mut Claims| c.sub = t
+    };
+    let now = SystemClock.now().timestamp();
+    let refused: Vec<(&str, &str, Option<String>, &str)> = vec![
+        ("no token", "tenant-a", None, "no Authorization header"),
+        ("not a bearer", "tenant-a", Some("Basic YTpi".into()), "not `Bearer <token>`"),
+        ("garbage", "tenant-a", Some("Bearer not.a.jwt".into()), "webhook JWT refused"),
+        (
+            "signed with the inbound subkey",
+            "tenant-a",
+            Some(format!("Bearer {}", jwt::sign(&key_a.derive().inbound, &claims_for("tenant-a")).unwrap())),
+            "signature mismatch",
+        ),
+        (
+            "signed with another tenant's key",
+            "tenant-a",
+            Some(format!("Bearer {}", token_with(&key_b, sub("tenant-a")))),
+            "signature mismatch",
+        ),
+        (
+            "expired",
+            "tenant-a",
+            Some(format!(
+                "Bearer {}",
+                token_with(&key_a, |c| {
+                    c.sub = "tenant-a".into();
+                    c.iat = now - 120;
+                    c.nbf = now - 120;
+                    c.exp = now - 60;
+                })
+            )),
+            "expired",
+        ),
+        (
+            "living too long",
+            "tenant-a",
+            Some(format!(
+                "Bearer {}",
+                token_with(&key_a, |c| {
+                    c.sub = "tenant-a".into();
+                    c.exp = now + 600;
+                })
+            )),
+            "60 s ceiling",
+        ),
+        (
+            "another tenant's token",
+            "tenant-a",
+            Some(format!("Bearer {}", token_with(&key_b, sub("tenant-b")))),
+            "signature mismatch",
+        ),
+        (
+            "its own token on another tenant's URL",
+            "tenant-a",
+            Some(format!("Bearer {}", token_with(&key_a, sub("tenant-x")))),
+            "sub is not the tenant id",
+        ),
+        (
+            "unknown tenant",
+            "tenant-zz",
+            Some(format!("Bearer {}", token_with(&key_a, sub("tenant-zz")))),
+            "unknown or disconnected tenant",
+        ),
+        (
+            "revoked binding",
+            "tenant-b",
+            Some(format!("Bearer {}", token_with(&key_b, sub("tenant-b")))),
+            "unknown or disconnected tenant",
+        ),
+    ];
+    for (name, tenant, auth, expect) in refused {
+        let mut req = http.post(format!("{url}/webhooks/magento/{tenant}/invoice.created")).json(&env);
+        if let Some(a) = &auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.header("Idempotency-Key", key.unwrap()).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(status, 401, "{name}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(expect), "{name}: `{message}`");
+        if let Some(a) = &auth {
+            assert!(!message.contains(a.trim_start_matches("Bearer ")), "{name}: the token is echoed");
+        }
+    }
+    // Replayed: the first use is accepted, the second refused.
+    let token = token_with(&key_a, sub("tenant-a"));
+    let (_, upsert) = envelope("customer.upserted:5");
+    let first =
+        magento::post(&http, &url, "tenant-a", "customer.upserted", &upsert, Some(&token), Some("customer.upserted:5"))
+            .await;
+    assert_eq!(first.0, 202, "{:?}", first.1);
+    let replay = magento::post(&http, &url, "tenant-a", "invoice.created", &env, Some(&token), key).await;
+    assert_eq!(replay.0, 401, "{:?}", replay.1);
+    assert!(replay.1["message"].as_str().unwrap().contains("jti already seen"), "{:?}", replay.1);
+
+    // Malformed, with good tokens: 400 or 422 naming the problem, never 5xx.
+    let good = || Some(token_with(&key_a, sub("tenant-a")));
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut e = env.clone();
+        f(&mut e);
+        e
+    };
+    let cases: Vec<(&str, &str, Vec<u8>, Option<&str>, u16, &str)> = vec![
+        ("not JSON", "invoice.created", b"{not json".to_vec(), key, 400, "not JSON"),
+        ("not an object", "invoice.created", b"[1,2]".to_vec(), key, 400, "JSON object"),
+        (
+            "unknown event",
+            "order.shipped",
+            env.to_string().into_bytes(),
+            Some("order.shipped:1001"),
+            422,
+            "unknown event `order.shipped`",
+        ),
+        (
+            "no entity id",
+            "invoice.created",
+            with(&|e| _ = e.as_object_mut().unwrap().remove("magento_entity_id")).to_string().into_bytes(),
+            None,
+            422,
+            "magento_entity_id",
+        ),
+        (
+            "entity id 0",
+            "invoice.created",
+            with(&|e| e["magento_entity_id"] = json!(0)).to_string().into_bytes(),
+            Some("invoice.created:0"),
+            422,
+            "magento_entity_id: must be > 0",
+        ),
+        (
+            "negative entity id",
+            "invoice.created",
+            with(&|e| e["magento_entity_id"] = json!(-4)).to_string().into_bytes(),
+            None,
+            422,
+            "magento_entity_id",
+        ),
+        (
+            "bad occurred_at",
+            "invoice.created",
+            with(&|e| e["occurred_at"] = json!("yesterday")).to_string().into_bytes(),
+            key,
+            422,
+            "occurred_at",
+        ),
+        (
+            "no occurred_at",
+            "invoice.created",
+            with(&|e| _ = e.as_object_mut().unwrap().remove("occurred_at")).to_string().into_bytes(),
+            key,
+            422,
+            "occurred_at",
+        ),
+        (
+            "text website",
+            "invoice.created",
+            with(&|e| e["website_id"] = json!("one")).to_string().into_bytes(),
+            key,
+            422,
+            "website_id",
+        ),
+        (
+            "payload not an object",
+            "invoice.created",
+            with(&|e| e["payload"] = json!("x")).to_string().into_bytes(),
+            key,
+            422,
+            "payload",
+        ),
+        (
+            "key of another event",
+            "invoice.created",
+            env.to_string().into_bytes(),
+            Some("invoice.paid:1001"),
+            422,
+            "Idempotency-Key (header)",
+        ),
+    ];
+    for (name, event, body, k, want, expect) in cases {
+        let (status, answer) = magento::post_raw(&http, &url, "tenant-a", event, body, good().as_deref(), k).await;
+        assert_eq!(status, want, "{name}: {answer}");
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(expect), "{name}: `{message}` lacks `{expect}`");
+    }
+    // Only the one accepted webhook made a run.
+    let counts = w.store.counts(BUSINESS).await.unwrap();
+    assert_eq!(counts, BTreeMap::from([(RunStatus::Queued, 1)]), "nothing else was queued");
+    assert!(w.store.find_by_key(BUSINESS, "customer.upserted:5").await.unwrap().is_some());
+    w.stop().await;
+}
+
+fn claims_for(tenant: &str) -> Claims {
+    let now = SystemClock.now().timestamp();
+    Claims {
+        iss: "magento".into(),
+        sub: tenant.into(),
+        aud: "byte8-ledger".into(),
+        iat: now,
+        nbf: now,
+        exp: now + 60,
+        jti: uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_store_answers_503_so_magento_retries_and_nothing_is_queued() {
+    use sqlx::Connection as _;
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-s").await;
+    w.start(0).await;
+    // Another connection holds the write lock: every write waits out the busy timeout, then fails.
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", w.db_path().display())).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut blocker).await.unwrap();
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "unavailable");
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    assert!(w.store.find_by_key(BUSINESS, "invoice.created:1001").await.unwrap().is_none(), "nothing queued");
+    // Magento's retry (a new token) goes through.
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    w.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Callbacks and the Magento connection
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_callback_is_retried_and_survives_the_process_dying_before_it_is_sent() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-c").await;
+    // Magento's sync-state answers 503 until further notice.
+    w.magento.with("shop", |s| s.fail_sync_state = u32::MAX);
+    w.start(1).await;
+    let (status, _) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202);
+    wait_until("the run is synced", || w.sage_invoices().len() == 1).await;
+    // Each outbox attempt is two requests (one quick retry): wait for a few outbox attempts.
+    wait_until("the callback is retried", || w.magento.with("shop", |s| s.callbacks_refused) >= 6).await;
+    assert!(w.magento.callbacks("shop").is_empty());
+    assert_eq!(w.store.pending_callbacks(BUSINESS).await.unwrap(), 1, "the callback waits in the outbox");
+    // The process dies (workers and server gone), and Magento recovers after two more 503s.
+    w.stop().await;
+    w.magento.with("shop", |s| s.fail_sync_state = 2);
+    let refused_before = w.magento.with("shop", |s| s.callbacks_refused);
+    w.store = Arc::new(SqliteStore::open(w.db_path(), Some(master_key())).await.unwrap());
+    w.start(1).await;
+    wait_until("the callback is delivered after the restart", || w.magento.callbacks("shop").len() == 1).await;
+    assert_eq!(w.magento.with("shop", |s| s.callbacks_refused), refused_before + 2, "retried through the 503s");
+    let cb = &w.magento.callbacks("shop")[0];
+    assert_eq!((cb["sync_status"].as_str(), cb["magento_entity_id"].as_u64()), (Some("synced"), Some(1001)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.magento.callbacks("shop").len(), 1, "delivered exactly once");
+    assert_eq!(w.store.pending_callbacks(BUSINESS).await.unwrap(), 0);
+    assert_eq!(w.sage_invoices().len(), 1, "the restart posted nothing again");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magento_401_marks_the_tenant_token_revoked_and_its_events_wait_until_it_is_back() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-r").await;
+    // The merchant disconnected on Magento's side: every ledger token is refused.
+    w.magento.with("shop", |s| s.revoked = true);
+    w.start(1).await;
+    let (status, _) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "the webhook itself is the ledger's to verify");
+    wait_for_status(&w.store, "tenant-r", ConnectionStatus::TokenRevoked).await;
+    let (status, health) = w.v1(reqwest::Method::GET, "/v1/tile/health", "shop").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["tenant"]["magento_connection_status"], "token_revoked");
+    assert_eq!(health["sync"]["pending_count"], 1, "the event waits");
+    let run = w.store.find_by_key(BUSINESS, "invoice.created:1001").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Queued, "a 401 from Magento does not dead-letter the event");
+    let (_, status_body) = w.v1(reqwest::Method::GET, "/v1/status?entity_type=invoice&entity_id=1001", "shop").await;
+    assert_eq!(status_body["sync_status"], "pending");
+    // Paused: no more calls than the probes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(w.sage_invoices().is_empty());
+    // The store accepts the ledger again: the probe notices, the event syncs, the state returns.
+    w.magento.with("shop", |s| s.revoked = false);
+    wait_until("the callback after the recovery", || w.magento.callbacks("shop").len() == 1).await;
+    wait_for_status(&w.store, "tenant-r", ConnectionStatus::Active).await;
+    assert_eq!(w.sage_invoices().len(), 1);
+    let (_, health) = w.v1(reqwest::Method::GET, "/v1/tile/health", "shop").await;
+    assert_eq!(health["tenant"]["magento_connection_status"], "active");
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_revokes_the_binding_later_webhooks_get_401_and_the_books_are_kept() {
+    let mut w = World::new().await;
+    let first_key = w.pair("shop", "tenant-d").await;
+    w.start(1).await;
+    let (status, _) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202);
+    wait_until("the first invoice's sync state", || w.magento.callbacks("shop").len() == 1).await;
+    let (status, body) = w.v1(reqwest::Method::POST, "/v1/tenant/disconnect", "shop").await;
+    assert_eq!((status, body), (200, json!({"tenant_id": "tenant-d", "status": "revoked"})));
+    assert_eq!(w.store.binding("tenant-d").await.unwrap().unwrap().status, BindingStatus::Revoked);
+    let (status, body) = w.webhook("shop", "invoice.created:1003").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(w.store.find_by_key(BUSINESS, "invoice.created:1003").await.unwrap().is_none());
+    let (status, _) = w.v1(reqwest::Method::GET, "/v1/tile/health", "shop").await;
+    assert_eq!(status, 401);
+    // Runs and cross-reference are kept.
+    assert!(w.store.find_by_key(BUSINESS, "invoice.created:1001").await.unwrap().is_some());
+    assert!(
+        w.store
+            .get_xref(BUSINESS, XrefKind::Invoice, "1001")
+            .await
+            .unwrap()
+            .and_then(|x| x.done_id().map(str::to_owned))
+            .is_some()
+    );
+    // Pairing again (a new key) resumes, and the kept cross-reference prevents a duplicate.
+    let second = ApiKey::generate().unwrap();
+    assert_ne!(second.expose_secret(), first_key);
+    w.magento.add_paired_shop("shop", "tenant-d", second.expose_secret());
+    let b =
+        Binding::new("tenant-d", BUSINESS, &w.magento.base_url("shop"), second, policy(), SystemClock.now()).unwrap();
+    w.store.put_binding(&b).await.unwrap();
+    let (status, _) = w.webhook("shop", "invoice.created:1003").await;
+    assert_eq!(status, 202);
+    wait_until("the next invoice's sync state", || w.magento.callbacks("shop").len() == 2).await;
+    assert_eq!(w.sage_invoices().len(), 2);
+    w.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte8_ledger_serve_on_sqlite_syncs_a_webhook_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt as _;
+    let w = World::new().await;
+    w.pair("shop", "tenant-cli").await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_byte8-ledger"))
+        .args(["serve", "--state"])
+        .arg(w.db_path())
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--poll-ms", "20", "--retry-delays", "0.2"])
+        .env("LEDGER_MASTER_KEY", master_key_text())
+        .env("SAGE_CLIENT_ID", "demo-client")
+        .env("SAGE_CLIENT_SECRET", "demo-secret")
+        .env("SAGE_REQUESTS_PER_MINUTE", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
+    let workers = lines.next_line().await.unwrap().unwrap();
+    assert!(workers.starts_with("1 worker(s) on "), "{workers}");
+    let (event, env) = envelope("invoice.created:1001");
+    let (status, body) = w.magento.webhook(&w.http, &url, "shop", &event, &env).await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the sync state from the serving process", || w.magento.callbacks("shop").len() == 1).await;
+    assert_eq!(w.magento.callbacks("shop")[0]["sync_status"], "synced");
+    assert_eq!(w.sim.business(BUSINESS).unwrap().invoices.len(), 1);
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("stopped"));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_configuration_it_cannot_run_with_the_setting_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let run = |args: &[&str], with_key: bool| {
+        let mut c = bin();
+        if !with_key {
+            c.env_remove("LEDGER_MASTER_KEY");
+        }
+        c.arg("serve").args(args).output().unwrap()
+    };
+    let cases: Vec<(Vec<&str>, bool, &str)> = vec![
+        (vec!["--state", db.to_str().unwrap()], false, "LEDGER_MASTER_KEY"),
+        (vec!["--state", db.to_str().unwrap()], true, "SAGE_CLIENT_ID"),
+        (vec!["--state", db.to_str().unwrap(), "--no-http", "--workers", "0"], true, "nothing to do"),
+        (vec!["--state", db.to_str().unwrap(), "--workers", "0", "--retry-delays", "1,x"], true, "--retry-delays"),
+        (vec!["--state", "a.db", "--database-url", "postgres://x/y"], true, "cannot be used with"),
+        (vec![], true, "--state"),
+    ];
+    for (args, with_key, expect) in cases {
+        let out = run(&args, with_key);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_key_token_or_pairing_code_reaches_the_logs_or_the_answers() {
+    let mut w = World::new().await;
+    let api_key = w.pair("shop", "tenant-secret").await;
+    w.magento.with("shop", |s| s.fail_sync_state = 1);
+    w.start(1).await;
+    let mut sent = Vec::new();
+    for key in ["invoice.created:1001", "invoice.paid:1001", "customer.upserted:5"] {
+        let (event, env) = envelope(key);
+        let token = w.magento.webhook_token("shop");
+        let (status, body) =
+            magento::post(&w.http, &w.url(), "tenant-secret", &event, &env, Some(&token), Some(key)).await;
+        assert_eq!(status, 202, "{body}");
+        // Replayed, and tampered with: refused, and the answer holds neither token.
+        let (status, body) =
+            magento::post(&w.http, &w.url(), "tenant-secret", &event, &env, Some(&token), Some(key)).await;
+        assert_eq!(status, 401);
+        assert!(!body.to_string().contains(&token));
+        let tampered = format!("{}x", &token[..token.len() - 1]);
+        let (status, body) =
+            magento::post(&w.http, &w.url(), "tenant-secret", &event, &env, Some(&tampered), Some(key)).await;
+        assert_eq!(status, 401);
+        assert!(!body.to_string().contains(&tampered));
+        sent.push(token);
+        sent.push(tampered);
+    }
+    wait_until("three callbacks", || w.magento.callbacks("shop").len() == 3).await;
+    w.stop().await;
+    let ledger_tokens = w.magento.with("shop", |s| s.tokens.clone());
+    assert!(ledger_tokens.len() >= 5, "the ledger called Magento");
+    let keys = ApiKey::new(api_key.clone()).unwrap().derive();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut secrets =
+        vec![api_key.clone(), master_key_text(), hex(keys.outbound.expose_secret()), hex(keys.inbound.expose_secret())];
+    secrets.extend(sent);
+    secrets.extend(ledger_tokens);
+    let logs = logged();
+    assert!(logs.contains("tenant-secret"), "the logs were captured");
+    for s in &secrets {
+        // The signature part of a token is enough to use it: look for that too.
+        let probe = s.rsplit('.').next().unwrap();
+        assert!(!logs.contains(probe), "a secret reached the logs: …{}", &probe[..8.min(probe.len())]);
+    }
+    // Nor the Debug of what holds them.
+    let b = w.store.binding("tenant-secret").await.unwrap().unwrap();
+    assert!(!format!("{b:?}").contains(&api_key));
+    let svc = format!(
+        "{:?}",
+        Service::new(
+            Arc::clone(&w.store) as _,
+            Arc::new(SageProviders::new(Arc::clone(&w.store) as _)),
+            Arc::new(SystemClock),
+            fast_config()
+        )
+    );
+    assert!(!svc.contains(&api_key));
+    let _ = std::io::stderr().flush();
+}
