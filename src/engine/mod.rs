@@ -352,9 +352,9 @@ impl SyncEngine {
             Err(f) => return self.finish_failed(&run, None, attempt, started, *f.error).await,
         };
         let span = tracing::info_span!("event", key = %event.idempotency_key, attempt);
-        let _enter = span.enter();
-        let result = self.handle(&event, &policy).await;
-        drop(_enter);
+        // Instrumented, not entered: an entered span held across an await would tag the logs of
+        // other tasks on this thread (the service runs several).
+        let result = tracing::Instrument::instrument(self.handle(&event, &policy), span).await;
         let now = self.clock.now();
         match result {
             Ok(Handled::Synced { id, number, message }) => {

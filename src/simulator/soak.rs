@@ -215,9 +215,25 @@ pub async fn verify(
     report: &mut SoakReport,
 ) -> std::io::Result<()> {
     let store = SqliteStore::open(state, None).await.map_err(std::io::Error::other)?;
-    let counts = store.counts("demo-business").await.map_err(std::io::Error::other)?;
+    verify_business(sim, "demo-business", workload, &store, "demo-business", report).await
+}
+
+/// Checks simulated business `business`'s books against the stream's expectations and the runs
+/// of `scope` in `store` (any store: several worker processes on PostgreSQL too).
+///
+/// # Errors
+/// When the store cannot be read.
+pub async fn verify_business(
+    sim: &SageSimulator,
+    business: &str,
+    workload: &Workload,
+    store: &dyn RunStore,
+    scope: &str,
+    report: &mut SoakReport,
+) -> std::io::Result<()> {
+    let counts = store.counts(scope).await.map_err(std::io::Error::other)?;
     report.runs = counts.iter().map(|(s, n)| (s.as_str().to_owned(), *n)).collect();
-    let Some(b) = sim.business("demo-business") else {
+    let Some(b) = sim.business(business) else {
         report.problems.push("the simulator lost its business".into());
         return Ok(());
     };
@@ -246,10 +262,7 @@ pub async fn verify(
             _ => None,
         })
         .collect();
-    let synced = |key: String| {
-        let store = &store;
-        async move { store.find_by_key("demo-business", &key).await.ok().flatten().map(|r| r.status) }
-    };
+    let synced = |key: String| async move { store.find_by_key(scope, &key).await.ok().flatten().map(|r| r.status) };
     for e in &workload.expectations {
         match e {
             Expectation::Invoice { magento_id, reference, total, .. } => {
@@ -361,7 +374,7 @@ pub async fn verify(
     }
     let mut missing = 0;
     for k in &keys {
-        if store.find_by_key("demo-business", k).await.map_err(std::io::Error::other)?.is_none() {
+        if store.find_by_key(scope, k).await.map_err(std::io::Error::other)?.is_none() {
             missing += 1;
         }
     }

@@ -88,6 +88,8 @@ pub async fn bindings_round_trip(store: &dyn ServiceStore, scope: &str) {
     );
     assert!(!store.set_binding_status("no-such-tenant-x", BindingStatus::Revoked, later).await.expect("status"));
     assert!(!format!("{got:?}").contains("key-two"), "bindings_round_trip: Debug of a binding shows its key");
+    // Left revoked: a database shared with running services must not dispatch a test tenant.
+    assert!(store.set_binding_status(&tenant, BindingStatus::Revoked, later).await.expect("status"));
 }
 
 /// A `jti` is accepted once until it expires, then may be recorded again.
