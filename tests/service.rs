@@ -589,7 +589,7 @@ async fn forged_expired_replayed_and_revoked_webhooks_get_401_and_malformed_ones
         if let Some(a) = &auth {
             req = req.header("Authorization", a);
         }
-        let resp = req.header("Idempotency-Key", key.unwrap()).send().await.unwrap();
+        let resp = req.header("Idempotency-Key", "invoice.created:1001").send().await.unwrap();
         let status = resp.status().as_u16();
         let body: Value = resp.json().await.unwrap();
         assert_eq!(status, 401, "{name}: {body}");
@@ -617,7 +617,9 @@ async fn forged_expired_replayed_and_revoked_webhooks_get_401_and_malformed_ones
         f(&mut e);
         e
     };
-    let cases: Vec<(&str, &str, Vec<u8>, Option<&str>, u16, &str)> = vec![
+    // (what, event, body, Idempotency-Key, status, what the message names)
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, Option<&'a str>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("not JSON", "invoice.created", b"{not json".to_vec(), key, 400, "not JSON"),
         ("not an object", "invoice.created", b"[1,2]".to_vec(), key, 400, "JSON object"),
         (

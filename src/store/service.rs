@@ -240,12 +240,14 @@ impl BindingInfo {
     }
 }
 
+#[cfg(any(test, feature = "sqlite", feature = "postgres"))]
 /// The additional authenticated data binding a sealed `api_key` to its tenant: a ciphertext
 /// copied to another tenant's row does not open.
 fn api_key_aad(tenant_id: &str) -> Vec<u8> {
     format!("byte8-ledger:api_key:{tenant_id}").into_bytes()
 }
 
+#[cfg(any(test, feature = "sqlite", feature = "postgres"))]
 /// Seals a tenant's `api_key` for storage (AES-256-GCM, `v1:` + base64).
 ///
 /// # Errors
@@ -254,6 +256,7 @@ pub(crate) fn seal_api_key(key: &super::crypto::MasterKey, tenant_id: &str, api_
     key.seal(api_key.expose_secret().as_bytes(), &api_key_aad(tenant_id))
 }
 
+#[cfg(any(test, feature = "sqlite", feature = "postgres"))]
 /// Opens what [`seal_api_key`] sealed.
 ///
 /// # Errors
@@ -274,6 +277,7 @@ pub(crate) fn open_api_key(key: &super::crypto::MasterKey, tenant_id: &str, seal
     ApiKey::new(text)
 }
 
+#[cfg(any(test, feature = "sqlite", feature = "postgres"))]
 /// Reads a stored policy (it was checked when stored; a row that no longer reads is an error
 /// naming the tenant and the field).
 ///
@@ -285,6 +289,7 @@ pub(crate) fn read_policy(tenant_id: &str, json: &str) -> Result<SyncPolicy> {
     })
 }
 
+#[cfg(any(test, feature = "sqlite", feature = "postgres"))]
 /// Serialises a policy for storage.
 ///
 /// # Errors
