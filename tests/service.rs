@@ -846,6 +846,48 @@ async fn disconnect_revokes_the_binding_later_webhooks_get_401_and_the_books_are
     w.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_paired_before_its_business_is_connected_to_sage_waits_then_syncs() {
+    let mut w = World::new().await;
+    // A second business, paired but not connected to Sage yet.
+    let key = ApiKey::generate().unwrap();
+    w.magento.add_paired_shop("late", "tenant-late", key.expose_secret());
+    serve_samples(&w.magento, "late");
+    let b = Binding::new("tenant-late", "late-business", &w.magento.base_url("late"), key, policy(), SystemClock.now())
+        .unwrap();
+    w.store.put_binding(&b).await.unwrap();
+    w.start(1).await;
+    let (status, _) = w.webhook("late", "invoice.created:1001").await;
+    assert_eq!(status, 202, "accepted before Sage is connected");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let run = w.store.find_by_key("late-business", "invoice.created:1001").await.unwrap().unwrap();
+    assert_eq!((run.status, run.attempts), (RunStatus::Queued, 0), "it waits, untried");
+    // The operator connects the business: the event syncs.
+    let mut reference = byte8_ledger_core::reference::ReferenceData::demo_uk(SystemClock.now());
+    reference.business.id = "late-business".into();
+    w.sim.add_business(reference);
+    w.sim.with_state(|s| s.add_refresh_token("late-refresh"));
+    let sim = w._sim_server.base_url();
+    w.store
+        .save_connection(&Connection {
+            scope: "late-business".into(),
+            provider: "sage_accounting".into(),
+            base_url: sim,
+            token_url: w._sim_server.token_url(),
+            created_at: SystemClock.now(),
+        })
+        .await
+        .unwrap();
+    w.store
+        .save_tokens("late-business", &TokenSet::from_refresh_token(SecretString::from("late-refresh".to_owned())))
+        .await
+        .unwrap();
+    wait_until("the waiting event's sync state", || w.magento.callbacks("late").len() == 1).await;
+    assert_eq!(w.magento.callbacks("late")[0]["sync_status"], "synced");
+    assert_eq!(w.sim.business("late-business").unwrap().invoices.len(), 1);
+    w.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The command
 
