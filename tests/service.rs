@@ -353,6 +353,27 @@ async fn a_paired_store_s_signed_invoice_reaches_sage_and_its_sync_state_returns
     assert!(!listed.contains(&api_key));
     let stored = w.store.binding(&tenant).await.unwrap().unwrap();
     assert_eq!(stored.api_key.expose_secret(), api_key, "Magento and the ledger hold the same key");
+    // A second store on the same business is refused before Magento is called (their
+    // cross-references would mix).
+    w.magento.add_shop("shop2", "c9f0f895fb98ab9159f51fd0297e236d");
+    let second = bin()
+        .args(["tenant", "pair", "--state"])
+        .arg(w.db_path())
+        .args([
+            "--magento-base-url",
+            &w.magento.base_url("shop2"),
+            "--pairing-code",
+            "c9f0f895fb98ab9159f51fd0297e236d",
+        ])
+        .args(["--business-id", BUSINESS, "--policy"])
+        .arg(policy_path())
+        .args(["--ledger-base-url", "https://ledger.example.com"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("business {BUSINESS} is already bound to tenant {tenant}")), "{err}");
+    assert!(w.magento.with("shop2", |s| s.pairing_code.is_some()), "the code was not spent");
     serve_samples(&w.magento, "shop");
 
     w.start(2).await;
@@ -926,6 +947,19 @@ async fn byte8_ledger_serve_on_sqlite_syncs_a_webhook_and_stops_on_sigterm() {
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
     assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("stopped"));
+
+    // The operator disconnects the tenant.
+    let out = bin().args(["tenant", "disconnect", "--state"]).arg(w.db_path()).arg("tenant-cli").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tenant tenant-cli disconnected"));
+    let out = bin().args(["tenant", "list", "--json", "--state"]).arg(w.db_path()).output().unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["tenant_id"], "tenant-cli");
+    assert_eq!(listed[0]["status"], "revoked");
+    assert_eq!(listed[0]["business_id"], BUSINESS);
+    let out = bin().args(["tenant", "disconnect", "--state"]).arg(w.db_path()).arg("nobody").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tenant nobody"));
 }
 
 #[tokio::test]

@@ -113,22 +113,74 @@ async fn several_worker_processes_on_one_postgres_sync_every_webhook_once_and_ca
         sim.add_business(reference);
         let refresh = format!("refresh-{run}-{i}");
         sim.with_state(|s| s.add_refresh_token(&refresh));
-        store
-            .save_connection(&Connection {
-                scope: business.clone(),
-                provider: "sage_accounting".into(),
-                base_url: sim_server.base_url(),
-                token_url: sim_server.token_url(),
-                created_at: SystemClock.now(),
-            })
-            .await
-            .unwrap();
-        store.save_tokens(&business, &TokenSet::from_refresh_token(SecretString::from(refresh))).await.unwrap();
-        let key = ApiKey::generate().unwrap();
-        magento.add_paired_shop(&shop, &tenant, key.expose_secret());
-        let binding =
-            Binding::new(&tenant, &business, &magento.base_url(&shop), key, policy.clone(), SystemClock.now()).unwrap();
-        store.put_binding(&binding).await.unwrap();
+        if i == 0 {
+            // The first store is paired and connected as an operator does, with the command.
+            let cli = |args: &[&str]| {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_byte8-ledger"))
+                    .args(args)
+                    .args(["--database-url", &url])
+                    .env("LEDGER_MASTER_KEY", MASTER_KEY)
+                    .env("SAGE_CLIENT_ID", "demo-client")
+                    .env("SAGE_CLIENT_SECRET", "demo-secret")
+                    .output()
+                    .unwrap();
+                let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                assert!(out.status.success(), "{args:?}: {text}");
+                text
+            };
+            let policy_file = dir.path().join("policy.json");
+            std::fs::write(&policy_file, WORKLOAD_POLICY).unwrap();
+            magento.add_shop(&shop, "45c48cce2e2d7fbdea1afc51c7c6ad26");
+            let out = cli(&[
+                "tenant",
+                "pair",
+                "--magento-base-url",
+                &magento.base_url(&shop),
+                "--pairing-code",
+                "45c48cce2e2d7fbdea1afc51c7c6ad26",
+                "--business-id",
+                &business,
+                "--policy",
+                policy_file.to_str().unwrap(),
+                "--ledger-base-url",
+                "https://ledger.example.com",
+                "--tenant-id",
+                &tenant,
+            ]);
+            assert!(out.contains(&format!("paired tenant {tenant}")), "{out}");
+            assert!(out.contains("not connected yet"), "{out}");
+            let out = cli(&[
+                "connect",
+                "--business-id",
+                &business,
+                "--refresh-token",
+                &refresh,
+                "--sage-base-url",
+                &sim_server.base_url(),
+                "--sage-token-url",
+                &sim_server.token_url(),
+            ]);
+            assert!(out.contains("tokens stored encrypted in the PostgreSQL database"), "{out}");
+            assert!(!out.contains(&url), "the database URL is not printed: {out}");
+        } else {
+            store
+                .save_connection(&Connection {
+                    scope: business.clone(),
+                    provider: "sage_accounting".into(),
+                    base_url: sim_server.base_url(),
+                    token_url: sim_server.token_url(),
+                    created_at: SystemClock.now(),
+                })
+                .await
+                .unwrap();
+            store.save_tokens(&business, &TokenSet::from_refresh_token(SecretString::from(refresh))).await.unwrap();
+            let key = ApiKey::generate().unwrap();
+            magento.add_paired_shop(&shop, &tenant, key.expose_secret());
+            let binding =
+                Binding::new(&tenant, &business, &magento.base_url(&shop), key, policy.clone(), SystemClock.now())
+                    .unwrap();
+            store.put_binding(&binding).await.unwrap();
+        }
         let workload = Workload::generate(&WorkloadConfig {
             seed: 100 + u64::try_from(i).unwrap(),
             events: EVENTS_PER_TENANT,

@@ -1,6 +1,8 @@
 //! `--state FILE | --database-url URL`: the store a command works on.
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
+
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{Failure, usage};
 use crate::{
@@ -11,6 +13,32 @@ use crate::{
     },
 };
 
+/// A command-line value that is a secret (a database URL with its password, a pairing code):
+/// never shown by `Debug`.
+#[derive(Clone)]
+pub struct SecretArg(SecretString);
+
+impl SecretArg {
+    /// The value.
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for SecretArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[REDACTED]")
+    }
+}
+
+impl FromStr for SecretArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(SecretString::from(s.to_owned())))
+    }
+}
+
 /// Where the state lives: an SQLite file (one process) or a PostgreSQL database (several).
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
@@ -19,7 +47,7 @@ pub struct StoreArgs {
     pub state: Option<PathBuf>,
     /// A PostgreSQL database shared by several processes (`postgres://user:password@host/db`).
     #[arg(long)]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretArg>,
 }
 
 /// An opened store.
@@ -43,7 +71,7 @@ impl Database {
     pub(crate) async fn open(args: &StoreArgs, key: Option<MasterKey>) -> Result<Self, Failure> {
         match (&args.state, &args.database_url) {
             (Some(path), None) => Ok(Self::Sqlite(Arc::new(SqliteStore::open(path, key).await?), path.clone())),
-            (None, Some(url)) => Ok(Self::Postgres(Arc::new(PostgresStore::connect(url, key).await?))),
+            (None, Some(url)) => Ok(Self::Postgres(Arc::new(PostgresStore::connect(url.expose_secret(), key).await?))),
             _ => Err(usage("give either --state FILE or --database-url URL")),
         }
     }

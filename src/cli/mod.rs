@@ -31,7 +31,7 @@ use std::{
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
-pub use database::StoreArgs;
+pub use database::{SecretArg, StoreArgs};
 pub use serve::ServeArgs;
 pub use tenant::TenantCommand;
 

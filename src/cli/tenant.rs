@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use super::{
     Failure,
-    database::{Database, StoreArgs},
+    database::{Database, SecretArg, StoreArgs},
     io, read_policy, usage,
 };
 use crate::{
@@ -36,7 +36,7 @@ pub enum TenantCommand {
         /// The code the merchant generated in the Magento admin (the Byte8 module's Generate), valid 30
         /// minutes and once.
         #[arg(long, env = "BYTE8_PAIRING_CODE", hide_env_values = true)]
-        pairing_code: String,
+        pairing_code: SecretArg,
         /// The ledger business the store's events post to.
         #[arg(long)]
         business_id: String,
@@ -82,7 +82,8 @@ pub(crate) async fn run(command: TenantCommand, out: &mut dyn Write) -> Result<(
             ledger_base_url,
             tenant_id,
         } => {
-            pair(&store, &magento_base_url, &pairing_code, &business_id, policy, &ledger_base_url, tenant_id, out).await
+            let code = pairing_code.expose_secret();
+            pair(&store, &magento_base_url, code, &business_id, policy, &ledger_base_url, tenant_id, out).await
         }
         TenantCommand::List { store, json } => list(&store, json, out).await,
         TenantCommand::Disconnect { store, tenant_id } => disconnect(&store, &tenant_id, out).await,
@@ -215,5 +216,37 @@ async fn disconnect(args: &StoreArgs, tenant_id: &str, out: &mut dyn Write) -> R
         Ok(())
     } else {
         Err(Failure { code: 1, message: format!("no tenant {tenant_id} in {db}") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::Cli;
+
+    #[test]
+    fn secret_arguments_are_not_in_debug() {
+        let cli = Cli::try_parse_from([
+            "byte8-ledger",
+            "tenant",
+            "pair",
+            "--database-url",
+            "postgres://byte8:pa55w0rd@db/byte8",
+            "--magento-base-url",
+            "https://shop.example.com",
+            "--pairing-code",
+            "8f14e45fceea167a5a36dedd4bea2543",
+            "--business-id",
+            "b",
+            "--policy",
+            "p.json",
+            "--ledger-base-url",
+            "https://ledger.example.com",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(shown.contains("shop.example.com"), "{shown}");
+        assert!(!shown.contains("pa55w0rd") && !shown.contains("8f14e45fceea"), "{shown}");
     }
 }

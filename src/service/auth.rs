@@ -65,7 +65,8 @@ impl Shared {
         let binding = match self.store.binding(tenant_id).await {
             Ok(Some(b)) if b.is_active() => b,
             Ok(_) => {
-                tracing::warn!(tenant = %tenant_id, "request refused: unknown or disconnected tenant");
+                // Debug-formatted: the id comes from the request, unauthenticated.
+                tracing::warn!(tenant = ?tenant_id, "request refused: unknown or disconnected tenant");
                 return Err(ApiError::unauthorized("unknown or disconnected tenant"));
             }
             Err(e) => return Err(ApiError::from_store(&e)),
@@ -79,7 +80,7 @@ impl Shared {
         match verifier.verify_authorization(authorization, tenant_id).await {
             Ok(claims) => Ok((binding, claims)),
             Err(e @ Error::Auth { .. }) => {
-                tracing::warn!(tenant = %tenant_id, error = %e, "request refused");
+                tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
                 Err(ApiError::unauthorized(&e.to_string()))
             }
             Err(e) => Err(ApiError::from_store(&e)),

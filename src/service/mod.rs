@@ -7,8 +7,8 @@
 //! | route | what it does |
 //! |---|---|
 //! | `POST /webhooks/magento/{tenant_id}/{event_name}` | verifies the webhook JWT, reads the Byte8 envelope (byte8-spec.md 2), queues the event durably and answers `202 {"sync_run_id": …}` |
-//! | `GET /v1/status?entity_type=&entity_id=` | the sync state of one Magento entity and its runs |
-//! | `GET /v1/tile/health` | the admin tile's feed (byte8-spec.md 11.7) |
+//! | `GET /v1/status?entity_type=&entity_id=` | the sync state of one Magento entity: `{entity_type, entity_id, provider, sync_status, provider_entity_id, provider_reference, skip_reason, error_code, message, last_sync_at, runs: [{sync_run_id, event, idempotency_key, status, sync_status, provider_entity_id, skip_reason, error_code, message, attempts, received_at, updated_at}]}`; `sync_status` is the most recently changed run's (`pending` while it waits, `null` when there is none: the admin's "—") |
+//! | `GET /v1/tile/health` | the admin tile's feed (byte8-spec.md 11.7): `{tenant: {magento_connection_status}, binding: {status, region}, sync: {pending_count, failed_24h, last_run_at}}`; `region` is the ledger business's country (`GB`), `null` until its reference data is known; `failed_24h` counts runs dead-lettered in the last 24 hours |
 //! | `POST /v1/tenant/disconnect` | revokes the binding: dispatch stops, later webhooks get 401; runs and cross-reference are kept |
 //!
 //! Every route is authenticated by the module's bearer JWT (HS256 under the tenant's
@@ -39,8 +39,10 @@
 //! # From webhook to Sage and back
 //!
 //! 1. The webhook becomes the crate's [`Event`](crate::canonical::Event) **without an entity**
-//!    (contract.md 1), keyed by the `Idempotency-Key` header (`{event}:{magento_entity_id}`
-//!    when absent), and is queued in the [`RunStore`](crate::store::RunStore) under the
+//!    (contract.md 1; only the envelope's `magento_entity_id`, `website_id`, `store_id`,
+//!    `occurred_at` and `payload` are read, byte8-spec.md 2.5: the worker always fetches the
+//!    entity), keyed by the `Idempotency-Key` header (`{event}:{magento_entity_id}` when absent),
+//!    and is queued in the [`RunStore`](crate::store::RunStore) under the
 //!    binding's ledger business with the binding's policy as its snapshot (byte8-spec.md 1.4).
 //!    Documents dedupe for good on their key; an upsert delivered again makes a new run once the
 //!    previous one started, since the entity is fetched when it is processed (each delivery is
@@ -226,15 +228,6 @@ impl Service {
     /// [`WorkerPool::stop`].
     pub fn spawn_workers(&self, n: usize) -> WorkerPool {
         WorkerPool::spawn(Arc::clone(&self.shared), n)
-    }
-
-    /// One worker pass over every active binding, as worker `worker` (tests and hosts that drive
-    /// the work themselves): returns how many runs and callbacks it handled.
-    ///
-    /// # Errors
-    /// Store failures listing the bindings (a failure within one tenant is logged and skipped).
-    pub async fn work_once(&self, worker: usize) -> Result<usize> {
-        worker::pass(&self.shared, &worker::holder(&self.shared, worker)).await
     }
 
     /// The store.

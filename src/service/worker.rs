@@ -166,7 +166,7 @@ pub(crate) struct TenantRuntime {
 pub(crate) type Runtimes = tokio::sync::Mutex<HashMap<String, Arc<TenantRuntime>>>;
 
 /// A worker's name in dispatch leases: the process and the worker number.
-pub(crate) fn holder(shared: &Shared, worker: usize) -> String {
+fn holder(shared: &Shared, worker: usize) -> String {
     format!("{}/{worker}", shared.process)
 }
 
@@ -333,12 +333,9 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
     Ok(handled)
 }
 
-/// One pass over the active bindings: each business whose dispatch lease this worker gets.
-pub(crate) async fn pass(shared: &Arc<Shared>, holder: &str) -> Result<usize> {
-    pass_until(shared, holder, &AtomicBool::new(false)).await
-}
-
-async fn pass_until(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool) -> Result<usize> {
+/// One pass over the active bindings: each business whose dispatch lease this worker gets, until
+/// `stop` is set.
+async fn pass(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool) -> Result<usize> {
     let mut tenants: Vec<BindingInfo> =
         shared.store.bindings().await?.into_iter().filter(BindingInfo::is_active).collect();
     if tenants.len() > 1 {
@@ -413,7 +410,7 @@ impl WorkerPool {
                 tokio::spawn(async move {
                     let name = holder(&shared, i);
                     while !stop.load(Ordering::Relaxed) {
-                        let handled = match pass_until(&shared, &name, &stop).await {
+                        let handled = match pass(&shared, &name, &stop).await {
                             Ok(n) => n,
                             Err(e) => {
                                 tracing::warn!(worker = i, error = %e, "worker pass failed");
