@@ -64,7 +64,8 @@
 //! A worker is a loop (a tokio task; `serve --workers N` runs N, and `serve --workers-only` runs
 //! processes without HTTP). Each pass goes over the active bindings and, for each one whose
 //! **dispatch lease** it can take ([`DispatchStore::acquire_dispatch`](crate::store::service::DispatchStore::acquire_dispatch)), claims due runs of its
-//! business, processes them, and sends its pending callbacks, renewing the lease between runs.
+//! business one at a time and processes them, then sends its pending callbacks, renewing the lease
+//! before each (up to [`ServiceConfig::batch`] of each before it moves on).
 //!
 //! One worker at a time per business is deliberate. The engine's steps within one business
 //! assume a single writer: two invoices of a new customer processed at once would both create the
@@ -118,7 +119,8 @@ use crate::{clock::Clock, engine::EngineConfig, error::Result, http::RetryConfig
 pub struct ServiceConfig {
     /// How long an idle worker sleeps before looking for work again.
     pub poll_interval: Duration,
-    /// Runs (and callbacks) a worker claims at a time.
+    /// Runs (and then callbacks) a worker handles for one business before it moves on to the
+    /// next (each claimed one at a time).
     pub batch: usize,
     /// How long a worker holds a business's dispatch lease without renewing it (it renews before
     /// each run and callback): how soon another worker takes over a dead worker's business.

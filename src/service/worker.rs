@@ -279,14 +279,16 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
     }
     let config = &shared.config;
     let mut handled = 0;
-    let now = shared.clock.now();
-    let runs = shared.store.claim(&rt.scope, now, now + to_chrono(config.engine.lease), config.batch).await?;
-    for run in runs {
+    // One run at a time, the lease renewed before each: a worker that stops, or loses the lease
+    // to a faster one, leaves nothing claimed behind.
+    for _ in 0..config.batch {
         if stop.load(Ordering::Relaxed) || !renew(shared, &rt.scope, holder).await? {
-            // The rest come back when their lease expires.
-            tracing::info!(tenant = %rt.tenant_id, "stopping or lost the dispatch lease: leaving the rest of the batch");
             return Ok(handled);
         }
+        let now = shared.clock.now();
+        let Some(run) = shared.store.claim(&rt.scope, now, now + to_chrono(config.engine.lease), 1).await?.pop() else {
+            break;
+        };
         let key = run.idempotency_key.clone();
         let outcome = rt.engine.process(run).await?;
         tracing::info!(tenant = %rt.tenant_id, key = %key, status = %outcome.sync_status.as_str(), "run processed");
@@ -296,13 +298,16 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
     if rt.magento.status() == ConnectionStatus::TokenRevoked {
         return Ok(handled);
     }
-    let now = shared.clock.now();
-    let callbacks =
-        shared.store.claim_callbacks(&rt.scope, now, now + to_chrono(config.callback_lease), config.batch).await?;
-    for cb in callbacks {
+    for _ in 0..config.batch {
         if stop.load(Ordering::Relaxed) || !renew(shared, &rt.scope, holder).await? {
             return Ok(handled);
         }
+        let now = shared.clock.now();
+        let Some(cb) =
+            shared.store.claim_callbacks(&rt.scope, now, now + to_chrono(config.callback_lease), 1).await?.pop()
+        else {
+            break;
+        };
         handled += 1;
         let (id, generation) = (cb.run.id, cb.generation);
         let Some(outcome) = cb.run.outcome.as_ref() else {
@@ -326,6 +331,10 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
                     .store
                     .callback_failed(id, generation, shared.clock.now() + to_chrono(delay), &e.to_string())
                     .await?;
+                if rt.magento.status() == ConnectionStatus::TokenRevoked {
+                    status.sync(shared, &rt).await;
+                    return Ok(handled);
+                }
             }
         }
         status.sync(shared, &rt).await;
