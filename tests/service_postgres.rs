@@ -327,6 +327,33 @@ async fn several_worker_processes_on_one_postgres_sync_every_webhook_once_and_ca
     );
     assert!(by_process.iter().filter(|n| **n > 0).count() >= 2, "runs per worker process: {by_process:?}");
 
+    // The replay cache is the database's: a token the webhook process accepted is refused by
+    // another process sharing it (here a router in this process).
+    let other = byte8_ledger_core::service::Service::new(
+        Arc::new(
+            pg::store(&url, 2, Some(MasterKey::from_base64(&SecretString::from(MASTER_KEY.to_owned())).unwrap())).await,
+        ),
+        Arc::new(byte8_ledger_core::service::SageProviders::new(Arc::new(store.clone()))),
+        Arc::new(SystemClock),
+        byte8_ledger_core::service::ServiceConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = other.router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (tenant, _, shop, _) = &tenants[1];
+    let token = magento.webhook_token(shop);
+    let envelope = json!({"magento_entity_id": 999_001, "occurred_at": "2026-11-22T10:00:00Z", "payload": {}});
+    let key = Some("customer.upserted:999001");
+    let first = magento::post(&client, &ledger, tenant, "customer.upserted", &envelope, Some(&token), key).await;
+    assert_eq!(first.0, 202, "{:?}", first.1);
+    let replay = magento::post(&client, &other_url, tenant, "customer.upserted", &envelope, Some(&token), key).await;
+    assert_eq!(replay.0, 401, "{:?}", replay.1);
+    assert!(replay.1["message"].as_str().unwrap().contains("jti already seen"), "{:?}", replay.1);
+    let fresh = magento.webhook_token(shop);
+    let accepted = magento::post(&client, &other_url, tenant, "customer.upserted", &envelope, Some(&fresh), key).await;
+    assert_eq!(accepted.0, 202, "the other process accepts a fresh token: {:?}", accepted.1);
+
     for mut c in workers {
         let _ = c.kill().await;
     }
