@@ -734,11 +734,17 @@ impl AccountingProvider for SageProvider {
             let ids_ok = lookup.artefact_ids.iter().all(|id| ids.iter().any(|x| x == id));
             reference_ok && date_ok && ids_ok
         };
-        Ok(found
+        // A match that cannot be read is an error, not "not found": answering `None` would let the
+        // engine post the transaction a second time.
+        let path = match kind {
+            TransactionKind::Payment => "/contact_payments",
+            TransactionKind::Allocation => "/contact_allocations",
+        };
+        found
             .into_iter()
             .find(|v| matches(v))
-            .and_then(|v| parse::<SageTransaction>(v, "/contact_payments").ok())
-            .map(transaction_record))
+            .map(|v| parse::<SageTransaction>(v, path).map(transaction_record))
+            .transpose()
     }
 }
 
