@@ -20,7 +20,7 @@ use crate::{
     providers::{
         AccountingProviderExt, AllocationRequest, Capabilities, ContactFor, ContactRequest, CreditNoteRequest,
         DocumentRecord, InvoiceRequest, ItemKind, ItemLink, ItemRequest, PaymentRequest, StockMovementRequest,
-        TransactionKind, TransactionLookup, sage::transform::item_kind,
+        TransactionKind, TransactionLookup, types::item_kind,
     },
     reference::ReferenceData,
     store::{RunStatus, Xref, XrefKind},

@@ -418,16 +418,25 @@ impl SyncEngine {
         error: Error,
     ) -> Result<Outcome> {
         let now = self.clock.now();
-        let retry = error.is_retryable() && attempt < self.config.max_attempts;
+        // A deferral (a spent daily budget) waits as long as it must and never dead-letters.
+        let retry = error.is_deferred() || (error.is_retryable() && attempt < self.config.max_attempts);
         let next = retry.then(|| {
             let idx = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
             let ladder = &self.config.retry_ladder;
             let base = ladder.get(idx).or(ladder.last()).copied().unwrap_or(Duration::from_secs(60));
-            let wait = error.retry_after().map_or(base, |r| r.max(base));
+            let wait = match error.retry_after() {
+                Some(r) if error.is_deferred() => r,
+                Some(r) => r.max(base),
+                None => base,
+            };
             now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(1))
         });
         let mut message = error.to_string();
-        if retry {
+        if error.is_deferred() {
+            if let Some(at) = next {
+                message.push_str(&format!(" (not a failure: the event waits in line until {})", at.to_rfc3339()));
+            }
+        } else if retry {
             message.push_str(" (retryable: the event stays queued)");
         } else if error.is_retryable() {
             message.push_str(&format!(

@@ -1,8 +1,8 @@
 //! HTTP plumbing shared by the providers: the retry decision ([`retry`]) and the client-side rate
-//! limiter ([`limit`]).
+//! limits ([`limit`]).
 
 pub mod limit;
 pub mod retry;
 
-pub use limit::{RateConfig, RateLimiter};
+pub use limit::{ConcurrencyLimit, DailyBudget, RateConfig, RateLimiter, TenantLimits};
 pub use retry::{Attempt, Backoff, Decision, RetryConfig, decide};

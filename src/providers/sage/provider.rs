@@ -702,6 +702,8 @@ impl AccountingProvider for SageProvider {
     ) -> Result<Option<TransactionRecord>> {
         let day = lookup.date.format("%Y-%m-%d").to_string();
         let found: Vec<Value> = match kind {
+            // Sage leaves a settled invoice's credit note open (`credit_note_refunds` is off).
+            TransactionKind::Refund => return Ok(None),
             TransactionKind::Payment => {
                 self.client
                     .get_all(
