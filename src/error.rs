@@ -353,6 +353,43 @@ impl Error {
         }
     }
 
+    /// An equivalent error for another item of a batch that failed as a whole: the same variant,
+    /// class, retry behaviour and message (the boxed cause, which cannot be cloned, is left out).
+    pub fn copy(&self) -> Self {
+        match self {
+            Self::Parse { what, errors } => Self::Parse { what, errors: errors.clone() },
+            Self::Invalid { what, errors } => Self::Invalid { what, errors: errors.clone() },
+            Self::Config { field, message } => Self::Config { field: field.clone(), message: message.clone() },
+            Self::Auth { provider, reason, message } => {
+                Self::Auth { provider, reason: *reason, message: message.clone() }
+            }
+            Self::NotFound { what, id } => Self::NotFound { what: what.clone(), id: id.clone() },
+            Self::Rejected { provider, status, errors } => {
+                Self::Rejected { provider, status: *status, errors: errors.clone() }
+            }
+            Self::RateLimited { provider, retry_after } => Self::RateLimited { provider, retry_after: *retry_after },
+            Self::Provider { provider, status, message, retryable, .. } => Self::Provider {
+                provider,
+                status: *status,
+                message: message.clone(),
+                retryable: *retryable,
+                source: None,
+            },
+            Self::Http { provider, message, outcome_unknown, .. } => {
+                Self::Http { provider, message: message.clone(), outcome_unknown: *outcome_unknown, source: None }
+            }
+            Self::Unsupported { operation, provider } => Self::Unsupported { operation: operation.clone(), provider },
+            Self::Database { message, retryable, .. } => {
+                Self::Database { message: message.clone(), retryable: *retryable, source: None }
+            }
+            Self::Pending { what, message } => Self::Pending { what: what.clone(), message: message.clone() },
+            Self::Deferred { provider, message, retry_after } => {
+                Self::Deferred { provider, message: message.clone(), retry_after: *retry_after }
+            }
+            Self::Internal { message } => Self::Internal { message: message.clone() },
+        }
+    }
+
     /// The field errors carried by a parse or validation error (empty for the other kinds).
     pub fn field_errors(&self) -> &[FieldError] {
         match self {

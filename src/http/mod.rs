@@ -3,6 +3,8 @@
 
 pub mod limit;
 pub mod retry;
+pub mod stats;
 
 pub use limit::{ConcurrencyLimit, DailyBudget, RateConfig, RateLimiter, TenantLimits};
 pub use retry::{Attempt, Backoff, Decision, RetryConfig, decide};
+pub use stats::RequestStats;
