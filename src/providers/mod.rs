@@ -340,14 +340,7 @@ pub trait AccountingProviderExt: AccountingProvider {
         let mut refused = Vec::new();
         for candidate in candidates {
             if let Some(found) = self.find_contact(candidate).await? {
-                let same_currency = found.currency.is_none_or(|c| c == request.currency);
-                let same_guest = match subject {
-                    ContactSubject::Guest(email) => {
-                        found.email.as_deref().is_none_or(|e| e.trim().eq_ignore_ascii_case(email))
-                    }
-                    _ => true,
-                };
-                if same_currency && same_guest {
+                if adoptable(&found, subject, request.currency) {
                     return Ok(ResolvedContact { record: found, created: false });
                 }
                 refused.push(format!("{candidate} (held by another contact)"));
@@ -389,6 +382,18 @@ pub trait AccountingProviderExt: AccountingProvider {
 }
 
 impl<T: AccountingProvider + ?Sized> AccountingProviderExt for T {}
+
+/// True when a contact found holding a candidate reference may be adopted for `subject` in
+/// `currency`: the same currency (or none reported), and for a guest the same e-mail (or none
+/// reported) — 9 hex characters of a hash can collide.
+pub fn adoptable(found: &ContactRecord, subject: &ContactSubject, currency: crate::money::Currency) -> bool {
+    let same_currency = found.currency.is_none_or(|c| c == currency);
+    let same_guest = match subject {
+        ContactSubject::Guest(email) => found.email.as_deref().is_none_or(|e| e.trim().eq_ignore_ascii_case(email)),
+        _ => true,
+    };
+    same_currency && same_guest
+}
 
 /// True when a ledger refused a contact because its reference is taken.
 pub fn is_reference_taken(e: &Error) -> bool {

@@ -274,6 +274,8 @@ pub enum XrefKind {
     Allocation,
     /// A stock movement: key = `{sku}:{hash}`.
     StockMovement,
+    /// A credit note's cash refund: key = Magento credit memo id.
+    Refund,
 }
 
 impl XrefKind {
@@ -287,6 +289,7 @@ impl XrefKind {
             Self::Payment => "payment",
             Self::Allocation => "allocation",
             Self::StockMovement => "stock_movement",
+            Self::Refund => "refund",
         }
     }
 
@@ -300,6 +303,7 @@ impl XrefKind {
             Self::Payment,
             Self::Allocation,
             Self::StockMovement,
+            Self::Refund,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

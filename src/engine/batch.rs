@@ -1,0 +1,455 @@
+//! Batches: grouping claimed runs so that a provider that takes several documents a request
+//! (`Capabilities::max_batch` > 1) gets them together, with the same per-document guarantees
+//! (see the module docs of [`crate::engine`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{
+    Handled, SyncEngine,
+    handlers::{ContactJob, ContactNeed, invoice_meta},
+};
+use crate::{
+    canonical::{Entity, Event, EventKind, MagentoInvoice},
+    error::{Error, Result},
+    outcome::Outcome,
+    plan::DocumentKind,
+    policy::SyncPolicy,
+    providers::{ContactRequest, InvoiceRequest, ItemLink, adoptable, is_reference_taken},
+    store::{Run, RunStatus, Xref, XrefKind},
+};
+
+/// What a run is, for grouping: its kind, the invoice it is (`invoice.created`) or refers to
+/// (`invoice.paid`, `creditmemo.created`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub(crate) kind: Option<EventKind>,
+    pub(crate) invoice: Option<u64>,
+}
+
+impl Shape {
+    fn of(run: &Run) -> Self {
+        match Event::parse(&run.raw) {
+            Ok(e) => {
+                let invoice = match (&e.event, &e.entity) {
+                    (EventKind::InvoiceCreated, _) => Some(e.magento_entity_id),
+                    (EventKind::InvoicePaid, Some(Entity::Payment(p))) => Some(p.invoice_id),
+                    (EventKind::CreditMemoCreated, Some(Entity::CreditMemo(m))) => m.invoice_id,
+                    _ => None,
+                };
+                Self { kind: Some(e.event), invoice }
+            }
+            Err(_) => Self { kind: None, invoice: None },
+        }
+    }
+}
+
+/// The order in which to process runs: each step is one run, or a batch of `invoice.created`
+/// runs. Within a segment (between upserts, which a document may depend on), invoices go first in
+/// batches of `max_batch`, then the other events in their order. An invoice that an earlier event
+/// of the segment refers to starts a new segment, so that event sees what it saw before.
+pub(crate) fn plan_steps(shapes: &[Shape], max_batch: usize) -> Vec<Vec<usize>> {
+    let mut steps: Vec<Vec<usize>> = Vec::new();
+    let mut segment: Vec<usize> = Vec::new();
+    let flush = |segment: &mut Vec<usize>, steps: &mut Vec<Vec<usize>>| {
+        let (invoices, others): (Vec<usize>, Vec<usize>) =
+            segment.drain(..).partition(|i| shapes[*i].kind == Some(EventKind::InvoiceCreated));
+        for chunk in invoices.chunks(max_batch.max(1)) {
+            steps.push(chunk.to_vec());
+        }
+        steps.extend(others.into_iter().map(|i| vec![i]));
+    };
+    for (i, shape) in shapes.iter().enumerate() {
+        match shape.kind {
+            Some(EventKind::CustomerUpserted | EventKind::ProductUpserted) => {
+                flush(&mut segment, &mut steps);
+                steps.push(vec![i]);
+            }
+            Some(EventKind::InvoiceCreated) => {
+                let referred = segment
+                    .iter()
+                    .any(|j| shapes[*j].kind != Some(EventKind::InvoiceCreated) && shapes[*j].invoice == shape.invoice);
+                if referred {
+                    flush(&mut segment, &mut steps);
+                }
+                segment.push(i);
+            }
+            _ => segment.push(i),
+        }
+    }
+    flush(&mut segment, &mut steps);
+    steps
+}
+
+/// Where an invoice of a batch stands after its own checks.
+enum Prep<'a> {
+    /// Decided without posting (skipped, already synced, found by reference).
+    Decided(Handled),
+    /// To post: its reference, its contact, its items.
+    Ready(String, ContactNeed<'a>, BTreeMap<String, ItemLink>),
+}
+
+/// One invoice of a batch on its way.
+struct Job<'a> {
+    index: usize,
+    event: &'a Event,
+    inv: &'a MagentoInvoice,
+    policy: &'a SyncPolicy,
+    attempt: u32,
+    started: DateTime<Utc>,
+    doc_ref: String,
+    contact: Option<String>,
+    need: Option<ContactJob<'a>>,
+    items: BTreeMap<String, ItemLink>,
+}
+
+impl SyncEngine {
+    /// Reads, queues and processes several lines, in the caller's order, and answers one outcome
+    /// per line in that order, as [`sync_line`](Self::sync_line) would for each — but with the
+    /// provider's batches (`invoice.created` runs grouped, see the module docs) when it takes
+    /// them.
+    ///
+    /// # Errors
+    /// Store failures (a ledger failure is an outcome, not an error).
+    pub async fn sync_lines(&self, lines: &[&str]) -> Result<Vec<Outcome>> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; lines.len()];
+        let mut line_runs: Vec<Option<i64>> = vec![None; lines.len()];
+        let mut runs: Vec<Run> = Vec::new();
+        let mut claimed: BTreeSet<i64> = BTreeSet::new();
+        for (i, line) in lines.iter().enumerate() {
+            let submitted = self.submit(line).await?;
+            if let Some(o) = submitted.outcome {
+                outcomes[i] = Some(o);
+                continue;
+            }
+            line_runs[i] = Some(submitted.run_id);
+            if claimed.contains(&submitted.run_id) {
+                continue;
+            }
+            let now = self.clock.now();
+            let run = match self.store.get(submitted.run_id).await? {
+                Some(r) if r.status == RunStatus::Queued => {
+                    let at = r.next_attempt_at.map_or(now, |t| t.max(now));
+                    self.store.claim_run(r.id, at, self.lease_until(at)).await?
+                }
+                Some(r) if r.status == RunStatus::Running => {
+                    self.store.claim_run(r.id, now, self.lease_until(now)).await?
+                }
+                _ => None,
+            };
+            if let Some(run) = run {
+                claimed.insert(run.id);
+                runs.push(run);
+            }
+        }
+        let done: BTreeMap<i64, Outcome> = self.process_runs(runs).await?.into_iter().map(|(r, o)| (r.id, o)).collect();
+        let mut out = Vec::with_capacity(lines.len());
+        for (i, known) in outcomes.into_iter().enumerate() {
+            if let Some(o) = known {
+                out.push(o);
+                continue;
+            }
+            let id = line_runs[i].unwrap_or_default();
+            match done.get(&id) {
+                Some(o) => out.push(o.clone()),
+                None => {
+                    let r = self.store.get(id).await?.ok_or_else(|| Error::internal("run vanished"))?;
+                    out.push(r.outcome.clone().unwrap_or_else(|| self.in_progress(&r)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Processes claimed runs, batching `invoice.created` runs when the provider takes batches.
+    pub(crate) async fn process_runs(&self, runs: Vec<Run>) -> Result<Vec<(Run, Outcome)>> {
+        let shapes: Vec<Shape> = runs.iter().map(Shape::of).collect();
+        let invoices = shapes.iter().filter(|s| s.kind == Some(EventKind::InvoiceCreated)).count();
+        // Capabilities are asked only when there is something to batch (no request otherwise).
+        let max_batch =
+            if invoices > 1 { self.provider.capabilities().await.map(|c| c.max_batch).unwrap_or(1) } else { 1 };
+        let steps: Vec<Vec<usize>> =
+            if max_batch > 1 { plan_steps(&shapes, max_batch) } else { (0..runs.len()).map(|i| vec![i]).collect() };
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; runs.len()];
+        for step in steps {
+            if step.len() == 1 {
+                outcomes[step[0]] = Some(self.process(runs[step[0]].clone()).await?);
+                continue;
+            }
+            let batch: Vec<Run> = step.iter().map(|i| runs[*i].clone()).collect();
+            for (i, o) in step.iter().zip(self.process_invoice_batch(&batch).await?) {
+                outcomes[*i] = Some(o);
+            }
+        }
+        Ok(runs
+            .into_iter()
+            .zip(outcomes)
+            .map(|(r, o)| {
+                let o = o.unwrap_or_else(|| self.in_progress(&r));
+                (r, o)
+            })
+            .collect())
+    }
+
+    /// One batch of `invoice.created` runs: policy and cross-reference per invoice, then the
+    /// contacts (looked up together, the missing ones created together), the intents, one post,
+    /// and each invoice's own result.
+    async fn process_invoice_batch(&self, runs: &[Run]) -> Result<Vec<Outcome>> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; runs.len()];
+        let mut begun = Vec::with_capacity(runs.len());
+        for (i, run) in runs.iter().enumerate() {
+            match self.begin(run).await? {
+                Ok((event, policy, attempt, started)) => begun.push((i, event, policy, attempt, started)),
+                Err(o) => outcomes[i] = Some(o),
+            }
+        }
+        let (reference, caps) = self.context().await?;
+        let mut jobs: Vec<Job<'_>> = Vec::new();
+        for (i, event, policy, attempt, started) in &begun {
+            let Some(Entity::Invoice(inv)) = &event.entity else {
+                // An event without its entity (fetched from Magento) goes the single way.
+                outcomes[*i] = Some(self.process(runs[*i].clone()).await?);
+                continue;
+            };
+            let prep: Result<Prep<'_>> = async {
+                if let Some(h) = self.invoice_precheck(event, inv, policy).await? {
+                    return Ok(Prep::Decided(h));
+                }
+                let doc_ref = self.reference_of(policy, &inv.increment_id, &caps);
+                let key = inv.magento_id.to_string();
+                // After a crash or an unknown outcome: look it up before any second write.
+                if (self.get(XrefKind::Invoice, &key).await?.is_some() || self.config.verify_before_create)
+                    && let Some(doc) = self.provider.find_document(DocumentKind::Invoice, &doc_ref).await?
+                {
+                    let contact = doc.contact_id.clone().unwrap_or_default();
+                    let meta = invoice_meta(inv, &doc, &contact, &doc_ref);
+                    self.put(
+                        XrefKind::Invoice,
+                        &key,
+                        &Xref::done(doc.id.clone(), Some(doc_ref.clone()), meta, self.clock.now()),
+                    )
+                    .await?;
+                    return Ok(Prep::Decided(Handled::Synced {
+                        id: doc.id,
+                        number: doc.number,
+                        message: Some("found in the ledger by reference (an earlier attempt had posted it)".into()),
+                    }));
+                }
+                let need =
+                    self.contact_need(&inv.customer, inv.currency, inv.grand_total, policy, &reference, &caps).await?;
+                let items = self.item_links(inv.lines.iter().map(|l| l.sku.as_str()), policy).await?;
+                Ok(Prep::Ready(doc_ref, need, items))
+            }
+            .await;
+            match prep {
+                Ok(Prep::Decided(h)) => {
+                    outcomes[*i] = Some(self.finish_result(&runs[*i], event, *attempt, *started, Ok(h)).await?);
+                }
+                Ok(Prep::Ready(doc_ref, need, items)) => {
+                    let (contact, need) = match need {
+                        ContactNeed::Known(id) => (Some(id), None),
+                        ContactNeed::Resolve(job) => (None, Some(job)),
+                    };
+                    jobs.push(Job {
+                        index: *i,
+                        event,
+                        inv,
+                        policy,
+                        attempt: *attempt,
+                        started: *started,
+                        doc_ref,
+                        contact,
+                        need,
+                        items,
+                    });
+                }
+                Err(e) => {
+                    outcomes[*i] = Some(self.finish_result(&runs[*i], event, *attempt, *started, Err(e)).await?);
+                }
+            }
+        }
+        // Contacts first: every distinct one looked up in one go, the missing ones created in one go.
+        let mut failed: BTreeMap<usize, Error> = BTreeMap::new();
+        let resolved = self.resolve_jobs(&jobs).await?;
+        for job in &mut jobs {
+            if job.contact.is_some() {
+                continue;
+            }
+            let key = job.need.as_ref().map(|n| n.xref_key.clone()).unwrap_or_default();
+            match resolved.get(&key) {
+                Some(Ok(id)) => job.contact = Some(id.clone()),
+                Some(Err(e)) => {
+                    failed.insert(job.index, e.copy());
+                }
+                None => {
+                    failed.insert(job.index, Error::internal("a contact of the batch was not resolved"));
+                }
+            }
+        }
+        // Intents, then one post.
+        let mut ready: Vec<&Job<'_>> = Vec::new();
+        for job in &jobs {
+            if failed.contains_key(&job.index) {
+                continue;
+            }
+            let key = job.inv.magento_id.to_string();
+            self.put(XrefKind::Invoice, &key, &Xref::intent(Some(job.doc_ref.clone()), json!({}), self.clock.now()))
+                .await?;
+            ready.push(job);
+        }
+        let requests: Vec<InvoiceRequest<'_>> = ready
+            .iter()
+            .map(|j| InvoiceRequest {
+                invoice: j.inv,
+                policy: j.policy,
+                contact_id: j.contact.as_deref().unwrap_or_default(),
+                items: &j.items,
+                idempotency_key: &j.event.idempotency_key,
+            })
+            .collect();
+        tracing::info!(invoices = requests.len(), "posting a batch of invoices");
+        let posted = if requests.is_empty() { Vec::new() } else { self.provider.post_invoices(&requests).await };
+        let mut results: BTreeMap<usize, Result<Handled>> = BTreeMap::new();
+        for (job, result) in ready.iter().zip(posted) {
+            let handled = match result {
+                Ok(doc) => {
+                    let key = job.inv.magento_id.to_string();
+                    let contact = job.contact.clone().unwrap_or_default();
+                    let x = Xref::done(
+                        doc.id.clone(),
+                        Some(job.doc_ref.clone()),
+                        invoice_meta(job.inv, &doc, &contact, &job.doc_ref),
+                        self.clock.now(),
+                    );
+                    self.put(XrefKind::Invoice, &key, &x).await?;
+                    Ok(Handled::Synced { id: doc.id, number: doc.number, message: None })
+                }
+                Err(e) => Err(e),
+            };
+            results.insert(job.index, handled);
+        }
+        for (index, e) in failed {
+            results.insert(index, Err(e));
+        }
+        for job in &jobs {
+            if let Some(result) = results.remove(&job.index) {
+                outcomes[job.index] =
+                    Some(self.finish_result(&runs[job.index], job.event, job.attempt, job.started, result).await?);
+            }
+        }
+        Ok(runs.iter().zip(outcomes).map(|(r, o)| o.unwrap_or_else(|| self.in_progress(r))).collect())
+    }
+
+    /// Resolves the distinct contact jobs of a batch: one look-up of every first candidate, one
+    /// creation of the missing ones; a candidate held by another contact (another currency,
+    /// another guest) or refused as taken falls back to the one-by-one resolution, which tries
+    /// the next candidates. Answers by cross-reference key.
+    async fn resolve_jobs(&self, jobs: &[Job<'_>]) -> Result<BTreeMap<String, Result<String>>> {
+        let mut distinct: Vec<(&ContactJob<'_>, &Job<'_>)> = Vec::new();
+        for job in jobs {
+            if let Some(need) = &job.need
+                && !distinct.iter().any(|(n, _)| n.xref_key == need.xref_key)
+            {
+                distinct.push((need, job));
+            }
+        }
+        let mut out = BTreeMap::new();
+        if distinct.is_empty() {
+            return Ok(out);
+        }
+        let firsts: Vec<&str> = distinct.iter().map(|(n, _)| n.candidates[0].as_str()).collect();
+        let found = match self.provider.find_contacts(&firsts).await {
+            Ok(f) => f,
+            Err(e) => {
+                for (n, _) in &distinct {
+                    out.insert(n.xref_key.clone(), Err(e.copy()));
+                }
+                return Ok(out);
+            }
+        };
+        let mut create: Vec<(&ContactJob<'_>, &Job<'_>)> = Vec::new();
+        let mut one_by_one: Vec<(&ContactJob<'_>, &Job<'_>)> = Vec::new();
+        for ((need, job), found) in distinct.iter().zip(found) {
+            match found {
+                Some(record) if adoptable(&record, &need.subject, need.currency) => {
+                    self.record_contact(need, &record, false).await?;
+                    out.insert(need.xref_key.clone(), Ok(record.id));
+                }
+                Some(_) => one_by_one.push((need, job)),
+                None => create.push((need, job)),
+            }
+        }
+        if !create.is_empty() {
+            let requests: Vec<ContactRequest<'_>> = create
+                .iter()
+                .map(|(need, job)| ContactRequest {
+                    contact: need.who,
+                    currency: need.currency,
+                    reference: &need.candidates[0],
+                    policy: job.policy,
+                    idempotency_key: Some(&job.event.idempotency_key),
+                })
+                .collect();
+            for ((need, job), result) in create.iter().zip(self.provider.create_contacts(&requests).await) {
+                match result {
+                    Ok(record) => {
+                        self.record_contact(need, &record, true).await?;
+                        out.insert(need.xref_key.clone(), Ok(record.id));
+                    }
+                    Err(e) if is_reference_taken(&e) || e.outcome_unknown() => one_by_one.push((need, job)),
+                    Err(e) => {
+                        out.insert(need.xref_key.clone(), Err(e));
+                    }
+                }
+            }
+        }
+        for (need, job) in one_by_one {
+            let r = self.resolve_job(need, job.policy, &job.event.idempotency_key).await;
+            out.insert(need.xref_key.clone(), r);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(kind: EventKind, invoice: Option<u64>) -> Shape {
+        Shape { kind: Some(kind), invoice }
+    }
+
+    #[test]
+    fn invoices_are_grouped_ahead_of_other_invoices_events_only() {
+        use EventKind::*;
+        // created 1, paid 1, created 2, paid 2, created 3, memo on 1
+        let shapes = [
+            s(InvoiceCreated, Some(1)),
+            s(InvoicePaid, Some(1)),
+            s(InvoiceCreated, Some(2)),
+            s(InvoicePaid, Some(2)),
+            s(InvoiceCreated, Some(3)),
+            s(CreditMemoCreated, Some(1)),
+        ];
+        assert_eq!(plan_steps(&shapes, 50), vec![vec![0, 2, 4], vec![1], vec![3], vec![5]]);
+        // Batches of 2.
+        assert_eq!(plan_steps(&shapes, 2), vec![vec![0, 2], vec![4], vec![1], vec![3], vec![5]]);
+    }
+
+    #[test]
+    fn an_upsert_or_an_earlier_reference_is_a_barrier() {
+        use EventKind::*;
+        let shapes = [
+            s(InvoiceCreated, Some(1)),
+            s(ProductUpserted, None),
+            s(InvoiceCreated, Some(2)),
+            s(InvoicePaid, Some(3)), // paid before its invoice: the invoice must not jump it
+            s(InvoiceCreated, Some(3)),
+            s(InvoiceCreated, Some(4)),
+            Shape { kind: None, invoice: None },
+        ];
+        assert_eq!(plan_steps(&shapes, 50), vec![vec![0], vec![1], vec![2], vec![3], vec![4, 5], vec![6]]);
+    }
+}
