@@ -116,9 +116,21 @@ impl SyncEngine {
     pub async fn sync_lines(&self, lines: &[&str]) -> Result<Vec<Outcome>> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; lines.len()];
         let mut line_runs: Vec<Option<i64>> = vec![None; lines.len()];
+        let mut done: BTreeMap<i64, Outcome> = BTreeMap::new();
         let mut runs: Vec<Run> = Vec::new();
         let mut claimed: BTreeSet<i64> = BTreeSet::new();
+        let mut keys: BTreeSet<String> = BTreeSet::new();
         for (i, line) in lines.iter().enumerate() {
+            // A key seen again in this round (a replayed document, a newer upsert) is submitted
+            // only after what came before it was processed: exactly what line-by-line would do.
+            if let Ok(e) = Event::parse(line)
+                && !keys.insert(e.idempotency_key.clone())
+            {
+                done.extend(self.process_runs(std::mem::take(&mut runs)).await?.into_iter().map(|(r, o)| (r.id, o)));
+                claimed.clear();
+                keys.clear();
+                keys.insert(e.idempotency_key);
+            }
             let submitted = self.submit(line).await?;
             if let Some(o) = submitted.outcome {
                 outcomes[i] = Some(o);
@@ -141,10 +153,11 @@ impl SyncEngine {
             };
             if let Some(run) = run {
                 claimed.insert(run.id);
+                done.remove(&run.id);
                 runs.push(run);
             }
         }
-        let done: BTreeMap<i64, Outcome> = self.process_runs(runs).await?.into_iter().map(|(r, o)| (r.id, o)).collect();
+        done.extend(self.process_runs(runs).await?.into_iter().map(|(r, o)| (r.id, o)));
         let mut out = Vec::with_capacity(lines.len());
         for (i, known) in outcomes.into_iter().enumerate() {
             if let Some(o) = known {

@@ -268,9 +268,25 @@ pub async fn connections_and_tokens_round_trip(store: &dyn Store, scope: &str) {
         base_url: "https://api.accounting.sage.com/v3.1".into(),
         token_url: "https://oauth.accounting.sage.com/token".into(),
         created_at: t0(),
+        tenant_id: None,
+        connections_url: None,
     };
     store.save_connection(&c).await.expect("save connection");
     assert_eq!(store.connection(scope).await.expect("connection"), Some(c.clone()));
+    // A Xero connection keeps its provider kind, pinned tenant and connections endpoint.
+    let x = Connection {
+        scope: format!("{scope}-xero"),
+        provider: crate::store::ProviderKind::Xero.as_str().into(),
+        base_url: "https://api.xero.com/api.xro/2.0".into(),
+        token_url: "https://identity.xero.com/connect/token".into(),
+        created_at: t0(),
+        tenant_id: Some("6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b".into()),
+        connections_url: Some("https://api.xero.com/connections".into()),
+    };
+    store.save_connection(&x).await.expect("save a Xero connection");
+    let back = store.connection(&x.scope).await.expect("connection").expect("stored");
+    assert_eq!(back, x, "connections_and_tokens_round_trip: the Xero connection");
+    assert_eq!(back.kind(), Some(crate::store::ProviderKind::Xero));
     assert!(store.connections().await.expect("list").iter().any(|x| x.scope == scope));
     assert!(store.tokens(scope).await.expect("tokens").is_none(), "no tokens yet");
     let tokens = TokenSet {

@@ -996,34 +996,65 @@ impl AccountingProvider for XeroProvider {
             Ok(r) => r,
             Err(e) => return requests.iter().map(|_| Err(e.copy())).collect(),
         };
-        let elements = requests
-            .iter()
-            .map(|r| {
-                let links = DocumentLinks { contact_id: r.contact_id, items: r.items };
-                let t = transform::invoice(r.invoice, r.policy, &reference, &links)?;
-                for note in &t.notes {
-                    tracing::info!(invoice = %r.invoice.increment_id, "{note}");
-                }
-                Ok(Element {
-                    number: t.request.invoice_number.clone(),
-                    event_key: r.idempotency_key.to_owned(),
-                    body: t.request,
+        let no_items = BTreeMap::new();
+        let elements = |with_items: &dyn Fn(usize) -> bool| -> Vec<Result<Element<model::Invoice>>> {
+            requests
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let items = if with_items(i) { r.items } else { &no_items };
+                    let links = DocumentLinks { contact_id: r.contact_id, items };
+                    let t = transform::invoice(r.invoice, r.policy, &reference, &links)?;
+                    for note in &t.notes {
+                        tracing::info!(invoice = %r.invoice.increment_id, "{note}");
+                    }
+                    Ok(Element {
+                        number: t.request.invoice_number.clone(),
+                        event_key: r.idempotency_key.to_owned(),
+                        body: t.request,
+                    })
                 })
+                .collect()
+        };
+        let map = |v: &Value| {
+            serde_json::from_value::<DocumentOut>(v.clone())
+                .ok()
+                .and_then(|d| document_record(DocumentKind::Invoice, &d))
+        };
+        let lookup =
+            |numbers: Vec<String>| async move { self.find_invoices_by_number(DocumentKind::Invoice, &numbers).await };
+        let mut results =
+            self.send_batches("/Invoices", "Invoices", "invoices", elements(&|_| true), map, lookup).await;
+        // Q17: Xero refuses to sell a tracked item below zero. Magento sold it (backorders): the
+        // sale is booked without the item links, and the item's level is left to the next
+        // product.upserted, which sets it to Magento's.
+        let short: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                !requests[*i].items.is_empty()
+                    && matches!(r, Err(Error::Rejected { errors, .. })
+                        if errors.iter().any(|e| e.message.to_lowercase().contains("available to sell")))
             })
+            .map(|(i, _)| i)
             .collect();
-        self.send_batches(
-            "/Invoices",
-            "Invoices",
-            "invoices",
-            elements,
-            |v| {
-                serde_json::from_value::<DocumentOut>(v.clone())
-                    .ok()
-                    .and_then(|d| document_record(DocumentKind::Invoice, &d))
-            },
-            |numbers| async move { self.find_invoices_by_number(DocumentKind::Invoice, &numbers).await },
-        )
-        .await
+        if !short.is_empty() {
+            tracing::warn!(
+                invoices = short.len(),
+                "Xero has not the stock these invoices sell: posting them without item links"
+            );
+            let retry: Vec<Result<Element<model::Invoice>>> = elements(&|i| !short.contains(&i))
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| short.contains(i))
+                .map(|(_, e)| e)
+                .collect();
+            let again = self.send_batches("/Invoices", "Invoices", "invoices", retry, map, lookup).await;
+            for (i, r) in short.into_iter().zip(again) {
+                results[i] = r;
+            }
+        }
+        results
     }
 
     async fn post_credit_note(&self, request: &CreditNoteRequest<'_>) -> Result<DocumentRecord> {
