@@ -2,7 +2,9 @@
 //!
 //! Setters never fail; [`XeroBuilder::build`] reports every missing or invalid setting at once.
 //! [`XeroBuilder::from_env`] reads `XERO_CLIENT_ID`, `XERO_CLIENT_SECRET`, `XERO_TENANT_ID`,
-//! `XERO_BASE_URL`, `XERO_TOKEN_URL` and `XERO_CONNECTIONS_URL`.
+//! `XERO_BASE_URL`, `XERO_TOKEN_URL`, `XERO_CONNECTIONS_URL`, and the limits
+//! `XERO_REQUESTS_PER_MINUTE`, `XERO_CONCURRENT_REQUESTS` and `XERO_REQUESTS_PER_DAY` (whole
+//! numbers; 0 lifts that client-side limit, e.g. `1000` a day for an app on Xero's Starter tier).
 
 use std::{fmt, sync::Arc, time::Duration};
 
@@ -95,7 +97,22 @@ impl XeroBuilder {
     /// A builder from the `XERO_*` environment variables.
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let mut limits = XeroLimits::default();
+        let mut limited = false;
+        if let Some(n) = var("XERO_REQUESTS_PER_MINUTE").and_then(|v| v.trim().parse().ok()) {
+            limits.per_minute = n;
+            limited = true;
+        }
+        if let Some(n) = var("XERO_CONCURRENT_REQUESTS").and_then(|v| v.trim().parse().ok()) {
+            limits.concurrent = n;
+            limited = true;
+        }
+        if let Some(n) = var("XERO_REQUESTS_PER_DAY").and_then(|v| v.trim().parse().ok()) {
+            limits.per_day = n;
+            limited = true;
+        }
         Self {
+            limits: limited.then_some(limits),
             client_id: var("XERO_CLIENT_ID"),
             client_secret: var("XERO_CLIENT_SECRET").map(SecretString::from),
             tenant_id: var("XERO_TENANT_ID"),
