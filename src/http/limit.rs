@@ -146,19 +146,27 @@ impl DailyBudget {
     /// # Errors
     /// The wait, when the budget is spent (by this client's count or the ledger's own).
     pub fn take(&self, now: DateTime<Utc>) -> std::result::Result<(), Duration> {
+        let ledger_says_spent_at = self
+            .remaining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .filter(|(left, at)| *left == 0 && now - *at < Self::window())
+            .map(|(_, at)| at);
         if self.limit == 0 {
-            return Ok(());
+            // No client-side count, but the ledger's own count still holds.
+            return match ledger_says_spent_at {
+                Some(at) => Err((at + Self::window() - now)
+                    .to_std()
+                    .unwrap_or(Duration::from_secs(60))
+                    .max(Duration::from_secs(1))),
+                None => Ok(()),
+            };
         }
         let mut spent = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while spent.front().is_some_and(|t| now - *t >= Self::window()) {
             spent.pop_front();
         }
-        let ledger_says_spent = self
-            .remaining
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some_and(|(left, at)| left == 0 && now - at < Self::window());
-        if spent.len() >= self.limit as usize || ledger_says_spent {
+        if spent.len() >= self.limit as usize || ledger_says_spent_at.is_some() {
             let oldest = spent.front().copied().unwrap_or(now);
             let wait = (oldest + Self::window() - now).to_std().unwrap_or(Duration::from_secs(60));
             return Err(wait.max(Duration::from_secs(1)));
