@@ -588,12 +588,13 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
     for c in store.connections().await? {
         let counts = store.counts(&c.scope).await?;
         let dead = store.dead_letters(&c.scope, 1000).await?;
-        report.push((c, counts, dead));
+        let waiting = store.waiting(&c.scope, 1000).await?;
+        report.push((c, counts, dead, waiting));
     }
     if json {
         let value: Vec<serde_json::Value> = report
             .iter()
-            .map(|(c, counts, dead)| {
+            .map(|(c, counts, dead, waiting)| {
                 serde_json::json!({
                     "business_id": c.scope,
                     "provider": c.provider,
@@ -602,6 +603,14 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
                         "idempotency_key": r.idempotency_key,
                         "event": r.event,
                         "attempts": r.attempts,
+                        "error_code": r.outcome.as_ref().and_then(|o| o.error_code),
+                        "message": r.outcome.as_ref().and_then(|o| o.message.clone()),
+                    })).collect::<Vec<_>>(),
+                    "waiting": waiting.iter().map(|r| serde_json::json!({
+                        "idempotency_key": r.idempotency_key,
+                        "event": r.event,
+                        "attempts": r.attempts,
+                        "next_attempt_at": r.next_attempt_at,
                         "error_code": r.outcome.as_ref().and_then(|o| o.error_code),
                         "message": r.outcome.as_ref().and_then(|o| o.message.clone()),
                     })).collect::<Vec<_>>(),
@@ -614,11 +623,26 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
     if report.is_empty() {
         writeln!(out, "no connection in {}", state.display()).map_err(io)?;
     }
-    for (c, counts, dead) in report {
+    for (c, counts, dead, waiting) in report {
         writeln!(out, "business {} ({})", c.scope, c.provider).map_err(io)?;
         for s in [RunStatus::Synced, RunStatus::Skipped, RunStatus::Queued, RunStatus::Running, RunStatus::DeadLettered]
         {
             writeln!(out, "  {:<14} {}", s.as_str(), counts.get(&s).copied().unwrap_or(0)).map_err(io)?;
+        }
+        if !waiting.is_empty() {
+            writeln!(out, "  waiting in line:").map_err(io)?;
+            for r in waiting {
+                let o = r.outcome.as_ref();
+                writeln!(
+                    out,
+                    "    {} [{}] next attempt {}: {}",
+                    r.idempotency_key,
+                    o.and_then(|o| o.error_code).map_or("?", |c| c.as_str()),
+                    r.next_attempt_at.map_or_else(|| "now".to_owned(), |t| t.to_rfc3339()),
+                    o.and_then(|o| o.message.clone()).unwrap_or_default()
+                )
+                .map_err(io)?;
+            }
         }
         if !dead.is_empty() {
             writeln!(out, "  dead letters:").map_err(io)?;

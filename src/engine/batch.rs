@@ -285,7 +285,7 @@ impl SyncEngine {
         }
         // Contacts first: every distinct one looked up in one go, the missing ones created in one go.
         let mut failed: BTreeMap<usize, Error> = BTreeMap::new();
-        let resolved = self.resolve_jobs(&jobs).await?;
+        let resolved = self.resolve_jobs(&jobs, caps.unique_contact_reference).await?;
         for job in &mut jobs {
             if job.contact.is_some() {
                 continue;
@@ -355,11 +355,13 @@ impl SyncEngine {
         Ok(runs.iter().zip(outcomes).map(|(r, o)| o.unwrap_or_else(|| self.in_progress(r))).collect())
     }
 
-    /// Resolves the distinct contact jobs of a batch: one look-up of every first candidate, one
-    /// creation of the missing ones; a candidate held by another contact (another currency,
-    /// another guest) or refused as taken falls back to the one-by-one resolution, which tries
-    /// the next candidates. Answers by cross-reference key.
-    async fn resolve_jobs(&self, jobs: &[Job<'_>]) -> Result<BTreeMap<String, Result<String>>> {
+    /// Resolves the distinct contact jobs of a batch. On a ledger that refuses taken references
+    /// (`Capabilities::unique_contact_reference`) the new contacts are created in one go and only
+    /// those refused as taken are looked up; otherwise every first candidate is looked up in one
+    /// go and the missing ones created in one go. A candidate held by another contact (another
+    /// currency, another guest) falls back to the one-by-one resolution, which tries the next
+    /// candidates. Answers by cross-reference key.
+    async fn resolve_jobs(&self, jobs: &[Job<'_>], create_first: bool) -> Result<BTreeMap<String, Result<String>>> {
         let mut distinct: Vec<(&ContactJob<'_>, &Job<'_>)> = Vec::new();
         for job in jobs {
             if let Some(need) = &job.need
@@ -372,29 +374,43 @@ impl SyncEngine {
         if distinct.is_empty() {
             return Ok(out);
         }
-        let firsts: Vec<&str> = distinct.iter().map(|(n, _)| n.candidates[0].as_str()).collect();
-        let found = match self.provider.find_contacts(&firsts).await {
-            Ok(f) => f,
-            Err(e) => {
-                for (n, _) in &distinct {
-                    out.insert(n.xref_key.clone(), Err(e.copy()));
-                }
-                return Ok(out);
-            }
-        };
         let mut create: Vec<(&ContactJob<'_>, &Job<'_>)> = Vec::new();
+        let mut look: Vec<(&ContactJob<'_>, &Job<'_>)> = Vec::new();
         let mut one_by_one: Vec<(&ContactJob<'_>, &Job<'_>)> = Vec::new();
-        for ((need, job), found) in distinct.iter().zip(found) {
-            match found {
-                Some(record) if adoptable(&record, &need.subject, need.currency) => {
-                    self.record_contact(need, &record, false).await?;
-                    out.insert(need.xref_key.clone(), Ok(record.id));
-                }
-                Some(_) => one_by_one.push((need, job)),
-                None => create.push((need, job)),
-            }
+        if create_first {
+            create = distinct;
+        } else {
+            look = distinct;
         }
-        if !create.is_empty() {
+        for round in 0..2 {
+            if !look.is_empty() {
+                let firsts: Vec<&str> = look.iter().map(|(n, _)| n.candidates[0].as_str()).collect();
+                match self.provider.find_contacts(&firsts).await {
+                    Ok(found) => {
+                        for ((need, job), found) in look.drain(..).zip(found) {
+                            match found {
+                                Some(record) if adoptable(&record, &need.subject, need.currency) => {
+                                    self.record_contact(need, &record, false).await?;
+                                    out.insert(need.xref_key.clone(), Ok(record.id));
+                                }
+                                Some(_) => one_by_one.push((need, job)),
+                                // Refused as taken, yet not found (deleted, archived elsewhere):
+                                // the one-by-one resolution tries the next candidates.
+                                None if create_first => one_by_one.push((need, job)),
+                                None => create.push((need, job)),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        for (n, _) in look.drain(..) {
+                            out.insert(n.xref_key.clone(), Err(e.copy()));
+                        }
+                    }
+                }
+            }
+            if round == 1 || create.is_empty() {
+                break;
+            }
             let requests: Vec<ContactRequest<'_>> = create
                 .iter()
                 .map(|(need, job)| ContactRequest {
@@ -405,17 +421,23 @@ impl SyncEngine {
                     idempotency_key: Some(&job.event.idempotency_key),
                 })
                 .collect();
-            for ((need, job), result) in create.iter().zip(self.provider.create_contacts(&requests).await) {
+            let results = self.provider.create_contacts(&requests).await;
+            for ((need, job), result) in create.drain(..).zip(results) {
                 match result {
                     Ok(record) => {
                         self.record_contact(need, &record, true).await?;
                         out.insert(need.xref_key.clone(), Ok(record.id));
                     }
+                    // Taken: look it up (it may be this customer's, made by Byte8 or an earlier run).
+                    Err(e) if is_reference_taken(&e) && create_first => look.push((need, job)),
                     Err(e) if is_reference_taken(&e) || e.outcome_unknown() => one_by_one.push((need, job)),
                     Err(e) => {
                         out.insert(need.xref_key.clone(), Err(e));
                     }
                 }
+            }
+            if !create_first {
+                break;
             }
         }
         for (need, job) in one_by_one {

@@ -677,8 +677,11 @@ impl SyncEngine {
             if !caps.allocations {
                 notes.push("the ledger business cannot allocate: the credit note stays open".into());
             } else if amount <= Decimal::ZERO {
-                notes
-                    .push("the invoice is already settled: the credit note stays open as the customer's credit".into());
+                if !caps.credit_note_refunds {
+                    notes.push(
+                        "the invoice is already settled: the credit note stays open as the customer's credit".into(),
+                    );
+                }
             } else if facts.contact_id != contact_id {
                 notes.push("the credit note is not on the invoice's contact: not allocated".into());
             } else {

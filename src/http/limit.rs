@@ -180,6 +180,15 @@ impl DailyBudget {
         *self.remaining.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((remaining, now));
     }
 
+    /// True when the ledger itself said its allowance is spent (`X-DayLimit-Remaining: 0`) within
+    /// the last 24 hours.
+    pub fn spent_by_ledger(&self, now: DateTime<Utc>) -> bool {
+        self.remaining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|(left, at)| left == 0 && now - at < Self::window())
+    }
+
     /// Requests counted in the 24 hours before `now`.
     pub fn used(&self, now: DateTime<Utc>) -> usize {
         let spent = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -92,6 +92,10 @@ pub struct Capabilities {
     /// bank account ([`AccountingProvider::refund_credit_note`](super::AccountingProvider::refund_credit_note));
     /// without it the rest stays open as the customer's credit.
     pub credit_note_refunds: bool,
+    /// The ledger refuses a second contact with a reference already taken (Xero's unique
+    /// `ContactNumber`). A batch may then create its new contacts first and look up only those
+    /// the ledger refuses as taken, instead of looking every one up before creating it.
+    pub unique_contact_reference: bool,
     /// The longest contact reference the ledger accepts.
     pub max_contact_reference: usize,
     /// The longest document reference the ledger accepts.
@@ -112,6 +116,7 @@ impl Capabilities {
             native_idempotency_window_secs: None,
             max_batch: 1,
             credit_note_refunds: false,
+            unique_contact_reference: false,
             max_contact_reference: 10,
             max_document_reference: 25,
         }

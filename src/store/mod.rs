@@ -254,6 +254,14 @@ pub trait RunStore: fmt::Debug + Send + Sync {
 
     /// Dead-lettered runs of a scope, newest first.
     async fn dead_letters(&self, scope: &str, limit: usize) -> Result<Vec<Run>>;
+
+    /// Runs of a scope waiting in line after a failed attempt (retryable failures, deferrals such
+    /// as a spent daily budget), soonest first, with the outcome that says why. The default lists
+    /// none (a store that cannot list them).
+    async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
+        let _ = (scope, limit);
+        Ok(Vec::new())
+    }
 }
 
 /// The kind of a cross-reference entry.

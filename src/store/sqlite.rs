@@ -375,6 +375,19 @@ impl RunStore for SqliteStore {
                 .map_err(db)?;
         rows.iter().map(run_from).collect()
     }
+
+    async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE scope = ? AND status = 'queued' AND outcome IS NOT NULL \
+             ORDER BY next_attempt_at, id LIMIT ?",
+        )
+        .bind(scope)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(run_from).collect()
+    }
 }
 
 fn xref_from(row: &SqliteRow) -> Result<Xref> {

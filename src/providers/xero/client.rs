@@ -128,11 +128,15 @@ impl XeroClient {
         let tenant_scoped = !what.starts_with("/connections");
         loop {
             if let Err(wait) = self.limits.daily.take(self.clock.now()) {
+                let whose = if self.limits.daily.spent_by_ledger(self.clock.now()) {
+                    "Xero says (X-DayLimit-Remaining: 0)".to_owned()
+                } else {
+                    format!("the client-side budget of {} calls a day", self.limits.daily.limit())
+                };
                 return Err(Error::Deferred {
                     provider: PROVIDER,
                     message: format!(
-                        "the daily budget of {} Xero calls for organisation {} is spent ({label} not sent)",
-                        self.limits.daily.limit(),
+                        "the daily call allowance of Xero organisation {} is spent, {whose}; {label} not sent",
                         self.tenant_id
                     ),
                     retry_after: wait,

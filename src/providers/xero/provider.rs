@@ -50,7 +50,7 @@ const RECOVERY_ROUNDS: usize = 3;
 pub const IDEMPOTENCY_WINDOW_SECS: u64 = 360;
 
 /// Contact numbers looked up in one `where` filter (keeps the query short, [J331]).
-const LOOKUP_CHUNK: usize = 25;
+const LOOKUP_CHUNK: usize = 50;
 
 /// One organisation (tenant) the token can reach (`GET /connections`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -680,6 +680,7 @@ pub fn capabilities_of(reference: &ReferenceData, max_batch: usize) -> Capabilit
     c.max_contact_reference = transform::limits::CONTACT_NUMBER;
     c.max_document_reference = transform::limits::DOCUMENT_NUMBER;
     c.credit_note_refunds = true;
+    c.unique_contact_reference = true;
     c
 }
 
