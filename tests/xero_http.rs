@@ -633,7 +633,7 @@ async fn a_batch_whose_answer_is_lost_is_looked_up_and_only_the_missing_invoices
     let results = x.provider.post_invoices(&invoice_requests(&invoices, &p, &items)).await;
     let ids: Vec<String> = results.into_iter().map(|r| r.unwrap().id).collect();
     assert_eq!(ids, [INVOICE, INVOICE_B, INVOICE_C]);
-    let keys = keys.lock().unwrap();
+    let keys = keys.lock().unwrap().clone();
     assert_eq!(keys.len(), 2);
     assert_ne!(keys[0], keys[1], "a different body never reuses a key (Xero answers 400 to that)");
     assert!(keys.iter().all(|k| k.len() <= 128 && k.starts_with("byte8-ledger:invoices:")), "{keys:?}");
@@ -676,7 +676,7 @@ async fn an_immediate_retry_resends_the_same_idempotency_key() {
         idempotency_key: "invoice.created:1001",
     };
     assert_eq!(x.provider.post_invoice(&r).await.unwrap().id, INVOICE);
-    let keys = keys.lock().unwrap();
+    let keys = keys.lock().unwrap().clone();
     assert_eq!(keys[0], keys[1], "the same request, the same key: Xero replays instead of posting twice");
     assert_eq!(x.provider.stats().throttled(), 1);
     x.check_spec().await;

@@ -117,13 +117,16 @@ impl ConcurrencyLimit {
     }
 }
 
+/// What the ledger said is left, and when.
+type Observed = (u32, DateTime<Utc>);
+
 /// Requests in any rolling 24 hours, on the crate's clock (clone it to share one budget).
 #[derive(Debug, Clone)]
 pub struct DailyBudget {
     limit: u32,
     spent: Arc<Mutex<VecDeque<DateTime<Utc>>>>,
     /// What the ledger itself said is left (`X-DayLimit-Remaining`), with when it said so.
-    remaining: Arc<Mutex<Option<(u32, DateTime<Utc>)>>>,
+    remaining: Arc<Mutex<Option<Observed>>>,
 }
 
 impl DailyBudget {

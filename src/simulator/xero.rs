@@ -1015,7 +1015,7 @@ fn route(org: &mut XeroOrg, req: &SimRequest, seg: &[String]) -> SimResponse {
             }
         }
         ("PUT", ["Contacts"]) => match envelope(&body, "Contacts") {
-            Some(items) => batch(org, items.clone(), "Contacts", summarize, |o, e| create_contact(o, e)),
+            Some(items) => batch(org, items.clone(), "Contacts", summarize, create_contact),
             None => no_data(),
         },
         ("POST", ["Contacts", id]) => match envelope(&body, "Contacts").and_then(|a| a.first()) {
@@ -1037,7 +1037,7 @@ fn route(org: &mut XeroOrg, req: &SimRequest, seg: &[String]) -> SimResponse {
             None => not_found(),
         },
         ("PUT", ["Items"]) => match envelope(&body, "Items") {
-            Some(items) => batch(org, items.clone(), "Items", summarize, |o, e| create_item(o, e)),
+            Some(items) => batch(org, items.clone(), "Items", summarize, create_item),
             None => no_data(),
         },
         ("POST", ["Items", id]) => match envelope(&body, "Items").and_then(|a| a.first()) {
@@ -1109,7 +1109,7 @@ fn route(org: &mut XeroOrg, req: &SimRequest, seg: &[String]) -> SimResponse {
             resp(200, json!({"Payments": list}))
         }
         ("PUT", ["Payments"]) => match envelope(&body, "Payments") {
-            Some(items) => batch(org, items.clone(), "Payments", summarize, |o, e| create_payment(o, e)),
+            Some(items) => batch(org, items.clone(), "Payments", summarize, create_payment),
             None => no_data(),
         },
         _ => not_found(),

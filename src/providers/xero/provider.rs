@@ -49,7 +49,7 @@ const RECOVERY_ROUNDS: usize = 3;
 /// How long Xero replays an `Idempotency-Key` (≈ 6 minutes, xero-api.md 4.1, UNCONFIRMED).
 pub const IDEMPOTENCY_WINDOW_SECS: u64 = 360;
 
-/// Contact numbers looked up in one `where` filter (keeps the query short, [J331]).
+/// Contact numbers looked up in one `where` filter (keeps the query short, \[J331\]).
 const LOOKUP_CHUNK: usize = 50;
 
 /// One organisation (tenant) the token can reach (`GET /connections`).

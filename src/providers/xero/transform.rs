@@ -21,7 +21,7 @@
 //! - **Line amounts**: Magento's 2-decimal unit price plus a `DiscountAmount` on invoices when
 //!   that reproduces the row's net; otherwise a 4-decimal unit amount (`unitdp=4`); otherwise
 //!   quantity 1 for the row's amount, with the real quantity in the description (Xero's own
-//!   advice for prices finer than 4 decimals, [ROUND]). Credit notes carry no discounts (Q12).
+//!   advice for prices finer than 4 decimals, \[ROUND\]). Credit notes carry no discounts (Q12).
 //! - **Currency**: `CurrencyCode`, and `CurrencyRate` = Magento's `base_to_order_rate` for a
 //!   foreign document (see [`currency_rate`] for the direction).
 //! - **Numbers**: `InvoiceNumber` / `CreditNoteNumber` = the prefixed increment id (the crate's
@@ -31,12 +31,12 @@
 //!
 //! | Byte8 | this crate | why |
 //! |---|---|---|
-//! | `LineAmountTypes=Exclusive` always, no `TaxAmount` (D9) | the mode that matches Magento's arithmetic, `TaxAmount` where Xero's per-line rounding would differ | Xero rounds tax per line; Magento's tax-inclusive stores compute tax from the gross: the totals would drift by pennies ([ROUND], xero-api.md 8) |
+//! | `LineAmountTypes=Exclusive` always, no `TaxAmount` (D9) | the mode that matches Magento's arithmetic, `TaxAmount` where Xero's per-line rounding would differ | Xero rounds tax per line; Magento's tax-inclusive stores compute tax from the gross: the totals would drift by pennies (\[ROUND\], xero-api.md 8) |
 //! | `CurrencyRate` never sent (D13) | Magento's rate, 6 decimals | base-currency amounts must match Magento's `base_*`, not XE.com's rate of another moment |
 //! | zero-rated shipping → `NONE` (quirk §3) | `ZERORATEDOUTPUT` | `NONE` is outside the VAT return; zero-rated sales belong in box 6 (tax.md 2.2) |
 //! | unset tax type → `NONE`, unset account → omitted (D10) | both required from the policy | an AUTHORISED invoice needs account and tax type; `NONE` silently removes sales from the VAT return |
-//! | Xero dedupes contacts on `ContactNumber` (D8) | look the number up first; a taken number is a refusal | evidence: "Another contact has this contact number" ([WG]) |
-//! | DRAFT invoices can be paid (D4) | invoices are posted `AUTHORISED` | Xero takes payments only against authorised documents ([PAYAUTH]) |
+//! | Xero dedupes contacts on `ContactNumber` (D8) | look the number up first; a taken number is a refusal | evidence: "Another contact has this contact number" (\[WG\]) |
+//! | DRAFT invoices can be paid (D4) | invoices are posted `AUTHORISED` | Xero takes payments only against authorised documents (\[PAYAUTH\]) |
 //! | credit notes neither allocated nor refunded (D7) | allocated up to the invoice's amount due, the rest refunded as cash | without it the invoice stays outstanding and the credit floats |
 
 use std::collections::BTreeMap;
@@ -184,7 +184,7 @@ pub fn batch_idempotency_key<'a>(purpose: &str, event_keys: impl Iterator<Item =
 /// `base_to_order_rate` as it is (`order = base × rate`, tax.md 4.4). Xero's spec example (a NZ
 /// organisation, `0.7500`) and Xero's UI ("1 GBP = 1.17 EUR") read the same way; one 2026
 /// integration reads it the other way (xero-api.md 6.8, UNCONFIRMED: verify on a Demo Company).
-/// Xero stores 6 decimals ("max length [18].[6]"): rounded half up.
+/// Xero stores 6 decimals ("max length \[18\].\[6\]"): rounded half up.
 pub fn currency_rate(currency: Currency, base: Currency, base_to_order_rate: Option<Decimal>) -> Option<Decimal> {
     if currency == base {
         return None;
@@ -801,12 +801,12 @@ pub fn inventory_account(reference: &ReferenceData) -> Option<String> {
 }
 
 /// The contact number of the stock-adjustment supplier (Xero's tracked-inventory guide books
-/// adjustments as zero-value bills to a dedicated contact, [INV-TRK]).
+/// adjustments as zero-value bills to a dedicated contact, \[INV-TRK\]).
 pub const ADJUSTMENT_CONTACT_NUMBER: &str = "B8-STOCKADJ";
 
 /// A stock adjustment: a zero-total `ACCPAY` bill that adds stock, or an `ACCPAYCREDIT` credit note
 /// that removes it, each with the item line (at the product's cost, to the inventory account) and
-/// the opposite amount to the cost-of-goods-sold account ([INV-TRK]). `None` when the quantities
+/// the opposite amount to the cost-of-goods-sold account (\[INV-TRK\]). `None` when the quantities
 /// already match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StockAdjustment {
