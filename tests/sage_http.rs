@@ -1836,9 +1836,11 @@ async fn secrets_never_show_in_debug_errors_or_traces() {
         .up_to_n_times(1)
         .mount(&s.server)
         .await;
-    Mock::given(method("POST")).and(path("/token")).respond_with(ResponseTemplate::new(500)).mount(&s.server).await;
     let e = s.provider.find_contact("M5").await.unwrap_err();
     texts.push(format!("{e:?}\n{e}"));
+    // A new provider: the first one remembers its dead refresh token and fails fast.
+    let s = sage_with(Some(tokens(ACCESS, REFRESH, -1)), RetryConfig { max_retries: 1, ..fast_retry() }).await;
+    Mock::given(method("POST")).and(path("/token")).respond_with(ResponseTemplate::new(500)).mount(&s.server).await;
     let e = s.provider.find_contact("M5").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::Provider, "{e:?}");
     texts.push(format!("{e:?}\n{e}"));

@@ -112,6 +112,16 @@ async fn process_due_batches_the_queue_fifty_invoices_a_request_with_their_conta
     assert_eq!(org.contacts.len(), 30);
     // Every invoice totals 30.00 and sits on its customer's contact.
     assert!(org.invoices.iter().all(|d| d.total == Decimal::new(3000, 2)));
+    // Their payments, queued together, go in batches too: 3 requests, each invoice then paid.
+    for i in 0..120u64 {
+        engine.submit(&payment(1000 + i)).await.unwrap();
+    }
+    let paid = engine.process_due(500).await.unwrap();
+    assert!(paid.iter().all(|(_, o)| o.sync_status == SyncStatus::Synced), "{paid:?}");
+    assert_eq!(sim.requests().get("PUT /Payments"), Some(&3));
+    let org = sim.org(XERO_DEMO_TENANT).unwrap();
+    assert_eq!(org.payments.len(), 120);
+    assert!(org.invoices.iter().all(|d| d.status == "PAID" && d.outstanding() == Decimal::ZERO));
     // Processing again writes nothing.
     for i in 0..120u64 {
         engine.submit(&invoice(1000 + i, 1 + i % 30, false)).await.unwrap();

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{
     Handled, SyncEngine,
-    handlers::{ContactJob, ContactNeed, invoice_meta},
+    handlers::{ContactJob, ContactNeed, PaymentPrep, invoice_meta},
 };
 use crate::{
     canonical::{Entity, Event, EventKind, MagentoInvoice},
@@ -46,26 +46,56 @@ impl Shape {
     }
 }
 
-/// The order in which to process runs: each step is one run, or a batch of `invoice.created`
-/// runs. Within a segment (between upserts, which a document may depend on), invoices go first in
-/// batches of `max_batch`, then the other events in their order. An invoice that an earlier event
-/// of the segment refers to starts a new segment, so that event sees what it saw before.
-pub(crate) fn plan_steps(shapes: &[Shape], max_batch: usize) -> Vec<Vec<usize>> {
-    let mut steps: Vec<Vec<usize>> = Vec::new();
+/// One step of processing: a run alone, or a batch of runs of one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// One run.
+    One(usize),
+    /// `invoice.created` runs posted together.
+    Invoices(Vec<usize>),
+    /// `invoice.paid` runs posted together.
+    Payments(Vec<usize>),
+}
+
+/// The order in which to process runs. Within a segment (between upserts, which a document may
+/// depend on), invoices go first in batches of `max_batch`, then the other events in their order,
+/// consecutive payments in batches. An invoice that an earlier event of the segment refers to
+/// starts a new segment, so that event sees what it saw before.
+pub(crate) fn plan_steps(shapes: &[Shape], max_batch: usize) -> Vec<Step> {
+    let max_batch = max_batch.max(1);
+    let mut steps: Vec<Step> = Vec::new();
     let mut segment: Vec<usize> = Vec::new();
-    let flush = |segment: &mut Vec<usize>, steps: &mut Vec<Vec<usize>>| {
+    let batch =
+        |ids: Vec<usize>, make: fn(Vec<usize>) -> Step| if ids.len() == 1 { Step::One(ids[0]) } else { make(ids) };
+    let flush = |segment: &mut Vec<usize>, steps: &mut Vec<Step>| {
         let (invoices, others): (Vec<usize>, Vec<usize>) =
             segment.drain(..).partition(|i| shapes[*i].kind == Some(EventKind::InvoiceCreated));
-        for chunk in invoices.chunks(max_batch.max(1)) {
-            steps.push(chunk.to_vec());
+        for chunk in invoices.chunks(max_batch) {
+            steps.push(batch(chunk.to_vec(), Step::Invoices));
         }
-        steps.extend(others.into_iter().map(|i| vec![i]));
+        let mut payments: Vec<usize> = Vec::new();
+        for i in others {
+            if shapes[i].kind == Some(EventKind::InvoicePaid) {
+                payments.push(i);
+                if payments.len() == max_batch {
+                    steps.push(batch(std::mem::take(&mut payments), Step::Payments));
+                }
+                continue;
+            }
+            if !payments.is_empty() {
+                steps.push(batch(std::mem::take(&mut payments), Step::Payments));
+            }
+            steps.push(Step::One(i));
+        }
+        if !payments.is_empty() {
+            steps.push(batch(payments, Step::Payments));
+        }
     };
     for (i, shape) in shapes.iter().enumerate() {
         match shape.kind {
             Some(EventKind::CustomerUpserted | EventKind::ProductUpserted) => {
                 flush(&mut segment, &mut steps);
-                steps.push(vec![i]);
+                steps.push(Step::One(i));
             }
             Some(EventKind::InvoiceCreated) => {
                 let referred = segment
@@ -176,23 +206,38 @@ impl SyncEngine {
         Ok(out)
     }
 
-    /// Processes claimed runs, batching `invoice.created` runs when the provider takes batches.
+    /// Processes claimed runs, batching `invoice.created` and `invoice.paid` runs when the provider
+    /// takes batches.
     pub(crate) async fn process_runs(&self, runs: Vec<Run>) -> Result<Vec<(Run, Outcome)>> {
         let shapes: Vec<Shape> = runs.iter().map(Shape::of).collect();
-        let invoices = shapes.iter().filter(|s| s.kind == Some(EventKind::InvoiceCreated)).count();
+        let batchable = shapes
+            .iter()
+            .filter(|s| matches!(s.kind, Some(EventKind::InvoiceCreated | EventKind::InvoicePaid)))
+            .count();
         // Capabilities are asked only when there is something to batch (no request otherwise).
         let max_batch =
-            if invoices > 1 { self.provider.capabilities().await.map(|c| c.max_batch).unwrap_or(1) } else { 1 };
-        let steps: Vec<Vec<usize>> =
-            if max_batch > 1 { plan_steps(&shapes, max_batch) } else { (0..runs.len()).map(|i| vec![i]).collect() };
+            if batchable > 1 { self.provider.capabilities().await.map(|c| c.max_batch).unwrap_or(1) } else { 1 };
+        let steps: Vec<Step> =
+            if max_batch > 1 { plan_steps(&shapes, max_batch) } else { (0..runs.len()).map(Step::One).collect() };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; runs.len()];
         for step in steps {
-            if step.len() == 1 {
-                outcomes[step[0]] = Some(self.process(runs[step[0]].clone()).await?);
-                continue;
-            }
-            let batch: Vec<Run> = step.iter().map(|i| runs[*i].clone()).collect();
-            for (i, o) in step.iter().zip(self.process_invoice_batch(&batch).await?) {
+            let (ids, batch) = match step {
+                Step::One(i) => {
+                    outcomes[i] = Some(self.process(runs[i].clone()).await?);
+                    continue;
+                }
+                Step::Invoices(ids) => {
+                    let batch: Vec<Run> = ids.iter().map(|i| runs[*i].clone()).collect();
+                    let done = self.process_invoice_batch(&batch).await?;
+                    (ids, done)
+                }
+                Step::Payments(ids) => {
+                    let batch: Vec<Run> = ids.iter().map(|i| runs[*i].clone()).collect();
+                    let done = self.process_payment_batch(&batch).await?;
+                    (ids, done)
+                }
+            };
+            for (i, o) in ids.iter().zip(batch) {
                 outcomes[*i] = Some(o);
             }
         }
@@ -355,6 +400,57 @@ impl SyncEngine {
         Ok(runs.iter().zip(outcomes).map(|(r, o)| o.unwrap_or_else(|| self.in_progress(r))).collect())
     }
 
+    /// One batch of `invoice.paid` runs: each payment's own checks (policy, cross-reference, its
+    /// invoice, the recovery look-up), every intent, one post, and each payment's own result.
+    async fn process_payment_batch(&self, runs: &[Run]) -> Result<Vec<Outcome>> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; runs.len()];
+        let mut begun = Vec::with_capacity(runs.len());
+        for (i, run) in runs.iter().enumerate() {
+            match self.begin(run).await? {
+                Ok((event, policy, attempt, started)) => begun.push((i, event, policy, attempt, started)),
+                Err(o) => outcomes[i] = Some(o),
+            }
+        }
+        let mut ready = Vec::new();
+        for (i, event, policy, attempt, started) in &begun {
+            let Some(Entity::Payment(pay)) = &event.entity else {
+                outcomes[*i] = Some(self.process(runs[*i].clone()).await?);
+                continue;
+            };
+            let prep = match policy.filter_skip_reason(event.website_id, event.store_id) {
+                Some(reason) => Ok(PaymentPrep::Decided(Handled::Skipped {
+                    reason: reason.to_owned(),
+                    message: Some("outside the website/store filter".into()),
+                })),
+                None => self.payment_prepare(pay, policy).await,
+            };
+            match prep {
+                Ok(PaymentPrep::Decided(h)) => {
+                    outcomes[*i] = Some(self.finish_result(&runs[*i], event, *attempt, *started, Ok(h)).await?);
+                }
+                Ok(PaymentPrep::Ready(job)) => {
+                    self.payment_intent(&job).await?;
+                    ready.push((*i, event, pay, policy, *attempt, *started, job));
+                }
+                Err(e) => {
+                    outcomes[*i] = Some(self.finish_result(&runs[*i], event, *attempt, *started, Err(e)).await?);
+                }
+            }
+        }
+        let requests: Vec<_> =
+            ready.iter().map(|(_, event, pay, policy, _, _, job)| job.request(event, pay, policy)).collect();
+        tracing::info!(payments = requests.len(), "posting a batch of payments");
+        let posted = if requests.is_empty() { Vec::new() } else { self.provider.post_payments(&requests).await };
+        for ((i, event, pay, _, attempt, started, job), result) in ready.iter().zip(posted) {
+            let handled = match result {
+                Ok(t) => self.payment_done(job, pay, t.id).await,
+                Err(e) => Err(e),
+            };
+            outcomes[*i] = Some(self.finish_result(&runs[*i], event, *attempt, *started, handled).await?);
+        }
+        Ok(runs.iter().zip(outcomes).map(|(r, o)| o.unwrap_or_else(|| self.in_progress(r))).collect())
+    }
+
     /// Resolves the distinct contact jobs of a batch. On a ledger that refuses taken references
     /// (`Capabilities::unique_contact_reference`) the new contacts are created in one go and only
     /// those refused as taken are looked up; otherwise every first candidate is looked up in one
@@ -468,9 +564,15 @@ mod tests {
             s(InvoiceCreated, Some(3)),
             s(CreditMemoCreated, Some(1)),
         ];
-        assert_eq!(plan_steps(&shapes, 50), vec![vec![0, 2, 4], vec![1], vec![3], vec![5]]);
+        assert_eq!(
+            plan_steps(&shapes, 50),
+            vec![Step::Invoices(vec![0, 2, 4]), Step::Payments(vec![1, 3]), Step::One(5)]
+        );
         // Batches of 2.
-        assert_eq!(plan_steps(&shapes, 2), vec![vec![0, 2], vec![4], vec![1], vec![3], vec![5]]);
+        assert_eq!(
+            plan_steps(&shapes, 2),
+            vec![Step::Invoices(vec![0, 2]), Step::One(4), Step::Payments(vec![1, 3]), Step::One(5)]
+        );
     }
 
     #[test]
@@ -485,6 +587,17 @@ mod tests {
             s(InvoiceCreated, Some(4)),
             Shape { kind: None, invoice: None },
         ];
-        assert_eq!(plan_steps(&shapes, 50), vec![vec![0], vec![1], vec![2], vec![3], vec![4, 5], vec![6]]);
+        assert_eq!(
+            plan_steps(&shapes, 50),
+            vec![Step::One(0), Step::One(1), Step::One(2), Step::One(3), Step::Invoices(vec![4, 5]), Step::One(6)]
+        );
+    }
+
+    #[test]
+    fn a_credit_memo_between_payments_keeps_its_place() {
+        use EventKind::*;
+        // paid 1, memo on 2, paid 3: the memo must not move past either payment.
+        let shapes = [s(InvoicePaid, Some(1)), s(CreditMemoCreated, Some(2)), s(InvoicePaid, Some(3))];
+        assert_eq!(plan_steps(&shapes, 50), vec![Step::One(0), Step::One(1), Step::One(2)]);
     }
 }

@@ -38,6 +38,45 @@ fn dec_of(v: &Value, key: &str) -> Option<Decimal> {
     })
 }
 
+/// A payment ready to post: its key, its invoice, its bank account and reference.
+#[derive(Debug, Clone)]
+pub(crate) struct PaymentJob {
+    key: String,
+    facts: InvoiceFacts,
+    bank: String,
+    pay_ref: String,
+}
+
+impl PaymentJob {
+    /// The provider request of the job.
+    pub(crate) fn request<'a>(
+        &'a self,
+        event: &'a Event,
+        pay: &'a MagentoPayment,
+        policy: &'a SyncPolicy,
+    ) -> PaymentRequest<'a> {
+        PaymentRequest {
+            payment: pay,
+            policy,
+            contact_id: &self.facts.contact_id,
+            invoice_id: &self.facts.id,
+            bank_account_id: &self.bank,
+            invoice_base_to_order_rate: self.facts.base_to_order_rate,
+            outstanding: Some(self.facts.outstanding),
+            idempotency_key: &event.idempotency_key,
+        }
+    }
+}
+
+/// Where a payment stands after its own checks.
+#[derive(Debug)]
+pub(crate) enum PaymentPrep {
+    /// Decided without posting.
+    Decided(Handled),
+    /// To post.
+    Ready(PaymentJob),
+}
+
 /// What later events need to know of a posted invoice.
 #[derive(Debug, Clone)]
 struct InvoiceFacts {
@@ -445,39 +484,50 @@ impl SyncEngine {
         if let Some(reason) = policy.filter_skip_reason(event.website_id, event.store_id) {
             return Ok(skipped(reason, "outside the website/store filter"));
         }
+        let job = match self.payment_prepare(pay, policy).await? {
+            PaymentPrep::Decided(h) => return Ok(h),
+            PaymentPrep::Ready(job) => job,
+        };
+        self.payment_intent(&job).await?;
+        let t = self.provider.post_payment(&job.request(event, pay, policy)).await?;
+        self.payment_done(&job, pay, t.id).await
+    }
+
+    /// A payment's policy, cross-reference, invoice and recovery look-up: decided, or ready to post.
+    pub(crate) async fn payment_prepare(&self, pay: &MagentoPayment, policy: &SyncPolicy) -> Result<PaymentPrep> {
         let key = pay.invoice_id.to_string();
         if let Some(x) = self.get(XrefKind::Payment, &key).await?
             && let Some(id) = x.done_id()
         {
-            return Ok(Handled::Synced {
+            return Ok(PaymentPrep::Decided(Handled::Synced {
                 id: id.to_owned(),
                 number: None,
                 message: Some("already in the ledger; no new write".into()),
-            });
+            }));
         }
         let bank = match policy.bank_account_for(Some(&pay.method)) {
             BankDecision::Mapped(b) | BankDecision::Default(b) => b,
             BankDecision::ExplicitNone => {
-                return Ok(skipped(
+                return Ok(PaymentPrep::Decided(skipped(
                     skip::PAYMENT_METHOD_NOT_MAPPED,
                     format!(
                         "payment method `{}` is mapped to None: the invoice stays unpaid in the ledger",
                         pay.method
                     ),
-                ));
+                )));
             }
             BankDecision::Unmapped => {
-                return Ok(skipped(
+                return Ok(PaymentPrep::Decided(skipped(
                     skip::PAYMENT_METHOD_NOT_MAPPED,
                     format!("payment method `{}` is not mapped and there is no default_bank_account_id", pay.method),
-                ));
+                )));
             }
         };
         let (_, caps) = self.context().await?;
         let facts = match self.invoice_facts(pay.invoice_id, Some(&pay.invoice_increment_id), policy, &caps).await? {
             Ok(f) => f,
             Err(Some(reason)) => {
-                return Ok(skipped(&reason, "its invoice was skipped, so its payment is too"));
+                return Ok(PaymentPrep::Decided(skipped(&reason, "its invoice was skipped, so its payment is too")));
             }
             Err(None) => {
                 return Err(Error::Pending {
@@ -488,47 +538,44 @@ impl SyncEngine {
         };
         let pay_ref = self.reference_of(policy, &pay.invoice_increment_id, &caps);
         let date = pay.captured_at.date_naive();
-        let existing = self.get(XrefKind::Payment, &key).await?;
-        if existing.is_some() {
-            let ids = [facts.id.as_str()];
+        let job = PaymentJob { key, facts, bank, pay_ref };
+        if self.get(XrefKind::Payment, &job.key).await?.is_some() {
+            let ids = [job.facts.id.as_str()];
             let lookup = TransactionLookup {
-                contact_id: &facts.contact_id,
-                reference: Some(&pay_ref),
+                contact_id: &job.facts.contact_id,
+                reference: Some(&job.pay_ref),
                 date,
                 artefact_ids: &ids,
             };
             if let Some(t) = self.provider.find_transaction(TransactionKind::Payment, &lookup).await? {
-                self.record_payment(&key, &facts, &t.id, &pay_ref, pay.amount, Some(&bank)).await?;
-                return Ok(Handled::Synced {
+                self.record_payment(&job.key, &job.facts, &t.id, &job.pay_ref, pay.amount, Some(&job.bank)).await?;
+                return Ok(PaymentPrep::Decided(Handled::Synced {
                     id: t.id,
                     number: None,
                     message: Some("found in the ledger (an earlier attempt had posted it)".into()),
-                });
+                }));
             }
         }
-        self.put(XrefKind::Payment, &key, &Xref::intent(Some(pay_ref.clone()), json!({}), self.clock.now())).await?;
-        let t = self
-            .provider
-            .post_payment(&PaymentRequest {
-                payment: pay,
-                policy,
-                contact_id: &facts.contact_id,
-                invoice_id: &facts.id,
-                bank_account_id: &bank,
-                invoice_base_to_order_rate: facts.base_to_order_rate,
-                outstanding: Some(facts.outstanding),
-                idempotency_key: &event.idempotency_key,
-            })
-            .await?;
-        self.record_payment(&key, &facts, &t.id, &pay_ref, pay.amount, Some(&bank)).await?;
-        let message = (pay.amount > facts.outstanding).then(|| {
+        Ok(PaymentPrep::Ready(job))
+    }
+
+    /// Writes a payment's intent (before the write).
+    pub(crate) async fn payment_intent(&self, job: &PaymentJob) -> Result<()> {
+        self.put(XrefKind::Payment, &job.key, &Xref::intent(Some(job.pay_ref.clone()), json!({}), self.clock.now()))
+            .await
+    }
+
+    /// Records a posted payment and says what it did.
+    pub(crate) async fn payment_done(&self, job: &PaymentJob, pay: &MagentoPayment, id: String) -> Result<Handled> {
+        self.record_payment(&job.key, &job.facts, &id, &job.pay_ref, pay.amount, Some(&job.bank)).await?;
+        let message = (pay.amount > job.facts.outstanding).then(|| {
             format!(
                 "{} received, {} allocated to the invoice, the rest left on account",
                 pay.amount,
-                facts.outstanding.max(Decimal::ZERO)
+                job.facts.outstanding.max(Decimal::ZERO)
             )
         });
-        Ok(Handled::Synced { id: t.id, number: None, message })
+        Ok(Handled::Synced { id, number: None, message })
     }
 
     async fn record_payment(

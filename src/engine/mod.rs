@@ -36,9 +36,11 @@
 //!
 //! When the provider takes several documents a request (`Capabilities::max_batch` > 1, Xero),
 //! [`SyncEngine::process_due`] and [`SyncEngine::sync_lines`] group the `invoice.created` runs
-//! they are given into batches of `max_batch`: the contacts of a batch are resolved first (looked
-//! up together, the missing ones created together), every invoice's intent is written, then the
-//! batch is posted in one request and every invoice's own answer is recorded. The same
+//! they are given into batches of `max_batch`: the contacts of a batch are resolved first (created
+//! together where the ledger refuses taken references, else looked up together and the missing
+//! ones created together), every invoice's intent is written, then the batch is posted in one
+//! request and every invoice's own answer is recorded. Consecutive `invoice.paid` runs are batched
+//! the same way (each payment's checks and intent, one post). The same
 //! guarantees hold per invoice: an intent before the write, a look-up by reference after an
 //! unknown outcome (the provider recovers a batch whose answer was lost by looking every invoice
 //! up, and re-sends only the missing ones). Grouping never changes what an event sees: an invoice
@@ -339,8 +341,9 @@ impl SyncEngine {
     }
 
     /// Claims and processes up to `limit` due runs. When the provider takes batches
-    /// (`Capabilities::max_batch` > 1), due `invoice.created` runs are grouped into batches (see
-    /// [`crate::engine`]'s "Batches"); otherwise every run is processed alone, in order.
+    /// (`Capabilities::max_batch` > 1), due `invoice.created` and `invoice.paid` runs are grouped
+    /// into batches (see [`crate::engine`]'s "Batches"); otherwise every run is processed alone, in
+    /// order.
     ///
     /// # Errors
     /// Store failures.
