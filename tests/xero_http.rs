@@ -1082,8 +1082,38 @@ async fn stock_is_added_by_a_zero_value_bill_to_the_adjustment_contact() {
 // =============================================================================================
 // 6. Secrets never show
 
+/// A `tracing` writer into a shared buffer.
+#[cfg(feature = "cli")]
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+#[cfg(feature = "cli")]
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn secrets_never_show_in_debug_or_errors() {
+    // Every trace of this test binary (this test's and those running alongside) is captured too.
+    #[cfg(feature = "cli")]
+    let captured = {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("only this test installs a subscriber");
+        captured
+    };
     let server = MockServer::start().await;
     let clock = ManualClock::new(t0());
     let store = Arc::new(MemoryTokenStore::new(Some(tokens(ACCESS, REFRESH, -1))));
@@ -1104,8 +1134,33 @@ async fn secrets_never_show_in_debug_or_errors() {
     let e = provider.reference_data(false).await.unwrap_err();
     texts.push(format!("{e:?} {e}"));
     assert!(matches!(e, Error::Auth { reason: AuthFailure::AccessDenied, .. }), "{e:?}");
+    // A batch answered 500 then found by look-up: warnings and retries are traced.
+    let x = xero().await;
+    mount_reference(&x).await;
+    batch("/Invoices").respond_with(ResponseTemplate::new(503)).mount(&x.server).await;
+    api("GET", "/Invoices")
+        .respond_with(ok(json!({"Invoices": [invoice_answer(INVOICE, "MAG-000000123", json!(30.00), json!(30.00))]})))
+        .mount(&x.server)
+        .await;
+    let p = policy();
+    let inv = invoice("000000123", 1001);
+    let items = BTreeMap::new();
+    let r = InvoiceRequest {
+        invoice: &inv,
+        policy: &p,
+        contact_id: CONTACT,
+        items: &items,
+        idempotency_key: "invoice.created:1001",
+    };
+    x.provider.post_invoice(&r).await.unwrap();
     for t in &texts {
         assert_no_secret(t);
+    }
+    #[cfg(feature = "cli")]
+    {
+        let traces = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+        assert!(traces.contains("batch outcome unknown"), "the traces were captured: {traces}");
+        assert_no_secret(&traces);
     }
     // The refreshed pair is in the store, as secrets.
     assert_eq!(store.load().await.unwrap().unwrap().access_token.expose_secret(), NEW_ACCESS);

@@ -74,7 +74,7 @@ pub(crate) enum PaymentPrep {
     /// Decided without posting.
     Decided(Handled),
     /// To post.
-    Ready(PaymentJob),
+    Ready(Box<PaymentJob>),
 }
 
 /// What later events need to know of a posted invoice.
@@ -538,7 +538,7 @@ impl SyncEngine {
         };
         let pay_ref = self.reference_of(policy, &pay.invoice_increment_id, &caps);
         let date = pay.captured_at.date_naive();
-        let job = PaymentJob { key, facts, bank, pay_ref };
+        let job = Box::new(PaymentJob { key, facts, bank, pay_ref });
         if self.get(XrefKind::Payment, &job.key).await?.is_some() {
             let ids = [job.facts.id.as_str()];
             let lookup = TransactionLookup {
