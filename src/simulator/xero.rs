@@ -1659,13 +1659,12 @@ fn allocate(org: &mut XeroOrg, credit_note_id: &str, e: &Value) -> Result<Value,
         return Err(vec!["Credit Note cannot be allocated as amount is greater than amount outstanding".into()]);
     }
     let id = org.id();
-    for (doc, settled) in [(&invoice_id, true), (&credit_note_id.to_owned(), false)] {
+    for doc in [invoice_id.as_str(), credit_note_id] {
         if let Some(d) = org.doc_mut(doc) {
             d.credited += amount;
             if d.outstanding().is_zero() {
                 d.status = "PAID".into();
             }
-            let _ = settled;
         }
     }
     let a = XAllocation {

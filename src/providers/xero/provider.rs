@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use super::{
     PROVIDER,
-    client::{XeroClient, read_json},
+    client::XeroClient,
     error::{annotate, element_messages},
     model::{self, ContactOut, DocumentOut, ItemOut, PaymentOut},
     transform::{self, DocumentLinks, StockAdjustment},
@@ -447,7 +447,8 @@ impl XeroProvider {
         }
     }
 
-    async fn adjustment_contact(&self, policy: &SyncPolicy) -> Result<String> {
+    /// The stock-adjustment supplier contact (found by its number, else created once).
+    async fn adjustment_contact(&self) -> Result<String> {
         let mut held = self.adjustment_contact.lock().await;
         if let Some(id) = held.as_ref() {
             return Ok(id.clone());
@@ -466,7 +467,6 @@ impl XeroProvider {
                     addresses: Vec::new(),
                     phones: Vec::new(),
                 };
-                let _ = policy;
                 let element = Element { body, number: number.into(), event_key: number.into() };
                 self.send_batches(
                     "/Contacts",
@@ -930,7 +930,7 @@ impl AccountingProvider for XeroProvider {
         let reference = self.reference_data(false).await?;
         let policy =
             SyncPolicy { default_purchase_ledger_account_id: Some(cogs_code(&reference)), ..SyncPolicy::default() };
-        let contact = self.adjustment_contact(&policy).await?;
+        let contact = self.adjustment_contact().await?;
         let Some(adjustment) = transform::stock_adjustment(
             request.product,
             request.ledger_quantity,
@@ -1295,11 +1295,6 @@ fn item_record(kind: ItemKind, i: ItemOut, sku: &str) -> Option<ItemRecord> {
             None
         },
     })
-}
-
-#[allow(dead_code)]
-fn parse<T: serde::de::DeserializeOwned>(v: &Value, what: &str) -> Result<T> {
-    read_json(v.to_string().as_bytes(), what)
 }
 
 #[cfg(test)]
