@@ -702,6 +702,8 @@ impl AccountingProvider for SageProvider {
     ) -> Result<Option<TransactionRecord>> {
         let day = lookup.date.format("%Y-%m-%d").to_string();
         let found: Vec<Value> = match kind {
+            // Sage leaves a settled invoice's credit note open (`credit_note_refunds` is off).
+            TransactionKind::Refund => return Ok(None),
             TransactionKind::Payment => {
                 self.client
                     .get_all(
@@ -736,10 +738,7 @@ impl AccountingProvider for SageProvider {
         };
         // A match that cannot be read is an error, not "not found": answering `None` would let the
         // engine post the transaction a second time.
-        let path = match kind {
-            TransactionKind::Payment => "/contact_payments",
-            TransactionKind::Allocation => "/contact_allocations",
-        };
+        let path = if kind == TransactionKind::Payment { "/contact_payments" } else { "/contact_allocations" };
         found
             .into_iter()
             .find(|v| matches(v))
