@@ -251,6 +251,17 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// The work must wait for a budget to come back (a ledger's daily call allowance is spent):
+    /// it stays in line until `retry_after` has passed and is never dead-lettered for it.
+    #[error("deferred by {provider}: {message} (waits in line {}s)", retry_after.as_secs())]
+    Deferred {
+        /// The provider.
+        provider: &'static str,
+        /// Why, in words an operator can act on.
+        message: String,
+        /// How long to wait before trying again.
+        retry_after: Duration,
+    },
     /// An invariant this crate checks itself did not hold: a bug, reported instead of posting.
     #[error("internal error: {message}")]
     Internal {
@@ -298,7 +309,7 @@ impl Error {
             }
             Self::Auth { .. } => ErrorCode::Auth,
             Self::NotFound { .. } | Self::Pending { .. } => ErrorCode::NotFound,
-            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::RateLimited { .. } | Self::Deferred { .. } => ErrorCode::RateLimited,
             Self::Provider { .. } => ErrorCode::Provider,
             Self::Http { .. } => ErrorCode::Http,
             Self::Database { .. } => ErrorCode::Database,
@@ -309,7 +320,7 @@ impl Error {
     /// Whether the same work may succeed later without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Http { .. } | Self::Pending { .. } => true,
+            Self::RateLimited { .. } | Self::Http { .. } | Self::Pending { .. } | Self::Deferred { .. } => true,
             Self::Provider { retryable, .. } | Self::Database { retryable, .. } => *retryable,
             Self::Auth { reason, .. } => matches!(reason, AuthFailure::TokenRejected),
             _ => false,
@@ -320,8 +331,15 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::Deferred { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
+    }
+
+    /// True when the work waits for a budget (a daily call allowance) rather than failing: it is
+    /// retried after [`retry_after`](Self::retry_after) however many attempts it took.
+    pub fn is_deferred(&self) -> bool {
+        matches!(self, Self::Deferred { .. })
     }
 
     /// True when a write was sent and its effect is unknown: the caller must look the document
@@ -332,6 +350,43 @@ impl Error {
             // A 5xx after sending: the provider may have committed before failing.
             Self::Provider { status: Some(s), .. } => *s >= 500,
             _ => false,
+        }
+    }
+
+    /// An equivalent error for another item of a batch that failed as a whole: the same variant,
+    /// class, retry behaviour and message (the boxed cause, which cannot be cloned, is left out).
+    pub fn copy(&self) -> Self {
+        match self {
+            Self::Parse { what, errors } => Self::Parse { what, errors: errors.clone() },
+            Self::Invalid { what, errors } => Self::Invalid { what, errors: errors.clone() },
+            Self::Config { field, message } => Self::Config { field: field.clone(), message: message.clone() },
+            Self::Auth { provider, reason, message } => {
+                Self::Auth { provider, reason: *reason, message: message.clone() }
+            }
+            Self::NotFound { what, id } => Self::NotFound { what: what.clone(), id: id.clone() },
+            Self::Rejected { provider, status, errors } => {
+                Self::Rejected { provider, status: *status, errors: errors.clone() }
+            }
+            Self::RateLimited { provider, retry_after } => Self::RateLimited { provider, retry_after: *retry_after },
+            Self::Provider { provider, status, message, retryable, .. } => Self::Provider {
+                provider,
+                status: *status,
+                message: message.clone(),
+                retryable: *retryable,
+                source: None,
+            },
+            Self::Http { provider, message, outcome_unknown, .. } => {
+                Self::Http { provider, message: message.clone(), outcome_unknown: *outcome_unknown, source: None }
+            }
+            Self::Unsupported { operation, provider } => Self::Unsupported { operation: operation.clone(), provider },
+            Self::Database { message, retryable, .. } => {
+                Self::Database { message: message.clone(), retryable: *retryable, source: None }
+            }
+            Self::Pending { what, message } => Self::Pending { what: what.clone(), message: message.clone() },
+            Self::Deferred { provider, message, retry_after } => {
+                Self::Deferred { provider, message: message.clone(), retry_after: *retry_after }
+            }
+            Self::Internal { message } => Self::Internal { message: message.clone() },
         }
     }
 
@@ -447,6 +502,14 @@ mod tests {
             source: None,
         };
         assert!(p500.is_retryable() && p500.outcome_unknown());
+        let deferred = Error::Deferred {
+            provider: "xero",
+            message: "daily budget spent".into(),
+            retry_after: Duration::from_secs(3600),
+        };
+        assert!(deferred.is_retryable() && deferred.is_deferred());
+        assert_eq!(deferred.code(), ErrorCode::RateLimited);
+        assert_eq!(deferred.retry_after(), Some(Duration::from_secs(3600)));
         let rejected = Error::Rejected { provider: "sage_accounting", status: 422, errors: vec![] };
         assert!(!rejected.is_retryable() && !rejected.outcome_unknown());
     }

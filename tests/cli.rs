@@ -238,3 +238,161 @@ fn usage_and_configuration_errors_exit_2() {
     // A usage error from the parser.
     assert_eq!(bin().args(["sync"]).output().unwrap().status.code(), Some(2));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Xero
+
+fn with_xero_env(mut c: Command) -> Command {
+    c.env("XERO_CLIENT_ID", "demo-client")
+        .env("XERO_CLIENT_SECRET", "demo-secret")
+        .env("LEDGER_MASTER_KEY", KEY)
+        // The test's simulator does not limit the minute: nor does the client.
+        .env("XERO_REQUESTS_PER_MINUTE", "0");
+    c
+}
+
+#[test]
+fn demo_into_the_xero_simulator_runs_with_no_set_up() {
+    let o = bin().args(["demo", "--provider", "xero"]).output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("What Xero now holds"), "{out}");
+    assert!(out.contains("MAG-000000101"), "{out}");
+    assert!(out.contains("one for every currency"), "{out}");
+    // The same samples, the same summary as the Sage demo (README).
+    assert!(out.contains("21 events: 14 synced, 4 skipped, 3 failed"), "{out}");
+    assert!(out.contains("Replaying them all: 0 new writes to Xero."), "{out}");
+    assert!(out.contains("skipped  invoice.created:1005"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_xero_pins_the_organisation_and_sync_uses_it() {
+    use byte8_ledger_core::simulator::xero::{
+        XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroOrg, XeroSimConfig, XeroSimulator,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sim = XeroSimulator::demo(XeroSimConfig { per_minute: None, ..XeroSimConfig::default() });
+    let server = sim.serve().await.unwrap();
+    let state = dir.path().join("state.db");
+    let connect = |extra: &[&str]| {
+        let mut c = with_xero_env(bin());
+        c.args(["connect", "--provider", "xero", "--state"])
+            .arg(&state)
+            .args(["--refresh-token", XERO_DEMO_REFRESH_TOKEN])
+            .args(["--xero-base-url", &server.base_url(), "--xero-token-url", &server.token_url()])
+            .args(["--xero-connections-url", &server.connections_url()])
+            .args(extra);
+        c
+    };
+    // One organisation reachable: it is chosen, and the rotated refresh token is what is stored.
+    let o = connect(&[]).output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "connect failed: {out}{err}");
+    assert!(out.contains(&format!("connected to Xero organisation Demo Shop Ltd ({XERO_DEMO_TENANT})")), "{out}");
+    // The demo refresh token was used once and rotated: connecting with it again within Xero's
+    // 30-minute grace still works, and the stored connection is Xero's.
+    let events = samples().join("events.jsonl");
+    let policy = samples().join("policy.xero.json");
+    let run = |state: PathBuf, events: PathBuf, policy: PathBuf| {
+        with_xero_env(bin())
+            .args(["sync", "--state"])
+            .arg(&state)
+            .arg("--events")
+            .arg(&events)
+            .arg("--policy")
+            .arg(&policy)
+            .output()
+            .unwrap()
+    };
+    let o = tokio::task::spawn_blocking({
+        let (s, e, p) = (state.clone(), events.clone(), policy.clone());
+        move || run(s, e, p)
+    })
+    .await
+    .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let outcomes: Vec<Outcome> = out.lines().map(|l| serde_json::from_str(l).expect("an outcome a line")).collect();
+    assert_eq!(outcomes.len(), 21, "one outcome per event, in input order");
+    assert_eq!(outcomes[0].idempotency_key.as_deref(), Some("product.upserted:2079"));
+    assert!(outcomes.iter().all(|o| o.provider == "xero"), "{out}");
+    let writes = |sim: &XeroSimulator| -> u64 {
+        sim.requests()
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("PUT")
+                    || k.starts_with("POST /Invoices")
+                    || k.starts_with("POST /Contacts")
+                    || k.starts_with("POST /Items")
+            })
+            .map(|(_, n)| *n)
+            .sum()
+    };
+    let before = writes(&sim);
+    assert!(before > 0);
+    let again = tokio::task::spawn_blocking({
+        let (s, e, p) = (state.clone(), events.clone(), policy.clone());
+        move || run(s, e, p)
+    })
+    .await
+    .unwrap();
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(writes(&sim), before, "running it again with the same events and state makes no new write");
+    let o = bin().args(["status", "--json", "--state"]).arg(&state).output().unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["business_id"], XERO_DEMO_TENANT);
+    assert_eq!(v[0]["provider"], "xero");
+    let o = bin().args(["reference", "--state"]).arg(&state).output().unwrap();
+    assert!(text(&o).0.contains("OUTPUT2"), "{:?}", text(&o));
+
+    // Two organisations reachable: connect refuses to guess and names them (exit 2) ...
+    let mut second = XeroOrg::demo();
+    second.tenant_id = "0a0b0c0d-1e2f-4a5b-8c6d-7e8f9a0b1c2d".into();
+    second.name = "Second Shop Ltd".into();
+    sim.add_org(second);
+    sim.add_refresh_token("another-refresh-token");
+    let state2 = dir.path().join("state2.db");
+    let mut c = with_xero_env(bin());
+    c.args(["connect", "--provider", "xero", "--state"])
+        .arg(&state2)
+        .args(["--refresh-token", "another-refresh-token"])
+        .args(["--xero-base-url", &server.base_url(), "--xero-token-url", &server.token_url()])
+        .args(["--xero-connections-url", &server.connections_url()]);
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("--tenant-id") && text(&o).1.contains("Second Shop Ltd"), "{:?}", text(&o));
+    // ... and takes the one named.
+    sim.add_refresh_token("third-refresh-token");
+    let mut c = with_xero_env(bin());
+    c.args(["connect", "--provider", "xero", "--state"])
+        .arg(&state2)
+        .args(["--refresh-token", "third-refresh-token", "--tenant-id", "0a0b0c0d-1e2f-4a5b-8c6d-7e8f9a0b1c2d"])
+        .args(["--xero-base-url", &server.base_url(), "--xero-token-url", &server.token_url()])
+        .args(["--xero-connections-url", &server.connections_url()]);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("Second Shop Ltd"), "{:?}", text(&o));
+}
+
+#[test]
+fn connect_xero_needs_xero_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args(["connect", "--provider", "xero", "--state"])
+        .arg(dir.path().join("s.db"))
+        .args(["--refresh-token", "t"])
+        .env_remove("XERO_CLIENT_ID")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("XERO_CLIENT_ID"), "{:?}", text(&o));
+    // Sage still needs its business id.
+    let o = with_env(bin())
+        .args(["connect", "--state"])
+        .arg(dir.path().join("s.db"))
+        .args(["--refresh-token", "t"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("--business-id"), "{:?}", text(&o));
+}

@@ -285,6 +285,8 @@ async fn tokens_are_encrypted_at_rest_and_odd_text_round_trips() {
             base_url: "http://x".into(),
             token_url: "http://y".into(),
             created_at: t0(),
+            tenant_id: None,
+            connections_url: None,
         })
         .await
         .unwrap();

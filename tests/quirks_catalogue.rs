@@ -1,4 +1,4 @@
-//! `docs/QUIRKS.md` stays true: every catalogued Sage quirk has an entry with its symptom,
+//! `docs/QUIRKS.md` stays true: every catalogued Sage and Xero quirk has an entry with its symptom,
 //! evidence, workaround, code and tests; every `Code:` marker names a function that exists in the
 //! module it names, and every `Test:` marker names a `#[test]` / `#[tokio::test]` function that
 //! exists in the file it names (`cargo test` runs them all).
@@ -21,6 +21,15 @@ const SAGE: &[&str] =
 /// Quirks the crate deliberately does not work around: named, with a reason, in that section.
 const NOT_WORKED_AROUND: &[&str] = &["Q19", "Q21"];
 
+/// The quirks of xero-api.md §9 that the Xero provider works around.
+const XERO: &[&str] = &[
+    "Q1", "Q2", "Q3", "Q4", "Q5", "Q6", "Q7", "Q8", "Q9", "Q10", "Q11", "Q12", "Q13", "Q14", "Q15", "Q16", "Q17",
+    "Q19", "Q20", "Q21", "Q22", "Q23", "Q24",
+];
+
+/// Xero quirks deliberately not worked around, each explained in "Not worked around".
+const XERO_NOT_WORKED_AROUND: &[&str] = &["Q18", "Q25"];
+
 /// One `### ` entry of the catalogue.
 #[derive(Debug)]
 struct Entry {
@@ -34,7 +43,7 @@ impl Entry {
         let tokens: Vec<&str> = self.heading.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).collect();
         tokens
             .windows(2)
-            .filter(|w| w[0] == "Byte8" || w[0] == "Sage")
+            .filter(|w| w[0] == "Byte8" || w[0] == "Sage" || w[0] == "Xero")
             .map(|w| (w[0].to_owned(), w[1].to_owned()))
             .collect()
     }
@@ -152,7 +161,12 @@ fn every_catalogued_quirk_has_an_entry() {
     let (entries, not_worked_around) = catalogue();
     let ids: Vec<(String, String)> = entries.iter().flat_map(Entry::ids).collect();
     let mut missing = Vec::new();
-    for (catalogue, wanted) in BYTE8.iter().map(|q| ("Byte8", q)).chain(SAGE.iter().map(|q| ("Sage", q))) {
+    for (catalogue, wanted) in BYTE8
+        .iter()
+        .map(|q| ("Byte8", q))
+        .chain(SAGE.iter().map(|q| ("Sage", q)))
+        .chain(XERO.iter().map(|q| ("Xero", q)))
+    {
         if !ids.iter().any(|(c, q)| c == catalogue && q == wanted) {
             missing.push(format!("{catalogue} {wanted}"));
         }
@@ -161,6 +175,9 @@ fn every_catalogued_quirk_has_an_entry() {
     let text = not_worked_around.join("\n");
     for q in NOT_WORKED_AROUND {
         assert!(text.contains(&format!("Sage {q} —")), "\"Not worked around\" does not explain Sage {q}");
+    }
+    for q in XERO_NOT_WORKED_AROUND {
+        assert!(text.contains(&format!("Xero {q} —")), "\"Not worked around\" does not explain Xero {q}");
     }
 }
 
@@ -171,7 +188,7 @@ fn every_entry_has_its_fields_code_and_tests() {
     let mut problems = Vec::new();
     for e in &entries {
         if e.ids().is_empty() {
-            problems.push(format!("`{}`: the heading names no `Byte8 …` / `Sage …` id", e.heading));
+            problems.push(format!("`{}`: the heading names no `Byte8 …` / `Sage …` / `Xero …` id", e.heading));
         }
         if e.markers("Test").is_empty() {
             problems.push(format!("`{}`: no `- Test:` marker", e.heading));

@@ -1184,6 +1184,21 @@ async fn find_transaction_finds_payments_and_allocations() {
 }
 
 #[tokio::test]
+async fn an_unreadable_matching_transaction_is_an_error_not_absent() {
+    // "Not found" would make the engine post the payment a second time: a match that cannot be
+    // read must stop the recovery instead.
+    let s = sage().await;
+    let mut broken = sage_payment(PAYMENT_ID, "MAG-000000123", &[INVOICE_ID], "2026-11-22");
+    broken["total_amount"] = json!({"not": "a number"});
+    list("/contact_payments").respond_with(ok(page(vec![broken]))).expect(1).mount(&s.server).await;
+    let ids = [INVOICE_ID];
+    let lookup =
+        TransactionLookup { contact_id: CONTACT, reference: Some("MAG-000000123"), date: day(22), artefact_ids: &ids };
+    let e = s.provider.find_transaction(TransactionKind::Payment, &lookup).await.unwrap_err();
+    assert!(e.to_string().contains("total_amount"), "the error names the field: {e}");
+}
+
+#[tokio::test]
 async fn exchange_code_posts_the_code_verbatim() {
     let s = sage_with(None, fast_retry()).await;
     // Sage's code carries a country prefix: passed through as it came (sage-api.md 2.1).

@@ -203,6 +203,8 @@ impl World {
                 base_url: sim_server.base_url(),
                 token_url: sim_server.token_url(),
                 created_at: SystemClock.now(),
+                tenant_id: None,
+                connections_url: None,
             })
             .await
             .unwrap();
@@ -896,6 +898,8 @@ async fn a_store_paired_before_its_business_is_connected_to_sage_waits_then_sync
             base_url: sim,
             token_url: w._sim_server.token_url(),
             created_at: SystemClock.now(),
+            tenant_id: None,
+            connections_url: None,
         })
         .await
         .unwrap();

@@ -170,6 +170,8 @@ async fn several_worker_processes_on_one_postgres_sync_every_webhook_once_and_ca
                     base_url: sim_server.base_url(),
                     token_url: sim_server.token_url(),
                     created_at: SystemClock.now(),
+                    tenant_id: None,
+                    connections_url: None,
                 })
                 .await
                 .unwrap();

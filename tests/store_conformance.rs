@@ -50,6 +50,8 @@ async fn sqlite_state_survives_reopening_and_tokens_are_encrypted_at_rest() {
                 base_url: "http://x".into(),
                 token_url: "http://y".into(),
                 created_at: now,
+                tenant_id: None,
+                connections_url: None,
             })
             .await
             .unwrap();

@@ -3,14 +3,14 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `demo` | starts the built-in Sage simulator on loopback, syncs the bundled sample events through the real engine and HTTP client, prints what happened |
-//! | `connect` | stores a Sage connection, tokens encrypted at rest |
-//! | `sync` | syncs every event of a file (or stdin), one outcome a line on stdout, in input order |
+//! | `demo [--provider sage\|xero]` | starts the built-in Sage (or Xero) simulator on loopback, syncs the bundled sample events through the real engine and HTTP client, prints what happened |
+//! | `connect [--provider sage\|xero]` | stores a Sage connection (default) or a Xero one (organisation chosen through Xero's connections endpoint), tokens encrypted at rest |
+//! | `sync` | syncs every event of a file (or stdin) into the provider of the stored connection, one outcome a line on stdout, in input order |
 //! | `status` | counts by status and the dead letters with their reasons |
 //! | `requeue` | puts a failed or dead-lettered event back in line |
 //! | `reference` | prints the Sage reference cache |
-//! | `simulate` | serves the built-in Sage simulator until interrupted (a ledger for trying `connect` and `sync`) |
-//! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`crate::service`]) |
+//! | `simulate [--provider sage\|xero]` | serves the built-in Sage (or Xero) simulator until interrupted (a ledger for trying `connect` and `sync`) |
+//! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`crate::service`]; Sage connections) |
 //! | `tenant pair`, `tenant list`, `tenant disconnect` | the Magento stores bound to the service |
 //!
 //! Exit codes: 0 when every event got an outcome, 2 for a usage or configuration error, 1 for
@@ -36,24 +36,35 @@ pub use serve::ServeArgs;
 pub use tenant::TenantCommand;
 
 use crate::{
-    auth::TokenSet,
+    auth::{MemoryTokenStore, TokenSet, TokenStore},
     clock::{Clock, SystemClock},
     engine::SyncEngine,
     error::Error,
     policy::SyncPolicy,
     providers::{
         AccountingProvider,
-        sage::{DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, PROVIDER, SageBuilder, SageProvider},
+        sage::{DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, PROVIDER, SageBuilder},
+        xero::{self, XeroBuilder, XeroConnection},
     },
     store::{
-        Connection, ConnectionStore, RunStatus, RunStore, ScopedTokenStore, Store, crypto::MasterKey,
+        Connection, ConnectionStore, ProviderKind, RunStatus, RunStore, ScopedTokenStore, Store, crypto::MasterKey,
         sqlite::SqliteStore,
     },
 };
 
+/// The ledger a command works with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProviderArg {
+    /// Sage Business Cloud Accounting v3.1.
+    #[default]
+    Sage,
+    /// Xero Accounting.
+    Xero,
+}
+
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(name = "byte8-ledger", version, about = "Magento 2 → Sage Business Cloud Accounting, exactly once")]
+#[command(name = "byte8-ledger", version, about = "Magento 2 → Sage Business Cloud Accounting or Xero, exactly once")]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -63,8 +74,12 @@ pub struct Cli {
 /// The sub-commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Sync the bundled sample events into the built-in Sage simulator and show what was posted.
+    /// Sync the bundled sample events into the built-in Sage (or Xero) simulator and show what was
+    /// posted.
     Demo {
+        /// The ledger to simulate.
+        #[arg(long, value_enum, default_value_t = ProviderArg::Sage)]
+        provider: ProviderArg,
         /// Sync these events instead of the bundled ones.
         #[arg(long)]
         events: Option<PathBuf>,
@@ -75,24 +90,39 @@ pub enum Command {
         #[arg(long)]
         outcomes: bool,
     },
-    /// Store a Sage connection (client id and secret from SAGE_CLIENT_ID / SAGE_CLIENT_SECRET,
-    /// the encryption key from LEDGER_MASTER_KEY).
+    /// Store a connection (Sage: client id and secret from SAGE_CLIENT_ID / SAGE_CLIENT_SECRET;
+    /// Xero: XERO_CLIENT_ID / XERO_CLIENT_SECRET; the encryption key from LEDGER_MASTER_KEY).
     Connect {
+        /// The ledger.
+        #[arg(long, value_enum, default_value_t = ProviderArg::Sage)]
+        provider: ProviderArg,
         /// The state database (SQLite, created on first use), or `--database-url` for PostgreSQL.
         #[command(flatten)]
         store: StoreArgs,
-        /// The Sage business id.
+        /// The Sage business id (required for Sage).
         #[arg(long)]
-        business_id: String,
+        business_id: Option<String>,
+        /// The Xero organisation (`tenantId`); optional when the token reaches exactly one.
+        #[arg(long)]
+        tenant_id: Option<String>,
         /// A refresh token of the business's user.
         #[arg(long)]
         refresh_token: String,
-        /// The API root including the version.
+        /// The Sage API root including the version.
         #[arg(long, default_value = DEFAULT_BASE_URL)]
         sage_base_url: String,
-        /// The token endpoint.
+        /// The Sage token endpoint.
         #[arg(long, default_value = DEFAULT_TOKEN_URL)]
         sage_token_url: String,
+        /// The Xero Accounting API root.
+        #[arg(long, default_value = xero::DEFAULT_BASE_URL)]
+        xero_base_url: String,
+        /// The Xero token endpoint.
+        #[arg(long, default_value = xero::DEFAULT_TOKEN_URL)]
+        xero_token_url: String,
+        /// The Xero connections endpoint.
+        #[arg(long, default_value = xero::DEFAULT_CONNECTIONS_URL)]
+        xero_connections_url: String,
     },
     /// Sync every event of FILE (`-` for stdin); one outcome a line on stdout, in input order.
     Sync {
@@ -129,9 +159,12 @@ pub enum Command {
         #[arg(long)]
         business_id: Option<String>,
     },
-    /// Serve the built-in Sage simulator (the demo business) until interrupted: a ledger to point
-    /// `connect` and `sync` at without a Sage account.
+    /// Serve the built-in Sage (or Xero) simulator (the demo business) until interrupted: a ledger
+    /// to point `connect` and `sync` at without an account.
     Simulate {
+        /// The ledger to simulate.
+        #[arg(long, value_enum, default_value_t = ProviderArg::Sage)]
+        provider: ProviderArg,
         /// The port (0: any free port).
         #[arg(long, default_value_t = 0)]
         port: u16,
@@ -184,7 +217,8 @@ pub struct Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let code = match &e {
-            Error::Config { .. } | Error::Invalid { what: "policy" | "Sage configuration", .. } => 2,
+            Error::Config { .. }
+            | Error::Invalid { what: "policy" | "Sage configuration" | "Xero configuration", .. } => 2,
             Error::Parse { what: "policy", .. } => 2,
             _ => 1,
         };
@@ -213,10 +247,38 @@ pub async fn main(cli: Cli) -> ExitCode {
 /// A [`Failure`] with the exit code to use.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failure> {
     match cli.command {
-        Command::Demo { events, policy, outcomes } => demo::run(events, policy, outcomes, out).await,
-        Command::Connect { store, business_id, refresh_token, sage_base_url, sage_token_url } => {
-            connect(store, business_id, refresh_token, sage_base_url, sage_token_url, out).await
-        }
+        Command::Demo { provider, events, policy, outcomes } => match provider {
+            ProviderArg::Sage => demo::run(events, policy, outcomes, out).await,
+            ProviderArg::Xero => demo::run_xero(events, policy, outcomes, out).await,
+        },
+        Command::Connect {
+            provider,
+            store,
+            business_id,
+            tenant_id,
+            refresh_token,
+            sage_base_url,
+            sage_token_url,
+            xero_base_url,
+            xero_token_url,
+            xero_connections_url,
+        } => match provider {
+            ProviderArg::Sage => {
+                let business_id =
+                    business_id.ok_or_else(|| usage("--business-id is required for a Sage connection"))?;
+                connect(store, business_id, refresh_token, sage_base_url, sage_token_url, out).await
+            }
+            ProviderArg::Xero => {
+                connect_xero(
+                    store,
+                    tenant_id.or(business_id),
+                    refresh_token,
+                    [xero_base_url, xero_token_url, xero_connections_url],
+                    out,
+                )
+                .await
+            }
+        },
         Command::Serve(args) => serve::run(args, out).await,
         Command::Tenant { command } => tenant::run(command, out).await,
         Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,
@@ -225,8 +287,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failu
         Command::Reference { state, refresh, json, business_id } => {
             reference(state, refresh, json, business_id, out).await
         }
-        Command::Simulate { port, latency_ms, requests_per_minute, token_ttl_secs } => {
-            simulate(port, latency_ms, requests_per_minute, token_ttl_secs, out).await
+        Command::Simulate { provider, port, latency_ms, requests_per_minute, token_ttl_secs } => {
+            simulate(provider, port, latency_ms, requests_per_minute, token_ttl_secs, out).await
         }
     }
 }
@@ -259,23 +321,35 @@ async fn pick_connection(store: &SqliteStore, business_id: Option<String>) -> st
     }
 }
 
-/// The Sage provider of a stored connection.
-fn provider_for(store: Arc<SqliteStore>, c: &Connection) -> std::result::Result<SageProvider, Failure> {
-    sage_provider(store, c)
-}
-
-/// The Sage provider of a connection stored in any store.
-fn sage_provider(
+/// The provider of a stored connection: Sage or Xero, as the connection says.
+fn provider_for(
     store: Arc<dyn crate::store::ConnectionStoreDyn>,
     c: &Connection,
-) -> std::result::Result<SageProvider, Failure> {
-    SageBuilder::from_env()
-        .with_business_id(c.scope.clone())
-        .with_base_url(c.base_url.clone())
-        .with_token_url(c.token_url.clone())
-        .with_token_store(Arc::new(ScopedTokenStore::new(store, c.scope.clone())))
-        .build()
-        .map_err(|e| usage(e.to_string()))
+) -> std::result::Result<Arc<dyn AccountingProvider>, Failure> {
+    let tokens = Arc::new(ScopedTokenStore::new(store, c.scope.clone()));
+    match c.kind() {
+        Some(ProviderKind::Sage) => Ok(Arc::new(
+            SageBuilder::from_env()
+                .with_business_id(c.scope.clone())
+                .with_base_url(c.base_url.clone())
+                .with_token_url(c.token_url.clone())
+                .with_token_store(tokens)
+                .build()
+                .map_err(|e| usage(e.to_string()))?,
+        )),
+        Some(ProviderKind::Xero) => {
+            let mut b = XeroBuilder::from_env()
+                .with_tenant_id(c.tenant_id.clone().unwrap_or_else(|| c.scope.clone()))
+                .with_base_url(c.base_url.clone())
+                .with_token_url(c.token_url.clone())
+                .with_token_store(tokens);
+            if let Some(u) = &c.connections_url {
+                b = b.with_connections_url(u.clone());
+            }
+            Ok(Arc::new(b.build().map_err(|e| usage(e.to_string()))?))
+        }
+        _ => Err(usage(format!("connection {} is to an unknown provider `{}`", c.scope, c.provider))),
+    }
 }
 
 fn read_policy(path: Option<PathBuf>) -> std::result::Result<SyncPolicy, Failure> {
@@ -302,12 +376,19 @@ async fn connect(
     let db = database::Database::open(&args, Some(MasterKey::from_env()?)).await?;
     let store = db.service();
     let now = SystemClock.now();
-    let connection =
-        Connection { scope: business_id.clone(), provider: PROVIDER.to_owned(), base_url, token_url, created_at: now };
+    let connection = Connection {
+        scope: business_id.clone(),
+        provider: PROVIDER.to_owned(),
+        base_url,
+        token_url,
+        created_at: now,
+        tenant_id: None,
+        connections_url: None,
+    };
     store.save_connection(&connection).await?;
     store.save_tokens(&business_id, &TokenSet::from_refresh_token(SecretString::from(refresh_token))).await?;
     // Check it works: a refresh (the new pair is stored before use) and the reference data.
-    let sage = sage_provider(db.connections(), &connection)?;
+    let sage = provider_for(db.connections(), &connection)?;
     let reference = sage.reference_data(true).await?;
     store.save_reference(&business_id, &reference).await?;
     writeln!(
@@ -322,12 +403,92 @@ async fn connect(
     Ok(())
 }
 
+/// `connect --provider xero`: the refresh token is used once (it rotates) to list the token's
+/// organisations; the one chosen (`--tenant-id`, or the only organisation) is pinned, and the
+/// rotated pair is stored under it, encrypted, before anything else uses it.
+async fn connect_xero(
+    args: StoreArgs,
+    tenant_id: Option<String>,
+    refresh_token: String,
+    [base_url, token_url, connections_url]: [String; 3],
+    out: &mut dyn Write,
+) -> std::result::Result<(), Failure> {
+    env("XERO_CLIENT_ID")?;
+    env("XERO_CLIENT_SECRET")?;
+    let db = database::Database::open(&args, Some(MasterKey::from_env()?)).await?;
+    let store = db.service();
+    let first = Arc::new(MemoryTokenStore::new(Some(TokenSet::from_refresh_token(SecretString::from(refresh_token)))));
+    let probe = XeroBuilder::from_env()
+        .with_tenant_id("(choosing)")
+        .with_base_url(base_url.clone())
+        .with_token_url(token_url.clone())
+        .with_connections_url(connections_url.clone())
+        .with_token_store(Arc::clone(&first) as Arc<dyn TokenStore>)
+        .build()
+        .map_err(|e| usage(e.to_string()))?;
+    let all: Vec<XeroConnection> = probe.connections().await?;
+    let orgs: Vec<&XeroConnection> =
+        all.iter().filter(|c| c.tenant_type.as_deref().is_none_or(|t| t == "ORGANISATION")).collect();
+    let listed = || {
+        orgs.iter()
+            .map(|c| format!("{} ({})", c.tenant_id, c.tenant_name.as_deref().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let chosen = match &tenant_id {
+        Some(t) => orgs.iter().find(|c| c.tenant_id == *t).ok_or_else(|| {
+            usage(format!("organisation {t} is not among this token's Xero connections: {}", listed()))
+        })?,
+        None => match orgs.as_slice() {
+            [only] => only,
+            [] => {
+                return Err(usage(
+                    "the token reaches no Xero organisation (the connection was removed?): reconnect in Xero",
+                ));
+            }
+            _ => {
+                return Err(usage(format!(
+                    "the token reaches several Xero organisations: choose one with --tenant-id ({})",
+                    listed()
+                )));
+            }
+        },
+    };
+    let now = SystemClock.now();
+    let connection = Connection {
+        scope: chosen.tenant_id.clone(),
+        provider: ProviderKind::Xero.as_str().to_owned(),
+        base_url,
+        token_url,
+        created_at: now,
+        tenant_id: Some(chosen.tenant_id.clone()),
+        connections_url: Some(connections_url),
+    };
+    store.save_connection(&connection).await?;
+    let rotated = first.load().await?.ok_or_else(|| Failure { code: 1, message: "the token pair vanished".into() })?;
+    store.save_tokens(&connection.scope, &rotated).await?;
+    let provider = provider_for(db.connections(), &connection)?;
+    let reference = provider.reference_data(true).await?;
+    store.save_reference(&connection.scope, &reference).await?;
+    writeln!(
+        out,
+        "connected to Xero organisation {} ({}), base currency {}, {} tax rates; tokens stored encrypted in {db}",
+        reference.business.name,
+        connection.scope,
+        reference.business.base_currency.code(),
+        reference.tax_rates.len(),
+    )
+    .map_err(io)?;
+    Ok(())
+}
+
 fn io(e: std::io::Error) -> Failure {
     Failure { code: 1, message: format!("cannot write the output: {e}") }
 }
 
 /// Syncs the lines of `input` with `engine`, writing one outcome a line to `out`; returns how
-/// many lines got an outcome.
+/// many lines got an outcome. When the provider takes batches, lines are read in chunks of its
+/// batch size and synced together ([`SyncEngine::sync_lines`]); otherwise one at a time.
 ///
 /// # Errors
 /// Store failures and output errors.
@@ -337,27 +498,36 @@ pub async fn sync_stream(
     out: &mut dyn Write,
     progress: Option<&indicatif::ProgressBar>,
 ) -> std::result::Result<u64, Failure> {
+    let chunk = engine.provider().capabilities().await.map(|c| c.max_batch).unwrap_or(1).max(1);
     let mut n = 0;
     let mut line = String::new();
+    let mut pending: Vec<String> = Vec::new();
     loop {
         line.clear();
         let read = input
             .read_line(&mut line)
             .map_err(|e| Failure { code: 1, message: format!("cannot read the events: {e}") })?;
+        let text = line.trim();
+        if read > 0 && !text.is_empty() {
+            pending.push(text.to_owned());
+        }
+        if pending.len() >= chunk || (read == 0 && !pending.is_empty()) {
+            let lines: Vec<&str> = pending.iter().map(String::as_str).collect();
+            let outcomes =
+                if chunk == 1 { vec![engine.sync_line(lines[0]).await?] } else { engine.sync_lines(&lines).await? };
+            for outcome in outcomes {
+                serde_json::to_writer(&mut *out, &outcome).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+                writeln!(out).map_err(io)?;
+                n += 1;
+                if let Some(p) = progress {
+                    p.inc(1);
+                }
+            }
+            out.flush().map_err(io)?;
+            pending.clear();
+        }
         if read == 0 {
             break;
-        }
-        let text = line.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let outcome = engine.sync_line(text).await?;
-        serde_json::to_writer(&mut *out, &outcome).map_err(|e| Failure { code: 1, message: e.to_string() })?;
-        writeln!(out).map_err(io)?;
-        out.flush().map_err(io)?;
-        n += 1;
-        if let Some(p) = progress {
-            p.inc(1);
         }
     }
     Ok(n)
@@ -385,15 +555,9 @@ async fn sync(
     lock.try_lock().map_err(|_| usage(format!("another byte8-ledger sync is using {}", state.display())))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     store.release_leases(&connection.scope, clock.now()).await?;
-    let sage = Arc::new(provider_for(Arc::clone(&store), &connection)?);
+    let sage = provider_for(Arc::clone(&store) as _, &connection)?;
     let store_dyn: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
-    let engine = SyncEngine::new(
-        Arc::clone(&sage) as Arc<dyn crate::providers::AccountingProvider>,
-        store_dyn,
-        connection.scope.clone(),
-        policy,
-        clock,
-    );
+    let engine = SyncEngine::new(Arc::clone(&sage), store_dyn, connection.scope.clone(), policy, clock);
     engine.check_policy().await.map_err(|e| usage(e.to_string()))?;
     if let Ok(r) = sage.reference_data(false).await {
         let _ = store.save_reference(&connection.scope, &r).await;
@@ -448,12 +612,13 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
     for c in store.connections().await? {
         let counts = store.counts(&c.scope).await?;
         let dead = store.dead_letters(&c.scope, 1000).await?;
-        report.push((c, counts, dead));
+        let waiting = store.waiting(&c.scope, 1000).await?;
+        report.push((c, counts, dead, waiting));
     }
     if json {
         let value: Vec<serde_json::Value> = report
             .iter()
-            .map(|(c, counts, dead)| {
+            .map(|(c, counts, dead, waiting)| {
                 serde_json::json!({
                     "business_id": c.scope,
                     "provider": c.provider,
@@ -462,6 +627,14 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
                         "idempotency_key": r.idempotency_key,
                         "event": r.event,
                         "attempts": r.attempts,
+                        "error_code": r.outcome.as_ref().and_then(|o| o.error_code),
+                        "message": r.outcome.as_ref().and_then(|o| o.message.clone()),
+                    })).collect::<Vec<_>>(),
+                    "waiting": waiting.iter().map(|r| serde_json::json!({
+                        "idempotency_key": r.idempotency_key,
+                        "event": r.event,
+                        "attempts": r.attempts,
+                        "next_attempt_at": r.next_attempt_at,
                         "error_code": r.outcome.as_ref().and_then(|o| o.error_code),
                         "message": r.outcome.as_ref().and_then(|o| o.message.clone()),
                     })).collect::<Vec<_>>(),
@@ -474,11 +647,26 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
     if report.is_empty() {
         writeln!(out, "no connection in {}", state.display()).map_err(io)?;
     }
-    for (c, counts, dead) in report {
+    for (c, counts, dead, waiting) in report {
         writeln!(out, "business {} ({})", c.scope, c.provider).map_err(io)?;
         for s in [RunStatus::Synced, RunStatus::Skipped, RunStatus::Queued, RunStatus::Running, RunStatus::DeadLettered]
         {
             writeln!(out, "  {:<14} {}", s.as_str(), counts.get(&s).copied().unwrap_or(0)).map_err(io)?;
+        }
+        if !waiting.is_empty() {
+            writeln!(out, "  waiting in line:").map_err(io)?;
+            for r in waiting {
+                let o = r.outcome.as_ref();
+                writeln!(
+                    out,
+                    "    {} [{}] next attempt {}: {}",
+                    r.idempotency_key,
+                    o.and_then(|o| o.error_code).map_or("?", |c| c.as_str()),
+                    r.next_attempt_at.map_or_else(|| "now".to_owned(), |t| t.to_rfc3339()),
+                    o.and_then(|o| o.message.clone()).unwrap_or_default()
+                )
+                .map_err(io)?;
+            }
         }
         if !dead.is_empty() {
             writeln!(out, "  dead letters:").map_err(io)?;
@@ -529,7 +717,7 @@ async fn reference(
         Some(r) => r,
         None => {
             let with_key = open_store(&state, true).await?;
-            let sage = provider_for(Arc::clone(&with_key), &c)?;
+            let sage = provider_for(Arc::clone(&with_key) as _, &c)?;
             let r = sage.reference_data(true).await?;
             with_key.save_reference(&c.scope, &r).await?;
             (*r).clone()
@@ -579,6 +767,7 @@ async fn reference(
 }
 
 async fn simulate(
+    provider: ProviderArg,
     port: u16,
     latency_ms: Option<String>,
     requests_per_minute: Option<u32>,
@@ -598,6 +787,9 @@ async fn simulate(
             Some((std::time::Duration::from_millis(ms(lo)?), std::time::Duration::from_millis(ms(hi)?)))
         }
     };
+    if provider == ProviderArg::Xero {
+        return simulate_xero(port, latency, requests_per_minute, token_ttl_secs, out).await;
+    }
     let sim = SageSimulator::demo(SimConfig {
         requests_per_minute,
         latency,
@@ -617,6 +809,51 @@ async fn simulate(
     let _ = tokio::signal::ctrl_c().await;
     let requests: u64 = sim.requests().values().sum();
     writeln!(out, "served {requests} requests").map_err(io)?;
+    server.stop().await;
+    Ok(())
+}
+
+async fn simulate_xero(
+    port: u16,
+    latency: Option<(std::time::Duration, std::time::Duration)>,
+    requests_per_minute: Option<u32>,
+    token_ttl_secs: u64,
+    out: &mut dyn Write,
+) -> std::result::Result<(), Failure> {
+    use crate::simulator::xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator};
+    let defaults = XeroSimConfig::default();
+    let sim = XeroSimulator::demo(XeroSimConfig {
+        latency,
+        per_minute: requests_per_minute.or(defaults.per_minute),
+        access_token_ttl: std::time::Duration::from_secs(if token_ttl_secs == 300 {
+            1800
+        } else {
+            token_ttl_secs.max(1)
+        }),
+        ..defaults
+    });
+    let server = sim
+        .serve_on(port)
+        .await
+        .map_err(|e| Failure { code: 1, message: format!("cannot serve on port {port}: {e}") })?;
+    writeln!(out, "Xero simulator (demo organisation `{XERO_DEMO_TENANT}`) on {}", server.addr()).map_err(io)?;
+    writeln!(
+        out,
+        "  --provider xero --xero-base-url {} --xero-token-url {} --xero-connections-url {}",
+        server.base_url(),
+        server.token_url(),
+        server.connections_url()
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "  XERO_CLIENT_ID=demo-client XERO_CLIENT_SECRET=demo-secret, refresh token `{XERO_DEMO_REFRESH_TOKEN}`"
+    )
+    .map_err(io)?;
+    writeln!(out, "Ctrl-C stops it.").map_err(io)?;
+    out.flush().map_err(io)?;
+    let _ = tokio::signal::ctrl_c().await;
+    writeln!(out, "served {} requests", sim.requests().values().sum::<u64>()).map_err(io)?;
     server.stop().await;
     Ok(())
 }

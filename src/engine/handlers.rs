@@ -18,9 +18,9 @@ use crate::{
     plan::{DocumentAddresses, DocumentKind, fit_reference},
     policy::{BankDecision, SyncPolicy},
     providers::{
-        AccountingProviderExt, AllocationRequest, Capabilities, ContactFor, ContactRequest, CreditNoteRequest,
-        DocumentRecord, InvoiceRequest, ItemKind, ItemLink, ItemRequest, PaymentRequest, StockMovementRequest,
-        TransactionKind, TransactionLookup, sage::transform::item_kind,
+        AccountingProviderExt, AllocationRequest, Capabilities, ContactFor, ContactRecord, ContactRequest,
+        CreditNoteRequest, DocumentRecord, InvoiceRequest, ItemKind, ItemLink, ItemRequest, PaymentRequest,
+        RefundRequest, StockMovementRequest, TransactionKind, TransactionLookup, types::item_kind,
     },
     reference::ReferenceData,
     store::{RunStatus, Xref, XrefKind},
@@ -36,6 +36,45 @@ fn dec_of(v: &Value, key: &str) -> Option<Decimal> {
         Value::Number(n) => n.to_string().parse().ok(),
         _ => None,
     })
+}
+
+/// A payment ready to post: its key, its invoice, its bank account and reference.
+#[derive(Debug, Clone)]
+pub(crate) struct PaymentJob {
+    key: String,
+    facts: InvoiceFacts,
+    bank: String,
+    pay_ref: String,
+}
+
+impl PaymentJob {
+    /// The provider request of the job.
+    pub(crate) fn request<'a>(
+        &'a self,
+        event: &'a Event,
+        pay: &'a MagentoPayment,
+        policy: &'a SyncPolicy,
+    ) -> PaymentRequest<'a> {
+        PaymentRequest {
+            payment: pay,
+            policy,
+            contact_id: &self.facts.contact_id,
+            invoice_id: &self.facts.id,
+            bank_account_id: &self.bank,
+            invoice_base_to_order_rate: self.facts.base_to_order_rate,
+            outstanding: Some(self.facts.outstanding),
+            idempotency_key: &event.idempotency_key,
+        }
+    }
+}
+
+/// Where a payment stands after its own checks.
+#[derive(Debug)]
+pub(crate) enum PaymentPrep {
+    /// Decided without posting.
+    Decided(Handled),
+    /// To post.
+    Ready(Box<PaymentJob>),
 }
 
 /// What later events need to know of a posted invoice.
@@ -61,6 +100,40 @@ impl InvoiceFacts {
             meta: x.meta.clone(),
         })
     }
+}
+
+/// What later events need to know of a posted invoice, as its cross-reference keeps it.
+pub(crate) fn invoice_meta(inv: &MagentoInvoice, doc: &DocumentRecord, contact_id: &str, doc_ref: &str) -> Value {
+    json!({
+        "contact_id": doc.contact_id.clone().unwrap_or_else(|| contact_id.to_owned()),
+        "total": doc.total.unwrap_or(inv.grand_total).to_string(),
+        "outstanding": doc.outstanding.or(doc.total).unwrap_or(inv.grand_total).to_string(),
+        "currency": inv.currency.code(),
+        "base_to_order_rate": inv.base_to_order_rate.map(|r| r.to_string()),
+        "addresses": DocumentAddresses { billing: inv.billing_address.clone(), shipping: inv.shipping_address.clone() },
+        "reference": doc_ref,
+        "number": doc.number,
+        "increment_id": inv.increment_id,
+    })
+}
+
+/// What resolving a document's contact takes.
+#[derive(Debug)]
+pub(crate) enum ContactNeed<'c> {
+    /// The cross-reference knows it.
+    Known(String),
+    /// It must be found, adopted or created.
+    Resolve(ContactJob<'c>),
+}
+
+/// A contact to resolve: who, where it is recorded, the references it may hold.
+#[derive(Debug, Clone)]
+pub(crate) struct ContactJob<'c> {
+    pub(crate) subject: ContactSubject,
+    pub(crate) who: ContactFor<'c>,
+    pub(crate) xref_key: String,
+    pub(crate) candidates: Vec<String>,
+    pub(crate) currency: Currency,
 }
 
 fn contact_key(subject: &ContactSubject, currency: Currency) -> String {
@@ -98,38 +171,38 @@ impl SyncEngine {
         }
     }
 
-    async fn context(&self) -> Result<(std::sync::Arc<ReferenceData>, Capabilities)> {
+    pub(crate) async fn context(&self) -> Result<(std::sync::Arc<ReferenceData>, Capabilities)> {
         let reference = self.provider.reference_data(false).await?;
         let caps = self.provider.capabilities().await?;
         Ok((reference, caps))
     }
 
-    fn reference_of(&self, policy: &SyncPolicy, increment_id: &str, caps: &Capabilities) -> String {
+    pub(crate) fn reference_of(&self, policy: &SyncPolicy, increment_id: &str, caps: &Capabilities) -> String {
         fit_reference(&policy.document_reference(increment_id), increment_id, caps.max_document_reference)
     }
 
-    async fn put(&self, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
+    pub(crate) async fn put(&self, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
         self.store.put_xref(&self.scope, kind, key, xref).await
     }
 
-    async fn get(&self, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
+    pub(crate) async fn get(&self, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
         self.store.get_xref(&self.scope, kind, key).await
     }
 
     // ---- contacts -------------------------------------------------------------------------
 
-    /// The contact a document of `customer` in `currency` goes on (B2C consolidation applied).
+    /// What it takes to know the contact a document of `customer` in `currency` goes on (B2C
+    /// consolidation applied): its id when the cross-reference holds it, else the resolution job.
     #[allow(clippy::too_many_arguments)]
-    async fn contact_for(
+    pub(crate) async fn contact_need<'c>(
         &self,
-        customer: &MagentoContact,
+        customer: &'c MagentoContact,
         currency: Currency,
         grand_total: Decimal,
         policy: &SyncPolicy,
         reference: &ReferenceData,
         caps: &Capabilities,
-        key: &str,
-    ) -> Result<String> {
+    ) -> Result<ContactNeed<'c>> {
         let base = reference.business.base_currency;
         if currency != base && !caps.multi_currency {
             return Err(Error::invalid(
@@ -147,7 +220,7 @@ impl SyncEngine {
         let own_key = contact_key(&subject, contact_currency);
         let known = self.get(XrefKind::Contact, &own_key).await?;
         if let Some(id) = known.as_ref().and_then(Xref::done_id) {
-            return Ok(id.to_owned());
+            return Ok(ContactNeed::Known(id.to_owned()));
         }
         let route = identity::b2c_route(&policy.b2c_consolidation, customer, grand_total, known.is_some());
         let (subject, who, xref_key) = match route {
@@ -155,7 +228,7 @@ impl SyncEngine {
             ContactRoute::Fallback => {
                 let k = contact_key(&ContactSubject::Fallback, contact_currency);
                 if let Some(id) = self.get(XrefKind::Contact, &k).await?.as_ref().and_then(Xref::done_id) {
-                    return Ok(id.to_owned());
+                    return Ok(ContactNeed::Known(id.to_owned()));
                 }
                 (ContactSubject::Fallback, ContactFor::Fallback, k)
             }
@@ -166,30 +239,63 @@ impl SyncEngine {
             base,
             &policy.b2c_consolidation.fallback_contact_reference,
         );
+        Ok(ContactNeed::Resolve(ContactJob { subject, who, xref_key, candidates, currency: contact_currency }))
+    }
+
+    /// Resolves one contact job (find, adopt or create, trying its candidates) and records it.
+    pub(crate) async fn resolve_job(&self, job: &ContactJob<'_>, policy: &SyncPolicy, key: &str) -> Result<String> {
         let request = ContactRequest {
-            contact: who,
-            currency: contact_currency,
-            reference: &candidates[0],
+            contact: job.who,
+            currency: job.currency,
+            reference: &job.candidates[0],
             policy,
             idempotency_key: Some(key),
         };
-        let resolved = self.provider.resolve_contact(&subject, &candidates, request).await?;
-        let now = self.clock.now();
-        self.put(
-            XrefKind::Contact,
-            &xref_key,
-            &Xref::done(
-                resolved.record.id.clone(),
-                resolved.record.reference.clone(),
-                json!({"currency": contact_currency.code(), "adopted": !resolved.created}),
-                now,
-            ),
-        )
-        .await?;
+        let resolved = self.provider.resolve_contact(&job.subject, &job.candidates, request).await?;
+        self.record_contact(job, &resolved.record, resolved.created).await?;
         Ok(resolved.record.id)
     }
 
-    async fn item_links(
+    /// Records a resolved contact in the cross-reference.
+    pub(crate) async fn record_contact(
+        &self,
+        job: &ContactJob<'_>,
+        record: &ContactRecord,
+        created: bool,
+    ) -> Result<()> {
+        let now = self.clock.now();
+        self.put(
+            XrefKind::Contact,
+            &job.xref_key,
+            &Xref::done(
+                record.id.clone(),
+                record.reference.clone(),
+                json!({"currency": job.currency.code(), "adopted": !created}),
+                now,
+            ),
+        )
+        .await
+    }
+
+    /// The contact a document of `customer` in `currency` goes on (B2C consolidation applied).
+    #[allow(clippy::too_many_arguments)]
+    async fn contact_for(
+        &self,
+        customer: &MagentoContact,
+        currency: Currency,
+        grand_total: Decimal,
+        policy: &SyncPolicy,
+        reference: &ReferenceData,
+        caps: &Capabilities,
+        key: &str,
+    ) -> Result<String> {
+        match self.contact_need(customer, currency, grand_total, policy, reference, caps).await? {
+            ContactNeed::Known(id) => Ok(id),
+            ContactNeed::Resolve(job) => self.resolve_job(&job, policy, key).await,
+        }
+    }
+
+    pub(crate) async fn item_links(
         &self,
         skus: impl Iterator<Item = &str>,
         policy: &SyncPolicy,
@@ -214,40 +320,59 @@ impl SyncEngine {
 
     // ---- invoice.created ------------------------------------------------------------------
 
-    async fn invoice_created(&self, event: &Event, inv: &MagentoInvoice, policy: &SyncPolicy) -> Result<Handled> {
+    /// The policy checks of an invoice (P1–P5, cancelled) and its cross-reference: `Some` when
+    /// the event is decided without the ledger.
+    pub(crate) async fn invoice_precheck(
+        &self,
+        event: &Event,
+        inv: &MagentoInvoice,
+        policy: &SyncPolicy,
+    ) -> Result<Option<Handled>> {
         if inv.state == InvoiceState::Cancelled {
-            return Ok(skipped(skip::CANCELLED_INVOICE, "cancelled invoices are never posted"));
+            return Ok(Some(skipped(skip::CANCELLED_INVOICE, "cancelled invoices are never posted")));
         }
         let paid_at_creation = inv.state == InvoiceState::Paid || event.payload.get("paid") == Some(&Value::Bool(true));
         if !policy.sync_unpaid_invoices && !paid_at_creation {
-            return Ok(skipped(
+            return Ok(Some(skipped(
                 skip::UNPAID_INVOICE,
                 "sync_unpaid_invoices is off and the invoice was not paid at creation",
-            ));
+            )));
         }
         if !policy.sync_zero_value_invoices && inv.is_zero_value() {
-            return Ok(skipped(skip::ZERO_VALUE_INVOICE, "a zero-value invoice with sync_zero_value_invoices off"));
+            return Ok(Some(skipped(
+                skip::ZERO_VALUE_INVOICE,
+                "a zero-value invoice with sync_zero_value_invoices off",
+            )));
         }
         if let Some(since) = policy.sync_since.filter(|s| inv.created_at < *s) {
-            return Ok(skipped(
+            return Ok(Some(skipped(
                 skip::OUTSIDE_SYNC_SINCE,
                 format!("created {} before sync_since {since}", inv.created_at),
-            ));
+            )));
         }
         if let Some(reason) =
             policy.filter_skip_reason(inv.website_id.max(event.website_id), inv.store_id.max(event.store_id))
         {
-            return Ok(skipped(reason, "outside the website/store filter"));
+            return Ok(Some(skipped(reason, "outside the website/store filter")));
         }
         let key = inv.magento_id.to_string();
         let existing = self.get(XrefKind::Invoice, &key).await?;
         if let Some(facts) = existing.as_ref().and_then(InvoiceFacts::from_xref) {
-            return Ok(Handled::Synced {
+            return Ok(Some(Handled::Synced {
                 id: facts.id,
                 number: facts.meta.get("number").and_then(Value::as_str).map(str::to_owned),
                 message: Some("already in the ledger (cross-reference); no new write".into()),
-            });
+            }));
         }
+        Ok(None)
+    }
+
+    async fn invoice_created(&self, event: &Event, inv: &MagentoInvoice, policy: &SyncPolicy) -> Result<Handled> {
+        if let Some(decided) = self.invoice_precheck(event, inv, policy).await? {
+            return Ok(decided);
+        }
+        let key = inv.magento_id.to_string();
+        let existing = self.get(XrefKind::Invoice, &key).await?;
         let (reference, caps) = self.context().await?;
         let doc_ref = self.reference_of(policy, &inv.increment_id, &caps);
         let contact_id = self
@@ -261,19 +386,7 @@ impl SyncEngine {
                 &event.idempotency_key,
             )
             .await?;
-        let meta = |doc: &DocumentRecord| {
-            json!({
-                "contact_id": doc.contact_id.clone().unwrap_or_else(|| contact_id.clone()),
-                "total": doc.total.unwrap_or(inv.grand_total).to_string(),
-                "outstanding": doc.outstanding.or(doc.total).unwrap_or(inv.grand_total).to_string(),
-                "currency": inv.currency.code(),
-                "base_to_order_rate": inv.base_to_order_rate.map(|r| r.to_string()),
-                "addresses": DocumentAddresses { billing: inv.billing_address.clone(), shipping: inv.shipping_address.clone() },
-                "reference": doc_ref,
-                "number": doc.number,
-                "increment_id": inv.increment_id,
-            })
-        };
+        let meta = |doc: &DocumentRecord| invoice_meta(inv, doc, &contact_id, &doc_ref);
         // After a crash or an unknown outcome: look it up before any second write.
         if (existing.is_some() || self.config.verify_before_create)
             && let Some(doc) = self.provider.find_document(DocumentKind::Invoice, &doc_ref).await?
@@ -371,39 +484,50 @@ impl SyncEngine {
         if let Some(reason) = policy.filter_skip_reason(event.website_id, event.store_id) {
             return Ok(skipped(reason, "outside the website/store filter"));
         }
+        let job = match self.payment_prepare(pay, policy).await? {
+            PaymentPrep::Decided(h) => return Ok(h),
+            PaymentPrep::Ready(job) => job,
+        };
+        self.payment_intent(&job).await?;
+        let t = self.provider.post_payment(&job.request(event, pay, policy)).await?;
+        self.payment_done(&job, pay, t.id).await
+    }
+
+    /// A payment's policy, cross-reference, invoice and recovery look-up: decided, or ready to post.
+    pub(crate) async fn payment_prepare(&self, pay: &MagentoPayment, policy: &SyncPolicy) -> Result<PaymentPrep> {
         let key = pay.invoice_id.to_string();
         if let Some(x) = self.get(XrefKind::Payment, &key).await?
             && let Some(id) = x.done_id()
         {
-            return Ok(Handled::Synced {
+            return Ok(PaymentPrep::Decided(Handled::Synced {
                 id: id.to_owned(),
                 number: None,
                 message: Some("already in the ledger; no new write".into()),
-            });
+            }));
         }
         let bank = match policy.bank_account_for(Some(&pay.method)) {
             BankDecision::Mapped(b) | BankDecision::Default(b) => b,
             BankDecision::ExplicitNone => {
-                return Ok(skipped(
+                return Ok(PaymentPrep::Decided(skipped(
                     skip::PAYMENT_METHOD_NOT_MAPPED,
                     format!(
                         "payment method `{}` is mapped to None: the invoice stays unpaid in the ledger",
                         pay.method
                     ),
-                ));
+                )));
             }
             BankDecision::Unmapped => {
-                return Ok(skipped(
+                return Ok(PaymentPrep::Decided(skipped(
                     skip::PAYMENT_METHOD_NOT_MAPPED,
                     format!("payment method `{}` is not mapped and there is no default_bank_account_id", pay.method),
-                ));
+                )));
             }
         };
         let (_, caps) = self.context().await?;
         let facts = match self.invoice_facts(pay.invoice_id, Some(&pay.invoice_increment_id), policy, &caps).await? {
             Ok(f) => f,
             Err(Some(reason)) => {
-                return Ok(skipped(&reason, "its invoice was skipped, so its payment is too"));
+                return Ok(PaymentPrep::Decided(skipped(&reason, "its invoice was skipped, so its payment is too")));
             }
             Err(None) => {
                 return Err(Error::Pending {
@@ -414,47 +538,44 @@ impl SyncEngine {
         };
         let pay_ref = self.reference_of(policy, &pay.invoice_increment_id, &caps);
         let date = pay.captured_at.date_naive();
-        let existing = self.get(XrefKind::Payment, &key).await?;
-        if existing.is_some() {
-            let ids = [facts.id.as_str()];
+        let job = Box::new(PaymentJob { key, facts, bank, pay_ref });
+        if self.get(XrefKind::Payment, &job.key).await?.is_some() {
+            let ids = [job.facts.id.as_str()];
             let lookup = TransactionLookup {
-                contact_id: &facts.contact_id,
-                reference: Some(&pay_ref),
+                contact_id: &job.facts.contact_id,
+                reference: Some(&job.pay_ref),
                 date,
                 artefact_ids: &ids,
             };
             if let Some(t) = self.provider.find_transaction(TransactionKind::Payment, &lookup).await? {
-                self.record_payment(&key, &facts, &t.id, &pay_ref, pay.amount).await?;
-                return Ok(Handled::Synced {
+                self.record_payment(&job.key, &job.facts, &t.id, &job.pay_ref, pay.amount, Some(&job.bank)).await?;
+                return Ok(PaymentPrep::Decided(Handled::Synced {
                     id: t.id,
                     number: None,
                     message: Some("found in the ledger (an earlier attempt had posted it)".into()),
-                });
+                }));
             }
         }
-        self.put(XrefKind::Payment, &key, &Xref::intent(Some(pay_ref.clone()), json!({}), self.clock.now())).await?;
-        let t = self
-            .provider
-            .post_payment(&PaymentRequest {
-                payment: pay,
-                policy,
-                contact_id: &facts.contact_id,
-                invoice_id: &facts.id,
-                bank_account_id: &bank,
-                invoice_base_to_order_rate: facts.base_to_order_rate,
-                outstanding: Some(facts.outstanding),
-                idempotency_key: &event.idempotency_key,
-            })
-            .await?;
-        self.record_payment(&key, &facts, &t.id, &pay_ref, pay.amount).await?;
-        let message = (pay.amount > facts.outstanding).then(|| {
+        Ok(PaymentPrep::Ready(job))
+    }
+
+    /// Writes a payment's intent (before the write).
+    pub(crate) async fn payment_intent(&self, job: &PaymentJob) -> Result<()> {
+        self.put(XrefKind::Payment, &job.key, &Xref::intent(Some(job.pay_ref.clone()), json!({}), self.clock.now()))
+            .await
+    }
+
+    /// Records a posted payment and says what it did.
+    pub(crate) async fn payment_done(&self, job: &PaymentJob, pay: &MagentoPayment, id: String) -> Result<Handled> {
+        self.record_payment(&job.key, &job.facts, &id, &job.pay_ref, pay.amount, Some(&job.bank)).await?;
+        let message = (pay.amount > job.facts.outstanding).then(|| {
             format!(
                 "{} received, {} allocated to the invoice, the rest left on account",
                 pay.amount,
-                facts.outstanding.max(Decimal::ZERO)
+                job.facts.outstanding.max(Decimal::ZERO)
             )
         });
-        Ok(Handled::Synced { id: t.id, number: None, message })
+        Ok(Handled::Synced { id, number: None, message })
     }
 
     async fn record_payment(
@@ -464,13 +585,19 @@ impl SyncEngine {
         id: &str,
         reference: &str,
         amount: Decimal,
+        bank_account_id: Option<&str>,
     ) -> Result<()> {
         let allocated = amount.min(facts.outstanding).max(Decimal::ZERO);
         let now = self.clock.now();
         self.put(
             XrefKind::Payment,
             key,
-            &Xref::done(id.to_owned(), Some(reference.to_owned()), json!({"allocated": allocated.to_string()}), now),
+            &Xref::done(
+                id.to_owned(),
+                Some(reference.to_owned()),
+                json!({"allocated": allocated.to_string(), "bank_account_id": bank_account_id}),
+                now,
+            ),
         )
         .await?;
         self.set_outstanding(key, facts, facts.outstanding - allocated).await
@@ -597,8 +724,11 @@ impl SyncEngine {
             if !caps.allocations {
                 notes.push("the ledger business cannot allocate: the credit note stays open".into());
             } else if amount <= Decimal::ZERO {
-                notes
-                    .push("the invoice is already settled: the credit note stays open as the customer's credit".into());
+                if !caps.credit_note_refunds {
+                    notes.push(
+                        "the invoice is already settled: the credit note stays open as the customer's credit".into(),
+                    );
+                }
             } else if facts.contact_id != contact_id {
                 notes.push("the credit note is not on the invoice's contact: not allocated".into());
             } else {
@@ -638,6 +768,78 @@ impl SyncEngine {
                     "allocated {amount} against invoice {}",
                     memo.invoice_increment_id.as_deref().unwrap_or("?")
                 ));
+            }
+        }
+        // 3. What no allocation settled, on a ledger that refunds (Xero): the customer got it back
+        //    in cash, so the credit note is refunded from the bank account the invoice was paid
+        //    into (else the policy's default); without one it stays open as the customer's credit.
+        if let (Some(facts), Some(invoice_id), true) = (&invoice, memo.invoice_id, caps.credit_note_refunds)
+            && self.get(XrefKind::Refund, &key).await?.as_ref().and_then(Xref::done_id).is_none()
+        {
+            let allocation = self.get(XrefKind::Allocation, &key).await?;
+            let allocated =
+                allocation.as_ref().filter(|x| x.done_id().is_some()).and_then(|x| dec_of(&x.meta, "amount"));
+            let left = note_total - allocated.unwrap_or_default();
+            if left > Decimal::ZERO && facts.contact_id == contact_id {
+                let paid_into = self
+                    .get(XrefKind::Payment, &invoice_id.to_string())
+                    .await?
+                    .and_then(|x| x.meta.get("bank_account_id").and_then(Value::as_str).map(str::to_owned));
+                match paid_into.or_else(|| policy.default_bank_account_id.clone()) {
+                    None => notes.push(format!(
+                        "{left} not refunded: no bank account (the invoice's payment was not synced and there is no default_bank_account_id); the credit note stays open"
+                    )),
+                    Some(bank) => {
+                        let date = memo.created_at.date_naive();
+                        let ids = [note_id.as_str()];
+                        let mut refund = None;
+                        if self.get(XrefKind::Refund, &key).await?.is_some() {
+                            let lookup = TransactionLookup {
+                                contact_id: &contact_id,
+                                reference: Some(&doc_ref),
+                                date,
+                                artefact_ids: &ids,
+                            };
+                            refund = self.provider.find_transaction(TransactionKind::Refund, &lookup).await?;
+                        }
+                        let refund = match refund {
+                            Some(r) => r,
+                            None => {
+                                self.put(
+                                    XrefKind::Refund,
+                                    &key,
+                                    &Xref::intent(Some(doc_ref.clone()), json!({}), self.clock.now()),
+                                )
+                                .await?;
+                                self.provider
+                                    .refund_credit_note(&RefundRequest {
+                                        contact_id: &contact_id,
+                                        credit_note_id: &note_id,
+                                        bank_account_id: &bank,
+                                        amount: left,
+                                        date,
+                                        reference: &doc_ref,
+                                        base_to_order_rate: memo.base_to_order_rate,
+                                        idempotency_key: &event.idempotency_key,
+                                    })
+                                    .await?
+                            }
+                        };
+                        let now = self.clock.now();
+                        self.put(
+                            XrefKind::Refund,
+                            &key,
+                            &Xref::done(
+                                refund.id,
+                                Some(doc_ref.clone()),
+                                json!({"amount": left.to_string(), "bank_account_id": bank}),
+                                now,
+                            ),
+                        )
+                        .await?;
+                        notes.push(format!("refunded {left} from {bank}"));
+                    }
+                }
             }
         }
         Ok(Handled::Synced { id: note_id, number: note_number, message: (!notes.is_empty()).then(|| notes.join("; ")) })

@@ -28,8 +28,28 @@
 //!   this crate was installed is found by reference and adopted.
 //! - Retryable failures go back in line with the Magento outbox's ladder (60 s, 5 min, 30 min,
 //!   2 h, 6 h, 12 h, then daily; byte8-spec.md 11.5–11.6) up to `max_attempts`, then dead-letter;
-//!   permanent failures dead-letter at once. Every attempt is kept.
+//!   permanent failures dead-letter at once. Every attempt is kept. A deferral (a ledger's daily
+//!   call budget is spent, [`Error::Deferred`]) waits exactly as long as the ledger says and never
+//!   dead-letters: the outcome says why and until when.
+//!
+//! # Batches
+//!
+//! When the provider takes several documents a request (`Capabilities::max_batch` > 1, Xero),
+//! [`SyncEngine::process_due`] and [`SyncEngine::sync_lines`] group the `invoice.created` runs
+//! they are given into batches of `max_batch`: the contacts of a batch are resolved first (created
+//! together where the ledger refuses taken references, else looked up together and the missing
+//! ones created together), every invoice's intent is written, then the batch is posted in one
+//! request and every invoice's own answer is recorded. Consecutive `invoice.paid` runs are batched
+//! the same way (each payment's checks and intent, one post). The same
+//! guarantees hold per invoice: an intent before the write, a look-up by reference after an
+//! unknown outcome (the provider recovers a batch whose answer was lost by looking every invoice
+//! up, and re-sends only the missing ones). Grouping never changes what an event sees: an invoice
+//! is only moved ahead of payments and credit memos of *other* invoices, never past a
+//! `customer.upserted` or `product.upserted` (which it may depend on) or past an event that
+//! refers to it. A provider with `max_batch` = 1 (Sage) gets one request per document, in input
+//! order, exactly as before.
 
+mod batch;
 mod handlers;
 
 use std::{sync::Arc, time::Duration};
@@ -320,19 +340,17 @@ impl SyncEngine {
         }
     }
 
-    /// Claims and processes up to `limit` due runs.
+    /// Claims and processes up to `limit` due runs. When the provider takes batches
+    /// (`Capabilities::max_batch` > 1), due `invoice.created` and `invoice.paid` runs are grouped
+    /// into batches (see [`crate::engine`]'s "Batches"); otherwise every run is processed alone, in
+    /// order.
     ///
     /// # Errors
     /// Store failures.
     pub async fn process_due(&self, limit: usize) -> Result<Vec<(Run, Outcome)>> {
         let now = self.clock.now();
         let runs = self.store.claim(&self.scope, now, self.lease_until(now), limit).await?;
-        let mut out = Vec::with_capacity(runs.len());
-        for run in runs {
-            let outcome = self.process(run.clone()).await?;
-            out.push((run, outcome));
-        }
-        Ok(out)
+        self.process_runs(runs).await
     }
 
     /// Processes a claimed run: one attempt, recorded in the audit trail; a retryable failure goes
@@ -341,25 +359,49 @@ impl SyncEngine {
     /// # Errors
     /// Store failures.
     pub async fn process(&self, run: Run) -> Result<Outcome> {
-        let started = self.clock.now();
-        let attempt = run.attempts + 1;
-        let policy = match run.policy.as_deref().map(SyncPolicy::from_json).transpose() {
-            Ok(p) => p.unwrap_or_else(|| self.policy.clone()),
-            Err(e) => return self.finish_failed(&run, None, attempt, started, e).await,
-        };
-        let event = match Event::parse(&run.raw) {
-            Ok(e) => e,
-            Err(f) => return self.finish_failed(&run, None, attempt, started, *f.error).await,
+        let (event, policy, attempt, started) = match self.begin(&run).await? {
+            Ok(begun) => begun,
+            Err(outcome) => return Ok(outcome),
         };
         let span = tracing::info_span!("event", key = %event.idempotency_key, attempt);
         // Instrumented, not entered: an entered span held across an await would tag the logs of
         // other tasks on this thread (the service runs several).
         let result = tracing::Instrument::instrument(self.handle(&event, &policy), span).await;
+        self.finish_result(&run, &event, attempt, started, result).await
+    }
+
+    /// Reads a claimed run's policy snapshot and event; a run that cannot be read is finished as
+    /// failed (the inner `Err` is its outcome).
+    pub(crate) async fn begin(
+        &self,
+        run: &Run,
+    ) -> Result<std::result::Result<(Event, SyncPolicy, u32, DateTime<Utc>), Outcome>> {
+        let started = self.clock.now();
+        let attempt = run.attempts + 1;
+        let policy = match run.policy.as_deref().map(SyncPolicy::from_json).transpose() {
+            Ok(p) => p.unwrap_or_else(|| self.policy.clone()),
+            Err(e) => return Ok(Err(self.finish_failed(run, None, attempt, started, e).await?)),
+        };
+        match Event::parse(&run.raw) {
+            Ok(e) => Ok(Ok((e, policy, attempt, started))),
+            Err(f) => Ok(Err(self.finish_failed(run, None, attempt, started, *f.error).await?)),
+        }
+    }
+
+    /// Records how an attempt ended and answers its outcome.
+    pub(crate) async fn finish_result(
+        &self,
+        run: &Run,
+        event: &Event,
+        attempt: u32,
+        started: DateTime<Utc>,
+        result: Result<Handled>,
+    ) -> Result<Outcome> {
         let now = self.clock.now();
         match result {
             Ok(Handled::Synced { id, number, message }) => {
                 let outcome =
-                    self.outcome_for(&event, SyncStatus::Synced, Some(id.clone()), number, None, None, message, now);
+                    self.outcome_for(event, SyncStatus::Synced, Some(id.clone()), number, None, None, message, now);
                 self.store
                     .finish(
                         run.id,
@@ -383,7 +425,7 @@ impl SyncEngine {
             }
             Ok(Handled::Skipped { reason, message }) => {
                 let outcome =
-                    self.outcome_for(&event, SyncStatus::Skipped, None, None, Some(reason), None, message, now);
+                    self.outcome_for(event, SyncStatus::Skipped, None, None, Some(reason), None, message, now);
                 self.store
                     .finish(
                         run.id,
@@ -405,7 +447,7 @@ impl SyncEngine {
                     .await?;
                 Ok(outcome)
             }
-            Err(e) => self.finish_failed(&run, Some(&event), attempt, started, e).await,
+            Err(e) => self.finish_failed(run, Some(event), attempt, started, e).await,
         }
     }
 
@@ -418,16 +460,25 @@ impl SyncEngine {
         error: Error,
     ) -> Result<Outcome> {
         let now = self.clock.now();
-        let retry = error.is_retryable() && attempt < self.config.max_attempts;
+        // A deferral (a spent daily budget) waits as long as it must and never dead-letters.
+        let retry = error.is_deferred() || (error.is_retryable() && attempt < self.config.max_attempts);
         let next = retry.then(|| {
             let idx = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
             let ladder = &self.config.retry_ladder;
             let base = ladder.get(idx).or(ladder.last()).copied().unwrap_or(Duration::from_secs(60));
-            let wait = error.retry_after().map_or(base, |r| r.max(base));
+            let wait = match error.retry_after() {
+                Some(r) if error.is_deferred() => r,
+                Some(r) => r.max(base),
+                None => base,
+            };
             now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(1))
         });
         let mut message = error.to_string();
-        if retry {
+        if error.is_deferred() {
+            if let Some(at) = next {
+                message.push_str(&format!(" (not a failure: the event waits in line until {})", at.to_rfc3339()));
+            }
+        } else if retry {
             message.push_str(" (retryable: the event stays queued)");
         } else if error.is_retryable() {
             message.push_str(&format!(

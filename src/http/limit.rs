@@ -1,6 +1,14 @@
-//! The client-side rate limiter: keeps a full-speed run under a ledger's per-business limit so
-//! that 429s are the exception. Both kinds of limiter use the same GCRA ("generic cell rate
-//! algorithm") pacing ([`Pacing`]):
+//! The client-side rate limits: keep a full-speed run under a ledger's per-business limits so
+//! that 429s are the exception.
+//!
+//! - [`RateLimiter`]: requests a minute (GCRA, below);
+//! - [`ConcurrencyLimit`]: requests in flight at once (a semaphore);
+//! - [`DailyBudget`]: requests in any rolling 24 hours, counted on the crate's [`Clock`]; when it
+//!   is spent the caller gets how long to wait instead of a request (Xero: 5,000 a day per
+//!   organisation, xero-api.md section 3).
+//!
+//! Both kinds of [`RateLimiter`] use the same GCRA ("generic cell rate algorithm") pacing
+//! ([`Pacing`]):
 //!
 //! - **in process** ([`RateLimiter::new`]): `governor`, for one process (every provider of a
 //!   business in that process shares one budget by cloning the limiter);
@@ -44,6 +52,11 @@ use async_trait::async_trait;
 use governor::{Quota, RateLimiter as Governor, clock::DefaultClock, state::InMemoryState, state::direct::NotKeyed};
 
 use crate::error::Result;
+use std::{collections::VecDeque, sync::Mutex};
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
 
 /// Rate-limit settings of one business.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +249,146 @@ impl RateLimiter {
     }
 }
 
+/// At most `limit` requests in flight at once (clone it to share the limit).
+#[derive(Debug, Clone)]
+pub struct ConcurrencyLimit {
+    inner: Option<Arc<tokio::sync::Semaphore>>,
+    limit: usize,
+}
+
+impl ConcurrencyLimit {
+    /// `limit` at once; 0 means unlimited.
+    pub fn new(limit: usize) -> Self {
+        Self { inner: (limit > 0).then(|| Arc::new(tokio::sync::Semaphore::new(limit))), limit }
+    }
+
+    /// Waits for a slot; the slot is released when the permit is dropped.
+    pub async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        match &self.inner {
+            Some(s) => Arc::clone(s).acquire_owned().await.ok(),
+            None => None,
+        }
+    }
+
+    /// The limit (0: unlimited).
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Slots free now.
+    pub fn available(&self) -> usize {
+        self.inner.as_ref().map_or(usize::MAX, |s| s.available_permits())
+    }
+}
+
+/// What the ledger said is left, and when.
+type Observed = (u32, DateTime<Utc>);
+
+/// Requests in any rolling 24 hours, on the crate's clock (clone it to share one budget).
+#[derive(Debug, Clone)]
+pub struct DailyBudget {
+    limit: u32,
+    spent: Arc<Mutex<VecDeque<DateTime<Utc>>>>,
+    /// What the ledger itself said is left (`X-DayLimit-Remaining`), with when it said so.
+    remaining: Arc<Mutex<Option<Observed>>>,
+}
+
+impl DailyBudget {
+    /// A budget of `limit` requests a day; 0 means unlimited.
+    pub fn new(limit: u32) -> Self {
+        Self { limit, spent: Arc::default(), remaining: Arc::default() }
+    }
+
+    /// The limit (0: unlimited).
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    fn window() -> chrono::Duration {
+        chrono::Duration::hours(24)
+    }
+
+    /// Takes one request from the budget at `now`, or says how long until one is free again.
+    ///
+    /// # Errors
+    /// The wait, when the budget is spent (by this client's count or the ledger's own).
+    pub fn take(&self, now: DateTime<Utc>) -> std::result::Result<(), Duration> {
+        let ledger_says_spent_at = self
+            .remaining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .filter(|(left, at)| *left == 0 && now - *at < Self::window())
+            .map(|(_, at)| at);
+        if self.limit == 0 {
+            // No client-side count, but the ledger's own count still holds.
+            return match ledger_says_spent_at {
+                Some(at) => Err((at + Self::window() - now)
+                    .to_std()
+                    .unwrap_or(Duration::from_secs(60))
+                    .max(Duration::from_secs(1))),
+                None => Ok(()),
+            };
+        }
+        let mut spent = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while spent.front().is_some_and(|t| now - *t >= Self::window()) {
+            spent.pop_front();
+        }
+        if spent.len() >= self.limit as usize || ledger_says_spent_at.is_some() {
+            let oldest = spent.front().copied().unwrap_or(now);
+            let wait = (oldest + Self::window() - now).to_std().unwrap_or(Duration::from_secs(60));
+            return Err(wait.max(Duration::from_secs(1)));
+        }
+        spent.push_back(now);
+        Ok(())
+    }
+
+    /// Records what the ledger says is left of its daily allowance (`X-DayLimit-Remaining`).
+    pub fn observe_remaining(&self, remaining: u32, now: DateTime<Utc>) {
+        *self.remaining.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((remaining, now));
+    }
+
+    /// True when the ledger itself said its allowance is spent (`X-DayLimit-Remaining: 0`) within
+    /// the last 24 hours.
+    pub fn spent_by_ledger(&self, now: DateTime<Utc>) -> bool {
+        self.remaining
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|(left, at)| left == 0 && now - at < Self::window())
+    }
+
+    /// Requests counted in the 24 hours before `now`.
+    pub fn used(&self, now: DateTime<Utc>) -> usize {
+        let spent = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        spent.iter().filter(|t| now - **t < Self::window()).count()
+    }
+}
+
+/// The three per-organisation limits of a ledger such as Xero, shared by every request of one
+/// organisation: a minute rate, requests in flight, and a daily budget.
+#[derive(Debug, Clone)]
+pub struct TenantLimits {
+    /// Requests a minute.
+    pub minute: RateLimiter,
+    /// Requests at once.
+    pub concurrency: ConcurrencyLimit,
+    /// Requests a day.
+    pub daily: DailyBudget,
+    /// The clock of the daily budget.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl TenantLimits {
+    /// No limit at all (tests of other things).
+    pub fn unlimited(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            minute: RateLimiter::unlimited(),
+            concurrency: ConcurrencyLimit::new(0),
+            daily: DailyBudget::new(0),
+            clock,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -418,5 +571,42 @@ mod tests {
         l.until_ready().await;
         assert_eq!(*flaky.calls.lock().unwrap(), 5);
         assert!(!RateLimiter::new(RateConfig::default()).is_shared());
+    }
+
+    #[test]
+    fn daily_budget_counts_a_rolling_day() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").unwrap().with_timezone(&Utc);
+        let budget = DailyBudget::new(3);
+        for i in 0..3 {
+            assert!(budget.take(t0 + chrono::Duration::hours(i)).is_ok(), "request {i} is within the budget");
+        }
+        // The fourth, at 13:00, waits until the first (10:00) leaves the window: 21 hours.
+        assert_eq!(budget.take(t0 + chrono::Duration::hours(3)), Err(Duration::from_secs(21 * 3600)));
+        // At 10:00 the next day the first one has left the window.
+        assert!(budget.take(t0 + chrono::Duration::hours(24)).is_ok());
+        assert_eq!(budget.used(t0 + chrono::Duration::hours(24)), 3);
+        assert!(DailyBudget::new(0).take(t0).is_ok(), "0 is unlimited");
+    }
+
+    #[test]
+    fn the_ledgers_own_count_spends_the_budget() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").unwrap().with_timezone(&Utc);
+        let budget = DailyBudget::new(5000);
+        budget.observe_remaining(0, t0);
+        assert!(budget.take(t0 + chrono::Duration::minutes(1)).is_err(), "the ledger said nothing is left");
+        budget.observe_remaining(10, t0 + chrono::Duration::minutes(2));
+        assert!(budget.take(t0 + chrono::Duration::minutes(3)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn concurrency_limit_holds_slots_until_dropped() {
+        let limit = ConcurrencyLimit::new(2);
+        let a = limit.acquire().await;
+        let b = limit.acquire().await;
+        assert!(a.is_some() && b.is_some());
+        assert_eq!(limit.available(), 0);
+        drop(a);
+        assert_eq!(limit.available(), 1);
+        assert!(ConcurrencyLimit::new(0).acquire().await.is_none(), "0 is unlimited");
     }
 }

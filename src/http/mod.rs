@@ -1,8 +1,10 @@
 //! HTTP plumbing shared by the providers: the retry decision ([`retry`]) and the client-side rate
-//! limiter ([`limit`]).
+//! limits ([`limit`]).
 
 pub mod limit;
 pub mod retry;
+pub mod stats;
 
-pub use limit::{RateConfig, RateLimiter};
+pub use limit::{ConcurrencyLimit, DailyBudget, RateConfig, RateLimiter, TenantLimits};
 pub use retry::{Attempt, Backoff, Decision, RetryConfig, decide};
+pub use stats::RequestStats;

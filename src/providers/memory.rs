@@ -1256,6 +1256,8 @@ impl InMemoryProvider {
                 .iter()
                 .find(|a| a.contact_id == lookup.contact_id && contains_all(&mut a.artefacts.iter().map(|(id, _)| id)))
                 .map(|a| a.record.clone()),
+            // The memory ledger does not refund credit notes (`credit_note_refunds` is off).
+            TransactionKind::Refund => None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! | provider | module | feature |
 //! |---|---|---|
 //! | Sage Business Cloud Accounting v3.1 | [`sage`] | always |
+//! | Xero Accounting API 2.0 | `xero` | `xero` |
 //! | In-memory reference ledger | [`memory`] | always |
 //!
 //! # Writing a provider
@@ -24,6 +25,9 @@ pub mod conformance;
 pub mod memory;
 pub mod sage;
 pub mod types;
+#[cfg(feature = "xero")]
+#[cfg_attr(docsrs, doc(cfg(feature = "xero")))]
+pub mod xero;
 
 use std::{fmt, sync::Arc};
 
@@ -38,7 +42,7 @@ use crate::{
 };
 pub use types::{
     AllocationRequest, Capabilities, ContactFor, ContactRecord, ContactRequest, CreditNoteRequest, DocumentRecord,
-    InvoiceRequest, ItemKind, ItemLink, ItemRecord, ItemRequest, PaymentRequest, StockMovementRequest,
+    InvoiceRequest, ItemKind, ItemLink, ItemRecord, ItemRequest, PaymentRequest, RefundRequest, StockMovementRequest,
     TransactionRecord,
 };
 
@@ -49,6 +53,8 @@ pub enum TransactionKind {
     Payment,
     /// A credit-note allocation.
     Allocation,
+    /// A cash refund of a credit note.
+    Refund,
 }
 
 /// What identifies a payment or allocation posted earlier, for recovery after a crash or an
@@ -128,12 +134,78 @@ pub trait AccountingProvider: fmt::Debug + Send + Sync + 'static {
     /// Allocates a credit note against an invoice.
     async fn allocate(&self, request: &AllocationRequest<'_>) -> Result<TransactionRecord>;
 
-    /// A payment or allocation posted earlier, if any.
+    /// A payment, allocation or refund posted earlier, if any.
     async fn find_transaction(
         &self,
         kind: TransactionKind,
         lookup: &TransactionLookup<'_>,
     ) -> Result<Option<TransactionRecord>>;
+
+    // ---- batch forms ------------------------------------------------------------------------
+    //
+    // A ledger that takes several records in one request (`Capabilities::max_batch` > 1)
+    // overrides these; the defaults make one call per item, so a single-document ledger (Sage,
+    // the memory ledger) keeps one request per record. Every batch answers one result per item,
+    // in the order of the input: a bad item never hides the good ones. A provider whose batch
+    // answer is lost (a timeout, a 5xx) must recover each item by looking it up before sending it
+    // again, exactly as for a single write.
+
+    /// The contacts holding exactly each of `references` (one answer per reference, in order).
+    ///
+    /// # Errors
+    /// The ledger's errors for the whole look-up.
+    async fn find_contacts(&self, references: &[&str]) -> Result<Vec<Option<ContactRecord>>> {
+        let mut out = Vec::with_capacity(references.len());
+        for reference in references {
+            out.push(self.find_contact(reference).await?);
+        }
+        Ok(out)
+    }
+
+    /// Creates several contacts: one result per request, in order.
+    async fn create_contacts(&self, requests: &[ContactRequest<'_>]) -> Vec<Result<ContactRecord>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for request in requests {
+            out.push(self.create_contact(request).await);
+        }
+        out
+    }
+
+    /// Posts several invoices: one result per request, in order.
+    async fn post_invoices(&self, requests: &[InvoiceRequest<'_>]) -> Vec<Result<DocumentRecord>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for request in requests {
+            out.push(self.post_invoice(request).await);
+        }
+        out
+    }
+
+    /// Posts several credit notes: one result per request, in order.
+    async fn post_credit_notes(&self, requests: &[CreditNoteRequest<'_>]) -> Vec<Result<DocumentRecord>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for request in requests {
+            out.push(self.post_credit_note(request).await);
+        }
+        out
+    }
+
+    /// Posts several payments: one result per request, in order.
+    async fn post_payments(&self, requests: &[PaymentRequest<'_>]) -> Vec<Result<TransactionRecord>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for request in requests {
+            out.push(self.post_payment(request).await);
+        }
+        out
+    }
+
+    /// Refunds what is left of a credit note as cash (`Capabilities::credit_note_refunds`).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default.
+    async fn refund_credit_note(&self, request: &RefundRequest<'_>) -> Result<TransactionRecord> {
+        let _ = request;
+        Err(Error::Unsupported { operation: "credit note refunds".into(), provider: self.name() })
+    }
 }
 
 macro_rules! forward_provider {
@@ -205,6 +277,24 @@ macro_rules! forward_provider {
             ) -> Result<Option<TransactionRecord>> {
                 (**self).find_transaction(kind, lookup).await
             }
+            async fn find_contacts(&self, references: &[&str]) -> Result<Vec<Option<ContactRecord>>> {
+                (**self).find_contacts(references).await
+            }
+            async fn create_contacts(&self, requests: &[ContactRequest<'_>]) -> Vec<Result<ContactRecord>> {
+                (**self).create_contacts(requests).await
+            }
+            async fn post_invoices(&self, requests: &[InvoiceRequest<'_>]) -> Vec<Result<DocumentRecord>> {
+                (**self).post_invoices(requests).await
+            }
+            async fn post_credit_notes(&self, requests: &[CreditNoteRequest<'_>]) -> Vec<Result<DocumentRecord>> {
+                (**self).post_credit_notes(requests).await
+            }
+            async fn post_payments(&self, requests: &[PaymentRequest<'_>]) -> Vec<Result<TransactionRecord>> {
+                (**self).post_payments(requests).await
+            }
+            async fn refund_credit_note(&self, request: &RefundRequest<'_>) -> Result<TransactionRecord> {
+                (**self).refund_credit_note(request).await
+            }
         }
     };
 }
@@ -250,14 +340,7 @@ pub trait AccountingProviderExt: AccountingProvider {
         let mut refused = Vec::new();
         for candidate in candidates {
             if let Some(found) = self.find_contact(candidate).await? {
-                let same_currency = found.currency.is_none_or(|c| c == request.currency);
-                let same_guest = match subject {
-                    ContactSubject::Guest(email) => {
-                        found.email.as_deref().is_none_or(|e| e.trim().eq_ignore_ascii_case(email))
-                    }
-                    _ => true,
-                };
-                if same_currency && same_guest {
+                if adoptable(&found, subject, request.currency) {
                     return Ok(ResolvedContact { record: found, created: false });
                 }
                 refused.push(format!("{candidate} (held by another contact)"));
@@ -299,6 +382,18 @@ pub trait AccountingProviderExt: AccountingProvider {
 }
 
 impl<T: AccountingProvider + ?Sized> AccountingProviderExt for T {}
+
+/// True when a contact found holding a candidate reference may be adopted for `subject` in
+/// `currency`: the same currency (or none reported), and for a guest the same e-mail (or none
+/// reported) — 9 hex characters of a hash can collide.
+pub fn adoptable(found: &ContactRecord, subject: &ContactSubject, currency: crate::money::Currency) -> bool {
+    let same_currency = found.currency.is_none_or(|c| c == currency);
+    let same_guest = match subject {
+        ContactSubject::Guest(email) => found.email.as_deref().is_none_or(|e| e.trim().eq_ignore_ascii_case(email)),
+        _ => true,
+    };
+    same_currency && same_guest
+}
 
 /// True when a ledger refused a contact because its reference is taken.
 pub fn is_reference_taken(e: &Error) -> bool {

@@ -37,6 +37,23 @@ impl ItemKind {
     }
 }
 
+/// Which ledger item a product becomes (byte8-spec.md 6.5), or the skip reason.
+///
+/// `simple` with `sync_stock` and managed stock → stock item; `simple` otherwise → product;
+/// `virtual`, `downloadable` → service; `configurable`, `bundle`, `grouped` and any other type →
+/// `PRODUCT_TYPE_NOT_SUPPORTED` (their child simples sync on their own).
+///
+/// # Errors
+/// `PRODUCT_TYPE_NOT_SUPPORTED` for the types that do not sync.
+pub fn item_kind(product: &MagentoProduct, policy: &SyncPolicy) -> std::result::Result<ItemKind, &'static str> {
+    match product.product_type.as_str() {
+        "simple" if policy.sync_stock && product.manage_stock => Ok(ItemKind::StockItem),
+        "simple" => Ok(ItemKind::Product),
+        "virtual" | "downloadable" => Ok(ItemKind::Service),
+        _ => Err("PRODUCT_TYPE_NOT_SUPPORTED"),
+    }
+}
+
 /// A ledger item a document line links to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ItemLink {
@@ -67,8 +84,18 @@ pub struct Capabilities {
     pub inline_payment_allocation: bool,
     /// The ledger dedupes writes itself given an idempotency key (and for how long, in seconds).
     pub native_idempotency_window_secs: Option<u64>,
-    /// The largest number of documents one request may carry (1: no batching).
+    /// The largest number of documents one request may carry (1: no batching). The engine groups
+    /// due documents into batches of this size when it is above 1 (see
+    /// [`AccountingProvider::post_invoices`](super::AccountingProvider::post_invoices)).
     pub max_batch: usize,
+    /// What is left of a credit note once its invoice is settled can be refunded as cash from a
+    /// bank account ([`AccountingProvider::refund_credit_note`](super::AccountingProvider::refund_credit_note));
+    /// without it the rest stays open as the customer's credit.
+    pub credit_note_refunds: bool,
+    /// The ledger refuses a second contact with a reference already taken (Xero's unique
+    /// `ContactNumber`). A batch may then create its new contacts first and look up only those
+    /// the ledger refuses as taken, instead of looking every one up before creating it.
+    pub unique_contact_reference: bool,
     /// The longest contact reference the ledger accepts.
     pub max_contact_reference: usize,
     /// The longest document reference the ledger accepts.
@@ -88,6 +115,8 @@ impl Capabilities {
             inline_payment_allocation: true,
             native_idempotency_window_secs: None,
             max_batch: 1,
+            credit_note_refunds: false,
+            unique_contact_reference: false,
             max_contact_reference: 10,
             max_document_reference: 25,
         }
@@ -241,6 +270,29 @@ pub struct AllocationRequest<'a> {
     pub amount: Decimal,
     /// The allocation date.
     pub date: NaiveDate,
+    /// The event's idempotency key.
+    pub idempotency_key: &'a str,
+}
+
+/// Refund what is left of a credit note as cash, from a bank account (the customer got the money
+/// back and the credited invoice has nothing left to settle).
+#[derive(Debug, Clone, Copy)]
+pub struct RefundRequest<'a> {
+    /// The credit note's contact.
+    pub contact_id: &'a str,
+    /// The ledger credit note.
+    pub credit_note_id: &'a str,
+    /// The bank account the money left from.
+    pub bank_account_id: &'a str,
+    /// The amount refunded (positive, at most what is left of the credit note).
+    pub amount: Decimal,
+    /// The refund date.
+    pub date: NaiveDate,
+    /// The reference the refund carries (the credit note's reference).
+    pub reference: &'a str,
+    /// The credit note's currency rate against the base currency, when foreign (Magento's
+    /// `base_to_order_rate`).
+    pub base_to_order_rate: Option<Decimal>,
     /// The event's idempotency key.
     pub idempotency_key: &'a str,
 }

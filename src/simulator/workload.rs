@@ -94,6 +94,21 @@ pub const WORKLOAD_POLICY: &str = r#"{
   "foreign_vat_ledger_account_id": "OSS"
 }"#;
 
+/// [`WORKLOAD_POLICY`] for the Xero simulator's demo organisation
+/// ([`crate::simulator::xero::XeroOrg::demo`]): the same settings with its account codes
+/// (`200` sales, `310` cost of goods sold, `090` bank, `825` foreign VAT) and Xero tax types.
+pub const WORKLOAD_POLICY_XERO: &str = r#"{
+  "default_ledger_account_id": "200",
+  "default_tax_rate_id": "OUTPUT2",
+  "default_purchase_ledger_account_id": "310",
+  "tax_rate_map": {"20.00": "OUTPUT2", "5.00": "RROUTPUT", "0.00": "ZERORATEDOUTPUT"},
+  "payment_method_map": {"braintree": "090", "stripe_payments": "090", "paypal_express": "090", "checkmo": null},
+  "invoice_number_prefix": "MAG-",
+  "sync_products": true,
+  "sync_stock": true,
+  "foreign_vat_ledger_account_id": "825"
+}"#;
+
 struct Product {
     id: u64,
     sku: String,

@@ -189,6 +189,35 @@ pub async fn retries_wait_for_their_time(store: &dyn Store, scope: &str) {
     assert_eq!(run.attempts, 1, "retries_wait_for_their_time: attempts counted");
 }
 
+/// Runs waiting in line after a failed attempt are listed, soonest first, with the outcome that
+/// says why; fresh and finished runs are not.
+pub async fn waiting_runs_say_why(store: &dyn Store, scope: &str) {
+    let later = t0() + Duration::seconds(600);
+    let sooner = t0() + Duration::seconds(60);
+    let mut ids = Vec::new();
+    for (key, next) in [("invoice.paid:71", Some(later)), ("invoice.paid:72", Some(sooner)), ("invoice.paid:73", None)]
+    {
+        let id = store.enqueue(new_run(scope, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+        store.claim_run(id, t0(), t0() + Duration::seconds(30)).await.expect("claim").expect("claimable");
+        let status = if next.is_some() { RunStatus::Queued } else { RunStatus::Synced };
+        store.finish(id, result(key, status, 1, next)).await.expect("finish");
+        ids.push(id);
+    }
+    store.enqueue(new_run(scope, "invoice.paid:74", "x"), Dedupe::Permanent).await.expect("enqueue a fresh run");
+    let waiting = store.waiting(scope, 10).await.expect("waiting");
+    assert_eq!(
+        waiting.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[0]],
+        "waiting_runs_say_why: the two retried runs, soonest first (not the synced nor the fresh one)"
+    );
+    assert_eq!(
+        waiting[0].outcome.as_ref().and_then(|o| o.error_code),
+        Some(ErrorCode::Provider),
+        "waiting_runs_say_why: the outcome says why"
+    );
+    assert_eq!(store.waiting(scope, 1).await.expect("waiting").len(), 1, "waiting_runs_say_why: the limit holds");
+}
+
 /// Dead letters keep the raw event and every attempt, and can be requeued.
 pub async fn dead_letters_keep_everything_and_requeue(store: &dyn Store, scope: &str) {
     let key = "creditmemo.created:4";
@@ -270,9 +299,25 @@ pub async fn connections_and_tokens_round_trip(store: &dyn Store, scope: &str) {
         base_url: "https://api.accounting.sage.com/v3.1".into(),
         token_url: "https://oauth.accounting.sage.com/token".into(),
         created_at: t0(),
+        tenant_id: None,
+        connections_url: None,
     };
     store.save_connection(&c).await.expect("save connection");
     assert_eq!(store.connection(scope).await.expect("connection"), Some(c.clone()));
+    // A Xero connection keeps its provider kind, pinned tenant and connections endpoint.
+    let x = Connection {
+        scope: format!("{scope}-xero"),
+        provider: crate::store::ProviderKind::Xero.as_str().into(),
+        base_url: "https://api.xero.com/api.xro/2.0".into(),
+        token_url: "https://identity.xero.com/connect/token".into(),
+        created_at: t0(),
+        tenant_id: Some("6f1c2b3a-4d5e-4f60-8a7b-9c0d1e2f3a4b".into()),
+        connections_url: Some("https://api.xero.com/connections".into()),
+    };
+    store.save_connection(&x).await.expect("save a Xero connection");
+    let back = store.connection(&x.scope).await.expect("connection").expect("stored");
+    assert_eq!(back, x, "connections_and_tokens_round_trip: the Xero connection");
+    assert_eq!(back.kind(), Some(crate::store::ProviderKind::Xero));
     assert!(store.connections().await.expect("list").iter().any(|x| x.scope == scope));
     assert!(store.tokens(scope).await.expect("tokens").is_none(), "no tokens yet");
     let tokens = TokenSet {
@@ -297,6 +342,7 @@ pub async fn run_all(store: &dyn Store, scope: &str) {
     claims_are_exclusive(store, &format!("{scope}-claims")).await;
     expired_leases_are_reclaimed(store, &format!("{scope}-leases")).await;
     retries_wait_for_their_time(store, &format!("{scope}-retries")).await;
+    waiting_runs_say_why(store, &format!("{scope}-waiting")).await;
     dead_letters_keep_everything_and_requeue(store, &format!("{scope}-dead")).await;
     counts_are_per_scope(store, &format!("{scope}-counts")).await;
     xrefs_round_trip(store, &format!("{scope}-xrefs")).await;

@@ -242,6 +242,19 @@ impl RunStore for MemoryStore {
             .cloned()
             .collect())
     }
+
+    async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
+        let mut runs: Vec<Run> = self
+            .lock()
+            .runs
+            .values()
+            .filter(|r| r.scope == scope && r.status == RunStatus::Queued && r.outcome.is_some())
+            .cloned()
+            .collect();
+        runs.sort_by_key(|r| (r.next_attempt_at, r.id));
+        runs.truncate(limit);
+        Ok(runs)
+    }
 }
 
 #[async_trait]

@@ -263,6 +263,14 @@ pub trait RunStore: fmt::Debug + Send + Sync {
 
     /// Dead-lettered runs of a scope, newest first.
     async fn dead_letters(&self, scope: &str, limit: usize) -> Result<Vec<Run>>;
+
+    /// Runs of a scope waiting in line after a failed attempt (retryable failures, deferrals such
+    /// as a spent daily budget), soonest first, with the outcome that says why. The default lists
+    /// none (a store that cannot list them).
+    async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
+        let _ = (scope, limit);
+        Ok(Vec::new())
+    }
 }
 
 /// The kind of a cross-reference entry.
@@ -283,6 +291,8 @@ pub enum XrefKind {
     Allocation,
     /// A stock movement: key = `{sku}:{hash}`.
     StockMovement,
+    /// A credit note's cash refund: key = Magento credit memo id.
+    Refund,
 }
 
 impl XrefKind {
@@ -296,6 +306,7 @@ impl XrefKind {
             Self::Payment => "payment",
             Self::Allocation => "allocation",
             Self::StockMovement => "stock_movement",
+            Self::Refund => "refund",
         }
     }
 
@@ -309,6 +320,7 @@ impl XrefKind {
             Self::Payment,
             Self::Allocation,
             Self::StockMovement,
+            Self::Refund,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -370,12 +382,44 @@ pub trait XrefStore: fmt::Debug + Send + Sync {
     async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>>;
 }
 
+/// Which provider a connection is to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ProviderKind {
+    /// Sage Business Cloud Accounting (`sage_accounting`).
+    #[serde(rename = "sage_accounting")]
+    Sage,
+    /// Xero Accounting (`xero`).
+    #[serde(rename = "xero")]
+    Xero,
+}
+
+impl ProviderKind {
+    /// The stored spelling (the provider's name in outcomes).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sage => "sage_accounting",
+            Self::Xero => "xero",
+        }
+    }
+
+    /// Parses the stored spelling (`sage` and `xero` as short forms).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sage_accounting" | "sage" => Some(Self::Sage),
+            "xero" => Some(Self::Xero),
+            _ => None,
+        }
+    }
+}
+
 /// A stored connection to a ledger business.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Connection {
-    /// The business id (the scope of its runs and cross-references).
+    /// The business id (the scope of its runs and cross-references): Sage's business id, Xero's
+    /// tenant id.
     pub scope: String,
-    /// The provider (`sage_accounting`).
+    /// The provider kind's stored spelling (`sage_accounting`, `xero`; see [`ProviderKind`]).
     pub provider: String,
     /// The API root.
     pub base_url: String,
@@ -383,6 +427,19 @@ pub struct Connection {
     pub token_url: String,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
+    /// The organisation pinned for the provider's tenant header (Xero's `xero-tenant-id`).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// Where the provider lists the organisations a token reaches (Xero's connections endpoint).
+    #[serde(default)]
+    pub connections_url: Option<String>,
+}
+
+impl Connection {
+    /// The provider kind, when the stored spelling is known.
+    pub fn kind(&self) -> Option<ProviderKind> {
+        ProviderKind::parse(&self.provider)
+    }
 }
 
 /// Connections, their tokens (encrypted at rest by durable stores) and their reference cache.

@@ -478,6 +478,19 @@ impl RunStore for PostgresStore {
                 .map_err(db)?;
         rows.iter().map(run_from).collect()
     }
+
+    async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE scope = $1 AND status = 'queued' AND outcome IS NOT NULL \
+             ORDER BY next_attempt_at NULLS FIRST, id LIMIT $2",
+        )
+        .bind(text(scope))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(run_from).collect()
+    }
 }
 
 fn xref_from(row: &PgRow) -> Result<Xref> {
@@ -550,6 +563,8 @@ fn connection_from(row: &PgRow) -> Result<Connection> {
         base_url: row.try_get("base_url").map_err(db)?,
         token_url: row.try_get("token_url").map_err(db)?,
         created_at: row.try_get("created_at").map_err(db)?,
+        tenant_id: row.try_get("tenant_id").map_err(db)?,
+        connections_url: row.try_get("connections_url").map_err(db)?,
     })
 }
 
@@ -563,15 +578,18 @@ struct TokenLock {
 impl ConnectionStore for PostgresStore {
     async fn save_connection(&self, c: &Connection) -> Result<()> {
         sqlx::query(
-            "INSERT INTO connections (scope, provider, base_url, token_url, created_at) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO connections (scope, provider, base_url, token_url, created_at, tenant_id, connections_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (scope) DO UPDATE SET provider = excluded.provider, base_url = excluded.base_url, \
-             token_url = excluded.token_url",
+             token_url = excluded.token_url, tenant_id = excluded.tenant_id, connections_url = excluded.connections_url",
         )
         .bind(text(&c.scope))
         .bind(text(&c.provider))
         .bind(text(&c.base_url))
         .bind(text(&c.token_url))
         .bind(c.created_at)
+        .bind(opt_text(c.tenant_id.as_deref()))
+        .bind(opt_text(c.connections_url.as_deref()))
         .execute(&self.pool)
         .await
         .map_err(db)?;

@@ -18,7 +18,7 @@
 //!
 //! The callback must survive a crash between the terminal outcome and the POST to Magento, so
 //! the outbox row is written **in the same transaction** as the run's terminal status: in SQLite
-//! and PostgreSQL by a trigger on `runs` (`migrations/*/0002_service.sql`: after an update of
+//! and PostgreSQL by a trigger on `runs` (`migrations/*/0003_service.sql`: after an update of
 //! `status` to `synced`, `skipped` or `dead_lettered` in a business with an active binding), in
 //! the memory store by [`RunStore::finish`](super::RunStore::finish) itself. A run finished
 //! again after a requeue gets a new row generation, and a callback sent for an older generation

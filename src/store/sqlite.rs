@@ -381,6 +381,19 @@ impl RunStore for SqliteStore {
                 .map_err(db)?;
         rows.iter().map(run_from).collect()
     }
+
+    async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs WHERE scope = ? AND status = 'queued' AND outcome IS NOT NULL \
+             ORDER BY next_attempt_at, id LIMIT ?",
+        )
+        .bind(scope)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter().map(run_from).collect()
+    }
 }
 
 fn xref_from(row: &SqliteRow) -> Result<Xref> {
@@ -453,6 +466,8 @@ fn connection_from(row: &SqliteRow) -> Result<Connection> {
         base_url: row.try_get("base_url").map_err(db)?,
         token_url: row.try_get("token_url").map_err(db)?,
         created_at: time(row.try_get("created_at").map_err(db)?),
+        tenant_id: row.try_get("tenant_id").map_err(db)?,
+        connections_url: row.try_get("connections_url").map_err(db)?,
     })
 }
 
@@ -460,14 +475,18 @@ fn connection_from(row: &SqliteRow) -> Result<Connection> {
 impl ConnectionStore for SqliteStore {
     async fn save_connection(&self, c: &Connection) -> Result<()> {
         sqlx::query(
-            "INSERT INTO connections (scope, provider, base_url, token_url, created_at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (scope) DO UPDATE SET provider = excluded.provider, base_url = excluded.base_url, token_url = excluded.token_url",
+            "INSERT INTO connections (scope, provider, base_url, token_url, created_at, tenant_id, connections_url) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (scope) DO UPDATE SET provider = excluded.provider, base_url = excluded.base_url, \
+             token_url = excluded.token_url, tenant_id = excluded.tenant_id, connections_url = excluded.connections_url",
         )
         .bind(&c.scope)
         .bind(&c.provider)
         .bind(&c.base_url)
         .bind(&c.token_url)
         .bind(micros(c.created_at))
+        .bind(&c.tenant_id)
+        .bind(&c.connections_url)
         .execute(&self.pool)
         .await
         .map_err(db)?;

@@ -4,12 +4,8 @@
 //! `$next`.
 
 use std::{
-    collections::BTreeMap,
     fmt,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -19,67 +15,14 @@ use serde::{Serialize, de::DeserializeOwned};
 use url::Url;
 
 use super::{PROVIDER, error::from_status, model::Page};
+pub use crate::http::RequestStats;
+use crate::http::stats::fold_ids;
 use crate::{
     auth::TokenManager,
     clock::Clock,
     error::{AuthFailure, Error, Result},
     http::{Attempt, Decision, RateLimiter, RetryConfig, decide, retry::parse_retry_after},
 };
-
-/// Counts of the requests a provider made, by `METHOD /resource` (ids folded to `{id}`), plus
-/// retries and 429 answers: what the benchmarks report as calls per event.
-#[derive(Debug, Default)]
-pub struct RequestStats {
-    by_endpoint: Mutex<BTreeMap<String, u64>>,
-    retries: AtomicU64,
-    throttled: AtomicU64,
-}
-
-impl RequestStats {
-    fn record(&self, method: &Method, path: &str) {
-        let key = format!("{method} {}", fold_ids(path));
-        *self.by_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(key).or_insert(0) += 1;
-    }
-
-    /// Requests by endpoint.
-    pub fn by_endpoint(&self) -> BTreeMap<String, u64> {
-        self.by_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    /// All requests sent (retries included).
-    pub fn total(&self) -> u64 {
-        self.by_endpoint().values().sum()
-    }
-
-    /// Retries made.
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
-    }
-
-    /// 429 answers received.
-    pub fn throttled(&self) -> u64 {
-        self.throttled.load(Ordering::Relaxed)
-    }
-
-    /// Forgets everything counted so far.
-    pub fn reset(&self) {
-        self.by_endpoint.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-        self.retries.store(0, Ordering::Relaxed);
-        self.throttled.store(0, Ordering::Relaxed);
-    }
-}
-
-/// `/sales_invoices/0c8f.../release` → `/sales_invoices/{id}/release`.
-fn fold_ids(path: &str) -> String {
-    let path = path.split('?').next().unwrap_or(path);
-    path.split('/')
-        .map(|seg| {
-            let looks_like_id = seg.len() >= 8 && seg.chars().any(|c| c.is_ascii_digit());
-            if looks_like_id { "{id}" } else { seg }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
 
 /// The HTTP client of one Sage business.
 pub struct SageClient {
@@ -282,7 +225,7 @@ impl SageClient {
                         return Err(err);
                     }
                     if status == 429 {
-                        self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                        self.stats.count_throttled();
                     }
                     match decide(
                         Attempt::Status { status, retry_after },
@@ -295,7 +238,7 @@ impl SageClient {
                         Decision::Retry(d) => {
                             tracing::info!(request = %label, status, attempt = retries + 1, delay_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "retrying");
                             retries += 1;
-                            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            self.stats.count_retry();
                             tokio::time::sleep(d).await;
                             continue;
                         }
@@ -313,7 +256,7 @@ impl SageClient {
                         Decision::Retry(d) => {
                             tracing::info!(request = %label, attempt = retries + 1, error = %message, "retrying after a network error");
                             retries += 1;
-                            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            self.stats.count_retry();
                             tokio::time::sleep(d).await;
                             continue;
                         }
@@ -352,16 +295,3 @@ pub(crate) fn read_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<
 
 /// How long Sage's per-request timeout is by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_are_folded() {
-        assert_eq!(fold_ids("/sales_invoices/0c8f12345678abcd/release"), "/sales_invoices/{id}/release");
-        assert_eq!(fold_ids("/contacts"), "/contacts");
-        assert_eq!(fold_ids("/tax_rates?attributes=all"), "/tax_rates");
-        assert_eq!(fold_ids("/financial_settings"), "/financial_settings");
-    }
-}

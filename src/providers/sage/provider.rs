@@ -702,6 +702,8 @@ impl AccountingProvider for SageProvider {
     ) -> Result<Option<TransactionRecord>> {
         let day = lookup.date.format("%Y-%m-%d").to_string();
         let found: Vec<Value> = match kind {
+            // Sage leaves a settled invoice's credit note open (`credit_note_refunds` is off).
+            TransactionKind::Refund => return Ok(None),
             TransactionKind::Payment => {
                 self.client
                     .get_all(
@@ -734,11 +736,14 @@ impl AccountingProvider for SageProvider {
             let ids_ok = lookup.artefact_ids.iter().all(|id| ids.iter().any(|x| x == id));
             reference_ok && date_ok && ids_ok
         };
-        Ok(found
+        // A match that cannot be read is an error, not "not found": answering `None` would let the
+        // engine post the transaction a second time.
+        let path = if kind == TransactionKind::Payment { "/contact_payments" } else { "/contact_allocations" };
+        found
             .into_iter()
             .find(|v| matches(v))
-            .and_then(|v| parse::<SageTransaction>(v, "/contact_payments").ok())
-            .map(transaction_record))
+            .map(|v| parse::<SageTransaction>(v, path).map(transaction_record))
+            .transpose()
     }
 }
 

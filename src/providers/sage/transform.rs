@@ -714,18 +714,13 @@ pub fn credit_note_allocation(
     }
 }
 
-/// Which ledger item a product becomes (byte8-spec.md 6.5), or the skip reason.
+/// Which ledger item a product becomes (byte8-spec.md 6.5), or the skip reason: the
+/// provider-neutral rule of [`crate::providers::types::item_kind`], kept here for Sage callers.
 ///
-/// `simple` with `sync_stock` and managed stock → stock item; `simple` otherwise → product;
-/// `virtual`, `downloadable` → service; `configurable`, `bundle`, `grouped` and any other type →
-/// `PRODUCT_TYPE_NOT_SUPPORTED` (their child simples sync on their own).
+/// # Errors
+/// `PRODUCT_TYPE_NOT_SUPPORTED` for the types that do not sync.
 pub fn item_kind(product: &MagentoProduct, policy: &SyncPolicy) -> std::result::Result<ItemKind, &'static str> {
-    match product.product_type.as_str() {
-        "simple" if policy.sync_stock && product.manage_stock => Ok(ItemKind::StockItem),
-        "simple" => Ok(ItemKind::Product),
-        "virtual" | "downloadable" => Ok(ItemKind::Service),
-        _ => Err("PRODUCT_TYPE_NOT_SUPPORTED"),
-    }
+    crate::providers::types::item_kind(product, policy)
 }
 
 /// An item request of one of the three kinds.
