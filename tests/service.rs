@@ -4,7 +4,7 @@
 //! the service's router served over real HTTP with its workers, driven by webhooks signed with the
 //! outbound subkey, as a store's outbox sends them. Pairing and serving also go through the
 //! `byte8-ledger` binary.
-#![cfg(all(feature = "service", feature = "sqlite", feature = "simulator", feature = "cli"))]
+#![cfg(all(feature = "service", feature = "sqlite", feature = "simulator", feature = "cli", feature = "xero"))]
 
 #[path = "support/magento.rs"]
 mod magento;
@@ -24,8 +24,12 @@ use byte8_ledger_core::{
     http::{RateConfig, RetryConfig},
     magento::{ApiKey, Claims, ConnectionStatus, jwt},
     policy::SyncPolicy,
-    service::{SageProviders, Service, ServiceConfig, WorkerPool},
-    simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer},
+    providers::xero::XeroLimits,
+    service::{SageProviders, Service, ServiceConfig, StoredProviders, WorkerPool, XeroProviders},
+    simulator::{
+        DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer,
+        xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
+    },
     store::{
         Connection, ConnectionStore, ConnectionStoreDyn, RunStatus, RunStore, XrefKind, XrefStore,
         crypto::MasterKey,
@@ -222,9 +226,14 @@ impl World {
 
     /// Pairs shop `shop` as `tenant` in the store and in the fake (what `tenant pair` does).
     async fn pair(&self, shop: &str, tenant: &str) -> String {
+        self.pair_on(shop, tenant, BUSINESS).await
+    }
+
+    /// Pairs shop `shop` as `tenant` on ledger business `business`.
+    async fn pair_on(&self, shop: &str, tenant: &str, business: &str) -> String {
         let key = ApiKey::generate().unwrap();
         self.magento.add_paired_shop(shop, tenant, key.expose_secret());
-        let b = Binding::new(tenant, BUSINESS, &self.magento.base_url(shop), key.clone(), policy(), SystemClock.now())
+        let b = Binding::new(tenant, business, &self.magento.base_url(shop), key.clone(), policy(), SystemClock.now())
             .unwrap();
         self.store.put_binding(&b).await.unwrap();
         serve_samples(&self.magento, shop);
@@ -236,12 +245,21 @@ impl World {
     }
 
     async fn start_on(&mut self, clock: Arc<dyn Clock>, workers: usize) -> String {
-        let providers = SageProviders::new(Arc::clone(&self.store) as Arc<dyn ConnectionStoreDyn>).with_builder(|b| {
-            b.with_client_id("demo-client")
-                .with_client_secret(SecretString::from("demo-secret".to_owned()))
-                .with_retry(fast_retry())
-                .with_rate(RateConfig { requests_per_minute: 0, burst: 0 })
-        });
+        let connections = Arc::clone(&self.store) as Arc<dyn ConnectionStoreDyn>;
+        // Each business's provider as its stored connection says (Sage here, Xero for one test).
+        let providers = StoredProviders::new(Arc::clone(&connections))
+            .with_sage(SageProviders::new(Arc::clone(&connections)).with_builder(|b| {
+                b.with_client_id("demo-client")
+                    .with_client_secret(SecretString::from("demo-secret".to_owned()))
+                    .with_retry(fast_retry())
+                    .with_rate(RateConfig { requests_per_minute: 0, burst: 0 })
+            }))
+            .with_xero(XeroProviders::new(connections).with_builder(|b| {
+                b.with_client_id("demo-client")
+                    .with_client_secret(SecretString::from("demo-secret".to_owned()))
+                    .with_retry(fast_retry())
+                    .with_limits(XeroLimits::unlimited())
+            }));
         let service = Service::new(Arc::clone(&self.store) as _, Arc::new(providers), clock, fast_config());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -529,7 +547,8 @@ fn token_with(key: &ApiKey, f: impl FnOnce(&mut Claims)) -> String {
 async fn forged_expired_replayed_and_revoked_webhooks_get_401_and_malformed_ones_4xx_and_nothing_is_queued() {
     let mut w = World::new().await;
     let key_a = ApiKey::new(w.pair("a", "tenant-a").await).unwrap();
-    let key_b = ApiKey::new(w.pair("b", "tenant-b").await).unwrap();
+    // On another business: one active tenant per business.
+    let key_b = ApiKey::new(w.pair_on("b", "tenant-b", "other-business").await).unwrap();
     w.store.set_binding_status("tenant-b", BindingStatus::Revoked, SystemClock.now()).await.unwrap();
     let url = w.start(0).await;
     let http = w.http.clone();
@@ -964,6 +983,109 @@ async fn byte8_ledger_serve_on_sqlite_syncs_a_webhook_and_stops_on_sigterm() {
     let out = bin().args(["tenant", "disconnect", "--state"]).arg(w.db_path()).arg("nobody").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no tenant nobody"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_bound_to_a_xero_organisation_syncs_into_xero_beside_one_on_sage() {
+    let mut w = World::new().await;
+    let xero = XeroSimulator::demo(XeroSimConfig::unlimited());
+    let xero_server = xero.serve().await.unwrap();
+    w.store
+        .save_connection(&Connection {
+            scope: XERO_DEMO_TENANT.into(),
+            provider: "xero".into(),
+            base_url: xero_server.base_url(),
+            token_url: xero_server.token_url(),
+            created_at: SystemClock.now(),
+            tenant_id: Some(XERO_DEMO_TENANT.into()),
+            connections_url: Some(xero_server.connections_url()),
+        })
+        .await
+        .unwrap();
+    w.store
+        .save_tokens(
+            XERO_DEMO_TENANT,
+            &TokenSet::from_refresh_token(SecretString::from(XERO_DEMO_REFRESH_TOKEN.to_owned())),
+        )
+        .await
+        .unwrap();
+    w.pair("sage-shop", "tenant-on-sage").await;
+    let key = ApiKey::generate().unwrap();
+    w.magento.add_paired_shop("xero-shop", "tenant-on-xero", key.expose_secret());
+    let xero_policy = SyncPolicy::from_json(include_str!("../samples/policy.xero.json")).unwrap();
+    let b = Binding::new(
+        "tenant-on-xero",
+        XERO_DEMO_TENANT,
+        &w.magento.base_url("xero-shop"),
+        key,
+        xero_policy,
+        SystemClock.now(),
+    )
+    .unwrap();
+    w.store.put_binding(&b).await.unwrap();
+    serve_samples(&w.magento, "xero-shop");
+    w.start(2).await;
+
+    // The module's per-provider routing: naming the other ledger is the deterministic 400 of
+    // byte8-xero-spec.md 1.4, an unknown one a 400 too; neither is queued.
+    let (event, env) = envelope("invoice.created:1001");
+    for (shop, provider, expect) in [
+        ("sage-shop", "xero", "tenant has no active xero binding"),
+        ("xero-shop", "sage_accounting", "tenant has no active sage_accounting binding"),
+        ("xero-shop", "quickbooks", "`quickbooks` is not a ledger this service knows"),
+    ] {
+        let token = w.magento.webhook_token(shop);
+        let (status, body) = magento::post(
+            &w.http,
+            &w.url(),
+            &w.magento.tenant(shop),
+            &format!("{event}?provider={provider}"),
+            &env,
+            Some(&token),
+            Some("invoice.created:1001"),
+        )
+        .await;
+        assert_eq!(status, 400, "{shop} {provider}: {body}");
+        assert_eq!(body["error"], "bad_request");
+        assert!(body["message"].as_str().unwrap().contains(expect), "{body}");
+    }
+    assert!(w.store.find_by_key(XERO_DEMO_TENANT, "invoice.created:1001").await.unwrap().is_none(), "nothing queued");
+    assert!(w.store.find_by_key(BUSINESS, "invoice.created:1001").await.unwrap().is_none(), "nothing queued");
+
+    // The Xero module's webhook, as it sends it (`?provider=xero`).
+    let token = w.magento.webhook_token("xero-shop");
+    let (status, body) = magento::post(
+        &w.http,
+        &w.url(),
+        &w.magento.tenant("xero-shop"),
+        &format!("{event}?provider=xero"),
+        &env,
+        Some(&token),
+        Some("invoice.created:1001"),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the Xero invoice's sync state reaches Magento", || w.magento.callbacks("xero-shop").len() == 1).await;
+    let org = xero.org(XERO_DEMO_TENANT).unwrap();
+    assert_eq!(org.invoices.len(), 1, "{:?}", org.invoices);
+    let invoice = &org.invoices[0];
+    // 30.00 + 20.00 + shipping 4.99, tax included (samples/events.jsonl, invoice 000000101).
+    assert_eq!((invoice.number.as_str(), invoice.total.to_string().as_str()), ("MAG-000000101", "54.99"));
+    assert_eq!(invoice.status, "AUTHORISED", "outstanding, not a draft");
+    let callback = &w.magento.callbacks("xero-shop")[0];
+    assert_eq!(callback["provider"], "xero", "the Xero segment of the module's sync state");
+    assert_eq!(callback["sync_status"], "synced");
+    assert_eq!(callback["provider_entity_id"].as_str(), Some(invoice.id.as_str()));
+    assert!(w.sage_invoices().is_empty(), "nothing went to Sage");
+
+    // The Sage store's webhook (Sage's module names no provider) goes to Sage, not Xero.
+    let (status, body) = w.webhook("sage-shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the Sage invoice's sync state reaches Magento", || w.magento.callbacks("sage-shop").len() == 1).await;
+    assert_eq!(w.magento.callbacks("sage-shop")[0]["provider"], "sage_accounting");
+    assert_eq!(w.sage_invoices().len(), 1);
+    assert_eq!(xero.org(XERO_DEMO_TENANT).unwrap().invoices.len(), 1, "still one in Xero");
+    w.stop().await;
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
--- byte8-ledger-core 0002 (PostgreSQL): the ledger service (src/service): tenant bindings, the
+-- byte8-ledger-core 0003 (PostgreSQL): the ledger service (src/service): tenant bindings, the
 -- webhook replay cache shared by every service process, per-business dispatch leases and the
--- sync-state callback outbox. Same tables and meaning as migrations/sqlite/0002_service.sql.
+-- sync-state callback outbox. Same tables and meaning as migrations/sqlite/0003_service.sql.
 
 CREATE TABLE bindings (
     tenant_id                 TEXT COLLATE "C" PRIMARY KEY,
@@ -18,6 +18,9 @@ CREATE TABLE bindings (
     updated_at                TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX bindings_by_scope ON bindings (scope, status);
+-- One active tenant per business: workers dispatch by business, so two active stores on one
+-- business would fetch each other's entities and mix their cross-references.
+CREATE UNIQUE INDEX bindings_one_active_per_scope ON bindings (scope) WHERE status = 'active';
 
 -- Webhook `jti`s seen (hex SHA-256 of tenant id and jti) until their token expires (unix seconds).
 CREATE TABLE replay_cache (

@@ -1,4 +1,4 @@
--- byte8-ledger-core 0002: the ledger service (src/service): tenant bindings, the webhook replay
+-- byte8-ledger-core 0003: the ledger service (src/service): tenant bindings, the webhook replay
 -- cache shared by every service process, per-business dispatch leases and the sync-state
 -- callback outbox. Times are microseconds since the Unix epoch (UTC), except the replay cache's
 -- expiry (unix seconds, as the tokens' `exp`).
@@ -19,6 +19,9 @@ CREATE TABLE bindings (
     updated_at                INTEGER NOT NULL
 );
 CREATE INDEX bindings_by_scope ON bindings (scope, status);
+-- One active tenant per business: workers dispatch by business, so two active stores on one
+-- business would fetch each other's entities and mix their cross-references.
+CREATE UNIQUE INDEX bindings_one_active_per_scope ON bindings (scope) WHERE status = 'active';
 
 -- Webhook `jti`s seen (hex SHA-256 of tenant id and jti) until their token expires.
 CREATE TABLE replay_cache (

@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{Failure, usage};
 use crate::{
     http::{RateConfig, RateLimiter},
-    service::SageProviders,
+    service::{SageProviders, StoredProviders},
     store::{
         ConnectionStoreDyn, crypto::MasterKey, postgres::PostgresStore, service::ServiceStore, sqlite::SqliteStore,
     },
@@ -90,17 +90,20 @@ impl Database {
         }
     }
 
-    /// Sage providers for the service: on PostgreSQL each business's rate limit is shared by
-    /// every worker process (on SQLite, one process, each provider paces itself with `rate`).
-    pub(crate) fn providers(&self, rate: RateConfig) -> SageProviders {
-        let providers = SageProviders::new(self.connections());
-        match self {
-            Self::Sqlite(..) => providers.with_rate_limiter(move |_| RateLimiter::new(rate)),
+    /// The service's providers, Sage or Xero as each business's stored connection says. On
+    /// PostgreSQL each Sage business's rate limit is shared by every worker process (on SQLite,
+    /// one process, each provider paces itself with `rate`); Xero providers keep Xero's limits in
+    /// the process ([`crate::service::XeroProviders`]).
+    pub(crate) fn providers(&self, rate: RateConfig) -> StoredProviders {
+        let sage = SageProviders::new(self.connections());
+        let sage = match self {
+            Self::Sqlite(..) => sage.with_rate_limiter(move |_| RateLimiter::new(rate)),
             Self::Postgres(pg) => {
                 let pg = Arc::clone(pg);
-                providers.with_rate_limiter(move |business| pg.rate_limiter(business, rate).into_rate_limiter())
+                sage.with_rate_limiter(move |business| pg.rate_limiter(business, rate).into_rate_limiter())
             }
-        }
+        };
+        StoredProviders::new(self.connections()).with_sage(sage)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::{
     clock::SystemClock,
     engine::EngineConfig,
     service::{Service, ServiceConfig},
-    store::crypto::MasterKey,
+    store::{ProviderKind, crypto::MasterKey},
 };
 
 /// The options of `serve`.
@@ -82,6 +82,22 @@ async fn shutdown_signal() {
     }
 }
 
+/// The workers need the OAuth client of every ledger a stored connection names (Sage's when none
+/// is stored yet, the usual first deployment): checked at start, not at the first event.
+async fn require_credentials(db: &Database) -> Result<(), Failure> {
+    let kinds: Vec<Option<ProviderKind>> =
+        db.connections().connections().await?.iter().map(crate::store::Connection::kind).collect();
+    if kinds.is_empty() || kinds.contains(&Some(ProviderKind::Sage)) {
+        env("SAGE_CLIENT_ID")?;
+        env("SAGE_CLIENT_SECRET")?;
+    }
+    if kinds.contains(&Some(ProviderKind::Xero)) {
+        env("XERO_CLIENT_ID")?;
+        env("XERO_CLIENT_SECRET")?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Failure> {
     if args.no_http && args.workers == 0 {
         return Err(usage("--no-http with --workers 0 leaves nothing to do"));
@@ -90,10 +106,6 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
         return Err(usage("--max-attempts: must be at least 1"));
     }
     let key = MasterKey::from_env()?;
-    if args.workers > 0 {
-        env("SAGE_CLIENT_ID")?;
-        env("SAGE_CLIENT_SECRET")?;
-    }
     let mut engine = EngineConfig { max_attempts: args.max_attempts, ..EngineConfig::default() };
     if let Some(text) = &args.retry_delays {
         engine.retry_ladder = retry_ladder(text)?;
@@ -101,6 +113,9 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     let config =
         ServiceConfig { poll_interval: Duration::from_millis(args.poll_ms.max(1)), engine, ..ServiceConfig::default() };
     let db = Database::open(&args.store, Some(key)).await?;
+    if args.workers > 0 {
+        require_credentials(&db).await?;
+    }
     let providers = Arc::new(db.providers(rate_from_env()?));
     let service = Service::new(db.service(), providers, Arc::new(SystemClock), config);
 

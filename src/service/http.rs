@@ -20,7 +20,7 @@ use crate::{
     error::{Error, ErrorCode},
     identity::sha256_hex,
     outcome::SyncStatus,
-    store::{Dedupe, Enqueued, NewRun, Run, RunStatus},
+    store::{Dedupe, Enqueued, NewRun, ProviderKind, Run, RunStatus},
 };
 
 /// The longest `Idempotency-Key` accepted.
@@ -106,10 +106,14 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
 async fn webhook(
     State(shared): State<Arc<Shared>>,
     Path((tenant_id, event_name)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (binding, claims) = shared.authenticate(&tenant_id, authorization(&headers)).await?;
+    if let Some(asked) = query.get("provider") {
+        check_provider(&shared, &binding.scope, asked).await?;
+    }
     let kind = EventKind::from_str(&event_name).map_err(|e| ApiError::unprocessable("unknown_event", e))?;
     let envelope = read_envelope(&body)?;
     let header_key = match headers.get("idempotency-key") {
@@ -167,6 +171,26 @@ async fn webhook(
     };
     tracing::info!(tenant = %binding.tenant_id, key = %event.idempotency_key, run = enqueued.run_id(), "webhook {how}");
     Ok((StatusCode::ACCEPTED, Json(json!({"sync_run_id": enqueued.run_id()}))).into_response())
+}
+
+/// The module's per-provider routing (byte8-xero-spec.md 1.4): a webhook may name its ledger
+/// (`?provider=xero`; Sage's module sends none). Naming another ledger than the one the tenant's
+/// business is connected to is the deterministic 400 "tenant has no active xero binding" (the
+/// event belongs to another connector's outbox segment). A business not connected yet accepts
+/// it: its events wait in line until `connect`.
+async fn check_provider(shared: &Shared, scope: &str, asked: &str) -> Result<(), ApiError> {
+    let Some(kind) = ProviderKind::parse(asked) else {
+        return Err(ApiError::bad_request(format!(
+            "provider (query): `{asked}` is not a ledger this service knows (sage_accounting, xero)"
+        )));
+    };
+    let connection = shared.store.connection(scope).await.map_err(|e| ApiError::from_store(&e))?;
+    match connection.map(|c| c.kind()) {
+        Some(Some(have)) if have != kind => {
+            Err(ApiError::bad_request(format!("tenant has no active {} binding", kind.as_str())))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn read_envelope(body: &[u8]) -> Result<Map<String, Value>, ApiError> {

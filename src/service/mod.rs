@@ -27,7 +27,7 @@
 //! | answer | when |
 //! |---|---|
 //! | 202 | queued (or already queued: a repeated delivery gets the same `sync_run_id`) |
-//! | 400 | the body is not a JSON object; a `/v1/status` query without a valid `entity_type` or `entity_id` |
+//! | 400 | the body is not a JSON object; a `/v1/status` query without a valid `entity_type` or `entity_id`; a webhook whose `?provider=` names another ledger than the tenant's business is connected to ("tenant has no active xero binding", byte8-xero-spec.md 1.4) or one this service does not know |
 //! | 401 | unknown tenant, revoked binding, missing, malformed, forged, expired or replayed JWT |
 //! | 422 | an unknown event name, or an envelope field missing, mistyped or breaking a rule (named in the body) |
 //! | 503 | the store cannot be reached or is busy (transient: Magento retries) |
@@ -50,8 +50,8 @@
 //! 2. A worker claims the run, fetches the entity from Magento
 //!    ([`MagentoClient`](crate::magento::MagentoClient) as the engine's
 //!    [`EntitySource`](crate::engine::EntitySource)), and runs it through that tenant's
-//!    [`SyncEngine`](crate::engine::SyncEngine): its policy, its ledger provider (Sage, built from
-//!    the stored connection of its business, [`SageProviders`]) and its cross-reference.
+//!    [`SyncEngine`](crate::engine::SyncEngine): its policy, its ledger provider (Sage or Xero,
+//!    as the stored connection of its business says: [`StoredProviders`]) and its cross-reference.
 //! 3. The terminal outcome (synced, skipped, dead-lettered) is written together with a row in the
 //!    store's **callback outbox** (a trigger in SQLite and PostgreSQL), so that the sync-state
 //!    callback survives a crash between the two. Workers send the outbox
@@ -61,7 +61,7 @@
 //!
 //! # Workers
 //!
-//! A worker is a loop (a tokio task; `serve --workers N` runs N, and `serve --workers-only` runs
+//! A worker is a loop (a tokio task; `serve --workers N` runs N, and `serve --no-http` runs
 //! processes without HTTP). Each pass goes over the active bindings and, for each one whose
 //! **dispatch lease** it can take ([`DispatchStore::acquire_dispatch`](crate::store::service::DispatchStore::acquire_dispatch)), claims due runs of its
 //! business one at a time and processes them, then sends its pending callbacks, renewing the lease
@@ -110,7 +110,9 @@ mod worker;
 
 use std::{fmt, sync::Arc, time::Duration};
 
-pub use worker::{ProviderFactory, SageProviders, WorkerPool};
+#[cfg(feature = "xero")]
+pub use worker::XeroProviders;
+pub use worker::{ProviderFactory, SageProviders, StoredProviders, WorkerPool};
 
 use crate::{clock::Clock, engine::EngineConfig, error::Result, http::RetryConfig, store::service::ServiceStore};
 

@@ -16,6 +16,8 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 
 use super::Shared;
+#[cfg(feature = "xero")]
+use crate::providers::xero::{PROVIDER as XERO, XeroBuilder};
 use crate::{
     canonical::{Entity, EventKind},
     clock::Clock,
@@ -28,7 +30,7 @@ use crate::{
         sage::{PROVIDER as SAGE, SageBuilder},
     },
     store::{
-        ConnectionStoreDyn, ScopedTokenStore, Store,
+        ConnectionStoreDyn, ProviderKind, ScopedTokenStore, Store,
         service::{Binding, BindingInfo},
     },
 };
@@ -132,6 +134,163 @@ impl ProviderFactory for SageProviders {
         }
         Ok(Arc::new(b.build()?))
     }
+}
+
+/// Xero providers from the stored connection of each organisation (what `byte8-ledger connect
+/// --provider xero` stored): [`XeroBuilder::from_env`] (`XERO_CLIENT_ID`, `XERO_CLIENT_SECRET`),
+/// the connection's URLs and pinned organisation (`tenant_id`), and its tokens in the store.
+///
+/// Xero's limits (60 a minute, 5 at once, 5,000 a day per organisation) are kept by each provider
+/// in the process; one worker at a time dispatches a business (the dispatch lease), so one
+/// provider speaks for an organisation at a time. They are not shared across processes the way
+/// [`SageProviders::with_rate_limiter`] shares Sage's: a lease moving to another process starts
+/// a fresh minute there (Xero answers any excess with 429 and `Retry-After`, which is retried).
+#[cfg(feature = "xero")]
+#[derive(Clone)]
+pub struct XeroProviders {
+    connections: Arc<dyn ConnectionStoreDyn>,
+    configure: Option<Arc<XeroConfigureFn>>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+#[cfg(feature = "xero")]
+type XeroConfigureFn = dyn Fn(XeroBuilder) -> XeroBuilder + Send + Sync;
+
+#[cfg(feature = "xero")]
+impl fmt::Debug for XeroProviders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XeroProviders").field("connections", &self.connections).finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "xero")]
+impl XeroProviders {
+    /// Providers from the connections (and tokens) in `connections`.
+    pub fn new(connections: Arc<dyn ConnectionStoreDyn>) -> Self {
+        Self { connections, configure: None, clock: None }
+    }
+
+    /// Adjusts each builder after the environment and the connection are applied.
+    #[must_use]
+    pub fn with_builder(mut self, configure: impl Fn(XeroBuilder) -> XeroBuilder + Send + Sync + 'static) -> Self {
+        self.configure = Some(Arc::new(configure));
+        self
+    }
+
+    /// The providers' clock (the system clock by default).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    fn build(&self, c: &crate::store::Connection) -> Result<Arc<dyn AccountingProvider>> {
+        let mut b = XeroBuilder::from_env()
+            .with_tenant_id(c.tenant_id.clone().unwrap_or_else(|| c.scope.clone()))
+            .with_base_url(c.base_url.clone())
+            .with_token_url(c.token_url.clone())
+            .with_token_store(Arc::new(ScopedTokenStore::new(Arc::clone(&self.connections), c.scope.clone())));
+        if let Some(u) = &c.connections_url {
+            b = b.with_connections_url(u.clone());
+        }
+        if let Some(clock) = &self.clock {
+            b = b.with_clock(Arc::clone(clock));
+        }
+        if let Some(configure) = &self.configure {
+            b = configure(b);
+        }
+        Ok(Arc::new(b.build()?))
+    }
+}
+
+#[cfg(feature = "xero")]
+#[async_trait]
+impl ProviderFactory for XeroProviders {
+    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
+        let c = stored_connection(&self.connections, &binding.scope, XERO).await?;
+        if c.kind() != Some(ProviderKind::Xero) {
+            return Err(Error::Unsupported {
+                operation: format!("a `{}` connection (business {}) in XeroProviders", c.provider, binding.scope),
+                provider: XERO,
+            });
+        }
+        self.build(&c)
+    }
+}
+
+/// The provider each business's stored connection names: Sage ([`SageProviders`]) or Xero
+/// ([`XeroProviders`], feature `xero`). What `byte8-ledger serve` uses, so that one service
+/// posts some tenants to Sage and others to Xero.
+#[derive(Debug, Clone)]
+pub struct StoredProviders {
+    connections: Arc<dyn ConnectionStoreDyn>,
+    sage: SageProviders,
+    #[cfg(feature = "xero")]
+    xero: XeroProviders,
+}
+
+impl StoredProviders {
+    /// Sage and Xero providers, each with its defaults, from `connections`.
+    pub fn new(connections: Arc<dyn ConnectionStoreDyn>) -> Self {
+        Self {
+            sage: SageProviders::new(Arc::clone(&connections)),
+            #[cfg(feature = "xero")]
+            xero: XeroProviders::new(Arc::clone(&connections)),
+            connections,
+        }
+    }
+
+    /// The Sage providers' settings.
+    #[must_use]
+    pub fn with_sage(mut self, sage: SageProviders) -> Self {
+        self.sage = sage;
+        self
+    }
+
+    /// The Xero providers' settings.
+    #[cfg(feature = "xero")]
+    #[must_use]
+    pub fn with_xero(mut self, xero: XeroProviders) -> Self {
+        self.xero = xero;
+        self
+    }
+}
+
+#[async_trait]
+impl ProviderFactory for StoredProviders {
+    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
+        let c = stored_connection(&self.connections, &binding.scope, "ledger").await?;
+        match c.kind() {
+            Some(ProviderKind::Sage) => self.sage.provider(binding).await,
+            #[cfg(feature = "xero")]
+            Some(ProviderKind::Xero) => self.xero.build(&c),
+            _ => Err(Error::Unsupported {
+                operation: format!(
+                    "business {}'s connection to `{}` (this build serves {})",
+                    binding.scope,
+                    c.provider,
+                    if cfg!(feature = "xero") { "Sage and Xero" } else { "Sage" }
+                ),
+                provider: "service",
+            }),
+        }
+    }
+}
+
+/// The stored connection of `scope`, or [`AuthFailure::NotConnected`] (its events wait in line).
+async fn stored_connection(
+    connections: &Arc<dyn ConnectionStoreDyn>,
+    scope: &str,
+    ledger: &'static str,
+) -> Result<crate::store::Connection> {
+    connections.connection(scope).await?.ok_or_else(|| Error::Auth {
+        provider: ledger,
+        reason: AuthFailure::NotConnected,
+        message: format!(
+            "business {scope} has no ledger connection yet: run `byte8-ledger connect` for it (Sage: --business-id \
+             {scope}); its events wait in line"
+        ),
+    })
 }
 
 /// The engine's [`EntitySource`] over a tenant's [`MagentoClient`]: a 401 (the store no longer

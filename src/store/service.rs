@@ -298,11 +298,28 @@ pub(crate) fn write_policy(policy: &SyncPolicy) -> Result<String> {
     serde_json::to_string(policy).map_err(|e| Error::internal(format!("cannot serialise the policy: {e}")))
 }
 
+/// The error of a second active tenant on one business.
+pub(crate) fn scope_taken(scope: &str) -> Error {
+    Error::Invalid {
+        what: "tenant binding",
+        errors: vec![crate::error::FieldError::new(
+            "scope",
+            format!("business {scope} is already bound to another active tenant: disconnect it first"),
+        )],
+    }
+}
+
 /// The tenant bindings.
 #[async_trait]
 pub trait BindingStore: fmt::Debug + Send + Sync {
     /// Inserts the binding of `binding.tenant_id`, or replaces it (pairing again rotates the key
     /// and reactivates a revoked tenant); `created_at` of an existing tenant is kept.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] (field `scope`) when the binding is active and another tenant's active
+    /// binding has the same business: workers dispatch by business, so two active stores on one
+    /// business would fetch each other's entities and mix their cross-references (enforced by a
+    /// unique index in SQLite and PostgreSQL, so two processes pairing at once cannot both win).
     async fn put_binding(&self, binding: &Binding) -> Result<()>;
 
     /// A binding by tenant id.

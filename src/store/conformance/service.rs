@@ -92,6 +92,34 @@ pub async fn bindings_round_trip(store: &dyn ServiceStore, scope: &str) {
     assert!(store.set_binding_status(&tenant, BindingStatus::Revoked, later).await.expect("status"));
 }
 
+/// One active tenant per business: a second store's active binding on a business is refused
+/// (naming `scope`), once the first is revoked it is taken, and re-pairing the same tenant, or
+/// storing a revoked binding beside an active one, is allowed.
+pub async fn one_active_tenant_per_business(store: &dyn ServiceStore, scope: &str) {
+    let first = format!("{}-a", tenant_of(scope));
+    let second = format!("{}-b", tenant_of(scope));
+    store.put_binding(&binding(&first, scope, "key-a", t0())).await.expect("put the first binding");
+    let err = store
+        .put_binding(&binding(&second, scope, "key-b", t0()))
+        .await
+        .expect_err("one_active_tenant_per_business: a second active tenant on one business was stored");
+    assert!(
+        matches!(&err, crate::error::Error::Invalid { errors, .. } if errors.iter().any(|e| e.path == "scope")),
+        "one_active_tenant_per_business: the refusal names `scope`: {err}"
+    );
+    assert!(store.binding(&second).await.expect("binding").is_none(), "one_active_tenant_per_business: nothing stored");
+    // The same tenant pairing again is not a second tenant.
+    store.put_binding(&binding(&first, scope, "key-a2", t0())).await.expect("re-pair the same tenant");
+    // A revoked binding may sit beside the active one.
+    let mut revoked = binding(&second, scope, "key-b", t0());
+    revoked.status = BindingStatus::Revoked;
+    store.put_binding(&revoked).await.expect("one_active_tenant_per_business: a revoked binding beside");
+    // Once the first is revoked, the second may become active.
+    assert!(store.set_binding_status(&first, BindingStatus::Revoked, t0()).await.expect("status"));
+    store.put_binding(&binding(&second, scope, "key-b", t0())).await.expect("the business is free again");
+    assert!(store.set_binding_status(&second, BindingStatus::Revoked, t0()).await.expect("status"));
+}
+
 /// A `jti` is accepted once until it expires, then may be recorded again.
 pub async fn replay_cache_refuses_replays_until_expiry(store: &dyn ServiceStore, scope: &str) {
     let jti = format!("{scope}:{}", uuid::Uuid::new_v4());
@@ -256,6 +284,7 @@ pub async fn health_counters_and_entity_runs(store: &dyn ServiceStore, scope: &s
 /// Every behaviour, each under its own sub-scope of `scope`.
 pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     bindings_round_trip(store, &format!("{scope}-bindings")).await;
+    one_active_tenant_per_business(store, &format!("{scope}-one-active")).await;
     replay_cache_refuses_replays_until_expiry(store, &format!("{scope}-replay")).await;
     dispatch_leases_are_exclusive(store, &format!("{scope}-leases")).await;
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;

@@ -51,6 +51,11 @@ impl BindingStore for MemoryStore {
     async fn put_binding(&self, binding: &Binding) -> Result<()> {
         let mut s = self.lock();
         let mut b = binding.clone();
+        if b.is_active()
+            && s.service.bindings.values().any(|o| o.scope == b.scope && o.is_active() && o.tenant_id != b.tenant_id)
+        {
+            return Err(crate::store::service::scope_taken(&b.scope));
+        }
         if let Some(old) = s.service.bindings.get(&b.tenant_id) {
             b.created_at = old.created_at;
         }

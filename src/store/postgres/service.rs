@@ -97,7 +97,13 @@ impl BindingStore for PostgresStore {
         .bind(b.updated_at)
         .execute(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(|e| {
+            if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                crate::store::service::scope_taken(&b.scope)
+            } else {
+                db(e)
+            }
+        })?;
         Ok(())
     }
 

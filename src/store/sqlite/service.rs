@@ -86,7 +86,13 @@ impl BindingStore for SqliteStore {
         .bind(micros(b.updated_at))
         .execute(&self.pool)
         .await
-        .map_err(db)?;
+        .map_err(|e| {
+            if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+                crate::store::service::scope_taken(&b.scope)
+            } else {
+                db(e)
+            }
+        })?;
         Ok(())
     }
 
