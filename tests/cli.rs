@@ -195,6 +195,46 @@ async fn sync_reads_stdin_and_status_requeue_reference_work() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_exits_2_for_a_policy_the_ledger_refutes_and_1_for_a_ledger_it_cannot_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, server, state) = connected(dir.path()).await;
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, "").unwrap();
+    // A tax rate the business does not have: the policy is wrong for this ledger.
+    let policy = dir.path().join("p.json");
+    let mut p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(samples().join("policy.json")).unwrap()).unwrap();
+    p["default_tax_rate_id"] = "NO_SUCH_RATE".into();
+    std::fs::write(&policy, p.to_string()).unwrap();
+    let o = with_env(bin())
+        .args(["sync", "--state"])
+        .arg(&state)
+        .arg("--events")
+        .arg(&events)
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("NO_SUCH_RATE"), "{:?}", text(&o));
+    // The ledger gone: not a usage error.
+    server.stop().await;
+    let o = with_env(bin())
+        .env("SAGE_MAX_RETRIES", "0")
+        .args(["sync", "--state"])
+        .arg(&state)
+        .arg("--events")
+        .arg(&events)
+        .arg("--policy")
+        .arg(samples().join("policy.json"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("cannot read the ledger's reference data"), "{:?}", text(&o));
+    drop(sim);
+}
+
 #[test]
 fn usage_and_configuration_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();

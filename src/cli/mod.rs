@@ -558,7 +558,16 @@ async fn sync(
     let sage = provider_for(Arc::clone(&store) as _, &connection)?;
     let store_dyn: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
     let engine = SyncEngine::new(Arc::clone(&sage), store_dyn, connection.scope.clone(), policy, clock);
-    engine.check_policy().await.map_err(|e| usage(e.to_string()))?;
+    // A policy that does not fit the ledger is a configuration error (2); a ledger that cannot be
+    // reached or refuses the connection is not (1: contract.md 3 keeps 2 for usage and
+    // configuration).
+    engine.check_policy().await.map_err(|e| {
+        let mut f = Failure::from(e);
+        if f.code != 2 {
+            f.message = format!("cannot read the ledger's reference data to check the policy: {}", f.message);
+        }
+        f
+    })?;
     if let Ok(r) = sage.reference_data(false).await {
         let _ = store.save_reference(&connection.scope, &r).await;
     }
