@@ -862,8 +862,18 @@ async fn disconnect_revokes_the_binding_later_webhooks_get_401_and_the_books_are
     let (status, body) = w.webhook("shop", "invoice.created:1003").await;
     assert_eq!(status, 401, "{body}");
     assert!(w.store.find_by_key(BUSINESS, "invoice.created:1003").await.unwrap().is_none());
-    let (status, _) = w.v1(reqwest::Method::GET, "/v1/tile/health", "shop").await;
-    assert_eq!(status, 401);
+    // The admin still reads what the ledger holds: the tile shows the binding revoked.
+    let (status, health) = w.v1(reqwest::Method::GET, "/v1/tile/health", "shop").await;
+    assert_eq!((status, &health["binding"]["status"]), (200, &json!("revoked")), "{health}");
+    let (status, body) = w.v1(reqwest::Method::GET, "/v1/status?entity_type=invoice&entity_id=1001", "shop").await;
+    assert_eq!((status, &body["sync_status"]), (200, &json!("synced")), "{body}");
+    // A second disconnect (Magento's best-effort call after one from the dashboard) is answered.
+    let (status, body) = w.v1(reqwest::Method::POST, "/v1/tenant/disconnect", "shop").await;
+    assert_eq!((status, body), (200, json!({"tenant_id": "tenant-d", "status": "revoked"})));
+    // A forged token for the revoked tenant is still refused on every route.
+    let forged = token_with(&ApiKey::generate().unwrap(), |c| c.sub = "tenant-d".into());
+    let resp = w.http.get(format!("{}/v1/tile/health", w.url())).bearer_auth(forged).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
     // Runs and cross-reference are kept.
     assert!(w.store.find_by_key(BUSINESS, "invoice.created:1001").await.unwrap().is_some());
     assert!(
@@ -983,6 +993,37 @@ async fn byte8_ledger_serve_on_sqlite_syncs_a_webhook_and_stops_on_sigterm() {
     let out = bin().args(["tenant", "disconnect", "--state"]).arg(w.db_path()).arg("nobody").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no tenant nobody"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_that_cannot_be_booked_is_dead_lettered_and_magento_hears_failed_with_its_class() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-f").await;
+    w.start(1).await;
+    // Sample invoice 1010 has a line of quantity 0: a validation failure, never retried.
+    let (status, body) = w.webhook("shop", "invoice.created:1010").await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the failure's sync state reaches Magento", || w.magento.callbacks("shop").len() == 1).await;
+    let callback = &w.magento.callbacks("shop")[0];
+    assert_eq!(
+        (callback["entity_type"].as_str(), callback["magento_entity_id"].as_u64()),
+        (Some("invoice"), Some(1010))
+    );
+    assert_eq!(callback["sync_status"], "failed");
+    assert_eq!(callback["error_code"], "validation", "the chip's error class");
+    assert_eq!((&callback["provider_entity_id"], &callback["skip_reason"]), (&Value::Null, &Value::Null));
+    assert!(w.sage_invoices().is_empty(), "nothing reached Sage");
+    let run = w.store.find_by_key(BUSINESS, "invoice.created:1010").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::DeadLettered, "kept where an operator can see it");
+    assert_eq!(run.attempts, 1, "a deterministic failure is not retried");
+    let (status, body) = w.v1(reqwest::Method::GET, "/v1/status?entity_type=invoice&entity_id=1010", "shop").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["sync_status"].as_str(), body["error_code"].as_str()), (Some("failed"), Some("validation")));
+    assert!(body["message"].as_str().unwrap().contains("lines[0].qty: must be > 0"), "{body}");
+    let (status, health) = w.v1(reqwest::Method::GET, "/v1/tile/health", "shop").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!((health["sync"]["failed_24h"].as_u64(), health["sync"]["pending_count"].as_u64()), (Some(1), Some(0)));
+    w.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,18 +52,33 @@ pub(crate) fn unverified_subject(header: Option<&str>) -> Option<String> {
     value.get("sub")?.as_str().map(str::to_owned).filter(|s| !s.is_empty())
 }
 
+/// Which bindings a route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Active bindings only (webhooks: a revoked tenant's events are refused, 401, so Magento's
+    /// outbox dead-letters them, byte8-spec.md 12.7).
+    Active,
+    /// Revoked bindings too, still authenticated by their key (the health tile and the status
+    /// of an entity read what the ledger holds, so the admin shows `revoked`; a disconnect
+    /// repeated after one from the dashboard is answered, not refused).
+    Known,
+}
+
 impl Shared {
-    /// The active binding of `tenant_id` and the verified claims of the request's token.
+    /// The binding of `tenant_id` (active, or any with [`Access::Known`]) and the verified claims
+    /// of the request's token.
     ///
     /// # Errors
-    /// 401 for an unknown or revoked tenant or a refused token; 503 or 500 when the store fails.
+    /// 401 for an unknown tenant, a revoked one where `access` is [`Access::Active`], or a
+    /// refused token; 503 or 500 when the store fails.
     pub(crate) async fn authenticate(
         self: &Arc<Self>,
         tenant_id: &str,
         authorization: Option<&str>,
+        access: Access,
     ) -> std::result::Result<(Binding, Claims), ApiError> {
         let binding = match self.store.binding(tenant_id).await {
-            Ok(Some(b)) if b.is_active() => b,
+            Ok(Some(b)) if b.is_active() || access == Access::Known => b,
             Ok(_) => {
                 // Debug-formatted: the id comes from the request, unauthenticated.
                 tracing::warn!(tenant = ?tenant_id, "request refused: unknown or disconnected tenant");
@@ -92,12 +107,13 @@ impl Shared {
     pub(crate) async fn authenticate_subject(
         self: &Arc<Self>,
         authorization: Option<&str>,
+        access: Access,
     ) -> std::result::Result<(Binding, Claims), ApiError> {
         let Some(tenant) = unverified_subject(authorization) else {
             tracing::warn!("request refused: no bearer token with a subject");
             return Err(ApiError::unauthorized("webhook JWT refused: no bearer token naming its tenant in `sub`"));
         };
-        self.authenticate(&tenant, authorization).await
+        self.authenticate(&tenant, authorization, access).await
     }
 }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::Shared;
+use super::{Shared, auth::Access};
 use crate::{
     canonical::{Event, EventKind, serde_time},
     error::{Error, ErrorCode},
@@ -110,7 +110,7 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (binding, claims) = shared.authenticate(&tenant_id, authorization(&headers)).await?;
+    let (binding, claims) = shared.authenticate(&tenant_id, authorization(&headers), Access::Active).await?;
     if let Some(asked) = query.get("provider") {
         check_provider(&shared, &binding.scope, asked).await?;
     }
@@ -290,7 +290,7 @@ async fn status(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let (binding, _) = shared.authenticate_subject(authorization(&headers)).await?;
+    let (binding, _) = shared.authenticate_subject(authorization(&headers), Access::Known).await?;
     let entity_type = query.get("entity_type").map(|s| s.trim()).unwrap_or_default();
     let events = events_of(entity_type).ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -330,7 +330,7 @@ async fn status(
 
 /// `GET /v1/tile/health` (byte8-spec.md 11.7).
 async fn health(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (binding, _) = shared.authenticate_subject(authorization(&headers)).await?;
+    let (binding, _) = shared.authenticate_subject(authorization(&headers), Access::Known).await?;
     let now = shared.clock.now();
     let stats = shared
         .store
@@ -357,7 +357,11 @@ async fn health(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result
 
 /// `POST /v1/tenant/disconnect` (body `{}`, ignored).
 async fn disconnect(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (binding, _) = shared.authenticate_subject(authorization(&headers)).await?;
+    let (binding, _) = shared.authenticate_subject(authorization(&headers), Access::Known).await?;
+    if !binding.is_active() {
+        // Already revoked (from the dashboard, or a repeated call): the same answer, nothing new.
+        return Ok(Json(json!({"tenant_id": binding.tenant_id, "status": "revoked"})).into_response());
+    }
     let now = shared.clock.now();
     shared
         .store

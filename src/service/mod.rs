@@ -9,7 +9,7 @@
 //! | `POST /webhooks/magento/{tenant_id}/{event_name}` | verifies the webhook JWT, reads the Byte8 envelope (byte8-spec.md 2), queues the event durably and answers `202 {"sync_run_id": …}` |
 //! | `GET /v1/status?entity_type=&entity_id=` | the sync state of one Magento entity: `{entity_type, entity_id, provider, sync_status, provider_entity_id, provider_reference, skip_reason, error_code, message, last_sync_at, runs: [{sync_run_id, event, idempotency_key, status, sync_status, provider_entity_id, skip_reason, error_code, message, attempts, received_at, updated_at}]}`; `sync_status` is the most recently changed run's (`pending` while it waits, `null` when there is none: the admin's "—") |
 //! | `GET /v1/tile/health` | the admin tile's feed (byte8-spec.md 11.7): `{tenant: {magento_connection_status}, binding: {status, region}, sync: {pending_count, failed_24h, last_run_at}}`; `region` is the ledger business's country (`GB`), `null` until its reference data is known; `failed_24h` counts runs dead-lettered in the last 24 hours |
-//! | `POST /v1/tenant/disconnect` | revokes the binding: dispatch stops, later webhooks get 401; runs and cross-reference are kept |
+//! | `POST /v1/tenant/disconnect` | revokes the binding: dispatch stops, later webhooks get 401; runs and cross-reference are kept (a repeated call answers the same) |
 //!
 //! Every route is authenticated by the module's bearer JWT (HS256 under the tenant's
 //! **outbound** subkey, `iss` `magento`, `aud` `byte8-ledger`, `sub` the tenant id, at most
@@ -28,7 +28,7 @@
 //! |---|---|
 //! | 202 | queued (or already queued: a repeated delivery gets the same `sync_run_id`) |
 //! | 400 | the body is not a JSON object; a `/v1/status` query without a valid `entity_type` or `entity_id`; a webhook whose `?provider=` names another ledger than the tenant's business is connected to ("tenant has no active xero binding", byte8-xero-spec.md 1.4) or one this service does not know |
-//! | 401 | unknown tenant, revoked binding, missing, malformed, forged, expired or replayed JWT |
+//! | 401 | unknown tenant, a webhook for a revoked binding, missing, malformed, forged, expired or replayed JWT (`/v1/status`, `/v1/tile/health` and `/v1/tenant/disconnect` still answer a revoked tenant's signed request, so its admin shows `binding.status: revoked`) |
 //! | 422 | an unknown event name, or an envelope field missing, mistyped or breaking a rule (named in the body) |
 //! | 503 | the store cannot be reached or is busy (transient: Magento retries) |
 //! | 500 | anything else on the ledger's side (Magento retries it too) |
