@@ -729,6 +729,14 @@ async fn forged_expired_replayed_and_revoked_webhooks_get_401_and_malformed_ones
             "payload",
         ),
         (
+            "payload a list with items",
+            "invoice.created",
+            with(&|e| e["payload"] = json!([1])).to_string().into_bytes(),
+            key,
+            422,
+            "payload",
+        ),
+        (
             "key of another event",
             "invoice.created",
             env.to_string().into_bytes(),
@@ -747,6 +755,14 @@ async fn forged_expired_replayed_and_revoked_webhooks_get_401_and_malformed_ones
     let counts = w.store.counts(BUSINESS).await.unwrap();
     assert_eq!(counts, BTreeMap::from([(RunStatus::Queued, 1)]), "nothing else was queued");
     assert!(w.store.find_by_key(BUSINESS, "customer.upserted:5").await.unwrap().is_some());
+    // PHP encodes an empty payload array as `[]`: accepted as the empty object it means.
+    let php = with(&|e| e["payload"] = json!([])).to_string().into_bytes();
+    let (status, answer) =
+        magento::post_raw(&http, &url, "tenant-a", "invoice.created", php, good().as_deref(), key).await;
+    assert_eq!(status, 202, "{answer}");
+    let run = w.store.find_by_key(BUSINESS, "invoice.created:1001").await.unwrap().unwrap();
+    let raw: Value = serde_json::from_str(&run.raw).unwrap();
+    assert_eq!(raw["payload"], json!({}), "{raw}");
     w.stop().await;
 }
 

@@ -227,8 +227,16 @@ fn event_value(
     event.insert("event".into(), Value::String(kind.as_str().to_owned()));
     event.insert("idempotency_key".into(), key);
     for field in ["magento_entity_id", "website_id", "store_id", "occurred_at", "payload"] {
-        if let Some(v) = envelope.get(field) {
-            event.insert(field.into(), v.clone());
+        match envelope.get(field) {
+            // PHP's `json_encode([])` is `[]`: the module's empty payload array. Read as the
+            // empty object it means, not a 422 that Magento would dead-letter for good.
+            Some(Value::Array(a)) if field == "payload" && a.is_empty() => {
+                event.insert(field.into(), Value::Object(Map::new()));
+            }
+            Some(v) => {
+                event.insert(field.into(), v.clone());
+            }
+            None => {}
         }
     }
     Ok((Value::Object(event), from_header))
