@@ -295,6 +295,15 @@ impl SyncEngine {
         }
     }
 
+    /// The ledger items the lines' SKUs link to, from the cross-reference only.
+    ///
+    /// A choice: a line links an item only when this crate synced that SKU (`product.upserted`)
+    /// into this business. A SKU never upserted posts as a plain line on the policy's ledger
+    /// account, so the ledger's stock is not moved by it. Looking such SKUs up in the ledger on
+    /// every invoice would cost up to one request per item kind per unknown SKU, on every
+    /// invoice that carries it (unknown stays unknown), for items that may not exist; a merchant
+    /// moving from another connector back-fills `product.upserted` first (the adoption then
+    /// finds Byte8's items by code, once per SKU) and every later invoice links.
     pub(crate) async fn item_links(
         &self,
         skus: impl Iterator<Item = &str>,
