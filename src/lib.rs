@@ -1,7 +1,76 @@
 //! # byte8-ledger-core
 //!
 //! Turns Magento 2 commerce events into correct postings in Sage Business Cloud Accounting (API
-//! v3.1), and into any other ledger that implements an accounting provider.
+//! v3.1), Xero Accounting, and any other ledger that implements [`AccountingProvider`]: every
+//! invoice, credit note, payment, contact and stock level right to the penny, once.
+//!
+//! # One invoice, from JSON to the ledger
+//!
+//! Data flows one way, and each step is its own module:
+//!
+//! 1. [`canonical`]: the event JSON ([`canonical::Event::parse`]) read into typed, validated
+//!    entities with [`rust_decimal::Decimal`] money; [`canonical::rest`] reads Magento's standard
+//!    REST responses into the same entities.
+//! 2. [`policy`]: the sync policy decides skip or go (each skip with its reason code).
+//! 3. [`tax`] and [`plan`]: the tax router and the provider-neutral posting plan, which places
+//!    every penny so the lines add up to Magento's grand total.
+//! 4. The provider's pure transform ([`providers::sage::transform`], [`providers::xero::transform`]
+//!    with feature `xero`): canonical + policy + reference data → the exact request.
+//! 5. The provider's thin I/O ([`providers::sage::SageProvider`]) behind [`AccountingProvider`],
+//!    orchestrated by [`engine::SyncEngine`] over the stores of [`store`] (cross-reference, runs,
+//!    tokens), which answers an [`outcome::Outcome`].
+//!
+//! `canonical`, `tax` and `plan` import nothing of providers, HTTP or storage.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use byte8_ledger_core::{
+//!     clock::SystemClock, engine::SyncEngine, policy::SyncPolicy,
+//!     providers::{AccountingProvider, sage::SageBuilder}, store::memory::MemoryStore,
+//! };
+//!
+//! # async fn demo(line: &str) -> byte8_ledger_core::Result<()> {
+//! let sage = SageBuilder::from_env().build()?; // SAGE_CLIENT_ID, SAGE_CLIENT_SECRET, SAGE_BUSINESS_ID
+//! let policy = SyncPolicy::from_json(r#"{"default_ledger_account_id":"SALES","default_tax_rate_id":"GB_STANDARD"}"#)?;
+//! let engine = SyncEngine::new(
+//!     Arc::new(sage) as Arc<dyn AccountingProvider>,
+//!     Arc::new(MemoryStore::new()), // store::sqlite::SqliteStore for durability
+//!     "my-business-id",
+//!     policy,
+//!     Arc::new(SystemClock),
+//! );
+//! engine.check_policy().await?; // every id checked against the ledger's reference data
+//! let outcome = engine.sync_line(line).await?; // event JSON in, outcome out
+//! # let _ = outcome; Ok(()) }
+//! ```
+//!
+//! # Providers
+//!
+//! | provider | module | feature |
+//! |---|---|---|
+//! | Sage Business Cloud Accounting v3.1 | [`providers::sage`] | always |
+//! | Xero Accounting | `providers::xero` | `xero` |
+//! | in memory, recording calls, told to fail (the reference implementation) | [`providers::memory`] | always |
+//!
+//! Writing one: implement [`AccountingProvider`] (object-safe, provider-neutral types), report
+//! what the ledger can do in [`providers::Capabilities`], and run the public conformance suite
+//! (`providers::conformance`, feature `conformance`) in your tests; `examples/toy_ledger.rs`
+//! does it for a toy ledger. Sage's catalogued quirks and how each is handled and tested are in
+//! `docs/QUIRKS.md` of the repository.
+//!
+//! # Features
+//!
+//! | feature | what |
+//! |---|---|
+//! | `cli` (default) | the `byte8-ledger` command; enables all of the below |
+//! | `sqlite` | [`store`]'s embedded SQLite store (one process) |
+//! | `postgres` | the PostgreSQL store (several processes sharing one queue and rate limit) |
+//! | `service` | the ledger service for the Byte8 Magento module (webhooks, workers, callbacks) |
+//! | `xero` | the Xero provider |
+//! | `simulator` | stateful Sage and Xero simulators on a loopback port |
+//! | `conformance` | the public conformance suites of providers and stores |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
@@ -31,6 +100,7 @@ pub mod store;
 pub mod tax;
 
 pub use error::{Error, ErrorCode, Result};
+pub use providers::AccountingProvider;
 
 /// The README's code, compiled by `cargo test` so that it stays true.
 #[cfg(doctest)]
