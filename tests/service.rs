@@ -1006,6 +1006,18 @@ async fn byte8_ledger_serve_on_sqlite_syncs_a_webhook_and_stops_on_sigterm() {
     assert_eq!(listed[0]["tenant_id"], "tenant-cli");
     assert_eq!(listed[0]["status"], "revoked");
     assert_eq!(listed[0]["business_id"], BUSINESS);
+    assert!(w.store.tokens(BUSINESS).await.unwrap().is_some(), "a plain disconnect keeps the ledger's tokens");
+    // The dashboard's disconnect also forgets the ledger's tokens; the connection stays.
+    let out = bin()
+        .args(["tenant", "disconnect", "--forget-ledger-tokens", "--state"])
+        .arg(w.db_path())
+        .arg("tenant-cli")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ledger tokens deleted of business {BUSINESS}")));
+    assert!(w.store.tokens(BUSINESS).await.unwrap().is_none(), "the tokens are gone");
+    assert!(w.store.connection(BUSINESS).await.unwrap().is_some(), "the connection is kept");
     let out = bin().args(["tenant", "disconnect", "--state"]).arg(w.db_path()).arg("nobody").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no tenant nobody"));

@@ -68,6 +68,12 @@ pub enum TenantCommand {
         store: StoreArgs,
         /// The tenant id.
         tenant_id: String,
+        /// Also delete the stored ledger tokens of the tenant's business (the dashboard's
+        /// disconnect, byte8-spec.md 12.7): nothing can call the ledger for it until
+        /// `byte8-ledger connect` stores new ones. Revoke the app's access in the ledger too
+        /// (Sage: the business's connected apps; Xero: Connected Apps) if it should end there.
+        #[arg(long)]
+        forget_ledger_tokens: bool,
     },
 }
 
@@ -86,7 +92,9 @@ pub(crate) async fn run(command: TenantCommand, out: &mut dyn Write) -> Result<(
             pair(&store, &magento_base_url, code, &business_id, policy, &ledger_base_url, tenant_id, out).await
         }
         TenantCommand::List { store, json } => list(&store, json, out).await,
-        TenantCommand::Disconnect { store, tenant_id } => disconnect(&store, &tenant_id, out).await,
+        TenantCommand::Disconnect { store, tenant_id, forget_ledger_tokens } => {
+            disconnect(&store, &tenant_id, forget_ledger_tokens, out).await
+        }
     }
 }
 
@@ -204,19 +212,35 @@ async fn list(args: &StoreArgs, json: bool, out: &mut dyn Write) -> Result<(), F
     Ok(())
 }
 
-async fn disconnect(args: &StoreArgs, tenant_id: &str, out: &mut dyn Write) -> Result<(), Failure> {
+async fn disconnect(
+    args: &StoreArgs,
+    tenant_id: &str,
+    forget_tokens: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     let db = Database::open(args, MasterKey::from_env().ok()).await?;
-    if db.service().set_binding_status(tenant_id, BindingStatus::Revoked, SystemClock.now()).await? {
+    let store = db.service();
+    let Some(binding) = store.binding(tenant_id).await? else {
+        return Err(Failure { code: 1, message: format!("no tenant {tenant_id} in {db}") });
+    };
+    store.set_binding_status(tenant_id, BindingStatus::Revoked, SystemClock.now()).await?;
+    writeln!(
+        out,
+        "tenant {tenant_id} disconnected: its webhooks are refused (401) and nothing more is dispatched; its runs and \
+         cross-reference are kept"
+    )
+    .map_err(io)?;
+    if forget_tokens {
+        let had = store.forget_tokens(&binding.scope).await?;
         writeln!(
             out,
-            "tenant {tenant_id} disconnected: its webhooks are refused (401) and nothing more is dispatched; its runs and \
-             cross-reference are kept"
+            "{} of business {}: `byte8-ledger connect` stores new ones",
+            if had { "ledger tokens deleted" } else { "no ledger tokens were stored" },
+            binding.scope
         )
         .map_err(io)?;
-        Ok(())
-    } else {
-        Err(Failure { code: 1, message: format!("no tenant {tenant_id} in {db}") })
     }
+    Ok(())
 }
 
 #[cfg(test)]

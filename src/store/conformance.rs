@@ -332,6 +332,12 @@ pub async fn connections_and_tokens_round_trip(store: &dyn Store, scope: &str) {
     assert_eq!(back.access_expires_at, tokens.access_expires_at);
     let reference = ReferenceData::demo_uk(t0());
     store.save_reference(scope, &reference).await.expect("save reference");
+    assert_eq!(store.reference(scope).await.expect("reference"), Some(reference.clone()));
+    // Forgetting the tokens keeps the connection and its reference data.
+    assert!(store.forget_tokens(scope).await.expect("forget tokens"), "connections_and_tokens_round_trip: had tokens");
+    assert!(store.tokens(scope).await.expect("tokens").is_none(), "connections_and_tokens_round_trip: forgotten");
+    assert!(!store.forget_tokens(scope).await.expect("forget tokens"), "connections_and_tokens_round_trip: twice");
+    assert_eq!(store.connection(scope).await.expect("connection"), Some(c));
     assert_eq!(store.reference(scope).await.expect("reference"), Some(reference));
 }
 

@@ -303,6 +303,10 @@ impl ConnectionStore for MemoryStore {
         Ok(self.lock().tokens.get(scope).cloned())
     }
 
+    async fn forget_tokens(&self, scope: &str) -> Result<bool> {
+        Ok(self.lock().tokens.remove(scope).is_some())
+    }
+
     async fn save_reference(&self, scope: &str, reference: &ReferenceData) -> Result<()> {
         self.lock().references.insert(scope.to_owned(), reference.clone());
         Ok(())

@@ -460,6 +460,11 @@ pub trait ConnectionStore: fmt::Debug + Send + Sync {
     /// A connection's tokens.
     async fn tokens(&self, scope: &str) -> Result<Option<TokenSet>>;
 
+    /// Deletes a connection's tokens (the connection and its reference cache stay): nothing can
+    /// call the ledger for `scope` until `connect` stores new ones. Answers whether there were
+    /// any.
+    async fn forget_tokens(&self, scope: &str) -> Result<bool>;
+
     /// Serialises token refreshes of a scope across processes (default: nothing to do).
     async fn lock_tokens(&self, _scope: &str) -> Result<RefreshGuard> {
         Ok(RefreshGuard::none())

@@ -521,6 +521,15 @@ impl ConnectionStore for SqliteStore {
         Ok(())
     }
 
+    async fn forget_tokens(&self, scope: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE connections SET tokens = NULL WHERE scope = ? AND tokens IS NOT NULL")
+            .bind(scope)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn tokens(&self, scope: &str) -> Result<Option<TokenSet>> {
         let row = sqlx::query("SELECT tokens FROM connections WHERE scope = ?")
             .bind(scope)
