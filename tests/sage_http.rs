@@ -1609,6 +1609,132 @@ async fn ambiguous_writes_of_every_kind_are_looked_up() {
     assert_eq!(s.provider.allocate(&request).await.unwrap().id, ALLOCATION_ID);
 }
 
+/// The client's per-request timeout in the tests of POSTs that time out.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `answer`, sent only long after the client has given up waiting: the request reached Sage (and,
+/// in these tests, Sage committed it) but the client cannot know what became of it.
+fn too_late(answer: ResponseTemplate) -> ResponseTemplate {
+    answer.set_delay(TIMEOUT * 4)
+}
+
+/// A provider holding a fresh access token that waits [`TIMEOUT`] for each answer.
+async fn sage_timing_out() -> Sage {
+    let server = MockServer::start().await;
+    let clock = ManualClock::new(start());
+    let store = Arc::new(MemoryTokenStore::new(Some(tokens(ACCESS, REFRESH, 60))));
+    let provider = builder(&server, &store, &clock).with_timeout(TIMEOUT).build().expect("a valid configuration");
+    Sage { server, provider, store }
+}
+
+#[tokio::test]
+async fn timed_out_invoice_post_found_by_reference_is_not_posted_again() {
+    let s = sage_timing_out().await;
+    mount_reference(&s.server, 1).await;
+    let committed = sage_document("sales_invoices", INVOICE_ID, "MAG-000000123", "30.00", "30.00", "UNPAID");
+    write("POST", "/sales_invoices")
+        .respond_with(too_late(created(committed.clone())))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/sales_invoices")
+        .and(query_param("search", "MAG-000000123"))
+        .respond_with(ok(page(vec![committed])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (inv, p, items) = (invoice(), policy(), BTreeMap::new());
+    let record = s.provider.post_invoice(&invoice_request(&inv, &p, &items)).await.unwrap();
+    assert_eq!((record.id.as_str(), record.total), (INVOICE_ID, Some(dec!(30))));
+    let order: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/sales_invoices")).collect();
+    assert_eq!(order, vec!["POST /v3.1/sales_invoices", "GET /v3.1/sales_invoices"]);
+}
+
+#[tokio::test]
+async fn timed_out_invoice_post_not_found_is_sent_once_more() {
+    let s = sage_timing_out().await;
+    mount_reference(&s.server, 1).await;
+    let document = sage_document("sales_invoices", INVOICE_ID, "MAG-000000123", "30.00", "30.00", "UNPAID");
+    write("POST", "/sales_invoices")
+        .respond_with(too_late(created(document.clone())))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("POST", "/sales_invoices").respond_with(created(document)).expect(1).mount(&s.server).await;
+    list("/sales_invoices")
+        .and(query_param("search", "MAG-000000123"))
+        .respond_with(ok(page(vec![])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (inv, p, items) = (invoice(), policy(), BTreeMap::new());
+    let record = s.provider.post_invoice(&invoice_request(&inv, &p, &items)).await.unwrap();
+    assert_eq!(record.id, INVOICE_ID);
+    let order: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/sales_invoices")).collect();
+    assert_eq!(order, vec!["POST /v3.1/sales_invoices", "GET /v3.1/sales_invoices", "POST /v3.1/sales_invoices"]);
+    let posted = bodies(&s.server, "POST", "/sales_invoices").await;
+    assert_eq!(posted[0], posted[1], "the same request, byte for byte");
+    assert_eq!(
+        posted[1]["sales_invoice"]["idempotency_id"].as_str(),
+        Some(transform::idempotency_id("invoice.created:1001", "sales_invoice").as_str())
+    );
+}
+
+/// The look-up of a receipt of 30.00 on 22 November allocated to the invoice.
+fn receipt_lookup() -> MockBuilder {
+    list("/contact_payments")
+        .and(query_param("contact_id", CONTACT))
+        .and(query_param("transaction_type_id", "CUSTOMER_RECEIPT"))
+        .and(query_param("from_date", "2026-11-22"))
+        .and(query_param("to_date", "2026-11-22"))
+}
+
+#[tokio::test]
+async fn timed_out_payment_post_found_is_not_posted_again() {
+    let s = sage_timing_out().await;
+    mount_reference(&s.server, 1).await;
+    let committed = sage_payment(PAYMENT_ID, "MAG-000000123", &[INVOICE_ID], "2026-11-22");
+    write("POST", "/contact_payments")
+        .and(body_partial_json(json!({"contact_payment": {"allocated_artefacts": [{"artefact_id": INVOICE_ID}]}})))
+        .respond_with(too_late(created(committed.clone())))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    receipt_lookup().respond_with(ok(page(vec![committed]))).expect(1).mount(&s.server).await;
+    let (pay, p) = (payment(), policy());
+    let record = s.provider.post_payment(&payment_request(&pay, &p, Some(dec!(30)))).await.unwrap();
+    assert_eq!((record.id.as_str(), record.total), (PAYMENT_ID, Some(dec!(30))));
+    let order: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/contact_payments")).collect();
+    assert_eq!(order, vec!["POST /v3.1/contact_payments", "GET /v3.1/contact_payments"]);
+}
+
+#[tokio::test]
+async fn timed_out_payment_post_not_found_is_sent_once_more() {
+    let s = sage_timing_out().await;
+    mount_reference(&s.server, 1).await;
+    let receipt = sage_payment(PAYMENT_ID, "MAG-000000123", &[INVOICE_ID], "2026-11-22");
+    write("POST", "/contact_payments")
+        .respond_with(too_late(created(receipt.clone())))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("POST", "/contact_payments").respond_with(created(receipt)).expect(1).mount(&s.server).await;
+    receipt_lookup().respond_with(ok(page(vec![]))).expect(1).mount(&s.server).await;
+    let (pay, p) = (payment(), policy());
+    let record = s.provider.post_payment(&payment_request(&pay, &p, Some(dec!(30)))).await.unwrap();
+    assert_eq!(record.id, PAYMENT_ID);
+    let order: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/contact_payments")).collect();
+    assert_eq!(order, vec!["POST /v3.1/contact_payments", "GET /v3.1/contact_payments", "POST /v3.1/contact_payments"]);
+    let posted = bodies(&s.server, "POST", "/contact_payments").await;
+    assert_eq!(posted[0], posted[1], "the same request, byte for byte");
+    assert_eq!(
+        posted[1]["contact_payment"]["idempotency_id"].as_str(),
+        Some(transform::idempotency_id("invoice.paid:1001", "contact_payment").as_str())
+    );
+}
+
 // =============================================================================================
 // 4. OAuth custody
 
