@@ -2022,6 +2022,116 @@ async fn secrets_never_show_in_debug_errors_or_traces() {
     }
 }
 
+/// The causes of `e`, nearest first (`Error::source()`, then each cause's own).
+fn cause_chain(e: &Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        out.push(cause);
+        next = cause.source();
+    }
+    out
+}
+
+/// Fails when `e` or any of its causes shows a credential in its `Display` or `Debug`.
+#[track_caller]
+fn assert_no_secret_in_chain(e: &Error) {
+    assert_no_secret(&format!("{e}\n{e:?}"));
+    for cause in cause_chain(e) {
+        assert_no_secret(&format!("{cause}\n{cause:?}"));
+    }
+}
+
+#[tokio::test]
+async fn token_endpoint_network_failure_keeps_its_cause() {
+    // A port nothing listens on: the listener is dropped at once, so connecting is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let clock = ManualClock::new(start());
+    let store = Arc::new(MemoryTokenStore::new(Some(tokens(ACCESS, REFRESH, -1))));
+    let provider = builder_at(&format!("http://127.0.0.1:{port}"), &store, &clock)
+        .with_retry(RetryConfig { max_retries: 1, ..fast_retry() })
+        .build()
+        .expect("a valid configuration");
+    let e = provider.find_contact("M5").await.unwrap_err();
+    assert!(matches!(e, Error::Http { outcome_unknown: false, .. }), "{e:?}");
+    assert!(e.to_string().contains("token endpoint unreachable"), "{e}");
+    let causes = cause_chain(&e);
+    assert!(
+        causes.iter().any(|c| c.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect)),
+        "the reqwest connect error is kept: {causes:?}"
+    );
+    assert!(
+        causes.iter().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        }),
+        "down to the refused connection: {causes:?}"
+    );
+    assert_no_secret_in_chain(&e);
+}
+
+#[tokio::test]
+async fn unreadable_token_reply_keeps_a_cause_that_quotes_no_token() {
+    // serde quotes a string it finds where it expected a number: here the rotated refresh token.
+    let s = sage_with(Some(tokens(ACCESS, REFRESH, -1)), fast_retry()).await;
+    token_endpoint(&refresh_form(REFRESH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": NEW_ACCESS, "expires_in": NEW_REFRESH, "token_type": "bearer"})),
+        )
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let e = s.provider.find_contact("M5").await.unwrap_err();
+    assert!(matches!(e, Error::Provider { status: Some(200), .. }), "{e:?}");
+    let causes = cause_chain(&e);
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    assert!(causes[0].to_string().starts_with("a value of the wrong type or shape at line 1"), "{}", causes[0]);
+    assert_no_secret_in_chain(&e);
+    // A reply without a token: serde's own words, which quote nothing from the body.
+    let s = sage_with(Some(tokens(ACCESS, REFRESH, -1)), fast_retry()).await;
+    token_endpoint(&refresh_form(REFRESH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"token": NEW_ACCESS})))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let e = s.provider.find_contact("M5").await.unwrap_err();
+    let causes = cause_chain(&e);
+    assert!(causes[0].to_string().starts_with("missing field `access_token`"), "{causes:?}");
+    assert!(e.to_string().contains("missing field `access_token`"), "{e}");
+    assert_no_secret_in_chain(&e);
+}
+
+#[tokio::test]
+async fn unparsable_sage_answers_keep_their_cause() {
+    let s = sage().await;
+    // Not JSON at all: the serde_json syntax error is the cause.
+    api("GET", "/sales_invoices/not-json")
+        .respond_with(ResponseTemplate::new(200).set_body_string("{\"id\": "))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let e = s.provider.get_document(DocumentKind::Invoice, "not-json").await.unwrap_err();
+    assert!(e.to_string().contains("not JSON"), "{e}");
+    let causes = cause_chain(&e);
+    let serde = causes.iter().find_map(|c| c.downcast_ref::<serde_json::Error>());
+    assert!(serde.is_some_and(serde_json::Error::is_eof), "the serde_json error is kept: {causes:?}");
+    assert_no_secret_in_chain(&e);
+    // JSON of the wrong shape: the crate's parse error naming the field is the cause.
+    let mut wrong = sage_document("sales_invoices", INVOICE_ID, "MAG-000000123", "30.00", "30.00", "UNPAID");
+    wrong["total_amount"] = json!({"not": "a number"});
+    api("GET", &format!("/sales_invoices/{INVOICE_ID}")).respond_with(ok(wrong)).expect(1).mount(&s.server).await;
+    let e = s.provider.get_document(DocumentKind::Invoice, INVOICE_ID).await.unwrap_err();
+    let causes = cause_chain(&e);
+    let parse = causes.iter().find_map(|c| c.downcast_ref::<Error>());
+    assert!(
+        parse.is_some_and(
+            |p| p.code() == ErrorCode::Serde && p.field_errors().iter().any(|f| f.path.contains("total_amount"))
+        ),
+        "the parse error naming the field is kept: {causes:?}"
+    );
+    assert_no_secret_in_chain(&e);
+}
+
 // =============================================================================================
 // 6. The reference cache
 
