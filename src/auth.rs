@@ -190,6 +190,47 @@ struct TokenResponse {
     refresh_token_expires_in: Option<u64>,
 }
 
+/// Why a token reply could not be read, as the source of the error that reports it.
+///
+/// serde's own message may quote the body (it quotes a string where it expected a number, an
+/// unknown variant or field), and a token reply carries tokens. So this keeps serde's wording only
+/// when it quotes nothing from the body (syntax errors, a missing or duplicate field) and otherwise
+/// says where the unexpected value is, not what it is. It does not chain to the serde error.
+struct UnreadableTokenReply {
+    detail: String,
+}
+
+impl UnreadableTokenReply {
+    fn new(e: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let text = e.to_string();
+        let quotes_nothing = match e.classify() {
+            Category::Io | Category::Syntax | Category::Eof => true,
+            Category::Data => text.starts_with("missing field") || text.starts_with("duplicate field"),
+        };
+        let detail = if quotes_nothing {
+            text
+        } else {
+            format!("a value of the wrong type or shape at line {} column {}", e.line(), e.column())
+        };
+        Self { detail }
+    }
+}
+
+impl fmt::Debug for UnreadableTokenReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnreadableTokenReply").field("detail", &self.detail).finish()
+    }
+}
+
+impl fmt::Display for UnreadableTokenReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for UnreadableTokenReply {}
+
 #[derive(Deserialize, Default)]
 struct TokenError {
     #[serde(default)]
@@ -256,22 +297,36 @@ impl OAuthClient {
         }
         let resp = req.form(&form).send().await.map_err(|e| {
             let outcome_unknown = !e.is_connect();
+            // Neither the URL nor the form (which carries the secrets) reaches the error.
+            let e = e.without_url();
             Error::Http {
                 provider: self.provider,
-                message: format!("token endpoint unreachable: {}", e.without_url()),
+                message: format!("token endpoint unreachable: {e}"),
                 outcome_unknown,
-                source: None,
+                source: Some(Box::new(e)),
             }
         })?;
         let status = resp.status();
-        let body = resp.bytes().await.unwrap_or_default();
-        if status.is_success() {
-            let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::Provider {
+        let body = resp.bytes().await.map_err(|e| {
+            let e = e.without_url();
+            Error::Http {
                 provider: self.provider,
-                status: Some(status.as_u16()),
-                message: format!("token endpoint answered something unreadable: {e}"),
-                retryable: false,
-                source: None,
+                message: format!("token endpoint answered HTTP {} but the answer was cut off: {e}", status.as_u16()),
+                // The grant may have been used (a refresh token rotated) without us seeing the new one.
+                outcome_unknown: true,
+                source: Some(Box::new(e)),
+            }
+        })?;
+        if status.is_success() {
+            let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+                let cause = UnreadableTokenReply::new(&e);
+                Error::Provider {
+                    provider: self.provider,
+                    status: Some(status.as_u16()),
+                    message: format!("token endpoint answered something unreadable: {cause}"),
+                    retryable: false,
+                    source: Some(Box::new(cause)),
+                }
             })?;
             let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
             return Ok(TokenSet {

@@ -1609,6 +1609,132 @@ async fn ambiguous_writes_of_every_kind_are_looked_up() {
     assert_eq!(s.provider.allocate(&request).await.unwrap().id, ALLOCATION_ID);
 }
 
+/// The client's per-request timeout in the tests of POSTs that time out.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `answer`, sent only long after the client has given up waiting: the request reached Sage (and,
+/// in these tests, Sage committed it) but the client cannot know what became of it.
+fn too_late(answer: ResponseTemplate) -> ResponseTemplate {
+    answer.set_delay(TIMEOUT * 4)
+}
+
+/// A provider holding a fresh access token that waits [`TIMEOUT`] for each answer.
+async fn sage_timing_out() -> Sage {
+    let server = MockServer::start().await;
+    let clock = ManualClock::new(start());
+    let store = Arc::new(MemoryTokenStore::new(Some(tokens(ACCESS, REFRESH, 60))));
+    let provider = builder(&server, &store, &clock).with_timeout(TIMEOUT).build().expect("a valid configuration");
+    Sage { server, provider, store }
+}
+
+#[tokio::test]
+async fn timed_out_invoice_post_found_by_reference_is_not_posted_again() {
+    let s = sage_timing_out().await;
+    mount_reference(&s.server, 1).await;
+    let committed = sage_document("sales_invoices", INVOICE_ID, "MAG-000000123", "30.00", "30.00", "UNPAID");
+    write("POST", "/sales_invoices")
+        .respond_with(too_late(created(committed.clone())))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/sales_invoices")
+        .and(query_param("search", "MAG-000000123"))
+        .respond_with(ok(page(vec![committed])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (inv, p, items) = (invoice(), policy(), BTreeMap::new());
+    let record = s.provider.post_invoice(&invoice_request(&inv, &p, &items)).await.unwrap();
+    assert_eq!((record.id.as_str(), record.total), (INVOICE_ID, Some(dec!(30))));
+    let order: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/sales_invoices")).collect();
+    assert_eq!(order, vec!["POST /v3.1/sales_invoices", "GET /v3.1/sales_invoices"]);
+}
+
+#[tokio::test]
+async fn timed_out_invoice_post_not_found_is_sent_once_more() {
+    let s = sage_timing_out().await;
+    mount_reference(&s.server, 1).await;
+    let document = sage_document("sales_invoices", INVOICE_ID, "MAG-000000123", "30.00", "30.00", "UNPAID");
+    write("POST", "/sales_invoices")
+        .respond_with(too_late(created(document.clone())))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("POST", "/sales_invoices").respond_with(created(document)).expect(1).mount(&s.server).await;
+    list("/sales_invoices")
+        .and(query_param("search", "MAG-000000123"))
+        .respond_with(ok(page(vec![])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (inv, p, items) = (invoice(), policy(), BTreeMap::new());
+    let record = s.provider.post_invoice(&invoice_request(&inv, &p, &items)).await.unwrap();
+    assert_eq!(record.id, INVOICE_ID);
+    let order: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/sales_invoices")).collect();
+    assert_eq!(order, vec!["POST /v3.1/sales_invoices", "GET /v3.1/sales_invoices", "POST /v3.1/sales_invoices"]);
+    let posted = bodies(&s.server, "POST", "/sales_invoices").await;
+    assert_eq!(posted[0], posted[1], "the same request, byte for byte");
+    assert_eq!(
+        posted[1]["sales_invoice"]["idempotency_id"].as_str(),
+        Some(transform::idempotency_id("invoice.created:1001", "sales_invoice").as_str())
+    );
+}
+
+/// The look-up of a receipt of 30.00 on 22 November allocated to the invoice.
+fn receipt_lookup() -> MockBuilder {
+    list("/contact_payments")
+        .and(query_param("contact_id", CONTACT))
+        .and(query_param("transaction_type_id", "CUSTOMER_RECEIPT"))
+        .and(query_param("from_date", "2026-11-22"))
+        .and(query_param("to_date", "2026-11-22"))
+}
+
+#[tokio::test]
+async fn timed_out_payment_post_found_is_not_posted_again() {
+    let s = sage_timing_out().await;
+    mount_reference(&s.server, 1).await;
+    let committed = sage_payment(PAYMENT_ID, "MAG-000000123", &[INVOICE_ID], "2026-11-22");
+    write("POST", "/contact_payments")
+        .and(body_partial_json(json!({"contact_payment": {"allocated_artefacts": [{"artefact_id": INVOICE_ID}]}})))
+        .respond_with(too_late(created(committed.clone())))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    receipt_lookup().respond_with(ok(page(vec![committed]))).expect(1).mount(&s.server).await;
+    let (pay, p) = (payment(), policy());
+    let record = s.provider.post_payment(&payment_request(&pay, &p, Some(dec!(30)))).await.unwrap();
+    assert_eq!((record.id.as_str(), record.total), (PAYMENT_ID, Some(dec!(30))));
+    let order: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/contact_payments")).collect();
+    assert_eq!(order, vec!["POST /v3.1/contact_payments", "GET /v3.1/contact_payments"]);
+}
+
+#[tokio::test]
+async fn timed_out_payment_post_not_found_is_sent_once_more() {
+    let s = sage_timing_out().await;
+    mount_reference(&s.server, 1).await;
+    let receipt = sage_payment(PAYMENT_ID, "MAG-000000123", &[INVOICE_ID], "2026-11-22");
+    write("POST", "/contact_payments")
+        .respond_with(too_late(created(receipt.clone())))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("POST", "/contact_payments").respond_with(created(receipt)).expect(1).mount(&s.server).await;
+    receipt_lookup().respond_with(ok(page(vec![]))).expect(1).mount(&s.server).await;
+    let (pay, p) = (payment(), policy());
+    let record = s.provider.post_payment(&payment_request(&pay, &p, Some(dec!(30)))).await.unwrap();
+    assert_eq!(record.id, PAYMENT_ID);
+    let order: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/contact_payments")).collect();
+    assert_eq!(order, vec!["POST /v3.1/contact_payments", "GET /v3.1/contact_payments", "POST /v3.1/contact_payments"]);
+    let posted = bodies(&s.server, "POST", "/contact_payments").await;
+    assert_eq!(posted[0], posted[1], "the same request, byte for byte");
+    assert_eq!(
+        posted[1]["contact_payment"]["idempotency_id"].as_str(),
+        Some(transform::idempotency_id("invoice.paid:1001", "contact_payment").as_str())
+    );
+}
+
 // =============================================================================================
 // 4. OAuth custody
 
@@ -1894,6 +2020,116 @@ async fn secrets_never_show_in_debug_errors_or_traces() {
     for text in &texts {
         assert_no_secret(text);
     }
+}
+
+/// The causes of `e`, nearest first (`Error::source()`, then each cause's own).
+fn cause_chain(e: &Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        out.push(cause);
+        next = cause.source();
+    }
+    out
+}
+
+/// Fails when `e` or any of its causes shows a credential in its `Display` or `Debug`.
+#[track_caller]
+fn assert_no_secret_in_chain(e: &Error) {
+    assert_no_secret(&format!("{e}\n{e:?}"));
+    for cause in cause_chain(e) {
+        assert_no_secret(&format!("{cause}\n{cause:?}"));
+    }
+}
+
+#[tokio::test]
+async fn token_endpoint_network_failure_keeps_its_cause() {
+    // A port nothing listens on: the listener is dropped at once, so connecting is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let clock = ManualClock::new(start());
+    let store = Arc::new(MemoryTokenStore::new(Some(tokens(ACCESS, REFRESH, -1))));
+    let provider = builder_at(&format!("http://127.0.0.1:{port}"), &store, &clock)
+        .with_retry(RetryConfig { max_retries: 1, ..fast_retry() })
+        .build()
+        .expect("a valid configuration");
+    let e = provider.find_contact("M5").await.unwrap_err();
+    assert!(matches!(e, Error::Http { outcome_unknown: false, .. }), "{e:?}");
+    assert!(e.to_string().contains("token endpoint unreachable"), "{e}");
+    let causes = cause_chain(&e);
+    assert!(
+        causes.iter().any(|c| c.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect)),
+        "the reqwest connect error is kept: {causes:?}"
+    );
+    assert!(
+        causes.iter().any(|c| {
+            c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        }),
+        "down to the refused connection: {causes:?}"
+    );
+    assert_no_secret_in_chain(&e);
+}
+
+#[tokio::test]
+async fn unreadable_token_reply_keeps_a_cause_that_quotes_no_token() {
+    // serde quotes a string it finds where it expected a number: here the rotated refresh token.
+    let s = sage_with(Some(tokens(ACCESS, REFRESH, -1)), fast_retry()).await;
+    token_endpoint(&refresh_form(REFRESH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": NEW_ACCESS, "expires_in": NEW_REFRESH, "token_type": "bearer"})),
+        )
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let e = s.provider.find_contact("M5").await.unwrap_err();
+    assert!(matches!(e, Error::Provider { status: Some(200), .. }), "{e:?}");
+    let causes = cause_chain(&e);
+    assert_eq!(causes.len(), 1, "{causes:?}");
+    assert!(causes[0].to_string().starts_with("a value of the wrong type or shape at line 1"), "{}", causes[0]);
+    assert_no_secret_in_chain(&e);
+    // A reply without a token: serde's own words, which quote nothing from the body.
+    let s = sage_with(Some(tokens(ACCESS, REFRESH, -1)), fast_retry()).await;
+    token_endpoint(&refresh_form(REFRESH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"token": NEW_ACCESS})))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let e = s.provider.find_contact("M5").await.unwrap_err();
+    let causes = cause_chain(&e);
+    assert!(causes[0].to_string().starts_with("missing field `access_token`"), "{causes:?}");
+    assert!(e.to_string().contains("missing field `access_token`"), "{e}");
+    assert_no_secret_in_chain(&e);
+}
+
+#[tokio::test]
+async fn unparsable_sage_answers_keep_their_cause() {
+    let s = sage().await;
+    // Not JSON at all: the serde_json syntax error is the cause.
+    api("GET", "/sales_invoices/not-json")
+        .respond_with(ResponseTemplate::new(200).set_body_string("{\"id\": "))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let e = s.provider.get_document(DocumentKind::Invoice, "not-json").await.unwrap_err();
+    assert!(e.to_string().contains("not JSON"), "{e}");
+    let causes = cause_chain(&e);
+    let serde = causes.iter().find_map(|c| c.downcast_ref::<serde_json::Error>());
+    assert!(serde.is_some_and(serde_json::Error::is_eof), "the serde_json error is kept: {causes:?}");
+    assert_no_secret_in_chain(&e);
+    // JSON of the wrong shape: the crate's parse error naming the field is the cause.
+    let mut wrong = sage_document("sales_invoices", INVOICE_ID, "MAG-000000123", "30.00", "30.00", "UNPAID");
+    wrong["total_amount"] = json!({"not": "a number"});
+    api("GET", &format!("/sales_invoices/{INVOICE_ID}")).respond_with(ok(wrong)).expect(1).mount(&s.server).await;
+    let e = s.provider.get_document(DocumentKind::Invoice, INVOICE_ID).await.unwrap_err();
+    let causes = cause_chain(&e);
+    let parse = causes.iter().find_map(|c| c.downcast_ref::<Error>());
+    assert!(
+        parse.is_some_and(
+            |p| p.code() == ErrorCode::Serde && p.field_errors().iter().any(|f| f.path.contains("total_amount"))
+        ),
+        "the parse error naming the field is kept: {causes:?}"
+    );
+    assert_no_secret_in_chain(&e);
 }
 
 // =============================================================================================

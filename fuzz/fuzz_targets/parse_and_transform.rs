@@ -9,12 +9,15 @@ use std::sync::OnceLock;
 
 use byte8_ledger_core::{
     canonical::{Entity, Event},
+    identity::{self, ContactSubject},
+    money::Currency,
     plan,
     policy::SyncPolicy,
-    providers::sage::transform::{self, DocumentLinks},
+    providers::sage::transform::{self, DocumentLinks, PaymentLinks},
     reference::ReferenceData,
 };
 use libfuzzer_sys::fuzz_target;
+use rust_decimal::Decimal;
 
 fn fixtures() -> &'static (SyncPolicy, ReferenceData) {
     static F: OnceLock<(SyncPolicy, ReferenceData)> = OnceLock::new();
@@ -48,6 +51,34 @@ fuzz_target!(|data: &[u8]| {
                 let _ = transform::item(p, kind, policy, None);
             }
         }
-        _ => {}
+        Some(Entity::Contact(c)) => {
+            // Every reference the contact may hold, in the base currency and a foreign one.
+            let base = reference.business.base_currency;
+            let subject = ContactSubject::of(c);
+            let _ = subject.xref_key();
+            let fallback = identity::fallback_reference(policy);
+            for currency in [base, Currency::EUR] {
+                for candidate in identity::reference_candidates(&subject, currency, base, fallback) {
+                    let _ =
+                        transform::contact(c, currency, &candidate, policy, reference, Some(&event.idempotency_key));
+                }
+                let _ = transform::fallback_contact(policy, currency, fallback, reference);
+            }
+        }
+        Some(Entity::Payment(p)) => {
+            let base = reference.business.base_currency;
+            for outstanding in [None, Some(Decimal::ZERO), Some(p.amount)] {
+                let links = PaymentLinks {
+                    contact_id: "C",
+                    invoice_id: "I",
+                    bank_account_id: "B",
+                    exchange_rate: transform::exchange_rate(p.currency, base, Some(Decimal::ONE)),
+                    outstanding,
+                    idempotency_key: Some(&event.idempotency_key),
+                };
+                let _ = transform::contact_payment(p, policy, &links);
+            }
+        }
+        None => {}
     }
 });

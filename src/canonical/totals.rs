@@ -265,9 +265,6 @@ pub(crate) fn check_lines(lines: &[MagentoInvoiceLine], c: &mut Check<'_>) {
                 ),
             );
         }
-        if line.line_total < Decimal::ZERO {
-            // already reported above
-        }
         if let Some(rate) = line.tax_rate {
             if rate < Decimal::ZERO {
                 c.fail("tax_rate", "must be ≥ 0");

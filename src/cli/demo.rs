@@ -5,7 +5,6 @@
 
 use std::{io::Write, path::PathBuf, sync::Arc};
 
-use rust_decimal::Decimal;
 use secrecy::SecretString;
 
 use super::{Failure, io, read_policy};
@@ -215,8 +214,6 @@ pub(super) async fn run(
             failed.len()
         ),
     )?;
-    let total: Decimal = b.invoices.iter().map(|d| d.total).sum();
-    let _ = total;
     let requests: u64 = sim.requests().values().sum();
     w(
         out,

@@ -473,7 +473,7 @@ impl MagentoClient {
             status: None,
             message: format!("{label}: Magento answered something that is not JSON: {e}"),
             retryable: false,
-            source: None,
+            source: Some(Box::new(e)),
         })
     }
 

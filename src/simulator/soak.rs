@@ -22,10 +22,7 @@ use super::{
     DEMO_REFRESH_TOKEN, FaultRates, SageSimulator, SimConfig,
     workload::{Expectation, WORKLOAD_POLICY, Workload, WorkloadConfig},
 };
-use crate::{
-    clock::{Clock, SystemClock},
-    store::{RunStatus, RunStore, sqlite::SqliteStore},
-};
+use crate::store::{RunStatus, RunStore, sqlite::SqliteStore};
 
 /// Soak settings.
 #[derive(Debug, Clone)]
@@ -200,7 +197,6 @@ pub async fn run(config: &SoakConfig) -> std::io::Result<SoakReport> {
     report.throttled = sim.with_state(|s| s.throttled);
     report.refreshes = sim.with_state(|s| s.refreshes);
     server.stop().await;
-    let _ = SystemClock.now();
     Ok(report)
 }
 

@@ -1,5 +1,5 @@
 //! Checks JSON request bodies against Sage's own Swagger 2.0 spec of the Accounting API v3.1
-//! (`../shared/sage/openapi-v3.1.json`, provenance in `../shared/sage/SOURCE.md`).
+//! (`tests/fixtures/specs/sage/openapi-v3.1.json`, vendored; provenance in the `SOURCE.md` beside it).
 //!
 //! Include it from an integration test with
 //! `#[path = "support/sage_spec.rs"] mod sage_spec;` and call [`assert_valid`] (or [`check`])
@@ -35,9 +35,9 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
-/// Where the spec is read from: the shared folder beside the repository root (`/work/shared`
-/// locally; CI checks the repository out next to `../shared` too).
-pub const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/sage/openapi-v3.1.json");
+/// Where the spec is read from: the copy vendored in the repository, so that a clean checkout
+/// tests without any sibling folder (`tests/fixtures/specs/README.md`).
+pub const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/specs/sage/openapi-v3.1.json");
 
 /// A property the crate sends on purpose although the 2022 spec does not declare it.
 #[derive(Debug, Clone, Copy)]
@@ -282,10 +282,7 @@ pub fn spec() -> &'static Value {
     static SPEC: OnceLock<Value> = OnceLock::new();
     SPEC.get_or_init(|| {
         let text = std::fs::read_to_string(SPEC_PATH).unwrap_or_else(|e| {
-            panic!(
-                "cannot read Sage's Swagger spec at {SPEC_PATH} ({e}); the `shared` folder must sit beside the \
-                 repository root, holding sage/openapi-v3.1.json"
-            )
+            panic!("cannot read Sage's Swagger spec at {SPEC_PATH} ({e}); it is vendored in tests/fixtures/specs/sage/")
         });
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("Sage's Swagger spec at {SPEC_PATH} is not JSON: {e}"))
     })

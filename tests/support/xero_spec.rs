@@ -1,6 +1,6 @@
 //! Checks every request the Xero provider sends against Xero's own OpenAPI 3 specs
-//! (`../shared/xero/xero_accounting.yaml`, 16.1.0, and `xero-identity.yaml` for `/connections`;
-//! provenance in `../shared/xero/SOURCE.md`).
+//! (`tests/fixtures/specs/xero/xero_accounting.yaml`, 16.1.0, and `xero-identity.yaml` for
+//! `/connections`, vendored; provenance in the `SOURCE.md` beside them).
 //!
 //! Include it with `#[path = "support/xero_spec.rs"] mod xero_spec;` and call
 //! [`assert_request_valid`] on each request a wiremock server received (or [`check`] on a
@@ -29,13 +29,13 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value};
 
 /// The Accounting API spec.
-pub const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/xero/xero_accounting.yaml");
+pub const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/specs/xero/xero_accounting.yaml");
 /// The identity API spec (`GET /Connections`).
-pub const IDENTITY_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/xero/xero-identity.yaml");
+pub const IDENTITY_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/specs/xero/xero-identity.yaml");
 
 fn load(path: &str) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!("cannot read Xero's spec at {path} ({e}); the `shared` folder must sit beside the repository root")
+        panic!("cannot read Xero's spec at {path} ({e}); it is vendored in tests/fixtures/specs/xero/")
     });
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("Xero's spec at {path} is not YAML: {e}"))
 }

@@ -1,6 +1,6 @@
 //! Serde wire types of the Sage Business Cloud Accounting v3.1 requests and responses the crate
-//! uses, built from Sage's Swagger spec (`shared/sage/openapi-v3.1.json`: the `postX` request
-//! definitions and the read models). No logic lives here.
+//! uses, built from Sage's Swagger spec (`tests/fixtures/specs/sage/openapi-v3.1.json`: the
+//! `postX` request definitions and the read models). No logic lives here.
 //!
 //! Requests are wrapped in their resource namespace (`{"sales_invoice": {...}}`). Money is
 //! written as JSON numbers with exact decimal digits; responses accept numbers or strings (Sage

@@ -183,11 +183,14 @@ impl XeroClient {
                     }
                     let retry_after = text("retry-after").and_then(|v| parse_retry_after(&v, self.clock.now()));
                     let problem = text("x-rate-limit-problem");
-                    let answer = resp.bytes().await.map_err(|e| Error::Http {
-                        provider: PROVIDER,
-                        message: format!("{label}: the answer was cut off: {}", e.without_url()),
-                        outcome_unknown: !idempotent,
-                        source: None,
+                    let answer = resp.bytes().await.map_err(|e| {
+                        let e = e.without_url();
+                        Error::Http {
+                            provider: PROVIDER,
+                            message: format!("{label}: the answer was cut off: {e}"),
+                            outcome_unknown: !idempotent,
+                            source: Some(Box::new(e)),
+                        }
                     })?;
                     if (200..300).contains(&status) {
                         return Ok(answer);
@@ -272,14 +275,14 @@ pub(crate) fn read_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<
         status: None,
         message: format!("{what}: Xero answered something that is not JSON: {e}"),
         retryable: false,
-        source: None,
+        source: Some(Box::new(e)),
     })?;
     crate::canonical::read("Xero response", v).map_err(|e| Error::Provider {
         provider: PROVIDER,
         status: None,
         message: format!("{what}: {e}"),
         retryable: false,
-        source: None,
+        source: Some(Box::new(e)),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Serde wire types of the Xero Accounting API 2.0 subset the provider uses, named and shaped as
-//! in Xero's own OpenAPI spec (`shared/xero/xero_accounting.yaml`, 16.1.0): PascalCase fields,
-//! plural envelopes on every write (`{"Invoices": […]}`), money as JSON numbers with their exact
-//! digits (never `f64`), dates sent as `YYYY-MM-DD`. No logic here.
+//! in Xero's own OpenAPI spec (`tests/fixtures/specs/xero/xero_accounting.yaml`, 16.1.0):
+//! PascalCase fields, plural envelopes on every write (`{"Invoices": […]}`), money as JSON numbers
+//! with their exact digits (never `f64`), dates sent as `YYYY-MM-DD`. No logic here.
 //!
 //! Responses carry dates as MS-JSON (`/Date(1552262400000+0000)/`, Q20): [`ms_date`] reads them,
 //! and every response field is optional with a default, so an answer with fewer fields still
