@@ -306,6 +306,8 @@ pub struct XeroOrg {
     idempotency: HashMap<String, (u64, SimResponse, DateTime<Utc>)>,
     minute: VecDeque<DateTime<Utc>>,
     day: VecDeque<DateTime<Utc>>,
+    /// 429s still to answer in a throttle burst.
+    burst_left: u32,
     next_id: u64,
 }
 
@@ -347,6 +349,7 @@ impl XeroOrg {
             idempotency: HashMap::new(),
             minute: VecDeque::new(),
             day: VecDeque::new(),
+            burst_left: 0,
             next_id: 1,
         };
         for (code, name, kind, currency) in [
@@ -811,7 +814,16 @@ impl XeroState {
             r.headers.push(("x-appminlimit-remaining".into(), "9999".into()));
             r
         };
-        let fault = scripted.or(random);
+        // A burst under way answers before anything else is drawn.
+        let fault = if org.burst_left > 0 {
+            org.burst_left -= 1;
+            Some(Fault::Throttle(1))
+        } else {
+            if random == Some(Fault::Throttle(1)) && scripted.is_none() {
+                org.burst_left = config.faults.throttle_burst.saturating_sub(1);
+            }
+            scripted.or(random)
+        };
         match fault {
             Some(Fault::ErrorBefore(status)) => {
                 return remaining(
