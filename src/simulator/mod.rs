@@ -21,7 +21,7 @@
 //! - products needing a purchase ledger account, stock item codes ≤ 30, stock movements changing
 //!   `quantity_in_stock`, invoices of stock items reducing it;
 //! - Sage's native `idempotency_id`: the same id returns the same answer; pagination with
-//!   `$next`, `items_per_page` ≤ 200.
+//!   `$next` (an absolute URL), `items_per_page` ≤ 200.
 //!
 //! Faults can be injected: a 5xx before acting, a 500 after committing (the request took effect
 //! but the client cannot know), 429s alone or in bursts of consecutive ones

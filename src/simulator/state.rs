@@ -704,7 +704,9 @@ fn business(b: &SimBusiness, id: &str) -> SimResponse {
     }))
 }
 
-/// A list envelope honouring `page` and `items_per_page` (≤ 200), with `$next` as a path.
+/// A list envelope honouring `page` and `items_per_page` (≤ 200, 20 by default). `$next` is an
+/// absolute URL on the host the request was sent to, as Sage sends it (sage-api.md 3.2), or the
+/// path alone for a request without a `Host` header (handled in process); null on the last page.
 fn page(req: &SimRequest, items: Vec<Value>) -> SimResponse {
     let per = req.q("items_per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(20).clamp(1, 200);
     let page = req.q("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
@@ -715,7 +717,10 @@ fn page(req: &SimRequest, items: Vec<Value>) -> SimResponse {
         let mut q: Vec<(String, String)> = req.query.iter().filter(|(k, _)| k != "page").cloned().collect();
         q.push(("page".into(), (page + 1).to_string()));
         let qs: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(q).finish();
-        format!("{}?{qs}", req.path)
+        match req.header("host") {
+            Some(host) => format!("http://{host}{}?{qs}", req.path),
+            None => format!("{}?{qs}", req.path),
+        }
     });
     json_ok(json!({"$total": total, "$page": page, "$next": next, "$back": Value::Null,
                    "$itemsPerPage": per, "$items": slice}))
