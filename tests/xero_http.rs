@@ -188,6 +188,7 @@ fn reference_mocks(token: &str) -> Vec<Mock> {
                 {"Name": "20% (VAT on Income)", "TaxType": "OUTPUT2", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 20.0, "DisplayTaxRate": 20.0},
                 {"Name": "5% (VAT on Income)", "TaxType": "RROUTPUT", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 5.0},
                 {"Name": "Zero Rated Income", "TaxType": "ZERORATEDOUTPUT", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 0.0},
+                {"Name": "Exempt Income", "TaxType": "EXEMPTOUTPUT", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 0.0},
                 {"Name": "Zero Rated EC Goods Income", "TaxType": "ECZROUTPUT", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 0.0},
                 {"Name": "No VAT", "TaxType": "NONE", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 0.0},
                 {"Name": "Old 17.5%", "TaxType": "SROUTPUT", "Status": "ARCHIVED", "CanApplyToRevenue": true, "EffectiveRate": 17.5},
@@ -404,7 +405,11 @@ async fn reference_data_reads_organisation_tax_rates_accounts_and_currencies() {
     assert_eq!((r.business.id.as_str(), r.business.country.as_str()), (TENANT, "GB"));
     assert!(r.business.multi_currency, "GBP plus EUR");
     let types: Vec<&str> = r.tax_rates.iter().map(|t| t.id.as_str()).collect();
-    assert_eq!(types, ["OUTPUT2", "RROUTPUT", "ZERORATEDOUTPUT", "ECZROUTPUT", "NONE"], "active revenue rates only");
+    assert_eq!(
+        types,
+        ["OUTPUT2", "RROUTPUT", "ZERORATEDOUTPUT", "EXEMPTOUTPUT", "ECZROUTPUT", "NONE"],
+        "active revenue rates only"
+    );
     assert_eq!(r.tax_rate("OUTPUT2").unwrap().percentage, Some(dec!(20)));
     let banks: Vec<&str> = r.bank_accounts.iter().map(|b| b.id.as_str()).collect();
     assert_eq!(banks, ["090", "610"], "BANK accounts and accounts with payments enabled (Q23)");
@@ -584,6 +589,60 @@ async fn invoices_go_in_one_batch_and_every_element_gets_its_own_result() {
     assert!(
         body["Invoices"][0].get("Total").is_none() && body["Invoices"][0]["LineItems"][0].get("TaxAmount").is_none()
     );
+    x.check_spec().await;
+}
+
+#[tokio::test]
+async fn a_policy_mapping_zero_rate_lines_to_exemptoutput_sends_exemptoutput() {
+    let x = xero().await;
+    mount_reference(&x).await;
+    // A shop whose untaxed goods are exempt supplies (not zero-rated): the policy maps 0 % to
+    // Xero's EXEMPTOUTPUT ("Exempt Income"), and 20 % as before.
+    let p = SyncPolicy::from_json(
+        r#"{"default_ledger_account_id": "200", "default_tax_rate_id": "OUTPUT2",
+            "tax_rate_map": {"20": "OUTPUT2", "0": "EXEMPTOUTPUT"}, "invoice_number_prefix": "MAG-"}"#,
+    )
+    .unwrap();
+    // A UK customer: 2 × 10.00 exempt (tax 0) + 1 × 5.00 at 20 % (tax 1.00), no shipping:
+    // 25.00 net + 1.00 tax = 26.00.
+    let mut inv = invoice("000000126", 1004);
+    inv.lines = serde_json::from_value(json!([
+        {"sku": "INS-1", "name": "Insurance", "qty": 2, "unit_price": 10.00, "line_subtotal": 20.00,
+         "line_tax": 0, "line_total": 20.00, "tax_rate": 0, "product_type": "virtual"},
+        {"sku": "A-1", "name": "Widget", "qty": 1, "unit_price": 5.00, "line_subtotal": 5.00,
+         "line_tax": 1.00, "line_total": 6.00, "tax_rate": 0.2, "product_type": "simple"}]))
+    .unwrap();
+    inv.subtotal = dec!(25.00);
+    inv.tax_amount = dec!(1.00);
+    inv.shipping_amount = dec!(0);
+    inv.shipping_tax_amount = dec!(0);
+    inv.grand_total = dec!(26.00);
+    batch("/Invoices")
+        .and(body_partial_json(json!({"Invoices": [{"InvoiceNumber": "MAG-000000126", "LineAmountTypes": "Exclusive",
+            "LineItems": [
+                {"Description": "Insurance", "Quantity": 2, "UnitAmount": 10.00, "AccountCode": "200", "TaxType": "EXEMPTOUTPUT"},
+                {"Description": "Widget", "Quantity": 1, "UnitAmount": 5.00, "AccountCode": "200", "TaxType": "OUTPUT2"}]}]})))
+        .respond_with(ok(json!({"Invoices": [invoice_answer(INVOICE, "MAG-000000126", json!(26.00), json!(26.00))]})))
+        .expect(1)
+        .mount(&x.server)
+        .await;
+    let items = BTreeMap::new();
+    let r = InvoiceRequest {
+        invoice: &inv,
+        policy: &p,
+        contact_id: CONTACT,
+        items: &items,
+        idempotency_key: "invoice.created:1004",
+    };
+    let doc = x.provider.post_invoice(&r).await.unwrap();
+    assert_eq!((doc.id.as_str(), doc.total), (INVOICE, Some(dec!(26.00))));
+    // Exactly those two lines, no tax amount of ours on either (Xero's own arithmetic matches).
+    let put = x.server.received_requests().await.unwrap().into_iter().find(|r| r.method.as_str() == "PUT").unwrap();
+    let body: Value = serde_json::from_slice(&put.body).unwrap();
+    let lines = body["Invoices"][0]["LineItems"].as_array().unwrap();
+    let types: Vec<&str> = lines.iter().map(|l| l["TaxType"].as_str().unwrap()).collect();
+    assert_eq!(types, ["EXEMPTOUTPUT", "OUTPUT2"]);
+    assert!(lines.iter().all(|l| l.get("TaxAmount").is_none()), "{lines:?}");
     x.check_spec().await;
 }
 
