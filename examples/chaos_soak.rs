@@ -38,7 +38,7 @@ async fn main() {
         workload: WorkloadConfig { seed, events, ..WorkloadConfig::default() },
         kills,
         kill_after: (Duration::from_millis(500), Duration::from_secs(6)),
-        faults: FaultRates { error_before: 0.03, error_after_commit: 0.03, throttle: 0.02 },
+        faults: FaultRates { error_before: 0.03, error_after_commit: 0.03, throttle: 0.02, throttle_burst: 1 },
         access_token_ttl: Duration::from_secs(3),
         seed,
         final_passes: 5,
@@ -54,12 +54,14 @@ async fn main() {
     );
     println!("runs by status: {:?}", report.runs);
     println!(
-        "ledger documents expected {}, found exactly once {}, duplicates {}, lost {}, wrong totals {}, unallocated payments {}, unallocated credit notes {}, duplicate contacts {}",
+        "ledger documents expected {}, found exactly once {}, duplicates {}, dead-lettered {}, lost {}, wrong totals {}, unexpected {}, unallocated payments {}, unallocated credit notes {}, duplicate contacts {}",
         report.expected_documents,
         report.found_once,
         report.duplicates,
+        report.dead_lettered,
         report.lost,
         report.wrong_totals,
+        report.unexpected,
         report.unallocated_payments,
         report.unallocated_credit_notes,
         report.duplicate_contacts
@@ -67,11 +69,11 @@ async fn main() {
     let posts: u64 = report.requests.iter().filter(|(k, _)| k.starts_with("POST")).map(|(_, n)| *n).sum();
     let all: u64 = report.requests.values().sum();
     println!(
-        "Sage requests {all} ({posts} POST), 429 answers {}, token refreshes {}",
-        report.throttled, report.refreshes
+        "Sage requests {all} ({posts} POST), 429 answers {}, 5xx before acting {}, 5xx after committing {}, token refreshes {}",
+        report.throttled, report.errors_before_acting, report.errors_after_commit, report.refreshes
     );
     if report.is_clean() {
-        println!("clean: nothing lost, nothing doubled, every total right");
+        println!("clean: nothing lost, dead-lettered, doubled or unexpected, every total right");
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         println!("PROBLEMS (state kept in {}):", dir.display());

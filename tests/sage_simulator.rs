@@ -153,3 +153,356 @@ async fn a_500_after_commit_leaves_exactly_one_invoice() {
     assert_eq!(b.invoices[0].id, doc.id);
     assert_eq!(sim.requests().get("POST /sales_invoices"), Some(&1));
 }
+
+// =================================================================================================
+// The simulator's own rules, request by request through `SageSimulator::handle`, on a clock moved
+// by hand. Each test sends what Sage refuses next to what it accepts, so a rule that stops being
+// enforced (or starts refusing good requests) fails here.
+
+mod rules {
+    use std::sync::Arc;
+
+    use byte8_ledger_core::{
+        clock::ManualClock,
+        providers::AccountingProvider,
+        reference::ReferenceData,
+        simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimRequest, SimResponse},
+    };
+    use chrono::{DateTime, TimeZone, Utc};
+    use rust_decimal_macros::dec;
+    use serde_json::{Value, json};
+
+    const BUSINESS: &str = "demo-business";
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap()
+    }
+
+    /// The demo business on a manual clock, and a live access token.
+    fn simulator(config: SimConfig) -> (SageSimulator, ManualClock, String) {
+        let clock = ManualClock::new(t0());
+        let sim = SageSimulator::with_clock(config, Arc::new(clock.clone()));
+        sim.add_business(ReferenceData::demo_uk(t0()));
+        sim.with_state(|s| s.add_refresh_token(DEMO_REFRESH_TOKEN));
+        let (access, _) = refresh(&sim, DEMO_REFRESH_TOKEN).expect("the demo refresh token works");
+        (sim, clock, access)
+    }
+
+    /// `POST /token` with a refresh token: (access, refresh), or the error's status.
+    fn refresh(sim: &SageSimulator, token: &str) -> Result<(String, String), (u16, Value)> {
+        let body =
+            format!("grant_type=refresh_token&client_id=demo-client&client_secret=demo-secret&refresh_token={token}");
+        let r = sim.handle(&SimRequest {
+            method: "POST".into(),
+            path: "/token".into(),
+            query: Vec::new(),
+            headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
+            body: body.into_bytes(),
+        });
+        if r.status != 200 {
+            return Err((r.status, r.body));
+        }
+        let text = |k: &str| r.body[k].as_str().unwrap().to_owned();
+        Ok((text("access_token"), text("refresh_token")))
+    }
+
+    fn call(sim: &SageSimulator, token: &str, business: &str, method: &str, target: &str, body: Value) -> SimResponse {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let query = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+        sim.handle(&SimRequest {
+            method: method.into(),
+            path: path.into(),
+            query,
+            headers: vec![("authorization".into(), format!("Bearer {token}")), ("x-business".into(), business.into())],
+            body: if body.is_null() { Vec::new() } else { body.to_string().into_bytes() },
+        })
+    }
+
+    fn post(sim: &SageSimulator, token: &str, resource: &str, body: Value) -> SimResponse {
+        call(sim, token, BUSINESS, "POST", &format!("/v3.1/{resource}"), body)
+    }
+
+    fn get(sim: &SageSimulator, token: &str, target: &str) -> SimResponse {
+        call(sim, token, BUSINESS, "GET", target, Value::Null)
+    }
+
+    /// A 422 whose `$source` and `$message` are these.
+    #[track_caller]
+    fn assert_refused(r: &SimResponse, source: &str, message: &str) {
+        assert_eq!(r.status, 422, "{}", r.body);
+        assert_eq!(r.body[0]["$source"], source, "{}", r.body);
+        assert_eq!(r.body[0]["$message"], message, "{}", r.body);
+    }
+
+    #[track_caller]
+    fn assert_created(r: &SimResponse) -> String {
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["id"].as_str().unwrap().to_owned()
+    }
+
+    fn contact_body(name: &str, reference: &str) -> Value {
+        json!({"contact": {"name": name, "contact_type_ids": ["CUSTOMER"], "reference": reference,
+            "main_address": {"address_line_1": "1 High Street", "city": "London", "postal_code": "SW1A 1AA", "country_id": "GB"}}})
+    }
+
+    fn contact(sim: &SageSimulator, token: &str) -> String {
+        assert_created(&post(sim, token, "contacts", contact_body("Jane Doe", "M5")))
+    }
+
+    /// One line of 10.00 at `rate`, with `tax` when given.
+    fn line(rate: &str, tax: Option<&str>) -> Value {
+        let mut l = json!({"description": "Widget", "ledger_account_id": "SALES", "quantity": 1, "unit_price": "10.00",
+            "tax_rate_id": rate});
+        if let Some(t) = tax {
+            l["tax_amount"] = json!(t);
+        }
+        l
+    }
+
+    fn invoice_body(contact: &str, reference: &str, lines: Vec<Value>) -> Value {
+        json!({"sales_invoice": {"contact_id": contact, "date": "2026-11-22", "reference": reference, "invoice_lines": lines}})
+    }
+
+    fn credit_note_body(contact: &str, reference: &str, lines: Vec<Value>) -> Value {
+        json!({"sales_credit_note": {"contact_id": contact, "date": "2026-11-23", "reference": reference,
+            "credit_note_lines": lines}})
+    }
+
+    #[test]
+    fn line_tax_amount_is_required_on_non_zero_rates_and_refused_on_zero_rates() {
+        let (sim, _clock, token) = simulator(SimConfig::default());
+        let c = contact(&sim, &token);
+        // sage-api.md 3.6 / Q5: v3.1 requires `tax_amount` for a non-zero rate…
+        for rate in ["GB_STANDARD", "GB_LOWER"] {
+            let r = post(&sim, &token, "sales_invoices", invoice_body(&c, "INV-1", vec![line(rate, None)]));
+            assert_refused(&r, "invoice_lines[0].tax_amount", "is required for this tax rate");
+        }
+        // …on every line, not only the first.
+        let r = post(
+            &sim,
+            &token,
+            "sales_invoices",
+            invoice_body(&c, "INV-1", vec![line("GB_STANDARD", Some("2.00")), line("GB_STANDARD", None)]),
+        );
+        assert_refused(&r, "invoice_lines[1].tax_amount", "is required for this tax rate");
+        // A non-zero amount on a 0 % rate is refused…
+        for rate in ["GB_ZERO", "GB_EXEMPT", "GB_NO_TAX"] {
+            let r = post(&sim, &token, "sales_invoices", invoice_body(&c, "INV-1", vec![line(rate, Some("2.00"))]));
+            assert_refused(
+                &r,
+                "invoice_lines[0].tax_amount",
+                "You cannot record VAT Amount if using a VAT Rate with a Zero %",
+            );
+        }
+        // The same rules on credit notes.
+        let r = post(&sim, &token, "sales_credit_notes", credit_note_body(&c, "CN-1", vec![line("GB_STANDARD", None)]));
+        assert_refused(&r, "credit_note_lines[0].tax_amount", "is required for this tax rate");
+        let r =
+            post(&sim, &token, "sales_credit_notes", credit_note_body(&c, "CN-1", vec![line("GB_ZERO", Some("0.50"))]));
+        assert_refused(
+            &r,
+            "credit_note_lines[0].tax_amount",
+            "You cannot record VAT Amount if using a VAT Rate with a Zero %",
+        );
+        assert!(sim.business(BUSINESS).unwrap().invoices.is_empty(), "nothing refused was written");
+        assert!(sim.business(BUSINESS).unwrap().credit_notes.is_empty());
+
+        // Accepted: 10.00 + 2.00 at 20 %; 10.00 + 0.50 at 5 %; the three 0 % rates with the tax
+        // left out (0 is inferred) or sent as 0. Each total is the net plus the tax sent.
+        let accepted = [
+            (line("GB_STANDARD", Some("2.00")), "12.00"),
+            (line("GB_LOWER", Some("0.50")), "10.50"),
+            (line("GB_ZERO", None), "10.00"),
+            (line("GB_ZERO", Some("0.00")), "10.00"),
+            (line("GB_EXEMPT", None), "10.00"),
+            (line("GB_NO_TAX", None), "10.00"),
+        ];
+        for (n, (l, total)) in accepted.into_iter().enumerate() {
+            let r = post(&sim, &token, "sales_invoices", invoice_body(&c, &format!("INV-{n}"), vec![l]));
+            assert_created(&r);
+            assert_eq!(r.body["total_amount"], total, "{}", r.body);
+        }
+        let r = post(
+            &sim,
+            &token,
+            "sales_credit_notes",
+            credit_note_body(&c, "CN-1", vec![line("GB_STANDARD", Some("2.00"))]),
+        );
+        assert_created(&r);
+        assert_eq!(sim.business(BUSINESS).unwrap().invoices.len(), 6);
+        assert_eq!(sim.business(BUSINESS).unwrap().credit_notes.len(), 1);
+    }
+
+    #[test]
+    fn references_longer_than_sages_limits_are_refused() {
+        let (sim, _clock, token) = simulator(SimConfig::default());
+        // Contacts: `reference` ≤ 10 characters (sage-api.md 3.5), counted in characters.
+        let r = post(&sim, &token, "contacts", contact_body("Eleven", "ABCDEFGHIJK"));
+        assert_refused(&r, "contact.reference", "is too long (maximum is 10 characters)");
+        assert_created(&post(&sim, &token, "contacts", contact_body("Ten", "ABCDEFGHIJ")));
+        assert_created(&post(&sim, &token, "contacts", contact_body("Accents", "ÉÉÉÉÉÉÉÉÉÉ")));
+        // Unique, too.
+        let r = post(&sim, &token, "contacts", contact_body("Again", "ABCDEFGHIJ"));
+        assert_refused(&r, "contact.reference", "has already been taken");
+        assert_eq!(sim.business(BUSINESS).unwrap().contacts.len(), 2);
+
+        let c = contact(&sim, &token);
+        let (r25, r26) = ("R".repeat(25), "R".repeat(26));
+        // Sales invoices and credit notes: `reference` ≤ 25.
+        let l = || vec![line("GB_STANDARD", Some("2.00"))];
+        let r = post(&sim, &token, "sales_invoices", invoice_body(&c, &r26, l()));
+        assert_refused(&r, "sales_invoice.reference", "is too long (maximum is 25 characters)");
+        let invoice = assert_created(&post(&sim, &token, "sales_invoices", invoice_body(&c, &r25, l())));
+        let r = post(&sim, &token, "sales_credit_notes", credit_note_body(&c, &r26, l()));
+        assert_refused(&r, "sales_credit_note.reference", "is too long (maximum is 25 characters)");
+        assert_created(&post(&sim, &token, "sales_credit_notes", credit_note_body(&c, &r25, l())));
+        // Customer receipts: `reference` ≤ 25.
+        let payment = |reference: &str| {
+            json!({"contact_payment": {"transaction_type_id": "CUSTOMER_RECEIPT", "contact_id": c, "bank_account_id": "BANK",
+                "date": "2026-11-22", "total_amount": "5.00", "reference": reference,
+                "allocated_artefacts": [{"artefact_id": invoice, "amount": "5.00"}]}})
+        };
+        let r = post(&sim, &token, "contact_payments", payment(&r26));
+        assert_refused(&r, "contact_payment.reference", "is too long (maximum is 25 characters)");
+        assert_created(&post(&sim, &token, "contact_payments", payment(&r25)));
+        let b = sim.business(BUSINESS).unwrap();
+        assert_eq!((b.invoices.len(), b.credit_notes.len(), b.payments.len()), (1, 1, 1));
+        assert_eq!(b.invoices[0].outstanding, dec!(7.00), "only the accepted receipt was applied");
+    }
+
+    #[test]
+    fn lists_page_with_next_until_the_last_page() {
+        let (sim, _clock, token) = simulator(SimConfig::default());
+        for n in 0..45 {
+            assert_created(&post(&sim, &token, "contacts", contact_body(&format!("Customer {n}"), &format!("C{n}"))));
+        }
+        // 45 contacts at 20 a page: 20, 20, 5, each page's `$next` naming the following page.
+        let first = get(&sim, &token, "/v3.1/contacts?items_per_page=20");
+        assert_eq!(first.status, 200);
+        assert_eq!((first.body["$total"].as_u64(), first.body["$page"].as_u64()), (Some(45), Some(1)));
+        assert_eq!(first.body["$next"], "/v3.1/contacts?items_per_page=20&page=2");
+        let mut sizes = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        let mut page = first;
+        loop {
+            let items = page.body["$items"].as_array().unwrap().clone();
+            sizes.push(items.len());
+            names.extend(items.iter().map(|c| c["name"].as_str().unwrap().to_owned()));
+            match page.body["$next"].as_str() {
+                Some(next) => page = get(&sim, &token, next),
+                None => break,
+            }
+            assert!(sizes.len() < 10, "pagination does not end");
+        }
+        assert_eq!(sizes, [20, 20, 5]);
+        assert_eq!(names.len(), 45, "every contact once");
+        // The filter travels with `$next`: 11 names contain "customer 1" (1, 10–19).
+        let search = get(&sim, &token, "/v3.1/contacts?search=Customer%201&items_per_page=10");
+        assert_eq!(search.body["$total"], 11);
+        assert_eq!(search.body["$next"], "/v3.1/contacts?search=Customer+1&items_per_page=10&page=2");
+        let second = get(&sim, &token, search.body["$next"].as_str().unwrap());
+        assert_eq!(second.body["$items"].as_array().unwrap().len(), 1);
+        assert!(second.body["$next"].is_null());
+        // `items_per_page` is at most 200 (and 20 by default).
+        // Over HTTP (a `Host` header), `$next` is an absolute URL on that host, as Sage sends it.
+        let mut over_http = SimRequest {
+            method: "GET".into(),
+            path: "/v3.1/contacts".into(),
+            query: vec![("items_per_page".into(), "20".into())],
+            headers: vec![
+                ("authorization".into(), format!("Bearer {token}")),
+                ("x-business".into(), BUSINESS.into()),
+                ("host".into(), "127.0.0.1:8080".into()),
+            ],
+            body: Vec::new(),
+        };
+        assert_eq!(
+            sim.handle(&over_http).body["$next"],
+            "http://127.0.0.1:8080/v3.1/contacts?items_per_page=20&page=2"
+        );
+        over_http.query.push(("page".into(), "3".into()));
+        assert!(sim.handle(&over_http).body["$next"].is_null(), "the last page");
+        let wide = get(&sim, &token, "/v3.1/contacts?items_per_page=500");
+        assert_eq!(wide.body["$itemsPerPage"], 200);
+        let default = get(&sim, &token, "/v3.1/contacts");
+        assert_eq!(
+            (default.body["$itemsPerPage"].as_u64(), default.body["$items"].as_array().map(Vec::len)),
+            (Some(20), Some(20))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_provider_follows_next_over_http_to_a_contact_on_the_second_page() {
+        let sim = SageSimulator::demo(SimConfig::default());
+        sim.with_state(|s| s.add_refresh_token("setup"));
+        let (setup, _) = refresh(&sim, "setup").unwrap();
+        // 205 contacts "Alpha n" (A0…A204), then "Alpha" (A): a search for "A" matches all 206,
+        // and at 200 a page the last one is on page 2.
+        for n in 0..205 {
+            assert_created(&post(&sim, &setup, "contacts", contact_body(&format!("Alpha {n}"), &format!("A{n}"))));
+        }
+        let last = assert_created(&post(&sim, &setup, "contacts", contact_body("Alpha", "A")));
+        let (_server, sage) = super::connect(&sim).await;
+        let found = sage.find_contact("A").await.unwrap().expect("found on page 2");
+        assert_eq!(found.id, last);
+        assert_eq!(sim.requests().get("GET /contacts"), Some(&2), "two pages read");
+    }
+
+    #[test]
+    fn the_rate_limit_is_a_sliding_minute_per_business_answered_429_with_retry_after() {
+        let (sim, clock, token) = simulator(SimConfig { requests_per_minute: Some(3), ..SimConfig::default() });
+        let mut other = ReferenceData::demo_uk(t0());
+        other.business.id = "other-business".into();
+        sim.add_business(other);
+        let at = |secs: i64| clock.set(t0() + chrono::Duration::seconds(secs));
+        let tax_rates = |business: &str| call(&sim, &token, business, "GET", "/v3.1/tax_rates", Value::Null);
+        // Three requests in the first 20 seconds fill the minute.
+        for secs in [0, 10, 20] {
+            at(secs);
+            assert_eq!(tax_rates(BUSINESS).status, 200, "request at {secs} s");
+        }
+        // The fourth, at 30 s, waits until the first leaves the window: 60 − 30 = 30 s.
+        at(30);
+        let r = tax_rates(BUSINESS);
+        assert_eq!(r.status, 429);
+        assert_eq!(r.body[0]["$dataCode"], "TooManyRequests");
+        assert_eq!(r.headers, [("retry-after".to_owned(), "30".to_owned())]);
+        // Another business has its own window.
+        assert_eq!(tax_rates("other-business").status, 200);
+        // A refused request takes no place in the window: at 59 s, one second is left.
+        at(59);
+        let r = tax_rates(BUSINESS);
+        assert_eq!((r.status, r.headers[0].1.as_str()), (429, "1"));
+        // At 60 s the first request has left: one more fits; then the window holds 10, 20, 60
+        // and at 61 s the next waits for the request made at 10 s: 60 − (61 − 10) = 9 s.
+        at(60);
+        assert_eq!(tax_rates(BUSINESS).status, 200);
+        at(61);
+        let r = tax_rates(BUSINESS);
+        assert_eq!((r.status, r.headers[0].1.as_str()), (429, "9"));
+        assert_eq!(sim.with_state(|s| s.throttled), 3);
+    }
+
+    #[test]
+    fn an_expired_access_token_is_refused_with_401_until_refreshed() {
+        let (sim, clock, token) = simulator(SimConfig::default());
+        // Five-minute tokens: alive until the last second, refused at the expiry itself.
+        clock.set(t0() + chrono::Duration::seconds(299));
+        assert_eq!(get(&sim, &token, "/v3.1/tax_rates").status, 200);
+        clock.set(t0() + chrono::Duration::seconds(300));
+        let r = get(&sim, &token, "/v3.1/tax_rates");
+        assert_eq!(r.status, 401);
+        assert_eq!(r.body[0]["$dataCode"], "AuthorizationFailure");
+        assert_eq!(r.body[0]["$message"], "Access denied. Token invalid or expired.");
+        // A token the simulator never issued is refused the same way.
+        assert_eq!(get(&sim, "not-a-token", "/v3.1/tax_rates").status, 401);
+        // Refresh tokens rotate: the demo one was spent by `simulator`.
+        assert_eq!(refresh(&sim, DEMO_REFRESH_TOKEN).unwrap_err(), (400, json!({"error": "invalid_grant"})));
+        sim.with_state(|s| s.add_refresh_token("second"));
+        let (access, next) = refresh(&sim, "second").unwrap();
+        assert_eq!(get(&sim, &access, "/v3.1/tax_rates").status, 200, "a refreshed token works");
+        assert_eq!(refresh(&sim, "second").unwrap_err().0, 400, "a refresh token works once");
+        assert!(refresh(&sim, &next).is_ok(), "its successor works");
+        assert_eq!(sim.with_state(|s| s.refreshes), 3, "the demo token, `second` and its successor");
+    }
+}

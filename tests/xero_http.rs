@@ -60,7 +60,9 @@ const INVOICE: &str = "aaaaaaaa-1111-4111-8111-111111111111";
 const INVOICE_B: &str = "aaaaaaaa-2222-4222-8222-222222222222";
 const INVOICE_C: &str = "aaaaaaaa-3333-4333-8333-333333333333";
 const NOTE: &str = "cccccccc-1111-4111-8111-111111111111";
+const NOTE_C: &str = "cccccccc-3333-4333-8333-333333333333";
 const PAYMENT: &str = "dddddddd-1111-4111-8111-111111111111";
+const PAYMENT_C: &str = "dddddddd-3333-4333-8333-333333333333";
 const BANK_ID: &str = "bbbbbbbb-0900-4090-8090-090909090909";
 const ITEM: &str = "eeeeeeee-1111-4111-8111-111111111111";
 
@@ -186,6 +188,7 @@ fn reference_mocks(token: &str) -> Vec<Mock> {
                 {"Name": "20% (VAT on Income)", "TaxType": "OUTPUT2", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 20.0, "DisplayTaxRate": 20.0},
                 {"Name": "5% (VAT on Income)", "TaxType": "RROUTPUT", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 5.0},
                 {"Name": "Zero Rated Income", "TaxType": "ZERORATEDOUTPUT", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 0.0},
+                {"Name": "Exempt Income", "TaxType": "EXEMPTOUTPUT", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 0.0},
                 {"Name": "Zero Rated EC Goods Income", "TaxType": "ECZROUTPUT", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 0.0},
                 {"Name": "No VAT", "TaxType": "NONE", "Status": "ACTIVE", "CanApplyToRevenue": true, "EffectiveRate": 0.0},
                 {"Name": "Old 17.5%", "TaxType": "SROUTPUT", "Status": "ARCHIVED", "CanApplyToRevenue": true, "EffectiveRate": 17.5},
@@ -402,7 +405,11 @@ async fn reference_data_reads_organisation_tax_rates_accounts_and_currencies() {
     assert_eq!((r.business.id.as_str(), r.business.country.as_str()), (TENANT, "GB"));
     assert!(r.business.multi_currency, "GBP plus EUR");
     let types: Vec<&str> = r.tax_rates.iter().map(|t| t.id.as_str()).collect();
-    assert_eq!(types, ["OUTPUT2", "RROUTPUT", "ZERORATEDOUTPUT", "ECZROUTPUT", "NONE"], "active revenue rates only");
+    assert_eq!(
+        types,
+        ["OUTPUT2", "RROUTPUT", "ZERORATEDOUTPUT", "EXEMPTOUTPUT", "ECZROUTPUT", "NONE"],
+        "active revenue rates only"
+    );
     assert_eq!(r.tax_rate("OUTPUT2").unwrap().percentage, Some(dec!(20)));
     let banks: Vec<&str> = r.bank_accounts.iter().map(|b| b.id.as_str()).collect();
     assert_eq!(banks, ["090", "610"], "BANK accounts and accounts with payments enabled (Q23)");
@@ -582,6 +589,60 @@ async fn invoices_go_in_one_batch_and_every_element_gets_its_own_result() {
     assert!(
         body["Invoices"][0].get("Total").is_none() && body["Invoices"][0]["LineItems"][0].get("TaxAmount").is_none()
     );
+    x.check_spec().await;
+}
+
+#[tokio::test]
+async fn a_policy_mapping_zero_rate_lines_to_exemptoutput_sends_exemptoutput() {
+    let x = xero().await;
+    mount_reference(&x).await;
+    // A shop whose untaxed goods are exempt supplies (not zero-rated): the policy maps 0 % to
+    // Xero's EXEMPTOUTPUT ("Exempt Income"), and 20 % as before.
+    let p = SyncPolicy::from_json(
+        r#"{"default_ledger_account_id": "200", "default_tax_rate_id": "OUTPUT2",
+            "tax_rate_map": {"20": "OUTPUT2", "0": "EXEMPTOUTPUT"}, "invoice_number_prefix": "MAG-"}"#,
+    )
+    .unwrap();
+    // A UK customer: 2 × 10.00 exempt (tax 0) + 1 × 5.00 at 20 % (tax 1.00), no shipping:
+    // 25.00 net + 1.00 tax = 26.00.
+    let mut inv = invoice("000000126", 1004);
+    inv.lines = serde_json::from_value(json!([
+        {"sku": "INS-1", "name": "Insurance", "qty": 2, "unit_price": 10.00, "line_subtotal": 20.00,
+         "line_tax": 0, "line_total": 20.00, "tax_rate": 0, "product_type": "virtual"},
+        {"sku": "A-1", "name": "Widget", "qty": 1, "unit_price": 5.00, "line_subtotal": 5.00,
+         "line_tax": 1.00, "line_total": 6.00, "tax_rate": 0.2, "product_type": "simple"}]))
+    .unwrap();
+    inv.subtotal = dec!(25.00);
+    inv.tax_amount = dec!(1.00);
+    inv.shipping_amount = dec!(0);
+    inv.shipping_tax_amount = dec!(0);
+    inv.grand_total = dec!(26.00);
+    batch("/Invoices")
+        .and(body_partial_json(json!({"Invoices": [{"InvoiceNumber": "MAG-000000126", "LineAmountTypes": "Exclusive",
+            "LineItems": [
+                {"Description": "Insurance", "Quantity": 2, "UnitAmount": 10.00, "AccountCode": "200", "TaxType": "EXEMPTOUTPUT"},
+                {"Description": "Widget", "Quantity": 1, "UnitAmount": 5.00, "AccountCode": "200", "TaxType": "OUTPUT2"}]}]})))
+        .respond_with(ok(json!({"Invoices": [invoice_answer(INVOICE, "MAG-000000126", json!(26.00), json!(26.00))]})))
+        .expect(1)
+        .mount(&x.server)
+        .await;
+    let items = BTreeMap::new();
+    let r = InvoiceRequest {
+        invoice: &inv,
+        policy: &p,
+        contact_id: CONTACT,
+        items: &items,
+        idempotency_key: "invoice.created:1004",
+    };
+    let doc = x.provider.post_invoice(&r).await.unwrap();
+    assert_eq!((doc.id.as_str(), doc.total), (INVOICE, Some(dec!(26.00))));
+    // Exactly those two lines, no tax amount of ours on either (Xero's own arithmetic matches).
+    let put = x.server.received_requests().await.unwrap().into_iter().find(|r| r.method.as_str() == "PUT").unwrap();
+    let body: Value = serde_json::from_slice(&put.body).unwrap();
+    let lines = body["Invoices"][0]["LineItems"].as_array().unwrap();
+    let types: Vec<&str> = lines.iter().map(|l| l["TaxType"].as_str().unwrap()).collect();
+    assert_eq!(types, ["EXEMPTOUTPUT", "OUTPUT2"]);
+    assert!(lines.iter().all(|l| l.get("TaxAmount").is_none()), "{lines:?}");
     x.check_spec().await;
 }
 
@@ -950,6 +1011,134 @@ async fn credit_notes_are_posted_allocated_and_refunded() {
         idempotency_key: "creditmemo.created:55",
     };
     assert_eq!(x.provider.refund_credit_note(&refund).await.unwrap().total, Some(dec!(7.00)));
+    x.check_spec().await;
+}
+
+#[tokio::test]
+async fn credit_notes_go_in_one_batch_and_a_bad_note_never_hides_the_good_ones() {
+    let x = xero().await;
+    mount_reference(&x).await;
+    // Four memos: the first cannot be read (no increment id) and is never sent; of the three
+    // sent, Xero refuses the middle one.
+    let memo_n = |magento_id: u64, increment: &str| {
+        let mut m = memo();
+        m.magento_id = magento_id;
+        m.increment_id = increment.into();
+        m
+    };
+    let memos = [memo_n(54, " "), memo_n(55, "000000009"), memo_n(56, "000000010"), memo_n(57, "000000011")];
+    batch("/CreditNotes")
+        .and(query_param("unitdp", "4"))
+        .and(body_partial_json(json!({"CreditNotes": [
+            {"CreditNoteNumber": "MAG-000000009"}, {"CreditNoteNumber": "MAG-000000010"}, {"CreditNoteNumber": "MAG-000000011"}]})))
+        .respond_with(ok(json!({"CreditNotes": [
+            {"CreditNoteID": NOTE, "CreditNoteNumber": "MAG-000000009", "Type": "ACCRECCREDIT", "Status": "AUTHORISED",
+             "Total": 12.00, "RemainingCredit": 12.00, "Contact": {"ContactID": CONTACT}, "StatusAttributeString": "OK"},
+            {"CreditNoteNumber": "MAG-000000010", "HasErrors": true, "StatusAttributeString": "ERROR",
+             "ValidationErrors": [{"Message": "Credit Note # must be unique."}]},
+            {"CreditNoteID": NOTE_C, "CreditNoteNumber": "MAG-000000011", "Type": "ACCRECCREDIT", "Status": "AUTHORISED",
+             "Total": 12.00, "RemainingCredit": 12.00, "Contact": {"ContactID": CONTACT}, "StatusAttributeString": "OK"}
+        ]})))
+        .expect(1)
+        .mount(&x.server)
+        .await;
+    let p = policy();
+    let items = BTreeMap::new();
+    let requests: Vec<CreditNoteRequest<'_>> = memos
+        .iter()
+        .map(|m| CreditNoteRequest {
+            memo: m,
+            policy: &p,
+            contact_id: CONTACT,
+            items: &items,
+            invoice_addresses: None,
+            idempotency_key: Box::leak(format!("creditmemo.created:{}", m.magento_id).into_boxed_str()),
+        })
+        .collect();
+    let results = x.provider.post_credit_notes(&requests).await;
+    assert_eq!(results.len(), 4);
+    let unreadable = results[0].as_ref().unwrap_err();
+    assert!(
+        unreadable.to_string().contains("increment_id") && unreadable.to_string().contains("must not be empty"),
+        "{unreadable}"
+    );
+    let good = results[1].as_ref().unwrap();
+    assert_eq!((good.id.as_str(), good.total, good.outstanding), (NOTE, Some(dec!(12.00)), Some(dec!(12.00))));
+    let refused = results[2].as_ref().unwrap_err();
+    assert!(refused.to_string().contains("Credit Note # must be unique."), "{refused}");
+    assert!(!refused.is_retryable(), "a refusal is not retried: {refused:?}");
+    assert_eq!(results[3].as_ref().unwrap().id, NOTE_C, "a bad element never hides the good ones");
+    // One request carrying exactly the three readable notes.
+    let puts: Vec<_> =
+        x.server.received_requests().await.unwrap().into_iter().filter(|r| r.method.as_str() == "PUT").collect();
+    assert_eq!(puts.len(), 1);
+    let body: Value = serde_json::from_slice(&puts[0].body).unwrap();
+    assert_eq!(body["CreditNotes"].as_array().map(Vec::len), Some(3));
+    x.check_spec().await;
+}
+
+#[tokio::test]
+async fn payments_go_in_one_batch_and_a_bad_payment_never_hides_the_good_ones() {
+    let x = xero().await;
+    mount_reference(&x).await;
+    // Four payments of 30.00: the first into an account that is not a bank account (never
+    // sent); of the three sent, Xero refuses the middle one.
+    let pay_n = |invoice_id: u64, increment: &str| {
+        let mut p = payment();
+        p.magento_id = invoice_id;
+        p.invoice_id = invoice_id;
+        p.invoice_increment_id = increment.into();
+        p
+    };
+    let payments =
+        [pay_n(1000, "000000122"), pay_n(1001, "000000123"), pay_n(1002, "000000124"), pay_n(1003, "000000125")];
+    batch("/Payments")
+        .and(body_partial_json(json!({"Payments": [
+            {"Invoice": {"InvoiceID": INVOICE}, "Account": {"AccountID": BANK_ID}, "Amount": n("30.00"), "Reference": "MAG-000000123"},
+            {"Invoice": {"InvoiceID": INVOICE_B}, "Account": {"AccountID": BANK_ID}, "Amount": n("30.00"), "Reference": "MAG-000000124"},
+            {"Invoice": {"InvoiceID": INVOICE_C}, "Account": {"AccountID": BANK_ID}, "Amount": n("30.00"), "Reference": "MAG-000000125"}]})))
+        .respond_with(ok(json!({"Payments": [
+            {"PaymentID": PAYMENT, "Amount": 30.00, "Reference": "MAG-000000123", "Date": ms("2026-11-22"),
+             "Status": "AUTHORISED", "StatusAttributeString": "OK"},
+            {"Invoice": {"InvoiceID": INVOICE_B}, "Amount": 30.00, "HasValidationErrors": true, "StatusAttributeString": "ERROR",
+             "ValidationErrors": [{"Message": "Payment amount exceeds the amount outstanding on this document"}]},
+            {"PaymentID": PAYMENT_C, "Amount": 30.00, "Reference": "MAG-000000125", "Date": ms("2026-11-22"),
+             "Status": "AUTHORISED", "StatusAttributeString": "OK"}
+        ]})))
+        .expect(1)
+        .mount(&x.server)
+        .await;
+    let p = policy();
+    let targets = [(INVOICE, "999"), (INVOICE, "090"), (INVOICE_B, "090"), (INVOICE_C, "090")];
+    let requests: Vec<PaymentRequest<'_>> = payments
+        .iter()
+        .zip(targets)
+        .map(|(pay, (invoice_id, bank))| PaymentRequest {
+            payment: pay,
+            policy: &p,
+            contact_id: CONTACT,
+            invoice_id,
+            bank_account_id: bank,
+            invoice_base_to_order_rate: Some(dec!(1)),
+            outstanding: Some(dec!(30.00)),
+            idempotency_key: Box::leak(format!("invoice.paid:{}", pay.invoice_id).into_boxed_str()),
+        })
+        .collect();
+    let results = x.provider.post_payments(&requests).await;
+    assert_eq!(results.len(), 4);
+    let not_a_bank = results[0].as_ref().unwrap_err();
+    assert!(not_a_bank.to_string().contains("999 is not a bank account"), "{not_a_bank}");
+    let good = results[1].as_ref().unwrap();
+    assert_eq!((good.id.as_str(), good.total), (PAYMENT, Some(dec!(30.00))));
+    let refused = results[2].as_ref().unwrap_err();
+    assert!(refused.to_string().contains("Payment amount exceeds the amount outstanding"), "{refused}");
+    assert!(!refused.is_retryable(), "a refusal is not retried: {refused:?}");
+    assert_eq!(results[3].as_ref().unwrap().id, PAYMENT_C, "a bad element never hides the good ones");
+    let puts: Vec<_> =
+        x.server.received_requests().await.unwrap().into_iter().filter(|r| r.method.as_str() == "PUT").collect();
+    assert_eq!(puts.len(), 1);
+    let body: Value = serde_json::from_slice(&puts[0].body).unwrap();
+    assert_eq!(body["Payments"].as_array().map(Vec::len), Some(3));
     x.check_spec().await;
 }
 

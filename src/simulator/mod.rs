@@ -21,10 +21,11 @@
 //! - products needing a purchase ledger account, stock item codes ≤ 30, stock movements changing
 //!   `quantity_in_stock`, invoices of stock items reducing it;
 //! - Sage's native `idempotency_id`: the same id returns the same answer; pagination with
-//!   `$next`, `items_per_page` ≤ 200.
+//!   `$next` (an absolute URL), `items_per_page` ≤ 200.
 //!
 //! Faults can be injected: a 5xx before acting, a 500 after committing (the request took effect
-//! but the client cannot know), 429 bursts, slow answers — at random with seeded rates, or
+//! but the client cannot know), 429s alone or in bursts of consecutive ones
+//! ([`FaultRates::throttle_burst`]), slow answers — at random with seeded rates, or
 //! scripted one by one.
 //!
 //! One rule Byte8 reports is deliberately not encoded: a 422 for a non-zero rate on a customer
@@ -53,10 +54,14 @@ use crate::{
 pub struct FaultRates {
     /// A 500 or 503 before acting.
     pub error_before: f64,
-    /// A 500 after the request took effect (POSTs only).
+    /// A 500 after the request took effect (writes only).
     pub error_after_commit: f64,
     /// A 429 with `Retry-After: 1`.
     pub throttle: f64,
+    /// How many consecutive requests of the business (Sage) or organisation (Xero) a random
+    /// throttle answers with 429, the first included: a burst that a client retrying after each
+    /// `Retry-After` meets several times in a row. 0 and 1 both mean a single 429.
+    pub throttle_burst: u32,
 }
 
 /// One injected fault.

@@ -9,7 +9,7 @@
 //! `examples/chaos_soak.rs` runs it at full size; `tests/chaos.rs` runs a reduced one in CI.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -48,6 +48,11 @@ pub struct SoakConfig {
 }
 
 /// What the soak found.
+///
+/// Every document Magento sent that must reach the ledger (an [`Expectation`]) lands in exactly
+/// one of four classes: `found_once + duplicates + dead_lettered + lost == expected_documents`.
+/// Of those found once, `wrong_totals` disagree with Magento. A clean soak has every expected
+/// document found once with the right total, and nothing else in the ledger.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SoakReport {
     /// Events in the stream.
@@ -56,28 +61,43 @@ pub struct SoakReport {
     pub kills: usize,
     /// Sync processes started.
     pub starts: usize,
-    /// Runs by status in the state database.
+    /// Runs by status in the state database ([`RunStatus::as_str`] spellings; see
+    /// [`runs_in`](Self::runs_in)).
     pub runs: BTreeMap<String, u64>,
     /// Magento invoices, credit memos and payments expected in the ledger.
     pub expected_documents: usize,
-    /// Documents found exactly once.
+    /// Expected documents found exactly once.
     pub found_once: usize,
-    /// Ledger documents whose reference appears more than once (must be 0).
+    /// Expected documents found more than once (must be 0).
     pub duplicates: usize,
-    /// Expected documents not in the ledger although their event synced (must be 0).
+    /// Expected documents not in the ledger because their run was dead-lettered: the failure is
+    /// on record (must be 0 in the soak, whose faults are all transient).
+    pub dead_lettered: usize,
+    /// Expected documents not in the ledger with nothing on record to explain it: their run
+    /// synced or was skipped (the ledger lost it), is still queued or running after the last
+    /// pass, or does not exist (must be 0).
     pub lost: usize,
-    /// Documents whose total differs from Magento's (must be 0).
+    /// Expected documents found once whose total differs from Magento's (must be 0).
     pub wrong_totals: usize,
+    /// Ledger invoices, credit notes and receipts whose reference no expectation names (must
+    /// be 0).
+    pub unexpected: usize,
     /// Payments that allocate nothing although their invoice had something outstanding (must be 0).
     pub unallocated_payments: usize,
     /// Credit notes left unallocated although their invoice had something outstanding (must be 0).
     pub unallocated_credit_notes: usize,
     /// Contacts holding the same reference (must be 0).
     pub duplicate_contacts: usize,
+    /// Events of the stream with no run at all (must be 0).
+    pub events_without_run: usize,
     /// Requests the simulator served, by kind.
     pub requests: BTreeMap<String, u64>,
     /// 429 answers given.
     pub throttled: u64,
+    /// 5xx answers injected before acting.
+    pub errors_before_acting: u64,
+    /// 500 answers injected after the request took effect (the outcome-unknown case).
+    pub errors_after_commit: u64,
     /// Token refreshes served.
     pub refreshes: u64,
     /// Problems found, in words.
@@ -85,9 +105,15 @@ pub struct SoakReport {
 }
 
 impl SoakReport {
-    /// True when nothing was lost or doubled and every total is right.
+    /// True when no problem was found: nothing lost, doubled, dead-lettered or unexpected, every
+    /// total right, every payment and credit note allocated where it could be.
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// Runs in `status` in the state database after the soak.
+    pub fn runs_in(&self, status: RunStatus) -> u64 {
+        self.runs.get(status.as_str()).copied().unwrap_or(0)
     }
 }
 
@@ -194,8 +220,12 @@ pub async fn run(config: &SoakConfig) -> std::io::Result<SoakReport> {
     }
     verify(&sim, &workload, &state, &mut report).await?;
     report.requests = sim.requests();
-    report.throttled = sim.with_state(|s| s.throttled);
-    report.refreshes = sim.with_state(|s| s.refreshes);
+    sim.with_state(|s| {
+        report.throttled = s.throttled;
+        report.errors_before_acting = s.errors_before_acting;
+        report.errors_after_commit = s.errors_after_commit;
+        report.refreshes = s.refreshes;
+    });
     server.stop().await;
     Ok(report)
 }
@@ -215,7 +245,11 @@ pub async fn verify(
 }
 
 /// Checks simulated business `business`'s books against the stream's expectations and the runs
-/// of `scope` in `store` (any store: several worker processes on PostgreSQL too).
+/// of `scope` in `store` (any store: several worker processes on PostgreSQL too), adding what it
+/// finds to `report` (see [`SoakReport`] for the classes): every expected document is found
+/// once, found more than once, absent because its run was dead-lettered, or lost; ledger
+/// documents nobody expected, dead-lettered runs of any event and events without a run are
+/// problems too.
 ///
 /// # Errors
 /// When the store cannot be read.
@@ -233,11 +267,6 @@ pub async fn verify_business(
         report.problems.push("the simulator lost its business".into());
         return Ok(());
     };
-    let mut by_ref: BTreeMap<&str, usize> = BTreeMap::new();
-    for d in b.invoices.iter().chain(&b.credit_notes) {
-        *by_ref.entry(d.reference.as_str()).or_default() += 1;
-    }
-    report.duplicates = by_ref.values().filter(|n| **n > 1).count();
     let mut contact_refs: BTreeMap<&str, usize> = BTreeMap::new();
     for c in &b.contacts {
         if let Some(r) = &c.reference {
@@ -245,11 +274,6 @@ pub async fn verify_business(
         }
     }
     report.duplicate_contacts = contact_refs.values().filter(|n| **n > 1).count();
-    let mut payments_by_ref: BTreeMap<&str, usize> = BTreeMap::new();
-    for p in &b.payments {
-        *payments_by_ref.entry(p.reference.as_deref().unwrap_or("")).or_default() += 1;
-    }
-    report.duplicates += payments_by_ref.values().filter(|n| **n > 1).count();
     let invoice_refs: BTreeMap<u64, String> = workload
         .expectations
         .iter()
@@ -258,128 +282,161 @@ pub async fn verify_business(
             _ => None,
         })
         .collect();
-    let synced = |key: String| async move { store.find_by_key(scope, &key).await.ok().flatten().map(|r| r.status) };
+    // Ledger documents nobody expected: each collection against its own expectations.
+    let (mut invoices, mut notes, mut payments) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     for e in &workload.expectations {
         match e {
-            Expectation::Invoice { magento_id, reference, total, .. } => {
-                report.expected_documents += 1;
-                let found: Vec<_> = b.invoices.iter().filter(|d| d.reference == *reference).collect();
-                match (found.len(), synced(format!("invoice.created:{magento_id}")).await) {
-                    (1, _) => {
-                        report.found_once += 1;
-                        if found[0].total != *total {
-                            report.wrong_totals += 1;
-                            report
-                                .problems
-                                .push(format!("{reference}: Sage total {} ≠ Magento {total}", found[0].total));
-                        }
-                    }
-                    (0, Some(RunStatus::Synced)) => {
-                        report.lost += 1;
-                        report.problems.push(format!("{reference} synced but not in the ledger"));
-                    }
-                    (0, _) => {}
-                    (n, _) => report.problems.push(format!("{reference} is in the ledger {n} times")),
+            Expectation::Invoice { reference, .. } => invoices.insert(reference.as_str()),
+            Expectation::CreditNote { reference, .. } => notes.insert(reference.as_str()),
+            Expectation::Payment { reference, .. } => payments.insert(reference.as_str()),
+        };
+    }
+    let unexpected: Vec<String> = b
+        .invoices
+        .iter()
+        .filter(|d| !invoices.contains(d.reference.as_str()))
+        .map(|d| format!("invoice {}", d.reference))
+        .chain(
+            b.credit_notes
+                .iter()
+                .filter(|d| !notes.contains(d.reference.as_str()))
+                .map(|d| format!("credit note {}", d.reference)),
+        )
+        .chain(
+            b.payments
+                .iter()
+                .filter(|p| !p.reference.as_deref().is_some_and(|r| payments.contains(r)))
+                .map(|p| format!("payment {}", p.reference.as_deref().unwrap_or("(no reference)"))),
+        )
+        .collect();
+    report.unexpected += unexpected.len();
+    for u in unexpected {
+        report.problems.push(format!("{u} is in the ledger but Magento never sent it"));
+    }
+    for e in &workload.expectations {
+        report.expected_documents += 1;
+        let (what, key, found) = match e {
+            Expectation::Invoice { magento_id, reference, .. } => (
+                reference.clone(),
+                format!("invoice.created:{magento_id}"),
+                b.invoices.iter().filter(|d| d.reference == *reference).count(),
+            ),
+            Expectation::Payment { invoice_id, reference, .. } => (
+                format!("payment {reference}"),
+                format!("invoice.paid:{invoice_id}"),
+                b.payments.iter().filter(|p| p.reference.as_deref() == Some(reference.as_str())).count(),
+            ),
+            Expectation::CreditNote { magento_id, reference, .. } => (
+                reference.clone(),
+                format!("creditmemo.created:{magento_id}"),
+                b.credit_notes.iter().filter(|d| d.reference == *reference).count(),
+            ),
+        };
+        match found {
+            1 => report.found_once += 1,
+            0 => {
+                let run = store.find_by_key(scope, &key).await.map_err(std::io::Error::other)?.map(|r| r.status);
+                if run == Some(RunStatus::DeadLettered) {
+                    report.dead_lettered += 1;
+                    report.problems.push(format!("{what} is not in the ledger: its run ({key}) was dead-lettered"));
+                } else {
+                    report.lost += 1;
+                    let why = match run {
+                        Some(RunStatus::Synced) => "its run synced",
+                        Some(RunStatus::Skipped) => "its run was skipped",
+                        Some(RunStatus::Queued) => "its run is still queued",
+                        Some(RunStatus::Running) => "its run is still running",
+                        Some(RunStatus::DeadLettered) | None => "it has no run",
+                    };
+                    report.problems.push(format!("{what} is lost: not in the ledger, and {why} ({key})"));
+                }
+                continue;
+            }
+            n => {
+                report.duplicates += 1;
+                report.problems.push(format!("{what} is in the ledger {n} times"));
+                continue;
+            }
+        }
+        // Found exactly once: its total, and its allocation.
+        match e {
+            Expectation::Invoice { reference, total, .. } => {
+                let Some(doc) = b.invoices.iter().find(|d| d.reference == *reference) else { continue };
+                if doc.total != *total {
+                    report.wrong_totals += 1;
+                    report.problems.push(format!("{reference}: Sage total {} ≠ Magento {total}", doc.total));
                 }
             }
-            Expectation::Payment { invoice_id, reference, amount } => {
-                report.expected_documents += 1;
-                let found: Vec<_> =
-                    b.payments.iter().filter(|p| p.reference.as_deref() == Some(reference.as_str())).collect();
-                match (found.len(), synced(format!("invoice.paid:{invoice_id}")).await) {
-                    (1, _) => {
-                        report.found_once += 1;
-                        if found[0].total != *amount {
-                            report.wrong_totals += 1;
-                            report.problems.push(format!("payment {reference}: {} ≠ {amount}", found[0].total));
-                        }
-                        let allocated: Decimal = found[0].artefacts.iter().map(|(_, a)| *a).sum();
-                        if allocated.is_zero() && found[0].on_account == *amount {
-                            // Allowed only when the invoice was already settled by a credit note.
-                            let invoice = b.invoices.iter().find(|d| d.reference == *reference);
-                            let credited = invoice.is_some_and(|inv| {
-                                b.allocations.iter().any(|a| a.artefacts.iter().any(|(id, _)| *id == inv.id))
-                            });
-                            if !credited {
-                                report.unallocated_payments += 1;
-                                report.problems.push(format!("payment {reference} allocates nothing"));
-                            }
-                        }
+            Expectation::Payment { reference, amount, .. } => {
+                let Some(pay) = b.payments.iter().find(|p| p.reference.as_deref() == Some(reference.as_str())) else {
+                    continue;
+                };
+                if pay.total != *amount {
+                    report.wrong_totals += 1;
+                    report.problems.push(format!("payment {reference}: {} ≠ {amount}", pay.total));
+                }
+                let allocated: Decimal = pay.artefacts.iter().map(|(_, a)| *a).sum();
+                if allocated.is_zero() && pay.on_account == *amount {
+                    // Allowed only when the invoice was already settled by a credit note.
+                    let invoice = b.invoices.iter().find(|d| d.reference == *reference);
+                    let credited = invoice.is_some_and(|inv| {
+                        b.allocations.iter().any(|a| a.artefacts.iter().any(|(id, _)| *id == inv.id))
+                    });
+                    if !credited {
+                        report.unallocated_payments += 1;
+                        report.problems.push(format!("payment {reference} allocates nothing"));
                     }
-                    (0, Some(RunStatus::Synced)) => {
-                        report.lost += 1;
-                        report.problems.push(format!("payment {reference} synced but not in the ledger"));
-                    }
-                    (0, _) => {}
-                    (n, _) => report.problems.push(format!("payment {reference} is in the ledger {n} times")),
                 }
             }
-            Expectation::CreditNote { magento_id, invoice_id, reference, total } => {
-                report.expected_documents += 1;
-                let found: Vec<_> = b.credit_notes.iter().filter(|d| d.reference == *reference).collect();
-                match (found.len(), synced(format!("creditmemo.created:{magento_id}")).await) {
-                    (1, _) => {
-                        report.found_once += 1;
-                        if found[0].total != *total {
-                            report.wrong_totals += 1;
-                            report
-                                .problems
-                                .push(format!("{reference}: Sage total {} ≠ Magento {total}", found[0].total));
-                        }
-                        let note = found[0];
-                        let allocated = b.allocations.iter().any(|a| a.artefacts.iter().any(|(id, _)| *id == note.id));
-                        // Unallocated is right only when its invoice had nothing outstanding left:
-                        // then that invoice is settled in full. And it must be on the invoice's contact.
-                        let invoice =
-                            invoice_refs.get(invoice_id).and_then(|r| b.invoices.iter().find(|d| d.reference == *r));
-                        if let Some(inv) = invoice {
-                            if inv.contact_id != note.contact_id {
-                                report.problems.push(format!("{reference} is not on its invoice's contact"));
-                            } else if !allocated && !inv.outstanding.is_zero() {
-                                report.unallocated_credit_notes += 1;
-                                report.problems.push(format!(
-                                    "{reference} left unallocated while {} has {} outstanding",
-                                    inv.reference, inv.outstanding
-                                ));
-                            }
-                        }
+            Expectation::CreditNote { invoice_id, reference, total, .. } => {
+                let Some(note) = b.credit_notes.iter().find(|d| d.reference == *reference) else { continue };
+                if note.total != *total {
+                    report.wrong_totals += 1;
+                    report.problems.push(format!("{reference}: Sage total {} ≠ Magento {total}", note.total));
+                }
+                let allocated = b.allocations.iter().any(|a| a.artefacts.iter().any(|(id, _)| *id == note.id));
+                // Unallocated is right only when its invoice had nothing outstanding left: then
+                // that invoice is settled in full. And it must be on the invoice's contact.
+                let invoice = invoice_refs.get(invoice_id).and_then(|r| b.invoices.iter().find(|d| d.reference == *r));
+                if let Some(inv) = invoice {
+                    if inv.contact_id != note.contact_id {
+                        report.problems.push(format!("{reference} is not on its invoice's contact"));
+                    } else if !allocated && !inv.outstanding.is_zero() {
+                        report.unallocated_credit_notes += 1;
+                        report.problems.push(format!(
+                            "{reference} left unallocated while {} has {} outstanding",
+                            inv.reference, inv.outstanding
+                        ));
                     }
-                    (0, Some(RunStatus::Synced)) => {
-                        report.lost += 1;
-                        report.problems.push(format!("{reference} synced but not in the ledger"));
-                    }
-                    (0, _) => {}
-                    (n, _) => report.problems.push(format!("{reference} is in the ledger {n} times")),
                 }
             }
         }
-    }
-    if report.duplicates > 0 {
-        report.problems.push(format!("{} references are in the ledger more than once", report.duplicates));
     }
     if report.duplicate_contacts > 0 {
         report.problems.push(format!("{} contact references are held twice", report.duplicate_contacts));
     }
     // Every event is final or still queued: nothing is lost between the lines.
-    let runs: u64 = counts.values().sum();
-    let mut keys = std::collections::BTreeSet::new();
+    let mut keys = BTreeSet::new();
     for line in &workload.lines {
         if let Ok(e) = crate::canonical::Event::parse(line) {
             keys.insert(e.idempotency_key);
         }
     }
-    let mut missing = 0;
     for k in &keys {
         if store.find_by_key(scope, k).await.map_err(std::io::Error::other)?.is_none() {
-            missing += 1;
+            report.events_without_run += 1;
         }
     }
-    if missing > 0 {
-        report.problems.push(format!("{missing} events have no run at all (lost)"));
+    if report.events_without_run > 0 {
+        report.problems.push(format!("{} events have no run at all (lost)", report.events_without_run));
+    }
+    let dead = counts.get(&RunStatus::DeadLettered).copied().unwrap_or(0);
+    if dead > 0 {
+        // Every event of a workload is valid: a dead letter is a failure the faults caused.
+        report.problems.push(format!("{dead} runs were dead-lettered"));
     }
     if counts.get(&RunStatus::Running).copied().unwrap_or(0) > 0 {
         report.problems.push("runs are left running after the last pass".into());
     }
-    let _ = runs;
     Ok(())
 }

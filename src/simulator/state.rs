@@ -212,6 +212,8 @@ pub struct SimBusiness {
     pub movements: Vec<SimMovement>,
     idempotency: HashMap<String, (String, SimResponse)>,
     window: VecDeque<DateTime<Utc>>,
+    /// 429s still to answer in a throttle burst.
+    burst_left: u32,
     next_id: u64,
 }
 
@@ -230,6 +232,7 @@ impl SimBusiness {
             movements: Vec::new(),
             idempotency: HashMap::new(),
             window: VecDeque::new(),
+            burst_left: 0,
             next_id: 1,
         }
     }
@@ -274,6 +277,10 @@ pub struct SimState {
     pub requests: BTreeMap<String, u64>,
     /// 429 answers given.
     pub throttled: u64,
+    /// 5xx answers injected before acting (scripted or random).
+    pub errors_before_acting: u64,
+    /// 500 answers injected after the request took effect (scripted or random).
+    pub errors_after_commit: u64,
     /// Refreshes served.
     pub refreshes: u64,
     pub(super) scripted: VecDeque<(Option<String>, Fault)>,
@@ -290,6 +297,8 @@ impl SimState {
             tokens: Tokens::default(),
             requests: BTreeMap::new(),
             throttled: 0,
+            errors_before_acting: 0,
+            errors_after_commit: 0,
             refreshes: 0,
             scripted: VecDeque::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed),
@@ -381,6 +390,7 @@ impl SimState {
             );
         };
         let limit = self.config.requests_per_minute;
+        let burst = self.config.faults.throttle_burst;
         let scripted = self.take_scripted(&req.method, resource);
         let random_fault = self.random_fault(&req.method);
         let Some(b) = self.businesses.get_mut(&business_id) else {
@@ -403,9 +413,19 @@ impl SimState {
             }
             b.window.push_back(now);
         }
-        let fault = scripted.or(random_fault);
+        // A burst under way answers before anything else is drawn.
+        let fault = if b.burst_left > 0 {
+            b.burst_left -= 1;
+            Some(Fault::Throttle(1))
+        } else {
+            if random_fault == Some(Fault::Throttle(1)) && scripted.is_none() {
+                b.burst_left = burst.saturating_sub(1);
+            }
+            scripted.or(random_fault)
+        };
         match fault {
             Some(Fault::ErrorBefore(status)) => {
+                self.errors_before_acting += 1;
                 return SimResponse::errors(status, "InternalServerError", "", "Simulated failure before acting");
             }
             Some(Fault::Throttle(secs)) => {
@@ -421,6 +441,7 @@ impl SimState {
             && (200..300).contains(&answer.status)
             && req.method == "POST"
         {
+            self.errors_after_commit += 1;
             return SimResponse::errors(500, "InternalServerError", "", "Simulated failure after commit");
         }
         answer
@@ -683,7 +704,9 @@ fn business(b: &SimBusiness, id: &str) -> SimResponse {
     }))
 }
 
-/// A list envelope honouring `page` and `items_per_page` (≤ 200), with `$next` as a path.
+/// A list envelope honouring `page` and `items_per_page` (≤ 200, 20 by default). `$next` is an
+/// absolute URL on the host the request was sent to, as Sage sends it (sage-api.md 3.2), or the
+/// path alone for a request without a `Host` header (handled in process); null on the last page.
 fn page(req: &SimRequest, items: Vec<Value>) -> SimResponse {
     let per = req.q("items_per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(20).clamp(1, 200);
     let page = req.q("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
@@ -694,7 +717,10 @@ fn page(req: &SimRequest, items: Vec<Value>) -> SimResponse {
         let mut q: Vec<(String, String)> = req.query.iter().filter(|(k, _)| k != "page").cloned().collect();
         q.push(("page".into(), (page + 1).to_string()));
         let qs: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(q).finish();
-        format!("{}?{qs}", req.path)
+        match req.header("host") {
+            Some(host) => format!("http://{host}{}?{qs}", req.path),
+            None => format!("{}?{qs}", req.path),
+        }
     });
     json_ok(json!({"$total": total, "$page": page, "$next": next, "$back": Value::Null,
                    "$itemsPerPage": per, "$items": slice}))

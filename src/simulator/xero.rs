@@ -8,7 +8,9 @@
 //!   30-minute grace period (built for lost answers), `invalid_grant` after it; `GET /connections`
 //!   listing the organisations; every Accounting call needs a bearer token **and**
 //!   `xero-tenant-id` of a connected organisation (403 `AuthenticationUnsuccessful` otherwise).
-//! - **Limits** per organisation: 60 calls in any minute, 5 in flight at once, 5,000 in a rolling
+//! - **Limits** per organisation: 60 calls in any minute, 5 in flight at once (an admitted call
+//!   stays in flight across the answer's latency, or while a test holds its
+//!   [`InFlight`]; refused calls and the identity endpoints never count), 5,000 in a rolling
 //!   day (all configurable), each breach answered 429 with `Retry-After` and
 //!   `X-Rate-Limit-Problem` (`minute`, `concurrent`, `day`); every answer carries
 //!   `X-MinLimit-Remaining`, `X-DayLimit-Remaining` and `X-AppMinLimit-Remaining`.
@@ -48,10 +50,7 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
@@ -306,6 +305,10 @@ pub struct XeroOrg {
     idempotency: HashMap<String, (u64, SimResponse, DateTime<Utc>)>,
     minute: VecDeque<DateTime<Utc>>,
     day: VecDeque<DateTime<Utc>>,
+    /// 429s still to answer in a throttle burst.
+    burst_left: u32,
+    /// Accounting calls admitted and not answered yet (see [`XeroSimulator::begin`]).
+    in_flight: usize,
     next_id: u64,
 }
 
@@ -347,6 +350,8 @@ impl XeroOrg {
             idempotency: HashMap::new(),
             minute: VecDeque::new(),
             day: VecDeque::new(),
+            burst_left: 0,
+            in_flight: 0,
             next_id: 1,
         };
         for (code, name, kind, currency) in [
@@ -429,7 +434,24 @@ pub struct XeroState {
 pub struct XeroSimulator {
     state: Arc<std::sync::Mutex<XeroState>>,
     clock: Arc<dyn Clock>,
-    in_flight: Arc<AtomicUsize>,
+}
+
+/// An Accounting API call the simulator admitted and still counts as in flight for its
+/// organisation's concurrency limit, until this is dropped (see [`XeroSimulator::begin`]).
+#[derive(Debug)]
+#[must_use = "the call stops being in flight when this is dropped"]
+pub struct InFlight {
+    state: Arc<std::sync::Mutex<XeroState>>,
+    tenant: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(org) = s.orgs.get_mut(&self.tenant) {
+            org.in_flight = org.in_flight.saturating_sub(1);
+        }
+    }
 }
 
 fn resp(status: u16, body: Value) -> SimResponse {
@@ -515,7 +537,7 @@ impl XeroSimulator {
             scripted: VecDeque::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed),
         };
-        Self { state: Arc::new(std::sync::Mutex::new(state)), clock, in_flight: Arc::default() }
+        Self { state: Arc::new(std::sync::Mutex::new(state)), clock }
     }
 
     /// A simulator with the demo organisation ([`XeroOrg::demo`]) connected through
@@ -581,11 +603,20 @@ impl XeroSimulator {
         })
     }
 
-    /// Handles one request (no latency: the server adds it).
+    /// Handles one request (no latency: the server adds it); it is in flight only while it is
+    /// handled.
     pub fn handle(&self, req: &SimRequest) -> SimResponse {
+        self.begin(req).0
+    }
+
+    /// Handles one request and, when its organisation admitted it (it passed the limits), keeps
+    /// it in flight until the returned [`InFlight`] is dropped: the server holds it across the
+    /// answer's latency, a test as long as it likes. Only admitted Accounting API calls count
+    /// against the concurrency limit: not the identity endpoints, and not the calls it refused.
+    pub fn begin(&self, req: &SimRequest) -> (SimResponse, Option<InFlight>) {
         let now = self.clock.now();
-        let in_flight = self.in_flight.load(Ordering::SeqCst);
-        self.with_state(|s| s.handle(req, now, in_flight))
+        let (answer, tenant) = self.with_state(|s| s.handle(req, now));
+        (answer, tenant.map(|tenant| InFlight { state: Arc::clone(&self.state), tenant }))
     }
 
     /// Serves the simulator on `127.0.0.1` at a free port.
@@ -640,15 +671,14 @@ impl XeroSimulator {
             headers,
             body: bytes.to_vec(),
         };
-        // Requests in flight are counted across the latency, so that concurrency is observable.
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let answer = self.handle(&sim_req);
+        // An admitted call stays in flight across the latency, so that concurrency is observable.
+        let (answer, in_flight) = self.begin(&sim_req);
         let latency = self.with_state(|s| s.config.latency);
         if let Some((lo, hi)) = latency {
             let extra = hi.saturating_sub(lo).mul_f64(self.with_state(|s| rand::Rng::random::<f64>(&mut s.rng)));
             tokio::time::sleep(lo + extra).await;
         }
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        drop(in_flight);
         let mut builder = axum::http::Response::builder().status(answer.status);
         let plain = answer.status == 404 && answer.body.is_string();
         builder =
@@ -710,7 +740,15 @@ impl XeroState {
         *self.requests.entry(format!("{method} /{resource}")).or_insert(0) += 1;
     }
 
-    fn handle(&mut self, req: &SimRequest, now: DateTime<Utc>, in_flight: usize) -> SimResponse {
+    /// One request: the answer, and the tenant whose concurrency count it was admitted into
+    /// (the caller releases it, [`InFlight`]).
+    fn handle(&mut self, req: &SimRequest, now: DateTime<Utc>) -> (SimResponse, Option<String>) {
+        let mut admitted = None;
+        let answer = self.answer(req, now, &mut admitted);
+        (answer, admitted)
+    }
+
+    fn answer(&mut self, req: &SimRequest, now: DateTime<Utc>, admitted: &mut Option<String>) -> SimResponse {
         let path = req.path.trim_end_matches('/');
         if path.ends_with("/connect/token") {
             self.count(&req.method, "connect/token");
@@ -767,6 +805,18 @@ impl XeroState {
         while org.day.front().is_some_and(|t| now - *t >= chrono::Duration::hours(24)) {
             org.day.pop_front();
         }
+        // Every answer from here on carries what is left of the limits, 429s included.
+        let remaining = |org: &XeroOrg, mut r: SimResponse| {
+            let min_left = config
+                .per_minute
+                .map_or(9999, |l| l.saturating_sub(u32::try_from(org.minute.len()).unwrap_or(u32::MAX)));
+            let day_left =
+                config.per_day.map_or(99_999, |l| l.saturating_sub(u32::try_from(org.day.len()).unwrap_or(u32::MAX)));
+            r.headers.push(("x-minlimit-remaining".into(), min_left.to_string()));
+            r.headers.push(("x-daylimit-remaining".into(), day_left.to_string()));
+            r.headers.push(("x-appminlimit-remaining".into(), "9999".into()));
+            r
+        };
         let limited = |problem: &str, wait: i64| {
             let mut r = resp(
                 429,
@@ -783,7 +833,7 @@ impl XeroState {
             let wait = org.day.front().map_or(1, |t| (*t + chrono::Duration::hours(24) - now).num_seconds());
             breach = Some(limited("day", wait));
         } else if let Some(limit) = config.concurrent
-            && in_flight > limit
+            && org.in_flight >= limit
         {
             breach = Some(limited("concurrent", 1));
         } else if let Some(limit) = config.per_minute
@@ -796,22 +846,22 @@ impl XeroState {
             let problem =
                 r.headers.iter().find(|(k, _)| k == "x-rate-limit-problem").map(|(_, v)| v.clone()).unwrap_or_default();
             *self.throttled.entry(problem).or_insert(0) += 1;
-            return r;
+            return remaining(org, r);
         }
         org.minute.push_back(now);
         org.day.push_back(now);
-        let remaining = |org: &XeroOrg, mut r: SimResponse| {
-            let min_left = config
-                .per_minute
-                .map_or(9999, |l| l.saturating_sub(u32::try_from(org.minute.len()).unwrap_or(u32::MAX)));
-            let day_left =
-                config.per_day.map_or(99_999, |l| l.saturating_sub(u32::try_from(org.day.len()).unwrap_or(u32::MAX)));
-            r.headers.push(("x-minlimit-remaining".into(), min_left.to_string()));
-            r.headers.push(("x-daylimit-remaining".into(), day_left.to_string()));
-            r.headers.push(("x-appminlimit-remaining".into(), "9999".into()));
-            r
+        org.in_flight += 1;
+        *admitted = Some(tenant.clone());
+        // A burst under way answers before anything else is drawn.
+        let fault = if org.burst_left > 0 {
+            org.burst_left -= 1;
+            Some(Fault::Throttle(1))
+        } else {
+            if random == Some(Fault::Throttle(1)) && scripted.is_none() {
+                org.burst_left = config.faults.throttle_burst.saturating_sub(1);
+            }
+            scripted.or(random)
         };
-        let fault = scripted.or(random);
         match fault {
             Some(Fault::ErrorBefore(status)) => {
                 return remaining(
@@ -823,7 +873,7 @@ impl XeroState {
                 *self.throttled.entry("minute".into()).or_insert(0) += 1;
                 let mut r = limited("minute", i64::try_from(secs).unwrap_or(1));
                 r.body["Detail"] = json!("simulated burst");
-                return r;
+                return remaining(org, r);
             }
             _ => {}
         }

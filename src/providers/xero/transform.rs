@@ -6,10 +6,22 @@
 //! [`document`] turns the plan into Xero's shape:
 //!
 //! - **Tax types** come from the crate's tax router: a domestic line takes the policy's rate id
-//!   (which is a Xero `TaxType`, e.g. `OUTPUT2`, `RROUTPUT`), every other treatment the type
-//!   [`TaxTypes::resolve`] finds among the organisation's own tax rates (UK: `ZERORATEDOUTPUT`
-//!   for exports and services outside the scope, `ECZROUTPUT` / `ECZROUTPUTSERVICES` for
-//!   intra-EU reverse-charge supplies, `NONE` for what is not a supply at all).
+//!   (which is a Xero `TaxType`), every other treatment the type [`TaxTypes::resolve`] finds
+//!   among the organisation's own tax rates (UK: `ZERORATEDOUTPUT` for exports and services
+//!   outside the scope, `ECZROUTPUT` / `ECZROUTPUTSERVICES` for intra-EU reverse-charge
+//!   supplies, `NONE` for what is not a supply at all).
+//!
+//!   | domestic rate (`tax_rate_map`) | UK `TaxType` | Xero's name |
+//!   |---|---|---|
+//!   | 20 % | `OUTPUT2` | 20% (VAT on Income) |
+//!   | 5 % | `RROUTPUT` | 5% (VAT on Income) |
+//!   | 0 %, zero-rated goods | `ZERORATEDOUTPUT` | Zero Rated Income |
+//!   | 0 %, exempt supplies | `EXEMPTOUTPUT` | Exempt Income |
+//!
+//!   The map is keyed by the rate, so a shop books its 0 % lines either as zero-rated
+//!   (`{"0": "ZERORATEDOUTPUT"}`) or as exempt (`{"0": "EXEMPTOUTPUT"}`), not both; any active
+//!   revenue tax type of the organisation is accepted (custom `TAX00n` rates too), and
+//!   [`SyncPolicy::validate_against`] refuses a policy naming one the organisation does not have.
 //! - **Xero computes tax** per line from the tax type and the document's `LineAmountTypes`,
 //!   rounding each line half up to 2 decimals (xero-api.md 8). [`document`] computes what Xero
 //!   would book for every line under both `Exclusive` and `Inclusive`, picks the mode in which
