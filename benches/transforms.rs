@@ -1,5 +1,7 @@
 //! Cost of the pure pipeline per document: parse + validate an `invoice.created` event, then plan
-//! and transform it into the Sage request, for invoices of 1, 10 and 100 lines.
+//! and transform it into the Sage request, for invoices of 1, 10 and 100 lines; and the same for
+//! the other event kinds of the sample stream (`samples/events.jsonl`: a credit memo, a payment,
+//! a customer, a stock product).
 //!
 //! Run: `cargo bench --bench transforms`.
 
@@ -11,8 +13,9 @@ use std::hint::black_box;
 use byte8_ledger_core::clock::Clock;
 use byte8_ledger_core::{
     canonical::{Entity, Event},
+    identity::{self, ContactSubject},
     policy::SyncPolicy,
-    providers::sage::transform::{self, DocumentLinks},
+    providers::sage::transform::{self, DocumentLinks, PaymentLinks},
     reference::ReferenceData,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -73,6 +76,66 @@ fn bench(c: &mut Criterion) {
             b.iter(|| black_box(serde_json::to_vec(&t.request).expect("serializes")));
         });
     }
+    group.finish();
+
+    // The other kinds, each from its sample event: parse + validate + transform.
+    let sample = |key: &str| {
+        include_str!("../samples/events.jsonl")
+            .lines()
+            .find(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| v["idempotency_key"] == key))
+            .unwrap_or_else(|| panic!("no sample {key}"))
+            .to_owned()
+    };
+    let base = reference.business.base_currency;
+    let mut group = c.benchmark_group("other_events");
+    group.throughput(Throughput::Elements(1));
+    let memo = sample("creditmemo.created:3001");
+    group.bench_function("creditmemo_parse_and_transform", |b| {
+        b.iter(|| {
+            let event = Event::parse(black_box(&memo)).expect("parses");
+            let Some(Entity::CreditMemo(m)) = &event.entity else { unreachable!() };
+            black_box(transform::sales_credit_note(m, &policy, &reference, &links, None).expect("transforms"))
+        });
+    });
+    let payment = sample("invoice.paid:1001");
+    group.bench_function("payment_parse_and_transform", |b| {
+        b.iter(|| {
+            let event = Event::parse(black_box(&payment)).expect("parses");
+            let Some(Entity::Payment(p)) = &event.entity else { unreachable!() };
+            let links = PaymentLinks {
+                contact_id: "C1",
+                invoice_id: "I1",
+                bank_account_id: "B1",
+                exchange_rate: transform::exchange_rate(p.currency, base, None),
+                outstanding: Some(p.amount),
+                idempotency_key: Some(&event.idempotency_key),
+            };
+            black_box(transform::contact_payment(p, &policy, &links))
+        });
+    });
+    let customer = sample("customer.upserted:5");
+    group.bench_function("customer_parse_and_transform", |b| {
+        b.iter(|| {
+            let event = Event::parse(black_box(&customer)).expect("parses");
+            let Some(Entity::Contact(c)) = &event.entity else { unreachable!() };
+            let subject = ContactSubject::of(c);
+            let refs = identity::reference_candidates(&subject, base, base, "WEBSALES");
+            black_box(transform::contact(c, base, &refs[0], &policy, &reference, Some(&event.idempotency_key)))
+        });
+    });
+    let product = sample("product.upserted:2079");
+    let stock_policy = SyncPolicy::from_json(
+        r#"{"default_ledger_account_id":"SALES","default_tax_rate_id":"GB_STANDARD","sync_products":true,"sync_stock":true,"default_purchase_ledger_account_id":"COS"}"#,
+    )
+    .expect("policy");
+    group.bench_function("product_parse_and_transform", |b| {
+        b.iter(|| {
+            let event = Event::parse(black_box(&product)).expect("parses");
+            let Some(Entity::Product(p)) = &event.entity else { unreachable!() };
+            let kind = transform::item_kind(p, &stock_policy).expect("a kind");
+            black_box(transform::item(p, kind, &stock_policy, Some(&event.idempotency_key)).expect("transforms"))
+        });
+    });
     group.finish();
 }
 

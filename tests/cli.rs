@@ -196,6 +196,35 @@ async fn sync_reads_stdin_and_status_requeue_reference_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_what_waits_in_line_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, _server, state) = connected(dir.path()).await;
+    // The payment of sample invoice 000000101 before its invoice.created.
+    let line = std::fs::read_to_string(samples().join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .find(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["idempotency_key"] == "invoice.paid:1001"))
+        .expect("the sample payment")
+        .to_owned();
+    let events = dir.path().join("payment.jsonl");
+    std::fs::write(&events, format!("{line}\n")).unwrap();
+    let o = sync(&state, &events);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = bin().args(["status", "--json", "--state"]).arg(&state).output().unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["counts"]["queued"], 1, "{v}");
+    let waiting = &v[0]["waiting"][0];
+    assert_eq!(waiting["idempotency_key"], "invoice.paid:1001", "{v}");
+    assert_eq!(waiting["attempts"], 1);
+    assert!(waiting["next_attempt_at"].is_string(), "{v}");
+    assert!(waiting["message"].as_str().unwrap().contains("waits for its invoice.created"), "{v}");
+    let o = bin().args(["status", "--state"]).arg(&state).output().unwrap();
+    let (out, _) = text(&o);
+    assert!(out.contains("waiting in line:") && out.contains("invoice.paid:1001"), "{out}");
+    assert!(out.contains("waits for its invoice.created"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_exits_2_for_a_policy_the_ledger_refutes_and_1_for_a_ledger_it_cannot_reach() {
     let dir = tempfile::tempdir().unwrap();
     let (sim, server, state) = connected(dir.path()).await;

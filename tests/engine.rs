@@ -314,6 +314,124 @@ async fn sync_since_skips_older_invoices_and_credit_memos() {
     assert!(b.credit_notes.is_empty());
 }
 
+/// P1 → P5 in the documented order (byte8-spec.md 4.1): when several skips apply, the first
+/// one names the outcome, and none reaches Sage.
+#[tokio::test]
+async fn when_several_policy_skips_apply_the_first_in_the_documented_order_wins() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({
+        "sync_unpaid_invoices": false, "sync_zero_value_invoices": false,
+        "sync_since": "2026-11-21T00:00:00Z", "website_filter": [1], "store_filter": [1]})));
+    // Every invoice below was created 2026-11-20 (before sync_since) in website 2, store 2.
+    let elsewhere = |mut v: Value| {
+        v["website_id"] = json!(2);
+        v["store_id"] = json!(2);
+        v
+    };
+    // Unpaid, zero-value, old and filtered: P1.
+    let unpaid = elsewhere(zero_invoice(1451));
+    skipped(&engine.sync_line(&invoice_created(&unpaid)).await.unwrap(), "unpaid_invoice");
+    // Paid at creation, zero-value, old and filtered: P2.
+    let mut zero = elsewhere(zero_invoice(1452));
+    zero["state"] = json!("paid");
+    skipped(&engine.sync_line(&invoice_created(&zero)).await.unwrap(), "zero_value_invoice");
+    // Paid, 30.00, old and filtered: P3.
+    let mut old = elsewhere(invoice_entity(1453, "GBP", &registered(5, "Jane", "Doe", None)));
+    old["state"] = json!("paid");
+    skipped(&engine.sync_line(&invoice_created(&old)).await.unwrap(), "outside_sync_since");
+    // Paid, 30.00, recent, filtered by website and store: P4 before P5.
+    let mut recent = old.clone();
+    recent["magento_id"] = json!(1454);
+    recent["increment_id"] = json!("000001454");
+    recent["created_at"] = json!("2026-11-21T10:00:00Z");
+    skipped(&engine.sync_line(&invoice_created(&recent)).await.unwrap(), "filtered_website");
+    // In website 1 but store 2: P5.
+    let mut store_only = recent.clone();
+    store_only["magento_id"] = json!(1455);
+    store_only["increment_id"] = json!("000001455");
+    store_only["website_id"] = json!(1);
+    skipped(&engine.sync_line(&invoice_created(&store_only)).await.unwrap(), "filtered_store");
+    assert_eq!(w.writes(), 0, "no skip reaches Sage");
+}
+
+/// A French company's invoice with no VAT charged (a cross-border B2B sale from the GB demo
+/// business): lines of `lines`, no shipping; every line net = total, tax 0.
+fn fr_b2b_invoice(id: u64, lines: Value) -> Value {
+    let fr = |kind: &str| json!({"kind": kind, "street": ["3 rue de la Paix"], "city": "Paris", "postcode": "75002", "country_id": "FR"});
+    let mut customer = registered(40, "Luc", "Moreau", Some("Moreau SARL"));
+    customer["addresses"] = json!([fr("billing")]);
+    let mut v = invoice_entity(id, "GBP", &customer);
+    let total: rust_decimal::Decimal =
+        lines.as_array().unwrap().iter().map(|l| dec(l["line_total"].as_str().unwrap())).sum();
+    v["lines"] = lines;
+    for k in ["tax_amount", "shipping_amount", "shipping_tax_amount"] {
+        v[k] = json!("0.00");
+    }
+    v["subtotal"] = json!(total.to_string());
+    v["grand_total"] = json!(total.to_string());
+    v["billing_address"] = fr("billing");
+    v["shipping_address"] = fr("shipping");
+    v
+}
+
+fn untaxed_line(sku: &str, product_type: &str, amount: &str) -> Value {
+    json!({"sku": sku, "name": sku, "qty": 1, "unit_price": amount, "line_subtotal": amount, "line_tax": "0.00",
+           "line_total": amount, "tax_rate": 0, "product_type": product_type})
+}
+
+#[tokio::test]
+async fn the_eu_supply_type_follows_the_product_type_map_and_the_default_settles_mixed_documents() {
+    let w = World::new().await;
+    let eu_type = |reference: &str| {
+        let b = w.biz();
+        let si = invoice(&b, reference);
+        let types: Vec<Value> = si.request["invoice_lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["eu_goods_services_type_id"].clone())
+            .collect();
+        types
+    };
+    // The default map: a virtual product is a service.
+    let defaults = w.engine(policy(json!({})));
+    synced(
+        &defaults
+            .sync_line(&invoice_created(&fr_b2b_invoice(1461, json!([untaxed_line("SETUP", "virtual", "10.00")]))))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(eu_type("000001461"), vec![json!("SERVICES")]);
+    // A map that calls virtual products goods.
+    let remapped = w.engine(policy(json!({"product_type_eu_goods_map": {"virtual": "GOODS"}})));
+    synced(
+        &remapped
+            .sync_line(&invoice_created(&fr_b2b_invoice(1462, json!([untaxed_line("SETUP", "virtual", "10.00")]))))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(eu_type("000001462"), vec![json!("GOODS")]);
+    // Goods and services on one document: Sage takes one type per invoice, the policy's default.
+    let mixed = json!([untaxed_line("WIDGET", "simple", "20.00"), untaxed_line("SETUP", "virtual", "10.00")]);
+    let services_default = w.engine(policy(json!({"default_eu_goods_services_type": "SERVICES"})));
+    synced(&services_default.sync_line(&invoice_created(&fr_b2b_invoice(1463, mixed.clone()))).await.unwrap());
+    assert_eq!(eu_type("000001463"), vec![json!("SERVICES"), json!("SERVICES")]);
+    let goods_default = w.engine(policy(json!({"default_eu_goods_services_type": "GOODS"})));
+    synced(&goods_default.sync_line(&invoice_created(&fr_b2b_invoice(1464, mixed))).await.unwrap());
+    assert_eq!(eu_type("000001464"), vec![json!("GOODS"), json!("GOODS")]);
+    // A domestic sale carries no EU type.
+    synced(
+        &defaults
+            .sync_line(&invoice_created(&invoice_entity(1465, "GBP", &registered(5, "Jane", "Doe", None))))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(eu_type("000001465"), vec![Value::Null]);
+    // The untaxed cross-border lines are zero-rated and the totals are Magento's.
+    let b = w.biz();
+    assert_eq!((invoice(&b, "000001463").total, invoice(&b, "000001463").tax), (dec("30.00"), dec("0.00")));
+}
+
 #[tokio::test]
 async fn website_and_store_filters_skip_with_their_codes() {
     let w = World::new().await;
@@ -558,6 +676,31 @@ async fn b2c_consolidation_routes_small_first_time_guests_to_the_fallback() {
     assert_eq!(invoice(&b, "000001801").outstanding, dec("0.00"), "allocated against Ann's invoice");
     assert_eq!(b.allocations.len(), 1);
     assert_eq!(b.contacts.len(), 4, "WEBSALES, Bob, M8, WEBSALESE and nothing else: {:?}", refs(&b));
+}
+
+#[tokio::test]
+async fn the_fallback_contact_takes_the_policys_name_email_and_reference_in_each_currency() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"b2c_consolidation": {
+        "enabled": true, "min_total_for_individual": 100, "fallback_contact_name": "Shop Guests",
+        "fallback_contact_email": "guests@shop.example", "fallback_contact_reference": "GUESTS"}})));
+    let ann = guest("ann@example.org", "Ann", "Ash");
+    synced(&engine.sync_line(&invoice_created(&invoice_entity(1811, "GBP", &ann))).await.unwrap());
+    let cat = guest("cat@example.org", "Cat", "Cole");
+    synced(&engine.sync_line(&invoice_created(&invoice_entity(1812, "EUR", &cat))).await.unwrap());
+    let b = w.biz();
+    let gbp = contact(&b, "GUESTS");
+    assert_eq!(
+        (gbp.name.as_str(), gbp.email.as_deref(), gbp.currency.as_str()),
+        ("Shop Guests", Some("guests@shop.example"), "GBP")
+    );
+    // The euro twin: the reference's currency letter and the name's currency, as Byte8 names them.
+    let eur = contact(&b, "GUESTSE");
+    assert_eq!((eur.name.as_str(), eur.currency.as_str()), ("Shop Guests (EUR)", "EUR"));
+    assert_eq!(invoice(&b, "000001811").contact_id, gbp.id);
+    assert_eq!(invoice(&b, "000001812").contact_id, eur.id);
+    assert_eq!(b.contacts.len(), 2, "no contact of the guests themselves: {:?}", refs(&b));
+    assert!(!refs(&b).iter().any(|r| r.starts_with("WEBSALES")), "the default reference is not used");
 }
 
 /// A German consumer's goods with 19 % German VAT collected at checkout (IOSS), in EUR:
