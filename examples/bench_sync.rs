@@ -247,6 +247,8 @@ async fn naive_one(
             let reference = transform::document_reference(policy, &pay.invoice_increment_id);
             let Ok(Some(doc)) = sage.find_document(DocumentKind::Invoice, &reference).await else { return };
             let Some(cid) = doc.contact_id.clone() else { return };
+            // The contact check a naive connector makes before paying: one `GET /contacts`. Only
+            // its cost is modelled (the payment has no customer of its own to look up by).
             let _ = sage.find_contact("lookup").await;
             let outstanding = doc.outstanding.unwrap_or_default();
             let req = PaymentRequest {

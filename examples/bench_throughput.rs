@@ -19,6 +19,7 @@ use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     engine::SyncEngine,
     http::{RateConfig, RetryConfig},
+    outcome::SyncStatus,
     policy::SyncPolicy,
     providers::{
         AccountingProvider,
@@ -59,6 +60,9 @@ struct Run {
     requests: u64,
     latencies: Vec<Duration>,
     window: Duration,
+    /// Outcomes over the whole run: failed (dead-lettered or waiting to retry) and all.
+    failed: u64,
+    outcomes: u64,
 }
 
 async fn run_business(server: &SimServerRef, business: String, limit: u32, seconds: u64, seed: u64) -> Run {
@@ -88,7 +92,11 @@ async fn run_business(server: &SimServerRef, business: String, limit: u32, secon
         if window_start.is_none() && now >= half {
             window_start = Some((now, sage.stats().total()));
         }
-        engine.sync_line(line).await.expect("outcome");
+        let outcome = engine.sync_line(line).await.expect("outcome");
+        run.outcomes += 1;
+        if outcome.sync_status == SyncStatus::Failed {
+            run.failed += 1;
+        }
         if window_start.is_some() {
             run.latencies.push(now.elapsed());
             run.events += 1;
@@ -165,13 +173,15 @@ async fn main() {
     let throttled = sim.with_state(|s| s.throttled) - throttled_before;
     let minutes = one.window.as_secs_f64() / 60.0;
     println!(
-        "1 business (steady state, second half of the run): {:.0} events/min, {:.0} requests/min = {:.1} % of the limit, {} × 429, latency p50 {} ms p99 {} ms",
+        "1 business (steady state, second half of the run): {:.0} events/min, {:.0} requests/min = {:.1} % of the limit, {} × 429, latency p50 {} ms p99 {} ms; {} of {} outcomes failed",
         one.events as f64 / minutes,
         one.requests as f64 / minutes,
         100.0 * one.requests as f64 / minutes / f64::from(limit),
         throttled,
         pct(&mut one.latencies, 0.5).as_millis(),
-        pct(&mut one.latencies, 0.99).as_millis()
+        pct(&mut one.latencies, 0.99).as_millis(),
+        one.failed,
+        one.outcomes,
     );
 
     // Many businesses at once.
@@ -195,7 +205,7 @@ async fn main() {
         let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
         let max = rates.iter().copied().fold(0.0, f64::max);
         println!(
-            "{} businesses at once: per business {:.0} events/min (min {:.0}), {:.0}–{:.0} requests/min = {:.1}–{:.1} % of each limit; {} × 429 in all; latency p50 {} ms p99 {} ms; {:.0} requests/min served in all ({:.1} min wall)",
+            "{} businesses at once: per business {:.0} events/min (min {:.0}), {:.0}–{:.0} requests/min = {:.1}–{:.1} % of each limit; {} × 429 in all; latency p50 {} ms p99 {} ms; {:.0} requests/min served in all ({:.1} min wall); {} of {} outcomes failed",
             runs.len(),
             events.iter().sum::<f64>() / events.len() as f64,
             events.iter().copied().fold(f64::INFINITY, f64::min),
@@ -207,7 +217,9 @@ async fn main() {
             pct(&mut all, 0.5).as_millis(),
             pct(&mut all, 0.99).as_millis(),
             rates.iter().sum::<f64>(),
-            wall
+            wall,
+            runs.iter().map(|r| r.failed).sum::<u64>(),
+            runs.iter().map(|r| r.outcomes).sum::<u64>(),
         );
     }
     running.stop().await;

@@ -37,6 +37,7 @@ behaviour_tests!(
     items_round_trip,
     stock_movements,
     void_document,
+    batches_answer_each_item_in_place,
 );
 
 #[tokio::test]

@@ -22,6 +22,7 @@
 //! | [`items_round_trip`] | products and services: create, find by code, update, read by id | products |
 //! | [`stock_movements`] | a movement brings `quantity_in_stock` to Magento's; a zero delta posts nothing | stock |
 //! | [`void_document`] | a voided invoice reads as voided, is still found by reference, and cannot be paid | |
+//! | [`batches_answer_each_item_in_place`] | `find_contacts` and `post_invoices` answer one result per item, in order; an item the ledger refuses fails alone and hides none of the others | |
 //!
 //! # Running it against your provider
 //!
@@ -1104,6 +1105,76 @@ pub async fn void_document(p: &dyn AccountingProvider, f: &Fixture) {
     refused(B, "paying a voided invoice", p.post_payment(&request).await);
 }
 
+/// The batch methods (the trait's defaults, or a ledger's batch endpoints) answer one result per
+/// item, in order: `find_contacts` finds the known reference and not the unknown one;
+/// `post_invoices` with an invoice on a contact that does not exist between two good ones posts
+/// both good ones, refuses the bad one alone, and each answer is its own invoice.
+pub async fn batches_answer_each_item_in_place(p: &dyn AccountingProvider, f: &Fixture) {
+    const B: &str = "batches_answer_each_item_in_place";
+    let c = ctx(p, B).await;
+    let (customer, contact) = new_contact(p, f, &c, B, "BA", c.base()).await;
+    let known = f.contact_reference("BA");
+    let unknown = f.contact_reference("BZ");
+    let found = ok(B, "find_contacts", p.find_contacts(&[unknown.as_str(), known.as_str()]).await);
+    assert_eq!(found.len(), 2, "[{B}] find_contacts must answer once per reference");
+    assert!(found[0].is_none(), "[{B}] find_contacts found the unknown reference {unknown}");
+    assert_eq!(
+        found[1].as_ref().map(|r| r.id.as_str()),
+        Some(contact.id.as_str()),
+        "[{B}] find_contacts must find {known} in its place"
+    );
+
+    let first = f.invoice("B1", c.base(), &customer, Decimal::from(1), Decimal::from(10), &c.reference);
+    let bad = f.invoice("B2", c.base(), &customer, Decimal::from(1), Decimal::from(20), &c.reference);
+    let last = f.invoice("B3", c.base(), &customer, Decimal::from(3), Decimal::from(10), &c.reference);
+    let items = BTreeMap::new();
+    let keys: Vec<String> =
+        [&first, &bad, &last].iter().map(|i| f.idempotency_key(&format!("batch:{}", i.increment_id))).collect();
+    let no_such_contact = "00000000000000000000000000000000";
+    let requests = [
+        InvoiceRequest {
+            invoice: &first,
+            policy: &f.policy,
+            contact_id: &contact.id,
+            items: &items,
+            idempotency_key: &keys[0],
+        },
+        InvoiceRequest {
+            invoice: &bad,
+            policy: &f.policy,
+            contact_id: no_such_contact,
+            items: &items,
+            idempotency_key: &keys[1],
+        },
+        InvoiceRequest {
+            invoice: &last,
+            policy: &f.policy,
+            contact_id: &contact.id,
+            items: &items,
+            idempotency_key: &keys[2],
+        },
+    ];
+    let results = p.post_invoices(&requests).await;
+    assert_eq!(results.len(), 3, "[{B}] post_invoices must answer once per request");
+    let mut results = results.into_iter();
+    let (r1, r2, r3) = (results.next(), results.next(), results.next());
+    let d1 = ok(B, "post_invoices[0]", r1.expect("three answers"));
+    refused(B, "post_invoices[1] (a contact that does not exist)", r2.expect("three answers"));
+    let d3 = ok(B, "post_invoices[2]", r3.expect("three answers"));
+    assert_eq!(d1.total, Some(first.grand_total), "[{B}] answer 0 must be the first invoice");
+    assert_eq!(d3.total, Some(last.grand_total), "[{B}] answer 2 must be the third invoice, not the second");
+    assert_ne!(d1.id, d3.id, "[{B}] two invoices answered with one id");
+    for (invoice, expect) in [(&first, Some(&d1.id)), (&bad, None), (&last, Some(&d3.id))] {
+        let reference = f.document_reference(&invoice.increment_id, &c.caps);
+        let found = ok(B, "find_document", p.find_document(DocumentKind::Invoice, &reference).await);
+        assert_eq!(
+            found.as_ref().map(|d| &d.id),
+            expect,
+            "[{B}] after the batch, the ledger holds the wrong thing under {reference}"
+        );
+    }
+}
+
 /// Every behaviour, in the order of the [module docs](self).
 pub async fn run_all(p: &dyn AccountingProvider, f: &Fixture) {
     reference_data_and_policy(p, f).await;
@@ -1119,4 +1190,5 @@ pub async fn run_all(p: &dyn AccountingProvider, f: &Fixture) {
     items_round_trip(p, f).await;
     stock_movements(p, f).await;
     void_document(p, f).await;
+    batches_answer_each_item_in_place(p, f).await;
 }
