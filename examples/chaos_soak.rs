@@ -38,7 +38,7 @@ async fn main() {
         workload: WorkloadConfig { seed, events, ..WorkloadConfig::default() },
         kills,
         kill_after: (Duration::from_millis(500), Duration::from_secs(6)),
-        faults: FaultRates { error_before: 0.03, error_after_commit: 0.03, throttle: 0.02, throttle_burst: 1 },
+        faults: FaultRates { error_before: 0.03, error_after_commit: 0.03, throttle: 0.02, throttle_burst: 3 },
         access_token_ttl: Duration::from_secs(3),
         seed,
         final_passes: 5,

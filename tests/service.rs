@@ -1024,6 +1024,48 @@ async fn byte8_ledger_serve_on_sqlite_syncs_a_webhook_and_stops_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_waits_out_a_busy_store_once_magento_holds_the_new_key() {
+    use sqlx::Connection as _;
+    let w = World::new().await;
+    w.magento.add_shop("busy", "45c48cce2e2d7fbdea1afc51c7c6ad26");
+    // Another writer holds the state file for 8 s: longer than SQLite's busy timeout (5 s), so
+    // storing the binding fails once after Magento accepted the key.
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", w.db_path().display())).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut blocker).await.unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    });
+    let db = w.db_path();
+    let magento_url = w.magento.base_url("busy");
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .args(["tenant", "pair", "--state"])
+            .arg(&db)
+            .args(["--magento-base-url", &magento_url, "--pairing-code", "45c48cce2e2d7fbdea1afc51c7c6ad26"])
+            .args(["--business-id", BUSINESS, "--policy"])
+            .arg(policy_path())
+            .args(["--ledger-base-url", "https://ledger.example.com"])
+            .env("RUST_LOG", "byte8_ledger_core=warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    release.await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("storing the binding failed; trying again"), "the store was busy at first: {stderr}");
+    let tenant = w.magento.tenant("busy");
+    let stored = w.store.binding(&tenant).await.unwrap().expect("the binding is stored");
+    assert_eq!(
+        stored.api_key.expose_secret(),
+        w.magento.with("busy", |s| s.api_key.clone()).unwrap(),
+        "Magento and the ledger hold the same key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entity_that_cannot_be_booked_is_dead_lettered_and_magento_hears_failed_with_its_class() {
     let mut w = World::new().await;
     w.pair("shop", "tenant-f").await;

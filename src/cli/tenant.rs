@@ -142,13 +142,31 @@ async fn pair(
         .send(&http_client()?, &clock)
         .await
         .map_err(|e| Failure { code: 1, message: format!("Magento refused the pairing: {e}") })?;
-    store.put_binding(&binding).await.map_err(|e| Failure {
-        code: 1,
-        message: format!(
-            "Magento accepted the key but the binding could not be stored ({e}): generate a new code in the Magento \
-             admin and pair again"
-        ),
-    })?;
+    // Magento now signs with the new key: until the binding is stored, its webhooks get 401,
+    // which Magento dead-letters for good. A store that is briefly unavailable (busy, a dropped
+    // connection) is tried again for about half a minute before giving up.
+    let mut wait = std::time::Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match store.put_binding(&binding).await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() && attempt < 8 => {
+                tracing::warn!(attempt, error = %e, "storing the binding failed; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(8));
+                attempt += 1;
+            }
+            Err(e) => {
+                return Err(Failure {
+                    code: 1,
+                    message: format!(
+                        "Magento accepted the key but the binding could not be stored ({e}): generate a new code in \
+                         the Magento admin and pair again"
+                    ),
+                });
+            }
+        }
+    }
     let sage = store.connection(&binding.scope).await?.is_some();
     writeln!(out, "paired tenant {} with business {}", binding.tenant_id, binding.scope).map_err(io)?;
     writeln!(
