@@ -43,12 +43,11 @@ use crate::{
     policy::SyncPolicy,
     providers::{
         AccountingProvider,
-        sage::{DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, PROVIDER, SageBuilder},
+        sage::{DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, PROVIDER},
         xero::{self, XeroBuilder, XeroConnection},
     },
     store::{
-        Connection, ConnectionStore, ProviderKind, RunStatus, RunStore, ScopedTokenStore, Store, crypto::MasterKey,
-        sqlite::SqliteStore,
+        Connection, ConnectionStore, ProviderKind, RunStatus, RunStore, Store, crypto::MasterKey, sqlite::SqliteStore,
     },
 };
 
@@ -326,30 +325,7 @@ fn provider_for(
     store: Arc<dyn crate::store::ConnectionStoreDyn>,
     c: &Connection,
 ) -> std::result::Result<Arc<dyn AccountingProvider>, Failure> {
-    let tokens = Arc::new(ScopedTokenStore::new(store, c.scope.clone()));
-    match c.kind() {
-        Some(ProviderKind::Sage) => Ok(Arc::new(
-            SageBuilder::from_env()
-                .with_business_id(c.scope.clone())
-                .with_base_url(c.base_url.clone())
-                .with_token_url(c.token_url.clone())
-                .with_token_store(tokens)
-                .build()
-                .map_err(|e| usage(e.to_string()))?,
-        )),
-        Some(ProviderKind::Xero) => {
-            let mut b = XeroBuilder::from_env()
-                .with_tenant_id(c.tenant_id.clone().unwrap_or_else(|| c.scope.clone()))
-                .with_base_url(c.base_url.clone())
-                .with_token_url(c.token_url.clone())
-                .with_token_store(tokens);
-            if let Some(u) = &c.connections_url {
-                b = b.with_connections_url(u.clone());
-            }
-            Ok(Arc::new(b.build().map_err(|e| usage(e.to_string()))?))
-        }
-        _ => Err(usage(format!("connection {} is to an unknown provider `{}`", c.scope, c.provider))),
-    }
+    crate::service::StoredProviders::new(store).for_connection(c).map_err(|e| usage(e.to_string()))
 }
 
 fn read_policy(path: Option<PathBuf>) -> std::result::Result<SyncPolicy, Failure> {

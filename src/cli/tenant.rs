@@ -12,6 +12,7 @@ use super::{
 use crate::{
     clock::{Clock, SystemClock},
     error::Error,
+    http::{Backoff, RetryConfig},
     magento::{ApiKey, PairRequest, http_client},
     store::{
         crypto::MasterKey,
@@ -145,16 +146,20 @@ async fn pair(
     // Magento now signs with the new key: until the binding is stored, its webhooks get 401,
     // which Magento dead-letters for good. A store that is briefly unavailable (busy, a dropped
     // connection) is tried again for about half a minute before giving up.
-    let mut wait = std::time::Duration::from_millis(250);
-    let mut attempt = 1;
+    let retry = RetryConfig {
+        max_retries: 7,
+        initial_backoff: std::time::Duration::from_millis(250),
+        max_backoff: std::time::Duration::from_secs(8),
+        retry_timeout: std::time::Duration::from_secs(30),
+    };
+    let mut retries = 0;
     loop {
         match store.put_binding(&binding).await {
             Ok(()) => break,
-            Err(e) if e.is_retryable() && attempt < 8 => {
-                tracing::warn!(attempt, error = %e, "storing the binding failed; trying again");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(8));
-                attempt += 1;
+            Err(e) if e.is_retryable() && retries < retry.max_retries => {
+                tracing::warn!(attempt = retries + 1, error = %e, "storing the binding failed; trying again");
+                tokio::time::sleep(Backoff::delay(&retry, retries, 1.0)).await;
+                retries += 1;
             }
             Err(e) => {
                 return Err(Failure {

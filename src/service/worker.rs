@@ -30,7 +30,7 @@ use crate::{
         sage::{PROVIDER as SAGE, SageBuilder},
     },
     store::{
-        ConnectionStoreDyn, ProviderKind, ScopedTokenStore, Store,
+        Connection, ConnectionStoreDyn, ProviderKind, ScopedTokenStore, Store,
         service::{Binding, BindingInfo},
     },
 };
@@ -100,24 +100,9 @@ impl SageProviders {
     }
 }
 
-#[async_trait]
-impl ProviderFactory for SageProviders {
-    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
-        let scope = &binding.scope;
-        let c = self.connections.connection(scope).await?.ok_or_else(|| Error::Auth {
-            provider: SAGE,
-            reason: AuthFailure::NotConnected,
-            message: format!(
-                "business {scope} has no Sage connection yet: run `byte8-ledger connect --business-id {scope}`; its \
-                 events wait in line"
-            ),
-        })?;
-        if c.provider != SAGE {
-            return Err(Error::Unsupported {
-                operation: format!("a `{}` connection (business {scope}) in SageProviders", c.provider),
-                provider: SAGE,
-            });
-        }
+impl SageProviders {
+    /// The Sage provider of connection `c`, with this factory's settings.
+    fn build(&self, c: &Connection) -> Result<Arc<dyn AccountingProvider>> {
         let mut b = SageBuilder::from_env()
             .with_business_id(c.scope.clone())
             .with_base_url(c.base_url.clone())
@@ -127,12 +112,26 @@ impl ProviderFactory for SageProviders {
             b = b.with_clock(Arc::clone(clock));
         }
         if let Some(limiter) = &self.limiter {
-            b = b.with_rate_limiter(limiter(scope));
+            b = b.with_rate_limiter(limiter(&c.scope));
         }
         if let Some(configure) = &self.configure {
             b = configure(b);
         }
         Ok(Arc::new(b.build()?))
+    }
+}
+
+#[async_trait]
+impl ProviderFactory for SageProviders {
+    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
+        let c = stored_connection(&self.connections, &binding.scope, SAGE).await?;
+        if c.kind() != Some(ProviderKind::Sage) {
+            return Err(Error::Unsupported {
+                operation: format!("a `{}` connection (business {}) in SageProviders", c.provider, binding.scope),
+                provider: SAGE,
+            });
+        }
+        self.build(&c)
     }
 }
 
@@ -184,7 +183,7 @@ impl XeroProviders {
         self
     }
 
-    fn build(&self, c: &crate::store::Connection) -> Result<Arc<dyn AccountingProvider>> {
+    fn build(&self, c: &Connection) -> Result<Arc<dyn AccountingProvider>> {
         let mut b = XeroBuilder::from_env()
             .with_tenant_id(c.tenant_id.clone().unwrap_or_else(|| c.scope.clone()))
             .with_base_url(c.base_url.clone())
@@ -254,20 +253,21 @@ impl StoredProviders {
         self.xero = xero;
         self
     }
-}
 
-#[async_trait]
-impl ProviderFactory for StoredProviders {
-    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
-        let c = stored_connection(&self.connections, &binding.scope, "ledger").await?;
+    /// The provider of connection `c`, Sage or Xero as it names (what `byte8-ledger` uses for
+    /// every command that talks to a stored connection).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a ledger this build does not serve; the builder's errors.
+    pub fn for_connection(&self, c: &Connection) -> Result<Arc<dyn AccountingProvider>> {
         match c.kind() {
-            Some(ProviderKind::Sage) => self.sage.provider(binding).await,
+            Some(ProviderKind::Sage) => self.sage.build(c),
             #[cfg(feature = "xero")]
-            Some(ProviderKind::Xero) => self.xero.build(&c),
+            Some(ProviderKind::Xero) => self.xero.build(c),
             _ => Err(Error::Unsupported {
                 operation: format!(
                     "business {}'s connection to `{}` (this build serves {})",
-                    binding.scope,
+                    c.scope,
                     c.provider,
                     if cfg!(feature = "xero") { "Sage and Xero" } else { "Sage" }
                 ),
@@ -277,12 +277,19 @@ impl ProviderFactory for StoredProviders {
     }
 }
 
+#[async_trait]
+impl ProviderFactory for StoredProviders {
+    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
+        self.for_connection(&stored_connection(&self.connections, &binding.scope, "ledger").await?)
+    }
+}
+
 /// The stored connection of `scope`, or [`AuthFailure::NotConnected`] (its events wait in line).
 async fn stored_connection(
     connections: &Arc<dyn ConnectionStoreDyn>,
     scope: &str,
     ledger: &'static str,
-) -> Result<crate::store::Connection> {
+) -> Result<Connection> {
     connections.connection(scope).await?.ok_or_else(|| Error::Auth {
         provider: ledger,
         reason: AuthFailure::NotConnected,
