@@ -6,5 +6,5 @@ pub mod retry;
 pub mod stats;
 
 pub use limit::{ConcurrencyLimit, DailyBudget, RateConfig, RateLimiter, TenantLimits};
-pub use retry::{Attempt, Backoff, Decision, RetryConfig, decide};
+pub use retry::{Attempt, Backoff, Decision, RetryConfig, after_network_error, decide};
 pub use stats::RequestStats;

@@ -21,7 +21,7 @@ use crate::{
     auth::TokenManager,
     clock::Clock,
     error::{AuthFailure, Error, Result},
-    http::{Attempt, Decision, RateLimiter, RetryConfig, decide, retry::parse_retry_after},
+    http::{Attempt, Decision, RateLimiter, RetryConfig, after_network_error, decide, retry::parse_retry_after},
 };
 
 /// The HTTP client of one Sage business.
@@ -251,27 +251,11 @@ impl SageClient {
                     }
                 }
                 Err(e) => {
-                    let sent = !e.is_connect() && !e.is_builder();
-                    let e = e.without_url();
-                    let message = format!("{label}: {e}");
-                    let attempt = if sent { Attempt::Interrupted } else { Attempt::NotSent };
-                    match decide(attempt, retries, started.elapsed(), idempotent, &self.retry, rand::random()) {
-                        Decision::Retry(d) => {
-                            tracing::info!(request = %label, attempt = retries + 1, error = %message, "retrying after a network error");
-                            retries += 1;
-                            self.stats.count_retry();
-                            tokio::time::sleep(d).await;
-                            continue;
-                        }
-                        Decision::GiveUp | Decision::Ambiguous => {
-                            return Err(Error::Http {
-                                provider: PROVIDER,
-                                message,
-                                outcome_unknown: sent && !idempotent,
-                                source: Some(Box::new(e)),
-                            });
-                        }
-                    }
+                    let d =
+                        after_network_error(e, PROVIDER, &label, retries, started.elapsed(), idempotent, &self.retry)?;
+                    retries += 1;
+                    self.stats.count_retry();
+                    tokio::time::sleep(d).await;
                 }
             }
         }
