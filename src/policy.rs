@@ -143,6 +143,14 @@ pub struct SyncPolicy {
     /// for another country (OSS/IOSS). When it is not set, such documents fail with an error that
     /// says so instead of dropping the tax.
     pub foreign_vat_ledger_account_id: Option<String>,
+    /// Extension of this crate (issue 13): a credit memo whose invoice is already paid is
+    /// refunded as cash from the bank account the invoice was paid into (else
+    /// `default_bank_account_id`) — on Sage a `CUSTOMER_REFUND` contact payment allocated to the
+    /// credit note, on Xero a payment against it — so the bank and the customer's balance are
+    /// right (true, the default). False leaves the credit note open as the customer's credit, for
+    /// the accountant to refund or use. What the credited invoice still has outstanding is
+    /// allocated either way.
+    pub refund_paid_credit_memos: bool,
 }
 
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
@@ -182,6 +190,7 @@ impl Default for SyncPolicy {
             product_type_eu_goods_map,
             b2c_consolidation: B2cConsolidation::default(),
             foreign_vat_ledger_account_id: None,
+            refund_paid_credit_memos: true,
         }
     }
 }
@@ -432,6 +441,16 @@ mod tests {
         assert_eq!(p.product_type_eu_goods_map.len(), 6);
         assert_eq!(p.b2c_consolidation.fallback_contact_reference, "WEBSALES");
         assert!(p.b2c_consolidation.always_individual_for_b2b);
+    }
+
+    #[test]
+    fn refund_paid_credit_memos_defaults_on_and_is_checked_like_every_key() {
+        assert!(SyncPolicy::from_json("{}").unwrap().refund_paid_credit_memos);
+        assert!(!SyncPolicy::from_json(r#"{"refund_paid_credit_memos":false}"#).unwrap().refund_paid_credit_memos);
+        let err = SyncPolicy::from_json(r#"{"refund_paid_credit_memos":"no"}"#).unwrap_err();
+        assert!(err.to_string().contains("refund_paid_credit_memos"), "{err}");
+        let err = SyncPolicy::from_json(r#"{"refund_paid_credit_memo":false}"#).unwrap_err();
+        assert!(err.to_string().contains("refund_paid_credit_memo"), "{err}");
     }
 
     #[test]

@@ -462,9 +462,11 @@ fn io(e: std::io::Error) -> Failure {
     Failure { code: 1, message: format!("cannot write the output: {e}") }
 }
 
-/// Syncs the lines of `input` with `engine`, writing one outcome a line to `out`; returns how
-/// many lines got an outcome. When the provider takes batches, lines are read in chunks of its
-/// batch size and synced together ([`SyncEngine::sync_lines`]); otherwise one at a time.
+/// Syncs the lines of `input` with `engine` as one run ([`SyncSession`](crate::engine::SyncSession)),
+/// writing one outcome a line to `out`, in input order; returns how many lines got an outcome.
+/// Lines are read in chunks of the provider's batch size and synced together (one at a time for
+/// Sage). A payment or credit memo whose invoice comes later in the input waits for it, and
+/// transient failures are tried once more at the end of the run before they are reported.
 ///
 /// # Errors
 /// Store failures and output errors.
@@ -474,10 +476,22 @@ pub async fn sync_stream(
     out: &mut dyn Write,
     progress: Option<&indicatif::ProgressBar>,
 ) -> std::result::Result<u64, Failure> {
-    let chunk = engine.provider().capabilities().await.map(|c| c.max_batch).unwrap_or(1).max(1);
+    let mut session = engine.session().await?;
+    let chunk = session.batch_size();
     let mut n = 0;
     let mut line = String::new();
     let mut pending: Vec<String> = Vec::new();
+    let mut write = |outcomes: Vec<crate::outcome::Outcome>, n: &mut u64| -> std::result::Result<(), Failure> {
+        for outcome in outcomes {
+            serde_json::to_writer(&mut *out, &outcome).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+            writeln!(out).map_err(io)?;
+            *n += 1;
+            if let Some(p) = progress {
+                p.inc(1);
+            }
+        }
+        out.flush().map_err(io)
+    };
     loop {
         line.clear();
         let read = input
@@ -489,23 +503,16 @@ pub async fn sync_stream(
         }
         if pending.len() >= chunk || (read == 0 && !pending.is_empty()) {
             let lines: Vec<&str> = pending.iter().map(String::as_str).collect();
-            let outcomes =
-                if chunk == 1 { vec![engine.sync_line(lines[0]).await?] } else { engine.sync_lines(&lines).await? };
-            for outcome in outcomes {
-                serde_json::to_writer(&mut *out, &outcome).map_err(|e| Failure { code: 1, message: e.to_string() })?;
-                writeln!(out).map_err(io)?;
-                n += 1;
-                if let Some(p) = progress {
-                    p.inc(1);
-                }
-            }
-            out.flush().map_err(io)?;
+            let outcomes = session.push(&lines).await?;
+            write(outcomes, &mut n)?;
             pending.clear();
         }
         if read == 0 {
             break;
         }
     }
+    let outcomes = session.finish().await?;
+    write(outcomes, &mut n)?;
     Ok(n)
 }
 

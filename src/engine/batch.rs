@@ -31,7 +31,12 @@ pub(crate) struct Shape {
 
 impl Shape {
     fn of(run: &Run) -> Self {
-        match Event::parse(&run.raw) {
+        Self::of_line(&run.raw)
+    }
+
+    /// The shape of an input line (no kind when it cannot be read).
+    pub(crate) fn of_line(line: &str) -> Self {
+        match Event::parse(line) {
             Ok(e) => {
                 let invoice = match (&e.event, &e.entity) {
                     (EventKind::InvoiceCreated, _) => Some(e.magento_entity_id),

@@ -638,11 +638,24 @@ impl SyncEngine {
         // The credited invoice, when there is one and it is in the ledger. One that is nowhere yet
         // (its invoice.created has not come) is waited for, as a payment waits: posted before it,
         // the credit note could not be allocated and might land on another contact. One that was
-        // skipped by policy leaves the credit note open, unallocated.
+        // skipped by policy (unpaid, zero value, website/store filter, cancelled) makes the
+        // credit memo skipped too, with the same reason: the ledger never booked that sale, so
+        // there is nothing to credit. The exception is an invoice older than `sync_since`: the
+        // sale happened before the ledger was synced (and may be booked there by hand), so its
+        // credit memo is posted as an offline refund, open and unallocated.
         let invoice = match memo.invoice_id {
             Some(id) => match self.invoice_facts(id, memo.invoice_increment_id.as_deref(), policy, &caps).await? {
                 Ok(facts) => Some(facts),
-                Err(Some(_skipped)) => None,
+                Err(Some(reason)) if reason != skip::OUTSIDE_SYNC_SINCE => {
+                    return Ok(skipped(
+                        &reason,
+                        format!(
+                            "its invoice {} was skipped ({reason}), so the credit memo is not posted either",
+                            memo.invoice_increment_id.as_deref().unwrap_or(&id.to_string())
+                        ),
+                    ));
+                }
+                Err(Some(_outside_sync_since)) => None,
                 Err(None) => {
                     return Err(Error::Pending {
                         what: format!("invoice {}", memo.invoice_increment_id.as_deref().unwrap_or(&id.to_string())),
@@ -733,7 +746,7 @@ impl SyncEngine {
             if !caps.allocations {
                 notes.push("the ledger business cannot allocate: the credit note stays open".into());
             } else if amount <= Decimal::ZERO {
-                if !caps.credit_note_refunds {
+                if !(caps.credit_note_refunds && policy.refund_paid_credit_memos) {
                     notes.push(
                         "the invoice is already settled: the credit note stays open as the customer's credit".into(),
                     );
@@ -779,10 +792,14 @@ impl SyncEngine {
                 ));
             }
         }
-        // 3. What no allocation settled, on a ledger that refunds (Xero): the customer got it back
-        //    in cash, so the credit note is refunded from the bank account the invoice was paid
-        //    into (else the policy's default); without one it stays open as the customer's credit.
-        if let (Some(facts), Some(invoice_id), true) = (&invoice, memo.invoice_id, caps.credit_note_refunds)
+        // 3. What no allocation settled, on a ledger that refunds (Sage Standard and Plus, Xero)
+        //    and with `refund_paid_credit_memos` on: the customer got it back in cash, so the
+        //    credit note is refunded from the bank account the invoice was paid into (else the
+        //    policy's default); without one, or with the setting off, it stays open as the
+        //    customer's credit. Exactly once like every write: an intent first, and a look-up by
+        //    reference before any second refund.
+        if let (Some(facts), Some(invoice_id), true) =
+            (&invoice, memo.invoice_id, caps.credit_note_refunds && policy.refund_paid_credit_memos)
             && self.get(XrefKind::Refund, &key).await?.as_ref().and_then(Xref::done_id).is_none()
         {
             let allocation = self.get(XrefKind::Allocation, &key).await?;

@@ -51,6 +51,9 @@
 
 mod batch;
 mod handlers;
+mod session;
+
+pub use session::SyncSession;
 
 use std::{sync::Arc, time::Duration};
 

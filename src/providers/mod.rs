@@ -23,6 +23,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod memory;
+pub(crate) mod resend;
 pub mod sage;
 pub mod types;
 #[cfg(feature = "xero")]

@@ -204,6 +204,9 @@ pub struct SimBusiness {
     pub credit_notes: Vec<SimDocument>,
     /// Customer receipts.
     pub payments: Vec<SimTransaction>,
+    /// Customer refunds (`CUSTOMER_REFUND` contact payments): money paid back to a customer,
+    /// allocated to credit notes.
+    pub refunds: Vec<SimTransaction>,
     /// Allocations.
     pub allocations: Vec<SimTransaction>,
     /// Items.
@@ -227,6 +230,7 @@ impl SimBusiness {
             invoices: Vec::new(),
             credit_notes: Vec::new(),
             payments: Vec::new(),
+            refunds: Vec::new(),
             allocations: Vec::new(),
             items: Vec::new(),
             movements: Vec::new(),
@@ -619,8 +623,14 @@ fn route(b: &mut SimBusiness, req: &SimRequest, seg: &[&str], now: DateTime<Utc>
             }
         }
         ("GET", ["contact_payments"]) => {
-            let items =
-                transactions(&b.payments, req).into_iter().map(|t| transaction_json(t, "CUSTOMER_RECEIPT")).collect();
+            // Receipts and refunds, filtered by `transaction_type_id` when it is given.
+            let kind = req.q("transaction_type_id");
+            let receipts = transactions(&b.payments, req).into_iter().map(|t| transaction_json(t, "CUSTOMER_RECEIPT"));
+            let refunds = transactions(&b.refunds, req).into_iter().map(|t| transaction_json(t, "CUSTOMER_REFUND"));
+            let items = receipts
+                .filter(|_| kind.is_none_or(|k| k == "CUSTOMER_RECEIPT"))
+                .chain(refunds.filter(|_| kind.is_none_or(|k| k == "CUSTOMER_REFUND")))
+                .collect();
             page(req, items)
         }
         ("POST", ["contact_payments"]) => idempotent(b, &body, "contact_payment", |b| create_payment(b, &body)),
@@ -1076,8 +1086,10 @@ fn find_doc_mut<'a>(b: &'a mut SimBusiness, id: &str) -> Option<&'a mut SimDocum
 
 fn create_payment(b: &mut SimBusiness, body: &Value) -> SimResponse {
     let Some(p) = body.get("contact_payment") else { return SimResponse::invalid("contact_payment", "is missing") };
-    if s(p, "transaction_type_id").as_deref() != Some("CUSTOMER_RECEIPT") {
-        return SimResponse::invalid("contact_payment.transaction_type_id", "is not supported by the simulator");
+    match s(p, "transaction_type_id").as_deref() {
+        Some("CUSTOMER_RECEIPT") => {}
+        Some("CUSTOMER_REFUND") => return create_refund(b, p),
+        _ => return SimResponse::invalid("contact_payment.transaction_type_id", "is not supported by the simulator"),
     }
     let contact_id = s(p, "contact_id").unwrap_or_default();
     if !b.contacts.iter().any(|c| c.id == contact_id) {
@@ -1133,6 +1145,68 @@ fn create_payment(b: &mut SimBusiness, body: &Value) -> SimResponse {
     };
     b.payments.push(t.clone());
     SimResponse::json(201, transaction_json(&t, "CUSTOMER_RECEIPT"))
+}
+
+/// A `CUSTOMER_REFUND`: money leaves a bank account back to the customer, allocated to credit
+/// notes of that contact (positive amounts, within each credit note's outstanding amount and
+/// the refund's total), in the credit note's currency.
+fn create_refund(b: &mut SimBusiness, p: &Value) -> SimResponse {
+    let contact_id = s(p, "contact_id").unwrap_or_default();
+    if !b.contacts.iter().any(|c| c.id == contact_id) {
+        return SimResponse::invalid("contact_payment.contact_id", "Couldn't find Customer");
+    }
+    if b.reference.bank_account(&s(p, "bank_account_id").unwrap_or_default()).is_none() {
+        return SimResponse::invalid("contact_payment.bank_account_id", "Couldn't find bank account");
+    }
+    let Some(total) = p.get("total_amount").and_then(dec).filter(|t| *t > Decimal::ZERO) else {
+        return SimResponse::invalid("contact_payment.total_amount", "must be greater than 0");
+    };
+    let Some(date) = s(p, "date").and_then(|t| NaiveDate::parse_from_str(&t, "%Y-%m-%d").ok()) else {
+        return SimResponse::invalid("contact_payment.date", "is not a date");
+    };
+    if too_long(p, "reference", 25) {
+        return SimResponse::invalid("contact_payment.reference", "is too long (maximum is 25 characters)");
+    }
+    let Some(artefacts) = amounts(p, "allocated_artefacts").filter(|a| !a.is_empty()) else {
+        // Refunding money held on account needs its payment-on-account id (sage-api.md 4.4);
+        // the crate only refunds credit notes.
+        return SimResponse::invalid("contact_payment.allocated_artefacts", "can't be blank");
+    };
+    if artefacts.iter().map(|(_, a)| *a).sum::<Decimal>() != total {
+        return SimResponse::invalid("contact_payment.allocated_artefacts", "must add up to the total amount");
+    }
+    for (id, amount) in &artefacts {
+        let Some(d) = b.credit_notes.iter().find(|d| d.id == *id) else {
+            return SimResponse::invalid("contact_payment.allocated_artefacts", "Couldn't find credit note");
+        };
+        if d.contact_id != contact_id {
+            return SimResponse::invalid("contact_payment.allocated_artefacts", "must belong to the payment's contact");
+        }
+        let currency = s(p, "currency_id").unwrap_or_else(|| d.currency.clone());
+        if currency != d.currency {
+            return SimResponse::invalid("contact_payment.currency_id", "must match the credit note currency");
+        }
+        if d.voided || *amount <= Decimal::ZERO || *amount > d.outstanding {
+            return SimResponse::errors(422, "RecordInvalid", "", "You can only refund unpaid or part-paid credit notes.");
+        }
+    }
+    for (id, amount) in &artefacts {
+        if let Some(d) = find_doc_mut(b, id) {
+            d.outstanding -= *amount;
+        }
+    }
+    let t = SimTransaction {
+        id: b.id("rf"),
+        contact_id,
+        reference: s(p, "reference"),
+        date,
+        total,
+        artefacts,
+        on_account: Decimal::ZERO,
+        request: p.clone(),
+    };
+    b.refunds.push(t.clone());
+    SimResponse::json(201, transaction_json(&t, "CUSTOMER_REFUND"))
 }
 
 fn create_allocation(b: &mut SimBusiness, body: &Value) -> SimResponse {

@@ -28,13 +28,11 @@ use crate::{
     providers::{
         AccountingProvider, AllocationRequest, Capabilities, ContactFor, ContactRecord, ContactRequest,
         CreditNoteRequest, DocumentRecord, InvoiceRequest, ItemKind, ItemRecord, ItemRequest, PaymentRequest,
-        StockMovementRequest, TransactionKind, TransactionLookup, TransactionRecord,
+        RefundRequest, StockMovementRequest, TransactionKind, TransactionLookup, TransactionRecord,
     },
     reference::{BankAccount, BusinessProfile, LedgerAccount, PaymentMethod, ReferenceData, TaxRate},
 };
-
-/// How many times an ambiguous write is looked up and re-sent before giving up.
-const RECOVERY_ROUNDS: usize = 3;
+use crate::providers::resend::ResendBudget;
 
 /// The Sage Business Cloud Accounting provider of one business. Build it with
 /// [`SageBuilder`](super::SageBuilder).
@@ -80,7 +78,8 @@ impl SageProvider {
         self.oauth.exchange_code(code, redirect_uri, self.client.clock.now()).await
     }
 
-    /// Posts, and when the outcome is unknown looks the record up before posting again.
+    /// Posts, and when the outcome is unknown looks the record up before posting again, as often
+    /// as the request's retry budget allows ([`ResendBudget`]).
     async fn post_recovering<B, R, L, Fut>(
         &self,
         path: &str,
@@ -94,8 +93,9 @@ impl SageProvider {
         L: Fn() -> Fut + Send + Sync,
         Fut: Future<Output = Result<Option<R>>> + Send,
     {
-        let mut last = None;
-        for round in 0..RECOVERY_ROUNDS {
+        let mut budget = ResendBudget::new(self.client.retry);
+        let mut round = 0u32;
+        loop {
             match self.client.post::<B, Value>(path, body).await {
                 Ok(v) => return map(v),
                 Err(e) if e.outcome_unknown() => {
@@ -104,12 +104,17 @@ impl SageProvider {
                         tracing::info!(path, "the write had been applied; using the existing record");
                         return Ok(found);
                     }
-                    last = Some(e);
+                    match budget.next_resend() {
+                        Some(wait) => {
+                            round += 1;
+                            tokio::time::sleep(wait).await;
+                        }
+                        None => return Err(e),
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::internal("recovery loop ended without an error")))
     }
 
     async fn fetch_reference(&self) -> Result<ReferenceData> {
@@ -329,8 +334,9 @@ fn build_reference(
 }
 
 /// What a Sage business can do, from its subscription tier and financial settings (sage-api.md
-/// 4.9 and Q13): Start has no foreign currency, no allocations and no products; only Plus has
-/// stock. An unknown tier is treated as Plus (the ledger then refuses what it cannot do, with a
+/// 4.9 and Q13): Start has no foreign currency, no allocations, no products and no customer
+/// refunds; only Plus has stock. Standard and Plus refund a paid invoice's credit note as cash
+/// (`credit_note_refunds`: a `CUSTOMER_REFUND` contact payment). An unknown tier is treated as Plus (the ledger then refuses what it cannot do, with a
 /// clear error).
 pub fn capabilities_of(business: &BusinessProfile) -> Capabilities {
     let tier = business.subscription.as_deref().unwrap_or("").to_lowercase();
@@ -341,6 +347,7 @@ pub fn capabilities_of(business: &BusinessProfile) -> Capabilities {
     c.products = !start;
     c.allocations = !start;
     c.stock = !start && !standard;
+    c.credit_note_refunds = !start;
     c.native_idempotency_window_secs = Some(7 * 24 * 3600);
     c
 }
@@ -695,6 +702,48 @@ impl AccountingProvider for SageProvider {
         .await
     }
 
+    async fn refund_credit_note(&self, request: &RefundRequest<'_>) -> Result<TransactionRecord> {
+        if !self.capabilities().await?.credit_note_refunds {
+            return Err(Error::Unsupported { operation: "customer refunds on this subscription".into(), provider: PROVIDER });
+        }
+        let reference = self.reference_data(false).await?;
+        // The refund is in the credit note's currency (a contact trades in one currency).
+        let note: SageDocument = self
+            .client
+            .get(&format!("/sales_credit_notes/{}", request.credit_note_id), &[("mark_as_sent", "false".into())])
+            .await?;
+        let base = reference.business.base_currency;
+        let currency = note.currency.as_ref().and_then(|c| parse_currency(&c.id).ok()).unwrap_or(base);
+        let body = transform::credit_note_refund(
+            request.contact_id,
+            request.credit_note_id,
+            request.bank_account_id,
+            request.amount,
+            request.date,
+            currency,
+            transform::exchange_rate(currency, base, request.base_to_order_rate),
+            request.reference,
+            Some(request.idempotency_key),
+        );
+        let refund_ref = body.contact_payment.reference.clone();
+        let ids = [request.credit_note_id];
+        self.post_recovering(
+            "/contact_payments",
+            &body,
+            |v| parse::<SageTransaction>(v, "POST /contact_payments").map(transaction_record),
+            || {
+                let lookup = TransactionLookup {
+                    contact_id: request.contact_id,
+                    reference: refund_ref.as_deref(),
+                    date: request.date,
+                    artefact_ids: &ids,
+                };
+                async move { self.find_transaction(TransactionKind::Refund, &lookup).await }
+            },
+        )
+        .await
+    }
+
     async fn find_transaction(
         &self,
         kind: TransactionKind,
@@ -702,20 +751,31 @@ impl AccountingProvider for SageProvider {
     ) -> Result<Option<TransactionRecord>> {
         let day = lookup.date.format("%Y-%m-%d").to_string();
         let found: Vec<Value> = match kind {
-            // Sage leaves a settled invoice's credit note open (`credit_note_refunds` is off).
-            TransactionKind::Refund => return Ok(None),
-            TransactionKind::Payment => {
-                self.client
+            TransactionKind::Payment | TransactionKind::Refund => {
+                let kind_id = if kind == TransactionKind::Payment { "CUSTOMER_RECEIPT" } else { "CUSTOMER_REFUND" };
+                let listed: Vec<Value> = self
+                    .client
                     .get_all(
                         "/contact_payments",
                         &[
                             ("contact_id", lookup.contact_id.to_owned()),
-                            ("transaction_type_id", "CUSTOMER_RECEIPT".into()),
+                            ("transaction_type_id", kind_id.into()),
                             ("from_date", day.clone()),
                             ("to_date", day.clone()),
                         ],
                     )
-                    .await?
+                    .await?;
+                // The filter is Sage's; a receipt and a refund of the same reference on the same
+                // day must never be taken for each other, so the type is checked again here.
+                listed
+                    .into_iter()
+                    .filter(|v| {
+                        v.get("transaction_type")
+                            .and_then(|t| t.get("id"))
+                            .and_then(Value::as_str)
+                            .is_none_or(|t| t == kind_id)
+                    })
+                    .collect()
             }
             TransactionKind::Allocation => {
                 self.client
@@ -738,7 +798,7 @@ impl AccountingProvider for SageProvider {
         };
         // A match that cannot be read is an error, not "not found": answering `None` would let the
         // engine post the transaction a second time.
-        let path = if kind == TransactionKind::Payment { "/contact_payments" } else { "/contact_allocations" };
+        let path = if kind == TransactionKind::Allocation { "/contact_allocations" } else { "/contact_payments" };
         found
             .into_iter()
             .find(|v| matches(v))
@@ -772,6 +832,8 @@ mod tests {
         assert!(!standard.stock && standard.allocations && standard.products);
         let start = capabilities_of(&business(Some("Accounting Start"), true));
         assert!(!start.multi_currency && !start.allocations && !start.products && !start.stock);
+        assert!(plus.credit_note_refunds && standard.credit_note_refunds, "Standard and Plus refund customers");
+        assert!(!start.credit_note_refunds, "Start has no customer refunds (Q13)");
         let off = capabilities_of(&business(Some("Accounting Plus"), false));
         assert!(!off.multi_currency, "multi-currency also needs the financial setting");
         assert_eq!(plus.native_idempotency_window_secs, Some(604_800));

@@ -714,6 +714,43 @@ pub fn credit_note_allocation(
     }
 }
 
+/// A credit note refunded as cash: one `POST /contact_payments` (`CUSTOMER_REFUND`) from the bank
+/// account the invoice was paid into, on the credit note's contact and in its currency, carrying
+/// its allocation to the credit note inline (sage-api.md 4.3, 4.4).
+///
+/// A choice where the docs are silent: the refund's `total_amount` and the credit note's
+/// allocated amount are both positive (the money leaves the bank; a `CUSTOMER_REFUND` is the
+/// mirror of a `CUSTOMER_RECEIPT`, whose allocations are positive), unlike a
+/// `contact_allocations` request where credits are negative. The simulator refuses a negative
+/// refund allocation so a sign slip is caught by the tests.
+#[allow(clippy::too_many_arguments)]
+pub fn credit_note_refund(
+    contact_id: &str,
+    credit_note_id: &str,
+    bank_account_id: &str,
+    amount: Decimal,
+    date: NaiveDate,
+    currency: Currency,
+    exchange_rate: Option<Decimal>,
+    reference: &str,
+    idempotency_key: Option<&str>,
+) -> PostContactPayment {
+    PostContactPayment {
+        contact_payment: ContactPaymentBody {
+            transaction_type_id: "CUSTOMER_REFUND".to_owned(),
+            contact_id: contact_id.to_owned(),
+            bank_account_id: bank_account_id.to_owned(),
+            date,
+            total_amount: amount,
+            currency_id: currency.code().to_owned(),
+            exchange_rate,
+            reference: Some(reference.chars().take(limits::DOCUMENT_REFERENCE).collect()),
+            allocated_artefacts: vec![AllocatedArtefact { artefact_id: credit_note_id.to_owned(), amount }],
+            idempotency_id: idempotency_key.map(|k| idempotency_id(k, "contact_refund")),
+        },
+    }
+}
+
 /// Which ledger item a product becomes (byte8-spec.md 6.5), or the skip reason: the
 /// provider-neutral rule of [`crate::providers::types::item_kind`], kept here for Sage callers.
 ///

@@ -42,9 +42,8 @@ use crate::{
     },
     reference::{BankAccount, BusinessProfile, LedgerAccount, ReferenceData, TaxRate},
 };
+use crate::providers::resend::ResendBudget;
 
-/// How many times an ambiguous write is looked up and re-sent before giving up.
-const RECOVERY_ROUNDS: usize = 3;
 
 /// How long Xero replays an `Idempotency-Key` (≈ 6 minutes, xero-api.md 4.1, UNCONFIRMED).
 pub const IDEMPOTENCY_WINDOW_SECS: u64 = 360;
@@ -293,10 +292,10 @@ impl XeroProvider {
         for chunk in chunks {
             let mut todo: Vec<&(usize, Element<B>)> = chunk.iter().collect();
             let mut last_err: Option<Error> = None;
-            for round in 0..RECOVERY_ROUNDS {
-                if todo.is_empty() {
-                    break;
-                }
+            // Re-sent as often as the request's retry budget allows (`ResendBudget`).
+            let mut budget = ResendBudget::new(self.client.retry);
+            let mut round = 0u32;
+            while !todo.is_empty() {
                 let bodies: Vec<&B> = todo.iter().map(|(_, e)| &e.body).collect();
                 let mut wrapper = serde_json::Map::new();
                 wrapper.insert(envelope.to_owned(), serde_json::to_value(&bodies).unwrap_or(Value::Null));
@@ -357,14 +356,17 @@ impl XeroProvider {
                                     }
                                     None => true,
                                 });
+                                last_err = Some(e);
                                 if !todo.is_empty() {
+                                    let Some(wait) = budget.next_resend() else { break };
                                     tracing::info!(
                                         path,
                                         missing = todo.len(),
                                         "re-sending only the elements Xero does not hold"
                                     );
+                                    round += 1;
+                                    tokio::time::sleep(wait).await;
                                 }
-                                last_err = Some(e);
                             }
                             Err(lookup_err) => {
                                 tracing::warn!(path, error = %lookup_err, "the recovery look-up failed");
@@ -1182,8 +1184,8 @@ impl AccountingProvider for XeroProvider {
             date: request.date,
             artefact_ids: &ids,
         };
-        let mut last = None;
-        for _ in 0..RECOVERY_ROUNDS {
+        let mut budget = ResendBudget::new(self.client.retry);
+        loop {
             match self
                 .client
                 .write::<Value>(Method::PUT, &path, &[("summarizeErrors", "false".into())], wire.clone(), &key)
@@ -1202,12 +1204,14 @@ impl AccountingProvider for XeroProvider {
                     if let Some(found) = self.find_transaction(TransactionKind::Allocation, &lookup).await? {
                         return Ok(found);
                     }
-                    last = Some(e);
+                    match budget.next_resend() {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => return Err(e),
+                    }
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::internal("allocation recovery ended without an error")))
     }
 
     async fn refund_credit_note(&self, request: &RefundRequest<'_>) -> Result<TransactionRecord> {
