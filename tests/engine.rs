@@ -18,11 +18,11 @@ use byte8_ledger_core::{
     policy::SyncPolicy,
     providers::{
         AccountingProvider, AllocationRequest, Capabilities, ContactRecord, ContactRequest, CreditNoteRequest,
-        DocumentRecord, InvoiceRequest, ItemKind, ItemRecord, ItemRequest, PaymentRequest, StockMovementRequest,
-        TransactionKind, TransactionLookup, TransactionRecord, sage::SageProvider,
+        DocumentRecord, InvoiceRequest, ItemKind, ItemRecord, ItemRequest, PaymentRequest, RefundRequest,
+        StockMovementRequest, TransactionKind, TransactionLookup, TransactionRecord, sage::SageProvider,
     },
     reference::{BankAccount, LedgerAccount, ReferenceData},
-    simulator::{Fault, SageSimulator, SimConfig},
+    simulator::{Fault, FaultRates, SageSimulator, SimConfig},
     store::{Enqueued, RunStatus},
 };
 use chrono::Duration as Span;
@@ -133,21 +133,25 @@ async fn credit_memos_are_allocated_up_to_what_is_outstanding() {
 }
 
 #[tokio::test]
-async fn a_credit_memo_of_a_paid_invoice_stays_open_and_an_offline_one_is_left_open() {
+async fn a_credit_memo_of_a_paid_invoice_is_refunded_from_the_bank_it_was_paid_into_and_an_offline_one_is_left_open() {
     let w = World::new().await;
-    let engine = w.engine(policy(json!({"default_bank_account_id": "BANK"})));
-    let inv = invoice_entity(1004, "GBP", &registered(5, "Jane", "Doe", None));
+    // The invoice is paid into the euro account; the default bank is another one, which the
+    // refund must not use.
+    let engine =
+        w.engine(policy(json!({"default_bank_account_id": "BANK", "payment_method_map": {"braintree": "BANK-EUR"}})));
+    let inv = invoice_entity(1004, "EUR", &registered(5, "Jane", "Doe", None));
     synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
-    synced(&engine.sync_line(&invoice_paid(&inv, "checkmo")).await.unwrap());
+    synced(&engine.sync_line(&invoice_paid(&inv, "braintree")).await.unwrap());
     assert_eq!(invoice(&w.biz(), "000001004").outstanding, dec("0.00"));
 
-    // 1 widget refunded after payment: 12.00 of credit, nothing to allocate against.
+    // 1 widget refunded after payment: 12.00 of credit, nothing to allocate against, so the
+    // 12.00 went back to the customer from the euro account.
     let memo = credit_memo_entity(3003, &inv, 1);
     let o = engine.sync_line(&creditmemo_created(&memo)).await.unwrap();
-    synced(&o);
-    assert!(o.message.as_deref().is_some_and(|m| m.contains("stays open")), "{o:?}");
+    let cn_id = synced(&o);
+    assert!(o.message.as_deref().is_some_and(|m| m.contains("refunded 12.00 from BANK-EUR")), "{o:?}");
 
-    // An offline refund (no invoice): 1 widget, 12.00, on the customer's own contact.
+    // An offline refund (no invoice): 1 widget, 12.00, on the customer's own contact, left open.
     let mut offline = credit_memo_entity(3004, &inv, 1);
     offline["invoice_id"] = Value::Null;
     offline["invoice_increment_id"] = Value::Null;
@@ -156,14 +160,65 @@ async fn a_credit_memo_of_a_paid_invoice_stays_open_and_an_offline_one_is_left_o
 
     let b = w.biz();
     assert_eq!(w.served("POST /contact_allocations"), 0, "Sage refuses allocations on a paid invoice");
-    let paid_credit = credit_note(&b, "000003003");
-    assert_eq!((paid_credit.total, paid_credit.outstanding), (dec("12.00"), dec("12.00")), "open credit");
-    assert_eq!(paid_credit.contact_id, contact(&b, "M5").id);
+    let refunded = credit_note(&b, "000003003");
+    assert_eq!(refunded.id, cn_id);
+    assert_eq!((refunded.total, refunded.outstanding), (dec("12.00"), dec("0.00")), "settled by the refund");
+    assert_eq!(b.refunds.len(), 1, "one CUSTOMER_REFUND");
+    let r = &b.refunds[0];
+    assert_eq!(r.request["transaction_type_id"], "CUSTOMER_REFUND");
+    assert_eq!(r.request["bank_account_id"], "BANK-EUR", "the bank the invoice was paid into, not the default");
+    assert_eq!(r.contact_id, refunded.contact_id, "the credit note's contact");
+    assert_eq!((r.total, r.artefacts.clone()), (dec("12.00"), vec![(cn_id, dec("12.00"))]));
+    assert_eq!(r.request["currency_id"], "EUR", "the credit note's currency");
+    // 1 / 1.17 at 10 decimals, half up, as for the invoice and its receipt.
+    assert_eq!(d(&r.request["exchange_rate"]), dec("0.8547008547"));
+    assert_eq!(r.reference.as_deref(), Some("000003003"), "the credit note's reference");
+    assert_eq!(r.date.to_string(), "2026-11-22", "the credit memo's date");
+    assert_eq!(b.payments.len(), 1, "the receipt alone is a CUSTOMER_RECEIPT");
     let off = credit_note(&b, "000003004");
     assert_eq!((off.total, off.outstanding), (dec("12.00"), dec("12.00")), "left open for the accountant");
-    assert_eq!(off.contact_id, contact(&b, "M5").id);
+    assert_eq!(off.contact_id, contact(&b, "M5E").id);
     assert_eq!(off.request["original_invoice_date"], "2026-11-22", "no invoice: the memo's own date");
     assert_eq!(b.credit_notes.len(), 2);
+}
+
+#[tokio::test]
+async fn with_refund_paid_credit_memos_off_the_credit_note_of_a_paid_invoice_stays_open() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"default_bank_account_id": "BANK", "refund_paid_credit_memos": false})));
+    let inv = invoice_entity(1008, "GBP", &registered(5, "Jane", "Doe", None));
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    synced(&engine.sync_line(&invoice_paid(&inv, "checkmo")).await.unwrap());
+    let o = engine.sync_line(&creditmemo_created(&credit_memo_entity(3008, &inv, 1))).await.unwrap();
+    synced(&o);
+    assert!(o.message.as_deref().is_some_and(|m| m.contains("stays open")), "{o:?}");
+    let b = w.biz();
+    let cn = credit_note(&b, "000003008");
+    assert_eq!((cn.total, cn.outstanding), (dec("12.00"), dec("12.00")), "the customer's open credit");
+    assert!(b.refunds.is_empty());
+    assert_eq!(w.served("POST /contact_payments"), 1, "the receipt only");
+}
+
+#[tokio::test]
+async fn a_refund_committed_behind_a_500_or_refused_by_a_503_is_posted_exactly_once() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"default_bank_account_id": "BANK"})));
+    let jane = registered(5, "Jane", "Doe", None);
+    for (n, fault) in [(0u64, Fault::ErrorAfterCommit), (1, Fault::ErrorBefore(503))] {
+        let inv = invoice_entity(1020 + n, "GBP", &jane);
+        synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+        synced(&engine.sync_line(&invoice_paid(&inv, "checkmo")).await.unwrap());
+        w.sim.script(Some("POST /contact_payments"), fault);
+        synced(&engine.sync_line(&creditmemo_created(&credit_memo_entity(3020 + n, &inv, 1))).await.unwrap());
+    }
+    let b = w.biz();
+    // Committed behind the 500: found by reference, never re-sent. Refused by the 503: looked
+    // up, not there, sent again.
+    assert_eq!(b.refunds.len(), 2, "one refund per credit memo: {:?}", b.refunds);
+    assert_eq!(w.served("POST /contact_payments"), 2 + 1 + 2, "two receipts; refunds sent 1 and 2 times");
+    for reference in ["000003020", "000003021"] {
+        assert_eq!(credit_note(&b, reference).outstanding, dec("0.00"), "{reference} refunded");
+    }
 }
 
 #[tokio::test]
@@ -804,6 +859,7 @@ enum CrashAt {
     Payment,
     CreditNote,
     Allocation,
+    Refund,
 }
 
 /// Delegates everything to Sage, but after the chosen write has been committed by Sage it
@@ -888,6 +944,10 @@ impl AccountingProvider for DiesAfterCommit {
     async fn allocate(&self, request: &AllocationRequest<'_>) -> Result<TransactionRecord> {
         let r = self.inner.allocate(request).await;
         self.after(CrashAt::Allocation, r).await
+    }
+    async fn refund_credit_note(&self, request: &RefundRequest<'_>) -> Result<TransactionRecord> {
+        let r = self.inner.refund_credit_note(request).await;
+        self.after(CrashAt::Refund, r).await
     }
     async fn find_transaction(
         &self,
@@ -981,12 +1041,25 @@ async fn a_crash_after_sages_commit_leaves_exactly_one_invoice_payment_credit_no
     assert_eq!(credit_note(&b, "000003102").outstanding, dec("0.00"));
 
     // The engine's own record of what is outstanding agrees with Sage: a third memo of 1 widget
-    // (12.00) settles only the 6.00 left and stays 6.00 open.
+    // (12.00) is allocated only the 6.00 left; the other 6.00 went back to the customer, refunded
+    // from the default bank (no payment of that invoice was synced).
     let memo = credit_memo_entity(3103, &second, 1);
     synced(&w.engine(p.clone()).sync_line(&creditmemo_created(&memo)).await.unwrap());
     let b = w.biz();
     assert_eq!(invoice(&b, "000002102").outstanding, dec("0.00"));
-    assert_eq!(credit_note(&b, "000003103").outstanding, dec("6.00"));
+    assert_eq!(credit_note(&b, "000003103").outstanding, dec("0.00"));
+    assert_eq!(b.refunds.len(), 1);
+    assert_eq!((b.refunds[0].total, b.refunds[0].request["bank_account_id"].clone()), (dec("6.00"), json!("BANK")));
+
+    // A credit memo of the paid invoice that dies after its refund was committed: found by
+    // reference on the restart, never refunded twice.
+    let memo = credit_memo_entity(3104, &inv, 1);
+    let o = crash_then_resume(&mut w, &p, &creditmemo_created(&memo), CrashAt::Refund).await;
+    synced(&o);
+    let b = w.biz();
+    assert_eq!(b.refunds.len(), 2, "found, not refunded twice");
+    assert_eq!(w.served("POST /contact_payments"), 1 + 2, "the receipt and two refunds, each sent once");
+    assert_eq!(credit_note(&b, "000003104").outstanding, dec("0.00"));
 }
 
 // =============================================================================================
@@ -1271,6 +1344,184 @@ async fn a_credit_memo_before_its_invoice_waits_then_lands_on_the_invoices_conta
     // 12.00 allocated against the 30.00 invoice: 18.00 left, the credit settled.
     assert_eq!((si.outstanding, cn.outstanding), (dec("18.00"), dec("0.00")));
     assert_eq!(b.allocations.len(), 1);
+}
+
+#[tokio::test]
+async fn a_credit_memo_of_an_invoice_skipped_by_policy_is_skipped_with_its_reason_unless_older_than_sync_since() {
+    let w = World::new().await;
+    let jane = registered(5, "Jane", "Doe", None);
+    // Unpaid with sync_unpaid_invoices off.
+    let unpaid = w.engine(policy(json!({"sync_unpaid_invoices": false})));
+    let inv = invoice_entity(1101, "GBP", &jane);
+    skipped(&unpaid.sync_line(&invoice_created(&inv)).await.unwrap(), "unpaid_invoice");
+    let o = unpaid.sync_line(&creditmemo_created(&credit_memo_entity(3101, &inv, 1))).await.unwrap();
+    skipped(&o, "unpaid_invoice");
+    assert!(o.message.as_deref().is_some_and(|m| m.contains("000001101")), "names the invoice: {o:?}");
+    // Zero value with sync_zero_value_invoices off.
+    let zero = w.engine(policy(json!({"sync_zero_value_invoices": false})));
+    let free = zero_invoice(1102);
+    skipped(&zero.sync_line(&invoice_created(&free)).await.unwrap(), "zero_value_invoice");
+    skipped(
+        &zero.sync_line(&creditmemo_created(&credit_memo_entity(3102, &free, 1))).await.unwrap(),
+        "zero_value_invoice",
+    );
+    // Filtered by store: the invoice was made on store 2, the credit memo on store 1.
+    let filtered = w.engine(policy(json!({"store_filter": [1]})));
+    let mut other_store = invoice_entity(1103, "GBP", &jane);
+    other_store["store_id"] = json!(2);
+    skipped(&filtered.sync_line(&invoice_created(&other_store)).await.unwrap(), "filtered_store");
+    let memo = credit_memo_entity(3103, &other_store, 1);
+    skipped(&filtered.sync_line(&creditmemo_created(&memo)).await.unwrap(), "filtered_store");
+    let b = w.biz();
+    assert!(b.credit_notes.is_empty() && b.invoices.is_empty(), "no refund of a sale the ledger never booked");
+    assert_eq!(w.served("POST /sales_credit_notes"), 0);
+
+    // The exception: an invoice older than sync_since. Its credit memo (made after sync_since)
+    // is still an offline refund: posted, open and unallocated, on the customer's contact.
+    let since = w.engine(policy(json!({"sync_since": "2026-11-21T00:00:00Z"})));
+    let old = invoice_entity(1104, "GBP", &jane);
+    skipped(&since.sync_line(&invoice_created(&old)).await.unwrap(), "outside_sync_since");
+    let o = since.sync_line(&creditmemo_created(&credit_memo_entity(3104, &old, 1))).await.unwrap();
+    let cn_id = synced(&o);
+    let b = w.biz();
+    let cn = credit_note(&b, "000003104");
+    assert_eq!(cn.id, cn_id);
+    assert_eq!((cn.total, cn.outstanding), (dec("12.00"), dec("12.00")), "open, unallocated");
+    assert_eq!(cn.contact_id, contact(&b, "M5").id);
+    assert!(b.refunds.is_empty() && b.allocations.is_empty());
+}
+
+// =============================================================================================
+// 8b. Order within a run
+// =============================================================================================
+
+#[tokio::test]
+async fn within_a_run_a_payment_and_a_credit_memo_before_their_invoice_wait_and_end_synced_in_input_order() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"default_bank_account_id": "BANK"})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let inv = invoice_entity(2601, "GBP", &jane);
+    let lonely = invoice_entity(2602, "GBP", &jane);
+    let memo = credit_memo_entity(3601, &inv, 1);
+    // Reverse order, and a payment whose invoice is in no line of the run.
+    let lines = [
+        invoice_paid(&inv, "checkmo"),
+        creditmemo_created(&memo),
+        invoice_paid(&lonely, "checkmo"),
+        invoice_created(&inv),
+    ];
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let outcomes = engine.sync_run(&refs).await.unwrap();
+
+    let keys: Vec<&str> = outcomes.iter().map(|o| o.idempotency_key.as_deref().unwrap()).collect();
+    assert_eq!(keys, ["invoice.paid:2601", "creditmemo.created:3601", "invoice.paid:2602", "invoice.created:2601"]);
+    let pay_id = synced(&outcomes[0]);
+    let cn_id = synced(&outcomes[1]);
+    let message = failed(&outcomes[2], ErrorCode::NotFound);
+    assert!(message.contains("in no line of this run") && message.contains("stays queued"), "{message}");
+    let inv_id = synced(&outcomes[3]);
+
+    let b = w.biz();
+    // The payment was processed after the invoice (allocated), the memo after the payment
+    // (refunded, the invoice being settled).
+    assert_eq!(b.payments.len(), 1);
+    assert_eq!((b.payments[0].id.clone(), b.payments[0].artefacts.clone()), (pay_id, vec![(inv_id, dec("30.00"))]));
+    assert_eq!(credit_note(&b, "000003601").id, cn_id);
+    assert_eq!(b.refunds.len(), 1);
+    assert_eq!(b.refunds[0].artefacts, vec![(cn_id, dec("12.00"))]);
+    assert_eq!(invoice(&b, "000002601").outstanding, dec("0.00"));
+    let store = w.store();
+    let run = store.find_by_key(BUSINESS, "invoice.paid:2602").await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Queued, "the lonely payment stays queued for a later run");
+    for key in ["invoice.paid:2601", "creditmemo.created:3601"] {
+        assert_eq!(store.find_by_key(BUSINESS, key).await.unwrap().unwrap().status, RunStatus::Synced, "{key}");
+    }
+}
+
+// =============================================================================================
+// 8c. Transient failures within a run
+// =============================================================================================
+
+#[tokio::test]
+async fn a_post_answered_5xx_is_resent_as_long_as_the_retry_budget_allows() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    let jane = registered(5, "Jane", "Doe", None);
+    // The world's client allows 3 retries: three 503s in a row are ridden out in one attempt
+    // (each looked up before the next send), where a fixed three sends used to give up.
+    for _ in 0..3 {
+        w.sim.script(Some("POST /sales_invoices"), Fault::ErrorBefore(503));
+    }
+    synced(&engine.sync_line(&invoice_created(&invoice_entity(2701, "GBP", &jane))).await.unwrap());
+    assert_eq!(w.served("POST /sales_invoices"), 4);
+    assert_eq!(w.biz().invoices.len(), 1);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_once_more_at_the_end_of_the_run_before_it_is_reported() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let first = invoice_entity(2711, "GBP", &jane);
+    let second = invoice_entity(2712, "GBP", &jane);
+    // Contact first, then the first invoice's POST fails five times: one send and three
+    // re-sends spend its budget; the event fails transiently and is retried at the end.
+    synced(&engine.sync_line(&customer_upserted(&jane, "2026-11-22T10:00:00Z")).await.unwrap());
+    for _ in 0..4 {
+        w.sim.script(Some("POST /sales_invoices"), Fault::ErrorBefore(500));
+    }
+    let lines = [invoice_created(&first), invoice_created(&second)];
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let outcomes = engine.sync_run(&refs).await.unwrap();
+    let ids: Vec<String> = outcomes.iter().map(synced).collect();
+    let b = w.biz();
+    assert_eq!(invoice(&b, "000002711").id, ids[0], "in input order");
+    assert_eq!(invoice(&b, "000002712").id, ids[1]);
+    assert_eq!(b.invoices.len(), 2);
+    // 4 refused sends of the first, 1 of the second, 1 of the first at the end.
+    assert_eq!(w.served("POST /sales_invoices"), 6);
+    let store = w.store();
+    let run = store.find_by_key(BUSINESS, "invoice.created:2711").await.unwrap().unwrap();
+    let results: Vec<String> = store.attempts(run.id).await.unwrap().into_iter().map(|a| a.result).collect();
+    assert_eq!(results, ["retry", "synced"]);
+
+    // What fails again at the end is reported failed and stays queued.
+    for _ in 0..8 {
+        w.sim.script(Some("POST /sales_invoices"), Fault::ErrorBefore(503));
+    }
+    let third = invoice_created(&invoice_entity(2713, "GBP", &jane));
+    let outcomes = engine.sync_run(&[third.as_str()]).await.unwrap();
+    let message = failed(&outcomes[0], ErrorCode::Provider);
+    assert!(message.contains("stays queued"), "{message}");
+    assert_eq!(w.served("POST /sales_invoices"), 6 + 8, "two attempts of four sends each");
+    assert_eq!(w.biz().invoices.len(), 2);
+}
+
+#[tokio::test]
+async fn with_a_quarter_of_all_requests_failing_a_run_of_20_invoices_syncs_all_20_once_each() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    let lines: Vec<String> = (0..20u64)
+        .map(|n| invoice_created(&invoice_entity(2801 + n, "GBP", &registered(10 + n, "Jane", "Doe", None))))
+        .collect();
+    // Reference data first, without faults (what `byte8-ledger sync` checks before the run).
+    engine.check_policy().await.unwrap();
+    w.sim.set_faults(FaultRates { error_before: 0.25, ..FaultRates::default() });
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let outcomes = engine.sync_run(&refs).await.unwrap();
+    w.sim.set_faults(FaultRates::default());
+    assert_eq!(outcomes.len(), 20);
+    for o in &outcomes {
+        synced(o);
+    }
+    let b = w.biz();
+    assert!(w.sim.with_state(|s| s.errors_before_acting) > 20, "faults were injected");
+    assert_eq!(b.invoices.len(), 20, "exactly 20 invoices");
+    let mut references: Vec<&str> = b.invoices.iter().map(|i| i.reference.as_str()).collect();
+    references.sort_unstable();
+    references.dedup();
+    assert_eq!(references.len(), 20, "each once");
+    assert_eq!(b.contacts.len(), 20, "one contact each, none twice");
 }
 
 // =============================================================================================

@@ -1187,7 +1187,12 @@ fn create_refund(b: &mut SimBusiness, p: &Value) -> SimResponse {
             return SimResponse::invalid("contact_payment.currency_id", "must match the credit note currency");
         }
         if d.voided || *amount <= Decimal::ZERO || *amount > d.outstanding {
-            return SimResponse::errors(422, "RecordInvalid", "", "You can only refund unpaid or part-paid credit notes.");
+            return SimResponse::errors(
+                422,
+                "RecordInvalid",
+                "",
+                "You can only refund unpaid or part-paid credit notes.",
+            );
         }
     }
     for (id, amount) in &artefacts {

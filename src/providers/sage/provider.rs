@@ -20,6 +20,7 @@ use super::{
     model::{Link, SageContact, SageDocument, SageItem, SageTransaction},
     transform::{self, DocumentLinks, ItemRequest as SageItemRequest, PaymentLinks},
 };
+use crate::providers::resend::ResendBudget;
 use crate::{
     auth::{OAuthClient, TokenManager, TokenSet},
     error::{Error, Result},
@@ -32,7 +33,6 @@ use crate::{
     },
     reference::{BankAccount, BusinessProfile, LedgerAccount, PaymentMethod, ReferenceData, TaxRate},
 };
-use crate::providers::resend::ResendBudget;
 
 /// The Sage Business Cloud Accounting provider of one business. Build it with
 /// [`SageBuilder`](super::SageBuilder).
@@ -704,7 +704,10 @@ impl AccountingProvider for SageProvider {
 
     async fn refund_credit_note(&self, request: &RefundRequest<'_>) -> Result<TransactionRecord> {
         if !self.capabilities().await?.credit_note_refunds {
-            return Err(Error::Unsupported { operation: "customer refunds on this subscription".into(), provider: PROVIDER });
+            return Err(Error::Unsupported {
+                operation: "customer refunds on this subscription".into(),
+                provider: PROVIDER,
+            });
         }
         let reference = self.reference_data(false).await?;
         // The refund is in the credit note's currency (a contact trades in one currency).

@@ -28,6 +28,7 @@ use super::{
     model::{self, ContactOut, DocumentOut, ItemOut, PaymentOut},
     transform::{self, DocumentLinks, StockAdjustment},
 };
+use crate::providers::resend::ResendBudget;
 use crate::{
     auth::{OAuthClient, TokenManager, TokenSet},
     error::{Error, Result},
@@ -42,8 +43,6 @@ use crate::{
     },
     reference::{BankAccount, BusinessProfile, LedgerAccount, ReferenceData, TaxRate},
 };
-use crate::providers::resend::ResendBudget;
-
 
 /// How long Xero replays an `Idempotency-Key` (≈ 6 minutes, xero-api.md 4.1, UNCONFIRMED).
 pub const IDEMPOTENCY_WINDOW_SECS: u64 = 360;
