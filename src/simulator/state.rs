@@ -466,8 +466,10 @@ impl SimState {
             return Some(Fault::ErrorBefore(if self.rng.random::<bool>() { 500 } else { 503 }));
         }
         acc += f.error_after_commit;
-        if method == "POST" && roll < acc {
-            return Some(Fault::ErrorAfterCommit);
+        if roll < acc {
+            // Only writes commit; a read in this band is served (it used to fall through into
+            // the throttle band and answer a 429 nobody asked for).
+            return (method == "POST").then_some(Fault::ErrorAfterCommit);
         }
         acc += f.throttle;
         if roll < acc {
