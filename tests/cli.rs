@@ -224,6 +224,71 @@ async fn status_shows_what_waits_in_line_and_why() {
     assert!(out.contains("waits for its invoice.created"), "{out}");
 }
 
+/// The sample lines with these keys, in this order.
+fn sample_lines(keys: &[&str]) -> String {
+    let all = std::fs::read_to_string(samples().join("events.jsonl")).unwrap();
+    keys.iter()
+        .map(|k| {
+            let line = all
+                .lines()
+                .find(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["idempotency_key"] == *k))
+                .unwrap_or_else(|| panic!("the sample {k}"));
+            format!("{line}\n")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_takes_a_file_in_any_order_payments_and_credit_memos_wait_for_their_invoice_in_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, _server, state) = connected(dir.path()).await;
+    // Payments and a credit memo before their invoices, and a payment whose invoice is in no
+    // line of the run.
+    let keys = [
+        "invoice.paid:1001",
+        "creditmemo.created:3001",
+        "invoice.paid:1004",
+        "invoice.created:1001",
+        "invoice.created:1003",
+    ];
+    let events = dir.path().join("reversed.jsonl");
+    std::fs::write(&events, sample_lines(&keys)).unwrap();
+    let o = tokio::task::spawn_blocking({
+        let (state, events) = (state.clone(), events.clone());
+        move || sync(&state, &events)
+    })
+    .await
+    .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let outcomes: Vec<Outcome> = out.lines().map(|l| serde_json::from_str(l).expect("an outcome a line")).collect();
+    let printed: Vec<&str> = outcomes.iter().map(|o| o.idempotency_key.as_deref().unwrap()).collect();
+    assert_eq!(printed, keys, "printed in input order");
+    let status: Vec<SyncStatus> = outcomes.iter().map(|o| o.sync_status).collect();
+    use SyncStatus::{Failed, Synced};
+    assert_eq!(status, [Synced, Synced, Failed, Synced, Synced], "{out}");
+    let waiting = outcomes[2].message.as_deref().unwrap_or("");
+    assert!(waiting.contains("in no line of this run") && waiting.contains("stays queued"), "{waiting}");
+    // The payment and the credit memo were posted after their invoices: the receipt settles
+    // invoice 000000101, the credit note is allocated against invoice 000000103.
+    let b = sim.business("demo-business").unwrap();
+    let inv = b.invoices.iter().find(|i| i.reference == "MAG-000000101").expect("invoice 101");
+    assert_eq!(inv.outstanding, rust_decimal::Decimal::ZERO, "paid by the receipt");
+    assert_eq!(b.payments.len(), 1);
+    assert_eq!(b.payments[0].artefacts[0].0, inv.id);
+    let credited = b.invoices.iter().find(|i| i.reference == "MAG-000000103").expect("invoice 103");
+    assert_eq!(b.credit_notes.len(), 1);
+    assert_eq!(b.allocations.len(), 1, "allocated against its invoice");
+    assert!(b.allocations[0].artefacts.iter().any(|(id, _)| *id == credited.id));
+    assert_eq!(b.credit_notes[0].contact_id, credited.contact_id, "on the invoice's contact");
+
+    // The lonely payment stays queued; status says so.
+    let o = bin().args(["status", "--json", "--state"]).arg(&state).output().unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["counts"]["queued"], 1, "{v}");
+    assert_eq!(v[0]["waiting"][0]["idempotency_key"], "invoice.paid:1004", "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_exits_2_for_a_policy_the_ledger_refutes_and_1_for_a_ledger_it_cannot_reach() {
     let dir = tempfile::tempdir().unwrap();
