@@ -547,6 +547,26 @@ fn credit_note_allocations_match_the_spec() {
     }
 }
 
+#[test]
+fn customer_refunds_of_credit_notes_match_the_spec() {
+    let date = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+    let long_reference = "MAG-".repeat(10);
+    for (amount, currency, rate, reference, key) in [
+        (dec!(12), Currency::GBP, None, "MAG-000003003", Some("creditmemo.created:3003")),
+        (dec!(0.01), Currency::EUR, Some(dec!(0.8547008547)), "000003004", None),
+        (dec!(1234.56), Currency::GBP, None, long_reference.as_str(), None),
+    ] {
+        let body =
+            wire(&transform::credit_note_refund("C1", "CN1", "BANK", amount, date, currency, rate, reference, key));
+        assert_valid("postContactPayments", &body);
+        let p = &body["contact_payment"];
+        assert_eq!(p["transaction_type_id"], "CUSTOMER_REFUND");
+        assert_eq!(p["allocated_artefacts"], json!([{"artefact_id": "CN1", "amount": p["total_amount"].clone()}]));
+        assert!(p["reference"].as_str().unwrap().chars().count() <= 25, "Sage's reference limit");
+        assert_eq!(p["idempotency_id"].is_string(), key.is_some());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Items → postProducts, postServices, postStockItems; stock movements → postStockMovements
 

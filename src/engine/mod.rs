@@ -24,13 +24,36 @@
 //!   allocation failed resumes at the allocation.
 //! - An `invoice.paid` or `creditmemo.created` whose invoice is not in the ledger yet waits and is
 //!   retried ([`Error::Pending`]) rather than failing for good; an invoice that was skipped by
-//!   policy makes its payment skipped too, with the same reason; one that Byte8 created before
-//!   this crate was installed is found by reference and adopted.
+//!   policy (unpaid with `sync_unpaid_invoices` off, zero value, website/store filter) makes its
+//!   payment and its credit memos skipped too, with the same reason — the ledger never booked the
+//!   sale, so nothing is refunded. The exception is an invoice older than `sync_since`: its
+//!   credit memo is posted as an offline refund (open, unallocated), as one without an invoice
+//!   is. One that Byte8 created before this crate was installed is found by reference and
+//!   adopted.
+//! - A credit memo is settled against its invoice: allocated up to what the invoice still has
+//!   outstanding, and what is left — the invoice was paid, so the money went back to the
+//!   customer — refunded as cash from the bank account the invoice was paid into (else
+//!   `default_bank_account_id`) on a ledger that refunds (`Capabilities::credit_note_refunds`:
+//!   Sage Standard and Plus with a `CUSTOMER_REFUND` contact payment, Xero). The policy's
+//!   `refund_paid_credit_memos` (default on) turns the refund off; the credit note then stays
+//!   open as the customer's credit. Each step has its own intent and look-up, so a credit memo
+//!   resumes at the allocation or the refund and never posts either twice.
 //! - Retryable failures go back in line with the Magento outbox's ladder (60 s, 5 min, 30 min,
 //!   2 h, 6 h, 12 h, then daily; byte8-spec.md 11.5–11.6) up to `max_attempts`, then dead-letter;
 //!   permanent failures dead-letter at once. Every attempt is kept. A deferral (a ledger's daily
 //!   call budget is spent, [`Error::Deferred`]) waits exactly as long as the ledger says and never
 //!   dead-letters: the outcome says why and until when.
+//!
+//! # One run over a file in any order
+//!
+//! [`SyncEngine::session`] (what `byte8-ledger sync` uses, and [`SyncEngine::sync_run`] over a
+//! slice) takes the lines of one run in any order: a payment or credit memo whose invoice comes
+//! later in the same run waits and is processed right after it, its outcome the final one, still
+//! handed out in input order; only one whose invoice is in no line of the run stays queued, with
+//! an outcome that says so. A transient failure (5xx, timeout, 429, an expired token) is tried
+//! once more at the end of the run before it is reported `failed` (and stays queued). Within one
+//! attempt, a write answered 5xx is looked up and re-sent as long as the client's retry budget
+//! allows ([`crate::http::RetryConfig`]). See [`SyncSession`].
 //!
 //! # Batches
 //!

@@ -6,6 +6,15 @@
 //! - [`model`]: serde wire types built from Sage's Swagger spec.
 //! - [`error`]: Sage's error answers mapped to the crate's error classes.
 //!
+//! Settling a credit memo (contract.md 6): the credit note goes on the invoice's contact; one
+//! `contact_allocations` request (`CUSTOMER_ALLOCATION`) settles it against what the invoice has
+//! outstanding; when the invoice is already paid, Sage refuses an allocation, so what is left is
+//! refunded with one `contact_payments` request (`CUSTOMER_REFUND`) from the bank account the
+//! invoice was paid into, allocated to the credit note inline
+//! ([`transform::credit_note_refund`]; Standard and Plus only — Start has no refunds, Q13). The
+//! earlier choice left that credit note open; the policy's `refund_paid_credit_memos: false`
+//! keeps it so.
+//!
 //! Every Sage quirk the crate works around is listed, with its evidence and the test that proves
 //! the workaround, in `docs/QUIRKS.md`.
 

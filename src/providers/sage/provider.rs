@@ -336,8 +336,8 @@ fn build_reference(
 /// What a Sage business can do, from its subscription tier and financial settings (sage-api.md
 /// 4.9 and Q13): Start has no foreign currency, no allocations, no products and no customer
 /// refunds; only Plus has stock. Standard and Plus refund a paid invoice's credit note as cash
-/// (`credit_note_refunds`: a `CUSTOMER_REFUND` contact payment). An unknown tier is treated as Plus (the ledger then refuses what it cannot do, with a
-/// clear error).
+/// (`credit_note_refunds`: a `CUSTOMER_REFUND` contact payment). An unknown tier is treated as
+/// Plus (the ledger then refuses what it cannot do, with a clear error).
 pub fn capabilities_of(business: &BusinessProfile) -> Capabilities {
     let tier = business.subscription.as_deref().unwrap_or("").to_lowercase();
     let start = tier.contains("start");
