@@ -18,6 +18,10 @@
 //!   sent unless `mark_as_sent=false`;
 //! - payments and allocations on one contact, within each artefact's outstanding amount,
 //!   allocations netting to zero, "You can only pay unpaid or part-paid invoices.";
+//! - customer refunds (`contact_payments` with `CUSTOMER_REFUND`): from a known bank account, in
+//!   the credit note's currency, allocated to credit notes of the same contact with positive
+//!   amounts that add up to the total and stay within each note's outstanding amount; listed with
+//!   the receipts and told apart by `transaction_type_id`;
 //! - products needing a purchase ledger account, stock item codes ≤ 30, stock movements changing
 //!   `quantity_in_stock`, invoices of stock items reducing it;
 //! - Sage's native `idempotency_id`: the same id returns the same answer; pagination with
