@@ -68,6 +68,14 @@ async fn engine(
     sim: &XeroSimulator,
     clock: &ManualClock,
 ) -> (SyncEngine, Arc<SqliteStore>, byte8_ledger_core::simulator::xero::XeroServer, tempfile::TempDir) {
+    engine_with(sim, clock, policy()).await
+}
+
+async fn engine_with(
+    sim: &XeroSimulator,
+    clock: &ManualClock,
+    policy: SyncPolicy,
+) -> (SyncEngine, Arc<SqliteStore>, byte8_ledger_core::simulator::xero::XeroServer, tempfile::TempDir) {
     let server = sim.serve().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("state.db"), None).await.unwrap());
@@ -80,7 +88,7 @@ async fn engine(
         Arc::new(provider) as Arc<dyn AccountingProvider>,
         Arc::clone(&store) as Arc<dyn Store>,
         XERO_DEMO_TENANT,
-        policy(),
+        policy,
         Arc::new(clock.clone()),
     );
     (e, store, server, dir)
@@ -179,6 +187,52 @@ async fn a_credit_memo_of_a_paid_invoice_is_refunded_from_the_payments_bank() {
         engine.sync_line(l).await.unwrap();
     }
     assert_eq!(sim.org(XERO_DEMO_TENANT).unwrap().payments.len(), org.payments.len());
+}
+
+#[tokio::test]
+async fn refund_paid_credit_memos_off_leaves_the_credit_note_open_on_xero_too() {
+    let sim = XeroSimulator::demo(XeroSimConfig::unlimited());
+    let c = clock();
+    let (engine, _store, _server, _dir) =
+        engine_with(&sim, &c, SyncPolicy { refund_paid_credit_memos: false, ..policy() }).await;
+    for l in [invoice(3101, 9, true), payment(3101), memo(4101, 3101, 9)] {
+        assert_eq!(engine.sync_line(&l).await.unwrap().sync_status, SyncStatus::Synced);
+    }
+    let org = sim.org(XERO_DEMO_TENANT).unwrap();
+    assert!(org.payments.iter().all(|p| p.kind != "ARCREDITPAYMENT"), "no cash refund");
+    let note = org.credit_notes.iter().find(|d| d.number == "MAG-000004101").unwrap();
+    assert_eq!(note.outstanding(), Decimal::new(1200, 2), "open as the customer's credit");
+}
+
+#[tokio::test]
+async fn in_a_batched_run_payments_and_credit_memos_before_their_invoices_wait_and_sync() {
+    let sim = XeroSimulator::demo(XeroSimConfig::unlimited());
+    let c = clock();
+    let (engine, _store, _server, _dir) = engine(&sim, &c).await;
+    let lines = [memo(4201, 3201, 9), payment(3201), payment(3202), invoice(3202, 9, false), invoice(3201, 9, true)];
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let outcomes = engine.sync_run(&refs).await.unwrap();
+    let keys: Vec<&str> = outcomes.iter().map(|o| o.idempotency_key.as_deref().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "creditmemo.created:4201",
+            "invoice.paid:3201",
+            "invoice.paid:3202",
+            "invoice.created:3202",
+            "invoice.created:3201"
+        ]
+    );
+    assert!(outcomes.iter().all(|o| o.sync_status == SyncStatus::Synced), "{outcomes:?}");
+    let org = sim.org(XERO_DEMO_TENANT).unwrap();
+    for number in ["MAG-000003201", "MAG-000003202"] {
+        let inv = org.invoices.iter().find(|d| d.number == number).unwrap();
+        assert_eq!(inv.outstanding(), Decimal::ZERO, "{number} paid after it was posted");
+    }
+    // The memo came before both the invoice and its payment: it waited for the invoice only, so
+    // it was allocated against the 30.00 then due; the payment then paid the 18.00 left.
+    let note = org.credit_notes.iter().find(|d| d.number == "MAG-000004201").unwrap();
+    assert_eq!(note.outstanding(), Decimal::ZERO);
 }
 
 #[tokio::test]
