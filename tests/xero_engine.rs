@@ -157,6 +157,24 @@ async fn a_batch_whose_answer_is_lost_leaves_exactly_one_invoice_each() {
 }
 
 #[tokio::test]
+async fn a_batch_refused_with_5xx_is_resent_as_long_as_the_retry_budget_allows() {
+    let sim = XeroSimulator::demo(XeroSimConfig::unlimited());
+    let c = clock();
+    let (engine, _store, _server, _dir) = engine(&sim, &c).await;
+    // Three 503s in a row: the client's budget (3 retries) rides them out in one attempt, each
+    // re-send after a look-up that finds nothing (a fixed three sends used to give up).
+    for _ in 0..3 {
+        sim.script(Some("PUT /Invoices"), Fault::ErrorBefore(503));
+    }
+    let lines: Vec<String> = (0..5u64).map(|i| invoice(2100 + i, 7, false)).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let outcomes = engine.sync_lines(&refs).await.unwrap();
+    assert!(outcomes.iter().all(|o| o.sync_status == SyncStatus::Synced), "{outcomes:?}");
+    assert_eq!(sim.org(XERO_DEMO_TENANT).unwrap().invoices.len(), 5, "each once");
+    assert_eq!(sim.requests().get("PUT /Invoices"), Some(&4));
+}
+
+#[tokio::test]
 async fn a_credit_memo_of_a_paid_invoice_is_refunded_from_the_payments_bank() {
     let sim = XeroSimulator::demo(XeroSimConfig::unlimited());
     let c = clock();

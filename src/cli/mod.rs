@@ -476,7 +476,7 @@ pub async fn sync_stream(
     out: &mut dyn Write,
     progress: Option<&indicatif::ProgressBar>,
 ) -> std::result::Result<u64, Failure> {
-    let mut session = engine.session().await?;
+    let mut session = engine.session().await;
     let chunk = session.batch_size();
     let mut n = 0;
     let mut line = String::new();

@@ -66,20 +66,17 @@ pub struct SyncSession<'e> {
 
 impl SyncEngine {
     /// Starts a run over lines given in any order (what `byte8-ledger sync` does with its input):
-    /// see [`SyncSession`].
-    ///
-    /// # Errors
-    /// None today; kept fallible for providers whose batch size needs a request.
-    pub async fn session(&self) -> Result<SyncSession<'_>> {
+    /// see [`SyncSession`]. Asks the provider its batch size (1 when it cannot say).
+    pub async fn session(&self) -> SyncSession<'_> {
         let batch = self.provider.capabilities().await.map(|c| c.max_batch).unwrap_or(1).max(1);
-        Ok(SyncSession {
+        SyncSession {
             engine: self,
             batch,
             next: 0,
             emitted: 0,
             lines: BTreeMap::new(),
             invoices_in_run: BTreeSet::new(),
-        })
+        }
     }
 
     /// Syncs every line as one run (see [`SyncSession`]) and answers one outcome per line, in
@@ -88,7 +85,7 @@ impl SyncEngine {
     /// # Errors
     /// Store failures (a ledger failure is an outcome, not an error).
     pub async fn sync_run(&self, lines: &[&str]) -> Result<Vec<Outcome>> {
-        let mut session = self.session().await?;
+        let mut session = self.session().await;
         let mut out = Vec::with_capacity(lines.len());
         for chunk in lines.chunks(session.batch_size()) {
             out.extend(session.push(chunk).await?);
