@@ -1403,10 +1403,11 @@ async fn within_a_run_a_payment_and_a_credit_memo_before_their_invoice_wait_and_
     let inv = invoice_entity(2601, "GBP", &jane);
     let lonely = invoice_entity(2602, "GBP", &jane);
     let memo = credit_memo_entity(3601, &inv, 1);
-    // Reverse order, and a payment whose invoice is in no line of the run.
+    // Reverse order (the credit memo even before the payment), and a payment whose invoice is in
+    // no line of the run.
     let lines = [
-        invoice_paid(&inv, "checkmo"),
         creditmemo_created(&memo),
+        invoice_paid(&inv, "checkmo"),
         invoice_paid(&lonely, "checkmo"),
         invoice_created(&inv),
     ];
@@ -1414,16 +1415,16 @@ async fn within_a_run_a_payment_and_a_credit_memo_before_their_invoice_wait_and_
     let outcomes = engine.sync_run(&refs).await.unwrap();
 
     let keys: Vec<&str> = outcomes.iter().map(|o| o.idempotency_key.as_deref().unwrap()).collect();
-    assert_eq!(keys, ["invoice.paid:2601", "creditmemo.created:3601", "invoice.paid:2602", "invoice.created:2601"]);
-    let pay_id = synced(&outcomes[0]);
-    let cn_id = synced(&outcomes[1]);
+    assert_eq!(keys, ["creditmemo.created:3601", "invoice.paid:2601", "invoice.paid:2602", "invoice.created:2601"]);
+    let cn_id = synced(&outcomes[0]);
+    let pay_id = synced(&outcomes[1]);
     let message = failed(&outcomes[2], ErrorCode::NotFound);
     assert!(message.contains("in no line of this run") && message.contains("stays queued"), "{message}");
     let inv_id = synced(&outcomes[3]);
 
     let b = w.biz();
-    // The payment was processed after the invoice (allocated), the memo after the payment
-    // (refunded, the invoice being settled).
+    // The payment was processed after the invoice (allocated), and the memo after the payment
+    // although it came first (Magento refunds only what was paid): refunded, the invoice settled.
     assert_eq!(b.payments.len(), 1);
     assert_eq!((b.payments[0].id.clone(), b.payments[0].artefacts.clone()), (pay_id, vec![(inv_id, dec("30.00"))]));
     assert_eq!(credit_note(&b, "000003601").id, cn_id);

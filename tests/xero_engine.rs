@@ -247,10 +247,15 @@ async fn in_a_batched_run_payments_and_credit_memos_before_their_invoices_wait_a
         let inv = org.invoices.iter().find(|d| d.number == number).unwrap();
         assert_eq!(inv.outstanding(), Decimal::ZERO, "{number} paid after it was posted");
     }
-    // The memo came before both the invoice and its payment: it waited for the invoice only, so
-    // it was allocated against the 30.00 then due; the payment then paid the 18.00 left.
+    // The memo came before both the invoice and its payment; released after the invoice, the
+    // payment goes first (Magento refunds only what was paid), so the memo finds the invoice
+    // settled and its 12.00 is refunded in cash from the payment's bank.
     let note = org.credit_notes.iter().find(|d| d.number == "MAG-000004201").unwrap();
     assert_eq!(note.outstanding(), Decimal::ZERO);
+    let refunds: Vec<_> = org.payments.iter().filter(|p| p.kind == "ARCREDITPAYMENT").collect();
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].amount, Decimal::new(1200, 2));
+    assert_eq!(outcomes[0].message.as_deref(), Some("refunded 12.00 from 090"));
 }
 
 #[tokio::test]

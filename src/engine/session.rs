@@ -9,8 +9,8 @@
 //! - **Waiting for its invoice.** An `invoice.paid` or `creditmemo.created` whose invoice is not
 //!   in the ledger yet waits ([`Error::Pending`](crate::Error::Pending)). When that invoice's
 //!   `invoice.created` is a later line of the same run, the waiting line is processed again
-//!   right after it, and its outcome is that second one (`synced`, or `skipped` with the
-//!   invoice's reason). Only when the invoice is in no line of the run does the line stay
+//!   right after it (its payments before its credit memos, as Magento made them), and its
+//!   outcome is that second one (`synced`, or `skipped` with the invoice's reason). Only when the invoice is in no line of the run does the line stay
 //!   queued, with an outcome that says so.
 //! - **A transient failure** (5xx, timeout, 429, expired token: the event stays queued). Before
 //!   the run reports it as `failed`, [`SyncSession::finish`] processes every such line once more
@@ -188,10 +188,19 @@ impl SyncSession<'_> {
         Ok(self.ready())
     }
 
-    /// Processes again the lines waiting for invoice `id` (which has just been decided).
+    /// Processes again the lines waiting for invoice `id` (which has just been decided): its
+    /// payments first, then its credit memos, each in input order. Magento refunds only what was
+    /// paid, so a credit memo follows its invoice's payment; processed in that order, the memo
+    /// sees the invoice settled and is refunded, whatever order the file gave them.
     async fn release_waiting_for(&mut self, id: u64) -> Result<()> {
-        let waiting: Vec<usize> =
-            self.lines.iter().filter(|(_, l)| l.state == State::Waiting(id)).map(|(i, _)| *i).collect();
+        let mut waiting: Vec<(bool, usize)> = self
+            .lines
+            .iter()
+            .filter(|(_, l)| l.state == State::Waiting(id))
+            .map(|(i, l)| (l.shape.kind != Some(EventKind::InvoicePaid), *i))
+            .collect();
+        waiting.sort_unstable();
+        let waiting: Vec<usize> = waiting.into_iter().map(|(_, i)| i).collect();
         for i in waiting {
             self.retry(i).await?;
         }
