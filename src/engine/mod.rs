@@ -188,7 +188,7 @@ impl SyncEngine {
     }
 
     fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5))
+        crate::clock::later(now, self.config.lease)
     }
 
     /// Reads a line and queues it. A line that cannot be read is dead-lettered at once (kept with
@@ -471,7 +471,8 @@ impl SyncEngine {
                 Some(r) => r.max(base),
                 None => base,
             };
-            now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(1))
+            // Checked: `wait` may come from a server's `Retry-After`.
+            crate::clock::later(now, wait)
         });
         let mut message = error.to_string();
         if error.is_deferred() {

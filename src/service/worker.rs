@@ -412,11 +412,7 @@ impl StatusSync {
 
 async fn renew(shared: &Shared, scope: &str, holder: &str) -> Result<bool> {
     let now = shared.clock.now();
-    shared.store.acquire_dispatch(scope, holder, now, now + to_chrono(shared.config.dispatch_lease)).await
-}
-
-fn to_chrono(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::minutes(5))
+    shared.store.acquire_dispatch(scope, holder, now, crate::clock::later(now, shared.config.dispatch_lease)).await
 }
 
 /// Whether an error sending a callback can never be fixed by sending it again.
@@ -452,7 +448,7 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
             return Ok(handled);
         }
         let now = shared.clock.now();
-        let Some(run) = shared.store.claim(&rt.scope, now, now + to_chrono(config.engine.lease), 1).await?.pop() else {
+        let Some(run) = shared.store.claim(&rt.scope, now, crate::clock::later(now, config.engine.lease), 1).await?.pop() else {
             break;
         };
         let key = run.idempotency_key.clone();
@@ -470,7 +466,7 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
         }
         let now = shared.clock.now();
         let Some(cb) =
-            shared.store.claim_callbacks(&rt.scope, now, now + to_chrono(config.callback_lease), 1).await?.pop()
+            shared.store.claim_callbacks(&rt.scope, now, crate::clock::later(now, config.callback_lease), 1).await?.pop()
         else {
             break;
         };
@@ -495,7 +491,7 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
                 tracing::warn!(tenant = %rt.tenant_id, run = id, attempt = cb.attempts + 1, retry_in_s = delay.as_secs_f64(), error = %e, "sync-state callback failed; it stays queued");
                 shared
                     .store
-                    .callback_failed(id, generation, shared.clock.now() + to_chrono(delay), &e.to_string())
+                    .callback_failed(id, generation, crate::clock::later(shared.clock.now(), delay), &e.to_string())
                     .await?;
                 if rt.magento.status() == ConnectionStatus::TokenRevoked {
                     status.sync(shared, &rt).await;
