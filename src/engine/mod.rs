@@ -388,6 +388,23 @@ impl SyncEngine {
         }
     }
 
+    /// Ends a claimed run whose processing panicked (a bug, caught by the service's worker): it
+    /// is dead-lettered with an `internal` outcome saying so, its raw event kept for
+    /// `byte8-ledger requeue` once the bug is fixed. It is not retried by itself, since the same
+    /// input would most likely panic again, and a posting may have been made before the panic
+    /// (the cross-reference finds it when the run is requeued).
+    ///
+    /// # Errors
+    /// Store failures (the run's lease then expires and another worker claims it again).
+    pub(crate) async fn finish_panicked(&self, run: &Run, panic: &str) -> Result<Outcome> {
+        let started = self.clock.now();
+        let event = Event::parse(&run.raw).ok();
+        let error = Error::internal(format!(
+            "processing panicked ({panic}); dead-lettered: report the bug, then `byte8-ledger requeue` puts the event back"
+        ));
+        self.finish_failed(run, event.as_ref(), run.attempts.saturating_add(1), started, error).await
+    }
+
     /// Records how an attempt ended and answers its outcome.
     pub(crate) async fn finish_result(
         &self,

@@ -139,12 +139,16 @@ pub struct ServiceConfig {
     pub engine: EngineConfig,
     /// The largest request body accepted (a webhook envelope is a few hundred bytes).
     pub max_body: usize,
+    /// The total time of one attempt of a call to a tenant's Magento, connecting and reading the
+    /// whole body included: a store that answers slowly (a byte every few seconds) cannot hold
+    /// a worker longer.
+    pub magento_timeout: Duration,
 }
 
 impl Default for ServiceConfig {
     /// Half-second polls, batches of 20, a 2-minute dispatch lease, callbacks retried after 5 s,
     /// 30 s, 2 min, 10 min, 30 min then hourly, a ping a minute for a revoked token, two quick
-    /// retries per Magento call, the engine's defaults, 256 KiB bodies.
+    /// retries per Magento call of at most 60 s each, the engine's defaults, 256 KiB bodies.
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_millis(500),
@@ -161,6 +165,7 @@ impl Default for ServiceConfig {
             },
             engine: EngineConfig::default(),
             max_body: 256 * 1024,
+            magento_timeout: crate::magento::REQUEST_TIMEOUT,
         }
     }
 }
