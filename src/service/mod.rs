@@ -106,12 +106,14 @@
 
 mod auth;
 mod http;
+pub mod serve;
 mod worker;
 
 use std::{fmt, sync::Arc, time::Duration};
 
 #[cfg(feature = "xero")]
 pub use worker::XeroProviders;
+pub use serve::{HttpLimits, serve};
 pub use worker::{ProviderFactory, SageProviders, StoredProviders, WorkerPool};
 
 use crate::{clock::Clock, engine::EngineConfig, error::Result, http::RetryConfig, store::service::ServiceStore};
@@ -143,12 +145,17 @@ pub struct ServiceConfig {
     /// whole body included: a store that answers slowly (a byte every few seconds) cannot hold
     /// a worker longer.
     pub magento_timeout: Duration,
+    /// The total time of one HTTP request to the service, its body read and its handling
+    /// included; beyond it the answer is 503 (Magento retries it; a 4xx would dead-letter a
+    /// webhook).
+    pub request_timeout: Duration,
 }
 
 impl Default for ServiceConfig {
     /// Half-second polls, batches of 20, a 2-minute dispatch lease, callbacks retried after 5 s,
     /// 30 s, 2 min, 10 min, 30 min then hourly, a ping a minute for a revoked token, two quick
-    /// retries per Magento call of at most 60 s each, the engine's defaults, 256 KiB bodies.
+    /// retries per Magento call of at most 60 s each, the engine's defaults, 256 KiB bodies
+    /// read within 30 s requests.
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_millis(500),
@@ -166,6 +173,7 @@ impl Default for ServiceConfig {
             engine: EngineConfig::default(),
             max_body: 256 * 1024,
             magento_timeout: crate::magento::REQUEST_TIMEOUT,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
