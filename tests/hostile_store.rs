@@ -556,3 +556,85 @@ fn ledger_urls_must_be_https_except_on_loopback() {
         .unwrap_err();
     assert!(xero.field_errors().iter().any(|f| f.path == "token_url"), "{xero}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Slow clients of the service
+
+/// Reads what the server sends until it closes (or `deadline`, a test failure, passes).
+async fn read_to_close(socket: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the service kept a slow connection open");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn serve_with(limits: HttpLimits, request_timeout: Duration) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<bool>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("state.db"), None).await.unwrap());
+    let config = ServiceConfig { request_timeout, ..config() };
+    let service = Service::new(store as _, Arc::new(MemoryLedgers::default()) as _, Arc::new(SystemClock), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let _dir = dir;
+        byte8_ledger_core::service::serve(listener, service.router(), limits, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (addr, stop, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_shutdown_does_not_wait_for_them() {
+    let limits = HttpLimits {
+        header_read_timeout: Duration::from_millis(300),
+        max_connections: 4,
+        shutdown_timeout: Duration::from_millis(300),
+    };
+    let (addr, stop, server) = serve_with(limits, Duration::from_millis(500)).await;
+    // Headers that never end: the connection is closed.
+    let mut slow_head = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow_head.write_all(b"GET /v1/tile/health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let answer = read_to_close(&mut slow_head).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A body that never ends: 503 (Magento retries; a 4xx would dead-letter the webhook).
+    let mut slow_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow_body
+        .write_all(b"POST /webhooks/magento/t1/invoice.created HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"a\":")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut slow_body).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // The service still answers.
+    let health = reqwest::get(format!("http://{addr}/v1/tile/health")).await.unwrap();
+    assert_eq!(health.status(), 401, "unauthenticated, but served");
+    // More connections than the limit: the fifth is served once one of the four closes.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /v1/tile/health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        held.push(s);
+    }
+    let fifth = reqwest::Client::new().get(format!("http://{addr}/v1/tile/health")).send().await.unwrap();
+    assert_eq!(fifth.status(), 401);
+    drop(held);
+
+    // Shutdown with a request in flight ends within the limit, not when the client pleases.
+    let mut in_flight = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    in_flight
+        .write_all(b"POST /webhooks/magento/t1/invoice.created HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), server).await;
+    assert!(ended.is_ok(), "serve did not return after shutdown");
+    let _ = in_flight.shutdown().await;
+
+    // With nothing in flight, shutdown is clean.
+    let (_, stop, server) = serve_with(HttpLimits::default(), Duration::from_secs(5)).await;
+    stop.send(()).unwrap();
+    assert!(server.await.unwrap(), "a shutdown with nothing in flight is clean");
+}
