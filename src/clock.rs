@@ -66,10 +66,7 @@ pub const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(100 * 
 /// a lease) goes through here, since `DateTime + Duration` panics on overflow.
 pub fn later(now: DateTime<Utc>, delay: std::time::Duration) -> DateTime<Utc> {
     let capped = delay.min(MAX_DELAY);
-    Duration::from_std(capped)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    Duration::from_std(capped).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The system clock as a shared [`Clock`].

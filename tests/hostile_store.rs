@@ -156,7 +156,9 @@ impl World {
     async fn new() -> Self {
         count_panics();
         let dir = tempfile::tempdir().unwrap();
-        let key = MasterKey::from_base64(&SecretString::from("a2V5LWZvci10aGUtaG9zdGlsZS1zdG9yZS10ZXN0cyE=".to_owned())).unwrap();
+        let key =
+            MasterKey::from_base64(&SecretString::from("a2V5LWZvci10aGUtaG9zdGlsZS1zdG9yZS10ZXN0cyE=".to_owned()))
+                .unwrap();
         let store = Arc::new(SqliteStore::open(dir.path().join("state.db"), Some(key)).await.unwrap());
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         Self {
@@ -362,7 +364,11 @@ async fn a_hostile_store_cannot_stop_leak_into_or_starve_the_service() {
         assert_eq!(status, 202, "{body}");
     }
     wait_until("the good store hears both invoices synced", || w.magento.callbacks("good").len() == 2).await;
-    assert!(w.magento.callbacks("good").iter().all(|c| c["sync_status"] == "synced"), "{:?}", w.magento.callbacks("good"));
+    assert!(
+        w.magento.callbacks("good").iter().all(|c| c["sync_status"] == "synced"),
+        "{:?}",
+        w.magento.callbacks("good")
+    );
     assert_eq!(w.ledgers.ledger("biz-good").documents().len(), 2);
 
     // Every hostile run ends with an outcome.
@@ -376,7 +382,10 @@ async fn a_hostile_store_cannot_stop_leak_into_or_starve_the_service() {
                 // Waits a day at most, as the capped Retry-After says: not 3e15 years, not a panic.
                 assert_eq!(run.status, RunStatus::Queued, "{outcome:?}");
                 let next = run.next_attempt_at.expect("a next attempt");
-                assert!(next > now + chrono::Duration::hours(23) && next <= now + chrono::Duration::hours(25), "{next}");
+                assert!(
+                    next > now + chrono::Duration::hours(23) && next <= now + chrono::Duration::hours(25),
+                    "{next}"
+                );
             }
             _ => assert_eq!(run.status, RunStatus::DeadLettered, "invoice {id}: {outcome:?}"),
         }
@@ -438,7 +447,10 @@ async fn a_worker_that_panics_dead_letters_that_event_and_syncs_the_next() {
     wait_until("Magento hears both outcomes", || w.magento.callbacks("shop").len() == 2).await;
     let callbacks = w.magento.callbacks("shop");
     let by_id = |id: u64| callbacks.iter().find(|c| c["magento_entity_id"] == id).cloned().unwrap();
-    assert_eq!((by_id(1001)["sync_status"].clone(), by_id(1001)["error_code"].clone()), (json!("failed"), json!("internal")));
+    assert_eq!(
+        (by_id(1001)["sync_status"].clone(), by_id(1001)["error_code"].clone()),
+        (json!("failed"), json!("internal"))
+    );
     assert_eq!(by_id(1002)["sync_status"], "synced");
     assert_eq!(ledger.documents().len(), 1, "only the second invoice was posted");
     if let Some(workers) = w.workers.take() {
@@ -501,7 +513,10 @@ async fn redirecting_ledger(elsewhere: &MockServer) -> MockServer {
 async fn the_ledger_clients_follow_no_redirect_to_another_origin() {
     count_panics();
     let elsewhere = MockServer::start().await;
-    Mock::given(any()).respond_with(ResponseTemplate::new(200).set_body_json(json!({"$items": []}))).mount(&elsewhere).await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"$items": []})))
+        .mount(&elsewhere)
+        .await;
     let ledger = redirecting_ledger(&elsewhere).await;
     let store = Arc::new(byte8_ledger_core::auth::MemoryTokenStore::new(Some(
         byte8_ledger_core::auth::TokenSet::from_refresh_token(SecretString::from("r1".to_owned())),
@@ -568,7 +583,10 @@ async fn read_to_close(socket: &mut tokio::net::TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn serve_with(limits: HttpLimits, request_timeout: Duration) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<bool>) {
+async fn serve_with(
+    limits: HttpLimits,
+    request_timeout: Duration,
+) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<bool>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("state.db"), None).await.unwrap());
     let config = ServiceConfig { request_timeout, ..config() };

@@ -111,9 +111,9 @@ mod worker;
 
 use std::{fmt, sync::Arc, time::Duration};
 
+pub use serve::{HttpLimits, serve};
 #[cfg(feature = "xero")]
 pub use worker::XeroProviders;
-pub use serve::{HttpLimits, serve};
 pub use worker::{ProviderFactory, SageProviders, StoredProviders, WorkerPool};
 
 use crate::{clock::Clock, engine::EngineConfig, error::Result, http::RetryConfig, store::service::ServiceStore};

@@ -85,7 +85,8 @@ pub async fn serve(
             },
         };
         let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        let connection =
+            graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
         connections.spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
@@ -96,13 +97,14 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
-    tracing::info!(in_flight = connections.len(), limit_s = limits.shutdown_timeout.as_secs_f64(), "HTTP shutdown: no new connections; requests in flight may finish");
+    tracing::info!(
+        in_flight = connections.len(),
+        limit_s = limits.shutdown_timeout.as_secs_f64(),
+        "HTTP shutdown: no new connections; requests in flight may finish"
+    );
     let clean = tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown()).await.is_ok();
     if !clean {
-        tracing::warn!(
-            open = connections.len(),
-            "connections still open at the shutdown limit: closed"
-        );
+        tracing::warn!(open = connections.len(), "connections still open at the shutdown limit: closed");
     }
     connections.shutdown().await;
     clean

@@ -451,7 +451,9 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
             return Ok(handled);
         }
         let now = shared.clock.now();
-        let Some(run) = shared.store.claim(&rt.scope, now, crate::clock::later(now, config.engine.lease), 1).await?.pop() else {
+        let Some(run) =
+            shared.store.claim(&rt.scope, now, crate::clock::later(now, config.engine.lease), 1).await?.pop()
+        else {
             break;
         };
         let key = run.idempotency_key.clone();
@@ -479,8 +481,11 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
             return Ok(handled);
         }
         let now = shared.clock.now();
-        let Some(cb) =
-            shared.store.claim_callbacks(&rt.scope, now, crate::clock::later(now, config.callback_lease), 1).await?.pop()
+        let Some(cb) = shared
+            .store
+            .claim_callbacks(&rt.scope, now, crate::clock::later(now, config.callback_lease), 1)
+            .await?
+            .pop()
         else {
             break;
         };
@@ -645,8 +650,12 @@ impl WorkerPool {
                 // (after a poll interval, so that a panic on every pass does not spin).
                 tokio::spawn(async move {
                     loop {
-                        let mut task =
-                            AbortOnDrop(tokio::spawn(work(Arc::clone(&shared), i, Arc::clone(&stop), Arc::clone(&wake))));
+                        let mut task = AbortOnDrop(tokio::spawn(work(
+                            Arc::clone(&shared),
+                            i,
+                            Arc::clone(&stop),
+                            Arc::clone(&wake),
+                        )));
                         match (&mut task.0).await {
                             Err(e) if e.is_panic() && !stop.load(Ordering::Relaxed) => {
                                 let text = panic_text(e.into_panic().as_ref());
@@ -691,7 +700,10 @@ impl WorkerPool {
         if tokio::time::timeout(limit, futures::future::join_all(self.tasks)).await.is_ok() {
             return true;
         }
-        tracing::warn!(limit_s = limit.as_secs_f64(), "workers still busy at the shutdown limit: aborted (their claims come back when their leases expire)");
+        tracing::warn!(
+            limit_s = limit.as_secs_f64(),
+            "workers still busy at the shutdown limit: aborted (their claims come back when their leases expire)"
+        );
         for a in aborts {
             a.abort();
         }
