@@ -21,8 +21,15 @@
 //! | 401 | [`Error::Auth`] ([`AuthFailure::ReconnectRequired`](crate::error::AuthFailure::ReconnectRequired)); the connection becomes `token_revoked` |
 //! | 403 | [`Error::Auth`] (`AccessDenied`) |
 //! | 404 | [`Error::NotFound`] |
+//! | 3xx | [`Error::Provider`], not retryable: no redirect is ever followed ([`http_client`]), so a store cannot send the ledger's token or the pairing call's key elsewhere |
 //! | 429, 408, 5xx, network errors | retried by [`crate::http::retry::decide`], then a retryable error |
+//! | a body over [`MAX_BODY`], or no answer within the total timeout ([`REQUEST_TIMEOUT`]) | [`Error::Provider`] (not retryable) / [`Error::Http`] (retried) |
 //! | other 4xx | [`Error::Rejected`] with Magento's message |
+//!
+//! Messages carry only a short sanitised excerpt of Magento's `message` field (one line, at most
+//! [`MAX_MESSAGE`] characters); any other body is described by its size, never quoted: errors
+//! reach the tenant through outcomes and `/v1/status`. A `Retry-After` on any answer is read with
+//! [`crate::http::retry::parse_retry_after`] (capped, never a panic).
 //!
 //! Every attempt, retries included, carries a new token: Magento caches each `jti` and would
 //! refuse a re-sent one as a replay.

@@ -75,6 +75,30 @@
 //! and take over a business within [`ServiceConfig::dispatch_lease`] when its worker dies (its
 //! claimed runs come back when their own lease expires, [`EngineConfig::lease`]).
 //!
+//! Workers are supervised: a run whose processing panics (a bug) is dead-lettered with an
+//! `internal` outcome saying so (Magento hears it through the callback; `byte8-ledger requeue`
+//! puts it back once the bug is fixed) and the worker goes on with the next run; a panic
+//! elsewhere on a tenant's turn releases its dispatch lease and drops its runtime (rebuilt on the
+//! next turn); a worker task that panics anyway is logged and restarted. A dead-letter rather
+//! than a retry, because the same input would most likely panic again.
+//! [`WorkerPool::stop`] stops the workers in parallel after their current run;
+//! [`WorkerPool::stop_within`] bounds the wait.
+//!
+//! # Untrusted stores
+//!
+//! A merchant's store is not trusted by the others' service. Calls to it follow no redirect
+//! (its answers cannot send the ledger's token elsewhere), each attempt has
+//! [`ServiceConfig::magento_timeout`] in all, its bodies are read up to
+//! [`MAX_BODY`](crate::magento::MAX_BODY), its `Retry-After` is capped at a day, and only a short
+//! sanitised excerpt of its error `message` reaches an outcome or `/v1/status`.
+//!
+//! # Time limits on the HTTP side
+//!
+//! The router answers 503 to a request not done within [`ServiceConfig::request_timeout`] (the
+//! body read included; 503 so that Magento's outbox retries, where a 4xx would dead-letter the
+//! webhook). [`serve()`] adds what only the server can: a header-read timeout, a connection limit
+//! and a bounded graceful shutdown ([`HttpLimits`]).
+//!
 //! A Magento 401 (on a fetch or a callback) marks the binding `token_revoked`, visible in the
 //! health feed: the merchant disconnected or paired again elsewhere. The tenant's runs and
 //! callbacks then wait (a run whose fetch got 401 goes back in line rather than failing) and a
@@ -99,8 +123,9 @@
 //! let workers = service.spawn_workers(2);
 //! let app = axum::Router::new().merge(service.router()); // add your own routes beside it
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.expect("bind");
-//! axum::serve(listener, app).await.expect("serve");
-//! workers.stop().await;
+//! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
+//! byte8_ledger_core::service::serve(listener, app, byte8_ledger_core::service::HttpLimits::default(), shutdown).await;
+//! workers.stop_within(std::time::Duration::from_secs(30)).await;
 //! # Ok(()) }
 //! ```
 
