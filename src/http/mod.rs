@@ -57,6 +57,31 @@ pub fn same_origin_redirects() -> reqwest::redirect::Policy {
     })
 }
 
+/// `text` on one line without control characters, at most `max` characters (`…` marks a cut).
+pub(crate) fn sanitise(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut count = 0;
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}') {
+            space = !out.is_empty();
+            continue;
+        }
+        if count + usize::from(space) + 1 > max {
+            out.push('…');
+            return out;
+        }
+        if space {
+            out.push(' ');
+            count += 1;
+            space = false;
+        }
+        out.push(c);
+        count += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

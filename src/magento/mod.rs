@@ -307,7 +307,7 @@ pub(crate) fn magento_message(body: &[u8]) -> String {
             }
             _ => {}
         }
-        return sanitise(&msg, MAX_MESSAGE);
+        return crate::http::sanitise(&msg, MAX_MESSAGE);
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return "(empty body)".to_owned();
@@ -322,31 +322,6 @@ pub(crate) fn redirect_message(label: &str, status: u16) -> String {
          not the address Magento serves its REST API on (an http → https or www redirect?); pair again with the final \
          https address"
     )
-}
-
-/// `text` on one line without control characters, at most `max` characters (`…` marks a cut).
-pub(crate) fn sanitise(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    let mut count = 0;
-    let mut space = false;
-    for c in text.chars() {
-        if c.is_whitespace() || c.is_control() || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}') {
-            space = !out.is_empty();
-            continue;
-        }
-        if count + usize::from(space) + 1 > max {
-            out.push('…');
-            return out;
-        }
-        if space {
-            out.push(' ');
-            count += 1;
-            space = false;
-        }
-        out.push(c);
-        count += 1;
-    }
-    out
 }
 
 fn plain(v: &serde_json::Value) -> String {

@@ -587,7 +587,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned());
-    crate::magento::sanitise(&text, 200)
+    crate::http::sanitise(&text, 200)
 }
 
 impl Shared {
