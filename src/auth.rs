@@ -184,10 +184,44 @@ struct TokenResponse {
     access_token: SecretString,
     #[serde(default)]
     refresh_token: Option<SecretString>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seconds")]
     expires_in: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seconds")]
     refresh_token_expires_in: Option<u64>,
+}
+
+/// The longest access-token life believed from `expires_in` (Sage's tokens live 5 minutes,
+/// Xero's 30): a larger value is read as this, so the token is refreshed at least daily.
+pub const MAX_ACCESS_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest refresh-token life believed from `refresh_token_expires_in` (Sage's live 31 days,
+/// Xero's 60).
+pub const MAX_REFRESH_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A lifetime in seconds as token endpoints write it: an integer, also a decimal (`3600.0`,
+/// `1e300`) or a string of one; whatever its size it never panics (the caller caps it). A
+/// negative number is 0 (already expired); `null` is absent; anything else is an error (which
+/// names the field, not the value).
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    let text = match &v {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(serde_json::Value::String(s)) => s.trim().to_owned(),
+        Some(_) => return Err(D::Error::custom("a lifetime that is not a number")),
+    };
+    if let Ok(n) = text.parse::<u64>() {
+        return Ok(Some(n));
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.is_nan() => Err(D::Error::custom("a lifetime that is not a number")),
+        Ok(f) if f <= 0.0 => Ok(Some(0)),
+        // Saturating: `as` from f64 clamps to u64::MAX (and the caller caps far below it).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(f) => Ok(Some(f as u64)),
+        Err(_) => Err(D::Error::custom("a lifetime that is not a number")),
+    }
 }
 
 /// Why a token reply could not be read, as the source of the error that reports it.
@@ -328,7 +362,8 @@ impl OAuthClient {
                     source: Some(Box::new(cause)),
                 }
             })?;
-            let secs = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+            // Checked and capped: a huge `expires_in` must not overflow the date (it would panic).
+            let secs = |s: u64, cap: Duration| crate::clock::later(now, Duration::from_secs(s).min(cap));
             return Ok(TokenSet {
                 access_token: t.access_token,
                 refresh_token: match (t.refresh_token, previous_refresh) {
@@ -336,8 +371,8 @@ impl OAuthClient {
                     (None, Some(prev)) => prev.clone(),
                     (None, None) => SecretString::from(String::new()),
                 },
-                access_expires_at: now + secs(t.expires_in.unwrap_or(300)),
-                refresh_expires_at: t.refresh_token_expires_in.map(|s| now + secs(s)),
+                access_expires_at: secs(t.expires_in.unwrap_or(300), MAX_ACCESS_LIFETIME),
+                refresh_expires_at: t.refresh_token_expires_in.map(|s| secs(s, MAX_REFRESH_LIFETIME)),
             });
         }
         let err: TokenError = serde_json::from_slice(&body).unwrap_or_default();
@@ -535,6 +570,51 @@ mod tests {
         ] {
             assert!(!text.contains("SECRET"), "{text}");
         }
+    }
+
+    #[test]
+    fn token_lifetimes_of_any_size_are_read_and_capped_without_a_panic() {
+        let read = |json: &str| -> (Option<u64>, Option<u64>) {
+            let t: TokenResponse = serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            (t.expires_in, t.refresh_token_expires_in)
+        };
+        assert_eq!(read(r#"{"access_token":"a","expires_in":300}"#), (Some(300), None));
+        assert_eq!(read(r#"{"access_token":"a","expires_in":"1800"}"#), (Some(1800), None));
+        assert_eq!(read(r#"{"access_token":"a","expires_in":3600.0}"#), (Some(3600), None));
+        assert_eq!(read(r#"{"access_token":"a","expires_in":-5}"#), (Some(0), None));
+        assert_eq!(read(r#"{"access_token":"a","expires_in":null}"#), (None, None));
+        assert_eq!(
+            read(r#"{"access_token":"a","expires_in":1e300,"refresh_token_expires_in":99999999999999999999999999}"#),
+            (Some(u64::MAX), Some(u64::MAX))
+        );
+        assert!(serde_json::from_str::<TokenResponse>(r#"{"access_token":"a","expires_in":"soon"}"#).is_err());
+        assert!(serde_json::from_str::<TokenResponse>(r#"{"access_token":"a","expires_in":[1]}"#).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_huge_expires_in_from_the_token_endpoint_is_capped_not_a_panic() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(
+                r#"{"access_token":"a","refresh_token":"r2","expires_in":1e300,"refresh_token_expires_in":99999999999999999999999999}"#,
+                "application/json",
+            ))
+            .mount(&server)
+            .await;
+        let oauth = OAuthClient::new(
+            reqwest::Client::new(),
+            Url::parse(&format!("{}/token", server.uri())).unwrap(),
+            "id".into(),
+            SecretString::from("secret".to_owned()),
+            ClientAuth::Body,
+            "sage_accounting",
+        );
+        let now = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000);
+        let t = oauth.refresh(&SecretString::from("r1".to_owned()), now).await.unwrap();
+        // Capped: a day for access, 366 days for refresh, whatever the endpoint claims.
+        assert_eq!(t.access_expires_at, now + chrono::Duration::days(1));
+        assert_eq!(t.refresh_expires_at, Some(now + chrono::Duration::days(366)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     clock::SystemClock,
     engine::EngineConfig,
-    service::{Service, ServiceConfig},
+    service::{HttpLimits, Service, ServiceConfig},
     store::{ProviderKind, crypto::MasterKey},
 };
 
@@ -38,6 +38,14 @@ pub struct ServeArgs {
     /// (default: the Magento outbox's ladder, 60,300,1800,7200,21600,43200,86400).
     #[arg(long)]
     pub retry_delays: Option<String>,
+    /// Seconds a shutdown (SIGTERM, Ctrl-C) waits for requests in flight and for the workers'
+    /// current runs before it closes and aborts what is left (their claims come back when their
+    /// leases expire).
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_timeout: u64,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
     /// Attempts before a retryable failure is dead-lettered.
     #[arg(long, default_value_t = 10)]
     pub max_attempts: u32,
@@ -112,6 +120,10 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     }
     let config =
         ServiceConfig { poll_interval: Duration::from_millis(args.poll_ms.max(1)), engine, ..ServiceConfig::default() };
+    let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
+    if args.max_connections == 0 {
+        return Err(usage("--max-connections: must be at least 1"));
+    }
     let db = Database::open(&args.store, Some(key)).await?;
     if args.workers > 0 {
         require_credentials(&db).await?;
@@ -129,13 +141,10 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
         let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: e.to_string() })?;
         let app = service.router();
         writeln!(out, "listening on http://{addr}").map_err(io)?;
-        Some(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = http_stopped.await;
-                })
-                .await
-        }))
+        let limits = HttpLimits { max_connections: args.max_connections, shutdown_timeout, ..HttpLimits::default() };
+        Some(tokio::spawn(crate::service::serve(listener, app, limits, async {
+            let _ = http_stopped.await;
+        })))
     };
     let workers = service.spawn_workers(args.workers);
     writeln!(out, "{} worker(s) on {db}", workers.len()).map_err(io)?;
@@ -147,15 +156,15 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
             let failed = tokio::select! {
                 () = shutdown_signal() => None,
                 ended = &mut task => Some(match ended {
-                    Ok(Ok(())) => "the HTTP server stopped".to_owned(),
-                    Ok(Err(e)) => format!("the HTTP server failed: {e}"),
+                    Ok(_) => "the HTTP server stopped".to_owned(),
                     Err(e) => format!("the HTTP server failed: {e}"),
                 }),
             };
-            // Requests in flight finish first.
+            // The HTTP side and the workers stop together, each within the limit.
             let _ = stop_http.send(());
             if failed.is_none() {
-                let _ = task.await;
+                let (_, _) = tokio::join!(task, workers.stop_within(shutdown_timeout));
+                return stopped(out, None);
             }
             failed
         }
@@ -164,7 +173,11 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
             None
         }
     };
-    workers.stop().await;
+    workers.stop_within(shutdown_timeout).await;
+    stopped(out, failed)
+}
+
+fn stopped(out: &mut dyn Write, failed: Option<String>) -> Result<(), Failure> {
     match failed {
         Some(message) => Err(Failure { code: 1, message }),
         None => {

@@ -214,7 +214,7 @@ impl SyncEngine {
     }
 
     fn lease_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::minutes(5))
+        crate::clock::later(now, self.config.lease)
     }
 
     /// Reads a line and queues it. A line that cannot be read is dead-lettered at once (kept with
@@ -414,6 +414,23 @@ impl SyncEngine {
         }
     }
 
+    /// Ends a claimed run whose processing panicked (a bug, caught by the service's worker): it
+    /// is dead-lettered with an `internal` outcome saying so, its raw event kept for
+    /// `byte8-ledger requeue` once the bug is fixed. It is not retried by itself, since the same
+    /// input would most likely panic again, and a posting may have been made before the panic
+    /// (the cross-reference finds it when the run is requeued).
+    ///
+    /// # Errors
+    /// Store failures (the run's lease then expires and another worker claims it again).
+    pub(crate) async fn finish_panicked(&self, run: &Run, panic: &str) -> Result<Outcome> {
+        let started = self.clock.now();
+        let event = Event::parse(&run.raw).ok();
+        let error = Error::internal(format!(
+            "processing panicked ({panic}); dead-lettered: report the bug, then `byte8-ledger requeue` puts the event back"
+        ));
+        self.finish_failed(run, event.as_ref(), run.attempts.saturating_add(1), started, error).await
+    }
+
     /// Records how an attempt ended and answers its outcome.
     pub(crate) async fn finish_result(
         &self,
@@ -497,7 +514,8 @@ impl SyncEngine {
                 Some(r) => r.max(base),
                 None => base,
             };
-            now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::minutes(1))
+            // Checked: `wait` may come from a server's `Retry-After`.
+            crate::clock::later(now, wait)
         });
         let mut message = error.to_string();
         if error.is_deferred() {

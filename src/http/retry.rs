@@ -160,17 +160,39 @@ pub fn decide(
     Decision::Retry(delay)
 }
 
-/// Reads a `Retry-After` header value: delay seconds (`120`) or an HTTP date.
+/// The longest `Retry-After` believed: a day, the longest window any ledger documents (Xero's
+/// daily limit). A larger value (`1e300`, a date in the year 9999) is read as this cap, so that
+/// a server cannot park an event for ever, nor overflow the date arithmetic that follows.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Reads a `Retry-After` header value, the delay seconds (`120`, also `1.5`) or an HTTP date
+/// (IMF-fixdate, RFC 850 or asctime, as RFC 9110 10.2.3 allows), into a delay of at most
+/// [`MAX_RETRY_AFTER`]. Never panics whatever the server sends: a negative, not-a-number or
+/// unreadable value is `None` (as if the header were absent), a date in the past is zero, and
+/// anything longer than the cap (`1e300`, `99999999999999999999999`) is the cap.
 pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if v.is_empty() {
+        return None;
     }
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits only: an integer of any length; one beyond u64 is longer than the cap anyway.
+        return Some(v.parse::<u64>().map_or(MAX_RETRY_AFTER, Duration::from_secs).min(MAX_RETRY_AFTER));
     }
-    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    (when.with_timezone(&chrono::Utc) - now).to_std().ok().or(Some(Duration::ZERO))
+    if v.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')) {
+        let secs = v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)?;
+        // Compared in f64 before any conversion: `try_from_secs_f64` of the capped value cannot fail.
+        return Duration::try_from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())).ok();
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .ok()
+        .or_else(|| httpdate::parse_http_date(v).ok().map(chrono::DateTime::<chrono::Utc>::from))?;
+    let wait = when.signed_duration_since(now);
+    if wait <= chrono::TimeDelta::zero() {
+        return Some(Duration::ZERO);
+    }
+    Some(wait.to_std().map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
 }
 
 #[cfg(test)]
@@ -232,5 +254,45 @@ mod tests {
         assert_eq!(parse_retry_after("Sun, 22 Nov 2026 10:00:30 GMT", now), Some(S(30)));
         assert_eq!(parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now), Some(S(0)));
         assert_eq!(parse_retry_after("soon", now), None);
+        // RFC 850 and asctime dates (RFC 9110 10.2.3).
+        assert_eq!(parse_retry_after("Sunday, 22-Nov-26 10:01:00 GMT", now), Some(S(60)));
+        assert_eq!(parse_retry_after("Sun Nov 22 10:02:00 2026", now), Some(S(120)));
+    }
+
+    #[test]
+    fn absurd_retry_after_values_are_capped_or_ignored_never_a_panic() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        let day = S(86_400);
+        assert_eq!(MAX_RETRY_AFTER, day);
+        for (value, expected) in [
+            ("1e300", Some(day)),
+            ("1E+300", Some(day)),
+            ("18446744073709551615", Some(day)),
+            ("99999999999999999999999999999999999999", Some(day)),
+            ("86401", Some(day)),
+            ("86400", Some(day)),
+            ("86399.5", Some(Duration::from_millis(86_399_500))),
+            ("0", Some(S(0))),
+            ("0.0", Some(S(0))),
+            ("-1", None),
+            ("-0.5", None),
+            ("-1e300", None),
+            ("NaN", None),
+            ("inf", None),
+            ("1e400", None),
+            ("", None),
+            ("   ", None),
+            ("1.2.3", None),
+            ("Fri, 31 Dec 9999 23:59:59 GMT", Some(day)),
+            ("Thu, 01 Jan 1970 00:00:00 GMT", Some(S(0))),
+            ("Sun, 22 Nov 2026 10:00:30 +1400", Some(S(0))),
+        ] {
+            assert_eq!(parse_retry_after(value, now), expected, "Retry-After: {value:?}");
+        }
+        // Near the ends of chrono's range, too.
+        let far = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", far), Some(S(0)));
+        let early = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+        assert_eq!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", early), Some(day));
     }
 }

@@ -41,7 +41,7 @@ use super::{
     Call, PROVIDER, Reply, endpoint,
     jwt::{DEFAULT_INBOUND_TTL, JwtSigner},
     keys::ApiKey,
-    magento_base_url, magento_message,
+    magento_base_url, magento_message, redirect_message,
 };
 use crate::{
     canonical::{
@@ -195,6 +195,7 @@ pub struct MagentoClientBuilder {
     token_ttl: Option<Duration>,
     status: Option<ConnectionStatus>,
     http: Option<reqwest::Client>,
+    timeout: Option<Duration>,
     send_provider_reference: bool,
 }
 
@@ -273,6 +274,14 @@ impl MagentoClientBuilder {
         self
     }
 
+    /// The total time of one attempt of a call, connecting and reading the whole body
+    /// included ([`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT), 60 s, by default; 1 s to 10 min).
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     /// Sends the outcome's `provider_reference` in the sync-state callback. Off by default:
     /// Byte8 v1 sends `null` there (byte8-spec.md 13.8).
     #[must_use]
@@ -309,6 +318,10 @@ impl MagentoClientBuilder {
         if retry.initial_backoff.is_zero() && retry.max_retries > 0 {
             errors.push(FieldError::new("retry.initial_backoff", "must be > 0 when retries are on"));
         }
+        let timeout = self.timeout.unwrap_or(super::REQUEST_TIMEOUT);
+        if !(Duration::from_millis(1)..=Duration::from_secs(600)).contains(&timeout) {
+            errors.push(FieldError::new("request_timeout", "must be between 1 ms and 10 min"));
+        }
         let (Some(base), Some(key), true) = (base, self.api_key, errors.is_empty()) else {
             return Err(Error::Invalid { what: "Magento client configuration", errors });
         };
@@ -324,6 +337,7 @@ impl MagentoClientBuilder {
             base,
             signer,
             retry,
+            timeout,
             clock,
             status: Arc::new(status),
             send_provider_reference: self.send_provider_reference,
@@ -338,6 +352,7 @@ pub struct MagentoClient {
     base: Url,
     signer: JwtSigner,
     retry: RetryConfig,
+    timeout: Duration,
     clock: Arc<dyn Clock>,
     status: Arc<watch::Sender<ConnectionStatus>>,
     send_provider_reference: bool,
@@ -418,6 +433,7 @@ impl MagentoClient {
             retry: &self.retry,
             clock: self.clock.as_ref(),
             label: format!("{method} {path}"),
+            timeout: self.timeout,
         }
         .execute()
         .await
@@ -448,6 +464,13 @@ impl MagentoClient {
             }),
             404 => Err(not_found()),
             429 => Err(Error::RateLimited { provider: PROVIDER, retry_after: reply.retry_after }),
+            s @ 300..=399 => Err(Error::Provider {
+                provider: PROVIDER,
+                status: Some(s),
+                message: redirect_message(label, s),
+                retryable: false,
+                source: None,
+            }),
             s @ (408 | 500..=599) => Err(Error::Provider {
                 provider: PROVIDER,
                 status: Some(s),
@@ -468,6 +491,7 @@ impl MagentoClient {
     }
 
     fn json(body: &[u8], label: &str) -> Result<serde_json::Value> {
+        // serde_json's syntax errors name a line and column, never a piece of the body.
         serde_json::from_slice(body).map_err(|e| Error::Provider {
             provider: PROVIDER,
             status: None,

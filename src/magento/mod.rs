@@ -21,8 +21,15 @@
 //! | 401 | [`Error::Auth`] ([`AuthFailure::ReconnectRequired`](crate::error::AuthFailure::ReconnectRequired)); the connection becomes `token_revoked` |
 //! | 403 | [`Error::Auth`] (`AccessDenied`) |
 //! | 404 | [`Error::NotFound`] |
+//! | 3xx | [`Error::Provider`], not retryable: no redirect is ever followed ([`http_client`]), so a store cannot send the ledger's token or the pairing call's key elsewhere |
 //! | 429, 408, 5xx, network errors | retried by [`crate::http::retry::decide`], then a retryable error |
+//! | a body over [`MAX_BODY`], or no answer within the total timeout ([`REQUEST_TIMEOUT`]) | [`Error::Provider`] (not retryable) / [`Error::Http`] (retried) |
 //! | other 4xx | [`Error::Rejected`] with Magento's message |
+//!
+//! Messages carry only a short sanitised excerpt of Magento's `message` field (one line, at most
+//! [`MAX_MESSAGE`] characters); any other body is described by its size, never quoted: errors
+//! reach the tenant through outcomes and `/v1/status`. A `Retry-After` on any answer is read with
+//! [`crate::http::retry::parse_retry_after`] (capped, never a panic).
 //!
 //! Every attempt, retries included, carries a new token: Magento caches each `jti` and would
 //! refuse a re-sent one as a replay.
@@ -38,10 +45,7 @@ pub mod jwt;
 pub mod keys;
 pub mod pairing;
 
-use std::{
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 pub use client::{ConnectionStatus, MagentoClient, MagentoClientBuilder, PaymentMethod, Ping, SyncStateBody};
@@ -62,10 +66,20 @@ use crate::{
 pub const PROVIDER: &str = "magento";
 /// Connect timeout of every call to Magento (the module's own client uses the same).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Read timeout of every call to Magento.
+/// Read timeout of every call to Magento (the longest silence between two reads).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Total time of one attempt of a call to Magento, from connecting to the last byte of the body
+/// (a store sending a byte every 14 s beats the read timeout, not this).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest answer body read from Magento (an invoice with hundreds of lines is tens of
+/// kilobytes); a larger one is refused after this many bytes, unread beyond them.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// The longest excerpt of a Magento error message kept in an error, an outcome or a status.
+pub const MAX_MESSAGE: usize = 200;
 
-/// An HTTP client with the protocol's timeouts (5 s to connect, 15 s to read).
+/// An HTTP client with the protocol's timeouts (5 s to connect, 15 s to read, 60 s in all) that
+/// follows **no redirect**: a store's answer cannot send the ledger (and the tenant's key, or
+/// the pairing call's new key) to another address; a 3xx is reported as what it is.
 ///
 /// # Errors
 /// [`Error::Config`] when the TLS backend cannot be set up.
@@ -73,6 +87,8 @@ pub fn http_client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("byte8-ledger-core/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::config("http", format!("cannot build the HTTP client: {e}")))
@@ -92,19 +108,10 @@ pub(crate) fn magento_base_url(field: &str, text: &str) -> std::result::Result<U
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
         return Err(FieldError::new(field, "must not carry credentials, a query or a fragment"));
     }
-    if url.scheme() == "http" && !is_loopback(&url) {
+    if url.scheme() == "http" && !crate::http::is_loopback(&url) {
         return Err(FieldError::new(field, "must be https (plain http is accepted only on a loopback host)"));
     }
     Ok(url)
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
 }
 
 /// `{base}/rest/V1/byte8/{path}`.
@@ -126,6 +133,32 @@ pub(crate) struct Call<'a> {
     pub(crate) clock: &'a dyn Clock,
     /// `GET invoice/{id}`: what logs and errors name (never a token).
     pub(crate) label: String,
+    /// Total time of each attempt ([`REQUEST_TIMEOUT`] by default).
+    pub(crate) timeout: Duration,
+}
+
+/// Why an answer was not read.
+enum BodyError {
+    /// The connection failed or timed out while the body was read.
+    Network(reqwest::Error),
+    /// The body is longer than [`MAX_BODY`].
+    TooLarge,
+}
+
+/// Reads a body chunk by chunk, refusing it as soon as it passes `cap` bytes (a body that says
+/// its length is refused before any of it is read).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> std::result::Result<Bytes, BodyError> {
+    if resp.content_length().is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX)) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Network)? {
+        if body.len().saturating_add(chunk.len()) > cap {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// The last answer of a call: a 2xx, or a status the retry decision gave up on.
@@ -152,15 +185,45 @@ impl Call<'_> {
             if let Some(b) = &self.body {
                 req = req.header(header::CONTENT_TYPE, "application/json").body(b.clone());
             }
-            let attempt = match req.send().await {
+            let attempt = match req.timeout(self.timeout).send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
+                    if resp.url() != &self.url {
+                        // A client of the caller's own that followed a redirect: refused unread.
+                        return Err(Error::Provider {
+                            provider: PROVIDER,
+                            status: Some(status),
+                            message: format!(
+                                "{}: Magento redirected the call elsewhere, which the ledger never follows: check the \
+                                 store's base URL",
+                                self.label
+                            ),
+                            retryable: false,
+                            source: None,
+                        });
+                    }
                     let retry_after = resp
                         .headers()
                         .get(header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, self.clock.now()));
-                    match resp.bytes().await {
+                    match read_capped(resp, MAX_BODY).await {
+                        Err(BodyError::TooLarge) => {
+                            return Err(Error::Provider {
+                                provider: PROVIDER,
+                                status: Some(status),
+                                message: format!(
+                                    "{}: Magento's answer (HTTP {status}) is larger than {} MiB: not read",
+                                    self.label,
+                                    MAX_BODY / (1024 * 1024)
+                                ),
+                                retryable: false,
+                                source: None,
+                            });
+                        }
+                        Err(BodyError::Network(e)) => {
+                            self.network_failure(Attempt::Interrupted, retries, started, e.without_url(), true)?
+                        }
                         Ok(body) if (200..300).contains(&status) => return Ok(Reply { status, retry_after, body }),
                         Ok(body) => match decide(
                             Attempt::Status { status, retry_after },
@@ -178,9 +241,6 @@ impl Call<'_> {
                                 return Ok(Reply { status, retry_after, body });
                             }
                         },
-                        Err(e) => {
-                            self.network_failure(Attempt::Interrupted, retries, started, e.without_url(), true)?
-                        }
                     }
                 }
                 Err(e) => {
@@ -222,40 +282,52 @@ impl Call<'_> {
 }
 
 /// Magento's error message from a webapi error body (`{"message": "… %1 …", "parameters": […]}`)
-/// with its placeholders filled, or the start of the body when it is not one.
+/// with its placeholders filled, as a short, sanitised excerpt (control characters and runs of
+/// white space made single spaces, at most [`MAX_MESSAGE`] characters). Anything else (an HTML
+/// page, a proxy's text, JSON without `message`) is **not echoed**: it is described by its size
+/// only, since errors reach the tenant through outcomes and `/v1/status` and the text may come
+/// from somewhere the store's owner should not read.
 pub(crate) fn magento_message(body: &[u8]) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     if let Some(msg) = parsed.as_ref().and_then(|v| v.get("message")).and_then(|m| m.as_str()) {
-        let mut msg = msg.to_owned();
+        let mut msg = msg.chars().take(MAX_MESSAGE * 4).collect::<String>();
         match parsed.as_ref().and_then(|v| v.get("parameters")) {
             Some(serde_json::Value::Array(items)) => {
                 // Replace %10 before %1.
-                for (i, item) in items.iter().enumerate().rev() {
+                for (i, item) in items.iter().enumerate().take(20).rev() {
                     msg = msg.replace(&format!("%{}", i + 1), &plain(item));
+                    msg = msg.chars().take(MAX_MESSAGE * 4).collect();
                 }
             }
             Some(serde_json::Value::Object(named)) => {
-                for (k, item) in named {
+                for (k, item) in named.iter().take(20) {
                     msg = msg.replace(&format!("%{k}"), &plain(item));
+                    msg = msg.chars().take(MAX_MESSAGE * 4).collect();
                 }
             }
             _ => {}
         }
-        return msg;
+        return crate::http::sanitise(&msg, MAX_MESSAGE);
     }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
+    if body.iter().all(u8::is_ascii_whitespace) {
         return "(empty body)".to_owned();
     }
-    let cut: String = text.chars().take(300).collect();
-    if cut.len() < text.len() { format!("{cut}…") } else { cut }
+    format!("(an answer that is not a Magento error message, {} bytes, not shown)", body.len())
+}
+
+/// What a redirect from Magento says (its `Location` is not repeated: it may point anywhere).
+pub(crate) fn redirect_message(label: &str, status: u16) -> String {
+    format!(
+        "{label}: Magento answered a redirect (HTTP {status}), which the ledger never follows: the store's base URL is \
+         not the address Magento serves its REST API on (an http → https or www redirect?); pair again with the final \
+         https address"
+    )
 }
 
 fn plain(v: &serde_json::Value) -> String {
     match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+        serde_json::Value::String(s) => s.chars().take(MAX_MESSAGE).collect(),
+        other => other.to_string().chars().take(MAX_MESSAGE).collect(),
     }
 }
 
@@ -299,7 +371,28 @@ mod tests {
         let m = magento_message(br#"{"message":"No such entity with %fieldName = %fieldValue","parameters":{"fieldName":"id","fieldValue":7}}"#);
         assert_eq!(m, "No such entity with id = 7");
         assert_eq!(magento_message(b""), "(empty body)");
-        assert_eq!(magento_message(b"<html>oops</html>"), "<html>oops</html>");
-        assert!(magento_message("x".repeat(1000).as_bytes()).ends_with('…'));
+    }
+
+    #[test]
+    fn a_foreign_body_is_never_echoed_and_a_message_is_short_and_on_one_line() {
+        // Whatever answered (an internal service behind a redirect, a proxy), its text stays out.
+        for body in [
+            &b"<html>internal-admin-secret</html>"[..],
+            b"ami-id\ninstance-id\nsecret-access-key",
+            br#"{"Code":"Success","SecretAccessKey":"internal-admin-secret"}"#,
+            br#"{"message":{"nested":"internal-admin-secret"}}"#,
+        ] {
+            let m = magento_message(body);
+            assert!(!m.contains("secret") && !m.contains("html"), "{m}");
+            assert!(m.contains(&format!("{} bytes", body.len())), "{m}");
+        }
+        let long = format!(r#"{{"message":"{}"}}"#, "x".repeat(1000));
+        let m = magento_message(long.as_bytes());
+        assert!(m.ends_with('…') && m.chars().count() == MAX_MESSAGE + 1, "{m}");
+        let m = magento_message(br#"{"message":"line one\r\n\tline\u0000two\u202e  %1","parameters":["p\nq"]}"#);
+        assert_eq!(m, "line one line two p q");
+        // A huge parameter list or value is cut, not multiplied.
+        let many = serde_json::json!({"message": "%1%1%1%1%1%1%1%1%1%1", "parameters": ["y".repeat(10_000)]});
+        assert!(magento_message(many.to_string().as_bytes()).chars().count() <= MAX_MESSAGE + 1);
     }
 }

@@ -271,6 +271,7 @@ impl PairRequest {
             retry: &PAIR_RETRY,
             clock,
             label: "POST setup/pair".into(),
+            timeout: super::REQUEST_TIMEOUT,
         }
         .execute()
         .await?;
@@ -286,6 +287,14 @@ impl PairRequest {
                 id: "/rest/V1/byte8/setup/pair".into(),
             }),
             429 => Err(Error::RateLimited { provider: PROVIDER, retry_after: reply.retry_after }),
+            // Not followed: the pairing body carries the new key (nothing was stored).
+            s @ 300..=399 => Err(Error::Provider {
+                provider: PROVIDER,
+                status: Some(s),
+                message: super::redirect_message("POST setup/pair", s),
+                retryable: false,
+                source: None,
+            }),
             s @ 400..=499 => {
                 let message = magento_message(&reply.body);
                 let field = ["pairing_code", "tenant_id", "byte8_api_key", "ledger_base_url"]

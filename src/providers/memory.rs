@@ -504,6 +504,7 @@ pub struct Snapshot {
 enum Injection {
     Before(Error),
     AfterCommit(Error),
+    Panic,
 }
 
 #[derive(Debug, Default)]
@@ -633,6 +634,12 @@ impl InMemoryProvider {
         self.lock().injections.entry(method).or_default().push_back(Injection::AfterCommit(error));
     }
 
+    /// Makes the next call of `method` panic before it does anything: a bug in a provider, for
+    /// testing that whoever drives the provider (the service's workers) survives one.
+    pub fn panic_next(&self, method: Method) {
+        self.lock().injections.entry(method).or_default().push_back(Injection::Panic);
+    }
+
     /// Drops every queued failure.
     pub fn clear_failures(&self) {
         self.lock().injections.clear();
@@ -697,6 +704,10 @@ impl InMemoryProvider {
         match injection {
             Some(Injection::Before(e)) => Err(e),
             Some(Injection::AfterCommit(e)) => op(&mut st).and(Err(e)),
+            Some(Injection::Panic) => {
+                drop(st);
+                panic!("{method} panicked (injected by panic_next)")
+            }
             None => op(&mut st),
         }
     }

@@ -90,6 +90,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/tile/health", get(health))
         .route("/v1/tenant/disconnect", post(disconnect))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            shared.config.request_timeout,
+        ))
         .with_state(shared)
 }
 

@@ -75,6 +75,30 @@
 //! and take over a business within [`ServiceConfig::dispatch_lease`] when its worker dies (its
 //! claimed runs come back when their own lease expires, [`EngineConfig::lease`]).
 //!
+//! Workers are supervised: a run whose processing panics (a bug) is dead-lettered with an
+//! `internal` outcome saying so (Magento hears it through the callback; `byte8-ledger requeue`
+//! puts it back once the bug is fixed) and the worker goes on with the next run; a panic
+//! elsewhere on a tenant's turn releases its dispatch lease and drops its runtime (rebuilt on the
+//! next turn); a worker task that panics anyway is logged and restarted. A dead-letter rather
+//! than a retry, because the same input would most likely panic again.
+//! [`WorkerPool::stop`] stops the workers in parallel after their current run;
+//! [`WorkerPool::stop_within`] bounds the wait.
+//!
+//! # Untrusted stores
+//!
+//! A merchant's store is not trusted by the others' service. Calls to it follow no redirect
+//! (its answers cannot send the ledger's token elsewhere), each attempt has
+//! [`ServiceConfig::magento_timeout`] in all, its bodies are read up to
+//! [`MAX_BODY`](crate::magento::MAX_BODY), its `Retry-After` is capped at a day, and only a short
+//! sanitised excerpt of its error `message` reaches an outcome or `/v1/status`.
+//!
+//! # Time limits on the HTTP side
+//!
+//! The router answers 503 to a request not done within [`ServiceConfig::request_timeout`] (the
+//! body read included; 503 so that Magento's outbox retries, where a 4xx would dead-letter the
+//! webhook). [`serve()`] adds what only the server can: a header-read timeout, a connection limit
+//! and a bounded graceful shutdown ([`HttpLimits`]).
+//!
 //! A Magento 401 (on a fetch or a callback) marks the binding `token_revoked`, visible in the
 //! health feed: the merchant disconnected or paired again elsewhere. The tenant's runs and
 //! callbacks then wait (a run whose fetch got 401 goes back in line rather than failing) and a
@@ -99,17 +123,20 @@
 //! let workers = service.spawn_workers(2);
 //! let app = axum::Router::new().merge(service.router()); // add your own routes beside it
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.expect("bind");
-//! axum::serve(listener, app).await.expect("serve");
-//! workers.stop().await;
+//! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
+//! byte8_ledger_core::service::serve(listener, app, byte8_ledger_core::service::HttpLimits::default(), shutdown).await;
+//! workers.stop_within(std::time::Duration::from_secs(30)).await;
 //! # Ok(()) }
 //! ```
 
 mod auth;
 mod http;
+pub mod serve;
 mod worker;
 
 use std::{fmt, sync::Arc, time::Duration};
 
+pub use serve::{HttpLimits, serve};
 #[cfg(feature = "xero")]
 pub use worker::XeroProviders;
 pub use worker::{ProviderFactory, SageProviders, StoredProviders, WorkerPool};
@@ -139,12 +166,21 @@ pub struct ServiceConfig {
     pub engine: EngineConfig,
     /// The largest request body accepted (a webhook envelope is a few hundred bytes).
     pub max_body: usize,
+    /// The total time of one attempt of a call to a tenant's Magento, connecting and reading the
+    /// whole body included: a store that answers slowly (a byte every few seconds) cannot hold
+    /// a worker longer.
+    pub magento_timeout: Duration,
+    /// The total time of one HTTP request to the service, its body read and its handling
+    /// included; beyond it the answer is 503 (Magento retries it; a 4xx would dead-letter a
+    /// webhook).
+    pub request_timeout: Duration,
 }
 
 impl Default for ServiceConfig {
     /// Half-second polls, batches of 20, a 2-minute dispatch lease, callbacks retried after 5 s,
     /// 30 s, 2 min, 10 min, 30 min then hourly, a ping a minute for a revoked token, two quick
-    /// retries per Magento call, the engine's defaults, 256 KiB bodies.
+    /// retries per Magento call of at most 60 s each, the engine's defaults, 256 KiB bodies
+    /// read within 30 s requests.
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_millis(500),
@@ -161,6 +197,8 @@ impl Default for ServiceConfig {
             },
             engine: EngineConfig::default(),
             max_body: 256 * 1024,
+            magento_timeout: crate::magento::REQUEST_TIMEOUT,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     fmt,
+    panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -13,6 +14,7 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::FutureExt as _;
 use tokio::task::JoinHandle;
 
 use super::Shared;
@@ -355,6 +357,7 @@ async fn runtime(shared: &Arc<Shared>, info: &BindingInfo) -> Result<Arc<TenantR
         .with_api_key(binding.api_key.clone())
         .with_clock(Arc::clone(&shared.clock))
         .with_retry(shared.config.magento_retry)
+        .with_request_timeout(shared.config.magento_timeout)
         .with_status(binding.magento_status)
         .build()?;
     let store: Arc<dyn Store> = Arc::clone(&shared.store) as Arc<dyn Store>;
@@ -412,11 +415,7 @@ impl StatusSync {
 
 async fn renew(shared: &Shared, scope: &str, holder: &str) -> Result<bool> {
     let now = shared.clock.now();
-    shared.store.acquire_dispatch(scope, holder, now, now + to_chrono(shared.config.dispatch_lease)).await
-}
-
-fn to_chrono(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::minutes(5))
+    shared.store.acquire_dispatch(scope, holder, now, crate::clock::later(now, shared.config.dispatch_lease)).await
 }
 
 /// Whether an error sending a callback can never be fixed by sending it again.
@@ -452,11 +451,24 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
             return Ok(handled);
         }
         let now = shared.clock.now();
-        let Some(run) = shared.store.claim(&rt.scope, now, now + to_chrono(config.engine.lease), 1).await?.pop() else {
+        let Some(run) =
+            shared.store.claim(&rt.scope, now, crate::clock::later(now, config.engine.lease), 1).await?.pop()
+        else {
             break;
         };
         let key = run.idempotency_key.clone();
-        let outcome = rt.engine.process(run).await?;
+        // A panic while processing (a bug) ends this run, not the worker: the run is
+        // dead-lettered with an `internal` outcome (so Magento hears of it), the tenant's runtime
+        // is rebuilt, and the worker goes on with the next run.
+        let outcome = match AssertUnwindSafe(rt.engine.process(run.clone())).catch_unwind().await {
+            Ok(outcome) => outcome?,
+            Err(panic) => {
+                let text = panic_text(panic.as_ref());
+                tracing::error!(tenant = %rt.tenant_id, key = %key, panic = %text, "processing a run panicked: it is dead-lettered and the worker goes on");
+                forget_runtime(shared, &rt).await;
+                rt.engine.finish_panicked(&run, &text).await?
+            }
+        };
         tracing::info!(tenant = %rt.tenant_id, key = %key, status = %outcome.sync_status.as_str(), "run processed");
         handled += 1;
         status.sync(shared, &rt).await;
@@ -469,8 +481,11 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
             return Ok(handled);
         }
         let now = shared.clock.now();
-        let Some(cb) =
-            shared.store.claim_callbacks(&rt.scope, now, now + to_chrono(config.callback_lease), 1).await?.pop()
+        let Some(cb) = shared
+            .store
+            .claim_callbacks(&rt.scope, now, crate::clock::later(now, config.callback_lease), 1)
+            .await?
+            .pop()
         else {
             break;
         };
@@ -495,7 +510,7 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
                 tracing::warn!(tenant = %rt.tenant_id, run = id, attempt = cb.attempts + 1, retry_in_s = delay.as_secs_f64(), error = %e, "sync-state callback failed; it stays queued");
                 shared
                     .store
-                    .callback_failed(id, generation, shared.clock.now() + to_chrono(delay), &e.to_string())
+                    .callback_failed(id, generation, crate::clock::later(shared.clock.now(), delay), &e.to_string())
                     .await?;
                 if rt.magento.status() == ConnectionStatus::TokenRevoked {
                     status.sync(shared, &rt).await;
@@ -531,7 +546,17 @@ async fn pass(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool) -> Result<u
                 continue;
             }
         }
-        let result = dispatch(shared, &info, holder, stop).await;
+        // Anything else that panics in the tenant's turn (a callback, building its runtime) is
+        // caught here: the lease is released below and the tenant's runtime rebuilt next time.
+        let result = match AssertUnwindSafe(dispatch(shared, &info, holder, stop)).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                let text = panic_text(panic.as_ref());
+                tracing::error!(tenant = %info.tenant_id, panic = %text, "a worker panicked on the tenant's turn; it goes on");
+                shared.runtimes.lock().await.remove(&info.tenant_id);
+                Err(Error::internal(format!("a worker panicked: {text}")))
+            }
+        };
         if let Err(e) = shared.store.release_dispatch(&info.scope, holder).await {
             tracing::warn!(business = %info.scope, error = %e, "cannot release the dispatch lease (it expires by itself)");
         }
@@ -544,6 +569,25 @@ async fn pass(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool) -> Result<u
         }
     }
     Ok(handled)
+}
+
+/// Drops a tenant's runtime after a panic (its state may be half-updated): the next turn builds
+/// a new one.
+async fn forget_runtime(shared: &Shared, rt: &Arc<TenantRuntime>) {
+    let mut runtimes = shared.runtimes.lock().await;
+    if runtimes.get(&rt.tenant_id).is_some_and(|r| Arc::ptr_eq(r, rt)) {
+        runtimes.remove(&rt.tenant_id);
+    }
+}
+
+/// A panic's message, short and on one line (for logs and the run's outcome).
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    crate::http::sanitise(&text, 200)
 }
 
 impl Shared {
@@ -567,6 +611,26 @@ impl Shared {
     }
 }
 
+/// One worker's loop: passes over the tenants until `stop` is set.
+async fn work(shared: Arc<Shared>, i: usize, stop: Arc<AtomicBool>, wake: Arc<tokio::sync::Notify>) {
+    let name = holder(&shared, i);
+    while !stop.load(Ordering::Relaxed) {
+        let handled = match pass(&shared, &name, &stop).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(worker = i, error = %e, "worker pass failed");
+                0
+            }
+        };
+        if handled == 0 && !stop.load(Ordering::Relaxed) {
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(shared.config.poll_interval) => {}
+            }
+        }
+    }
+}
+
 /// Running worker tasks.
 #[derive(Debug)]
 pub struct WorkerPool {
@@ -582,21 +646,23 @@ impl WorkerPool {
         let tasks = (0..n)
             .map(|i| {
                 let (shared, stop, wake) = (Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake));
+                // The supervisor: a worker whose task panicked anyway is logged and restarted
+                // (after a poll interval, so that a panic on every pass does not spin).
                 tokio::spawn(async move {
-                    let name = holder(&shared, i);
-                    while !stop.load(Ordering::Relaxed) {
-                        let handled = match pass(&shared, &name, &stop).await {
-                            Ok(n) => n,
-                            Err(e) => {
-                                tracing::warn!(worker = i, error = %e, "worker pass failed");
-                                0
+                    loop {
+                        let mut task = AbortOnDrop(tokio::spawn(work(
+                            Arc::clone(&shared),
+                            i,
+                            Arc::clone(&stop),
+                            Arc::clone(&wake),
+                        )));
+                        match (&mut task.0).await {
+                            Err(e) if e.is_panic() && !stop.load(Ordering::Relaxed) => {
+                                let text = panic_text(e.into_panic().as_ref());
+                                tracing::error!(worker = i, panic = %text, "a worker panicked: restarting it");
+                                tokio::time::sleep(shared.config.poll_interval).await;
                             }
-                        };
-                        if handled == 0 && !stop.load(Ordering::Relaxed) {
-                            tokio::select! {
-                                () = wake.notified() => {}
-                                () = tokio::time::sleep(shared.config.poll_interval) => {}
-                            }
+                            _ => return,
                         }
                     }
                 })
@@ -615,12 +681,41 @@ impl WorkerPool {
         self.tasks.is_empty()
     }
 
-    /// Stops every worker after the run or callback it is on, and waits for them.
+    /// Stops every worker after the run or callback it is on, and waits for them (all at
+    /// once: they stop in parallel), however long that takes.
     pub async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         self.wake.notify_waiters();
-        for t in self.tasks {
-            let _ = t.await;
+        futures::future::join_all(self.tasks).await;
+    }
+
+    /// As [`stop`](Self::stop), waiting at most `limit`: workers still busy then (a call that
+    /// hangs) are aborted, and what they had claimed comes back when its lease expires
+    /// ([`EngineConfig::lease`](crate::engine::EngineConfig::lease)). True when every worker
+    /// stopped by itself.
+    pub async fn stop_within(self, limit: std::time::Duration) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake.notify_waiters();
+        let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(limit, futures::future::join_all(self.tasks)).await.is_ok() {
+            return true;
         }
+        tracing::warn!(
+            limit_s = limit.as_secs_f64(),
+            "workers still busy at the shutdown limit: aborted (their claims come back when their leases expire)"
+        );
+        for a in aborts {
+            a.abort();
+        }
+        false
+    }
+}
+
+/// A task aborted when its handle is dropped (a supervisor aborted takes its worker with it).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

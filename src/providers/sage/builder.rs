@@ -261,6 +261,9 @@ impl SageBuilder {
 
     /// A preconfigured `reqwest` client (proxies, custom roots).
     #[must_use]
+    ///
+    /// The default client follows redirects only within the request's origin
+    /// ([`crate::http::same_origin_redirects`]); give yours the same policy.
     pub fn with_http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -288,14 +291,11 @@ impl SageBuilder {
         }
         let mut url = |v: Option<&str>, default: &str, key: SageConfigKey| -> Option<Url> {
             let text = v.unwrap_or(default).trim();
-            match Url::parse(text) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-                Ok(_) => {
-                    errors.push(FieldError::new(key.as_ref(), format!("`{text}` is not an http(s) URL")));
-                    None
-                }
-                Err(e) => {
-                    errors.push(FieldError::new(key.as_ref(), format!("`{text}` is not a URL: {e}")));
+            // https unless loopback (the simulators); no credentials in the URL.
+            match crate::http::ledger_url(text) {
+                Ok(u) => Some(u),
+                Err(rule) => {
+                    errors.push(FieldError::new(key.as_ref(), rule));
                     None
                 }
             }
@@ -343,6 +343,7 @@ impl SageBuilder {
             None => reqwest::Client::builder()
                 .timeout(self.timeout.unwrap_or(DEFAULT_TIMEOUT))
                 .connect_timeout(Duration::from_secs(10))
+                .redirect(crate::http::same_origin_redirects())
                 .user_agent(concat!("byte8-ledger-core/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| Error::config("http", format!("cannot build the HTTP client: {e}")))?,

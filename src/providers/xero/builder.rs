@@ -225,6 +225,9 @@ impl XeroBuilder {
 
     /// A preconfigured `reqwest` client.
     #[must_use]
+    ///
+    /// The default client follows redirects only within the request's origin
+    /// ([`crate::http::same_origin_redirects`]); give yours the same policy.
     pub fn with_http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -250,14 +253,11 @@ impl XeroBuilder {
         }
         let mut url = |v: Option<&str>, default: &str, key: &str| -> Option<Url> {
             let text = v.unwrap_or(default).trim();
-            match Url::parse(text) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-                Ok(_) => {
-                    errors.push(FieldError::new(key, format!("`{text}` is not an http(s) URL")));
-                    None
-                }
-                Err(e) => {
-                    errors.push(FieldError::new(key, format!("`{text}` is not a URL: {e}")));
+            // https unless loopback (the simulators); no credentials in the URL.
+            match crate::http::ledger_url(text) {
+                Ok(u) => Some(u),
+                Err(rule) => {
+                    errors.push(FieldError::new(key, rule));
                     None
                 }
             }
@@ -288,6 +288,7 @@ impl XeroBuilder {
             None => reqwest::Client::builder()
                 .timeout(self.timeout.unwrap_or(DEFAULT_TIMEOUT))
                 .connect_timeout(Duration::from_secs(10))
+                .redirect(crate::http::same_origin_redirects())
                 .user_agent(concat!("byte8-ledger-core/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| Error::config("http", format!("cannot build the HTTP client: {e}")))?,

@@ -83,7 +83,9 @@ pub fn parse_errors(body: &[u8]) -> Vec<ProviderFieldError> {
     if text.is_empty() {
         return Vec::new();
     }
-    vec![ProviderFieldError { code: String::new(), field: String::new(), message: text.chars().take(500).collect() }]
+    // Not Xero's JSON (a proxy's or a gateway's page): a short excerpt on one line, since the
+    // message reaches outcomes and the tenant's status.
+    vec![ProviderFieldError { code: String::new(), field: String::new(), message: crate::http::sanitise(text, 200) }]
 }
 
 /// Maps an error answer to the crate's error. `rate_problem` is `X-Rate-Limit-Problem`.
