@@ -71,6 +71,7 @@ async fn sqlite_state_survives_reopening_and_tokens_are_encrypted_at_rest() {
             .enqueue(
                 NewRun {
                     scope: "biz".into(),
+                    tenant_id: None,
                     idempotency_key: "invoice.created:1".into(),
                     event: Some("invoice.created".into()),
                     magento_entity_id: Some(1),

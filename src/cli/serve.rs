@@ -112,7 +112,8 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     }
     let config =
         ServiceConfig { poll_interval: Duration::from_millis(args.poll_ms.max(1)), engine, ..ServiceConfig::default() };
-    let db = Database::open(&args.store, Some(key)).await?;
+    // One writer per SQLite state file: held until the process ends.
+    let (db, _lock) = Database::open_locked(&args.store, Some(key), "serve").await?;
     if args.workers > 0 {
         require_credentials(&db).await?;
     }

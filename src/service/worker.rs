@@ -452,7 +452,14 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
             return Ok(handled);
         }
         let now = shared.clock.now();
-        let Some(run) = shared.store.claim(&rt.scope, now, now + to_chrono(config.engine.lease), 1).await?.pop() else {
+        // This tenant's runs only: a business paired to another tenant since keeps the old
+        // tenant's runs, which must never be fetched from this tenant's store.
+        let Some(run) = shared
+            .store
+            .claim_for(&rt.scope, Some(&rt.tenant_id), now, now + to_chrono(config.engine.lease), 1)
+            .await?
+            .pop()
+        else {
             break;
         };
         let key = run.idempotency_key.clone();
@@ -469,8 +476,11 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
             return Ok(handled);
         }
         let now = shared.clock.now();
-        let Some(cb) =
-            shared.store.claim_callbacks(&rt.scope, now, now + to_chrono(config.callback_lease), 1).await?.pop()
+        let Some(cb) = shared
+            .store
+            .claim_callbacks(&rt.scope, &rt.tenant_id, now, now + to_chrono(config.callback_lease), 1)
+            .await?
+            .pop()
         else {
             break;
         };
