@@ -225,3 +225,46 @@ pub(crate) fn rate_from_env() -> Result<RateConfig, Failure> {
     }
     Ok(rate)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    #[test]
+    fn a_second_lock_of_a_state_file_names_the_holder_and_the_lock_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        assert_eq!(lock_path(&state), dir.path().join("state.db.lock"));
+        let held = lock_state(&state, "serve").unwrap();
+        let refused = lock_state(&state, "sync").unwrap_err();
+        let holder = format!("byte8-ledger serve (pid {})", std::process::id());
+        assert!(refused.message.contains(&holder), "{}", refused.message);
+        assert!(refused.message.contains("state.db"), "{}", refused.message);
+        drop(held);
+        let again = lock_state(&state, "connect").unwrap();
+        let recorded = std::fs::read_to_string(lock_path(&state)).unwrap();
+        assert_eq!(recorded, format!("byte8-ledger connect (pid {})\n", std::process::id()));
+        drop(again);
+    }
+
+    #[test]
+    fn a_refresh_token_or_database_url_given_on_the_line_never_shows_in_debug() {
+        let cli = Cli::try_parse_from([
+            "byte8-ledger",
+            "connect",
+            "--database-url",
+            "postgres://byte8:pa55w0rd@db/byte8",
+            "--business-id",
+            "b",
+            "--refresh-token",
+            "refresh-SECRET-token",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(shown.contains("Connect"), "{shown}");
+        assert!(!shown.contains("pa55w0rd") && !shown.contains("SECRET"), "{shown}");
+    }
+}

@@ -157,11 +157,11 @@ pub async fn run(config: &SoakConfig) -> std::io::Result<SoakReport> {
     let connect = command(&config.binary, &base, &token)
         .args(["connect", "--state"])
         .arg(&state)
+        // The refresh token from the environment: a secret never goes on a command line.
+        .env("BYTE8_REFRESH_TOKEN", DEMO_REFRESH_TOKEN)
         .args([
             "--business-id",
             "demo-business",
-            "--refresh-token",
-            DEMO_REFRESH_TOKEN,
             "--sage-base-url",
             &base,
             "--sage-token-url",
