@@ -733,7 +733,7 @@ mod tests {
 
         // The access token expires while the store is still failing: the next refresh uses r1,
         // the pair held in memory, never r0 (which the store gives back).
-        clock.advance(Duration::from_secs(600));
+        clock.advance(chrono::Duration::seconds(600));
         let token = manager.access_token().await.expect("refreshed with the held pair");
         assert_eq!(token.expose_secret(), "access-r2");
         assert_eq!(spent_tokens(&server).await, ["r0", "r1"], "the spent refresh token is never sent again");
