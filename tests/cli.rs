@@ -59,7 +59,7 @@ async fn connected(dir: &Path) -> (SageSimulator, SimServer, PathBuf) {
     (sim, server, state)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_token_from_stdin_connects_and_a_refused_one_is_never_echoed() {
     let dir = tempfile::tempdir().unwrap();
     let sim = SageSimulator::demo(SimConfig::default());
@@ -92,7 +92,7 @@ async fn a_refresh_token_from_stdin_connects_and_a_refused_one_is_never_echoed()
     assert!(out.contains("connected to Demo Shop Ltd"), "{out}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_writer_of_a_state_file_is_refused_with_the_holder_named() {
     let dir = tempfile::tempdir().unwrap();
     let (_sim, server, state) = connected(dir.path()).await;
@@ -105,8 +105,10 @@ async fn a_second_writer_of_a_state_file_is_refused_with_the_holder_named() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Its stdout stays open (serve stops when it cannot write it).
+    let mut serve_out = std::io::BufReader::new(serve.stdout.take().unwrap());
     let mut first = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(serve.stdout.take().unwrap()), &mut first).unwrap();
+    std::io::BufRead::read_line(&mut serve_out, &mut first).unwrap();
     assert!(first.starts_with("listening on"), "{first}");
     let holder = format!("byte8-ledger serve (pid {})", serve.id());
     let o = sync(&state, &samples().join("events.jsonl"));
@@ -125,6 +127,7 @@ async fn a_second_writer_of_a_state_file_is_refused_with_the_holder_named() {
     assert!(text(&o).1.contains(&holder), "connect is refused too: {}", text(&o).1);
     serve.kill().unwrap();
     serve.wait().unwrap();
+    drop(serve_out);
     // Once the holder is gone, the next writer takes the file.
     let o = sync(&state, &samples().join("events.jsonl"));
     assert!(o.status.success(), "{:?}", text(&o));

@@ -72,9 +72,9 @@ pub const DATABASE_URL_ENV: &str = "BYTE8_DATABASE_URL";
 /// Where the state lives: an SQLite file (one process) or a PostgreSQL database (several).
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
-    /// The state database: an SQLite file, created on first use (one process). Takes precedence
-    /// over a database URL in the environment.
-    #[arg(long, required_unless_present = "database_url")]
+    /// The state database: an SQLite file, created on first use (one process); not with a
+    /// database URL (BYTE8_DATABASE_URL set counts).
+    #[arg(long, conflicts_with = "database_url", required_unless_present = "database_url")]
     pub state: Option<PathBuf>,
     /// A PostgreSQL database shared by several processes (`postgres://user:password@host/db`);
     /// better given as BYTE8_DATABASE_URL (a command line is visible in `ps`), or `-` to read it
@@ -163,7 +163,7 @@ impl Database {
     /// Opens (and migrates) the store; `key` encrypts tokens and api keys.
     pub(crate) async fn open(args: &StoreArgs, key: Option<MasterKey>) -> Result<Self, Failure> {
         match (&args.state, &args.database_url) {
-            (Some(path), _) => Ok(Self::Sqlite(Arc::new(SqliteStore::open(path, key).await?), path.clone())),
+            (Some(path), None) => Ok(Self::Sqlite(Arc::new(SqliteStore::open(path, key).await?), path.clone())),
             (None, Some(url)) => {
                 let url = url.resolve("--database-url")?;
                 Ok(Self::Postgres(Arc::new(PostgresStore::connect(url.expose_secret(), key).await?)))
