@@ -34,6 +34,18 @@
 //! when the run is still running under the generation it was given ([`claim_lost`] otherwise): a
 //! worker that stalled past its lease cannot overwrite the result of the worker that took over.
 //!
+//! # Schema migrations
+//!
+//! The SQL stores migrate when they open (`migrations/sqlite`, `migrations/postgres`, the same
+//! numbering and meaning in both):
+//!
+//! | migration | what it does |
+//! |---|---|
+//! | `0001_init` | the run queue, attempts, cross-reference, connections |
+//! | `0002_connection_provider_tenant` | a connection's provider organisation (Xero's tenant) and connections endpoint |
+//! | `0003_service` | the service: tenant bindings, replay cache, dispatch leases, the callback outbox and its trigger |
+//! | `0004_tenant_runs` | `runs.tenant_id` and `runs.claim` (see "Tenants and claims"), `callbacks.tenant_id`, the indexes rebuilt with the tenant, the outbox trigger replaced; existing runs get the tenant bound to their business when they were received (the one paired most recently at or before the run, else the first paired), runs of a business never bound keep none, outbox rows without a tenant are dropped |
+//!
 //! # Exactly-once writes
 //!
 //! Before a create, the engine durably records its **intent** in the cross-reference

@@ -8,7 +8,9 @@
 //!   atomic in SQLite, so two claimers never get the same run.
 //! - Tokens are sealed with AES-256-GCM under the master key ([`super::crypto`]).
 //!
-//! It is meant for one process (the `byte8-ledger sync` command, which locks the state file):
+//! It is meant for one process (`byte8-ledger serve`, `sync` and `connect` lock the state file,
+//! so that one process writes it; that is also what makes a token refresh single-flight there,
+//! the [`TokenManager`](crate::auth::TokenManager)'s own lock serialising the process's tasks):
 //! for several worker processes draining one queue, use the PostgreSQL store (`postgres`
 //! module, feature `postgres`).
 

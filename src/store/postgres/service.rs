@@ -1,5 +1,5 @@
 //! The service's stores on PostgreSQL ([`super::super::service`]): bindings, dispatch leases, the
-//! callback outbox (filled by the `runs_terminal_callback` trigger of `0003_service.sql`, in the
+//! callback outbox (filled by the `runs_terminal_callback` trigger of `0003_service.sql`, replaced by `0004_tenant_runs.sql`, in the
 //! transaction that finishes the run) and the webhook replay cache shared by every process.
 //!
 //! - A dispatch lease is one `INSERT … ON CONFLICT DO UPDATE … WHERE` (the holder renews, anyone

@@ -1,5 +1,5 @@
 //! The service's stores on SQLite ([`super::super::service`]): bindings, dispatch leases, the
-//! callback outbox (filled by the `runs_terminal_callback` trigger of `0003_service.sql`) and the
+//! callback outbox (filled by the `runs_terminal_callback` trigger of `0003_service.sql`, replaced by `0004_tenant_runs.sql`) and the
 //! webhook replay cache. One statement each where atomicity matters (SQLite serialises writers).
 
 use async_trait::async_trait;
