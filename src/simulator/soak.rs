@@ -159,14 +159,7 @@ pub async fn run(config: &SoakConfig) -> std::io::Result<SoakReport> {
         .arg(&state)
         // The refresh token from the environment: a secret never goes on a command line.
         .env("BYTE8_REFRESH_TOKEN", DEMO_REFRESH_TOKEN)
-        .args([
-            "--business-id",
-            "demo-business",
-            "--sage-base-url",
-            &base,
-            "--sage-token-url",
-            &token,
-        ])
+        .args(["--business-id", "demo-business", "--sage-base-url", &base, "--sage-token-url", &token])
         .stdout(Stdio::null())
         .status()
         .await?;
