@@ -5,7 +5,10 @@
 //! working (Sage: sage-api.md 2.1 and Q1). So:
 //!
 //! - the new pair is **saved through the [`TokenStore`] before it is used**: if the process dies
-//!   right after a refresh, the next one starts from the new pair, not from a dead one;
+//!   right after a refresh, the next one starts from the new pair, not from a dead one; a save
+//!   that fails is retried with backoff and the pair is **kept in memory** meanwhile, and the
+//!   spent refresh token is never sent again ([`TokenManager`]'s "A refreshed pair is never
+//!   lost");
 //! - refreshes are **single-flight**: the [`TokenManager`] holds one async mutex per connection,
 //!   so a hundred concurrent requests with an expired token cause exactly one refresh; a store
 //!   shared by several processes can also serialise refreshes across them
@@ -409,15 +412,39 @@ impl OAuthClient {
     }
 }
 
+/// What a [`TokenManager`] holds between calls.
+#[derive(Default)]
+struct Held {
+    /// The pair in use.
+    tokens: Option<TokenSet>,
+    /// True while `tokens` is a refreshed pair the store has not taken yet (its save failed):
+    /// the store still holds the spent pair, so this one is the only live copy.
+    unsaved: bool,
+    /// The refresh token this manager last spent, by hash: a pair the store gives back with it
+    /// is stale (the save of its successor failed) and is never used again.
+    spent: Option<String>,
+}
+
 /// Hands out fresh access tokens for one connection, refreshing single-flight ahead of expiry and
 /// persisting each new pair before using it.
+///
+/// # A refreshed pair is never lost
+///
+/// The old refresh token is spent the moment the endpoint answers, so the new pair is kept in
+/// memory **before** it is saved. A save that fails (SQLite busy, a full disk, a PostgreSQL blip)
+/// is retried with backoff ([`with_save_retry`](Self::with_save_retry)); if it still fails, the
+/// access token is used anyway, the pair stays in memory and its save is tried again at the start
+/// of every later call until the store takes it. Meanwhile a pair the store gives back holding the
+/// spent refresh token is ignored: the old token is never sent again (the endpoint would answer
+/// `invalid_grant`, and the business would have to be reconnected by hand).
 pub struct TokenManager {
     oauth: OAuthClient,
     store: Arc<dyn TokenStore>,
-    state: tokio::sync::Mutex<Option<TokenSet>>,
+    state: tokio::sync::Mutex<Held>,
     margin: Duration,
     clock: Arc<dyn Clock>,
     refreshes: AtomicU64,
+    save_retry: crate::http::RetryConfig,
     /// The lifetime of the last access token this manager obtained.
     lifetime: std::sync::Mutex<Option<Duration>>,
     /// A refresh token the endpoint refused for good (`invalid_grant`), by hash, with the error:
@@ -437,18 +464,33 @@ impl fmt::Debug for TokenManager {
 }
 
 impl TokenManager {
-    /// A manager over `store`, refreshing `margin` before expiry.
+    /// A manager over `store`, refreshing `margin` before expiry; a failed save of a new pair is
+    /// retried 4 times from 200 ms, doubling to at most 5 s.
     pub fn new(oauth: OAuthClient, store: Arc<dyn TokenStore>, margin: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             oauth,
             store,
-            state: tokio::sync::Mutex::new(None),
+            state: tokio::sync::Mutex::new(Held::default()),
             margin,
             clock,
             refreshes: AtomicU64::new(0),
+            save_retry: crate::http::RetryConfig {
+                max_retries: 4,
+                initial_backoff: Duration::from_millis(200),
+                max_backoff: Duration::from_secs(5),
+                retry_timeout: Duration::from_secs(30),
+            },
             lifetime: std::sync::Mutex::new(None),
             dead: std::sync::Mutex::new(None),
         }
+    }
+
+    /// How a failed save of a new pair is retried within the call that refreshed it
+    /// (`max_retries` and the backoff; `retry_timeout` is not used). Later calls try again.
+    #[must_use]
+    pub fn with_save_retry(mut self, retry: crate::http::RetryConfig) -> Self {
+        self.save_retry = retry;
+        self
     }
 
     /// The refresh margin: the configured one, but never more than a quarter of the access
@@ -465,27 +507,73 @@ impl TokenManager {
         self.refreshes.load(Ordering::SeqCst)
     }
 
-    /// A fresh access token: the cached one, else the store's, else a refreshed one (saved before
-    /// it is returned).
+    /// True while a refreshed pair is held in memory only (its save failed so far).
+    pub async fn has_unsaved_tokens(&self) -> bool {
+        self.state.lock().await.unsaved
+    }
+
+    /// Saves the held pair if the store has not taken it yet: `retries` more tries after the
+    /// first, with backoff. A failure is logged, never returned: the pair stays held.
+    async fn save_held(&self, held: &mut Held, retries: u32) {
+        let Some(tokens) = held.tokens.clone().filter(|_| held.unsaved) else { return };
+        for attempt in 0..=retries {
+            match self.store.save(&tokens).await {
+                Ok(()) => {
+                    if attempt > 0 || held.unsaved {
+                        tracing::info!(provider = self.oauth.provider, "the refreshed token pair is saved");
+                    }
+                    held.unsaved = false;
+                    return;
+                }
+                Err(e) if attempt < retries => {
+                    let delay = crate::http::Backoff::delay(&self.save_retry, attempt, rand::random::<f64>());
+                    tracing::warn!(provider = self.oauth.provider, error = %e, retry_in_ms = delay.as_millis(), "cannot save the refreshed token pair; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    tracing::error!(provider = self.oauth.provider, error = %e, "cannot save the refreshed token pair: it is kept in memory (the old refresh token is spent and never used again) and saved again on the next call");
+                }
+            }
+        }
+    }
+
+    /// A fresh access token: the cached one, else the store's, else a refreshed one (kept in
+    /// memory, then saved, before it is returned).
     ///
     /// # Errors
-    /// [`AuthFailure::NotConnected`] when no tokens are stored; the refresh's errors.
+    /// [`AuthFailure::NotConnected`] when no tokens are stored; the refresh's errors. A failed
+    /// save of a refreshed pair is not an error (see the type's docs).
     pub async fn access_token(&self) -> Result<SecretString> {
-        let mut state = self.state.lock().await;
+        let mut held = self.state.lock().await;
+        if held.unsaved {
+            self.save_held(&mut held, 0).await;
+        }
         let now = self.clock.now();
         let margin = self.margin();
-        if let Some(t) = state.as_ref().filter(|t| t.fresh_at(now, margin)) {
+        if let Some(t) = held.tokens.as_ref().filter(|t| t.fresh_at(now, margin)) {
             return Ok(t.access_token.clone());
         }
         let _guard = self.store.lock_refresh().await?;
-        // The store may hold a newer pair (another process refreshed, or first use).
-        let stored = self.store.load().await?;
+        // The store may hold a newer pair (another process refreshed, or first use); one holding
+        // the refresh token this manager spent is stale, never used again.
+        let stored = match self.store.load().await {
+            Ok(stored) => stored.filter(|t| {
+                held.spent.as_deref() != Some(crate::identity::sha256_hex(t.refresh_token.expose_secret()).as_str())
+            }),
+            // With a pair held in memory only, the store is not needed to go on.
+            Err(_) if held.unsaved => None,
+            Err(e) => return Err(e),
+        };
+        if stored.is_some() {
+            // A pair stored by someone else (a reconnection) replaces one held unsaved.
+            held.unsaved = false;
+        }
         if let Some(t) = stored.as_ref().filter(|t| t.fresh_at(now, margin)) {
             let token = t.access_token.clone();
-            *state = stored;
+            held.tokens = stored;
             return Ok(token);
         }
-        let current = stored.or_else(|| state.clone()).ok_or_else(|| Error::Auth {
+        let current = stored.or_else(|| held.tokens.clone()).ok_or_else(|| Error::Auth {
             provider: self.oauth.provider,
             reason: AuthFailure::NotConnected,
             message: "no tokens are stored for this connection: connect it first (byte8-ledger connect)".into(),
@@ -512,19 +600,22 @@ impl TokenManager {
             }
         };
         self.refreshes.fetch_add(1, Ordering::SeqCst);
-        self.store.save(&fresh).await?;
+        // The old refresh token is spent: the new pair is held before anything can fail.
         *self.lifetime.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
             (fresh.access_expires_at - now).to_std().ok();
         let token = fresh.access_token.clone();
-        *state = Some(fresh);
+        held.spent = Some(fingerprint);
+        held.tokens = Some(fresh);
+        held.unsaved = true;
+        self.save_held(&mut held, self.save_retry.max_retries).await;
         Ok(token)
     }
 
     /// Marks `rejected` as unusable (the API answered 401 with it) so that the next call refreshes;
     /// a token already replaced is left alone.
     pub async fn invalidate(&self, rejected: &SecretString) {
-        let mut state = self.state.lock().await;
-        if let Some(t) = state.as_mut()
+        let mut held = self.state.lock().await;
+        if let Some(t) = held.tokens.as_mut()
             && t.access_token.expose_secret() == rejected.expose_secret()
         {
             t.access_expires_at = DateTime::<Utc>::UNIX_EPOCH;
@@ -570,6 +661,178 @@ mod tests {
         ] {
             assert!(!text.contains("SECRET"), "{text}");
         }
+    }
+
+    /// A token store whose saves fail while `failing` says so (SQLite busy, a full disk).
+    #[derive(Debug)]
+    struct FlakyStore {
+        inner: MemoryTokenStore,
+        failing: std::sync::atomic::AtomicBool,
+        refused: AtomicU64,
+    }
+
+    #[async_trait]
+    impl TokenStore for FlakyStore {
+        async fn load(&self) -> Result<Option<TokenSet>> {
+            self.inner.load().await
+        }
+
+        async fn save(&self, tokens: &TokenSet) -> Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(Error::database("database is locked", true, None));
+            }
+            self.inner.save(tokens).await
+        }
+    }
+
+    /// The token endpoint: each refresh token is accepted once, and answers the next pair
+    /// (`r0` → `r1` → `r2`); a spent one gets `invalid_grant`, as Sage and Xero answer.
+    async fn rotating_endpoint() -> wiremock::MockServer {
+        use wiremock::{Mock, ResponseTemplate, matchers};
+        let server = wiremock::MockServer::start().await;
+        for (from, to) in [("r0", "r1"), ("r1", "r2")] {
+            Mock::given(matchers::method("POST"))
+                .and(matchers::body_string_contains(format!("refresh_token={from}&")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                    "access_token": format!("access-{to}"), "refresh_token": to, "expires_in": 300,
+                })))
+                .up_to_n_times(1)
+                .with_priority(1)
+                .mount(&server)
+                .await;
+        }
+        Mock::given(matchers::method("POST"))
+            .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": "invalid_grant"})))
+            .with_priority(10)
+            .mount(&server)
+            .await;
+        server
+    }
+
+    async fn spent_tokens(server: &wiremock::MockServer) -> Vec<String> {
+        server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| {
+                url::form_urlencoded::parse(&r.body).find(|(k, _)| k == "refresh_token").map(|(_, v)| v.into_owned())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_refreshed_pair_whose_save_fails_is_kept_used_and_saved_later_and_the_old_token_never_reused() {
+        let server = rotating_endpoint().await;
+        let store = Arc::new(FlakyStore {
+            inner: MemoryTokenStore::new(Some(TokenSet::from_refresh_token(SecretString::from("r0".to_owned())))),
+            failing: std::sync::atomic::AtomicBool::new(true),
+            refused: AtomicU64::new(0),
+        });
+        let oauth = OAuthClient::new(
+            reqwest::Client::new(),
+            Url::parse(&format!("{}/token", server.uri())).unwrap(),
+            "client-id".into(),
+            SecretString::from("client-secret".to_owned()),
+            ClientAuth::Body,
+            "sage_accounting",
+        );
+        let clock =
+            Arc::new(crate::clock::ManualClock::new(DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000)));
+        let retry = crate::http::RetryConfig {
+            max_retries: 2,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            retry_timeout: Duration::from_secs(1),
+        };
+        let manager = TokenManager::new(
+            oauth,
+            Arc::clone(&store) as Arc<dyn TokenStore>,
+            Duration::from_secs(60),
+            Arc::clone(&clock) as Arc<dyn Clock>,
+        )
+        .with_save_retry(retry);
+
+        // The refresh spends r0; every save fails (the first and its 2 retries): the new pair is
+        // used anyway and held in memory.
+        let token = manager.access_token().await.expect("the refreshed access token, despite the store");
+        assert_eq!(token.expose_secret(), "access-r1");
+        assert_eq!(store.refused.load(Ordering::SeqCst), 3, "the save was retried");
+        assert!(manager.has_unsaved_tokens().await);
+        assert_eq!(
+            store.inner.load().await.unwrap().unwrap().refresh_token.expose_secret(),
+            "r0",
+            "the store still holds the spent pair"
+        );
+
+        // The access token expires while the store is still failing: the next refresh uses r1,
+        // the pair held in memory, never r0 (which the store gives back).
+        clock.advance(chrono::Duration::seconds(600));
+        let token = manager.access_token().await.expect("refreshed with the held pair");
+        assert_eq!(token.expose_secret(), "access-r2");
+        assert_eq!(spent_tokens(&server).await, ["r0", "r1"], "the spent refresh token is never sent again");
+
+        // The store recovers: the next call saves the held pair before anything else.
+        store.failing.store(false, Ordering::SeqCst);
+        assert_eq!(manager.access_token().await.unwrap().expose_secret(), "access-r2");
+        assert!(!manager.has_unsaved_tokens().await, "saved once the store takes it");
+        let saved = store.inner.load().await.unwrap().unwrap();
+        assert_eq!(
+            (saved.refresh_token.expose_secret(), saved.access_token.expose_secret()),
+            ("r2", "access-r2"),
+            "the live pair reached the store"
+        );
+        assert_eq!(manager.refreshes(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_save_that_fails_once_is_retried_within_the_refresh() {
+        let server = rotating_endpoint().await;
+        let store = Arc::new(FlakyStore {
+            inner: MemoryTokenStore::new(Some(TokenSet::from_refresh_token(SecretString::from("r0".to_owned())))),
+            failing: std::sync::atomic::AtomicBool::new(true),
+            refused: AtomicU64::new(0),
+        });
+        let oauth = OAuthClient::new(
+            reqwest::Client::new(),
+            Url::parse(&format!("{}/token", server.uri())).unwrap(),
+            "client-id".into(),
+            SecretString::from("client-secret".to_owned()),
+            ClientAuth::Body,
+            "sage_accounting",
+        );
+        // The store fails the first save only: a wrapper that clears `failing` after one refusal.
+        #[derive(Debug)]
+        struct OnceFailing(Arc<FlakyStore>);
+        #[async_trait]
+        impl TokenStore for OnceFailing {
+            async fn load(&self) -> Result<Option<TokenSet>> {
+                self.0.load().await
+            }
+            async fn save(&self, tokens: &TokenSet) -> Result<()> {
+                let r = self.0.save(tokens).await;
+                self.0.failing.store(false, Ordering::SeqCst);
+                r
+            }
+        }
+        let retry = crate::http::RetryConfig {
+            max_retries: 3,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            retry_timeout: Duration::from_secs(1),
+        };
+        let manager = TokenManager::new(
+            oauth,
+            Arc::new(OnceFailing(Arc::clone(&store))),
+            Duration::from_secs(60),
+            crate::clock::system(),
+        )
+        .with_save_retry(retry);
+        assert_eq!(manager.access_token().await.unwrap().expose_secret(), "access-r1");
+        assert_eq!(store.refused.load(Ordering::SeqCst), 1);
+        assert!(!manager.has_unsaved_tokens().await, "the retry saved it");
+        assert_eq!(store.inner.load().await.unwrap().unwrap().refresh_token.expose_secret(), "r1");
     }
 
     #[test]

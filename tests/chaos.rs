@@ -164,6 +164,7 @@ async fn run(store: &MemoryStore, key: &str, status: RunStatus) {
         .enqueue(
             NewRun {
                 scope: BUSINESS.into(),
+                tenant_id: None,
                 idempotency_key: key.into(),
                 event: key.split(':').next().map(str::to_owned),
                 magento_entity_id: key.split(':').nth(1).and_then(|n| n.parse().ok()),
@@ -180,7 +181,7 @@ async fn run(store: &MemoryStore, key: &str, status: RunStatus) {
     if status == RunStatus::Queued {
         return;
     }
-    store.claim_run(id, t0(), t0() + chrono::Duration::minutes(5)).await.unwrap().unwrap();
+    let claimed = store.claim_run(id, t0(), t0() + chrono::Duration::minutes(5)).await.unwrap().unwrap();
     let (sync_status, result) = match status {
         RunStatus::Synced => (SyncStatus::Synced, "synced"),
         RunStatus::Skipped => (SyncStatus::Skipped, "skipped"),
@@ -209,7 +210,7 @@ async fn run(store: &MemoryStore, key: &str, status: RunStatus) {
         message: None,
         ledger_id: None,
     };
-    store.finish(id, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();
+    store.finish(id, claimed.claim, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();
 }
 
 fn invoice(magento_id: u64, total: Decimal) -> Expectation {

@@ -21,6 +21,8 @@ fn bin() -> Command {
     c.env_remove("SAGE_CLIENT_ID")
         .env_remove("SAGE_CLIENT_SECRET")
         .env_remove("LEDGER_MASTER_KEY")
+        .env_remove("BYTE8_REFRESH_TOKEN")
+        .env_remove("BYTE8_DATABASE_URL")
         .env("RUST_LOG", "error");
     c
 }
@@ -45,7 +47,9 @@ async fn connected(dir: &Path) -> (SageSimulator, SimServer, PathBuf) {
     let o = with_env(bin())
         .args(["connect", "--state"])
         .arg(&state)
-        .args(["--business-id", "demo-business", "--refresh-token", DEMO_REFRESH_TOKEN])
+        // The documented form: the secret in the environment, not on the command line.
+        .env("BYTE8_REFRESH_TOKEN", DEMO_REFRESH_TOKEN)
+        .args(["--business-id", "demo-business"])
         .args(["--sage-base-url", &server.base_url(), "--sage-token-url", &server.token_url()])
         .output()
         .unwrap();
@@ -53,6 +57,80 @@ async fn connected(dir: &Path) -> (SageSimulator, SimServer, PathBuf) {
     assert!(o.status.success(), "connect failed: {out}{err}");
     assert!(out.contains("connected to Demo Shop Ltd"), "{out}");
     (sim, server, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_from_stdin_connects_and_a_refused_one_is_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SageSimulator::demo(SimConfig::default());
+    let server = sim.serve().await.unwrap();
+    let state = dir.path().join("state.db");
+    let connect = |token_on_stdin: &str| {
+        let mut child = with_env(bin())
+            .args(["connect", "--state"])
+            .arg(&state)
+            .args(["--business-id", "demo-business", "--refresh-token", "-"])
+            .args(["--sage-base-url", &server.base_url(), "--sage-token-url", &server.token_url()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(format!("{token_on_stdin}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // A token the endpoint refuses: the error says so, without the token.
+    let o = connect("refused-SECRET-refresh-token");
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(!err.is_empty(), "the refusal is reported");
+    assert!(!format!("{out}{err}").contains("SECRET"), "the token must not be echoed: {out}{err}");
+    // Read from stdin, the real one connects.
+    let o = connect(DEMO_REFRESH_TOKEN);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "connect failed: {out}{err}");
+    assert!(out.contains("connected to Demo Shop Ltd"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_of_a_state_file_is_refused_with_the_holder_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, server, state) = connected(dir.path()).await;
+    // `serve` holds the state file (HTTP only: no credentials needed).
+    let mut serve = with_env(bin())
+        .args(["serve", "--state"])
+        .arg(&state)
+        .args(["--workers", "0", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its stdout stays open (serve stops when it cannot write it).
+    let mut serve_out = std::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut serve_out, &mut first).unwrap();
+    assert!(first.starts_with("listening on"), "{first}");
+    let holder = format!("byte8-ledger serve (pid {})", serve.id());
+    let o = sync(&state, &samples().join("events.jsonl"));
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains(&holder) && err.contains("state.db"), "the holder is named: {err}");
+    assert!(out.is_empty(), "nothing was synced: {out}");
+    let o = with_env(bin())
+        .args(["connect", "--state"])
+        .arg(&state)
+        .env("BYTE8_REFRESH_TOKEN", DEMO_REFRESH_TOKEN)
+        .args(["--business-id", "demo-business"])
+        .args(["--sage-base-url", &server.base_url(), "--sage-token-url", &server.token_url()])
+        .output()
+        .unwrap();
+    assert!(text(&o).1.contains(&holder), "connect is refused too: {}", text(&o).1);
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    drop(serve_out);
+    // Once the holder is gone, the next writer takes the file.
+    let o = sync(&state, &samples().join("events.jsonl"));
+    assert!(o.status.success(), "{:?}", text(&o));
 }
 
 fn sync(state: &Path, events: &Path) -> Output {

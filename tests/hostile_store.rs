@@ -217,7 +217,11 @@ impl World {
     async fn settled(&self, shop: &str, id: u64, queued_ok: bool) -> byte8_ledger_core::store::Run {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let runs = self.store.entity_runs(&format!("biz-{shop}"), &["invoice.created"], id).await.unwrap();
+            let runs = self
+                .store
+                .entity_runs(&format!("biz-{shop}"), &format!("tenant-{shop}"), &["invoice.created"], id)
+                .await
+                .unwrap();
             if let Some(run) = runs.into_iter().next()
                 && (run.status.is_terminal() || (queued_ok && run.status == RunStatus::Queued && run.outcome.is_some()))
             {

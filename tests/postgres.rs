@@ -40,6 +40,7 @@ fn t0() -> DateTime<Utc> {
 fn new_run(scope: &str, key: &str, raw: &str) -> NewRun {
     NewRun {
         scope: scope.to_owned(),
+        tenant_id: None,
         idempotency_key: key.to_owned(),
         event: key.split(':').next().map(str::to_owned),
         magento_entity_id: key.rsplit(':').next().and_then(|n| n.parse().ok()),
@@ -124,7 +125,7 @@ async fn several_workers_process_every_run_exactly_once() {
                 for run in runs {
                     assert_eq!(run.status, RunStatus::Running);
                     processed.lock().unwrap().push((run.id, w));
-                    store.finish(run.id, synced(&run.idempotency_key, run.attempts + 1)).await.unwrap();
+                    store.finish(run.id, run.claim, synced(&run.idempotency_key, run.attempts + 1)).await.unwrap();
                 }
             }
         })

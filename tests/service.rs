@@ -881,8 +881,10 @@ async fn disconnect_revokes_the_binding_later_webhooks_get_401_and_the_books_are
     // The admin still reads what the ledger holds: the tile shows the binding revoked.
     let (status, health) = w.v1(reqwest::Method::GET, "/v1/tile/health", "shop").await;
     assert_eq!((status, &health["binding"]["status"]), (200, &json!("revoked")), "{health}");
+    // But a disconnected tenant's old key reads no entity's status (the business may be paired
+    // to another store since).
     let (status, body) = w.v1(reqwest::Method::GET, "/v1/status?entity_type=invoice&entity_id=1001", "shop").await;
-    assert_eq!((status, &body["sync_status"]), (200, &json!("synced")), "{body}");
+    assert_eq!(status, 401, "{body}");
     // A second disconnect (Magento's best-effort call after one from the dashboard) is answered.
     let (status, body) = w.v1(reqwest::Method::POST, "/v1/tenant/disconnect", "shop").await;
     assert_eq!((status, body), (200, json!({"tenant_id": "tenant-d", "status": "revoked"})));
@@ -911,6 +913,58 @@ async fn disconnect_revokes_the_binding_later_webhooks_get_401_and_the_books_are
     assert_eq!(status, 202);
     wait_until("the next invoice's sync state", || w.magento.callbacks("shop").len() == 2).await;
     assert_eq!(w.sage_invoices().len(), 2);
+    w.stop().await;
+}
+
+/// The re-pair sequence: tenant A paired, an event queued, A disconnected, tenant B (another
+/// store) paired to the same business. B's worker never claims A's run (it would fetch B's
+/// entity under A's id and post it), A's outcome is never called back into B's store, and A's
+/// old key cannot read the business's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_paired_to_another_store_never_processes_reports_or_shows_the_old_tenant_s_runs() {
+    let mut w = World::new().await;
+    w.pair("shop-a", "tenant-a").await;
+    w.start(0).await;
+    let (status, body) = w.webhook("shop-a", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    let a_run = w.store.find_by_key(BUSINESS, "invoice.created:1001").await.unwrap().expect("A's run");
+    assert_eq!(a_run.tenant_id.as_deref(), Some("tenant-a"), "the run carries its tenant");
+    let (status, _) = w.v1(reqwest::Method::POST, "/v1/tenant/disconnect", "shop-a").await;
+    assert_eq!(status, 200);
+    w.pair("shop-b", "tenant-b").await;
+    let (status, body) = w.webhook("shop-b", "invoice.created:1003").await;
+    assert_eq!(status, 202, "{body}");
+    // Workers start with both runs due; A's is older, so a worker claiming by business alone
+    // would take it first.
+    w.stop().await;
+    w.start(1).await;
+    wait_until("B's invoice's sync state", || {
+        w.magento.callbacks("shop-b").iter().any(|c| c["magento_entity_id"] == 1003)
+    })
+    .await;
+    let b_callbacks = w.magento.callbacks("shop-b");
+    assert!(
+        b_callbacks.iter().all(|c| c["magento_entity_id"] != 1001),
+        "A's outcome must never be called back into B's store: {b_callbacks:?}"
+    );
+    assert_eq!(
+        w.magento.with("shop-b", |s| s.fetches.get("invoice").copied()),
+        Some(1),
+        "B fetched its own invoice only"
+    );
+    assert!(w.magento.callbacks("shop-a").is_empty(), "A is disconnected: nothing is sent to it");
+    let a_run = w.store.get(a_run.id).await.unwrap().unwrap();
+    assert_eq!((a_run.status, a_run.attempts), (RunStatus::Queued, 0), "A's run waits, untouched, for A");
+    assert_eq!(w.sage_invoices().len(), 1, "only B's invoice reached the ledger");
+    // A's old key reads nothing; B reads its own runs only.
+    let (status, body) = w.v1(reqwest::Method::GET, "/v1/status?entity_type=invoice&entity_id=1003", "shop-a").await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = w.v1(reqwest::Method::GET, "/v1/status?entity_type=invoice&entity_id=1001", "shop-b").await;
+    assert_eq!((status, &body["sync_status"], &body["runs"]), (200, &Value::Null, &json!([])), "{body}");
+    let (status, body) = w.v1(reqwest::Method::GET, "/v1/status?entity_type=invoice&entity_id=1003", "shop-b").await;
+    assert_eq!((status, &body["sync_status"]), (200, &json!("synced")), "{body}");
+    let (_, health) = w.v1(reqwest::Method::GET, "/v1/tile/health", "shop-b").await;
+    assert_eq!(health["sync"]["pending_count"], 0, "A's queued run is not B's pending work: {health}");
     w.stop().await;
 }
 

@@ -71,6 +71,7 @@ async fn sqlite_state_survives_reopening_and_tokens_are_encrypted_at_rest() {
             .enqueue(
                 NewRun {
                     scope: "biz".into(),
+                    tenant_id: None,
                     idempotency_key: "invoice.created:1".into(),
                     event: Some("invoice.created".into()),
                     magento_entity_id: Some(1),
@@ -167,4 +168,83 @@ async fn sqlite_keeps_the_api_key_encrypted_at_rest() {
         assert!(err.to_string().contains("LEDGER_MASTER_KEY"), "{err}");
         assert!(!err.to_string().contains(api_key) && !format!("{err:?}").contains(api_key));
     }
+}
+
+/// Migration 0004 on a state file written before it: each run gets the tenant bound to its
+/// business when it was received, runs of a business never bound keep none, and an outbox row
+/// with no tenant to tell is dropped.
+#[tokio::test]
+async fn sqlite_migration_0004_gives_existing_runs_their_tenant() {
+    use byte8_ledger_core::store::{RunStore, service::DispatchStore};
+    use chrono::{DateTime, Utc};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    // The schema as it was: migrations 0001 to 0003 only.
+    let old = dir.path().join("migrations");
+    std::fs::create_dir(&old).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for name in ["0001_init.sql", "0002_connection_provider_tenant.sql", "0003_service.sql"] {
+        std::fs::copy(root.join(name), old.join(name)).unwrap();
+    }
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+        // Tenant A paired at 100 and disconnected; tenant B paired to the same business at 1000.
+        for (tenant, status, paired) in [("tenant-a", "revoked", 100), ("tenant-b", "active", 1000)] {
+            sqlx::query(
+                "INSERT INTO bindings (tenant_id, scope, magento_base_url, api_key, policy, status, \
+                 magento_connection_status, paired_at, created_at, updated_at) \
+                 VALUES (?, 'biz', 'https://shop.example.com', 'v1:x', '{}', ?, 'active', ?, ?, ?)",
+            )
+            .bind(tenant)
+            .bind(status)
+            .bind(paired)
+            .bind(paired)
+            .bind(paired)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        for (id, scope, created) in [(1, "biz", 500), (2, "biz", 2000), (3, "biz", 50), (4, "cli-biz", 500)] {
+            sqlx::query(
+                "INSERT INTO runs (id, scope, idempotency_key, raw, status, created_at, updated_at) \
+                 VALUES (?, ?, ?, '{}', 'synced', ?, ?)",
+            )
+            .bind(id)
+            .bind(scope)
+            .bind(format!("invoice.created:{id}"))
+            .bind(created)
+            .bind(created)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        for (run, scope) in [(2, "biz"), (4, "cli-biz")] {
+            sqlx::query("INSERT INTO callbacks (run_id, scope, generation, due_at, created_at) VALUES (?, ?, 1, 0, 0)")
+                .bind(run)
+                .bind(scope)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = SqliteStore::open(&path, Some(MasterKey::generate())).await.unwrap();
+    let mut tenants = Vec::new();
+    for id in 1..=4 {
+        tenants.push(store.get(id).await.unwrap().unwrap().tenant_id);
+    }
+    assert_eq!(
+        tenants,
+        [Some("tenant-a".to_owned()), Some("tenant-b".to_owned()), Some("tenant-a".to_owned()), None],
+        "A's run received while A was the tenant, B's after B paired, one older than every pairing \
+         to the first tenant, none for a business never bound (the sync command's)"
+    );
+    assert_eq!(store.get(1).await.unwrap().unwrap().claim, 0);
+    assert_eq!(store.pending_callbacks("cli-biz").await.unwrap(), 0, "no tenant to tell: dropped");
+    let far = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(1);
+    assert!(store.claim_callbacks("biz", "tenant-a", far, far, 10).await.unwrap().is_empty());
+    let b = store.claim_callbacks("biz", "tenant-b", far, far, 10).await.unwrap();
+    assert_eq!(b.iter().map(|c| c.run.id).collect::<Vec<_>>(), vec![2], "B's run's callback is B's");
 }

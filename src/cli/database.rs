@@ -1,6 +1,12 @@
 //! `--state FILE | --database-url URL`: the store a command works on.
 
-use std::{fmt, path::PathBuf, str::FromStr, sync::Arc};
+use std::{
+    fmt,
+    io::{Read as _, Seek as _, Write as _},
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::Arc,
+};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -13,8 +19,10 @@ use crate::{
     },
 };
 
-/// A command-line value that is a secret (a database URL with its password, a pairing code):
-/// never shown by `Debug`.
+/// A command-line value that is a secret (a database URL with its password, a pairing code, a
+/// refresh token): never shown by `Debug`. Each such option also reads its environment variable
+/// (the form the docs use: a command line is visible to every user of the machine in `ps`), and
+/// `-` reads the value from the first line of stdin.
 #[derive(Clone)]
 pub struct SecretArg(SecretString);
 
@@ -22,6 +30,25 @@ impl SecretArg {
     /// The value.
     pub fn expose_secret(&self) -> &str {
         self.0.expose_secret()
+    }
+
+    /// The value, read from the first line of stdin when it is `-`.
+    ///
+    /// # Errors
+    /// A usage [`Failure`] naming `option` when stdin cannot be read or holds nothing.
+    pub(crate) fn resolve(&self, option: &str) -> Result<SecretString, Failure> {
+        if self.expose_secret() != "-" {
+            return Ok(self.0.clone());
+        }
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| usage(format!("{option} -: cannot read the value from stdin: {e}")))?;
+        let value = line.trim();
+        if value.is_empty() {
+            return Err(usage(format!("{option} -: stdin holds no value")));
+        }
+        Ok(SecretString::from(value.to_owned()))
     }
 }
 
@@ -39,15 +66,81 @@ impl FromStr for SecretArg {
     }
 }
 
+/// The environment variable `--database-url` reads (the form to use: the URL holds a password).
+pub const DATABASE_URL_ENV: &str = "BYTE8_DATABASE_URL";
+
 /// Where the state lives: an SQLite file (one process) or a PostgreSQL database (several).
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
-    /// The state database: an SQLite file, created on first use (one process).
+    /// The state database: an SQLite file, created on first use (one process); not with a
+    /// database URL (BYTE8_DATABASE_URL set counts).
     #[arg(long, conflicts_with = "database_url", required_unless_present = "database_url")]
     pub state: Option<PathBuf>,
-    /// A PostgreSQL database shared by several processes (`postgres://user:password@host/db`).
-    #[arg(long)]
+    /// A PostgreSQL database shared by several processes (`postgres://user:password@host/db`);
+    /// better given as BYTE8_DATABASE_URL (a command line is visible in `ps`), or `-` to read it
+    /// from stdin.
+    #[arg(long, env = DATABASE_URL_ENV, hide_env_values = true)]
     pub database_url: Option<SecretArg>,
+}
+
+/// The lock one process holds on an SQLite state file while it writes it (`serve`, `sync`,
+/// `connect`): an advisory lock on the sidecar `FILE.lock`, which names the holder (its pid and
+/// command) for the next process that tries. The operating system releases it when the process
+/// ends, however it ends.
+///
+/// One writer per file is what makes a token refresh single-flight across processes on SQLite
+/// (PostgreSQL serialises refreshes with an advisory lock of its own), and what lets `sync` take
+/// back the runs a dead process left running.
+#[derive(Debug)]
+pub(crate) struct StateLock {
+    _file: std::fs::File,
+}
+
+/// The sidecar lock file of `state`.
+pub(crate) fn lock_path(state: &Path) -> PathBuf {
+    let mut name = state.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the lock of `state` for `command`.
+///
+/// # Errors
+/// A [`Failure`] naming the holder (pid and command) when another process holds it.
+pub(crate) fn lock_state(state: &Path, command: &str) -> Result<StateLock, Failure> {
+    let path = lock_path(state);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Failure { code: 1, message: format!("cannot open the lock file {}: {e}", path.display()) })?;
+    if file.try_lock().is_err() {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        let holder = if holder.is_empty() { "another byte8-ledger process".to_owned() } else { holder.to_owned() };
+        return Err(Failure {
+            code: 1,
+            message: format!(
+                "{} is in use by {holder} (lock {}): one process at a time writes an SQLite state file; stop it \
+                 first, or use PostgreSQL (BYTE8_DATABASE_URL) for several processes",
+                state.display(),
+                path.display()
+            ),
+        });
+    }
+    let record = format!("byte8-ledger {command} (pid {})\n", std::process::id());
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(record.as_bytes()))
+        .and_then(|()| file.flush());
+    if let Err(e) = written {
+        tracing::warn!(lock = %path.display(), error = %e, "cannot record the lock's holder");
+    }
+    Ok(StateLock { _file: file })
 }
 
 /// An opened store.
@@ -71,9 +164,23 @@ impl Database {
     pub(crate) async fn open(args: &StoreArgs, key: Option<MasterKey>) -> Result<Self, Failure> {
         match (&args.state, &args.database_url) {
             (Some(path), None) => Ok(Self::Sqlite(Arc::new(SqliteStore::open(path, key).await?), path.clone())),
-            (None, Some(url)) => Ok(Self::Postgres(Arc::new(PostgresStore::connect(url.expose_secret(), key).await?))),
-            _ => Err(usage("give either --state FILE or --database-url URL")),
+            (None, Some(url)) => {
+                let url = url.resolve("--database-url")?;
+                Ok(Self::Postgres(Arc::new(PostgresStore::connect(url.expose_secret(), key).await?)))
+            }
+            _ => Err(usage("give either --state FILE or --database-url URL (BYTE8_DATABASE_URL)")),
         }
+    }
+
+    /// As [`open`](Self::open) for a command that writes the store (`serve`, `sync`, `connect`):
+    /// an SQLite file is locked first, for as long as the returned lock is kept.
+    pub(crate) async fn open_locked(
+        args: &StoreArgs,
+        key: Option<MasterKey>,
+        command: &str,
+    ) -> Result<(Self, Option<StateLock>), Failure> {
+        let lock = args.state.as_deref().map(|path| lock_state(path, command)).transpose()?;
+        Ok((Self::open(args, key).await?, lock))
     }
 
     pub(crate) fn service(&self) -> Arc<dyn ServiceStore> {
@@ -117,4 +224,47 @@ pub(crate) fn rate_from_env() -> Result<RateConfig, Failure> {
             .map_err(|_| usage(format!("SAGE_REQUESTS_PER_MINUTE: `{text}` is not a whole number")))?;
     }
     Ok(rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    #[test]
+    fn a_second_lock_of_a_state_file_names_the_holder_and_the_lock_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        assert_eq!(lock_path(&state), dir.path().join("state.db.lock"));
+        let held = lock_state(&state, "serve").unwrap();
+        let refused = lock_state(&state, "sync").unwrap_err();
+        let holder = format!("byte8-ledger serve (pid {})", std::process::id());
+        assert!(refused.message.contains(&holder), "{}", refused.message);
+        assert!(refused.message.contains("state.db"), "{}", refused.message);
+        drop(held);
+        let again = lock_state(&state, "connect").unwrap();
+        let recorded = std::fs::read_to_string(lock_path(&state)).unwrap();
+        assert_eq!(recorded, format!("byte8-ledger connect (pid {})\n", std::process::id()));
+        drop(again);
+    }
+
+    #[test]
+    fn a_refresh_token_or_database_url_given_on_the_line_never_shows_in_debug() {
+        let cli = Cli::try_parse_from([
+            "byte8-ledger",
+            "connect",
+            "--database-url",
+            "postgres://byte8:pa55w0rd@db/byte8",
+            "--business-id",
+            "b",
+            "--refresh-token",
+            "refresh-SECRET-token",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        assert!(shown.contains("Connect"), "{shown}");
+        assert!(!shown.contains("pa55w0rd") && !shown.contains("SECRET"), "{shown}");
+    }
 }

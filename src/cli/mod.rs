@@ -31,7 +31,11 @@ use std::{
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
-pub use database::{SecretArg, StoreArgs};
+pub use database::{DATABASE_URL_ENV, SecretArg, StoreArgs};
+
+/// The environment variable `connect --refresh-token` reads (the form to use: a command line is
+/// visible to every user of the machine).
+pub const REFRESH_TOKEN_ENV: &str = "BYTE8_REFRESH_TOKEN";
 pub use serve::ServeArgs;
 pub use tenant::TenantCommand;
 
@@ -104,9 +108,10 @@ pub enum Command {
         /// The Xero organisation (`tenantId`); optional when the token reaches exactly one.
         #[arg(long)]
         tenant_id: Option<String>,
-        /// A refresh token of the business's user.
-        #[arg(long)]
-        refresh_token: String,
+        /// A refresh token of the business's user: better given as BYTE8_REFRESH_TOKEN (a
+        /// command line is visible in `ps`), or `-` to read it from stdin.
+        #[arg(long, env = REFRESH_TOKEN_ENV, hide_env_values = true)]
+        refresh_token: SecretArg,
         /// The Sage API root including the version.
         #[arg(long, default_value = DEFAULT_BASE_URL)]
         sage_base_url: String,
@@ -261,23 +266,26 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failu
             xero_base_url,
             xero_token_url,
             xero_connections_url,
-        } => match provider {
-            ProviderArg::Sage => {
-                let business_id =
-                    business_id.ok_or_else(|| usage("--business-id is required for a Sage connection"))?;
-                connect(store, business_id, refresh_token, sage_base_url, sage_token_url, out).await
+        } => {
+            let refresh_token = refresh_token.resolve("--refresh-token")?;
+            match provider {
+                ProviderArg::Sage => {
+                    let business_id =
+                        business_id.ok_or_else(|| usage("--business-id is required for a Sage connection"))?;
+                    connect(store, business_id, refresh_token, sage_base_url, sage_token_url, out).await
+                }
+                ProviderArg::Xero => {
+                    connect_xero(
+                        store,
+                        tenant_id.or(business_id),
+                        refresh_token,
+                        [xero_base_url, xero_token_url, xero_connections_url],
+                        out,
+                    )
+                    .await
+                }
             }
-            ProviderArg::Xero => {
-                connect_xero(
-                    store,
-                    tenant_id.or(business_id),
-                    refresh_token,
-                    [xero_base_url, xero_token_url, xero_connections_url],
-                    out,
-                )
-                .await
-            }
-        },
+        }
         Command::Serve(args) => serve::run(args, out).await,
         Command::Tenant { command } => tenant::run(command, out).await,
         Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,
@@ -342,14 +350,14 @@ fn read_policy(path: Option<PathBuf>) -> std::result::Result<SyncPolicy, Failure
 async fn connect(
     args: StoreArgs,
     business_id: String,
-    refresh_token: String,
+    refresh_token: SecretString,
     base_url: String,
     token_url: String,
     out: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
     env("SAGE_CLIENT_ID")?;
     env("SAGE_CLIENT_SECRET")?;
-    let db = database::Database::open(&args, Some(MasterKey::from_env()?)).await?;
+    let (db, _lock) = database::Database::open_locked(&args, Some(MasterKey::from_env()?), "connect").await?;
     let store = db.service();
     let now = SystemClock.now();
     let connection = Connection {
@@ -362,7 +370,7 @@ async fn connect(
         connections_url: None,
     };
     store.save_connection(&connection).await?;
-    store.save_tokens(&business_id, &TokenSet::from_refresh_token(SecretString::from(refresh_token))).await?;
+    store.save_tokens(&business_id, &TokenSet::from_refresh_token(refresh_token)).await?;
     // Check it works: a refresh (the new pair is stored before use) and the reference data.
     let sage = provider_for(db.connections(), &connection)?;
     let reference = sage.reference_data(true).await?;
@@ -385,15 +393,15 @@ async fn connect(
 async fn connect_xero(
     args: StoreArgs,
     tenant_id: Option<String>,
-    refresh_token: String,
+    refresh_token: SecretString,
     [base_url, token_url, connections_url]: [String; 3],
     out: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
     env("XERO_CLIENT_ID")?;
     env("XERO_CLIENT_SECRET")?;
-    let db = database::Database::open(&args, Some(MasterKey::from_env()?)).await?;
+    let (db, _lock) = database::Database::open_locked(&args, Some(MasterKey::from_env()?), "connect").await?;
     let store = db.service();
-    let first = Arc::new(MemoryTokenStore::new(Some(TokenSet::from_refresh_token(SecretString::from(refresh_token)))));
+    let first = Arc::new(MemoryTokenStore::new(Some(TokenSet::from_refresh_token(refresh_token))));
     let probe = XeroBuilder::from_env()
         .with_tenant_id("(choosing)")
         .with_base_url(base_url.clone())
@@ -524,18 +532,11 @@ async fn sync(
     out: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
     let policy = read_policy(policy)?;
+    // One writer per state file at a time: holding the lock, this process knows that runs left
+    // "running" belong to a process that died, and takes them back.
+    let _lock = database::lock_state(&state, "sync")?;
     let store = open_store(&state, true).await?;
     let connection = pick_connection(&store, business_id).await?;
-    // One `sync` per state file at a time: holding the lock, this process knows that runs left
-    // "running" belong to a process that died, and takes them back.
-    let lock_path = state.with_extension("lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Failure { code: 1, message: format!("cannot open {}: {e}", lock_path.display()) })?;
-    lock.try_lock().map_err(|_| usage(format!("another byte8-ledger sync is using {}", state.display())))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     store.release_leases(&connection.scope, clock.now()).await?;
     let sage = provider_for(Arc::clone(&store) as _, &connection)?;

@@ -124,7 +124,8 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     if args.max_connections == 0 {
         return Err(usage("--max-connections: must be at least 1"));
     }
-    let db = Database::open(&args.store, Some(key)).await?;
+    // One writer per SQLite state file: held until the process ends.
+    let (db, _lock) = Database::open_locked(&args.store, Some(key), "serve").await?;
     if args.workers > 0 {
         require_credentials(&db).await?;
     }

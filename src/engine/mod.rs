@@ -234,6 +234,7 @@ impl SyncEngine {
                     .enqueue(
                         NewRun {
                             scope: self.scope.clone(),
+                            tenant_id: None,
                             idempotency_key: event.idempotency_key.clone(),
                             event: Some(event.event.as_str().to_owned()),
                             magento_entity_id: Some(event.magento_entity_id),
@@ -263,6 +264,7 @@ impl SyncEngine {
                     .enqueue(
                         NewRun {
                             scope: self.scope.clone(),
+                            tenant_id: None,
                             idempotency_key: key,
                             event: failure.event.clone(),
                             magento_entity_id: failure.magento_entity_id,
@@ -290,10 +292,11 @@ impl SyncEngine {
                 };
                 if let Enqueued::New(id) = enqueued {
                     // Kept as a dead letter with its raw text; never retried by itself.
-                    self.store.claim_run(id, now, self.lease_until(now)).await?;
+                    let claim = self.store.claim_run(id, now, self.lease_until(now)).await?.map_or(0, |r| r.claim);
                     self.store
                         .finish(
                             id,
+                            claim,
                             RunResult {
                                 status: RunStatus::DeadLettered,
                                 outcome: outcome.clone(),
@@ -448,6 +451,7 @@ impl SyncEngine {
                 self.store
                     .finish(
                         run.id,
+                        run.claim,
                         RunResult {
                             status: RunStatus::Synced,
                             outcome: outcome.clone(),
@@ -472,6 +476,7 @@ impl SyncEngine {
                 self.store
                     .finish(
                         run.id,
+                        run.claim,
                         RunResult {
                             status: RunStatus::Skipped,
                             outcome: outcome.clone(),
@@ -559,6 +564,7 @@ impl SyncEngine {
         self.store
             .finish(
                 run.id,
+                run.claim,
                 RunResult {
                     status: if retry { RunStatus::Queued } else { RunStatus::DeadLettered },
                     outcome: outcome.clone(),

@@ -56,11 +56,12 @@ pub(crate) fn unverified_subject(header: Option<&str>) -> Option<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
     /// Active bindings only (webhooks: a revoked tenant's events are refused, 401, so Magento's
-    /// outbox dead-letters them, byte8-spec.md 12.7).
+    /// outbox dead-letters them, byte8-spec.md 12.7; the status of an entity: a disconnected
+    /// tenant's old key reads nothing).
     Active,
-    /// Revoked bindings too, still authenticated by their key (the health tile and the status
-    /// of an entity read what the ledger holds, so the admin shows `revoked`; a disconnect
-    /// repeated after one from the dashboard is answered, not refused).
+    /// Revoked bindings too, still authenticated by their key (the health tile, so the admin
+    /// shows `revoked`; a disconnect repeated after one from the dashboard is answered, not
+    /// refused).
     Known,
 }
 

@@ -156,6 +156,7 @@ async fn webhook(
         .enqueue(
             NewRun {
                 scope: binding.scope.clone(),
+                tenant_id: Some(binding.tenant_id.clone()),
                 idempotency_key: event.idempotency_key.clone(),
                 event: Some(kind.as_str().to_owned()),
                 magento_entity_id: Some(event.magento_entity_id),
@@ -302,7 +303,9 @@ async fn status(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let (binding, _) = shared.authenticate_subject(authorization(&headers), Access::Known).await?;
+    // Active tenants only: a disconnected tenant's old key reads nothing, even of its own runs
+    // (the business may be paired to another store since).
+    let (binding, _) = shared.authenticate_subject(authorization(&headers), Access::Active).await?;
     let entity_type = query.get("entity_type").map(|s| s.trim()).unwrap_or_default();
     let events = events_of(entity_type).ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -315,8 +318,11 @@ async fn status(
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::bad_request(format!("entity_id: `{raw_id}` is not an integer > 0")))?;
-    let runs =
-        shared.store.entity_runs(&binding.scope, events, entity_id).await.map_err(|e| ApiError::from_store(&e))?;
+    let runs = shared
+        .store
+        .entity_runs(&binding.scope, &binding.tenant_id, events, entity_id)
+        .await
+        .map_err(|e| ApiError::from_store(&e))?;
     // The entity's state is its most recently changed run's (one mirror row per entity).
     let latest = runs.iter().max_by_key(|r| (r.updated_at, r.id));
     let (sync_status, outcome) = match latest {
@@ -346,7 +352,7 @@ async fn health(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result
     let now = shared.clock.now();
     let stats = shared
         .store
-        .dispatch_stats(&binding.scope, now - chrono::Duration::hours(24))
+        .dispatch_stats(&binding.scope, &binding.tenant_id, now - chrono::Duration::hours(24))
         .await
         .map_err(|e| ApiError::from_store(&e))?;
     let region = shared

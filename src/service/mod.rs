@@ -28,7 +28,7 @@
 //! |---|---|
 //! | 202 | queued (or already queued: a repeated delivery gets the same `sync_run_id`) |
 //! | 400 | the body is not a JSON object; a `/v1/status` query without a valid `entity_type` or `entity_id`; a webhook whose `?provider=` names another ledger than the tenant's business is connected to ("tenant has no active xero binding", byte8-xero-spec.md 1.4) or one this service does not know |
-//! | 401 | unknown tenant, a webhook for a revoked binding, missing, malformed, forged, expired or replayed JWT (`/v1/status`, `/v1/tile/health` and `/v1/tenant/disconnect` still answer a revoked tenant's signed request, so its admin shows `binding.status: revoked`) |
+//! | 401 | unknown tenant, a webhook or `/v1/status` request of a revoked binding (a disconnected tenant's old key reads nothing: its business may be paired to another store since), missing, malformed, forged, expired or replayed JWT (`/v1/tile/health` and `/v1/tenant/disconnect` still answer a revoked tenant's signed request, so its admin shows `binding.status: revoked`; the tile counts only that tenant's own runs) |
 //! | 422 | an unknown event name, or an envelope field missing, mistyped or breaking a rule (named in the body) |
 //! | 503 | the store cannot be reached or is busy (transient: Magento retries) |
 //! | 500 | anything else on the ledger's side (Magento retries it too) |
@@ -58,6 +58,17 @@
 //!    (`POST /rest/V1/byte8/sync-state`, byte8-spec.md 12.6) and retry failures with
 //!    [`ServiceConfig::callback_backoff`]. A retryable failure of a run is not terminal: no
 //!    callback until it ends.
+//!
+//! # Tenants stay apart
+//!
+//! A business has at most one active tenant, but it may be paired to another one after the first
+//! is disconnected (a store re-installed, or moved). Every run carries the tenant whose webhook
+//! queued it ([`NewRun::tenant_id`](crate::store::NewRun::tenant_id)), and the workers claim runs
+//! and callbacks **by tenant** as well as by business: the new tenant's worker never fetches the
+//! old tenant's entity ids from its own store, the old tenant's outcomes are never posted to the
+//! new tenant's store (no outbox row is written for a run whose tenant is no longer active), and
+//! `/v1/status` answers the active tenant only, with its own runs. The old tenant's runs wait in
+//! line, untouched, until it pairs again.
 //!
 //! # Workers
 //!

@@ -451,8 +451,13 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
             return Ok(handled);
         }
         let now = shared.clock.now();
-        let Some(run) =
-            shared.store.claim(&rt.scope, now, crate::clock::later(now, config.engine.lease), 1).await?.pop()
+        // This tenant's runs only: a business paired to another tenant since keeps the old
+        // tenant's runs, which must never be fetched from this tenant's store.
+        let Some(run) = shared
+            .store
+            .claim_for(&rt.scope, Some(&rt.tenant_id), now, crate::clock::later(now, config.engine.lease), 1)
+            .await?
+            .pop()
         else {
             break;
         };
@@ -483,7 +488,7 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
         let now = shared.clock.now();
         let Some(cb) = shared
             .store
-            .claim_callbacks(&rt.scope, now, crate::clock::later(now, config.callback_lease), 1)
+            .claim_callbacks(&rt.scope, &rt.tenant_id, now, crate::clock::later(now, config.callback_lease), 1)
             .await?
             .pop()
         else {

@@ -157,16 +157,9 @@ pub async fn run(config: &SoakConfig) -> std::io::Result<SoakReport> {
     let connect = command(&config.binary, &base, &token)
         .args(["connect", "--state"])
         .arg(&state)
-        .args([
-            "--business-id",
-            "demo-business",
-            "--refresh-token",
-            DEMO_REFRESH_TOKEN,
-            "--sage-base-url",
-            &base,
-            "--sage-token-url",
-            &token,
-        ])
+        // The refresh token from the environment: a secret never goes on a command line.
+        .env("BYTE8_REFRESH_TOKEN", DEMO_REFRESH_TOKEN)
+        .args(["--business-id", "demo-business", "--sage-base-url", &base, "--sage-token-url", &token])
         .stdout(Stdio::null())
         .status()
         .await?;

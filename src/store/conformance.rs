@@ -33,6 +33,7 @@ fn t0() -> DateTime<Utc> {
 fn new_run(scope: &str, key: &str, raw: &str) -> NewRun {
     NewRun {
         scope: scope.to_owned(),
+        tenant_id: None,
         idempotency_key: key.to_owned(),
         event: key.split(':').next().map(str::to_owned),
         magento_entity_id: key.rsplit(':').next().and_then(|n| n.parse().ok()),
@@ -41,6 +42,11 @@ fn new_run(scope: &str, key: &str, raw: &str) -> NewRun {
         policy: Some("{}".into()),
         received_at: t0(),
     }
+}
+
+/// A run queued by `tenant` (the service's runs).
+fn tenant_run(scope: &str, tenant: &str, key: &str, raw: &str) -> NewRun {
+    NewRun { tenant_id: Some(tenant.to_owned()), ..new_run(scope, key, raw) }
 }
 
 fn outcome(key: &str, status: SyncStatus) -> Outcome {
@@ -97,7 +103,7 @@ pub async fn documents_dedupe_for_good(store: &dyn Store, scope: &str) {
     );
     let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
     assert_eq!(run.raw, "a", "documents_dedupe_for_good: the first raw event is kept");
-    store.finish(id, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
+    store.finish(id, run.claim, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
     let third = store.enqueue(new_run(scope, key, "c"), Dedupe::Permanent).await.expect("enqueue");
     assert_eq!(
         third,
@@ -174,9 +180,9 @@ pub async fn expired_leases_are_reclaimed(store: &dyn Store, scope: &str) {
 pub async fn retries_wait_for_their_time(store: &dyn Store, scope: &str) {
     let key = "invoice.paid:3";
     let id = store.enqueue(new_run(scope, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
-    store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
+    let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
     let next = t0() + Duration::seconds(120);
-    store.finish(id, result(key, RunStatus::Queued, 1, Some(next))).await.expect("finish");
+    store.finish(id, run.claim, result(key, RunStatus::Queued, 1, Some(next))).await.expect("finish");
     assert!(
         store
             .claim_run(id, t0() + Duration::seconds(119), t0() + Duration::seconds(300))
@@ -198,9 +204,9 @@ pub async fn waiting_runs_say_why(store: &dyn Store, scope: &str) {
     for (key, next) in [("invoice.paid:71", Some(later)), ("invoice.paid:72", Some(sooner)), ("invoice.paid:73", None)]
     {
         let id = store.enqueue(new_run(scope, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
-        store.claim_run(id, t0(), t0() + Duration::seconds(30)).await.expect("claim").expect("claimable");
+        let run = store.claim_run(id, t0(), t0() + Duration::seconds(30)).await.expect("claim").expect("claimable");
         let status = if next.is_some() { RunStatus::Queued } else { RunStatus::Synced };
-        store.finish(id, result(key, status, 1, next)).await.expect("finish");
+        store.finish(id, run.claim, result(key, status, 1, next)).await.expect("finish");
         ids.push(id);
     }
     store.enqueue(new_run(scope, "invoice.paid:74", "x"), Dedupe::Permanent).await.expect("enqueue a fresh run");
@@ -222,10 +228,10 @@ pub async fn waiting_runs_say_why(store: &dyn Store, scope: &str) {
 pub async fn dead_letters_keep_everything_and_requeue(store: &dyn Store, scope: &str) {
     let key = "creditmemo.created:4";
     let id = store.enqueue(new_run(scope, key, "{\"raw\":true}"), Dedupe::Permanent).await.expect("enqueue").run_id();
-    store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim");
-    store.finish(id, result(key, RunStatus::Queued, 1, Some(t0()))).await.expect("finish");
-    store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim");
-    store.finish(id, result(key, RunStatus::DeadLettered, 2, None)).await.expect("finish");
+    let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
+    store.finish(id, run.claim, result(key, RunStatus::Queued, 1, Some(t0()))).await.expect("finish");
+    let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
+    store.finish(id, run.claim, result(key, RunStatus::DeadLettered, 2, None)).await.expect("finish");
     let dead = store.dead_letters(scope, 10).await.expect("dead letters");
     let run = dead.iter().find(|r| r.id == id).expect("dead_letters_keep_everything_and_requeue: listed");
     assert_eq!(run.raw, "{\"raw\":true}", "dead_letters_keep_everything_and_requeue: raw kept");
@@ -243,6 +249,98 @@ pub async fn dead_letters_keep_everything_and_requeue(store: &dyn Store, scope: 
     let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable again");
     assert_eq!(run.status, RunStatus::Running);
     assert!(!store.requeue(scope, "nope:1", t0()).await.expect("requeue"), "nothing to requeue for an unknown key");
+}
+
+/// `finish` is fenced by the claim: a worker whose lease lapsed, and whose run another worker
+/// claimed since, cannot overwrite that worker's result; nor can one whose run was released or
+/// already finished.
+pub async fn finish_is_fenced_by_the_claim(store: &dyn Store, scope: &str) {
+    let key = "invoice.created:61";
+    let id = store.enqueue(new_run(scope, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let slow = store.claim_run(id, t0(), t0() + Duration::seconds(30)).await.expect("claim").expect("claimable");
+    // The slow worker's lease lapses; another worker takes the run over.
+    let fast = store
+        .claim_run(id, t0() + Duration::seconds(31), t0() + Duration::seconds(90))
+        .await
+        .expect("claim")
+        .expect("finish_is_fenced_by_the_claim: an expired lease is claimable");
+    assert_ne!(slow.claim, fast.claim, "finish_is_fenced_by_the_claim: each claim has its own generation");
+    store
+        .finish(id, fast.claim, result(key, RunStatus::Synced, 1, None))
+        .await
+        .expect("finish_is_fenced_by_the_claim: the current claim finishes");
+    let late = store.finish(id, slow.claim, result(key, RunStatus::DeadLettered, 1, None)).await;
+    let err = late.expect_err("finish_is_fenced_by_the_claim: a lapsed claim must not overwrite the result");
+    assert!(err.to_string().contains("claim"), "finish_is_fenced_by_the_claim: the error says why: {err}");
+    let run = store.get(id).await.expect("get").expect("run");
+    assert_eq!(
+        (run.status, run.outcome.map(|o| o.sync_status)),
+        (RunStatus::Synced, Some(SyncStatus::Synced)),
+        "finish_is_fenced_by_the_claim: the later claimer's result stands"
+    );
+    assert_eq!(store.attempts(id).await.expect("attempts").len(), 1, "finish_is_fenced_by_the_claim: one attempt");
+    // Finishing twice with the same claim: the run is no longer running.
+    assert!(
+        store.finish(id, fast.claim, result(key, RunStatus::DeadLettered, 2, None)).await.is_err(),
+        "finish_is_fenced_by_the_claim: a finished run is not finished again"
+    );
+    // The slow worker finishing before the other does: refused too, and the other still finishes.
+    let key = "invoice.created:62";
+    let id = store.enqueue(new_run(scope, key, "y"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let slow = store.claim_run(id, t0(), t0() + Duration::seconds(30)).await.expect("claim").expect("claimable");
+    let fast = store
+        .claim_run(id, t0() + Duration::seconds(40), t0() + Duration::seconds(90))
+        .await
+        .expect("claim")
+        .expect("claimable");
+    assert!(store.finish(id, slow.claim, result(key, RunStatus::Synced, 1, None)).await.is_err());
+    assert_eq!(store.get(id).await.expect("get").map(|r| r.status), Some(RunStatus::Running));
+    store.finish(id, fast.claim, result(key, RunStatus::Skipped, 1, None)).await.expect("finish");
+    assert_eq!(store.get(id).await.expect("get").map(|r| r.status), Some(RunStatus::Skipped));
+    // A run released (its worker known gone) and claimed again by `claim`.
+    let key = "invoice.created:63";
+    let id = store.enqueue(new_run(scope, key, "z"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let gone = store.claim_run(id, t0(), t0() + Duration::seconds(300)).await.expect("claim").expect("claimable");
+    assert!(store.release_leases(scope, t0()).await.expect("release") >= 1);
+    assert!(
+        store.finish(id, gone.claim, result(key, RunStatus::Synced, 1, None)).await.is_err(),
+        "finish_is_fenced_by_the_claim: a released run's old claim is refused"
+    );
+    let again = store.claim(scope, t0(), t0() + Duration::seconds(60), 10).await.expect("claim");
+    let again = again.iter().find(|r| r.id == id).expect("finish_is_fenced_by_the_claim: released runs are due");
+    store.finish(id, again.claim, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
+}
+
+/// Runs carry the tenant that queued them: they dedupe, and are claimed, per tenant; `claim`
+/// without a tenant never takes a tenant's run.
+pub async fn runs_are_claimed_per_tenant(store: &dyn Store, scope: &str) {
+    let key = "invoice.created:81";
+    let a = store.enqueue(tenant_run(scope, "tenant-a", key, "a"), Dedupe::Permanent).await.expect("enqueue");
+    let b = store.enqueue(tenant_run(scope, "tenant-b", key, "b"), Dedupe::Permanent).await.expect("enqueue");
+    let none = store.enqueue(new_run(scope, key, "n"), Dedupe::Permanent).await.expect("enqueue");
+    assert!(
+        matches!((a, b, none), (Enqueued::New(x), Enqueued::New(y), Enqueued::New(z)) if x != y && y != z && x != z),
+        "runs_are_claimed_per_tenant: two tenants' keys are two runs: {a:?} {b:?} {none:?}"
+    );
+    let again = store.enqueue(tenant_run(scope, "tenant-b", key, "b2"), Dedupe::Permanent).await.expect("enqueue");
+    assert_eq!(again.run_id(), b.run_id(), "runs_are_claimed_per_tenant: a tenant's own key still dedupes");
+    let lease = t0() + Duration::seconds(60);
+    let got = store.claim_for(scope, Some("tenant-b"), t0(), lease, 10).await.expect("claim");
+    assert_eq!(
+        got.iter().map(|r| (r.id, r.tenant_id.as_deref())).collect::<Vec<_>>(),
+        vec![(b.run_id(), Some("tenant-b"))],
+        "runs_are_claimed_per_tenant: tenant b claims its run only"
+    );
+    let got = store.claim(scope, t0(), lease, 10).await.expect("claim");
+    assert_eq!(
+        got.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![none.run_id()],
+        "runs_are_claimed_per_tenant: `claim` takes the runs without a tenant only"
+    );
+    let got = store.claim_for(scope, Some("tenant-a"), t0(), lease, 10).await.expect("claim");
+    assert_eq!(got.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a.run_id()]);
+    assert_eq!(got[0].raw, "a", "runs_are_claimed_per_tenant: each tenant's own event");
+    assert!(store.claim_for(scope, Some("tenant-c"), t0(), lease, 10).await.expect("claim").is_empty());
 }
 
 /// Counts by status, per scope.
@@ -350,6 +448,8 @@ pub async fn run_all(store: &dyn Store, scope: &str) {
     retries_wait_for_their_time(store, &format!("{scope}-retries")).await;
     waiting_runs_say_why(store, &format!("{scope}-waiting")).await;
     dead_letters_keep_everything_and_requeue(store, &format!("{scope}-dead")).await;
+    finish_is_fenced_by_the_claim(store, &format!("{scope}-fenced")).await;
+    runs_are_claimed_per_tenant(store, &format!("{scope}-tenants")).await;
     counts_are_per_scope(store, &format!("{scope}-counts")).await;
     xrefs_round_trip(store, &format!("{scope}-xrefs")).await;
     connections_and_tokens_round_trip(store, &format!("{scope}-connections")).await;

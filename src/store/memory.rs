@@ -65,7 +65,9 @@ impl RunStore for MemoryStore {
             let same = s
                 .runs
                 .values()
-                .filter(|r| r.scope == run.scope && r.idempotency_key == run.idempotency_key)
+                .filter(|r| {
+                    r.scope == run.scope && r.tenant_id == run.tenant_id && r.idempotency_key == run.idempotency_key
+                })
                 .find(|r| s.fingerprints.get(&r.id) == Some(&run.fingerprint))
                 .map(|r| (r.id, r.status));
             if let Some((id, status)) = same {
@@ -75,7 +77,9 @@ impl RunStore for MemoryStore {
         let existing = s
             .runs
             .values()
-            .filter(|r| r.scope == run.scope && r.idempotency_key == run.idempotency_key)
+            .filter(|r| {
+                r.scope == run.scope && r.tenant_id == run.tenant_id && r.idempotency_key == run.idempotency_key
+            })
             .max_by_key(|r| r.id)
             .map(|r| (r.id, r.status));
         match (dedupe, existing) {
@@ -99,6 +103,8 @@ impl RunStore for MemoryStore {
             Run {
                 id,
                 scope: run.scope,
+                tenant_id: run.tenant_id,
+                claim: 0,
                 idempotency_key: run.idempotency_key,
                 event: run.event,
                 magento_entity_id: run.magento_entity_id,
@@ -115,9 +121,10 @@ impl RunStore for MemoryStore {
         Ok(Enqueued::New(id))
     }
 
-    async fn claim(
+    async fn claim_for(
         &self,
         scope: &str,
+        tenant: Option<&str>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
@@ -126,7 +133,7 @@ impl RunStore for MemoryStore {
         let ids: Vec<RunId> = s
             .runs
             .values()
-            .filter(|r| r.scope == scope && due(r, s.lease.get(&r.id), now))
+            .filter(|r| r.scope == scope && r.tenant_id.as_deref() == tenant && due(r, s.lease.get(&r.id), now))
             .take(limit)
             .map(|r| r.id)
             .collect();
@@ -135,6 +142,7 @@ impl RunStore for MemoryStore {
             s.lease.insert(id, lease_until);
             if let Some(r) = s.runs.get_mut(&id) {
                 r.status = RunStatus::Running;
+                r.claim += 1;
                 r.updated_at = now;
                 out.push(r.clone());
             }
@@ -151,6 +159,7 @@ impl RunStore for MemoryStore {
         s.lease.insert(id, lease_until);
         Ok(s.runs.get_mut(&id).map(|r| {
             r.status = RunStatus::Running;
+            r.claim += 1;
             r.updated_at = now;
             r.clone()
         }))
@@ -170,8 +179,11 @@ impl RunStore for MemoryStore {
         Ok(u64::try_from(ids.len()).unwrap_or(u64::MAX))
     }
 
-    async fn finish(&self, id: RunId, result: RunResult) -> Result<()> {
+    async fn finish(&self, id: RunId, claim: i64, result: RunResult) -> Result<()> {
         let mut s = self.lock();
+        if !s.runs.get(&id).is_some_and(|r| r.status == RunStatus::Running && r.claim == claim) {
+            return Err(super::claim_lost(id, claim));
+        }
         s.lease.remove(&id);
         s.attempts.entry(id).or_default().push(result.attempt.clone());
         if let Some(r) = s.runs.get_mut(&id) {

@@ -23,6 +23,29 @@
 //!   once a run has started or finished, a later upsert makes a new run, which updates the
 //!   ledger record through the cross-reference.
 //!
+//! # Tenants and claims
+//!
+//! A run queued by the service carries its **tenant** (the paired Magento store,
+//! [`NewRun::tenant_id`]); the `sync` command's runs carry none. Deduplication, claiming
+//! ([`RunStore::claim_for`]), the callback outbox and the status route all filter by it, so a
+//! business paired to a new tenant never processes, reports or shows the old tenant's runs.
+//!
+//! Every claim increments the run's [`Run::claim`] generation, and [`RunStore::finish`] only writes
+//! when the run is still running under the generation it was given ([`claim_lost`] otherwise): a
+//! worker that stalled past its lease cannot overwrite the result of the worker that took over.
+//!
+//! # Schema migrations
+//!
+//! The SQL stores migrate when they open (`migrations/sqlite`, `migrations/postgres`, the same
+//! numbering and meaning in both):
+//!
+//! | migration | what it does |
+//! |---|---|
+//! | `0001_init` | the run queue, attempts, cross-reference, connections |
+//! | `0002_connection_provider_tenant` | a connection's provider organisation (Xero's tenant) and connections endpoint |
+//! | `0003_service` | the service: tenant bindings, replay cache, dispatch leases, the callback outbox and its trigger |
+//! | `0004_tenant_runs` | `runs.tenant_id` and `runs.claim` (see "Tenants and claims"), `callbacks.tenant_id`, the indexes rebuilt with the tenant, the outbox trigger replaced; existing runs get the tenant bound to their business when they were received (the one paired most recently at or before the run, else the first paired), runs of a business never bound keep none, outbox rows without a tenant are dropped |
+//!
 //! # Exactly-once writes
 //!
 //! Before a create, the engine durably records its **intent** in the cross-reference
@@ -114,6 +137,11 @@ pub enum Dedupe {
 pub struct NewRun {
     /// The business (or binding) the run belongs to.
     pub scope: String,
+    /// The service tenant (paired Magento store) whose webhook queued it; `None` for the
+    /// `sync` command's runs. Only that tenant's worker claims it, and only that tenant is
+    /// told its outcome: after a business is paired to another tenant, the old tenant's runs
+    /// are never fetched from, nor reported to, the new one's store.
+    pub tenant_id: Option<String>,
     /// The event's idempotency key (a synthetic one for a line that could not be read).
     pub idempotency_key: String,
     /// The event name as given, if any.
@@ -138,6 +166,12 @@ pub struct Run {
     pub id: RunId,
     /// Scope.
     pub scope: String,
+    /// The tenant that queued it (see [`NewRun::tenant_id`]).
+    pub tenant_id: Option<String>,
+    /// The claim generation: counts the times the run was claimed. [`RunStore::finish`] is
+    /// fenced by it, so that a worker whose lease lapsed, and whose run another worker claimed
+    /// since, cannot overwrite that worker's result.
+    pub claim: i64,
     /// Key.
     pub idempotency_key: String,
     /// Event name.
@@ -222,15 +256,31 @@ pub struct RunResult {
 /// The run queue, dead letters and audit trail.
 #[async_trait]
 pub trait RunStore: fmt::Debug + Send + Sync {
-    /// Enqueues a run with the given deduplication.
+    /// Enqueues a run with the given deduplication, among the runs of the same scope and tenant
+    /// (two tenants' `invoice.created:5` are two Magento stores' invoices).
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued>;
 
-    /// Claims up to `limit` runs of `scope` that are due (queued with `next_attempt_at ≤ now`,
-    /// or running with an expired lease), marking them running until `lease_until`. Safe under
-    /// concurrent claimers: a run is claimed by one of them.
+    /// Claims up to `limit` runs of `scope` queued without a tenant (the `sync` command's and
+    /// an embedding host's) that are due: [`claim_for`](Self::claim_for) with no tenant.
     async fn claim(
         &self,
         scope: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Run>> {
+        self.claim_for(scope, None, now, lease_until, limit).await
+    }
+
+    /// Claims up to `limit` runs of `scope` queued by `tenant` (`None`: without a tenant) that
+    /// are due (queued with `next_attempt_at ≤ now`, or running with an expired lease), marking
+    /// them running until `lease_until` and incrementing their [`Run::claim`]. Safe under
+    /// concurrent claimers: a run is claimed by one of them. Another tenant's runs of the same
+    /// business are never claimed.
+    async fn claim_for(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
@@ -243,8 +293,14 @@ pub trait RunStore: fmt::Debug + Send + Sync {
     /// `byte8-ledger sync` process holding the state file's lock after a crash). Returns how many.
     async fn release_leases(&self, scope: &str, now: DateTime<Utc>) -> Result<u64>;
 
-    /// Records the end of an attempt.
-    async fn finish(&self, id: RunId, result: RunResult) -> Result<()>;
+    /// Records the end of an attempt of the run claimed with generation `claim` (the
+    /// [`Run::claim`] its claim returned).
+    ///
+    /// # Errors
+    /// [`claim_lost`] (nothing written) when the run is no longer running under that claim: its
+    /// lease lapsed and another worker claimed it since, or it was finished or released. The
+    /// later claimer's result stands.
+    async fn finish(&self, id: RunId, claim: i64, result: RunResult) -> Result<()>;
 
     /// Puts a dead-lettered (or queued) run back in line, due now. False when there is none.
     async fn requeue(&self, scope: &str, idempotency_key: &str, now: DateTime<Utc>) -> Result<bool>;
@@ -271,6 +327,18 @@ pub trait RunStore: fmt::Debug + Send + Sync {
         let _ = (scope, limit);
         Ok(Vec::new())
     }
+}
+
+/// The error of [`RunStore::finish`] with a claim that no longer holds.
+pub fn claim_lost(id: RunId, claim: i64) -> crate::error::Error {
+    crate::error::Error::database(
+        format!(
+            "run {id}: this worker's claim (generation {claim}) no longer holds (its lease lapsed and another worker \
+             claimed the run, or the run was released): this attempt's result is discarded"
+        ),
+        false,
+        None,
+    )
 }
 
 /// The kind of a cross-reference entry.

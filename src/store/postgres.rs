@@ -187,6 +187,8 @@ fn run_from(row: &PgRow) -> Result<Run> {
     Ok(Run {
         id: row.try_get("id").map_err(db)?,
         scope: row.try_get("scope").map_err(db)?,
+        tenant_id: row.try_get("tenant_id").map_err(db)?,
+        claim: row.try_get("claim").map_err(db)?,
         idempotency_key: row.try_get("idempotency_key").map_err(db)?,
         event: row.try_get("event").map_err(db)?,
         magento_entity_id: entity.and_then(|v| u64::try_from(v).ok()),
@@ -219,6 +221,7 @@ macro_rules! due {
 impl RunStore for PostgresStore {
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
         let scope = text(&run.scope);
+        let tenant = opt_text(run.tenant_id.as_deref());
         let key = text(&run.idempotency_key);
         let mut tx = self.pool.begin().await.map_err(db)?;
         // Serialises every enqueue of this (scope, key), across processes, until the commit.
@@ -233,11 +236,12 @@ impl RunStore for PostgresStore {
         if dedupe == Dedupe::WhileQueued {
             let same = sqlx::query(
                 "SELECT id, status FROM runs WHERE scope = $1 AND idempotency_key = $2 AND fingerprint = $3 \
-                 ORDER BY id DESC LIMIT 1",
+                 AND tenant_id IS NOT DISTINCT FROM $4 ORDER BY id DESC LIMIT 1",
             )
             .bind(&*scope)
             .bind(&*key)
             .bind(text(&run.fingerprint))
+            .bind(tenant.as_deref())
             .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
@@ -250,11 +254,12 @@ impl RunStore for PostgresStore {
         // Row-locked: a claimer skips (SKIP LOCKED) the run while it may be collapsed into. NO KEY:
         // recording an attempt of the run (its foreign key) need not wait for us.
         let existing = sqlx::query(
-            "SELECT id, status FROM runs WHERE scope = $1 AND idempotency_key = $2 ORDER BY id DESC LIMIT 1 \
-             FOR NO KEY UPDATE",
+            "SELECT id, status FROM runs WHERE scope = $1 AND idempotency_key = $2 \
+             AND tenant_id IS NOT DISTINCT FROM $3 ORDER BY id DESC LIMIT 1 FOR NO KEY UPDATE",
         )
         .bind(&*scope)
         .bind(&*key)
+        .bind(tenant.as_deref())
         .fetch_optional(&mut *tx)
         .await
         .map_err(db)?
@@ -288,7 +293,8 @@ impl RunStore for PostgresStore {
         } else {
             let id: i64 = sqlx::query(
                 "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, \
-                 attempts, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, $8, $8) RETURNING id",
+                 attempts, created_at, updated_at, tenant_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, $8, $8, $9) RETURNING id",
             )
             .bind(&*scope)
             .bind(&*key)
@@ -298,6 +304,7 @@ impl RunStore for PostgresStore {
             .bind(text(&run.fingerprint))
             .bind(opt_text(run.policy.as_deref()))
             .bind(run.received_at)
+            .bind(tenant.as_deref())
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?
@@ -309,24 +316,26 @@ impl RunStore for PostgresStore {
         Ok(result)
     }
 
-    async fn claim(
+    async fn claim_for(
         &self,
         scope: &str,
+        tenant: Option<&str>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Run>> {
         let rows = sqlx::query(concat!(
-            "WITH next AS MATERIALIZED (SELECT id FROM runs WHERE scope = $1 AND ",
+            "WITH next AS MATERIALIZED (SELECT id FROM runs WHERE scope = $1 AND tenant_id IS NOT DISTINCT FROM $5 AND ",
             due!(),
             " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             UPDATE runs SET status = 'running', lease_until = $3, updated_at = $2 \
+             UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $3, updated_at = $2 \
              FROM next WHERE runs.id = next.id RETURNING runs.*"
         ))
         .bind(text(scope))
         .bind(now)
         .bind(lease_until)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(tenant.map(text).as_deref())
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -337,7 +346,7 @@ impl RunStore for PostgresStore {
 
     async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>> {
         let row = sqlx::query(concat!(
-            "UPDATE runs SET status = 'running', lease_until = $3, updated_at = $2 WHERE id = $1 AND ",
+            "UPDATE runs SET status = 'running', claim = claim + 1, lease_until = $3, updated_at = $2 WHERE id = $1 AND ",
             due!(),
             " RETURNING *"
         ))
@@ -362,10 +371,30 @@ impl RunStore for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn finish(&self, id: RunId, result: RunResult) -> Result<()> {
+    async fn finish(&self, id: RunId, claim: i64, result: RunResult) -> Result<()> {
         let outcome = serde_json::to_string(&result.outcome).map_err(|e| Error::internal(e.to_string()))?;
         let a = &result.attempt;
         let mut tx = self.pool.begin().await.map_err(db)?;
+        // Fenced by the claim: nothing is written unless the run is still running under it (the
+        // row lock this takes orders a concurrent claim before or after, never in between).
+        let done = sqlx::query(
+            "UPDATE runs SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, outcome = $4, \
+             updated_at = $5 WHERE id = $6 AND status = 'running' AND claim = $7",
+        )
+        .bind(result.status.as_str())
+        .bind(i64::from(a.number))
+        .bind(result.next_attempt_at)
+        .bind(outcome)
+        .bind(a.finished_at)
+        .bind(id)
+        .bind(claim)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await.map_err(db)?;
+            return Err(super::claim_lost(id, claim));
+        }
         sqlx::query(
             "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -378,19 +407,6 @@ impl RunStore for PostgresStore {
         .bind(a.error_code.map(ErrorCode::as_str))
         .bind(opt_text(a.message.as_deref()))
         .bind(opt_text(a.ledger_id.as_deref()))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "UPDATE runs SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, outcome = $4, \
-             updated_at = $5 WHERE id = $6",
-        )
-        .bind(result.status.as_str())
-        .bind(i64::from(a.number))
-        .bind(result.next_attempt_at)
-        .bind(outcome)
-        .bind(a.finished_at)
-        .bind(id)
         .execute(&mut *tx)
         .await
         .map_err(db)?;

@@ -18,12 +18,20 @@
 //!
 //! The callback must survive a crash between the terminal outcome and the POST to Magento, so
 //! the outbox row is written **in the same transaction** as the run's terminal status: in SQLite
-//! and PostgreSQL by a trigger on `runs` (`migrations/*/0003_service.sql`: after an update of
-//! `status` to `synced`, `skipped` or `dead_lettered` in a business with an active binding), in
-//! the memory store by [`RunStore::finish`](super::RunStore::finish) itself. A run finished
-//! again after a requeue gets a new row generation, and a callback sent for an older generation
-//! never clears the newer one. Runs of businesses without an active binding (the `sync` command's)
-//! get no row.
+//! and PostgreSQL by a trigger on `runs` (`migrations/*/0004_tenant_runs.sql`: after an update
+//! of `status` to `synced`, `skipped` or `dead_lettered` of a run whose **own tenant** is active
+//! on the run's business), in the memory store by [`RunStore::finish`](super::RunStore::finish)
+//! itself. A run finished again after a requeue gets a new row generation, and a callback sent
+//! for an older generation never clears the newer one. Runs without a tenant (the `sync`
+//! command's) and runs of a tenant disconnected since get no row: tenant A's outcomes are never
+//! called back into tenant B's store after B is paired to A's business.
+//!
+//! # Tenants stay apart
+//!
+//! Runs and callbacks carry the tenant that queued them, and every read here is by tenant as
+//! well as business: [`DispatchStore::claim_callbacks`] (with
+//! [`RunStore::claim_for`](super::RunStore::claim_for) for runs), [`DispatchStore::entity_runs`]
+//! (the status route) and [`DispatchStore::dispatch_stats`] (the health tile).
 //!
 //! Every implementation passes `conformance::service` (memory, SQLite, PostgreSQL).
 
@@ -382,12 +390,13 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     /// Gives up `holder`'s dispatch lease of `scope` (nothing when another holds it).
     async fn release_dispatch(&self, scope: &str, holder: &str) -> Result<()>;
 
-    /// Claims up to `limit` callbacks of `scope` due at `now`, oldest first, leasing them until
-    /// `lease_until` (a sender that dies leaves them due again then). Safe under concurrent
-    /// claimers.
+    /// Claims up to `limit` callbacks of `tenant`'s runs of `scope` due at `now`, oldest first,
+    /// leasing them until `lease_until` (a sender that dies leaves them due again then). Safe
+    /// under concurrent claimers. Another tenant's callbacks are never claimed.
     async fn claim_callbacks(
         &self,
         scope: &str,
+        tenant: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
@@ -400,15 +409,17 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     /// A send failed: due again at `next_at`, with `error` kept for operators.
     async fn callback_failed(&self, run: RunId, generation: i64, next_at: DateTime<Utc>, error: &str) -> Result<()>;
 
-    /// Callbacks of `scope` not delivered yet.
+    /// Callbacks of `scope` not delivered yet (every tenant's).
     async fn pending_callbacks(&self, scope: &str) -> Result<u64>;
 
-    /// The health counters of `scope`, counting dead letters since `failed_since`.
-    async fn dispatch_stats(&self, scope: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats>;
+    /// The health counters of `tenant`'s runs of `scope`, counting dead letters since
+    /// `failed_since`.
+    async fn dispatch_stats(&self, scope: &str, tenant: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats>;
 
-    /// The runs of `scope` for Magento entity `magento_entity_id` with one of `events`, oldest
-    /// first.
-    async fn entity_runs(&self, scope: &str, events: &[&str], magento_entity_id: u64) -> Result<Vec<Run>>;
+    /// The runs `tenant` queued in `scope` for Magento entity `magento_entity_id` with one of
+    /// `events`, oldest first (another tenant's entity with the same id is another store's).
+    async fn entity_runs(&self, scope: &str, tenant: &str, events: &[&str], magento_entity_id: u64)
+    -> Result<Vec<Run>>;
 }
 
 /// Everything the service needs from one store.

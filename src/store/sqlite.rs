@@ -8,7 +8,9 @@
 //!   atomic in SQLite, so two claimers never get the same run.
 //! - Tokens are sealed with AES-256-GCM under the master key ([`super::crypto`]).
 //!
-//! It is meant for one process (the `byte8-ledger sync` command, which locks the state file):
+//! It is meant for one process (`byte8-ledger serve`, `sync` and `connect` lock the state file,
+//! so that one process writes it; that is also what makes a token refresh single-flight there,
+//! the [`TokenManager`](crate::auth::TokenManager)'s own lock serialising the process's tasks):
 //! for several worker processes draining one queue, use the PostgreSQL store (`postgres`
 //! module, feature `postgres`).
 
@@ -124,6 +126,8 @@ fn run_from(row: &SqliteRow) -> Result<Run> {
     Ok(Run {
         id: row.try_get("id").map_err(db)?,
         scope: row.try_get("scope").map_err(db)?,
+        tenant_id: row.try_get("tenant_id").map_err(db)?,
+        claim: row.try_get("claim").map_err(db)?,
         idempotency_key: row.try_get("idempotency_key").map_err(db)?,
         event: row.try_get("event").map_err(db)?,
         magento_entity_id: entity.and_then(|v| u64::try_from(v).ok()),
@@ -139,7 +143,7 @@ fn run_from(row: &SqliteRow) -> Result<Run> {
     })
 }
 
-const DUE: &str = "scope = ?1 AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)) \
+const DUE: &str = "scope = ?1 AND tenant_id IS ?5 AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)) \
                    OR (status = 'running' AND lease_until <= ?2))";
 
 #[async_trait]
@@ -148,9 +152,11 @@ impl RunStore for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         if dedupe == Dedupe::WhileQueued {
             let same = sqlx::query(
-                "SELECT id, status FROM runs WHERE scope = ? AND idempotency_key = ? AND fingerprint = ? ORDER BY id DESC LIMIT 1",
+                "SELECT id, status FROM runs WHERE scope = ? AND tenant_id IS ? AND idempotency_key = ? AND fingerprint = ? \
+                 ORDER BY id DESC LIMIT 1",
             )
             .bind(&run.scope)
+            .bind(&run.tenant_id)
             .bind(&run.idempotency_key)
             .bind(&run.fingerprint)
             .fetch_optional(&mut *tx)
@@ -163,13 +169,15 @@ impl RunStore for SqliteStore {
                 return Ok(Enqueued::Duplicate { id, status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued) });
             }
         }
-        let existing =
-            sqlx::query("SELECT id, status FROM runs WHERE scope = ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1")
-                .bind(&run.scope)
-                .bind(&run.idempotency_key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
+        let existing = sqlx::query(
+            "SELECT id, status FROM runs WHERE scope = ? AND tenant_id IS ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&run.scope)
+        .bind(&run.tenant_id)
+        .bind(&run.idempotency_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
         let existing = match existing {
             Some(row) => {
                 let status: String = row.try_get("status").map_err(db)?;
@@ -193,10 +201,11 @@ impl RunStore for SqliteStore {
             }
             _ => {
                 let id: i64 = sqlx::query(
-                    "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, attempts, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?) RETURNING id",
+                    "INSERT INTO runs (scope, tenant_id, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, attempts, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?) RETURNING id",
                 )
                 .bind(&run.scope)
+                .bind(&run.tenant_id)
                 .bind(&run.idempotency_key)
                 .bind(&run.event)
                 .bind(run.magento_entity_id.and_then(|v| i64::try_from(v).ok()))
@@ -217,15 +226,16 @@ impl RunStore for SqliteStore {
         Ok(result)
     }
 
-    async fn claim(
+    async fn claim_for(
         &self,
         scope: &str,
+        tenant: Option<&str>,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Run>> {
         let sql = format!(
-            "UPDATE runs SET status = 'running', lease_until = ?3, updated_at = ?2 \
+            "UPDATE runs SET status = 'running', claim = claim + 1, lease_until = ?3, updated_at = ?2 \
              WHERE id IN (SELECT id FROM runs WHERE {DUE} ORDER BY id LIMIT ?4) RETURNING *"
         );
         let rows = sqlx::query(&sql)
@@ -233,6 +243,7 @@ impl RunStore for SqliteStore {
             .bind(micros(now))
             .bind(micros(lease_until))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(tenant)
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
@@ -243,7 +254,7 @@ impl RunStore for SqliteStore {
 
     async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>> {
         let row = sqlx::query(
-            "UPDATE runs SET status = 'running', lease_until = ?3, updated_at = ?2 WHERE id = ?1 AND \
+            "UPDATE runs SET status = 'running', claim = claim + 1, lease_until = ?3, updated_at = ?2 WHERE id = ?1 AND \
              ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)) OR (status = 'running' AND lease_until <= ?2)) \
              RETURNING *",
         )
@@ -266,10 +277,29 @@ impl RunStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn finish(&self, id: RunId, result: RunResult) -> Result<()> {
+    async fn finish(&self, id: RunId, claim: i64, result: RunResult) -> Result<()> {
         let outcome = serde_json::to_string(&result.outcome).map_err(|e| Error::internal(e.to_string()))?;
         let a = &result.attempt;
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        // Fenced by the claim: nothing is written unless the run is still running under it.
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, outcome = ?, updated_at = ? \
+             WHERE id = ? AND status = 'running' AND claim = ?",
+        )
+        .bind(result.status.as_str())
+        .bind(i64::from(a.number))
+        .bind(result.next_attempt_at.map(micros))
+        .bind(outcome)
+        .bind(micros(a.finished_at))
+        .bind(id)
+        .bind(claim)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await.map_err(db)?;
+            return Err(super::claim_lost(id, claim));
+        }
         sqlx::query(
             "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -282,18 +312,6 @@ impl RunStore for SqliteStore {
         .bind(a.error_code.map(ErrorCode::as_str))
         .bind(&a.message)
         .bind(&a.ledger_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "UPDATE runs SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, outcome = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(result.status.as_str())
-        .bind(i64::from(a.number))
-        .bind(result.next_attempt_at.map(micros))
-        .bind(outcome)
-        .bind(micros(a.finished_at))
-        .bind(id)
         .execute(&mut *tx)
         .await
         .map_err(db)?;

@@ -11,12 +11,12 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{new_run, result, t0};
+use super::{new_run, result, t0, tenant_run};
 use crate::{
     magento::{ApiKey, ConnectionStatus},
     policy::SyncPolicy,
     store::{
-        Dedupe, RunStatus,
+        Dedupe, Enqueued, RunStatus,
         service::{Binding, BindingStatus, ServiceStore},
     },
 };
@@ -193,51 +193,66 @@ pub async fn dispatch_leases_are_exclusive(store: &dyn ServiceStore, scope: &str
     assert_eq!(wins.into_iter().map(|r| r.expect("acquire")).filter(|w| *w).count(), 1, "leases: one racer wins");
 }
 
-/// A terminal outcome queues one callback (with an active binding only), which is claimed
-/// once, retried after a failure, removed once sent; a run finished again gets a new generation
-/// that an older send does not clear.
+/// A terminal outcome queues one callback (when the run's own tenant is active on its business
+/// only), which is claimed once, retried after a failure, removed once sent; a run finished
+/// again gets a new generation that an older send does not clear.
 pub async fn callbacks_follow_terminal_runs(store: &dyn ServiceStore, scope: &str) {
     let key = "invoice.created:7001";
+    let tenant = tenant_of(scope);
     let lease = |s: i64| t0() + Duration::seconds(s);
     // Without a binding: no callback.
-    let id =
-        store.enqueue(new_run(scope, "invoice.created:7000", "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
-    store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
-    store.finish(id, result("invoice.created:7000", RunStatus::Synced, 1, None)).await.expect("finish");
+    let id = store
+        .enqueue(tenant_run(scope, &tenant, "invoice.created:7000", "x"), Dedupe::Permanent)
+        .await
+        .expect("enqueue")
+        .run_id();
+    let run = store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
+    store.finish(id, run.claim, result("invoice.created:7000", RunStatus::Synced, 1, None)).await.expect("finish");
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: none without a binding");
 
-    store.put_binding(&binding(&tenant_of(scope), scope, "k", t0())).await.expect("put binding");
-    let id = store.enqueue(new_run(scope, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
-    store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
+    store.put_binding(&binding(&tenant, scope, "k", t0())).await.expect("put binding");
+    // A run without a tenant (the `sync` command's) gets none either.
+    let id =
+        store.enqueue(new_run(scope, "invoice.created:6999", "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let run = store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
+    store.finish(id, run.claim, result("invoice.created:6999", RunStatus::Synced, 1, None)).await.expect("finish");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: none for a run without tenant");
+
+    let id = store.enqueue(tenant_run(scope, &tenant, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let run = store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
     // A retryable failure is not terminal: no callback.
-    store.finish(id, result(key, RunStatus::Queued, 1, Some(t0()))).await.expect("finish");
+    store.finish(id, run.claim, result(key, RunStatus::Queued, 1, Some(t0()))).await.expect("finish");
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: none for a retry");
-    store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
-    store.finish(id, result(key, RunStatus::DeadLettered, 2, None)).await.expect("finish");
+    let run = store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
+    store.finish(id, run.claim, result(key, RunStatus::DeadLettered, 2, None)).await.expect("finish");
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 1, "callbacks: one for the terminal outcome");
 
-    let got = store.claim_callbacks(scope, lease(5), lease(35), 10).await.expect("claim callbacks");
+    assert!(
+        store.claim_callbacks(scope, "another-tenant", lease(5), lease(35), 10).await.expect("claim").is_empty(),
+        "callbacks: another tenant never claims them"
+    );
+    let got = store.claim_callbacks(scope, &tenant, lease(5), lease(35), 10).await.expect("claim callbacks");
     assert_eq!(got.len(), 1, "callbacks: claimed");
     let (generation, run) = (got[0].generation, &got[0].run);
     assert_eq!((run.id, run.status), (id, RunStatus::DeadLettered), "callbacks: the run comes with it");
     assert!(run.outcome.is_some(), "callbacks: with its outcome");
     assert!(
-        store.claim_callbacks(scope, lease(10), lease(40), 10).await.expect("claim").is_empty(),
+        store.claim_callbacks(scope, &tenant, lease(10), lease(40), 10).await.expect("claim").is_empty(),
         "callbacks: a claimed callback is leased"
     );
-    let again = store.claim_callbacks(scope, lease(35), lease(65), 10).await.expect("claim");
+    let again = store.claim_callbacks(scope, &tenant, lease(35), lease(65), 10).await.expect("claim");
     assert_eq!(again.len(), 1, "callbacks: due again when its lease expires");
     store.callback_failed(id, generation, lease(100), "HTTP 503").await.expect("failed");
-    assert!(store.claim_callbacks(scope, lease(99), lease(130), 10).await.expect("claim").is_empty());
-    let retried = store.claim_callbacks(scope, lease(100), lease(130), 10).await.expect("claim");
+    assert!(store.claim_callbacks(scope, &tenant, lease(99), lease(130), 10).await.expect("claim").is_empty());
+    let retried = store.claim_callbacks(scope, &tenant, lease(100), lease(130), 10).await.expect("claim");
     assert_eq!(retried.first().map(|c| c.attempts), Some(1), "callbacks: the failure is counted");
 
     // Requeued and finished again: a new generation, which the old one's delivery leaves.
     assert!(store.requeue(scope, key, lease(101)).await.expect("requeue"), "callbacks: requeued");
-    store.claim_run(id, lease(101), lease(160)).await.expect("claim").expect("claimable");
-    store.finish(id, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
+    let run = store.claim_run(id, lease(101), lease(160)).await.expect("claim").expect("claimable");
+    store.finish(id, run.claim, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
     store.callback_sent(id, generation).await.expect("sent");
-    let newer = store.claim_callbacks(scope, lease(200), lease(230), 10).await.expect("claim");
+    let newer = store.claim_callbacks(scope, &tenant, lease(200), lease(230), 10).await.expect("claim");
     assert_eq!(newer.len(), 1, "callbacks: an older delivery does not clear a newer outcome");
     assert!(newer[0].generation > generation, "callbacks: a new generation");
     assert_eq!(newer[0].attempts, 0, "callbacks: a new generation starts afresh");
@@ -245,40 +260,120 @@ pub async fn callbacks_follow_terminal_runs(store: &dyn ServiceStore, scope: &st
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: delivered");
 
     // A revoked binding stops new callbacks.
-    store.set_binding_status(&tenant_of(scope), BindingStatus::Revoked, lease(300)).await.expect("revoke");
-    let id =
-        store.enqueue(new_run(scope, "invoice.created:7002", "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
-    store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
-    store.finish(id, result("invoice.created:7002", RunStatus::Skipped, 1, None)).await.expect("finish");
+    store.set_binding_status(&tenant, BindingStatus::Revoked, lease(300)).await.expect("revoke");
+    let id = store
+        .enqueue(tenant_run(scope, &tenant, "invoice.created:7002", "x"), Dedupe::Permanent)
+        .await
+        .expect("enqueue")
+        .run_id();
+    let run = store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
+    store.finish(id, run.claim, result("invoice.created:7002", RunStatus::Skipped, 1, None)).await.expect("finish");
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: none once revoked");
 }
 
-/// The health counters and the runs of one entity.
+/// The health counters and the runs of one entity, per tenant.
 pub async fn health_counters_and_entity_runs(store: &dyn ServiceStore, scope: &str) {
-    let empty = store.dispatch_stats(scope, t0()).await.expect("stats");
+    let tenant = tenant_of(scope);
+    let empty = store.dispatch_stats(scope, &tenant, t0()).await.expect("stats");
     assert_eq!((empty.pending, empty.failed_since, empty.last_run_at), (0, 0, None), "stats: empty scope");
-    let a = store.enqueue(new_run(scope, "invoice.created:8001", "a"), Dedupe::Permanent).await.expect("enqueue");
-    let b = store.enqueue(new_run(scope, "invoice.paid:8001", "b"), Dedupe::Permanent).await.expect("enqueue");
-    store.enqueue(new_run(scope, "creditmemo.created:8001", "c"), Dedupe::Permanent).await.expect("enqueue");
-    store.enqueue(new_run(scope, "invoice.created:8002", "d"), Dedupe::Permanent).await.expect("enqueue");
-    store.claim_run(a.run_id(), t0(), t0() + Duration::seconds(60)).await.expect("claim");
-    store.finish(a.run_id(), result("invoice.created:8001", RunStatus::Synced, 1, None)).await.expect("finish");
-    store.claim_run(b.run_id(), t0(), t0() + Duration::seconds(60)).await.expect("claim");
-    store.finish(b.run_id(), result("invoice.paid:8001", RunStatus::DeadLettered, 1, None)).await.expect("finish");
+    let mine = |key: &str, raw: &str| tenant_run(scope, &tenant, key, raw);
+    let a = store.enqueue(mine("invoice.created:8001", "a"), Dedupe::Permanent).await.expect("enqueue");
+    let b = store.enqueue(mine("invoice.paid:8001", "b"), Dedupe::Permanent).await.expect("enqueue");
+    store.enqueue(mine("creditmemo.created:8001", "c"), Dedupe::Permanent).await.expect("enqueue");
+    store.enqueue(mine("invoice.created:8002", "d"), Dedupe::Permanent).await.expect("enqueue");
+    // Another tenant's runs of the same business and entity id (another store's invoice 8001).
+    let theirs = store
+        .enqueue(tenant_run(scope, "other-tenant", "invoice.created:8001", "e"), Dedupe::Permanent)
+        .await
+        .expect("enqueue");
+    store.enqueue(new_run(scope, "invoice.paid:8001", "f"), Dedupe::Permanent).await.expect("enqueue");
+    let run = store.claim_run(a.run_id(), t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claim");
+    store.finish(a.run_id(), run.claim, result("invoice.created:8001", RunStatus::Synced, 1, None)).await.expect("fin");
+    let run = store.claim_run(b.run_id(), t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claim");
+    store
+        .finish(b.run_id(), run.claim, result("invoice.paid:8001", RunStatus::DeadLettered, 1, None))
+        .await
+        .expect("f");
     // The attempts of `result` finish one second after t0.
-    let stats = store.dispatch_stats(scope, t0()).await.expect("stats");
-    assert_eq!(stats.pending, 2, "stats: queued runs are pending");
+    let stats = store.dispatch_stats(scope, &tenant, t0()).await.expect("stats");
+    assert_eq!(stats.pending, 2, "stats: queued runs are pending (the tenant's own only)");
     assert_eq!(stats.failed_since, 1, "stats: dead letters since");
     assert_eq!(stats.last_run_at, Some(t0() + Duration::seconds(1)), "stats: last terminal run");
-    let later = store.dispatch_stats(scope, t0() + Duration::seconds(2)).await.expect("stats");
+    let later = store.dispatch_stats(scope, &tenant, t0() + Duration::seconds(2)).await.expect("stats");
     assert_eq!(later.failed_since, 0, "stats: older dead letters are not counted");
-    let runs = store.entity_runs(scope, &["invoice.created", "invoice.paid"], 8001).await.expect("entity runs");
+    let other = store.dispatch_stats(scope, "other-tenant", t0()).await.expect("stats");
+    assert_eq!((other.pending, other.failed_since), (1, 0), "stats: another tenant counts its own");
+    let runs =
+        store.entity_runs(scope, &tenant, &["invoice.created", "invoice.paid"], 8001).await.expect("entity runs");
     assert_eq!(
         runs.iter().map(|r| r.idempotency_key.as_str()).collect::<Vec<_>>(),
         ["invoice.created:8001", "invoice.paid:8001"],
-        "entity runs: the events asked for, oldest first"
+        "entity runs: the events asked for, oldest first, the tenant's own"
     );
-    assert!(store.entity_runs(&format!("{scope}-x"), &["invoice.created"], 8001).await.expect("runs").is_empty());
+    let other = store.entity_runs(scope, "other-tenant", &["invoice.created"], 8001).await.expect("entity runs");
+    assert_eq!(other.iter().map(|r| r.id).collect::<Vec<_>>(), vec![theirs.run_id()], "entity runs: per tenant");
+    assert!(
+        store.entity_runs(&format!("{scope}-x"), &tenant, &["invoice.created"], 8001).await.expect("runs").is_empty()
+    );
+}
+
+/// The re-pair sequence: tenant A paired, runs queued, A disconnected, B paired to the same
+/// business. B never claims A's runs nor A's callbacks, A's outcomes finished after the
+/// disconnection are never queued for B, and B's status reads its own runs only.
+pub async fn tenants_stay_apart_after_repairing(store: &dyn ServiceStore, scope: &str) {
+    let (a, b) = (format!("{}-a", tenant_of(scope)), format!("{}-b", tenant_of(scope)));
+    let at = |s: i64| t0() + Duration::seconds(s);
+    store.put_binding(&binding(&a, scope, "key-a", t0())).await.expect("pair a");
+    // A's runs: one delivered (its callback pending), one in flight, one still queued.
+    let done = store.enqueue(tenant_run(scope, &a, "invoice.created:501", "a1"), Dedupe::Permanent).await.expect("q");
+    let flying = store.enqueue(tenant_run(scope, &a, "invoice.created:502", "a2"), Dedupe::Permanent).await.expect("q");
+    let queued = store.enqueue(tenant_run(scope, &a, "invoice.created:503", "a3"), Dedupe::Permanent).await.expect("q");
+    let run = store.claim_run(done.run_id(), t0(), at(60)).await.expect("claim").expect("claimable");
+    store.finish(run.id, run.claim, result("invoice.created:501", RunStatus::Synced, 1, None)).await.expect("finish");
+    let in_flight = store.claim_run(flying.run_id(), t0(), at(60)).await.expect("claim").expect("claimable");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 1, "repair: A's delivered run's callback");
+
+    store.set_binding_status(&a, BindingStatus::Revoked, at(1)).await.expect("disconnect a");
+    store.put_binding(&binding(&b, scope, "key-b", at(2))).await.expect("repair: B pairs to A's business");
+    // B's store has its own invoice 503: a new run, not A's.
+    let mine = store.enqueue(tenant_run(scope, &b, "invoice.created:503", "b3"), Dedupe::Permanent).await.expect("q");
+    assert!(
+        matches!(mine, Enqueued::New(id) if id != queued.run_id()),
+        "repair: B's event is B's run, not a duplicate of A's: {mine:?}"
+    );
+    // Every run is due (A's in-flight run's lease has lapsed too): B claims only its own.
+    let claimed = store.claim_for(scope, Some(&b), at(120), at(180), 10).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|r| (r.id, r.raw.as_str())).collect::<Vec<_>>(),
+        vec![(mine.run_id(), "b3")],
+        "repair: B never claims A's runs"
+    );
+    assert!(
+        store.claim_callbacks(scope, &b, at(120), at(180), 10).await.expect("claim").is_empty(),
+        "repair: B never claims A's callbacks"
+    );
+    // A's worker, still running somewhere, finishes its run after the disconnection: no callback.
+    store
+        .finish(in_flight.id, in_flight.claim, result("invoice.created:502", RunStatus::Synced, 1, None))
+        .await
+        .expect("finish");
+    assert!(
+        store.claim_callbacks(scope, &b, at(121), at(180), 10).await.expect("claim").is_empty(),
+        "repair: A's outcomes are never called back into B's store"
+    );
+    store
+        .finish(mine.run_id(), claimed[0].claim, result("invoice.created:503", RunStatus::Synced, 1, None))
+        .await
+        .expect("f");
+    let cbs = store.claim_callbacks(scope, &b, at(122), at(180), 10).await.expect("claim");
+    assert_eq!(cbs.iter().map(|c| c.run.id).collect::<Vec<_>>(), vec![mine.run_id()], "repair: B's own callback");
+    let status = store.entity_runs(scope, &b, &["invoice.created"], 503).await.expect("entity runs");
+    assert_eq!(status.iter().map(|r| r.id).collect::<Vec<_>>(), vec![mine.run_id()], "repair: B reads its own runs");
+    let stats = store.dispatch_stats(scope, &b, t0()).await.expect("stats");
+    assert_eq!(stats.pending, 0, "repair: A's queued run is not B's pending work");
+    // A's queued run waits, untouched, for A.
+    let kept = store.get(queued.run_id()).await.expect("get").expect("run");
+    assert_eq!((kept.status, kept.tenant_id.as_deref()), (RunStatus::Queued, Some(a.as_str())), "repair: A's run kept");
 }
 
 /// Every behaviour, each under its own sub-scope of `scope`.
@@ -289,4 +384,5 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     dispatch_leases_are_exclusive(store, &format!("{scope}-leases")).await;
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;
     health_counters_and_entity_runs(store, &format!("{scope}-health")).await;
+    tenants_stay_apart_after_repairing(store, &format!("{scope}-repair")).await;
 }

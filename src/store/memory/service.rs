@@ -29,21 +29,24 @@ pub(super) struct ServiceState {
 #[derive(Debug, Clone)]
 struct Callback {
     scope: String,
+    tenant: String,
     generation: i64,
     due_at: DateTime<Utc>,
     attempts: u32,
 }
 
-/// Queues the callback of run `id` when it is terminal in a business with an active binding
-/// (what the SQL stores' trigger does).
+/// Queues the callback of run `id` when it is terminal and its own tenant is active on its
+/// business (what the SQL stores' trigger does).
 pub(super) fn queue_callback(s: &mut State, id: RunId) {
     let Some(run) = s.runs.get(&id) else { return };
-    if !run.status.is_terminal() || !s.service.bindings.values().any(|b| b.scope == run.scope && b.is_active()) {
+    let Some(tenant) = run.tenant_id.clone() else { return };
+    let active = s.service.bindings.get(&tenant).is_some_and(|b| b.scope == run.scope && b.is_active());
+    if !run.status.is_terminal() || !active {
         return;
     }
     let (scope, at) = (run.scope.clone(), run.updated_at);
     let generation = s.service.callbacks.get(&id).map_or(0, |c| c.generation) + 1;
-    s.service.callbacks.insert(id, Callback { scope, generation, due_at: at, attempts: 0 });
+    s.service.callbacks.insert(id, Callback { scope, tenant, generation, due_at: at, attempts: 0 });
 }
 
 #[async_trait]
@@ -130,6 +133,7 @@ impl DispatchStore for MemoryStore {
     async fn claim_callbacks(
         &self,
         scope: &str,
+        tenant: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
@@ -139,7 +143,7 @@ impl DispatchStore for MemoryStore {
             .service
             .callbacks
             .iter()
-            .filter(|(_, c)| c.scope == scope && c.due_at <= now)
+            .filter(|(_, c)| c.scope == scope && c.tenant == tenant && c.due_at <= now)
             .map(|(id, c)| (c.due_at, *id))
             .collect();
         due.sort();
@@ -178,10 +182,10 @@ impl DispatchStore for MemoryStore {
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 
-    async fn dispatch_stats(&self, scope: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
+    async fn dispatch_stats(&self, scope: &str, tenant: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
         let s = self.lock();
         let mut stats = DispatchStats::default();
-        for r in s.runs.values().filter(|r| r.scope == scope) {
+        for r in s.runs.values().filter(|r| r.scope == scope && r.tenant_id.as_deref() == Some(tenant)) {
             match r.status {
                 RunStatus::Queued | RunStatus::Running => stats.pending += 1,
                 RunStatus::DeadLettered if r.updated_at >= failed_since => stats.failed_since += 1,
@@ -194,13 +198,20 @@ impl DispatchStore for MemoryStore {
         Ok(stats)
     }
 
-    async fn entity_runs(&self, scope: &str, events: &[&str], magento_entity_id: u64) -> Result<Vec<Run>> {
+    async fn entity_runs(
+        &self,
+        scope: &str,
+        tenant: &str,
+        events: &[&str],
+        magento_entity_id: u64,
+    ) -> Result<Vec<Run>> {
         Ok(self
             .lock()
             .runs
             .values()
             .filter(|r| {
                 r.scope == scope
+                    && r.tenant_id.as_deref() == Some(tenant)
                     && r.magento_entity_id == Some(magento_entity_id)
                     && r.event.as_deref().is_some_and(|e| events.contains(&e))
             })

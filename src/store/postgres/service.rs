@@ -1,5 +1,5 @@
 //! The service's stores on PostgreSQL ([`super::super::service`]): bindings, dispatch leases, the
-//! callback outbox (filled by the `runs_terminal_callback` trigger of `0003_service.sql`, in the
+//! callback outbox (filled by the `runs_terminal_callback` trigger of `0003_service.sql`, replaced by `0004_tenant_runs.sql`, in the
 //! transaction that finishes the run) and the webhook replay cache shared by every process.
 //!
 //! - A dispatch lease is one `INSERT … ON CONFLICT DO UPDATE … WHERE` (the holder renews, anyone
@@ -196,12 +196,13 @@ impl DispatchStore for PostgresStore {
     async fn claim_callbacks(
         &self,
         scope: &str,
+        tenant: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<PendingCallback>> {
         let rows = sqlx::query(
-            "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks WHERE scope = $1 AND due_at <= $2 \
+            "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks WHERE scope = $1 AND tenant_id = $5 AND due_at <= $2 \
                ORDER BY due_at, run_id LIMIT $4 FOR UPDATE SKIP LOCKED), \
              claimed AS (UPDATE callbacks c SET due_at = $3 FROM next WHERE c.run_id = next.run_id \
                RETURNING c.run_id, c.generation, c.attempts) \
@@ -212,6 +213,7 @@ impl DispatchStore for PostgresStore {
         .bind(now)
         .bind(lease_until)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(text(tenant))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -263,16 +265,17 @@ impl DispatchStore for PostgresStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn dispatch_stats(&self, scope: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
+    async fn dispatch_stats(&self, scope: &str, tenant: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
         let row = sqlx::query(
             "SELECT \
                COUNT(*) FILTER (WHERE status IN ('queued', 'running')) AS pending, \
                COUNT(*) FILTER (WHERE status = 'dead_lettered' AND updated_at >= $2) AS failed, \
                MAX(updated_at) FILTER (WHERE status IN ('synced', 'skipped', 'dead_lettered')) AS last_run_at \
-             FROM runs WHERE scope = $1",
+             FROM runs WHERE scope = $1 AND tenant_id = $3",
         )
         .bind(text(scope))
         .bind(failed_since)
+        .bind(text(tenant))
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
@@ -285,15 +288,23 @@ impl DispatchStore for PostgresStore {
         })
     }
 
-    async fn entity_runs(&self, scope: &str, events: &[&str], magento_entity_id: u64) -> Result<Vec<Run>> {
+    async fn entity_runs(
+        &self,
+        scope: &str,
+        tenant: &str,
+        events: &[&str],
+        magento_entity_id: u64,
+    ) -> Result<Vec<Run>> {
         let Ok(id) = i64::try_from(magento_entity_id) else { return Ok(Vec::new()) };
         let events: Vec<String> = events.iter().map(|e| (*e).to_owned()).collect();
         let rows = sqlx::query(
-            "SELECT * FROM runs WHERE scope = $1 AND magento_entity_id = $2 AND event = ANY($3) ORDER BY id",
+            "SELECT * FROM runs WHERE scope = $1 AND magento_entity_id = $2 AND event = ANY($3) AND tenant_id = $4 \
+             ORDER BY id",
         )
         .bind(text(scope))
         .bind(id)
         .bind(events)
+        .bind(text(tenant))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

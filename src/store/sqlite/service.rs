@@ -1,5 +1,5 @@
 //! The service's stores on SQLite ([`super::super::service`]): bindings, dispatch leases, the
-//! callback outbox (filled by the `runs_terminal_callback` trigger of `0003_service.sql`) and the
+//! callback outbox (filled by the `runs_terminal_callback` trigger of `0003_service.sql`, replaced by `0004_tenant_runs.sql`) and the
 //! webhook replay cache. One statement each where atomicity matters (SQLite serialises writers).
 
 use async_trait::async_trait;
@@ -185,6 +185,7 @@ impl DispatchStore for SqliteStore {
     async fn claim_callbacks(
         &self,
         scope: &str,
+        tenant: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
@@ -193,13 +194,15 @@ impl DispatchStore for SqliteStore {
         // the same row.
         let claimed = sqlx::query(
             "UPDATE callbacks SET due_at = ?3 WHERE run_id IN \
-             (SELECT run_id FROM callbacks WHERE scope = ?1 AND due_at <= ?2 ORDER BY due_at, run_id LIMIT ?4) \
+             (SELECT run_id FROM callbacks WHERE scope = ?1 AND tenant_id = ?5 AND due_at <= ?2 \
+             ORDER BY due_at, run_id LIMIT ?4) \
              RETURNING run_id, generation, attempts",
         )
         .bind(scope)
         .bind(micros(now))
         .bind(micros(lease_until))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
@@ -258,16 +261,17 @@ impl DispatchStore for SqliteStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn dispatch_stats(&self, scope: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
+    async fn dispatch_stats(&self, scope: &str, tenant: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
         let row = sqlx::query(
             "SELECT \
                COALESCE(SUM(CASE WHEN status IN ('queued', 'running') THEN 1 ELSE 0 END), 0) AS pending, \
                COALESCE(SUM(CASE WHEN status = 'dead_lettered' AND updated_at >= ?2 THEN 1 ELSE 0 END), 0) AS failed, \
                MAX(CASE WHEN status IN ('synced', 'skipped', 'dead_lettered') THEN updated_at END) AS last_run_at \
-             FROM runs WHERE scope = ?1",
+             FROM runs WHERE scope = ?1 AND tenant_id = ?3",
         )
         .bind(scope)
         .bind(micros(failed_since))
+        .bind(tenant)
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
@@ -281,14 +285,22 @@ impl DispatchStore for SqliteStore {
         })
     }
 
-    async fn entity_runs(&self, scope: &str, events: &[&str], magento_entity_id: u64) -> Result<Vec<Run>> {
+    async fn entity_runs(
+        &self,
+        scope: &str,
+        tenant: &str,
+        events: &[&str],
+        magento_entity_id: u64,
+    ) -> Result<Vec<Run>> {
         let Ok(id) = i64::try_from(magento_entity_id) else { return Ok(Vec::new()) };
-        let rows = sqlx::query("SELECT * FROM runs WHERE scope = ? AND magento_entity_id = ? ORDER BY id")
-            .bind(scope)
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        let rows =
+            sqlx::query("SELECT * FROM runs WHERE scope = ? AND tenant_id = ? AND magento_entity_id = ? ORDER BY id")
+                .bind(scope)
+                .bind(tenant)
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
         let runs = rows.iter().map(run_from).collect::<Result<Vec<_>>>()?;
         Ok(runs.into_iter().filter(|r| r.event.as_deref().is_some_and(|e| events.contains(&e))).collect())
     }
