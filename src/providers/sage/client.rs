@@ -212,11 +212,11 @@ impl SageClient {
             return Err(refused("another host (a scheme-relative URL)".into()));
         }
         if let Ok(abs) = Url::parse(next) {
-            if abs.scheme() != self.base.scheme() {
-                return Err(refused(format!("another scheme ({})", abs.scheme())));
-            }
             if abs.host_str() != self.base.host_str() {
                 return Err(refused(format!("another host ({})", abs.host_str().unwrap_or("?"))));
+            }
+            if abs.scheme() != self.base.scheme() {
+                return Err(refused(format!("another scheme ({})", abs.scheme())));
             }
             if abs.port_or_known_default() != self.base.port_or_known_default() {
                 return Err(refused(format!(
