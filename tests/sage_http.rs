@@ -2422,3 +2422,188 @@ async fn inactive_bank_accounts_are_never_accepted_nor_paid_into() {
     assert_eq!(e.code(), ErrorCode::Validation);
     assert!(e.to_string().contains("inactive"), "{e}");
 }
+
+#[tokio::test]
+async fn real_relative_next_without_the_version_prefix_is_followed() {
+    // The real /sales_invoices page: `$next` is `/sales_invoices?page=2&…` (no `/v3.1`).
+    let s = sage().await;
+    list("/sales_invoices")
+        .and(query_param("search", "MAG-000000123"))
+        .and(query_param_is_missing("page"))
+        .respond_with(real_answer(200, "sage_ledgerscope_GetAll_SalesInvoice.json"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    api("GET", "/sales_invoices")
+        .and(query_param("page", "2"))
+        .and(query_param("items_per_page", "1"))
+        .and(query_param("attributes", "date"))
+        .and(query_param("sort", "date:asc"))
+        .respond_with(ok(json!({"$total": 2, "$page": 2, "$next": null,
+            "$back": "/sales_invoices?page=1&items_per_page=1&attributes=date&sort=date:asc", "$itemsPerPage": 1,
+            "$items": [sage_document("sales_invoices", INVOICE_ID, "MAG-000000123", "30.00", "30.00", "UNPAID")]})))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let found = s.provider.find_document(DocumentKind::Invoice, "MAG-000000123").await.unwrap();
+    assert_eq!(found.map(|d| d.id).as_deref(), Some(INVOICE_ID));
+}
+
+#[tokio::test]
+async fn a_missing_next_pages_by_total() {
+    // `$next` is null although `$total` says one more item exists (a production client pages by
+    // `$total` because "Next URL isn't guaranteed to be populated"); `$items_per_page` snake case.
+    let s = sage().await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .and(query_param_is_missing("page"))
+        .respond_with(ok(json!({"$total": 3, "$page": 1, "$next": null, "$back": null, "$items_per_page": 2,
+            "$items": [sage_contact("x1", "M50", "GBP", false), sage_contact("x2", "M51", "GBP", false)]})))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .and(query_param("page", "2"))
+        .respond_with(ok(json!({"$total": 3, "$page": 2, "$next": null, "$back": null, "$items_per_page": 2,
+            "$items": [sage_contact(CONTACT, "M5", "GBP", false)]})))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let found = s.provider.find_contact("M5").await.unwrap().expect("found on the page `$next` did not name");
+    assert_eq!(found.id, CONTACT);
+}
+
+#[tokio::test]
+async fn a_page_past_the_end_repeats_the_last_and_ends_the_list() {
+    // Sage answers a page past the end with the last page again, not an empty one (Sage's
+    // pagination guide); here `$next` keeps pointing on and `$total` is absent.
+    let s = sage().await;
+    let q = "search=M5&attributes=all&items_per_page=200";
+    list("/contacts")
+        .and(query_param_is_missing("page"))
+        .respond_with(ok(json!({"$page": 1, "$next": format!("/contacts?page=2&{q}"), "$items":
+            [sage_contact("x1", "M50", "GBP", false), sage_contact("x2", "M51", "GBP", false)]})))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let last = json!({"$page": 2, "$next": format!("/contacts?page=3&{q}"), "$back": format!("/contacts?page=1&{q}"),
+        "$items": [sage_contact("x3", "M52", "GBP", false)]});
+    for page_no in ["2", "3"] {
+        list("/contacts").and(query_param("page", page_no)).respond_with(ok(last.clone())).expect(1).mount(&s.server).await;
+    }
+    list("/contacts").and(query_param("page", "4")).respond_with(ok(last.clone())).expect(0).mount(&s.server).await;
+    assert_eq!(s.provider.find_contact("M5").await.unwrap(), None);
+    // The same with `$total` lying high and no `$next`: the repeated page still ends it.
+    let s = sage().await;
+    let page_of = |n: u32, id: &str| {
+        json!({"$total": 50, "$page": n, "$next": null, "$itemsPerPage": 1, "$items": [sage_contact(id, "M5", "GBP", false)]})
+    };
+    list("/contacts").and(query_param_is_missing("page")).respond_with(ok(page_of(1, "x1"))).expect(1).mount(&s.server).await;
+    // Pages 2 and 3 both answer the last page (page 2).
+    for page_no in ["2", "3"] {
+        list("/contacts").and(query_param("page", page_no)).respond_with(ok(page_of(2, CONTACT))).expect(1).mount(&s.server).await;
+    }
+    list("/contacts").and(query_param("page", "4")).respond_with(ok(page_of(2, CONTACT))).expect(0).mount(&s.server).await;
+    assert_eq!(s.provider.find_contact("M5").await.unwrap().map(|c| c.id).as_deref(), Some("x1"));
+}
+
+#[tokio::test]
+async fn next_on_another_scheme_port_or_host_is_refused() {
+    // Following `$next` elsewhere would carry the bearer token there: only the API's own origin.
+    let other = MockServer::start().await;
+    Mock::given(method("GET")).respond_with(ok(page(vec![]))).expect(0).mount(&other).await;
+    let s = sage().await;
+    let port = s.server.address().port();
+    let cases = [
+        (format!("https://127.0.0.1:{port}/v3.1/contacts?page=2"), "another scheme"),
+        (format!("{}/v3.1/contacts?page=2", other.uri()), "another port"),
+        ("//elsewhere.example.com/v3.1/contacts?page=2".to_owned(), "another host"),
+        ("https://elsewhere.example.com/v3.1/contacts?page=2".to_owned(), "another host"),
+    ];
+    for (next, why) in &cases {
+        s.server.reset().await;
+        list("/contacts")
+            .respond_with(ok(page_with_next(vec![sage_contact("x1", "M50", "GBP", false)], Some(next))))
+            .expect(1)
+            .mount(&s.server)
+            .await;
+        let e = checked(s.provider.find_contact("M5").await.unwrap_err());
+        assert!(e.to_string().contains(why), "{next}: {e}");
+        assert!(!e.is_retryable());
+    }
+}
+
+/// The real `/products` page (`active` null, true, false), found again past its end.
+async fn mount_real_products(server: &MockServer) {
+    list("/products")
+        .and(query_param_is_missing("page"))
+        .respond_with(real_answer(200, "sage_ledgerscope_GetAll_Product.json"))
+        .mount(server)
+        .await;
+    // Its relative `$next` (`/products?page=2&items_per_page=50&attributes=all`): past the end
+    // of this recording, Sage answers the last page again.
+    api("GET", "/products")
+        .and(query_param("page", "2"))
+        .and(query_param("items_per_page", "50"))
+        .and(query_param("attributes", "all"))
+        .respond_with(real_answer(200, "sage_ledgerscope_GetAll_Product.json"))
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn inactive_or_null_active_products_are_never_adopted() {
+    let s = sage().await;
+    mount_real_products(&s.server).await;
+    let found = s.provider.find_item(ItemKind::Product, "GEMF").await.unwrap().expect("the active product");
+    assert_eq!(found.id, "4cca7f1b67bd458fbbbb23634a7bd13e");
+    for (code, id) in [("OWF", "f5b204826ba843d2aa1109b6454d194a"), ("SRCF", "63b3156da81a4b3cbece70471797827a")] {
+        let e = checked(s.provider.find_item(ItemKind::Product, code).await.unwrap_err());
+        assert_eq!(e.code(), ErrorCode::Validation, "{code}: {e}");
+        assert!(e.to_string().contains(&format!("product {code} ({id}) is inactive")), "{e}");
+        assert!(e.to_string().contains("reactivate it in Sage"), "{e}");
+    }
+    assert_eq!(s.provider.find_item(ItemKind::Product, "NONE").await.unwrap(), None);
+    // Each listing read page 1 and its repeat, never a third page.
+    let pages: Vec<String> = s
+        .server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.query_pairs().find(|(k, _)| k == "page").map(|(_, v)| v.into_owned()).unwrap_or_default())
+        .collect();
+    assert_eq!(pages, ["", "2"].repeat(4));
+}
+
+#[tokio::test]
+async fn inactive_contacts_are_never_adopted() {
+    // A contact made inactive keeps its reference, like a deleted one (Q7): the next candidate.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    let mut inactive = sage_contact("inactive", "M5", "GBP", false);
+    inactive["is_active"] = json!(false);
+    list("/contacts").and(query_param("search", "M5")).respond_with(ok(page(vec![inactive]))).expect(1).mount(&s.server).await;
+    let mut active = sage_contact(CONTACT, "M5B", "GBP", false);
+    active["is_active"] = json!(true);
+    list("/contacts").and(query_param("search", "M5B")).respond_with(ok(page(vec![active]))).expect(1).mount(&s.server).await;
+    write("POST", "/contacts")
+        .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
+        .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (c, p) = (customer(), policy());
+    let request = ContactRequest {
+        contact: ContactFor::Customer(&c),
+        currency: Currency::GBP,
+        reference: "unused",
+        policy: &p,
+        idempotency_key: Some("customer.upserted:5"),
+    };
+    let candidates = vec!["M5".to_owned(), "M5B".to_owned()];
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert!(!resolved.created, "the active M5B is adopted");
+    assert_eq!(resolved.record.id, CONTACT);
+}

@@ -133,6 +133,11 @@ impl SageClient {
         for _ in 0..MAX_PAGES {
             let a = self.execute(Method::GET, url.clone(), None, true, path).await?;
             let page: Page<Value> = read_json(&a.body, path)?;
+            // A `$next` elsewhere is refused even on a last page: it is never a sane answer.
+            let next = match page.next.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+                Some(n) => Some(self.next_url(n)?),
+                None => None,
+            };
             if page.items.is_empty() || previous.as_ref() == Some(&page.items) {
                 return Ok(out);
             }
@@ -149,8 +154,8 @@ impl SageClient {
             }
             let current = page.page.filter(|p| *p > 0).unwrap_or(number);
             number = current.saturating_add(1);
-            match page.next.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-                Some(next) => url = self.next_url(next)?,
+            match next {
+                Some(next) => url = next,
                 None => match page.total {
                     Some(total) if u64::try_from(out.len()).unwrap_or(u64::MAX) < total => {
                         tracing::debug!(path, page = number, total, "no $next although items remain: paging by $total");
