@@ -2607,3 +2607,200 @@ async fn inactive_contacts_are_never_adopted() {
     assert!(!resolved.created, "the active M5B is adopted");
     assert_eq!(resolved.record.id, CONTACT);
 }
+
+#[tokio::test]
+async fn a_full_list_failing_on_size_is_asked_in_smaller_pages() {
+    let s = sage().await;
+    // 200 full objects a page: 504 every time (1 try + 3 retries).
+    list("/products").respond_with(ResponseTemplate::new(504)).expect(4).mount(&s.server).await;
+    api("GET", "/products")
+        .and(query_param("attributes", "all"))
+        .and(query_param("items_per_page", "20"))
+        .respond_with(real_answer(200, "sage_ledgerscope_GetAll_Product.json"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    // Its relative `$next`, answered with the same (last) page.
+    api("GET", "/products")
+        .and(query_param("page", "2"))
+        .respond_with(real_answer(200, "sage_ledgerscope_GetAll_Product.json"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let found = s.provider.find_item(ItemKind::Product, "GEMF").await.unwrap().unwrap();
+    assert_eq!(found.id, "4cca7f1b67bd458fbbbb23634a7bd13e");
+}
+
+#[tokio::test]
+async fn a_full_list_failing_even_in_small_pages_is_read_item_by_item() {
+    let s = sage().await;
+    let ids = ["i1", "i2"];
+    for size in ["200", "20"] {
+        api("GET", "/sales_invoices")
+            .and(query_param("attributes", "all"))
+            .and(query_param("items_per_page", size))
+            .respond_with(sage_error(500, "UnexpectedError", "An unexpected error occurred.", ""))
+            .expect(4)
+            .mount(&s.server)
+            .await;
+    }
+    // The ids alone, without `attributes`.
+    api("GET", "/sales_invoices")
+        .and(query_param_is_missing("attributes"))
+        .and(query_param("items_per_page", "200"))
+        .and(query_param("search", "MAG-000000123"))
+        .respond_with(ok(page(ids.iter().map(|id| link(id, "SI", "sales_invoices")).collect())))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    // Each one by id, never marked as sent by the read (Q17).
+    for (id, reference) in [("i1", "MAG-000000999"), ("i2", "MAG-000000123")] {
+        api("GET", &format!("/sales_invoices/{id}"))
+            .and(query_param("mark_as_sent", "false"))
+            .respond_with(ok(sage_document("sales_invoices", id, reference, "30.00", "30.00", "UNPAID")))
+            .expect(1)
+            .mount(&s.server)
+            .await;
+    }
+    let found = s.provider.find_document(DocumentKind::Invoice, "MAG-000000123").await.unwrap().unwrap();
+    assert_eq!(found.id, "i2");
+    // A failure that is not about size (a 422) is not worked around.
+    let s = sage().await;
+    list("/sales_invoices").respond_with(sage_error(422, "RecordInvalid", "bad search", "search")).expect(1).mount(&s.server).await;
+    let e = checked(s.provider.find_document(DocumentKind::Invoice, "MAG-000000123").await.unwrap_err());
+    assert_eq!(e.code(), ErrorCode::Validation);
+}
+
+#[tokio::test]
+async fn multi_user_access_denied_is_reported_with_the_action() {
+    let s = sage().await;
+    list("/contacts")
+        .respond_with(real_answer(403, "sage_docs_error_403_MultiUserAccessDenied.json"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    Mock::given(method("POST")).and(path("/token")).respond_with(token_answer(NEW_ACCESS, NEW_REFRESH)).expect(0).mount(&s.server).await;
+    let e = checked(s.provider.find_contact("M5").await.unwrap_err());
+    let Error::Auth { reason, message, .. } = &e else { panic!("{e:?}") };
+    assert_eq!(*reason, AuthFailure::AccessDenied);
+    assert!(message.contains("role does not allow it"), "{message}");
+    assert!(message.contains("MultiUserAccessDenied"), "{message}");
+    assert!(message.contains("Manage users"), "{message}");
+    assert!(!e.is_retryable());
+}
+
+#[tokio::test]
+async fn no_active_subscription_after_other_answers_is_an_edition_limit() {
+    // Sage answers 401 "No active subscription" for an endpoint outside the business's edition
+    // while the rest works: told apart from a lapsed subscription.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    api("GET", &format!("/stock_items/{STOCK_ID}"))
+        .respond_with(real_answer(401, "sage_docs_error_401_no_subscription.json"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    Mock::given(method("POST")).and(path("/token")).respond_with(token_answer(NEW_ACCESS, NEW_REFRESH)).expect(0).mount(&s.server).await;
+    s.provider.reference_data(false).await.unwrap();
+    let e = checked(s.provider.get_item(ItemKind::StockItem, STOCK_ID).await.unwrap_err());
+    let Error::Auth { reason, message, .. } = &e else { panic!("{e:?}") };
+    assert_eq!(*reason, AuthFailure::SubscriptionInactive);
+    assert!(message.contains("outside the business's Sage edition"), "{message}");
+    assert!(message.contains("upgrade the Sage subscription"), "{message}");
+    // The first answer of a business: the subscription (or trial) lapsed, or the edition.
+    let s = sage().await;
+    api("GET", &format!("/stock_items/{STOCK_ID}"))
+        .respond_with(real_answer(401, "sage_docs_error_401_no_subscription.json"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let e = checked(s.provider.get_item(ItemKind::StockItem, STOCK_ID).await.unwrap_err());
+    assert!(e.to_string().contains("subscription or trial lapsed"), "{e}");
+    assert!(!e.to_string().contains("while other requests"), "{e}");
+    assert_eq!(s.provider.tokens().refreshes(), 0);
+}
+
+#[tokio::test]
+async fn cdn_525_is_retried_and_a_post_is_not_ambiguous() {
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    api("GET", &format!("/products/{PRODUCT_ID}"))
+        .respond_with(ResponseTemplate::new(525).set_body_string("<html>SSL handshake failed</html>"))
+        .up_to_n_times(2)
+        .expect(2)
+        .mount(&s.server)
+        .await;
+    api("GET", &format!("/products/{PRODUCT_ID}"))
+        .respond_with(ok(sage_item("products", PRODUCT_ID, "CHAMP-TEE", None)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    assert_eq!(s.provider.get_item(ItemKind::Product, PRODUCT_ID).await.unwrap().id, PRODUCT_ID);
+    // A POST answered 525 never reached Sage: sent again, without looking the invoice up first.
+    write("POST", "/sales_invoices")
+        .respond_with(ResponseTemplate::new(525))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("POST", "/sales_invoices")
+        .respond_with(created(sage_document("sales_invoices", INVOICE_ID, "MAG-000000123", "30.00", "30.00", "UNPAID")))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    api("GET", "/sales_invoices").respond_with(ok(page(vec![]))).expect(0).mount(&s.server).await;
+    let (inv, p, items) = (invoice(), policy(), BTreeMap::new());
+    assert_eq!(s.provider.post_invoice(&invoice_request(&inv, &p, &items)).await.unwrap().id, INVOICE_ID);
+    assert_eq!(s.provider.stats().retries(), 3);
+}
+
+#[tokio::test]
+async fn real_error_answers_are_reported_as_sage_sent_them() {
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    // 500 UnexpectedError: retried, then reported with Sage's words.
+    api("GET", &format!("/products/{PRODUCT_ID}"))
+        .respond_with(real_answer(500, "sage_docs_error_500_UnexpectedError.json"))
+        .expect(4)
+        .mount(&s.server)
+        .await;
+    let e = checked(s.provider.get_item(ItemKind::Product, PRODUCT_ID).await.unwrap_err());
+    assert!(e.is_retryable() && e.to_string().contains("[UnexpectedError] An unexpected error occurred."), "{e}");
+    // 404 RecordNotFound.
+    api("GET", &format!("/products/{SERVICE_ID}"))
+        .respond_with(real_answer(404, "sage_github_php32_RecordNotFound.json"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let e = checked(s.provider.get_item(ItemKind::Product, SERVICE_ID).await.unwrap_err());
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    assert!(e.to_string().contains("Couldn't find record."), "{e}");
+    // 422 with an empty `$source`, then 422 on `line_items.tax_rate_id`.
+    let (inv, p, items) = (invoice(), policy(), BTreeMap::new());
+    for (fixture, expected) in [
+        ("sage_github_php29_422_RecordInvalid_empty_source.json", "[RecordInvalid] Couldn't find Supplier."),
+        ("sage_olsgreen_422_line_items_tax_rate_id.json", "did not accept the line's tax rate"),
+    ] {
+        s.server.reset().await;
+        mount_reference(&s.server, 0).await;
+        write("POST", "/sales_invoices").respond_with(real_answer(422, fixture)).expect(1).mount(&s.server).await;
+        let e = checked(s.provider.post_invoice(&invoice_request(&inv, &p, &items)).await.unwrap_err());
+        assert_eq!(e.code(), ErrorCode::Validation, "{fixture}");
+        assert!(!e.is_retryable());
+        assert!(e.to_string().contains(expected), "{fixture}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn real_invalid_grant_answer_requires_reconnecting() {
+    let s = sage_with(Some(tokens(ACCESS, REFRESH, -1)), fast_retry()).await;
+    token_endpoint(&refresh_form(REFRESH))
+        .respond_with(real_answer(400, "sage_docs_token_400_invalid_grant.json"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts").respond_with(ok(page(vec![]))).expect(0).mount(&s.server).await;
+    let e = checked(s.provider.find_contact("M5").await.unwrap_err());
+    assert!(matches!(e, Error::Auth { reason: AuthFailure::ReconnectRequired, .. }), "{e:?}");
+    assert!(!e.is_retryable());
+}
