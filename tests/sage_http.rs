@@ -2349,14 +2349,24 @@ fn every_real_sage_answer_is_read_by_the_model_types() {
                     p.items.iter().map(|i| (i.item_code.as_deref().unwrap(), i.active, i.is_usable())).collect();
                 assert_eq!(
                     states,
-                    vec![("OWF", Some(None), false), ("GEMF", Some(Some(true)), true), ("SRCF", Some(Some(false)), false)]
+                    vec![
+                        ("OWF", Some(None), false),
+                        ("GEMF", Some(Some(true)), true),
+                        ("SRCF", Some(Some(false)), false)
+                    ]
                 );
             }
             "sage_ledgerscope_GetAll_SalesInvoice.json" => {
                 let p: Page<SageDocument> = serde_json::from_value(real(name)).unwrap();
                 assert_eq!((p.total, p.items_per_page), (Some(2), Some(1)));
-                assert_eq!(p.next.as_deref(), Some("/sales_invoices?page=2&items_per_page=1&attributes=date&sort=date:asc"));
-                assert_eq!((p.items[0].displayed_as.as_deref(), p.items[0].date.as_deref()), (Some("SI-1"), Some("2015-02-19")));
+                assert_eq!(
+                    p.next.as_deref(),
+                    Some("/sales_invoices?page=2&items_per_page=1&attributes=date&sort=date:asc")
+                );
+                assert_eq!(
+                    (p.items[0].displayed_as.as_deref(), p.items[0].date.as_deref()),
+                    (Some("SI-1"), Some("2015-02-19"))
+                );
             }
             "sage_ledgerscope_GetAll_BankAccount.json" => {
                 let p: Page<Value> = serde_json::from_value(real(name)).unwrap();
@@ -2367,7 +2377,10 @@ fn every_real_sage_answer_is_read_by_the_model_types() {
                 // Read by the provider (`reference_data_reads_the_real_settings_and_bank_accounts`);
                 // here: the odd values it carries are really there.
                 let v = real(name);
-                assert_eq!((v["mtd_authenticated_date"].as_str(), v["default_irpf_rate"].as_str()), (Some(""), Some("0.0")));
+                assert_eq!(
+                    (v["mtd_authenticated_date"].as_str(), v["default_irpf_rate"].as_str()),
+                    (Some(""), Some("0.0"))
+                );
             }
             other => panic!("{other}: a recorded Sage answer without a check; add one"),
         }
@@ -2490,21 +2503,39 @@ async fn a_page_past_the_end_repeats_the_last_and_ends_the_list() {
     let last = json!({"$page": 2, "$next": format!("/contacts?page=3&{q}"), "$back": format!("/contacts?page=1&{q}"),
         "$items": [sage_contact("x3", "M52", "GBP", false)]});
     for page_no in ["2", "3"] {
-        list("/contacts").and(query_param("page", page_no)).respond_with(ok(last.clone())).expect(1).mount(&s.server).await;
+        list("/contacts")
+            .and(query_param("page", page_no))
+            .respond_with(ok(last.clone()))
+            .expect(1)
+            .mount(&s.server)
+            .await;
     }
     list("/contacts").and(query_param("page", "4")).respond_with(ok(last.clone())).expect(0).mount(&s.server).await;
     assert_eq!(s.provider.find_contact("M5").await.unwrap(), None);
     // The same with `$total` lying high and no `$next`: the repeated page still ends it.
     let s = sage().await;
-    let page_of = |n: u32, id: &str| {
-        json!({"$total": 50, "$page": n, "$next": null, "$itemsPerPage": 1, "$items": [sage_contact(id, "M5", "GBP", false)]})
-    };
-    list("/contacts").and(query_param_is_missing("page")).respond_with(ok(page_of(1, "x1"))).expect(1).mount(&s.server).await;
+    let page_of = |n: u32, id: &str| json!({"$total": 50, "$page": n, "$next": null, "$itemsPerPage": 1, "$items": [sage_contact(id, "M5", "GBP", false)]});
+    list("/contacts")
+        .and(query_param_is_missing("page"))
+        .respond_with(ok(page_of(1, "x1")))
+        .expect(1)
+        .mount(&s.server)
+        .await;
     // Pages 2 and 3 both answer the last page (page 2).
     for page_no in ["2", "3"] {
-        list("/contacts").and(query_param("page", page_no)).respond_with(ok(page_of(2, CONTACT))).expect(1).mount(&s.server).await;
+        list("/contacts")
+            .and(query_param("page", page_no))
+            .respond_with(ok(page_of(2, CONTACT)))
+            .expect(1)
+            .mount(&s.server)
+            .await;
     }
-    list("/contacts").and(query_param("page", "4")).respond_with(ok(page_of(2, CONTACT))).expect(0).mount(&s.server).await;
+    list("/contacts")
+        .and(query_param("page", "4"))
+        .respond_with(ok(page_of(2, CONTACT)))
+        .expect(0)
+        .mount(&s.server)
+        .await;
     assert_eq!(s.provider.find_contact("M5").await.unwrap().map(|c| c.id).as_deref(), Some("x1"));
 }
 
@@ -2584,10 +2615,20 @@ async fn inactive_contacts_are_never_adopted() {
     mount_reference(&s.server, 1).await;
     let mut inactive = sage_contact("inactive", "M5", "GBP", false);
     inactive["is_active"] = json!(false);
-    list("/contacts").and(query_param("search", "M5")).respond_with(ok(page(vec![inactive]))).expect(1).mount(&s.server).await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .respond_with(ok(page(vec![inactive])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
     let mut active = sage_contact(CONTACT, "M5B", "GBP", false);
     active["is_active"] = json!(true);
-    list("/contacts").and(query_param("search", "M5B")).respond_with(ok(page(vec![active]))).expect(1).mount(&s.server).await;
+    list("/contacts")
+        .and(query_param("search", "M5B"))
+        .respond_with(ok(page(vec![active])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
     write("POST", "/contacts")
         .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
         .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
@@ -2666,7 +2707,11 @@ async fn a_full_list_failing_even_in_small_pages_is_read_item_by_item() {
     assert_eq!(found.id, "i2");
     // A failure that is not about size (a 422) is not worked around.
     let s = sage().await;
-    list("/sales_invoices").respond_with(sage_error(422, "RecordInvalid", "bad search", "search")).expect(1).mount(&s.server).await;
+    list("/sales_invoices")
+        .respond_with(sage_error(422, "RecordInvalid", "bad search", "search"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
     let e = checked(s.provider.find_document(DocumentKind::Invoice, "MAG-000000123").await.unwrap_err());
     assert_eq!(e.code(), ErrorCode::Validation);
 }
@@ -2679,7 +2724,12 @@ async fn multi_user_access_denied_is_reported_with_the_action() {
         .expect(1)
         .mount(&s.server)
         .await;
-    Mock::given(method("POST")).and(path("/token")).respond_with(token_answer(NEW_ACCESS, NEW_REFRESH)).expect(0).mount(&s.server).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(token_answer(NEW_ACCESS, NEW_REFRESH))
+        .expect(0)
+        .mount(&s.server)
+        .await;
     let e = checked(s.provider.find_contact("M5").await.unwrap_err());
     let Error::Auth { reason, message, .. } = &e else { panic!("{e:?}") };
     assert_eq!(*reason, AuthFailure::AccessDenied);
@@ -2700,7 +2750,12 @@ async fn no_active_subscription_after_other_answers_is_an_edition_limit() {
         .expect(1)
         .mount(&s.server)
         .await;
-    Mock::given(method("POST")).and(path("/token")).respond_with(token_answer(NEW_ACCESS, NEW_REFRESH)).expect(0).mount(&s.server).await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(token_answer(NEW_ACCESS, NEW_REFRESH))
+        .expect(0)
+        .mount(&s.server)
+        .await;
     s.provider.reference_data(false).await.unwrap();
     let e = checked(s.provider.get_item(ItemKind::StockItem, STOCK_ID).await.unwrap_err());
     let Error::Auth { reason, message, .. } = &e else { panic!("{e:?}") };

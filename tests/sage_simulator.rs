@@ -423,10 +423,7 @@ mod rules {
             ],
             body: Vec::new(),
         };
-        assert_eq!(
-            sim.handle(&over_http).body["$next"],
-            "/contacts?items_per_page=20&page=2"
-        );
+        assert_eq!(sim.handle(&over_http).body["$next"], "/contacts?items_per_page=20&page=2");
         over_http.query.push(("page".into(), "3".into()));
         assert!(sim.handle(&over_http).body["$next"].is_null(), "the last page");
         let wide = get(&sim, &token, "/v3.1/contacts?items_per_page=500");
@@ -520,8 +517,12 @@ mod rules {
     /// The demo simulator with `config`, a setup token for raw requests, and the provider.
     async fn connected(
         config: SimConfig,
-    ) -> (SageSimulator, String, byte8_ledger_core::simulator::SimServer, byte8_ledger_core::providers::sage::SageProvider)
-    {
+    ) -> (
+        SageSimulator,
+        String,
+        byte8_ledger_core::simulator::SimServer,
+        byte8_ledger_core::providers::sage::SageProvider,
+    ) {
         let sim = SageSimulator::demo(config);
         sim.with_state(|s| s.add_refresh_token("setup"));
         let (setup, _) = refresh(&sim, "setup").unwrap();
@@ -532,7 +533,8 @@ mod rules {
     #[tokio::test]
     async fn a_too_big_full_list_is_read_in_small_pages_then_item_by_item() {
         // At most 25 full objects a page: 30 contacts fail the page of 200, not pages of 20.
-        let (sim, setup, _server, sage) = connected(SimConfig { full_list_limit: Some(25), ..SimConfig::default() }).await;
+        let (sim, setup, _server, sage) =
+            connected(SimConfig { full_list_limit: Some(25), ..SimConfig::default() }).await;
         for n in 0..29 {
             assert_created(&post(&sim, &setup, "contacts", contact_body(&format!("Beta {n}"), &format!("B{n}"))));
         }
@@ -544,7 +546,8 @@ mod rules {
         assert_eq!(sim.with_state(|s| s.errors_before_acting), 4);
 
         // At most 5: pages of 20 fail too; the ids alone, then each contact by id.
-        let (sim, setup, _server, sage) = connected(SimConfig { full_list_limit: Some(5), ..SimConfig::default() }).await;
+        let (sim, setup, _server, sage) =
+            connected(SimConfig { full_list_limit: Some(5), ..SimConfig::default() }).await;
         for n in 0..8 {
             assert_created(&post(&sim, &setup, "contacts", contact_body(&format!("Beta {n}"), &format!("B{n}"))));
         }
@@ -613,6 +616,10 @@ mod rules {
         policy.default_bank_account_id = None;
         let raw = json!({"contact_payment": {"transaction_type_id": "CUSTOMER_RECEIPT", "contact_id": c,
             "bank_account_id": bank.id, "date": "2026-11-22", "total_amount": "5.00", "allocated_artefacts": []}});
-        assert_refused(&post(&sim, &setup, "contact_payments", raw), "contact_payment.bank_account_id", "The bank account is inactive");
+        assert_refused(
+            &post(&sim, &setup, "contact_payments", raw),
+            "contact_payment.bank_account_id",
+            "The bank account is inactive",
+        );
     }
 }

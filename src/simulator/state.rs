@@ -571,7 +571,8 @@ fn route(b: &mut SimBusiness, req: &SimRequest, seg: &[&str], now: DateTime<Utc>
                         "balance": "0.0", "is_active": a.active});
                     // Real Sage sends no `currency` key on a business without multi-currency.
                     if b.reference.business.multi_currency {
-                        v["currency"] = a.currency.map(|c| link(c.code(), c.code(), "currencies")).unwrap_or(Value::Null);
+                        v["currency"] =
+                            a.currency.map(|c| link(c.code(), c.code(), "currencies")).unwrap_or(Value::Null);
                     }
                     v
                 })

@@ -122,7 +122,9 @@ pub fn from_status_seen(
             reason: AuthFailure::AccessDenied,
             message: format!("Sage denied access to {what}{}", summary(&errors)),
         },
-        404 => Error::NotFound { what: format!("Sage {what}"), id: summary(&errors).trim_start_matches(": ").to_owned() },
+        404 => {
+            Error::NotFound { what: format!("Sage {what}"), id: summary(&errors).trim_start_matches(": ").to_owned() }
+        }
         429 => Error::RateLimited { provider: PROVIDER, retry_after },
         s if s >= 500 => Error::Provider {
             provider: PROVIDER,
