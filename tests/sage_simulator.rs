@@ -555,6 +555,21 @@ mod rules {
         assert_eq!(sage.find_contact("B").await.unwrap().map(|c| c.id), Some(last));
         // 4 × 200, 4 × 20, 1 list of ids, 9 contacts by id.
         assert_eq!(sim.requests().get("GET /contacts"), Some(&18));
+
+        // At most 1: even the reference lists are read item by item, and read whole.
+        let (sim, _setup, _server, sage) = connected(SimConfig { full_list_limit: Some(1), ..SimConfig::default() }).await;
+        let r = sage.reference_data(false).await.unwrap();
+        let demo = ReferenceData::demo_uk(r.fetched_at);
+        let ids = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            ids(r.tax_rates.iter().map(|t| t.id.as_str()).collect()),
+            ids(demo.tax_rates.iter().map(|t| t.id.as_str()).collect())
+        );
+        assert_eq!(r.bank_accounts, demo.bank_accounts);
+        assert_eq!(r.currencies, demo.currencies);
+        // 4 × 200, 4 × 20, 1 list of ids, then each rate by id.
+        let rates = u64::try_from(demo.tax_rates.len()).unwrap();
+        assert_eq!(sim.requests().get("GET /tax_rates"), Some(&(9 + rates)));
     }
 
     #[tokio::test]

@@ -531,63 +531,18 @@ fn route(b: &mut SimBusiness, req: &SimRequest, seg: &[&str], now: DateTime<Utc>
         ("GET", ["business_settings"]) => json_ok(json!({
             "country_of_registration": if b.reference.business.northern_ireland { link("NORTHERN_IRELAND", "Northern Ireland", "countries_of_registration") } else { link("ENGLAND_AND_WALES", "England and Wales", "countries_of_registration") }
         })),
-        ("GET", ["tax_rates"]) => {
-            let items: Vec<Value> = b
-                .reference
-                .tax_rates
-                .iter()
-                .map(|r| {
-                    json!({"id": r.id, "displayed_as": r.name, "name": r.name,
-                    "percentage": r.percentage.map(|p| p.to_string()), "is_visible": r.visible})
-                })
-                .collect();
-            page(req, items)
-        }
-        ("GET", ["ledger_accounts"]) => {
-            let visible_in = req.q("visible_in");
-            let items: Vec<Value> = b
-                .reference
-                .ledger_accounts
-                .iter()
-                .filter(|a| match visible_in {
-                    Some("sales") => a.visible_in_sales,
-                    Some("expenses") => a.visible_in_expenses,
-                    _ => true,
-                })
-                .map(|a| {
-                    json!({"id": a.id, "displayed_as": a.name, "name": a.name, "nominal_code": a.code,
-                    "visible_in_sales": a.visible_in_sales, "visible_in_expenses": a.visible_in_expenses})
-                })
-                .collect();
-            page(req, items)
-        }
-        ("GET", ["bank_accounts"]) => {
-            let items = b
-                .reference
-                .bank_accounts
-                .iter()
-                .map(|a| {
-                    let mut v = json!({"id": a.id, "displayed_as": a.name, "$path": format!("/bank_accounts/{}", a.id),
-                        "balance": "0.0", "is_active": a.active});
-                    // Real Sage sends no `currency` key on a business without multi-currency.
-                    if b.reference.business.multi_currency {
-                        v["currency"] =
-                            a.currency.map(|c| link(c.code(), c.code(), "currencies")).unwrap_or(Value::Null);
-                    }
-                    v
-                })
-                .collect();
-            page(req, items)
-        }
-        ("GET", ["payment_methods"]) => {
-            let items =
-                b.reference.payment_methods.iter().map(|p| json!({"id": p.id, "displayed_as": p.name})).collect();
-            page(req, items)
-        }
-        ("GET", ["currencies"]) => {
-            let items = b.reference.currencies.iter().map(|c| json!({"id": c, "displayed_as": c})).collect();
-            page(req, items)
-        }
+        (
+            "GET",
+            [resource @ ("tax_rates" | "ledger_accounts" | "bank_accounts" | "payment_methods" | "currencies")],
+        ) => page(req, reference_list(b, resource, req.q("visible_in"))),
+        // One reference record by id: what a client reading a list item by item asks for.
+        (
+            "GET",
+            [resource @ ("tax_rates" | "ledger_accounts" | "bank_accounts" | "payment_methods" | "currencies"), id],
+        ) => match reference_list(b, resource, None).into_iter().find(|v| v["id"] == *id) {
+            Some(v) => json_ok(v),
+            None => SimResponse::not_found(resource),
+        },
         ("GET", ["contacts"]) => {
             let search = req.q("search").map(str::to_lowercase);
             let items = b
@@ -734,6 +689,51 @@ fn route(b: &mut SimBusiness, req: &SimRequest, seg: &[&str], now: DateTime<Utc>
         }
         ("POST", ["stock_movements"]) => idempotent(b, &body, "stock_movement", |b| create_movement(b, &body)),
         _ => SimResponse::errors(404, "RecordNotFound", "", &format!("No route matches {m} /{}", seg.join("/"))),
+    }
+}
+
+/// The full objects of one reference list (`/tax_rates`, `/ledger_accounts` filtered by
+/// `visible_in`, `/bank_accounts`, `/payment_methods`, `/currencies`), as Sage answers them.
+fn reference_list(b: &SimBusiness, resource: &str, visible_in: Option<&str>) -> Vec<Value> {
+    let r = &b.reference;
+    match resource {
+        "tax_rates" => r
+            .tax_rates
+            .iter()
+            .map(|t| {
+                json!({"id": t.id, "displayed_as": t.name, "name": t.name,
+                "percentage": t.percentage.map(|p| p.to_string()), "is_visible": t.visible})
+            })
+            .collect(),
+        "ledger_accounts" => r
+            .ledger_accounts
+            .iter()
+            .filter(|a| match visible_in {
+                Some("sales") => a.visible_in_sales,
+                Some("expenses") => a.visible_in_expenses,
+                _ => true,
+            })
+            .map(|a| {
+                json!({"id": a.id, "displayed_as": a.name, "name": a.name, "nominal_code": a.code,
+                "visible_in_sales": a.visible_in_sales, "visible_in_expenses": a.visible_in_expenses})
+            })
+            .collect(),
+        "bank_accounts" => r
+            .bank_accounts
+            .iter()
+            .map(|a| {
+                let mut v = json!({"id": a.id, "displayed_as": a.name, "$path": format!("/bank_accounts/{}", a.id),
+                    "balance": "0.0", "is_active": a.active});
+                // Real Sage sends no `currency` key on a business without multi-currency.
+                if r.business.multi_currency {
+                    v["currency"] = a.currency.map(|c| link(c.code(), c.code(), "currencies")).unwrap_or(Value::Null);
+                }
+                v
+            })
+            .collect(),
+        "payment_methods" => r.payment_methods.iter().map(|p| json!({"id": p.id, "displayed_as": p.name})).collect(),
+        "currencies" => r.currencies.iter().map(|c| json!({"id": c, "displayed_as": c})).collect(),
+        _ => Vec::new(),
     }
 }
 
