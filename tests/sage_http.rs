@@ -2859,3 +2859,23 @@ async fn real_invalid_grant_answer_requires_reconnecting() {
     assert!(matches!(e, Error::Auth { reason: AuthFailure::ReconnectRequired, .. }), "{e:?}");
     assert!(!e.is_retryable());
 }
+
+#[tokio::test]
+async fn absurd_counts_in_an_envelope_never_fail_or_loop() {
+    use byte8_ledger_core::providers::sage::model::{Link, Page};
+    // Read as absent, never an error or a panic.
+    let p: Page<Link> = serde_json::from_value(json!({"$total": -5, "$page": 1.5, "$itemsPerPage": "lots",
+        "$items": [link("a", "A", "x")]}))
+    .unwrap();
+    assert_eq!((p.total, p.page, p.items_per_page), (None, None, None));
+    let p: Page<Link> =
+        serde_json::from_value(json!({"$total": "12", "$items_per_page": 1e300, "$items": []})).unwrap();
+    assert_eq!((p.total, p.items_per_page), (Some(12), None));
+    // Through the client: a `$total` of u64::MAX and a `$page` of u64::MAX with no `$next` end on
+    // the repeated page.
+    let s = sage().await;
+    let body = json!({"$total": u64::MAX, "$page": u64::MAX, "$next": null, "$itemsPerPage": 1,
+        "$items": [sage_contact(CONTACT, "M5", "GBP", false)]});
+    list("/contacts").respond_with(ok(body)).expect(2).mount(&s.server).await;
+    assert_eq!(s.provider.find_contact("M5").await.unwrap().map(|c| c.id).as_deref(), Some(CONTACT));
+}

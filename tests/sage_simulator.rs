@@ -557,7 +557,8 @@ mod rules {
         assert_eq!(sim.requests().get("GET /contacts"), Some(&18));
 
         // At most 1: even the reference lists are read item by item, and read whole.
-        let (sim, _setup, _server, sage) = connected(SimConfig { full_list_limit: Some(1), ..SimConfig::default() }).await;
+        let (sim, _setup, _server, sage) =
+            connected(SimConfig { full_list_limit: Some(1), ..SimConfig::default() }).await;
         let r = sage.reference_data(false).await.unwrap();
         let demo = ReferenceData::demo_uk(r.fetched_at);
         let ids = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
