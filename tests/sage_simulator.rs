@@ -638,4 +638,24 @@ mod rules {
             "The bank account is inactive",
         );
     }
+
+    #[tokio::test]
+    async fn injected_errors_carry_sages_real_bodies() {
+        use byte8_ledger_core::simulator::Fault;
+        let (sim, setup, _server, _sage) = connected(SimConfig::default()).await;
+        let real = |name: &str| -> Value {
+            let path = format!("{}/tests/fixtures/sage-real/{name}", env!("CARGO_MANIFEST_DIR"));
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+        };
+        for (fault, status, fixture) in [
+            (Fault::ErrorBefore(500), 500, "sage_docs_error_500_UnexpectedError.json"),
+            (Fault::AccessDenied, 403, "sage_docs_error_403_MultiUserAccessDenied.json"),
+            (Fault::NoSubscription, 401, "sage_docs_error_401_no_subscription.json"),
+        ] {
+            sim.script(Some("GET /tax_rates"), fault);
+            let r = get(&sim, &setup, "/v3.1/tax_rates");
+            assert_eq!((r.status, &r.body), (status, &real(fixture)), "{fault:?}");
+            assert_eq!(get(&sim, &setup, "/v3.1/tax_rates").status, 200, "{fault:?} answers one request only");
+        }
+    }
 }

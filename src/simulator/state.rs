@@ -450,7 +450,12 @@ impl SimState {
         match fault {
             Some(Fault::ErrorBefore(status)) => {
                 self.errors_before_acting += 1;
-                return SimResponse::errors(status, "InternalServerError", "", "Simulated failure before acting");
+                // A 500 carries Sage's real body (tests/fixtures/sage-real/).
+                return if status == 500 {
+                    SimResponse::errors(500, "UnexpectedError", "", "An unexpected error occurred.")
+                } else {
+                    SimResponse::errors(status, "InternalServerError", "", "Simulated failure before acting")
+                };
             }
             Some(Fault::Throttle(secs)) => {
                 self.throttled += 1;
@@ -486,7 +491,7 @@ impl SimState {
             && req.method == "POST"
         {
             self.errors_after_commit += 1;
-            return SimResponse::errors(500, "InternalServerError", "", "Simulated failure after commit");
+            return SimResponse::errors(500, "UnexpectedError", "", "An unexpected error occurred.");
         }
         answer
     }
