@@ -320,7 +320,8 @@ impl SyncPolicy {
     }
 
     /// Checks every id of the policy against the ledger's reference data (`not_in_reference`):
-    /// tax rates, sales-visible ledger accounts, expense-visible purchase accounts, bank accounts.
+    /// tax rates, sales-visible ledger accounts, expense-visible purchase accounts, active bank
+    /// accounts (an inactive one is refused like a missing one).
     ///
     /// # Errors
     /// [`Error::Invalid`] listing every id that is not in the reference data.
@@ -356,16 +357,26 @@ impl SyncPolicy {
                 }
             }
         }
+        // An inactive bank account (closed in the ledger: Sage's `is_active: false`) is refused
+        // like a missing one: payments into it would fail or land where no one looks.
+        let bank = |id: &str| match reference.bank_account(id) {
+            None => Some(missing("bank account", id)),
+            Some(b) if !b.active => Some(format!(
+                "not_in_reference: {id} ({}) is an inactive bank account; reactivate it in the ledger or choose another",
+                b.name
+            )),
+            Some(_) => None,
+        };
         if let Some(id) = &self.default_bank_account_id
-            && reference.bank_account(id).is_none()
+            && let Some(problem) = bank(id)
         {
-            p.push("default_bank_account_id", missing("bank account", id));
+            p.push("default_bank_account_id", problem);
         }
         for (method, id) in &self.payment_method_map {
             if let Some(id) = id
-                && reference.bank_account(id).is_none()
+                && let Some(problem) = bank(id)
             {
-                p.push(format!("payment_method_map.{method}"), missing("bank account", id));
+                p.push(format!("payment_method_map.{method}"), problem);
             }
         }
         p.into_result("policy")
@@ -535,5 +546,20 @@ mod tests {
         assert_eq!(p.filter_skip_reason(1, 7), None);
         let p = SyncPolicy::from_json(r#"{"store_filter":[3]}"#).unwrap();
         assert_eq!(p.filter_skip_reason(1, 7), Some("filtered_store"));
+    }
+
+    #[test]
+    fn inactive_bank_accounts_are_refused_like_missing_ones() {
+        let mut r = ReferenceData::demo_uk(chrono::DateTime::UNIX_EPOCH);
+        let p = SyncPolicy::from_json(
+            r#"{"default_bank_account_id":"BANK","payment_method_map":{"checkmo":"BANK-EUR","free":null}}"#,
+        )
+        .unwrap();
+        p.validate_against(&r).unwrap();
+        r.bank_accounts.iter_mut().for_each(|b| b.active = false);
+        let e = p.validate_against(&r).unwrap_err();
+        let paths: Vec<&str> = e.field_errors().iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, vec!["default_bank_account_id", "payment_method_map.checkmo"]);
+        assert!(e.to_string().contains("BANK (Current account) is an inactive bank account"), "{e}");
     }
 }

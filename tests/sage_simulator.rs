@@ -380,7 +380,9 @@ mod rules {
         let first = get(&sim, &token, "/v3.1/contacts?items_per_page=20");
         assert_eq!(first.status, 200);
         assert_eq!((first.body["$total"].as_u64(), first.body["$page"].as_u64()), (Some(45), Some(1)));
-        assert_eq!(first.body["$next"], "/v3.1/contacts?items_per_page=20&page=2");
+        // Relative to the API root, without the version prefix, as real Sage answers.
+        assert_eq!(first.body["$next"], "/contacts?items_per_page=20&page=2");
+        assert!(first.body["$back"].is_null());
         let mut sizes = Vec::new();
         let mut names = std::collections::BTreeSet::new();
         let mut page = first;
@@ -399,12 +401,17 @@ mod rules {
         // The filter travels with `$next`: 11 names contain "customer 1" (1, 10–19).
         let search = get(&sim, &token, "/v3.1/contacts?search=Customer%201&items_per_page=10");
         assert_eq!(search.body["$total"], 11);
-        assert_eq!(search.body["$next"], "/v3.1/contacts?search=Customer+1&items_per_page=10&page=2");
+        assert_eq!(search.body["$next"], "/contacts?search=Customer+1&items_per_page=10&page=2");
         let second = get(&sim, &token, search.body["$next"].as_str().unwrap());
         assert_eq!(second.body["$items"].as_array().unwrap().len(), 1);
         assert!(second.body["$next"].is_null());
+        assert_eq!(second.body["$back"], "/contacts?search=Customer+1&items_per_page=10&page=1");
+        // A page past the end answers the last page again, not an empty one (Sage's guide).
+        let past = get(&sim, &token, "/v3.1/contacts?search=Customer%201&items_per_page=10&page=7");
+        assert_eq!(past.body["$page"], 2);
+        assert_eq!(past.body["$items"], second.body["$items"]);
         // `items_per_page` is at most 200 (and 20 by default).
-        // Over HTTP (a `Host` header), `$next` is an absolute URL on that host, as Sage sends it.
+        // Over HTTP (a `Host` header) too, `$next` is relative: the host never comes from a header.
         let mut over_http = SimRequest {
             method: "GET".into(),
             path: "/v3.1/contacts".into(),
@@ -416,10 +423,7 @@ mod rules {
             ],
             body: Vec::new(),
         };
-        assert_eq!(
-            sim.handle(&over_http).body["$next"],
-            "http://127.0.0.1:8080/v3.1/contacts?items_per_page=20&page=2"
-        );
+        assert_eq!(sim.handle(&over_http).body["$next"], "/contacts?items_per_page=20&page=2");
         over_http.query.push(("page".into(), "3".into()));
         assert!(sim.handle(&over_http).body["$next"].is_null(), "the last page");
         let wide = get(&sim, &token, "/v3.1/contacts?items_per_page=500");
@@ -504,5 +508,154 @@ mod rules {
         assert_eq!(refresh(&sim, "second").unwrap_err().0, 400, "a refresh token works once");
         assert!(refresh(&sim, &next).is_ok(), "its successor works");
         assert_eq!(sim.with_state(|s| s.refreshes), 3, "the demo token, `second` and its successor");
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Sage as it really answers (tests/fixtures/sage-real/): the simulator answers the same way and
+    // the provider copes, over HTTP.
+
+    /// The demo simulator with `config`, a setup token for raw requests, and the provider.
+    async fn connected(
+        config: SimConfig,
+    ) -> (
+        SageSimulator,
+        String,
+        byte8_ledger_core::simulator::SimServer,
+        byte8_ledger_core::providers::sage::SageProvider,
+    ) {
+        let sim = SageSimulator::demo(config);
+        sim.with_state(|s| s.add_refresh_token("setup"));
+        let (setup, _) = refresh(&sim, "setup").unwrap();
+        let (server, sage) = super::connect(&sim).await;
+        (sim, setup, server, sage)
+    }
+
+    #[tokio::test]
+    async fn a_too_big_full_list_is_read_in_small_pages_then_item_by_item() {
+        // At most 25 full objects a page: 30 contacts fail the page of 200, not pages of 20.
+        let (sim, setup, _server, sage) =
+            connected(SimConfig { full_list_limit: Some(25), ..SimConfig::default() }).await;
+        for n in 0..29 {
+            assert_created(&post(&sim, &setup, "contacts", contact_body(&format!("Beta {n}"), &format!("B{n}"))));
+        }
+        let last = assert_created(&post(&sim, &setup, "contacts", contact_body("Beta", "B")));
+        let found = sage.find_contact("B").await.unwrap().expect("found on the second small page");
+        assert_eq!(found.id, last);
+        // 200: 1 try + 3 retries, all 504; then 2 pages of 20.
+        assert_eq!(sim.requests().get("GET /contacts"), Some(&6));
+        assert_eq!(sim.with_state(|s| s.errors_before_acting), 4);
+
+        // At most 5: pages of 20 fail too; the ids alone, then each contact by id.
+        let (sim, setup, _server, sage) =
+            connected(SimConfig { full_list_limit: Some(5), ..SimConfig::default() }).await;
+        for n in 0..8 {
+            assert_created(&post(&sim, &setup, "contacts", contact_body(&format!("Beta {n}"), &format!("B{n}"))));
+        }
+        let last = assert_created(&post(&sim, &setup, "contacts", contact_body("Beta", "B")));
+        assert_eq!(sage.find_contact("B").await.unwrap().map(|c| c.id), Some(last));
+        // 4 × 200, 4 × 20, 1 list of ids, 9 contacts by id.
+        assert_eq!(sim.requests().get("GET /contacts"), Some(&18));
+
+        // At most 1: even the reference lists are read item by item, and read whole.
+        let (sim, _setup, _server, sage) =
+            connected(SimConfig { full_list_limit: Some(1), ..SimConfig::default() }).await;
+        let r = sage.reference_data(false).await.unwrap();
+        let demo = ReferenceData::demo_uk(r.fetched_at);
+        let ids = |v: Vec<&str>| v.into_iter().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(
+            ids(r.tax_rates.iter().map(|t| t.id.as_str()).collect()),
+            ids(demo.tax_rates.iter().map(|t| t.id.as_str()).collect())
+        );
+        assert_eq!(r.bank_accounts, demo.bank_accounts);
+        assert_eq!(r.currencies, demo.currencies);
+        // 4 × 200, 4 × 20, 1 list of ids, then each rate by id.
+        let rates = u64::try_from(demo.tax_rates.len()).unwrap();
+        assert_eq!(sim.requests().get("GET /tax_rates"), Some(&(9 + rates)));
+    }
+
+    #[tokio::test]
+    async fn scripted_sage_errors_are_reported_as_what_they_are() {
+        use byte8_ledger_core::{
+            error::{AuthFailure, Error},
+            plan::DocumentKind,
+            providers::ItemKind,
+            simulator::Fault,
+        };
+        let (sim, _setup, _server, sage) = connected(SimConfig::default()).await;
+        sage.reference_data(false).await.unwrap();
+        // 401 "No active subscription" on one endpoint while the rest answers: the edition.
+        sim.script(Some("GET /stock_items"), Fault::NoSubscription);
+        let e = sage.get_item(ItemKind::StockItem, "anything").await.unwrap_err();
+        let Error::Auth { reason, message, .. } = &e else { panic!("{e:?}") };
+        assert_eq!(*reason, AuthFailure::SubscriptionInactive);
+        assert!(message.contains("outside the business's Sage edition"), "{message}");
+        // 403 MultiUserAccessDenied: the user's role.
+        sim.script(Some("GET /contacts"), Fault::AccessDenied);
+        let e = sage.find_contact("M5").await.unwrap_err();
+        assert!(matches!(e, Error::Auth { reason: AuthFailure::AccessDenied, .. }), "{e:?}");
+        assert!(e.to_string().contains("role does not allow it"), "{e}");
+        // 525: retried like a 503.
+        sim.script(Some("GET /sales_invoices"), Fault::ErrorBefore(525));
+        assert_eq!(sage.find_document(DocumentKind::Invoice, "INV-1").await.unwrap(), None);
+        assert_eq!(sim.requests().get("GET /sales_invoices"), Some(&2));
+        assert_eq!(sage.stats().retries(), 1);
+    }
+
+    #[tokio::test]
+    async fn inactive_records_are_served_as_sage_does_and_never_adopted() {
+        use byte8_ledger_core::providers::ItemKind;
+        let (sim, setup, _server, sage) = connected(SimConfig::default()).await;
+        // A contact made inactive keeps its reference but is not adopted.
+        let c = assert_created(&post(&sim, &setup, "contacts", contact_body("Gamma", "G1")));
+        assert_eq!(sage.find_contact("G1").await.unwrap().map(|r| r.id), Some(c.clone()));
+        assert!(sim.with_state(|s| s.businesses.get_mut(BUSINESS).unwrap().set_contact_active(&c, false)));
+        assert_eq!(get(&sim, &setup, &format!("/v3.1/contacts/{c}")).body["is_active"], false);
+        assert_eq!(sage.find_contact("G1").await.unwrap(), None);
+        // Products: `active` true is adopted; false or null is not.
+        let product = json!({"product": {"item_code": "P1", "description": "Widget", "sales_ledger_account_id": "SALES",
+            "purchase_ledger_account_id": "COS"}});
+        let p = assert_created(&post(&sim, &setup, "products", product));
+        assert_eq!(get(&sim, &setup, &format!("/v3.1/products/{p}")).body["active"], true);
+        assert_eq!(sage.find_item(ItemKind::Product, "P1").await.unwrap().map(|r| r.id), Some(p.clone()));
+        for state in [Some(false), None] {
+            assert!(sim.with_state(|s| s.businesses.get_mut(BUSINESS).unwrap().set_item_active(&p, state)));
+            let e = sage.find_item(ItemKind::Product, "P1").await.unwrap_err();
+            assert!(e.to_string().contains("is inactive"), "{state:?}: {e}");
+        }
+        // Bank accounts: `is_active: false` is served, refused by the policy and by the simulator.
+        sim.with_state(|s| s.businesses.get_mut(BUSINESS).unwrap().reference.bank_accounts[0].active = false);
+        let r = sage.reference_data(true).await.unwrap();
+        let bank = r.bank_accounts[0].clone();
+        assert!(!bank.active);
+        let mut policy = crate::support::policy(json!({"default_bank_account_id": bank.id}));
+        assert!(policy.validate_against(&r).unwrap_err().to_string().contains("inactive bank account"));
+        policy.default_bank_account_id = None;
+        let raw = json!({"contact_payment": {"transaction_type_id": "CUSTOMER_RECEIPT", "contact_id": c,
+            "bank_account_id": bank.id, "date": "2026-11-22", "total_amount": "5.00", "allocated_artefacts": []}});
+        assert_refused(
+            &post(&sim, &setup, "contact_payments", raw),
+            "contact_payment.bank_account_id",
+            "The bank account is inactive",
+        );
+    }
+
+    #[tokio::test]
+    async fn injected_errors_carry_sages_real_bodies() {
+        use byte8_ledger_core::simulator::Fault;
+        let (sim, setup, _server, _sage) = connected(SimConfig::default()).await;
+        let real = |name: &str| -> Value {
+            let path = format!("{}/tests/fixtures/sage-real/{name}", env!("CARGO_MANIFEST_DIR"));
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+        };
+        for (fault, status, fixture) in [
+            (Fault::ErrorBefore(500), 500, "sage_docs_error_500_UnexpectedError.json"),
+            (Fault::AccessDenied, 403, "sage_docs_error_403_MultiUserAccessDenied.json"),
+            (Fault::NoSubscription, 401, "sage_docs_error_401_no_subscription.json"),
+        ] {
+            sim.script(Some("GET /tax_rates"), fault);
+            let r = get(&sim, &setup, "/v3.1/tax_rates");
+            assert_eq!((r.status, &r.body), (status, &real(fixture)), "{fault:?}");
+            assert_eq!(get(&sim, &setup, "/v3.1/tax_rates").status, 200, "{fault:?} answers one request only");
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! | connection refused or failed before sending | retry | retry |
 //! | 429 (throttled; nothing was done) | retry after `Retry-After` or backoff | same |
 //! | 408, 500, 502, 503, 504 | retry | **ambiguous**: the ledger may have committed |
+//! | 525 (the CDN in front of Sage failed its TLS handshake with the origin) | retry | retry: the origin never saw the request |
 //! | timed out or dropped after sending | retry | **ambiguous** |
 //! | other 4xx | give up | give up |
 //!
@@ -141,6 +142,8 @@ pub fn decide(
         Attempt::Interrupted => (true, !idempotent, None),
         Attempt::Status { status: 429, retry_after } => (true, false, retry_after),
         Attempt::Status { status: 408 | 500 | 502 | 503 | 504, retry_after } => (true, !idempotent, retry_after),
+        // A production Sage client retries 525 with 503 and 504 (tests/fixtures/sage-real/SOURCES.md).
+        Attempt::Status { status: 525, retry_after } => (true, false, retry_after),
         Attempt::Status { .. } => (false, false, None),
     };
     if ambiguous {
@@ -235,6 +238,20 @@ mod tests {
         for (i, (attempt, retries, elapsed, idempotent, expected)) in rows.into_iter().enumerate() {
             assert_eq!(decide(attempt, retries, elapsed, idempotent, &c, 0.0), expected, "row {i}: {attempt:?}");
         }
+    }
+
+    #[test]
+    fn cdn_525_is_retried_like_503_but_never_ambiguous() {
+        let c = RetryConfig::default();
+        for idempotent in [true, false] {
+            assert_eq!(
+                decide(status(525), 0, S(0), idempotent, &c, 0.0),
+                Decision::Retry(Duration::from_millis(250)),
+                "idempotent: {idempotent}"
+            );
+        }
+        assert_eq!(decide(status(525), c.max_retries, S(0), true, &c, 0.0), Decision::GiveUp);
+        assert_eq!(decide(status(526), 0, S(0), true, &c, 0.0), Decision::GiveUp, "only 525 is known");
     }
 
     #[test]

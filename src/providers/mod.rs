@@ -352,7 +352,8 @@ pub trait AccountingProviderExt: AccountingProvider {
                 Ok(record) => return Ok(ResolvedContact { record, created: true }),
                 Err(e) if is_reference_taken(&e) => {
                     tracing::warn!(reference = %candidate, "ledger refused the contact reference as taken (a deleted contact may reserve it); trying the next candidate");
-                    refused.push(format!("{candidate} (reserved by the ledger, e.g. by a deleted contact)"));
+                    refused
+                        .push(format!("{candidate} (reserved by the ledger, e.g. by a deleted or inactive contact)"));
                 }
                 Err(e) => return Err(e),
             }
@@ -361,7 +362,7 @@ pub trait AccountingProviderExt: AccountingProvider {
             "contact",
             "reference",
             format!(
-                "every candidate reference is taken: {}; hard-delete the deleted contact in the ledger or map the customer by hand",
+                "every candidate reference is taken: {}; hard-delete the deleted contact in the ledger (or reactivate an inactive one holding the reference) or map the customer by hand",
                 refused.join(", ")
             ),
         ))

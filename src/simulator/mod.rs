@@ -24,13 +24,20 @@
 //!   the receipts and told apart by `transaction_type_id`;
 //! - products needing a purchase ledger account, stock item codes ≤ 30, stock movements changing
 //!   `quantity_in_stock`, invoices of stock items reducing it;
-//! - Sage's native `idempotency_id`: the same id returns the same answer; pagination with
-//!   `$next` (an absolute URL), `items_per_page` ≤ 200.
+//! - Sage's native `idempotency_id`: the same id returns the same answer;
+//! - lists paged as real Sage pages them (`tests/fixtures/sage-real/`): `items_per_page` ≤ 200,
+//!   `$next` and `$back` as paths relative to the API root without the version prefix
+//!   (`/contacts?page=2&…`), a page past the end answered with the last page again, and — with
+//!   [`SimConfig::full_list_limit`] — a 504 for a page of too many full objects;
+//! - inactive records as Sage reports them: bank accounts `is_active`, products `active`,
+//!   contacts `is_active` ([`SimBusiness::set_contact_active`], [`SimBusiness::set_item_active`]);
+//!   a payment into an inactive bank account is refused.
 //!
-//! Faults can be injected: a 5xx before acting, a 500 after committing (the request took effect
-//! but the client cannot know), 429s alone or in bursts of consecutive ones
+//! Faults can be injected: a 5xx before acting (525 included), a 500 after committing (the
+//! request took effect but the client cannot know), 429s alone or in bursts of consecutive ones
 //! ([`FaultRates::throttle_burst`]), slow answers — at random with seeded rates, or
-//! scripted one by one.
+//! scripted one by one — and, scripted, Sage's 403 `MultiUserAccessDenied` ([`Fault::AccessDenied`])
+//! and 401 "No active subscription" on one endpoint ([`Fault::NoSubscription`]).
 //!
 //! One rule Byte8 reports is deliberately not encoded: a 422 for a non-zero rate on a customer
 //! outside the UK. Sage's own knowledge base says the rate is selectable for non-VAT-registered
@@ -77,6 +84,12 @@ pub enum Fault {
     ErrorAfterCommit,
     /// Answer 429 with this `Retry-After` (seconds).
     Throttle(u64),
+    /// Sage only: answer 403 `MultiUserAccessDenied` (the connected user's role lacks the right),
+    /// Sage's real body (`tests/fixtures/sage-real/`).
+    AccessDenied,
+    /// Sage only: answer 401 "No active subscription. (MSE)" for this request alone, as Sage
+    /// does for an endpoint outside the business's edition.
+    NoSubscription,
 }
 
 /// Simulator settings.
@@ -96,6 +109,9 @@ pub struct SimConfig {
     pub faults: FaultRates,
     /// Seed of the fault and token randomness.
     pub seed: u64,
+    /// The most full objects (`attributes=all`) one list page may hold; a bigger page answers
+    /// 504, as real Sage does for big pages of full objects. `None`: no limit.
+    pub full_list_limit: Option<usize>,
 }
 
 impl Default for SimConfig {
@@ -108,6 +124,7 @@ impl Default for SimConfig {
             latency: None,
             faults: FaultRates::default(),
             seed: 42,
+            full_list_limit: None,
         }
     }
 }

@@ -241,6 +241,30 @@ impl SimBusiness {
         }
     }
 
+    /// Marks a contact active or inactive (`is_active`, as Sage answers it); false when there is
+    /// no such contact.
+    pub fn set_contact_active(&mut self, id: &str, active: bool) -> bool {
+        match self.contacts.iter_mut().find(|c| c.id == id) {
+            Some(c) => {
+                c.json["is_active"] = json!(active);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets an item's `active` as Sage answers it: `Some(b)`, or `None` for the `"active": null`
+    /// a real `/products` page carries; false when there is no such item.
+    pub fn set_item_active(&mut self, id: &str, active: Option<bool>) -> bool {
+        match self.items.iter_mut().find(|i| i.id == id) {
+            Some(i) => {
+                i.json["active"] = active.map_or(Value::Null, Value::Bool);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn id(&mut self, prefix: &str) -> String {
         let n = self.next_id;
         self.next_id += 1;
@@ -430,7 +454,12 @@ impl SimState {
         match fault {
             Some(Fault::ErrorBefore(status)) => {
                 self.errors_before_acting += 1;
-                return SimResponse::errors(status, "InternalServerError", "", "Simulated failure before acting");
+                // A 500 carries Sage's real body (tests/fixtures/sage-real/).
+                return if status == 500 {
+                    SimResponse::errors(500, "UnexpectedError", "", "An unexpected error occurred.")
+                } else {
+                    SimResponse::errors(status, "InternalServerError", "", "Simulated failure before acting")
+                };
             }
             Some(Fault::Throttle(secs)) => {
                 self.throttled += 1;
@@ -438,15 +467,35 @@ impl SimState {
                 r.headers.push(("retry-after".into(), secs.to_string()));
                 return r;
             }
+            Some(Fault::AccessDenied) => {
+                return SimResponse::errors(
+                    403,
+                    "MultiUserAccessDenied",
+                    "",
+                    "The current user is not allowed to access that resource with that method.",
+                );
+            }
+            Some(Fault::NoSubscription) => {
+                return SimResponse::errors(401, "AuthorizationFailure", "", "No active subscription. (MSE)");
+            }
             _ => {}
         }
         let answer = route(b, req, &segments, now);
+        // Real Sage fails a page of too many full objects (500/502/504).
+        if let Some(limit) = self.config.full_list_limit
+            && req.method == "GET"
+            && req.q("attributes") == Some("all")
+            && answer.body.get("$items").and_then(Value::as_array).is_some_and(|items| items.len() > limit)
+        {
+            self.errors_before_acting += 1;
+            return SimResponse::json(504, json!({"error": "Gateway Timeout"}));
+        }
         if let Some(Fault::ErrorAfterCommit) = fault
             && (200..300).contains(&answer.status)
             && req.method == "POST"
         {
             self.errors_after_commit += 1;
-            return SimResponse::errors(500, "InternalServerError", "", "Simulated failure after commit");
+            return SimResponse::errors(500, "UnexpectedError", "", "An unexpected error occurred.");
         }
         answer
     }
@@ -493,57 +542,18 @@ fn route(b: &mut SimBusiness, req: &SimRequest, seg: &[&str], now: DateTime<Utc>
         ("GET", ["business_settings"]) => json_ok(json!({
             "country_of_registration": if b.reference.business.northern_ireland { link("NORTHERN_IRELAND", "Northern Ireland", "countries_of_registration") } else { link("ENGLAND_AND_WALES", "England and Wales", "countries_of_registration") }
         })),
-        ("GET", ["tax_rates"]) => {
-            let items: Vec<Value> = b
-                .reference
-                .tax_rates
-                .iter()
-                .map(|r| {
-                    json!({"id": r.id, "displayed_as": r.name, "name": r.name,
-                    "percentage": r.percentage.map(|p| p.to_string()), "is_visible": r.visible})
-                })
-                .collect();
-            page(req, items)
-        }
-        ("GET", ["ledger_accounts"]) => {
-            let visible_in = req.q("visible_in");
-            let items: Vec<Value> = b
-                .reference
-                .ledger_accounts
-                .iter()
-                .filter(|a| match visible_in {
-                    Some("sales") => a.visible_in_sales,
-                    Some("expenses") => a.visible_in_expenses,
-                    _ => true,
-                })
-                .map(|a| {
-                    json!({"id": a.id, "displayed_as": a.name, "name": a.name, "nominal_code": a.code,
-                    "visible_in_sales": a.visible_in_sales, "visible_in_expenses": a.visible_in_expenses})
-                })
-                .collect();
-            page(req, items)
-        }
-        ("GET", ["bank_accounts"]) => {
-            let items = b
-                .reference
-                .bank_accounts
-                .iter()
-                .map(|a| {
-                    json!({"id": a.id, "displayed_as": a.name,
-                    "currency": a.currency.map(|c| link(c.code(), c.code(), "currencies"))})
-                })
-                .collect();
-            page(req, items)
-        }
-        ("GET", ["payment_methods"]) => {
-            let items =
-                b.reference.payment_methods.iter().map(|p| json!({"id": p.id, "displayed_as": p.name})).collect();
-            page(req, items)
-        }
-        ("GET", ["currencies"]) => {
-            let items = b.reference.currencies.iter().map(|c| json!({"id": c, "displayed_as": c})).collect();
-            page(req, items)
-        }
+        (
+            "GET",
+            [resource @ ("tax_rates" | "ledger_accounts" | "bank_accounts" | "payment_methods" | "currencies")],
+        ) => page(req, reference_list(b, resource, req.q("visible_in"))),
+        // One reference record by id: what a client reading a list item by item asks for.
+        (
+            "GET",
+            [resource @ ("tax_rates" | "ledger_accounts" | "bank_accounts" | "payment_methods" | "currencies"), id],
+        ) => match reference_list(b, resource, None).into_iter().find(|v| v["id"] == *id) {
+            Some(v) => json_ok(v),
+            None => SimResponse::not_found(resource),
+        },
         ("GET", ["contacts"]) => {
             let search = req.q("search").map(str::to_lowercase);
             let items = b
@@ -699,6 +709,51 @@ fn route(b: &mut SimBusiness, req: &SimRequest, seg: &[&str], now: DateTime<Utc>
     }
 }
 
+/// The full objects of one reference list (`/tax_rates`, `/ledger_accounts` filtered by
+/// `visible_in`, `/bank_accounts`, `/payment_methods`, `/currencies`), as Sage answers them.
+fn reference_list(b: &SimBusiness, resource: &str, visible_in: Option<&str>) -> Vec<Value> {
+    let r = &b.reference;
+    match resource {
+        "tax_rates" => r
+            .tax_rates
+            .iter()
+            .map(|t| {
+                json!({"id": t.id, "displayed_as": t.name, "name": t.name,
+                "percentage": t.percentage.map(|p| p.to_string()), "is_visible": t.visible})
+            })
+            .collect(),
+        "ledger_accounts" => r
+            .ledger_accounts
+            .iter()
+            .filter(|a| match visible_in {
+                Some("sales") => a.visible_in_sales,
+                Some("expenses") => a.visible_in_expenses,
+                _ => true,
+            })
+            .map(|a| {
+                json!({"id": a.id, "displayed_as": a.name, "name": a.name, "nominal_code": a.code,
+                "visible_in_sales": a.visible_in_sales, "visible_in_expenses": a.visible_in_expenses})
+            })
+            .collect(),
+        "bank_accounts" => r
+            .bank_accounts
+            .iter()
+            .map(|a| {
+                let mut v = json!({"id": a.id, "displayed_as": a.name, "$path": format!("/bank_accounts/{}", a.id),
+                    "balance": "0.0", "is_active": a.active});
+                // Real Sage sends no `currency` key on a business without multi-currency.
+                if r.business.multi_currency {
+                    v["currency"] = a.currency.map(|c| link(c.code(), c.code(), "currencies")).unwrap_or(Value::Null);
+                }
+                v
+            })
+            .collect(),
+        "payment_methods" => r.payment_methods.iter().map(|p| json!({"id": p.id, "displayed_as": p.name})).collect(),
+        "currencies" => r.currencies.iter().map(|c| json!({"id": c, "displayed_as": c})).collect(),
+        _ => Vec::new(),
+    }
+}
+
 fn json_ok(v: Value) -> SimResponse {
     SimResponse::json(200, v)
 }
@@ -716,25 +771,29 @@ fn business(b: &SimBusiness, id: &str) -> SimResponse {
     }))
 }
 
-/// A list envelope honouring `page` and `items_per_page` (≤ 200, 20 by default). `$next` is an
-/// absolute URL on the host the request was sent to, as Sage sends it (sage-api.md 3.2), or the
-/// path alone for a request without a `Host` header (handled in process); null on the last page.
+/// A list envelope honouring `page` and `items_per_page` (≤ 200, 20 by default), as real Sage
+/// answers (`tests/fixtures/sage-real/`): `$next` and `$back` are paths relative to the API root
+/// without the version prefix (`/contacts?page=2&items_per_page=20`), null at either end; a page
+/// past the end answers the last page again (Sage's pagination guide), not an empty one.
 fn page(req: &SimRequest, items: Vec<Value>) -> SimResponse {
     let per = req.q("items_per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(20).clamp(1, 200);
-    let page = req.q("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let asked = req.q("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
     let total = items.len();
+    let last = total.div_ceil(per).max(1);
+    let page = asked.min(last);
     let start = (page - 1) * per;
     let slice: Vec<Value> = items.into_iter().skip(start).take(per).collect();
-    let next = (start + per < total).then(|| {
+    let path = req.path.trim_start_matches('/');
+    let path = path.strip_prefix("v3.1/").unwrap_or(path);
+    let link = |n: usize| {
         let mut q: Vec<(String, String)> = req.query.iter().filter(|(k, _)| k != "page").cloned().collect();
-        q.push(("page".into(), (page + 1).to_string()));
+        q.push(("page".into(), n.to_string()));
         let qs: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(q).finish();
-        match req.header("host") {
-            Some(host) => format!("http://{host}{}?{qs}", req.path),
-            None => format!("{}?{qs}", req.path),
-        }
-    });
-    json_ok(json!({"$total": total, "$page": page, "$next": next, "$back": Value::Null,
+        format!("/{path}?{qs}")
+    };
+    let next = (page < last).then(|| link(page + 1));
+    let back = (page > 1).then(|| link(page - 1));
+    json_ok(json!({"$total": total, "$page": page, "$next": next, "$back": back,
                    "$itemsPerPage": per, "$items": slice}))
 }
 
@@ -838,7 +897,7 @@ fn create_contact(b: &mut SimBusiness, body: &Value) -> SimResponse {
         "main_address": c.get("main_address").cloned().unwrap_or(Value::Null),
         "delivery_address": c.get("delivery_address").cloned().unwrap_or(Value::Null),
         "main_contact_person": person.cloned().unwrap_or(Value::Null),
-        "balance": "0.00", "notes": c.get("notes").cloned().unwrap_or(Value::Null)});
+        "balance": "0.00", "notes": c.get("notes").cloned().unwrap_or(Value::Null), "is_active": true});
     b.contacts.push(SimContact { id, name, reference, currency, email, country, deleted: false, json: json.clone() });
     SimResponse::json(201, json)
 }
@@ -1097,8 +1156,12 @@ fn create_payment(b: &mut SimBusiness, body: &Value) -> SimResponse {
     if !b.contacts.iter().any(|c| c.id == contact_id) {
         return SimResponse::invalid("contact_payment.contact_id", "Couldn't find Customer");
     }
-    if b.reference.bank_account(&s(p, "bank_account_id").unwrap_or_default()).is_none() {
-        return SimResponse::invalid("contact_payment.bank_account_id", "Couldn't find bank account");
+    match b.reference.bank_account(&s(p, "bank_account_id").unwrap_or_default()) {
+        None => return SimResponse::invalid("contact_payment.bank_account_id", "Couldn't find bank account"),
+        Some(a) if !a.active => {
+            return SimResponse::invalid("contact_payment.bank_account_id", "The bank account is inactive");
+        }
+        Some(_) => {}
     }
     let Some(total) = p.get("total_amount").and_then(dec) else {
         return SimResponse::invalid("contact_payment.total_amount", "can't be blank");
@@ -1356,6 +1419,9 @@ fn item_json(i: &SimItem) -> Value {
     v["displayed_as"] = json!(i.description);
     if i.kind == "stock_items" {
         v["quantity_in_stock"] = Value::String(i.quantity.normalize().to_string());
+    }
+    if v.get("active").is_none() {
+        v["active"] = json!(true);
     }
     v
 }

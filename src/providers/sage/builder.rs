@@ -373,6 +373,7 @@ impl SageBuilder {
             retry,
             clock,
             stats: Arc::new(RequestStats::default()),
+            answered: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(SageProvider::from_parts(client, oauth))
     }

@@ -5,12 +5,13 @@
 //!
 //! | status | class |
 //! |---|---|
-//! | 401 with `AuthorizationFailure` "No active subscription" | `auth` (subscription inactive: never refreshed, Q23) |
+//! | 401 with `AuthorizationFailure` "No active subscription" | `auth` (subscription inactive: never refreshed, Q23); when the business answered other requests before, the endpoint is outside its edition (R5) |
 //! | 401 otherwise | `auth` (the caller refreshes once, then gives up) |
-//! | 403 | `auth` (access denied) |
+//! | 403 `MultiUserAccessDenied` | `auth` (access denied: the connected user's role lacks the right, R4) |
+//! | 403 otherwise | `auth` (access denied) |
 //! | 404 | `not_found` |
 //! | 429 | `rate_limited` with `Retry-After` |
-//! | 5xx | `provider`, retryable |
+//! | 5xx (525 included: Sage's edge could not reach its origin) | `provider`, retryable |
 //! | other 4xx | `validation`, with every `$source` / `$message` kept |
 //!
 //! Sage reports many unrelated validation failures as `line_items.description` ("This field is
@@ -65,26 +66,65 @@ pub fn is_subscription_lapse(errors: &[ProviderFieldError]) -> bool {
     errors.iter().any(|e| e.message.to_lowercase().contains("no active subscription"))
 }
 
-/// The error of a failed Sage answer.
+/// The error of a failed Sage answer, for a business not known to have answered before.
 pub fn from_status(status: u16, body: &[u8], retry_after: Option<Duration>, what: &str) -> Error {
+    from_status_seen(status, body, retry_after, what, false)
+}
+
+/// True when Sage said the connected user's role lacks the right (`MultiUserAccessDenied`).
+pub fn is_role_denied(errors: &[ProviderFieldError]) -> bool {
+    errors.iter().any(|e| e.code.eq_ignore_ascii_case("MultiUserAccessDenied"))
+}
+
+/// The error of a failed Sage answer. `answered_before` says whether the same business answered
+/// another request successfully before: Sage answers 401 "No active subscription" both for a
+/// lapsed subscription and for an endpoint outside the business's edition (a production client
+/// maps it to "Incompatible Edition to use endpoint", `tests/fixtures/sage-real/SOURCES.md`), and
+/// only the second leaves other endpoints working.
+pub fn from_status_seen(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<Duration>,
+    what: &str,
+    answered_before: bool,
+) -> Error {
     let mut errors = parse_errors(body);
     match status {
+        401 if is_subscription_lapse(&errors) && answered_before => Error::Auth {
+            provider: PROVIDER,
+            reason: AuthFailure::SubscriptionInactive,
+            message: format!(
+                "Sage answered \"No active subscription\" for {what} while other requests of this business succeed: this endpoint is outside the business's Sage edition (stock needs Accounting Plus; products, services, allocations and foreign currencies need Standard or Plus); upgrade the Sage subscription or turn off what needs it in the policy — refreshing the token cannot help"
+            ),
+        },
         401 if is_subscription_lapse(&errors) => Error::Auth {
             provider: PROVIDER,
             reason: AuthFailure::SubscriptionInactive,
-            message: "Sage answered \"No active subscription\": the business's subscription or trial lapsed; refreshing the token cannot help — renew the subscription".into(),
+            message: format!(
+                "Sage answered \"No active subscription\" for {what}: the business's subscription or trial lapsed, or this endpoint is outside its Sage edition; renew or upgrade the subscription in Sage — refreshing the token cannot help"
+            ),
         },
         401 => Error::Auth {
             provider: PROVIDER,
             reason: AuthFailure::TokenRejected,
             message: format!("Sage refused the access token for {what}{}", summary(&errors)),
         },
+        403 if is_role_denied(&errors) => Error::Auth {
+            provider: PROVIDER,
+            reason: AuthFailure::AccessDenied,
+            message: format!(
+                "Sage refused {what} because the connected Sage user's role does not allow it{}; in Sage (Settings › Manage users) give that user full access to this area, or reconnect as a user who has it (the business owner) — refreshing or retrying cannot help",
+                summary(&errors)
+            ),
+        },
         403 => Error::Auth {
             provider: PROVIDER,
             reason: AuthFailure::AccessDenied,
             message: format!("Sage denied access to {what}{}", summary(&errors)),
         },
-        404 => Error::NotFound { what: format!("Sage {what}"), id: summary(&errors).trim_start_matches(": ").to_owned() },
+        404 => {
+            Error::NotFound { what: format!("Sage {what}"), id: summary(&errors).trim_start_matches(": ").to_owned() }
+        }
         429 => Error::RateLimited { provider: PROVIDER, retry_after },
         s if s >= 500 => Error::Provider {
             provider: PROVIDER,
@@ -95,7 +135,24 @@ pub fn from_status(status: u16, body: &[u8], retry_after: Option<Duration>, what
         },
         s => {
             annotate_umbrella(&mut errors);
+            annotate_tax_rate(&mut errors);
             Error::Rejected { provider: PROVIDER, status: s, errors }
+        }
+    }
+}
+
+/// Sage's 422 on `line_items.tax_rate_id` ("This field is required.", seen by the Olsgreen PHP
+/// client): the crate always sends a rate, so the rate it sent is not one Sage accepts here.
+fn annotate_tax_rate(errors: &mut [ProviderFieldError]) {
+    for e in errors {
+        let f = e.field.to_lowercase();
+        if f.ends_with("line_items.tax_rate_id")
+            || f.ends_with("invoice_lines.tax_rate_id")
+            || f.ends_with("credit_note_lines.tax_rate_id")
+        {
+            e.message.push_str(
+                " (Sage did not accept the line's tax rate: check default_tax_rate_id and tax_rate_map against the business's tax rates, `byte8-ledger reference`)",
+            );
         }
     }
 }

@@ -466,6 +466,17 @@ pub struct SageContact {
     /// Deleted at (soft delete).
     #[serde(default)]
     pub deleted_at: Option<String>,
+    /// `false` for a contact made inactive in Sage (sage-api.md 1: `Contact.is_active`, not in
+    /// the 2022 spec); absent on older answers.
+    #[serde(default)]
+    pub is_active: Option<bool>,
+}
+
+impl SageContact {
+    /// Whether the contact may be adopted: not soft-deleted and not made inactive.
+    pub fn is_usable(&self) -> bool {
+        self.deleted_at.is_none() && self.is_active != Some(false)
+    }
 }
 
 /// A payment or allocation as Sage returns it.
@@ -501,20 +512,69 @@ pub struct SageItem {
     /// Quantity in stock (stock items).
     #[serde(default, with = "serde_decimal_opt")]
     pub quantity_in_stock: Option<Decimal>,
+    /// `active` as Sage answered it: `None` when the key is absent (a list without
+    /// `attributes=all`, an older answer), `Some(None)` for Sage's `"active": null` (seen in a
+    /// real `/products` page, `tests/fixtures/sage-real/`), `Some(Some(b))` otherwise.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub active: Option<Option<bool>>,
+    /// Deleted at (soft delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<String>,
 }
 
-/// A list envelope (`$items`, `$next`, `$total`).
+impl SageItem {
+    /// Whether the item may be adopted: `active` is `true` or absent, and the item is not
+    /// deleted. An item Sage reports as `"active": false` or `"active": null` is not: the first
+    /// is deactivated, the second is a state Sage's own clients had to learn to read, and posting
+    /// onto either is a guess (documented choice, docs/QUIRKS.md Sage R3).
+    pub fn is_usable(&self) -> bool {
+        self.deleted_at.is_none() && matches!(self.active, None | Some(Some(true)))
+    }
+}
+
+/// Reads a key that may be present with `null`: present (even `null`) is `Some(…)`; absent keys
+/// keep the `default` (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<bool>>, D::Error> {
+    Option::<bool>::deserialize(d).map(Some)
+}
+
+/// A list envelope (`$items`, `$next`, `$back`, `$total`, `$page`, `$items_per_page`), as real
+/// Sage answers it (`tests/fixtures/sage-real/`): `$next` and `$back` are usually paths relative
+/// to the API root without the version prefix (`/products?page=2&items_per_page=50`), `$next` may
+/// be null while more items exist, and the page size is spelled `$itemsPerPage` or
+/// `$items_per_page` (up to 2147483647). Counts that are not small non-negative integers (a
+/// string, a negative, a float) are read as absent rather than failing the page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page<T> {
     /// Items.
     #[serde(rename = "$items", default = "Vec::new")]
     pub items: Vec<T>,
-    /// Next page URL.
+    /// The next page's URL or path, when Sage says.
     #[serde(rename = "$next", default)]
     pub next: Option<String>,
-    /// Total count.
-    #[serde(rename = "$total", default)]
+    /// The previous page's URL or path, when Sage says.
+    #[serde(rename = "$back", default)]
+    pub back: Option<String>,
+    /// How many items the whole list holds.
+    #[serde(rename = "$total", default, deserialize_with = "lenient_count")]
     pub total: Option<u64>,
+    /// This page's number (1-based).
+    #[serde(rename = "$page", default, deserialize_with = "lenient_count")]
+    pub page: Option<u64>,
+    /// The page size Sage applied (`$itemsPerPage`, or `$items_per_page` on some endpoints).
+    #[serde(rename = "$itemsPerPage", alias = "$items_per_page", default, deserialize_with = "lenient_count")]
+    pub items_per_page: Option<u64>,
+}
+
+/// Reads a count of a list envelope: a non-negative integer, or an integer in a string; anything
+/// else (null, a negative, a fraction, text) is `None`, never an error or a panic.
+fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    })
 }
 
 /// One entry of Sage's error array.

@@ -238,6 +238,9 @@ struct SageBankAccount {
     currency: Option<Link>,
     #[serde(default)]
     deleted_at: Option<String>,
+    /// `false` for an account closed in Sage (real `/bank_accounts` answers carry it).
+    #[serde(default)]
+    is_active: Option<bool>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -314,12 +317,19 @@ fn build_reference(
             })
             .collect(),
         ledger_accounts: accounts,
+        // A real `/bank_accounts` answer of a business without multi-currency carries no
+        // `currency` key: every account is then in the base currency. With multi-currency on, a
+        // missing currency stays unknown rather than guessed.
         bank_accounts: banks
             .into_iter()
             .map(|b| BankAccount {
                 name: b.displayed_as.unwrap_or_else(|| b.id.clone()),
-                currency: b.currency.and_then(|c| parse_currency(&c.id).ok()),
-                active: b.deleted_at.is_none(),
+                currency: match b.currency {
+                    Some(c) => parse_currency(&c.id).ok(),
+                    None if !financial.multi_currency_enabled.unwrap_or(false) => Some(base_currency),
+                    None => None,
+                },
+                active: b.deleted_at.is_none() && b.is_active != Some(false),
                 id: b.id,
             })
             .collect(),
@@ -386,6 +396,47 @@ fn item_record(kind: ItemKind, i: SageItem) -> ItemRecord {
     ItemRecord { id: i.id, kind, code: i.item_code.unwrap_or_default(), quantity_in_stock: i.quantity_in_stock }
 }
 
+/// The item holding exactly `code` that may be adopted. An item holding it that Sage reports as
+/// inactive (`active: false` or `null`) or deleted is never adopted; when it is the only one, the
+/// answer is an error telling the operator what to do, rather than a second item with the same
+/// code.
+fn usable_item(kind: ItemKind, code: &str, found: Vec<SageItem>) -> Result<Option<ItemRecord>> {
+    let (usable, unusable): (Vec<SageItem>, Vec<SageItem>) =
+        found.into_iter().filter(|i| i.item_code.as_deref() == Some(code)).partition(SageItem::is_usable);
+    if let Some(i) = usable.into_iter().next() {
+        return Ok(Some(item_record(kind, i)));
+    }
+    match unusable.first() {
+        None => Ok(None),
+        Some(i) => Err(Error::invalid(
+            "item",
+            "item_code",
+            format!(
+                "the Sage {} {code} ({}) is inactive{}: it is not adopted; reactivate it in Sage, or give the Magento product another SKU",
+                kind.as_str().replace('_', " "),
+                i.id,
+                if i.deleted_at.is_some() { " (deleted)" } else { "" }
+            ),
+        )),
+    }
+}
+
+/// Refuses a payment into a bank account the reference data knows as inactive (closed in Sage
+/// after the policy was checked).
+fn usable_bank_account(reference: &ReferenceData, id: &str) -> Result<()> {
+    match reference.bank_account(id) {
+        Some(b) if !b.active => Err(Error::invalid(
+            "payment",
+            "bank_account_id",
+            format!(
+                "not_in_reference: the Sage bank account {id} ({}) is inactive; reactivate it in Sage or map the payment method to another account in the policy",
+                b.name
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn parse<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T> {
     super::client::read_json(v.to_string().as_bytes(), what)
 }
@@ -436,9 +487,11 @@ impl AccountingProvider for SageProvider {
 
     async fn find_contact(&self, reference: &str) -> Result<Option<ContactRecord>> {
         let found: Vec<SageContact> = self.client.get_all("/contacts", &[("search", reference.to_owned())]).await?;
+        // A deleted or inactive contact is never adopted: it keeps its reference reserved, Sage
+        // refuses it as taken, and `resolve_contact` moves to the next candidate (Q7, R3).
         Ok(found
             .into_iter()
-            .filter(|c| c.reference.as_deref() == Some(reference) && c.deleted_at.is_none())
+            .filter(|c| c.reference.as_deref() == Some(reference) && c.is_usable())
             .map(contact_record)
             .next())
     }
@@ -494,7 +547,7 @@ impl AccountingProvider for SageProvider {
             code.chars().take(transform::limits::ITEM_FIELD).collect()
         };
         let found: Vec<SageItem> = self.client.get_all(Self::item_path(kind), &[("search", wanted.clone())]).await?;
-        Ok(found.into_iter().find(|i| i.item_code.as_deref() == Some(wanted.as_str())).map(|i| item_record(kind, i)))
+        usable_item(kind, &wanted, found)
     }
 
     async fn get_item(&self, kind: ItemKind, id: &str) -> Result<ItemRecord> {
@@ -633,6 +686,7 @@ impl AccountingProvider for SageProvider {
 
     async fn post_payment(&self, request: &PaymentRequest<'_>) -> Result<TransactionRecord> {
         let reference = self.reference_data(false).await?;
+        usable_bank_account(&reference, request.bank_account_id)?;
         let exchange = transform::exchange_rate(
             request.payment.currency,
             reference.business.base_currency,
