@@ -38,7 +38,9 @@ pub struct MagentoCreditMemo {
     pub currency: Currency,
     /// The buyer (same guest rule as invoices).
     pub customer: MagentoContact,
-    /// Refunded lines.
+    /// Refunded money lines: the module's rows without Magento's dummy rows (qty-0 rows of items
+    /// not refunded, bundle and configurable dummies; see [`MagentoInvoiceLine`]).
+    #[serde(deserialize_with = "super::invoice::serde_rows::deserialize")]
     pub lines: Vec<MagentoInvoiceLine>,
     /// "Adjustment Refund": an extra amount refunded, without tax.
     #[serde(with = "serde_decimal")]

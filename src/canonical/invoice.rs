@@ -29,8 +29,34 @@ pub enum InvoiceState {
 /// One line of an invoice or a credit memo (byte8-spec.md 3.2).
 ///
 /// `line_total = line_subtotal + line_tax − discount`, so the line's discount is
-/// [`MagentoInvoiceLine::discount`]. Dummy lines (configurable children, dynamic bundle parents) are
-/// not sent by the module; the REST adapter drops them too.
+/// [`MagentoInvoiceLine::discount`].
+///
+/// # Rows that carry no money
+///
+/// The Byte8 module maps **every** item of the document (`mapLine` of its `InvoiceRepository` and
+/// `CreditMemoRepository`, one line per Magento item, `row_total` cast to a number so a missing
+/// one reads 0, no parent link, and a `product_type` that is null for most items because
+/// Magento's invoice and credit-memo item tables do not carry it). So its lines include Magento's
+/// dummy rows (magento.md 5.1, 5.2, 5.7):
+///
+/// | row | what the module sends | what it means |
+/// |---|---|---|
+/// | configurable child | the child's SKU (the same as the parent's line), `unit_price` 0, no money | the parent carries the money and the SKU |
+/// | dynamic bundle parent | the bundle's SKU, `unit_price` = Σ children, `line_subtotal` 0, no tax | the children carry the money |
+/// | fixed bundle child | the child's SKU, `unit_price` 0, no money | the parent carries the money |
+/// | item left out of a partial invoice / credit memo | `qty` 0, no money | nothing of it is on this document |
+///
+/// The rule, in one place for every input ([`keep_money_rows`], applied when the module's JSON
+/// is read and by the REST adapter after its structural rules): **a row whose `line_subtotal`,
+/// `line_tax` and `line_total` are all zero is not a line of the document**, whatever its
+/// quantity, price or type. Every other row is a money line and keeps every line rule
+/// (`qty > 0`, `line_subtotal ≈ qty × unit_price`, ...); the header identities (Σ line subtotals
+/// = `subtotal`, Σ line tax + shipping tax = `tax_amount`, `grand_total`) are then checked on the
+/// money lines, so a row that lost its money is still caught by them. Consequences: one ledger line
+/// per charged item; each SKU's stock moves once (a configurable's SKU only through the parent's
+/// line; a fixed bundle's children through no line, their levels being Magento's and set by
+/// `product.upserted`). A row with no money and a negative quantity or price is kept, so that
+/// validation names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MagentoInvoiceLine {
     /// SKU (for a configurable product: the chosen child's SKU).
@@ -64,9 +90,49 @@ pub struct MagentoInvoiceLine {
 }
 
 impl MagentoInvoiceLine {
+    /// True when the row carries money: a non-zero `line_subtotal`, `line_tax` or `line_total`
+    /// (a line given away by a 100 % discount still carries its subtotal).
+    pub fn carries_money(&self) -> bool {
+        !(self.line_subtotal.is_zero() && self.line_tax.is_zero() && self.line_total.is_zero())
+    }
+
+    /// True for one of Magento's dummy rows (see the type's docs): no money, and a quantity and
+    /// unit price that are not negative.
+    pub fn is_dummy_row(&self) -> bool {
+        !self.carries_money() && !self.qty.is_sign_negative() && !self.unit_price.is_sign_negative()
+    }
+
     /// The line's discount: `line_subtotal + line_tax − line_total`.
     pub fn discount(&self) -> Decimal {
         self.line_subtotal + self.line_tax - self.line_total
+    }
+}
+
+/// The money lines of a document's rows: every row but Magento's dummy rows
+/// ([`MagentoInvoiceLine::is_dummy_row`]), in order. The one place where dummy rows are dropped,
+/// for the module's JSON (on reading) and for the REST adapter.
+pub fn keep_money_rows(rows: Vec<MagentoInvoiceLine>) -> Vec<MagentoInvoiceLine> {
+    let before = rows.len();
+    let kept: Vec<MagentoInvoiceLine> = rows.into_iter().filter(|r| !r.is_dummy_row()).collect();
+    if kept.len() != before {
+        tracing::debug!(
+            dropped = before - kept.len(),
+            "rows without money (Magento dummy rows) are not document lines"
+        );
+    }
+    kept
+}
+
+/// Serde for the `lines` of a document: reads every row the module sends and keeps the money
+/// lines ([`keep_money_rows`]); writes the lines as they are.
+pub(crate) mod serde_rows {
+    use serde::{Deserialize, Deserializer};
+
+    use super::{MagentoInvoiceLine, keep_money_rows};
+
+    /// Reads the rows and drops the dummy ones.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MagentoInvoiceLine>, D::Error> {
+        Ok(keep_money_rows(Vec::<MagentoInvoiceLine>::deserialize(d)?))
     }
 }
 
@@ -94,7 +160,9 @@ pub struct MagentoInvoice {
     pub state: InvoiceState,
     /// The buyer (a synthetic contact with `magento_id = 0` for guests).
     pub customer: MagentoContact,
-    /// The lines.
+    /// The money lines: the module's rows without Magento's dummy rows (see
+    /// [`MagentoInvoiceLine`], *Rows that carry no money*).
+    #[serde(deserialize_with = "serde_rows::deserialize")]
     pub lines: Vec<MagentoInvoiceLine>,
     /// Σ line subtotals.
     #[serde(with = "serde_decimal")]
