@@ -108,6 +108,68 @@ impl MagentoInvoiceLine {
     }
 }
 
+/// What paid part of a document other than the customer's payment method: Adobe Commerce's
+/// gift cards, store credit (customer balance) and reward points (magento.md 5.8). They are
+/// tenders, not discounts: Magento's `grand_total` is the sale **less** these, so the sale value
+/// is `grand_total + total()`.
+///
+/// The Byte8 module sends **none** of these fields (its `InvoiceRepository` and
+/// `CreditMemoRepository` map no extension attribute), so with the module's JSON an Adobe Commerce
+/// order paid partly by gift card arrives with a `grand_total` below its lines and is refused
+/// (`totals`, rule 4) rather than booked as a discount. A sender that knows them (the REST
+/// adapter, from the document's `extension_attributes`; another producer of the canonical JSON)
+/// puts them in a `tenders` object, all amounts positive:
+///
+/// | key | Magento field (invoice / credit memo `extension_attributes`) | booked on |
+/// |---|---|---|
+/// | `gift_cards_amount` | `gift_cards_amount` | policy `gift_card_ledger_account_id` |
+/// | `customer_balance_amount` | `customer_balance_amount` | policy `store_credit_ledger_account_id` |
+/// | `reward_currency_amount` | `reward_currency_amount` | policy `reward_points_ledger_account_id` |
+///
+/// On a credit memo the same keys are the parts of the refund returned to the card, to store
+/// credit or to points instead of to the payment method (Adobe Commerce's "refund to store
+/// credit"); the credit note then books them to the liability account, and the cash refunded is
+/// `grand_total`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenders {
+    /// Paid (or refunded) by gift card.
+    #[serde(default, with = "serde_decimal")]
+    pub gift_cards_amount: Decimal,
+    /// Paid (or refunded) by store credit (Magento's customer balance).
+    #[serde(default, with = "serde_decimal")]
+    pub customer_balance_amount: Decimal,
+    /// Paid (or refunded) by reward points, in money.
+    #[serde(default, with = "serde_decimal")]
+    pub reward_currency_amount: Decimal,
+}
+
+impl Tenders {
+    /// Σ of the tenders.
+    pub fn total(&self) -> Decimal {
+        self.gift_cards_amount + self.customer_balance_amount + self.reward_currency_amount
+    }
+
+    /// The tenders with their field names, for messages and the plan.
+    pub fn named(&self) -> [(&'static str, Decimal); 3] {
+        [
+            ("gift_cards_amount", self.gift_cards_amount),
+            ("customer_balance_amount", self.customer_balance_amount),
+            ("reward_currency_amount", self.reward_currency_amount),
+        ]
+    }
+
+    /// Records a negative or out-of-range tender.
+    pub(crate) fn check(&self, c: &mut Check<'_>) {
+        for (name, v) in self.named() {
+            if v.is_sign_negative() && !v.is_zero() {
+                c.fail(&format!("tenders.{name}"), "must be ≥ 0 (tenders are positive)");
+            }
+            totals::check_amount(c, &format!("tenders.{name}"), v);
+        }
+    }
+}
+
 /// The money lines of a document's rows: every row but Magento's dummy rows
 /// ([`MagentoInvoiceLine::is_dummy_row`]), in order. The one place where dummy rows are dropped,
 /// for the module's JSON (on reading) and for the REST adapter.
@@ -200,6 +262,10 @@ pub struct MagentoInvoice {
     /// `order = base × rate`; null means no exchange-rate information.
     #[serde(default, with = "serde_decimal_opt")]
     pub base_to_order_rate: Option<Decimal>,
+    /// Gift card, store credit and reward points that paid part of it (an extension of this
+    /// crate; the module does not send it, see [`Tenders`]).
+    #[serde(default)]
+    pub tenders: Tenders,
 }
 
 impl MagentoInvoice {
@@ -241,6 +307,7 @@ impl MagentoInvoice {
             if let Some(rate) = self.base_to_order_rate {
                 totals::check_amount(c, "base_to_order_rate", rate);
             }
+            self.tenders.check(c);
             totals::check_lines(&self.lines, c);
             if c.is_clean()
                 && let Err(e) = self.breakdown()
@@ -260,7 +327,8 @@ impl MagentoInvoice {
             shipping_tax_amount: self.shipping_tax_amount,
             adjustment_positive: Decimal::ZERO,
             adjustment_negative: Decimal::ZERO,
-            grand_total: self.grand_total,
+            // The sale value: what the lines and shipping add up to, before the tenders.
+            grand_total: self.grand_total + self.tenders.total(),
         }
     }
 

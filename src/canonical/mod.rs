@@ -27,7 +27,7 @@ pub use contact::{Address, AddressKind, MagentoContact};
 pub use credit_memo::MagentoCreditMemo;
 pub(crate) use event::read;
 pub use event::{Entity, Event, EventKind, EventParseError};
-pub use invoice::{InvoiceState, MagentoInvoice, MagentoInvoiceLine, keep_money_rows};
+pub use invoice::{InvoiceState, MagentoInvoice, MagentoInvoiceLine, Tenders, keep_money_rows};
 pub use payment::MagentoPayment;
 pub use product::MagentoProduct;
 pub use totals::{Breakdown, LineAmounts, ShippingAmounts};
