@@ -13,8 +13,7 @@ use rust_decimal::Decimal;
 
 use crate::{
     canonical::{
-        Address, AddressKind, Breakdown, MagentoContact, MagentoCreditMemo, MagentoInvoice, MagentoInvoiceLine,
-        Tenders,
+        Address, AddressKind, Breakdown, MagentoContact, MagentoCreditMemo, MagentoInvoice, MagentoInvoiceLine, Tenders,
     },
     error::{Error, Problems, Result},
     money::{Currency, PENNY},
@@ -578,14 +577,20 @@ fn plan_adjustments(
     let pro_rata = policy.adjustment_tax_treatment == AdjustmentTaxTreatment::ProRata && gross_total > Decimal::ZERO;
 
     let mut out = Vec::new();
-    for (amount, sign, description) in
-        [(b.adjustment_positive, Decimal::ONE, "Adjustment refund"), (b.adjustment_negative, Decimal::NEGATIVE_ONE, "Adjustment fee")]
-    {
+    for (amount, sign, description) in [
+        (b.adjustment_positive, Decimal::ONE, "Adjustment refund"),
+        (b.adjustment_negative, Decimal::NEGATIVE_ONE, "Adjustment fee"),
+    ] {
         if amount.is_zero() {
             continue;
         }
         if !pro_rata {
-            out.push(PlanAdjustment { description: description.to_owned(), net: sign * amount, tax: Decimal::ZERO, rate: None });
+            out.push(PlanAdjustment {
+                description: description.to_owned(),
+                net: sign * amount,
+                tax: Decimal::ZERO,
+                rate: None,
+            });
             continue;
         }
         let mut shares: Vec<Decimal> =
@@ -598,9 +603,10 @@ fn plan_adjustments(
             if share.is_zero() {
                 continue;
             }
-            let pct = g.rate.as_ref().and_then(|r| {
-                r.percentage.or_else(|| reference.tax_rate(&r.id).and_then(|t| t.percentage))
-            });
+            let pct = g
+                .rate
+                .as_ref()
+                .and_then(|r| r.percentage.or_else(|| reference.tax_rate(&r.id).and_then(|t| t.percentage)));
             let tax = match (&g.rate, pct) {
                 (None, _) => Decimal::ZERO,
                 (Some(_), Some(p)) => round_money(share * p / (Decimal::ONE_HUNDRED + p)),
@@ -609,12 +615,16 @@ fn plan_adjustments(
             };
             out.push(PlanAdjustment {
                 description: match &g.rate {
-                    Some(r) => format!("{description} ({})", pct.map_or_else(|| r.id.clone(), |p| format!("{}%", p.normalize()))),
+                    Some(r) => format!(
+                        "{description} ({})",
+                        pct.map_or_else(|| r.id.clone(), |p| format!("{}%", p.normalize()))
+                    ),
                     None => format!("{description} (no VAT)"),
                 },
                 net: sign * (share - tax),
                 tax: sign * tax,
-                rate: if tax.is_zero() && pct.is_none_or(|p| !p.is_zero()) { None } else { g.rate.clone() },
+                // The group's rate even when a small share's VAT rounds to 0: it adjusts that supply.
+                rate: g.rate.clone(),
             });
         }
     }

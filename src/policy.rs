@@ -514,7 +514,8 @@ mod tests {
         assert_eq!(p.gift_card_ledger_account_id.as_deref(), Some("GC"));
         let err = SyncPolicy::from_json(r#"{"adjustment_tax_treatment":"half"}"#).unwrap_err().to_string();
         assert!(err.contains("adjustment_tax_treatment") && err.contains("OUT_OF_RANGE"), "{err}");
-        for key in ["gift_card_ledger_account_id", "store_credit_ledger_account_id", "reward_points_ledger_account_id"] {
+        for key in ["gift_card_ledger_account_id", "store_credit_ledger_account_id", "reward_points_ledger_account_id"]
+        {
             let err = SyncPolicy::from_json(&format!(r#"{{"{key}":" "}}"#)).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains("invalid_format"), "{err}");
             let err = SyncPolicy::from_json(&format!(r#"{{"{key}":7}}"#)).unwrap_err().to_string();

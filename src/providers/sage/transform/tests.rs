@@ -617,7 +617,13 @@ fn line_facts(body: &DocumentBody) -> Vec<(String, String, Decimal, String, Deci
         .collect()
 }
 
-fn fact(d: &str, account: &str, price: Decimal, rate: &str, tax: Decimal) -> (String, String, Decimal, String, Decimal) {
+fn fact(
+    d: &str,
+    account: &str,
+    price: Decimal,
+    rate: &str,
+    tax: Decimal,
+) -> (String, String, Decimal, String, Decimal) {
     (d.to_owned(), account.to_owned(), price.normalize(), rate.to_owned(), tax.normalize())
 }
 
@@ -713,7 +719,10 @@ fn a_gift_card_sold_is_a_voucher_on_its_liability_account_without_vat_or_fails_n
     let err = sales_invoice(&gift_card_invoice(), &policy(json!({})), &uk_reference(), &links(&items)).unwrap_err();
     assert_eq!(err.code(), crate::error::ErrorCode::Validation);
     let text = err.to_string();
-    assert!(text.contains("lines[1]") && text.contains("GC-50") && text.contains("gift_card_ledger_account_id"), "{text}");
+    assert!(
+        text.contains("lines[1]") && text.contains("GC-50") && text.contains("gift_card_ledger_account_id"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -723,7 +732,8 @@ fn tenders_keep_revenue_and_vat_as_charged_and_book_the_liabilities() {
     v["grand_total"] = json!(15.00);
     v["tenders"] = json!({"gift_cards_amount": 10.00, "customer_balance_amount": 5.00});
     let items = BTreeMap::new();
-    let p = policy(json!({"gift_card_ledger_account_id": "GIFT_LIAB", "store_credit_ledger_account_id": "CREDIT_LIAB"}));
+    let p =
+        policy(json!({"gift_card_ledger_account_id": "GIFT_LIAB", "store_credit_ledger_account_id": "CREDIT_LIAB"}));
     let t = sales_invoice(&inv(v.clone()), &p, &uk_reference(), &links(&items)).unwrap();
     let body = &t.request.sales_invoice;
     assert_eq!(
@@ -739,9 +749,13 @@ fn tenders_keep_revenue_and_vat_as_charged_and_book_the_liabilities() {
 
     // Without the accounts: validation naming each tender and its key; without the tenders, the
     // document is below its lines and refused as before.
-    let text = sales_invoice(&inv(v.clone()), &policy(json!({})), &uk_reference(), &links(&items)).unwrap_err().to_string();
+    let text =
+        sales_invoice(&inv(v.clone()), &policy(json!({})), &uk_reference(), &links(&items)).unwrap_err().to_string();
     assert!(text.contains("tenders.gift_cards_amount") && text.contains("gift_card_ledger_account_id"), "{text}");
-    assert!(text.contains("tenders.customer_balance_amount") && text.contains("store_credit_ledger_account_id"), "{text}");
+    assert!(
+        text.contains("tenders.customer_balance_amount") && text.contains("store_credit_ledger_account_id"),
+        "{text}"
+    );
     v["tenders"] = json!({});
     let text = sales_invoice(&inv(v), &p, &uk_reference(), &links(&items)).unwrap_err().to_string();
     assert!(text.contains("below"), "{text}");

@@ -453,8 +453,14 @@ fn gift_cards_tenders_and_pro_rata_adjustments_book_as_on_sage() {
         "shipping_amount": 0, "shipping_tax_amount": 0, "created_at": "2026-11-25T12:00:00Z", "base_to_order_rate": 1
     }))
     .unwrap();
-    let t = credit_note(&memo, &policy(json!({"adjustment_tax_treatment": "pro_rata"})), &reference(), &links(&items), None)
-        .unwrap();
+    let t = credit_note(
+        &memo,
+        &policy(json!({"adjustment_tax_treatment": "pro_rata"})),
+        &reference(),
+        &links(&items),
+        None,
+    )
+    .unwrap();
     let adj = t.request.line_items.iter().find(|l| l.description.starts_with("Adjustment")).unwrap();
     assert_eq!((adj.unit_amount, adj.tax_type.as_str()), (dec!(10.00), "OUTPUT2"));
     // No explicit TaxAmount means Xero's own 20 % of 10.00 = 2.00 is Magento's; either way 2.00.
