@@ -1526,3 +1526,78 @@ async fn a_module_row_with_money_but_no_quantity_is_still_refused() {
     assert!(message.contains("subtotal"), "{message}");
     assert_eq!(w.served("POST /sales_invoices"), 0);
 }
+
+// =============================================================================================
+// Issue 12 items 4 and 5: gift cards, tenders, adjustment tax
+// =============================================================================================
+
+/// `invoice_entity` (30.00) plus a 50.00 gift card sold: 80.00, of which 20.00 was paid by a
+/// gift card: grand total 60.00.
+fn gift_card_invoice(id: u64) -> Value {
+    let mut v = invoice_entity(id, "GBP", &registered(5, "Jane", "Doe", None));
+    v["lines"].as_array_mut().unwrap().push(json!({"sku": "GC-50", "name": "Gift card", "qty": 1, "unit_price": "50.00",
+        "line_subtotal": "50.00", "line_tax": "0.00", "line_total": "50.00", "tax_rate": null, "product_type": "giftcard"}));
+    v["subtotal"] = json!("70.00");
+    v["grand_total"] = json!("60.00");
+    v["tenders"] = json!({"gift_cards_amount": "20.00"});
+    v
+}
+
+#[tokio::test]
+async fn gift_cards_and_tenders_book_liabilities_and_pro_rata_adjustments_carry_vat() {
+    let w = World::new().await;
+    w.sim.with_state(|s| {
+        let r = &mut s.businesses.get_mut(BUSINESS).unwrap().reference;
+        r.ledger_accounts.push(LedgerAccount {
+            id: "GIFT".into(),
+            name: "2110 Gift card liability".into(),
+            code: Some("2110".into()),
+            visible_in_sales: true,
+            visible_in_expenses: false,
+        });
+    });
+    // Without the gift card account: validation naming the gift card, nothing posted.
+    let engine = w.engine(policy(json!({})));
+    let message =
+        failed(&engine.sync_line(&invoice_created(&gift_card_invoice(6001))).await.unwrap(), ErrorCode::Validation);
+    assert!(message.contains("GC-50") && message.contains("gift_card_ledger_account_id"), "{message}");
+    assert_eq!(w.served("POST /sales_invoices"), 0);
+
+    let engine =
+        w.engine(policy(json!({"gift_card_ledger_account_id": "GIFT", "adjustment_tax_treatment": "pro_rata"})));
+    synced(&engine.sync_line(&invoice_created(&gift_card_invoice(6002))).await.unwrap());
+    let b = w.biz();
+    let si = invoice(&b, "000006002");
+    // Net: widgets 20.00 + shipping 5.00 + gift card 50.00 − 20.00 redeemed = 55.00; VAT as
+    // charged: 4.00 + 1.00 = 5.00; total = what is left to pay, 60.00.
+    assert_eq!((si.net, si.tax, si.total, si.outstanding), (dec("55.00"), dec("5.00"), dec("60.00"), dec("60.00")));
+    let on_gift: Vec<(String, rust_decimal::Decimal, String)> = si.request["invoice_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["ledger_account_id"] == "GIFT")
+        .map(|l| {
+            (
+                l["description"].as_str().unwrap().to_owned(),
+                d(&l["unit_price"]),
+                l["tax_rate_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        on_gift,
+        vec![
+            ("Gift card".to_owned(), dec("50.00"), "GB_NO_TAX".to_owned()),
+            ("Gift card redeemed".to_owned(), dec("-20.00"), "GB_NO_TAX".to_owned())
+        ]
+    );
+
+    // A memo of one widget (12.00) with an adjustment refund of 12.00, pro rata (reg. 38):
+    // 10.00 + 2.00 VAT, so the credit note is 20.00 net + 4.00 VAT = 24.00.
+    let mut memo = credit_memo_entity(7001, &gift_card_invoice(6002), 1);
+    memo["adjustment_positive"] = json!("12.00");
+    memo["grand_total"] = json!("24.00");
+    synced(&engine.sync_line(&creditmemo_created(&memo)).await.unwrap());
+    let cn = credit_note(&w.biz(), "000007001").clone();
+    assert_eq!((cn.net, cn.tax, cn.total), (dec("20.00"), dec("4.00"), dec("24.00")));
+}
