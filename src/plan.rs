@@ -6,7 +6,24 @@
 //! A plan says *what* a document books, line by line: net, tax, treatment, rate. A provider's
 //! transform then says *how* its ledger takes it (Sage: unit prices with 2 decimals, a shipping
 //! panel whose tax Sage recomputes, the zero-rate id). Invariant, checked by the property tests:
-//! `Σ line net + Σ line tax + shipping net + shipping tax + adjustments = grand_total`.
+//! `Σ line net + Σ line tax + shipping net + shipping tax + adjustments − tenders = grand_total`.
+//!
+//! Three kinds of entry beyond Magento's lines and shipping (issue 12):
+//!
+//! - **Gift cards sold** (a line of product type `giftcard`): a multi-purpose voucher, outside
+//!   the scope of VAT and a liability, so the line is booked on the policy's
+//!   `gift_card_ledger_account_id` with the ledger's no-tax rate ([`PlanLine::liability_account`]).
+//!   Without that setting, or with tax on the line, the document fails as `validation` naming the
+//!   line and nothing is posted.
+//! - **Tenders** ([`crate::canonical::Tenders`]: gift card, store credit, reward points): a line of
+//!   `−amount` on the tender's liability account with the no-tax rate ([`PlanTender`]). Revenue and
+//!   VAT stay exactly as Magento charged them; the liability is debited when a card or credit is
+//!   spent on an invoice and credited when a credit memo refunds to it; the document totals
+//!   Magento's `grand_total` (what is left to pay, or the cash refunded), so payments and
+//!   allocations work as for any document. A chosen alternative to a separate receipt from the
+//!   liability account: one document, one request, nothing to allocate, same ledger result.
+//! - **Adjustments** of credit memos ([`PlanAdjustment`]), split by the policy's
+//!   `adjustment_tax_treatment`.
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;

@@ -8,8 +8,22 @@
 //! - [`SyncPolicy::validate_against`] checks every id against the ledger's reference data
 //!   (`not_in_reference`), as Byte8 does when the settings form is saved.
 //!
-//! One key is this crate's own extension: `foreign_vat_ledger_account_id`, the liability account
-//! that receives VAT Magento collected for another country (OSS/IOSS), see [`crate::tax`].
+//! Some keys are this crate's own extensions (contract.md's policy file accepts them; Byte8's
+//! settings form has no such field):
+//!
+//! | key | values (default) | meaning |
+//! |---|---|---|
+//! | `foreign_vat_ledger_account_id` | account id (null) | liability account for VAT Magento collected for another country (OSS/IOSS), see [`crate::tax`] |
+//! | `adjustment_tax_treatment` | `no_tax` (default) or `pro_rata` | how credit memo adjustments are taxed, see [`AdjustmentTaxTreatment`] |
+//! | `gift_card_ledger_account_id` | account id (null) | gift cards sold (multi-purpose vouchers, outside the scope of VAT) and redeemed |
+//! | `store_credit_ledger_account_id` | account id (null) | store credit spent on invoices and refunds to store credit |
+//! | `reward_points_ledger_account_id` | account id (null) | reward points spent as money |
+//!
+//! Unknown values are refused naming the key (`OUT_OF_RANGE` for `adjustment_tax_treatment`,
+//! `invalid_format` for an empty account id, `not_in_reference` from [`SyncPolicy::validate_against`]
+//! for an account the ledger does not have or does not show on sales documents). A document that
+//! needs an account that is not set fails as `validation` naming the field and the key, and
+//! nothing of it is posted.
 
 use std::collections::BTreeMap;
 
