@@ -585,7 +585,7 @@ proptest! {
         let net: Decimal = truth.iter().map(|t| t.net).sum();
         let tax: Decimal = truth.iter().map(|t| t.tax).sum();
         let sale = net + tax;
-        let sale_cents = (sale * Decimal::ONE_HUNDRED).trunc().mantissa() as i64;
+        let sale_cents = i64::try_from((sale * Decimal::ONE_HUNDRED).trunc().mantissa()).expect("a small amount");
         let gift = cents(sale_cents * gift_pct / 100);
         let credit = cents((sale_cents - sale_cents * gift_pct / 100) * credit_pct / 100);
         let grand = sale - gift - credit;
