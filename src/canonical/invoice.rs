@@ -49,7 +49,11 @@ pub enum InvoiceState {
 /// The rule, in one place for every input ([`keep_money_rows`], applied when the module's JSON
 /// is read and by the REST adapter after its structural rules): **a row whose `line_subtotal`,
 /// `line_tax` and `line_total` are all zero is not a line of the document**, whatever its
-/// quantity, price or type. Every other row is a money line and keeps every line rule
+/// price or type, with one exception: in a document where no row carries money (a £0 invoice of
+/// free items, which `sync_zero_value_invoices` may post), the rows with a quantity and a unit
+/// price of 0 are its lines, once per SKU (a free configurable's child repeats its parent's SKU).
+/// A catalogue item priced 0 sold next to paid items is therefore not a line of its own (Magento's
+/// "free gift" rules give a price and a 100 % discount, which is a money line). Every other row is a money line and keeps every line rule
 /// (`qty > 0`, `line_subtotal ≈ qty × unit_price`, ...); the header identities (Σ line subtotals
 /// = `subtotal`, Σ line tax + shipping tax = `tax_amount`, `grand_total`) are then checked on the
 /// money lines, so a row that lost its money is still caught by them. Consequences: one ledger line
@@ -175,7 +179,18 @@ impl Tenders {
 /// for the module's JSON (on reading) and for the REST adapter.
 pub fn keep_money_rows(rows: Vec<MagentoInvoiceLine>) -> Vec<MagentoInvoiceLine> {
     let before = rows.len();
-    let kept: Vec<MagentoInvoiceLine> = rows.into_iter().filter(|r| !r.is_dummy_row()).collect();
+    let zero_document = !rows.iter().any(MagentoInvoiceLine::carries_money);
+    let mut free_skus = std::collections::HashSet::new();
+    let kept: Vec<MagentoInvoiceLine> = rows
+        .into_iter()
+        .filter(|r| {
+            !r.is_dummy_row()
+                || (zero_document
+                    && r.qty > Decimal::ZERO
+                    && r.unit_price.is_zero()
+                    && free_skus.insert(r.sku.clone()))
+        })
+        .collect();
     if kept.len() != before {
         tracing::debug!(
             dropped = before - kept.len(),
