@@ -538,6 +538,20 @@ mod tests {
     }
 
     #[test]
+    fn issue_12_accounts_are_checked_against_the_ledger() {
+        let reference =
+            ReferenceData::demo_uk(chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 22, 9, 0, 0).unwrap());
+        let p = SyncPolicy::from_json(
+            r#"{"gift_card_ledger_account_id":"NOPE","store_credit_ledger_account_id":"OSS","reward_points_ledger_account_id":"COS"}"#,
+        )
+        .unwrap();
+        let err = p.validate_against(&reference).unwrap_err().to_string();
+        assert!(err.contains("gift_card_ledger_account_id") && err.contains("not_in_reference"), "{err}");
+        assert!(err.contains("reward_points_ledger_account_id"), "COS is not visible on sales documents: {err}");
+        assert!(!err.contains("store_credit_ledger_account_id"), "OSS is a sales-visible account: {err}");
+    }
+
+    #[test]
     fn eu_type_out_of_range() {
         let err = SyncPolicy::from_json(r#"{"default_eu_goods_services_type":"BOTH"}"#).unwrap_err();
         assert!(err.to_string().contains("OUT_OF_RANGE"), "{err}");

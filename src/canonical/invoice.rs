@@ -185,10 +185,7 @@ pub fn keep_money_rows(rows: Vec<MagentoInvoiceLine>) -> Vec<MagentoInvoiceLine>
         .into_iter()
         .filter(|r| {
             !r.is_dummy_row()
-                || (zero_document
-                    && r.qty > Decimal::ZERO
-                    && r.unit_price.is_zero()
-                    && free_skus.insert(r.sku.clone()))
+                || (zero_document && r.qty > Decimal::ZERO && r.unit_price.is_zero() && free_skus.insert(r.sku.clone()))
         })
         .collect();
     if kept.len() != before {
@@ -359,5 +356,60 @@ impl MagentoInvoice {
     /// True when the invoice total is zero.
     pub fn is_zero_value(&self) -> bool {
         self.grand_total.is_zero()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    fn row(sku: &str, qty: Decimal, price: Decimal, net: Decimal, tax: Decimal) -> MagentoInvoiceLine {
+        MagentoInvoiceLine {
+            sku: sku.into(),
+            name: format!("{sku} name"),
+            qty,
+            unit_price: price,
+            line_subtotal: net,
+            line_tax: tax,
+            line_total: net + tax,
+            tax_rate: None,
+            tax_class: None,
+            product_type: None,
+        }
+    }
+
+    fn skus(rows: &[MagentoInvoiceLine]) -> Vec<&str> {
+        rows.iter().map(|r| r.sku.as_str()).collect()
+    }
+
+    #[test]
+    fn rows_without_money_are_not_lines_unless_the_whole_document_is_free() {
+        let rows = vec![
+            row("TEE-S", dec!(1), dec!(20), dec!(20), dec!(4)), // configurable parent
+            row("TEE-S", dec!(1), dec!(0), dec!(0), dec!(0)),   // its child
+            row("KIT", dec!(1), dec!(15), dec!(0), dec!(0)),    // dynamic bundle parent
+            row("MUG", dec!(1), dec!(15), dec!(15), dec!(3)),   // its child
+            row("POSTER", dec!(0), dec!(8), dec!(0), dec!(0)),  // left out of this invoice
+            row("FREE", dec!(1), dec!(10), dec!(10), dec!(0)),  // 100 % discount: still money
+        ];
+        let mut free = row("FREE", dec!(1), dec!(10), dec!(10), dec!(0));
+        free.line_total = dec!(0);
+        let mut rows = rows;
+        rows[5] = free;
+        assert_eq!(skus(&keep_money_rows(rows)), ["TEE-S", "MUG", "FREE"]);
+
+        // A £0 document: its free items are its lines, once per SKU; qty-0 rows still are not.
+        let rows = vec![
+            row("SAMPLE", dec!(1), dec!(0), dec!(0), dec!(0)),
+            row("SAMPLE", dec!(1), dec!(0), dec!(0), dec!(0)),
+            row("OTHER", dec!(0), dec!(0), dec!(0), dec!(0)),
+        ];
+        assert_eq!(skus(&keep_money_rows(rows)), ["SAMPLE"]);
+
+        // A row with no money but a negative quantity is kept so that validation names it.
+        let rows = vec![row("A", dec!(1), dec!(5), dec!(5), dec!(1)), row("B", dec!(-1), dec!(0), dec!(0), dec!(0))];
+        assert_eq!(skus(&keep_money_rows(rows)), ["A", "B"]);
     }
 }
