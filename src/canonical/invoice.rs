@@ -130,6 +130,11 @@ impl MagentoInvoiceLine {
 /// | `customer_balance_amount` | `customer_balance_amount` | policy `store_credit_ledger_account_id` |
 /// | `reward_currency_amount` | `reward_currency_amount` | policy `reward_points_ledger_account_id` |
 ///
+/// The invoice keys are those magento.md 3.1 found in Adobe Commerce's invoice extension
+/// attributes; `reward_currency_amount` and every credit-memo key are by analogy (magento.md 3.3
+/// and section 7 mark them unconfirmed, Adobe Commerce's source not being public), and the REST
+/// adapter reads each as a magnitude, zero when absent (Magento Open Source has none of them).
+///
 /// On a credit memo the same keys are the parts of the refund returned to the card, to store
 /// credit or to points instead of to the payment method (Adobe Commerce's "refund to store
 /// credit"); the credit note then books them to the liability account, and the cash refunded is
