@@ -358,9 +358,11 @@ impl MagentoInvoice {
         totals::breakdown(&self.lines, &self.header())
     }
 
-    /// True when the invoice total is zero.
+    /// True when the invoice is worth nothing: a zero total and no tender. An order paid wholly by
+    /// gift card or store credit has `grand_total` 0 but a sale to book, so it is not zero-value
+    /// (policy `sync_zero_value_invoices` does not skip it).
     pub fn is_zero_value(&self) -> bool {
-        self.grand_total.is_zero()
+        self.grand_total.is_zero() && self.tenders.total().is_zero()
     }
 }
 
@@ -416,5 +418,29 @@ mod tests {
         // A row with no money but a negative quantity is kept so that validation names it.
         let rows = vec![row("A", dec!(1), dec!(5), dec!(5), dec!(1)), row("B", dec!(-1), dec!(0), dec!(0), dec!(0))];
         assert_eq!(skus(&keep_money_rows(rows)), ["A", "B"]);
+    }
+
+    #[test]
+    fn an_invoice_paid_wholly_by_gift_card_is_not_zero_value() {
+        let mut inv: MagentoInvoice = serde_json::from_value(serde_json::json!({
+            "magento_id": 1, "increment_id": "1", "order_id": 1, "order_increment_id": "1", "currency": "GBP",
+            "state": "paid", "customer": {"magento_id": 0, "email": "a@example.com", "addresses": []},
+            "lines": [{"sku": "A", "name": "A", "qty": 1, "unit_price": 10, "line_subtotal": 10, "line_tax": 2,
+                       "line_total": 12, "tax_rate": 0.2}],
+            "subtotal": 10, "tax_amount": 2, "shipping_amount": 0, "shipping_tax_amount": 0, "discount_amount": 0,
+            "grand_total": 0, "created_at": "2026-11-22T10:00:00Z", "tenders": {"gift_cards_amount": 12}
+        }))
+        .unwrap();
+        inv.validate().unwrap();
+        assert!(!inv.is_zero_value(), "12.00 of sales paid by gift card");
+        inv.tenders = Tenders::default();
+        inv.lines[0] = MagentoInvoiceLine {
+            line_subtotal: dec!(0),
+            line_tax: dec!(0),
+            line_total: dec!(0),
+            unit_price: dec!(0),
+            ..inv.lines[0].clone()
+        };
+        assert!(inv.is_zero_value());
     }
 }
