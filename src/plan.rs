@@ -6,14 +6,31 @@
 //! A plan says *what* a document books, line by line: net, tax, treatment, rate. A provider's
 //! transform then says *how* its ledger takes it (Sage: unit prices with 2 decimals, a shipping
 //! panel whose tax Sage recomputes, the zero-rate id). Invariant, checked by the property tests:
-//! `Σ line net + Σ line tax + shipping net + shipping tax + adjustments = grand_total`.
+//! `Σ line net + Σ line tax + shipping net + shipping tax + adjustments − tenders = grand_total`.
+//!
+//! Three kinds of entry beyond Magento's lines and shipping (issue 12):
+//!
+//! - **Gift cards sold** (a line of product type `giftcard`): a multi-purpose voucher, outside
+//!   the scope of VAT and a liability, so the line is booked on the policy's
+//!   `gift_card_ledger_account_id` with the ledger's no-tax rate ([`PlanLine::liability_account`]).
+//!   Without that setting, or with tax on the line, the document fails as `validation` naming the
+//!   line and nothing is posted.
+//! - **Tenders** ([`crate::canonical::Tenders`]: gift card, store credit, reward points): a line of
+//!   `−amount` on the tender's liability account with the no-tax rate ([`PlanTender`]). Revenue and
+//!   VAT stay exactly as Magento charged them; the liability is debited when a card or credit is
+//!   spent on an invoice and credited when a credit memo refunds to it; the document totals
+//!   Magento's `grand_total` (what is left to pay, or the cash refunded), so payments and
+//!   allocations work as for any document. A chosen alternative to a separate receipt from the
+//!   liability account: one document, one request, nothing to allocate, same ledger result.
+//! - **Adjustments** of credit memos ([`PlanAdjustment`]), split by the policy's
+//!   `adjustment_tax_treatment`.
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use crate::{
     canonical::{
-        Address, AddressKind, Breakdown, MagentoContact, MagentoCreditMemo, MagentoInvoice, MagentoInvoiceLine,
+        Address, AddressKind, Breakdown, MagentoContact, MagentoCreditMemo, MagentoInvoice, MagentoInvoiceLine, Tenders,
     },
     error::{Error, Problems, Result},
     money::{Currency, PENNY},
@@ -97,6 +114,41 @@ pub struct PlanLine {
     pub supply: EuSupplyType,
     /// The domestic rate (only for `Domestic` lines).
     pub rate: Option<RateChoice>,
+    /// For a gift card sold (Magento product type `giftcard`): the policy's
+    /// `gift_card_ledger_account_id`. The line is a multi-purpose voucher, outside the scope of
+    /// VAT (treatment `OutsideScope`, no tax), booked on this liability account with the no-tax rate.
+    pub liability_account: Option<String>,
+}
+
+/// The Magento product type of a gift card (Adobe Commerce).
+pub const GIFT_CARD_PRODUCT_TYPE: &str = "giftcard";
+
+/// One part of a credit memo adjustment (policy `adjustment_tax_treatment`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanAdjustment {
+    /// `Adjustment refund` or `Adjustment fee`.
+    pub description: String,
+    /// Net, signed: positive for a refund, negative for a fee kept back.
+    pub net: Decimal,
+    /// VAT of the part, same sign (zero with `no_tax`).
+    pub tax: Decimal,
+    /// The rate of the part: `None` books it on the no-tax rate; `Some` on that domestic rate.
+    pub rate: Option<RateChoice>,
+}
+
+/// A tender of the document (gift card, store credit, reward points): booked as a line of
+/// `−amount` on its liability account with the no-tax rate, so that revenue and VAT stay as
+/// Magento charged them and the document's total is what is left to pay (or the cash refunded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanTender {
+    /// The Magento field (`gift_cards_amount`, ...).
+    pub field: &'static str,
+    /// The line's description.
+    pub description: String,
+    /// The amount (positive).
+    pub amount: Decimal,
+    /// The ledger account from the policy.
+    pub account: String,
 }
 
 impl PlanLine {
@@ -143,6 +195,11 @@ pub struct DocumentPlan {
     pub adjustment_positive: Decimal,
     /// Credit memo adjustment fee (no tax).
     pub adjustment_negative: Decimal,
+    /// How the adjustments are booked: their parts, which add up to `adjustment_positive −
+    /// adjustment_negative` (one no-tax part per adjustment, or pro-rata parts).
+    pub adjustments: Vec<PlanAdjustment>,
+    /// Tenders booked out of (invoice) or into (credit note) their liability accounts.
+    pub tenders: Vec<PlanTender>,
     /// Cross-border: every line carries `eu_type`.
     pub cross_border: bool,
     /// The one EU goods/services type of a cross-border document.
@@ -162,13 +219,14 @@ pub struct DocumentPlan {
 }
 
 impl DocumentPlan {
-    /// Σ line net + Σ line tax + shipping + adjustments: equals `grand_total`.
+    /// Σ line net + Σ line tax + shipping + adjustments − tenders: equals `grand_total`.
     pub fn total(&self) -> Decimal {
         self.lines.iter().map(|l| l.net + l.tax).sum::<Decimal>()
             + self.shipping.net
             + self.shipping.tax
             + self.adjustment_positive
             - self.adjustment_negative
+            - self.tenders.iter().map(|t| t.amount).sum::<Decimal>()
     }
 
     /// Tax Magento collected for another country (`DestinationVat` lines and shipping).
@@ -215,6 +273,8 @@ struct Source<'a> {
     shipping: Option<&'a Address>,
     base_to_order_rate: Option<Decimal>,
     breakdown: Breakdown,
+    tenders: &'a Tenders,
+    grand_total: Decimal,
 }
 
 /// Plans an invoice.
@@ -237,6 +297,8 @@ pub fn plan_invoice(inv: &MagentoInvoice, policy: &SyncPolicy, reference: &Refer
             shipping: inv.shipping_address.as_ref(),
             base_to_order_rate: inv.base_to_order_rate,
             breakdown: inv.breakdown()?,
+            tenders: &inv.tenders,
+            grand_total: inv.grand_total,
         },
         policy,
         reference,
@@ -278,6 +340,8 @@ pub fn plan_credit_memo(
             shipping: invoice_addresses.and_then(|a| a.shipping.as_ref()),
             base_to_order_rate: memo.base_to_order_rate,
             breakdown: memo.breakdown()?,
+            tenders: &memo.tenders,
+            grand_total: memo.grand_total,
         },
         policy,
         reference,
@@ -319,7 +383,37 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
     let mut problems = Problems::new();
     let mut lines = Vec::with_capacity(src.lines.len());
     for (i, ((l, a), (s, r))) in src.lines.iter().zip(&b.lines).zip(supplies.iter().zip(&route.lines)).enumerate() {
-        let rate = if r.treatment == TaxTreatment::Domestic {
+        let gift_card = l.product_type.as_deref() == Some(GIFT_CARD_PRODUCT_TYPE);
+        let liability_account = if gift_card {
+            if !a.tax.is_zero() {
+                problems.push(
+                    format!("lines[{i}].line_tax"),
+                    format!(
+                        "gift card `{}` carries tax {}: a gift card is a multi-purpose voucher, outside the scope of VAT when sold (VAT is due when it is redeemed); fix the gift card's tax class in Magento",
+                        l.sku, a.tax
+                    ),
+                );
+            }
+            match policy.gift_card_ledger_account_id.clone() {
+                Some(account) => Some(account),
+                None => {
+                    problems.push(
+                        format!("lines[{i}].product_type"),
+                        format!(
+                            "gift card `{}` sold ({}): a multi-purpose voucher is a liability, not revenue; set the policy's gift_card_ledger_account_id to the gift card liability account so it is booked there (nothing was posted)",
+                            l.sku,
+                            a.net()
+                        ),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let rate = if gift_card {
+            None
+        } else if r.treatment == TaxTreatment::Domestic {
             // The rate is chosen on Magento's own tax, before any rounding residual was placed on it.
             let line = tax::LineTax {
                 net: a.net(),
@@ -349,9 +443,10 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
             net: a.net(),
             tax: a.tax,
             canonical_rate: l.tax_rate,
-            treatment: r.treatment,
+            treatment: if gift_card { TaxTreatment::OutsideScope } else { r.treatment },
             supply: s.kind,
             rate,
+            liability_account,
         });
     }
     let ship_rate = if ship_route.treatment == TaxTreatment::Domestic
@@ -373,7 +468,40 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
     } else {
         None
     };
+    let mut tenders = Vec::new();
+    for (field, amount) in src.tenders.named() {
+        if amount.is_zero() {
+            continue;
+        }
+        let (key, account, label) = match field {
+            "gift_cards_amount" => ("gift_card_ledger_account_id", &policy.gift_card_ledger_account_id, "Gift card"),
+            "customer_balance_amount" => {
+                ("store_credit_ledger_account_id", &policy.store_credit_ledger_account_id, "Store credit")
+            }
+            _ => ("reward_points_ledger_account_id", &policy.reward_points_ledger_account_id, "Reward points"),
+        };
+        let description = match src.kind {
+            DocumentKind::Invoice => format!("{label} redeemed"),
+            DocumentKind::CreditNote => format!("{label} refunded"),
+        };
+        match account {
+            Some(account) => {
+                tenders.push(PlanTender { field, description, amount, account: account.clone() })
+            }
+            None => problems.push(
+                format!("tenders.{field}"),
+                format!(
+                    "{} of the {what} was {} by {}; set the policy's {key} to its liability account so the tender is booked there (never as a discount; nothing was posted)",
+                    amount,
+                    if src.kind == DocumentKind::Invoice { "paid" } else { "refunded" },
+                    label.to_lowercase()
+                ),
+            ),
+        }
+    }
     problems.into_result(what)?;
+
+    let adjustments = plan_adjustments(policy, reference, &lines, b, ship_rate.as_ref(), ship_route.treatment);
 
     let mut warnings: Vec<PlanWarning> = b.placements.iter().cloned().map(PlanWarning::Placed).collect();
     if route.coerced {
@@ -396,9 +524,11 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
         },
         adjustment_positive: b.adjustment_positive,
         adjustment_negative: b.adjustment_negative,
+        adjustments,
+        tenders,
         cross_border: route.cross_border,
         eu_type: route.eu_type,
-        grand_total: b.grand_total,
+        grand_total: src.grand_total,
         base_to_order_rate: src.base_to_order_rate,
         billing_address: billing,
         shipping_address: shipping,
@@ -414,4 +544,106 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
         )));
     }
     Ok(out)
+}
+
+/// The parts of a credit memo's adjustments under the policy's `adjustment_tax_treatment`.
+///
+/// `pro_rata`: each adjustment (VAT-inclusive, reg. 38) is split over the memo's own money in
+/// proportion to the gross (net + VAT) each rate refunds: domestic lines and shipping grouped by
+/// rate id, every other treatment (zero-rated, outside scope, reverse charge, foreign VAT, gift
+/// cards) in one group without VAT. Each group's share is rounded half up with the remainder on
+/// the largest group, so the parts add up to the adjustment exactly; a part's VAT is its VAT
+/// fraction `share × pct / (100 + pct)` rounded half up (the rate's percentage, else the
+/// group's own VAT ÷ net when the ledger gave none).
+fn plan_adjustments(
+    policy: &SyncPolicy,
+    reference: &ReferenceData,
+    lines: &[PlanLine],
+    b: &Breakdown,
+    ship_rate: Option<&RateChoice>,
+    ship_treatment: TaxTreatment,
+) -> Vec<PlanAdjustment> {
+    use crate::{money::round_money, policy::AdjustmentTaxTreatment};
+
+    struct Group {
+        rate: Option<RateChoice>,
+        net: Decimal,
+        tax: Decimal,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    let mut add = |rate: Option<&RateChoice>, net: Decimal, tax: Decimal| {
+        let id = rate.map(|r| r.id.as_str());
+        match groups.iter_mut().find(|g| g.rate.as_ref().map(|r| r.id.as_str()) == id) {
+            Some(g) => {
+                g.net += net;
+                g.tax += tax;
+            }
+            None => groups.push(Group { rate: rate.cloned(), net, tax }),
+        }
+    };
+    for l in lines {
+        let domestic = l.treatment == TaxTreatment::Domestic && l.liability_account.is_none();
+        add(if domestic { l.rate.as_ref() } else { None }, l.net, if domestic { l.tax } else { Decimal::ZERO });
+    }
+    let (ship_net, ship_tax) = (b.shipping.net(), b.shipping.tax);
+    if !ship_net.is_zero() || !ship_tax.is_zero() {
+        let domestic = ship_treatment == TaxTreatment::Domestic;
+        add(if domestic { ship_rate } else { None }, ship_net, if domestic { ship_tax } else { Decimal::ZERO });
+    }
+    let gross_total: Decimal = groups.iter().map(|g| g.net + g.tax).sum();
+    let pro_rata = policy.adjustment_tax_treatment == AdjustmentTaxTreatment::ProRata && gross_total > Decimal::ZERO;
+
+    let mut out = Vec::new();
+    for (amount, sign, description) in [
+        (b.adjustment_positive, Decimal::ONE, "Adjustment refund"),
+        (b.adjustment_negative, Decimal::NEGATIVE_ONE, "Adjustment fee"),
+    ] {
+        if amount.is_zero() {
+            continue;
+        }
+        if !pro_rata {
+            out.push(PlanAdjustment {
+                description: description.to_owned(),
+                net: sign * amount,
+                tax: Decimal::ZERO,
+                rate: None,
+            });
+            continue;
+        }
+        let mut shares: Vec<Decimal> =
+            groups.iter().map(|g| round_money(amount * (g.net + g.tax) / gross_total)).collect();
+        let rest = amount - shares.iter().copied().sum::<Decimal>();
+        if let Some(largest) = (0..groups.len()).max_by_key(|&i| groups[i].net + groups[i].tax) {
+            shares[largest] += rest;
+        }
+        for (g, share) in groups.iter().zip(shares) {
+            if share.is_zero() {
+                continue;
+            }
+            let pct = g
+                .rate
+                .as_ref()
+                .and_then(|r| r.percentage.or_else(|| reference.tax_rate(&r.id).and_then(|t| t.percentage)));
+            let tax = match (&g.rate, pct) {
+                (None, _) => Decimal::ZERO,
+                (Some(_), Some(p)) => round_money(share * p / (Decimal::ONE_HUNDRED + p)),
+                (Some(_), None) if !g.net.is_zero() => round_money(share * g.tax / (g.net + g.tax)),
+                (Some(_), None) => Decimal::ZERO,
+            };
+            out.push(PlanAdjustment {
+                description: match &g.rate {
+                    Some(r) => format!(
+                        "{description} ({})",
+                        pct.map_or_else(|| r.id.clone(), |p| format!("{}%", p.normalize()))
+                    ),
+                    None => format!("{description} (no VAT)"),
+                },
+                net: sign * (share - tax),
+                tax: sign * tax,
+                // The group's rate even when a small share's VAT rounds to 0: it adjusts that supply.
+                rate: g.rate.clone(),
+            });
+        }
+    }
+    out
 }

@@ -8,8 +8,22 @@
 //! - [`SyncPolicy::validate_against`] checks every id against the ledger's reference data
 //!   (`not_in_reference`), as Byte8 does when the settings form is saved.
 //!
-//! One key is this crate's own extension: `foreign_vat_ledger_account_id`, the liability account
-//! that receives VAT Magento collected for another country (OSS/IOSS), see [`crate::tax`].
+//! Some keys are this crate's own extensions (contract.md's policy file accepts them; Byte8's
+//! settings form has no such field):
+//!
+//! | key | values (default) | meaning |
+//! |---|---|---|
+//! | `foreign_vat_ledger_account_id` | account id (null) | liability account for VAT Magento collected for another country (OSS/IOSS), see [`crate::tax`] |
+//! | `adjustment_tax_treatment` | `no_tax` (default) or `pro_rata` | how credit memo adjustments are taxed, see [`AdjustmentTaxTreatment`] |
+//! | `gift_card_ledger_account_id` | account id (null) | gift cards sold (multi-purpose vouchers, outside the scope of VAT) and redeemed |
+//! | `store_credit_ledger_account_id` | account id (null) | store credit spent on invoices and refunds to store credit |
+//! | `reward_points_ledger_account_id` | account id (null) | reward points spent as money |
+//!
+//! Unknown values are refused naming the key (`OUT_OF_RANGE` for `adjustment_tax_treatment`,
+//! `invalid_format` for an empty account id, `not_in_reference` from [`SyncPolicy::validate_against`]
+//! for an account the ledger does not have or does not show on sales documents). A document that
+//! needs an account that is not set fails as `validation` naming the field and the key, and
+//! nothing of it is posted.
 
 use std::collections::BTreeMap;
 
@@ -62,6 +76,29 @@ pub enum NamePriority {
     Company,
     /// The person is the contact; the company goes on the address.
     Person,
+}
+
+/// How a credit memo's `adjustment_positive` ("Adjustment Refund") and `adjustment_negative`
+/// ("Adjustment Fee") are booked (policy `adjustment_tax_treatment`).
+///
+/// The default is `no_tax`, because that is what Magento records: adjustments "are not
+/// calculated fields by design" (magento.md 5.7), the memo's `tax_amount` carries no VAT on them,
+/// and with `no_tax` the ledger's VAT equals Magento's own tax figures and reports. A merchant
+/// whose adjustments are price reductions of taxed supplies (a goodwill refund, a restocking fee
+/// kept back) chooses `pro_rata` with their accountant: the VAT return then follows the VAT
+/// Regulations 1995 reg. 38 instead of Magento.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustmentTaxTreatment {
+    /// One line per adjustment on the no-tax rate (Magento's own view; today's behaviour).
+    #[default]
+    NoTax,
+    /// The adjustment is a VAT-inclusive amount split over the memo's own rates in proportion to
+    /// the gross each rate refunds (lines and shipping); each part's VAT is its VAT fraction
+    /// `amount × rate / (100 + rate)`, half up (reg. 38: a 12.00 refund at 20 % is 10.00 +
+    /// 2.00). Parts on zero-rated or foreign lines carry no VAT; a memo with no money lines keeps
+    /// `no_tax`.
+    ProRata,
 }
 
 /// B2C consolidation settings (P18–P23).
@@ -151,6 +188,20 @@ pub struct SyncPolicy {
     /// the accountant to refund or use. What the credited invoice still has outstanding is
     /// allocated either way.
     pub refund_paid_credit_memos: bool,
+    /// Extension of this crate: how credit memo adjustments are taxed (`no_tax`, the default, or
+    /// `pro_rata`; see [`AdjustmentTaxTreatment`]).
+    pub adjustment_tax_treatment: AdjustmentTaxTreatment,
+    /// Extension of this crate: the liability account of gift cards. A gift card sold (a line of
+    /// Magento product type `giftcard`) is a multi-purpose voucher, outside the scope of VAT, booked
+    /// here on the no-tax rate; a gift card redeemed (`tenders.gift_cards_amount`) is booked back
+    /// out of it. A document that needs it fails as `validation` while it is not set.
+    pub gift_card_ledger_account_id: Option<String>,
+    /// Extension of this crate: the liability account of store credit (Magento customer balance),
+    /// for `tenders.customer_balance_amount` on invoices and refunds to store credit.
+    pub store_credit_ledger_account_id: Option<String>,
+    /// Extension of this crate: the account of reward points spent as money
+    /// (`tenders.reward_currency_amount`).
+    pub reward_points_ledger_account_id: Option<String>,
 }
 
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
@@ -191,6 +242,10 @@ impl Default for SyncPolicy {
             b2c_consolidation: B2cConsolidation::default(),
             foreign_vat_ledger_account_id: None,
             refund_paid_credit_memos: true,
+            adjustment_tax_treatment: AdjustmentTaxTreatment::NoTax,
+            gift_card_ledger_account_id: None,
+            store_credit_ledger_account_id: None,
+            reward_points_ledger_account_id: None,
         }
     }
 }
@@ -229,6 +284,8 @@ impl SyncPolicy {
                     .map(|fe| {
                         if fe.rule.contains("unknown variant") && fe.path.contains("eu_goods") {
                             FieldError::new(fe.path, format!("OUT_OF_RANGE: must be GOODS or SERVICES ({})", fe.rule))
+                        } else if fe.rule.contains("unknown variant") && fe.path.contains("adjustment_tax_treatment") {
+                            FieldError::new(fe.path, format!("OUT_OF_RANGE: must be no_tax or pro_rata ({})", fe.rule))
                         } else {
                             fe
                         }
@@ -272,6 +329,9 @@ impl SyncPolicy {
             ("default_bank_account_id", &self.default_bank_account_id),
             ("default_purchase_ledger_account_id", &self.default_purchase_ledger_account_id),
             ("foreign_vat_ledger_account_id", &self.foreign_vat_ledger_account_id),
+            ("gift_card_ledger_account_id", &self.gift_card_ledger_account_id),
+            ("store_credit_ledger_account_id", &self.store_credit_ledger_account_id),
+            ("reward_points_ledger_account_id", &self.reward_points_ledger_account_id),
         ] {
             if id.as_deref().is_some_and(|s| s.trim().is_empty()) {
                 p.push(path, "invalid_format: must not be an empty string (use null)");
@@ -343,6 +403,9 @@ impl SyncPolicy {
             ("default_ledger_account_id", &self.default_ledger_account_id, true),
             ("default_purchase_ledger_account_id", &self.default_purchase_ledger_account_id, false),
             ("foreign_vat_ledger_account_id", &self.foreign_vat_ledger_account_id, true),
+            ("gift_card_ledger_account_id", &self.gift_card_ledger_account_id, true),
+            ("store_credit_ledger_account_id", &self.store_credit_ledger_account_id, true),
+            ("reward_points_ledger_account_id", &self.reward_points_ledger_account_id, true),
         ] {
             if let Some(id) = id {
                 match reference.ledger_account(id) {
@@ -482,6 +545,40 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("tax_rate_map.-1: invalid_format"), "{msg}");
         assert!(msg.contains("tax_rate_map.abc: invalid_format"), "{msg}");
+    }
+
+    #[test]
+    fn issue_12_keys_default_and_refuse_unknown_values_naming_the_key() {
+        let p = SyncPolicy::default();
+        assert_eq!(p.adjustment_tax_treatment, AdjustmentTaxTreatment::NoTax, "Magento's own view by default");
+        assert_eq!(p.gift_card_ledger_account_id, None);
+        let p = SyncPolicy::from_json(r#"{"adjustment_tax_treatment":"pro_rata","gift_card_ledger_account_id":"GC"}"#)
+            .unwrap();
+        assert_eq!(p.adjustment_tax_treatment, AdjustmentTaxTreatment::ProRata);
+        assert_eq!(p.gift_card_ledger_account_id.as_deref(), Some("GC"));
+        let err = SyncPolicy::from_json(r#"{"adjustment_tax_treatment":"half"}"#).unwrap_err().to_string();
+        assert!(err.contains("adjustment_tax_treatment") && err.contains("OUT_OF_RANGE"), "{err}");
+        for key in ["gift_card_ledger_account_id", "store_credit_ledger_account_id", "reward_points_ledger_account_id"]
+        {
+            let err = SyncPolicy::from_json(&format!(r#"{{"{key}":" "}}"#)).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("invalid_format"), "{err}");
+            let err = SyncPolicy::from_json(&format!(r#"{{"{key}":7}}"#)).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn issue_12_accounts_are_checked_against_the_ledger() {
+        let reference =
+            ReferenceData::demo_uk(chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 22, 9, 0, 0).unwrap());
+        let p = SyncPolicy::from_json(
+            r#"{"gift_card_ledger_account_id":"NOPE","store_credit_ledger_account_id":"OSS","reward_points_ledger_account_id":"COS"}"#,
+        )
+        .unwrap();
+        let err = p.validate_against(&reference).unwrap_err().to_string();
+        assert!(err.contains("gift_card_ledger_account_id") && err.contains("not_in_reference"), "{err}");
+        assert!(err.contains("reward_points_ledger_account_id"), "COS is not visible on sales documents: {err}");
+        assert!(!err.contains("store_credit_ledger_account_id"), "OSS is a sales-visible account: {err}");
     }
 
     #[test]

@@ -1684,3 +1684,197 @@ async fn queued_upserts_of_one_customer_collapse_and_the_newer_wins() {
     let again = engine.submit(&inv).await.unwrap();
     assert_eq!(again.enqueued, Enqueued::Duplicate { id: first.run_id, status: RunStatus::Queued });
 }
+
+// =============================================================================================
+// Issue 12 item 1: the module's real line shapes
+// =============================================================================================
+
+/// One row exactly as the Byte8 module's `mapLine` writes it: every Magento item, `row_total`
+/// cast to a number (0 when Magento has none), `line_total = row_total + tax − discount`,
+/// `tax_rate` only when both are > 0, `product_type` null (the invoice and credit-memo item
+/// tables do not carry it).
+fn module_row(sku: &str, qty: f64, price: f64, row_total: f64, tax: f64) -> Value {
+    let rate = (row_total > 0.0 && tax > 0.0).then(|| ((tax / row_total) * 10000.0).round() / 10000.0);
+    json!({"sku": sku, "name": format!("{sku} name"), "qty": qty, "unit_price": price, "line_subtotal": row_total,
+           "line_tax": tax, "line_total": row_total + tax, "tax_rate": rate, "tax_class": null, "product_type": null})
+}
+
+/// A partial invoice of an order holding a configurable tee (parent carries 20.00 + 4.00 with the
+/// child's SKU, child row 0), a dynamic bundle (parent 15.00 unit price, no money; mug 10.00 +
+/// 2.00 and cap 5.00 + 1.00), a fixed bundle (parent 30.00 + 6.00, two soap children at 0) and a
+/// poster left out of this invoice (qty 0). Money: subtotal 65.00, tax 13.00, grand total 78.00.
+fn module_shaped_invoice(id: u64) -> Value {
+    let mut v = invoice_entity(id, "GBP", &registered(5, "Jane", "Doe", None));
+    v["lines"] = json!([
+        module_row("TEE-S", 1.0, 20.0, 20.0, 4.0),
+        module_row("TEE-S", 1.0, 0.0, 0.0, 0.0),
+        module_row("KIT-MUG-CAP", 1.0, 15.0, 0.0, 0.0),
+        module_row("MUG", 1.0, 10.0, 10.0, 2.0),
+        module_row("CAP", 1.0, 5.0, 5.0, 1.0),
+        module_row("GIFTBOX", 1.0, 30.0, 30.0, 6.0),
+        module_row("SOAP", 2.0, 0.0, 0.0, 0.0),
+        module_row("POSTER", 0.0, 8.0, 0.0, 0.0),
+    ]);
+    v["subtotal"] = json!(65.0);
+    v["tax_amount"] = json!(13.0);
+    v["shipping_amount"] = json!(0.0);
+    v["shipping_tax_amount"] = json!(0.0);
+    v["discount_amount"] = json!(-0.0);
+    v["grand_total"] = json!(78.0);
+    v
+}
+
+#[tokio::test]
+async fn the_modules_dummy_and_qty_0_rows_post_one_line_per_charged_item_and_move_stock_once() {
+    let w = World::new().await;
+    let engine = w.engine(policy(
+        json!({"sync_products": true, "sync_stock": true, "default_purchase_ledger_account_id": "COS"}),
+    ));
+    for (i, sku) in ["TEE-S", "MUG", "CAP", "SOAP", "POSTER"].iter().enumerate() {
+        synced(
+            &engine
+                .sync_line(&product_upserted(&product_entity(2100 + i as u64, sku, "simple", Some(10), true)))
+                .await
+                .unwrap(),
+        );
+    }
+    let inv = module_shaped_invoice(4001);
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+
+    let b = w.biz();
+    let si = invoice(&b, "000004001");
+    assert_eq!((si.net, si.tax, si.total), (dec("65.00"), dec("13.00"), dec("78.00")));
+    let lines = si.request["invoice_lines"].as_array().expect("lines");
+    let described: Vec<(&str, rust_decimal::Decimal)> =
+        lines.iter().map(|l| (l["description"].as_str().unwrap_or_default(), d(&l["quantity"]))).collect();
+    assert_eq!(
+        described,
+        vec![("TEE-S name", dec("1")), ("MUG name", dec("1")), ("CAP name", dec("1")), ("GIFTBOX name", dec("1"))],
+        "one line per charged item: no line for the configurable child, the dynamic bundle parent, the fixed bundle's children or the qty-0 poster"
+    );
+    let stock: Vec<(&str, rust_decimal::Decimal)> = b.items.iter().map(|i| (i.code.as_str(), i.quantity)).collect();
+    assert_eq!(
+        stock,
+        vec![("TEE-S", dec("9")), ("MUG", dec("9")), ("CAP", dec("9")), ("SOAP", dec("10")), ("POSTER", dec("10"))],
+        "each sold item's stock moved once (the tee through its parent's line only)"
+    );
+
+    // A credit memo of part of the dynamic bundle: the mug comes back, the cap stays sold; every
+    // other item is a qty-0 row, as Magento writes them.
+    let memo = json!({
+        "magento_id": 5001, "increment_id": "000005001", "invoice_id": 4001, "invoice_increment_id": "000004001",
+        "website_id": 1, "currency": "GBP", "customer": inv["customer"],
+        "lines": [
+            module_row("TEE-S", 0.0, 20.0, 0.0, 0.0), module_row("TEE-S", 0.0, 0.0, 0.0, 0.0),
+            module_row("KIT-MUG-CAP", 1.0, 15.0, 0.0, 0.0), module_row("MUG", 1.0, 10.0, 10.0, 2.0),
+            module_row("CAP", 0.0, 5.0, 0.0, 0.0), module_row("GIFTBOX", 0.0, 30.0, 0.0, 0.0),
+            module_row("SOAP", 0.0, 0.0, 0.0, 0.0), module_row("POSTER", 0.0, 8.0, 0.0, 0.0),
+        ],
+        "adjustment_positive": 0.0, "adjustment_negative": 0.0, "grand_total": 12.0, "shipping_amount": 0.0,
+        "shipping_tax_amount": 0.0, "reason": null, "created_at": "2026-11-22T09:00:00Z",
+        "invoice_created_at": inv["created_at"], "base_to_order_rate": 1.0,
+    });
+    synced(&engine.sync_line(&creditmemo_created(&memo)).await.unwrap());
+    let b = w.biz();
+    let cn = credit_note(&b, "000005001");
+    assert_eq!((cn.net, cn.tax, cn.total), (dec("10.00"), dec("2.00"), dec("12.00")));
+    let lines = cn.request["credit_note_lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 1, "only the refunded mug: {lines:?}");
+    assert_eq!(lines[0]["description"], "MUG name");
+    let mug = b.items.iter().find(|i| i.code == "MUG").expect("mug");
+    assert_eq!(mug.quantity, dec("10"), "the mug is back in stock, once");
+    let cap = b.items.iter().find(|i| i.code == "CAP").expect("cap");
+    assert_eq!(cap.quantity, dec("9"), "the cap was not refunded");
+}
+
+#[tokio::test]
+async fn a_module_row_with_money_but_no_quantity_is_still_refused() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    let mut inv = module_shaped_invoice(4002);
+    // The mug row lost its quantity but kept its money: not a dummy row, so the line rules apply.
+    inv["lines"][3]["qty"] = json!(0.0);
+    let message = failed(&engine.sync_line(&invoice_created(&inv)).await.unwrap(), ErrorCode::Validation);
+    assert!(message.contains("lines[1].qty"), "{message}");
+    // A dummy row dropped from the header's subtotal is caught by the identities.
+    let mut inv = module_shaped_invoice(4003);
+    inv["lines"][4] = module_row("CAP", 1.0, 5.0, 0.0, 0.0);
+    let message = failed(&engine.sync_line(&invoice_created(&inv)).await.unwrap(), ErrorCode::Validation);
+    assert!(message.contains("subtotal"), "{message}");
+    assert_eq!(w.served("POST /sales_invoices"), 0);
+}
+
+// =============================================================================================
+// Issue 12 items 4 and 5: gift cards, tenders, adjustment tax
+// =============================================================================================
+
+/// `invoice_entity` (30.00) plus a 50.00 gift card sold: 80.00, of which 20.00 was paid by a
+/// gift card: grand total 60.00.
+fn gift_card_invoice(id: u64) -> Value {
+    let mut v = invoice_entity(id, "GBP", &registered(5, "Jane", "Doe", None));
+    v["lines"].as_array_mut().unwrap().push(json!({"sku": "GC-50", "name": "Gift card", "qty": 1, "unit_price": "50.00",
+        "line_subtotal": "50.00", "line_tax": "0.00", "line_total": "50.00", "tax_rate": null, "product_type": "giftcard"}));
+    v["subtotal"] = json!("70.00");
+    v["grand_total"] = json!("60.00");
+    v["tenders"] = json!({"gift_cards_amount": "20.00"});
+    v
+}
+
+#[tokio::test]
+async fn gift_cards_and_tenders_book_liabilities_and_pro_rata_adjustments_carry_vat() {
+    let w = World::new().await;
+    w.sim.with_state(|s| {
+        let r = &mut s.businesses.get_mut(BUSINESS).unwrap().reference;
+        r.ledger_accounts.push(LedgerAccount {
+            id: "GIFT".into(),
+            name: "2110 Gift card liability".into(),
+            code: Some("2110".into()),
+            visible_in_sales: true,
+            visible_in_expenses: false,
+        });
+    });
+    // Without the gift card account: validation naming the gift card, nothing posted.
+    let engine = w.engine(policy(json!({})));
+    let message =
+        failed(&engine.sync_line(&invoice_created(&gift_card_invoice(6001))).await.unwrap(), ErrorCode::Validation);
+    assert!(message.contains("GC-50") && message.contains("gift_card_ledger_account_id"), "{message}");
+    assert_eq!(w.served("POST /sales_invoices"), 0);
+
+    let engine =
+        w.engine(policy(json!({"gift_card_ledger_account_id": "GIFT", "adjustment_tax_treatment": "pro_rata"})));
+    synced(&engine.sync_line(&invoice_created(&gift_card_invoice(6002))).await.unwrap());
+    let b = w.biz();
+    let si = invoice(&b, "000006002");
+    // Net: widgets 20.00 + shipping 5.00 + gift card 50.00 − 20.00 redeemed = 55.00; VAT as
+    // charged: 4.00 + 1.00 = 5.00; total = what is left to pay, 60.00.
+    assert_eq!((si.net, si.tax, si.total, si.outstanding), (dec("55.00"), dec("5.00"), dec("60.00"), dec("60.00")));
+    let on_gift: Vec<(String, rust_decimal::Decimal, String)> = si.request["invoice_lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["ledger_account_id"] == "GIFT")
+        .map(|l| {
+            (
+                l["description"].as_str().unwrap().to_owned(),
+                d(&l["unit_price"]),
+                l["tax_rate_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        on_gift,
+        vec![
+            ("Gift card".to_owned(), dec("50.00"), "GB_NO_TAX".to_owned()),
+            ("Gift card redeemed".to_owned(), dec("-20.00"), "GB_NO_TAX".to_owned())
+        ]
+    );
+
+    // A memo of one widget (12.00) with an adjustment refund of 12.00, pro rata (reg. 38):
+    // 10.00 + 2.00 VAT, so the credit note is 20.00 net + 4.00 VAT = 24.00.
+    let mut memo = credit_memo_entity(7001, &gift_card_invoice(6002), 1);
+    memo["adjustment_positive"] = json!("12.00");
+    memo["grand_total"] = json!("24.00");
+    synced(&engine.sync_line(&creditmemo_created(&memo)).await.unwrap());
+    let cn = credit_note(&w.biz(), "000007001").clone();
+    assert_eq!((cn.net, cn.tax, cn.total), (dec("20.00"), dec("4.00"), dec("24.00")));
+}

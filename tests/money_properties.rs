@@ -358,3 +358,325 @@ proptest! {
         prop_assert!(err.to_string().contains("grand_total"), "{}", err);
     }
 }
+
+// =============================================================================================
+// Issue 12: the module's line shapes, gift cards, tenders and pro-rata adjustments, against the
+// generator's own truth (which rows are money lines, their nets and VAT, the stock each line
+// moves, the tenders), never the crate's computation.
+// =============================================================================================
+
+/// One item of an order, as Magento structures it.
+#[derive(Debug, Clone)]
+enum Item {
+    /// A simple product: one money row.
+    Simple { qty: i64, price: i64, rate: i64 },
+    /// A configurable: the parent row carries the money with the child's SKU, the child row 0.
+    Configurable { qty: i64, price: i64, rate: i64 },
+    /// A dynamic bundle: the parent row has a price (Σ children) but no money; children carry it.
+    Dynamic { children: Vec<(i64, i64, i64)> },
+    /// A fixed bundle: the parent carries the money, `children` rows of 0.
+    Fixed { qty: i64, price: i64, rate: i64, children: usize },
+    /// An item left out of this document: a qty-0 row.
+    Excluded { price: i64 },
+    /// A gift card sold: no VAT.
+    GiftCard { price: i64 },
+}
+
+/// (qty 1–3, price 1.00–500.00 in cents, rate 20 or 5): every price ≥ 1.00 so the two rates
+/// always give different tax.
+fn priced() -> impl Strategy<Value = (i64, i64, i64)> {
+    (1i64..=3, 100i64..=50_000, prop_oneof![Just(20i64), Just(5)])
+}
+
+fn item() -> impl Strategy<Value = Item> {
+    prop_oneof![
+        priced().prop_map(|(qty, price, rate)| Item::Simple { qty, price, rate }),
+        priced().prop_map(|(qty, price, rate)| Item::Configurable { qty, price, rate }),
+        proptest::collection::vec(priced(), 1..=3).prop_map(|children| Item::Dynamic { children }),
+        (priced(), 1usize..=3).prop_map(|((qty, price, rate), children)| Item::Fixed { qty, price, rate, children }),
+        (100i64..=9_000).prop_map(|price| Item::Excluded { price }),
+        (500i64..=10_000).prop_map(|price| Item::GiftCard { price }),
+    ]
+}
+
+/// Tax of a net in cents at a whole-percent rate, half up (Magento's per-row rounding).
+fn tax_cents(net: i64, rate: i64) -> i64 {
+    (net * rate + 50) / 100
+}
+
+/// What the generator knows a money line is.
+#[derive(Debug, Clone, PartialEq)]
+struct TruthLine {
+    description: String,
+    account: &'static str,
+    qty: Decimal,
+    net: Decimal,
+    rate_id: &'static str,
+    tax: Decimal,
+    product_id: Option<String>,
+}
+
+fn rate_id(rate: i64) -> &'static str {
+    if rate == 20 { "GB_STANDARD" } else { "GB_LOWER" }
+}
+
+/// One row exactly as the module's `mapLine` writes it (product type null but for gift cards).
+fn row(sku: &str, name: &str, qty: i64, price: i64, net: i64, tax: i64, gift: bool) -> Value {
+    let rate = (net > 0 && tax > 0).then(|| RoundingPolicy::HalfUp.round(cents(tax) / cents(net), 4));
+    json!({"sku": sku, "name": name, "qty": qty, "unit_price": num(cents(price)), "line_subtotal": num(cents(net)),
+           "line_tax": num(cents(tax)), "line_total": num(cents(net + tax)), "tax_rate": rate.map(num),
+           "product_type": if gift { json!("giftcard") } else { Value::Null }})
+}
+
+/// The rows of `items` (`refunded[i]` false makes every row of item i a qty-0 row, as in a partial
+/// credit memo) and the truth: the money lines, and Σ net and Σ tax.
+fn rows_and_truth(items: &[Item], refunded: &[bool]) -> (Vec<Value>, Vec<TruthLine>) {
+    let mut rows = Vec::new();
+    let mut truth = Vec::new();
+    let money = |rows: &mut Vec<Value>, truth: &mut Vec<TruthLine>, sku: &str, qty: i64, price: i64, rate: i64| {
+        let net = qty * price;
+        let tax = tax_cents(net, rate);
+        rows.push(row(sku, &format!("{sku} name"), qty, price, net, tax, false));
+        truth.push(TruthLine {
+            description: format!("{sku} name"),
+            account: "SALES",
+            qty: Decimal::from(qty),
+            net: cents(net),
+            rate_id: rate_id(rate),
+            tax: cents(tax),
+            product_id: Some(format!("P-{sku}")),
+        });
+    };
+    for (i, it) in items.iter().enumerate() {
+        let on = refunded.get(i).copied().unwrap_or(true);
+        let sku = format!("S{i}");
+        match it {
+            Item::Simple { qty, price, rate } => {
+                if on {
+                    money(&mut rows, &mut truth, &sku, *qty, *price, *rate);
+                } else {
+                    rows.push(row(&sku, "off", 0, *price, 0, 0, false));
+                }
+            }
+            Item::Configurable { qty, price, rate } => {
+                // The parent row carries the chosen child's SKU; the child row repeats it at 0.
+                let child = format!("{sku}-RED");
+                if on {
+                    money(&mut rows, &mut truth, &child, *qty, *price, *rate);
+                    rows.push(row(&child, "child", *qty, 0, 0, 0, false));
+                } else {
+                    rows.push(row(&child, "off", 0, *price, 0, 0, false));
+                    rows.push(row(&child, "off", 0, 0, 0, 0, false));
+                }
+            }
+            Item::Dynamic { children } => {
+                let sum: i64 = children.iter().map(|c| c.1).sum();
+                rows.push(row(&sku, "bundle", if on { 1 } else { 0 }, sum, 0, 0, false));
+                for (j, (qty, price, rate)) in children.iter().enumerate() {
+                    let child = format!("{sku}-C{j}");
+                    // In a credit memo only the first child of a refunded bundle comes back.
+                    if on && (refunded.is_empty() || j == 0) {
+                        money(&mut rows, &mut truth, &child, *qty, *price, *rate);
+                    } else {
+                        rows.push(row(&child, "off", 0, *price, 0, 0, false));
+                    }
+                }
+            }
+            Item::Fixed { qty, price, rate, children } => {
+                if on {
+                    money(&mut rows, &mut truth, &sku, *qty, *price, *rate);
+                } else {
+                    rows.push(row(&sku, "off", 0, *price, 0, 0, false));
+                }
+                for j in 0..*children {
+                    rows.push(row(&format!("{sku}-C{j}"), "part", if on { *qty } else { 0 }, 0, 0, 0, false));
+                }
+            }
+            Item::Excluded { price } => rows.push(row(&sku, "off", 0, *price, 0, 0, false)),
+            Item::GiftCard { price } => {
+                if on {
+                    rows.push(row(&sku, &format!("{sku} name"), 1, *price, *price, 0, true));
+                    truth.push(TruthLine {
+                        description: format!("{sku} name"),
+                        account: "GIFT",
+                        qty: Decimal::ONE,
+                        net: cents(*price),
+                        rate_id: "GB_NO_TAX",
+                        tax: Decimal::ZERO,
+                        product_id: None,
+                    });
+                } else {
+                    rows.push(row(&sku, "off", 0, *price, 0, 0, true));
+                }
+            }
+        }
+    }
+    (rows, truth)
+}
+
+/// Every SKU of the rows but gift cards, linked to a stock item `P-{sku}`.
+fn stock_links(rows: &[Value]) -> std::collections::BTreeMap<String, byte8_ledger_core::providers::ItemLink> {
+    rows.iter()
+        .filter(|r| r["product_type"].is_null())
+        .map(|r| {
+            let sku = r["sku"].as_str().unwrap_or_default().to_owned();
+            let link = byte8_ledger_core::providers::ItemLink {
+                id: format!("P-{sku}"),
+                kind: byte8_ledger_core::providers::ItemKind::StockItem,
+            };
+            (sku, link)
+        })
+        .collect()
+}
+
+/// What Sage books per line: (description, account, quantity, net = qty × unit − discount, rate,
+/// tax, product).
+fn booked(body: &byte8_ledger_core::providers::sage::model::DocumentBody) -> Vec<TruthLine> {
+    body.lines()
+        .iter()
+        .map(|l| TruthLine {
+            description: l.description.clone(),
+            account: match l.ledger_account_id.as_str() {
+                "SALES" => "SALES",
+                "GIFT" => "GIFT",
+                "CREDIT" => "CREDIT",
+                _ => "OTHER",
+            },
+            qty: l.quantity.normalize(),
+            net: round_money(l.quantity * l.unit_price) - l.discount_amount,
+            rate_id: match l.tax_rate_id.as_str() {
+                "GB_STANDARD" => "GB_STANDARD",
+                "GB_LOWER" => "GB_LOWER",
+                "GB_NO_TAX" => "GB_NO_TAX",
+                _ => "OTHER",
+            },
+            tax: l.tax_amount,
+            product_id: l.product_id.clone(),
+        })
+        .collect()
+}
+
+fn issue12_policy(extra: Value) -> byte8_ledger_core::policy::SyncPolicy {
+    let mut base = json!({"gift_card_ledger_account_id": "GIFT", "store_credit_ledger_account_id": "CREDIT"});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        base[k] = v.clone();
+    }
+    policy(base)
+}
+
+fn gb_customer() -> Value {
+    json!({"magento_id": 5, "email": "jane@example.com", "first_name": "Jane", "last_name": "Doe", "addresses": []})
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    /// An invoice of the module's real rows, paid partly by gift card and store credit: Sage gets
+    /// exactly the generator's money lines (one per charged item, each SKU's stock item on one
+    /// line), then the tenders out of their liability accounts; Σ net + VAT is what is left to pay.
+    #[test]
+    fn module_rows_and_tenders_book_the_generators_truth(
+        items in proptest::collection::vec(item(), 1..=6),
+        gift_pct in 0i64..=40,
+        credit_pct in 0i64..=40,
+    ) {
+        let (rows, mut truth) = rows_and_truth(&items, &[]);
+        prop_assume!(!truth.is_empty());
+        let net: Decimal = truth.iter().map(|t| t.net).sum();
+        let tax: Decimal = truth.iter().map(|t| t.tax).sum();
+        let sale = net + tax;
+        let sale_cents = i64::try_from((sale * Decimal::ONE_HUNDRED).trunc().mantissa()).expect("a small amount");
+        let gift = cents(sale_cents * gift_pct / 100);
+        let credit = cents((sale_cents - sale_cents * gift_pct / 100) * credit_pct / 100);
+        let grand = sale - gift - credit;
+        let links_map = stock_links(&rows);
+        let v = json!({
+            "magento_id": 1, "increment_id": "000000001", "order_id": 2, "order_increment_id": "000000002",
+            "currency": "GBP", "state": "open", "customer": gb_customer(), "lines": rows,
+            "subtotal": num(net), "tax_amount": num(tax), "shipping_amount": 0, "shipping_tax_amount": 0,
+            "discount_amount": 0, "grand_total": num(grand), "created_at": "2026-11-22T10:00:00Z",
+            "billing_address": address("GB", "SW1A 1AA"), "shipping_address": address("GB", "SW1A 1AA"),
+            "tenders": {"gift_cards_amount": num(gift), "customer_balance_amount": num(credit)},
+        });
+        let inv: MagentoInvoice = serde_json::from_value(v).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let links = DocumentLinks { contact_id: "C", items: &links_map, idempotency_key: None };
+        let t = transform::sales_invoice(&inv, &issue12_policy(json!({})), &uk_reference(), &links)
+            .map_err(|e| TestCaseError::fail(format!("transform failed: {e}")))?;
+        for (amount, description, account) in [(gift, "Gift card redeemed", "GIFT"), (credit, "Store credit redeemed", "CREDIT")] {
+            if !amount.is_zero() {
+                truth.push(TruthLine { description: description.into(), account, qty: Decimal::ONE, net: -amount,
+                    rate_id: "GB_NO_TAX", tax: Decimal::ZERO, product_id: None });
+            }
+        }
+        let got = booked(&t.request.sales_invoice);
+        prop_assert_eq!(&got, &truth);
+        let total: Decimal = got.iter().map(|l| l.net + l.tax).sum();
+        prop_assert_eq!(total, grand);
+        // Each stock item moves on at most one line.
+        let mut ids: Vec<&String> = got.iter().filter_map(|l| l.product_id.as_ref()).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        prop_assert_eq!(ids.len(), n);
+    }
+
+    /// A credit memo of part of the items (qty-0 rows for the rest, one child of each dynamic
+    /// bundle) with an adjustment refund and fee, `pro_rata`: the money lines are the generator's,
+    /// and the adjustment parts add up to the adjustments, each rate's share is its share of the
+    /// refunded gross to within a penny per rate, and each part's VAT is its VAT fraction.
+    #[test]
+    fn partial_memos_and_pro_rata_adjustments_follow_the_generators_truth(
+        items in proptest::collection::vec(item(), 1..=6),
+        refunded in proptest::collection::vec(any::<bool>(), 6),
+        adj_pos in 0i64..=3_000,
+        adj_neg in 0i64..=800,
+    ) {
+        let mut refunded = refunded;
+        // At least one item with money comes back.
+        let first = items.iter().position(|i| !matches!(i, Item::Excluded { .. }));
+        prop_assume!(first.is_some());
+        if let Some(f) = first { refunded[f] = true; }
+        let (rows, truth) = rows_and_truth(&items, &refunded);
+        let gross: Decimal = truth.iter().map(|t| t.net + t.tax).sum();
+        let fee = cents(adj_neg).min(gross);
+        let grand = gross + cents(adj_pos) - fee;
+        let v = json!({
+            "magento_id": 9, "increment_id": "000000009", "invoice_id": 1, "invoice_increment_id": "000000001",
+            "currency": "GBP", "customer": gb_customer(), "lines": rows,
+            "adjustment_positive": num(cents(adj_pos)), "adjustment_negative": num(fee), "grand_total": num(grand),
+            "shipping_amount": 0, "shipping_tax_amount": 0, "created_at": "2026-11-25T10:00:00Z",
+        });
+        let memo: MagentoCreditMemo = serde_json::from_value(v).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let links_map = std::collections::BTreeMap::new();
+        let links = DocumentLinks { contact_id: "C", items: &links_map, idempotency_key: None };
+        let addresses = plan::DocumentAddresses { billing: serde_json::from_value(address("GB", "SW1A 1AA")).ok(), shipping: None };
+        let t = transform::sales_credit_note(&memo, &issue12_policy(json!({"adjustment_tax_treatment": "pro_rata"})),
+            &uk_reference(), &links, Some(&addresses))
+            .map_err(|e| TestCaseError::fail(format!("transform failed: {e}")))?;
+        let got = booked(&t.request.sales_credit_note);
+        let (lines, adjustments) = got.split_at(truth.len());
+        let expected: Vec<TruthLine> = truth.iter().map(|t| TruthLine { product_id: None, ..t.clone() }).collect();
+        prop_assert_eq!(lines, &expected[..]);
+        // The refunded gross per rate (gift cards: no VAT), from the generator.
+        let group = |id: &str| -> Decimal {
+            truth.iter().filter(|t| if id == "GB_NO_TAX" { t.account == "GIFT" } else { t.rate_id == id && t.account == "SALES" })
+                .map(|t| t.net + t.tax).sum()
+        };
+        let groups = ["GB_STANDARD", "GB_LOWER", "GB_NO_TAX"].iter().filter(|id| !group(id).is_zero()).count();
+        for (amount, sign, prefix) in [(cents(adj_pos), Decimal::ONE, "Adjustment refund"), (fee, Decimal::NEGATIVE_ONE, "Adjustment fee")] {
+            let parts: Vec<&TruthLine> = adjustments.iter().filter(|l| l.description.starts_with(prefix)).collect();
+            let sum: Decimal = parts.iter().map(|l| l.net + l.tax).sum();
+            prop_assert_eq!(sum, sign * amount, "{} parts add up", prefix);
+            for p in &parts {
+                let share = sign * (p.net + p.tax);
+                let pct = match p.rate_id { "GB_STANDARD" => Decimal::from(20), "GB_LOWER" => Decimal::from(5), _ => Decimal::ZERO };
+                // reg. 38: the VAT fraction of the part, half up.
+                prop_assert_eq!(sign * p.tax, RoundingPolicy::HalfUp.round(share * pct / (Decimal::ONE_HUNDRED + pct), 2));
+                prop_assert_eq!(p.account, "SALES");
+                let exact = amount * group(p.rate_id) / gross;
+                prop_assert!((share - exact).abs() <= cents(groups as i64), "share {} vs {}", share, exact);
+            }
+        }
+        prop_assert_eq!(got.iter().map(|l| l.net + l.tax).sum::<Decimal>(), grand);
+    }
+}

@@ -300,3 +300,78 @@ async fn a_spent_daily_budget_makes_events_wait_in_line_never_dead_letter() {
     assert_eq!(sim.org(XERO_DEMO_TENANT).unwrap().invoices.len(), 4);
     let _ = Duration::ZERO;
 }
+
+/// Issue 12 on Xero: an invoice selling a 50.00 gift card, 20.00 of it paid by gift card, and a
+/// credit memo with a pro-rata adjustment refund, through the engine into the Xero simulator.
+#[tokio::test]
+async fn gift_cards_tenders_and_pro_rata_adjustments_reach_xero_as_charged() {
+    let sim = XeroSimulator::demo(XeroSimConfig::unlimited());
+    sim.with_state(|s| {
+        s.orgs.get_mut(XERO_DEMO_TENANT).unwrap().accounts.push(byte8_ledger_core::simulator::xero::XAccount {
+            id: "acc-gift".into(),
+            code: Some("835".into()),
+            name: "Gift card liability".into(),
+            kind: "CURRLIAB".into(),
+            currency: None,
+            enable_payments: false,
+        })
+    });
+    let c = clock();
+    let server = sim.serve().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("state.db"), None).await.unwrap());
+    let provider = xero::builder(&server)
+        .with_limits(byte8_ledger_core::providers::xero::XeroLimits { per_minute: 0, ..Default::default() })
+        .with_clock(Arc::new(c.clone()))
+        .build()
+        .unwrap();
+    let mut p = policy();
+    p.gift_card_ledger_account_id = Some("835".into());
+    p.adjustment_tax_treatment = byte8_ledger_core::policy::AdjustmentTaxTreatment::ProRata;
+    let engine = SyncEngine::new(
+        Arc::new(provider) as Arc<dyn AccountingProvider>,
+        Arc::clone(&store) as Arc<dyn Store>,
+        XERO_DEMO_TENANT,
+        p,
+        Arc::new(c.clone()),
+    );
+    // 30.00 (widgets and shipping, 5.00 VAT) + a 50.00 gift card = 80.00; 20.00 paid by gift card.
+    let mut line: serde_json::Value = serde_json::from_str(&invoice(9001, 3, false)).unwrap();
+    let e = &mut line["entity"];
+    e["lines"].as_array_mut().unwrap().push(json!({"sku": "GC-50", "name": "Gift card", "qty": 1, "unit_price": "50.00",
+        "line_subtotal": "50.00", "line_tax": "0.00", "line_total": "50.00", "tax_rate": null, "product_type": "giftcard"}));
+    e["subtotal"] = json!("70.00");
+    e["grand_total"] = json!("60.00");
+    e["tenders"] = json!({"gift_cards_amount": "20.00"});
+    let o = engine.sync_line(&line.to_string()).await.unwrap();
+    assert_eq!(o.sync_status, SyncStatus::Synced, "{o:?}");
+    // A memo of one widget (12.00) plus an adjustment refund of 12.00 at 20 %: 10.00 + 2.00.
+    let mut m: serde_json::Value = serde_json::from_str(&memo(9101, 9001, 3)).unwrap();
+    m["entity"]["adjustment_positive"] = json!("12.00");
+    m["entity"]["grand_total"] = json!("24.00");
+    let o = engine.sync_line(&m.to_string()).await.unwrap();
+    assert_eq!(o.sync_status, SyncStatus::Synced, "{o:?}");
+
+    let org = sim.org(XERO_DEMO_TENANT).unwrap();
+    let inv = org.invoices.iter().find(|d| d.kind == "ACCREC").unwrap();
+    // Net 20.00 + 5.00 + 50.00 − 20.00 = 55.00; VAT as charged 5.00; total 60.00.
+    assert_eq!(
+        (inv.sub_total, inv.total_tax, inv.total),
+        (Decimal::new(5500, 2), Decimal::new(500, 2), Decimal::new(6000, 2))
+    );
+    let on_gift: Vec<(String, String)> = inv
+        .lines
+        .iter()
+        .filter(|l| l["AccountCode"] == "835")
+        .map(|l| (l["Description"].as_str().unwrap().to_owned(), l["TaxType"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        on_gift,
+        [("Gift card".to_owned(), "NONE".to_owned()), ("Gift card redeemed".to_owned(), "NONE".to_owned())]
+    );
+    let cn = org.credit_notes.iter().find(|d| d.kind == "ACCRECCREDIT").unwrap();
+    assert_eq!(
+        (cn.sub_total, cn.total_tax, cn.total),
+        (Decimal::new(2000, 2), Decimal::new(400, 2), Decimal::new(2400, 2))
+    );
+}

@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Check, MagentoContact, MagentoInvoiceLine,
+    Check, MagentoContact, MagentoInvoiceLine, Tenders,
     totals::{self, Breakdown, HeaderTotals},
 };
 use crate::{
@@ -38,7 +38,9 @@ pub struct MagentoCreditMemo {
     pub currency: Currency,
     /// The buyer (same guest rule as invoices).
     pub customer: MagentoContact,
-    /// Refunded lines.
+    /// Refunded money lines: the module's rows without Magento's dummy rows (qty-0 rows of items
+    /// not refunded, bundle and configurable dummies; see [`MagentoInvoiceLine`]).
+    #[serde(deserialize_with = "super::invoice::serde_rows::deserialize")]
     pub lines: Vec<MagentoInvoiceLine>,
     /// "Adjustment Refund": an extra amount refunded, without tax.
     #[serde(with = "serde_decimal")]
@@ -67,6 +69,10 @@ pub struct MagentoCreditMemo {
     /// The credit memo's own `base_to_order_rate`.
     #[serde(default, with = "serde_decimal_opt")]
     pub base_to_order_rate: Option<Decimal>,
+    /// Parts of the refund returned to gift card, store credit or reward points instead of the
+    /// payment method (an extension of this crate; see [`Tenders`]).
+    #[serde(default)]
+    pub tenders: Tenders,
 }
 
 impl MagentoCreditMemo {
@@ -101,6 +107,7 @@ impl MagentoCreditMemo {
             if self.lines.is_empty() && self.adjustment_positive.is_zero() && self.shipping_amount.is_zero() {
                 c.fail("lines", "must not be empty unless the credit memo refunds shipping or an adjustment");
             }
+            self.tenders.check(c);
             totals::check_lines(&self.lines, c);
             if c.is_clean()
                 && let Err(e) = self.breakdown()
@@ -121,7 +128,8 @@ impl MagentoCreditMemo {
             shipping_tax_amount: self.shipping_tax_amount,
             adjustment_positive: self.adjustment_positive,
             adjustment_negative: self.adjustment_negative,
-            grand_total: self.grand_total,
+            // The value credited: the cash refunded plus what went back to the tenders.
+            grand_total: self.grand_total + self.tenders.total(),
         }
     }
 

@@ -12,6 +12,17 @@
 //! - [`totals`] holds the arithmetic identities of a document and the [`Breakdown`] that places
 //!   every penny of it.
 //! - [`rest`] builds the same entities from Magento's standard REST responses.
+//!
+//! Two meanings of the event JSON beyond byte8-spec.md section 3 (issue 12):
+//!
+//! - `lines` holds every item row the module maps, Magento's dummy rows included; rows that carry
+//!   no money (configurable children, dynamic bundle parents, fixed bundle children, qty-0 rows
+//!   of partial documents) are dropped as they are read, by [`keep_money_rows`], the same rule the
+//!   REST adapter ends with (table on [`MagentoInvoiceLine`]). Field paths in errors
+//!   (`lines[i]`) count the money lines that remain.
+//! - An optional `tenders` object ([`Tenders`]: `gift_cards_amount`, `customer_balance_amount`,
+//!   `reward_currency_amount`) names what paid (or was refunded to) gift card, store credit or
+//!   reward points; `grand_total` is then the sale less them. The module does not send it.
 
 mod contact;
 mod credit_memo;
@@ -27,7 +38,7 @@ pub use contact::{Address, AddressKind, MagentoContact};
 pub use credit_memo::MagentoCreditMemo;
 pub(crate) use event::read;
 pub use event::{Entity, Event, EventKind, EventParseError};
-pub use invoice::{InvoiceState, MagentoInvoice, MagentoInvoiceLine};
+pub use invoice::{InvoiceState, MagentoInvoice, MagentoInvoiceLine, Tenders, keep_money_rows};
 pub use payment::MagentoPayment;
 pub use product::MagentoProduct;
 pub use totals::{Breakdown, LineAmounts, ShippingAmounts};

@@ -39,7 +39,9 @@
 //!    posted wrong.
 //! 4. Otherwise the document is rejected. A `grand_total` below its lines means an order-level
 //!    tender (gift card, store credit, reward points) reduced it; folding that into revenue would
-//!    misstate the books, so the crate refuses and says so.
+//!    misstate the books, so the crate refuses and says so, unless the document names the tenders
+//!    ([`super::Tenders`]): the header's `grand_total` is then the sale value, Magento's
+//!    `grand_total` plus the tenders, and the plan books the tenders on their liability accounts.
 //!
 //! After placement `Breakdown::total() == grand_total` exactly, which the property tests check.
 
@@ -76,7 +78,8 @@ pub struct HeaderTotals {
     pub adjustment_positive: Decimal,
     /// Credit memo adjustment fee.
     pub adjustment_negative: Decimal,
-    /// The document total.
+    /// The value the lines, shipping and adjustments add up to: Magento's `grand_total` plus the
+    /// document's tenders ([`super::Tenders`]; zero for most documents).
     pub grand_total: Decimal,
 }
 

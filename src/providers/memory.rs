@@ -974,12 +974,13 @@ impl InMemoryProvider {
                 ));
             }
         }
-        // What the ledger books: each line rounded to pennies, then shipping and adjustments.
+        // What the ledger books: each line rounded to pennies, then shipping, adjustments and
+        // tenders (booked out of their liability accounts).
         let total = plan.lines.iter().map(|l| round_money(l.net) + round_money(l.tax)).sum::<Decimal>()
             + round_money(plan.shipping.net)
             + round_money(plan.shipping.tax)
-            + round_money(plan.adjustment_positive)
-            - round_money(plan.adjustment_negative);
+            + plan.adjustments.iter().map(|a| round_money(a.net) + round_money(a.tax)).sum::<Decimal>()
+            - plan.tenders.iter().map(|t| round_money(t.amount)).sum::<Decimal>();
         if total != plan.grand_total {
             return Err(Error::internal(format!(
                 "{} {}: the ledger would total {total}, Magento's grand_total is {}; not posted",

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{contact, json::Node, lines};
 use crate::{
     canonical::{
-        InvoiceState, MagentoCreditMemo, MagentoInvoice, MagentoInvoiceLine, MagentoPayment,
+        InvoiceState, MagentoCreditMemo, MagentoInvoice, MagentoInvoiceLine, MagentoPayment, Tenders,
         totals::{self, HeaderTotals},
     },
     error::{Error, FieldError, Result},
@@ -34,6 +34,7 @@ pub(super) fn invoice(invoice: &Value, order: &Value) -> Result<MagentoInvoice> 
         inv.req_decimal("grand_total")?,
     ];
     let [subtotal, tax_amount, shipping_amount, shipping_tax_amount, discount_amount, grand_total] = header;
+    let tenders = tenders(&inv)?;
     ensure_checkable(INVOICE, &lines, &header, shipping_amount, shipping_tax_amount)?;
     let out = MagentoInvoice {
         magento_id: inv.req_id("entity_id")?,
@@ -79,6 +80,7 @@ pub(super) fn invoice(invoice: &Value, order: &Value) -> Result<MagentoInvoice> 
             None => None,
         },
         base_to_order_rate: inv.decimal("base_to_order_rate")?,
+        tenders,
     };
     out.validate()?;
     Ok(out)
@@ -124,6 +126,7 @@ pub(super) fn credit_memo(creditmemo: &Value, order: &Value, invoice: Option<&Va
     let adjustment_positive = cm.amount("adjustment_positive")?;
     let adjustment_negative = cm.amount("adjustment_negative")?;
     let grand_total = cm.req_decimal("grand_total")?;
+    let tenders = tenders(&cm)?;
     ensure_checkable(
         CREDIT_MEMO,
         &lines,
@@ -151,7 +154,7 @@ pub(super) fn credit_memo(creditmemo: &Value, order: &Value, invoice: Option<&Va
         shipping_tax_amount,
         adjustment_positive,
         adjustment_negative,
-        grand_total,
+        grand_total: grand_total + tenders.total(),
     };
     if let Err(e) = totals::breakdown(&lines, &rest_header) {
         let errors =
@@ -186,6 +189,7 @@ pub(super) fn credit_memo(creditmemo: &Value, order: &Value, invoice: Option<&Va
         created_at: cm.req_timestamp("created_at")?,
         invoice_created_at,
         base_to_order_rate: cm.decimal("base_to_order_rate")?,
+        tenders,
     };
     out.validate()?;
     Ok(out)
@@ -253,6 +257,20 @@ fn currency(doc: &Node<'_>, order: &Node<'_>) -> Result<Currency> {
 /// Refuses amounts whose products or quotients would leave `Decimal`'s range in the identity
 /// checks of [`totals`] (`qty × unit_price`, `discount × tax / subtotal` and the residual
 /// apportioned by those weights), so that no input can make the checks panic.
+/// The Adobe Commerce tenders of a document, from its `extension_attributes` (magento.md 3.1,
+/// 3.3, 5.8): `gift_cards_amount`, `customer_balance_amount`, `reward_currency_amount`, each read
+/// as a magnitude (zero when absent, as on Magento Open Source).
+fn tenders(doc: &Node<'_>) -> Result<Tenders> {
+    let Some(ext) = doc.object("extension_attributes")? else {
+        return Ok(Tenders::default());
+    };
+    Ok(Tenders {
+        gift_cards_amount: ext.amount("gift_cards_amount")?.abs(),
+        customer_balance_amount: ext.amount("customer_balance_amount")?.abs(),
+        reward_currency_amount: ext.amount("reward_currency_amount")?.abs(),
+    })
+}
+
 fn ensure_checkable(
     what: &'static str,
     lines: &[MagentoInvoiceLine],

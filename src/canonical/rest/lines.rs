@@ -64,11 +64,11 @@ pub(super) fn lines(doc: &Node<'_>, order: &Node<'_>) -> Result<Vec<MagentoInvoi
             Role::ByRowTotal => "the item has a row_total",
             Role::Money(reason) => reason,
         };
-        if let Some(line) = money_line(row, order_item, reason)? {
-            out.push(line);
-        }
+        out.push(money_line(row, order_item, reason)?);
     }
-    Ok(out)
+    // The rows left that carry no money (qty-0 rows of a partial document, a zero child whose
+    // parent's role was unknown) go by the same rule as the module's JSON.
+    Ok(crate::canonical::keep_money_rows(out))
 }
 
 /// The parent order item of `item` with its `item_id` when known: from `parent_item_id`, else
@@ -136,18 +136,20 @@ fn bundle_is_dynamic(bundle: &Node<'_>, bundle_row: Option<&Node<'_>>, child_row
     child_row.map(|r| r.has("row_total"))
 }
 
-/// The canonical line of a money row (byte8-spec.md 3.2), or `None` for a row with nothing on it.
-fn money_line(row: &Node<'_>, order_item: &Node<'_>, reason: &str) -> Result<Option<MagentoInvoiceLine>> {
+/// The canonical line of a row the structure gives money to (byte8-spec.md 3.2); a row that has
+/// none after all is dropped by [`crate::canonical::keep_money_rows`].
+fn money_line(row: &Node<'_>, order_item: &Node<'_>, reason: &str) -> Result<MagentoInvoiceLine> {
     let qty = row.req_decimal("qty")?;
     let Some(row_total) = row.decimal("row_total")? else {
         return Err(row.parse_error("row_total", format!("is missing, but {reason}")));
     };
     let tax = row.amount("tax_amount")?;
     let discount = row.amount("discount_amount")?;
-    if qty.is_zero() && row_total.is_zero() && tax.is_zero() && discount.is_zero() {
-        return Ok(None);
-    }
-    let price = row.req_decimal("price")?;
+    let price = if row_total.is_zero() && tax.is_zero() && discount.is_zero() {
+        row.decimal("price")?.unwrap_or_default()
+    } else {
+        row.req_decimal("price")?
+    };
     let tax_rate = if row_total > Decimal::ZERO && tax > Decimal::ZERO {
         let ratio = tax
             .checked_div(row_total)
@@ -162,7 +164,7 @@ fn money_line(row: &Node<'_>, order_item: &Node<'_>, reason: &str) -> Result<Opt
             None => order_item.text(key)?.unwrap_or_default(),
         })
     };
-    Ok(Some(MagentoInvoiceLine {
+    Ok(MagentoInvoiceLine {
         // For a configurable parent this is already the chosen child's SKU (magento.md 5.1).
         sku: text("sku")?,
         name: text("name")?,
@@ -176,5 +178,5 @@ fn money_line(row: &Node<'_>, order_item: &Node<'_>, reason: &str) -> Result<Opt
         tax_rate,
         tax_class: None,
         product_type: order_item.text("product_type")?,
-    }))
+    })
 }

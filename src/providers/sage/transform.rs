@@ -295,6 +295,9 @@ pub fn document_body(
     let mut lines: Vec<DocumentLine> = Vec::with_capacity(plan.lines.len() + 2);
     for l in &plan.lines {
         let (rate_id, tax) = match (l.treatment, &l.rate) {
+            // A gift card sold: outside the scope of VAT, on the no-tax rate (the plan put it on
+            // its liability account and refused any tax on it).
+            _ if l.liability_account.is_some() => (no_tax_rate_id(reference)?, Decimal::ZERO),
             (TaxTreatment::Domestic, Some(r)) => (r.id.clone(), l.tax),
             (TaxTreatment::Domestic, None) => {
                 return Err(Error::internal(format!("domestic line {} has no tax rate", l.index)));
@@ -309,7 +312,7 @@ pub fn document_body(
         let item = links.items.get(&l.sku);
         lines.push(DocumentLine {
             description: l.description.clone(),
-            ledger_account_id: ledger.clone(),
+            ledger_account_id: l.liability_account.clone().unwrap_or_else(|| ledger.clone()),
             quantity: l.qty,
             unit_price,
             discount_amount: discount,
@@ -439,26 +442,47 @@ pub fn document_body(
         ));
     }
 
-    // Credit memo adjustments: no tax (Magento puts none on them, magento.md 5.7).
-    for (amount, description) in
-        [(plan.adjustment_positive, "Adjustment refund"), (-plan.adjustment_negative, "Adjustment fee")]
-    {
-        if !amount.is_zero() {
-            lines.push(DocumentLine {
-                description: description.to_owned(),
-                ledger_account_id: ledger.clone(),
-                quantity: Decimal::ONE,
-                unit_price: amount,
-                discount_amount: Decimal::ZERO,
-                tax_rate_id: no_tax_rate_id(reference)?,
-                tax_amount: Decimal::ZERO,
-                currency_tax_amount: Decimal::ZERO,
-                unit_price_includes_tax: false,
-                eu_goods_services_type_id: eu_type.clone(),
-                product_id: None,
-                service_id: None,
-            });
-        }
+    // Credit memo adjustments: as the policy's `adjustment_tax_treatment` split them (no tax by
+    // default, as Magento records them, magento.md 5.7; or pro-rata parts with their VAT).
+    for a in &plan.adjustments {
+        let (rate_id, tax) = match &a.rate {
+            Some(r) => (r.id.clone(), a.tax),
+            None => (no_tax_rate_id(reference)?, Decimal::ZERO),
+        };
+        lines.push(DocumentLine {
+            description: a.description.clone(),
+            ledger_account_id: ledger.clone(),
+            quantity: Decimal::ONE,
+            unit_price: a.net,
+            discount_amount: Decimal::ZERO,
+            tax_rate_id: rate_id,
+            tax_amount: tax,
+            currency_tax_amount: tax,
+            unit_price_includes_tax: false,
+            eu_goods_services_type_id: eu_type.clone(),
+            product_id: None,
+            service_id: None,
+        });
+    }
+
+    // Tenders (gift card, store credit, reward points): out of (invoice) or into (credit note)
+    // their liability accounts, no VAT; revenue and VAT lines stay as Magento charged them.
+    for t in &plan.tenders {
+        lines.push(DocumentLine {
+            description: t.description.clone(),
+            ledger_account_id: t.account.clone(),
+            quantity: Decimal::ONE,
+            unit_price: -t.amount,
+            discount_amount: Decimal::ZERO,
+            tax_rate_id: no_tax_rate_id(reference)?,
+            tax_amount: Decimal::ZERO,
+            currency_tax_amount: Decimal::ZERO,
+            unit_price_includes_tax: false,
+            eu_goods_services_type_id: eu_type.clone(),
+            product_id: None,
+            service_id: None,
+        });
+        notes_out.push(format!("tender_booked: {} {} to {}", t.field, format_money(t.amount), t.account));
     }
 
     for w in &plan.warnings {

@@ -404,6 +404,8 @@ pub fn document(
     let mut parts: Vec<Component> = Vec::with_capacity(plan.lines.len() + 3);
     for l in &plan.lines {
         let (tax_type, booked_tax, pct) = match (l.treatment, &l.rate) {
+            // A gift card sold: a multi-purpose voucher, no VAT, on its liability account.
+            _ if l.liability_account.is_some() => (types.no_vat.clone(), Decimal::ZERO, Some(Decimal::ZERO)),
             (TaxTreatment::Domestic, Some(r)) => {
                 (r.id.clone(), l.tax, r.percentage.or_else(|| pct_in(reference, &r.id)))
             }
@@ -426,7 +428,7 @@ pub fn document(
             tax: booked_tax,
             tax_type,
             pct,
-            account: account.clone(),
+            account: l.liability_account.clone().unwrap_or_else(|| account.clone()),
             item_code: links.items.get(&l.sku).map(|_| item_code(&l.sku)),
         });
     }
@@ -484,22 +486,38 @@ pub fn document(
             format_money(foreign)
         ));
     }
-    for (amount, description) in
-        [(plan.adjustment_positive, "Adjustment refund"), (-plan.adjustment_negative, "Adjustment fee")]
-    {
-        if !amount.is_zero() {
-            parts.push(Component {
-                description: description.into(),
-                qty: Decimal::ONE,
-                unit_price: amount,
-                net: amount,
-                tax: Decimal::ZERO,
-                tax_type: types.no_vat.clone(),
-                pct: Some(Decimal::ZERO),
-                account: account.clone(),
-                item_code: None,
-            });
-        }
+    // Credit memo adjustments as the policy's `adjustment_tax_treatment` split them.
+    for a in &plan.adjustments {
+        let (tax_type, tax, pct) = match &a.rate {
+            Some(r) => (r.id.clone(), a.tax, r.percentage.or_else(|| pct_in(reference, &r.id))),
+            None => (types.no_vat.clone(), Decimal::ZERO, Some(Decimal::ZERO)),
+        };
+        parts.push(Component {
+            description: a.description.clone(),
+            qty: Decimal::ONE,
+            unit_price: a.net,
+            net: a.net,
+            tax,
+            tax_type,
+            pct,
+            account: account.clone(),
+            item_code: None,
+        });
+    }
+    // Tenders: out of (invoice) or into (credit note) their liability accounts, no VAT.
+    for t in &plan.tenders {
+        parts.push(Component {
+            description: t.description.clone(),
+            qty: Decimal::ONE,
+            unit_price: -t.amount,
+            net: -t.amount,
+            tax: Decimal::ZERO,
+            tax_type: types.no_vat.clone(),
+            pct: Some(Decimal::ZERO),
+            account: t.account.clone(),
+            item_code: None,
+        });
+        notes.push(format!("tender_booked: {} {} to {}", t.field, format_money(t.amount), t.account));
     }
     // The mode in which Xero's own arithmetic agrees with Magento's on more lines.
     let disagree = |mode| parts.iter().filter(|p| !p.xero_agrees(mode)).count();

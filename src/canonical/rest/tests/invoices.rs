@@ -418,3 +418,26 @@ fn string_money_and_ids() {
     assert_eq!(inv.po_number.as_deref(), Some("PO-2024-0042"));
     assert_eq!(inv.customer.magento_id, 15);
 }
+
+#[test]
+fn adobe_commerce_tenders_are_read_from_extension_attributes() {
+    // The tutorial invoice (1917.60) with 100.00 paid by gift card and 17.60 by store credit, as
+    // Adobe Commerce writes them: grand_total 1800.00, the tenders in extension_attributes.
+    let mut invoice = fixture!("invoice.inventory-tutorial.discount.json");
+    set(&mut invoice, "/grand_total", serde_json::json!(1800));
+    set(
+        &mut invoice,
+        "/extension_attributes",
+        serde_json::json!({"gift_cards_amount": 100, "customer_balance_amount": "17.6"}),
+    );
+    let inv = invoice_from_rest(&invoice, &fixture!("order.inventory-tutorial.json")).unwrap();
+    assert_eq!(
+        (inv.tenders.gift_cards_amount, inv.tenders.customer_balance_amount, inv.tenders.reward_currency_amount),
+        (d("100"), d("17.6"), d("0"))
+    );
+    assert_eq!(inv.grand_total, d("1800"));
+    assert_eq!(inv.breakdown().unwrap().total(), d("1917.6"), "the sale value: 1800 + 100 + 17.6");
+    // Without them the same grand_total is a document below its lines, refused.
+    set(&mut invoice, "/extension_attributes", serde_json::json!({}));
+    assert!(invoice_from_rest(&invoice, &fixture!("order.inventory-tutorial.json")).is_err());
+}

@@ -598,3 +598,187 @@ fn price_and_discount_cases() {
     // Decimal quantity: 1.5 kg at 3.33 = 4.995 → 5.00 gross, net 5.00.
     assert_eq!(price_and_discount(dec!(1.5), dec!(3.33), dec!(5.00)), (dec!(3.33), dec!(0)));
 }
+
+// ---- issue 12: adjustments, gift cards, tenders ---------------------------------------------
+
+/// (description, ledger account, unit price, tax rate, tax) of every line.
+fn line_facts(body: &DocumentBody) -> Vec<(String, String, Decimal, String, Decimal)> {
+    body.lines()
+        .iter()
+        .map(|l| {
+            (
+                l.description.clone(),
+                l.ledger_account_id.clone(),
+                l.unit_price.normalize(),
+                l.tax_rate_id.clone(),
+                l.tax_amount.normalize(),
+            )
+        })
+        .collect()
+}
+
+fn fact(
+    d: &str,
+    account: &str,
+    price: Decimal,
+    rate: &str,
+    tax: Decimal,
+) -> (String, String, Decimal, String, Decimal) {
+    (d.to_owned(), account.to_owned(), price.normalize(), rate.to_owned(), tax.normalize())
+}
+
+/// A memo refunding 1 × 10.00 at 20 % (12.00 gross) with an adjustment refund of 12.00: 24.00.
+fn adjustment_memo() -> MagentoCreditMemo {
+    let mut v = memo_json();
+    v["shipping_amount"] = json!(0);
+    v["shipping_tax_amount"] = json!(0);
+    v["adjustment_positive"] = json!(12.00);
+    v["adjustment_negative"] = json!(0);
+    v["grand_total"] = json!(24.00);
+    serde_json::from_value(v).unwrap()
+}
+
+fn credit(memo: &MagentoCreditMemo, p: &SyncPolicy) -> Result<Transformed<PostSalesCreditNote>> {
+    let items = BTreeMap::new();
+    let l = DocumentLinks { contact_id: "C1", items: &items, idempotency_key: None };
+    sales_credit_note(memo, p, &uk_reference(), &l, None)
+}
+
+#[test]
+fn adjustments_carry_no_tax_by_default_and_the_vat_fraction_pro_rata() {
+    let memo = adjustment_memo();
+    let t = credit(&memo, &policy(json!({}))).unwrap();
+    assert_eq!(
+        line_facts(&t.request.sales_credit_note)[1],
+        fact("Adjustment refund", "SALES", dec!(12.00), "GB_NO_TAX", dec!(0)),
+        "no_tax is the default: Magento records no VAT on adjustments"
+    );
+    // reg. 38: 12.00 refunded at 20 % = 10.00 + 12 × 20/120 = 2.00.
+    let t = credit(&memo, &policy(json!({"adjustment_tax_treatment": "pro_rata"}))).unwrap();
+    assert_eq!(
+        line_facts(&t.request.sales_credit_note)[1],
+        fact("Adjustment refund (20%)", "SALES", dec!(10.00), "GB_STANDARD", dec!(2.00))
+    );
+    assert_eq!(expected_total(&t.request.sales_credit_note, &uk_reference().tax_rates).unwrap(), dec!(24.00));
+}
+
+#[test]
+fn pro_rata_adjustments_split_over_the_memos_own_rates_by_gross() {
+    // Lines: 10.00 + 2.00 at 20 % (gross 12.00) and 20.00 + 1.00 at 5 % (gross 21.00): 33.00.
+    // Refund 11.00: 11 × 12/33 = 4.00 at 20 % → VAT 4 × 20/120 = 0.666… → 0.67, net 3.33;
+    //               11 × 21/33 = 7.00 at 5 % → VAT 7 × 5/105 = 0.333… → 0.33, net 6.67.
+    // Fee 3.30: 3.30 × 12/33 = 1.20 → VAT 0.20, net 1.00; 3.30 × 21/33 = 2.10 → VAT 0.10, net 2.00.
+    // Total 33.00 + 11.00 − 3.30 = 40.70.
+    let mut v = memo_json();
+    v["lines"] = json!([
+        {"sku": "A-1", "name": "Widget", "qty": 1, "unit_price": 10.00, "line_subtotal": 10.00,
+         "line_tax": 2.00, "line_total": 12.00, "tax_rate": 0.2, "product_type": "simple"},
+        {"sku": "B-1", "name": "Book", "qty": 1, "unit_price": 20.00, "line_subtotal": 20.00,
+         "line_tax": 1.00, "line_total": 21.00, "tax_rate": 0.05, "product_type": "simple"}]);
+    v["shipping_amount"] = json!(0);
+    v["shipping_tax_amount"] = json!(0);
+    v["adjustment_positive"] = json!(11.00);
+    v["adjustment_negative"] = json!(3.30);
+    v["grand_total"] = json!(40.70);
+    let memo: MagentoCreditMemo = serde_json::from_value(v).unwrap();
+    let t = credit(&memo, &policy(json!({"adjustment_tax_treatment": "pro_rata"}))).unwrap();
+    let facts = line_facts(&t.request.sales_credit_note);
+    assert_eq!(
+        facts[2..].to_vec(),
+        vec![
+            fact("Adjustment refund (20%)", "SALES", dec!(3.33), "GB_STANDARD", dec!(0.67)),
+            fact("Adjustment refund (5%)", "SALES", dec!(6.67), "GB_LOWER", dec!(0.33)),
+            fact("Adjustment fee (20%)", "SALES", dec!(-1.00), "GB_STANDARD", dec!(-0.20)),
+            fact("Adjustment fee (5%)", "SALES", dec!(-2.00), "GB_LOWER", dec!(-0.10)),
+        ]
+    );
+    assert_eq!(expected_total(&t.request.sales_credit_note, &uk_reference().tax_rates).unwrap(), dec!(40.70));
+}
+
+/// `invoice_json` (30.00) plus a 50.00 gift card sold: 80.00.
+fn gift_card_invoice() -> MagentoInvoice {
+    let mut v = invoice_json();
+    v["lines"].as_array_mut().unwrap().push(json!({"sku": "GC-50", "name": "Gift card £50", "qty": 1,
+        "unit_price": 50.00, "line_subtotal": 50.00, "line_tax": 0, "line_total": 50.00, "tax_rate": null,
+        "product_type": "giftcard"}));
+    v["subtotal"] = json!(70.00);
+    v["grand_total"] = json!(80.00);
+    inv(v)
+}
+
+#[test]
+fn a_gift_card_sold_is_a_voucher_on_its_liability_account_without_vat_or_fails_naming_it() {
+    let items = BTreeMap::new();
+    let p = policy(json!({"gift_card_ledger_account_id": "GIFT_LIAB"}));
+    let t = sales_invoice(&gift_card_invoice(), &p, &uk_reference(), &links(&items)).unwrap();
+    let facts = line_facts(&t.request.sales_invoice);
+    assert_eq!(facts[0], fact("Widget", "SALES", dec!(10.00), "GB_STANDARD", dec!(4.00)));
+    assert_eq!(facts[1], fact("Gift card £50", "GIFT_LIAB", dec!(50.00), "GB_NO_TAX", dec!(0)));
+    assert_eq!(expected_total(&t.request.sales_invoice, &uk_reference().tax_rates).unwrap(), dec!(80.00));
+
+    let err = sales_invoice(&gift_card_invoice(), &policy(json!({})), &uk_reference(), &links(&items)).unwrap_err();
+    assert_eq!(err.code(), crate::error::ErrorCode::Validation);
+    let text = err.to_string();
+    assert!(
+        text.contains("lines[1]") && text.contains("GC-50") && text.contains("gift_card_ledger_account_id"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tenders_keep_revenue_and_vat_as_charged_and_book_the_liabilities() {
+    // invoice_json: 30.00 charged; 10.00 paid by gift card and 5.00 by store credit: grand_total 15.00.
+    let mut v = invoice_json();
+    v["grand_total"] = json!(15.00);
+    v["tenders"] = json!({"gift_cards_amount": 10.00, "customer_balance_amount": 5.00});
+    let items = BTreeMap::new();
+    let p =
+        policy(json!({"gift_card_ledger_account_id": "GIFT_LIAB", "store_credit_ledger_account_id": "CREDIT_LIAB"}));
+    let t = sales_invoice(&inv(v.clone()), &p, &uk_reference(), &links(&items)).unwrap();
+    let body = &t.request.sales_invoice;
+    assert_eq!(
+        line_facts(body),
+        vec![
+            fact("Widget", "SALES", dec!(10.00), "GB_STANDARD", dec!(4.00)),
+            fact("Gift card redeemed", "GIFT_LIAB", dec!(-10.00), "GB_NO_TAX", dec!(0)),
+            fact("Store credit redeemed", "CREDIT_LIAB", dec!(-5.00), "GB_NO_TAX", dec!(0)),
+        ]
+    );
+    assert_eq!((body.shipping_net_amount, body.shipping_tax_amount), (Some(dec!(5.00)), Some(dec!(1.00))));
+    assert_eq!(expected_total(body, &uk_reference().tax_rates).unwrap(), dec!(15.00), "what is left to pay");
+
+    // Without the accounts: validation naming each tender and its key; without the tenders, the
+    // document is below its lines and refused as before.
+    let text =
+        sales_invoice(&inv(v.clone()), &policy(json!({})), &uk_reference(), &links(&items)).unwrap_err().to_string();
+    assert!(text.contains("tenders.gift_cards_amount") && text.contains("gift_card_ledger_account_id"), "{text}");
+    assert!(
+        text.contains("tenders.customer_balance_amount") && text.contains("store_credit_ledger_account_id"),
+        "{text}"
+    );
+    v["tenders"] = json!({});
+    let text = sales_invoice(&inv(v), &p, &uk_reference(), &links(&items)).unwrap_err().to_string();
+    assert!(text.contains("below"), "{text}");
+}
+
+#[test]
+fn a_refund_to_store_credit_credits_the_liability() {
+    // 1 × 10.00 + 2.00 refunded, all of it to store credit: cash refunded 0.00.
+    let mut v = memo_json();
+    v["shipping_amount"] = json!(0);
+    v["shipping_tax_amount"] = json!(0);
+    v["adjustment_positive"] = json!(0);
+    v["adjustment_negative"] = json!(0);
+    v["grand_total"] = json!(0);
+    v["tenders"] = json!({"customer_balance_amount": 12.00});
+    let memo: MagentoCreditMemo = serde_json::from_value(v).unwrap();
+    let t = credit(&memo, &policy(json!({"store_credit_ledger_account_id": "CREDIT_LIAB"}))).unwrap();
+    assert_eq!(
+        line_facts(&t.request.sales_credit_note),
+        vec![
+            fact("Widget", "SALES", dec!(10.00), "GB_STANDARD", dec!(2.00)),
+            fact("Store credit refunded", "CREDIT_LIAB", dec!(-12.00), "GB_NO_TAX", dec!(0)),
+        ]
+    );
+    assert_eq!(expected_total(&t.request.sales_credit_note, &uk_reference().tax_rates).unwrap(), dec!(0));
+}

@@ -415,3 +415,57 @@ fn xero_total_is_computed_as_xero_computes_it() {
     assert_eq!(xero_total(&lines, AmountMode::Inclusive, pct).unwrap(), dec!(43.00));
     assert_eq!(xero_line_tax(dec!(0.99), dec!(20), AmountMode::Inclusive), dec!(0.17));
 }
+
+#[test]
+fn gift_cards_tenders_and_pro_rata_adjustments_book_as_on_sage() {
+    // invoice_json (30.00) + a 50.00 gift card sold (no VAT) = 80.00; 20.00 of it paid by gift
+    // card: grand_total 60.00.
+    let mut v = invoice_json();
+    v["lines"].as_array_mut().unwrap().push(json!({"sku": "GC-50", "name": "Gift card", "qty": 1,
+        "unit_price": 50.00, "line_subtotal": 50.00, "line_tax": 0, "line_total": 50.00, "product_type": "giftcard"}));
+    v["subtotal"] = json!(70.00);
+    v["grand_total"] = json!(60.00);
+    v["tenders"] = json!({"gift_cards_amount": 20.00});
+    let items = BTreeMap::new();
+    let p = policy(json!({"gift_card_ledger_account_id": "820"}));
+    let t = invoice(&inv(v.clone()), &p, &reference(), &links(&items)).unwrap();
+    let facts: Vec<(&str, Decimal, &str, &str)> = t
+        .request
+        .line_items
+        .iter()
+        .map(|l| (l.description.as_str(), l.unit_amount, l.account_code.as_str(), l.tax_type.as_str()))
+        .collect();
+    assert!(facts.contains(&("Gift card", dec!(50.00), "820", "NONE")), "{facts:?}");
+    assert!(facts.contains(&("Gift card redeemed", dec!(-20.00), "820", "NONE")), "{facts:?}");
+    assert!(facts.contains(&("Widget", dec!(10.00), "200", "OUTPUT2")), "revenue as charged: {facts:?}");
+    let err = invoice(&inv(v), &policy(json!({})), &reference(), &links(&items)).unwrap_err();
+    assert_eq!(err.code(), crate::error::ErrorCode::Validation);
+    assert!(err.to_string().contains("gift_card_ledger_account_id"), "{err}");
+
+    // A memo of 10.00 + 2.00 with an adjustment refund of 12.00, pro rata: 10.00 + 2.00 VAT.
+    let memo: MagentoCreditMemo = serde_json::from_value(json!({
+        "magento_id": 56, "increment_id": "000000010", "invoice_id": 1001, "invoice_increment_id": "000000123",
+        "website_id": 1, "currency": "GBP",
+        "customer": {"magento_id": 5, "email": "jane@example.com", "first_name": "Jane", "last_name": "Doe", "addresses": []},
+        "lines": [{"sku": "A-1", "name": "Widget", "qty": 1, "unit_price": 10.00, "line_subtotal": 10.00,
+                   "line_tax": 2.00, "line_total": 12.00, "tax_rate": 0.2, "product_type": "simple"}],
+        "adjustment_positive": 12.00, "adjustment_negative": 0, "grand_total": 24.00,
+        "shipping_amount": 0, "shipping_tax_amount": 0, "created_at": "2026-11-25T12:00:00Z", "base_to_order_rate": 1
+    }))
+    .unwrap();
+    let t = credit_note(
+        &memo,
+        &policy(json!({"adjustment_tax_treatment": "pro_rata"})),
+        &reference(),
+        &links(&items),
+        None,
+    )
+    .unwrap();
+    let adj = t.request.line_items.iter().find(|l| l.description.starts_with("Adjustment")).unwrap();
+    assert_eq!((adj.unit_amount, adj.tax_type.as_str()), (dec!(10.00), "OUTPUT2"));
+    // No explicit TaxAmount means Xero's own 20 % of 10.00 = 2.00 is Magento's; either way 2.00.
+    assert!(adj.tax_amount.is_none_or(|t| t == dec!(2.00)), "{:?}", adj.tax_amount);
+    let none = credit_note(&memo, &policy(json!({})), &reference(), &links(&items), None).unwrap();
+    let adj = none.request.line_items.iter().find(|l| l.description.starts_with("Adjustment")).unwrap();
+    assert_eq!((adj.unit_amount, adj.tax_type.as_str()), (dec!(12.00), "NONE"), "no_tax by default");
+}
