@@ -292,8 +292,11 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
     let what = src.kind.what();
     let billing = src.billing.or_else(|| src.customer.address(AddressKind::Billing)).cloned();
     let shipping = src.shipping.or_else(|| src.customer.address(AddressKind::Shipping)).cloned();
-    let seller =
-        Seller { country: reference.business.country.clone(), northern_ireland: reference.business.northern_ireland };
+    let seller = Seller {
+        country: reference.business.country.clone(),
+        northern_ireland: reference.business.northern_ireland,
+        oss: policy.oss_registration,
+    };
     let buyer = Buyer {
         billing: place(billing.as_ref()),
         shipping: place(shipping.as_ref()),
@@ -326,6 +329,7 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
                 subtotal: a.subtotal,
                 tax: a.tax - a.tax_rounding,
                 tolerance: if a.discount_tax_compensation.is_zero() { PENNY } else { PENNY + PENNY },
+                before_discount: policy.tax_calculated_before_discount,
             };
             match tax::domestic_rate(policy, &reference.tax_rates, line, l.tax_rate) {
                 Ok(c) => Some(c),
@@ -362,6 +366,7 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
             subtotal: b.shipping.amount,
             tax: b.shipping.tax,
             tolerance: if b.shipping.discount_tax_compensation.is_zero() { PENNY } else { PENNY + PENNY },
+            before_discount: policy.tax_calculated_before_discount,
         };
         match tax::domestic_rate(policy, &reference.tax_rates, line, None) {
             Ok(c) => Some(c),
