@@ -133,7 +133,8 @@ pub struct DocumentPlan {
     pub reference: String,
     /// Currency.
     pub currency: Currency,
-    /// Document date (the UTC date of `created_at`).
+    /// Document date: the store's local date of `created_at` (policy `store_timezone`, default the
+    /// zone of the ledger business's country), so that 23:30 UTC on 30 June is 1 July in London.
     pub date: NaiveDate,
     /// Lines.
     pub lines: Vec<PlanLine>,
@@ -391,7 +392,7 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
         increment_id: src.increment_id.to_owned(),
         reference: policy.document_reference(src.increment_id),
         currency: src.currency,
-        date: src.created.date_naive(),
+        date: policy.local_date(src.created, &reference.business.country),
         lines,
         shipping: PlanShipping {
             net: b.shipping.net(),

@@ -532,7 +532,7 @@ impl SyncEngine {
                 )));
             }
         };
-        let (_, caps) = self.context().await?;
+        let (reference, caps) = self.context().await?;
         let facts = match self.invoice_facts(pay.invoice_id, Some(&pay.invoice_increment_id), policy, &caps).await? {
             Ok(f) => f,
             Err(Some(reason)) => {
@@ -546,7 +546,7 @@ impl SyncEngine {
             }
         };
         let pay_ref = self.reference_of(policy, &pay.invoice_increment_id, &caps);
-        let date = pay.captured_at.date_naive();
+        let date = policy.local_date(pay.captured_at, &reference.business.country);
         let job = Box::new(PaymentJob { key, facts, bank, pay_ref });
         if self.get(XrefKind::Payment, &job.key).await?.is_some() {
             let ids = [job.facts.id.as_str()];
@@ -741,7 +741,7 @@ impl SyncEngine {
             } else if facts.contact_id != contact_id {
                 notes.push("the credit note is not on the invoice's contact: not allocated".into());
             } else {
-                let date = memo.created_at.date_naive();
+                let date = policy.local_date(memo.created_at, &reference.business.country);
                 let ids = [facts.id.as_str(), note_id.as_str()];
                 let mut allocation = None;
                 if self.get(XrefKind::Allocation, &key).await?.is_some() {
@@ -799,7 +799,7 @@ impl SyncEngine {
                         "{left} not refunded: no bank account (the invoice's payment was not synced and there is no default_bank_account_id); the credit note stays open"
                     )),
                     Some(bank) => {
-                        let date = memo.created_at.date_naive();
+                        let date = policy.local_date(memo.created_at, &reference.business.country);
                         let ids = [note_id.as_str()];
                         let mut refund = None;
                         if self.get(XrefKind::Refund, &key).await?.is_some() {

@@ -1150,7 +1150,7 @@ impl InMemoryProvider {
             contact_id: request.contact_id.to_owned(),
             bank_account_id: request.bank_account_id.to_owned(),
             currency: payment.currency,
-            date: payment.captured_at.date_naive(),
+            date: request.date(&self.reference.business.country),
             amount: payment.amount,
             allocations: if allocate.is_zero() { Vec::new() } else { vec![(request.invoice_id.to_owned(), allocate)] },
             on_account: payment.amount - allocate,

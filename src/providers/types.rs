@@ -257,6 +257,14 @@ pub struct PaymentRequest<'a> {
     pub idempotency_key: &'a str,
 }
 
+impl PaymentRequest<'_> {
+    /// The payment's date: the store's local date of `captured_at` (policy `store_timezone`, else
+    /// the zone of the ledger business's country).
+    pub fn date(&self, business_country: &str) -> NaiveDate {
+        self.policy.local_date(self.payment.captured_at, business_country)
+    }
+}
+
 /// Allocate a credit note against an invoice on their shared contact.
 #[derive(Debug, Clone, Copy)]
 pub struct AllocationRequest<'a> {

@@ -636,6 +636,7 @@ impl AccountingProvider for SageProvider {
             invoice_id: request.invoice_id,
             bank_account_id: request.bank_account_id,
             exchange_rate: exchange,
+            date: request.date(&reference.business.country),
             outstanding: request.outstanding,
             idempotency_key: Some(request.idempotency_key),
         };

@@ -1144,13 +1144,22 @@ impl AccountingProvider for XeroProvider {
             Err(e) => return requests.iter().map(|_| Err(e.copy())).collect(),
         };
         let base = reference.business.base_currency;
+        let country = reference.business.country.clone();
         let mut elements = Vec::with_capacity(requests.len());
         let mut lookups = Vec::new();
         for r in requests {
             let element = async {
                 let account = self.account_id(r.bank_account_id).await?;
                 let rate = transform::currency_rate(r.payment.currency, base, r.invoice_base_to_order_rate);
-                let body = transform::payment(r.payment, r.policy, r.invoice_id, &account, r.outstanding, rate);
+                let body = transform::payment(
+                    r.payment,
+                    r.policy,
+                    r.invoice_id,
+                    &account,
+                    r.outstanding,
+                    rate,
+                    r.date(&country),
+                );
                 let number = format!("inv:{}", r.invoice_id);
                 Ok::<_, Error>((Element { body, number, event_key: r.idempotency_key.to_owned() }, r))
             }
@@ -1159,7 +1168,7 @@ impl AccountingProvider for XeroProvider {
                 lookups.push((
                     e.number.clone(),
                     e.body.reference.clone().unwrap_or_default(),
-                    r.payment.captured_at.date_naive(),
+                    r.date(&country),
                 ));
                 e
             }));

@@ -719,13 +719,14 @@ pub fn payment(
     bank_account_id: &str,
     outstanding: Option<Decimal>,
     currency_rate: Option<Decimal>,
+    date: NaiveDate,
 ) -> Payment {
     let amount = outstanding.map_or(p.amount, |o| o.min(p.amount)).max(Decimal::ZERO);
     Payment {
         invoice: Some(InvoiceRef { invoice_id: invoice_id.to_owned() }),
         credit_note: None,
         account: AccountRef { account_id: bank_account_id.to_owned() },
-        date: p.captured_at.date_naive(),
+        date,
         amount,
         reference: Some(document_number(policy, &p.invoice_increment_id)),
         currency_rate,
