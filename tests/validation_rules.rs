@@ -94,6 +94,7 @@ fn invoice_of(l: MagentoInvoiceLine, shipping: Decimal, shipping_tax: Decimal) -
         shipping_address: None,
         po_number: None,
         base_to_order_rate: Some(dec!(1.0)),
+        base_currency: None,
     }
 }
 
@@ -127,6 +128,7 @@ fn credit_memo() -> MagentoCreditMemo {
         created_at: at(),
         invoice_created_at: Some(at()),
         base_to_order_rate: Some(dec!(1.0)),
+        base_currency: None,
     }
 }
 

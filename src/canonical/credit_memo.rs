@@ -67,6 +67,9 @@ pub struct MagentoCreditMemo {
     /// The credit memo's own `base_to_order_rate`.
     #[serde(default, with = "serde_decimal_opt")]
     pub base_to_order_rate: Option<Decimal>,
+    /// Magento's base currency (`base_currency_code`); as on the invoice.
+    #[serde(default, with = "crate::money::serde_currency_opt")]
+    pub base_currency: Option<Currency>,
 }
 
 impl MagentoCreditMemo {

@@ -132,6 +132,11 @@ pub struct MagentoInvoice {
     /// `order = base × rate`; null means no exchange-rate information.
     #[serde(default, with = "serde_decimal_opt")]
     pub base_to_order_rate: Option<Decimal>,
+    /// Magento's base currency (`base_currency_code`), the currency `base_to_order_rate` converts
+    /// from. Optional for older payloads; see [`crate::plan::ledger_rate`] for how it decides the
+    /// exchange rate sent to the ledger.
+    #[serde(default, with = "crate::money::serde_currency_opt")]
+    pub base_currency: Option<Currency>,
 }
 
 impl MagentoInvoice {

@@ -336,6 +336,7 @@ impl Fixture {
             } else {
                 Decimal::new(117, 2)
             }),
+            base_currency: Some(reference.business.base_currency),
         }
     }
 
@@ -362,6 +363,7 @@ impl Fixture {
             created_at: self.timestamp(),
             invoice_created_at: Some(invoice.created_at),
             base_to_order_rate: invoice.base_to_order_rate,
+            base_currency: None,
         }
     }
 

@@ -31,9 +31,14 @@
 //! of the document currency — and reports from its live integration that Sage then derives the
 //! base-currency mirrors itself (byte8-spec.md 9 Q6a); tax.md 4.2 reads the same direction from
 //! that behaviour. This crate does the same, with 10 decimals rounded half up, and omits the rate
-//! when the document is in the base currency, when Magento has no rate, or when the rate is 1 while
-//! the currencies differ (Magento's base currency is then not Sage's, so Magento's rate means
-//! nothing to Sage and Sage's own rate applies, tax.md 4.4).
+//! when the document is in the base currency.
+//!
+//! Magento's rate converts from *Magento's* base currency; it is sent only when that is Sage's
+//! base currency ([`plan::ledger_rate`]: known from the payload's `base_currency`, else inferred
+//! from a rate of 1 between different currencies). When it is not — or Magento sent no rate — no
+//! correct rate can be derived from Magento's data, and a Sage document without one is booked at
+//! 1 (sage-api.md 3.3: `exchange_rate` defaults to 1): the document fails as `validation` on
+//! `base_to_order_rate`, naming both currencies, and nothing is posted.
 
 use std::collections::BTreeMap;
 
@@ -282,6 +287,22 @@ pub fn document_body(
             ),
         ));
     }
+    let rate = match plan::ledger_rate(plan.currency, plan.base_currency, base, plan.base_to_order_rate) {
+        plan::LedgerRate::BaseCurrency => None,
+        plan::LedgerRate::Magento(r) => exchange_rate(plan.currency, base, Some(r)),
+        plan::LedgerRate::NotConvertible(why) => {
+            return Err(Error::invalid(
+                what,
+                "base_to_order_rate",
+                format!(
+                    "{why}; a Sage document in {} without a correct exchange_rate would be booked at 1 {} = 1 {}, so it is not posted",
+                    plan.currency.code(),
+                    plan.currency.code(),
+                    base.code()
+                ),
+            ));
+        }
+    };
     let ledger = policy.default_ledger_account_id.clone().ok_or_else(|| {
         Error::invalid(
             "policy",
@@ -480,7 +501,7 @@ pub fn document_body(
         reference: reference_text,
         notes: f.notes(extra_notes, limits::DOCUMENT_NOTES),
         currency_id: plan.currency.code().to_owned(),
-        exchange_rate: exchange_rate(plan.currency, base, plan.base_to_order_rate),
+        exchange_rate: rate,
         inverse_exchange_rate: None,
         main_address,
         delivery_address,
