@@ -357,7 +357,10 @@ impl SyncPolicy {
         if let Some(tz) = &self.store_timezone
             && tz.trim().parse::<chrono_tz::Tz>().is_err()
         {
-            p.push("store_timezone", format!("OUT_OF_RANGE: `{tz}` is not an IANA time zone name (e.g. Europe/London)"));
+            p.push(
+                "store_timezone",
+                format!("OUT_OF_RANGE: `{tz}` is not an IANA time zone name (e.g. Europe/London)"),
+            );
         }
         if self.sync_products && self.default_purchase_ledger_account_id.is_none() {
             p.push(

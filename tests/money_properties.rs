@@ -433,7 +433,13 @@ fn o_seed() -> impl Strategy<Value = OSeed> {
         -1i64..=1,
         prop_oneof![Just(Where::Home), Just(Where::EuAtUkRate), Just(Where::Export), Just(Where::Ioss)],
         prop_oneof![Just(("GBP", "1")), Just(("EUR", "1.1734")), Just(("USD", "1.2650"))],
-        prop_oneof![Just(None), Just(Some("Europe/London")), Just(Some("Asia/Tokyo")), Just(Some("Asia/Kolkata")), Just(Some("UTC"))],
+        prop_oneof![
+            Just(None),
+            Just(Some("Europe/London")),
+            Just(Some("Asia/Tokyo")),
+            Just(Some("Asia/Kolkata")),
+            Just(Some("UTC"))
+        ],
         0i64..(365 * 86_400),
     )
         .prop_map(|(mut lines, ship_rate, k, ship_delta, place, currency, zone, at)| {
@@ -446,7 +452,13 @@ fn o_seed() -> impl Strategy<Value = OSeed> {
             }
             let ship_cents = match ship_rate {
                 // 19 % on small shipping reads as a UK rate to the penny: 0 or at least 10.00.
-                _ if place == Where::Ioss => if k == 0 { 0 } else { 1_000 + 7 * k },
+                _ if place == Where::Ioss => {
+                    if k == 0 {
+                        0
+                    } else {
+                        1_000 + 7 * k
+                    }
+                }
                 5 => 20 * k + 10,
                 _ => 3 * k,
             };
@@ -524,7 +536,11 @@ fn o_truth(seed: &OSeed) -> Truth {
             (Where::Home | Where::EuAtUkRate, 5) if tax > 0 => "GB_LOWER",
             _ => "GB_ZERO",
         };
-        let tax_rate = if row > 0 && tax > 0 { num(RoundingPolicy::HalfUp.round(pence(tax) / pence(row), 4)) } else { Value::Null };
+        let tax_rate = if row > 0 && tax > 0 {
+            num(RoundingPolicy::HalfUp.round(pence(tax) / pence(row), 4))
+        } else {
+            Value::Null
+        };
         json_lines.push(json!({
             "sku": format!("O-{i}"), "name": "Thing", "qty": l.qty, "unit_price": num(pence(l.unit_cents)),
             "line_subtotal": num(pence(row)), "line_tax": num(pence(tax)), "line_total": num(pence(net + tax)),
@@ -536,7 +552,11 @@ fn o_truth(seed: &OSeed) -> Truth {
         tax_total += tax;
     }
     let ship_net = seed.ship_cents;
-    let ship_tax = pct_of(ship_net, taxed_at(seed.ship_rate), if ship_net >= 100 || seed.ship_rate == 5 { seed.ship_delta } else { 0 });
+    let ship_tax = pct_of(
+        ship_net,
+        taxed_at(seed.ship_rate),
+        if ship_net >= 100 || seed.ship_rate == 5 { seed.ship_delta } else { 0 },
+    );
     tax_total += ship_tax;
     let grand = subtotal - discount_total + ship_net + tax_total;
     let (country, postcode) = match seed.place {

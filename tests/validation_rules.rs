@@ -601,8 +601,8 @@ fn new_policy_keys_refuse_unknown_values_naming_the_key() {
         let p = SyncPolicy::from_json(&format!(r#"{{"oss_registration":"{value}"}}"#)).unwrap();
         assert_eq!(p.oss_registration, want);
     }
-    let p = SyncPolicy::from_json(r#"{"store_timezone":"Europe/Dublin","tax_calculated_before_discount":true}"#)
-        .unwrap();
+    let p =
+        SyncPolicy::from_json(r#"{"store_timezone":"Europe/Dublin","tax_calculated_before_discount":true}"#).unwrap();
     assert_eq!(p.store_timezone.as_deref(), Some("Europe/Dublin"));
     assert!(p.tax_calculated_before_discount);
 }

@@ -239,8 +239,11 @@ mod tests {
     #[test]
     fn tax_before_discount_only_under_the_policy_setting() {
         // A store taxing before discount: 5 % of the 100.00 subtotal is 5.00 on a 25.00 net.
-        let p = policy(r#"{"tax_rate_map":{"20.00":"GB_STANDARD","5.00":"GB_LOWER"},"tax_calculated_before_discount":true}"#);
-        let line = LineTax { before_discount: p.tax_calculated_before_discount, ..LineTax::new(dec!(25), dec!(100), dec!(5)) };
+        let p = policy(
+            r#"{"tax_rate_map":{"20.00":"GB_STANDARD","5.00":"GB_LOWER"},"tax_calculated_before_discount":true}"#,
+        );
+        let line =
+            LineTax { before_discount: p.tax_calculated_before_discount, ..LineTax::new(dec!(25), dec!(100), dec!(5)) };
         let c = domestic_rate(&p, &uk_rates(), line, Some(dec!(0.05))).unwrap();
         assert_eq!((c.id.as_str(), c.source), ("GB_LOWER", RateSource::MapLiteral));
         // The same line under the default (after discount) is standard-rated.

@@ -1165,11 +1165,7 @@ impl AccountingProvider for XeroProvider {
             }
             .await;
             elements.push(element.map(|(e, r)| {
-                lookups.push((
-                    e.number.clone(),
-                    e.body.reference.clone().unwrap_or_default(),
-                    r.date(&country),
-                ));
+                lookups.push((e.number.clone(), e.body.reference.clone().unwrap_or_default(), r.date(&country)));
                 e
             }));
         }
