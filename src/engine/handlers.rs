@@ -464,9 +464,14 @@ impl SyncEngine {
                 && let Some(contact_id) = doc.contact_id.clone()
             {
                 let now = self.clock.now();
+                // An adopted invoice keeps the ledger's own exchange rate for its payments: kept in
+                // Magento's direction (document units per base unit), as every posted invoice's is.
+                let magento_direction = doc.exchange_rate.and_then(|r| Decimal::ONE.checked_div(r));
                 let meta = json!({"contact_id": contact_id, "total": doc.total.map(|t| t.to_string()),
                         "outstanding": doc.outstanding.map(|t| t.to_string()), "reference": doc_ref,
-                        "number": doc.number, "adopted": true, "increment_id": inc});
+                        "number": doc.number, "adopted": true, "increment_id": inc,
+                        "base_to_order_rate": magento_direction.map(|r| r.to_string()),
+                        "ledger_exchange_rate": doc.exchange_rate.map(|r| r.to_string())});
                 let x = Xref::done(doc.id.clone(), Some(doc_ref), meta, now);
                 self.put(XrefKind::Invoice, &key, &x).await?;
                 return Ok(InvoiceFacts::from_xref(&x).ok_or(None));

@@ -1001,6 +1001,15 @@ impl InMemoryProvider {
             total: Some(total),
             outstanding: Some(total),
             voided: false,
+            exchange_rate: match plan::ledger_rate(
+                plan.currency,
+                plan.base_currency,
+                self.reference.business.base_currency,
+                plan.base_to_order_rate,
+            ) {
+                plan::LedgerRate::Magento(r) => Decimal::ONE.checked_div(r),
+                _ => None,
+            },
         };
         st.data.documents.push(DocumentEntry {
             record: record.clone(),

@@ -325,6 +325,11 @@ pub struct DocumentRecord {
     pub outstanding: Option<Decimal>,
     /// Voided.
     pub voided: bool,
+    /// The ledger's exchange rate of the document, when it reports one: base-currency units per
+    /// unit of the document's currency (Sage's `exchange_rate`; Xero's 1 / `CurrencyRate`). An
+    /// invoice adopted from the ledger keeps this rate for its payments.
+    #[serde(default)]
+    pub exchange_rate: Option<Decimal>,
 }
 
 /// A ledger payment or allocation.

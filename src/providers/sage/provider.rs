@@ -368,6 +368,7 @@ fn document_record(kind: DocumentKind, d: SageDocument) -> DocumentRecord {
         total: d.total_amount,
         outstanding: d.outstanding_amount,
         voided: d.status.is_some_and(|s| s.id.eq_ignore_ascii_case("VOID")) || d.void_reason.is_some(),
+        exchange_rate: d.exchange_rate.filter(|r| *r > Decimal::ZERO),
     }
 }
 

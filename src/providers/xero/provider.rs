@@ -135,6 +135,11 @@ fn document_record(kind: DocumentKind, d: &DocumentOut) -> Option<DocumentRecord
         total: d.total,
         outstanding,
         voided: matches!(d.status.as_deref(), Some("VOIDED" | "DELETED")),
+        exchange_rate: d
+            .currency_rate
+            .filter(|r| *r > Decimal::ZERO)
+            .and_then(|r| Decimal::ONE.checked_div(r))
+            .map(|r| crate::money::RoundingPolicy::HalfUp.round(r, 10).normalize()),
     })
 }
 
