@@ -1491,3 +1491,26 @@ async fn a_rate_from_magentos_other_base_currency_is_refused_naming_both() {
     assert!(message.contains("EUR") && message.contains("GBP") && message.contains("base_to_order_rate"), "{message}");
     assert_eq!(w.served("POST /sales_invoices"), 0, "nothing posted");
 }
+
+#[tokio::test]
+async fn an_adopted_invoice_keeps_the_ledgers_rate_for_its_payment() {
+    let mut w = World::new().await;
+    // Posted earlier by another connector at 1 EUR = 0.80 GBP (Magento rate 1.25 then).
+    let mut earlier = invoice_entity(1204, "EUR", &registered(5, "Jane", "Doe", None));
+    earlier["base_to_order_rate"] = json!("1.25");
+    synced(&w.engine(policy(json!({}))).sync_line(&invoice_created(&earlier)).await.unwrap());
+    assert_eq!(d(&invoice(&w.biz(), "000001204").request["exchange_rate"]), dec("0.8"));
+    // This crate starts with an empty state: the payment finds the invoice by reference and adopts
+    // it. Magento's own rate today is 1.17 (0.8547008547), but the ledger's invoice is at 0.80,
+    // and a receipt at another rate would leave a currency difference on a settled invoice.
+    w.store = Arc::new(
+        byte8_ledger_core::store::sqlite::SqliteStore::open(w.dir.path().join("fresh.db"), None).await.unwrap(),
+    );
+    let engine = w.engine(policy(json!({"payment_method_map": {"braintree": "BANK-EUR"}})));
+    let now = invoice_entity(1204, "EUR", &registered(5, "Jane", "Doe", None));
+    synced(&engine.sync_line(&invoice_paid(&now, "braintree")).await.unwrap());
+    let b = w.biz();
+    assert_eq!(b.payments.len(), 1);
+    assert_eq!(d(&b.payments[0].request["exchange_rate"]), dec("0.8"), "the ledger's rate, not Magento's");
+    assert_eq!(invoice(&b, "000001204").outstanding, dec("0.00"));
+}
