@@ -107,6 +107,7 @@ fn bench(c: &mut Criterion) {
                 invoice_id: "I1",
                 bank_account_id: "B1",
                 exchange_rate: transform::exchange_rate(p.currency, base, None),
+                date: policy.local_date(p.captured_at, &reference.business.country),
                 outstanding: Some(p.amount),
                 idempotency_key: Some(&event.idempotency_key),
             };

@@ -201,6 +201,8 @@ impl AccountingProvider for JournalLedger {
             total: Some(planned.grand_total),
             outstanding: Some(planned.grand_total),
             voided: false,
+            // The toy ledger keeps no exchange rates.
+            exchange_rate: None,
         };
         b.invoices.insert(id, (record.clone(), request.contact_id.to_owned()));
         Ok(record)

@@ -46,6 +46,23 @@
 //! # let _ = outcome; Ok(()) }
 //! ```
 //!
+//! # What a posted document means
+//!
+//! Each invoice and credit note is booked as Magento charged it, line by line:
+//!
+//! - every line's VAT is Magento's own figure, on the ledger rate whose percentage reproduces it on
+//!   the line's net **after** discount (policy `tax_calculated_before_discount` for stores that tax
+//!   before discount) — see [`tax::rates`];
+//! - shipping's VAT is Magento's too: on Sage's shipping panel only when Sage's recomputation gives
+//!   the same penny, else as an ordinary line; no penny is moved between lines;
+//! - tax at the business's own rate charged to a consumer abroad is domestic VAT unless the
+//!   policy's `oss_registration` covers it; another country's rate is a liability on
+//!   `foreign_vat_ledger_account_id` — see [`tax::routing`];
+//! - dates are the store's local date (policy `store_timezone`, default the business country's
+//!   zone);
+//! - an exchange rate is sent only when Magento's rate converts into the ledger's base currency
+//!   ([`plan::ledger_rate`]).
+//!
 //! # Providers
 //!
 //! | provider | module | feature |

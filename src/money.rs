@@ -172,6 +172,35 @@ pub mod serde_currency {
     }
 }
 
+/// Serde for an optional ISO 4217 currency code (`null` or absent is `None`).
+pub mod serde_currency_opt {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    use super::Currency;
+
+    /// Reads and validates an optional currency code.
+    ///
+    /// # Errors
+    /// Fails when a code is present and is not a current ISO 4217 code.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Currency>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(code) => super::parse_currency(&code).map(Some).map_err(D::Error::custom),
+        }
+    }
+
+    /// Writes the three-letter code or `null`.
+    ///
+    /// # Errors
+    /// Never fails.
+    pub fn serialize<S: Serializer>(c: &Option<Currency>, s: S) -> Result<S::Ok, S::Error> {
+        match c {
+            Some(c) => s.serialize_str(c.code()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// A money amount in a currency, for messages and summaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Money {

@@ -185,7 +185,8 @@ pub struct DocumentPlan {
     pub reference: String,
     /// Currency.
     pub currency: Currency,
-    /// Document date (the UTC date of `created_at`).
+    /// Document date: the store's local date of `created_at` (policy `store_timezone`, default the
+    /// zone of the ledger business's country), so that 23:30 UTC on 30 June is 1 July in London.
     pub date: NaiveDate,
     /// Lines.
     pub lines: Vec<PlanLine>,
@@ -208,6 +209,8 @@ pub struct DocumentPlan {
     pub grand_total: Decimal,
     /// Magento's `base_to_order_rate`.
     pub base_to_order_rate: Option<Decimal>,
+    /// Magento's base currency, when the payload carries it.
+    pub base_currency: Option<Currency>,
     /// Billing address (the order's, else the contact's).
     pub billing_address: Option<Address>,
     /// Shipping address (the order's, else the contact's).
@@ -272,6 +275,7 @@ struct Source<'a> {
     billing: Option<&'a Address>,
     shipping: Option<&'a Address>,
     base_to_order_rate: Option<Decimal>,
+    base_currency: Option<Currency>,
     breakdown: Breakdown,
     tenders: &'a Tenders,
     grand_total: Decimal,
@@ -296,6 +300,7 @@ pub fn plan_invoice(inv: &MagentoInvoice, policy: &SyncPolicy, reference: &Refer
             billing: inv.billing_address.as_ref(),
             shipping: inv.shipping_address.as_ref(),
             base_to_order_rate: inv.base_to_order_rate,
+            base_currency: inv.base_currency,
             breakdown: inv.breakdown()?,
             tenders: &inv.tenders,
             grand_total: inv.grand_total,
@@ -339,6 +344,7 @@ pub fn plan_credit_memo(
             billing: invoice_addresses.and_then(|a| a.billing.as_ref()),
             shipping: invoice_addresses.and_then(|a| a.shipping.as_ref()),
             base_to_order_rate: memo.base_to_order_rate,
+            base_currency: memo.base_currency,
             breakdown: memo.breakdown()?,
             tenders: &memo.tenders,
             grand_total: memo.grand_total,
@@ -356,8 +362,11 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
     let what = src.kind.what();
     let billing = src.billing.or_else(|| src.customer.address(AddressKind::Billing)).cloned();
     let shipping = src.shipping.or_else(|| src.customer.address(AddressKind::Shipping)).cloned();
-    let seller =
-        Seller { country: reference.business.country.clone(), northern_ireland: reference.business.northern_ireland };
+    let seller = Seller {
+        country: reference.business.country.clone(),
+        northern_ireland: reference.business.northern_ireland,
+        oss: policy.oss_registration,
+    };
     let buyer = Buyer {
         billing: place(billing.as_ref()),
         shipping: place(shipping.as_ref()),
@@ -420,6 +429,7 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
                 subtotal: a.subtotal,
                 tax: a.tax - a.tax_rounding,
                 tolerance: if a.discount_tax_compensation.is_zero() { PENNY } else { PENNY + PENNY },
+                before_discount: policy.tax_calculated_before_discount,
             };
             match tax::domestic_rate(policy, &reference.tax_rates, line, l.tax_rate) {
                 Ok(c) => Some(c),
@@ -457,6 +467,7 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
             subtotal: b.shipping.amount,
             tax: b.shipping.tax,
             tolerance: if b.shipping.discount_tax_compensation.is_zero() { PENNY } else { PENNY + PENNY },
+            before_discount: policy.tax_calculated_before_discount,
         };
         match tax::domestic_rate(policy, &reference.tax_rates, line, None) {
             Ok(c) => Some(c),
@@ -514,7 +525,7 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
         increment_id: src.increment_id.to_owned(),
         reference: policy.document_reference(src.increment_id),
         currency: src.currency,
-        date: src.created.date_naive(),
+        date: policy.local_date(src.created, &reference.business.country),
         lines,
         shipping: PlanShipping {
             net: b.shipping.net(),
@@ -530,6 +541,7 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
         eu_type: route.eu_type,
         grand_total: src.grand_total,
         base_to_order_rate: src.base_to_order_rate,
+        base_currency: src.base_currency,
         billing_address: billing,
         shipping_address: shipping,
         destination_country,
@@ -646,4 +658,86 @@ fn plan_adjustments(
         }
     }
     out
+}
+
+/// What Magento's exchange-rate information means to a ledger whose base currency is
+/// `ledger_base` (issue 12 item 7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerRate {
+    /// The document is in the ledger's base currency: no rate.
+    BaseCurrency,
+    /// Magento's `base_to_order_rate` converts from the ledger's base currency (`order = base ×
+    /// rate`): it can be sent, in the ledger's direction.
+    Magento(Decimal),
+    /// Magento's rate does not convert into the ledger's base currency (Magento's base currency is
+    /// another one, or Magento sent no usable rate): the reason names both currencies.
+    NotConvertible(String),
+}
+
+/// Decides whether Magento's `base_to_order_rate` can be sent to a ledger of base currency
+/// `ledger_base`:
+///
+/// - a document in the ledger's base currency needs no rate;
+/// - Magento's rate converts from Magento's base currency, so it is sent only when that is the
+///   ledger's base currency — known from `base_currency_code` when the payload carries it, else
+///   inferred: a rate of exactly 1 between different currencies means Magento's base currency is
+///   the document's own, not the ledger's;
+/// - otherwise there is no correct rate to derive from Magento's data (Magento knows no rate into
+///   the ledger's currency): [`LedgerRate::NotConvertible`], with a reason naming both currencies.
+///   Sage then fails the document (Sage would otherwise book at a rate of 1), Xero omits its
+///   `CurrencyRate` so that Xero's own daily rate applies.
+pub fn ledger_rate(
+    currency: Currency,
+    magento_base: Option<Currency>,
+    ledger_base: Currency,
+    base_to_order_rate: Option<Decimal>,
+) -> LedgerRate {
+    if currency == ledger_base {
+        return LedgerRate::BaseCurrency;
+    }
+    let (doc, ledger) = (currency.code(), ledger_base.code());
+    match (magento_base, base_to_order_rate) {
+        (Some(m), _) if m != ledger_base => LedgerRate::NotConvertible(format!(
+            "Magento's base currency is {} and the ledger's is {ledger}: Magento's base_to_order_rate converts {} into {doc}, not {doc} into {ledger}, and Magento holds no {doc}→{ledger} rate",
+            m.code(),
+            m.code()
+        )),
+        (_, Some(r)) if r > Decimal::ZERO && (r != Decimal::ONE || magento_base.is_some()) => LedgerRate::Magento(r),
+        (None, Some(r)) if r == Decimal::ONE => LedgerRate::NotConvertible(format!(
+            "Magento's base_to_order_rate is 1 on a {doc} document, so Magento's base currency is {doc}, not the ledger's {ledger}: Magento holds no {doc}→{ledger} rate"
+        )),
+        _ => LedgerRate::NotConvertible(format!(
+            "Magento sent no base_to_order_rate for this {doc} document, so there is no {doc}→{ledger} rate to send"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod ledger_rate_tests {
+    use rust_decimal_macros::dec;
+
+    use super::*;
+
+    fn cur(c: &str) -> Currency {
+        Currency::from_code(c).unwrap()
+    }
+
+    #[test]
+    fn rate_is_sent_only_when_it_converts_into_the_ledger_base() {
+        let (gbp, eur, usd) = (cur("GBP"), cur("EUR"), cur("USD"));
+        assert_eq!(ledger_rate(gbp, Some(eur), gbp, Some(dec!(0.85))), LedgerRate::BaseCurrency);
+        assert_eq!(ledger_rate(eur, Some(gbp), gbp, Some(dec!(1.17))), LedgerRate::Magento(dec!(1.17)));
+        assert_eq!(ledger_rate(eur, None, gbp, Some(dec!(1.17))), LedgerRate::Magento(dec!(1.17)));
+        // Magento based in EUR, ledger in GBP, order in USD: the rate is EUR→USD, useless to GBP.
+        let LedgerRate::NotConvertible(why) = ledger_rate(usd, Some(eur), gbp, Some(dec!(1.08))) else {
+            panic!("a EUR→USD rate must not be sent to a GBP ledger")
+        };
+        assert!(why.contains("EUR") && why.contains("GBP") && why.contains("USD"), "{why}");
+        // Order in Magento's own base EUR (rate 1) on a GBP ledger.
+        let LedgerRate::NotConvertible(why) = ledger_rate(eur, None, gbp, Some(dec!(1))) else {
+            panic!("rate 1 between EUR and GBP must not be sent")
+        };
+        assert!(why.contains("EUR") && why.contains("GBP"), "{why}");
+        assert!(matches!(ledger_rate(eur, Some(gbp), gbp, None), LedgerRate::NotConvertible(_)));
+    }
 }

@@ -18,6 +18,9 @@
 //! | `gift_card_ledger_account_id` | account id (null) | gift cards sold (multi-purpose vouchers, outside the scope of VAT) and redeemed |
 //! | `store_credit_ledger_account_id` | account id (null) | store credit spent on invoices and refunds to store credit |
 //! | `reward_points_ledger_account_id` | account id (null) | reward points spent as money |
+//! | `tax_calculated_before_discount` | bool (`false`) | the store's Magento setting "Apply Customer Tax" is *Before Discount*: only then is a line's rate fitted on its subtotal before discount; by default (Magento's own default, *After Discount*) on its net after discount, see [`crate::tax::rates`] |
+//! | `oss_registration` | `none` (default), `oss`, `ioss`, `oss_and_ioss` | the business's EU One-Stop-Shop (services, intra-EU distance sales) and/or Import One-Stop-Shop (goods ≤ €150) registration; without it VAT charged at the business's own domestic rate to a consumer abroad is domestic output VAT, see the table in [`crate::tax::routing`] |
+//! | `store_timezone` | IANA name (the business country's zone, [`default_timezone`]) | document and payment dates are the store's local date of Magento's UTC timestamps; UTC when the country has several zones |
 //!
 //! Unknown values are refused naming the key (`OUT_OF_RANGE` for `adjustment_tax_treatment`,
 //! `invalid_format` for an empty account id, `not_in_reference` from [`SyncPolicy::validate_against`]
@@ -65,6 +68,63 @@ impl EuSupplyType {
             "SERVICES" => Some(Self::Services),
             _ => None,
         }
+    }
+}
+
+/// The EU special schemes the business is registered for (policy `oss_registration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OssRegistration {
+    /// No OSS/IOSS registration: tax charged at a domestic rate is domestic VAT.
+    #[default]
+    None,
+    /// The One-Stop-Shop (Union or non-Union): services to EU consumers and intra-EU distance
+    /// sales of goods are taxed in the consumer's country.
+    Oss,
+    /// The Import One-Stop-Shop: imported consignments of goods ≤ €150 to EU consumers are taxed in
+    /// the consumer's country.
+    Ioss,
+    /// Both schemes.
+    OssAndIoss,
+}
+
+impl OssRegistration {
+    /// True when the business declares EU VAT on goods sold to EU consumers through a scheme:
+    /// IOSS for a seller outside the EU's VAT area for goods (GB), OSS for an EU or Northern
+    /// Ireland seller of goods (Union OSS distance sales).
+    pub fn covers_goods(self, seller_in_union_for_goods: bool) -> bool {
+        match self {
+            Self::None => false,
+            Self::Oss => seller_in_union_for_goods,
+            Self::Ioss => !seller_in_union_for_goods,
+            Self::OssAndIoss => true,
+        }
+    }
+
+    /// True when the business declares EU VAT on services to EU consumers through OSS.
+    pub fn covers_services(self) -> bool {
+        matches!(self, Self::Oss | Self::OssAndIoss)
+    }
+}
+
+/// The time zone of a store whose policy names none: the zone of the ledger business's country
+/// (`Europe/London` for GB, `Europe/Dublin` for IE, ...), UTC for a country with several zones
+/// (US, CA) or one not listed — set `store_timezone` for those.
+pub fn default_timezone(business_country: &str) -> chrono_tz::Tz {
+    use chrono_tz::Tz;
+    match business_country.trim().to_ascii_uppercase().as_str() {
+        "GB" | "UK" | "IM" => Tz::Europe__London,
+        "IE" => Tz::Europe__Dublin,
+        "FR" | "MC" => Tz::Europe__Paris,
+        "DE" => Tz::Europe__Berlin,
+        "ES" => Tz::Europe__Madrid,
+        "NL" => Tz::Europe__Amsterdam,
+        "BE" => Tz::Europe__Brussels,
+        "IT" => Tz::Europe__Rome,
+        "AT" => Tz::Europe__Vienna,
+        "JE" => Tz::Europe__Jersey,
+        "GG" => Tz::Europe__Guernsey,
+        _ => Tz::UTC,
     }
 }
 
@@ -202,6 +262,14 @@ pub struct SyncPolicy {
     /// Extension of this crate: the account of reward points spent as money
     /// (`tenders.reward_currency_amount`).
     pub reward_points_ledger_account_id: Option<String>,
+    /// Extension of this crate: the store taxes before discount (Magento "Apply Customer Tax:
+    /// Before Discount"); rates are then fitted on the subtotal before discount. Default `false`.
+    pub tax_calculated_before_discount: bool,
+    /// Extension of this crate: the business's OSS/IOSS registration. Default `none`.
+    pub oss_registration: OssRegistration,
+    /// Extension of this crate: the store's IANA time zone; `None` means the default of the
+    /// ledger business's country ([`default_timezone`]).
+    pub store_timezone: Option<String>,
 }
 
 fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
@@ -246,6 +314,9 @@ impl Default for SyncPolicy {
             gift_card_ledger_account_id: None,
             store_credit_ledger_account_id: None,
             reward_points_ledger_account_id: None,
+            tax_calculated_before_discount: false,
+            oss_registration: OssRegistration::None,
+            store_timezone: None,
         }
     }
 }
@@ -286,6 +357,11 @@ impl SyncPolicy {
                             FieldError::new(fe.path, format!("OUT_OF_RANGE: must be GOODS or SERVICES ({})", fe.rule))
                         } else if fe.rule.contains("unknown variant") && fe.path.contains("adjustment_tax_treatment") {
                             FieldError::new(fe.path, format!("OUT_OF_RANGE: must be no_tax or pro_rata ({})", fe.rule))
+                        } else if fe.rule.contains("unknown variant") && fe.path.contains("oss_registration") {
+                            FieldError::new(
+                                fe.path,
+                                format!("OUT_OF_RANGE: must be none, oss, ioss or oss_and_ioss ({})", fe.rule),
+                            )
                         } else {
                             fe
                         }
@@ -336,6 +412,14 @@ impl SyncPolicy {
             if id.as_deref().is_some_and(|s| s.trim().is_empty()) {
                 p.push(path, "invalid_format: must not be an empty string (use null)");
             }
+        }
+        if let Some(tz) = &self.store_timezone
+            && tz.trim().parse::<chrono_tz::Tz>().is_err()
+        {
+            p.push(
+                "store_timezone",
+                format!("OUT_OF_RANGE: `{tz}` is not an IANA time zone name (e.g. Europe/London)"),
+            );
         }
         if self.sync_products && self.default_purchase_ledger_account_id.is_none() {
             p.push(
@@ -458,6 +542,20 @@ impl SyncPolicy {
             Some(id) => BankDecision::Default(id.clone()),
             None => BankDecision::Unmapped,
         }
+    }
+
+    /// The store's time zone: `store_timezone` (validated by [`Self::normalize`]), else the
+    /// default of the ledger business's country ([`default_timezone`]).
+    pub fn timezone(&self, business_country: &str) -> chrono_tz::Tz {
+        self.store_timezone
+            .as_deref()
+            .and_then(|t| t.trim().parse::<chrono_tz::Tz>().ok())
+            .unwrap_or_else(|| default_timezone(business_country))
+    }
+
+    /// The store's local calendar date of a UTC instant (document and payment dates).
+    pub fn local_date(&self, at: DateTime<Utc>, business_country: &str) -> chrono::NaiveDate {
+        at.with_timezone(&self.timezone(business_country)).date_naive()
     }
 
     /// The EU type of a line of `product_type` (P17, else P16).
@@ -634,6 +732,41 @@ mod tests {
         assert_eq!(p.document_reference("MAG-100012345"), "MAG-100012345");
         let p = SyncPolicy::from_json(r#"{}"#).unwrap();
         assert_eq!(p.document_reference("000000123"), "000000123");
+    }
+
+    #[test]
+    fn new_keys_default_and_refuse_unknown_values_naming_the_key() {
+        let p = SyncPolicy::from_json("{}").unwrap();
+        assert!(!p.tax_calculated_before_discount);
+        assert_eq!(p.oss_registration, OssRegistration::None);
+        assert_eq!(p.timezone("GB"), chrono_tz::Tz::Europe__London);
+        assert_eq!(p.timezone("IE"), chrono_tz::Tz::Europe__Dublin);
+        let p = SyncPolicy::from_json(
+            r#"{"oss_registration":"oss_and_ioss","store_timezone":"Europe/Berlin","tax_calculated_before_discount":true}"#,
+        )
+        .unwrap();
+        assert_eq!(p.oss_registration, OssRegistration::OssAndIoss);
+        assert_eq!(p.timezone("GB"), chrono_tz::Tz::Europe__Berlin);
+        let err = SyncPolicy::from_json(r#"{"oss_registration":"moss"}"#).unwrap_err().to_string();
+        assert!(err.contains("oss_registration") && err.contains("OUT_OF_RANGE"), "{err}");
+        let err = SyncPolicy::from_json(r#"{"store_timezone":"Europe/Londres"}"#).unwrap_err().to_string();
+        assert!(err.contains("store_timezone") && err.contains("Europe/Londres"), "{err}");
+        let err = SyncPolicy::from_json(r#"{"tax_calculated_before_discount":"yes"}"#).unwrap_err().to_string();
+        assert!(err.contains("tax_calculated_before_discount"), "{err}");
+    }
+
+    #[test]
+    fn local_date_is_the_stores() {
+        // 23:30 UTC on 30 June is 00:30 BST on 1 July.
+        let at = "2025-06-30T23:30:00Z".parse::<DateTime<Utc>>().unwrap();
+        let p = SyncPolicy::from_json("{}").unwrap();
+        assert_eq!(p.local_date(at, "GB"), chrono::NaiveDate::from_ymd_opt(2025, 7, 1).unwrap());
+        // In winter London is UTC: 23:30 UTC on 31 December stays in December.
+        let at = "2025-12-31T23:30:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(p.local_date(at, "GB"), chrono::NaiveDate::from_ymd_opt(2025, 12, 31).unwrap());
+        let p = SyncPolicy::from_json(r#"{"store_timezone":"America/Los_Angeles"}"#).unwrap();
+        let at = "2025-07-01T05:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(p.local_date(at, "GB"), chrono::NaiveDate::from_ymd_opt(2025, 6, 30).unwrap());
     }
 
     #[test]

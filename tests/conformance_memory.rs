@@ -183,6 +183,7 @@ impl AccountingProvider for Broken {
                 total: Some(request.invoice.grand_total),
                 outstanding: Some(request.invoice.grand_total),
                 voided: false,
+                exchange_rate: None,
             }),
             (other, _) => other,
         }

@@ -1878,3 +1878,110 @@ async fn gift_cards_and_tenders_book_liabilities_and_pro_rata_adjustments_carry_
     let cn = credit_note(&w.biz(), "000007001").clone();
     assert_eq!((cn.net, cn.tax, cn.total), (dec("20.00"), dec("4.00"), dec("24.00")));
 }
+
+// =============================================================================================
+// Issue 12 (items 2, 3, 6, 7, 8): documents booked exactly as Magento charged them
+// =============================================================================================
+
+#[tokio::test]
+async fn dates_are_the_stores_local_date_23_30_utc_on_30_june_is_1_july() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"payment_method_map": {"checkmo": "BANK"}})));
+    let mut inv = invoice_entity(1201, "GBP", &registered(5, "Jane", "Doe", None));
+    // 23:30 UTC on 30 June is 00:30 BST on 1 July: the invoice belongs to July (and to Q3).
+    inv["created_at"] = json!("2026-06-30T23:30:00Z");
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    let payment = json!({
+        "magento_id": 1201, "invoice_id": 1201, "invoice_increment_id": inv["increment_id"], "method": "checkmo",
+        "currency": "GBP", "amount": "30.00", "captured_at": "2026-06-30T23:45:00Z", "gateway_txn_id": "t",
+    });
+    let line = event("invoice.paid", 1201, 1, 1, json!({"increment_id": inv["increment_id"]}), &payment);
+    synced(&engine.sync_line(&line).await.unwrap());
+    let b = w.biz();
+    let july_1 = chrono::NaiveDate::from_ymd_opt(2026, 7, 1).unwrap();
+    assert_eq!(invoice(&b, "000001201").date, july_1);
+    assert_eq!(invoice(&b, "000001201").request["date"], "2026-07-01");
+    assert_eq!(b.payments[0].date, july_1, "the payment's local date too");
+
+    // A store in New York: the same instant is still 30 June there.
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"store_timezone": "America/New_York"})));
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    assert_eq!(invoice(&w.biz(), "000001201").date, chrono::NaiveDate::from_ymd_opt(2026, 6, 30).unwrap());
+}
+
+#[tokio::test]
+async fn every_line_keeps_its_rate_and_vat_as_charged() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({"tax_rate_map": {"20": "GB_STANDARD", "5": "GB_LOWER"}})));
+    // A French consumer charged UK VAT (no OSS/IOSS registration):
+    // line 1: 100.00 at 20 % with a 75 % discount: net 25.00, VAT 5.00 (5.00 / 100.00 reads "5 %").
+    // line 2: 10.00 at 5 %: VAT 0.50.
+    // shipping 4.17 at 20 %: Magento charged 0.84 (delta rounding); Sage would recompute 0.83.
+    // tax_amount = 5.00 + 0.50 + 0.84 = 6.34; grand total = 25.00 + 10.00 + 4.17 + 6.34 = 45.51.
+    let fr = json!({"kind": "billing", "street": ["1 rue de Rivoli"], "city": "Paris", "postcode": "75001", "country_id": "FR"});
+    let mut inv = invoice_entity(1202, "GBP", &registered(6, "Marie", "Curie", None));
+    inv["lines"] = json!([
+        {"sku": "COAT", "name": "Coat", "qty": 1, "unit_price": "100.00", "line_subtotal": "100.00",
+         "line_tax": "5.00", "line_total": "30.00", "tax_rate": 0.05, "product_type": "simple"},
+        {"sku": "SEAT", "name": "Car seat", "qty": 1, "unit_price": "10.00", "line_subtotal": "10.00",
+         "line_tax": "0.50", "line_total": "10.50", "tax_rate": 0.05, "product_type": "simple"}
+    ]);
+    inv["subtotal"] = json!("110.00");
+    inv["discount_amount"] = json!("-75.00");
+    inv["shipping_amount"] = json!("4.17");
+    inv["shipping_tax_amount"] = json!("0.84");
+    inv["tax_amount"] = json!("6.34");
+    inv["grand_total"] = json!("45.51");
+    inv["billing_address"] = fr.clone();
+    inv["shipping_address"] = fr;
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    let b = w.biz();
+    let si = invoice(&b, "000001202");
+    let lines = si.request["invoice_lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 3, "two products and shipping as a line");
+    assert_eq!((lines[0]["tax_rate_id"].as_str(), d(&lines[0]["tax_amount"])), (Some("GB_STANDARD"), dec("5.00")));
+    assert_eq!(d(&lines[0]["discount_amount"]), dec("75.00"));
+    assert_eq!((lines[1]["tax_rate_id"].as_str(), d(&lines[1]["tax_amount"])), (Some("GB_LOWER"), dec("0.50")));
+    assert_eq!(lines[2]["description"], "Shipping");
+    assert_eq!((lines[2]["tax_rate_id"].as_str(), d(&lines[2]["tax_amount"])), (Some("GB_STANDARD"), dec("0.84")));
+    assert!(si.request.get("shipping_net_amount").is_none_or(Value::is_null));
+    assert_eq!((si.tax, si.total), (dec("6.34"), dec("45.51")), "Sage's VAT and total are Magento's");
+}
+
+#[tokio::test]
+async fn a_rate_from_magentos_other_base_currency_is_refused_naming_both() {
+    let w = World::new().await;
+    let engine = w.engine(policy(json!({})));
+    // Magento based in EUR, the Sage business in GBP: a USD invoice's 1.08 is EUR→USD.
+    let mut inv = invoice_entity(1203, "USD", &registered(7, "Ann", "Lee", None));
+    inv["base_currency"] = json!("EUR");
+    inv["base_to_order_rate"] = json!("1.08");
+    let o = engine.sync_line(&invoice_created(&inv)).await.unwrap();
+    let message = failed(&o, ErrorCode::Validation);
+    assert!(message.contains("EUR") && message.contains("GBP") && message.contains("base_to_order_rate"), "{message}");
+    assert_eq!(w.served("POST /sales_invoices"), 0, "nothing posted");
+}
+
+#[tokio::test]
+async fn an_adopted_invoice_keeps_the_ledgers_rate_for_its_payment() {
+    let mut w = World::new().await;
+    // Posted earlier by another connector at 1 EUR = 0.80 GBP (Magento rate 1.25 then).
+    let mut earlier = invoice_entity(1204, "EUR", &registered(5, "Jane", "Doe", None));
+    earlier["base_to_order_rate"] = json!("1.25");
+    synced(&w.engine(policy(json!({}))).sync_line(&invoice_created(&earlier)).await.unwrap());
+    assert_eq!(d(&invoice(&w.biz(), "000001204").request["exchange_rate"]), dec("0.8"));
+    // This crate starts with an empty state: the payment finds the invoice by reference and adopts
+    // it. Magento's own rate today is 1.17 (0.8547008547), but the ledger's invoice is at 0.80,
+    // and a receipt at another rate would leave a currency difference on a settled invoice.
+    w.store = Arc::new(
+        byte8_ledger_core::store::sqlite::SqliteStore::open(w.dir.path().join("fresh.db"), None).await.unwrap(),
+    );
+    let engine = w.engine(policy(json!({"payment_method_map": {"braintree": "BANK-EUR"}})));
+    let now = invoice_entity(1204, "EUR", &registered(5, "Jane", "Doe", None));
+    synced(&engine.sync_line(&invoice_paid(&now, "braintree")).await.unwrap());
+    let b = w.biz();
+    assert_eq!(b.payments.len(), 1);
+    assert_eq!(d(&b.payments[0].request["exchange_rate"]), dec("0.8"), "the ledger's rate, not Magento's");
+    assert_eq!(invoice(&b, "000001204").outstanding, dec("0.00"));
+}

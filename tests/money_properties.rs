@@ -330,6 +330,9 @@ proptest! {
 
     #[test]
     fn credit_memo_sage_total_equals_grand_total(seed in doc_seed(), adj_pos in 0i64..2_000, adj_neg in 0i64..500) {
+        // An adjustment fee never exceeds what the memo refunds (a negative total is refused).
+        let refunded = credit_memo(&seed, adj_pos, 0).grand_total;
+        let adj_neg = adj_neg.min((refunded * Decimal::ONE_HUNDRED).trunc().try_into().unwrap_or(0i64));
         let memo = credit_memo(&seed, adj_pos, adj_neg);
         let reference = uk_reference();
         let policy = test_policy();
@@ -678,5 +681,353 @@ proptest! {
             }
         }
         prop_assert_eq!(got.iter().map(|l| l.net + l.tax).sum::<Decimal>(), grand);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The independent oracle (issue 12 item 9).
+//
+// The properties above compare the request with what Sage would compute from it, which the
+// transform already enforces. The properties below compare the request with the *generator's own
+// truth*: the generator decides each line's rate, net and VAT in integer pence (as Magento
+// charges them), the buyer's country, the currency and its rate, the store's time zone and the
+// instant the invoice was raised — and then checks, line by line, that the Sage request books
+// exactly those: the rate id chosen from the generator's rate (never re-derived by the crate's
+// code), the net, the VAT, the document VAT total = Magento's `tax_amount`, the exchange rate's
+// value and direction, the supply type and the store-local date. Sage's own recomputation of the
+// shipping panel is modelled here in integer arithmetic (half up), not with the crate's `tax_at`.
+// ---------------------------------------------------------------------------------------------
+
+/// Where the generated buyer is, and so what the generator expects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Where {
+    /// GB consumer: UK VAT at the line's rate.
+    Home,
+    /// French consumer charged the UK rate, no OSS/IOSS registration: still UK VAT (item 3).
+    EuAtUkRate,
+    /// US consumer, no tax: zero-rated export.
+    Export,
+    /// German consumer charged 19 %: foreign VAT on the liability account.
+    Ioss,
+}
+
+#[derive(Debug, Clone)]
+struct OLine {
+    qty: i64,
+    unit_cents: i64,
+    rate: i64,
+    discount_pct: i64,
+    delta: i64,
+    virtual_product: bool,
+}
+
+#[derive(Debug, Clone)]
+struct OSeed {
+    lines: Vec<OLine>,
+    ship_rate: i64,
+    /// Shipping net in pence; for 5 % it is 20k + 10 pence, so the exact VAT is a half penny.
+    ship_cents: i64,
+    ship_delta: i64,
+    place: Where,
+    currency: (&'static str, &'static str),
+    zone: Option<&'static str>,
+    /// Seconds after 2026-01-01T00:00:00Z.
+    at: i64,
+}
+
+fn o_line() -> impl Strategy<Value = OLine> {
+    (1i64..=5, 1i64..=50_000, prop_oneof![Just(20i64), Just(5), Just(0)], 0i64..=100, -1i64..=1, any::<bool>())
+        .prop_map(|(qty, unit_cents, rate, discount_pct, delta, virtual_product)| OLine {
+            qty,
+            unit_cents,
+            rate,
+            discount_pct,
+            delta,
+            virtual_product,
+        })
+}
+
+fn o_seed() -> impl Strategy<Value = OSeed> {
+    (
+        prop::collection::vec(o_line(), 1..6),
+        prop_oneof![Just(20i64), Just(5), Just(0)],
+        0i64..250,
+        -1i64..=1,
+        prop_oneof![Just(Where::Home), Just(Where::EuAtUkRate), Just(Where::Export), Just(Where::Ioss)],
+        prop_oneof![Just(("GBP", "1")), Just(("EUR", "1.1734")), Just(("USD", "1.2650"))],
+        prop_oneof![
+            Just(None),
+            Just(Some("Europe/London")),
+            Just(Some("Asia/Tokyo")),
+            Just(Some("Asia/Kolkata")),
+            Just(Some("UTC"))
+        ],
+        0i64..(365 * 86_400),
+    )
+        .prop_map(|(mut lines, ship_rate, k, ship_delta, place, currency, zone, at)| {
+            if place == Where::Ioss {
+                // 19 % must not be within a penny of a UK rate: nets of at least 10.00.
+                for l in &mut lines {
+                    l.unit_cents = l.unit_cents.max(2_000);
+                    l.discount_pct = l.discount_pct.min(50);
+                }
+            }
+            let ship_cents = match ship_rate {
+                // 19 % on small shipping reads as a UK rate to the penny: 0 or at least 10.00.
+                _ if place == Where::Ioss => {
+                    if k == 0 {
+                        0
+                    } else {
+                        1_000 + 7 * k
+                    }
+                }
+                5 => 20 * k + 10,
+                _ => 3 * k,
+            };
+            OSeed { lines, ship_rate, ship_cents, ship_delta, place, currency, zone, at }
+        })
+}
+
+/// `a × b / 100` rounded: −1 down, 0 half up, +1 up (Magento's delta rounding stays within a
+/// penny of the exact value), in integer pence.
+fn pct_of(pence: i64, pct: i64, mode: i64) -> i64 {
+    let hundredths = pence * pct;
+    match mode {
+        -1 => hundredths.div_euclid(100),
+        1 => (hundredths + 99).div_euclid(100),
+        _ => (hundredths + 50).div_euclid(100),
+    }
+}
+
+fn pence(c: i64) -> Decimal {
+    Decimal::new(c, 2)
+}
+
+/// The generator's truth for one line.
+#[derive(Debug)]
+struct TrueLine {
+    net: i64,
+    tax: i64,
+    rate_id: &'static str,
+}
+
+struct Truth {
+    json: Value,
+    lines: Vec<TrueLine>,
+    ship_net: i64,
+    ship_tax: i64,
+    tax_total: i64,
+    services_only: bool,
+    goods_only: bool,
+    date: chrono::NaiveDate,
+}
+
+/// The UK's clock (BST from 01:00 UTC on the last Sunday of March to 01:00 UTC on the last Sunday
+/// of October), written here from the rule, not from a time-zone library.
+fn london_offset_hours(at: chrono::DateTime<chrono::Utc>) -> i64 {
+    use chrono::{Datelike, TimeZone, Weekday};
+    let last_sunday = |month: u32| {
+        let mut d = chrono::NaiveDate::from_ymd_opt(at.year(), month, 31).unwrap();
+        while d.weekday() != Weekday::Sun {
+            d = d.pred_opt().unwrap();
+        }
+        chrono::Utc.from_utc_datetime(&d.and_hms_opt(1, 0, 0).unwrap())
+    };
+    if at >= last_sunday(3) && at < last_sunday(10) { 1 } else { 0 }
+}
+
+fn o_truth(seed: &OSeed) -> Truth {
+    use chrono::TimeZone;
+    let taxed_at = |uk: i64| match seed.place {
+        Where::Home | Where::EuAtUkRate => uk,
+        Where::Export => 0,
+        Where::Ioss => 19,
+    };
+    let mut lines = Vec::new();
+    let mut json_lines = Vec::new();
+    let (mut subtotal, mut discount_total, mut tax_total) = (0i64, 0i64, 0i64);
+    for (i, l) in seed.lines.iter().enumerate() {
+        let row = l.qty * l.unit_cents;
+        let discount = pct_of(row, l.discount_pct, 0);
+        let net = row - discount;
+        let rate = taxed_at(l.rate);
+        // Delta rounding only where a penny cannot make one rate read as another (nets ≥ 1.00).
+        let tax = pct_of(net, rate, if net >= 100 { l.delta } else { 0 });
+        let rate_id = match (seed.place, l.rate) {
+            (Where::Home | Where::EuAtUkRate, 20) if tax > 0 => "GB_STANDARD",
+            (Where::Home | Where::EuAtUkRate, 5) if tax > 0 => "GB_LOWER",
+            _ => "GB_ZERO",
+        };
+        let tax_rate = if row > 0 && tax > 0 {
+            num(RoundingPolicy::HalfUp.round(pence(tax) / pence(row), 4))
+        } else {
+            Value::Null
+        };
+        json_lines.push(json!({
+            "sku": format!("O-{i}"), "name": "Thing", "qty": l.qty, "unit_price": num(pence(l.unit_cents)),
+            "line_subtotal": num(pence(row)), "line_tax": num(pence(tax)), "line_total": num(pence(net + tax)),
+            "tax_rate": tax_rate, "product_type": if l.virtual_product { "virtual" } else { "simple" }
+        }));
+        lines.push(TrueLine { net, tax, rate_id });
+        subtotal += row;
+        discount_total += discount;
+        tax_total += tax;
+    }
+    let ship_net = seed.ship_cents;
+    let ship_tax = pct_of(
+        ship_net,
+        taxed_at(seed.ship_rate),
+        if ship_net >= 100 || seed.ship_rate == 5 { seed.ship_delta } else { 0 },
+    );
+    tax_total += ship_tax;
+    let grand = subtotal - discount_total + ship_net + tax_total;
+    let (country, postcode) = match seed.place {
+        Where::Home => ("GB", "SW1A 1AA"),
+        Where::EuAtUkRate => ("FR", "75001"),
+        Where::Export => ("US", "10001"),
+        Where::Ioss => ("DE", "10115"),
+    };
+    let at = chrono::Utc.timestamp_opt(1_767_225_600 + seed.at, 0).unwrap();
+    let offset_minutes = match seed.zone {
+        None | Some("Europe/London") => 60 * london_offset_hours(at),
+        Some("Asia/Tokyo") => 9 * 60,
+        Some("Asia/Kolkata") => 5 * 60 + 30,
+        _ => 0,
+    };
+    let date = (at + chrono::Duration::minutes(offset_minutes)).date_naive();
+    let json = json!({
+        "magento_id": 1, "increment_id": "300000001", "order_id": 1, "order_increment_id": "300000001",
+        "currency": seed.currency.0, "state": "open",
+        "customer": {"magento_id": 9, "email": "buyer@example.com", "first_name": "B", "last_name": "Uyer"},
+        "lines": json_lines, "subtotal": num(pence(subtotal)), "tax_amount": num(pence(tax_total)),
+        "shipping_amount": num(pence(ship_net)), "shipping_tax_amount": num(pence(ship_tax)),
+        "discount_amount": num(pence(-discount_total)), "grand_total": num(pence(grand)),
+        "created_at": at.to_rfc3339(), "billing_address": address(country, postcode),
+        "shipping_address": address(country, postcode),
+        "base_to_order_rate": serde_json::from_str::<Value>(seed.currency.1).unwrap(), "base_currency": "GBP"
+    });
+    Truth {
+        json,
+        lines,
+        ship_net,
+        ship_tax,
+        tax_total,
+        services_only: seed.lines.iter().all(|l| l.virtual_product),
+        goods_only: seed.lines.iter().all(|l| !l.virtual_product),
+        date,
+    }
+}
+
+fn o_policy(zone: Option<&str>) -> byte8_ledger_core::policy::SyncPolicy {
+    let mut extra = json!({"tax_rate_map": {"20": "GB_STANDARD", "5": "GB_LOWER", "0": "GB_ZERO"},
+                           "foreign_vat_ledger_account_id": "OSS"});
+    if let Some(z) = zone {
+        extra["store_timezone"] = json!(z);
+    }
+    policy(extra)
+}
+
+/// The percentage Sage holds for a rate id (the demo UK business's rates, written out here).
+fn sage_pct(id: &str) -> i64 {
+    match id {
+        "GB_STANDARD" => 20,
+        "GB_LOWER" => 5,
+        _ => 0,
+    }
+}
+
+fn to_pence(d: Decimal) -> i64 {
+    let scaled = d * Decimal::ONE_HUNDRED;
+    assert_eq!(scaled, scaled.trunc(), "{d} has more than 2 decimals");
+    scaled.trunc().try_into().unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, .. ProptestConfig::default() })]
+
+    #[test]
+    fn sage_books_every_line_as_the_generator_charged_it(seed in o_seed()) {
+        let truth = o_truth(&seed);
+        let inv: MagentoInvoice = serde_json::from_value(truth.json.clone()).unwrap();
+        let reference = uk_reference();
+        let policy = o_policy(seed.zone);
+        let items = Default::default();
+        let links = DocumentLinks { contact_id: "C", items: &items, idempotency_key: Some("invoice.created:1") };
+        let t = transform::sales_invoice(&inv, &policy, &reference, &links)
+            .map_err(|e| TestCaseError::fail(format!("transform failed: {e}\n{seed:?}")))?;
+        let body = &t.request.sales_invoice;
+        let sent = body.lines();
+        prop_assert!(sent.len() >= truth.lines.len());
+        // Each product line: the generator's rate id, net and VAT, to the penny.
+        for (i, (line, want)) in sent.iter().zip(&truth.lines).enumerate() {
+            let net = to_pence(round_money(line.quantity * line.unit_price) - line.discount_amount);
+            prop_assert_eq!(net, want.net, "line {} net", i);
+            prop_assert_eq!(line.tax_rate_id.as_str(), want.rate_id, "line {} rate", i);
+            let want_tax = if seed.place == Where::Ioss { 0 } else { want.tax };
+            prop_assert_eq!(to_pence(line.tax_amount), want_tax, "line {} VAT", i);
+        }
+        // Shipping: Magento's VAT, whether on Sage's panel (as Sage recomputes it) or as a line.
+        let extra: Vec<_> = sent[truth.lines.len()..].iter().collect();
+        let ship_lines: Vec<_> = extra.iter().filter(|l| l.description == "Shipping").collect();
+        let panel_vat = match (&body.shipping_tax_rate_id, body.shipping_net_amount) {
+            (Some(id), Some(net)) => pct_of(to_pence(net), sage_pct(id), 0),
+            _ => 0,
+        };
+        let ship_net_sent = body.shipping_net_amount.map(to_pence).unwrap_or(0)
+            + ship_lines.iter().map(|l| to_pence(l.unit_price)).sum::<i64>();
+        prop_assert_eq!(ship_net_sent, truth.ship_net);
+        let ship_vat_sent = panel_vat + ship_lines.iter().map(|l| to_pence(l.tax_amount)).sum::<i64>();
+        let liability: i64 = extra.iter().filter(|l| l.ledger_account_id == "OSS").map(|l| to_pence(l.unit_price)).sum();
+        if seed.place == Where::Ioss {
+            // Zero-rated here; every penny Magento collected is on the liability line.
+            prop_assert_eq!(ship_vat_sent, 0);
+            prop_assert_eq!(liability, truth.tax_total);
+        } else {
+            prop_assert_eq!(ship_vat_sent, truth.ship_tax, "shipping VAT");
+            prop_assert_eq!(liability, 0);
+            // The document's VAT = Magento's tax_amount.
+            let doc_vat = sent.iter().map(|l| to_pence(l.tax_amount)).sum::<i64>() + panel_vat;
+            prop_assert_eq!(doc_vat, truth.tax_total, "document VAT");
+        }
+        // Exchange rate: none in GBP; otherwise base (GBP) per unit of the document currency,
+        // i.e. the inverse of Magento's base_to_order_rate.
+        let magento_rate: Decimal = seed.currency.1.parse().unwrap();
+        match body.exchange_rate {
+            None => prop_assert_eq!(seed.currency.0, "GBP"),
+            Some(r) => {
+                prop_assert!(seed.currency.0 != "GBP");
+                prop_assert!((r * magento_rate - Decimal::ONE).abs() < Decimal::new(1, 9), "{} × {}", r, magento_rate);
+            }
+        }
+        // Supply type: none at home; abroad one type, SERVICES only when every line is a service.
+        let want_type = match seed.place {
+            Where::Home => None,
+            _ if truth.services_only => Some("SERVICES"),
+            _ => Some("GOODS"),
+        };
+        for line in sent {
+            prop_assert_eq!(line.eu_goods_services_type_id.as_deref(), want_type);
+        }
+        let _ = truth.goods_only;
+        // The store's local date.
+        prop_assert_eq!(body.date, truth.date);
+    }
+
+    #[test]
+    fn a_rate_from_another_base_currency_is_never_sent(seed in o_seed()) {
+        // Magento based in EUR, ledger in GBP: Magento's rate converts EUR, so a non-GBP document
+        // fails naming both currencies, and a GBP document carries no rate.
+        let mut truth = o_truth(&seed);
+        truth.json["base_currency"] = json!("EUR");
+        let inv: MagentoInvoice = serde_json::from_value(truth.json).unwrap();
+        let items = Default::default();
+        let links = DocumentLinks { contact_id: "C", items: &items, idempotency_key: None };
+        let got = transform::sales_invoice(&inv, &o_policy(seed.zone), &uk_reference(), &links);
+        if seed.currency.0 == "GBP" {
+            prop_assert_eq!(got.unwrap().request.sales_invoice.exchange_rate, None);
+        } else {
+            let err = got.unwrap_err().to_string();
+            prop_assert!(err.contains("EUR") && err.contains("GBP") && err.contains("base_to_order_rate"), "{}", err);
+        }
     }
 }

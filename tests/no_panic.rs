@@ -159,6 +159,7 @@ fn run(line: &str) -> Route {
                     invoice_id: "I",
                     bank_account_id: "B",
                     exchange_rate: transform::exchange_rate(p.currency, base, Some(Decimal::ONE)),
+                    date: policy.local_date(p.captured_at, &reference.business.country),
                     outstanding,
                     idempotency_key: Some(&event.idempotency_key),
                 };

@@ -1079,6 +1079,7 @@ async fn post_payment_posts_a_receipt_with_its_allocation() {
         invoice_id: INVOICE_ID,
         bank_account_id: BANK,
         exchange_rate: None,
+        date: p.local_date(pay.captured_at, "GB"),
         outstanding: Some(dec!(30)),
         idempotency_key: Some("invoice.paid:1001"),
     };

@@ -517,6 +517,7 @@ fn contact_payments_match_the_spec() {
             invoice_id: "INV1",
             bank_account_id: "BANK",
             exchange_rate: rate,
+            date: pay.captured_at.date_naive(),
             outstanding,
             idempotency_key: key,
         };
@@ -530,6 +531,7 @@ fn contact_payments_match_the_spec() {
         invoice_id: "INV1",
         bank_account_id: "BANK",
         exchange_rate: None,
+        date: pay.captured_at.date_naive(),
         outstanding: None,
         idempotency_key: None,
     };

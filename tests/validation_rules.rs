@@ -95,6 +95,7 @@ fn invoice_of(l: MagentoInvoiceLine, shipping: Decimal, shipping_tax: Decimal) -
         po_number: None,
         base_to_order_rate: Some(dec!(1.0)),
         tenders: Default::default(),
+        base_currency: None,
     }
 }
 
@@ -129,6 +130,7 @@ fn credit_memo() -> MagentoCreditMemo {
         invoice_created_at: Some(at()),
         base_to_order_rate: Some(dec!(1.0)),
         tenders: Default::default(),
+        base_currency: None,
     }
 }
 
@@ -572,4 +574,37 @@ fn each_rule_broken_alone_is_reported_with_its_field_path_and_rule() {
         }
     }
     assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// The policy keys of issue 12 (items 2, 3, 6): each bad value alone is refused with exactly one
+/// field error naming the key and the rule; the good values are accepted.
+#[test]
+fn new_policy_keys_refuse_unknown_values_naming_the_key() {
+    use byte8_ledger_core::policy::{OssRegistration, SyncPolicy};
+    let cases: [(&str, &str, &str); 4] = [
+        (r#"{"oss_registration":"moss"}"#, "oss_registration", "OUT_OF_RANGE"),
+        (r#"{"store_timezone":"Europe/Londres"}"#, "store_timezone", "OUT_OF_RANGE"),
+        (r#"{"store_timezone":"BST"}"#, "store_timezone", "OUT_OF_RANGE"),
+        (r#"{"tax_calculated_before_discount":"yes"}"#, "tax_calculated_before_discount", ""),
+    ];
+    for (json, path, rule) in cases {
+        let err = SyncPolicy::from_json(json).expect_err(json);
+        let errors = err.field_errors();
+        assert_eq!(errors.len(), 1, "{json}: {errors:?}");
+        assert!(errors[0].path.contains(path), "{json}: {errors:?}");
+        assert!(errors[0].rule.contains(rule), "{json}: {errors:?}");
+    }
+    for (value, want) in [
+        ("none", OssRegistration::None),
+        ("oss", OssRegistration::Oss),
+        ("ioss", OssRegistration::Ioss),
+        ("oss_and_ioss", OssRegistration::OssAndIoss),
+    ] {
+        let p = SyncPolicy::from_json(&format!(r#"{{"oss_registration":"{value}"}}"#)).unwrap();
+        assert_eq!(p.oss_registration, want);
+    }
+    let p =
+        SyncPolicy::from_json(r#"{"store_timezone":"Europe/Dublin","tax_calculated_before_discount":true}"#).unwrap();
+    assert_eq!(p.store_timezone.as_deref(), Some("Europe/Dublin"));
+    assert!(p.tax_calculated_before_discount);
 }

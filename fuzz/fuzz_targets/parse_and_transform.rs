@@ -73,6 +73,7 @@ fuzz_target!(|data: &[u8]| {
                     invoice_id: "I",
                     bank_account_id: "B",
                     exchange_rate: transform::exchange_rate(p.currency, base, Some(Decimal::ONE)),
+                    date: policy.local_date(p.captured_at, &reference.business.country),
                     outstanding,
                     idempotency_key: Some(&event.idempotency_key),
                 };

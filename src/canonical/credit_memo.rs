@@ -73,6 +73,9 @@ pub struct MagentoCreditMemo {
     /// payment method (an extension of this crate; see [`Tenders`]).
     #[serde(default)]
     pub tenders: Tenders,
+    /// Magento's base currency (`base_currency_code`); as on the invoice.
+    #[serde(default, with = "crate::money::serde_currency_opt")]
+    pub base_currency: Option<Currency>,
 }
 
 impl MagentoCreditMemo {

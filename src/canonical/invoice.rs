@@ -283,6 +283,11 @@ pub struct MagentoInvoice {
     /// crate; the module does not send it, see [`Tenders`]).
     #[serde(default)]
     pub tenders: Tenders,
+    /// Magento's base currency (`base_currency_code`), the currency `base_to_order_rate` converts
+    /// from. Optional for older payloads; see [`crate::plan::ledger_rate`] for how it decides the
+    /// exchange rate sent to the ledger.
+    #[serde(default, with = "crate::money::serde_currency_opt")]
+    pub base_currency: Option<Currency>,
 }
 
 impl MagentoInvoice {

@@ -464,9 +464,14 @@ impl SyncEngine {
                 && let Some(contact_id) = doc.contact_id.clone()
             {
                 let now = self.clock.now();
+                // An adopted invoice keeps the ledger's own exchange rate for its payments: kept in
+                // Magento's direction (document units per base unit), as every posted invoice's is.
+                let magento_direction = doc.exchange_rate.and_then(|r| Decimal::ONE.checked_div(r));
                 let meta = json!({"contact_id": contact_id, "total": doc.total.map(|t| t.to_string()),
                         "outstanding": doc.outstanding.map(|t| t.to_string()), "reference": doc_ref,
-                        "number": doc.number, "adopted": true, "increment_id": inc});
+                        "number": doc.number, "adopted": true, "increment_id": inc,
+                        "base_to_order_rate": magento_direction.map(|r| r.to_string()),
+                        "ledger_exchange_rate": doc.exchange_rate.map(|r| r.to_string())});
                 let x = Xref::done(doc.id.clone(), Some(doc_ref), meta, now);
                 self.put(XrefKind::Invoice, &key, &x).await?;
                 return Ok(InvoiceFacts::from_xref(&x).ok_or(None));
@@ -532,7 +537,7 @@ impl SyncEngine {
                 )));
             }
         };
-        let (_, caps) = self.context().await?;
+        let (reference, caps) = self.context().await?;
         let facts = match self.invoice_facts(pay.invoice_id, Some(&pay.invoice_increment_id), policy, &caps).await? {
             Ok(f) => f,
             Err(Some(reason)) => {
@@ -546,7 +551,7 @@ impl SyncEngine {
             }
         };
         let pay_ref = self.reference_of(policy, &pay.invoice_increment_id, &caps);
-        let date = pay.captured_at.date_naive();
+        let date = policy.local_date(pay.captured_at, &reference.business.country);
         let job = Box::new(PaymentJob { key, facts, bank, pay_ref });
         if self.get(XrefKind::Payment, &job.key).await?.is_some() {
             let ids = [job.facts.id.as_str()];
@@ -754,7 +759,7 @@ impl SyncEngine {
             } else if facts.contact_id != contact_id {
                 notes.push("the credit note is not on the invoice's contact: not allocated".into());
             } else {
-                let date = memo.created_at.date_naive();
+                let date = policy.local_date(memo.created_at, &reference.business.country);
                 let ids = [facts.id.as_str(), note_id.as_str()];
                 let mut allocation = None;
                 if self.get(XrefKind::Allocation, &key).await?.is_some() {
@@ -816,7 +821,7 @@ impl SyncEngine {
                         "{left} not refunded: no bank account (the invoice's payment was not synced and there is no default_bank_account_id); the credit note stays open"
                     )),
                     Some(bank) => {
-                        let date = memo.created_at.date_naive();
+                        let date = policy.local_date(memo.created_at, &reference.business.country);
                         let ids = [note_id.as_str()];
                         let mut refund = None;
                         if self.get(XrefKind::Refund, &key).await?.is_some() {

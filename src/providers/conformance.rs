@@ -337,6 +337,7 @@ impl Fixture {
                 Decimal::new(117, 2)
             }),
             tenders: Default::default(),
+            base_currency: Some(reference.business.base_currency),
         }
     }
 
@@ -364,6 +365,7 @@ impl Fixture {
             invoice_created_at: Some(invoice.created_at),
             base_to_order_rate: invoice.base_to_order_rate,
             tenders: Default::default(),
+            base_currency: None,
         }
     }
 

@@ -1013,6 +1013,15 @@ impl InMemoryProvider {
             total: Some(total),
             outstanding: Some(total),
             voided: false,
+            exchange_rate: match plan::ledger_rate(
+                plan.currency,
+                plan.base_currency,
+                self.reference.business.base_currency,
+                plan.base_to_order_rate,
+            ) {
+                plan::LedgerRate::Magento(r) => Decimal::ONE.checked_div(r),
+                _ => None,
+            },
         };
         st.data.documents.push(DocumentEntry {
             record: record.clone(),
@@ -1162,7 +1171,7 @@ impl InMemoryProvider {
             contact_id: request.contact_id.to_owned(),
             bank_account_id: request.bank_account_id.to_owned(),
             currency: payment.currency,
-            date: payment.captured_at.date_naive(),
+            date: request.date(&self.reference.business.country),
             amount: payment.amount,
             allocations: if allocate.is_zero() { Vec::new() } else { vec![(request.invoice_id.to_owned(), allocate)] },
             on_account: payment.amount - allocate,

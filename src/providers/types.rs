@@ -257,6 +257,14 @@ pub struct PaymentRequest<'a> {
     pub idempotency_key: &'a str,
 }
 
+impl PaymentRequest<'_> {
+    /// The payment's date: the store's local date of `captured_at` (policy `store_timezone`, else
+    /// the zone of the ledger business's country).
+    pub fn date(&self, business_country: &str) -> NaiveDate {
+        self.policy.local_date(self.payment.captured_at, business_country)
+    }
+}
+
 /// Allocate a credit note against an invoice on their shared contact.
 #[derive(Debug, Clone, Copy)]
 pub struct AllocationRequest<'a> {
@@ -317,6 +325,11 @@ pub struct DocumentRecord {
     pub outstanding: Option<Decimal>,
     /// Voided.
     pub voided: bool,
+    /// The ledger's exchange rate of the document, when it reports one: base-currency units per
+    /// unit of the document's currency (Sage's `exchange_rate`; Xero's 1 / `CurrencyRate`). An
+    /// invoice adopted from the ledger keeps this rate for its payments.
+    #[serde(default)]
+    pub exchange_rate: Option<Decimal>,
 }
 
 /// A ledger payment or allocation.

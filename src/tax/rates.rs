@@ -5,9 +5,20 @@
 //! `line_tax / line_subtotal` — the subtotal *before* discount. On a discounted line that is not
 //! the rate Magento applied (a 20 % line with a 10 % discount reads 18.00), so Byte8 silently falls
 //! back to the default. This crate keeps Byte8's literal key first (a map written for Byte8 keeps
-//! working) and then picks the map entry whose percentage reproduces the line's tax on its net
-//! after discount (or, for stores that tax before discount, on its subtotal) to the penny —
-//! the tolerance of tax.md 3.4 invariant 3.
+//! working) — but only when that entry reproduces the line's tax — and then picks the map entry
+//! whose percentage reproduces the line's tax on its net **after** discount to the penny, the
+//! tolerance of tax.md 3.4 invariant 3.
+//!
+//! # The basis of the rate: after discount, unless the policy says otherwise
+//!
+//! Magento's default is "Apply Customer Tax: After Discount" (tax.md 3.4 invariant 6), so the
+//! applied rate is `tax / (subtotal − discount)`. The pre-discount quotient is never a rate: a 20 %
+//! line of 100.00 with a 75 % discount carries 5.00 tax on a net of 25.00, and 5.00 / 100.00 = 5 %
+//! would book it on the reduced rate. This crate therefore fits every rate on the net after
+//! discount only; Byte8's literal key ("5.00" in that example) is skipped because 5 % of 25.00 is
+//! not 5.00. Stores configured to "Apply Customer Tax: Before Discount" set the policy key
+//! `tax_calculated_before_discount: true`, and then (only then) the rate is fitted on the subtotal
+//! before discount instead.
 //!
 //! Zero-tax lines: Byte8 sends them to the default rate, so its `"0.00"` map entry never fires
 //! (byte8-spec.md 14.6) and a zero-tax line can land on a 20 % rate with no tax. This crate uses
@@ -58,8 +69,7 @@ fn fits(pct: Decimal, line: &LineTax) -> bool {
     if line.tax.is_zero() {
         return pct.is_zero() || line.net.is_zero();
     }
-    (tax_at(line.net, pct) - line.tax).abs() <= line.tolerance
-        || (tax_at(line.subtotal, pct) - line.tax).abs() <= line.tolerance
+    (tax_at(line.basis(), pct) - line.tax).abs() <= line.tolerance
 }
 
 /// The amounts of a line whose rate is being chosen.
@@ -74,12 +84,21 @@ pub struct LineTax {
     /// How far the tax may be from `round(net × rate)`: one penny (tax.md 3.4 invariant 3), two
     /// when the net itself was rebuilt from a rounded discount tax compensation.
     pub tolerance: Decimal,
+    /// The store taxes before discount (policy `tax_calculated_before_discount`): the rate is
+    /// fitted on `subtotal` instead of `net`.
+    pub before_discount: bool,
 }
 
 impl LineTax {
-    /// A line with the one-penny tolerance.
+    /// A line taxed after discount (Magento's default), with the one-penny tolerance.
     pub fn new(net: Decimal, subtotal: Decimal, tax: Decimal) -> Self {
-        Self { net, subtotal, tax, tolerance: PENNY }
+        Self { net, subtotal, tax, tolerance: PENNY, before_discount: false }
+    }
+
+    /// The amount the rate applies to: the net after discount, or the subtotal for a store that
+    /// taxes before discount.
+    pub fn basis(&self) -> Decimal {
+        if self.before_discount { self.subtotal } else { self.net }
     }
 }
 
@@ -115,7 +134,8 @@ pub fn domestic_rate(
     line: LineTax,
     canonical_rate: Option<Decimal>,
 ) -> Result<RateChoice, String> {
-    let LineTax { net, tax, .. } = line;
+    let LineTax { tax, .. } = line;
+    let net = line.basis();
     let pct_of = |id: &str| rates.iter().find(|r| r.id == id).and_then(|r| r.percentage);
     let choice = |id: &String, percentage, source| RateChoice { id: id.clone(), percentage, source };
     if tax.is_zero() {
@@ -200,6 +220,35 @@ mod tests {
             policy(r#"{"tax_rate_map":{"20.00":"GB_STANDARD","5.00":"GB_LOWER"},"default_tax_rate_id":"GB_LOWER"}"#);
         let c = domestic_rate(&p, &uk_rates(), LineTax::new(dec!(90), dec!(100), dec!(18)), Some(dec!(0.18))).unwrap();
         assert_eq!((c.id.as_str(), c.source), ("GB_STANDARD", RateSource::MapFit));
+    }
+
+    #[test]
+    fn a_deeply_discounted_standard_line_is_never_reduced_rate() {
+        // 20 % line of 100.00 with a 75 % discount: net 25.00, tax 5.00. Byte8's literal key is
+        // 5.00 / 100.00 = "5.00", which is in the map; 5 % of 25.00 is 1.25, so it must not fire.
+        let p = policy(r#"{"tax_rate_map":{"20.00":"GB_STANDARD","5.00":"GB_LOWER"}}"#);
+        let c = domestic_rate(&p, &uk_rates(), LineTax::new(dec!(25), dec!(100), dec!(5)), Some(dec!(0.05))).unwrap();
+        assert_eq!((c.id.as_str(), c.source), ("GB_STANDARD", RateSource::MapFit));
+        assert_eq!(c.percentage, Some(dec!(20)));
+        // The default alone cannot rescue it either: a 5 % default does not reproduce 5.00 on 25.00.
+        let p = policy(r#"{"default_tax_rate_id":"GB_LOWER"}"#);
+        let err = domestic_rate(&p, &uk_rates(), LineTax::new(dec!(25), dec!(100), dec!(5)), Some(dec!(0.05)));
+        assert!(err.unwrap_err().contains("(20.00 %)"));
+    }
+
+    #[test]
+    fn tax_before_discount_only_under_the_policy_setting() {
+        // A store taxing before discount: 5 % of the 100.00 subtotal is 5.00 on a 25.00 net.
+        let p = policy(
+            r#"{"tax_rate_map":{"20.00":"GB_STANDARD","5.00":"GB_LOWER"},"tax_calculated_before_discount":true}"#,
+        );
+        let line =
+            LineTax { before_discount: p.tax_calculated_before_discount, ..LineTax::new(dec!(25), dec!(100), dec!(5)) };
+        let c = domestic_rate(&p, &uk_rates(), line, Some(dec!(0.05))).unwrap();
+        assert_eq!((c.id.as_str(), c.source), ("GB_LOWER", RateSource::MapLiteral));
+        // The same line under the default (after discount) is standard-rated.
+        let c = domestic_rate(&p, &uk_rates(), LineTax::new(dec!(25), dec!(100), dec!(5)), Some(dec!(0.05))).unwrap();
+        assert_eq!(c.id, "GB_STANDARD");
     }
 
     #[test]

@@ -20,21 +20,48 @@
 //! - **Tax charged**: the line's own tax. "Matches a domestic rate" means some percentage of the
 //!   business's own rates reproduces the line's tax on its net to the penny.
 //!
+//! # Tax at the business's own rate charged to a consumer abroad
+//!
+//! When Magento charged a consumer abroad the business's **own domestic rate** (a UK store
+//! charging 20 % to a French consumer), the store applied home VAT and printed it on the invoice:
+//! that VAT is due at home, so the line is `Domestic` — booked on the domestic rate, in the
+//! domestic output VAT of the return. It becomes foreign VAT (`DestinationVat`, booked on the
+//! policy's `foreign_vat_ledger_account_id`) only when
+//!
+//! - the rate charged is **not** one of the business's own rates (a destination-country rate:
+//!   19 % to Germany, 25 % to Norway), or
+//! - the policy declares an **OSS/IOSS registration** (`oss_registration`) covering the supply
+//!   and the consumer is in the EU: then the store is taxing at the destination's rate through
+//!   the scheme, even when that rate happens to equal a domestic one (France's 20 %).
+//!
+//! Which scheme covers which supply: IOSS covers goods from a seller outside the EU VAT area for
+//! goods (a GB business); OSS covers goods from an EU or Northern Ireland seller (Union OSS
+//! distance sales) and services, including digital services, from any seller. "Other" B2C
+//! services stay taxable where the supplier belongs (Notice 741A) whatever the registration.
+//!
 //! # The GB table (tax.md 2.2)
+//!
+//! "own rate" = the tax matches a rate of the business; "scheme" = `oss_registration` covers the
+//! supply (see above).
 //!
 //! | destination | supply | charged | treatment |
 //! |---|---|---|---|
 //! | GB, NI, IM | any | any | `Domestic` (row 1) |
 //! | EU, from an NI business | goods, B2B | none | `ReverseCharge` (N1) |
-//! | EU, from an NI business | goods, B2C | a domestic rate | `Domestic` (N2, under the threshold) |
+//! | EU, from an NI business | goods, B2C | own rate, no scheme | `Domestic` (N2, under the threshold) |
+//! | EU, from an NI business | goods, B2C | own rate with scheme, or another rate | `DestinationVat` (N2, Union OSS) |
 //! | elsewhere | goods | none | `ZeroRatedExport` (rows 2, 7) |
-//! | EU | goods | some | `DestinationVat` (row 6, IOSS) |
-//! | non-EU | goods | a domestic rate | `Domestic` (no export evidence: UK VAT is due) |
+//! | EU | goods | own rate, no IOSS | `Domestic` (UK VAT charged and shown: due at home) |
+//! | EU | goods | own rate with IOSS, or another rate | `DestinationVat` (row 6, IOSS) |
+//! | non-EU | goods | own rate | `Domestic` (no export evidence: UK VAT is due) |
 //! | non-EU | goods | another rate | `DestinationVat` (local import schemes) |
 //! | elsewhere | services, B2B | none | `OutsideScope` (rows 3, 4) |
 //! | elsewhere | digital, B2C | none | `OutsideScope` (row 8) |
-//! | elsewhere | digital, B2C | some | `DestinationVat` (row 5, non-Union OSS) |
-//! | elsewhere | other services, B2C | a domestic rate | `Domestic` (row 9) |
+//! | EU | digital, B2C | own rate, no OSS | `Domestic` (UK VAT charged: due at home) |
+//! | EU | digital, B2C | own rate with OSS, or another rate | `DestinationVat` (row 5, non-Union OSS) |
+//! | non-EU | digital, B2C | own rate | `Domestic` |
+//! | non-EU | digital, B2C | another rate | `DestinationVat` (e.g. Norway's VOEC) |
+//! | elsewhere | other services, B2C | own rate | `Domestic` (row 9) |
 //! | elsewhere | other services, B2C | another rate | `DestinationVat` |
 //! | elsewhere | other services, B2C | none | `OutsideScope` (row 9, Sch. 4A) |
 //!
@@ -44,11 +71,11 @@
 //! |---|---|---|---|
 //! | home country | any | any | `Domestic` |
 //! | other EU (NI for goods) | any, B2B | none | `ReverseCharge` (intra-Community supply / reverse charge) |
-//! | other EU | any, B2C | a domestic rate | `Domestic` (under the €10k threshold) |
-//! | other EU | any, B2C | another rate | `DestinationVat` (Union OSS) |
+//! | other EU | any, B2C | own rate, no OSS | `Domestic` (under the €10k threshold) |
+//! | other EU | any, B2C | own rate with OSS, or another rate | `DestinationVat` (Union OSS) |
 //! | other EU | goods / services, B2C | none | `ZeroRatedExport` / `OutsideScope` (mirrors Magento) |
 //! | non-EU | goods | none | `ZeroRatedExport` |
-//! | non-EU | goods or services | a domestic rate | `Domestic` |
+//! | non-EU | goods or services | own rate | `Domestic` |
 //! | non-EU | goods or services | another rate | `DestinationVat` (e.g. UK VAT on a ≤ £135 consignment) |
 //! | non-EU | services | none | `OutsideScope` |
 //!
@@ -67,7 +94,10 @@
 use rust_decimal::Decimal;
 
 use super::territory::{VatArea, is_eu_member, vat_area};
-use crate::{money::round_money, policy::EuSupplyType};
+use crate::{
+    money::round_money,
+    policy::{EuSupplyType, OssRegistration},
+};
 
 /// How a line is taxed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +140,8 @@ pub struct Seller {
     pub country: String,
     /// Registered in Northern Ireland.
     pub northern_ireland: bool,
+    /// Its OSS/IOSS registration (policy `oss_registration`).
+    pub oss: OssRegistration,
 }
 
 /// A country and postcode.
@@ -180,46 +212,51 @@ pub fn route_line(seller: &Seller, buyer: &Buyer<'_>, supply: &Supply, domestic_
     let goods = supply.kind == EuSupplyType::Goods;
     let treatment = match home.as_str() {
         "US" | "CA" => Domestic,
-        "GB" | "UK" => match area {
-            VatArea::GreatBritain | VatArea::NorthernIreland => Domestic,
-            VatArea::Eu(_) if seller.northern_ireland && goods => {
-                if b2b {
-                    ReverseCharge
-                } else if domestic_rate {
-                    Domestic
-                } else if taxed {
-                    DestinationVat
-                } else {
-                    ZeroRatedExport
+        "GB" | "UK" => {
+            let eu = matches!(area, VatArea::Eu(_));
+            match area {
+                VatArea::GreatBritain | VatArea::NorthernIreland => Domestic,
+                VatArea::Eu(_) if seller.northern_ireland && goods => {
+                    if b2b {
+                        ReverseCharge
+                    } else if domestic_rate && !seller.oss.covers_goods(true) {
+                        Domestic
+                    } else if taxed {
+                        DestinationVat
+                    } else {
+                        ZeroRatedExport
+                    }
+                }
+                _ if goods => {
+                    if !taxed {
+                        ZeroRatedExport
+                    } else if domestic_rate && !(eu && seller.oss.covers_goods(false)) {
+                        Domestic
+                    } else {
+                        DestinationVat
+                    }
+                }
+                _ if b2b => OutsideScope,
+                _ if supply.digital => {
+                    if !taxed {
+                        OutsideScope
+                    } else if domestic_rate && !(eu && seller.oss.covers_services()) {
+                        Domestic
+                    } else {
+                        DestinationVat
+                    }
+                }
+                _ => {
+                    if domestic_rate {
+                        Domestic
+                    } else if taxed {
+                        DestinationVat
+                    } else {
+                        OutsideScope
+                    }
                 }
             }
-            _ if goods => {
-                if !taxed {
-                    ZeroRatedExport
-                } else if matches!(area, VatArea::Eu(_)) || !domestic_rate {
-                    DestinationVat
-                } else {
-                    Domestic
-                }
-            }
-            _ if b2b => OutsideScope,
-            _ if supply.digital => {
-                if taxed {
-                    DestinationVat
-                } else {
-                    OutsideScope
-                }
-            }
-            _ => {
-                if domestic_rate {
-                    Domestic
-                } else if taxed {
-                    DestinationVat
-                } else {
-                    OutsideScope
-                }
-            }
-        },
+        }
         _ => {
             let eu_seller = is_eu_member(&home);
             let same_country = match area {
@@ -231,12 +268,13 @@ pub fn route_line(seller: &Seller, buyer: &Buyer<'_>, supply: &Supply, domestic_
             // Northern Ireland counts as EU for goods (tax.md 2.3).
             let in_union =
                 eu_seller && (matches!(area, VatArea::Eu(_)) || (goods && matches!(area, VatArea::NorthernIreland)));
+            let scheme = if goods { seller.oss.covers_goods(true) } else { seller.oss.covers_services() };
             if same_country {
                 Domestic
             } else if in_union {
                 if b2b {
                     ReverseCharge
-                } else if domestic_rate {
+                } else if domestic_rate && !scheme {
                     Domestic
                 } else if taxed {
                     DestinationVat
@@ -315,7 +353,7 @@ mod tests {
     use TaxTreatment::*;
 
     fn gb() -> Seller {
-        Seller { country: "GB".into(), northern_ireland: false }
+        Seller { country: "GB".into(), northern_ireland: false, oss: OssRegistration::None }
     }
 
     fn buyer<'a>(country: &'a str, postcode: Option<&'a str>, business: bool) -> Buyer<'a> {
@@ -355,8 +393,9 @@ mod tests {
         assert_eq!(t(&s, &buyer("NL", None, false), &services(dec!(100), dec!(21), true)), DestinationVat);
         // Row 6: IOSS goods with 19 % DE VAT collected.
         assert_eq!(t(&s, &buyer("DE", None, false), &goods(dec!(100), dec!(19))), DestinationVat);
-        // Row 6 with a rate that happens to equal the UK's (FR 20 %): still IOSS, never UK VAT.
-        assert_eq!(t(&s, &buyer("FR", None, false), &goods(dec!(100), dec!(20))), DestinationVat);
+        // UK VAT (20 %) charged to a French consumer by a business with no IOSS registration: the
+        // store charged home VAT and showed it, so it is due at home.
+        assert_eq!(t(&s, &buyer("FR", None, false), &goods(dec!(100), dec!(20))), Domestic);
         // Row 8: digital B2C outside the EU without tax.
         assert_eq!(t(&s, &buyer("US", None, false), &services(dec!(100), dec!(0), true)), OutsideScope);
         // Row 9: other services B2C abroad charged UK VAT.
@@ -365,6 +404,41 @@ mod tests {
         assert_eq!(t(&s, &buyer("CH", None, false), &goods(dec!(100), dec!(20))), Domestic);
         // Goods to Norway charged 25 % (VOEC): destination VAT.
         assert_eq!(t(&s, &buyer("NO", None, false), &goods(dec!(100), dec!(25))), DestinationVat);
+    }
+
+    #[test]
+    fn own_rate_abroad_is_domestic_unless_a_scheme_covers_it() {
+        let with = |oss| Seller { country: "GB".into(), northern_ireland: false, oss };
+        let fr = buyer("FR", Some("75001"), false);
+        let de = buyer("DE", Some("10115"), false);
+        let uk20 = goods(dec!(100), dec!(20));
+        let digital20 = services(dec!(100), dec!(20), true);
+        // No registration: UK 20 % on goods and on digital services to EU consumers is UK VAT.
+        assert_eq!(t(&with(OssRegistration::None), &fr, &uk20), Domestic);
+        assert_eq!(t(&with(OssRegistration::None), &fr, &digital20), Domestic);
+        // A destination rate (DE 19 %) is foreign VAT whatever the registration.
+        assert_eq!(t(&with(OssRegistration::None), &de, &goods(dec!(100), dec!(19))), DestinationVat);
+        // IOSS covers goods from GB, not services; OSS covers services, not GB goods.
+        assert_eq!(t(&with(OssRegistration::Ioss), &fr, &uk20), DestinationVat);
+        assert_eq!(t(&with(OssRegistration::Ioss), &fr, &digital20), Domestic);
+        assert_eq!(t(&with(OssRegistration::Oss), &fr, &uk20), Domestic);
+        assert_eq!(t(&with(OssRegistration::Oss), &fr, &digital20), DestinationVat);
+        assert_eq!(t(&with(OssRegistration::OssAndIoss), &fr, &uk20), DestinationVat);
+        // Schemes are EU schemes: a US consumer charged 20 % is UK VAT even when registered.
+        assert_eq!(t(&with(OssRegistration::OssAndIoss), &buyer("US", None, false), &uk20), Domestic);
+        // Other B2C services stay taxable where the supplier belongs.
+        assert_eq!(t(&with(OssRegistration::OssAndIoss), &fr, &services(dec!(100), dec!(20), false)), Domestic);
+        // An NI business's goods: Union OSS, not IOSS.
+        let ni = |oss| Seller { country: "GB".into(), northern_ireland: true, oss };
+        assert_eq!(t(&ni(OssRegistration::Ioss), &fr, &uk20), Domestic);
+        assert_eq!(t(&ni(OssRegistration::Oss), &fr, &uk20), DestinationVat);
+        // An Irish business registered for OSS charging 23 % to a Polish consumer (PL is 23 % too).
+        let ie = |oss| Seller { country: "IE".into(), northern_ireland: false, oss };
+        let rates = [dec!(23), dec!(13.5), dec!(9), dec!(0)];
+        let pl = buyer("PL", None, false);
+        let r = |s: &Seller| route_line(s, &pl, &goods(dec!(100), dec!(23)), &rates).treatment;
+        assert_eq!(r(&ie(OssRegistration::None)), Domestic);
+        assert_eq!(r(&ie(OssRegistration::Oss)), DestinationVat);
     }
 
     #[test]
@@ -386,7 +460,7 @@ mod tests {
 
     #[test]
     fn northern_ireland_seller_goods_to_eu() {
-        let ni = Seller { country: "GB".into(), northern_ireland: true };
+        let ni = Seller { country: "GB".into(), northern_ireland: true, oss: OssRegistration::None };
         assert_eq!(t(&ni, &buyer("IE", None, true), &goods(dec!(100), dec!(0))), ReverseCharge);
         assert_eq!(t(&ni, &buyer("IE", None, false), &goods(dec!(100), dec!(20))), Domestic);
         assert_eq!(t(&ni, &buyer("IE", None, false), &goods(dec!(100), dec!(23))), DestinationVat);
@@ -396,7 +470,7 @@ mod tests {
 
     #[test]
     fn irish_seller() {
-        let ie = Seller { country: "IE".into(), northern_ireland: false };
+        let ie = Seller { country: "IE".into(), northern_ireland: false, oss: OssRegistration::None };
         let rates = [dec!(23), dec!(13.5), dec!(9), dec!(0)];
         let r = |b: &Buyer<'_>, s: &Supply| route_line(&ie, b, s, &rates).treatment;
         assert_eq!(r(&buyer("IE", None, false), &goods(dec!(100), dec!(23))), Domestic);
@@ -417,7 +491,7 @@ mod tests {
 
     #[test]
     fn sales_tax_countries_pass_through() {
-        let us = Seller { country: "US".into(), northern_ireland: false };
+        let us = Seller { country: "US".into(), northern_ireland: false, oss: OssRegistration::None };
         assert_eq!(route_line(&us, &buyer("CA", None, false), &goods(dec!(10), dec!(0)), &[]).treatment, Domestic);
     }
 

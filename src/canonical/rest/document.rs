@@ -81,6 +81,7 @@ pub(super) fn invoice(invoice: &Value, order: &Value) -> Result<MagentoInvoice> 
         },
         base_to_order_rate: inv.decimal("base_to_order_rate")?,
         tenders,
+        base_currency: base_currency(&inv, &ord)?,
     };
     out.validate()?;
     Ok(out)
@@ -190,6 +191,7 @@ pub(super) fn credit_memo(creditmemo: &Value, order: &Value, invoice: Option<&Va
         invoice_created_at,
         base_to_order_rate: cm.decimal("base_to_order_rate")?,
         tenders,
+        base_currency: base_currency(&cm, &ord)?,
     };
     out.validate()?;
     Ok(out)
@@ -252,6 +254,17 @@ fn currency(doc: &Node<'_>, order: &Node<'_>) -> Result<Currency> {
         "order_currency_code",
         "is required (base_currency_code and order.order_currency_code are missing too)",
     ))
+}
+
+/// Magento's base currency: the document's `base_currency_code`, else the order's; `None` when
+/// neither is sent.
+fn base_currency(doc: &Node<'_>, order: &Node<'_>) -> Result<Option<Currency>> {
+    for (node, key) in [(doc, "base_currency_code"), (order, "base_currency_code")] {
+        if let Some(code) = node.text(key)? {
+            return parse_currency(&code).map(Some).map_err(|e| node.parse_error(key, e));
+        }
+    }
+    Ok(None)
 }
 
 /// Refuses amounts whose products or quotients would leave `Decimal`'s range in the identity

@@ -432,6 +432,9 @@ pub struct SageDocument {
     /// Outstanding.
     #[serde(default, with = "serde_decimal_opt")]
     pub outstanding_amount: Option<Decimal>,
+    /// The document's exchange rate (base per unit of its currency).
+    #[serde(default, with = "serde_decimal_opt")]
+    pub exchange_rate: Option<Decimal>,
     /// Date.
     #[serde(default)]
     pub date: Option<String>,

@@ -385,6 +385,7 @@ fn document_record(kind: DocumentKind, d: SageDocument) -> DocumentRecord {
         total: d.total_amount,
         outstanding: d.outstanding_amount,
         voided: d.status.is_some_and(|s| s.id.eq_ignore_ascii_case("VOID")) || d.void_reason.is_some(),
+        exchange_rate: d.exchange_rate.filter(|r| *r > Decimal::ZERO),
     }
 }
 
@@ -697,6 +698,7 @@ impl AccountingProvider for SageProvider {
             invoice_id: request.invoice_id,
             bank_account_id: request.bank_account_id,
             exchange_rate: exchange,
+            date: request.date(&reference.business.country),
             outstanding: request.outstanding,
             idempotency_key: Some(request.idempotency_key),
         };

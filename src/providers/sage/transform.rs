@@ -13,10 +13,12 @@
 //! - **Explicit tax per line** (Q5) and `currency_tax_amount` on every line (Q1).
 //! - **Shipping panel** (Q6/Q7): Sage recomputes shipping tax as `round(net × rate)`. A zero tax
 //!   gets a 0 % rate (Byte8's `GB_ZERO` rule). When Sage's recomputation would differ from
-//!   Magento's shipping tax by a penny or two, the difference moves to the tax of the largest line
-//!   at the same rate; when no such line exists or the rate's percentage is unknown, shipping is
-//!   posted as an ordinary line with its exact tax. Either way Sage's total equals Magento's
-//!   `grand_total`, which [`expected_total`] checks before anything is returned.
+//!   Magento's shipping tax by even a penny (Magento's delta rounding, a half-penny net), or the
+//!   rate's percentage is unknown, shipping is posted as an ordinary line carrying Magento's exact
+//!   tax (`shipping_as_line`). Every line's tax is then exactly what Magento charged: a penny is
+//!   never moved onto a product line (which would misstate that line's VAT even though the total
+//!   matched). Sage's total equals Magento's `grand_total`, which [`expected_total`] checks before
+//!   anything is returned.
 //! - **Both addresses** always (Q2), **HTML entities decoded** (Q4), **length limits** truncated
 //!   with the full values kept in the notes (Q8), **exchange rate** only for non-base currencies
 //!   (Q6), **reference prefix** never doubled (P14), Sage's **idempotency id** derived from the
@@ -29,9 +31,14 @@
 //! of the document currency — and reports from its live integration that Sage then derives the
 //! base-currency mirrors itself (byte8-spec.md 9 Q6a); tax.md 4.2 reads the same direction from
 //! that behaviour. This crate does the same, with 10 decimals rounded half up, and omits the rate
-//! when the document is in the base currency, when Magento has no rate, or when the rate is 1 while
-//! the currencies differ (Magento's base currency is then not Sage's, so Magento's rate means
-//! nothing to Sage and Sage's own rate applies, tax.md 4.4).
+//! when the document is in the base currency.
+//!
+//! Magento's rate converts from *Magento's* base currency; it is sent only when that is Sage's
+//! base currency ([`plan::ledger_rate`]: known from the payload's `base_currency`, else inferred
+//! from a rate of 1 between different currencies). When it is not — or Magento sent no rate — no
+//! correct rate can be derived from Magento's data, and a Sage document without one is booked at
+//! 1 (sage-api.md 3.3: `exchange_rate` defaults to 1): the document fails as `validation` on
+//! `base_to_order_rate`, naming both currencies, and nothing is posted.
 
 use std::collections::BTreeMap;
 
@@ -280,6 +287,22 @@ pub fn document_body(
             ),
         ));
     }
+    let rate = match plan::ledger_rate(plan.currency, plan.base_currency, base, plan.base_to_order_rate) {
+        plan::LedgerRate::BaseCurrency => None,
+        plan::LedgerRate::Magento(r) => exchange_rate(plan.currency, base, Some(r)),
+        plan::LedgerRate::NotConvertible(why) => {
+            return Err(Error::invalid(
+                what,
+                "base_to_order_rate",
+                format!(
+                    "{why}; a Sage document in {} without a correct exchange_rate would be booked at 1 {} = 1 {}, so it is not posted",
+                    plan.currency.code(),
+                    plan.currency.code(),
+                    base.code()
+                ),
+            ));
+        }
+    };
     let ledger = policy.default_ledger_account_id.clone().ok_or_else(|| {
         Error::invalid(
             "policy",
@@ -352,26 +375,11 @@ pub fn document_body(
                 let mut panel = None;
                 if let Some(p) = pct {
                     let sage_tax = tax::rates::tax_at(s.net, p);
-                    let delta = s.tax - sage_tax;
-                    if delta.is_zero() {
+                    // Sage recomputes the panel's tax: use the panel only when that gives exactly
+                    // what Magento charged. Otherwise shipping becomes an ordinary line carrying
+                    // Magento's own tax; no penny ever moves onto a product line.
+                    if sage_tax == s.tax {
                         panel = Some(sage_tax);
-                    } else {
-                        // Move the difference onto the largest line at the same rate.
-                        let target = lines
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, dl)| dl.tax_rate_id == rate.id && dl.tax_amount + delta >= Decimal::ZERO)
-                            .max_by_key(|(_, dl)| round_money(dl.quantity * dl.unit_price) - dl.discount_amount)
-                            .map(|(i, _)| i);
-                        if let Some(i) = target {
-                            lines[i].tax_amount += delta;
-                            lines[i].currency_tax_amount += delta;
-                            notes_out.push(format!(
-                                "shipping_tax_moved: Sage recomputes shipping tax as {sage_tax}; Magento charged {}, so {delta} moved to line {i}",
-                                s.tax
-                            ));
-                            panel = Some(sage_tax);
-                        }
                     }
                 }
                 match panel {
@@ -381,7 +389,12 @@ pub fn document_body(
                         shipping_tax = Some(t);
                     }
                     None => {
-                        notes_out.push("shipping_as_line: Sage's shipping tax recomputation cannot reproduce Magento's, so shipping is an ordinary line".into());
+                        notes_out.push(format!(
+                            "shipping_as_line: Sage would recompute shipping tax on {} as {}, Magento charged {}; shipping is an ordinary line with Magento's tax",
+                            s.net,
+                            pct.map(|p| tax::rates::tax_at(s.net, p).to_string()).unwrap_or_else(|| "unknown (rate percentage not known)".into()),
+                            s.tax
+                        ));
                         lines.push(as_line(rate.id.clone(), s.tax));
                     }
                 }
@@ -512,7 +525,7 @@ pub fn document_body(
         reference: reference_text,
         notes: f.notes(extra_notes, limits::DOCUMENT_NOTES),
         currency_id: plan.currency.code().to_owned(),
-        exchange_rate: exchange_rate(plan.currency, base, plan.base_to_order_rate),
+        exchange_rate: rate,
         inverse_exchange_rate: None,
         main_address,
         delivery_address,
@@ -569,7 +582,7 @@ pub fn sales_credit_note(
     invoice_addresses: Option<&DocumentAddresses>,
 ) -> Result<Transformed<PostSalesCreditNote>> {
     let plan = plan::plan_credit_memo(memo, policy, reference, invoice_addresses)?;
-    let original = memo.invoice_created_at.unwrap_or(memo.created_at).date_naive();
+    let original = policy.local_date(memo.invoice_created_at.unwrap_or(memo.created_at), &reference.business.country);
     let linkage = match (&memo.invoice_increment_id, memo.invoice_id) {
         (Some(inc), _) => format!("Credit for invoice {inc}"),
         (None, Some(id)) => format!("Credit for invoice {id}"),
@@ -682,6 +695,8 @@ pub struct PaymentLinks<'a> {
     pub bank_account_id: &'a str,
     /// The invoice's exchange rate (the payment reuses it).
     pub exchange_rate: Option<Decimal>,
+    /// The payment's date: the store's local date of `captured_at` ([`SyncPolicy::local_date`]).
+    pub date: NaiveDate,
     /// What is still outstanding on the invoice, when known; the allocation never exceeds it.
     pub outstanding: Option<Decimal>,
     /// The event's idempotency key.
@@ -699,7 +714,7 @@ pub fn contact_payment(payment: &MagentoPayment, policy: &SyncPolicy, links: &Pa
             transaction_type_id: "CUSTOMER_RECEIPT".to_owned(),
             contact_id: links.contact_id.to_owned(),
             bank_account_id: links.bank_account_id.to_owned(),
-            date: payment.captured_at.date_naive(),
+            date: links.date,
             total_amount: payment.amount,
             currency_id: payment.currency.code().to_owned(),
             exchange_rate: links.exchange_rate,

@@ -398,6 +398,9 @@ pub struct DocumentOut {
     /// What is left to pay (invoices).
     #[serde(with = "serde_decimal_opt")]
     pub amount_due: Option<Decimal>,
+    /// Units of the document currency per unit of the base currency.
+    #[serde(with = "serde_decimal_opt")]
+    pub currency_rate: Option<Decimal>,
     /// What is left of a credit note.
     #[serde(with = "serde_decimal_opt")]
     pub remaining_credit: Option<Decimal>,

@@ -133,6 +133,11 @@ fn document_record(kind: DocumentKind, d: &DocumentOut) -> Option<DocumentRecord
         total: d.total,
         outstanding,
         voided: matches!(d.status.as_deref(), Some("VOIDED" | "DELETED")),
+        exchange_rate: d
+            .currency_rate
+            .filter(|r| *r > Decimal::ZERO)
+            .and_then(|r| Decimal::ONE.checked_div(r))
+            .map(|r| crate::money::RoundingPolicy::HalfUp.round(r, 10).normalize()),
     })
 }
 
@@ -1145,23 +1150,28 @@ impl AccountingProvider for XeroProvider {
             Err(e) => return requests.iter().map(|_| Err(e.copy())).collect(),
         };
         let base = reference.business.base_currency;
+        let country = reference.business.country.clone();
         let mut elements = Vec::with_capacity(requests.len());
         let mut lookups = Vec::new();
         for r in requests {
             let element = async {
                 let account = self.account_id(r.bank_account_id).await?;
                 let rate = transform::currency_rate(r.payment.currency, base, r.invoice_base_to_order_rate);
-                let body = transform::payment(r.payment, r.policy, r.invoice_id, &account, r.outstanding, rate);
+                let body = transform::payment(
+                    r.payment,
+                    r.policy,
+                    r.invoice_id,
+                    &account,
+                    r.outstanding,
+                    rate,
+                    r.date(&country),
+                );
                 let number = format!("inv:{}", r.invoice_id);
                 Ok::<_, Error>((Element { body, number, event_key: r.idempotency_key.to_owned() }, r))
             }
             .await;
             elements.push(element.map(|(e, r)| {
-                lookups.push((
-                    e.number.clone(),
-                    e.body.reference.clone().unwrap_or_default(),
-                    r.payment.captured_at.date_naive(),
-                ));
+                lookups.push((e.number.clone(), e.body.reference.clone().unwrap_or_default(), r.date(&country)));
                 e
             }));
         }

@@ -207,6 +207,22 @@ pub fn currency_rate(currency: Currency, base: Currency, base_to_order_rate: Opt
     }
 }
 
+/// The `CurrencyRate` of a planned document: Magento's rate only when it converts from the
+/// organisation's base currency ([`plan::ledger_rate`]). When Magento's base currency is another
+/// one, or Magento sent no rate, there is no correct rate in Magento's data: the rate is omitted so
+/// that Xero applies its own daily rate for the document's date (Xero's documented behaviour when
+/// `CurrencyRate` is absent), and a `currency_rate_from_xero` note names both currencies.
+pub fn document_currency_rate(plan: &DocumentPlan, base: Currency, notes: &mut Vec<String>) -> Option<Decimal> {
+    match plan::ledger_rate(plan.currency, plan.base_currency, base, plan.base_to_order_rate) {
+        plan::LedgerRate::BaseCurrency => None,
+        plan::LedgerRate::Magento(r) => currency_rate(plan.currency, base, Some(r)),
+        plan::LedgerRate::NotConvertible(why) => {
+            notes.push(format!("currency_rate_from_xero: {why}; Xero's own daily rate applies"));
+            None
+        }
+    }
+}
+
 /// A SKU as a Xero item code (≤ 30 characters, Q19): the SKU itself when it fits, else its
 /// first 21 characters, `~` and 8 hex characters of its SHA-256, so that two long SKUs sharing a
 /// prefix never share a code.
@@ -593,7 +609,8 @@ pub fn invoice(
     links: &DocumentLinks<'_>,
 ) -> Result<Transformed<Invoice>> {
     let plan = plan::plan_invoice(inv, policy, reference)?;
-    let x = document(&plan, policy, reference, links)?;
+    let mut x = document(&plan, policy, reference, links)?;
+    let rate = document_currency_rate(&plan, reference.business.base_currency, &mut x.notes);
     let mut reference_text = format!("Order {}", inv.order_increment_id);
     if let Some(po) = inv.po_number.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
         reference_text.push_str(&format!(" / PO {po}"));
@@ -607,7 +624,7 @@ pub fn invoice(
         invoice_number: document_number(policy, &inv.increment_id),
         reference: Some(fit(&reference_text, limits::DOCUMENT_NUMBER)),
         currency_code: plan.currency.code().into(),
-        currency_rate: currency_rate(plan.currency, reference.business.base_currency, plan.base_to_order_rate),
+        currency_rate: rate,
         status: "AUTHORISED".into(),
         line_items: x.lines,
     };
@@ -628,7 +645,8 @@ pub fn credit_note(
     invoice_addresses: Option<&DocumentAddresses>,
 ) -> Result<Transformed<CreditNote>> {
     let plan = plan::plan_credit_memo(memo, policy, reference, invoice_addresses)?;
-    let x = document(&plan, policy, reference, links)?;
+    let mut x = document(&plan, policy, reference, links)?;
+    let rate = document_currency_rate(&plan, reference.business.base_currency, &mut x.notes);
     let linkage = match (&memo.invoice_increment_id, memo.invoice_id) {
         (Some(inc), _) => format!("Credit for invoice {}", document_number(policy, inc)),
         (None, Some(id)) => format!("Credit for invoice {id}"),
@@ -642,7 +660,7 @@ pub fn credit_note(
         credit_note_number: document_number(policy, &memo.increment_id),
         reference: Some(fit(&linkage, limits::DOCUMENT_NUMBER)),
         currency_code: plan.currency.code().into(),
-        currency_rate: currency_rate(plan.currency, reference.business.base_currency, plan.base_to_order_rate),
+        currency_rate: rate,
         status: "AUTHORISED".into(),
         line_items: x.lines,
     };
@@ -737,13 +755,14 @@ pub fn payment(
     bank_account_id: &str,
     outstanding: Option<Decimal>,
     currency_rate: Option<Decimal>,
+    date: NaiveDate,
 ) -> Payment {
     let amount = outstanding.map_or(p.amount, |o| o.min(p.amount)).max(Decimal::ZERO);
     Payment {
         invoice: Some(InvoiceRef { invoice_id: invoice_id.to_owned() }),
         credit_note: None,
         account: AccountRef { account_id: bank_account_id.to_owned() },
-        date: p.captured_at.date_naive(),
+        date,
         amount,
         reference: Some(document_number(policy, &p.invoice_increment_id)),
         currency_rate,

@@ -144,10 +144,10 @@ fn untaxed_shipping_gets_the_zero_rate_whatever_the_default() {
 }
 
 #[test]
-fn shipping_tax_penny_moves_to_a_line_so_sage_totals_match() {
+fn shipping_tax_sage_would_recompute_differently_becomes_a_line_and_no_penny_moves() {
     // Shipping 4.17 at 20 %: Sage computes round(0.834) = 0.83, Magento's delta rounding charged 0.84.
     // Line 20 net with 4.00 tax. grand_total = 20 + 4 + 4.17 + 0.84 = 29.01.
-    // The 0.01 moves to the line (4.01); the panel carries Sage's 0.83: 20 + 4.01 + 4.17 + 0.83 = 29.01.
+    // The product line keeps its 4.00; shipping is a line of 4.17 with 0.84; no shipping panel.
     let mut v = invoice_json();
     v["shipping_amount"] = json!(4.17);
     v["shipping_tax_amount"] = json!(0.84);
@@ -156,11 +156,30 @@ fn shipping_tax_penny_moves_to_a_line_so_sage_totals_match() {
     let items = BTreeMap::new();
     let t = sales_invoice(&inv(v), &policy(json!({})), &uk_reference(), &links(&items)).unwrap();
     let b = &t.request.sales_invoice;
-    assert_eq!(b.lines()[0].tax_amount, dec!(4.01));
-    assert_eq!(b.lines()[0].currency_tax_amount, dec!(4.01));
-    assert_eq!(b.shipping_tax_amount, Some(dec!(0.83)));
-    assert!(t.notes.iter().any(|n| n.starts_with("shipping_tax_moved")), "{:?}", t.notes);
+    assert_eq!(b.lines().len(), 2);
+    assert_eq!((b.lines()[0].tax_amount, b.lines()[0].currency_tax_amount), (dec!(4.00), dec!(4.00)));
+    let ship = &b.lines()[1];
+    assert_eq!((ship.description.as_str(), ship.unit_price, ship.tax_amount), ("Shipping", dec!(4.17), dec!(0.84)));
+    assert_eq!(ship.tax_rate_id, "GB_STANDARD");
+    assert_eq!((b.shipping_net_amount, b.shipping_tax_amount), (None, None));
+    assert!(t.notes.iter().any(|n| n.starts_with("shipping_as_line") && n.contains("0.83")), "{:?}", t.notes);
     assert_eq!(expected_total(b, &uk_reference().tax_rates).unwrap(), dec!(29.01));
+}
+
+#[test]
+fn shipping_tax_sage_reproduces_stays_on_the_panel() {
+    // Shipping 5.00 at 20 %: Sage's 1.00 equals Magento's, so the panel is used.
+    let mut v = invoice_json();
+    v["shipping_amount"] = json!(5.00);
+    v["shipping_tax_amount"] = json!(1.00);
+    v["tax_amount"] = json!(5.00);
+    v["grand_total"] = json!(30.00);
+    let items = BTreeMap::new();
+    let t = sales_invoice(&inv(v), &policy(json!({})), &uk_reference(), &links(&items)).unwrap();
+    let b = &t.request.sales_invoice;
+    assert_eq!(b.lines().len(), 1);
+    assert_eq!((b.shipping_net_amount, b.shipping_tax_amount), (Some(dec!(5.00)), Some(dec!(1.00))));
+    assert_eq!(b.shipping_tax_rate_id.as_deref(), Some("GB_STANDARD"));
 }
 
 #[test]
@@ -446,6 +465,7 @@ fn payment_carries_its_allocation_inline() {
         invoice_id: "INV1",
         bank_account_id: "BANK",
         exchange_rate: Some(dec!(0.8547008547)),
+        date: chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap(),
         outstanding: Some(dec!(18.00)),
         idempotency_key: Some("invoice.paid:1001"),
     };

@@ -270,6 +270,41 @@ fn foreign_currency_sends_magentos_rate_and_an_unknown_currency_is_refused() {
 }
 
 #[test]
+fn a_rate_from_magentos_other_base_is_left_to_xero_with_a_note() {
+    // Magento based in EUR, the organisation in GBP: a EUR invoice at rate 1 says nothing of GBP.
+    let mut v = invoice_json();
+    v["currency"] = json!("EUR");
+    v["base_currency"] = json!("EUR");
+    v["base_to_order_rate"] = json!(1);
+    let items = BTreeMap::new();
+    let t = invoice(&inv(v), &policy(json!({})), &reference(), &links(&items)).unwrap();
+    assert_eq!(t.request.currency_rate, None, "no EUR→GBP rate in Magento's data: Xero's day rate");
+    let note = t.notes.iter().find(|n| n.starts_with("currency_rate_from_xero")).expect("a note");
+    assert!(note.contains("EUR") && note.contains("GBP"), "{note}");
+    // Magento based in GBP: its rate is sent as it is.
+    let mut v = invoice_json();
+    v["currency"] = json!("EUR");
+    v["base_currency"] = json!("GBP");
+    v["base_to_order_rate"] = json!(1.17);
+    let t = invoice(&inv(v), &policy(json!({})), &reference(), &links(&items)).unwrap();
+    assert_eq!(t.request.currency_rate, Some(dec!(1.17)));
+}
+
+#[test]
+fn xero_documents_and_payments_carry_the_stores_local_date() {
+    // 23:30 UTC on 30 June is 1 July in London (BST), the default zone of a GB organisation.
+    let mut v = invoice_json();
+    v["created_at"] = json!("2026-06-30T23:30:00Z");
+    let items = BTreeMap::new();
+    let t = invoice(&inv(v), &policy(json!({})), &reference(), &links(&items)).unwrap();
+    assert_eq!(t.request.date, NaiveDate::from_ymd_opt(2026, 7, 1).unwrap());
+    let mut v = invoice_json();
+    v["created_at"] = json!("2026-06-30T23:30:00Z");
+    let t = invoice(&inv(v), &policy(json!({"store_timezone": "UTC"})), &reference(), &links(&items)).unwrap();
+    assert_eq!(t.request.date, NaiveDate::from_ymd_opt(2026, 6, 30).unwrap());
+}
+
+#[test]
 fn items_link_by_code() {
     let mut items = BTreeMap::new();
     items.insert("A-1".to_owned(), ItemLink { id: "I1".into(), kind: ItemKind::StockItem });
