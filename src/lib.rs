@@ -92,27 +92,17 @@
 
 pub mod auth;
 pub mod canonical;
-#[cfg(feature = "cli")]
-#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
-pub mod cli;
 pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod http;
 pub mod identity;
-pub mod magento;
 pub mod money;
 pub mod outcome;
 pub mod plan;
 pub mod policy;
 pub mod providers;
 pub mod reference;
-#[cfg(feature = "service")]
-#[cfg_attr(docsrs, doc(cfg(feature = "service")))]
-pub mod service;
-#[cfg(feature = "simulator")]
-#[cfg_attr(docsrs, doc(cfg(feature = "simulator")))]
-pub mod simulator;
 pub mod store;
 pub mod tax;
 

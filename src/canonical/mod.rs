@@ -36,7 +36,7 @@ pub mod totals;
 pub(crate) use contact::looks_like_email;
 pub use contact::{Address, AddressKind, MagentoContact};
 pub use credit_memo::MagentoCreditMemo;
-pub(crate) use event::read;
+pub use event::read;
 pub use event::{Entity, Event, EventKind, EventParseError};
 pub use invoice::{InvoiceState, MagentoInvoice, MagentoInvoiceLine, Tenders, keep_money_rows};
 pub use payment::MagentoPayment;

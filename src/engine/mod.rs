@@ -425,7 +425,7 @@ impl SyncEngine {
     ///
     /// # Errors
     /// Store failures (the run's lease then expires and another worker claims it again).
-    pub(crate) async fn finish_panicked(&self, run: &Run, panic: &str) -> Result<Outcome> {
+    pub async fn finish_panicked(&self, run: &Run, panic: &str) -> Result<Outcome> {
         let started = self.clock.now();
         let event = Event::parse(&run.raw).ok();
         let error = Error::internal(format!(

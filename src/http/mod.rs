@@ -57,8 +57,10 @@ pub fn same_origin_redirects() -> reqwest::redirect::Policy {
     })
 }
 
-/// `text` on one line without control characters, at most `max` characters (`…` marks a cut).
-pub(crate) fn sanitise(text: &str, max: usize) -> String {
+/// `text` on one line without control characters, at most `max` characters (`…` marks a cut):
+/// what every remote answer, panic message or other untrusted text goes through before it is
+/// quoted in an error, an outcome or a log (the service package uses it too).
+pub fn sanitise(text: &str, max: usize) -> String {
     let mut out = String::new();
     let mut count = 0;
     let mut space = false;

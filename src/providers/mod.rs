@@ -25,6 +25,7 @@ pub mod conformance;
 pub mod memory;
 pub(crate) mod resend;
 pub mod sage;
+pub mod stored;
 pub mod types;
 #[cfg(feature = "xero")]
 #[cfg_attr(docsrs, doc(cfg(feature = "xero")))]

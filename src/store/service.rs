@@ -41,12 +41,84 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use url::Url;
+
+pub use self::keys::ApiKey;
 use super::{Run, RunId, Store};
 use crate::{
     error::{Error, FieldError, Result},
-    magento::{ApiKey, ConnectionStatus, ReplayCache},
     policy::SyncPolicy,
 };
+
+pub mod keys;
+
+/// The ledger's view of its connection to one Magento store (the health feed's
+/// `magento_connection_status`, byte8-spec.md 11.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    /// Paired, no call has succeeded yet.
+    Pending,
+    /// The last signed call was accepted.
+    Active,
+    /// Magento answered 401 to a signed call: the store must be paired again.
+    TokenRevoked,
+}
+
+impl ConnectionStatus {
+    /// The wire spelling (`token_revoked`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Active => "active",
+            Self::TokenRevoked => "token_revoked",
+        }
+    }
+}
+
+impl fmt::Display for ConnectionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where seen `jti`s are kept until their tokens expire. The in-memory `MemoryReplayCache`
+/// (in the service package) serves one process; a store shared by several ledger processes
+/// implements this trait too (every store of this crate does).
+#[async_trait]
+pub trait ReplayCache: fmt::Debug + Send + Sync {
+    /// Records `jti` until `expires_at` and returns `true`, or returns `false` when it is already
+    /// recorded (a replay). Atomic: of two concurrent calls with one `jti`, one gets `false`.
+    ///
+    /// # Errors
+    /// A retryable error when the cache cannot record (full, or its store is down): the token
+    /// must then be refused for now, never accepted unrecorded.
+    async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool>;
+}
+
+/// Reads a Magento base URL as the merchant types it: trimmed, trailing slashes dropped, http(s)
+/// with a host, no query or fragment, `https` unless the host is loopback. A binding's
+/// `magento_base_url` is checked with it, and so is every Magento URL the service package reads.
+///
+/// # Errors
+/// A [`FieldError`] on `field` naming the rule broken.
+pub fn magento_base_url(field: &str, text: &str) -> std::result::Result<Url, FieldError> {
+    let text = text.trim().trim_end_matches('/');
+    if text.is_empty() {
+        return Err(FieldError::new(field, "required"));
+    }
+    let url = Url::parse(text).map_err(|e| FieldError::new(field, format!("`{text}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(FieldError::new(field, format!("`{text}` is not an absolute http(s) URL")));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(FieldError::new(field, "must not carry credentials, a query or a fragment"));
+    }
+    if url.scheme() == "http" && !crate::http::is_loopback(&url) {
+        return Err(FieldError::new(field, "must be https (plain http is accepted only on a loopback host)"));
+    }
+    Ok(url)
+}
 
 /// Whether a binding dispatches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -178,8 +250,7 @@ impl Binding {
         if scope.is_empty() {
             errors.push(FieldError::new("scope", "required (the ledger business id)"));
         }
-        let base =
-            crate::magento::magento_base_url("magento_base_url", magento_base_url).map_err(|e| errors.push(e)).ok();
+        let base = self::magento_base_url("magento_base_url", magento_base_url).map_err(|e| errors.push(e)).ok();
         let Some(base) = base.filter(|_| errors.is_empty()) else {
             return Err(Error::Invalid { what: "tenant binding", errors });
         };

@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// The HTTP client of one Sage business.
-pub struct SageClient {
+pub(crate) struct SageClient {
     pub(crate) http: reqwest::Client,
     pub(crate) base: Url,
     pub(crate) business_id: String,
@@ -444,4 +444,4 @@ const SMALL_PAGE: u32 = 20;
 const MAX_PAGES: usize = 10_000;
 
 /// How long Sage's per-request timeout is by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -35,7 +35,7 @@ use crate::{
 };
 
 /// The HTTP client of one Xero organisation (tenant).
-pub struct XeroClient {
+pub(crate) struct XeroClient {
     pub(crate) http: reqwest::Client,
     pub(crate) base: Url,
     pub(crate) connections_url: Url,
@@ -272,4 +272,4 @@ pub(crate) fn read_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<
 }
 
 /// Xero's per-request timeout by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

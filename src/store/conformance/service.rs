@@ -13,8 +13,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::{new_run, result, t0, tenant_run};
 use crate::{
-    magento::{ApiKey, ConnectionStatus},
     policy::SyncPolicy,
+    store::service::{ApiKey, ConnectionStatus},
     store::{
         Dedupe, Enqueued, RunStatus,
         service::{Binding, BindingStatus, ServiceStore},

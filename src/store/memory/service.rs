@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{MemoryStore, State};
 use crate::{
     error::Result,
-    magento::{ConnectionStatus, ReplayCache},
+    store::service::{ConnectionStatus, ReplayCache},
     store::{
         Run, RunId, RunStatus,
         service::{

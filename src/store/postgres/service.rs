@@ -18,7 +18,7 @@ use sqlx::{Row, postgres::PgRow};
 use super::{PostgresStore, db, opt_text, run_from, text};
 use crate::{
     error::{Error, Result},
-    magento::{ConnectionStatus, ReplayCache},
+    store::service::{ConnectionStatus, ReplayCache},
     store::{
         Run, RunId,
         service::{

@@ -9,7 +9,7 @@ use sqlx::{Row, sqlite::SqliteRow};
 use super::{SqliteStore, db, micros, run_from, time};
 use crate::{
     error::{Error, Result},
-    magento::{ConnectionStatus, ReplayCache},
+    store::service::{ConnectionStatus, ReplayCache},
     store::{
         Run, RunId,
         service::{

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::money::round_money;
+use byte8_ledger_core::money::round_money;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -95,7 +95,7 @@ pub const WORKLOAD_POLICY: &str = r#"{
 }"#;
 
 /// [`WORKLOAD_POLICY`] for the Xero simulator's demo organisation
-/// ([`crate::simulator::xero::XeroOrg::demo`]): the same settings with its account codes
+/// ([`crate::xero::XeroOrg::demo`]): the same settings with its account codes
 /// (`200` sales, `310` cost of goods sold, `090` bank, `825` foreign VAT) and Xero tax types.
 pub const WORKLOAD_POLICY_XERO: &str = r#"{
   "default_ledger_account_id": "200",
@@ -281,7 +281,7 @@ impl Workload {
                 let t_p = pennies(round_money(p(row - d) * Decimal::from(rate) / Decimal::ONE_HUNDRED));
                 let line_tax = p(t_p);
                 let tax_rate = if row > 0 && t_p > 0 {
-                    money(crate::money::RoundingPolicy::HalfUp.round(line_tax / p(row), 4))
+                    money(byte8_ledger_core::money::RoundingPolicy::HalfUp.round(line_tax / p(row), 4))
                 } else {
                     Value::Null
                 };
@@ -386,7 +386,7 @@ fn invoice_customer(lines: &[String], invoice_id: u64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canonical::Event;
+    use byte8_ledger_core::canonical::Event;
 
     #[test]
     fn every_generated_event_is_valid_and_the_stream_is_reproducible() {

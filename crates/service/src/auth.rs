@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use super::{Shared, http::ApiError};
-use crate::{
+use crate::magento::{Claims, ReplayCache, WebhookVerifier, jwt::MAX_TOKEN_LEN};
+use byte8_ledger_core::{
     error::{Error, Result},
-    magento::{Claims, ReplayCache, WebhookVerifier, jwt::MAX_TOKEN_LEN},
     store::service::{Binding, ServiceStore},
 };
 

@@ -39,7 +39,7 @@ use super::{
     keys::{ApiKey, fill_random, hex_lower},
     magento_base_url, magento_message,
 };
-use crate::{
+use byte8_ledger_core::{
     clock::Clock,
     error::{AuthFailure, Error, FieldError, ProviderFieldError, Result},
     http::RetryConfig,

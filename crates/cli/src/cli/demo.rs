@@ -8,7 +8,7 @@ use std::{io::Write, path::PathBuf, sync::Arc};
 use secrecy::SecretString;
 
 use super::{Failure, io, read_policy};
-use crate::{
+use byte8_ledger_core::{
     auth::TokenSet,
     clock::{Clock, SystemClock},
     engine::SyncEngine,
@@ -16,16 +16,16 @@ use crate::{
     outcome::{Outcome, SyncStatus},
     policy::SyncPolicy,
     providers::sage::{PROVIDER, SageBuilder},
-    simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig},
     store::{Connection, ConnectionStore, ScopedTokenStore, Store, crypto::MasterKey, sqlite::SqliteStore},
 };
+use byte8_ledger_simulators::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig};
 
 /// The bundled sample events.
-pub const SAMPLE_EVENTS: &str = include_str!("../../samples/events.jsonl");
+pub(super) const SAMPLE_EVENTS: &str = include_str!("../../../../samples/events.jsonl");
 /// The bundled sample policy.
-pub const SAMPLE_POLICY: &str = include_str!("../../samples/policy.json");
+pub(super) const SAMPLE_POLICY: &str = include_str!("../../../../samples/policy.json");
 /// The bundled sample policy of the Xero demo organisation (account codes, Xero tax types).
-pub const SAMPLE_POLICY_XERO: &str = include_str!("../../samples/policy.xero.json");
+pub(super) const SAMPLE_POLICY_XERO: &str = include_str!("../../../../samples/policy.xero.json");
 
 const BUSINESS: &str = "demo-business";
 
@@ -76,14 +76,14 @@ pub(super) async fn run(
             .with_base_url(server.base_url())
             .with_token_url(server.token_url())
             .with_token_store(Arc::new(ScopedTokenStore::new(
-                Arc::clone(&store) as Arc<dyn crate::store::ConnectionStoreDyn>,
+                Arc::clone(&store) as Arc<dyn byte8_ledger_core::store::ConnectionStoreDyn>,
                 BUSINESS,
             )))
             .build()?,
     );
     let store_dyn: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
     let engine = SyncEngine::new(
-        Arc::clone(&sage) as Arc<dyn crate::providers::AccountingProvider>,
+        Arc::clone(&sage) as Arc<dyn byte8_ledger_core::providers::AccountingProvider>,
         store_dyn,
         BUSINESS,
         policy,
@@ -255,10 +255,8 @@ pub(super) async fn run_xero(
     show_outcomes: bool,
     out: &mut dyn Write,
 ) -> Result<(), Failure> {
-    use crate::{
-        providers::xero::{PROVIDER as XERO, XeroBuilder, XeroLimits},
-        simulator::xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
-    };
+    use byte8_ledger_core::providers::xero::{PROVIDER as XERO, XeroBuilder, XeroLimits};
+    use byte8_ledger_simulators::xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator};
     let events = match events {
         Some(p) => {
             std::fs::read_to_string(&p).map_err(|e| super::usage(format!("cannot read {}: {e}", p.display())))?
@@ -303,14 +301,14 @@ pub(super) async fn run_xero(
             .with_connections_url(server.connections_url())
             .with_limits(XeroLimits { per_minute: 0, ..XeroLimits::default() })
             .with_token_store(Arc::new(ScopedTokenStore::new(
-                Arc::clone(&store) as Arc<dyn crate::store::ConnectionStoreDyn>,
+                Arc::clone(&store) as Arc<dyn byte8_ledger_core::store::ConnectionStoreDyn>,
                 XERO_DEMO_TENANT,
             )))
             .build()?,
     );
     let store_dyn: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
     let engine = SyncEngine::new(
-        Arc::clone(&xero) as Arc<dyn crate::providers::AccountingProvider>,
+        Arc::clone(&xero) as Arc<dyn byte8_ledger_core::providers::AccountingProvider>,
         store_dyn,
         XERO_DEMO_TENANT,
         policy,

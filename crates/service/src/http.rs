@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::{Shared, auth::Access};
-use crate::{
+use byte8_ledger_core::{
     canonical::{Event, EventKind, serde_time},
     error::{Error, ErrorCode},
     identity::sha256_hex,
@@ -383,7 +383,7 @@ async fn disconnect(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Re
     let now = shared.clock.now();
     shared
         .store
-        .set_binding_status(&binding.tenant_id, crate::store::service::BindingStatus::Revoked, now)
+        .set_binding_status(&binding.tenant_id, byte8_ledger_core::store::service::BindingStatus::Revoked, now)
         .await
         .map_err(|e| ApiError::from_store(&e))?;
     tracing::warn!(tenant = %binding.tenant_id, business = %binding.scope, "tenant disconnected by Magento: dispatch stops");

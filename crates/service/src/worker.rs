@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    fmt,
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex,
@@ -18,289 +17,13 @@ use futures::FutureExt as _;
 use tokio::task::JoinHandle;
 
 use super::Shared;
-#[cfg(feature = "xero")]
-use crate::providers::xero::{PROVIDER as XERO, XeroBuilder};
-use crate::{
+use crate::magento::{ConnectionStatus, MagentoClient};
+use byte8_ledger_core::{
     canonical::{Entity, EventKind},
-    clock::Clock,
     engine::{EntitySource, SyncEngine},
     error::{AuthFailure, Error, Result},
-    http::RateLimiter,
-    magento::{ConnectionStatus, MagentoClient},
-    providers::{
-        AccountingProvider,
-        sage::{PROVIDER as SAGE, SageBuilder},
-    },
-    store::{
-        Connection, ConnectionStoreDyn, ProviderKind, ScopedTokenStore, Store,
-        service::{Binding, BindingInfo},
-    },
+    store::{Store, service::BindingInfo},
 };
-
-/// Builds the ledger provider a tenant's events post to.
-#[async_trait]
-pub trait ProviderFactory: fmt::Debug + Send + Sync {
-    /// The provider of `binding`'s business.
-    ///
-    /// # Errors
-    /// When the business has no usable connection (its events then wait in line).
-    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>>;
-}
-
-type LimiterFn = dyn Fn(&str) -> RateLimiter + Send + Sync;
-type ConfigureFn = dyn Fn(SageBuilder) -> SageBuilder + Send + Sync;
-
-/// Sage providers from the stored connection of each business (what `byte8-ledger connect`
-/// stored): [`SageBuilder::from_env`] (`SAGE_CLIENT_ID`, `SAGE_CLIENT_SECRET`, `SAGE_*`), the
-/// connection's URLs, its tokens in the store (refreshed one process at a time where the store
-/// locks them), and optionally a rate limiter per business shared by every worker process
-/// ([`crate::store::postgres::SharedRateLimiter`]).
-#[derive(Clone)]
-pub struct SageProviders {
-    connections: Arc<dyn ConnectionStoreDyn>,
-    limiter: Option<Arc<LimiterFn>>,
-    configure: Option<Arc<ConfigureFn>>,
-    clock: Option<Arc<dyn Clock>>,
-}
-
-impl fmt::Debug for SageProviders {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SageProviders")
-            .field("connections", &self.connections)
-            .field("shared_limiter", &self.limiter.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl SageProviders {
-    /// Providers from the connections (and tokens) in `connections`.
-    pub fn new(connections: Arc<dyn ConnectionStoreDyn>) -> Self {
-        Self { connections, limiter: None, configure: None, clock: None }
-    }
-
-    /// Gives each business's provider the limiter `limiter(business)` (for several worker
-    /// processes, a shared one, so that together they keep under Sage's limit).
-    #[must_use]
-    pub fn with_rate_limiter(mut self, limiter: impl Fn(&str) -> RateLimiter + Send + Sync + 'static) -> Self {
-        self.limiter = Some(Arc::new(limiter));
-        self
-    }
-
-    /// Adjusts each builder after the environment and the connection are applied (credentials
-    /// or retries set in code rather than in the environment).
-    #[must_use]
-    pub fn with_builder(mut self, configure: impl Fn(SageBuilder) -> SageBuilder + Send + Sync + 'static) -> Self {
-        self.configure = Some(Arc::new(configure));
-        self
-    }
-
-    /// The providers' clock (the system clock by default).
-    #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-}
-
-impl SageProviders {
-    /// The Sage provider of connection `c`, with this factory's settings.
-    fn build(&self, c: &Connection) -> Result<Arc<dyn AccountingProvider>> {
-        let mut b = SageBuilder::from_env()
-            .with_business_id(c.scope.clone())
-            .with_base_url(c.base_url.clone())
-            .with_token_url(c.token_url.clone())
-            .with_token_store(Arc::new(ScopedTokenStore::new(Arc::clone(&self.connections), c.scope.clone())));
-        if let Some(clock) = &self.clock {
-            b = b.with_clock(Arc::clone(clock));
-        }
-        if let Some(limiter) = &self.limiter {
-            b = b.with_rate_limiter(limiter(&c.scope));
-        }
-        if let Some(configure) = &self.configure {
-            b = configure(b);
-        }
-        Ok(Arc::new(b.build()?))
-    }
-}
-
-#[async_trait]
-impl ProviderFactory for SageProviders {
-    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
-        let c = stored_connection(&self.connections, &binding.scope, SAGE).await?;
-        if c.kind() != Some(ProviderKind::Sage) {
-            return Err(Error::Unsupported {
-                operation: format!("a `{}` connection (business {}) in SageProviders", c.provider, binding.scope),
-                provider: SAGE,
-            });
-        }
-        self.build(&c)
-    }
-}
-
-/// Xero providers from the stored connection of each organisation (what `byte8-ledger connect
-/// --provider xero` stored): [`XeroBuilder::from_env`] (`XERO_CLIENT_ID`, `XERO_CLIENT_SECRET`),
-/// the connection's URLs and pinned organisation (`tenant_id`), and its tokens in the store.
-///
-/// Xero's limits (60 a minute, 5 at once, 5,000 a day per organisation) are kept by each provider
-/// in the process; one worker at a time dispatches a business (the dispatch lease), so one
-/// provider speaks for an organisation at a time. They are not shared across processes the way
-/// [`SageProviders::with_rate_limiter`] shares Sage's: a lease moving to another process starts
-/// a fresh minute there (Xero answers any excess with 429 and `Retry-After`, which is retried).
-#[cfg(feature = "xero")]
-#[derive(Clone)]
-pub struct XeroProviders {
-    connections: Arc<dyn ConnectionStoreDyn>,
-    configure: Option<Arc<XeroConfigureFn>>,
-    clock: Option<Arc<dyn Clock>>,
-}
-
-#[cfg(feature = "xero")]
-type XeroConfigureFn = dyn Fn(XeroBuilder) -> XeroBuilder + Send + Sync;
-
-#[cfg(feature = "xero")]
-impl fmt::Debug for XeroProviders {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("XeroProviders").field("connections", &self.connections).finish_non_exhaustive()
-    }
-}
-
-#[cfg(feature = "xero")]
-impl XeroProviders {
-    /// Providers from the connections (and tokens) in `connections`.
-    pub fn new(connections: Arc<dyn ConnectionStoreDyn>) -> Self {
-        Self { connections, configure: None, clock: None }
-    }
-
-    /// Adjusts each builder after the environment and the connection are applied.
-    #[must_use]
-    pub fn with_builder(mut self, configure: impl Fn(XeroBuilder) -> XeroBuilder + Send + Sync + 'static) -> Self {
-        self.configure = Some(Arc::new(configure));
-        self
-    }
-
-    /// The providers' clock (the system clock by default).
-    #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    fn build(&self, c: &Connection) -> Result<Arc<dyn AccountingProvider>> {
-        let mut b = XeroBuilder::from_env()
-            .with_tenant_id(c.tenant_id.clone().unwrap_or_else(|| c.scope.clone()))
-            .with_base_url(c.base_url.clone())
-            .with_token_url(c.token_url.clone())
-            .with_token_store(Arc::new(ScopedTokenStore::new(Arc::clone(&self.connections), c.scope.clone())));
-        if let Some(u) = &c.connections_url {
-            b = b.with_connections_url(u.clone());
-        }
-        if let Some(clock) = &self.clock {
-            b = b.with_clock(Arc::clone(clock));
-        }
-        if let Some(configure) = &self.configure {
-            b = configure(b);
-        }
-        Ok(Arc::new(b.build()?))
-    }
-}
-
-#[cfg(feature = "xero")]
-#[async_trait]
-impl ProviderFactory for XeroProviders {
-    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
-        let c = stored_connection(&self.connections, &binding.scope, XERO).await?;
-        if c.kind() != Some(ProviderKind::Xero) {
-            return Err(Error::Unsupported {
-                operation: format!("a `{}` connection (business {}) in XeroProviders", c.provider, binding.scope),
-                provider: XERO,
-            });
-        }
-        self.build(&c)
-    }
-}
-
-/// The provider each business's stored connection names: Sage ([`SageProviders`]) or Xero
-/// ([`XeroProviders`], feature `xero`). What `byte8-ledger serve` uses, so that one service
-/// posts some tenants to Sage and others to Xero.
-#[derive(Debug, Clone)]
-pub struct StoredProviders {
-    connections: Arc<dyn ConnectionStoreDyn>,
-    sage: SageProviders,
-    #[cfg(feature = "xero")]
-    xero: XeroProviders,
-}
-
-impl StoredProviders {
-    /// Sage and Xero providers, each with its defaults, from `connections`.
-    pub fn new(connections: Arc<dyn ConnectionStoreDyn>) -> Self {
-        Self {
-            sage: SageProviders::new(Arc::clone(&connections)),
-            #[cfg(feature = "xero")]
-            xero: XeroProviders::new(Arc::clone(&connections)),
-            connections,
-        }
-    }
-
-    /// The Sage providers' settings.
-    #[must_use]
-    pub fn with_sage(mut self, sage: SageProviders) -> Self {
-        self.sage = sage;
-        self
-    }
-
-    /// The Xero providers' settings.
-    #[cfg(feature = "xero")]
-    #[must_use]
-    pub fn with_xero(mut self, xero: XeroProviders) -> Self {
-        self.xero = xero;
-        self
-    }
-
-    /// The provider of connection `c`, Sage or Xero as it names (what `byte8-ledger` uses for
-    /// every command that talks to a stored connection).
-    ///
-    /// # Errors
-    /// [`Error::Unsupported`] for a ledger this build does not serve; the builder's errors.
-    pub fn for_connection(&self, c: &Connection) -> Result<Arc<dyn AccountingProvider>> {
-        match c.kind() {
-            Some(ProviderKind::Sage) => self.sage.build(c),
-            #[cfg(feature = "xero")]
-            Some(ProviderKind::Xero) => self.xero.build(c),
-            _ => Err(Error::Unsupported {
-                operation: format!(
-                    "business {}'s connection to `{}` (this build serves {})",
-                    c.scope,
-                    c.provider,
-                    if cfg!(feature = "xero") { "Sage and Xero" } else { "Sage" }
-                ),
-                provider: "service",
-            }),
-        }
-    }
-}
-
-#[async_trait]
-impl ProviderFactory for StoredProviders {
-    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
-        self.for_connection(&stored_connection(&self.connections, &binding.scope, "ledger").await?)
-    }
-}
-
-/// The stored connection of `scope`, or [`AuthFailure::NotConnected`] (its events wait in line).
-async fn stored_connection(
-    connections: &Arc<dyn ConnectionStoreDyn>,
-    scope: &str,
-    ledger: &'static str,
-) -> Result<Connection> {
-    connections.connection(scope).await?.ok_or_else(|| Error::Auth {
-        provider: ledger,
-        reason: AuthFailure::NotConnected,
-        message: format!(
-            "business {scope} has no ledger connection yet: run `byte8-ledger connect` for it (Sage: --business-id \
-             {scope}); its events wait in line"
-        ),
-    })
-}
 
 /// The engine's [`EntitySource`] over a tenant's [`MagentoClient`]: a 401 (the store no longer
 /// holds this tenant's key) makes the run wait and retry ([`Error::Pending`]) rather than
@@ -415,7 +138,10 @@ impl StatusSync {
 
 async fn renew(shared: &Shared, scope: &str, holder: &str) -> Result<bool> {
     let now = shared.clock.now();
-    shared.store.acquire_dispatch(scope, holder, now, crate::clock::later(now, shared.config.dispatch_lease)).await
+    shared
+        .store
+        .acquire_dispatch(scope, holder, now, byte8_ledger_core::clock::later(now, shared.config.dispatch_lease))
+        .await
 }
 
 /// Whether an error sending a callback can never be fixed by sending it again.
@@ -455,7 +181,13 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
         // tenant's runs, which must never be fetched from this tenant's store.
         let Some(run) = shared
             .store
-            .claim_for(&rt.scope, Some(&rt.tenant_id), now, crate::clock::later(now, config.engine.lease), 1)
+            .claim_for(
+                &rt.scope,
+                Some(&rt.tenant_id),
+                now,
+                byte8_ledger_core::clock::later(now, config.engine.lease),
+                1,
+            )
             .await?
             .pop()
         else {
@@ -488,7 +220,13 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
         let now = shared.clock.now();
         let Some(cb) = shared
             .store
-            .claim_callbacks(&rt.scope, &rt.tenant_id, now, crate::clock::later(now, config.callback_lease), 1)
+            .claim_callbacks(
+                &rt.scope,
+                &rt.tenant_id,
+                now,
+                byte8_ledger_core::clock::later(now, config.callback_lease),
+                1,
+            )
             .await?
             .pop()
         else {
@@ -515,7 +253,12 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
                 tracing::warn!(tenant = %rt.tenant_id, run = id, attempt = cb.attempts + 1, retry_in_s = delay.as_secs_f64(), error = %e, "sync-state callback failed; it stays queued");
                 shared
                     .store
-                    .callback_failed(id, generation, crate::clock::later(shared.clock.now(), delay), &e.to_string())
+                    .callback_failed(
+                        id,
+                        generation,
+                        byte8_ledger_core::clock::later(shared.clock.now(), delay),
+                        &e.to_string(),
+                    )
                     .await?;
                 if rt.magento.status() == ConnectionStatus::TokenRevoked {
                     status.sync(shared, &rt).await;
@@ -592,7 +335,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned());
-    crate::http::sanitise(&text, 200)
+    byte8_ledger_core::http::sanitise(&text, 200)
 }
 
 impl Shared {
@@ -696,7 +439,7 @@ impl WorkerPool {
 
     /// As [`stop`](Self::stop), waiting at most `limit`: workers still busy then (a call that
     /// hangs) are aborted, and what they had claimed comes back when its lease expires
-    /// ([`EngineConfig::lease`](crate::engine::EngineConfig::lease)). True when every worker
+    /// ([`EngineConfig::lease`](byte8_ledger_core::engine::EngineConfig::lease)). True when every worker
     /// stopped by itself.
     pub async fn stop_within(self, limit: std::time::Duration) -> bool {
         self.stop.store(true, Ordering::Relaxed);

@@ -22,7 +22,7 @@ use super::{
     DEMO_REFRESH_TOKEN, FaultRates, SageSimulator, SimConfig,
     workload::{Expectation, WORKLOAD_POLICY, Workload, WorkloadConfig},
 };
-use crate::store::{RunStatus, RunStore, sqlite::SqliteStore};
+use byte8_ledger_core::store::{RunStatus, RunStore, sqlite::SqliteStore};
 
 /// Soak settings.
 #[derive(Debug, Clone)]
@@ -411,7 +411,7 @@ pub async fn verify_business(
     // Every event is final or still queued: nothing is lost between the lines.
     let mut keys = BTreeSet::new();
     for line in &workload.lines {
-        if let Ok(e) = crate::canonical::Event::parse(line) {
+        if let Ok(e) = byte8_ledger_core::canonical::Event::parse(line) {
             keys.insert(e.idempotency_key);
         }
     }

@@ -14,7 +14,7 @@
 //!
 //! Entities are read into the canonical types and validated; a field that is missing, mistyped
 //! or breaks a rule is named in the error. The client is the engine's
-//! [`EntitySource`]: give it to [`SyncEngine::with_source`](crate::engine::SyncEngine::with_source).
+//! [`EntitySource`]: give it to [`SyncEngine::with_source`](byte8_ledger_core::engine::SyncEngine::with_source).
 //!
 //! The sync-state callback is an upsert keyed on (entity type, id, provider) that Magento
 //! overwrites, so sending it twice is harmless: it is retried on 5xx and network errors like a
@@ -38,12 +38,12 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::{
-    Call, PROVIDER, Reply, endpoint,
+    Call, ConnectionStatus, PROVIDER, Reply, endpoint,
     jwt::{DEFAULT_INBOUND_TTL, JwtSigner},
     keys::ApiKey,
     magento_base_url, magento_message, redirect_message,
 };
-use crate::{
+use byte8_ledger_core::{
     canonical::{
         Entity, EventKind, MagentoContact, MagentoCreditMemo, MagentoInvoice, MagentoPayment, MagentoProduct,
         serde_time,
@@ -54,36 +54,6 @@ use crate::{
     http::RetryConfig,
     outcome::{Outcome, SyncStatus},
 };
-
-/// The ledger's view of its connection to one Magento store (the health feed's
-/// `magento_connection_status`, byte8-spec.md 11.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionStatus {
-    /// Paired, no call has succeeded yet.
-    Pending,
-    /// The last signed call was accepted.
-    Active,
-    /// Magento answered 401 to a signed call: the store must be paired again.
-    TokenRevoked,
-}
-
-impl ConnectionStatus {
-    /// The wire spelling (`token_revoked`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Active => "active",
-            Self::TokenRevoked => "token_revoked",
-        }
-    }
-}
-
-impl fmt::Display for ConnectionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// The answer of `GET /rest/V1/byte8/ping` (informational: the 2xx is the signal).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -527,7 +497,7 @@ impl MagentoClient {
             what: "Magento endpoint (is the Byte8 module installed?)".into(),
             id: "/rest/V1/byte8/payment-methods".into(),
         })?;
-        crate::canonical::read("Magento payment methods", Self::json(&body, label)?)
+        byte8_ledger_core::canonical::read("Magento payment methods", Self::json(&body, label)?)
     }
 
     /// The canonical entity an event of `kind` needs: the invoice, the payment (by invoice id),
@@ -659,7 +629,7 @@ impl EntitySource for MagentoClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use byte8_ledger_core::clock::ManualClock;
 
     fn outcome() -> Outcome {
         Outcome {

@@ -9,20 +9,20 @@ use super::{
     database::{Database, SecretArg, StoreArgs},
     io, read_policy, usage,
 };
-use crate::{
+use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     error::Error,
     http::{Backoff, RetryConfig},
-    magento::{ApiKey, PairRequest, http_client},
     store::{
         crypto::MasterKey,
         service::{Binding, BindingStatus},
     },
 };
+use byte8_ledger_service::magento::{ApiKey, PairRequest, http_client};
 
 /// The `tenant` sub-commands.
 #[derive(Debug, Subcommand)]
-pub enum TenantCommand {
+pub(crate) enum TenantCommand {
     /// Pair a Magento store running the Byte8 module with this service: generates the tenant's
     /// key, hands it to Magento with the pairing code the merchant generated in the Magento admin
     /// (`POST /rest/V1/byte8/setup/pair`), and stores the binding (the key encrypted with

@@ -11,24 +11,24 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Failure, usage};
-use crate::{
+use byte8_ledger_core::{
     http::{RateConfig, RateLimiter},
-    service::{SageProviders, StoredProviders},
     store::{
         ConnectionStoreDyn, crypto::MasterKey, postgres::PostgresStore, service::ServiceStore, sqlite::SqliteStore,
     },
 };
+use byte8_ledger_service::{SageProviders, StoredProviders};
 
 /// A command-line value that is a secret (a database URL with its password, a pairing code, a
 /// refresh token): never shown by `Debug`. Each such option also reads its environment variable
 /// (the form the docs use: a command line is visible to every user of the machine in `ps`), and
 /// `-` reads the value from the first line of stdin.
 #[derive(Clone)]
-pub struct SecretArg(SecretString);
+pub(crate) struct SecretArg(SecretString);
 
 impl SecretArg {
     /// The value.
-    pub fn expose_secret(&self) -> &str {
+    pub(crate) fn expose_secret(&self) -> &str {
         self.0.expose_secret()
     }
 
@@ -67,11 +67,11 @@ impl FromStr for SecretArg {
 }
 
 /// The environment variable `--database-url` reads (the form to use: the URL holds a password).
-pub const DATABASE_URL_ENV: &str = "BYTE8_DATABASE_URL";
+pub(crate) const DATABASE_URL_ENV: &str = "BYTE8_DATABASE_URL";
 
 /// Where the state lives: an SQLite file (one process) or a PostgreSQL database (several).
 #[derive(Debug, Clone, clap::Args)]
-pub struct StoreArgs {
+pub(crate) struct StoreArgs {
     /// The state database: an SQLite file, created on first use (one process); not with a
     /// database URL (BYTE8_DATABASE_URL set counts).
     #[arg(long, conflicts_with = "database_url", required_unless_present = "database_url")]
@@ -200,7 +200,7 @@ impl Database {
     /// The service's providers, Sage or Xero as each business's stored connection says. On
     /// PostgreSQL each Sage business's rate limit is shared by every worker process (on SQLite,
     /// one process, each provider paces itself with `rate`); Xero providers keep Xero's limits in
-    /// the process ([`crate::service::XeroProviders`]).
+    /// the process ([`byte8_ledger_service::XeroProviders`]).
     pub(crate) fn providers(&self, rate: RateConfig) -> StoredProviders {
         let sage = SageProviders::new(self.connections());
         let sage = match self {

@@ -69,10 +69,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    PROVIDER,
+    PROVIDER, ReplayCache,
     keys::{Direction, SubKey},
 };
-use crate::{
+use byte8_ledger_core::{
     clock::Clock,
     error::{AuthFailure, Error, Result},
 };
@@ -223,19 +223,6 @@ impl JwtSigner {
     pub fn token(&self) -> Result<SecretString> {
         sign(&self.key, &self.claims()).map(SecretString::from)
     }
-}
-
-/// Where seen `jti`s are kept until their tokens expire. The in-memory [`MemoryReplayCache`]
-/// serves one process; a store shared by several ledger processes implements this trait too.
-#[async_trait]
-pub trait ReplayCache: fmt::Debug + Send + Sync {
-    /// Records `jti` until `expires_at` and returns `true`, or returns `false` when it is already
-    /// recorded (a replay). Atomic: of two concurrent calls with one `jti`, one gets `false`.
-    ///
-    /// # Errors
-    /// A retryable error when the cache cannot record (full, or its store is down): the token
-    /// must then be refused for now, never accepted unrecorded.
-    async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool>;
 }
 
 /// A bounded in-memory [`ReplayCache`]. Entries are keyed by SHA-256 of the `jti` (32 bytes
@@ -465,7 +452,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::{clock::ManualClock, magento::keys::ApiKey};
+    use crate::magento::keys::ApiKey;
+    use byte8_ledger_core::clock::ManualClock;
 
     const TENANT: &str = "6f1c2b4e-0d1a-4e7b-9a51-3c2d1e0f9a8b";
     const NOW: i64 = 1_795_000_000;

@@ -55,7 +55,7 @@ pub use state::{
     SimBusiness, SimContact, SimDocument, SimItem, SimMovement, SimRequest, SimResponse, SimState, SimTransaction,
 };
 
-use crate::{
+use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     reference::ReferenceData,
 };
@@ -295,7 +295,7 @@ impl SimServer {
         self.addr
     }
 
-    /// The API root to give a [`SageBuilder`](crate::providers::sage::SageBuilder).
+    /// The API root to give a [`SageBuilder`](byte8_ledger_core::providers::sage::SageBuilder).
     pub fn base_url(&self) -> String {
         format!("http://{}/v3.1", self.addr)
     }

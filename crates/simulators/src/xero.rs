@@ -59,7 +59,7 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 
 use super::{Fault, FaultRates, SimRequest, SimResponse, SimServer};
-use crate::{
+use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     money::{RoundingPolicy, round_money},
 };
@@ -480,14 +480,14 @@ fn q<'a>(req: &'a SimRequest, name: &str) -> Option<&'a str> {
 
 fn dec(v: Option<&Value>) -> Option<Decimal> {
     match v? {
-        Value::Number(n) => crate::money::parse_decimal(&n.to_string()).ok(),
-        Value::String(s) => crate::money::parse_decimal(s).ok(),
+        Value::Number(n) => byte8_ledger_core::money::parse_decimal(&n.to_string()).ok(),
+        Value::String(s) => byte8_ledger_core::money::parse_decimal(s).ok(),
         _ => None,
     }
 }
 
 fn num(d: Decimal) -> Value {
-    serde_json::from_str(&crate::money::format_money(d)).unwrap_or(Value::Null)
+    serde_json::from_str(&byte8_ledger_core::money::format_money(d)).unwrap_or(Value::Null)
 }
 
 fn s(v: &Value, key: &str) -> Option<String> {

@@ -174,13 +174,16 @@ fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8], okm: &mut [u8]) -> Result<(
         .map_err(|_| Error::internal(format!("HKDF-SHA256 cannot produce {} bytes", okm.len())))
 }
 
-/// Fills `buf` from the operating system's CSPRNG.
-pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
+/// Fills `buf` from the operating system's CSPRNG (keys, pairing codes).
+///
+/// # Errors
+/// [`Error::Internal`] when the operating system cannot give random bytes.
+pub fn fill_random(buf: &mut [u8]) -> Result<()> {
     OsRng.try_fill_bytes(buf).map_err(|e| Error::internal(format!("the operating system's CSPRNG failed: {e}")))
 }
 
-/// Lower-case hex.
-pub(crate) fn hex_lower(bytes: &[u8]) -> String {
+/// `bytes` as lower-case hex, two characters a byte (how generated keys and codes are written).
+pub fn hex_lower(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -10,7 +10,7 @@
 //! | `requeue` | puts a failed or dead-lettered event back in line |
 //! | `reference` | prints the Sage reference cache |
 //! | `simulate [--provider sage\|xero]` | serves the built-in Sage (or Xero) simulator until interrupted (a ledger for trying `connect` and `sync`) |
-//! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`crate::service`]; Sage connections) |
+//! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`byte8_ledger_service`]; Sage connections) |
 //! | `tenant pair`, `tenant list`, `tenant disconnect` | the Magento stores bound to the service |
 //!
 //! Exit codes: 0 when every event got an outcome, 2 for a usage or configuration error, 1 for
@@ -31,15 +31,15 @@ use std::{
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
-pub use database::{DATABASE_URL_ENV, SecretArg, StoreArgs};
+pub(crate) use database::{SecretArg, StoreArgs};
 
 /// The environment variable `connect --refresh-token` reads (the form to use: a command line is
 /// visible to every user of the machine).
-pub const REFRESH_TOKEN_ENV: &str = "BYTE8_REFRESH_TOKEN";
-pub use serve::ServeArgs;
-pub use tenant::TenantCommand;
+pub(crate) const REFRESH_TOKEN_ENV: &str = "BYTE8_REFRESH_TOKEN";
+pub(crate) use serve::ServeArgs;
+pub(crate) use tenant::TenantCommand;
 
-use crate::{
+use byte8_ledger_core::{
     auth::{MemoryTokenStore, TokenSet, TokenStore},
     clock::{Clock, SystemClock},
     engine::SyncEngine,
@@ -57,7 +57,7 @@ use crate::{
 
 /// The ledger a command works with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum ProviderArg {
+pub(crate) enum ProviderArg {
     /// Sage Business Cloud Accounting v3.1.
     #[default]
     Sage,
@@ -68,7 +68,7 @@ pub enum ProviderArg {
 /// The command line.
 #[derive(Debug, Parser)]
 #[command(name = "byte8-ledger", version, about = "Magento 2 → Sage Business Cloud Accounting or Xero, exactly once")]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -76,7 +76,7 @@ pub struct Cli {
 
 /// The sub-commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Sync the bundled sample events into the built-in Sage (or Xero) simulator and show what was
     /// posted.
     Demo {
@@ -211,7 +211,7 @@ pub enum Command {
 
 /// A failure of the command, with its exit code.
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// 2 for usage and configuration, 1 otherwise.
     pub code: u8,
     /// What to tell the operator.
@@ -235,7 +235,7 @@ fn usage(message: impl Into<String>) -> Failure {
 }
 
 /// Runs the command line and returns the process exit code.
-pub async fn main(cli: Cli) -> ExitCode {
+pub(crate) async fn main(cli: Cli) -> ExitCode {
     match run(cli, &mut std::io::stdout().lock()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -249,7 +249,7 @@ pub async fn main(cli: Cli) -> ExitCode {
 ///
 /// # Errors
 /// A [`Failure`] with the exit code to use.
-pub async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failure> {
+pub(crate) async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failure> {
     match cli.command {
         Command::Demo { provider, events, policy, outcomes } => match provider {
             ProviderArg::Sage => demo::run(events, policy, outcomes, out).await,
@@ -330,10 +330,10 @@ async fn pick_connection(store: &SqliteStore, business_id: Option<String>) -> st
 
 /// The provider of a stored connection: Sage or Xero, as the connection says.
 fn provider_for(
-    store: Arc<dyn crate::store::ConnectionStoreDyn>,
+    store: Arc<dyn byte8_ledger_core::store::ConnectionStoreDyn>,
     c: &Connection,
 ) -> std::result::Result<Arc<dyn AccountingProvider>, Failure> {
-    crate::service::StoredProviders::new(store).for_connection(c).map_err(|e| usage(e.to_string()))
+    byte8_ledger_service::StoredProviders::new(store).for_connection(c).map_err(|e| usage(e.to_string()))
 }
 
 fn read_policy(path: Option<PathBuf>) -> std::result::Result<SyncPolicy, Failure> {
@@ -470,7 +470,7 @@ fn io(e: std::io::Error) -> Failure {
     Failure { code: 1, message: format!("cannot write the output: {e}") }
 }
 
-/// Syncs the lines of `input` with `engine` as one run ([`SyncSession`](crate::engine::SyncSession)),
+/// Syncs the lines of `input` with `engine` as one run ([`SyncSession`](byte8_ledger_core::engine::SyncSession)),
 /// writing one outcome a line to `out`, in input order; returns how many lines got an outcome.
 /// Lines are read in chunks of the provider's batch size and synced together (one at a time for
 /// Sage). A payment or credit memo whose invoice comes later in the input waits for it, and
@@ -478,7 +478,7 @@ fn io(e: std::io::Error) -> Failure {
 ///
 /// # Errors
 /// Store failures and output errors.
-pub async fn sync_stream(
+pub(crate) async fn sync_stream(
     engine: &SyncEngine,
     input: &mut dyn BufRead,
     out: &mut dyn Write,
@@ -489,17 +489,18 @@ pub async fn sync_stream(
     let mut n = 0;
     let mut line = String::new();
     let mut pending: Vec<String> = Vec::new();
-    let mut write = |outcomes: Vec<crate::outcome::Outcome>, n: &mut u64| -> std::result::Result<(), Failure> {
-        for outcome in outcomes {
-            serde_json::to_writer(&mut *out, &outcome).map_err(|e| Failure { code: 1, message: e.to_string() })?;
-            writeln!(out).map_err(io)?;
-            *n += 1;
-            if let Some(p) = progress {
-                p.inc(1);
+    let mut write =
+        |outcomes: Vec<byte8_ledger_core::outcome::Outcome>, n: &mut u64| -> std::result::Result<(), Failure> {
+            for outcome in outcomes {
+                serde_json::to_writer(&mut *out, &outcome).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+                writeln!(out).map_err(io)?;
+                *n += 1;
+                if let Some(p) = progress {
+                    p.inc(1);
+                }
             }
-        }
-        out.flush().map_err(io)
-    };
+            out.flush().map_err(io)
+        };
     loop {
         line.clear();
         let read = input
@@ -767,7 +768,7 @@ async fn simulate(
     token_ttl_secs: u64,
     out: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
-    use crate::simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig};
+    use byte8_ledger_simulators::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig};
     let latency = match latency_ms {
         None => None,
         Some(text) => {
@@ -813,7 +814,7 @@ async fn simulate_xero(
     token_ttl_secs: u64,
     out: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
-    use crate::simulator::xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator};
+    use byte8_ledger_simulators::xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator};
     let defaults = XeroSimConfig::default();
     let sim = XeroSimulator::demo(XeroSimConfig {
         latency,
@@ -852,7 +853,7 @@ async fn simulate_xero(
 }
 
 /// Initialises logging to stderr (`RUST_LOG`, default `warn`).
-pub fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ =

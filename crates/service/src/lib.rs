@@ -38,19 +38,19 @@
 //!
 //! # From webhook to Sage and back
 //!
-//! 1. The webhook becomes the crate's [`Event`](crate::canonical::Event) **without an entity**
+//! 1. The webhook becomes the crate's [`Event`](byte8_ledger_core::canonical::Event) **without an entity**
 //!    (contract.md 1; only the envelope's `magento_entity_id`, `website_id`, `store_id`,
 //!    `occurred_at` and `payload` are read, byte8-spec.md 2.5: the worker always fetches the
 //!    entity), keyed by the `Idempotency-Key` header (`{event}:{magento_entity_id}` when absent),
-//!    and is queued in the [`RunStore`](crate::store::RunStore) under the
+//!    and is queued in the [`RunStore`](byte8_ledger_core::store::RunStore) under the
 //!    binding's ledger business with the binding's policy as its snapshot (byte8-spec.md 1.4).
 //!    Documents dedupe for good on their key; an upsert delivered again makes a new run once the
 //!    previous one started, since the entity is fetched when it is processed (each delivery is
 //!    its own content).
 //! 2. A worker claims the run, fetches the entity from Magento
 //!    ([`MagentoClient`](crate::magento::MagentoClient) as the engine's
-//!    [`EntitySource`](crate::engine::EntitySource)), and runs it through that tenant's
-//!    [`SyncEngine`](crate::engine::SyncEngine): its policy, its ledger provider (Sage or Xero,
+//!    [`EntitySource`](byte8_ledger_core::engine::EntitySource)), and runs it through that tenant's
+//!    [`SyncEngine`](byte8_ledger_core::engine::SyncEngine): its policy, its ledger provider (Sage or Xero,
 //!    as the stored connection of its business says: [`StoredProviders`]) and its cross-reference.
 //! 3. The terminal outcome (synced, skipped, dead-lettered) is written together with a row in the
 //!    store's **callback outbox** (a trigger in SQLite and PostgreSQL), so that the sync-state
@@ -63,7 +63,7 @@
 //!
 //! A business has at most one active tenant, but it may be paired to another one after the first
 //! is disconnected (a store re-installed, or moved). Every run carries the tenant whose webhook
-//! queued it ([`NewRun::tenant_id`](crate::store::NewRun::tenant_id)), and the workers claim runs
+//! queued it ([`NewRun::tenant_id`](byte8_ledger_core::store::NewRun::tenant_id)), and the workers claim runs
 //! and callbacks **by tenant** as well as by business: the new tenant's worker never fetches the
 //! old tenant's entity ids from its own store, the old tenant's outcomes are never posted to the
 //! new tenant's store (no outbox row is written for a run whose tenant is no longer active), and
@@ -74,7 +74,7 @@
 //!
 //! A worker is a loop (a tokio task; `serve --workers N` runs N, and `serve --no-http` runs
 //! processes without HTTP). Each pass goes over the active bindings and, for each one whose
-//! **dispatch lease** it can take ([`DispatchStore::acquire_dispatch`](crate::store::service::DispatchStore::acquire_dispatch)), claims due runs of its
+//! **dispatch lease** it can take ([`DispatchStore::acquire_dispatch`](byte8_ledger_core::store::service::DispatchStore::acquire_dispatch)), claims due runs of its
 //! business one at a time and processes them, then sends its pending callbacks, renewing the lease
 //! before each (up to [`ServiceConfig::batch`] of each before it moves on).
 //!
@@ -142,17 +142,21 @@
 
 mod auth;
 mod http;
+pub mod magento;
 pub mod serve;
 mod worker;
 
 use std::{fmt, sync::Arc, time::Duration};
 
-pub use serve::{HttpLimits, serve};
 #[cfg(feature = "xero")]
-pub use worker::XeroProviders;
-pub use worker::{ProviderFactory, SageProviders, StoredProviders, WorkerPool};
+pub use byte8_ledger_core::providers::stored::XeroProviders;
+pub use byte8_ledger_core::providers::stored::{ProviderFactory, SageProviders, StoredProviders};
+pub use serve::{HttpLimits, serve};
+pub use worker::WorkerPool;
 
-use crate::{clock::Clock, engine::EngineConfig, error::Result, http::RetryConfig, store::service::ServiceStore};
+use byte8_ledger_core::{
+    clock::Clock, engine::EngineConfig, error::Result, http::RetryConfig, store::service::ServiceStore,
+};
 
 /// Service settings.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 
 use super::{Fault, SimConfig};
-use crate::{money::round_money, reference::ReferenceData};
+use byte8_ledger_core::{money::round_money, reference::ReferenceData};
 
 /// One request as the simulator sees it.
 #[derive(Debug, Clone)]
@@ -66,14 +66,14 @@ impl SimResponse {
 
 fn dec(v: &Value) -> Option<Decimal> {
     match v {
-        Value::Number(n) => crate::money::parse_decimal(&n.to_string()).ok(),
-        Value::String(s) => crate::money::parse_decimal(s).ok(),
+        Value::Number(n) => byte8_ledger_core::money::parse_decimal(&n.to_string()).ok(),
+        Value::String(s) => byte8_ledger_core::money::parse_decimal(s).ok(),
         _ => None,
     }
 }
 
 fn money(d: Decimal) -> Value {
-    Value::String(crate::money::format_money(d))
+    Value::String(byte8_ledger_core::money::format_money(d))
 }
 
 fn s(v: &Value, key: &str) -> Option<String> {

@@ -1,4 +1,4 @@
-//! `byte8-ledger serve`: the ledger service for the Byte8 Magento module ([`crate::service`]):
+//! `byte8-ledger serve`: the ledger service for the Byte8 Magento module ([`byte8_ledger_service`]):
 //! the HTTP routes and the workers, on SQLite (one process) or PostgreSQL (several).
 
 use std::{io::Write, sync::Arc, time::Duration};
@@ -8,16 +8,16 @@ use super::{
     database::{Database, StoreArgs, rate_from_env},
     env, io, usage,
 };
-use crate::{
+use byte8_ledger_core::{
     clock::SystemClock,
     engine::EngineConfig,
-    service::{HttpLimits, Service, ServiceConfig},
     store::{ProviderKind, crypto::MasterKey},
 };
+use byte8_ledger_service::{HttpLimits, Service, ServiceConfig};
 
 /// The options of `serve`.
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Where the state lives.
     #[command(flatten)]
     pub store: StoreArgs,
@@ -94,7 +94,7 @@ async fn shutdown_signal() {
 /// is stored yet, the usual first deployment): checked at start, not at the first event.
 async fn require_credentials(db: &Database) -> Result<(), Failure> {
     let kinds: Vec<Option<ProviderKind>> =
-        db.connections().connections().await?.iter().map(crate::store::Connection::kind).collect();
+        db.connections().connections().await?.iter().map(byte8_ledger_core::store::Connection::kind).collect();
     if kinds.is_empty() || kinds.contains(&Some(ProviderKind::Sage)) {
         env("SAGE_CLIENT_ID")?;
         env("SAGE_CLIENT_SECRET")?;
@@ -143,7 +143,7 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
         let app = service.router();
         writeln!(out, "listening on http://{addr}").map_err(io)?;
         let limits = HttpLimits { max_connections: args.max_connections, shutdown_timeout, ..HttpLimits::default() };
-        Some(tokio::spawn(crate::service::serve(listener, app, limits, async {
+        Some(tokio::spawn(byte8_ledger_service::serve(listener, app, limits, async {
             let _ = http_stopped.await;
         })))
     };

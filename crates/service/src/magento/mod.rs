@@ -10,7 +10,7 @@
 //!   ([`PairRequest`]), which hands Magento the master key.
 //! - [`client`]: [`MagentoClient`], which calls `/rest/V1/byte8/*` with a fresh token each time:
 //!   `ping`, `payment-methods`, the canonical entities (it is the engine's
-//!   [`EntitySource`](crate::engine::EntitySource)) and the sync-state callback; it tracks the
+//!   [`EntitySource`](byte8_ledger_core::engine::EntitySource)) and the sync-state callback; it tracks the
 //!   connection status (`pending | active | token_revoked`).
 //!
 //! # What an HTTP answer means
@@ -18,18 +18,18 @@
 //! | answer from Magento | error |
 //! |---|---|
 //! | 2xx | none; the connection is `active` |
-//! | 401 | [`Error::Auth`] ([`AuthFailure::ReconnectRequired`](crate::error::AuthFailure::ReconnectRequired)); the connection becomes `token_revoked` |
+//! | 401 | [`Error::Auth`] ([`AuthFailure::ReconnectRequired`](byte8_ledger_core::error::AuthFailure::ReconnectRequired)); the connection becomes `token_revoked` |
 //! | 403 | [`Error::Auth`] (`AccessDenied`) |
 //! | 404 | [`Error::NotFound`] |
 //! | 3xx | [`Error::Provider`], not retryable: no redirect is ever followed ([`http_client`]), so a store cannot send the ledger's token or the pairing call's key elsewhere |
-//! | 429, 408, 5xx, network errors | retried by [`crate::http::retry::decide`], then a retryable error |
+//! | 429, 408, 5xx, network errors | retried by [`byte8_ledger_core::http::retry::decide`], then a retryable error |
 //! | a body over [`MAX_BODY`], or no answer within the total timeout ([`REQUEST_TIMEOUT`]) | [`Error::Provider`] (not retryable) / [`Error::Http`] (retried) |
 //! | other 4xx | [`Error::Rejected`] with Magento's message |
 //!
 //! Messages carry only a short sanitised excerpt of Magento's `message` field (one line, at most
 //! [`MAX_MESSAGE`] characters); any other body is described by its size, never quoted: errors
 //! reach the tenant through outcomes and `/v1/status`. A `Retry-After` on any answer is read with
-//! [`crate::http::retry::parse_retry_after`] (capped, never a panic).
+//! [`byte8_ledger_core::http::retry::parse_retry_after`] (capped, never a panic).
 //!
 //! Every attempt, retries included, carries a new token: Magento caches each `jti` and would
 //! refuse a re-sent one as a replay.
@@ -42,23 +42,24 @@
 
 pub mod client;
 pub mod jwt;
-pub mod keys;
+pub use byte8_ledger_core::store::service::keys;
 pub mod pairing;
 
 use std::time::{Duration, Instant};
 
+pub use byte8_ledger_core::store::service::{ConnectionStatus, ReplayCache, magento_base_url};
 use bytes::Bytes;
-pub use client::{ConnectionStatus, MagentoClient, MagentoClientBuilder, PaymentMethod, Ping, SyncStateBody};
-pub use jwt::{Claims, JwtSigner, MemoryReplayCache, ReplayCache, WebhookVerifier};
+pub use client::{MagentoClient, MagentoClientBuilder, PaymentMethod, Ping, SyncStateBody};
+pub use jwt::{Claims, JwtSigner, MemoryReplayCache, WebhookVerifier};
 pub use keys::{ApiKey, Direction, MagentoKeys, SubKey};
 pub use pairing::{PairRequest, PairingCode};
 use reqwest::{Method, header};
 use secrecy::ExposeSecret;
 use url::Url;
 
-use crate::{
+use byte8_ledger_core::{
     clock::Clock,
-    error::{Error, FieldError, Result},
+    error::{Error, Result},
     http::{Attempt, Decision, RetryConfig, decide, retry::parse_retry_after},
 };
 
@@ -92,26 +93,6 @@ pub fn http_client() -> Result<reqwest::Client> {
         .user_agent(concat!("byte8-ledger-core/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::config("http", format!("cannot build the HTTP client: {e}")))
-}
-
-/// Reads a Magento base URL as the merchant types it: trimmed, trailing slashes dropped, http(s)
-/// with a host, no query or fragment, `https` unless the host is loopback.
-pub(crate) fn magento_base_url(field: &str, text: &str) -> std::result::Result<Url, FieldError> {
-    let text = text.trim().trim_end_matches('/');
-    if text.is_empty() {
-        return Err(FieldError::new(field, "required"));
-    }
-    let url = Url::parse(text).map_err(|e| FieldError::new(field, format!("`{text}` is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(FieldError::new(field, format!("`{text}` is not an absolute http(s) URL")));
-    }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
-        return Err(FieldError::new(field, "must not carry credentials, a query or a fragment"));
-    }
-    if url.scheme() == "http" && !crate::http::is_loopback(&url) {
-        return Err(FieldError::new(field, "must be https (plain http is accepted only on a loopback host)"));
-    }
-    Ok(url)
 }
 
 /// `{base}/rest/V1/byte8/{path}`.
@@ -307,7 +288,7 @@ pub(crate) fn magento_message(body: &[u8]) -> String {
             }
             _ => {}
         }
-        return crate::http::sanitise(&msg, MAX_MESSAGE);
+        return byte8_ledger_core::http::sanitise(&msg, MAX_MESSAGE);
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return "(empty body)".to_owned();
