@@ -1,6 +1,7 @@
 //! The world of the engine's end-to-end tests: the Sage simulator served on loopback, the real
 //! `SageProvider` over HTTP, the SQLite store on a temporary file, a manual clock; and builders of
 //! Magento events whose arithmetic is checked by hand in comments.
+#![allow(dead_code)]
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -13,8 +14,10 @@ use byte8_ledger_core::{
     outcome::{Outcome, SyncStatus},
     policy::SyncPolicy,
     providers::{AccountingProvider, sage::SageBuilder, sage::SageProvider},
-    simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimBusiness, SimConfig, SimContact, SimDocument, SimServer},
     store::{Store, sqlite::SqliteStore},
+};
+use byte8_ledger_simulators::{
+    DEMO_REFRESH_TOKEN, SageSimulator, SimBusiness, SimConfig, SimContact, SimDocument, SimServer,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;

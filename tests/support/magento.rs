@@ -27,10 +27,8 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use byte8_ledger_core::{
-    clock::{Clock, SystemClock},
-    magento::{ApiKey, Claims, jwt},
-};
+use byte8_ledger_core::clock::{Clock, SystemClock};
+use byte8_ledger_service::magento::{ApiKey, Claims, jwt};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;

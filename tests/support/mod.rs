@@ -23,6 +23,36 @@ pub fn policy(extra: Value) -> SyncPolicy {
     SyncPolicy::from_json(&base.to_string()).expect("a valid policy")
 }
 
-/// The world of the engine's end-to-end tests (simulator, Sage provider, SQLite store).
-#[cfg(all(feature = "simulator", feature = "sqlite"))]
-pub mod engine;
+/// The `tracing` output of the whole test binary, captured from the first call on: the global
+/// subscriber is installed once per process, so that the secrets tests of several modules can
+/// each read the traces of every test running alongside.
+pub fn global_traces() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    #[derive(Clone)]
+    struct Writer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Writer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    Arc::clone(BUFFER.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = Writer(Arc::clone(&buffer));
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // The global default: a thread-local one misses events whose callsites other tests
+        // registered first, and this way the traces of the tests running alongside are checked too.
+        tracing::subscriber::set_global_default(subscriber).expect("only global_traces installs a subscriber");
+        buffer
+    }))
+}

@@ -13,8 +13,8 @@ use byte8_ledger_core::{
         conformance::Fixture,
         xero::{XeroBuilder, XeroLimits, XeroProvider},
     },
-    simulator::xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroServer},
 };
+use byte8_ledger_simulators::xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroServer};
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use secrecy::SecretString;

@@ -28,13 +28,22 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
-/// The Accounting API spec.
-pub const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/specs/xero/xero_accounting.yaml");
-/// The identity API spec (`GET /Connections`).
-pub const IDENTITY_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/specs/xero/xero-identity.yaml");
+/// The Accounting API spec, from the workspace root.
+pub const SPEC_PATH: &str = "tests/fixtures/specs/xero/xero_accounting.yaml";
+/// The identity API spec (`GET /Connections`), from the workspace root.
+pub const IDENTITY_PATH: &str = "tests/fixtures/specs/xero/xero-identity.yaml";
+
+/// The workspace root: this package's directory for the root package, two levels up for the
+/// packages under `crates/` (this file is shared by the test binaries of both).
+fn workspace_root() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if here.join("tests/fixtures").is_dir() { here.to_path_buf() } else { here.join("../..") }
+}
 
 fn load(path: &str) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+    let full = workspace_root().join(path);
+    let path = full.display();
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| {
         panic!("cannot read Xero's spec at {path} ({e}); it is vendored in tests/fixtures/specs/xero/")
     });
     serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("Xero's spec at {path} is not YAML: {e}"))

@@ -135,7 +135,7 @@
 //! let app = axum::Router::new().merge(service.router()); // add your own routes beside it
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.expect("bind");
 //! let shutdown = async { let _ = tokio::signal::ctrl_c().await; };
-//! byte8_ledger_core::service::serve(listener, app, byte8_ledger_core::service::HttpLimits::default(), shutdown).await;
+//! byte8_ledger_service::serve(listener, app, byte8_ledger_service::HttpLimits::default(), shutdown).await;
 //! workers.stop_within(std::time::Duration::from_secs(30)).await;
 //! # Ok(()) }
 //! ```

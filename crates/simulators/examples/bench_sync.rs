@@ -32,11 +32,11 @@ use byte8_ledger_core::{
         ItemLink, ItemRequest, PaymentRequest, StockMovementRequest,
         sage::{SageBuilder, SageProvider, transform},
     },
-    simulator::{
-        DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer,
-        workload::{WORKLOAD_POLICY, Workload, WorkloadConfig},
-    },
     store::memory::MemoryStore,
+};
+use byte8_ledger_simulators::{
+    DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer,
+    workload::{WORKLOAD_POLICY, Workload, WorkloadConfig},
 };
 use rust_decimal::Decimal;
 use secrecy::SecretString;

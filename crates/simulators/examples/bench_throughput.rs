@@ -26,11 +26,11 @@ use byte8_ledger_core::{
         sage::{SageBuilder, SageProvider},
     },
     reference::ReferenceData,
-    simulator::{
-        DEMO_REFRESH_TOKEN, SageSimulator, SimConfig,
-        workload::{WORKLOAD_POLICY, Workload, WorkloadConfig},
-    },
     store::memory::MemoryStore,
+};
+use byte8_ledger_simulators::{
+    DEMO_REFRESH_TOKEN, SageSimulator, SimConfig,
+    workload::{WORKLOAD_POLICY, Workload, WorkloadConfig},
 };
 use secrecy::SecretString;
 

@@ -30,11 +30,11 @@ use byte8_ledger_core::{
         AccountingProvider,
         xero::{XeroBuilder, XeroLimits, XeroProvider},
     },
-    simulator::{
-        workload::{WORKLOAD_POLICY_XERO, Workload, WorkloadConfig},
-        xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroServer, XeroSimConfig, XeroSimulator},
-    },
     store::memory::MemoryStore,
+};
+use byte8_ledger_simulators::{
+    workload::{WORKLOAD_POLICY_XERO, Workload, WorkloadConfig},
+    xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroServer, XeroSimConfig, XeroSimulator},
 };
 use secrecy::SecretString;
 

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use byte8_ledger_core::simulator::{
+use byte8_ledger_simulators::{
     FaultRates,
     soak::{self, SoakConfig},
     workload::WorkloadConfig,

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 
-use byte8_ledger_core::simulator::workload::{WORKLOAD_POLICY, Workload, WorkloadConfig};
+use byte8_ledger_simulators::workload::{WORKLOAD_POLICY, Workload, WorkloadConfig};
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);

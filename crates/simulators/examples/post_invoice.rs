@@ -13,9 +13,9 @@ use byte8_ledger_core::{
     engine::SyncEngine,
     policy::SyncPolicy,
     providers::{AccountingProvider, sage::SageBuilder},
-    simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig},
     store::memory::MemoryStore,
 };
+use byte8_ledger_simulators::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig};
 use secrecy::SecretString;
 
 const EVENT: &str = r#"{"event":"invoice.created","idempotency_key":"invoice.created:1001","magento_entity_id":1001,

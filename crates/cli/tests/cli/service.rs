@@ -4,10 +4,8 @@
 //! the service's router served over real HTTP with its workers, driven by webhooks signed with the
 //! outbound subkey, as a store's outbox sends them. Pairing and serving also go through the
 //! `byte8-ledger` binary.
-#![cfg(all(feature = "service", feature = "sqlite", feature = "simulator", feature = "cli", feature = "xero"))]
 
-#[path = "support/magento.rs"]
-mod magento;
+use crate::support_magento as magento;
 
 use std::{
     collections::BTreeMap,
@@ -22,20 +20,22 @@ use byte8_ledger_core::{
     clock::{Clock, ManualClock, SystemClock},
     engine::EngineConfig,
     http::{RateConfig, RetryConfig},
-    magento::{ApiKey, Claims, ConnectionStatus, jwt},
     policy::SyncPolicy,
     providers::xero::XeroLimits,
-    service::{SageProviders, Service, ServiceConfig, StoredProviders, WorkerPool, XeroProviders},
-    simulator::{
-        DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer,
-        xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
-    },
     store::{
         Connection, ConnectionStore, ConnectionStoreDyn, RunStatus, RunStore, XrefKind, XrefStore,
         crypto::MasterKey,
         service::{Binding, BindingStatus, BindingStore, DispatchStore},
         sqlite::SqliteStore,
     },
+};
+use byte8_ledger_service::{
+    SageProviders, Service, ServiceConfig, StoredProviders, WorkerPool, XeroProviders,
+    magento::{ApiKey, Claims, ConnectionStatus, jwt},
+};
+use byte8_ledger_simulators::{
+    DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer,
+    xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
 };
 use chrono::{DateTime, Utc};
 use magento::FakeMagento;
@@ -120,7 +120,7 @@ fn master_key() -> MasterKey {
 }
 
 fn policy_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/policy.json")
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("samples/policy.json")
 }
 
 fn policy() -> SyncPolicy {
@@ -130,7 +130,7 @@ fn policy() -> SyncPolicy {
 /// The sample events by key: (event, envelope without the entity, entity).
 fn samples() -> BTreeMap<String, (String, Value, Value)> {
     let mut out = BTreeMap::new();
-    for line in include_str!("../samples/events.jsonl").lines() {
+    for line in include_str!("../../../../samples/events.jsonl").lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
         let key = v["idempotency_key"].as_str().unwrap().to_owned();
         let envelope = json!({
@@ -477,7 +477,7 @@ async fn a_paired_store_s_signed_invoice_reaches_sage_and_its_sync_state_returns
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_fixture_tokens_are_accepted_and_their_forgeries_refused() {
-    let v: Value = serde_json::from_str(include_str!("fixtures/jwt/vectors.json")).unwrap();
+    let v: Value = serde_json::from_str(include_str!("../../../../tests/fixtures/jwt/vectors.json")).unwrap();
     let mut w = World::new().await;
     let tenant = v["tenant_id"].as_str().unwrap();
     let key = ApiKey::new(v["api_key"].as_str().unwrap()).unwrap();
@@ -1177,7 +1177,7 @@ async fn a_store_bound_to_a_xero_organisation_syncs_into_xero_beside_one_on_sage
     w.pair("sage-shop", "tenant-on-sage").await;
     let key = ApiKey::generate().unwrap();
     w.magento.add_paired_shop("xero-shop", "tenant-on-xero", key.expose_secret());
-    let xero_policy = SyncPolicy::from_json(include_str!("../samples/policy.xero.json")).unwrap();
+    let xero_policy = SyncPolicy::from_json(include_str!("../../../../samples/policy.xero.json")).unwrap();
     let b = Binding::new(
         "tenant-on-xero",
         XERO_DEMO_TENANT,

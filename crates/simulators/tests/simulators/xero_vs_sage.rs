@@ -3,10 +3,8 @@
 //! skip reason and error class for every event — for `samples/events.jsonl` and for a generated
 //! workload. Sage runs one event at a time; Xero runs the same lines in batches of 50
 //! (`SyncEngine::sync_lines`), so the comparison also proves that batching changes no outcome.
-#![cfg(all(feature = "simulator", feature = "xero"))]
 
-#[path = "support/xero.rs"]
-mod xero;
+use crate::support_xero as xero;
 
 use std::sync::Arc;
 
@@ -18,18 +16,18 @@ use byte8_ledger_core::{
     outcome::{Outcome, SyncStatus},
     policy::SyncPolicy,
     providers::{AccountingProvider, sage::SageBuilder},
-    simulator::{
-        DEMO_REFRESH_TOKEN, SageSimulator, SimConfig,
-        workload::{WORKLOAD_POLICY, WORKLOAD_POLICY_XERO, Workload, WorkloadConfig},
-        xero::{XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
-    },
     store::memory::MemoryStore,
+};
+use byte8_ledger_simulators::{
+    DEMO_REFRESH_TOKEN, SageSimulator, SimConfig,
+    workload::{WORKLOAD_POLICY, WORKLOAD_POLICY_XERO, Workload, WorkloadConfig},
+    xero::{XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
 };
 use rust_decimal::Decimal;
 use secrecy::SecretString;
 
-const SAMPLE_EVENTS: &str = include_str!("../samples/events.jsonl");
-const SAGE_POLICY: &str = include_str!("../samples/policy.json");
+const SAMPLE_EVENTS: &str = include_str!("../../../../samples/events.jsonl");
+const SAGE_POLICY: &str = include_str!("../../../../samples/policy.json");
 
 /// What must match: the event, its status, its skip reason, its error class.
 fn key(o: &Outcome) -> (Option<String>, Option<String>, SyncStatus, Option<String>, Option<String>) {

@@ -10,10 +10,8 @@
 //! (the ledger is not what is under test here). Also here: the pairing call and the ledger clients
 //! follow no redirect to another address, ledger URLs must be https, and a worker that panics goes
 //! on with the next event.
-#![cfg(all(feature = "service", feature = "sqlite", feature = "cli"))]
 
-#[path = "support/magento.rs"]
-mod magento;
+use crate::support_magento as magento;
 
 use std::{
     collections::HashMap,
@@ -30,7 +28,6 @@ use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     engine::EngineConfig,
     http::RetryConfig,
-    magento::{ApiKey, PairRequest, http_client},
     policy::SyncPolicy,
     providers::{
         AccountingProvider,
@@ -38,13 +35,16 @@ use byte8_ledger_core::{
         sage::SageBuilder,
         xero::XeroBuilder,
     },
-    service::{HttpLimits, ProviderFactory, Service, ServiceConfig, WorkerPool},
     store::{
         RunStatus,
         crypto::MasterKey,
         service::{Binding, BindingStore, DispatchStore},
         sqlite::SqliteStore,
     },
+};
+use byte8_ledger_service::{
+    HttpLimits, ProviderFactory, Service, ServiceConfig, WorkerPool,
+    magento::{ApiKey, PairRequest, http_client},
 };
 use magento::FakeMagento;
 use secrecy::SecretString;
@@ -118,14 +118,14 @@ fn config() -> ServiceConfig {
 }
 
 fn policy() -> SyncPolicy {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/policy.json");
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("samples/policy.json");
     SyncPolicy::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// The sample events by key: (event, envelope without the entity, entity).
 fn samples() -> HashMap<String, (String, Value, Value)> {
     let mut out = HashMap::new();
-    for line in include_str!("../samples/events.jsonl").lines() {
+    for line in include_str!("../../../../samples/events.jsonl").lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
         let key = v["idempotency_key"].as_str().unwrap().to_owned();
         let envelope = json!({
@@ -190,7 +190,7 @@ impl World {
         self.url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::mem::forget(stop); // served until the test ends
-        self.server = Some(tokio::spawn(byte8_ledger_core::service::serve(
+        self.server = Some(tokio::spawn(byte8_ledger_service::serve(
             listener,
             service.router(),
             HttpLimits::default(),
@@ -600,7 +600,7 @@ async fn serve_with(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let _dir = dir;
-        byte8_ledger_core::service::serve(listener, service.router(), limits, async move {
+        byte8_ledger_service::serve(listener, service.router(), limits, async move {
             let _ = stopped.await;
         })
         .await

@@ -10,10 +10,9 @@
 //! arrays of `{"$severity", "$dataCode", "$message", "$source"}`. Call counts are asserted with
 //! `.expect(n)` (verified when each server is dropped), never with timings.
 
-mod support;
+use crate::support;
 
-#[path = "support/sage_spec.rs"]
-mod sage_spec;
+use crate::support_sage_spec as sage_spec;
 
 use std::{
     collections::BTreeMap,
@@ -1888,37 +1887,13 @@ async fn invalid_grant_requires_reconnecting() {
 // =============================================================================================
 // 5. Secrets never show
 
-/// A `tracing` writer into a shared buffer.
-#[cfg(feature = "cli")]
-#[derive(Clone, Default)]
+/// The captured traces of the test binary.
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
-#[cfg(feature = "cli")]
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[cfg(feature = "cli")]
 #[tokio::test]
 async fn secrets_never_show_in_debug_errors_or_traces() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // The global default (set once, by this test only): a thread-local one misses events whose
-    // callsites other tests registered first, and this way the traces of the tests running
-    // alongside are checked too.
-    tracing::subscriber::set_global_default(subscriber).expect("only this test installs a subscriber");
+    // The traces of the whole binary (this test's and those running alongside).
+    let captured = Captured(support::global_traces());
     let mut texts: Vec<String> = Vec::new();
 
     // The builder, the provider, the token set, the store and the manager.

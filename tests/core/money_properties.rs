@@ -7,7 +7,7 @@
 //! The generator computes each document the way Magento does (magento.md 4, 5.3, 5.4), in integer
 //! cents, so no float ever touches the amounts.
 
-mod support;
+use crate::support;
 
 use byte8_ledger_core::{
     canonical::{MagentoCreditMemo, MagentoInvoice},

@@ -7,13 +7,10 @@
 //!
 //! Skipped (with a message) without `BYTE8_TEST_DATABASE_URL`; `.ci/run` starts a PostgreSQL and
 //! requires it.
-#![cfg(all(feature = "service", feature = "postgres", feature = "simulator", feature = "cli"))]
 
-#[path = "support/postgres.rs"]
-mod pg;
+use crate::support_postgres as pg;
 
-#[path = "support/magento.rs"]
-mod magento;
+use crate::support_magento as magento;
 
 use std::{
     collections::BTreeMap,
@@ -25,19 +22,19 @@ use std::{
 use byte8_ledger_core::{
     auth::TokenSet,
     clock::{Clock, SystemClock},
-    magento::ApiKey,
     policy::SyncPolicy,
     reference::ReferenceData,
-    simulator::{
-        SageSimulator, SimConfig,
-        soak::{SoakReport, verify_business},
-        workload::{WORKLOAD_POLICY, Workload, WorkloadConfig},
-    },
     store::{
         Connection, ConnectionStore,
         crypto::MasterKey,
         service::{Binding, BindingStatus, BindingStore},
     },
+};
+use byte8_ledger_service::magento::ApiKey;
+use byte8_ledger_simulators::{
+    SageSimulator, SimConfig,
+    soak::{SoakReport, verify_business},
+    workload::{WORKLOAD_POLICY, Workload, WorkloadConfig},
 };
 use magento::FakeMagento;
 use secrecy::SecretString;
@@ -331,13 +328,13 @@ async fn several_worker_processes_on_one_postgres_sync_every_webhook_once_and_ca
 
     // The replay cache is the database's: a token the webhook process accepted is refused by
     // another process sharing it (here a router in this process).
-    let other = byte8_ledger_core::service::Service::new(
+    let other = byte8_ledger_service::Service::new(
         Arc::new(
             pg::store(&url, 2, Some(MasterKey::from_base64(&SecretString::from(MASTER_KEY.to_owned())).unwrap())).await,
         ),
-        Arc::new(byte8_ledger_core::service::SageProviders::new(Arc::new(store.clone()))),
+        Arc::new(byte8_ledger_service::SageProviders::new(Arc::new(store.clone()))),
         Arc::new(SystemClock),
-        byte8_ledger_core::service::ServiceConfig::default(),
+        byte8_ledger_service::ServiceConfig::default(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let other_url = format!("http://{}", listener.local_addr().unwrap());

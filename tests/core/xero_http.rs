@@ -10,8 +10,7 @@
 //! MS-JSON dates. Call counts are asserted with `.expect(n)` (verified when each server drops).
 #![cfg(feature = "xero")]
 
-#[path = "support/xero_spec.rs"]
-mod xero_spec;
+use crate::support_xero_spec as xero_spec;
 
 use std::{
     collections::BTreeMap,
@@ -1271,38 +1270,13 @@ async fn stock_is_added_by_a_zero_value_bill_to_the_adjustment_contact() {
 // =============================================================================================
 // 6. Secrets never show
 
-/// A `tracing` writer into a shared buffer.
-#[cfg(feature = "cli")]
-#[derive(Clone, Default)]
+/// The captured traces of the test binary.
 struct Captured(Arc<Mutex<Vec<u8>>>);
-
-#[cfg(feature = "cli")]
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn secrets_never_show_in_debug_or_errors() {
     // Every trace of this test binary (this test's and those running alongside) is captured too.
-    #[cfg(feature = "cli")]
-    let captured = {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("only this test installs a subscriber");
-        captured
-    };
+    let captured = Captured(crate::support::global_traces());
     let server = MockServer::start().await;
     let clock = ManualClock::new(t0());
     let store = Arc::new(MemoryTokenStore::new(Some(tokens(ACCESS, REFRESH, -1))));
@@ -1345,7 +1319,6 @@ async fn secrets_never_show_in_debug_or_errors() {
     for t in &texts {
         assert_no_secret(t);
     }
-    #[cfg(feature = "cli")]
     {
         let traces = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
         assert!(traces.contains("batch outcome unknown"), "the traces were captured: {traces}");

@@ -2,7 +2,7 @@
 //! mutated real events go through parsing, validation, planning and the Sage transforms, and come
 //! out as `Ok` or as an error that names a field.
 
-mod support;
+use crate::support;
 
 use byte8_ledger_core::{
     canonical::{Entity, Event, MagentoContact},

@@ -1,10 +1,8 @@
 //! The sync engine end to end into the Xero simulator: batches from the queue, a batch whose
 //! answer is lost, credit notes refunded from the bank the invoice was paid into, and a spent
 //! daily budget that makes events wait in line instead of failing.
-#![cfg(all(feature = "simulator", feature = "xero", feature = "sqlite"))]
 
-#[path = "support/xero.rs"]
-mod xero;
+use crate::support_xero as xero;
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,11 +13,11 @@ use byte8_ledger_core::{
     outcome::SyncStatus,
     policy::SyncPolicy,
     providers::AccountingProvider,
-    simulator::{
-        Fault,
-        xero::{XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
-    },
     store::{RunStatus, RunStore, Store, sqlite::SqliteStore},
+};
+use byte8_ledger_simulators::{
+    Fault,
+    xero::{XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
 };
 use chrono::{TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -67,7 +65,7 @@ fn memo(id: u64, invoice: u64, customer: u64) -> String {
 async fn engine(
     sim: &XeroSimulator,
     clock: &ManualClock,
-) -> (SyncEngine, Arc<SqliteStore>, byte8_ledger_core::simulator::xero::XeroServer, tempfile::TempDir) {
+) -> (SyncEngine, Arc<SqliteStore>, byte8_ledger_simulators::xero::XeroServer, tempfile::TempDir) {
     engine_with(sim, clock, policy()).await
 }
 
@@ -75,7 +73,7 @@ async fn engine_with(
     sim: &XeroSimulator,
     clock: &ManualClock,
     policy: SyncPolicy,
-) -> (SyncEngine, Arc<SqliteStore>, byte8_ledger_core::simulator::xero::XeroServer, tempfile::TempDir) {
+) -> (SyncEngine, Arc<SqliteStore>, byte8_ledger_simulators::xero::XeroServer, tempfile::TempDir) {
     let server = sim.serve().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("state.db"), None).await.unwrap());
@@ -307,7 +305,7 @@ async fn a_spent_daily_budget_makes_events_wait_in_line_never_dead_letter() {
 async fn gift_cards_tenders_and_pro_rata_adjustments_reach_xero_as_charged() {
     let sim = XeroSimulator::demo(XeroSimConfig::unlimited());
     sim.with_state(|s| {
-        s.orgs.get_mut(XERO_DEMO_TENANT).unwrap().accounts.push(byte8_ledger_core::simulator::xero::XAccount {
+        s.orgs.get_mut(XERO_DEMO_TENANT).unwrap().accounts.push(byte8_ledger_simulators::xero::XAccount {
             id: "acc-gift".into(),
             code: Some("835".into()),
             name: "Gift card liability".into(),

@@ -3,8 +3,7 @@
 //! `BYTE8_TEST_DATABASE_URL` is not set; `.ci/run` starts a server and sets it.
 #![cfg(feature = "postgres")]
 
-#[path = "support/postgres.rs"]
-mod pg;
+use crate::support_postgres as pg;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

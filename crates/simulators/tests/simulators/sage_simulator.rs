@@ -1,7 +1,6 @@
 //! The Sage provider against the simulator, end to end over HTTP.
-#![cfg(feature = "simulator")]
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -15,8 +14,8 @@ use byte8_ledger_core::{
         AccountingProvider, AccountingProviderExt, ContactFor, ContactRequest, InvoiceRequest, PaymentRequest,
         sage::{SageBuilder, SageProvider},
     },
-    simulator::{DEMO_REFRESH_TOKEN, Fault, SageSimulator, SimConfig, SimServer},
 };
+use byte8_ledger_simulators::{DEMO_REFRESH_TOKEN, Fault, SageSimulator, SimConfig, SimServer};
 use rust_decimal_macros::dec;
 use secrecy::SecretString;
 use serde_json::json;
@@ -162,12 +161,8 @@ async fn a_500_after_commit_leaves_exactly_one_invoice() {
 mod rules {
     use std::sync::Arc;
 
-    use byte8_ledger_core::{
-        clock::ManualClock,
-        providers::AccountingProvider,
-        reference::ReferenceData,
-        simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimRequest, SimResponse},
-    };
+    use byte8_ledger_core::{clock::ManualClock, providers::AccountingProvider, reference::ReferenceData};
+    use byte8_ledger_simulators::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimRequest, SimResponse};
     use chrono::{DateTime, TimeZone, Utc};
     use rust_decimal_macros::dec;
     use serde_json::{Value, json};
@@ -517,12 +512,8 @@ mod rules {
     /// The demo simulator with `config`, a setup token for raw requests, and the provider.
     async fn connected(
         config: SimConfig,
-    ) -> (
-        SageSimulator,
-        String,
-        byte8_ledger_core::simulator::SimServer,
-        byte8_ledger_core::providers::sage::SageProvider,
-    ) {
+    ) -> (SageSimulator, String, byte8_ledger_simulators::SimServer, byte8_ledger_core::providers::sage::SageProvider)
+    {
         let sim = SageSimulator::demo(config);
         sim.with_state(|s| s.add_refresh_token("setup"));
         let (setup, _) = refresh(&sim, "setup").unwrap();
@@ -579,8 +570,8 @@ mod rules {
             error::{AuthFailure, Error},
             plan::DocumentKind,
             providers::ItemKind,
-            simulator::Fault,
         };
+        use byte8_ledger_simulators::Fault;
         let (sim, _setup, _server, sage) = connected(SimConfig::default()).await;
         sage.reference_data(false).await.unwrap();
         // 401 "No active subscription" on one endpoint while the rest answers: the edition.
@@ -641,10 +632,10 @@ mod rules {
 
     #[tokio::test]
     async fn injected_errors_carry_sages_real_bodies() {
-        use byte8_ledger_core::simulator::Fault;
+        use byte8_ledger_simulators::Fault;
         let (sim, setup, _server, _sage) = connected(SimConfig::default()).await;
         let real = |name: &str| -> Value {
-            let path = format!("{}/tests/fixtures/sage-real/{name}", env!("CARGO_MANIFEST_DIR"));
+            let path = format!("{}/tests/fixtures/sage-real/{name}", concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
             serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
         };
         for (fault, status, fixture) in [

@@ -1,12 +1,12 @@
 //! The sync engine end to end: events in, outcomes out, through the real engine, the real
 //! `SageProvider` over HTTP and the Sage simulator on loopback, with the SQLite store on a
 //! temporary file. Every test checks what Sage holds as well as the outcomes.
-#![cfg(all(feature = "simulator", feature = "sqlite"))]
 
-mod support;
+use crate::support;
 
 use std::{sync::Arc, time::Duration};
 
+use crate::support_engine::*;
 use async_trait::async_trait;
 use byte8_ledger_core::{
     Result,
@@ -22,13 +22,13 @@ use byte8_ledger_core::{
         StockMovementRequest, TransactionKind, TransactionLookup, TransactionRecord, sage::SageProvider,
     },
     reference::{BankAccount, LedgerAccount, ReferenceData},
-    simulator::{Fault, FaultRates, SageSimulator, SimConfig},
     store::{Enqueued, RunStatus},
 };
+use byte8_ledger_simulators::{Fault, FaultRates, SageSimulator, SimConfig};
 use chrono::Duration as Span;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{engine::*, policy};
+use support::policy;
 
 // =============================================================================================
 // 1. Every event type
@@ -1151,10 +1151,10 @@ fn timeless(o: &Outcome) -> Value {
 #[tokio::test]
 async fn replaying_the_samples_writes_nothing_and_repeats_every_outcome() {
     let mut w = World::new().await;
-    let engine = w.engine(SyncPolicy::from_json(include_str!("../samples/policy.json")).unwrap());
+    let engine = w.engine(SyncPolicy::from_json(include_str!("../../../../samples/policy.json")).unwrap());
     engine.check_policy().await.unwrap();
     let lines: Vec<&str> =
-        include_str!("../samples/events.jsonl").lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        include_str!("../../../../samples/events.jsonl").lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let mut first = Vec::new();
     for line in &lines {
         first.push(engine.sync_line(line).await.unwrap());
@@ -1168,7 +1168,7 @@ async fn replaying_the_samples_writes_nothing_and_repeats_every_outcome() {
     let b = w.biz();
     assert_eq!((b.invoices.len(), b.credit_notes.len(), b.payments.len(), b.allocations.len()), (5, 2, 2, 1));
     let writes = w.writes();
-    let snapshot = |b: &byte8_ledger_core::simulator::SimBusiness| {
+    let snapshot = |b: &byte8_ledger_simulators::SimBusiness| {
         (b.contacts.len(), b.invoices.len(), b.credit_notes.len(), b.payments.len(), b.items.len(), b.movements.len())
     };
     let before = snapshot(&b);
@@ -1177,7 +1177,7 @@ async fn replaying_the_samples_writes_nothing_and_repeats_every_outcome() {
     w.clock.advance(Span::hours(1));
     drop(engine);
     w.reopen_store().await;
-    let engine = w.engine(SyncPolicy::from_json(include_str!("../samples/policy.json")).unwrap());
+    let engine = w.engine(SyncPolicy::from_json(include_str!("../../../../samples/policy.json")).unwrap());
     for (line, earlier) in lines.iter().zip(&first) {
         let again = engine.sync_line(line).await.unwrap();
         assert_eq!(timeless(&again), timeless(earlier), "replay of {line}");

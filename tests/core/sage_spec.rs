@@ -1,8 +1,7 @@
 //! Tests of the Sage spec checker (`tests/support/sage_spec.rs`) on hand-written bodies: a valid
 //! body passes, and every rule fires on a body built to break it.
 
-#[path = "support/sage_spec.rs"]
-mod sage_spec;
+use crate::support_sage_spec as sage_spec;
 
 use std::collections::BTreeSet;
 

@@ -1,14 +1,10 @@
 //! The public conformance suite, unchanged, against the Xero provider over HTTP into the Xero
 //! simulator: the whole suite and each behaviour on its own (so that a failure names it).
-#![cfg(all(feature = "conformance", feature = "simulator", feature = "xero"))]
 
-#[path = "support/xero.rs"]
-mod xero;
+use crate::support_xero as xero;
 
-use byte8_ledger_core::{
-    providers::conformance,
-    simulator::xero::{XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
-};
+use byte8_ledger_core::providers::conformance;
+use byte8_ledger_simulators::xero::{XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator};
 
 macro_rules! behaviour_tests {
     ($($name:ident),* $(,)?) => {
@@ -65,8 +61,7 @@ async fn xero_over_http_into_the_simulator_conforms() {
     assert_eq!(distinct.len(), keys.len(), "a key sent twice");
 }
 
-#[path = "support/xero_spec.rs"]
-mod xero_spec;
+use crate::support_xero_spec as xero_spec;
 
 /// A wiremock responder that answers with the Xero simulator's state machine, so that wiremock
 /// sees (and the spec checker checks) every request of a whole conformance run.
@@ -74,7 +69,7 @@ struct Simulated(XeroSimulator);
 
 impl wiremock::Respond for Simulated {
     fn respond(&self, req: &wiremock::Request) -> wiremock::ResponseTemplate {
-        let sim_req = byte8_ledger_core::simulator::SimRequest {
+        let sim_req = byte8_ledger_simulators::SimRequest {
             method: req.method.to_string(),
             path: req.url.path().to_owned(),
             query: req.url.query_pairs().into_owned().collect(),
@@ -103,8 +98,8 @@ async fn every_request_of_a_conformance_run_matches_xeros_spec() {
     use byte8_ledger_core::{
         auth::{MemoryTokenStore, TokenSet},
         providers::xero::{XeroBuilder, XeroLimits},
-        simulator::xero::XERO_DEMO_REFRESH_TOKEN,
     };
+    use byte8_ledger_simulators::xero::XERO_DEMO_REFRESH_TOKEN;
     use secrecy::SecretString;
     let server = wiremock::MockServer::start().await;
     let sim = XeroSimulator::demo(XeroSimConfig::unlimited());

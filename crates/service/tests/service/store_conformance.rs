@@ -1,11 +1,7 @@
 //! The store conformance suite against every store: memory, SQLite (a file on disk, as the
 //! command uses it) and PostgreSQL (feature `postgres`, when `BYTE8_TEST_DATABASE_URL` names a
 //! database; skipped otherwise).
-#![cfg(all(feature = "conformance", feature = "sqlite"))]
-
-#[cfg(feature = "postgres")]
-#[path = "support/postgres.rs"]
-mod pg;
+use crate::support_postgres as pg;
 
 use byte8_ledger_core::store::{conformance, crypto::MasterKey, memory::MemoryStore, sqlite::SqliteStore};
 
@@ -20,8 +16,6 @@ async fn sqlite_store_conforms() {
     let store = SqliteStore::open(dir.path().join("state.db"), Some(MasterKey::generate())).await.unwrap();
     conformance::run_all(&store, "sqlite").await;
 }
-
-#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_store_conforms() {
     let Some(url) = pg::url("postgres_store_conforms") else { return };
@@ -115,8 +109,6 @@ async fn sqlite_service_store_conforms() {
     let store = SqliteStore::open(dir.path().join("state.db"), Some(MasterKey::generate())).await.unwrap();
     conformance::service::run_all(&store, "sqlite").await;
 }
-
-#[cfg(feature = "postgres")]
 #[tokio::test]
 async fn postgres_service_store_conforms() {
     let Some(url) = pg::url("postgres_service_store_conforms") else { return };
@@ -127,10 +119,10 @@ async fn postgres_service_store_conforms() {
 #[tokio::test]
 async fn sqlite_keeps_the_api_key_encrypted_at_rest() {
     use byte8_ledger_core::{
-        magento::ApiKey,
         policy::SyncPolicy,
         store::service::{Binding, BindingStore},
     };
+    use byte8_ledger_service::magento::ApiKey;
     use secrecy::SecretString;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
@@ -182,7 +174,7 @@ async fn sqlite_migration_0004_gives_existing_runs_their_tenant() {
     // The schema as it was: migrations 0001 to 0003 only.
     let old = dir.path().join("migrations");
     std::fs::create_dir(&old).unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("migrations/sqlite");
     for name in ["0001_init.sql", "0002_connection_provider_tenant.sql", "0003_service.sql"] {
         std::fs::copy(root.join(name), old.join(name)).unwrap();
     }

@@ -1,7 +1,6 @@
 //! The conformance suite against the Sage provider: over HTTP into the simulator, and over a
 //! wiremock server whose one catch-all responder is the simulator's state machine (so every
 //! request the provider sends is also visible to wiremock).
-#![cfg(all(feature = "conformance", feature = "simulator"))]
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,8 +11,8 @@ use byte8_ledger_core::{
         conformance::{self, Fixture},
         sage::{SageBuilder, SageProvider},
     },
-    simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimRequest},
 };
+use byte8_ledger_simulators::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimRequest};
 use secrecy::SecretString;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
 

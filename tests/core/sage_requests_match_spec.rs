@@ -4,8 +4,7 @@
 //! The inputs mirror the transform unit tests (`src/providers/sage/transform/tests.rs`), plus the
 //! cases where the transforms must fit text into Sage's limits.
 
-#[path = "support/sage_spec.rs"]
-mod sage_spec;
+use crate::support_sage_spec as sage_spec;
 
 use std::collections::BTreeMap;
 

@@ -12,9 +12,9 @@ use byte8_ledger_core::{
     engine::EntitySource,
     error::{AuthFailure, Error, ErrorCode},
     http::RetryConfig,
-    magento::{ApiKey, ConnectionStatus, MagentoClient, PairRequest, http_client},
     outcome::{Outcome, SyncStatus},
 };
+use byte8_ledger_service::magento::{ApiKey, ConnectionStatus, MagentoClient, PairRequest, http_client};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -25,7 +25,7 @@ use wiremock::{
 };
 
 fn vectors() -> Value {
-    serde_json::from_str(include_str!("fixtures/jwt/vectors.json")).unwrap()
+    serde_json::from_str(include_str!("../../../../tests/fixtures/jwt/vectors.json")).unwrap()
 }
 
 fn api_key_text() -> String {
@@ -119,7 +119,7 @@ fn client(server: &MockServer) -> MagentoClient {
 /// The first readable sample event of each kind: (kind, id, entity JSON).
 fn samples() -> Vec<(EventKind, u64, Value)> {
     let mut out: Vec<(EventKind, u64, Value)> = Vec::new();
-    for line in include_str!("../samples/events.jsonl").lines() {
+    for line in include_str!("../../../../samples/events.jsonl").lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
         let kind: EventKind = v["event"].as_str().unwrap().parse().unwrap();
         if out.iter().any(|(k, _, _)| *k == kind) {

@@ -5,16 +5,13 @@
 //! without a second write, another body under the same key is refused, the key lasts six minutes
 //! and at most 128 characters. A regression that lets a request through that Xero would refuse,
 //! or refuses one Xero would take, fails here.
-#![cfg(feature = "simulator")]
 
 use std::sync::Arc;
 
-use byte8_ledger_core::{
-    clock::ManualClock,
-    simulator::{
-        SimRequest, SimResponse,
-        xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroOrg, XeroSimConfig, XeroSimulator},
-    },
+use byte8_ledger_core::clock::ManualClock;
+use byte8_ledger_simulators::{
+    SimRequest, SimResponse,
+    xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroOrg, XeroSimConfig, XeroSimulator},
 };
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};

@@ -1,6 +1,5 @@
 //! The `byte8-ledger` command as an operator runs it (contract.md section 3): the binary, against
 //! the Sage simulator served by the test, on a state file in a temp directory.
-#![cfg(all(feature = "cli", feature = "simulator"))]
 
 use std::{
     io::Write,
@@ -8,10 +7,8 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use byte8_ledger_core::{
-    outcome::{Outcome, SyncStatus},
-    simulator::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer},
-};
+use byte8_ledger_core::outcome::{Outcome, SyncStatus};
+use byte8_ledger_simulators::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer};
 use serde_json::Value;
 
 const KEY: &str = "Ynl0ZTgtbGVkZ2VyLWNoYW9zLXNvYWstbWFzdGVyLWs=";
@@ -33,7 +30,7 @@ fn with_env(mut c: Command) -> Command {
 }
 
 fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("samples")
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -479,7 +476,7 @@ fn demo_into_the_xero_simulator_runs_with_no_set_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_xero_pins_the_organisation_and_sync_uses_it() {
-    use byte8_ledger_core::simulator::xero::{
+    use byte8_ledger_simulators::xero::{
         XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroOrg, XeroSimConfig, XeroSimulator,
     };
     let dir = tempfile::tempdir().unwrap();

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use byte8_ledger_core::{
     clock::{Clock, ManualClock},
     error::{AuthFailure, Error},
-    magento::{
-        ApiKey, Claims, JwtSigner, MemoryReplayCache, WebhookVerifier,
-        jwt::{self},
-    },
+};
+use byte8_ledger_service::magento::{
+    ApiKey, Claims, JwtSigner, MemoryReplayCache, WebhookVerifier,
+    jwt::{self},
 };
 use chrono::DateTime;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
 fn vectors() -> Value {
-    serde_json::from_str(include_str!("fixtures/jwt/vectors.json")).expect("vectors.json")
+    serde_json::from_str(include_str!("../../../../tests/fixtures/jwt/vectors.json")).expect("vectors.json")
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -3,19 +3,18 @@
 //! commit-then-500 answers, bursts of 429s and access tokens that expire every two seconds.
 //! Nothing may be lost, dead-lettered or doubled and every total must match Magento's; and the
 //! soak's own verification is checked on a ledger with one gap of every kind.
-#![cfg(all(feature = "cli", feature = "simulator"))]
 
 use std::time::Duration;
 
 use byte8_ledger_core::{
     outcome::{Outcome, SyncStatus},
-    simulator::{
-        FaultRates, SageSimulator, SimConfig, SimDocument, SimRequest, SimTransaction,
-        soak::{self, SoakConfig, SoakReport, verify_business},
-        workload::{Expectation, Workload, WorkloadConfig},
-        xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
-    },
     store::{AttemptRecord, Dedupe, NewRun, RunResult, RunStatus, RunStore, memory::MemoryStore},
+};
+use byte8_ledger_simulators::{
+    FaultRates, SageSimulator, SimConfig, SimDocument, SimRequest, SimTransaction,
+    soak::{self, SoakConfig, SoakReport, verify_business},
+    workload::{Expectation, Workload, WorkloadConfig},
+    xero::{XERO_DEMO_REFRESH_TOKEN, XERO_DEMO_TENANT, XeroSimConfig, XeroSimulator},
 };
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
