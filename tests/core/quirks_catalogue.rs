@@ -4,7 +4,8 @@
 //! exists in the file it names (`cargo test` runs them all).
 //!
 //! Markers are list items: ``- Code: `providers::sage::transform::document_body` `` (a path under
-//! `src/`, types and modules alike) and ``- Test: `sage_http::name` `` (`tests/sage_http.rs`) or
+//! `src/` or a package's sources beside it, types and modules alike) and ``- Test: `sage_http::name` ``
+//! (the module `sage_http` of a test binary: `tests/core/sage_http.rs`) or
 //! ``- Test: `identity::tests::name` `` (a unit test under `src/`).
 
 use std::path::{Path, PathBuf};
@@ -95,24 +96,49 @@ fn catalogue() -> (Vec<Entry>, Vec<String>) {
     (entries, not_worked_around)
 }
 
-/// The files a marker path may live in: `tests/{name}.rs` for `name::f`, else the module files
-/// under `src/` from the longest module prefix to the shortest (`a::b::T::f` → `src/a/b/T/f.rs`,
-/// …, `src/a/b.rs`, `src/a/b/mod.rs`, `src/a.rs`, `src/a/mod.rs`).
+/// The directories of the workspace's integration-test binaries (`{dir}/{name}.rs` is a module).
+const TEST_DIRS: &[&str] =
+    &["tests/core", "crates/simulators/tests/simulators", "crates/service/tests/service", "crates/cli/tests/cli"];
+
+/// Where a module path's first segment lives: the core's `src/`, or a package beside it
+/// (`simulator::state` → `crates/simulators/src/state.rs`, `service::worker` →
+/// `crates/service/src/worker.rs`, `magento::jwt` → `crates/service/src/magento/jwt.rs`,
+/// `cli::demo` → `crates/cli/src/cli/demo.rs`).
+fn source_root<'a>(root: &Path, module: &'a [&'a str]) -> (PathBuf, &'a [&'a str]) {
+    match module.first() {
+        Some(&"simulator") => (root.join("crates/simulators/src"), &module[1..]),
+        Some(&"service") => (root.join("crates/service/src"), &module[1..]),
+        Some(&"magento") => (root.join("crates/service/src"), module),
+        Some(&"cli") => (root.join("crates/cli/src"), module),
+        _ => (root.join("src"), module),
+    }
+}
+
+/// The files a marker path may live in: `{test dir}/{name}.rs` for `name::f` (a module of one of
+/// the [`TEST_DIRS`] binaries), else the module files under the package's sources from the
+/// longest module prefix to the shortest (`a::b::T::f` → `src/a/b/T/f.rs`, …, `src/a/b.rs`,
+/// `src/a/b/mod.rs`, `src/a.rs`, `src/a/mod.rs`, `src/lib.rs` for a package's root).
 fn candidate_files(path: &str) -> (String, Vec<PathBuf>) {
     let segments: Vec<&str> = path.split("::").collect();
     let (name, module) = segments.split_last().expect("a non-empty path");
     let root = Path::new(ROOT);
     if module.len() == 1 {
-        let test_file = root.join("tests").join(format!("{}.rs", module[0]));
-        if test_file.exists() {
-            return ((*name).to_owned(), vec![test_file]);
+        for dir in TEST_DIRS {
+            let test_file = root.join(dir).join(format!("{}.rs", module[0]));
+            if test_file.exists() {
+                return ((*name).to_owned(), vec![test_file]);
+            }
         }
     }
+    let (src, module) = source_root(root, module);
     let mut files = Vec::new();
     for k in (1..=module.len()).rev() {
         let joined = module[..k].join("/");
-        files.push(root.join("src").join(format!("{joined}.rs")));
-        files.push(root.join("src").join(joined).join("mod.rs"));
+        files.push(src.join(format!("{joined}.rs")));
+        files.push(src.join(joined).join("mod.rs"));
+    }
+    if module.is_empty() {
+        files.push(src.join("lib.rs"));
     }
     ((*name).to_owned(), files.into_iter().filter(|f| f.exists()).collect())
 }
@@ -245,7 +271,13 @@ fn the_checker_tells_apart_what_exists() {
     );
     assert!(resolve_code("providers::sage::transform::no_such_function").is_err());
     assert!(resolve_code("identity::document_body").is_err(), "the right name in the wrong module");
-    assert!(resolve_test("sage_http::get_document_never_marks_as_sent").unwrap().ends_with("tests/sage_http.rs"));
+    assert!(resolve_test("sage_http::get_document_never_marks_as_sent").unwrap().ends_with("tests/core/sage_http.rs"));
+    assert!(resolve_code("simulator::state::page").unwrap().ends_with("crates/simulators/src/state.rs"));
+    assert!(
+        resolve_test("cli::connect_xero_pins_the_organisation_and_sync_uses_it")
+            .unwrap()
+            .ends_with("crates/cli/tests/cli/cli.rs")
+    );
     assert!(resolve_test("providers::sage::transform::tests::item_bodies").is_ok());
     assert!(resolve_test("auth::tests::secrets_never_show_in_debug").is_ok());
     assert!(resolve_test("sage_http::invoice").is_err(), "a helper is not a test");
