@@ -79,15 +79,36 @@
 //!
 //! # Features
 //!
+//! The default features are what an embedder needs to post to Sage: the engine, the Sage
+//! provider, the memory store. No web server, database driver or command-line parser is built.
+//!
 //! | feature | what |
 //! |---|---|
-//! | `cli` (default) | the `byte8-ledger` command; enables all of the below |
 //! | `sqlite` | [`store`]'s embedded SQLite store (one process) |
 //! | `postgres` | the PostgreSQL store (several processes sharing one queue and rate limit) |
-//! | `service` | the ledger service for the Byte8 Magento module (webhooks, workers, callbacks) |
 //! | `xero` | the Xero provider |
-//! | `simulator` | stateful Sage and Xero simulators on a loopback port |
 //! | `conformance` | the public conformance suites of providers and stores |
+//!
+//! # Packages and the layering rule
+//!
+//! The repository is a Cargo workspace whose packages are the layers:
+//!
+//! | package | what | may depend on |
+//! |---|---|---|
+//! | `byte8-ledger-core` (this library) | canonical → policy → tax → plan → providers → engine → stores, OAuth custody, the HTTP machinery | no other package of the workspace |
+//! | `byte8-ledger-simulators` | the Sage and Xero simulators, workloads, the chaos soak | the core |
+//! | `byte8-ledger-service` | the Byte8 Magento module's protocol (`magento`) and the ledger service (routes, workers, callbacks) | the core (the simulators for its tests only) |
+//! | `byte8-ledger` | the `byte8-ledger` command (a binary) | all of the above |
+//!
+//! Inside the core, data flows one way and modules import only what is below them: `canonical`,
+//! `money`, `tax` and `plan` import nothing of providers, HTTP or storage; [`providers`] know
+//! nothing of the engine or the stores' run queue; [`engine`] talks to ledgers through
+//! [`AccountingProvider`] and to Magento through [`engine::EntitySource`] (implemented by the
+//! service package's Magento client). What the service keeps in a store ([`store::service`]:
+//! tenant bindings, dispatch leases, the callback outbox, the webhook replay cache, the tenant's
+//! [`store::service::ApiKey`]) is defined here beside the stores that keep it, so that no store
+//! imports the service. The rule is checked by `tests/core/layers.rs`, which reads the packages'
+//! dependency graph (`cargo metadata`) and the core's default dependency tree (`cargo tree`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;

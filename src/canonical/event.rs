@@ -150,11 +150,11 @@ impl Entity {
 }
 
 /// Deserialises `T` from a JSON value, reporting the path of the first bad field: the error
-/// ([`Error::Validation`](crate::Error::Validation)) names `what` and the field, so that an
-/// operator sees which part of which answer was wrong.
+/// ([`Error::Parse`](crate::Error::Parse)) names `what` and the field, so that an operator sees
+/// which part of which answer was wrong.
 ///
 /// # Errors
-/// [`Error::Validation`](crate::Error::Validation) when `value` is not a `T`.
+/// [`Error::Parse`](crate::Error::Parse) when `value` is not a `T`.
 pub fn read<T: DeserializeOwned>(what: &'static str, value: Value) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();

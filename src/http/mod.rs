@@ -49,7 +49,7 @@ pub fn ledger_url(text: &str) -> std::result::Result<Url, String> {
 /// (scheme, host and port) of the request, at most 5 times; any other is not followed and its
 /// 3xx answer reaches the client, which reports it. A ledger's answer thus cannot send the
 /// bearer token or a posting to another address. (The Magento client follows none at all:
-/// [`crate::magento::http_client`].)
+/// `byte8_ledger_service::magento::http_client`.)
 pub fn same_origin_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let same = attempt.previous().first().is_some_and(|first| first.origin() == attempt.url().origin());

@@ -1,4 +1,4 @@
-//! What the ledger service ([`crate::service`], feature `service`) keeps beside the run queue, in
+//! What the ledger service (package `byte8-ledger-service`) keeps beside the run queue, in
 //! the same database so that every service process sharing it sees the same state:
 //!
 //! - [`BindingStore`]: the **tenant bindings**, one per paired Magento store: its tenant id, base
@@ -8,7 +8,7 @@
 //!   sync policy, its status (`active | revoked`) and the Magento connection status
 //!   (`pending | active | token_revoked`).
 //! - [`DispatchStore`]: what the workers coordinate through. A **dispatch lease** per business
-//!   (one worker at a time drains a business's queue, see [`crate::service`] for why); the
+//!   (one worker at a time drains a business's queue, see the service package's docs for why); the
 //!   **sync-state callback outbox**, one row per run whose terminal outcome Magento has not been
 //!   told yet; the health counters; the runs of one Magento entity.
 //! - [`ReplayCache`]: the webhook `jti`s seen, until they expire, so that a token replayed to

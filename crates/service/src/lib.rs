@@ -1,4 +1,4 @@
-//! The ledger service for the Byte8 Magento module (feature `service`): what a merchant's store
+//! The ledger service for the Byte8 Magento module: what a merchant's store
 //! running `byte8/module-client` talks to, as an axum [`Router`](axum::Router) a host can embed,
 //! and the workers that sync what it queues. `byte8-ledger serve` runs both.
 //!
@@ -123,9 +123,9 @@
 //! use std::sync::Arc;
 //! use byte8_ledger_core::{
 //!     clock::SystemClock,
-//!     service::{SageProviders, Service, ServiceConfig},
 //!     store::{crypto::MasterKey, sqlite::SqliteStore},
 //! };
+//! use byte8_ledger_service::{SageProviders, Service, ServiceConfig};
 //!
 //! # async fn demo() -> byte8_ledger_core::Result<()> {
 //! let store = Arc::new(SqliteStore::open("state.db", Some(MasterKey::from_env()?)).await?);
@@ -150,6 +150,8 @@ use std::{fmt, sync::Arc, time::Duration};
 
 #[cfg(feature = "xero")]
 pub use byte8_ledger_core::providers::stored::XeroProviders;
+/// The providers of a tenant's business, built from its stored connection (defined in the core,
+/// `byte8_ledger_core::providers::stored`, so that the command builds its providers the same way).
 pub use byte8_ledger_core::providers::stored::{ProviderFactory, SageProviders, StoredProviders};
 pub use serve::{HttpLimits, serve};
 pub use worker::WorkerPool;

@@ -13,7 +13,7 @@
 //! Physical minimum in steady state: 1 request per invoice whose contact and items are known, 1 per
 //! payment, 2 per credit memo that settles an invoice (note + allocation), 1 otherwise.
 //!
-//! Run: `cargo run --release --example bench_sync -- [EVENTS] [SEED]` (default 5000 events, seed 7).
+//! Run: `cargo run --release -p byte8-ledger-simulators --example bench_sync -- [EVENTS] [SEED]` (default 5000 events, seed 7).
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 

@@ -6,7 +6,7 @@
 //! per-business limit (200 requests in any 60 s by default) with 429 + `Retry-After`. Each business
 //! has its own engine, provider and client-side limiter, and syncs its own realistic stream.
 //!
-//! Run: `cargo run --release --example bench_throughput -- [SECONDS] [BUSINESSES] [LIMIT]`
+//! Run: `cargo run --release -p byte8-ledger-simulators --example bench_throughput -- [SECONDS] [BUSINESSES] [LIMIT]`
 //! (defaults: 120 s, 50 businesses, 200 a minute).
 
 use std::{

@@ -14,7 +14,7 @@
 //! Calls are the Accounting API calls the simulator served (token refreshes and `/connections`
 //! are not counted: Xero does not count them against the organisation's limits).
 //!
-//! Run: `cargo run --example bench_xero --features simulator,xero -- [EVENTS] [SEED] [UNBATCHED_INVOICES]`
+//! Run: `cargo run -p byte8-ledger-simulators --example bench_xero -- [EVENTS] [SEED] [UNBATCHED_INVOICES]`
 //! (default 3000 events, seed 7, 60 invoices for the unbatched throughput run).
 
 use std::{sync::Arc, time::Instant};

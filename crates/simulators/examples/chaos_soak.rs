@@ -4,7 +4,7 @@
 //! every few seconds. Prints what the ledger holds against what Magento sent.
 //!
 //! Build the command first, then run:
-//! `cargo build --release --bin byte8-ledger && cargo run --release --example chaos_soak -- [EVENTS] [KILLS] [SEED]`
+//! `cargo build --release --bin byte8-ledger && cargo run --release -p byte8-ledger-simulators --example chaos_soak -- [EVENTS] [KILLS] [SEED]`
 //! (defaults: 3000 events, 12 kills, seed 1). The reduced version runs in CI as `tests/chaos.rs`.
 
 use std::time::Duration;

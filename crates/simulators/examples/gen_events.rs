@@ -2,7 +2,7 @@
 //! for, so that long runs — a backfill's memory, a soak against `byte8-ledger simulate` — can be
 //! reproduced from the command line.
 //!
-//! Run: `cargo run --release --example gen_events -- EVENTS [SEED] > events.jsonl`
+//! Run: `cargo run --release -p byte8-ledger-simulators --example gen_events -- EVENTS [SEED] > events.jsonl`
 //! (the policy goes to `workload-policy.json` in the current directory).
 
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! the real `SageProvider` over HTTP (OAuth refresh included), the `SyncEngine` with an in-memory
 //! store, one `invoice.created` event in, one outcome out — then prints what Sage holds.
 //!
-//! Run: `cargo run --example post_invoice`. Point `SageBuilder` at
+//! Run: `cargo run -p byte8-ledger-simulators --example post_invoice`. Point `SageBuilder` at
 //! `https://api.accounting.sage.com/v3.1` with real credentials to post to a real business.
 
 use std::sync::Arc;

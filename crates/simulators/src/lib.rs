@@ -1,5 +1,5 @@
 //! A stateful fake of the Sage Business Cloud Accounting v3.1 subset this crate uses, served on a
-//! loopback port (feature `simulator`). Its Xero twin is [`xero::XeroSimulator`]. The demo, the examples, the engine's tests and the
+//! loopback port. Its Xero twin is [`xero::XeroSimulator`]. The demo, the examples, the engine's tests and the
 //! benchmarks run against it.
 //!
 //! It enforces Sage's documented rules (sage-api.md sections 3, 4 and 6; byte8-spec.md 9):

@@ -1,5 +1,5 @@
 //! A stateful fake of the Xero Accounting API 2.0 subset the crate uses, with Xero's identity
-//! endpoints, served on a loopback port like the Sage simulator (feature `simulator`).
+//! endpoints, served on a loopback port like the Sage simulator.
 //!
 //! It enforces Xero's documented rules (xero-api.md; Q numbers are its quirks table):
 //!
