@@ -1100,7 +1100,7 @@ async fn pairing_waits_out_a_busy_store_once_magento_holds_the_new_key() {
             .args(["--business-id", BUSINESS, "--policy"])
             .arg(policy_path())
             .args(["--ledger-base-url", "https://ledger.example.com"])
-            .env("RUST_LOG", "byte8_ledger_core=warn")
+            .env("RUST_LOG", "byte8_ledger=warn")
             .output()
             .unwrap()
     })

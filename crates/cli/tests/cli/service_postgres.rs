@@ -57,7 +57,7 @@ fn serve(url: &str, dir: &std::path::Path, name: &str, args: &[&str]) -> tokio::
         // A high limit: the shared limiter is used, the test is not paced by it.
         .env("SAGE_REQUESTS_PER_MINUTE", "60000")
         .env("SAGE_RETRY_BACKOFF_MS", "20")
-        .env("RUST_LOG", "byte8_ledger_core=info")
+        .env("RUST_LOG", "byte8_ledger=info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
