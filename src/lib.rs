@@ -89,6 +89,7 @@ pub mod outcome;
 pub mod plan;
 pub mod policy;
 pub mod providers;
+pub mod reconcile;
 pub mod reference;
 #[cfg(feature = "service")]
 #[cfg_attr(docsrs, doc(cfg(feature = "service")))]
