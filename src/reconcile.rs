@@ -570,3 +570,7 @@ where
     tracing::info!(scope, from = %period.from, to = %period.to, magento = magento.len(), ledger = ledger.len(), "reconciling");
     Ok(compare(period, &magento, &ledger, unreadable))
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
