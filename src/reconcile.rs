@@ -332,7 +332,12 @@ fn describe(f: &Finding) -> String {
             format_money(*gross)
         ),
         Finding::DuplicateInLedger { kind, reference, ledger_ids } => {
-            format!("present {} times in ledger: {} {reference} ({})", ledger_ids.len(), kind.as_str(), ledger_ids.join(", "))
+            format!(
+                "present {} times in ledger: {} {reference} ({})",
+                ledger_ids.len(),
+                kind.as_str(),
+                ledger_ids.join(", ")
+            )
         }
         Finding::AmountDiffers { kind, reference, ledger_id, amount, magento, ledger } => format!(
             "{} differs: {} {reference} (ledger {ledger_id}): Magento {}, ledger {}",
@@ -342,7 +347,10 @@ fn describe(f: &Finding) -> String {
             ledger.map_or_else(|| "none".to_owned(), format_money)
         ),
         Finding::CurrencyDiffers { kind, reference, ledger_id, magento, ledger } => {
-            format!("currency differs: {} {reference} (ledger {ledger_id}): Magento {magento}, ledger {ledger}", kind.as_str())
+            format!(
+                "currency differs: {} {reference} (ledger {ledger_id}): Magento {magento}, ledger {ledger}",
+                kind.as_str()
+            )
         }
         Finding::UnallocatedPayment { reference, ledger_id, amount } => format!(
             "payment unallocated: {} (ledger {ledger_id}): {} on account",
@@ -401,7 +409,11 @@ pub fn compare(period: Period, magento: &[MagentoRecord], ledger: &[LedgerEntry]
                         ledger: c.to_owned(),
                     });
                 }
-                let pairs = [(Amount::Net, m.net, e.net), (Amount::Vat, m.vat, e.vat), (Amount::Gross, Some(m.gross), Some(e.gross))];
+                let pairs = [
+                    (Amount::Net, m.net, e.net),
+                    (Amount::Vat, m.vat, e.vat),
+                    (Amount::Gross, Some(m.gross), Some(e.gross)),
+                ];
                 for (amount, mine, theirs) in pairs {
                     if let Some(mine) = mine
                         && theirs != Some(mine)
@@ -463,15 +475,16 @@ pub async fn magento_records<S: RunStore + XrefStore + ?Sized>(
     let mut records = Vec::new();
     let mut unreadable = Vec::new();
     for run in store.runs_with_status(scope, RunStatus::Synced).await? {
-        let document = matches!(
-            run.event.as_deref(),
-            Some("invoice.created" | "invoice.paid" | "creditmemo.created")
-        );
+        let document = matches!(run.event.as_deref(), Some("invoice.created" | "invoice.paid" | "creditmemo.created"));
         if !document {
             continue;
         }
         let mut bad = |reason: String| {
-            unreadable.push(Finding::UnreadableRun { run_id: run.id, idempotency_key: run.idempotency_key.clone(), reason })
+            unreadable.push(Finding::UnreadableRun {
+                run_id: run.id,
+                idempotency_key: run.idempotency_key.clone(),
+                reason,
+            })
         };
         let event = match Event::parse(&run.raw) {
             Ok(e) => e,

@@ -120,7 +120,12 @@ fn missing_duplicate_differing_unallocated_and_orphans_are_each_reported() {
             magento: dec!(12.00),
             ledger: Some(dec!(11.99)),
         },
-        Finding::MissingInLedger { kind: EntryKind::CreditNote, reference: "CM1".into(), magento_id: 4, gross: dec!(6) },
+        Finding::MissingInLedger {
+            kind: EntryKind::CreditNote,
+            reference: "CM1".into(),
+            magento_id: 4,
+            gross: dec!(6),
+        },
         Finding::UnallocatedPayment { reference: Some("INV1".into()), ledger_id: "p".into(), amount: dec!(0.01) },
         Finding::NotFromRun {
             kind: EntryKind::Invoice,

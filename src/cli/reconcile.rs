@@ -51,10 +51,8 @@ pub(super) async fn run(args: ReconcileArgs, out: &mut dyn Write) -> Result<(), 
             return Err(usage(format!("{db} holds {} connections: choose one with --business-id", many.len())));
         }
     };
-    let provider = db
-        .providers(super::database::rate_from_env()?)
-        .for_connection(connection)
-        .map_err(|e| usage(e.to_string()))?;
+    let provider =
+        db.providers(super::database::rate_from_env()?).for_connection(connection).map_err(|e| usage(e.to_string()))?;
     let report = reconcile(&*store, &*provider, &connection.scope, period).await?;
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Failure { code: 1, message: e.to_string() })?;

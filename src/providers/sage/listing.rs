@@ -76,8 +76,8 @@ pub(super) async fn list_entries(
             let docs: Vec<SageDocument> = client.get_all(path, &range).await?;
             docs.into_iter()
                 .map(|d| {
-                    let voided = d.status.as_ref().is_some_and(|s| s.id.eq_ignore_ascii_case("VOID"))
-                        || d.void_reason.is_some();
+                    let voided =
+                        d.status.as_ref().is_some_and(|s| s.id.eq_ignore_ascii_case("VOID")) || d.void_reason.is_some();
                     Ok(LedgerEntry {
                         kind,
                         date: day(d.date.as_deref(), path)?,
