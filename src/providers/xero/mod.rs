@@ -19,6 +19,7 @@
 
 mod builder;
 mod client;
+mod listing;
 pub mod error;
 pub mod model;
 mod provider;
