@@ -1150,7 +1150,9 @@ fn route(org: &mut XeroOrg, req: &SimRequest, seg: &[String]) -> SimResponse {
         {
             let f = q(req, "where").and_then(AndFilter::parse).unwrap_or_default();
             let list: Vec<Value> = match *kind {
-                "Invoices" => org.invoices.iter().filter(|d| f.keeps(&d.kind, d.date)).map(|d| doc_json(org, d)).collect(),
+                "Invoices" => {
+                    org.invoices.iter().filter(|d| f.keeps(&d.kind, d.date)).map(|d| doc_json(org, d)).collect()
+                }
                 "CreditNotes" => {
                     org.credit_notes.iter().filter(|d| f.keeps(&d.kind, d.date)).map(|d| doc_json(org, d)).collect()
                 }

@@ -19,8 +19,8 @@
 
 mod builder;
 mod client;
-mod listing;
 pub mod error;
+mod listing;
 pub mod model;
 mod provider;
 pub mod transform;
