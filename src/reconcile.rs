@@ -10,7 +10,8 @@
 //! - **the ledger side**: every sales invoice, sales credit note and customer receipt the ledger
 //!   lists for the same dates ([`AccountingProvider::list_entries`]: Sage reads
 //!   `GET /sales_invoices`, `/sales_credit_notes`, `/contact_payments` with `from_date` /
-//!   `to_date`, paged within the rate limit).
+//!   `to_date`; Xero `GET /Invoices`, `/CreditNotes`, `/Payments` with a `where` clause on type
+//!   and date; both paged within the rate limit).
 //!
 //! and reports ([`Finding`]):
 //!
