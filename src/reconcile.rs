@@ -42,7 +42,9 @@
 //!   another date shows as missing on one side and unexplained on the other.
 //! - Matching is by (kind, reference): what the sync posts and looks records up by.
 //! - A run whose event carried no entity (a host that fetched it from Magento) keeps no Magento
-//!   totals: it is reported as `unreadable_run` rather than guessed.
+//!   totals: [`reconcile_with_source`] fetches it again from Magento through the same
+//!   [`EntitySource`] the engine used; without one (or when the fetch fails) it is reported as
+//!   `unreadable_run` rather than guessed.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     canonical::{Entity, Event, EventKind},
+    engine::EntitySource,
     error::{Error, Result},
     money::format_money,
     providers::{AccountingProvider, EntryKind, LedgerEntry},
@@ -464,7 +467,8 @@ pub fn compare(period: Period, magento: &[MagentoRecord], ledger: &[LedgerEntry]
 
 /// The Magento side for `period`: every synced invoice, credit memo and payment run of `scope`
 /// dated in the period, with the reference its ledger record carries; and a finding for each
-/// synced run whose event gives no totals.
+/// synced run whose event gives no totals. An event stored without its entity is fetched from
+/// `source` when one is given.
 ///
 /// # Errors
 /// The store's.
@@ -472,6 +476,7 @@ pub async fn magento_records<S: RunStore + XrefStore + ?Sized>(
     store: &S,
     scope: &str,
     period: Period,
+    source: Option<&dyn EntitySource>,
 ) -> Result<(Vec<MagentoRecord>, Vec<Finding>)> {
     let mut records = Vec::new();
     let mut unreadable = Vec::new();
@@ -494,7 +499,18 @@ pub async fn magento_records<S: RunStore + XrefStore + ?Sized>(
                 continue;
             }
         };
-        let (kind, xref_kind, mut record) = match (event.event, event.entity) {
+        let entity = match (event.entity, source) {
+            (Some(e), _) => Some(e),
+            (None, Some(source)) => match source.fetch(event.event, event.magento_entity_id).await {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    bad(format!("its entity could not be fetched from Magento: {e}"));
+                    continue;
+                }
+            },
+            (None, None) => None,
+        };
+        let (kind, xref_kind, mut record) = match (event.event, entity) {
             (EventKind::InvoiceCreated, Some(Entity::Invoice(inv))) => (
                 EntryKind::Invoice,
                 XrefKind::Invoice,
@@ -576,7 +592,26 @@ where
     S: RunStore + XrefStore + ?Sized,
     P: AccountingProvider + ?Sized,
 {
-    let (magento, unreadable) = magento_records(store, scope, period).await?;
+    reconcile_with_source(store, provider, scope, period, None).await
+}
+
+/// [`reconcile`], fetching from `source` (the store's Magento REST surface) the entity of every
+/// synced event that was stored without one.
+///
+/// # Errors
+/// As [`reconcile`].
+pub async fn reconcile_with_source<S, P>(
+    store: &S,
+    provider: &P,
+    scope: &str,
+    period: Period,
+    source: Option<&dyn EntitySource>,
+) -> Result<Report>
+where
+    S: RunStore + XrefStore + ?Sized,
+    P: AccountingProvider + ?Sized,
+{
+    let (magento, unreadable) = magento_records(store, scope, period, source).await?;
     let mut ledger = Vec::new();
     for kind in [EntryKind::Invoice, EntryKind::CreditNote, EntryKind::Payment] {
         ledger.extend(provider.list_entries(kind, period.from, period.to).await?);

@@ -200,3 +200,164 @@ fn the_json_names_each_finding() {
     assert_eq!(v["findings"][0]["kind"], "invoice");
     assert_eq!(v["totals"]["GBP"]["magento"]["invoices"]["count"], 1);
 }
+
+mod from_the_store {
+    use async_trait::async_trait;
+    use chrono::{TimeZone, Utc};
+    use rust_decimal_macros::dec;
+    use serde_json::{Value, json};
+
+    use super::super::*;
+    use crate::{
+        outcome::{Outcome, SyncStatus},
+        store::{AttemptRecord, Dedupe, NewRun, RunResult, Xref, memory::MemoryStore},
+    };
+
+    /// Invoice `id` dated `day` of March 2026: gross 30.00, VAT 5.00.
+    fn invoice_entity(id: u64, day: u32) -> Value {
+        json!({"magento_id": id, "increment_id": format!("{id:09}"), "order_id": id + 5000, "order_increment_id": format!("3{id:08}"),
+            "website_id": 1, "store_id": 1, "currency": "GBP", "state": "open",
+            "customer": {"magento_id": 1, "email": "c1@example.com", "first_name": "C", "last_name": "X", "website_id": 1, "addresses": []},
+            "lines": [{"sku": "A-1", "name": "Widget", "qty": 2, "unit_price": "10.00", "line_subtotal": "20.00", "line_tax": "4.00", "line_total": "24.00", "tax_rate": 0.2, "product_type": "simple"}],
+            "subtotal": "20.00", "tax_amount": "5.00", "shipping_amount": "5.00", "shipping_tax_amount": "1.00", "discount_amount": "0.00", "grand_total": "30.00",
+            "created_at": format!("2026-03-{day:02}T09:00:00Z"), "payment_method": "braintree", "base_to_order_rate": 1})
+    }
+
+    fn line(event: &str, id: u64, entity: Option<Value>) -> String {
+        let mut v = json!({"event": event, "idempotency_key": format!("{event}:{id}"), "magento_entity_id": id,
+            "website_id": 1, "store_id": 1, "occurred_at": "2026-03-05T10:00:00Z", "payload": {}});
+        if let Some(e) = entity {
+            v["entity"] = e;
+        }
+        v.to_string()
+    }
+
+    async fn finished(store: &MemoryStore, event: &str, id: u64, raw: String, status: RunStatus) {
+        let t = Utc.with_ymd_and_hms(2026, 3, 5, 10, 0, 0).unwrap();
+        let key = format!("{event}:{id}");
+        let run = NewRun {
+            scope: "biz".into(),
+            idempotency_key: key.clone(),
+            event: Some(event.into()),
+            magento_entity_id: Some(id),
+            fingerprint: raw.clone(),
+            raw,
+            policy: None,
+            received_at: t,
+        };
+        let run_id = store.enqueue(run, Dedupe::Permanent).await.unwrap().run_id();
+        store.claim_run(run_id, t, t + chrono::Duration::minutes(1)).await.unwrap().unwrap();
+        let outcome = Outcome {
+            idempotency_key: Some(key),
+            event: Some(event.into()),
+            entity_type: None,
+            magento_entity_id: Some(id),
+            provider: "memory".into(),
+            sync_status: SyncStatus::Synced,
+            provider_entity_id: None,
+            provider_reference: None,
+            skip_reason: None,
+            error_code: None,
+            message: None,
+            last_sync_at: t,
+        };
+        let attempt = AttemptRecord {
+            number: 1,
+            started_at: t,
+            finished_at: t,
+            result: "synced".into(),
+            error_code: None,
+            message: None,
+            ledger_id: None,
+        };
+        store.finish(run_id, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();
+    }
+
+    /// Serves invoice entities; fails for anything else.
+    #[derive(Debug)]
+    struct Source;
+
+    #[async_trait]
+    impl EntitySource for Source {
+        async fn fetch(&self, event: EventKind, magento_entity_id: u64) -> Result<Entity> {
+            match event {
+                EventKind::InvoiceCreated => Entity::from_value(event, invoice_entity(magento_entity_id, 7)),
+                _ => Err(Error::internal("Magento is down")),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn synced_runs_in_the_period_with_their_references_and_fetched_entities() {
+        let store = MemoryStore::new();
+        finished(
+            &store,
+            "invoice.created",
+            1,
+            line("invoice.created", 1, Some(invoice_entity(1, 5))),
+            RunStatus::Synced,
+        )
+        .await;
+        // Out of the period.
+        finished(
+            &store,
+            "invoice.created",
+            2,
+            line("invoice.created", 2, Some(invoice_entity(2, 28))),
+            RunStatus::Synced,
+        )
+        .await;
+        // Skipped: not in the ledger, not expected there.
+        finished(
+            &store,
+            "invoice.created",
+            3,
+            line("invoice.created", 3, Some(invoice_entity(3, 5))),
+            RunStatus::Skipped,
+        )
+        .await;
+        // Stored without its entity.
+        finished(&store, "invoice.created", 4, line("invoice.created", 4, None), RunStatus::Synced).await;
+        finished(&store, "invoice.paid", 4, line("invoice.paid", 4, None), RunStatus::Synced).await;
+        // Not a document.
+        finished(&store, "customer.upserted", 9, line("customer.upserted", 9, None), RunStatus::Synced).await;
+        let t = Utc.with_ymd_and_hms(2026, 3, 5, 10, 0, 0).unwrap();
+        store
+            .put_xref(
+                "biz",
+                XrefKind::Invoice,
+                "1",
+                &Xref::done("L1".into(), Some("MAG-000000001".into()), json!({}), t),
+            )
+            .await
+            .unwrap();
+        let march =
+            Period::new(NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(), NaiveDate::from_ymd_opt(2026, 3, 20).unwrap())
+                .unwrap();
+
+        let (records, unreadable) = magento_records(&store, "biz", march, None).await.unwrap();
+        assert_eq!(records.len(), 1);
+        let r = &records[0];
+        assert_eq!((r.magento_id, r.reference.as_str(), r.increment_id.as_str()), (1, "MAG-000000001", "000000001"));
+        assert_eq!((r.net, r.vat, r.gross), (Some(dec!(25)), Some(dec!(5)), dec!(30)));
+        assert_eq!(r.date, NaiveDate::from_ymd_opt(2026, 3, 5).unwrap());
+        let keys: Vec<&str> = unreadable
+            .iter()
+            .map(|f| match f {
+                Finding::UnreadableRun { idempotency_key, .. } => idempotency_key.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(keys, ["invoice.created:4", "invoice.paid:4"]);
+
+        let (records, unreadable) = magento_records(&store, "biz", march, Some(&Source)).await.unwrap();
+        assert_eq!(records.iter().map(|r| r.reference.as_str()).collect::<Vec<_>>(), ["MAG-000000001", "000000004"]);
+        assert_eq!(records[1].date, NaiveDate::from_ymd_opt(2026, 3, 7).unwrap());
+        assert_eq!(unreadable.len(), 1);
+        assert!(
+            matches!(&unreadable[0], Finding::UnreadableRun { idempotency_key, reason, .. }
+                if idempotency_key == "invoice.paid:4" && reason.contains("Magento is down")),
+            "{unreadable:?}"
+        );
+    }
+}
