@@ -18,6 +18,7 @@
 //! | finding | meaning |
 //! |---|---|
 //! | `missing_in_ledger` | a synced Magento record whose reference the ledger does not hold (or holds only voided) in the period |
+//! | `outside_period` | a synced Magento document missing from the period that the ledger holds under another date, or voided ([`reconcile`] looks each missing document up by reference) |
 //! | `duplicate_in_ledger` | the ledger holds the reference more than once (not voided) |
 //! | `amount_differs` | net, VAT or gross differ between Magento and the ledger (exact, to the penny) |
 //! | `currency_differs` | the ledger's currency is not Magento's |
@@ -57,6 +58,7 @@ use crate::{
     engine::EntitySource,
     error::{Error, Result},
     money::format_money,
+    plan::DocumentKind,
     providers::{AccountingProvider, EntryKind, LedgerEntry},
     store::{RunStatus, RunStore, XrefKind, XrefStore},
 };
@@ -147,6 +149,20 @@ pub enum Finding {
         magento_id: u64,
         /// Magento's gross amount.
         gross: Decimal,
+    },
+    /// A synced Magento document missing from the period's listing that the ledger holds
+    /// under another date (or voided): found by reference.
+    OutsidePeriod {
+        /// Kind.
+        kind: EntryKind,
+        /// The reference.
+        reference: String,
+        /// The Magento entity id.
+        magento_id: u64,
+        /// The ledger record.
+        ledger_id: String,
+        /// Whether it is voided in the ledger.
+        voided: bool,
     },
     /// The ledger holds the reference more than once.
     DuplicateInLedger {
@@ -334,6 +350,11 @@ fn describe(f: &Finding) -> String {
             "missing in ledger: {} {reference} (Magento id {magento_id}, gross {})",
             kind.as_str(),
             format_money(*gross)
+        ),
+        Finding::OutsidePeriod { kind, reference, magento_id, ledger_id, voided } => format!(
+            "{} in ledger outside the period: {} {reference} (Magento id {magento_id}, ledger {ledger_id})",
+            if *voided { "voided" } else { "dated" },
+            kind.as_str()
         ),
         Finding::DuplicateInLedger { kind, reference, ledger_ids } => {
             format!(
@@ -617,7 +638,26 @@ where
         ledger.extend(provider.list_entries(kind, period.from, period.to).await?);
     }
     tracing::info!(scope, from = %period.from, to = %period.to, magento = magento.len(), ledger = ledger.len(), "reconciling");
-    Ok(compare(period, &magento, &ledger, unreadable))
+    let mut report = compare(period, &magento, &ledger, unreadable);
+    // A document missing from the period may be in the ledger under another date: say so.
+    for finding in &mut report.findings {
+        let Finding::MissingInLedger { kind, reference, magento_id, .. } = finding else { continue };
+        let document = match kind {
+            EntryKind::Invoice => DocumentKind::Invoice,
+            EntryKind::CreditNote => DocumentKind::CreditNote,
+            EntryKind::Payment => continue,
+        };
+        if let Some(found) = provider.find_document(document, reference).await? {
+            *finding = Finding::OutsidePeriod {
+                kind: *kind,
+                reference: reference.clone(),
+                magento_id: *magento_id,
+                ledger_id: found.id,
+                voided: found.voided,
+            };
+        }
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -121,7 +121,8 @@ async fn the_samples_reconcile_then_each_tampering_is_reported() {
     assert!(out.contains("No differences."), "{out}");
 
     // Tamper with the books: delete one invoice, duplicate another, change a third's VAT and
-    // total, leave money of a receipt on account, and add an invoice no run posted.
+    // total, move one out of the period, leave money of a receipt on account, and add an
+    // invoice no run posted.
     sim.with_state(|s| {
         let b = s.businesses.get_mut(BUSINESS).unwrap();
         b.invoices.retain(|d| d.reference != "MAG-000000103");
@@ -135,6 +136,9 @@ async fn the_samples_reconcile_then_each_tampering_is_reported() {
         manual.id = "manual-1".into();
         manual.reference = "MANUAL-1".into();
         b.invoices.push(manual);
+        // Dated after the period: listed no more, but found by reference.
+        b.invoices.iter_mut().find(|d| d.reference == "MAG-000000102").unwrap().date =
+            chrono::NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
         let receipt = b.payments.iter_mut().find(|p| p.reference.as_deref() == Some("MAG-000000101")).unwrap();
         receipt.on_account = dec!(1.50);
     });
@@ -151,7 +155,11 @@ async fn the_samples_reconcile_then_each_tampering_is_reported() {
     assert!(differs.iter().any(|x| x["amount"] == "vat" && x["magento"] == "8.33" && x["ledger"] == "8.34"), "{out}");
     assert!(has(&f, "unallocated_payment", "MAG-000000101"), "{out}");
     assert!(has(&f, "not_from_run", "MANUAL-1"), "{out}");
-    assert_eq!(f.len(), 6, "nothing else (the manual invoice: not from a run, no other finding): {out}");
+    assert!(
+        f.iter().any(|x| x["finding"] == "outside_period" && x["reference"] == "MAG-000000102" && x["voided"] == false),
+        "{out}"
+    );
+    assert_eq!(f.len(), 7, "nothing else (the manual invoice: not from a run, no other finding): {out}");
 
     let table = reconcile(&state, "2025-12-01", "2026-11-30", false).await;
     let (out, _) = text(&table);
