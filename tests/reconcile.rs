@@ -3,6 +3,10 @@
 //! tampered with and each difference must be reported (exit 3).
 #![cfg(all(feature = "cli", feature = "simulator"))]
 
+#[path = "support/postgres.rs"]
+#[allow(dead_code)]
+mod pg;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -185,4 +189,41 @@ async fn a_period_that_ends_before_it_starts_is_a_usage_error() {
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}{err}");
     assert!(err.contains("from"), "{err}");
+}
+
+/// `--database-url`: a PostgreSQL state that holds the connection but none of the runs (they
+/// were synced through another state): every ledger record is reported as from no run.
+/// Skipped without `BYTE8_TEST_DATABASE_URL`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_records_synced_elsewhere_come_from_no_run() {
+    let Some(url) = pg::url("on_postgres_records_synced_elsewhere_come_from_no_run") else { return };
+    let shown = url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, server, _state) = synced(dir.path()).await;
+    // The demo refresh token was used (and rotated) by the SQLite state's connection.
+    sim.with_state(|s| s.add_refresh_token("second-refresh-token"));
+    let (base, token) = (server.base_url(), server.token_url());
+    let o = tokio::task::spawn_blocking(move || {
+        let o = bin()
+            .args(["connect", "--database-url", &url])
+            .args(["--business-id", BUSINESS, "--refresh-token", "second-refresh-token"])
+            .args(["--sage-base-url", &base, "--sage-token-url", &token])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "connect: {:?}", text(&o));
+        bin()
+            .args(["reconcile", "--database-url", &url, "--business-id", BUSINESS])
+            .args(["--from", "2026-11-01", "--to", "2026-11-30", "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}{err}");
+    assert!(!out.contains(&shown) && !err.contains(&shown), "the URL is never printed");
+    let f = findings(&o);
+    assert!(has(&f, "not_from_run", "MAG-000000101"), "{out}");
+    assert!(has(&f, "not_from_run", "MAG-000000201"), "a credit note too: {out}");
+    assert!(!has(&f, "missing_in_ledger", "MAG-000000101"), "{out}");
 }
