@@ -4,7 +4,6 @@
 #![cfg(all(feature = "cli", feature = "simulator"))]
 
 #[path = "support/postgres.rs"]
-#[allow(dead_code)]
 mod pg;
 
 use std::{
