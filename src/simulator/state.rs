@@ -591,6 +591,7 @@ fn route(b: &mut SimBusiness, req: &SimRequest, seg: &[&str], now: DateTime<Utc>
                 .iter()
                 .filter(|d| search.as_deref().is_none_or(|q| d.reference.to_lowercase().contains(q)))
                 .filter(|d| contact.is_none_or(|c| c == d.contact_id))
+                .filter(|d| in_dates(req, d.date))
                 .map(|d| document_json(b, d, kind))
                 .collect();
             page(req, items)
@@ -1336,6 +1337,13 @@ fn create_allocation(b: &mut SimBusiness, body: &Value) -> SimResponse {
     };
     b.allocations.push(t.clone());
     SimResponse::json(201, transaction_json(&t, "CUSTOMER_ALLOCATION"))
+}
+
+/// `from_date` / `to_date` (inclusive) as Sage's lists take them; an unreadable one filters
+/// nothing.
+fn in_dates(req: &SimRequest, date: NaiveDate) -> bool {
+    let bound = |k| req.q(k).and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    bound("from_date").is_none_or(|f| date >= f) && bound("to_date").is_none_or(|t| date <= t)
 }
 
 fn transactions<'a>(list: &'a [SimTransaction], req: &SimRequest) -> Vec<&'a SimTransaction> {

@@ -1103,6 +1103,15 @@ impl AccountingProvider for XeroProvider {
         .await
     }
 
+    async fn list_entries(
+        &self,
+        kind: crate::providers::EntryKind,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<crate::providers::LedgerEntry>> {
+        super::listing::list_entries(&self.client, kind, from, to).await
+    }
+
     async fn find_document(&self, kind: DocumentKind, reference: &str) -> Result<Option<DocumentRecord>> {
         if reference.contains(',') {
             return Ok(None);
