@@ -241,6 +241,7 @@ mod tests {
             first_name: None,
             last_name: None,
             company: company.map(Into::into),
+            vat_number: None,
             phone: None,
             website_id: 0,
             group_id: None,

@@ -29,6 +29,7 @@ fn contact() -> MagentoContact {
         first_name: Some("Jane".into()),
         last_name: Some("Doe".into()),
         company: None,
+        vat_number: None,
         phone: None,
         website_id: 1,
         group_id: None,

@@ -34,7 +34,7 @@ pub mod rest;
 pub mod totals;
 
 pub(crate) use contact::looks_like_email;
-pub use contact::{Address, AddressKind, MagentoContact};
+pub use contact::{Address, AddressKind, MagentoContact, normalize_vat_number};
 pub use credit_memo::MagentoCreditMemo;
 pub(crate) use event::read;
 pub use event::{Entity, Event, EventKind, EventParseError};

@@ -24,6 +24,7 @@ fn tutorial_customer_has_its_default_address_twice() {
             first_name: Some("Jane".into()),
             last_name: Some("Doe".into()),
             company: None,
+            vat_number: None,
             phone: Some("512-555-1111".into()),
             website_id: 1,
             group_id: Some(1),
