@@ -384,9 +384,11 @@ impl SyncEngine {
         let existing = self.get(XrefKind::Invoice, &key).await?;
         let (reference, caps) = self.context().await?;
         let doc_ref = self.reference_of(policy, &inv.increment_id, &caps);
+        // The contact carries the buyer's VAT number, the invoice's own when the contact has none.
+        let buyer = inv.buyer();
         let contact_id = self
             .contact_for(
-                &inv.customer,
+                &buyer,
                 inv.currency,
                 inv.grand_total,
                 policy,
