@@ -398,12 +398,9 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
 
     let mut problems = Problems::new();
     let gift_card_line = |l: &MagentoInvoiceLine| l.product_type.as_deref() == Some(GIFT_CARD_PRODUCT_TYPE);
-    let untaxed_without_number = src
-        .lines
-        .iter()
-        .zip(&route.lines)
-        .any(|(l, r)| r.missing_vat_number && !gift_card_line(l))
-        || (ship_route.missing_vat_number && !b.shipping.net().is_zero());
+    let untaxed_without_number =
+        src.lines.iter().zip(&route.lines).any(|(l, r)| r.missing_vat_number && !gift_card_line(l))
+            || (ship_route.missing_vat_number && !b.shipping.net().is_zero());
     if untaxed_without_number {
         let country = shipping.as_ref().or(billing.as_ref()).map_or("abroad", |a| a.country_id.as_str());
         problems.push(

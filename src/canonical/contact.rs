@@ -91,7 +91,8 @@ pub fn normalize_vat_number(raw: &str) -> Result<Option<String>, String> {
     if n.is_empty() {
         return Ok(None);
     }
-    let shape = "must be a VAT number: 8 to 20 letters and digits, optionally after the country prefix (e.g. `DE123456789`)";
+    let shape =
+        "must be a VAT number: 8 to 20 letters and digits, optionally after the country prefix (e.g. `DE123456789`)";
     if !(8..=20).contains(&n.chars().count())
         || !n.chars().all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '+' || ch == '*')
         || !n.chars().any(|ch| ch.is_ascii_digit())

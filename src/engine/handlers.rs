@@ -387,15 +387,7 @@ impl SyncEngine {
         // The contact carries the buyer's VAT number, the invoice's own when the contact has none.
         let buyer = inv.buyer();
         let contact_id = self
-            .contact_for(
-                &buyer,
-                inv.currency,
-                inv.grand_total,
-                policy,
-                &reference,
-                &caps,
-                &event.idempotency_key,
-            )
+            .contact_for(&buyer, inv.currency, inv.grand_total, policy, &reference, &caps, &event.idempotency_key)
             .await?;
         let meta = |doc: &DocumentRecord| invoice_meta(inv, doc, &contact_id, &doc_ref);
         // After a crash or an unknown outcome: look it up before any second write.

@@ -491,7 +491,8 @@ mod tests {
 
     #[test]
     fn a_taxed_line_is_never_b2b() {
-        // A company buyer in Germany charged 19 %: Magento did not validate a VAT id, so mirror it.
+        // A buyer in Germany with a VAT number charged 19 %: Magento did not treat it as a
+        // validated business (magento.md 5.11), so mirror what it charged.
         assert_eq!(t(&gb(), &buyer("DE", None, true), &services(dec!(100), dec!(19), false)), DestinationVat);
     }
 
@@ -604,7 +605,10 @@ mod tests {
         assert_eq!(missing(&ie, &buyer("US", None, false), &zero, &ie_rates), (ZeroRatedExport, false));
         assert_eq!(missing(&ie, &buyer("US", None, false), &advice, &ie_rates), (OutsideScope, false));
         // A taxed line never needs one, and a VAT number does not make it B2B.
-        assert_eq!(missing(&ie, &buyer("DE", None, true), &goods(dec!(100), dec!(19)), &ie_rates), (DestinationVat, false));
+        assert_eq!(
+            missing(&ie, &buyer("DE", None, true), &goods(dec!(100), dec!(19)), &ie_rates),
+            (DestinationVat, false)
+        );
         assert_eq!(missing(&ie, &buyer("DE", None, false), &goods(dec!(100), dec!(23)), &ie_rates), (Domestic, false));
         // Domestic sales never need one.
         assert_eq!(missing(&ie, &buyer("IE", None, false), &zero, &ie_rates), (Domestic, false));
