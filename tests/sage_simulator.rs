@@ -671,7 +671,14 @@ mod rules {
         assert_eq!(get(&sim, &token, &format!("/v3.1/contacts/{id}")).body["tax_number"], json!("FR12345678901"));
 
         let put = |tax: &str| {
-            call(&sim, &token, BUSINESS, "PUT", &format!("/v3.1/contacts/{id}"), json!({"contact": {"tax_number": tax}}))
+            call(
+                &sim,
+                &token,
+                BUSINESS,
+                "PUT",
+                &format!("/v3.1/contacts/{id}"),
+                json!({"contact": {"tax_number": tax}}),
+            )
         };
         assert_eq!(put("FR98765432109").status, 200);
         assert_eq!(get(&sim, &token, &format!("/v3.1/contacts/{id}")).body["tax_number"], json!("FR98765432109"));
