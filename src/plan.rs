@@ -377,7 +377,9 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
     let buyer = Buyer {
         billing: place(billing.as_ref()),
         shipping: place(shipping.as_ref()),
-        has_vat_number: vat_number.is_some(),
+        // Policy `company_name_without_vat_number_is_b2b`: the pre-issue-18 rule, by choice.
+        has_vat_number: vat_number.is_some()
+            || (policy.company_name_without_vat_number_is_b2b && src.customer.company_name().is_some()),
     };
     let domestic_rates = reference.domestic_percentages();
     let b = &src.breakdown;
@@ -406,7 +408,7 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
         problems.push(
             "customer.vat_number",
             format!(
-                "Magento charged no VAT on a supply to {country} that is free of VAT only for a VAT-registered business buyer (intra-EU supply or reverse charge), but the buyer has no VAT number: add it in Magento (the billing address's VAT number or the customer's Tax/VAT number) and resend, or correct the order's tax (a company name alone does not make a business buyer; nothing was posted)"
+                "Magento charged no VAT on a supply to {country} that is free of VAT only for a VAT-registered business buyer (intra-EU supply or reverse charge), but the buyer has no VAT number: add it in Magento (the billing address's VAT number or the customer's Tax/VAT number) and resend, or correct the order's tax (a company name alone does not make a business buyer unless the policy says so with company_name_without_vat_number_is_b2b; the document was not posted)"
             ),
         );
     }

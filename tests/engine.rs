@@ -2022,4 +2022,15 @@ async fn an_intra_eu_b2b_sale_takes_the_vat_number_and_fails_without_one() {
     let message = failed(&o, ErrorCode::Validation);
     assert!(message.contains("customer.vat_number") && message.contains("no VAT number"), "{message}");
     assert!(w.biz().invoices.iter().all(|d| d.reference != "000001482"), "nothing posted");
+
+    // The policy's opt-in to the old rule: the company name stands in for the missing number.
+    let lenient = w.engine(policy(json!({"company_name_without_vat_number_is_b2b": true})));
+    let mut again = fr_b2b_invoice(1483, json!([untaxed_line("WIDGET", "simple", "40.00")]));
+    again["customer"]["magento_id"] = json!(41);
+    synced(&lenient.sync_line(&invoice_created(&again)).await.unwrap());
+    let b = w.biz();
+    let si = invoice(&b, "000001483");
+    assert_eq!(si.request["invoice_lines"][0]["tax_rate_id"], json!("GB_ZERO"));
+    let held = b.contacts.iter().find(|c| c.id == si.contact_id).expect("the invoice's contact");
+    assert!(held.json["tax_number"].is_null(), "no number to send: {}", held.json);
 }

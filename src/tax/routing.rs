@@ -37,6 +37,11 @@
 //! - booking it as a domestic sale would re-decide the VAT: the ledger would show VAT that was
 //!   never charged, and the document would no longer total Magento's `grand_total`.
 //!
+//! The policy key `company_name_without_vat_number_is_b2b` (default `false`) restores the old rule
+//! for merchants whose payload cannot carry the number (the Byte8 module sends none): a buyer
+//! without a VAT number but with a company name is then a business (`Buyer::has_vat_number` is set
+//! by the plan), and the line is `ReverseCharge` without the flag.
+//!
 //! The operator either adds the buyer's VAT number in Magento (billing address *VAT number* or the
 //! customer's *Tax/VAT number*) and resends, or corrects the order's tax. Goods **exported**
 //! outside the VAT area (a GB seller's goods to the EU, anyone's goods to the US) are zero-rated
