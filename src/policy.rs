@@ -177,7 +177,7 @@ pub struct B2cConsolidation {
     /// First-time guest orders at or above this total get their own contact; `0` disables it.
     #[serde(with = "serde_decimal")]
     pub min_total_for_individual: Decimal,
-    /// Orders with a company name always get their own contact.
+    /// Orders with a company name or a buyer VAT number (issue 18) always get their own contact.
     pub always_individual_for_b2b: bool,
 }
 
