@@ -1294,6 +1294,9 @@ fn create_contact(org: &mut XeroOrg, e: &Value) -> Result<Value, Vec<String>> {
             "The contact name {name} is already assigned to another contact. The contact name must be unique across all active contacts."
         ));
     }
+    if s(e, "TaxNumber").is_some_and(|t| t.chars().count() > 50) {
+        problems.push("TaxNumber must not be more than 50 characters long".into());
+    }
     if e.get("DefaultCurrency").is_some() {
         problems.push("DefaultCurrency is not used by this simulator: one contact takes every currency".into());
     }

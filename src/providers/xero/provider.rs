@@ -470,6 +470,7 @@ impl XeroProvider {
                     first_name: None,
                     last_name: None,
                     email_address: None,
+                    tax_number: None,
                     addresses: Vec::new(),
                     phones: Vec::new(),
                 };
