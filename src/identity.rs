@@ -145,7 +145,9 @@ pub enum ContactRoute {
 }
 
 /// The B2C consolidation rule of byte8-spec.md 7.4, first match wins:
-/// disabled → individual; a company with `always_individual_for_b2b` → individual; a repeat
+/// disabled → individual; a company (a non-empty company name, as P23 says, **or** a VAT number,
+/// issue 18: a business buyer whose number must reach its own ledger contact, never the shared
+/// fallback) with `always_individual_for_b2b` → individual; a repeat
 /// customer (a contact already exists for this buyer in this currency) → individual;
 /// `min_total_for_individual > 0` and `grand_total ≥` it → individual; otherwise the fallback.
 pub fn b2c_route(
@@ -157,7 +159,7 @@ pub fn b2c_route(
     if !settings.enabled {
         return ContactRoute::Individual;
     }
-    if contact.company_name().is_some() && settings.always_individual_for_b2b {
+    if (contact.company_name().is_some() || contact.vat_number().is_some()) && settings.always_individual_for_b2b {
         return ContactRoute::Individual;
     }
     if known_in_currency {
@@ -241,6 +243,7 @@ mod tests {
             first_name: None,
             last_name: None,
             company: company.map(Into::into),
+            vat_number: None,
             phone: None,
             website_id: 0,
             group_id: None,
@@ -257,11 +260,18 @@ mod tests {
         assert_eq!(b2c_route(&s, &c, dec!(10), false), ContactRoute::Fallback);
         assert_eq!(b2c_route(&s, &c, dec!(10), true), ContactRoute::Individual, "repeat customer");
         assert_eq!(b2c_route(&s, &contact(Some("Acme")), dec!(10), false), ContactRoute::Individual, "B2B");
+        // A VAT number without a company name is a business too (issue 18): its own contact,
+        // so the number reaches the ledger.
+        let vat_only = MagentoContact { vat_number: Some("DE123456789".into()), ..contact(None) };
+        assert_eq!(b2c_route(&s, &vat_only, dec!(10), false), ContactRoute::Individual, "VAT number");
+        let bad_vat = MagentoContact { vat_number: Some("n/a".into()), ..contact(None) };
+        assert_eq!(b2c_route(&s, &bad_vat, dec!(10), false), ContactRoute::Fallback, "not a VAT number");
         s.min_total_for_individual = dec!(100);
         assert_eq!(b2c_route(&s, &c, dec!(100), false), ContactRoute::Individual, "at the threshold");
         assert_eq!(b2c_route(&s, &c, dec!(99.99), false), ContactRoute::Fallback);
         s.always_individual_for_b2b = false;
         assert_eq!(b2c_route(&s, &contact(Some("Acme")), dec!(10), false), ContactRoute::Fallback);
+        assert_eq!(b2c_route(&s, &vat_only, dec!(10), false), ContactRoute::Fallback);
         s.enabled = false;
         assert_eq!(b2c_route(&s, &c, dec!(10), false), ContactRoute::Individual);
     }

@@ -77,6 +77,12 @@
 //! does it for a toy ledger. Sage's catalogued quirks and how each is handled and tested are in
 //! `docs/QUIRKS.md` of the repository.
 //!
+//! # Reconciliation
+//!
+//! [`reconcile`] compares what Magento sent (the synced runs, with their Magento totals) with
+//! what the ledger holds for a period: missing, duplicated, differing totals or VAT, unallocated
+//! receipts, records from no run, and per-currency sums; `byte8-ledger reconcile` prints it.
+//!
 //! # Features
 //!
 //! The default features are what an embedder needs to post to Sage: the engine, the Sage
@@ -123,6 +129,7 @@ pub mod outcome;
 pub mod plan;
 pub mod policy;
 pub mod providers;
+pub mod reconcile;
 pub mod reference;
 pub mod store;
 pub mod tax;

@@ -217,6 +217,11 @@ pub struct DocumentPlan {
     pub shipping_address: Option<Address>,
     /// The destination country used for cross-border treatment, for messages.
     pub destination_country: Option<String>,
+    /// The buyer's VAT number, normalised, that the routing used: the billing address's `vat_id`
+    /// (the document's address, else the contact's), else the customer's `taxvat`
+    /// ([`MagentoContact::vat_number`]). `Some` makes the buyer a business for the EU B2B rules
+    /// ([`crate::tax::routing`]); the ledger contact carries it.
+    pub vat_number: Option<String>,
     /// Warnings for the audit trail.
     pub warnings: Vec<PlanWarning>,
 }
@@ -367,10 +372,14 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
         northern_ireland: reference.business.northern_ireland,
         oss: policy.oss_registration,
     };
+    // The VAT number, not the company name, makes a business buyer (issue 18; tax::routing).
+    let vat_number = billing.as_ref().and_then(Address::vat_number).or_else(|| src.customer.vat_number());
     let buyer = Buyer {
         billing: place(billing.as_ref()),
         shipping: place(shipping.as_ref()),
-        business: src.customer.company_name().is_some(),
+        // Policy `company_name_without_vat_number_is_b2b`: the pre-issue-18 rule, by choice.
+        has_vat_number: vat_number.is_some()
+            || (policy.company_name_without_vat_number_is_b2b && src.customer.company_name().is_some()),
     };
     let domestic_rates = reference.domestic_percentages();
     let b = &src.breakdown;
@@ -390,9 +399,22 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
     let ship_route = tax::route_line(&seller, &buyer, &ship_supply, &domestic_rates);
 
     let mut problems = Problems::new();
+    let gift_card_line = |l: &MagentoInvoiceLine| l.product_type.as_deref() == Some(GIFT_CARD_PRODUCT_TYPE);
+    let untaxed_without_number =
+        src.lines.iter().zip(&route.lines).any(|(l, r)| r.missing_vat_number && !gift_card_line(l))
+            || (ship_route.missing_vat_number && !b.shipping.net().is_zero());
+    if untaxed_without_number {
+        let country = shipping.as_ref().or(billing.as_ref()).map_or("abroad", |a| a.country_id.as_str());
+        problems.push(
+            "customer.vat_number",
+            format!(
+                "Magento charged no VAT on a supply to {country} that is free of VAT only for a VAT-registered business buyer (intra-EU supply or reverse charge), but the buyer has no VAT number: add it in Magento (the billing address's VAT number or the customer's Tax/VAT number) and resend, or correct the order's tax (a company name alone does not make a business buyer unless the policy says so with company_name_without_vat_number_is_b2b; the document was not posted)"
+            ),
+        );
+    }
     let mut lines = Vec::with_capacity(src.lines.len());
     for (i, ((l, a), (s, r))) in src.lines.iter().zip(&b.lines).zip(supplies.iter().zip(&route.lines)).enumerate() {
-        let gift_card = l.product_type.as_deref() == Some(GIFT_CARD_PRODUCT_TYPE);
+        let gift_card = gift_card_line(l);
         let liability_account = if gift_card {
             if !a.tax.is_zero() {
                 problems.push(
@@ -545,6 +567,7 @@ fn plan(src: Source<'_>, policy: &SyncPolicy, reference: &ReferenceData) -> Resu
         billing_address: billing,
         shipping_address: shipping,
         destination_country,
+        vat_number,
         warnings,
     };
     if out.total() != out.grand_total {

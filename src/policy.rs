@@ -20,6 +20,7 @@
 //! | `reward_points_ledger_account_id` | account id (null) | reward points spent as money |
 //! | `tax_calculated_before_discount` | bool (`false`) | the store's Magento setting "Apply Customer Tax" is *Before Discount*: only then is a line's rate fitted on its subtotal before discount; by default (Magento's own default, *After Discount*) on its net after discount, see [`crate::tax::rates`] |
 //! | `oss_registration` | `none` (default), `oss`, `ioss`, `oss_and_ioss` | the business's EU One-Stop-Shop (services, intra-EU distance sales) and/or Import One-Stop-Shop (goods ≤ €150) registration; without it VAT charged at the business's own domestic rate to a consumer abroad is domestic output VAT, see the table in [`crate::tax::routing`] |
+//! | `company_name_without_vat_number_is_b2b` | bool (`false`) | issue 18: a buyer is a business for the EU B2B rules when it has a VAT number; the Byte8 module's payload carries none, so a merchant whose VAT numbers only reach Magento's admin may set this to treat a buyer **without** a VAT number but with a company name as a business, as before (reverse charge on an untaxed intra-EU supply instead of a validation failure). The accountant's call: a zero-rated intra-EU supply without the buyer's VAT number is not VAT-free in law, see [`crate::tax::routing`] |
 //! | `store_timezone` | IANA name (the business country's zone, [`default_timezone`]) | document and payment dates are the store's local date of Magento's UTC timestamps; UTC when the country has several zones |
 //!
 //! Unknown values are refused naming the key (`OUT_OF_RANGE` for `adjustment_tax_treatment`,
@@ -176,7 +177,7 @@ pub struct B2cConsolidation {
     /// First-time guest orders at or above this total get their own contact; `0` disables it.
     #[serde(with = "serde_decimal")]
     pub min_total_for_individual: Decimal,
-    /// Orders with a company name always get their own contact.
+    /// Orders with a company name or a buyer VAT number (issue 18) always get their own contact.
     pub always_individual_for_b2b: bool,
 }
 
@@ -267,6 +268,10 @@ pub struct SyncPolicy {
     pub tax_calculated_before_discount: bool,
     /// Extension of this crate: the business's OSS/IOSS registration. Default `none`.
     pub oss_registration: OssRegistration,
+    /// Extension of this crate (issue 18): when the buyer has no VAT number, a non-empty company
+    /// name makes it a business buyer for the tax router, as before issue 18. Default `false`:
+    /// only a VAT number does (see [`crate::tax::routing`]).
+    pub company_name_without_vat_number_is_b2b: bool,
     /// Extension of this crate: the store's IANA time zone; `None` means the default of the
     /// ledger business's country ([`default_timezone`]).
     pub store_timezone: Option<String>,
@@ -316,6 +321,7 @@ impl Default for SyncPolicy {
             reward_points_ledger_account_id: None,
             tax_calculated_before_discount: false,
             oss_registration: OssRegistration::None,
+            company_name_without_vat_number_is_b2b: false,
             store_timezone: None,
         }
     }
@@ -739,6 +745,14 @@ mod tests {
         let p = SyncPolicy::from_json("{}").unwrap();
         assert!(!p.tax_calculated_before_discount);
         assert_eq!(p.oss_registration, OssRegistration::None);
+        assert!(!p.company_name_without_vat_number_is_b2b, "only a VAT number makes a business buyer by default");
+        assert!(
+            SyncPolicy::from_json(r#"{"company_name_without_vat_number_is_b2b":true}"#)
+                .unwrap()
+                .company_name_without_vat_number_is_b2b
+        );
+        let err = SyncPolicy::from_json(r#"{"company_name_without_vat_number_is_b2b":"yes"}"#).unwrap_err().to_string();
+        assert!(err.contains("company_name_without_vat_number_is_b2b"), "{err}");
         assert_eq!(p.timezone("GB"), chrono_tz::Tz::Europe__London);
         assert_eq!(p.timezone("IE"), chrono_tz::Tz::Europe__Dublin);
         let p = SyncPolicy::from_json(

@@ -363,6 +363,20 @@ impl MagentoInvoice {
         totals::breakdown(&self.lines, &self.header())
     }
 
+    /// The buyer as the ledger contact should carry it: [`MagentoInvoice::customer`], with the
+    /// VAT number of the invoice's billing address (`vat_id`) when the contact has none of its
+    /// own (the module's contact carries no VAT number; the order's address may).
+    pub fn buyer(&self) -> std::borrow::Cow<'_, MagentoContact> {
+        match self.billing_address.as_ref().and_then(Address::vat_number) {
+            Some(number) if self.customer.vat_number().is_none() => {
+                let mut c = self.customer.clone();
+                c.vat_number = Some(number);
+                std::borrow::Cow::Owned(c)
+            }
+            _ => std::borrow::Cow::Borrowed(&self.customer),
+        }
+    }
+
     /// True when the invoice is worth nothing: a zero total and no tender. An order paid wholly by
     /// gift card or store credit has `grand_total` 0 but a sale to book, so it is not zero-value
     /// (policy `sync_zero_value_invoices` does not skip it).

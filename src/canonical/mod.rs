@@ -23,6 +23,13 @@
 //! - An optional `tenders` object ([`Tenders`]: `gift_cards_amount`, `customer_balance_amount`,
 //!   `reward_currency_amount`) names what paid (or was refunded to) gift card, store credit or
 //!   reward points; `grand_total` is then the sale less them. The module does not send it.
+//!
+//! And one of issue 18: optional **VAT numbers** — `vat_id` on an address (Magento's address VAT
+//! number) and `vat_number` on a contact (Magento's customer `taxvat`). The module sends neither;
+//! the REST adapter reads both. The buyer's number ([`MagentoContact::vat_number`]) is the billing
+//! address's `vat_id`, else `vat_number`, normalised by [`normalize_vat_number`]; a malformed one
+//! fails validation under its field. It makes the buyer a business for the tax router
+//! ([`crate::tax::routing`]; a company name alone no longer does) and rides on the ledger contact.
 
 mod contact;
 mod credit_memo;
@@ -34,7 +41,7 @@ pub mod rest;
 pub mod totals;
 
 pub(crate) use contact::looks_like_email;
-pub use contact::{Address, AddressKind, MagentoContact};
+pub use contact::{Address, AddressKind, MagentoContact, normalize_vat_number};
 pub use credit_memo::MagentoCreditMemo;
 pub use event::read;
 pub use event::{Entity, Event, EventKind, EventParseError};

@@ -384,16 +384,10 @@ impl SyncEngine {
         let existing = self.get(XrefKind::Invoice, &key).await?;
         let (reference, caps) = self.context().await?;
         let doc_ref = self.reference_of(policy, &inv.increment_id, &caps);
+        // The contact carries the buyer's VAT number, the invoice's own when the contact has none.
+        let buyer = inv.buyer();
         let contact_id = self
-            .contact_for(
-                &inv.customer,
-                inv.currency,
-                inv.grand_total,
-                policy,
-                &reference,
-                &caps,
-                &event.idempotency_key,
-            )
+            .contact_for(&buyer, inv.currency, inv.grand_total, policy, &reference, &caps, &event.idempotency_key)
             .await?;
         let meta = |doc: &DocumentRecord| invoice_meta(inv, doc, &contact_id, &doc_ref);
         // After a crash or an unknown outcome: look it up before any second write.

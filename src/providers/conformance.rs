@@ -252,6 +252,7 @@ impl Fixture {
             postcode: self.buyer_postcode.clone(),
             country_id: self.buyer_country.clone().unwrap_or_else(|| reference.business.country.clone()),
             telephone: None,
+            vat_id: None,
         }
     }
 
@@ -263,6 +264,7 @@ impl Fixture {
             first_name: Some("Conformance".into()),
             last_name: Some(format!("Run {}", self.contact_reference(slot))),
             company: None,
+            vat_number: None,
             phone: None,
             website_id: 1,
             group_id: None,

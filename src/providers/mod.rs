@@ -22,6 +22,7 @@
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod listing;
 pub mod memory;
 pub(crate) mod resend;
 pub mod sage;
@@ -42,6 +43,7 @@ use crate::{
     plan::DocumentKind,
     reference::ReferenceData,
 };
+pub use listing::{EntryKind, LedgerEntry};
 pub use types::{
     AllocationRequest, Capabilities, ContactFor, ContactRecord, ContactRequest, CreditNoteRequest, DocumentRecord,
     InvoiceRequest, ItemKind, ItemLink, ItemRecord, ItemRequest, PaymentRequest, RefundRequest, StockMovementRequest,
@@ -208,6 +210,18 @@ pub trait AccountingProvider: fmt::Debug + Send + Sync + 'static {
         let _ = request;
         Err(Error::Unsupported { operation: "credit note refunds".into(), provider: self.name() })
     }
+
+    /// Every record of `kind` dated from `from` to `to` (both included), read back in pages
+    /// within the provider's rate limit, for reconciliation ([`crate::reconcile`]). Voided
+    /// documents may be listed with [`LedgerEntry::voided`] set.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] by default (a ledger that cannot list its records); the ledger's
+    /// errors.
+    async fn list_entries(&self, kind: EntryKind, from: NaiveDate, to: NaiveDate) -> Result<Vec<LedgerEntry>> {
+        let _ = (kind, from, to);
+        Err(Error::Unsupported { operation: "listing records for reconciliation".into(), provider: self.name() })
+    }
 }
 
 macro_rules! forward_provider {
@@ -296,6 +310,9 @@ macro_rules! forward_provider {
             }
             async fn refund_credit_note(&self, request: &RefundRequest<'_>) -> Result<TransactionRecord> {
                 (**self).refund_credit_note(request).await
+            }
+            async fn list_entries(&self, kind: EntryKind, from: NaiveDate, to: NaiveDate) -> Result<Vec<LedgerEntry>> {
+                (**self).list_entries(kind, from, to).await
             }
         }
     };

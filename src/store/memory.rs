@@ -243,6 +243,10 @@ impl RunStore for MemoryStore {
         Ok(out)
     }
 
+    async fn runs_with_status(&self, scope: &str, status: RunStatus) -> Result<Vec<Run>> {
+        Ok(self.lock().runs.values().filter(|r| r.scope == scope && r.status == status).cloned().collect())
+    }
+
     async fn dead_letters(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
         Ok(self
             .lock()

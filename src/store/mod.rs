@@ -320,6 +320,16 @@ pub trait RunStore: fmt::Debug + Send + Sync {
     /// Dead-lettered runs of a scope, newest first.
     async fn dead_letters(&self, scope: &str, limit: usize) -> Result<Vec<Run>>;
 
+    /// Every run of a scope with `status`, oldest first (reconciliation reads the synced ones:
+    /// [`crate::reconcile`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] by default (a store that cannot list its runs).
+    async fn runs_with_status(&self, scope: &str, status: RunStatus) -> Result<Vec<Run>> {
+        let _ = (scope, status);
+        Err(crate::Error::Unsupported { operation: "listing runs by status".into(), provider: "store" })
+    }
+
     /// Runs of a scope waiting in line after a failed attempt (retryable failures, deferrals such
     /// as a spent daily budget), soonest first, with the outcome that says why. The default lists
     /// none (a store that cannot list them).

@@ -495,6 +495,16 @@ impl RunStore for PostgresStore {
         rows.iter().map(run_from).collect()
     }
 
+    async fn runs_with_status(&self, scope: &str, status: RunStatus) -> Result<Vec<Run>> {
+        let rows = sqlx::query("SELECT * FROM runs WHERE scope = $1 AND status = $2 ORDER BY id")
+            .bind(text(scope))
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(run_from).collect()
+    }
+
     async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
         let rows = sqlx::query(
             "SELECT * FROM runs WHERE scope = $1 AND status = 'queued' AND outcome IS NOT NULL \

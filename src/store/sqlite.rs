@@ -400,6 +400,16 @@ impl RunStore for SqliteStore {
         rows.iter().map(run_from).collect()
     }
 
+    async fn runs_with_status(&self, scope: &str, status: RunStatus) -> Result<Vec<Run>> {
+        let rows = sqlx::query("SELECT * FROM runs WHERE scope = ? AND status = ? ORDER BY id")
+            .bind(scope)
+            .bind(status.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        rows.iter().map(run_from).collect()
+    }
+
     async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
         let rows = sqlx::query(
             "SELECT * FROM runs WHERE scope = ? AND status = 'queued' AND outcome IS NOT NULL \

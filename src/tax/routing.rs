@@ -11,10 +11,42 @@
 //!   (tax.md 2.2). Byte8 keys everything on the billing country; for goods shipped abroad to a
 //!   domestic billing address that books UK VAT on an export, which tax.md 2.2 shows is wrong.
 //!   With no address at all the line is domestic.
-//! - **B2B**: the canonical entities carry no VAT number, so a non-empty company name marks a
-//!   business buyer — but a line on which Magento charged tax is never treated as B2B, because a
-//!   validated business buyer abroad is never charged VAT (magento.md 5.11: mirror what Magento
-//!   charged, do not re-decide it).
+//! - **B2B** means the buyer has a **VAT number** ([`Buyer::has_vat_number`]: the billing
+//!   address's `vat_id`, else the customer's `taxvat`, magento.md 5.11). A company name alone is
+//!   not enough (issue 18): the EU B2B rules — intra-Community supply of goods (VAT Directive
+//!   Art. 138), the reverse charge on services (Art. 196), the EC Sales List — all rest on the
+//!   customer's VAT number, and the invoice must show it. A line on which Magento charged tax is
+//!   never treated as B2B, whatever the number, because a validated business buyer abroad is
+//!   never charged VAT (magento.md 5.11: mirror what Magento charged, do not re-decide it).
+//!
+//! # No VAT charged to a buyer without a VAT number
+//!
+//! Magento charging **no** VAT on a supply into the EU that only a VAT-registered business buyer
+//! can receive free of VAT — an EU seller's supply to another member state, an NI seller's goods
+//! to the EU, a UK seller's digital services to an EU buyer — while the buyer has **no VAT number**
+//! is a contradiction the router does not resolve (magento.md 5.11: the customer group and the
+//! tax charged can disagree with the VAT number; flag it, do not "fix" it). The line is routed as
+//! Magento's zero implies (`ReverseCharge` for goods and services within the Union, `OutsideScope`
+//! for a UK seller's digital services) and flagged [`LineRoute::missing_vat_number`]; the plan
+//! then **fails the document as a validation error** naming `customer.vat_number`, and nothing is
+//! posted. Chosen over the alternatives:
+//!
+//! - booking it as an intra-EU zero-rated supply would put a sale without a customer VAT number
+//!   on the EC Sales List / VIES return, which the tax authority rejects (Art. 138 since 2020
+//!   requires the buyer's valid VAT number);
+//! - booking it as a domestic sale would re-decide the VAT: the ledger would show VAT that was
+//!   never charged, and the document would no longer total Magento's `grand_total`.
+//!
+//! The policy key `company_name_without_vat_number_is_b2b` (default `false`) restores the old rule
+//! for merchants whose payload cannot carry the number (the Byte8 module sends none): a buyer
+//! without a VAT number but with a company name is then a business (`Buyer::has_vat_number` is set
+//! by the plan), and the line is `ReverseCharge` without the flag.
+//!
+//! The operator either adds the buyer's VAT number in Magento (billing address *VAT number* or the
+//! customer's *Tax/VAT number*) and resends, or corrects the order's tax. Goods **exported**
+//! outside the VAT area (a GB seller's goods to the EU, anyone's goods to the US) are zero-rated
+//! with or without a VAT number (tax.md 2.2 rows 2, 7), and services outside the EU are outside
+//! scope either way: no VAT number is needed there, so nothing is flagged.
 //! - **Supply**: `GOODS`/`SERVICES` from the policy's `product_type_eu_goods_map`; a
 //!   `downloadable` product is a digital service (tax.md 2.1 rule 4).
 //! - **Tax charged**: the line's own tax. "Matches a domestic rate" means some percentage of the
@@ -47,33 +79,37 @@
 //! | destination | supply | charged | treatment |
 //! |---|---|---|---|
 //! | GB, NI, IM | any | any | `Domestic` (row 1) |
-//! | EU, from an NI business | goods, B2B | none | `ReverseCharge` (N1) |
-//! | EU, from an NI business | goods, B2C | own rate, no scheme | `Domestic` (N2, under the threshold) |
-//! | EU, from an NI business | goods, B2C | own rate with scheme, or another rate | `DestinationVat` (N2, Union OSS) |
+//! | EU, from an NI business | goods, VAT number | none | `ReverseCharge` (N1) |
+//! | EU, from an NI business | goods, no VAT number | none | **validation failure** (see above) |
+//! | EU, from an NI business | goods, any | own rate, no scheme | `Domestic` (N2, under the threshold) |
+//! | EU, from an NI business | goods, any | own rate with scheme, or another rate | `DestinationVat` (N2, Union OSS) |
 //! | elsewhere | goods | none | `ZeroRatedExport` (rows 2, 7) |
 //! | EU | goods | own rate, no IOSS | `Domestic` (UK VAT charged and shown: due at home) |
 //! | EU | goods | own rate with IOSS, or another rate | `DestinationVat` (row 6, IOSS) |
 //! | non-EU | goods | own rate | `Domestic` (no export evidence: UK VAT is due) |
 //! | non-EU | goods | another rate | `DestinationVat` (local import schemes) |
-//! | elsewhere | services, B2B | none | `OutsideScope` (rows 3, 4) |
-//! | elsewhere | digital, B2C | none | `OutsideScope` (row 8) |
+//! | elsewhere | services, VAT number | none | `OutsideScope` (rows 3, 4) |
+//! | EU | digital, no VAT number | none | **validation failure** (row 5: EU VAT was due) |
+//! | non-EU | digital, no VAT number | none | `OutsideScope` (row 8) |
 //! | EU | digital, B2C | own rate, no OSS | `Domestic` (UK VAT charged: due at home) |
 //! | EU | digital, B2C | own rate with OSS, or another rate | `DestinationVat` (row 5, non-Union OSS) |
 //! | non-EU | digital, B2C | own rate | `Domestic` |
 //! | non-EU | digital, B2C | another rate | `DestinationVat` (e.g. Norway's VOEC) |
 //! | elsewhere | other services, B2C | own rate | `Domestic` (row 9) |
 //! | elsewhere | other services, B2C | another rate | `DestinationVat` |
-//! | elsewhere | other services, B2C | none | `OutsideScope` (row 9, Sch. 4A) |
+//! | elsewhere | other services, no VAT number | none | `OutsideScope` (row 9, Sch. 4A) |
+//!
+//! "VAT number" rows apply only to untaxed lines; a taxed line follows the "any" / B2C rows.
 //!
 //! # The EU-seller table (tax.md 2.3, 2.4: IE, DE, FR, ES, ...)
 //!
 //! | destination | supply | charged | treatment |
 //! |---|---|---|---|
 //! | home country | any | any | `Domestic` |
-//! | other EU (NI for goods) | any, B2B | none | `ReverseCharge` (intra-Community supply / reverse charge) |
-//! | other EU | any, B2C | own rate, no OSS | `Domestic` (under the €10k threshold) |
-//! | other EU | any, B2C | own rate with OSS, or another rate | `DestinationVat` (Union OSS) |
-//! | other EU | goods / services, B2C | none | `ZeroRatedExport` / `OutsideScope` (mirrors Magento) |
+//! | other EU (NI for goods) | any, VAT number | none | `ReverseCharge` (intra-Community supply / reverse charge) |
+//! | other EU (NI for goods) | any, no VAT number | none | **validation failure** (see above) |
+//! | other EU | any | own rate, no OSS | `Domestic` (under the €10k threshold) |
+//! | other EU | any | own rate with OSS, or another rate | `DestinationVat` (Union OSS) |
 //! | non-EU | goods | none | `ZeroRatedExport` |
 //! | non-EU | goods or services | own rate | `Domestic` |
 //! | non-EU | goods or services | another rate | `DestinationVat` (e.g. UK VAT on a ≤ £135 consignment) |
@@ -160,8 +196,9 @@ pub struct Buyer<'a> {
     pub billing: Option<Place<'a>>,
     /// Shipping address place.
     pub shipping: Option<Place<'a>>,
-    /// A business buyer (non-empty company name).
-    pub business: bool,
+    /// The buyer has a VAT number (the billing address's `vat_id`, else the customer's `taxvat`):
+    /// a business buyer for the EU B2B rules. A company name alone does not make one.
+    pub has_vat_number: bool,
 }
 
 /// One line as the router sees it.
@@ -184,6 +221,10 @@ pub struct LineRoute {
     pub treatment: TaxTreatment,
     /// The VAT area of the place of supply used.
     pub area: VatArea,
+    /// Magento charged no VAT on a supply that is free of VAT only to a VAT-registered business
+    /// buyer, and the buyer has no VAT number: the document must fail validation (see the module
+    /// docs, *No VAT charged to a buyer without a VAT number*).
+    pub missing_vat_number: bool,
 }
 
 /// True when some percentage in `rates` reproduces `tax` on `net` to the penny.
@@ -203,11 +244,13 @@ pub fn route_line(seller: &Seller, buyer: &Buyer<'_>, supply: &Supply, domestic_
     };
     let home = seller.country.trim().to_ascii_uppercase();
     let Some(place) = place else {
-        return LineRoute { treatment: Domestic, area: vat_area(&home, None) };
+        return LineRoute { treatment: Domestic, area: vat_area(&home, None), missing_vat_number: false };
     };
     let area = vat_area(place.country, place.postcode);
     let taxed = supply.tax > Decimal::ZERO;
-    let b2b = buyer.business && !taxed;
+    let b2b = buyer.has_vat_number && !taxed;
+    // Set where Magento's zero is lawful only for a buyer with a VAT number and there is none.
+    let mut missing_vat_number = false;
     let domestic_rate = taxed && matches_rate(supply.net, supply.tax, domestic_rates);
     let goods = supply.kind == EuSupplyType::Goods;
     let treatment = match home.as_str() {
@@ -224,7 +267,8 @@ pub fn route_line(seller: &Seller, buyer: &Buyer<'_>, supply: &Supply, domestic_
                     } else if taxed {
                         DestinationVat
                     } else {
-                        ZeroRatedExport
+                        missing_vat_number = true;
+                        ReverseCharge
                     }
                 }
                 _ if goods => {
@@ -239,6 +283,7 @@ pub fn route_line(seller: &Seller, buyer: &Buyer<'_>, supply: &Supply, domestic_
                 _ if b2b => OutsideScope,
                 _ if supply.digital => {
                     if !taxed {
+                        missing_vat_number = eu;
                         OutsideScope
                     } else if domestic_rate && !(eu && seller.oss.covers_services()) {
                         Domestic
@@ -278,10 +323,9 @@ pub fn route_line(seller: &Seller, buyer: &Buyer<'_>, supply: &Supply, domestic_
                     Domestic
                 } else if taxed {
                     DestinationVat
-                } else if goods {
-                    ZeroRatedExport
                 } else {
-                    OutsideScope
+                    missing_vat_number = true;
+                    ReverseCharge
                 }
             } else if domestic_rate {
                 Domestic
@@ -294,7 +338,7 @@ pub fn route_line(seller: &Seller, buyer: &Buyer<'_>, supply: &Supply, domestic_
             }
         }
     };
-    LineRoute { treatment, area }
+    LineRoute { treatment, area, missing_vat_number }
 }
 
 /// The router's answer for a whole document.
@@ -310,6 +354,14 @@ pub struct DocumentRoute {
     /// True when the lines' types differed and were coerced to the default
     /// (`mixed_eu_goods_services_coerced_to_default`).
     pub coerced: bool,
+}
+
+impl DocumentRoute {
+    /// True when some line needs the buyer's VAT number it does not have
+    /// ([`LineRoute::missing_vat_number`]).
+    pub fn missing_vat_number(&self) -> bool {
+        self.lines.iter().any(|l| l.missing_vat_number)
+    }
 }
 
 /// Routes every line of a document and settles its single EU goods/services type: Sage wants one
@@ -356,9 +408,10 @@ mod tests {
         Seller { country: "GB".into(), northern_ireland: false, oss: OssRegistration::None }
     }
 
-    fn buyer<'a>(country: &'a str, postcode: Option<&'a str>, business: bool) -> Buyer<'a> {
+    /// A buyer at `country`; `vat` = it has a VAT number.
+    fn buyer<'a>(country: &'a str, postcode: Option<&'a str>, vat: bool) -> Buyer<'a> {
         let p = Place { country, postcode };
-        Buyer { billing: Some(p), shipping: Some(p), business }
+        Buyer { billing: Some(p), shipping: Some(p), has_vat_number: vat }
     }
 
     fn goods(net: Decimal, tax: Decimal) -> Supply {
@@ -443,7 +496,8 @@ mod tests {
 
     #[test]
     fn a_taxed_line_is_never_b2b() {
-        // A company buyer in Germany charged 19 %: Magento did not validate a VAT id, so mirror it.
+        // A buyer in Germany with a VAT number charged 19 %: Magento did not treat it as a
+        // validated business (magento.md 5.11), so mirror what it charged.
         assert_eq!(t(&gb(), &buyer("DE", None, true), &services(dec!(100), dec!(19), false)), DestinationVat);
     }
 
@@ -452,7 +506,7 @@ mod tests {
         let b = Buyer {
             billing: Some(Place { country: "GB", postcode: Some("EC1A 1BB") }),
             shipping: Some(Place { country: "US", postcode: Some("10001") }),
-            business: false,
+            has_vat_number: false,
         };
         assert_eq!(t(&gb(), &b, &goods(dec!(50), dec!(0))), ZeroRatedExport);
         assert_eq!(t(&gb(), &b, &services(dec!(50), dec!(10), false)), Domestic);
@@ -520,9 +574,59 @@ mod tests {
         assert_eq!((r.cross_border, r.eu_type), (false, None));
     }
 
+    fn missing(seller: &Seller, b: &Buyer<'_>, s: &Supply, rates: &[Decimal]) -> (TaxTreatment, bool) {
+        let r = route_line(seller, b, s, rates);
+        (r.treatment, r.missing_vat_number)
+    }
+
+    /// The intra-EU rows with and without the buyer's VAT number, Magento having charged nothing:
+    /// with one, the zero-rated B2B treatment; without, the same treatment flagged so that the
+    /// document fails validation (module docs, *No VAT charged to a buyer without a VAT number*).
+    #[test]
+    fn untaxed_intra_eu_supplies_need_the_buyers_vat_number() {
+        let ie = Seller { country: "IE".into(), northern_ireland: false, oss: OssRegistration::None };
+        let ni = Seller { country: "GB".into(), northern_ireland: true, oss: OssRegistration::None };
+        let ie_rates = [dec!(23), dec!(13.5), dec!(9), dec!(0)];
+        let zero = goods(dec!(100), dec!(0));
+        let advice = services(dec!(100), dec!(0), false);
+        let ebook = services(dec!(100), dec!(0), true);
+        // An Irish seller's goods and services to Germany.
+        assert_eq!(missing(&ie, &buyer("DE", None, true), &zero, &ie_rates), (ReverseCharge, false));
+        assert_eq!(missing(&ie, &buyer("DE", None, false), &zero, &ie_rates), (ReverseCharge, true));
+        assert_eq!(missing(&ie, &buyer("DE", None, true), &advice, &ie_rates), (ReverseCharge, false));
+        assert_eq!(missing(&ie, &buyer("DE", None, false), &advice, &ie_rates), (ReverseCharge, true));
+        // Goods to Northern Ireland count as intra-EU for an EU seller.
+        assert_eq!(missing(&ie, &buyer("GB", Some("BT1 1AA"), false), &zero, &ie_rates), (ReverseCharge, true));
+        // An NI seller's goods to France.
+        assert_eq!(missing(&ni, &buyer("FR", None, true), &zero, &UK_RATES), (ReverseCharge, false));
+        assert_eq!(missing(&ni, &buyer("FR", None, false), &zero, &UK_RATES), (ReverseCharge, true));
+        // A GB seller's digital service to an EU consumer charged nothing: EU VAT was due (row 5).
+        assert_eq!(missing(&gb(), &buyer("NL", None, false), &ebook, &UK_RATES), (OutsideScope, true));
+        assert_eq!(missing(&gb(), &buyer("NL", None, true), &ebook, &UK_RATES), (OutsideScope, false));
+        // No VAT number is needed for exports or services outside the EU.
+        assert_eq!(missing(&gb(), &buyer("FR", None, false), &zero, &UK_RATES), (ZeroRatedExport, false));
+        assert_eq!(missing(&gb(), &buyer("US", None, false), &ebook, &UK_RATES), (OutsideScope, false));
+        assert_eq!(missing(&gb(), &buyer("FR", None, false), &advice, &UK_RATES), (OutsideScope, false));
+        assert_eq!(missing(&ie, &buyer("US", None, false), &zero, &ie_rates), (ZeroRatedExport, false));
+        assert_eq!(missing(&ie, &buyer("US", None, false), &advice, &ie_rates), (OutsideScope, false));
+        // A taxed line never needs one, and a VAT number does not make it B2B.
+        assert_eq!(
+            missing(&ie, &buyer("DE", None, true), &goods(dec!(100), dec!(19)), &ie_rates),
+            (DestinationVat, false)
+        );
+        assert_eq!(missing(&ie, &buyer("DE", None, false), &goods(dec!(100), dec!(23)), &ie_rates), (Domestic, false));
+        // Domestic sales never need one.
+        assert_eq!(missing(&ie, &buyer("IE", None, false), &zero, &ie_rates), (Domestic, false));
+        // The document says so when any line does.
+        let doc = route_document(&ie, &buyer("DE", None, false), &[zero, advice], EuSupplyType::Goods, &ie_rates);
+        assert!(doc.missing_vat_number());
+        let doc = route_document(&ie, &buyer("DE", None, true), &[zero, advice], EuSupplyType::Goods, &ie_rates);
+        assert!(!doc.missing_vat_number());
+    }
+
     #[test]
     fn no_address_is_domestic() {
-        let b = Buyer { billing: None, shipping: None, business: false };
+        let b = Buyer { billing: None, shipping: None, has_vat_number: false };
         assert_eq!(t(&gb(), &b, &goods(dec!(10), dec!(2))), Domestic);
     }
 }

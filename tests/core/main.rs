@@ -12,7 +12,9 @@ mod money_properties;
 mod no_panic;
 mod postgres;
 mod quirks_catalogue;
+mod runs_with_status;
 mod sage_http;
+mod sage_reconcile_http;
 mod sage_requests_match_spec;
 mod sage_spec;
 #[path = "../support/mod.rs"]
@@ -25,3 +27,4 @@ mod support_sage_spec;
 mod support_xero_spec;
 mod validation_rules;
 mod xero_http;
+mod xero_reconcile_http;

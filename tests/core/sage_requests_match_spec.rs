@@ -224,7 +224,9 @@ fn cross_border_zero_rated_invoice_with_eu_type_matches_the_spec() {
     assert_eq!((&line["tax_rate_id"], &line["eu_goods_services_type_id"]), (&json!("GB_ZERO"), &json!("GOODS")));
     assert_eq!(body["sales_invoice"]["shipping_tax_rate_id"], json!("GB_ZERO"));
 
-    // An EU business buyer with no VAT charged: zero-rated intra-EU supply.
+    // An EU company with no VAT charged and no VAT number (issue 18: a company name alone no
+    // longer makes a business buyer): goods from a GB business to the EU are an export,
+    // zero-rated with or without the buyer's VAT number (tax.md 2.2 rows 2, 7).
     let mut v = us_invoice();
     v["billing_address"] = address("billing", "FR", "75001");
     v["shipping_address"] = address("shipping", "FR", "75001");

@@ -29,6 +29,7 @@ fn contact() -> MagentoContact {
         first_name: Some("Jane".into()),
         last_name: Some("Doe".into()),
         company: None,
+        vat_number: None,
         phone: None,
         website_id: 1,
         group_id: None,
@@ -256,6 +257,17 @@ const MEMO_NOT_NEGATIVE: &str = "must be ≥ 0 (credit memo amounts are positive
 const RATE_POSITIVE: &str = "must be > 0 when present";
 const AMOUNT_LIMIT: &str = "must be at most 1000000000000 in magnitude";
 const NAME_OR_SKU: &str = "must not be empty when sku is empty (the ledger line needs a description)";
+
+const VAT_SHAPE: &str =
+    "must be a VAT number: 8 to 20 letters and digits, optionally after the country prefix (e.g. `DE123456789`)";
+
+/// A German billing address with this `vat_id`.
+fn billing_with_vat_id(vat_id: &str) -> byte8_ledger_core::canonical::Address {
+    serde_json::from_value(
+        serde_json::json!({"kind": "billing", "city": "Berlin", "country_id": "DE", "vat_id": vat_id}),
+    )
+    .unwrap()
+}
 
 fn subtotal_rule(subtotal: &str, expected: &str, tolerance: &str) -> String {
     format!(
@@ -535,6 +547,49 @@ fn cases() -> Vec<(&'static str, Doc, Expect)> {
             "product special_price negative",
             prod(|d| d.special_price = Some(dec!(-0.01))),
             broken("special_price", NOT_NEGATIVE),
+        ),
+        // --- VAT numbers (issue 18): whitespace, `.` and `-` removed, upper-cased, then 8 to 20
+        // characters of A-Z, 0-9, `+`, `*` with a digit, and a known prefix when it starts with
+        // two letters. "de 1234567" is DE1234567 (9: fine); "DE12345" is 7: too short.
+        ("customer VAT number normalised", inv(|d| d.customer.vat_number = Some(" de 123-456.789 ".into())), ok()),
+        ("customer VAT number of 8 characters", inv(|d| d.customer.vat_number = Some("DK123456".into())), ok()),
+        (
+            "customer VAT number of 7 characters",
+            inv(|d| d.customer.vat_number = Some("DE12345".into())),
+            broken("customer.vat_number", format!("{VAT_SHAPE}; got `DE12345`")),
+        ),
+        (
+            "customer VAT number of 20 characters",
+            inv(|d| d.customer.vat_number = Some("NL".to_owned() + &"1".repeat(18))),
+            ok(),
+        ),
+        (
+            "customer VAT number of 21 characters",
+            inv(|d| d.customer.vat_number = Some("NL".to_owned() + &"1".repeat(19))),
+            broken("customer.vat_number", format!("{VAT_SHAPE}; got `NL{}`", "1".repeat(19))),
+        ),
+        (
+            "customer VAT number with a symbol",
+            inv(|d| d.customer.vat_number = Some("DE123/456789".into())),
+            broken("customer.vat_number", format!("{VAT_SHAPE}; got `DE123/456789`")),
+        ),
+        (
+            "customer VAT number without a digit",
+            inv(|d| d.customer.vat_number = Some("VAT EXEMPT".into())),
+            broken("customer.vat_number", format!("{VAT_SHAPE}; got `VAT EXEMPT`")),
+        ),
+        (
+            "billing address vat_id with an unknown prefix",
+            inv(|d| d.billing_address = Some(billing_with_vat_id("ZZ123456789"))),
+            broken(
+                "billing_address.vat_id",
+                "must start with a VAT country prefix (`DE`, `FR`, `EL` for Greece, `XI` for Northern Ireland, `GB`, ...) or with no prefix; `ZZ` is not one (got `ZZ123456789`)",
+            ),
+        ),
+        (
+            "billing address vat_id without a prefix",
+            inv(|d| d.billing_address = Some(billing_with_vat_id("123456789"))),
+            ok(),
         ),
         ("product price zero", prod(|d| d.price = Some(dec!(0))), ok()),
         ("product without prices", prod(|d| (d.price, d.cost, d.special_price) = (None, None, None)), ok()),

@@ -591,6 +591,7 @@ fn route(b: &mut SimBusiness, req: &SimRequest, seg: &[&str], now: DateTime<Utc>
                 .iter()
                 .filter(|d| search.as_deref().is_none_or(|q| d.reference.to_lowercase().contains(q)))
                 .filter(|d| contact.is_none_or(|c| c == d.contact_id))
+                .filter(|d| in_dates(req, d.date))
                 .map(|d| document_json(b, d, kind))
                 .collect();
             page(req, items)
@@ -883,6 +884,9 @@ fn create_contact(b: &mut SimBusiness, body: &Value) -> SimResponse {
     if person.is_some_and(|p| too_long(p, "email", 100) || too_long(p, "name", 50) || too_long(p, "telephone", 50)) {
         return SimResponse::invalid("contact.main_contact_person", "is too long");
     }
+    if let Some(e) = check_tax_number(c) {
+        return e;
+    }
     let currency = s(c, "currency_id").unwrap_or_else(|| b.base());
     if currency != b.base() && !b.reference.business.multi_currency {
         return SimResponse::invalid("contact.currency_id", "Foreign currency is not enabled for this business");
@@ -897,9 +901,19 @@ fn create_contact(b: &mut SimBusiness, body: &Value) -> SimResponse {
         "main_address": c.get("main_address").cloned().unwrap_or(Value::Null),
         "delivery_address": c.get("delivery_address").cloned().unwrap_or(Value::Null),
         "main_contact_person": person.cloned().unwrap_or(Value::Null),
+        "tax_number": c.get("tax_number").cloned().unwrap_or(Value::Null),
         "balance": "0.00", "notes": c.get("notes").cloned().unwrap_or(Value::Null), "is_active": true});
     b.contacts.push(SimContact { id, name, reference, currency, email, country, deleted: false, json: json.clone() });
     SimResponse::json(201, json)
+}
+
+/// Sage validates a contact's `tax_number` format (openapi-v3.1 `postContacts`): the simulator
+/// refuses one longer than 255 characters or holding anything but letters, digits, `+` and `*`
+/// (its VAT number shape; spaces and separators are not accepted, so a client must normalise).
+fn check_tax_number(c: &Value) -> Option<SimResponse> {
+    let t = s(c, "tax_number")?;
+    let ok = t.chars().count() <= 255 && t.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '+' || ch == '*');
+    (!ok).then(|| SimResponse::invalid("contact.tax_number", "is not a valid VAT number"))
 }
 
 fn update_contact(b: &mut SimBusiness, id: &str, body: &Value) -> SimResponse {
@@ -924,7 +938,10 @@ fn update_contact(b: &mut SimBusiness, id: &str, body: &Value) -> SimResponse {
         contact.name = name.clone();
         contact.json["name"] = Value::String(name);
     }
-    for key in ["main_address", "delivery_address", "main_contact_person", "notes"] {
+    if let Some(e) = check_tax_number(c) {
+        return e;
+    }
+    for key in ["main_address", "delivery_address", "main_contact_person", "notes", "tax_number"] {
         if let Some(v) = c.get(key) {
             contact.json[key] = v.clone();
         }
@@ -1336,6 +1353,13 @@ fn create_allocation(b: &mut SimBusiness, body: &Value) -> SimResponse {
     };
     b.allocations.push(t.clone());
     SimResponse::json(201, transaction_json(&t, "CUSTOMER_ALLOCATION"))
+}
+
+/// `from_date` / `to_date` (inclusive) as Sage's lists take them; an unreadable one filters
+/// nothing.
+fn in_dates(req: &SimRequest, date: NaiveDate) -> bool {
+    let bound = |k| req.q(k).and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+    bound("from_date").is_none_or(|f| date >= f) && bound("to_date").is_none_or(|t| date <= t)
 }
 
 fn transactions<'a>(list: &'a [SimTransaction], req: &SimRequest) -> Vec<&'a SimTransaction> {

@@ -515,6 +515,57 @@ fn where_clauses(filter: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A `where` filter of `&&`-joined conditions, as reconciliation sends it:
+/// `Type=="ACCREC" && Date>=DateTime(2026, 11, 01) && Date<=DateTime(2026, 11, 30)`
+/// (`Type`, `PaymentType`, `Date>=`, `Date<=`). `None` for any other filter.
+#[derive(Debug, Default)]
+struct AndFilter {
+    kind: Option<String>,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+}
+
+impl AndFilter {
+    fn parse(filter: &str) -> Option<Self> {
+        if !filter.contains("&&") {
+            return None;
+        }
+        let date = |t: &str| {
+            let inner = t.trim().strip_prefix("DateTime(")?.strip_suffix(')')?;
+            let mut parts = inner.split(',').map(|p| p.trim().parse::<u32>().ok());
+            let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
+            NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, m, d)
+        };
+        let mut f = Self::default();
+        for c in filter.split("&&").map(str::trim) {
+            if let Some(d) = c.strip_prefix("Date>=") {
+                f.from = Some(date(d)?);
+            } else if let Some(d) = c.strip_prefix("Date<=") {
+                f.to = Some(date(d)?);
+            } else if let Some((_, v)) = c.split_once("==") {
+                f.kind = Some(v.trim().trim_matches('"').to_owned());
+            } else {
+                return None;
+            }
+        }
+        Some(f)
+    }
+
+    fn keeps(&self, kind: &str, date: NaiveDate) -> bool {
+        self.kind.as_deref().is_none_or(|k| k == kind)
+            && self.from.is_none_or(|f| date >= f)
+            && self.to.is_none_or(|t| date <= t)
+    }
+}
+
+/// Page `page` (1-based, 100 a page) of `items` when the request names one.
+fn paged(req: &SimRequest, items: Vec<Value>) -> Vec<Value> {
+    match q(req, "page").and_then(|p| p.parse::<usize>().ok()) {
+        Some(p) if p >= 1 => items.into_iter().skip((p - 1) * 100).take(100).collect(),
+        _ => items,
+    }
+}
+
 impl XeroSimulator {
     /// An empty simulator.
     pub fn new(config: XeroSimConfig) -> Self {
@@ -1094,6 +1145,21 @@ fn route(org: &mut XeroOrg, req: &SimRequest, seg: &[String]) -> SimResponse {
             Some(e) => update_item(org, id, e),
             None => no_data(),
         },
+        ("GET", [kind @ ("Invoices" | "CreditNotes" | "Payments")])
+            if q(req, "where").and_then(AndFilter::parse).is_some() =>
+        {
+            let f = q(req, "where").and_then(AndFilter::parse).unwrap_or_default();
+            let list: Vec<Value> = match *kind {
+                "Invoices" => {
+                    org.invoices.iter().filter(|d| f.keeps(&d.kind, d.date)).map(|d| doc_json(org, d)).collect()
+                }
+                "CreditNotes" => {
+                    org.credit_notes.iter().filter(|d| f.keeps(&d.kind, d.date)).map(|d| doc_json(org, d)).collect()
+                }
+                _ => org.payments.iter().filter(|p| f.keeps(&p.kind, p.date)).map(|p| payment_json(org, p)).collect(),
+            };
+            resp(200, json!({ *kind: paged(req, list) }))
+        }
         ("GET", ["Invoices"]) => {
             let numbers: Vec<&str> = q(req, "InvoiceNumbers").map(|n| n.split(',').collect()).unwrap_or_default();
             let list: Vec<Value> = org
@@ -1227,6 +1293,9 @@ fn create_contact(org: &mut XeroOrg, e: &Value) -> Result<Value, Vec<String>> {
         problems.push(format!(
             "The contact name {name} is already assigned to another contact. The contact name must be unique across all active contacts."
         ));
+    }
+    if s(e, "TaxNumber").is_some_and(|t| t.chars().count() > 50) {
+        problems.push("TaxNumber must not be more than 50 characters long".into());
     }
     if e.get("DefaultCurrency").is_some() {
         problems.push("DefaultCurrency is not used by this simulator: one contact takes every currency".into());

@@ -50,6 +50,9 @@ pub(super) fn contact_from_customer(customer: &Value) -> Result<MagentoContact> 
         // The module takes the company only from an order (byte8-spec.md 3.3), never from the
         // profile; see `fill_contact_from_order`.
         company: None,
+        // magento.md 5.11: the customer-level VAT number; an address's `vat_id` rides on the
+        // address and comes first (`MagentoContact::vat_number`).
+        vat_number: c.text("taxvat")?,
         // The default billing address's telephone, else the first non-empty one on any address.
         phone: billing_phone.unwrap_or(any_phone),
         website_id: c.small_id("website_id")?.unwrap_or(0),
@@ -102,6 +105,8 @@ pub(super) fn buyer(o: &Node<'_>) -> Result<MagentoContact> {
             first_name,
             last_name,
             company: None,
+            // The order's copy of the customer's `taxvat` (magento.md 5.11).
+            vat_number: o.text("customer_taxvat")?,
             phone: None,
             // Orders do not carry the customer's website (magento.md section 1).
             website_id: 0,
@@ -117,6 +122,7 @@ pub(super) fn buyer(o: &Node<'_>) -> Result<MagentoContact> {
             first_name,
             last_name,
             company: None,
+            vat_number: o.text("customer_taxvat")?,
             phone: None,
             website_id: 0,
             group_id: None,
@@ -221,6 +227,8 @@ fn address(a: &Node<'_>, kind: AddressKind, region: Option<String>) -> Result<Ad
         postcode: a.text("postcode")?,
         country_id: a.req_text("country_id")?,
         telephone: a.text("telephone")?,
+        // The VAT number entered on this address (magento.md 3.7, 3.9, 5.11).
+        vat_id: a.text("vat_id")?,
     })
 }
 

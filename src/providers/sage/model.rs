@@ -81,6 +81,11 @@ pub struct ContactBody {
     /// Notes (≤ 4000): full values of shortened fields.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// The buyer's VAT registration number (`tax_number`, ≤ 255, format-validated by Sage;
+    /// openapi-v3.1 `postContacts` / `putContacts`), normalised by
+    /// [`crate::canonical::normalize_vat_number`]; absent when the buyer has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_number: Option<String>,
     /// Main (billing) address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub main_address: Option<SageAddress>,

@@ -664,6 +664,15 @@ impl AccountingProvider for SageProvider {
         .await
     }
 
+    async fn list_entries(
+        &self,
+        kind: crate::providers::EntryKind,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<crate::providers::LedgerEntry>> {
+        super::listing::list_entries(&self.client, kind, from, to).await
+    }
+
     async fn find_document(&self, kind: DocumentKind, reference: &str) -> Result<Option<DocumentRecord>> {
         let found: Vec<SageDocument> =
             self.client.get_all(Self::document_path(kind), &[("search", reference.to_owned())]).await?;

@@ -646,6 +646,8 @@ pub fn contact(
         reference: Some(reference_code.to_owned()),
         currency_id: (currency != base).then(|| currency.code().to_owned()),
         notes: f.notes(Vec::new(), limits::CONTACT_NOTES),
+        // Issue 18: the VAT number the invoice must show for EU B2B supplies.
+        tax_number: contact.vat_number(),
         main_address,
         delivery_address,
         main_contact_person: Some(person_card),
@@ -671,6 +673,7 @@ pub fn fallback_contact(
             reference: Some(reference_code.to_owned()),
             currency_id: (currency != base).then(|| currency.code().to_owned()),
             notes: None,
+            tax_number: None,
             main_address: None,
             delivery_address: None,
             main_contact_person: Some(SageContactPerson {

@@ -20,6 +20,7 @@
 mod builder;
 mod client;
 pub mod error;
+mod listing;
 pub mod model;
 mod provider;
 pub mod transform;

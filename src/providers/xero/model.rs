@@ -229,6 +229,10 @@ pub struct Contact {
     /// E-mail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email_address: Option<String>,
+    /// The buyer's VAT number (`TaxNumber`, ≤ 50), normalised by
+    /// [`crate::canonical::normalize_vat_number`]; absent when the buyer has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tax_number: Option<String>,
     /// Addresses.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<Address>,

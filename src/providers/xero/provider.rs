@@ -470,6 +470,7 @@ impl XeroProvider {
                     first_name: None,
                     last_name: None,
                     email_address: None,
+                    tax_number: None,
                     addresses: Vec::new(),
                     phones: Vec::new(),
                 };
@@ -1101,6 +1102,15 @@ impl AccountingProvider for XeroProvider {
             |numbers| async move { self.find_invoices_by_number(DocumentKind::CreditNote, &numbers).await },
         )
         .await
+    }
+
+    async fn list_entries(
+        &self,
+        kind: crate::providers::EntryKind,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<crate::providers::LedgerEntry>> {
+        super::listing::list_entries(&self.client, kind, from, to).await
     }
 
     async fn find_document(&self, kind: DocumentKind, reference: &str) -> Result<Option<DocumentRecord>> {

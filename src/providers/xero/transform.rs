@@ -723,6 +723,8 @@ pub fn contact(contact: &MagentoContact, contact_number: &str, policy: &SyncPoli
         first_name: opt_fit(contact.first_name.as_deref(), limits::CONTACT_NAME),
         last_name: opt_fit(contact.last_name.as_deref(), limits::CONTACT_NAME),
         email_address: opt_fit(Some(&contact.email), limits::CONTACT_NAME),
+        // Issue 18: the VAT number the invoice must show for EU B2B supplies.
+        tax_number: contact.vat_number(),
         addresses,
         phones: opt_fit(phone, limits::SHORT_FIELD)
             .map(|n| vec![Phone { phone_type: "DEFAULT".into(), phone_number: n }])
@@ -740,6 +742,7 @@ pub fn fallback_contact(policy: &SyncPolicy, contact_number: &str) -> super::mod
         first_name: None,
         last_name: None,
         email_address: opt_fit(Some(&b.fallback_contact_email), limits::CONTACT_NAME),
+        tax_number: None,
         addresses: Vec::new(),
         phones: Vec::new(),
     }

@@ -12,12 +12,14 @@
 //! | `simulate [--provider sage\|xero]` | serves the built-in Sage (or Xero) simulator until interrupted (a ledger for trying `connect` and `sync`) |
 //! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`byte8_ledger_service`]; Sage connections) |
 //! | `tenant pair`, `tenant list`, `tenant disconnect` | the Magento stores bound to the service |
+//! | `reconcile --from DATE --to DATE [--json]` | the period's synced invoices, credit memos and payments against what the ledger holds ([`crate::reconcile`]) |
 //!
 //! Exit codes: 0 when every event got an outcome, 2 for a usage or configuration error, 1 for
-//! anything else.
+//! anything else; `reconcile` exits [`reconcile::EXIT_DIFFERENCES`] (3) when Magento and the ledger differ.
 
 mod database;
 mod demo;
+mod reconcile;
 mod serve;
 mod tenant;
 
@@ -36,6 +38,7 @@ pub(crate) use database::{SecretArg, StoreArgs};
 /// The environment variable `connect --refresh-token` reads (the form to use: a command line is
 /// visible to every user of the machine).
 pub(crate) const REFRESH_TOKEN_ENV: &str = "BYTE8_REFRESH_TOKEN";
+pub(crate) use reconcile::ReconcileArgs;
 pub(crate) use serve::ServeArgs;
 pub(crate) use tenant::TenantCommand;
 
@@ -186,6 +189,11 @@ pub(crate) enum Command {
     /// disconnect) and its workers, until interrupted (LEDGER_MASTER_KEY, SAGE_CLIENT_ID and
     /// SAGE_CLIENT_SECRET from the environment).
     Serve(ServeArgs),
+    /// Compare the period's synced invoices, credit memos and payments with what the ledger
+    /// holds: missing, duplicated, differing totals or VAT, unallocated payments, records from no
+    /// run, and per-currency sums (exit 3 when anything differs; LEDGER_MASTER_KEY from the
+    /// environment).
+    Reconcile(ReconcileArgs),
     /// The Magento stores bound to the service.
     Tenant {
         /// What to do.
@@ -288,6 +296,7 @@ pub(crate) async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<()
         }
         Command::Serve(args) => serve::run(args, out).await,
         Command::Tenant { command } => tenant::run(command, out).await,
+        Command::Reconcile(args) => reconcile::run(args, out).await,
         Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,
         Command::Status { state, json } => status(state, json, out).await,
         Command::Requeue { state, key, business_id } => requeue(state, &key, business_id, out).await,

@@ -6,6 +6,7 @@
 
 mod chaos;
 mod cli;
+mod reconcile;
 mod service;
 mod service_postgres;
 #[path = "../../../../tests/support/mod.rs"]

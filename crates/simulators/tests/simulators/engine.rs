@@ -1985,3 +1985,52 @@ async fn an_adopted_invoice_keeps_the_ledgers_rate_for_its_payment() {
     assert_eq!(d(&b.payments[0].request["exchange_rate"]), dec("0.8"), "the ledger's rate, not Magento's");
     assert_eq!(invoice(&b, "000001204").outstanding, dec("0.00"));
 }
+
+/// Issue 18, over the Sage simulator with a Northern Ireland business (the Windsor Framework keeps
+/// NI goods to the EU under the intra-EU rules, tax.md 2.2 N1): goods to a French company that
+/// Magento charged no VAT.
+///
+/// - With the buyer's VAT number on the order's billing address: a zero-rated intra-EU B2B
+///   supply (`ReverseCharge`: `GB_ZERO`, EU type `GOODS`), and the number, normalised, on the
+///   Sage contact as `tax_number`.
+/// - The same buyer without it (a company name only): the document fails validation naming
+///   `customer.vat_number`, and no invoice reaches Sage (routing docs, *No VAT charged to a
+///   buyer without a VAT number*).
+#[tokio::test]
+async fn an_intra_eu_b2b_sale_takes_the_vat_number_and_fails_without_one() {
+    let sim = SageSimulator::demo(SimConfig::default());
+    sim.with_state(|s| s.businesses.values_mut().for_each(|b| b.reference.business.northern_ireland = true));
+    let w = World::with(sim).await;
+    let engine = w.engine(policy(json!({})));
+
+    let mut with_number = fr_b2b_invoice(1481, json!([untaxed_line("WIDGET", "simple", "40.00")]));
+    with_number["billing_address"]["vat_id"] = json!("fr 12 345678901");
+    synced(&engine.sync_line(&invoice_created(&with_number)).await.unwrap());
+    let b = w.biz();
+    let si = invoice(&b, "000001481");
+    let line = &si.request["invoice_lines"][0];
+    assert_eq!((&line["tax_rate_id"], &line["eu_goods_services_type_id"]), (&json!("GB_ZERO"), &json!("GOODS")));
+    assert_eq!((si.net, si.tax, si.total), (dec("40.00"), dec("0.00"), dec("40.00")));
+    let held = b.contacts.iter().find(|c| c.id == si.contact_id).expect("the invoice's contact");
+    assert_eq!(held.json["tax_number"], json!("FR12345678901"), "{}", held.json);
+    assert_eq!(held.name, "Moreau SARL");
+
+    // The same company without a VAT number, on a new customer id so no contact is reused.
+    let mut without = fr_b2b_invoice(1482, json!([untaxed_line("WIDGET", "simple", "40.00")]));
+    without["customer"]["magento_id"] = json!(41);
+    let o = engine.sync_line(&invoice_created(&without)).await.unwrap();
+    let message = failed(&o, ErrorCode::Validation);
+    assert!(message.contains("customer.vat_number") && message.contains("no VAT number"), "{message}");
+    assert!(w.biz().invoices.iter().all(|d| d.reference != "000001482"), "nothing posted");
+
+    // The policy's opt-in to the old rule: the company name stands in for the missing number.
+    let lenient = w.engine(policy(json!({"company_name_without_vat_number_is_b2b": true})));
+    let mut again = fr_b2b_invoice(1483, json!([untaxed_line("WIDGET", "simple", "40.00")]));
+    again["customer"]["magento_id"] = json!(41);
+    synced(&lenient.sync_line(&invoice_created(&again)).await.unwrap());
+    let b = w.biz();
+    let si = invoice(&b, "000001483");
+    assert_eq!(si.request["invoice_lines"][0]["tax_rate_id"], json!("GB_ZERO"));
+    let held = b.contacts.iter().find(|c| c.id == si.contact_id).expect("the invoice's contact");
+    assert!(held.json["tax_number"].is_null(), "no number to send: {}", held.json);
+}

@@ -17,5 +17,6 @@ mod support_xero;
 #[path = "../../../../tests/support/xero_spec.rs"]
 mod support_xero_spec;
 mod xero_engine;
+mod xero_reconcile;
 mod xero_simulator;
 mod xero_vs_sage;

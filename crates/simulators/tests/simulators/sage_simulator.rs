@@ -649,4 +649,35 @@ mod rules {
             assert_eq!(get(&sim, &setup, "/v3.1/tax_rates").status, 200, "{fault:?} answers one request only");
         }
     }
+
+    /// Issue 18: the simulator stores a contact's `tax_number` on creation and update and returns
+    /// it on reads; a number Sage's format check would refuse (separators, symbols) is a 422 on
+    /// `contact.tax_number`, on creation and on update.
+    #[test]
+    fn contacts_keep_their_tax_number_and_refuse_a_malformed_one() {
+        let (sim, _clock, token) = simulator(SimConfig::default());
+        let mut body = contact_body("Moreau SARL", "M40");
+        body["contact"]["tax_number"] = json!("FR12345678901");
+        let id = assert_created(&post(&sim, &token, "contacts", body));
+        assert_eq!(get(&sim, &token, &format!("/v3.1/contacts/{id}")).body["tax_number"], json!("FR12345678901"));
+
+        let put = |tax: &str| {
+            call(
+                &sim,
+                &token,
+                BUSINESS,
+                "PUT",
+                &format!("/v3.1/contacts/{id}"),
+                json!({"contact": {"tax_number": tax}}),
+            )
+        };
+        assert_eq!(put("FR98765432109").status, 200);
+        assert_eq!(get(&sim, &token, &format!("/v3.1/contacts/{id}")).body["tax_number"], json!("FR98765432109"));
+        assert_refused(&put("FR 987-654"), "contact.tax_number", "is not a valid VAT number");
+        assert_eq!(get(&sim, &token, &format!("/v3.1/contacts/{id}")).body["tax_number"], json!("FR98765432109"));
+
+        let mut bad = contact_body("Other SARL", "M41");
+        bad["contact"]["tax_number"] = json!("n/a");
+        assert_refused(&post(&sim, &token, "contacts", bad), "contact.tax_number", "is not a valid VAT number");
+    }
 }

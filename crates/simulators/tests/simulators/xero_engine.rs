@@ -373,3 +373,26 @@ async fn gift_cards_tenders_and_pro_rata_adjustments_reach_xero_as_charged() {
         (Decimal::new(2000, 2), Decimal::new(400, 2), Decimal::new(2400, 2))
     );
 }
+
+/// Issue 18 over the Xero simulator: the buyer's VAT number on the order's billing address
+/// (`vat_id`, typed with spaces) reaches the Xero contact as `TaxNumber`, normalised.
+#[tokio::test]
+async fn the_buyers_vat_number_reaches_the_xero_contact_as_tax_number() {
+    let sim = XeroSimulator::demo(XeroSimConfig::unlimited());
+    let c = clock();
+    let (engine, _store, _server, _dir) = engine(&sim, &c).await;
+    let mut event: serde_json::Value = serde_json::from_str(&invoice(7001, 71, false)).unwrap();
+    event["entity"]["billing_address"] = json!({"kind": "billing", "street": ["1 High Street"], "city": "London",
+        "postcode": "SW1A 1AA", "country_id": "GB", "vat_id": "gb 123 4567 89"});
+    let o = engine.sync_line(&event.to_string()).await.unwrap();
+    assert_eq!(o.sync_status, SyncStatus::Synced, "{o:#?}");
+    let org = sim.org(XERO_DEMO_TENANT).unwrap();
+    let contact = org.contacts.iter().find(|k| k.number.as_deref() == Some("M71")).expect("the buyer's contact");
+    assert_eq!(contact.json["TaxNumber"], json!("GB123456789"), "{}", contact.json);
+    // A buyer without one: no TaxNumber at all.
+    let o = engine.sync_line(&invoice(7002, 72, false)).await.unwrap();
+    assert_eq!(o.sync_status, SyncStatus::Synced, "{o:#?}");
+    let org = sim.org(XERO_DEMO_TENANT).unwrap();
+    let contact = org.contacts.iter().find(|k| k.number.as_deref() == Some("M72")).expect("the buyer's contact");
+    assert!(contact.json.get("TaxNumber").is_none(), "{}", contact.json);
+}

@@ -248,3 +248,31 @@ fn errors_are_replayed_too_and_another_body_under_the_same_key_is_refused() {
     assert_eq!(sim.handle(&put_contacts(&token, Some(&"k".repeat(128)), &contacts("Kim Doe", "M7"))).status, 200);
     assert_eq!(sim.org(XERO_DEMO_TENANT).unwrap().contacts.len(), 2);
 }
+
+/// Issue 18: the simulator stores a contact's `TaxNumber` on creation and update and returns it
+/// on reads; one longer than Xero's 50 characters is refused.
+#[test]
+fn contacts_keep_their_tax_number() {
+    let (sim, _clock, token) = simulator(XeroSimConfig::unlimited());
+    let body = json!({"Contacts": [{"Name": "Moreau SARL", "ContactNumber": "M40", "TaxNumber": "FR12345678901"}]});
+    let created = sim.handle(&put_contacts(&token, None, &body));
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert_eq!(created.body["Contacts"][0]["TaxNumber"], "FR12345678901");
+    let id = created.body["Contacts"][0]["ContactID"].as_str().unwrap().to_owned();
+    let read = |sim: &XeroSimulator| {
+        sim.handle(&request(&token, XERO_DEMO_TENANT, "GET", &format!("Contacts/{id}"), None, &Value::Null))
+    };
+    assert_eq!(read(&sim).body["Contacts"][0]["TaxNumber"], "FR12345678901");
+    let update = json!({"Contacts": [{"ContactID": id, "TaxNumber": "FR98765432109"}]});
+    let r = sim.handle(&request(&token, XERO_DEMO_TENANT, "POST", &format!("Contacts/{id}"), None, &update));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(read(&sim).body["Contacts"][0]["TaxNumber"], "FR98765432109");
+
+    let long = json!({"Contacts": [{"Name": "Other SARL", "ContactNumber": "M41", "TaxNumber": "FR".repeat(26)}]});
+    let refused = sim.handle(&put_contacts(&token, None, &long));
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(
+        refused.body["Elements"][0]["ValidationErrors"][0]["Message"],
+        "TaxNumber must not be more than 50 characters long"
+    );
+}

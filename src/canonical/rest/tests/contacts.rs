@@ -24,6 +24,7 @@ fn tutorial_customer_has_its_default_address_twice() {
             first_name: Some("Jane".into()),
             last_name: Some("Doe".into()),
             company: None,
+            vat_number: None,
             phone: Some("512-555-1111".into()),
             website_id: 1,
             group_id: Some(1),
@@ -193,4 +194,44 @@ fn contact_errors_name_the_rest_field() {
     assert_eq!(paths(&e), ["email"]);
     let e = contact_from_rest(&json(r#"[1, 2]"#)).unwrap_err();
     assert_eq!(paths(&e), ["customer"]);
+}
+
+/// magento.md 5.11: the VAT number is the billing address's `vat_id`, else the customer's
+/// `taxvat` (`customer_taxvat` on an order); both read through the adapter and normalised.
+#[test]
+fn vat_numbers_come_from_the_billing_vat_id_else_taxvat() {
+    // The customer record: `taxvat` on the customer, `vat_id` on its default address.
+    let mut customer = fixture!("customer.orders-tutorial.json");
+    set(&mut customer, "/taxvat", json(r#""de 123 456 789""#));
+    let c = contact_from_rest(&customer).unwrap();
+    assert_eq!(c.vat_number.as_deref(), Some("de 123 456 789"), "kept as Magento has it");
+    assert_eq!(c.vat_number().as_deref(), Some("DE123456789"), "normalised where used");
+    set(&mut customer, "/addresses/0/vat_id", json(r#""FR12345678901""#));
+    let c = contact_from_rest(&customer).unwrap();
+    assert!(c.addresses.iter().all(|a| a.vat_id.as_deref() == Some("FR12345678901")), "{:?}", c.addresses);
+    assert_eq!(c.vat_number().as_deref(), Some("FR12345678901"), "the address's vat_id comes first");
+
+    // The order buyer: billing `vat_id`, else `customer_taxvat`; empty strings are no number.
+    let mut order = fixture!("order.guest.json");
+    set(&mut order, "/billing_address/vat_id", json(r#""""#));
+    assert_eq!(contact_from_order(&order).unwrap().vat_number(), None);
+    set(&mut order, "/customer_taxvat", json(r#""IE1234567WA""#));
+    assert_eq!(contact_from_order(&order).unwrap().vat_number().as_deref(), Some("IE1234567WA"));
+    set(&mut order, "/billing_address/vat_id", json(r#""ie 9876543 xa""#));
+    assert_eq!(contact_from_order(&order).unwrap().vat_number().as_deref(), Some("IE9876543XA"));
+}
+
+#[test]
+fn a_malformed_vat_number_is_a_field_error_not_sent_on() {
+    let mut customer = fixture!("customer.orders-tutorial.json");
+    set(&mut customer, "/taxvat", json(r#""not-a-number""#));
+    let err = contact_from_rest(&customer).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Validation, "{err}");
+    assert!(paths(&err).contains(&"vat_number".to_owned()), "{err}");
+    assert!(err.to_string().contains("must be a VAT number"), "{err}");
+
+    let mut order = fixture!("order.guest.json");
+    set(&mut order, "/billing_address/vat_id", json(r#""XX12345678""#));
+    let err = contact_from_order(&order).unwrap_err();
+    assert!(paths(&err).contains(&"addresses[0].vat_id".to_owned()), "{err}");
 }

@@ -85,6 +85,7 @@ fn tutorial_invoice_with_hand_written_order() {
             first_name: Some("Jane".into()),
             last_name: Some("Doe".into()),
             company: None,
+            vat_number: None,
             phone: Some("512-555-1111".into()),
             website_id: 0,
             group_id: Some(1),
@@ -120,19 +121,21 @@ fn configurable_parent_carries_money_child_is_dummy() {
     assert_eq!(inv.currency, Currency::GBP);
     assert_eq!(inv.payment_method.as_deref(), Some("braintree"));
     assert_eq!(inv.created_at, utc(2024, 3, 5, 23, 30, 0));
-    // Billing street ["1 High Street", ""]: the empty line is removed.
-    assert_eq!(
-        inv.billing_address,
-        Some(address(
-            AddressKind::Billing,
-            &["1 High Street"],
-            "London",
-            Some("Greater London"),
-            Some("SW1A 1AA"),
-            "GB",
-            Some("020 7946 0000")
-        ))
+    // Billing street ["1 High Street", ""]: the empty line is removed; the address's
+    // `vat_id` (magento.md 3.7) rides on it.
+    let mut billing = address(
+        AddressKind::Billing,
+        &["1 High Street"],
+        "London",
+        Some("Greater London"),
+        Some("SW1A 1AA"),
+        "GB",
+        Some("020 7946 0000"),
     );
+    billing.vat_id = Some("GB123456789".into());
+    assert_eq!(inv.billing_address, Some(billing));
+    // The buyer's VAT number is the billing address's (the order has no customer_taxvat).
+    assert_eq!(inv.customer.vat_number().as_deref(), Some("GB123456789"));
     assert_eq!(
         inv.shipping_address,
         Some(address(
@@ -303,6 +306,7 @@ fn guest_order_invoice() {
         first_name: Some("Ann".into()),
         last_name: Some("Byrne".into()),
         company: Some("Byrne Crafts".into()),
+        vat_number: None,
         phone: Some("+353 1 555 0100".into()),
         website_id: 0,
         group_id: None,

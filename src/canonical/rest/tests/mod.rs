@@ -127,5 +127,6 @@ pub(super) fn address(
         postcode: postcode.map(Into::into),
         country_id: country_id.into(),
         telephone: telephone.map(Into::into),
+        vat_id: None,
     }
 }

@@ -802,3 +802,23 @@ fn a_refund_to_store_credit_credits_the_liability() {
     );
     assert_eq!(expected_total(&t.request.sales_credit_note, &uk_reference().tax_rates).unwrap(), dec!(0));
 }
+
+/// Issue 18: the buyer's VAT number goes on the contact as `tax_number` (openapi-v3.1
+/// `postContacts.contact.tax_number`), normalised; absent when the buyer has none; the B2C
+/// fallback contact never carries one.
+#[test]
+fn the_vat_number_goes_on_the_contact_as_tax_number() {
+    let r = uk_reference();
+    let mut c = person(Some("Acme GmbH"));
+    let body = |c: &MagentoContact| {
+        serde_json::to_value(contact(c, Currency::GBP, "M5", &policy(json!({})), &r, None).request).unwrap()
+    };
+    assert!(body(&c)["contact"].get("tax_number").is_none(), "no number, no key: {}", body(&c));
+    c.vat_number = Some(" de 123 456 789 ".into());
+    assert_eq!(body(&c)["contact"]["tax_number"], json!("DE123456789"));
+    // The billing address's vat_id wins over the customer's taxvat (magento.md 5.11).
+    c.addresses[0].vat_id = Some("de-987.654.321".into());
+    assert_eq!(body(&c)["contact"]["tax_number"], json!("DE987654321"));
+    let fallback = serde_json::to_value(fallback_contact(&policy(json!({})), Currency::GBP, "WEB", &r)).unwrap();
+    assert!(fallback["contact"].get("tax_number").is_none());
+}

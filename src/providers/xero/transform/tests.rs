@@ -504,3 +504,19 @@ fn gift_cards_tenders_and_pro_rata_adjustments_book_as_on_sage() {
     let adj = none.request.line_items.iter().find(|l| l.description.starts_with("Adjustment")).unwrap();
     assert_eq!((adj.unit_amount, adj.tax_type.as_str()), (dec!(12.00), "NONE"), "no_tax by default");
 }
+
+/// Issue 18: the buyer's VAT number goes on the Xero contact as `TaxNumber`, normalised; absent
+/// when the buyer has none.
+#[test]
+fn the_vat_number_goes_on_the_contact_as_tax_number() {
+    let mut c: crate::canonical::MagentoContact = serde_json::from_value(json!({
+        "magento_id": 5, "email": "jane@example.com", "company": "Acme SARL", "vat_number": "fr 12 345678901",
+        "addresses": [address("FR", "75001")]
+    }))
+    .unwrap();
+    let v = serde_json::to_value(contact(&c, "M5", &policy(json!({})))).unwrap();
+    assert_eq!(v["TaxNumber"], json!("FR12345678901"));
+    c.vat_number = None;
+    let v = serde_json::to_value(contact(&c, "M5", &policy(json!({})))).unwrap();
+    assert!(v.get("TaxNumber").is_none(), "{v}");
+}
