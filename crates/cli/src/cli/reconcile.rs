@@ -28,7 +28,7 @@ pub(crate) struct ReconcileArgs {
     /// The connection, when the database holds several.
     #[arg(long)]
     pub business_id: Option<String>,
-    /// JSON output (the [`crate::reconcile::Report`]).
+    /// JSON output (the [`byte8_ledger_core::reconcile::Report`]).
     #[arg(long)]
     pub json: bool,
 }
