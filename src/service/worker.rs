@@ -498,17 +498,17 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
         let (id, generation) = (cb.run.id, cb.generation);
         let Some(outcome) = cb.run.outcome.as_ref() else {
             tracing::error!(tenant = %rt.tenant_id, run = id, "a terminal run without an outcome: no callback to send");
-            shared.store.callback_sent(id, generation).await?;
+            shared.store.callback_sent(id, generation, shared.clock.now()).await?;
             continue;
         };
         match rt.magento.post_sync_state(outcome).await {
             Ok(()) => {
-                shared.store.callback_sent(id, generation).await?;
+                shared.store.callback_sent(id, generation, shared.clock.now()).await?;
                 tracing::info!(tenant = %rt.tenant_id, run = id, key = %cb.run.idempotency_key, "sync state sent to Magento");
             }
             Err(e) if permanent(&e) => {
                 tracing::error!(tenant = %rt.tenant_id, run = id, error = %e, "Magento can never accept this sync state: dropped");
-                shared.store.callback_sent(id, generation).await?;
+                shared.store.callback_sent(id, generation, shared.clock.now()).await?;
             }
             Err(e) => {
                 let delay = config.callback_delay(cb.attempts.saturating_add(1));

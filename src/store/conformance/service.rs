@@ -251,13 +251,17 @@ pub async fn callbacks_follow_terminal_runs(store: &dyn ServiceStore, scope: &st
     assert!(store.requeue(scope, key, lease(101)).await.expect("requeue"), "callbacks: requeued");
     let run = store.claim_run(id, lease(101), lease(160)).await.expect("claim").expect("claimable");
     store.finish(id, run.claim, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
-    store.callback_sent(id, generation).await.expect("sent");
+    store.callback_sent(id, generation, lease(102)).await.expect("sent");
     let newer = store.claim_callbacks(scope, &tenant, lease(200), lease(230), 10).await.expect("claim");
     assert_eq!(newer.len(), 1, "callbacks: an older delivery does not clear a newer outcome");
     assert!(newer[0].generation > generation, "callbacks: a new generation");
     assert_eq!(newer[0].attempts, 0, "callbacks: a new generation starts afresh");
-    store.callback_sent(id, newer[0].generation).await.expect("sent");
+    store.callback_sent(id, newer[0].generation, lease(201)).await.expect("sent");
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: delivered");
+    assert!(
+        store.claim_callbacks(scope, &tenant, lease(100_000), lease(100_030), 10).await.expect("claim").is_empty(),
+        "callbacks: a delivered callback (kept until its retention ends) is never sent again"
+    );
 
     // A revoked binding stops new callbacks.
     store.set_binding_status(&tenant, BindingStatus::Revoked, lease(300)).await.expect("revoke");
