@@ -12,12 +12,14 @@
 //! | `simulate [--provider sage\|xero]` | serves the built-in Sage (or Xero) simulator until interrupted (a ledger for trying `connect` and `sync`) |
 //! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`crate::service`]; Sage connections) |
 //! | `tenant pair`, `tenant list`, `tenant disconnect` | the Magento stores bound to the service |
+//! | `purge [--dry-run]` | removes what the retention policy no longer keeps ([`crate::store::retention`]), printing the counts; `serve` does it hourly |
 //!
 //! Exit codes: 0 when every event got an outcome, 2 for a usage or configuration error, 1 for
 //! anything else.
 
 mod database;
 mod demo;
+mod purge;
 mod serve;
 mod tenant;
 
@@ -36,6 +38,7 @@ pub use database::{DATABASE_URL_ENV, SecretArg, StoreArgs};
 /// The environment variable `connect --refresh-token` reads (the form to use: a command line is
 /// visible to every user of the machine).
 pub const REFRESH_TOKEN_ENV: &str = "BYTE8_REFRESH_TOKEN";
+pub use purge::{PurgeArgs, RetentionArgs};
 pub use serve::ServeArgs;
 pub use tenant::TenantCommand;
 
@@ -186,6 +189,10 @@ pub enum Command {
     /// disconnect) and its workers, until interrupted (LEDGER_MASTER_KEY, SAGE_CLIENT_ID and
     /// SAGE_CLIENT_SECRET from the environment).
     Serve(ServeArgs),
+    /// Remove what the retention policy no longer keeps (raw events and attempts of old
+    /// finished runs, disconnected tenants, delivered callbacks), or say what would go
+    /// (`--dry-run`). `serve` does it every hour by itself.
+    Purge(PurgeArgs),
     /// The Magento stores bound to the service.
     Tenant {
         /// What to do.
@@ -287,6 +294,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failu
             }
         }
         Command::Serve(args) => serve::run(args, out).await,
+        Command::Purge(args) => purge::run(args, out).await,
         Command::Tenant { command } => tenant::run(command, out).await,
         Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,
         Command::Status { state, json } => status(state, json, out).await,

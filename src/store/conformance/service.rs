@@ -397,8 +397,7 @@ pub async fn retention_keeps_what_is_promised(store: &dyn ServiceStore, scope: &
     let base = DateTime::parse_from_rfc3339("2001-01-01T12:00:00Z").map(|t| t.with_timezone(&Utc)).expect("a date");
     let day = |d: i64| base + Duration::days(d);
     let policy = RetentionPolicy::default();
-    let (a, b, c, d) =
-        (format!("{scope}-a"), format!("{scope}-b"), format!("{scope}-c"), format!("{scope}-d"));
+    let (a, b, c, d) = (format!("{scope}-a"), format!("{scope}-b"), format!("{scope}-c"), format!("{scope}-d"));
     let (ta, tb_old, tb_new, tc, td) =
         (tenant_of(&a), tenant_of(&format!("{b}-old")), tenant_of(&format!("{b}-new")), tenant_of(&c), tenant_of(&d));
     // A run of `tenant` received and finished at `at` with `status`, its one attempt recorded.
@@ -431,7 +430,13 @@ pub async fn retention_keeps_what_is_promised(store: &dyn ServiceStore, scope: &
     let sent = store.claim_callbacks(&a, &ta, day(3), day(3), 10).await.expect("claim callbacks");
     assert_eq!(sent.len(), 3, "retention: three callbacks queued");
     for cb in &sent {
-        let at = if cb.run.id == a_old { Some(day(0)) } else if cb.run.id == a_recent { Some(day(2)) } else { None };
+        let at = if cb.run.id == a_old {
+            Some(day(0))
+        } else if cb.run.id == a_recent {
+            Some(day(2))
+        } else {
+            None
+        };
         if let Some(at) = at {
             store.callback_sent(cb.run.id, cb.generation, at).await.expect("sent");
         }
@@ -476,7 +481,11 @@ pub async fn retention_keeps_what_is_promised(store: &dyn ServiceStore, scope: &
 
     // Day 91: day N+1. A dry run counts and removes nothing.
     let expected = PurgeReport {
-        tenants: { let mut t = vec![tb_old.clone(), tc.clone()]; t.sort(); t },
+        tenants: {
+            let mut t = vec![tb_old.clone(), tc.clone()];
+            t.sort();
+            t
+        },
         runs: 2,
         // A's run of day 0 and D's (its tenant still bound): their raw events and attempts.
         raw_events: 2,

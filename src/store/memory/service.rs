@@ -11,11 +11,11 @@ use crate::{
     magento::{ConnectionStatus, ReplayCache},
     store::{
         Run, RunId, RunStatus,
+        retention::{Cutoffs, PurgeReport},
         service::{
             Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
             replay_key,
         },
-        retention::{Cutoffs, PurgeReport},
     },
 };
 
@@ -99,8 +99,9 @@ pub(super) fn purge(s: &mut State, cutoffs: &Cutoffs, apply: bool) -> PurgeRepor
         .filter(|(id, c)| !gone_runs.contains(id) && gone.iter().any(|(g, _)| *g == c.tenant))
         .count();
     // The cross-reference of businesses left with no tenant and no run.
-    let remaining_binding =
-        |scope: &str| s.service.bindings.values().any(|b| b.scope == scope && !gone.iter().any(|(g, _)| *g == b.tenant_id));
+    let remaining_binding = |scope: &str| {
+        s.service.bindings.values().any(|b| b.scope == scope && !gone.iter().any(|(g, _)| *g == b.tenant_id))
+    };
     let remaining_run = |scope: &str| s.runs.values().any(|r| r.scope == scope && !gone_runs.contains(&r.id));
     let mut scopes: Vec<&String> = gone.iter().map(|(_, scope)| scope).collect();
     scopes.sort();
@@ -292,7 +293,9 @@ impl DispatchStore for MemoryStore {
 
     async fn callback_failed(&self, run: RunId, generation: i64, next_at: DateTime<Utc>, _error: &str) -> Result<()> {
         let mut s = self.lock();
-        if let Some(c) = s.service.callbacks.get_mut(&run).filter(|c| c.generation == generation && c.delivered_at.is_none()) {
+        if let Some(c) =
+            s.service.callbacks.get_mut(&run).filter(|c| c.generation == generation && c.delivered_at.is_none())
+        {
             c.due_at = next_at;
             c.attempts = c.attempts.saturating_add(1);
         }

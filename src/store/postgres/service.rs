@@ -21,11 +21,11 @@ use crate::{
     magento::{ConnectionStatus, ReplayCache},
     store::{
         Run, RunId,
+        retention::{PurgeReport, RetentionPolicy, RetentionStore},
         service::{
             Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
             open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
         },
-        retention::{PurgeReport, RetentionPolicy, RetentionStore},
     },
 };
 
@@ -135,12 +135,12 @@ impl BindingStore for PostgresStore {
             "UPDATE bindings SET status = $1, updated_at = $2, \
              revoked_at = CASE WHEN $1 = 'revoked' THEN COALESCE(revoked_at, $2) END WHERE tenant_id = $3",
         )
-            .bind(status.as_str())
-            .bind(now)
-            .bind(text(tenant_id))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        .bind(status.as_str())
+        .bind(now)
+        .bind(text(tenant_id))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -239,12 +239,12 @@ impl DispatchStore for PostgresStore {
         sqlx::query(
             "UPDATE callbacks SET delivered_at = $3 WHERE run_id = $1 AND generation = $2 AND delivered_at IS NULL",
         )
-            .bind(run)
-            .bind(generation)
-            .bind(now)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        .bind(run)
+        .bind(generation)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
@@ -375,19 +375,24 @@ impl RetentionStore for PostgresStore {
             .await
             .map_err(db)?
             .rows_affected();
-            report.attempts += sqlx::query("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE tenant_id = $1)")
-                .bind(text(&tenant))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
+            report.attempts +=
+                sqlx::query("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE tenant_id = $1)")
+                    .bind(text(&tenant))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .rows_affected();
             report.runs += sqlx::query("DELETE FROM runs WHERE tenant_id = $1")
                 .bind(text(&tenant))
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?
                 .rows_affected();
-            sqlx::query("DELETE FROM bindings WHERE tenant_id = $1").bind(text(&tenant)).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("DELETE FROM bindings WHERE tenant_id = $1")
+                .bind(text(&tenant))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
             report.tenants.push(tenant);
             scopes.push(scope);
         }
@@ -420,13 +425,14 @@ impl RetentionStore for PostgresStore {
         .await
         .map_err(db)?
         .rows_affected();
-        report.raw_events +=
-            sqlx::query("UPDATE runs SET raw = '' WHERE status IN ('synced', 'skipped') AND updated_at < $1 AND raw <> ''")
-                .bind(cut.attempts)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
+        report.raw_events += sqlx::query(
+            "UPDATE runs SET raw = '' WHERE status IN ('synced', 'skipped') AND updated_at < $1 AND raw <> ''",
+        )
+        .bind(cut.attempts)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
         if dry_run {
             tx.rollback().await.map_err(db)?;
         } else {

@@ -12,11 +12,11 @@ use crate::{
     magento::{ConnectionStatus, ReplayCache},
     store::{
         Run, RunId,
+        retention::{PurgeReport, RetentionPolicy, RetentionStore},
         service::{
             Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
             open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
         },
-        retention::{PurgeReport, RetentionPolicy, RetentionStore},
     },
 };
 
@@ -124,12 +124,12 @@ impl BindingStore for SqliteStore {
             "UPDATE bindings SET status = ?1, updated_at = ?2, \
              revoked_at = CASE WHEN ?1 = 'revoked' THEN COALESCE(revoked_at, ?2) END WHERE tenant_id = ?3",
         )
-            .bind(status.as_str())
-            .bind(micros(now))
-            .bind(tenant_id)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        .bind(status.as_str())
+        .bind(micros(now))
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -233,13 +233,15 @@ impl DispatchStore for SqliteStore {
     }
 
     async fn callback_sent(&self, run: RunId, generation: i64, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query("UPDATE callbacks SET delivered_at = ? WHERE run_id = ? AND generation = ? AND delivered_at IS NULL")
-            .bind(micros(now))
-            .bind(run)
-            .bind(generation)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        sqlx::query(
+            "UPDATE callbacks SET delivered_at = ? WHERE run_id = ? AND generation = ? AND delivered_at IS NULL",
+        )
+        .bind(micros(now))
+        .bind(run)
+        .bind(generation)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
@@ -368,19 +370,24 @@ impl RetentionStore for SqliteStore {
             .await
             .map_err(db)?
             .rows_affected();
-            report.attempts += sqlx::query("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE tenant_id = ?)")
-                .bind(&tenant)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
+            report.attempts +=
+                sqlx::query("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE tenant_id = ?)")
+                    .bind(&tenant)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .rows_affected();
             report.runs += sqlx::query("DELETE FROM runs WHERE tenant_id = ?")
                 .bind(&tenant)
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?
                 .rows_affected();
-            sqlx::query("DELETE FROM bindings WHERE tenant_id = ?").bind(&tenant).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("DELETE FROM bindings WHERE tenant_id = ?")
+                .bind(&tenant)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
             report.tenants.push(tenant);
             scopes.push(scope);
         }
@@ -413,13 +420,14 @@ impl RetentionStore for SqliteStore {
         .await
         .map_err(db)?
         .rows_affected();
-        report.raw_events +=
-            sqlx::query("UPDATE runs SET raw = '' WHERE status IN ('synced', 'skipped') AND updated_at < ? AND raw <> ''")
-                .bind(micros(cut.attempts))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
+        report.raw_events += sqlx::query(
+            "UPDATE runs SET raw = '' WHERE status IN ('synced', 'skipped') AND updated_at < ? AND raw <> ''",
+        )
+        .bind(micros(cut.attempts))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
         if dry_run {
             tx.rollback().await.map_err(db)?;
         } else {
