@@ -95,7 +95,10 @@ async fn the_service_purges_on_its_tick_at_its_clock_s_time() {
     // A tenant that left on day 0, and an active one whose day-0 callback was delivered on day 0.
     store.put_binding(&binding("t-gone", "biz-gone", day(-1))).await.unwrap();
     let gone_run = synced_run(store.as_ref(), "t-gone", "biz-gone", "invoice.created:1", day(0)).await;
-    store.put_xref("biz-gone", XrefKind::Invoice, "1", &Xref::intent(None, serde_json::json!({}), day(0))).await.unwrap();
+    store
+        .put_xref("biz-gone", XrefKind::Invoice, "1", &Xref::intent(None, serde_json::json!({}), day(0)))
+        .await
+        .unwrap();
     assert!(store.set_binding_status("t-gone", BindingStatus::Revoked, day(0)).await.unwrap());
     store.put_binding(&binding("t-live", "biz-live", day(-1))).await.unwrap();
     let live_run = synced_run(store.as_ref(), "t-live", "biz-live", "invoice.created:1", day(0)).await;

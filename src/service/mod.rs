@@ -9,7 +9,7 @@
 //! | `POST /webhooks/magento/{tenant_id}/{event_name}` | verifies the webhook JWT, reads the Byte8 envelope (byte8-spec.md 2), queues the event durably and answers `202 {"sync_run_id": …}` |
 //! | `GET /v1/status?entity_type=&entity_id=` | the sync state of one Magento entity: `{entity_type, entity_id, provider, sync_status, provider_entity_id, provider_reference, skip_reason, error_code, message, last_sync_at, runs: [{sync_run_id, event, idempotency_key, status, sync_status, provider_entity_id, skip_reason, error_code, message, attempts, received_at, updated_at}]}`; `sync_status` is the most recently changed run's (`pending` while it waits, `null` when there is none: the admin's "—") |
 //! | `GET /v1/tile/health` | the admin tile's feed (byte8-spec.md 11.7): `{tenant: {magento_connection_status}, binding: {status, region}, sync: {pending_count, failed_24h, last_run_at}}`; `region` is the ledger business's country (`GB`), `null` until its reference data is known; `failed_24h` counts runs dead-lettered in the last 24 hours |
-//! | `POST /v1/tenant/disconnect` | revokes the binding: dispatch stops, later webhooks get 401; runs and cross-reference are kept (a repeated call answers the same) |
+//! | `POST /v1/tenant/disconnect` | revokes the binding: dispatch stops, later webhooks get 401; runs and cross-reference are kept until the retention purge ([`ServiceConfig::retention`], 90 days after the disconnection by default; a repeated call answers the same and keeps the first disconnection's time) |
 //!
 //! Every route is authenticated by the module's bearer JWT (HS256 under the tenant's
 //! **outbound** subkey, `iss` `magento`, `aud` `byte8-ledger`, `sub` the tenant id, at most
