@@ -255,7 +255,7 @@ async fn several_worker_processes_on_one_postgres_sync_every_webhook_once_and_ca
     loop {
         let row = sqlx::query(
             "SELECT (SELECT count(*) FROM runs WHERE scope = ANY($1) AND status IN ('queued', 'running')) AS open, \
-                    (SELECT count(*) FROM callbacks WHERE scope = ANY($1)) AS callbacks",
+                    (SELECT count(*) FROM callbacks WHERE scope = ANY($1) AND delivered_at IS NULL) AS callbacks",
         )
         .bind(&scopes)
         .fetch_one(store.pool())
