@@ -1,6 +1,6 @@
 //! Retention: how long the stores keep what they hold, and the purge that enforces it
 //! ([`RetentionStore::purge`], the `byte8-ledger purge` command, and the service's periodic tick,
-//! [`ServiceConfig::retention`](crate::service::ServiceConfig::retention)).
+//! `ServiceConfig::retention` of the `service` feature).
 //!
 //! Byte8 promises merchants to keep sync runs and the cross-reference for 90 days after they
 //! leave, then purge them, and to drop delivered sync-state callbacks after 30 days. A
