@@ -22,6 +22,11 @@
 //!
 //! `canonical`, `tax` and `plan` import nothing of providers, HTTP or storage.
 //!
+//! What the stores keep is bounded: [`store::retention`] drops raw events and attempts of old
+//! finished runs, everything of a tenant disconnected long enough, and delivered callbacks
+//! (90/90/30 days by default), from the `byte8-ledger purge` command or the service's hourly
+//! purge.
+//!
 //! # Quick start
 //!
 //! ```no_run

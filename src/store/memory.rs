@@ -274,6 +274,19 @@ impl RunStore for MemoryStore {
 }
 
 #[async_trait]
+impl super::retention::RetentionStore for MemoryStore {
+    async fn purge(
+        &self,
+        policy: &super::retention::RetentionPolicy,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<super::retention::PurgeReport> {
+        policy.validate()?;
+        Ok(service::purge(&mut self.lock(), &policy.cutoffs(now), !dry_run))
+    }
+}
+
+#[async_trait]
 impl XrefStore for MemoryStore {
     async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
         Ok(self.lock().xrefs.get(&(scope.to_owned(), kind, key.to_owned())).cloned())

@@ -45,6 +45,7 @@
 //! | `0002_connection_provider_tenant` | a connection's provider organisation (Xero's tenant) and connections endpoint |
 //! | `0003_service` | the service: tenant bindings, replay cache, dispatch leases, the callback outbox and its trigger |
 //! | `0004_tenant_runs` | `runs.tenant_id` and `runs.claim` (see "Tenants and claims"), `callbacks.tenant_id`, the indexes rebuilt with the tenant, the outbox trigger replaced; existing runs get the tenant bound to their business when they were received (the one paired most recently at or before the run, else the first paired), runs of a business never bound keep none, outbox rows without a tenant are dropped |
+//! | `0005_retention` | `bindings.revoked_at` (when a tenant was disconnected; existing revoked bindings take their last change), `callbacks.delivered_at` (delivered callbacks are kept, marked, until [`retention`] removes them), the outbox trigger marks a re-finished run's row pending again |
 //!
 //! # Exactly-once writes
 //!
@@ -61,6 +62,7 @@ pub mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
+pub mod retention;
 pub mod service;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use self::keys::ApiKey;
-use super::{Run, RunId, Store};
+use super::{Run, RunId, Store, retention::RetentionStore};
 use crate::{
     error::{Error, FieldError, Result},
     policy::SyncPolicy,
@@ -127,7 +127,9 @@ pub enum BindingStatus {
     /// Paired: webhooks are accepted and its runs dispatched.
     Active,
     /// Disconnected: webhooks are refused (401) and nothing is dispatched; its runs and
-    /// cross-reference are kept.
+    /// cross-reference are kept until the retention purge removes them
+    /// ([`RetentionPolicy::disconnected_days`](super::retention::RetentionPolicy::disconnected_days)
+    /// after the disconnection).
     Revoked,
 }
 
@@ -473,9 +475,11 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
         limit: usize,
     ) -> Result<Vec<PendingCallback>>;
 
-    /// The callback of `run` at `generation` was delivered (or can never be): removes it unless
-    /// the run was finished again since.
-    async fn callback_sent(&self, run: RunId, generation: i64) -> Result<()>;
+    /// The callback of `run` at `generation` was delivered (or can never be) at `now`: marks it
+    /// delivered (never claimed or counted as pending again; kept until
+    /// [`RetentionPolicy::delivered_callback_days`](super::retention::RetentionPolicy::delivered_callback_days)
+    /// have passed), unless the run was finished again since.
+    async fn callback_sent(&self, run: RunId, generation: i64, now: DateTime<Utc>) -> Result<()>;
 
     /// A send failed: due again at `next_at`, with `error` kept for operators.
     async fn callback_failed(&self, run: RunId, generation: i64, next_at: DateTime<Utc>, error: &str) -> Result<()>;
@@ -493,10 +497,10 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     -> Result<Vec<Run>>;
 }
 
-/// Everything the service needs from one store.
-pub trait ServiceStore: Store + BindingStore + DispatchStore + ReplayCache {}
+/// Everything the service needs from one store (its retention purge included).
+pub trait ServiceStore: Store + BindingStore + DispatchStore + ReplayCache + RetentionStore {}
 
-impl<T: Store + BindingStore + DispatchStore + ReplayCache + ?Sized> ServiceStore for T {}
+impl<T: Store + BindingStore + DispatchStore + ReplayCache + RetentionStore + ?Sized> ServiceStore for T {}
 
 /// The key a store's [`ReplayCache`] records for `jti`: hex SHA-256, so that any `jti` takes 64
 /// characters.

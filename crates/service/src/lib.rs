@@ -9,7 +9,7 @@
 //! | `POST /webhooks/magento/{tenant_id}/{event_name}` | verifies the webhook JWT, reads the Byte8 envelope (byte8-spec.md 2), queues the event durably and answers `202 {"sync_run_id": …}` |
 //! | `GET /v1/status?entity_type=&entity_id=` | the sync state of one Magento entity: `{entity_type, entity_id, provider, sync_status, provider_entity_id, provider_reference, skip_reason, error_code, message, last_sync_at, runs: [{sync_run_id, event, idempotency_key, status, sync_status, provider_entity_id, skip_reason, error_code, message, attempts, received_at, updated_at}]}`; `sync_status` is the most recently changed run's (`pending` while it waits, `null` when there is none: the admin's "—") |
 //! | `GET /v1/tile/health` | the admin tile's feed (byte8-spec.md 11.7): `{tenant: {magento_connection_status}, binding: {status, region}, sync: {pending_count, failed_24h, last_run_at}}`; `region` is the ledger business's country (`GB`), `null` until its reference data is known; `failed_24h` counts runs dead-lettered in the last 24 hours |
-//! | `POST /v1/tenant/disconnect` | revokes the binding: dispatch stops, later webhooks get 401; runs and cross-reference are kept (a repeated call answers the same) |
+//! | `POST /v1/tenant/disconnect` | revokes the binding: dispatch stops, later webhooks get 401; runs and cross-reference are kept until the retention purge ([`ServiceConfig::retention`], 90 days after the disconnection by default; a repeated call answers the same and keeps the first disconnection's time) |
 //!
 //! Every route is authenticated by the module's bearer JWT (HS256 under the tenant's
 //! **outbound** subkey, `iss` `magento`, `aud` `byte8-ledger`, `sub` the tenant id, at most
@@ -92,6 +92,10 @@
 //! elsewhere on a tenant's turn releases its dispatch lease and drops its runtime (rebuilt on the
 //! next turn); a worker task that panics anyway is logged and restarted. A dead-letter rather
 //! than a retry, because the same input would most likely panic again.
+//! Beside the workers, [`Service::spawn_workers`] starts a **purge task**: every
+//! [`ServiceConfig::purge_interval`] (hourly by default, first at start) it removes what
+//! [`ServiceConfig::retention`] no longer keeps ([`crate::store::retention`]), at the service's
+//! clock's time; a failed purge is logged and tried again at the next tick.
 //! [`WorkerPool::stop`] stops the workers in parallel after their current run;
 //! [`WorkerPool::stop_within`] bounds the wait.
 //!
@@ -143,6 +147,7 @@
 mod auth;
 mod http;
 pub mod magento;
+mod retention;
 pub mod serve;
 mod worker;
 
@@ -157,7 +162,14 @@ pub use serve::{HttpLimits, serve};
 pub use worker::WorkerPool;
 
 use byte8_ledger_core::{
-    clock::Clock, engine::EngineConfig, error::Result, http::RetryConfig, store::service::ServiceStore,
+    clock::Clock,
+    engine::EngineConfig,
+    error::Result,
+    http::RetryConfig,
+    store::{
+        retention::{PurgeReport, RetentionPolicy},
+        service::ServiceStore,
+    },
 };
 
 /// Service settings.
@@ -191,13 +203,20 @@ pub struct ServiceConfig {
     /// included; beyond it the answer is 503 (Magento retries it; a 4xx would dead-letter a
     /// webhook).
     pub request_timeout: Duration,
+    /// What the workers' periodic purge keeps ([`crate::store::retention`]); `None`: no purge
+    /// (the host purges with [`Service::purge`] or `byte8-ledger purge`).
+    pub retention: Option<RetentionPolicy>,
+    /// How often [`Service::spawn_workers`]' purge task runs (the first time at start). Every
+    /// process sharing a database purges: a purge is one transaction and a second one finds
+    /// nothing left.
+    pub purge_interval: Duration,
 }
 
 impl Default for ServiceConfig {
     /// Half-second polls, batches of 20, a 2-minute dispatch lease, callbacks retried after 5 s,
     /// 30 s, 2 min, 10 min, 30 min then hourly, a ping a minute for a revoked token, two quick
     /// retries per Magento call of at most 60 s each, the engine's defaults, 256 KiB bodies
-    /// read within 30 s requests.
+    /// read within 30 s requests, Byte8's retention promise purged hourly.
     fn default() -> Self {
         Self {
             poll_interval: Duration::from_millis(500),
@@ -216,6 +235,8 @@ impl Default for ServiceConfig {
             max_body: 256 * 1024,
             magento_timeout: crate::magento::REQUEST_TIMEOUT,
             request_timeout: Duration::from_secs(30),
+            retention: Some(RetentionPolicy::default()),
+            purge_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -283,8 +304,8 @@ impl Service {
         http::router(Arc::clone(&self.shared))
     }
 
-    /// Starts `n` worker tasks on the current tokio runtime; stop them with
-    /// [`WorkerPool::stop`].
+    /// Starts `n` worker tasks on the current tokio runtime, and the periodic retention purge
+    /// when [`ServiceConfig::retention`] is set; stop them with [`WorkerPool::stop`].
     pub fn spawn_workers(&self, n: usize) -> WorkerPool {
         WorkerPool::spawn(Arc::clone(&self.shared), n)
     }
@@ -292,6 +313,15 @@ impl Service {
     /// The store.
     pub fn store(&self) -> &Arc<dyn ServiceStore> {
         &self.shared.store
+    }
+
+    /// Purges what `policy` no longer keeps, at the service's clock's time (what the workers'
+    /// periodic purge does with [`ServiceConfig::retention`]).
+    ///
+    /// # Errors
+    /// An invalid policy; store failures.
+    pub async fn purge(&self, policy: &RetentionPolicy, dry_run: bool) -> Result<PurgeReport> {
+        self.shared.store.purge(policy, self.shared.clock.now(), dry_run).await
     }
 
     /// Callbacks of `scope` not delivered yet.

@@ -236,17 +236,17 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
         let (id, generation) = (cb.run.id, cb.generation);
         let Some(outcome) = cb.run.outcome.as_ref() else {
             tracing::error!(tenant = %rt.tenant_id, run = id, "a terminal run without an outcome: no callback to send");
-            shared.store.callback_sent(id, generation).await?;
+            shared.store.callback_sent(id, generation, shared.clock.now()).await?;
             continue;
         };
         match rt.magento.post_sync_state(outcome).await {
             Ok(()) => {
-                shared.store.callback_sent(id, generation).await?;
+                shared.store.callback_sent(id, generation, shared.clock.now()).await?;
                 tracing::info!(tenant = %rt.tenant_id, run = id, key = %cb.run.idempotency_key, "sync state sent to Magento");
             }
             Err(e) if permanent(&e) => {
                 tracing::error!(tenant = %rt.tenant_id, run = id, error = %e, "Magento can never accept this sync state: dropped");
-                shared.store.callback_sent(id, generation).await?;
+                shared.store.callback_sent(id, generation, shared.clock.now()).await?;
             }
             Err(e) => {
                 let delay = config.callback_delay(cb.attempts.saturating_add(1));
@@ -385,6 +385,8 @@ pub struct WorkerPool {
     stop: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
     tasks: Vec<JoinHandle<()>>,
+    /// The periodic retention purge (`super::retention`), when configured.
+    purger: Option<JoinHandle<()>>,
 }
 
 impl WorkerPool {
@@ -416,7 +418,10 @@ impl WorkerPool {
                 })
             })
             .collect();
-        Self { stop, wake, tasks }
+        let purger = shared.config.retention.is_some().then(|| {
+            tokio::spawn(super::retention::purge_loop(Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake)))
+        });
+        Self { stop, wake, tasks, purger }
     }
 
     /// How many workers run.
@@ -434,7 +439,7 @@ impl WorkerPool {
     pub async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         self.wake.notify_waiters();
-        futures::future::join_all(self.tasks).await;
+        futures::future::join_all(self.tasks.into_iter().chain(self.purger)).await;
     }
 
     /// As [`stop`](Self::stop), waiting at most `limit`: workers still busy then (a call that
@@ -444,8 +449,9 @@ impl WorkerPool {
     pub async fn stop_within(self, limit: std::time::Duration) -> bool {
         self.stop.store(true, Ordering::Relaxed);
         self.wake.notify_waiters();
-        let aborts: Vec<_> = self.tasks.iter().map(JoinHandle::abort_handle).collect();
-        if tokio::time::timeout(limit, futures::future::join_all(self.tasks)).await.is_ok() {
+        let tasks: Vec<_> = self.tasks.into_iter().chain(self.purger).collect();
+        let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        if tokio::time::timeout(limit, futures::future::join_all(tasks)).await.is_ok() {
             return true;
         }
         tracing::warn!(

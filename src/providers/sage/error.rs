@@ -23,12 +23,19 @@ use std::time::Duration;
 use super::{PROVIDER, model::SageErrorItem};
 use crate::error::{AuthFailure, Error, ProviderFieldError};
 
-/// Parses Sage's error body into field errors (an array, a single object, or plain text).
+/// The most of one of Sage's error fields an error message carries.
+const MAX_FIELD: usize = 300;
+
+/// Parses Sage's error body into field errors (an array or a single object of Sage's error
+/// fields). Only those known fields are kept, each made one line and cut to [`MAX_FIELD`]
+/// characters; any other body (a proxy's HTML page, plain text) is described by its size and
+/// never quoted, so nothing foreign reaches an outcome or `/v1/status`.
 pub fn parse_errors(body: &[u8]) -> Vec<ProviderFieldError> {
+    let clean = |text: Option<String>| text.map(|t| crate::http::sanitise(&t, MAX_FIELD)).unwrap_or_default();
     let to_field = |e: SageErrorItem| ProviderFieldError {
-        code: e.data_code.unwrap_or_default(),
-        field: e.source.unwrap_or_default(),
-        message: e.message.unwrap_or_default(),
+        code: clean(e.data_code),
+        field: clean(e.source),
+        message: clean(e.message),
     };
     if let Ok(items) = serde_json::from_slice::<Vec<SageErrorItem>>(body) {
         return items.into_iter().map(to_field).collect();
@@ -38,12 +45,14 @@ pub fn parse_errors(body: &[u8]) -> Vec<ProviderFieldError> {
     {
         return vec![to_field(item)];
     }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
+    if body.iter().all(u8::is_ascii_whitespace) {
         return Vec::new();
     }
-    vec![ProviderFieldError { code: String::new(), field: String::new(), message: text.chars().take(500).collect() }]
+    vec![ProviderFieldError {
+        code: String::new(),
+        field: String::new(),
+        message: format!("an answer of {} bytes that is not Sage's error JSON (not quoted)", body.len()),
+    }]
 }
 
 fn annotate_umbrella(errors: &mut [ProviderFieldError]) {
@@ -171,6 +180,26 @@ mod tests {
     use crate::error::ErrorCode;
 
     #[test]
+    fn a_foreign_body_is_described_never_quoted_and_known_fields_are_one_short_line() {
+        let html = b"<html><body>internal-admin.local secret=abc</body></html>";
+        let e = from_status(525, html, None, "GET /contacts");
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains("internal-admin") && !text.contains("secret=abc") && !text.contains("<html"), "{text}");
+        assert!(text.contains(&format!("{} bytes", html.len())), "{text}");
+
+        let long = format!(
+            r#"[{{"$dataCode":"RecordInvalid","$message":"line one\nline two {}","$source":"x"}}]"#,
+            "y".repeat(1000)
+        );
+        let errors = parse_errors(long.as_bytes());
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].message.starts_with("line one line two y"), "{}", errors[0].message);
+        // At most MAX_FIELD characters of Sage's text, and the `…` that marks the cut.
+        assert!(!errors[0].message.contains('\n') && errors[0].message.chars().count() <= MAX_FIELD + 1);
+        assert!(errors[0].message.ends_with('…'));
+    }
+
+    #[test]
     fn sage_error_array_is_parsed_with_the_field() {
         let body = br#"[{"$severity":"error","$dataCode":"RecordInvalid","$message":"can't be blank","$source":"contact_id"}]"#;
         let e = from_status(422, body, None, "POST /sales_invoices");
@@ -207,7 +236,8 @@ mod tests {
         let e = from_status(503, b"<html>down</html>", None, "x");
         assert_eq!(e.code(), ErrorCode::Provider);
         assert!(e.is_retryable());
-        assert!(e.to_string().contains("<html>down</html>"));
+        // A body that is not Sage's error JSON is described, never quoted.
+        assert!(!e.to_string().contains("<html>") && e.to_string().contains("17 bytes"), "{e}");
         assert_eq!(from_status(403, b"", None, "x").code(), ErrorCode::Auth);
     }
 }

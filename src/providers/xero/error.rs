@@ -75,17 +75,24 @@ pub fn parse_errors(body: &[u8]) -> Vec<ProviderFieldError> {
             }
         }
         if !out.is_empty() {
+            // Xero's own fields only, each on one short line.
+            for e in &mut out {
+                e.message = crate::http::sanitise(&e.message, 300);
+                e.code = crate::http::sanitise(&e.code, 100);
+            }
             return out;
         }
     }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
+    if body.iter().all(u8::is_ascii_whitespace) {
         return Vec::new();
     }
-    // Not Xero's JSON (a proxy's or a gateway's page): a short excerpt on one line, since the
-    // message reaches outcomes and the tenant's status.
-    vec![ProviderFieldError { code: String::new(), field: String::new(), message: crate::http::sanitise(text, 200) }]
+    // Not Xero's JSON (a proxy's or a gateway's page): described by its size, never quoted,
+    // since the message reaches outcomes and the tenant's status.
+    vec![ProviderFieldError {
+        code: String::new(),
+        field: String::new(),
+        message: format!("an answer of {} bytes that is not Xero's error JSON (not quoted)", body.len()),
+    }]
 }
 
 /// Maps an error answer to the crate's error. `rate_problem` is `X-Rate-Limit-Problem`.
@@ -138,6 +145,17 @@ pub fn from_status(
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
+
+    #[test]
+    fn a_foreign_body_is_described_never_quoted() {
+        let html = b"<html><body>gateway at 10.0.0.7 says no</body></html>";
+        let e = from_status(502, html, None, None, "GET /Invoices");
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains("10.0.0.7") && !text.contains("<html"), "{text}");
+        assert!(text.contains(&format!("{} bytes", html.len())), "{text}");
+        let multi = br#"{"Type":"X","Message":"first\nsecond"}"#;
+        assert_eq!(parse_errors(multi)[0].message, "first second");
+    }
 
     #[test]
     fn validation_exception_keeps_every_element_message() {

@@ -251,13 +251,17 @@ pub async fn callbacks_follow_terminal_runs(store: &dyn ServiceStore, scope: &st
     assert!(store.requeue(scope, key, lease(101)).await.expect("requeue"), "callbacks: requeued");
     let run = store.claim_run(id, lease(101), lease(160)).await.expect("claim").expect("claimable");
     store.finish(id, run.claim, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
-    store.callback_sent(id, generation).await.expect("sent");
+    store.callback_sent(id, generation, lease(102)).await.expect("sent");
     let newer = store.claim_callbacks(scope, &tenant, lease(200), lease(230), 10).await.expect("claim");
     assert_eq!(newer.len(), 1, "callbacks: an older delivery does not clear a newer outcome");
     assert!(newer[0].generation > generation, "callbacks: a new generation");
     assert_eq!(newer[0].attempts, 0, "callbacks: a new generation starts afresh");
-    store.callback_sent(id, newer[0].generation).await.expect("sent");
+    store.callback_sent(id, newer[0].generation, lease(201)).await.expect("sent");
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: delivered");
+    assert!(
+        store.claim_callbacks(scope, &tenant, lease(100_000), lease(100_030), 10).await.expect("claim").is_empty(),
+        "callbacks: a delivered callback (kept until its retention ends) is never sent again"
+    );
 
     // A revoked binding stops new callbacks.
     store.set_binding_status(&tenant, BindingStatus::Revoked, lease(300)).await.expect("revoke");
@@ -376,6 +380,164 @@ pub async fn tenants_stay_apart_after_repairing(store: &dyn ServiceStore, scope:
     assert_eq!((kept.status, kept.tenant_id.as_deref()), (RunStatus::Queued, Some(a.as_str())), "repair: A's run kept");
 }
 
+/// The retention purge ([`crate::store::retention`]) at its boundaries, with its own clock far
+/// from every other behaviour's (2001), so that it never touches their data in a shared
+/// database: a finished run keeps its raw event and attempts until `attempt_days` have passed
+/// (day N-1 kept, day N+1 gone) and its outcome for good while its tenant is active; dead
+/// letters keep everything; a disconnected tenant's runs, attempts, callbacks and binding go
+/// `disconnected_days` after the disconnection, not before, and its business's cross-reference
+/// with it only when no other tenant is bound to the business; the tenant of a re-paired
+/// business keeps everything; a delivered callback goes after `delivered_callback_days`, an
+/// undelivered one never; a dry run removes nothing and counts what the purge then removes.
+pub async fn retention_keeps_what_is_promised(store: &dyn ServiceStore, scope: &str) {
+    use crate::store::{
+        AttemptRecord, RunResult, Xref, XrefKind,
+        retention::{PurgeReport, RetentionPolicy},
+    };
+    let base = DateTime::parse_from_rfc3339("2001-01-01T12:00:00Z").map(|t| t.with_timezone(&Utc)).expect("a date");
+    let day = |d: i64| base + Duration::days(d);
+    let policy = RetentionPolicy::default();
+    let (a, b, c, d) = (format!("{scope}-a"), format!("{scope}-b"), format!("{scope}-c"), format!("{scope}-d"));
+    let (ta, tb_old, tb_new, tc, td) =
+        (tenant_of(&a), tenant_of(&format!("{b}-old")), tenant_of(&format!("{b}-new")), tenant_of(&c), tenant_of(&d));
+    // A run of `tenant` received and finished at `at` with `status`, its one attempt recorded.
+    let run = |tenant: String, scope: String, key: &'static str, status: RunStatus, at: DateTime<Utc>| async move {
+        let mut new = tenant_run(&scope, &tenant, key, &format!("raw of {key}"));
+        new.received_at = at;
+        let id = store.enqueue(new, Dedupe::Permanent).await.expect("enqueue").run_id();
+        let claimed = store.claim_run(id, at, at + Duration::minutes(1)).await.expect("claim").expect("claimable");
+        let mut r: RunResult = super::result(key, status, 1, None);
+        r.attempt = AttemptRecord { started_at: at, finished_at: at, ..r.attempt };
+        store.finish(id, claimed.claim, r).await.expect("finish");
+        id
+    };
+    let xref = |scope: String, key: &'static str| async move {
+        let x = Xref::intent(Some(format!("REF-{key}")), serde_json::json!({}), base);
+        store.put_xref(&scope, XrefKind::Invoice, key, &x).await.expect("put xref");
+    };
+    let purge = |at: DateTime<Utc>, dry: bool| async move { store.purge(&policy, at, dry).await.expect("purge") };
+    // What an earlier run of this behaviour left in a shared database when it failed halfway
+    // goes first (nothing else lives in 2001), so that the counts below are this run's.
+    purge(day(1000), false).await;
+
+    // Business A: one active tenant all along.
+    store.put_binding(&binding(&ta, &a, "ka", day(-1))).await.expect("bind a");
+    let a_old = run(ta.clone(), a.clone(), "invoice.created:1", RunStatus::Synced, day(0)).await;
+    let a_recent = run(ta.clone(), a.clone(), "invoice.created:2", RunStatus::Skipped, day(2)).await;
+    let a_dead = run(ta.clone(), a.clone(), "invoice.created:3", RunStatus::DeadLettered, day(0)).await;
+    xref(a.clone(), "1").await;
+    // Its first two callbacks delivered on day 0 and day 2; the dead letter's never.
+    let sent = store.claim_callbacks(&a, &ta, day(3), day(3), 10).await.expect("claim callbacks");
+    assert_eq!(sent.len(), 3, "retention: three callbacks queued");
+    for cb in &sent {
+        let at = if cb.run.id == a_old {
+            Some(day(0))
+        } else if cb.run.id == a_recent {
+            Some(day(2))
+        } else {
+            None
+        };
+        if let Some(at) = at {
+            store.callback_sent(cb.run.id, cb.generation, at).await.expect("sent");
+        }
+    }
+    // Business B: its first tenant disconnected on day 0, paired to a new tenant on day 1.
+    store.put_binding(&binding(&tb_old, &b, "kb", day(-1))).await.expect("bind b-old");
+    let b_old = run(tb_old.clone(), b.clone(), "invoice.created:1", RunStatus::Synced, day(0)).await;
+    assert!(store.set_binding_status(&tb_old, BindingStatus::Revoked, day(0)).await.expect("revoke"));
+    // Disconnected again later: the first disconnection's time counts.
+    assert!(store.set_binding_status(&tb_old, BindingStatus::Revoked, day(50)).await.expect("revoke"));
+    store.put_binding(&binding(&tb_new, &b, "kb2", day(1))).await.expect("bind b-new");
+    let b_new = run(tb_new.clone(), b.clone(), "invoice.created:1", RunStatus::Synced, day(2)).await;
+    xref(b.clone(), "1").await;
+    // Business C: its only tenant disconnected on day 0.
+    store.put_binding(&binding(&tc, &c, "kc", day(-1))).await.expect("bind c");
+    let c_run = run(tc.clone(), c.clone(), "invoice.created:1", RunStatus::Synced, day(0)).await;
+    xref(c.clone(), "1").await;
+    xref(c.clone(), "2").await;
+    assert!(store.set_binding_status(&tc, BindingStatus::Revoked, day(0)).await.expect("revoke"));
+    // Business D: disconnected on day 0, paired again on day 1, disconnected again on day 60.
+    store.put_binding(&binding(&td, &d, "kd", day(-1))).await.expect("bind d");
+    let d_run = run(td.clone(), d.clone(), "invoice.created:1", RunStatus::Synced, day(0)).await;
+    assert!(store.set_binding_status(&td, BindingStatus::Revoked, day(0)).await.expect("revoke"));
+    store.put_binding(&binding(&td, &d, "kd2", day(1))).await.expect("pair d again");
+    assert!(store.set_binding_status(&td, BindingStatus::Revoked, day(60)).await.expect("revoke"));
+
+    // Day 29: nothing is old enough.
+    assert_eq!(purge(day(29), false).await, PurgeReport::default(), "retention: nothing goes before its time");
+    // Day 31: the callback delivered on day 0 goes; the one delivered on day 2 stays.
+    let dry = purge(day(31), true).await;
+    assert_eq!(dry, PurgeReport { callbacks: 1, dry_run: true, ..PurgeReport::default() }, "retention: dry run");
+    assert_eq!(purge(day(31), false).await, PurgeReport { callbacks: 1, ..PurgeReport::default() });
+    assert_eq!(purge(day(31), false).await, PurgeReport::default(), "retention: a purge is done once");
+    // Day 89: day N-1 for everything of day 0: only the callback delivered on day 2 goes.
+    assert_eq!(purge(day(89), false).await, PurgeReport { callbacks: 1, ..PurgeReport::default() });
+    for id in [a_old, a_dead, b_old, c_run, d_run] {
+        let r = store.get(id).await.expect("get").expect("retention: day N-1 keeps the run");
+        assert!(!r.raw.is_empty(), "retention: day N-1 keeps the raw event of run {id}");
+        assert_eq!(store.attempts(id).await.expect("attempts").len(), 1, "retention: day N-1 keeps the attempts");
+    }
+    assert!(store.binding(&tb_old).await.expect("binding").is_some(), "retention: day N-1 keeps the tenant");
+
+    // Day 91: day N+1. A dry run counts and removes nothing.
+    let expected = PurgeReport {
+        tenants: {
+            let mut t = vec![tb_old.clone(), tc.clone()];
+            t.sort();
+            t
+        },
+        runs: 2,
+        // A's run of day 0 and D's (its tenant still bound): their raw events and attempts.
+        raw_events: 2,
+        attempts: 4,
+        callbacks: 2,
+        xrefs: 2,
+        dry_run: true,
+    };
+    assert_eq!(purge(day(91), true).await, expected, "retention: day N+1, dry run");
+    assert!(store.binding(&tc).await.expect("binding").is_some(), "retention: a dry run removes nothing");
+    assert!(!store.get(a_old).await.expect("get").expect("run").raw.is_empty(), "retention: a dry run keeps raw");
+    assert_eq!(purge(day(91), false).await, PurgeReport { dry_run: false, ..expected }, "retention: day N+1");
+
+    // The active tenant: the old run keeps its outcome, loses its raw event and attempts.
+    let old = store.get(a_old).await.expect("get").expect("retention: the active tenant's run stays");
+    assert_eq!((old.status, old.raw.as_str()), (RunStatus::Synced, ""), "retention: raw event dropped");
+    assert!(old.outcome.is_some(), "retention: the outcome is kept");
+    assert!(store.attempts(a_old).await.expect("attempts").is_empty(), "retention: attempts dropped");
+    for id in [a_recent, a_dead, b_new] {
+        let r = store.get(id).await.expect("get").expect("run");
+        assert!(!r.raw.is_empty(), "retention: run {id} (newer, or a dead letter) keeps its raw event");
+        assert_eq!(store.attempts(id).await.expect("attempts").len(), 1, "retention: run {id} keeps its attempts");
+    }
+    assert_eq!(store.pending_callbacks(&a).await.expect("pending"), 1, "retention: undelivered callbacks stay");
+    assert!(store.get_xref(&a, XrefKind::Invoice, "1").await.expect("xref").is_some(), "retention: A's xref kept");
+    // The re-paired business: its old tenant gone, the new one and the cross-reference kept.
+    assert!(store.binding(&tb_old).await.expect("binding").is_none(), "retention: the old tenant's binding gone");
+    assert!(store.get(b_old).await.expect("get").is_none(), "retention: the old tenant's run gone");
+    assert!(store.attempts(b_old).await.expect("attempts").is_empty());
+    assert!(store.binding(&tb_new).await.expect("binding").is_some(), "retention: the new tenant kept");
+    assert!(store.get_xref(&b, XrefKind::Invoice, "1").await.expect("xref").is_some(), "retention: B's xref kept");
+    // The business left with no tenant: everything gone.
+    assert!(store.binding(&tc).await.expect("binding").is_none(), "retention: C's binding gone");
+    assert!(store.get(c_run).await.expect("get").is_none(), "retention: C's run gone");
+    assert!(store.list_xrefs(&c, XrefKind::Invoice, "").await.expect("xrefs").is_empty(), "retention: C's xref gone");
+    // Paired again and disconnected on day 60: not yet (its finished run lost its raw event).
+    let d_kept = store.get(d_run).await.expect("get").expect("retention: a re-pairing restarts the clock");
+    assert_eq!(d_kept.raw, "", "retention: a disconnected tenant's old run loses its raw event like any other");
+    assert!(store.binding(&td).await.expect("binding").is_some());
+
+    // Everything of this test goes once every tenant is disconnected long enough.
+    assert!(store.set_binding_status(&ta, BindingStatus::Revoked, day(100)).await.expect("revoke"));
+    assert!(store.set_binding_status(&tb_new, BindingStatus::Revoked, day(100)).await.expect("revoke"));
+    let last = purge(day(191), false).await;
+    assert_eq!(last.tenants.len(), 3, "retention: the last tenants purged: {last:?}");
+    assert_eq!(last.runs, 5, "retention: a, a-recent, a-dead, b-new, d");
+    for (s, key) in [(&a, "1"), (&b, "1")] {
+        assert!(store.get_xref(s, XrefKind::Invoice, key).await.expect("xref").is_none(), "retention: {s} xref gone");
+    }
+    assert_eq!(store.pending_callbacks(&a).await.expect("pending"), 0, "retention: the tenant's callbacks gone");
+}
+
 /// Every behaviour, each under its own sub-scope of `scope`.
 pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     bindings_round_trip(store, &format!("{scope}-bindings")).await;
@@ -385,4 +547,5 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;
     health_counters_and_entity_runs(store, &format!("{scope}-health")).await;
     tenants_stay_apart_after_repairing(store, &format!("{scope}-repair")).await;
+    retention_keeps_what_is_promised(store, &format!("{scope}-retention")).await;
 }

@@ -11,6 +11,7 @@ use crate::{
     store::service::{ConnectionStatus, ReplayCache},
     store::{
         Run, RunId, RunStatus,
+        retention::{Cutoffs, PurgeReport},
         service::{
             Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
             replay_key,
@@ -24,6 +25,8 @@ pub(super) struct ServiceState {
     leases: HashMap<String, (String, DateTime<Utc>)>,
     callbacks: BTreeMap<RunId, Callback>,
     replay: HashMap<String, i64>,
+    /// When each revoked tenant was disconnected (the SQL stores' `bindings.revoked_at`).
+    revoked_at: HashMap<String, DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +36,7 @@ struct Callback {
     generation: i64,
     due_at: DateTime<Utc>,
     attempts: u32,
+    delivered_at: Option<DateTime<Utc>>,
 }
 
 /// Queues the callback of run `id` when it is terminal and its own tenant is active on its
@@ -46,7 +50,124 @@ pub(super) fn queue_callback(s: &mut State, id: RunId) {
     }
     let (scope, at) = (run.scope.clone(), run.updated_at);
     let generation = s.service.callbacks.get(&id).map_or(0, |c| c.generation) + 1;
-    s.service.callbacks.insert(id, Callback { scope, tenant, generation, due_at: at, attempts: 0 });
+    s.service.callbacks.insert(id, Callback { scope, tenant, generation, due_at: at, attempts: 0, delivered_at: None });
+}
+
+/// Records when a tenant was disconnected: the first time it is seen revoked (a repeated
+/// disconnection keeps the first time), forgotten when it is active again.
+fn set_revoked(s: &mut ServiceState, tenant: &str, status: BindingStatus, now: DateTime<Utc>) {
+    match status {
+        BindingStatus::Active => {
+            s.revoked_at.remove(tenant);
+        }
+        BindingStatus::Revoked => {
+            s.revoked_at.entry(tenant.to_owned()).or_insert(now);
+        }
+    }
+}
+
+/// The retention purge under the store's one lock (see [`crate::store::retention`]); with
+/// `apply` false it only counts.
+pub(super) fn purge(s: &mut State, cutoffs: &Cutoffs, apply: bool) -> PurgeReport {
+    let mut report = PurgeReport { dry_run: !apply, ..PurgeReport::default() };
+    // Disconnected tenants past their time.
+    let gone: Vec<(String, String)> = s
+        .service
+        .bindings
+        .values()
+        .filter(|b| !b.is_active() && s.service.revoked_at.get(&b.tenant_id).is_some_and(|t| *t < cutoffs.disconnected))
+        .map(|b| (b.tenant_id.clone(), b.scope.clone()))
+        .collect();
+    let gone_runs: Vec<RunId> = s
+        .runs
+        .values()
+        .filter(|r| r.tenant_id.as_ref().is_some_and(|t| gone.iter().any(|(g, _)| g == t)))
+        .map(|r| r.id)
+        .collect();
+    report.runs = count(gone_runs.len());
+    let mut attempts = 0;
+    let mut callbacks = 0;
+    for id in &gone_runs {
+        attempts += s.attempts.get(id).map_or(0, Vec::len);
+        callbacks += usize::from(s.service.callbacks.contains_key(id));
+    }
+    // Callbacks of the gone tenants not attached to a gone run (none expected) still go.
+    callbacks += s
+        .service
+        .callbacks
+        .iter()
+        .filter(|(id, c)| !gone_runs.contains(id) && gone.iter().any(|(g, _)| *g == c.tenant))
+        .count();
+    // The cross-reference of businesses left with no tenant and no run.
+    let remaining_binding = |scope: &str| {
+        s.service.bindings.values().any(|b| b.scope == scope && !gone.iter().any(|(g, _)| *g == b.tenant_id))
+    };
+    let remaining_run = |scope: &str| s.runs.values().any(|r| r.scope == scope && !gone_runs.contains(&r.id));
+    let mut scopes: Vec<&String> = gone.iter().map(|(_, scope)| scope).collect();
+    scopes.sort();
+    scopes.dedup();
+    let xref_scopes: Vec<String> =
+        scopes.into_iter().filter(|scope| !remaining_binding(scope) && !remaining_run(scope)).cloned().collect();
+    report.xrefs = count(s.xrefs.keys().filter(|(scope, _, _)| xref_scopes.contains(scope)).count());
+    // Delivered callbacks past their time (of the others).
+    let delivered: Vec<RunId> = s
+        .service
+        .callbacks
+        .iter()
+        .filter(|(id, c)| {
+            !gone_runs.contains(id)
+                && !gone.iter().any(|(g, _)| *g == c.tenant)
+                && c.delivered_at.is_some_and(|t| t < cutoffs.delivered_callbacks)
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    callbacks += delivered.len();
+    // Finished runs' raw events and attempts past their time (of the others).
+    let old: Vec<RunId> = s
+        .runs
+        .values()
+        .filter(|r| {
+            !gone_runs.contains(&r.id)
+                && matches!(r.status, RunStatus::Synced | RunStatus::Skipped)
+                && r.updated_at < cutoffs.attempts
+        })
+        .map(|r| r.id)
+        .collect();
+    report.raw_events = count(old.iter().filter(|id| s.runs.get(id).is_some_and(|r| !r.raw.is_empty())).count());
+    attempts += old.iter().map(|id| s.attempts.get(id).map_or(0, Vec::len)).sum::<usize>();
+    report.attempts = count(attempts);
+    report.callbacks = count(callbacks);
+    report.tenants = gone.iter().map(|(t, _)| t.clone()).collect();
+    report.tenants.sort();
+    if apply {
+        for id in &gone_runs {
+            s.runs.remove(id);
+            s.attempts.remove(id);
+            s.lease.remove(id);
+            s.fingerprints.remove(id);
+            s.service.callbacks.remove(id);
+        }
+        for (tenant, _) in &gone {
+            s.service.callbacks.retain(|_, c| c.tenant != *tenant);
+            s.service.bindings.remove(tenant);
+            s.service.revoked_at.remove(tenant);
+        }
+        s.xrefs.retain(|(scope, _, _), _| !xref_scopes.contains(scope));
+        for id in &delivered {
+            s.service.callbacks.remove(id);
+        }
+        for id in &old {
+            s.attempts.remove(id);
+            if let Some(r) = s.runs.get_mut(id) {
+                r.raw.clear();
+            }
+        }
+    }
+    report
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 #[async_trait]
@@ -62,6 +183,7 @@ impl BindingStore for MemoryStore {
         if let Some(old) = s.service.bindings.get(&b.tenant_id) {
             b.created_at = old.created_at;
         }
+        set_revoked(&mut s.service, &b.tenant_id, b.status, b.updated_at);
         s.service.bindings.insert(b.tenant_id.clone(), b);
         Ok(())
     }
@@ -80,6 +202,7 @@ impl BindingStore for MemoryStore {
             Some(b) => {
                 b.status = status;
                 b.updated_at = now;
+                set_revoked(&mut s.service, tenant_id, status, now);
                 Ok(true)
             }
             None => Ok(false),
@@ -143,7 +266,7 @@ impl DispatchStore for MemoryStore {
             .service
             .callbacks
             .iter()
-            .filter(|(_, c)| c.scope == scope && c.tenant == tenant && c.due_at <= now)
+            .filter(|(_, c)| c.scope == scope && c.tenant == tenant && c.delivered_at.is_none() && c.due_at <= now)
             .map(|(id, c)| (c.due_at, *id))
             .collect();
         due.sort();
@@ -160,17 +283,19 @@ impl DispatchStore for MemoryStore {
         Ok(out)
     }
 
-    async fn callback_sent(&self, run: RunId, generation: i64) -> Result<()> {
+    async fn callback_sent(&self, run: RunId, generation: i64, now: DateTime<Utc>) -> Result<()> {
         let mut s = self.lock();
-        if s.service.callbacks.get(&run).is_some_and(|c| c.generation == generation) {
-            s.service.callbacks.remove(&run);
+        if let Some(c) = s.service.callbacks.get_mut(&run).filter(|c| c.generation == generation) {
+            c.delivered_at.get_or_insert(now);
         }
         Ok(())
     }
 
     async fn callback_failed(&self, run: RunId, generation: i64, next_at: DateTime<Utc>, _error: &str) -> Result<()> {
         let mut s = self.lock();
-        if let Some(c) = s.service.callbacks.get_mut(&run).filter(|c| c.generation == generation) {
+        if let Some(c) =
+            s.service.callbacks.get_mut(&run).filter(|c| c.generation == generation && c.delivered_at.is_none())
+        {
             c.due_at = next_at;
             c.attempts = c.attempts.saturating_add(1);
         }
@@ -178,7 +303,7 @@ impl DispatchStore for MemoryStore {
     }
 
     async fn pending_callbacks(&self, scope: &str) -> Result<u64> {
-        let n = self.lock().service.callbacks.values().filter(|c| c.scope == scope).count();
+        let n = self.lock().service.callbacks.values().filter(|c| c.scope == scope && c.delivered_at.is_none()).count();
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 

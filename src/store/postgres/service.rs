@@ -21,6 +21,7 @@ use crate::{
     store::service::{ConnectionStatus, ReplayCache},
     store::{
         Run, RunId,
+        retention::{PurgeReport, RetentionPolicy, RetentionStore},
         service::{
             Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
             open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
@@ -77,12 +78,13 @@ impl BindingStore for PostgresStore {
         let policy = write_policy(&b.policy)?;
         sqlx::query(
             "INSERT INTO bindings (tenant_id, scope, magento_base_url, ledger_base_url, api_key, policy, status, \
-             magento_connection_status, paired_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             magento_connection_status, paired_at, created_at, updated_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (tenant_id) DO UPDATE SET scope = excluded.scope, magento_base_url = excluded.magento_base_url, \
              ledger_base_url = excluded.ledger_base_url, api_key = excluded.api_key, policy = excluded.policy, \
              status = excluded.status, magento_connection_status = excluded.magento_connection_status, \
-             paired_at = excluded.paired_at, updated_at = excluded.updated_at",
+             paired_at = excluded.paired_at, updated_at = excluded.updated_at, \
+             revoked_at = CASE WHEN excluded.status = 'revoked' THEN COALESCE(bindings.revoked_at, excluded.revoked_at) END",
         )
         .bind(text(&b.tenant_id))
         .bind(text(&b.scope))
@@ -95,6 +97,7 @@ impl BindingStore for PostgresStore {
         .bind(b.paired_at)
         .bind(b.created_at)
         .bind(b.updated_at)
+        .bind((!b.is_active()).then_some(b.updated_at))
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -128,13 +131,16 @@ impl BindingStore for PostgresStore {
     }
 
     async fn set_binding_status(&self, tenant_id: &str, status: BindingStatus, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query("UPDATE bindings SET status = $1, updated_at = $2 WHERE tenant_id = $3")
-            .bind(status.as_str())
-            .bind(now)
-            .bind(text(tenant_id))
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        let done = sqlx::query(
+            "UPDATE bindings SET status = $1, updated_at = $2, \
+             revoked_at = CASE WHEN $1 = 'revoked' THEN COALESCE(revoked_at, $2) END WHERE tenant_id = $3",
+        )
+        .bind(status.as_str())
+        .bind(now)
+        .bind(text(tenant_id))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -202,7 +208,7 @@ impl DispatchStore for PostgresStore {
         limit: usize,
     ) -> Result<Vec<PendingCallback>> {
         let rows = sqlx::query(
-            "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks WHERE scope = $1 AND tenant_id = $5 AND due_at <= $2 \
+            "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks WHERE scope = $1 AND tenant_id = $5 AND delivered_at IS NULL AND due_at <= $2 \
                ORDER BY due_at, run_id LIMIT $4 FOR UPDATE SKIP LOCKED), \
              claimed AS (UPDATE callbacks c SET due_at = $3 FROM next WHERE c.run_id = next.run_id \
                RETURNING c.run_id, c.generation, c.attempts) \
@@ -229,20 +235,23 @@ impl DispatchStore for PostgresStore {
             .collect()
     }
 
-    async fn callback_sent(&self, run: RunId, generation: i64) -> Result<()> {
-        sqlx::query("DELETE FROM callbacks WHERE run_id = $1 AND generation = $2")
-            .bind(run)
-            .bind(generation)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+    async fn callback_sent(&self, run: RunId, generation: i64, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE callbacks SET delivered_at = $3 WHERE run_id = $1 AND generation = $2 AND delivered_at IS NULL",
+        )
+        .bind(run)
+        .bind(generation)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
     async fn callback_failed(&self, run: RunId, generation: i64, next_at: DateTime<Utc>, error: &str) -> Result<()> {
         sqlx::query(
             "UPDATE callbacks SET due_at = $1, attempts = attempts + 1, last_error = $2 \
-             WHERE run_id = $3 AND generation = $4",
+             WHERE run_id = $3 AND generation = $4 AND delivered_at IS NULL",
         )
         .bind(next_at)
         .bind(text(error))
@@ -255,7 +264,7 @@ impl DispatchStore for PostgresStore {
     }
 
     async fn pending_callbacks(&self, scope: &str) -> Result<u64> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM callbacks WHERE scope = $1")
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM callbacks WHERE scope = $1 AND delivered_at IS NULL")
             .bind(text(scope))
             .fetch_one(&self.pool)
             .await
@@ -335,5 +344,100 @@ impl ReplayCache for PostgresStore {
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl RetentionStore for PostgresStore {
+    /// One transaction, the disconnected tenants' bindings locked (`FOR UPDATE`: a pairing of one
+    /// of them waits, and the purge then finds it active), rolled back for a dry run.
+    async fn purge(&self, policy: &RetentionPolicy, now: DateTime<Utc>, dry_run: bool) -> Result<PurgeReport> {
+        policy.validate()?;
+        let cut = policy.cutoffs(now);
+        let mut report = PurgeReport { dry_run, ..PurgeReport::default() };
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let gone = sqlx::query(
+            "SELECT tenant_id, scope FROM bindings WHERE status = 'revoked' AND revoked_at < $1 ORDER BY tenant_id FOR UPDATE",
+        )
+        .bind(cut.disconnected)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut scopes = Vec::new();
+        for row in &gone {
+            let tenant: String = row.try_get("tenant_id").map_err(db)?;
+            let scope: String = row.try_get("scope").map_err(db)?;
+            report.callbacks += sqlx::query(
+                "DELETE FROM callbacks WHERE tenant_id = $1 OR run_id IN (SELECT id FROM runs WHERE tenant_id = $1)",
+            )
+            .bind(text(&tenant))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            report.attempts +=
+                sqlx::query("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE tenant_id = $1)")
+                    .bind(text(&tenant))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .rows_affected();
+            report.runs += sqlx::query("DELETE FROM runs WHERE tenant_id = $1")
+                .bind(text(&tenant))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            sqlx::query("DELETE FROM bindings WHERE tenant_id = $1")
+                .bind(text(&tenant))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            report.tenants.push(tenant);
+            scopes.push(scope);
+        }
+        scopes.sort();
+        scopes.dedup();
+        for scope in &scopes {
+            // Only once no tenant is bound to the business any more and no run of it is left.
+            report.xrefs += sqlx::query(
+                "DELETE FROM xrefs WHERE scope = $1 AND NOT EXISTS (SELECT 1 FROM bindings WHERE scope = $1) \
+                 AND NOT EXISTS (SELECT 1 FROM runs WHERE scope = $1)",
+            )
+            .bind(text(scope))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        }
+        report.callbacks += sqlx::query("DELETE FROM callbacks WHERE delivered_at < $1")
+            .bind(cut.delivered_callbacks)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        report.attempts += sqlx::query(
+            "DELETE FROM attempts WHERE run_id IN \
+             (SELECT id FROM runs WHERE status IN ('synced', 'skipped') AND updated_at < $1)",
+        )
+        .bind(cut.attempts)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        report.raw_events += sqlx::query(
+            "UPDATE runs SET raw = '' WHERE status IN ('synced', 'skipped') AND updated_at < $1 AND raw <> ''",
+        )
+        .bind(cut.attempts)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if dry_run {
+            tx.rollback().await.map_err(db)?;
+        } else {
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(report)
     }
 }

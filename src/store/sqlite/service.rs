@@ -12,6 +12,7 @@ use crate::{
     store::service::{ConnectionStatus, ReplayCache},
     store::{
         Run, RunId,
+        retention::{PurgeReport, RetentionPolicy, RetentionStore},
         service::{
             Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
             open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
@@ -67,11 +68,12 @@ impl BindingStore for SqliteStore {
         let sealed = seal_api_key(self.key()?, &b.tenant_id, &b.api_key)?;
         sqlx::query(
             "INSERT INTO bindings (tenant_id, scope, magento_base_url, ledger_base_url, api_key, policy, status, \
-             magento_connection_status, paired_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             magento_connection_status, paired_at, created_at, updated_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (tenant_id) DO UPDATE SET scope = excluded.scope, magento_base_url = excluded.magento_base_url, \
              ledger_base_url = excluded.ledger_base_url, api_key = excluded.api_key, policy = excluded.policy, \
              status = excluded.status, magento_connection_status = excluded.magento_connection_status, \
-             paired_at = excluded.paired_at, updated_at = excluded.updated_at",
+             paired_at = excluded.paired_at, updated_at = excluded.updated_at, \
+             revoked_at = CASE WHEN excluded.status = 'revoked' THEN COALESCE(bindings.revoked_at, excluded.revoked_at) END",
         )
         .bind(&b.tenant_id)
         .bind(&b.scope)
@@ -84,6 +86,7 @@ impl BindingStore for SqliteStore {
         .bind(micros(b.paired_at))
         .bind(micros(b.created_at))
         .bind(micros(b.updated_at))
+        .bind((!b.is_active()).then_some(micros(b.updated_at)))
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -117,13 +120,16 @@ impl BindingStore for SqliteStore {
     }
 
     async fn set_binding_status(&self, tenant_id: &str, status: BindingStatus, now: DateTime<Utc>) -> Result<bool> {
-        let done = sqlx::query("UPDATE bindings SET status = ?, updated_at = ? WHERE tenant_id = ?")
-            .bind(status.as_str())
-            .bind(micros(now))
-            .bind(tenant_id)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        let done = sqlx::query(
+            "UPDATE bindings SET status = ?1, updated_at = ?2, \
+             revoked_at = CASE WHEN ?1 = 'revoked' THEN COALESCE(revoked_at, ?2) END WHERE tenant_id = ?3",
+        )
+        .bind(status.as_str())
+        .bind(micros(now))
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -194,7 +200,7 @@ impl DispatchStore for SqliteStore {
         // the same row.
         let claimed = sqlx::query(
             "UPDATE callbacks SET due_at = ?3 WHERE run_id IN \
-             (SELECT run_id FROM callbacks WHERE scope = ?1 AND tenant_id = ?5 AND due_at <= ?2 \
+             (SELECT run_id FROM callbacks WHERE scope = ?1 AND tenant_id = ?5 AND delivered_at IS NULL AND due_at <= ?2 \
              ORDER BY due_at, run_id LIMIT ?4) \
              RETURNING run_id, generation, attempts",
         )
@@ -226,19 +232,23 @@ impl DispatchStore for SqliteStore {
         Ok(out)
     }
 
-    async fn callback_sent(&self, run: RunId, generation: i64) -> Result<()> {
-        sqlx::query("DELETE FROM callbacks WHERE run_id = ? AND generation = ?")
-            .bind(run)
-            .bind(generation)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+    async fn callback_sent(&self, run: RunId, generation: i64, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE callbacks SET delivered_at = ? WHERE run_id = ? AND generation = ? AND delivered_at IS NULL",
+        )
+        .bind(micros(now))
+        .bind(run)
+        .bind(generation)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
     async fn callback_failed(&self, run: RunId, generation: i64, next_at: DateTime<Utc>, error: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE callbacks SET due_at = ?, attempts = attempts + 1, last_error = ? WHERE run_id = ? AND generation = ?",
+            "UPDATE callbacks SET due_at = ?, attempts = attempts + 1, last_error = ? WHERE run_id = ? AND generation = ? \
+             AND delivered_at IS NULL",
         )
         .bind(micros(next_at))
         .bind(error)
@@ -251,7 +261,7 @@ impl DispatchStore for SqliteStore {
     }
 
     async fn pending_callbacks(&self, scope: &str) -> Result<u64> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM callbacks WHERE scope = ?")
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM callbacks WHERE scope = ? AND delivered_at IS NULL")
             .bind(scope)
             .fetch_one(&self.pool)
             .await
@@ -329,5 +339,100 @@ impl ReplayCache for SqliteStore {
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+#[async_trait]
+impl RetentionStore for SqliteStore {
+    /// One `BEGIN IMMEDIATE` transaction (SQLite's writer lock: a tenant cannot be paired again
+    /// halfway), rolled back for a dry run.
+    async fn purge(&self, policy: &RetentionPolicy, now: DateTime<Utc>, dry_run: bool) -> Result<PurgeReport> {
+        policy.validate()?;
+        let cut = policy.cutoffs(now);
+        let mut report = PurgeReport { dry_run, ..PurgeReport::default() };
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let gone = sqlx::query(
+            "SELECT tenant_id, scope FROM bindings WHERE status = 'revoked' AND revoked_at < ? ORDER BY tenant_id",
+        )
+        .bind(micros(cut.disconnected))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut scopes = Vec::new();
+        for row in &gone {
+            let tenant: String = row.try_get("tenant_id").map_err(db)?;
+            let scope: String = row.try_get("scope").map_err(db)?;
+            report.callbacks += sqlx::query(
+                "DELETE FROM callbacks WHERE tenant_id = ?1 OR run_id IN (SELECT id FROM runs WHERE tenant_id = ?1)",
+            )
+            .bind(&tenant)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            report.attempts +=
+                sqlx::query("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE tenant_id = ?)")
+                    .bind(&tenant)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .rows_affected();
+            report.runs += sqlx::query("DELETE FROM runs WHERE tenant_id = ?")
+                .bind(&tenant)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            sqlx::query("DELETE FROM bindings WHERE tenant_id = ?")
+                .bind(&tenant)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            report.tenants.push(tenant);
+            scopes.push(scope);
+        }
+        scopes.sort();
+        scopes.dedup();
+        for scope in &scopes {
+            // Only once no tenant is bound to the business any more and no run of it is left.
+            report.xrefs += sqlx::query(
+                "DELETE FROM xrefs WHERE scope = ?1 AND NOT EXISTS (SELECT 1 FROM bindings WHERE scope = ?1) \
+                 AND NOT EXISTS (SELECT 1 FROM runs WHERE scope = ?1)",
+            )
+            .bind(scope)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        }
+        report.callbacks += sqlx::query("DELETE FROM callbacks WHERE delivered_at < ?")
+            .bind(micros(cut.delivered_callbacks))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        report.attempts += sqlx::query(
+            "DELETE FROM attempts WHERE run_id IN \
+             (SELECT id FROM runs WHERE status IN ('synced', 'skipped') AND updated_at < ?)",
+        )
+        .bind(micros(cut.attempts))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        report.raw_events += sqlx::query(
+            "UPDATE runs SET raw = '' WHERE status IN ('synced', 'skipped') AND updated_at < ? AND raw <> ''",
+        )
+        .bind(micros(cut.attempts))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if dry_run {
+            tx.rollback().await.map_err(db)?;
+        } else {
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(report)
     }
 }

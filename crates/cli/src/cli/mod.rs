@@ -13,12 +13,14 @@
 //! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`byte8_ledger_service`]; Sage connections) |
 //! | `tenant pair`, `tenant list`, `tenant disconnect` | the Magento stores bound to the service |
 //! | `reconcile --from DATE --to DATE [--json]` | the period's synced invoices, credit memos and payments against what the ledger holds ([`byte8_ledger_core::reconcile`]) |
+//! | `purge [--dry-run]` | removes what the retention policy no longer keeps ([`byte8_ledger_core::store::retention`]), printing the counts; `serve` does it hourly |
 //!
 //! Exit codes: 0 when every event got an outcome, 2 for a usage or configuration error, 1 for
 //! anything else; `reconcile` exits [`reconcile::EXIT_DIFFERENCES`] (3) when Magento and the ledger differ.
 
 mod database;
 mod demo;
+mod purge;
 mod reconcile;
 mod serve;
 mod tenant;
@@ -38,6 +40,7 @@ pub(crate) use database::{SecretArg, StoreArgs};
 /// The environment variable `connect --refresh-token` reads (the form to use: a command line is
 /// visible to every user of the machine).
 pub(crate) const REFRESH_TOKEN_ENV: &str = "BYTE8_REFRESH_TOKEN";
+pub(crate) use purge::{PurgeArgs, RetentionArgs};
 pub(crate) use reconcile::ReconcileArgs;
 pub(crate) use serve::ServeArgs;
 pub(crate) use tenant::TenantCommand;
@@ -194,6 +197,10 @@ pub(crate) enum Command {
     /// run, and per-currency sums (exit 3 when anything differs; LEDGER_MASTER_KEY from the
     /// environment).
     Reconcile(ReconcileArgs),
+    /// Remove what the retention policy no longer keeps (raw events and attempts of old
+    /// finished runs, disconnected tenants, delivered callbacks), or say what would go
+    /// (`--dry-run`). `serve` does it every hour by itself.
+    Purge(PurgeArgs),
     /// The Magento stores bound to the service.
     Tenant {
         /// What to do.
@@ -295,6 +302,7 @@ pub(crate) async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<()
             }
         }
         Command::Serve(args) => serve::run(args, out).await,
+        Command::Purge(args) => purge::run(args, out).await,
         Command::Tenant { command } => tenant::run(command, out).await,
         Command::Reconcile(args) => reconcile::run(args, out).await,
         Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,

@@ -49,6 +49,13 @@ pub(crate) struct ServeArgs {
     /// Attempts before a retryable failure is dead-lettered.
     #[arg(long, default_value_t = 10)]
     pub max_attempts: u32,
+    /// Seconds between two retention purges in this process, the first at start (0: none here;
+    /// run `byte8-ledger purge` from a scheduler instead).
+    #[arg(long, default_value_t = 3600)]
+    pub purge_every: u64,
+    /// What the purge keeps.
+    #[command(flatten)]
+    pub retention: super::RetentionArgs,
 }
 
 fn retry_ladder(text: &str) -> Result<Vec<Duration>, Failure> {
@@ -118,8 +125,14 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     if let Some(text) = &args.retry_delays {
         engine.retry_ladder = retry_ladder(text)?;
     }
-    let config =
-        ServiceConfig { poll_interval: Duration::from_millis(args.poll_ms.max(1)), engine, ..ServiceConfig::default() };
+    let retention = args.retention.policy()?;
+    let config = ServiceConfig {
+        poll_interval: Duration::from_millis(args.poll_ms.max(1)),
+        engine,
+        retention: (args.purge_every > 0).then_some(retention),
+        purge_interval: Duration::from_secs(args.purge_every),
+        ..ServiceConfig::default()
+    };
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
     if args.max_connections == 0 {
         return Err(usage("--max-connections: must be at least 1"));

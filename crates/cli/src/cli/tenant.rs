@@ -62,7 +62,9 @@ pub(crate) enum TenantCommand {
         json: bool,
     },
     /// Disconnect a tenant: its webhooks are refused (401) and nothing more is dispatched; its
-    /// runs and cross-reference are kept, so pairing again creates no duplicates.
+    /// runs and cross-reference are kept, so pairing again creates no duplicates, until the
+    /// retention purge removes them (`--disconnected-days` after the disconnection, 90 by
+    /// default: see `purge`).
     Disconnect {
         /// Where the state lives.
         #[command(flatten)]
@@ -250,7 +252,7 @@ async fn disconnect(
     writeln!(
         out,
         "tenant {tenant_id} disconnected: its webhooks are refused (401) and nothing more is dispatched; its runs and \
-         cross-reference are kept"
+         cross-reference are kept until the retention purge (90 days by default; see `byte8-ledger purge --dry-run`)"
     )
     .map_err(io)?;
     if forget_tokens {

@@ -7,6 +7,7 @@
 mod chaos;
 mod cli;
 mod reconcile;
+mod retention;
 mod service;
 mod service_postgres;
 #[path = "../../../../tests/support/mod.rs"]

@@ -54,6 +54,10 @@ fn serve(url: &str, dir: &std::path::Path, name: &str, args: &[&str]) -> tokio::
         .env("LEDGER_MASTER_KEY", MASTER_KEY)
         .env("SAGE_CLIENT_ID", "demo-client")
         .env("SAGE_CLIENT_SECRET", "demo-secret")
+        // The shared test database may hold Xero connections other tests left behind; `serve`
+        // checks the credentials of every ledger it has a connection to.
+        .env("XERO_CLIENT_ID", "unused")
+        .env("XERO_CLIENT_SECRET", "unused")
         // A high limit: the shared limiter is used, the test is not paced by it.
         .env("SAGE_REQUESTS_PER_MINUTE", "60000")
         .env("SAGE_RETRY_BACKOFF_MS", "20")
@@ -252,7 +256,7 @@ async fn several_worker_processes_on_one_postgres_sync_every_webhook_once_and_ca
     loop {
         let row = sqlx::query(
             "SELECT (SELECT count(*) FROM runs WHERE scope = ANY($1) AND status IN ('queued', 'running')) AS open, \
-                    (SELECT count(*) FROM callbacks WHERE scope = ANY($1)) AS callbacks",
+                    (SELECT count(*) FROM callbacks WHERE scope = ANY($1) AND delivered_at IS NULL) AS callbacks",
         )
         .bind(&scopes)
         .fetch_one(store.pool())
