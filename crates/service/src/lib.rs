@@ -94,7 +94,7 @@
 //! than a retry, because the same input would most likely panic again.
 //! Beside the workers, [`Service::spawn_workers`] starts a **purge task**: every
 //! [`ServiceConfig::purge_interval`] (hourly by default, first at start) it removes what
-//! [`ServiceConfig::retention`] no longer keeps ([`crate::store::retention`]), at the service's
+//! [`ServiceConfig::retention`] no longer keeps ([`byte8_ledger_core::store::retention`]), at the service's
 //! clock's time; a failed purge is logged and tried again at the next tick.
 //! [`WorkerPool::stop`] stops the workers in parallel after their current run;
 //! [`WorkerPool::stop_within`] bounds the wait.
@@ -203,7 +203,7 @@ pub struct ServiceConfig {
     /// included; beyond it the answer is 503 (Magento retries it; a 4xx would dead-letter a
     /// webhook).
     pub request_timeout: Duration,
-    /// What the workers' periodic purge keeps ([`crate::store::retention`]); `None`: no purge
+    /// What the workers' periodic purge keeps ([`byte8_ledger_core::store::retention`]); `None`: no purge
     /// (the host purges with [`Service::purge`] or `byte8-ledger purge`).
     pub retention: Option<RetentionPolicy>,
     /// How often [`Service::spawn_workers`]' purge task runs (the first time at start). Every

@@ -27,7 +27,7 @@ use crate::error::{AuthFailure, Error, ProviderFieldError};
 const MAX_FIELD: usize = 300;
 
 /// Parses Sage's error body into field errors (an array or a single object of Sage's error
-/// fields). Only those known fields are kept, each made one line and cut to [`MAX_FIELD`]
+/// fields). Only those known fields are kept, each made one line and cut to `MAX_FIELD` (300)
 /// characters; any other body (a proxy's HTML page, plain text) is described by its size and
 /// never quoted, so nothing foreign reaches an outcome or `/v1/status`.
 pub fn parse_errors(body: &[u8]) -> Vec<ProviderFieldError> {
