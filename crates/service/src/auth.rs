@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc};
 use async_trait::async_trait;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use super::{Shared, http::ApiError};
+use super::{Shared, error::ApiError};
 use crate::magento::{Claims, ReplayCache, WebhookVerifier, jwt::MAX_TOKEN_LEN};
 use byte8_ledger_core::{
     error::{Error, Result},

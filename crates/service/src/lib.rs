@@ -145,6 +145,7 @@
 //! ```
 
 mod auth;
+mod error;
 mod http;
 pub mod magento;
 mod retention;
