@@ -359,14 +359,11 @@ impl SyncPolicy {
                 errors: errors
                     .into_iter()
                     .map(|fe| {
-                        if fe.rule.contains("unknown variant") && fe.path.contains("eu_goods") {
-                            FieldError::new(fe.path, format!("OUT_OF_RANGE: must be GOODS or SERVICES ({})", fe.rule))
-                        } else if fe.rule.contains("unknown variant") && fe.path.contains("adjustment_tax_treatment") {
-                            FieldError::new(fe.path, format!("OUT_OF_RANGE: must be no_tax or pro_rata ({})", fe.rule))
-                        } else if fe.rule.contains("unknown variant") && fe.path.contains("oss_registration") {
+                        // Every enum key alike: serde's rule already lists the values it takes.
+                        if fe.rule.contains("unknown variant") {
                             FieldError::new(
                                 fe.path,
-                                format!("OUT_OF_RANGE: must be none, oss, ioss or oss_and_ioss ({})", fe.rule),
+                                format!("OUT_OF_RANGE: not one of the allowed values ({})", fe.rule),
                             )
                         } else {
                             fe
