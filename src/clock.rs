@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 
 /// A source of the current time.
 pub trait Clock: fmt::Debug + Send + Sync {
-    /// Now.
+    /// The current instant, in UTC.
     fn now(&self) -> DateTime<Utc>;
 }
 

@@ -248,7 +248,7 @@ pub enum Error {
     Pending {
         /// What is awaited.
         what: String,
-        /// Why.
+        /// What the error is, for an operator to read.
         message: String,
     },
     /// The work must wait for a budget to come back (a ledger's daily call allowance is spent):

@@ -96,7 +96,7 @@ pub struct PlanLine {
     pub description: String,
     /// Magento product type.
     pub product_type: Option<String>,
-    /// Quantity.
+    /// How many units (Magento's quantity, never rounded).
     pub qty: Decimal,
     /// Magento's unit price (2 decimals).
     pub unit_price: Decimal,
@@ -183,14 +183,14 @@ pub struct DocumentPlan {
     pub increment_id: String,
     /// The document reference: prefix + increment id, never doubled, not yet truncated.
     pub reference: String,
-    /// Currency.
+    /// The document's currency (the order's).
     pub currency: Currency,
     /// Document date: the store's local date of `created_at` (policy `store_timezone`, default the
     /// zone of the ledger business's country), so that 23:30 UTC on 30 June is 1 July in London.
     pub date: NaiveDate,
-    /// Lines.
+    /// The product lines, in Magento's order.
     pub lines: Vec<PlanLine>,
-    /// Shipping.
+    /// The shipping charge as its own line, with its tax.
     pub shipping: PlanShipping,
     /// Credit memo adjustment refund (no tax).
     pub adjustment_positive: Decimal,

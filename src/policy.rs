@@ -46,10 +46,10 @@ use crate::{
 /// The EU goods/services type of a supply (Sage `eu_goods_services_type_id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EuSupplyType {
-    /// Goods.
+    /// A supply of goods (EU cross-border rules for goods).
     #[serde(rename = "GOODS")]
     Goods,
-    /// Services.
+    /// A supply of services (EU cross-border rules for services).
     #[serde(rename = "SERVICES")]
     Services,
 }

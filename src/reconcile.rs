@@ -109,7 +109,7 @@ pub struct MagentoRecord {
     pub net: Option<Decimal>,
     /// VAT (documents).
     pub vat: Option<Decimal>,
-    /// Gross.
+    /// The total with tax, in the document's currency.
     pub gross: Decimal,
 }
 
@@ -117,11 +117,11 @@ pub struct MagentoRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Amount {
-    /// Net.
+    /// Compare totals before tax.
     Net,
     /// VAT.
     Vat,
-    /// Gross.
+    /// Compare totals with tax.
     Gross,
 }
 
@@ -141,7 +141,7 @@ impl Amount {
 pub enum Finding {
     /// A synced Magento record the ledger does not hold in the period (or holds only voided).
     MissingInLedger {
-        /// Kind.
+        /// Whether the entry is an invoice or a credit note.
         kind: EntryKind,
         /// The reference looked for.
         reference: String,
@@ -153,7 +153,7 @@ pub enum Finding {
     /// A synced Magento document missing from the period's listing that the ledger holds
     /// under another date (or voided): found by reference.
     OutsidePeriod {
-        /// Kind.
+        /// Whether the entry is an invoice or a credit note.
         kind: EntryKind,
         /// The reference.
         reference: String,
@@ -166,7 +166,7 @@ pub enum Finding {
     },
     /// The ledger holds the reference more than once.
     DuplicateInLedger {
-        /// Kind.
+        /// Whether the entry is an invoice or a credit note.
         kind: EntryKind,
         /// The reference.
         reference: String,
@@ -175,7 +175,7 @@ pub enum Finding {
     },
     /// An amount differs.
     AmountDiffers {
-        /// Kind.
+        /// Whether the entry is an invoice or a credit note.
         kind: EntryKind,
         /// The reference.
         reference: String,
@@ -190,7 +190,7 @@ pub enum Finding {
     },
     /// The currencies differ.
     CurrencyDiffers {
-        /// Kind.
+        /// Whether the entry is an invoice or a credit note.
         kind: EntryKind,
         /// The reference.
         reference: String,
@@ -212,7 +212,7 @@ pub enum Finding {
     },
     /// A ledger record in the period that no synced run posted.
     NotFromRun {
-        /// Kind.
+        /// Whether the entry is an invoice or a credit note.
         kind: EntryKind,
         /// Its reference.
         reference: Option<String>,
@@ -227,7 +227,7 @@ pub enum Finding {
         run_id: i64,
         /// The event's idempotency key.
         idempotency_key: String,
-        /// Why.
+        /// Why the entry could not be compared, for the operator.
         reason: String,
     },
 }
@@ -237,11 +237,11 @@ pub enum Finding {
 pub struct Sums {
     /// How many.
     pub count: u64,
-    /// Net.
+    /// The sum before tax.
     pub net: Decimal,
     /// VAT.
     pub vat: Decimal,
-    /// Gross.
+    /// The sum with tax.
     pub gross: Decimal,
 }
 
@@ -257,7 +257,7 @@ impl Sums {
 /// One side's sums in a currency.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SideTotals {
-    /// Invoices.
+    /// The sums of the invoices.
     pub invoices: Sums,
     /// Credit notes (positive amounts).
     pub credit_notes: Sums,

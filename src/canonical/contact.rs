@@ -23,7 +23,7 @@ pub struct Address {
     /// Street lines, empty lines already removed by the module.
     #[serde(default)]
     pub street: Vec<String>,
-    /// City.
+    /// The town or city.
     #[serde(default)]
     pub city: String,
     /// Region or county name.
@@ -136,7 +136,7 @@ pub struct MagentoContact {
     /// adapter fills it (the billing address's `vat_id`, else `taxvat`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vat_number: Option<String>,
-    /// Telephone.
+    /// The customer's telephone number, when Magento has one.
     #[serde(default)]
     pub phone: Option<String>,
     /// The customer's website (`0` for guests).

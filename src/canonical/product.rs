@@ -27,7 +27,7 @@ pub struct MagentoProduct {
     /// Cost (the stock movement's cost price).
     #[serde(default, with = "serde_decimal_opt")]
     pub cost: Option<Decimal>,
-    /// Weight.
+    /// The product's weight in the store's unit, when set.
     #[serde(default, with = "serde_decimal_opt")]
     pub weight: Option<Decimal>,
     /// Quantity in stock; null when there is no stock item.

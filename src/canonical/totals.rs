@@ -166,7 +166,7 @@ pub enum Placement {
 pub struct Breakdown {
     /// One entry per canonical line, same order.
     pub lines: Vec<LineAmounts>,
-    /// Shipping.
+    /// The shipping charge: net, tax and gross.
     pub shipping: ShippingAmounts,
     /// Credit memo adjustment refund (0 on invoices).
     pub adjustment_positive: Decimal,

@@ -483,12 +483,12 @@ pub struct StockMovementEntry {
 /// Everything the in-memory ledger holds, in creation order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Snapshot {
-    /// Contacts.
+    /// Every contact, in creation order.
     pub contacts: Vec<ContactRecord>,
     /// References reserved without a contact (a deleted contact's, see
     /// [`InMemoryProvider::reserve_contact_reference`]).
     pub reserved_references: Vec<String>,
-    /// Items.
+    /// Every item with its stock quantity, in creation order.
     pub items: Vec<ItemEntry>,
     /// Invoices and credit notes.
     pub documents: Vec<DocumentEntry>,

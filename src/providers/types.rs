@@ -135,7 +135,7 @@ pub enum ContactFor<'a> {
 /// Create or update a contact for one currency.
 #[derive(Debug, Clone, Copy)]
 pub struct ContactRequest<'a> {
-    /// Who.
+    /// The customer or the guest the contact is for.
     pub contact: ContactFor<'a>,
     /// The contact's trading currency.
     pub currency: Currency,
@@ -319,11 +319,11 @@ pub struct DocumentRecord {
     pub number: Option<String>,
     /// The contact.
     pub contact_id: Option<String>,
-    /// Total.
+    /// The gross total the ledger holds, when it said.
     pub total: Option<Decimal>,
-    /// Outstanding.
+    /// What is still owed on the document, when the ledger said.
     pub outstanding: Option<Decimal>,
-    /// Voided.
+    /// Whether the document was voided (a voided document is never reused).
     pub voided: bool,
     /// The ledger's exchange rate of the document, when it reports one: base-currency units per
     /// unit of the document's currency (Sage's `exchange_rate`; Xero's 1 / `CurrencyRate`). An

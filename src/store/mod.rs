@@ -164,9 +164,9 @@ pub struct NewRun {
 /// A run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
-    /// Id.
+    /// The run's id, unique in the store.
     pub id: RunId,
-    /// Scope.
+    /// The business (or binding) the run belongs to: the engine's scope.
     pub scope: String,
     /// The tenant that queued it (see [`NewRun::tenant_id`]).
     pub tenant_id: Option<String>,
@@ -174,7 +174,7 @@ pub struct Run {
     /// fenced by it, so that a worker whose lease lapsed, and whose run another worker claimed
     /// since, cannot overwrite that worker's result.
     pub claim: i64,
-    /// Key.
+    /// The event's idempotency key: one run per key and scope.
     pub idempotency_key: String,
     /// Event name.
     pub event: Option<String>,
@@ -184,7 +184,7 @@ pub struct Run {
     pub raw: String,
     /// Policy snapshot.
     pub policy: Option<String>,
-    /// Status.
+    /// Where the run stands: queued, running, synced, skipped or dead-lettered.
     pub status: RunStatus,
     /// Attempts made.
     pub attempts: u32,
@@ -192,7 +192,7 @@ pub struct Run {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The last outcome (terminal, or the last failed attempt of a queued run).
     pub outcome: Option<Outcome>,
-    /// Received.
+    /// When the event was received.
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
@@ -203,9 +203,9 @@ pub struct Run {
 pub struct AttemptRecord {
     /// The attempt number (1-based).
     pub number: u32,
-    /// Started.
+    /// When the attempt started.
     pub started_at: DateTime<Utc>,
-    /// Finished.
+    /// When the attempt ended.
     pub finished_at: DateTime<Utc>,
     /// `synced`, `skipped`, `failed`, `retry`.
     pub result: String,

@@ -38,7 +38,7 @@ impl SimRequest {
 /// One answer.
 #[derive(Debug, Clone)]
 pub struct SimResponse {
-    /// Status.
+    /// The HTTP status of the answer.
     pub status: u16,
     /// Extra headers (`Retry-After`).
     pub headers: Vec<(String, String)>,
@@ -87,13 +87,13 @@ fn link(id: &str, display: &str, path: &str) -> Value {
 /// A contact.
 #[derive(Debug, Clone)]
 pub struct SimContact {
-    /// Id.
+    /// The simulator's id of the contact (32 hex digits, shaped like Sage's).
     pub id: String,
-    /// Name.
+    /// The contact's name.
     pub name: String,
-    /// Reference.
+    /// The contact's reference, when set.
     pub reference: Option<String>,
-    /// Currency.
+    /// The contact's currency code.
     pub currency: String,
     /// E-mail.
     pub email: Option<String>,
@@ -108,27 +108,27 @@ pub struct SimContact {
 /// A sales invoice or credit note.
 #[derive(Debug, Clone)]
 pub struct SimDocument {
-    /// Id.
+    /// The simulator's id of the document.
     pub id: String,
     /// `SI-1`, `SCN-1`.
     pub number: String,
-    /// Reference.
+    /// The document's reference, unique per document type.
     pub reference: String,
-    /// Contact.
+    /// The id of the customer the document is for.
     pub contact_id: String,
-    /// Currency.
+    /// The document's currency code.
     pub currency: String,
-    /// Date.
+    /// The document date.
     pub date: NaiveDate,
     /// Net (lines and shipping).
     pub net: Decimal,
     /// Tax (lines and recomputed shipping tax).
     pub tax: Decimal,
-    /// Total.
+    /// The gross total.
     pub total: Decimal,
-    /// Outstanding.
+    /// What is still owed: the total less payments and allocations.
     pub outstanding: Decimal,
-    /// Voided.
+    /// Whether the document was voided (then it owes nothing).
     pub voided: bool,
     /// Marked as sent (reading it without `mark_as_sent=false` sets it, Q17).
     pub sent: bool,
@@ -139,15 +139,15 @@ pub struct SimDocument {
 /// A payment or allocation.
 #[derive(Debug, Clone)]
 pub struct SimTransaction {
-    /// Id.
+    /// The simulator's id of the payment or allocation.
     pub id: String,
-    /// Contact.
+    /// The id of the contact the transaction belongs to.
     pub contact_id: String,
-    /// Reference.
+    /// The transaction's reference, when one was sent.
     pub reference: Option<String>,
-    /// Date.
+    /// The transaction date.
     pub date: NaiveDate,
-    /// Total.
+    /// The amount of the transaction.
     pub total: Decimal,
     /// (artefact id, amount).
     pub artefacts: Vec<(String, Decimal)>,
@@ -161,13 +161,13 @@ pub struct SimTransaction {
 /// A product, service or stock item.
 #[derive(Debug, Clone)]
 pub struct SimItem {
-    /// Id.
+    /// The simulator's id of the item.
     pub id: String,
     /// `products`, `services`, `stock_items`.
     pub kind: &'static str,
     /// Item code.
     pub code: String,
-    /// Description.
+    /// The item's description.
     pub description: String,
     /// Quantity in stock (stock items).
     pub quantity: Decimal,
@@ -178,13 +178,13 @@ pub struct SimItem {
 /// A stock movement.
 #[derive(Debug, Clone)]
 pub struct SimMovement {
-    /// Id.
+    /// The simulator's id of the stock movement.
     pub id: String,
     /// Stock item.
     pub stock_item_id: String,
     /// Signed quantity.
     pub quantity: Decimal,
-    /// Details.
+    /// The movement's description, as sent.
     pub details: String,
 }
 
@@ -196,7 +196,7 @@ pub struct SimBusiness {
     /// Whether its subscription is active (false: every request is answered 401 "No active
     /// subscription").
     pub subscription_active: bool,
-    /// Contacts.
+    /// Every contact, in creation order.
     pub contacts: Vec<SimContact>,
     /// Sales invoices.
     pub invoices: Vec<SimDocument>,
@@ -207,9 +207,9 @@ pub struct SimBusiness {
     /// Customer refunds (`CUSTOMER_REFUND` contact payments): money paid back to a customer,
     /// allocated to credit notes.
     pub refunds: Vec<SimTransaction>,
-    /// Allocations.
+    /// Every allocation of a credit note or payment, in creation order.
     pub allocations: Vec<SimTransaction>,
-    /// Items.
+    /// Every product, service and stock item, in creation order.
     pub items: Vec<SimItem>,
     /// Stock movements.
     pub movements: Vec<SimMovement>,

@@ -15,7 +15,7 @@ use byte8_ledger_core::money::round_money;
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct WorkloadConfig {
-    /// Seed.
+    /// The random seed: the same seed gives the same events.
     pub seed: u64,
     /// About how many events.
     pub events: usize,
@@ -46,16 +46,16 @@ pub enum Expectation {
         reference: String,
         /// Magento's grand total.
         total: Decimal,
-        /// Currency.
+        /// The currency the document is in.
         currency: String,
     },
     /// A payment of this invoice (when its method is mapped).
     Payment {
         /// Magento invoice id.
         invoice_id: u64,
-        /// Reference.
+        /// The payment's reference.
         reference: String,
-        /// Amount.
+        /// The amount paid.
         amount: Decimal,
     },
     /// A credit note with this reference and total, allocated when its invoice still had
@@ -65,9 +65,9 @@ pub enum Expectation {
         magento_id: u64,
         /// Credited invoice id.
         invoice_id: u64,
-        /// Reference.
+        /// The credit note's reference.
         reference: String,
-        /// Total.
+        /// The credit note's gross total.
         total: Decimal,
     },
 }

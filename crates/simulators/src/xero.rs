@@ -146,7 +146,7 @@ pub struct XTaxRate {
     pub tax_type: String,
     /// `Name`.
     pub name: String,
-    /// Percentage.
+    /// The rate in percent (`20` for 20 %).
     pub rate: Decimal,
     /// Applies to revenue.
     pub revenue: bool,
@@ -172,21 +172,21 @@ pub struct XContact {
 /// An invoice, bill or credit note.
 #[derive(Debug, Clone)]
 pub struct XDoc {
-    /// Id.
+    /// The simulator's id of the document (a GUID like Xero's).
     pub id: String,
     /// `ACCREC`, `ACCPAY`, `ACCRECCREDIT`, `ACCPAYCREDIT`.
     pub kind: String,
-    /// Number.
+    /// The document number (`InvoiceNumber` / `CreditNoteNumber`).
     pub number: String,
-    /// Reference.
+    /// The document's `Reference`, when set.
     pub reference: Option<String>,
-    /// Contact.
+    /// The id of the contact the document is for.
     pub contact_id: String,
-    /// Currency.
+    /// The document's currency code.
     pub currency: String,
     /// Currency rate sent.
     pub currency_rate: Option<Decimal>,
-    /// Date.
+    /// The document date.
     pub date: NaiveDate,
     /// `AUTHORISED`, `PAID`, `VOIDED`, …
     pub status: String,
@@ -194,11 +194,11 @@ pub struct XDoc {
     pub line_amount_types: String,
     /// The lines as received.
     pub lines: Vec<Value>,
-    /// Net.
+    /// The total before tax (`SubTotal`).
     pub sub_total: Decimal,
-    /// Tax.
+    /// The total tax (`TotalTax`).
     pub total_tax: Decimal,
-    /// Total.
+    /// The gross total (`Total`).
     pub total: Decimal,
     /// Paid (invoices) or refunded (credit notes).
     pub paid: Decimal,
@@ -221,17 +221,17 @@ impl XDoc {
 /// A payment (or a credit note's cash refund).
 #[derive(Debug, Clone)]
 pub struct XPayment {
-    /// Id.
+    /// The simulator's id of the payment.
     pub id: String,
     /// The invoice or credit note.
     pub document_id: String,
     /// `AccountID`.
     pub account_id: String,
-    /// Date.
+    /// The date the money was received.
     pub date: NaiveDate,
-    /// Amount.
+    /// The amount paid.
     pub amount: Decimal,
-    /// Reference.
+    /// The payment's `Reference`, when set.
     pub reference: Option<String>,
     /// Currency rate sent.
     pub currency_rate: Option<Decimal>,
@@ -242,26 +242,26 @@ pub struct XPayment {
 /// A credit-note allocation.
 #[derive(Debug, Clone)]
 pub struct XAllocation {
-    /// Id.
+    /// The simulator's id of the allocation.
     pub id: String,
     /// The credit note.
     pub credit_note_id: String,
     /// The invoice.
     pub invoice_id: String,
-    /// Amount.
+    /// The amount allocated.
     pub amount: Decimal,
-    /// Date.
+    /// The date the allocation takes effect.
     pub date: NaiveDate,
 }
 
 /// An item.
 #[derive(Debug, Clone)]
 pub struct XItem {
-    /// Id.
+    /// The simulator's id of the item.
     pub id: String,
-    /// Code.
+    /// The item code (`Code`: the SKU).
     pub code: String,
-    /// Name.
+    /// The item's name.
     pub name: String,
     /// Tracked inventory.
     pub tracked: bool,
@@ -276,9 +276,9 @@ pub struct XItem {
 pub struct XeroOrg {
     /// Tenant id.
     pub tenant_id: String,
-    /// Name.
+    /// The organisation's name.
     pub name: String,
-    /// Country.
+    /// The organisation's country code (`CountryCode`).
     pub country: String,
     /// Base currency.
     pub base_currency: String,
@@ -288,9 +288,9 @@ pub struct XeroOrg {
     pub class: String,
     /// Tax rates.
     pub tax_rates: Vec<XTaxRate>,
-    /// Accounts.
+    /// The chart of accounts.
     pub accounts: Vec<XAccount>,
-    /// Contacts.
+    /// Every contact, in creation order.
     pub contacts: Vec<XContact>,
     /// Invoices and bills.
     pub invoices: Vec<XDoc>,
@@ -298,9 +298,9 @@ pub struct XeroOrg {
     pub credit_notes: Vec<XDoc>,
     /// Payments and refunds.
     pub payments: Vec<XPayment>,
-    /// Allocations.
+    /// Every allocation, in creation order.
     pub allocations: Vec<XAllocation>,
-    /// Items.
+    /// Every item, in creation order.
     pub items: Vec<XItem>,
     idempotency: HashMap<String, (u64, SimResponse, DateTime<Utc>)>,
     minute: VecDeque<DateTime<Utc>>,

@@ -121,7 +121,7 @@ pub struct DocumentLine {
     pub description: String,
     /// Sales ledger account (required).
     pub ledger_account_id: String,
-    /// Quantity.
+    /// How many units (Magento's quantity).
     #[serde(with = "serde_decimal")]
     pub quantity: Decimal,
     /// Unit price excluding tax, 2 decimals (required).
@@ -167,7 +167,7 @@ pub struct DocumentBody {
     /// Notes (≤ 2000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
-    /// Currency.
+    /// Sage's id of the document's currency (`currency_id`, e.g. `GBP`).
     pub currency_id: String,
     /// Base units per document-currency unit (10 decimals), non-base currencies only.
     #[serde(skip_serializing_if = "Option::is_none", with = "serde_decimal_opt", default)]
@@ -235,11 +235,11 @@ pub struct AllocatedArtefact {
 pub struct ContactPaymentBody {
     /// `CUSTOMER_RECEIPT`.
     pub transaction_type_id: String,
-    /// Contact.
+    /// Sage's id of the paying contact.
     pub contact_id: String,
     /// Bank account.
     pub bank_account_id: String,
-    /// Date.
+    /// The date the money was received.
     pub date: NaiveDate,
     /// Amount received.
     #[serde(with = "serde_decimal")]
@@ -273,7 +273,7 @@ pub struct ContactAllocationBody {
     pub transaction_type_id: String,
     /// Contact (the invoice's and the credit note's).
     pub contact_id: String,
-    /// Date.
+    /// The date the allocation takes effect.
     pub date: NaiveDate,
     /// Invoice positive, credit note negative; nets to zero.
     pub allocated_artefacts: Vec<AllocatedArtefact>,
@@ -294,7 +294,7 @@ pub struct PostContactAllocation {
 pub struct SalesPrice {
     /// Price name.
     pub price_name: String,
-    /// Price.
+    /// The selling price, net or gross as `price_includes_tax` says.
     #[serde(with = "serde_decimal")]
     pub price: Decimal,
     /// Whether it includes tax.
@@ -306,7 +306,7 @@ pub struct SalesPrice {
 pub struct SalesRate {
     /// Rate name.
     pub rate_name: String,
-    /// Rate.
+    /// The rate charged for the service, net or gross as `rate_includes_tax` says.
     #[serde(with = "serde_decimal")]
     pub rate: Decimal,
     /// Whether it includes tax.
@@ -369,7 +369,7 @@ pub struct PostStockItem {
 pub struct StockMovementBody {
     /// Stock item.
     pub stock_item_id: String,
-    /// Date.
+    /// The date of the stock movement.
     pub date: NaiveDate,
     /// Signed adjustment.
     #[serde(with = "serde_decimal")]
@@ -396,138 +396,138 @@ pub struct PostStockMovement {
 
 /// A nested reference in a response (`{"id": "...", "displayed_as": "...", "$path": "..."}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Link {
-    /// Id.
+pub(crate) struct Link {
+    /// Sage's id of the linked record (a hex GUID, or a code such as `GBP`).
     #[serde(default)]
-    pub id: String,
+    pub(crate) id: String,
     /// Display text.
     #[serde(default)]
-    pub displayed_as: Option<String>,
+    pub(crate) displayed_as: Option<String>,
 }
 
 /// A sales invoice or credit note as Sage returns it (the fields the crate reads).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SageDocument {
-    /// Id.
-    pub id: String,
+pub(crate) struct SageDocument {
+    /// Sage's id of the document.
+    pub(crate) id: String,
     /// Display text (`SI-27`).
     #[serde(default)]
-    pub displayed_as: Option<String>,
-    /// Reference.
+    pub(crate) displayed_as: Option<String>,
+    /// The document's reference: the Magento increment id the lookup matches.
     #[serde(default)]
-    pub reference: Option<String>,
-    /// Contact.
+    pub(crate) reference: Option<String>,
+    /// The customer the document is for.
     #[serde(default)]
-    pub contact: Option<Link>,
-    /// Currency.
+    pub(crate) contact: Option<Link>,
+    /// The document's currency.
     #[serde(default)]
-    pub currency: Option<Link>,
+    pub(crate) currency: Option<Link>,
     /// Status (`UNPAID`, `PAID`, `VOID`, ...).
     #[serde(default)]
-    pub status: Option<Link>,
-    /// Total.
+    pub(crate) status: Option<Link>,
+    /// The gross total (`total_amount`).
     #[serde(default, with = "serde_decimal_opt")]
-    pub total_amount: Option<Decimal>,
-    /// Net.
+    pub(crate) total_amount: Option<Decimal>,
+    /// The total before tax.
     #[serde(default, with = "serde_decimal_opt")]
-    pub net_amount: Option<Decimal>,
-    /// Tax.
+    pub(crate) net_amount: Option<Decimal>,
+    /// The total tax.
     #[serde(default, with = "serde_decimal_opt")]
-    pub tax_amount: Option<Decimal>,
-    /// Outstanding.
+    pub(crate) tax_amount: Option<Decimal>,
+    /// What is still owed on the document (zero once paid or fully credited).
     #[serde(default, with = "serde_decimal_opt")]
-    pub outstanding_amount: Option<Decimal>,
+    pub(crate) outstanding_amount: Option<Decimal>,
     /// The document's exchange rate (base per unit of its currency).
     #[serde(default, with = "serde_decimal_opt")]
-    pub exchange_rate: Option<Decimal>,
-    /// Date.
+    pub(crate) exchange_rate: Option<Decimal>,
+    /// The document date as Sage wrote it (`YYYY-MM-DD`).
     #[serde(default)]
-    pub date: Option<String>,
+    pub(crate) date: Option<String>,
     /// When voided, why.
     #[serde(default)]
-    pub void_reason: Option<String>,
+    pub(crate) void_reason: Option<String>,
 }
 
 /// A contact as Sage returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SageContact {
-    /// Id.
-    pub id: String,
+pub(crate) struct SageContact {
+    /// Sage's id of the contact.
+    pub(crate) id: String,
     /// Display text.
     #[serde(default)]
-    pub displayed_as: Option<String>,
-    /// Name.
+    pub(crate) displayed_as: Option<String>,
+    /// The contact's name (a person's or a company's).
     #[serde(default)]
-    pub name: Option<String>,
-    /// Reference.
+    pub(crate) name: Option<String>,
+    /// The contact's reference: the Magento customer reference the lookup matches.
     #[serde(default)]
-    pub reference: Option<String>,
-    /// Currency.
+    pub(crate) reference: Option<String>,
+    /// The contact's currency.
     #[serde(default)]
-    pub currency: Option<Link>,
+    pub(crate) currency: Option<Link>,
     /// E-mail (read model).
     #[serde(default)]
-    pub email: Option<String>,
+    pub(crate) email: Option<String>,
     /// Main contact person.
     #[serde(default)]
-    pub main_contact_person: Option<SageContactPerson>,
+    pub(crate) main_contact_person: Option<SageContactPerson>,
     /// Deleted at (soft delete).
     #[serde(default)]
-    pub deleted_at: Option<String>,
+    pub(crate) deleted_at: Option<String>,
     /// `false` for a contact made inactive in Sage (sage-api.md 1: `Contact.is_active`, not in
     /// the 2022 spec); absent on older answers.
     #[serde(default)]
-    pub is_active: Option<bool>,
+    pub(crate) is_active: Option<bool>,
 }
 
 impl SageContact {
     /// Whether the contact may be adopted: not soft-deleted and not made inactive.
-    pub fn is_usable(&self) -> bool {
+    pub(crate) fn is_usable(&self) -> bool {
         self.deleted_at.is_none() && self.is_active != Some(false)
     }
 }
 
 /// A payment or allocation as Sage returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SageTransaction {
-    /// Id.
-    pub id: String,
+pub(crate) struct SageTransaction {
+    /// Sage's id of the payment or allocation.
+    pub(crate) id: String,
     /// Display text.
     #[serde(default)]
-    pub displayed_as: Option<String>,
-    /// Reference.
+    pub(crate) displayed_as: Option<String>,
+    /// The transaction's reference: the Magento payment reference the lookup matches.
     #[serde(default)]
-    pub reference: Option<String>,
-    /// Total.
+    pub(crate) reference: Option<String>,
+    /// The amount of the transaction.
     #[serde(default, with = "serde_decimal_opt")]
-    pub total_amount: Option<Decimal>,
-    /// Contact.
+    pub(crate) total_amount: Option<Decimal>,
+    /// The contact the transaction belongs to.
     #[serde(default)]
-    pub contact: Option<Link>,
+    pub(crate) contact: Option<Link>,
 }
 
 /// A product, service or stock item as Sage returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SageItem {
-    /// Id.
-    pub id: String,
+pub(crate) struct SageItem {
+    /// Sage's id of the product, service or stock item.
+    pub(crate) id: String,
     /// Item code.
     #[serde(default)]
-    pub item_code: Option<String>,
-    /// Description.
+    pub(crate) item_code: Option<String>,
+    /// The item's description (Sage requires one).
     #[serde(default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// Quantity in stock (stock items).
     #[serde(default, with = "serde_decimal_opt")]
-    pub quantity_in_stock: Option<Decimal>,
+    pub(crate) quantity_in_stock: Option<Decimal>,
     /// `active` as Sage answered it: `None` when the key is absent (a list without
     /// `attributes=all`, an older answer), `Some(None)` for Sage's `"active": null` (seen in a
     /// real `/products` page, `tests/fixtures/sage-real/`), `Some(Some(b))` otherwise.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub active: Option<Option<bool>>,
+    pub(crate) active: Option<Option<bool>>,
     /// Deleted at (soft delete).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deleted_at: Option<String>,
+    pub(crate) deleted_at: Option<String>,
 }
 
 impl SageItem {
@@ -535,7 +535,7 @@ impl SageItem {
     /// deleted. An item Sage reports as `"active": false` or `"active": null` is not: the first
     /// is deactivated, the second is a state Sage's own clients had to learn to read, and posting
     /// onto either is a guess (documented choice, docs/QUIRKS.md Sage R3).
-    pub fn is_usable(&self) -> bool {
+    pub(crate) fn is_usable(&self) -> bool {
         self.deleted_at.is_none() && matches!(self.active, None | Some(Some(true)))
     }
 }
@@ -553,25 +553,25 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<bool>
 /// `$items_per_page` (up to 2147483647). Counts that are not small non-negative integers (a
 /// string, a negative, a float) are read as absent rather than failing the page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Page<T> {
-    /// Items.
+pub(crate) struct Page<T> {
+    /// The records of this page (`$items`).
     #[serde(rename = "$items", default = "Vec::new")]
-    pub items: Vec<T>,
+    pub(crate) items: Vec<T>,
     /// The next page's URL or path, when Sage says.
     #[serde(rename = "$next", default)]
-    pub next: Option<String>,
+    pub(crate) next: Option<String>,
     /// The previous page's URL or path, when Sage says.
     #[serde(rename = "$back", default)]
-    pub back: Option<String>,
+    pub(crate) back: Option<String>,
     /// How many items the whole list holds.
     #[serde(rename = "$total", default, deserialize_with = "lenient_count")]
-    pub total: Option<u64>,
+    pub(crate) total: Option<u64>,
     /// This page's number (1-based).
     #[serde(rename = "$page", default, deserialize_with = "lenient_count")]
-    pub page: Option<u64>,
+    pub(crate) page: Option<u64>,
     /// The page size Sage applied (`$itemsPerPage`, or `$items_per_page` on some endpoints).
     #[serde(rename = "$itemsPerPage", alias = "$items_per_page", default, deserialize_with = "lenient_count")]
-    pub items_per_page: Option<u64>,
+    pub(crate) items_per_page: Option<u64>,
 }
 
 /// Reads a count of a list envelope: a non-negative integer, or an integer in a string; anything
@@ -587,17 +587,21 @@ fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, 
 
 /// One entry of Sage's error array.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SageErrorItem {
+pub(crate) struct SageErrorItem {
     /// `error`.
     #[serde(rename = "$severity", default)]
-    pub severity: Option<String>,
+    pub(crate) severity: Option<String>,
     /// `RecordInvalid`, `AuthorizationFailure`, ...
     #[serde(rename = "$dataCode", default)]
-    pub data_code: Option<String>,
+    pub(crate) data_code: Option<String>,
     /// The message.
     #[serde(rename = "$message", default)]
-    pub message: Option<String>,
+    pub(crate) message: Option<String>,
     /// The field locator, often empty.
     #[serde(rename = "$source", default)]
-    pub source: Option<String>,
+    pub(crate) source: Option<String>,
 }
+
+#[cfg(test)]
+#[path = "model_tests.rs"]
+mod tests;

@@ -78,7 +78,7 @@ pub mod limits {
     pub const EMAIL: usize = 100;
     /// Address lines, city, region, address name.
     pub const ADDRESS_LINE: usize = 50;
-    /// Postcode.
+    /// The longest postcode Sage accepts (`postal_code`, 10 characters).
     pub const POSTAL_CODE: usize = 10;
     /// Invoice / credit note / payment reference.
     pub const DOCUMENT_REFERENCE: usize = 25;

@@ -81,7 +81,7 @@ pub struct Invoice {
     pub kind: String,
     /// The contact.
     pub contact: ContactRef,
-    /// Date.
+    /// The invoice date (`Date`, `YYYY-MM-DD`): the Magento invoice's date in the store's zone.
     pub date: NaiveDate,
     /// Due date.
     pub due_date: NaiveDate,
@@ -92,14 +92,14 @@ pub struct Invoice {
     /// ACCREC only: additional reference.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
-    /// Currency.
+    /// The ISO 4217 code of the order's currency (`CurrencyCode`).
     pub currency_code: String,
     /// Units of the document currency per unit of the base currency, for foreign documents.
     #[serde(skip_serializing_if = "Option::is_none", with = "serde_decimal_opt")]
     pub currency_rate: Option<Decimal>,
     /// `AUTHORISED`.
     pub status: String,
-    /// Lines.
+    /// The invoice lines (`LineItems`): products, shipping, discounts as Xero lines.
     pub line_items: Vec<LineItem>,
 }
 
@@ -112,7 +112,7 @@ pub struct CreditNote {
     pub kind: String,
     /// The contact.
     pub contact: ContactRef,
-    /// Date.
+    /// The credit note date (`Date`): the Magento credit memo's date in the store's zone.
     pub date: NaiveDate,
     /// `Exclusive`, `Inclusive` or `NoTax`.
     pub line_amount_types: String,
@@ -121,7 +121,7 @@ pub struct CreditNote {
     /// Additional reference (ACCRECCREDIT only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
-    /// Currency.
+    /// The ISO 4217 code of the credit note's currency (`CurrencyCode`).
     pub currency_code: String,
     /// See [`Invoice::currency_rate`].
     #[serde(skip_serializing_if = "Option::is_none", with = "serde_decimal_opt")]
@@ -144,7 +144,7 @@ pub struct Payment {
     pub credit_note: Option<CreditNoteRef>,
     /// The bank account.
     pub account: AccountRef,
-    /// Date.
+    /// The date the money was received (`Date`).
     pub date: NaiveDate,
     /// Amount (at most what is outstanding).
     #[serde(with = "serde_decimal")]
@@ -166,7 +166,7 @@ pub struct Allocation {
     /// Amount (the JSON field is `Amount`, not `AppliedAmount`).
     #[serde(with = "serde_decimal")]
     pub amount: Decimal,
-    /// Date.
+    /// The date the allocation takes effect (`Date`).
     pub date: NaiveDate,
 }
 
@@ -182,10 +182,10 @@ pub struct Address {
     /// Line 2.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address_line2: Option<String>,
-    /// City.
+    /// The town or city (`City`), omitted when empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub city: Option<String>,
-    /// Region.
+    /// The county, state or province (`Region`), omitted when empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Postal code (≤ 50).
@@ -233,10 +233,10 @@ pub struct Contact {
     /// [`crate::canonical::normalize_vat_number`]; absent when the buyer has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tax_number: Option<String>,
-    /// Addresses.
+    /// The billing (`POBOX`) and delivery (`STREET`) addresses, omitted when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<Address>,
-    /// Phones.
+    /// The telephone numbers (`DEFAULT`), omitted when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub phones: Vec<Phone>,
 }
@@ -269,7 +269,7 @@ pub struct Item {
     pub name: String,
     /// Description (≤ 4000).
     pub description: String,
-    /// Sold.
+    /// Whether the item is sold (`IsSold`): always true for Magento products.
     pub is_sold: bool,
     /// Purchased (tracked items are).
     pub is_purchased: bool,
@@ -283,162 +283,146 @@ pub struct Item {
     pub inventory_asset_account_code: Option<String>,
 }
 
-/// A status change (`{"Status": "VOIDED"}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct StatusChange {
-    /// The new status.
-    pub status: String,
-}
-
 // ---------------------------------------------------------------------------------------------
 // Responses
 
-/// A validation error of one element.
+/// A validation error of one element: only its presence is read here (an element with any is
+/// refused); the messages are read from the raw answer by `error::element_messages`, which also
+/// names the field.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ValidationError {
-    /// The message.
-    #[serde(default)]
-    pub message: Option<String>,
-}
+pub(crate) struct ValidationError {}
 
 /// A contact as Xero answers it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct ContactOut {
-    /// Id.
+pub(crate) struct ContactOut {
+    /// Xero's id of the contact (`ContactID`), absent on an element that failed.
     #[serde(rename = "ContactID")]
-    pub contact_id: Option<String>,
-    /// Number.
-    pub contact_number: Option<String>,
+    pub(crate) contact_id: Option<String>,
+    /// The contact's reference (`ContactNumber`): the Magento customer reference the lookup matches.
+    pub(crate) contact_number: Option<String>,
     /// `ACTIVE`, `ARCHIVED`.
-    pub contact_status: Option<String>,
-    /// Name.
-    pub name: Option<String>,
+    pub(crate) contact_status: Option<String>,
+    /// The contact's display name (`Name`), unique within an organisation.
+    pub(crate) name: Option<String>,
     /// E-mail.
-    pub email_address: Option<String>,
+    pub(crate) email_address: Option<String>,
     /// Default currency (unset: any currency).
-    pub default_currency: Option<String>,
+    pub(crate) default_currency: Option<String>,
     /// The contact it was merged into.
     #[serde(rename = "MergedToContactID")]
-    pub merged_to_contact_id: Option<String>,
+    pub(crate) merged_to_contact_id: Option<String>,
     /// Element errors (batch answers).
-    pub validation_errors: Vec<ValidationError>,
+    pub(crate) validation_errors: Vec<ValidationError>,
     /// `OK`, `WARNING`, `ERROR`.
-    pub status_attribute_string: Option<String>,
+    pub(crate) status_attribute_string: Option<String>,
 }
 
 /// A payment as Xero answers it (also inside an invoice).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct PaymentOut {
-    /// Id.
+pub(crate) struct PaymentOut {
+    /// Xero's id of the payment (`PaymentID`).
     #[serde(rename = "PaymentID")]
-    pub payment_id: Option<String>,
+    pub(crate) payment_id: Option<String>,
     /// Date (MS-JSON).
-    pub date: Option<String>,
-    /// Amount.
+    pub(crate) date: Option<String>,
+    /// The amount paid, in the invoice's currency.
     #[serde(with = "serde_decimal_opt")]
-    pub amount: Option<Decimal>,
-    /// Reference.
-    pub reference: Option<String>,
+    pub(crate) amount: Option<Decimal>,
+    /// The payment's reference: the Magento payment reference the lookup matches.
+    pub(crate) reference: Option<String>,
     /// `AUTHORISED`, `DELETED`.
-    pub status: Option<String>,
+    pub(crate) status: Option<String>,
     /// The invoice paid.
-    pub invoice: Option<DocumentOut>,
+    pub(crate) invoice: Option<DocumentOut>,
     /// The credit note refunded.
-    pub credit_note: Option<DocumentOut>,
+    pub(crate) credit_note: Option<DocumentOut>,
     /// Element errors (batch answers).
-    pub validation_errors: Vec<ValidationError>,
+    pub(crate) validation_errors: Vec<ValidationError>,
     /// `OK`, `WARNING`, `ERROR`.
-    pub status_attribute_string: Option<String>,
+    pub(crate) status_attribute_string: Option<String>,
 }
 
 /// An allocation as Xero answers it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct AllocationOut {
-    /// Id.
+pub(crate) struct AllocationOut {
+    /// Xero's id of the allocation (`AllocationID`).
     #[serde(rename = "AllocationID")]
-    pub allocation_id: Option<String>,
-    /// Amount.
+    pub(crate) allocation_id: Option<String>,
+    /// The amount allocated from the credit note to the invoice.
     #[serde(with = "serde_decimal_opt")]
-    pub amount: Option<Decimal>,
+    pub(crate) amount: Option<Decimal>,
     /// Date (MS-JSON).
-    pub date: Option<String>,
+    pub(crate) date: Option<String>,
     /// The invoice.
-    pub invoice: Option<DocumentOut>,
+    pub(crate) invoice: Option<DocumentOut>,
     /// Element errors.
-    pub validation_errors: Vec<ValidationError>,
+    pub(crate) validation_errors: Vec<ValidationError>,
 }
 
 /// An invoice or credit note as Xero answers it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct DocumentOut {
+pub(crate) struct DocumentOut {
     /// Invoice id.
     #[serde(rename = "InvoiceID")]
-    pub invoice_id: Option<String>,
+    pub(crate) invoice_id: Option<String>,
     /// Credit note id.
     #[serde(rename = "CreditNoteID")]
-    pub credit_note_id: Option<String>,
+    pub(crate) credit_note_id: Option<String>,
     /// Invoice number.
-    pub invoice_number: Option<String>,
+    pub(crate) invoice_number: Option<String>,
     /// Credit note number.
-    pub credit_note_number: Option<String>,
-    /// Type.
+    pub(crate) credit_note_number: Option<String>,
+    /// `ACCREC` (an invoice) or `ACCRECCREDIT` (a credit note); other types are not ours.
     #[serde(rename = "Type")]
-    pub kind: Option<String>,
-    /// Status.
-    pub status: Option<String>,
-    /// Currency.
-    pub currency_code: Option<String>,
+    pub(crate) kind: Option<String>,
+    /// `DRAFT`, `AUTHORISED`, `PAID` or `VOIDED` (a voided document is skipped by lookups).
+    pub(crate) status: Option<String>,
+    /// The ISO 4217 code of the document's currency.
+    pub(crate) currency_code: Option<String>,
     /// The contact.
-    pub contact: Option<ContactOut>,
-    /// Total.
+    pub(crate) contact: Option<ContactOut>,
+    /// The gross total (`Total`).
     #[serde(with = "serde_decimal_opt")]
-    pub total: Option<Decimal>,
+    pub(crate) total: Option<Decimal>,
     /// What is left to pay (invoices).
     #[serde(with = "serde_decimal_opt")]
-    pub amount_due: Option<Decimal>,
+    pub(crate) amount_due: Option<Decimal>,
     /// Units of the document currency per unit of the base currency.
     #[serde(with = "serde_decimal_opt")]
-    pub currency_rate: Option<Decimal>,
+    pub(crate) currency_rate: Option<Decimal>,
     /// What is left of a credit note.
     #[serde(with = "serde_decimal_opt")]
-    pub remaining_credit: Option<Decimal>,
-    /// Payments.
-    pub payments: Vec<PaymentOut>,
+    pub(crate) remaining_credit: Option<Decimal>,
+    /// The payments already applied to the document (found by reference on recovery).
+    pub(crate) payments: Vec<PaymentOut>,
     /// Allocations (credit notes).
-    pub allocations: Vec<AllocationOut>,
+    pub(crate) allocations: Vec<AllocationOut>,
     /// Element errors (batch answers).
-    pub validation_errors: Vec<ValidationError>,
+    pub(crate) validation_errors: Vec<ValidationError>,
     /// `OK`, `WARNING`, `ERROR`.
-    pub status_attribute_string: Option<String>,
+    pub(crate) status_attribute_string: Option<String>,
 }
 
 /// An item as Xero answers it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-pub struct ItemOut {
-    /// Id.
+pub(crate) struct ItemOut {
+    /// Xero's id of the item (`ItemID`).
     #[serde(rename = "ItemID")]
-    pub item_id: Option<String>,
-    /// Code.
-    pub code: Option<String>,
-    /// Tracked.
-    pub is_tracked_as_inventory: Option<bool>,
+    pub(crate) item_id: Option<String>,
+    /// The item code (`Code`): the Magento SKU the lookup matches.
+    pub(crate) code: Option<String>,
+    /// Whether Xero tracks the item's stock (`IsTrackedAsInventory`).
+    pub(crate) is_tracked_as_inventory: Option<bool>,
     /// On hand (tracked items).
     #[serde(with = "serde_decimal_opt")]
-    pub quantity_on_hand: Option<Decimal>,
+    pub(crate) quantity_on_hand: Option<Decimal>,
     /// Element errors.
-    pub validation_errors: Vec<ValidationError>,
-}
-
-/// The element errors of an answer element, as text.
-pub fn element_errors(errors: &[ValidationError]) -> Vec<String> {
-    errors.iter().filter_map(|e| e.message.clone()).filter(|m| !m.trim().is_empty()).collect()
+    pub(crate) validation_errors: Vec<ValidationError>,
 }
 
 /// Reads an MS-JSON date (`/Date(1552262400000+0000)/`) or an ISO date (`2019-03-11` or
