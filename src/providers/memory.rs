@@ -25,6 +25,10 @@
 //! - unknown ids are [`Error::NotFound`]; refusals are [`Error::Rejected`] with HTTP status 422,
 //!   like a real ledger's.
 //!
+//! The rules it shares with the Sage and Xero simulators (settling money against a document,
+//! netting, uniqueness, stock arithmetic) are written once in [`rules`], which also names where
+//! each fake differs to mimic its ledger.
+//!
 //! As a test double it records every call ([`calls`](InMemoryProvider::calls)), can be told to
 //! fail the next call of a method before acting ([`fail_next`](InMemoryProvider::fail_next)) or
 //! after committing with an outcome-unknown error
@@ -50,6 +54,8 @@
 //! The state lives behind a [`std::sync::Mutex`] that is never held across an `.await`; every
 //! operation checks everything before it changes anything, so a refused request leaves no trace
 //! but its [`Call`].
+
+pub mod rules;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -783,9 +789,8 @@ impl InMemoryProvider {
         if reference.chars().count() > max {
             return Err(rejected("reference", format!("is too long (maximum is {max} characters)")));
         }
-        if st.data.contacts.iter().any(|c| c.reference.as_deref() == Some(reference))
-            || st.data.reserved_references.iter().any(|r| r == reference)
-        {
+        let held = st.data.contacts.iter().filter_map(|c| c.reference.as_deref());
+        if rules::is_taken(reference, held.chain(st.data.reserved_references.iter().map(String::as_str))) {
             return Err(rejected("reference", "has already been taken"));
         }
         self.check_currency(request.currency)?;
@@ -835,12 +840,9 @@ impl InMemoryProvider {
         self.sales_account(request.policy)?;
         self.purchase_account(request.policy)?;
         let code = request.product.sku.trim().to_owned();
-        if st
-            .data
-            .items
-            .iter()
-            .any(|i| i.record.kind == request.kind && i.record.code == code && except.is_none_or(|e| e != i.record.id))
-        {
+        let same_kind =
+            st.data.items.iter().filter(|i| i.record.kind == request.kind && except.is_none_or(|e| e != i.record.id));
+        if rules::is_taken(&code, same_kind.map(|i| i.record.code.as_str())) {
             return Err(rejected("item_code", format!("{code} has already been taken")));
         }
         let name = plan::decode_entities(request.product.name.trim());
@@ -902,13 +904,13 @@ impl InMemoryProvider {
         if let Some(id) = self.replay(st, Method::PostStockMovement, key.as_deref()) {
             return Ok(st.data.stock_movements.iter().find(|m| m.record.id == id).map(|m| m.record.clone()));
         }
-        let delta =
-            target.checked_sub(request.ledger_quantity).ok_or_else(|| rejected("quantity", "is out of range"))?;
+        let delta = rules::movement_to(target, request.ledger_quantity)
+            .ok_or_else(|| rejected("quantity", "is out of range"))?;
         if delta.is_zero() {
             return Ok(None);
         }
         let current = st.data.items[i].record.quantity_in_stock.unwrap_or_default();
-        let after = current.checked_add(delta).ok_or_else(|| rejected("quantity", "is out of range"))?;
+        let after = rules::stock_after(current, delta).ok_or_else(|| rejected("quantity", "is out of range"))?;
         let id = st.next_id("movement");
         let record = TransactionRecord { id: id.clone(), reference: None, total: Some(delta) };
         let sku: String = request.product.sku.chars().take(20).collect();
@@ -1147,15 +1149,21 @@ impl InMemoryProvider {
         }
         // As a provider's transform does: allocate up to what the caller says is outstanding.
         let allocate = request.outstanding.map_or(payment.amount, |o| o.min(payment.amount)).max(Decimal::ZERO);
-        if allocate > Decimal::ZERO && outstanding <= Decimal::ZERO {
-            return Err(rejected("allocated_artefacts", UNPAID_ONLY));
-        }
-        if allocate > outstanding {
-            return Err(rejected(
-                "allocated_artefacts",
-                format!("the amount allocated ({allocate}) exceeds the outstanding amount ({outstanding})"),
-            ));
-        }
+        // Nothing allocated (all of it on account) settles nothing.
+        let remaining = if allocate.is_zero() {
+            outstanding
+        } else {
+            match rules::check_settlement(allocate, outstanding, false) {
+                Ok(remaining) => remaining,
+                Err(rules::Unsettleable::Exceeds { .. }) => {
+                    return Err(rejected(
+                        "allocated_artefacts",
+                        format!("the amount allocated ({allocate}) exceeds the outstanding amount ({outstanding})"),
+                    ));
+                }
+                Err(_) => return Err(rejected("allocated_artefacts", UNPAID_ONLY)),
+            }
+        };
         let increment_id = &payment.invoice_increment_id;
         let reference = plan::fit_reference(
             &request.policy.document_reference(increment_id),
@@ -1165,7 +1173,7 @@ impl InMemoryProvider {
         let id = st.next_id("payment");
         let record = TransactionRecord { id: id.clone(), reference: Some(reference), total: Some(payment.amount) };
         let invoice = &mut st.data.documents[inv].record;
-        invoice.outstanding = Some(outstanding - allocate);
+        invoice.outstanding = Some(remaining);
         st.data.payments.push(PaymentEntry {
             record: record.clone(),
             contact_id: request.contact_id.to_owned(),
@@ -1209,31 +1217,34 @@ impl InMemoryProvider {
                     format!("{} {} belongs to another contact", kind_name(doc.record.kind), doc.record.id),
                 ));
             }
-            if doc.record.voided || doc.record.outstanding.unwrap_or_default() <= Decimal::ZERO {
-                return Err(rejected("allocated_artefacts", UNPAID_ONLY));
-            }
             let outstanding = doc.record.outstanding.unwrap_or_default();
-            if amount > outstanding {
-                return Err(rejected(
-                    "allocated_artefacts",
-                    format!(
-                        "the amount allocated ({amount}) exceeds what is outstanding on {} {} ({outstanding})",
-                        kind_name(doc.record.kind),
-                        doc.record.id
-                    ),
-                ));
+            match rules::check_settlement(amount, outstanding, doc.record.voided) {
+                Ok(_) => {}
+                Err(rules::Unsettleable::Exceeds { .. }) => {
+                    return Err(rejected(
+                        "allocated_artefacts",
+                        format!(
+                            "the amount allocated ({amount}) exceeds what is outstanding on {} {} ({outstanding})",
+                            kind_name(doc.record.kind),
+                            doc.record.id
+                        ),
+                    ));
+                }
+                Err(_) => return Err(rejected("allocated_artefacts", UNPAID_ONLY)),
             }
         }
         if invoice.currency != credit.currency {
             return Err(rejected("allocated_artefacts", "the invoice and the credit note are in different currencies"));
         }
         let artefacts = vec![(request.invoice_id.to_owned(), amount), (request.credit_note_id.to_owned(), -amount)];
-        if artefacts.iter().map(|(_, a)| *a).sum::<Decimal>() != Decimal::ZERO {
+        if !rules::nets_to_zero(artefacts.iter().map(|(_, a)| *a)) {
             return Err(rejected("allocated_artefacts", "the allocations must net to zero"));
         }
         for i in [inv, cn] {
             let record = &mut st.data.documents[i].record;
-            record.outstanding = Some(record.outstanding.unwrap_or_default() - amount);
+            let outstanding = record.outstanding.unwrap_or_default();
+            // Checked above for both documents.
+            record.outstanding = Some(rules::check_settlement(amount, outstanding, false).unwrap_or(outstanding));
         }
         let id = st.next_id("allocation");
         let record = TransactionRecord { id: id.clone(), reference: None, total: Some(amount) };

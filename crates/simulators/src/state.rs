@@ -1,5 +1,10 @@
 //! The simulator's state machine: one request in, one answer out, with Sage's documented rules.
 //! No I/O here; [`super::SimServer`] serves it over HTTP.
+//!
+//! The ledger rules it shares with the Xero simulator and the memory provider (settling money
+//! against a document, netting, uniqueness, stock arithmetic) come from
+//! [`byte8_ledger_core::providers::memory::rules`], whose docs name where each fake differs to
+//! mimic its ledger (here: Sage's one 422 message, stock allowed below zero).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -8,7 +13,7 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 
 use super::{Fault, SimConfig};
-use byte8_ledger_core::{money::round_money, reference::ReferenceData};
+use byte8_ledger_core::{money::round_money, providers::memory::rules, reference::ReferenceData};
 
 /// One request as the simulator sees it.
 #[derive(Debug, Clone)]
@@ -871,7 +876,7 @@ fn create_contact(b: &mut SimBusiness, body: &Value) -> SimResponse {
             return SimResponse::invalid("contact.reference", "is too long (maximum is 10 characters)");
         }
         // Deleted contacts keep their reference reserved (byte8-spec.md 9 B2).
-        if b.contacts.iter().any(|x| x.reference.as_deref() == Some(r)) {
+        if rules::is_taken(r, b.contacts.iter().filter_map(|x| x.reference.as_deref())) {
             return SimResponse::invalid("contact.reference", "has already been taken");
         }
     }
@@ -1093,14 +1098,15 @@ fn create_document(b: &mut SimBusiness, body: &Value, namespace: &str, _now: Dat
     if is_invoice {
         for (pid, qty) in stock_changes {
             if let Some(item) = b.items.iter_mut().find(|it| it.id == pid) {
-                item.quantity -= qty;
+                // Sage lets stock go below zero; a quantity out of range leaves it as it was.
+                item.quantity = rules::stock_after(item.quantity, -qty).unwrap_or(item.quantity);
             }
         }
         b.invoices.push(doc.clone());
     } else {
         for (pid, qty) in stock_changes {
             if let Some(item) = b.items.iter_mut().find(|it| it.id == pid) {
-                item.quantity += qty;
+                item.quantity = rules::stock_after(item.quantity, qty).unwrap_or(item.quantity);
             }
         }
         b.credit_notes.push(doc.clone());
@@ -1205,7 +1211,8 @@ fn create_payment(b: &mut SimBusiness, body: &Value) -> SimResponse {
         if currency != d.currency {
             return SimResponse::invalid("contact_payment.currency_id", "must match the invoice currency");
         }
-        if d.voided || d.outstanding <= Decimal::ZERO || *amount > d.outstanding || *amount <= Decimal::ZERO {
+        // Sage answers every way of breaking the settlement rule with the same message.
+        if rules::check_settlement(*amount, d.outstanding, d.voided).is_err() {
             return SimResponse::errors(422, "RecordInvalid", "", "You can only pay unpaid or part-paid invoices.");
         }
     }
@@ -1268,7 +1275,7 @@ fn create_refund(b: &mut SimBusiness, p: &Value) -> SimResponse {
         if currency != d.currency {
             return SimResponse::invalid("contact_payment.currency_id", "must match the credit note currency");
         }
-        if d.voided || *amount <= Decimal::ZERO || *amount > d.outstanding {
+        if rules::check_settlement(*amount, d.outstanding, d.voided).is_err() {
             return SimResponse::errors(
                 422,
                 "RecordInvalid",
@@ -1307,7 +1314,7 @@ fn create_allocation(b: &mut SimBusiness, body: &Value) -> SimResponse {
     let Some(artefacts) = amounts(a, "allocated_artefacts").filter(|v| v.len() >= 2) else {
         return SimResponse::invalid("contact_allocation.allocated_artefacts", "can't be blank");
     };
-    if artefacts.iter().map(|(_, x)| *x).sum::<Decimal>() != Decimal::ZERO {
+    if !rules::nets_to_zero(artefacts.iter().map(|(_, x)| *x)) {
         return SimResponse::invalid("contact_allocation.allocated_artefacts", "must net to zero");
     }
     for (id, amount) in &artefacts {
@@ -1329,7 +1336,7 @@ fn create_allocation(b: &mut SimBusiness, body: &Value) -> SimResponse {
             );
         }
         let magnitude = if is_invoice { *amount } else { -*amount };
-        if voided || magnitude <= Decimal::ZERO || magnitude > outstanding {
+        if rules::check_settlement(magnitude, outstanding, voided).is_err() {
             return SimResponse::errors(422, "RecordInvalid", "", "You can only pay unpaid or part-paid invoices.");
         }
     }
@@ -1403,7 +1410,7 @@ fn create_item(b: &mut SimBusiness, body: &Value, kind: &'static str, namespace:
             &format!("is too long (maximum is {max} characters)"),
         );
     }
-    if b.items.iter().any(|x| x.kind == kind && x.code == code) {
+    if rules::is_taken(&code, b.items.iter().filter(|x| x.kind == kind).map(|x| x.code.as_str())) {
         return SimResponse::invalid(&format!("{namespace}.item_code"), "has already been taken");
     }
     let id = b.id("it");
@@ -1469,7 +1476,10 @@ fn create_movement(b: &mut SimBusiness, body: &Value) -> SimResponse {
     let Some(item) = b.items.iter_mut().find(|x| x.id == item_id && x.kind == "stock_items") else {
         return SimResponse::invalid("stock_movement.stock_item_id", "Couldn't find stock item");
     };
-    item.quantity += quantity;
+    let Some(after) = rules::stock_after(item.quantity, quantity) else {
+        return SimResponse::invalid("stock_movement.quantity", "is out of range");
+    };
+    item.quantity = after;
     let id = b.id("mv");
     b.movements.push(SimMovement {
         id: id.clone(),

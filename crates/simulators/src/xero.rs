@@ -44,6 +44,12 @@
 //!   invoices take stock, credit notes return it, bills add it, supplier credits remove it) and
 //!   never goes below zero ("No item(s) available to sell", Q17).
 //!
+//! The rules shared with the Sage simulator and the memory provider (settling against what a
+//! document owes, uniqueness, stock arithmetic) come from
+//! [`byte8_ledger_core::providers::memory::rules`]; what is Xero's own (AUTHORISED only,
+//! `AmountDue` derived from paid and credited, contact names unique regardless of case among
+//! active contacts, no stock below zero) is named there and kept here.
+//!
 //! Faults are injected as in the Sage simulator ([`super::Fault`]): scripted per `METHOD /Resource`
 //! or at random rates.
 
@@ -62,6 +68,7 @@ use super::{Fault, FaultRates, SimRequest, SimResponse, SimServer};
 use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     money::{RoundingPolicy, round_money},
+    providers::memory::rules,
 };
 
 /// The refresh token the demo organisation is connected with.
@@ -1285,11 +1292,12 @@ fn create_contact(org: &mut XeroOrg, e: &Value) -> Result<Value, Vec<String>> {
         if n.chars().count() > 50 {
             problems.push("ContactNumber must not be more than 50 characters long".into());
         }
-        if org.contacts.iter().any(|c| c.number.as_deref() == Some(n.as_str())) {
+        if rules::is_taken(n, org.contacts.iter().filter_map(|c| c.number.as_deref())) {
             problems.push("Another contact has this contact number".into());
         }
     }
-    if !name.is_empty() && org.contacts.iter().any(|c| c.status == "ACTIVE" && c.name.eq_ignore_ascii_case(&name)) {
+    let active_names = org.contacts.iter().filter(|c| c.status == "ACTIVE").map(|c| c.name.as_str());
+    if !name.is_empty() && rules::is_taken_ignoring_case(&name, active_names) {
         problems.push(format!(
             "The contact name {name} is already assigned to another contact. The contact name must be unique across all active contacts."
         ));
@@ -1319,12 +1327,15 @@ fn create_contact(org: &mut XeroOrg, e: &Value) -> Result<Value, Vec<String>> {
 fn update_contact(org: &mut XeroOrg, id: &str, e: &Value) -> SimResponse {
     let Some(pos) = org.contacts.iter().position(|c| c.id == id) else { return not_found() };
     if let Some(n) = s(e, "ContactNumber")
-        && org.contacts.iter().any(|c| c.id != id && c.number.as_deref() == Some(n.as_str()))
+        && rules::is_taken(&n, org.contacts.iter().filter(|c| c.id != id).filter_map(|c| c.number.as_deref()))
     {
         return validation(&["Another contact has this contact number".into()]);
     }
     if let Some(name) = s(e, "Name")
-        && org.contacts.iter().any(|c| c.id != id && c.status == "ACTIVE" && c.name.eq_ignore_ascii_case(&name))
+        && rules::is_taken_ignoring_case(
+            &name,
+            org.contacts.iter().filter(|c| c.id != id && c.status == "ACTIVE").map(|c| c.name.as_str()),
+        )
     {
         return validation(&[format!(
             "The contact name {name} is already assigned to another contact. The contact name must be unique across all active contacts."
@@ -1375,7 +1386,7 @@ fn create_item(org: &mut XeroOrg, e: &Value) -> Result<Value, Vec<String>> {
     if name.chars().count() > 50 {
         problems.push("The Name must be 50 characters or less".into());
     }
-    if org.items.iter().any(|i| i.code == code) {
+    if rules::is_taken(&code, org.items.iter().map(|i| i.code.as_str())) {
         problems.push(format!("Item code '{code}' already exists"));
     }
     let tracked = s(e, "InventoryAssetAccountCode").is_some();
@@ -1487,7 +1498,10 @@ fn create_doc(org: &mut XeroOrg, e: &Value, is_invoice: bool, unitdp4: bool) -> 
     }
     let sales = kind.starts_with("ACCREC");
     let docs = if is_invoice { &org.invoices } else { &org.credit_notes };
-    if sales && !number.is_empty() && docs.iter().any(|d| d.number == number && d.kind == kind) {
+    if sales
+        && !number.is_empty()
+        && rules::is_taken(&number, docs.iter().filter(|d| d.kind == kind).map(|d| d.number.as_str()))
+    {
         problems.push(if is_invoice {
             "Invoice # must be unique.".into()
         } else {
@@ -1557,7 +1571,7 @@ fn create_doc(org: &mut XeroOrg, e: &Value, is_invoice: bool, unitdp4: bool) -> 
     if status == "AUTHORISED" {
         for (code, qty) in &stock {
             if let Some(it) = org.items.iter().find(|it| it.code == *code)
-                && it.quantity + sign * *qty < Decimal::ZERO
+                && rules::stock_after(it.quantity, sign * *qty).is_none_or(|after| after < Decimal::ZERO)
             {
                 problems.push(format!("No item(s) available to sell: {code} has {} on hand", it.quantity.normalize()));
             }
@@ -1569,7 +1583,7 @@ fn create_doc(org: &mut XeroOrg, e: &Value, is_invoice: bool, unitdp4: bool) -> 
     if status == "AUTHORISED" {
         for (code, qty) in &stock {
             if let Some(it) = org.items.iter_mut().find(|it| it.code == *code) {
-                it.quantity += sign * *qty;
+                it.quantity = rules::stock_after(it.quantity, sign * *qty).unwrap_or(it.quantity);
             }
         }
     }
@@ -1729,7 +1743,8 @@ fn create_payment(org: &mut XeroOrg, e: &Value) -> Result<Value, Vec<String>> {
     {
         return Err(vec![format!("The payment's bank account ({c}) cannot pay a {} document", doc.currency)]);
     }
-    if amount > doc.outstanding() {
+    // Positive and AUTHORISED were checked above with Xero's own messages.
+    if rules::check_settlement(amount, doc.outstanding(), false).is_err() {
         return Err(vec!["Payment amount exceeds the amount outstanding on this document".into()]);
     }
     let id = org.id();
@@ -1774,7 +1789,7 @@ fn allocate(org: &mut XeroOrg, credit_note_id: &str, e: &Value) -> Result<Value,
             "incorrect invoice type: the credit note and the invoice must belong to the same contact".into(),
         ]);
     }
-    if amount > inv.outstanding() || amount > note.outstanding() {
+    if [inv.outstanding(), note.outstanding()].into_iter().any(|o| rules::check_settlement(amount, o, false).is_err()) {
         return Err(vec!["Credit Note cannot be allocated as amount is greater than amount outstanding".into()]);
     }
     let id = org.id();
