@@ -20,6 +20,9 @@
 //!   nothing retries it.
 //!
 //! Secrets are [`SecretString`]s: no `Debug`, log line or error ever shows one (tested below).
+//!
+//! Getting the first pair — the authorisation-code flow, listing the businesses a token reaches,
+//! revocation and a refresh token's remaining life — is [`connect`]'s.
 
 use std::{
     any::Any,

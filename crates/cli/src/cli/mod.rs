@@ -948,7 +948,14 @@ async fn simulate(
         .await
         .map_err(|e| Failure { code: 1, message: format!("cannot serve on port {port}: {e}") })?;
     writeln!(out, "Sage simulator (demo business `demo-business`) on {}", server.addr()).map_err(io)?;
-    writeln!(out, "  --sage-base-url {} --sage-token-url {}", server.base_url(), server.token_url()).map_err(io)?;
+    writeln!(
+        out,
+        "  --sage-base-url {} --sage-token-url {} --sage-authorize-url '{}'",
+        server.base_url(),
+        server.token_url(),
+        server.authorize_url()
+    )
+    .map_err(io)?;
     writeln!(out, "  SAGE_CLIENT_ID=demo-client SAGE_CLIENT_SECRET=demo-secret, refresh token `{DEMO_REFRESH_TOKEN}`")
         .map_err(io)?;
     writeln!(out, "Ctrl-C stops it.").map_err(io)?;
@@ -986,10 +993,11 @@ async fn simulate_xero(
     writeln!(out, "Xero simulator (demo organisation `{XERO_DEMO_TENANT}`) on {}", server.addr()).map_err(io)?;
     writeln!(
         out,
-        "  --provider xero --xero-base-url {} --xero-token-url {} --xero-connections-url {}",
+        "  --provider xero --xero-base-url {} --xero-token-url {} --xero-connections-url {} --xero-authorize-url {}",
         server.base_url(),
         server.token_url(),
-        server.connections_url()
+        server.connections_url(),
+        server.authorize_url()
     )
     .map_err(io)?;
     writeln!(
