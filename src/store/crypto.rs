@@ -189,6 +189,21 @@ mod tests {
     }
 
     #[test]
+    fn the_issue_date_is_sealed_too_and_pairs_sealed_before_it_existed_open_without_it() {
+        let key = MasterKey::generate();
+        let mut t = tokens();
+        t.issued_at = Some(DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000));
+        let back = open_tokens(&key, "biz-1", &seal_tokens(&key, "biz-1", &t).unwrap()).unwrap();
+        assert_eq!(back.issued_at, t.issued_at);
+        // A pair sealed by an earlier version: the JSON had no `issued_at`.
+        let old =
+            br#"{"access":"a","refresh":"r","access_expires_at":"2026-01-01T00:00:00Z","refresh_expires_at":null}"#;
+        let sealed = key.seal(old, b"biz-1").unwrap();
+        let back = open_tokens(&key, "biz-1", &sealed).unwrap();
+        assert_eq!((back.refresh_token.expose_secret(), back.issued_at), ("r", None));
+    }
+
+    #[test]
     fn wrong_key_scope_or_tampering_do_not_open() {
         let key = MasterKey::generate();
         let sealed = seal_tokens(&key, "biz-1", &tokens()).unwrap();

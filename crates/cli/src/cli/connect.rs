@@ -401,3 +401,41 @@ pub(crate) async fn disconnect(
     writeln!(out, "run `byte8-ledger connect` to connect it again").map_err(io)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redirect_must_be_a_loopback_http_address_the_command_can_listen_on() {
+        let ok = |u: &str| loopback(&url::Url::parse(u).unwrap()).map_err(|f| f.message);
+        assert_eq!(
+            ok("http://127.0.0.1:8765/callback").unwrap(),
+            ("127.0.0.1:8765".parse().unwrap(), "/callback".into())
+        );
+        assert_eq!(
+            ok("http://localhost:3000/oauth/cb").unwrap(),
+            ("127.0.0.1:3000".parse().unwrap(), "/oauth/cb".into())
+        );
+        assert_eq!(ok("http://[::1]:9000/cb").unwrap().0, "[::1]:9000".parse().unwrap());
+        for bad in ["https://shop.example.com/callback", "http://192.168.1.2:80/cb", "https://127.0.0.1:8765/cb"] {
+            let e = ok(bad).unwrap_err();
+            assert!(e.contains("loopback"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_chosen_business_must_be_one_the_authorisation_reaches() {
+        let reached = vec![
+            ReachableBusiness { id: "b1".into(), name: "One".into(), connection_id: None },
+            ReachableBusiness { id: "b2".into(), name: "Two".into(), connection_id: None },
+        ];
+        let mut out = Vec::new();
+        assert_eq!(choose(ProviderKind::Sage, &reached, Some("b2"), &mut out).unwrap().id, "b2");
+        let e = choose(ProviderKind::Sage, &reached, Some("b9"), &mut out).unwrap_err();
+        assert!(e.message.contains("b9") && e.message.contains("b1 (One)"), "{}", e.message);
+        assert_eq!(choose(ProviderKind::Sage, &reached[..1], None, &mut out).unwrap().id, "b1");
+        let e = choose(ProviderKind::Xero, &[], None, &mut out).unwrap_err();
+        assert!(e.message.contains("no organisation"), "{}", e.message);
+    }
+}
