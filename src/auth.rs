@@ -941,7 +941,8 @@ mod tests {
             "sage_accounting",
         );
         let clock = Arc::new(crate::clock::ManualClock::new(now));
-        let manager = TokenManager::new(oauth, Arc::clone(&store) as Arc<dyn TokenStore>, Duration::from_secs(60), clock);
+        let manager =
+            TokenManager::new(oauth, Arc::clone(&store) as Arc<dyn TokenStore>, Duration::from_secs(60), clock);
         // The access token is fresh: an ordinary call does not refresh.
         assert_eq!(manager.access_token().await.unwrap().expose_secret(), "access-r0");
         assert!(spent_tokens(&server).await.is_empty());
