@@ -433,3 +433,25 @@ fn no_secret_shows_in_debug_of_the_connect_types() {
         assert!(!text.contains("SECRET") && !text.contains("CODE") && !text.contains(&verifier), "{text}");
     }
 }
+
+#[test]
+fn the_connection_to_store_pins_xeros_tenant_and_keeps_the_endpoints() {
+    let server_less = |kind| {
+        OAuthApp::new(kind, "c", SecretString::from("s".to_owned()), "http://127.0.0.1:1/cb")
+            .unwrap()
+            .with_token_url("http://sim.example/connect/token")
+            .unwrap()
+            .with_api_url("http://sim.example/connections")
+            .unwrap()
+    };
+    let b = ReachableBusiness { id: "t-1".into(), name: "One".into(), connection_id: Some("c-1".into()) };
+    let c = server_less(ProviderKind::Xero).connection(&b, "http://sim.example/api.xro/2.0", now());
+    assert_eq!(c.scope, "t-1");
+    assert_eq!(c.provider, "xero");
+    assert_eq!(c.tenant_id.as_deref(), Some("t-1"));
+    assert_eq!(c.connections_url.as_deref(), Some("http://sim.example/connections"));
+    assert_eq!(c.token_url, "http://sim.example/connect/token");
+    assert_eq!(c.base_url, "http://sim.example/api.xro/2.0");
+    let c = server_less(ProviderKind::Sage).connection(&b, "http://sim.example/v3.1", now());
+    assert_eq!((c.provider.as_str(), c.tenant_id, c.connections_url), ("sage_accounting", None, None));
+}

@@ -27,7 +27,7 @@ use byte8_ledger_core::{
         connect::{Callback, OAuthApp, ReachableBusiness, random_state, same_state},
     },
     clock::{Clock, SystemClock},
-    store::{Connection, ProviderKind, crypto::MasterKey},
+    store::{ProviderKind, crypto::MasterKey},
 };
 
 /// Where the provider's endpoints are (defaults: the real ones; the simulators' for a demo).
@@ -317,15 +317,7 @@ async fn finish(
     drop(callback);
     let reached = app.businesses(&tokens.access_token).await?;
     let chosen = choose(kind, &reached, flow.business_id.as_deref(), out)?;
-    let connection = Connection {
-        scope: chosen.id.clone(),
-        provider: kind.as_str().to_owned(),
-        base_url: endpoints.base_url.clone(),
-        token_url: endpoints.token_url.clone(),
-        created_at: now,
-        tenant_id: (kind == ProviderKind::Xero).then(|| chosen.id.clone()),
-        connections_url: endpoints.connections_url.clone().filter(|_| kind == ProviderKind::Xero),
-    };
+    let connection = app.connection(&chosen, &endpoints.base_url, now);
     let store = db.service();
     store.save_connection(&connection).await?;
     store.save_tokens(&connection.scope, &tokens).await?;
