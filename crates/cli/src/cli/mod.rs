@@ -4,7 +4,7 @@
 //! | command | what it does |
 //! |---|---|
 //! | `demo [--provider sage\|xero]` | starts the built-in Sage (or Xero) simulator on loopback, syncs the bundled sample events through the real engine and HTTP client, prints what happened |
-//! | `connect [--provider sage\|xero]` | connects a Sage business (default) or a Xero organisation through the browser (the OAuth authorisation-code flow: [`connect`]), or with a refresh token given for automation; tokens encrypted at rest |
+//! | `connect [--provider sage\|xero]` | connects a Sage business (default) or a Xero organisation through the browser (the OAuth authorisation-code flow: [`mod@connect`]), or with a refresh token given for automation; tokens encrypted at rest |
 //! | `disconnect` | revokes a connection's tokens at the provider where it documents revocation and deletes them locally in any case, saying which |
 //! | `sync` | syncs every event of a file (or stdin) into the provider of the stored connection, one outcome a line on stdout, in input order |
 //! | `status` | counts by status and the dead letters with their reasons |
