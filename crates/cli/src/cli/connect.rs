@@ -363,26 +363,7 @@ pub(crate) async fn disconnect(
             n => return Err(usage(format!("{db} holds {n} connections: choose one with --business-id"))),
         },
     };
-    let kind = connection.kind().ok_or_else(|| {
-        usage(format!("business {} has an unknown provider `{}`", connection.scope, connection.provider))
-    })?;
-    let tokens = store.tokens(&connection.scope).await?;
-    let revocation = match (&tokens, credentials(kind)) {
-        (None, _) => None,
-        (Some(_), Err(f)) => Some(format!("deleted locally, not revoked at the provider: {}", f.message)),
-        (Some(t), Ok((id, secret))) => {
-            let app = OAuthApp::new(kind, id, secret, "http://127.0.0.1/callback")
-                .and_then(|a| a.with_token_url(&connection.token_url))
-                .and_then(|a| match kind {
-                    ProviderKind::Sage => a.with_api_url(&connection.base_url),
-                    _ => a.with_api_url(connection.connections_url.as_deref().unwrap_or_default()),
-                });
-            Some(match app {
-                Ok(app) => app.revoke(t, &connection.scope, SystemClock.now()).await.to_string(),
-                Err(e) => format!("deleted locally, not revoked at the provider: {e}"),
-            })
-        }
-    };
+    let revocation = revoke_stored(&store, &connection).await;
     store.forget_tokens(&connection.scope).await?;
     match revocation {
         None => writeln!(out, "business {} had no stored tokens; nothing to revoke", connection.scope).map_err(io)?,
@@ -392,6 +373,39 @@ pub(crate) async fn disconnect(
     }
     writeln!(out, "run `byte8-ledger connect` to connect it again").map_err(io)?;
     Ok(())
+}
+
+/// Revokes the stored tokens of `connection` at its provider as far as it documents revocation
+/// ([`OAuthApp::revoke`]): `None` when no tokens are stored, else what happened, in words
+/// ("revoked at the provider: …" or "deleted locally, not revoked at the provider: …"). The
+/// caller forgets the tokens in any case.
+pub(crate) async fn revoke_stored(
+    store: &std::sync::Arc<dyn byte8_ledger_core::store::service::ServiceStore>,
+    connection: &byte8_ledger_core::store::Connection,
+) -> Option<String> {
+    let not = |why: String| Some(format!("deleted locally, not revoked at the provider: {why}"));
+    let tokens = match store.tokens(&connection.scope).await {
+        Ok(None) => return None,
+        Ok(Some(t)) => t,
+        Err(e) => return not(format!("the stored tokens cannot be read ({e})")),
+    };
+    let Some(kind) = connection.kind() else {
+        return not(format!("unknown provider `{}`", connection.provider));
+    };
+    let (id, secret) = match credentials(kind) {
+        Ok(c) => c,
+        Err(f) => return not(f.message),
+    };
+    let app = OAuthApp::new(kind, id, secret, "http://127.0.0.1/callback")
+        .and_then(|a| a.with_token_url(&connection.token_url))
+        .and_then(|a| match kind {
+            ProviderKind::Sage => a.with_api_url(&connection.base_url),
+            _ => a.with_api_url(connection.connections_url.as_deref().unwrap_or_default()),
+        });
+    match app {
+        Ok(app) => Some(app.revoke(&tokens, &connection.scope, SystemClock.now()).await.to_string()),
+        Err(e) => not(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -1066,15 +1066,20 @@ async fn byte8_ledger_serve_on_sqlite_syncs_a_webhook_and_stops_on_sigterm() {
     assert_eq!(listed[0]["status"], "revoked");
     assert_eq!(listed[0]["business_id"], BUSINESS);
     assert!(w.store.tokens(BUSINESS).await.unwrap().is_some(), "a plain disconnect keeps the ledger's tokens");
-    // The dashboard's disconnect also forgets the ledger's tokens; the connection stays.
+    // The dashboard's disconnect also forgets the ledger's tokens, revoking them at Sage first
+    // (the simulator confirms); the connection stays.
     let out = bin()
+        .env("SAGE_CLIENT_ID", "demo-client")
+        .env("SAGE_CLIENT_SECRET", "demo-secret")
         .args(["tenant", "disconnect", "--forget-ledger-tokens", "--state"])
         .arg(w.db_path())
         .arg("tenant-cli")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ledger tokens deleted of business {BUSINESS}")));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("ledger tokens deleted of business {BUSINESS} (revoked at the provider")), "{said}");
+    assert_eq!(w.sim.with_state(|s| s.revocations), 1);
     assert!(w.store.tokens(BUSINESS).await.unwrap().is_none(), "the tokens are gone");
     assert!(w.store.connection(BUSINESS).await.unwrap().is_some(), "the connection is kept");
     let out = bin().args(["tenant", "disconnect", "--state"]).arg(w.db_path()).arg("nobody").output().unwrap();
