@@ -856,6 +856,13 @@ impl StateSigner {
         Ok(Self { key })
     }
 
+    /// A signer whose key is derived from the service's master key (purpose
+    /// `byte8-ledger oauth state v1`): every process sharing `LEDGER_MASTER_KEY` verifies the
+    /// states the others signed, so the callback may reach any of them.
+    pub fn from_master_key(key: &crate::store::crypto::MasterKey) -> Self {
+        Self { key: key.derive("byte8-ledger oauth state v1") }
+    }
+
     /// A signer with a random key (states it signs die with the process).
     pub fn random() -> Self {
         let mut key = vec![0u8; 32];

@@ -73,6 +73,17 @@ impl MasterKey {
         Self(out)
     }
 
+    /// A 32-byte key for another `purpose` (HKDF-SHA256 of this key, info `purpose`): processes
+    /// sharing the master key derive the same one (the OAuth `state` signer's,
+    /// [`StateSigner::from_master_key`](crate::auth::connect::StateSigner::from_master_key)),
+    /// and it reveals nothing of the master key.
+    pub fn derive(&self, purpose: &str) -> secrecy::SecretSlice<u8> {
+        let mut out = vec![0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit (255 × 32): this cannot fail.
+        let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, self.0.as_slice()).expand(purpose.as_bytes(), &mut out);
+        secrecy::SecretSlice::from(out)
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.0.as_slice()))
     }

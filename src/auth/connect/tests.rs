@@ -455,3 +455,22 @@ fn the_connection_to_store_pins_xeros_tenant_and_keeps_the_endpoints() {
     let c = server_less(ProviderKind::Sage).connection(&b, "http://sim.example/v3.1", now());
     assert_eq!((c.provider.as_str(), c.tenant_id, c.connections_url), ("sage_accounting", None, None));
 }
+
+#[test]
+fn signers_derived_from_one_master_key_verify_each_others_states_and_no_other() {
+    use crate::store::crypto::MasterKey;
+    let text = SecretString::from("Ynl0ZTgtbGVkZ2VyLWNoYW9zLXNvYWstbWFzdGVyLWs=".to_owned());
+    let (a, b) = (MasterKey::from_base64(&text).unwrap(), MasterKey::from_base64(&text).unwrap());
+    let (state, _) =
+        StateSigner::from_master_key(&a).sign(ProviderKind::Xero, None, "s", Duration::from_secs(60), now());
+    assert!(StateSigner::from_master_key(&b).verify(&state, ProviderKind::Xero, "s", now()).is_ok());
+    assert_eq!(
+        StateSigner::from_master_key(&MasterKey::generate()).verify(&state, ProviderKind::Xero, "s", now()),
+        Err(StateError::Forged)
+    );
+    // Each purpose has its own key.
+    assert_ne!(
+        a.derive("byte8-ledger oauth state v1").expose_secret().to_vec(),
+        a.derive("other").expose_secret().to_vec()
+    );
+}
