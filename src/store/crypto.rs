@@ -73,6 +73,17 @@ impl MasterKey {
         Self(out)
     }
 
+    /// A 32-byte key for another `purpose` (HKDF-SHA256 of this key, info `purpose`): processes
+    /// sharing the master key derive the same one (the OAuth `state` signer's,
+    /// [`StateSigner::from_master_key`](crate::auth::connect::StateSigner::from_master_key)),
+    /// and it reveals nothing of the master key.
+    pub fn derive(&self, purpose: &str) -> secrecy::SecretSlice<u8> {
+        let mut out = vec![0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit (255 × 32): this cannot fail.
+        let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, self.0.as_slice()).expand(purpose.as_bytes(), &mut out);
+        secrecy::SecretSlice::from(out)
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.0.as_slice()))
     }
@@ -123,6 +134,10 @@ struct PlainTokens {
     access_expires_at: DateTime<Utc>,
     #[zeroize(skip)]
     refresh_expires_at: Option<DateTime<Utc>>,
+    /// Absent in pairs sealed before it existed.
+    #[zeroize(skip)]
+    #[serde(default)]
+    issued_at: Option<DateTime<Utc>>,
 }
 
 /// Encrypts a token pair for `scope`.
@@ -135,6 +150,7 @@ pub fn seal_tokens(key: &MasterKey, scope: &str, tokens: &TokenSet) -> Result<St
         refresh: tokens.refresh_token.expose_secret().to_owned(),
         access_expires_at: tokens.access_expires_at,
         refresh_expires_at: tokens.refresh_expires_at,
+        issued_at: tokens.issued_at,
     };
     let json = Zeroizing::new(serde_json::to_vec(&plain).map_err(|e| Error::internal(format!("tokens: {e}")))?);
     key.seal(&json, scope.as_bytes())
@@ -153,6 +169,7 @@ pub fn open_tokens(key: &MasterKey, scope: &str, sealed: &str) -> Result<TokenSe
         refresh_token: SecretString::from(plain.refresh.clone()),
         access_expires_at: plain.access_expires_at,
         refresh_expires_at: plain.refresh_expires_at,
+        issued_at: plain.issued_at,
     })
 }
 
@@ -166,6 +183,7 @@ mod tests {
             refresh_token: SecretString::from("refresh-PLAINTEXT".to_owned()),
             access_expires_at: DateTime::<Utc>::UNIX_EPOCH,
             refresh_expires_at: None,
+            issued_at: None,
         }
     }
 
@@ -179,6 +197,21 @@ mod tests {
         assert_eq!(back.refresh_token.expose_secret(), "refresh-PLAINTEXT");
         // A fresh nonce each time: the same tokens seal differently.
         assert_ne!(sealed, seal_tokens(&key, "biz-1", &tokens()).unwrap());
+    }
+
+    #[test]
+    fn the_issue_date_is_sealed_too_and_pairs_sealed_before_it_existed_open_without_it() {
+        let key = MasterKey::generate();
+        let mut t = tokens();
+        t.issued_at = Some(DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000));
+        let back = open_tokens(&key, "biz-1", &seal_tokens(&key, "biz-1", &t).unwrap()).unwrap();
+        assert_eq!(back.issued_at, t.issued_at);
+        // A pair sealed by an earlier version: the JSON had no `issued_at`.
+        let old =
+            br#"{"access":"a","refresh":"r","access_expires_at":"2026-01-01T00:00:00Z","refresh_expires_at":null}"#;
+        let sealed = key.seal(old, b"biz-1").unwrap();
+        let back = open_tokens(&key, "biz-1", &sealed).unwrap();
+        assert_eq!((back.refresh_token.expose_secret(), back.issued_at), ("r", None));
     }
 
     #[test]
