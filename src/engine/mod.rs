@@ -382,6 +382,34 @@ impl SyncEngine {
         self.process_runs(runs).await
     }
 
+    /// Processes runs the caller has claimed (as [`process_due`](Self::process_due) does with
+    /// the runs it claims): grouped into the provider's batches when it takes them
+    /// (`Capabilities::max_batch` > 1, see [`crate::engine`]'s "Batches"), else one by one in
+    /// order. Every run gets its own attempt, outcome and, when it fails for good, dead letter,
+    /// exactly as [`process`](Self::process) gives it; the answer is one `(run, outcome)` per run,
+    /// in the input order. What the service's workers call for a tenant whose ledger batches.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn process_claimed(&self, runs: Vec<Run>) -> Result<Vec<(Run, Outcome)>> {
+        self.process_runs(runs).await
+    }
+
+    /// The entity of an event that does not carry it, fetched from the [`EntitySource`] and
+    /// validated (what [`process`](Self::process) does before handling such an event).
+    pub(crate) async fn fill_entity(&self, event: &mut Event) -> Result<()> {
+        if event.entity.is_some() {
+            return Ok(());
+        }
+        let Some(source) = &self.source else {
+            return Err(Error::invalid("event", "entity", "missing, and no Magento connection is configured to fetch it"));
+        };
+        let e = source.fetch(event.event, event.magento_entity_id).await?;
+        e.validate().map_err(|err| err.at("entity"))?;
+        event.entity = Some(e);
+        Ok(())
+    }
+
     /// Processes a claimed run: one attempt, recorded in the audit trail; a retryable failure goes
     /// back in line (or dead-letters after `max_attempts`), a permanent one dead-letters.
     ///

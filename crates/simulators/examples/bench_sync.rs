@@ -96,6 +96,8 @@ async fn main() {
     provider.reference_data(false).await.expect("reference");
     provider.stats().reset();
     let mut engine_tally: BTreeMap<String, Tally> = BTreeMap::new();
+    // Per event type: requests per endpoint (what the figures are made of).
+    let mut endpoints: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let started = Instant::now();
     let mut synced = 0u64;
     for line in &workload.lines {
@@ -106,6 +108,13 @@ async fn main() {
         let used = after.values().sum::<u64>() - total_before;
         let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
         let kind = kind_of(line);
+        let per_endpoint = endpoints.entry(kind.clone()).or_default();
+        for (k, v) in &after {
+            let d = v - before.get(k).copied().unwrap_or(0);
+            if d > 0 {
+                *per_endpoint.entry(k.clone()).or_default() += d;
+            }
+        }
         let t = engine_tally.entry(kind.clone()).or_default();
         t.events += 1;
         t.requests += used;
@@ -182,6 +191,12 @@ async fn main() {
             t.steady_minimum as f64 / t.steady_events as f64,
             t.steady_requests as f64 / t.steady_minimum.max(1) as f64
         );
+    }
+    println!();
+    println!("engine requests by endpoint:");
+    for (kind, per) in &endpoints {
+        let list: Vec<String> = per.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  {kind:<20} {}", list.join(", "));
     }
     println!();
     println!(
