@@ -1232,7 +1232,8 @@ async fn exchange_code_posts_the_code_verbatim() {
 
 #[tokio::test]
 async fn soft_deleted_contact_reference_moves_to_the_next_candidate() {
-    // Byte8 B2 / Sage Q7: a soft-deleted contact keeps its reference reserved.
+    // Byte8 B2 / Sage Q7: a soft-deleted contact keeps its reference reserved. Create first:
+    // refused as taken, looked up, never adopted (deleted): the next candidate is created.
     let s = sage().await;
     mount_reference(&s.server, 1).await;
     list("/contacts")
@@ -1241,7 +1242,7 @@ async fn soft_deleted_contact_reference_moves_to_the_next_candidate() {
         .expect(1)
         .mount(&s.server)
         .await;
-    list("/contacts").and(query_param("search", "M5B")).respond_with(ok(page(vec![]))).expect(1).mount(&s.server).await;
+    list("/contacts").and(query_param("search", "M5B")).respond_with(ok(page(vec![]))).expect(0).mount(&s.server).await;
     write("POST", "/contacts")
         .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
         .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
@@ -1267,10 +1268,12 @@ async fn soft_deleted_contact_reference_moves_to_the_next_candidate() {
     let resolved = s.provider.resolve_contact(&subject, &candidates, request).await.unwrap();
     assert!(resolved.created);
     assert_eq!((resolved.record.id.as_str(), resolved.record.reference.as_deref()), (CONTACT, Some("M5B")));
+    let contact_calls: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.ends_with("/contacts")).collect();
+    assert_eq!(contact_calls, ["POST /v3.1/contacts", "GET /v3.1/contacts", "POST /v3.1/contacts"]);
     // Every candidate reserved: an error that tells the operator what to do.
     let s = sage().await;
     mount_reference(&s.server, 1).await;
-    list("/contacts").respond_with(ok(page(vec![]))).mount(&s.server).await;
+    list("/contacts").respond_with(ok(page(vec![]))).expect(2).mount(&s.server).await;
     write("POST", "/contacts")
         .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
         .expect(2)
@@ -1278,6 +1281,150 @@ async fn soft_deleted_contact_reference_moves_to_the_next_candidate() {
         .await;
     let e = checked(s.provider.resolve_contact(&subject, &candidates, request).await.unwrap_err());
     assert!(e.to_string().contains("hard-delete the deleted contact"), "{e}");
+}
+
+#[tokio::test]
+async fn a_new_contact_costs_one_request() {
+    // Issue 17: Sage refuses a taken reference (Q7), so a new customer is created first — one
+    // `POST`, no look-up — with its deterministic `idempotency_id`.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    list("/contacts").respond_with(ok(page(vec![]))).expect(0).mount(&s.server).await;
+    write("POST", "/contacts")
+        .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
+        .respond_with(created(sage_contact(CONTACT, "M5", "GBP", false)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (c, p) = (customer(), policy());
+    let request = ContactRequest {
+        contact: ContactFor::Customer(&c),
+        currency: Currency::GBP,
+        reference: "unused",
+        policy: &p,
+        idempotency_key: Some("customer.upserted:5"),
+    };
+    let candidates = vec!["M5".to_owned(), "M5B".to_owned()];
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert!(resolved.created);
+    assert_eq!(resolved.record.id, CONTACT);
+    let api_calls: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/contacts")).collect();
+    assert_eq!(api_calls, ["POST /v3.1/contacts"]);
+    let body = &bodies(&s.server, "POST", "/contacts").await[0];
+    assert_eq!(body["contact"]["idempotency_id"].as_str().map(str::len), Some(32), "{body:#}");
+}
+
+#[tokio::test]
+async fn a_taken_reference_is_looked_up_and_the_customers_contact_adopted() {
+    // The reference is taken by this customer's contact (Byte8 made it, or an earlier run whose
+    // record was lost): looked up once, adopted, no second create.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    write("POST", "/contacts")
+        .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .respond_with(ok(page(vec![sage_contact(CONTACT, "M5", "GBP", false)])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (c, p) = (customer(), policy());
+    let request = ContactRequest {
+        contact: ContactFor::Customer(&c),
+        currency: Currency::GBP,
+        reference: "unused",
+        policy: &p,
+        idempotency_key: Some("customer.upserted:5"),
+    };
+    let candidates = vec!["M5".to_owned(), "M5B".to_owned()];
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert!(!resolved.created, "adopted, not created");
+    assert_eq!((resolved.record.id.as_str(), resolved.record.reference.as_deref()), (CONTACT, Some("M5")));
+    // Held by the same customer in another currency: not adoptable, the next candidate.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    write("POST", "/contacts")
+        .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
+        .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .respond_with(ok(page(vec![sage_contact("euro", "M5", "EUR", false)])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("POST", "/contacts")
+        .and(body_partial_json(json!({"contact": {"reference": "M5B"}})))
+        .respond_with(created(sage_contact(CONTACT, "M5B", "GBP", false)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert!(resolved.created);
+    assert_eq!(resolved.record.reference.as_deref(), Some("M5B"));
+}
+
+#[tokio::test]
+async fn a_contact_create_answered_5xx_is_sent_again_harmlessly() {
+    // Sage §0: the create's outcome is unknown; it is looked up and, not found, sent again with
+    // the same `idempotency_id` (Sage answers a repeat with the first answer).
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    write("POST", "/contacts")
+        .respond_with(sage_error(500, "UnexpectedError", "An unexpected error occurred.", ""))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts").and(query_param("search", "M5")).respond_with(ok(page(vec![]))).expect(1).mount(&s.server).await;
+    write("POST", "/contacts").respond_with(created(sage_contact(CONTACT, "M5", "GBP", false))).expect(1).mount(&s.server).await;
+    let (c, p) = (customer(), policy());
+    let request = ContactRequest {
+        contact: ContactFor::Customer(&c),
+        currency: Currency::GBP,
+        reference: "unused",
+        policy: &p,
+        idempotency_key: Some("customer.upserted:5"),
+    };
+    let candidates = vec!["M5".to_owned(), "M5B".to_owned()];
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert!(resolved.created);
+    assert_eq!(resolved.record.id, CONTACT);
+    let posted = bodies(&s.server, "POST", "/contacts").await;
+    assert_eq!(posted.len(), 2);
+    assert_eq!(posted[0], posted[1], "the same body, idempotency_id included");
+    assert!(posted[0]["contact"]["idempotency_id"].is_string());
+    // The first create had been committed and the repeat is refused as taken (past Sage's
+    // idempotency window): the look-up finds the customer's contact and adopts it.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    write("POST", "/contacts")
+        .respond_with(sage_error(500, "UnexpectedError", "An unexpected error occurred.", ""))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts").and(query_param("search", "M5")).respond_with(ok(page(vec![]))).up_to_n_times(1).expect(1).mount(&s.server).await;
+    write("POST", "/contacts")
+        .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .respond_with(ok(page(vec![sage_contact(CONTACT, "M5", "GBP", false)])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert_eq!(resolved.record.id, CONTACT);
+    assert!(!resolved.created);
+    assert_eq!(bodies(&s.server, "POST", "/contacts").await.len(), 2, "no third create");
 }
 
 #[tokio::test]
@@ -2588,7 +2735,9 @@ async fn inactive_or_null_active_products_are_never_adopted() {
 
 #[tokio::test]
 async fn inactive_contacts_are_never_adopted() {
-    // A contact made inactive keeps its reference, like a deleted one (Q7): the next candidate.
+    // A contact made inactive keeps its reference, like a deleted one (Q7): refused as taken,
+    // looked up, not adopted; the next candidate, refused as taken too, is held by an active
+    // contact of this customer, which is adopted.
     let s = sage().await;
     mount_reference(&s.server, 1).await;
     let mut inactive = sage_contact("inactive", "M5", "GBP", false);
@@ -2608,9 +2757,8 @@ async fn inactive_contacts_are_never_adopted() {
         .mount(&s.server)
         .await;
     write("POST", "/contacts")
-        .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
         .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
-        .expect(1)
+        .expect(2)
         .mount(&s.server)
         .await;
     let (c, p) = (customer(), policy());
@@ -2625,6 +2773,12 @@ async fn inactive_contacts_are_never_adopted() {
     let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
     assert!(!resolved.created, "the active M5B is adopted");
     assert_eq!(resolved.record.id, CONTACT);
+    let posted: Vec<String> = bodies(&s.server, "POST", "/contacts")
+        .await
+        .iter()
+        .map(|b| b["contact"]["reference"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(posted, ["M5", "M5B"]);
 }
 
 #[tokio::test]
