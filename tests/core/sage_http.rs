@@ -3011,3 +3011,119 @@ async fn absurd_counts_in_an_envelope_never_fail_or_loop() {
     list("/contacts").respond_with(ok(body)).expect(2).mount(&s.server).await;
     assert_eq!(s.provider.find_contact("M5").await.unwrap().map(|c| c.id).as_deref(), Some(CONTACT));
 }
+
+/// A `product.upserted` line for `sku` (a stock item when `manage_stock`).
+fn product_line(magento_id: u64, sku: &str, manage_stock: bool) -> String {
+    json!({"event": "product.upserted", "idempotency_key": format!("product.upserted:{magento_id}"),
+           "magento_entity_id": magento_id, "website_id": 0, "store_id": 0,
+           "occurred_at": "2026-11-20T10:00:05Z", "payload": {},
+           "entity": {"magento_id": magento_id, "sku": sku, "name": "Champ Tee", "product_type": "simple",
+                      "price": 25, "cost": 9.5, "stock_qty": 10, "manage_stock": manage_stock,
+                      "website_ids": [1]}})
+    .to_string()
+}
+
+/// The sync engine over a wiremock Sage, with an in-memory store.
+fn engine_over(provider: SageProvider) -> byte8_ledger_core::engine::SyncEngine {
+    byte8_ledger_core::engine::SyncEngine::new(
+        Arc::new(provider),
+        Arc::new(byte8_ledger_core::store::memory::MemoryStore::new()),
+        BIZ,
+        policy(),
+        Arc::new(ManualClock::new(start())),
+    )
+}
+
+#[tokio::test]
+async fn a_new_product_costs_one_request_and_a_taken_code_is_looked_up() {
+    use byte8_ledger_core::outcome::SyncStatus;
+    // Issue 17: the item is created first (one `POST`), looked up only when Sage refuses its
+    // code as taken; adopted (and updated) when usable, refused with the operator's action when
+    // inactive (R3).
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    list("/products").and(query_param("search", "NEW-1")).respond_with(ok(page(vec![]))).expect(0).mount(&s.server).await;
+    write("POST", "/products")
+        .and(body_partial_json(json!({"product": {"item_code": "NEW-1"}})))
+        .respond_with(created(sage_item("products", PRODUCT_ID, "NEW-1", None)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    // Taken by a usable product: looked up, adopted, updated.
+    write("POST", "/products")
+        .and(body_partial_json(json!({"product": {"item_code": "OLD-1"}})))
+        .respond_with(sage_error(422, "RecordInvalid", "Item code has already been taken", "item_code"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/products")
+        .and(query_param("search", "OLD-1"))
+        .respond_with(ok(page(vec![sage_item("products", "old-product", "OLD-1", None)])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("PUT", "/products/old-product")
+        .respond_with(ok(sage_item("products", "old-product", "OLD-1", None)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    // Taken by an inactive product: never adopted, never created twice.
+    write("POST", "/products")
+        .and(body_partial_json(json!({"product": {"item_code": "GONE-1"}})))
+        .respond_with(sage_error(422, "RecordInvalid", "Item code has already been taken", "item_code"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let mut inactive = sage_item("products", "gone-product", "GONE-1", None);
+    inactive["active"] = json!(false);
+    list("/products")
+        .and(query_param("search", "GONE-1"))
+        .respond_with(ok(page(vec![inactive])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let engine = engine_over(s.provider);
+
+    let o = engine.sync_line(&product_line(1, "NEW-1", false)).await.unwrap();
+    assert_eq!((o.sync_status, o.provider_entity_id.as_deref()), (SyncStatus::Synced, Some(PRODUCT_ID)), "{o:?}");
+    let product_calls: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/products")).collect();
+    assert_eq!(product_calls, ["POST /v3.1/products"], "a new product is one request");
+
+    let o = engine.sync_line(&product_line(2, "OLD-1", false)).await.unwrap();
+    assert_eq!((o.sync_status, o.provider_entity_id.as_deref()), (SyncStatus::Synced, Some("old-product")), "{o:?}");
+    assert!(o.message.as_deref().unwrap_or_default().contains("adopted the existing item"), "{o:?}");
+
+    let o = engine.sync_line(&product_line(3, "GONE-1", false)).await.unwrap();
+    assert_eq!(o.sync_status, SyncStatus::Failed, "{o:?}");
+    let message = o.message.unwrap_or_default();
+    assert!(message.contains("is inactive") && message.contains("reactivate it in Sage"), "{message}");
+}
+
+#[tokio::test]
+async fn a_new_stock_item_is_not_read_back_before_its_movement() {
+    use byte8_ledger_core::outcome::SyncStatus;
+    // The create answers the item's quantity (0): the movement to Magento's 10 follows without
+    // a `GET /stock_items/{id}`.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    write("POST", "/stock_items")
+        .respond_with(created(sage_item("stock_items", STOCK_ID, "STOCK-1", Some("0.0"))))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    api("GET", &format!("/stock_items/{STOCK_ID}")).respond_with(ok(json!({}))).expect(0).mount(&s.server).await;
+    write("POST", "/stock_movements")
+        .and(body_partial_json(json!({"stock_movement": {"stock_item_id": STOCK_ID}})))
+        .respond_with(created(json!({"id": MOVEMENT_ID, "displayed_as": "stock", "quantity": "10.0", "cost_price": "9.5",
+                                     "date": "2026-11-22", "details": "Magento stock sync"})))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let engine = engine_over(s.provider);
+    let o = engine.sync_line(&product_line(4, "STOCK-1", true)).await.unwrap();
+    assert_eq!((o.sync_status, o.provider_entity_id.as_deref()), (SyncStatus::Synced, Some(STOCK_ID)), "{o:?}");
+    assert!(o.message.as_deref().unwrap_or_default().contains("stock 0 → 10"), "{o:?}");
+    let movement = &bodies(&s.server, "POST", "/stock_movements").await[0];
+    let quantity = &movement["stock_movement"]["quantity"];
+    assert!(quantity == &json!(10) || quantity == &json!("10") || quantity == &json!(10.0), "{movement:#}");
+}
