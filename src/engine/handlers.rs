@@ -19,9 +19,8 @@ use crate::{
     policy::{BankDecision, SyncPolicy},
     providers::{
         AccountingProviderExt, AllocationRequest, Capabilities, ContactFor, ContactRecord, ContactRequest,
-        CreditNoteRequest, DocumentRecord, InvoiceRequest, ItemKind, ItemLink, ItemRequest, PaymentRequest,
-        ItemRecord, RefundRequest, StockMovementRequest, TransactionKind, TransactionLookup, is_item_code_taken,
-        types::item_kind,
+        CreditNoteRequest, DocumentRecord, InvoiceRequest, ItemKind, ItemLink, ItemRecord, ItemRequest, PaymentRequest,
+        RefundRequest, StockMovementRequest, TransactionKind, TransactionLookup, is_item_code_taken, types::item_kind,
     },
     reference::ReferenceData,
     store::{RunStatus, Xref, XrefKind},

@@ -402,7 +402,11 @@ impl SyncEngine {
             return Ok(());
         }
         let Some(source) = &self.source else {
-            return Err(Error::invalid("event", "entity", "missing, and no Magento connection is configured to fetch it"));
+            return Err(Error::invalid(
+                "event",
+                "entity",
+                "missing, and no Magento connection is configured to fetch it",
+            ));
         };
         let e = source.fetch(event.event, event.magento_entity_id).await?;
         e.validate().map_err(|err| err.at("entity"))?;

@@ -1382,7 +1382,11 @@ async fn a_contact_create_answered_5xx_is_sent_again_harmlessly() {
         .mount(&s.server)
         .await;
     list("/contacts").and(query_param("search", "M5")).respond_with(ok(page(vec![]))).expect(1).mount(&s.server).await;
-    write("POST", "/contacts").respond_with(created(sage_contact(CONTACT, "M5", "GBP", false))).expect(1).mount(&s.server).await;
+    write("POST", "/contacts")
+        .respond_with(created(sage_contact(CONTACT, "M5", "GBP", false)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
     let (c, p) = (customer(), policy());
     let request = ContactRequest {
         contact: ContactFor::Customer(&c),
@@ -1409,7 +1413,13 @@ async fn a_contact_create_answered_5xx_is_sent_again_harmlessly() {
         .expect(1)
         .mount(&s.server)
         .await;
-    list("/contacts").and(query_param("search", "M5")).respond_with(ok(page(vec![]))).up_to_n_times(1).expect(1).mount(&s.server).await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .respond_with(ok(page(vec![])))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
     write("POST", "/contacts")
         .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
         .expect(1)
@@ -3042,7 +3052,12 @@ async fn a_new_product_costs_one_request_and_a_taken_code_is_looked_up() {
     // inactive (R3).
     let s = sage().await;
     mount_reference(&s.server, 1).await;
-    list("/products").and(query_param("search", "NEW-1")).respond_with(ok(page(vec![]))).expect(0).mount(&s.server).await;
+    list("/products")
+        .and(query_param("search", "NEW-1"))
+        .respond_with(ok(page(vec![])))
+        .expect(0)
+        .mount(&s.server)
+        .await;
     write("POST", "/products")
         .and(body_partial_json(json!({"product": {"item_code": "NEW-1"}})))
         .respond_with(created(sage_item("products", PRODUCT_ID, "NEW-1", None)))
@@ -3114,8 +3129,10 @@ async fn a_new_stock_item_is_not_read_back_before_its_movement() {
     api("GET", &format!("/stock_items/{STOCK_ID}")).respond_with(ok(json!({}))).expect(0).mount(&s.server).await;
     write("POST", "/stock_movements")
         .and(body_partial_json(json!({"stock_movement": {"stock_item_id": STOCK_ID}})))
-        .respond_with(created(json!({"id": MOVEMENT_ID, "displayed_as": "stock", "quantity": "10.0", "cost_price": "9.5",
-                                     "date": "2026-11-22", "details": "Magento stock sync"})))
+        .respond_with(created(
+            json!({"id": MOVEMENT_ID, "displayed_as": "stock", "quantity": "10.0", "cost_price": "9.5",
+                                     "date": "2026-11-22", "details": "Magento stock sync"}),
+        ))
         .expect(1)
         .mount(&s.server)
         .await;

@@ -281,9 +281,7 @@ async fn batch_size(rt: &TenantRuntime) -> usize {
 async fn process_claimed(shared: &Arc<Shared>, rt: &Arc<TenantRuntime>, mut runs: Vec<Run>) -> Result<()> {
     let result = if runs.len() == 1 {
         let run = runs[0].clone();
-        AssertUnwindSafe(async { rt.engine.process(run.clone()).await.map(|o| vec![(run, o)]) })
-            .catch_unwind()
-            .await
+        AssertUnwindSafe(async { rt.engine.process(run.clone()).await.map(|o| vec![(run, o)]) }).catch_unwind().await
     } else {
         AssertUnwindSafe(rt.engine.process_claimed(runs.clone())).catch_unwind().await
     };
