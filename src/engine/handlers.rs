@@ -1043,7 +1043,10 @@ impl SyncEngine {
                     notes.push("adopted the existing item".into());
                 }
                 // A created item's answer carries its quantity (0 for a new one): no read back.
-                created_quantity = if created { record.quantity_in_stock } else { None };
+                // Not after an earlier attempt (an intent is on record): the ledger may have
+                // replayed that attempt's answer (native idempotency) while a movement posted
+                // since changed the quantity, so it is read.
+                created_quantity = if created && existing.is_none() { record.quantity_in_stock } else { None };
                 record.id
             }
         };
