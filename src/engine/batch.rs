@@ -118,6 +118,9 @@ pub(crate) fn plan_steps(shapes: &[Shape], max_batch: usize) -> Vec<Step> {
     steps
 }
 
+/// A begun run of a batch: its index, event, policy snapshot, attempt number and start.
+type Begun = (usize, Event, SyncPolicy, u32, DateTime<Utc>);
+
 /// Where an invoice of a batch stands after its own checks.
 enum Prep<'a> {
     /// Decided without posting (skipped, already synced, found by reference).
@@ -268,11 +271,14 @@ impl SyncEngine {
                 Err(o) => outcomes[i] = Some(o),
             }
         }
+        // Events without their entity (the service's webhooks) get it from Magento first, one
+        // by one as the single way does; one that cannot be fetched ends its own run.
+        let begun = self.fill_entities(runs, begun, &mut outcomes).await?;
         let (reference, caps) = self.context().await?;
         let mut jobs: Vec<Job<'_>> = Vec::new();
         for (i, event, policy, attempt, started) in &begun {
             let Some(Entity::Invoice(inv)) = &event.entity else {
-                // An event without its entity (fetched from Magento) goes the single way.
+                // An event whose entity is not an invoice goes the single way (which reports it).
                 outcomes[*i] = Some(self.process(runs[*i].clone()).await?);
                 continue;
             };
@@ -416,6 +422,7 @@ impl SyncEngine {
                 Err(o) => outcomes[i] = Some(o),
             }
         }
+        let begun = self.fill_entities(runs, begun, &mut outcomes).await?;
         let mut ready = Vec::new();
         for (i, event, policy, attempt, started) in &begun {
             let Some(Entity::Payment(pay)) = &event.entity else {
@@ -454,6 +461,25 @@ impl SyncEngine {
             outcomes[*i] = Some(self.finish_result(&runs[*i], event, *attempt, *started, handled).await?);
         }
         Ok(runs.iter().zip(outcomes).map(|(r, o)| o.unwrap_or_else(|| self.in_progress(r))).collect())
+    }
+
+    /// Fetches the entity of every begun run of a batch that does not carry it; a run whose
+    /// entity cannot be fetched is finished with that failure (retried or dead-lettered as the
+    /// single way would) and left out.
+    async fn fill_entities(
+        &self,
+        runs: &[Run],
+        begun: Vec<Begun>,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<Vec<Begun>> {
+        let mut out = Vec::with_capacity(begun.len());
+        for (i, mut event, policy, attempt, started) in begun {
+            match self.fill_entity(&mut event).await {
+                Ok(()) => out.push((i, event, policy, attempt, started)),
+                Err(e) => outcomes[i] = Some(self.finish_result(&runs[i], &event, attempt, started, Err(e)).await?),
+            }
+        }
+        Ok(out)
     }
 
     /// Resolves the distinct contact jobs of a batch. On a ledger that refuses taken references

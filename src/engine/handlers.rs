@@ -19,8 +19,8 @@ use crate::{
     policy::{BankDecision, SyncPolicy},
     providers::{
         AccountingProviderExt, AllocationRequest, Capabilities, ContactFor, ContactRecord, ContactRequest,
-        CreditNoteRequest, DocumentRecord, InvoiceRequest, ItemKind, ItemLink, ItemRequest, PaymentRequest,
-        RefundRequest, StockMovementRequest, TransactionKind, TransactionLookup, types::item_kind,
+        CreditNoteRequest, DocumentRecord, InvoiceRequest, ItemKind, ItemLink, ItemRecord, ItemRequest, PaymentRequest,
+        RefundRequest, StockMovementRequest, TransactionKind, TransactionLookup, is_item_code_taken, types::item_kind,
     },
     reference::ReferenceData,
     store::{RunStatus, Xref, XrefKind},
@@ -845,6 +845,7 @@ impl SyncEngine {
                                         date,
                                         reference: &doc_ref,
                                         base_to_order_rate: memo.base_to_order_rate,
+                                        currency: Some(memo.currency),
                                         idempotency_key: &event.idempotency_key,
                                     })
                                     .await?
@@ -953,6 +954,48 @@ impl SyncEngine {
 
     // ---- product.upserted -----------------------------------------------------------------
 
+    /// The ledger item of a product this crate has not recorded yet: created, or an existing one
+    /// adopted (and updated to Magento's details). True when it was created now.
+    ///
+    /// On a ledger that refuses a taken code (`Capabilities::unique_item_code`, unless
+    /// `EngineConfig::verify_before_create` asks to look everything up first) the item is
+    /// created first — one request for a new product — and looked up only when the ledger
+    /// refuses its code as taken; elsewhere it is looked up first. The look-up applies the
+    /// provider's adoption rules either way: an inactive or deleted item is never adopted (Sage
+    /// R3: the look-up answers the operator's action instead). A re-sent create carries the same
+    /// idempotency key, so the ledger dedupes it or refuses it as taken (then it is adopted).
+    async fn resolve_item(&self, request: &ItemRequest<'_>, unique_code: bool) -> Result<(ItemRecord, bool)> {
+        let p = request.product;
+        let create_first = unique_code && !self.config.verify_before_create;
+        if !create_first && let Some(found) = self.provider.find_item(request.kind, &p.sku).await? {
+            self.provider.update_item(&found.id, request).await?;
+            return Ok((found, false));
+        }
+        self.put(XrefKind::Item, &p.sku, &Xref::intent(Some(p.sku.clone()), json!({}), self.clock.now())).await?;
+        match self.provider.create_item(request).await {
+            Ok(record) => Ok((record, true)),
+            Err(e) if create_first && is_item_code_taken(&e) => {
+                match self.provider.find_item(request.kind, &p.sku).await? {
+                    Some(found) => {
+                        tracing::info!(sku = %p.sku, "the item code is taken by an existing item: adopted");
+                        self.provider.update_item(&found.id, request).await?;
+                        Ok((found, false))
+                    }
+                    None => Err(Error::invalid(
+                        "item",
+                        "item_code",
+                        format!(
+                            "the ledger refuses the code {} as taken, yet lists no usable {} holding it (a deleted item, or an item of another kind, may hold it); free the code in the ledger or give the Magento product another SKU",
+                            p.sku,
+                            request.kind.as_str().replace('_', " ")
+                        ),
+                    )),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn product_upserted(&self, event: &Event, p: &MagentoProduct, policy: &SyncPolicy) -> Result<Handled> {
         if !policy.sync_products {
             return Ok(skipped(skip::PRODUCTS_DISABLED, "sync_products is off"));
@@ -985,6 +1028,7 @@ impl SyncEngine {
             crate::identity::sha256_hex(&format!("{}|{}|{:?}|{:?}|{}", p.sku, p.name, p.price, p.cost, kind.as_str()));
         let request = ItemRequest { product: p, kind, policy, idempotency_key: Some(&event.idempotency_key) };
         let existing = self.get(XrefKind::Item, &p.sku).await?;
+        let mut created_quantity = None;
         let item_id = match existing.as_ref().and_then(|x| x.done_id().map(|id| (id.to_owned(), x.meta.clone()))) {
             Some((id, meta)) => {
                 if meta.get("fingerprint").and_then(Value::as_str) != Some(fingerprint.as_str()) {
@@ -994,23 +1038,15 @@ impl SyncEngine {
                 id
             }
             None => {
-                let found = self.provider.find_item(kind, &p.sku).await?;
-                let record = match found {
-                    Some(r) => {
-                        self.provider.update_item(&r.id, &request).await?;
-                        notes.push("adopted the existing item".into());
-                        r
-                    }
-                    None => {
-                        self.put(
-                            XrefKind::Item,
-                            &p.sku,
-                            &Xref::intent(Some(p.sku.clone()), json!({}), self.clock.now()),
-                        )
-                        .await?;
-                        self.provider.create_item(&request).await?
-                    }
-                };
+                let (record, created) = self.resolve_item(&request, caps.unique_item_code).await?;
+                if !created {
+                    notes.push("adopted the existing item".into());
+                }
+                // A created item's answer carries its quantity (0 for a new one): no read back.
+                // Not after an earlier attempt (an intent is on record): the ledger may have
+                // replayed that attempt's answer (native idempotency) while a movement posted
+                // since changed the quantity, so it is read.
+                created_quantity = if created && existing.is_none() { record.quantity_in_stock } else { None };
                 record.id
             }
         };
@@ -1026,7 +1062,10 @@ impl SyncEngine {
             && policy.sync_stock
             && let Some(target) = p.stock_qty
         {
-            let current = self.provider.get_item(kind, &item_id).await?.quantity_in_stock.unwrap_or_default();
+            let current = match created_quantity {
+                Some(q) => q,
+                None => self.provider.get_item(kind, &item_id).await?.quantity_in_stock.unwrap_or_default(),
+            };
             if current != target {
                 self.provider
                     .post_stock_movement(&StockMovementRequest {

@@ -58,7 +58,8 @@
 //! # Batches
 //!
 //! When the provider takes several documents a request (`Capabilities::max_batch` > 1, Xero),
-//! [`SyncEngine::process_due`] and [`SyncEngine::sync_lines`] group the `invoice.created` runs
+//! [`SyncEngine::process_due`], [`SyncEngine::process_claimed`] (what the service's workers call)
+//! and [`SyncEngine::sync_lines`] group the `invoice.created` runs
 //! they are given into batches of `max_batch`: the contacts of a batch are resolved first (created
 //! together where the ledger refuses taken references, else looked up together and the missing
 //! ones created together), every invoice's intent is written, then the batch is posted in one
@@ -70,7 +71,22 @@
 //! is only moved ahead of payments and credit memos of *other* invoices, never past a
 //! `customer.upserted` or `product.upserted` (which it may depend on) or past an event that
 //! refers to it. A provider with `max_batch` = 1 (Sage) gets one request per document, in input
-//! order, exactly as before.
+//! order, exactly as before. Events that do not carry their entity (the service's webhooks) have
+//! it fetched from Magento one by one before their batch; an event's position relative to an
+//! earlier payment or credit memo of the same invoice is then unknown, so at worst an invoice is
+//! posted ahead of its own payment, which then syncs at once instead of waiting for it.
+//!
+//! # Contacts and items: created first
+//!
+//! On a ledger that refuses a contact reference or an item code already taken
+//! (`Capabilities::unique_contact_reference`, `unique_item_code`: Sage and Xero), a new customer's
+//! contact and a new product's item are created first — one request — and looked up only when the
+//! ledger refuses the reference or code as taken; the record found is adopted under the usual
+//! rules (same currency, same guest, active), else the next reference candidate is tried (an item
+//! held by an inactive record is refused with the operator's action). The creates carry the
+//! event's idempotency key, so a re-send is harmless. Elsewhere (a ledger that would accept a
+//! duplicate) they are looked up first, and [`EngineConfig::verify_before_create`] asks for that
+//! for items too.
 
 mod batch;
 mod handlers;
@@ -112,7 +128,9 @@ pub struct EngineConfig {
     /// How long a claimed run is leased to its worker.
     pub lease: Duration,
     /// Look every document up by reference before creating it, even without an intent: adopts
-    /// documents another tool (Byte8) already posted, at the cost of one request a document.
+    /// documents another tool (Byte8) already posted, at the cost of one request a document. It
+    /// also looks a new product's item up before creating it where items are otherwise created
+    /// first (`Capabilities::unique_item_code`).
     pub verify_before_create: bool,
 }
 
@@ -380,6 +398,38 @@ impl SyncEngine {
         let now = self.clock.now();
         let runs = self.store.claim(&self.scope, now, self.lease_until(now), limit).await?;
         self.process_runs(runs).await
+    }
+
+    /// Processes runs the caller has claimed (as [`process_due`](Self::process_due) does with
+    /// the runs it claims): grouped into the provider's batches when it takes them
+    /// (`Capabilities::max_batch` > 1, see [`crate::engine`]'s "Batches"), else one by one in
+    /// order. Every run gets its own attempt, outcome and, when it fails for good, dead letter,
+    /// exactly as [`process`](Self::process) gives it; the answer is one `(run, outcome)` per run,
+    /// in the input order. What the service's workers call for a tenant whose ledger batches.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn process_claimed(&self, runs: Vec<Run>) -> Result<Vec<(Run, Outcome)>> {
+        self.process_runs(runs).await
+    }
+
+    /// The entity of an event that does not carry it, fetched from the [`EntitySource`] and
+    /// validated (what [`process`](Self::process) does before handling such an event).
+    pub(crate) async fn fill_entity(&self, event: &mut Event) -> Result<()> {
+        if event.entity.is_some() {
+            return Ok(());
+        }
+        let Some(source) = &self.source else {
+            return Err(Error::invalid(
+                "event",
+                "entity",
+                "missing, and no Magento connection is configured to fetch it",
+            ));
+        };
+        let e = source.fetch(event.event, event.magento_entity_id).await?;
+        e.validate().map_err(|err| err.at("entity"))?;
+        event.entity = Some(e);
+        Ok(())
     }
 
     /// Processes a claimed run: one attempt, recorded in the audit trail; a retryable failure goes

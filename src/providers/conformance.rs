@@ -678,15 +678,27 @@ pub async fn resolve_contact_adopts_and_moves_on(p: &dyn AccountingProvider, f: 
     let (customer, existing) = new_contact(p, f, &c, B, "RA", c.base()).await;
     let candidates = vec![f.contact_reference("RA"), f.contact_reference("RB")];
     let subject = ContactSubject::Registered(customer.magento_id);
-    let request = |currency| contact_request(f, &customer, "", currency);
-    let adopted = ok(B, "resolve_contact (base)", p.resolve_contact(&subject, &candidates, request(c.base())).await);
+    // Another event than the one that made the contact (its own idempotency key): a ledger
+    // that creates first (unique references) must refuse the reference as taken and adopt the
+    // contact, not replay the first create.
+    // Each resolve below is another event, with its own key.
+    let request =
+        |currency, key| ContactRequest { idempotency_key: Some(key), ..contact_request(f, &customer, "", currency) };
+    let adopted = ok(
+        B,
+        "resolve_contact (base)",
+        p.resolve_contact(&subject, &candidates, request(c.base(), "conformance:resolve:1")).await,
+    );
     assert!(!adopted.created, "[{B}] resolve_contact created a contact although {} exists", candidates[0]);
     assert_eq!(adopted.record.id, existing.id, "[{B}] resolve_contact must adopt the existing contact");
 
     match c.foreign(f) {
         Some(foreign) if c.caps.multi_currency && c.caps.contact_per_currency => {
-            let other =
-                ok(B, "resolve_contact (foreign)", p.resolve_contact(&subject, &candidates, request(foreign)).await);
+            let other = ok(
+                B,
+                "resolve_contact (foreign)",
+                p.resolve_contact(&subject, &candidates, request(foreign, "conformance:resolve:2")).await,
+            );
             assert!(
                 other.created,
                 "[{B}] a {} contact must be created: {} trades in another currency",
@@ -708,7 +720,7 @@ pub async fn resolve_contact_adopts_and_moves_on(p: &dyn AccountingProvider, f: 
             let again = ok(
                 B,
                 "resolve_contact (foreign, again)",
-                p.resolve_contact(&subject, &candidates, request(foreign)).await,
+                p.resolve_contact(&subject, &candidates, request(foreign, "conformance:resolve:3")).await,
             );
             assert!(
                 !again.created && again.record.id == other.record.id,

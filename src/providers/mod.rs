@@ -351,15 +351,25 @@ pub struct ResolvedContact {
 #[async_trait]
 pub trait AccountingProviderExt: AccountingProvider {
     /// Finds or creates the contact of a (subject, currency), trying `candidates` in order
-    /// ([`crate::identity::reference_candidates`]):
+    /// ([`crate::identity::reference_candidates`]).
+    ///
+    /// On a ledger that refuses a reference already taken
+    /// ([`Capabilities::unique_contact_reference`]: Sage, Xero) the contact is **created first**
+    /// (one request for a new customer) and looked up only when the ledger refuses the candidate
+    /// as taken; elsewhere it is looked up first and created when missing. Either way, a
+    /// candidate is resolved by the same rules:
     ///
     /// - a contact holding the candidate in the same currency (or with no currency reported) is
     ///   adopted — for a guest, only when its e-mail is the guest's (9 hex characters of a hash
     ///   can collide);
     /// - a contact holding it in another currency, or another guest's, means the candidate is
     ///   taken: try the next;
-    /// - no contact: create one with this candidate; if the ledger refuses the reference as
-    ///   taken (Sage keeps the reference of a soft-deleted contact reserved), try the next.
+    /// - a candidate the ledger refuses as taken while no usable contact holds it (Sage keeps the
+    ///   reference of a soft-deleted or inactive contact reserved, and never adopts one): try
+    ///   the next.
+    ///
+    /// A re-sent create is harmless: it carries the event's idempotency key (Sage's
+    /// `idempotency_id`), and one the ledger refuses as taken is looked up and adopted.
     ///
     /// # Errors
     /// The ledger's errors; [`Error::Invalid`] when every candidate is taken, with a message that
@@ -370,20 +380,29 @@ pub trait AccountingProviderExt: AccountingProvider {
         candidates: &[String],
         request: ContactRequest<'_>,
     ) -> Result<ResolvedContact> {
+        let create_first = self.capabilities().await?.unique_contact_reference;
         let mut refused = Vec::new();
         for candidate in candidates {
-            if let Some(found) = self.find_contact(candidate).await? {
+            let req = ContactRequest { reference: candidate, ..request };
+            if !create_first && let Some(found) = self.find_contact(candidate).await? {
                 if adoptable(&found, subject, request.currency) {
                     return Ok(ResolvedContact { record: found, created: false });
                 }
                 refused.push(format!("{candidate} (held by another contact)"));
                 continue;
             }
-            let req = ContactRequest { reference: candidate, ..request };
             match self.create_contact(&req).await {
                 Ok(record) => return Ok(ResolvedContact { record, created: true }),
                 Err(e) if is_reference_taken(&e) => {
-                    tracing::warn!(reference = %candidate, "ledger refused the contact reference as taken (a deleted contact may reserve it); trying the next candidate");
+                    if create_first && let Some(found) = self.find_contact(candidate).await? {
+                        if adoptable(&found, subject, request.currency) {
+                            tracing::info!(reference = %candidate, "the contact reference is taken by a contact this customer may use: adopted");
+                            return Ok(ResolvedContact { record: found, created: false });
+                        }
+                        refused.push(format!("{candidate} (held by another contact)"));
+                        continue;
+                    }
+                    tracing::warn!(reference = %candidate, "ledger refused the contact reference as taken (a deleted or inactive contact may reserve it); trying the next candidate");
                     refused
                         .push(format!("{candidate} (reserved by the ledger, e.g. by a deleted or inactive contact)"));
                 }
@@ -431,11 +450,22 @@ pub fn adoptable(found: &ContactRecord, subject: &ContactSubject, currency: crat
 
 /// True when a ledger refused a contact because its reference is taken.
 pub fn is_reference_taken(e: &Error) -> bool {
+    is_taken(e, "reference")
+}
+
+/// True when a ledger refused an item because its code is taken (Sage: `$source` `item_code`,
+/// "has already been taken"; Xero: "Item code '…' already exists").
+pub fn is_item_code_taken(e: &Error) -> bool {
+    is_taken(e, "code")
+}
+
+/// True when `e` refuses a field whose name (or message) holds `word` as already taken.
+fn is_taken(e: &Error, word: &str) -> bool {
     match e {
         Error::Rejected { errors, .. } => errors.iter().any(|fe| {
             let field = fe.field.to_lowercase();
             let msg = fe.message.to_lowercase();
-            (field.contains("reference") || msg.contains("reference"))
+            (field.contains(word) || msg.contains(word))
                 && (msg.contains("taken")
                     || msg.contains("already")
                     || msg.contains("unique")

@@ -96,6 +96,11 @@ pub struct Capabilities {
     /// `ContactNumber`). A batch may then create its new contacts first and look up only those
     /// the ledger refuses as taken, instead of looking every one up before creating it.
     pub unique_contact_reference: bool,
+    /// The ledger refuses a second item of a kind with a code already taken (Sage's
+    /// `item_code`, Xero's `Code`). The engine then creates a new product's item first (one
+    /// request) and looks the code up only when the ledger refuses it as taken, instead of
+    /// looking every new product up before creating it.
+    pub unique_item_code: bool,
     /// The longest contact reference the ledger accepts.
     pub max_contact_reference: usize,
     /// The longest document reference the ledger accepts.
@@ -117,6 +122,7 @@ impl Capabilities {
             max_batch: 1,
             credit_note_refunds: false,
             unique_contact_reference: false,
+            unique_item_code: false,
             max_contact_reference: 10,
             max_document_reference: 25,
         }
@@ -301,6 +307,10 @@ pub struct RefundRequest<'a> {
     /// The credit note's currency rate against the base currency, when foreign (Magento's
     /// `base_to_order_rate`).
     pub base_to_order_rate: Option<Decimal>,
+    /// The credit note's currency when the caller knows it (the engine passes the credit memo's,
+    /// which the note was posted in); `None`: the provider reads the note to learn it (one
+    /// request more).
+    pub currency: Option<Currency>,
     /// The event's idempotency key.
     pub idempotency_key: &'a str,
 }

@@ -1233,7 +1233,8 @@ async fn exchange_code_posts_the_code_verbatim() {
 
 #[tokio::test]
 async fn soft_deleted_contact_reference_moves_to_the_next_candidate() {
-    // Byte8 B2 / Sage Q7: a soft-deleted contact keeps its reference reserved.
+    // Byte8 B2 / Sage Q7: a soft-deleted contact keeps its reference reserved. Create first:
+    // refused as taken, looked up, never adopted (deleted): the next candidate is created.
     let s = sage().await;
     mount_reference(&s.server, 1).await;
     list("/contacts")
@@ -1242,7 +1243,7 @@ async fn soft_deleted_contact_reference_moves_to_the_next_candidate() {
         .expect(1)
         .mount(&s.server)
         .await;
-    list("/contacts").and(query_param("search", "M5B")).respond_with(ok(page(vec![]))).expect(1).mount(&s.server).await;
+    list("/contacts").and(query_param("search", "M5B")).respond_with(ok(page(vec![]))).expect(0).mount(&s.server).await;
     write("POST", "/contacts")
         .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
         .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
@@ -1268,10 +1269,12 @@ async fn soft_deleted_contact_reference_moves_to_the_next_candidate() {
     let resolved = s.provider.resolve_contact(&subject, &candidates, request).await.unwrap();
     assert!(resolved.created);
     assert_eq!((resolved.record.id.as_str(), resolved.record.reference.as_deref()), (CONTACT, Some("M5B")));
+    let contact_calls: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.ends_with("/contacts")).collect();
+    assert_eq!(contact_calls, ["POST /v3.1/contacts", "GET /v3.1/contacts", "POST /v3.1/contacts"]);
     // Every candidate reserved: an error that tells the operator what to do.
     let s = sage().await;
     mount_reference(&s.server, 1).await;
-    list("/contacts").respond_with(ok(page(vec![]))).mount(&s.server).await;
+    list("/contacts").respond_with(ok(page(vec![]))).expect(2).mount(&s.server).await;
     write("POST", "/contacts")
         .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
         .expect(2)
@@ -1279,6 +1282,160 @@ async fn soft_deleted_contact_reference_moves_to_the_next_candidate() {
         .await;
     let e = checked(s.provider.resolve_contact(&subject, &candidates, request).await.unwrap_err());
     assert!(e.to_string().contains("hard-delete the deleted contact"), "{e}");
+}
+
+#[tokio::test]
+async fn a_new_contact_costs_one_request() {
+    // Issue 17: Sage refuses a taken reference (Q7), so a new customer is created first — one
+    // `POST`, no look-up — with its deterministic `idempotency_id`.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    list("/contacts").respond_with(ok(page(vec![]))).expect(0).mount(&s.server).await;
+    write("POST", "/contacts")
+        .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
+        .respond_with(created(sage_contact(CONTACT, "M5", "GBP", false)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (c, p) = (customer(), policy());
+    let request = ContactRequest {
+        contact: ContactFor::Customer(&c),
+        currency: Currency::GBP,
+        reference: "unused",
+        policy: &p,
+        idempotency_key: Some("customer.upserted:5"),
+    };
+    let candidates = vec!["M5".to_owned(), "M5B".to_owned()];
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert!(resolved.created);
+    assert_eq!(resolved.record.id, CONTACT);
+    let api_calls: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/contacts")).collect();
+    assert_eq!(api_calls, ["POST /v3.1/contacts"]);
+    let body = &bodies(&s.server, "POST", "/contacts").await[0];
+    assert_eq!(body["contact"]["idempotency_id"].as_str().map(str::len), Some(32), "{body:#}");
+}
+
+#[tokio::test]
+async fn a_taken_reference_is_looked_up_and_the_customers_contact_adopted() {
+    // The reference is taken by this customer's contact (Byte8 made it, or an earlier run whose
+    // record was lost): looked up once, adopted, no second create.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    write("POST", "/contacts")
+        .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .respond_with(ok(page(vec![sage_contact(CONTACT, "M5", "GBP", false)])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (c, p) = (customer(), policy());
+    let request = ContactRequest {
+        contact: ContactFor::Customer(&c),
+        currency: Currency::GBP,
+        reference: "unused",
+        policy: &p,
+        idempotency_key: Some("customer.upserted:5"),
+    };
+    let candidates = vec!["M5".to_owned(), "M5B".to_owned()];
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert!(!resolved.created, "adopted, not created");
+    assert_eq!((resolved.record.id.as_str(), resolved.record.reference.as_deref()), (CONTACT, Some("M5")));
+    // Held by the same customer in another currency: not adoptable, the next candidate.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    write("POST", "/contacts")
+        .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
+        .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .respond_with(ok(page(vec![sage_contact("euro", "M5", "EUR", false)])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("POST", "/contacts")
+        .and(body_partial_json(json!({"contact": {"reference": "M5B"}})))
+        .respond_with(created(sage_contact(CONTACT, "M5B", "GBP", false)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert!(resolved.created);
+    assert_eq!(resolved.record.reference.as_deref(), Some("M5B"));
+}
+
+#[tokio::test]
+async fn a_contact_create_answered_5xx_is_sent_again_harmlessly() {
+    // Sage §0: the create's outcome is unknown; it is looked up and, not found, sent again with
+    // the same `idempotency_id` (Sage answers a repeat with the first answer).
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    write("POST", "/contacts")
+        .respond_with(sage_error(500, "UnexpectedError", "An unexpected error occurred.", ""))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts").and(query_param("search", "M5")).respond_with(ok(page(vec![]))).expect(1).mount(&s.server).await;
+    write("POST", "/contacts")
+        .respond_with(created(sage_contact(CONTACT, "M5", "GBP", false)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let (c, p) = (customer(), policy());
+    let request = ContactRequest {
+        contact: ContactFor::Customer(&c),
+        currency: Currency::GBP,
+        reference: "unused",
+        policy: &p,
+        idempotency_key: Some("customer.upserted:5"),
+    };
+    let candidates = vec!["M5".to_owned(), "M5B".to_owned()];
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert!(resolved.created);
+    assert_eq!(resolved.record.id, CONTACT);
+    let posted = bodies(&s.server, "POST", "/contacts").await;
+    assert_eq!(posted.len(), 2);
+    assert_eq!(posted[0], posted[1], "the same body, idempotency_id included");
+    assert!(posted[0]["contact"]["idempotency_id"].is_string());
+    // The first create had been committed and the repeat is refused as taken (past Sage's
+    // idempotency window): the look-up finds the customer's contact and adopts it.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    write("POST", "/contacts")
+        .respond_with(sage_error(500, "UnexpectedError", "An unexpected error occurred.", ""))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .respond_with(ok(page(vec![])))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("POST", "/contacts")
+        .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/contacts")
+        .and(query_param("search", "M5"))
+        .respond_with(ok(page(vec![sage_contact(CONTACT, "M5", "GBP", false)])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
+    assert_eq!(resolved.record.id, CONTACT);
+    assert!(!resolved.created);
+    assert_eq!(bodies(&s.server, "POST", "/contacts").await.len(), 2, "no third create");
 }
 
 #[tokio::test]
@@ -2485,7 +2642,9 @@ async fn inactive_or_null_active_products_are_never_adopted() {
 
 #[tokio::test]
 async fn inactive_contacts_are_never_adopted() {
-    // A contact made inactive keeps its reference, like a deleted one (Q7): the next candidate.
+    // A contact made inactive keeps its reference, like a deleted one (Q7): refused as taken,
+    // looked up, not adopted; the next candidate, refused as taken too, is held by an active
+    // contact of this customer, which is adopted.
     let s = sage().await;
     mount_reference(&s.server, 1).await;
     let mut inactive = sage_contact("inactive", "M5", "GBP", false);
@@ -2505,9 +2664,8 @@ async fn inactive_contacts_are_never_adopted() {
         .mount(&s.server)
         .await;
     write("POST", "/contacts")
-        .and(body_partial_json(json!({"contact": {"reference": "M5"}})))
         .respond_with(sage_error(422, "RecordInvalid", "Reference has already been taken", "reference"))
-        .expect(1)
+        .expect(2)
         .mount(&s.server)
         .await;
     let (c, p) = (customer(), policy());
@@ -2522,6 +2680,12 @@ async fn inactive_contacts_are_never_adopted() {
     let resolved = s.provider.resolve_contact(&ContactSubject::of(&c), &candidates, request).await.unwrap();
     assert!(!resolved.created, "the active M5B is adopted");
     assert_eq!(resolved.record.id, CONTACT);
+    let posted: Vec<String> = bodies(&s.server, "POST", "/contacts")
+        .await
+        .iter()
+        .map(|b| b["contact"]["reference"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(posted, ["M5", "M5B"]);
 }
 
 #[tokio::test]
@@ -2746,4 +2910,127 @@ async fn absurd_counts_in_an_envelope_never_fail_or_loop() {
         "$items": [sage_contact(CONTACT, "M5", "GBP", false)]});
     list("/contacts").respond_with(ok(body)).expect(2).mount(&s.server).await;
     assert_eq!(s.provider.find_contact("M5").await.unwrap().map(|c| c.id).as_deref(), Some(CONTACT));
+}
+
+/// A `product.upserted` line for `sku` (a stock item when `manage_stock`).
+fn product_line(magento_id: u64, sku: &str, manage_stock: bool) -> String {
+    json!({"event": "product.upserted", "idempotency_key": format!("product.upserted:{magento_id}"),
+           "magento_entity_id": magento_id, "website_id": 0, "store_id": 0,
+           "occurred_at": "2026-11-20T10:00:05Z", "payload": {},
+           "entity": {"magento_id": magento_id, "sku": sku, "name": "Champ Tee", "product_type": "simple",
+                      "price": 25, "cost": 9.5, "stock_qty": 10, "manage_stock": manage_stock,
+                      "website_ids": [1]}})
+    .to_string()
+}
+
+/// The sync engine over a wiremock Sage, with an in-memory store.
+fn engine_over(provider: SageProvider) -> byte8_ledger_core::engine::SyncEngine {
+    byte8_ledger_core::engine::SyncEngine::new(
+        Arc::new(provider),
+        Arc::new(byte8_ledger_core::store::memory::MemoryStore::new()),
+        BIZ,
+        policy(),
+        Arc::new(ManualClock::new(start())),
+    )
+}
+
+#[tokio::test]
+async fn a_new_product_costs_one_request_and_a_taken_code_is_looked_up() {
+    use byte8_ledger_core::outcome::SyncStatus;
+    // Issue 17: the item is created first (one `POST`), looked up only when Sage refuses its
+    // code as taken; adopted (and updated) when usable, refused with the operator's action when
+    // inactive (R3).
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    list("/products")
+        .and(query_param("search", "NEW-1"))
+        .respond_with(ok(page(vec![])))
+        .expect(0)
+        .mount(&s.server)
+        .await;
+    write("POST", "/products")
+        .and(body_partial_json(json!({"product": {"item_code": "NEW-1"}})))
+        .respond_with(created(sage_item("products", PRODUCT_ID, "NEW-1", None)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    // Taken by a usable product: looked up, adopted, updated.
+    write("POST", "/products")
+        .and(body_partial_json(json!({"product": {"item_code": "OLD-1"}})))
+        .respond_with(sage_error(422, "RecordInvalid", "Item code has already been taken", "item_code"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    list("/products")
+        .and(query_param("search", "OLD-1"))
+        .respond_with(ok(page(vec![sage_item("products", "old-product", "OLD-1", None)])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    write("PUT", "/products/old-product")
+        .respond_with(ok(sage_item("products", "old-product", "OLD-1", None)))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    // Taken by an inactive product: never adopted, never created twice.
+    write("POST", "/products")
+        .and(body_partial_json(json!({"product": {"item_code": "GONE-1"}})))
+        .respond_with(sage_error(422, "RecordInvalid", "Item code has already been taken", "item_code"))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let mut inactive = sage_item("products", "gone-product", "GONE-1", None);
+    inactive["active"] = json!(false);
+    list("/products")
+        .and(query_param("search", "GONE-1"))
+        .respond_with(ok(page(vec![inactive])))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let engine = engine_over(s.provider);
+
+    let o = engine.sync_line(&product_line(1, "NEW-1", false)).await.unwrap();
+    assert_eq!((o.sync_status, o.provider_entity_id.as_deref()), (SyncStatus::Synced, Some(PRODUCT_ID)), "{o:?}");
+    let product_calls: Vec<String> = calls(&s.server).await.into_iter().filter(|c| c.contains("/products")).collect();
+    assert_eq!(product_calls, ["POST /v3.1/products"], "a new product is one request");
+
+    let o = engine.sync_line(&product_line(2, "OLD-1", false)).await.unwrap();
+    assert_eq!((o.sync_status, o.provider_entity_id.as_deref()), (SyncStatus::Synced, Some("old-product")), "{o:?}");
+    assert!(o.message.as_deref().unwrap_or_default().contains("adopted the existing item"), "{o:?}");
+
+    let o = engine.sync_line(&product_line(3, "GONE-1", false)).await.unwrap();
+    assert_eq!(o.sync_status, SyncStatus::Failed, "{o:?}");
+    let message = o.message.unwrap_or_default();
+    assert!(message.contains("is inactive") && message.contains("reactivate it in Sage"), "{message}");
+}
+
+#[tokio::test]
+async fn a_new_stock_item_is_not_read_back_before_its_movement() {
+    use byte8_ledger_core::outcome::SyncStatus;
+    // The create answers the item's quantity (0): the movement to Magento's 10 follows without
+    // a `GET /stock_items/{id}`.
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    write("POST", "/stock_items")
+        .respond_with(created(sage_item("stock_items", STOCK_ID, "STOCK-1", Some("0.0"))))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    api("GET", &format!("/stock_items/{STOCK_ID}")).respond_with(ok(json!({}))).expect(0).mount(&s.server).await;
+    write("POST", "/stock_movements")
+        .and(body_partial_json(json!({"stock_movement": {"stock_item_id": STOCK_ID}})))
+        .respond_with(created(
+            json!({"id": MOVEMENT_ID, "displayed_as": "stock", "quantity": "10.0", "cost_price": "9.5",
+                                     "date": "2026-11-22", "details": "Magento stock sync"}),
+        ))
+        .expect(1)
+        .mount(&s.server)
+        .await;
+    let engine = engine_over(s.provider);
+    let o = engine.sync_line(&product_line(4, "STOCK-1", true)).await.unwrap();
+    assert_eq!((o.sync_status, o.provider_entity_id.as_deref()), (SyncStatus::Synced, Some(STOCK_ID)), "{o:?}");
+    assert!(o.message.as_deref().unwrap_or_default().contains("stock 0 → 10"), "{o:?}");
+    let movement = &bodies(&s.server, "POST", "/stock_movements").await[0];
+    let quantity = &movement["stock_movement"]["quantity"];
+    assert!(quantity == &json!(10) || quantity == &json!("10") || quantity == &json!(10.0), "{movement:#}");
 }

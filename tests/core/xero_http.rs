@@ -1008,6 +1008,7 @@ async fn credit_notes_are_posted_allocated_and_refunded() {
         date,
         reference: "MAG-000000009",
         base_to_order_rate: Some(dec!(1)),
+        currency: None,
         idempotency_key: "creditmemo.created:55",
     };
     assert_eq!(x.provider.refund_credit_note(&refund).await.unwrap().total, Some(dec!(7.00)));

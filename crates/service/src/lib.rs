@@ -75,8 +75,14 @@
 //! A worker is a loop (a tokio task; `serve --workers N` runs N, and `serve --no-http` runs
 //! processes without HTTP). Each pass goes over the active bindings and, for each one whose
 //! **dispatch lease** it can take ([`DispatchStore::acquire_dispatch`](byte8_ledger_core::store::service::DispatchStore::acquire_dispatch)), claims due runs of its
-//! business one at a time and processes them, then sends its pending callbacks, renewing the lease
-//! before each (up to [`ServiceConfig::batch`] of each before it moves on).
+//! business and processes them, then sends its pending callbacks, renewing the lease before each
+//! claim and each callback (up to [`ServiceConfig::batch`] of each before it moves on). A ledger
+//! that takes one document a request (Sage) gets one run a claim, processed alone; one that takes
+//! several (`Capabilities::max_batch` > 1: Xero) gets up to that many a claim (at most
+//! [`ServiceConfig::batch`]), processed through the engine's batched path
+//! ([`SyncEngine::process_claimed`](byte8_ledger_core::engine::SyncEngine::process_claimed)): the
+//! invoices and payments among them are posted in Xero's batches, and every run still gets its
+//! own attempt, outcome, dead letter and callback, exactly as alone.
 //!
 //! One worker at a time per business is deliberate. The engine's steps within one business
 //! assume a single writer: two invoices of a new customer processed at once would both create the

@@ -22,7 +22,7 @@ use byte8_ledger_core::{
     canonical::{Entity, EventKind},
     engine::{EntitySource, SyncEngine},
     error::{AuthFailure, Error, Result},
-    store::{Store, service::BindingInfo},
+    store::{Run, RunStatus, Store, service::BindingInfo},
 };
 
 /// The engine's [`EntitySource`] over a tenant's [`MagentoClient`]: a 401 (the store no longer
@@ -170,44 +170,32 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
     }
     let config = &shared.config;
     let mut handled = 0;
-    // One run at a time, the lease renewed before each: a worker that stops, or loses the lease
-    // to a faster one, leaves nothing claimed behind.
-    for _ in 0..config.batch {
+    // One run at a time — or, on a ledger that takes several documents a request (Xero), up to
+    // its batch size at a time, grouped by the engine — the lease renewed before each claim: a
+    // worker that stops, or loses the lease to a faster one, leaves nothing claimed behind.
+    let per_claim = batch_size(&rt).await;
+    while handled < config.batch {
         if stop.load(Ordering::Relaxed) || !renew(shared, &rt.scope, holder).await? {
             return Ok(handled);
         }
         let now = shared.clock.now();
         // This tenant's runs only: a business paired to another tenant since keeps the old
         // tenant's runs, which must never be fetched from this tenant's store.
-        let Some(run) = shared
+        let runs = shared
             .store
             .claim_for(
                 &rt.scope,
                 Some(&rt.tenant_id),
                 now,
                 byte8_ledger_core::clock::later(now, config.engine.lease),
-                1,
+                per_claim.min(config.batch - handled),
             )
-            .await?
-            .pop()
-        else {
+            .await?;
+        if runs.is_empty() {
             break;
-        };
-        let key = run.idempotency_key.clone();
-        // A panic while processing (a bug) ends this run, not the worker: the run is
-        // dead-lettered with an `internal` outcome (so Magento hears of it), the tenant's runtime
-        // is rebuilt, and the worker goes on with the next run.
-        let outcome = match AssertUnwindSafe(rt.engine.process(run.clone())).catch_unwind().await {
-            Ok(outcome) => outcome?,
-            Err(panic) => {
-                let text = panic_text(panic.as_ref());
-                tracing::error!(tenant = %rt.tenant_id, key = %key, panic = %text, "processing a run panicked: it is dead-lettered and the worker goes on");
-                forget_runtime(shared, &rt).await;
-                rt.engine.finish_panicked(&run, &text).await?
-            }
-        };
-        tracing::info!(tenant = %rt.tenant_id, key = %key, status = %outcome.sync_status.as_str(), "run processed");
-        handled += 1;
+        }
+        handled += runs.len();
+        process_claimed(shared, &rt, runs).await?;
         status.sync(shared, &rt).await;
     }
     if rt.magento.status() == ConnectionStatus::TokenRevoked {
@@ -269,6 +257,58 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
         status.sync(shared, &rt).await;
     }
     Ok(handled)
+}
+
+/// How many runs a worker claims at once for a tenant: its ledger's batch size
+/// (`Capabilities::max_batch`: Xero takes several documents a request), 1 for a ledger that
+/// takes one (Sage) or whose capabilities cannot be read now.
+async fn batch_size(rt: &TenantRuntime) -> usize {
+    match rt.engine.provider().capabilities().await {
+        Ok(caps) => caps.max_batch.max(1),
+        Err(e) => {
+            tracing::debug!(tenant = %rt.tenant_id, error = %e, "capabilities unknown: one run at a time");
+            1
+        }
+    }
+}
+
+/// Processes runs claimed for a tenant: one alone ([`SyncEngine::process`]), several through the
+/// engine's batched path ([`SyncEngine::process_claimed`]: the invoices and payments among them
+/// posted in the ledger's batches), each with its own outcome, dead letter and callback. A panic
+/// (a bug) ends the runs it left unfinished, not the worker: they are dead-lettered with an
+/// `internal` outcome (so Magento hears of it), the tenant's runtime is rebuilt, and the worker
+/// goes on.
+async fn process_claimed(shared: &Arc<Shared>, rt: &Arc<TenantRuntime>, mut runs: Vec<Run>) -> Result<()> {
+    let result = if runs.len() == 1 {
+        let run = runs[0].clone();
+        AssertUnwindSafe(async { rt.engine.process(run.clone()).await.map(|o| vec![(run, o)]) }).catch_unwind().await
+    } else {
+        AssertUnwindSafe(rt.engine.process_claimed(runs.clone())).catch_unwind().await
+    };
+    match result {
+        Ok(done) => {
+            for (run, outcome) in done? {
+                tracing::info!(tenant = %rt.tenant_id, key = %run.idempotency_key, status = %outcome.sync_status.as_str(), "run processed");
+            }
+        }
+        Err(panic) => {
+            let text = panic_text(panic.as_ref());
+            forget_runtime(shared, rt).await;
+            // The runs the panic left claimed (a batch may have finished some before it).
+            let mut unfinished = Vec::new();
+            for run in runs.drain(..) {
+                match shared.store.get(run.id).await? {
+                    Some(now) if now.status == RunStatus::Running && now.claim == run.claim => unfinished.push(run),
+                    _ => {}
+                }
+            }
+            for run in unfinished {
+                tracing::error!(tenant = %rt.tenant_id, key = %run.idempotency_key, panic = %text, "processing a run panicked: it is dead-lettered and the worker goes on");
+                rt.engine.finish_panicked(&run, &text).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One pass over the active bindings: each business whose dispatch lease this worker gets, until

@@ -926,9 +926,13 @@ fn create_contact(b: &mut SimBusiness, body: &Value) -> SimResponse {
         if r.chars().count() > 10 {
             return SimResponse::invalid("contact.reference", "is too long (maximum is 10 characters)");
         }
-        // Deleted contacts keep their reference reserved (byte8-spec.md 9 B2).
+        // Deleted and inactive contacts keep their reference reserved (byte8-spec.md 9 B2).
+        // The answer has the shape of Sage's recorded 422s (fixtures/sage-real: `RecordInvalid`,
+        // `$source` the field's path inside the resource, without its namespace, as
+        // `line_items.tax_rate_id`); no recording of this exact refusal exists, so the message
+        // is the uniqueness wording the crate's wiremock tests use.
         if rules::is_taken(r, b.contacts.iter().filter_map(|x| x.reference.as_deref())) {
-            return SimResponse::invalid("contact.reference", "has already been taken");
+            return SimResponse::invalid("reference", "Reference has already been taken");
         }
     }
     for prefix in ["main_address", "delivery_address"] {
@@ -1462,7 +1466,8 @@ fn create_item(b: &mut SimBusiness, body: &Value, kind: &'static str, namespace:
         );
     }
     if rules::is_taken(&code, b.items.iter().filter(|x| x.kind == kind).map(|x| x.code.as_str())) {
-        return SimResponse::invalid(&format!("{namespace}.item_code"), "has already been taken");
+        // Same shape as a taken contact reference (see `create_contact`).
+        return SimResponse::invalid("item_code", "Item code has already been taken");
     }
     let id = b.id("it");
     let mut json = i.clone();

@@ -359,6 +359,11 @@ pub fn capabilities_of(business: &BusinessProfile) -> Capabilities {
     c.stock = !start && !standard;
     c.credit_note_refunds = !start;
     c.native_idempotency_window_secs = Some(7 * 24 * 3600);
+    // A contact reference and an item code are unique (openapi-v3.1 "Unique reference for the
+    // contact"; sage-api.md Q7; an item is addressed by its code): a new customer or product is
+    // created first and looked up only when Sage refuses the reference or code as taken.
+    c.unique_contact_reference = true;
+    c.unique_item_code = true;
     c
 }
 
@@ -779,13 +784,22 @@ impl AccountingProvider for SageProvider {
             });
         }
         let reference = self.reference_data(false).await?;
-        // The refund is in the credit note's currency (a contact trades in one currency).
-        let note: SageDocument = self
-            .client
-            .get(&format!("/sales_credit_notes/{}", request.credit_note_id), &[("mark_as_sent", "false".into())])
-            .await?;
+        // The refund is in the credit note's currency (a contact trades in one currency): the
+        // caller's when it knows it, else read from the note.
         let base = reference.business.base_currency;
-        let currency = note.currency.as_ref().and_then(|c| parse_currency(&c.id).ok()).unwrap_or(base);
+        let currency = match request.currency {
+            Some(c) => c,
+            None => {
+                let note: SageDocument = self
+                    .client
+                    .get(
+                        &format!("/sales_credit_notes/{}", request.credit_note_id),
+                        &[("mark_as_sent", "false".into())],
+                    )
+                    .await?;
+                note.currency.as_ref().and_then(|c| parse_currency(&c.id).ok()).unwrap_or(base)
+            }
+        };
         let body = transform::credit_note_refund(
             request.contact_id,
             request.credit_note_id,

@@ -688,6 +688,9 @@ pub fn capabilities_of(reference: &ReferenceData, max_batch: usize) -> Capabilit
     c.max_document_reference = transform::limits::DOCUMENT_NUMBER;
     c.credit_note_refunds = true;
     c.unique_contact_reference = true;
+    // Item codes are unique (xero-api.md 2: items are addressed by `Code`; a second one is
+    // refused "Item code '…' already exists"): a new product's item is created first.
+    c.unique_item_code = true;
     c
 }
 
@@ -1240,9 +1243,14 @@ impl AccountingProvider for XeroProvider {
     async fn refund_credit_note(&self, request: &RefundRequest<'_>) -> Result<TransactionRecord> {
         let reference = self.reference_data(false).await?;
         let account = self.account_id(request.bank_account_id).await?;
-        let note = self.get_document_out(DocumentKind::CreditNote, request.credit_note_id).await?;
         let base = reference.business.base_currency;
-        let currency = note.currency_code.as_deref().and_then(|c| parse_currency(c).ok()).unwrap_or(base);
+        let currency = match request.currency {
+            Some(c) => c,
+            None => {
+                let note = self.get_document_out(DocumentKind::CreditNote, request.credit_note_id).await?;
+                note.currency_code.as_deref().and_then(|c| parse_currency(c).ok()).unwrap_or(base)
+            }
+        };
         let rate = transform::currency_rate(currency, base, request.base_to_order_rate);
         let body =
             transform::refund(request.credit_note_id, &account, request.amount, request.date, request.reference, rate);

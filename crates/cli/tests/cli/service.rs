@@ -1398,5 +1398,119 @@ async fn an_idle_connection_is_refreshed_before_its_refresh_token_lapses_and_hea
     let done = service.refresh_idle_tokens().await.unwrap();
     assert_eq!(done, [IdleRefresh::Lapsed { business: BUSINESS.into() }]);
     assert_eq!(refreshes(), 2);
+}
+
+/// Issue 17 item 4: a busy Xero tenant's queued invoices are posted in Xero's batches by the
+/// service's workers (the engine's batched path), each run keeping its own outcome, callback and
+/// dead letter; a batch with one bad invoice answers each in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_xero_tenant_s_invoices_are_posted_in_batches_each_run_answered_in_place() {
+    let mut w = World::new().await;
+    let xero = XeroSimulator::demo(XeroSimConfig::unlimited());
+    let xero_server = xero.serve().await.unwrap();
+    w.store
+        .save_connection(&Connection {
+            scope: XERO_DEMO_TENANT.into(),
+            provider: "xero".into(),
+            base_url: xero_server.base_url(),
+            token_url: xero_server.token_url(),
+            created_at: SystemClock.now(),
+            tenant_id: Some(XERO_DEMO_TENANT.into()),
+            connections_url: Some(xero_server.connections_url()),
+        })
+        .await
+        .unwrap();
+    w.store
+        .save_tokens(
+            XERO_DEMO_TENANT,
+            &TokenSet::from_refresh_token(SecretString::from(XERO_DEMO_REFRESH_TOKEN.to_owned())),
+        )
+        .await
+        .unwrap();
+    let key = ApiKey::generate().unwrap();
+    w.magento.add_paired_shop("xero-shop", "tenant-on-xero", key.expose_secret());
+    let xero_policy = SyncPolicy::from_json(include_str!("../../../../samples/policy.xero.json")).unwrap();
+    let b = Binding::new(
+        "tenant-on-xero",
+        XERO_DEMO_TENANT,
+        &w.magento.base_url("xero-shop"),
+        key,
+        xero_policy,
+        SystemClock.now(),
+    )
+    .unwrap();
+    w.store.put_binding(&b).await.unwrap();
+    // 13 invoices of one customer, the 8th in a currency the organisation does not trade in
+    // (Xero refuses that element alone: "Organisation is not subscribed to currency JPY").
+    let (event, env, entity) = samples().get("invoice.created:1001").cloned().unwrap();
+    let ids: Vec<u64> = (0..13).map(|i| 7001 + i).collect();
+    let bad = ids[7];
+    for id in &ids {
+        let mut e = entity.clone();
+        e["magento_id"] = json!(id);
+        e["increment_id"] = json!(format!("00000{id}"));
+        if *id == bad {
+            e["currency"] = json!("JPY");
+        }
+        w.magento.put_entity("xero-shop", "invoice", *id, e);
+    }
+    // Queued while no worker runs: a backlog, as a busy store makes one.
+    w.start(0).await;
+    for id in &ids {
+        let mut envelope = env.clone();
+        envelope["magento_entity_id"] = json!(id);
+        envelope["payload"]["increment_id"] = json!(format!("00000{id}"));
+        let token = w.magento.webhook_token("xero-shop");
+        let (status, body) = magento::post(
+            &w.http,
+            &w.url(),
+            &w.magento.tenant("xero-shop"),
+            &format!("{event}?provider=xero"),
+            &envelope,
+            Some(&token),
+            Some(&format!("invoice.created:{id}")),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let before = xero.requests();
+    let workers = w.ledger.as_ref().unwrap().service.spawn_workers(1);
+    wait_until("every run's sync state reaches Magento", || w.magento.callbacks("xero-shop").len() == ids.len()).await;
+    workers.stop().await;
+
+    // Xero's calls: the invoices went in one batch (13 ≤ the service's claim of 20 and Xero's 50),
+    // their one new contact in one; not one request an invoice.
+    let after = xero.requests();
+    let delta: BTreeMap<&String, u64> =
+        after.iter().map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect();
+    let invoice_writes: u64 =
+        delta.iter().filter(|(k, _)| k.ends_with("/Invoices") && !k.starts_with("GET")).map(|(_, v)| *v).sum();
+    assert_eq!(invoice_writes, 1, "one batch of invoices: {delta:?}");
+    let contact_writes: u64 =
+        delta.iter().filter(|(k, _)| k.ends_with("/Contacts") && !k.starts_with("GET")).map(|(_, v)| *v).sum();
+    assert_eq!(contact_writes, 1, "one contact, created once: {delta:?}");
+    let org = xero.org(XERO_DEMO_TENANT).unwrap();
+    assert_eq!(org.invoices.len(), ids.len() - 1, "every good invoice once: {:?}", org.invoices);
+
+    // Each run answered in place: its own outcome, run status and callback.
+    let callbacks = w.magento.callbacks("xero-shop");
+    for id in &ids {
+        let key = format!("invoice.created:{id}");
+        let run = w.store.find_by_key(XERO_DEMO_TENANT, &key).await.unwrap().expect("a run");
+        let outcome = run.outcome.clone().expect("an outcome");
+        let callback = callbacks.iter().find(|c| c["magento_entity_id"].as_u64() == Some(*id)).expect("its callback");
+        assert_eq!(callback["sync_status"], outcome.sync_status.as_str(), "{callback}");
+        if *id == bad {
+            assert_eq!(run.status, RunStatus::DeadLettered, "{outcome:?}");
+            assert!(outcome.message.as_deref().unwrap_or_default().contains("JPY"), "{outcome:?}");
+            assert_eq!(callback["sync_status"], "failed");
+        } else {
+            assert_eq!(run.status, RunStatus::Synced, "{key}: {outcome:?}");
+            let number = format!("MAG-00000{id}");
+            let doc = org.invoices.iter().find(|d| d.number == number).expect("posted");
+            assert_eq!(outcome.provider_entity_id.as_deref(), Some(doc.id.as_str()), "{key}");
+            assert_eq!(callback["provider_entity_id"].as_str(), Some(doc.id.as_str()));
+        }
+    }
     w.stop().await;
 }

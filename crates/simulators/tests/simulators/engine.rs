@@ -2034,3 +2034,58 @@ async fn an_intra_eu_b2b_sale_takes_the_vat_number_and_fails_without_one() {
     let held = b.contacts.iter().find(|c| c.id == si.contact_id).expect("the invoice's contact");
     assert!(held.json["tax_number"].is_null(), "no number to send: {}", held.json);
 }
+
+/// Issue 17 item 3, end to end over the simulator: a new customer and a new product cost one
+/// request each; a reference taken by a contact Byte8 made is looked up and adopted; one taken
+/// by an inactive contact is passed over for the next candidate.
+#[tokio::test]
+async fn new_customers_and_products_cost_one_request_and_taken_references_are_adopted_or_passed_over() {
+    use byte8_ledger_core::{canonical::MagentoContact, money::Currency, providers::ContactFor};
+    let w = World::new().await;
+    let p = policy(json!({"sync_products": true, "sync_stock": true, "default_purchase_ledger_account_id": "COS"}));
+    let engine = w.engine(p.clone());
+    let calls = |w: &World| (w.served("POST /contacts"), w.served("GET /contacts"));
+
+    let jane = registered(5, "Jane", "Doe", None);
+    synced(&engine.sync_line(&customer_upserted(&jane, "2026-11-22T10:00:00Z")).await.unwrap());
+    assert_eq!(calls(&w), (1, 0), "a new customer is one POST, no look-up");
+
+    // Tom's contact was made before this crate (by Byte8), holding his reference M6.
+    let tom = registered(6, "Tom", "Byte", None);
+    let tom_c: MagentoContact = serde_json::from_value(tom.clone()).unwrap();
+    fn made<'a>(c: &'a MagentoContact, reference: &'a str, p: &'a SyncPolicy) -> ContactRequest<'a> {
+        ContactRequest {
+            contact: ContactFor::Customer(c),
+            currency: Currency::GBP,
+            reference,
+            policy: p,
+            idempotency_key: None,
+        }
+    }
+    let byte8 = w.sage.create_contact(&made(&tom_c, "M6", &p)).await.unwrap();
+    let id = synced(&engine.sync_line(&customer_upserted(&tom, "2026-11-22T10:01:00Z")).await.unwrap());
+    assert_eq!(id, byte8.id, "adopted");
+    assert_eq!(calls(&w), (3, 1), "Byte8's create, the refused create, one look-up");
+    assert_eq!(w.biz().contacts.iter().filter(|c| c.reference.as_deref() == Some("M6")).count(), 1);
+
+    // Ann's reference M7 (her only candidate: a registered customer in the base currency) is held
+    // by a contact made inactive: refused, looked up, never adopted, nothing created; the outcome
+    // tells the operator what to do (today's rule, docs/QUIRKS.md Sage R3).
+    let ann = registered(7, "Ann", "Lee", None);
+    let ann_c: MagentoContact = serde_json::from_value(ann.clone()).unwrap();
+    let old = w.sage.create_contact(&made(&ann_c, "M7", &p)).await.unwrap();
+    assert!(w.sim.with_state(|s| s.businesses.get_mut(BUSINESS).unwrap().set_contact_active(&old.id, false)));
+    let contacts = w.biz().contacts.len();
+    let o = engine.sync_line(&customer_upserted(&ann, "2026-11-22T10:02:00Z")).await.unwrap();
+    assert_eq!(o.sync_status, SyncStatus::Failed, "{o:?}");
+    let message = o.message.unwrap_or_default();
+    assert!(message.contains("M7") && message.contains("reactivate an inactive one"), "{message}");
+    assert_eq!(w.biz().contacts.len(), contacts, "no second contact");
+    assert_eq!(calls(&w), (5, 2), "Ann's old contact, the refused create, one look-up");
+
+    // A new product: one POST, no look-up.
+    synced(
+        &engine.sync_line(&product_upserted(&product_entity(2001, "TEE-PLAIN", "simple", None, false))).await.unwrap(),
+    );
+    assert_eq!((w.served("POST /products"), w.served("GET /products")), (1, 0));
+}

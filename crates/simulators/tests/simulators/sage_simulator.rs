@@ -338,7 +338,7 @@ mod rules {
         assert_created(&post(&sim, &token, "contacts", contact_body("Accents", "ÉÉÉÉÉÉÉÉÉÉ")));
         // Unique, too.
         let r = post(&sim, &token, "contacts", contact_body("Again", "ABCDEFGHIJ"));
-        assert_refused(&r, "contact.reference", "has already been taken");
+        assert_refused(&r, "reference", "Reference has already been taken");
         assert_eq!(sim.business(BUSINESS).unwrap().contacts.len(), 2);
 
         let c = contact(&sim, &token);
