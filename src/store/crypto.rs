@@ -73,6 +73,19 @@ impl MasterKey {
         Self(out)
     }
 
+    /// A 32-byte subkey for one purpose (HKDF-SHA256 of the master key, `info` naming the
+    /// purpose, e.g. `byte8-ledger:console:state`): every process sharing the master key derives
+    /// the same subkey, and no subkey reveals the master key or another purpose's subkey.
+    pub fn derive(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, self.0.as_slice());
+        let mut out = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's limit (255 × 32): expand cannot fail.
+        if hk.expand(info, out.as_mut_slice()).is_err() {
+            tracing::error!("HKDF refused a 32-byte output");
+        }
+        out
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.0.as_slice()))
     }

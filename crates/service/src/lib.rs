@@ -145,6 +145,7 @@
 //! ```
 
 mod auth;
+pub mod console;
 mod error;
 mod http;
 pub mod magento;

@@ -12,6 +12,7 @@
 //! | `simulate [--provider sage\|xero]` | serves the built-in Sage (or Xero) simulator until interrupted (a ledger for trying `connect` and `sync`) |
 //! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`byte8_ledger_service`]; Sage connections) |
 //! | `tenant pair`, `tenant list`, `tenant disconnect` | the Magento stores bound to the service |
+//! | `operator add NAME`, `operator list`, `operator remove NAME` | who may log in to the service's console (`/console`); the password from `BYTE8_OPERATOR_PASSWORD`, the terminal or stdin, never a flag |
 //! | `reconcile --from DATE --to DATE [--json]` | the period's synced invoices, credit memos and payments against what the ledger holds ([`byte8_ledger_core::reconcile`]) |
 //! | `purge [--dry-run]` | removes what the retention policy no longer keeps ([`byte8_ledger_core::store::retention`]), printing the counts; `serve` does it hourly |
 //!
@@ -20,6 +21,7 @@
 
 mod database;
 mod demo;
+mod operator;
 mod purge;
 mod reconcile;
 mod serve;
@@ -207,6 +209,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// The operators of the service's console (`/console`): who may log in.
+    Operator {
+        /// What to do.
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
+    },
     /// Print the Sage reference cache (tax rates, ledger accounts, bank accounts, payment methods).
     Reference {
         /// The state database.
@@ -304,6 +312,7 @@ pub(crate) async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<()
         Command::Serve(args) => serve::run(args, out).await,
         Command::Purge(args) => purge::run(args, out).await,
         Command::Tenant { command } => tenant::run(command, out).await,
+        Command::Operator { command } => operator::run(command, out).await,
         Command::Reconcile(args) => reconcile::run(args, out).await,
         Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,
         Command::Status { state, json } => status(state, json, out).await,
