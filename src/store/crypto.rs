@@ -136,6 +136,10 @@ struct PlainTokens {
     access_expires_at: DateTime<Utc>,
     #[zeroize(skip)]
     refresh_expires_at: Option<DateTime<Utc>>,
+    /// Absent in pairs sealed before it existed.
+    #[zeroize(skip)]
+    #[serde(default)]
+    issued_at: Option<DateTime<Utc>>,
 }
 
 /// Encrypts a token pair for `scope`.
@@ -148,6 +152,7 @@ pub fn seal_tokens(key: &MasterKey, scope: &str, tokens: &TokenSet) -> Result<St
         refresh: tokens.refresh_token.expose_secret().to_owned(),
         access_expires_at: tokens.access_expires_at,
         refresh_expires_at: tokens.refresh_expires_at,
+        issued_at: tokens.issued_at,
     };
     let json = Zeroizing::new(serde_json::to_vec(&plain).map_err(|e| Error::internal(format!("tokens: {e}")))?);
     key.seal(&json, scope.as_bytes())
@@ -166,6 +171,7 @@ pub fn open_tokens(key: &MasterKey, scope: &str, sealed: &str) -> Result<TokenSe
         refresh_token: SecretString::from(plain.refresh.clone()),
         access_expires_at: plain.access_expires_at,
         refresh_expires_at: plain.refresh_expires_at,
+        issued_at: plain.issued_at,
     })
 }
 
@@ -179,6 +185,7 @@ mod tests {
             refresh_token: SecretString::from("refresh-PLAINTEXT".to_owned()),
             access_expires_at: DateTime::<Utc>::UNIX_EPOCH,
             refresh_expires_at: None,
+            issued_at: None,
         }
     }
 
