@@ -15,7 +15,7 @@ use byte8_ledger_core::{
 };
 use byte8_ledger_service::{
     HttpLimits, Service, ServiceConfig,
-    console::{Console, ConsoleConfig},
+    console::{Console, ConsoleConfig, LedgerApp},
 };
 
 /// The console's base URL: `--public-url` (an absolute http(s) URL) or `http://LISTEN/`.
@@ -179,7 +179,10 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
         if !args.no_console {
             let public_url = console_url(args.public_url.as_deref(), addr)?;
             let config = ConsoleConfig::new(public_url.clone());
-            let console = Console::new(&service, db.console(), config, &MasterKey::from_env()?);
+            let mut console = Console::new(&service, db.console(), config, &MasterKey::from_env()?);
+            for app in LedgerApp::from_env() {
+                console = console.with_ledger_app(app);
+            }
             app = app.merge(console.router());
             writeln!(out, "console at {}", public_url.join("console").map_err(|e| usage(e.to_string()))?)
                 .map_err(io)?;

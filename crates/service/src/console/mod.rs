@@ -16,6 +16,8 @@
 //! | `POST /console/logout` | ends the session |
 //! | `GET /console` | overview |
 //! | `GET /console/assets/console.css` | the embedded stylesheet (no session needed) |
+//! | `GET /console/connections` | the ledger connections: connect (OAuth), disconnect (revoking), refresh the reference data |
+//! | `GET /connect/{provider}`, `GET /oauth/{provider}/callback` | the OAuth authorisation-code flow ([`oauth`]) |
 //!
 //! Every answer carries `Cache-Control: no-store`, a content security policy without scripts
 //! (`default-src 'self'; script-src 'none'; frame-ancestors 'none'`), `X-Frame-Options: DENY`,
@@ -34,7 +36,9 @@ pub mod session;
 pub mod store;
 
 mod layout;
+mod connections;
 mod login;
+pub mod oauth;
 mod overview;
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
@@ -50,13 +54,17 @@ use governor::{
     clock::{Clock as _, DefaultClock},
 };
 use url::Url;
-use zeroize::Zeroizing;
+use secrecy::SecretSlice;
 
+pub use oauth::LedgerApp;
 pub use session::{Operator, Posted};
 pub use store::{ConsoleStore, MemoryConsoleStore, OperatorInfo, PasswordHash, PolicyVersion, SessionRecord};
 
 use crate::{Service, Shared};
-use byte8_ledger_core::store::crypto::MasterKey;
+use byte8_ledger_core::{
+    auth::connect::{StateReplayGuard, StateSigner},
+    store::crypto::MasterKey,
+};
 
 /// The console's settings.
 #[derive(Debug, Clone)]
@@ -146,9 +154,12 @@ pub(crate) struct ConsoleShared {
     pub(crate) store: Arc<dyn ConsoleStore>,
     pub(crate) config: ConsoleConfig,
     pub(crate) limits: Limits,
-    /// Signs the OAuth `state` (derived from the master key: every process agrees).
-    #[allow(dead_code)]
-    pub(crate) state_key: Zeroizing<[u8; 32]>,
+    /// Signs the OAuth `state` (its key derived from the master key: every process agrees).
+    pub(crate) signer: StateSigner,
+    /// The OAuth states used already (in this process).
+    pub(crate) replay: StateReplayGuard,
+    /// The ledger apps the connect routes can use.
+    pub(crate) apps: Vec<LedgerApp>,
 }
 
 impl std::fmt::Debug for ConsoleShared {
@@ -178,13 +189,18 @@ impl Console {
     /// key) signs the OAuth `state` of its connect routes.
     pub fn new(service: &Service, store: Arc<dyn ConsoleStore>, config: ConsoleConfig, key: &MasterKey) -> Self {
         let limits = Limits::new(config.login_attempts_per_minute);
+        let derived = key.derive(b"byte8-ledger:console:oauth-state:v1");
+        // 32 bytes: the signer accepts it (a random key otherwise, states then die with the process).
+        let signer = StateSigner::new(SecretSlice::from(derived.to_vec())).unwrap_or_else(|_| StateSigner::random());
         Self {
             shared: Arc::new(ConsoleShared {
                 service: Arc::clone(&service.shared),
                 store,
                 config,
                 limits,
-                state_key: key.derive(b"byte8-ledger:console:oauth-state:v1"),
+                signer,
+                replay: StateReplayGuard::new(),
+                apps: Vec::new(),
             }),
         }
     }
@@ -203,6 +219,19 @@ impl Console {
             .with_state(Arc::clone(&self.shared))
     }
 
+    /// Lets the connect routes use `app` (one per ledger kind: a second one of the same kind
+    /// replaces the first).
+    #[must_use]
+    pub fn with_ledger_app(mut self, app: LedgerApp) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.apps.retain(|a| a.kind != app.kind);
+            shared.apps.push(app);
+        } else {
+            tracing::error!("Console::with_ledger_app after the console was shared: ignored");
+        }
+        self
+    }
+
     /// The store of operators and sessions.
     pub fn store(&self) -> &Arc<dyn ConsoleStore> {
         &self.shared.store
@@ -211,7 +240,7 @@ impl Console {
 
 /// The pages behind the login (each module's `routes()`).
 fn pages() -> Router<Arc<ConsoleShared>> {
-    Router::new().merge(overview::routes())
+    Router::new().merge(overview::routes()).merge(oauth::routes()).merge(connections::routes())
     // issue-h16b: .merge(runs::routes())
 }
 
