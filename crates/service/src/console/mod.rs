@@ -40,6 +40,8 @@ mod connections;
 mod login;
 pub mod oauth;
 mod overview;
+mod policy;
+pub mod stores;
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -240,7 +242,7 @@ impl Console {
 
 /// The pages behind the login (each module's `routes()`).
 fn pages() -> Router<Arc<ConsoleShared>> {
-    Router::new().merge(overview::routes()).merge(oauth::routes()).merge(connections::routes())
+    Router::new().merge(overview::routes()).merge(oauth::routes()).merge(connections::routes()).merge(stores::routes()).merge(policy::routes())
     // issue-h16b: .merge(runs::routes())
 }
 
