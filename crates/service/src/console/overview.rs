@@ -18,6 +18,7 @@ use super::{
     session::{Operator, unavailable},
 };
 use byte8_ledger_core::{
+    auth::connect::{RefreshTokenHealth, refresh_token_health},
     error::Result,
     store::{Connection, RunStatus, service::BindingInfo},
 };
@@ -37,6 +38,8 @@ pub(crate) struct BusinessRow {
     pub(crate) dead: u64,
     pub(crate) oldest_queued_at: Option<DateTime<Utc>>,
     pub(crate) attempts_last_hour: Option<u64>,
+    /// The refresh token's health: `None` without tokens, `Some(None)` when its life is unknown.
+    pub(crate) token: Option<Option<RefreshTokenHealth>>,
 }
 
 /// Every business known to the store (connected or paired), by id.
@@ -53,6 +56,16 @@ pub(crate) async fn businesses(shared: &ConsoleShared) -> Result<Vec<BusinessRow
     let now = shared.now();
     for (scope, row) in &mut rows {
         row.scope.clone_from(scope);
+        if let Some(kind) = row.connection.as_ref().and_then(Connection::kind) {
+            row.token = match store.tokens(scope).await {
+                Ok(Some(t)) => Some(refresh_token_health(kind, &t, now)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(business = %scope, error = %e, "console: cannot read the stored tokens");
+                    None
+                }
+            };
+        }
         let counts = store.counts(scope).await?;
         row.queued = counts.get(&RunStatus::Queued).copied().unwrap_or(0);
         row.running = counts.get(&RunStatus::Running).copied().unwrap_or(0);
@@ -96,9 +109,13 @@ fn provider_label(c: Option<&Connection>) -> &str {
 }
 
 fn health(row: &BusinessRow) -> Markup {
-    match &row.connection {
-        None => layout::pill(Tone::Warn, "not connected: events wait"),
-        Some(_) => layout::pill(Tone::Ok, "connected"),
+    match (&row.connection, &row.token) {
+        (None, _) => layout::pill(Tone::Warn, "not connected: events wait"),
+        (Some(_), None) => layout::pill(Tone::Bad, "no tokens: connect again"),
+        (Some(_), Some(None)) => layout::pill(Tone::Ok, "connected"),
+        (Some(_), Some(Some(h))) if h.expired => layout::pill(Tone::Bad, "token lapsed: connect again"),
+        (Some(_), Some(Some(h))) if h.days_left < 7 => layout::pill(Tone::Warn, &format!("connected, token: {} days left", h.days_left)),
+        (Some(_), Some(Some(h))) => layout::pill(Tone::Ok, &format!("connected, token: {} days left", h.days_left)),
     }
 }
 

@@ -284,12 +284,12 @@ fn map_rows(shown: &Shown<'_>, path: &str, id: &str, value_input: impl Fn(&str, 
     }
 }
 
-/// Rebuilds the policy JSON from a posted form: only the keys of [`FIELDS`], typed by their
-/// [`Kind`] (a value that does not read as its type is passed on as text, so that the loader's
-/// rule names the field).
-pub(crate) fn json_of_form(pairs: &[(String, String)]) -> Value {
+/// The policy JSON of a posted form over `current` (a key the form does not carry keeps its
+/// value): the keys of [`FIELDS`], typed by their [`Kind`] (a value that does not read as its
+/// type is passed on as text, so that the loader's rule names the field).
+pub(crate) fn json_of_form(current: &Value, pairs: &[(String, String)]) -> Value {
     let get = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_owned());
-    let mut root = Map::new();
+    let mut root = current.as_object().cloned().unwrap_or_default();
     for (path, _, kind) in FIELDS {
         let value = match kind {
             Kind::Bool => match get(path).as_deref() {
@@ -318,6 +318,9 @@ pub(crate) fn json_of_form(pairs: &[(String, String)]) -> Value {
                 None => continue,
             },
             Kind::RefMap(_) | Kind::ChoiceMap(_) => {
+                if get(&format!("{path}.key.0")).is_none() {
+                    continue;
+                }
                 let mut map = Map::new();
                 for i in 0.. {
                     let Some(k) = get(&format!("{path}.key.{i}")) else { break };
@@ -505,7 +508,8 @@ async fn save(
         Ok(None) => return Redirect::to("/console/policy").into_response(),
         Err(e) => return unavailable(&e),
     };
-    let json = json_of_form(&form);
+    let current = serde_json::to_value(&binding.policy).unwrap_or(Value::Null);
+    let json = json_of_form(&current, &form);
     match check(&json, reference.as_deref()) {
         Ok(policy) => match apply(&shared, binding, policy, operator.name(), None).await {
             Ok(v) => {
@@ -611,7 +615,12 @@ mod tests {
         p.payment_method_map.insert("stripe".into(), Some("pm-card".into()));
         p.website_filter = vec![1, 3];
         let pairs = flatten(&serde_json::to_value(&p).unwrap());
-        assert_eq!(check(&json_of_form(&pairs), None).unwrap(), p);
+        assert_eq!(check(&json_of_form(&Value::Null, &pairs), None).unwrap(), p);
+        // A form carrying one key changes that key only.
+        let one = [("refund_paid_credit_memos".to_owned(), (!p.refund_paid_credit_memos).to_string())];
+        let changed = check(&json_of_form(&serde_json::to_value(&p).unwrap(), &one), None).unwrap();
+        assert_ne!(changed.refund_paid_credit_memos, p.refund_paid_credit_memos);
+        assert_eq!(SyncPolicy { refund_paid_credit_memos: p.refund_paid_credit_memos, ..changed }, p);
     }
 
     #[test]
@@ -622,8 +631,8 @@ mod tests {
                 *v = "sometimes".into();
             }
         }
-        let errors = check(&json_of_form(&pairs), None).unwrap_err();
-        let cli = SyncPolicy::from_json(&json_of_form(&pairs).to_string()).unwrap_err().to_string();
+        let errors = check(&json_of_form(&Value::Null, &pairs), None).unwrap_err();
+        let cli = SyncPolicy::from_json(&json_of_form(&Value::Null, &pairs).to_string()).unwrap_err().to_string();
         assert!(errors.iter().any(|e| e.path == "oss_registration" && e.rule.contains("OUT_OF_RANGE")), "{errors:?}");
         for e in &errors {
             assert!(cli.contains(&e.rule), "the CLI says the same: {cli}");
@@ -634,7 +643,7 @@ mod tests {
                 *v = "1, x".into();
             }
         }
-        let errors = check(&json_of_form(&pairs), None).unwrap_err();
+        let errors = check(&json_of_form(&Value::Null, &pairs), None).unwrap_err();
         assert!(errors.iter().any(|e| e.path.starts_with("website_filter")), "{errors:?}");
     }
 }

@@ -140,6 +140,8 @@ pub(crate) struct PairForm {
     business_id: String,
     #[serde(default)]
     ledger_base_url: String,
+    #[serde(default)]
+    policy: String,
 }
 
 /// A result carried to the page after a POST.
@@ -155,6 +157,7 @@ struct FormState {
     magento_base_url: String,
     business_id: String,
     ledger_base_url: String,
+    policy: String,
     errors: Vec<FieldError>,
 }
 
@@ -230,10 +233,13 @@ async fn render(shared: &ConsoleShared, operator: &Operator, form: &FormState, n
                 input type="text" id="business_id" name="business_id" value=(form.business_id) list="businesses" required;
                 datalist id="businesses" { @for c in &connections { option value=(c.scope) {} } }
             }))
+            (layout::field("policy", "Sync policy (JSON, optional)", Some("The policy file of `tenant pair --policy` (contract.md 4); empty: the defaults. Every setting can be changed later on the Policy page."), form.error("policy").as_deref(), html! {
+                textarea id="policy" name="policy" rows="6" spellcheck="false" { (form.policy) }
+            }))
             (layout::field("ledger_base_url", "This service's public URL", Some("Where Magento sends its webhooks."), form.error("ledger_base_url").as_deref(), html! {
                 input type="url" id="ledger_base_url" name="ledger_base_url" value=(ledger_default) required;
             }))
-            @let other: Vec<&FieldError> = form.errors.iter().filter(|e| !["magento_base_url", "pairing_code", "business_id", "scope", "ledger_base_url"].contains(&e.path.as_str())).collect();
+            @let other: Vec<&FieldError> = form.errors.iter().filter(|e| !["magento_base_url", "pairing_code", "business_id", "scope", "ledger_base_url", "policy"].contains(&e.path.as_str())).collect();
             @for e in other { div class="banner bad" role="alert" { (e.path) ": " (e.rule) } }
             div class="actions" { button type="submit" id="pair-submit" { "Pair the store" } }
         }
@@ -262,11 +268,33 @@ fn field_errors(e: &Error) -> Vec<FieldError> {
 async fn pair(State(shared): State<Arc<ConsoleShared>>, posted: Posted<PairForm>) -> Response {
     let Posted { operator, form } = posted;
     let code = SecretString::from(form.pairing_code);
+    // The policy as `tenant pair --policy` reads it: its field errors named under `policy`.
+    let policy = if form.policy.trim().is_empty() {
+        Ok(SyncPolicy::default())
+    } else {
+        SyncPolicy::from_json(&form.policy).map_err(|e| {
+            field_errors(&e).into_iter().map(|fe| FieldError::new("policy", format!("{}: {}", fe.path, fe.rule))).collect::<Vec<_>>()
+        })
+    };
+    let policy = match policy {
+        Ok(p) => p,
+        Err(errors) => {
+            let state = FormState {
+                magento_base_url: form.magento_base_url,
+                business_id: form.business_id,
+                ledger_base_url: form.ledger_base_url,
+                policy: form.policy,
+                errors,
+            };
+            let notices = [Notice::bad("The store was not paired: see the fields below.")];
+            return render(&shared, &operator, &state, &notices, StatusCode::UNPROCESSABLE_ENTITY).await;
+        }
+    };
     let request = PairStore {
         magento_base_url: &form.magento_base_url,
         pairing_code: &code,
         business_id: &form.business_id,
-        policy: SyncPolicy::default(),
+        policy,
         ledger_base_url: &form.ledger_base_url,
         tenant_id: None,
     };
@@ -294,6 +322,7 @@ async fn pair(State(shared): State<Arc<ConsoleShared>>, posted: Posted<PairForm>
                 magento_base_url: form.magento_base_url,
                 business_id: form.business_id,
                 ledger_base_url: form.ledger_base_url,
+                policy: form.policy,
                 errors: field_errors(&e),
             };
             let notices = [Notice::bad("The store was not paired: see the fields below.")];
