@@ -3,6 +3,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
+//! | `demo --console` | the operator console in one command: the Sage simulator, a stand-in Magento store, the service with the sample events and an operator whose generated password it prints |
 //! | `demo [--provider sage\|xero]` | starts the built-in Sage (or Xero) simulator on loopback, syncs the bundled sample events through the real engine and HTTP client, prints what happened |
 //! | `connect [--provider sage\|xero]` | connects a Sage business (default) or a Xero organisation through the browser (the OAuth authorisation-code flow: [`connect`]), or with a refresh token given for automation; tokens encrypted at rest |
 //! | `disconnect` | revokes a connection's tokens at the provider where it documents revocation and deletes them locally in any case, saying which |
@@ -23,6 +24,7 @@
 mod connect;
 mod database;
 mod demo;
+mod demo_console;
 mod operator;
 mod purge;
 mod reconcile;
@@ -102,6 +104,11 @@ pub(crate) enum Command {
         /// Print the outcome lines too.
         #[arg(long)]
         outcomes: bool,
+        /// Serve the operator console instead: the simulator, a stand-in Magento store, the
+        /// service with the sample events, an operator (its password printed); until
+        /// interrupted.
+        #[arg(long, conflicts_with_all = ["events", "policy", "outcomes"])]
+        console: bool,
     },
     /// Connect a Sage business (default) or a Xero organisation: without a refresh token, runs
     /// the OAuth authorisation-code flow (prints the authorize address, opens the browser,
@@ -312,7 +319,8 @@ pub(crate) async fn main(cli: Cli) -> ExitCode {
 /// A [`Failure`] with the exit code to use.
 pub(crate) async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failure> {
     match cli.command {
-        Command::Demo { provider, events, policy, outcomes } => match provider {
+        Command::Demo { console: true, .. } => demo_console::run(out).await,
+        Command::Demo { provider, events, policy, outcomes, console: false } => match provider {
             ProviderArg::Sage => demo::run(events, policy, outcomes, out).await,
             ProviderArg::Xero => demo::run_xero(events, policy, outcomes, out).await,
         },

@@ -181,6 +181,16 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no element {selector}: {e}"))
     }
 
+    /// Scrolls the element of `selector` to the middle of the window (before a screenshot).
+    pub async fn scroll_to(&self, selector: &str) {
+        let e = self.find(selector).await;
+        let arg = serde_json::to_value(&e).expect("an element reference");
+        self.client
+            .execute("arguments[0].scrollIntoView({block: 'center'});", vec![arg])
+            .await
+            .unwrap_or_else(|err| panic!("scroll to {selector}: {err}"));
+    }
+
     /// Whether an element of `selector` is on the page now.
     pub async fn has(&self, selector: &str) -> bool {
         self.client.find(Locator::Css(selector)).await.is_ok()

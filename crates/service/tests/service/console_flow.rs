@@ -347,6 +347,7 @@ async fn in_a_browser_an_operator_pairs_connects_edits_the_policy_and_logs_out()
     let rate = reference.tax_rates.iter().find(|t| t.id != "GB_STANDARD").unwrap().id.clone();
     b.goto(&w.url(&format!("/console/policy?tenant={tenant}"))).await;
     b.select("#default_tax_rate_id", &rate).await;
+    b.scroll_to("#default_tax_rate_id").await;
     b.shot("policy-form").await;
     b.click("#policy-save").await;
     b.wait_path("/console/policy").await;
@@ -357,6 +358,7 @@ async fn in_a_browser_an_operator_pairs_connects_edits_the_policy_and_logs_out()
     b.wait_path(&format!("/console/policy/{tenant}")).await;
     let error = b.text("#b2c_consolidation__min_total_for_individual-error").await;
     assert!(!error.is_empty(), "the field error is shown next to the field");
+    b.scroll_to("#b2c_consolidation__min_total_for_individual").await;
     b.shot("policy-field-error").await;
 
     b.click("#logout").await;
