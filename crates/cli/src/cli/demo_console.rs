@@ -55,12 +55,17 @@ pub(crate) const OPERATOR: &str = "demo";
 /// The stand-in store's entities, by (route segment, id).
 type Entities = Arc<HashMap<(String, u64), Value>>;
 
-async fn entity(State(entities): State<Entities>, Path((segment, id)): Path<(String, u64)>) -> (StatusCode, Json<Value>) {
+async fn entity(
+    State(entities): State<Entities>,
+    Path((segment, id)): Path<(String, u64)>,
+) -> (StatusCode, Json<Value>) {
     match entities.get(&(segment, id)) {
         Some(e) => (StatusCode::OK, Json(e.clone())),
         None => (
             StatusCode::NOT_FOUND,
-            Json(json!({"message": "No such entity with %fieldName = %fieldValue", "parameters": {"fieldName": "id", "fieldValue": id}})),
+            Json(
+                json!({"message": "No such entity with %fieldName = %fieldValue", "parameters": {"fieldName": "id", "fieldValue": id}}),
+            ),
         ),
     }
 }
@@ -96,7 +101,9 @@ pub(crate) async fn run(out: &mut dyn Write) -> Result<(), Failure> {
             connections_url: None,
         })
         .await?;
-    store.save_tokens(BUSINESS, &TokenSet::from_refresh_token(SecretString::from(DEMO_REFRESH_TOKEN.to_owned()))).await?;
+    store
+        .save_tokens(BUSINESS, &TokenSet::from_refresh_token(SecretString::from(DEMO_REFRESH_TOKEN.to_owned())))
+        .await?;
 
     // The stand-in Magento: the sample entities, pings and callbacks.
     let mut entities = HashMap::new();
@@ -125,8 +132,9 @@ pub(crate) async fn run(out: &mut dyn Write) -> Result<(), Failure> {
     store.put_binding(&Binding::new(TENANT, BUSINESS, &magento_url, api_key.clone(), policy, clock.now())?).await?;
 
     // The service and its console.
-    let sage = SageProviders::new(Arc::clone(&store) as _)
-        .with_builder(|b| b.with_client_id("demo-client").with_client_secret(SecretString::from("demo-secret".to_owned())));
+    let sage = SageProviders::new(Arc::clone(&store) as _).with_builder(|b| {
+        b.with_client_id("demo-client").with_client_secret(SecretString::from("demo-secret".to_owned()))
+    });
     let providers = Arc::new(StoredProviders::new(Arc::clone(&store) as _).with_sage(sage));
     let config = ServiceConfig { retention: None, ..ServiceConfig::default() };
     let service = Service::new(Arc::clone(&store) as _, providers, Arc::new(SystemClock), config);
@@ -139,8 +147,9 @@ pub(crate) async fn run(out: &mut dyn Write) -> Result<(), Failure> {
     app.base_url = server.base_url();
     app.revoke_url = Some(server.revoke_url());
     let console_key = MasterKey::generate();
-    let console = Console::new(&service, Arc::clone(&store) as Arc<dyn ConsoleStore>, ConsoleConfig::new(public), &console_key)
-        .with_ledger_app(app);
+    let console =
+        Console::new(&service, Arc::clone(&store) as Arc<dyn ConsoleStore>, ConsoleConfig::new(public), &console_key)
+            .with_ledger_app(app);
     let mut random = [0u8; 12];
     byte8_ledger_core::store::service::keys::fill_random(&mut random)?;
     let password = SecretString::from(hex_lower(&random));
@@ -192,7 +201,8 @@ pub(crate) async fn run(out: &mut dyn Write) -> Result<(), Failure> {
     }
 
     writeln!(out, "Sage simulator: {} (business {BUSINESS}, connected)", server.base_url()).map_err(io)?;
-    writeln!(out, "stand-in Magento store: {magento_url} (tenant {TENANT}); {sent} sample events sent to the service").map_err(io)?;
+    writeln!(out, "stand-in Magento store: {magento_url} (tenant {TENANT}); {sent} sample events sent to the service")
+        .map_err(io)?;
     writeln!(out, "console: {base}/console").map_err(io)?;
     writeln!(out, "  operator: {OPERATOR}").map_err(io)?;
     writeln!(out, "  password: {}", password.expose_secret()).map_err(io)?;

@@ -27,11 +27,7 @@ use super::{
     overview::age,
     session::{Operator, Posted, unavailable},
 };
-use byte8_ledger_core::{
-    auth::connect::refresh_token_health,
-    error::Result,
-    store::Connection,
-};
+use byte8_ledger_core::{auth::connect::refresh_token_health, error::Result, store::Connection};
 
 pub(crate) fn routes() -> Router<Arc<ConsoleShared>> {
     Router::new()
@@ -54,7 +50,9 @@ impl Done {
         let detail = self.detail.as_deref().unwrap_or("");
         match self.done.as_deref()? {
             "refreshed" => Some(Notice::ok(format!("Reference data of {business} refreshed: {detail}."))),
-            "refresh_failed" => Some(Notice::bad(format!("The reference data of {business} could not be read: {detail}"))),
+            "refresh_failed" => {
+                Some(Notice::bad(format!("The reference data of {business} could not be read: {detail}")))
+            }
             "disconnected" => Some(Notice::ok(format!("Business {business} disconnected: {detail}"))),
             "not_revoked" => Some(Notice::warn(format!("Business {business} disconnected: {detail}"))),
             "no_connection" => Some(Notice::bad(format!("There is no connection for business {business}."))),
@@ -103,7 +101,13 @@ async fn rows(shared: &ConsoleShared) -> Result<Vec<Row>> {
         rows.push(Row {
             name: reference.as_ref().map(|r| r.business.name.clone()),
             reference: reference.as_ref().map(|r| {
-                (r.fetched_at, r.tax_rates.len(), r.ledger_accounts.len(), r.bank_accounts.len(), r.payment_methods.len())
+                (
+                    r.fetched_at,
+                    r.tax_rates.len(),
+                    r.ledger_accounts.len(),
+                    r.bank_accounts.len(),
+                    r.payment_methods.len(),
+                )
             }),
             connection,
             token,
@@ -118,7 +122,9 @@ fn token_cell(t: &TokenState) -> Markup {
         TokenState::Unreadable => layout::pill(Tone::Bad, "tokens unreadable (master key?)"),
         TokenState::Health(None) => layout::pill(Tone::Ok, "connected (token life unknown)"),
         TokenState::Health(Some(h)) if h.expired => layout::pill(Tone::Bad, "refresh token lapsed: connect again"),
-        TokenState::Health(Some(h)) if h.days_left < 7 => layout::pill(Tone::Warn, &format!("{} days left", h.days_left)),
+        TokenState::Health(Some(h)) if h.days_left < 7 => {
+            layout::pill(Tone::Warn, &format!("{} days left", h.days_left))
+        }
         TokenState::Health(Some(h)) => layout::pill(Tone::Ok, &format!("{} days left", h.days_left)),
     }
 }
@@ -255,7 +261,9 @@ async fn disconnect(
         (None, _) => None,
         (Some(_), None) => {
             let which = kind.map_or_else(|| connection.provider.clone(), |k| label(k).to_owned());
-            Some(Err(format!("deleted locally, not revoked at the provider: {which} is not configured on this service")))
+            Some(Err(format!(
+                "deleted locally, not revoked at the provider: {which} is not configured on this service"
+            )))
         }
         (Some(t), Some(app)) => {
             let kind = app.kind;

@@ -35,8 +35,8 @@ pub mod password;
 pub mod session;
 pub mod store;
 
-mod layout;
 mod connections;
+mod layout;
 mod login;
 pub mod oauth;
 mod overview;
@@ -55,8 +55,8 @@ use governor::{
     DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock as _, DefaultClock},
 };
-use url::Url;
 use secrecy::SecretSlice;
+use url::Url;
 
 pub use oauth::LedgerApp;
 pub use session::{Operator, Posted};
@@ -242,7 +242,12 @@ impl Console {
 
 /// The pages behind the login (each module's `routes()`).
 fn pages() -> Router<Arc<ConsoleShared>> {
-    Router::new().merge(overview::routes()).merge(oauth::routes()).merge(connections::routes()).merge(stores::routes()).merge(policy::routes())
+    Router::new()
+        .merge(overview::routes())
+        .merge(oauth::routes())
+        .merge(connections::routes())
+        .merge(stores::routes())
+        .merge(policy::routes())
     // issue-h16b: .merge(runs::routes())
 }
 

@@ -235,7 +235,12 @@ async fn connect(
     operator: Operator,
 ) -> Response {
     let Some(kind) = provider_of(&provider) else {
-        return flow_page(StatusCode::NOT_FOUND, "Unknown ledger", &[Notice::bad(format!("There is no ledger `{provider}`: use sage or xero."))], back_link());
+        return flow_page(
+            StatusCode::NOT_FOUND,
+            "Unknown ledger",
+            &[Notice::bad(format!("There is no ledger `{provider}`: use sage or xero."))],
+            back_link(),
+        );
     };
     let Some(app) = shared.app(kind) else {
         return flow_page(
@@ -253,7 +258,14 @@ async fn connect(
     let business = q.business.map(|b| b.trim().to_owned()).filter(|b| !b.is_empty());
     let oauth = match app.oauth(&shared.redirect_uri(kind)) {
         Ok(o) => o,
-        Err(e) => return flow_page(StatusCode::INTERNAL_SERVER_ERROR, "Not configured", &[Notice::bad(e.to_string())], back_link()),
+        Err(e) => {
+            return flow_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Not configured",
+                &[Notice::bad(e.to_string())],
+                back_link(),
+            );
+        }
     };
     let nonce = match random_token() {
         Ok(n) => n,
@@ -267,7 +279,8 @@ async fn connect(
         nonce.expose_secret(),
         pkce.as_ref().map_or("", |p| p.verifier().expose_secret())
     );
-    let (state, _) = shared.signer.sign(kind, business.as_deref(), &binding, shared.config.oauth_state_ttl, shared.now());
+    let (state, _) =
+        shared.signer.sign(kind, business.as_deref(), &binding, shared.config.oauth_state_ttl, shared.now());
     let url = oauth.authorize_url_with(&state, pkce.as_ref());
     tracing::info!(operator = %operator.name(), provider = kind.as_str(), business = ?business, "console: connect started");
     let cookie = set_cookie(
@@ -296,7 +309,9 @@ async fn callback(
     headers: HeaderMap,
 ) -> Response {
     let Some(kind) = provider_of(&provider) else { return refused(format!("There is no ledger `{provider}`.")) };
-    let Some(app) = shared.app(kind) else { return refused(format!("{} is not configured on this service.", label(kind))) };
+    let Some(app) = shared.app(kind) else {
+        return refused(format!("{} is not configured on this service.", label(kind)));
+    };
     let clear = set_cookie(OAUTH_COOKIE, "", "/oauth/", "Lax", Some(0), shared.config.secure_cookies);
     let mut response = match finish(&shared, app, kind, query.as_deref().unwrap_or(""), &headers).await {
         Ok(page) => page,
@@ -325,7 +340,8 @@ async fn finish(
     let mut parts = binding.expose_secret().splitn(3, '.');
     let session_hash = parts.next().unwrap_or_default().to_owned();
     let _nonce = parts.next();
-    let verifier = parts.next().filter(|v| !v.is_empty()).map(|v| Pkce::from_verifier(SecretString::from(v.to_owned())));
+    let verifier =
+        parts.next().filter(|v| !v.is_empty()).map(|v| Pkce::from_verifier(SecretString::from(v.to_owned())));
     // The operator's session must still be live (logged out or expired: start again).
     let renew = now + shared.config.session_idle_chrono();
     let Some(session) = shared.store.use_session(&session_hash, now, renew).await? else {

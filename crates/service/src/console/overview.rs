@@ -114,7 +114,9 @@ fn health(row: &BusinessRow) -> Markup {
         (Some(_), None) => layout::pill(Tone::Bad, "no tokens: connect again"),
         (Some(_), Some(None)) => layout::pill(Tone::Ok, "connected"),
         (Some(_), Some(Some(h))) if h.expired => layout::pill(Tone::Bad, "token lapsed: connect again"),
-        (Some(_), Some(Some(h))) if h.days_left < 7 => layout::pill(Tone::Warn, &format!("connected, token: {} days left", h.days_left)),
+        (Some(_), Some(Some(h))) if h.days_left < 7 => {
+            layout::pill(Tone::Warn, &format!("connected, token: {} days left", h.days_left))
+        }
         (Some(_), Some(Some(h))) => layout::pill(Tone::Ok, &format!("connected, token: {} days left", h.days_left)),
     }
 }

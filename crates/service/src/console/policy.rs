@@ -135,12 +135,16 @@ fn options(reference: Option<&ReferenceData>, source: Source) -> Option<Vec<(Str
         Source::TaxRates => r
             .tax_rates
             .iter()
-            .map(|t| (t.id.clone(), format!("{}{}", t.name, t.percentage.map(|p| format!(" ({p} %)")).unwrap_or_default())))
+            .map(|t| {
+                (t.id.clone(), format!("{}{}", t.name, t.percentage.map(|p| format!(" ({p} %)")).unwrap_or_default()))
+            })
             .collect(),
         Source::LedgerAccounts => r
             .ledger_accounts
             .iter()
-            .map(|a| (a.id.clone(), format!("{}{}", a.code.as_deref().map(|c| format!("{c} ")).unwrap_or_default(), a.name)))
+            .map(|a| {
+                (a.id.clone(), format!("{}{}", a.code.as_deref().map(|c| format!("{c} ")).unwrap_or_default(), a.name))
+            })
             .collect(),
         Source::BankAccounts => r.bank_accounts.iter().map(|b| (b.id.clone(), b.name.clone())).collect(),
         Source::PaymentMethods => r.payment_methods.iter().map(|m| (m.id.clone(), m.name.clone())).collect(),
@@ -163,7 +167,14 @@ fn text_of(v: Option<&Value>) -> String {
 
 /// A `<select>` of `choices` (value, label) with `current` chosen; an unknown current value is
 /// kept as an option marked so, so that saving does not silently change it.
-fn select(id: &str, name: &str, current: &str, blank: Option<&str>, choices: &[(String, String)], described: bool) -> Markup {
+fn select(
+    id: &str,
+    name: &str,
+    current: &str,
+    blank: Option<&str>,
+    choices: &[(String, String)],
+    described: bool,
+) -> Markup {
     let known = current.is_empty() || choices.iter().any(|(v, _)| v == current);
     html! {
         select id=(id) name=(name) aria-describedby=[described.then(|| format!("{id}-error"))] {
@@ -187,7 +198,9 @@ impl Shown<'_> {
         let msgs: Vec<String> = self
             .errors
             .iter()
-            .filter(|e| e.path == path || e.path.starts_with(&format!("{path}.")) || e.path.starts_with(&format!("{path}[")))
+            .filter(|e| {
+                e.path == path || e.path.starts_with(&format!("{path}.")) || e.path.starts_with(&format!("{path}["))
+            })
             .map(|e| if e.path == path { e.rule.clone() } else { format!("{}: {}", e.path, e.rule) })
             .collect();
         (!msgs.is_empty()).then(|| msgs.join("; "))
@@ -249,7 +262,14 @@ fn field(shown: &Shown<'_>, reference: Option<&ReferenceData>, path: &str, label
         Kind::RefMap(source) => {
             let choices = options(reference, source);
             map_rows(shown, path, &id, |name, row_id, current| match &choices {
-                Some(c) => select(row_id, name, current, Some(if source == Source::PaymentMethods { "(do not record)" } else { "(none)" }), c, false),
+                Some(c) => select(
+                    row_id,
+                    name,
+                    current,
+                    Some(if source == Source::PaymentMethods { "(do not record)" } else { "(none)" }),
+                    c,
+                    false,
+                ),
                 None => html! { input type="text" id=(row_id) name=(name) value=(current); },
             })
         }
@@ -371,7 +391,10 @@ pub(crate) struct PolicyQuery {
     saved: Option<i64>,
 }
 
-async fn tenant_and_reference(shared: &ConsoleShared, tenant: &str) -> byte8_ledger_core::error::Result<Option<(Binding, Option<Arc<ReferenceData>>)>> {
+async fn tenant_and_reference(
+    shared: &ConsoleShared,
+    tenant: &str,
+) -> byte8_ledger_core::error::Result<Option<(Binding, Option<Arc<ReferenceData>>)>> {
     let Some(binding) = shared.service.store.binding(tenant).await? else { return Ok(None) };
     let reference = shared.service.store.reference(&binding.scope).await?.map(Arc::new);
     Ok(Some((binding, reference)))
@@ -395,8 +418,14 @@ async fn render(
     let json = serde_json::to_value(&binding.policy).unwrap_or(Value::Null);
     let shown = Shown { json, posted, errors };
     let known: Vec<&str> = FIELDS.iter().map(|f| f.0).collect();
-    let other_errors: Vec<&FieldError> =
-        errors.iter().filter(|e| !known.iter().any(|k| e.path == *k || e.path.starts_with(&format!("{k}.")) || e.path.starts_with(&format!("{k}[")))).collect();
+    let other_errors: Vec<&FieldError> = errors
+        .iter()
+        .filter(|e| {
+            !known
+                .iter()
+                .any(|k| e.path == *k || e.path.starts_with(&format!("{k}.")) || e.path.starts_with(&format!("{k}[")))
+        })
+        .collect();
     let content = html! {
         p { "Store " strong { (binding.magento_base_url) } " (tenant " (binding.tenant_id) "), business " strong { (binding.scope) } "." }
         @if reference.is_none() {
@@ -473,20 +502,51 @@ async fn show(State(shared): State<Arc<ConsoleShared>>, Query(q): Query<PolicyQu
     };
     let (binding, reference) = match tenant_and_reference(&shared, &tenant).await {
         Ok(Some(x)) => x,
-        Ok(None) => return (StatusCode::NOT_FOUND, layout::page(&operator, Section::Policy, "Policy", &[Notice::bad(format!("There is no tenant {tenant}."))], html! {})).into_response(),
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                layout::page(
+                    &operator,
+                    Section::Policy,
+                    "Policy",
+                    &[Notice::bad(format!("There is no tenant {tenant}."))],
+                    html! {},
+                ),
+            )
+                .into_response();
+        }
         Err(e) => return unavailable(&e),
     };
-    let notices: Vec<Notice> = q.saved.map(|v| Notice::ok(format!("Policy saved as version {v}: events arriving from now on use it."))).into_iter().collect();
+    let notices: Vec<Notice> = q
+        .saved
+        .map(|v| Notice::ok(format!("Policy saved as version {v}: events arriving from now on use it.")))
+        .into_iter()
+        .collect();
     render(&shared, &operator, &binding, reference.as_deref(), None, &[], &notices, StatusCode::OK).await
 }
 
 /// Stores `policy` as `binding`'s and records the version; the version number.
-async fn apply(shared: &ConsoleShared, mut binding: Binding, policy: SyncPolicy, who: &str, note: Option<&str>) -> byte8_ledger_core::error::Result<i64> {
+async fn apply(
+    shared: &ConsoleShared,
+    mut binding: Binding,
+    policy: SyncPolicy,
+    who: &str,
+    note: Option<&str>,
+) -> byte8_ledger_core::error::Result<i64> {
     let now = shared.now();
     if shared.store.policy_versions(&binding.tenant_id).await?.is_empty() {
         // The policy before the console's first change, so that it can be restored.
         let before = serde_json::to_string(&binding.policy).map_err(|e| Error::internal(e.to_string()))?;
-        shared.store.add_policy_version(&binding.tenant_id, &before, "(before the console)", binding.updated_at, Some("as it was")).await?;
+        shared
+            .store
+            .add_policy_version(
+                &binding.tenant_id,
+                &before,
+                "(before the console)",
+                binding.updated_at,
+                Some("as it was"),
+            )
+            .await?;
     }
     let text = serde_json::to_string(&policy).map_err(|e| Error::internal(e.to_string()))?;
     binding.policy = policy;
@@ -520,7 +580,17 @@ async fn save(
         },
         Err(errors) => {
             let notices = [Notice::bad(format!("The policy was not saved: {} field error(s) below.", errors.len()))];
-            render(&shared, &operator, &binding, reference.as_deref(), Some(&form), &errors, &notices, StatusCode::UNPROCESSABLE_ENTITY).await
+            render(
+                &shared,
+                &operator,
+                &binding,
+                reference.as_deref(),
+                Some(&form),
+                &errors,
+                &notices,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
     }
 }
@@ -542,19 +612,34 @@ async fn restore(
     };
     let Some(old) = versions.iter().find(|v| v.version == version) else {
         let notices = [Notice::bad(format!("There is no version {version} of this policy."))];
-        return render(&shared, &operator, &binding, reference.as_deref(), None, &[], &notices, StatusCode::NOT_FOUND).await;
+        return render(&shared, &operator, &binding, reference.as_deref(), None, &[], &notices, StatusCode::NOT_FOUND)
+            .await;
     };
     let json: Value = serde_json::from_str(&old.policy).unwrap_or(Value::Null);
     // The reference data may have changed since: the old version is checked again.
     match check(&json, reference.as_deref()) {
-        Ok(policy) => match apply(&shared, binding, policy, operator.name(), Some(&format!("restored version {version}"))).await {
-            Ok(v) => Redirect::to(&format!("/console/policy?tenant={tenant}&saved={v}")).into_response(),
-            Err(e) => unavailable(&e),
-        },
+        Ok(policy) => {
+            match apply(&shared, binding, policy, operator.name(), Some(&format!("restored version {version}"))).await {
+                Ok(v) => Redirect::to(&format!("/console/policy?tenant={tenant}&saved={v}")).into_response(),
+                Err(e) => unavailable(&e),
+            }
+        }
         Err(errors) => {
-            let notices = [Notice::bad(format!("Version {version} no longer checks against the business's reference data: fix it below."))];
+            let notices = [Notice::bad(format!(
+                "Version {version} no longer checks against the business's reference data: fix it below."
+            ))];
             let pairs = flatten(&json);
-            render(&shared, &operator, &binding, reference.as_deref(), Some(&pairs), &errors, &notices, StatusCode::UNPROCESSABLE_ENTITY).await
+            render(
+                &shared,
+                &operator,
+                &binding,
+                reference.as_deref(),
+                Some(&pairs),
+                &errors,
+                &notices,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
     }
 }
@@ -566,8 +651,10 @@ fn flatten(json: &Value) -> Vec<(String, String)> {
         let v = at(json, path);
         match kind {
             Kind::RefMap(_) | Kind::ChoiceMap(_) => {
-                let map: BTreeMap<String, String> =
-                    v.and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| (k.clone(), text_of(Some(v)))).collect()).unwrap_or_default();
+                let map: BTreeMap<String, String> = v
+                    .and_then(Value::as_object)
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), text_of(Some(v)))).collect())
+                    .unwrap_or_default();
                 for (i, (k, val)) in map.into_iter().enumerate() {
                     pairs.push((format!("{path}.key.{i}"), k));
                     pairs.push((format!("{path}.value.{i}"), val));

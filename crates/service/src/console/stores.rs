@@ -72,8 +72,14 @@ impl std::fmt::Debug for PairStore<'_> {
 pub async fn pair_store(store: &dyn ServiceStore, request: PairStore<'_>, clock: &dyn Clock) -> Result<Binding> {
     let tenant_id = request.tenant_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let api_key = ApiKey::generate()?;
-    let mut binding =
-        Binding::new(&tenant_id, request.business_id, request.magento_base_url, api_key.clone(), request.policy, clock.now())?;
+    let mut binding = Binding::new(
+        &tenant_id,
+        request.business_id,
+        request.magento_base_url,
+        api_key.clone(),
+        request.policy,
+        clock.now(),
+    )?;
     let pair = PairRequest::new(
         request.magento_base_url,
         request.pairing_code.expose_secret(),
@@ -177,14 +183,23 @@ fn status_pill(b: &BindingInfo) -> Markup {
     }
 }
 
-async fn render(shared: &ConsoleShared, operator: &Operator, form: &FormState, notices: &[Notice], status: StatusCode) -> Response {
+async fn render(
+    shared: &ConsoleShared,
+    operator: &Operator,
+    form: &FormState,
+    notices: &[Notice],
+    status: StatusCode,
+) -> Response {
     let store = &shared.service.store;
     let (tenants, connections) = match (store.bindings().await, store.connections().await) {
         (Ok(t), Ok(c)) => (t, c),
         (Err(e), _) | (_, Err(e)) => return unavailable(&e),
     };
-    let ledger_default =
-        if form.ledger_base_url.is_empty() { shared.config.public_url.as_str().trim_end_matches('/').to_owned() } else { form.ledger_base_url.clone() };
+    let ledger_default = if form.ledger_base_url.is_empty() {
+        shared.config.public_url.as_str().trim_end_matches('/').to_owned()
+    } else {
+        form.ledger_base_url.clone()
+    };
     let content = html! {
         @if tenants.is_empty() {
             p { "No Magento store is paired yet." }
@@ -273,7 +288,10 @@ async fn pair(State(shared): State<Arc<ConsoleShared>>, posted: Posted<PairForm>
         Ok(SyncPolicy::default())
     } else {
         SyncPolicy::from_json(&form.policy).map_err(|e| {
-            field_errors(&e).into_iter().map(|fe| FieldError::new("policy", format!("{}: {}", fe.path, fe.rule))).collect::<Vec<_>>()
+            field_errors(&e)
+                .into_iter()
+                .map(|fe| FieldError::new("policy", format!("{}: {}", fe.path, fe.rule)))
+                .collect::<Vec<_>>()
         })
     };
     let policy = match policy {

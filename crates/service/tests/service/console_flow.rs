@@ -68,10 +68,11 @@ impl FlowWorld {
         let sim = SageSimulator::new(SimConfig::default());
         sim.add_business(ReferenceData::demo_uk(chrono::DateTime::UNIX_EPOCH));
         let server = sim.serve().await.unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path().join("state.db"), Some(MasterKey::generate())).await.unwrap());
-        let sage = SageProviders::new(Arc::clone(&store) as _)
-            .with_clock(Arc::clone(&clock) as _)
-            .with_builder(|b| b.with_client_id("demo-client").with_client_secret(SecretString::from("demo-secret".to_owned())));
+        let store =
+            Arc::new(SqliteStore::open(dir.path().join("state.db"), Some(MasterKey::generate())).await.unwrap());
+        let sage = SageProviders::new(Arc::clone(&store) as _).with_clock(Arc::clone(&clock) as _).with_builder(|b| {
+            b.with_client_id("demo-client").with_client_secret(SecretString::from("demo-secret".to_owned()))
+        });
         let providers = Arc::new(StoredProviders::new(Arc::clone(&store) as _).with_sage(sage));
         let config = ServiceConfig {
             poll_interval: Duration::from_millis(20),
@@ -88,8 +89,9 @@ impl FlowWorld {
         app.token_url = server.token_url();
         app.base_url = server.base_url();
         app.revoke_url = Some(server.revoke_url());
-        let console = Console::new(&service, Arc::clone(&store) as Arc<dyn ConsoleStore>, console_config, &MasterKey::generate())
-            .with_ledger_app(app);
+        let console =
+            Console::new(&service, Arc::clone(&store) as Arc<dyn ConsoleStore>, console_config, &MasterKey::generate())
+                .with_ledger_app(app);
         let hash = hash_password(&SecretString::from(PASSWORD.to_owned())).unwrap();
         console.store().put_operator(OPERATOR, &hash, clock.now()).await.unwrap();
         let router = service.router().merge(console.router());
@@ -163,7 +165,16 @@ async fn login(w: &FlowWorld) -> (String, String) {
         .await
         .unwrap();
     let session = set_cookie(&r, "byte8_console").unwrap();
-    let html = w.http.get(w.url("/console")).header(header::COOKIE, format!("byte8_console={session}")).send().await.unwrap().text().await.unwrap();
+    let html = w
+        .http
+        .get(w.url("/console"))
+        .header(header::COOKIE, format!("byte8_console={session}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     (session, csrf_of_html(&html).unwrap())
 }
 
@@ -189,10 +200,24 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
             ("policy", POLICY.to_owned()),
         ]
     };
-    let r = w.http.post(w.url("/console/stores")).header(header::COOKIE, &cookie).form(&form("wrong-code")).send().await.unwrap();
+    let r = w
+        .http
+        .post(w.url("/console/stores"))
+        .header(header::COOKIE, &cookie)
+        .form(&form("wrong-code"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.text().await.unwrap().contains("The store was not paired"));
-    let r = w.http.post(w.url("/console/stores")).header(header::COOKIE, &cookie).form(&form("code-1234")).send().await.unwrap();
+    let r = w
+        .http
+        .post(w.url("/console/stores"))
+        .header(header::COOKIE, &cookie)
+        .form(&form("code-1234"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "paired");
     let tenant = w.tenant().await;
     assert_eq!(w.magento.tenant("shop"), tenant, "Magento holds the tenant the service stored");
@@ -202,20 +227,36 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
     assert_eq!(status, 202);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(w.store.find_by_key(BUSINESS, "invoice.created:1001").await.unwrap().unwrap().status, RunStatus::Queued);
-    let overview = w.http.get(w.url("/console")).header(header::COOKIE, &cookie).send().await.unwrap().text().await.unwrap();
+    let overview =
+        w.http.get(w.url("/console")).header(header::COOKIE, &cookie).send().await.unwrap().text().await.unwrap();
     assert!(overview.contains("not connected: events wait"), "{overview}");
 
     // /connect without a session: the login page.
     let r = w.http.get(w.url("/connect/sage")).send().await.unwrap();
     assert!(location(&r).starts_with("/console/login"));
     // With one: to the simulator's authorize page, with a signed state and the Lax cookie.
-    let r = w.http.get(w.url(&format!("/connect/sage?business={BUSINESS}"))).header(header::COOKIE, &cookie).send().await.unwrap();
+    let r = w
+        .http
+        .get(w.url(&format!("/connect/sage?business={BUSINESS}")))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let authorize = location(&r);
     assert!(authorize.starts_with(&w.server.authorize_url()), "{authorize}");
-    assert!(authorize.contains(&format!("redirect_uri={}", url::form_urlencoded::byte_serialize(w.url("/oauth/sage/callback").as_bytes()).collect::<String>())), "{authorize}");
+    assert!(
+        authorize.contains(&format!(
+            "redirect_uri={}",
+            url::form_urlencoded::byte_serialize(w.url("/oauth/sage/callback").as_bytes()).collect::<String>()
+        )),
+        "{authorize}"
+    );
     let oauth_line = crate::console::set_cookie_line(&r, "byte8_oauth").unwrap();
-    assert!(oauth_line.contains("SameSite=Lax") && oauth_line.contains("HttpOnly") && oauth_line.contains("Path=/oauth/"), "{oauth_line}");
+    assert!(
+        oauth_line.contains("SameSite=Lax") && oauth_line.contains("HttpOnly") && oauth_line.contains("Path=/oauth/"),
+        "{oauth_line}"
+    );
     let oauth_cookie = set_cookie(&r, "byte8_oauth").unwrap();
     assert!(!oauth_cookie.contains(&session), "the session id itself is not in the OAuth cookie");
 
@@ -251,36 +292,97 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
     assert_eq!(w.sim.business(BUSINESS).unwrap().invoices.len(), 1, "one invoice in the ledger");
 
     // The connections page shows the token's days left (Sage: 31 days).
-    let page = w.http.get(w.url("/console/connections")).header(header::COOKIE, &cookie).send().await.unwrap().text().await.unwrap();
+    let page = w
+        .http
+        .get(w.url("/console/connections"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("days left"), "{page}");
 
     // Policy: a tax rate from the dropdown saves; an unknown id is the loader's field error.
     let reference = w.store.reference(BUSINESS).await.unwrap().unwrap();
     let rate = reference.tax_rates.iter().find(|t| t.id != "GB_STANDARD").unwrap().id.clone();
-    let page = w.http.get(w.url(&format!("/console/policy?tenant={tenant}"))).header(header::COOKIE, &cookie).send().await.unwrap().text().await.unwrap();
+    let page = w
+        .http
+        .get(w.url(&format!("/console/policy?tenant={tenant}")))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains(&format!("<option value=\"{rate}\"")), "the dropdown lists the business's tax rates");
-    let mut fields: Vec<(String, String)> = vec![("csrf_token".into(), csrf.clone()), ("default_tax_rate_id".into(), rate.clone())];
-    let r = w.http.post(w.url(&format!("/console/policy/{tenant}"))).header(header::COOKIE, &cookie).form(&fields).send().await.unwrap();
+    let mut fields: Vec<(String, String)> =
+        vec![("csrf_token".into(), csrf.clone()), ("default_tax_rate_id".into(), rate.clone())];
+    let r = w
+        .http
+        .post(w.url(&format!("/console/policy/{tenant}")))
+        .header(header::COOKIE, &cookie)
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "saved");
-    assert_eq!(w.store.binding(&tenant).await.unwrap().unwrap().policy.default_tax_rate_id.as_deref(), Some(rate.as_str()));
+    assert_eq!(
+        w.store.binding(&tenant).await.unwrap().unwrap().policy.default_tax_rate_id.as_deref(),
+        Some(rate.as_str())
+    );
     fields[1].1 = "no-such-rate".into();
-    let r = w.http.post(w.url(&format!("/console/policy/{tenant}"))).header(header::COOKIE, &cookie).form(&fields).send().await.unwrap();
+    let r = w
+        .http
+        .post(w.url(&format!("/console/policy/{tenant}")))
+        .header(header::COOKIE, &cookie)
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let page = r.text().await.unwrap();
     assert!(page.contains("id=\"default_tax_rate_id-error\"") && page.contains("no-such-rate"), "{page}");
-    assert_eq!(w.store.binding(&tenant).await.unwrap().unwrap().policy.default_tax_rate_id.as_deref(), Some(rate.as_str()), "unchanged");
+    assert_eq!(
+        w.store.binding(&tenant).await.unwrap().unwrap().policy.default_tax_rate_id.as_deref(),
+        Some(rate.as_str()),
+        "unchanged"
+    );
     // History: as paired (1), edited (2); restoring 1 makes version 3 with the old policy.
     let versions = {
         let c: &dyn ConsoleStore = w.store.as_ref();
         c.policy_versions(&tenant).await.unwrap()
     };
-    assert_eq!(versions.iter().map(|v| (v.version, v.changed_by.as_str())).collect::<Vec<_>>(), [(2, OPERATOR), (1, OPERATOR)]);
-    let r = w.http.post(w.url(&format!("/console/policy/{tenant}/restore/1"))).header(header::COOKIE, &cookie).form(&[("csrf_token", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(
+        versions.iter().map(|v| (v.version, v.changed_by.as_str())).collect::<Vec<_>>(),
+        [(2, OPERATOR), (1, OPERATOR)]
+    );
+    let r = w
+        .http
+        .post(w.url(&format!("/console/policy/{tenant}/restore/1")))
+        .header(header::COOKIE, &cookie)
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(w.store.binding(&tenant).await.unwrap().unwrap().policy.default_tax_rate_id.as_deref(), Some("GB_STANDARD"), "version 1's");
+    assert_eq!(
+        w.store.binding(&tenant).await.unwrap().unwrap().policy.default_tax_rate_id.as_deref(),
+        Some("GB_STANDARD"),
+        "version 1's"
+    );
 
     // Disconnect revokes at the simulator and forgets the tokens.
-    let r = w.http.post(w.url(&format!("/console/connections/{BUSINESS}/disconnect"))).header(header::COOKIE, &cookie).form(&[("csrf_token", csrf.as_str())]).send().await.unwrap();
+    let r = w
+        .http
+        .post(w.url(&format!("/console/connections/{BUSINESS}/disconnect")))
+        .header(header::COOKIE, &cookie)
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(location(&r).contains("done=disconnected"), "{}", location(&r));
     assert!(w.store.tokens(BUSINESS).await.unwrap().is_none());
@@ -352,7 +454,10 @@ async fn in_a_browser_an_operator_pairs_connects_edits_the_policy_and_logs_out()
     b.click("#policy-save").await;
     b.wait_path("/console/policy").await;
     assert!(b.text("[role=status]").await.contains("Policy saved"));
-    assert_eq!(w.store.binding(&tenant).await.unwrap().unwrap().policy.default_tax_rate_id.as_deref(), Some(rate.as_str()));
+    assert_eq!(
+        w.store.binding(&tenant).await.unwrap().unwrap().policy.default_tax_rate_id.as_deref(),
+        Some(rate.as_str())
+    );
     b.fill("#b2c_consolidation__min_total_for_individual", "ten pounds").await;
     b.click("#policy-save").await;
     b.wait_path(&format!("/console/policy/{tenant}")).await;
@@ -367,4 +472,3 @@ async fn in_a_browser_an_operator_pairs_connects_edits_the_policy_and_logs_out()
     assert!(b.shots_dir().join("12-logged-out.png").exists(), "every page was captured");
     b.close().await;
 }
-
