@@ -26,10 +26,10 @@
 //! # Adding a page
 //!
 //! A page module has `pub(crate) fn routes() -> Router<Arc<ConsoleShared>>` with paths under
-//! `/console/…`, merged in [`pages`]. Its handlers take [`Operator`] (GET; no session: redirected
+//! `/console/…`, merged in `pages()` (this module). Its handlers take [`Operator`] (GET; no session: redirected
 //! to the login page) or [`Posted<T>`] (POST: session, then the CSRF token, 403 when wrong, then
-//! the form as `T`), and answer [`layout::page`]`(&operator, Section::…, title, notices, content)`;
-//! forms put [`layout::csrf_field`]`(&operator)` inside.
+//! the form as `T`), and answer `layout::page(&operator, Section::…, title, notices, content)`;
+//! forms put `layout::csrf_field(&operator)` inside.
 
 pub mod password;
 pub mod session;

@@ -20,11 +20,11 @@
 //! `byte8_oauth` cookie (`HttpOnly`, `SameSite=Lax`, so it is sent on that top-level navigation,
 //! `Path=/oauth/`, as long as the state lives) holding the session's store key, a random value
 //! and, for Xero, the PKCE verifier (which never goes to the provider). The state is signed with a
-//! key derived from the master key ([`StateSigner`]; every process of the service agrees) and
+//! key derived from the master key ([`StateSigner`](byte8_ledger_core::auth::connect::StateSigner); every process of the service agrees) and
 //! bound to the SHA-256 of that cookie's value, and it names the provider, the business and its
 //! expiry ([`ConsoleConfig::oauth_state_ttl`](super::ConsoleConfig::oauth_state_ttl)). The
 //! callback refuses (400, with what to do) a state that is forged, expired, another browser's,
-//! another provider's or used already ([`StateReplayGuard`], in this process; the provider
+//! another provider's or used already ([`StateReplayGuard`](byte8_ledger_core::auth::connect::StateReplayGuard), in this process; the provider
 //! refuses a code used twice in any case), and one whose operator session has ended since.
 //!
 //! # Which business
