@@ -66,8 +66,6 @@ pub(crate) struct Notice {
     pub(crate) text: String,
 }
 
-// `ok` and `warn` are for the pages' results (some pages use only one tone).
-#[allow(dead_code)]
 impl Notice {
     /// A success banner.
     pub(crate) fn ok(text: impl Into<String>) -> Self {

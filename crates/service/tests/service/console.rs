@@ -25,10 +25,27 @@ pub const OPERATOR: &str = "ada";
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The GET routes behind the login (each must redirect without a session).
-pub const GET_ROUTES: &[&str] = &["/console", "/console/nothing-here"];
+pub const GET_ROUTES: &[&str] = &[
+    "/console",
+    "/console/stores",
+    "/console/connections",
+    "/console/policy",
+    "/console/policy?tenant=t1",
+    "/connect/sage?business=b1",
+    "/connect/xero",
+    "/console/nothing-here",
+];
 /// The POST routes behind the login and CSRF (each must redirect without a session and answer
 /// 403 with a wrong token).
-pub const POST_ROUTES: &[&str] = &["/console/logout"];
+pub const POST_ROUTES: &[&str] = &[
+    "/console/stores",
+    "/console/stores/t1/disconnect",
+    "/console/connections/b1/refresh",
+    "/console/connections/b1/disconnect",
+    "/console/policy/t1",
+    "/console/policy/t1/restore/1",
+    "/console/logout",
+];
 
 /// A service with its console on a loopback port, over SQLite, with a manual clock.
 pub struct ConsoleWorld {
@@ -201,15 +218,15 @@ async fn a_post_with_a_missing_or_wrong_csrf_token_is_refused_with_403() {
     let w = ConsoleWorld::start().await;
     let session = w.login().await;
     let token = w.csrf(&session).await;
+    let other = w.login().await;
+    let other_token = w.csrf(&other).await;
+    assert_ne!(other_token, token);
     for path in POST_ROUTES {
         let r = w.post(path, Some(&session), &[]).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "POST {path} without a token");
         let r = w.post(path, Some(&session), &[("csrf_token", "wrong")]).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "POST {path} with a wrong token");
         // Another session's token is wrong too.
-        let other = w.login().await;
-        let other_token = w.csrf(&other).await;
-        assert_ne!(other_token, token);
         let r = w.post(path, Some(&session), &[("csrf_token", &other_token)]).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "POST {path} with another session's token");
     }
