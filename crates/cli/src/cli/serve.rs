@@ -167,6 +167,7 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     let service = Service::new(db.service(), providers, Arc::new(SystemClock), config);
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut console_at = None;
     let server = if args.no_http {
         None
     } else {
@@ -184,8 +185,7 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
                 console = console.with_ledger_app(app);
             }
             app = app.merge(console.router());
-            writeln!(out, "console at {}", public_url.join("console").map_err(|e| usage(e.to_string()))?)
-                .map_err(io)?;
+            console_at = Some(public_url.join("console").map_err(|e| usage(e.to_string()))?);
         }
         let limits = HttpLimits { max_connections: args.max_connections, shutdown_timeout, ..HttpLimits::default() };
         Some(tokio::spawn(byte8_ledger_service::serve(listener, app, limits, async {
@@ -194,6 +194,9 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     };
     let workers = service.spawn_workers(args.workers);
     writeln!(out, "{} worker(s) on {db}", workers.len()).map_err(io)?;
+    if let Some(at) = &console_at {
+        writeln!(out, "console at {at}").map_err(io)?;
+    }
     out.flush().map_err(io)?;
     tracing::info!(workers = workers.len(), http = !args.no_http, "byte8-ledger serve started");
 
