@@ -20,6 +20,9 @@
 //!   nothing retries it.
 //!
 //! Secrets are [`SecretString`]s: no `Debug`, log line or error ever shows one (tested below).
+//!
+//! Getting the first pair — the authorisation-code flow, listing the businesses a token reaches,
+//! revocation and a refresh token's remaining life — is [`connect`]'s.
 
 use std::{
     any::Any,
@@ -915,6 +918,40 @@ mod tests {
         assert_eq!(store.refused.load(Ordering::SeqCst), 1);
         assert!(!manager.has_unsaved_tokens().await, "the retry saved it");
         assert_eq!(store.inner.load().await.unwrap().unwrap().refresh_token.expose_secret(), "r1");
+    }
+
+    #[tokio::test]
+    async fn refresh_now_refreshes_a_fresh_pair_and_stamps_its_issue_time() {
+        let server = rotating_endpoint().await;
+        let now = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000);
+        let fresh = TokenSet {
+            access_token: SecretString::from("access-r0".to_owned()),
+            refresh_token: SecretString::from("r0".to_owned()),
+            access_expires_at: now + chrono::Duration::minutes(30),
+            refresh_expires_at: None,
+            issued_at: None,
+        };
+        let store = Arc::new(MemoryTokenStore::new(Some(fresh)));
+        let oauth = OAuthClient::new(
+            reqwest::Client::new(),
+            Url::parse(&format!("{}/token", server.uri())).unwrap(),
+            "client-id".into(),
+            SecretString::from("client-secret".to_owned()),
+            ClientAuth::Body,
+            "sage_accounting",
+        );
+        let clock = Arc::new(crate::clock::ManualClock::new(now));
+        let manager =
+            TokenManager::new(oauth, Arc::clone(&store) as Arc<dyn TokenStore>, Duration::from_secs(60), clock);
+        // The access token is fresh: an ordinary call does not refresh.
+        assert_eq!(manager.access_token().await.unwrap().expose_secret(), "access-r0");
+        assert!(spent_tokens(&server).await.is_empty());
+        // refresh_now does, and the stored pair says when it was issued.
+        manager.refresh_now().await.unwrap();
+        assert_eq!(spent_tokens(&server).await, ["r0"]);
+        let stored = store.load().await.unwrap().unwrap();
+        assert_eq!((stored.refresh_token.expose_secret(), stored.issued_at), ("r1", Some(now)));
+        assert_eq!(manager.access_token().await.unwrap().expose_secret(), "access-r1");
     }
 
     #[test]

@@ -22,6 +22,11 @@
 //!
 //! `canonical`, `tax` and `plan` import nothing of providers, HTTP or storage.
 //!
+//! A business is connected as a person connects it: [`auth::connect`] builds the provider's
+//! authorize URL (PKCE for Xero, a random or signed `state`), exchanges the code, lists the
+//! businesses the token reaches, revokes on disconnect and tells a refresh token's days left;
+//! [`auth::TokenManager`] then keeps the tokens fresh.
+//!
 //! What the stores keep is bounded: [`store::retention`] drops raw events and attempts of old
 //! finished runs, everything of a tenant disconnected long enough, and delivered callbacks
 //! (90/90/30 days by default), from the `byte8-ledger purge` command or the service's hourly

@@ -16,8 +16,11 @@
 //! 4. [`OAuthApp::exchange_code`] exchanges the code at once (Sage's lives 60 seconds) — passed
 //!    through verbatim, country prefix (`GB/…`) included — with the PKCE verifier for Xero.
 //! 5. [`OAuthApp::businesses`] lists what the token reaches: Sage's `GET /businesses`, Xero's
-//!    `GET /connections` (organisations only). The caller stores the one the person picks (a
-//!    [`Connection`](crate::store::Connection) and the [`TokenSet`]).
+//!    `GET /connections` (organisations only). The caller stores the one the person picks:
+//!    [`OAuthApp::connection`] gives the [`Connection`](crate::store::Connection) to save, then
+//!    the [`TokenSet`] is saved under its scope
+//!    ([`ConnectionStore`](crate::store::ConnectionStore)); a Magento store waiting on that
+//!    business starts syncing once both are there.
 //! 6. [`OAuthApp::revoke`] on disconnect, and [`refresh_token_health`] for `status` and health.
 //!
 //! # Choices where the sources disagree or say nothing
@@ -483,6 +486,29 @@ impl OAuthApp {
         self.oauth_client().exchange_code_pkce(code, &self.redirect_uri, pkce.map(Pkce::verifier), now).await
     }
 
+    /// The [`Connection`](crate::store::Connection) to store for `business` (one of
+    /// [`businesses`](Self::businesses)), posting to the API root `base_url` (Sage's `…/v3.1`,
+    /// Xero's `…/api.xro/2.0`): its scope is the business id (Xero: the `tenantId`, also pinned
+    /// as the tenant header), with this app's token endpoint and, for Xero, its connections
+    /// endpoint. Store it, then the [`TokenSet`] under its scope.
+    pub fn connection(
+        &self,
+        business: &ReachableBusiness,
+        base_url: &str,
+        now: DateTime<Utc>,
+    ) -> crate::store::Connection {
+        let xero = self.kind == ProviderKind::Xero;
+        crate::store::Connection {
+            scope: business.id.clone(),
+            provider: self.kind.as_str().to_owned(),
+            base_url: base_url.to_owned(),
+            token_url: self.token_url.to_string(),
+            created_at: now,
+            tenant_id: xero.then(|| business.id.clone()),
+            connections_url: xero.then(|| self.api_url.to_string()),
+        }
+    }
+
     /// The businesses (Sage) or organisations (Xero) `access_token` reaches.
     ///
     /// # Errors
@@ -828,6 +854,13 @@ impl StateSigner {
             return Err(Error::config("state key", "must be at least 32 bytes"));
         }
         Ok(Self { key })
+    }
+
+    /// A signer whose key is derived from the service's master key (purpose
+    /// `byte8-ledger oauth state v1`): every process sharing `LEDGER_MASTER_KEY` verifies the
+    /// states the others signed, so the callback may reach any of them.
+    pub fn from_master_key(key: &crate::store::crypto::MasterKey) -> Self {
+        Self { key: key.derive("byte8-ledger oauth state v1") }
     }
 
     /// A signer with a random key (states it signs die with the process).

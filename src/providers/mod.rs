@@ -92,6 +92,18 @@ pub trait AccountingProvider: fmt::Debug + Send + Sync + 'static {
     /// The business's reference data, cached; `refresh` forces a new fetch.
     async fn reference_data(&self, refresh: bool) -> Result<Arc<ReferenceData>>;
 
+    /// Refreshes the connection's OAuth tokens now, whatever the access token's expiry: what
+    /// keeps an idle connection's refresh token from lapsing (Sage's after 31 days unused,
+    /// Xero's after 60; [`crate::auth::TokenManager::refresh_now`]). Answers whether there was
+    /// anything to refresh: the default, for ledgers without OAuth tokens, is `Ok(false)`.
+    ///
+    /// # Errors
+    /// The refresh's: [`AuthFailure::ReconnectRequired`](crate::error::AuthFailure) when the
+    /// refresh token is dead, network and store failures.
+    async fn refresh_tokens(&self) -> Result<bool> {
+        Ok(false)
+    }
+
     /// The contact holding exactly `reference`, if any.
     async fn find_contact(&self, reference: &str) -> Result<Option<ContactRecord>>;
 
@@ -237,6 +249,9 @@ macro_rules! forward_provider {
             }
             async fn reference_data(&self, refresh: bool) -> Result<Arc<ReferenceData>> {
                 (**self).reference_data(refresh).await
+            }
+            async fn refresh_tokens(&self) -> Result<bool> {
+                (**self).refresh_tokens().await
             }
             async fn find_contact(&self, reference: &str) -> Result<Option<ContactRecord>> {
                 (**self).find_contact(reference).await

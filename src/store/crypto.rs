@@ -73,17 +73,15 @@ impl MasterKey {
         Self(out)
     }
 
-    /// A 32-byte subkey for one purpose (HKDF-SHA256 of the master key, `info` naming the
-    /// purpose, e.g. `byte8-ledger:console:state`): every process sharing the master key derives
-    /// the same subkey, and no subkey reveals the master key or another purpose's subkey.
-    pub fn derive(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
-        let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, self.0.as_slice());
-        let mut out = Zeroizing::new([0u8; 32]);
-        // 32 bytes is far below HKDF-SHA256's limit (255 × 32): expand cannot fail.
-        if hk.expand(info, out.as_mut_slice()).is_err() {
-            tracing::error!("HKDF refused a 32-byte output");
-        }
-        out
+    /// A 32-byte key for another `purpose` (HKDF-SHA256 of this key, info `purpose`): processes
+    /// sharing the master key derive the same one (the OAuth `state` signer's,
+    /// [`StateSigner::from_master_key`](crate::auth::connect::StateSigner::from_master_key)),
+    /// and it reveals nothing of the master key.
+    pub fn derive(&self, purpose: &str) -> secrecy::SecretSlice<u8> {
+        let mut out = vec![0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit (255 × 32): this cannot fail.
+        let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, self.0.as_slice()).expand(purpose.as_bytes(), &mut out);
+        secrecy::SecretSlice::from(out)
     }
 
     fn cipher(&self) -> Aes256Gcm {
@@ -199,6 +197,21 @@ mod tests {
         assert_eq!(back.refresh_token.expose_secret(), "refresh-PLAINTEXT");
         // A fresh nonce each time: the same tokens seal differently.
         assert_ne!(sealed, seal_tokens(&key, "biz-1", &tokens()).unwrap());
+    }
+
+    #[test]
+    fn the_issue_date_is_sealed_too_and_pairs_sealed_before_it_existed_open_without_it() {
+        let key = MasterKey::generate();
+        let mut t = tokens();
+        t.issued_at = Some(DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000));
+        let back = open_tokens(&key, "biz-1", &seal_tokens(&key, "biz-1", &t).unwrap()).unwrap();
+        assert_eq!(back.issued_at, t.issued_at);
+        // A pair sealed by an earlier version: the JSON had no `issued_at`.
+        let old =
+            br#"{"access":"a","refresh":"r","access_expires_at":"2026-01-01T00:00:00Z","refresh_expires_at":null}"#;
+        let sealed = key.seal(old, b"biz-1").unwrap();
+        let back = open_tokens(&key, "biz-1", &sealed).unwrap();
+        assert_eq!((back.refresh_token.expose_secret(), back.issued_at), ("r", None));
     }
 
     #[test]

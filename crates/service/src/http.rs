@@ -305,9 +305,20 @@ async fn health(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result
         .await
         .map_err(|e| ApiError::from_store(&e))?
         .map(|r| r.business.country.clone());
+    // This service's additions to the module's shape (byte8-spec.md 11.7 keeps its fields): the
+    // ledger connection's refresh-token life. Unreadable tokens are reported as unknown, never
+    // as a failed health check.
+    let connected = matches!(shared.store.tokens(&binding.scope).await, Ok(Some(_)));
+    let token = crate::tokens::health_of(&shared, &binding.scope).await.ok().flatten();
     let body = json!({
         "tenant": {"magento_connection_status": binding.magento_status},
-        "binding": {"status": binding.status, "region": region},
+        "binding": {
+            "status": binding.status,
+            "region": region,
+            "ledger_connected": connected,
+            "refresh_token_days_left": token.map(|h| h.days_left),
+            "refresh_token_expires_at": token.map(|h| rfc3339(h.expires_at)),
+        },
         "sync": {
             "pending_count": stats.pending,
             "failed_24h": stats.failed_since,

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `POST /webhooks/magento/{tenant_id}/{event_name}` | verifies the webhook JWT, reads the Byte8 envelope (byte8-spec.md 2), queues the event durably and answers `202 {"sync_run_id": …}` |
 //! | `GET /v1/status?entity_type=&entity_id=` | the sync state of one Magento entity: `{entity_type, entity_id, provider, sync_status, provider_entity_id, provider_reference, skip_reason, error_code, message, last_sync_at, runs: [{sync_run_id, event, idempotency_key, status, sync_status, provider_entity_id, skip_reason, error_code, message, attempts, received_at, updated_at}]}`; `sync_status` is the most recently changed run's (`pending` while it waits, `null` when there is none: the admin's "—") |
-//! | `GET /v1/tile/health` | the admin tile's feed (byte8-spec.md 11.7): `{tenant: {magento_connection_status}, binding: {status, region}, sync: {pending_count, failed_24h, last_run_at}}`; `region` is the ledger business's country (`GB`), `null` until its reference data is known; `failed_24h` counts runs dead-lettered in the last 24 hours |
+//! | `GET /v1/tile/health` | the admin tile's feed (byte8-spec.md 11.7): `{tenant: {magento_connection_status}, binding: {status, region, ledger_connected, refresh_token_days_left, refresh_token_expires_at}, sync: {pending_count, failed_24h, last_run_at}}`; `region` is the ledger business's country (`GB`), `null` until its reference data is known; `failed_24h` counts runs dead-lettered in the last 24 hours; the three `binding` fields after `region` are this service's additions (the module ignores them): whether the business has ledger tokens, and its refresh token's whole days left and expiry (`null` when unknown; an idle connection is refreshed when fewer than [`ServiceConfig::refresh_token_margin`] remain, see `tokens`) |
 //! | `POST /v1/tenant/disconnect` | revokes the binding: dispatch stops, later webhooks get 401; runs and cross-reference are kept until the retention purge ([`ServiceConfig::retention`], 90 days after the disconnection by default; a repeated call answers the same and keeps the first disconnection's time) |
 //!
 //! Beside them, [`console`] is the operator console (`/console`, behind an operator login) and
@@ -155,6 +155,7 @@ mod http;
 pub mod magento;
 mod retention;
 pub mod serve;
+mod tokens;
 mod worker;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -165,6 +166,7 @@ pub use byte8_ledger_core::providers::stored::XeroProviders;
 /// `byte8_ledger_core::providers::stored`, so that the command builds its providers the same way).
 pub use byte8_ledger_core::providers::stored::{ProviderFactory, SageProviders, StoredProviders};
 pub use serve::{HttpLimits, serve};
+pub use tokens::IdleRefresh;
 pub use worker::WorkerPool;
 
 use byte8_ledger_core::{
@@ -212,6 +214,12 @@ pub struct ServiceConfig {
     /// What the workers' periodic purge keeps ([`byte8_ledger_core::store::retention`]); `None`: no purge
     /// (the host purges with [`Service::purge`] or `byte8-ledger purge`).
     pub retention: Option<RetentionPolicy>,
+    /// Refresh an idle connection's tokens when its refresh token has less than this left
+    /// (Sage's die after 31 days unused, Xero's after 60): 7 days by default.
+    pub refresh_token_margin: Duration,
+    /// How often [`Service::spawn_workers`]' idle-token task looks (the first time one interval
+    /// after the start): hourly by default; [`Service::refresh_idle_tokens`] runs one look.
+    pub token_check_interval: Duration,
     /// How often [`Service::spawn_workers`]' purge task runs (the first time at start). Every
     /// process sharing a database purges: a purge is one transaction and a second one finds
     /// nothing left.
@@ -243,6 +251,8 @@ impl Default for ServiceConfig {
             request_timeout: Duration::from_secs(30),
             retention: Some(RetentionPolicy::default()),
             purge_interval: Duration::from_secs(3600),
+            refresh_token_margin: Duration::from_secs(7 * 24 * 3600),
+            token_check_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -328,6 +338,17 @@ impl Service {
     /// An invalid policy; store failures.
     pub async fn purge(&self, policy: &RetentionPolicy, dry_run: bool) -> Result<PurgeReport> {
         self.shared.store.purge(policy, self.shared.clock.now(), dry_run).await
+    }
+
+    /// One look of the idle-token task: refreshes the tokens of every bound business whose
+    /// refresh token has less than [`ServiceConfig::refresh_token_margin`] left at the
+    /// service's clock (or an unknown life), and says what it did for each.
+    ///
+    /// # Errors
+    /// Store failures reading the bindings or tokens (a failed refresh is an
+    /// [`IdleRefresh::Failed`], not an error).
+    pub async fn refresh_idle_tokens(&self) -> Result<Vec<IdleRefresh>> {
+        tokens::refresh_idle(&self.shared).await
     }
 
     /// Callbacks of `scope` not delivered yet.

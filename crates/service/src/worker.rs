@@ -388,6 +388,8 @@ pub struct WorkerPool {
     tasks: Vec<JoinHandle<()>>,
     /// The periodic retention purge (`super::retention`), when configured.
     purger: Option<JoinHandle<()>>,
+    /// The idle-token task (`super::tokens`).
+    token_keeper: Option<JoinHandle<()>>,
 }
 
 impl WorkerPool {
@@ -422,7 +424,10 @@ impl WorkerPool {
         let purger = shared.config.retention.is_some().then(|| {
             tokio::spawn(super::retention::purge_loop(Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake)))
         });
-        Self { stop, wake, tasks, purger }
+        let token_keeper = (n > 0).then(|| {
+            tokio::spawn(super::tokens::token_loop(Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake)))
+        });
+        Self { stop, wake, tasks, purger, token_keeper }
     }
 
     /// How many workers run.
@@ -440,7 +445,7 @@ impl WorkerPool {
     pub async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         self.wake.notify_waiters();
-        futures::future::join_all(self.tasks.into_iter().chain(self.purger)).await;
+        futures::future::join_all(self.tasks.into_iter().chain(self.purger).chain(self.token_keeper)).await;
     }
 
     /// As [`stop`](Self::stop), waiting at most `limit`: workers still busy then (a call that
@@ -450,7 +455,7 @@ impl WorkerPool {
     pub async fn stop_within(self, limit: std::time::Duration) -> bool {
         self.stop.store(true, Ordering::Relaxed);
         self.wake.notify_waiters();
-        let tasks: Vec<_> = self.tasks.into_iter().chain(self.purger).collect();
+        let tasks: Vec<_> = self.tasks.into_iter().chain(self.purger).chain(self.token_keeper).collect();
         let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
         if tokio::time::timeout(limit, futures::future::join_all(tasks)).await.is_ok() {
             return true;

@@ -433,3 +433,44 @@ fn no_secret_shows_in_debug_of_the_connect_types() {
         assert!(!text.contains("SECRET") && !text.contains("CODE") && !text.contains(&verifier), "{text}");
     }
 }
+
+#[test]
+fn the_connection_to_store_pins_xeros_tenant_and_keeps_the_endpoints() {
+    let server_less = |kind| {
+        OAuthApp::new(kind, "c", SecretString::from("s".to_owned()), "http://127.0.0.1:1/cb")
+            .unwrap()
+            .with_token_url("http://sim.example/connect/token")
+            .unwrap()
+            .with_api_url("http://sim.example/connections")
+            .unwrap()
+    };
+    let b = ReachableBusiness { id: "t-1".into(), name: "One".into(), connection_id: Some("c-1".into()) };
+    let c = server_less(ProviderKind::Xero).connection(&b, "http://sim.example/api.xro/2.0", now());
+    assert_eq!(c.scope, "t-1");
+    assert_eq!(c.provider, "xero");
+    assert_eq!(c.tenant_id.as_deref(), Some("t-1"));
+    assert_eq!(c.connections_url.as_deref(), Some("http://sim.example/connections"));
+    assert_eq!(c.token_url, "http://sim.example/connect/token");
+    assert_eq!(c.base_url, "http://sim.example/api.xro/2.0");
+    let c = server_less(ProviderKind::Sage).connection(&b, "http://sim.example/v3.1", now());
+    assert_eq!((c.provider.as_str(), c.tenant_id, c.connections_url), ("sage_accounting", None, None));
+}
+
+#[test]
+fn signers_derived_from_one_master_key_verify_each_others_states_and_no_other() {
+    use crate::store::crypto::MasterKey;
+    let text = SecretString::from("Ynl0ZTgtbGVkZ2VyLWNoYW9zLXNvYWstbWFzdGVyLWs=".to_owned());
+    let (a, b) = (MasterKey::from_base64(&text).unwrap(), MasterKey::from_base64(&text).unwrap());
+    let (state, _) =
+        StateSigner::from_master_key(&a).sign(ProviderKind::Xero, None, "s", Duration::from_secs(60), now());
+    assert!(StateSigner::from_master_key(&b).verify(&state, ProviderKind::Xero, "s", now()).is_ok());
+    assert_eq!(
+        StateSigner::from_master_key(&MasterKey::generate()).verify(&state, ProviderKind::Xero, "s", now()),
+        Err(StateError::Forged)
+    );
+    // Each purpose has its own key.
+    assert_ne!(
+        a.derive("byte8-ledger oauth state v1").expose_secret().to_vec(),
+        a.derive("other").expose_secret().to_vec()
+    );
+}

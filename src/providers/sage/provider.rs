@@ -468,6 +468,10 @@ impl AccountingProvider for SageProvider {
         PROVIDER
     }
 
+    async fn refresh_tokens(&self) -> Result<bool> {
+        self.tokens().refresh_now().await.map(|()| true)
+    }
+
     async fn capabilities(&self) -> Result<Capabilities> {
         Ok(capabilities_of(&self.reference_data(false).await?.business))
     }

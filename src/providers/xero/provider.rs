@@ -697,6 +697,10 @@ impl AccountingProvider for XeroProvider {
         PROVIDER
     }
 
+    async fn refresh_tokens(&self) -> Result<bool> {
+        self.tokens().refresh_now().await.map(|()| true)
+    }
+
     async fn capabilities(&self) -> Result<Capabilities> {
         Ok(capabilities_of(&*self.reference_data(false).await?, self.max_batch))
     }

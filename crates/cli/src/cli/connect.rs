@@ -27,7 +27,7 @@ use byte8_ledger_core::{
         connect::{Callback, OAuthApp, ReachableBusiness, random_state, same_state},
     },
     clock::{Clock, SystemClock},
-    store::{Connection, ProviderKind, crypto::MasterKey},
+    store::{ProviderKind, crypto::MasterKey},
 };
 
 /// Where the provider's endpoints are (defaults: the real ones; the simulators' for a demo).
@@ -317,15 +317,7 @@ async fn finish(
     drop(callback);
     let reached = app.businesses(&tokens.access_token).await?;
     let chosen = choose(kind, &reached, flow.business_id.as_deref(), out)?;
-    let connection = Connection {
-        scope: chosen.id.clone(),
-        provider: kind.as_str().to_owned(),
-        base_url: endpoints.base_url.clone(),
-        token_url: endpoints.token_url.clone(),
-        created_at: now,
-        tenant_id: (kind == ProviderKind::Xero).then(|| chosen.id.clone()),
-        connections_url: endpoints.connections_url.clone().filter(|_| kind == ProviderKind::Xero),
-    };
+    let connection = app.connection(&chosen, &endpoints.base_url, now);
     let store = db.service();
     store.save_connection(&connection).await?;
     store.save_tokens(&connection.scope, &tokens).await?;
@@ -371,26 +363,7 @@ pub(crate) async fn disconnect(
             n => return Err(usage(format!("{db} holds {n} connections: choose one with --business-id"))),
         },
     };
-    let kind = connection.kind().ok_or_else(|| {
-        usage(format!("business {} has an unknown provider `{}`", connection.scope, connection.provider))
-    })?;
-    let tokens = store.tokens(&connection.scope).await?;
-    let revocation = match (&tokens, credentials(kind)) {
-        (None, _) => None,
-        (Some(_), Err(f)) => Some(format!("deleted locally, not revoked at the provider: {}", f.message)),
-        (Some(t), Ok((id, secret))) => {
-            let app = OAuthApp::new(kind, id, secret, "http://127.0.0.1/callback")
-                .and_then(|a| a.with_token_url(&connection.token_url))
-                .and_then(|a| match kind {
-                    ProviderKind::Sage => a.with_api_url(&connection.base_url),
-                    _ => a.with_api_url(connection.connections_url.as_deref().unwrap_or_default()),
-                });
-            Some(match app {
-                Ok(app) => app.revoke(t, &connection.scope, SystemClock.now()).await.to_string(),
-                Err(e) => format!("deleted locally, not revoked at the provider: {e}"),
-            })
-        }
-    };
+    let revocation = revoke_stored(&store, &connection).await;
     store.forget_tokens(&connection.scope).await?;
     match revocation {
         None => writeln!(out, "business {} had no stored tokens; nothing to revoke", connection.scope).map_err(io)?,
@@ -400,4 +373,75 @@ pub(crate) async fn disconnect(
     }
     writeln!(out, "run `byte8-ledger connect` to connect it again").map_err(io)?;
     Ok(())
+}
+
+/// Revokes the stored tokens of `connection` at its provider as far as it documents revocation
+/// ([`OAuthApp::revoke`]): `None` when no tokens are stored, else what happened, in words
+/// ("revoked at the provider: …" or "deleted locally, not revoked at the provider: …"). The
+/// caller forgets the tokens in any case.
+pub(crate) async fn revoke_stored(
+    store: &std::sync::Arc<dyn byte8_ledger_core::store::service::ServiceStore>,
+    connection: &byte8_ledger_core::store::Connection,
+) -> Option<String> {
+    let not = |why: String| Some(format!("deleted locally, not revoked at the provider: {why}"));
+    let tokens = match store.tokens(&connection.scope).await {
+        Ok(None) => return None,
+        Ok(Some(t)) => t,
+        Err(e) => return not(format!("the stored tokens cannot be read ({e})")),
+    };
+    let Some(kind) = connection.kind() else {
+        return not(format!("unknown provider `{}`", connection.provider));
+    };
+    let (id, secret) = match credentials(kind) {
+        Ok(c) => c,
+        Err(f) => return not(f.message),
+    };
+    let app = OAuthApp::new(kind, id, secret, "http://127.0.0.1/callback")
+        .and_then(|a| a.with_token_url(&connection.token_url))
+        .and_then(|a| match kind {
+            ProviderKind::Sage => a.with_api_url(&connection.base_url),
+            _ => a.with_api_url(connection.connections_url.as_deref().unwrap_or_default()),
+        });
+    match app {
+        Ok(app) => Some(app.revoke(&tokens, &connection.scope, SystemClock.now()).await.to_string()),
+        Err(e) => not(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redirect_must_be_a_loopback_http_address_the_command_can_listen_on() {
+        let ok = |u: &str| loopback(&url::Url::parse(u).unwrap()).map_err(|f| f.message);
+        assert_eq!(
+            ok("http://127.0.0.1:8765/callback").unwrap(),
+            ("127.0.0.1:8765".parse().unwrap(), "/callback".into())
+        );
+        assert_eq!(
+            ok("http://localhost:3000/oauth/cb").unwrap(),
+            ("127.0.0.1:3000".parse().unwrap(), "/oauth/cb".into())
+        );
+        assert_eq!(ok("http://[::1]:9000/cb").unwrap().0, "[::1]:9000".parse().unwrap());
+        for bad in ["https://shop.example.com/callback", "http://192.168.1.2:80/cb", "https://127.0.0.1:8765/cb"] {
+            let e = ok(bad).unwrap_err();
+            assert!(e.contains("loopback"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_chosen_business_must_be_one_the_authorisation_reaches() {
+        let reached = vec![
+            ReachableBusiness { id: "b1".into(), name: "One".into(), connection_id: None },
+            ReachableBusiness { id: "b2".into(), name: "Two".into(), connection_id: None },
+        ];
+        let mut out = Vec::new();
+        assert_eq!(choose(ProviderKind::Sage, &reached, Some("b2"), &mut out).unwrap().id, "b2");
+        let e = choose(ProviderKind::Sage, &reached, Some("b9"), &mut out).unwrap_err();
+        assert!(e.message.contains("b9") && e.message.contains("b1 (One)"), "{}", e.message);
+        assert_eq!(choose(ProviderKind::Sage, &reached[..1], None, &mut out).unwrap().id, "b1");
+        let e = choose(ProviderKind::Xero, &[], None, &mut out).unwrap_err();
+        assert!(e.message.contains("no organisation"), "{}", e.message);
+    }
 }

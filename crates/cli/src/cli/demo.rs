@@ -5,7 +5,7 @@
 
 use std::{io::Write, path::PathBuf, sync::Arc};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{Failure, io, read_policy};
 use byte8_ledger_core::{
@@ -65,9 +65,16 @@ pub(super) async fn run(
             connections_url: None,
         })
         .await?;
-    store
-        .save_tokens(BUSINESS, &TokenSet::from_refresh_token(SecretString::from(DEMO_REFRESH_TOKEN.to_owned())))
-        .await?;
+    // Connected as a person connects a real business (`byte8-ledger connect`): the authorize
+    // address, the simulator's approval page, the code exchanged at once.
+    let (tokens, connected) = match consent(&server).await {
+        Ok(t) => t,
+        Err(why) => {
+            tracing::warn!(error = %why, "the simulated approval failed; connecting with the demo refresh token");
+            (TokenSet::from_refresh_token(SecretString::from(DEMO_REFRESH_TOKEN.to_owned())), why)
+        }
+    };
+    store.save_tokens(BUSINESS, &tokens).await?;
     let sage = Arc::new(
         SageBuilder::new()
             .with_client_id("demo-client")
@@ -99,6 +106,7 @@ pub(super) async fn run(
             server.addr()
         ),
     )?;
+    w(out, connected)?;
     w(out, String::new())?;
     w(out, "Events".into())?;
     let lines: Vec<&str> = events.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
@@ -444,4 +452,54 @@ pub(super) async fn run_xero(
     )?;
     server.stop().await;
     Ok(())
+}
+
+/// The authorisation-code flow against the simulator, the demo playing the person's browser:
+/// the authorize address, the approval page's link, the redirect back with a `GB/` code and the
+/// `state`, the exchange. Answers the tokens and a line saying what happened (never the code).
+async fn consent(server: &byte8_ledger_simulators::SimServer) -> Result<(TokenSet, String), String> {
+    use byte8_ledger_core::{
+        auth::connect::{Callback, OAuthApp, random_state, same_state},
+        store::ProviderKind,
+    };
+    let app = OAuthApp::new(
+        ProviderKind::Sage,
+        "demo-client",
+        SecretString::from("demo-secret".to_owned()),
+        "http://127.0.0.1:8765/callback",
+    )
+    .and_then(|a| a.with_authorize_url(&server.authorize_url()))
+    .and_then(|a| a.with_token_url(&server.token_url()))
+    .and_then(|a| a.with_api_url(&server.base_url()))
+    .map_err(|e| e.to_string())?;
+    let request = app.authorize(random_state());
+    let browser =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().map_err(|e| e.to_string())?;
+    let page = browser.get(request.url.clone()).send().await.map_err(|e| e.to_string())?;
+    let page = page.text().await.map_err(|e| e.to_string())?;
+    let marker = "id=\"approve\" href=\"";
+    let start = page.find(marker).ok_or("the approval page has no approve link")? + marker.len();
+    let end = page[start..].find('"').ok_or("the approve link is cut")? + start;
+    let href = html_escape::decode_html_entities(&page[start..end]).into_owned();
+    let approve = request.url.join(&href).map_err(|e| e.to_string())?;
+    let answer = browser.get(approve).send().await.map_err(|e| e.to_string())?;
+    let back = answer
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| url::Url::parse(l).ok())
+        .ok_or("the approval did not redirect back")?;
+    let callback = Callback::parse(ProviderKind::Sage, back.query().unwrap_or("")).map_err(|e| e.to_string())?;
+    if !same_state(&callback.state, &request.state) {
+        return Err("the state came back changed".into());
+    }
+    let prefixed = callback.code.expose_secret().starts_with("GB/");
+    let tokens = app.exchange_code(&callback.code, None, SystemClock.now()).await.map_err(|e| e.to_string())?;
+    let reached = app.businesses(&tokens.access_token).await.map_err(|e| e.to_string())?;
+    let line = format!(
+        "Connected as `byte8-ledger connect` does: the authorize address, the simulator's approval page, a {}code exchanged at once; the token reaches {}",
+        if prefixed { "GB/-prefixed " } else { "" },
+        reached.iter().map(|b| format!("{} ({})", b.name, b.id)).collect::<Vec<_>>().join(", ")
+    );
+    Ok((tokens, line))
 }

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `demo --console` | the operator console in one command: the Sage simulator, a stand-in Magento store, the service with the sample events and an operator whose generated password it prints |
 //! | `demo [--provider sage\|xero]` | starts the built-in Sage (or Xero) simulator on loopback, syncs the bundled sample events through the real engine and HTTP client, prints what happened |
-//! | `connect [--provider sage\|xero]` | connects a Sage business (default) or a Xero organisation through the browser (the OAuth authorisation-code flow: [`connect`]), or with a refresh token given for automation; tokens encrypted at rest |
+//! | `connect [--provider sage\|xero]` | connects a Sage business (default) or a Xero organisation through the browser (the OAuth authorisation-code flow: [`mod@connect`]), or with a refresh token given for automation; tokens encrypted at rest |
 //! | `disconnect` | revokes a connection's tokens at the provider where it documents revocation and deletes them locally in any case, saying which |
 //! | `sync` | syncs every event of a file (or stdin) into the provider of the stored connection, one outcome a line on stdout, in input order |
 //! | `status` | counts by status and the dead letters with their reasons |
@@ -965,7 +965,14 @@ async fn simulate(
         .await
         .map_err(|e| Failure { code: 1, message: format!("cannot serve on port {port}: {e}") })?;
     writeln!(out, "Sage simulator (demo business `demo-business`) on {}", server.addr()).map_err(io)?;
-    writeln!(out, "  --sage-base-url {} --sage-token-url {}", server.base_url(), server.token_url()).map_err(io)?;
+    writeln!(
+        out,
+        "  --sage-base-url {} --sage-token-url {} --sage-authorize-url '{}'",
+        server.base_url(),
+        server.token_url(),
+        server.authorize_url()
+    )
+    .map_err(io)?;
     writeln!(out, "  SAGE_CLIENT_ID=demo-client SAGE_CLIENT_SECRET=demo-secret, refresh token `{DEMO_REFRESH_TOKEN}`")
         .map_err(io)?;
     writeln!(out, "Ctrl-C stops it.").map_err(io)?;
@@ -1003,10 +1010,11 @@ async fn simulate_xero(
     writeln!(out, "Xero simulator (demo organisation `{XERO_DEMO_TENANT}`) on {}", server.addr()).map_err(io)?;
     writeln!(
         out,
-        "  --provider xero --xero-base-url {} --xero-token-url {} --xero-connections-url {}",
+        "  --provider xero --xero-base-url {} --xero-token-url {} --xero-connections-url {} --xero-authorize-url {}",
         server.base_url(),
         server.token_url(),
-        server.connections_url()
+        server.connections_url(),
+        server.authorize_url()
     )
     .map_err(io)?;
     writeln!(

@@ -69,8 +69,9 @@ pub(crate) enum TenantCommand {
         tenant_id: String,
         /// Also delete the stored ledger tokens of the tenant's business (the dashboard's
         /// disconnect, byte8-spec.md 12.7): nothing can call the ledger for it until
-        /// `byte8-ledger connect` stores new ones. Revoke the app's access in the ledger too
-        /// (Sage: the business's connected apps; Xero: Connected Apps) if it should end there.
+        /// `byte8-ledger connect` stores new ones. They are revoked at the provider first where it
+        /// documents revocation (Xero; Sage's endpoint is unconfirmed and only tried), which
+        /// needs the client id and secret; the output says whether the provider confirmed.
         #[arg(long)]
         forget_ledger_tokens: bool,
     },
@@ -211,12 +212,18 @@ async fn disconnect(
     )
     .map_err(io)?;
     if forget_tokens {
+        // Revoked at the provider where it documents revocation, forgotten here in any case.
+        let revoked = match store.connection(&binding.scope).await? {
+            Some(c) => super::connect::revoke_stored(&store, &c).await,
+            None => None,
+        };
         let had = store.forget_tokens(&binding.scope).await?;
         writeln!(
             out,
-            "{} of business {}: `byte8-ledger connect` stores new ones",
+            "{} of business {}{}: `byte8-ledger connect` stores new ones",
             if had { "ledger tokens deleted" } else { "no ledger tokens were stored" },
-            binding.scope
+            binding.scope,
+            revoked.map(|r| format!(" ({r})")).unwrap_or_default()
         )
         .map_err(io)?;
     }

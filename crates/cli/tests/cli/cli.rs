@@ -152,6 +152,7 @@ fn demo_runs_with_no_set_up() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(out.contains("What Sage now holds"), "{out}");
+    assert!(out.contains("the simulator's approval page, a GB/-prefixed code exchanged at once"), "{out}");
     assert!(out.contains("SI-1"), "{out}");
     assert!(out.contains("Replaying them all: 0 new writes to Sage."), "{out}");
     assert!(out.contains("skipped  invoice.created:1005"), "{out}");

@@ -465,10 +465,15 @@ async fn a_paired_store_s_signed_invoice_reaches_sage_and_its_sync_state_returns
     assert_eq!(status, 200, "{health}");
     let last = health["sync"]["last_run_at"].as_str().unwrap().to_owned();
     assert!(is_protocol_time(&last), "{last}");
+    // The module's fields (byte8-spec.md 11.7) as they were, and this service's additions: the
+    // ledger connection's refresh token (Sage said 31 days moments ago: 30 whole days left).
+    let expires = health["binding"]["refresh_token_expires_at"].as_str().unwrap().to_owned();
+    assert!(is_protocol_time(&expires), "{expires}");
     assert_eq!(
         health,
         json!({"tenant": {"magento_connection_status": "active"},
-               "binding": {"status": "active", "region": "GB"},
+               "binding": {"status": "active", "region": "GB", "ledger_connected": true,
+                           "refresh_token_days_left": 30, "refresh_token_expires_at": expires},
                "sync": {"pending_count": 0, "failed_24h": 0, "last_run_at": last}})
     );
     assert_eq!(w.ledger.as_ref().unwrap().service.pending_callbacks(BUSINESS).await.unwrap(), 0);
@@ -1063,15 +1068,20 @@ async fn byte8_ledger_serve_on_sqlite_syncs_a_webhook_and_stops_on_sigterm() {
     assert_eq!(listed[0]["status"], "revoked");
     assert_eq!(listed[0]["business_id"], BUSINESS);
     assert!(w.store.tokens(BUSINESS).await.unwrap().is_some(), "a plain disconnect keeps the ledger's tokens");
-    // The dashboard's disconnect also forgets the ledger's tokens; the connection stays.
+    // The dashboard's disconnect also forgets the ledger's tokens, revoking them at Sage first
+    // (the simulator confirms); the connection stays.
     let out = bin()
+        .env("SAGE_CLIENT_ID", "demo-client")
+        .env("SAGE_CLIENT_SECRET", "demo-secret")
         .args(["tenant", "disconnect", "--forget-ledger-tokens", "--state"])
         .arg(w.db_path())
         .arg("tenant-cli")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("ledger tokens deleted of business {BUSINESS}")));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("ledger tokens deleted of business {BUSINESS} (revoked at the provider")), "{said}");
+    assert_eq!(w.sim.with_state(|s| s.revocations), 1);
     assert!(w.store.tokens(BUSINESS).await.unwrap().is_none(), "the tokens are gone");
     assert!(w.store.connection(BUSINESS).await.unwrap().is_some(), "the connection is kept");
     let out = bin().args(["tenant", "disconnect", "--state"]).arg(w.db_path()).arg("nobody").output().unwrap();
@@ -1342,4 +1352,53 @@ async fn no_key_token_or_pairing_code_reaches_the_logs_or_the_answers() {
     );
     assert!(!svc.contains(&api_key));
     let _ = std::io::stderr().flush();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_refreshed_before_its_refresh_token_lapses_and_health_shows_the_days_left() {
+    use byte8_ledger_service::IdleRefresh;
+    use secrecy::ExposeSecret as _;
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-idle").await;
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    w.start_on(Arc::clone(&clock) as Arc<dyn Clock>, 0).await;
+    let service = w.ledger.as_ref().unwrap().service.clone();
+    let refreshes = || w.sim.with_state(|s| s.refreshes);
+
+    // The token was pasted (`connect --refresh-token`): its life is unknown, so it is refreshed.
+    assert_eq!(refreshes(), 0);
+    let done = service.refresh_idle_tokens().await.unwrap();
+    assert_eq!(done, [IdleRefresh::Refreshed { business: BUSINESS.into() }]);
+    assert_eq!(refreshes(), 1);
+
+    // The health feed keeps the module's shape and adds the days left: Sage said 31 days just
+    // after the service's (stopped) clock read its time, so 31 whole days remain on that clock.
+    let (status, body) = w.v1(reqwest::Method::GET, "/v1/tile/health", "shop").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["binding"]["status"], "active", "{body}");
+    assert!(body["sync"]["pending_count"].is_number() && body["tenant"]["magento_connection_status"].is_string());
+    assert_eq!(body["binding"]["ledger_connected"], true, "{body}");
+    assert_eq!(body["binding"]["refresh_token_days_left"], 31, "{body}");
+
+    // Plenty left: nothing is done.
+    let done = service.refresh_idle_tokens().await.unwrap();
+    assert_eq!(done, [IdleRefresh::Healthy { business: BUSINESS.into(), days_left: 31 }]);
+    assert_eq!(refreshes(), 1);
+
+    // 25 quiet days later, 6 days are left (under the 7-day margin): refreshed, and the refresh
+    // token rotated in the store.
+    let before = w.store.tokens(BUSINESS).await.unwrap().unwrap().refresh_token.expose_secret().to_owned();
+    clock.advance(chrono::Duration::days(25));
+    let done = service.refresh_idle_tokens().await.unwrap();
+    assert_eq!(done, [IdleRefresh::Refreshed { business: BUSINESS.into() }]);
+    assert_eq!(refreshes(), 2);
+    let after = w.store.tokens(BUSINESS).await.unwrap().unwrap().refresh_token.expose_secret().to_owned();
+    assert_ne!(before, after, "the new pair is stored");
+
+    // Left idle past its life (no service running): lapsed, reported, nothing sent.
+    clock.advance(chrono::Duration::days(40));
+    let done = service.refresh_idle_tokens().await.unwrap();
+    assert_eq!(done, [IdleRefresh::Lapsed { business: BUSINESS.into() }]);
+    assert_eq!(refreshes(), 2);
+    w.stop().await;
 }

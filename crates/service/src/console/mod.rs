@@ -55,7 +55,6 @@ use governor::{
     DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock as _, DefaultClock},
 };
-use secrecy::SecretSlice;
 use url::Url;
 
 pub use oauth::LedgerApp;
@@ -191,9 +190,8 @@ impl Console {
     /// key) signs the OAuth `state` of its connect routes.
     pub fn new(service: &Service, store: Arc<dyn ConsoleStore>, config: ConsoleConfig, key: &MasterKey) -> Self {
         let limits = Limits::new(config.login_attempts_per_minute);
-        let derived = key.derive(b"byte8-ledger:console:oauth-state:v1");
-        // 32 bytes: the signer accepts it (a random key otherwise, states then die with the process).
-        let signer = StateSigner::new(SecretSlice::from(derived.to_vec())).unwrap_or_else(|_| StateSigner::random());
+        // Derived from the master key: every process of the service verifies the others' states.
+        let signer = StateSigner::from_master_key(key);
         Self {
             shared: Arc::new(ConsoleShared {
                 service: Arc::clone(&service.shared),
