@@ -11,7 +11,11 @@
 //! | `GET /v1/tile/health` | the admin tile's feed (byte8-spec.md 11.7): `{tenant: {magento_connection_status}, binding: {status, region, ledger_connected, refresh_token_days_left, refresh_token_expires_at}, sync: {pending_count, failed_24h, last_run_at}}`; `region` is the ledger business's country (`GB`), `null` until its reference data is known; `failed_24h` counts runs dead-lettered in the last 24 hours; the three `binding` fields after `region` are this service's additions (the module ignores them): whether the business has ledger tokens, and its refresh token's whole days left and expiry (`null` when unknown; an idle connection is refreshed when fewer than [`ServiceConfig::refresh_token_margin`] remain, see `tokens`) |
 //! | `POST /v1/tenant/disconnect` | revokes the binding: dispatch stops, later webhooks get 401; runs and cross-reference are kept until the retention purge ([`ServiceConfig::retention`], 90 days after the disconnection by default; a repeated call answers the same and keeps the first disconnection's time) |
 //!
-//! Every route is authenticated by the module's bearer JWT (HS256 under the tenant's
+//! Beside them, [`console`] is the operator console (`/console`, behind an operator login) and
+//! the OAuth connect routes (`/connect/{provider}`, `/oauth/{provider}/callback`): see
+//! [`console::Console`].
+//!
+//! The routes above are authenticated by the module's bearer JWT (HS256 under the tenant's
 //! **outbound** subkey, `iss` `magento`, `aud` `byte8-ledger`, `sub` the tenant id, at most
 //! 60 s, `jti` single-use; [`WebhookVerifier`](crate::magento::WebhookVerifier)). The webhook's
 //! tenant is its URL's; the `/v1` routes' tenant is the token's `sub`, which the verification
@@ -151,6 +155,7 @@
 //! ```
 
 mod auth;
+pub mod console;
 mod error;
 mod http;
 pub mod magento;

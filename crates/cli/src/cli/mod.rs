@@ -3,6 +3,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
+//! | `demo --console` | the operator console in one command: the Sage simulator, a stand-in Magento store, the service with the sample events and an operator whose generated password it prints |
 //! | `demo [--provider sage\|xero]` | starts the built-in Sage (or Xero) simulator on loopback, syncs the bundled sample events through the real engine and HTTP client, prints what happened |
 //! | `connect [--provider sage\|xero]` | connects a Sage business (default) or a Xero organisation through the browser (the OAuth authorisation-code flow: [`mod@connect`]), or with a refresh token given for automation; tokens encrypted at rest |
 //! | `disconnect` | revokes a connection's tokens at the provider where it documents revocation and deletes them locally in any case, saying which |
@@ -13,6 +14,7 @@
 //! | `simulate [--provider sage\|xero]` | serves the built-in Sage (or Xero) simulator until interrupted (a ledger for trying `connect` and `sync`) |
 //! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`byte8_ledger_service`]; Sage connections) |
 //! | `tenant pair`, `tenant list`, `tenant disconnect` | the Magento stores bound to the service |
+//! | `operator add NAME`, `operator list`, `operator remove NAME` | who may log in to the service's console (`/console`); the password from `BYTE8_OPERATOR_PASSWORD`, the terminal or stdin, never a flag |
 //! | `reconcile --from DATE --to DATE [--json]` | the period's synced invoices, credit memos and payments against what the ledger holds ([`byte8_ledger_core::reconcile`]) |
 //! | `purge [--dry-run]` | removes what the retention policy no longer keeps ([`byte8_ledger_core::store::retention`]), printing the counts; `serve` does it hourly |
 //!
@@ -22,6 +24,8 @@
 mod connect;
 mod database;
 mod demo;
+mod demo_console;
+mod operator;
 mod purge;
 mod reconcile;
 mod serve;
@@ -100,6 +104,11 @@ pub(crate) enum Command {
         /// Print the outcome lines too.
         #[arg(long)]
         outcomes: bool,
+        /// Serve the operator console instead: the simulator, a stand-in Magento store, the
+        /// service with the sample events, an operator (its password printed); until
+        /// interrupted.
+        #[arg(long, conflicts_with_all = ["events", "policy", "outcomes"])]
+        console: bool,
     },
     /// Connect a Sage business (default) or a Xero organisation: without a refresh token, runs
     /// the OAuth authorisation-code flow (prints the authorize address, opens the browser,
@@ -245,6 +254,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// The operators of the service's console (`/console`): who may log in.
+    Operator {
+        /// What to do.
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
+    },
     /// Print the Sage reference cache (tax rates, ledger accounts, bank accounts, payment methods).
     Reference {
         /// The state database.
@@ -304,7 +319,8 @@ pub(crate) async fn main(cli: Cli) -> ExitCode {
 /// A [`Failure`] with the exit code to use.
 pub(crate) async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<(), Failure> {
     match cli.command {
-        Command::Demo { provider, events, policy, outcomes } => match provider {
+        Command::Demo { console: true, .. } => demo_console::run(out).await,
+        Command::Demo { provider, events, policy, outcomes, console: false } => match provider {
             ProviderArg::Sage => demo::run(events, policy, outcomes, out).await,
             ProviderArg::Xero => demo::run_xero(events, policy, outcomes, out).await,
         },
@@ -381,6 +397,7 @@ pub(crate) async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<()
         Command::Serve(args) => serve::run(args, out).await,
         Command::Purge(args) => purge::run(args, out).await,
         Command::Tenant { command } => tenant::run(command, out).await,
+        Command::Operator { command } => operator::run(command, out).await,
         Command::Reconcile(args) => reconcile::run(args, out).await,
         Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,
         Command::Status { state, json } => status(state, json, out).await,

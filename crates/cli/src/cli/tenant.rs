@@ -12,13 +12,9 @@ use super::{
 use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     error::Error,
-    http::{Backoff, RetryConfig},
-    store::{
-        crypto::MasterKey,
-        service::{Binding, BindingStatus},
-    },
+    store::{crypto::MasterKey, service::BindingStatus},
 };
-use byte8_ledger_service::magento::{ApiKey, PairRequest, http_client};
+use byte8_ledger_service::console::stores::{PairStore, pair_store};
 
 /// The `tenant` sub-commands.
 #[derive(Debug, Subcommand)]
@@ -121,68 +117,27 @@ async fn pair(
     let policy = read_policy(Some(policy))?;
     let key = MasterKey::from_env()?;
     let clock = SystemClock;
-    let tenant_id = tenant_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let api_key = ApiKey::generate()?;
-    let mut binding = Binding::new(&tenant_id, business_id, magento_base_url, api_key.clone(), policy, clock.now())
-        .map_err(|e| invalid(&e))?;
-    let request = PairRequest::new(magento_base_url, pairing_code, &tenant_id, api_key, ledger_base_url)
-        .map_err(|e| invalid(&e))?;
-    binding.ledger_base_url = Some(request.ledger_base_url().to_owned());
     let db = Database::open(args, Some(key)).await?;
     let store = db.service();
-    // Two stores on one business would mix their cross-references (byte8-spec.md 11.4).
-    if let Some(other) = store
-        .bindings()
-        .await?
-        .into_iter()
-        .find(|b| b.scope == binding.scope && b.is_active() && b.tenant_id != binding.tenant_id)
-    {
-        return Err(usage(format!(
-            "business {} is already bound to tenant {} ({}): disconnect it first (`byte8-ledger tenant disconnect {}`)",
-            binding.scope, other.tenant_id, other.magento_base_url, other.tenant_id
-        )));
-    }
-    request
-        .send(&http_client()?, &clock)
-        .await
-        .map_err(|e| Failure { code: 1, message: format!("Magento refused the pairing: {e}") })?;
-    // Magento now signs with the new key: until the binding is stored, its webhooks get 401,
-    // which Magento dead-letters for good. A store that is briefly unavailable (busy, a dropped
-    // connection) is tried again for about half a minute before giving up.
-    let retry = RetryConfig {
-        max_retries: 7,
-        initial_backoff: std::time::Duration::from_millis(250),
-        max_backoff: std::time::Duration::from_secs(8),
-        retry_timeout: std::time::Duration::from_secs(30),
-    };
-    let mut retries = 0;
-    loop {
-        match store.put_binding(&binding).await {
-            Ok(()) => break,
-            Err(e) if e.is_retryable() && retries < retry.max_retries => {
-                tracing::warn!(attempt = retries + 1, error = %e, "storing the binding failed; trying again");
-                tokio::time::sleep(Backoff::delay(&retry, retries, 1.0)).await;
-                retries += 1;
-            }
-            Err(e) => {
-                return Err(Failure {
-                    code: 1,
-                    message: format!(
-                        "Magento accepted the key but the binding could not be stored ({e}): generate a new code in \
-                         the Magento admin and pair again"
-                    ),
-                });
-            }
-        }
-    }
+    let code = secrecy::SecretString::from(pairing_code.to_owned());
+    // The steps the console's Stores page takes too (`pair_store`): key, checks before the code
+    // is spent, one active store per business, Magento's pairing call, the binding stored.
+    let request = PairStore { magento_base_url, pairing_code: &code, business_id, policy, ledger_base_url, tenant_id };
+    let binding = pair_store(store.as_ref(), request, &clock).await.map_err(|e| match &e {
+        Error::Invalid { errors, .. } if errors.iter().any(|f| f.path == "business_id") => usage(format!(
+            "{e} (`byte8-ledger tenant list` shows it; `byte8-ledger tenant disconnect TENANT` frees the business)"
+        )),
+        Error::Invalid { .. } => invalid(&e),
+        Error::Database { .. } => Failure { code: 1, message: e.to_string() },
+        _ => Failure { code: 1, message: format!("Magento refused the pairing: {e}") },
+    })?;
+    let ledger_url = binding.ledger_base_url.clone().unwrap_or_default();
     let sage = store.connection(&binding.scope).await?.is_some();
     writeln!(out, "paired tenant {} with business {}", binding.tenant_id, binding.scope).map_err(io)?;
     writeln!(
         out,
         "  Magento {} sends its webhooks to {}/webhooks/magento/{}/…",
-        binding.magento_base_url,
-        request.ledger_base_url(),
-        binding.tenant_id
+        binding.magento_base_url, ledger_url, binding.tenant_id
     )
     .map_err(io)?;
     if sage {

@@ -7,6 +7,7 @@
 mod chaos;
 mod cli;
 mod connect;
+mod operator;
 mod reconcile;
 mod retention;
 mod service;

@@ -1044,6 +1044,8 @@ async fn byte8_ledger_serve_on_sqlite_syncs_a_webhook_and_stops_on_sigterm() {
     let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("{first}")).to_owned();
     let workers = lines.next_line().await.unwrap().unwrap();
     assert!(workers.starts_with("1 worker(s) on "), "{workers}");
+    let console = lines.next_line().await.unwrap().unwrap();
+    assert_eq!(console, format!("console at {url}/console"), "serve mounts the operator console");
     let (event, env) = envelope("invoice.created:1001");
     let (status, body) = w.magento.webhook(&w.http, &url, "shop", &event, &env).await;
     assert_eq!(status, 202, "{body}");

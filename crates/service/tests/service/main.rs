@@ -4,12 +4,17 @@
 // A test binary has no public API: the shared support modules are `pub` for their users.
 #![allow(unreachable_pub)]
 
+mod browser;
+mod console;
+mod console_flow;
 mod hostile_store;
 mod magento_client;
 mod magento_jwt_vectors;
 mod store_conformance;
 #[path = "../../../../tests/support/mod.rs"]
 mod support;
+#[path = "../../../../tests/support/browser.rs"]
+mod support_browser;
 #[path = "../../../../tests/support/magento.rs"]
 mod support_magento;
 #[path = "../../../../tests/support/postgres.rs"]
