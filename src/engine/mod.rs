@@ -87,6 +87,7 @@ use crate::{
     canonical::{Entity, Event, EventKind},
     clock::Clock,
     error::{Error, Result},
+    http::exchange::Recorder,
     identity::sha256_hex,
     outcome::{Outcome, SyncStatus},
     policy::SyncPolicy,
@@ -308,6 +309,8 @@ impl SyncEngine {
                                     error_code: Some(failure.error.code()),
                                     message: Some(failure.error.to_string()),
                                     ledger_id: None,
+                                    exchanges: Vec::new(),
+                                    snapshot: None,
                                 },
                                 next_attempt_at: None,
                             },
@@ -393,10 +396,16 @@ impl SyncEngine {
             Err(outcome) => return Ok(outcome),
         };
         let span = tracing::info_span!("event", key = %event.idempotency_key, attempt);
-        // Instrumented, not entered: an entered span held across an await would tag the logs of
-        // other tasks on this thread (the service runs several).
-        let result = tracing::Instrument::instrument(self.handle(&event, &policy), span).await;
-        self.finish_result(&run, &event, attempt, started, result).await
+        // The attempt's ledger exchanges and entity snapshot are recorded for its audit trail
+        // (`crate::http::exchange`): the provider's HTTP layer writes to the task's recorder.
+        Recorder::new()
+            .scope(async {
+                // Instrumented, not entered: an entered span held across an await would tag the
+                // logs of other tasks on this thread (the service runs several).
+                let result = tracing::Instrument::instrument(self.handle(&event, &policy), span).await;
+                self.finish_result(&run, &event, attempt, started, result).await
+            })
+            .await
     }
 
     /// Reads a claimed run's policy snapshot and event; a run that cannot be read is finished as
@@ -444,6 +453,7 @@ impl SyncEngine {
         result: Result<Handled>,
     ) -> Result<Outcome> {
         let now = self.clock.now();
+        let (exchanges, snapshot) = audit();
         match result {
             Ok(Handled::Synced { id, number, message }) => {
                 let outcome =
@@ -463,6 +473,8 @@ impl SyncEngine {
                                 error_code: None,
                                 message: outcome.message.clone(),
                                 ledger_id: Some(id),
+                                exchanges,
+                                snapshot,
                             },
                             next_attempt_at: None,
                         },
@@ -488,6 +500,8 @@ impl SyncEngine {
                                 error_code: None,
                                 message: outcome.skip_reason.clone(),
                                 ledger_id: None,
+                                exchanges,
+                                snapshot,
                             },
                             next_attempt_at: None,
                         },
@@ -508,6 +522,7 @@ impl SyncEngine {
         error: Error,
     ) -> Result<Outcome> {
         let now = self.clock.now();
+        let (exchanges, snapshot) = audit();
         // A deferral (a spent daily budget) waits as long as it must and never dead-letters.
         let retry = error.is_deferred() || (error.is_retryable() && attempt < self.config.max_attempts);
         let next = retry.then(|| {
@@ -576,6 +591,8 @@ impl SyncEngine {
                         error_code: Some(error.code()),
                         message: Some(message),
                         ledger_id: None,
+                        exchanges,
+                        snapshot,
                     },
                     next_attempt_at: next,
                 },
@@ -611,4 +628,10 @@ impl SyncEngine {
             last_sync_at: now,
         }
     }
+}
+
+/// The exchanges and entity snapshot recorded so far by the task's recorder (none outside one):
+/// what an attempt's record keeps. In a batch every run keeps the exchanges of its batch.
+fn audit() -> (Vec<crate::http::exchange::Exchange>, Option<serde_json::Value>) {
+    crate::http::exchange::current().map(|r| (r.exchanges(), r.snapshot())).unwrap_or_default()
 }
