@@ -7,6 +7,7 @@
 mod conformance_sage;
 mod conformance_xero;
 mod engine;
+mod run_audit;
 mod sage_simulator;
 #[path = "../../../../tests/support/mod.rs"]
 mod support;
