@@ -44,6 +44,15 @@
 //!   call budget is spent, [`Error::Deferred`]) waits exactly as long as the ledger says and never
 //!   dead-letters: the outcome says why and until when.
 //!
+//! # The audit trail
+//!
+//! Every attempt is recorded ([`AttemptRecord`]): how it ended, and for operators the requests the
+//! provider sent to the ledger with the answers (redacted: no header, no token or secret field)
+//! and the entity snapshot the attempt worked on. The engine knows nothing of HTTP: it opens a
+//! [`Recorder`] per attempt (per batch for batched documents) and runs the attempt inside it; the
+//! provider's HTTP layer writes to the task's recorder ([`crate::http::exchange`]). The runs
+//! table, a run's page with an upsert's diff, and the retries are [`crate::store::audit`]'s.
+//!
 //! # One run over a file in any order
 //!
 //! [`SyncEngine::session`] (what `byte8-ledger sync` uses, and [`SyncEngine::sync_run`] over a
