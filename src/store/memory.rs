@@ -279,7 +279,7 @@ impl RunStore for MemoryStore {
                 query.matches(r, &fields)
             })
             .collect();
-        runs.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        runs.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         let total = u64::try_from(runs.len()).unwrap_or(u64::MAX);
         let page = runs
             .into_iter()
