@@ -463,6 +463,12 @@ impl SyncEngine {
     ) -> Result<Outcome> {
         let now = self.clock.now();
         let (exchanges, snapshot) = audit();
+        // A batched document's entity is the event's own (the batch's recorder keeps none).
+        let snapshot = snapshot.or_else(|| {
+            let mut v = serde_json::to_value(event.entity.as_ref()?).ok()?;
+            crate::http::exchange::redact_value(&mut v);
+            Some(v)
+        });
         match result {
             Ok(Handled::Synced { id, number, message }) => {
                 let outcome =

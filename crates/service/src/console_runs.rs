@@ -238,9 +238,10 @@ mod tests {
     fn blank_fields_do_not_filter_and_bad_ones_are_named() {
         let q = form(&[("store", " "), ("event", ""), ("page", "x")]).to_query().unwrap();
         assert_eq!(q, RunQuery { limit: PAGE_SIZE, ..RunQuery::default() });
-        let errors = form(&[("event", "order.placed"), ("status", "lost"), ("from", "1/11/2026"), ("to", "2026-02-30")])
-            .to_query()
-            .unwrap_err();
+        let errors =
+            form(&[("event", "order.placed"), ("status", "lost"), ("from", "1/11/2026"), ("to", "2026-02-30")])
+                .to_query()
+                .unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(fields, ["event", "status", "from", "to"]);
         let errors = form(&[("from", "2026-11-02"), ("to", "2026-11-01")]).to_query().unwrap_err();
