@@ -299,3 +299,97 @@ mod tests {
         }
     }
 }
+
+/// What the console does for the sync-runs pages, given the service's shared state (the routes
+/// add the session check, the CSRF check and the layout).
+pub(crate) mod actions {
+    use byte8_ledger_core::{
+        Result,
+        error::FieldError,
+        store::{
+            RunId,
+            audit::{RunDetail, RunPage, RunQuery, run_detail},
+            service::BindingInfo,
+        },
+    };
+
+    use super::RunsForm;
+    use crate::Shared;
+
+    /// The runs table: the stores for the filter, and the page (or the form's errors).
+    pub(crate) async fn list(
+        shared: &Shared,
+        form: &RunsForm,
+    ) -> Result<(Vec<BindingInfo>, std::result::Result<RunPage, Vec<FieldError>>)> {
+        let stores = shared.store.bindings().await?;
+        let page = match form.to_query() {
+            Ok(q) => Ok(shared.store.query_runs(&q).await?),
+            Err(errors) => Err(errors),
+        };
+        Ok((stores, page))
+    }
+
+    /// A run's page, `None` when there is no such run.
+    pub(crate) async fn show(shared: &Shared, id: RunId) -> Result<Option<RunDetail>> {
+        run_detail(shared.store.as_ref(), id).await
+    }
+
+    /// "Retry": the run back in line, due now, and the workers woken. The answer says what
+    /// happened, for the operator.
+    pub(crate) async fn retry(shared: &Shared, id: RunId) -> Result<String> {
+        let now = shared.clock.now();
+        Ok(if shared.store.requeue_run(id, now).await? {
+            tracing::info!(run = id, "console: run requeued by an operator");
+            format!("Run #{id} is back in line: the workers try it again on their next pass.")
+        } else {
+            format!("Run #{id} was not retried: only a dead-lettered or failed run waiting in line can be.")
+        })
+    }
+
+    /// The dead letters of `store` (a tenant id): its binding, and how many there are.
+    pub(crate) async fn dead_letters_of(
+        shared: &Shared,
+        store: &str,
+    ) -> Result<std::result::Result<(BindingInfo, u64), FieldError>> {
+        let Some(b) = shared.store.bindings().await?.into_iter().find(|b| b.tenant_id == store) else {
+            return Ok(Err(FieldError::new("store", format!("`{store}` is not a paired store"))));
+        };
+        let q = RunQuery {
+            scope: Some(b.scope.clone()),
+            tenant_id: Some(b.tenant_id.clone()),
+            status: Some(byte8_ledger_core::store::RunStatus::DeadLettered),
+            limit: 1,
+            ..RunQuery::default()
+        };
+        let n = shared.store.query_runs(&q).await?.total;
+        Ok(Ok((b, n)))
+    }
+
+    /// "Retry all dead letters" of `store`, confirmed: how many went back in line.
+    pub(crate) async fn retry_all(
+        shared: &Shared,
+        store: &str,
+        confirmed: bool,
+    ) -> Result<std::result::Result<u64, Vec<FieldError>>> {
+        let mut errors = Vec::new();
+        if !confirmed {
+            errors.push(FieldError::new("confirm", "tick the box to confirm"));
+        }
+        let binding = if store.trim().is_empty() {
+            errors.push(FieldError::new("store", "required: choose a store"));
+            None
+        } else {
+            match dead_letters_of(shared, store.trim()).await? {
+                Ok((b, _)) => Some(b),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            }
+        };
+        let Some(b) = binding.filter(|_| errors.is_empty()) else { return Ok(Err(errors)) };
+        let n = shared.store.requeue_dead_letters(&b.scope, Some(&b.tenant_id), shared.clock.now()).await?;
+        tracing::info!(tenant = %b.tenant_id, count = n, "console: dead letters requeued by an operator");
+        Ok(Ok(n))
+    }
+}
