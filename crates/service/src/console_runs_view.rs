@@ -398,3 +398,183 @@ pub(crate) fn confirm_retry_all(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use byte8_ledger_core::{
+        error::ErrorCode,
+        outcome::{Outcome, SyncStatus},
+        store::{
+            audit::{Change, LedgerLink, SnapshotDiff},
+            service::{BindingStatus, ConnectionStatus},
+        },
+    };
+    use serde_json::json;
+
+    use super::*;
+
+    fn t() -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH
+    }
+
+    fn run(id: i64, status: RunStatus, message: &str) -> Run {
+        Run {
+            id,
+            scope: "biz".into(),
+            tenant_id: Some("shop-1".into()),
+            claim: 1,
+            idempotency_key: format!("invoice.created:{id}"),
+            event: Some("invoice.created".into()),
+            magento_entity_id: Some(u64::try_from(id).unwrap()),
+            raw: r#"{"event":"invoice.created","payload":{"increment_id":"000000007"}}"#.into(),
+            policy: None,
+            status,
+            attempts: 1,
+            next_attempt_at: None,
+            outcome: Some(Outcome {
+                idempotency_key: None,
+                event: None,
+                entity_type: None,
+                magento_entity_id: None,
+                provider: "sage_accounting".into(),
+                sync_status: if status == RunStatus::Synced { SyncStatus::Synced } else { SyncStatus::Failed },
+                provider_entity_id: (status == RunStatus::Synced).then(|| "L-1".into()),
+                provider_reference: (status == RunStatus::Synced).then(|| "SI-7".into()),
+                skip_reason: None,
+                error_code: (status != RunStatus::Synced).then_some(ErrorCode::Provider),
+                message: Some(message.into()),
+                last_sync_at: t(),
+            }),
+            created_at: t(),
+            updated_at: t(),
+        }
+    }
+
+    fn store() -> BindingInfo {
+        BindingInfo {
+            tenant_id: "shop-1".into(),
+            scope: "biz".into(),
+            magento_base_url: "https://shop.example.com".into(),
+            status: BindingStatus::Active,
+            magento_status: ConnectionStatus::Active,
+            paired_at: t(),
+            created_at: t(),
+            updated_at: t(),
+        }
+    }
+
+    fn csrf() -> Markup {
+        html! { input type="hidden" name="csrf" value="TOKEN"; }
+    }
+
+    /// Every `<input>` and `<select>` with an id has a `<label for=…>` (hidden inputs aside).
+    fn assert_labelled(html: &str) {
+        for tag in ["<input ", "<select "] {
+            for (at, _) in html.match_indices(tag) {
+                let end = html[at..].find('>').map_or(html.len(), |e| at + e);
+                let element = &html[at..end];
+                if element.contains(r#"type="hidden""#) {
+                    continue;
+                }
+                let id = element.split(r#"id=""#).nth(1).and_then(|s| s.split('"').next()).expect("an id");
+                assert!(html.contains(&format!(r#"<label for="{id}">"#)), "{id} has no label in {html}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_labels_its_filters_offers_retry_where_it_applies_and_escapes_messages() {
+        let form =
+            RunsForm { store: Some("shop-1".into()), status: Some("dead_lettered".into()), ..RunsForm::default() };
+        let page = RunPage {
+            runs: vec![run(2, RunStatus::DeadLettered, "<script>alert(1)</script>"), run(1, RunStatus::Synced, "ok")],
+            total: 2,
+        };
+        let html =
+            runs_page(&form, &[], &[store()], Some(&page), &csrf(), Some("Run #9 is back in line")).into_string();
+        assert_labelled(&html);
+        assert!(!html.contains("<script>"), "messages are escaped");
+        assert!(html.contains("&lt;script&gt;"));
+        assert_eq!(html.matches(r#"action="/console/runs/2/retry""#).count(), 1, "the dead letter has Retry");
+        assert!(!html.contains(r#"action="/console/runs/1/retry""#), "a synced run has none");
+        assert!(html.contains(r#"value="TOKEN""#), "the retry form carries the CSRF field");
+        assert!(html.contains(r#"<option value="shop-1" selected>"#), "the filter keeps its store");
+        assert!(html.contains(r#"<option value="dead_lettered" selected>"#));
+        assert!(html.contains("Runs 1–2 of 2"));
+        assert!(html.contains(r#"href="/console/runs/retry-dead-letters?store=shop-1""#));
+        assert!(html.contains("SI-7"), "the ledger's number");
+    }
+
+    #[test]
+    fn form_errors_are_listed_linked_and_marked_on_their_fields() {
+        let errors = vec![FieldError::new("from", "`x` is not a date (YYYY-MM-DD)")];
+        let html = runs_page(&RunsForm::default(), &errors, &[], None, &csrf(), None).into_string();
+        assert!(html.contains(r##"<a href="#field-from">from: `x` is not a date (YYYY-MM-DD)</a>"##), "{html}");
+        assert!(html.contains(r#"id="field-from" type="date" name="from" value="" aria-invalid="true""#), "{html}");
+        assert!(!html.contains("<table"), "no table without a valid query");
+    }
+
+    #[test]
+    fn paging_links_keep_the_filters() {
+        let form = RunsForm { event: Some("invoice.paid".into()), page: Some("2".into()), ..RunsForm::default() };
+        let page = RunPage { runs: vec![run(1, RunStatus::Synced, "ok")], total: 151 };
+        let html = runs_page(&form, &[], &[], Some(&page), &csrf(), None).into_string();
+        assert!(html.contains(r#"href="/console/runs?event=invoice.paid""#), "previous: page 1 {html}");
+        assert!(html.contains(r#"href="/console/runs?event=invoice.paid&amp;page=3""#), "next: page 3");
+        assert!(html.contains("Page 2 of 4"));
+    }
+
+    #[test]
+    fn a_runs_page_shows_its_attempts_exchanges_ledger_record_and_diff() {
+        let mut r = run(5, RunStatus::DeadLettered, "Sage refused");
+        r.event = Some("customer.upserted".into());
+        let detail = RunDetail {
+            event: None,
+            attempts: vec![AttemptRecord {
+                number: 1,
+                started_at: t(),
+                finished_at: t(),
+                result: "failed".into(),
+                error_code: Some(ErrorCode::Provider),
+                message: Some("403 MultiUserAccessDenied".into()),
+                ledger_id: None,
+                exchanges: vec![Exchange {
+                    at: t(),
+                    method: "POST".into(),
+                    url: "/v3.1/contacts".into(),
+                    status: Some(403),
+                    request_body: Some(r#"{"contact":{"name":"Jane"}}"#.into()),
+                    response_body: Some(r#"[{"$dataCode":"MultiUserAccessDenied"}]"#.into()),
+                    error: None,
+                }],
+                snapshot: None,
+            }],
+            ledger: Some(LedgerLink { id: "C-5".into(), number: Some("JANE".into()) }),
+            diff: Some(SnapshotDiff {
+                previous_run: 4,
+                changes: vec![Change { path: "/email".into(), before: Some(json!("a@x")), after: Some(json!("b@x")) }],
+            }),
+            run: r,
+        };
+        let html = run_page(&detail, &csrf(), None).into_string();
+        assert!(html.contains("<summary><code>POST /v3.1/contacts</code> → <strong>403</strong></summary>"), "{html}");
+        assert!(html.contains("MultiUserAccessDenied"));
+        assert!(html.contains("&quot;name&quot;: &quot;Jane&quot;"), "bodies pretty-printed (and escaped)");
+        assert!(html.contains(r#"action="/console/runs/5/retry""#));
+        assert!(html.contains("<code>/email</code>") && html.contains("&quot;a@x&quot;"), "the diff");
+        assert!(html.contains(r#"href="/console/runs/4""#), "the previous run is linked");
+        assert!(html.contains("<strong>JANE</strong>"), "the ledger's number");
+        assert!(html.contains("000000007"), "the event JSON");
+    }
+
+    #[test]
+    fn the_retry_all_confirmation_names_the_store_and_the_count() {
+        let html = confirm_retry_all(&[store()], Some("shop-1"), Some(3), &[], &csrf()).into_string();
+        assert_labelled(&html);
+        assert!(html.contains("3 dead-lettered runs of store <strong>shop-1</strong>"), "{html}");
+        assert!(html.contains(r#"name="confirm" value="yes" required"#));
+        assert!(html.contains(r#"value="TOKEN""#));
+        let none = confirm_retry_all(&[store()], Some("shop-1"), Some(0), &[], &csrf()).into_string();
+        assert!(none.contains("has no dead letter"));
+    }
+}
