@@ -14,7 +14,7 @@ use super::{
 use crate::{
     canonical::{Entity, Event, EventKind, MagentoInvoice},
     error::{Error, Result},
-    http::exchange::Recorder,
+    http::audit::Recorder,
     outcome::Outcome,
     plan::DocumentKind,
     policy::SyncPolicy,

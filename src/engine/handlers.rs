@@ -159,7 +159,7 @@ impl SyncEngine {
                 }
             },
         };
-        if let Some(recorder) = crate::http::exchange::current() {
+        if let Some(recorder) = crate::http::audit::current() {
             // The snapshot the run's page compares with the previous run of the same entity.
             if let Ok(v) = serde_json::to_value(&entity) {
                 recorder.set_snapshot(v);

@@ -50,7 +50,7 @@
 //! provider sent to the ledger with the answers (redacted: no header, no token or secret field)
 //! and the entity snapshot the attempt worked on. The engine knows nothing of HTTP: it opens a
 //! [`Recorder`] per attempt (per batch for batched documents) and runs the attempt inside it; the
-//! provider's HTTP layer writes to the task's recorder ([`crate::http::exchange`]). The runs
+//! provider's HTTP layer writes to the task's recorder ([`crate::http::audit`]). The runs
 //! table, a run's page with an upsert's diff, and the retries are [`crate::store::audit`]'s.
 //!
 //! # One run over a file in any order
@@ -96,7 +96,7 @@ use crate::{
     canonical::{Entity, Event, EventKind},
     clock::Clock,
     error::{Error, Result},
-    http::exchange::Recorder,
+    http::audit::Recorder,
     identity::sha256_hex,
     outcome::{Outcome, SyncStatus},
     policy::SyncPolicy,
@@ -406,7 +406,7 @@ impl SyncEngine {
         };
         let span = tracing::info_span!("event", key = %event.idempotency_key, attempt);
         // The attempt's ledger exchanges and entity snapshot are recorded for its audit trail
-        // (`crate::http::exchange`): the provider's HTTP layer writes to the task's recorder.
+        // (`crate::http::audit`): the provider's HTTP layer writes to the task's recorder.
         Recorder::new()
             .scope(async {
                 // Instrumented, not entered: an entered span held across an await would tag the
@@ -466,7 +466,7 @@ impl SyncEngine {
         // A batched document's entity is the event's own (the batch's recorder keeps none).
         let snapshot = snapshot.or_else(|| {
             let mut v = serde_json::to_value(event.entity.as_ref()?).ok()?;
-            crate::http::exchange::redact_value(&mut v);
+            crate::http::audit::redact_value(&mut v);
             Some(v)
         });
         match result {
@@ -647,6 +647,6 @@ impl SyncEngine {
 
 /// The exchanges and entity snapshot recorded so far by the task's recorder (none outside one):
 /// what an attempt's record keeps. In a batch every run keeps the exchanges of its batch.
-fn audit() -> (Vec<crate::http::exchange::Exchange>, Option<serde_json::Value>) {
-    crate::http::exchange::current().map(|r| (r.exchanges(), r.snapshot())).unwrap_or_default()
+fn audit() -> (Vec<crate::http::audit::ExchangeRecord>, Option<serde_json::Value>) {
+    crate::http::audit::current().map(|r| (r.exchanges(), r.snapshot())).unwrap_or_default()
 }

@@ -1,8 +1,8 @@
 //! HTTP plumbing shared by the providers: the retry decision ([`retry`]), the client-side rate
-//! limits ([`limit`]), the audit of a run's ledger exchanges ([`exchange`]), and what a ledger client may be pointed at ([`ledger_url`],
+//! limits ([`limit`]), the audit of a run's ledger exchanges ([`audit`]), and what a ledger client may be pointed at ([`ledger_url`],
 //! [`same_origin_redirects`]).
 
-pub mod exchange;
+pub mod audit;
 pub mod limit;
 pub mod retry;
 pub mod stats;

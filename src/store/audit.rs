@@ -301,7 +301,7 @@ pub(crate) fn audit_columns(a: &AttemptRecord) -> Result<(Option<String>, Option
 /// Reads a stored `exchanges` column (a row that no longer reads shows none, with a warning:
 /// the audit trail must not hide the run).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn read_exchanges(text: Option<String>) -> Vec<crate::http::exchange::Exchange> {
+pub(crate) fn read_exchanges(text: Option<String>) -> Vec<crate::http::audit::ExchangeRecord> {
     text.map(|t| {
         serde_json::from_str(&t).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "a stored attempt's exchanges do not read; shown as none");

@@ -219,11 +219,11 @@ pub struct AttemptRecord {
     pub ledger_id: Option<String>,
     /// Every request the provider sent to the ledger during the attempt, with its answer, oldest
     /// first: secrets and tokens redacted, headers never kept, bodies cut (see
-    /// [`crate::http::exchange`]). Empty for an attempt that never reached the provider (an event
+    /// [`crate::http::audit`]). Empty for an attempt that never reached the provider (an event
     /// that could not be read, a policy skip decided without a request) and for attempts stored
     /// before migration `0008_run_audit`.
     #[serde(default)]
-    pub exchanges: Vec<crate::http::exchange::Exchange>,
+    pub exchanges: Vec<crate::http::audit::ExchangeRecord>,
     /// The canonical entity the attempt worked on, as JSON (secret-named fields redacted): the
     /// event's own, or the one fetched from Magento. A run's page compares an upsert's snapshot
     /// with the previous run's ([`crate::store::audit::snapshot_diff`]). `None` when the attempt

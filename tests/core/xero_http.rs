@@ -1368,7 +1368,7 @@ fn the_spec_checker_catches_what_xero_would_refuse() {
 
 #[tokio::test]
 async fn a_runs_recorder_keeps_every_xero_exchange_without_headers_and_with_secrets_redacted() {
-    use byte8_ledger_core::http::exchange::{REDACTED, Recorder};
+    use byte8_ledger_core::http::audit::{REDACTED, Recorder};
     let x = xero().await;
     mount_reference(&x).await;
     // An answer that (wrongly) echoes credentials: the audit keeps the answer, not the secrets.

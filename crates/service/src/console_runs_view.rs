@@ -11,7 +11,7 @@
 use byte8_ledger_core::{
     canonical::EventKind,
     error::FieldError,
-    http::exchange::Exchange,
+    http::audit::ExchangeRecord,
     store::{
         AttemptRecord, Run, RunStatus,
         audit::{RunDetail, RunPage},
@@ -329,7 +329,7 @@ fn attempt(i: usize, a: &AttemptRecord) -> Markup {
     }
 }
 
-fn exchange(e: &Exchange) -> Markup {
+fn exchange(e: &ExchangeRecord) -> Markup {
     let answer = match (e.status, &e.error) {
         (Some(s), _) => s.to_string(),
         (None, Some(err)) => format!("no answer: {}", byte8_ledger_core::http::sanitise(err, 120)),
@@ -538,7 +538,7 @@ mod tests {
                 error_code: Some(ErrorCode::Provider),
                 message: Some("403 MultiUserAccessDenied".into()),
                 ledger_id: None,
-                exchanges: vec![Exchange {
+                exchanges: vec![ExchangeRecord {
                     at: t(),
                     method: "POST".into(),
                     url: "/v3.1/contacts".into(),

@@ -24,9 +24,7 @@ use crate::{
     auth::TokenManager,
     clock::Clock,
     error::{AuthFailure, Error, Result},
-    http::{
-        Attempt, Decision, RateLimiter, RetryConfig, after_network_error, decide, exchange, retry::parse_retry_after,
-    },
+    http::{Attempt, Decision, RateLimiter, RetryConfig, after_network_error, decide, retry::parse_retry_after},
 };
 
 /// The HTTP client of one Sage business.
@@ -313,7 +311,6 @@ impl SageClient {
                 req = req.header(header::CONTENT_TYPE, "application/json").body(b.clone());
             }
             self.stats.record(&method, what);
-            let sent_at = self.clock.now();
             match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -322,17 +319,8 @@ impl SageClient {
                         .get(header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, self.clock.now()));
-                    let answer = resp.bytes().await.map_err(|e| {
+                    let body = resp.bytes().await.map_err(|e| {
                         let e = e.without_url();
-                        exchange::record(
-                            sent_at,
-                            method.as_str(),
-                            &url,
-                            body.as_deref(),
-                            Some(status),
-                            None,
-                            Some(&e.to_string()),
-                        );
                         Error::Http {
                             provider: PROVIDER,
                             message: format!("{label}: the answer was cut off: {e}"),
@@ -340,22 +328,13 @@ impl SageClient {
                             source: Some(Box::new(e)),
                         }
                     })?;
-                    exchange::record(
-                        sent_at,
-                        method.as_str(),
-                        &url,
-                        body.as_deref(),
-                        Some(status),
-                        Some(&answer),
-                        None,
-                    );
                     if (200..300).contains(&status) {
                         self.answered.store(true, std::sync::atomic::Ordering::Relaxed);
-                        return Ok(Answer { body: answer });
+                        return Ok(Answer { body });
                     }
                     let answered_before = self.answered.load(std::sync::atomic::Ordering::Relaxed);
                     if status == 401 {
-                        let err = from_status_seen(status, &answer, None, &label, answered_before);
+                        let err = from_status_seen(status, &body, None, &label, answered_before);
                         if matches!(err, Error::Auth { reason: AuthFailure::TokenRejected, .. }) && !refreshed_after_401
                         {
                             // A token Sage refused although we thought it fresh: refresh once.
@@ -384,13 +363,11 @@ impl SageClient {
                             continue;
                         }
                         Decision::GiveUp | Decision::Ambiguous => {
-                            return Err(from_status_seen(status, &answer, retry_after, &label, answered_before));
+                            return Err(from_status_seen(status, &body, retry_after, &label, answered_before));
                         }
                     }
                 }
                 Err(e) => {
-                    let e = e.without_url();
-                    exchange::record(sent_at, method.as_str(), &url, body.as_deref(), None, None, Some(&e.to_string()));
                     let d =
                         after_network_error(e, PROVIDER, &label, retries, started.elapsed(), idempotent, &self.retry)?;
                     retries += 1;

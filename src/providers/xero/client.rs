@@ -29,7 +29,7 @@ use crate::{
     clock::Clock,
     error::{AuthFailure, Error, Result},
     http::{
-        Attempt, Decision, RequestStats, RetryConfig, TenantLimits, after_network_error, decide, exchange,
+        Attempt, Decision, RequestStats, RetryConfig, TenantLimits, after_network_error, decide,
         retry::parse_retry_after, stats::fold_ids,
     },
 };
@@ -174,7 +174,6 @@ impl XeroClient {
                 req = req.header(header::CONTENT_TYPE, "application/json").body(b.clone());
             }
             self.stats.record(&method, what);
-            let sent_at = self.clock.now();
             match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -187,15 +186,6 @@ impl XeroClient {
                     let problem = text("x-rate-limit-problem");
                     let answer = resp.bytes().await.map_err(|e| {
                         let e = e.without_url();
-                        exchange::record(
-                            sent_at,
-                            method.as_str(),
-                            &url,
-                            body.as_deref(),
-                            Some(status),
-                            None,
-                            Some(&e.to_string()),
-                        );
                         Error::Http {
                             provider: PROVIDER,
                             message: format!("{label}: the answer was cut off: {e}"),
@@ -203,15 +193,6 @@ impl XeroClient {
                             source: Some(Box::new(e)),
                         }
                     })?;
-                    exchange::record(
-                        sent_at,
-                        method.as_str(),
-                        &url,
-                        body.as_deref(),
-                        Some(status),
-                        Some(&answer),
-                        None,
-                    );
                     if (200..300).contains(&status) {
                         return Ok(answer);
                     }
@@ -261,8 +242,6 @@ impl XeroClient {
                     }
                 }
                 Err(e) => {
-                    let e = e.without_url();
-                    exchange::record(sent_at, method.as_str(), &url, body.as_deref(), None, None, Some(&e.to_string()));
                     let d =
                         after_network_error(e, PROVIDER, &label, retries, started.elapsed(), idempotent, &self.retry)?;
                     retries += 1;

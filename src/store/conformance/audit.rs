@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{new_run, result, t0};
 use crate::{
-    http::exchange::Exchange,
+    http::audit::ExchangeRecord,
     store::{
         Dedupe, NewRun, RunId, RunResult, RunStatus, Store,
         audit::{Change, RunQuery, run_detail},
@@ -56,7 +56,7 @@ pub async fn attempts_keep_their_exchanges_and_snapshot(store: &dyn Store, scope
     let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
     let mut r = result(key, RunStatus::Synced, 1, None);
     r.attempt.exchanges = vec![
-        Exchange {
+        ExchangeRecord {
             at: t0(),
             method: "POST".into(),
             url: "/v3.1/sales_invoices?x=1".into(),
@@ -65,7 +65,7 @@ pub async fn attempts_keep_their_exchanges_and_snapshot(store: &dyn Store, scope
             response_body: Some(r#"{"id":"L1","displayed_as":"SI-81"}"#.into()),
             error: None,
         },
-        Exchange {
+        ExchangeRecord {
             at: t0() + Duration::seconds(1),
             method: "GET".into(),
             url: "/v3.1/contacts".into(),

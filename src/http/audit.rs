@@ -48,7 +48,7 @@ pub const MAX_EXCHANGES: usize = 200;
 
 /// One request a provider sent to its ledger, and the answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exchange {
+pub struct ExchangeRecord {
     /// When the request was sent.
     pub at: DateTime<Utc>,
     /// `GET`, `POST`, `PUT`, `DELETE`.
@@ -67,7 +67,7 @@ pub struct Exchange {
 
 #[derive(Debug, Default)]
 struct State {
-    exchanges: Vec<Exchange>,
+    exchanges: Vec<ExchangeRecord>,
     snapshot: Option<Value>,
 }
 
@@ -96,7 +96,7 @@ impl Recorder {
     }
 
     /// Adds one exchange (the oldest is dropped past [`MAX_EXCHANGES`]).
-    pub fn push(&self, exchange: Exchange) {
+    pub fn push(&self, exchange: ExchangeRecord) {
         let mut s = self.lock();
         if s.exchanges.len() >= MAX_EXCHANGES {
             s.exchanges.remove(0);
@@ -105,7 +105,7 @@ impl Recorder {
     }
 
     /// The exchanges recorded so far, oldest first.
-    pub fn exchanges(&self) -> Vec<Exchange> {
+    pub fn exchanges(&self) -> Vec<ExchangeRecord> {
         self.lock().exchanges.clone()
     }
 
@@ -140,7 +140,7 @@ pub fn record(
     error: Option<&str>,
 ) {
     let Some(recorder) = current() else { return };
-    recorder.push(Exchange {
+    recorder.push(ExchangeRecord {
         at,
         method: method.to_owned(),
         url: redact_url(url),
@@ -397,7 +397,7 @@ mod tests {
     fn an_attempt_keeps_its_last_exchanges() {
         let rec = Recorder::new();
         for i in 0..MAX_EXCHANGES + 5 {
-            rec.push(Exchange {
+            rec.push(ExchangeRecord {
                 at: t(),
                 method: "GET".into(),
                 url: format!("/p/{i}"),
