@@ -106,7 +106,7 @@
 //!
 //! | package | what | may depend on |
 //! |---|---|---|
-//! | `byte8-ledger-core` (this library) | canonical → policy → tax → plan → providers → engine → stores, OAuth custody, the HTTP machinery | no other package of the workspace |
+//! | `byte8-ledger-core` (this library) | canonical → policy → tax → plan → providers → engine → stores, OAuth custody, the HTTP machinery (one request loop, [`http::exchange`], for every client of every package) | no other package of the workspace |
 //! | `byte8-ledger-simulators` | the Sage and Xero simulators, workloads, the chaos soak | the core |
 //! | `byte8-ledger-service` | the Byte8 Magento module's protocol (`magento`) and the ledger service (routes, workers, callbacks) | the core (the simulators for its tests only) |
 //! | `byte8-ledger` | the `byte8-ledger` command (a binary) | all of the above |

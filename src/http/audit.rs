@@ -6,9 +6,11 @@
 //!
 //! The engine knows nothing of HTTP: it opens a [`Recorder`] per attempt and runs the provider
 //! calls of that attempt inside [`Recorder::scope`], which makes the recorder the **task-local**
-//! one. A provider's HTTP layer calls [`record`] after each answer (or network failure); outside a
-//! recording (a CLI `reference` command, a test calling the provider directly) [`record`] does
-//! nothing. A provider that spawns tasks of its own would record nothing from them (task-locals do
+//! one. The Sage and Xero providers are built with the [`RunAudit`] observer of the shared
+//! request loop ([`crate::http::exchange`]), which calls [`record`] after every attempt (answered
+//! or not); outside a recording (a CLI `reference` command, a test calling the provider directly)
+//! [`record`] does nothing. Another provider gets the same audit by giving its requests' loop a
+//! [`RunAudit`] observer (or by calling [`record`]). A provider that spawns tasks of its own would record nothing from them (task-locals do
 //! not cross `tokio::spawn`); none of this crate's providers does. Token refreshes
 //! ([`crate::auth::TokenManager`]) are not recorded: they carry nothing about the run and
 //! everything about the secrets.
@@ -28,6 +30,7 @@
 //!   its last [`MAX_EXCHANGES`] exchanges (a long list walk keeps its end, where a failure is).
 
 use std::{
+    fmt,
     future::Future,
     sync::{Arc, Mutex},
 };
@@ -36,6 +39,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
+
+use super::exchange::{Exchange, ExchangeObserver};
+use crate::clock::Clock;
 
 /// What replaces a secret value.
 pub const REDACTED: &str = "[redacted]";
@@ -149,6 +155,40 @@ pub fn record(
         response_body: response_body.map(redact_body),
         error: error.map(|e| cut(&mask_bearer(e))),
     });
+}
+
+/// The [`ExchangeObserver`] the Sage and Xero providers are built with: every exchange of the
+/// shared request loop ([`crate::http::exchange::send`]) goes to the task's [`Recorder`] (when a
+/// run is being processed) and then to the observer the host gave the builder, if any. The time
+/// recorded is when the request was sent, by the provider's clock.
+pub struct RunAudit {
+    clock: Arc<dyn Clock>,
+    inner: Option<Arc<dyn ExchangeObserver>>,
+}
+
+impl fmt::Debug for RunAudit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunAudit").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl RunAudit {
+    /// The observer recording into the task's run and then showing `inner` each exchange.
+    pub fn observer(clock: Arc<dyn Clock>, inner: Option<Arc<dyn ExchangeObserver>>) -> Arc<dyn ExchangeObserver> {
+        Arc::new(Self { clock, inner })
+    }
+}
+
+impl ExchangeObserver for RunAudit {
+    fn exchange(&self, e: &Exchange<'_>) {
+        if let Some(inner) = &self.inner {
+            inner.exchange(e);
+        }
+        let elapsed = chrono::Duration::from_std(e.elapsed).unwrap_or_default();
+        let now = self.clock.now();
+        let at = now.checked_sub_signed(elapsed).unwrap_or(now);
+        record(at, e.method.as_str(), e.url, e.request_body, e.status, e.response_body, e.failure);
+    }
 }
 
 /// True for a field or parameter name that holds a secret: one containing `token`, `secret`,

@@ -1,14 +1,19 @@
-//! HTTP plumbing shared by the providers: the retry decision ([`retry`]), the client-side rate
-//! limits ([`limit`]), the audit of a run's ledger exchanges ([`audit`]), and what a ledger client may be pointed at ([`ledger_url`],
+//! HTTP plumbing shared by every client: the one request loop ([`exchange`]: send, classify,
+//! back off, retry, read the body under a cap), the retry decision it applies ([`retry`]), the
+//! client-side rate limits ([`limit`]), the request counters ([`stats`]), the audit of a run's
+//! ledger exchanges ([`audit`]), and what a ledger client may be pointed at ([`ledger_url`],
 //! [`same_origin_redirects`]).
 
 pub mod audit;
+pub mod exchange;
 pub mod limit;
+pub(crate) mod resend;
 pub mod retry;
 pub mod stats;
 
+pub use exchange::{Exchange, ExchangeObserver, Hooks, Peer, Redirects, Reply, Request, Verdict};
 pub use limit::{ConcurrencyLimit, DailyBudget, RateConfig, RateLimiter, TenantLimits};
-pub use retry::{Attempt, Backoff, Decision, RetryConfig, after_network_error, decide};
+pub use retry::{Attempt, Backoff, Decision, RetryConfig, decide};
 pub use stats::RequestStats;
 
 use std::net::IpAddr;

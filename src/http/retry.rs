@@ -1,5 +1,6 @@
 //! The retry decision: a pure function of what happened, how many times and for how long, so that
-//! every case is a row in a table test. The loop that applies it is boring on purpose.
+//! every case is a row in a table test. The loop that applies it, shared by every client, is
+//! [`crate::http::exchange::send`], and boring on purpose.
 //!
 //! | what happened | GET / PUT / DELETE | POST |
 //! |---|---|---|
@@ -89,40 +90,6 @@ impl Backoff {
         let full = config.initial_backoff.saturating_mul(factor).min(config.max_backoff);
         let half = full / 2;
         half + half.mul_f64(jitter.clamp(0.0, 1.0))
-    }
-}
-
-/// What follows a request that failed in the network (no HTTP answer): `Ok(delay)` to wait and
-/// try again, or the [`Error::Http`](crate::Error::Http) to report, with its cause (the URL
-/// removed) and `outcome_unknown` when the request was sent and repeating it is not harmless.
-/// Shared by every provider's client.
-///
-/// # Errors
-/// The error to report when [`decide`] gives up (or the outcome is ambiguous).
-pub fn after_network_error(
-    e: reqwest::Error,
-    provider: &'static str,
-    label: &str,
-    retries: u32,
-    elapsed: Duration,
-    idempotent: bool,
-    config: &RetryConfig,
-) -> Result<Duration, crate::Error> {
-    let sent = !e.is_connect() && !e.is_builder();
-    let e = e.without_url();
-    let message = format!("{label}: {e}");
-    let attempt = if sent { Attempt::Interrupted } else { Attempt::NotSent };
-    match decide(attempt, retries, elapsed, idempotent, config, rand::random()) {
-        Decision::Retry(d) => {
-            tracing::info!(request = %label, attempt = retries + 1, error = %message, "retrying after a network error");
-            Ok(d)
-        }
-        Decision::GiveUp | Decision::Ambiguous => Err(crate::Error::Http {
-            provider,
-            message,
-            outcome_unknown: sent && !idempotent,
-            source: Some(Box::new(e)),
-        }),
     }
 }
 

@@ -24,7 +24,6 @@
 pub mod conformance;
 pub mod listing;
 pub mod memory;
-pub(crate) mod resend;
 pub mod sage;
 pub mod stored;
 pub mod types;

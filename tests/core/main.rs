@@ -6,6 +6,7 @@
 #![allow(unreachable_pub)]
 
 mod conformance_memory;
+mod http_exchange;
 mod layers;
 mod live_sage;
 mod money_properties;

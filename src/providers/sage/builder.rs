@@ -18,7 +18,7 @@ use crate::{
     auth::{ClientAuth, MemoryTokenStore, OAuthClient, TokenManager, TokenStore},
     clock::{Clock, SystemClock},
     error::{Error, FieldError, Result},
-    http::{RateConfig, RateLimiter, RetryConfig},
+    http::{ExchangeObserver, RateConfig, RateLimiter, RetryConfig},
 };
 
 /// The API root of every region (sage-api.md 2.3: v3.1 uses one host for all countries).
@@ -120,6 +120,7 @@ pub struct SageBuilder {
     token_store: Option<Arc<dyn TokenStore>>,
     clock: Option<Arc<dyn Clock>>,
     http: Option<reqwest::Client>,
+    observer: Option<Arc<dyn ExchangeObserver>>,
     refresh_margin: Option<Duration>,
 }
 
@@ -269,6 +270,15 @@ impl SageBuilder {
         self
     }
 
+    /// Shows every request the provider sends and every answer it gets to `observer`
+    /// ([`crate::http::ExchangeObserver`]): for recording what a sync sent to Sage and what
+    /// Sage answered. None by default.
+    #[must_use]
+    pub fn with_exchange_observer(mut self, observer: Arc<dyn ExchangeObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Checks every setting and builds the provider.
     ///
     /// # Errors
@@ -371,8 +381,10 @@ impl SageBuilder {
             tokens,
             limiter: self.limiter.unwrap_or_else(|| RateLimiter::new(rate)),
             retry,
-            clock,
+            clock: Arc::clone(&clock),
             stats: Arc::new(RequestStats::default()),
+            // Every exchange also goes to the run being processed, if any (its audit trail).
+            observer: Some(crate::http::audit::RunAudit::observer(Arc::clone(&clock), self.observer)),
             answered: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(SageProvider::from_parts(client, oauth))

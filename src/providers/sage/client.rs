@@ -1,30 +1,34 @@
-//! The thin HTTP layer of the Sage provider: every request carries the bearer token and
-//! `X-Business`, waits for the per-business rate limiter, and is retried by the pure decision of
-//! [`crate::http::retry`]; lists ask for `attributes=all` and `items_per_page=200` and are paged
+//! The thin HTTP layer of the Sage provider: every request goes through the shared request loop
+//! ([`crate::http::exchange`]), carries the bearer token and `X-Business`, waits for the
+//! per-business rate limiter, and is retried by the pure decision of [`crate::http::retry`]; a
+//! 401 that Sage's body says is a refused token refreshes it once; lists ask for `attributes=all` and `items_per_page=200` and are paged
 //! as real Sage answers them (`$next` relative or missing, `$total`, the last page repeated past
 //! the end), with a fallback for lists too big to answer with full objects.
 
 use std::{
     collections::HashSet,
     fmt,
-    sync::Arc,
-    time::{Duration, Instant},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
-use reqwest::{Method, header};
-use secrecy::ExposeSecret;
+use async_trait::async_trait;
+use reqwest::Method;
+use secrecy::SecretString;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use url::Url;
 
 use super::{PROVIDER, error::from_status_seen, model::Page};
 pub use crate::http::RequestStats;
-use crate::http::stats::fold_ids;
 use crate::{
     auth::TokenManager,
     clock::Clock,
     error::{AuthFailure, Error, Result},
-    http::{Attempt, Decision, RateLimiter, RetryConfig, after_network_error, decide, retry::parse_retry_after},
+    http::{
+        ExchangeObserver, Hooks, Peer, RateLimiter, Redirects, Reply, Request, RetryConfig, Verdict,
+        exchange::{self, Admission, DEFAULT_MAX_BODY},
+    },
 };
 
 /// The HTTP client of one Sage business.
@@ -41,6 +45,8 @@ pub(crate) struct SageClient {
     /// active subscription" then means an endpoint outside the business's edition rather than a
     /// lapsed subscription (both answer the same, sage-api.md Q23).
     pub(crate) answered: std::sync::atomic::AtomicBool,
+    /// Sees every request and answer ([`crate::http::exchange`]), when set.
+    pub(crate) observer: Option<Arc<dyn ExchangeObserver>>,
 }
 
 impl fmt::Debug for SageClient {
@@ -271,7 +277,24 @@ impl SageClient {
         self.execute(Method::DELETE, url, None, true, path).await.map(|_| ())
     }
 
-    /// Sends one request with the rate limiter, the token, `X-Business` and the retry decision.
+    /// The loop's parameters for this business.
+    fn peer(&self) -> Peer<'_> {
+        Peer {
+            http: &self.http,
+            provider: PROVIDER,
+            name: "Sage",
+            retry: &self.retry,
+            clock: self.clock.as_ref(),
+            max_body: DEFAULT_MAX_BODY,
+            redirects: Redirects::SameOrigin,
+            stats: Some(&self.stats),
+            observer: self.observer.as_deref(),
+        }
+    }
+
+    /// Sends one request through the shared loop ([`crate::http::exchange`]) with the rate
+    /// limiter, the token and `X-Business` ([`Hooks`] below), and turns an error answer into
+    /// Sage's error.
     #[tracing::instrument(level = "debug", skip(self, url, body), fields(business = %self.business_id))]
     async fn execute(
         &self,
@@ -281,100 +304,50 @@ impl SageClient {
         idempotent: bool,
         what: &str,
     ) -> Result<Answer> {
-        let started = Instant::now();
-        let mut retries = 0u32;
-        let mut refreshed_after_401 = false;
-        let label = format!("{method} {}", fold_ids(what));
-        loop {
-            self.limiter.until_ready().await;
-            let token = match self.tokens.access_token().await {
-                Ok(t) => t,
-                Err(e) if e.is_retryable() => {
-                    if let Decision::Retry(d) =
-                        decide(Attempt::NotSent, retries, started.elapsed(), true, &self.retry, rand::random())
-                    {
-                        retries += 1;
-                        tokio::time::sleep(d).await;
-                        continue;
-                    }
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            };
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(token.expose_secret())
-                .header("X-Business", &self.business_id)
-                .header(header::ACCEPT, "application/json");
-            if let Some(b) = &body {
-                req = req.header(header::CONTENT_TYPE, "application/json").body(b.clone());
-            }
-            self.stats.record(&method, what);
-            match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get(header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, self.clock.now()));
-                    let body = resp.bytes().await.map_err(|e| {
-                        let e = e.without_url();
-                        Error::Http {
-                            provider: PROVIDER,
-                            message: format!("{label}: the answer was cut off: {e}"),
-                            outcome_unknown: !idempotent,
-                            source: Some(Box::new(e)),
-                        }
-                    })?;
-                    if (200..300).contains(&status) {
-                        self.answered.store(true, std::sync::atomic::Ordering::Relaxed);
-                        return Ok(Answer { body });
-                    }
-                    let answered_before = self.answered.load(std::sync::atomic::Ordering::Relaxed);
-                    if status == 401 {
-                        let err = from_status_seen(status, &body, None, &label, answered_before);
-                        if matches!(err, Error::Auth { reason: AuthFailure::TokenRejected, .. }) && !refreshed_after_401
-                        {
-                            // A token Sage refused although we thought it fresh: refresh once.
-                            refreshed_after_401 = true;
-                            self.tokens.invalidate(&token).await;
-                            continue;
-                        }
-                        return Err(err);
-                    }
-                    if status == 429 {
-                        self.stats.count_throttled();
-                    }
-                    match decide(
-                        Attempt::Status { status, retry_after },
-                        retries,
-                        started.elapsed(),
-                        idempotent,
-                        &self.retry,
-                        rand::random(),
-                    ) {
-                        Decision::Retry(d) => {
-                            tracing::info!(request = %label, status, attempt = retries + 1, delay_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "retrying");
-                            retries += 1;
-                            self.stats.count_retry();
-                            tokio::time::sleep(d).await;
-                            continue;
-                        }
-                        Decision::GiveUp | Decision::Ambiguous => {
-                            return Err(from_status_seen(status, &body, retry_after, &label, answered_before));
-                        }
-                    }
-                }
-                Err(e) => {
-                    let d =
-                        after_network_error(e, PROVIDER, &label, retries, started.elapsed(), idempotent, &self.retry)?;
-                    retries += 1;
-                    self.stats.count_retry();
-                    tokio::time::sleep(d).await;
-                }
-            }
+        let mut request =
+            Request::new(method, url, what).idempotent(idempotent).header("X-Business", self.business_id.clone());
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let label = request.label_text().to_owned();
+        let reply = exchange::send(&self.peer(), self, request).await?;
+        if reply.is_success() {
+            self.answered.store(true, Ordering::Relaxed);
+            return Ok(Answer { body: reply.body });
+        }
+        let answered_before = self.answered.load(Ordering::Relaxed);
+        Err(from_status_seen(reply.status, &reply.body, reply.retry_after, &label, answered_before))
+    }
+}
+
+/// What the Sage client does around each attempt of the shared loop.
+#[async_trait]
+impl Hooks for SageClient {
+    /// Waits for the business's rate limiter.
+    async fn admit(&self, _request: &Request) -> Result<Admission> {
+        self.limiter.until_ready().await;
+        Ok(Admission::default())
+    }
+
+    /// The business's access token (refreshed by the token manager when due).
+    async fn credential(&self) -> Result<Option<SecretString>> {
+        self.tokens.access_token().await.map(Some)
+    }
+
+    async fn refused(&self, credential: &SecretString) {
+        self.tokens.invalidate(credential).await;
+    }
+
+    /// A 401 that Sage's body says is a refused token (not a lapsed subscription, nor an
+    /// endpoint outside the edition) refreshes the token once; any other 401 stops at once.
+    fn verdict(&self, reply: &Reply) -> Verdict {
+        if reply.status != 401 {
+            return Verdict::Decide;
+        }
+        let answered_before = self.answered.load(Ordering::Relaxed);
+        match from_status_seen(reply.status, &reply.body, None, "", answered_before) {
+            Error::Auth { reason: AuthFailure::TokenRejected, .. } => Verdict::Refresh,
+            _ => Verdict::Stop,
         }
     }
 }

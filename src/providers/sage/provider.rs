@@ -20,7 +20,7 @@ use super::{
     model::{Link, SageContact, SageDocument, SageItem, SageTransaction},
     transform::{self, DocumentLinks, ItemRequest as SageItemRequest, PaymentLinks},
 };
-use crate::providers::resend::ResendBudget;
+use crate::http::resend::ResendBudget;
 use crate::{
     auth::{OAuthClient, TokenManager, TokenSet},
     error::{Error, Result},

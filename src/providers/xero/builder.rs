@@ -19,7 +19,10 @@ use crate::{
     auth::{ClientAuth, MemoryTokenStore, OAuthClient, TokenManager, TokenStore},
     clock::{Clock, SystemClock},
     error::{Error, FieldError, Result},
-    http::{ConcurrencyLimit, DailyBudget, RateConfig, RateLimiter, RequestStats, RetryConfig, TenantLimits},
+    http::{
+        ConcurrencyLimit, DailyBudget, ExchangeObserver, RateConfig, RateLimiter, RequestStats, RetryConfig,
+        TenantLimits,
+    },
 };
 
 /// The Accounting API root.
@@ -71,6 +74,7 @@ pub struct XeroBuilder {
     token_store: Option<Arc<dyn TokenStore>>,
     clock: Option<Arc<dyn Clock>>,
     http: Option<reqwest::Client>,
+    observer: Option<Arc<dyn ExchangeObserver>>,
     refresh_margin: Option<Duration>,
 }
 
@@ -233,6 +237,15 @@ impl XeroBuilder {
         self
     }
 
+    /// Shows every request the provider sends and every answer it gets to `observer`
+    /// ([`crate::http::ExchangeObserver`]): for recording what a sync sent to Xero and what
+    /// Xero answered. None by default.
+    #[must_use]
+    pub fn with_exchange_observer(mut self, observer: Arc<dyn ExchangeObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Checks every setting and builds the provider.
     ///
     /// # Errors
@@ -326,8 +339,10 @@ impl XeroBuilder {
             tokens,
             limits,
             retry,
-            clock,
+            clock: Arc::clone(&clock),
             stats: Arc::new(RequestStats::default()),
+            // Every exchange also goes to the run being processed, if any (its audit trail).
+            observer: Some(crate::http::audit::RunAudit::observer(Arc::clone(&clock), self.observer)),
         };
         Ok(XeroProvider::from_parts(client, oauth, max_batch))
     }

@@ -7,19 +7,17 @@
 //!   **concurrency** slot (5 at once), shared by every request to the organisation;
 //! - carries `Authorization: Bearer`, `xero-tenant-id` (Q21) and, on writes, `Idempotency-Key`
 //!   (never empty, ≤ 128 characters, Q2);
-//! - is retried by the pure decision of [`crate::http::retry`]: a 429 is read with `Retry-After`
+//! - goes through the shared request loop ([`crate::http::exchange`]) and is retried by the
+//!   pure decision of [`crate::http::retry`]: a 429 is read with `Retry-After`
 //!   and `X-Rate-Limit-Problem` (a `day` problem defers, anything else waits and retries), a 401
 //!   refreshes the token once; `X-DayLimit-Remaining` on every answer keeps the daily budget in
 //!   step with Xero's own count.
 
-use std::{
-    fmt,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{fmt, sync::Arc, time::Duration};
 
-use reqwest::{Method, header};
-use secrecy::ExposeSecret;
+use async_trait::async_trait;
+use reqwest::{Method, header::HeaderMap};
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use url::Url;
 
@@ -29,8 +27,8 @@ use crate::{
     clock::Clock,
     error::{AuthFailure, Error, Result},
     http::{
-        Attempt, Decision, RequestStats, RetryConfig, TenantLimits, after_network_error, decide,
-        retry::parse_retry_after, stats::fold_ids,
+        ExchangeObserver, Hooks, Peer, Redirects, Reply, Request, RequestStats, RetryConfig, TenantLimits, Verdict,
+        exchange::{self, Admission, DEFAULT_MAX_BODY},
     },
 };
 
@@ -45,6 +43,8 @@ pub(crate) struct XeroClient {
     pub(crate) retry: RetryConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) stats: Arc<RequestStats>,
+    /// Sees every request and answer ([`crate::http::exchange`]), when set.
+    pub(crate) observer: Option<Arc<dyn ExchangeObserver>>,
 }
 
 impl fmt::Debug for XeroClient {
@@ -111,7 +111,24 @@ impl XeroClient {
         read_json(&answer, path)
     }
 
-    /// Sends one request with the limits, the token, the tenant header and the retry decision.
+    /// The loop's parameters for this organisation.
+    fn peer(&self) -> Peer<'_> {
+        Peer {
+            http: &self.http,
+            provider: PROVIDER,
+            name: "Xero",
+            retry: &self.retry,
+            clock: self.clock.as_ref(),
+            max_body: DEFAULT_MAX_BODY,
+            redirects: Redirects::SameOrigin,
+            stats: Some(&self.stats),
+            observer: self.observer.as_deref(),
+        }
+    }
+
+    /// Sends one request through the shared loop ([`crate::http::exchange`]) with the limits,
+    /// the token and the tenant header ([`Hooks`] below), and turns an error answer into
+    /// Xero's error.
     #[tracing::instrument(level = "debug", skip(self, url, body, idempotency_key), fields(tenant = %self.tenant_id))]
     async fn execute(
         &self,
@@ -122,133 +139,101 @@ impl XeroClient {
         what: &str,
         idempotency_key: Option<String>,
     ) -> Result<bytes::Bytes> {
-        let started = Instant::now();
-        let mut retries = 0u32;
-        let mut refreshed_after_401 = false;
-        let label = format!("{method} {}", fold_ids(what));
-        let tenant_scoped = !what.starts_with("/connections");
-        loop {
-            if let Err(wait) = self.limits.daily.take(self.clock.now()) {
-                let whose = if self.limits.daily.spent_by_ledger(self.clock.now()) {
-                    "Xero says (X-DayLimit-Remaining: 0)".to_owned()
-                } else {
-                    format!("the client-side budget of {} calls a day", self.limits.daily.limit())
-                };
-                return Err(Error::Deferred {
-                    provider: PROVIDER,
-                    message: format!(
-                        "the daily call allowance of Xero organisation {} is spent, {whose}; {label} not sent",
-                        self.tenant_id
-                    ),
-                    retry_after: wait,
-                });
-            }
-            self.limits.minute.until_ready().await;
-            let _slot = self.limits.concurrency.acquire().await;
-            let token = match self.tokens.access_token().await {
-                Ok(t) => t,
-                Err(e) if e.is_retryable() => {
-                    if let Decision::Retry(d) =
-                        decide(Attempt::NotSent, retries, started.elapsed(), true, &self.retry, rand::random())
-                    {
-                        retries += 1;
-                        tokio::time::sleep(d).await;
-                        continue;
-                    }
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
+        let mut request = Request::new(method, url, what).idempotent(idempotent);
+        if !what.starts_with("/connections") {
+            request = request.header("xero-tenant-id", self.tenant_id.clone());
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let label = request.label_text().to_owned();
+        let reply = exchange::send(&self.peer(), self, request).await?;
+        if reply.is_success() {
+            return Ok(reply.body);
+        }
+        let e = from_status(reply.status, &reply.body, reply.retry_after, reply.header("x-rate-limit-problem"), &label);
+        if let Error::Auth { reason: AuthFailure::TokenRejected, .. } = e
+            && reply.refreshed
+        {
+            return Err(Error::Auth {
+                provider: PROVIDER,
+                reason: AuthFailure::ReconnectRequired,
+                message: format!(
+                    "{label}: Xero refused a freshly refreshed token: reconnect (byte8-ledger connect --provider xero)"
+                ),
+            });
+        }
+        Err(e)
+    }
+}
+
+/// What the Xero client does around each attempt of the shared loop.
+#[async_trait]
+impl Hooks for XeroClient {
+    /// Takes one call from the daily budget (or defers the request when it is spent), waits for
+    /// the minute limiter, and holds a concurrency slot for the attempt.
+    async fn admit(&self, request: &Request) -> Result<Admission> {
+        if let Err(wait) = self.limits.daily.take(self.clock.now()) {
+            let whose = if self.limits.daily.spent_by_ledger(self.clock.now()) {
+                "Xero says (X-DayLimit-Remaining: 0)".to_owned()
+            } else {
+                format!("the client-side budget of {} calls a day", self.limits.daily.limit())
             };
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(token.expose_secret())
-                .header(header::ACCEPT, "application/json");
-            if tenant_scoped {
-                req = req.header("xero-tenant-id", &self.tenant_id);
+            return Err(Error::Deferred {
+                provider: PROVIDER,
+                message: format!(
+                    "the daily call allowance of Xero organisation {} is spent, {whose}; {} not sent",
+                    self.tenant_id,
+                    request.label_text()
+                ),
+                retry_after: wait,
+            });
+        }
+        self.limits.minute.until_ready().await;
+        Ok(match self.limits.concurrency.acquire().await {
+            Some(slot) => Admission::holding(slot),
+            None => Admission::default(),
+        })
+    }
+
+    /// The organisation's access token (refreshed by the token manager when due).
+    async fn credential(&self) -> Result<Option<SecretString>> {
+        self.tokens.access_token().await.map(Some)
+    }
+
+    async fn refused(&self, credential: &SecretString) {
+        self.tokens.invalidate(credential).await;
+    }
+
+    /// `X-DayLimit-Remaining` keeps the daily budget in step with Xero's own count.
+    fn answered(&self, _status: u16, headers: &HeaderMap) {
+        let left = headers
+            .get("x-daylimit-remaining")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if let Some(left) = left {
+            self.limits.daily.observe_remaining(left, self.clock.now());
+        }
+    }
+
+    /// A 401 refreshes the token once; a 429 whose `X-Rate-Limit-Problem` is `day` stops at
+    /// once (the request waits for the next day, not for a retry).
+    fn verdict(&self, reply: &Reply) -> Verdict {
+        match reply.status {
+            401 => Verdict::Refresh,
+            429 => {
+                let problem = reply.header("x-rate-limit-problem");
+                tracing::warn!(
+                    problem = problem.unwrap_or("?"),
+                    retry_after_s = reply.retry_after.map(|d| d.as_secs()),
+                    "Xero rate limit hit"
+                );
+                if problem.is_some_and(|p| p.eq_ignore_ascii_case("day")) { Verdict::Stop } else { Verdict::Decide }
             }
-            if let Some(k) = &idempotency_key {
-                req = req.header("Idempotency-Key", k);
-            }
-            if let Some(b) = &body {
-                req = req.header(header::CONTENT_TYPE, "application/json").body(b.clone());
-            }
-            self.stats.record(&method, what);
-            match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let headers = resp.headers().clone();
-                    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-                    if let Some(left) = text("x-daylimit-remaining").and_then(|v| v.trim().parse::<u32>().ok()) {
-                        self.limits.daily.observe_remaining(left, self.clock.now());
-                    }
-                    let retry_after = text("retry-after").and_then(|v| parse_retry_after(&v, self.clock.now()));
-                    let problem = text("x-rate-limit-problem");
-                    let answer = resp.bytes().await.map_err(|e| {
-                        let e = e.without_url();
-                        Error::Http {
-                            provider: PROVIDER,
-                            message: format!("{label}: the answer was cut off: {e}"),
-                            outcome_unknown: !idempotent,
-                            source: Some(Box::new(e)),
-                        }
-                    })?;
-                    if (200..300).contains(&status) {
-                        return Ok(answer);
-                    }
-                    if status == 401 && !refreshed_after_401 {
-                        // A token Xero refused although we thought it fresh: refresh once.
-                        refreshed_after_401 = true;
-                        self.tokens.invalidate(&token).await;
-                        continue;
-                    }
-                    if status == 429 {
-                        self.stats.count_throttled();
-                        tracing::warn!(request = %label, problem = problem.as_deref().unwrap_or("?"), retry_after_s = retry_after.map(|d| d.as_secs()), "Xero rate limit hit");
-                        if problem.as_deref().is_some_and(|p| p.eq_ignore_ascii_case("day")) {
-                            return Err(from_status(status, &answer, retry_after, problem.as_deref(), &label));
-                        }
-                    }
-                    match decide(
-                        Attempt::Status { status, retry_after },
-                        retries,
-                        started.elapsed(),
-                        idempotent,
-                        &self.retry,
-                        rand::random(),
-                    ) {
-                        Decision::Retry(d) => {
-                            tracing::info!(request = %label, status, attempt = retries + 1, delay_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "retrying");
-                            retries += 1;
-                            self.stats.count_retry();
-                            tokio::time::sleep(d).await;
-                            continue;
-                        }
-                        Decision::GiveUp | Decision::Ambiguous => {
-                            let e = from_status(status, &answer, retry_after, problem.as_deref(), &label);
-                            if let Error::Auth { reason: AuthFailure::TokenRejected, .. } = e
-                                && refreshed_after_401
-                            {
-                                return Err(Error::Auth {
-                                    provider: PROVIDER,
-                                    reason: AuthFailure::ReconnectRequired,
-                                    message: format!(
-                                        "{label}: Xero refused a freshly refreshed token: reconnect (byte8-ledger connect --provider xero)"
-                                    ),
-                                });
-                            }
-                            return Err(e);
-                        }
-                    }
-                }
-                Err(e) => {
-                    let d =
-                        after_network_error(e, PROVIDER, &label, retries, started.elapsed(), idempotent, &self.retry)?;
-                    retries += 1;
-                    self.stats.count_retry();
-                    tokio::time::sleep(d).await;
-                }
-            }
+            _ => Verdict::Decide,
         }
     }
 }

@@ -28,7 +28,7 @@ use super::{
     model::{self, ContactOut, DocumentOut, ItemOut, PaymentOut},
     transform::{self, DocumentLinks, StockAdjustment},
 };
-use crate::providers::resend::ResendBudget;
+use crate::http::resend::ResendBudget;
 use crate::{
     auth::{OAuthClient, TokenManager, TokenSet},
     error::{Error, Result},

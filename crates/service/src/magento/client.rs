@@ -51,7 +51,7 @@ use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     engine::EntitySource,
     error::{AuthFailure, Error, ErrorCode, FieldError, ProviderFieldError, Result},
-    http::RetryConfig,
+    http::{ExchangeObserver, Request, RetryConfig},
     outcome::{Outcome, SyncStatus},
 };
 
@@ -167,6 +167,7 @@ pub struct MagentoClientBuilder {
     http: Option<reqwest::Client>,
     timeout: Option<Duration>,
     send_provider_reference: bool,
+    observer: Option<Arc<dyn ExchangeObserver>>,
 }
 
 impl fmt::Debug for MagentoClientBuilder {
@@ -252,6 +253,15 @@ impl MagentoClientBuilder {
         self
     }
 
+    /// Shows every call to the store and every answer to `observer`
+    /// ([`byte8_ledger_core::http::ExchangeObserver`]), e.g. to record what a sync read from
+    /// Magento. None by default.
+    #[must_use]
+    pub fn with_exchange_observer(mut self, observer: Arc<dyn ExchangeObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Sends the outcome's `provider_reference` in the sync-state callback. Off by default:
     /// Byte8 v1 sends `null` there (byte8-spec.md 13.8).
     #[must_use]
@@ -311,6 +321,7 @@ impl MagentoClientBuilder {
             clock,
             status: Arc::new(status),
             send_provider_reference: self.send_provider_reference,
+            observer: self.observer,
         })
     }
 }
@@ -326,6 +337,7 @@ pub struct MagentoClient {
     clock: Arc<dyn Clock>,
     status: Arc<watch::Sender<ConnectionStatus>>,
     send_provider_reference: bool,
+    observer: Option<Arc<dyn ExchangeObserver>>,
 }
 
 impl fmt::Debug for MagentoClient {
@@ -392,18 +404,22 @@ impl MagentoClient {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply> {
+        let label = format!("{method} {path}");
+        let mut request = Request::new(method, endpoint(&self.base, path)?, path)
+            .label(label)
+            // Every call is safe to repeat: reads, and the sync-state upsert.
+            .idempotent(true)
+            .timeout(self.timeout);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         Call {
             http: &self.http,
-            method: method.clone(),
-            url: endpoint(&self.base, path)?,
-            body,
+            request,
             signer: Some(&self.signer),
-            // Every call is safe to repeat: reads, and the sync-state upsert.
-            idempotent: true,
             retry: &self.retry,
             clock: self.clock.as_ref(),
-            label: format!("{method} {path}"),
-            timeout: self.timeout,
+            observer: self.observer.as_deref(),
         }
         .execute()
         .await

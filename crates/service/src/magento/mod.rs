@@ -22,7 +22,7 @@
 //! | 403 | [`Error::Auth`] (`AccessDenied`) |
 //! | 404 | [`Error::NotFound`] |
 //! | 3xx | [`Error::Provider`], not retryable: no redirect is ever followed ([`http_client`]), so a store cannot send the ledger's token or the pairing call's key elsewhere |
-//! | 429, 408, 5xx, network errors | retried by [`byte8_ledger_core::http::retry::decide`], then a retryable error |
+//! | 429, 408, 5xx, network errors | retried by the shared request loop ([`byte8_ledger_core::http::exchange`]) with [`byte8_ledger_core::http::retry::decide`], then a retryable error |
 //! | a body over [`MAX_BODY`], or no answer within the total timeout ([`REQUEST_TIMEOUT`]) | [`Error::Provider`] (not retryable) / [`Error::Http`] (retried) |
 //! | other 4xx | [`Error::Rejected`] with Magento's message |
 //!
@@ -45,22 +45,21 @@ pub mod jwt;
 pub use byte8_ledger_core::store::service::keys;
 pub mod pairing;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use async_trait::async_trait;
 pub use byte8_ledger_core::store::service::{ConnectionStatus, ReplayCache, magento_base_url};
-use bytes::Bytes;
 pub use client::{MagentoClient, MagentoClientBuilder, PaymentMethod, Ping, SyncStateBody};
 pub use jwt::{Claims, JwtSigner, MemoryReplayCache, WebhookVerifier};
 pub use keys::{ApiKey, Direction, MagentoKeys, SubKey};
 pub use pairing::{PairRequest, PairingCode};
-use reqwest::{Method, header};
-use secrecy::ExposeSecret;
+use secrecy::SecretString;
 use url::Url;
 
 use byte8_ledger_core::{
     clock::Clock,
     error::{Error, Result},
-    http::{Attempt, Decision, RetryConfig, decide, retry::parse_retry_after},
+    http::{ExchangeObserver, Hooks, Peer, Redirects, Reply, Request, RetryConfig, exchange},
 };
 
 /// The peer name in errors (`Error::Auth { provider: "magento", .. }`).
@@ -89,7 +88,7 @@ pub fn http_client() -> Result<reqwest::Client> {
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(Redirects::Never.policy())
         .user_agent(concat!("byte8-ledger-core/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Error::config("http", format!("cannot build the HTTP client: {e}")))
@@ -101,164 +100,48 @@ pub(crate) fn endpoint(base: &Url, path: &str) -> Result<Url> {
     Url::parse(&text).map_err(|e| Error::internal(format!("bad Magento endpoint {path}: {e}")))
 }
 
-/// One request to Magento, retried by the crate's decision.
+/// One request to Magento, sent by the shared request loop
+/// ([`byte8_ledger_core::http::exchange`]): no redirect followed, the body capped at
+/// [`MAX_BODY`], a fresh token on every attempt, retried by the crate's decision. The caller
+/// turns the [`Reply`] into its error ([`client`]'s table, or the pairing call's).
 pub(crate) struct Call<'a> {
     pub(crate) http: &'a reqwest::Client,
-    pub(crate) method: Method,
-    pub(crate) url: Url,
-    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) request: Request,
     /// Signs each attempt with a fresh token; `None` for the anonymous pairing route.
     pub(crate) signer: Option<&'a JwtSigner>,
-    pub(crate) idempotent: bool,
     pub(crate) retry: &'a RetryConfig,
     pub(crate) clock: &'a dyn Clock,
-    /// `GET invoice/{id}`: what logs and errors name (never a token).
-    pub(crate) label: String,
-    /// Total time of each attempt ([`REQUEST_TIMEOUT`] by default).
-    pub(crate) timeout: Duration,
+    /// Sees every attempt, when set.
+    pub(crate) observer: Option<&'a dyn ExchangeObserver>,
 }
 
-/// Why an answer was not read.
-enum BodyError {
-    /// The connection failed or timed out while the body was read.
-    Network(reqwest::Error),
-    /// The body is longer than [`MAX_BODY`].
-    TooLarge,
-}
+/// Magento's side of the loop: a new token for every attempt (Magento caches each `jti` and
+/// would refuse a re-sent one as a replay), nothing else.
+struct Signing<'a>(Option<&'a JwtSigner>);
 
-/// Reads a body chunk by chunk, refusing it as soon as it passes `cap` bytes (a body that says
-/// its length is refused before any of it is read).
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> std::result::Result<Bytes, BodyError> {
-    if resp.content_length().is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX)) {
-        return Err(BodyError::TooLarge);
+#[async_trait]
+impl Hooks for Signing<'_> {
+    async fn credential(&self) -> Result<Option<SecretString>> {
+        self.0.map(JwtSigner::token).transpose()
     }
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Network)? {
-        if body.len().saturating_add(chunk.len()) > cap {
-            return Err(BodyError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
-}
-
-/// The last answer of a call: a 2xx, or a status the retry decision gave up on.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: u16,
-    pub(crate) retry_after: Option<Duration>,
-    pub(crate) body: Bytes,
 }
 
 impl Call<'_> {
     /// Sends the request until it gets an answer to keep. Network failures that are not retried
     /// (any more) are [`Error::Http`].
     pub(crate) async fn execute(self) -> Result<Reply> {
-        let started = Instant::now();
-        let mut retries = 0u32;
-        loop {
-            let mut req =
-                self.http.request(self.method.clone(), self.url.clone()).header(header::ACCEPT, "application/json");
-            if let Some(signer) = self.signer {
-                let token = signer.token()?;
-                req = req.bearer_auth(token.expose_secret());
-            }
-            if let Some(b) = &self.body {
-                req = req.header(header::CONTENT_TYPE, "application/json").body(b.clone());
-            }
-            let attempt = match req.timeout(self.timeout).send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    if resp.url() != &self.url {
-                        // A client of the caller's own that followed a redirect: refused unread.
-                        return Err(Error::Provider {
-                            provider: PROVIDER,
-                            status: Some(status),
-                            message: format!(
-                                "{}: Magento redirected the call elsewhere, which the ledger never follows: check the \
-                                 store's base URL",
-                                self.label
-                            ),
-                            retryable: false,
-                            source: None,
-                        });
-                    }
-                    let retry_after = resp
-                        .headers()
-                        .get(header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, self.clock.now()));
-                    match read_capped(resp, MAX_BODY).await {
-                        Err(BodyError::TooLarge) => {
-                            return Err(Error::Provider {
-                                provider: PROVIDER,
-                                status: Some(status),
-                                message: format!(
-                                    "{}: Magento's answer (HTTP {status}) is larger than {} MiB: not read",
-                                    self.label,
-                                    MAX_BODY / (1024 * 1024)
-                                ),
-                                retryable: false,
-                                source: None,
-                            });
-                        }
-                        Err(BodyError::Network(e)) => {
-                            self.network_failure(Attempt::Interrupted, retries, started, e.without_url(), true)?
-                        }
-                        Ok(body) if (200..300).contains(&status) => return Ok(Reply { status, retry_after, body }),
-                        Ok(body) => match decide(
-                            Attempt::Status { status, retry_after },
-                            retries,
-                            started.elapsed(),
-                            self.idempotent,
-                            self.retry,
-                            rand::random(),
-                        ) {
-                            Decision::Retry(d) => {
-                                tracing::info!(request = %self.label, status, attempt = retries + 1, delay_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "retrying Magento call");
-                                Some(d)
-                            }
-                            Decision::GiveUp | Decision::Ambiguous => {
-                                return Ok(Reply { status, retry_after, body });
-                            }
-                        },
-                    }
-                }
-                Err(e) => {
-                    let sent = !e.is_connect() && !e.is_builder();
-                    let attempt = if sent { Attempt::Interrupted } else { Attempt::NotSent };
-                    self.network_failure(attempt, retries, started, e.without_url(), sent)?
-                }
-            };
-            if let Some(d) = attempt {
-                retries += 1;
-                tokio::time::sleep(d).await;
-            }
-        }
-    }
-
-    /// Decides on a network failure: the delay of a retry, or the error to return.
-    fn network_failure(
-        &self,
-        attempt: Attempt,
-        retries: u32,
-        started: Instant,
-        e: reqwest::Error,
-        sent: bool,
-    ) -> Result<Option<Duration>> {
-        let message = format!("{}: {e}", self.label);
-        match decide(attempt, retries, started.elapsed(), self.idempotent, self.retry, rand::random()) {
-            Decision::Retry(d) => {
-                tracing::info!(request = %self.label, attempt = retries + 1, error = %message, "retrying Magento call after a network error");
-                Ok(Some(d))
-            }
-            Decision::GiveUp | Decision::Ambiguous => Err(Error::Http {
-                provider: PROVIDER,
-                message,
-                outcome_unknown: sent && !self.idempotent,
-                source: Some(Box::new(e)),
-            }),
-        }
+        let peer = Peer {
+            http: self.http,
+            provider: PROVIDER,
+            name: "Magento",
+            retry: self.retry,
+            clock: self.clock,
+            max_body: MAX_BODY,
+            redirects: Redirects::Never,
+            stats: None,
+            observer: self.observer,
+        };
+        exchange::send(&peer, &Signing(self.signer), self.request).await
     }
 }
 
@@ -290,10 +173,7 @@ pub(crate) fn magento_message(body: &[u8]) -> String {
         }
         return byte8_ledger_core::http::sanitise(&msg, MAX_MESSAGE);
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return "(empty body)".to_owned();
-    }
-    format!("(an answer that is not a Magento error message, {} bytes, not shown)", body.len())
+    exchange::unquoted(body, "a Magento error message").unwrap_or_else(|| "(empty body)".to_owned())
 }
 
 /// What a redirect from Magento says (its `Location` is not repeated: it may point anywhere).

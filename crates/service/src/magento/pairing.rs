@@ -42,7 +42,7 @@ use super::{
 use byte8_ledger_core::{
     clock::Clock,
     error::{AuthFailure, Error, FieldError, ProviderFieldError, Result},
-    http::RetryConfig,
+    http::{Request, RetryConfig},
 };
 
 /// How long a pairing code stays valid after it is issued (Magento's `PAIRING_CODE_TTL_SECONDS`).
@@ -261,20 +261,13 @@ impl PairRequest {
             })
             .map_err(|e| Error::internal(format!("cannot serialise the pairing request: {e}")))?,
         );
-        let reply = Call {
-            http,
-            method: Method::POST,
-            url: self.endpoint()?,
-            body: Some(body.to_vec()),
-            signer: None,
-            idempotent: false,
-            retry: &PAIR_RETRY,
-            clock,
-            label: "POST setup/pair".into(),
-            timeout: super::REQUEST_TIMEOUT,
-        }
-        .execute()
-        .await?;
+        let request = Request::new(Method::POST, self.endpoint()?, "setup/pair")
+            .label("POST setup/pair")
+            .idempotent(false)
+            .timeout(super::REQUEST_TIMEOUT)
+            // The body carries the tenant's new key: an exchange observer sees its size only.
+            .secret_json(body.to_vec());
+        let reply = Call { http, request, signer: None, retry: &PAIR_RETRY, clock, observer: None }.execute().await?;
         match reply.status {
             200..=299 => Ok(()),
             401 => Err(Error::Auth {

@@ -1,4 +1,6 @@
-//! How often a write whose outcome was unknown may be sent again, shared by every provider.
+//! How often a write whose outcome was unknown may be sent again, shared by every provider: the
+//! idempotency re-send budget that sits above the request loop ([`crate::http::exchange`]), which
+//! itself never re-sends such a write.
 //!
 //! A POST (or a Xero PUT batch) answered 5xx, or interrupted after it was sent, may have been
 //! committed. The provider looks the record up first (and the ledger's idempotency id makes a
