@@ -42,6 +42,8 @@ use crate::{
     error::{AuthFailure, Error, Result},
 };
 
+pub mod connect;
+
 /// An access token and its refresh token.
 #[derive(Clone)]
 pub struct TokenSet {
@@ -53,6 +55,10 @@ pub struct TokenSet {
     pub access_expires_at: DateTime<Utc>,
     /// When the refresh token expires, when the endpoint says.
     pub refresh_expires_at: Option<DateTime<Utc>>,
+    /// When the token endpoint issued this pair (the last code exchange or refresh), when known:
+    /// a refresh token's documented life counts from here when the endpoint gives no expiry
+    /// ([`connect::refresh_token_health`]). `None` for a pair pasted by hand.
+    pub issued_at: Option<DateTime<Utc>>,
 }
 
 impl TokenSet {
@@ -63,6 +69,7 @@ impl TokenSet {
             refresh_token,
             access_expires_at: DateTime::<Utc>::UNIX_EPOCH,
             refresh_expires_at: None,
+            issued_at: None,
         }
     }
 
@@ -78,6 +85,7 @@ impl fmt::Debug for TokenSet {
         f.debug_struct("TokenSet")
             .field("access_expires_at", &self.access_expires_at)
             .field("refresh_expires_at", &self.refresh_expires_at)
+            .field("issued_at", &self.issued_at)
             .finish_non_exhaustive()
     }
 }
@@ -296,12 +304,49 @@ impl OAuthClient {
     /// # Errors
     /// [`Error::Auth`] when the endpoint refuses the code; network and 5xx errors as usual.
     pub async fn exchange_code(&self, code: &str, redirect_uri: &str, now: DateTime<Utc>) -> Result<TokenSet> {
-        let form = vec![
+        self.exchange_code_pkce(&SecretString::from(code.to_owned()), redirect_uri, None, now).await
+    }
+
+    /// [`exchange_code`](Self::exchange_code) with the code as a secret and, for PKCE (Xero), the
+    /// `code_verifier` whose S256 challenge was in the authorize URL.
+    ///
+    /// # Errors
+    /// [`AuthFailure::ReconnectRequired`] when the endpoint refuses the code, with what to do
+    /// next: `invalid_grant` reads "the code expired or was used already: run connect again",
+    /// a redirect mismatch (`redirect_uri_mismatch`, or a description naming `redirect_uri`)
+    /// "redirect_uri must match the app's registration exactly"; bad client credentials
+    /// [`AuthFailure::AccessDenied`]; network and 5xx errors as usual.
+    pub async fn exchange_code_pkce(
+        &self,
+        code: &SecretString,
+        redirect_uri: &str,
+        code_verifier: Option<&SecretString>,
+        now: DateTime<Utc>,
+    ) -> Result<TokenSet> {
+        let mut form = vec![
             ("grant_type", "authorization_code".to_owned()),
-            ("code", code.to_owned()),
+            ("code", code.expose_secret().to_owned()),
             ("redirect_uri", redirect_uri.to_owned()),
         ];
+        if let Some(v) = code_verifier {
+            form.push(("code_verifier", v.expose_secret().to_owned()));
+        }
         self.request(form, now, None).await
+    }
+
+    /// The provider name this client reports in errors (`sage_accounting`, `xero`).
+    pub fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// How this client authenticates.
+    pub fn client_auth(&self) -> ClientAuth {
+        self.auth
     }
 
     /// Refreshes a token pair.
@@ -376,11 +421,32 @@ impl OAuthClient {
                 },
                 access_expires_at: secs(t.expires_in.unwrap_or(300), MAX_ACCESS_LIFETIME),
                 refresh_expires_at: t.refresh_token_expires_in.map(|s| secs(s, MAX_REFRESH_LIFETIME)),
+                issued_at: Some(now),
             });
         }
         let err: TokenError = serde_json::from_slice(&body).unwrap_or_default();
         let described = err.error_description.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+        let code_grant = previous_refresh.is_none();
+        let redirect_named = err.error == "redirect_uri_mismatch"
+            || err.error_description.as_deref().is_some_and(|d| d.to_ascii_lowercase().contains("redirect"));
         Err(match (status.as_u16(), err.error.as_str()) {
+            (_, "invalid_grant" | "invalid_request" | "redirect_uri_mismatch") if code_grant && redirect_named => {
+                Error::Auth {
+                    provider: self.provider,
+                    reason: AuthFailure::ReconnectRequired,
+                    message: format!(
+                        "the token endpoint refused the code ({}{described}): redirect_uri must match the app's registration exactly (scheme, host, port, path and case); fix --redirect-uri or the app's registration, then run connect again",
+                        err.error
+                    ),
+                }
+            }
+            (_, "invalid_grant") if code_grant => Error::Auth {
+                provider: self.provider,
+                reason: AuthFailure::ReconnectRequired,
+                message: format!(
+                    "the token endpoint refused the code (invalid_grant{described}): the code expired (it lives about 60 seconds) or was used already: run connect again"
+                ),
+            },
             (_, "invalid_grant") => Error::Auth {
                 provider: self.provider,
                 reason: AuthFailure::ReconnectRequired,
@@ -544,13 +610,28 @@ impl TokenManager {
     /// [`AuthFailure::NotConnected`] when no tokens are stored; the refresh's errors. A failed
     /// save of a refreshed pair is not an error (see the type's docs).
     pub async fn access_token(&self) -> Result<SecretString> {
+        self.obtain(false).await
+    }
+
+    /// Refreshes the pair now, whatever its access token's expiry: what keeps an idle
+    /// connection's refresh token alive (a Sage refresh token dies after 31 days unused, a
+    /// Xero one after 60). The same single-flight, store-first rules as
+    /// [`access_token`](Self::access_token) apply.
+    ///
+    /// # Errors
+    /// As [`access_token`](Self::access_token).
+    pub async fn refresh_now(&self) -> Result<()> {
+        self.obtain(true).await.map(drop)
+    }
+
+    async fn obtain(&self, force: bool) -> Result<SecretString> {
         let mut held = self.state.lock().await;
         if held.unsaved {
             self.save_held(&mut held, 0).await;
         }
         let now = self.clock.now();
         let margin = self.margin();
-        if let Some(t) = held.tokens.as_ref().filter(|t| t.fresh_at(now, margin)) {
+        if let Some(t) = held.tokens.as_ref().filter(|t| !force && t.fresh_at(now, margin)) {
             return Ok(t.access_token.clone());
         }
         let _guard = self.store.lock_refresh().await?;
@@ -568,7 +649,7 @@ impl TokenManager {
             // A pair stored by someone else (a reconnection) replaces one held unsaved.
             held.unsaved = false;
         }
-        if let Some(t) = stored.as_ref().filter(|t| t.fresh_at(now, margin)) {
+        if let Some(t) = stored.as_ref().filter(|t| !force && t.fresh_at(now, margin)) {
             let token = t.access_token.clone();
             held.tokens = stored;
             return Ok(token);
@@ -641,6 +722,7 @@ mod tests {
             refresh_token: SecretString::from("refresh-SECRET-2".to_owned()),
             access_expires_at: DateTime::<Utc>::UNIX_EPOCH,
             refresh_expires_at: None,
+            issued_at: None,
         };
         let store = MemoryTokenStore::new(Some(t.clone()));
         let oauth = OAuthClient::new(

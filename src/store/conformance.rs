@@ -426,6 +426,7 @@ pub async fn connections_and_tokens_round_trip(store: &dyn Store, scope: &str) {
         refresh_token: SecretString::from("refresh-1".to_owned()),
         access_expires_at: t0() + Duration::seconds(300),
         refresh_expires_at: Some(t0() + Duration::days(31)),
+        issued_at: None,
     };
     store.save_tokens(scope, &tokens).await.expect("save tokens");
     let back = store.tokens(scope).await.expect("tokens").expect("stored");

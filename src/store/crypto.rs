@@ -73,6 +73,19 @@ impl MasterKey {
         Self(out)
     }
 
+    /// A 32-byte subkey for one purpose (HKDF-SHA256 of the master key, `info` naming the
+    /// purpose, e.g. `byte8-ledger:console:state`): every process sharing the master key derives
+    /// the same subkey, and no subkey reveals the master key or another purpose's subkey.
+    pub fn derive(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, self.0.as_slice());
+        let mut out = Zeroizing::new([0u8; 32]);
+        // 32 bytes is far below HKDF-SHA256's limit (255 × 32): expand cannot fail.
+        if hk.expand(info, out.as_mut_slice()).is_err() {
+            tracing::error!("HKDF refused a 32-byte output");
+        }
+        out
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.0.as_slice()))
     }
@@ -123,6 +136,10 @@ struct PlainTokens {
     access_expires_at: DateTime<Utc>,
     #[zeroize(skip)]
     refresh_expires_at: Option<DateTime<Utc>>,
+    /// Absent in pairs sealed before it existed.
+    #[zeroize(skip)]
+    #[serde(default)]
+    issued_at: Option<DateTime<Utc>>,
 }
 
 /// Encrypts a token pair for `scope`.
@@ -135,6 +152,7 @@ pub fn seal_tokens(key: &MasterKey, scope: &str, tokens: &TokenSet) -> Result<St
         refresh: tokens.refresh_token.expose_secret().to_owned(),
         access_expires_at: tokens.access_expires_at,
         refresh_expires_at: tokens.refresh_expires_at,
+        issued_at: tokens.issued_at,
     };
     let json = Zeroizing::new(serde_json::to_vec(&plain).map_err(|e| Error::internal(format!("tokens: {e}")))?);
     key.seal(&json, scope.as_bytes())
@@ -153,6 +171,7 @@ pub fn open_tokens(key: &MasterKey, scope: &str, sealed: &str) -> Result<TokenSe
         refresh_token: SecretString::from(plain.refresh.clone()),
         access_expires_at: plain.access_expires_at,
         refresh_expires_at: plain.refresh_expires_at,
+        issued_at: plain.issued_at,
     })
 }
 
@@ -166,6 +185,7 @@ mod tests {
             refresh_token: SecretString::from("refresh-PLAINTEXT".to_owned()),
             access_expires_at: DateTime::<Utc>::UNIX_EPOCH,
             refresh_expires_at: None,
+            issued_at: None,
         }
     }
 

@@ -111,6 +111,11 @@ impl SqliteStore {
         Ok(Self { pool, key: key.map(Arc::new) })
     }
 
+    /// The pool (for tables of the crates above the core, such as the service's console).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     fn key(&self) -> Result<&MasterKey> {
         self.key.as_deref().ok_or_else(|| {
             Error::config(

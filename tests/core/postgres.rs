@@ -300,6 +300,7 @@ async fn tokens_are_encrypted_at_rest_and_odd_text_round_trips() {
                 refresh_token: SecretString::from("REFRESH-PLAIN".to_owned()),
                 access_expires_at: t0(),
                 refresh_expires_at: None,
+                issued_at: None,
             },
         )
         .await

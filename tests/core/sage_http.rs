@@ -109,6 +109,7 @@ fn tokens(access: &str, refresh: &str, minutes: i64) -> TokenSet {
         refresh_token: SecretString::from(refresh.to_owned()),
         access_expires_at: start() + chrono::Duration::minutes(minutes),
         refresh_expires_at: Some(start() + chrono::Duration::days(31)),
+        issued_at: None,
     }
 }
 

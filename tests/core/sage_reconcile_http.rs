@@ -30,6 +30,7 @@ async fn sage() -> (MockServer, byte8_ledger_core::providers::sage::SageProvider
         refresh_token: SecretString::from("refresh-1".to_owned()),
         access_expires_at: now + chrono::Duration::minutes(60),
         refresh_expires_at: None,
+        issued_at: None,
     })));
     let provider = SageBuilder::new()
         .with_client_id("client")

@@ -82,6 +82,7 @@ fn tokens(access: &str, refresh: &str, minutes: i64) -> TokenSet {
         refresh_token: SecretString::from(refresh.to_owned()),
         access_expires_at: t0() + chrono::Duration::minutes(minutes),
         refresh_expires_at: None,
+        issued_at: None,
     }
 }
 

@@ -34,6 +34,7 @@ async fn xero() -> (MockServer, XeroProvider) {
         refresh_token: SecretString::from("refresh-1".to_owned()),
         access_expires_at: now + chrono::Duration::minutes(30),
         refresh_expires_at: None,
+        issued_at: None,
     })));
     let provider = XeroBuilder::new()
         .with_client_id("client")

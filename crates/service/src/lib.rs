@@ -145,11 +145,7 @@
 //! ```
 
 mod auth;
-// The sync-runs pages of the console use it once they are routed.
-#[allow(dead_code)]
-mod console_runs;
-#[allow(dead_code)]
-mod console_runs_view;
+pub mod console;
 mod error;
 mod http;
 pub mod magento;

@@ -46,7 +46,8 @@ impl EntitySource for MagentoSource {
 /// One tenant's engine and Magento client in this process.
 pub(crate) struct TenantRuntime {
     tenant_id: String,
-    scope: String,
+    /// The business (the console drops a business's runtimes when its connection changes).
+    pub(crate) scope: String,
     paired_at: DateTime<Utc>,
     engine: SyncEngine,
     magento: MagentoClient,

@@ -7,6 +7,13 @@
 //! - OAuth: access tokens that expire (TTL configurable, 5 minutes by default) and refresh tokens
 //!   that work once and rotate; `invalid_grant` for a used one; a bearer token and `X-Business`
 //!   on every request; a lapsed subscription answers 401 "No active subscription. (MSE)";
+//! - the authorisation-code flow: the authorize endpoint (`/oauth2/auth/central`,
+//!   [`SimServer::authorize_url`]) serves an approval page whose approve link redirects back to
+//!   `redirect_uri` with a `GB/`-prefixed `code`, the `state` echoed and `country=GB`; the token
+//!   endpoint exchanges a code once, within [`CODE_LIFETIME_SECS`] on the simulator's clock and
+//!   for the same `redirect_uri` only; `GET /v3.1/businesses` lists every business of the
+//!   simulator (one token reaches them all: add some with [`SageSimulator::add_business`]);
+//!   `POST /revoke` kills a refresh token;
 //! - a per-business rate limit answered with 429 and `Retry-After` (a sliding 60-second window);
 //! - contacts: references ≤ 10 characters and unique, deleted contacts keeping theirs reserved,
 //!   one currency per contact, foreign currencies only with multi-currency on;
@@ -44,6 +51,7 @@
 //! overseas customers (tax.md 2.6), so the crate's router may book UK VAT there (row 9) and the
 //! simulator accepts it.
 
+mod oauth;
 pub mod soak;
 mod state;
 pub mod workload;
@@ -51,6 +59,7 @@ pub mod xero;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+pub use oauth::CODE_LIFETIME_SECS;
 pub use state::{
     SimBusiness, SimContact, SimDocument, SimItem, SimMovement, SimRequest, SimResponse, SimState, SimTransaction,
 };
@@ -200,7 +209,14 @@ impl SageSimulator {
     pub fn handle(&self, req: &SimRequest) -> SimResponse {
         let now = self.clock.now();
         self.with_state(|s| {
-            if req.path.trim_end_matches('/').ends_with("/token") && !req.path.contains("/v3.1/") {
+            let path = req.path.trim_end_matches('/');
+            if path.starts_with("/oauth2/auth/central") {
+                s.authorize(req, now)
+            } else if path == "/revoke" && req.method == "POST" {
+                s.revoke(req)
+            } else if path == "/v3.1/businesses" && req.method == "GET" {
+                s.businesses(req, now)
+            } else if path.ends_with("/token") && !req.path.contains("/v3.1/") {
                 s.token(req, now)
             } else {
                 s.api(req, now)
@@ -266,16 +282,19 @@ impl SageSimulator {
             body: bytes.to_vec(),
         };
         let answer = self.handle(&sim_req);
-        let mut builder = axum::http::Response::builder()
-            .status(answer.status)
-            .header(axum::http::header::CONTENT_TYPE, "application/json");
+        let own_type = answer.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+        let mut builder = axum::http::Response::builder().status(answer.status);
+        if !own_type {
+            builder = builder.header(axum::http::header::CONTENT_TYPE, "application/json");
+        }
         for (k, v) in &answer.headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
-        let body = if answer.body.is_null() && answer.status == 204 {
-            Vec::new()
-        } else {
-            answer.body.to_string().into_bytes()
+        let body = match &answer.body {
+            serde_json::Value::Null if answer.status == 204 || answer.status == 302 => Vec::new(),
+            // A page (the authorize endpoint's), written as it is.
+            serde_json::Value::String(text) if own_type => text.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
         };
         builder.body(Body::from(body)).unwrap_or_else(|_| axum::http::Response::new(Body::empty()))
     }
@@ -303,6 +322,16 @@ impl SimServer {
     /// The token endpoint.
     pub fn token_url(&self) -> String {
         format!("http://{}/token", self.addr)
+    }
+
+    /// The authorize endpoint (its approval page approves at once: no login).
+    pub fn authorize_url(&self) -> String {
+        format!("http://{}/oauth2/auth/central?filter=apiv3.1", self.addr)
+    }
+
+    /// The revocation endpoint (`POST /revoke`).
+    pub fn revoke_url(&self) -> String {
+        format!("http://{}/revoke", self.addr)
     }
 
     /// Stops serving and waits for the server to finish.

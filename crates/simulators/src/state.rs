@@ -289,8 +289,8 @@ pub(super) struct Tokens {
     access: HashMap<String, DateTime<Utc>>,
     /// live refresh tokens.
     refresh: HashSet<String>,
-    /// authorisation codes → used.
-    codes: HashMap<String, bool>,
+    /// authorisation codes.
+    pub(super) codes: HashMap<String, crate::oauth::CodeGrant>,
     counter: u64,
 }
 
@@ -311,6 +311,8 @@ pub struct SimState {
     pub errors_after_commit: u64,
     /// Refreshes served.
     pub refreshes: u64,
+    /// Refresh tokens revoked (`POST /revoke`).
+    pub revocations: u64,
     pub(super) scripted: VecDeque<(Option<String>, Fault)>,
     pub(super) rng: rand::rngs::StdRng,
 }
@@ -328,6 +330,7 @@ impl SimState {
             errors_before_acting: 0,
             errors_after_commit: 0,
             refreshes: 0,
+            revocations: 0,
             scripted: VecDeque::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed),
         }
@@ -340,7 +343,7 @@ impl SimState {
 
     /// Registers an authorisation code.
     pub fn add_authorization_code(&mut self, code: &str) {
-        self.tokens.codes.insert(code.to_owned(), false);
+        self.tokens.codes.insert(code.to_owned(), crate::oauth::CodeGrant::registered());
     }
 
     fn mint(&mut self, now: DateTime<Utc>) -> (String, String) {
@@ -368,10 +371,11 @@ impl SimState {
                     return SimResponse::json(400, json!({"error": "invalid_grant"}));
                 }
             }
-            "authorization_code" => match self.tokens.codes.get_mut(get("code")) {
-                Some(used) if !*used => *used = true,
-                _ => return SimResponse::json(400, json!({"error": "invalid_grant"})),
-            },
+            "authorization_code" => {
+                if let Err(refused) = crate::oauth::redeem(&mut self.tokens.codes, &form, now) {
+                    return refused;
+                }
+            }
             _ => return SimResponse::json(400, json!({"error": "unsupported_grant_type"})),
         }
         self.refreshes += 1;
@@ -382,6 +386,53 @@ impl SimState {
                    "expires_in": self.config.access_token_ttl.as_secs(), "refresh_token_expires_in": 2_678_400,
                    "scope": "full_access"}),
         )
+    }
+
+    /// The authorize endpoint (`/oauth2/auth/central`): the approval page, and its approve and
+    /// deny links, which redirect back with a `GB/`-prefixed code, the `state` and `country=GB`.
+    pub(super) fn authorize(&mut self, req: &SimRequest, now: DateTime<Utc>) -> SimResponse {
+        self.count(&req.method, "oauth2/auth/central");
+        let path = req.path.trim_end_matches('/');
+        if path.ends_with("/approve") || path.ends_with("/deny") {
+            self.tokens.counter += 1;
+            let code = format!("GB/sim-code-{}-{:016x}", self.tokens.counter, rand::Rng::random::<u64>(&mut self.rng));
+            return crate::oauth::approve(req, &mut self.tokens.codes, code, now, &[("country", "GB")]);
+        }
+        crate::oauth::approval_page(req, &self.config.client_id, "Sage Accounting (simulated)", false)
+    }
+
+    /// `POST /revoke` (form `token`, `client_id`, `client_secret`): the refresh token stops
+    /// working. An unknown token is answered 200 as well (RFC 7009 2.2).
+    pub(super) fn revoke(&mut self, req: &SimRequest) -> SimResponse {
+        self.count(&req.method, "revoke");
+        let form: HashMap<String, String> = url::form_urlencoded::parse(&req.body).into_owned().collect();
+        let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+        if get("client_id") != self.config.client_id || get("client_secret") != self.config.client_secret {
+            return SimResponse::json(401, json!({"error": "invalid_client"}));
+        }
+        if self.tokens.refresh.remove(get("token")) {
+            self.revocations += 1;
+        }
+        SimResponse::json(200, Value::Null)
+    }
+
+    /// `GET /v3.1/businesses` (no `X-Business`): every business of the simulator, which one token
+    /// reaches (add businesses with [`SageSimulator::add_business`](crate::SageSimulator::add_business)).
+    pub(super) fn businesses(&mut self, req: &SimRequest, now: DateTime<Utc>) -> SimResponse {
+        self.count(&req.method, "businesses");
+        let token = req.header("authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+        if self.tokens.access.get(token).is_none_or(|exp| *exp <= now) {
+            return SimResponse::errors(401, "AuthorizationFailure", "", "Access denied. Token invalid or expired.");
+        }
+        let items: Vec<Value> = self
+            .businesses
+            .values()
+            .map(|b| {
+                let p = &b.reference.business;
+                json!({"id": p.id, "displayed_as": p.name, "name": p.name, "$path": format!("/businesses/{}", p.id)})
+            })
+            .collect();
+        page(req, items)
     }
 
     fn count(&mut self, method: &str, resource: &str) {

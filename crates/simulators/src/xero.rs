@@ -8,6 +8,14 @@
 //!   30-minute grace period (built for lost answers), `invalid_grant` after it; `GET /connections`
 //!   listing the organisations; every Accounting call needs a bearer token **and**
 //!   `xero-tenant-id` of a connected organisation (403 `AuthenticationUnsuccessful` otherwise).
+//! - **Authorisation code**: the authorize endpoint (`/identity/connect/authorize`,
+//!   [`XeroServer::authorize_url`]) requires a PKCE S256 challenge and serves an approval page
+//!   whose approve link redirects back with a `code` and the `state` echoed (approving connects
+//!   every organisation of the simulator: one token reaches several); the token endpoint's
+//!   `authorization_code` grant takes a code once, within 60 seconds on the simulator's clock,
+//!   for the same `redirect_uri` and with the matching `code_verifier`; `DELETE
+//!   /connections/{id}` removes one organisation, `POST /connect/revocation` kills the refresh
+//!   token and removes them all ([`XeroState::disconnected`]).
 //! - **Limits** per organisation: 60 calls in any minute, 5 in flight at once (an admitted call
 //!   stays in flight across the answer's latency, or while a test holds its
 //!   [`InFlight`]; refused calls and the identity endpoints never count), 5,000 in a rolling
@@ -48,7 +56,7 @@
 //! or at random rates.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::Duration,
@@ -405,6 +413,7 @@ impl XeroOrg {
 struct Tokens {
     access: HashMap<String, DateTime<Utc>>,
     refresh: HashMap<String, Option<DateTime<Utc>>>,
+    codes: HashMap<String, crate::oauth::CodeGrant>,
     counter: u64,
 }
 
@@ -421,6 +430,11 @@ pub struct XeroState {
     pub throttled: BTreeMap<String, u64>,
     /// Refreshes served.
     pub refreshes: u64,
+    /// Organisations whose connection was removed (`DELETE /connections/{id}`, or all of them by
+    /// `POST /connect/revocation`); an approval at the authorize endpoint connects them again.
+    pub disconnected: BTreeSet<String>,
+    /// Refresh tokens revoked (`POST /connect/revocation`).
+    pub revocations: u64,
     /// `Idempotency-Key` replays served.
     pub replays: u64,
     /// The `Idempotency-Key` of every write, in order.
@@ -583,6 +597,8 @@ impl XeroSimulator {
             requests: BTreeMap::new(),
             throttled: BTreeMap::new(),
             refreshes: 0,
+            disconnected: BTreeSet::new(),
+            revocations: 0,
             replays: 0,
             idempotency_keys: Vec::new(),
             scripted: VecDeque::new(),
@@ -648,7 +664,12 @@ impl XeroSimulator {
         self.with_state(|s| {
             s.requests
                 .iter()
-                .filter(|(k, _)| !k.ends_with("/connect/token") && !k.ends_with("/connections"))
+                .filter(|(k, _)| {
+                    !k.ends_with("/connect/token")
+                        && !k.ends_with("/connections")
+                        && !k.ends_with("/connect/revocation")
+                        && !k.ends_with("/identity/connect/authorize")
+                })
                 .map(|(_, n)| *n)
                 .sum()
         })
@@ -732,14 +753,17 @@ impl XeroSimulator {
         drop(in_flight);
         let mut builder = axum::http::Response::builder().status(answer.status);
         let plain = answer.status == 404 && answer.body.is_string();
-        builder =
-            builder.header(axum::http::header::CONTENT_TYPE, if plain { "text/plain" } else { "application/json" });
+        if !answer.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            builder =
+                builder.header(axum::http::header::CONTENT_TYPE, if plain { "text/plain" } else { "application/json" });
+        }
         for (k, v) in &answer.headers {
             builder = builder.header(k.as_str(), v.as_str());
         }
+        let own_type = answer.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
         let body = match &answer.body {
-            Value::String(t) if plain => t.clone().into_bytes(),
-            Value::Null if answer.status == 204 => Vec::new(),
+            Value::String(t) if plain || own_type => t.clone().into_bytes(),
+            Value::Null if matches!(answer.status, 204 | 302) => Vec::new(),
             other => other.to_string().into_bytes(),
         };
         builder.body(Body::from(body)).unwrap_or_else(|_| axum::http::Response::new(Body::empty()))
@@ -771,6 +795,16 @@ impl XeroServer {
     /// The connections endpoint.
     pub fn connections_url(&self) -> String {
         format!("http://{}/connections", self.addr())
+    }
+
+    /// The authorize endpoint (its approval page approves at once: no login).
+    pub fn authorize_url(&self) -> String {
+        format!("http://{}/identity/connect/authorize", self.addr())
+    }
+
+    /// The revocation endpoint.
+    pub fn revoke_url(&self) -> String {
+        format!("http://{}/connect/revocation", self.addr())
     }
 
     /// Stops serving and waits for the server to finish.
@@ -805,8 +839,42 @@ impl XeroState {
             self.count(&req.method, "connect/token");
             return self.token(req, now);
         }
+        if path.starts_with("/identity/connect/authorize") {
+            self.count(&req.method, "identity/connect/authorize");
+            if path.ends_with("/approve") || path.ends_with("/deny") {
+                use rand::Rng;
+                self.tokens.counter += 1;
+                let code = format!("xero-code-{}-{:016x}", self.tokens.counter, self.rng.random::<u64>());
+                if path.ends_with("/approve") {
+                    // Approving connects every organisation of the simulator to the app again.
+                    self.disconnected.clear();
+                }
+                return crate::oauth::approve(req, &mut self.tokens.codes, code, now, &[]);
+            }
+            return crate::oauth::approval_page(req, &self.config.client_id, "Xero (simulated)", true);
+        }
+        if path.ends_with("/connect/revocation") {
+            self.count(&req.method, "connect/revocation");
+            return self.revocation(req);
+        }
         let token = hdr(req, "authorization").and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
         let authorised = self.tokens.access.get(token).is_some_and(|exp| *exp > now);
+        if let Some(id) = path.strip_prefix("/connections/").filter(|_| req.method == "DELETE") {
+            self.count(&req.method, "connections");
+            if !authorised {
+                return resp(
+                    401,
+                    json!({"Type": null, "Title": "Unauthorized", "Status": 401, "Detail": "TokenExpired"}),
+                );
+            }
+            let Some(tenant) =
+                self.orgs.values().find(|o| connection_id(&o.tenant_id) == id).map(|o| o.tenant_id.clone())
+            else {
+                return not_found();
+            };
+            self.disconnected.insert(tenant);
+            return SimResponse { status: 204, headers: Vec::new(), body: Value::Null };
+        }
         if path.eq_ignore_ascii_case("/connections") {
             self.count(&req.method, "connections");
             if !authorised {
@@ -818,9 +886,12 @@ impl XeroState {
             let list: Vec<Value> = self
                 .orgs
                 .values()
-                .map(|o| json!({"id": format!("c0{}", &o.tenant_id[2..]), "authEventId": "a1b2c3d4-0000-4000-8000-000000000001",
+                .filter(|o| !self.disconnected.contains(&o.tenant_id))
+                .map(|o| {
+                    json!({"id": connection_id(&o.tenant_id), "authEventId": "a1b2c3d4-0000-4000-8000-000000000001",
                     "tenantId": o.tenant_id, "tenantType": "ORGANISATION", "tenantName": o.name,
-                    "createdDateUtc": "2026-11-01T00:00:00.0000000", "updatedDateUtc": "2026-11-01T00:00:00.0000000"}))
+                    "createdDateUtc": "2026-11-01T00:00:00.0000000", "updatedDateUtc": "2026-11-01T00:00:00.0000000"})
+                })
                 .collect();
             return resp(200, Value::Array(list));
         }
@@ -843,7 +914,8 @@ impl XeroState {
         let config = self.config.clone();
         let scripted = self.take_scripted(&req.method, &resource);
         let random = self.random_fault(&req.method);
-        let Some(org) = self.orgs.get_mut(&tenant) else {
+        let connected = !self.disconnected.contains(&tenant);
+        let Some(org) = self.orgs.get_mut(&tenant).filter(|_| connected) else {
             return resp(
                 403,
                 json!({"Type": null, "Title": "Forbidden", "Status": 403, "Detail": "AuthenticationUnsuccessful"}),
@@ -1012,8 +1084,22 @@ impl XeroState {
             return resp(400, json!({"error": "invalid_client"}));
         }
         let form: HashMap<String, String> = url::form_urlencoded::parse(&req.body).into_owned().collect();
-        if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
-            return resp(400, json!({"error": "unsupported_grant_type"}));
+        match form.get("grant_type").map(String::as_str) {
+            Some("refresh_token") => {}
+            Some("authorization_code") => {
+                if let Err(refused) = crate::oauth::redeem(&mut self.tokens.codes, &form, now) {
+                    return refused;
+                }
+                self.refreshes += 1;
+                let (access, refresh) = self.mint(now);
+                return resp(
+                    200,
+                    json!({"id_token": "simulated", "access_token": access, "expires_in": self.config.access_token_ttl.as_secs(),
+                           "token_type": "Bearer", "refresh_token": refresh,
+                           "scope": "offline_access accounting.contacts accounting.invoices accounting.payments accounting.settings"}),
+                );
+            }
+            _ => return resp(400, json!({"error": "unsupported_grant_type"})),
         }
         let presented = form.get("refresh_token").cloned().unwrap_or_default();
         let grace = chrono::Duration::from_std(self.config.refresh_grace).unwrap_or(chrono::Duration::minutes(30));
@@ -1033,6 +1119,33 @@ impl XeroState {
                    "scope": "offline_access accounting.contacts accounting.invoices accounting.payments accounting.settings"}),
         )
     }
+}
+
+impl XeroState {
+    /// `POST /connect/revocation` (HTTP Basic, form `token`): the refresh token stops working and
+    /// every organisation's connection is removed (Xero: the whole grant goes). 200 for an
+    /// unknown token too (RFC 7009 2.2).
+    fn revocation(&mut self, req: &SimRequest) -> SimResponse {
+        use base64::Engine;
+        let basic = hdr(req, "authorization")
+            .and_then(|h| h.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        if basic.as_deref() != Some(format!("{}:{}", self.config.client_id, self.config.client_secret).as_str()) {
+            return resp(400, json!({"error": "invalid_client"}));
+        }
+        let form: HashMap<String, String> = url::form_urlencoded::parse(&req.body).into_owned().collect();
+        if self.tokens.refresh.remove(form.get("token").map_or("", String::as_str)).is_some() {
+            self.revocations += 1;
+            self.disconnected.extend(self.orgs.keys().cloned());
+        }
+        resp(200, Value::Null)
+    }
+}
+
+/// The connection id the simulator gives an organisation's connection.
+fn connection_id(tenant_id: &str) -> String {
+    format!("c0{}", tenant_id.get(2..).unwrap_or(tenant_id))
 }
 
 fn envelope<'a>(body: &'a Value, name: &str) -> Option<&'a Vec<Value>> {

@@ -17,7 +17,7 @@ use byte8_ledger_core::{
         ConnectionStoreDyn, crypto::MasterKey, postgres::PostgresStore, service::ServiceStore, sqlite::SqliteStore,
     },
 };
-use byte8_ledger_service::{SageProviders, StoredProviders};
+use byte8_ledger_service::{SageProviders, StoredProviders, console::ConsoleStore};
 
 /// A command-line value that is a secret (a database URL with its password, a pairing code, a
 /// refresh token): never shown by `Debug`. Each such option also reads its environment variable
@@ -187,6 +187,14 @@ impl Database {
         match self {
             Self::Sqlite(s, _) => Arc::clone(s) as Arc<dyn ServiceStore>,
             Self::Postgres(s) => Arc::clone(s) as Arc<dyn ServiceStore>,
+        }
+    }
+
+    /// The console's operators, sessions and policy history.
+    pub(crate) fn console(&self) -> Arc<dyn ConsoleStore> {
+        match self {
+            Self::Sqlite(s, _) => Arc::clone(s) as Arc<dyn ConsoleStore>,
+            Self::Postgres(s) => Arc::clone(s) as Arc<dyn ConsoleStore>,
         }
     }
 

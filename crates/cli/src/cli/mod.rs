@@ -4,7 +4,8 @@
 //! | command | what it does |
 //! |---|---|
 //! | `demo [--provider sage\|xero]` | starts the built-in Sage (or Xero) simulator on loopback, syncs the bundled sample events through the real engine and HTTP client, prints what happened |
-//! | `connect [--provider sage\|xero]` | stores a Sage connection (default) or a Xero one (organisation chosen through Xero's connections endpoint), tokens encrypted at rest |
+//! | `connect [--provider sage\|xero]` | connects a Sage business (default) or a Xero organisation through the browser (the OAuth authorisation-code flow: [`connect`]), or with a refresh token given for automation; tokens encrypted at rest |
+//! | `disconnect` | revokes a connection's tokens at the provider where it documents revocation and deletes them locally in any case, saying which |
 //! | `sync` | syncs every event of a file (or stdin) into the provider of the stored connection, one outcome a line on stdout, in input order |
 //! | `status` | counts by status and the dead letters with their reasons |
 //! | `requeue` | puts a failed or dead-lettered event back in line |
@@ -12,14 +13,17 @@
 //! | `simulate [--provider sage\|xero]` | serves the built-in Sage (or Xero) simulator until interrupted (a ledger for trying `connect` and `sync`) |
 //! | `serve` | the ledger service for the Byte8 Magento module: webhooks, status, health, disconnect, and the workers ([`byte8_ledger_service`]; Sage connections) |
 //! | `tenant pair`, `tenant list`, `tenant disconnect` | the Magento stores bound to the service |
+//! | `operator add NAME`, `operator list`, `operator remove NAME` | who may log in to the service's console (`/console`); the password from `BYTE8_OPERATOR_PASSWORD`, the terminal or stdin, never a flag |
 //! | `reconcile --from DATE --to DATE [--json]` | the period's synced invoices, credit memos and payments against what the ledger holds ([`byte8_ledger_core::reconcile`]) |
 //! | `purge [--dry-run]` | removes what the retention policy no longer keeps ([`byte8_ledger_core::store::retention`]), printing the counts; `serve` does it hourly |
 //!
 //! Exit codes: 0 when every event got an outcome, 2 for a usage or configuration error, 1 for
 //! anything else; `reconcile` exits [`reconcile::EXIT_DIFFERENCES`] (3) when Magento and the ledger differ.
 
+mod connect;
 mod database;
 mod demo;
+mod operator;
 mod purge;
 mod reconcile;
 mod serve;
@@ -99,8 +103,11 @@ pub(crate) enum Command {
         #[arg(long)]
         outcomes: bool,
     },
-    /// Store a connection (Sage: client id and secret from SAGE_CLIENT_ID / SAGE_CLIENT_SECRET;
-    /// Xero: XERO_CLIENT_ID / XERO_CLIENT_SECRET; the encryption key from LEDGER_MASTER_KEY).
+    /// Connect a Sage business (default) or a Xero organisation: without a refresh token, runs
+    /// the OAuth authorisation-code flow (prints the authorize address, opens the browser,
+    /// listens on the loopback redirect, exchanges the code, stores the business picked). Client
+    /// id and secret from SAGE_CLIENT_ID / SAGE_CLIENT_SECRET or XERO_CLIENT_ID /
+    /// XERO_CLIENT_SECRET; the encryption key from LEDGER_MASTER_KEY.
     Connect {
         /// The ledger.
         #[arg(long, value_enum, default_value_t = ProviderArg::Sage)]
@@ -108,22 +115,40 @@ pub(crate) enum Command {
         /// The state database (SQLite, created on first use), or `--database-url` for PostgreSQL.
         #[command(flatten)]
         store: StoreArgs,
-        /// The Sage business id (required for Sage).
+        /// The Sage business to store (required with --refresh-token; else needed only when the
+        /// authorisation reaches several and no terminal is attached to choose).
         #[arg(long)]
         business_id: Option<String>,
         /// The Xero organisation (`tenantId`); optional when the token reaches exactly one.
         #[arg(long)]
         tenant_id: Option<String>,
-        /// A refresh token of the business's user: better given as BYTE8_REFRESH_TOKEN (a
-        /// command line is visible in `ps`), or `-` to read it from stdin.
+        /// For automation: a refresh token of the business's user instead of the browser flow;
+        /// better given as BYTE8_REFRESH_TOKEN (a command line is visible in `ps`), or `-` to
+        /// read it from stdin.
         #[arg(long, env = REFRESH_TOKEN_ENV, hide_env_values = true)]
-        refresh_token: SecretArg,
+        refresh_token: Option<SecretArg>,
+        /// The redirect URI registered with the app, when not `http://127.0.0.1:PORT/callback`
+        /// (a loopback http address: the command listens on it).
+        #[arg(long)]
+        redirect_uri: Option<String>,
+        /// The loopback port of the default redirect URI (0: any free port).
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// Print the authorize address only; do not try to open a browser.
+        #[arg(long)]
+        no_browser: bool,
+        /// How long to wait for the browser to come back, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
         /// The Sage API root including the version.
         #[arg(long, default_value = DEFAULT_BASE_URL)]
         sage_base_url: String,
         /// The Sage token endpoint.
         #[arg(long, default_value = DEFAULT_TOKEN_URL)]
         sage_token_url: String,
+        /// The Sage authorize endpoint.
+        #[arg(long, default_value = byte8_ledger_core::auth::connect::SAGE_AUTHORIZE_URL)]
+        sage_authorize_url: String,
         /// The Xero Accounting API root.
         #[arg(long, default_value = xero::DEFAULT_BASE_URL)]
         xero_base_url: String,
@@ -133,6 +158,21 @@ pub(crate) enum Command {
         /// The Xero connections endpoint.
         #[arg(long, default_value = xero::DEFAULT_CONNECTIONS_URL)]
         xero_connections_url: String,
+        /// The Xero authorize endpoint.
+        #[arg(long, default_value = byte8_ledger_core::auth::connect::XERO_AUTHORIZE_URL)]
+        xero_authorize_url: String,
+    },
+    /// Disconnect a business: revoke its tokens at the provider where it documents revocation
+    /// (Xero; Sage's endpoint is unconfirmed and only tried) and delete them locally in any case;
+    /// the output says whether the provider confirmed. Needs LEDGER_MASTER_KEY and the client
+    /// id and secret to revoke.
+    Disconnect {
+        /// The state database, or `--database-url`.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The connection, when the database holds several.
+        #[arg(long)]
+        business_id: Option<String>,
     },
     /// Sync every event of FILE (`-` for stdin); one outcome a line on stdout, in input order.
     Sync {
@@ -207,6 +247,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// The operators of the service's console (`/console`): who may log in.
+    Operator {
+        /// What to do.
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
+    },
     /// Print the Sage reference cache (tax rates, ledger accounts, bank accounts, payment methods).
     Reference {
         /// The state database.
@@ -276,17 +322,55 @@ pub(crate) async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<()
             business_id,
             tenant_id,
             refresh_token,
+            redirect_uri,
+            port,
+            no_browser,
+            timeout_secs,
             sage_base_url,
             sage_token_url,
+            sage_authorize_url,
             xero_base_url,
             xero_token_url,
             xero_connections_url,
+            xero_authorize_url,
         } => {
+            let Some(refresh_token) = refresh_token else {
+                let (kind, endpoints, wanted) = match provider {
+                    ProviderArg::Sage => (
+                        ProviderKind::Sage,
+                        connect::Endpoints {
+                            authorize_url: sage_authorize_url,
+                            token_url: sage_token_url,
+                            base_url: sage_base_url,
+                            connections_url: None,
+                        },
+                        business_id,
+                    ),
+                    ProviderArg::Xero => (
+                        ProviderKind::Xero,
+                        connect::Endpoints {
+                            authorize_url: xero_authorize_url,
+                            token_url: xero_token_url,
+                            base_url: xero_base_url,
+                            connections_url: Some(xero_connections_url),
+                        },
+                        tenant_id.or(business_id),
+                    ),
+                };
+                let flow = connect::FlowArgs {
+                    redirect_uri,
+                    port,
+                    no_browser,
+                    timeout: std::time::Duration::from_secs(timeout_secs.max(1)),
+                    business_id: wanted,
+                };
+                return connect::run(kind, store, endpoints, flow, out).await;
+            };
             let refresh_token = refresh_token.resolve("--refresh-token")?;
             match provider {
                 ProviderArg::Sage => {
-                    let business_id =
-                        business_id.ok_or_else(|| usage("--business-id is required for a Sage connection"))?;
+                    let business_id = business_id
+                        .ok_or_else(|| usage("--business-id is required for a Sage connection with --refresh-token"))?;
                     connect(store, business_id, refresh_token, sage_base_url, sage_token_url, out).await
                 }
                 ProviderArg::Xero => {
@@ -301,9 +385,11 @@ pub(crate) async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<()
                 }
             }
         }
+        Command::Disconnect { store, business_id } => connect::disconnect(store, business_id, out).await,
         Command::Serve(args) => serve::run(args, out).await,
         Command::Purge(args) => purge::run(args, out).await,
         Command::Tenant { command } => tenant::run(command, out).await,
+        Command::Operator { command } => operator::run(command, out).await,
         Command::Reconcile(args) => reconcile::run(args, out).await,
         Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,
         Command::Status { state, json } => status(state, json, out).await,
@@ -626,13 +712,20 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
         let waiting = store.waiting(&c.scope, 1000).await?;
         report.push((c, counts, dead, waiting));
     }
+    let now = SystemClock.now();
+    let mut health = Vec::new();
+    for (c, ..) in &report {
+        health.push(token_health(&store, c, now).await);
+    }
     if json {
         let value: Vec<serde_json::Value> = report
             .iter()
-            .map(|(c, counts, dead, waiting)| {
+            .zip(&health)
+            .map(|((c, counts, dead, waiting), health)| {
                 serde_json::json!({
                     "business_id": c.scope,
                     "provider": c.provider,
+                    "refresh_token": health.json(),
                     "counts": counts.iter().map(|(s, n)| (s.as_str().to_owned(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
                     "dead_letters": dead.iter().map(|r| serde_json::json!({
                         "idempotency_key": r.idempotency_key,
@@ -658,8 +751,9 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
     if report.is_empty() {
         writeln!(out, "no connection in {}", state.display()).map_err(io)?;
     }
-    for (c, counts, dead, waiting) in report {
+    for ((c, counts, dead, waiting), health) in report.into_iter().zip(health) {
         writeln!(out, "business {} ({})", c.scope, c.provider).map_err(io)?;
+        writeln!(out, "  refresh token  {}", health.text()).map_err(io)?;
         for s in [RunStatus::Synced, RunStatus::Skipped, RunStatus::Queued, RunStatus::Running, RunStatus::DeadLettered]
         {
             writeln!(out, "  {:<14} {}", s.as_str(), counts.get(&s).copied().unwrap_or(0)).map_err(io)?;
@@ -696,6 +790,57 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
         }
     }
     Ok(())
+}
+
+/// What `status` knows of a connection's refresh token.
+enum TokenHealth {
+    /// Its remaining life.
+    Known(byte8_ledger_core::auth::connect::RefreshTokenHealth),
+    /// Tokens stored, but neither an expiry nor an issue date (a pasted token not used yet).
+    Unknown,
+    /// No tokens stored (disconnected).
+    None,
+    /// Not readable (no LEDGER_MASTER_KEY).
+    Unreadable(String),
+}
+
+impl TokenHealth {
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Self::Known(h) => serde_json::json!({
+                "days_left": h.days_left, "expires_at": h.expires_at, "expired": h.expired, "basis": h.basis,
+            }),
+            Self::Unknown => serde_json::json!({"days_left": null}),
+            Self::None => serde_json::Value::Null,
+            Self::Unreadable(why) => serde_json::json!({"days_left": null, "unreadable": why}),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Self::Known(h) if h.expired => {
+                format!("lapsed on {}: run `byte8-ledger connect` again", h.expires_at.format("%Y-%m-%d"))
+            }
+            Self::Known(h) => format!(
+                "{} day(s) left (until {} unless used; `serve` refreshes idle connections)",
+                h.days_left,
+                h.expires_at.format("%Y-%m-%d %H:%M UTC")
+            ),
+            Self::Unknown => "life unknown until its first refresh".into(),
+            Self::None => "none stored: run `byte8-ledger connect`".into(),
+            Self::Unreadable(why) => format!("unknown ({why})"),
+        }
+    }
+}
+
+async fn token_health(store: &SqliteStore, c: &Connection, now: chrono::DateTime<chrono::Utc>) -> TokenHealth {
+    let Some(kind) = c.kind() else { return TokenHealth::Unknown };
+    match store.tokens(&c.scope).await {
+        Ok(Some(t)) => byte8_ledger_core::auth::connect::refresh_token_health(kind, &t, now)
+            .map_or(TokenHealth::Unknown, TokenHealth::Known),
+        Ok(None) => TokenHealth::None,
+        Err(_) => TokenHealth::Unreadable("set LEDGER_MASTER_KEY to read it".into()),
+    }
 }
 
 async fn requeue(

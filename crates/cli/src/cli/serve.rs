@@ -13,7 +13,20 @@ use byte8_ledger_core::{
     engine::EngineConfig,
     store::{ProviderKind, crypto::MasterKey},
 };
-use byte8_ledger_service::{HttpLimits, Service, ServiceConfig};
+use byte8_ledger_service::{
+    HttpLimits, Service, ServiceConfig,
+    console::{Console, ConsoleConfig, LedgerApp},
+};
+
+/// The console's base URL: `--public-url` (an absolute http(s) URL) or `http://LISTEN/`.
+pub(crate) fn console_url(given: Option<&str>, listen: std::net::SocketAddr) -> Result<url::Url, Failure> {
+    let text = given.map_or_else(|| format!("http://{listen}/"), str::to_owned);
+    let url = url::Url::parse(&text).map_err(|e| usage(format!("--public-url: `{text}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(usage(format!("--public-url: `{text}` must be an http(s) URL with a host")));
+    }
+    Ok(url)
+}
 
 /// The options of `serve`.
 #[derive(Debug, clap::Args)]
@@ -28,6 +41,14 @@ pub(crate) struct ServeArgs {
     /// Worker tasks in this process (0: accept requests only; other processes sync).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// The console's public base URL as browsers reach it (the OAuth redirect URIs are built on
+    /// it; its session cookie is `Secure` unless it is plain http on loopback); default
+    /// `http://` + the listen address.
+    #[arg(long, env = "BYTE8_CONSOLE_URL")]
+    pub public_url: Option<String>,
+    /// Serve without the operator console (`/console`).
+    #[arg(long)]
+    pub no_console: bool,
     /// Run the workers only, without the HTTP routes (more worker processes on one PostgreSQL).
     #[arg(long, alias = "workers-only")]
     pub no_http: bool,
@@ -153,8 +174,19 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
             .await
             .map_err(|e| Failure { code: 1, message: format!("cannot listen on {}: {e}", args.listen) })?;
         let addr = listener.local_addr().map_err(|e| Failure { code: 1, message: e.to_string() })?;
-        let app = service.router();
+        let mut app = service.router();
         writeln!(out, "listening on http://{addr}").map_err(io)?;
+        if !args.no_console {
+            let public_url = console_url(args.public_url.as_deref(), addr)?;
+            let config = ConsoleConfig::new(public_url.clone());
+            let mut console = Console::new(&service, db.console(), config, &MasterKey::from_env()?);
+            for app in LedgerApp::from_env() {
+                console = console.with_ledger_app(app);
+            }
+            app = app.merge(console.router());
+            writeln!(out, "console at {}", public_url.join("console").map_err(|e| usage(e.to_string()))?)
+                .map_err(io)?;
+        }
         let limits = HttpLimits { max_connections: args.max_connections, shutdown_timeout, ..HttpLimits::default() };
         Some(tokio::spawn(byte8_ledger_service::serve(listener, app, limits, async {
             let _ = http_stopped.await;

@@ -6,12 +6,15 @@
 
 mod chaos;
 mod cli;
+mod connect;
 mod reconcile;
 mod retention;
 mod service;
 mod service_postgres;
 #[path = "../../../../tests/support/mod.rs"]
 mod support;
+#[path = "../../../../tests/support/browser.rs"]
+mod support_browser;
 #[path = "../../../../tests/support/magento.rs"]
 mod support_magento;
 #[path = "../../../../tests/support/postgres.rs"]

@@ -4,6 +4,8 @@
 // A test binary has no public API: the shared support modules are `pub` for their users.
 #![allow(unreachable_pub)]
 
+mod browser;
+mod console;
 mod hostile_store;
 mod magento_client;
 mod magento_jwt_vectors;

@@ -57,6 +57,7 @@ async fn sqlite_state_survives_reopening_and_tokens_are_encrypted_at_rest() {
                     refresh_token: SecretString::from("REFRESH-PLAIN".to_owned()),
                     access_expires_at: now,
                     refresh_expires_at: None,
+                    issued_at: None,
                 },
             )
             .await

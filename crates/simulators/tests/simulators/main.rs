@@ -7,10 +7,13 @@
 mod conformance_sage;
 mod conformance_xero;
 mod engine;
+mod oauth;
 mod run_audit;
 mod sage_simulator;
 #[path = "../../../../tests/support/mod.rs"]
 mod support;
+#[path = "../../../../tests/support/browser.rs"]
+mod support_browser;
 #[path = "../../../../tests/support/engine.rs"]
 mod support_engine;
 #[path = "../../../../tests/support/xero.rs"]

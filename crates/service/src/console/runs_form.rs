@@ -2,7 +2,7 @@
 //! runs table's form (query string) read into a [`RunQuery`] with every bad field named, the
 //! paging links, and the retry actions with their operator-facing results.
 //!
-//! The table's form fields (`GET /console/runs?…`):
+//! The table's form fields (`GET /console/runs?…`, [`super::runs`]):
 //!
 //! | field | meaning |
 //! |---|---|
@@ -334,16 +334,10 @@ pub(crate) mod actions {
         run_detail(shared.store.as_ref(), id).await
     }
 
-    /// "Retry": the run back in line, due now, and the workers woken. The answer says what
-    /// happened, for the operator.
-    pub(crate) async fn retry(shared: &Shared, id: RunId) -> Result<String> {
-        let now = shared.clock.now();
-        Ok(if shared.store.requeue_run(id, now).await? {
-            tracing::info!(run = id, "console: run requeued by an operator");
-            format!("Run #{id} is back in line: the workers try it again on their next pass.")
-        } else {
-            format!("Run #{id} was not retried: only a dead-lettered or failed run waiting in line can be.")
-        })
+    /// "Retry": the run back in line, due now (false: it is not dead-lettered nor waiting after
+    /// a failure). The workers pick it up on their next pass.
+    pub(crate) async fn retry(shared: &Shared, id: RunId) -> Result<bool> {
+        shared.store.requeue_run(id, shared.clock.now()).await
     }
 
     /// The dead letters of `store` (a tenant id): its binding, and how many there are.

@@ -21,7 +21,7 @@ use byte8_ledger_core::{
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 
-use crate::console_runs::{Paging, RunsForm, retryable};
+use super::runs_form::{Paging, RunsForm, retryable};
 
 /// Where the runs table lives.
 pub(crate) const RUNS_PATH: &str = "/console/runs";
@@ -81,12 +81,9 @@ pub(crate) fn runs_page(
     stores: &[BindingInfo],
     result: Option<&RunPage>,
     csrf: &Markup,
-    notice: Option<&str>,
 ) -> Markup {
     let page = form.page();
     html! {
-        h1 { "Sync runs" }
-        @if let Some(n) = notice { p.notice role="status" { (n) } }
         (error_summary(errors))
         form.filters method="get" action=(RUNS_PATH) aria-label="Filter the runs" {
             div.field {
@@ -234,13 +231,16 @@ pub(crate) fn retry_form(id: i64, csrf: &Markup) -> Markup {
     }
 }
 
-/// A run's page.
-pub(crate) fn run_page(d: &RunDetail, csrf: &Markup, notice: Option<&str>) -> Markup {
+/// The title of a run's page.
+pub(crate) fn run_title(run: &Run) -> String {
+    format!("Run #{}: {}", run.id, run.event.as_deref().unwrap_or("unreadable event"))
+}
+
+/// A run's page (its title is [`run_title`]).
+pub(crate) fn run_page(d: &RunDetail, csrf: &Markup) -> Markup {
     let run = &d.run;
     html! {
         p { a href=(RUNS_PATH) { "← Sync runs" } }
-        h1 { "Run #" (run.id) ": " (run.event.as_deref().unwrap_or("unreadable event")) }
-        @if let Some(n) = notice { p.notice role="status" { (n) } }
         dl.summary {
             dt { "Status" } dd #run-status { span class=(format!("status status-{}", run.status.as_str())) { (status_label(run.status)) } }
             dt { "Business" } dd { (run.scope) }
@@ -364,7 +364,6 @@ pub(crate) fn confirm_retry_all(
 ) -> Markup {
     html! {
         p { a href=(RUNS_PATH) { "← Sync runs" } }
-        h1 { "Retry all dead letters" }
         (error_summary(errors))
         @if let (Some(store), Some(n)) = (selected, count) {
             p #retry-all-count role="status" {
@@ -490,8 +489,7 @@ mod tests {
             runs: vec![run(2, RunStatus::DeadLettered, "<script>alert(1)</script>"), run(1, RunStatus::Synced, "ok")],
             total: 2,
         };
-        let html =
-            runs_page(&form, &[], &[store()], Some(&page), &csrf(), Some("Run #9 is back in line")).into_string();
+        let html = runs_page(&form, &[], &[store()], Some(&page), &csrf()).into_string();
         assert_labelled(&html);
         assert!(!html.contains("<script>"), "messages are escaped");
         assert!(html.contains("&lt;script&gt;"));
@@ -508,7 +506,7 @@ mod tests {
     #[test]
     fn form_errors_are_listed_linked_and_marked_on_their_fields() {
         let errors = vec![FieldError::new("from", "`x` is not a date (YYYY-MM-DD)")];
-        let html = runs_page(&RunsForm::default(), &errors, &[], None, &csrf(), None).into_string();
+        let html = runs_page(&RunsForm::default(), &errors, &[], None, &csrf()).into_string();
         assert!(html.contains(r##"<a href="#field-from">from: `x` is not a date (YYYY-MM-DD)</a>"##), "{html}");
         assert!(html.contains(r#"id="field-from" type="date" name="from" value="" aria-invalid="true""#), "{html}");
         assert!(!html.contains("<table"), "no table without a valid query");
@@ -518,7 +516,7 @@ mod tests {
     fn paging_links_keep_the_filters() {
         let form = RunsForm { event: Some("invoice.paid".into()), page: Some("2".into()), ..RunsForm::default() };
         let page = RunPage { runs: vec![run(1, RunStatus::Synced, "ok")], total: 151 };
-        let html = runs_page(&form, &[], &[], Some(&page), &csrf(), None).into_string();
+        let html = runs_page(&form, &[], &[], Some(&page), &csrf()).into_string();
         assert!(html.contains(r#"href="/console/runs?event=invoice.paid""#), "previous: page 1 {html}");
         assert!(html.contains(r#"href="/console/runs?event=invoice.paid&amp;page=3""#), "next: page 3");
         assert!(html.contains("Page 2 of 4"));
@@ -556,7 +554,7 @@ mod tests {
             }),
             run: r,
         };
-        let html = run_page(&detail, &csrf(), None).into_string();
+        let html = run_page(&detail, &csrf()).into_string();
         assert!(html.contains("<summary><code>POST /v3.1/contacts</code> → <strong>403</strong></summary>"), "{html}");
         assert!(html.contains("MultiUserAccessDenied"));
         assert!(html.contains("&quot;name&quot;: &quot;Jane&quot;"), "bodies pretty-printed (and escaped)");
