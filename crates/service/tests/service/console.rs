@@ -25,10 +25,11 @@ pub const OPERATOR: &str = "ada";
 pub const PASSWORD: &str = "correct horse battery staple";
 
 /// The GET routes behind the login (each must redirect without a session).
-pub const GET_ROUTES: &[&str] = &["/console", "/console/nothing-here"];
+pub const GET_ROUTES: &[&str] =
+    &["/console", "/console/nothing-here", "/console/runs", "/console/runs/1", "/console/runs/retry-dead-letters"];
 /// The POST routes behind the login and CSRF (each must redirect without a session and answer
 /// 403 with a wrong token).
-pub const POST_ROUTES: &[&str] = &["/console/logout"];
+pub const POST_ROUTES: &[&str] = &["/console/logout", "/console/runs/1/retry", "/console/runs/retry-dead-letters"];
 
 /// A service with its console on a loopback port, over SQLite, with a manual clock.
 pub struct ConsoleWorld {

@@ -6,6 +6,7 @@
 
 mod browser;
 mod console;
+mod console_runs;
 mod hostile_store;
 mod magento_client;
 mod magento_jwt_vectors;
