@@ -17,7 +17,7 @@
 //! | `GET /console` | overview |
 //! | `GET /console/assets/console.css` | the embedded stylesheet (no session needed) |
 //! | `GET /console/connections` | the ledger connections: connect (OAuth), disconnect (revoking), refresh the reference data |
-//! | `GET /console/runs`, `GET /console/runs/{id}`, `POST /console/runs/{id}/retry`, `GET`/`POST /console/runs/retry-dead-letters` | the sync runs: the table (filters, search, server paging), a run's audit (event, attempts with every ledger request and answer, outcome, ledger record, an upsert's diff), "Retry" and "Retry all dead letters" ([`runs`]) |
+//! | `GET /console/runs`, `GET /console/runs/{id}`, `POST /console/runs/{id}/retry`, `GET`/`POST /console/runs/retry-dead-letters` | the sync runs: the table (filters, search, server paging), a run's audit (event, attempts with every ledger request and answer, outcome, ledger record, an upsert's diff), "Retry" and "Retry all dead letters" (`console/runs.rs`) |
 //! | `GET /connect/{provider}`, `GET /oauth/{provider}/callback` | the OAuth authorisation-code flow ([`oauth`]) |
 //!
 //! Every answer carries `Cache-Control: no-store`, a content security policy without scripts
