@@ -270,6 +270,8 @@ mod from_the_store {
             error_code: None,
             message: None,
             ledger_id: None,
+            exchanges: Vec::new(),
+            snapshot: None,
         };
         store.finish(run_id, claim, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();
     }

@@ -14,6 +14,7 @@ use super::{
 use crate::{
     canonical::{Entity, Event, EventKind, MagentoInvoice},
     error::{Error, Result},
+    http::audit::Recorder,
     outcome::Outcome,
     plan::DocumentKind,
     policy::SyncPolicy,
@@ -234,14 +235,15 @@ impl SyncEngine {
                     outcomes[i] = Some(self.process(runs[i].clone()).await?);
                     continue;
                 }
+                // A batch's runs each keep the exchanges of their batch (one request carried them).
                 Step::Invoices(ids) => {
                     let batch: Vec<Run> = ids.iter().map(|i| runs[*i].clone()).collect();
-                    let done = self.process_invoice_batch(&batch).await?;
+                    let done = Recorder::new().scope(self.process_invoice_batch(&batch)).await?;
                     (ids, done)
                 }
                 Step::Payments(ids) => {
                     let batch: Vec<Run> = ids.iter().map(|i| runs[*i].clone()).collect();
-                    let done = self.process_payment_batch(&batch).await?;
+                    let done = Recorder::new().scope(self.process_payment_batch(&batch)).await?;
                     (ids, done)
                 }
             };

@@ -159,6 +159,12 @@ impl SyncEngine {
                 }
             },
         };
+        if let Some(recorder) = crate::http::audit::current() {
+            // The snapshot the run's page compares with the previous run of the same entity.
+            if let Ok(v) = serde_json::to_value(&entity) {
+                recorder.set_snapshot(v);
+            }
+        }
         match (event.event, entity) {
             (EventKind::InvoiceCreated, Entity::Invoice(inv)) => self.invoice_created(event, &inv, policy).await,
             (EventKind::InvoicePaid, Entity::Payment(pay)) => self.invoice_paid(event, &pay, policy).await,

@@ -44,6 +44,15 @@
 //!   call budget is spent, [`Error::Deferred`]) waits exactly as long as the ledger says and never
 //!   dead-letters: the outcome says why and until when.
 //!
+//! # The audit trail
+//!
+//! Every attempt is recorded ([`AttemptRecord`]): how it ended, and for operators the requests the
+//! provider sent to the ledger with the answers (redacted: no header, no token or secret field)
+//! and the entity snapshot the attempt worked on. The engine knows nothing of HTTP: it opens a
+//! [`Recorder`] per attempt (per batch for batched documents) and runs the attempt inside it; the
+//! provider's HTTP layer writes to the task's recorder ([`crate::http::audit`]). The runs
+//! table, a run's page with an upsert's diff, and the retries are [`crate::store::audit`]'s.
+//!
 //! # One run over a file in any order
 //!
 //! [`SyncEngine::session`] (what `byte8-ledger sync` uses, and [`SyncEngine::sync_run`] over a
@@ -103,6 +112,7 @@ use crate::{
     canonical::{Entity, Event, EventKind},
     clock::Clock,
     error::{Error, Result},
+    http::audit::Recorder,
     identity::sha256_hex,
     outcome::{Outcome, SyncStatus},
     policy::SyncPolicy,
@@ -326,6 +336,8 @@ impl SyncEngine {
                                     error_code: Some(failure.error.code()),
                                     message: Some(failure.error.to_string()),
                                     ledger_id: None,
+                                    exchanges: Vec::new(),
+                                    snapshot: None,
                                 },
                                 next_attempt_at: None,
                             },
@@ -443,10 +455,16 @@ impl SyncEngine {
             Err(outcome) => return Ok(outcome),
         };
         let span = tracing::info_span!("event", key = %event.idempotency_key, attempt);
-        // Instrumented, not entered: an entered span held across an await would tag the logs of
-        // other tasks on this thread (the service runs several).
-        let result = tracing::Instrument::instrument(self.handle(&event, &policy), span).await;
-        self.finish_result(&run, &event, attempt, started, result).await
+        // The attempt's ledger exchanges and entity snapshot are recorded for its audit trail
+        // (`crate::http::audit`): the provider's HTTP layer writes to the task's recorder.
+        Recorder::new()
+            .scope(async {
+                // Instrumented, not entered: an entered span held across an await would tag the
+                // logs of other tasks on this thread (the service runs several).
+                let result = tracing::Instrument::instrument(self.handle(&event, &policy), span).await;
+                self.finish_result(&run, &event, attempt, started, result).await
+            })
+            .await
     }
 
     /// Reads a claimed run's policy snapshot and event; a run that cannot be read is finished as
@@ -494,6 +512,13 @@ impl SyncEngine {
         result: Result<Handled>,
     ) -> Result<Outcome> {
         let now = self.clock.now();
+        let (exchanges, snapshot) = audit();
+        // A batched document's entity is the event's own (the batch's recorder keeps none).
+        let snapshot = snapshot.or_else(|| {
+            let mut v = serde_json::to_value(event.entity.as_ref()?).ok()?;
+            crate::http::audit::redact_value(&mut v);
+            Some(v)
+        });
         match result {
             Ok(Handled::Synced { id, number, message }) => {
                 let outcome =
@@ -513,6 +538,8 @@ impl SyncEngine {
                                 error_code: None,
                                 message: outcome.message.clone(),
                                 ledger_id: Some(id),
+                                exchanges,
+                                snapshot,
                             },
                             next_attempt_at: None,
                         },
@@ -538,6 +565,8 @@ impl SyncEngine {
                                 error_code: None,
                                 message: outcome.skip_reason.clone(),
                                 ledger_id: None,
+                                exchanges,
+                                snapshot,
                             },
                             next_attempt_at: None,
                         },
@@ -558,6 +587,7 @@ impl SyncEngine {
         error: Error,
     ) -> Result<Outcome> {
         let now = self.clock.now();
+        let (exchanges, snapshot) = audit();
         // A deferral (a spent daily budget) waits as long as it must and never dead-letters.
         let retry = error.is_deferred() || (error.is_retryable() && attempt < self.config.max_attempts);
         let next = retry.then(|| {
@@ -626,6 +656,8 @@ impl SyncEngine {
                         error_code: Some(error.code()),
                         message: Some(message),
                         ledger_id: None,
+                        exchanges,
+                        snapshot,
                     },
                     next_attempt_at: next,
                 },
@@ -661,4 +693,10 @@ impl SyncEngine {
             last_sync_at: now,
         }
     }
+}
+
+/// The exchanges and entity snapshot recorded so far by the task's recorder (none outside one):
+/// what an attempt's record keeps. In a batch every run keeps the exchanges of its batch.
+fn audit() -> (Vec<crate::http::audit::ExchangeRecord>, Option<serde_json::Value>) {
+    crate::http::audit::current().map(|r| (r.exchanges(), r.snapshot())).unwrap_or_default()
 }

@@ -1,8 +1,10 @@
 //! HTTP plumbing shared by every client: the one request loop ([`exchange`]: send, classify,
 //! back off, retry, read the body under a cap), the retry decision it applies ([`retry`]), the
-//! client-side rate limits ([`limit`]), the request counters ([`stats`]), and what a ledger
-//! client may be pointed at ([`ledger_url`], [`same_origin_redirects`]).
+//! client-side rate limits ([`limit`]), the request counters ([`stats`]), the audit of a run's
+//! ledger exchanges ([`audit`]), and what a ledger client may be pointed at ([`ledger_url`],
+//! [`same_origin_redirects`]).
 
+pub mod audit;
 pub mod exchange;
 pub mod limit;
 pub(crate) mod resend;

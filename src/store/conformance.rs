@@ -8,6 +8,7 @@
 //! # }
 //! ```
 
+pub mod audit;
 pub mod service;
 
 use std::collections::BTreeSet;
@@ -83,6 +84,8 @@ fn result(key: &str, status: RunStatus, number: u32, next: Option<DateTime<Utc>>
             error_code: (sync == SyncStatus::Failed).then_some(ErrorCode::Provider),
             message: (sync == SyncStatus::Failed).then(|| format!("attempt {number} failed")),
             ledger_id: (sync == SyncStatus::Synced).then(|| "L1".into()),
+            exchanges: Vec::new(),
+            snapshot: None,
         },
         next_attempt_at: next,
     }
@@ -454,4 +457,5 @@ pub async fn run_all(store: &dyn Store, scope: &str) {
     counts_are_per_scope(store, &format!("{scope}-counts")).await;
     xrefs_round_trip(store, &format!("{scope}-xrefs")).await;
     connections_and_tokens_round_trip(store, &format!("{scope}-connections")).await;
+    audit::run_all(store, &format!("{scope}-audit")).await;
 }

@@ -57,6 +57,16 @@ fn due(run: &Run, lease: Option<&DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     }
 }
 
+/// What the SQL stores keep in `runs.increment_id`, `ledger_id` and `ledger_reference`.
+fn search_fields(run: &Run, attempts: &[AttemptRecord]) -> super::audit::SearchFields {
+    super::audit::SearchFields {
+        increment_id: super::audit::increment_id_of_raw(&run.raw)
+            .or_else(|| attempts.iter().find_map(|a| super::audit::increment_id_in(a.snapshot.as_ref()))),
+        ledger_reference: run.outcome.as_ref().and_then(|o| o.provider_reference.clone()),
+        ledger_id: run.outcome.as_ref().and_then(|o| o.provider_entity_id.clone()),
+    }
+}
+
 #[async_trait]
 impl RunStore for MemoryStore {
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
@@ -257,6 +267,57 @@ impl RunStore for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn query_runs(&self, query: &super::audit::RunQuery) -> Result<super::audit::RunPage> {
+        let s = self.lock();
+        let mut runs: Vec<&Run> = s
+            .runs
+            .values()
+            .filter(|r| {
+                let fields = search_fields(r, s.attempts.get(&r.id).map(Vec::as_slice).unwrap_or_default());
+                query.matches(r, &fields)
+            })
+            .collect();
+        runs.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+        let total = u64::try_from(runs.len()).unwrap_or(u64::MAX);
+        let page = runs
+            .into_iter()
+            .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(query.page_size()).unwrap_or(usize::MAX))
+            .cloned()
+            .collect();
+        Ok(super::audit::RunPage { runs: page, total })
+    }
+
+    async fn requeue_run(&self, id: RunId, now: DateTime<Utc>) -> Result<bool> {
+        let mut s = self.lock();
+        let Some(r) = s.runs.get_mut(&id).filter(|r| matches!(r.status, RunStatus::DeadLettered | RunStatus::Queued))
+        else {
+            return Ok(false);
+        };
+        r.status = RunStatus::Queued;
+        r.next_attempt_at = None;
+        r.attempts = 0;
+        r.updated_at = now;
+        Ok(true)
+    }
+
+    async fn requeue_dead_letters(&self, scope: &str, tenant: Option<&str>, now: DateTime<Utc>) -> Result<u64> {
+        let mut s = self.lock();
+        let mut n = 0u64;
+        for r in s.runs.values_mut().filter(|r| {
+            r.scope == scope
+                && r.status == RunStatus::DeadLettered
+                && tenant.is_none_or(|t| r.tenant_id.as_deref() == Some(t))
+        }) {
+            r.status = RunStatus::Queued;
+            r.next_attempt_at = None;
+            r.attempts = 0;
+            r.updated_at = now;
+            n += 1;
+        }
+        Ok(n)
     }
 
     async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {

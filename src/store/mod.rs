@@ -46,6 +46,7 @@
 //! | `0003_service` | the service: tenant bindings, replay cache, dispatch leases, the callback outbox and its trigger |
 //! | `0004_tenant_runs` | `runs.tenant_id` and `runs.claim` (see "Tenants and claims"), `callbacks.tenant_id`, the indexes rebuilt with the tenant, the outbox trigger replaced; existing runs get the tenant bound to their business when they were received (the one paired most recently at or before the run, else the first paired), runs of a business never bound keep none, outbox rows without a tenant are dropped |
 //! | `0005_retention` | `bindings.revoked_at` (when a tenant was disconnected; existing revoked bindings take their last change), `callbacks.delivered_at` (delivered callbacks are kept, marked, until [`retention`] removes them), the outbox trigger marks a re-finished run's row pending again |
+//! | `0008_run_audit` | `attempts.exchanges` and `attempts.snapshot` (each attempt's ledger requests and answers, redacted, and its entity snapshot: [`AttemptRecord`]); `runs.increment_id`, `runs.ledger_id`, `runs.ledger_reference` (what the runs table searches by, [`audit`]), filled in for existing runs from their raw event and outcome; indexes for listing newest first |
 //!
 //! # Exactly-once writes
 //!
@@ -55,6 +56,7 @@
 //! crash, an answer whose outcome was unknown) looks the record up by reference in the ledger
 //! before posting again.
 
+pub mod audit;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod crypto;
@@ -215,6 +217,19 @@ pub struct AttemptRecord {
     pub message: Option<String>,
     /// The ledger id, when it synced.
     pub ledger_id: Option<String>,
+    /// Every request the provider sent to the ledger during the attempt, with its answer, oldest
+    /// first: secrets and tokens redacted, headers never kept, bodies cut (see
+    /// [`crate::http::audit`]). Empty for an attempt that never reached the provider (an event
+    /// that could not be read, a policy skip decided without a request) and for attempts stored
+    /// before migration `0008_run_audit`.
+    #[serde(default)]
+    pub exchanges: Vec<crate::http::audit::ExchangeRecord>,
+    /// The canonical entity the attempt worked on, as JSON (secret-named fields redacted): the
+    /// event's own, or the one fetched from Magento. A run's page compares an upsert's snapshot
+    /// with the previous run's ([`crate::store::audit::snapshot_diff`]). `None` when the attempt
+    /// ended before it had one.
+    #[serde(default)]
+    pub snapshot: Option<serde_json::Value>,
 }
 
 /// What enqueueing did.
@@ -338,6 +353,38 @@ pub trait RunStore: fmt::Debug + Send + Sync {
     async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
         let _ = (scope, limit);
         Ok(Vec::new())
+    }
+
+    /// One page of the runs table: the runs matching `query`, newest first, and how many match
+    /// in all (see [`audit`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] by default (a store that cannot query its runs).
+    async fn query_runs(&self, query: &audit::RunQuery) -> Result<audit::RunPage> {
+        let _ = query;
+        Err(crate::Error::Unsupported { operation: "querying runs".into(), provider: "store" })
+    }
+
+    /// Puts run `id` back in line, due now, when it is dead-lettered or queued (a failed attempt
+    /// waiting for its retry time): the console's "Retry". Its attempts count starts again
+    /// (as [`requeue`](Self::requeue)); its earlier attempts stay in the audit trail. False when
+    /// there is no such run or it is running, synced or skipped.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] by default.
+    async fn requeue_run(&self, id: RunId, now: DateTime<Utc>) -> Result<bool> {
+        let _ = (id, now);
+        Err(crate::Error::Unsupported { operation: "requeueing a run by id".into(), provider: "store" })
+    }
+
+    /// Puts every dead-lettered run of `scope` back in line, due now (`tenant`: only the runs
+    /// that tenant queued; `None`: every tenant's and the untenanted ones). Answers how many.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] by default.
+    async fn requeue_dead_letters(&self, scope: &str, tenant: Option<&str>, now: DateTime<Utc>) -> Result<u64> {
+        let _ = (scope, tenant, now);
+        Err(crate::Error::Unsupported { operation: "requeueing dead letters".into(), provider: "store" })
     }
 }
 

@@ -67,6 +67,7 @@ use sqlx::{
 use super::{
     AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, RunStore,
     Xref, XrefKind, XrefState, XrefStore,
+    audit::{RunPage, RunQuery, audit_columns, increment_id_in, increment_id_of_raw, read_exchanges, read_snapshot},
     crypto::{MasterKey, open_tokens, seal_tokens},
 };
 use crate::{
@@ -112,6 +113,49 @@ fn text(s: &str) -> Cow<'_, str> {
 
 fn opt_text(s: Option<&str>) -> Option<Cow<'_, str>> {
     s.map(text)
+}
+
+/// The `WHERE` of the runs table (see [`super::audit`]; `RunQuery::matches` is the reference).
+fn push_filters(qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>, q: &RunQuery) {
+    let t = |v: &str| text(v).into_owned();
+    if let Some(v) = &q.scope {
+        qb.push(" AND scope = ").push_bind(t(v));
+    }
+    if let Some(v) = &q.tenant_id {
+        qb.push(" AND tenant_id = ").push_bind(t(v));
+    }
+    if let Some(v) = &q.event {
+        qb.push(" AND event = ").push_bind(t(v));
+    }
+    if let Some(v) = q.status {
+        qb.push(" AND status = ").push_bind(v.as_str());
+    }
+    if let Some(v) = q.from {
+        qb.push(" AND created_at >= ").push_bind(v);
+    }
+    if let Some(v) = q.until {
+        qb.push(" AND created_at < ").push_bind(v);
+    }
+    if let Some(v) = q.magento_entity_id {
+        qb.push(" AND magento_entity_id = ").push_bind(i64::try_from(v).unwrap_or(-1));
+    }
+    if let Some(v) = q.before_id {
+        qb.push(" AND id < ").push_bind(v);
+    }
+    if let Some(term) = q.search_term() {
+        // ASCII letters only are folded, as SQLite's lower() and the memory store do.
+        let lower = term.to_ascii_lowercase();
+        for (i, column) in ["increment_id", "ledger_reference", "ledger_id", "idempotency_key"].into_iter().enumerate()
+        {
+            qb.push(if i == 0 { " AND (" } else { " OR " });
+            qb.push(format!("translate({column}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') = "));
+            qb.push_bind(t(&lower));
+        }
+        if let Some(n) = q.search_entity_id() {
+            qb.push(" OR magento_entity_id = ").push_bind(n);
+        }
+        qb.push(")");
+    }
 }
 
 fn micros_time(v: i64) -> DateTime<Utc> {
@@ -273,14 +317,15 @@ impl RunStore for PostgresStore {
             }
             (Dedupe::WhileQueued, Some((id, RunStatus::Queued))) => {
                 let done = sqlx::query(
-                    "UPDATE runs SET raw = $1, fingerprint = $2, policy = $3, updated_at = $4 \
-                     WHERE id = $5 AND status = 'queued'",
+                    "UPDATE runs SET raw = $1, fingerprint = $2, policy = $3, updated_at = $4, \
+                     increment_id = COALESCE($6, increment_id) WHERE id = $5 AND status = 'queued'",
                 )
                 .bind(run.raw.as_bytes())
                 .bind(text(&run.fingerprint))
                 .bind(opt_text(run.policy.as_deref()))
                 .bind(run.received_at)
                 .bind(id)
+                .bind(increment_id_of_raw(&run.raw).map(|v| text(&v).into_owned()))
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
@@ -293,8 +338,8 @@ impl RunStore for PostgresStore {
         } else {
             let id: i64 = sqlx::query(
                 "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, \
-                 attempts, created_at, updated_at, tenant_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, $8, $8, $9) RETURNING id",
+                 attempts, created_at, updated_at, tenant_id, increment_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, $8, $8, $9, $10) RETURNING id",
             )
             .bind(&*scope)
             .bind(&*key)
@@ -305,6 +350,7 @@ impl RunStore for PostgresStore {
             .bind(opt_text(run.policy.as_deref()))
             .bind(run.received_at)
             .bind(tenant.as_deref())
+            .bind(increment_id_of_raw(&run.raw).map(|v| text(&v).into_owned()))
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?
@@ -379,15 +425,19 @@ impl RunStore for PostgresStore {
         // row lock this takes orders a concurrent claim before or after, never in between).
         let done = sqlx::query(
             "UPDATE runs SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, outcome = $4, \
-             updated_at = $5 WHERE id = $6 AND status = 'running' AND claim = $7",
+             updated_at = $5, ledger_id = $8, ledger_reference = $9, increment_id = COALESCE(increment_id, $10) \
+             WHERE id = $6 AND status = 'running' AND claim = $7",
         )
         .bind(result.status.as_str())
         .bind(i64::from(a.number))
         .bind(result.next_attempt_at)
-        .bind(outcome)
+        .bind(text(&outcome))
         .bind(a.finished_at)
         .bind(id)
         .bind(claim)
+        .bind(opt_text(result.outcome.provider_entity_id.as_deref()))
+        .bind(opt_text(result.outcome.provider_reference.as_deref()))
+        .bind(increment_id_in(a.snapshot.as_ref()).map(|v| text(&v).into_owned()))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -395,9 +445,10 @@ impl RunStore for PostgresStore {
             tx.rollback().await.map_err(db)?;
             return Err(super::claim_lost(id, claim));
         }
+        let (exchanges, snapshot) = audit_columns(a)?;
         sqlx::query(
-            "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id, \
+             exchanges, snapshot) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(id)
         .bind(i64::from(a.number))
@@ -407,6 +458,8 @@ impl RunStore for PostgresStore {
         .bind(a.error_code.map(ErrorCode::as_str))
         .bind(opt_text(a.message.as_deref()))
         .bind(opt_text(a.ledger_id.as_deref()))
+        .bind(opt_text(exchanges.as_deref()))
+        .bind(opt_text(snapshot.as_deref()))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -462,6 +515,8 @@ impl RunStore for PostgresStore {
                     error_code: code.and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
                     message: r.try_get("message").map_err(db)?,
                     ledger_id: r.try_get("ledger_id").map_err(db)?,
+                    exchanges: read_exchanges(r.try_get("exchanges").map_err(db)?),
+                    snapshot: read_snapshot(r.try_get("snapshot").map_err(db)?),
                 })
             })
             .collect()
@@ -482,6 +537,50 @@ impl RunStore for PostgresStore {
             }
         }
         Ok(out)
+    }
+
+    async fn query_runs(&self, query: &RunQuery) -> Result<RunPage> {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT COUNT(*) AS n FROM runs WHERE TRUE");
+        push_filters(&mut qb, query);
+        let total: i64 = qb.build().fetch_one(&self.pool).await.map_err(db)?.try_get("n").map_err(db)?;
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT * FROM runs WHERE TRUE");
+        push_filters(&mut qb, query);
+        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(query.page_size()))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
+        Ok(RunPage {
+            runs: rows.iter().map(run_from).collect::<Result<_>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    async fn requeue_run(&self, id: RunId, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = $1 \
+             WHERE id = $2 AND status IN ('dead_lettered', 'queued')",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn requeue_dead_letters(&self, scope: &str, tenant: Option<&str>, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = $1 \
+             WHERE scope = $2 AND status = 'dead_lettered' AND ($3::text IS NULL OR tenant_id = $3)",
+        )
+        .bind(now)
+        .bind(text(scope))
+        .bind(opt_text(tenant))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
     }
 
     async fn dead_letters(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {

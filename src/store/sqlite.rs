@@ -28,6 +28,7 @@ use sqlx::{
 use super::{
     AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, RunStore,
     Xref, XrefKind, XrefState, XrefStore,
+    audit::{RunPage, RunQuery, increment_id_in, increment_id_of_raw},
     crypto::{MasterKey, open_tokens, seal_tokens},
 };
 use crate::{
@@ -59,6 +60,8 @@ fn micros(t: DateTime<Utc>) -> i64 {
 fn time(v: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_micros(v).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
+
+use super::audit::{audit_columns, read_exchanges, read_snapshot};
 
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `path` and migrates it. `key` encrypts
@@ -148,6 +151,46 @@ fn run_from(row: &SqliteRow) -> Result<Run> {
     })
 }
 
+/// The `WHERE` of the runs table (see [`super::audit`]; `RunQuery::matches` is the reference).
+fn push_filters(qb: &mut sqlx::QueryBuilder<'_, sqlx::Sqlite>, q: &RunQuery) {
+    if let Some(v) = &q.scope {
+        qb.push(" AND scope = ").push_bind(v.clone());
+    }
+    if let Some(v) = &q.tenant_id {
+        qb.push(" AND tenant_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &q.event {
+        qb.push(" AND event = ").push_bind(v.clone());
+    }
+    if let Some(v) = q.status {
+        qb.push(" AND status = ").push_bind(v.as_str());
+    }
+    if let Some(v) = q.from {
+        qb.push(" AND created_at >= ").push_bind(micros(v));
+    }
+    if let Some(v) = q.until {
+        qb.push(" AND created_at < ").push_bind(micros(v));
+    }
+    if let Some(v) = q.magento_entity_id {
+        qb.push(" AND magento_entity_id = ").push_bind(i64::try_from(v).unwrap_or(-1));
+    }
+    if let Some(v) = q.before_id {
+        qb.push(" AND id < ").push_bind(v);
+    }
+    if let Some(term) = q.search_term() {
+        let term = term.to_owned();
+        qb.push(" AND (lower(increment_id) = lower(").push_bind(term.clone());
+        qb.push(") OR lower(ledger_reference) = lower(").push_bind(term.clone());
+        qb.push(") OR lower(ledger_id) = lower(").push_bind(term.clone());
+        qb.push(") OR lower(idempotency_key) = lower(").push_bind(term);
+        qb.push(")");
+        if let Some(n) = q.search_entity_id() {
+            qb.push(" OR magento_entity_id = ").push_bind(n);
+        }
+        qb.push(")");
+    }
+}
+
 const DUE: &str = "scope = ?1 AND tenant_id IS ?5 AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)) \
                    OR (status = 'running' AND lease_until <= ?2))";
 
@@ -193,21 +236,25 @@ impl RunStore for SqliteStore {
         let result = match (dedupe, existing) {
             (Dedupe::Permanent, Some((id, status))) => Enqueued::Duplicate { id, status },
             (Dedupe::WhileQueued, Some((id, RunStatus::Queued))) => {
-                sqlx::query("UPDATE runs SET raw = ?, fingerprint = ?, policy = ?, updated_at = ? WHERE id = ?")
-                    .bind(&run.raw)
-                    .bind(&run.fingerprint)
-                    .bind(&run.policy)
-                    .bind(micros(run.received_at))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                sqlx::query(
+                    "UPDATE runs SET raw = ?, fingerprint = ?, policy = ?, updated_at = ?, \
+                     increment_id = COALESCE(?, increment_id) WHERE id = ?",
+                )
+                .bind(&run.raw)
+                .bind(&run.fingerprint)
+                .bind(&run.policy)
+                .bind(micros(run.received_at))
+                .bind(increment_id_of_raw(&run.raw))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
                 Enqueued::Collapsed(id)
             }
             _ => {
                 let id: i64 = sqlx::query(
-                    "INSERT INTO runs (scope, tenant_id, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, attempts, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?) RETURNING id",
+                    "INSERT INTO runs (scope, tenant_id, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, attempts, created_at, updated_at, increment_id) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?) RETURNING id",
                 )
                 .bind(&run.scope)
                 .bind(&run.tenant_id)
@@ -219,6 +266,7 @@ impl RunStore for SqliteStore {
                 .bind(&run.policy)
                 .bind(micros(run.received_at))
                 .bind(micros(run.received_at))
+                .bind(increment_id_of_raw(&run.raw))
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?
@@ -288,7 +336,8 @@ impl RunStore for SqliteStore {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         // Fenced by the claim: nothing is written unless the run is still running under it.
         let done = sqlx::query(
-            "UPDATE runs SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, outcome = ?, updated_at = ? \
+            "UPDATE runs SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, outcome = ?, updated_at = ?, \
+             ledger_id = ?, ledger_reference = ?, increment_id = COALESCE(increment_id, ?) \
              WHERE id = ? AND status = 'running' AND claim = ?",
         )
         .bind(result.status.as_str())
@@ -296,6 +345,9 @@ impl RunStore for SqliteStore {
         .bind(result.next_attempt_at.map(micros))
         .bind(outcome)
         .bind(micros(a.finished_at))
+        .bind(&result.outcome.provider_entity_id)
+        .bind(&result.outcome.provider_reference)
+        .bind(increment_id_in(a.snapshot.as_ref()))
         .bind(id)
         .bind(claim)
         .execute(&mut *tx)
@@ -305,9 +357,10 @@ impl RunStore for SqliteStore {
             tx.rollback().await.map_err(db)?;
             return Err(super::claim_lost(id, claim));
         }
+        let (exchanges, snapshot) = audit_columns(a)?;
         sqlx::query(
-            "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id, \
+             exchanges, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(i64::from(a.number))
@@ -317,6 +370,8 @@ impl RunStore for SqliteStore {
         .bind(a.error_code.map(ErrorCode::as_str))
         .bind(&a.message)
         .bind(&a.ledger_id)
+        .bind(exchanges)
+        .bind(snapshot)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -372,6 +427,8 @@ impl RunStore for SqliteStore {
                     error_code: code.and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
                     message: r.try_get("message").map_err(db)?,
                     ledger_id: r.try_get("ledger_id").map_err(db)?,
+                    exchanges: read_exchanges(r.try_get("exchanges").map_err(db)?),
+                    snapshot: read_snapshot(r.try_get("snapshot").map_err(db)?),
                 })
             })
             .collect()
@@ -413,6 +470,51 @@ impl RunStore for SqliteStore {
             .await
             .map_err(db)?;
         rows.iter().map(run_from).collect()
+    }
+
+    async fn query_runs(&self, query: &RunQuery) -> Result<RunPage> {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT COUNT(*) AS n FROM runs WHERE 1 = 1");
+        push_filters(&mut qb, query);
+        let total: i64 = qb.build().fetch_one(&self.pool).await.map_err(db)?.try_get("n").map_err(db)?;
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM runs WHERE 1 = 1");
+        push_filters(&mut qb, query);
+        qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(i64::from(query.page_size()))
+            .push(" OFFSET ")
+            .push_bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
+        Ok(RunPage {
+            runs: rows.iter().map(run_from).collect::<Result<_>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    async fn requeue_run(&self, id: RunId, now: DateTime<Utc>) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = ? \
+             WHERE id = ? AND status IN ('dead_lettered', 'queued')",
+        )
+        .bind(micros(now))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn requeue_dead_letters(&self, scope: &str, tenant: Option<&str>, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = ? \
+             WHERE scope = ? AND status = 'dead_lettered' AND (? IS NULL OR tenant_id = ?)",
+        )
+        .bind(micros(now))
+        .bind(scope)
+        .bind(tenant)
+        .bind(tenant)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected())
     }
 
     async fn waiting(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {

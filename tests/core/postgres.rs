@@ -75,6 +75,8 @@ fn synced(key: &str, number: u32) -> RunResult {
             error_code: None,
             message: None,
             ledger_id: Some("L1".into()),
+            exchanges: Vec::new(),
+            snapshot: None,
         },
         next_attempt_at: None,
     }

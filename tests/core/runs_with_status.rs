@@ -53,6 +53,8 @@ fn finished(key: &str, status: RunStatus) -> RunResult {
             error_code: None,
             message: None,
             ledger_id: None,
+            exchanges: Vec::new(),
+            snapshot: None,
         },
         next_attempt_at: None,
     }

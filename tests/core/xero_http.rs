@@ -1364,3 +1364,55 @@ fn the_spec_checker_catches_what_xero_would_refuse() {
     };
     assert_eq!(check(&long_key).len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The run audit: what a run's attempt keeps of its exchanges with Xero
+
+#[tokio::test]
+async fn a_runs_recorder_keeps_every_xero_exchange_without_headers_and_with_secrets_redacted() {
+    use byte8_ledger_core::http::audit::{REDACTED, Recorder};
+    let x = xero().await;
+    mount_reference(&x).await;
+    // An answer that (wrongly) echoes credentials: the audit keeps the answer, not the secrets.
+    api("GET", "/Contacts")
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(json!({"Message": "A validation exception occurred", "access_token": ACCESS,
+                    "Detail": format!("Authorization: Bearer {ACCESS}")})),
+        )
+        .mount(&x.server)
+        .await;
+    let recorder = Recorder::new();
+    let found = recorder
+        .scope(async {
+            x.provider.reference_data(true).await.expect("reference data");
+            x.provider.find_contact("M5").await
+        })
+        .await;
+    assert!(found.is_err(), "the 400 is an error: {found:?}");
+    let got = recorder.exchanges();
+    let mut paths: Vec<&str> = got.iter().map(|e| e.url.split('?').next().unwrap_or_default()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/api.xro/2.0/Accounts",
+            "/api.xro/2.0/Contacts",
+            "/api.xro/2.0/Currencies",
+            "/api.xro/2.0/Organisation",
+            "/api.xro/2.0/TaxRates"
+        ],
+        "one exchange per request the server received: {got:?}"
+    );
+    assert_eq!(got.len(), x.server.received_requests().await.unwrap_or_default().len());
+    let refused = got.iter().find(|e| e.status == Some(400)).expect("the refused request");
+    assert_eq!(refused.method, "GET");
+    assert!(refused.url.starts_with("/api.xro/2.0/Contacts?"), "path and query: {}", refused.url);
+    let body: Value = serde_json::from_str(refused.response_body.as_deref().unwrap()).unwrap();
+    assert_eq!(body["Message"], "A validation exception occurred");
+    assert_eq!(body["access_token"], REDACTED);
+    assert_eq!(body["Detail"], format!("Authorization: Bearer {REDACTED}"));
+    let all = serde_json::to_string(&got).unwrap();
+    assert_no_secret(&all);
+    assert!(!all.contains("xero-tenant-id") && !all.contains("Idempotency"), "no header is kept: {all}");
+}

@@ -381,9 +381,10 @@ impl SageBuilder {
             tokens,
             limiter: self.limiter.unwrap_or_else(|| RateLimiter::new(rate)),
             retry,
-            clock,
+            clock: Arc::clone(&clock),
             stats: Arc::new(RequestStats::default()),
-            observer: self.observer,
+            // Every exchange also goes to the run being processed, if any (its audit trail).
+            observer: Some(crate::http::audit::RunAudit::observer(Arc::clone(&clock), self.observer)),
             answered: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(SageProvider::from_parts(client, oauth))

@@ -339,9 +339,10 @@ impl XeroBuilder {
             tokens,
             limits,
             retry,
-            clock,
+            clock: Arc::clone(&clock),
             stats: Arc::new(RequestStats::default()),
-            observer: self.observer,
+            // Every exchange also goes to the run being processed, if any (its audit trail).
+            observer: Some(crate::http::audit::RunAudit::observer(Arc::clone(&clock), self.observer)),
         };
         Ok(XeroProvider::from_parts(client, oauth, max_batch))
     }

@@ -208,6 +208,8 @@ async fn run(store: &MemoryStore, key: &str, status: RunStatus) {
         error_code: None,
         message: None,
         ledger_id: None,
+        exchanges: Vec::new(),
+        snapshot: None,
     };
     store.finish(id, claimed.claim, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();
 }

@@ -62,6 +62,8 @@ async fn synced_run(store: &dyn RunStore, tenant: &str, scope: &str, key: &str, 
         error_code: None,
         message: None,
         ledger_id: Some("L1".into()),
+        exchanges: Vec::new(),
+        snapshot: None,
     };
     store
         .finish(id, claimed.claim, RunResult { status: RunStatus::Synced, outcome, attempt, next_attempt_at: None })

@@ -22,7 +22,7 @@ pub(crate) enum Section {
     Stores,
     /// `/console/connections`: ledger connections.
     Connections,
-    /// `/console/runs`: the sync runs (issue-h16b's pages).
+    /// `/console/runs`: the sync runs, their attempts and retries.
     Runs,
     /// `/console/policy`: each tenant's policy.
     Policy,

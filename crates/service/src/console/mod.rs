@@ -17,6 +17,7 @@
 //! | `GET /console` | overview |
 //! | `GET /console/assets/console.css` | the embedded stylesheet (no session needed) |
 //! | `GET /console/connections` | the ledger connections: connect (OAuth), disconnect (revoking), refresh the reference data |
+//! | `GET /console/runs`, `GET /console/runs/{id}`, `POST /console/runs/{id}/retry`, `GET`/`POST /console/runs/retry-dead-letters` | the sync runs: the table (filters, search, server paging), a run's audit (event, attempts with every ledger request and answer, outcome, ledger record, an upsert's diff), "Retry" and "Retry all dead letters" (`console/runs.rs`) |
 //! | `GET /connect/{provider}`, `GET /oauth/{provider}/callback` | the OAuth authorisation-code flow ([`oauth`]) |
 //!
 //! Every answer carries `Cache-Control: no-store`, a content security policy without scripts
@@ -41,6 +42,9 @@ mod login;
 pub mod oauth;
 mod overview;
 mod policy;
+mod runs;
+mod runs_form;
+mod runs_view;
 pub mod stores;
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
@@ -55,6 +59,7 @@ use governor::{
     DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock as _, DefaultClock},
 };
+use secrecy::SecretSlice;
 use url::Url;
 
 pub use oauth::LedgerApp;
@@ -246,7 +251,7 @@ fn pages() -> Router<Arc<ConsoleShared>> {
         .merge(connections::routes())
         .merge(stores::routes())
         .merge(policy::routes())
-    // issue-h16b: .merge(runs::routes())
+        .merge(runs::routes())
 }
 
 async fn css() -> Response {

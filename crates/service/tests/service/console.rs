@@ -34,6 +34,9 @@ pub const GET_ROUTES: &[&str] = &[
     "/connect/sage?business=b1",
     "/connect/xero",
     "/console/nothing-here",
+    "/console/runs",
+    "/console/runs/1",
+    "/console/runs/retry-dead-letters",
 ];
 /// The POST routes behind the login and CSRF (each must redirect without a session and answer
 /// 403 with a wrong token).
@@ -45,6 +48,8 @@ pub const POST_ROUTES: &[&str] = &[
     "/console/policy/t1",
     "/console/policy/t1/restore/1",
     "/console/logout",
+    "/console/runs/1/retry",
+    "/console/runs/retry-dead-letters",
 ];
 
 /// A service with its console on a loopback port, over SQLite, with a manual clock.
@@ -475,7 +480,7 @@ async fn a_browser_logs_in_walks_the_console_and_logs_out() {
     assert_eq!(browser.text("h1").await, "Overview");
     assert_eq!(browser.text("nav.main a[aria-current=page]").await, "Overview");
     browser.shot("overview").await;
-    // (issue-h16b: the sync-runs pages are walked here.)
+    // The sync-runs pages are walked in `console_runs_browser.rs`.
     browser.click("#logout").await;
     browser.wait_path("/console/login").await;
     browser.goto(&w.url("/console")).await;

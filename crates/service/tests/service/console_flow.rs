@@ -442,7 +442,8 @@ async fn in_a_browser_an_operator_pairs_connects_edits_the_policy_and_logs_out()
     assert_eq!(w.wait_status("invoice.created:1001", RunStatus::Synced).await, RunStatus::Synced);
     b.goto(&w.url("/console")).await;
     b.shot("overview-synced").await;
-    // (issue-h16b: the sync-runs pages — see the run, open a failed run's attempts, retry it.)
+    // The sync-runs pages (a failed run opened, its attempts read, retried and seen synced) are
+    // walked in `console_runs_browser.rs`.
 
     // The policy: a dropdown filled from the reference data, then a field error.
     let reference = w.store.reference(BUSINESS).await.unwrap().unwrap();

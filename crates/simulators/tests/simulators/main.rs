@@ -8,6 +8,7 @@ mod conformance_sage;
 mod conformance_xero;
 mod engine;
 mod oauth;
+mod run_audit;
 mod sage_simulator;
 #[path = "../../../../tests/support/mod.rs"]
 mod support;

@@ -396,3 +396,34 @@ async fn the_buyers_vat_number_reaches_the_xero_contact_as_tax_number() {
     let contact = org.contacts.iter().find(|k| k.number.as_deref() == Some("M72")).expect("the buyer's contact");
     assert!(contact.json.get("TaxNumber").is_none(), "{}", contact.json);
 }
+
+#[tokio::test]
+async fn each_run_of_a_batch_keeps_its_batchs_exchanges_and_its_own_snapshot() {
+    let sim = XeroSimulator::demo(XeroSimConfig::unlimited());
+    let c = clock();
+    let (engine, store, _server, _dir) = engine(&sim, &c).await;
+    for i in 0..3u64 {
+        engine.submit(&invoice(2000 + i, 7, false)).await.unwrap();
+    }
+    let done = engine.process_due(10).await.unwrap();
+    assert!(done.iter().all(|(_, o)| o.sync_status == SyncStatus::Synced), "{done:?}");
+    assert_eq!(sim.requests().get("PUT /Invoices"), Some(&1), "one batch");
+    for (i, (run, _)) in done.iter().enumerate() {
+        let attempts = store.attempts(run.id).await.unwrap();
+        let puts: Vec<_> = attempts[0]
+            .exchanges
+            .iter()
+            .filter(|e| e.method == "PUT" && e.url.starts_with("/api.xro/2.0/Invoices"))
+            .collect();
+        assert_eq!(puts.len(), 1, "the batch's request, on every run of it");
+        assert_eq!(puts[0].status, Some(200));
+        let sent = puts[0].request_body.as_deref().unwrap();
+        for n in 0..3u64 {
+            assert!(sent.contains(&format!("{:09}", 2000 + n)), "the batch carried every invoice: {sent}");
+        }
+        let snapshot = attempts[0].snapshot.as_ref().expect("the run's own entity");
+        assert_eq!(snapshot["increment_id"], format!("{:09}", 2000 + i as u64));
+        let text = serde_json::to_string(&attempts).unwrap();
+        assert!(!text.contains("xero-access-") && !text.contains("xero-refresh-"), "no credential kept: {text}");
+    }
+}

@@ -1,0 +1,455 @@
+//! The audit of a run's ledger exchanges: every HTTP request a provider's client sends while a
+//! run is processed, with the answer, kept with the run's attempt
+//! ([`AttemptRecord::exchanges`](crate::store::AttemptRecord::exchanges)) for operators.
+//!
+//! # How it stays ledger-agnostic
+//!
+//! The engine knows nothing of HTTP: it opens a [`Recorder`] per attempt and runs the provider
+//! calls of that attempt inside [`Recorder::scope`], which makes the recorder the **task-local**
+//! one. The Sage and Xero providers are built with the [`RunAudit`] observer of the shared
+//! request loop ([`crate::http::exchange`]), which calls [`record`] after every attempt (answered
+//! or not); outside a recording (a CLI `reference` command, a test calling the provider directly)
+//! [`record`] does nothing. Another provider gets the same audit by giving its requests' loop a
+//! [`RunAudit`] observer (or by calling [`record`]). A provider that spawns tasks of its own would record nothing from them (task-locals do
+//! not cross `tokio::spawn`); none of this crate's providers does. Token refreshes
+//! ([`crate::auth::TokenManager`]) are not recorded: they carry nothing about the run and
+//! everything about the secrets.
+//!
+//! # What is kept, and what never is
+//!
+//! - the method, the URL's **path and query** (scheme, host and port are the connection's own),
+//!   the status (none when no answer came: the error says why), when it was sent, the request and
+//!   answer bodies;
+//! - **never** a header: `Authorization`, `X-Business`, `xero-tenant-id`, `Idempotency-Key` and
+//!   cookies are not read at all;
+//! - in bodies and queries, the value of every field whose name says it holds a secret
+//!   ([`is_secret_name`]: `access_token`, `refresh_token`, `client_secret`, `password`, `api_key`,
+//!   …) is replaced by [`REDACTED`], at any depth of a JSON body and in form-encoded bodies, and a
+//!   `Bearer …` credential anywhere in a body is masked too;
+//! - each body is cut at [`MAX_BODY_CHARS`] characters (the cut is marked), and an attempt keeps
+//!   its last [`MAX_EXCHANGES`] exchanges (a long list walk keeps its end, where a failure is).
+
+use std::{
+    fmt,
+    future::Future,
+    sync::{Arc, Mutex},
+};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::exchange::{Exchange, ExchangeObserver};
+use crate::clock::Clock;
+
+/// What replaces a secret value.
+pub const REDACTED: &str = "[redacted]";
+
+/// The most characters of one body kept.
+pub const MAX_BODY_CHARS: usize = 16 * 1024;
+
+/// The most exchanges one attempt keeps (the last ones).
+pub const MAX_EXCHANGES: usize = 200;
+
+/// One request a provider sent to its ledger, and the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeRecord {
+    /// When the request was sent.
+    pub at: DateTime<Utc>,
+    /// `GET`, `POST`, `PUT`, `DELETE`.
+    pub method: String,
+    /// The URL's path and query (secret query parameters redacted).
+    pub url: String,
+    /// The answer's HTTP status; `None` when no answer came (see `error`).
+    pub status: Option<u16>,
+    /// The request body, redacted and cut (see the module's docs).
+    pub request_body: Option<String>,
+    /// The answer's body, redacted and cut.
+    pub response_body: Option<String>,
+    /// Why no answer came (a timeout, a refused connection), when none did.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    exchanges: Vec<ExchangeRecord>,
+    snapshot: Option<Value>,
+}
+
+/// Collects the exchanges (and the entity snapshot) of one attempt: the engine opens one per
+/// attempt and runs the attempt inside [`Recorder::scope`].
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(Arc<Mutex<State>>);
+
+tokio::task_local! {
+    static CURRENT: Recorder;
+}
+
+impl Recorder {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` with this recorder as the task's: what [`record`] writes during `f` lands here.
+    pub async fn scope<F: Future>(&self, f: F) -> F::Output {
+        CURRENT.scope(self.clone(), f).await
+    }
+
+    /// Adds one exchange (the oldest is dropped past [`MAX_EXCHANGES`]).
+    pub fn push(&self, exchange: ExchangeRecord) {
+        let mut s = self.lock();
+        if s.exchanges.len() >= MAX_EXCHANGES {
+            s.exchanges.remove(0);
+        }
+        s.exchanges.push(exchange);
+    }
+
+    /// The exchanges recorded so far, oldest first.
+    pub fn exchanges(&self) -> Vec<ExchangeRecord> {
+        self.lock().exchanges.clone()
+    }
+
+    /// Keeps the canonical entity the attempt worked on (what a run's page compares with the
+    /// previous run of the same entity). Its secret-named fields are redacted like a body's.
+    pub fn set_snapshot(&self, mut snapshot: Value) {
+        redact_value(&mut snapshot);
+        self.lock().snapshot = Some(snapshot);
+    }
+
+    /// The entity snapshot, if one was kept.
+    pub fn snapshot(&self) -> Option<Value> {
+        self.lock().snapshot.clone()
+    }
+}
+
+/// The task's recorder, if the current task is inside [`Recorder::scope`].
+pub fn current() -> Option<Recorder> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Records one exchange in the task's recorder, if any (nothing otherwise): what a provider's
+/// HTTP layer calls after each answer or network failure. Headers are not taken at all; bodies
+/// and the query are redacted and cut here ([`redact_body`], [`redact_url`]).
+pub fn record(
+    at: DateTime<Utc>,
+    method: &str,
+    url: &Url,
+    request_body: Option<&[u8]>,
+    status: Option<u16>,
+    response_body: Option<&[u8]>,
+    error: Option<&str>,
+) {
+    let Some(recorder) = current() else { return };
+    recorder.push(ExchangeRecord {
+        at,
+        method: method.to_owned(),
+        url: redact_url(url),
+        status,
+        request_body: request_body.map(redact_body),
+        response_body: response_body.map(redact_body),
+        error: error.map(|e| cut(&mask_bearer(e))),
+    });
+}
+
+/// The [`ExchangeObserver`] the Sage and Xero providers are built with: every exchange of the
+/// shared request loop ([`crate::http::exchange::send`]) goes to the task's [`Recorder`] (when a
+/// run is being processed) and then to the observer the host gave the builder, if any. The time
+/// recorded is when the request was sent, by the provider's clock.
+pub struct RunAudit {
+    clock: Arc<dyn Clock>,
+    inner: Option<Arc<dyn ExchangeObserver>>,
+}
+
+impl fmt::Debug for RunAudit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunAudit").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl RunAudit {
+    /// The observer recording into the task's run and then showing `inner` each exchange.
+    pub fn observer(clock: Arc<dyn Clock>, inner: Option<Arc<dyn ExchangeObserver>>) -> Arc<dyn ExchangeObserver> {
+        Arc::new(Self { clock, inner })
+    }
+}
+
+impl ExchangeObserver for RunAudit {
+    fn exchange(&self, e: &Exchange<'_>) {
+        if let Some(inner) = &self.inner {
+            inner.exchange(e);
+        }
+        let elapsed = chrono::Duration::from_std(e.elapsed).unwrap_or_default();
+        let now = self.clock.now();
+        let at = now.checked_sub_signed(elapsed).unwrap_or(now);
+        record(at, e.method.as_str(), e.url, e.request_body, e.status, e.response_body, e.failure);
+    }
+}
+
+/// True for a field or parameter name that holds a secret: one containing `token`, `secret`,
+/// `password`, `passwd`, `authorization`, `api_key`, `apikey`, `private_key`, `signature`,
+/// `cookie`, `code_verifier` or `client_assertion` (case and `-`/`_` ignored).
+pub fn is_secret_name(name: &str) -> bool {
+    let n: String = name.chars().filter(|c| *c != '-' && *c != '_').flat_map(char::to_lowercase).collect();
+    [
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "authorization",
+        "apikey",
+        "privatekey",
+        "signature",
+        "cookie",
+        "codeverifier",
+        "clientassertion",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+/// The path and query of `url`, with the value of every secret-named query parameter redacted.
+pub fn redact_url(url: &Url) -> String {
+    let mut out = url.path().to_owned();
+    if let Some(q) = url.query() {
+        out.push('?');
+        out.push_str(&redact_form(q));
+    }
+    out
+}
+
+/// A body as kept: text (invalid UTF-8 replaced), secret-named fields of a JSON or form-encoded
+/// body redacted, `Bearer` credentials masked, cut at [`MAX_BODY_CHARS`].
+pub fn redact_body(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let trimmed = text.trim_start();
+    let redacted = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        match serde_json::from_str::<Value>(&text) {
+            Ok(mut v) => {
+                redact_value(&mut v);
+                v.to_string()
+            }
+            // A JSON body cut off or broken: kept as text, with what can still be masked.
+            Err(_) => mask_json_text(&text),
+        }
+    } else if looks_like_form(&text) {
+        redact_form(&text)
+    } else {
+        text.into_owned()
+    };
+    cut(&mask_bearer(&redacted))
+}
+
+/// Replaces the value of every secret-named field of `v`, at any depth.
+pub fn redact_value(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, x) in map.iter_mut() {
+                if is_secret_name(k) && !x.is_null() {
+                    *x = Value::String(REDACTED.to_owned());
+                } else {
+                    redact_value(x);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_value),
+        _ => {}
+    }
+}
+
+fn looks_like_form(text: &str) -> bool {
+    !text.is_empty()
+        && text.contains('=')
+        && !text.chars().any(|c| c.is_whitespace() || matches!(c, '{' | '}' | '<' | '"'))
+}
+
+fn redact_form(q: &str) -> String {
+    q.split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_secret_name(&percent_decode(k)) => format!("{k}={REDACTED}"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("{s}=").as_bytes()).next().map(|(k, _)| k.into_owned()).unwrap_or_default()
+}
+
+/// Masks `"secret_name": "value"` in JSON text that does not parse (a cut-off body).
+fn mask_json_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('"') {
+        let (before, after) = rest.split_at(start);
+        out.push_str(before);
+        let Some(end) = after[1..].find('"') else {
+            out.push_str(after);
+            return out;
+        };
+        let name = &after[1..=end];
+        let tail = &after[end + 2..];
+        out.push('"');
+        out.push_str(name);
+        out.push('"');
+        let value_start = tail.trim_start();
+        if is_secret_name(name) && value_start.starts_with(':') {
+            let v = value_start[1..].trim_start();
+            if let Some(v) = v.strip_prefix('"') {
+                // Skip the string value (escapes respected).
+                let mut escaped = false;
+                let mut len = v.len();
+                for (i, c) in v.char_indices() {
+                    if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == '"' {
+                        len = i + 1;
+                        break;
+                    }
+                }
+                out.push_str(&format!(":\"{REDACTED}\""));
+                rest = &v[len.min(v.len())..];
+                continue;
+            }
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Masks `Bearer <credential>` wherever it appears.
+fn mask_bearer(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    if !lower.contains("bearer ") {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(pos) = lower[i..].find("bearer ") {
+        let start = i + pos + "bearer ".len();
+        out.push_str(&text[i..start]);
+        let end = text[start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '}' | ']'))
+            .map_or(text.len(), |e| start + e);
+        if end > start {
+            out.push_str(REDACTED);
+        }
+        i = end;
+    }
+    out.push_str(&text[i..]);
+    out
+}
+
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(MAX_BODY_CHARS) {
+        None => text.to_owned(),
+        Some((at, _)) => format!("{}… [cut: {} more bytes]", &text[..at], text.len() - at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH
+    }
+
+    #[test]
+    fn secret_fields_are_redacted_at_any_depth() {
+        let body = br#"{"access_token":"AT-123","nested":{"Refresh-Token":"RT-9","list":[{"client_secret":"cs"}]},
+            "contact":{"name":"Jane","password":"hunter2","api_key":"k"},"amount":"10.00","id_token":null}"#;
+        let out = redact_body(body);
+        for secret in ["AT-123", "RT-9", "\"cs\"", "hunter2", "\"k\""] {
+            assert!(!out.contains(secret), "{secret} leaked: {out}");
+        }
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["access_token"], REDACTED);
+        assert_eq!(v["nested"]["Refresh-Token"], REDACTED);
+        assert_eq!(v["nested"]["list"][0]["client_secret"], REDACTED);
+        assert_eq!(v["contact"]["name"], "Jane", "ordinary fields stay");
+        assert_eq!(v["amount"], "10.00");
+        assert!(v["id_token"].is_null(), "a null says nothing and stays null");
+    }
+
+    #[test]
+    fn form_bodies_queries_and_bearer_credentials_are_masked() {
+        let out = redact_body(b"grant_type=refresh_token&refresh_token=RT-1&client_id=app&client_secret=S3");
+        assert_eq!(out, "grant_type=refresh_token&refresh_token=[redacted]&client_id=app&client_secret=[redacted]");
+        let url = Url::parse("https://api.example.com/v3.1/contacts?search=jane&access_token=AT&page=2").unwrap();
+        assert_eq!(redact_url(&url), "/v3.1/contacts?search=jane&access_token=[redacted]&page=2");
+        let out = redact_body(b"upstream said: Authorization: Bearer eyJhbGciOi.abc.def was refused");
+        assert_eq!(out, "upstream said: Authorization: Bearer [redacted] was refused");
+        // A JSON body that does not parse (cut off) still loses its secrets.
+        let out = redact_body(br#"{"name":"x","access_token":"AT-\"q\"-1","more":"#);
+        assert!(!out.contains("AT-"), "{out}");
+        assert!(out.contains(r#""name":"x""#), "{out}");
+    }
+
+    #[test]
+    fn secret_names_are_recognised() {
+        for yes in ["access_token", "refreshToken", "CLIENT_SECRET", "x-api-key", "Password", "code_verifier"] {
+            assert!(is_secret_name(yes), "{yes}");
+        }
+        for no in ["name", "tax_rate_id", "reference", "contact_type", "code", "total_amount"] {
+            assert!(!is_secret_name(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn long_bodies_are_cut_and_say_so() {
+        let long = "x".repeat(MAX_BODY_CHARS + 10);
+        let out = redact_body(long.as_bytes());
+        assert!(out.starts_with(&"x".repeat(MAX_BODY_CHARS)));
+        assert!(out.ends_with("… [cut: 10 more bytes]"), "{}", &out[out.len() - 40..]);
+        assert_eq!(redact_body("é".repeat(3).as_bytes()), "ééé", "multi-byte text is not split");
+    }
+
+    #[tokio::test]
+    async fn record_writes_only_inside_a_scope() {
+        let url = Url::parse("http://127.0.0.1/v3.1/contacts?x=1").unwrap();
+        record(t(), "GET", &url, None, Some(200), Some(b"{}"), None);
+        let rec = Recorder::new();
+        rec.scope(async {
+            record(t(), "POST", &url, Some(br#"{"password":"p"}"#), Some(422), Some(b"bad"), None);
+            record(t(), "GET", &url, None, None, None, Some("timed out"));
+        })
+        .await;
+        let got = rec.exchanges();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].url, "/v3.1/contacts?x=1");
+        assert_eq!(got[0].status, Some(422));
+        assert_eq!(got[0].request_body.as_deref(), Some(r#"{"password":"[redacted]"}"#));
+        assert_eq!(got[1].error.as_deref(), Some("timed out"));
+        assert!(current().is_none());
+    }
+
+    #[test]
+    fn an_attempt_keeps_its_last_exchanges() {
+        let rec = Recorder::new();
+        for i in 0..MAX_EXCHANGES + 5 {
+            rec.push(ExchangeRecord {
+                at: t(),
+                method: "GET".into(),
+                url: format!("/p/{i}"),
+                status: Some(200),
+                request_body: None,
+                response_body: None,
+                error: None,
+            });
+        }
+        let got = rec.exchanges();
+        assert_eq!(got.len(), MAX_EXCHANGES);
+        assert_eq!(got[0].url, "/p/5");
+        assert_eq!(got.last().map(|e| e.url.as_str()), Some(format!("/p/{}", MAX_EXCHANGES + 4).as_str()));
+    }
+}

@@ -1,0 +1,385 @@
+//! The sync runs' audit, as an operator reads it: the runs table ([`RunQuery`] →
+//! [`RunStore::query_runs`]), one run's page ([`run_detail`]: the event, every attempt with its
+//! ledger exchanges, the outcome, the ledger's document, and for an upsert what changed since the
+//! previous run of the same entity, [`snapshot_diff`]), and the retries
+//! ([`RunStore::requeue_run`], [`RunStore::requeue_dead_letters`]).
+//!
+//! # The runs table
+//!
+//! Runs are listed **newest first** (received time, then id, both descending: a stable order, so
+//! that paging by offset neither repeats nor skips a run while nothing new arrives), filtered by
+//! business, tenant (paired store), event name, status and received time (`from` inclusive,
+//! `until` exclusive), and searched ([`RunQuery::search`]). A page holds at most
+//! [`MAX_PAGE_SIZE`] runs, and the answer counts every run that matches ([`RunPage::total`]).
+//!
+//! # Search
+//!
+//! A search term (trimmed) finds the runs whose **increment id** (the Magento document number,
+//! `000000123`), **ledger document number** (the outcome's `provider_reference`), **ledger id**
+//! or **idempotency key** equals it, ASCII letters compared without case; a term of digits also
+//! finds the runs of that Magento entity id. A run's increment id is read from its event when it
+//! is queued (`entity.increment_id`, else `payload.increment_id`), else from the first entity
+//! snapshot that has one (the service's events carry no entity: it is fetched when processed).
+//! Customers and products have no increment id: they are found by key or entity id.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{AttemptRecord, Run, RunId, RunStatus, RunStore};
+use crate::error::Result;
+
+/// The most runs one page of [`RunStore::query_runs`] holds.
+pub const MAX_PAGE_SIZE: u32 = 200;
+
+/// The page size when a query names none.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+
+/// What the runs table asks for: every field narrows the list, `None` does not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunQuery {
+    /// The business (scope).
+    pub scope: Option<String>,
+    /// The tenant (paired Magento store) that queued the runs.
+    pub tenant_id: Option<String>,
+    /// The event name (`invoice.created`).
+    pub event: Option<String>,
+    /// The run's status.
+    pub status: Option<RunStatus>,
+    /// Received at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Received before.
+    pub until: Option<DateTime<Utc>>,
+    /// A search term (see the module's "Search").
+    pub search: Option<String>,
+    /// The Magento entity id.
+    pub magento_entity_id: Option<u64>,
+    /// Only runs with a smaller id (the runs before a given one).
+    pub before_id: Option<RunId>,
+    /// Runs skipped from the start of the list.
+    pub offset: u64,
+    /// The page size: 0 means [`DEFAULT_PAGE_SIZE`], at most [`MAX_PAGE_SIZE`].
+    pub limit: u32,
+}
+
+impl RunQuery {
+    /// The page size asked for, within bounds.
+    pub fn page_size(&self) -> u32 {
+        match self.limit {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        }
+    }
+
+    /// The trimmed search term, if any.
+    pub fn search_term(&self) -> Option<&str> {
+        self.search.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    /// The search term as an entity id, when it is all digits.
+    pub fn search_entity_id(&self) -> Option<i64> {
+        self.search_term().filter(|s| s.bytes().all(|b| b.is_ascii_digit())).and_then(|s| s.parse().ok())
+    }
+
+    /// Whether `run`, whose search fields are `fields`, matches (the in-memory reference of what
+    /// the SQL stores' `WHERE` does).
+    pub fn matches(&self, run: &Run, fields: &SearchFields) -> bool {
+        let eq = |a: &Option<String>, b: &str| a.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(b));
+        self.scope.as_deref().is_none_or(|s| run.scope == s)
+            && self.tenant_id.as_deref().is_none_or(|t| run.tenant_id.as_deref() == Some(t))
+            && self.event.as_deref().is_none_or(|e| run.event.as_deref() == Some(e))
+            && self.status.is_none_or(|s| run.status == s)
+            && self.from.is_none_or(|t| run.created_at >= t)
+            && self.until.is_none_or(|t| run.created_at < t)
+            && self.magento_entity_id.is_none_or(|e| run.magento_entity_id == Some(e))
+            && self.before_id.is_none_or(|b| run.id < b)
+            && self.search_term().is_none_or(|term| {
+                eq(&fields.increment_id, term)
+                    || eq(&fields.ledger_reference, term)
+                    || eq(&fields.ledger_id, term)
+                    || run.idempotency_key.eq_ignore_ascii_case(term)
+                    || self
+                        .search_entity_id()
+                        .is_some_and(|n| run.magento_entity_id.and_then(|m| i64::try_from(m).ok()) == Some(n))
+            })
+    }
+}
+
+/// What a run is searched by besides its key and entity id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchFields {
+    /// The Magento increment id.
+    pub increment_id: Option<String>,
+    /// The ledger document number of the last outcome.
+    pub ledger_reference: Option<String>,
+    /// The ledger id of the last outcome.
+    pub ledger_id: Option<String>,
+}
+
+/// One page of the runs table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPage {
+    /// The runs of the page, newest first.
+    pub runs: Vec<Run>,
+    /// How many runs match the query in all.
+    pub total: u64,
+}
+
+/// The increment id an event line names: `entity.increment_id`, else `payload.increment_id`
+/// (a string or a number); `None` when the line is not a JSON object or names none.
+pub fn increment_id_of_raw(raw: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(raw).ok()?;
+    increment_id_in(v.get("entity")).or_else(|| increment_id_in(v.get("payload")))
+}
+
+/// The `increment_id` of a snapshot (or any JSON object).
+pub fn increment_id_in(v: Option<&Value>) -> Option<String> {
+    match v?.get("increment_id")? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// One change between two snapshots of an entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Where, as a JSON pointer (`/addresses/0/postcode`; `""` for the whole value).
+    pub path: String,
+    /// The value before (`None`: added).
+    pub before: Option<Value>,
+    /// The value after (`None`: removed).
+    pub after: Option<Value>,
+}
+
+/// What changed from `before` to `after`, leaf by leaf: objects are compared key by key (in key
+/// order), arrays element by element at the same index (an element added or removed at the end is
+/// one change; one inserted in the middle shows as changes of every later index, which is what an
+/// accountant reading a customer's addresses expects to see), and anything else by value. Equal
+/// snapshots give no change.
+pub fn snapshot_diff(before: &Value, after: &Value) -> Vec<Change> {
+    let mut out = Vec::new();
+    diff_at(String::new(), before, after, &mut out);
+    out
+}
+
+fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn diff_at(path: String, before: &Value, after: &Value, out: &mut Vec<Change>) {
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = format!("{path}/{}", pointer_escape(k));
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => diff_at(p, x, y, out),
+                    (Some(x), None) => out.push(Change { path: p, before: Some(x.clone()), after: None }),
+                    (None, Some(y)) => out.push(Change { path: p, before: None, after: Some(y.clone()) }),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for i in 0..a.len().max(b.len()) {
+                let p = format!("{path}/{i}");
+                match (a.get(i), b.get(i)) {
+                    (Some(x), Some(y)) => diff_at(p, x, y, out),
+                    (Some(x), None) => out.push(Change { path: p, before: Some(x.clone()), after: None }),
+                    (None, Some(y)) => out.push(Change { path: p, before: None, after: Some(y.clone()) }),
+                    (None, None) => {}
+                }
+            }
+        }
+        (x, y) if x == y => {}
+        (x, y) => out.push(Change { path, before: Some(x.clone()), after: Some(y.clone()) }),
+    }
+}
+
+/// The ledger record a run reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerLink {
+    /// The ledger's id of the record.
+    pub id: String,
+    /// The document number the ledger gave it, when it has one.
+    pub number: Option<String>,
+}
+
+/// The diff of an upsert with the previous run of the same entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotDiff {
+    /// The previous run whose snapshot is compared with.
+    pub previous_run: RunId,
+    /// What changed since (empty: the same snapshot).
+    pub changes: Vec<Change>,
+}
+
+/// Everything a run's page shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunDetail {
+    /// The run (its raw event and last outcome).
+    pub run: Run,
+    /// The event as JSON, when the raw line is JSON.
+    pub event: Option<Value>,
+    /// Every attempt, oldest first, with its exchanges.
+    pub attempts: Vec<AttemptRecord>,
+    /// The ledger record the run reached, when it synced.
+    pub ledger: Option<LedgerLink>,
+    /// For an upsert (`customer.upserted`, `product.upserted`): the changes since the previous
+    /// run of the same entity (same business, tenant, event and entity id) that kept a snapshot;
+    /// `None` for documents, for the first run of an entity, and while no attempt kept one.
+    pub diff: Option<SnapshotDiff>,
+}
+
+/// True for the events whose runs are compared with the previous run's snapshot.
+pub fn is_upsert(event: Option<&str>) -> bool {
+    matches!(event, Some("customer.upserted" | "product.upserted"))
+}
+
+/// The latest snapshot of a run's attempts.
+pub fn last_snapshot(attempts: &[AttemptRecord]) -> Option<&Value> {
+    attempts.iter().rev().find_map(|a| a.snapshot.as_ref())
+}
+
+/// How many earlier runs of an entity [`run_detail`] looks through for a snapshot.
+const PREVIOUS_RUNS_LOOKED_AT: u32 = 20;
+
+/// A run's page: the run, its event, its attempts, its ledger record and, for an upsert, the
+/// diff with the previous run of the same entity. `None` when there is no such run.
+///
+/// # Errors
+/// Store failures ([`crate::Error::Unsupported`] from a store that cannot query its runs).
+pub async fn run_detail(store: &(impl RunStore + ?Sized), id: RunId) -> Result<Option<RunDetail>> {
+    let Some(run) = store.get(id).await? else { return Ok(None) };
+    let attempts = store.attempts(id).await?;
+    let event = serde_json::from_str::<Value>(&run.raw).ok();
+    let ledger = run
+        .outcome
+        .as_ref()
+        .and_then(|o| o.provider_entity_id.clone().map(|id| LedgerLink { id, number: o.provider_reference.clone() }));
+    let mut diff = None;
+    if let (true, Some(current), Some(entity)) =
+        (is_upsert(run.event.as_deref()), last_snapshot(&attempts), run.magento_entity_id)
+    {
+        let earlier = store
+            .query_runs(&RunQuery {
+                scope: Some(run.scope.clone()),
+                event: run.event.clone(),
+                magento_entity_id: Some(entity),
+                before_id: Some(run.id),
+                limit: PREVIOUS_RUNS_LOOKED_AT,
+                ..RunQuery::default()
+            })
+            .await?;
+        for prev in earlier.runs.iter().filter(|p| p.tenant_id == run.tenant_id) {
+            let prev_attempts = store.attempts(prev.id).await?;
+            if let Some(before) = last_snapshot(&prev_attempts) {
+                diff = Some(SnapshotDiff { previous_run: prev.id, changes: snapshot_diff(before, current) });
+                break;
+            }
+        }
+    }
+    Ok(Some(RunDetail { run, event, attempts, ledger, diff }))
+}
+
+/// An attempt's `exchanges` and `snapshot` columns as the SQL stores keep them (JSON text; no
+/// exchange and no snapshot are NULL).
+///
+/// # Errors
+/// [`crate::Error::Internal`] if they cannot be serialised (they always can).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn audit_columns(a: &AttemptRecord) -> Result<(Option<String>, Option<String>)> {
+    let err = |e: serde_json::Error| crate::Error::internal(format!("cannot serialise an attempt's audit: {e}"));
+    let exchanges = if a.exchanges.is_empty() { None } else { Some(serde_json::to_string(&a.exchanges).map_err(err)?) };
+    let snapshot = a.snapshot.as_ref().map(serde_json::to_string).transpose().map_err(err)?;
+    Ok((exchanges, snapshot))
+}
+
+/// Reads a stored `exchanges` column (a row that no longer reads shows none, with a warning:
+/// the audit trail must not hide the run).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn read_exchanges(text: Option<String>) -> Vec<crate::http::audit::ExchangeRecord> {
+    text.map(|t| {
+        serde_json::from_str(&t).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "a stored attempt's exchanges do not read; shown as none");
+            Vec::new()
+        })
+    })
+    .unwrap_or_default()
+}
+
+/// Reads a stored `snapshot` column.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn read_snapshot(text: Option<String>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn equal_snapshots_have_no_change() {
+        let v = json!({"email": "a@x", "addresses": [{"city": "Leeds"}], "n": 1});
+        assert!(snapshot_diff(&v, &v.clone()).is_empty());
+    }
+
+    #[test]
+    fn changes_are_listed_leaf_by_leaf_with_pointers() {
+        let before = json!({"email": "a@x", "name/first": "Jo", "addresses": [{"city": "Leeds", "line": "1 St"}],
+            "gone": true, "group": {"id": 1}});
+        let after = json!({"email": "b@x", "name/first": "Jo", "addresses": [{"city": "York", "line": "1 St"}, {"city": "Hull"}],
+            "new": null, "group": 5});
+        let changes = snapshot_diff(&before, &after);
+        let expected = vec![
+            Change { path: "/addresses/0/city".into(), before: Some(json!("Leeds")), after: Some(json!("York")) },
+            Change { path: "/addresses/1".into(), before: None, after: Some(json!({"city": "Hull"})) },
+            Change { path: "/email".into(), before: Some(json!("a@x")), after: Some(json!("b@x")) },
+            Change { path: "/gone".into(), before: Some(json!(true)), after: None },
+            Change { path: "/group".into(), before: Some(json!({"id": 1})), after: Some(json!(5)) },
+            Change { path: "/new".into(), before: None, after: Some(json!(null)) },
+        ];
+        assert_eq!(changes, expected);
+        // The escaped key is addressed by its pointer.
+        let renamed = snapshot_diff(&json!({"a/b~c": 1}), &json!({"a/b~c": 2}));
+        assert_eq!(renamed[0].path, "/a~1b~0c");
+        assert_eq!(json!({"a/b~c": 2}).pointer(&renamed[0].path), Some(&json!(2)));
+    }
+
+    #[test]
+    fn a_removed_array_tail_and_a_whole_value_change() {
+        let changes = snapshot_diff(&json!([1, 2, 3]), &json!([1]));
+        assert_eq!(changes.iter().map(|c| c.path.as_str()).collect::<Vec<_>>(), ["/1", "/2"]);
+        assert!(changes.iter().all(|c| c.after.is_none()));
+        assert_eq!(
+            snapshot_diff(&json!("x"), &json!(1)),
+            vec![Change { path: String::new(), before: Some(json!("x")), after: Some(json!(1)) }]
+        );
+    }
+
+    #[test]
+    fn increment_ids_are_read_from_the_entity_then_the_payload() {
+        assert_eq!(
+            increment_id_of_raw(r#"{"entity":{"increment_id":"000000123"},"payload":{"increment_id":"x"}}"#).as_deref(),
+            Some("000000123")
+        );
+        assert_eq!(increment_id_of_raw(r#"{"payload":{"increment_id":42}}"#).as_deref(), Some("42"));
+        assert_eq!(increment_id_of_raw(r#"{"payload":{"increment_id":"  "}}"#), None);
+        assert_eq!(increment_id_of_raw("not json"), None);
+        assert_eq!(increment_id_of_raw("[1]"), None);
+    }
+
+    #[test]
+    fn page_sizes_are_bounded() {
+        assert_eq!(RunQuery::default().page_size(), DEFAULT_PAGE_SIZE);
+        assert_eq!(RunQuery { limit: 10_000, ..RunQuery::default() }.page_size(), MAX_PAGE_SIZE);
+        assert_eq!(RunQuery { limit: 7, ..RunQuery::default() }.page_size(), 7);
+        assert_eq!(RunQuery { search: Some(" 0012 ".into()), ..RunQuery::default() }.search_entity_id(), Some(12));
+        assert_eq!(RunQuery { search: Some("SI-1".into()), ..RunQuery::default() }.search_entity_id(), None);
+    }
+}
