@@ -51,7 +51,7 @@
 //! `INSERT … ON CONFLICT DO UPDATE SET (tat, recent) = (…) RETURNING …` computing
 //! `max(now, tat − τ, recent[len − L + 1] + W + m, recent[len])` as the rule does in process,
 //! and the worker then sleeps until it. Row locking serialises the workers' updates, so the
-//! rule's bound (at most the limit in any minute plus the margin, so in any minute) holds across
+//! rule's bound (at most the limit in any window shorter than a minute plus the margin, so in any minute) holds across
 //! every process, and a saturated business gets 99.2 % of its limit. `now` is the database
 //! server's clock, so the workers' own clocks need not agree.
 
