@@ -343,24 +343,36 @@ impl SyncEngine {
         inv: &MagentoInvoice,
         policy: &SyncPolicy,
     ) -> Result<Option<Handled>> {
+        Ok(self.invoice_precheck_xref(event, inv, policy).await?.err())
+    }
+
+    /// As [`Self::invoice_precheck`], answering, when the event is not decided, the invoice's
+    /// cross-reference as read (an intent, or nothing), so that the caller does not read it
+    /// again.
+    async fn invoice_precheck_xref(
+        &self,
+        event: &Event,
+        inv: &MagentoInvoice,
+        policy: &SyncPolicy,
+    ) -> Result<std::result::Result<Option<Xref>, Handled>> {
         if inv.state == InvoiceState::Cancelled {
-            return Ok(Some(skipped(skip::CANCELLED_INVOICE, "cancelled invoices are never posted")));
+            return Ok(Err(skipped(skip::CANCELLED_INVOICE, "cancelled invoices are never posted")));
         }
         let paid_at_creation = inv.state == InvoiceState::Paid || event.payload.get("paid") == Some(&Value::Bool(true));
         if !policy.sync_unpaid_invoices && !paid_at_creation {
-            return Ok(Some(skipped(
+            return Ok(Err(skipped(
                 skip::UNPAID_INVOICE,
                 "sync_unpaid_invoices is off and the invoice was not paid at creation",
             )));
         }
         if !policy.sync_zero_value_invoices && inv.is_zero_value() {
-            return Ok(Some(skipped(
+            return Ok(Err(skipped(
                 skip::ZERO_VALUE_INVOICE,
                 "a zero-value invoice with sync_zero_value_invoices off",
             )));
         }
         if let Some(since) = policy.sync_since.filter(|s| inv.created_at < *s) {
-            return Ok(Some(skipped(
+            return Ok(Err(skipped(
                 skip::OUTSIDE_SYNC_SINCE,
                 format!("created {} before sync_since {since}", inv.created_at),
             )));
@@ -368,26 +380,28 @@ impl SyncEngine {
         if let Some(reason) =
             policy.filter_skip_reason(inv.website_id.max(event.website_id), inv.store_id.max(event.store_id))
         {
-            return Ok(Some(skipped(reason, "outside the website/store filter")));
+            return Ok(Err(skipped(reason, "outside the website/store filter")));
         }
         let key = inv.magento_id.to_string();
         let existing = self.get(XrefKind::Invoice, &key).await?;
         if let Some(facts) = existing.as_ref().and_then(InvoiceFacts::from_xref) {
-            return Ok(Some(Handled::Synced {
+            return Ok(Err(Handled::Synced {
                 id: facts.id,
                 number: facts.meta.get("number").and_then(Value::as_str).map(str::to_owned),
                 message: Some("already in the ledger (cross-reference); no new write".into()),
             }));
         }
-        Ok(None)
+        Ok(Ok(existing))
     }
 
     async fn invoice_created(&self, event: &Event, inv: &MagentoInvoice, policy: &SyncPolicy) -> Result<Handled> {
-        if let Some(decided) = self.invoice_precheck(event, inv, policy).await? {
-            return Ok(decided);
-        }
+        // The cross-reference is read once, by the checks (an intent left by an earlier attempt,
+        // or nothing).
+        let existing = match self.invoice_precheck_xref(event, inv, policy).await? {
+            Ok(existing) => existing,
+            Err(decided) => return Ok(decided),
+        };
         let key = inv.magento_id.to_string();
-        let existing = self.get(XrefKind::Invoice, &key).await?;
         let (reference, caps) = self.context().await?;
         let doc_ref = self.reference_of(policy, &inv.increment_id, &caps);
         // The contact carries the buyer's VAT number, the invoice's own when the contact has none.

@@ -186,6 +186,9 @@ pub struct SyncEngine {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: EngineConfig,
     pub(crate) policy: SyncPolicy,
+    /// `policy` as queued runs carry it (serialized once, not per event): a run whose snapshot
+    /// is this text is processed under `policy` without reading the snapshot again.
+    pub(crate) policy_json: Option<Arc<str>>,
     pub(crate) source: Option<Arc<dyn EntitySource>>,
 }
 
@@ -199,7 +202,17 @@ impl SyncEngine {
         policy: SyncPolicy,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { provider, store, scope: scope.into(), clock, config: EngineConfig::default(), policy, source: None }
+        let policy_json = serde_json::to_string(&policy).ok().map(Arc::from);
+        Self {
+            provider,
+            store,
+            scope: scope.into(),
+            clock,
+            config: EngineConfig::default(),
+            policy,
+            policy_json,
+            source: None,
+        }
     }
 
     /// Replaces the settings.
@@ -252,8 +265,17 @@ impl SyncEngine {
     /// # Errors
     /// Store failures.
     pub async fn submit(&self, line: &str) -> Result<Submitted> {
+        Ok(self.submit_parsed(line).await?.0)
+    }
+
+    /// As [`SyncEngine::submit`], also answering the event read (so that processing it now does
+    /// not read the line again).
+    async fn submit_parsed(&self, line: &str) -> Result<(Submitted, Option<Event>)> {
         let now = self.clock.now();
-        let policy = serde_json::to_string(&self.policy).map_err(|e| Error::internal(e.to_string()))?;
+        let policy = match &self.policy_json {
+            Some(p) => p.to_string(),
+            None => serde_json::to_string(&self.policy).map_err(|e| Error::internal(e.to_string()))?,
+        };
         match Event::parse(line) {
             Ok(event) => {
                 let dedupe = if event.event.is_document() { Dedupe::Permanent } else { Dedupe::WhileQueued };
@@ -280,7 +302,7 @@ impl SyncEngine {
                     }
                     _ => None,
                 };
-                Ok(Submitted { run_id: enqueued.run_id(), enqueued, outcome })
+                Ok((Submitted { run_id: enqueued.run_id(), enqueued, outcome }, Some(event)))
             }
             Err(failure) => {
                 let key = failure
@@ -343,10 +365,10 @@ impl SyncEngine {
                             },
                         )
                         .await?;
-                    return Ok(Submitted { run_id: id, enqueued, outcome: Some(outcome) });
+                    return Ok((Submitted { run_id: id, enqueued, outcome: Some(outcome) }, None));
                 }
                 let stored = self.store.get(enqueued.run_id()).await?.and_then(|r| r.outcome);
-                Ok(Submitted { run_id: enqueued.run_id(), enqueued, outcome: stored.or(Some(outcome)) })
+                Ok((Submitted { run_id: enqueued.run_id(), enqueued, outcome: stored.or(Some(outcome)) }, None))
             }
         }
     }
@@ -358,23 +380,33 @@ impl SyncEngine {
     /// # Errors
     /// Store failures (a ledger failure is an outcome, not an error).
     pub async fn sync_line(&self, line: &str) -> Result<Outcome> {
-        let submitted = self.submit(line).await?;
+        let (submitted, event) = self.submit_parsed(line).await?;
         if let Some(o) = submitted.outcome {
             return Ok(o);
         }
         let now = self.clock.now();
-        let run = match self.store.get(submitted.run_id).await? {
-            // A re-submitted event still waiting for its retry time is tried again now.
-            Some(r) if r.status == RunStatus::Queued => {
-                let at = r.next_attempt_at.map_or(now, |t| t.max(now));
-                self.store.claim_run(r.id, at, self.lease_until(at)).await?
-            }
-            Some(r) if r.status == RunStatus::Running => self.store.claim_run(r.id, now, self.lease_until(now)).await?,
-            Some(r) => return Ok(r.outcome.clone().unwrap_or_else(|| self.in_progress(&r))),
-            None => None,
+        let run = match submitted.enqueued {
+            // Just queued: claimed at once (nothing else can be known about it).
+            Enqueued::New(id) => self.store.claim_run(id, now, self.lease_until(now)).await?,
+            _ => match self.store.get(submitted.run_id).await? {
+                // A re-submitted event still waiting for its retry time is tried again now.
+                Some(r) if r.status == RunStatus::Queued => {
+                    let at = r.next_attempt_at.map_or(now, |t| t.max(now));
+                    self.store.claim_run(r.id, at, self.lease_until(at)).await?
+                }
+                Some(r) if r.status == RunStatus::Running => {
+                    self.store.claim_run(r.id, now, self.lease_until(now)).await?
+                }
+                Some(r) => return Ok(r.outcome.clone().unwrap_or_else(|| self.in_progress(&r))),
+                None => None,
+            },
         };
         match run {
-            Some(run) => self.process(run).await,
+            // The line just read is the run's own (not an earlier delivery's): not read again.
+            Some(run) => {
+                let parsed = event.filter(|_| run.raw == line);
+                self.process_parsed(run, parsed).await
+            }
             None => {
                 let r = self.store.get(submitted.run_id).await?.ok_or_else(|| Error::internal("run vanished"))?;
                 Ok(r.outcome.clone().unwrap_or_else(|| self.in_progress(&r)))
@@ -450,7 +482,13 @@ impl SyncEngine {
     /// # Errors
     /// Store failures.
     pub async fn process(&self, run: Run) -> Result<Outcome> {
-        let (event, policy, attempt, started) = match self.begin(&run).await? {
+        self.process_parsed(run, None).await
+    }
+
+    /// As [`SyncEngine::process`], with the run's event when the caller has just read it from
+    /// the run's own raw line (`sync_line`).
+    async fn process_parsed(&self, run: Run, parsed: Option<Event>) -> Result<Outcome> {
+        let (event, policy, attempt, started) = match self.begin_parsed(&run, parsed).await? {
             Ok(begun) => begun,
             Err(outcome) => return Ok(outcome),
         };
@@ -473,12 +511,30 @@ impl SyncEngine {
         &self,
         run: &Run,
     ) -> Result<std::result::Result<(Event, SyncPolicy, u32, DateTime<Utc>), Outcome>> {
+        self.begin_parsed(run, None).await
+    }
+
+    /// As [`SyncEngine::begin`], with the event when the caller has already read `run.raw`. The
+    /// policy snapshot is read only when it is not the engine's own policy (the usual case is
+    /// that it is: the snapshot was taken from it).
+    async fn begin_parsed(
+        &self,
+        run: &Run,
+        parsed: Option<Event>,
+    ) -> Result<std::result::Result<(Event, SyncPolicy, u32, DateTime<Utc>), Outcome>> {
         let started = self.clock.now();
         let attempt = run.attempts + 1;
-        let policy = match run.policy.as_deref().map(SyncPolicy::from_json).transpose() {
-            Ok(p) => p.unwrap_or_else(|| self.policy.clone()),
-            Err(e) => return Ok(Err(self.finish_failed(run, None, attempt, started, e).await?)),
+        let policy = match run.policy.as_deref() {
+            None => self.policy.clone(),
+            Some(text) if self.policy_json.as_deref() == Some(text) => self.policy.clone(),
+            Some(text) => match SyncPolicy::from_json(text) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(self.finish_failed(run, None, attempt, started, e).await?)),
+            },
         };
+        if let Some(e) = parsed {
+            return Ok(Ok((e, policy, attempt, started)));
+        }
         match Event::parse(&run.raw) {
             Ok(e) => Ok(Ok((e, policy, attempt, started))),
             Err(f) => Ok(Err(self.finish_failed(run, None, attempt, started, *f.error).await?)),

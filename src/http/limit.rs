@@ -1,42 +1,60 @@
 //! The client-side rate limits: keep a full-speed run under a ledger's per-business limits so
 //! that 429s are the exception.
 //!
-//! - [`RateLimiter`]: requests a minute (GCRA, below);
+//! - [`RateLimiter`]: requests a minute (a sliding window, paced: below);
 //! - [`ConcurrencyLimit`]: requests in flight at once (a semaphore);
 //! - [`DailyBudget`]: requests in any rolling 24 hours, counted on the crate's [`Clock`]; when it
 //!   is spent the caller gets how long to wait instead of a request (Xero: 5,000 a day per
 //!   organisation, xero-api.md section 3).
 //!
-//! Both kinds of [`RateLimiter`] use the same GCRA ("generic cell rate algorithm") pacing
-//! ([`Pacing`]):
+//! Both kinds of [`RateLimiter`] use the same [`Window`] rule:
 //!
-//! - **in process** ([`RateLimiter::new`]): `governor`, for one process (every provider of a
-//!   business in that process shares one budget by cloning the limiter);
+//! - **in process** ([`RateLimiter::new`]): the rule's state in this process (every provider of
+//!   a business in that process shares one budget by cloning the limiter);
 //! - **shared** ([`RateLimiter::shared`]): a budget kept outside the process ([`SharedLimit`]),
 //!   such as `store::postgres::SharedRateLimiter` (feature `postgres`), so that several worker
 //!   processes together stay under one business's limit.
 //!
-//! # The math
+//! # The rule: a sliding window, paced
 //!
-//! A GCRA limiter with an emission interval `T` and a burst `b` keeps one number per business,
-//! the *theoretical arrival time* `tat`. A request arriving at `t` gets its permit at
-//! `a = max(t, tat − τ)`, where `τ = (b − 1)·T` is the tolerance, and moves `tat` to
-//! `max(tat, t) + T`. Each permit moves `tat` forward by at least `T`, so for two permits `j < k`
-//! of one business, `a_k ≥ tat_k − τ ≥ tat_{j+1} + (k − j − 1)·T − τ ≥ a_j + (k − j)·T − τ`. Hence
-//! `n` permits within a window of length `W` need `(n − 1)·T − (b − 1)·T ≤ W`:
+//! A ledger such as Sage counts requests in any 60-second window (200 per business, sage-api.md
+//! 3.7). The limiter keeps, per business, the permit times of its last `L` requests and a GCRA
+//! ("generic cell rate algorithm") *theoretical arrival time* `tat`, and gives a request arriving
+//! at `t` its permit at
 //!
-//! > at most `b + ⌊W / T⌋` permits in any window of length `W` (closed at both ends).
+//! > `a = max(t, tat − τ, a₋ₗ + W + m, a₋₁)`
 //!
-//! To stay under a limit of `L` a minute in *every* 60-second window (Sage v3 documents 200 a
-//! minute per business, sage-api.md 3.7), the limiter runs at `r = L − b` a minute, that is
-//! `T = ⌈60 s / (L − b)⌉` (rounded up to the microsecond, never faster): at most
-//! `b + (L − b) = L` in any minute. With the defaults, 190 a minute plus a burst of 10 — never
-//! more than 200 in any minute, 95 % of the limit when saturated. The burst is kept below the
-//! limit (`1 ≤ b ≤ L − 1`, when `L ≥ 2`).
+//! where `a₋ₗ` is the permit `L` requests back (none before `L` permits), `W` the window (60 s),
+//! `m` a safety margin ([`WINDOW_MARGIN`]), `a₋₁` the previous permit, `T = ⌈W / L⌉` and
+//! `τ = (b − 1)·T` the GCRA interval and tolerance for a burst `b`; then `tat ← max(tat, a) + T`.
+//!
+//! - **Never more than the limit in any window**: permits are in order (`a ≥ a₋₁`), and any `L + 1`
+//!   consecutive ones span at least `W + m`, so any window shorter than `W + m` (a minute, closed
+//!   at both ends, among them) holds at most `L` permits. The margin covers what happens between a permit and the
+//!   ledger's count of the request (the ledger counts at arrival, after network and scheduling
+//!   jitter, and the simulator after its 100–150 ms of latency).
+//! - **The whole limit when saturated**: a business sending back to back gets `L` permits per
+//!   `W + m`: 200 per 60.5 s, **99.2 %** of Sage's limit.
+//! - **The burst is not reserved**: the GCRA part only smooths (at most `b` permits at once, then
+//!   one every `T = W / L`, the limit's own pace); it takes nothing from the window. The earlier
+//!   rule ran GCRA at `L − b` a minute so that `b + (L − b)` stayed under the limit, which kept
+//!   the business at 95 % (`b = 10`) because the burst was reserved in every minute, used or not.
+//!
+//! The state is `L` times per business (1.6 KB for Sage's 200). [`Pacing`] (GCRA alone, at `L − b`)
+//! and [`quota`] are kept for callers that pace with `governor` themselves.
 //!
 //! The bound is on permits: a request is sent at or after its permit, and a process that is
-//! slow to send after its permit (scheduling, a slow token refresh) can still bunch up with later
-//! ones, as with any client-side limiter; the retry decision handles the rare 429.
+//! slow to send after its permit (scheduling, a slow token refresh) by more than the margin can
+//! still bunch up with later ones, as with any client-side limiter; the retry decision handles
+//! the rare 429.
+//!
+//! # GCRA alone ([`Pacing`])
+//!
+//! A GCRA limiter with an emission interval `T` and a burst `b` gives a request at `t` its permit
+//! at `a = max(t, tat − τ)` and moves `tat` to `max(tat, t) + T`. For two permits `j < k`,
+//! `a_k ≥ a_j + (k − j)·T − τ`, hence at most `b + ⌊W / T⌋` permits in any window of length `W`:
+//! to stay under `L` in every minute alone it must run at `r = L − b` a minute,
+//! `T = ⌈60 s / (L − b)⌉`.
 
 use std::{
     fmt,
@@ -49,7 +67,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use governor::{Quota, RateLimiter as Governor, clock::DefaultClock, state::InMemoryState, state::direct::NotKeyed};
+use governor::Quota;
 
 use crate::error::Result;
 use std::{collections::VecDeque, sync::Mutex};
@@ -132,6 +150,108 @@ pub fn quota(config: RateConfig) -> Option<Quota> {
     )
 }
 
+/// The window the ledgers count their limit in (a minute).
+const WINDOW_MICROS: u64 = MINUTE_MICROS;
+
+/// The safety margin added to the window (module docs): requests `L` apart are at least 60.5 s
+/// apart, so that the jitter between a permit and the ledger's count of the request (up to half
+/// a second) cannot put `L + 1` of them in one of the ledger's minutes.
+pub const WINDOW_MARGIN: Duration = Duration::from_millis(500);
+
+/// The sliding-window rule of a [`RateConfig`] (see the module docs): at most the limit in any
+/// window of a minute plus [`WINDOW_MARGIN`], paced by a GCRA at the limit's own rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// `L`: permits in any window of [`Window::span_micros`].
+    pub limit: u32,
+    /// `W + m`, in microseconds.
+    pub span_micros: u64,
+    /// The GCRA's `T = ⌈W / L⌉`, in microseconds.
+    pub interval_micros: u64,
+    /// The GCRA's burst `b` (`1 ≤ b ≤ L`).
+    pub burst: u32,
+}
+
+/// One business's state under a [`Window`]: the GCRA's theoretical arrival time and the last
+/// `L` permit times, in microseconds on the limiter's clock, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowState {
+    /// The theoretical arrival time (`None` before the first permit).
+    pub tat: Option<i64>,
+    /// The permit times of the last `L` requests, oldest first.
+    pub recent: VecDeque<i64>,
+}
+
+impl Window {
+    /// The rule that keeps under `config`; `None` when the limit is 0 (unlimited).
+    pub fn of(config: RateConfig) -> Option<Self> {
+        let limit = NonZeroU32::new(config.requests_per_minute)?.get();
+        let margin = u64::try_from(WINDOW_MARGIN.as_micros()).unwrap_or(u64::MAX);
+        Some(Self {
+            limit,
+            span_micros: WINDOW_MICROS.saturating_add(margin),
+            interval_micros: WINDOW_MICROS.div_ceil(u64::from(limit)),
+            burst: config.burst.clamp(1, limit),
+        })
+    }
+
+    /// `τ = (b − 1)·T`, in microseconds.
+    pub fn tolerance_micros(&self) -> u64 {
+        self.interval_micros.saturating_mul(u64::from(self.burst.saturating_sub(1)))
+    }
+
+    /// Gives a request at `now` (microseconds) its permit time and records it in `state`:
+    /// `max(now, tat − τ, the permit L back + W + m, the previous permit)`.
+    pub fn reserve(&self, state: &mut WindowState, now: i64) -> i64 {
+        let micros = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let mut at = now;
+        if let Some(tat) = state.tat {
+            at = at.max(tat.saturating_sub(micros(self.tolerance_micros())));
+        }
+        let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
+        if state.recent.len() >= limit
+            && let Some(back) = state.recent.get(state.recent.len() - limit)
+        {
+            at = at.max(back.saturating_add(micros(self.span_micros)));
+        }
+        if let Some(&last) = state.recent.back() {
+            at = at.max(last);
+        }
+        state.tat = Some(state.tat.unwrap_or(at).max(at).saturating_add(micros(self.interval_micros)));
+        state.recent.push_back(at);
+        while state.recent.len() > limit {
+            state.recent.pop_front();
+        }
+        at
+    }
+}
+
+/// A [`Window`] kept in this process, on tokio's clock.
+#[derive(Debug)]
+struct LocalWindow {
+    window: Window,
+    state: Mutex<WindowState>,
+    origin: tokio::time::Instant,
+}
+
+impl LocalWindow {
+    fn new(window: Window) -> Self {
+        Self { window, state: Mutex::default(), origin: tokio::time::Instant::now() }
+    }
+
+    async fn until_ready(&self) {
+        let now = i64::try_from(self.origin.elapsed().as_micros()).unwrap_or(i64::MAX);
+        let at = {
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.window.reserve(&mut state, now)
+        };
+        if at > now {
+            let wait = Duration::from_micros(u64::try_from(at).unwrap_or(0));
+            tokio::time::sleep_until(self.origin + wait).await;
+        }
+    }
+}
+
 /// A rate-limit budget kept outside this process and shared by several workers (one business's
 /// budget in a database, for instance). Every sharer must use the same [`RateConfig`].
 #[async_trait]
@@ -148,16 +268,14 @@ pub trait SharedLimit: fmt::Debug + Send + Sync {
     fn config(&self) -> RateConfig;
 }
 
-type Local = Governor<NotKeyed, InMemoryState, DefaultClock>;
-
 #[derive(Clone)]
 enum Backend {
     Unlimited,
-    Local(Arc<Local>),
+    Local(Arc<LocalWindow>),
     Shared {
         limit: Arc<dyn SharedLimit>,
         /// Paces this process alone while the shared budget cannot be reached.
-        fallback: Arc<Local>,
+        fallback: Arc<LocalWindow>,
         /// Whether the last reservation failed (to log the change once, not every request).
         degraded: Arc<AtomicBool>,
     },
@@ -187,10 +305,10 @@ impl RateLimiter {
         Self { backend: Backend::Unlimited, config: RateConfig { requests_per_minute: 0, burst: 0 } }
     }
 
-    /// An in-process limiter for `config`; it never waits when the limit is 0.
+    /// An in-process limiter for `config` (the [`Window`] rule); it never waits when the limit is 0.
     pub fn new(config: RateConfig) -> Self {
-        match quota(config) {
-            Some(q) => Self { backend: Backend::Local(Arc::new(Governor::direct(q))), config },
+        match Window::of(config) {
+            Some(w) => Self { backend: Backend::Local(Arc::new(LocalWindow::new(w))), config },
             None => Self::unlimited(),
         }
     }
@@ -201,11 +319,11 @@ impl RateLimiter {
     /// handles the 429s). It never waits when the limit is 0.
     pub fn shared(limit: Arc<dyn SharedLimit>) -> Self {
         let config = limit.config();
-        match quota(config) {
-            Some(q) => Self {
+        match Window::of(config) {
+            Some(w) => Self {
                 backend: Backend::Shared {
                     limit,
-                    fallback: Arc::new(Governor::direct(q)),
+                    fallback: Arc::new(LocalWindow::new(w)),
                     degraded: Arc::new(AtomicBool::new(false)),
                 },
                 config,
@@ -393,7 +511,7 @@ impl TenantLimits {
 mod tests {
     use std::sync::Mutex;
 
-    use governor::clock::FakeRelativeClock;
+    use governor::{RateLimiter as Governor, clock::FakeRelativeClock};
     use proptest::prelude::*;
 
     use super::*;
@@ -516,6 +634,36 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The window rule, with workers asking at random times (each again only after its
+        /// previous permit): never more than the limit in any window shorter than a minute plus
+        /// the margin (so in any minute), whatever the interleaving; permits come in order and never
+        /// before they are asked for.
+        #[test]
+        fn the_window_rule_never_exceeds_the_limit(
+            limit in 1u32..300,
+            burst in 0u32..40,
+            gaps in proptest::collection::vec((0usize..4, 0i64..2_000_000), 1..800),
+        ) {
+            let w = Window::of(RateConfig { requests_per_minute: limit, burst }).unwrap();
+            let mut state = WindowState::default();
+            let mut ready = [0i64; 4];
+            let mut permits = Vec::new();
+            let mut last = i64::MIN;
+            for (worker, gap) in gaps {
+                let now = ready[worker] + gap;
+                let at = w.reserve(&mut state, now);
+                prop_assert!(at >= now);
+                prop_assert!(at >= last, "permits in order");
+                last = at;
+                ready[worker] = at;
+                permits.push(at);
+            }
+            let most = busiest_window(&mut permits, 60_499_999);
+            prop_assert!(most <= usize::try_from(limit).unwrap(), "{most} permits in one window, limit {limit}");
+        }
+    }
+
     #[test]
     fn a_saturated_business_gets_the_limit_in_the_first_minute() {
         let config = RateConfig { requests_per_minute: 200, burst: 10 };
@@ -531,6 +679,61 @@ mod tests {
         // is rounded up, which costs the 190th), and no other minute is busier.
         assert_eq!(permits.iter().filter(|&&a| a <= 60_000_000).count(), 199);
         assert_eq!(busiest_window(&mut permits, 60_000_000), 199);
+    }
+
+    /// Permits for `n` requests all asked at `now = 0` (a business sending back to back: each
+    /// waits for its permit, and the next one is asked at once).
+    fn saturated(window: Window, n: usize) -> Vec<i64> {
+        let mut state = WindowState::default();
+        (0..n).map(|_| window.reserve(&mut state, 0)).collect()
+    }
+
+    #[test]
+    fn the_window_rule_of_the_defaults() {
+        let w = Window::of(RateConfig::default()).unwrap();
+        // T = 60 s / 200 = 300 ms; the span is a minute and the half-second margin.
+        assert_eq!(w, Window { limit: 200, span_micros: 60_500_000, interval_micros: 300_000, burst: 10 });
+        assert_eq!(w.tolerance_micros(), 9 * 300_000);
+        assert!(Window::of(RateConfig { requests_per_minute: 0, burst: 3 }).is_none());
+        // The burst is at least 1 and at most the limit.
+        assert_eq!(Window::of(RateConfig { requests_per_minute: 5, burst: 50 }).unwrap().burst, 5);
+        assert_eq!(Window::of(RateConfig { requests_per_minute: 5, burst: 0 }).unwrap().burst, 1);
+    }
+
+    #[test]
+    fn a_saturated_business_gets_the_whole_limit_in_every_window_and_never_more() {
+        let w = Window::of(RateConfig::default()).unwrap();
+        let mut permits = saturated(w, 3000);
+        // The burst of 10 at once, then one every T = 300 ms (the limit's own pace): the 200th
+        // request (index 199) at (199 − 9) × 300 ms = 57 s; the 201st waits for the first + 60.5 s.
+        assert_eq!(&permits[..10], &[0; 10]);
+        assert_eq!(permits[10], 300_000);
+        assert_eq!(permits[199], 57_000_000);
+        assert_eq!(permits[200], 60_500_000);
+        // Every L-th request waits exactly one span after the one L before it.
+        for n in 1..15 {
+            assert_eq!(permits[n * 200], i64::try_from(n).unwrap() * 60_500_000, "request {}", n * 200);
+        }
+        // At least 99 % of the limit: 2000 requests (10 × 200) by ten spans, 605 s.
+        assert!(permits.iter().filter(|&&a| a <= 605_000_000).count() >= 2000);
+        // Any window shorter than the span (a minute among them) holds the limit, never more; one
+        // of exactly the span holds more (the bursts at both of its ends).
+        assert_eq!(busiest_window(&mut permits, 60_499_999), 200);
+        assert_eq!(busiest_window(&mut permits, 60_000_000), 200);
+        assert!(busiest_window(&mut permits, 60_500_000) > 200);
+    }
+
+    #[test]
+    fn after_an_idle_spell_the_burst_is_back_and_the_window_still_holds() {
+        let w = Window::of(RateConfig { requests_per_minute: 20, burst: 4 }).unwrap();
+        let mut state = WindowState::default();
+        let first: Vec<i64> = (0..4).map(|_| w.reserve(&mut state, 0)).collect();
+        assert_eq!(first, vec![0; 4], "the burst is immediate");
+        assert_eq!(w.reserve(&mut state, 0), 3_000_000, "then one every 60 s / 20");
+        // Ten minutes later the burst is back at once.
+        let later = 600_000_000;
+        let again: Vec<i64> = (0..4).map(|_| w.reserve(&mut state, later)).collect();
+        assert_eq!(again, vec![later; 4]);
     }
 
     #[derive(Debug)]
@@ -570,7 +773,12 @@ mod tests {
         flaky.fail.store(false, Ordering::SeqCst);
         l.until_ready().await;
         assert_eq!(*flaky.calls.lock().unwrap(), 5);
-        assert!(!RateLimiter::new(RateConfig::default()).is_shared());
+        let local = RateLimiter::new(RateConfig::default());
+        assert!(!local.is_shared());
+        // Its burst is immediate too.
+        for _ in 0..5 {
+            local.until_ready().await;
+        }
     }
 
     #[test]

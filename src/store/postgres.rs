@@ -45,13 +45,15 @@
 //!
 //! # The shared rate limit
 //!
-//! [`SharedRateLimiter`] keeps the GCRA state of [`crate::http::limit`] in the `rate_limits`
-//! table, one row per business: each permit is one atomic
-//! `INSERT … ON CONFLICT DO UPDATE SET tat = greatest(tat, now) + T RETURNING tat`, and the worker
-//! then sleeps until `max(now, tat − T − τ)`. Row locking serialises the workers' updates, so the
-//! bound of the module docs there (at most `b + ⌊W/T⌋` permits in any window `W`, so at most the
-//! limit in any minute) holds across every process. `now` is the database server's clock, so the
-//! workers' own clocks need not agree.
+//! [`SharedRateLimiter`] keeps the state of [`crate::http::limit`]'s [`Window`] rule in the
+//! `rate_limits` table, one row per business (the GCRA's `tat` and the permit times of the last
+//! `L` requests, `recent`): each permit is one atomic
+//! `INSERT … ON CONFLICT DO UPDATE SET (tat, recent) = (…) RETURNING …` computing
+//! `max(now, tat − τ, recent[len − L + 1] + W + m, recent[len])` as the rule does in process,
+//! and the worker then sleeps until it. Row locking serialises the workers' updates, so the
+//! rule's bound (at most the limit in any window shorter than a minute plus the margin, so in any minute) holds across
+//! every process, and a saturated business gets 99.2 % of its limit. `now` is the database
+//! server's clock, so the workers' own clocks need not agree.
 
 mod service;
 
@@ -74,7 +76,7 @@ use crate::{
     auth::{RefreshGuard, TokenSet},
     clock::Clock,
     error::{Error, ErrorCode, Result},
-    http::limit::{Pacing, RateConfig, RateLimiter, SharedLimit},
+    http::limit::{RateConfig, RateLimiter, SharedLimit, Window},
     reference::ReferenceData,
 };
 
@@ -839,14 +841,14 @@ pub struct SharedRateLimiter {
     pool: PgPool,
     key: String,
     config: RateConfig,
-    pacing: Option<Pacing>,
+    window: Option<Window>,
     clock: Option<Arc<dyn Clock>>,
 }
 
 impl SharedRateLimiter {
     /// The limiter of `business` in `store`'s database, with `config`.
     pub fn new(store: &PostgresStore, business: impl Into<String>, config: RateConfig) -> Self {
-        Self { pool: store.pool.clone(), key: business.into(), config, pacing: Pacing::of(config), clock: None }
+        Self { pool: store.pool.clone(), key: business.into(), config, window: Window::of(config), clock: None }
     }
 
     /// Uses `clock` for "now" instead of the database server's clock (tests with a manual clock;
@@ -862,32 +864,44 @@ impl SharedRateLimiter {
         &self.key
     }
 
-    /// Takes the next permit: one atomic update of the business's theoretical arrival time.
+    /// Takes the next permit: one atomic update of the business's row (the [`Window`] rule).
     ///
     /// # Errors
     /// [`Error::Database`] when the database cannot be reached.
     pub async fn reserve(&self) -> Result<Permit> {
         let given = self.clock.as_ref().map(|c| c.now());
-        let Some(pacing) = self.pacing else {
+        let Some(window) = self.window else {
             let now = given.unwrap_or_else(|| crate::clock::SystemClock.now());
             return Ok(Permit { now, at: now });
         };
+        let micros = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        // `excluded.tat − T` is `now`; an index out of the array is NULL, which `greatest`
+        // ignores (fewer than L permits yet: no window bound; none yet: no previous permit).
         let row = sqlx::query(
             "WITH clock AS (SELECT coalesce($2::bigint, \
                  floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint) AS now) \
-             INSERT INTO rate_limits AS r (key, tat) SELECT $1, clock.now + $3 FROM clock \
-             ON CONFLICT (key) DO UPDATE SET tat = greatest(r.tat, excluded.tat - $3) + $3 \
-             RETURNING r.tat, (SELECT now FROM clock) AS now",
+             INSERT INTO rate_limits AS r (key, tat, recent) \
+                 SELECT $1, clock.now + $3, ARRAY[clock.now] FROM clock \
+             ON CONFLICT (key) DO UPDATE SET (tat, recent) = ( \
+                 SELECT greatest(r.tat, p.at) + $3, \
+                        (r.recent || p.at)[greatest(1, cardinality(r.recent) + 2 - $5::int):] \
+                 FROM (SELECT greatest(excluded.tat - $3, r.tat - $4, \
+                              r.recent[cardinality(r.recent) - $5::int + 1] + $6, \
+                              r.recent[cardinality(r.recent)]) AS at) p) \
+             RETURNING r.recent[cardinality(r.recent)] AS at, (SELECT now FROM clock) AS now",
         )
         .bind(text(&self.key))
         .bind(given.map(|t| t.timestamp_micros()))
-        .bind(i64::try_from(pacing.interval_micros).unwrap_or(i64::MAX))
+        .bind(micros(window.interval_micros))
+        .bind(micros(window.tolerance_micros()))
+        .bind(i32::try_from(window.limit).unwrap_or(i32::MAX))
+        .bind(micros(window.span_micros))
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        let tat: i64 = row.try_get("tat").map_err(db)?;
+        let at: i64 = row.try_get("at").map_err(db)?;
         let now: i64 = row.try_get("now").map_err(db)?;
-        Ok(Permit { now: micros_time(now), at: micros_time(pacing.permit_at(tat, now)) })
+        Ok(Permit { now: micros_time(now), at: micros_time(at.max(now)) })
     }
 
     /// Takes the next permit and sleeps until it may be used.

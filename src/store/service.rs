@@ -463,6 +463,13 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     /// Gives up `holder`'s dispatch lease of `scope` (nothing when another holds it).
     async fn release_dispatch(&self, scope: &str, holder: &str) -> Result<()>;
 
+    /// The (business, tenant) pairs with work due at `now`: a run of the tenant's that a claim
+    /// would take (`RunStore::claim_for` with that tenant), or a callback of its that
+    /// [`DispatchStore::claim_callbacks`] would. One read, ordered by business then tenant: what
+    /// a worker's pass visits, so that a tenant with nothing to do costs it nothing. Runs queued
+    /// without a tenant (the command's) are not the service's and are left out.
+    async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>>;
+
     /// Claims up to `limit` callbacks of `tenant`'s runs of `scope` due at `now`, oldest first,
     /// leasing them until `lease_until` (a sender that dies leaves them due again then). Safe
     /// under concurrent claimers. Another tenant's callbacks are never claimed.

@@ -145,13 +145,47 @@ async fn renew(shared: &Shared, scope: &str, holder: &str) -> Result<bool> {
         .await
 }
 
+/// A business's dispatch lease as this worker holds it: renewed in the store only once a quarter
+/// of [`ServiceConfig::dispatch_lease`](super::ServiceConfig::dispatch_lease) has passed since
+/// the last renewal, not before every run and callback. Until it expires nobody else can take
+/// it, so with three quarters of it left the worker still holds it; one statement a run fewer.
+struct HeldLease {
+    renewed: Instant,
+}
+
+impl HeldLease {
+    /// Taken (or renewed) just now.
+    fn now() -> Self {
+        Self { renewed: Instant::now() }
+    }
+
+    /// Whether this worker still holds the lease, renewing it when it is due for renewal.
+    async fn keep(&mut self, shared: &Shared, scope: &str, holder: &str) -> Result<bool> {
+        if self.renewed.elapsed() < shared.config.dispatch_lease / 4 {
+            return Ok(true);
+        }
+        let held = renew(shared, scope, holder).await?;
+        if held {
+            self.renewed = Instant::now();
+        }
+        Ok(held)
+    }
+}
+
 /// Whether an error sending a callback can never be fixed by sending it again.
 fn permanent(e: &Error) -> bool {
     matches!(e, Error::Invalid { .. } | Error::Rejected { .. })
 }
 
-/// One tenant's turn, under its business's dispatch lease: due runs, then due callbacks.
-async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: &AtomicBool) -> Result<usize> {
+/// One tenant's turn, under its business's dispatch lease (just taken: `lease`): due runs, then
+/// due callbacks.
+async fn dispatch(
+    shared: &Arc<Shared>,
+    info: &BindingInfo,
+    holder: &str,
+    stop: &AtomicBool,
+    mut lease: HeldLease,
+) -> Result<usize> {
     let rt = runtime(shared, info).await?;
     let mut status = StatusSync { stored: info.magento_status };
     if rt.magento.status() == ConnectionStatus::TokenRevoked || info.magento_status == ConnectionStatus::TokenRevoked {
@@ -172,11 +206,12 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
     let config = &shared.config;
     let mut handled = 0;
     // One run at a time — or, on a ledger that takes several documents a request (Xero), up to
-    // its batch size at a time, grouped by the engine — the lease renewed before each claim: a
-    // worker that stops, or loses the lease to a faster one, leaves nothing claimed behind.
+    // its batch size at a time, grouped by the engine — the lease checked before each claim (and
+    // renewed when a quarter of it has passed): a worker that stops, or loses the lease, leaves
+    // nothing claimed behind.
     let per_claim = batch_size(&rt).await;
     while handled < config.batch {
-        if stop.load(Ordering::Relaxed) || !renew(shared, &rt.scope, holder).await? {
+        if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
             return Ok(handled);
         }
         let now = shared.clock.now();
@@ -203,7 +238,7 @@ async fn dispatch(shared: &Arc<Shared>, info: &BindingInfo, holder: &str, stop: 
         return Ok(handled);
     }
     for _ in 0..config.batch {
-        if stop.load(Ordering::Relaxed) || !renew(shared, &rt.scope, holder).await? {
+        if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
             return Ok(handled);
         }
         let now = shared.clock.now();
@@ -312,11 +347,26 @@ async fn process_claimed(shared: &Arc<Shared>, rt: &Arc<TenantRuntime>, mut runs
     Ok(())
 }
 
-/// One pass over the active bindings: each business whose dispatch lease this worker gets, until
-/// `stop` is set.
-async fn pass(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool) -> Result<usize> {
-    let mut tenants: Vec<BindingInfo> =
-        shared.store.bindings().await?.into_iter().filter(BindingInfo::is_active).collect();
+/// One pass over the active bindings with work due (`DispatchStore::due_tenants`: one read, so
+/// that an idle tenant costs a pass nothing), and, when `probe` is set, those whose Magento
+/// refused the ledger (probed every `probe_interval`): each business whose dispatch lease this
+/// worker gets, until `stop` is set.
+async fn pass(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, probe: bool) -> Result<usize> {
+    let due: std::collections::HashSet<(String, String)> =
+        shared.store.due_tenants(shared.clock.now()).await?.into_iter().collect();
+    if due.is_empty() && !probe {
+        return Ok(0);
+    }
+    let mut tenants: Vec<BindingInfo> = shared
+        .store
+        .bindings()
+        .await?
+        .into_iter()
+        .filter(BindingInfo::is_active)
+        .filter(|b| {
+            b.magento_status == ConnectionStatus::TokenRevoked || due.contains(&(b.scope.clone(), b.tenant_id.clone()))
+        })
+        .collect();
     if tenants.len() > 1 {
         // Start at a random tenant, so that workers spread over businesses.
         let k = rand::random_range(0..tenants.len());
@@ -337,7 +387,10 @@ async fn pass(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool) -> Result<u
         }
         // Anything else that panics in the tenant's turn (a callback, building its runtime) is
         // caught here: the lease is released below and the tenant's runtime rebuilt next time.
-        let result = match AssertUnwindSafe(dispatch(shared, &info, holder, stop)).catch_unwind().await {
+        let result = match AssertUnwindSafe(dispatch(shared, &info, holder, stop, HeldLease::now()))
+            .catch_unwind()
+            .await
+        {
             Ok(result) => result,
             Err(panic) => {
                 let text = panic_text(panic.as_ref());
@@ -403,8 +456,14 @@ impl Shared {
 /// One worker's loop: passes over the tenants until `stop` is set.
 async fn work(shared: Arc<Shared>, i: usize, stop: Arc<AtomicBool>, wake: Arc<tokio::sync::Notify>) {
     let name = holder(&shared, i);
+    // When this worker last looked at every active binding (for the tenants to probe).
+    let mut probed: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        let handled = match pass(&shared, &name, &stop).await {
+        let probe = probed.is_none_or(|t| t.elapsed() >= shared.config.probe_interval);
+        if probe {
+            probed = Some(Instant::now());
+        }
+        let handled = match pass(&shared, &name, &stop, probe).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(worker = i, error = %e, "worker pass failed");

@@ -35,8 +35,9 @@ pub const DEFAULT_CONNECTIONS_URL: &str = "https://api.xero.com/connections";
 /// Xero's per-organisation limits (xero-api.md 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XeroLimits {
-    /// Calls in any minute (Xero: 60). The limiter runs a burst of 5 at 55 a minute, so no
-    /// 60-second window ever holds more than 60.
+    /// Calls in any minute (Xero: 60). The limiter (`http::limit::Window`) lets at most 60 through
+    /// in any 60.5 seconds, paced at one a second after a burst of 5, so no 60-second window
+    /// ever holds more than 60.
     pub per_minute: u32,
     /// Calls in flight at once (Xero: 5).
     pub concurrent: usize,

@@ -275,6 +275,70 @@ pub async fn callbacks_follow_terminal_runs(store: &dyn ServiceStore, scope: &st
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: none once revoked");
 }
 
+/// `due_tenants` names the tenants with a run or a callback due, and only those: a queued run
+/// (from its retry time on), a run whose lease expired, an undelivered callback; not a run
+/// without a tenant (the command's), a leased run, a terminal run or a delivered callback.
+pub async fn due_tenants_name_the_work_waiting(store: &dyn ServiceStore, scope: &str) {
+    let tenant = tenant_of(scope);
+    let other_scope = format!("{scope}-b");
+    let other = tenant_of(&other_scope);
+    let at = |s: i64| t0() + Duration::seconds(s);
+    // The database may hold other tests' scopes: only this test's two are looked at.
+    let due = |now: DateTime<Utc>| {
+        let (scope, other_scope) = (scope.to_owned(), other_scope.clone());
+        async move {
+            store
+                .due_tenants(now)
+                .await
+                .expect("due tenants")
+                .into_iter()
+                .filter(|(s, _)| *s == scope || *s == other_scope)
+                .collect::<Vec<_>>()
+        }
+    };
+    let mine = vec![(scope.to_owned(), tenant.clone())];
+    assert!(due(at(0)).await.is_empty(), "due: nothing queued, nothing due");
+    store.enqueue(new_run(scope, "invoice.created:8000", "x"), Dedupe::Permanent).await.expect("enqueue");
+    assert!(due(at(0)).await.is_empty(), "due: a run without a tenant is not the service's");
+
+    let key = "invoice.created:8001";
+    let id = store.enqueue(tenant_run(scope, &tenant, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    store
+        .enqueue(tenant_run(&other_scope, &other, "invoice.created:8002", "x"), Dedupe::Permanent)
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        due(at(0)).await,
+        vec![(scope.to_owned(), tenant.clone()), (other_scope.clone(), other.clone())],
+        "due: each tenant with a queued run, once, by business"
+    );
+    let other_run =
+        store.claim_for(&other_scope, Some(&other), at(0), at(1000), 10).await.expect("claim").pop().expect("a run");
+    store
+        .finish(other_run.id, other_run.claim, result("invoice.created:8002", RunStatus::Synced, 1, None))
+        .await
+        .expect("finish");
+    assert_eq!(due(at(0)).await, mine, "due: a terminal run without a binding leaves nothing behind");
+
+    let run = store.claim_run(id, at(0), at(60)).await.expect("claim").expect("claimable");
+    assert!(due(at(10)).await.is_empty(), "due: a leased run is not due");
+    assert_eq!(due(at(60)).await, mine, "due: a run whose lease expired is");
+    store.finish(id, run.claim, result(key, RunStatus::Queued, 1, Some(at(100)))).await.expect("finish");
+    assert!(due(at(99)).await.is_empty(), "due: a retry is not due before its time");
+    assert_eq!(due(at(100)).await, mine, "due: a retry is due from its time on");
+
+    // Terminal with an active binding: the run is done, its callback is due until delivered.
+    store.put_binding(&binding(&tenant, scope, "k", t0())).await.expect("put binding");
+    let run = store.claim_run(id, at(100), at(160)).await.expect("claim").expect("claimable");
+    store.finish(id, run.claim, result(key, RunStatus::Synced, 2, None)).await.expect("finish");
+    assert_eq!(due(at(10_000)).await, mine, "due: an undelivered callback");
+    let cb = store.claim_callbacks(scope, &tenant, at(10_000), at(10_030), 10).await.expect("claim callbacks");
+    assert_eq!(cb.len(), 1, "due: the callback is claimable");
+    assert!(due(at(10_010)).await.is_empty(), "due: a claimed callback is leased");
+    store.callback_sent(id, cb[0].generation, at(10_011)).await.expect("sent");
+    assert!(due(at(20_000)).await.is_empty(), "due: a delivered callback is not");
+}
+
 /// The health counters and the runs of one entity, per tenant.
 pub async fn health_counters_and_entity_runs(store: &dyn ServiceStore, scope: &str) {
     let tenant = tenant_of(scope);
@@ -546,6 +610,7 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     dispatch_leases_are_exclusive(store, &format!("{scope}-leases")).await;
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;
     health_counters_and_entity_runs(store, &format!("{scope}-health")).await;
+    due_tenants_name_the_work_waiting(store, &format!("{scope}-due")).await;
     tenants_stay_apart_after_repairing(store, &format!("{scope}-repair")).await;
     retention_keeps_what_is_promised(store, &format!("{scope}-retention")).await;
 }

@@ -253,6 +253,24 @@ impl DispatchStore for MemoryStore {
         Ok(())
     }
 
+    async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
+        let s = self.lock();
+        let mut due: std::collections::BTreeSet<(String, String)> = s
+            .runs
+            .values()
+            .filter(|r| super::due(r, s.lease.get(&r.id), now))
+            .filter_map(|r| r.tenant_id.clone().map(|t| (r.scope.clone(), t)))
+            .collect();
+        due.extend(
+            s.service
+                .callbacks
+                .values()
+                .filter(|c| c.delivered_at.is_none() && c.due_at <= now)
+                .map(|c| (c.scope.clone(), c.tenant.clone())),
+        );
+        Ok(due.into_iter().collect())
+    }
+
     async fn claim_callbacks(
         &self,
         scope: &str,

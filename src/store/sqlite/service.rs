@@ -188,6 +188,26 @@ impl DispatchStore for SqliteStore {
         Ok(())
     }
 
+    async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
+        // The partial indexes of migration 0009 (open runs, undelivered callbacks) keep this
+        // read proportional to the work waiting, not to the history kept.
+        let rows = sqlx::query(
+            "SELECT scope, tenant_id FROM runs WHERE tenant_id IS NOT NULL AND status IN ('queued', 'running') \
+               AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)) \
+                    OR (status = 'running' AND lease_until <= ?1)) \
+             UNION \
+             SELECT scope, tenant_id FROM callbacks WHERE delivered_at IS NULL AND due_at <= ?1 \
+             ORDER BY 1, 2",
+        )
+        .bind(micros(now))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>(0).map_err(db)?, r.try_get::<String, _>(1).map_err(db)?)))
+            .collect()
+    }
+
     async fn claim_callbacks(
         &self,
         scope: &str,

@@ -59,7 +59,6 @@ use governor::{
     DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock as _, DefaultClock},
 };
-use secrecy::SecretSlice;
 use url::Url;
 
 pub use oauth::LedgerApp;
