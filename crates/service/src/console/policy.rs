@@ -142,9 +142,7 @@ fn options(reference: Option<&ReferenceData>, source: Source) -> Option<Vec<(Str
         Source::LedgerAccounts => r
             .ledger_accounts
             .iter()
-            .map(|a| {
-                (a.id.clone(), format!("{}{}", a.code.as_deref().map(|c| format!("{c} ")).unwrap_or_default(), a.name))
-            })
+            .map(|a| (a.id.clone(), account_label(a.code.as_deref(), &a.name)))
             .collect(),
         Source::BankAccounts => r.bank_accounts.iter().map(|b| (b.id.clone(), b.name.clone())).collect(),
         Source::PaymentMethods => r.payment_methods.iter().map(|m| (m.id.clone(), m.name.clone())).collect(),
@@ -235,6 +233,15 @@ impl Shown<'_> {
             .and_then(Value::as_object)
             .map(|m| m.iter().map(|(k, v)| (k.clone(), text_of(Some(v)))).collect())
             .unwrap_or_default()
+    }
+}
+
+/// A ledger account's option text: its code, then its name — once, as Sage's display name often
+/// starts with the code already (`2206 VAT on destination sales`).
+fn account_label(code: Option<&str>, name: &str) -> String {
+    match code {
+        Some(c) if !c.is_empty() && !name.starts_with(&format!("{c} ")) && name != c => format!("{c} {name}"),
+        _ => name.to_owned(),
     }
 }
 
@@ -669,6 +676,15 @@ fn flatten(json: &Value) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_code_is_shown_once() {
+        assert_eq!(account_label(Some("2206"), "2206 VAT on destination sales"), "2206 VAT on destination sales");
+        assert_eq!(account_label(Some("4000"), "Sales Type A"), "4000 Sales Type A");
+        assert_eq!(account_label(Some("22"), "2206 VAT"), "22 2206 VAT", "a prefix of another code is not the code");
+        assert_eq!(account_label(None, "Sales"), "Sales");
+        assert_eq!(account_label(Some("4000"), "4000"), "4000");
+    }
 
     /// Every key of the policy (nested ones dotted), from its serialisation.
     fn keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
