@@ -139,11 +139,9 @@ fn options(reference: Option<&ReferenceData>, source: Source) -> Option<Vec<(Str
                 (t.id.clone(), format!("{}{}", t.name, t.percentage.map(|p| format!(" ({p} %)")).unwrap_or_default()))
             })
             .collect(),
-        Source::LedgerAccounts => r
-            .ledger_accounts
-            .iter()
-            .map(|a| (a.id.clone(), account_label(a.code.as_deref(), &a.name)))
-            .collect(),
+        Source::LedgerAccounts => {
+            r.ledger_accounts.iter().map(|a| (a.id.clone(), account_label(a.code.as_deref(), &a.name))).collect()
+        }
         Source::BankAccounts => r.bank_accounts.iter().map(|b| (b.id.clone(), b.name.clone())).collect(),
         Source::PaymentMethods => r.payment_methods.iter().map(|m| (m.id.clone(), m.name.clone())).collect(),
     })
