@@ -48,17 +48,25 @@ fn xero_env(mut c: Command) -> Command {
     c
 }
 
-/// A running `connect`: its stdout lines as they come.
+/// A running `connect`: its stdout lines as they come, and its stderr read all along (at trace
+/// level the logs outgrow a pipe's buffer: a command left to fill it blocks on its next write).
 struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    stderr: std::thread::JoinHandle<String>,
 }
 
 impl Running {
     fn start(mut c: Command) -> Self {
         let mut child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+            err
+        });
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -67,7 +75,7 @@ impl Running {
                 }
             }
         });
-        Self { child, lines, seen: Vec::new() }
+        Self { child, lines, seen: Vec::new(), stderr }
     }
 
     /// The authorize address the command printed.
@@ -84,8 +92,7 @@ impl Running {
     /// Exit code, stdout, stderr.
     fn finish(mut self) -> (Option<i32>, String, String) {
         let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut err).unwrap();
+        let err = self.stderr.join().unwrap();
         self.seen.extend(self.lines.iter());
         (status.code(), self.seen.join("\n"), err)
     }
