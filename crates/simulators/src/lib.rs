@@ -237,22 +237,15 @@ impl SageSimulator {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn serve_on(&self, port: u16) -> std::io::Result<SimServer> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let addr = listener.local_addr()?;
         let sim = self.clone();
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let sim = sim.clone();
-            async move { sim.serve_one(req).await }
-        });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(SimServer { addr, shutdown: Some(tx), task: Some(task) })
+        serve_router(
+            port,
+            axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let sim = sim.clone();
+                async move { sim.serve_one(req).await }
+            }),
+        )
+        .await
     }
 
     async fn serve_one(&self, req: axum::extract::Request) -> axum::response::Response {
@@ -351,4 +344,20 @@ impl Drop for SimServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Serves `app` on `127.0.0.1:port` (0: a free port) until the returned server is shut down or
+/// dropped: the listener and graceful shutdown both simulators use.
+pub(crate) async fn serve_router(port: u16, app: axum::Router) -> std::io::Result<SimServer> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Ok(SimServer { addr, shutdown: Some(tx), task: Some(task) })
 }

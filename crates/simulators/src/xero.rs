@@ -711,22 +711,16 @@ impl XeroSimulator {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn serve_on(&self, port: u16) -> std::io::Result<XeroServer> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let addr = listener.local_addr()?;
         let sim = self.clone();
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let sim = sim.clone();
-            async move { sim.serve_one(req).await }
-        });
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Ok(XeroServer { inner: SimServer { addr, shutdown: Some(tx), task: Some(task) } })
+        let inner = crate::serve_router(
+            port,
+            axum::Router::new().fallback(move |req: axum::extract::Request| {
+                let sim = sim.clone();
+                async move { sim.serve_one(req).await }
+            }),
+        )
+        .await?;
+        Ok(XeroServer { inner })
     }
 
     async fn serve_one(&self, req: axum::extract::Request) -> axum::response::Response {
