@@ -271,6 +271,7 @@ mod from_the_store {
             message: None,
             ledger_id: None,
             exchanges: Vec::new(),
+            recording: None,
             snapshot: None,
         };
         store.finish(run_id, claim, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();

@@ -40,7 +40,12 @@
 //!   resumes at the allocation or the refund and never posts either twice.
 //! - Retryable failures go back in line with the Magento outbox's ladder (60 s, 5 min, 30 min,
 //!   2 h, 6 h, 12 h, then daily; byte8-spec.md 11.5–11.6) up to `max_attempts`, then dead-letter;
-//!   permanent failures dead-letter at once. Every attempt is kept. A deferral (a ledger's daily
+//!   permanent failures dead-letter at once. Every attempt is kept. An operator's retry of a
+//!   dead-lettered or waiting run (`byte8-ledger requeue`, the console's "Retry") gives it a
+//!   fresh set of `max_attempts` whose backoff starts again at the ladder's first step (the
+//!   operator asks for it now, most likely after fixing the cause); its attempt numbers
+//!   continue (attempt 4 after three failed attempts and a retry: [`Run::attempts_before_retry`]).
+//!   A deferral (a ledger's daily
 //!   call budget is spent, [`Error::Deferred`]) waits exactly as long as the ledger says and never
 //!   dead-letters: the outcome says why and until when.
 //!
@@ -131,9 +136,11 @@ pub trait EntitySource: std::fmt::Debug + Send + Sync {
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Attempts before a retryable failure dead-letters.
+    /// Attempts before a retryable failure dead-letters (counted since the run's last retry by
+    /// an operator, if any).
     pub max_attempts: u32,
-    /// Delay before attempt `n + 1` after `n` failed ones (the last entry repeats).
+    /// Delay before attempt `n + 1` after `n` failed ones (the last entry repeats; `n` counted
+    /// since the run's last retry by an operator, if any).
     pub retry_ladder: Vec<Duration>,
     /// How long a claimed run is leased to its worker.
     pub lease: Duration,
@@ -359,6 +366,7 @@ impl SyncEngine {
                                     message: Some(failure.error.to_string()),
                                     ledger_id: None,
                                     exchanges: Vec::new(),
+                                    recording: None,
                                     snapshot: None,
                                 },
                                 next_attempt_at: None,
@@ -568,7 +576,7 @@ impl SyncEngine {
         result: Result<Handled>,
     ) -> Result<Outcome> {
         let now = self.clock.now();
-        let (exchanges, snapshot) = audit();
+        let (exchanges, recording, snapshot) = audit();
         // A batched document's entity is the event's own (the batch's recorder keeps none).
         let snapshot = snapshot.or_else(|| {
             let mut v = serde_json::to_value(event.entity.as_ref()?).ok()?;
@@ -595,6 +603,7 @@ impl SyncEngine {
                                 message: outcome.message.clone(),
                                 ledger_id: Some(id),
                                 exchanges,
+                                recording,
                                 snapshot,
                             },
                             next_attempt_at: None,
@@ -622,6 +631,7 @@ impl SyncEngine {
                                 message: outcome.skip_reason.clone(),
                                 ledger_id: None,
                                 exchanges,
+                                recording,
                                 snapshot,
                             },
                             next_attempt_at: None,
@@ -643,11 +653,16 @@ impl SyncEngine {
         error: Error,
     ) -> Result<Outcome> {
         let now = self.clock.now();
-        let (exchanges, snapshot) = audit();
+        let (exchanges, recording, snapshot) = audit();
+        // The attempts since the run was last retried by an operator (all of them when it never
+        // was): the retry ladder and `max_attempts` count these, so a retried run gets a fresh
+        // set of attempts and its backoff starts again at the ladder's first step, while the
+        // attempt's number (`attempt`) continues the run's count.
+        let round = attempt.saturating_sub(run.attempts_before_retry).max(1);
         // A deferral (a spent daily budget) waits as long as it must and never dead-letters.
-        let retry = error.is_deferred() || (error.is_retryable() && attempt < self.config.max_attempts);
+        let retry = error.is_deferred() || (error.is_retryable() && round < self.config.max_attempts);
         let next = retry.then(|| {
-            let idx = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+            let idx = usize::try_from(round.saturating_sub(1)).unwrap_or(usize::MAX);
             let ladder = &self.config.retry_ladder;
             let base = ladder.get(idx).or(ladder.last()).copied().unwrap_or(Duration::from_secs(60));
             let wait = match error.retry_after() {
@@ -666,8 +681,9 @@ impl SyncEngine {
         } else if retry {
             message.push_str(" (retryable: the event stays queued)");
         } else if error.is_retryable() {
+            let since = if run.attempts_before_retry > 0 { " since its last retry" } else { "" };
             message.push_str(&format!(
-                " (gave up after {attempt} attempts: dead-lettered; `byte8-ledger requeue` puts it back)"
+                " (gave up after {round} attempts{since}: dead-lettered; `byte8-ledger requeue` puts it back)"
             ));
         }
         tracing::warn!(key = %run.idempotency_key, attempt, code = %error.code(), "{message}");
@@ -713,6 +729,7 @@ impl SyncEngine {
                         message: Some(message),
                         ledger_id: None,
                         exchanges,
+                        recording,
                         snapshot,
                     },
                     next_attempt_at: next,
@@ -752,7 +769,15 @@ impl SyncEngine {
 }
 
 /// The exchanges and entity snapshot recorded so far by the task's recorder (none outside one):
-/// what an attempt's record keeps. In a batch every run keeps the exchanges of its batch.
-fn audit() -> (Vec<crate::http::audit::ExchangeRecord>, Option<serde_json::Value>) {
-    crate::http::audit::current().map(|r| (r.exchanges(), r.snapshot())).unwrap_or_default()
+/// what an attempt's record keeps, with where they sit in the recording. In a batch every run
+/// keeps the exchanges of its batch and points at the batch's one recording, which a store keeps
+/// once.
+fn audit() -> (Vec<crate::http::audit::ExchangeRecord>, Option<crate::http::audit::RecordingRef>, Option<serde_json::Value>)
+{
+    crate::http::audit::current()
+        .map(|r| {
+            let (exchanges, recording) = r.recorded();
+            (exchanges, recording, r.snapshot())
+        })
+        .unwrap_or_default()
 }

@@ -26,8 +26,20 @@
 //!   ([`is_secret_name`]: `access_token`, `refresh_token`, `client_secret`, `password`, `api_key`,
 //!   …) is replaced by [`REDACTED`], at any depth of a JSON body and in form-encoded bodies, and a
 //!   `Bearer …` credential anywhere in a body is masked too;
-//! - each body is cut at [`MAX_BODY_CHARS`] characters (the cut is marked), and an attempt keeps
-//!   its last [`MAX_EXCHANGES`] exchanges (a long list walk keeps its end, where a failure is).
+//! - each body is cut at [`MAX_BODY_CHARS`] characters (the cut is marked), and a recording keeps
+//!   the bodies of its last [`MAX_EXCHANGES`] exchanges (a long list walk keeps its end, where a
+//!   failure is); the earlier ones keep their time, method, URL, status and error, so that every
+//!   request is still counted (up to [`MAX_EXCHANGE_ROWS`] per recording).
+//!
+//! # Recordings: a batch's exchanges are kept once
+//!
+//! Every [`Recorder`] has an id ([`Recorder::id`]) and numbers its exchanges from 0. An attempt
+//! keeps a [`RecordingRef`] (the recording and which of its exchanges the attempt saw) beside
+//! the exchanges themselves. A single run's attempt has a recording of its own; the runs of one
+//! batch (Xero takes up to 50 invoices in one request) share their batch's recording, and a store
+//! keeps each exchange of a recording **once** (keyed by recording id and number), however many
+//! runs point at it. That is what makes the count of a business's ledger requests
+//! ([`crate::store::RunStore::ledger_requests`], the console's "rate limit's use") exact.
 
 use std::{
     fmt,
@@ -49,8 +61,24 @@ pub const REDACTED: &str = "[redacted]";
 /// The most characters of one body kept.
 pub const MAX_BODY_CHARS: usize = 16 * 1024;
 
-/// The most exchanges one attempt keeps (the last ones).
+/// The most exchanges of one recording that keep their bodies (the last ones).
 pub const MAX_EXCHANGES: usize = 200;
+
+/// The most exchanges one recording keeps at all (the oldest are dropped past it): far more
+/// than an attempt makes (at Sage's 200 requests a minute, 25 minutes of requests).
+pub const MAX_EXCHANGE_ROWS: usize = 5_000;
+
+/// Which exchanges of a recording an attempt saw: `count` exchanges from number `first` of
+/// recording `id` (see the module's "Recordings").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingRef {
+    /// The recording's id ([`Recorder::id`]).
+    pub id: String,
+    /// The number of the first exchange the attempt saw (0 unless the oldest were dropped).
+    pub first: u64,
+    /// How many exchanges from `first` the attempt saw.
+    pub count: u64,
+}
 
 /// One request a provider sent to its ledger, and the answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,14 +99,29 @@ pub struct ExchangeRecord {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    exchanges: Vec<ExchangeRecord>,
+    id: String,
+    /// The kept exchanges, oldest first; the first one's number is `first`.
+    exchanges: std::collections::VecDeque<ExchangeRecord>,
+    first: u64,
     snapshot: Option<Value>,
 }
 
-/// Collects the exchanges (and the entity snapshot) of one attempt: the engine opens one per
-/// attempt and runs the attempt inside [`Recorder::scope`].
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            exchanges: std::collections::VecDeque::new(),
+            first: 0,
+            snapshot: None,
+        }
+    }
+}
+
+/// Collects the exchanges (and the entity snapshot) of one attempt, or of one batch's attempts:
+/// the engine opens one per attempt (per batch) and runs it inside [`Recorder::scope`]. Each
+/// recorder has a unique id (see the module's "Recordings").
 #[derive(Debug, Clone, Default)]
 pub struct Recorder(Arc<Mutex<State>>);
 
@@ -101,18 +144,43 @@ impl Recorder {
         CURRENT.scope(self.clone(), f).await
     }
 
-    /// Adds one exchange (the oldest is dropped past [`MAX_EXCHANGES`]).
+    /// The recording's id (a random UUID, unique to this recorder).
+    pub fn id(&self) -> String {
+        self.lock().id.clone()
+    }
+
+    /// Adds one exchange: past [`MAX_EXCHANGES`] the bodies of the oldest kept one with bodies
+    /// are dropped, past [`MAX_EXCHANGE_ROWS`] the oldest exchange.
     pub fn push(&self, exchange: ExchangeRecord) {
         let mut s = self.lock();
-        if s.exchanges.len() >= MAX_EXCHANGES {
-            s.exchanges.remove(0);
+        if s.exchanges.len() >= MAX_EXCHANGE_ROWS {
+            s.exchanges.pop_front();
+            s.first += 1;
         }
-        s.exchanges.push(exchange);
+        s.exchanges.push_back(exchange);
+        let n = s.exchanges.len();
+        if n > MAX_EXCHANGES
+            && let Some(old) = s.exchanges.get_mut(n - MAX_EXCHANGES - 1)
+        {
+            old.request_body = None;
+            old.response_body = None;
+        }
     }
 
     /// The exchanges recorded so far, oldest first.
     pub fn exchanges(&self) -> Vec<ExchangeRecord> {
-        self.lock().exchanges.clone()
+        self.lock().exchanges.iter().cloned().collect()
+    }
+
+    /// The exchanges recorded so far with where they sit in the recording (`None` before the
+    /// first exchange).
+    pub fn recorded(&self) -> (Vec<ExchangeRecord>, Option<RecordingRef>) {
+        let s = self.lock();
+        if s.exchanges.is_empty() {
+            return (Vec::new(), None);
+        }
+        let count = u64::try_from(s.exchanges.len()).unwrap_or(u64::MAX);
+        (s.exchanges.iter().cloned().collect(), Some(RecordingRef { id: s.id.clone(), first: s.first, count }))
     }
 
     /// Keeps the canonical entity the attempt worked on (what a run's page compares with the
@@ -434,9 +502,33 @@ mod tests {
     }
 
     #[test]
-    fn an_attempt_keeps_its_last_exchanges() {
+    fn a_recording_keeps_the_bodies_of_its_last_exchanges_and_counts_every_one() {
         let rec = Recorder::new();
         for i in 0..MAX_EXCHANGES + 5 {
+            rec.push(ExchangeRecord {
+                at: t(),
+                method: "GET".into(),
+                url: format!("/p/{i}"),
+                status: Some(200),
+                request_body: Some(format!("q{i}")),
+                response_body: Some(format!("a{i}")),
+                error: None,
+            });
+        }
+        let (got, at) = rec.recorded();
+        assert_eq!(got.len(), MAX_EXCHANGES + 5, "every request is kept");
+        assert_eq!(at, Some(RecordingRef { id: rec.id(), first: 0, count: (MAX_EXCHANGES + 5) as u64 }));
+        assert!(got[..5].iter().all(|e| e.request_body.is_none() && e.response_body.is_none()), "the oldest lose their bodies");
+        assert_eq!(got[4].url, "/p/4", "but keep their URL");
+        assert_eq!(got[5].request_body.as_deref(), Some("q5"));
+        assert_eq!(got.last().and_then(|e| e.response_body.as_deref()), Some(format!("a{}", MAX_EXCHANGES + 4).as_str()));
+        assert_ne!(Recorder::new().id(), rec.id(), "each recording has its own id");
+    }
+
+    #[test]
+    fn a_recording_drops_its_oldest_exchanges_past_the_row_limit() {
+        let rec = Recorder::new();
+        for i in 0..MAX_EXCHANGE_ROWS + 5 {
             rec.push(ExchangeRecord {
                 at: t(),
                 method: "GET".into(),
@@ -447,9 +539,10 @@ mod tests {
                 error: None,
             });
         }
-        let got = rec.exchanges();
-        assert_eq!(got.len(), MAX_EXCHANGES);
+        let (got, at) = rec.recorded();
+        assert_eq!(got.len(), MAX_EXCHANGE_ROWS);
         assert_eq!(got[0].url, "/p/5");
-        assert_eq!(got.last().map(|e| e.url.as_str()), Some(format!("/p/{}", MAX_EXCHANGES + 4).as_str()));
+        assert_eq!(at.map(|r| (r.first, r.count)), Some((5, MAX_EXCHANGE_ROWS as u64)));
+        assert_eq!(got.last().map(|e| e.url.as_str()), Some(format!("/p/{}", MAX_EXCHANGE_ROWS + 4).as_str()));
     }
 }

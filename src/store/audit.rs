@@ -27,7 +27,30 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{AttemptRecord, Run, RunId, RunStatus, RunStore};
-use crate::error::Result;
+use crate::{
+    error::Result,
+    http::audit::{ExchangeRecord, RecordingRef},
+};
+
+/// A business's ledger requests in a time span ([`RunStore::ledger_requests`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestCount {
+    /// Requests sent (answered or not), each once.
+    pub requests: u64,
+    /// Of which the ledger answered 429 (too many requests).
+    pub rate_limited: u64,
+}
+
+impl RequestCount {
+    /// Counts `exchanges` at or after `since` (the in-memory reference of the SQL stores' count).
+    pub fn of<'a>(exchanges: impl IntoIterator<Item = &'a ExchangeRecord>, since: DateTime<Utc>) -> Self {
+        exchanges.into_iter().filter(|e| e.at >= since).fold(Self::default(), |mut c, e| {
+            c.requests += 1;
+            c.rate_limited += u64::from(e.status == Some(429));
+            c
+        })
+    }
+}
 
 /// The most runs one page of [`RunStore::query_runs`] holds.
 pub const MAX_PAGE_SIZE: u32 = 200;
@@ -285,30 +308,48 @@ pub async fn run_detail(store: &(impl RunStore + ?Sized), id: RunId) -> Result<O
     Ok(Some(RunDetail { run, event, attempts, ledger, diff }))
 }
 
-/// An attempt's `exchanges` and `snapshot` columns as the SQL stores keep them (JSON text; no
-/// exchange and no snapshot are NULL).
-///
-/// # Errors
-/// [`crate::Error::Internal`] if they cannot be serialised (they always can).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn audit_columns(a: &AttemptRecord) -> Result<(Option<String>, Option<String>)> {
-    let err = |e: serde_json::Error| crate::Error::internal(format!("cannot serialise an attempt's audit: {e}"));
-    let exchanges = if a.exchanges.is_empty() { None } else { Some(serde_json::to_string(&a.exchanges).map_err(err)?) };
-    let snapshot = a.snapshot.as_ref().map(serde_json::to_string).transpose().map_err(err)?;
-    Ok((exchanges, snapshot))
+/// Where an attempt's exchanges are stored: its [`AttemptRecord::recording`] with `count` set to
+/// the exchanges it carries, or a recording of its own when it names none; `None` without an
+/// exchange. Every store keeps exchanges under this (see [`crate::http::audit`]'s "Recordings").
+pub(crate) fn recording_of(a: &AttemptRecord) -> Option<RecordingRef> {
+    if a.exchanges.is_empty() {
+        return None;
+    }
+    let count = u64::try_from(a.exchanges.len()).unwrap_or(u64::MAX);
+    Some(match &a.recording {
+        Some(r) => RecordingRef { id: r.id.clone(), first: r.first, count },
+        None => RecordingRef { id: uuid::Uuid::new_v4().simple().to_string(), first: 0, count },
+    })
 }
 
-/// Reads a stored `exchanges` column (a row that no longer reads shows none, with a warning:
-/// the audit trail must not hide the run).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn read_exchanges(text: Option<String>) -> Vec<crate::http::audit::ExchangeRecord> {
-    text.map(|t| {
-        serde_json::from_str(&t).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "a stored attempt's exchanges do not read; shown as none");
-            Vec::new()
-        })
+/// The exchanges of `recording` with their numbers in it (`first`, `first + 1`, …).
+pub(crate) fn numbered<'a>(
+    recording: &RecordingRef,
+    exchanges: &'a [ExchangeRecord],
+) -> impl Iterator<Item = (i64, &'a ExchangeRecord)> {
+    let first = recording.first;
+    exchanges.iter().enumerate().map(move |(i, e)| {
+        let n = first.saturating_add(u64::try_from(i).unwrap_or(u64::MAX));
+        (i64::try_from(n).unwrap_or(i64::MAX), e)
     })
-    .unwrap_or_default()
+}
+
+/// The exchanges one `INSERT` of the SQL stores writes at most (SQLite's and PostgreSQL's bound
+/// parameters: 10 a row).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const EXCHANGES_PER_INSERT: usize = 500;
+
+/// An attempt's `snapshot` column as the SQL stores keep it (JSON text; none is NULL).
+///
+/// # Errors
+/// [`crate::Error::Internal`] if it cannot be serialised (it always can).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn snapshot_column(a: &AttemptRecord) -> Result<Option<String>> {
+    a.snapshot
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| crate::Error::internal(format!("cannot serialise an attempt's snapshot: {e}")))
 }
 
 /// Reads a stored `snapshot` column.

@@ -85,6 +85,7 @@ fn result(key: &str, status: RunStatus, number: u32, next: Option<DateTime<Utc>>
             message: (sync == SyncStatus::Failed).then(|| format!("attempt {number} failed")),
             ledger_id: (sync == SyncStatus::Synced).then(|| "L1".into()),
             exchanges: Vec::new(),
+            recording: None,
             snapshot: None,
         },
         next_attempt_at: next,

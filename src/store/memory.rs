@@ -22,7 +22,11 @@ struct State {
     runs: BTreeMap<RunId, Run>,
     lease: HashMap<RunId, DateTime<Utc>>,
     fingerprints: HashMap<RunId, String>,
+    /// Attempts as stored: their exchanges are kept once, in `exchanges`, under their recording.
     attempts: HashMap<RunId, Vec<AttemptRecord>>,
+    /// Every recorded exchange by (recording, number), with its business: each kept once however
+    /// many runs of a batch point at it.
+    exchanges: BTreeMap<(String, u64), (String, crate::http::audit::ExchangeRecord)>,
     next: RunId,
     xrefs: BTreeMap<(String, XrefKind, String), Xref>,
     connections: BTreeMap<String, Connection>,
@@ -122,6 +126,7 @@ impl RunStore for MemoryStore {
                 policy: run.policy,
                 status: RunStatus::Queued,
                 attempts: 0,
+                attempts_before_retry: 0,
                 next_attempt_at: None,
                 outcome: None,
                 created_at: run.received_at,
@@ -195,7 +200,17 @@ impl RunStore for MemoryStore {
             return Err(super::claim_lost(id, claim));
         }
         s.lease.remove(&id);
-        s.attempts.entry(id).or_default().push(result.attempt.clone());
+        let scope = s.runs.get(&id).map(|r| r.scope.clone()).unwrap_or_default();
+        let mut attempt = result.attempt.clone();
+        attempt.recording = super::audit::recording_of(&attempt);
+        if let Some(r) = &attempt.recording {
+            for (n, e) in super::audit::numbered(r, &attempt.exchanges) {
+                let key = (r.id.clone(), u64::try_from(n).unwrap_or(0));
+                s.exchanges.entry(key).or_insert_with(|| (scope.clone(), e.clone()));
+            }
+        }
+        attempt.exchanges = Vec::new();
+        s.attempts.entry(id).or_default().push(attempt);
         if let Some(r) = s.runs.get_mut(&id) {
             r.status = result.status;
             r.attempts = result.attempt.number;
@@ -221,7 +236,7 @@ impl RunStore for MemoryStore {
         if let Some(r) = s.runs.get_mut(&id) {
             r.status = RunStatus::Queued;
             r.next_attempt_at = None;
-            r.attempts = 0;
+            r.attempts_before_retry = r.attempts;
             r.updated_at = now;
         }
         Ok(true)
@@ -242,7 +257,20 @@ impl RunStore for MemoryStore {
     }
 
     async fn attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>> {
-        Ok(self.lock().attempts.get(&id).cloned().unwrap_or_default())
+        let s = self.lock();
+        let mut attempts = s.attempts.get(&id).cloned().unwrap_or_default();
+        for a in &mut attempts {
+            if let Some(r) = &a.recording {
+                let end = r.first.saturating_add(r.count);
+                a.exchanges = s.exchanges.range((r.id.clone(), r.first)..(r.id.clone(), end)).map(|(_, (_, e))| e.clone()).collect();
+            }
+        }
+        Ok(attempts)
+    }
+
+    async fn ledger_requests(&self, scope: &str, since: DateTime<Utc>) -> Result<super::audit::RequestCount> {
+        let s = self.lock();
+        Ok(super::audit::RequestCount::of(s.exchanges.values().filter(|(sc, _)| sc == scope).map(|(_, e)| e), since))
     }
 
     async fn counts(&self, scope: &str) -> Result<BTreeMap<RunStatus, u64>> {
@@ -298,7 +326,7 @@ impl RunStore for MemoryStore {
         };
         r.status = RunStatus::Queued;
         r.next_attempt_at = None;
-        r.attempts = 0;
+        r.attempts_before_retry = r.attempts;
         r.updated_at = now;
         Ok(true)
     }
@@ -313,7 +341,7 @@ impl RunStore for MemoryStore {
         }) {
             r.status = RunStatus::Queued;
             r.next_attempt_at = None;
-            r.attempts = 0;
+            r.attempts_before_retry = r.attempts;
             r.updated_at = now;
             n += 1;
         }

@@ -188,8 +188,16 @@ pub struct Run {
     pub policy: Option<String>,
     /// Where the run stands: queued, running, synced, skipped or dead-lettered.
     pub status: RunStatus,
-    /// Attempts made.
+    /// Attempts made over the run's whole life: the last attempt's number. An operator's retry
+    /// ([`RunStore::requeue`], [`RunStore::requeue_run`]) does not reset it, so the next
+    /// attempt of a retried run is numbered after the earlier ones (attempt 3 after two failed
+    /// attempts and a retry).
     pub attempts: u32,
+    /// The attempts made before the run was last put back in line by a retry (0 when it never
+    /// was): the engine's retry ladder and `max_attempts` count only the attempts since
+    /// (`attempts − attempts_before_retry`), so a retried run gets a fresh set of attempts and
+    /// its backoff starts again at the first step.
+    pub attempts_before_retry: u32,
     /// Not before.
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The last outcome (terminal, or the last failed attempt of a queued run).
@@ -203,7 +211,8 @@ pub struct Run {
 /// One attempt of a run, for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
-    /// The attempt number (1-based).
+    /// The attempt number (1-based), counted over the run's whole life: it continues across
+    /// retries (see [`Run::attempts`]).
     pub number: u32,
     /// When the attempt started.
     pub started_at: DateTime<Utc>,
@@ -224,6 +233,12 @@ pub struct AttemptRecord {
     /// before migration `0008_run_audit`.
     #[serde(default)]
     pub exchanges: Vec<crate::http::audit::ExchangeRecord>,
+    /// Where `exchanges` sit in their recording ([`crate::http::audit`]'s "Recordings"): the
+    /// runs of one batch point at the same recording, whose exchanges a store keeps once. `None`
+    /// with no exchange; a store gives an attempt recorded with exchanges but without a
+    /// recording one of its own.
+    #[serde(default)]
+    pub recording: Option<crate::http::audit::RecordingRef>,
     /// The canonical entity the attempt worked on, as JSON (secret-named fields redacted): the
     /// event's own, or the one fetched from Magento. A run's page compares an upsert's snapshot
     /// with the previous run's ([`crate::store::audit::snapshot_diff`]). `None` when the attempt
@@ -320,6 +335,8 @@ pub trait RunStore: fmt::Debug + Send + Sync {
     async fn finish(&self, id: RunId, claim: i64, result: RunResult) -> Result<()>;
 
     /// Puts a dead-lettered (or queued) run back in line, due now. False when there is none.
+    /// Its attempt count is kept (the next attempt's number continues it) and
+    /// [`Run::attempts_before_retry`] takes it, so the run gets a fresh set of attempts.
     async fn requeue(&self, scope: &str, idempotency_key: &str, now: DateTime<Utc>) -> Result<bool>;
 
     /// A run by id.
@@ -366,8 +383,9 @@ pub trait RunStore: fmt::Debug + Send + Sync {
     }
 
     /// Puts run `id` back in line, due now, when it is dead-lettered or queued (a failed attempt
-    /// waiting for its retry time): the console's "Retry". Its attempts count starts again
-    /// (as [`requeue`](Self::requeue)); its earlier attempts stay in the audit trail. False when
+    /// waiting for its retry time): the console's "Retry". As with [`requeue`](Self::requeue),
+    /// its attempt numbers continue and its retries start afresh; its earlier attempts stay in
+    /// the audit trail. False when
     /// there is no such run or it is running, synced or skipped.
     ///
     /// # Errors
@@ -385,6 +403,18 @@ pub trait RunStore: fmt::Debug + Send + Sync {
     async fn requeue_dead_letters(&self, scope: &str, tenant: Option<&str>, now: DateTime<Utc>) -> Result<u64> {
         let _ = (scope, tenant, now);
         Err(crate::Error::Unsupported { operation: "requeueing dead letters".into(), provider: "store" })
+    }
+
+    /// The ledger requests recorded for `scope`'s runs at or after `since` (their exchanges,
+    /// [`AttemptRecord::exchanges`]), each counted once however many runs of a batch it
+    /// carried, and how many of them the ledger refused with 429: the console's "rate limit's
+    /// use in the last hour".
+    ///
+    /// # Errors
+    /// [`crate::Error::Unsupported`] by default (a store that keeps no exchanges).
+    async fn ledger_requests(&self, scope: &str, since: DateTime<Utc>) -> Result<audit::RequestCount> {
+        let _ = (scope, since);
+        Err(crate::Error::Unsupported { operation: "counting ledger requests".into(), provider: "store" })
     }
 }
 

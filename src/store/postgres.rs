@@ -69,14 +69,20 @@ use sqlx::{
 use super::{
     AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, RunStore,
     Xref, XrefKind, XrefState, XrefStore,
-    audit::{RunPage, RunQuery, audit_columns, increment_id_in, increment_id_of_raw, read_exchanges, read_snapshot},
+    audit::{
+        EXCHANGES_PER_INSERT, RequestCount, RunPage, RunQuery, increment_id_in, increment_id_of_raw, numbered,
+        read_snapshot, recording_of, snapshot_column,
+    },
     crypto::{MasterKey, open_tokens, seal_tokens},
 };
 use crate::{
     auth::{RefreshGuard, TokenSet},
     clock::Clock,
     error::{Error, ErrorCode, Result},
-    http::limit::{RateConfig, RateLimiter, SharedLimit, Window},
+    http::{
+        audit::{ExchangeRecord, RecordingRef},
+        limit::{RateConfig, RateLimiter, SharedLimit, Window},
+    },
     reference::ReferenceData,
 };
 
@@ -224,11 +230,73 @@ impl PostgresStore {
     }
 }
 
+/// Stores the exchanges of `recording` (each once: an exchange a run of the same batch stored
+/// already is left as it is).
+async fn insert_exchanges(
+    conn: &mut PgConnection,
+    scope: &str,
+    recording: &RecordingRef,
+    exchanges: &[ExchangeRecord],
+) -> Result<()> {
+    let rows: Vec<(i64, &ExchangeRecord)> = numbered(recording, exchanges).collect();
+    for chunk in rows.chunks(EXCHANGES_PER_INSERT) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO exchanges (recording, seq, scope, at, method, url, status, request_body, response_body, error) ",
+        );
+        qb.push_values(chunk, |mut b, (seq, e)| {
+            b.push_bind(text(&recording.id).into_owned())
+                .push_bind(*seq)
+                .push_bind(text(scope).into_owned())
+                .push_bind(e.at)
+                .push_bind(text(&e.method).into_owned())
+                .push_bind(text(&e.url).into_owned())
+                .push_bind(e.status.map(i32::from))
+                .push_bind(e.request_body.as_deref().map(|t| text(t).into_owned()))
+                .push_bind(e.response_body.as_deref().map(|t| text(t).into_owned()))
+                .push_bind(e.error.as_deref().map(|t| text(t).into_owned()));
+        });
+        qb.push(" ON CONFLICT (recording, seq) DO NOTHING");
+        qb.build().execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The exchanges `recording` points at, in order.
+async fn read_exchanges(pool: &PgPool, recording: &RecordingRef) -> Result<Vec<ExchangeRecord>> {
+    let from = i64::try_from(recording.first).unwrap_or(i64::MAX);
+    let to = from.saturating_add(i64::try_from(recording.count).unwrap_or(i64::MAX));
+    let rows = sqlx::query(
+        "SELECT at, method, url, status, request_body, response_body, error FROM exchanges \
+         WHERE recording = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+    )
+    .bind(text(&recording.id))
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            let status: Option<i32> = r.try_get("status").map_err(db)?;
+            Ok(ExchangeRecord {
+                at: r.try_get("at").map_err(db)?,
+                method: r.try_get("method").map_err(db)?,
+                url: r.try_get("url").map_err(db)?,
+                status: status.and_then(|s| u16::try_from(s).ok()),
+                request_body: r.try_get("request_body").map_err(db)?,
+                response_body: r.try_get("response_body").map_err(db)?,
+                error: r.try_get("error").map_err(db)?,
+            })
+        })
+        .collect()
+}
+
 fn run_from(row: &PgRow) -> Result<Run> {
     let status: String = row.try_get("status").map_err(db)?;
     let outcome: Option<String> = row.try_get("outcome").map_err(db)?;
     let entity: Option<i64> = row.try_get("magento_entity_id").map_err(db)?;
     let attempts: i64 = row.try_get("attempts").map_err(db)?;
+    let before_retry: i64 = row.try_get("attempts_before_retry").map_err(db)?;
     let raw: Vec<u8> = row.try_get("raw").map_err(db)?;
     Ok(Run {
         id: row.try_get("id").map_err(db)?,
@@ -243,6 +311,7 @@ fn run_from(row: &PgRow) -> Result<Run> {
         status: RunStatus::parse(&status)
             .ok_or_else(|| Error::database(format!("unknown run status {status}"), false, None))?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        attempts_before_retry: u32::try_from(before_retry).unwrap_or(0),
         next_attempt_at: row.try_get("next_attempt_at").map_err(db)?,
         outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
         created_at: row.try_get("created_at").map_err(db)?,
@@ -428,7 +497,7 @@ impl RunStore for PostgresStore {
         let done = sqlx::query(
             "UPDATE runs SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, outcome = $4, \
              updated_at = $5, ledger_id = $8, ledger_reference = $9, increment_id = COALESCE(increment_id, $10) \
-             WHERE id = $6 AND status = 'running' AND claim = $7",
+             WHERE id = $6 AND status = 'running' AND claim = $7 RETURNING scope",
         )
         .bind(result.status.as_str())
         .bind(i64::from(a.number))
@@ -440,17 +509,22 @@ impl RunStore for PostgresStore {
         .bind(opt_text(result.outcome.provider_entity_id.as_deref()))
         .bind(opt_text(result.outcome.provider_reference.as_deref()))
         .bind(increment_id_in(a.snapshot.as_ref()).map(|v| text(&v).into_owned()))
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-        if done.rows_affected() == 0 {
+        let Some(done) = done else {
             tx.rollback().await.map_err(db)?;
             return Err(super::claim_lost(id, claim));
+        };
+        let scope: String = done.try_get("scope").map_err(db)?;
+        let recording = recording_of(a);
+        if let Some(r) = &recording {
+            insert_exchanges(&mut tx, &scope, r, &a.exchanges).await?;
         }
-        let (exchanges, snapshot) = audit_columns(a)?;
         sqlx::query(
             "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id, \
-             exchanges, snapshot) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             recording, recording_first, recording_count, snapshot) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(id)
         .bind(i64::from(a.number))
@@ -460,8 +534,10 @@ impl RunStore for PostgresStore {
         .bind(a.error_code.map(ErrorCode::as_str))
         .bind(opt_text(a.message.as_deref()))
         .bind(opt_text(a.ledger_id.as_deref()))
-        .bind(opt_text(exchanges.as_deref()))
-        .bind(opt_text(snapshot.as_deref()))
+        .bind(recording.as_ref().map(|r| text(&r.id).into_owned()))
+        .bind(recording.as_ref().map(|r| i64::try_from(r.first).unwrap_or(i64::MAX)))
+        .bind(recording.as_ref().map(|r| i64::try_from(r.count).unwrap_or(i64::MAX)))
+        .bind(opt_text(snapshot_column(a)?.as_deref()))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -470,7 +546,7 @@ impl RunStore for PostgresStore {
 
     async fn requeue(&self, scope: &str, idempotency_key: &str, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = $1 \
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts_before_retry = attempts, lease_until = NULL, updated_at = $1 \
              WHERE id = (SELECT id FROM runs WHERE scope = $2 AND idempotency_key = $3 ORDER BY id DESC LIMIT 1) \
              AND status IN ('dead_lettered', 'queued')",
         )
@@ -505,23 +581,53 @@ impl RunStore for PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let code: Option<String> = r.try_get("error_code").map_err(db)?;
-                let number: i64 = r.try_get("number").map_err(db)?;
-                Ok(AttemptRecord {
-                    number: u32::try_from(number).unwrap_or(u32::MAX),
-                    started_at: r.try_get("started_at").map_err(db)?,
-                    finished_at: r.try_get("finished_at").map_err(db)?,
-                    result: r.try_get("result").map_err(db)?,
-                    error_code: code.and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
-                    message: r.try_get("message").map_err(db)?,
-                    ledger_id: r.try_get("ledger_id").map_err(db)?,
-                    exchanges: read_exchanges(r.try_get("exchanges").map_err(db)?),
-                    snapshot: read_snapshot(r.try_get("snapshot").map_err(db)?),
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let code: Option<String> = r.try_get("error_code").map_err(db)?;
+            let number: i64 = r.try_get("number").map_err(db)?;
+            let recording = match r.try_get::<Option<String>, _>("recording").map_err(db)? {
+                Some(rid) => Some(RecordingRef {
+                    id: rid,
+                    first: u64::try_from(r.try_get::<Option<i64>, _>("recording_first").map_err(db)?.unwrap_or(0))
+                        .unwrap_or(0),
+                    count: u64::try_from(r.try_get::<Option<i64>, _>("recording_count").map_err(db)?.unwrap_or(0))
+                        .unwrap_or(0),
+                }),
+                None => None,
+            };
+            let exchanges = match &recording {
+                Some(rec) => read_exchanges(&self.pool, rec).await?,
+                None => Vec::new(),
+            };
+            out.push(AttemptRecord {
+                number: u32::try_from(number).unwrap_or(u32::MAX),
+                started_at: r.try_get("started_at").map_err(db)?,
+                finished_at: r.try_get("finished_at").map_err(db)?,
+                result: r.try_get("result").map_err(db)?,
+                error_code: code.and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
+                message: r.try_get("message").map_err(db)?,
+                ledger_id: r.try_get("ledger_id").map_err(db)?,
+                exchanges,
+                recording,
+                snapshot: read_snapshot(r.try_get("snapshot").map_err(db)?),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn ledger_requests(&self, scope: &str, since: DateTime<Utc>) -> Result<RequestCount> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COUNT(*) FILTER (WHERE status = 429) AS refused FROM exchanges \
+             WHERE scope = $1 AND at >= $2",
+        )
+        .bind(text(scope))
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let n: i64 = row.try_get("n").map_err(db)?;
+        let refused: i64 = row.try_get("refused").map_err(db)?;
+        Ok(RequestCount { requests: u64::try_from(n).unwrap_or(0), rate_limited: u64::try_from(refused).unwrap_or(0) })
     }
 
     async fn counts(&self, scope: &str) -> Result<BTreeMap<RunStatus, u64>> {
@@ -560,7 +666,7 @@ impl RunStore for PostgresStore {
 
     async fn requeue_run(&self, id: RunId, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = $1 \
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts_before_retry = attempts, lease_until = NULL, updated_at = $1 \
              WHERE id = $2 AND status IN ('dead_lettered', 'queued')",
         )
         .bind(now)
@@ -573,7 +679,7 @@ impl RunStore for PostgresStore {
 
     async fn requeue_dead_letters(&self, scope: &str, tenant: Option<&str>, now: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = $1 \
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts_before_retry = attempts, lease_until = NULL, updated_at = $1 \
              WHERE scope = $2 AND status = 'dead_lettered' AND ($3::text IS NULL OR tenant_id = $3)",
         )
         .bind(now)

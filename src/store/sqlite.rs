@@ -61,7 +61,69 @@ fn time(v: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_micros(v).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
-use super::audit::{audit_columns, read_exchanges, read_snapshot};
+use super::audit::{EXCHANGES_PER_INSERT, RequestCount, numbered, read_snapshot, recording_of, snapshot_column};
+use crate::http::audit::{ExchangeRecord, RecordingRef};
+
+/// Stores the exchanges of `recording` (each once: an exchange a run of the same batch stored
+/// already is left as it is).
+async fn insert_exchanges(
+    conn: &mut sqlx::SqliteConnection,
+    scope: &str,
+    recording: &RecordingRef,
+    exchanges: &[ExchangeRecord],
+) -> Result<()> {
+    let rows: Vec<(i64, &ExchangeRecord)> = numbered(recording, exchanges).collect();
+    for chunk in rows.chunks(EXCHANGES_PER_INSERT) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO exchanges (recording, seq, scope, at, method, url, status, request_body, response_body, error) ",
+        );
+        qb.push_values(chunk, |mut b, (seq, e)| {
+            b.push_bind(recording.id.clone())
+                .push_bind(*seq)
+                .push_bind(scope.to_owned())
+                .push_bind(micros(e.at))
+                .push_bind(e.method.clone())
+                .push_bind(e.url.clone())
+                .push_bind(e.status.map(i64::from))
+                .push_bind(e.request_body.clone())
+                .push_bind(e.response_body.clone())
+                .push_bind(e.error.clone());
+        });
+        qb.push(" ON CONFLICT (recording, seq) DO NOTHING");
+        qb.build().execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The exchanges `recording` points at, in order.
+async fn read_exchanges(pool: &SqlitePool, recording: &RecordingRef) -> Result<Vec<ExchangeRecord>> {
+    let from = i64::try_from(recording.first).unwrap_or(i64::MAX);
+    let to = from.saturating_add(i64::try_from(recording.count).unwrap_or(i64::MAX));
+    let rows = sqlx::query(
+        "SELECT at, method, url, status, request_body, response_body, error FROM exchanges \
+         WHERE recording = ? AND seq >= ? AND seq < ? ORDER BY seq",
+    )
+    .bind(&recording.id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            let status: Option<i64> = r.try_get("status").map_err(db)?;
+            Ok(ExchangeRecord {
+                at: time(r.try_get("at").map_err(db)?),
+                method: r.try_get("method").map_err(db)?,
+                url: r.try_get("url").map_err(db)?,
+                status: status.and_then(|s| u16::try_from(s).ok()),
+                request_body: r.try_get("request_body").map_err(db)?,
+                response_body: r.try_get("response_body").map_err(db)?,
+                error: r.try_get("error").map_err(db)?,
+            })
+        })
+        .collect()
+}
 
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `path` and migrates it. `key` encrypts
@@ -131,6 +193,7 @@ fn run_from(row: &SqliteRow) -> Result<Run> {
     let outcome: Option<String> = row.try_get("outcome").map_err(db)?;
     let entity: Option<i64> = row.try_get("magento_entity_id").map_err(db)?;
     let attempts: i64 = row.try_get("attempts").map_err(db)?;
+    let before_retry: i64 = row.try_get("attempts_before_retry").map_err(db)?;
     Ok(Run {
         id: row.try_get("id").map_err(db)?,
         scope: row.try_get("scope").map_err(db)?,
@@ -144,6 +207,7 @@ fn run_from(row: &SqliteRow) -> Result<Run> {
         status: RunStatus::parse(&status)
             .ok_or_else(|| Error::database(format!("unknown run status {status}"), false, None))?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        attempts_before_retry: u32::try_from(before_retry).unwrap_or(0),
         next_attempt_at: row.try_get::<Option<i64>, _>("next_attempt_at").map_err(db)?.map(time),
         outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
         created_at: time(row.try_get("created_at").map_err(db)?),
@@ -338,7 +402,7 @@ impl RunStore for SqliteStore {
         let done = sqlx::query(
             "UPDATE runs SET status = ?, attempts = ?, next_attempt_at = ?, lease_until = NULL, outcome = ?, updated_at = ?, \
              ledger_id = ?, ledger_reference = ?, increment_id = COALESCE(increment_id, ?) \
-             WHERE id = ? AND status = 'running' AND claim = ?",
+             WHERE id = ? AND status = 'running' AND claim = ? RETURNING scope",
         )
         .bind(result.status.as_str())
         .bind(i64::from(a.number))
@@ -350,17 +414,21 @@ impl RunStore for SqliteStore {
         .bind(increment_id_in(a.snapshot.as_ref()))
         .bind(id)
         .bind(claim)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-        if done.rows_affected() == 0 {
+        let Some(done) = done else {
             tx.rollback().await.map_err(db)?;
             return Err(super::claim_lost(id, claim));
+        };
+        let scope: String = done.try_get("scope").map_err(db)?;
+        let recording = recording_of(a);
+        if let Some(r) = &recording {
+            insert_exchanges(&mut tx, &scope, r, &a.exchanges).await?;
         }
-        let (exchanges, snapshot) = audit_columns(a)?;
         sqlx::query(
             "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id, \
-             exchanges, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             recording, recording_first, recording_count, snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id)
         .bind(i64::from(a.number))
@@ -370,8 +438,10 @@ impl RunStore for SqliteStore {
         .bind(a.error_code.map(ErrorCode::as_str))
         .bind(&a.message)
         .bind(&a.ledger_id)
-        .bind(exchanges)
-        .bind(snapshot)
+        .bind(recording.as_ref().map(|r| r.id.clone()))
+        .bind(recording.as_ref().map(|r| i64::try_from(r.first).unwrap_or(i64::MAX)))
+        .bind(recording.as_ref().map(|r| i64::try_from(r.count).unwrap_or(i64::MAX)))
+        .bind(snapshot_column(a)?)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -380,7 +450,7 @@ impl RunStore for SqliteStore {
 
     async fn requeue(&self, scope: &str, idempotency_key: &str, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = ? \
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts_before_retry = attempts, lease_until = NULL, updated_at = ? \
              WHERE id = (SELECT id FROM runs WHERE scope = ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1) \
              AND status IN ('dead_lettered', 'queued')",
         )
@@ -415,23 +485,52 @@ impl RunStore for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                let code: Option<String> = r.try_get("error_code").map_err(db)?;
-                let number: i64 = r.try_get("number").map_err(db)?;
-                Ok(AttemptRecord {
-                    number: u32::try_from(number).unwrap_or(u32::MAX),
-                    started_at: time(r.try_get("started_at").map_err(db)?),
-                    finished_at: time(r.try_get("finished_at").map_err(db)?),
-                    result: r.try_get("result").map_err(db)?,
-                    error_code: code.and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
-                    message: r.try_get("message").map_err(db)?,
-                    ledger_id: r.try_get("ledger_id").map_err(db)?,
-                    exchanges: read_exchanges(r.try_get("exchanges").map_err(db)?),
-                    snapshot: read_snapshot(r.try_get("snapshot").map_err(db)?),
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let code: Option<String> = r.try_get("error_code").map_err(db)?;
+            let number: i64 = r.try_get("number").map_err(db)?;
+            let recording = match r.try_get::<Option<String>, _>("recording").map_err(db)? {
+                Some(rid) => Some(RecordingRef {
+                    id: rid,
+                    first: u64::try_from(r.try_get::<Option<i64>, _>("recording_first").map_err(db)?.unwrap_or(0))
+                        .unwrap_or(0),
+                    count: u64::try_from(r.try_get::<Option<i64>, _>("recording_count").map_err(db)?.unwrap_or(0))
+                        .unwrap_or(0),
+                }),
+                None => None,
+            };
+            let exchanges = match &recording {
+                Some(rec) => read_exchanges(&self.pool, rec).await?,
+                None => Vec::new(),
+            };
+            out.push(AttemptRecord {
+                number: u32::try_from(number).unwrap_or(u32::MAX),
+                started_at: time(r.try_get("started_at").map_err(db)?),
+                finished_at: time(r.try_get("finished_at").map_err(db)?),
+                result: r.try_get("result").map_err(db)?,
+                error_code: code.and_then(|c| serde_json::from_value(serde_json::Value::String(c)).ok()),
+                message: r.try_get("message").map_err(db)?,
+                ledger_id: r.try_get("ledger_id").map_err(db)?,
+                exchanges,
+                recording,
+                snapshot: read_snapshot(r.try_get("snapshot").map_err(db)?),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn ledger_requests(&self, scope: &str, since: DateTime<Utc>) -> Result<RequestCount> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(status = 429), 0) AS refused FROM exchanges WHERE scope = ? AND at >= ?",
+        )
+        .bind(scope)
+        .bind(micros(since))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let n: i64 = row.try_get("n").map_err(db)?;
+        let refused: i64 = row.try_get("refused").map_err(db)?;
+        Ok(RequestCount { requests: u64::try_from(n).unwrap_or(0), rate_limited: u64::try_from(refused).unwrap_or(0) })
     }
 
     async fn counts(&self, scope: &str) -> Result<BTreeMap<RunStatus, u64>> {
@@ -491,7 +590,7 @@ impl RunStore for SqliteStore {
 
     async fn requeue_run(&self, id: RunId, now: DateTime<Utc>) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = ? \
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts_before_retry = attempts, lease_until = NULL, updated_at = ? \
              WHERE id = ? AND status IN ('dead_lettered', 'queued')",
         )
         .bind(micros(now))
@@ -504,7 +603,7 @@ impl RunStore for SqliteStore {
 
     async fn requeue_dead_letters(&self, scope: &str, tenant: Option<&str>, now: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts = 0, lease_until = NULL, updated_at = ? \
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts_before_retry = attempts, lease_until = NULL, updated_at = ? \
              WHERE scope = ? AND status = 'dead_lettered' AND (? IS NULL OR tenant_id = ?)",
         )
         .bind(micros(now))

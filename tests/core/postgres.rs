@@ -76,6 +76,7 @@ fn synced(key: &str, number: u32) -> RunResult {
             message: None,
             ledger_id: Some("L1".into()),
             exchanges: Vec::new(),
+            recording: None,
             snapshot: None,
         },
         next_attempt_at: None,

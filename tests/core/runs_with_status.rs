@@ -54,6 +54,7 @@ fn finished(key: &str, status: RunStatus) -> RunResult {
             message: None,
             ledger_id: None,
             exchanges: Vec::new(),
+            recording: None,
             snapshot: None,
         },
         next_attempt_at: None,

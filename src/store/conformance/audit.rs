@@ -76,10 +76,129 @@ pub async fn attempts_keep_their_exchanges_and_snapshot(store: &dyn Store, scope
         },
     ];
     r.attempt.snapshot = Some(json!({"increment_id": "000000081", "lines": [{"sku": "A", "qty": "2"}]}));
-    let expected = r.attempt.clone();
+    let mut expected = r.attempt.clone();
     store.finish(id, run.claim, r).await.expect("finish");
     let attempts = store.attempts(id).await.expect("attempts");
+    // Recorded without a recording: the store gave the attempt one of its own.
+    let given = attempts.first().and_then(|a| a.recording.clone()).expect("a recording of its own");
+    assert_eq!((given.first, given.count), (0, 2), "attempts_keep_their_exchanges_and_snapshot: its two exchanges");
+    expected.recording = Some(given);
     assert_eq!(attempts, vec![expected], "attempts_keep_their_exchanges_and_snapshot: read back as recorded");
+}
+
+fn exchange(at_secs: i64, method: &str, url: &str, status: u16) -> ExchangeRecord {
+    ExchangeRecord {
+        at: t0() + Duration::seconds(at_secs),
+        method: method.into(),
+        url: url.into(),
+        status: Some(status),
+        request_body: Some(format!("{{\"at\":{at_secs}}}")),
+        response_body: Some("{}".into()),
+        error: None,
+    }
+}
+
+/// The runs of one batch (Xero: one request carries up to 50 invoices) share their batch's
+/// recording: each run's page shows the exchanges it saw, while the store keeps and counts each
+/// request once ([`crate::store::RunStore::ledger_requests`]: requests since a time, and the
+/// 429s among them, per business).
+pub async fn a_batchs_exchanges_are_kept_and_counted_once(store: &dyn Store, scope: &str) {
+    let batch = vec![
+        exchange(10, "GET", "/api.xro/2.0/Contacts?where=x", 200),
+        exchange(11, "POST", "/api.xro/2.0/Invoices", 429),
+        exchange(20, "POST", "/api.xro/2.0/Invoices", 200),
+    ];
+    let recording = crate::http::audit::RecordingRef { id: format!("{scope}-batch"), first: 0, count: 3 };
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let key = format!("invoice.created:{i}");
+        let id = store.enqueue(new_run(scope, &key, "{}"), Dedupe::Permanent).await.expect("enqueue").run_id();
+        let run = store.claim_run(id, t0(), t0() + Duration::days(400)).await.expect("claim").expect("claimable");
+        let mut r = result(&key, RunStatus::Synced, 1, None);
+        // The first run was decided after the batch's first request (its contact was known): it
+        // saw one exchange; the others saw the whole batch.
+        let seen = if i == 0 { 1 } else { 3 };
+        r.attempt.exchanges = batch[..seen].to_vec();
+        r.attempt.recording = Some(crate::http::audit::RecordingRef { count: seen as u64, ..recording.clone() });
+        store.finish(id, run.claim, r).await.expect("finish");
+        ids.push(id);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let attempts = store.attempts(*id).await.expect("attempts");
+        let expected = if i == 0 { &batch[..1] } else { &batch[..] };
+        assert_eq!(attempts[0].exchanges, expected, "a_batchs_exchanges: run {i} shows what it saw");
+        assert_eq!(attempts[0].recording.as_ref().map(|r| r.id.as_str()), Some(recording.id.as_str()));
+    }
+    let counted = store.ledger_requests(scope, t0()).await.expect("count");
+    assert_eq!(
+        counted,
+        crate::store::audit::RequestCount { requests: 3, rate_limited: 1 },
+        "a_batchs_exchanges: three requests, one refused, however many runs carried them"
+    );
+    let later = store.ledger_requests(scope, t0() + Duration::seconds(15)).await.expect("count");
+    assert_eq!(later, crate::store::audit::RequestCount { requests: 1, rate_limited: 0 }, "counted since a time");
+    // A single run's attempt (its own recording) adds its requests; another business's do not.
+    let key = "invoice.created:9";
+    let id = store.enqueue(new_run(scope, key, "{}"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let run = store.claim_run(id, t0(), t0() + Duration::days(400)).await.expect("claim").expect("claimable");
+    let mut r = result(key, RunStatus::Synced, 1, None);
+    r.attempt.exchanges = vec![exchange(30, "POST", "/api.xro/2.0/Invoices", 200), exchange(31, "GET", "/x", 429)];
+    store.finish(id, run.claim, r).await.expect("finish");
+    let other = format!("{scope}-other");
+    let oid = store.enqueue(new_run(&other, key, "{}"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let orun = store.claim_run(oid, t0(), t0() + Duration::days(400)).await.expect("claim").expect("claimable");
+    let mut r = result(key, RunStatus::Synced, 1, None);
+    r.attempt.exchanges = vec![exchange(30, "POST", "/api.xro/2.0/Invoices", 200)];
+    store.finish(oid, orun.claim, r).await.expect("finish");
+    assert_eq!(
+        store.ledger_requests(scope, t0()).await.expect("count"),
+        crate::store::audit::RequestCount { requests: 5, rate_limited: 2 },
+        "a_batchs_exchanges: the single run's two requests are added"
+    );
+    assert_eq!(store.ledger_requests(&other, t0()).await.expect("count").requests, 1, "per business");
+}
+
+/// A retried run's attempt numbers continue: after two failed attempts and a retry, the run
+/// keeps its count (2) and records the retry point ([`crate::store::Run::attempts_before_retry`]),
+/// for "Retry", "Retry all dead letters" and the command's `requeue` alike.
+pub async fn retried_runs_keep_counting_their_attempts(store: &dyn Store, scope: &str) {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let key = format!("invoice.created:{i}");
+        let id = store.enqueue(new_run(scope, &key, "{}"), Dedupe::Permanent).await.expect("enqueue").run_id();
+        let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
+        store
+            .finish(id, run.claim, result(&key, RunStatus::Queued, run.attempts + 1, Some(t0())))
+            .await
+            .expect("finish 1");
+        let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
+        assert_eq!(run.attempts, 1);
+        store.finish(id, run.claim, result(&key, RunStatus::DeadLettered, run.attempts + 1, None)).await.expect("finish 2");
+        ids.push(id);
+    }
+    let now = t0() + Duration::days(1);
+    assert!(store.requeue_run(ids[0], now).await.expect("retry"));
+    assert!(store.requeue(scope, "invoice.created:1", now).await.expect("requeue"));
+    assert_eq!(store.requeue_dead_letters(scope, None, now).await.expect("retry all"), 1);
+    for id in &ids {
+        let run = store.get(*id).await.expect("get").expect("run");
+        assert_eq!(
+            (run.status, run.attempts, run.attempts_before_retry),
+            (RunStatus::Queued, 2, 2),
+            "retried_runs_keep_counting: run {id} keeps its two attempts and starts a fresh set"
+        );
+    }
+    // The next attempt is number 3; a second retry moves the retry point again.
+    let run = store.claim_run(ids[0], now, now + Duration::seconds(60)).await.expect("claim").expect("claimable");
+    store
+        .finish(ids[0], run.claim, result("invoice.created:0", RunStatus::DeadLettered, run.attempts + 1, None))
+        .await
+        .expect("finish 3");
+    assert!(store.requeue_run(ids[0], now).await.expect("retry"));
+    let run = store.get(ids[0]).await.expect("get").expect("run");
+    assert_eq!((run.attempts, run.attempts_before_retry), (3, 3), "retried_runs_keep_counting: after a second retry");
+    let numbers: Vec<u32> = store.attempts(ids[0]).await.expect("attempts").iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2, 3], "retried_runs_keep_counting: the attempts, in order");
 }
 
 /// The runs table: every filter narrows, the order is newest first (id breaks ties), paging by
@@ -230,7 +349,8 @@ pub async fn runs_are_retried_one_by_one_or_all_dead_letters(store: &dyn Store, 
 
     assert!(store.requeue_run(dead[0], now).await.expect("requeue"), "retry: a dead letter is requeued");
     let run = store.get(dead[0]).await.expect("get").expect("run");
-    assert_eq!((run.status, run.attempts, run.next_attempt_at), (RunStatus::Queued, 0, None), "retry: due now");
+    assert_eq!((run.status, run.next_attempt_at), (RunStatus::Queued, None), "retry: due now");
+    assert_eq!((run.attempts, run.attempts_before_retry), (1, 1), "retry: the attempt count is kept");
     assert_eq!(store.attempts(dead[0]).await.expect("attempts").len(), 1, "retry: earlier attempts are kept");
     assert!(store.claim_run(dead[0], now, now + Duration::seconds(60)).await.expect("claim").is_some());
     assert!(!store.requeue_run(synced, now).await.expect("requeue"), "retry: a synced run is not requeued");
@@ -261,4 +381,6 @@ pub async fn run_all(store: &dyn Store, scope: &str) {
     runs_are_queried_filtered_and_paged(store, &format!("{scope}-query")).await;
     run_detail_diffs_an_upsert_with_the_previous_run(store, &format!("{scope}-detail")).await;
     runs_are_retried_one_by_one_or_all_dead_letters(store, &format!("{scope}-retry")).await;
+    a_batchs_exchanges_are_kept_and_counted_once(store, &format!("{scope}-batch")).await;
+    retried_runs_keep_counting_their_attempts(store, &format!("{scope}-renumber")).await;
 }

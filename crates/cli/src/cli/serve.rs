@@ -163,7 +163,8 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     if args.workers > 0 {
         require_credentials(&db).await?;
     }
-    let providers = Arc::new(db.providers(rate_from_env()?));
+    let rate = rate_from_env()?;
+    let providers = Arc::new(db.providers(rate));
     let service = Service::new(db.service(), providers, Arc::new(SystemClock), config);
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -179,7 +180,9 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
         writeln!(out, "listening on http://{addr}").map_err(io)?;
         if !args.no_console {
             let public_url = console_url(args.public_url.as_deref(), addr)?;
-            let config = ConsoleConfig::new(public_url.clone());
+            // The overview's "rate limit's use" compares with the limit the providers keep.
+            let config = ConsoleConfig::new(public_url.clone())
+                .with_requests_per_minute("sage_accounting", rate.requests_per_minute);
             let mut console = Console::new(&service, db.console(), config, &MasterKey::from_env()?);
             for app in LedgerApp::from_env() {
                 console = console.with_ledger_app(app);

@@ -209,6 +209,7 @@ async fn run(store: &MemoryStore, key: &str, status: RunStatus) {
         message: None,
         ledger_id: None,
         exchanges: Vec::new(),
+        recording: None,
         snapshot: None,
     };
     store.finish(id, claimed.claim, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();

@@ -63,6 +63,7 @@ async fn synced_run(store: &dyn RunStore, tenant: &str, scope: &str, key: &str, 
         message: None,
         ledger_id: Some("L1".into()),
         exchanges: Vec::new(),
+        recording: None,
         snapshot: None,
     };
     store

@@ -47,7 +47,7 @@ mod runs_form;
 mod runs_view;
 pub mod stores;
 
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, num::NonZeroU32, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -68,8 +68,16 @@ pub use store::{ConsoleStore, MemoryConsoleStore, OperatorInfo, PasswordHash, Po
 use crate::{Service, Shared};
 use byte8_ledger_core::{
     auth::connect::{StateReplayGuard, StateSigner},
+    http::RateConfig,
     store::crypto::MasterKey,
 };
+
+/// The provider name of Sage connections.
+const SAGE_PROVIDER: &str = "sage_accounting";
+/// The provider name of Xero connections.
+const XERO_PROVIDER: &str = "xero";
+/// Xero's calls a minute per organisation (xero-api.md 3), as the service's Xero providers keep.
+const XERO_REQUESTS_PER_MINUTE: u32 = 60;
 
 /// The console's settings.
 #[derive(Debug, Clone)]
@@ -89,6 +97,13 @@ pub struct ConsoleConfig {
     pub public_url: Url,
     /// How long an OAuth `state` made by `/connect/{provider}` is accepted.
     pub oauth_state_ttl: Duration,
+    /// The ledger requests a minute the service's providers keep each business under, by
+    /// provider (`sage_accounting`, `xero`; 0: no limit): the overview shows a business's
+    /// requests in the last hour against 60 times its provider's figure.
+    /// [`ConsoleConfig::new`] takes Sage's 200 ([`RateConfig::default`], sage-api.md 3.7) and
+    /// Xero's 60 (`XeroLimits::default`, xero-api.md 3); `byte8-ledger serve` sets Sage's from
+    /// `SAGE_REQUESTS_PER_MINUTE`, as its providers do.
+    pub requests_per_minute: BTreeMap<String, u32>,
 }
 
 impl ConsoleConfig {
@@ -109,7 +124,24 @@ impl ConsoleConfig {
             login_attempts_per_minute: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
             public_url,
             oauth_state_ttl: Duration::from_secs(600),
+            requests_per_minute: BTreeMap::from([
+                (SAGE_PROVIDER.to_owned(), RateConfig::default().requests_per_minute),
+                (XERO_PROVIDER.to_owned(), XERO_REQUESTS_PER_MINUTE),
+            ]),
         }
+    }
+
+    /// Sets the requests a minute of `provider`'s businesses (see
+    /// [`ConsoleConfig::requests_per_minute`]).
+    #[must_use]
+    pub fn with_requests_per_minute(mut self, provider: &str, per_minute: u32) -> Self {
+        self.requests_per_minute.insert(provider.to_owned(), per_minute);
+        self
+    }
+
+    /// The ledger requests a business of `provider` may make in an hour, when there is a limit.
+    pub(crate) fn requests_per_hour(&self, provider: &str) -> Option<u64> {
+        self.requests_per_minute.get(provider).copied().filter(|n| *n > 0).map(|n| u64::from(n) * 60)
     }
 
     pub(crate) fn session_idle_chrono(&self) -> chrono::Duration {

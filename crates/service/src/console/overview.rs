@@ -1,10 +1,18 @@
 //! `GET /console`: one row per ledger business, with its provider, tenants (paired stores),
-//! connection health, queue depth, oldest waiting event, dead letters and sync attempts in the
-//! last hour; a banner when anything is dead-lettered.
+//! connection health, queue depth, oldest waiting event, dead letters and the rate limit's use
+//! in the last hour; a banner when anything is dead-lettered, with "Retry all dead letters" of
+//! every business (`console/runs.rs`).
 //!
-//! The rate limit's use is shown as the sync attempts finished in the last hour (each attempt
-//! makes one or more ledger requests; the stores keep no per-request count, and the
-//! PostgreSQL rate limiter keeps only its GCRA state), next to the provider's limit.
+//! # The rate limit's use
+//!
+//! The ledger requests the business's runs made in the last hour, as the run store recorded
+//! them ([`RunStore::ledger_requests`]: every request of every attempt, a batch's requests
+//! counted once however many runs they carried), against the limit for that hour: 60 times
+//! the requests a minute the service's providers keep the business under
+//! ([`ConsoleConfig::requests_per_minute`](super::ConsoleConfig::requests_per_minute): Sage 200,
+//! Xero 60), with the ledger's 429 answers among them when there were any. Requests made outside
+//! a run (an operator's reference-data refresh, token refreshes at the identity server) are not
+//! recorded, hence not counted.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -20,7 +28,7 @@ use super::{
 use byte8_ledger_core::{
     auth::connect::{RefreshTokenHealth, refresh_token_health},
     error::Result,
-    store::{Connection, RunStatus, service::BindingInfo},
+    store::{Connection, RunStatus, RunStore, audit::RequestCount, service::BindingInfo},
 };
 
 pub(crate) fn routes() -> Router<Arc<ConsoleShared>> {
@@ -37,7 +45,10 @@ pub(crate) struct BusinessRow {
     pub(crate) running: u64,
     pub(crate) dead: u64,
     pub(crate) oldest_queued_at: Option<DateTime<Utc>>,
-    pub(crate) attempts_last_hour: Option<u64>,
+    /// The ledger requests of the last hour (`None`: the store keeps no count).
+    pub(crate) requests_last_hour: Option<RequestCount>,
+    /// The requests the business may make in an hour (`None`: no limit known).
+    pub(crate) limit_per_hour: Option<u64>,
     /// The refresh token's health: `None` without tokens, `Some(None)` when its life is unknown.
     pub(crate) token: Option<Option<RefreshTokenHealth>>,
 }
@@ -70,11 +81,16 @@ pub(crate) async fn businesses(shared: &ConsoleShared) -> Result<Vec<BusinessRow
         row.queued = counts.get(&RunStatus::Queued).copied().unwrap_or(0);
         row.running = counts.get(&RunStatus::Running).copied().unwrap_or(0);
         row.dead = counts.get(&RunStatus::DeadLettered).copied().unwrap_or(0);
-        match shared.store.activity(scope, now - chrono::Duration::hours(1)).await? {
-            Some(a) => {
-                row.oldest_queued_at = a.oldest_queued_at;
-                row.attempts_last_hour = Some(a.attempts_since);
-            }
+        let hour_ago = now - chrono::Duration::hours(1);
+        row.requests_last_hour = match RunStore::ledger_requests(store.as_ref(), scope, hour_ago).await {
+            Ok(n) => Some(n),
+            Err(byte8_ledger_core::Error::Unsupported { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        row.limit_per_hour =
+            row.connection.as_ref().and_then(|c| shared.config.requests_per_hour(c.provider.as_str()));
+        match shared.store.activity(scope, hour_ago).await? {
+            Some(a) => row.oldest_queued_at = a.oldest_queued_at,
             None if row.queued > 0 => {
                 row.oldest_queued_at = store
                     .runs_with_status(scope, RunStatus::Queued)
@@ -134,11 +150,11 @@ fn table(rows: &[BusinessRow], now: DateTime<Utc>) -> Markup {
                     th scope="col" class="num" { "Queued" }
                     th scope="col" { "Oldest waiting" }
                     th scope="col" class="num" { "Dead letters" }
-                    th scope="col" class="num" { "Attempts, last hour" }
+                    th scope="col" class="num" { "Ledger requests, last hour" }
                 } }
                 tbody {
                     @for r in rows {
-                        tr {
+                        tr data-business=(r.scope) {
                             th scope="row" { (r.scope) }
                             td { (provider_label(r.connection.as_ref())) }
                             td {
@@ -156,13 +172,54 @@ fn table(rows: &[BusinessRow], now: DateTime<Utc>) -> Markup {
                             td class="num" {
                                 @if r.dead > 0 { (layout::pill(Tone::Bad, &r.dead.to_string())) } @else { "0" }
                             }
-                            td class="num" { @match r.attempts_last_hour { Some(n) => (n), None => span class="muted" { "—" } } }
+                            td class="num rate-use" { (rate_use(r)) }
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// `134 / 12,000 (1.1 %)`, and the 429s when there were any.
+pub(crate) fn rate_use(row: &BusinessRow) -> Markup {
+    let Some(n) = row.requests_last_hour else { return html! { span class="muted" { "—" } } };
+    html! {
+        @match row.limit_per_hour {
+            Some(limit) => {
+                span title="ledger requests in the last hour / the business's limit for an hour" {
+                    (thousands(n.requests)) " / " (thousands(limit)) " (" (percent(n.requests, limit)) ")"
+                }
+            }
+            None => { (thousands(n.requests)) " " span class="muted" { "(no limit)" } }
+        }
+        @if n.rate_limited > 0 {
+            " " (layout::pill(Tone::Bad, &format!("{} refused (429)", thousands(n.rate_limited))))
+        }
+    }
+}
+
+/// `12,000`.
+pub(crate) fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `part` of `whole` in percent with one decimal, rounded half up on integers (no float).
+pub(crate) fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "—".into();
+    }
+    // Tenths of a percent, rounded half up: (part · 1000 + whole / 2) / whole.
+    let tenths = (u128::from(part) * 1000 + u128::from(whole) / 2) / u128::from(whole);
+    format!("{}.{} %", tenths / 10, tenths % 10)
 }
 
 async fn show(State(shared): State<Arc<ConsoleShared>>, operator: Operator) -> Response {
@@ -179,6 +236,12 @@ async fn show(State(shared): State<Arc<ConsoleShared>>, operator: Operator) -> R
         )));
     }
     let content = html! {
+        @if dead > 0 {
+            p #dead-letters-everywhere {
+                a href="/console/runs/retry-dead-letters?store=*" { "Retry all dead letters of every business…" }
+                " (asks for a confirmation)"
+            }
+        }
         @if rows.is_empty() {
             div class="card" {
                 p { "No business yet. " a href="/console/stores" { "Pair a Magento store" } " and "
@@ -209,5 +272,29 @@ mod tests {
         assert_eq!(age(now - chrono::Duration::minutes(125), now), "2 h 5 min ago");
         assert_eq!(age(now - chrono::Duration::days(3), now), "3 days ago");
         assert_eq!(age(now + chrono::Duration::seconds(5), now), "0 s ago");
+    }
+
+    #[test]
+    fn the_rate_limits_use_reads_as_requests_of_the_limit() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(12_000), "12,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(percent(134, 12_000), "1.1 %");
+        assert_eq!(percent(3, 12_000), "0.0 %");
+        assert_eq!(percent(6, 12_000), "0.1 %", "0.05 % rounds half up");
+        assert_eq!(percent(3600, 3600), "100.0 %");
+        assert_eq!(percent(1, 0), "—");
+        let row = BusinessRow {
+            requests_last_hour: Some(RequestCount { requests: 134, rate_limited: 2 }),
+            limit_per_hour: Some(12_000),
+            ..BusinessRow::default()
+        };
+        let html = rate_use(&row).into_string();
+        assert!(html.contains("134 / 12,000 (1.1 %)"), "{html}");
+        assert!(html.contains("2 refused (429)"), "{html}");
+        let quiet = BusinessRow { requests_last_hour: Some(RequestCount::default()), ..BusinessRow::default() };
+        let html = rate_use(&quiet).into_string();
+        assert!(html.contains("0 ") && html.contains("(no limit)") && !html.contains("429"), "{html}");
     }
 }

@@ -5,8 +5,8 @@
 //! | `GET /console/runs` | the runs of every business, newest first: filtered by store, event, status and received date, searched by increment id or reference, paged on the server ([`runs_form`](super::runs_form)'s fields) |
 //! | `GET /console/runs/{id}` | a run: its event JSON, every attempt with each ledger request and answer (redacted: [`byte8_ledger_core::http::audit`]), the outcome, the ledger's record (id and number), and for an upsert the diff with the previous run of the same entity |
 //! | `POST /console/runs/{id}/retry` | "Retry": a dead-lettered run, or a failed one waiting for its retry time, goes back in line, due now ([`RunStore::requeue_run`](byte8_ledger_core::store::RunStore::requeue_run)); back to the run's page |
-//! | `GET /console/runs/retry-dead-letters?store=` | "Retry all dead letters": the confirmation (the store, how many) |
-//! | `POST /console/runs/retry-dead-letters` | the confirmed retry (`store`, `confirm=yes`): every dead letter of the store back in line ([`RunStore::requeue_dead_letters`](byte8_ledger_core::store::RunStore::requeue_dead_letters)); back to the table filtered on the store |
+//! | `GET /console/runs/retry-dead-letters?store=` | "Retry all dead letters": the confirmation (the store, how many); `store=*` is every store of every business (the overview's dead-letter banner links there) |
+//! | `POST /console/runs/retry-dead-letters` | the confirmed retry (`store`, `confirm=yes`): every dead letter of the store back in line ([`RunStore::requeue_dead_letters`](byte8_ledger_core::store::RunStore::requeue_dead_letters)), or with `store=*` of every business the console knows (connected or paired); back to the table filtered on the store (all runs for `*`) |
 //!
 //! Every route takes an operator's session (none: the login page); the POSTs check the CSRF
 //! token (403). The workers pick retried runs up on their next pass.
@@ -26,7 +26,10 @@ use serde::Deserialize;
 use super::{
     ConsoleShared,
     layout::{self, Notice, Section},
-    runs_form::{RunsForm, actions},
+    runs_form::{
+        RunsForm,
+        actions::{self, EVERY_STORE},
+    },
     runs_view::{self, RUNS_PATH},
     session::{Operator, Posted, unavailable},
 };
@@ -143,6 +146,10 @@ async fn confirm_retry_all(
     let selected = choice.store.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let (count, errors) = match selected {
         None => (None, Vec::new()),
+        Some(EVERY_STORE) => match actions::dead_letters_everywhere(&shared.service).await {
+            Ok(per_business) => (Some(per_business.iter().map(|(_, n)| n).sum()), Vec::new()),
+            Err(e) => return unavailable(&e),
+        },
         Some(store) => match actions::dead_letters_of(&shared.service, store).await {
             Ok(Ok((_, n))) => (Some(n), Vec::new()),
             Ok(Err(e)) => (None, vec![e]),
@@ -166,11 +173,11 @@ async fn retry_all(State(shared): State<Arc<ConsoleShared>>, Posted { operator, 
     match actions::retry_all(&shared.service, &form.store, confirmed).await {
         Ok(Ok(n)) => {
             tracing::info!(operator = %operator.name(), store = %form.store.trim(), count = n, "console: dead letters retried");
-            let query = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("store", form.store.trim())
-                .append_pair("done", "retried_all")
-                .append_pair("retried", &n.to_string())
-                .finish();
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            if form.store.trim() != EVERY_STORE {
+                query.append_pair("store", form.store.trim());
+            }
+            let query = query.append_pair("done", "retried_all").append_pair("retried", &n.to_string()).finish();
             Redirect::to(&format!("{RUNS_PATH}?{query}")).into_response()
         }
         Ok(Err(errors)) => {
@@ -178,8 +185,13 @@ async fn retry_all(State(shared): State<Arc<ConsoleShared>>, Posted { operator, 
                 Ok(s) => s,
                 Err(e) => return unavailable(&e),
             };
-            let selected = Some(form.store.trim()).filter(|s| stores.iter().any(|b| b.tenant_id == *s));
+            let selected =
+                Some(form.store.trim()).filter(|s| *s == EVERY_STORE || stores.iter().any(|b| b.tenant_id == *s));
             let count = match selected {
+                Some(EVERY_STORE) => match actions::dead_letters_everywhere(&shared.service).await {
+                    Ok(per_business) => Some(per_business.iter().map(|(_, n)| n).sum()),
+                    Err(e) => return unavailable(&e),
+                },
                 Some(s) => match actions::dead_letters_of(&shared.service, s).await {
                     Ok(Ok((_, n))) => Some(n),
                     Ok(Err(_)) => None,

@@ -292,6 +292,7 @@ mod tests {
             policy: None,
             status: RunStatus::Queued,
             attempts: 0,
+            attempts_before_retry: 0,
             next_attempt_at: None,
             outcome: None,
             created_at: DateTime::<Utc>::UNIX_EPOCH,
@@ -307,7 +308,7 @@ pub(crate) mod actions {
         Result,
         error::FieldError,
         store::{
-            RunId,
+            RunId, RunStatus,
             audit::{RunDetail, RunPage, RunQuery, run_detail},
             service::BindingInfo,
         },
@@ -340,6 +341,9 @@ pub(crate) mod actions {
         shared.store.requeue_run(id, shared.clock.now()).await
     }
 
+    /// The `store` value of "Retry all dead letters" that means every store of every business.
+    pub(crate) const EVERY_STORE: &str = "*";
+
     /// The dead letters of `store` (a tenant id): its binding, and how many there are.
     pub(crate) async fn dead_letters_of(
         shared: &Shared,
@@ -359,7 +363,29 @@ pub(crate) mod actions {
         Ok(Ok((b, n)))
     }
 
-    /// "Retry all dead letters" of `store`, confirmed: how many went back in line.
+    /// Every business the console knows (connected or paired), by id.
+    async fn businesses(shared: &Shared) -> Result<Vec<String>> {
+        let mut scopes: std::collections::BTreeSet<String> =
+            shared.store.connections().await?.into_iter().map(|c| c.scope).collect();
+        scopes.extend(shared.store.bindings().await?.into_iter().map(|b| b.scope));
+        Ok(scopes.into_iter().collect())
+    }
+
+    /// The dead letters of every business: (business, how many), the businesses with none left
+    /// out.
+    pub(crate) async fn dead_letters_everywhere(shared: &Shared) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for scope in businesses(shared).await? {
+            let n = shared.store.counts(&scope).await?.get(&RunStatus::DeadLettered).copied().unwrap_or(0);
+            if n > 0 {
+                out.push((scope, n));
+            }
+        }
+        Ok(out)
+    }
+
+    /// "Retry all dead letters" of `store` ([`EVERY_STORE`]: of every business), confirmed: how
+    /// many went back in line.
     pub(crate) async fn retry_all(
         shared: &Shared,
         store: &str,
@@ -368,6 +394,18 @@ pub(crate) mod actions {
         let mut errors = Vec::new();
         if !confirmed {
             errors.push(FieldError::new("confirm", "tick the box to confirm"));
+        }
+        if store.trim() == EVERY_STORE {
+            if !errors.is_empty() {
+                return Ok(Err(errors));
+            }
+            let now = shared.clock.now();
+            let mut n = 0;
+            for scope in businesses(shared).await? {
+                n += shared.store.requeue_dead_letters(&scope, None, now).await?;
+            }
+            tracing::info!(count = n, "console: the dead letters of every business requeued by an operator");
+            return Ok(Ok(n));
         }
         let binding = if store.trim().is_empty() {
             errors.push(FieldError::new("store", "required: choose a store"));

@@ -21,7 +21,7 @@ use byte8_ledger_core::{
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 
-use super::runs_form::{Paging, RunsForm, retryable};
+use super::runs_form::{Paging, RunsForm, actions::EVERY_STORE, retryable};
 
 /// Where the runs table lives.
 pub(crate) const RUNS_PATH: &str = "/console/runs";
@@ -353,8 +353,8 @@ fn exchange(e: &ExchangeRecord) -> Markup {
     }
 }
 
-/// The confirmation of "Retry all dead letters": the store to retry, how many would go back in
-/// line, and the confirming POST.
+/// The confirmation of "Retry all dead letters": the store to retry (or [`EVERY_STORE`]: every
+/// store of every business), how many would go back in line, and the confirming POST.
 pub(crate) fn confirm_retry_all(
     stores: &[BindingInfo],
     selected: Option<&str>,
@@ -365,7 +365,12 @@ pub(crate) fn confirm_retry_all(
     html! {
         p { a href=(RUNS_PATH) { "← Sync runs" } }
         (error_summary(errors))
-        @if let (Some(store), Some(n)) = (selected, count) {
+        @if let (Some(EVERY_STORE), Some(n)) = (selected, count) {
+            p #retry-all-count role="status" {
+                @if n == 0 { "No business has a dead letter." }
+                @else { (n) " dead-lettered run" @if n != 1 { "s" } " of " strong { "every business" } " will be put back in line and tried again now." }
+            }
+        } @else if let (Some(store), Some(n)) = (selected, count) {
             p #retry-all-count role="status" {
                 @if n == 0 { "Store " strong { (store) } " has no dead letter." }
                 @else { (n) " dead-lettered run" @if n != 1 { "s" } " of store " strong { (store) } " will be put back in line and tried again now." }
@@ -377,6 +382,7 @@ pub(crate) fn confirm_retry_all(
                 label for="field-store" { "Store" }
                 select #field-store name="store" required aria-invalid=[error_for(errors, "store").map(|_| "true")] {
                     option value="" { "Choose a store" }
+                    option value=(EVERY_STORE) selected[selected == Some(EVERY_STORE)] { "Every store of every business" }
                     @for b in stores {
                         option value=(b.tenant_id) selected[selected == Some(b.tenant_id.as_str())] {
                             (b.tenant_id) " (" (b.scope) ")"
@@ -387,7 +393,7 @@ pub(crate) fn confirm_retry_all(
             div.field {
                 input #field-confirm type="checkbox" name="confirm" value="yes" required
                     aria-invalid=[error_for(errors, "confirm").map(|_| "true")];
-                label for="field-confirm" { "Yes, retry every dead letter of this store" }
+                label for="field-confirm" { "Yes, retry every dead letter of the store chosen" }
             }
             div.actions {
                 button type="submit" { "Retry all dead letters" }
@@ -429,6 +435,7 @@ mod tests {
             policy: None,
             status,
             attempts: 1,
+            attempts_before_retry: 0,
             next_attempt_at: None,
             outcome: Some(Outcome {
                 idempotency_key: None,
@@ -545,6 +552,7 @@ mod tests {
                     response_body: Some(r#"[{"$dataCode":"MultiUserAccessDenied"}]"#.into()),
                     error: None,
                 }],
+                recording: None,
                 snapshot: None,
             }],
             ledger: Some(LedgerLink { id: "C-5".into(), number: Some("JANE".into()) }),

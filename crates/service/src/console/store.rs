@@ -78,8 +78,6 @@ pub struct PolicyVersion {
 pub struct Activity {
     /// When the oldest run still queued arrived.
     pub oldest_queued_at: Option<DateTime<Utc>>,
-    /// Sync attempts finished since the given time (each makes one or more ledger requests).
-    pub attempts_since: u64,
 }
 
 /// The console's own tables.
@@ -130,9 +128,9 @@ pub trait ConsoleStore: fmt::Debug + Send + Sync {
     /// The versions of `tenant_id`'s policy, newest first.
     async fn policy_versions(&self, tenant_id: &str) -> Result<Vec<PolicyVersion>>;
 
-    /// The activity of business `scope` (attempts counted since `since`), read from the run
-    /// tables of the same database; `None` where this store cannot see them (the memory
-    /// console store: the overview then reads the run store).
+    /// The activity of business `scope` (`since`: the start of the span the overview looks
+    /// at), read from the run tables of the same database; `None` where this store cannot see
+    /// them (the memory console store: the overview then reads the run store).
     async fn activity(&self, scope: &str, since: DateTime<Utc>) -> Result<Option<Activity>> {
         let _ = (scope, since);
         Ok(None)
@@ -474,21 +472,14 @@ mod sqlite {
                 .collect()
         }
         async fn activity(&self, scope: &str, since: DateTime<Utc>) -> Result<Option<Activity>> {
-            let row = sqlx::query(
-                "SELECT (SELECT MIN(created_at) FROM runs WHERE scope = ?1 AND status = 'queued'), \
-                 (SELECT COUNT(*) FROM attempts a JOIN runs r ON r.id = a.run_id WHERE r.scope = ?1 AND a.finished_at >= ?2)",
-            )
-            .bind(scope)
-            .bind(micros(since))
-            .fetch_one(self.pool())
-            .await
-            .map_err(db)?;
+            let _ = since;
+            let row = sqlx::query("SELECT MIN(created_at) FROM runs WHERE scope = ? AND status = 'queued'")
+                .bind(scope)
+                .fetch_one(self.pool())
+                .await
+                .map_err(db)?;
             let oldest: Option<i64> = row.try_get(0).map_err(db)?;
-            let attempts: i64 = row.try_get(1).map_err(db)?;
-            Ok(Some(Activity {
-                oldest_queued_at: oldest.map(time),
-                attempts_since: u64::try_from(attempts).unwrap_or(0),
-            }))
+            Ok(Some(Activity { oldest_queued_at: oldest.map(time) }))
         }
     }
 }
@@ -682,18 +673,14 @@ mod postgres {
         }
 
         async fn activity(&self, scope: &str, since: DateTime<Utc>) -> Result<Option<Activity>> {
-            let row = sqlx::query(
-                "SELECT (SELECT MIN(created_at) FROM runs WHERE scope = $1 AND status = 'queued'), \
-                 (SELECT COUNT(*) FROM attempts a JOIN runs r ON r.id = a.run_id WHERE r.scope = $1 AND a.finished_at >= $2)",
-            )
-            .bind(text(scope))
-            .bind(since)
-            .fetch_one(self.pool())
-            .await
-            .map_err(db)?;
+            let _ = since;
+            let row = sqlx::query("SELECT MIN(created_at) FROM runs WHERE scope = $1 AND status = 'queued'")
+                .bind(text(scope))
+                .fetch_one(self.pool())
+                .await
+                .map_err(db)?;
             let oldest: Option<DateTime<Utc>> = row.try_get(0).map_err(db)?;
-            let attempts: i64 = row.try_get(1).map_err(db)?;
-            Ok(Some(Activity { oldest_queued_at: oldest, attempts_since: u64::try_from(attempts).unwrap_or(0) }))
+            Ok(Some(Activity { oldest_queued_at: oldest }))
         }
     }
 }

@@ -2,7 +2,9 @@
 //! store from the Stores page, a webhook that waits for its business's connection, the OAuth
 //! connect routes (state checks, code exchange, the business stored), the waiting event synced
 //! once the connection is there, the policy form (a dropdown, a field error, restore); over plain
-//! HTTP, then the same walk in a real browser with screenshots.
+//! HTTP, then the whole walk of the issue in a real browser with screenshots (connect, pair,
+//! webhooks, the runs, a failed run's attempts, its retry, the rate limit's use, the policy,
+//! log out).
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -16,7 +18,7 @@ use byte8_ledger_service::{
     HttpLimits, SageProviders, Service, ServiceConfig, StoredProviders, WorkerPool,
     console::{Console, ConsoleConfig, ConsoleStore, LedgerApp, password::hash_password},
 };
-use byte8_ledger_simulators::{SageSimulator, SimConfig, SimServer};
+use byte8_ledger_simulators::{Fault, SageSimulator, SimConfig, SimServer};
 use reqwest::{StatusCode, header};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -116,23 +118,29 @@ impl FlowWorld {
 
     /// Sends invoice 1001's webhook as the shop's module does (its entity served by the fake).
     pub async fn send_invoice(&self, shop: &str) -> (u16, Value) {
+        self.send(shop, "invoice.created:1001").await
+    }
+
+    /// Sends the sample event of `key` as the shop's module does (its entity served by the fake).
+    pub async fn send(&self, shop: &str, key: &str) -> (u16, Value) {
         let samples = samples();
-        let (event, envelope, entity) = samples.get("invoice.created:1001").cloned().expect("sample invoice 1001");
-        self.magento.put_entity(shop, "invoice", 1001, entity);
+        let (event, envelope, entity) = samples.get(key).cloned().expect("a sample event");
+        let kind = event.split('.').next().unwrap_or_default().to_owned();
+        self.magento.put_entity(shop, &kind, envelope["magento_entity_id"].as_u64().unwrap(), entity);
         self.magento.webhook(&reqwest::Client::new(), &self.base, shop, &event, &envelope).await
     }
 
-    /// The status of the run of `key`, waiting (up to 20 s) until it is `want`.
-    pub async fn wait_status(&self, key: &str, want: RunStatus) -> RunStatus {
+    /// The status of the run of `key` and its id, waiting (up to 20 s) until it is `want`.
+    pub async fn wait_status(&self, key: &str, want: RunStatus) -> (RunStatus, i64) {
         let mut last = None;
         for _ in 0..400 {
-            last = self.store.find_by_key(BUSINESS, key).await.unwrap().map(|r| r.status);
-            if last == Some(want) {
+            last = self.store.find_by_key(BUSINESS, key).await.unwrap().map(|r| (r.status, r.id));
+            if last.is_some_and(|l| l.0 == want) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if last != Some(want) {
+        if last.is_none_or(|l| l.0 != want) {
             let run = self.store.find_by_key(BUSINESS, key).await.unwrap();
             eprintln!("run {key}: {:?}", run.map(|r| r.outcome));
         }
@@ -288,7 +296,7 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
     assert!(r.text().await.unwrap().contains("used already"));
 
     // The waiting event is synced now that the business has a connection.
-    assert_eq!(w.wait_status("invoice.created:1001", RunStatus::Synced).await, RunStatus::Synced);
+    assert_eq!(w.wait_status("invoice.created:1001", RunStatus::Synced).await.0, RunStatus::Synced);
     assert_eq!(w.sim.business(BUSINESS).unwrap().invoices.len(), 1, "one invoice in the ledger");
 
     // The connections page shows the token's days left (Sage: 31 days).
@@ -388,20 +396,49 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
     assert!(w.store.tokens(BUSINESS).await.unwrap().is_none());
 }
 
-/// The browser test of issue 16: log in, pair a fake store, send a webhook, connect the
-/// simulator through the OAuth flow, see the event synced, change the policy with a dropdown,
-/// see a field error, log out; a screenshot of each page under target/browser-screenshots.
+/// The sum of the simulator's API requests so far (token requests are not among them).
+fn api_requests(sim: &SageSimulator) -> u64 {
+    sim.requests().values().sum()
+}
+
+/// The browser test of issue 16, the whole walk in its order: log in, connect the simulator
+/// through the OAuth flow, pair a fake store (wiremock), send webhooks, see the runs, open a
+/// failed run's attempts, retry it and see it synced, see the rate limit's use on the overview,
+/// change the policy with a dropdown, see the field error for an invalid value, log out; a
+/// screenshot of each page under `target/browser-screenshots/console_flow/`.
 #[tokio::test]
-async fn in_a_browser_an_operator_pairs_connects_edits_the_policy_and_logs_out() {
+async fn in_a_browser_an_operator_walks_the_whole_console() {
     let Some(b) = Browser::start("console_flow").await else { return };
     let w = FlowWorld::start().await;
+
+    // Log in.
     b.goto(&w.url("/console")).await;
     b.wait_path("/console/login").await;
+    b.shot("login").await;
     b.fill("#name", OPERATOR).await;
     b.fill("#password", PASSWORD).await;
     b.click("form.stack button[type=submit]").await;
     b.wait_path("/console").await;
     b.shot("overview-empty").await;
+
+    // Connect Sage through the OAuth flow: the simulator's approval page, then back.
+    b.click("nav.main a[href='/console/connections']").await;
+    b.wait_path("/console/connections").await;
+    b.shot("connections-empty").await;
+    b.click("#connect-sage").await;
+    b.find("#approve").await;
+    b.shot("simulator-approval").await;
+    b.click("#approve").await;
+    b.wait_path("/oauth/sage/callback").await;
+    assert!(b.text("[role=status]").await.contains("Connected to"));
+    b.shot("connected").await;
+    b.click("#continue").await;
+    b.wait_path("/console/connections").await;
+    assert!(b.source().await.contains("days left"));
+    assert!(w.store.tokens(BUSINESS).await.unwrap().is_some(), "the business's tokens are stored");
+    b.shot("connections").await;
+    // What the connection itself asked of the ledger (its reference data) is no run's.
+    let before_runs = api_requests(&w.sim);
 
     // Pair the fake store.
     w.magento.add_shop("shop", "code-5678");
@@ -418,32 +455,62 @@ async fn in_a_browser_an_operator_pairs_connects_edits_the_policy_and_logs_out()
     b.shot("stores-paired").await;
     let tenant = w.tenant().await;
 
-    // A webhook waits for the connection.
-    assert_eq!(w.send_invoice("shop").await.0, 202);
-    b.goto(&w.url("/console")).await;
-    assert!(b.source().await.contains("not connected: events wait"));
-    b.shot("overview-waiting").await;
+    // Webhooks: Sage refuses the first invoice it is sent (403: dead-lettered); the next syncs.
+    w.sim.script(Some("POST /sales_invoices"), Fault::AccessDenied);
+    assert_eq!(w.send("shop", "invoice.created:1001").await.0, 202);
+    let failed = w.wait_status("invoice.created:1001", RunStatus::DeadLettered).await.1;
+    assert_eq!(w.send("shop", "invoice.created:1002").await.0, 202);
+    w.wait_status("invoice.created:1002", RunStatus::Synced).await;
 
-    // Connect Sage through the OAuth flow: the simulator's approval page, then back.
-    b.click("nav.main a[href='/console/connections']").await;
-    b.wait_path("/console/connections").await;
-    b.shot("connections-empty").await;
-    b.click("#connect-sage").await;
-    b.find("#approve").await;
-    b.shot("simulator-approval").await;
-    b.click("#approve").await;
-    b.wait_path("/oauth/sage/callback").await;
-    assert!(b.text("[role=status]").await.contains("Connected to"));
-    b.shot("connected").await;
-    b.click("#continue").await;
-    b.wait_path("/console/connections").await;
-    assert!(b.source().await.contains("days left"));
-    b.shot("connections").await;
-    assert_eq!(w.wait_status("invoice.created:1001", RunStatus::Synced).await, RunStatus::Synced);
+    // The runs table: both runs, the failed one with its Retry; filtered on the dead letters.
+    b.click("nav.main a[href='/console/runs']").await;
+    b.wait_path("/console/runs").await;
+    assert_eq!(b.text("h1").await, "Sync runs");
+    assert_eq!(b.text("#runs-count").await, "Runs 1–2 of 2");
+    assert!(b.has(&format!("tr[data-run='{failed}'][data-status=dead_lettered] form button")).await);
+    b.shot("runs").await;
+    b.select("#field-status", "dead_lettered").await;
+    b.fill("#field-q", "000000101").await;
+    b.click("form.filters button[type=submit]").await;
+    b.wait_path("/console/runs").await;
+    assert_eq!(b.text("#runs-count").await, "Runs 1–1 of 1");
+    assert!(b.url().await.query().unwrap_or_default().contains("status=dead_lettered"));
+    b.shot("runs-dead-lettered").await;
+
+    // The failed run: its attempt, with the request Sage was sent and Sage's refusal.
+    b.click(&format!("tr[data-run='{failed}'] td a")).await;
+    b.wait_path(&format!("/console/runs/{failed}")).await;
+    assert_eq!(b.text("#run-status").await, "dead-lettered");
+    let refused = "#attempt-1 ol.exchanges > li:last-child details";
+    let summary = b.text(&format!("{refused} summary")).await;
+    assert!(summary.contains("/sales_invoices → 403") && summary.starts_with("POST "), "{summary}");
+    b.click(&format!("{refused} summary")).await;
+    let opened = b.text(refused).await;
+    assert!(opened.contains("MultiUserAccessDenied"), "Sage's refusal: {opened}");
+    assert!(opened.contains("MAG-000000101"), "the invoice Sage was sent: {opened}");
+    assert!(!b.source().await.contains("sim-access-"), "no token on the page");
+    b.shot("failed-run-attempt").await;
+
+    // Retry: back in line, then synced by the worker; the attempt numbers continue (attempt 2).
+    b.click(&format!("form[action='/console/runs/{failed}/retry'] button")).await;
+    b.wait_path(&format!("/console/runs/{failed}")).await;
+    assert!(b.text("[role=status]").await.contains("back in line"));
+    w.wait_status("invoice.created:1001", RunStatus::Synced).await;
+    b.goto(&w.url(&format!("/console/runs/{failed}"))).await;
+    assert_eq!(b.text("#run-status").await, "synced");
+    assert!(b.text("#run-ledger").await.contains("SI-"), "the ledger's number");
+    assert!(b.has("#attempt-1").await && b.has("#attempt-2").await, "both attempts kept, numbered on");
+    b.shot("retried-run-synced").await;
+    assert_eq!(w.sim.business(BUSINESS).unwrap().invoices.len(), 2, "each invoice posted once");
+
+    // The overview: the rate limit's use is the runs' ledger requests (as the simulator counted
+    // them) against Sage's 200 a minute for an hour, with the one refusal that was no 429.
+    let runs_requests = api_requests(&w.sim) - before_runs;
+    assert!(runs_requests >= 3, "at least the three invoice posts: {runs_requests}");
     b.goto(&w.url("/console")).await;
-    b.shot("overview-synced").await;
-    // The sync-runs pages (a failed run opened, its attempts read, retried and seen synced) are
-    // walked in `console_runs_browser.rs`.
+    let row = b.text(&format!("tr[data-business='{BUSINESS}'] td.rate-use")).await;
+    assert_eq!(row, format!("{runs_requests} / 12,000 ({})", percent_of(runs_requests, 12_000)), "{row}");
+    b.shot("overview-rate-use").await;
 
     // The policy: a dropdown filled from the reference data, then a field error.
     let reference = w.store.reference(BUSINESS).await.unwrap().unwrap();
@@ -467,9 +534,19 @@ async fn in_a_browser_an_operator_pairs_connects_edits_the_policy_and_logs_out()
     b.scroll_to("#b2c_consolidation__min_total_for_individual").await;
     b.shot("policy-field-error").await;
 
+    // Log out.
     b.click("#logout").await;
     b.wait_path("/console/login").await;
     b.shot("logged-out").await;
-    assert!(b.shots_dir().join("12-logged-out.png").exists(), "every page was captured");
+    assert!(b.shots_dir().join("16-logged-out.png").exists(), "every page was captured");
     b.close().await;
+}
+
+/// `part` of `whole` in percent with one decimal, rounded half up (an independent reckoning of
+/// the overview's figure: decimal arithmetic, not the console's integer one).
+fn percent_of(part: u64, whole: u64) -> String {
+    let p = rust_decimal::Decimal::from(part) * rust_decimal::Decimal::from(100) / rust_decimal::Decimal::from(whole);
+    let mut p = p.round_dp_with_strategy(1, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    p.rescale(1);
+    format!("{p} %")
 }

@@ -94,6 +94,7 @@ async fn run(w: &ConsoleWorld, scope: &str, tenant: &str, n: u64, status: Option
             }),
             error: None,
         }],
+        recording: None,
         snapshot: None,
     };
     w.store.finish(id, claimed.claim, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();

@@ -8,7 +8,6 @@ mod browser;
 mod console;
 mod console_flow;
 mod console_runs;
-mod console_runs_browser;
 mod hostile_store;
 mod magento_client;
 mod magento_jwt_vectors;
