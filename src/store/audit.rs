@@ -52,6 +52,34 @@ impl RequestCount {
     }
 }
 
+/// How long the exchanges made outside any run ([`RunStore::record_exchanges`]) are kept: the
+/// console's overview reads the last hour.
+pub const LOOSE_EXCHANGES_KEPT: chrono::Duration = chrono::Duration::days(1);
+
+/// Runs `f` (ledger requests a business makes outside any run, such as loading its reference
+/// data) with a [`Recorder`](crate::http::audit::Recorder) of its own, then keeps what it
+/// recorded with [`RunStore::record_exchanges`] under `scope`, so that the business's count of
+/// ledger requests includes them. Inside a run's recording (the engine's), `f` is recorded with
+/// the run instead. A store that cannot keep them only costs the count (a warning is logged).
+pub async fn recorded_outside_runs<T>(
+    store: &(impl RunStore + ?Sized),
+    scope: &str,
+    now: DateTime<Utc>,
+    f: impl std::future::Future<Output = T>,
+) -> T {
+    if crate::http::audit::current().is_some() {
+        return f.await;
+    }
+    let recorder = crate::http::audit::Recorder::new();
+    let out = recorder.scope(f).await;
+    if let (exchanges, Some(recording)) = recorder.recorded()
+        && let Err(e) = store.record_exchanges(scope, &recording, &exchanges, now).await
+    {
+        tracing::warn!(business = %scope, error = %e, "cannot keep the ledger requests made outside a run; they are not counted");
+    }
+    out
+}
+
 /// The most runs one page of [`RunStore::query_runs`] holds.
 pub const MAX_PAGE_SIZE: u32 = 200;
 

@@ -268,6 +268,25 @@ impl RunStore for MemoryStore {
         Ok(attempts)
     }
 
+    async fn record_exchanges(
+        &self,
+        scope: &str,
+        recording: &crate::http::audit::RecordingRef,
+        exchanges: &[crate::http::audit::ExchangeRecord],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut s = self.lock();
+        let cutoff = now - super::audit::LOOSE_EXCHANGES_KEPT;
+        let pointed: std::collections::HashSet<String> =
+            s.attempts.values().flatten().filter_map(|a| a.recording.as_ref().map(|r| r.id.clone())).collect();
+        s.exchanges.retain(|(rec, _), (sc, e)| sc != scope || e.at >= cutoff || pointed.contains(rec));
+        for (n, e) in super::audit::numbered(recording, exchanges) {
+            let key = (recording.id.clone(), u64::try_from(n).unwrap_or(0));
+            s.exchanges.entry(key).or_insert_with(|| (scope.to_owned(), e.clone()));
+        }
+        Ok(())
+    }
+
     async fn ledger_requests(&self, scope: &str, since: DateTime<Utc>) -> Result<super::audit::RequestCount> {
         let s = self.lock();
         Ok(super::audit::RequestCount::of(s.exchanges.values().filter(|(sc, _)| sc == scope).map(|(_, e)| e), since))

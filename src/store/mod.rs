@@ -416,6 +416,25 @@ pub trait RunStore: fmt::Debug + Send + Sync {
         let _ = (scope, since);
         Err(crate::Error::Unsupported { operation: "counting ledger requests".into(), provider: "store" })
     }
+
+    /// Keeps the ledger exchanges business `scope` made outside any run (the reference data a
+    /// worker loads for a tenant, an operator's refresh: [`audit::recorded_outside_runs`]), so
+    /// that [`ledger_requests`](Self::ledger_requests) counts them too; no run's page shows
+    /// them. Such exchanges older than [`audit::LOOSE_EXCHANGES_KEPT`] at `now` are removed as
+    /// new ones come. The default keeps nothing.
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn record_exchanges(
+        &self,
+        scope: &str,
+        recording: &crate::http::audit::RecordingRef,
+        exchanges: &[crate::http::audit::ExchangeRecord],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let _ = (scope, recording, exchanges, now);
+        Ok(())
+    }
 }
 
 /// The error of [`RunStore::finish`] with a claim that no longer holds.

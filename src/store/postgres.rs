@@ -615,6 +615,29 @@ impl RunStore for PostgresStore {
         Ok(out)
     }
 
+    async fn record_exchanges(
+        &self,
+        scope: &str,
+        recording: &RecordingRef,
+        exchanges: &[ExchangeRecord],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "DELETE FROM exchanges WHERE scope = $1 AND at < $2 \
+             AND NOT EXISTS (SELECT 1 FROM attempts WHERE attempts.recording = exchanges.recording)",
+        )
+        .bind(text(scope))
+        .bind(now - super::audit::LOOSE_EXCHANGES_KEPT)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if !exchanges.is_empty() {
+            insert_exchanges(&mut tx, scope, recording, exchanges).await?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
     async fn ledger_requests(&self, scope: &str, since: DateTime<Utc>) -> Result<RequestCount> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, COUNT(*) FILTER (WHERE status = 429) AS refused FROM exchanges \

@@ -90,7 +90,16 @@ async fn runtime(shared: &Arc<Shared>, info: &BindingInfo) -> Result<Arc<TenantR
             .with_config(shared.config.engine.clone())
             .with_source(Arc::new(MagentoSource(magento.clone())));
     // The reference data: cached for the health feed's region, and the policy checked against it.
-    match engine.provider().reference_data(false).await {
+    // Recorded (issue 16): the console counts these requests among the business's ledger
+    // requests of the hour.
+    let loaded = byte8_ledger_core::store::audit::recorded_outside_runs(
+        shared.store.as_ref(),
+        &binding.scope,
+        shared.clock.now(),
+        engine.provider().reference_data(false),
+    )
+    .await;
+    match loaded {
         Ok(reference) => {
             if let Err(e) = shared.store.save_reference(&binding.scope, &reference).await {
                 tracing::warn!(business = %binding.scope, error = %e, "cannot cache the ledger's reference data");

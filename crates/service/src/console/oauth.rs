@@ -468,7 +468,14 @@ pub(crate) async fn refresh_reference(
         )?,
     };
     let provider = shared.service.providers.provider(&binding).await?;
-    let reference = provider.reference_data(true).await?;
+    // Counted among the business's ledger requests of the hour (the overview).
+    let reference = byte8_ledger_core::store::audit::recorded_outside_runs(
+        store.as_ref(),
+        scope,
+        shared.now(),
+        provider.reference_data(true),
+    )
+    .await?;
     store.save_reference(scope, &reference).await?;
     Ok(reference)
 }
