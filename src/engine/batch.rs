@@ -224,8 +224,20 @@ impl SyncEngine {
             .filter(|s| matches!(s.kind, Some(EventKind::InvoiceCreated | EventKind::InvoicePaid)))
             .count();
         // Capabilities are asked only when there is something to batch (no request otherwise).
-        let max_batch =
-            if batchable > 1 { self.provider.capabilities().await.map(|c| c.max_batch).unwrap_or(1) } else { 1 };
+        // Outside any run's recording: its requests (if any) are kept as the business's own.
+        let max_batch = if batchable > 1 {
+            crate::store::audit::recorded_outside_runs(
+                self.store.as_ref(),
+                &self.scope,
+                self.clock.now(),
+                self.provider.capabilities(),
+            )
+            .await
+            .map(|c| c.max_batch)
+            .unwrap_or(1)
+        } else {
+            1
+        };
         let steps: Vec<Step> =
             if max_batch > 1 { plan_steps(&shapes, max_batch) } else { (0..runs.len()).map(Step::One).collect() };
         let mut outcomes: Vec<Option<Outcome>> = vec![None; runs.len()];

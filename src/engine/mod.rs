@@ -257,7 +257,14 @@ impl SyncEngine {
     /// # Errors
     /// [`Error::Invalid`] naming every id the ledger does not know; the provider's errors.
     pub async fn check_policy(&self) -> Result<()> {
-        let reference = self.provider.reference_data(false).await?;
+        // Outside any run's recording: its requests are kept as the business's own.
+        let reference = crate::store::audit::recorded_outside_runs(
+            self.store.as_ref(),
+            &self.scope,
+            self.clock.now(),
+            self.provider.reference_data(false),
+        )
+        .await?;
         self.policy.validate_against(&reference)
     }
 

@@ -67,7 +67,7 @@ pub use store::{ConsoleStore, MemoryConsoleStore, OperatorInfo, PasswordHash, Po
 
 use crate::{Service, Shared};
 use byte8_ledger_core::{
-    auth::connect::{StateReplayGuard, StateSigner},
+    auth::connect::StateSigner,
     http::RateConfig,
     store::crypto::MasterKey,
 };
@@ -193,8 +193,6 @@ pub(crate) struct ConsoleShared {
     pub(crate) limits: Limits,
     /// Signs the OAuth `state` (its key derived from the master key: every process agrees).
     pub(crate) signer: StateSigner,
-    /// The OAuth states used already (in this process).
-    pub(crate) replay: StateReplayGuard,
     /// The ledger apps the connect routes can use.
     pub(crate) apps: Vec<LedgerApp>,
 }
@@ -235,7 +233,6 @@ impl Console {
                 config,
                 limits,
                 signer,
-                replay: StateReplayGuard::new(),
                 apps: Vec::new(),
             }),
         }

@@ -24,8 +24,10 @@
 //! bound to the SHA-256 of that cookie's value, and it names the provider, the business and its
 //! expiry ([`ConsoleConfig::oauth_state_ttl`](super::ConsoleConfig::oauth_state_ttl)). The
 //! callback refuses (400, with what to do) a state that is forged, expired, another browser's,
-//! another provider's or used already ([`StateReplayGuard`](byte8_ledger_core::auth::connect::StateReplayGuard), in this process; the provider
-//! refuses a code used twice in any case), and one whose operator session has ended since.
+//! another provider's or used already (recorded in the console's store,
+//! [`ConsoleStore::use_oauth_state`](super::ConsoleStore::use_oauth_state): a state replayed to
+//! another `serve` process sharing the database is refused too; the provider refuses a code used
+//! twice in any case), and one whose operator session has ended since.
 //!
 //! # Which business
 //!
@@ -351,7 +353,12 @@ async fn finish(
             message: "the console session that started this connection has ended: log in and connect again".into(),
         });
     };
-    shared.replay.use_once(&claims, now)?;
+    // Used once, in every process sharing the store (the console store's record).
+    let expires_at = chrono::DateTime::from_timestamp(claims.expires_at, 0).unwrap_or(now);
+    let nonce_hash = byte8_ledger_core::identity::sha256_hex(&claims.nonce);
+    if !shared.store.use_oauth_state(&nonce_hash, expires_at, now).await? {
+        return Err(StateError::Replayed.into());
+    }
     let oauth = app.oauth(&shared.redirect_uri(kind))?;
     let tokens = oauth.exchange_code(&callback.code, verifier.as_ref(), now).await?;
     drop(callback);

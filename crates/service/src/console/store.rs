@@ -1,6 +1,14 @@
-//! Where the console keeps its operators, sessions and policy history ([`ConsoleStore`]), in the
-//! memory store ([`MemoryConsoleStore`], tests and the demo), SQLite and PostgreSQL (features
-//! `sqlite` and `postgres`; tables of migration `0007_console.sql`).
+//! Where the console keeps its operators, sessions and policy history ([`ConsoleStore`]), and the
+//! OAuth states its connect routes accepted ([`ConsoleStore::use_oauth_state`]), in the memory
+//! store ([`MemoryConsoleStore`], tests and the demo), SQLite and PostgreSQL (features `sqlite`
+//! and `postgres`; tables of migrations `0007_console.sql` and `0010_exchanges_once.sql`).
+//!
+//! # OAuth states used once, across processes
+//!
+//! A `state` that came back to `/oauth/{provider}/callback` is recorded (the SHA-256 of its
+//! nonce, until the state expires) with one atomic insert-if-absent: a second callback with the
+//! same state is refused, whichever `serve` process sharing the database it reaches. Expired
+//! records are removed as new ones come.
 
 use std::{collections::BTreeMap, fmt, sync::Mutex};
 
@@ -128,6 +136,12 @@ pub trait ConsoleStore: fmt::Debug + Send + Sync {
     /// The versions of `tenant_id`'s policy, newest first.
     async fn policy_versions(&self, tenant_id: &str) -> Result<Vec<PolicyVersion>>;
 
+    /// Records the OAuth state whose nonce hashes to `nonce_hash` (SHA-256 hex) as used until
+    /// `expires_at`, removing the records expired at `now`: true when it was not recorded yet,
+    /// false when it was (a replayed callback). Atomic: of two processes sharing the store given
+    /// the same state, one gets true.
+    async fn use_oauth_state(&self, nonce_hash: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool>;
+
     /// The activity of business `scope` (`since`: the start of the span the overview looks
     /// at), read from the run tables of the same database; `None` where this store cannot see
     /// them (the memory console store: the overview then reads the run store).
@@ -148,6 +162,7 @@ struct MemoryState {
     operators: BTreeMap<String, (PasswordHash, DateTime<Utc>, DateTime<Utc>)>,
     sessions: BTreeMap<String, SessionRecord>,
     policies: BTreeMap<String, Vec<PolicyVersion>>,
+    oauth_states: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl MemoryConsoleStore {
@@ -254,6 +269,16 @@ impl ConsoleStore for MemoryConsoleStore {
         let mut versions = self.lock().policies.get(tenant_id).cloned().unwrap_or_default();
         versions.reverse();
         Ok(versions)
+    }
+
+    async fn use_oauth_state(&self, nonce_hash: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<bool> {
+        let mut s = self.lock();
+        s.oauth_states.retain(|_, exp| *exp > now);
+        if s.oauth_states.contains_key(nonce_hash) {
+            return Ok(false);
+        }
+        s.oauth_states.insert(nonce_hash.to_owned(), expires_at);
+        Ok(true)
     }
 }
 
@@ -471,6 +496,30 @@ mod sqlite {
                 })
                 .collect()
         }
+        async fn use_oauth_state(
+            &self,
+            nonce_hash: &str,
+            expires_at: DateTime<Utc>,
+            now: DateTime<Utc>,
+        ) -> Result<bool> {
+            sqlx::query("DELETE FROM oauth_states_used WHERE expires_at <= ?")
+                .bind(micros(now))
+                .execute(self.pool())
+                .await
+                .map_err(db)?;
+            // The replay check itself is this one insert: the primary key lets one through.
+            let n = sqlx::query(
+                "INSERT INTO oauth_states_used (state_hash, expires_at) VALUES (?, ?) ON CONFLICT (state_hash) DO NOTHING",
+            )
+            .bind(nonce_hash)
+            .bind(micros(expires_at))
+            .execute(self.pool())
+            .await
+            .map_err(db)?
+            .rows_affected();
+            Ok(n == 1)
+        }
+
         async fn activity(&self, scope: &str, since: DateTime<Utc>) -> Result<Option<Activity>> {
             let _ = since;
             let row = sqlx::query("SELECT MIN(created_at) FROM runs WHERE scope = ? AND status = 'queued'")
@@ -670,6 +719,30 @@ mod postgres {
                     })
                 })
                 .collect()
+        }
+
+        async fn use_oauth_state(
+            &self,
+            nonce_hash: &str,
+            expires_at: DateTime<Utc>,
+            now: DateTime<Utc>,
+        ) -> Result<bool> {
+            sqlx::query("DELETE FROM oauth_states_used WHERE expires_at <= $1")
+                .bind(now)
+                .execute(self.pool())
+                .await
+                .map_err(db)?;
+            // The replay check itself is this one insert: the primary key lets one through.
+            let n = sqlx::query(
+                "INSERT INTO oauth_states_used (state_hash, expires_at) VALUES ($1, $2) ON CONFLICT (state_hash) DO NOTHING",
+            )
+            .bind(text(nonce_hash))
+            .bind(expires_at)
+            .execute(self.pool())
+            .await
+            .map_err(db)?
+            .rows_affected();
+            Ok(n == 1)
         }
 
         async fn activity(&self, scope: &str, since: DateTime<Utc>) -> Result<Option<Activity>> {

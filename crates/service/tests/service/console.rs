@@ -1,7 +1,8 @@
 //! The operator console over plain HTTP: every route's access rules (no session → the login
 //! page; a missing or wrong CSRF token → 403; an expired session → the login page again),
 //! argon2 logins, the login rate limit, the cookie's attributes, the console store on memory,
-//! SQLite and PostgreSQL; and the browser test (a real Chromium, `browser.rs`).
+//! SQLite and PostgreSQL. The browser walk (a real Chromium, `browser.rs`) is in
+//! `console_flow.rs`.
 
 use std::sync::Arc;
 
@@ -17,7 +18,6 @@ use chrono::{DateTime, Utc};
 use reqwest::{StatusCode, header};
 use secrecy::SecretString;
 
-use crate::browser::Browser;
 
 /// An operator every world has.
 pub const OPERATOR: &str = "ada";
@@ -443,49 +443,76 @@ async fn console_store_contract(store: &dyn ConsoleStore, prefix: &str) {
     assert!(store.remove_operator(&name).await.unwrap());
     assert!(store.operator_hash(&name).await.unwrap().is_none());
     assert!(!store.remove_operator(&name).await.unwrap());
+
+}
+
+/// OAuth states are used once until they expire. On the real clock: a PostgreSQL database is
+/// shared by tests running at once, and a store removes the records expired at the `now` it is
+/// given (so a test moving its clock on would remove the others'); only a store of the test's
+/// own (`private`) is taken past the expiry.
+async fn oauth_state_contract(store: &dyn ConsoleStore, prefix: &str, private: bool) {
+    let now = byte8_ledger_core::clock::SystemClock.now();
+    let state = format!("{prefix}-state");
+    let expires = now + chrono::Duration::minutes(10);
+    assert!(store.use_oauth_state(&state, expires, now).await.unwrap(), "a state's first use");
+    assert!(!store.use_oauth_state(&state, expires, now + chrono::Duration::seconds(1)).await.unwrap(), "replayed");
+    assert!(store.use_oauth_state(&format!("{prefix}-other"), expires, now).await.unwrap(), "another state");
+    if private {
+        let later = now + chrono::Duration::minutes(11);
+        assert!(
+            store.use_oauth_state(&state, later + chrono::Duration::minutes(10), later).await.unwrap(),
+            "an expired record is removed (the signer refuses an expired state anyway)"
+        );
+    }
+}
+
+/// Of many concurrent uses of one state through two handles of one database, exactly one is
+/// accepted (the insert-if-absent is atomic).
+async fn one_concurrent_use_of_a_state_wins(one: Arc<dyn ConsoleStore>, two: Arc<dyn ConsoleStore>, state: &str) {
+    let now = byte8_ledger_core::clock::SystemClock.now();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { Arc::clone(&one) } else { Arc::clone(&two) };
+        let state = state.to_owned();
+        tasks.push(tokio::spawn(async move {
+            store.use_oauth_state(&state, now + chrono::Duration::minutes(10), now).await.unwrap()
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(accepted, 1, "one use of {state} accepted");
+}
+
+#[tokio::test]
+async fn an_oauth_state_is_used_once_across_two_handles_of_sqlite_and_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let one = Arc::new(SqliteStore::open(&path, None).await.unwrap());
+    let two = Arc::new(SqliteStore::open(&path, None).await.unwrap());
+    one_concurrent_use_of_a_state_wins(one, two, "lite-state").await;
+    if let Some(url) = crate::support_postgres::url("an_oauth_state_is_used_once_across_two_handles_of_sqlite_and_postgres")
+    {
+        let one = Arc::new(crate::support_postgres::store(&url, 4, None).await);
+        let two = Arc::new(crate::support_postgres::store(&url, 4, None).await);
+        one_concurrent_use_of_a_state_wins(one, two, &crate::support_postgres::unique("pg-state")).await;
+    }
 }
 
 #[tokio::test]
 async fn the_console_store_keeps_its_contract_in_memory_sqlite_and_postgres() {
     console_store_contract(&MemoryConsoleStore::new(), "mem").await;
+    oauth_state_contract(&MemoryConsoleStore::new(), "mem", true).await;
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(dir.path().join("s.db"), None).await.unwrap();
     console_store_contract(&sqlite, "lite").await;
+    oauth_state_contract(&sqlite, "lite", true).await;
     if let Some(url) =
         crate::support_postgres::url("the_console_store_keeps_its_contract_in_memory_sqlite_and_postgres")
     {
         let pg = crate::support_postgres::store(&url, 2, None).await;
         console_store_contract(&pg, &crate::support_postgres::unique("pg")).await;
+        oauth_state_contract(&pg, &crate::support_postgres::unique("pg"), false).await;
     }
-}
-
-/// The browser test: a real Chromium logs in, sees the pages and logs out.
-#[tokio::test]
-async fn a_browser_logs_in_walks_the_console_and_logs_out() {
-    let Some(browser) = Browser::start("console").await else { return };
-    let w = ConsoleWorld::start().await;
-    browser.goto(&w.url("/console")).await;
-    assert_eq!(browser.url().await.path(), "/console/login", "no session: the login page");
-    browser.shot("login").await;
-    browser.fill("#name", OPERATOR).await;
-    browser.fill("#password", "not the password").await;
-    browser.click("form.stack button[type=submit]").await;
-    browser.wait_path("/console/login").await;
-    assert!(browser.text("[role=alert]").await.contains("Wrong name or password"));
-    browser.shot("login-refused").await;
-    browser.fill("#name", OPERATOR).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.click("form.stack button[type=submit]").await;
-    browser.wait_path("/console").await;
-    assert_eq!(browser.text("h1").await, "Overview");
-    assert_eq!(browser.text("nav.main a[aria-current=page]").await, "Overview");
-    browser.shot("overview").await;
-    // The sync-runs pages are walked in `console_runs_browser.rs`.
-    browser.click("#logout").await;
-    browser.wait_path("/console/login").await;
-    browser.goto(&w.url("/console")).await;
-    assert_eq!(browser.url().await.path(), "/console/login", "logged out: the login page again");
-    browser.shot("logged-out").await;
-    assert!(browser.shots_dir().join("03-overview.png").exists());
-    browser.close().await;
 }

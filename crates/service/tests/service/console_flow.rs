@@ -12,7 +12,12 @@ use byte8_ledger_core::{
     clock::{Clock, ManualClock, SystemClock},
     engine::EngineConfig,
     reference::ReferenceData,
-    store::{ConnectionStore, RunStatus, RunStore, crypto::MasterKey, service::BindingStore, sqlite::SqliteStore},
+    store::{
+        ConnectionStore, ConnectionStoreDyn, RunStatus, RunStore,
+        crypto::MasterKey,
+        service::{BindingStore, ServiceStore},
+        sqlite::SqliteStore,
+    },
 };
 use byte8_ledger_service::{
     HttpLimits, SageProviders, Service, ServiceConfig, StoredProviders, WorkerPool,
@@ -414,20 +419,29 @@ fn business_requests(sim: &SageSimulator) -> u64 {
 /// through the OAuth flow, pair a fake store (wiremock), send webhooks, see the runs, open a
 /// failed run's attempts, retry it and see it synced, see the rate limit's use on the overview,
 /// change the policy with a dropdown, see the field error for an invalid value, log out; a
-/// screenshot of each page under `target/browser-screenshots/console_flow/`.
+/// screenshot of each page under `target/browser-screenshots/console_flow/`. The only browser
+/// test (each costs CI time): the login's refusal of a wrong password and the logged-out
+/// redirect are checked here too.
 #[tokio::test]
 async fn in_a_browser_an_operator_walks_the_whole_console() {
     let Some(b) = Browser::start("console_flow").await else { return };
     let w = FlowWorld::start().await;
 
-    // Log in.
+    // Log in (no session: the login page; a wrong password is refused).
     b.goto(&w.url("/console")).await;
     b.wait_path("/console/login").await;
     b.shot("login").await;
     b.fill("#name", OPERATOR).await;
+    b.fill("#password", "not the password").await;
+    b.click("form.stack button[type=submit]").await;
+    b.wait_path("/console/login").await;
+    assert!(b.text("[role=alert]").await.contains("Wrong name or password"));
+    b.fill("#name", OPERATOR).await;
     b.fill("#password", PASSWORD).await;
     b.click("form.stack button[type=submit]").await;
     b.wait_path("/console").await;
+    assert_eq!(b.text("h1").await, "Overview");
+    assert_eq!(b.text("nav.main a[aria-current=page]").await, "Overview");
     b.shot("overview-empty").await;
 
     // Connect Sage through the OAuth flow: the simulator's approval page, then back.
@@ -506,7 +520,8 @@ async fn in_a_browser_an_operator_walks_the_whole_console() {
     b.goto(&w.url(&format!("/console/runs/{failed}"))).await;
     assert_eq!(b.text("#run-status").await, "synced");
     assert!(b.text("#run-ledger").await.contains("SI-"), "the ledger's number");
-    assert!(b.has("#attempt-1").await && b.has("#attempt-2").await, "both attempts kept, numbered on");
+    assert!(b.text("#attempt-1-title").await.starts_with("Attempt 1: failed"), "the refused attempt is kept");
+    assert!(b.text("#attempt-2-title").await.starts_with("Attempt 2: synced"), "the retry's attempt numbered on");
     b.shot("retried-run-synced").await;
     assert_eq!(w.sim.business(BUSINESS).unwrap().invoices.len(), 2, "each invoice posted once");
 
@@ -542,9 +557,11 @@ async fn in_a_browser_an_operator_walks_the_whole_console() {
     b.scroll_to("#b2c_consolidation__min_total_for_individual").await;
     b.shot("policy-field-error").await;
 
-    // Log out.
+    // Log out: the console is behind the login page again.
     b.click("#logout").await;
     b.wait_path("/console/login").await;
+    b.goto(&w.url("/console")).await;
+    assert_eq!(b.url().await.path(), "/console/login", "logged out: the login page again");
     b.shot("logged-out").await;
     assert!(b.shots_dir().join("16-logged-out.png").exists(), "every page was captured");
     b.close().await;
@@ -557,4 +574,163 @@ fn percent_of(part: u64, whole: u64) -> String {
     let mut p = p.round_dp_with_strategy(1, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
     p.rescale(1);
     format!("{p} %")
+}
+
+/// One `serve` process of a service run as several: its service (no worker), its console and
+/// its listener, over a database it shares with the others.
+struct Instance {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The master key every process of the test service shares (base64 of 32 bytes).
+fn shared_key() -> MasterKey {
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    MasterKey::from_base64(&SecretString::from(text)).unwrap()
+}
+
+async fn instance(
+    service_store: Arc<dyn ServiceStore>,
+    console_store: Arc<dyn ConsoleStore>,
+    connections: Arc<dyn ConnectionStoreDyn>,
+    server: &SimServer,
+) -> Instance {
+    let sage = SageProviders::new(Arc::clone(&connections)).with_builder(|b| {
+        b.with_client_id("demo-client").with_client_secret(SecretString::from("demo-secret".to_owned()))
+    });
+    let providers = Arc::new(StoredProviders::new(connections).with_sage(sage));
+    let config = ServiceConfig { retention: None, ..ServiceConfig::default() };
+    let service = Service::new(service_store, providers, Arc::new(SystemClock), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut app = LedgerApp::sage("demo-client", SecretString::from("demo-secret".to_owned()));
+    app.authorize_url = server.authorize_url();
+    app.token_url = server.token_url();
+    app.base_url = server.base_url();
+    let console_config = ConsoleConfig::new(url::Url::parse(&format!("{base}/")).unwrap());
+    let console = Console::new(&service, console_store, console_config, &shared_key()).with_ledger_app(app);
+    let router = service.router().merge(console.router());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(byte8_ledger_service::serve(listener, router, HttpLimits::default(), async {
+        let _ = stopped.await;
+    }));
+    Instance { base, stop: Some(stop) }
+}
+
+/// Logs `name` in at the console of `base`: the session cookie's value.
+async fn login_at(http: &reqwest::Client, base: &str, name: &str) -> String {
+    let page = http.get(format!("{base}/console/login")).send().await.unwrap();
+    let login_cookie = set_cookie(&page, "byte8_console_login").unwrap();
+    let token = csrf_of_html(&page.text().await.unwrap()).unwrap();
+    let r = http
+        .post(format!("{base}/console/login"))
+        .header(header::COOKIE, format!("byte8_console_login={login_cookie}"))
+        .form(&[("csrf_token", token.as_str()), ("name", name), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    set_cookie(&r, "byte8_console").expect("logged in")
+}
+
+/// Two processes share one database: an operator starts connecting `business` at process A,
+/// the provider sends the browser back to process B (which accepts the state), and the same
+/// callback replayed to A is refused as a used state, not left to the provider's refusal of a
+/// code used twice.
+async fn a_state_used_at_one_process_is_refused_at_the_other(
+    sim: &SageSimulator,
+    server: &SimServer,
+    a: &Instance,
+    b: &Instance,
+    console: &dyn ConsoleStore,
+    operator: &str,
+    business: &str,
+) {
+    let hash = hash_password(&SecretString::from(PASSWORD.to_owned())).unwrap();
+    console.put_operator(operator, &hash, SystemClock.now()).await.unwrap();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let session = login_at(&http, &a.base, operator).await;
+    let r = http
+        .get(format!("{}/connect/sage?business={business}", a.base))
+        .header(header::COOKIE, format!("byte8_console={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let authorize = location(&r);
+    assert!(authorize.starts_with(&server.authorize_url()), "{authorize}");
+    let oauth_cookie = format!("byte8_oauth={}", set_cookie(&r, "byte8_oauth").unwrap());
+    let back = crate::support_browser::consent(&authorize, "approve").await;
+    let query = back.query().unwrap().to_owned();
+
+    // Process B takes the callback: same signing key, the session in the shared database.
+    let r = http
+        .get(format!("{}/oauth/sage/callback?{query}", b.base))
+        .header(header::COOKIE, &oauth_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("Connected to"));
+    assert!(sim.business(business).is_some());
+    // Replayed to A: refused as used, before any code exchange.
+    let r = http
+        .get(format!("{}/oauth/sage/callback?{query}", a.base))
+        .header(header::COOKIE, &oauth_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("used already"), "{page}");
+}
+
+/// A simulator whose one business is `business`.
+async fn simulator_of(business: &str) -> (SageSimulator, SimServer) {
+    let sim = SageSimulator::new(SimConfig::default());
+    let mut reference = ReferenceData::demo_uk(chrono::DateTime::UNIX_EPOCH);
+    reference.business.id = business.to_owned();
+    sim.add_business(reference);
+    let server = sim.serve().await.unwrap();
+    (sim, server)
+}
+
+#[tokio::test]
+async fn an_oauth_state_replayed_to_another_process_on_one_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (sim, server) = simulator_of(BUSINESS).await;
+    let one = Arc::new(SqliteStore::open(&path, Some(shared_key())).await.unwrap());
+    let two = Arc::new(SqliteStore::open(&path, Some(shared_key())).await.unwrap());
+    let a = instance(Arc::clone(&one) as _, Arc::clone(&one) as _, Arc::clone(&one) as _, &server).await;
+    let b = instance(Arc::clone(&two) as _, Arc::clone(&two) as _, Arc::clone(&two) as _, &server).await;
+    a_state_used_at_one_process_is_refused_at_the_other(&sim, &server, &a, &b, one.as_ref(), OPERATOR, BUSINESS)
+        .await;
+    assert!(two.connection(BUSINESS).await.unwrap().is_some(), "B stored the connection");
+}
+
+#[tokio::test]
+async fn an_oauth_state_replayed_to_another_process_on_postgres_is_refused() {
+    let Some(url) = crate::support_postgres::url("an_oauth_state_replayed_to_another_process_on_postgres_is_refused")
+    else {
+        return;
+    };
+    let business = crate::support_postgres::unique("oauth-biz");
+    let (sim, server) = simulator_of(&business).await;
+    let one = Arc::new(crate::support_postgres::store(&url, 3, Some(shared_key())).await);
+    let two = Arc::new(crate::support_postgres::store(&url, 3, Some(shared_key())).await);
+    let a = instance(Arc::clone(&one) as _, Arc::clone(&one) as _, Arc::clone(&one) as _, &server).await;
+    let b = instance(Arc::clone(&two) as _, Arc::clone(&two) as _, Arc::clone(&two) as _, &server).await;
+    let operator = crate::support_postgres::unique("op");
+    a_state_used_at_one_process_is_refused_at_the_other(&sim, &server, &a, &b, one.as_ref(), &operator, &business)
+        .await;
+    assert!(two.connection(&business).await.unwrap().is_some(), "B stored the connection");
 }

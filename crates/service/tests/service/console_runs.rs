@@ -231,3 +231,93 @@ async fn retry_all_dead_letters_asks_for_the_store_and_a_confirmation() {
     let html = w.get(&location(&r), Some(&s)).await.text().await.unwrap();
     assert!(html.contains("2 dead-lettered runs are back in line"), "{html}");
 }
+
+#[tokio::test]
+async fn retry_all_dead_letters_of_every_business_from_the_overview_with_a_confirmation() {
+    let w = ConsoleWorld::start().await;
+    pair(&w, "shop-a", "biz-a").await;
+    pair(&w, "shop-b", "biz-b").await;
+    let a1 = run(&w, "biz-a", "shop-a", 1, Some(RunStatus::DeadLettered)).await;
+    let b1 = run(&w, "biz-b", "shop-b", 2, Some(RunStatus::DeadLettered)).await;
+    let b2 = run(&w, "biz-b", "shop-b", 3, Some(RunStatus::DeadLettered)).await;
+    let synced = run(&w, "biz-a", "shop-a", 4, Some(RunStatus::Synced)).await;
+    let s = w.login().await;
+    let token = w.csrf(&s).await;
+
+    // The overview's dead-letter banner links to the confirmation for every business.
+    let html = w.get("/console", Some(&s)).await.text().await.unwrap();
+    assert!(html.contains("3 event(s) dead-lettered"), "{html}");
+    assert!(html.contains(r#"href="/console/runs/retry-dead-letters?store=*""#), "{html}");
+    let html = w.get("/console/runs/retry-dead-letters?store=*", Some(&s)).await.text().await.unwrap();
+    assert!(html.contains("3 dead-lettered runs of <strong>every business</strong>"), "{html}");
+    assert!(html.contains(r#"<option value="*" selected>Every store of every business</option>"#), "{html}");
+
+    // A wrong CSRF token: 403, nothing retried; not confirmed: the field error, nothing retried.
+    let form = |csrf: &str, confirm: bool| {
+        let mut f = vec![("csrf_token".to_owned(), csrf.to_owned()), ("store".to_owned(), "*".to_owned())];
+        if confirm {
+            f.push(("confirm".to_owned(), "yes".to_owned()));
+        }
+        f
+    };
+    let pairs = |f: &[(String, String)]| f.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>();
+    let post = |f: Vec<(String, String)>| {
+        let w = &w;
+        let s = s.clone();
+        async move {
+            let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            w.post("/console/runs/retry-dead-letters", Some(&s), &refs).await
+        }
+    };
+    let r = post(pairs(&form("wrong", true))).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post(pairs(&form(&token, false))).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("confirm: tick the box to confirm"));
+    for id in [a1, b1, b2] {
+        assert_eq!(w.store.get(id).await.unwrap().unwrap().status, RunStatus::DeadLettered, "nothing retried yet");
+    }
+
+    let r = post(pairs(&form(&token, true))).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/console/runs?done=retried_all&retried=3");
+    for id in [a1, b1, b2] {
+        let run = w.store.get(id).await.unwrap().unwrap();
+        assert_eq!((run.status, run.next_attempt_at), (RunStatus::Queued, None), "run {id} of any business, due now");
+    }
+    assert_eq!(w.store.get(synced).await.unwrap().unwrap().status, RunStatus::Synced, "only dead letters");
+    let html = w.get(&location(&r), Some(&s)).await.text().await.unwrap();
+    assert!(html.contains("3 dead-lettered runs are back in line"), "{html}");
+    let html = w.get("/console", Some(&s)).await.text().await.unwrap();
+    assert!(!html.contains("retry-dead-letters?store=*"), "no dead letter left: no banner link");
+}
+
+#[tokio::test]
+async fn a_retried_runs_page_numbers_its_next_attempt_after_the_earlier_ones() {
+    let w = ConsoleWorld::start().await;
+    pair(&w, "shop-a", "biz-a").await;
+    let dead = run(&w, "biz-a", "shop-a", 7, Some(RunStatus::DeadLettered)).await;
+    let s = w.login().await;
+    let token = w.csrf(&s).await;
+    let r = w.post(&format!("/console/runs/{dead}/retry"), Some(&s), &[("csrf_token", &token)]).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // The worker's next attempt (as the engine numbers it: the run's count plus one) fails again.
+    let now = w.clock.now();
+    let claimed = w.store.claim_run(dead, now, now + chrono::Duration::minutes(5)).await.unwrap().unwrap();
+    assert_eq!((claimed.attempts, claimed.attempts_before_retry), (1, 1), "the count is kept across the retry");
+    let mut attempts = w.store.attempts(dead).await.unwrap();
+    let mut again = attempts.remove(0);
+    again.number = claimed.attempts + 1;
+    let outcome = claimed.outcome.clone().unwrap();
+    w.store
+        .finish(
+            dead,
+            claimed.claim,
+            RunResult { status: RunStatus::DeadLettered, outcome, attempt: again, next_attempt_at: None },
+        )
+        .await
+        .unwrap();
+    let html = w.get(&format!("/console/runs/{dead}"), Some(&s)).await.text().await.unwrap();
+    assert_eq!(html.matches("Attempt 1: ").count(), 1, "{html}");
+    assert_eq!(html.matches("Attempt 2: ").count(), 1, "the attempt after the retry is the second: {html}");
+}

@@ -1653,6 +1653,65 @@ async fn retryable_failures_climb_the_ladder_then_dead_letter_after_max_attempts
     assert_eq!(w.served("POST /sales_invoices"), 13);
 }
 
+/// An operator's retry of a dead letter: the attempt numbers continue (4, 5, 6 after three), the
+/// retry gets a fresh set of `max_attempts`, and its backoff starts again at the ladder's first
+/// step (the engine's documented choice: the operator asks for it now, most likely after fixing
+/// the cause).
+#[tokio::test]
+async fn a_retried_run_numbers_its_attempts_on_and_climbs_the_ladder_afresh() {
+    let w = World::new().await;
+    let ladder = vec![Duration::from_secs(1), Duration::from_secs(5)];
+    let engine = w.engine_with(
+        policy(json!({})),
+        EngineConfig { max_attempts: 3, retry_ladder: ladder, ..EngineConfig::default() },
+    );
+    let store = w.store();
+    // Six attempts answer 503 (four POSTs each: 1 + 3 client retries).
+    for _ in 0..24 {
+        w.sim.script(Some("POST /sales_invoices"), Fault::ErrorBefore(503));
+    }
+    let line = invoice_created(&invoice_entity(2651, "GBP", &registered(5, "Jane", "Doe", None)));
+    failed(&engine.sync_line(&line).await.unwrap(), ErrorCode::Provider);
+    let key = "invoice.created:2651";
+    let waits = |run: &byte8_ledger_core::store::Run| run.next_attempt_at.map(|t| t - w.clock.now());
+    let run = store.find_by_key(BUSINESS, key).await.unwrap().unwrap();
+    assert_eq!(waits(&run), Some(Span::seconds(1)), "first step");
+    w.clock.advance(Span::seconds(1));
+    engine.process_due(10).await.unwrap();
+    let run = store.find_by_key(BUSINESS, key).await.unwrap().unwrap();
+    assert_eq!((run.attempts, waits(&run)), (2, Some(Span::seconds(5))), "second step");
+    w.clock.advance(Span::seconds(5));
+    engine.process_due(10).await.unwrap();
+    let run = store.find_by_key(BUSINESS, key).await.unwrap().unwrap();
+    assert_eq!((run.status, run.attempts), (RunStatus::DeadLettered, 3));
+
+    // Retried: attempt 4 fails and waits the ladder's first step again, not its last.
+    assert!(store.requeue_run(run.id, w.clock.now()).await.unwrap());
+    engine.process_due(10).await.unwrap();
+    let run = store.find_by_key(BUSINESS, key).await.unwrap().unwrap();
+    assert_eq!((run.status, run.attempts, run.attempts_before_retry), (RunStatus::Queued, 4, 3));
+    assert_eq!(waits(&run), Some(Span::seconds(1)), "the retry's backoff starts afresh");
+    w.clock.advance(Span::seconds(1));
+    engine.process_due(10).await.unwrap();
+    let run = store.find_by_key(BUSINESS, key).await.unwrap().unwrap();
+    assert_eq!((run.attempts, waits(&run)), (5, Some(Span::seconds(5))));
+    // A fresh set of three: the sixth attempt (the retry's third) gives up.
+    w.clock.advance(Span::seconds(5));
+    let sixth = engine.process_due(10).await.unwrap();
+    let message = failed(&sixth[0].1, ErrorCode::Provider);
+    assert!(message.contains("gave up after 3 attempts since its last retry"), "{message}");
+    let run = store.find_by_key(BUSINESS, key).await.unwrap().unwrap();
+    assert_eq!((run.status, run.attempts), (RunStatus::DeadLettered, 6));
+
+    // Sage is back; retried again, attempt 7 posts it.
+    assert!(store.requeue_run(run.id, w.clock.now()).await.unwrap());
+    synced(&engine.process_due(10).await.unwrap()[0].1);
+    let numbers: Vec<u32> = store.attempts(run.id).await.unwrap().iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 7], "numbered on across both retries");
+    assert_eq!(w.served("POST /sales_invoices"), 25);
+    assert_eq!(w.biz().invoices.len(), 1);
+}
+
 // =============================================================================================
 // 10. Upserts collapse while queued
 // =============================================================================================

@@ -426,4 +426,9 @@ async fn each_run_of_a_batch_keeps_its_batchs_exchanges_and_its_own_snapshot() {
         let text = serde_json::to_string(&attempts).unwrap();
         assert!(!text.contains("xero-access-") && !text.contains("xero-refresh-"), "no credential kept: {text}");
     }
+    // The store keeps the batch's requests once: the business's count is what Xero served (its
+    // API calls, which its limits count), not once per run of the batch.
+    let counted = store.ledger_requests(XERO_DEMO_TENANT, c.now() - chrono::Duration::hours(1)).await.unwrap();
+    assert_eq!(counted.requests, sim.api_calls(), "{:?}", sim.requests());
+    assert_eq!(counted.rate_limited, 0);
 }
