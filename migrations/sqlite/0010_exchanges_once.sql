@@ -54,7 +54,14 @@ CREATE INDEX temp.byte8_recordings_key ON byte8_recordings (scope, exchanges);
 
 INSERT INTO exchanges (recording, seq, scope, at, method, url, status, request_body, response_body, error)
 SELECT g.recording, CAST(e.key AS INTEGER), g.scope,
-    COALESCE(CAST(ROUND((julianday(json_extract(e.value, '$.at')) - 2440587.5) * 86400000000.0) AS INTEGER), 0),
+    -- RFC 3339 (`2026-03-02T09:00:00.123456Z`, as the crate wrote it) to microseconds, exactly:
+    -- the whole seconds, then up to six digits of the fraction.
+    COALESCE(
+        CAST(strftime('%s', json_extract(e.value, '$.at')) AS INTEGER) * 1000000
+        + CASE WHEN instr(json_extract(e.value, '$.at'), '.') > 0 THEN CAST(substr(
+            rtrim(substr(json_extract(e.value, '$.at'), instr(json_extract(e.value, '$.at'), '.') + 1), 'Z')
+            || '000000', 1, 6) AS INTEGER) ELSE 0 END,
+        0),
     COALESCE(json_extract(e.value, '$.method'), ''),
     COALESCE(json_extract(e.value, '$.url'), ''),
     CASE WHEN json_type(e.value, '$.status') = 'integer' THEN json_extract(e.value, '$.status') END,

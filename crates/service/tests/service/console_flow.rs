@@ -598,11 +598,14 @@ fn shared_key() -> MasterKey {
     MasterKey::from_base64(&SecretString::from(text)).unwrap()
 }
 
+/// `public`: the service's public URL, which every process shares (the one behind a load
+/// balancer; the redirect URI the provider checks is built on it); `None`: this instance's own.
 async fn instance(
     service_store: Arc<dyn ServiceStore>,
     console_store: Arc<dyn ConsoleStore>,
     connections: Arc<dyn ConnectionStoreDyn>,
     server: &SimServer,
+    public: Option<&str>,
 ) -> Instance {
     let sage = SageProviders::new(Arc::clone(&connections)).with_builder(|b| {
         b.with_client_id("demo-client").with_client_secret(SecretString::from("demo-secret".to_owned()))
@@ -616,7 +619,8 @@ async fn instance(
     app.authorize_url = server.authorize_url();
     app.token_url = server.token_url();
     app.base_url = server.base_url();
-    let console_config = ConsoleConfig::new(url::Url::parse(&format!("{base}/")).unwrap());
+    let public = format!("{}/", public.unwrap_or(&base));
+    let console_config = ConsoleConfig::new(url::Url::parse(&public).unwrap());
     let console = Console::new(&service, console_store, console_config, &shared_key()).with_ledger_app(app);
     let router = service.router().merge(console.router());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -678,8 +682,10 @@ async fn a_state_used_at_one_process_is_refused_at_the_other(
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.text().await.unwrap().contains("Connected to"));
+    let status = r.status();
+    let page = r.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("Connected to"), "{page}");
     assert!(sim.business(business).is_some());
     // Replayed to A: refused as used, before any code exchange.
     let r = http
@@ -690,7 +696,7 @@ async fn a_state_used_at_one_process_is_refused_at_the_other(
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let page = r.text().await.unwrap();
-    assert!(page.contains("used already"), "{page}");
+    assert!(page.contains("used already") && !page.contains("invalid_grant"), "refused before the exchange: {page}");
 }
 
 /// A simulator whose one business is `business`.
@@ -710,8 +716,9 @@ async fn an_oauth_state_replayed_to_another_process_on_one_sqlite_file_is_refuse
     let (sim, server) = simulator_of(BUSINESS).await;
     let one = Arc::new(SqliteStore::open(&path, Some(shared_key())).await.unwrap());
     let two = Arc::new(SqliteStore::open(&path, Some(shared_key())).await.unwrap());
-    let a = instance(Arc::clone(&one) as _, Arc::clone(&one) as _, Arc::clone(&one) as _, &server).await;
-    let b = instance(Arc::clone(&two) as _, Arc::clone(&two) as _, Arc::clone(&two) as _, &server).await;
+    let a = instance(Arc::clone(&one) as _, Arc::clone(&one) as _, Arc::clone(&one) as _, &server, None).await;
+    let b =
+        instance(Arc::clone(&two) as _, Arc::clone(&two) as _, Arc::clone(&two) as _, &server, Some(&a.base)).await;
     a_state_used_at_one_process_is_refused_at_the_other(&sim, &server, &a, &b, one.as_ref(), OPERATOR, BUSINESS)
         .await;
     assert!(two.connection(BUSINESS).await.unwrap().is_some(), "B stored the connection");
@@ -727,8 +734,9 @@ async fn an_oauth_state_replayed_to_another_process_on_postgres_is_refused() {
     let (sim, server) = simulator_of(&business).await;
     let one = Arc::new(crate::support_postgres::store(&url, 3, Some(shared_key())).await);
     let two = Arc::new(crate::support_postgres::store(&url, 3, Some(shared_key())).await);
-    let a = instance(Arc::clone(&one) as _, Arc::clone(&one) as _, Arc::clone(&one) as _, &server).await;
-    let b = instance(Arc::clone(&two) as _, Arc::clone(&two) as _, Arc::clone(&two) as _, &server).await;
+    let a = instance(Arc::clone(&one) as _, Arc::clone(&one) as _, Arc::clone(&one) as _, &server, None).await;
+    let b =
+        instance(Arc::clone(&two) as _, Arc::clone(&two) as _, Arc::clone(&two) as _, &server, Some(&a.base)).await;
     let operator = crate::support_postgres::unique("op");
     a_state_used_at_one_process_is_refused_at_the_other(&sim, &server, &a, &b, one.as_ref(), &operator, &business)
         .await;

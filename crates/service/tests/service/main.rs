@@ -11,6 +11,7 @@ mod console_runs;
 mod hostile_store;
 mod magento_client;
 mod magento_jwt_vectors;
+mod migration_0010;
 mod store_conformance;
 #[path = "../../../../tests/support/mod.rs"]
 mod support;
