@@ -932,8 +932,10 @@ impl StateSigner {
 }
 
 /// Remembers the nonces of states already used until they expire, refusing a second use (in
-/// memory: one process; a service with several processes also gets the provider's refusal of a
-/// code used twice).
+/// memory: one process). A service of several processes keeps the record in its database
+/// instead, so that a state replayed to another process is refused too (the service console's
+/// `ConsoleStore::use_oauth_state`, migration `0010`); the provider refuses a code used twice in
+/// any case.
 #[derive(Debug, Default)]
 pub struct StateReplayGuard {
     used: std::sync::Mutex<HashMap<String, i64>>,

@@ -779,8 +779,8 @@ impl SyncEngine {
 /// what an attempt's record keeps, with where they sit in the recording. In a batch every run
 /// keeps the exchanges of its batch and points at the batch's one recording, which a store keeps
 /// once.
-fn audit() -> (Vec<crate::http::audit::ExchangeRecord>, Option<crate::http::audit::RecordingRef>, Option<serde_json::Value>)
-{
+fn audit()
+-> (Vec<crate::http::audit::ExchangeRecord>, Option<crate::http::audit::RecordingRef>, Option<serde_json::Value>) {
     crate::http::audit::current()
         .map(|r| {
             let (exchanges, recording) = r.recorded();

@@ -518,10 +518,16 @@ mod tests {
         let (got, at) = rec.recorded();
         assert_eq!(got.len(), MAX_EXCHANGES + 5, "every request is kept");
         assert_eq!(at, Some(RecordingRef { id: rec.id(), first: 0, count: (MAX_EXCHANGES + 5) as u64 }));
-        assert!(got[..5].iter().all(|e| e.request_body.is_none() && e.response_body.is_none()), "the oldest lose their bodies");
+        assert!(
+            got[..5].iter().all(|e| e.request_body.is_none() && e.response_body.is_none()),
+            "the oldest lose their bodies"
+        );
         assert_eq!(got[4].url, "/p/4", "but keep their URL");
         assert_eq!(got[5].request_body.as_deref(), Some("q5"));
-        assert_eq!(got.last().and_then(|e| e.response_body.as_deref()), Some(format!("a{}", MAX_EXCHANGES + 4).as_str()));
+        assert_eq!(
+            got.last().and_then(|e| e.response_body.as_deref()),
+            Some(format!("a{}", MAX_EXCHANGES + 4).as_str())
+        );
         assert_ne!(Recorder::new().id(), rec.id(), "each recording has its own id");
     }
 

@@ -1,8 +1,30 @@
 //! The sync runs' audit, as an operator reads it: the runs table ([`RunQuery`] →
 //! [`RunStore::query_runs`]), one run's page ([`run_detail`]: the event, every attempt with its
 //! ledger exchanges, the outcome, the ledger's document, and for an upsert what changed since the
-//! previous run of the same entity, [`snapshot_diff`]), and the retries
-//! ([`RunStore::requeue_run`], [`RunStore::requeue_dead_letters`]).
+//! previous run of the same entity, [`snapshot_diff`]), the retries
+//! ([`RunStore::requeue_run`], [`RunStore::requeue_dead_letters`]), and a business's ledger
+//! requests over a time ([`RunStore::ledger_requests`]).
+//!
+//! # Exchanges, kept once
+//!
+//! An attempt's ledger requests and answers ([`AttemptRecord::exchanges`]) belong to a
+//! recording ([`crate::http::audit`]'s "Recordings"): the attempt's own, or the one the runs of a
+//! batch share. The stores keep each exchange once, keyed by its recording and number; an attempt
+//! keeps where its exchanges sit ([`AttemptRecord::recording`]: first number and count), so a run's
+//! page shows every request and answer its attempts saw, and counting a business's requests
+//! counts each once. The requests a business makes outside any run (reference data loaded for a
+//! worker or on an operator's demand, the engine's capabilities and policy check) are kept as
+//! recordings of their own ([`recorded_outside_runs`], [`RunStore::record_exchanges`], for
+//! [`LOOSE_EXCHANGES_KEPT`]), so that [`RunStore::ledger_requests`] counts every request the
+//! business's providers made through the shared HTTP loop. Not counted: token requests (to the
+//! identity server, outside the API's limit) and the connect flow's listing of the businesses a
+//! new token reaches (no business's yet).
+//!
+//! # Retries and attempt numbers
+//!
+//! A retry keeps the run's attempt count ([`Run::attempts`](super::Run::attempts)): the next
+//! attempt is numbered after the earlier ones. The engine counts its `max_attempts` and retry
+//! ladder from the retry ([`Run::attempts_before_retry`](super::Run::attempts_before_retry)).
 //!
 //! # The runs table
 //!

@@ -262,7 +262,11 @@ impl RunStore for MemoryStore {
         for a in &mut attempts {
             if let Some(r) = &a.recording {
                 let end = r.first.saturating_add(r.count);
-                a.exchanges = s.exchanges.range((r.id.clone(), r.first)..(r.id.clone(), end)).map(|(_, (_, e))| e.clone()).collect();
+                a.exchanges = s
+                    .exchanges
+                    .range((r.id.clone(), r.first)..(r.id.clone(), end))
+                    .map(|(_, (_, e))| e.clone())
+                    .collect();
             }
         }
         Ok(attempts)

@@ -103,7 +103,7 @@ fn exchange(at_secs: i64, method: &str, url: &str, status: u16) -> ExchangeRecor
 /// request once ([`crate::store::RunStore::ledger_requests`]: requests since a time, and the
 /// 429s among them, per business).
 pub async fn a_batchs_exchanges_are_kept_and_counted_once(store: &dyn Store, scope: &str) {
-    let batch = vec![
+    let batch = [
         exchange(10, "GET", "/api.xro/2.0/Contacts?where=x", 200),
         exchange(11, "POST", "/api.xro/2.0/Invoices", 429),
         exchange(20, "POST", "/api.xro/2.0/Invoices", 200),
@@ -173,7 +173,10 @@ pub async fn retried_runs_keep_counting_their_attempts(store: &dyn Store, scope:
             .expect("finish 1");
         let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
         assert_eq!(run.attempts, 1);
-        store.finish(id, run.claim, result(&key, RunStatus::DeadLettered, run.attempts + 1, None)).await.expect("finish 2");
+        store
+            .finish(id, run.claim, result(&key, RunStatus::DeadLettered, run.attempts + 1, None))
+            .await
+            .expect("finish 2");
         ids.push(id);
     }
     let now = t0() + Duration::days(1);

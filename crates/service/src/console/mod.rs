@@ -14,11 +14,11 @@
 //! |---|---|
 //! | `GET /console/login`, `POST /console/login` | the login form (double-submit CSRF token, rate-limited) |
 //! | `POST /console/logout` | ends the session |
-//! | `GET /console` | overview |
+//! | `GET /console` | overview: per business, the rate limit's use in the last hour (`console/overview.rs`), and "Retry all dead letters" of every business when any is dead-lettered |
 //! | `GET /console/assets/console.css` | the embedded stylesheet (no session needed) |
 //! | `GET /console/connections` | the ledger connections: connect (OAuth), disconnect (revoking), refresh the reference data |
 //! | `GET /console/runs`, `GET /console/runs/{id}`, `POST /console/runs/{id}/retry`, `GET`/`POST /console/runs/retry-dead-letters` | the sync runs: the table (filters, search, server paging), a run's audit (event, attempts with every ledger request and answer, outcome, ledger record, an upsert's diff), "Retry" and "Retry all dead letters" (`console/runs.rs`) |
-//! | `GET /connect/{provider}`, `GET /oauth/{provider}/callback` | the OAuth authorisation-code flow ([`oauth`]) |
+//! | `GET /connect/{provider}`, `GET /oauth/{provider}/callback` | the OAuth authorisation-code flow ([`oauth`]; each `state` used once across every process sharing the database: [`ConsoleStore::use_oauth_state`]) |
 //!
 //! Every answer carries `Cache-Control: no-store`, a content security policy without scripts
 //! (`default-src 'self'; script-src 'none'; frame-ancestors 'none'`), `X-Frame-Options: DENY`,
@@ -66,11 +66,7 @@ pub use session::{Operator, Posted};
 pub use store::{ConsoleStore, MemoryConsoleStore, OperatorInfo, PasswordHash, PolicyVersion, SessionRecord};
 
 use crate::{Service, Shared};
-use byte8_ledger_core::{
-    auth::connect::StateSigner,
-    http::RateConfig,
-    store::crypto::MasterKey,
-};
+use byte8_ledger_core::{auth::connect::StateSigner, http::RateConfig, store::crypto::MasterKey};
 
 /// The provider name of Sage connections.
 const SAGE_PROVIDER: &str = "sage_accounting";

@@ -87,8 +87,7 @@ pub(crate) async fn businesses(shared: &ConsoleShared) -> Result<Vec<BusinessRow
             Err(byte8_ledger_core::Error::Unsupported { .. }) => None,
             Err(e) => return Err(e),
         };
-        row.limit_per_hour =
-            row.connection.as_ref().and_then(|c| shared.config.requests_per_hour(c.provider.as_str()));
+        row.limit_per_hour = row.connection.as_ref().and_then(|c| shared.config.requests_per_hour(c.provider.as_str()));
         match shared.store.activity(scope, hour_ago).await? {
             Some(a) => row.oldest_queued_at = a.oldest_queued_at,
             None if row.queued > 0 => {
@@ -204,7 +203,7 @@ pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -18,7 +18,6 @@ use chrono::{DateTime, Utc};
 use reqwest::{StatusCode, header};
 use secrecy::SecretString;
 
-
 /// An operator every world has.
 pub const OPERATOR: &str = "ada";
 /// Its password.
@@ -443,7 +442,6 @@ async fn console_store_contract(store: &dyn ConsoleStore, prefix: &str) {
     assert!(store.remove_operator(&name).await.unwrap());
     assert!(store.operator_hash(&name).await.unwrap().is_none());
     assert!(!store.remove_operator(&name).await.unwrap());
-
 }
 
 /// OAuth states are used once until they expire. On the real clock: a PostgreSQL database is
@@ -492,7 +490,8 @@ async fn an_oauth_state_is_used_once_across_two_handles_of_sqlite_and_postgres()
     let one = Arc::new(SqliteStore::open(&path, None).await.unwrap());
     let two = Arc::new(SqliteStore::open(&path, None).await.unwrap());
     one_concurrent_use_of_a_state_wins(one, two, "lite-state").await;
-    if let Some(url) = crate::support_postgres::url("an_oauth_state_is_used_once_across_two_handles_of_sqlite_and_postgres")
+    if let Some(url) =
+        crate::support_postgres::url("an_oauth_state_is_used_once_across_two_handles_of_sqlite_and_postgres")
     {
         let one = Arc::new(crate::support_postgres::store(&url, 4, None).await);
         let two = Arc::new(crate::support_postgres::store(&url, 4, None).await);

@@ -717,10 +717,8 @@ async fn an_oauth_state_replayed_to_another_process_on_one_sqlite_file_is_refuse
     let one = Arc::new(SqliteStore::open(&path, Some(shared_key())).await.unwrap());
     let two = Arc::new(SqliteStore::open(&path, Some(shared_key())).await.unwrap());
     let a = instance(Arc::clone(&one) as _, Arc::clone(&one) as _, Arc::clone(&one) as _, &server, None).await;
-    let b =
-        instance(Arc::clone(&two) as _, Arc::clone(&two) as _, Arc::clone(&two) as _, &server, Some(&a.base)).await;
-    a_state_used_at_one_process_is_refused_at_the_other(&sim, &server, &a, &b, one.as_ref(), OPERATOR, BUSINESS)
-        .await;
+    let b = instance(Arc::clone(&two) as _, Arc::clone(&two) as _, Arc::clone(&two) as _, &server, Some(&a.base)).await;
+    a_state_used_at_one_process_is_refused_at_the_other(&sim, &server, &a, &b, one.as_ref(), OPERATOR, BUSINESS).await;
     assert!(two.connection(BUSINESS).await.unwrap().is_some(), "B stored the connection");
 }
 
@@ -735,8 +733,7 @@ async fn an_oauth_state_replayed_to_another_process_on_postgres_is_refused() {
     let one = Arc::new(crate::support_postgres::store(&url, 3, Some(shared_key())).await);
     let two = Arc::new(crate::support_postgres::store(&url, 3, Some(shared_key())).await);
     let a = instance(Arc::clone(&one) as _, Arc::clone(&one) as _, Arc::clone(&one) as _, &server, None).await;
-    let b =
-        instance(Arc::clone(&two) as _, Arc::clone(&two) as _, Arc::clone(&two) as _, &server, Some(&a.base)).await;
+    let b = instance(Arc::clone(&two) as _, Arc::clone(&two) as _, Arc::clone(&two) as _, &server, Some(&a.base)).await;
     let operator = crate::support_postgres::unique("op");
     a_state_used_at_one_process_is_refused_at_the_other(&sim, &server, &a, &b, one.as_ref(), &operator, &business)
         .await;
