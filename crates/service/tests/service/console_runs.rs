@@ -321,3 +321,102 @@ async fn a_retried_runs_page_numbers_its_next_attempt_after_the_earlier_ones() {
     assert_eq!(html.matches("Attempt 1: ").count(), 1, "{html}");
     assert_eq!(html.matches("Attempt 2: ").count(), 1, "the attempt after the retry is the second: {html}");
 }
+
+#[tokio::test]
+async fn the_overview_shows_the_rate_limits_use_of_the_last_hour_per_business() {
+    use byte8_ledger_core::store::{Connection, ConnectionStore};
+    let w = ConsoleWorld::start().await;
+    for (scope, provider) in [("biz-x", "xero"), ("biz-s", "sage_accounting")] {
+        w.store
+            .save_connection(&Connection {
+                scope: scope.into(),
+                provider: provider.into(),
+                base_url: "https://ledger.example.com".into(),
+                token_url: "https://ledger.example.com/token".into(),
+                created_at: w.clock.now(),
+                tenant_id: None,
+                connections_url: None,
+            })
+            .await
+            .unwrap();
+    }
+    pair(&w, "shop-x", "biz-x").await;
+    // biz-x: a run whose one attempt made three requests (one refused with 429), all this hour,
+    // and an earlier run whose request is two hours old; biz-s: one run's one request.
+    let now = w.clock.now();
+    let exchange = |at: chrono::DateTime<chrono::Utc>, status: u16| ExchangeRecord {
+        at,
+        method: "PUT".into(),
+        url: "/api.xro/2.0/Invoices".into(),
+        status: Some(status),
+        request_body: None,
+        response_body: None,
+        error: None,
+    };
+    let finish_with = |scope: &'static str, tenant: &'static str, n: u64, exchanges: Vec<ExchangeRecord>| {
+        let w = &w;
+        async move {
+            let id = run(w, scope, tenant, n, None).await;
+            let claimed = w.store.claim_run(id, now, now + chrono::Duration::minutes(5)).await.unwrap().unwrap();
+            let mut result = RunResult {
+                status: RunStatus::Synced,
+                outcome: Outcome {
+                    idempotency_key: Some(format!("invoice.created:{n}")),
+                    event: Some("invoice.created".into()),
+                    entity_type: Some("invoice".into()),
+                    magento_entity_id: Some(n),
+                    provider: "xero".into(),
+                    sync_status: SyncStatus::Synced,
+                    provider_entity_id: Some(format!("L-{n}")),
+                    provider_reference: None,
+                    skip_reason: None,
+                    error_code: None,
+                    message: None,
+                    last_sync_at: now,
+                },
+                attempt: AttemptRecord {
+                    number: 1,
+                    started_at: now,
+                    finished_at: now,
+                    result: "synced".into(),
+                    error_code: None,
+                    message: None,
+                    ledger_id: Some(format!("L-{n}")),
+                    exchanges: Vec::new(),
+                    recording: None,
+                    snapshot: None,
+                },
+                next_attempt_at: None,
+            };
+            result.attempt.exchanges = exchanges;
+            w.store.finish(id, claimed.claim, result).await.unwrap();
+        }
+    };
+    let minutes = |m: i64| now - chrono::Duration::minutes(m);
+    finish_with(
+        "biz-x",
+        "shop-x",
+        1,
+        vec![exchange(minutes(50), 200), exchange(minutes(50), 429), exchange(minutes(49), 200)],
+    )
+    .await;
+    finish_with("biz-x", "shop-x", 2, vec![exchange(minutes(120), 200)]).await;
+    pair(&w, "shop-s", "biz-s").await;
+    finish_with("biz-s", "shop-s", 3, vec![exchange(minutes(5), 200)]).await;
+
+    let s = w.login().await;
+    let html = w.get("/console", Some(&s)).await.text().await.unwrap();
+    let row = |scope: &str| {
+        let start = html.find(&format!(r#"<tr data-business="{scope}">"#)).unwrap_or_else(|| panic!("{scope}: {html}"));
+        let end = html[start..].find("</tr>").unwrap() + start;
+        html[start..end].to_owned()
+    };
+    // Xero: 60 a minute, 3,600 an hour; 3 of them this hour, one refused.
+    let x = row("biz-x");
+    assert!(x.contains("3 / 3,600 (0.1 %)"), "{x}");
+    assert!(x.contains("1 refused (429)"), "{x}");
+    // Sage: 200 a minute, 12,000 an hour.
+    let sage = row("biz-s");
+    assert!(sage.contains("1 / 12,000 (0.0 %)"), "{sage}");
+    assert!(!sage.contains("429"), "{sage}");
+}
