@@ -131,6 +131,17 @@
 //! A business without a Sage connection yet (paired, Sage not connected) is skipped: its events
 //! wait in line.
 //!
+//! # Where the service keeps its state
+//!
+//! [`store`] defines the service's half of the stores: tenant bindings ([`store::BindingStore`],
+//! their api keys sealed under the store's master key), dispatch leases, the sync-state callback
+//! outbox, due tenants, the health counters and a Magento entity's runs
+//! ([`store::DispatchStore`]), the webhook replay cache ([`store::ReplayCache`]); a
+//! [`store::ServiceStore`] is all of them with the core's run queue, cross-reference, tokens and
+//! retention purge. They are implemented for the core's `SqliteStore` and `PostgresStore`
+//! (features `sqlite` and `postgres`, on the stores' pools; the tables come from the core's
+//! migrations) and for [`store::MemoryServiceStore`] (tests, the demo).
+//!
 //! # Embedding
 //!
 //! ```no_run
@@ -141,6 +152,7 @@
 //! };
 //! use byte8_ledger_service::{SageProviders, Service, ServiceConfig};
 //!
+//! # #[cfg(feature = "sqlite")] // the `ServiceStore` of `SqliteStore`
 //! # async fn demo() -> byte8_ledger_core::Result<()> {
 //! let store = Arc::new(SqliteStore::open("state.db", Some(MasterKey::from_env()?)).await?);
 //! let providers = Arc::new(SageProviders::new(Arc::clone(&store) as _));

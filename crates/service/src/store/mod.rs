@@ -5,7 +5,7 @@
 //!
 //! - [`BindingStore`]: the **tenant bindings**, one per paired Magento store: its tenant id, base
 //!   URL, master `api_key` (a secret, sealed with AES-256-GCM under the store's
-//!   [`MasterKey`](byte8_ledger_core::store::crypto::MasterKey) like the tokens, never shown by `Debug`, logs or
+//!   [master key](byte8_ledger_core::store::crypto::MasterKey) like the tokens, never shown by `Debug`, logs or
 //!   errors), the ledger business it posts to (the scope of its runs and cross-reference), its
 //!   sync policy, its status (`active | revoked`) and the Magento connection status
 //!   (`pending | active | token_revoked`).
