@@ -5,10 +5,10 @@
 //!
 //! - [`BindingStore`]: the **tenant bindings**, one per paired Magento store: its tenant id, base
 //!   URL, master `api_key` (a secret, sealed with AES-256-GCM under the store's
-//!   [master key](byte8_ledger_core::store::crypto::MasterKey) like the tokens, never shown by `Debug`, logs or
-//!   errors), the ledger business it posts to (the scope of its runs and cross-reference), its
-//!   sync policy, its status (`active | revoked`) and the Magento connection status
-//!   (`pending | active | token_revoked`).
+//!   [master key](byte8_ledger_core::store::crypto::MasterKey) like the tokens, never shown by
+//!   `Debug`, logs or errors), the ledger business it posts to (the scope of its runs and
+//!   cross-reference), its sync policy, its status (`active | revoked`) and the Magento
+//!   connection status (`pending | active | token_revoked`).
 //! - [`DispatchStore`]: what the workers coordinate through. A **dispatch lease** per business
 //!   (one worker at a time drains a business's queue, see the crate docs for why); the
 //!   **sync-state callback outbox**, one row per run whose terminal outcome Magento has not been
@@ -21,22 +21,19 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | this one | the traits ([`ServiceStore`] is all of them with the core's `Store` and `RetentionStore`), [`Binding`], the checks of tenant ids and Magento URLs |
+//! | this one | the traits ([`ServiceStore`] is all of them with the core's `Store` and `RetentionStore`), [`Binding`], the checks of tenant ids ([`check_tenant_id`]) and Magento URLs ([`magento_base_url`]) |
 //! | [`keys`] | [`ApiKey`] and its subkeys |
 //! | [`memory`] | [`MemoryServiceStore`]: the core's memory store with the service's tables as its extension |
 //! | `sqlite` (feature `sqlite`) | the traits for the core's `SqliteStore`, through its public pool and master key |
 //! | `postgres` (feature `postgres`) | the traits for the core's `PostgresStore`, likewise |
 //! | `conformance` (feature `conformance`) | the conformance suite of these traits, run against every store |
 //!
-//! The SQL implementations run on the core stores' pools ([`SqliteStore::pool`], [`PostgresStore::pool`]), seal
-//! api keys under their master key ([`SqliteStore::master_key`], [`PostgresStore::master_key`]) and read
-//! `runs` rows with the core's own readers (`sqlite::run_from_row`, `postgres::run_from_row`),
-//! so that a run reads the same whichever package loads it.
-//!
-//! [`SqliteStore::pool`]: byte8_ledger_core::store::sqlite::SqliteStore::pool
-//! [`SqliteStore::master_key`]: byte8_ledger_core::store::sqlite::SqliteStore::master_key
-//! [`PostgresStore::pool`]: byte8_ledger_core::store::postgres::PostgresStore::pool
-//! [`PostgresStore::master_key`]: byte8_ledger_core::store::postgres::PostgresStore::master_key
+//! The SQL implementations run on the core stores' pools (`SqliteStore::pool`,
+//! `PostgresStore::pool`), seal api keys under their master key (`SqliteStore::master_key`,
+//! `PostgresStore::master_key`), read `runs` rows with the core's own readers
+//! (`store::sqlite::run_from_row`, `store::postgres::run_from_row`, so that a run reads the same
+//! whichever package loads it) and classify database errors as the core does (`db_error`):
+//! documented accessors of the core, not its internals.
 //!
 //! # The schema stays in the core's migrations
 //!
@@ -55,8 +52,9 @@
 //! and PostgreSQL by a trigger on `runs` (`migrations/*/0004_tenant_runs.sql`: after an update
 //! of `status` to `synced`, `skipped` or `dead_lettered` of a run whose **own tenant** is active
 //! on the run's business), in the memory store under the lock of
-//! [`RunStore::finish`](byte8_ledger_core::store::RunStore::finish) itself (see [`memory`]). A run finished again after a requeue gets a new row generation, and a callback sent
-//! for an older generation never clears the newer one. Runs without a tenant (the `sync`
+//! [`RunStore::finish`](byte8_ledger_core::store::RunStore::finish) itself (see [`memory`]). A run
+//! finished again after a requeue gets a new row generation, and a callback sent for an older
+//! generation never clears the newer one. Runs without a tenant (the `sync`
 //! command's) and runs of a tenant disconnected since get no row: tenant A's outcomes are never
 //! called back into tenant B's store after B is paired to A's business.
 //!
@@ -64,8 +62,8 @@
 //!
 //! Runs and callbacks carry the tenant that queued them, and every read here is by tenant as
 //! well as business: [`DispatchStore::claim_callbacks`] (with
-//! [`RunStore::claim_for`](byte8_ledger_core::store::RunStore::claim_for) for runs), [`DispatchStore::entity_runs`]
-//! (the status route) and [`DispatchStore::dispatch_stats`] (the health tile).
+//! [`RunStore::claim_for`](byte8_ledger_core::store::RunStore::claim_for) for runs),
+//! [`DispatchStore::entity_runs`] (the status route) and [`DispatchStore::dispatch_stats`] (the health tile).
 //!
 //! Every implementation passes `conformance` (memory, SQLite, PostgreSQL).
 
@@ -127,9 +125,10 @@ impl fmt::Display for ConnectionStatus {
     }
 }
 
-/// Where seen `jti`s are kept until their tokens expire. The in-memory `MemoryReplayCache`
-/// (in the service package) serves one process; a store shared by several ledger processes
-/// implements this trait too (every store of this crate does).
+/// Where seen `jti`s are kept until their tokens expire. The in-memory
+/// [`MemoryReplayCache`](crate::magento::MemoryReplayCache) serves one process; a store shared by
+/// several ledger processes implements this trait too (the core's SQLite and PostgreSQL stores
+/// do, here, and [`MemoryServiceStore`]).
 #[async_trait]
 pub trait ReplayCache: fmt::Debug + Send + Sync {
     /// Records `jti` until `expires_at` and returns `true`, or returns `false` when it is already

@@ -2,8 +2,8 @@
 //! dispatch leases, the callback outbox (filled by the `runs_terminal_callback` trigger of
 //! `0003_service.sql`, replaced by `0004_tenant_runs.sql`, in the transaction that finishes the
 //! run) and the webhook replay cache shared by every process. The statements run on the store's
-//! pool ([`PostgresStore::pool`]); errors are classified as the store's own ([`db_error`](byte8_ledger_core::store::postgres::db_error)); runs
-//! are read with the store's reader ([`run_from_row`](byte8_ledger_core::store::postgres::run_from_row)).
+//! pool (`PostgresStore::pool`); errors are classified as the store's own (`store::postgres::db_error`); runs
+//! are read with the store's reader (`store::postgres::run_from_row`).
 //!
 //! - A dispatch lease is one `INSERT … ON CONFLICT DO UPDATE … WHERE` (the holder renews, anyone
 //!   takes over an expired lease): row locking makes two processes racing for it serialise, and

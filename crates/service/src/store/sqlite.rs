@@ -2,8 +2,8 @@
 //! leases, the callback outbox (filled by the `runs_terminal_callback` trigger of
 //! `0003_service.sql`, replaced by `0004_tenant_runs.sql`) and the webhook replay cache. One
 //! statement each where atomicity matters (SQLite serialises writers). The statements run on
-//! the store's pool ([`SqliteStore::pool`]); errors are classified as the store's own
-//! ([`db_error`](byte8_ledger_core::store::sqlite::db_error)); runs are read with the store's reader ([`run_from_row`](byte8_ledger_core::store::sqlite::run_from_row)).
+//! the store's pool (`SqliteStore::pool`); errors are classified as the store's own
+//! (`store::sqlite::db_error`); runs are read with the store's reader (`store::sqlite::run_from_row`).
 
 use async_trait::async_trait;
 use byte8_ledger_core::{
