@@ -242,16 +242,6 @@ impl PostgresStore {
     }
 }
 
-/// Reads a row of `runs` (`SELECT *`, or `RETURNING *`, extra columns allowed) as this store
-/// does: what a package selecting runs from [`PostgresStore::pool`] (the service's callback
-/// outbox, its status route) reads them with.
-///
-/// # Errors
-/// [`Error::Database`] when a column is missing or the status is unknown.
-pub fn run_from_row(row: &PgRow) -> Result<Run> {
-    run_from(row)
-}
-
 fn run_from(row: &PgRow) -> Result<Run> {
     let status: String = row.try_get("status").map_err(db)?;
     let outcome: Option<String> = row.try_get("outcome").map_err(db)?;
@@ -281,6 +271,16 @@ fn run_from(row: &PgRow) -> Result<Run> {
 fn status_from(row: &PgRow) -> Result<(RunId, RunStatus)> {
     let status: String = row.try_get("status").map_err(db)?;
     Ok((row.try_get("id").map_err(db)?, RunStatus::parse(&status).unwrap_or(RunStatus::Queued)))
+}
+
+/// Reads a row of `runs` (`SELECT *`, or `RETURNING *`, extra columns allowed) as this store
+/// does: what a package selecting runs from [`PostgresStore::pool`] (the service's callback
+/// outbox, its status route) reads them with.
+///
+/// # Errors
+/// [`Error::Database`] when a column is missing or the status is unknown.
+pub fn run_from_row(row: &PgRow) -> Result<Run> {
+    run_from(row)
 }
 
 /// Due: queued and not waiting, or running under an expired lease ($1 scope or id, $2 now).
