@@ -18,11 +18,12 @@ use tokio::task::JoinHandle;
 
 use super::Shared;
 use crate::magento::{ConnectionStatus, MagentoClient};
+use crate::store::BindingInfo;
 use byte8_ledger_core::{
     canonical::{Entity, EventKind},
     engine::{EntitySource, SyncEngine},
     error::{AuthFailure, Error, Result},
-    store::{Run, RunStatus, Store, service::BindingInfo},
+    store::{Run, RunStatus, Store},
 };
 
 /// The engine's [`EntitySource`] over a tenant's [`MagentoClient`]: a 401 (the store no longer

@@ -12,13 +12,9 @@ use byte8_ledger_core::{
     clock::{Clock, ManualClock, SystemClock},
     engine::EngineConfig,
     reference::ReferenceData,
-    store::{
-        ConnectionStore, ConnectionStoreDyn, RunStatus, RunStore,
-        crypto::MasterKey,
-        service::{BindingStore, ServiceStore},
-        sqlite::SqliteStore,
-    },
+    store::{ConnectionStore, ConnectionStoreDyn, RunStatus, RunStore, crypto::MasterKey, sqlite::SqliteStore},
 };
+use byte8_ledger_service::store::{BindingStore, ServiceStore};
 use byte8_ledger_service::{
     HttpLimits, SageProviders, Service, ServiceConfig, StoredProviders, WorkerPool,
     console::{Console, ConsoleConfig, ConsoleStore, LedgerApp, password::hash_password},
