@@ -594,6 +594,20 @@ fn purge_finished(t: &mut MemoryTables, cutoffs: &Cutoffs, apply: bool, gone: &[
             }
         }
     }
+    let pointed: std::collections::HashSet<&str> =
+        t.attempts.values().flatten().filter_map(|a| a.recording.as_ref().map(|r| r.id.as_str())).collect();
+    let loose: Vec<(String, u64)> = t
+        .exchanges
+        .iter()
+        .filter(|((rec, _), (_, e))| e.at < cutoffs.loose_exchanges && !pointed.contains(rec.as_str()))
+        .map(|(k, _)| k.clone())
+        .collect();
+    report.loose_requests += count(loose.len());
+    if apply {
+        for k in &loose {
+            t.exchanges.remove(k);
+        }
+    }
 }
 
 #[async_trait]

@@ -92,6 +92,9 @@ impl RetentionPolicy {
             attempts: before(self.attempt_days),
             disconnected: before(self.disconnected_days),
             delivered_callbacks: before(self.delivered_callback_days),
+            loose_exchanges: now
+                .checked_sub_signed(super::audit::LOOSE_EXCHANGES_KEPT)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC),
         }
     }
 }
@@ -105,6 +108,10 @@ pub struct Cutoffs {
     pub disconnected: DateTime<Utc>,
     /// Callbacks delivered before it are removed.
     pub delivered_callbacks: DateTime<Utc>,
+    /// Ledger requests made outside any run ([`RunStore::record_exchanges`](super::RunStore::record_exchanges))
+    /// before it are removed: [`LOOSE_EXCHANGES_KEPT`](super::audit::LOOSE_EXCHANGES_KEPT) back, whatever the
+    /// policy (they only feed the console's count of the last hour).
+    pub loose_exchanges: DateTime<Utc>,
 }
 
 /// What a purge removed (or, in a dry run, would remove).
@@ -123,6 +130,9 @@ pub struct PurgeReport {
     pub callbacks: u64,
     /// Cross-reference entries removed (of businesses no tenant remains bound to).
     pub xrefs: u64,
+    /// Ledger requests made outside any run removed (older than
+    /// [`Cutoffs::loose_exchanges`]; a business that makes no more requests leaves none behind).
+    pub loose_requests: u64,
     /// True when nothing was removed: the counts say what a purge would remove.
     pub dry_run: bool,
 }
@@ -136,6 +146,7 @@ impl PurgeReport {
             && self.attempts == 0
             && self.callbacks == 0
             && self.xrefs == 0
+            && self.loose_requests == 0
     }
 }
 
@@ -143,14 +154,16 @@ impl fmt::Display for PurgeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} tenant(s), {} run(s), {} raw event(s), {} attempt(s), {} callback(s), {} cross-reference entr{}",
+            "{} tenant(s), {} run(s), {} raw event(s), {} attempt(s), {} callback(s), {} cross-reference entr{}, \
+             {} ledger request(s) made outside runs",
             self.tenants.len(),
             self.runs,
             self.raw_events,
             self.attempts,
             self.callbacks,
             self.xrefs,
-            if self.xrefs == 1 { "y" } else { "ies" }
+            if self.xrefs == 1 { "y" } else { "ies" },
+            self.loose_requests
         )
     }
 }
@@ -193,6 +206,7 @@ mod tests {
         let c = RetentionPolicy::default().cutoffs(now);
         assert_eq!(c.attempts, DateTime::parse_from_rfc3339("2026-09-06T12:00:00Z").unwrap());
         assert_eq!(c.delivered_callbacks, DateTime::parse_from_rfc3339("2026-11-05T12:00:00Z").unwrap());
+        assert_eq!(c.loose_exchanges, DateTime::parse_from_rfc3339("2026-12-04T12:00:00Z").unwrap());
         let far = RetentionPolicy { attempt_days: u32::MAX, ..RetentionPolicy::default() };
         assert_eq!(far.cutoffs(DateTime::<Utc>::MIN_UTC).attempts, DateTime::<Utc>::MIN_UTC);
     }

@@ -97,6 +97,17 @@ impl RetentionStore for PostgresStore {
         .await
         .map_err(db)?
         .rows_affected();
+        // Ledger requests made outside any run (no attempt points at their recording) feed only
+        // the console's count of the last hour: gone after `LOOSE_EXCHANGES_KEPT`.
+        report.loose_requests += sqlx::query(
+            "DELETE FROM exchanges WHERE at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM attempts WHERE attempts.recording = exchanges.recording)",
+        )
+        .bind(cut.loose_exchanges)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
         if dry_run {
             tx.rollback().await.map_err(db)?;
         } else {

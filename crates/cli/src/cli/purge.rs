@@ -104,5 +104,6 @@ fn write_report(report: &PurgeReport, policy: &RetentionPolicy, out: &mut dyn Wr
     writeln!(out, "  raw events                {}", report.raw_events)?;
     writeln!(out, "  attempts                  {}", report.attempts)?;
     writeln!(out, "  callbacks                 {}", report.callbacks)?;
-    writeln!(out, "  cross-reference entries   {}", report.xrefs)
+    writeln!(out, "  cross-reference entries   {}", report.xrefs)?;
+    writeln!(out, "  requests outside runs     {}", report.loose_requests)
 }

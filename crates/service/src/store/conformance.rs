@@ -542,6 +542,29 @@ pub async fn retention_keeps_what_is_promised(store: &dyn ServiceStore, scope: &
         assert_eq!(store.attempts(id).await.expect("attempts").len(), 1, "retention: day N-1 keeps the attempts");
     }
     assert!(store.binding(&tb_old).await.expect("binding").is_some(), "retention: day N-1 keeps the tenant");
+    // Ledger requests A made outside any run: two on day 89, one at noon on day 90. They are
+    // kept a day (`LOOSE_EXCHANGES_KEPT`), whatever the policy.
+    let loose = |id: &'static str, at: DateTime<Utc>, n: u64| {
+        let a = a.clone();
+        async move {
+            use byte8_ledger_core::http::audit::{ExchangeRecord, RecordingRef};
+            let e = ExchangeRecord {
+                at,
+                method: "GET".into(),
+                url: "/tax_rates".into(),
+                status: Some(200),
+                request_body: None,
+                response_body: None,
+                error: None,
+            };
+            let recording = RecordingRef { id: format!("{scope}-{id}"), first: 0, count: n };
+            let exchanges = vec![e; usize::try_from(n).expect("a small count")];
+            store.record_exchanges(&a, &recording, &exchanges, at).await.expect("record loose exchanges");
+        }
+    };
+    loose("loose-late", day(90) + Duration::hours(12), 1).await;
+    loose("loose-early", day(89), 2).await;
+    assert_eq!(store.ledger_requests(&a, day(89)).await.expect("count").requests, 3, "retention: loose requests kept");
 
     // Day 91: day N+1. A dry run counts and removes nothing.
     let expected = PurgeReport {
@@ -556,6 +579,8 @@ pub async fn retention_keeps_what_is_promised(store: &dyn ServiceStore, scope: &
         attempts: 4,
         callbacks: 2,
         xrefs: 2,
+        // The loose requests of day 89; the one of day 90 is less than a day old.
+        loose_requests: 2,
         dry_run: true,
     };
     assert_eq!(purge(day(91), true).await, expected, "retention: day N+1, dry run");
@@ -574,6 +599,11 @@ pub async fn retention_keeps_what_is_promised(store: &dyn ServiceStore, scope: &
         assert_eq!(store.attempts(id).await.expect("attempts").len(), 1, "retention: run {id} keeps its attempts");
     }
     assert_eq!(store.pending_callbacks(&a).await.expect("pending"), 1, "retention: undelivered callbacks stay");
+    assert_eq!(
+        store.ledger_requests(&a, day(0)).await.expect("count").requests,
+        1,
+        "retention: loose requests older than a day gone, the newer one kept"
+    );
     assert!(store.get_xref(&a, XrefKind::Invoice, "1").await.expect("xref").is_some(), "retention: A's xref kept");
     // The re-paired business: its old tenant gone, the new one and the cross-reference kept.
     assert!(store.binding(&tb_old).await.expect("binding").is_none(), "retention: the old tenant's binding gone");
