@@ -10,9 +10,12 @@
 //! counted once however many runs they carried), against the limit for that hour: 60 times
 //! the requests a minute the service's providers keep the business under
 //! ([`ConsoleConfig::requests_per_minute`](super::ConsoleConfig::requests_per_minute): Sage 200,
-//! Xero 60), with the ledger's 429 answers among them when there were any. Requests made outside
-//! a run (an operator's reference-data refresh, token refreshes at the identity server) are not
-//! recorded, hence not counted.
+//! Xero 60), with the ledger's 429 answers among them when there were any. Requests made for the
+//! business outside any run (a worker's reference-data load, the engine's capabilities and policy
+//! check, an operator's refresh) are recorded and counted too
+//! ([`recorded_outside_runs`](byte8_ledger_core::store::audit::recorded_outside_runs)); token
+//! refreshes (the identity server, outside the API's limit) and the connect flow's one listing of
+//! the businesses a new token reaches are not.
 
 use std::{collections::BTreeMap, sync::Arc};
 
