@@ -113,6 +113,10 @@ async fn webhook(
         )
         .await
         .map_err(|e| ApiError::from_store(&e))?;
+    if !matches!(enqueued, Enqueued::Duplicate { .. }) {
+        // This process's workers hear of it now, not at their next look for work.
+        shared.queue.offer(binding.info());
+    }
     let how = match enqueued {
         Enqueued::New(_) => "queued",
         Enqueued::Collapsed(_) => "collapsed into the queued run",

@@ -287,6 +287,8 @@ pub(crate) struct Shared {
     pub(crate) process: String,
     /// The last dispatch error of each tenant (logged once, not every pass).
     pub(crate) last_errors: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The tenants with work announced, which this process's workers take from.
+    pub(crate) queue: Arc<worker::Queue>,
 }
 
 impl fmt::Debug for Service {
@@ -317,6 +319,7 @@ impl Service {
                 runtimes: worker::Runtimes::default(),
                 process: uuid::Uuid::new_v4().simple().to_string(),
                 last_errors: std::sync::Mutex::default(),
+                queue: Arc::default(),
             }),
         }
     }
@@ -326,10 +329,24 @@ impl Service {
         http::router(Arc::clone(&self.shared))
     }
 
-    /// Starts `n` worker tasks on the current tokio runtime, and the periodic retention purge
-    /// when [`ServiceConfig::retention`] is set; stop them with [`WorkerPool::stop`].
+    /// Starts `n` worker tasks on the current tokio runtime (a fixed number), their dispatcher,
+    /// and the periodic retention purge when [`ServiceConfig::retention`] is set; stop them with
+    /// [`WorkerPool::stop`].
     pub fn spawn_workers(&self, n: usize) -> WorkerPool {
-        WorkerPool::spawn(Arc::clone(&self.shared), n)
+        WorkerPool::spawn(Arc::clone(&self.shared), n, n)
+    }
+
+    /// As [`spawn_workers`](Self::spawn_workers), starting `n` workers and growing the pool up
+    /// to `cap` while tenants with work wait in line and no worker is idle (see
+    /// [Workers](self#workers): how many a node needs is set by the Sage round trips in flight,
+    /// not by the CPU). The pool does not shrink: an idle worker waits without reading the store.
+    pub fn spawn_workers_up_to(&self, n: usize, cap: usize) -> WorkerPool {
+        WorkerPool::spawn(Arc::clone(&self.shared), n, cap)
+    }
+
+    /// The providers' factory (another [`Service`] on the same store may share it).
+    pub fn providers(&self) -> &Arc<dyn ProviderFactory> {
+        &self.shared.providers
     }
 
     /// The store.

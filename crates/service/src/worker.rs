@@ -6,7 +6,7 @@ use std::{
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Instant,
 };
@@ -178,21 +178,23 @@ fn permanent(e: &Error) -> bool {
 }
 
 /// One tenant's turn, under its business's dispatch lease (just taken: `lease`): due runs, then
-/// due callbacks.
+/// due callbacks, up to [`ServiceConfig::batch`](super::ServiceConfig::batch) of each. True when
+/// either stopped at that bound (more may be waiting: the business goes back in line), false
+/// when both were drained, the worker stops or the lease is lost.
 async fn dispatch(
     shared: &Arc<Shared>,
     info: &BindingInfo,
     holder: &str,
     stop: &AtomicBool,
     mut lease: HeldLease,
-) -> Result<usize> {
+) -> Result<bool> {
     let rt = runtime(shared, info).await?;
     let mut status = StatusSync { stored: info.magento_status };
     if rt.magento.status() == ConnectionStatus::TokenRevoked || info.magento_status == ConnectionStatus::TokenRevoked {
         {
             let mut last = rt.last_probe.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if last.is_some_and(|t| t.elapsed() < shared.config.probe_interval) {
-                return Ok(0);
+                return Ok(false);
             }
             *last = Some(Instant::now());
         }
@@ -200,7 +202,7 @@ async fn dispatch(
         status.sync(shared, &rt).await;
         if let Err(e) = ping {
             tracing::debug!(tenant = %rt.tenant_id, error = %e, "Magento still refuses the ledger");
-            return Ok(0);
+            return Ok(false);
         }
     }
     let config = &shared.config;
@@ -210,9 +212,10 @@ async fn dispatch(
     // renewed when a quarter of it has passed): a worker that stops, or loses the lease, leaves
     // nothing claimed behind.
     let per_claim = batch_size(&rt).await;
+    let mut more = true;
     while handled < config.batch {
         if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
-            return Ok(handled);
+            return Ok(false);
         }
         let now = shared.clock.now();
         // This tenant's runs only: a business paired to another tenant since keeps the old
@@ -228,6 +231,7 @@ async fn dispatch(
             )
             .await?;
         if runs.is_empty() {
+            more = false;
             break;
         }
         handled += runs.len();
@@ -235,11 +239,12 @@ async fn dispatch(
         status.sync(shared, &rt).await;
     }
     if rt.magento.status() == ConnectionStatus::TokenRevoked {
-        return Ok(handled);
+        return Ok(false);
     }
+    let mut callbacks_left = true;
     for _ in 0..config.batch {
         if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
-            return Ok(handled);
+            return Ok(false);
         }
         let now = shared.clock.now();
         let Some(cb) = shared
@@ -254,9 +259,9 @@ async fn dispatch(
             .await?
             .pop()
         else {
+            callbacks_left = false;
             break;
         };
-        handled += 1;
         let (id, generation) = (cb.run.id, cb.generation);
         let Some(outcome) = cb.run.outcome.as_ref() else {
             tracing::error!(tenant = %rt.tenant_id, run = id, "a terminal run without an outcome: no callback to send");
@@ -286,13 +291,13 @@ async fn dispatch(
                     .await?;
                 if rt.magento.status() == ConnectionStatus::TokenRevoked {
                     status.sync(shared, &rt).await;
-                    return Ok(handled);
+                    return Ok(false);
                 }
             }
         }
         status.sync(shared, &rt).await;
     }
-    Ok(handled)
+    Ok(more || callbacks_left)
 }
 
 /// How many runs a worker claims at once for a tenant: its ledger's batch size
@@ -347,70 +352,66 @@ async fn process_claimed(shared: &Arc<Shared>, rt: &Arc<TenantRuntime>, mut runs
     Ok(())
 }
 
-/// One pass over the active bindings with work due (`DispatchStore::due_tenants`: one read, so
-/// that an idle tenant costs a pass nothing), and, when `probe` is set, those whose Magento
-/// refused the ledger (probed every `probe_interval`): each business whose dispatch lease this
-/// worker gets, until `stop` is set.
-async fn pass(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, probe: bool) -> Result<usize> {
+/// One tenant's turn: takes its business's dispatch lease (a business another worker holds is
+/// left alone: that worker drains it), drains it ([`dispatch`]), releases the lease. True when
+/// the turn ended on [`ServiceConfig::batch`](super::ServiceConfig::batch) with more possibly
+/// waiting (the business goes back in line, behind the others).
+async fn turn(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, info: &BindingInfo) -> bool {
+    match renew(shared, &info.scope, holder).await {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(e) => {
+            tracing::warn!(business = %info.scope, error = %e, "cannot take the dispatch lease");
+            return false;
+        }
+    }
+    // Anything else that panics in the tenant's turn (a callback, building its runtime) is
+    // caught here: the lease is released below and the tenant's runtime rebuilt next time.
+    let result = match AssertUnwindSafe(dispatch(shared, info, holder, stop, HeldLease::now())).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let text = panic_text(panic.as_ref());
+            tracing::error!(tenant = %info.tenant_id, panic = %text, "a worker panicked on the tenant's turn; it goes on");
+            shared.runtimes.lock().await.remove(&info.tenant_id);
+            Err(Error::internal(format!("a worker panicked: {text}")))
+        }
+    };
+    if let Err(e) = shared.store.release_dispatch(&info.scope, holder).await {
+        tracing::warn!(business = %info.scope, error = %e, "cannot release the dispatch lease (it expires by itself)");
+    }
+    match result {
+        Ok(more) => {
+            shared.report(&info.tenant_id, None);
+            more
+        }
+        Err(e) => {
+            shared.report(&info.tenant_id, Some(&e));
+            false
+        }
+    }
+}
+
+/// The safety net: one read of the tenants with work due that nobody announced (a run due again
+/// after its back-off, a callback to retry, a webhook another process queued, a run requeued by
+/// the command) — `DispatchStore::due_tenants`, which leaves out businesses whose dispatch lease
+/// is held — and, when `probe` is set, the active tenants whose Magento refused the ledger
+/// (probed every `probe_interval`). Each goes in line ([`Queue::offer`]). Returns how many.
+async fn look(shared: &Arc<Shared>, probe: bool) -> Result<usize> {
     let due: std::collections::HashSet<(String, String)> =
         shared.store.due_tenants(shared.clock.now()).await?.into_iter().collect();
     if due.is_empty() && !probe {
         return Ok(0);
     }
-    let mut tenants: Vec<BindingInfo> = shared
-        .store
-        .bindings()
-        .await?
-        .into_iter()
-        .filter(BindingInfo::is_active)
-        .filter(|b| {
-            b.magento_status == ConnectionStatus::TokenRevoked || due.contains(&(b.scope.clone(), b.tenant_id.clone()))
-        })
-        .collect();
-    if tenants.len() > 1 {
-        // Start at a random tenant, so that workers spread over businesses.
-        let k = rand::random_range(0..tenants.len());
-        tenants.rotate_left(k);
-    }
-    let mut handled = 0;
-    for info in tenants {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        match renew(shared, &info.scope, holder).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::warn!(business = %info.scope, error = %e, "cannot take the dispatch lease");
-                continue;
-            }
-        }
-        // Anything else that panics in the tenant's turn (a callback, building its runtime) is
-        // caught here: the lease is released below and the tenant's runtime rebuilt next time.
-        let result = match AssertUnwindSafe(dispatch(shared, &info, holder, stop, HeldLease::now()))
-            .catch_unwind()
-            .await
+    let mut offered = 0;
+    for info in shared.store.bindings().await?.into_iter().filter(BindingInfo::is_active) {
+        if due.contains(&(info.scope.clone(), info.tenant_id.clone()))
+            || (probe && info.magento_status == ConnectionStatus::TokenRevoked)
         {
-            Ok(result) => result,
-            Err(panic) => {
-                let text = panic_text(panic.as_ref());
-                tracing::error!(tenant = %info.tenant_id, panic = %text, "a worker panicked on the tenant's turn; it goes on");
-                shared.runtimes.lock().await.remove(&info.tenant_id);
-                Err(Error::internal(format!("a worker panicked: {text}")))
-            }
-        };
-        if let Err(e) = shared.store.release_dispatch(&info.scope, holder).await {
-            tracing::warn!(business = %info.scope, error = %e, "cannot release the dispatch lease (it expires by itself)");
-        }
-        match result {
-            Ok(n) => {
-                handled += n;
-                shared.report(&info.tenant_id, None);
-            }
-            Err(e) => shared.report(&info.tenant_id, Some(&e)),
+            shared.queue.offer(info);
+            offered += 1;
         }
     }
-    Ok(handled)
+    Ok(offered)
 }
 
 /// Drops a tenant's runtime after a panic (its state may be half-updated): the next turn builds
@@ -453,38 +454,221 @@ impl Shared {
     }
 }
 
-/// One worker's loop: passes over the tenants until `stop` is set.
-async fn work(shared: Arc<Shared>, i: usize, stop: Arc<AtomicBool>, wake: Arc<tokio::sync::Notify>) {
+/// Where a business stands in this process's line ([`Queue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// In line, waiting for a worker.
+    Queued,
+    /// A worker is on it.
+    Busy,
+    /// A worker is on it, and work was announced meanwhile: back in line after the turn.
+    BusyAgain,
+}
+
+#[derive(Debug, Default)]
+struct Line {
+    order: std::collections::VecDeque<(String, String)>,
+    marks: HashMap<(String, String), (Mark, BindingInfo)>,
+}
+
+/// This process's line of tenants with work to do, which its workers take from: fed by the
+/// webhook route the moment it queues a run ([`Queue::offer`]), by a turn that stopped at its
+/// bound, and by the dispatcher's periodic look (the safety net: [`look`]). A tenant is in line
+/// (or being drained) at most once, so an idle worker waits here without reading the store, and
+/// two workers of one process never contend for one business.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    line: Mutex<Line>,
+    /// Workers wait here for a tenant.
+    ready: tokio::sync::Notify,
+    /// The dispatcher waits here (a tenant offered while no worker is idle: one more may be
+    /// started, up to the pool's cap).
+    poke: tokio::sync::Notify,
+    /// Workers waiting for a tenant now.
+    idle: AtomicUsize,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Line> {
+        self.line.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Puts `info`'s tenant in line, unless it is already; a tenant being drained goes back in
+    /// line after its turn. Wakes a worker (or the dispatcher, when none is idle).
+    pub(crate) fn offer(&self, info: BindingInfo) {
+        let key = (info.scope.clone(), info.tenant_id.clone());
+        let mut line = self.lock();
+        match line.marks.get_mut(&key) {
+            None => {
+                line.marks.insert(key.clone(), (Mark::Queued, info));
+                line.order.push_back(key);
+            }
+            Some((mark, stored)) => {
+                if *mark == Mark::Busy {
+                    *mark = Mark::BusyAgain;
+                }
+                *stored = info;
+                return;
+            }
+        }
+        drop(line);
+        self.ready.notify_one();
+        if self.idle.load(Ordering::Relaxed) == 0 {
+            self.poke.notify_one();
+        }
+    }
+
+    /// The next tenant in line, now marked as being drained.
+    fn take(&self) -> Option<BindingInfo> {
+        let mut line = self.lock();
+        let key = line.order.pop_front()?;
+        let entry = line.marks.get_mut(&key)?;
+        entry.0 = Mark::Busy;
+        Some(entry.1.clone())
+    }
+
+    /// A turn on `info`'s tenant is over: back in line when `more` may be waiting or work was
+    /// announced during the turn, out of line otherwise.
+    fn done(&self, info: &BindingInfo, more: bool) {
+        let key = (info.scope.clone(), info.tenant_id.clone());
+        let mut line = self.lock();
+        let again = line.marks.get(&key).is_some_and(|(mark, _)| *mark == Mark::BusyAgain);
+        if more || again {
+            if let Some(entry) = line.marks.get_mut(&key) {
+                entry.0 = Mark::Queued;
+            }
+            line.order.push_back(key);
+            drop(line);
+            self.ready.notify_one();
+        } else {
+            line.marks.remove(&key);
+        }
+    }
+
+    /// Tenants in line (not counting those being drained).
+    fn waiting(&self) -> usize {
+        self.lock().order.len()
+    }
+}
+
+/// One worker's loop: takes the next tenant in line and drains it, or waits for one (without
+/// reading the store) until `stop` is set.
+async fn work(shared: Arc<Shared>, i: usize, stop: Arc<AtomicBool>) {
     let name = holder(&shared, i);
-    // When this worker last looked at every active binding (for the tenants to probe).
+    let queue = Arc::clone(&shared.queue);
+    loop {
+        let ready = queue.ready.notified();
+        tokio::pin!(ready);
+        ready.as_mut().enable();
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(info) = queue.take() {
+            let more = turn(&shared, &name, &stop, &info).await;
+            queue.done(&info, more && !stop.load(Ordering::Relaxed));
+            continue;
+        }
+        queue.idle.fetch_add(1, Ordering::Relaxed);
+        ready.await;
+        queue.idle.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The dispatcher: every [`ServiceConfig::poll_interval`](super::ServiceConfig::poll_interval)
+/// it looks for work nobody announced ([`look`]), and whenever tenants wait in line while no
+/// worker is idle it starts another worker, up to the pool's cap.
+async fn dispatcher(shared: Arc<Shared>, pool: Arc<PoolState>) {
     let mut probed: Option<Instant> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let probe = probed.is_none_or(|t| t.elapsed() >= shared.config.probe_interval);
-        if probe {
-            probed = Some(Instant::now());
+    let mut next = tokio::time::Instant::now();
+    loop {
+        let poke = shared.queue.poke.notified();
+        tokio::pin!(poke);
+        poke.as_mut().enable();
+        if pool.stop.load(Ordering::Relaxed) {
+            break;
         }
-        let handled = match pass(&shared, &name, &stop, probe).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(worker = i, error = %e, "worker pass failed");
-                0
+        if tokio::time::Instant::now() >= next {
+            let probe = probed.is_none_or(|t| t.elapsed() >= shared.config.probe_interval);
+            if probe {
+                probed = Some(Instant::now());
             }
-        };
-        if handled == 0 && !stop.load(Ordering::Relaxed) {
-            tokio::select! {
-                () = wake.notified() => {}
-                () = tokio::time::sleep(shared.config.poll_interval) => {}
+            if let Err(e) = look(&shared, probe).await {
+                tracing::warn!(error = %e, "cannot read the tenants with work due");
             }
+            next = tokio::time::Instant::now() + shared.config.poll_interval;
         }
+        pool.grow(&shared);
+        tokio::select! {
+            () = &mut poke => {}
+            () = pool.wake.notified() => {}
+            () = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+/// What the pool's tasks share.
+#[derive(Debug)]
+struct PoolState {
+    stop: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+    /// The workers' supervisors.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The most workers the dispatcher may start.
+    cap: usize,
+}
+
+impl PoolState {
+    fn workers(&self) -> usize {
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Starts worker number `i` under a supervisor.
+    fn spawn(&self, shared: &Arc<Shared>, i: usize) -> JoinHandle<()> {
+        let (shared, stop) = (Arc::clone(shared), Arc::clone(&self.stop));
+        // The supervisor: a worker whose task panicked anyway is logged and restarted
+        // (after a poll interval, so that a panic on every turn does not spin).
+        tokio::spawn(async move {
+            loop {
+                let mut task = AbortOnDrop(tokio::spawn(work(Arc::clone(&shared), i, Arc::clone(&stop))));
+                match (&mut task.0).await {
+                    Err(e) if e.is_panic() && !stop.load(Ordering::Relaxed) => {
+                        let text = panic_text(e.into_panic().as_ref());
+                        tracing::error!(worker = i, panic = %text, "a worker panicked: restarting it");
+                        tokio::time::sleep(shared.config.poll_interval).await;
+                    }
+                    _ => return,
+                }
+            }
+        })
+    }
+
+    /// Tenants waiting in line and no worker idle: starts one more worker per waiting tenant, up
+    /// to the cap.
+    fn grow(&self, shared: &Arc<Shared>) {
+        let waiting = shared.queue.waiting();
+        if waiting == 0 || shared.queue.idle.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.stop.load(Ordering::Relaxed) || tasks.len() >= self.cap {
+            return;
+        }
+        let add = waiting.min(self.cap - tasks.len());
+        for _ in 0..add {
+            let i = tasks.len();
+            tasks.push(self.spawn(shared, i));
+        }
+        tracing::info!(workers = tasks.len(), cap = self.cap, waiting, "all workers busy: started {add} more");
     }
 }
 
 /// Running worker tasks.
 #[derive(Debug)]
 pub struct WorkerPool {
-    stop: Arc<AtomicBool>,
-    wake: Arc<tokio::sync::Notify>,
-    tasks: Vec<JoinHandle<()>>,
+    state: Arc<PoolState>,
+    queue: Arc<Queue>,
+    /// The dispatcher (`dispatcher`).
+    dispatcher: Option<JoinHandle<()>>,
     /// The periodic retention purge (`super::retention`), when configured.
     purger: Option<JoinHandle<()>>,
     /// The idle-token task (`super::tokens`).
@@ -492,69 +676,73 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    pub(crate) fn spawn(shared: Arc<Shared>, n: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let tasks = (0..n)
-            .map(|i| {
-                let (shared, stop, wake) = (Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake));
-                // The supervisor: a worker whose task panicked anyway is logged and restarted
-                // (after a poll interval, so that a panic on every pass does not spin).
-                tokio::spawn(async move {
-                    loop {
-                        let mut task = AbortOnDrop(tokio::spawn(work(
-                            Arc::clone(&shared),
-                            i,
-                            Arc::clone(&stop),
-                            Arc::clone(&wake),
-                        )));
-                        match (&mut task.0).await {
-                            Err(e) if e.is_panic() && !stop.load(Ordering::Relaxed) => {
-                                let text = panic_text(e.into_panic().as_ref());
-                                tracing::error!(worker = i, panic = %text, "a worker panicked: restarting it");
-                                tokio::time::sleep(shared.config.poll_interval).await;
-                            }
-                            _ => return,
-                        }
-                    }
-                })
-            })
-            .collect();
+    /// `n` workers at once, growing up to `cap` while tenants wait in line and none is idle.
+    pub(crate) fn spawn(shared: Arc<Shared>, n: usize, cap: usize) -> Self {
+        let state = Arc::new(PoolState {
+            stop: Arc::new(AtomicBool::new(false)),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            tasks: Mutex::new(Vec::new()),
+            cap: cap.max(n),
+        });
+        {
+            let mut tasks = state.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for i in 0..n {
+                tasks.push(state.spawn(&shared, i));
+            }
+        }
+        let dispatcher = (n > 0).then(|| tokio::spawn(dispatcher(Arc::clone(&shared), Arc::clone(&state))));
         let purger = shared.config.retention.is_some().then(|| {
-            tokio::spawn(super::retention::purge_loop(Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake)))
+            tokio::spawn(super::retention::purge_loop(
+                Arc::clone(&shared),
+                Arc::clone(&state.stop),
+                Arc::clone(&state.wake),
+            ))
         });
         let token_keeper = (n > 0).then(|| {
-            tokio::spawn(super::tokens::token_loop(Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake)))
+            tokio::spawn(super::tokens::token_loop(Arc::clone(&shared), Arc::clone(&state.stop), Arc::clone(&state.wake)))
         });
-        Self { stop, wake, tasks, purger, token_keeper }
+        Self { state, queue: Arc::clone(&shared.queue), dispatcher, purger, token_keeper }
     }
 
-    /// How many workers run.
+    /// How many workers run now (the pool may have grown since it started).
     pub fn len(&self) -> usize {
-        self.tasks.len()
+        self.state.workers()
     }
 
     /// True when there is none.
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.len() == 0
+    }
+
+    /// The most workers the pool grows to.
+    pub fn cap(&self) -> usize {
+        self.state.cap
+    }
+
+    fn halt(&self) -> Vec<JoinHandle<()>> {
+        self.state.stop.store(true, Ordering::Relaxed);
+        self.state.wake.notify_waiters();
+        self.queue.ready.notify_waiters();
+        let tasks = std::mem::take(&mut *self.state.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        tasks
     }
 
     /// Stops every worker after the run or callback it is on, and waits for them (all at
     /// once: they stop in parallel), however long that takes.
-    pub async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake.notify_waiters();
-        futures::future::join_all(self.tasks.into_iter().chain(self.purger).chain(self.token_keeper)).await;
+    pub async fn stop(mut self) {
+        let tasks = self.halt();
+        let others = [self.dispatcher.take(), self.purger.take(), self.token_keeper.take()];
+        futures::future::join_all(tasks.into_iter().chain(others.into_iter().flatten())).await;
     }
 
     /// As [`stop`](Self::stop), waiting at most `limit`: workers still busy then (a call that
     /// hangs) are aborted, and what they had claimed comes back when its lease expires
     /// ([`EngineConfig::lease`](byte8_ledger_core::engine::EngineConfig::lease)). True when every worker
     /// stopped by itself.
-    pub async fn stop_within(self, limit: std::time::Duration) -> bool {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake.notify_waiters();
-        let tasks: Vec<_> = self.tasks.into_iter().chain(self.purger).chain(self.token_keeper).collect();
+    pub async fn stop_within(mut self, limit: std::time::Duration) -> bool {
+        let tasks = self.halt();
+        let others = [self.dispatcher.take(), self.purger.take(), self.token_keeper.take()];
+        let tasks: Vec<_> = tasks.into_iter().chain(others.into_iter().flatten()).collect();
         let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
         if tokio::time::timeout(limit, futures::future::join_all(tasks)).await.is_ok() {
             return true;
@@ -576,5 +764,69 @@ struct AbortOnDrop(JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use byte8_ledger_core::store::service::BindingStatus;
+
+    fn info(scope: &str, tenant: &str) -> BindingInfo {
+        let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        BindingInfo {
+            tenant_id: tenant.into(),
+            scope: scope.into(),
+            magento_base_url: "http://127.0.0.1:1".into(),
+            status: BindingStatus::Active,
+            magento_status: ConnectionStatus::Active,
+            paired_at: t,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    fn tenant(i: Option<BindingInfo>) -> Option<String> {
+        i.map(|i| i.tenant_id)
+    }
+
+    #[test]
+    fn a_tenant_is_in_line_once_however_often_it_is_offered() {
+        let q = Queue::default();
+        q.offer(info("b1", "t1"));
+        q.offer(info("b2", "t2"));
+        q.offer(info("b1", "t1"));
+        assert_eq!(q.waiting(), 2);
+        assert_eq!(tenant(q.take()).as_deref(), Some("t1"));
+        assert_eq!(tenant(q.take()).as_deref(), Some("t2"));
+        assert_eq!(tenant(q.take()), None);
+    }
+
+    #[test]
+    fn a_tenant_being_drained_is_not_handed_to_a_second_worker_but_comes_back_if_work_was_announced() {
+        let q = Queue::default();
+        q.offer(info("b1", "t1"));
+        let first = q.take().unwrap();
+        // Announced while a worker drains it: not in line twice, no second worker on it.
+        q.offer(info("b1", "t1"));
+        assert_eq!(q.waiting(), 0);
+        assert_eq!(tenant(q.take()), None);
+        // After the turn it is back in line (the announcement may have come after its last claim).
+        q.done(&first, false);
+        assert_eq!(tenant(q.take()).as_deref(), Some("t1"));
+        q.done(&first, false);
+        assert_eq!(q.waiting(), 0, "nothing announced during that turn: out of line");
+        assert_eq!(tenant(q.take()), None);
+    }
+
+    #[test]
+    fn a_turn_that_stopped_at_its_bound_goes_behind_the_others() {
+        let q = Queue::default();
+        q.offer(info("b1", "t1"));
+        q.offer(info("b2", "t2"));
+        let first = q.take().unwrap();
+        q.done(&first, true);
+        assert_eq!(tenant(q.take()).as_deref(), Some("t2"));
+        assert_eq!(tenant(q.take()).as_deref(), Some("t1"));
     }
 }
