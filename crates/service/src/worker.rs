@@ -486,6 +486,10 @@ pub(crate) struct Queue {
     poke: tokio::sync::Notify,
     /// Workers waiting for a tenant now.
     idle: AtomicUsize,
+    /// Whether a worker pool runs in this process.
+    running: AtomicBool,
+    /// Another process announced work ([`crate::wake`]): the dispatcher looks at once.
+    look_now: AtomicBool,
 }
 
 impl Queue {
@@ -545,6 +549,11 @@ impl Queue {
         }
     }
 
+    /// Whether this process runs workers (a webhook is then announced to them, not on the bus).
+    pub(crate) fn has_workers(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
     /// Tenants in line (not counting those being drained).
     fn waiting(&self) -> usize {
         self.lock().order.len()
@@ -584,8 +593,14 @@ async fn dispatcher(shared: Arc<Shared>, pool: Arc<PoolState>) {
         let poke = shared.queue.poke.notified();
         tokio::pin!(poke);
         poke.as_mut().enable();
+        let woken = pool.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
         if pool.stop.load(Ordering::Relaxed) {
             break;
+        }
+        if shared.queue.look_now.swap(false, Ordering::Relaxed) {
+            next = tokio::time::Instant::now();
         }
         if tokio::time::Instant::now() >= next {
             let probe = probed.is_none_or(|t| t.elapsed() >= shared.config.probe_interval);
@@ -600,8 +615,42 @@ async fn dispatcher(shared: Arc<Shared>, pool: Arc<PoolState>) {
         pool.grow(&shared);
         tokio::select! {
             () = &mut poke => {}
-            () = pool.wake.notified() => {}
+            () = &mut woken => {}
             () = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+/// Hears other processes' announcements of work ([`crate::wake`]) and has the dispatcher look at
+/// once; after a broken connection, tries again a poll interval later.
+async fn listen(shared: Arc<Shared>, bus: Arc<dyn crate::wake::WakeBus>, pool: Arc<PoolState>) {
+    let mut failing = false;
+    loop {
+        let woken = pool.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if pool.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::select! {
+            () = &mut woken => continue,
+            heard = bus.next() => match heard {
+                Ok(()) => {
+                    failing = false;
+                    shared.queue.look_now.store(true, Ordering::Relaxed);
+                    shared.queue.poke.notify_one();
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot listen for other processes' work (found at each look instead)");
+                    }
+                    failing = true;
+                    tokio::select! {
+                        () = &mut woken => {}
+                        () = tokio::time::sleep(shared.config.poll_interval) => {}
+                    }
+                }
+            },
         }
     }
 }
@@ -669,6 +718,8 @@ pub struct WorkerPool {
     queue: Arc<Queue>,
     /// The dispatcher (`dispatcher`).
     dispatcher: Option<JoinHandle<()>>,
+    /// The listener of other processes' announcements (`listen`), when a bus is set.
+    listener: Option<JoinHandle<()>>,
     /// The periodic retention purge (`super::retention`), when configured.
     purger: Option<JoinHandle<()>>,
     /// The idle-token task (`super::tokens`).
@@ -691,6 +742,11 @@ impl WorkerPool {
             }
         }
         let dispatcher = (n > 0).then(|| tokio::spawn(dispatcher(Arc::clone(&shared), Arc::clone(&state))));
+        shared.queue.running.store(n > 0, Ordering::Relaxed);
+        let listener = match (n > 0, shared.wake.get()) {
+            (true, Some(bus)) => Some(tokio::spawn(listen(Arc::clone(&shared), Arc::clone(bus), Arc::clone(&state)))),
+            _ => None,
+        };
         let purger = shared.config.retention.is_some().then(|| {
             tokio::spawn(super::retention::purge_loop(
                 Arc::clone(&shared),
@@ -701,7 +757,7 @@ impl WorkerPool {
         let token_keeper = (n > 0).then(|| {
             tokio::spawn(super::tokens::token_loop(Arc::clone(&shared), Arc::clone(&state.stop), Arc::clone(&state.wake)))
         });
-        Self { state, queue: Arc::clone(&shared.queue), dispatcher, purger, token_keeper }
+        Self { state, queue: Arc::clone(&shared.queue), dispatcher, listener, purger, token_keeper }
     }
 
     /// How many workers run now (the pool may have grown since it started).
@@ -721,6 +777,7 @@ impl WorkerPool {
 
     fn halt(&self) -> Vec<JoinHandle<()>> {
         self.state.stop.store(true, Ordering::Relaxed);
+        self.queue.running.store(false, Ordering::Relaxed);
         self.state.wake.notify_waiters();
         self.queue.ready.notify_waiters();
         let tasks = std::mem::take(&mut *self.state.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
@@ -731,7 +788,7 @@ impl WorkerPool {
     /// once: they stop in parallel), however long that takes.
     pub async fn stop(mut self) {
         let tasks = self.halt();
-        let others = [self.dispatcher.take(), self.purger.take(), self.token_keeper.take()];
+        let others = [self.dispatcher.take(), self.listener.take(), self.purger.take(), self.token_keeper.take()];
         futures::future::join_all(tasks.into_iter().chain(others.into_iter().flatten())).await;
     }
 
@@ -741,7 +798,7 @@ impl WorkerPool {
     /// stopped by itself.
     pub async fn stop_within(mut self, limit: std::time::Duration) -> bool {
         let tasks = self.halt();
-        let others = [self.dispatcher.take(), self.purger.take(), self.token_keeper.take()];
+        let others = [self.dispatcher.take(), self.listener.take(), self.purger.take(), self.token_keeper.take()];
         let tasks: Vec<_> = tasks.into_iter().chain(others.into_iter().flatten()).collect();
         let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
         if tokio::time::timeout(limit, futures::future::join_all(tasks)).await.is_ok() {

@@ -194,6 +194,10 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     }
     let providers = Arc::new(db.providers(rate_from_env()?));
     let service = Service::new(db.service(), providers, Arc::new(SystemClock), config);
+    if let Database::Postgres(store) = &db {
+        // Processes sharing the database wake one another's workers (LISTEN/NOTIFY).
+        service.set_wake_bus(Arc::new(byte8_ledger_service::wake::PgWakeBus::new(store)));
+    }
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut console_at = None;
