@@ -330,6 +330,7 @@ async fn spawn_serve(args: &Args, http: bool, dir: &std::path::Path, n: usize) -
         .env("SAGE_CLIENT_SECRET", "demo-secret")
         .env("SAGE_REQUESTS_PER_MINUTE", args.limit.to_string())
         .env("RUST_LOG", rust_log)
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -359,6 +360,10 @@ async fn spawn_serve(args: &Args, http: bool, dir: &std::path::Path, n: usize) -
     (Child { child, pid, log }, url)
 }
 
+/// A field only sqlx's per-statement log line has (`serve` logs without targets, so the line does
+/// not name `sqlx::query`).
+const STATEMENT_FIELD: &str = "elapsed_secs";
+
 fn log_size(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -370,9 +375,10 @@ fn statement_kinds(path: &std::path::Path, from: u64, to: u64) -> BTreeMap<Strin
     let Ok(bytes) = std::fs::read(path) else { return kinds };
     let end = (to as usize).min(bytes.len());
     let text = String::from_utf8_lossy(&bytes[(from as usize).min(end)..end]);
-    for line in text.lines().filter(|l| l.contains("sqlx::query")) {
+    for line in text.lines().filter(|l| l.contains(STATEMENT_FIELD)) {
         let kind = line
-            .split_once("summary=\"")
+            .split_once("summary")
+            .and_then(|(_, rest)| rest.split_once('"'))
             .and_then(|(_, rest)| rest.split_once('"'))
             .map_or_else(|| "?".to_owned(), |(summary, _)| summary.to_owned());
         *kinds.entry(kind).or_default() += 1;
@@ -650,7 +656,7 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
                 serve_ticks: children_pids.iter().filter_map(|&p| cpu_ticks(p)).sum(),
                 pg_ticks: backends.iter().filter_map(|&p| cpu_ticks(p)).sum(),
                 xacts,
-                statements: if statements { logs.iter().map(|l| count_lines(l, "sqlx::query")).sum() } else { 0 },
+                statements: if statements { logs.iter().map(|l| count_lines(l, STATEMENT_FIELD)).sum() } else { 0 },
                 callbacks: callbacks.load(Ordering::Relaxed),
                 sage,
                 throttled,

@@ -218,6 +218,7 @@ async fn dispatch(
             return Ok(false);
         }
         let now = shared.clock.now();
+        let asked = per_claim.min(config.batch - handled);
         // This tenant's runs only: a business paired to another tenant since keeps the old
         // tenant's runs, which must never be fetched from this tenant's store.
         let runs = shared
@@ -227,77 +228,103 @@ async fn dispatch(
                 Some(&rt.tenant_id),
                 now,
                 byte8_ledger_core::clock::later(now, config.engine.lease),
-                per_claim.min(config.batch - handled),
+                asked,
             )
             .await?;
         if runs.is_empty() {
             more = false;
             break;
         }
+        let fewer = runs.len() < asked;
         handled += runs.len();
         process_claimed(shared, &rt, runs).await?;
         status.sync(shared, &rt).await;
+        if fewer {
+            // Fewer than asked: none was left to claim (no further, empty claim).
+            more = false;
+            break;
+        }
     }
     if rt.magento.status() == ConnectionStatus::TokenRevoked {
         return Ok(false);
     }
+    // The due callbacks in one claim (up to the batch), sent one by one: a claim that returns
+    // fewer than asked means none is left, without a further (empty) claim. Callbacks claimed
+    // and not sent (the tenant's token revoked meanwhile) are due again when their lease ends.
     let mut callbacks_left = true;
-    for _ in 0..config.batch {
+    let mut sent = 0;
+    while sent < config.batch {
         if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
             return Ok(false);
         }
         let now = shared.clock.now();
-        let Some(cb) = shared
+        let asked = config.batch - sent;
+        let claimed = shared
             .store
             .claim_callbacks(
                 &rt.scope,
                 &rt.tenant_id,
                 now,
                 byte8_ledger_core::clock::later(now, config.callback_lease),
-                1,
+                asked,
             )
-            .await?
-            .pop()
-        else {
+            .await?;
+        if claimed.len() < asked {
             callbacks_left = false;
-            break;
-        };
-        let (id, generation) = (cb.run.id, cb.generation);
-        let Some(outcome) = cb.run.outcome.as_ref() else {
-            tracing::error!(tenant = %rt.tenant_id, run = id, "a terminal run without an outcome: no callback to send");
-            shared.store.callback_sent(id, generation, shared.clock.now()).await?;
-            continue;
-        };
-        match rt.magento.post_sync_state(outcome).await {
-            Ok(()) => {
-                shared.store.callback_sent(id, generation, shared.clock.now()).await?;
-                tracing::info!(tenant = %rt.tenant_id, run = id, key = %cb.run.idempotency_key, "sync state sent to Magento");
-            }
-            Err(e) if permanent(&e) => {
-                tracing::error!(tenant = %rt.tenant_id, run = id, error = %e, "Magento can never accept this sync state: dropped");
-                shared.store.callback_sent(id, generation, shared.clock.now()).await?;
-            }
-            Err(e) => {
-                let delay = config.callback_delay(cb.attempts.saturating_add(1));
-                tracing::warn!(tenant = %rt.tenant_id, run = id, attempt = cb.attempts + 1, retry_in_s = delay.as_secs_f64(), error = %e, "sync-state callback failed; it stays queued");
-                shared
-                    .store
-                    .callback_failed(
-                        id,
-                        generation,
-                        byte8_ledger_core::clock::later(shared.clock.now(), delay),
-                        &e.to_string(),
-                    )
-                    .await?;
-                if rt.magento.status() == ConnectionStatus::TokenRevoked {
-                    status.sync(shared, &rt).await;
-                    return Ok(false);
-                }
-            }
         }
-        status.sync(shared, &rt).await;
+        if claimed.is_empty() {
+            break;
+        }
+        sent += claimed.len();
+        for cb in claimed {
+            if !send_callback(shared, &rt, &cb).await? {
+                status.sync(shared, &rt).await;
+                return Ok(false);
+            }
+            status.sync(shared, &rt).await;
+        }
+        if !callbacks_left {
+            break;
+        }
     }
     Ok(more || callbacks_left)
+}
+
+/// Sends one claimed callback and records what became of it. False when Magento refused the
+/// ledger's token (the tenant's other callbacks then wait until it pairs again).
+async fn send_callback(
+    shared: &Shared,
+    rt: &TenantRuntime,
+    cb: &byte8_ledger_core::store::service::PendingCallback,
+) -> Result<bool> {
+    let (id, generation) = (cb.run.id, cb.generation);
+    let Some(outcome) = cb.run.outcome.as_ref() else {
+        tracing::error!(tenant = %rt.tenant_id, run = id, "a terminal run without an outcome: no callback to send");
+        shared.store.callback_sent(id, generation, shared.clock.now()).await?;
+        return Ok(true);
+    };
+    match rt.magento.post_sync_state(outcome).await {
+        Ok(()) => {
+            shared.store.callback_sent(id, generation, shared.clock.now()).await?;
+            tracing::info!(tenant = %rt.tenant_id, run = id, key = %cb.run.idempotency_key, "sync state sent to Magento");
+        }
+        Err(e) if permanent(&e) => {
+            tracing::error!(tenant = %rt.tenant_id, run = id, error = %e, "Magento can never accept this sync state: dropped");
+            shared.store.callback_sent(id, generation, shared.clock.now()).await?;
+        }
+        Err(e) => {
+            let delay = shared.config.callback_delay(cb.attempts.saturating_add(1));
+            tracing::warn!(tenant = %rt.tenant_id, run = id, attempt = cb.attempts + 1, retry_in_s = delay.as_secs_f64(), error = %e, "sync-state callback failed; it stays queued");
+            shared
+                .store
+                .callback_failed(id, generation, byte8_ledger_core::clock::later(shared.clock.now(), delay), &e.to_string())
+                .await?;
+            if rt.magento.status() == ConnectionStatus::TokenRevoked {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// How many runs a worker claims at once for a tenant: its ledger's batch size

@@ -1569,3 +1569,51 @@ async fn work_queued_by_another_process_is_found_by_the_periodic_look() {
     workers.stop().await;
     w.stop().await;
 }
+
+/// A wake bus in memory, shared by two services on one store (two processes).
+#[derive(Debug, Default)]
+struct MemoryBus {
+    announced: std::sync::atomic::AtomicU32,
+    heard: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl byte8_ledger_service::wake::WakeBus for MemoryBus {
+    async fn announce(&self, _scope: &str, _tenant_id: &str) -> byte8_ledger_core::error::Result<()> {
+        self.announced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.heard.notify_one();
+        Ok(())
+    }
+
+    async fn next(&self) -> byte8_ledger_core::error::Result<()> {
+        self.heard.notified().await;
+        Ok(())
+    }
+}
+
+/// A process without workers announces the run it queued on the wake bus, and a process with
+/// workers whose periodic look is an hour away (its first look done before the webhook) drains
+/// it within the usual wait: only the announcement can have woken it. The process with workers
+/// announces nothing (its own workers hear of its webhooks in memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_taken_by_a_process_without_workers_wakes_another_process_s_workers() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-bus").await;
+    let bus = Arc::new(MemoryBus::default());
+    let hour = Duration::from_secs(3600);
+    let slow = ServiceConfig { poll_interval: hour, probe_interval: hour, ..fast_config() };
+    w.start_with(Arc::new(SystemClock), 0, slow.clone()).await;
+    let front = w.ledger.as_ref().unwrap().service.clone();
+    assert!(front.set_wake_bus(Arc::clone(&bus) as _));
+    let back = Service::new(Arc::clone(&w.store) as _, Arc::clone(front.providers()), Arc::new(SystemClock), slow);
+    assert!(back.set_wake_bus(Arc::clone(&bus) as _));
+    let workers = back.spawn_workers(1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(bus.announced.load(std::sync::atomic::Ordering::Relaxed), 1, "the front process announced it");
+    wait_until("the invoice's sync state reaches Magento", || w.magento.callbacks("shop").len() == 1).await;
+    assert_eq!(w.sage_invoices().len(), 1);
+    workers.stop().await;
+    w.stop().await;
+}

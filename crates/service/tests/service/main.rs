@@ -13,6 +13,7 @@ mod hostile_store;
 mod magento_client;
 mod magento_jwt_vectors;
 mod store_conformance;
+mod wake;
 #[path = "../../../../tests/support/mod.rs"]
 mod support;
 #[path = "../../../../tests/support/browser.rs"]
