@@ -120,10 +120,14 @@
 //! `money`, `tax` and `plan` import nothing of providers, HTTP or storage; [`providers`] know
 //! nothing of the engine or the stores' run queue; [`engine`] talks to ledgers through
 //! [`AccountingProvider`] and to Magento through [`engine::EntitySource`] (implemented by the
-//! service package's Magento client). What the service keeps in a store ([`store::service`]:
-//! tenant bindings, dispatch leases, the callback outbox, the webhook replay cache, the tenant's
-//! [`store::service::ApiKey`]) is defined here beside the stores that keep it, so that no store
-//! imports the service. The rule is checked by `tests/core/layers.rs`, which reads the packages'
+//! service package's Magento client). What the service keeps in a store (tenant bindings, dispatch
+//! leases, the callback outbox, the webhook replay cache, the tenant's api key) is defined and
+//! implemented in the service package (`byte8_ledger_service::store`), on this crate's stores:
+//! the SQL stores give it their pools, master keys and run readers
+//! (`SqliteStore::pool`, `master_key`, `sqlite::run_from_row`, `sqlite::db_error`; likewise for
+//! PostgreSQL), the memory store an extension kept under its lock
+//! ([`store::memory::MemoryExtension`]); the schema stays in this crate's one migration
+//! sequence. The rule is checked by `tests/core/layers.rs`, which reads the packages'
 //! dependency graph (`cargo metadata`) and the core's default dependency tree (`cargo tree`).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

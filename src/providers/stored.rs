@@ -1,15 +1,14 @@
 //! Ledger providers built from the connections a store keeps: what the service's workers and the
 //! `byte8-ledger` command use to reach the ledger a business's stored connection names.
 //!
-//! A [`ProviderFactory`] answers the provider of a tenant binding; [`StoredProviders`] picks Sage
-//! ([`SageProviders`]) or Xero ([`XeroProviders`], feature `xero`) by the connection's provider.
-//! These live in the core (not in the service package) because they need only the store's
-//! connections and the providers' builders, and both the service and the command build their
-//! providers through them.
+//! Each answers the provider of a business (`for_business`: its stored connection's);
+//! [`StoredProviders`] picks Sage ([`SageProviders`]) or Xero ([`XeroProviders`], feature `xero`)
+//! by the connection's provider. These live in the core (not in the service package) because they
+//! need only the store's connections and the providers' builders, and both the service and the
+//! command build their providers through them. The service's `ProviderFactory` (the provider of
+//! a tenant binding) is implemented for each of them in the service package.
 
 use std::{fmt, sync::Arc};
-
-use async_trait::async_trait;
 
 #[cfg(feature = "xero")]
 use crate::providers::xero::{PROVIDER as XERO, XeroBuilder};
@@ -21,18 +20,8 @@ use crate::{
         AccountingProvider,
         sage::{PROVIDER as SAGE, SageBuilder},
     },
-    store::{Connection, ConnectionStoreDyn, ProviderKind, ScopedTokenStore, service::Binding},
+    store::{Connection, ConnectionStoreDyn, ProviderKind, ScopedTokenStore},
 };
-
-/// Builds the ledger provider a tenant's events post to.
-#[async_trait]
-pub trait ProviderFactory: fmt::Debug + Send + Sync {
-    /// The provider of `binding`'s business.
-    ///
-    /// # Errors
-    /// When the business has no usable connection (its events then wait in line).
-    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>>;
-}
 
 type LimiterFn = dyn Fn(&str) -> RateLimiter + Send + Sync;
 type ConfigureFn = dyn Fn(SageBuilder) -> SageBuilder + Send + Sync;
@@ -110,13 +99,17 @@ impl SageProviders {
     }
 }
 
-#[async_trait]
-impl ProviderFactory for SageProviders {
-    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
-        let c = stored_connection(&self.connections, &binding.scope, SAGE).await?;
+impl SageProviders {
+    /// The Sage provider of `business`, from its stored connection.
+    ///
+    /// # Errors
+    /// [`AuthFailure::NotConnected`] when the business has no connection yet (its events then
+    /// wait in line); [`Error::Unsupported`] when its connection is not to Sage; the builder's.
+    pub async fn for_business(&self, business: &str) -> Result<Arc<dyn AccountingProvider>> {
+        let c = stored_connection(&self.connections, business, SAGE).await?;
         if c.kind() != Some(ProviderKind::Sage) {
             return Err(Error::Unsupported {
-                operation: format!("a `{}` connection (business {}) in SageProviders", c.provider, binding.scope),
+                operation: format!("a `{}` connection (business {business}) in SageProviders", c.provider),
                 provider: SAGE,
             });
         }
@@ -192,13 +185,17 @@ impl XeroProviders {
 }
 
 #[cfg(feature = "xero")]
-#[async_trait]
-impl ProviderFactory for XeroProviders {
-    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
-        let c = stored_connection(&self.connections, &binding.scope, XERO).await?;
+impl XeroProviders {
+    /// The Xero provider of `business` (its organisation), from its stored connection.
+    ///
+    /// # Errors
+    /// [`AuthFailure::NotConnected`] when the business has no connection yet (its events then
+    /// wait in line); [`Error::Unsupported`] when its connection is not to Xero; the builder's.
+    pub async fn for_business(&self, business: &str) -> Result<Arc<dyn AccountingProvider>> {
+        let c = stored_connection(&self.connections, business, XERO).await?;
         if c.kind() != Some(ProviderKind::Xero) {
             return Err(Error::Unsupported {
-                operation: format!("a `{}` connection (business {}) in XeroProviders", c.provider, binding.scope),
+                operation: format!("a `{}` connection (business {business}) in XeroProviders", c.provider),
                 provider: XERO,
             });
         }
@@ -266,10 +263,14 @@ impl StoredProviders {
     }
 }
 
-#[async_trait]
-impl ProviderFactory for StoredProviders {
-    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
-        self.for_connection(&stored_connection(&self.connections, &binding.scope, "ledger").await?)
+impl StoredProviders {
+    /// The provider of `business`'s stored connection, Sage or Xero as it names.
+    ///
+    /// # Errors
+    /// [`AuthFailure::NotConnected`] when the business has no connection yet (its events then
+    /// wait in line); as [`StoredProviders::for_connection`].
+    pub async fn for_business(&self, business: &str) -> Result<Arc<dyn AccountingProvider>> {
+        self.for_connection(&stored_connection(&self.connections, business, "ledger").await?)
     }
 }
 

@@ -9,7 +9,6 @@
 //! ```
 
 pub mod audit;
-pub mod service;
 
 use std::collections::BTreeSet;
 
@@ -27,11 +26,17 @@ use crate::{
     reference::ReferenceData,
 };
 
-fn t0() -> DateTime<Utc> {
+// The helpers below are public for suites built on this one (the service package's conformance
+// suite of its own stores).
+
+/// The suite's fixed "now": 2026-11-22 10:00 UTC.
+pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).single().unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
-fn new_run(scope: &str, key: &str, raw: &str) -> NewRun {
+/// A run without a tenant of `scope` keyed `key` (`event:entity id`), with `raw` as its event and
+/// fingerprint source, received at [`t0`].
+pub fn new_run(scope: &str, key: &str, raw: &str) -> NewRun {
     NewRun {
         scope: scope.to_owned(),
         tenant_id: None,
@@ -45,8 +50,8 @@ fn new_run(scope: &str, key: &str, raw: &str) -> NewRun {
     }
 }
 
-/// A run queued by `tenant` (the service's runs).
-fn tenant_run(scope: &str, tenant: &str, key: &str, raw: &str) -> NewRun {
+/// A run queued by `tenant` (the service's runs), otherwise as [`new_run`].
+pub fn tenant_run(scope: &str, tenant: &str, key: &str, raw: &str) -> NewRun {
     NewRun { tenant_id: Some(tenant.to_owned()), ..new_run(scope, key, raw) }
 }
 
@@ -67,7 +72,9 @@ fn outcome(key: &str, status: SyncStatus) -> Outcome {
     }
 }
 
-fn result(key: &str, status: RunStatus, number: u32, next: Option<DateTime<Utc>>) -> RunResult {
+/// The result of attempt `number` of the run keyed `key` ending in `status` (the outcome's
+/// sync status follows it: synced, skipped, failed otherwise), due again at `next`.
+pub fn result(key: &str, status: RunStatus, number: u32, next: Option<DateTime<Utc>>) -> RunResult {
     let sync = match status {
         RunStatus::Synced => SyncStatus::Synced,
         RunStatus::Skipped => SyncStatus::Skipped,

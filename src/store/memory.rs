@@ -1,10 +1,28 @@
 //! An in-memory [`Store`](super::Store): the reference implementation of the store traits, for
 //! tests and hosts that keep state elsewhere. Nothing survives the process.
-
-mod service;
+//!
+//! # Extensions: state of a package above the core under the same lock
+//!
+//! A package built on the core may keep its own tables beside the runs, under the store's
+//! **one lock**, so that what the SQL stores do in one transaction (or a trigger) stays atomic in
+//! memory too: [`MemoryStore<X>`](MemoryStore) carries an extension `X` ([`MemoryExtension`]),
+//! which
+//!
+//! - is told, under the lock, when [`RunStore::finish`] writes a terminal status
+//!   ([`MemoryExtension::run_ended`]: what the SQL stores' triggers on `runs` do);
+//! - takes part in the retention purge ([`MemoryExtension::purge`]), in the same critical
+//!   section as the core's part of it;
+//! - reads and changes the core's tables under the lock ([`MemoryStore::lock_tables`]) through
+//!   the documented methods of [`MemoryTables`] (never their fields).
+//!
+//! The service package's memory store is `MemoryStore<ServiceTables>` (its tenant bindings,
+//! dispatch leases, callback outbox and replay cache). [`MemoryStore`] without a parameter is
+//! `MemoryStore<()>`: no extension, what an embedder uses.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    fmt,
+    ops::{Deref, DerefMut},
     sync::Mutex,
 };
 
@@ -15,10 +33,18 @@ use super::{
     AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, RunStore,
     Xref, XrefKind, XrefStore,
 };
-use crate::{auth::TokenSet, error::Result, reference::ReferenceData};
+use crate::{
+    auth::TokenSet,
+    error::Result,
+    reference::ReferenceData,
+    store::retention::{Cutoffs, PurgeReport},
+};
 
+/// The core's tables of a [`MemoryStore`]: runs, their leases, fingerprints and attempts, the
+/// cross-reference, connections, tokens and reference data. An extension reaches them under the
+/// store's lock ([`MemoryStore::lock_tables`]) through the methods below.
 #[derive(Debug, Default)]
-struct State {
+pub struct MemoryTables {
     runs: BTreeMap<RunId, Run>,
     lease: HashMap<RunId, DateTime<Utc>>,
     fingerprints: HashMap<RunId, String>,
@@ -28,23 +54,143 @@ struct State {
     connections: BTreeMap<String, Connection>,
     tokens: HashMap<String, TokenSet>,
     references: HashMap<String, ReferenceData>,
-    /// Bindings, dispatch leases, the callback outbox and the replay cache (`store::service`).
-    service: service::ServiceState,
 }
 
-/// The in-memory store.
+impl MemoryTables {
+    /// Every run, by id.
+    pub fn runs(&self) -> impl Iterator<Item = &Run> + '_ {
+        self.runs.values()
+    }
+
+    /// A run by id.
+    pub fn run(&self, id: RunId) -> Option<&Run> {
+        self.runs.get(&id)
+    }
+
+    /// Whether a claim at `now` would take `run`: queued and not waiting for a later attempt, or
+    /// running under an expired lease.
+    pub fn is_due(&self, run: &Run, now: DateTime<Utc>) -> bool {
+        due(run, self.lease.get(&run.id), now)
+    }
+
+    /// How many attempt records run `id` has.
+    pub fn attempt_count(&self, id: RunId) -> usize {
+        self.attempts.get(&id).map_or(0, Vec::len)
+    }
+
+    /// Removes run `id` with its attempts, lease and fingerprint (the retention purge of a
+    /// disconnected tenant's runs).
+    pub fn remove_run(&mut self, id: RunId) {
+        self.runs.remove(&id);
+        self.attempts.remove(&id);
+        self.lease.remove(&id);
+        self.fingerprints.remove(&id);
+    }
+
+    /// How many cross-reference entries `scope` has.
+    pub fn xref_count(&self, scope: &str) -> usize {
+        self.xrefs.keys().filter(|(s, _, _)| s == scope).count()
+    }
+
+    /// Removes every cross-reference entry of `scope`.
+    pub fn remove_xrefs(&mut self, scope: &str) {
+        self.xrefs.retain(|(s, _, _), _| s != scope);
+    }
+}
+
+/// State a package above the core keeps in a [`MemoryStore`], under its one lock (see the
+/// [module docs](self#extensions-state-of-a-package-above-the-core-under-the-same-lock)).
+/// Both hooks are called with the lock held: they must not block.
+pub trait MemoryExtension: fmt::Debug + Default + Send + 'static {
+    /// [`RunStore::finish`] has just written a terminal status (`synced`, `skipped`,
+    /// `dead_lettered`) to `run`, shown as written; `tables` are the core's tables after the
+    /// write. Called in the same critical section, so nothing sees the run ended without what
+    /// this hook records (the memory counterpart of an SQL trigger on `runs`). The default
+    /// does nothing.
+    fn run_ended(&mut self, run: &Run, tables: &MemoryTables) {
+        let _ = (run, tables);
+    }
+
+    /// The extension's part of a retention purge at `cutoffs`, run first, in the purge's
+    /// critical section: it removes (with `apply`; only counts without) what it holds past its
+    /// time and may remove runs and cross-reference entries through `tables`, adding what it
+    /// removed to `report`. Answers the runs it purged (or, in a dry run, would purge), which the
+    /// core's part then leaves alone. The default purges nothing.
+    fn purge(
+        &mut self,
+        tables: &mut MemoryTables,
+        cutoffs: &Cutoffs,
+        apply: bool,
+        report: &mut PurgeReport,
+    ) -> Vec<RunId> {
+        let _ = (tables, cutoffs, apply, report);
+        Vec::new()
+    }
+}
+
+/// No extension: the plain store.
+impl MemoryExtension for () {}
+
 #[derive(Debug, Default)]
-pub struct MemoryStore {
-    state: Mutex<State>,
+struct State<X> {
+    tables: MemoryTables,
+    ext: X,
+}
+
+impl<X> Deref for State<X> {
+    type Target = MemoryTables;
+
+    fn deref(&self) -> &MemoryTables {
+        &self.tables
+    }
+}
+
+impl<X> DerefMut for State<X> {
+    fn deref_mut(&mut self) -> &mut MemoryTables {
+        &mut self.tables
+    }
+}
+
+/// The store's one lock held ([`MemoryStore::lock_tables`]); released when dropped.
+#[derive(Debug)]
+pub struct MemoryGuard<'a, X>(std::sync::MutexGuard<'a, State<X>>);
+
+impl<X> MemoryGuard<'_, X> {
+    /// The core's tables and the extension, both borrowed at once.
+    pub fn parts(&mut self) -> (&mut MemoryTables, &mut X) {
+        let s = &mut *self.0;
+        (&mut s.tables, &mut s.ext)
+    }
+}
+
+/// The in-memory store, with an optional extension `X` kept under the same lock (see the
+/// [module docs](self)).
+#[derive(Debug, Default)]
+pub struct MemoryStore<X = ()> {
+    state: Mutex<State<X>>,
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store without extension.
     pub fn new() -> Self {
         Self::default()
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+impl<X: MemoryExtension> MemoryStore<X> {
+    /// An empty store with extension `ext`.
+    pub fn with_extension(ext: X) -> Self {
+        Self { state: Mutex::new(State { tables: MemoryTables::default(), ext }) }
+    }
+
+    /// Takes the store's one lock for an extension's own store methods: the core's tables and
+    /// the extension, read and changed atomically with the runs ([`MemoryGuard::parts`]) until
+    /// the guard is dropped. Do not hold it across an `.await`.
+    pub fn lock_tables(&self) -> MemoryGuard<'_, X> {
+        MemoryGuard(self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<X>> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -68,7 +214,7 @@ fn search_fields(run: &Run, attempts: &[AttemptRecord]) -> super::audit::SearchF
 }
 
 #[async_trait]
-impl RunStore for MemoryStore {
+impl<X: MemoryExtension> RunStore for MemoryStore<X> {
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
         let mut s = self.lock();
         if dedupe == Dedupe::WhileQueued {
@@ -203,8 +349,11 @@ impl RunStore for MemoryStore {
             r.updated_at = result.attempt.finished_at;
             r.outcome = Some(result.outcome);
         }
-        // What the SQL stores' `runs_terminal_callback` trigger does, under the same lock.
-        service::queue_callback(&mut s, id);
+        // What the SQL stores' triggers on `runs` do, under the same lock.
+        let s = &mut *s;
+        if let Some(run) = s.tables.runs.get(&id).filter(|r| r.status.is_terminal()) {
+            s.ext.run_ended(run, &s.tables);
+        }
         Ok(())
     }
 
@@ -335,20 +484,56 @@ impl RunStore for MemoryStore {
 }
 
 #[async_trait]
-impl super::retention::RetentionStore for MemoryStore {
+impl<X: MemoryExtension> super::retention::RetentionStore for MemoryStore<X> {
+    /// The extension's part first ([`MemoryExtension::purge`]: a disconnected tenant's runs, in
+    /// the service's store), then the finished runs' raw events and attempts, in one critical
+    /// section.
     async fn purge(
         &self,
         policy: &super::retention::RetentionPolicy,
         now: DateTime<Utc>,
         dry_run: bool,
-    ) -> Result<super::retention::PurgeReport> {
+    ) -> Result<PurgeReport> {
         policy.validate()?;
-        Ok(service::purge(&mut self.lock(), &policy.cutoffs(now), !dry_run))
+        let cutoffs = policy.cutoffs(now);
+        let apply = !dry_run;
+        let mut s = self.lock();
+        let s = &mut *s;
+        let mut report = PurgeReport { dry_run, ..PurgeReport::default() };
+        let gone = s.ext.purge(&mut s.tables, &cutoffs, apply, &mut report);
+        purge_finished(&mut s.tables, &cutoffs, apply, &gone, &mut report);
+        Ok(report)
+    }
+}
+
+/// The core's part of the purge: finished (`synced`, `skipped`) runs last changed before the
+/// cutoff lose their raw event and attempts (runs in `gone` were purged already).
+fn purge_finished(t: &mut MemoryTables, cutoffs: &Cutoffs, apply: bool, gone: &[RunId], report: &mut PurgeReport) {
+    let old: Vec<RunId> = t
+        .runs
+        .values()
+        .filter(|r| {
+            !gone.contains(&r.id)
+                && matches!(r.status, RunStatus::Synced | RunStatus::Skipped)
+                && r.updated_at < cutoffs.attempts
+        })
+        .map(|r| r.id)
+        .collect();
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    report.raw_events += count(old.iter().filter(|id| t.runs.get(id).is_some_and(|r| !r.raw.is_empty())).count());
+    report.attempts += count(old.iter().map(|id| t.attempt_count(*id)).sum::<usize>());
+    if apply {
+        for id in &old {
+            t.attempts.remove(id);
+            if let Some(r) = t.runs.get_mut(id) {
+                r.raw.clear();
+            }
+        }
     }
 }
 
 #[async_trait]
-impl XrefStore for MemoryStore {
+impl<X: MemoryExtension> XrefStore for MemoryStore<X> {
     async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
         Ok(self.lock().xrefs.get(&(scope.to_owned(), kind, key.to_owned())).cloned())
     }
@@ -370,7 +555,7 @@ impl XrefStore for MemoryStore {
 }
 
 #[async_trait]
-impl ConnectionStore for MemoryStore {
+impl<X: MemoryExtension> ConnectionStore for MemoryStore<X> {
     async fn save_connection(&self, connection: &Connection) -> Result<()> {
         self.lock().connections.insert(connection.scope.clone(), connection.clone());
         Ok(())

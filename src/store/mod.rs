@@ -1,7 +1,11 @@
 //! Durable state below the engine: the run queue and audit trail ([`RunStore`]), the
 //! cross-reference between Magento entities and ledger records ([`XrefStore`]), and connections
-//! with their tokens ([`ConnectionStore`]); for the ledger service, tenant bindings, dispatch
-//! leases, the sync-state callback outbox and the webhook replay cache ([`service`]).
+//! with their tokens ([`ConnectionStore`]), the retention purge ([`retention`]) and the runs'
+//! audit ([`audit`]). The ledger service's own state (tenant bindings, dispatch leases, the
+//! sync-state callback outbox, the webhook replay cache) is defined and implemented in the
+//! service package (`byte8_ledger_service::store`), over these stores: on SQLite and PostgreSQL
+//! through their public pools and master keys, in memory as an extension of [`memory::MemoryStore`]
+//! ([`memory::MemoryExtension`]).
 //!
 //! | store | module | feature |
 //! |---|---|---|
@@ -37,7 +41,10 @@
 //! # Schema migrations
 //!
 //! The SQL stores migrate when they open (`migrations/sqlite`, `migrations/postgres`, the same
-//! numbering and meaning in both):
+//! numbering and meaning in both). The service package's tables (`bindings`, `dispatch_leases`,
+//! `callbacks`, `replay_cache`, the console's) are created by this same sequence: one database
+//! has one migration sequence and one migrator, run here, so that no two packages number
+//! migrations against the same `_sqlx_migrations` table.
 //!
 //! | migration | what it does |
 //! |---|---|
@@ -65,7 +72,6 @@ pub mod memory;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod retention;
-pub mod service;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;

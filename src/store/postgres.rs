@@ -57,7 +57,7 @@
 //! so in any minute) holds across every process, and a saturated business gets 98.8 % of its
 //! limit. `now` is the database server's clock, so the workers' own clocks need not agree.
 
-mod service;
+mod retention;
 
 use std::{borrow::Cow, collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
 
@@ -95,6 +95,13 @@ pub struct PostgresStore {
     pool: PgPool,
     key: Option<Arc<MasterKey>>,
     token_lock_timeout: Duration,
+}
+
+/// Maps an sqlx error the way this store does (serialisation failures, deadlocks, lock and
+/// connection errors are retryable), so that a package running its own statements on
+/// [`PostgresStore::pool`] (the service's tables, the console's) reports failures alike.
+pub fn db_error(e: sqlx::Error) -> Error {
+    db(e)
 }
 
 fn db(e: sqlx::Error) -> Error {
@@ -205,9 +212,20 @@ impl PostgresStore {
         self
     }
 
-    /// The pool.
+    /// The pool (for tables of the crates above the core, such as the service's bindings and
+    /// console).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The master key this store seals secrets at rest with: the tokens here, and a package's
+    /// own secrets in its tables (the service's tenant api keys), each sealed with its own
+    /// associated data ([`MasterKey::seal`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `LEDGER_MASTER_KEY` when the store was opened without one.
+    pub fn master_key(&self) -> Result<&MasterKey> {
+        self.key()
     }
 
     /// A [`SharedRateLimiter`] for `business` in this database, with `config` (every worker of
@@ -224,6 +242,16 @@ impl PostgresStore {
             )
         })
     }
+}
+
+/// Reads a row of `runs` (`SELECT *`, or `RETURNING *`, extra columns allowed) as this store
+/// does: what a package selecting runs from [`PostgresStore::pool`] (the service's callback
+/// outbox, its status route) reads them with.
+///
+/// # Errors
+/// [`Error::Database`] when a column is missing or the status is unknown.
+pub fn run_from_row(row: &PgRow) -> Result<Run> {
+    run_from(row)
 }
 
 fn run_from(row: &PgRow) -> Result<Run> {

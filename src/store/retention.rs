@@ -156,7 +156,11 @@ impl fmt::Display for PurgeReport {
 }
 
 /// A store that can forget what its [`RetentionPolicy`] no longer lets it keep. Every
-/// implementation passes `conformance::service::retention_keeps_what_is_promised`.
+/// implementation passes `retention_keeps_what_is_promised` of the service package's store
+/// conformance suite (`byte8_ledger_service::store::conformance`: the promise is about tenants).
+/// The SQL stores purge every table of their schema, the service's included; the memory store
+/// purges the core's tables and lets its extension purge its own
+/// ([`MemoryExtension::purge`](super::memory::MemoryExtension::purge)).
 #[async_trait]
 pub trait RetentionStore: fmt::Debug + Send + Sync {
     /// Purges what `policy` lets go at `now` (see the [module docs](self)); with `dry_run`,

@@ -14,7 +14,7 @@
 //! for several worker processes draining one queue, use the PostgreSQL store (`postgres`
 //! module, feature `postgres`).
 
-mod service;
+mod retention;
 
 use std::{collections::BTreeMap, path::Path, str::FromStr, sync::Arc, time::Duration};
 
@@ -42,6 +42,13 @@ use crate::{
 pub struct SqliteStore {
     pool: SqlitePool,
     key: Option<Arc<MasterKey>>,
+}
+
+/// Maps an sqlx error the way this store does (a locked or busy database, a pool timeout and an
+/// I/O error are retryable), so that a package running its own statements on [`SqliteStore::pool`]
+/// (the service's tables, the console's) reports failures alike.
+pub fn db_error(e: sqlx::Error) -> Error {
+    db(e)
 }
 
 fn db(e: sqlx::Error) -> Error {
@@ -116,6 +123,16 @@ impl SqliteStore {
         &self.pool
     }
 
+    /// The master key this store seals secrets at rest with: the tokens here, and a package's
+    /// own secrets in its tables (the service's tenant api keys), each sealed with its own
+    /// associated data ([`MasterKey::seal`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `LEDGER_MASTER_KEY` when the store was opened without one.
+    pub fn master_key(&self) -> Result<&MasterKey> {
+        self.key()
+    }
+
     fn key(&self) -> Result<&MasterKey> {
         self.key.as_deref().ok_or_else(|| {
             Error::config(
@@ -124,6 +141,16 @@ impl SqliteStore {
             )
         })
     }
+}
+
+/// Reads a row of `runs` (`SELECT *`, or `RETURNING *`) as this store does: what a package
+/// selecting runs from [`SqliteStore::pool`] (the service's callback outbox, its status route)
+/// reads them with.
+///
+/// # Errors
+/// [`Error::Database`] when a column is missing or the status is unknown.
+pub fn run_from_row(row: &SqliteRow) -> Result<Run> {
+    run_from(row)
 }
 
 fn run_from(row: &SqliteRow) -> Result<Run> {

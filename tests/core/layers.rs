@@ -6,7 +6,10 @@
 //! - `byte8-ledger-service` depends on the core only (the simulators at most for its tests);
 //! - `byte8-ledger` (the command) sits on top and may use them all; nothing depends on it;
 //! - the core with its default features builds no web server, database driver or argument
-//!   parser (`axum`, `sqlx`, `clap`, `indicatif`, `tracing-subscriber`).
+//!   parser (`axum`, `sqlx`, `clap`, `indicatif`, `tracing-subscriber`);
+//! - the service's concepts (tenant bindings, the Magento api key, dispatch leases, the callback
+//!   outbox, the replay cache) are defined in the service package (`crates/service/src/store`),
+//!   not in the core's sources.
 
 use std::{collections::BTreeMap, path::Path, process::Command};
 
@@ -125,4 +128,77 @@ fn the_core_with_default_features_builds_no_server_database_or_command_line() {
     // The same check sees a database driver when a feature asks for one.
     let sqlite = core_tree(&["--features", "sqlite"]);
     assert!(sqlite.iter().any(|n| n == "sqlx"), "feature `sqlite` brings sqlx: {sqlite:?}");
+}
+
+/// The service's store items, which only the service package may define.
+const SERVICE_ITEMS: &[&str] = &[
+    "trait BindingStore",
+    "trait DispatchStore",
+    "trait ReplayCache",
+    "trait ServiceStore",
+    "trait ProviderFactory",
+    "struct Binding ",
+    "struct Binding<",
+    "struct BindingInfo",
+    "struct PendingCallback",
+    "struct DispatchStats",
+    "struct ApiKey",
+    "enum BindingStatus",
+    "enum ConnectionStatus",
+];
+
+/// Every `.rs` file under `dir`, with its text.
+fn sources(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("a source directory") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            out.extend(sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push((path.display().to_string(), std::fs::read_to_string(&path).expect("UTF-8 source")));
+        }
+    }
+    out
+}
+
+/// `file: item` for each service item a source defines.
+fn service_items_defined(files: &[(String, String)]) -> Vec<String> {
+    let mut found = Vec::new();
+    for (file, text) in files {
+        for item in SERVICE_ITEMS {
+            if text.lines().any(|l| !l.trim_start().starts_with("//") && l.contains(&format!("pub {item}"))) {
+                found.push(format!("{file}: {}", item.trim()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_core_defines_none_of_the_service_s_store_items() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let core = sources(&root.join("src"));
+    assert!(core.len() > 50, "the core's sources were read: {}", core.len());
+    assert_eq!(service_items_defined(&core), Vec::<String>::new(), "the service's items live in crates/service");
+    // They are where the service package says they are (the check reads real definitions).
+    let service = sources(&root.join("crates/service/src/store"));
+    let defined = service_items_defined(&service);
+    for item in
+        ["trait BindingStore", "trait DispatchStore", "trait ReplayCache", "trait ServiceStore", "struct ApiKey"]
+    {
+        assert!(
+            defined.iter().any(|d| d.ends_with(item)),
+            "{item} is defined in crates/service/src/store: {defined:?}"
+        );
+    }
+    assert!(!core.iter().any(|(f, _)| f.ends_with("store/service.rs")), "no store::service module in the core");
+}
+
+#[test]
+fn the_item_check_sees_a_definition_and_skips_comments() {
+    let files = |text: &str| vec![("x.rs".to_owned(), text.to_owned())];
+    assert_eq!(service_items_defined(&files("pub trait BindingStore: Send {}")), ["x.rs: trait BindingStore"]);
+    assert_eq!(service_items_defined(&files("pub struct Binding {")), ["x.rs: struct Binding"]);
+    assert!(service_items_defined(&files("/// see `pub trait BindingStore` in the service")).is_empty());
+    assert!(service_items_defined(&files("pub struct BindingHelper;")).is_empty());
 }

@@ -9,6 +9,7 @@ mod conformance_memory;
 mod http_exchange;
 mod layers;
 mod live_sage;
+mod memory_extension;
 mod money_properties;
 mod no_panic;
 mod postgres;

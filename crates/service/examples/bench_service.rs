@@ -71,14 +71,10 @@ use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     policy::SyncPolicy,
     reference::ReferenceData,
-    store::{
-        Connection, ConnectionStore,
-        crypto::MasterKey,
-        postgres::PostgresStore,
-        service::{Binding, BindingStore},
-    },
+    store::{Connection, ConnectionStore, crypto::MasterKey, postgres::PostgresStore},
 };
 use byte8_ledger_service::magento::{ApiKey, Claims, jwt};
+use byte8_ledger_service::store::{Binding, BindingStore};
 use byte8_ledger_simulators::{
     SageSimulator, SimConfig, SimRequest,
     workload::{WORKLOAD_POLICY, Workload, WorkloadConfig},

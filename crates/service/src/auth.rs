@@ -8,10 +8,8 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use super::{Shared, error::ApiError};
 use crate::magento::{Claims, ReplayCache, WebhookVerifier, jwt::MAX_TOKEN_LEN};
-use byte8_ledger_core::{
-    error::{Error, Result},
-    store::service::{Binding, ServiceStore},
-};
+use crate::store::{Binding, ServiceStore};
+use byte8_ledger_core::error::{Error, Result};
 
 /// The store's replay cache for one tenant: a `jti` is recorded as `tenant ␟ jti`, so tenants
 /// never burn each other's.

@@ -349,7 +349,7 @@ async fn disconnect(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Re
     let now = shared.clock.now();
     shared
         .store
-        .set_binding_status(&binding.tenant_id, byte8_ledger_core::store::service::BindingStatus::Revoked, now)
+        .set_binding_status(&binding.tenant_id, crate::store::BindingStatus::Revoked, now)
         .await
         .map_err(|e| ApiError::from_store(&e))?;
     tracing::warn!(tenant = %binding.tenant_id, business = %binding.scope, "tenant disconnected by Magento: dispatch stops");

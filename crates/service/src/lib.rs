@@ -79,7 +79,7 @@
 //! A worker is a loop (a tokio task; `serve --workers N` starts N, and `serve --no-http` runs
 //! processes without HTTP) that takes the next tenant from this process's **line** of tenants with
 //! work, takes its business's **dispatch lease**
-//! ([`DispatchStore::acquire_dispatch`](byte8_ledger_core::store::service::DispatchStore::acquire_dispatch)),
+//! ([`DispatchStore::acquire_dispatch`](crate::store::DispatchStore::acquire_dispatch)),
 //! claims due runs of its business and processes them, then sends its pending callbacks (up to
 //! [`ServiceConfig::batch`] of each; the lease is renewed once a quarter of
 //! [`ServiceConfig::dispatch_lease`] has passed), releases the lease, and takes the next tenant.
@@ -91,7 +91,7 @@
 //!   was announced: the tenant goes back in line, behind the others;
 //! - **the dispatcher's look**, every [`ServiceConfig::poll_interval`] (a second by default): one
 //!   read of the tenants with work due that nothing announced
-//!   ([`DispatchStore::due_tenants`](byte8_ledger_core::store::service::DispatchStore::due_tenants)):
+//!   ([`DispatchStore::due_tenants`](crate::store::DispatchStore::due_tenants)):
 //!   a run due again after its back-off, a callback to retry, a run requeued by the command or the
 //!   console, a webhook another process accepted (a process started with `--workers 0`), a
 //!   business whose worker died. Every `probe_interval` it also puts in line the tenants whose
@@ -162,6 +162,17 @@
 //! A business without a Sage connection yet (paired, Sage not connected) is skipped: its events
 //! wait in line.
 //!
+//! # Where the service keeps its state
+//!
+//! [`store`] defines the service's half of the stores: tenant bindings ([`store::BindingStore`],
+//! their api keys sealed under the store's master key), dispatch leases, the sync-state callback
+//! outbox, due tenants, the health counters and a Magento entity's runs
+//! ([`store::DispatchStore`]), the webhook replay cache ([`store::ReplayCache`]); a
+//! [`store::ServiceStore`] is all of them with the core's run queue, cross-reference, tokens and
+//! retention purge. They are implemented for the core's `SqliteStore` and `PostgresStore`
+//! (features `sqlite` and `postgres`, on the stores' pools; the tables come from the core's
+//! migrations) and for [`store::MemoryServiceStore`] (tests, the demo).
+//!
 //! # Embedding
 //!
 //! ```no_run
@@ -172,6 +183,7 @@
 //! };
 //! use byte8_ledger_service::{SageProviders, Service, ServiceConfig};
 //!
+//! # #[cfg(feature = "sqlite")] // the `ServiceStore` of `SqliteStore`
 //! # async fn demo() -> byte8_ledger_core::Result<()> {
 //! let store = Arc::new(SqliteStore::open("state.db", Some(MasterKey::from_env()?)).await?);
 //! let providers = Arc::new(SageProviders::new(Arc::clone(&store) as _));
@@ -192,6 +204,7 @@ mod http;
 pub mod magento;
 mod retention;
 pub mod serve;
+pub mod store;
 mod tokens;
 pub mod wake;
 mod worker;
@@ -201,22 +214,59 @@ use std::{fmt, sync::Arc, time::Duration};
 #[cfg(feature = "xero")]
 pub use byte8_ledger_core::providers::stored::XeroProviders;
 /// The providers of a tenant's business, built from its stored connection (defined in the core,
-/// `byte8_ledger_core::providers::stored`, so that the command builds its providers the same way).
-pub use byte8_ledger_core::providers::stored::{ProviderFactory, SageProviders, StoredProviders};
+/// `byte8_ledger_core::providers::stored`, so that the command builds its providers the same way;
+/// [`ProviderFactory`] is implemented for each here).
+pub use byte8_ledger_core::providers::stored::{SageProviders, StoredProviders};
 pub use serve::{HttpLimits, serve};
 pub use tokens::IdleRefresh;
 pub use worker::WorkerPool;
 
+use async_trait::async_trait;
 use byte8_ledger_core::{
     clock::Clock,
     engine::EngineConfig,
     error::Result,
     http::RetryConfig,
-    store::{
-        retention::{PurgeReport, RetentionPolicy},
-        service::ServiceStore,
-    },
+    providers::AccountingProvider,
+    store::retention::{PurgeReport, RetentionPolicy},
 };
+use store::{Binding, ServiceStore};
+
+/// Builds the ledger provider a tenant's events post to.
+#[async_trait]
+pub trait ProviderFactory: fmt::Debug + Send + Sync {
+    /// The provider of `binding`'s business.
+    ///
+    /// # Errors
+    /// When the business has no usable connection (its events then wait in line).
+    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>>;
+}
+
+#[async_trait]
+impl ProviderFactory for SageProviders {
+    /// The Sage provider of the binding's business ([`SageProviders::for_business`]).
+    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
+        self.for_business(&binding.scope).await
+    }
+}
+
+#[cfg(feature = "xero")]
+#[async_trait]
+impl ProviderFactory for XeroProviders {
+    /// The Xero provider of the binding's business ([`XeroProviders::for_business`]).
+    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
+        self.for_business(&binding.scope).await
+    }
+}
+
+#[async_trait]
+impl ProviderFactory for StoredProviders {
+    /// The provider the binding's business's stored connection names
+    /// ([`StoredProviders::for_business`]).
+    async fn provider(&self, binding: &Binding) -> Result<Arc<dyn AccountingProvider>> {
+        self.for_business(&binding.scope).await
+    }
+}
 
 /// Service settings.
 #[derive(Debug, Clone)]

@@ -18,10 +18,10 @@ use std::{
 use serde::Serialize;
 
 use super::Shared;
+use crate::store::BindingStatus;
 use byte8_ledger_core::{
     auth::connect::{RefreshTokenHealth, refresh_token_health},
     error::Result,
-    store::service::BindingStatus,
 };
 
 /// What the idle-refresh tick did for one business.

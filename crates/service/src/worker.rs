@@ -18,11 +18,12 @@ use tokio::task::JoinHandle;
 
 use super::Shared;
 use crate::magento::{ConnectionStatus, MagentoClient};
+use crate::store::BindingInfo;
 use byte8_ledger_core::{
     canonical::{Entity, EventKind},
     engine::{EntitySource, SyncEngine},
     error::{AuthFailure, Error, Result},
-    store::{Run, RunStatus, Store, service::BindingInfo},
+    store::{Run, RunStatus, Store},
 };
 
 /// The engine's [`EntitySource`] over a tenant's [`MagentoClient`]: a 401 (the store no longer
@@ -295,7 +296,7 @@ async fn dispatch(
 async fn send_callback(
     shared: &Shared,
     rt: &TenantRuntime,
-    cb: &byte8_ledger_core::store::service::PendingCallback,
+    cb: &crate::store::PendingCallback,
 ) -> Result<bool> {
     let (id, generation) = (cb.run.id, cb.generation);
     let Some(outcome) = cb.run.outcome.as_ref() else {
@@ -854,7 +855,7 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use byte8_ledger_core::store::service::BindingStatus;
+    use crate::store::BindingStatus;
 
     fn info(scope: &str, tenant: &str) -> BindingInfo {
         let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();

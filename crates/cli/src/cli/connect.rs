@@ -380,7 +380,7 @@ pub(crate) async fn disconnect(
 /// ("revoked at the provider: …" or "deleted locally, not revoked at the provider: …"). The
 /// caller forgets the tokens in any case.
 pub(crate) async fn revoke_stored(
-    store: &std::sync::Arc<dyn byte8_ledger_core::store::service::ServiceStore>,
+    store: &std::sync::Arc<dyn byte8_ledger_service::store::ServiceStore>,
     connection: &byte8_ledger_core::store::Connection,
 ) -> Option<String> {
     let not = |why: String| Some(format!("deleted locally, not revoked at the provider: {why}"));

@@ -13,10 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{Failure, usage};
 use byte8_ledger_core::{
     http::{RateConfig, RateLimiter},
-    store::{
-        ConnectionStoreDyn, crypto::MasterKey, postgres::PostgresStore, service::ServiceStore, sqlite::SqliteStore,
-    },
+    store::{ConnectionStoreDyn, crypto::MasterKey, postgres::PostgresStore, sqlite::SqliteStore},
 };
+use byte8_ledger_service::store::ServiceStore;
 use byte8_ledger_service::{SageProviders, StoredProviders, console::ConsoleStore};
 
 /// A command-line value that is a secret (a database URL with its password, a pairing code, a

@@ -30,13 +30,9 @@ use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     policy::SyncPolicy,
     providers::sage::PROVIDER,
-    store::{
-        Connection, ConnectionStore,
-        crypto::MasterKey,
-        service::{Binding, BindingStore, keys::hex_lower},
-        sqlite::SqliteStore,
-    },
+    store::{Connection, ConnectionStore, crypto::MasterKey, sqlite::SqliteStore},
 };
+use byte8_ledger_service::store::{Binding, BindingStore, keys::hex_lower};
 use byte8_ledger_service::{
     HttpLimits, SageProviders, Service, ServiceConfig, StoredProviders,
     console::{Console, ConsoleConfig, ConsoleStore, LedgerApp, password::hash_password},
@@ -151,7 +147,7 @@ pub(crate) async fn run(out: &mut dyn Write) -> Result<(), Failure> {
         Console::new(&service, Arc::clone(&store) as Arc<dyn ConsoleStore>, ConsoleConfig::new(public), &console_key)
             .with_ledger_app(app);
     let mut random = [0u8; 12];
-    byte8_ledger_core::store::service::keys::fill_random(&mut random)?;
+    byte8_ledger_service::store::keys::fill_random(&mut random)?;
     let password = SecretString::from(hex_lower(&random));
     let hash = tokio::task::spawn_blocking({
         let p = password.clone();

@@ -12,9 +12,10 @@ use super::{
 use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     error::Error,
-    store::{crypto::MasterKey, service::BindingStatus},
+    store::crypto::MasterKey,
 };
 use byte8_ledger_service::console::stores::{PairStore, pair_store};
+use byte8_ledger_service::store::BindingStatus;
 
 /// The `tenant` sub-commands.
 #[derive(Debug, Subcommand)]

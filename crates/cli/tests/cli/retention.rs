@@ -11,12 +11,11 @@ use byte8_ledger_core::{
     store::{
         AttemptRecord, NewRun, RunResult, RunStatus, RunStore, Xref, XrefKind, XrefStore,
         crypto::MasterKey,
-        memory::MemoryStore,
         retention::{RetentionPolicy, RetentionStore},
-        service::{Binding, BindingStatus, BindingStore, DispatchStore},
         sqlite::SqliteStore,
     },
 };
+use byte8_ledger_service::store::{Binding, BindingStatus, BindingStore, DispatchStore, MemoryServiceStore};
 use byte8_ledger_service::{SageProviders, Service, ServiceConfig, magento::ApiKey};
 use chrono::{DateTime, Utc};
 
@@ -91,7 +90,7 @@ where
 async fn the_service_purges_on_its_tick_at_its_clock_s_time() {
     let day0 = DateTime::parse_from_rfc3339("2026-01-10T09:00:00Z").unwrap().with_timezone(&Utc);
     let day = |d: i64| day0 + chrono::Duration::days(d);
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(MemoryServiceStore::default());
     // A tenant that left on day 0, and an active one whose day-0 callback was delivered on day 0.
     store.put_binding(&binding("t-gone", "biz-gone", day(-1))).await.unwrap();
     let gone_run = synced_run(store.as_ref(), "t-gone", "biz-gone", "invoice.created:1", day(0)).await;

@@ -23,12 +23,11 @@ use byte8_ledger_core::{
     policy::SyncPolicy,
     providers::xero::XeroLimits,
     store::{
-        Connection, ConnectionStore, ConnectionStoreDyn, RunStatus, RunStore, XrefKind, XrefStore,
-        crypto::MasterKey,
-        service::{Binding, BindingStatus, BindingStore, DispatchStore},
+        Connection, ConnectionStore, ConnectionStoreDyn, RunStatus, RunStore, XrefKind, XrefStore, crypto::MasterKey,
         sqlite::SqliteStore,
     },
 };
+use byte8_ledger_service::store::{Binding, BindingStatus, BindingStore, DispatchStore};
 use byte8_ledger_service::{
     SageProviders, Service, ServiceConfig, StoredProviders, WorkerPool, XeroProviders,
     magento::{ApiKey, Claims, ConnectionStatus, jwt},

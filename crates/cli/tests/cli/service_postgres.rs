@@ -24,13 +24,10 @@ use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     policy::SyncPolicy,
     reference::ReferenceData,
-    store::{
-        Connection, ConnectionStore,
-        crypto::MasterKey,
-        service::{Binding, BindingStatus, BindingStore},
-    },
+    store::{Connection, ConnectionStore, crypto::MasterKey},
 };
 use byte8_ledger_service::magento::ApiKey;
+use byte8_ledger_service::store::{Binding, BindingStatus, BindingStore};
 use byte8_ledger_simulators::{
     SageSimulator, SimConfig,
     soak::{SoakReport, verify_business},

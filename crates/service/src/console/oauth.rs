@@ -56,11 +56,12 @@ use super::{
     layout::{self, Notice},
     session::{Operator, cookie, random_token, set_cookie, unavailable},
 };
+use crate::store::Binding;
 use byte8_ledger_core::{
     auth::connect::{Callback, OAuthApp, Pkce, ReachableBusiness, StateError},
     error::{Error, Result},
     policy::SyncPolicy,
-    store::{Connection, ProviderKind, service::Binding},
+    store::{Connection, ProviderKind},
 };
 
 /// The OAuth binding cookie.
@@ -462,7 +463,7 @@ pub(crate) async fn refresh_reference(
             "console-reference",
             scope,
             "https://reference.invalid",
-            byte8_ledger_core::store::service::keys::ApiKey::generate()?,
+            crate::store::keys::ApiKey::generate()?,
             SyncPolicy::default(),
             shared.now(),
         )?,

@@ -17,10 +17,11 @@ use super::{
     layout::{self, Notice, Section, Tone},
     session::{Operator, unavailable},
 };
+use crate::store::BindingInfo;
 use byte8_ledger_core::{
     auth::connect::{RefreshTokenHealth, refresh_token_health},
     error::Result,
-    store::{Connection, RunStatus, service::BindingInfo},
+    store::{Connection, RunStatus},
 };
 
 pub(crate) fn routes() -> Router<Arc<ConsoleShared>> {

@@ -10,10 +10,8 @@ use argon2::{
 use secrecy::{ExposeSecret, SecretString};
 
 use super::store::PasswordHash;
-use byte8_ledger_core::{
-    error::{Error, FieldError, Result},
-    store::service::keys::fill_random,
-};
+use crate::store::keys::fill_random;
+use byte8_ledger_core::error::{Error, FieldError, Result};
 
 /// The shortest password accepted for an operator.
 pub const MIN_PASSWORD_CHARS: usize = 12;
@@ -74,7 +72,7 @@ fn decoy() -> &'static str {
     DECOY.get_or_init(|| {
         let mut random = [0u8; 32];
         let _ = fill_random(&mut random);
-        let password = SecretString::from(byte8_ledger_core::store::service::keys::hex_lower(&random));
+        let password = SecretString::from(crate::store::keys::hex_lower(&random));
         hash_password(&password).map(|h| h.expose_secret().to_owned()).unwrap_or_default()
     })
 }

@@ -31,11 +31,11 @@ use super::{
     layout::{self, Notice, Section},
     session::{Operator, Posted, unavailable},
 };
+use crate::store::Binding;
 use byte8_ledger_core::{
     error::{Error, FieldError},
     policy::SyncPolicy,
     reference::ReferenceData,
-    store::service::Binding,
 };
 
 pub(crate) fn routes() -> Router<Arc<ConsoleShared>> {
@@ -555,7 +555,7 @@ async fn apply(
     }
     let text = serde_json::to_string(&policy).map_err(|e| Error::internal(e.to_string()))?;
     binding.policy = policy;
-    binding.updated_at = byte8_ledger_core::store::service::at_store_precision(now);
+    binding.updated_at = crate::store::at_store_precision(now);
     shared.service.store.put_binding(&binding).await?;
     let version = shared.store.add_policy_version(&binding.tenant_id, &text, who, now, note).await?;
     shared.forget_runtimes(&binding.scope).await;

@@ -303,13 +303,13 @@ mod tests {
 /// What the console does for the sync-runs pages, given the service's shared state (the routes
 /// add the session check, the CSRF check and the layout).
 pub(crate) mod actions {
+    use crate::store::BindingInfo;
     use byte8_ledger_core::{
         Result,
         error::FieldError,
         store::{
             RunId,
             audit::{RunDetail, RunPage, RunQuery, run_detail},
-            service::BindingInfo,
         },
     };
 

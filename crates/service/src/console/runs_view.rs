@@ -8,6 +8,7 @@
 //! field has a `<label>`; errors are listed at the top of the form, each linked to its field,
 //! and the field is marked `aria-invalid`.
 
+use crate::store::BindingInfo;
 use byte8_ledger_core::{
     canonical::EventKind,
     error::FieldError,
@@ -15,7 +16,6 @@ use byte8_ledger_core::{
     store::{
         AttemptRecord, Run, RunStatus,
         audit::{RunDetail, RunPage},
-        service::BindingInfo,
     },
 };
 use chrono::{DateTime, Utc};
@@ -400,13 +400,11 @@ pub(crate) fn confirm_retry_all(
 
 #[cfg(test)]
 mod tests {
+    use crate::store::{BindingStatus, ConnectionStatus};
     use byte8_ledger_core::{
         error::ErrorCode,
         outcome::{Outcome, SyncStatus},
-        store::{
-            audit::{Change, LedgerLink, SnapshotDiff},
-            service::{BindingStatus, ConnectionStatus},
-        },
+        store::audit::{Change, LedgerLink, SnapshotDiff},
     };
     use serde_json::json;
 

@@ -32,10 +32,8 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::{ConsoleShared, layout};
-use byte8_ledger_core::{
-    error::Result,
-    store::service::keys::{fill_random, hex_lower},
-};
+use crate::store::keys::{fill_random, hex_lower};
+use byte8_ledger_core::error::Result;
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "byte8_console";

@@ -20,12 +20,12 @@ use super::{
     session::{Operator, Posted, unavailable},
 };
 use crate::magento::{ApiKey, PairRequest, http_client};
+use crate::store::{Binding, BindingInfo, BindingStatus, ServiceStore};
 use byte8_ledger_core::{
     clock::Clock,
     error::{Error, FieldError, Result},
     http::{Backoff, RetryConfig},
     policy::SyncPolicy,
-    store::service::{Binding, BindingInfo, BindingStatus, ServiceStore},
 };
 
 pub(crate) fn routes() -> Router<Arc<ConsoleShared>> {

@@ -42,13 +42,13 @@
 
 pub mod client;
 pub mod jwt;
-pub use byte8_ledger_core::store::service::keys;
+pub use crate::store::keys;
 pub mod pairing;
 
 use std::time::Duration;
 
+pub use crate::store::{ConnectionStatus, ReplayCache, magento_base_url};
 use async_trait::async_trait;
-pub use byte8_ledger_core::store::service::{ConnectionStatus, ReplayCache, magento_base_url};
 pub use client::{MagentoClient, MagentoClientBuilder, PaymentMethod, Ping, SyncStateBody};
 pub use jwt::{Claims, JwtSigner, MemoryReplayCache, WebhookVerifier};
 pub use keys::{ApiKey, Direction, MagentoKeys, SubKey};

@@ -10,8 +10,9 @@ use byte8_ledger_core::{
     clock::{Clock, ManualClock, SystemClock},
     engine::EngineConfig,
     reference::ReferenceData,
-    store::{ConnectionStore, RunStatus, RunStore, crypto::MasterKey, service::BindingStore, sqlite::SqliteStore},
+    store::{ConnectionStore, RunStatus, RunStore, crypto::MasterKey, sqlite::SqliteStore},
 };
+use byte8_ledger_service::store::BindingStore;
 use byte8_ledger_service::{
     HttpLimits, SageProviders, Service, ServiceConfig, StoredProviders, WorkerPool,
     console::{Console, ConsoleConfig, ConsoleStore, LedgerApp, password::hash_password},

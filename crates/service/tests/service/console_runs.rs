@@ -8,11 +8,9 @@ use byte8_ledger_core::{
     http::audit::ExchangeRecord,
     outcome::{Outcome, SyncStatus},
     policy::SyncPolicy,
-    store::{
-        AttemptRecord, Dedupe, NewRun, RunId, RunResult, RunStatus, RunStore,
-        service::{ApiKey, Binding, BindingStore},
-    },
+    store::{AttemptRecord, Dedupe, NewRun, RunId, RunResult, RunStatus, RunStore},
 };
+use byte8_ledger_service::store::{ApiKey, Binding, BindingStore};
 use reqwest::{StatusCode, header};
 
 use crate::console::ConsoleWorld;

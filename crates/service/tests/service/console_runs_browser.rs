@@ -14,12 +14,10 @@ use byte8_ledger_core::{
     http::{RateConfig, RetryConfig},
     policy::SyncPolicy,
     store::{
-        Connection, ConnectionStore, ConnectionStoreDyn, RunStatus, RunStore,
-        crypto::MasterKey,
-        service::{ApiKey, Binding, BindingStore},
-        sqlite::SqliteStore,
+        Connection, ConnectionStore, ConnectionStoreDyn, RunStatus, RunStore, crypto::MasterKey, sqlite::SqliteStore,
     },
 };
+use byte8_ledger_service::store::{ApiKey, Binding, BindingStore};
 use byte8_ledger_service::{
     HttpLimits, SageProviders, Service, ServiceConfig, StoredProviders,
     console::{Console, ConsoleConfig, ConsoleStore, password::hash_password},

@@ -35,13 +35,9 @@ use byte8_ledger_core::{
         sage::SageBuilder,
         xero::XeroBuilder,
     },
-    store::{
-        RunStatus,
-        crypto::MasterKey,
-        service::{Binding, BindingStore, DispatchStore},
-        sqlite::SqliteStore,
-    },
+    store::{RunStatus, crypto::MasterKey, sqlite::SqliteStore},
 };
+use byte8_ledger_service::store::{Binding, BindingStore, DispatchStore};
 use byte8_ledger_service::{
     HttpLimits, ProviderFactory, Service, ServiceConfig, WorkerPool,
     magento::{ApiKey, PairRequest, http_client},

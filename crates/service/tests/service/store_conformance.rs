@@ -4,6 +4,8 @@
 use crate::support_postgres as pg;
 
 use byte8_ledger_core::store::{conformance, crypto::MasterKey, memory::MemoryStore, sqlite::SqliteStore};
+#[cfg(feature = "conformance")]
+use byte8_ledger_service::store::{MemoryServiceStore, conformance as service_conformance};
 
 #[tokio::test]
 async fn memory_store_conforms() {
@@ -99,31 +101,34 @@ fn base64_of(bytes: [u8; 32]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+#[cfg(feature = "conformance")]
 #[tokio::test]
 async fn memory_service_store_conforms() {
-    conformance::service::run_all(&MemoryStore::new(), "mem").await;
+    service_conformance::run_all(&MemoryServiceStore::default(), "mem").await;
 }
 
+#[cfg(feature = "conformance")]
 #[tokio::test]
 async fn sqlite_service_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("state.db"), Some(MasterKey::generate())).await.unwrap();
-    conformance::service::run_all(&store, "sqlite").await;
+    service_conformance::run_all(&store, "sqlite").await;
 }
+#[cfg(feature = "conformance")]
 #[tokio::test]
 async fn postgres_service_store_conforms() {
     let Some(url) = pg::url("postgres_service_store_conforms") else { return };
     let store = pg::store(&url, 8, Some(MasterKey::generate())).await;
-    conformance::service::run_all(&store, &pg::unique("pg")).await;
+    service_conformance::run_all(&store, &pg::unique("pg")).await;
 }
 
 #[tokio::test]
 async fn sqlite_keeps_the_api_key_encrypted_at_rest() {
-    use byte8_ledger_core::{
-        policy::SyncPolicy,
-        store::service::{Binding, BindingStore},
+    use byte8_ledger_core::policy::SyncPolicy;
+    use byte8_ledger_service::{
+        magento::ApiKey,
+        store::{Binding, BindingStore},
     };
-    use byte8_ledger_service::magento::ApiKey;
     use secrecy::SecretString;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
@@ -168,7 +173,8 @@ async fn sqlite_keeps_the_api_key_encrypted_at_rest() {
 /// with no tenant to tell is dropped.
 #[tokio::test]
 async fn sqlite_migration_0004_gives_existing_runs_their_tenant() {
-    use byte8_ledger_core::store::{RunStore, service::DispatchStore};
+    use byte8_ledger_core::store::RunStore;
+    use byte8_ledger_service::store::DispatchStore;
     use chrono::{DateTime, Utc};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");

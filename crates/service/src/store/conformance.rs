@@ -1,25 +1,25 @@
-//! The conformance suite of the service's stores ([`crate::store::service`]): bindings, the
-//! replay cache, dispatch leases, the callback outbox and the health counters, run against every
-//! [`ServiceStore`] (memory, SQLite, PostgreSQL). Each function panics with a message naming the
-//! behaviour when the store gets it wrong.
+//! The conformance suite of the service's stores ([`crate::store`]): bindings, the replay
+//! cache, dispatch leases, the callback outbox, the health counters and the retention promise,
+//! run against every [`ServiceStore`] (memory, SQLite, PostgreSQL). Each function panics with a
+//! message naming the behaviour when the store gets it wrong. It builds on the core's store
+//! suite (`byte8_ledger_core::store::conformance`, whose run and result helpers it uses).
 //!
 //! ```no_run
-//! # async fn demo(store: &dyn byte8_ledger_core::store::service::ServiceStore) {
-//! byte8_ledger_core::store::conformance::service::run_all(store, "my-test-scope").await;
+//! # async fn demo(store: &dyn byte8_ledger_service::store::ServiceStore) {
+//! byte8_ledger_service::store::conformance::run_all(store, "my-test-scope").await;
 //! # }
 //! ```
 
-use chrono::{DateTime, Duration, Utc};
-
-use super::{new_run, result, t0, tenant_run};
-use crate::{
+use byte8_ledger_core::{
     policy::SyncPolicy,
-    store::service::{ApiKey, ConnectionStatus},
     store::{
         Dedupe, Enqueued, RunStatus,
-        service::{Binding, BindingStatus, ServiceStore},
+        conformance::{new_run, result, t0, tenant_run},
     },
 };
+use chrono::{DateTime, Duration, Utc};
+
+use super::{ApiKey, Binding, BindingStatus, ConnectionStatus, ServiceStore};
 
 /// A tenant id derived from a scope (scopes may hold characters tenant ids may not).
 fn tenant_of(scope: &str) -> String {
@@ -104,7 +104,7 @@ pub async fn one_active_tenant_per_business(store: &dyn ServiceStore, scope: &st
         .await
         .expect_err("one_active_tenant_per_business: a second active tenant on one business was stored");
     assert!(
-        matches!(&err, crate::error::Error::Invalid { errors, .. } if errors.iter().any(|e| e.path == "scope")),
+        matches!(&err, byte8_ledger_core::error::Error::Invalid { errors, .. } if errors.iter().any(|e| e.path == "scope")),
         "one_active_tenant_per_business: the refusal names `scope`: {err}"
     );
     assert!(store.binding(&second).await.expect("binding").is_none(), "one_active_tenant_per_business: nothing stored");
@@ -444,7 +444,7 @@ pub async fn tenants_stay_apart_after_repairing(store: &dyn ServiceStore, scope:
     assert_eq!((kept.status, kept.tenant_id.as_deref()), (RunStatus::Queued, Some(a.as_str())), "repair: A's run kept");
 }
 
-/// The retention purge ([`crate::store::retention`]) at its boundaries, with its own clock far
+/// The retention purge (`byte8_ledger_core::store::retention`) at its boundaries, with its own clock far
 /// from every other behaviour's (2001), so that it never touches their data in a shared
 /// database: a finished run keeps its raw event and attempts until `attempt_days` have passed
 /// (day N-1 kept, day N+1 gone) and its outcome for good while its tenant is active; dead
@@ -454,7 +454,7 @@ pub async fn tenants_stay_apart_after_repairing(store: &dyn ServiceStore, scope:
 /// business keeps everything; a delivered callback goes after `delivered_callback_days`, an
 /// undelivered one never; a dry run removes nothing and counts what the purge then removes.
 pub async fn retention_keeps_what_is_promised(store: &dyn ServiceStore, scope: &str) {
-    use crate::store::{
+    use byte8_ledger_core::store::{
         AttemptRecord, RunResult, Xref, XrefKind,
         retention::{PurgeReport, RetentionPolicy},
     };
@@ -470,7 +470,7 @@ pub async fn retention_keeps_what_is_promised(store: &dyn ServiceStore, scope: &
         new.received_at = at;
         let id = store.enqueue(new, Dedupe::Permanent).await.expect("enqueue").run_id();
         let claimed = store.claim_run(id, at, at + Duration::minutes(1)).await.expect("claim").expect("claimable");
-        let mut r: RunResult = super::result(key, status, 1, None);
+        let mut r: RunResult = result(key, status, 1, None);
         r.attempt = AttemptRecord { started_at: at, finished_at: at, ..r.attempt };
         store.finish(id, claimed.claim, r).await.expect("finish");
         id

@@ -1,26 +1,51 @@
-//! The service's stores in memory ([`super::super::service`]), under the store's one lock.
+//! The service's stores in memory ([`super`]): [`MemoryServiceStore`], the core's
+//! [`MemoryStore`] carrying the service's tables ([`ServiceTables`]) as its extension, so that
+//! they live under the store's one lock with the runs.
+//!
+//! # Why an extension of the core's memory store
+//!
+//! The SQL stores write the callback outbox row in the transaction that ends the run (a trigger
+//! on `runs`), purge a disconnected tenant's runs and binding in one transaction, and read runs
+//! and callbacks together ([`DispatchStore::due_tenants`]). A separate service store wrapping
+//! the core's would need two locks and could not keep those guarantees; so the core's memory
+//! store offers a documented extension point ([`MemoryExtension`]), and:
+//!
+//! - [`MemoryExtension::run_ended`] queues the callback of a run that `finish` ended, when its
+//!   **own tenant** is active on its business, under the lock that wrote the outcome: the outbox
+//!   row is written with the terminal outcome, a run finished again gets the next generation,
+//!   and tenant A's outcomes are never called back into tenant B's store;
+//! - [`MemoryExtension::purge`] purges disconnected tenants (runs, attempts, callbacks,
+//!   binding, the cross-reference of a business left with nothing) in the purge's critical
+//!   section, before the core purges finished runs' raw events and attempts;
+//! - the service traits below take the store's lock ([`MemoryStore::lock_tables`]) and read the
+//!   runs and the service's tables under it.
 
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-
-use super::{MemoryStore, State};
-use crate::{
+use byte8_ledger_core::{
     error::Result,
-    store::service::{ConnectionStatus, ReplayCache},
     store::{
         Run, RunId, RunStatus,
+        memory::{MemoryExtension, MemoryGuard, MemoryStore, MemoryTables},
         retention::{Cutoffs, PurgeReport},
-        service::{
-            Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
-            replay_key,
-        },
     },
 };
+use chrono::{DateTime, Utc};
 
+use super::{
+    Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore, PendingCallback,
+    ReplayCache, replay_key,
+};
+
+/// The service's memory store: the core's [`MemoryStore`] with the service's tables
+/// ([`ServiceTables`]) under its lock. `MemoryServiceStore::default()` is an empty one.
+pub type MemoryServiceStore = MemoryStore<ServiceTables>;
+
+/// The service's tables in memory: tenant bindings, dispatch leases, the callback outbox and
+/// the replay cache (see the [module docs](self)).
 #[derive(Debug, Default)]
-pub(super) struct ServiceState {
+pub struct ServiceTables {
     bindings: BTreeMap<String, Binding>,
     leases: HashMap<String, (String, DateTime<Utc>)>,
     callbacks: BTreeMap<RunId, Callback>,
@@ -39,23 +64,31 @@ struct Callback {
     delivered_at: Option<DateTime<Utc>>,
 }
 
-/// Queues the callback of run `id` when it is terminal and its own tenant is active on its
-/// business (what the SQL stores' trigger does).
-pub(super) fn queue_callback(s: &mut State, id: RunId) {
-    let Some(run) = s.runs.get(&id) else { return };
-    let Some(tenant) = run.tenant_id.clone() else { return };
-    let active = s.service.bindings.get(&tenant).is_some_and(|b| b.scope == run.scope && b.is_active());
-    if !run.status.is_terminal() || !active {
-        return;
+impl MemoryExtension for ServiceTables {
+    /// Queues the callback of `run` when its own tenant is active on its business (what the SQL
+    /// stores' trigger does).
+    fn run_ended(&mut self, run: &Run, _tables: &MemoryTables) {
+        let Some(tenant) = run.tenant_id.clone() else { return };
+        let active = self.bindings.get(&tenant).is_some_and(|b| b.scope == run.scope && b.is_active());
+        if !run.status.is_terminal() || !active {
+            return;
+        }
+        let (scope, at) = (run.scope.clone(), run.updated_at);
+        let generation = self.callbacks.get(&run.id).map_or(0, |c| c.generation) + 1;
+        self.callbacks
+            .insert(run.id, Callback { scope, tenant, generation, due_at: at, attempts: 0, delivered_at: None });
     }
-    let (scope, at) = (run.scope.clone(), run.updated_at);
-    let generation = s.service.callbacks.get(&id).map_or(0, |c| c.generation) + 1;
-    s.service.callbacks.insert(id, Callback { scope, tenant, generation, due_at: at, attempts: 0, delivered_at: None });
+
+    /// Disconnected tenants past their time and delivered callbacks past theirs (see
+    /// `byte8_ledger_core::store::retention`).
+    fn purge(&mut self, t: &mut MemoryTables, cutoffs: &Cutoffs, apply: bool, report: &mut PurgeReport) -> Vec<RunId> {
+        purge(self, t, cutoffs, apply, report)
+    }
 }
 
 /// Records when a tenant was disconnected: the first time it is seen revoked (a repeated
 /// disconnection keeps the first time), forgotten when it is active again.
-fn set_revoked(s: &mut ServiceState, tenant: &str, status: BindingStatus, now: DateTime<Utc>) {
+fn set_revoked(s: &mut ServiceTables, tenant: &str, status: BindingStatus, now: DateTime<Utc>) {
     match status {
         BindingStatus::Active => {
             s.revoked_at.remove(tenant);
@@ -66,52 +99,52 @@ fn set_revoked(s: &mut ServiceState, tenant: &str, status: BindingStatus, now: D
     }
 }
 
-/// The retention purge under the store's one lock (see [`crate::store::retention`]); with
-/// `apply` false it only counts.
-pub(super) fn purge(s: &mut State, cutoffs: &Cutoffs, apply: bool) -> PurgeReport {
-    let mut report = PurgeReport { dry_run: !apply, ..PurgeReport::default() };
+/// The service's part of the retention purge under the store's one lock; with `apply` false it
+/// only counts. Answers the runs of the purged tenants.
+fn purge(
+    s: &mut ServiceTables,
+    t: &mut MemoryTables,
+    cutoffs: &Cutoffs,
+    apply: bool,
+    report: &mut PurgeReport,
+) -> Vec<RunId> {
     // Disconnected tenants past their time.
     let gone: Vec<(String, String)> = s
-        .service
         .bindings
         .values()
-        .filter(|b| !b.is_active() && s.service.revoked_at.get(&b.tenant_id).is_some_and(|t| *t < cutoffs.disconnected))
+        .filter(|b| !b.is_active() && s.revoked_at.get(&b.tenant_id).is_some_and(|t| *t < cutoffs.disconnected))
         .map(|b| (b.tenant_id.clone(), b.scope.clone()))
         .collect();
-    let gone_runs: Vec<RunId> = s
-        .runs
-        .values()
+    let gone_runs: Vec<RunId> = t
+        .runs()
         .filter(|r| r.tenant_id.as_ref().is_some_and(|t| gone.iter().any(|(g, _)| g == t)))
         .map(|r| r.id)
         .collect();
-    report.runs = count(gone_runs.len());
+    report.runs += count(gone_runs.len());
     let mut attempts = 0;
     let mut callbacks = 0;
     for id in &gone_runs {
-        attempts += s.attempts.get(id).map_or(0, Vec::len);
-        callbacks += usize::from(s.service.callbacks.contains_key(id));
+        attempts += t.attempt_count(*id);
+        callbacks += usize::from(s.callbacks.contains_key(id));
     }
     // Callbacks of the gone tenants not attached to a gone run (none expected) still go.
     callbacks += s
-        .service
         .callbacks
         .iter()
         .filter(|(id, c)| !gone_runs.contains(id) && gone.iter().any(|(g, _)| *g == c.tenant))
         .count();
     // The cross-reference of businesses left with no tenant and no run.
-    let remaining_binding = |scope: &str| {
-        s.service.bindings.values().any(|b| b.scope == scope && !gone.iter().any(|(g, _)| *g == b.tenant_id))
-    };
-    let remaining_run = |scope: &str| s.runs.values().any(|r| r.scope == scope && !gone_runs.contains(&r.id));
+    let remaining_binding =
+        |scope: &str| s.bindings.values().any(|b| b.scope == scope && !gone.iter().any(|(g, _)| *g == b.tenant_id));
+    let remaining_run = |scope: &str| t.runs().any(|r| r.scope == scope && !gone_runs.contains(&r.id));
     let mut scopes: Vec<&String> = gone.iter().map(|(_, scope)| scope).collect();
     scopes.sort();
     scopes.dedup();
     let xref_scopes: Vec<String> =
         scopes.into_iter().filter(|scope| !remaining_binding(scope) && !remaining_run(scope)).cloned().collect();
-    report.xrefs = count(s.xrefs.keys().filter(|(scope, _, _)| xref_scopes.contains(scope)).count());
+    report.xrefs += count(xref_scopes.iter().map(|scope| t.xref_count(scope)).sum());
     // Delivered callbacks past their time (of the others).
     let delivered: Vec<RunId> = s
-        .service
         .callbacks
         .iter()
         .filter(|(id, c)| {
@@ -122,87 +155,82 @@ pub(super) fn purge(s: &mut State, cutoffs: &Cutoffs, apply: bool) -> PurgeRepor
         .map(|(id, _)| *id)
         .collect();
     callbacks += delivered.len();
-    // Finished runs' raw events and attempts past their time (of the others).
-    let old: Vec<RunId> = s
-        .runs
-        .values()
-        .filter(|r| {
-            !gone_runs.contains(&r.id)
-                && matches!(r.status, RunStatus::Synced | RunStatus::Skipped)
-                && r.updated_at < cutoffs.attempts
-        })
-        .map(|r| r.id)
-        .collect();
-    report.raw_events = count(old.iter().filter(|id| s.runs.get(id).is_some_and(|r| !r.raw.is_empty())).count());
-    attempts += old.iter().map(|id| s.attempts.get(id).map_or(0, Vec::len)).sum::<usize>();
-    report.attempts = count(attempts);
-    report.callbacks = count(callbacks);
-    report.tenants = gone.iter().map(|(t, _)| t.clone()).collect();
+    report.attempts += count(attempts);
+    report.callbacks += count(callbacks);
+    report.tenants.extend(gone.iter().map(|(t, _)| t.clone()));
     report.tenants.sort();
     if apply {
         for id in &gone_runs {
-            s.runs.remove(id);
-            s.attempts.remove(id);
-            s.lease.remove(id);
-            s.fingerprints.remove(id);
-            s.service.callbacks.remove(id);
+            t.remove_run(*id);
+            s.callbacks.remove(id);
         }
         for (tenant, _) in &gone {
-            s.service.callbacks.retain(|_, c| c.tenant != *tenant);
-            s.service.bindings.remove(tenant);
-            s.service.revoked_at.remove(tenant);
+            s.callbacks.retain(|_, c| c.tenant != *tenant);
+            s.bindings.remove(tenant);
+            s.revoked_at.remove(tenant);
         }
-        s.xrefs.retain(|(scope, _, _), _| !xref_scopes.contains(scope));
+        for scope in &xref_scopes {
+            t.remove_xrefs(scope);
+        }
         for id in &delivered {
-            s.service.callbacks.remove(id);
-        }
-        for id in &old {
-            s.attempts.remove(id);
-            if let Some(r) = s.runs.get_mut(id) {
-                r.raw.clear();
-            }
+            s.callbacks.remove(id);
         }
     }
-    report
+    gone_runs
 }
 
 fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
+/// The store under its lock, as the service's methods use it: the core's tables (read through
+/// their methods) and the service's.
+struct Locked<'a> {
+    tables: &'a MemoryTables,
+    service: &'a mut ServiceTables,
+}
+
+/// The two halves of a held lock.
+fn split<'a>(g: &'a mut MemoryGuard<'_, ServiceTables>) -> Locked<'a> {
+    let (tables, service) = g.parts();
+    Locked { tables, service }
+}
+
 #[async_trait]
-impl BindingStore for MemoryStore {
+impl BindingStore for MemoryServiceStore {
     async fn put_binding(&self, binding: &Binding) -> Result<()> {
-        let mut s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         let mut b = binding.clone();
         if b.is_active()
             && s.service.bindings.values().any(|o| o.scope == b.scope && o.is_active() && o.tenant_id != b.tenant_id)
         {
-            return Err(crate::store::service::scope_taken(&b.scope));
+            return Err(super::scope_taken(&b.scope));
         }
         if let Some(old) = s.service.bindings.get(&b.tenant_id) {
             b.created_at = old.created_at;
         }
-        set_revoked(&mut s.service, &b.tenant_id, b.status, b.updated_at);
+        set_revoked(s.service, &b.tenant_id, b.status, b.updated_at);
         s.service.bindings.insert(b.tenant_id.clone(), b);
         Ok(())
     }
 
     async fn binding(&self, tenant_id: &str) -> Result<Option<Binding>> {
-        Ok(self.lock().service.bindings.get(tenant_id).cloned())
+        Ok(split(&mut self.lock_tables()).service.bindings.get(tenant_id).cloned())
     }
 
     async fn bindings(&self) -> Result<Vec<BindingInfo>> {
-        Ok(self.lock().service.bindings.values().map(Binding::info).collect())
+        Ok(split(&mut self.lock_tables()).service.bindings.values().map(Binding::info).collect())
     }
 
     async fn set_binding_status(&self, tenant_id: &str, status: BindingStatus, now: DateTime<Utc>) -> Result<bool> {
-        let mut s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         match s.service.bindings.get_mut(tenant_id) {
             Some(b) => {
                 b.status = status;
                 b.updated_at = now;
-                set_revoked(&mut s.service, tenant_id, status, now);
+                set_revoked(s.service, tenant_id, status, now);
                 Ok(true)
             }
             None => Ok(false),
@@ -216,7 +244,8 @@ impl BindingStore for MemoryStore {
         status: ConnectionStatus,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let mut s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         match s.service.bindings.get_mut(tenant_id) {
             Some(b) if b.paired_at == paired_at => {
                 b.magento_status = status;
@@ -229,7 +258,7 @@ impl BindingStore for MemoryStore {
 }
 
 #[async_trait]
-impl DispatchStore for MemoryStore {
+impl DispatchStore for MemoryServiceStore {
     async fn acquire_dispatch(
         &self,
         scope: &str,
@@ -237,7 +266,8 @@ impl DispatchStore for MemoryStore {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool> {
-        let mut s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         let free = s.service.leases.get(scope).is_none_or(|(h, t)| h == holder || *t <= now);
         if free {
             s.service.leases.insert(scope.to_owned(), (holder.to_owned(), until));
@@ -246,7 +276,8 @@ impl DispatchStore for MemoryStore {
     }
 
     async fn release_dispatch(&self, scope: &str, holder: &str) -> Result<()> {
-        let mut s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         if s.service.leases.get(scope).is_some_and(|(h, _)| h == holder) {
             s.service.leases.remove(scope);
         }
@@ -254,11 +285,12 @@ impl DispatchStore for MemoryStore {
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
-        let s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         let mut due: std::collections::BTreeSet<(String, String)> = s
-            .runs
-            .values()
-            .filter(|r| super::due(r, s.lease.get(&r.id), now))
+            .tables
+            .runs()
+            .filter(|r| s.tables.is_due(r, now))
             .filter_map(|r| r.tenant_id.clone().map(|t| (r.scope.clone(), t)))
             .collect();
         due.extend(
@@ -279,7 +311,8 @@ impl DispatchStore for MemoryStore {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<PendingCallback>> {
-        let mut s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         let mut due: Vec<(DateTime<Utc>, RunId)> = s
             .service
             .callbacks
@@ -291,7 +324,7 @@ impl DispatchStore for MemoryStore {
         due.truncate(limit);
         let mut out = Vec::with_capacity(due.len());
         for (_, id) in due {
-            let Some(run) = s.runs.get(&id).cloned() else { continue };
+            let Some(run) = s.tables.run(id).cloned() else { continue };
             if let Some(c) = s.service.callbacks.get_mut(&id) {
                 c.due_at = lease_until;
                 out.push(PendingCallback { run, generation: c.generation, attempts: c.attempts });
@@ -302,7 +335,8 @@ impl DispatchStore for MemoryStore {
     }
 
     async fn callback_sent(&self, run: RunId, generation: i64, now: DateTime<Utc>) -> Result<()> {
-        let mut s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         if let Some(c) = s.service.callbacks.get_mut(&run).filter(|c| c.generation == generation) {
             c.delivered_at.get_or_insert(now);
         }
@@ -310,7 +344,8 @@ impl DispatchStore for MemoryStore {
     }
 
     async fn callback_failed(&self, run: RunId, generation: i64, next_at: DateTime<Utc>, _error: &str) -> Result<()> {
-        let mut s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         if let Some(c) =
             s.service.callbacks.get_mut(&run).filter(|c| c.generation == generation && c.delivered_at.is_none())
         {
@@ -321,14 +356,20 @@ impl DispatchStore for MemoryStore {
     }
 
     async fn pending_callbacks(&self, scope: &str) -> Result<u64> {
-        let n = self.lock().service.callbacks.values().filter(|c| c.scope == scope && c.delivered_at.is_none()).count();
+        let n = split(&mut self.lock_tables())
+            .service
+            .callbacks
+            .values()
+            .filter(|c| c.scope == scope && c.delivered_at.is_none())
+            .count();
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 
     async fn dispatch_stats(&self, scope: &str, tenant: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
-        let s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         let mut stats = DispatchStats::default();
-        for r in s.runs.values().filter(|r| r.scope == scope && r.tenant_id.as_deref() == Some(tenant)) {
+        for r in s.tables.runs().filter(|r| r.scope == scope && r.tenant_id.as_deref() == Some(tenant)) {
             match r.status {
                 RunStatus::Queued | RunStatus::Running => stats.pending += 1,
                 RunStatus::DeadLettered if r.updated_at >= failed_since => stats.failed_since += 1,
@@ -348,10 +389,9 @@ impl DispatchStore for MemoryStore {
         events: &[&str],
         magento_entity_id: u64,
     ) -> Result<Vec<Run>> {
-        Ok(self
-            .lock()
-            .runs
-            .values()
+        Ok(split(&mut self.lock_tables())
+            .tables
+            .runs()
             .filter(|r| {
                 r.scope == scope
                     && r.tenant_id.as_deref() == Some(tenant)
@@ -364,9 +404,10 @@ impl DispatchStore for MemoryStore {
 }
 
 #[async_trait]
-impl ReplayCache for MemoryStore {
+impl ReplayCache for MemoryServiceStore {
     async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool> {
-        let mut s = self.lock();
+        let mut g = self.lock_tables();
+        let s = split(&mut g);
         s.service.replay.retain(|_, exp| *exp > now);
         let key = replay_key(jti);
         if s.service.replay.contains_key(&key) {

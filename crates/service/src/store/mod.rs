@@ -1,18 +1,52 @@
-//! What the ledger service (package `byte8-ledger-service`) keeps beside the run queue, in
-//! the same database so that every service process sharing it sees the same state:
+//! What the ledger service keeps beside the run queue, in the same database so that every
+//! service process sharing it sees the same state. The core (`byte8-ledger-core`) keeps what an
+//! embedder needs (runs, cross-reference, tokens, reference cache, retention, the runs' audit);
+//! the service's concepts are defined and implemented here:
 //!
 //! - [`BindingStore`]: the **tenant bindings**, one per paired Magento store: its tenant id, base
 //!   URL, master `api_key` (a secret, sealed with AES-256-GCM under the store's
-//!   [`MasterKey`](super::crypto::MasterKey) like the tokens, never shown by `Debug`, logs or
+//!   [master key](byte8_ledger_core::store::crypto::MasterKey) like the tokens, never shown by `Debug`, logs or
 //!   errors), the ledger business it posts to (the scope of its runs and cross-reference), its
 //!   sync policy, its status (`active | revoked`) and the Magento connection status
 //!   (`pending | active | token_revoked`).
 //! - [`DispatchStore`]: what the workers coordinate through. A **dispatch lease** per business
-//!   (one worker at a time drains a business's queue, see the service package's docs for why); the
+//!   (one worker at a time drains a business's queue, see the crate docs for why); the
 //!   **sync-state callback outbox**, one row per run whose terminal outcome Magento has not been
-//!   told yet; the health counters; the runs of one Magento entity.
+//!   told yet; the due tenants; the health counters; the runs of one Magento entity.
 //! - [`ReplayCache`]: the webhook `jti`s seen, until they expire, so that a token replayed to
 //!   another service process is refused too.
+//! - [`keys`]: the tenant's master [`ApiKey`] and its HKDF subkeys.
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | this one | the traits ([`ServiceStore`] is all of them with the core's `Store` and `RetentionStore`), [`Binding`], the checks of tenant ids and Magento URLs |
+//! | [`keys`] | [`ApiKey`] and its subkeys |
+//! | [`memory`] | [`MemoryServiceStore`]: the core's memory store with the service's tables as its extension |
+//! | `sqlite` (feature `sqlite`) | the traits for the core's `SqliteStore`, through its public pool and master key |
+//! | `postgres` (feature `postgres`) | the traits for the core's `PostgresStore`, likewise |
+//! | `conformance` (feature `conformance`) | the conformance suite of these traits, run against every store |
+//!
+//! The SQL implementations run on the core stores' pools ([`SqliteStore::pool`], [`PostgresStore::pool`]), seal
+//! api keys under their master key ([`SqliteStore::master_key`], [`PostgresStore::master_key`]) and read
+//! `runs` rows with the core's own readers (`sqlite::run_from_row`, `postgres::run_from_row`),
+//! so that a run reads the same whichever package loads it.
+//!
+//! [`SqliteStore::pool`]: byte8_ledger_core::store::sqlite::SqliteStore::pool
+//! [`SqliteStore::master_key`]: byte8_ledger_core::store::sqlite::SqliteStore::master_key
+//! [`PostgresStore::pool`]: byte8_ledger_core::store::postgres::PostgresStore::pool
+//! [`PostgresStore::master_key`]: byte8_ledger_core::store::postgres::PostgresStore::master_key
+//!
+//! # The schema stays in the core's migrations
+//!
+//! The tables of this module (`bindings`, `dispatch_leases`, `callbacks`, `replay_cache`) and the
+//! trigger that fills the outbox are created by the core's migrations (`migrations/sqlite`,
+//! `migrations/postgres`, from `0003_service`): one database has **one** migration sequence and
+//! one migrator, run when the core's store opens, so that no two packages number migrations
+//! against the same `_sqlx_migrations` table. The retention purge
+//! (`byte8_ledger_core::store::retention`) is the core's too and covers these tables, in the same
+//! transaction as the runs.
 //!
 //! # The callback outbox is written with the terminal outcome
 //!
@@ -20,8 +54,8 @@
 //! the outbox row is written **in the same transaction** as the run's terminal status: in SQLite
 //! and PostgreSQL by a trigger on `runs` (`migrations/*/0004_tenant_runs.sql`: after an update
 //! of `status` to `synced`, `skipped` or `dead_lettered` of a run whose **own tenant** is active
-//! on the run's business), in the memory store by [`RunStore::finish`](super::RunStore::finish)
-//! itself. A run finished again after a requeue gets a new row generation, and a callback sent
+//! on the run's business), in the memory store under the lock of
+//! [`RunStore::finish`](byte8_ledger_core::store::RunStore::finish) itself (see [`memory`]). A run finished again after a requeue gets a new row generation, and a callback sent
 //! for an older generation never clears the newer one. Runs without a tenant (the `sync`
 //! command's) and runs of a tenant disconnected since get no row: tenant A's outcomes are never
 //! called back into tenant B's store after B is paired to A's business.
@@ -30,10 +64,10 @@
 //!
 //! Runs and callbacks carry the tenant that queued them, and every read here is by tenant as
 //! well as business: [`DispatchStore::claim_callbacks`] (with
-//! [`RunStore::claim_for`](super::RunStore::claim_for) for runs), [`DispatchStore::entity_runs`]
+//! [`RunStore::claim_for`](byte8_ledger_core::store::RunStore::claim_for) for runs), [`DispatchStore::entity_runs`]
 //! (the status route) and [`DispatchStore::dispatch_stats`] (the health tile).
 //!
-//! Every implementation passes `conformance::service` (memory, SQLite, PostgreSQL).
+//! Every implementation passes `conformance` (memory, SQLite, PostgreSQL).
 
 use std::fmt;
 
@@ -44,13 +78,24 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 pub use self::keys::ApiKey;
-use super::{Run, RunId, Store, retention::RetentionStore};
-use crate::{
+pub use self::memory::{MemoryServiceStore, ServiceTables};
+#[cfg(any(test, feature = "sqlite", feature = "postgres"))]
+use byte8_ledger_core::store::crypto::MasterKey;
+use byte8_ledger_core::{
     error::{Error, FieldError, Result},
     policy::SyncPolicy,
+    store::{Run, RunId, Store, retention::RetentionStore},
 };
 
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
 pub mod keys;
+pub mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 /// The ledger's view of its connection to one Magento store (the health feed's
 /// `magento_connection_status`, byte8-spec.md 11.7).
@@ -114,7 +159,7 @@ pub fn magento_base_url(field: &str, text: &str) -> std::result::Result<Url, Fie
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
         return Err(FieldError::new(field, "must not carry credentials, a query or a fragment"));
     }
-    if url.scheme() == "http" && !crate::http::is_loopback(&url) {
+    if url.scheme() == "http" && !byte8_ledger_core::http::is_loopback(&url) {
         return Err(FieldError::new(field, "must be https (plain http is accepted only on a loopback host)"));
     }
     Ok(url)
@@ -128,7 +173,7 @@ pub enum BindingStatus {
     Active,
     /// Disconnected: webhooks are refused (401) and nothing is dispatched; its runs and
     /// cross-reference are kept until the retention purge removes them
-    /// ([`RetentionPolicy::disconnected_days`](super::retention::RetentionPolicy::disconnected_days)
+    /// ([`RetentionPolicy::disconnected_days`](byte8_ledger_core::store::retention::RetentionPolicy::disconnected_days)
     /// after the disconnection).
     Revoked,
 }
@@ -333,7 +378,7 @@ fn api_key_aad(tenant_id: &str) -> Vec<u8> {
 ///
 /// # Errors
 /// [`Error::Internal`] if encryption fails (it does not for valid inputs).
-pub(crate) fn seal_api_key(key: &super::crypto::MasterKey, tenant_id: &str, api_key: &ApiKey) -> Result<String> {
+pub(crate) fn seal_api_key(key: &MasterKey, tenant_id: &str, api_key: &ApiKey) -> Result<String> {
     key.seal(api_key.expose_secret().as_bytes(), &api_key_aad(tenant_id))
 }
 
@@ -343,10 +388,10 @@ pub(crate) fn seal_api_key(key: &super::crypto::MasterKey, tenant_id: &str, api_
 /// # Errors
 /// [`Error::Config`] naming `LEDGER_MASTER_KEY` when the key differs or the row was altered or
 /// moved to another tenant (the message never holds the key).
-pub(crate) fn open_api_key(key: &super::crypto::MasterKey, tenant_id: &str, sealed: &str) -> Result<ApiKey> {
+pub(crate) fn open_api_key(key: &MasterKey, tenant_id: &str, sealed: &str) -> Result<ApiKey> {
     let plain = key.open(sealed, &api_key_aad(tenant_id)).map_err(|_| {
         Error::config(
-            super::crypto::MASTER_KEY_ENV,
+            byte8_ledger_core::store::crypto::MASTER_KEY_ENV,
             format!(
                 "cannot decrypt the stored api_key of tenant {tenant_id}: the master key differs from the one it was \
                  stored with, or the row was altered"
@@ -383,7 +428,7 @@ pub(crate) fn write_policy(policy: &SyncPolicy) -> Result<String> {
 pub(crate) fn scope_taken(scope: &str) -> Error {
     Error::Invalid {
         what: "tenant binding",
-        errors: vec![crate::error::FieldError::new(
+        errors: vec![FieldError::new(
             "scope",
             format!("business {scope} is already bound to another active tenant: disconnect it first"),
         )],
@@ -484,7 +529,7 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
 
     /// The callback of `run` at `generation` was delivered (or can never be) at `now`: marks it
     /// delivered (never claimed or counted as pending again; kept until
-    /// [`RetentionPolicy::delivered_callback_days`](super::retention::RetentionPolicy::delivered_callback_days)
+    /// [`RetentionPolicy::delivered_callback_days`](byte8_ledger_core::store::retention::RetentionPolicy::delivered_callback_days)
     /// have passed), unless the run was finished again since.
     async fn callback_sent(&self, run: RunId, generation: i64, now: DateTime<Utc>) -> Result<()>;
 
@@ -512,7 +557,7 @@ impl<T: Store + BindingStore + DispatchStore + ReplayCache + RetentionStore + ?S
 /// The key a store's [`ReplayCache`] records for `jti`: hex SHA-256, so that any `jti` takes 64
 /// characters.
 pub(crate) fn replay_key(jti: &str) -> String {
-    crate::identity::sha256_hex(jti)
+    byte8_ledger_core::identity::sha256_hex(jti)
 }
 
 #[cfg(test)]
@@ -547,14 +592,14 @@ mod tests {
 
     #[test]
     fn sealed_keys_open_only_for_their_tenant_and_master_key() {
-        let master = super::super::crypto::MasterKey::generate();
+        let master = super::MasterKey::generate();
         let key = ApiKey::new("k-123").unwrap();
         let sealed = seal_api_key(&master, "t-1", &key).unwrap();
         assert!(!sealed.contains("k-123"));
         assert_eq!(open_api_key(&master, "t-1", &sealed).unwrap().expose_secret(), "k-123");
         let moved = open_api_key(&master, "t-2", &sealed).unwrap_err();
         assert!(moved.to_string().contains("LEDGER_MASTER_KEY") && moved.to_string().contains("t-2"), "{moved}");
-        let other = super::super::crypto::MasterKey::generate();
+        let other = super::MasterKey::generate();
         assert!(open_api_key(&other, "t-1", &sealed).is_err());
     }
 }

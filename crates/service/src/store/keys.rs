@@ -37,7 +37,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
+use byte8_ledger_core::error::{Error, Result};
 
 /// HKDF `info` of the Magento → ledger subkey (webhooks the ledger verifies).
 pub const OUTBOUND_INFO: &str = "byte8-magento-outbound-v1";

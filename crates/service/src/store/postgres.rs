@@ -1,6 +1,9 @@
-//! The service's stores on PostgreSQL ([`super::super::service`]): bindings, dispatch leases, the
-//! callback outbox (filled by the `runs_terminal_callback` trigger of `0003_service.sql`, replaced by `0004_tenant_runs.sql`, in the
-//! transaction that finishes the run) and the webhook replay cache shared by every process.
+//! The service's stores on PostgreSQL ([`super`]) for the core's `PostgresStore`: bindings,
+//! dispatch leases, the callback outbox (filled by the `runs_terminal_callback` trigger of
+//! `0003_service.sql`, replaced by `0004_tenant_runs.sql`, in the transaction that finishes the
+//! run) and the webhook replay cache shared by every process. The statements run on the store's
+//! pool ([`PostgresStore::pool`]); errors are classified as the store's own ([`db_error`](byte8_ledger_core::store::postgres::db_error)); runs
+//! are read with the store's reader ([`run_from_row`](byte8_ledger_core::store::postgres::run_from_row)).
 //!
 //! - A dispatch lease is one `INSERT … ON CONFLICT DO UPDATE … WHERE` (the holder renews, anyone
 //!   takes over an expired lease): row locking makes two processes racing for it serialise, and
@@ -11,23 +14,32 @@
 //!   processes recording the same `jti` at once, the second waits for the first's row and then
 //!   changes nothing (a replay).
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
+use byte8_ledger_core::{
+    error::{Error, Result},
+    store::{
+        Run, RunId,
+        postgres::{PostgresStore, db_error as db, run_from_row as run_from},
+    },
+};
 use chrono::{DateTime, Utc};
 use sqlx::{Row, postgres::PgRow};
 
-use super::{PostgresStore, db, opt_text, run_from, text};
-use crate::{
-    error::{Error, Result},
-    store::service::{ConnectionStatus, ReplayCache},
-    store::{
-        Run, RunId,
-        retention::{PurgeReport, RetentionPolicy, RetentionStore},
-        service::{
-            Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
-            open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
-        },
-    },
+use super::{
+    Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore, PendingCallback,
+    ReplayCache, open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
 };
+
+/// PostgreSQL text cannot hold NUL: store it as U+FFFD, as the core's store does.
+fn text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') { Cow::Owned(s.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(s) }
+}
+
+fn opt_text(s: Option<&str>) -> Option<Cow<'_, str>> {
+    s.map(text)
+}
 
 fn info_from(row: &PgRow) -> Result<BindingInfo> {
     let status: String = row.try_get("status").map_err(db)?;
@@ -46,35 +58,34 @@ fn info_from(row: &PgRow) -> Result<BindingInfo> {
     })
 }
 
-impl PostgresStore {
-    fn binding_from(&self, row: &PgRow) -> Result<Binding> {
-        let tenant_id: String = row.try_get("tenant_id").map_err(db)?;
-        let sealed: String = row.try_get("api_key").map_err(db)?;
-        let policy: String = row.try_get("policy").map_err(db)?;
-        let status: String = row.try_get("status").map_err(db)?;
-        let magento: String = row.try_get("magento_connection_status").map_err(db)?;
-        Ok(Binding {
-            api_key: open_api_key(self.key()?, &tenant_id, &sealed)?,
-            policy: read_policy(&tenant_id, &policy)?,
-            status: BindingStatus::parse(&status)
-                .ok_or_else(|| Error::database(format!("unknown binding status {status}"), false, None))?,
-            magento_status: parse_connection_status(&magento)
-                .ok_or_else(|| Error::database(format!("unknown Magento connection status {magento}"), false, None))?,
-            scope: row.try_get("scope").map_err(db)?,
-            magento_base_url: row.try_get("magento_base_url").map_err(db)?,
-            ledger_base_url: row.try_get("ledger_base_url").map_err(db)?,
-            paired_at: row.try_get("paired_at").map_err(db)?,
-            created_at: row.try_get("created_at").map_err(db)?,
-            updated_at: row.try_get("updated_at").map_err(db)?,
-            tenant_id,
-        })
-    }
+/// A row of `bindings`, its api key opened with `store`'s master key.
+fn binding_from(store: &PostgresStore, row: &PgRow) -> Result<Binding> {
+    let tenant_id: String = row.try_get("tenant_id").map_err(db)?;
+    let sealed: String = row.try_get("api_key").map_err(db)?;
+    let policy: String = row.try_get("policy").map_err(db)?;
+    let status: String = row.try_get("status").map_err(db)?;
+    let magento: String = row.try_get("magento_connection_status").map_err(db)?;
+    Ok(Binding {
+        api_key: open_api_key(store.master_key()?, &tenant_id, &sealed)?,
+        policy: read_policy(&tenant_id, &policy)?,
+        status: BindingStatus::parse(&status)
+            .ok_or_else(|| Error::database(format!("unknown binding status {status}"), false, None))?,
+        magento_status: parse_connection_status(&magento)
+            .ok_or_else(|| Error::database(format!("unknown Magento connection status {magento}"), false, None))?,
+        scope: row.try_get("scope").map_err(db)?,
+        magento_base_url: row.try_get("magento_base_url").map_err(db)?,
+        ledger_base_url: row.try_get("ledger_base_url").map_err(db)?,
+        paired_at: row.try_get("paired_at").map_err(db)?,
+        created_at: row.try_get("created_at").map_err(db)?,
+        updated_at: row.try_get("updated_at").map_err(db)?,
+        tenant_id,
+    })
 }
 
 #[async_trait]
 impl BindingStore for PostgresStore {
     async fn put_binding(&self, b: &Binding) -> Result<()> {
-        let sealed = seal_api_key(self.key()?, &b.tenant_id, &b.api_key)?;
+        let sealed = seal_api_key(self.master_key()?, &b.tenant_id, &b.api_key)?;
         let policy = write_policy(&b.policy)?;
         sqlx::query(
             "INSERT INTO bindings (tenant_id, scope, magento_base_url, ledger_base_url, api_key, policy, status, \
@@ -98,11 +109,11 @@ impl BindingStore for PostgresStore {
         .bind(b.created_at)
         .bind(b.updated_at)
         .bind((!b.is_active()).then_some(b.updated_at))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(|e| {
             if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
-                crate::store::service::scope_taken(&b.scope)
+                super::scope_taken(&b.scope)
             } else {
                 db(e)
             }
@@ -113,10 +124,10 @@ impl BindingStore for PostgresStore {
     async fn binding(&self, tenant_id: &str) -> Result<Option<Binding>> {
         let row = sqlx::query("SELECT * FROM bindings WHERE tenant_id = $1")
             .bind(text(tenant_id))
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(db)?;
-        row.as_ref().map(|r| self.binding_from(r)).transpose()
+        row.as_ref().map(|r| binding_from(self, r)).transpose()
     }
 
     async fn bindings(&self) -> Result<Vec<BindingInfo>> {
@@ -124,7 +135,7 @@ impl BindingStore for PostgresStore {
             "SELECT tenant_id, scope, magento_base_url, status, magento_connection_status, paired_at, created_at, \
              updated_at FROM bindings ORDER BY tenant_id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(db)?;
         rows.iter().map(info_from).collect()
@@ -138,7 +149,7 @@ impl BindingStore for PostgresStore {
         .bind(status.as_str())
         .bind(now)
         .bind(text(tenant_id))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -158,7 +169,7 @@ impl BindingStore for PostgresStore {
         .bind(now)
         .bind(text(tenant_id))
         .bind(paired_at)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -183,7 +194,7 @@ impl DispatchStore for PostgresStore {
         .bind(text(holder))
         .bind(now)
         .bind(until)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -193,7 +204,7 @@ impl DispatchStore for PostgresStore {
         sqlx::query("DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2")
             .bind(text(scope))
             .bind(text(holder))
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(db)?;
         Ok(())
@@ -211,7 +222,7 @@ impl DispatchStore for PostgresStore {
              ORDER BY 1, 2",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(db)?;
         rows.iter()
@@ -240,7 +251,7 @@ impl DispatchStore for PostgresStore {
         .bind(lease_until)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(text(tenant))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(db)?;
         rows.iter()
@@ -262,7 +273,7 @@ impl DispatchStore for PostgresStore {
         .bind(run)
         .bind(generation)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(())
@@ -277,7 +288,7 @@ impl DispatchStore for PostgresStore {
         .bind(text(error))
         .bind(run)
         .bind(generation)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(())
@@ -286,7 +297,7 @@ impl DispatchStore for PostgresStore {
     async fn pending_callbacks(&self, scope: &str) -> Result<u64> {
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM callbacks WHERE scope = $1 AND delivered_at IS NULL")
             .bind(text(scope))
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await
             .map_err(db)?
             .try_get("n")
@@ -305,7 +316,7 @@ impl DispatchStore for PostgresStore {
         .bind(text(scope))
         .bind(failed_since)
         .bind(text(tenant))
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await
         .map_err(db)?;
         let pending: i64 = row.try_get("pending").map_err(db)?;
@@ -334,7 +345,7 @@ impl DispatchStore for PostgresStore {
         .bind(id)
         .bind(events)
         .bind(text(tenant))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(db)?;
         rows.iter().map(run_from).collect()
@@ -350,7 +361,7 @@ impl ReplayCache for PostgresStore {
              (SELECT key FROM replay_cache WHERE expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
         )
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         let done = sqlx::query(
@@ -360,104 +371,9 @@ impl ReplayCache for PostgresStore {
         .bind(replay_key(jti))
         .bind(expires_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
-    }
-}
-
-#[async_trait]
-impl RetentionStore for PostgresStore {
-    /// One transaction, the disconnected tenants' bindings locked (`FOR UPDATE`: a pairing of one
-    /// of them waits, and the purge then finds it active), rolled back for a dry run.
-    async fn purge(&self, policy: &RetentionPolicy, now: DateTime<Utc>, dry_run: bool) -> Result<PurgeReport> {
-        policy.validate()?;
-        let cut = policy.cutoffs(now);
-        let mut report = PurgeReport { dry_run, ..PurgeReport::default() };
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        let gone = sqlx::query(
-            "SELECT tenant_id, scope FROM bindings WHERE status = 'revoked' AND revoked_at < $1 ORDER BY tenant_id FOR UPDATE",
-        )
-        .bind(cut.disconnected)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut scopes = Vec::new();
-        for row in &gone {
-            let tenant: String = row.try_get("tenant_id").map_err(db)?;
-            let scope: String = row.try_get("scope").map_err(db)?;
-            report.callbacks += sqlx::query(
-                "DELETE FROM callbacks WHERE tenant_id = $1 OR run_id IN (SELECT id FROM runs WHERE tenant_id = $1)",
-            )
-            .bind(text(&tenant))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            report.attempts +=
-                sqlx::query("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE tenant_id = $1)")
-                    .bind(text(&tenant))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?
-                    .rows_affected();
-            report.runs += sqlx::query("DELETE FROM runs WHERE tenant_id = $1")
-                .bind(text(&tenant))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
-            sqlx::query("DELETE FROM bindings WHERE tenant_id = $1")
-                .bind(text(&tenant))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            report.tenants.push(tenant);
-            scopes.push(scope);
-        }
-        scopes.sort();
-        scopes.dedup();
-        for scope in &scopes {
-            // Only once no tenant is bound to the business any more and no run of it is left.
-            report.xrefs += sqlx::query(
-                "DELETE FROM xrefs WHERE scope = $1 AND NOT EXISTS (SELECT 1 FROM bindings WHERE scope = $1) \
-                 AND NOT EXISTS (SELECT 1 FROM runs WHERE scope = $1)",
-            )
-            .bind(text(scope))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        }
-        report.callbacks += sqlx::query("DELETE FROM callbacks WHERE delivered_at < $1")
-            .bind(cut.delivered_callbacks)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        report.attempts += sqlx::query(
-            "DELETE FROM attempts WHERE run_id IN \
-             (SELECT id FROM runs WHERE status IN ('synced', 'skipped') AND updated_at < $1)",
-        )
-        .bind(cut.attempts)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected();
-        report.raw_events += sqlx::query(
-            "UPDATE runs SET raw = '' WHERE status IN ('synced', 'skipped') AND updated_at < $1 AND raw <> ''",
-        )
-        .bind(cut.attempts)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected();
-        if dry_run {
-            tx.rollback().await.map_err(db)?;
-        } else {
-            tx.commit().await.map_err(db)?;
-        }
-        Ok(report)
     }
 }

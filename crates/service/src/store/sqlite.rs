@@ -1,24 +1,36 @@
-//! The service's stores on SQLite ([`super::super::service`]): bindings, dispatch leases, the
-//! callback outbox (filled by the `runs_terminal_callback` trigger of `0003_service.sql`, replaced by `0004_tenant_runs.sql`) and the
-//! webhook replay cache. One statement each where atomicity matters (SQLite serialises writers).
+//! The service's stores on SQLite ([`super`]) for the core's `SqliteStore`: bindings, dispatch
+//! leases, the callback outbox (filled by the `runs_terminal_callback` trigger of
+//! `0003_service.sql`, replaced by `0004_tenant_runs.sql`) and the webhook replay cache. One
+//! statement each where atomicity matters (SQLite serialises writers). The statements run on
+//! the store's pool ([`SqliteStore::pool`]); errors are classified as the store's own
+//! ([`db_error`](byte8_ledger_core::store::sqlite::db_error)); runs are read with the store's reader ([`run_from_row`](byte8_ledger_core::store::sqlite::run_from_row)).
 
 use async_trait::async_trait;
+use byte8_ledger_core::{
+    error::{Error, Result},
+    store::{
+        Run, RunId,
+        sqlite::{SqliteStore, db_error as db, run_from_row as run_from},
+    },
+};
 use chrono::{DateTime, Utc};
 use sqlx::{Row, sqlite::SqliteRow};
 
-use super::{SqliteStore, db, micros, run_from, time};
-use crate::{
-    error::{Error, Result},
-    store::service::{ConnectionStatus, ReplayCache},
-    store::{
-        Run, RunId,
-        retention::{PurgeReport, RetentionPolicy, RetentionStore},
-        service::{
-            Binding, BindingInfo, BindingStatus, BindingStore, DispatchStats, DispatchStore, PendingCallback,
-            open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
-        },
-    },
+use super::{
+    Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore, PendingCallback,
+    ReplayCache, open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
 };
+
+/// A time as the SQLite schema stores it: microseconds since the epoch.
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// A stored time (microseconds since the epoch; an out-of-range value reads as the epoch, as the
+/// core's store reads it).
+fn time(v: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(v).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+}
 
 fn info_from(row: &SqliteRow) -> Result<BindingInfo> {
     let status: String = row.try_get("status").map_err(db)?;
@@ -37,35 +49,34 @@ fn info_from(row: &SqliteRow) -> Result<BindingInfo> {
     })
 }
 
-impl SqliteStore {
-    fn binding_from(&self, row: &SqliteRow) -> Result<Binding> {
-        let tenant_id: String = row.try_get("tenant_id").map_err(db)?;
-        let sealed: String = row.try_get("api_key").map_err(db)?;
-        let policy: String = row.try_get("policy").map_err(db)?;
-        let status: String = row.try_get("status").map_err(db)?;
-        let magento: String = row.try_get("magento_connection_status").map_err(db)?;
-        Ok(Binding {
-            api_key: open_api_key(self.key()?, &tenant_id, &sealed)?,
-            policy: read_policy(&tenant_id, &policy)?,
-            status: BindingStatus::parse(&status)
-                .ok_or_else(|| Error::database(format!("unknown binding status {status}"), false, None))?,
-            magento_status: parse_connection_status(&magento)
-                .ok_or_else(|| Error::database(format!("unknown Magento connection status {magento}"), false, None))?,
-            scope: row.try_get("scope").map_err(db)?,
-            magento_base_url: row.try_get("magento_base_url").map_err(db)?,
-            ledger_base_url: row.try_get("ledger_base_url").map_err(db)?,
-            paired_at: time(row.try_get("paired_at").map_err(db)?),
-            created_at: time(row.try_get("created_at").map_err(db)?),
-            updated_at: time(row.try_get("updated_at").map_err(db)?),
-            tenant_id,
-        })
-    }
+/// A row of `bindings`, its api key opened with `store`'s master key.
+fn binding_from(store: &SqliteStore, row: &SqliteRow) -> Result<Binding> {
+    let tenant_id: String = row.try_get("tenant_id").map_err(db)?;
+    let sealed: String = row.try_get("api_key").map_err(db)?;
+    let policy: String = row.try_get("policy").map_err(db)?;
+    let status: String = row.try_get("status").map_err(db)?;
+    let magento: String = row.try_get("magento_connection_status").map_err(db)?;
+    Ok(Binding {
+        api_key: open_api_key(store.master_key()?, &tenant_id, &sealed)?,
+        policy: read_policy(&tenant_id, &policy)?,
+        status: BindingStatus::parse(&status)
+            .ok_or_else(|| Error::database(format!("unknown binding status {status}"), false, None))?,
+        magento_status: parse_connection_status(&magento)
+            .ok_or_else(|| Error::database(format!("unknown Magento connection status {magento}"), false, None))?,
+        scope: row.try_get("scope").map_err(db)?,
+        magento_base_url: row.try_get("magento_base_url").map_err(db)?,
+        ledger_base_url: row.try_get("ledger_base_url").map_err(db)?,
+        paired_at: time(row.try_get("paired_at").map_err(db)?),
+        created_at: time(row.try_get("created_at").map_err(db)?),
+        updated_at: time(row.try_get("updated_at").map_err(db)?),
+        tenant_id,
+    })
 }
 
 #[async_trait]
 impl BindingStore for SqliteStore {
     async fn put_binding(&self, b: &Binding) -> Result<()> {
-        let sealed = seal_api_key(self.key()?, &b.tenant_id, &b.api_key)?;
+        let sealed = seal_api_key(self.master_key()?, &b.tenant_id, &b.api_key)?;
         sqlx::query(
             "INSERT INTO bindings (tenant_id, scope, magento_base_url, ledger_base_url, api_key, policy, status, \
              magento_connection_status, paired_at, created_at, updated_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -87,11 +98,11 @@ impl BindingStore for SqliteStore {
         .bind(micros(b.created_at))
         .bind(micros(b.updated_at))
         .bind((!b.is_active()).then_some(micros(b.updated_at)))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(|e| {
             if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
-                crate::store::service::scope_taken(&b.scope)
+                super::scope_taken(&b.scope)
             } else {
                 db(e)
             }
@@ -102,10 +113,10 @@ impl BindingStore for SqliteStore {
     async fn binding(&self, tenant_id: &str) -> Result<Option<Binding>> {
         let row = sqlx::query("SELECT * FROM bindings WHERE tenant_id = ?")
             .bind(tenant_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(db)?;
-        row.as_ref().map(|r| self.binding_from(r)).transpose()
+        row.as_ref().map(|r| binding_from(self, r)).transpose()
     }
 
     async fn bindings(&self) -> Result<Vec<BindingInfo>> {
@@ -113,7 +124,7 @@ impl BindingStore for SqliteStore {
             "SELECT tenant_id, scope, magento_base_url, status, magento_connection_status, paired_at, created_at, \
              updated_at FROM bindings ORDER BY tenant_id",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(db)?;
         rows.iter().map(info_from).collect()
@@ -127,7 +138,7 @@ impl BindingStore for SqliteStore {
         .bind(status.as_str())
         .bind(micros(now))
         .bind(tenant_id)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -147,7 +158,7 @@ impl BindingStore for SqliteStore {
         .bind(micros(now))
         .bind(tenant_id)
         .bind(micros(paired_at))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -172,7 +183,7 @@ impl DispatchStore for SqliteStore {
         .bind(holder)
         .bind(micros(now))
         .bind(micros(until))
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -182,7 +193,7 @@ impl DispatchStore for SqliteStore {
         sqlx::query("DELETE FROM dispatch_leases WHERE scope = ? AND holder = ?")
             .bind(scope)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(self.pool())
             .await
             .map_err(db)?;
         Ok(())
@@ -200,7 +211,7 @@ impl DispatchStore for SqliteStore {
              ORDER BY 1, 2",
         )
         .bind(micros(now))
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(db)?;
         rows.iter()
@@ -229,7 +240,7 @@ impl DispatchStore for SqliteStore {
         .bind(micros(lease_until))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(tenant)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(db)?;
         let mut out = Vec::with_capacity(claimed.len());
@@ -238,7 +249,7 @@ impl DispatchStore for SqliteStore {
             let attempts: i64 = row.try_get("attempts").map_err(db)?;
             let run = sqlx::query("SELECT * FROM runs WHERE id = ?")
                 .bind(id)
-                .fetch_one(&self.pool)
+                .fetch_one(self.pool())
                 .await
                 .map_err(db)
                 .and_then(|r| run_from(&r))?;
@@ -259,7 +270,7 @@ impl DispatchStore for SqliteStore {
         .bind(micros(now))
         .bind(run)
         .bind(generation)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(())
@@ -274,7 +285,7 @@ impl DispatchStore for SqliteStore {
         .bind(error)
         .bind(run)
         .bind(generation)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(())
@@ -283,7 +294,7 @@ impl DispatchStore for SqliteStore {
     async fn pending_callbacks(&self, scope: &str) -> Result<u64> {
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM callbacks WHERE scope = ? AND delivered_at IS NULL")
             .bind(scope)
-            .fetch_one(&self.pool)
+            .fetch_one(self.pool())
             .await
             .map_err(db)?
             .try_get("n")
@@ -302,7 +313,7 @@ impl DispatchStore for SqliteStore {
         .bind(scope)
         .bind(micros(failed_since))
         .bind(tenant)
-        .fetch_one(&self.pool)
+        .fetch_one(self.pool())
         .await
         .map_err(db)?;
         let pending: i64 = row.try_get("pending").map_err(db)?;
@@ -328,7 +339,7 @@ impl DispatchStore for SqliteStore {
                 .bind(scope)
                 .bind(tenant)
                 .bind(id)
-                .fetch_all(&self.pool)
+                .fetch_all(self.pool())
                 .await
                 .map_err(db)?;
         let runs = rows.iter().map(run_from).collect::<Result<Vec<_>>>()?;
@@ -345,7 +356,7 @@ impl ReplayCache for SqliteStore {
             "DELETE FROM replay_cache WHERE key IN (SELECT key FROM replay_cache WHERE expires_at <= ? LIMIT 100)",
         )
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         let done = sqlx::query(
@@ -355,104 +366,9 @@ impl ReplayCache for SqliteStore {
         .bind(replay_key(jti))
         .bind(expires_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
-    }
-}
-
-#[async_trait]
-impl RetentionStore for SqliteStore {
-    /// One `BEGIN IMMEDIATE` transaction (SQLite's writer lock: a tenant cannot be paired again
-    /// halfway), rolled back for a dry run.
-    async fn purge(&self, policy: &RetentionPolicy, now: DateTime<Utc>, dry_run: bool) -> Result<PurgeReport> {
-        policy.validate()?;
-        let cut = policy.cutoffs(now);
-        let mut report = PurgeReport { dry_run, ..PurgeReport::default() };
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        let gone = sqlx::query(
-            "SELECT tenant_id, scope FROM bindings WHERE status = 'revoked' AND revoked_at < ? ORDER BY tenant_id",
-        )
-        .bind(micros(cut.disconnected))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let mut scopes = Vec::new();
-        for row in &gone {
-            let tenant: String = row.try_get("tenant_id").map_err(db)?;
-            let scope: String = row.try_get("scope").map_err(db)?;
-            report.callbacks += sqlx::query(
-                "DELETE FROM callbacks WHERE tenant_id = ?1 OR run_id IN (SELECT id FROM runs WHERE tenant_id = ?1)",
-            )
-            .bind(&tenant)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            report.attempts +=
-                sqlx::query("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE tenant_id = ?)")
-                    .bind(&tenant)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?
-                    .rows_affected();
-            report.runs += sqlx::query("DELETE FROM runs WHERE tenant_id = ?")
-                .bind(&tenant)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
-            sqlx::query("DELETE FROM bindings WHERE tenant_id = ?")
-                .bind(&tenant)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            report.tenants.push(tenant);
-            scopes.push(scope);
-        }
-        scopes.sort();
-        scopes.dedup();
-        for scope in &scopes {
-            // Only once no tenant is bound to the business any more and no run of it is left.
-            report.xrefs += sqlx::query(
-                "DELETE FROM xrefs WHERE scope = ?1 AND NOT EXISTS (SELECT 1 FROM bindings WHERE scope = ?1) \
-                 AND NOT EXISTS (SELECT 1 FROM runs WHERE scope = ?1)",
-            )
-            .bind(scope)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        }
-        report.callbacks += sqlx::query("DELETE FROM callbacks WHERE delivered_at < ?")
-            .bind(micros(cut.delivered_callbacks))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-        report.attempts += sqlx::query(
-            "DELETE FROM attempts WHERE run_id IN \
-             (SELECT id FROM runs WHERE status IN ('synced', 'skipped') AND updated_at < ?)",
-        )
-        .bind(micros(cut.attempts))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected();
-        report.raw_events += sqlx::query(
-            "UPDATE runs SET raw = '' WHERE status IN ('synced', 'skipped') AND updated_at < ? AND raw <> ''",
-        )
-        .bind(micros(cut.attempts))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected();
-        if dry_run {
-            tx.rollback().await.map_err(db)?;
-        } else {
-            tx.commit().await.map_err(db)?;
-        }
-        Ok(report)
     }
 }

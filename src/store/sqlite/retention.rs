@@ -1,0 +1,107 @@
+//! The retention purge on SQLite ([`crate::store::retention`]): every table of the schema, the
+//! service's (`bindings`, `callbacks`) included, in one transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{SqliteStore, db, micros};
+use crate::{
+    error::Result,
+    store::retention::{PurgeReport, RetentionPolicy, RetentionStore},
+};
+use sqlx::Row;
+
+#[async_trait]
+impl RetentionStore for SqliteStore {
+    /// One `BEGIN IMMEDIATE` transaction (SQLite's writer lock: a tenant cannot be paired again
+    /// halfway), rolled back for a dry run.
+    async fn purge(&self, policy: &RetentionPolicy, now: DateTime<Utc>, dry_run: bool) -> Result<PurgeReport> {
+        policy.validate()?;
+        let cut = policy.cutoffs(now);
+        let mut report = PurgeReport { dry_run, ..PurgeReport::default() };
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        let gone = sqlx::query(
+            "SELECT tenant_id, scope FROM bindings WHERE status = 'revoked' AND revoked_at < ? ORDER BY tenant_id",
+        )
+        .bind(micros(cut.disconnected))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut scopes = Vec::new();
+        for row in &gone {
+            let tenant: String = row.try_get("tenant_id").map_err(db)?;
+            let scope: String = row.try_get("scope").map_err(db)?;
+            report.callbacks += sqlx::query(
+                "DELETE FROM callbacks WHERE tenant_id = ?1 OR run_id IN (SELECT id FROM runs WHERE tenant_id = ?1)",
+            )
+            .bind(&tenant)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            report.attempts +=
+                sqlx::query("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE tenant_id = ?)")
+                    .bind(&tenant)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?
+                    .rows_affected();
+            report.runs += sqlx::query("DELETE FROM runs WHERE tenant_id = ?")
+                .bind(&tenant)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            sqlx::query("DELETE FROM bindings WHERE tenant_id = ?")
+                .bind(&tenant)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            report.tenants.push(tenant);
+            scopes.push(scope);
+        }
+        scopes.sort();
+        scopes.dedup();
+        for scope in &scopes {
+            // Only once no tenant is bound to the business any more and no run of it is left.
+            report.xrefs += sqlx::query(
+                "DELETE FROM xrefs WHERE scope = ?1 AND NOT EXISTS (SELECT 1 FROM bindings WHERE scope = ?1) \
+                 AND NOT EXISTS (SELECT 1 FROM runs WHERE scope = ?1)",
+            )
+            .bind(scope)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        }
+        report.callbacks += sqlx::query("DELETE FROM callbacks WHERE delivered_at < ?")
+            .bind(micros(cut.delivered_callbacks))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        report.attempts += sqlx::query(
+            "DELETE FROM attempts WHERE run_id IN \
+             (SELECT id FROM runs WHERE status IN ('synced', 'skipped') AND updated_at < ?)",
+        )
+        .bind(micros(cut.attempts))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        report.raw_events += sqlx::query(
+            "UPDATE runs SET raw = '' WHERE status IN ('synced', 'skipped') AND updated_at < ? AND raw <> ''",
+        )
+        .bind(micros(cut.attempts))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if dry_run {
+            tx.rollback().await.map_err(db)?;
+        } else {
+            tx.commit().await.map_err(db)?;
+        }
+        Ok(report)
+    }
+}
