@@ -880,6 +880,9 @@ struct PermitBlock {
     size: usize,
     /// Whether a permit of the current block was dropped unused.
     dropped: bool,
+    /// Whether a permit handed out since the last block was for later than its request (the
+    /// business is at its pace: its next requests will use the next permits in order).
+    waited: bool,
 }
 
 /// One business's rate limit shared by every worker process connected to the same database (see
@@ -896,10 +899,12 @@ struct PermitBlock {
 /// holds: permits are in order and any `L + 1` consecutive ones span at least
 /// `W + m + PERMIT_VALIDITY`, a request is sent between its permit and `PERMIT_VALIDITY` after
 /// it, so any `L + 1` requests span at least `W + m` (and a dropped permit is a request fewer).
-/// The block grows (doubling, from 1) while its permits are all used, and halves when one is
-/// dropped: an idle business takes one permit at a time and wastes at most one now and then; a
-/// saturated one takes 8 a statement and keeps `L` per `W + m + PERMIT_VALIDITY`, 200 per
-/// 60.75 s (98.8 % of Sage's limit).
+/// A business under its pace (its permits are for now) takes one permit a statement, as unused
+/// permits of a block would eat its burst; once a request has to wait for its permit (the
+/// business is at its pace, and its next requests will take the next permits in order) the
+/// block doubles, up to 8, and it halves when a permit is dropped. A saturated business keeps
+/// `L` per `W + m + PERMIT_VALIDITY`, 200 per 60.75 s (98.8 % of Sage's limit), in about one
+/// statement per 8 requests.
 ///
 /// Give it to the Sage provider with `SageBuilder::with_rate_limiter(shared.into())` (or
 /// [`SharedRateLimiter::into_rate_limiter`]).
@@ -986,19 +991,23 @@ impl SharedRateLimiter {
                 block.dropped = true;
             }
             if let Some(at) = block.permits.pop_front() {
+                block.waited |= at > now;
                 return Ok(Permit { now: micros_time(now), at: micros_time(at.max(now)) });
             }
         }
-        // A new block: halved after a dropped permit, doubled after a block wholly used.
-        block.size = if block.taken.is_none() {
-            1
-        } else if block.dropped {
+        // A new block: one permit while the business is not at its pace (its permits are for
+        // now: a block would mostly go stale and its unused permits would eat the burst), doubled
+        // while it is, halved after a dropped permit.
+        block.size = if block.dropped {
             (block.size / 2).max(1)
-        } else {
+        } else if block.waited {
             (block.size * 2).min(self.max_block)
+        } else {
+            1
         }
         .clamp(1, self.max_block);
         block.dropped = false;
+        block.waited = false;
         let micros = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let given = self.clock.as_ref().map(|c| c.now().timestamp_micros());
         let row = sqlx::query("SELECT byte8_rate_permits($1, $2, $3, $4, $5, $6, $7) AS permits")
@@ -1019,6 +1028,7 @@ impl SharedRateLimiter {
         block.taken = Some((std::time::Instant::now(), now));
         block.permits = permits.iter().copied().collect();
         let at = block.permits.pop_front().ok_or_else(|| Error::internal("byte8_rate_permits returned no permit"))?;
+        block.waited |= at > now;
         Ok(Permit { now: micros_time(now), at: micros_time(at.max(now)) })
     }
 

@@ -471,6 +471,27 @@ async fn permits_used_as_late_as_they_are_valid_still_keep_every_minute_under_th
     assert!(most <= 30, "{most} requests in one minute, limit 30");
 }
 
+/// A business under its pace takes its permits one at a time (a block's unused permits would go
+/// stale and eat its burst): every permit is for its request's own time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_business_under_its_pace_takes_one_permit_a_statement_and_never_waits() {
+    let Some(url) = pg::url("a_business_under_its_pace_takes_one_permit_a_statement_and_never_waits") else { return };
+    let config = RateConfig { requests_per_minute: 30, burst: 3 };
+    let clock = ManualClock::new(t0());
+    let limiter =
+        pg::store(&url, 1, None).await.rate_limiter(pg::unique("blocks-idle"), config).with_clock(Arc::new(clock.clone()));
+    // An event of two requests every 10 s: 12 a minute, under the limit's 30.
+    for _ in 0..30 {
+        for _ in 0..2 {
+            let permit = limiter.reserve().await.unwrap();
+            assert_eq!(permit.at, clock.now(), "a business under its pace never waits");
+            clock.advance(chrono::Duration::milliseconds(150));
+        }
+        clock.advance(chrono::Duration::seconds(10));
+    }
+    assert_eq!(limiter.statements(), 60, "one statement a permit, none taken in advance");
+}
+
 /// A saturated business drained by one worker (the service's case): with blocks it still gets
 /// the whole limit in every window of `W + m + PERMIT_VALIDITY` (60.75 s: 98.8 % of the limit a
 /// minute), in an eighth of the statements once its blocks have grown.
