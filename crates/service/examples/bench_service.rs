@@ -47,6 +47,7 @@
 //! `--warmup` s [30]; `--seconds` measured [60]; `--drain` s at most [30]; `--bin` the command
 //! [target/release/byte8-ledger]; `--serve-args` more arguments for each `serve` [none];
 //! `--statements` (with a count per statement kind); `--log` the children's `RUST_LOG` [warn].
+//! With `BENCH_KEEP_LOGS` set, the children's logs are kept (their directory is printed).
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
 
 use std::{
@@ -440,6 +441,10 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
         args.workers.map_or_else(|| "serve's default".to_owned(), |w| w.to_string())
     );
     let dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
+        // The serve processes' logs are kept for a look afterwards.
+        println!("logs in {}", dir.path().display());
+    }
     let master = MasterKey::from_base64(&SecretString::from(MASTER_KEY.to_owned())).unwrap();
     // A clean database for each configuration.
     {
@@ -862,6 +867,9 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
     let warnings: u64 = children.iter().map(|c| count_lines(&c.log, " WARN ")).sum();
     let errors: u64 = children.iter().map(|c| count_lines(&c.log, "ERROR")).sum();
     println!("| warnings / errors logged by serve | {warnings} / {errors} |");
+    if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
+        std::mem::forget(dir);
+    }
 }
 
 #[tokio::main]

@@ -593,21 +593,29 @@ impl Queue {
 async fn work(shared: Arc<Shared>, i: usize, stop: Arc<AtomicBool>) {
     let name = holder(&shared, i);
     let queue = Arc::clone(&shared.queue);
-    loop {
-        let ready = queue.ready.notified();
-        tokio::pin!(ready);
-        ready.as_mut().enable();
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if let Some(info) = queue.take() {
+    while !stop.load(Ordering::Relaxed) {
+        // Registered before looking at the line (an offer in between is not missed), and gone
+        // before the turn: a worker busy on a turn must not hold a registration, or an offer's
+        // wake-up could go to it rather than to an idle worker, and wait for the turn to end.
+        let next = {
+            let ready = queue.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let next = queue.take();
+            if next.is_none() {
+                queue.idle.fetch_add(1, Ordering::Relaxed);
+                ready.await;
+                queue.idle.fetch_sub(1, Ordering::Relaxed);
+            }
+            next
+        };
+        if let Some(info) = next {
             let more = turn(&shared, &name, &stop, &info).await;
             queue.done(&info, more && !stop.load(Ordering::Relaxed));
-            continue;
         }
-        queue.idle.fetch_add(1, Ordering::Relaxed);
-        ready.await;
-        queue.idle.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
