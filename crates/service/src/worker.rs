@@ -582,6 +582,28 @@ impl Queue {
         self.running.load(Ordering::Relaxed)
     }
 
+    /// Waits for the next tenant in line (marked as being drained), without reading the store;
+    /// `None` once `stop` is set (the pool then wakes every waiter).
+    async fn next(&self, stop: &AtomicBool) -> Option<BindingInfo> {
+        loop {
+            // Registered before looking at the line, so that an offer in between is not missed,
+            // and gone when this returns: a worker busy on a turn holds no registration, which
+            // would take an offer's wake-up from an idle worker until the turn ended.
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            if let Some(info) = self.take() {
+                return Some(info);
+            }
+            self.idle.fetch_add(1, Ordering::Relaxed);
+            ready.await;
+            self.idle.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Tenants in line (not counting those being drained).
     fn waiting(&self) -> usize {
         self.lock().order.len()
@@ -593,29 +615,9 @@ impl Queue {
 async fn work(shared: Arc<Shared>, i: usize, stop: Arc<AtomicBool>) {
     let name = holder(&shared, i);
     let queue = Arc::clone(&shared.queue);
-    while !stop.load(Ordering::Relaxed) {
-        // Registered before looking at the line (an offer in between is not missed), and gone
-        // before the turn: a worker busy on a turn must not hold a registration, or an offer's
-        // wake-up could go to it rather than to an idle worker, and wait for the turn to end.
-        let next = {
-            let ready = queue.ready.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let next = queue.take();
-            if next.is_none() {
-                queue.idle.fetch_add(1, Ordering::Relaxed);
-                ready.await;
-                queue.idle.fetch_sub(1, Ordering::Relaxed);
-            }
-            next
-        };
-        if let Some(info) = next {
-            let more = turn(&shared, &name, &stop, &info).await;
-            queue.done(&info, more && !stop.load(Ordering::Relaxed));
-        }
+    while let Some(info) = queue.next(&stop).await {
+        let more = turn(&shared, &name, &stop, &info).await;
+        queue.done(&info, more && !stop.load(Ordering::Relaxed));
     }
 }
 
@@ -910,6 +912,40 @@ mod tests {
         q.done(&first, false);
         assert_eq!(q.waiting(), 0, "nothing announced during that turn: out of line");
         assert_eq!(tenant(q.take()), None);
+    }
+
+    /// Two idle workers wait on the line; the first offer goes to one of them, which keeps it (a
+    /// long turn: it does not come back to the line); a second offer must then wake the other
+    /// one, not wait for the first one's turn to end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_offer_wakes_an_idle_worker_while_another_is_busy_on_a_turn() {
+        let q = Arc::new(Queue::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..2 {
+            let (q, stop, tx) = (Arc::clone(&q), Arc::clone(&stop), tx.clone());
+            tokio::spawn(async move {
+                // One turn each, never finished.
+                if let Some(info) = q.next(&stop).await {
+                    let _ = tx.send(info.tenant_id);
+                }
+                std::future::pending::<()>().await;
+            });
+        }
+        while q.idle.load(Ordering::Relaxed) < 2 {
+            tokio::task::yield_now().await;
+        }
+        q.offer(info("b1", "t1"));
+        assert_eq!(rx.recv().await.as_deref(), Some("t1"));
+        q.offer(info("b2", "t2"));
+        // Never arrives if the busy worker took the wake-up (a hang, not a timing assertion: the
+        // bound only turns it into a failure).
+        let second = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv()).await;
+        assert_eq!(second.ok().flatten().as_deref(), Some("t2"), "the idle worker was not woken");
+        // Stopping wakes nobody into a turn.
+        stop.store(true, Ordering::Relaxed);
+        q.ready.notify_waiters();
+        assert_eq!(q.waiting(), 0);
     }
 
     #[test]
