@@ -478,8 +478,10 @@ async fn a_business_under_its_pace_takes_one_permit_a_statement_and_never_waits(
     let Some(url) = pg::url("a_business_under_its_pace_takes_one_permit_a_statement_and_never_waits") else { return };
     let config = RateConfig { requests_per_minute: 30, burst: 3 };
     let clock = ManualClock::new(t0());
-    let limiter =
-        pg::store(&url, 1, None).await.rate_limiter(pg::unique("blocks-idle"), config).with_clock(Arc::new(clock.clone()));
+    let limiter = pg::store(&url, 1, None)
+        .await
+        .rate_limiter(pg::unique("blocks-idle"), config)
+        .with_clock(Arc::new(clock.clone()));
     // An event of two requests every 10 s: 12 a minute, under the limit's 30.
     for _ in 0..30 {
         for _ in 0..2 {
@@ -501,10 +503,8 @@ async fn a_saturated_business_keeps_its_share_with_permits_in_blocks() {
     let business = pg::unique("blocks-saturated");
     let config = RateConfig { requests_per_minute: 30, burst: 3 };
     let clock = ManualClock::new(t0());
-    let limiter = pg::store(&url, 1, None)
-        .await
-        .rate_limiter(business.clone(), config)
-        .with_clock(Arc::new(clock.clone()));
+    let limiter =
+        pg::store(&url, 1, None).await.rate_limiter(business.clone(), config).with_clock(Arc::new(clock.clone()));
     let mut permits = Vec::new();
     // Ten windows of 60.75 s.
     let end = t0() + chrono::Duration::milliseconds(607_500);
@@ -525,7 +525,11 @@ async fn a_saturated_business_keeps_its_share_with_permits_in_blocks() {
     let most = busiest_window(&mut permits, chrono::Duration::minutes(1));
     assert!(most <= 30, "{most} in one minute");
     let statements = limiter.statements();
-    assert!(statements * 6 <= u64::try_from(permits.len()).unwrap(), "{statements} statements for {} permits", permits.len());
+    assert!(
+        statements * 6 <= u64::try_from(permits.len()).unwrap(),
+        "{statements} statements for {} permits",
+        permits.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -828,7 +828,7 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
             }
         }
         let mut kinds: Vec<_> = kinds.into_iter().collect();
-        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
         for (kind, n) in kinds.iter().take(20) {
             println!("|   {:.2} / event | `{}` |", *n as f64 / events, kind.replace('|', "\\|"));
         }

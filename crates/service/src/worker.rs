@@ -293,11 +293,7 @@ async fn dispatch(
 
 /// Sends one claimed callback and records what became of it. False when Magento refused the
 /// ledger's token (the tenant's other callbacks then wait until it pairs again).
-async fn send_callback(
-    shared: &Shared,
-    rt: &TenantRuntime,
-    cb: &crate::store::PendingCallback,
-) -> Result<bool> {
+async fn send_callback(shared: &Shared, rt: &TenantRuntime, cb: &crate::store::PendingCallback) -> Result<bool> {
     let (id, generation) = (cb.run.id, cb.generation);
     let Some(outcome) = cb.run.outcome.as_ref() else {
         tracing::error!(tenant = %rt.tenant_id, run = id, "a terminal run without an outcome: no callback to send");
@@ -318,7 +314,12 @@ async fn send_callback(
             tracing::warn!(tenant = %rt.tenant_id, run = id, attempt = cb.attempts + 1, retry_in_s = delay.as_secs_f64(), error = %e, "sync-state callback failed; it stays queued");
             shared
                 .store
-                .callback_failed(id, generation, byte8_ledger_core::clock::later(shared.clock.now(), delay), &e.to_string())
+                .callback_failed(
+                    id,
+                    generation,
+                    byte8_ledger_core::clock::later(shared.clock.now(), delay),
+                    &e.to_string(),
+                )
                 .await?;
             if rt.magento.status() == ConnectionStatus::TokenRevoked {
                 return Ok(false);
@@ -793,7 +794,11 @@ impl WorkerPool {
             ))
         });
         let token_keeper = (n > 0).then(|| {
-            tokio::spawn(super::tokens::token_loop(Arc::clone(&shared), Arc::clone(&state.stop), Arc::clone(&state.wake)))
+            tokio::spawn(super::tokens::token_loop(
+                Arc::clone(&shared),
+                Arc::clone(&state.stop),
+                Arc::clone(&state.wake),
+            ))
         });
         Self { state, queue: Arc::clone(&shared.queue), dispatcher, listener, purger, token_keeper }
     }
@@ -818,8 +823,7 @@ impl WorkerPool {
         self.queue.running.store(false, Ordering::Relaxed);
         self.state.wake.notify_waiters();
         self.queue.ready.notify_waiters();
-        let tasks = std::mem::take(&mut *self.state.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        tasks
+        std::mem::take(&mut *self.state.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Stops every worker after the run or callback it is on, and waits for them (all at

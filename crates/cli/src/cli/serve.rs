@@ -231,7 +231,12 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
         writeln!(out, "console at {at}").map_err(io)?;
     }
     out.flush().map_err(io)?;
-    tracing::info!(workers = workers.len(), max_workers = workers.cap(), http = !args.no_http, "byte8-ledger serve started");
+    tracing::info!(
+        workers = workers.len(),
+        max_workers = workers.cap(),
+        http = !args.no_http,
+        "byte8-ledger serve started"
+    );
 
     let failed = match server {
         Some(mut task) => {

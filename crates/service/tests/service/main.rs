@@ -13,7 +13,6 @@ mod hostile_store;
 mod magento_client;
 mod magento_jwt_vectors;
 mod store_conformance;
-mod wake;
 #[path = "../../../../tests/support/mod.rs"]
 mod support;
 #[path = "../../../../tests/support/browser.rs"]
@@ -22,3 +21,4 @@ mod support_browser;
 mod support_magento;
 #[path = "../../../../tests/support/postgres.rs"]
 mod support_postgres;
+mod wake;
