@@ -357,18 +357,14 @@ impl DispatchStore for PostgresStore {
 
 #[async_trait]
 impl ReplayCache for PostgresStore {
-    /// One upsert (see the module docs); expired keys are purged a hundred at a time on the way.
+    /// One upsert (see the module docs), which purges up to a hundred expired keys on the way in
+    /// the same statement (other keys than this one: an expired row of this key is taken over by
+    /// the upsert itself).
     async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool> {
-        sqlx::query(
-            "DELETE FROM replay_cache WHERE key IN \
-             (SELECT key FROM replay_cache WHERE expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(now)
-        .execute(self.pool())
-        .await
-        .map_err(db)?;
         let done = sqlx::query(
-            "INSERT INTO replay_cache AS r (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE \
+            "WITH purged AS (DELETE FROM replay_cache WHERE key IN \
+               (SELECT key FROM replay_cache WHERE expires_at <= $3 AND key <> $1 LIMIT 100 FOR UPDATE SKIP LOCKED)) \
+             INSERT INTO replay_cache AS r (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE \
              SET expires_at = excluded.expires_at WHERE r.expires_at <= $3",
         )
         .bind(replay_key(jti))
