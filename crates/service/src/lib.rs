@@ -100,8 +100,10 @@
 //! A tenant is in line, or being drained, at most once per process, so two workers of one process
 //! never contend for a business. Across processes, a process whose lease attempt fails leaves the
 //! business to the holder. On SQLite (one process) the route's wake-up and the look are all there
-//! is; on PostgreSQL a webhook is drained by the process that accepted it, and other processes
-//! find work through their look.
+//! is. On PostgreSQL a webhook is drained by the process that accepted it when that process runs
+//! workers; a process without workers (`serve --workers 0`) announces it on the
+//! [`wake::WakeBus`] set with [`Service::set_wake_bus`] (`LISTEN`/`NOTIFY`, which `serve` sets), and
+//! every process with workers then looks at once; anything else is found by the periodic look.
 //!
 //! **How many workers.** A worker spends most of an event waiting for Sage (100–150 ms a request,
 //! one to three requests an event) and Magento, so a node needs as many as it has round trips in

@@ -578,6 +578,19 @@ impl Queue {
         }
     }
 
+    /// Puts back in line every tenant marked as being drained: what a pool whose workers were
+    /// aborted mid-turn (`WorkerPool::stop_within`) left behind, for the next pool to take over.
+    fn recover(&self) {
+        let mut line = self.lock();
+        let Line { order, marks } = &mut *line;
+        for (key, (mark, _)) in marks.iter_mut() {
+            if *mark != Mark::Queued {
+                *mark = Mark::Queued;
+                order.push_back(key.clone());
+            }
+        }
+    }
+
     /// Whether this process runs workers (a webhook is then announced to them, not on the bus).
     pub(crate) fn has_workers(&self) -> bool {
         self.running.load(Ordering::Relaxed)
@@ -768,6 +781,9 @@ pub struct WorkerPool {
 impl WorkerPool {
     /// `n` workers at once, growing up to `cap` while tenants wait in line and none is idle.
     pub(crate) fn spawn(shared: Arc<Shared>, n: usize, cap: usize) -> Self {
+        if !shared.queue.has_workers() {
+            shared.queue.recover();
+        }
         let state = Arc::new(PoolState {
             stop: Arc::new(AtomicBool::new(false)),
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -950,6 +966,22 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         q.ready.notify_waiters();
         assert_eq!(q.waiting(), 0);
+    }
+
+    #[test]
+    fn a_turn_cut_off_by_an_abort_is_taken_over_by_the_next_pool() {
+        let q = Queue::default();
+        q.offer(info("b1", "t1"));
+        q.offer(info("b2", "t2"));
+        let _aborted = q.take().unwrap();
+        assert_eq!(tenant(q.take()).as_deref(), Some("t2"));
+        q.done(&info("b2", "t2"), false);
+        // t1's turn never ended: its mark would keep it out of line for good.
+        q.offer(info("b1", "t1"));
+        assert_eq!(q.waiting(), 0);
+        q.recover();
+        assert_eq!(tenant(q.take()).as_deref(), Some("t1"));
+        assert_eq!(tenant(q.take()), None);
     }
 
     #[test]
