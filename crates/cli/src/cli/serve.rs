@@ -290,4 +290,17 @@ mod tests {
             assert_eq!(e.code, 2);
         }
     }
+
+    /// The documented rule: one worker per 16 active tenants (rounded up), at least 4, at most 256.
+    #[test]
+    fn the_default_pool_is_one_worker_per_16_tenants_between_4_and_256() {
+        assert_eq!(default_workers(0), 4);
+        assert_eq!(default_workers(10), 4);
+        assert_eq!(default_workers(64), 4);
+        assert_eq!(default_workers(65), 5);
+        assert_eq!(default_workers(100), 7);
+        assert_eq!(default_workers(1_000), 63);
+        assert_eq!(default_workers(1_000_000), 256);
+        assert_eq!(MAX_WORKERS, 256);
+    }
 }
