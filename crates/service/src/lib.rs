@@ -280,8 +280,9 @@ pub struct ServiceConfig {
     /// Runs (and then callbacks) a worker handles for one business before it moves on to the
     /// next (each claimed one at a time).
     pub batch: usize,
-    /// How long a worker holds a business's dispatch lease without renewing it (it renews before
-    /// each run and callback): how soon another worker takes over a dead worker's business.
+    /// How long a worker holds a business's dispatch lease without renewing it (it renews once a
+    /// quarter of it has passed, before its next claim): how soon another worker takes over a dead
+    /// worker's business.
     pub dispatch_lease: Duration,
     /// How long a claimed callback is leased to its sender.
     pub callback_lease: Duration,
