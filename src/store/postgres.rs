@@ -47,13 +47,15 @@
 //!
 //! [`SharedRateLimiter`] keeps the state of [`crate::http::limit`]'s [`Window`] rule in the
 //! `rate_limits` table, one row per business (the GCRA's `tat` and the permit times of the last
-//! `L` requests, `recent`): each permit is one atomic
-//! `INSERT … ON CONFLICT DO UPDATE SET (tat, recent) = (…) RETURNING …` computing
-//! `max(now, tat − τ, recent[len − L + 1] + W + m, recent[len])` as the rule does in process,
-//! and the worker then sleeps until it. Row locking serialises the workers' updates, so the
-//! rule's bound (at most the limit in any window shorter than a minute plus the margin, so in any minute) holds across
-//! every process, and a saturated business gets 99.2 % of its limit. `now` is the database
-//! server's clock, so the workers' own clocks need not agree.
+//! `L` requests, `recent`). One statement (the `byte8_rate_permits` function of migration 0011,
+//! which locks the business's row) takes the next permits, each
+//! `max(now, tat − τ, recent[len − L + 1] + span, recent[len])` as the rule does in process, up
+//! to [`MAX_PERMIT_BLOCK`] at once; the process hands them to its next requests, each used within
+//! [`PERMIT_VALIDITY`] of its time or dropped, and every sharer's window is lengthened by that
+//! validity ([`SharedRateLimiter`] has the proof). Row locking serialises the workers' updates,
+//! so the rule's bound (at most the limit in any window shorter than a minute plus the margin,
+//! so in any minute) holds across every process, and a saturated business gets 98.8 % of its
+//! limit. `now` is the database server's clock, so the workers' own clocks need not agree.
 
 mod retention;
 
@@ -987,9 +989,51 @@ impl Permit {
     }
 }
 
+/// How long after its time a permit of a [`SharedRateLimiter`] block may still be used: a permit
+/// taken from the block later than this is dropped (never used) and the next one taken. Every
+/// sharer's window is lengthened by it, so that a request sent up to this late still keeps the
+/// window rule's bound (module docs).
+pub const PERMIT_VALIDITY: Duration = Duration::from_millis(250);
+
+/// The most permits a [`SharedRateLimiter`] takes in one statement.
+pub const MAX_PERMIT_BLOCK: usize = 8;
+
+/// The permits a [`SharedRateLimiter`] holds in this process, on the limiter's clock (µs).
+#[derive(Debug, Default)]
+struct PermitBlock {
+    /// Permits taken and not handed out yet, in order.
+    permits: std::collections::VecDeque<i64>,
+    /// When the last block was taken: this process's instant and the limiter's clock then.
+    taken: Option<(std::time::Instant, i64)>,
+    /// The size of the next block (1 at first).
+    size: usize,
+    /// Whether a permit of the current block was dropped unused.
+    dropped: bool,
+    /// Whether a permit handed out since the last block was for later than its request (the
+    /// business is at its pace: its next requests will use the next permits in order).
+    waited: bool,
+}
+
 /// One business's rate limit shared by every worker process connected to the same database (see
 /// the module docs and [`crate::http::limit`] for the math): at most `config.requests_per_minute`
 /// permits in any minute across all of them, given the same `config` everywhere.
+///
+/// # Permits in blocks
+///
+/// One statement (`byte8_rate_permits`, migration 0011) takes up to [`MAX_PERMIT_BLOCK`] permits
+/// at once, held in this process and handed to its next requests, so that a busy business costs
+/// one statement per several Sage requests rather than one each. A permit must be used within
+/// [`PERMIT_VALIDITY`] of its time or it is dropped (the request takes the next one, or a new
+/// block); the window every sharer keeps is lengthened by that validity. Hence the bound still
+/// holds: permits are in order and any `L + 1` consecutive ones span at least
+/// `W + m + PERMIT_VALIDITY`, a request is sent between its permit and `PERMIT_VALIDITY` after
+/// it, so any `L + 1` requests span at least `W + m` (and a dropped permit is a request fewer).
+/// A business under its pace (its permits are for now) takes one permit a statement, as unused
+/// permits of a block would eat its burst; once a request has to wait for its permit (the
+/// business is at its pace, and its next requests will take the next permits in order) the
+/// block doubles, up to 8, and it halves when a permit is dropped. A saturated business keeps
+/// `L` per `W + m + PERMIT_VALIDITY`, 200 per 60.75 s (98.8 % of Sage's limit), in about one
+/// statement per 8 requests.
 ///
 /// Give it to the Sage provider with `SageBuilder::with_rate_limiter(shared.into())` (or
 /// [`SharedRateLimiter::into_rate_limiter`]).
@@ -1000,12 +1044,24 @@ pub struct SharedRateLimiter {
     config: RateConfig,
     window: Option<Window>,
     clock: Option<Arc<dyn Clock>>,
+    block: Arc<tokio::sync::Mutex<PermitBlock>>,
+    max_block: usize,
+    statements: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SharedRateLimiter {
     /// The limiter of `business` in `store`'s database, with `config`.
     pub fn new(store: &PostgresStore, business: impl Into<String>, config: RateConfig) -> Self {
-        Self { pool: store.pool.clone(), key: business.into(), config, window: Window::of(config), clock: None }
+        Self {
+            pool: store.pool.clone(),
+            key: business.into(),
+            config,
+            window: Window::of(config),
+            clock: None,
+            block: Arc::default(),
+            max_block: MAX_PERMIT_BLOCK,
+            statements: Arc::default(),
+        }
     }
 
     /// Uses `clock` for "now" instead of the database server's clock (tests with a manual clock;
@@ -1016,48 +1072,92 @@ impl SharedRateLimiter {
         self
     }
 
+    /// Takes at most `max` permits a statement (1 to [`MAX_PERMIT_BLOCK`]; 1: no blocks).
+    #[must_use]
+    pub fn with_max_block(mut self, max: usize) -> Self {
+        self.max_block = max.clamp(1, MAX_PERMIT_BLOCK);
+        self
+    }
+
     /// The business.
     pub fn business(&self) -> &str {
         &self.key
     }
 
-    /// Takes the next permit: one atomic update of the business's row (the [`Window`] rule).
+    /// Statements this limiter (and its clones) sent to the database so far.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes the next permit: from the block this process holds, or with one statement taking a
+    /// new block (the [`Window`] rule, see [Permits in blocks](Self#permits-in-blocks)). Use it
+    /// at its time ([`Permit::wait`]).
     ///
     /// # Errors
     /// [`Error::Database`] when the database cannot be reached.
     pub async fn reserve(&self) -> Result<Permit> {
-        let given = self.clock.as_ref().map(|c| c.now());
         let Some(window) = self.window else {
-            let now = given.unwrap_or_else(|| crate::clock::SystemClock.now());
+            let now = self.clock.as_ref().map_or_else(|| crate::clock::SystemClock.now(), |c| c.now());
             return Ok(Permit { now, at: now });
         };
+        let validity = i64::try_from(PERMIT_VALIDITY.as_micros()).unwrap_or(i64::MAX);
+        let mut block = self.block.lock().await;
+        // "Now" on the limiter's clock: the given clock, or the database's as of the last block
+        // plus the time passed here since.
+        let now = match (&self.clock, block.taken) {
+            (Some(c), _) => Some(c.now().timestamp_micros()),
+            (None, Some((instant, then))) => {
+                Some(then.saturating_add(i64::try_from(instant.elapsed().as_micros()).unwrap_or(i64::MAX)))
+            }
+            (None, None) => None,
+        };
+        if let Some(now) = now {
+            while let Some(&at) = block.permits.front() {
+                if at.saturating_add(validity) >= now {
+                    break;
+                }
+                block.permits.pop_front();
+                block.dropped = true;
+            }
+            if let Some(at) = block.permits.pop_front() {
+                block.waited |= at > now;
+                return Ok(Permit { now: micros_time(now), at: micros_time(at.max(now)) });
+            }
+        }
+        // A new block: one permit while the business is not at its pace (its permits are for
+        // now: a block would mostly go stale and its unused permits would eat the burst), doubled
+        // while it is, halved after a dropped permit.
+        block.size = if block.dropped {
+            (block.size / 2).max(1)
+        } else if block.waited {
+            (block.size * 2).min(self.max_block)
+        } else {
+            1
+        }
+        .clamp(1, self.max_block);
+        block.dropped = false;
+        block.waited = false;
         let micros = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        // `excluded.tat − T` is `now`; an index out of the array is NULL, which `greatest`
-        // ignores (fewer than L permits yet: no window bound; none yet: no previous permit).
-        let row = sqlx::query(
-            "WITH clock AS (SELECT coalesce($2::bigint, \
-                 floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint) AS now) \
-             INSERT INTO rate_limits AS r (key, tat, recent) \
-                 SELECT $1, clock.now + $3, ARRAY[clock.now] FROM clock \
-             ON CONFLICT (key) DO UPDATE SET (tat, recent) = ( \
-                 SELECT greatest(r.tat, p.at) + $3, \
-                        (r.recent || p.at)[greatest(1, cardinality(r.recent) + 2 - $5::int):] \
-                 FROM (SELECT greatest(excluded.tat - $3, r.tat - $4, \
-                              r.recent[cardinality(r.recent) - $5::int + 1] + $6, \
-                              r.recent[cardinality(r.recent)]) AS at) p) \
-             RETURNING r.recent[cardinality(r.recent)] AS at, (SELECT now FROM clock) AS now",
-        )
-        .bind(text(&self.key))
-        .bind(given.map(|t| t.timestamp_micros()))
-        .bind(micros(window.interval_micros))
-        .bind(micros(window.tolerance_micros()))
-        .bind(i32::try_from(window.limit).unwrap_or(i32::MAX))
-        .bind(micros(window.span_micros))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
-        let at: i64 = row.try_get("at").map_err(db)?;
-        let now: i64 = row.try_get("now").map_err(db)?;
+        let given = self.clock.as_ref().map(|c| c.now().timestamp_micros());
+        let row = sqlx::query("SELECT byte8_rate_permits($1, $2, $3, $4, $5, $6, $7) AS permits")
+            .bind(text(&self.key))
+            .bind(given)
+            .bind(i32::try_from(block.size).unwrap_or(1))
+            .bind(micros(window.interval_micros))
+            .bind(micros(window.tolerance_micros()))
+            .bind(i32::try_from(window.limit).unwrap_or(i32::MAX))
+            .bind(micros(window.span_micros).saturating_add(validity))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        self.statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let permits: Vec<i64> = row.try_get("permits").map_err(db)?;
+        let (&now, permits) =
+            permits.split_first().ok_or_else(|| Error::internal("byte8_rate_permits returned nothing"))?;
+        block.taken = Some((std::time::Instant::now(), now));
+        block.permits = permits.iter().copied().collect();
+        let at = block.permits.pop_front().ok_or_else(|| Error::internal("byte8_rate_permits returned no permit"))?;
+        block.waited |= at > now;
         Ok(Permit { now: micros_time(now), at: micros_time(at.max(now)) })
     }
 

@@ -384,6 +384,155 @@ async fn workers_sharing_a_limiter_never_exceed_the_limit_in_any_minute() {
     assert_eq!(in_five_minutes, 150, "the whole limit in every window, and no more");
 }
 
+/// A small deterministic generator (xorshift) for the simulated workers' delays.
+fn next_delay(state: &mut u64, below_ms: u64) -> chrono::Duration {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    chrono::Duration::milliseconds(i64::try_from(*state % below_ms.max(1)).unwrap_or(0))
+}
+
+/// Permits in blocks (`SharedRateLimiter`, migration 0011), against an independent model: three
+/// processes share a business; each asks for a permit once its previous request is done, sends
+/// up to 500 ms after the permit's time (scheduling jitter, the window's margin), and then works
+/// for a while — one of them for up to 5 s, so that permits of its blocks go stale and are
+/// dropped, and others use theirs up to the validity late. The model is only the sent times, counted in every closed
+/// minute: never more than the limit. And the blocks do cut the statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn permits_in_blocks_never_let_more_than_the_limit_into_any_minute() {
+    let Some(url) = pg::url("permits_in_blocks_never_let_more_than_the_limit_into_any_minute") else { return };
+    let business = pg::unique("blocks");
+    let config = RateConfig { requests_per_minute: 30, burst: 3 };
+    let clock = ManualClock::new(t0());
+    let limiters: Vec<SharedRateLimiter> = stores(&url, 3)
+        .await
+        .iter()
+        .map(|s| s.rate_limiter(business.clone(), config).with_clock(Arc::new(clock.clone())))
+        .collect();
+    let work_ms = [50, 400, 5_000];
+    let mut ask_at = vec![t0(); limiters.len()];
+    let mut sent = Vec::new();
+    let mut rng = 0x9E37_79B9_7F4A_7C15_u64;
+    let end = t0() + chrono::Duration::minutes(8);
+    while clock.now() < end {
+        let now = clock.now();
+        for (w, limiter) in limiters.iter().enumerate() {
+            if ask_at[w] > now {
+                continue;
+            }
+            let permit = limiter.reserve().await.unwrap();
+            assert_eq!(permit.now, now, "the limiter uses the given clock");
+            assert!(permit.at >= now);
+            let at = permit.at + next_delay(&mut rng, 500);
+            sent.push(at);
+            ask_at[w] = at + next_delay(&mut rng, work_ms[w]);
+        }
+        clock.advance(chrono::Duration::milliseconds(50));
+    }
+    let most = busiest_window(&mut sent, chrono::Duration::minutes(1));
+    let statements: u64 = limiters.iter().map(SharedRateLimiter::statements).sum();
+    eprintln!("{} requests, at most {most} in one minute, {statements} statements", sent.len());
+    assert!(most <= 30, "{most} requests in one minute, limit 30");
+    assert!(sent.len() >= 200, "the processes were kept waiting far below the limit: {}", sent.len());
+    assert!(
+        statements * 2 <= u64::try_from(sent.len()).unwrap(),
+        "{statements} statements for {} permits: blocks should at least halve them",
+        sent.len()
+    );
+}
+
+/// Permits taken late: the worker asks for the next permit 250 ms after the previous one's time
+/// (so the burst's permits, which share one time, are used as late as they are still valid, and
+/// one of them is dropped), and sends with a jitter of either nothing or just under the window's
+/// margin. Counted in every closed minute (the independent model), never more than `L`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn permits_used_as_late_as_they_are_valid_still_keep_every_minute_under_the_limit() {
+    let Some(url) = pg::url("permits_used_as_late_as_they_are_valid_still_keep_every_minute_under_the_limit") else {
+        return;
+    };
+    let business = pg::unique("blocks-late");
+    let config = RateConfig { requests_per_minute: 30, burst: 3 };
+    let clock = ManualClock::new(t0());
+    let limiter = pg::store(&url, 1, None).await.rate_limiter(business, config).with_clock(Arc::new(clock.clone()));
+    let mut sent = Vec::new();
+    let mut rng = 0x2545_F491_4F6C_DD1D_u64;
+    let mut ask_at = t0();
+    let end = t0() + chrono::Duration::minutes(12);
+    while clock.now() < end {
+        if ask_at <= clock.now() {
+            let permit = limiter.reserve().await.unwrap();
+            let jitter = if next_delay(&mut rng, 2) == chrono::Duration::zero() { 0 } else { 499 };
+            sent.push(permit.at + chrono::Duration::milliseconds(jitter));
+            ask_at = permit.at + chrono::Duration::milliseconds(250);
+        }
+        clock.advance(chrono::Duration::milliseconds(50));
+    }
+    let most = busiest_window(&mut sent, chrono::Duration::minutes(1));
+    assert!(sent.len() >= 300, "{} requests in 12 minutes", sent.len());
+    assert!(most <= 30, "{most} requests in one minute, limit 30");
+}
+
+/// A business under its pace takes its permits one at a time (a block's unused permits would go
+/// stale and eat its burst): every permit is for its request's own time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_business_under_its_pace_takes_one_permit_a_statement_and_never_waits() {
+    let Some(url) = pg::url("a_business_under_its_pace_takes_one_permit_a_statement_and_never_waits") else { return };
+    let config = RateConfig { requests_per_minute: 30, burst: 3 };
+    let clock = ManualClock::new(t0());
+    let limiter = pg::store(&url, 1, None)
+        .await
+        .rate_limiter(pg::unique("blocks-idle"), config)
+        .with_clock(Arc::new(clock.clone()));
+    // An event of two requests every 10 s: 12 a minute, under the limit's 30.
+    for _ in 0..30 {
+        for _ in 0..2 {
+            let permit = limiter.reserve().await.unwrap();
+            assert_eq!(permit.at, clock.now(), "a business under its pace never waits");
+            clock.advance(chrono::Duration::milliseconds(150));
+        }
+        clock.advance(chrono::Duration::seconds(10));
+    }
+    assert_eq!(limiter.statements(), 60, "one statement a permit, none taken in advance");
+}
+
+/// A saturated business drained by one worker (the service's case): with blocks it still gets
+/// the whole limit in every window of `W + m + PERMIT_VALIDITY` (60.75 s: 98.8 % of the limit a
+/// minute), in an eighth of the statements once its blocks have grown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saturated_business_keeps_its_share_with_permits_in_blocks() {
+    let Some(url) = pg::url("a_saturated_business_keeps_its_share_with_permits_in_blocks") else { return };
+    let business = pg::unique("blocks-saturated");
+    let config = RateConfig { requests_per_minute: 30, burst: 3 };
+    let clock = ManualClock::new(t0());
+    let limiter =
+        pg::store(&url, 1, None).await.rate_limiter(business.clone(), config).with_clock(Arc::new(clock.clone()));
+    let mut permits = Vec::new();
+    // Ten windows of 60.75 s.
+    let end = t0() + chrono::Duration::milliseconds(607_500);
+    let mut ask_at = t0();
+    while clock.now() < end {
+        if ask_at <= clock.now() {
+            let permit = limiter.reserve().await.unwrap();
+            permits.push(permit.at);
+            // The request and its event take 100 ms after the permit.
+            ask_at = permit.at + chrono::Duration::milliseconds(100);
+        }
+        clock.advance(chrono::Duration::milliseconds(50));
+    }
+    let in_time = permits.iter().filter(|&&a| a < end).count();
+    // Each window: the burst of 3, then one every 2 s: 30 by 54 s into it; ten windows end by
+    // 9 × 60.75 + 54 = 600.75 s.
+    assert_eq!(in_time, 300, "the whole limit in each of ten windows");
+    let most = busiest_window(&mut permits, chrono::Duration::minutes(1));
+    assert!(most <= 30, "{most} in one minute");
+    let statements = limiter.statements();
+    assert!(
+        statements * 6 <= u64::try_from(permits.len()).unwrap(),
+        "{statements} statements for {} permits",
+        permits.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shared_rate_limiters_pace_real_requests_on_the_database_clock() {
     let Some(url) = pg::url("shared_rate_limiters_pace_real_requests_on_the_database_clock") else { return };

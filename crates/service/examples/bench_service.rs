@@ -38,14 +38,16 @@
 //! psql -h /work/pg -U postgres -c 'create database byte8_bench'
 //! cargo run --release -p byte8-ledger-service --example bench_service -- \
 //!     --database-url 'postgres://postgres@localhost/byte8_bench?host=/work/pg' \
-//!     --tenants 10,100,1000 --processes 1 --workers 16 --warmup 30 --seconds 60
+//!     --tenants 10,100,1000 --processes 1 --warmup 30 --seconds 60
 //! ```
 //!
 //! Options (defaults in brackets): `--tenants` a list [10]; `--processes` a list [1];
-//! `--workers` per process [16]; `--rate` events a minute per tenant [2]; `--backfill` tenants
+//! `--workers` per process, or `auto` for `serve`'s own default [auto]; `--rate` events a minute per tenant [2]; `--backfill` tenants
 //! back-filling [1]; `--limit` Sage requests a minute per business [200]; `--latency-ms` [100-150];
 //! `--warmup` s [30]; `--seconds` measured [60]; `--drain` s at most [30]; `--bin` the command
-//! [target/release/byte8-ledger]; `--statements`; `--log` the children's `RUST_LOG` [warn].
+//! [target/release/byte8-ledger]; `--serve-args` more arguments for each `serve` [none];
+//! `--statements` (with a count per statement kind); `--log` the children's `RUST_LOG` [warn].
+//! With `BENCH_KEEP_LOGS` set, the children's logs are kept (their directory is printed).
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
 
 use std::{
@@ -91,7 +93,8 @@ struct Args {
     database_url: String,
     tenants: Vec<usize>,
     processes: Vec<usize>,
-    workers: usize,
+    /// `None`: `serve`'s own default (sized to the tenants, growing).
+    workers: Option<usize>,
     rate: f64,
     backfill: usize,
     limit: u32,
@@ -100,6 +103,8 @@ struct Args {
     seconds: Duration,
     drain: Duration,
     bin: String,
+    /// More arguments for every `serve` child (`--serve-args "--poll-ms 200"`).
+    serve_args: Vec<String>,
     statements: bool,
     log: String,
 }
@@ -113,7 +118,7 @@ fn args() -> Args {
         database_url: std::env::var("BYTE8_BENCH_DATABASE_URL").unwrap_or_default(),
         tenants: vec![10],
         processes: vec![1],
-        workers: 16,
+        workers: None,
         rate: 2.0,
         backfill: 1,
         limit: 200,
@@ -122,6 +127,7 @@ fn args() -> Args {
         seconds: Duration::from_secs(60),
         drain: Duration::from_secs(30),
         bin: "target/release/byte8-ledger".into(),
+        serve_args: Vec::new(),
         statements: false,
         log: "warn".into(),
     };
@@ -137,7 +143,7 @@ fn args() -> Args {
             "--database-url" => a.database_url = value,
             "--tenants" => a.tenants = list(&value),
             "--processes" => a.processes = list(&value),
-            "--workers" => a.workers = value.parse().expect("--workers"),
+            "--workers" => a.workers = (value != "auto").then(|| value.parse().expect("--workers N or auto")),
             "--rate" => a.rate = value.parse().expect("--rate"),
             "--backfill" => a.backfill = value.parse().expect("--backfill"),
             "--limit" => a.limit = value.parse().expect("--limit"),
@@ -152,6 +158,7 @@ fn args() -> Args {
             "--seconds" => a.seconds = secs(&value),
             "--drain" => a.drain = secs(&value),
             "--bin" => a.bin = value,
+            "--serve-args" => a.serve_args = value.split_whitespace().map(str::to_owned).collect(),
             "--log" => a.log = value,
             other => panic!("unknown option {other}"),
         }
@@ -314,17 +321,21 @@ async fn spawn_serve(args: &Args, http: bool, dir: &std::path::Path, n: usize) -
     let log = dir.join(format!("serve-{n}.log"));
     let rust_log = if args.statements { format!("{},sqlx::query=debug", args.log) } else { args.log.clone() };
     let mut c = tokio::process::Command::new(&args.bin);
-    c.args(["serve", "--database-url", &args.database_url, "--workers", &args.workers.to_string()])
-        .args(["--poll-ms", "200", "--purge-every", "0"])
+    c.args(["serve", "--database-url", &args.database_url, "--purge-every", "0"])
         .env("LEDGER_MASTER_KEY", MASTER_KEY)
         .env("SAGE_CLIENT_ID", "demo-client")
         .env("SAGE_CLIENT_SECRET", "demo-secret")
         .env("SAGE_REQUESTS_PER_MINUTE", args.limit.to_string())
         .env("RUST_LOG", rust_log)
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true);
+    c.args(&args.serve_args);
+    if let Some(w) = args.workers {
+        c.args(["--workers", &w.to_string()]);
+    }
     if http {
         c.args(["--listen", "127.0.0.1:0"]);
     } else {
@@ -344,6 +355,32 @@ async fn spawn_serve(args: &Args, http: bool, dir: &std::path::Path, n: usize) -
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (Child { child, pid, log }, url)
+}
+
+/// A field only sqlx's per-statement log line has (`serve` logs without targets, so the line does
+/// not name `sqlx::query`).
+const STATEMENT_FIELD: &str = "elapsed_secs";
+
+fn log_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The statements logged by sqlx in `path` between two byte offsets, counted by their summary
+/// (the statement's first words).
+fn statement_kinds(path: &std::path::Path, from: u64, to: u64) -> BTreeMap<String, u64> {
+    let mut kinds = BTreeMap::new();
+    let Ok(bytes) = std::fs::read(path) else { return kinds };
+    let end = (to as usize).min(bytes.len());
+    let text = String::from_utf8_lossy(&bytes[(from as usize).min(end)..end]);
+    for line in text.lines().filter(|l| l.contains(STATEMENT_FIELD)) {
+        let kind = line
+            .split_once("summary")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map_or_else(|| "?".to_owned(), |(summary, _)| summary.to_owned());
+        *kinds.entry(kind).or_default() += 1;
+    }
+    kinds
 }
 
 fn count_lines(path: &std::path::Path, needle: &str) -> u64 {
@@ -399,8 +436,15 @@ async fn xacts(pool: &sqlx::PgPool) -> i64 {
 
 #[allow(clippy::too_many_lines)]
 async fn run(args: &Args, tenants: usize, processes: usize) {
-    println!("\n## {tenants} tenants, {processes} worker process(es) × {} workers", args.workers);
+    println!(
+        "\n## {tenants} tenants, {processes} worker process(es) × {} workers",
+        args.workers.map_or_else(|| "serve's default".to_owned(), |w| w.to_string())
+    );
     let dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
+        // The serve processes' logs are kept for a look afterwards.
+        println!("logs in {}", dir.path().display());
+    }
     let master = MasterKey::from_base64(&SecretString::from(MASTER_KEY.to_owned())).unwrap();
     // A clean database for each configuration.
     {
@@ -613,7 +657,7 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
                 serve_ticks: children_pids.iter().filter_map(|&p| cpu_ticks(p)).sum(),
                 pg_ticks: backends.iter().filter_map(|&p| cpu_ticks(p)).sum(),
                 xacts,
-                statements: if statements { logs.iter().map(|l| count_lines(l, "sqlx::query")).sum() } else { 0 },
+                statements: if statements { logs.iter().map(|l| count_lines(l, STATEMENT_FIELD)).sum() } else { 0 },
                 callbacks: callbacks.load(Ordering::Relaxed),
                 sage,
                 throttled,
@@ -626,12 +670,14 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
         backfill_businesses.iter().map(|b| (b.clone(), c.requests.get(b).copied().unwrap_or(0))).collect()
     };
     let s0 = snapshot(pool.clone(), backends.clone()).await;
+    let logs_at_s0: Vec<u64> = children.iter().map(|c| log_size(&c.log)).collect();
     measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(args.seconds).await;
     measuring.store(false, Ordering::Relaxed);
     // The backends alive at the end too (a pool may have opened more during the window).
     let backends_end = pg_backends(&pool).await;
     let s1 = snapshot(pool.clone(), backends.clone()).await;
+    let logs_at_s1: Vec<u64> = children.iter().map(|c| log_size(&c.log)).collect();
     let window_end = SystemClock.now();
     let backfill_end: BTreeMap<String, u64> = {
         let c = counts.lock().unwrap();
@@ -775,6 +821,17 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
             "| database statements per event (sqlx log) | {:.1} |",
             (s1.statements - s0.statements) as f64 / events
         );
+        let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
+        for (c, (from, to)) in children.iter().zip(logs_at_s0.iter().zip(&logs_at_s1)) {
+            for (kind, n) in statement_kinds(&c.log, *from, *to) {
+                *kinds.entry(kind).or_default() += n;
+            }
+        }
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+        for (kind, n) in kinds.iter().take(20) {
+            println!("|   {:.2} / event | `{}` |", *n as f64 / events, kind.replace('|', "\\|"));
+        }
     }
     println!(
         "| Sage requests in the window / per event / 429s | {sage} / {:.2} / {} |",
@@ -810,6 +867,9 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
     let warnings: u64 = children.iter().map(|c| count_lines(&c.log, " WARN ")).sum();
     let errors: u64 = children.iter().map(|c| count_lines(&c.log, "ERROR")).sum();
     println!("| warnings / errors logged by serve | {warnings} / {errors} |");
+    if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
+        std::mem::forget(dir);
+    }
 }
 
 #[tokio::main]

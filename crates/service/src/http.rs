@@ -113,6 +113,17 @@ async fn webhook(
         )
         .await
         .map_err(|e| ApiError::from_store(&e))?;
+    if !matches!(enqueued, Enqueued::Duplicate { .. }) {
+        // This process's workers hear of it now, not at their next look for work; without
+        // workers here, the other processes' do (crate::wake).
+        if shared.queue.has_workers() {
+            shared.queue.offer(binding.info());
+        } else if let Some(bus) = shared.wake.get()
+            && let Err(e) = bus.announce(&binding.scope, &binding.tenant_id).await
+        {
+            tracing::warn!(tenant = %binding.tenant_id, error = %e, "cannot announce the queued run to the workers (they find it at their next look)");
+        }
+    }
     let how = match enqueued {
         Enqueued::New(_) => "queued",
         Enqueued::Collapsed(_) => "collapsed into the queued run",

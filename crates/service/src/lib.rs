@@ -76,11 +76,44 @@
 //!
 //! # Workers
 //!
-//! A worker is a loop (a tokio task; `serve --workers N` runs N, and `serve --no-http` runs
-//! processes without HTTP). Each pass goes over the active bindings and, for each one whose
-//! **dispatch lease** it can take ([`DispatchStore::acquire_dispatch`](crate::store::DispatchStore::acquire_dispatch)), claims due runs of its
-//! business and processes them, then sends its pending callbacks, renewing the lease before each
-//! claim and each callback (up to [`ServiceConfig::batch`] of each before it moves on). A ledger
+//! A worker is a loop (a tokio task; `serve --workers N` starts N, and `serve --no-http` runs
+//! processes without HTTP) that takes the next tenant from this process's **line** of tenants with
+//! work, takes its business's **dispatch lease**
+//! ([`DispatchStore::acquire_dispatch`](crate::store::DispatchStore::acquire_dispatch)),
+//! claims due runs of its business and processes them, then sends its pending callbacks (up to
+//! [`ServiceConfig::batch`] of each; the lease is renewed once a quarter of
+//! [`ServiceConfig::dispatch_lease`] has passed), releases the lease, and takes the next tenant.
+//! A worker with nothing in line waits without reading the store. The line is fed by:
+//!
+//! - **the webhook route**, the moment it queues a run: the tenant goes in line and an idle
+//!   worker wakes (no polling delay, no read);
+//! - **a turn that stopped at its bound** ([`ServiceConfig::batch`]) or during which more work
+//!   was announced: the tenant goes back in line, behind the others;
+//! - **the dispatcher's look**, every [`ServiceConfig::poll_interval`] (a second by default): one
+//!   read of the tenants with work due that nothing announced
+//!   ([`DispatchStore::due_tenants`](crate::store::DispatchStore::due_tenants)):
+//!   a run due again after its back-off, a callback to retry, a run requeued by the command or the
+//!   console, a webhook another process accepted (a process started with `--workers 0`), a
+//!   business whose worker died. Every `probe_interval` it also puts in line the tenants whose
+//!   Magento refused the ledger, to be pinged.
+//!
+//! A tenant is in line, or being drained, at most once per process, so two workers of one process
+//! never contend for a business. Across processes, a process whose lease attempt fails leaves the
+//! business to the holder. On SQLite (one process) the route's wake-up and the look are all there
+//! is. On PostgreSQL a webhook is drained by the process that accepted it when that process runs
+//! workers; a process without workers (`serve --workers 0`) announces it on the
+//! [`wake::WakeBus`] set with [`Service::set_wake_bus`] (`LISTEN`/`NOTIFY`, which `serve` sets), and
+//! every process with workers then looks at once; anything else is found by the periodic look.
+//!
+//! **How many workers.** A worker spends most of an event waiting for Sage (100–150 ms a request,
+//! one to three requests an event) and Magento, so a node needs as many as it has round trips in
+//! flight, not as many as it has cores: 1,000 tenants at a busy hour's two events a minute each
+//! need about 64 (BENCHMARKS.md). [`Service::spawn_workers_up_to`] starts some and grows the pool,
+//! up to a cap, whenever tenants wait in line while no worker is idle; `serve` starts one worker
+//! per 16 active tenants (at least 4) and grows up to 256 (`--workers`, `--max-workers`). An idle
+//! worker costs a parked task, nothing more.
+//!
+//! A ledger
 //! that takes one document a request (Sage) gets one run a claim, processed alone; one that takes
 //! several (`Capabilities::max_batch` > 1: Xero) gets up to that many a claim (at most
 //! [`ServiceConfig::batch`]), processed through the engine's batched path
@@ -175,6 +208,7 @@ mod retention;
 pub mod serve;
 pub mod store;
 mod tokens;
+pub mod wake;
 mod worker;
 
 use std::{fmt, sync::Arc, time::Duration};
@@ -239,13 +273,16 @@ impl ProviderFactory for StoredProviders {
 /// Service settings.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    /// How long an idle worker sleeps before looking for work again.
+    /// How often the dispatcher looks for work nothing announced (a run due after its back-off,
+    /// a callback to retry, a webhook another process accepted): see [Workers](self#workers). A
+    /// webhook this process accepts wakes a worker at once.
     pub poll_interval: Duration,
     /// Runs (and then callbacks) a worker handles for one business before it moves on to the
     /// next (each claimed one at a time).
     pub batch: usize,
-    /// How long a worker holds a business's dispatch lease without renewing it (it renews before
-    /// each run and callback): how soon another worker takes over a dead worker's business.
+    /// How long a worker holds a business's dispatch lease without renewing it (it renews once a
+    /// quarter of it has passed, before its next claim): how soon another worker takes over a dead
+    /// worker's business.
     pub dispatch_lease: Duration,
     /// How long a claimed callback is leased to its sender.
     pub callback_lease: Duration,
@@ -283,13 +320,13 @@ pub struct ServiceConfig {
 }
 
 impl Default for ServiceConfig {
-    /// Half-second polls, batches of 20, a 2-minute dispatch lease, callbacks retried after 5 s,
+    /// A look for unannounced work every second, batches of 20, a 2-minute dispatch lease, callbacks retried after 5 s,
     /// 30 s, 2 min, 10 min, 30 min then hourly, a ping a minute for a revoked token, two quick
     /// retries per Magento call of at most 60 s each, the engine's defaults, 256 KiB bodies
     /// read within 30 s requests, Byte8's retention promise purged hourly.
     fn default() -> Self {
         Self {
-            poll_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_secs(1),
             batch: 20,
             dispatch_lease: Duration::from_secs(120),
             callback_lease: Duration::from_secs(60),
@@ -337,6 +374,10 @@ pub(crate) struct Shared {
     pub(crate) process: String,
     /// The last dispatch error of each tenant (logged once, not every pass).
     pub(crate) last_errors: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The tenants with work announced, which this process's workers take from.
+    pub(crate) queue: Arc<worker::Queue>,
+    /// Where a process without workers announces the work it queued ([`wake`]).
+    pub(crate) wake: std::sync::OnceLock<Arc<dyn wake::WakeBus>>,
 }
 
 impl fmt::Debug for Service {
@@ -367,6 +408,8 @@ impl Service {
                 runtimes: worker::Runtimes::default(),
                 process: uuid::Uuid::new_v4().simple().to_string(),
                 last_errors: std::sync::Mutex::default(),
+                queue: Arc::default(),
+                wake: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -376,10 +419,32 @@ impl Service {
         http::router(Arc::clone(&self.shared))
     }
 
-    /// Starts `n` worker tasks on the current tokio runtime, and the periodic retention purge
-    /// when [`ServiceConfig::retention`] is set; stop them with [`WorkerPool::stop`].
+    /// Starts `n` worker tasks on the current tokio runtime (a fixed number), their dispatcher,
+    /// and the periodic retention purge when [`ServiceConfig::retention`] is set; stop them with
+    /// [`WorkerPool::stop`].
     pub fn spawn_workers(&self, n: usize) -> WorkerPool {
-        WorkerPool::spawn(Arc::clone(&self.shared), n)
+        WorkerPool::spawn(Arc::clone(&self.shared), n, n)
+    }
+
+    /// As [`spawn_workers`](Self::spawn_workers), starting `n` workers and growing the pool up
+    /// to `cap` while tenants with work wait in line and no worker is idle (see
+    /// [Workers](self#workers): how many a node needs is set by the Sage round trips in flight,
+    /// not by the CPU). The pool does not shrink: an idle worker waits without reading the store.
+    pub fn spawn_workers_up_to(&self, n: usize, cap: usize) -> WorkerPool {
+        WorkerPool::spawn(Arc::clone(&self.shared), n, cap)
+    }
+
+    /// Sets the bus on which this process announces the work it queues while it runs no
+    /// worker, and on which its workers hear other processes' announcements ([`wake`]; on
+    /// PostgreSQL, [`wake::PgWakeBus`]). Set it before [`spawn_workers`](Self::spawn_workers);
+    /// false when a bus was already set (the first one is kept).
+    pub fn set_wake_bus(&self, bus: Arc<dyn wake::WakeBus>) -> bool {
+        self.shared.wake.set(bus).is_ok()
+    }
+
+    /// The providers' factory (another [`Service`] on the same store may share it).
+    pub fn providers(&self) -> &Arc<dyn ProviderFactory> {
+        &self.shared.providers
     }
 
     /// The store.

@@ -6,7 +6,7 @@ use std::{
     panic::AssertUnwindSafe,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Instant,
 };
@@ -188,21 +188,23 @@ fn permanent(e: &Error) -> bool {
 }
 
 /// One tenant's turn, under its business's dispatch lease (just taken: `lease`): due runs, then
-/// due callbacks.
+/// due callbacks, up to [`ServiceConfig::batch`](super::ServiceConfig::batch) of each. True when
+/// either stopped at that bound (more may be waiting: the business goes back in line), false
+/// when both were drained, the worker stops or the lease is lost.
 async fn dispatch(
     shared: &Arc<Shared>,
     info: &BindingInfo,
     holder: &str,
     stop: &AtomicBool,
     mut lease: HeldLease,
-) -> Result<usize> {
+) -> Result<bool> {
     let rt = runtime(shared, info).await?;
     let mut status = StatusSync { stored: info.magento_status };
     if rt.magento.status() == ConnectionStatus::TokenRevoked || info.magento_status == ConnectionStatus::TokenRevoked {
         {
             let mut last = rt.last_probe.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if last.is_some_and(|t| t.elapsed() < shared.config.probe_interval) {
-                return Ok(0);
+                return Ok(false);
             }
             *last = Some(Instant::now());
         }
@@ -210,7 +212,7 @@ async fn dispatch(
         status.sync(shared, &rt).await;
         if let Err(e) = ping {
             tracing::debug!(tenant = %rt.tenant_id, error = %e, "Magento still refuses the ledger");
-            return Ok(0);
+            return Ok(false);
         }
     }
     let config = &shared.config;
@@ -220,11 +222,13 @@ async fn dispatch(
     // renewed when a quarter of it has passed): a worker that stops, or loses the lease, leaves
     // nothing claimed behind.
     let per_claim = batch_size(&rt).await;
+    let mut more = true;
     while handled < config.batch {
         if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
-            return Ok(handled);
+            return Ok(false);
         }
         let now = shared.clock.now();
+        let asked = per_claim.min(config.batch - handled);
         // This tenant's runs only: a business paired to another tenant since keeps the old
         // tenant's runs, which must never be fetched from this tenant's store.
         let runs = shared
@@ -234,75 +238,104 @@ async fn dispatch(
                 Some(&rt.tenant_id),
                 now,
                 byte8_ledger_core::clock::later(now, config.engine.lease),
-                per_claim.min(config.batch - handled),
+                asked,
             )
             .await?;
         if runs.is_empty() {
+            more = false;
             break;
         }
+        let fewer = runs.len() < asked;
         handled += runs.len();
         process_claimed(shared, &rt, runs).await?;
         status.sync(shared, &rt).await;
+        if fewer {
+            // Fewer than asked: none was left to claim (no further, empty claim).
+            more = false;
+            break;
+        }
     }
     if rt.magento.status() == ConnectionStatus::TokenRevoked {
-        return Ok(handled);
+        return Ok(false);
     }
-    for _ in 0..config.batch {
+    // The due callbacks in one claim (up to the batch), sent one by one: a claim that returns
+    // fewer than asked means none is left, without a further (empty) claim. Callbacks claimed
+    // and not sent (the tenant's token revoked meanwhile) are due again when their lease ends.
+    let mut callbacks_left = true;
+    let mut sent = 0;
+    while sent < config.batch {
         if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
-            return Ok(handled);
+            return Ok(false);
         }
         let now = shared.clock.now();
-        let Some(cb) = shared
+        let asked = config.batch - sent;
+        let claimed = shared
             .store
             .claim_callbacks(
                 &rt.scope,
                 &rt.tenant_id,
                 now,
                 byte8_ledger_core::clock::later(now, config.callback_lease),
-                1,
+                asked,
             )
-            .await?
-            .pop()
-        else {
+            .await?;
+        if claimed.len() < asked {
+            callbacks_left = false;
+        }
+        if claimed.is_empty() {
             break;
-        };
-        handled += 1;
-        let (id, generation) = (cb.run.id, cb.generation);
-        let Some(outcome) = cb.run.outcome.as_ref() else {
-            tracing::error!(tenant = %rt.tenant_id, run = id, "a terminal run without an outcome: no callback to send");
+        }
+        sent += claimed.len();
+        for cb in claimed {
+            if !send_callback(shared, &rt, &cb).await? {
+                status.sync(shared, &rt).await;
+                return Ok(false);
+            }
+            status.sync(shared, &rt).await;
+        }
+        if !callbacks_left {
+            break;
+        }
+    }
+    Ok(more || callbacks_left)
+}
+
+/// Sends one claimed callback and records what became of it. False when Magento refused the
+/// ledger's token (the tenant's other callbacks then wait until it pairs again).
+async fn send_callback(shared: &Shared, rt: &TenantRuntime, cb: &crate::store::PendingCallback) -> Result<bool> {
+    let (id, generation) = (cb.run.id, cb.generation);
+    let Some(outcome) = cb.run.outcome.as_ref() else {
+        tracing::error!(tenant = %rt.tenant_id, run = id, "a terminal run without an outcome: no callback to send");
+        shared.store.callback_sent(id, generation, shared.clock.now()).await?;
+        return Ok(true);
+    };
+    match rt.magento.post_sync_state(outcome).await {
+        Ok(()) => {
             shared.store.callback_sent(id, generation, shared.clock.now()).await?;
-            continue;
-        };
-        match rt.magento.post_sync_state(outcome).await {
-            Ok(()) => {
-                shared.store.callback_sent(id, generation, shared.clock.now()).await?;
-                tracing::info!(tenant = %rt.tenant_id, run = id, key = %cb.run.idempotency_key, "sync state sent to Magento");
-            }
-            Err(e) if permanent(&e) => {
-                tracing::error!(tenant = %rt.tenant_id, run = id, error = %e, "Magento can never accept this sync state: dropped");
-                shared.store.callback_sent(id, generation, shared.clock.now()).await?;
-            }
-            Err(e) => {
-                let delay = config.callback_delay(cb.attempts.saturating_add(1));
-                tracing::warn!(tenant = %rt.tenant_id, run = id, attempt = cb.attempts + 1, retry_in_s = delay.as_secs_f64(), error = %e, "sync-state callback failed; it stays queued");
-                shared
-                    .store
-                    .callback_failed(
-                        id,
-                        generation,
-                        byte8_ledger_core::clock::later(shared.clock.now(), delay),
-                        &e.to_string(),
-                    )
-                    .await?;
-                if rt.magento.status() == ConnectionStatus::TokenRevoked {
-                    status.sync(shared, &rt).await;
-                    return Ok(handled);
-                }
+            tracing::info!(tenant = %rt.tenant_id, run = id, key = %cb.run.idempotency_key, "sync state sent to Magento");
+        }
+        Err(e) if permanent(&e) => {
+            tracing::error!(tenant = %rt.tenant_id, run = id, error = %e, "Magento can never accept this sync state: dropped");
+            shared.store.callback_sent(id, generation, shared.clock.now()).await?;
+        }
+        Err(e) => {
+            let delay = shared.config.callback_delay(cb.attempts.saturating_add(1));
+            tracing::warn!(tenant = %rt.tenant_id, run = id, attempt = cb.attempts + 1, retry_in_s = delay.as_secs_f64(), error = %e, "sync-state callback failed; it stays queued");
+            shared
+                .store
+                .callback_failed(
+                    id,
+                    generation,
+                    byte8_ledger_core::clock::later(shared.clock.now(), delay),
+                    &e.to_string(),
+                )
+                .await?;
+            if rt.magento.status() == ConnectionStatus::TokenRevoked {
+                return Ok(false);
             }
         }
-        status.sync(shared, &rt).await;
     }
-    Ok(handled)
+    Ok(true)
 }
 
 /// How many runs a worker claims at once for a tenant: its ledger's batch size
@@ -357,70 +390,66 @@ async fn process_claimed(shared: &Arc<Shared>, rt: &Arc<TenantRuntime>, mut runs
     Ok(())
 }
 
-/// One pass over the active bindings with work due (`DispatchStore::due_tenants`: one read, so
-/// that an idle tenant costs a pass nothing), and, when `probe` is set, those whose Magento
-/// refused the ledger (probed every `probe_interval`): each business whose dispatch lease this
-/// worker gets, until `stop` is set.
-async fn pass(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, probe: bool) -> Result<usize> {
+/// One tenant's turn: takes its business's dispatch lease (a business another worker holds is
+/// left alone: that worker drains it), drains it ([`dispatch`]), releases the lease. True when
+/// the turn ended on [`ServiceConfig::batch`](super::ServiceConfig::batch) with more possibly
+/// waiting (the business goes back in line, behind the others).
+async fn turn(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, info: &BindingInfo) -> bool {
+    match renew(shared, &info.scope, holder).await {
+        Ok(true) => {}
+        Ok(false) => return false,
+        Err(e) => {
+            tracing::warn!(business = %info.scope, error = %e, "cannot take the dispatch lease");
+            return false;
+        }
+    }
+    // Anything else that panics in the tenant's turn (a callback, building its runtime) is
+    // caught here: the lease is released below and the tenant's runtime rebuilt next time.
+    let result = match AssertUnwindSafe(dispatch(shared, info, holder, stop, HeldLease::now())).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let text = panic_text(panic.as_ref());
+            tracing::error!(tenant = %info.tenant_id, panic = %text, "a worker panicked on the tenant's turn; it goes on");
+            shared.runtimes.lock().await.remove(&info.tenant_id);
+            Err(Error::internal(format!("a worker panicked: {text}")))
+        }
+    };
+    if let Err(e) = shared.store.release_dispatch(&info.scope, holder).await {
+        tracing::warn!(business = %info.scope, error = %e, "cannot release the dispatch lease (it expires by itself)");
+    }
+    match result {
+        Ok(more) => {
+            shared.report(&info.tenant_id, None);
+            more
+        }
+        Err(e) => {
+            shared.report(&info.tenant_id, Some(&e));
+            false
+        }
+    }
+}
+
+/// The safety net: one read of the tenants with work due that nobody announced (a run due again
+/// after its back-off, a callback to retry, a webhook another process queued, a run requeued by
+/// the command) — `DispatchStore::due_tenants`, which leaves out businesses whose dispatch lease
+/// is held — and, when `probe` is set, the active tenants whose Magento refused the ledger
+/// (probed every `probe_interval`). Each goes in line ([`Queue::offer`]). Returns how many.
+async fn look(shared: &Arc<Shared>, probe: bool) -> Result<usize> {
     let due: std::collections::HashSet<(String, String)> =
         shared.store.due_tenants(shared.clock.now()).await?.into_iter().collect();
     if due.is_empty() && !probe {
         return Ok(0);
     }
-    let mut tenants: Vec<BindingInfo> = shared
-        .store
-        .bindings()
-        .await?
-        .into_iter()
-        .filter(BindingInfo::is_active)
-        .filter(|b| {
-            b.magento_status == ConnectionStatus::TokenRevoked || due.contains(&(b.scope.clone(), b.tenant_id.clone()))
-        })
-        .collect();
-    if tenants.len() > 1 {
-        // Start at a random tenant, so that workers spread over businesses.
-        let k = rand::random_range(0..tenants.len());
-        tenants.rotate_left(k);
-    }
-    let mut handled = 0;
-    for info in tenants {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        match renew(shared, &info.scope, holder).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::warn!(business = %info.scope, error = %e, "cannot take the dispatch lease");
-                continue;
-            }
-        }
-        // Anything else that panics in the tenant's turn (a callback, building its runtime) is
-        // caught here: the lease is released below and the tenant's runtime rebuilt next time.
-        let result = match AssertUnwindSafe(dispatch(shared, &info, holder, stop, HeldLease::now()))
-            .catch_unwind()
-            .await
+    let mut offered = 0;
+    for info in shared.store.bindings().await?.into_iter().filter(BindingInfo::is_active) {
+        if due.contains(&(info.scope.clone(), info.tenant_id.clone()))
+            || (probe && info.magento_status == ConnectionStatus::TokenRevoked)
         {
-            Ok(result) => result,
-            Err(panic) => {
-                let text = panic_text(panic.as_ref());
-                tracing::error!(tenant = %info.tenant_id, panic = %text, "a worker panicked on the tenant's turn; it goes on");
-                shared.runtimes.lock().await.remove(&info.tenant_id);
-                Err(Error::internal(format!("a worker panicked: {text}")))
-            }
-        };
-        if let Err(e) = shared.store.release_dispatch(&info.scope, holder).await {
-            tracing::warn!(business = %info.scope, error = %e, "cannot release the dispatch lease (it expires by itself)");
-        }
-        match result {
-            Ok(n) => {
-                handled += n;
-                shared.report(&info.tenant_id, None);
-            }
-            Err(e) => shared.report(&info.tenant_id, Some(&e)),
+            shared.queue.offer(info);
+            offered += 1;
         }
     }
-    Ok(handled)
+    Ok(offered)
 }
 
 /// Drops a tenant's runtime after a panic (its state may be half-updated): the next turn builds
@@ -463,38 +492,295 @@ impl Shared {
     }
 }
 
-/// One worker's loop: passes over the tenants until `stop` is set.
-async fn work(shared: Arc<Shared>, i: usize, stop: Arc<AtomicBool>, wake: Arc<tokio::sync::Notify>) {
+/// Where a business stands in this process's line ([`Queue`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// In line, waiting for a worker.
+    Queued,
+    /// A worker is on it.
+    Busy,
+    /// A worker is on it, and work was announced meanwhile: back in line after the turn.
+    BusyAgain,
+}
+
+#[derive(Debug, Default)]
+struct Line {
+    order: std::collections::VecDeque<(String, String)>,
+    marks: HashMap<(String, String), (Mark, BindingInfo)>,
+}
+
+/// This process's line of tenants with work to do, which its workers take from: fed by the
+/// webhook route the moment it queues a run ([`Queue::offer`]), by a turn that stopped at its
+/// bound, and by the dispatcher's periodic look (the safety net: [`look`]). A tenant is in line
+/// (or being drained) at most once, so an idle worker waits here without reading the store, and
+/// two workers of one process never contend for one business.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    line: Mutex<Line>,
+    /// Workers wait here for a tenant.
+    ready: tokio::sync::Notify,
+    /// The dispatcher waits here (a tenant offered while no worker is idle: one more may be
+    /// started, up to the pool's cap).
+    poke: tokio::sync::Notify,
+    /// Workers waiting for a tenant now.
+    idle: AtomicUsize,
+    /// Whether a worker pool runs in this process.
+    running: AtomicBool,
+    /// Another process announced work ([`crate::wake`]): the dispatcher looks at once.
+    look_now: AtomicBool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Line> {
+        self.line.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Puts `info`'s tenant in line, unless it is already; a tenant being drained goes back in
+    /// line after its turn. Wakes a worker (or the dispatcher, when none is idle).
+    pub(crate) fn offer(&self, info: BindingInfo) {
+        let key = (info.scope.clone(), info.tenant_id.clone());
+        let mut line = self.lock();
+        match line.marks.get_mut(&key) {
+            None => {
+                line.marks.insert(key.clone(), (Mark::Queued, info));
+                line.order.push_back(key);
+            }
+            Some((mark, stored)) => {
+                if *mark == Mark::Busy {
+                    *mark = Mark::BusyAgain;
+                }
+                *stored = info;
+                return;
+            }
+        }
+        drop(line);
+        self.ready.notify_one();
+        if self.idle.load(Ordering::Relaxed) == 0 {
+            self.poke.notify_one();
+        }
+    }
+
+    /// The next tenant in line, now marked as being drained.
+    fn take(&self) -> Option<BindingInfo> {
+        let mut line = self.lock();
+        let key = line.order.pop_front()?;
+        let entry = line.marks.get_mut(&key)?;
+        entry.0 = Mark::Busy;
+        Some(entry.1.clone())
+    }
+
+    /// A turn on `info`'s tenant is over: back in line when `more` may be waiting or work was
+    /// announced during the turn, out of line otherwise.
+    fn done(&self, info: &BindingInfo, more: bool) {
+        let key = (info.scope.clone(), info.tenant_id.clone());
+        let mut line = self.lock();
+        let again = line.marks.get(&key).is_some_and(|(mark, _)| *mark == Mark::BusyAgain);
+        if more || again {
+            if let Some(entry) = line.marks.get_mut(&key) {
+                entry.0 = Mark::Queued;
+            }
+            line.order.push_back(key);
+            drop(line);
+            self.ready.notify_one();
+        } else {
+            line.marks.remove(&key);
+        }
+    }
+
+    /// Puts back in line every tenant marked as being drained: what a pool whose workers were
+    /// aborted mid-turn (`WorkerPool::stop_within`) left behind, for the next pool to take over.
+    fn recover(&self) {
+        let mut line = self.lock();
+        let Line { order, marks } = &mut *line;
+        for (key, (mark, _)) in marks.iter_mut() {
+            if *mark != Mark::Queued {
+                *mark = Mark::Queued;
+                order.push_back(key.clone());
+            }
+        }
+    }
+
+    /// Whether this process runs workers (a webhook is then announced to them, not on the bus).
+    pub(crate) fn has_workers(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the next tenant in line (marked as being drained), without reading the store;
+    /// `None` once `stop` is set (the pool then wakes every waiter).
+    async fn next(&self, stop: &AtomicBool) -> Option<BindingInfo> {
+        loop {
+            // Registered before looking at the line, so that an offer in between is not missed,
+            // and gone when this returns: a worker busy on a turn holds no registration, which
+            // would take an offer's wake-up from an idle worker until the turn ended.
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            if let Some(info) = self.take() {
+                return Some(info);
+            }
+            self.idle.fetch_add(1, Ordering::Relaxed);
+            ready.await;
+            self.idle.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Tenants in line (not counting those being drained).
+    fn waiting(&self) -> usize {
+        self.lock().order.len()
+    }
+}
+
+/// One worker's loop: takes the next tenant in line and drains it, or waits for one (without
+/// reading the store) until `stop` is set.
+async fn work(shared: Arc<Shared>, i: usize, stop: Arc<AtomicBool>) {
     let name = holder(&shared, i);
-    // When this worker last looked at every active binding (for the tenants to probe).
+    let queue = Arc::clone(&shared.queue);
+    while let Some(info) = queue.next(&stop).await {
+        let more = turn(&shared, &name, &stop, &info).await;
+        queue.done(&info, more && !stop.load(Ordering::Relaxed));
+    }
+}
+
+/// The dispatcher: every [`ServiceConfig::poll_interval`](super::ServiceConfig::poll_interval)
+/// it looks for work nobody announced ([`look`]), and whenever tenants wait in line while no
+/// worker is idle it starts another worker, up to the pool's cap.
+async fn dispatcher(shared: Arc<Shared>, pool: Arc<PoolState>) {
     let mut probed: Option<Instant> = None;
-    while !stop.load(Ordering::Relaxed) {
-        let probe = probed.is_none_or(|t| t.elapsed() >= shared.config.probe_interval);
-        if probe {
-            probed = Some(Instant::now());
+    let mut next = tokio::time::Instant::now();
+    loop {
+        let poke = shared.queue.poke.notified();
+        tokio::pin!(poke);
+        poke.as_mut().enable();
+        let woken = pool.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if pool.stop.load(Ordering::Relaxed) {
+            break;
         }
-        let handled = match pass(&shared, &name, &stop, probe).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(worker = i, error = %e, "worker pass failed");
-                0
-            }
-        };
-        if handled == 0 && !stop.load(Ordering::Relaxed) {
-            tokio::select! {
-                () = wake.notified() => {}
-                () = tokio::time::sleep(shared.config.poll_interval) => {}
-            }
+        if shared.queue.look_now.swap(false, Ordering::Relaxed) {
+            next = tokio::time::Instant::now();
         }
+        if tokio::time::Instant::now() >= next {
+            let probe = probed.is_none_or(|t| t.elapsed() >= shared.config.probe_interval);
+            if probe {
+                probed = Some(Instant::now());
+            }
+            if let Err(e) = look(&shared, probe).await {
+                tracing::warn!(error = %e, "cannot read the tenants with work due");
+            }
+            next = tokio::time::Instant::now() + shared.config.poll_interval;
+        }
+        pool.grow(&shared);
+        tokio::select! {
+            () = &mut poke => {}
+            () = &mut woken => {}
+            () = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+/// Hears other processes' announcements of work ([`crate::wake`]) and has the dispatcher look at
+/// once; after a broken connection, tries again a poll interval later.
+async fn listen(shared: Arc<Shared>, bus: Arc<dyn crate::wake::WakeBus>, pool: Arc<PoolState>) {
+    let mut failing = false;
+    loop {
+        let woken = pool.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if pool.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::select! {
+            () = &mut woken => continue,
+            heard = bus.next() => match heard {
+                Ok(()) => {
+                    failing = false;
+                    shared.queue.look_now.store(true, Ordering::Relaxed);
+                    shared.queue.poke.notify_one();
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot listen for other processes' work (found at each look instead)");
+                    }
+                    failing = true;
+                    tokio::select! {
+                        () = &mut woken => {}
+                        () = tokio::time::sleep(shared.config.poll_interval) => {}
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// What the pool's tasks share.
+#[derive(Debug)]
+struct PoolState {
+    stop: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+    /// The workers' supervisors.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The most workers the dispatcher may start.
+    cap: usize,
+}
+
+impl PoolState {
+    fn workers(&self) -> usize {
+        self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Starts worker number `i` under a supervisor.
+    fn spawn(&self, shared: &Arc<Shared>, i: usize) -> JoinHandle<()> {
+        let (shared, stop) = (Arc::clone(shared), Arc::clone(&self.stop));
+        // The supervisor: a worker whose task panicked anyway is logged and restarted
+        // (after a poll interval, so that a panic on every turn does not spin).
+        tokio::spawn(async move {
+            loop {
+                let mut task = AbortOnDrop(tokio::spawn(work(Arc::clone(&shared), i, Arc::clone(&stop))));
+                match (&mut task.0).await {
+                    Err(e) if e.is_panic() && !stop.load(Ordering::Relaxed) => {
+                        let text = panic_text(e.into_panic().as_ref());
+                        tracing::error!(worker = i, panic = %text, "a worker panicked: restarting it");
+                        tokio::time::sleep(shared.config.poll_interval).await;
+                    }
+                    _ => return,
+                }
+            }
+        })
+    }
+
+    /// Tenants waiting in line and no worker idle: starts one more worker per waiting tenant, up
+    /// to the cap.
+    fn grow(&self, shared: &Arc<Shared>) {
+        let waiting = shared.queue.waiting();
+        if waiting == 0 || shared.queue.idle.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.stop.load(Ordering::Relaxed) || tasks.len() >= self.cap {
+            return;
+        }
+        let add = waiting.min(self.cap - tasks.len());
+        for _ in 0..add {
+            let i = tasks.len();
+            tasks.push(self.spawn(shared, i));
+        }
+        tracing::info!(workers = tasks.len(), cap = self.cap, waiting, "all workers busy: started {add} more");
     }
 }
 
 /// Running worker tasks.
 #[derive(Debug)]
 pub struct WorkerPool {
-    stop: Arc<AtomicBool>,
-    wake: Arc<tokio::sync::Notify>,
-    tasks: Vec<JoinHandle<()>>,
+    state: Arc<PoolState>,
+    queue: Arc<Queue>,
+    /// The dispatcher (`dispatcher`).
+    dispatcher: Option<JoinHandle<()>>,
+    /// The listener of other processes' announcements (`listen`), when a bus is set.
+    listener: Option<JoinHandle<()>>,
     /// The periodic retention purge (`super::retention`), when configured.
     purger: Option<JoinHandle<()>>,
     /// The idle-token task (`super::tokens`).
@@ -502,69 +788,85 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
-    pub(crate) fn spawn(shared: Arc<Shared>, n: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let tasks = (0..n)
-            .map(|i| {
-                let (shared, stop, wake) = (Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake));
-                // The supervisor: a worker whose task panicked anyway is logged and restarted
-                // (after a poll interval, so that a panic on every pass does not spin).
-                tokio::spawn(async move {
-                    loop {
-                        let mut task = AbortOnDrop(tokio::spawn(work(
-                            Arc::clone(&shared),
-                            i,
-                            Arc::clone(&stop),
-                            Arc::clone(&wake),
-                        )));
-                        match (&mut task.0).await {
-                            Err(e) if e.is_panic() && !stop.load(Ordering::Relaxed) => {
-                                let text = panic_text(e.into_panic().as_ref());
-                                tracing::error!(worker = i, panic = %text, "a worker panicked: restarting it");
-                                tokio::time::sleep(shared.config.poll_interval).await;
-                            }
-                            _ => return,
-                        }
-                    }
-                })
-            })
-            .collect();
+    /// `n` workers at once, growing up to `cap` while tenants wait in line and none is idle.
+    pub(crate) fn spawn(shared: Arc<Shared>, n: usize, cap: usize) -> Self {
+        if !shared.queue.has_workers() {
+            shared.queue.recover();
+        }
+        let state = Arc::new(PoolState {
+            stop: Arc::new(AtomicBool::new(false)),
+            wake: Arc::new(tokio::sync::Notify::new()),
+            tasks: Mutex::new(Vec::new()),
+            cap: cap.max(n),
+        });
+        {
+            let mut tasks = state.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for i in 0..n {
+                tasks.push(state.spawn(&shared, i));
+            }
+        }
+        let dispatcher = (n > 0).then(|| tokio::spawn(dispatcher(Arc::clone(&shared), Arc::clone(&state))));
+        shared.queue.running.store(n > 0, Ordering::Relaxed);
+        let listener = match (n > 0, shared.wake.get()) {
+            (true, Some(bus)) => Some(tokio::spawn(listen(Arc::clone(&shared), Arc::clone(bus), Arc::clone(&state)))),
+            _ => None,
+        };
         let purger = shared.config.retention.is_some().then(|| {
-            tokio::spawn(super::retention::purge_loop(Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake)))
+            tokio::spawn(super::retention::purge_loop(
+                Arc::clone(&shared),
+                Arc::clone(&state.stop),
+                Arc::clone(&state.wake),
+            ))
         });
         let token_keeper = (n > 0).then(|| {
-            tokio::spawn(super::tokens::token_loop(Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&wake)))
+            tokio::spawn(super::tokens::token_loop(
+                Arc::clone(&shared),
+                Arc::clone(&state.stop),
+                Arc::clone(&state.wake),
+            ))
         });
-        Self { stop, wake, tasks, purger, token_keeper }
+        Self { state, queue: Arc::clone(&shared.queue), dispatcher, listener, purger, token_keeper }
     }
 
-    /// How many workers run.
+    /// How many workers run now (the pool may have grown since it started).
     pub fn len(&self) -> usize {
-        self.tasks.len()
+        self.state.workers()
     }
 
     /// True when there is none.
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.len() == 0
+    }
+
+    /// The most workers the pool grows to.
+    pub fn cap(&self) -> usize {
+        self.state.cap
+    }
+
+    fn halt(&self) -> Vec<JoinHandle<()>> {
+        self.state.stop.store(true, Ordering::Relaxed);
+        self.queue.running.store(false, Ordering::Relaxed);
+        self.state.wake.notify_waiters();
+        self.queue.ready.notify_waiters();
+        std::mem::take(&mut *self.state.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Stops every worker after the run or callback it is on, and waits for them (all at
     /// once: they stop in parallel), however long that takes.
-    pub async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake.notify_waiters();
-        futures::future::join_all(self.tasks.into_iter().chain(self.purger).chain(self.token_keeper)).await;
+    pub async fn stop(mut self) {
+        let tasks = self.halt();
+        let others = [self.dispatcher.take(), self.listener.take(), self.purger.take(), self.token_keeper.take()];
+        futures::future::join_all(tasks.into_iter().chain(others.into_iter().flatten())).await;
     }
 
     /// As [`stop`](Self::stop), waiting at most `limit`: workers still busy then (a call that
     /// hangs) are aborted, and what they had claimed comes back when its lease expires
     /// ([`EngineConfig::lease`](byte8_ledger_core::engine::EngineConfig::lease)). True when every worker
     /// stopped by itself.
-    pub async fn stop_within(self, limit: std::time::Duration) -> bool {
-        self.stop.store(true, Ordering::Relaxed);
-        self.wake.notify_waiters();
-        let tasks: Vec<_> = self.tasks.into_iter().chain(self.purger).chain(self.token_keeper).collect();
+    pub async fn stop_within(mut self, limit: std::time::Duration) -> bool {
+        let tasks = self.halt();
+        let others = [self.dispatcher.take(), self.listener.take(), self.purger.take(), self.token_keeper.take()];
+        let tasks: Vec<_> = tasks.into_iter().chain(others.into_iter().flatten()).collect();
         let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
         if tokio::time::timeout(limit, futures::future::join_all(tasks)).await.is_ok() {
             return true;
@@ -586,5 +888,119 @@ struct AbortOnDrop(JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BindingStatus;
+
+    fn info(scope: &str, tenant: &str) -> BindingInfo {
+        let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        BindingInfo {
+            tenant_id: tenant.into(),
+            scope: scope.into(),
+            magento_base_url: "http://127.0.0.1:1".into(),
+            status: BindingStatus::Active,
+            magento_status: ConnectionStatus::Active,
+            paired_at: t,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    fn tenant(i: Option<BindingInfo>) -> Option<String> {
+        i.map(|i| i.tenant_id)
+    }
+
+    #[test]
+    fn a_tenant_is_in_line_once_however_often_it_is_offered() {
+        let q = Queue::default();
+        q.offer(info("b1", "t1"));
+        q.offer(info("b2", "t2"));
+        q.offer(info("b1", "t1"));
+        assert_eq!(q.waiting(), 2);
+        assert_eq!(tenant(q.take()).as_deref(), Some("t1"));
+        assert_eq!(tenant(q.take()).as_deref(), Some("t2"));
+        assert_eq!(tenant(q.take()), None);
+    }
+
+    #[test]
+    fn a_tenant_being_drained_is_not_handed_to_a_second_worker_but_comes_back_if_work_was_announced() {
+        let q = Queue::default();
+        q.offer(info("b1", "t1"));
+        let first = q.take().unwrap();
+        // Announced while a worker drains it: not in line twice, no second worker on it.
+        q.offer(info("b1", "t1"));
+        assert_eq!(q.waiting(), 0);
+        assert_eq!(tenant(q.take()), None);
+        // After the turn it is back in line (the announcement may have come after its last claim).
+        q.done(&first, false);
+        assert_eq!(tenant(q.take()).as_deref(), Some("t1"));
+        q.done(&first, false);
+        assert_eq!(q.waiting(), 0, "nothing announced during that turn: out of line");
+        assert_eq!(tenant(q.take()), None);
+    }
+
+    /// Two idle workers wait on the line; the first offer goes to one of them, which keeps it (a
+    /// long turn: it does not come back to the line); a second offer must then wake the other
+    /// one, not wait for the first one's turn to end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_offer_wakes_an_idle_worker_while_another_is_busy_on_a_turn() {
+        let q = Arc::new(Queue::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..2 {
+            let (q, stop, tx) = (Arc::clone(&q), Arc::clone(&stop), tx.clone());
+            tokio::spawn(async move {
+                // One turn each, never finished.
+                if let Some(info) = q.next(&stop).await {
+                    let _ = tx.send(info.tenant_id);
+                }
+                std::future::pending::<()>().await;
+            });
+        }
+        while q.idle.load(Ordering::Relaxed) < 2 {
+            tokio::task::yield_now().await;
+        }
+        q.offer(info("b1", "t1"));
+        assert_eq!(rx.recv().await.as_deref(), Some("t1"));
+        q.offer(info("b2", "t2"));
+        // Never arrives if the busy worker took the wake-up (a hang, not a timing assertion: the
+        // bound only turns it into a failure).
+        let second = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv()).await;
+        assert_eq!(second.ok().flatten().as_deref(), Some("t2"), "the idle worker was not woken");
+        // Stopping wakes nobody into a turn.
+        stop.store(true, Ordering::Relaxed);
+        q.ready.notify_waiters();
+        assert_eq!(q.waiting(), 0);
+    }
+
+    #[test]
+    fn a_turn_cut_off_by_an_abort_is_taken_over_by_the_next_pool() {
+        let q = Queue::default();
+        q.offer(info("b1", "t1"));
+        q.offer(info("b2", "t2"));
+        let _aborted = q.take().unwrap();
+        assert_eq!(tenant(q.take()).as_deref(), Some("t2"));
+        q.done(&info("b2", "t2"), false);
+        // t1's turn never ended: its mark would keep it out of line for good.
+        q.offer(info("b1", "t1"));
+        assert_eq!(q.waiting(), 0);
+        q.recover();
+        assert_eq!(tenant(q.take()).as_deref(), Some("t1"));
+        assert_eq!(tenant(q.take()), None);
+    }
+
+    #[test]
+    fn a_turn_that_stopped_at_its_bound_goes_behind_the_others() {
+        let q = Queue::default();
+        q.offer(info("b1", "t1"));
+        q.offer(info("b2", "t2"));
+        let first = q.take().unwrap();
+        q.done(&first, true);
+        assert_eq!(tenant(q.take()).as_deref(), Some("t2"));
+        assert_eq!(tenant(q.take()).as_deref(), Some("t1"));
     }
 }

@@ -38,9 +38,15 @@ pub(crate) struct ServeArgs {
     /// webhooks over https).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Worker tasks in this process (0: accept requests only; other processes sync).
-    #[arg(long, default_value_t = 2)]
-    pub workers: usize,
+    /// Worker tasks this process starts with (0: accept requests only; other processes sync).
+    /// Default: one per 16 active tenants at start, at least 4 and at most 256; the pool
+    /// then grows while tenants with work wait and no worker is idle, up to `--max-workers`.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// The most worker tasks the pool grows to (default: 256, or `--workers` when that is
+    /// given; never fewer than `--workers`).
+    #[arg(long)]
+    pub max_workers: Option<usize>,
     /// The console's public base URL as browsers reach it (the OAuth redirect URIs are built on
     /// it; its session cookie is `Secure` unless it is plain http on loopback); default
     /// `http://` + the listen address.
@@ -52,8 +58,10 @@ pub(crate) struct ServeArgs {
     /// Run the workers only, without the HTTP routes (more worker processes on one PostgreSQL).
     #[arg(long, alias = "workers-only")]
     pub no_http: bool,
-    /// How long an idle worker waits before looking for work again, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    /// How often this process looks for work nothing announced (a run due again after its
+    /// back-off, a callback to retry, a webhook another process took), in milliseconds. A
+    /// webhook this process accepts wakes its workers at once, without waiting for this.
+    #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
     /// Seconds to wait before each retry of a failed event, comma-separated, the last repeating
     /// (default: the Magento outbox's ladder, 60,300,1800,7200,21600,43200,86400).
@@ -134,8 +142,21 @@ async fn require_credentials(db: &Database) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The most workers the pool grows to by default.
+pub(crate) const MAX_WORKERS: usize = 256;
+
+/// The workers `serve` starts with when `--workers` is not given: one per 16 active tenants, at
+/// least 4, at most [`MAX_WORKERS`]. A worker spends most of an event waiting for Sage (100–150 ms
+/// a request, one to three requests an event), so what a node needs is round trips in flight, not
+/// cores: measured (BENCHMARKS.md), 1,000 tenants at a busy hour's 2 events a minute each need
+/// about 64 at once. The pool grows beyond the start while work waits, so this only saves the
+/// first minute's growing.
+pub(crate) fn default_workers(active_tenants: usize) -> usize {
+    active_tenants.div_ceil(16).clamp(4, MAX_WORKERS)
+}
+
 pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Failure> {
-    if args.no_http && args.workers == 0 {
+    if args.no_http && args.workers == Some(0) {
         return Err(usage("--no-http with --workers 0 leaves nothing to do"));
     }
     if args.max_attempts == 0 {
@@ -160,12 +181,24 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     }
     // One writer per SQLite state file: held until the process ends.
     let (db, _lock) = Database::open_locked(&args.store, Some(key), "serve").await?;
-    if args.workers > 0 {
+    let (workers, max_workers) = match (args.workers, args.max_workers) {
+        (Some(n), cap) => (n, cap.unwrap_or(n).max(n)),
+        (None, cap) => {
+            let active = db.service().bindings().await?.iter().filter(|b| b.is_active()).count();
+            let cap = cap.unwrap_or(MAX_WORKERS);
+            (default_workers(active).min(cap), cap)
+        }
+    };
+    if workers > 0 {
         require_credentials(&db).await?;
     }
     let rate = rate_from_env()?;
     let providers = Arc::new(db.providers(rate));
     let service = Service::new(db.service(), providers, Arc::new(SystemClock), config);
+    if let Database::Postgres(store) = &db {
+        // Processes sharing the database wake one another's workers (LISTEN/NOTIFY).
+        service.set_wake_bus(Arc::new(byte8_ledger_service::wake::PgWakeBus::new(store)));
+    }
 
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut console_at = None;
@@ -195,13 +228,18 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
             let _ = http_stopped.await;
         })))
     };
-    let workers = service.spawn_workers(args.workers);
+    let workers = service.spawn_workers_up_to(workers, max_workers);
     writeln!(out, "{} worker(s) on {db}", workers.len()).map_err(io)?;
     if let Some(at) = &console_at {
         writeln!(out, "console at {at}").map_err(io)?;
     }
     out.flush().map_err(io)?;
-    tracing::info!(workers = workers.len(), http = !args.no_http, "byte8-ledger serve started");
+    tracing::info!(
+        workers = workers.len(),
+        max_workers = workers.cap(),
+        http = !args.no_http,
+        "byte8-ledger serve started"
+    );
 
     let failed = match server {
         Some(mut task) => {
@@ -254,5 +292,18 @@ mod tests {
             assert!(e.message.contains("--retry-delays"), "{bad}: {}", e.message);
             assert_eq!(e.code, 2);
         }
+    }
+
+    /// The documented rule: one worker per 16 active tenants (rounded up), at least 4, at most 256.
+    #[test]
+    fn the_default_pool_is_one_worker_per_16_tenants_between_4_and_256() {
+        assert_eq!(default_workers(0), 4);
+        assert_eq!(default_workers(10), 4);
+        assert_eq!(default_workers(64), 4);
+        assert_eq!(default_workers(65), 5);
+        assert_eq!(default_workers(100), 7);
+        assert_eq!(default_workers(1_000), 63);
+        assert_eq!(default_workers(1_000_000), 256);
+        assert_eq!(MAX_WORKERS, 256);
     }
 }

@@ -244,6 +244,10 @@ impl World {
     }
 
     async fn start_on(&mut self, clock: Arc<dyn Clock>, workers: usize) -> String {
+        self.start_with(clock, workers, fast_config()).await
+    }
+
+    async fn start_with(&mut self, clock: Arc<dyn Clock>, workers: usize, config: ServiceConfig) -> String {
         let connections = Arc::clone(&self.store) as Arc<dyn ConnectionStoreDyn>;
         // Each business's provider as its stored connection says (Sage here, Xero for one test).
         let providers = StoredProviders::new(Arc::clone(&connections))
@@ -259,7 +263,7 @@ impl World {
                     .with_retry(fast_retry())
                     .with_limits(XeroLimits::unlimited())
             }));
-        let service = Service::new(Arc::clone(&self.store) as _, Arc::new(providers), clock, fast_config());
+        let service = Service::new(Arc::clone(&self.store) as _, Arc::new(providers), clock, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = service.router();
@@ -1513,5 +1517,102 @@ async fn a_busy_xero_tenant_s_invoices_are_posted_in_batches_each_run_answered_i
             assert_eq!(callback["provider_entity_id"].as_str(), Some(doc.id.as_str()));
         }
     }
+    w.stop().await;
+}
+
+/// The webhook route wakes an idle worker: with the periodic look for work an hour apart (the
+/// first one at start, before anything is queued), the invoice still reaches Sage and its sync
+/// state Magento within the usual wait — only the route's own wake-up can have started it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_wakes_an_idle_worker_without_waiting_for_the_periodic_look() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-wake").await;
+    let hour = Duration::from_secs(3600);
+    let config = ServiceConfig { poll_interval: hour, probe_interval: hour, ..fast_config() };
+    w.start_with(Arc::new(SystemClock), 1, config).await;
+    // Let the worker reach its wait and the dispatcher its first look (nothing queued yet).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the invoice's sync state reaches Magento", || w.magento.callbacks("shop").len() == 1).await;
+    assert_eq!(w.sage_invoices().len(), 1);
+    // A second event of the same tenant, queued while the first turn may still be on: woken too.
+    let (status, _) = w.webhook("shop", "invoice.paid:1001").await;
+    assert_eq!(status, 202);
+    wait_until("the payment's sync state reaches Magento", || w.magento.callbacks("shop").len() == 2).await;
+    assert_eq!(w.sim.business(BUSINESS).unwrap().payments.len(), 1);
+    w.stop().await;
+}
+
+/// Without the route's wake-up (a webhook accepted by a process without workers), the same
+/// invoice waits for the periodic look of the process that has them: the look is what finds
+/// work another process queued, and it does find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queued_by_another_process_is_found_by_the_periodic_look() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-look").await;
+    // The HTTP side alone (no workers: another process's role).
+    w.start_with(Arc::new(SystemClock), 0, fast_config()).await;
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    // A second service on the same store, with workers and no HTTP: only its look finds the run.
+    let other = Service::new(
+        Arc::clone(&w.store) as _,
+        Arc::clone(w.ledger.as_ref().unwrap().service.providers()),
+        Arc::new(SystemClock),
+        fast_config(),
+    );
+    let workers = other.spawn_workers(1);
+    wait_until("the invoice's sync state reaches Magento", || w.magento.callbacks("shop").len() == 1).await;
+    assert_eq!(w.sage_invoices().len(), 1);
+    workers.stop().await;
+    w.stop().await;
+}
+
+/// A wake bus in memory, shared by two services on one store (two processes).
+#[derive(Debug, Default)]
+struct MemoryBus {
+    announced: std::sync::atomic::AtomicU32,
+    heard: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl byte8_ledger_service::wake::WakeBus for MemoryBus {
+    async fn announce(&self, _scope: &str, _tenant_id: &str) -> byte8_ledger_core::error::Result<()> {
+        self.announced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.heard.notify_one();
+        Ok(())
+    }
+
+    async fn next(&self) -> byte8_ledger_core::error::Result<()> {
+        self.heard.notified().await;
+        Ok(())
+    }
+}
+
+/// A process without workers announces the run it queued on the wake bus, and a process with
+/// workers whose periodic look is an hour away (its first look done before the webhook) drains
+/// it within the usual wait: only the announcement can have woken it. The process with workers
+/// announces nothing (its own workers hear of its webhooks in memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_taken_by_a_process_without_workers_wakes_another_process_s_workers() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-bus").await;
+    let bus = Arc::new(MemoryBus::default());
+    let hour = Duration::from_secs(3600);
+    let slow = ServiceConfig { poll_interval: hour, probe_interval: hour, ..fast_config() };
+    w.start_with(Arc::new(SystemClock), 0, slow.clone()).await;
+    let front = w.ledger.as_ref().unwrap().service.clone();
+    assert!(front.set_wake_bus(Arc::clone(&bus) as _));
+    let back = Service::new(Arc::clone(&w.store) as _, Arc::clone(front.providers()), Arc::new(SystemClock), slow);
+    assert!(back.set_wake_bus(Arc::clone(&bus) as _));
+    let workers = back.spawn_workers(1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(bus.announced.load(std::sync::atomic::Ordering::Relaxed), 1, "the front process announced it");
+    wait_until("the invoice's sync state reaches Magento", || w.magento.callbacks("shop").len() == 1).await;
+    assert_eq!(w.sage_invoices().len(), 1);
+    workers.stop().await;
     w.stop().await;
 }

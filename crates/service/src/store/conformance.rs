@@ -277,7 +277,8 @@ pub async fn callbacks_follow_terminal_runs(store: &dyn ServiceStore, scope: &st
 
 /// `due_tenants` names the tenants with a run or a callback due, and only those: a queued run
 /// (from its retry time on), a run whose lease expired, an undelivered callback; not a run
-/// without a tenant (the command's), a leased run, a terminal run or a delivered callback.
+/// without a tenant (the command's), a leased run, a terminal run, a delivered callback, or any
+/// work of a business whose dispatch lease is held.
 pub async fn due_tenants_name_the_work_waiting(store: &dyn ServiceStore, scope: &str) {
     let tenant = tenant_of(scope);
     let other_scope = format!("{scope}-b");
@@ -326,6 +327,15 @@ pub async fn due_tenants_name_the_work_waiting(store: &dyn ServiceStore, scope: 
     store.finish(id, run.claim, result(key, RunStatus::Queued, 1, Some(at(100)))).await.expect("finish");
     assert!(due(at(99)).await.is_empty(), "due: a retry is not due before its time");
     assert_eq!(due(at(100)).await, mine, "due: a retry is due from its time on");
+    // A business whose dispatch lease someone holds is left out until the lease is released or
+    // expires (its holder drains it).
+    assert!(store.acquire_dispatch(scope, "elsewhere/1", at(100), at(200)).await.expect("lease"));
+    assert!(due(at(150)).await.is_empty(), "due: a business whose dispatch lease is held is not");
+    assert_eq!(due(at(200)).await, mine, "due: a business whose dispatch lease expired is");
+    assert!(store.acquire_dispatch(scope, "elsewhere/2", at(200), at(300)).await.expect("lease"));
+    assert!(due(at(250)).await.is_empty(), "due: held again");
+    store.release_dispatch(scope, "elsewhere/2").await.expect("release");
+    assert_eq!(due(at(250)).await, mine, "due: a released lease leaves the business due");
 
     // Terminal with an active binding: the run is done, its callback is due until delivered.
     store.put_binding(&binding(&tenant, scope, "k", t0())).await.expect("put binding");

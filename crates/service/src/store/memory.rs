@@ -300,6 +300,8 @@ impl DispatchStore for MemoryServiceStore {
                 .filter(|c| c.delivered_at.is_none() && c.due_at <= now)
                 .map(|c| (c.scope.clone(), c.tenant.clone())),
         );
+        // A business whose dispatch lease is held is left out: its holder drains it.
+        due.retain(|(scope, _)| s.service.leases.get(scope).is_none_or(|(_, until)| *until <= now));
         Ok(due.into_iter().collect())
     }
 

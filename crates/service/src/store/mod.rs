@@ -511,7 +511,9 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     /// would take (`RunStore::claim_for` with that tenant), or a callback of its that
     /// [`DispatchStore::claim_callbacks`] would. One read, ordered by business then tenant: what
     /// a worker's pass visits, so that a tenant with nothing to do costs it nothing. Runs queued
-    /// without a tenant (the command's) are not the service's and are left out.
+    /// without a tenant (the command's) are not the service's and are left out, and so is every
+    /// business whose dispatch lease is held at `now` (by anyone: its holder drains it, and
+    /// another worker trying for the lease would only contend).
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>>;
 
     /// Claims up to `limit` callbacks of `tenant`'s runs of `scope` due at `now`, oldest first,

@@ -212,13 +212,16 @@ impl DispatchStore for PostgresStore {
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
         // The partial indexes of migration 0009 (open runs, undelivered callbacks) keep this
-        // read proportional to the work waiting, not to the history kept.
+        // read proportional to the work waiting, not to the history kept. A business whose
+        // dispatch lease is held is left out: its holder drains it.
         let rows = sqlx::query(
-            "SELECT scope, tenant_id FROM runs WHERE tenant_id IS NOT NULL AND status IN ('queued', 'running') \
-               AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
-                    OR (status = 'running' AND lease_until <= $1)) \
-             UNION \
-             SELECT scope, tenant_id FROM callbacks WHERE delivered_at IS NULL AND due_at <= $1 \
+            "SELECT d.scope, d.tenant_id FROM ( \
+               SELECT scope, tenant_id FROM runs WHERE tenant_id IS NOT NULL AND status IN ('queued', 'running') \
+                 AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
+                      OR (status = 'running' AND lease_until <= $1)) \
+               UNION \
+               SELECT scope, tenant_id FROM callbacks WHERE delivered_at IS NULL AND due_at <= $1) d \
+             WHERE NOT EXISTS (SELECT 1 FROM dispatch_leases l WHERE l.scope = d.scope AND l.lease_until > $1) \
              ORDER BY 1, 2",
         )
         .bind(now)
@@ -354,18 +357,14 @@ impl DispatchStore for PostgresStore {
 
 #[async_trait]
 impl ReplayCache for PostgresStore {
-    /// One upsert (see the module docs); expired keys are purged a hundred at a time on the way.
+    /// One upsert (see the module docs), which purges up to a hundred expired keys on the way in
+    /// the same statement (other keys than this one: an expired row of this key is taken over by
+    /// the upsert itself).
     async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool> {
-        sqlx::query(
-            "DELETE FROM replay_cache WHERE key IN \
-             (SELECT key FROM replay_cache WHERE expires_at <= $1 LIMIT 100 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(now)
-        .execute(self.pool())
-        .await
-        .map_err(db)?;
         let done = sqlx::query(
-            "INSERT INTO replay_cache AS r (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE \
+            "WITH purged AS (DELETE FROM replay_cache WHERE key IN \
+               (SELECT key FROM replay_cache WHERE expires_at <= $3 AND key <> $1 LIMIT 100 FOR UPDATE SKIP LOCKED)) \
+             INSERT INTO replay_cache AS r (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE \
              SET expires_at = excluded.expires_at WHERE r.expires_at <= $3",
         )
         .bind(replay_key(jti))

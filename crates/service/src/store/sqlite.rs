@@ -201,13 +201,16 @@ impl DispatchStore for SqliteStore {
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
         // The partial indexes of migration 0009 (open runs, undelivered callbacks) keep this
-        // read proportional to the work waiting, not to the history kept.
+        // read proportional to the work waiting, not to the history kept. A business whose
+        // dispatch lease is held is left out: its holder drains it.
         let rows = sqlx::query(
-            "SELECT scope, tenant_id FROM runs WHERE tenant_id IS NOT NULL AND status IN ('queued', 'running') \
-               AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)) \
-                    OR (status = 'running' AND lease_until <= ?1)) \
-             UNION \
-             SELECT scope, tenant_id FROM callbacks WHERE delivered_at IS NULL AND due_at <= ?1 \
+            "SELECT d.scope, d.tenant_id FROM ( \
+               SELECT scope, tenant_id FROM runs WHERE tenant_id IS NOT NULL AND status IN ('queued', 'running') \
+                 AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)) \
+                      OR (status = 'running' AND lease_until <= ?1)) \
+               UNION \
+               SELECT scope, tenant_id FROM callbacks WHERE delivered_at IS NULL AND due_at <= ?1) d \
+             WHERE NOT EXISTS (SELECT 1 FROM dispatch_leases l WHERE l.scope = d.scope AND l.lease_until > ?1) \
              ORDER BY 1, 2",
         )
         .bind(micros(now))

@@ -21,3 +21,4 @@ mod support_browser;
 mod support_magento;
 #[path = "../../../../tests/support/postgres.rs"]
 mod support_postgres;
+mod wake;

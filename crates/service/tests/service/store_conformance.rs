@@ -247,3 +247,39 @@ async fn sqlite_migration_0004_gives_existing_runs_their_tenant() {
     let b = store.claim_callbacks("biz", "tenant-b", far, far, 10).await.unwrap();
     assert_eq!(b.iter().map(|c| c.run.id).collect::<Vec<_>>(), vec![2], "B's run's callback is B's");
 }
+
+/// Recording a `jti` on PostgreSQL purges expired ones on the way (in the same statement): an
+/// expired key disappears after enough records (a hundred at a time; the shared test database
+/// may hold many), and a live one stays.
+#[tokio::test]
+async fn postgres_replay_cache_purges_expired_keys_while_recording() {
+    use byte8_ledger_service::store::ReplayCache;
+    use sqlx::Row as _;
+    let Some(url) = pg::url("postgres_replay_cache_purges_expired_keys_while_recording") else { return };
+    let store = pg::store(&url, 2, None).await;
+    let (expired, live) = (pg::unique("jti-expired"), pg::unique("jti-live"));
+    let now = 1_900_000_000_i64;
+    assert!(store.check_and_record(&expired, now + 1, now).await.unwrap());
+    assert!(store.check_and_record(&live, now + 1_000_000, now).await.unwrap());
+    let count = |jti: String| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query("SELECT count(*) AS n FROM replay_cache WHERE key = $1")
+                .bind(byte8_ledger_core::identity::sha256_hex(&jti))
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get::<i64, _>("n")
+        }
+    };
+    assert_eq!(count(expired.clone()).await, 1);
+    let later = now + 10;
+    let mut records = 0;
+    while count(expired.clone()).await > 0 {
+        assert!(records < 10_000, "the expired key was never purged");
+        assert!(store.check_and_record(&pg::unique("jti-new"), later + 60, later).await.unwrap());
+        records += 1;
+    }
+    assert_eq!(count(live).await, 1, "a live key is kept");
+    assert!(store.check_and_record(&expired, later + 60, later).await.unwrap(), "a purged key is new again");
+}
