@@ -116,13 +116,7 @@ async fn webhook(
     if !matches!(enqueued, Enqueued::Duplicate { .. }) {
         // This process's workers hear of it now, not at their next look for work; without
         // workers here, the other processes' do (crate::wake).
-        if shared.queue.has_workers() {
-            shared.queue.offer(binding.info());
-        } else if let Some(bus) = shared.wake.get()
-            && let Err(e) = bus.announce(&binding.scope, &binding.tenant_id).await
-        {
-            tracing::warn!(tenant = %binding.tenant_id, error = %e, "cannot announce the queued run to the workers (they find it at their next look)");
-        }
+        shared.announce(binding.info()).await;
     }
     let how = match enqueued {
         Enqueued::New(_) => "queued",

@@ -87,13 +87,16 @@
 //!
 //! - **the webhook route**, the moment it queues a run: the tenant goes in line and an idle
 //!   worker wakes (no polling delay, no read);
+//! - **the console**, the moment an operator retries a run or a store's (or every business's)
+//!   dead letters, or connects a business whose stores' events waited for a ledger (the same
+//!   announcement as the webhook's);
 //! - **a turn that stopped at its bound** ([`ServiceConfig::batch`]) or during which more work
 //!   was announced: the tenant goes back in line, behind the others;
 //! - **the dispatcher's look**, every [`ServiceConfig::poll_interval`] (a second by default): one
 //!   read of the tenants with work due that nothing announced
 //!   ([`DispatchStore::due_tenants`](crate::store::DispatchStore::due_tenants)):
-//!   a run due again after its back-off, a callback to retry, a run requeued by the command or the
-//!   console, a webhook another process accepted (a process started with `--workers 0`), a
+//!   a run due again after its back-off, a callback to retry, a run requeued by the command (another
+//!   process), a webhook another process accepted (a process started with `--workers 0`), a
 //!   business whose worker died. Every `probe_interval` it also puts in line the tenants whose
 //!   Magento refused the ledger, to be pinged.
 //!
@@ -378,6 +381,33 @@ pub(crate) struct Shared {
     pub(crate) queue: Arc<worker::Queue>,
     /// Where a process without workers announces the work it queued ([`wake`]).
     pub(crate) wake: std::sync::OnceLock<Arc<dyn wake::WakeBus>>,
+}
+
+impl Shared {
+    /// Tells the workers that `info`'s tenant has work queued now (a webhook, an operator's
+    /// retry): this process's workers hear of it at once, not at their next look for work; a
+    /// process without workers announces it to the others' ([`wake`]). A failed announcement
+    /// only costs the wait until that look (logged).
+    pub(crate) async fn announce(&self, info: store::BindingInfo) {
+        if self.queue.has_workers() {
+            self.queue.offer(info);
+        } else if let Some(bus) = self.wake.get()
+            && let Err(e) = bus.announce(&info.scope, &info.tenant_id).await
+        {
+            tracing::warn!(tenant = %info.tenant_id, error = %e, "cannot announce the queued run to the workers (they find it at their next look)");
+        }
+    }
+
+    /// [`announce`](Self::announce)s every active store of business `scope` (its dead letters
+    /// went back in line, or it has just been connected and its waiting events can go).
+    pub(crate) async fn announce_business(&self, scope: &str) -> byte8_ledger_core::Result<()> {
+        for b in self.store.bindings().await? {
+            if b.scope == scope && b.is_active() {
+                self.announce(b).await;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for Service {

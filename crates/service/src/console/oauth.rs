@@ -36,8 +36,8 @@
 //! lists them, each with its own connect link.
 //!
 //! A Magento store paired with a business that had no connection starts syncing once the
-//! connection is stored: its queued events waited in line, and the workers pick the business up
-//! on their next pass (the cached runtimes of its tenants are dropped here so that they are
+//! connection is stored: its queued events waited in line, and the callback tells the workers of
+//! the business's active stores at once (the cached runtimes of its tenants are dropped here so that they are
 //! rebuilt with the new connection).
 
 use std::{fmt, sync::Arc};
@@ -419,8 +419,10 @@ async fn finish(
             connection.scope
         )),
     };
+    // The events that waited for the connection go now, not at the workers' next look.
+    shared.service.announce_business(&connection.scope).await?;
     let content = html! {
-        p { "The service now posts the business's events to " (label(kind)) "; events that were waiting for the connection are synced from the workers' next pass." }
+        p { "The service now posts the business's events to " (label(kind)) "; events that were waiting for the connection are synced now." }
         p { a id="continue" href="/console/connections" { "Continue to Connections" } }
     };
     Ok(flow_page(StatusCode::OK, "Connected", &[reference], content))

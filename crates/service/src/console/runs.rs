@@ -9,7 +9,8 @@
 //! | `POST /console/runs/retry-dead-letters` | the confirmed retry (`store`, `confirm=yes`): every dead letter of the store back in line ([`RunStore::requeue_dead_letters`](byte8_ledger_core::store::RunStore::requeue_dead_letters)), or with `store=*` of every business the console knows (connected or paired); back to the table filtered on the store (all runs for `*`) |
 //!
 //! Every route takes an operator's session (none: the login page); the POSTs check the CSRF
-//! token (403). The workers pick retried runs up on their next pass.
+//! token (403). A retry tells the workers of the run's store (every active store of the business,
+//! for the dead letters) at once, as a webhook does.
 
 use std::sync::Arc;
 
@@ -64,7 +65,7 @@ async fn index(
     let mut notices = Vec::new();
     if let (Some("retried_all"), Some(n)) = (done.done.as_deref(), done.retried) {
         notices.push(Notice::ok(format!(
-            "{n} dead-lettered run{} back in line: the workers try {} again on their next pass.",
+            "{n} dead-lettered run{} back in line: the workers try {} again now.",
             if n == 1 { " is" } else { "s are" },
             if n == 1 { "it" } else { "them" }
         )));
@@ -96,7 +97,7 @@ async fn show(
         Err(e) => return unavailable(&e),
     };
     let notices: Vec<Notice> = match done.done.as_deref() {
-        Some("retried") => vec![Notice::ok("The run is back in line: the workers try it again on their next pass.")],
+        Some("retried") => vec![Notice::ok("The run is back in line: the workers try it again now.")],
         Some("not_retried") => vec![Notice::warn(
             "The run was not retried: only a dead-lettered run, or a failed one waiting for its retry time, can be.",
         )],

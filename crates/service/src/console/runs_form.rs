@@ -336,9 +336,19 @@ pub(crate) mod actions {
     }
 
     /// "Retry": the run back in line, due now (false: it is not dead-lettered nor waiting after
-    /// a failure). The workers pick it up on their next pass.
+    /// a failure), and its tenant's workers told at once ([`Shared::announce`]).
     pub(crate) async fn retry(shared: &Shared, id: RunId) -> Result<bool> {
-        shared.store.requeue_run(id, shared.clock.now()).await
+        if !shared.store.requeue_run(id, shared.clock.now()).await? {
+            return Ok(false);
+        }
+        let tenant = shared.store.get(id).await?.and_then(|r| r.tenant_id);
+        if let Some(tenant) = tenant
+            && let Some(b) = shared.store.binding(&tenant).await?
+            && b.is_active()
+        {
+            shared.announce(b.info()).await;
+        }
+        Ok(true)
     }
 
     /// The `store` value of "Retry all dead letters" that means every store of every business.
@@ -402,7 +412,11 @@ pub(crate) mod actions {
             let now = shared.clock.now();
             let mut n = 0;
             for scope in businesses(shared).await? {
-                n += shared.store.requeue_dead_letters(&scope, None, now).await?;
+                let requeued = shared.store.requeue_dead_letters(&scope, None, now).await?;
+                if requeued > 0 {
+                    shared.announce_business(&scope).await?;
+                }
+                n += requeued;
             }
             tracing::info!(count = n, "console: the dead letters of every business requeued by an operator");
             return Ok(Ok(n));
@@ -421,6 +435,9 @@ pub(crate) mod actions {
         };
         let Some(b) = binding.filter(|_| errors.is_empty()) else { return Ok(Err(errors)) };
         let n = shared.store.requeue_dead_letters(&b.scope, Some(&b.tenant_id), shared.clock.now()).await?;
+        if n > 0 && b.is_active() {
+            shared.announce(b.clone()).await;
+        }
         tracing::info!(tenant = %b.tenant_id, count = n, "console: dead letters requeued by an operator");
         Ok(Ok(n))
     }

@@ -65,6 +65,11 @@ pub struct FlowWorld {
 
 impl FlowWorld {
     pub async fn start() -> Self {
+        Self::start_with(Duration::from_millis(20)).await
+    }
+
+    /// The same world, the workers' periodic look for work `poll_interval` apart.
+    pub async fn start_with(poll_interval: Duration) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // Time stands still at the real now: tokens stay fresh, runs due now are due.
         let clock = Arc::new(ManualClock::new(SystemClock.now()));
@@ -78,7 +83,7 @@ impl FlowWorld {
         });
         let providers = Arc::new(StoredProviders::new(Arc::clone(&store) as _).with_sage(sage));
         let config = ServiceConfig {
-            poll_interval: Duration::from_millis(20),
+            poll_interval,
             engine: EngineConfig { retry_ladder: vec![Duration::from_millis(50)], ..EngineConfig::default() },
             retention: None,
             ..ServiceConfig::default()
@@ -189,6 +194,61 @@ async fn login(w: &FlowWorld) -> (String, String) {
 
 fn location(r: &reqwest::Response) -> String {
     r.headers().get(header::LOCATION).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+/// With the workers' periodic look for work an hour away (its first one done at start, before
+/// anything is queued), the event waiting for its business's connection goes when the OAuth
+/// callback stores the connection, and a dead letter goes when an operator retries it: only the
+/// console's own announcements to the workers can have started them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_a_business_and_retrying_a_run_wake_the_workers_at_once() {
+    let w = FlowWorld::start_with(Duration::from_secs(3600)).await;
+    let (session, csrf) = login(&w).await;
+    let cookie = format!("byte8_console={session}");
+    w.magento.add_shop("shop", "code-1234");
+    let form = [
+        ("csrf_token", csrf.clone()),
+        ("magento_base_url", w.magento.base_url("shop")),
+        ("pairing_code", "code-1234".to_owned()),
+        ("business_id", BUSINESS.to_owned()),
+        ("ledger_base_url", w.base.clone()),
+        ("policy", POLICY.to_owned()),
+    ];
+    let r = w.http.post(w.url("/console/stores")).header(header::COOKIE, &cookie).form(&form).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "paired");
+    assert_eq!(w.send_invoice("shop").await.0, 202);
+
+    // Connect: the waiting invoice is synced without the periodic look.
+    let r = w
+        .http
+        .get(w.url(&format!("/connect/sage?business={BUSINESS}")))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let oauth_cookie = set_cookie(&r, "byte8_oauth").unwrap();
+    let back = crate::support_browser::consent(&location(&r), "approve").await;
+    let callback = w.url(&format!("/oauth/sage/callback?{}", back.query().unwrap()));
+    let r = w.http.get(&callback).header(header::COOKIE, format!("byte8_oauth={oauth_cookie}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(w.wait_status("invoice.created:1001", RunStatus::Synced).await.0, RunStatus::Synced);
+
+    // A dead letter (Sage refuses the invoice), retried by the operator: synced at once.
+    w.sim.script(Some("POST /sales_invoices"), Fault::AccessDenied);
+    assert_eq!(w.send("shop", "invoice.created:1002").await.0, 202);
+    let failed = w.wait_status("invoice.created:1002", RunStatus::DeadLettered).await.1;
+    let r = w
+        .http
+        .post(w.url(&format!("/console/runs/{failed}/retry")))
+        .header(header::COOKIE, &cookie)
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(w.wait_status("invoice.created:1002", RunStatus::Synced).await.0, RunStatus::Synced);
+    assert_eq!(w.sim.business(BUSINESS).unwrap().invoices.len(), 2, "each invoice posted once");
 }
 
 #[tokio::test]
