@@ -41,7 +41,8 @@
 //! # Schema migrations
 //!
 //! The SQL stores migrate when they open (`migrations/sqlite`, `migrations/postgres`, the same
-//! numbering and meaning in both). The service package's tables (`bindings`, `dispatch_leases`,
+//! numbering and meaning in both; a number only PostgreSQL has is a PostgreSQL-only feature: the
+//! shared rate limiter, `0011`, and the one-statement enqueue, `0012`). The service package's tables (`bindings`, `dispatch_leases`,
 //! `callbacks`, `replay_cache`, the console's) are created by this same sequence: one database
 //! has one migration sequence and one migrator, run here, so that no two packages number
 //! migrations against the same `_sqlx_migrations` table.
@@ -53,8 +54,12 @@
 //! | `0003_service` | the service: tenant bindings, replay cache, dispatch leases, the callback outbox and its trigger |
 //! | `0004_tenant_runs` | `runs.tenant_id` and `runs.claim` (see "Tenants and claims"), `callbacks.tenant_id`, the indexes rebuilt with the tenant, the outbox trigger replaced; existing runs get the tenant bound to their business when they were received (the one paired most recently at or before the run, else the first paired), runs of a business never bound keep none, outbox rows without a tenant are dropped |
 //! | `0005_retention` | `bindings.revoked_at` (when a tenant was disconnected; existing revoked bindings take their last change), `callbacks.delivered_at` (delivered callbacks are kept, marked, until [`retention`] removes them), the outbox trigger marks a re-finished run's row pending again |
+//! | `0007_console` | the service console's operators, sessions and policy versions |
 //! | `0008_run_audit` | `attempts.exchanges` and `attempts.snapshot` (each attempt's ledger requests and answers, redacted, and its entity snapshot: [`AttemptRecord`]); `runs.increment_id`, `runs.ledger_id`, `runs.ledger_reference` (what the runs table searches by, [`audit`]), filled in for existing runs from their raw event and outcome; indexes for listing newest first |
+//! | `0009_dispatch_and_rate_window` | the partial index of open runs that `due_tenants` reads; on PostgreSQL the shared rate limiter's window (`rate_limits.recent`) |
 //! | `0010_exchanges_once` | `exchanges`: every ledger request of an attempt (or made for a business outside any run, [`RunStore::record_exchanges`]) once, keyed by its recording and number, so that the runs of a batch point at one copy ([`AttemptRecord::recording`]) and [`RunStore::ledger_requests`] counts each request once; the existing `attempts.exchanges` moved there (identical copies of one business sharing a recording) and the column dropped; a trigger removing a recording with its last attempt; `runs.attempts_before_retry` (see [`Run::attempts`]), existing attempts numbered again in order; `oauth_states_used` (the service console's OAuth states used once) |
+//! | `0011_rate_permit_blocks` (PostgreSQL) | `byte8_rate_permits`: the shared rate limiter's permits, up to a block of them in one call ([`postgres::SharedRateLimiter`]) |
+//! | `0012_enqueue_function` (PostgreSQL) | `byte8_enqueue`: [`RunStore::enqueue`] in one statement (the advisory lock of the (scope, key), the dedupe reads and the insert or collapse, in the call's own transaction) |
 //!
 //! (`0007_console` and `0009` belong to the service: the console's tables, the shared rate
 //! limiter's window and the dispatch indexes.)

@@ -339,11 +339,6 @@ fn run_from(row: &PgRow) -> Result<Run> {
     })
 }
 
-fn status_from(row: &PgRow) -> Result<(RunId, RunStatus)> {
-    let status: String = row.try_get("status").map_err(db)?;
-    Ok((row.try_get("id").map_err(db)?, RunStatus::parse(&status).unwrap_or(RunStatus::Queued)))
-}
-
 /// Reads a row of `runs` (`SELECT *`, or `RETURNING *`, extra columns allowed) as this store
 /// does: what a package selecting runs from [`PostgresStore::pool`] (the service's callback
 /// outbox, its status route) reads them with.
@@ -364,103 +359,34 @@ macro_rules! due {
 
 #[async_trait]
 impl RunStore for PostgresStore {
+    /// One statement: `byte8_enqueue` (migration 0012) takes the (scope, key)'s advisory lock,
+    /// reads what dedupe needs and inserts or collapses, in its own transaction.
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
-        let scope = text(&run.scope);
-        let tenant = opt_text(run.tenant_id.as_deref());
-        let key = text(&run.idempotency_key);
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // Serialises every enqueue of this (scope, key), across processes, until the commit.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('byte8-ledger:enqueue:' || $1 || chr(31) || $2, 0))",
+        let row = sqlx::query(
+            "SELECT kind, run_id, run_status FROM byte8_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(&*scope)
-        .bind(&*key)
-        .execute(&mut *tx)
+        .bind(&*text(&run.scope))
+        .bind(&*text(&run.idempotency_key))
+        .bind(opt_text(run.tenant_id.as_deref()).as_deref())
+        .bind(&*text(&run.fingerprint))
+        .bind(dedupe == Dedupe::WhileQueued)
+        .bind(opt_text(run.event.as_deref()).as_deref())
+        .bind(run.magento_entity_id.and_then(|v| i64::try_from(v).ok()))
+        .bind(run.raw.as_bytes())
+        .bind(opt_text(run.policy.as_deref()).as_deref())
+        .bind(run.received_at)
+        .bind(increment_id_of_raw(&run.raw).map(|v| text(&v).into_owned()))
+        .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        if dedupe == Dedupe::WhileQueued {
-            let same = sqlx::query(
-                "SELECT id, status FROM runs WHERE scope = $1 AND idempotency_key = $2 AND fingerprint = $3 \
-                 AND tenant_id IS NOT DISTINCT FROM $4 ORDER BY id DESC LIMIT 1",
-            )
-            .bind(&*scope)
-            .bind(&*key)
-            .bind(text(&run.fingerprint))
-            .bind(tenant.as_deref())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-            if let Some(row) = same {
-                let (id, status) = status_from(&row)?;
-                tx.commit().await.map_err(db)?;
-                return Ok(Enqueued::Duplicate { id, status });
-            }
+        let kind: String = row.try_get("kind").map_err(db)?;
+        let id: i64 = row.try_get("run_id").map_err(db)?;
+        let status: String = row.try_get("run_status").map_err(db)?;
+        match kind.as_str() {
+            "new" => Ok(Enqueued::New(id)),
+            "collapsed" => Ok(Enqueued::Collapsed(id)),
+            _ => Ok(Enqueued::Duplicate { id, status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued) }),
         }
-        // Row-locked: a claimer skips (SKIP LOCKED) the run while it may be collapsed into. NO KEY:
-        // recording an attempt of the run (its foreign key) need not wait for us.
-        let existing = sqlx::query(
-            "SELECT id, status FROM runs WHERE scope = $1 AND idempotency_key = $2 \
-             AND tenant_id IS NOT DISTINCT FROM $3 ORDER BY id DESC LIMIT 1 FOR NO KEY UPDATE",
-        )
-        .bind(&*scope)
-        .bind(&*key)
-        .bind(tenant.as_deref())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(status_from)
-        .transpose()?;
-        let collapsed = match (dedupe, existing) {
-            (Dedupe::Permanent, Some((id, status))) => {
-                tx.commit().await.map_err(db)?;
-                return Ok(Enqueued::Duplicate { id, status });
-            }
-            (Dedupe::WhileQueued, Some((id, RunStatus::Queued))) => {
-                let done = sqlx::query(
-                    "UPDATE runs SET raw = $1, fingerprint = $2, policy = $3, updated_at = $4, \
-                     increment_id = COALESCE($6, increment_id) WHERE id = $5 AND status = 'queued'",
-                )
-                .bind(run.raw.as_bytes())
-                .bind(text(&run.fingerprint))
-                .bind(opt_text(run.policy.as_deref()))
-                .bind(run.received_at)
-                .bind(id)
-                .bind(increment_id_of_raw(&run.raw).map(|v| text(&v).into_owned()))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                (done.rows_affected() > 0).then_some(id)
-            }
-            _ => None,
-        };
-        let result = if let Some(id) = collapsed {
-            Enqueued::Collapsed(id)
-        } else {
-            let id: i64 = sqlx::query(
-                "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, \
-                 attempts, created_at, updated_at, tenant_id, increment_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, $8, $8, $9, $10) RETURNING id",
-            )
-            .bind(&*scope)
-            .bind(&*key)
-            .bind(opt_text(run.event.as_deref()))
-            .bind(run.magento_entity_id.and_then(|v| i64::try_from(v).ok()))
-            .bind(run.raw.as_bytes())
-            .bind(text(&run.fingerprint))
-            .bind(opt_text(run.policy.as_deref()))
-            .bind(run.received_at)
-            .bind(tenant.as_deref())
-            .bind(increment_id_of_raw(&run.raw).map(|v| text(&v).into_owned()))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?
-            .try_get("id")
-            .map_err(db)?;
-            Enqueued::New(id)
-        };
-        tx.commit().await.map_err(db)?;
-        Ok(result)
     }
 
     async fn claim_for(
