@@ -117,6 +117,29 @@ impl FlowWorld {
         format!("{}{path}", self.base)
     }
 
+    /// The Stores page's pairing form for `shop` with `code`, posting to the demo business.
+    pub fn pair_form(&self, csrf: &str, code: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("csrf_token", csrf.to_owned()),
+            ("magento_base_url", self.magento.base_url("shop")),
+            ("pairing_code", code.to_owned()),
+            ("business_id", BUSINESS.to_owned()),
+            ("ledger_base_url", self.base.clone()),
+            ("policy", POLICY.to_owned()),
+        ]
+    }
+
+    /// `GET /connect/sage` for the demo business with the session `cookie`: the redirect to the
+    /// simulator's authorize page.
+    pub async fn start_connect(&self, cookie: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!("/connect/sage?business={BUSINESS}")))
+            .header(header::COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The tenant paired for `shop` (there is one).
     pub async fn tenant(&self) -> String {
         self.store.bindings().await.unwrap().into_iter().next().expect("a paired store").tenant_id
@@ -206,26 +229,13 @@ async fn connecting_a_business_and_retrying_a_run_wake_the_workers_at_once() {
     let (session, csrf) = login(&w).await;
     let cookie = format!("byte8_console={session}");
     w.magento.add_shop("shop", "code-1234");
-    let form = [
-        ("csrf_token", csrf.clone()),
-        ("magento_base_url", w.magento.base_url("shop")),
-        ("pairing_code", "code-1234".to_owned()),
-        ("business_id", BUSINESS.to_owned()),
-        ("ledger_base_url", w.base.clone()),
-        ("policy", POLICY.to_owned()),
-    ];
+    let form = w.pair_form(&csrf, "code-1234");
     let r = w.http.post(w.url("/console/stores")).header(header::COOKIE, &cookie).form(&form).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "paired");
     assert_eq!(w.send_invoice("shop").await.0, 202);
 
     // Connect: the waiting invoice is synced without the periodic look.
-    let r = w
-        .http
-        .get(w.url(&format!("/connect/sage?business={BUSINESS}")))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = w.start_connect(&cookie).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let oauth_cookie = set_cookie(&r, "byte8_oauth").unwrap();
     let back = crate::support_browser::consent(&location(&r), "approve").await;
@@ -259,16 +269,7 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
 
     // Pair from the Stores page; a wrong code is a field error and spends nothing.
     w.magento.add_shop("shop", "code-1234");
-    let form = |code: &str| {
-        vec![
-            ("csrf_token", csrf.clone()),
-            ("magento_base_url", w.magento.base_url("shop")),
-            ("pairing_code", code.to_owned()),
-            ("business_id", BUSINESS.to_owned()),
-            ("ledger_base_url", w.base.clone()),
-            ("policy", POLICY.to_owned()),
-        ]
-    };
+    let form = |code: &str| w.pair_form(&csrf, code);
     let r = w
         .http
         .post(w.url("/console/stores"))
@@ -304,13 +305,7 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
     let r = w.http.get(w.url("/connect/sage")).send().await.unwrap();
     assert!(location(&r).starts_with("/console/login"));
     // With one: to the simulator's authorize page, with a signed state and the Lax cookie.
-    let r = w
-        .http
-        .get(w.url(&format!("/connect/sage?business={BUSINESS}")))
-        .header(header::COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = w.start_connect(&cookie).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let authorize = location(&r);
     assert!(authorize.starts_with(&w.server.authorize_url()), "{authorize}");
