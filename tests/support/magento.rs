@@ -350,3 +350,19 @@ fn sync_state(shop: &mut Shop, body: &[u8]) -> ResponseTemplate {
     shop.callbacks.push(String::from_utf8_lossy(body).into_owned());
     ResponseTemplate::new(204)
 }
+
+/// The sample events (`samples/events.jsonl`) by idempotency key, the first line of each key:
+/// (event name, the webhook's envelope without the entity, the canonical entity the fake serves).
+pub fn sample_events() -> BTreeMap<String, (String, Value, Value)> {
+    let mut out = BTreeMap::new();
+    for line in include_str!("../../samples/events.jsonl").lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let key = v["idempotency_key"].as_str().unwrap().to_owned();
+        let envelope = json!({
+            "magento_entity_id": v["magento_entity_id"], "website_id": v["website_id"],
+            "store_id": v["store_id"], "occurred_at": v["occurred_at"], "payload": v["payload"],
+        });
+        out.entry(key).or_insert((v["event"].as_str().unwrap().to_owned(), envelope, v["entity"].clone()));
+    }
+    out
+}

@@ -126,21 +126,6 @@ fn policy() -> SyncPolicy {
     SyncPolicy::from_json(&std::fs::read_to_string(policy_path()).unwrap()).unwrap()
 }
 
-/// The sample events by key: (event, envelope without the entity, entity).
-fn samples() -> BTreeMap<String, (String, Value, Value)> {
-    let mut out = BTreeMap::new();
-    for line in include_str!("../../../../samples/events.jsonl").lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-        let key = v["idempotency_key"].as_str().unwrap().to_owned();
-        let envelope = json!({
-            "magento_entity_id": v["magento_entity_id"], "website_id": v["website_id"],
-            "store_id": v["store_id"], "occurred_at": v["occurred_at"], "payload": v["payload"],
-        });
-        out.entry(key).or_insert((v["event"].as_str().unwrap().to_owned(), envelope, v["entity"].clone()));
-    }
-    out
-}
-
 fn segment(event: &str) -> &'static str {
     match event {
         "invoice.created" => "invoice",
@@ -153,13 +138,13 @@ fn segment(event: &str) -> &'static str {
 
 /// The shop serves every sample entity.
 fn serve_samples(magento: &FakeMagento, shop: &str) {
-    for (event, envelope, entity) in samples().values() {
+    for (event, envelope, entity) in crate::support_magento::sample_events().values() {
         magento.put_entity(shop, segment(event), envelope["magento_entity_id"].as_u64().unwrap(), entity.clone());
     }
 }
 
 fn envelope(key: &str) -> (String, Value) {
-    let s = samples();
+    let s = crate::support_magento::sample_events();
     let (event, envelope, _) = s.get(key).unwrap_or_else(|| panic!("no sample {key}"));
     (event.clone(), envelope.clone())
 }
@@ -1447,7 +1432,7 @@ async fn a_busy_xero_tenant_s_invoices_are_posted_in_batches_each_run_answered_i
     w.store.put_binding(&b).await.unwrap();
     // 13 invoices of one customer, the 8th in a currency the organisation does not trade in
     // (Xero refuses that element alone: "Organisation is not subscribed to currency JPY").
-    let (event, env, entity) = samples().get("invoice.created:1001").cloned().unwrap();
+    let (event, env, entity) = crate::support_magento::sample_events().get("invoice.created:1001").cloned().unwrap();
     let ids: Vec<u64> = (0..13).map(|i| 7001 + i).collect();
     let bad = ids[7];
     for id in &ids {

@@ -6,7 +6,7 @@
 //! webhooks, the runs, a failed run's attempts, its retry, the rate limit's use, the policy,
 //! log out).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use byte8_ledger_core::{
     clock::{Clock, ManualClock, SystemClock},
@@ -22,7 +22,7 @@ use byte8_ledger_service::{
 use byte8_ledger_simulators::{Fault, SageSimulator, SimConfig, SimServer};
 use reqwest::{StatusCode, header};
 use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{
     browser::Browser,
@@ -34,21 +34,6 @@ const BUSINESS: &str = "demo-business";
 
 /// The sample policy (the simulator's demo business's ids).
 const POLICY: &str = include_str!("../../../../samples/policy.json");
-
-/// The sample events by key: (event, envelope without the entity, entity).
-fn samples() -> HashMap<String, (String, Value, Value)> {
-    let mut out = HashMap::new();
-    for line in include_str!("../../../../samples/events.jsonl").lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-        let key = v["idempotency_key"].as_str().unwrap().to_owned();
-        let envelope = json!({
-            "magento_entity_id": v["magento_entity_id"], "website_id": v["website_id"],
-            "store_id": v["store_id"], "occurred_at": v["occurred_at"], "payload": v["payload"],
-        });
-        out.entry(key).or_insert((v["event"].as_str().unwrap().to_owned(), envelope, v["entity"].clone()));
-    }
-    out
-}
 
 /// The simulator, a fake Magento, the service with one worker and its console.
 pub struct FlowWorld {
@@ -129,6 +114,11 @@ impl FlowWorld {
         ]
     }
 
+    /// Posts `form` to `path` with the session `cookie` (no redirect followed).
+    pub async fn post(&self, path: &str, cookie: &str, form: &(impl serde::Serialize + ?Sized)) -> reqwest::Response {
+        self.http.post(self.url(path)).header(header::COOKIE, cookie).form(form).send().await.unwrap()
+    }
+
     /// `GET /connect/sage` for the demo business with the session `cookie`: the redirect to the
     /// simulator's authorize page.
     pub async fn start_connect(&self, cookie: &str) -> reqwest::Response {
@@ -152,7 +142,7 @@ impl FlowWorld {
 
     /// Sends the sample event of `key` as the shop's module does (its entity served by the fake).
     pub async fn send(&self, shop: &str, key: &str) -> (u16, Value) {
-        let samples = samples();
+        let samples = crate::support_magento::sample_events();
         let (event, envelope, entity) = samples.get(key).cloned().expect("a sample event");
         let kind = event.split('.').next().unwrap_or_default().to_owned();
         self.magento.put_entity(shop, &kind, envelope["magento_entity_id"].as_u64().unwrap(), entity);
@@ -230,7 +220,7 @@ async fn connecting_a_business_and_retrying_a_run_wake_the_workers_at_once() {
     let cookie = format!("byte8_console={session}");
     w.magento.add_shop("shop", "code-1234");
     let form = w.pair_form(&csrf, "code-1234");
-    let r = w.http.post(w.url("/console/stores")).header(header::COOKIE, &cookie).form(&form).send().await.unwrap();
+    let r = w.post("/console/stores", &cookie, &form).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "paired");
     assert_eq!(w.send_invoice("shop").await.0, 202);
 
@@ -248,14 +238,7 @@ async fn connecting_a_business_and_retrying_a_run_wake_the_workers_at_once() {
     w.sim.script(Some("POST /sales_invoices"), Fault::AccessDenied);
     assert_eq!(w.send("shop", "invoice.created:1002").await.0, 202);
     let failed = w.wait_status("invoice.created:1002", RunStatus::DeadLettered).await.1;
-    let r = w
-        .http
-        .post(w.url(&format!("/console/runs/{failed}/retry")))
-        .header(header::COOKIE, &cookie)
-        .form(&[("csrf_token", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = w.post(&format!("/console/runs/{failed}/retry"), &cookie, &[("csrf_token", csrf.as_str())]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(w.wait_status("invoice.created:1002", RunStatus::Synced).await.0, RunStatus::Synced);
     assert_eq!(w.sim.business(BUSINESS).unwrap().invoices.len(), 2, "each invoice posted once");
@@ -270,24 +253,10 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
     // Pair from the Stores page; a wrong code is a field error and spends nothing.
     w.magento.add_shop("shop", "code-1234");
     let form = |code: &str| w.pair_form(&csrf, code);
-    let r = w
-        .http
-        .post(w.url("/console/stores"))
-        .header(header::COOKIE, &cookie)
-        .form(&form("wrong-code"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.post("/console/stores", &cookie, &form("wrong-code")).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.text().await.unwrap().contains("The store was not paired"));
-    let r = w
-        .http
-        .post(w.url("/console/stores"))
-        .header(header::COOKIE, &cookie)
-        .form(&form("code-1234"))
-        .send()
-        .await
-        .unwrap();
+    let r = w.post("/console/stores", &cookie, &form("code-1234")).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "paired");
     let tenant = w.tenant().await;
     assert_eq!(w.magento.tenant("shop"), tenant, "Magento holds the tenant the service stored");
@@ -384,28 +353,14 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
     assert!(page.contains(&format!("<option value=\"{rate}\"")), "the dropdown lists the business's tax rates");
     let mut fields: Vec<(String, String)> =
         vec![("csrf_token".into(), csrf.clone()), ("default_tax_rate_id".into(), rate.clone())];
-    let r = w
-        .http
-        .post(w.url(&format!("/console/policy/{tenant}")))
-        .header(header::COOKIE, &cookie)
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let r = w.post(&format!("/console/policy/{tenant}"), &cookie, &fields).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "saved");
     assert_eq!(
         w.store.binding(&tenant).await.unwrap().unwrap().policy.default_tax_rate_id.as_deref(),
         Some(rate.as_str())
     );
     fields[1].1 = "no-such-rate".into();
-    let r = w
-        .http
-        .post(w.url(&format!("/console/policy/{tenant}")))
-        .header(header::COOKIE, &cookie)
-        .form(&fields)
-        .send()
-        .await
-        .unwrap();
+    let r = w.post(&format!("/console/policy/{tenant}"), &cookie, &fields).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let page = r.text().await.unwrap();
     assert!(page.contains("id=\"default_tax_rate_id-error\"") && page.contains("no-such-rate"), "{page}");
@@ -423,14 +378,7 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
         versions.iter().map(|v| (v.version, v.changed_by.as_str())).collect::<Vec<_>>(),
         [(2, OPERATOR), (1, OPERATOR)]
     );
-    let r = w
-        .http
-        .post(w.url(&format!("/console/policy/{tenant}/restore/1")))
-        .header(header::COOKIE, &cookie)
-        .form(&[("csrf_token", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = w.post(&format!("/console/policy/{tenant}/restore/1"), &cookie, &[("csrf_token", csrf.as_str())]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         w.store.binding(&tenant).await.unwrap().unwrap().policy.default_tax_rate_id.as_deref(),
@@ -439,14 +387,8 @@ async fn over_http_a_store_paired_and_a_business_connected_through_oauth_syncs_t
     );
 
     // Disconnect revokes at the simulator and forgets the tokens.
-    let r = w
-        .http
-        .post(w.url(&format!("/console/connections/{BUSINESS}/disconnect")))
-        .header(header::COOKIE, &cookie)
-        .form(&[("csrf_token", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r =
+        w.post(&format!("/console/connections/{BUSINESS}/disconnect"), &cookie, &[("csrf_token", csrf.as_str())]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(location(&r).contains("done=disconnected"), "{}", location(&r));
     assert!(w.store.tokens(BUSINESS).await.unwrap().is_none());

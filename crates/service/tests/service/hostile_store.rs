@@ -118,23 +118,8 @@ fn policy() -> SyncPolicy {
     SyncPolicy::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The sample events by key: (event, envelope without the entity, entity).
-fn samples() -> HashMap<String, (String, Value, Value)> {
-    let mut out = HashMap::new();
-    for line in include_str!("../../../../samples/events.jsonl").lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-        let key = v["idempotency_key"].as_str().unwrap().to_owned();
-        let envelope = json!({
-            "magento_entity_id": v["magento_entity_id"], "website_id": v["website_id"],
-            "store_id": v["store_id"], "occurred_at": v["occurred_at"], "payload": v["payload"],
-        });
-        out.entry(key).or_insert((v["event"].as_str().unwrap().to_owned(), envelope, v["entity"].clone()));
-    }
-    out
-}
-
 fn invoice(id: u64) -> Value {
-    samples()[&format!("invoice.created:{id}")].2.clone()
+    crate::support_magento::sample_events()[&format!("invoice.created:{id}")].2.clone()
 }
 
 struct World {
@@ -198,7 +183,7 @@ impl World {
     }
 
     async fn webhook(&self, shop: &str, key: &str) -> (u16, Value) {
-        let s = samples();
+        let s = crate::support_magento::sample_events();
         let (event, envelope, _) = &s[key];
         self.magento.webhook(&self.http, &self.url, shop, event, envelope).await
     }
@@ -349,7 +334,7 @@ async fn a_hostile_store_cannot_stop_leak_into_or_starve_the_service() {
     let (_, again) = w.webhook("evil", "invoice.created:1001").await;
     assert_eq!(first["sync_run_id"], again["sync_run_id"]);
     let token = w.magento.webhook_token("evil");
-    let s = samples();
+    let s = crate::support_magento::sample_events();
     let (event, envelope, _) = &s["invoice.created:1003"];
     let tenant = w.magento.tenant("evil");
     let once = magento::post(&w.http, &w.url, &tenant, event, envelope, Some(&token), None).await;
