@@ -502,6 +502,12 @@ pub async fn send(peer: &Peer<'_>, hooks: &dyn Hooks, request: Request) -> Resul
                 });
             }
         };
+        // An answer the loop will not use (from another address, or over the cap): observed
+        // with why, and a provider error that is not retried.
+        let refuse = |status: u16, message: String| {
+            observe(Some(status), None, Some(&message));
+            Error::Provider { provider: peer.provider, status: Some(status), message, retryable: false, source: None }
+        };
         let failure = match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -511,14 +517,7 @@ pub async fn send(peer: &Peer<'_>, hooks: &dyn Hooks, request: Request) -> Resul
                          is set up with",
                         peer.name
                     );
-                    observe(Some(status), None, Some(&message));
-                    return Err(Error::Provider {
-                        provider: peer.provider,
-                        status: Some(status),
-                        message,
-                        retryable: false,
-                        source: None,
-                    });
+                    return Err(refuse(status, message));
                 }
                 let headers = resp.headers().clone();
                 hooks.answered(status, &headers);
@@ -533,14 +532,7 @@ pub async fn send(peer: &Peer<'_>, hooks: &dyn Hooks, request: Request) -> Resul
                             peer.name,
                             peer.max_body / (1024 * 1024)
                         );
-                        observe(Some(status), None, Some(&message));
-                        return Err(Error::Provider {
-                            provider: peer.provider,
-                            status: Some(status),
-                            message,
-                            retryable: false,
-                            source: None,
-                        });
+                        return Err(refuse(status, message));
                     }
                     Err(BodyError::Network(error)) => NetworkFailure { error, sent: true, cut_off: true },
                     Ok(body) => {
