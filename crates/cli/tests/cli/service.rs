@@ -208,6 +208,43 @@ impl World {
         self.dir.path().join("state.db")
     }
 
+    /// Connects the Xero simulator's demo organisation (its refresh token stored) and pairs shop
+    /// `xero-shop` as tenant `tenant-on-xero` to it, with the Xero sample policy.
+    async fn connect_xero_shop(&self, xero_server: &byte8_ledger_simulators::xero::XeroServer) {
+        self.store
+            .save_connection(&Connection {
+                scope: XERO_DEMO_TENANT.into(),
+                provider: "xero".into(),
+                base_url: xero_server.base_url(),
+                token_url: xero_server.token_url(),
+                created_at: SystemClock.now(),
+                tenant_id: Some(XERO_DEMO_TENANT.into()),
+                connections_url: Some(xero_server.connections_url()),
+            })
+            .await
+            .unwrap();
+        self.store
+            .save_tokens(
+                XERO_DEMO_TENANT,
+                &TokenSet::from_refresh_token(SecretString::from(XERO_DEMO_REFRESH_TOKEN.to_owned())),
+            )
+            .await
+            .unwrap();
+        let key = ApiKey::generate().unwrap();
+        self.magento.add_paired_shop("xero-shop", "tenant-on-xero", key.expose_secret());
+        let xero_policy = SyncPolicy::from_json(include_str!("../../../../samples/policy.xero.json")).unwrap();
+        let b = Binding::new(
+            "tenant-on-xero",
+            XERO_DEMO_TENANT,
+            &self.magento.base_url("xero-shop"),
+            key,
+            xero_policy,
+            SystemClock.now(),
+        )
+        .unwrap();
+        self.store.put_binding(&b).await.unwrap();
+    }
+
     /// Pairs shop `shop` as `tenant` in the store and in the fake (what `tenant pair` does).
     async fn pair(&self, shop: &str, tenant: &str) -> String {
         self.pair_on(shop, tenant, BUSINESS).await
@@ -1155,39 +1192,8 @@ async fn a_store_bound_to_a_xero_organisation_syncs_into_xero_beside_one_on_sage
     let mut w = World::new().await;
     let xero = XeroSimulator::demo(XeroSimConfig::unlimited());
     let xero_server = xero.serve().await.unwrap();
-    w.store
-        .save_connection(&Connection {
-            scope: XERO_DEMO_TENANT.into(),
-            provider: "xero".into(),
-            base_url: xero_server.base_url(),
-            token_url: xero_server.token_url(),
-            created_at: SystemClock.now(),
-            tenant_id: Some(XERO_DEMO_TENANT.into()),
-            connections_url: Some(xero_server.connections_url()),
-        })
-        .await
-        .unwrap();
-    w.store
-        .save_tokens(
-            XERO_DEMO_TENANT,
-            &TokenSet::from_refresh_token(SecretString::from(XERO_DEMO_REFRESH_TOKEN.to_owned())),
-        )
-        .await
-        .unwrap();
+    w.connect_xero_shop(&xero_server).await;
     w.pair("sage-shop", "tenant-on-sage").await;
-    let key = ApiKey::generate().unwrap();
-    w.magento.add_paired_shop("xero-shop", "tenant-on-xero", key.expose_secret());
-    let xero_policy = SyncPolicy::from_json(include_str!("../../../../samples/policy.xero.json")).unwrap();
-    let b = Binding::new(
-        "tenant-on-xero",
-        XERO_DEMO_TENANT,
-        &w.magento.base_url("xero-shop"),
-        key,
-        xero_policy,
-        SystemClock.now(),
-    )
-    .unwrap();
-    w.store.put_binding(&b).await.unwrap();
     serve_samples(&w.magento, "xero-shop");
     w.start(2).await;
 
@@ -1398,38 +1404,7 @@ async fn a_busy_xero_tenant_s_invoices_are_posted_in_batches_each_run_answered_i
     let mut w = World::new().await;
     let xero = XeroSimulator::demo(XeroSimConfig::unlimited());
     let xero_server = xero.serve().await.unwrap();
-    w.store
-        .save_connection(&Connection {
-            scope: XERO_DEMO_TENANT.into(),
-            provider: "xero".into(),
-            base_url: xero_server.base_url(),
-            token_url: xero_server.token_url(),
-            created_at: SystemClock.now(),
-            tenant_id: Some(XERO_DEMO_TENANT.into()),
-            connections_url: Some(xero_server.connections_url()),
-        })
-        .await
-        .unwrap();
-    w.store
-        .save_tokens(
-            XERO_DEMO_TENANT,
-            &TokenSet::from_refresh_token(SecretString::from(XERO_DEMO_REFRESH_TOKEN.to_owned())),
-        )
-        .await
-        .unwrap();
-    let key = ApiKey::generate().unwrap();
-    w.magento.add_paired_shop("xero-shop", "tenant-on-xero", key.expose_secret());
-    let xero_policy = SyncPolicy::from_json(include_str!("../../../../samples/policy.xero.json")).unwrap();
-    let b = Binding::new(
-        "tenant-on-xero",
-        XERO_DEMO_TENANT,
-        &w.magento.base_url("xero-shop"),
-        key,
-        xero_policy,
-        SystemClock.now(),
-    )
-    .unwrap();
-    w.store.put_binding(&b).await.unwrap();
+    w.connect_xero_shop(&xero_server).await;
     // 13 invoices of one customer, the 8th in a currency the organisation does not trade in
     // (Xero refuses that element alone: "Organisation is not subscribed to currency JPY").
     let (event, env, entity) = crate::support_magento::sample_events().get("invoice.created:1001").cloned().unwrap();
