@@ -141,6 +141,11 @@ fn url(server: &MockServer, p: &str) -> Url {
     Url::parse(&format!("{}{p}", server.uri())).unwrap()
 }
 
+/// `GET p` on `server`, labelled with its path.
+fn get(server: &MockServer, p: &str) -> Request {
+    Request::new(Method::GET, url(server, p), p)
+}
+
 #[tokio::test]
 async fn the_observer_sees_every_attempt_and_retries_are_counted() {
     let server = MockServer::start().await;
@@ -227,7 +232,7 @@ async fn a_body_over_the_cap_is_refused_not_retried() {
         .mount(&server)
         .await;
     let f = Fixture::new(reqwest::Client::new());
-    let request = Request::new(Method::GET, url(&server, "/big"), "/big");
+    let request = get(&server, "/big");
     let err = exchange::send(&f.peer(2048, Redirects::SameOrigin), &Tokens::default(), request).await.unwrap_err();
     match &err {
         Error::Provider { status: Some(200), retryable: false, message, .. } => {
@@ -242,13 +247,8 @@ async fn a_body_over_the_cap_is_refused_not_retried() {
         .respond_with(ResponseTemplate::new(200).set_body_string("y".repeat(2048)))
         .mount(&server)
         .await;
-    let reply = exchange::send(
-        &f.peer(2048, Redirects::SameOrigin),
-        &Tokens::default(),
-        Request::new(Method::GET, url(&server, "/b"), "/b"),
-    )
-    .await
-    .unwrap();
+    let reply =
+        exchange::send(&f.peer(2048, Redirects::SameOrigin), &Tokens::default(), get(&server, "/b")).await.unwrap();
     assert_eq!(reply.body.len(), 2048);
 }
 
@@ -267,7 +267,7 @@ async fn an_answer_from_another_origin_is_refused() {
     // A client of the caller's own that follows any redirect.
     let f = Fixture::new(reqwest::Client::new());
     for redirects in [Redirects::SameOrigin, Redirects::Never] {
-        let request = Request::new(Method::GET, url(&server, "/r"), "/r");
+        let request = get(&server, "/r");
         let err = exchange::send(&f.peer(1024, redirects), &Tokens::default(), request).await.unwrap_err();
         assert!(
             matches!(&err, Error::Provider { retryable: false, message, .. } if message.contains("redirected")),
@@ -277,13 +277,7 @@ async fn an_answer_from_another_origin_is_refused() {
     assert!(f.recorder.seen().iter().all(|s| s.response_body.is_none()), "the foreign body is never read");
     // With the policy's own client, the 3xx itself is the answer.
     let f = Fixture::new(reqwest::Client::builder().redirect(Redirects::Never.policy()).build().unwrap());
-    let reply = exchange::send(
-        &f.peer(1024, Redirects::Never),
-        &Tokens::default(),
-        Request::new(Method::GET, url(&server, "/r"), "/r"),
-    )
-    .await
-    .unwrap();
+    let reply = exchange::send(&f.peer(1024, Redirects::Never), &Tokens::default(), get(&server, "/r")).await.unwrap();
     assert_eq!(reply.status, 302);
 }
 
@@ -304,13 +298,7 @@ async fn a_refused_token_is_refreshed_once() {
         .await;
     let f = Fixture::new(reqwest::Client::new());
     let hooks = Tokens::default();
-    let reply = exchange::send(
-        &f.peer(1024, Redirects::SameOrigin),
-        &hooks,
-        Request::new(Method::GET, url(&server, "/a"), "/a"),
-    )
-    .await
-    .unwrap();
+    let reply = exchange::send(&f.peer(1024, Redirects::SameOrigin), &hooks, get(&server, "/a")).await.unwrap();
     assert_eq!((reply.status, reply.refreshed), (200, true));
     assert_eq!(*hooks.refused.lock().unwrap(), ["t0"]);
     assert_eq!(f.stats.retries(), 0, "a refresh is not a retry");
@@ -319,13 +307,7 @@ async fn a_refused_token_is_refreshed_once() {
     let server = MockServer::start().await;
     Mock::given(method("GET")).respond_with(ResponseTemplate::new(401)).expect(2).mount(&server).await;
     let hooks = Tokens::default();
-    let reply = exchange::send(
-        &f.peer(1024, Redirects::SameOrigin),
-        &hooks,
-        Request::new(Method::GET, url(&server, "/a"), "/a"),
-    )
-    .await
-    .unwrap();
+    let reply = exchange::send(&f.peer(1024, Redirects::SameOrigin), &hooks, get(&server, "/a")).await.unwrap();
     assert_eq!((reply.status, reply.refreshed), (401, true));
 }
 
@@ -334,25 +316,14 @@ async fn stop_returns_at_once_and_a_refused_admission_sends_nothing() {
     let server = MockServer::start().await;
     Mock::given(method("GET")).respond_with(ResponseTemplate::new(418)).expect(1).mount(&server).await;
     let f = Fixture::new(reqwest::Client::new());
-    let reply = exchange::send(
-        &f.peer(1024, Redirects::SameOrigin),
-        &Tokens::default(),
-        Request::new(Method::GET, url(&server, "/s"), "/s"),
-    )
-    .await
-    .unwrap();
+    let reply =
+        exchange::send(&f.peer(1024, Redirects::SameOrigin), &Tokens::default(), get(&server, "/s")).await.unwrap();
     assert_eq!(reply.status, 418);
 
     let server = MockServer::start().await;
     Mock::given(method("GET")).respond_with(ResponseTemplate::new(200)).expect(0).mount(&server).await;
     let hooks = Tokens { deny: true, ..Tokens::default() };
-    let err = exchange::send(
-        &f.peer(1024, Redirects::SameOrigin),
-        &hooks,
-        Request::new(Method::GET, url(&server, "/d"), "/d"),
-    )
-    .await
-    .unwrap_err();
+    let err = exchange::send(&f.peer(1024, Redirects::SameOrigin), &hooks, get(&server, "/d")).await.unwrap_err();
     assert!(err.is_deferred(), "{err:?}");
 }
 
