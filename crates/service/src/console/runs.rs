@@ -114,12 +114,12 @@ async fn retry(
     Posted { operator, form: _ }: Posted<Vec<(String, String)>>,
 ) -> Response {
     let Ok(run_id) = id.parse::<i64>() else { return not_found(&operator, &id) };
-    match shared.service.store.get(run_id).await {
-        Ok(Some(_)) => {}
+    let run = match shared.service.store.get(run_id).await {
+        Ok(Some(run)) => run,
         Ok(None) => return not_found(&operator, &id),
         Err(e) => return unavailable(&e),
-    }
-    match actions::retry(&shared.service, run_id).await {
+    };
+    match actions::retry(&shared.service, &run).await {
         Ok(true) => {
             tracing::info!(operator = %operator.name(), run = run_id, "console: run retried");
             Redirect::to(&format!("{RUNS_PATH}/{run_id}?done=retried")).into_response()

@@ -309,7 +309,7 @@ pub(crate) mod actions {
         Result,
         error::FieldError,
         store::{
-            RunId, RunStatus,
+            Run, RunId, RunStatus,
             audit::{RunDetail, RunPage, RunQuery, run_detail},
         },
     };
@@ -337,13 +337,12 @@ pub(crate) mod actions {
 
     /// "Retry": the run back in line, due now (false: it is not dead-lettered nor waiting after
     /// a failure), and its tenant's workers told at once ([`Shared::announce`]).
-    pub(crate) async fn retry(shared: &Shared, id: RunId) -> Result<bool> {
-        if !shared.store.requeue_run(id, shared.clock.now()).await? {
+    pub(crate) async fn retry(shared: &Shared, run: &Run) -> Result<bool> {
+        if !shared.store.requeue_run(run.id, shared.clock.now()).await? {
             return Ok(false);
         }
-        let tenant = shared.store.get(id).await?.and_then(|r| r.tenant_id);
-        if let Some(tenant) = tenant
-            && let Some(b) = shared.store.binding(&tenant).await?
+        if let Some(tenant) = &run.tenant_id
+            && let Some(b) = shared.store.binding(tenant).await?
             && b.is_active()
         {
             shared.announce(b.info()).await;
