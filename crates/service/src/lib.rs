@@ -398,11 +398,15 @@ impl Shared {
         }
     }
 
-    /// [`announce`](Self::announce)s every active store of business `scope` (its dead letters
-    /// went back in line, or it has just been connected and its waiting events can go).
-    pub(crate) async fn announce_business(&self, scope: &str) -> byte8_ledger_core::Result<()> {
+    /// [`announce`](Self::announce)s every active store of the businesses `scopes` (their dead
+    /// letters went back in line, or one has just been connected and its waiting events can
+    /// go), reading the bindings once.
+    pub(crate) async fn announce_businesses(&self, scopes: &[String]) -> byte8_ledger_core::Result<()> {
+        if scopes.is_empty() {
+            return Ok(());
+        }
         for b in self.store.bindings().await? {
-            if b.scope == scope && b.is_active() {
+            if b.is_active() && scopes.contains(&b.scope) {
                 self.announce(b).await;
             }
         }

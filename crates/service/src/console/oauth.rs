@@ -420,7 +420,7 @@ async fn finish(
         )),
     };
     // The events that waited for the connection go now, not at the workers' next look.
-    shared.service.announce_business(&connection.scope).await?;
+    shared.service.announce_businesses(std::slice::from_ref(&connection.scope)).await?;
     let content = html! {
         p { "The service now posts the business's events to " (label(kind)) "; events that were waiting for the connection are synced now." }
         p { a id="continue" href="/console/connections" { "Continue to Connections" } }

@@ -410,13 +410,15 @@ pub(crate) mod actions {
             }
             let now = shared.clock.now();
             let mut n = 0;
+            let mut requeued_in = Vec::new();
             for scope in businesses(shared).await? {
                 let requeued = shared.store.requeue_dead_letters(&scope, None, now).await?;
                 if requeued > 0 {
-                    shared.announce_business(&scope).await?;
+                    requeued_in.push(scope);
                 }
                 n += requeued;
             }
+            shared.announce_businesses(&requeued_in).await?;
             tracing::info!(count = n, "console: the dead letters of every business requeued by an operator");
             return Ok(Ok(n));
         }

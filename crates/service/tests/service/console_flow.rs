@@ -211,8 +211,9 @@ fn location(r: &reqwest::Response) -> String {
 
 /// With the workers' periodic look for work an hour away (its first one done at start, before
 /// anything is queued), the event waiting for its business's connection goes when the OAuth
-/// callback stores the connection, and a dead letter goes when an operator retries it: only the
-/// console's own announcements to the workers can have started them.
+/// callback stores the connection, and a dead letter goes when an operator retries it (alone, or
+/// with every business's): only the console's own announcements to the workers can have started
+/// them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_a_business_and_retrying_a_run_wake_the_workers_at_once() {
     let w = FlowWorld::start_with(Duration::from_secs(3600)).await;
@@ -242,6 +243,16 @@ async fn connecting_a_business_and_retrying_a_run_wake_the_workers_at_once() {
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(w.wait_status("invoice.created:1002", RunStatus::Synced).await.0, RunStatus::Synced);
     assert_eq!(w.sim.business(BUSINESS).unwrap().invoices.len(), 2, "each invoice posted once");
+
+    // Another dead letter, retried with every business's: synced at once too.
+    w.sim.script(Some("POST /sales_invoices"), Fault::AccessDenied);
+    assert_eq!(w.send("shop", "invoice.created:1003").await.0, 202);
+    w.wait_status("invoice.created:1003", RunStatus::DeadLettered).await;
+    let form = [("csrf_token", csrf.as_str()), ("store", "*"), ("confirm", "yes")];
+    let r = w.post("/console/runs/retry-dead-letters", &cookie, &form).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(w.wait_status("invoice.created:1003", RunStatus::Synced).await.0, RunStatus::Synced);
+    assert_eq!(w.sim.business(BUSINESS).unwrap().invoices.len(), 3, "each invoice posted once");
 }
 
 #[tokio::test]
