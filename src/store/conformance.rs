@@ -17,7 +17,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::{
-    AttemptRecord, Connection, Dedupe, Enqueued, NewRun, RunResult, RunStatus, Store, Xref, XrefKind, XrefState,
+    AttemptRecord, Claimed, Connection, Dedupe, Enqueued, NewRun, RunResult, RunStatus, Store, Xref, XrefKind,
+    XrefState,
 };
 use crate::{
     auth::TokenSet,
@@ -354,6 +355,52 @@ pub async fn runs_are_claimed_per_tenant(store: &dyn Store, scope: &str) {
     assert!(store.claim_for(scope, Some("tenant-c"), t0(), lease, 10).await.expect("claim").is_empty());
 }
 
+/// `claim_next` claims like `claim_for` and says whether more of the tenant's runs are due
+/// after it: another tenant's, or a run not due yet, does not count; `limit` 0 only looks.
+pub async fn claims_say_whether_more_are_due(store: &dyn Store, scope: &str) {
+    let lease = t0() + Duration::seconds(60);
+    let peek = store.claim_next(scope, Some("tenant-a"), t0(), lease, 0).await.expect("claim_next");
+    assert_eq!(peek, Claimed::default(), "claims_say_whether_more_are_due: nothing queued, nothing due");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let key = format!("invoice.created:9{i}");
+        let e = store.enqueue(tenant_run(scope, "tenant-a", &key, "a"), Dedupe::Permanent).await.expect("enqueue");
+        ids.push(e.run_id());
+    }
+    store.enqueue(tenant_run(scope, "tenant-b", "invoice.created:99", "b"), Dedupe::Permanent).await.expect("enqueue");
+    let peek = store.claim_next(scope, Some("tenant-a"), t0(), lease, 0).await.expect("claim_next");
+    assert!(
+        peek.runs.is_empty() && peek.more,
+        "claims_say_whether_more_are_due: limit 0 claims nothing and sees the runs due: {peek:?}"
+    );
+    let first = store.claim_next(scope, Some("tenant-a"), t0(), lease, 2).await.expect("claim_next");
+    assert_eq!(
+        first.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[..2],
+        "claims_say_whether_more_are_due: the oldest two"
+    );
+    assert!(first.more, "claims_say_whether_more_are_due: a third run is due after two are claimed");
+    let second = store.claim_next(scope, Some("tenant-a"), t0(), lease, 2).await.expect("claim_next");
+    assert_eq!(
+        second.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[2..],
+        "claims_say_whether_more_are_due: the last one"
+    );
+    assert!(!second.more, "claims_say_whether_more_are_due: drained (tenant b's run is not tenant a's)");
+    // Claimed runs are not due until their lease ends; then all three are.
+    let later = lease + Duration::seconds(1);
+    let again =
+        store.claim_next(scope, Some("tenant-a"), later, later + Duration::seconds(60), 1).await.expect("claim_next");
+    assert_eq!(
+        again.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[..1],
+        "claims_say_whether_more_are_due: a lapsed lease"
+    );
+    assert!(again.more, "claims_say_whether_more_are_due: two more lapsed leases are due");
+    let b = store.claim_next(scope, Some("tenant-b"), t0(), lease, 5).await.expect("claim_next");
+    assert_eq!((b.runs.len(), b.more), (1, false), "claims_say_whether_more_are_due: tenant b's own run, and no more");
+}
+
 /// Counts by status, per scope.
 pub async fn counts_are_per_scope(store: &dyn Store, scope: &str) {
     let other = format!("{scope}-other");
@@ -462,6 +509,7 @@ pub async fn run_all(store: &dyn Store, scope: &str) {
     dead_letters_keep_everything_and_requeue(store, &format!("{scope}-dead")).await;
     finish_is_fenced_by_the_claim(store, &format!("{scope}-fenced")).await;
     runs_are_claimed_per_tenant(store, &format!("{scope}-tenants")).await;
+    claims_say_whether_more_are_due(store, &format!("{scope}-more")).await;
     counts_are_per_scope(store, &format!("{scope}-counts")).await;
     xrefs_round_trip(store, &format!("{scope}-xrefs")).await;
     connections_and_tokens_round_trip(store, &format!("{scope}-connections")).await;

@@ -30,8 +30,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, RunStore,
-    Xref, XrefKind, XrefStore,
+    AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus,
+    RunStore, Xref, XrefKind, XrefStore,
 };
 use crate::{
     auth::TokenSet,
@@ -303,14 +303,28 @@ impl<X: MemoryExtension> RunStore for MemoryStore<X> {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Run>> {
+        Ok(self.claim_next(scope, tenant, now, lease_until, limit).await?.runs)
+    }
+
+    /// Exact: `more` says whether a run of the tenant's is still due after the claim.
+    async fn claim_next(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Claimed> {
         let mut s = self.lock();
-        let ids: Vec<RunId> = s
+        let mut ids: Vec<RunId> = s
             .runs
             .values()
             .filter(|r| r.scope == scope && r.tenant_id.as_deref() == tenant && due(r, s.lease.get(&r.id), now))
-            .take(limit)
+            .take(limit.saturating_add(1))
             .map(|r| r.id)
             .collect();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             s.lease.insert(id, lease_until);
@@ -321,7 +335,7 @@ impl<X: MemoryExtension> RunStore for MemoryStore<X> {
                 out.push(r.clone());
             }
         }
-        Ok(out)
+        Ok(Claimed { runs: out, more })
     }
 
     async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>> {

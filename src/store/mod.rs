@@ -300,6 +300,16 @@ pub struct RunResult {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// What [`RunStore::claim_next`] claimed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// The runs claimed, oldest first.
+    pub runs: Vec<Run>,
+    /// Whether more runs of the same scope and tenant were due when these were claimed (a hint:
+    /// see [`RunStore::claim_next`]).
+    pub more: bool,
+}
+
 /// The run queue, dead letters and audit trail.
 #[async_trait]
 pub trait RunStore: fmt::Debug + Send + Sync {
@@ -332,6 +342,28 @@ pub trait RunStore: fmt::Debug + Send + Sync {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Run>>;
+
+    /// [`claim_for`](Self::claim_for), also saying whether more of the tenant's runs are due
+    /// after it ([`Claimed::more`]), so that a worker draining a business knows it is drained
+    /// without a further claim that finds nothing (one statement an event fewer for a business
+    /// with one run waiting). `limit` 0 claims nothing and only says whether any is due.
+    ///
+    /// `more` is a hint taken with the claim: a run queued a moment later is not in it (whoever
+    /// queues it announces it), and a run another claimer holds locked is not counted. The
+    /// default (a store that cannot tell) is `claim_for`, with `more` true whenever it claimed
+    /// `limit` runs (the caller claims again to find out); the bundled stores tell exactly.
+    async fn claim_next(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Claimed> {
+        let runs = if limit == 0 { Vec::new() } else { self.claim_for(scope, tenant, now, lease_until, limit).await? };
+        let more = runs.len() == limit;
+        Ok(Claimed { runs, more })
+    }
 
     /// Claims one run by id if it is due (the engine processing an event it just enqueued).
     async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>>;

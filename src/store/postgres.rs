@@ -69,8 +69,8 @@ use sqlx::{
 };
 
 use super::{
-    AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, RunStore,
-    Xref, XrefKind, XrefState, XrefStore,
+    AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus,
+    RunStore, Xref, XrefKind, XrefState, XrefStore,
     audit::{
         EXCHANGES_PER_INSERT, RequestCount, RunPage, RunQuery, increment_id_in, increment_id_of_raw, numbered,
         read_snapshot, recording_of, snapshot_column,
@@ -339,6 +339,33 @@ fn run_from(row: &PgRow) -> Result<Run> {
     })
 }
 
+/// The runs and the boolean column `more` of a claiming statement answering at least one row: a
+/// row whose `id` is NULL (the `LEFT JOIN` of nothing claimed) carries no run.
+fn claimed_from(rows: &[PgRow], more: &str) -> Result<Claimed> {
+    let more = match rows.first() {
+        Some(row) => row.try_get::<Option<bool>, _>(more).map_err(db)?.unwrap_or(false),
+        None => false,
+    };
+    let mut runs = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.try_get::<Option<i64>, _>("id").map_err(db)?.is_some() {
+            runs.push(run_from(row)?);
+        }
+    }
+    runs.sort_by_key(|r| r.id);
+    Ok(Claimed { runs, more })
+}
+
+/// [`claimed_from`] for a package's own claiming statement on this store's tables (the service
+/// takes its dispatch lease and claims in one): its rows are `runs.*` plus the boolean column
+/// `more`, at least one row, a row with a NULL `id` carrying no run.
+///
+/// # Errors
+/// [`Error::Database`] when a column is missing or a status unknown.
+pub fn claimed_from_rows(rows: &[PgRow], more: &str) -> Result<Claimed> {
+    claimed_from(rows, more)
+}
+
 /// Reads a row of `runs` (`SELECT *`, or `RETURNING *`, extra columns allowed) as this store
 /// does: what a package selecting runs from [`PostgresStore::pool`] (the service's callback
 /// outbox, its status route) reads them with.
@@ -415,6 +442,36 @@ impl RunStore for PostgresStore {
         let mut runs = rows.iter().map(run_from).collect::<Result<Vec<_>>>()?;
         runs.sort_by_key(|r| r.id);
         Ok(runs)
+    }
+
+    /// One statement: up to `limit + 1` due runs locked (`SKIP LOCKED`), the first `limit`
+    /// claimed, `more` whether there was one beyond them.
+    async fn claim_next(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Claimed> {
+        let rows = sqlx::query(concat!(
+            "WITH cand AS MATERIALIZED (SELECT id FROM runs WHERE scope = $1 AND tenant_id IS NOT DISTINCT FROM $5 AND ",
+            due!(),
+            " ORDER BY id LIMIT $4 + 1 FOR UPDATE SKIP LOCKED), \
+             next AS (SELECT id FROM cand ORDER BY id LIMIT $4), \
+             claimed AS (UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $3, updated_at = $2 \
+               FROM next WHERE runs.id = next.id RETURNING runs.*) \
+             SELECT (SELECT count(*) FROM cand) > $4 AS claim_more, claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON true"
+        ))
+        .bind(text(scope))
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1))
+        .bind(tenant.map(text).as_deref())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        claimed_from(&rows, "claim_more")
     }
 
     async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>> {

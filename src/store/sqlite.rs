@@ -26,8 +26,8 @@ use sqlx::{
 };
 
 use super::{
-    AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus, RunStore,
-    Xref, XrefKind, XrefState, XrefStore,
+    AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus,
+    RunStore, Xref, XrefKind, XrefState, XrefStore,
     audit::{RunPage, RunQuery, increment_id_in, increment_id_of_raw},
     crypto::{MasterKey, open_tokens, seal_tokens},
 };
@@ -394,6 +394,29 @@ impl RunStore for SqliteStore {
         let mut runs = rows.iter().map(run_from).collect::<Result<Vec<_>>>()?;
         runs.sort_by_key(|r| r.id);
         Ok(runs)
+    }
+
+    /// The claim, then one read of whether another run is due (in-process: no round trip).
+    async fn claim_next(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Claimed> {
+        let runs = if limit == 0 { Vec::new() } else { self.claim_for(scope, tenant, now, lease_until, limit).await? };
+        let sql = format!("SELECT EXISTS (SELECT 1 FROM runs WHERE {DUE}) AS more");
+        let more: bool = sqlx::query_scalar(&sql)
+            .bind(scope)
+            .bind(micros(now))
+            .bind(Option::<i64>::None)
+            .bind(Option::<i64>::None)
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(Claimed { runs, more })
     }
 
     async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>> {

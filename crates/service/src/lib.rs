@@ -78,12 +78,16 @@
 //!
 //! A worker is a loop (a tokio task; `serve --workers N` starts N, and `serve --no-http` runs
 //! processes without HTTP) that takes the next tenant from this process's **line** of tenants with
-//! work, takes its business's **dispatch lease**
-//! ([`DispatchStore::acquire_dispatch`](crate::store::DispatchStore::acquire_dispatch)),
-//! claims due runs of its business and processes them, then sends its pending callbacks (up to
-//! [`ServiceConfig::batch`] of each; the lease is renewed once a quarter of
-//! [`ServiceConfig::dispatch_lease`] has passed), releases the lease, and takes the next tenant.
-//! A worker with nothing in line waits without reading the store. The line is fed by:
+//! work, takes its business's **dispatch lease** and claims the tenant's first due runs with it
+//! ([`DispatchStore::begin_turn`](crate::store::DispatchStore::begin_turn): one statement on
+//! PostgreSQL, which also says whether more are due), processes them and claims more while more
+//! are due, then sends its pending callbacks (up to [`ServiceConfig::batch`] of each; the lease
+//! is renewed once a quarter of [`ServiceConfig::dispatch_lease`] has passed), and ends the turn
+//! recording the callbacks delivered and releasing the lease together
+//! ([`DispatchStore::end_turn`](crate::store::DispatchStore::end_turn)); then it takes the next
+//! tenant. A tenant with one event waiting thus costs its turn three statements around the
+//! engine's own (begin, the callback claim, end). A worker with nothing in line waits without
+//! reading the store. The line is fed by:
 //!
 //! - **the webhook route**, the moment it queues a run: the tenant goes in line and an idle
 //!   worker wakes (no polling delay, no read);

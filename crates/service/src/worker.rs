@@ -18,12 +18,12 @@ use tokio::task::JoinHandle;
 
 use super::Shared;
 use crate::magento::{ConnectionStatus, MagentoClient};
-use crate::store::BindingInfo;
+use crate::store::{BindingInfo, TurnStart};
 use byte8_ledger_core::{
     canonical::{Entity, EventKind},
     engine::{EntitySource, SyncEngine},
     error::{AuthFailure, Error, Result},
-    store::{Run, RunStatus, Store},
+    store::{Claimed, Run, RunId, RunStatus, Store},
 };
 
 /// The engine's [`EntitySource`] over a tenant's [`MagentoClient`]: a 401 (the store no longer
@@ -187,20 +187,41 @@ fn permanent(e: &Error) -> bool {
     matches!(e, Error::Invalid { .. } | Error::Rejected { .. })
 }
 
-/// One tenant's turn, under its business's dispatch lease (just taken: `lease`): due runs, then
+/// What a turn starts [`dispatch`] with.
+struct Started {
+    /// The business's dispatch lease, just taken.
+    lease: HeldLease,
+    /// The runs claimed with it (none when the runtime was not ready).
+    first: Claimed,
+    /// The tenant's runtime when it was built already.
+    ready: Option<Arc<TenantRuntime>>,
+}
+
+/// One tenant's turn, under its business's dispatch lease (`start`): due runs, then
 /// due callbacks, up to [`ServiceConfig::batch`](super::ServiceConfig::batch) of each. True when
 /// either stopped at that bound (more may be waiting: the business goes back in line), false
-/// when both were drained, the worker stops or the lease is lost.
+/// when both were drained, the worker stops or the lease is lost. The callbacks delivered are
+/// pushed on `delivered` for the turn's end to record ([`DispatchStore::end_turn`]).
 async fn dispatch(
     shared: &Arc<Shared>,
     info: &BindingInfo,
     holder: &str,
     stop: &AtomicBool,
-    mut lease: HeldLease,
+    start: Started,
+    delivered: &mut Vec<(RunId, i64)>,
 ) -> Result<bool> {
-    let rt = runtime(shared, info).await?;
+    let Started { mut lease, first, ready } = start;
+    let rt = match ready {
+        Some(rt) => rt,
+        None => runtime(shared, info).await?,
+    };
     let mut status = StatusSync { stored: info.magento_status };
-    if rt.magento.status() == ConnectionStatus::TokenRevoked || info.magento_status == ConnectionStatus::TokenRevoked {
+    // Runs are claimed with the lease only for a tenant whose Magento accepts the ledger (see
+    // `turn`): one whose token was refused is probed first, and claims nothing until it answers.
+    if first.runs.is_empty()
+        && (rt.magento.status() == ConnectionStatus::TokenRevoked
+            || info.magento_status == ConnectionStatus::TokenRevoked)
+    {
         {
             let mut last = rt.last_probe.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if last.is_some_and(|t| t.elapsed() < shared.config.probe_interval) {
@@ -220,52 +241,65 @@ async fn dispatch(
     // One run at a time — or, on a ledger that takes several documents a request (Xero), up to
     // its batch size at a time, grouped by the engine — the lease checked before each claim (and
     // renewed when a quarter of it has passed): a worker that stops, or loses the lease, leaves
-    // nothing claimed behind.
+    // nothing claimed behind. Each claim says whether more are due, so a drained tenant costs
+    // no further (empty) claim.
     let per_claim = batch_size(&rt).await;
-    let mut more = true;
-    while handled < config.batch {
-        if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
-            return Ok(false);
+    let mut next = Some(first);
+    let more = loop {
+        let claimed = match next.take() {
+            Some(claimed) => claimed,
+            None => {
+                if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
+                    return Ok(false);
+                }
+                let now = shared.clock.now();
+                // This tenant's runs only: a business paired to another tenant since keeps the
+                // old tenant's runs, which must never be fetched from this tenant's store.
+                let claimed = shared
+                    .store
+                    .claim_next(
+                        &rt.scope,
+                        Some(&rt.tenant_id),
+                        now,
+                        byte8_ledger_core::clock::later(now, config.engine.lease),
+                        per_claim.min(config.batch - handled),
+                    )
+                    .await?;
+                if claimed.runs.is_empty() {
+                    break false;
+                }
+                claimed
+            }
+        };
+        if !claimed.runs.is_empty() {
+            handled += claimed.runs.len();
+            process_claimed(shared, &rt, claimed.runs).await?;
+            status.sync(shared, &rt).await;
         }
-        let now = shared.clock.now();
-        let asked = per_claim.min(config.batch - handled);
-        // This tenant's runs only: a business paired to another tenant since keeps the old
-        // tenant's runs, which must never be fetched from this tenant's store.
-        let runs = shared
-            .store
-            .claim_for(
-                &rt.scope,
-                Some(&rt.tenant_id),
-                now,
-                byte8_ledger_core::clock::later(now, config.engine.lease),
-                asked,
-            )
-            .await?;
-        if runs.is_empty() {
-            more = false;
-            break;
+        if !claimed.more {
+            break false;
         }
-        let fewer = runs.len() < asked;
-        handled += runs.len();
-        process_claimed(shared, &rt, runs).await?;
-        status.sync(shared, &rt).await;
-        if fewer {
-            // Fewer than asked: none was left to claim (no further, empty claim).
-            more = false;
-            break;
+        if handled >= config.batch {
+            break true;
         }
-    }
+    };
     if rt.magento.status() == ConnectionStatus::TokenRevoked {
         return Ok(false);
     }
     // The due callbacks in one claim (up to the batch), sent one by one: a claim that returns
     // fewer than asked means none is left, without a further (empty) claim. Callbacks claimed
     // and not sent (the tenant's token revoked meanwhile) are due again when their lease ends.
+    // Those delivered are recorded together: with the lease's release at the turn's end, or
+    // before the next claim when the batch is full.
     let mut callbacks_left = true;
     let mut sent = 0;
     while sent < config.batch {
         if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
             return Ok(false);
+        }
+        if !delivered.is_empty() {
+            shared.store.callbacks_sent(delivered, shared.clock.now()).await?;
+            delivered.clear();
         }
         let now = shared.clock.now();
         let asked = config.batch - sent;
@@ -287,7 +321,7 @@ async fn dispatch(
         }
         sent += claimed.len();
         for cb in claimed {
-            if !send_callback(shared, &rt, &cb).await? {
+            if !send_callback(shared, &rt, &cb, delivered).await? {
                 status.sync(shared, &rt).await;
                 return Ok(false);
             }
@@ -300,23 +334,29 @@ async fn dispatch(
     Ok(more || callbacks_left)
 }
 
-/// Sends one claimed callback and records what became of it. False when Magento refused the
-/// ledger's token (the tenant's other callbacks then wait until it pairs again).
-async fn send_callback(shared: &Shared, rt: &TenantRuntime, cb: &crate::store::PendingCallback) -> Result<bool> {
+/// Sends one claimed callback and records what became of it: delivered (or never deliverable)
+/// goes on `delivered`, a failure is recorded at once. False when Magento refused the ledger's
+/// token (the tenant's other callbacks then wait until it pairs again).
+async fn send_callback(
+    shared: &Shared,
+    rt: &TenantRuntime,
+    cb: &crate::store::PendingCallback,
+    delivered: &mut Vec<(RunId, i64)>,
+) -> Result<bool> {
     let (id, generation) = (cb.run.id, cb.generation);
     let Some(outcome) = cb.run.outcome.as_ref() else {
         tracing::error!(tenant = %rt.tenant_id, run = id, "a terminal run without an outcome: no callback to send");
-        shared.store.callback_sent(id, generation, shared.clock.now()).await?;
+        delivered.push((id, generation));
         return Ok(true);
     };
     match rt.magento.post_sync_state(outcome).await {
         Ok(()) => {
-            shared.store.callback_sent(id, generation, shared.clock.now()).await?;
+            delivered.push((id, generation));
             tracing::info!(tenant = %rt.tenant_id, run = id, key = %cb.run.idempotency_key, "sync state sent to Magento");
         }
         Err(e) if permanent(&e) => {
             tracing::error!(tenant = %rt.tenant_id, run = id, error = %e, "Magento can never accept this sync state: dropped");
-            shared.store.callback_sent(id, generation, shared.clock.now()).await?;
+            delivered.push((id, generation));
         }
         Err(e) => {
             let delay = shared.config.callback_delay(cb.attempts.saturating_add(1));
@@ -390,22 +430,44 @@ async fn process_claimed(shared: &Arc<Shared>, rt: &Arc<TenantRuntime>, mut runs
     Ok(())
 }
 
-/// One tenant's turn: takes its business's dispatch lease (a business another worker holds is
-/// left alone: that worker drains it), drains it ([`dispatch`]), releases the lease. True when
-/// the turn ended on [`ServiceConfig::batch`](super::ServiceConfig::batch) with more possibly
-/// waiting (the business goes back in line, behind the others).
+/// One tenant's turn: takes its business's dispatch lease and claims its first runs in one go
+/// ([`DispatchStore::begin_turn`]; a business another worker holds is left alone: that worker
+/// drains it), drains it ([`dispatch`]), and ends the turn recording the callbacks delivered and
+/// releasing the lease in one go ([`DispatchStore::end_turn`]). Runs are claimed with the lease
+/// only when the tenant's runtime is built and its Magento accepts the ledger, so that what is
+/// claimed is processed at once; otherwise the lease alone is taken. True when the turn ended on
+/// [`ServiceConfig::batch`](super::ServiceConfig::batch) with more possibly waiting (the
+/// business goes back in line, behind the others).
 async fn turn(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, info: &BindingInfo) -> bool {
-    match renew(shared, &info.scope, holder).await {
-        Ok(true) => {}
-        Ok(false) => return false,
+    let ready = ready_runtime(shared, info).await;
+    let limit = match &ready {
+        Some(rt) => batch_size(rt).await.min(shared.config.batch),
+        None => 0,
+    };
+    let now = shared.clock.now();
+    let start = TurnStart {
+        scope: &info.scope,
+        tenant: &info.tenant_id,
+        holder,
+        now,
+        lease_until: byte8_ledger_core::clock::later(now, shared.config.dispatch_lease),
+        run_lease_until: byte8_ledger_core::clock::later(now, shared.config.engine.lease),
+        limit,
+    };
+    let first = match shared.store.begin_turn(&start).await {
+        Ok(Some(first)) => first,
+        Ok(None) => return false,
         Err(e) => {
             tracing::warn!(business = %info.scope, error = %e, "cannot take the dispatch lease");
             return false;
         }
-    }
+    };
     // Anything else that panics in the tenant's turn (a callback, building its runtime) is
     // caught here: the lease is released below and the tenant's runtime rebuilt next time.
-    let result = match AssertUnwindSafe(dispatch(shared, info, holder, stop, HeldLease::now())).catch_unwind().await {
+    let mut delivered = Vec::new();
+    let started = Started { lease: HeldLease::now(), first, ready };
+    let drained = dispatch(shared, info, holder, stop, started, &mut delivered);
+    let result = match AssertUnwindSafe(drained).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => {
             let text = panic_text(panic.as_ref());
@@ -414,8 +476,8 @@ async fn turn(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, info: &Bind
             Err(Error::internal(format!("a worker panicked: {text}")))
         }
     };
-    if let Err(e) = shared.store.release_dispatch(&info.scope, holder).await {
-        tracing::warn!(business = %info.scope, error = %e, "cannot release the dispatch lease (it expires by itself)");
+    if let Err(e) = shared.store.end_turn(&info.scope, holder, &delivered, shared.clock.now()).await {
+        tracing::warn!(business = %info.scope, error = %e, "cannot end the turn (the lease expires by itself; the callbacks delivered are sent again)");
     }
     match result {
         Ok(more) => {
@@ -427,6 +489,18 @@ async fn turn(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, info: &Bind
             false
         }
     }
+}
+
+/// The tenant's runtime when it is built already (for its binding as paired now) and its
+/// Magento is not known to refuse the ledger: a turn may then claim runs with its lease.
+async fn ready_runtime(shared: &Shared, info: &BindingInfo) -> Option<Arc<TenantRuntime>> {
+    if info.magento_status == ConnectionStatus::TokenRevoked {
+        return None;
+    }
+    let runtimes = shared.runtimes.lock().await;
+    let rt = runtimes.get(&info.tenant_id)?;
+    (rt.paired_at == info.paired_at && rt.scope == info.scope && rt.magento.status() != ConnectionStatus::TokenRevoked)
+        .then(|| Arc::clone(rt))
 }
 
 /// The safety net: one read of the tenants with work due that nobody announced (a run due again

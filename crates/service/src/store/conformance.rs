@@ -19,7 +19,7 @@ use byte8_ledger_core::{
 };
 use chrono::{DateTime, Duration, Utc};
 
-use super::{ApiKey, Binding, BindingStatus, ConnectionStatus, ServiceStore};
+use super::{ApiKey, Binding, BindingStatus, ConnectionStatus, ServiceStore, TurnStart};
 
 /// A tenant id derived from a scope (scopes may hold characters tenant ids may not).
 fn tenant_of(scope: &str) -> String {
@@ -273,6 +273,66 @@ pub async fn callbacks_follow_terminal_runs(store: &dyn ServiceStore, scope: &st
     let run = store.claim_run(id, t0(), lease(60)).await.expect("claim").expect("claimable");
     store.finish(id, run.claim, result("invoice.created:7002", RunStatus::Skipped, 1, None)).await.expect("finish");
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: none once revoked");
+}
+
+/// A turn's start takes the lease and claims the tenant's runs with it (saying whether more are
+/// due), claims nothing while another holds the lease, and its end records the callbacks
+/// delivered and releases the lease.
+pub async fn turns_take_the_lease_and_claim_together(store: &dyn ServiceStore, scope: &str) {
+    let tenant = tenant_of(scope);
+    let at = |s: i64| t0() + Duration::seconds(s);
+    store.put_binding(&binding(&tenant, scope, "k", t0())).await.expect("put binding");
+    let mut ids = Vec::new();
+    for key in ["invoice.created:8001", "invoice.created:8002"] {
+        ids.push(
+            store.enqueue(tenant_run(scope, &tenant, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id(),
+        );
+    }
+    store
+        .enqueue(tenant_run(scope, "someone-else", "invoice.created:8003", "y"), Dedupe::Permanent)
+        .await
+        .expect("enqueue");
+    let start = |holder: &'static str, now: i64, limit: usize| TurnStart {
+        scope,
+        tenant: &tenant,
+        holder,
+        now: at(now),
+        lease_until: at(now + 120),
+        run_lease_until: at(now + 300),
+        limit,
+    };
+    let a = store.begin_turn(&start("p/1", 0, 1)).await.expect("begin").expect("turns: a free lease is taken");
+    assert_eq!(a.runs.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..1], "turns: the oldest run claimed with it");
+    assert_eq!(a.runs[0].status, RunStatus::Running, "turns: claimed");
+    assert!(a.more, "turns: a second run is due");
+    assert_eq!(store.begin_turn(&start("p/2", 1, 5)).await.expect("begin"), None, "turns: another holder's lease");
+    assert_eq!(
+        store.get(ids[1]).await.expect("get").map(|r| r.status),
+        Some(RunStatus::Queued),
+        "turns: a turn refused the lease claims nothing"
+    );
+    let a = store.begin_turn(&start("p/1", 2, 5)).await.expect("begin").expect("turns: the holder renews");
+    assert_eq!(a.runs.iter().map(|r| r.id).collect::<Vec<_>>(), ids[1..], "turns: the tenant's other run only");
+    assert!(!a.more, "turns: drained (another tenant's run is not this tenant's)");
+    for (id, key) in ids.iter().zip(["invoice.created:8001", "invoice.created:8002"]) {
+        let run = store.get(*id).await.expect("get").expect("the run");
+        store.finish(*id, run.claim, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
+    }
+    let callbacks = store.claim_callbacks(scope, &tenant, at(3), at(33), 10).await.expect("claim callbacks");
+    assert_eq!(callbacks.len(), 2, "turns: both runs' callbacks");
+    let delivered: Vec<_> = callbacks.iter().map(|c| (c.run.id, c.generation)).collect();
+    // Ended by someone not holding it: the lease stays, the deliveries are recorded all the same.
+    store.end_turn(scope, "p/2", &delivered[..1], at(4)).await.expect("end");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 1, "turns: a delivery recorded at the end");
+    assert_eq!(store.begin_turn(&start("p/2", 5, 0)).await.expect("begin"), None, "turns: only the holder releases");
+    store.end_turn(scope, "p/1", &[], at(6)).await.expect("end");
+    let b = store.begin_turn(&start("p/2", 7, 0)).await.expect("begin").expect("turns: released, taken by another");
+    assert_eq!(b, byte8_ledger_core::store::Claimed::default(), "turns: limit 0 claims nothing, and nothing is due");
+    store.callbacks_sent(&delivered[1..], at(8)).await.expect("sent");
+    store.callbacks_sent(&[], at(8)).await.expect("nothing sent");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "turns: every delivery recorded");
+    // A lease that lapsed is taken over.
+    assert!(store.begin_turn(&start("p/3", 128, 0)).await.expect("begin").is_some(), "turns: a lapsed lease");
 }
 
 /// `due_tenants` names the tenants with a run or a callback due, and only those: a queued run
@@ -648,6 +708,7 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     one_active_tenant_per_business(store, &format!("{scope}-one-active")).await;
     replay_cache_refuses_replays_until_expiry(store, &format!("{scope}-replay")).await;
     dispatch_leases_are_exclusive(store, &format!("{scope}-leases")).await;
+    turns_take_the_lease_and_claim_together(store, &format!("{scope}-turns")).await;
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;
     health_counters_and_entity_runs(store, &format!("{scope}-health")).await;
     due_tenants_name_the_work_waiting(store, &format!("{scope}-due")).await;

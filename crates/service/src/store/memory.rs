@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::Result,
     store::{
-        Run, RunId, RunStatus,
+        Claimed, Run, RunId, RunStatus, RunStore,
         memory::{MemoryExtension, MemoryGuard, MemoryStore, MemoryTables},
         retention::{Cutoffs, PurgeReport},
     },
@@ -35,7 +35,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore, PendingCallback,
-    ReplayCache, replay_key,
+    ReplayCache, TurnStart, replay_key,
 };
 
 /// The service's memory store: the core's [`MemoryStore`] with the service's tables
@@ -282,6 +282,17 @@ impl DispatchStore for MemoryServiceStore {
             s.service.leases.remove(scope);
         }
         Ok(())
+    }
+
+    /// The lease, then the claim (one lock each: nobody else claims a business's runs without
+    /// its lease).
+    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Claimed>> {
+        if !self.acquire_dispatch(turn.scope, turn.holder, turn.now, turn.lease_until).await? {
+            return Ok(None);
+        }
+        let claimed =
+            self.claim_next(turn.scope, Some(turn.tenant), turn.now, turn.run_lease_until, turn.limit).await?;
+        Ok(Some(claimed))
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {

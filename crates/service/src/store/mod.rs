@@ -82,7 +82,7 @@ use byte8_ledger_core::store::crypto::MasterKey;
 use byte8_ledger_core::{
     error::{Error, FieldError, Result},
     policy::SyncPolicy,
-    store::{Run, RunId, Store, retention::RetentionStore},
+    store::{Claimed, Run, RunId, Store, retention::RetentionStore},
 };
 
 #[cfg(feature = "conformance")]
@@ -490,6 +490,26 @@ pub struct DispatchStats {
     pub last_run_at: Option<DateTime<Utc>>,
 }
 
+/// What a worker's turn on a business starts with ([`DispatchStore::begin_turn`]): the dispatch
+/// lease it takes and the runs it claims under it.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnStart<'a> {
+    /// The business.
+    pub scope: &'a str,
+    /// The tenant whose runs are claimed (another tenant's runs of the business are not).
+    pub tenant: &'a str,
+    /// The worker taking the lease (process and worker number).
+    pub holder: &'a str,
+    /// Now, on the service's clock.
+    pub now: DateTime<Utc>,
+    /// Until when the dispatch lease is held (renewed by the worker while it drains).
+    pub lease_until: DateTime<Utc>,
+    /// Until when the claimed runs are leased (a worker that dies leaves them due again then).
+    pub run_lease_until: DateTime<Utc>,
+    /// How many runs to claim at most (0: none, only whether any is due).
+    pub limit: usize,
+}
+
 /// What the service's workers coordinate through, and what its status and health routes read.
 #[async_trait]
 pub trait DispatchStore: fmt::Debug + Send + Sync {
@@ -506,6 +526,33 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
 
     /// Gives up `holder`'s dispatch lease of `scope` (nothing when another holds it).
     async fn release_dispatch(&self, scope: &str, holder: &str) -> Result<()>;
+
+    /// Starts a worker's turn: takes the dispatch lease as [`acquire_dispatch`](Self::acquire_dispatch)
+    /// does and, holding it, claims up to `turn.limit` of the tenant's due runs as
+    /// [`RunStore::claim_next`](byte8_ledger_core::store::RunStore::claim_next) does, saying whether
+    /// more are due. `None` (nothing claimed) when another holder's lease has not expired. One
+    /// statement on PostgreSQL: a turn on a business with one run waiting costs its lease and
+    /// its claim in one round trip, with no further claim to find it drained.
+    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Claimed>>;
+
+    /// Marks each callback of `delivered` (run, generation) delivered at `now`, as
+    /// [`callback_sent`](Self::callback_sent) does one: one statement on PostgreSQL.
+    async fn callbacks_sent(&self, delivered: &[(RunId, i64)], now: DateTime<Utc>) -> Result<()> {
+        for &(run, generation) in delivered {
+            self.callback_sent(run, generation, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends `holder`'s turn on `scope`: [`callbacks_sent`](Self::callbacks_sent) for the
+    /// callbacks it delivered and [`release_dispatch`](Self::release_dispatch), in one statement
+    /// on PostgreSQL. A worker records the callbacks it delivered here rather than one statement
+    /// each; one that dies before leaves them due again when their claim lapses, and they are
+    /// sent again (a sync state sent twice sets the same state).
+    async fn end_turn(&self, scope: &str, holder: &str, delivered: &[(RunId, i64)], now: DateTime<Utc>) -> Result<()> {
+        self.callbacks_sent(delivered, now).await?;
+        self.release_dispatch(scope, holder).await
+    }
 
     /// The (business, tenant) pairs with work due at `now`: a run of the tenant's that a claim
     /// would take (`RunStore::claim_for` with that tenant), or a callback of its that

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::{Error, Result},
     store::{
-        Run, RunId,
-        postgres::{PostgresStore, db_error as db, run_from_row as run_from},
+        Claimed, Run, RunId,
+        postgres::{PostgresStore, claimed_from_rows, db_error as db, run_from_row as run_from},
     },
 };
 use chrono::{DateTime, Utc};
@@ -29,7 +29,7 @@ use sqlx::{Row, postgres::PgRow};
 
 use super::{
     Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore, PendingCallback,
-    ReplayCache, open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
+    ReplayCache, TurnStart, open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
 };
 
 /// PostgreSQL text cannot hold NUL: store it as U+FFFD, as the core's store does.
@@ -207,6 +207,82 @@ impl DispatchStore for PostgresStore {
             .execute(self.pool())
             .await
             .map_err(db)?;
+        Ok(())
+    }
+
+    /// One statement: the lease's upsert, and under it (only when it was taken) up to
+    /// `limit + 1` of the tenant's due runs locked (`SKIP LOCKED`), the first `limit` claimed.
+    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Claimed>> {
+        let rows = sqlx::query(
+            "WITH lease AS (INSERT INTO dispatch_leases AS l (scope, holder, lease_until) VALUES ($1, $2, $4) \
+               ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
+               WHERE l.holder = excluded.holder OR l.lease_until <= $3 RETURNING 1 AS held), \
+             cand AS MATERIALIZED (SELECT id FROM runs WHERE EXISTS (SELECT 1 FROM lease) AND scope = $1 AND tenant_id = $5 \
+               AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $3)) \
+                    OR (status = 'running' AND lease_until <= $3)) \
+               ORDER BY id LIMIT $6 + 1 FOR UPDATE SKIP LOCKED), \
+             next AS (SELECT id FROM cand ORDER BY id LIMIT $6), \
+             claimed AS (UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $7, updated_at = $3 \
+               FROM next WHERE runs.id = next.id RETURNING runs.*) \
+             SELECT EXISTS (SELECT 1 FROM lease) AS turn_held, (SELECT count(*) FROM cand) > $6 AS turn_more, claimed.* \
+             FROM (SELECT 1) AS one LEFT JOIN claimed ON true",
+        )
+        .bind(text(turn.scope))
+        .bind(text(turn.holder))
+        .bind(turn.now)
+        .bind(turn.lease_until)
+        .bind(text(turn.tenant))
+        .bind(i64::try_from(turn.limit).unwrap_or(i64::MAX - 1))
+        .bind(turn.run_lease_until)
+        .fetch_all(self.pool())
+        .await
+        .map_err(db)?;
+        let held = match rows.first() {
+            Some(row) => row.try_get::<bool, _>("turn_held").map_err(db)?,
+            None => false,
+        };
+        if !held {
+            return Ok(None);
+        }
+        claimed_from_rows(&rows, "turn_more").map(Some)
+    }
+
+    /// One statement, however many.
+    async fn callbacks_sent(&self, delivered: &[(RunId, i64)], now: DateTime<Utc>) -> Result<()> {
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        let (runs, generations): (Vec<i64>, Vec<i64>) = delivered.iter().copied().unzip();
+        sqlx::query(
+            "UPDATE callbacks c SET delivered_at = $1 FROM unnest($2::bigint[], $3::bigint[]) AS d(run_id, generation) \
+             WHERE c.run_id = d.run_id AND c.generation = d.generation AND c.delivered_at IS NULL",
+        )
+        .bind(now)
+        .bind(&runs)
+        .bind(&generations)
+        .execute(self.pool())
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// One statement: the delivered callbacks marked and the lease deleted.
+    async fn end_turn(&self, scope: &str, holder: &str, delivered: &[(RunId, i64)], now: DateTime<Utc>) -> Result<()> {
+        let (runs, generations): (Vec<i64>, Vec<i64>) = delivered.iter().copied().unzip();
+        sqlx::query(
+            "WITH sent AS (UPDATE callbacks c SET delivered_at = $3 \
+               FROM unnest($4::bigint[], $5::bigint[]) AS d(run_id, generation) \
+               WHERE c.run_id = d.run_id AND c.generation = d.generation AND c.delivered_at IS NULL RETURNING 1) \
+             DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2",
+        )
+        .bind(text(scope))
+        .bind(text(holder))
+        .bind(now)
+        .bind(&runs)
+        .bind(&generations)
+        .execute(self.pool())
+        .await
+        .map_err(db)?;
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::{Error, Result},
     store::{
-        Run, RunId,
+        Claimed, Run, RunId, RunStore,
         sqlite::{SqliteStore, db_error as db, run_from_row as run_from},
     },
 };
@@ -18,7 +18,7 @@ use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{
     Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore, PendingCallback,
-    ReplayCache, open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
+    ReplayCache, TurnStart, open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
 };
 
 /// A time as the SQLite schema stores it: microseconds since the epoch.
@@ -197,6 +197,16 @@ impl DispatchStore for SqliteStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    /// The lease, then the claim (in-process: two statements cost no round trip).
+    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Claimed>> {
+        if !self.acquire_dispatch(turn.scope, turn.holder, turn.now, turn.lease_until).await? {
+            return Ok(None);
+        }
+        let claimed =
+            self.claim_next(turn.scope, Some(turn.tenant), turn.now, turn.run_lease_until, turn.limit).await?;
+        Ok(Some(claimed))
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
