@@ -384,9 +384,9 @@ pub(crate) fn numbered<'a>(
     })
 }
 
-/// The exchanges one `INSERT` of the SQL stores writes at most (SQLite's and PostgreSQL's bound
-/// parameters: 10 a row).
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+/// The exchanges one `INSERT` of the SQLite store writes at most (its bound parameters: 10 a
+/// row). PostgreSQL binds them as arrays, one statement however many.
+#[cfg(feature = "sqlite")]
 pub(crate) const EXCHANGES_PER_INSERT: usize = 500;
 
 /// An attempt's `snapshot` column as the SQL stores keep it (JSON text; none is NULL).

@@ -33,6 +33,10 @@
 //!   new lease. Rows another claimer has locked are skipped, rows it has already claimed (and
 //!   committed) fail the due test when PostgreSQL re-checks them, so no run goes to two
 //!   claimers and no claimer waits for another. `claim_run` is a single conditional `UPDATE`.
+//! - **Finish** is one statement, fenced by the claim: a data-modifying `WITH` updates the run
+//!   only while it is running under the worker's claim (the row lock orders a concurrent claim
+//!   before or after), and inserts the attempt and its exchanges (bound as arrays, `unnest`ed)
+//!   only from that update's `RETURNING`: a worker whose claim lapsed writes nothing at all.
 //! - **Token refreshes** ([`ConnectionStore::lock_tokens`]) hold a session advisory lock
 //!   (`pg_advisory_lock(hashtextextended('byte8-ledger:tokens:' || scope, 0))`) on a connection
 //!   of their own, kept in the [`RefreshGuard`] and closed when it is dropped, which releases the
@@ -72,8 +76,8 @@ use super::{
     AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus,
     RunStore, Xref, XrefKind, XrefState, XrefStore,
     audit::{
-        EXCHANGES_PER_INSERT, RequestCount, RunPage, RunQuery, increment_id_in, increment_id_of_raw, numbered,
-        read_snapshot, recording_of, snapshot_column,
+        RequestCount, RunPage, RunQuery, increment_id_in, increment_id_of_raw, numbered, read_snapshot, recording_of,
+        snapshot_column,
     },
     crypto::{MasterKey, open_tokens, seal_tokens},
 };
@@ -250,35 +254,73 @@ impl PostgresStore {
     }
 }
 
-/// Stores the exchanges of `recording` (each once: an exchange a run of the same batch stored
-/// already is left as it is).
-async fn insert_exchanges(
-    conn: &mut PgConnection,
-    scope: &str,
-    recording: &RecordingRef,
-    exchanges: &[ExchangeRecord],
-) -> Result<()> {
-    let rows: Vec<(i64, &ExchangeRecord)> = numbered(recording, exchanges).collect();
-    for chunk in rows.chunks(EXCHANGES_PER_INSERT) {
-        let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-            "INSERT INTO exchanges (recording, seq, scope, at, method, url, status, request_body, response_body, error) ",
-        );
-        qb.push_values(chunk, |mut b, (seq, e)| {
-            b.push_bind(text(&recording.id).into_owned())
-                .push_bind(*seq)
-                .push_bind(text(scope).into_owned())
-                .push_bind(e.at)
-                .push_bind(text(&e.method).into_owned())
-                .push_bind(text(&e.url).into_owned())
-                .push_bind(e.status.map(i32::from))
-                .push_bind(e.request_body.as_deref().map(|t| text(t).into_owned()))
-                .push_bind(e.response_body.as_deref().map(|t| text(t).into_owned()))
-                .push_bind(e.error.as_deref().map(|t| text(t).into_owned()));
-        });
-        qb.push(" ON CONFLICT (recording, seq) DO NOTHING");
-        qb.build().execute(&mut *conn).await.map_err(db)?;
+/// The exchanges of a recording as parallel arrays, one an `exchanges` column, for one `INSERT
+/// ... SELECT ... FROM unnest(...)` however many there are (bound arrays have no limit of bound
+/// parameters, unlike a row of placeholders an exchange). Text goes through [`text`], as
+/// everywhere in this store.
+#[derive(Default)]
+struct ExchangeColumns {
+    seq: Vec<i64>,
+    at: Vec<DateTime<Utc>>,
+    method: Vec<String>,
+    url: Vec<String>,
+    status: Vec<Option<i32>>,
+    request_body: Vec<Option<String>>,
+    response_body: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+}
+
+/// The rows of [`ExchangeColumns`] bound as `$1` to `$8` (in [`ExchangeColumns::bind`]'s order):
+/// `e(seq, at, method, url, status, request_body, response_body, error)`.
+macro_rules! unnest_exchanges {
+    () => {
+        "unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::integer[], $6::text[], $7::text[], \
+         $8::text[]) AS e(seq, at, method, url, status, request_body, response_body, error)"
+    };
+}
+
+impl ExchangeColumns {
+    /// `exchanges` numbered in `recording` ([`numbered`]).
+    fn of(recording: &RecordingRef, exchanges: &[ExchangeRecord]) -> Self {
+        let n = exchanges.len();
+        let mut c = Self {
+            seq: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+            method: Vec::with_capacity(n),
+            url: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            request_body: Vec::with_capacity(n),
+            response_body: Vec::with_capacity(n),
+            error: Vec::with_capacity(n),
+        };
+        let owned = |t: &str| text(t).into_owned();
+        for (seq, e) in numbered(recording, exchanges) {
+            c.seq.push(seq);
+            c.at.push(e.at);
+            c.method.push(owned(&e.method));
+            c.url.push(owned(&e.url));
+            c.status.push(e.status.map(i32::from));
+            c.request_body.push(e.request_body.as_deref().map(owned));
+            c.response_body.push(e.response_body.as_deref().map(owned));
+            c.error.push(e.error.as_deref().map(owned));
+        }
+        c
     }
-    Ok(())
+
+    /// Binds the eight arrays as the first parameters, `$1` to `$8` ([`unnest_exchanges!`]).
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(self.seq)
+            .bind(self.at)
+            .bind(self.method)
+            .bind(self.url)
+            .bind(self.status)
+            .bind(self.request_body)
+            .bind(self.response_body)
+            .bind(self.error)
+    }
 }
 
 /// The exchanges `recording` points at, in order.
@@ -501,60 +543,68 @@ impl RunStore for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    /// One statement, no transaction: one round trip an event instead of four or five (`BEGIN`,
+    /// the run, its exchanges, its attempt, `COMMIT`), each of which cost this process and the
+    /// database's backend CPU. A data-modifying `WITH`: the `UPDATE` of the run, fenced by the
+    /// claim, and two `INSERT`s (the exchanges, bound as arrays and `unnest`ed, however many; the
+    /// attempt) that select from that `UPDATE`'s `RETURNING`, so that they write nothing unless
+    /// the run was still running under the claim; the statement is atomic. The sub-statements see
+    /// one snapshot: the inserts take the run's `scope` from the `RETURNING`, nothing else of the
+    /// updated row. The runs' triggers (the service's terminal callback) fire as on a plain
+    /// `UPDATE`.
     async fn finish(&self, id: RunId, claim: i64, result: RunResult) -> Result<()> {
         let outcome = serde_json::to_string(&result.outcome).map_err(|e| Error::internal(e.to_string()))?;
         let a = &result.attempt;
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // Fenced by the claim: nothing is written unless the run is still running under it (the
-        // row lock this takes orders a concurrent claim before or after, never in between).
-        let done = sqlx::query(
-            "UPDATE runs SET status = $1, attempts = $2, next_attempt_at = $3, lease_until = NULL, outcome = $4, \
-             updated_at = $5, ledger_id = $8, ledger_reference = $9, increment_id = COALESCE(increment_id, $10) \
-             WHERE id = $6 AND status = 'running' AND claim = $7 RETURNING scope",
-        )
-        .bind(result.status.as_str())
-        .bind(i64::from(a.number))
-        .bind(result.next_attempt_at)
-        .bind(text(&outcome))
-        .bind(a.finished_at)
-        .bind(id)
-        .bind(claim)
-        .bind(opt_text(result.outcome.provider_entity_id.as_deref()))
-        .bind(opt_text(result.outcome.provider_reference.as_deref()))
-        .bind(increment_id_in(a.snapshot.as_ref()).map(|v| text(&v).into_owned()))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        let Some(done) = done else {
-            tx.rollback().await.map_err(db)?;
-            return Err(super::claim_lost(id, claim));
-        };
-        let scope: String = done.try_get("scope").map_err(db)?;
+        let snapshot = snapshot_column(a)?;
         let recording = recording_of(a);
-        if let Some(r) = &recording {
-            insert_exchanges(&mut tx, &scope, r, &a.exchanges).await?;
+        let exchanges = recording.as_ref().map(|r| ExchangeColumns::of(r, &a.exchanges)).unwrap_or_default();
+        // Fenced by the claim: nothing is written unless the run is still running under it (the
+        // row lock the UPDATE takes orders a concurrent claim before or after, never in between).
+        // An exchange a run of the same batch stored already is left as it is.
+        let query = sqlx::query(concat!(
+            "WITH done AS (UPDATE runs SET status = $10, attempts = $11, next_attempt_at = $12, lease_until = NULL, \
+             outcome = $13, updated_at = $14, ledger_id = $17, ledger_reference = $18, \
+             increment_id = COALESCE(increment_id, $19) \
+             WHERE id = $15 AND status = 'running' AND claim = $16 RETURNING scope), \
+             ex AS (INSERT INTO exchanges (recording, seq, scope, at, method, url, status, request_body, \
+             response_body, error) \
+             SELECT $9, e.seq, done.scope, e.at, e.method, e.url, e.status, e.request_body, e.response_body, e.error \
+             FROM done, ",
+            unnest_exchanges!(),
+            " WHERE $9 IS NOT NULL ON CONFLICT (recording, seq) DO NOTHING), \
+             attempt AS (INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, \
+             ledger_id, recording, recording_first, recording_count, snapshot) \
+             SELECT $15, $11, $20, $14, $21, $22, $23, $24, $9, $25, $26, $27 FROM done) \
+             SELECT scope FROM done"
+        ));
+        let done = exchanges
+            .bind(query)
+            .bind(recording.as_ref().map(|r| text(&r.id).into_owned()))
+            .bind(result.status.as_str())
+            .bind(i64::from(a.number))
+            .bind(result.next_attempt_at)
+            .bind(text(&outcome))
+            .bind(a.finished_at)
+            .bind(id)
+            .bind(claim)
+            .bind(opt_text(result.outcome.provider_entity_id.as_deref()))
+            .bind(opt_text(result.outcome.provider_reference.as_deref()))
+            .bind(increment_id_in(a.snapshot.as_ref()).map(|v| text(&v).into_owned()))
+            .bind(a.started_at)
+            .bind(text(&a.result))
+            .bind(a.error_code.map(ErrorCode::as_str))
+            .bind(opt_text(a.message.as_deref()))
+            .bind(opt_text(a.ledger_id.as_deref()))
+            .bind(recording.as_ref().map(|r| i64::try_from(r.first).unwrap_or(i64::MAX)))
+            .bind(recording.as_ref().map(|r| i64::try_from(r.count).unwrap_or(i64::MAX)))
+            .bind(opt_text(snapshot.as_deref()))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        match done {
+            Some(_) => Ok(()),
+            None => Err(super::claim_lost(id, claim)),
         }
-        sqlx::query(
-            "INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, ledger_id, \
-             recording, recording_first, recording_count, snapshot) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(id)
-        .bind(i64::from(a.number))
-        .bind(a.started_at)
-        .bind(a.finished_at)
-        .bind(text(&a.result))
-        .bind(a.error_code.map(ErrorCode::as_str))
-        .bind(opt_text(a.message.as_deref()))
-        .bind(opt_text(a.ledger_id.as_deref()))
-        .bind(recording.as_ref().map(|r| text(&r.id).into_owned()))
-        .bind(recording.as_ref().map(|r| i64::try_from(r.first).unwrap_or(i64::MAX)))
-        .bind(recording.as_ref().map(|r| i64::try_from(r.count).unwrap_or(i64::MAX)))
-        .bind(opt_text(snapshot_column(a)?.as_deref()))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)
     }
 
     async fn requeue(&self, scope: &str, idempotency_key: &str, now: DateTime<Utc>) -> Result<bool> {
@@ -646,7 +696,21 @@ impl RunStore for PostgresStore {
         .await
         .map_err(db)?;
         if !exchanges.is_empty() {
-            insert_exchanges(&mut tx, scope, recording, exchanges).await?;
+            // One INSERT however many exchanges (bound as arrays).
+            let query = sqlx::query(concat!(
+                "INSERT INTO exchanges (recording, seq, scope, at, method, url, status, request_body, response_body, \
+                 error) SELECT $9, e.seq, $10, e.at, e.method, e.url, e.status, e.request_body, e.response_body, e.error \
+                 FROM ",
+                unnest_exchanges!(),
+                " ON CONFLICT (recording, seq) DO NOTHING"
+            ));
+            ExchangeColumns::of(recording, exchanges)
+                .bind(query)
+                .bind(text(&recording.id))
+                .bind(text(scope))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }

@@ -9,7 +9,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -18,7 +18,10 @@ use byte8_ledger_core::{
     auth::{TokenSet, TokenStore},
     clock::{Clock, ManualClock},
     error::ErrorCode,
-    http::{RateConfig, RateLimiter},
+    http::{
+        RateConfig, RateLimiter,
+        audit::{ExchangeRecord, RecordingRef},
+    },
     outcome::{Outcome, SyncStatus},
     store::{
         AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, RunResult, RunStatus, RunStore,
@@ -561,4 +564,202 @@ async fn shared_rate_limiters_pace_real_requests_on_the_database_clock() {
     let permit = free.reserve().await.unwrap();
     assert_eq!(permit.wait(), Duration::ZERO);
     assert!(!RateLimiter::from(free).is_shared());
+}
+
+/// Counts the statements sqlx runs under it: sqlx reports each as one event of target
+/// `sqlx::query` (all but a transaction's `BEGIN`, which it queues unreported; its `COMMIT` or
+/// `ROLLBACK` is reported, so a transaction counts at least two).
+#[derive(Clone, Default)]
+struct Statements(Arc<AtomicUsize>);
+
+impl Statements {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "sqlx::query" {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn exchange(i: i64, body: &str) -> ExchangeRecord {
+    ExchangeRecord {
+        at: t0() + chrono::Duration::milliseconds(i),
+        method: "POST".into(),
+        url: format!("/v3.1/sales_invoices?n={i}"),
+        status: Some(if i % 5 == 0 { 429 } else { 201 }),
+        request_body: Some(body.to_owned()),
+        response_body: Some(format!("{{\"id\":\"L{i}\"}}")),
+        error: None,
+    }
+}
+
+/// A run `key` of `scope` claimed twice (the first lease lapsed): (id, the lapsed claim, the
+/// current claim).
+async fn claimed_twice(store: &PostgresStore, scope: &str, key: &str) -> (i64, i64, i64) {
+    let id = store.enqueue(new_run(scope, key, "{}"), Dedupe::Permanent).await.unwrap().run_id();
+    let slow = store.claim_run(id, t0(), t0() + chrono::Duration::seconds(30)).await.unwrap().unwrap();
+    let fast = store
+        .claim_run(id, t0() + chrono::Duration::seconds(31), t0() + chrono::Duration::seconds(90))
+        .await
+        .unwrap()
+        .unwrap();
+    (id, slow.claim, fast.claim)
+}
+
+/// `finish` is one statement (issue 17: round trips per event), whether it lands or its claim is
+/// refused, whatever the attempt carries. Current-thread runtime: the counting subscriber is this
+/// thread's, so other tests' statements are not counted.
+#[tokio::test]
+async fn a_finish_is_one_statement_whether_it_lands_or_not() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let Some(url) = pg::url("a_finish_is_one_statement_whether_it_lands_or_not") else { return };
+    let statements = Statements::default();
+    let _counting = tracing::subscriber::set_default(tracing_subscriber::registry().with(statements.clone()));
+    // While one subscriber only is registered, tracing-core settles a callsite's interest with
+    // the subscriber of the thread that reaches it first: another test's thread (no subscriber)
+    // reaching sqlx's callsites first would switch them off for this one. A second registered
+    // subscriber (never used) makes it ask every registered subscriber.
+    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
+    let store = pg::store(&url, 1, None).await;
+    let scope = pg::unique("one-statement");
+    let before = statements.count();
+    store.get(-1).await.unwrap();
+    assert_eq!(statements.count() - before, 1, "the counter sees a statement");
+
+    let key = "invoice.created:71";
+    let (id, lapsed, current) = claimed_twice(&store, &scope, key).await;
+    let mut with_exchanges = synced(key, 1);
+    with_exchanges.attempt.exchanges = (0..3).map(|i| exchange(i, "{}")).collect();
+    with_exchanges.attempt.snapshot = Some(serde_json::json!({"increment_id": "000000071"}));
+
+    let before = statements.count();
+    store.finish(id, lapsed, with_exchanges.clone()).await.expect_err("the lapsed claim is refused");
+    assert_eq!(statements.count() - before, 1, "a refused finish: one statement");
+
+    let before = statements.count();
+    store.finish(id, current, with_exchanges).await.unwrap();
+    assert_eq!(statements.count() - before, 1, "a finish with exchanges and a snapshot: one statement");
+    assert_eq!(store.attempts(id).await.unwrap()[0].exchanges.len(), 3);
+
+    let key = "invoice.created:72";
+    let (id, _, current) = claimed_twice(&store, &scope, key).await;
+    let before = statements.count();
+    store.finish(id, current, synced(key, 1)).await.unwrap();
+    assert_eq!(statements.count() - before, 1, "a finish without exchanges: one statement");
+}
+
+/// The statement is atomic: when one of its inserts fails (here a trigger refusing one
+/// recording's exchanges), nothing of the finish is kept, the run stays running under its claim
+/// and finishes later. Its exchanges carry the run's scope; text with NUL (which PostgreSQL text
+/// cannot hold) is kept with U+FFFD in its place, in bodies, URLs, errors and the attempt's
+/// message alike; more exchanges than a statement of placeholders could bind (500) are all kept,
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finish_is_atomic_keeps_nul_text_as_replacement_characters_and_every_exchange() {
+    let Some(url) = pg::url("a_finish_is_atomic_keeps_nul_text_as_replacement_characters_and_every_exchange") else {
+        return;
+    };
+    let store = pg::store(&url, 2, None).await;
+    let scope = pg::unique("atomic");
+    let key = "invoice.created:73";
+    let (id, _, current) = claimed_twice(&store, &scope, key).await;
+    let before = store.get(id).await.unwrap().unwrap();
+
+    let poison = pg::unique("poison");
+    let function = format!("byte8_test_{}", poison.replace('-', "_"));
+    sqlx::query(&format!(
+        "CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query(&format!(
+        "CREATE TRIGGER {function} BEFORE INSERT ON exchanges FOR EACH ROW \
+         WHEN (NEW.recording = '{poison}' AND NEW.seq = 2) EXECUTE FUNCTION {function}()"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let mut refused = synced(key, 1);
+    refused.attempt.exchanges = (0..3).map(|i| exchange(i, "{}")).collect();
+    refused.attempt.recording = Some(RecordingRef { id: poison.clone(), first: 0, count: 3 });
+    refused.attempt.snapshot = Some(serde_json::json!({"increment_id": "000000073"}));
+    let failed = store.finish(id, current, refused).await;
+    for ddl in [format!("DROP TRIGGER {function} ON exchanges"), format!("DROP FUNCTION {function}()")] {
+        sqlx::query(&ddl).execute(store.pool()).await.unwrap();
+    }
+    let err = failed.expect_err("the trigger refuses the third exchange");
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+    assert_eq!(store.get(id).await.unwrap(), Some(before), "the run is untouched");
+    let exchanges_kept: i64 = sqlx::query("SELECT COUNT(*) FROM exchanges WHERE recording = $1")
+        .bind(&poison)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(exchanges_kept, 0, "no exchange kept");
+    let attempts_kept: i64 = sqlx::query("SELECT COUNT(*) FROM attempts WHERE run_id = $1")
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts_kept, 0, "no attempt kept");
+
+    // The same claim finishes now, with 600 exchanges, some text with NUL.
+    const N: i64 = 600;
+    let with_nul = |i: i64, s: String| if i % 97 == 3 { format!("{s}\0after\0") } else { s };
+    let exchanges: Vec<ExchangeRecord> = (0..N)
+        .map(|i| {
+            let mut e = exchange(i, &with_nul(i, format!("{{\"n\":{i}}}")));
+            e.url = with_nul(i, e.url);
+            e.response_body = e.response_body.map(|b| with_nul(i, b));
+            if i % 97 == 3 {
+                e.status = None;
+                e.error = Some("reset\0by peer".into());
+            }
+            e
+        })
+        .collect();
+    let mut r = synced(key, 1);
+    r.attempt.exchanges = exchanges.clone();
+    r.attempt.message = Some("done\0".into());
+    store.finish(id, current, r).await.expect("the claim still holds");
+
+    let nul = |s: &str| s.replace('\0', "\u{FFFD}");
+    let expected: Vec<ExchangeRecord> = exchanges
+        .iter()
+        .map(|e| ExchangeRecord {
+            url: nul(&e.url),
+            request_body: e.request_body.as_deref().map(nul),
+            response_body: e.response_body.as_deref().map(nul),
+            error: e.error.as_deref().map(nul),
+            ..e.clone()
+        })
+        .collect();
+    assert!(expected.iter().filter(|e| e.url.contains('\u{FFFD}')).count() >= 6, "the test has NULs to keep");
+    let attempts = store.attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].message.as_deref(), Some("done\u{FFFD}"));
+    assert!(
+        attempts[0].exchanges == expected,
+        "{} exchanges read back, not the {N} expected",
+        attempts[0].exchanges.len()
+    );
+    let recording = attempts[0].recording.clone().expect("a recording of its own");
+    assert_eq!((recording.first, recording.count), (0, 600));
+    let scopes = sqlx::query("SELECT DISTINCT scope FROM exchanges WHERE recording = $1")
+        .bind(&recording.id)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    let scopes: Vec<String> = scopes.iter().map(|r| r.get(0)).collect();
+    assert_eq!(scopes, vec![scope.clone()], "the exchanges carry the run's scope");
+    assert_eq!(store.get(id).await.unwrap().map(|r| r.status), Some(RunStatus::Synced));
 }

@@ -158,6 +158,108 @@ pub async fn a_batchs_exchanges_are_kept_and_counted_once(store: &dyn Store, sco
     assert_eq!(store.ledger_requests(&other, t0()).await.expect("count").requests, 1, "per business");
 }
 
+/// A finish refused for its claim writes nothing at all: not the run (its status, outcome,
+/// ledger ids, increment id), not an attempt, not one of the exchanges it carried (neither under
+/// a recording of its own nor under a batch's recording, whose numbers the current claim's finish
+/// then fills with its own exchanges).
+pub async fn a_refused_finish_writes_nothing(store: &dyn Store, scope: &str) {
+    let key = "invoice.created:91";
+    let id = store.enqueue(new_run(scope, key, "{}"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let slow = store.claim_run(id, t0(), t0() + Duration::seconds(30)).await.expect("claim").expect("claimable");
+    let fast = store
+        .claim_run(id, t0() + Duration::seconds(31), t0() + Duration::seconds(90))
+        .await
+        .expect("claim")
+        .expect("a_refused_finish_writes_nothing: an expired lease is claimable");
+    let before = store.get(id).await.expect("get").expect("run");
+    let batch = crate::http::audit::RecordingRef { id: format!("{scope}-batch"), first: 0, count: 2 };
+    for recording in [None, Some(batch.clone())] {
+        let mut late = result(key, RunStatus::DeadLettered, 1, None);
+        late.outcome.provider_entity_id = Some("LATE".into());
+        late.outcome.provider_reference = Some("SI-LATE".into());
+        late.attempt.ledger_id = Some("LATE".into());
+        late.attempt.snapshot = Some(json!({"increment_id": "000000091"}));
+        late.attempt.exchanges =
+            vec![exchange(1, "POST", "/late/sales_invoices", 201), exchange(2, "GET", "/late/contacts", 429)];
+        late.attempt.recording = recording;
+        let err = store
+            .finish(id, slow.claim, late)
+            .await
+            .expect_err("a_refused_finish_writes_nothing: a lapsed claim is refused");
+        assert!(err.to_string().contains("claim"), "a_refused_finish_writes_nothing: the error says why: {err}");
+        assert_eq!(
+            store.get(id).await.expect("get").as_ref(),
+            Some(&before),
+            "a_refused_finish_writes_nothing: the run is as the current claim left it"
+        );
+        assert!(store.attempts(id).await.expect("attempts").is_empty(), "a_refused_finish_writes_nothing: no attempt");
+        assert_eq!(
+            store.ledger_requests(scope, t0() - Duration::days(1)).await.expect("count"),
+            crate::store::audit::RequestCount::default(),
+            "a_refused_finish_writes_nothing: no exchange stored"
+        );
+    }
+    // The current claim finishes with its own exchanges under the batch's recording: they are
+    // the ones stored (the refused finish took none of the recording's numbers).
+    let mut r = result(key, RunStatus::Synced, 1, None);
+    let own = vec![exchange(5, "POST", "/api.xro/2.0/Invoices", 200), exchange(6, "GET", "/api.xro/2.0/Contacts", 200)];
+    r.attempt.exchanges = own.clone();
+    r.attempt.recording = Some(batch);
+    store.finish(id, fast.claim, r).await.expect("a_refused_finish_writes_nothing: the current claim finishes");
+    let attempts = store.attempts(id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1, "a_refused_finish_writes_nothing: the current claim's attempt only");
+    assert_eq!(attempts[0].exchanges, own, "a_refused_finish_writes_nothing: the current claim's exchanges");
+    assert_eq!(store.get(id).await.expect("get").map(|r| r.status), Some(RunStatus::Synced));
+}
+
+/// An attempt with many exchanges (more than a SQL store writes in one `INSERT` of placeholders)
+/// keeps them all, in order, each counted once.
+pub async fn an_attempts_many_exchanges_are_kept_in_order(store: &dyn Store, scope: &str) {
+    const N: i64 = 1_234;
+    let key = "invoice.created:92";
+    let id = store.enqueue(new_run(scope, key, "{}"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
+    let exchanges: Vec<ExchangeRecord> = (0..N)
+        .map(|i| ExchangeRecord {
+            at: t0() + Duration::milliseconds(i),
+            method: if i % 2 == 0 { "GET" } else { "POST" }.into(),
+            url: format!("/v3.1/contacts?page={i}"),
+            // Every seventh refused, every eleventh unanswered.
+            status: if i % 11 == 0 {
+                None
+            } else if i % 7 == 0 {
+                Some(429)
+            } else {
+                Some(200)
+            },
+            request_body: (i % 3 != 0).then(|| format!("{{\"n\":{i}}}")),
+            response_body: Some(format!("[{i}]")),
+            error: (i % 11 == 0).then(|| format!("timed out #{i}")),
+        })
+        .collect();
+    let refused = (0..N).filter(|i| i % 11 != 0 && i % 7 == 0).count() as u64;
+    let mut r = result(key, RunStatus::Synced, 1, None);
+    r.attempt.exchanges = exchanges.clone();
+    store.finish(id, run.claim, r).await.expect("finish");
+    let attempts = store.attempts(id).await.expect("attempts");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].recording.as_ref().map(|r| (r.first, r.count)),
+        Some((0, N as u64)),
+        "an_attempts_many_exchanges: one recording of them all"
+    );
+    assert!(
+        attempts[0].exchanges == exchanges,
+        "an_attempts_many_exchanges: {} read back, not the {N} recorded in order",
+        attempts[0].exchanges.len()
+    );
+    assert_eq!(
+        store.ledger_requests(scope, t0()).await.expect("count"),
+        crate::store::audit::RequestCount { requests: N as u64, rate_limited: refused },
+        "an_attempts_many_exchanges: each counted once"
+    );
+}
+
 /// A retried run's attempt numbers continue: after two failed attempts and a retry, the run
 /// keeps its count (2) and records the retry point ([`crate::store::Run::attempts_before_retry`]),
 /// for "Retry", "Retry all dead letters" and the command's `requeue` alike.
@@ -386,4 +488,6 @@ pub async fn run_all(store: &dyn Store, scope: &str) {
     runs_are_retried_one_by_one_or_all_dead_letters(store, &format!("{scope}-retry")).await;
     a_batchs_exchanges_are_kept_and_counted_once(store, &format!("{scope}-batch")).await;
     retried_runs_keep_counting_their_attempts(store, &format!("{scope}-renumber")).await;
+    a_refused_finish_writes_nothing(store, &format!("{scope}-refused")).await;
+    an_attempts_many_exchanges_are_kept_in_order(store, &format!("{scope}-many")).await;
 }
