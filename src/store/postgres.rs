@@ -196,6 +196,10 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(DEFAULT_MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
+            // No ping before each statement (sqlx's default): it doubled every statement's round
+            // trips. A connection the server dropped fails the one statement sent on it (an
+            // error retried as any database error is) and is closed, not reused.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(db)?;

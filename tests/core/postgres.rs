@@ -763,3 +763,51 @@ async fn a_finish_is_atomic_keeps_nul_text_as_replacement_characters_and_every_e
     assert_eq!(scopes, vec![scope.clone()], "the exchanges carry the run's scope");
     assert_eq!(store.get(id).await.unwrap().map(|r| r.status), Some(RunStatus::Synced));
 }
+
+/// `PostgresStore::connect` does not ping before each statement (sqlx's default, a round trip a
+/// statement): a connection whose server process ended fails only the statement sent on it,
+/// with a retryable error, and is not used again — every statement after succeeds.
+#[tokio::test]
+async fn a_connection_the_server_ended_fails_one_statement_and_is_not_reused() {
+    let Some(url) = pg::url("a_connection_the_server_ended_fails_one_statement_and_is_not_reused") else { return };
+    let store = PostgresStore::connect(&url, None).await.expect("connect");
+    let scope = pg::unique("ended");
+    store.enqueue(new_run(&scope, "invoice.created:1", "x"), Dedupe::Permanent).await.expect("enqueue");
+    // Every connection of the pool open now, and its server process.
+    let mut held = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..store.pool().size() {
+        let mut conn = store.pool().acquire().await.expect("acquire");
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await.expect("pid");
+        pids.push(pid);
+        held.push(conn);
+    }
+    drop(held);
+    assert!(!pids.is_empty(), "the pool holds a connection");
+    let admin = pg::store(&url, 1, None).await;
+    for pid in &pids {
+        let ended: bool =
+            sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(admin.pool()).await.expect("end");
+        assert!(ended, "the server ended connection {pid}");
+    }
+    let mut failures = 0;
+    for i in 0..pids.len() * 2 + 3 {
+        match store.find_by_key(&scope, "invoice.created:1").await {
+            Ok(run) => assert!(run.is_some(), "statement {i}: the run is found"),
+            Err(e) => {
+                assert!(e.is_retryable(), "statement {i}: an ended connection's error is retryable: {e}");
+                failures += 1;
+            }
+        }
+    }
+    // No ping: the first statement on an ended connection is what finds it ended.
+    assert!(
+        (1..=pids.len()).contains(&failures),
+        "one failed statement per ended connection at most, and no ping to hide it: {failures} for {}",
+        pids.len()
+    );
+    for i in 0..3 {
+        let run = store.find_by_key(&scope, "invoice.created:1").await;
+        assert!(matches!(run, Ok(Some(_))), "statement {i} after: the store goes on: {run:?}");
+    }
+}
