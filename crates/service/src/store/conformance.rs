@@ -328,6 +328,13 @@ pub async fn turns_take_the_lease_and_claim_together(store: &dyn ServiceStore, s
     store.end_turn(scope, "p/1", &[], at(6)).await.expect("end");
     let b = store.begin_turn(&start("p/2", 7, 0)).await.expect("begin").expect("turns: released, taken by another");
     assert_eq!(b, byte8_ledger_core::store::Claimed::default(), "turns: limit 0 claims nothing, and nothing is due");
+    let (run, generation) = delivered[1];
+    store.callbacks_sent(&[(run, generation + 1)], at(8)).await.expect("another generation");
+    assert_eq!(
+        store.pending_callbacks(scope).await.expect("pending"),
+        1,
+        "turns: only the generation delivered is marked"
+    );
     store.callbacks_sent(&delivered[1..], at(8)).await.expect("sent");
     store.callbacks_sent(&[], at(8)).await.expect("nothing sent");
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "turns: every delivery recorded");
