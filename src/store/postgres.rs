@@ -422,6 +422,66 @@ pub fn run_from_row(row: &PgRow) -> Result<Run> {
     run_from(row)
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds `byte8_enqueue`'s eleven parameters (migration 0012) from `run`, after those bound
+/// already.
+fn bind_enqueue<'q>(query: PgQuery<'q>, run: &NewRun, dedupe: Dedupe) -> PgQuery<'q> {
+    query
+        .bind(text(&run.scope).into_owned())
+        .bind(text(&run.idempotency_key).into_owned())
+        .bind(run.tenant_id.as_deref().map(|t| text(t).into_owned()))
+        .bind(text(&run.fingerprint).into_owned())
+        .bind(dedupe == Dedupe::WhileQueued)
+        .bind(run.event.as_deref().map(|t| text(t).into_owned()))
+        .bind(run.magento_entity_id.and_then(|v| i64::try_from(v).ok()))
+        .bind(run.raw.as_bytes().to_vec())
+        .bind(run.policy.as_deref().map(|t| text(t).into_owned()))
+        .bind(run.received_at)
+        .bind(increment_id_of_raw(&run.raw).map(|v| text(&v).into_owned()))
+}
+
+/// What `byte8_enqueue` (or `byte8_enqueue_once`) answered: `None` for a replay.
+fn enqueued_from(row: &PgRow) -> Result<Option<Enqueued>> {
+    let kind: String = row.try_get("kind").map_err(db)?;
+    let id: i64 = row.try_get("run_id").map_err(db)?;
+    let status: String = row.try_get("run_status").map_err(db)?;
+    Ok(match kind.as_str() {
+        "replay" => None,
+        "new" => Some(Enqueued::New(id)),
+        "collapsed" => Some(Enqueued::Collapsed(id)),
+        _ => Some(Enqueued::Duplicate { id, status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued) }),
+    })
+}
+
+impl PostgresStore {
+    /// [`RunStore::enqueue`], only when `replay_key` is not live in the replay cache (the
+    /// service's table of seen webhook `jti`s): the key recorded until `expires_at` (Unix
+    /// seconds; expired keys at `now` purged on the way) and the run queued in one statement
+    /// (`byte8_enqueue_once`, migration 0013), or nothing written and `None` for a replay.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the database cannot be reached (nothing recorded then).
+    pub async fn enqueue_unless_replayed(
+        &self,
+        replay_key: &str,
+        expires_at: i64,
+        now: i64,
+        run: NewRun,
+        dedupe: Dedupe,
+    ) -> Result<Option<Enqueued>> {
+        let query = sqlx::query(
+            "SELECT kind, run_id, run_status FROM \
+             byte8_enqueue_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(text(replay_key).into_owned())
+        .bind(expires_at)
+        .bind(now);
+        let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.pool).await.map_err(db)?;
+        enqueued_from(&row)
+    }
+}
+
 /// Due: queued and not waiting, or running under an expired lease ($1 scope or id, $2 now).
 macro_rules! due {
     () => {
@@ -435,31 +495,11 @@ impl RunStore for PostgresStore {
     /// One statement: `byte8_enqueue` (migration 0012) takes the (scope, key)'s advisory lock,
     /// reads what dedupe needs and inserts or collapses, in its own transaction.
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             "SELECT kind, run_id, run_status FROM byte8_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&*text(&run.scope))
-        .bind(&*text(&run.idempotency_key))
-        .bind(opt_text(run.tenant_id.as_deref()).as_deref())
-        .bind(&*text(&run.fingerprint))
-        .bind(dedupe == Dedupe::WhileQueued)
-        .bind(opt_text(run.event.as_deref()).as_deref())
-        .bind(run.magento_entity_id.and_then(|v| i64::try_from(v).ok()))
-        .bind(run.raw.as_bytes())
-        .bind(opt_text(run.policy.as_deref()).as_deref())
-        .bind(run.received_at)
-        .bind(increment_id_of_raw(&run.raw).map(|v| text(&v).into_owned()))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
-        let kind: String = row.try_get("kind").map_err(db)?;
-        let id: i64 = row.try_get("run_id").map_err(db)?;
-        let status: String = row.try_get("run_status").map_err(db)?;
-        match kind.as_str() {
-            "new" => Ok(Enqueued::New(id)),
-            "collapsed" => Ok(Enqueued::Collapsed(id)),
-            _ => Ok(Enqueued::Duplicate { id, status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued) }),
-        }
+        );
+        let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.pool).await.map_err(db)?;
+        enqueued_from(&row)?.ok_or_else(|| Error::internal("byte8_enqueue answered a replay"))
     }
 
     async fn claim_for(

@@ -31,6 +31,41 @@ impl ReplayCache for TenantReplay {
     }
 }
 
+/// A verified webhook token's `jti`, not recorded yet: the key it is recorded under (`tenant ␟
+/// jti`, as [`TenantReplay`] does), until when, and the verification's "now" (Unix seconds).
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) jti: String,
+    pub(crate) expires_at: i64,
+    pub(crate) now: i64,
+}
+
+impl Pending {
+    /// Records the `jti` without a run (the request was refused after its token verified): a
+    /// refused request's token is spent all the same. A store failure is logged; the request is
+    /// refused anyway.
+    pub(crate) async fn burn(&self, shared: &Shared) {
+        if let Err(e) = shared.store.check_and_record(&self.jti, self.expires_at, self.now).await {
+            tracing::warn!(error = %e, "cannot record a refused webhook's jti");
+        }
+    }
+}
+
+/// The verifier's replay cache for a webhook: takes the `jti` (and answers "not seen"), so that
+/// the route records it with the run ([`Pending`]).
+#[derive(Debug, Default)]
+struct DeferredReplay {
+    taken: std::sync::Mutex<Option<(String, i64, i64)>>,
+}
+
+#[async_trait]
+impl ReplayCache for DeferredReplay {
+    async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool> {
+        *self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((jti.to_owned(), expires_at, now));
+        Ok(true)
+    }
+}
+
 /// The bearer token of an `Authorization` header value, if it is one.
 fn bearer(header: Option<&str>) -> Option<&str> {
     let (scheme, token) = header?.trim().split_once(' ')?;
@@ -76,6 +111,41 @@ impl Shared {
         authorization: Option<&str>,
         access: Access,
     ) -> std::result::Result<(Binding, Claims), ApiError> {
+        self.authenticate_with(tenant_id, authorization, access, None).await
+    }
+
+    /// As [`authenticate`](Self::authenticate) for an active tenant's webhook, except that the
+    /// token's `jti` is not recorded yet: the route records it with the run it queues
+    /// ([`DispatchStore::enqueue_once`](crate::store::DispatchStore::enqueue_once), one statement
+    /// on PostgreSQL), or on its own ([`Pending::burn`]) when it refuses the request after all.
+    ///
+    /// # Errors
+    /// As `authenticate`, a replay aside (found when the `jti` is recorded).
+    pub(crate) async fn authenticate_webhook(
+        self: &Arc<Self>,
+        tenant_id: &str,
+        authorization: Option<&str>,
+    ) -> std::result::Result<(Binding, Claims, Pending), ApiError> {
+        let deferred = Arc::new(DeferredReplay::default());
+        let (binding, claims) =
+            self.authenticate_with(tenant_id, authorization, Access::Active, Some(Arc::clone(&deferred) as _)).await?;
+        let (jti, expires_at, now) = deferred
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| ApiError::internal(&Error::internal("a verified token's jti was not seen")))?;
+        let pending = Pending { jti: format!("{}\u{1f}{jti}", binding.tenant_id), expires_at, now };
+        Ok((binding, claims, pending))
+    }
+
+    async fn authenticate_with(
+        self: &Arc<Self>,
+        tenant_id: &str,
+        authorization: Option<&str>,
+        access: Access,
+        deferred: Option<Arc<dyn ReplayCache>>,
+    ) -> std::result::Result<(Binding, Claims), ApiError> {
         let binding = match self.store.binding(tenant_id).await {
             Ok(Some(b)) if b.is_active() || access == Access::Known => b,
             Ok(_) => {
@@ -85,12 +155,12 @@ impl Shared {
             }
             Err(e) => return Err(ApiError::from_store(&e)),
         };
-        let verifier = WebhookVerifier::new(
-            binding.api_key.derive().outbound,
-            Arc::clone(&self.clock),
-            Arc::new(TenantReplay { store: Arc::clone(&self.store), tenant: binding.tenant_id.clone() }),
-        )
-        .map_err(|e| ApiError::internal(&e))?;
+        let replay: Arc<dyn ReplayCache> = match deferred {
+            Some(deferred) => deferred,
+            None => Arc::new(TenantReplay { store: Arc::clone(&self.store), tenant: binding.tenant_id.clone() }),
+        };
+        let verifier = WebhookVerifier::new(binding.api_key.derive().outbound, Arc::clone(&self.clock), replay)
+            .map_err(|e| ApiError::internal(&e))?;
         match verifier.verify_authorization(authorization, tenant_id).await {
             Ok(claims) => Ok((binding, claims)),
             Err(e @ Error::Auth { .. }) => {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::{Shared, auth::Access, error::ApiError};
+use crate::{magento::Claims, store::Binding};
 use byte8_ledger_core::{
     canonical::{Event, EventKind, serde_time},
     error::{Error, ErrorCode},
@@ -58,12 +59,56 @@ async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (binding, claims) = shared.authenticate(&tenant_id, authorization(&headers), Access::Active).await?;
-    if let Some(asked) = query.get("provider") {
-        check_provider(&shared, &binding.scope, asked).await?;
+    // The token's jti is recorded with the run it carries (one statement on PostgreSQL), or on
+    // its own when the request is refused after its token verified: spent either way.
+    let (binding, claims, jti) = shared.authenticate_webhook(&tenant_id, authorization(&headers)).await?;
+    let (run, dedupe) = match webhook_run(&shared, &binding, &claims, &query, &event_name, &headers, &body).await {
+        Ok(run) => run,
+        Err(refused) => {
+            jti.burn(&shared).await;
+            return Err(refused);
+        }
+    };
+    let key = run.idempotency_key.clone();
+    let enqueued = match shared.store.enqueue_once(&jti.jti, jti.expires_at, jti.now, run, dedupe).await {
+        Ok(Some(enqueued)) => enqueued,
+        Ok(None) => {
+            let e = crate::magento::jwt::replay_refused();
+            tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
+            return Err(ApiError::unauthorized(&e.to_string()));
+        }
+        Err(e) => return Err(ApiError::from_store(&e)),
+    };
+    if !matches!(enqueued, Enqueued::Duplicate { .. }) {
+        // This process's workers hear of it now, not at their next look for work; without
+        // workers here, the other processes' do (crate::wake).
+        shared.announce(binding.info()).await;
     }
-    let kind = EventKind::from_str(&event_name).map_err(|e| ApiError::unprocessable("unknown_event", e))?;
-    let envelope = read_envelope(&body)?;
+    let how = match enqueued {
+        Enqueued::New(_) => "queued",
+        Enqueued::Collapsed(_) => "collapsed into the queued run",
+        Enqueued::Duplicate { .. } => "already queued",
+    };
+    tracing::info!(tenant = %binding.tenant_id, key = %key, run = enqueued.run_id(), "webhook {how}");
+    Ok((StatusCode::ACCEPTED, Json(json!({"sync_run_id": enqueued.run_id()}))).into_response())
+}
+
+/// The run a verified webhook carries, or why it is refused (its provider, event name or
+/// envelope).
+async fn webhook_run(
+    shared: &Shared,
+    binding: &Binding,
+    claims: &Claims,
+    query: &HashMap<String, String>,
+    event_name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(NewRun, Dedupe), ApiError> {
+    if let Some(asked) = query.get("provider") {
+        check_provider(shared, &binding.scope, asked).await?;
+    }
+    let kind = EventKind::from_str(event_name).map_err(|e| ApiError::unprocessable("unknown_event", e))?;
+    let envelope = read_envelope(body)?;
     let header_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(
@@ -95,36 +140,18 @@ async fn webhook(
     };
     let policy =
         serde_json::to_string(&binding.policy).map_err(|e| ApiError::internal(&Error::internal(e.to_string())))?;
-    let enqueued = shared
-        .store
-        .enqueue(
-            NewRun {
-                scope: binding.scope.clone(),
-                tenant_id: Some(binding.tenant_id.clone()),
-                idempotency_key: event.idempotency_key.clone(),
-                event: Some(kind.as_str().to_owned()),
-                magento_entity_id: Some(event.magento_entity_id),
-                raw,
-                fingerprint,
-                policy: Some(policy),
-                received_at: shared.clock.now(),
-            },
-            dedupe,
-        )
-        .await
-        .map_err(|e| ApiError::from_store(&e))?;
-    if !matches!(enqueued, Enqueued::Duplicate { .. }) {
-        // This process's workers hear of it now, not at their next look for work; without
-        // workers here, the other processes' do (crate::wake).
-        shared.announce(binding.info()).await;
-    }
-    let how = match enqueued {
-        Enqueued::New(_) => "queued",
-        Enqueued::Collapsed(_) => "collapsed into the queued run",
-        Enqueued::Duplicate { .. } => "already queued",
+    let run = NewRun {
+        scope: binding.scope.clone(),
+        tenant_id: Some(binding.tenant_id.clone()),
+        idempotency_key: event.idempotency_key,
+        event: Some(kind.as_str().to_owned()),
+        magento_entity_id: Some(event.magento_entity_id),
+        raw,
+        fingerprint,
+        policy: Some(policy),
+        received_at: shared.clock.now(),
     };
-    tracing::info!(tenant = %binding.tenant_id, key = %event.idempotency_key, run = enqueued.run_id(), "webhook {how}");
-    Ok((StatusCode::ACCEPTED, Json(json!({"sync_run_id": enqueued.run_id()}))).into_response())
+    Ok((run, dedupe))
 }
 
 /// The module's per-provider routing (byte8-xero-spec.md 1.4): a webhook may name its ledger

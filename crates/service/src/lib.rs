@@ -21,7 +21,10 @@
 //! tenant is its URL's; the `/v1` routes' tenant is the token's `sub`, which the verification
 //! then binds to that tenant's key. `jti`s are recorded in the store
 //! ([`ReplayCache`](crate::magento::ReplayCache)), so a token replayed to another process
-//! sharing the database is refused too.
+//! sharing the database is refused too. A webhook's `jti` is recorded with the run it queues
+//! ([`DispatchStore::enqueue_once`](crate::store::DispatchStore::enqueue_once): one statement on
+//! PostgreSQL, and a replay queues nothing), or on its own when the request is refused after its
+//! token verified (an unknown event, a malformed envelope): a token is spent either way.
 //!
 //! # Status codes: 4xx only for what will never succeed (byte8-spec.md 11.5)
 //!

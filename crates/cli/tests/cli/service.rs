@@ -681,6 +681,14 @@ async fn forged_expired_replayed_and_revoked_webhooks_get_401_and_malformed_ones
     let replay = magento::post(&http, &url, "tenant-a", "invoice.created", &env, Some(&token), key).await;
     assert_eq!(replay.0, 401, "{:?}", replay.1);
     assert!(replay.1["message"].as_str().unwrap().contains("jti already seen"), "{:?}", replay.1);
+    // A token spent on a request refused after it verified (an unknown event) is spent too: the
+    // jti is recorded without a run, and the same token with a good request is a replay.
+    let token = token_with(&key_a, sub("tenant-a"));
+    let unknown = magento::post(&http, &url, "tenant-a", "order.shipped", &env, Some(&token), key).await;
+    assert_eq!(unknown.0, 422, "{:?}", unknown.1);
+    let reused = magento::post(&http, &url, "tenant-a", "invoice.created", &env, Some(&token), key).await;
+    assert_eq!(reused.0, 401, "a refused request's token is spent: {:?}", reused.1);
+    assert!(reused.1["message"].as_str().unwrap().contains("jti already seen"), "{:?}", reused.1);
 
     // Malformed, with good tokens: 400 or 422 naming the problem, never 5xx.
     let good = || Some(token_with(&key_a, sub("tenant-a")));

@@ -316,6 +316,11 @@ impl fmt::Debug for WebhookVerifier {
     }
 }
 
+/// The refusal of a token whose `jti` was seen before (a replay).
+pub(crate) fn replay_refused() -> Error {
+    refuse("jti already seen (replay)")
+}
+
 fn refuse(check: &str) -> Error {
     Error::Auth {
         provider: PROVIDER,
@@ -377,7 +382,7 @@ impl WebhookVerifier {
         let claims = decode_object(payload_b64).map_err(|why| refuse(&format!("payload {why}")))?;
         let claims = self.check_claims(&claims, tenant_id)?;
         if !self.replay.check_and_record(&claims.jti, claims.exp, self.clock.now().timestamp()).await? {
-            return Err(refuse("jti already seen (replay)"));
+            return Err(replay_refused());
         }
         Ok(claims)
     }

@@ -275,6 +275,58 @@ pub async fn callbacks_follow_terminal_runs(store: &dyn ServiceStore, scope: &st
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "callbacks: none once revoked");
 }
 
+/// A webhook's `jti` and its run go together: the first use queues the run, a replay queues
+/// nothing (whatever run it carries), concurrent uses of one `jti` queue one run, and an expired
+/// `jti` is a new one.
+pub async fn webhooks_queue_once_per_jti(store: &dyn ServiceStore, scope: &str) {
+    let tenant = tenant_of(scope);
+    let jti = format!("{tenant}\u{1f}jti-1");
+    let first = store
+        .enqueue_once(&jti, 1_000, 100, tenant_run(scope, &tenant, "invoice.created:9101", "a"), Dedupe::Permanent)
+        .await
+        .expect("enqueue_once");
+    let Some(Enqueued::New(id)) = first else { panic!("webhooks: the first use queues its run: {first:?}") };
+    let replay = store
+        .enqueue_once(&jti, 1_000, 200, tenant_run(scope, &tenant, "invoice.created:9102", "b"), Dedupe::Permanent)
+        .await
+        .expect("enqueue_once");
+    assert_eq!(replay, None, "webhooks: a replay queues nothing");
+    assert_eq!(
+        store.find_by_key(scope, "invoice.created:9102").await.expect("find"),
+        None,
+        "webhooks: the replayed request's run is not queued"
+    );
+    assert!(!store.check_and_record(&jti, 1_000, 300).await.expect("check"), "webhooks: the jti is recorded");
+    let again = store
+        .enqueue_once(
+            &format!("{tenant}\u{1f}jti-2"),
+            1_000,
+            300,
+            tenant_run(scope, &tenant, "invoice.created:9101", "a"),
+            Dedupe::Permanent,
+        )
+        .await
+        .expect("enqueue_once");
+    assert!(
+        matches!(again, Some(Enqueued::Duplicate { id: dup, .. }) if dup == id),
+        "webhooks: a new jti with the same event is the run's duplicate: {again:?}"
+    );
+    let later = store
+        .enqueue_once(&jti, 5_000, 1_000, tenant_run(scope, &tenant, "invoice.created:9103", "c"), Dedupe::Permanent)
+        .await
+        .expect("enqueue_once");
+    assert!(matches!(later, Some(Enqueued::New(_))), "webhooks: an expired jti is a new one: {later:?}");
+    let race = format!("{tenant}\u{1f}jti-race");
+    let runs: Vec<_> = (0..8).map(|i| tenant_run(scope, &tenant, &format!("invoice.created:92{i:02}"), "r")).collect();
+    let results = futures::future::join_all(
+        runs.into_iter().map(|run| store.enqueue_once(&race, 1_000, 100, run, Dedupe::Permanent)),
+    )
+    .await;
+    let queued = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+    let replays = results.iter().filter(|r| matches!(r, Ok(None))).count();
+    assert_eq!((queued, replays), (1, 7), "webhooks: one jti used at once eight times queues one run: {results:?}");
+}
+
 /// A turn's start takes the lease and claims the tenant's runs with it (saying whether more are
 /// due), claims nothing while another holds the lease, and its end records the callbacks
 /// delivered and releases the lease.
@@ -716,6 +768,7 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     replay_cache_refuses_replays_until_expiry(store, &format!("{scope}-replay")).await;
     dispatch_leases_are_exclusive(store, &format!("{scope}-leases")).await;
     turns_take_the_lease_and_claim_together(store, &format!("{scope}-turns")).await;
+    webhooks_queue_once_per_jti(store, &format!("{scope}-once")).await;
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;
     health_counters_and_entity_runs(store, &format!("{scope}-health")).await;
     due_tenants_name_the_work_waiting(store, &format!("{scope}-due")).await;

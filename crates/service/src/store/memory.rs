@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::Result,
     store::{
-        Claimed, Run, RunId, RunStatus, RunStore,
+        Claimed, Dedupe, Enqueued, NewRun, Run, RunId, RunStatus, RunStore,
         memory::{MemoryExtension, MemoryGuard, MemoryStore, MemoryTables},
         retention::{Cutoffs, PurgeReport},
     },
@@ -293,6 +293,20 @@ impl DispatchStore for MemoryServiceStore {
         let claimed =
             self.claim_next(turn.scope, Some(turn.tenant), turn.now, turn.run_lease_until, turn.limit).await?;
         Ok(Some(claimed))
+    }
+
+    async fn enqueue_once(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+        run: NewRun,
+        dedupe: Dedupe,
+    ) -> Result<Option<Enqueued>> {
+        if !self.check_and_record(jti, expires_at, now).await? {
+            return Ok(None);
+        }
+        self.enqueue(run, dedupe).await.map(Some)
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {

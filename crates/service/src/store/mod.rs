@@ -82,7 +82,7 @@ use byte8_ledger_core::store::crypto::MasterKey;
 use byte8_ledger_core::{
     error::{Error, FieldError, Result},
     policy::SyncPolicy,
-    store::{Claimed, Run, RunId, Store, retention::RetentionStore},
+    store::{Claimed, Dedupe, Enqueued, NewRun, Run, RunId, Store, retention::RetentionStore},
 };
 
 #[cfg(feature = "conformance")]
@@ -526,6 +526,21 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
 
     /// Gives up `holder`'s dispatch lease of `scope` (nothing when another holds it).
     async fn release_dispatch(&self, scope: &str, holder: &str) -> Result<()>;
+
+    /// What the webhook route does with a verified token's `jti` and the run it carries: records
+    /// the `jti` until `expires_at` as [`ReplayCache::check_and_record`] does and, only when it
+    /// was not seen, queues `run` as [`RunStore::enqueue`](byte8_ledger_core::store::RunStore::enqueue)
+    /// does. `None` for a replay (nothing queued). One statement on PostgreSQL (the `jti` is
+    /// recorded only with its run: a failure writes neither); the memory and SQLite stores
+    /// record, then queue.
+    async fn enqueue_once(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+        run: NewRun,
+        dedupe: Dedupe,
+    ) -> Result<Option<Enqueued>>;
 
     /// Starts a worker's turn: takes the dispatch lease as [`acquire_dispatch`](Self::acquire_dispatch)
     /// does and, holding it, claims up to `turn.limit` of the tenant's due runs as

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::{Error, Result},
     store::{
-        Claimed, Run, RunId,
+        Claimed, Dedupe, Enqueued, NewRun, Run, RunId,
         postgres::{PostgresStore, claimed_from_rows, db_error as db, run_from_row as run_from},
     },
 };
@@ -300,6 +300,18 @@ impl DispatchStore for PostgresStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    /// One statement (`byte8_enqueue_once`, migration 0013).
+    async fn enqueue_once(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+        run: NewRun,
+        dedupe: Dedupe,
+    ) -> Result<Option<Enqueued>> {
+        self.enqueue_unless_replayed(&replay_key(jti), expires_at, now, run, dedupe).await
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
