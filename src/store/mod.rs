@@ -42,8 +42,8 @@
 //!
 //! The SQL stores migrate when they open (`migrations/sqlite`, `migrations/postgres`, the same
 //! numbering and meaning in both; a number only PostgreSQL has is a PostgreSQL-only feature: the
-//! shared rate limiter, `0011`, the one-statement enqueue, `0012`, and the webhook's `jti` and run in
-//! one statement, `0013`). The service package's tables (`bindings`, `dispatch_leases`,
+//! shared rate limiter, `0011`, the one-statement enqueue, `0012`, the webhook's `jti` and run in
+//! one statement, `0013`, and the rate limiter's idle block, `0014`). The service package's tables (`bindings`, `dispatch_leases`,
 //! `callbacks`, `replay_cache`, the console's) are created by this same sequence: one database
 //! has one migration sequence and one migrator, run here, so that no two packages number
 //! migrations against the same `_sqlx_migrations` table.
@@ -62,6 +62,7 @@
 //! | `0011_rate_permit_blocks` (PostgreSQL) | `byte8_rate_permits`: the shared rate limiter's permits, up to a block of them in one call ([`postgres::SharedRateLimiter`]) |
 //! | `0012_enqueue_function` (PostgreSQL) | `byte8_enqueue`: [`RunStore::enqueue`] in one statement (the advisory lock of the (scope, key), the dedupe reads and the insert or collapse, in the call's own transaction) |
 //! | `0013_enqueue_once` (PostgreSQL) | `byte8_enqueue_once`: a webhook's `jti` recorded in the replay cache and its run queued (`byte8_enqueue`) in one statement, nothing written for a replay (the service's `DispatchStore::enqueue_once`) |
+//! | `0014_rate_permits_when_idle` (PostgreSQL) | `byte8_rate_permits` with an idle business's block: two permits a statement when no process used the business for a second ([`postgres::IDLE_GAP`]) |
 //!
 //! (`0007_console` and `0009` belong to the service: the console's tables, the shared rate
 //! limiter's window and the dispatch indexes.)

@@ -1086,6 +1086,14 @@ impl Permit {
 /// window rule's bound (module docs).
 pub const PERMIT_VALIDITY: Duration = Duration::from_millis(250);
 
+/// How long a business's last permit (any process's) must lie in the past for a
+/// [`SharedRateLimiter`] to take [`IDLE_BLOCK`] permits at once.
+pub const IDLE_GAP: Duration = Duration::from_secs(1);
+
+/// The permits a [`SharedRateLimiter`] takes at once for a business idle for [`IDLE_GAP`] (at
+/// most its burst).
+pub const IDLE_BLOCK: usize = 2;
+
 /// The most permits a [`SharedRateLimiter`] takes in one statement.
 pub const MAX_PERMIT_BLOCK: usize = 8;
 
@@ -1119,7 +1127,11 @@ struct PermitBlock {
 /// holds: permits are in order and any `L + 1` consecutive ones span at least
 /// `W + m + PERMIT_VALIDITY`, a request is sent between its permit and `PERMIT_VALIDITY` after
 /// it, so any `L + 1` requests span at least `W + m` (and a dropped permit is a request fewer).
-/// A business under its pace (its permits are for now) takes one permit a statement, as unused
+/// A business nobody used for [`IDLE_GAP`] (the database's record of every process's permits,
+/// migration 0014) gets [`IDLE_BLOCK`] permits a statement (at most its burst): an event's
+/// requests follow each other within the validity, so an event of one or two requests costs
+/// one statement, and the permit an event of one leaves unused is an idle business's. A busier
+/// business under its pace (its permits are for now) takes one permit a statement, as unused
 /// permits of a block would eat its burst; once a request has to wait for its permit (the
 /// business is at its pace, and its next requests will take the next permits in order) the
 /// block doubles, up to 8, and it halves when a permit is dropped. A saturated business keeps
@@ -1230,7 +1242,8 @@ impl SharedRateLimiter {
         block.waited = false;
         let micros = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let given = self.clock.as_ref().map(|c| c.now().timestamp_micros());
-        let row = sqlx::query("SELECT byte8_rate_permits($1, $2, $3, $4, $5, $6, $7) AS permits")
+        let idle_block = IDLE_BLOCK.min(usize::try_from(self.config.burst).unwrap_or(1)).clamp(1, self.max_block);
+        let row = sqlx::query("SELECT byte8_rate_permits($1, $2, $3, $4, $5, $6, $7, $8, $9) AS permits")
             .bind(text(&self.key))
             .bind(given)
             .bind(i32::try_from(block.size).unwrap_or(1))
@@ -1238,6 +1251,8 @@ impl SharedRateLimiter {
             .bind(micros(window.tolerance_micros()))
             .bind(i32::try_from(window.limit).unwrap_or(i32::MAX))
             .bind(micros(window.span_micros).saturating_add(validity))
+            .bind(micros(u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX)))
+            .bind(i32::try_from(idle_block).unwrap_or(1))
             .fetch_one(&self.pool)
             .await
             .map_err(db)?;

@@ -475,11 +475,16 @@ async fn permits_used_as_late_as_they_are_valid_still_keep_every_minute_under_th
     assert!(most <= 30, "{most} requests in one minute, limit 30");
 }
 
-/// A business under its pace takes its permits one at a time (a block's unused permits would go
-/// stale and eat its burst): every permit is for its request's own time.
+/// A business under its pace never waits: every permit is for its request's own time. Idle
+/// between events (nobody used it for a second), it takes two permits a statement (an event of
+/// two requests, 150 ms apart, costs one statement); busy under its pace (a request every
+/// 400 ms), one at a time (a block's unused permits would go stale and eat its burst).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_business_under_its_pace_takes_one_permit_a_statement_and_never_waits() {
-    let Some(url) = pg::url("a_business_under_its_pace_takes_one_permit_a_statement_and_never_waits") else { return };
+async fn a_business_under_its_pace_never_waits_and_an_idle_one_takes_two_permits_a_statement() {
+    let Some(url) = pg::url("a_business_under_its_pace_never_waits_and_an_idle_one_takes_two_permits_a_statement")
+    else {
+        return;
+    };
     let config = RateConfig { requests_per_minute: 30, burst: 3 };
     let clock = ManualClock::new(t0());
     let limiter = pg::store(&url, 1, None)
@@ -495,7 +500,26 @@ async fn a_business_under_its_pace_takes_one_permit_a_statement_and_never_waits(
         }
         clock.advance(chrono::Duration::seconds(10));
     }
-    assert_eq!(limiter.statements(), 60, "one statement a permit, none taken in advance");
+    assert_eq!(limiter.statements(), 30, "one statement an event of two requests");
+    // Events of one request: one statement each (the block's second permit goes unused).
+    for _ in 0..10 {
+        let permit = limiter.reserve().await.unwrap();
+        assert_eq!(permit.at, clock.now(), "a business under its pace never waits");
+        clock.advance(chrono::Duration::seconds(10));
+    }
+    assert_eq!(limiter.statements(), 40, "one statement an event of one request");
+    // Busy under its pace: a request every 400 ms (at 600 a minute), one permit a statement
+    // once its first (idle) block is used.
+    let busy = pg::store(&url, 1, None)
+        .await
+        .rate_limiter(pg::unique("blocks-busy"), RateConfig { requests_per_minute: 600, burst: 10 })
+        .with_clock(Arc::new(clock.clone()));
+    for _ in 0..20 {
+        let permit = busy.reserve().await.unwrap();
+        assert_eq!(permit.at, clock.now(), "a business under its pace never waits");
+        clock.advance(chrono::Duration::milliseconds(400));
+    }
+    assert_eq!(busy.statements(), 20, "a busy business under its pace: one permit a statement");
 }
 
 /// A saturated business drained by one worker (the service's case): with blocks it still gets
