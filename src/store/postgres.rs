@@ -402,9 +402,10 @@ fn claimed_from(rows: &[PgRow], more: &str) -> Result<Claimed> {
     Ok(Claimed { runs, more })
 }
 
-/// [`claimed_from`] for a package's own claiming statement on this store's tables (the service
-/// takes its dispatch lease and claims in one): its rows are `runs.*` plus the boolean column
-/// `more`, at least one row, a row with a NULL `id` carrying no run.
+/// Reads what a package's own claiming statement on this store's tables answered (the service
+/// takes its dispatch lease and claims in one) as [`RunStore::claim_next`] does: its rows are
+/// `runs.*` plus the boolean column named `more`, at least one row, a row with a NULL `id`
+/// (a `LEFT JOIN` of nothing claimed) carrying no run.
 ///
 /// # Errors
 /// [`Error::Database`] when a column is missing or a status unknown.
