@@ -63,6 +63,60 @@ pub fn same_origin_redirects() -> reqwest::redirect::Policy {
     })
 }
 
+/// The ledger providers' own HTTP client (Sage's and Xero's builders build it when given none):
+/// `timeout` per request, 10 s to connect, [`same_origin_redirects`].
+///
+/// # Errors
+/// [`Error::Config`](crate::error::Error::Config) when the TLS backend cannot be set up.
+pub(crate) fn ledger_client(timeout: std::time::Duration) -> crate::error::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .redirect(same_origin_redirects())
+        .user_agent(concat!("byte8-ledger-core/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| crate::error::Error::config("http", format!("cannot build the HTTP client: {e}")))
+}
+
+/// Ledger HTTP clients shared by the providers of one factory
+/// ([`SageProviders`](crate::providers::stored::SageProviders),
+/// [`XeroProviders`](crate::providers::stored::XeroProviders)): one client per request timeout,
+/// built on first use, given to every provider whose builder has no client of its own. Building
+/// a client reads the system's trust roots (some 140 certificates parsed); a service with a
+/// thousand businesses built one per business, for 300 MB of roots and pools. Clones share the
+/// clients. Use one within one async runtime (a client's pooled connections run on the runtime
+/// that opened them).
+#[derive(Debug, Clone, Default)]
+pub struct SharedClients(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<std::time::Duration, reqwest::Client>>>,
+);
+
+impl SharedClients {
+    /// The shared client with `timeout` per request, built the first time it is asked for.
+    ///
+    /// # Errors
+    /// As [`ledger_client`].
+    pub(crate) fn get(&self, timeout: std::time::Duration) -> crate::error::Result<reqwest::Client> {
+        let mut clients = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(&timeout) {
+            return Ok(client.clone());
+        }
+        let client = ledger_client(timeout)?;
+        clients.insert(timeout, client.clone());
+        Ok(client)
+    }
+
+    /// How many clients were built.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Whether none was built yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// `text` on one line without control characters, at most `max` characters (`…` marks a cut):
 /// what every remote answer, panic message or other untrusted text goes through before it is
 /// quoted in an error, an outcome or a log (the service package uses it too).

@@ -37,6 +37,7 @@ pub struct SageProviders {
     limiter: Option<Arc<LimiterFn>>,
     configure: Option<Arc<ConfigureFn>>,
     clock: Option<Arc<dyn Clock>>,
+    clients: crate::http::SharedClients,
 }
 
 impl fmt::Debug for SageProviders {
@@ -51,7 +52,13 @@ impl fmt::Debug for SageProviders {
 impl SageProviders {
     /// Providers from the connections (and tokens) in `connections`.
     pub fn new(connections: Arc<dyn ConnectionStoreDyn>) -> Self {
-        Self { connections, limiter: None, configure: None, clock: None }
+        Self {
+            connections,
+            limiter: None,
+            configure: None,
+            clock: None,
+            clients: crate::http::SharedClients::default(),
+        }
     }
 
     /// Gives each business's provider the limiter `limiter(business)` (for several worker
@@ -95,7 +102,13 @@ impl SageProviders {
         if let Some(configure) = &self.configure {
             b = configure(b);
         }
-        Ok(Arc::new(b.build()?))
+        Ok(Arc::new(b.share_http(&self.clients)?.build()?))
+    }
+
+    /// The HTTP clients its providers share (one per request timeout): every provider it builds
+    /// whose builder was given no client of its own uses them.
+    pub fn clients(&self) -> &crate::http::SharedClients {
+        &self.clients
     }
 }
 
@@ -132,6 +145,7 @@ pub struct XeroProviders {
     connections: Arc<dyn ConnectionStoreDyn>,
     configure: Option<Arc<XeroConfigureFn>>,
     clock: Option<Arc<dyn Clock>>,
+    clients: crate::http::SharedClients,
 }
 
 #[cfg(feature = "xero")]
@@ -148,7 +162,7 @@ impl fmt::Debug for XeroProviders {
 impl XeroProviders {
     /// Providers from the connections (and tokens) in `connections`.
     pub fn new(connections: Arc<dyn ConnectionStoreDyn>) -> Self {
-        Self { connections, configure: None, clock: None }
+        Self { connections, configure: None, clock: None, clients: crate::http::SharedClients::default() }
     }
 
     /// Adjusts each builder after the environment and the connection are applied.
@@ -180,7 +194,12 @@ impl XeroProviders {
         if let Some(configure) = &self.configure {
             b = configure(b);
         }
-        Ok(Arc::new(b.build()?))
+        Ok(Arc::new(b.share_http(&self.clients)?.build()?))
+    }
+
+    /// The HTTP clients its providers share (as [`SageProviders::clients`]).
+    pub fn clients(&self) -> &crate::http::SharedClients {
+        &self.clients
     }
 }
 
@@ -288,4 +307,55 @@ async fn stored_connection(
              {scope}); its events wait in line"
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ConnectionStore as _, memory::MemoryStore};
+    use chrono::TimeZone as _;
+    use secrecy::SecretString;
+
+    async fn connected(businesses: &[&str]) -> Arc<MemoryStore> {
+        let store = Arc::new(MemoryStore::new());
+        for b in businesses {
+            store
+                .save_connection(&Connection {
+                    scope: (*b).to_owned(),
+                    provider: SAGE.into(),
+                    base_url: "https://api.accounting.sage.com/v3.1".into(),
+                    token_url: "https://oauth.accounting.sage.com/token".into(),
+                    created_at: chrono::Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+                    tenant_id: None,
+                    connections_url: None,
+                })
+                .await
+                .unwrap();
+        }
+        store
+    }
+
+    fn credentials(b: SageBuilder) -> SageBuilder {
+        b.with_client_id("id").with_client_secret(SecretString::from("secret".to_owned()))
+    }
+
+    #[tokio::test]
+    async fn the_providers_of_one_factory_share_one_http_client_unless_given_their_own() {
+        let store = connected(&["a", "b", "c"]).await;
+        let shared = SageProviders::new(Arc::clone(&store) as _).with_builder(credentials);
+        assert!(shared.clients().is_empty(), "built on first use");
+        for b in ["a", "b", "c"] {
+            shared.for_business(b).await.unwrap();
+        }
+        assert_eq!(shared.clients().len(), 1, "three businesses, one client");
+        let timed = SageProviders::new(Arc::clone(&store) as _)
+            .with_builder(|b| credentials(b).with_timeout(std::time::Duration::from_secs(5)));
+        timed.for_business("a").await.unwrap();
+        timed.for_business("b").await.unwrap();
+        assert_eq!(timed.clients().len(), 1, "one client with the builders' own timeout");
+        let own = SageProviders::new(Arc::clone(&store) as _)
+            .with_builder(|b| credentials(b).with_http_client(reqwest::Client::new()));
+        own.for_business("a").await.unwrap();
+        assert!(own.clients().is_empty(), "a builder given its own client keeps it");
+    }
 }

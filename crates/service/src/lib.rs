@@ -388,9 +388,24 @@ pub(crate) struct Shared {
     pub(crate) queue: Arc<worker::Queue>,
     /// Where a process without workers announces the work it queued ([`wake`]).
     pub(crate) wake: std::sync::OnceLock<Arc<dyn wake::WakeBus>>,
+    /// The HTTP client every tenant's Magento client shares (built on first use): one client
+    /// per tenant read the system's trust roots a thousand times over.
+    pub(crate) magento_http: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl Shared {
+    /// The Magento HTTP client the tenants share ([`magento::http_client`]), built on first use.
+    ///
+    /// # Errors
+    /// When it cannot be built (the TLS backend).
+    pub(crate) fn magento_http(&self) -> byte8_ledger_core::Result<reqwest::Client> {
+        if let Some(http) = self.magento_http.get() {
+            return Ok(http.clone());
+        }
+        let http = magento::http_client()?;
+        Ok(self.magento_http.get_or_init(|| http).clone())
+    }
+
     /// Tells the workers that `info`'s tenant has work queued now (a webhook, an operator's
     /// retry): this process's workers hear of it at once, not at their next look for work; a
     /// process without workers announces it to the others' ([`wake`]). A failed announcement
@@ -451,6 +466,7 @@ impl Service {
                 last_errors: std::sync::Mutex::default(),
                 queue: Arc::default(),
                 wake: std::sync::OnceLock::new(),
+                magento_http: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -77,6 +77,7 @@ async fn runtime(shared: &Arc<Shared>, info: &BindingInfo) -> Result<Arc<TenantR
         .ok_or_else(|| Error::NotFound { what: "tenant binding".into(), id: info.tenant_id.clone() })?;
     let provider = shared.providers.provider(&binding).await?;
     let magento = MagentoClient::builder()
+        .with_http_client(shared.magento_http()?)
         .with_base_url(binding.magento_base_url.clone())
         .with_tenant_id(binding.tenant_id.clone())
         .with_api_key(binding.api_key.clone())

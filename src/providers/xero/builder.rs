@@ -238,6 +238,19 @@ impl XeroBuilder {
         self
     }
 
+    /// Takes its client from `shared` (the one with this builder's timeout) unless it was given
+    /// one ([`with_http_client`](Self::with_http_client)): the providers of one factory share
+    /// their clients.
+    ///
+    /// # Errors
+    /// When the shared client cannot be built (the TLS backend).
+    pub(crate) fn share_http(mut self, shared: &crate::http::SharedClients) -> Result<Self> {
+        if self.http.is_none() {
+            self.http = Some(shared.get(self.timeout.unwrap_or(DEFAULT_TIMEOUT))?);
+        }
+        Ok(self)
+    }
+
     /// Shows every request the provider sends and every answer it gets to `observer`
     /// ([`crate::http::ExchangeObserver`]): for recording what a sync sent to Xero and what
     /// Xero answered. None by default.
@@ -299,13 +312,7 @@ impl XeroBuilder {
         }
         let http = match self.http {
             Some(h) => h,
-            None => reqwest::Client::builder()
-                .timeout(self.timeout.unwrap_or(DEFAULT_TIMEOUT))
-                .connect_timeout(Duration::from_secs(10))
-                .redirect(crate::http::same_origin_redirects())
-                .user_agent(concat!("byte8-ledger-core/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| Error::config("http", format!("cannot build the HTTP client: {e}")))?,
+            None => crate::http::ledger_client(self.timeout.unwrap_or(DEFAULT_TIMEOUT))?,
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let store = self.token_store.unwrap_or_else(|| Arc::new(MemoryTokenStore::default()));
