@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::Result,
     store::{
-        Claimed, Dedupe, Enqueued, NewRun, Run, RunId, RunStatus, RunStore,
+        Claimed, Dedupe, Enqueued, NewRun, Run, RunId, RunStatus,
         memory::{MemoryExtension, MemoryGuard, MemoryStore, MemoryTables},
         retention::{Cutoffs, PurgeReport},
     },
@@ -287,12 +287,7 @@ impl DispatchStore for MemoryServiceStore {
     /// The lease, then the claim (one lock each: nobody else claims a business's runs without
     /// its lease).
     async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Claimed>> {
-        if !self.acquire_dispatch(turn.scope, turn.holder, turn.now, turn.lease_until).await? {
-            return Ok(None);
-        }
-        let claimed =
-            self.claim_next(turn.scope, Some(turn.tenant), turn.now, turn.run_lease_until, turn.limit).await?;
-        Ok(Some(claimed))
+        super::begin_turn_in_steps(self, turn).await
     }
 
     async fn enqueue_once(
@@ -303,10 +298,7 @@ impl DispatchStore for MemoryServiceStore {
         run: NewRun,
         dedupe: Dedupe,
     ) -> Result<Option<Enqueued>> {
-        if !self.check_and_record(jti, expires_at, now).await? {
-            return Ok(None);
-        }
-        self.enqueue(run, dedupe).await.map(Some)
+        super::enqueue_once_in_steps(self, jti, expires_at, now, run, dedupe).await
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {

@@ -612,6 +612,37 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     -> Result<Vec<Run>>;
 }
 
+/// [`DispatchStore::begin_turn`] in two steps, for a store whose round trips cost nothing (in
+/// memory, SQLite in-process): the lease, then the claim under it.
+pub(crate) async fn begin_turn_in_steps<S>(store: &S, turn: &TurnStart<'_>) -> Result<Option<Claimed>>
+where
+    S: DispatchStore + byte8_ledger_core::store::RunStore + ?Sized,
+{
+    if !store.acquire_dispatch(turn.scope, turn.holder, turn.now, turn.lease_until).await? {
+        return Ok(None);
+    }
+    let claimed = store.claim_next(turn.scope, Some(turn.tenant), turn.now, turn.run_lease_until, turn.limit).await?;
+    Ok(Some(claimed))
+}
+
+/// [`DispatchStore::enqueue_once`] in two steps, for the same stores: the `jti`, then the run.
+pub(crate) async fn enqueue_once_in_steps<S>(
+    store: &S,
+    jti: &str,
+    expires_at: i64,
+    now: i64,
+    run: NewRun,
+    dedupe: Dedupe,
+) -> Result<Option<Enqueued>>
+where
+    S: ReplayCache + byte8_ledger_core::store::RunStore + ?Sized,
+{
+    if !store.check_and_record(jti, expires_at, now).await? {
+        return Ok(None);
+    }
+    store.enqueue(run, dedupe).await.map(Some)
+}
+
 /// Everything the service needs from one store (its retention purge included).
 pub trait ServiceStore: Store + BindingStore + DispatchStore + ReplayCache + RetentionStore {}
 
