@@ -194,8 +194,8 @@ struct Started {
     lease: HeldLease,
     /// The runs claimed with it (none when the runtime was not ready).
     first: Claimed,
-    /// The tenant's runtime when it was built already.
-    ready: Option<Arc<TenantRuntime>>,
+    /// The tenant's runtime when it was built already, with its batch size ([`batch_size`]).
+    ready: Option<(Arc<TenantRuntime>, usize)>,
 }
 
 /// One tenant's turn, under its business's dispatch lease (`start`): due runs, then
@@ -212,9 +212,13 @@ async fn dispatch(
     delivered: &mut Vec<(RunId, i64)>,
 ) -> Result<bool> {
     let Started { mut lease, first, ready } = start;
-    let rt = match ready {
-        Some(rt) => rt,
-        None => runtime(shared, info).await?,
+    let (rt, per_claim) = match ready {
+        Some(ready) => ready,
+        None => {
+            let rt = runtime(shared, info).await?;
+            let per_claim = batch_size(&rt).await;
+            (rt, per_claim)
+        }
     };
     let mut status = StatusSync { stored: info.magento_status };
     // Runs are claimed with the lease only for a tenant whose Magento accepts the ledger (see
@@ -244,7 +248,6 @@ async fn dispatch(
     // renewed when a quarter of it has passed): a worker that stops, or loses the lease, leaves
     // nothing claimed behind. Each claim says whether more are due, so a drained tenant costs
     // no further (empty) claim.
-    let per_claim = batch_size(&rt).await;
     let mut next = Some(first);
     let more = loop {
         let claimed = match next.take() {
@@ -440,11 +443,14 @@ async fn process_claimed(shared: &Arc<Shared>, rt: &Arc<TenantRuntime>, mut runs
 /// [`ServiceConfig::batch`](super::ServiceConfig::batch) with more possibly waiting (the
 /// business goes back in line, behind the others).
 async fn turn(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, info: &BindingInfo) -> bool {
-    let ready = ready_runtime(shared, info).await;
-    let limit = match &ready {
-        Some(rt) => batch_size(rt).await.min(shared.config.batch),
-        None => 0,
+    let ready = match ready_runtime(shared, info).await {
+        Some(rt) => {
+            let per_claim = batch_size(&rt).await;
+            Some((rt, per_claim))
+        }
+        None => None,
     };
+    let limit = ready.as_ref().map_or(0, |(_, per_claim)| (*per_claim).min(shared.config.batch));
     let now = shared.clock.now();
     let start = TurnStart {
         scope: &info.scope,
