@@ -212,14 +212,29 @@ impl Browser {
             .unwrap_or_else(|e| panic!("select {value} in {selector}: {e}"));
     }
 
-    /// Clicks the element of `selector`.
+    /// Clicks the element of `selector` (found again when a refresh replaced it meanwhile).
     pub async fn click(&self, selector: &str) {
-        self.find(selector).await.click().await.unwrap_or_else(|e| panic!("click {selector}: {e}"));
+        for _ in 0..STALE_RETRIES {
+            match self.find(selector).await.click().await {
+                Ok(_) => return,
+                Err(e) if e.is_stale_element_reference() => {}
+                Err(e) => panic!("click {selector}: {e}"),
+            }
+        }
+        panic!("click {selector}: the element was replaced {STALE_RETRIES} times in a row");
     }
 
-    /// The visible text of the element of `selector`.
+    /// The visible text of the element of `selector` (found again when a refresh replaced it
+    /// between finding and reading: the console's live counts are swapped as they refresh).
     pub async fn text(&self, selector: &str) -> String {
-        self.find(selector).await.text().await.unwrap_or_else(|e| panic!("text of {selector}: {e}"))
+        for _ in 0..STALE_RETRIES {
+            match self.find(selector).await.text().await {
+                Ok(text) => return text,
+                Err(e) if e.is_stale_element_reference() => {}
+                Err(e) => panic!("text of {selector}: {e}"),
+            }
+        }
+        panic!("text of {selector}: the element was replaced {STALE_RETRIES} times in a row");
     }
 
     /// The page's HTML.
@@ -248,3 +263,7 @@ impl Browser {
         let _ = self.driver.kill().await;
     }
 }
+
+/// How often [`Browser::click`] and [`Browser::text`] find an element again after it was
+/// replaced (a stale element reference) before they give up.
+const STALE_RETRIES: usize = 5;
