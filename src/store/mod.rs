@@ -43,7 +43,8 @@
 //! The SQL stores migrate when they open (`migrations/sqlite`, `migrations/postgres`, the same
 //! numbering and meaning in both; a number only PostgreSQL has is a PostgreSQL-only feature: the
 //! shared rate limiter, `0011`, the one-statement enqueue, `0012`, the webhook's `jti` and run in
-//! one statement, `0013`, and the rate limiter's idle block, `0014`). The service package's tables (`bindings`, `dispatch_leases`,
+//! one statement, `0013`, the rate limiter's idle block, `0014`, and the webhook's enqueue checked
+//! against its binding's row version, `0015`). The service package's tables (`bindings`, `dispatch_leases`,
 //! `callbacks`, `replay_cache`, the console's) are created by this same sequence: one database
 //! has one migration sequence and one migrator, run here, so that no two packages number
 //! migrations against the same `_sqlx_migrations` table.
@@ -63,6 +64,7 @@
 //! | `0012_enqueue_function` (PostgreSQL) | `byte8_enqueue`: [`RunStore::enqueue`] in one statement (the advisory lock of the (scope, key), the dedupe reads and the insert or collapse, in the call's own transaction) |
 //! | `0013_enqueue_once` (PostgreSQL) | `byte8_enqueue_once`: a webhook's `jti` recorded in the replay cache and its run queued (`byte8_enqueue`) in one statement, nothing written for a replay (the service's `DispatchStore::enqueue_once`) |
 //! | `0014_rate_permits_when_idle` (PostgreSQL) | `byte8_rate_permits` with an idle business's block: two permits a statement when no process used the business for a second ([`postgres::IDLE_GAP`]) |
+//! | `0015_enqueue_bound` (PostgreSQL) | `byte8_enqueue_bound`: `byte8_enqueue_once` only while the tenant's binding row is still the version (`xmin`) the webhook's token was verified against, and active; else nothing written (the service's cached bindings: [`EnqueuedOnce::StaleBinding`]) |
 //!
 //! (`0007_console` and `0009` belong to the service: the console's tables, the shared rate
 //! limiter's window and the dispatch indexes.)
@@ -279,6 +281,21 @@ pub enum Enqueued {
     },
     /// A queued upsert took the newer event.
     Collapsed(RunId),
+}
+
+/// What a webhook's enqueue did ([`postgres::PostgresStore::enqueue_unless_replayed`], the
+/// service's `DispatchStore::enqueue_once`): the token's `jti` recorded with its run, or nothing
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueuedOnce {
+    /// The `jti` was recorded and the run queued as [`RunStore::enqueue`] does.
+    Queued(Enqueued),
+    /// The `jti` was already recorded and is live: a replayed token, nothing queued.
+    Replay,
+    /// The tenant's binding is no longer the version the token was verified against (revoked,
+    /// re-paired, its policy changed), or no longer active: nothing written. The caller reads
+    /// the binding again and verifies the token against it.
+    StaleBinding,
 }
 
 impl Enqueued {

@@ -73,8 +73,8 @@ use sqlx::{
 };
 
 use super::{
-    AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus,
-    RunStore, Xref, XrefKind, XrefState, XrefStore,
+    AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, EnqueuedOnce, NewRun, Run, RunId, RunResult,
+    RunStatus, RunStore, Xref, XrefKind, XrefState, XrefStore,
     audit::{
         RequestCount, RunPage, RunQuery, increment_id_in, increment_id_of_raw, numbered, read_snapshot, recording_of,
         snapshot_column,
@@ -442,16 +442,20 @@ fn bind_enqueue<'q>(query: PgQuery<'q>, run: &NewRun, dedupe: Dedupe) -> PgQuery
         .bind(increment_id_of_raw(&run.raw).map(|v| text(&v).into_owned()))
 }
 
-/// What `byte8_enqueue` (or `byte8_enqueue_once`) answered: `None` for a replay.
-fn enqueued_from(row: &PgRow) -> Result<Option<Enqueued>> {
+/// What `byte8_enqueue`, `byte8_enqueue_once` or `byte8_enqueue_bound` answered.
+fn enqueued_from(row: &PgRow) -> Result<EnqueuedOnce> {
     let kind: String = row.try_get("kind").map_err(db)?;
     let id: i64 = row.try_get("run_id").map_err(db)?;
     let status: String = row.try_get("run_status").map_err(db)?;
     Ok(match kind.as_str() {
-        "replay" => None,
-        "new" => Some(Enqueued::New(id)),
-        "collapsed" => Some(Enqueued::Collapsed(id)),
-        _ => Some(Enqueued::Duplicate { id, status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued) }),
+        "replay" => EnqueuedOnce::Replay,
+        "stale" => EnqueuedOnce::StaleBinding,
+        "new" => EnqueuedOnce::Queued(Enqueued::New(id)),
+        "collapsed" => EnqueuedOnce::Queued(Enqueued::Collapsed(id)),
+        _ => EnqueuedOnce::Queued(Enqueued::Duplicate {
+            id,
+            status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued),
+        }),
     })
 }
 
@@ -459,7 +463,13 @@ impl PostgresStore {
     /// [`RunStore::enqueue`], only when `replay_key` is not live in the replay cache (the
     /// service's table of seen webhook `jti`s): the key recorded until `expires_at` (Unix
     /// seconds; expired keys at `now` purged on the way) and the run queued in one statement
-    /// (`byte8_enqueue_once`, migration 0013), or nothing written and `None` for a replay.
+    /// (`byte8_enqueue_once`, migration 0013), or nothing written and
+    /// [`EnqueuedOnce::Replay`] for a replay.
+    ///
+    /// With `binding_version` (the `xmin` of the run's tenant's `bindings` row when its token was
+    /// verified, as the service reads it), the same statement first checks that the row is still
+    /// that version and active (`byte8_enqueue_bound`, migration 0015): otherwise nothing is
+    /// written and the answer is [`EnqueuedOnce::StaleBinding`].
     ///
     /// # Errors
     /// [`Error::Database`] when the database cannot be reached (nothing recorded then).
@@ -468,16 +478,22 @@ impl PostgresStore {
         replay_key: &str,
         expires_at: i64,
         now: i64,
+        binding_version: Option<i64>,
         run: NewRun,
         dedupe: Dedupe,
-    ) -> Result<Option<Enqueued>> {
-        let query = sqlx::query(
-            "SELECT kind, run_id, run_status FROM \
-             byte8_enqueue_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(text(replay_key).into_owned())
-        .bind(expires_at)
-        .bind(now);
+    ) -> Result<EnqueuedOnce> {
+        let query = match binding_version {
+            Some(version) => sqlx::query(
+                "SELECT kind, run_id, run_status FROM \
+                 byte8_enqueue_bound($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(version),
+            None => sqlx::query(
+                "SELECT kind, run_id, run_status FROM \
+                 byte8_enqueue_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            ),
+        };
+        let query = query.bind(text(replay_key).into_owned()).bind(expires_at).bind(now);
         let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.pool).await.map_err(db)?;
         enqueued_from(&row)
     }
@@ -500,7 +516,10 @@ impl RunStore for PostgresStore {
             "SELECT kind, run_id, run_status FROM byte8_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         );
         let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.pool).await.map_err(db)?;
-        enqueued_from(&row)?.ok_or_else(|| Error::internal("byte8_enqueue answered a replay"))
+        match enqueued_from(&row)? {
+            EnqueuedOnce::Queued(enqueued) => Ok(enqueued),
+            other => Err(Error::internal(format!("byte8_enqueue answered {other:?}"))),
+        }
     }
 
     async fn claim_for(

@@ -66,6 +66,27 @@ impl ReplayCache for DeferredReplay {
     }
 }
 
+/// How long a cached binding serves webhooks before it is read again. Its version is checked
+/// with every webhook it lets through, so this only bounds how long a tenant that stopped sending
+/// keeps a copy in memory.
+const BINDING_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// An active tenant's binding as read for a webhook, with the version of its row.
+pub(crate) struct CachedBinding {
+    binding: Binding,
+    version: i64,
+    read_at: std::time::Instant,
+}
+
+/// A webhook whose token verified: the tenant's binding, the token's claims, its `jti` (not
+/// recorded yet), and the binding's version when the store gives one (to check when queuing).
+pub(crate) struct WebhookAuth {
+    pub(crate) binding: Binding,
+    pub(crate) claims: Claims,
+    pub(crate) jti: Pending,
+    pub(crate) binding_version: Option<i64>,
+}
+
 /// The bearer token of an `Authorization` header value, if it is one.
 fn bearer(header: Option<&str>) -> Option<&str> {
     let (scheme, token) = header?.trim().split_once(' ')?;
@@ -111,41 +132,6 @@ impl Shared {
         authorization: Option<&str>,
         access: Access,
     ) -> std::result::Result<(Binding, Claims), ApiError> {
-        self.authenticate_with(tenant_id, authorization, access, None).await
-    }
-
-    /// As [`authenticate`](Self::authenticate) for an active tenant's webhook, except that the
-    /// token's `jti` is not recorded yet: the route records it with the run it queues
-    /// ([`DispatchStore::enqueue_once`](crate::store::DispatchStore::enqueue_once), one statement
-    /// on PostgreSQL), or on its own ([`Pending::burn`]) when it refuses the request after all.
-    ///
-    /// # Errors
-    /// As `authenticate`, a replay aside (found when the `jti` is recorded).
-    pub(crate) async fn authenticate_webhook(
-        self: &Arc<Self>,
-        tenant_id: &str,
-        authorization: Option<&str>,
-    ) -> std::result::Result<(Binding, Claims, Pending), ApiError> {
-        let deferred = Arc::new(DeferredReplay::default());
-        let (binding, claims) =
-            self.authenticate_with(tenant_id, authorization, Access::Active, Some(Arc::clone(&deferred) as _)).await?;
-        let (jti, expires_at, now) = deferred
-            .taken
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-            .ok_or_else(|| ApiError::internal(&Error::internal("a verified token's jti was not seen")))?;
-        let pending = Pending { jti: format!("{}\u{1f}{jti}", binding.tenant_id), expires_at, now };
-        Ok((binding, claims, pending))
-    }
-
-    async fn authenticate_with(
-        self: &Arc<Self>,
-        tenant_id: &str,
-        authorization: Option<&str>,
-        access: Access,
-        deferred: Option<Arc<dyn ReplayCache>>,
-    ) -> std::result::Result<(Binding, Claims), ApiError> {
         let binding = match self.store.binding(tenant_id).await {
             Ok(Some(b)) if b.is_active() || access == Access::Known => b,
             Ok(_) => {
@@ -155,10 +141,7 @@ impl Shared {
             }
             Err(e) => return Err(ApiError::from_store(&e)),
         };
-        let replay: Arc<dyn ReplayCache> = match deferred {
-            Some(deferred) => deferred,
-            None => Arc::new(TenantReplay { store: Arc::clone(&self.store), tenant: binding.tenant_id.clone() }),
-        };
+        let replay = Arc::new(TenantReplay { store: Arc::clone(&self.store), tenant: binding.tenant_id.clone() });
         let verifier = WebhookVerifier::new(binding.api_key.derive().outbound, Arc::clone(&self.clock), replay)
             .map_err(|e| ApiError::internal(&e))?;
         match verifier.verify_authorization(authorization, tenant_id).await {
@@ -169,6 +152,107 @@ impl Shared {
             }
             Err(e) => Err(ApiError::from_store(&e)),
         }
+    }
+
+    /// As [`authenticate`](Self::authenticate) for an active tenant's webhook, except that the
+    /// token's `jti` is not recorded yet: the route records it with the run it queues
+    /// ([`DispatchStore::enqueue_once`](crate::store::DispatchStore::enqueue_once), one statement
+    /// on PostgreSQL), or on its own ([`Pending::burn`]) when it refuses the request after all.
+    ///
+    /// The binding comes from this process's cache of bindings when the store versions them
+    /// ([`BindingStore::versioned_binding`](crate::store::BindingStore::versioned_binding):
+    /// PostgreSQL), so that a webhook costs no read of the bindings, and with its version, which
+    /// the route hands to `enqueue_once`: a binding changed since it was cached (revoked,
+    /// re-paired, a new policy) queues nothing there
+    /// ([`EnqueuedOnce::StaleBinding`](byte8_ledger_core::store::EnqueuedOnce::StaleBinding)),
+    /// and the route asks again with `fresh`, which reads the store. A token the cached copy
+    /// refuses is tried once against a fresh read too (the key may have been rotated since).
+    ///
+    /// # Errors
+    /// As `authenticate`, a replay aside (found when the `jti` is recorded).
+    pub(crate) async fn authenticate_webhook(
+        self: &Arc<Self>,
+        tenant_id: &str,
+        authorization: Option<&str>,
+        fresh: bool,
+    ) -> std::result::Result<WebhookAuth, ApiError> {
+        if !fresh && let Some((binding, version)) = self.cached_binding(tenant_id) {
+            if let Ok((claims, jti)) = self.verify_webhook(&binding, tenant_id, authorization).await {
+                return Ok(WebhookAuth { binding, claims, jti, binding_version: Some(version) });
+            }
+            self.forget_binding(tenant_id);
+        }
+        let (binding, version) = match self.store.versioned_binding(tenant_id).await {
+            Ok(Some((b, version))) if b.is_active() => (b, version),
+            Ok(_) => {
+                // Debug-formatted: the id comes from the request, unauthenticated.
+                tracing::warn!(tenant = ?tenant_id, "request refused: unknown or disconnected tenant");
+                return Err(ApiError::unauthorized("unknown or disconnected tenant"));
+            }
+            Err(e) => return Err(ApiError::from_store(&e)),
+        };
+        match self.verify_webhook(&binding, tenant_id, authorization).await {
+            Ok((claims, jti)) => {
+                if let Some(version) = version {
+                    self.cache_binding(&binding, version);
+                }
+                Ok(WebhookAuth { binding, claims, jti, binding_version: version })
+            }
+            Err(e @ Error::Auth { .. }) => {
+                tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
+                Err(ApiError::unauthorized(&e.to_string()))
+            }
+            Err(e) => Err(ApiError::from_store(&e)),
+        }
+    }
+
+    /// Verifies a webhook's token with `binding`'s outbound key, its `jti` taken, not recorded.
+    async fn verify_webhook(
+        &self,
+        binding: &Binding,
+        tenant_id: &str,
+        authorization: Option<&str>,
+    ) -> Result<(Claims, Pending)> {
+        let deferred = Arc::new(DeferredReplay::default());
+        let verifier = WebhookVerifier::new(
+            binding.api_key.derive().outbound,
+            Arc::clone(&self.clock),
+            Arc::clone(&deferred) as _,
+        )?;
+        let claims = verifier.verify_authorization(authorization, tenant_id).await?;
+        let (jti, expires_at, now) = deferred
+            .taken
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| Error::internal("a verified token's jti was not seen"))?;
+        let jti = Pending { jti: format!("{}\u{1f}{jti}", binding.tenant_id), expires_at, now };
+        Ok((claims, jti))
+    }
+
+    /// The cached binding of `tenant_id` and its version, unless it is older than
+    /// [`BINDING_CACHE_TTL`].
+    fn cached_binding(&self, tenant_id: &str) -> Option<(Binding, i64)> {
+        let cache = self.webhook_bindings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cached = cache.get(tenant_id)?;
+        (cached.read_at.elapsed() < BINDING_CACHE_TTL).then(|| (cached.binding.clone(), cached.version))
+    }
+
+    fn cache_binding(&self, binding: &Binding, version: i64) {
+        let mut cache = self.webhook_bindings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Expired copies go when the cache grows past what it held (bounded by the bindings).
+        if cache.len() >= cache.capacity() {
+            cache.retain(|_, c| c.read_at.elapsed() < BINDING_CACHE_TTL);
+        }
+        cache.insert(
+            binding.tenant_id.clone(),
+            CachedBinding { binding: binding.clone(), version, read_at: std::time::Instant::now() },
+        );
+    }
+
+    /// Drops `tenant_id`'s cached binding (it proved stale, or refused a token).
+    pub(crate) fn forget_binding(&self, tenant_id: &str) {
+        self.webhook_bindings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(tenant_id);
     }
 
     /// As [`authenticate`](Self::authenticate) for the `/v1` routes, whose tenant is the token's

@@ -21,7 +21,7 @@ use byte8_ledger_core::{
     error::{Error, ErrorCode},
     identity::sha256_hex,
     outcome::SyncStatus,
-    store::{Dedupe, Enqueued, NewRun, ProviderKind, Run, RunStatus},
+    store::{Dedupe, Enqueued, EnqueuedOnce, NewRun, ProviderKind, Run, RunStatus},
 };
 
 /// The longest `Idempotency-Key` accepted.
@@ -60,24 +60,42 @@ async fn webhook(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     // The token's jti is recorded with the run it carries (one statement on PostgreSQL), or on
-    // its own when the request is refused after its token verified: spent either way.
-    let (binding, claims, jti) = shared.authenticate_webhook(&tenant_id, authorization(&headers)).await?;
-    let (run, dedupe) = match webhook_run(&shared, &binding, &claims, &query, &event_name, &headers, &body).await {
-        Ok(run) => run,
-        Err(refused) => {
-            jti.burn(&shared).await;
-            return Err(refused);
+    // its own when the request is refused after its token verified: spent either way. The
+    // binding may come from this process's cache (`Shared::authenticate_webhook`): when the
+    // store finds it changed since, nothing is queued and the webhook is verified again against
+    // the binding read afresh.
+    let mut fresh = false;
+    let (binding, enqueued, key) = loop {
+        let auth = shared.authenticate_webhook(&tenant_id, authorization(&headers), fresh).await?;
+        let (run, dedupe) =
+            match webhook_run(&shared, &auth.binding, &auth.claims, &query, &event_name, &headers, &body).await {
+                Ok(run) => run,
+                Err(refused) => {
+                    auth.jti.burn(&shared).await;
+                    return Err(refused);
+                }
+            };
+        let jti = &auth.jti;
+        let key = run.idempotency_key.clone();
+        match shared.store.enqueue_once(&jti.jti, jti.expires_at, jti.now, auth.binding_version, run, dedupe).await {
+            Ok(EnqueuedOnce::Queued(enqueued)) => break (auth.binding, enqueued, key),
+            Ok(EnqueuedOnce::Replay) => {
+                let e = crate::magento::jwt::replay_refused();
+                tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
+                return Err(ApiError::unauthorized(&e.to_string()));
+            }
+            Ok(EnqueuedOnce::StaleBinding) if !fresh => {
+                shared.forget_binding(&tenant_id);
+                fresh = true;
+            }
+            Ok(EnqueuedOnce::StaleBinding) => {
+                // Changed again between the fresh read and the enqueue (a revocation or a pairing
+                // at this instant): Magento sends it again and meets the binding as it is then.
+                let e = Error::database("the tenant's binding changed while the webhook was queued", true, None);
+                return Err(ApiError::from_store(&e));
+            }
+            Err(e) => return Err(ApiError::from_store(&e)),
         }
-    };
-    let key = run.idempotency_key.clone();
-    let enqueued = match shared.store.enqueue_once(&jti.jti, jti.expires_at, jti.now, run, dedupe).await {
-        Ok(Some(enqueued)) => enqueued,
-        Ok(None) => {
-            let e = crate::magento::jwt::replay_refused();
-            tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
-            return Err(ApiError::unauthorized(&e.to_string()));
-        }
-        Err(e) => return Err(ApiError::from_store(&e)),
     };
     if !matches!(enqueued, Enqueued::Duplicate { .. }) {
         // This process's workers hear of it now, not at their next look for work; without

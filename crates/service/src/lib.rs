@@ -391,6 +391,9 @@ pub(crate) struct Shared {
     /// The HTTP client every tenant's Magento client shares (built on first use): one client
     /// per tenant read the system's trust roots a thousand times over.
     pub(crate) magento_http: std::sync::OnceLock<reqwest::Client>,
+    /// Active tenants' bindings as the webhook route last read them, with their row version
+    /// ([`auth`]: checked again when each webhook is queued).
+    pub(crate) webhook_bindings: std::sync::Mutex<std::collections::HashMap<String, auth::CachedBinding>>,
 }
 
 impl Shared {
@@ -467,6 +470,7 @@ impl Service {
                 queue: Arc::default(),
                 wake: std::sync::OnceLock::new(),
                 magento_http: std::sync::OnceLock::new(),
+                webhook_bindings: std::sync::Mutex::default(),
             }),
         }
     }

@@ -13,7 +13,7 @@
 use byte8_ledger_core::{
     policy::SyncPolicy,
     store::{
-        Dedupe, Enqueued, RunStatus,
+        Dedupe, Enqueued, EnqueuedOnce, RunStatus,
         conformance::{new_run, result, t0, tenant_run},
     },
 };
@@ -282,15 +282,31 @@ pub async fn webhooks_queue_once_per_jti(store: &dyn ServiceStore, scope: &str) 
     let tenant = tenant_of(scope);
     let jti = format!("{tenant}\u{1f}jti-1");
     let first = store
-        .enqueue_once(&jti, 1_000, 100, tenant_run(scope, &tenant, "invoice.created:9101", "a"), Dedupe::Permanent)
+        .enqueue_once(
+            &jti,
+            1_000,
+            100,
+            None,
+            tenant_run(scope, &tenant, "invoice.created:9101", "a"),
+            Dedupe::Permanent,
+        )
         .await
         .expect("enqueue_once");
-    let Some(Enqueued::New(id)) = first else { panic!("webhooks: the first use queues its run: {first:?}") };
+    let EnqueuedOnce::Queued(Enqueued::New(id)) = first else {
+        panic!("webhooks: the first use queues its run: {first:?}")
+    };
     let replay = store
-        .enqueue_once(&jti, 1_000, 200, tenant_run(scope, &tenant, "invoice.created:9102", "b"), Dedupe::Permanent)
+        .enqueue_once(
+            &jti,
+            1_000,
+            200,
+            None,
+            tenant_run(scope, &tenant, "invoice.created:9102", "b"),
+            Dedupe::Permanent,
+        )
         .await
         .expect("enqueue_once");
-    assert_eq!(replay, None, "webhooks: a replay queues nothing");
+    assert_eq!(replay, EnqueuedOnce::Replay, "webhooks: a replay queues nothing");
     assert_eq!(
         store.find_by_key(scope, "invoice.created:9102").await.expect("find"),
         None,
@@ -302,29 +318,105 @@ pub async fn webhooks_queue_once_per_jti(store: &dyn ServiceStore, scope: &str) 
             &format!("{tenant}\u{1f}jti-2"),
             1_000,
             300,
+            None,
             tenant_run(scope, &tenant, "invoice.created:9101", "a"),
             Dedupe::Permanent,
         )
         .await
         .expect("enqueue_once");
     assert!(
-        matches!(again, Some(Enqueued::Duplicate { id: dup, .. }) if dup == id),
+        matches!(again, EnqueuedOnce::Queued(Enqueued::Duplicate { id: dup, .. }) if dup == id),
         "webhooks: a new jti with the same event is the run's duplicate: {again:?}"
     );
     let later = store
-        .enqueue_once(&jti, 5_000, 1_000, tenant_run(scope, &tenant, "invoice.created:9103", "c"), Dedupe::Permanent)
+        .enqueue_once(
+            &jti,
+            5_000,
+            1_000,
+            None,
+            tenant_run(scope, &tenant, "invoice.created:9103", "c"),
+            Dedupe::Permanent,
+        )
         .await
         .expect("enqueue_once");
-    assert!(matches!(later, Some(Enqueued::New(_))), "webhooks: an expired jti is a new one: {later:?}");
+    assert!(
+        matches!(later, EnqueuedOnce::Queued(Enqueued::New(_))),
+        "webhooks: an expired jti is a new one: {later:?}"
+    );
     let race = format!("{tenant}\u{1f}jti-race");
     let runs: Vec<_> = (0..8).map(|i| tenant_run(scope, &tenant, &format!("invoice.created:92{i:02}"), "r")).collect();
     let results = futures::future::join_all(
-        runs.into_iter().map(|run| store.enqueue_once(&race, 1_000, 100, run, Dedupe::Permanent)),
+        runs.into_iter().map(|run| store.enqueue_once(&race, 1_000, 100, None, run, Dedupe::Permanent)),
     )
     .await;
-    let queued = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
-    let replays = results.iter().filter(|r| matches!(r, Ok(None))).count();
+    let queued = results.iter().filter(|r| matches!(r, Ok(EnqueuedOnce::Queued(_)))).count();
+    let replays = results.iter().filter(|r| matches!(r, Ok(EnqueuedOnce::Replay))).count();
     assert_eq!((queued, replays), (1, 7), "webhooks: one jti used at once eight times queues one run: {results:?}");
+}
+
+/// A webhook verified against a cached binding is queued only while the binding is still the
+/// version it was read at, and active ([`BindingStore::versioned_binding`]): any change of the
+/// binding since (a status written, a revocation, a re-pairing) queues nothing and records no
+/// `jti`. A store that gives no versions refuses one.
+///
+/// [`BindingStore::versioned_binding`]: super::BindingStore::versioned_binding
+pub async fn webhooks_queue_only_on_the_binding_verified(store: &dyn ServiceStore, scope: &str) {
+    async fn enqueue(
+        store: &dyn ServiceStore,
+        scope: &str,
+        tenant: &str,
+        n: u32,
+        version: Option<i64>,
+    ) -> byte8_ledger_core::Result<EnqueuedOnce> {
+        let run = tenant_run(scope, tenant, &format!("invoice.created:95{n:02}"), "v");
+        store.enqueue_once(&format!("{tenant}\u{1f}bound-{n}"), 1_000, 100, version, run, Dedupe::Permanent).await
+    }
+    async fn version(store: &dyn ServiceStore, tenant: &str) -> Option<i64> {
+        store.versioned_binding(tenant).await.expect("versioned binding").expect("bound: the binding exists").1
+    }
+    async fn stale_and_unwritten(store: &dyn ServiceStore, scope: &str, tenant: &str, n: u32, v: i64, why: &str) {
+        let answer = enqueue(store, scope, tenant, n, Some(v)).await.expect("enqueue");
+        assert_eq!(answer, EnqueuedOnce::StaleBinding, "bound: {why}");
+        let key = format!("invoice.created:95{n:02}");
+        assert!(store.find_by_key(scope, &key).await.expect("find").is_none(), "bound: {why}: no run queued");
+        let jti = format!("{tenant}\u{1f}bound-{n}");
+        assert!(store.check_and_record(&jti, 1_000, 100).await.expect("check"), "bound: {why}: no jti recorded");
+    }
+    let tenant = tenant_of(scope);
+    let at = |s: i64| t0() + Duration::seconds(s);
+    store.put_binding(&binding(&tenant, scope, "key-one", t0())).await.expect("put binding");
+    let Some(v1) = version(store, &tenant).await else {
+        assert!(
+            enqueue(store, scope, &tenant, 1, Some(1)).await.is_err(),
+            "bound: a store without versions refuses one"
+        );
+        assert!(store.find_by_key(scope, "invoice.created:9501").await.expect("find").is_none());
+        return;
+    };
+    assert!(
+        matches!(
+            enqueue(store, scope, &tenant, 1, Some(v1)).await.expect("enqueue"),
+            EnqueuedOnce::Queued(Enqueued::New(_))
+        ),
+        "bound: the version read queues the run"
+    );
+    stale_and_unwritten(store, scope, &tenant, 2, v1.wrapping_add(1), "another version is stale").await;
+    // A write that changes nothing visible still makes a new version.
+    assert!(store.set_binding_status(&tenant, BindingStatus::Active, at(10)).await.expect("status"));
+    let v2 = version(store, &tenant).await.expect("a version");
+    assert_ne!(v1, v2, "bound: every write makes a new version");
+    stale_and_unwritten(store, scope, &tenant, 3, v1, "a version before a status write is stale").await;
+    assert!(
+        matches!(enqueue(store, scope, &tenant, 4, Some(v2)).await.expect("enqueue"), EnqueuedOnce::Queued(_)),
+        "bound: the new version queues"
+    );
+    // Re-paired with a new key: the old version is stale.
+    store.put_binding(&binding(&tenant, scope, "key-two", at(20))).await.expect("re-pair");
+    stale_and_unwritten(store, scope, &tenant, 5, v2, "a version before a re-pairing is stale").await;
+    // Revoked: even the version read after the revocation queues nothing.
+    store.set_binding_status(&tenant, BindingStatus::Revoked, at(30)).await.expect("revoke");
+    let v3 = version(store, &tenant).await.expect("a version");
+    stale_and_unwritten(store, scope, &tenant, 6, v3, "a revoked binding queues nothing").await;
 }
 
 /// A turn's start takes the lease and claims the tenant's runs with it (saying whether more are
@@ -769,6 +861,7 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     dispatch_leases_are_exclusive(store, &format!("{scope}-leases")).await;
     turns_take_the_lease_and_claim_together(store, &format!("{scope}-turns")).await;
     webhooks_queue_once_per_jti(store, &format!("{scope}-once")).await;
+    webhooks_queue_only_on_the_binding_verified(store, &format!("{scope}-bound")).await;
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;
     health_counters_and_entity_runs(store, &format!("{scope}-health")).await;
     due_tenants_name_the_work_waiting(store, &format!("{scope}-due")).await;

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::Result,
     store::{
-        Claimed, Dedupe, Enqueued, NewRun, Run, RunId, RunStatus,
+        Claimed, Dedupe, EnqueuedOnce, NewRun, Run, RunId, RunStatus,
         memory::{MemoryExtension, MemoryGuard, MemoryStore, MemoryTables},
         retention::{Cutoffs, PurgeReport},
     },
@@ -295,10 +295,11 @@ impl DispatchStore for MemoryServiceStore {
         jti: &str,
         expires_at: i64,
         now: i64,
+        binding_version: Option<i64>,
         run: NewRun,
         dedupe: Dedupe,
-    ) -> Result<Option<Enqueued>> {
-        super::enqueue_once_in_steps(self, jti, expires_at, now, run, dedupe).await
+    ) -> Result<EnqueuedOnce> {
+        super::enqueue_once_in_steps(self, jti, expires_at, now, binding_version, run, dedupe).await
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {

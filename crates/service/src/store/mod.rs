@@ -82,7 +82,7 @@ use byte8_ledger_core::store::crypto::MasterKey;
 use byte8_ledger_core::{
     error::{Error, FieldError, Result},
     policy::SyncPolicy,
-    store::{Claimed, Dedupe, Enqueued, NewRun, Run, RunId, Store, retention::RetentionStore},
+    store::{Claimed, Dedupe, EnqueuedOnce, NewRun, Run, RunId, Store, retention::RetentionStore},
 };
 
 #[cfg(feature = "conformance")]
@@ -450,6 +450,15 @@ pub trait BindingStore: fmt::Debug + Send + Sync {
     /// A binding by tenant id.
     async fn binding(&self, tenant_id: &str) -> Result<Option<Binding>>;
 
+    /// A binding by tenant id with the version of its row, for a cache of bindings: a store that
+    /// gives a version (PostgreSQL: the row's `xmin`) checks it again in
+    /// [`DispatchStore::enqueue_once`], so that a webhook verified against a cached copy is
+    /// queued only while the binding is still that version and active. The default gives none
+    /// (the memory and SQLite stores: a read costs no round trip, so nothing is cached).
+    async fn versioned_binding(&self, tenant_id: &str) -> Result<Option<(Binding, Option<i64>)>> {
+        Ok(self.binding(tenant_id).await?.map(|b| (b, None)))
+    }
+
     /// Every binding without its key, by tenant id (no master key needed).
     async fn bindings(&self) -> Result<Vec<BindingInfo>>;
 
@@ -532,15 +541,21 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     /// was not seen, queues `run` as [`RunStore::enqueue`](byte8_ledger_core::store::RunStore::enqueue)
     /// does. `None` for a replay (nothing queued). One statement on PostgreSQL (the `jti` is
     /// recorded only with its run: a failure writes neither); the memory and SQLite stores
-    /// record, then queue.
+    /// record, then queue. [`EnqueuedOnce::Replay`] for a replay (nothing queued).
+    ///
+    /// With `binding_version` (from [`BindingStore::versioned_binding`]), nothing is written and
+    /// the answer is [`EnqueuedOnce::StaleBinding`] unless the run's tenant's binding is still
+    /// that version and active, checked in the same statement. A store that gives no versions
+    /// refuses one (an internal error).
     async fn enqueue_once(
         &self,
         jti: &str,
         expires_at: i64,
         now: i64,
+        binding_version: Option<i64>,
         run: NewRun,
         dedupe: Dedupe,
-    ) -> Result<Option<Enqueued>>;
+    ) -> Result<EnqueuedOnce>;
 
     /// Starts a worker's turn: takes the dispatch lease as [`acquire_dispatch`](Self::acquire_dispatch)
     /// does and, holding it, claims up to `turn.limit` of the tenant's due runs as
@@ -626,21 +641,27 @@ where
 }
 
 /// [`DispatchStore::enqueue_once`] in two steps, for the same stores: the `jti`, then the run.
+/// These stores give no binding versions ([`BindingStore::versioned_binding`]'s default), so
+/// one given is refused.
 pub(crate) async fn enqueue_once_in_steps<S>(
     store: &S,
     jti: &str,
     expires_at: i64,
     now: i64,
+    binding_version: Option<i64>,
     run: NewRun,
     dedupe: Dedupe,
-) -> Result<Option<Enqueued>>
+) -> Result<EnqueuedOnce>
 where
     S: ReplayCache + byte8_ledger_core::store::RunStore + ?Sized,
 {
-    if !store.check_and_record(jti, expires_at, now).await? {
-        return Ok(None);
+    if binding_version.is_some() {
+        return Err(Error::internal("this store gives no binding versions, and cannot check one"));
     }
-    store.enqueue(run, dedupe).await.map(Some)
+    if !store.check_and_record(jti, expires_at, now).await? {
+        return Ok(EnqueuedOnce::Replay);
+    }
+    store.enqueue(run, dedupe).await.map(EnqueuedOnce::Queued)
 }
 
 /// Everything the service needs from one store (its retention purge included).

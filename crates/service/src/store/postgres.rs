@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::{Error, Result},
     store::{
-        Claimed, Dedupe, Enqueued, NewRun, Run, RunId,
+        Claimed, Dedupe, EnqueuedOnce, NewRun, Run, RunId,
         postgres::{PostgresStore, claimed_from_rows, db_error as db, run_from_row as run_from},
     },
 };
@@ -128,6 +128,19 @@ impl BindingStore for PostgresStore {
             .await
             .map_err(db)?;
         row.as_ref().map(|r| binding_from(self, r)).transpose()
+    }
+
+    /// The version is the row's `xmin` (the transaction that wrote this version of the row: every
+    /// update writes a new one), which `byte8_enqueue_bound` (migration 0015) compares.
+    async fn versioned_binding(&self, tenant_id: &str) -> Result<Option<(Binding, Option<i64>)>> {
+        let row = sqlx::query("SELECT xmin::text::bigint AS row_version, * FROM bindings WHERE tenant_id = $1")
+            .bind(text(tenant_id))
+            .fetch_optional(self.pool())
+            .await
+            .map_err(db)?;
+        let Some(row) = row else { return Ok(None) };
+        let version: i64 = row.try_get("row_version").map_err(db)?;
+        Ok(Some((binding_from(self, &row)?, Some(version))))
     }
 
     async fn bindings(&self) -> Result<Vec<BindingInfo>> {
@@ -308,10 +321,11 @@ impl DispatchStore for PostgresStore {
         jti: &str,
         expires_at: i64,
         now: i64,
+        binding_version: Option<i64>,
         run: NewRun,
         dedupe: Dedupe,
-    ) -> Result<Option<Enqueued>> {
-        self.enqueue_unless_replayed(&replay_key(jti), expires_at, now, run, dedupe).await
+    ) -> Result<EnqueuedOnce> {
+        self.enqueue_unless_replayed(&replay_key(jti), expires_at, now, binding_version, run, dedupe).await
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::{Error, Result},
     store::{
-        Claimed, Dedupe, Enqueued, NewRun, Run, RunId,
+        Claimed, Dedupe, EnqueuedOnce, NewRun, Run, RunId,
         sqlite::{SqliteStore, db_error as db, run_from_row as run_from},
     },
 };
@@ -209,10 +209,11 @@ impl DispatchStore for SqliteStore {
         jti: &str,
         expires_at: i64,
         now: i64,
+        binding_version: Option<i64>,
         run: NewRun,
         dedupe: Dedupe,
-    ) -> Result<Option<Enqueued>> {
-        super::enqueue_once_in_steps(self, jti, expires_at, now, run, dedupe).await
+    ) -> Result<EnqueuedOnce> {
+        super::enqueue_once_in_steps(self, jti, expires_at, now, binding_version, run, dedupe).await
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {

@@ -22,3 +22,4 @@ mod support_magento;
 #[path = "../../../../tests/support/postgres.rs"]
 mod support_postgres;
 mod wake;
+mod webhook_bindings;
