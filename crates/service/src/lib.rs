@@ -61,7 +61,8 @@
 //!    as the stored connection of its business says: [`StoredProviders`]) and its cross-reference.
 //! 3. The terminal outcome (synced, skipped, dead-lettered) is written together with a row in the
 //!    store's **callback outbox** (a trigger in SQLite and PostgreSQL), so that the sync-state
-//!    callback survives a crash between the two. Workers send the outbox
+//!    callback survives a crash between the two (a callback sent whose delivery the crash kept
+//!    from being recorded is sent again, with the same state). Workers send the outbox
 //!    (`POST /rest/V1/byte8/sync-state`, byte8-spec.md 12.6) and retry failures with
 //!    [`ServiceConfig::callback_backoff`]. A retryable failure of a run is not terminal: no
 //!    callback until it ends.
@@ -88,9 +89,13 @@
 //! is renewed once a quarter of [`ServiceConfig::dispatch_lease`] has passed), and ends the turn
 //! recording the callbacks delivered and releasing the lease together
 //! ([`DispatchStore::end_turn`](crate::store::DispatchStore::end_turn)); then it takes the next
-//! tenant. A tenant with one event waiting thus costs its turn three statements around the
-//! engine's own (begin, the callback claim, end). A worker with nothing in line waits without
-//! reading the store. The line is fed by:
+//! tenant. The callbacks of the runs the turn itself finished synced or skipped are sent without
+//! claiming them: a callback's generation is the claim its run finished under, which the worker
+//! knows, and every sender of a tenant's callbacks holds the business's dispatch lease, so no one
+//! else sends them meanwhile. Other callbacks (a retry due, a run that failed) are claimed only
+//! when the turn's start saw one due, or a run of the turn failed. A tenant with one event
+//! waiting thus costs its turn two statements around the engine's own (begin and end). A worker
+//! with nothing in line waits without reading the store. The line is fed by:
 //!
 //! - **the webhook route**, the moment it queues a run: the tenant goes in line and an idle
 //!   worker wakes (no polling delay, no read);

@@ -18,12 +18,13 @@ use tokio::task::JoinHandle;
 
 use super::Shared;
 use crate::magento::{ConnectionStatus, MagentoClient};
-use crate::store::{BindingInfo, TurnStart};
+use crate::store::{Begun, BindingInfo, PendingCallback, TurnStart};
 use byte8_ledger_core::{
     canonical::{Entity, EventKind},
     engine::{EntitySource, SyncEngine},
     error::{AuthFailure, Error, Result},
-    store::{Claimed, Run, RunId, RunStatus, Store},
+    outcome::SyncStatus,
+    store::{Run, RunId, RunStatus, Store},
 };
 
 /// The engine's [`EntitySource`] over a tenant's [`MagentoClient`]: a 401 (the store no longer
@@ -192,8 +193,9 @@ fn permanent(e: &Error) -> bool {
 struct Started {
     /// The business's dispatch lease, just taken.
     lease: HeldLease,
-    /// The runs claimed with it (none when the runtime was not ready).
-    first: Claimed,
+    /// The runs claimed with it (none when the runtime was not ready), and whether a callback was
+    /// due.
+    first: Begun,
     /// The tenant's runtime when it was built already, with its batch size ([`batch_size`]).
     ready: Option<(Arc<TenantRuntime>, usize)>,
 }
@@ -211,7 +213,7 @@ async fn dispatch(
     start: Started,
     delivered: &mut Vec<(RunId, i64)>,
 ) -> Result<bool> {
-    let Started { mut lease, first, ready } = start;
+    let Started { mut lease, first: Begun { claimed: first, callbacks_due }, ready } = start;
     let (rt, per_claim) = match ready {
         Some(ready) => ready,
         None => {
@@ -249,6 +251,11 @@ async fn dispatch(
     // nothing claimed behind. Each claim says whether more are due, so a drained tenant costs
     // no further (empty) claim.
     let mut next = Some(first);
+    // The callbacks of the runs this turn finishes synced or skipped, sent without claiming them
+    // (below); the tenant's other due callbacks are claimed only when the turn's start saw one
+    // due, or a run of the turn may have left one it cannot name.
+    let mut own = Vec::new();
+    let mut claim_callbacks = callbacks_due;
     let more = loop {
         let claimed = match next.take() {
             Some(claimed) => claimed,
@@ -277,7 +284,9 @@ async fn dispatch(
         };
         if !claimed.runs.is_empty() {
             handled += claimed.runs.len();
-            process_claimed(shared, &rt, claimed.runs).await?;
+            if !process_claimed(shared, &rt, claimed.runs, &mut own).await? {
+                claim_callbacks = true;
+            }
             status.sync(shared, &rt).await;
         }
         if !claimed.more {
@@ -289,6 +298,27 @@ async fn dispatch(
     };
     if rt.magento.status() == ConnectionStatus::TokenRevoked {
         return Ok(false);
+    }
+    // The callbacks of the runs this turn finished, sent without a claim: every sender of a
+    // tenant's callbacks holds its business's dispatch lease, as this worker does (checked
+    // first), so no other worker sends them meanwhile; one not sent (the worker stops, the lease
+    // is lost, the token refused) stays due, and a later turn claims it. If the tenant was
+    // disconnected in the meantime, the store queued no callback and Magento hears of the run
+    // once, from here.
+    if !own.is_empty() {
+        if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
+            return Ok(false);
+        }
+        for cb in own {
+            if !send_callback(shared, &rt, &cb, delivered).await? {
+                status.sync(shared, &rt).await;
+                return Ok(false);
+            }
+            status.sync(shared, &rt).await;
+        }
+    }
+    if !claim_callbacks {
+        return Ok(more);
     }
     // The due callbacks in one claim (up to the batch), sent one by one: a claim that returns
     // fewer than asked means none is left, without a further (empty) claim. Callbacks claimed
@@ -344,7 +374,7 @@ async fn dispatch(
 async fn send_callback(
     shared: &Shared,
     rt: &TenantRuntime,
-    cb: &crate::store::PendingCallback,
+    cb: &PendingCallback,
     delivered: &mut Vec<(RunId, i64)>,
 ) -> Result<bool> {
     let (id, generation) = (cb.run.id, cb.generation);
@@ -401,7 +431,18 @@ async fn batch_size(rt: &TenantRuntime) -> usize {
 /// (a bug) ends the runs it left unfinished, not the worker: they are dead-lettered with an
 /// `internal` outcome (so Magento hears of it), the tenant's runtime is rebuilt, and the worker
 /// goes on.
-async fn process_claimed(shared: &Arc<Shared>, rt: &Arc<TenantRuntime>, mut runs: Vec<Run>) -> Result<()> {
+///
+/// The callbacks of the runs it saw end synced or skipped are pushed on `own` (their generation
+/// is the claim they finished under, migration 0016), for the turn to send without claiming
+/// them. False when some run may have left a callback it did not push (one that failed: dead-
+/// lettered or queued again, which the outcome does not tell; or a panic): the turn then claims
+/// the tenant's due callbacks as well.
+async fn process_claimed(
+    shared: &Arc<Shared>,
+    rt: &Arc<TenantRuntime>,
+    mut runs: Vec<Run>,
+    own: &mut Vec<PendingCallback>,
+) -> Result<bool> {
     let result = if runs.len() == 1 {
         let run = runs[0].clone();
         AssertUnwindSafe(async { rt.engine.process(run.clone()).await.map(|o| vec![(run, o)]) }).catch_unwind().await
@@ -410,9 +451,18 @@ async fn process_claimed(shared: &Arc<Shared>, rt: &Arc<TenantRuntime>, mut runs
     };
     match result {
         Ok(done) => {
-            for (run, outcome) in done? {
+            let mut all_own = true;
+            for (mut run, outcome) in done? {
                 tracing::info!(tenant = %rt.tenant_id, key = %run.idempotency_key, status = %outcome.sync_status.as_str(), "run processed");
+                if matches!(outcome.sync_status, SyncStatus::Synced | SyncStatus::Skipped) {
+                    let generation = run.claim;
+                    run.outcome = Some(outcome);
+                    own.push(PendingCallback { run, generation, attempts: 0 });
+                } else {
+                    all_own = false;
+                }
             }
+            Ok(all_own)
         }
         Err(panic) => {
             let text = panic_text(panic.as_ref());
@@ -429,9 +479,9 @@ async fn process_claimed(shared: &Arc<Shared>, rt: &Arc<TenantRuntime>, mut runs
                 tracing::error!(tenant = %rt.tenant_id, key = %run.idempotency_key, panic = %text, "processing a run panicked: it is dead-lettered and the worker goes on");
                 rt.engine.finish_panicked(&run, &text).await?;
             }
+            Ok(false)
         }
     }
-    Ok(())
 }
 
 /// One tenant's turn: takes its business's dispatch lease and claims its first runs in one go

@@ -446,9 +446,13 @@ pub async fn turns_take_the_lease_and_claim_together(store: &dyn ServiceStore, s
         limit,
     };
     let a = store.begin_turn(&start("p/1", 0, 1)).await.expect("begin").expect("turns: a free lease is taken");
-    assert_eq!(a.runs.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..1], "turns: the oldest run claimed with it");
-    assert_eq!(a.runs[0].status, RunStatus::Running, "turns: claimed");
-    assert!(a.more, "turns: a second run is due");
+    assert_eq!(
+        a.claimed.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[..1],
+        "turns: the oldest run claimed with it"
+    );
+    assert_eq!(a.claimed.runs[0].status, RunStatus::Running, "turns: claimed");
+    assert!(a.claimed.more, "turns: a second run is due");
     assert_eq!(store.begin_turn(&start("p/2", 1, 5)).await.expect("begin"), None, "turns: another holder's lease");
     assert_eq!(
         store.get(ids[1]).await.expect("get").map(|r| r.status),
@@ -456,8 +460,8 @@ pub async fn turns_take_the_lease_and_claim_together(store: &dyn ServiceStore, s
         "turns: a turn refused the lease claims nothing"
     );
     let a = store.begin_turn(&start("p/1", 2, 5)).await.expect("begin").expect("turns: the holder renews");
-    assert_eq!(a.runs.iter().map(|r| r.id).collect::<Vec<_>>(), ids[1..], "turns: the tenant's other run only");
-    assert!(!a.more, "turns: drained (another tenant's run is not this tenant's)");
+    assert_eq!(a.claimed.runs.iter().map(|r| r.id).collect::<Vec<_>>(), ids[1..], "turns: the tenant's other run only");
+    assert!(!a.claimed.more, "turns: drained (another tenant's run is not this tenant's)");
     for (id, key) in ids.iter().zip(["invoice.created:8001", "invoice.created:8002"]) {
         let run = store.get(*id).await.expect("get").expect("the run");
         store.finish(*id, run.claim, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
@@ -471,7 +475,11 @@ pub async fn turns_take_the_lease_and_claim_together(store: &dyn ServiceStore, s
     assert_eq!(store.begin_turn(&start("p/2", 5, 0)).await.expect("begin"), None, "turns: only the holder releases");
     store.end_turn(scope, "p/1", &[], at(6)).await.expect("end");
     let b = store.begin_turn(&start("p/2", 7, 0)).await.expect("begin").expect("turns: released, taken by another");
-    assert_eq!(b, byte8_ledger_core::store::Claimed::default(), "turns: limit 0 claims nothing, and nothing is due");
+    assert_eq!(
+        b.claimed,
+        byte8_ledger_core::store::Claimed::default(),
+        "turns: limit 0 claims nothing, and nothing is due"
+    );
     let (run, generation) = delivered[1];
     store.callbacks_sent(&[(run, generation + 1)], at(8)).await.expect("another generation");
     assert_eq!(
@@ -484,6 +492,58 @@ pub async fn turns_take_the_lease_and_claim_together(store: &dyn ServiceStore, s
     assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "turns: every delivery recorded");
     // A lease that lapsed is taken over.
     assert!(store.begin_turn(&start("p/3", 128, 0)).await.expect("begin").is_some(), "turns: a lapsed lease");
+}
+
+/// A callback's generation is the claim its run finished under (so the worker that finished it
+/// names it without reading it back), a run finished again gets a larger one, and a turn's start
+/// says a callback of the tenant is due whenever one is. Returns the `callbacks_due` a start saw
+/// with none due (the PostgreSQL suite checks it is exact there).
+pub async fn turns_know_their_callbacks(store: &dyn ServiceStore, scope: &str) -> bool {
+    let tenant = tenant_of(scope);
+    let at = |s: i64| t0() + Duration::seconds(s);
+    store.put_binding(&binding(&tenant, scope, "k", t0())).await.expect("put binding");
+    let start = |holder: &'static str, now: i64, limit: usize| TurnStart {
+        scope,
+        tenant: &tenant,
+        holder,
+        now: at(now),
+        lease_until: at(now + 120),
+        run_lease_until: at(now + 300),
+        limit,
+    };
+    let key = "invoice.created:8101";
+    let id = store.enqueue(tenant_run(scope, &tenant, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    // A claim before the turn's: the claims are not numbered from 1 for this run's sake.
+    let early = store.claim_run(id, at(0), at(1)).await.expect("claim").expect("claimable");
+    let begun = store.begin_turn(&start("p/1", 2, 1)).await.expect("begin").expect("the lease");
+    let claim = begun.claimed.runs.first().map(|r| r.claim).expect("turns: the run whose lease lapsed");
+    assert!(claim > early.claim, "turns: claims grow");
+    store.finish(id, claim, result(key, RunStatus::DeadLettered, 1, None)).await.expect("finish");
+    store.end_turn(scope, "p/1", &[], at(3)).await.expect("end");
+    let begun = store.begin_turn(&start("p/2", 400, 0)).await.expect("begin").expect("the lease");
+    assert!(begun.callbacks_due, "turns: a callback is due and the start says so");
+    let claimed = store.claim_callbacks(scope, &tenant, at(400), at(430), 10).await.expect("claim callbacks");
+    assert_eq!(
+        claimed.iter().map(|c| (c.run.id, c.generation)).collect::<Vec<_>>(),
+        [(id, claim)],
+        "turns: the callback's generation is the claim its run finished under"
+    );
+    // Sent by the worker that finished it: marked with the claim it knows, nothing read back.
+    store.end_turn(scope, "p/2", &[(id, claim)], at(401)).await.expect("end");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "turns: delivered");
+    // A dead letter retried and finished again (claimed again): a larger generation, pending
+    // again.
+    assert!(store.requeue(scope, key, at(500)).await.expect("requeue"));
+    let again = store.claim_run(id, at(500), at(530)).await.expect("claim").expect("claimable");
+    store.finish(id, again.claim, result(key, RunStatus::Skipped, 2, None)).await.expect("finish");
+    let claimed = store.claim_callbacks(scope, &tenant, at(600), at(630), 10).await.expect("claim callbacks");
+    assert_eq!(claimed.iter().map(|c| c.generation).collect::<Vec<_>>(), [again.claim], "turns: the new claim");
+    assert!(again.claim > claim, "turns: a larger generation");
+    store.callbacks_sent(&[(id, again.claim)], at(601)).await.expect("sent");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 0, "turns: delivered again");
+    let begun = store.begin_turn(&start("p/3", 700, 0)).await.expect("begin").expect("the lease");
+    store.end_turn(scope, "p/3", &[], at(701)).await.expect("end");
+    begun.callbacks_due
 }
 
 /// `due_tenants` names the tenants with a run or a callback due, and only those: a queued run
@@ -860,6 +920,7 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     replay_cache_refuses_replays_until_expiry(store, &format!("{scope}-replay")).await;
     dispatch_leases_are_exclusive(store, &format!("{scope}-leases")).await;
     turns_take_the_lease_and_claim_together(store, &format!("{scope}-turns")).await;
+    turns_know_their_callbacks(store, &format!("{scope}-own-callbacks")).await;
     webhooks_queue_once_per_jti(store, &format!("{scope}-once")).await;
     webhooks_queue_only_on_the_binding_verified(store, &format!("{scope}-bound")).await;
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;

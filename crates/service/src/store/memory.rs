@@ -12,7 +12,7 @@
 //!
 //! - [`MemoryExtension::run_ended`] queues the callback of a run that `finish` ended, when its
 //!   **own tenant** is active on its business, under the lock that wrote the outcome: the outbox
-//!   row is written with the terminal outcome, a run finished again gets the next generation,
+//!   row is written with the terminal outcome, its generation the claim the run finished under,
 //!   and tenant A's outcomes are never called back into tenant B's store;
 //! - [`MemoryExtension::purge`] purges disconnected tenants (runs, attempts, callbacks,
 //!   binding, the cross-reference of a business left with nothing) in the purge's critical
@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::Result,
     store::{
-        Claimed, Dedupe, EnqueuedOnce, NewRun, Run, RunId, RunStatus,
+        Dedupe, EnqueuedOnce, NewRun, Run, RunId, RunStatus,
         memory::{MemoryExtension, MemoryGuard, MemoryStore, MemoryTables},
         retention::{Cutoffs, PurgeReport},
     },
@@ -34,8 +34,8 @@ use byte8_ledger_core::{
 use chrono::{DateTime, Utc};
 
 use super::{
-    Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore, PendingCallback,
-    ReplayCache, TurnStart, replay_key,
+    Begun, Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore,
+    PendingCallback, ReplayCache, TurnStart, replay_key,
 };
 
 /// The service's memory store: the core's [`MemoryStore`] with the service's tables
@@ -74,7 +74,9 @@ impl MemoryExtension for ServiceTables {
             return;
         }
         let (scope, at) = (run.scope.clone(), run.updated_at);
-        let generation = self.callbacks.get(&run.id).map_or(0, |c| c.generation) + 1;
+        // The claim it finished under (migration 0016's rule): a run finished again was claimed
+        // again.
+        let generation = run.claim;
         self.callbacks
             .insert(run.id, Callback { scope, tenant, generation, due_at: at, attempts: 0, delivered_at: None });
     }
@@ -286,7 +288,7 @@ impl DispatchStore for MemoryServiceStore {
 
     /// The lease, then the claim (one lock each: nobody else claims a business's runs without
     /// its lease).
-    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Claimed>> {
+    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Begun>> {
         super::begin_turn_in_steps(self, turn).await
     }
 

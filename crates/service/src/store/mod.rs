@@ -482,7 +482,10 @@ pub trait BindingStore: fmt::Debug + Send + Sync {
 pub struct PendingCallback {
     /// The run whose terminal outcome is to be sent (its `outcome`).
     pub run: Run,
-    /// The outbox row's generation (a run finished again gets a new one).
+    /// The outbox row's generation: the run's claim (`Run::claim`) when it finished
+    /// (migration 0016; a run finished again was claimed again, so it gets a new one). The
+    /// worker that finished the run therefore knows its callback's generation without reading
+    /// it, and sends it without claiming it while it holds the business's dispatch lease.
     pub generation: i64,
     /// Failed sends so far.
     pub attempts: u32,
@@ -517,6 +520,17 @@ pub struct TurnStart<'a> {
     pub run_lease_until: DateTime<Utc>,
     /// How many runs to claim at most (0: none, only whether any is due).
     pub limit: usize,
+}
+
+/// What [`DispatchStore::begin_turn`] found, its lease taken.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Begun {
+    /// The runs claimed with the lease, and whether more are due.
+    pub claimed: Claimed,
+    /// Whether a callback of the tenant was due when the turn started (true when the store
+    /// cannot tell cheaply: the memory and SQLite stores). False means the callbacks the turn has
+    /// to send are those of the runs it finishes itself.
+    pub callbacks_due: bool,
 }
 
 /// What the service's workers coordinate through, and what its status and health routes read.
@@ -563,7 +577,11 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     /// more are due. `None` (nothing claimed) when another holder's lease has not expired. One
     /// statement on PostgreSQL: a turn on a business with one run waiting costs its lease and
     /// its claim in one round trip, with no further claim to find it drained.
-    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Claimed>>;
+    ///
+    /// It also says whether any of the tenant's callbacks was due when the turn started
+    /// ([`Begun::callbacks_due`]): a turn whose runs' own callbacks are all it has to send then
+    /// sends them without claiming them (see `PendingCallback::generation`).
+    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Begun>>;
 
     /// Marks each callback of `delivered` (run, generation) delivered at `now`, as
     /// [`callback_sent`](Self::callback_sent) does one: one statement on PostgreSQL.
@@ -628,8 +646,9 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
 }
 
 /// [`DispatchStore::begin_turn`] in two steps, for a store whose round trips cost nothing (in
-/// memory, SQLite in-process): the lease, then the claim under it.
-pub(crate) async fn begin_turn_in_steps<S>(store: &S, turn: &TurnStart<'_>) -> Result<Option<Claimed>>
+/// memory, SQLite in-process): the lease, then the claim under it. `callbacks_due` is true
+/// (the worker then claims callbacks as it always did).
+pub(crate) async fn begin_turn_in_steps<S>(store: &S, turn: &TurnStart<'_>) -> Result<Option<Begun>>
 where
     S: DispatchStore + byte8_ledger_core::store::RunStore + ?Sized,
 {
@@ -637,7 +656,7 @@ where
         return Ok(None);
     }
     let claimed = store.claim_next(turn.scope, Some(turn.tenant), turn.now, turn.run_lease_until, turn.limit).await?;
-    Ok(Some(claimed))
+    Ok(Some(Begun { claimed, callbacks_due: true }))
 }
 
 /// [`DispatchStore::enqueue_once`] in two steps, for the same stores: the `jti`, then the run.

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::{Error, Result},
     store::{
-        Claimed, Dedupe, EnqueuedOnce, NewRun, Run, RunId,
+        Dedupe, EnqueuedOnce, NewRun, Run, RunId,
         postgres::{PostgresStore, claimed_from_rows, db_error as db, run_from_row as run_from},
     },
 };
@@ -28,8 +28,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{Row, postgres::PgRow};
 
 use super::{
-    Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore, PendingCallback,
-    ReplayCache, TurnStart, open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
+    Begun, Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore,
+    PendingCallback, ReplayCache, TurnStart, open_api_key, parse_connection_status, read_policy, replay_key,
+    seal_api_key, write_policy,
 };
 
 /// PostgreSQL text cannot hold NUL: store it as U+FFFD, as the core's store does.
@@ -245,7 +246,7 @@ impl DispatchStore for PostgresStore {
 
     /// One statement: the lease's upsert, and under it (only when it was taken) up to
     /// `limit + 1` of the tenant's due runs locked (`SKIP LOCKED`), the first `limit` claimed.
-    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Claimed>> {
+    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Begun>> {
         let rows = sqlx::query(
             "WITH lease AS (INSERT INTO dispatch_leases AS l (scope, holder, lease_until) VALUES ($1, $2, $4) \
                ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
@@ -257,7 +258,9 @@ impl DispatchStore for PostgresStore {
              next AS (SELECT id FROM cand ORDER BY id LIMIT $6), \
              claimed AS (UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $7, updated_at = $3 \
                FROM next WHERE runs.id = next.id RETURNING runs.*) \
-             SELECT EXISTS (SELECT 1 FROM lease) AS turn_held, (SELECT count(*) FROM cand) > $6 AS turn_more, claimed.* \
+             SELECT EXISTS (SELECT 1 FROM lease) AS turn_held, (SELECT count(*) FROM cand) > $6 AS turn_more, \
+               EXISTS (SELECT 1 FROM callbacks c WHERE c.scope = $1 AND c.tenant_id = $5 AND c.delivered_at IS NULL \
+                 AND c.due_at <= $3) AS turn_callbacks, claimed.* \
              FROM (SELECT 1) AS one LEFT JOIN claimed ON true",
         )
         .bind(text(turn.scope))
@@ -277,7 +280,11 @@ impl DispatchStore for PostgresStore {
         if !held {
             return Ok(None);
         }
-        claimed_from_rows(&rows, "turn_more").map(Some)
+        let callbacks_due = match rows.first() {
+            Some(row) => row.try_get::<bool, _>("turn_callbacks").map_err(db)?,
+            None => true,
+        };
+        Ok(Some(Begun { claimed: claimed_from_rows(&rows, "turn_more")?, callbacks_due }))
     }
 
     /// One statement, however many.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::{Error, Result},
     store::{
-        Claimed, Dedupe, EnqueuedOnce, NewRun, Run, RunId,
+        Dedupe, EnqueuedOnce, NewRun, Run, RunId,
         sqlite::{SqliteStore, db_error as db, run_from_row as run_from},
     },
 };
@@ -17,8 +17,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{
-    Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore, PendingCallback,
-    ReplayCache, TurnStart, open_api_key, parse_connection_status, read_policy, replay_key, seal_api_key, write_policy,
+    Begun, Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore,
+    PendingCallback, ReplayCache, TurnStart, open_api_key, parse_connection_status, read_policy, replay_key,
+    seal_api_key, write_policy,
 };
 
 /// A time as the SQLite schema stores it: microseconds since the epoch.
@@ -200,7 +201,7 @@ impl DispatchStore for SqliteStore {
     }
 
     /// The lease, then the claim (in-process: two statements cost no round trip).
-    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Claimed>> {
+    async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Begun>> {
         super::begin_turn_in_steps(self, turn).await
     }
 

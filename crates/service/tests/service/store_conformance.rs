@@ -122,6 +122,16 @@ async fn postgres_service_store_conforms() {
     service_conformance::run_all(&store, &pg::unique("pg")).await;
 }
 
+/// PostgreSQL's turn start is exact about callbacks (the memory and SQLite stores say "due" when
+/// unsure): a turn with none due claims none, which is the statement an event saves.
+#[tokio::test]
+async fn postgres_turns_say_when_no_callback_is_due() {
+    let Some(url) = pg::url("postgres_turns_say_when_no_callback_is_due") else { return };
+    let store = pg::store(&url, 4, Some(MasterKey::generate())).await;
+    let due = service_conformance::turns_know_their_callbacks(&store, &pg::unique("pg-own")).await;
+    assert!(!due, "a turn's start with no callback due says none is");
+}
+
 #[tokio::test]
 async fn sqlite_keeps_the_api_key_encrypted_at_rest() {
     use byte8_ledger_core::policy::SyncPolicy;
