@@ -104,6 +104,7 @@
 
 mod batch;
 mod handlers;
+mod held;
 mod session;
 
 pub use session::SyncSession;
@@ -113,6 +114,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use self::held::HeldXrefs;
 use crate::{
     canonical::{Entity, Event, EventKind},
     clock::Clock,
@@ -377,6 +379,7 @@ impl SyncEngine {
                                     snapshot: None,
                                 },
                                 next_attempt_at: None,
+                                xrefs: Vec::new(),
                             },
                         )
                         .await?;
@@ -510,13 +513,16 @@ impl SyncEngine {
         let span = tracing::info_span!("event", key = %event.idempotency_key, attempt);
         // The attempt's ledger exchanges and entity snapshot are recorded for its audit trail
         // (`crate::http::audit`): the provider's HTTP layer writes to the task's recorder.
+        // The run's done cross-reference records are held until its `finish` writes them with
+        // the run's end (`held`): one round trip fewer per record.
+        let held = HeldXrefs::default();
         Recorder::new()
-            .scope(async {
+            .scope(held.scope(async {
                 // Instrumented, not entered: an entered span held across an await would tag the
                 // logs of other tasks on this thread (the service runs several).
                 let result = tracing::Instrument::instrument(self.handle(&event, &policy), span).await;
                 self.finish_result(&run, &event, attempt, started, result).await
-            })
+            }))
             .await
     }
 
@@ -614,6 +620,7 @@ impl SyncEngine {
                                 snapshot,
                             },
                             next_attempt_at: None,
+                            xrefs: held(),
                         },
                     )
                     .await?;
@@ -642,6 +649,7 @@ impl SyncEngine {
                                 snapshot,
                             },
                             next_attempt_at: None,
+                            xrefs: held(),
                         },
                     )
                     .await?;
@@ -740,6 +748,7 @@ impl SyncEngine {
                         snapshot,
                     },
                     next_attempt_at: next,
+                    xrefs: held(),
                 },
             )
             .await?;
@@ -773,6 +782,12 @@ impl SyncEngine {
             last_sync_at: now,
         }
     }
+}
+
+/// The done cross-reference records the task's run held back ([`held`]), taken for its
+/// `finish` (none outside a single run: the batched path writes its own at once).
+fn held() -> Vec<(crate::store::XrefKind, String, crate::store::Xref)> {
+    HeldXrefs::current().map(|h| h.take()).unwrap_or_default()
 }
 
 /// The exchanges and entity snapshot recorded so far by the task's recorder (none outside one):

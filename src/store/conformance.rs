@@ -97,6 +97,7 @@ pub fn result(key: &str, status: RunStatus, number: u32, next: Option<DateTime<U
             snapshot: None,
         },
         next_attempt_at: next,
+        xrefs: Vec::new(),
     }
 }
 
