@@ -83,6 +83,7 @@ fn synced(key: &str, number: u32) -> RunResult {
             snapshot: None,
         },
         next_attempt_at: None,
+        xrefs: Vec::new(),
     }
 }
 
