@@ -8,7 +8,8 @@
 //! the local record recoverable (the next attempt sees it and looks the record up by reference).
 //! The done record need not be durable before the run ends: losing it costs the next attempt a
 //! look-up, never a second write. So a single run's done records are held here and handed to
-//! [`RunStore::finish`](crate::store::RunStore::finish) in [`RunResult::xrefs`], which writes
+//! [`RunStore::finish`](crate::store::RunStore::finish) in
+//! [`RunResult::xrefs`](crate::store::RunResult::xrefs), which writes
 //! them in the same transaction as the run's end (on PostgreSQL in its one statement): one round
 //! trip fewer per record (an invoice for a new customer: two).
 //!
@@ -38,6 +39,21 @@
 //!   so the next attempt looks every record up by reference and adopts it; a contact (created
 //!   first, without an intent) is created again with the same idempotency key and, refused as
 //!   taken, looked up and adopted.
+//!
+//! Every call site, and why its done record may wait for the finish:
+//!
+//! | step | entry | if the held record is lost |
+//! |---|---|---|
+//! | a contact created or adopted (`record_contact`) | contact, done | created again with the event's idempotency key, or refused as taken, looked up and adopted |
+//! | an invoice posted, or found after an intent (`invoice_created`) | invoice, done | its intent makes the next attempt look it up by reference |
+//! | an invoice adopted for its payment or credit memo (`invoice_facts`) | invoice, done | looked up again |
+//! | a payment posted or found (`record_payment`), the invoice's outstanding (`set_outstanding`) | payment and invoice, done | the payment's intent: looked up; the outstanding is recorded again with it (before, two writes: a crash between them left it stale; now both or neither) |
+//! | a credit note, allocation or refund posted or found | each, done | each has its intent: looked up; the credit memo resumes at the step it reached |
+//! | a customer upsert's contact update (the fingerprint) | contact, done | the next upsert updates the contact again (an update is idempotent) |
+//! | a product's item created, adopted or updated (`product_upserted`) | item, done | the item's intent: created again with the same idempotency key or adopted; the stock movement that follows reads the ledger's quantity, so a repeat moves nothing |
+//!
+//! The intents (invoice, credit note, payment, allocation, refund, item) are always written at
+//! once: each guards the request after it.
 
 use std::{
     collections::BTreeMap,
