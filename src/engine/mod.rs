@@ -26,12 +26,12 @@
 //!   the run's end, in the same transaction (on PostgreSQL in its one statement), whatever the
 //!   status: a credit memo whose note was posted and whose allocation then failed still records
 //!   the note. The run reads its own held records, so every step sees what an earlier step
-//!   recorded; the next run of the business (runs of a business are processed one at a time: the
-//!   service's dispatch lease, the command's one process) starts after the finish. A finish that fails (the
-//!   database is down) loses the held records and keeps the intents: the next attempt looks the
-//!   records up by reference and adopts them, exactly as after a crash (a contact, created first
-//!   without an intent, is created again with the event's idempotency key and, refused as taken,
-//!   looked up and adopted). A finish whose claim was lost (another worker took the run over)
+//!   recorded; the next run of the business (runs of a business are processed one at a time:
+//!   the service's dispatch lease, the command's one process) starts after the finish. A finish
+//!   that fails (the database is down) loses the held records and keeps the intents: the next
+//!   attempt looks the records up by reference and adopts them, exactly as after a crash (a
+//!   contact, created first without an intent, is created again with the event's idempotency
+//!   key and, refused as taken, looked up and adopted). A finish whose claim was lost (another worker took the run over)
 //!   still fills in the records that are missing or an intent. This holds for every run
 //!   processed alone ([`SyncEngine::process`], [`SyncEngine::sync_line`], the service's workers,
 //!   every run of a provider that does not batch); the batched path records its batch's results

@@ -470,6 +470,10 @@ impl RunStore for SqliteStore {
         let Some(done) = done else {
             // A lost claim: the run stays as the later claimer leaves it, but the held
             // cross-reference entries fill in what is missing or an intent (`RunStore::finish`).
+            if result.xrefs.is_empty() {
+                tx.rollback().await.map_err(db)?;
+                return Err(super::claim_lost(id, claim));
+            }
             let scope: Option<String> = sqlx::query_scalar("SELECT scope FROM runs WHERE id = ?")
                 .bind(id)
                 .fetch_optional(&mut *tx)
