@@ -274,7 +274,10 @@ mod from_the_store {
             recording: None,
             snapshot: None,
         };
-        store.finish(run_id, claim, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();
+        store
+            .finish(run_id, claim, RunResult { status, outcome, attempt, next_attempt_at: None, xrefs: Vec::new() })
+            .await
+            .unwrap();
     }
 
     /// Serves invoice entities; fails for anything else.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use super::{Handled, SyncEngine};
+use super::{Handled, SyncEngine, held::HeldXrefs};
 use crate::{
     canonical::{
         Entity, Event, EventKind, InvoiceState, MagentoContact, MagentoCreditMemo, MagentoInvoice, MagentoPayment,
@@ -187,12 +187,38 @@ impl SyncEngine {
         fit_reference(&policy.document_reference(increment_id), increment_id, caps.max_document_reference)
     }
 
+    /// Records a cross-reference entry. Inside a single run ([`HeldXrefs`]'s scope) a done entry
+    /// is held until the run's `finish` writes it; an intent, and any entry outside a run (the
+    /// batched path), is written at once, before the request it guards.
     pub(crate) async fn put(&self, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
-        self.store.put_xref(&self.scope, kind, key, xref).await
+        let held = HeldXrefs::current();
+        if held.as_ref().is_some_and(|h| h.hold(kind, key, xref)) {
+            return Ok(());
+        }
+        self.store.put_xref(&self.scope, kind, key, xref).await?;
+        // Stored after a held entry of the same key: the stored one is the latest.
+        if let Some(h) = held {
+            h.forget(kind, key);
+        }
+        Ok(())
     }
 
+    /// A cross-reference entry: the run's own held one first, else the store's.
     pub(crate) async fn get(&self, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
+        if let Some(x) = HeldXrefs::current().and_then(|h| h.get(kind, key)) {
+            return Ok(Some(x));
+        }
         self.store.get_xref(&self.scope, kind, key).await
+    }
+
+    /// The cross-reference entries of `kind` whose key starts with `prefix`, the run's own held
+    /// ones in place of the store's.
+    pub(crate) async fn list_xrefs(&self, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
+        let stored = self.store.list_xrefs(&self.scope, kind, prefix).await?;
+        Ok(match HeldXrefs::current() {
+            Some(h) => h.overlay(kind, prefix, stored),
+            None => stored,
+        })
     }
 
     // ---- contacts -------------------------------------------------------------------------
@@ -902,8 +928,7 @@ impl SyncEngine {
         let (reference, caps) = self.context().await?;
         let subject = ContactSubject::of(c);
         let fingerprint = crate::identity::sha256_hex(&serde_json::to_string(c).unwrap_or_default());
-        let variants =
-            self.store.list_xrefs(&self.scope, XrefKind::Contact, &format!("{}:", subject.xref_key())).await?;
+        let variants = self.list_xrefs(XrefKind::Contact, &format!("{}:", subject.xref_key())).await?;
         if variants.is_empty() {
             // Variants in other currencies are created when a document in that currency comes.
             let base = reference.business.base_currency;

@@ -17,9 +17,26 @@
 //! - Document events dedupe for good on their key; upserts collapse while queued (see
 //!   [`crate::store`]).
 //! - Each step that creates a ledger record first writes an *intent* to the cross-reference, then
-//!   posts, then writes the result. A run that finds an intent without a result (the process died
+//!   posts, then records the result. A run that finds an intent without a result (the process died
 //!   between the ledger's commit and the local write, or the answer's outcome was unknown) looks
 //!   the record up by its reference in the ledger before posting again.
+//! - The intent is written at once: it must be durable before the request. The result (a *done*
+//!   record: the ledger id, and the facts later events need, such as an invoice's outstanding)
+//!   is held by the run and written by [`RunStore::finish`](crate::store::RunStore::finish) with
+//!   the run's end, in the same transaction (on PostgreSQL in its one statement), whatever the
+//!   status: a credit memo whose note was posted and whose allocation then failed still records
+//!   the note. The run reads its own held records, so every step sees what an earlier step
+//!   recorded; the next run of the business (runs of a business are processed one at a time:
+//!   the service's dispatch lease, the command's one process) starts after the finish. A finish
+//!   that fails (the database is down) loses the held records and keeps the intents: the next
+//!   attempt looks the records up by reference and adopts them, exactly as after a crash (a
+//!   contact, created first without an intent, is created again with the event's idempotency
+//!   key and, refused as taken, looked up and adopted). A finish whose claim was lost (another worker took the run over)
+//!   still fills in the records that are missing or an intent. This holds for every run
+//!   processed alone ([`SyncEngine::process`], [`SyncEngine::sync_line`], the service's workers,
+//!   every run of a provider that does not batch); the batched path records its batch's results
+//!   at once. A run that panics loses its held records as a failed finish does (its intents
+//!   lead the requeued run to the records).
 //! - Processing is resumable step by step: a credit memo whose note was posted but whose
 //!   allocation failed resumes at the allocation.
 //! - An `invoice.paid` or `creditmemo.created` whose invoice is not in the ledger yet waits and is
@@ -104,6 +121,7 @@
 
 mod batch;
 mod handlers;
+mod held;
 mod session;
 
 pub use session::SyncSession;
@@ -113,6 +131,7 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use self::held::HeldXrefs;
 use crate::{
     canonical::{Entity, Event, EventKind},
     clock::Clock,
@@ -377,6 +396,7 @@ impl SyncEngine {
                                     snapshot: None,
                                 },
                                 next_attempt_at: None,
+                                xrefs: Vec::new(),
                             },
                         )
                         .await?;
@@ -510,14 +530,21 @@ impl SyncEngine {
         let span = tracing::info_span!("event", key = %event.idempotency_key, attempt);
         // The attempt's ledger exchanges and entity snapshot are recorded for its audit trail
         // (`crate::http::audit`): the provider's HTTP layer writes to the task's recorder.
-        Recorder::new()
-            .scope(async {
-                // Instrumented, not entered: an entered span held across an await would tag the
-                // logs of other tasks on this thread (the service runs several).
-                let result = tracing::Instrument::instrument(self.handle(&event, &policy), span).await;
-                self.finish_result(&run, &event, attempt, started, result).await
-            })
-            .await
+        let attempt_run = async {
+            // Instrumented, not entered: an entered span held across an await would tag the
+            // logs of other tasks on this thread (the service runs several).
+            let result = tracing::Instrument::instrument(self.handle(&event, &policy), span).await;
+            self.finish_result(&run, &event, attempt, started, result).await
+        };
+        // The run's done cross-reference records are held until its `finish` writes them with
+        // the run's end (`held`): one round trip fewer per record. `finish` writes them in the
+        // run's scope, so a run of another scope than the engine's (never claimed by the engine
+        // itself) has its records written at once, where the engine reads them.
+        if run.scope == self.scope {
+            Recorder::new().scope(HeldXrefs::default().scope(attempt_run)).await
+        } else {
+            Recorder::new().scope(attempt_run).await
+        }
     }
 
     /// Reads a claimed run's policy snapshot and event; a run that cannot be read is finished as
@@ -614,6 +641,7 @@ impl SyncEngine {
                                 snapshot,
                             },
                             next_attempt_at: None,
+                            xrefs: held(),
                         },
                     )
                     .await?;
@@ -642,6 +670,7 @@ impl SyncEngine {
                                 snapshot,
                             },
                             next_attempt_at: None,
+                            xrefs: held(),
                         },
                     )
                     .await?;
@@ -740,6 +769,7 @@ impl SyncEngine {
                         snapshot,
                     },
                     next_attempt_at: next,
+                    xrefs: held(),
                 },
             )
             .await?;
@@ -773,6 +803,12 @@ impl SyncEngine {
             last_sync_at: now,
         }
     }
+}
+
+/// The done cross-reference records the task's run held back ([`held`]), taken for its
+/// `finish` (none outside a single run: the batched path writes its own at once).
+fn held() -> Vec<(crate::store::XrefKind, String, crate::store::Xref)> {
+    HeldXrefs::current().map(|h| h.take()).unwrap_or_default()
 }
 
 /// The exchanges and entity snapshot recorded so far by the task's recorder (none outside one):

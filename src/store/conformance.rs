@@ -97,6 +97,7 @@ pub fn result(key: &str, status: RunStatus, number: u32, next: Option<DateTime<U
             snapshot: None,
         },
         next_attempt_at: next,
+        xrefs: Vec::new(),
     }
 }
 
@@ -323,6 +324,132 @@ pub async fn finish_is_fenced_by_the_claim(store: &dyn Store, scope: &str) {
     store.finish(id, again.claim, result(key, RunStatus::Synced, 1, None)).await.expect("finish");
 }
 
+/// `finish` writes the cross-reference entries the attempt held back ([`RunResult::xrefs`]) with
+/// the run's end, whatever the status (an attempt that posted an invoice and failed a later step
+/// still records the invoice), in the run's scope, replacing what is stored (an intent, or an
+/// older done entry); two entries of one key: the last one counts.
+pub async fn finish_writes_the_held_xrefs_with_the_run(store: &dyn Store, scope: &str) {
+    let name = "finish_writes_the_held_xrefs_with_the_run";
+    let other = format!("{scope}-other");
+    for (n, status) in
+        [RunStatus::Synced, RunStatus::Skipped, RunStatus::Queued, RunStatus::DeadLettered].into_iter().enumerate()
+    {
+        let key = format!("invoice.created:{}", 70 + n);
+        let doc = format!("{}", 7000 + n);
+        let id = store.enqueue(new_run(scope, &key, &key), Dedupe::Permanent).await.expect("enqueue").run_id();
+        let run = store.claim_run(id, t0(), t0() + Duration::seconds(60)).await.expect("claim").expect("claimable");
+        // The intent written before the request; a stale entry of the contact in another scope.
+        let intent = Xref::intent(Some(format!("SI-{doc}")), json!({}), t0());
+        store.put_xref(scope, XrefKind::Invoice, &doc, &intent).await.expect("put");
+        let foreign = Xref::done("C-OTHER".into(), None, json!({}), t0());
+        store.put_xref(&other, XrefKind::Contact, &format!("customer:{doc}:GBP"), &foreign).await.expect("put");
+        let invoice = Xref::done(
+            format!("L-{doc}"),
+            Some(format!("SI-{doc}")),
+            json!({"contact_id": format!("C-{doc}"), "outstanding": "30.00"}),
+            t0() + Duration::seconds(1),
+        );
+        let first = Xref::done("C-FIRST".into(), None, json!({"adopted": true}), t0());
+        let contact = Xref::done(format!("C-{doc}"), Some("CUST-5".into()), json!({"currency": "GBP"}), t0());
+        let mut ended = result(&key, status, 1, (status == RunStatus::Queued).then(|| t0() + Duration::minutes(5)));
+        ended.xrefs = vec![
+            (XrefKind::Contact, format!("customer:{doc}:GBP"), first),
+            (XrefKind::Invoice, doc.clone(), invoice.clone()),
+            (XrefKind::Contact, format!("customer:{doc}:GBP"), contact.clone()),
+        ];
+        store.finish(id, run.claim, ended).await.unwrap_or_else(|e| panic!("{name}: {status:?} finishes: {e}"));
+        assert_eq!(store.get(id).await.expect("get").map(|r| r.status), Some(status), "{name}: the run ended");
+        assert_eq!(
+            store.get_xref(scope, XrefKind::Invoice, &doc).await.expect("get"),
+            Some(invoice),
+            "{name}: a {status:?} run's done record replaces its intent"
+        );
+        assert_eq!(
+            store.get_xref(scope, XrefKind::Contact, &format!("customer:{doc}:GBP")).await.expect("get"),
+            Some(contact),
+            "{name}: a {status:?} run's new entry is written, the last of one key counting"
+        );
+        assert_eq!(
+            store.get_xref(&other, XrefKind::Contact, &format!("customer:{doc}:GBP")).await.expect("get"),
+            Some(foreign),
+            "{name}: written in the run's scope only"
+        );
+    }
+}
+
+/// A finish whose claim was lost writes nothing of the run, yet still records the documents the
+/// stalled attempt posted: its held cross-reference entries fill in entries missing or still an
+/// intent, never replace a done entry (the worker that took the run over recorded it), and the
+/// finish still answers that the claim was lost.
+pub async fn a_lost_claim_still_fills_in_the_held_xrefs(store: &dyn Store, scope: &str) {
+    let name = "a_lost_claim_still_fills_in_the_held_xrefs";
+    let key = "creditmemo.created:64";
+    let id = store.enqueue(new_run(scope, key, "m"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let slow = store.claim_run(id, t0(), t0() + Duration::seconds(30)).await.expect("claim").expect("claimable");
+    let fast = store
+        .claim_run(id, t0() + Duration::seconds(31), t0() + Duration::seconds(90))
+        .await
+        .expect("claim")
+        .expect("claimable");
+    // What the stalled attempt wrote at once: the credit note's and the allocation's intents.
+    let intent = Xref::intent(Some("SCN-64".into()), json!({}), t0());
+    store.put_xref(scope, XrefKind::CreditNote, "64", &intent).await.expect("put");
+    store.put_xref(scope, XrefKind::Allocation, "64", &intent).await.expect("put");
+    // The worker that took over found the credit note by reference and finished first; its
+    // record of the invoice is newer than anything the stalled attempt knows.
+    let fast_note =
+        Xref::done("CN-1".into(), Some("SCN-64".into()), json!({"by": "fast"}), t0() + Duration::seconds(40));
+    let fast_invoice = Xref::done("INV-1".into(), None, json!({"outstanding": "0.00"}), t0() + Duration::seconds(40));
+    let mut fast_result = result(key, RunStatus::Synced, 2, None);
+    fast_result.xrefs = vec![
+        (XrefKind::CreditNote, "64".into(), fast_note.clone()),
+        (XrefKind::Invoice, "9".into(), fast_invoice.clone()),
+    ];
+    store.finish(id, fast.claim, fast_result).await.expect("the current claim finishes");
+    // The stalled attempt ends late with what it learnt.
+    let slow_note =
+        Xref::done("CN-1".into(), Some("SCN-64".into()), json!({"by": "slow"}), t0() + Duration::seconds(50));
+    let slow_invoice = Xref::done("INV-1".into(), None, json!({"outstanding": "12.00"}), t0() + Duration::seconds(50));
+    let slow_allocation = Xref::done("AL-1".into(), None, json!({"amount": "12.00"}), t0() + Duration::seconds(50));
+    let slow_contact = Xref::done("C-1".into(), Some("CUST-1".into()), json!({}), t0() + Duration::seconds(50));
+    let mut late = result(key, RunStatus::DeadLettered, 1, None);
+    late.xrefs = vec![
+        (XrefKind::CreditNote, "64".into(), slow_note),
+        (XrefKind::Invoice, "9".into(), slow_invoice),
+        (XrefKind::Allocation, "64".into(), slow_allocation.clone()),
+        (XrefKind::Contact, "customer:1:GBP".into(), slow_contact.clone()),
+    ];
+    let err = store.finish(id, slow.claim, late).await.expect_err("the lapsed claim is refused");
+    assert!(err.to_string().contains("claim"), "{name}: the error says why: {err}");
+    let run = store.get(id).await.expect("get").expect("run");
+    assert_eq!(run.status, RunStatus::Synced, "{name}: the later claimer's result stands");
+    assert_eq!(store.attempts(id).await.expect("attempts").len(), 1, "{name}: no attempt of the lapsed claim");
+    let get = |kind, key: &'static str| async move { store.get_xref(scope, kind, key).await.expect("get") };
+    assert_eq!(get(XrefKind::CreditNote, "64").await, Some(fast_note), "{name}: a done entry is kept");
+    assert_eq!(get(XrefKind::Invoice, "9").await, Some(fast_invoice), "{name}: a newer done entry is never made stale");
+    assert_eq!(get(XrefKind::Allocation, "64").await, Some(slow_allocation), "{name}: an intent is filled in");
+    assert_eq!(get(XrefKind::Contact, "customer:1:GBP").await, Some(slow_contact), "{name}: a missing one is written");
+
+    // The stalled attempt ending before the run's new holder: the run stays running under the new
+    // claim, the entries are filled in, and the holder finishes as usual.
+    let key = "creditmemo.created:65";
+    let id = store.enqueue(new_run(scope, key, "n"), Dedupe::Permanent).await.expect("enqueue").run_id();
+    let slow = store.claim_run(id, t0(), t0() + Duration::seconds(30)).await.expect("claim").expect("claimable");
+    let fast = store
+        .claim_run(id, t0() + Duration::seconds(40), t0() + Duration::seconds(90))
+        .await
+        .expect("claim")
+        .expect("claimable");
+    let note = Xref::done("CN-2".into(), Some("SCN-65".into()), json!({}), t0() + Duration::seconds(45));
+    let mut early = result(key, RunStatus::Synced, 1, None);
+    early.xrefs = vec![(XrefKind::CreditNote, "65".into(), note.clone())];
+    assert!(store.finish(id, slow.claim, early).await.is_err(), "{name}: the lapsed claim is refused");
+    assert_eq!(store.get(id).await.expect("get").map(|r| r.status), Some(RunStatus::Running));
+    assert_eq!(get(XrefKind::CreditNote, "65").await, Some(note), "{name}: filled in before the holder ends");
+    store.finish(id, fast.claim, result(key, RunStatus::Synced, 2, None)).await.expect("the holder finishes");
+    assert_eq!(store.get(id).await.expect("get").map(|r| r.status), Some(RunStatus::Synced));
+}
+
 /// Runs carry the tenant that queued them: they dedupe, and are claimed, per tenant; `claim`
 /// without a tenant never takes a tenant's run.
 pub async fn runs_are_claimed_per_tenant(store: &dyn Store, scope: &str) {
@@ -508,6 +635,8 @@ pub async fn run_all(store: &dyn Store, scope: &str) {
     waiting_runs_say_why(store, &format!("{scope}-waiting")).await;
     dead_letters_keep_everything_and_requeue(store, &format!("{scope}-dead")).await;
     finish_is_fenced_by_the_claim(store, &format!("{scope}-fenced")).await;
+    finish_writes_the_held_xrefs_with_the_run(store, &format!("{scope}-held")).await;
+    a_lost_claim_still_fills_in_the_held_xrefs(store, &format!("{scope}-held-lost")).await;
     runs_are_claimed_per_tenant(store, &format!("{scope}-tenants")).await;
     claims_say_whether_more_are_due(store, &format!("{scope}-more")).await;
     counts_are_per_scope(store, &format!("{scope}-counts")).await;

@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus,
-    RunStore, Xref, XrefKind, XrefStore,
+    RunStore, Xref, XrefKind, XrefState, XrefStore,
 };
 use crate::{
     auth::TokenSet,
@@ -369,11 +369,25 @@ impl<X: MemoryExtension> RunStore for MemoryStore<X> {
 
     async fn finish(&self, id: RunId, claim: i64, result: RunResult) -> Result<()> {
         let mut s = self.lock();
+        let Some(scope) = s.runs.get(&id).map(|r| r.scope.clone()) else {
+            return Err(super::claim_lost(id, claim));
+        };
+        let held = super::held_xrefs(&result.xrefs);
         if !s.runs.get(&id).is_some_and(|r| r.status == RunStatus::Running && r.claim == claim) {
+            // A lost claim: the held entries fill in what is missing or an intent, never a done
+            // entry recorded since (see `RunStore::finish`).
+            for ((kind, key), x) in held {
+                let k = (scope.clone(), kind, key.to_owned());
+                if s.xrefs.get(&k).is_none_or(|stored| stored.state != XrefState::Done) {
+                    s.xrefs.insert(k, x.clone());
+                }
+            }
             return Err(super::claim_lost(id, claim));
         }
+        for ((kind, key), x) in held {
+            s.xrefs.insert((scope.clone(), kind, key.to_owned()), x.clone());
+        }
         s.lease.remove(&id);
-        let scope = s.runs.get(&id).map(|r| r.scope.clone()).unwrap_or_default();
         let mut attempt = result.attempt.clone();
         attempt.recording = super::audit::recording_of(&attempt);
         if let Some(r) = &attempt.recording {

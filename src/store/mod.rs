@@ -76,6 +76,12 @@
 //! records the ledger id ([`XrefState::Done`]). A run that finds an intent without a result (a
 //! crash, an answer whose outcome was unknown) looks the record up by reference in the ledger
 //! before posting again.
+//!
+//! The intent is written at once ([`XrefStore::put_xref`]): it must be durable before the
+//! request. The done record of a single run is held by the engine until the run ends and
+//! written by [`RunStore::finish`] with the run's status, in the same transaction
+//! ([`RunResult::xrefs`]): one round trip fewer per record. A store implementing
+//! [`RunStore`] must write those entries (see [`RunStore::finish`] for a lost claim).
 
 pub mod audit;
 #[cfg(any(test, feature = "conformance"))]
@@ -318,6 +324,16 @@ pub struct RunResult {
     pub attempt: AttemptRecord,
     /// When to try again (with `Queued`).
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Cross-reference entries the attempt learnt and held back for the run's end: the engine's
+    /// *done* records (a ledger id known after the ledger answered, an invoice's outstanding
+    /// after a payment), keyed by kind and key in the run's scope. [`RunStore::finish`] writes
+    /// them in the same transaction as the run's end, whatever the status (an attempt that posted
+    /// an invoice and then failed a later step still records the invoice), and, unlike the rest
+    /// of the result, even when the claim no longer holds (see there). Empty when the attempt
+    /// wrote its entries itself (`XrefStore::put_xref`), as the batched path and every caller
+    /// outside the engine do. One entry per (kind, key); should a caller give two, the last
+    /// one counts.
+    pub xrefs: Vec<(XrefKind, String, Xref)>,
 }
 
 /// What [`RunStore::claim_next`] claimed.
@@ -393,12 +409,33 @@ pub trait RunStore: fmt::Debug + Send + Sync {
     async fn release_leases(&self, scope: &str, now: DateTime<Utc>) -> Result<u64>;
 
     /// Records the end of an attempt of the run claimed with generation `claim` (the
-    /// [`Run::claim`] its claim returned).
+    /// [`Run::claim`] its claim returned): the run's new status and outcome, the attempt with its
+    /// exchanges, and the cross-reference entries the attempt held back ([`RunResult::xrefs`],
+    /// written as [`XrefStore::put_xref`] would, in the run's scope), all in one transaction
+    /// (on PostgreSQL one statement): either all of it is written or none of it.
+    ///
+    /// **The cross-reference entries are written whatever the status** (`Synced`, `Skipped`,
+    /// `Queued` for a retry, `DeadLettered`): they record what the ledger holds, not how the
+    /// attempt ended.
+    ///
+    /// **A lost claim.** When the run is no longer running under `claim` (its lease lapsed and
+    /// another worker claimed it since, or it was finished or released), the run, the attempt
+    /// and its exchanges are not written: the later claimer's result stands. The entries of
+    /// `result.xrefs` are still written, but only where the stored entry is missing or an intent
+    /// (an entry already *done* is kept as it is), in the same transaction, and then
+    /// [`claim_lost`] is answered. Why: the documents the stalled attempt posted exist in the
+    /// ledger whoever holds the run now; dropping their records would leave only intents (a
+    /// look-up by reference on the next attempt) or, for a contact created first, nothing; while
+    /// a *done* entry stored since was written by the worker that took the run over, which knows
+    /// at least as much (it found the same record by reference, or recorded a later step such as
+    /// an allocation's effect on the invoice's outstanding), so the stale attempt never
+    /// overwrites it. Nothing is written for a run id the store does not know.
     ///
     /// # Errors
-    /// [`claim_lost`] (nothing written) when the run is no longer running under that claim: its
-    /// lease lapsed and another worker claimed it since, or it was finished or released. The
-    /// later claimer's result stands.
+    /// [`claim_lost`] when the run is no longer running under that claim (only the
+    /// cross-reference entries written, as above). Store failures (nothing written: the held
+    /// entries are lost with the attempt, and the intents written before each ledger request
+    /// make the next attempt look the records up by reference).
     async fn finish(&self, id: RunId, claim: i64, result: RunResult) -> Result<()>;
 
     /// Puts a dead-lettered (or queued) run back in line, due now. False when there is none.
@@ -502,6 +539,13 @@ pub trait RunStore: fmt::Debug + Send + Sync {
         let _ = (scope, recording, exchanges, now);
         Ok(())
     }
+}
+
+/// The entries of [`RunResult::xrefs`] as a store writes them: one per (kind, key), the last one
+/// given winning, sorted by kind and key (so that two finishes touching the same entries lock
+/// them in the same order).
+pub(crate) fn held_xrefs(xrefs: &[(XrefKind, String, Xref)]) -> BTreeMap<(XrefKind, &str), &Xref> {
+    xrefs.iter().map(|(kind, key, x)| ((*kind, key.as_str()), x)).collect()
 }
 
 /// The error of [`RunStore::finish`] with a claim that no longer holds.

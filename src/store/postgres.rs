@@ -327,6 +327,58 @@ impl ExchangeColumns {
     }
 }
 
+/// A finish's held cross-reference entries ([`RunResult::xrefs`]) as the arrays its statement
+/// unnests (`$28` to `$34`): one row per (kind, key), sorted (see [`super::held_xrefs`]).
+#[derive(Debug, Default)]
+struct XrefColumns {
+    kind: Vec<&'static str>,
+    key: Vec<String>,
+    state: Vec<&'static str>,
+    ledger_id: Vec<Option<String>>,
+    reference: Vec<Option<String>>,
+    meta: Vec<String>,
+    updated_at: Vec<DateTime<Utc>>,
+}
+
+impl XrefColumns {
+    fn of(xrefs: &[(XrefKind, String, Xref)]) -> Self {
+        let mut c = Self::default();
+        let owned = |t: &str| text(t).into_owned();
+        for ((kind, key), x) in super::held_xrefs(xrefs) {
+            c.kind.push(kind.as_str());
+            c.key.push(owned(key));
+            c.state.push(xref_state(x.state));
+            c.ledger_id.push(x.ledger_id.as_deref().map(owned));
+            c.reference.push(x.reference.as_deref().map(owned));
+            c.meta.push(x.meta.to_string());
+            c.updated_at.push(x.updated_at);
+        }
+        c
+    }
+
+    /// Binds the seven arrays as the next parameters (`$28` to `$34` of `finish`).
+    fn bind<'q>(
+        self,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        q.bind(self.kind)
+            .bind(self.key)
+            .bind(self.state)
+            .bind(self.ledger_id)
+            .bind(self.reference)
+            .bind(self.meta)
+            .bind(self.updated_at)
+    }
+}
+
+/// The stored spelling of an entry's state.
+fn xref_state(state: XrefState) -> &'static str {
+    match state {
+        XrefState::Done => "done",
+        XrefState::Intent => "intent",
+    }
+}
+
 /// The exchanges `recording` points at, in order.
 async fn read_exchanges(pool: &PgPool, recording: &RecordingRef) -> Result<Vec<ExchangeRecord>> {
     let from = i64::try_from(recording.first).unwrap_or(i64::MAX);
@@ -622,9 +674,13 @@ impl RunStore for PostgresStore {
         let snapshot = snapshot_column(a)?;
         let recording = recording_of(a);
         let exchanges = recording.as_ref().map(|r| ExchangeColumns::of(r, &a.exchanges)).unwrap_or_default();
-        // Fenced by the claim: nothing is written unless the run is still running under it (the
-        // row lock the UPDATE takes orders a concurrent claim before or after, never in between).
-        // An exchange a run of the same batch stored already is left as it is.
+        let xrefs = XrefColumns::of(&result.xrefs);
+        // Fenced by the claim: the run, its attempt and exchanges are written only when the run
+        // is still running under it (the row lock the UPDATE takes orders a concurrent claim
+        // before or after, never in between). An exchange a run of the same batch stored
+        // already is left as it is. The held cross-reference entries (`xr`) are written in the
+        // run's scope either way: replacing what is stored under the claim, only filling in
+        // entries missing or not done when the claim was lost (`RunStore::finish`).
         let query = sqlx::query(concat!(
             "WITH done AS (UPDATE runs SET status = $10, attempts = $11, next_attempt_at = $12, lease_until = NULL, \
              outcome = $13, updated_at = $14, ledger_id = $17, ledger_reference = $18, \
@@ -638,10 +694,19 @@ impl RunStore for PostgresStore {
             " WHERE $9 IS NOT NULL ON CONFLICT (recording, seq) DO NOTHING), \
              attempt AS (INSERT INTO attempts (run_id, number, started_at, finished_at, result, error_code, message, \
              ledger_id, recording, recording_first, recording_count, snapshot) \
-             SELECT $15, $11, $20, $14, $21, $22, $23, $24, $9, $25, $26, $27 FROM done) \
+             SELECT $15, $11, $20, $14, $21, $22, $23, $24, $9, $25, $26, $27 FROM done), \
+             xr AS (INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
+             SELECT r.scope, x.kind, x.key, x.state, x.ledger_id, x.reference, x.meta, x.updated_at \
+             FROM (SELECT scope FROM runs WHERE id = $15) r, \
+             unnest($28::text[], $29::text[], $30::text[], $31::text[], $32::text[], $33::text[], \
+             $34::timestamptz[]) WITH ORDINALITY AS x(kind, key, state, ledger_id, reference, meta, updated_at, n) \
+             ORDER BY x.n \
+             ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, ledger_id = excluded.ledger_id, \
+             reference = excluded.reference, meta = excluded.meta, updated_at = excluded.updated_at \
+             WHERE xrefs.state <> 'done' OR EXISTS (SELECT 1 FROM done)) \
              SELECT scope FROM done"
         ));
-        let done = exchanges
+        let query = exchanges
             .bind(query)
             .bind(recording.as_ref().map(|r| text(&r.id).into_owned()))
             .bind(result.status.as_str())
@@ -661,10 +726,8 @@ impl RunStore for PostgresStore {
             .bind(opt_text(a.ledger_id.as_deref()))
             .bind(recording.as_ref().map(|r| i64::try_from(r.first).unwrap_or(i64::MAX)))
             .bind(recording.as_ref().map(|r| i64::try_from(r.count).unwrap_or(i64::MAX)))
-            .bind(opt_text(snapshot.as_deref()))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
+            .bind(opt_text(snapshot.as_deref()));
+        let done = xrefs.bind(query).fetch_optional(&self.pool).await.map_err(db)?;
         match done {
             Some(_) => Ok(()),
             None => Err(super::claim_lost(id, claim)),
@@ -925,10 +988,7 @@ impl XrefStore for PostgresStore {
         .bind(text(scope))
         .bind(kind.as_str())
         .bind(text(key))
-        .bind(match xref.state {
-            XrefState::Done => "done",
-            XrefState::Intent => "intent",
-        })
+        .bind(xref_state(xref.state))
         .bind(opt_text(xref.ledger_id.as_deref()))
         .bind(opt_text(xref.reference.as_deref()))
         .bind(xref.meta.to_string())

@@ -468,10 +468,25 @@ impl RunStore for SqliteStore {
         .await
         .map_err(db)?;
         let Some(done) = done else {
-            tx.rollback().await.map_err(db)?;
+            // A lost claim: the run stays as the later claimer leaves it, but the held
+            // cross-reference entries fill in what is missing or an intent (`RunStore::finish`).
+            if result.xrefs.is_empty() {
+                tx.rollback().await.map_err(db)?;
+                return Err(super::claim_lost(id, claim));
+            }
+            let scope: Option<String> = sqlx::query_scalar("SELECT scope FROM runs WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            if let Some(scope) = scope {
+                write_held_xrefs(&mut tx, &scope, &result.xrefs, false).await?;
+            }
+            tx.commit().await.map_err(db)?;
             return Err(super::claim_lost(id, claim));
         };
         let scope: String = done.try_get("scope").map_err(db)?;
+        write_held_xrefs(&mut tx, &scope, &result.xrefs, true).await?;
         let recording = recording_of(a);
         if let Some(r) = &recording {
             insert_exchanges(&mut tx, &scope, r, &a.exchanges).await?;
@@ -715,6 +730,56 @@ fn xref_from(row: &SqliteRow) -> Result<Xref> {
     })
 }
 
+/// Inserts or replaces a cross-reference entry (`put_xref`).
+const XREF_UPSERT: &str = "INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, ledger_id = excluded.ledger_id, \
+     reference = excluded.reference, meta = excluded.meta, updated_at = excluded.updated_at";
+
+/// As [`XREF_UPSERT`], leaving an entry already done as it is (a finish whose claim was lost).
+const XREF_FILL: &str = "INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, ledger_id = excluded.ledger_id, \
+     reference = excluded.reference, meta = excluded.meta, updated_at = excluded.updated_at \
+     WHERE xrefs.state <> 'done'";
+
+/// Binds an entry to [`XREF_UPSERT`] or [`XREF_FILL`].
+fn upsert_xref<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    scope: &'q str,
+    kind: XrefKind,
+    key: &'q str,
+    xref: &'q Xref,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    q.bind(scope)
+        .bind(kind.as_str())
+        .bind(key)
+        .bind(match xref.state {
+            XrefState::Done => "done",
+            XrefState::Intent => "intent",
+        })
+        .bind(&xref.ledger_id)
+        .bind(&xref.reference)
+        .bind(xref.meta.to_string())
+        .bind(micros(xref.updated_at))
+}
+
+/// Writes a finish's held cross-reference entries ([`RunResult::xrefs`]) in its transaction:
+/// replacing what is stored (`replace`, the claim holds), or only filling in entries missing or
+/// not done yet (a lost claim).
+async fn write_held_xrefs(
+    conn: &mut sqlx::SqliteConnection,
+    scope: &str,
+    xrefs: &[(XrefKind, String, Xref)],
+    replace: bool,
+) -> Result<()> {
+    let sql = if replace { XREF_UPSERT } else { XREF_FILL };
+    for ((kind, key), x) in super::held_xrefs(xrefs) {
+        upsert_xref(sqlx::query(sql), scope, kind, key, x).execute(&mut *conn).await.map_err(db)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl XrefStore for SqliteStore {
     async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
@@ -729,25 +794,7 @@ impl XrefStore for SqliteStore {
     }
 
     async fn put_xref(&self, scope: &str, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, ledger_id = excluded.ledger_id, \
-             reference = excluded.reference, meta = excluded.meta, updated_at = excluded.updated_at",
-        )
-        .bind(scope)
-        .bind(kind.as_str())
-        .bind(key)
-        .bind(match xref.state {
-            XrefState::Done => "done",
-            XrefState::Intent => "intent",
-        })
-        .bind(&xref.ledger_id)
-        .bind(&xref.reference)
-        .bind(xref.meta.to_string())
-        .bind(micros(xref.updated_at))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        upsert_xref(sqlx::query(XREF_UPSERT), scope, kind, key, xref).execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 

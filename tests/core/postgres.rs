@@ -25,7 +25,7 @@ use byte8_ledger_core::{
     outcome::{Outcome, SyncStatus},
     store::{
         AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, RunResult, RunStatus, RunStore,
-        ScopedTokenStore,
+        ScopedTokenStore, Xref, XrefKind, XrefStore,
         crypto::MasterKey,
         postgres::{PostgresStore, SharedRateLimiter},
     },
@@ -83,6 +83,7 @@ fn synced(key: &str, number: u32) -> RunResult {
             snapshot: None,
         },
         next_attempt_at: None,
+        xrefs: Vec::new(),
     }
 }
 
@@ -660,6 +661,13 @@ async fn a_finish_is_one_statement_whether_it_lands_or_not() {
     let mut with_exchanges = synced(key, 1);
     with_exchanges.attempt.exchanges = (0..3).map(|i| exchange(i, "{}")).collect();
     with_exchanges.attempt.snapshot = Some(serde_json::json!({"increment_id": "000000071"}));
+    // The run's held cross-reference records (an invoice and its new customer's contact).
+    let invoice = Xref::done("L71".into(), Some("SI-71".into()), serde_json::json!({"contact_id": "C5"}), t0());
+    let contact = Xref::done("C5".into(), Some("CUST5".into()), serde_json::json!({"currency": "GBP"}), t0());
+    with_exchanges.xrefs = vec![
+        (XrefKind::Invoice, "71".into(), invoice.clone()),
+        (XrefKind::Contact, "customer:5:GBP".into(), contact.clone()),
+    ];
 
     let before = statements.count();
     store.finish(id, lapsed, with_exchanges.clone()).await.expect_err("the lapsed claim is refused");
@@ -667,8 +675,14 @@ async fn a_finish_is_one_statement_whether_it_lands_or_not() {
 
     let before = statements.count();
     store.finish(id, current, with_exchanges).await.unwrap();
-    assert_eq!(statements.count() - before, 1, "a finish with exchanges and a snapshot: one statement");
+    assert_eq!(
+        statements.count() - before,
+        1,
+        "a finish with exchanges, a snapshot and cross-reference records: one statement"
+    );
     assert_eq!(store.attempts(id).await.unwrap()[0].exchanges.len(), 3);
+    assert_eq!(store.get_xref(&scope, XrefKind::Invoice, "71").await.unwrap(), Some(invoice));
+    assert_eq!(store.get_xref(&scope, XrefKind::Contact, "customer:5:GBP").await.unwrap(), Some(contact));
 
     let key = "invoice.created:72";
     let (id, _, current) = claimed_twice(&store, &scope, key).await;
@@ -714,6 +728,10 @@ async fn a_finish_is_atomic_keeps_nul_text_as_replacement_characters_and_every_e
     refused.attempt.exchanges = (0..3).map(|i| exchange(i, "{}")).collect();
     refused.attempt.recording = Some(RecordingRef { id: poison.clone(), first: 0, count: 3 });
     refused.attempt.snapshot = Some(serde_json::json!({"increment_id": "000000073"}));
+    // Its held cross-reference record replaces the intent only if the whole finish lands.
+    let intent = Xref::intent(Some("SI-73".into()), serde_json::json!({}), t0());
+    store.put_xref(&scope, XrefKind::Invoice, "73", &intent).await.unwrap();
+    refused.xrefs = vec![(XrefKind::Invoice, "73".into(), Xref::done("L73".into(), None, serde_json::json!({}), t0()))];
     let failed = store.finish(id, current, refused).await;
     for ddl in [format!("DROP TRIGGER {function} ON exchanges"), format!("DROP FUNCTION {function}()")] {
         sqlx::query(&ddl).execute(store.pool()).await.unwrap();
@@ -735,6 +753,11 @@ async fn a_finish_is_atomic_keeps_nul_text_as_replacement_characters_and_every_e
         .unwrap()
         .get(0);
     assert_eq!(attempts_kept, 0, "no attempt kept");
+    assert_eq!(
+        store.get_xref(&scope, XrefKind::Invoice, "73").await.unwrap(),
+        Some(intent),
+        "no cross-reference record kept: the intent stands"
+    );
 
     // The same claim finishes now, with 600 exchanges, some text with NUL.
     const N: i64 = 600;

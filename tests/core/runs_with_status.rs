@@ -58,6 +58,7 @@ fn finished(key: &str, status: RunStatus) -> RunResult {
             snapshot: None,
         },
         next_attempt_at: None,
+        xrefs: Vec::new(),
     }
 }
 

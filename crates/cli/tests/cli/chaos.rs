@@ -212,7 +212,10 @@ async fn run(store: &MemoryStore, key: &str, status: RunStatus) {
         recording: None,
         snapshot: None,
     };
-    store.finish(id, claimed.claim, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();
+    store
+        .finish(id, claimed.claim, RunResult { status, outcome, attempt, next_attempt_at: None, xrefs: Vec::new() })
+        .await
+        .unwrap();
 }
 
 fn invoice(magento_id: u64, total: Decimal) -> Expectation {

@@ -66,7 +66,11 @@ async fn synced_run(store: &dyn RunStore, tenant: &str, scope: &str, key: &str, 
         snapshot: None,
     };
     store
-        .finish(id, claimed.claim, RunResult { status: RunStatus::Synced, outcome, attempt, next_attempt_at: None })
+        .finish(
+            id,
+            claimed.claim,
+            RunResult { status: RunStatus::Synced, outcome, attempt, next_attempt_at: None, xrefs: Vec::new() },
+        )
         .await
         .unwrap();
     id

@@ -95,7 +95,10 @@ async fn run(w: &ConsoleWorld, scope: &str, tenant: &str, n: u64, status: Option
         recording: None,
         snapshot: None,
     };
-    w.store.finish(id, claimed.claim, RunResult { status, outcome, attempt, next_attempt_at: None }).await.unwrap();
+    w.store
+        .finish(id, claimed.claim, RunResult { status, outcome, attempt, next_attempt_at: None, xrefs: Vec::new() })
+        .await
+        .unwrap();
     id
 }
 
@@ -311,7 +314,13 @@ async fn a_retried_runs_page_numbers_its_next_attempt_after_the_earlier_ones() {
         .finish(
             dead,
             claimed.claim,
-            RunResult { status: RunStatus::DeadLettered, outcome, attempt: again, next_attempt_at: None },
+            RunResult {
+                status: RunStatus::DeadLettered,
+                outcome,
+                attempt: again,
+                next_attempt_at: None,
+                xrefs: Vec::new(),
+            },
         )
         .await
         .unwrap();
@@ -385,6 +394,7 @@ async fn the_overview_shows_the_rate_limits_use_of_the_last_hour_per_business() 
                     snapshot: None,
                 },
                 next_attempt_at: None,
+                xrefs: Vec::new(),
             };
             result.attempt.exchanges = exchanges;
             w.store.finish(id, claimed.claim, result).await.unwrap();

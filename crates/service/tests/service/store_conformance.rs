@@ -18,6 +18,41 @@ async fn sqlite_store_conforms() {
     let store = SqliteStore::open(dir.path().join("state.db"), Some(MasterKey::generate())).await.unwrap();
     conformance::run_all(&store, "sqlite").await;
 }
+/// SQLite's `finish` is one transaction with its held cross-reference records: when the
+/// attempt's insert fails (a trigger refusing it), the record written before it in the
+/// transaction is not kept either (the intent stands), and the run stays running under its claim.
+#[tokio::test]
+async fn sqlite_finish_keeps_its_xrefs_only_with_the_run() {
+    use byte8_ledger_core::store::{
+        Dedupe, RunStatus, RunStore, Xref, XrefKind, XrefStore,
+        conformance::{new_run, result, t0},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("state.db"), None).await.unwrap();
+    let key = "invoice.created:5";
+    let id = store.enqueue(new_run("biz", key, "x"), Dedupe::Permanent).await.unwrap().run_id();
+    let run = store.claim_run(id, t0(), t0() + chrono::Duration::seconds(60)).await.unwrap().unwrap();
+    let intent = Xref::intent(Some("SI-5".into()), serde_json::json!({}), t0());
+    store.put_xref("biz", XrefKind::Invoice, "5", &intent).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_attempts BEFORE INSERT ON attempts BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let done = Xref::done("L5".into(), Some("SI-5".into()), serde_json::json!({}), t0());
+    let mut ended = result(key, RunStatus::Synced, 1, None);
+    ended.xrefs = vec![(XrefKind::Invoice, "5".into(), done.clone())];
+    let err = store.finish(id, run.claim, ended.clone()).await.expect_err("the trigger refuses the attempt");
+    assert!(err.to_string().contains("refused by the test"), "{err}");
+    assert_eq!(store.get_xref("biz", XrefKind::Invoice, "5").await.unwrap(), Some(intent), "the intent stands");
+    assert_eq!(store.get(id).await.unwrap().map(|r| r.status), Some(RunStatus::Running));
+    sqlx::query("DROP TRIGGER refuse_attempts").execute(store.pool()).await.unwrap();
+    store.finish(id, run.claim, ended).await.expect("the claim still holds");
+    assert_eq!(store.get_xref("biz", XrefKind::Invoice, "5").await.unwrap(), Some(done));
+    assert_eq!(store.get(id).await.unwrap().map(|r| r.status), Some(RunStatus::Synced));
+}
+
 #[tokio::test]
 async fn postgres_store_conforms() {
     let Some(url) = pg::url("postgres_store_conforms") else { return };

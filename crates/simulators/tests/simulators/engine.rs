@@ -10,6 +10,7 @@ use crate::support_engine::*;
 use async_trait::async_trait;
 use byte8_ledger_core::{
     Result,
+    auth::TokenSet,
     clock::Clock,
     engine::EngineConfig,
     error::ErrorCode,
@@ -22,7 +23,10 @@ use byte8_ledger_core::{
         StockMovementRequest, TransactionKind, TransactionLookup, TransactionRecord, sage::SageProvider,
     },
     reference::{BankAccount, LedgerAccount, ReferenceData},
-    store::{Enqueued, RunStatus},
+    store::{
+        AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus,
+        RunStore, Store, Xref, XrefKind, XrefState, XrefStore,
+    },
 };
 use byte8_ledger_simulators::{Fault, FaultRates, SageSimulator, SimConfig};
 use chrono::Duration as Span;
@@ -2147,4 +2151,279 @@ async fn new_customers_and_products_cost_one_request_and_taken_references_are_ad
         &engine.sync_line(&product_upserted(&product_entity(2001, "TEE-PLAIN", "simple", None, false))).await.unwrap(),
     );
     assert_eq!((w.served("POST /products"), w.served("GET /products")), (1, 0));
+}
+
+// =============================================================================================
+// 6. Done records ride on the run's finish
+// =============================================================================================
+
+/// The SQLite store, watched: counts the cross-reference entries written at once by state,
+/// keeps the entries every `finish` carried, and fails the next `fail_finishes` finishes (the
+/// database gone for that statement: nothing of them written).
+#[derive(Debug)]
+struct Watched {
+    inner: Arc<dyn Store>,
+    intents_at_once: std::sync::atomic::AtomicUsize,
+    done_at_once: std::sync::atomic::AtomicUsize,
+    fail_finishes: std::sync::atomic::AtomicUsize,
+    finished: std::sync::Mutex<Vec<Vec<(XrefKind, String, Xref)>>>,
+}
+
+impl Watched {
+    fn over(inner: Arc<dyn Store>, fail_finishes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            intents_at_once: 0.into(),
+            done_at_once: 0.into(),
+            fail_finishes: fail_finishes.into(),
+            finished: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    fn at_once(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.intents_at_once.load(SeqCst), self.done_at_once.load(SeqCst))
+    }
+
+    fn finished(&self) -> Vec<Vec<(XrefKind, String, Xref)>> {
+        self.finished.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl RunStore for Watched {
+    async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
+        self.inner.enqueue(run, dedupe).await
+    }
+    async fn claim_for(
+        &self,
+        scope: &str,
+        tenant: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Run>> {
+        self.inner.claim_for(scope, tenant, now, lease_until, limit).await
+    }
+    async fn claim_run(
+        &self,
+        id: RunId,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Run>> {
+        self.inner.claim_run(id, now, lease_until).await
+    }
+    async fn release_leases(&self, scope: &str, now: chrono::DateTime<chrono::Utc>) -> Result<u64> {
+        self.inner.release_leases(scope, now).await
+    }
+    async fn finish(&self, id: RunId, claim: i64, result: RunResult) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.fail_finishes.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(byte8_ledger_core::Error::database("the database went away (the test)", true, None));
+        }
+        self.finished.lock().unwrap().push(result.xrefs.clone());
+        self.inner.finish(id, claim, result).await
+    }
+    async fn requeue(&self, scope: &str, key: &str, now: chrono::DateTime<chrono::Utc>) -> Result<bool> {
+        self.inner.requeue(scope, key, now).await
+    }
+    async fn get(&self, id: RunId) -> Result<Option<Run>> {
+        self.inner.get(id).await
+    }
+    async fn find_by_key(&self, scope: &str, key: &str) -> Result<Option<Run>> {
+        self.inner.find_by_key(scope, key).await
+    }
+    async fn attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>> {
+        self.inner.attempts(id).await
+    }
+    async fn counts(&self, scope: &str) -> Result<std::collections::BTreeMap<RunStatus, u64>> {
+        self.inner.counts(scope).await
+    }
+    async fn dead_letters(&self, scope: &str, limit: usize) -> Result<Vec<Run>> {
+        self.inner.dead_letters(scope, limit).await
+    }
+}
+
+#[async_trait]
+impl XrefStore for Watched {
+    async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
+        self.inner.get_xref(scope, kind, key).await
+    }
+    async fn put_xref(&self, scope: &str, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        match xref.state {
+            XrefState::Intent => self.intents_at_once.fetch_add(1, SeqCst),
+            XrefState::Done => self.done_at_once.fetch_add(1, SeqCst),
+        };
+        self.inner.put_xref(scope, kind, key, xref).await
+    }
+    async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
+        self.inner.list_xrefs(scope, kind, prefix).await
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for Watched {
+    async fn save_connection(&self, connection: &Connection) -> Result<()> {
+        self.inner.save_connection(connection).await
+    }
+    async fn connection(&self, scope: &str) -> Result<Option<Connection>> {
+        self.inner.connection(scope).await
+    }
+    async fn connections(&self) -> Result<Vec<Connection>> {
+        self.inner.connections().await
+    }
+    async fn save_tokens(&self, scope: &str, tokens: &TokenSet) -> Result<()> {
+        self.inner.save_tokens(scope, tokens).await
+    }
+    async fn tokens(&self, scope: &str) -> Result<Option<TokenSet>> {
+        self.inner.tokens(scope).await
+    }
+    async fn forget_tokens(&self, scope: &str) -> Result<bool> {
+        self.inner.forget_tokens(scope).await
+    }
+    async fn save_reference(&self, scope: &str, reference: &ReferenceData) -> Result<()> {
+        self.inner.save_reference(scope, reference).await
+    }
+    async fn reference(&self, scope: &str) -> Result<Option<ReferenceData>> {
+        self.inner.reference(scope).await
+    }
+}
+
+/// An engine over the plain Sage provider and `store`.
+fn engine_over(w: &World, store: &Arc<Watched>, policy: SyncPolicy) -> byte8_ledger_core::engine::SyncEngine {
+    byte8_ledger_core::engine::SyncEngine::new(
+        Arc::clone(&w.sage) as Arc<dyn AccountingProvider>,
+        Arc::clone(store) as Arc<dyn Store>,
+        BUSINESS,
+        policy,
+        Arc::new(w.clock.clone()),
+    )
+}
+
+/// An invoice for a new customer: the contact is created, the invoice's intent written, the
+/// invoice posted. Written at once: the intent alone (one entry; the contact's and the invoice's
+/// done records were two more round trips before); the two done records come with the run's
+/// finish and carry Sage's ids.
+#[tokio::test]
+async fn a_new_customers_invoice_writes_its_intent_at_once_and_its_done_records_with_the_finish() {
+    let w = World::new().await;
+    let store = Watched::over(w.store(), 0);
+    let engine = engine_over(&w, &store, policy(json!({})));
+    let jane = registered(5, "Jane", "Doe", None);
+    let inv = invoice_entity(2201, "GBP", &jane);
+    let id = synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    let b = w.biz();
+    let posted = invoice(&b, "000002201");
+    assert_eq!(posted.id, id);
+    assert_eq!(w.served("POST /contacts"), 1, "a new customer's contact, created");
+
+    assert_eq!(store.at_once(), (1, 0), "only the invoice's intent is written before the finish");
+    let finished = store.finished();
+    assert_eq!(finished.len(), 1, "one finish");
+    let held: Vec<(XrefKind, &str, Option<&str>)> =
+        finished[0].iter().map(|(k, key, x)| (*k, key.as_str(), x.done_id())).collect();
+    assert_eq!(
+        held,
+        vec![
+            (XrefKind::Contact, "customer:5:GBP", Some(posted.contact_id.as_str())),
+            (XrefKind::Invoice, "2201", Some(id.as_str())),
+        ],
+        "the finish carries the contact's and the invoice's done records with Sage's ids"
+    );
+    let stored = w.store().get_xref(BUSINESS, XrefKind::Invoice, "2201").await.unwrap().expect("recorded");
+    assert_eq!((stored.state, stored.done_id()), (XrefState::Done, Some(id.as_str())));
+    assert_eq!(stored.meta["contact_id"], json!(posted.contact_id));
+    let contact = w.store().get_xref(BUSINESS, XrefKind::Contact, "customer:5:GBP").await.unwrap().expect("recorded");
+    assert_eq!(contact.done_id(), Some(posted.contact_id.as_str()));
+
+    // The next invoice of the same customer reads the contact's record: no request for it, and
+    // again only its intent is written at once.
+    let second = invoice_entity(2202, "GBP", &jane);
+    synced(&engine.sync_line(&invoice_created(&second)).await.unwrap());
+    assert_eq!(w.served("POST /contacts"), 1, "the contact is known");
+    assert_eq!(store.at_once(), (2, 0));
+    assert_eq!(invoice(&w.biz(), "000002202").contact_id, posted.contact_id);
+}
+
+/// The database fails the finish of a run that posted an invoice for a new customer: the done
+/// records are lost with it, the intent stays. The next attempt looks the invoice up by
+/// reference and adopts it (never posts it twice), and the contact, created again with the same
+/// idempotency key or refused as taken, is the same one.
+#[tokio::test]
+async fn a_finish_lost_after_the_post_is_recovered_by_the_intent_without_a_second_invoice() {
+    let w = World::new().await;
+    let store = Watched::over(w.store(), 1);
+    let engine = engine_over(&w, &store, policy(json!({})));
+    let jane = registered(6, "Jane", "Doe", None);
+    let inv = invoice_entity(2301, "GBP", &jane);
+    let line = invoice_created(&inv);
+    let err = engine.sync_line(&line).await.expect_err("the finish fails");
+    assert!(err.to_string().contains("went away"), "{err}");
+    let b = w.biz();
+    let posted = invoice(&b, "000002301").clone();
+    assert_eq!(w.served("POST /sales_invoices"), 1);
+    let raw = w.store();
+    let x = raw.get_xref(BUSINESS, XrefKind::Invoice, "2301").await.unwrap().expect("the intent");
+    assert_eq!(x.state, XrefState::Intent, "only the intent was stored");
+    assert!(raw.get_xref(BUSINESS, XrefKind::Contact, "customer:6:GBP").await.unwrap().is_none());
+    let run = raw.find_by_key(BUSINESS, &line_key(&line)).await.unwrap().expect("the run");
+    assert_eq!(run.status, RunStatus::Running, "nothing of the finish was written");
+
+    // The worker is known gone (the command's restart); the event is synced again.
+    assert_eq!(raw.release_leases(BUSINESS, w.clock.now()).await.unwrap(), 1);
+    let o = engine.sync_line(&line).await.unwrap();
+    assert_eq!(synced(&o), posted.id, "the invoice found by reference");
+    assert!(o.message.as_deref().unwrap_or_default().contains("found in the ledger"), "{o:?}");
+    let b = w.biz();
+    assert_eq!(w.served("POST /sales_invoices"), 1, "never posted twice");
+    assert_eq!(invoice(&b, "000002301").id, posted.id);
+    let contacts: Vec<_> = b.contacts.iter().filter(|c| !c.deleted && c.id == posted.contact_id).collect();
+    assert_eq!(contacts.len(), 1);
+    let reference = contacts[0].reference.clone().expect("a reference");
+    assert_eq!(contact(&b, &reference).id, posted.contact_id, "one contact holds the customer's reference");
+    let x = raw.get_xref(BUSINESS, XrefKind::Invoice, "2301").await.unwrap().expect("recorded");
+    assert_eq!(x.done_id(), Some(posted.id.as_str()));
+    let c = raw.get_xref(BUSINESS, XrefKind::Contact, "customer:6:GBP").await.unwrap().expect("recorded");
+    assert_eq!(c.done_id(), Some(posted.contact_id.as_str()), "the same contact recorded");
+}
+
+/// A credit memo whose note is posted and whose allocation Sage then refuses for good: the run
+/// dead-letters, and its finish still records the credit note, so the requeued run resumes at the
+/// allocation and never posts the note twice.
+#[tokio::test]
+async fn a_run_that_fails_after_posting_records_what_it_posted_with_its_finish() {
+    let w = World::new().await;
+    let store = Watched::over(w.store(), 0);
+    let engine = engine_over(&w, &store, policy(json!({})));
+    let jane = registered(7, "Jane", "Doe", None);
+    let inv = invoice_entity(2401, "GBP", &jane);
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    let memo = credit_memo_entity(3401, &inv, 1);
+    let line = creditmemo_created(&memo);
+    w.sim.script(Some("POST /contact_allocations"), Fault::AccessDenied);
+    let o = engine.sync_line(&line).await.unwrap();
+    assert_eq!(o.sync_status, SyncStatus::Failed, "{o:?}");
+    let b = w.biz();
+    let note = credit_note(&b, "000003401").clone();
+    assert_eq!(w.served("POST /contact_allocations"), 1);
+    let raw = w.store();
+    let run = raw.find_by_key(BUSINESS, &line_key(&line)).await.unwrap().expect("the run");
+    assert_ne!(run.status, RunStatus::Synced);
+    let x = raw.get_xref(BUSINESS, XrefKind::CreditNote, "3401").await.unwrap().expect("recorded");
+    assert_eq!(x.done_id(), Some(note.id.as_str()), "the posted note is recorded by the failed run's finish");
+    let a = raw.get_xref(BUSINESS, XrefKind::Allocation, "3401").await.unwrap().expect("the intent");
+    assert_eq!(a.state, XrefState::Intent);
+
+    // Put back in line (an operator's retry, or the retry ladder): it resumes at the allocation.
+    if run.status == RunStatus::DeadLettered {
+        assert!(raw.requeue(BUSINESS, &line_key(&line), w.clock.now()).await.unwrap());
+    } else {
+        w.clock.advance(Span::days(1));
+    }
+    assert_eq!(synced(&engine.sync_line(&line).await.unwrap()), note.id);
+    let b = w.biz();
+    assert_eq!(w.served("POST /sales_credit_notes"), 1, "the note is never posted twice");
+    assert_eq!(b.allocations.len(), 1);
+    assert_eq!(invoice(&b, "000002401").outstanding, dec("18.00"), "30.00 − 12.00");
 }
