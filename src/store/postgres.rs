@@ -582,21 +582,32 @@ impl RunStore for PostgresStore {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Run>> {
-        let rows = sqlx::query(concat!(
-            "WITH next AS MATERIALIZED (SELECT id FROM runs WHERE scope = $1 AND tenant_id IS NOT DISTINCT FROM $5 AND ",
-            due!(),
-            " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $3, updated_at = $2 \
-             FROM next WHERE runs.id = next.id RETURNING runs.*"
-        ))
-        .bind(text(scope))
-        .bind(now)
-        .bind(lease_until)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(tenant.map(text).as_deref())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        macro_rules! claim_for {
+            ($tenant:literal) => {
+                concat!(
+                    "WITH next AS MATERIALIZED (SELECT id FROM runs WHERE scope = $1 AND ",
+                    $tenant,
+                    " AND status IN ('queued', 'running') AND ",
+                    due!(),
+                    " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                     UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $3, updated_at = $2 \
+                     FROM next WHERE runs.id = next.id RETURNING runs.*"
+                )
+            };
+        }
+        let sql = match tenant {
+            Some(_) => claim_for!("tenant_id = $5"),
+            None => claim_for!("tenant_id IS NULL AND $5::text IS NULL"),
+        };
+        let rows = sqlx::query(sql)
+            .bind(text(scope))
+            .bind(now)
+            .bind(lease_until)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(tenant.map(text).as_deref())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         let mut runs = rows.iter().map(run_from).collect::<Result<Vec<_>>>()?;
         runs.sort_by_key(|r| r.id);
         Ok(runs)
@@ -612,23 +623,34 @@ impl RunStore for PostgresStore {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Claimed> {
-        let rows = sqlx::query(concat!(
-            "WITH cand AS MATERIALIZED (SELECT id FROM runs WHERE scope = $1 AND tenant_id IS NOT DISTINCT FROM $5 AND ",
-            due!(),
-            " ORDER BY id LIMIT $4 + 1 FOR UPDATE SKIP LOCKED), \
-             next AS (SELECT id FROM cand ORDER BY id LIMIT $4), \
-             claimed AS (UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $3, updated_at = $2 \
-               FROM next WHERE runs.id = next.id RETURNING runs.*) \
-             SELECT (SELECT count(*) FROM cand) > $4 AS claim_more, claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON true"
-        ))
-        .bind(text(scope))
-        .bind(now)
-        .bind(lease_until)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1))
-        .bind(tenant.map(text).as_deref())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        macro_rules! claim_next {
+            ($tenant:literal) => {
+                concat!(
+                    "WITH cand AS MATERIALIZED (SELECT id FROM runs WHERE scope = $1 AND ",
+                    $tenant,
+                    " AND status IN ('queued', 'running') AND ",
+                    due!(),
+                    " ORDER BY id LIMIT $4 + 1 FOR UPDATE SKIP LOCKED), \
+                     next AS (SELECT id FROM cand ORDER BY id LIMIT $4), \
+                     claimed AS (UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $3, updated_at = $2 \
+                       FROM next WHERE runs.id = next.id RETURNING runs.*) \
+                     SELECT (SELECT count(*) FROM cand) > $4 AS claim_more, claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON true"
+                )
+            };
+        }
+        let sql = match tenant {
+            Some(_) => claim_next!("tenant_id = $5"),
+            None => claim_next!("tenant_id IS NULL AND $5::text IS NULL"),
+        };
+        let rows = sqlx::query(sql)
+            .bind(text(scope))
+            .bind(now)
+            .bind(lease_until)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1))
+            .bind(tenant.map(text).as_deref())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
         claimed_from(&rows, "claim_more")
     }
 

@@ -46,7 +46,8 @@
 //! back-filling [1]; `--limit` Sage requests a minute per business [200]; `--latency-ms` [100-150];
 //! `--warmup` s [30]; `--seconds` measured [60]; `--drain` s at most [30]; `--bin` the command
 //! [target/release/byte8-ledger]; `--serve-args` more arguments for each `serve` [none];
-//! `--statements` (with a count per statement kind); `--log` the children's `RUST_LOG` [warn].
+//! `--statements` (with a count per statement kind); `--log` the children's `RUST_LOG` [warn];
+//! `--history` finished runs kept for each back-filling business before the start [0].
 //! With `BENCH_KEEP_LOGS` set, the children's logs are kept (their directory is printed).
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
 
@@ -107,6 +108,9 @@ struct Args {
     serve_args: Vec<String>,
     statements: bool,
     log: String,
+    /// Finished runs kept for each back-filling business before the run starts (a merchant with
+    /// months of history): what the queue's statements cost must not grow with it.
+    history: u64,
 }
 
 fn list(v: &str) -> Vec<usize> {
@@ -130,6 +134,7 @@ fn args() -> Args {
         serve_args: Vec::new(),
         statements: false,
         log: "warn".into(),
+        history: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -157,6 +162,7 @@ fn args() -> Args {
             "--warmup" => a.warmup = secs(&value),
             "--seconds" => a.seconds = secs(&value),
             "--drain" => a.drain = secs(&value),
+            "--history" => a.history = value.parse().expect("--history"),
             "--bin" => a.bin = value,
             "--serve-args" => a.serve_args = value.split_whitespace().map(str::to_owned).collect(),
             "--log" => a.log = value,
@@ -545,6 +551,29 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
             }
         }
         streams.push((tenant, business, outbound, backfill, lines));
+    }
+    if args.history > 0 {
+        // Synced runs of the back-filling tenants, as months of a busy store's events would
+        // leave them (every key its own), then fresh statistics as autovacuum would take.
+        for (tenant, business, _, backfill, _) in &streams {
+            if !backfill {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, \
+                 attempts, created_at, updated_at, tenant_id, claim) \
+                 SELECT $1, 'history.created:' || g, 'invoice.created', g, '\\x7b7d'::bytea, 'fp' || g, '{}', 'synced', 1, \
+                 now() - interval '30 days', now() - interval '30 days', $2, 1 FROM generate_series(1, $3::bigint) AS g",
+            )
+            .bind(business)
+            .bind(tenant)
+            .bind(i64::try_from(args.history).unwrap_or(i64::MAX))
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        sqlx::query("ANALYZE runs").execute(store.pool()).await.unwrap();
+        println!("history: {} synced runs kept for each back-filling business", args.history);
     }
     println!("setup: {tenants} tenants paired and connected in {:.1} s", setup.elapsed().as_secs_f64());
 

@@ -252,6 +252,7 @@ impl DispatchStore for PostgresStore {
                ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
                WHERE l.holder = excluded.holder OR l.lease_until <= $3 RETURNING 1 AS held), \
              cand AS MATERIALIZED (SELECT id FROM runs WHERE EXISTS (SELECT 1 FROM lease) AND scope = $1 AND tenant_id = $5 \
+               AND status IN ('queued', 'running') \
                AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $3)) \
                     OR (status = 'running' AND lease_until <= $3)) \
                ORDER BY id LIMIT $6 + 1 FOR UPDATE SKIP LOCKED), \
