@@ -2,14 +2,15 @@
 -- many runs it keeps.
 --
 -- `tenant_id IS NOT DISTINCT FROM $x` cannot bound an index scan on `tenant_id`: the enqueue's
--- look-up of a key (`byte8_enqueue`, migration 0012) scanned every entry of the business in
--- `runs_by_key`, and a claim every entry of the business in `runs_due`; with 200,000 runs kept
--- for one business, 10 ms and 0.5 ms a call (`EXPLAIN ANALYZE`, BENCHMARKS.md), growing with the
--- history. `byte8_enqueue` now asks `tenant_id = p_tenant` (or `tenant_id IS NULL`), which bounds
--- the scan to the key (0.03 ms), and the claims (`RunStore::claim_next`, the service's
--- `begin_turn`) ask the same of `runs_open_by_tenant`: the open runs of each (business,
--- tenant) in id order, a partial index as small as the queue (without it the planner takes
--- `runs_by_entity` for `scope = $1 AND tenant_id = $2` and reads the whole history: 46 ms).
+-- look-up of a key (`byte8_enqueue`, migration 0012) read every entry of the business in
+-- `runs_by_key`, and a claim every entry of the business in `runs_due`: with 200,000 runs kept
+-- for one business, 10-20 ms and 0.5-7 ms a call, growing with the history (benches/
+-- history_plans.sql, BENCHMARKS.md). `byte8_enqueue` now asks `tenant_id = p_tenant` (or
+-- `tenant_id IS NULL`), which bounds the scan to the key (0.03 ms), and the claims
+-- (`RunStore::claim_next`, the service's `begin_turn`) read `runs_open_by_tenant`: the open runs
+-- of each (business, tenant) in id order, a partial index as small as the queue (0.02 ms).
+-- Without it, `scope = $1 AND tenant_id = $2` is left to the planner's estimates, which took
+-- `runs_by_entity` and read the whole history in one measurement (46 ms).
 CREATE INDEX runs_open_by_tenant ON runs (scope, tenant_id, id) WHERE status IN ('queued', 'running');
 
 CREATE OR REPLACE FUNCTION byte8_enqueue(

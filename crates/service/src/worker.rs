@@ -300,22 +300,20 @@ async fn dispatch(
         return Ok(false);
     }
     // The callbacks of the runs this turn finished, sent without a claim: every sender of a
-    // tenant's callbacks holds its business's dispatch lease, as this worker does (checked
-    // first), so no other worker sends them meanwhile; one not sent (the worker stops, the lease
-    // is lost, the token refused) stays due, and a later turn claims it. If the tenant was
-    // disconnected in the meantime, the store queued no callback and Magento hears of the run
-    // once, from here.
-    if !own.is_empty() {
+    // tenant's callbacks holds its business's dispatch lease, as this worker does (checked, and
+    // renewed once a quarter of it has passed, before each), so no other worker sends them
+    // meanwhile; one not sent (the worker stops, the lease is lost, the token refused) stays
+    // due, and a later turn claims it. If the tenant was disconnected in the meantime, the store
+    // queued no callback and Magento hears of the run once, from here.
+    for cb in own {
         if stop.load(Ordering::Relaxed) || !lease.keep(shared, &rt.scope, holder).await? {
             return Ok(false);
         }
-        for cb in own {
-            if !send_callback(shared, &rt, &cb, delivered).await? {
-                status.sync(shared, &rt).await;
-                return Ok(false);
-            }
+        if !send_callback(shared, &rt, &cb, delivered).await? {
             status.sync(shared, &rt).await;
+            return Ok(false);
         }
+        status.sync(shared, &rt).await;
     }
     if !claim_callbacks {
         return Ok(more);
