@@ -44,7 +44,7 @@
 //! numbering and meaning in both; a number only PostgreSQL has is a PostgreSQL-only feature: the
 //! shared rate limiter, `0011`, the one-statement enqueue, `0012`, the webhook's `jti` and run in
 //! one statement, `0013`, the rate limiter's idle block, `0014`, the webhook's enqueue checked
-//! against its binding's row version, `0015`, and the index of open runs by tenant, `0017`). The service package's tables (`bindings`, `dispatch_leases`,
+//! against its binding's row version, `0015`, and the queue's indexes bounded by tenant, `0017`). The service package's tables (`bindings`, `dispatch_leases`,
 //! `callbacks`, `replay_cache`, the console's) are created by this same sequence: one database
 //! has one migration sequence and one migrator, run here, so that no two packages number
 //! migrations against the same `_sqlx_migrations` table.
@@ -66,7 +66,7 @@
 //! | `0014_rate_permits_when_idle` (PostgreSQL) | `byte8_rate_permits` with an idle business's block: two permits a statement when no process used the business for a second ([`postgres::IDLE_GAP`]) |
 //! | `0015_enqueue_bound` (PostgreSQL) | `byte8_enqueue_bound`: `byte8_enqueue_once` only while the tenant's binding row is still the version (`xmin`) the webhook's token was verified against, and active; else nothing written (the service's cached bindings: [`EnqueuedOnce::StaleBinding`]) |
 //! | `0016_callback_generation_is_the_claim` | the callback outbox's trigger gives a callback the generation of the claim its run finished under (`runs.claim`), so the worker that finished the run names its callback without reading it back; existing rows keep theirs |
-//! | `0017_open_runs_by_tenant` (PostgreSQL) | `runs_open_by_tenant`, the open runs of each (business, tenant) in id order, which the claims read; `byte8_enqueue` looks a key up with `tenant_id =` (or `IS NULL`) instead of `IS NOT DISTINCT FROM`, which no index bounds: both cost the same however many runs a business keeps |
+//! | `0017_queue_bounded_by_tenant` (PostgreSQL) | `runs_by_key` (scope, idempotency_key, tenant_id, id), `runs_by_entity` (scope, magento_entity_id, tenant_id) and `runs_due` (scope, status, tenant_id, next_attempt_at) rebuilt so that no index leads with (scope, tenant_id) alone; `byte8_enqueue` looks a key up with `tenant_id =` (or `IS NULL`) instead of `IS NOT DISTINCT FROM`, which no index bounds: a claim and an enqueue cost the same however many runs a business keeps |
 //!
 //! (`0007_console` and `0009` belong to the service: the console's tables, the shared rate
 //! limiter's window and the dispatch indexes.)

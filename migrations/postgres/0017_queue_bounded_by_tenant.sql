@@ -1,17 +1,30 @@
 -- byte8-ledger-core 0017 (PostgreSQL): a business's claims and enqueues cost the same however
 -- many runs it keeps.
 --
--- `tenant_id IS NOT DISTINCT FROM $x` cannot bound an index scan on `tenant_id`: the enqueue's
--- look-up of a key (`byte8_enqueue`, migration 0012) read every entry of the business in
--- `runs_by_key`, and a claim every entry of the business in `runs_due`: with 200,000 runs kept
--- for one business, 10-20 ms and 0.5-7 ms a call, growing with the history (benches/
--- history_plans.sql, BENCHMARKS.md). `byte8_enqueue` now asks `tenant_id = p_tenant` (or
--- `tenant_id IS NULL`), which bounds the scan to the key (0.03 ms), and the claims
--- (`RunStore::claim_next`, the service's `begin_turn`) read `runs_open_by_tenant`: the open runs
--- of each (business, tenant) in id order, a partial index as small as the queue (0.02 ms).
--- Without it, `scope = $1 AND tenant_id = $2` is left to the planner's estimates, which took
--- `runs_by_entity` and read the whole history in one measurement (46 ms).
-CREATE INDEX runs_open_by_tenant ON runs (scope, tenant_id, id) WHERE status IN ('queued', 'running');
+-- `tenant_id IS NOT DISTINCT FROM $x` cannot bound an index scan on `tenant_id`, and three
+-- indexes led with (scope, tenant_id): the enqueue's look-up of a key (`byte8_enqueue`, migration
+-- 0012) read every entry of the business in `runs_by_key`, a claim every entry of the business
+-- in `runs_due`, and asked `tenant_id =` instead, the planner's generic plans (a pooled
+-- connection's, a PL/pgSQL function's) took `runs_by_entity` or `runs_due` on (scope, tenant_id)
+-- alone and read the tenant's whole history. With 200,000 runs kept for one business: 10-20 ms
+-- an enqueue, 0.5-84 ms a claim, growing with the history (benches/history_plans.sql,
+-- BENCHMARKS.md). Now every hot look-up is bounded by what it asks for:
+--
+-- - `runs_by_key` (scope, idempotency_key, tenant_id, id): a key's runs, newest last, with or
+--   without a tenant condition (the enqueue's; `find_by_key` and `requeue` name none);
+-- - `runs_by_entity` (scope, magento_entity_id, tenant_id): an entity's runs (the status route);
+-- - `runs_due` (scope, status, tenant_id, next_attempt_at): a business's runs of a status (dead
+--   letters, the queue's age) and, by tenant, its open runs (the claims ask `status IN ('queued',
+--   'running')` and `tenant_id =` or `tenant_id IS NULL`; `runs_by_tenant` serves them as well);
+-- - `byte8_enqueue` asks `tenant_id = p_tenant` (or `tenant_id IS NULL`).
+--
+-- The same number of indexes as before; none leads with (scope, tenant_id) any more.
+DROP INDEX runs_by_key;
+CREATE INDEX runs_by_key ON runs (scope, idempotency_key, tenant_id, id);
+DROP INDEX runs_by_entity;
+CREATE INDEX runs_by_entity ON runs (scope, magento_entity_id, tenant_id);
+DROP INDEX runs_due;
+CREATE INDEX runs_due ON runs (scope, status, tenant_id, next_attempt_at);
 
 CREATE OR REPLACE FUNCTION byte8_enqueue(
     p_scope TEXT,
