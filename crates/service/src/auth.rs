@@ -166,7 +166,9 @@ impl Shared {
     /// re-paired, a new policy) queues nothing there
     /// ([`EnqueuedOnce::StaleBinding`](byte8_ledger_core::store::EnqueuedOnce::StaleBinding)),
     /// and the route asks again with `fresh`, which reads the store. A token the cached copy
-    /// refuses is tried once against a fresh read too (the key may have been rotated since).
+    /// refuses is tried once against a fresh read too (the key may have been rotated since), and
+    /// the route judges a request it would refuse on a cached copy (its event, its envelope, the
+    /// provider it names) again on a fresh read before refusing it.
     ///
     /// # Errors
     /// As `authenticate`, a replay aside (found when the `jti` is recorded).

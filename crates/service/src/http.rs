@@ -70,6 +70,13 @@ async fn webhook(
         let (run, dedupe) =
             match webhook_run(&shared, &auth.binding, &auth.claims, &query, &event_name, &headers, &body).await {
                 Ok(run) => run,
+                // Refused on a binding that may be a cached copy (its business, and so the
+                // provider asked for, may have changed): judged again on the binding read afresh.
+                Err(_) if !fresh && auth.binding_version.is_some() => {
+                    shared.forget_binding(&tenant_id);
+                    fresh = true;
+                    continue;
+                }
                 Err(refused) => {
                     auth.jti.burn(&shared).await;
                     return Err(refused);

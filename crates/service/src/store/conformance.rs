@@ -419,6 +419,13 @@ pub async fn webhooks_queue_only_on_the_binding_verified(store: &dyn ServiceStor
     stale_and_unwritten(store, scope, &tenant, 6, v3, "a revoked binding queues nothing").await;
 }
 
+/// A turn of `tenant` on `scope` started by `holder` at `now` seconds past `t0`: the lease for
+/// 120 s, the runs claimed for 300 s.
+fn turn_start<'a>(scope: &'a str, tenant: &'a str, holder: &'a str, now: i64, limit: usize) -> TurnStart<'a> {
+    let at = |s: i64| t0() + Duration::seconds(s);
+    TurnStart { scope, tenant, holder, now: at(now), lease_until: at(now + 120), run_lease_until: at(now + 300), limit }
+}
+
 /// A turn's start takes the lease and claims the tenant's runs with it (saying whether more are
 /// due), claims nothing while another holds the lease, and its end records the callbacks
 /// delivered and releases the lease.
@@ -436,15 +443,7 @@ pub async fn turns_take_the_lease_and_claim_together(store: &dyn ServiceStore, s
         .enqueue(tenant_run(scope, "someone-else", "invoice.created:8003", "y"), Dedupe::Permanent)
         .await
         .expect("enqueue");
-    let start = |holder: &'static str, now: i64, limit: usize| TurnStart {
-        scope,
-        tenant: &tenant,
-        holder,
-        now: at(now),
-        lease_until: at(now + 120),
-        run_lease_until: at(now + 300),
-        limit,
-    };
+    let start = |holder: &'static str, now: i64, limit: usize| turn_start(scope, &tenant, holder, now, limit);
     let a = store.begin_turn(&start("p/1", 0, 1)).await.expect("begin").expect("turns: a free lease is taken");
     assert_eq!(
         a.claimed.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
@@ -502,15 +501,7 @@ pub async fn turns_know_their_callbacks(store: &dyn ServiceStore, scope: &str) -
     let tenant = tenant_of(scope);
     let at = |s: i64| t0() + Duration::seconds(s);
     store.put_binding(&binding(&tenant, scope, "k", t0())).await.expect("put binding");
-    let start = |holder: &'static str, now: i64, limit: usize| TurnStart {
-        scope,
-        tenant: &tenant,
-        holder,
-        now: at(now),
-        lease_until: at(now + 120),
-        run_lease_until: at(now + 300),
-        limit,
-    };
+    let start = |holder: &'static str, now: i64, limit: usize| turn_start(scope, &tenant, holder, now, limit);
     let key = "invoice.created:8101";
     let id = store.enqueue(tenant_run(scope, &tenant, key, "x"), Dedupe::Permanent).await.expect("enqueue").run_id();
     // A claim before the turn's: the claims are not numbered from 1 for this run's sake.

@@ -1,9 +1,10 @@
 //! The webhook route's cache of bindings on PostgreSQL: a webhook verified against a cached
 //! binding is queued only while the binding is still the version it was read at. Another
-//! process (here: a second store with its own pool) revokes the tenant, rotates its key or
-//! changes its policy, and the serving process, its cache warm, must act on the binding as it is
-//! now: refuse the revoked tenant, accept the new key and not the old one, and snapshot the new
-//! policy into the run.
+//! process (here: a second store with its own pool) revokes the tenant, rotates its key, changes
+//! its policy or moves it to another business, and the serving process, its cache warm, must act
+//! on the binding as it is now: refuse the revoked tenant, accept the new key and not the old
+//! one, snapshot the new policy into the run, and judge the provider a webhook names by the new
+//! business.
 //!
 //! Skipped (with a message) without `BYTE8_TEST_DATABASE_URL`.
 
@@ -17,7 +18,7 @@ use byte8_ledger_core::{
     clock::{Clock, SystemClock},
     policy::SyncPolicy,
     providers::{AccountingProvider, memory::InMemoryProvider},
-    store::{RunStore, crypto::MasterKey},
+    store::{Connection, ConnectionStore, RunStore, crypto::MasterKey},
 };
 use byte8_ledger_service::{
     HttpLimits, ProviderFactory, Service, ServiceConfig,
@@ -49,8 +50,8 @@ fn master_key() -> MasterKey {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cached_binding_never_outlives_a_revocation_a_new_key_or_a_new_policy() {
-    let Some(url) = pg::url("a_cached_binding_never_outlives_a_revocation_a_new_key_or_a_new_policy") else {
+async fn a_cached_binding_never_outlives_a_change_made_elsewhere() {
+    let Some(url) = pg::url("a_cached_binding_never_outlives_a_change_made_elsewhere") else {
         return;
     };
     // The serving process's store, and another process's (its own pool) that changes the binding.
@@ -127,4 +128,36 @@ async fn a_cached_binding_never_outlives_a_revocation_a_new_key_or_a_new_policy(
     let (status, body) = send("invoice.created:1007").await;
     assert_eq!(status, 401, "the key before the rotation is refused ({body})");
     assert!(serving.find_by_key(&scope, "invoice.created:1007").await.expect("find").is_none(), "nothing queued");
+
+    // Moved by another process to another business, on Xero: a webhook naming Xero is judged on
+    // the binding as it is now, not refused on the cached business's Sage connection.
+    let xero_scope = format!("{scope}-xero");
+    for (business, provider) in [(&scope, "sage_accounting"), (&xero_scope, "xero")] {
+        other
+            .save_connection(&Connection {
+                scope: business.clone(),
+                provider: provider.into(),
+                base_url: "https://ledger.invalid".into(),
+                token_url: "https://ledger.invalid/token".into(),
+                created_at: SystemClock.now(),
+                tenant_id: None,
+                connections_url: None,
+            })
+            .await
+            .expect("a connection");
+    }
+    fake.add_paired_shop(&shop, &tenant, third_key.expose_secret());
+    assert_eq!(send("invoice.created:1010").await.0, 202, "cached on the Sage business");
+    let moved = Binding::new(&tenant, &xero_scope, &fake.base_url(&shop), third_key.clone(), policy("TWO-"), {
+        SystemClock.now() + chrono::Duration::seconds(4)
+    })
+    .expect("a binding");
+    other.put_binding(&moved).await.expect("moved");
+    let (_, envelope, _) = events["invoice.created:1011"].clone();
+    let token = fake.webhook_token(&shop);
+    let key = Some("invoice.created:1011");
+    let (status, body) =
+        magento::post(&http, &ledger, &tenant, "invoice.created?provider=xero", &envelope, Some(&token), key).await;
+    assert_eq!(status, 202, "judged on the binding as it is now ({body})");
+    assert!(serving.find_by_key(&xero_scope, "invoice.created:1011").await.expect("find").is_some(), "queued there");
 }
