@@ -6,8 +6,8 @@
 -- 0012) read every entry of the business in `runs_by_key`, a claim every entry of the business
 -- in `runs_due`, and asked `tenant_id =` instead, the planner's generic plans (a pooled
 -- connection's, a PL/pgSQL function's) took `runs_by_entity` or `runs_due` on (scope, tenant_id)
--- alone and read the tenant's whole history. With 200,000 runs kept for one business: 10-20 ms
--- an enqueue, 0.5-84 ms a claim, growing with the history (benches/history_plans.sql,
+-- alone and read the tenant's whole history. With 200,000 runs kept for one business: 11-22 ms
+-- an enqueue, 0.5-52 ms a claim, growing with the history (benches/history_plans.sql,
 -- BENCHMARKS.md). Now every hot look-up is bounded by what it asks for:
 --
 -- - `runs_by_key` (scope, idempotency_key, tenant_id, id): a key's runs, newest last, with or

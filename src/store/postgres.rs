@@ -574,6 +574,7 @@ impl RunStore for PostgresStore {
         }
     }
 
+    /// [`claim_next`](RunStore::claim_next)'s statement, whether more are due left unsaid.
     async fn claim_for(
         &self,
         scope: &str,
@@ -582,35 +583,7 @@ impl RunStore for PostgresStore {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Run>> {
-        macro_rules! claim_for {
-            ($tenant:literal) => {
-                concat!(
-                    "WITH next AS MATERIALIZED (SELECT id FROM runs WHERE scope = $1 AND ",
-                    $tenant,
-                    " AND status IN ('queued', 'running') AND ",
-                    due!(),
-                    " ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                     UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $3, updated_at = $2 \
-                     FROM next WHERE runs.id = next.id RETURNING runs.*"
-                )
-            };
-        }
-        let sql = match tenant {
-            Some(_) => claim_for!("tenant_id = $5"),
-            None => claim_for!("tenant_id IS NULL AND $5::text IS NULL"),
-        };
-        let rows = sqlx::query(sql)
-            .bind(text(scope))
-            .bind(now)
-            .bind(lease_until)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(tenant.map(text).as_deref())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
-        let mut runs = rows.iter().map(run_from).collect::<Result<Vec<_>>>()?;
-        runs.sort_by_key(|r| r.id);
-        Ok(runs)
+        Ok(self.claim_next(scope, tenant, now, lease_until, limit).await?.runs)
     }
 
     /// One statement: up to `limit + 1` due runs locked (`SKIP LOCKED`), the first `limit`

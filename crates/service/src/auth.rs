@@ -73,7 +73,7 @@ const BINDING_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60
 
 /// An active tenant's binding as read for a webhook, with the version of its row.
 pub(crate) struct CachedBinding {
-    binding: Binding,
+    binding: Arc<Binding>,
     version: i64,
     read_at: std::time::Instant,
 }
@@ -81,10 +81,28 @@ pub(crate) struct CachedBinding {
 /// A webhook whose token verified: the tenant's binding, the token's claims, its `jti` (not
 /// recorded yet), and the binding's version when the store gives one (to check when queuing).
 pub(crate) struct WebhookAuth {
-    pub(crate) binding: Binding,
+    pub(crate) binding: Arc<Binding>,
     pub(crate) claims: Claims,
     pub(crate) jti: Pending,
     pub(crate) binding_version: Option<i64>,
+}
+
+/// The answer to a request for a tenant with no active binding (401).
+fn unknown_tenant(tenant_id: &str) -> ApiError {
+    // Debug-formatted: the id comes from the request, unauthenticated.
+    tracing::warn!(tenant = ?tenant_id, "request refused: unknown or disconnected tenant");
+    ApiError::unauthorized("unknown or disconnected tenant")
+}
+
+/// The answer to a request whose token did not verify: 401 for a refused token, the store's
+/// answer when the check could not be made.
+fn token_refused(tenant_id: &str, e: &Error) -> ApiError {
+    if matches!(e, Error::Auth { .. }) {
+        tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
+        ApiError::unauthorized(&e.to_string())
+    } else {
+        ApiError::from_store(e)
+    }
 }
 
 /// The bearer token of an `Authorization` header value, if it is one.
@@ -134,11 +152,7 @@ impl Shared {
     ) -> std::result::Result<(Binding, Claims), ApiError> {
         let binding = match self.store.binding(tenant_id).await {
             Ok(Some(b)) if b.is_active() || access == Access::Known => b,
-            Ok(_) => {
-                // Debug-formatted: the id comes from the request, unauthenticated.
-                tracing::warn!(tenant = ?tenant_id, "request refused: unknown or disconnected tenant");
-                return Err(ApiError::unauthorized("unknown or disconnected tenant"));
-            }
+            Ok(_) => return Err(unknown_tenant(tenant_id)),
             Err(e) => return Err(ApiError::from_store(&e)),
         };
         let replay = Arc::new(TenantReplay { store: Arc::clone(&self.store), tenant: binding.tenant_id.clone() });
@@ -146,11 +160,7 @@ impl Shared {
             .map_err(|e| ApiError::internal(&e))?;
         match verifier.verify_authorization(authorization, tenant_id).await {
             Ok(claims) => Ok((binding, claims)),
-            Err(e @ Error::Auth { .. }) => {
-                tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
-                Err(ApiError::unauthorized(&e.to_string()))
-            }
-            Err(e) => Err(ApiError::from_store(&e)),
+            Err(e) => Err(token_refused(tenant_id, &e)),
         }
     }
 
@@ -185,12 +195,8 @@ impl Shared {
             self.forget_binding(tenant_id);
         }
         let (binding, version) = match self.store.versioned_binding(tenant_id).await {
-            Ok(Some((b, version))) if b.is_active() => (b, version),
-            Ok(_) => {
-                // Debug-formatted: the id comes from the request, unauthenticated.
-                tracing::warn!(tenant = ?tenant_id, "request refused: unknown or disconnected tenant");
-                return Err(ApiError::unauthorized("unknown or disconnected tenant"));
-            }
+            Ok(Some((b, version))) if b.is_active() => (Arc::new(b), version),
+            Ok(_) => return Err(unknown_tenant(tenant_id)),
             Err(e) => return Err(ApiError::from_store(&e)),
         };
         match self.verify_webhook(&binding, tenant_id, authorization).await {
@@ -200,11 +206,7 @@ impl Shared {
                 }
                 Ok(WebhookAuth { binding, claims, jti, binding_version: version })
             }
-            Err(e @ Error::Auth { .. }) => {
-                tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
-                Err(ApiError::unauthorized(&e.to_string()))
-            }
-            Err(e) => Err(ApiError::from_store(&e)),
+            Err(e) => Err(token_refused(tenant_id, &e)),
         }
     }
 
@@ -234,13 +236,13 @@ impl Shared {
 
     /// The cached binding of `tenant_id` and its version, unless it is older than
     /// [`BINDING_CACHE_TTL`].
-    fn cached_binding(&self, tenant_id: &str) -> Option<(Binding, i64)> {
+    fn cached_binding(&self, tenant_id: &str) -> Option<(Arc<Binding>, i64)> {
         let cache = self.webhook_bindings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let cached = cache.get(tenant_id)?;
-        (cached.read_at.elapsed() < BINDING_CACHE_TTL).then(|| (cached.binding.clone(), cached.version))
+        (cached.read_at.elapsed() < BINDING_CACHE_TTL).then(|| (Arc::clone(&cached.binding), cached.version))
     }
 
-    fn cache_binding(&self, binding: &Binding, version: i64) {
+    fn cache_binding(&self, binding: &Arc<Binding>, version: i64) {
         let mut cache = self.webhook_bindings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Expired copies go when the cache grows past what it held (bounded by the bindings).
         if cache.len() >= cache.capacity() {
@@ -248,7 +250,7 @@ impl Shared {
         }
         cache.insert(
             binding.tenant_id.clone(),
-            CachedBinding { binding: binding.clone(), version, read_at: std::time::Instant::now() },
+            CachedBinding { binding: Arc::clone(binding), version, read_at: std::time::Instant::now() },
         );
     }
 

@@ -553,9 +553,9 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     /// What the webhook route does with a verified token's `jti` and the run it carries: records
     /// the `jti` until `expires_at` as [`ReplayCache::check_and_record`] does and, only when it
     /// was not seen, queues `run` as [`RunStore::enqueue`](byte8_ledger_core::store::RunStore::enqueue)
-    /// does. `None` for a replay (nothing queued). One statement on PostgreSQL (the `jti` is
-    /// recorded only with its run: a failure writes neither); the memory and SQLite stores
-    /// record, then queue. [`EnqueuedOnce::Replay`] for a replay (nothing queued).
+    /// does; [`EnqueuedOnce::Replay`] for a replay (nothing queued). One statement on PostgreSQL
+    /// (the `jti` is recorded only with its run: a failure writes neither); the memory and SQLite
+    /// stores record, then queue.
     ///
     /// With `binding_version` (from [`BindingStore::versioned_binding`]), nothing is written and
     /// the answer is [`EnqueuedOnce::StaleBinding`] unless the run's tenant's binding is still
