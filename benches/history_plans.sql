@@ -9,7 +9,8 @@
 -- It adds 200,000 synced runs for business `history-plans` (one tenant), prints the generic plans
 -- (what a pooled connection or a PL/pgSQL function runs after its first executions) with their
 -- timings, and removes the runs again: the look-ups as they were before migration 0017 (its
--- indexes undone inside a transaction that is rolled back), then as they are now.
+-- indexes undone inside a transaction that is rolled back), then as they are now; then the
+-- health tile's counters before migration 0018 and now.
 
 INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status,
                   attempts, created_at, updated_at, tenant_id, claim)
@@ -27,6 +28,9 @@ DROP INDEX runs_by_entity;
 CREATE INDEX runs_by_entity ON runs (scope, tenant_id, magento_entity_id);
 DROP INDEX runs_due;
 CREATE INDEX runs_due ON runs (scope, tenant_id, status, next_attempt_at);
+-- and `runs_by_tenant` as it was before 0018 (its (tenant_id, scope, status, …) serves a claim).
+DROP INDEX runs_by_tenant;
+CREATE INDEX runs_by_tenant ON runs (tenant_id, status, updated_at);
 
 -- The enqueue's look-up of a key (byte8_enqueue): `IS NOT DISTINCT FROM` (every entry of the
 -- business read).
@@ -71,6 +75,36 @@ PREPARE claim_now_untenanted(text, text, timestamptz, int) AS
            OR (status = 'running' AND lease_until <= $3))
     ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED;
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claim_now_untenanted('history-plans', NULL, now(), 2);
+
+-- The health tile's counters (the service's `dispatch_stats`): before migration 0018, one pass
+-- over every run of the tenant (`runs_by_tenant` was (tenant_id, status, updated_at), the
+-- business a filter); inside a transaction rolled back, with that index as it was.
+BEGIN;
+DROP INDEX runs_by_tenant;
+CREATE INDEX runs_by_tenant ON runs (tenant_id, status, updated_at);
+PREPARE stats_before(text, timestamptz, text) AS
+    SELECT COUNT(*) FILTER (WHERE status IN ('queued', 'running')) AS pending,
+           COUNT(*) FILTER (WHERE status = 'dead_lettered' AND updated_at >= $2) AS failed,
+           MAX(updated_at) FILTER (WHERE status IN ('synced', 'skipped', 'dead_lettered')) AS last_run_at
+    FROM runs WHERE scope = $1 AND tenant_id = $3;
+EXPLAIN (ANALYZE, COSTS OFF) EXECUTE stats_before('history-plans', now() - interval '1 day', 'history-plans-t');
+ROLLBACK;
+DEALLOCATE ALL;
+
+-- Now (0018: `runs_by_tenant` (tenant_id, scope, status, updated_at)): the open runs and the
+-- day's dead letters are ranges, the newest run of each finished status one entry read backwards.
+PREPARE stats_now(text, timestamptz, text) AS
+    SELECT (SELECT COUNT(*) FROM runs WHERE tenant_id = $3 AND scope = $1 AND status IN ('queued', 'running')) AS pending,
+           (SELECT COUNT(*) FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'dead_lettered'
+             AND updated_at >= $2) AS failed,
+           GREATEST(
+             (SELECT updated_at FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'synced'
+               ORDER BY updated_at DESC LIMIT 1),
+             (SELECT updated_at FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'skipped'
+               ORDER BY updated_at DESC LIMIT 1),
+             (SELECT updated_at FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'dead_lettered'
+               ORDER BY updated_at DESC LIMIT 1)) AS last_run_at;
+EXPLAIN (ANALYZE, COSTS OFF) EXECUTE stats_now('history-plans', now() - interval '1 day', 'history-plans-t');
 
 RESET plan_cache_mode;
 DELETE FROM runs WHERE scope = 'history-plans';

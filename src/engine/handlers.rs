@@ -140,6 +140,12 @@ fn contact_key(subject: &ContactSubject, currency: Currency) -> String {
     format!("{}:{}", subject.xref_key(), currency.code())
 }
 
+/// The currency of the contact a document in `currency` goes on: its own on a ledger that keeps
+/// a contact per currency, else the business's base currency.
+fn contact_currency(currency: Currency, reference: &ReferenceData, caps: &Capabilities) -> Currency {
+    if caps.contact_per_currency { currency } else { reference.business.base_currency }
+}
+
 impl SyncEngine {
     pub(crate) async fn handle(&self, event: &Event, policy: &SyncPolicy) -> Result<Handled> {
         let entity = match &event.entity {
@@ -199,16 +205,83 @@ impl SyncEngine {
         // Stored after a held entry of the same key: the stored one is the latest.
         if let Some(h) = held {
             h.forget(kind, key);
+            h.remember(kind, key, Some(xref.clone()));
         }
         Ok(())
     }
 
     /// A cross-reference entry: the run's own held one first, else the store's.
     pub(crate) async fn get(&self, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
-        if let Some(x) = HeldXrefs::current().and_then(|h| h.get(kind, key)) {
-            return Ok(Some(x));
+        let held = HeldXrefs::current();
+        if let Some(h) = &held {
+            if let Some(x) = h.get(kind, key) {
+                return Ok(Some(x));
+            }
+            if let Some(read) = h.read(kind, key) {
+                return Ok(read);
+            }
         }
         self.store.get_xref(&self.scope, kind, key).await
+    }
+
+    /// The entries among `keys` (the run's own held ones first, then what it read ahead, the
+    /// rest in one store call: `XrefStore::get_xrefs`); inside a run, what the store answered is
+    /// kept (a missing entry as missing), so the run's later reads of those keys cost nothing.
+    pub(crate) async fn read_ahead(&self, keys: &[(XrefKind, &str)]) -> Result<BTreeMap<(XrefKind, String), Xref>> {
+        let held = HeldXrefs::current();
+        let mut found = BTreeMap::new();
+        let mut unread: Vec<(XrefKind, &str)> = Vec::new();
+        for &(kind, key) in keys {
+            if found.contains_key(&(kind, key.to_owned())) || unread.contains(&(kind, key)) {
+                continue;
+            }
+            let known = held.as_ref().and_then(|h| h.get(kind, key).map(Some).or_else(|| h.read(kind, key)));
+            match known {
+                Some(Some(x)) => {
+                    found.insert((kind, key.to_owned()), x);
+                }
+                Some(None) => {}
+                None => unread.push((kind, key)),
+            }
+        }
+        if unread.is_empty() {
+            return Ok(found);
+        }
+        let stored = self.store.get_xrefs(&self.scope, &unread).await?;
+        if let Some(h) = &held {
+            for &(kind, key) in &unread {
+                let x = stored.iter().find(|(k, name, _)| *k == kind && name == key).map(|(_, _, x)| x.clone());
+                h.remember(kind, key, x);
+            }
+        }
+        found.extend(stored.into_iter().map(|(kind, key, x)| ((kind, key), x)));
+        Ok(found)
+    }
+
+    /// The entry of `(kind, key)` (the run's own held one first, else the store's) when there is
+    /// one; otherwise `intent` is written at once and `None` answered. One round trip where
+    /// [`get`](Self::get) then [`put`](Self::put) would be two (`XrefStore::get_or_put_intent`).
+    pub(crate) async fn get_or_intent(&self, kind: XrefKind, key: &str, intent: &Xref) -> Result<Option<Xref>> {
+        debug_assert_eq!(intent.state, crate::store::XrefState::Intent, "only an intent is written before its request");
+        let held = HeldXrefs::current();
+        if let Some(h) = &held {
+            if let Some(x) = h.get(kind, key) {
+                return Ok(Some(x));
+            }
+            match h.read(kind, key) {
+                Some(Some(x)) => return Ok(Some(x)),
+                Some(None) => {
+                    self.put(kind, key, intent).await?;
+                    return Ok(None);
+                }
+                None => {}
+            }
+        }
+        let found = self.store.get_or_put_intent(&self.scope, kind, key, intent).await?;
+        if let Some(h) = &held {
+            h.remember(kind, key, Some(found.clone().unwrap_or_else(|| intent.clone())));
+        }
+        Ok(found)
     }
 
     /// The cross-reference entries of `kind` whose key starts with `prefix`, the run's own held
@@ -247,7 +320,7 @@ impl SyncEngine {
                 ),
             ));
         }
-        let contact_currency = if caps.contact_per_currency { currency } else { base };
+        let contact_currency = contact_currency(currency, reference, caps);
         let subject = ContactSubject::of(customer);
         let own_key = contact_key(&subject, contact_currency);
         let known = self.get(XrefKind::Contact, &own_key).await?;
@@ -345,15 +418,13 @@ impl SyncEngine {
         if !policy.sync_products {
             return Ok(out);
         }
-        for sku in skus {
-            if out.contains_key(sku) {
-                continue;
-            }
-            if let Some(x) = self.get(XrefKind::Item, sku).await?
-                && let (Some(id), Some(kind)) =
-                    (x.done_id(), x.meta.get("kind").and_then(|k| serde_json::from_value::<ItemKind>(k.clone()).ok()))
+        // One store call for every line's item, not one per line.
+        let keys: Vec<(XrefKind, &str)> = skus.map(|sku| (XrefKind::Item, sku)).collect();
+        for ((_, sku), x) in self.read_ahead(&keys).await? {
+            if let (Some(id), Some(kind)) =
+                (x.done_id(), x.meta.get("kind").and_then(|k| serde_json::from_value::<ItemKind>(k.clone()).ok()))
             {
-                out.insert(sku.to_owned(), ItemLink { id: id.to_owned(), kind });
+                out.insert(sku, ItemLink { id: id.to_owned(), kind });
             }
         }
         Ok(out)
@@ -369,69 +440,44 @@ impl SyncEngine {
         inv: &MagentoInvoice,
         policy: &SyncPolicy,
     ) -> Result<Option<Handled>> {
-        Ok(self.invoice_precheck_xref(event, inv, policy).await?.err())
+        if let Some(skip) = invoice_skip(event, inv, policy) {
+            return Ok(Some(skip));
+        }
+        let existing = self.get(XrefKind::Invoice, &inv.magento_id.to_string()).await?;
+        Ok(already_posted(existing.as_ref()))
     }
 
-    /// As [`Self::invoice_precheck`], answering, when the event is not decided, the invoice's
-    /// cross-reference as read (an intent, or nothing), so that the caller does not read it
-    /// again.
-    async fn invoice_precheck_xref(
-        &self,
-        event: &Event,
-        inv: &MagentoInvoice,
-        policy: &SyncPolicy,
-    ) -> Result<std::result::Result<Option<Xref>, Handled>> {
-        if inv.state == InvoiceState::Cancelled {
-            return Ok(Err(skipped(skip::CANCELLED_INVOICE, "cancelled invoices are never posted")));
-        }
-        let paid_at_creation = inv.state == InvoiceState::Paid || event.payload.get("paid") == Some(&Value::Bool(true));
-        if !policy.sync_unpaid_invoices && !paid_at_creation {
-            return Ok(Err(skipped(
-                skip::UNPAID_INVOICE,
-                "sync_unpaid_invoices is off and the invoice was not paid at creation",
-            )));
-        }
-        if !policy.sync_zero_value_invoices && inv.is_zero_value() {
-            return Ok(Err(skipped(
-                skip::ZERO_VALUE_INVOICE,
-                "a zero-value invoice with sync_zero_value_invoices off",
-            )));
-        }
-        if let Some(since) = policy.sync_since.filter(|s| inv.created_at < *s) {
-            return Ok(Err(skipped(
-                skip::OUTSIDE_SYNC_SINCE,
-                format!("created {} before sync_since {since}", inv.created_at),
-            )));
-        }
-        if let Some(reason) =
-            policy.filter_skip_reason(inv.website_id.max(event.website_id), inv.store_id.max(event.store_id))
-        {
-            return Ok(Err(skipped(reason, "outside the website/store filter")));
-        }
-        let key = inv.magento_id.to_string();
-        let existing = self.get(XrefKind::Invoice, &key).await?;
-        if let Some(facts) = existing.as_ref().and_then(InvoiceFacts::from_xref) {
-            return Ok(Err(Handled::Synced {
-                id: facts.id,
-                number: facts.meta.get("number").and_then(Value::as_str).map(str::to_owned),
-                message: Some("already in the ledger (cross-reference); no new write".into()),
-            }));
-        }
-        Ok(Ok(existing))
-    }
-
+    /// Posts an invoice (after [`invoice_skip`]'s checks).
+    ///
+    /// The invoice's cross-reference is read, and its intent written when it has none, in one
+    /// call ([`get_or_intent`](Self::get_or_intent)), before the contact is resolved: a new
+    /// invoice costs one round trip to the store there, not two. An intent left by an attempt
+    /// that failed before its post (a contact refused, the ledger unreachable) only makes the
+    /// next attempt look the invoice up by reference first, as after a crash. An intent found
+    /// (an earlier attempt's) is written again with this attempt's reference before the post,
+    /// as before: the policy's document reference may have changed since.
     async fn invoice_created(&self, event: &Event, inv: &MagentoInvoice, policy: &SyncPolicy) -> Result<Handled> {
-        // The cross-reference is read once, by the checks (an intent left by an earlier attempt,
-        // or nothing).
-        let existing = match self.invoice_precheck_xref(event, inv, policy).await? {
-            Ok(existing) => existing,
-            Err(decided) => return Ok(decided),
-        };
+        if let Some(skip) = invoice_skip(event, inv, policy) {
+            return Ok(skip);
+        }
         let key = inv.magento_id.to_string();
         let (reference, caps) = self.context().await?;
         let doc_ref = self.reference_of(policy, &inv.increment_id, &caps);
+        let intent = Xref::intent(Some(doc_ref.clone()), json!({}), self.clock.now());
+        let existing = self.get_or_intent(XrefKind::Invoice, &key, &intent).await?;
+        if let Some(decided) = already_posted(existing.as_ref()) {
+            return Ok(decided);
+        }
         // The contact carries the buyer's VAT number, the invoice's own when the contact has none.
         let buyer = inv.buyer();
+        // The buyer's contact entry and the lines' items, read ahead in one store call: the
+        // steps below find them there.
+        let own_contact = contact_key(&ContactSubject::of(&buyer), contact_currency(inv.currency, &reference, &caps));
+        let mut ahead = vec![(XrefKind::Contact, own_contact.as_str())];
+        if policy.sync_products {
+            ahead.extend(inv.lines.iter().map(|l| (XrefKind::Item, l.sku.as_str())));
+        }
+        self.read_ahead(&ahead).await?;
         let contact_id = self
             .contact_for(&buyer, inv.currency, inv.grand_total, policy, &reference, &caps, &event.idempotency_key)
             .await?;
@@ -449,8 +495,10 @@ impl SyncEngine {
                 message: Some("found in the ledger by reference (an earlier attempt had posted it)".into()),
             });
         }
-        let now = self.clock.now();
-        self.put(XrefKind::Invoice, &key, &Xref::intent(Some(doc_ref.clone()), json!({}), now)).await?;
+        if existing.is_some() {
+            let now = self.clock.now();
+            self.put(XrefKind::Invoice, &key, &Xref::intent(Some(doc_ref.clone()), json!({}), now)).await?;
+        }
         let items = self.item_links(inv.lines.iter().map(|l| l.sku.as_str()), policy).await?;
         let doc = self
             .provider
@@ -550,9 +598,14 @@ impl SyncEngine {
     /// A payment's policy, cross-reference, invoice and recovery look-up: decided, or ready to post.
     pub(crate) async fn payment_prepare(&self, pay: &MagentoPayment, policy: &SyncPolicy) -> Result<PaymentPrep> {
         let key = pay.invoice_id.to_string();
-        if let Some(x) = self.get(XrefKind::Payment, &key).await?
-            && let Some(id) = x.done_id()
-        {
+        // The payment's entry and its invoice's, in one store call (the invoice's is kept for
+        // `invoice_facts` inside a run). Read once: an intent found here (an earlier attempt's)
+        // is what makes the look-up below.
+        let existing = self
+            .read_ahead(&[(XrefKind::Payment, &key), (XrefKind::Invoice, &key)])
+            .await?
+            .remove(&(XrefKind::Payment, key.clone()));
+        if let Some(id) = existing.as_ref().and_then(Xref::done_id) {
             return Ok(PaymentPrep::Decided(Handled::Synced {
                 id: id.to_owned(),
                 number: None,
@@ -593,7 +646,7 @@ impl SyncEngine {
         let pay_ref = self.reference_of(policy, &pay.invoice_increment_id, &caps);
         let date = policy.local_date(pay.captured_at, &reference.business.country);
         let job = Box::new(PaymentJob { key, facts, bank, pay_ref });
-        if self.get(XrefKind::Payment, &job.key).await?.is_some() {
+        if existing.is_some() {
             let ids = [job.facts.id.as_str()];
             let lookup = TransactionLookup {
                 contact_id: &job.facts.contact_id,
@@ -1009,14 +1062,24 @@ impl SyncEngine {
     /// provider's adoption rules either way: an inactive or deleted item is never adopted (Sage
     /// R3: the look-up answers the operator's action instead). A re-sent create carries the same
     /// idempotency key, so the ledger dedupes it or refuses it as taken (then it is adopted).
-    async fn resolve_item(&self, request: &ItemRequest<'_>, unique_code: bool) -> Result<(ItemRecord, bool)> {
+    ///
+    /// `intent_stored`: the item's intent was written by the caller's read of its entry
+    /// ([`get_or_intent`](Self::get_or_intent)), so it is not written again before the create.
+    async fn resolve_item(
+        &self,
+        request: &ItemRequest<'_>,
+        unique_code: bool,
+        intent_stored: bool,
+    ) -> Result<(ItemRecord, bool)> {
         let p = request.product;
         let create_first = unique_code && !self.config.verify_before_create;
         if !create_first && let Some(found) = self.provider.find_item(request.kind, &p.sku).await? {
             self.provider.update_item(&found.id, request).await?;
             return Ok((found, false));
         }
-        self.put(XrefKind::Item, &p.sku, &Xref::intent(Some(p.sku.clone()), json!({}), self.clock.now())).await?;
+        if !intent_stored {
+            self.put(XrefKind::Item, &p.sku, &Xref::intent(Some(p.sku.clone()), json!({}), self.clock.now())).await?;
+        }
         match self.provider.create_item(request).await {
             Ok(record) => Ok((record, true)),
             Err(e) if create_first && is_item_code_taken(&e) => {
@@ -1072,7 +1135,12 @@ impl SyncEngine {
         let fingerprint =
             crate::identity::sha256_hex(&format!("{}|{}|{:?}|{:?}|{}", p.sku, p.name, p.price, p.cost, kind.as_str()));
         let request = ItemRequest { product: p, kind, policy, idempotency_key: Some(&event.idempotency_key) };
-        let existing = self.get(XrefKind::Item, &p.sku).await?;
+        // The item's entry read, and its intent written when it has none, in one call: a new
+        // product costs one round trip to the store before its create, not two. An item found
+        // and adopted after that (a ledger looked up first) has its intent replaced by the done
+        // record at the run's finish, as a created one does.
+        let intent = Xref::intent(Some(p.sku.clone()), json!({}), self.clock.now());
+        let existing = self.get_or_intent(XrefKind::Item, &p.sku, &intent).await?;
         let mut created_quantity = None;
         let item_id = match existing.as_ref().and_then(|x| x.done_id().map(|id| (id.to_owned(), x.meta.clone()))) {
             Some((id, meta)) => {
@@ -1083,7 +1151,7 @@ impl SyncEngine {
                 id
             }
             None => {
-                let (record, created) = self.resolve_item(&request, caps.unique_item_code).await?;
+                let (record, created) = self.resolve_item(&request, caps.unique_item_code, existing.is_none()).await?;
                 if !created {
                     notes.push("adopted the existing item".into());
                 }
@@ -1126,4 +1194,40 @@ impl SyncEngine {
         }
         Ok(Handled::Synced { id: item_id, number: None, message: (!notes.is_empty()).then(|| notes.join("; ")) })
     }
+}
+
+/// An invoice's policy checks (P1–P5, cancelled): `Some` when the event is skipped. No I/O.
+fn invoice_skip(event: &Event, inv: &MagentoInvoice, policy: &SyncPolicy) -> Option<Handled> {
+    if inv.state == InvoiceState::Cancelled {
+        return Some(skipped(skip::CANCELLED_INVOICE, "cancelled invoices are never posted"));
+    }
+    let paid_at_creation = inv.state == InvoiceState::Paid || event.payload.get("paid") == Some(&Value::Bool(true));
+    if !policy.sync_unpaid_invoices && !paid_at_creation {
+        return Some(skipped(
+            skip::UNPAID_INVOICE,
+            "sync_unpaid_invoices is off and the invoice was not paid at creation",
+        ));
+    }
+    if !policy.sync_zero_value_invoices && inv.is_zero_value() {
+        return Some(skipped(skip::ZERO_VALUE_INVOICE, "a zero-value invoice with sync_zero_value_invoices off"));
+    }
+    if let Some(since) = policy.sync_since.filter(|s| inv.created_at < *s) {
+        return Some(skipped(
+            skip::OUTSIDE_SYNC_SINCE,
+            format!("created {} before sync_since {since}", inv.created_at),
+        ));
+    }
+    policy
+        .filter_skip_reason(inv.website_id.max(event.website_id), inv.store_id.max(event.store_id))
+        .map(|reason| skipped(reason, "outside the website/store filter"))
+}
+
+/// Synced, with no new write, when the invoice's cross-reference says it is in the ledger.
+fn already_posted(existing: Option<&Xref>) -> Option<Handled> {
+    let facts = existing.and_then(InvoiceFacts::from_xref)?;
+    Some(Handled::Synced {
+        id: facts.id,
+        number: facts.meta.get("number").and_then(Value::as_str).map(str::to_owned),
+        message: Some("already in the ledger (cross-reference); no new write".into()),
+    })
 }

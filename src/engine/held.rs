@@ -54,6 +54,16 @@
 //!
 //! The intents (invoice, credit note, payment, allocation, refund, item) are always written at
 //! once: each guards the request after it.
+//!
+//! # Read ahead
+//!
+//! A step that knows every entry it will need reads them in one round trip
+//! ([`SyncEngine::read_ahead`](super::SyncEngine::read_ahead): an invoice its contact's and its
+//! items', a payment its own and its invoice's), and the run keeps what it read (a missing entry
+//! as missing) beside its held entries; its later reads of those keys cost nothing. What the
+//! run writes at once updates what it keeps. Safe for the same reason as holding: the run is the
+//! only writer of its business's entries while it runs (the service's dispatch lease, the
+//! command's one process). Outside a scope nothing is kept, and every read goes to the store.
 
 use std::{
     collections::BTreeMap,
@@ -67,9 +77,13 @@ tokio::task_local! {
     static CURRENT: HeldXrefs;
 }
 
-/// The done entries a run holds until its end, by kind and key (in the engine's scope).
+/// Entries by kind and key, shared by the clones of one run's [`HeldXrefs`].
+type Entries<T> = Arc<Mutex<BTreeMap<(XrefKind, String), T>>>;
+
+/// The done entries a run holds until its end, by kind and key (in the engine's scope), and the
+/// entries it read from the store ahead of its steps (`read`, a miss recorded as `None`).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct HeldXrefs(Arc<Mutex<BTreeMap<(XrefKind, String), Xref>>>);
+pub(crate) struct HeldXrefs(Entries<Xref>, Entries<Option<Xref>>);
 
 impl HeldXrefs {
     /// Runs `f` with this as the task's held entries.
@@ -118,6 +132,17 @@ impl HeldXrefs {
         all.into_iter().collect()
     }
 
+    /// What the run read of `(kind, key)` from the store ahead of its steps: `Some(None)` when
+    /// the store had no entry, `None` when it was not read.
+    pub(crate) fn read(&self, kind: XrefKind, key: &str) -> Option<Option<Xref>> {
+        self.1.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&(kind, key.to_owned())).cloned()
+    }
+
+    /// Records what the store has of `(kind, key)` (read ahead, or just written at once).
+    pub(crate) fn remember(&self, kind: XrefKind, key: &str, xref: Option<Xref>) {
+        self.1.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((kind, key.to_owned()), xref);
+    }
+
     /// Takes every held entry (sorted by kind and key), for the run's `finish`.
     pub(crate) fn take(&self) -> Vec<(XrefKind, String, Xref)> {
         std::mem::take(&mut *self.lock()).into_iter().map(|((kind, key), x)| (kind, key, x)).collect()
@@ -150,6 +175,22 @@ mod tests {
         assert!(held.hold(XrefKind::Payment, "2", &done));
         assert_eq!(held.take(), vec![(XrefKind::Payment, "2".to_owned(), done)]);
         assert!(held.take().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn what_was_read_ahead_is_kept_a_miss_as_a_miss_and_apart_from_the_held_entries() {
+        let held = HeldXrefs::default();
+        let contact = Xref::done("C-1".into(), None, json!({}), at());
+        assert_eq!(held.read(XrefKind::Contact, "customer:1:GBP"), None, "not read");
+        held.remember(XrefKind::Contact, "customer:1:GBP", Some(contact.clone()));
+        held.remember(XrefKind::Item, "SKU-1", None);
+        assert_eq!(held.read(XrefKind::Contact, "customer:1:GBP"), Some(Some(contact)));
+        assert_eq!(held.read(XrefKind::Item, "SKU-1"), Some(None), "read, and missing");
+        assert_eq!(held.read(XrefKind::Contact, "SKU-1"), None, "kinds are apart");
+        let intent = Xref::intent(Some("SKU-1".into()), json!({}), at());
+        held.remember(XrefKind::Item, "SKU-1", Some(intent.clone()));
+        assert_eq!(held.read(XrefKind::Item, "SKU-1"), Some(Some(intent)), "a write at once replaces the miss");
+        assert!(held.take().is_empty(), "what was read is not written by the finish");
     }
 
     #[test]

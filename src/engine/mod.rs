@@ -37,6 +37,12 @@
 //!   every run of a provider that does not batch); the batched path records its batch's results
 //!   at once. A run that panics loses its held records as a failed finish does (its intents
 //!   lead the requeued run to the records).
+//! - An invoice's entry is read and its intent written in one store call, before its contact is
+//!   resolved ([`XrefStore::get_or_put_intent`](crate::store::XrefStore::get_or_put_intent): one
+//!   round trip on PostgreSQL where a read and a write were two). An attempt that fails between
+//!   that call and the post (its contact refused, the ledger unreachable) leaves an intent whose
+//!   invoice was never posted: the next attempt looks it up by reference, finds nothing and
+//!   posts, one request more than a clean first attempt, never a second invoice.
 //! - Processing is resumable step by step: a credit memo whose note was posted but whose
 //!   allocation failed resumes at the allocation.
 //! - An `invoice.paid` or `creditmemo.created` whose invoice is not in the ledger yet waits and is

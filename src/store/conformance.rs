@@ -574,6 +574,71 @@ pub async fn xrefs_round_trip(store: &dyn Store, scope: &str) {
     assert!(store.get_xref(scope, XrefKind::CreditNote, "1001").await.expect("get").is_none(), "kinds do not mix");
 }
 
+/// `get_or_put_intent` stores its intent only where the key has no entry, and answers the entry
+/// it found untouched otherwise (an earlier intent with another reference, a done entry).
+pub async fn intents_are_stored_only_where_nothing_is(store: &dyn Store, scope: &str) {
+    let mine = Xref::intent(Some("MAG-2".into()), json!({}), t0() + chrono::Duration::seconds(9));
+    let got = store.get_or_put_intent(scope, XrefKind::Invoice, "2001", &mine).await.expect("get_or_put");
+    assert_eq!(got, None, "intents_are_stored_only_where_nothing_is: nothing there, stored");
+    assert_eq!(
+        store.get_xref(scope, XrefKind::Invoice, "2001").await.expect("get"),
+        Some(mine.clone()),
+        "intents_are_stored_only_where_nothing_is: the intent as given"
+    );
+    let earlier = Xref::intent(Some("OLD-3".into()), json!({}), t0());
+    store.put_xref(scope, XrefKind::Invoice, "2002", &earlier).await.expect("put");
+    let done = Xref::done("SAGE-4".into(), Some("MAG-4".into()), json!({"total": "1.00"}), t0());
+    store.put_xref(scope, XrefKind::Invoice, "2003", &done).await.expect("put");
+    for (key, there) in [("2002", &earlier), ("2003", &done)] {
+        let got = store.get_or_put_intent(scope, XrefKind::Invoice, key, &mine).await.expect("get_or_put");
+        assert_eq!(got.as_ref(), Some(there), "intents_are_stored_only_where_nothing_is: {key} answered");
+        assert_eq!(
+            store.get_xref(scope, XrefKind::Invoice, key).await.expect("get").as_ref(),
+            Some(there),
+            "intents_are_stored_only_where_nothing_is: {key} left as it was"
+        );
+    }
+    // Kinds and scopes do not mix: the same key of another kind or business is free.
+    let other = format!("{scope}-other");
+    assert_eq!(store.get_or_put_intent(scope, XrefKind::Payment, "2003", &mine).await.expect("kind"), None);
+    assert_eq!(store.get_or_put_intent(&other, XrefKind::Invoice, "2003", &mine).await.expect("scope"), None);
+}
+
+/// `get_xrefs` answers the entries among the `(kind, key)`s asked, each once, and nothing of a
+/// key without an entry, of a kind not asked with it, or of another business.
+pub async fn xrefs_are_read_many_at_once(store: &dyn Store, scope: &str) {
+    let item = |id: &str| Xref::done(id.to_owned(), Some(id.to_owned()), json!({"kind": "stock_item"}), t0());
+    store.put_xref(scope, XrefKind::Item, "SKU-A", &item("I-A")).await.expect("put");
+    store.put_xref(scope, XrefKind::Item, "SKU-B", &item("I-B")).await.expect("put");
+    let intent = Xref::intent(Some("SKU-C".into()), json!({}), t0());
+    store.put_xref(scope, XrefKind::Item, "SKU-C", &intent).await.expect("put");
+    store.put_xref(scope, XrefKind::Contact, "SKU-D", &item("C-D")).await.expect("put");
+    store.put_xref(scope, XrefKind::Contact, "customer:1:GBP", &item("C-1")).await.expect("put");
+    store.put_xref(&format!("{scope}-other"), XrefKind::Item, "SKU-E", &item("I-E")).await.expect("put");
+    let asked = [
+        (XrefKind::Item, "SKU-B"),
+        (XrefKind::Contact, "customer:1:GBP"),
+        (XrefKind::Item, "SKU-A"),
+        (XrefKind::Item, "SKU-Z"),
+        (XrefKind::Item, "SKU-A"),
+        (XrefKind::Item, "SKU-C"),
+        (XrefKind::Item, "SKU-D"),
+        (XrefKind::Item, "SKU-E"),
+        (XrefKind::Invoice, "customer:1:GBP"),
+    ];
+    let mut got = store.get_xrefs(scope, &asked).await.expect("get_xrefs");
+    got.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+    let mut want = vec![
+        (XrefKind::Contact, "customer:1:GBP".to_owned(), item("C-1")),
+        (XrefKind::Item, "SKU-A".to_owned(), item("I-A")),
+        (XrefKind::Item, "SKU-B".to_owned(), item("I-B")),
+        (XrefKind::Item, "SKU-C".to_owned(), intent),
+    ];
+    want.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+    assert_eq!(got, want, "xrefs_are_read_many_at_once: each (kind, key) with an entry, once");
+    assert!(store.get_xrefs(scope, &[]).await.expect("none asked").is_empty());
+}
+
 /// Connections, their tokens and their reference cache round-trip.
 pub async fn connections_and_tokens_round_trip(store: &dyn Store, scope: &str) {
     let c = Connection {
@@ -641,6 +706,8 @@ pub async fn run_all(store: &dyn Store, scope: &str) {
     claims_say_whether_more_are_due(store, &format!("{scope}-more")).await;
     counts_are_per_scope(store, &format!("{scope}-counts")).await;
     xrefs_round_trip(store, &format!("{scope}-xrefs")).await;
+    intents_are_stored_only_where_nothing_is(store, &format!("{scope}-intents")).await;
+    xrefs_are_read_many_at_once(store, &format!("{scope}-many")).await;
     connections_and_tokens_round_trip(store, &format!("{scope}-connections")).await;
     audit::run_all(store, &format!("{scope}-audit")).await;
 }

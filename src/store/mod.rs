@@ -67,6 +67,7 @@
 //! | `0015_enqueue_bound` (PostgreSQL) | `byte8_enqueue_bound`: `byte8_enqueue_once` only while the tenant's binding row is still the version (`xmin`) the webhook's token was verified against, and active; else nothing written (the service's cached bindings: [`EnqueuedOnce::StaleBinding`]) |
 //! | `0016_callback_generation_is_the_claim` | the callback outbox's trigger gives a callback the generation of the claim its run finished under (`runs.claim`), so the worker that finished the run names its callback without reading it back; existing rows keep theirs |
 //! | `0017_queue_bounded_by_tenant` (PostgreSQL) | `runs_by_key` (scope, idempotency_key, tenant_id, id), `runs_by_entity` (scope, magento_entity_id, tenant_id) and `runs_due` (scope, status, tenant_id, next_attempt_at) rebuilt so that no index leads with (scope, tenant_id) alone; `byte8_enqueue` looks a key up with `tenant_id =` (or `IS NULL`) instead of `IS NOT DISTINCT FROM`, which no index bounds: a claim and an enqueue cost the same however many runs a business keeps |
+//! | `0018_tenant_stats_bounded` | `runs_by_tenant` rebuilt as (tenant_id, scope, status, updated_at): a tenant's health counters (the service's `dispatch_stats`: open runs, the day's dead letters, the newest finished run) are ranges and single entries of it, not a scan of the tenant's whole history; the retention purge by tenant is served as before |
 //!
 //! (`0007_console` and `0009` belong to the service: the console's tables, the shared rate
 //! limiter's window and the dispatch indexes.)
@@ -79,7 +80,8 @@
 //! crash, an answer whose outcome was unknown) looks the record up by reference in the ledger
 //! before posting again.
 //!
-//! The intent is written at once ([`XrefStore::put_xref`]): it must be durable before the
+//! The intent is written at once ([`XrefStore::put_xref`], or for an invoice
+//! [`XrefStore::get_or_put_intent`] with the read of its entry): it must be durable before the
 //! request. The done record of a single run is held by the engine until the run ends and
 //! written by [`RunStore::finish`] with the run's status, in the same transaction
 //! ([`RunResult::xrefs`]): one round trip fewer per record. A store implementing
@@ -669,6 +671,38 @@ pub trait XrefStore: fmt::Debug + Send + Sync {
 
     /// Entries of a kind whose key starts with `prefix`.
     async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>>;
+
+    /// The entries among `keys` (each `(kind, key)` at most once in the answer, in no particular
+    /// order; a key without an entry is left out). What the engine reads ahead of a document's
+    /// steps (its contact's and its items' entries): one round trip on PostgreSQL, which
+    /// overrides this default (one read per key).
+    async fn get_xrefs(&self, scope: &str, keys: &[(XrefKind, &str)]) -> Result<Vec<(XrefKind, String, Xref)>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, (kind, key)) in keys.iter().enumerate() {
+            if keys[..i].contains(&(*kind, *key)) {
+                continue;
+            }
+            if let Some(x) = self.get_xref(scope, *kind, key).await? {
+                out.push((*kind, (*key).to_owned(), x));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entry of `(kind, key)` when there is one, left as it is; otherwise stores `intent`
+    /// (durably, before returning) and answers `None`. The engine's read of a document's entry
+    /// and the intent that guards its write, in one call: one round trip on PostgreSQL, which
+    /// overrides this default (a read, then a write when the read found nothing). The engine
+    /// calls it under its run's claim, so no other writer of the key races it; a store that
+    /// overrides it must still answer an entry stored by another writer meanwhile rather than
+    /// replace it.
+    async fn get_or_put_intent(&self, scope: &str, kind: XrefKind, key: &str, intent: &Xref) -> Result<Option<Xref>> {
+        if let Some(existing) = self.get_xref(scope, kind, key).await? {
+            return Ok(Some(existing));
+        }
+        self.put_xref(scope, kind, key, intent).await?;
+        Ok(None)
+    }
 }
 
 /// Which provider a connection is to.

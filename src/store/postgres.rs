@@ -994,6 +994,66 @@ impl XrefStore for PostgresStore {
         Ok(())
     }
 
+    async fn get_xrefs(&self, scope: &str, keys: &[(XrefKind, &str)]) -> Result<Vec<(XrefKind, String, Xref)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kinds: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<String> = keys.iter().map(|(_, k)| text(k).into_owned()).collect();
+        let rows = sqlx::query(
+            "SELECT x.* FROM xrefs x \
+             WHERE x.scope = $1 AND (x.kind, x.key) IN (SELECT * FROM unnest($2::text[], $3::text[]))",
+        )
+        .bind(text(scope))
+        .bind(kinds)
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let kind: String = r.try_get("kind").map_err(db)?;
+                let kind = XrefKind::parse(&kind)
+                    .ok_or_else(|| Error::internal(format!("xrefs.kind: `{kind}` is not a kind this crate writes")))?;
+                Ok((kind, r.try_get("key").map_err(db)?, xref_from(r)?))
+            })
+            .collect()
+    }
+
+    /// One statement: the intent is inserted unless the key has an entry, and the entry read in
+    /// the same statement. An entry committed by another writer after the statement's snapshot
+    /// was taken makes the insert do nothing while the read does not see it: then it is read
+    /// again (never replaced).
+    async fn get_or_put_intent(&self, scope: &str, kind: XrefKind, key: &str, intent: &Xref) -> Result<Option<Xref>> {
+        let row = sqlx::query(
+            "WITH ins AS ( \
+               INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (scope, kind, key) DO NOTHING RETURNING 1 \
+             ) \
+             SELECT EXISTS (SELECT 1 FROM ins) AS inserted, x.* FROM (SELECT 1) AS one \
+             LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3",
+        )
+        .bind(text(scope))
+        .bind(kind.as_str())
+        .bind(text(key))
+        .bind(xref_state(intent.state))
+        .bind(opt_text(intent.ledger_id.as_deref()))
+        .bind(opt_text(intent.reference.as_deref()))
+        .bind(intent.meta.to_string())
+        .bind(intent.updated_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        if row.try_get::<bool, _>("inserted").map_err(db)? {
+            return Ok(None);
+        }
+        if row.try_get::<Option<String>, _>("state").map_err(db)?.is_some() {
+            return xref_from(&row).map(Some);
+        }
+        // Inserted by another writer after this statement's snapshot: read it now.
+        self.get_xref(scope, kind, key).await
+    }
+
     async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
         let rows = sqlx::query(
             "SELECT * FROM xrefs WHERE scope = $1 AND kind = $2 AND left(key, length($3)) = $3 ORDER BY key",

@@ -47,7 +47,14 @@
 //! `--warmup` s [30]; `--seconds` measured [60]; `--drain` s at most [30]; `--bin` the command
 //! [target/release/byte8-ledger]; `--serve-args` more arguments for each `serve` [none];
 //! `--statements` (with a count per statement kind); `--log` the children's `RUST_LOG` [warn];
-//! `--history` finished runs kept for each back-filling business before the start [0].
+//! `--history` finished runs kept for each back-filling business before the start [0];
+//! `--mix` `busy` or `catalogue` [busy]: every workload stream starts with its store's
+//! catalogue (one `product.upserted` per product, 15 here), which a tenant sending 2 events a
+//! minute would still be sending when the window ends. With `busy` the catalogues are sent and
+//! synced first (all tenants at once, printed as "catalogue: …"), and the window carries what
+//! follows: invoices, payments, credit memos, customers and the occasional product change. With
+//! `catalogue` the streams are sent from their start, as every figure before round 25 was taken:
+//! the window then carries mostly product creations.
 //! With `BENCH_KEEP_LOGS` set, the children's logs are kept (their directory is printed).
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
 
@@ -75,7 +82,7 @@ use byte8_ledger_core::{
     reference::ReferenceData,
     store::{Connection, ConnectionStore, crypto::MasterKey, postgres::PostgresStore},
 };
-use byte8_ledger_service::magento::{ApiKey, Claims, jwt};
+use byte8_ledger_service::magento::{ApiKey, Claims, SubKey, jwt};
 use byte8_ledger_service::store::{Binding, BindingStore};
 use byte8_ledger_simulators::{
     SageSimulator, SimConfig, SimRequest,
@@ -111,6 +118,17 @@ struct Args {
     /// Finished runs kept for each back-filling business before the run starts (a merchant with
     /// months of history): what the queue's statements cost must not grow with it.
     history: u64,
+    /// What the measured window carries: `Busy`, each store's catalogue synced before the
+    /// service is measured; `Catalogue`, each stream from its start (its first events are its
+    /// catalogue's products: what every figure before round 25 measured).
+    mix: Mix,
+}
+
+/// The events the measured window carries (`--mix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mix {
+    Busy,
+    Catalogue,
 }
 
 fn list(v: &str) -> Vec<usize> {
@@ -135,6 +153,7 @@ fn args() -> Args {
         statements: false,
         log: "warn".into(),
         history: 0,
+        mix: Mix::Busy,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -163,6 +182,13 @@ fn args() -> Args {
             "--seconds" => a.seconds = secs(&value),
             "--drain" => a.drain = secs(&value),
             "--history" => a.history = value.parse().expect("--history"),
+            "--mix" => {
+                a.mix = match value.as_str() {
+                    "busy" => Mix::Busy,
+                    "catalogue" => Mix::Catalogue,
+                    _ => panic!("--mix busy or catalogue"),
+                }
+            }
             "--bin" => a.bin = value,
             "--serve-args" => a.serve_args = value.split_whitespace().map(str::to_owned).collect(),
             "--log" => a.log = value,
@@ -298,6 +324,37 @@ fn clock_ticks() -> f64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// Sends one webhook as the module's `ByteClient` does: a JWT signed with the tenant's outbound
+/// subkey, the event's `Idempotency-Key`.
+async fn post_webhook(
+    http: &reqwest::Client,
+    ledger: &str,
+    tenant: &str,
+    outbound: &SubKey,
+    event: &str,
+    id: u64,
+    body: String,
+) -> reqwest::Result<reqwest::Response> {
+    let now = SystemClock.now().timestamp();
+    let claims = Claims {
+        iss: "magento".into(),
+        sub: tenant.to_owned(),
+        aud: "byte8-ledger".into(),
+        iat: now,
+        nbf: now,
+        exp: now + 60,
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    let token = jwt::sign(outbound, &claims).unwrap();
+    http.post(format!("{ledger}/webhooks/magento/{tenant}/{event}"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", format!("{event}:{id}"))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
 }
 
 /// User + system CPU of a live process, in ticks.
@@ -492,6 +549,7 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
     let policy = SyncPolicy::from_json(WORKLOAD_POLICY).unwrap();
     let span = (args.warmup + args.seconds).as_secs_f64() / 60.0;
     let mut streams = Vec::new();
+    let mut catalogues = Vec::new();
     let setup = Instant::now();
     for i in 0..tenants {
         let business = format!("bench-b{i:04}");
@@ -516,7 +574,7 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
             .unwrap();
         store.save_tokens(&business, &TokenSet::from_refresh_token(SecretString::from(refresh))).await.unwrap();
         let key = ApiKey::generate().unwrap();
-        let outbound = key.derive().outbound;
+        let outbound = Arc::new(key.derive().outbound);
         let binding =
             Binding::new(&tenant, &business, &format!("{magento_url}/{shop}"), key, policy.clone(), SystemClock.now())
                 .unwrap();
@@ -550,6 +608,13 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
                 lines.push((event, id, Value::Object(envelope).to_string()));
             }
         }
+        // The store's catalogue: the stream's leading product events.
+        let catalogue_len = match args.mix {
+            Mix::Busy => lines.iter().take_while(|(event, _, _)| event == "product.upserted").count(),
+            Mix::Catalogue => 0,
+        };
+        let catalogue: Vec<(String, u64, String)> = lines.drain(..catalogue_len).collect();
+        catalogues.push((tenant.clone(), Arc::clone(&outbound), catalogue));
         streams.push((tenant, business, outbound, backfill, lines));
     }
     if args.history > 0 {
@@ -589,8 +654,44 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
     }
     let ledger = ledger.expect("the first serve process listens");
 
-    // The senders.
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    // The catalogues first (`--mix busy`): every tenant's, at once, then until the queue is empty.
+    let products: usize = catalogues.iter().map(|c| c.2.len()).sum();
+    if products > 0 {
+        let started = Instant::now();
+        let mut loaders = Vec::new();
+        for (tenant, outbound, catalogue) in catalogues {
+            let (http, ledger) = (http.clone(), ledger.clone());
+            loaders.push(tokio::spawn(async move {
+                for (event, id, body) in catalogue {
+                    let answer = post_webhook(&http, &ledger, &tenant, &outbound, &event, id, body).await;
+                    assert!(
+                        answer.as_ref().is_ok_and(|r| r.status() == reqwest::StatusCode::ACCEPTED),
+                        "a catalogue webhook was refused: {answer:?}"
+                    );
+                }
+            }));
+        }
+        for l in loaders {
+            l.await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let open: i64 = sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE status IN ('queued', 'running')")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+                .get("n");
+            if open == 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the catalogues are not synced after 10 minutes ({open} runs open)");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        println!("catalogue: {products} product events sent and synced in {:.1} s", started.elapsed().as_secs_f64());
+    }
+
+    // The senders.
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -617,26 +718,8 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let now = SystemClock.now().timestamp();
-                let claims = Claims {
-                    iss: "magento".into(),
-                    sub: tenant.clone(),
-                    aud: "byte8-ledger".into(),
-                    iat: now,
-                    nbf: now,
-                    exp: now + 60,
-                    jti: uuid::Uuid::new_v4().to_string(),
-                };
-                let token = jwt::sign(&outbound, &claims).unwrap();
                 let started = Instant::now();
-                let answer = http
-                    .post(format!("{ledger}/webhooks/magento/{tenant}/{event}"))
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", format!("{event}:{id}"))
-                    .bearer_auth(token)
-                    .body(body)
-                    .send()
-                    .await;
+                let answer = post_webhook(&http, &ledger, &tenant, &outbound, &event, id, body).await;
                 sent.fetch_add(1, Ordering::Relaxed);
                 match answer {
                     Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {

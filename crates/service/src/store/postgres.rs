@@ -435,12 +435,23 @@ impl DispatchStore for PostgresStore {
     }
 
     async fn dispatch_stats(&self, scope: &str, tenant: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
+        // Each part bounded by `runs_by_tenant` (tenant_id, scope, status, updated_at; migration
+        // 0018), whatever the tenant's history: its open runs, its dead letters since
+        // `failed_since`, and the newest run of each finished status (an index scan backwards,
+        // one entry each) — not a scan of every run it ever had.
         let row = sqlx::query(
             "SELECT \
-               COUNT(*) FILTER (WHERE status IN ('queued', 'running')) AS pending, \
-               COUNT(*) FILTER (WHERE status = 'dead_lettered' AND updated_at >= $2) AS failed, \
-               MAX(updated_at) FILTER (WHERE status IN ('synced', 'skipped', 'dead_lettered')) AS last_run_at \
-             FROM runs WHERE scope = $1 AND tenant_id = $3",
+               (SELECT COUNT(*) FROM runs WHERE tenant_id = $3 AND scope = $1 AND status IN ('queued', 'running')) \
+                 AS pending, \
+               (SELECT COUNT(*) FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'dead_lettered' \
+                 AND updated_at >= $2) AS failed, \
+               GREATEST( \
+                 (SELECT updated_at FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'synced' \
+                   ORDER BY updated_at DESC LIMIT 1), \
+                 (SELECT updated_at FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'skipped' \
+                   ORDER BY updated_at DESC LIMIT 1), \
+                 (SELECT updated_at FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'dead_lettered' \
+                   ORDER BY updated_at DESC LIMIT 1)) AS last_run_at",
         )
         .bind(text(scope))
         .bind(failed_since)

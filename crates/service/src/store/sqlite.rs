@@ -324,12 +324,21 @@ impl DispatchStore for SqliteStore {
     }
 
     async fn dispatch_stats(&self, scope: &str, tenant: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
+        // As on PostgreSQL: each part bounded by `runs_by_tenant` (tenant_id, scope, status,
+        // updated_at; migration 0018), not a scan of the tenant's whole history.
         let row = sqlx::query(
             "SELECT \
-               COALESCE(SUM(CASE WHEN status IN ('queued', 'running') THEN 1 ELSE 0 END), 0) AS pending, \
-               COALESCE(SUM(CASE WHEN status = 'dead_lettered' AND updated_at >= ?2 THEN 1 ELSE 0 END), 0) AS failed, \
-               MAX(CASE WHEN status IN ('synced', 'skipped', 'dead_lettered') THEN updated_at END) AS last_run_at \
-             FROM runs WHERE scope = ?1 AND tenant_id = ?3",
+               (SELECT COUNT(*) FROM runs WHERE tenant_id = ?3 AND scope = ?1 AND status IN ('queued', 'running')) \
+                 AS pending, \
+               (SELECT COUNT(*) FROM runs WHERE tenant_id = ?3 AND scope = ?1 AND status = 'dead_lettered' \
+                 AND updated_at >= ?2) AS failed, \
+               (SELECT MAX(t) FROM ( \
+                 SELECT (SELECT updated_at FROM runs WHERE tenant_id = ?3 AND scope = ?1 AND status = 'synced' \
+                   ORDER BY updated_at DESC LIMIT 1) AS t \
+                 UNION ALL SELECT (SELECT updated_at FROM runs WHERE tenant_id = ?3 AND scope = ?1 \
+                   AND status = 'skipped' ORDER BY updated_at DESC LIMIT 1) \
+                 UNION ALL SELECT (SELECT updated_at FROM runs WHERE tenant_id = ?3 AND scope = ?1 \
+                   AND status = 'dead_lettered' ORDER BY updated_at DESC LIMIT 1))) AS last_run_at",
         )
         .bind(scope)
         .bind(micros(failed_since))
