@@ -960,6 +960,25 @@ fn xref_from(row: &PgRow) -> Result<Xref> {
     })
 }
 
+/// Binds `(scope, kind, key)` and the entry as `$1`–`$8` of an `INSERT INTO xrefs` (`put_xref`,
+/// `get_or_put_intent`).
+fn bind_xref<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    scope: &str,
+    kind: XrefKind,
+    key: &str,
+    xref: &Xref,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    q.bind(text(scope).into_owned())
+        .bind(kind.as_str())
+        .bind(text(key).into_owned())
+        .bind(xref_state(xref.state))
+        .bind(opt_text(xref.ledger_id.as_deref()).map(std::borrow::Cow::into_owned))
+        .bind(opt_text(xref.reference.as_deref()).map(std::borrow::Cow::into_owned))
+        .bind(xref.meta.to_string())
+        .bind(xref.updated_at)
+}
+
 #[async_trait]
 impl XrefStore for PostgresStore {
     async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
@@ -974,23 +993,13 @@ impl XrefStore for PostgresStore {
     }
 
     async fn put_xref(&self, scope: &str, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, ledger_id = excluded.ledger_id, \
              reference = excluded.reference, meta = excluded.meta, updated_at = excluded.updated_at",
-        )
-        .bind(text(scope))
-        .bind(kind.as_str())
-        .bind(text(key))
-        .bind(xref_state(xref.state))
-        .bind(opt_text(xref.ledger_id.as_deref()))
-        .bind(opt_text(xref.reference.as_deref()))
-        .bind(xref.meta.to_string())
-        .bind(xref.updated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        );
+        bind_xref(q, scope, kind, key, xref).execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 
@@ -1025,25 +1034,15 @@ impl XrefStore for PostgresStore {
     /// was taken makes the insert do nothing while the read does not see it: then it is read
     /// again (never replaced).
     async fn get_or_put_intent(&self, scope: &str, kind: XrefKind, key: &str, intent: &Xref) -> Result<Option<Xref>> {
-        let row = sqlx::query(
+        let q = sqlx::query(
             "WITH ins AS ( \
                INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (scope, kind, key) DO NOTHING RETURNING 1 \
              ) \
              SELECT EXISTS (SELECT 1 FROM ins) AS inserted, x.* FROM (SELECT 1) AS one \
              LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3",
-        )
-        .bind(text(scope))
-        .bind(kind.as_str())
-        .bind(text(key))
-        .bind(xref_state(intent.state))
-        .bind(opt_text(intent.ledger_id.as_deref()))
-        .bind(opt_text(intent.reference.as_deref()))
-        .bind(intent.meta.to_string())
-        .bind(intent.updated_at)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)?;
+        );
+        let row = bind_xref(q, scope, kind, key, intent).fetch_one(&self.pool).await.map_err(db)?;
         if row.try_get::<bool, _>("inserted").map_err(db)? {
             return Ok(None);
         }
