@@ -523,6 +523,60 @@ async fn a_business_under_its_pace_never_waits_and_an_idle_one_takes_two_permits
     assert_eq!(busy.statements(), 20, "a busy business under its pace: one permit a statement");
 }
 
+/// A business at its pace whose blocks have grown, then busy for longer than an interval with
+/// work that makes no request (a skipped event, a Magento read), takes its next block one permit
+/// at a time: a full block then would be mostly permits for now, which its requests (one per
+/// ledger answer) could not all use within their validity. Before, the block kept its size and
+/// most of it was dropped.
+#[tokio::test]
+async fn a_business_that_falls_behind_its_pace_takes_one_permit_a_statement_again() {
+    let Some(url) = pg::url("a_business_that_falls_behind_its_pace_takes_one_permit_a_statement_again") else {
+        return;
+    };
+    // 600 a minute: one permit every 100 ms.
+    let clock = ManualClock::new(t0());
+    let limiter = pg::store(&url, 1, None)
+        .await
+        .rate_limiter(pg::unique("blocks-behind"), RateConfig { requests_per_minute: 600, burst: 10 })
+        .with_clock(Arc::new(clock.clone()));
+    // Saturated: every request as soon as its permit allows, until the blocks have grown.
+    for _ in 0..700 {
+        let permit = limiter.reserve().await.unwrap();
+        if permit.at > clock.now() {
+            clock.advance(permit.at - clock.now());
+        }
+    }
+    let saturated = limiter.statements();
+    assert!(saturated < 700 / 2, "at its pace the business takes its permits in blocks ({saturated} statements)");
+    // Up to the next block (of the most permits a statement, 8, at this pace), then every permit
+    // of it; then fall behind: 1.5 intervals without a request.
+    let at_pace = |n: usize| {
+        let (limiter, clock) = (limiter.clone(), clock.clone());
+        async move {
+            for _ in 0..n {
+                let permit = limiter.reserve().await.unwrap();
+                if permit.at > clock.now() {
+                    clock.advance(permit.at - clock.now());
+                }
+            }
+        }
+    };
+    while limiter.statements() == saturated {
+        at_pace(1).await;
+    }
+    let fresh = limiter.statements();
+    at_pace(7).await;
+    assert_eq!(limiter.statements(), fresh, "a block of 8 at its pace");
+    let before = limiter.statements();
+    clock.advance(chrono::Duration::milliseconds(150));
+    let first = limiter.reserve().await.unwrap();
+    assert_eq!(limiter.statements(), before + 1, "a new block");
+    assert!(first.at <= clock.now(), "behind its pace, the permit is for now");
+    clock.advance(chrono::Duration::milliseconds(130));
+    limiter.reserve().await.unwrap();
+    assert_eq!(limiter.statements(), before + 2, "that block held one permit: the next request takes another");
+}
+
 /// A saturated business drained by one worker (the service's case): with blocks it still gets
 /// the whole limit in every window of `W + m + PERMIT_VALIDITY` (60.75 s: 98.8 % of the limit a
 /// minute), in an eighth of the statements once its blocks have grown.
