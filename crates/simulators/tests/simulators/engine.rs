@@ -2373,8 +2373,8 @@ async fn a_new_customers_invoice_writes_its_intent_at_once_and_its_done_records_
 /// An invoice's cross-reference is read and its intent written in one store call: no separate
 /// read of the invoice's entry, no second write of its intent on a first attempt. An attempt that
 /// fails before the post (Sage refuses the new contact with a 500 more often than the client's
-/// retry budget allows) leaves the intent; the next attempt (the run's retry at its end) finds it, looks the invoice up by reference (not there), writes the intent again and
-/// posts once.
+/// retry budget allows) leaves the intent; the next attempt (the run's retry at its end) finds
+/// it, looks the invoice up by reference (not there), writes the intent again and posts once.
 #[tokio::test]
 async fn an_invoices_entry_is_read_and_its_intent_written_in_one_call_and_a_failure_before_the_post_posts_once() {
     let w = World::new().await;
