@@ -80,6 +80,11 @@ tokio::task_local! {
 /// Entries by kind and key, shared by the clones of one run's [`HeldXrefs`].
 type Entries<T> = Arc<Mutex<BTreeMap<(XrefKind, String), T>>>;
 
+/// The entries, locked; a panic elsewhere while they were locked leaves them as they were.
+fn locked<T>(entries: &Entries<T>) -> std::sync::MutexGuard<'_, BTreeMap<(XrefKind, String), T>> {
+    entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The done entries a run holds until its end, by kind and key (in the engine's scope), and the
 /// entries it read from the store ahead of its steps (`read`, a miss recorded as `None`).
 #[derive(Debug, Clone, Default)]
@@ -97,7 +102,7 @@ impl HeldXrefs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(XrefKind, String), Xref>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        locked(&self.0)
     }
 
     /// Holds `xref` when it is done (answering true); an intent is not held (false: the caller
@@ -135,12 +140,12 @@ impl HeldXrefs {
     /// What the run read of `(kind, key)` from the store ahead of its steps: `Some(None)` when
     /// the store had no entry, `None` when it was not read.
     pub(crate) fn read(&self, kind: XrefKind, key: &str) -> Option<Option<Xref>> {
-        self.1.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&(kind, key.to_owned())).cloned()
+        locked(&self.1).get(&(kind, key.to_owned())).cloned()
     }
 
     /// Records what the store has of `(kind, key)` (read ahead, or just written at once).
     pub(crate) fn remember(&self, kind: XrefKind, key: &str, xref: Option<Xref>) {
-        self.1.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((kind, key.to_owned()), xref);
+        locked(&self.1).insert((kind, key.to_owned()), xref);
     }
 
     /// Takes every held entry (sorted by kind and key), for the run's `finish`.

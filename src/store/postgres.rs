@@ -1401,18 +1401,17 @@ impl SharedRateLimiter {
         .clamp(1, self.max_block);
         block.dropped = false;
         block.waited = false;
-        let micros = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let given = self.clock.as_ref().map(|c| c.now().timestamp_micros());
         let idle_block = IDLE_BLOCK.min(usize::try_from(self.config.burst).unwrap_or(1)).clamp(1, self.max_block);
         let row = sqlx::query("SELECT byte8_rate_permits($1, $2, $3, $4, $5, $6, $7, $8, $9) AS permits")
             .bind(text(&self.key))
             .bind(given)
             .bind(i32::try_from(block.size).unwrap_or(1))
-            .bind(micros(window.interval_micros))
-            .bind(micros(window.tolerance_micros()))
+            .bind(micros_i64(window.interval_micros))
+            .bind(micros_i64(window.tolerance_micros()))
             .bind(i32::try_from(window.limit).unwrap_or(i32::MAX))
-            .bind(micros(window.span_micros).saturating_add(validity))
-            .bind(micros(u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX)))
+            .bind(micros_i64(window.span_micros).saturating_add(validity))
+            .bind(micros_i64(u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX)))
             .bind(i32::try_from(idle_block).unwrap_or(1))
             .fetch_one(&self.pool)
             .await
