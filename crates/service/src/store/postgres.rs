@@ -494,22 +494,18 @@ impl DispatchStore for PostgresStore {
 
 #[async_trait]
 impl ReplayCache for PostgresStore {
-    /// One upsert (see the module docs), which purges up to a hundred expired keys on the way in
-    /// the same statement (other keys than this one: an expired row of this key is taken over by
-    /// the upsert itself).
+    /// One statement, `byte8_replay_record` (migration 0019): the upsert (see the module docs),
+    /// after up to a hundred expired keys other than this one are purged, the oldest first, read
+    /// by the expiry index (an expired row of this key is taken over by the upsert itself). The
+    /// function is the one `byte8_enqueue_once` records a webhook's `jti` with.
     async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "WITH purged AS (DELETE FROM replay_cache WHERE key IN \
-               (SELECT key FROM replay_cache WHERE expires_at <= $3 AND key <> $1 LIMIT 100 FOR UPDATE SKIP LOCKED)) \
-             INSERT INTO replay_cache AS r (key, expires_at) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE \
-             SET expires_at = excluded.expires_at WHERE r.expires_at <= $3",
-        )
-        .bind(replay_key(jti))
-        .bind(expires_at)
-        .bind(now)
-        .execute(self.pool())
-        .await
-        .map_err(db)?;
-        Ok(done.rows_affected() > 0)
+        let recorded: bool = sqlx::query_scalar("SELECT byte8_replay_record($1, $2, $3)")
+            .bind(replay_key(jti))
+            .bind(expires_at)
+            .bind(now)
+            .fetch_one(self.pool())
+            .await
+            .map_err(db)?;
+        Ok(recorded)
     }
 }

@@ -332,3 +332,51 @@ async fn postgres_replay_cache_purges_expired_keys_while_recording() {
     assert_eq!(count(live).await, 1, "a live key is kept");
     assert!(store.check_and_record(&expired, later + 60, later).await.unwrap(), "a purged key is new again");
 }
+
+/// Recording a `jti` on PostgreSQL reads only the expired keys it purges (migration 0019): with
+/// twenty thousand expired keys in the cache, the purge on the way takes the hundred oldest by the
+/// expiry index and scans no table. The statement before it answered this with a hash semi-join
+/// over two sequential scans, reading every key (a cost that grew with the node's webhook rate;
+/// checked by putting it back in the function: this test then fails). Counted in the
+/// transaction's own statistics (`pg_stat_xact_user_tables`), which other tests' statements do
+/// not touch.
+#[tokio::test]
+async fn postgres_replay_record_reads_only_expired_keys() {
+    use sqlx::Row as _;
+    let Some(url) = pg::url("postgres_replay_record_reads_only_expired_keys") else { return };
+    let store = pg::store(&url, 2, None).await;
+    let pool = store.pool().clone();
+    let prefix = pg::unique("jti-many");
+    // Expired in 2020, before every other test's keys (2023 and later): their purges, which take
+    // the oldest first, may take some of these, and this test's purge takes none of theirs.
+    let now = 1_600_000_000_i64;
+    sqlx::query(
+        "INSERT INTO replay_cache (key, expires_at) \
+         SELECT $1 || '-' || n, $2 - n FROM generate_series(1, 20000) AS n",
+    )
+    .bind(&prefix)
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE replay_cache").execute(&pool).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let recorded: bool = sqlx::query_scalar("SELECT byte8_replay_record($1, $2, $3)")
+        .bind(format!("{prefix}-new"))
+        .bind(now + 60)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(recorded, "a new key is recorded");
+    let scans =
+        sqlx::query("SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'replay_cache'::regclass")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    let (seq, idx): (i64, i64) = (scans.get("seq_scan"), scans.get("idx_scan"));
+    tx.rollback().await.unwrap();
+    sqlx::query("DELETE FROM replay_cache WHERE key LIKE $1 || '-%'").bind(&prefix).execute(&pool).await.unwrap();
+    assert!(idx > 0, "the purge and the upsert read the indexes (the counters count this transaction)");
+    assert_eq!(seq, 0, "no sequential scan of the replay cache ({idx} index scans)");
+}
