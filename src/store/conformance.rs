@@ -637,6 +637,17 @@ pub async fn xrefs_are_read_many_at_once(store: &dyn Store, scope: &str) {
     want.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
     assert_eq!(got, want, "xrefs_are_read_many_at_once: each (kind, key) with an entry, once");
     assert!(store.get_xrefs(scope, &[]).await.expect("none asked").is_empty());
+    // More keys than a store may read in one statement (PostgreSQL reads eight at a time).
+    let many: Vec<String> = (0..19).map(|i| format!("MANY-{i:02}")).collect();
+    for key in many.iter().step_by(2) {
+        store.put_xref(scope, XrefKind::Item, key, &item(key)).await.expect("put");
+    }
+    let asked: Vec<(XrefKind, &str)> = many.iter().map(|k| (XrefKind::Item, k.as_str())).collect();
+    let mut got: Vec<String> =
+        store.get_xrefs(scope, &asked).await.expect("get_xrefs").into_iter().map(|(_, key, _)| key).collect();
+    got.sort();
+    let want: Vec<String> = many.iter().step_by(2).cloned().collect();
+    assert_eq!(got, want, "xrefs_are_read_many_at_once: nineteen asked, the ten stored answered");
 }
 
 /// Connections, their tokens and their reference cache round-trip.

@@ -912,3 +912,36 @@ async fn a_connection_the_server_ended_fails_one_statement_and_is_not_reused() {
         assert!(matches!(run, Ok(Some(_))), "statement {i} after: the store goes on: {run:?}");
     }
 }
+
+/// `get_xrefs` on PostgreSQL is planned once a connection, not at every call: its statements
+/// take the keys as scalar parameters, so after the planner's first few custom plans it keeps a
+/// generic one (an index probe a key). The statement before them bound two arrays, whose length
+/// a generic plan cannot know, and was planned afresh at every call. Read from the connection's
+/// own `pg_prepared_statements` (a pool of one connection).
+#[tokio::test]
+async fn reading_many_cross_references_is_planned_once_a_connection() {
+    let Some(url) = pg::url("reading_many_cross_references_is_planned_once_a_connection") else { return };
+    let store = pg::store(&url, 1, None).await;
+    let scope = pg::unique("xref-plans");
+    let done = Xref::done("I-1".into(), Some("I-1".into()), serde_json::json!({}), t0());
+    store.put_xref(&scope, XrefKind::Item, "SKU-1", &done).await.unwrap();
+    for call in 0..12 {
+        let key = format!("SKU-{}", call % 3);
+        let got = store.get_xrefs(&scope, &[(XrefKind::Item, &key), (XrefKind::Contact, "customer:1:GBP")]).await;
+        assert_eq!(got.unwrap().len(), usize::from(call % 3 == 1), "call {call}: only SKU-1 has an entry");
+    }
+    let plans = sqlx::query(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE 'SELECT x.* FROM %JOIN xrefs x%'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let (generic, custom): (i64, i64) = plans
+        .iter()
+        .map(|r| (r.get::<i64, _>("generic_plans"), r.get::<i64, _>("custom_plans")))
+        .fold((0, 0), |(g, c), (rg, rc)| (g + rg, c + rc));
+    assert_eq!(plans.len(), 1, "two keys: one statement prepared");
+    assert!(custom <= 5, "at most the planner's first five custom plans ({custom} custom, {generic} generic)");
+    assert!(generic >= 7, "the other calls use the generic plan ({custom} custom, {generic} generic)");
+}
