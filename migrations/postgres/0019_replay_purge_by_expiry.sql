@@ -20,8 +20,12 @@
 -- function calls `byte8_enqueue` itself instead of going through `byte8_enqueue_once`. The
 -- webhook's statement nests two functions deep, not three. Their arguments and answers are
 -- unchanged.
+--
+-- The function's statements keep one generic plan a connection (`plan_cache_mode`): a custom
+-- plan for the purge cost 0.14 ms of planning at nearly every call, as much as running it, and
+-- the generic plan is the same (the expiry index in order, a hundred at most, then the keys).
 CREATE FUNCTION byte8_replay_record(p_key TEXT, p_expires_at BIGINT, p_now BIGINT) RETURNS BOOLEAN
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     DELETE FROM replay_cache WHERE key = ANY (ARRAY(
         SELECT c.key FROM replay_cache c WHERE c.expires_at <= p_now AND c.key <> p_key
