@@ -9,8 +9,9 @@
 -- It adds 200,000 synced runs for business `history-plans` (one tenant), prints the generic plans
 -- (what a pooled connection or a PL/pgSQL function runs after its first executions) with their
 -- timings, and removes the runs again: the look-ups as they were before migration 0017 (its
--- indexes undone inside a transaction that is rolled back), then as they are now; then the
--- health tile's counters before migration 0018 and now.
+-- indexes undone inside a transaction that is rolled back), then between migrations 0018 and
+-- 0020 (`runs_open` as 0009 made it), then as they are now; then the health tile's counters
+-- before migration 0018 and now.
 
 INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status,
                   attempts, created_at, updated_at, tenant_id, claim)
@@ -31,6 +32,9 @@ CREATE INDEX runs_due ON runs (scope, tenant_id, status, next_attempt_at);
 -- and `runs_by_tenant` as it was before 0018 (its (tenant_id, scope, status, …) serves a claim).
 DROP INDEX runs_by_tenant;
 CREATE INDEX runs_by_tenant ON runs (tenant_id, status, updated_at);
+-- and `runs_open` as 0009 made it (before 0020).
+DROP INDEX runs_open;
+CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN ('queued', 'running');
 
 -- The enqueue's look-up of a key (byte8_enqueue): `IS NOT DISTINCT FROM` (every entry of the
 -- business read).
@@ -58,7 +62,7 @@ ROLLBACK;
 DEALLOCATE ALL;
 
 -- Now: the key's runs in `runs_by_key` (scope, idempotency_key, tenant_id, id), the tenant's open
--- runs in `runs_by_tenant` (tenant_id, status, ...) or `runs_due` (scope, status, tenant_id, ...).
+-- runs in `runs_open` (tenant_id, scope, id) of the open runs only (0020).
 PREPARE key_now(text, text, text) AS
     SELECT id, status FROM runs WHERE scope = $1 AND tenant_id = $2 AND idempotency_key = $3
     ORDER BY id DESC LIMIT 1 FOR NO KEY UPDATE;
@@ -76,12 +80,24 @@ PREPARE claim_now_untenanted(text, text, timestamptz, int) AS
     ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED;
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claim_now_untenanted('history-plans', NULL, now(), 2);
 
+-- Between migrations 0018 and 0020: `runs_open` was (next_attempt_at), and the generic plan took
+-- `runs_by_tenant` (tenant_id, scope, status, updated_at) with the statuses as a filter: every
+-- run of the tenant read. The same prepared statement, planned again against the indexes as they
+-- were (inside a transaction rolled back).
+BEGIN;
+DROP INDEX runs_open;
+CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN ('queued', 'running');
+EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claim_now('history-plans', 'history-plans-t', now(), 2);
+ROLLBACK;
+
 -- The health tile's counters (the service's `dispatch_stats`): before migration 0018, one pass
 -- over every run of the tenant (`runs_by_tenant` was (tenant_id, status, updated_at), the
 -- business a filter); inside a transaction rolled back, with that index as it was.
 BEGIN;
 DROP INDEX runs_by_tenant;
 CREATE INDEX runs_by_tenant ON runs (tenant_id, status, updated_at);
+DROP INDEX runs_open;
+CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN ('queued', 'running');
 PREPARE stats_before(text, timestamptz, text) AS
     SELECT COUNT(*) FILTER (WHERE status IN ('queued', 'running')) AS pending,
            COUNT(*) FILTER (WHERE status = 'dead_lettered' AND updated_at >= $2) AS failed,
@@ -91,8 +107,11 @@ EXPLAIN (ANALYZE, COSTS OFF) EXECUTE stats_before('history-plans', now() - inter
 ROLLBACK;
 DEALLOCATE ALL;
 
--- Now (0018: `runs_by_tenant` (tenant_id, scope, status, updated_at)): the open runs and the
--- day's dead letters are ranges, the newest run of each finished status one entry read backwards.
+-- Now (0018: `runs_by_tenant` (tenant_id, scope, status, updated_at); 0020: `runs_open`
+-- (tenant_id, scope, id) of the open runs): the open runs and the day's dead letters are
+-- ranges, the newest run of each finished status one entry read backwards. First between 0018
+-- and 0020 (`runs_open` as 0009 made it: the open runs counted through `runs_by_tenant` with
+-- the statuses a filter, every run of the tenant read), then now.
 PREPARE stats_now(text, timestamptz, text) AS
     SELECT (SELECT COUNT(*) FROM runs WHERE tenant_id = $3 AND scope = $1 AND status IN ('queued', 'running')) AS pending,
            (SELECT COUNT(*) FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'dead_lettered'
@@ -104,6 +123,11 @@ PREPARE stats_now(text, timestamptz, text) AS
                ORDER BY updated_at DESC LIMIT 1),
              (SELECT updated_at FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'dead_lettered'
                ORDER BY updated_at DESC LIMIT 1)) AS last_run_at;
+BEGIN;
+DROP INDEX runs_open;
+CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN ('queued', 'running');
+EXPLAIN (ANALYZE, COSTS OFF) EXECUTE stats_now('history-plans', now() - interval '1 day', 'history-plans-t');
+ROLLBACK;
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE stats_now('history-plans', now() - interval '1 day', 'history-plans-t');
 
 RESET plan_cache_mode;

@@ -44,7 +44,7 @@
 //! numbering and meaning in both; a number only PostgreSQL has is a PostgreSQL-only feature: the
 //! shared rate limiter, `0011`, the one-statement enqueue, `0012`, the webhook's `jti` and run in
 //! one statement, `0013`, the rate limiter's idle block, `0014`, the webhook's enqueue checked
-//! against its binding's row version, `0015`, the queue's indexes bounded by tenant, `0017`, and the replay check read by expiry, `0019`). The service package's tables (`bindings`, `dispatch_leases`,
+//! against its binding's row version, `0015`, the queue's indexes bounded by tenant, `0017`, the replay check read by expiry, `0019`, and the open runs indexed by business, `0020`). The service package's tables (`bindings`, `dispatch_leases`,
 //! `callbacks`, `replay_cache`, the console's) are created by this same sequence: one database
 //! has one migration sequence and one migrator, run here, so that no two packages number
 //! migrations against the same `_sqlx_migrations` table.
@@ -69,6 +69,7 @@
 //! | `0017_queue_bounded_by_tenant` (PostgreSQL) | `runs_by_key` (scope, idempotency_key, tenant_id, id), `runs_by_entity` (scope, magento_entity_id, tenant_id) and `runs_due` (scope, status, tenant_id, next_attempt_at) rebuilt so that no index leads with (scope, tenant_id) alone; `byte8_enqueue` looks a key up with `tenant_id =` (or `IS NULL`) instead of `IS NOT DISTINCT FROM`, which no index bounds: a claim and an enqueue cost the same however many runs a business keeps |
 //! | `0018_tenant_stats_bounded` | `runs_by_tenant` rebuilt as (tenant_id, scope, status, updated_at): a tenant's health counters (the service's `dispatch_stats`: open runs, the day's dead letters, the newest finished run) are ranges and single entries of it, not a scan of the tenant's whole history; the retention purge by tenant is served as before |
 //! | `0019_replay_purge_by_expiry` (PostgreSQL) | `byte8_replay_record`: a webhook's `jti` recorded, after up to a hundred expired keys are purged oldest first by the expiry index (before, a hash semi-join over two sequential scans of the whole replay cache, a cost that grew with the node's webhook rate); `byte8_enqueue_once` and `byte8_enqueue_bound` record through it, the bound one calling `byte8_enqueue` directly (two functions deep, not three); the service's `ReplayCache::check_and_record` calls it |
+//! | `0020_open_runs_by_tenant` (PostgreSQL) | `runs_open` rebuilt as (tenant_id, scope, id) of the open runs (was `next_attempt_at`): a claim (`RunStore::claim_next`, the service's `begin_turn`) and the health tile's count of open runs read the business's open runs only; after `0018` the planner's generic plans read every run of the tenant through `runs_by_tenant`, the statuses a filter (40–118 ms a claim with 200,000 runs kept, `benches/history_plans.sql`) |
 //!
 //! (`0007_console` and `0009` belong to the service: the console's tables, the shared rate
 //! limiter's window and the dispatch indexes.)
