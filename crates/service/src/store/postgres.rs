@@ -337,7 +337,7 @@ impl DispatchStore for PostgresStore {
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
-        // The partial indexes of migration 0009 (open runs, undelivered callbacks) keep this
+        // The partial indexes of migrations 0009 and 0020 (open runs, undelivered callbacks) keep this
         // read proportional to the work waiting, not to the history kept. A business whose
         // dispatch lease is held is left out: its holder drains it.
         let rows = sqlx::query(
@@ -435,10 +435,11 @@ impl DispatchStore for PostgresStore {
     }
 
     async fn dispatch_stats(&self, scope: &str, tenant: &str, failed_since: DateTime<Utc>) -> Result<DispatchStats> {
-        // Each part bounded by `runs_by_tenant` (tenant_id, scope, status, updated_at; migration
-        // 0018), whatever the tenant's history: its open runs, its dead letters since
-        // `failed_since`, and the newest run of each finished status (an index scan backwards,
-        // one entry each) — not a scan of every run it ever had.
+        // Each part bounded whatever the tenant's history: its open runs by `runs_open` (tenant_id,
+        // scope, id of the open runs; migration 0020), its dead letters since `failed_since` and
+        // the newest run of each finished status (an index scan backwards, one entry each) by
+        // `runs_by_tenant` (tenant_id, scope, status, updated_at; migration 0018) — not a scan of
+        // every run it ever had (`benches/history_plans.sql`).
         let row = sqlx::query(
             "SELECT \
                (SELECT COUNT(*) FROM runs WHERE tenant_id = $3 AND scope = $1 AND status IN ('queued', 'running')) \
