@@ -6,7 +6,8 @@
 --
 --   psql 'postgres://postgres@localhost/byte8_bench?host=/work/pg' -f benches/history_plans.sql
 --
--- It adds 200,000 synced runs for business `history-plans` (one tenant), prints the generic plans
+-- It adds 200,000 synced runs for business `history-plans` (one tenant), 15 for each of 1,000
+-- others and a backlog of 5,000 open runs for another, prints the generic plans
 -- (what a pooled connection or a PL/pgSQL function runs after its first executions) with their
 -- timings, and removes the runs again: the look-ups as they were before migration 0017 (its
 -- indexes undone inside a transaction that is rolled back), then between migrations 0018 and
@@ -18,6 +19,20 @@ INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerp
 SELECT 'history-plans', 'invoice.created:' || g, 'invoice.created', g, '\x7b7d'::bytea, 'fp' || g, '{}',
        'synced', 1, now() - interval '30 days', now() - interval '30 days', 'history-plans-t', 1
 FROM generate_series(1, 200000) AS g;
+-- And a node's other businesses, 1,000 of them with 15 finished runs each, so that the planner's
+-- statistics (from which a generic plan's choice of index follows) are a node's whatever else the
+-- database holds.
+INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status,
+                  attempts, created_at, updated_at, tenant_id, claim)
+SELECT 'history-plans-' || (g % 1000), 'product.upserted:' || g, 'product.upserted', g, '\x7b7d'::bytea,
+       'fp' || g, '{}', 'synced', 1, now(), now(), 'history-plans-t' || (g % 1000), 1
+FROM generate_series(1, 15000) AS g;
+-- And one business's backlog: 5,000 open runs, waiting a day (a node is rarely without one).
+INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status,
+                  attempts, created_at, updated_at, tenant_id, claim, next_attempt_at)
+SELECT 'history-plans-backlog', 'invoice.created:' || g, 'invoice.created', g, '\x7b7d'::bytea, 'fp' || g,
+       '{}', 'queued', 1, now(), now(), 'history-plans-backlog-t', 0, now() + interval '1 day'
+FROM generate_series(1, 5000) AS g;
 ANALYZE runs;
 SET plan_cache_mode = force_generic_plan;
 
@@ -62,7 +77,8 @@ ROLLBACK;
 DEALLOCATE ALL;
 
 -- Now: the key's runs in `runs_by_key` (scope, idempotency_key, tenant_id, id), the tenant's open
--- runs in `runs_open` (tenant_id, scope, id) of the open runs only (0020).
+-- runs in `runs_open` (tenant_id, scope, id) of the open runs only (0020; `runs_by_tenant` holds
+-- the finished runs only since then, so no plan can read the history for an open run).
 PREPARE key_now(text, text, text) AS
     SELECT id, status FROM runs WHERE scope = $1 AND tenant_id = $2 AND idempotency_key = $3
     ORDER BY id DESC LIMIT 1 FOR NO KEY UPDATE;
@@ -80,13 +96,16 @@ PREPARE claim_now_untenanted(text, text, timestamptz, int) AS
     ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED;
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claim_now_untenanted('history-plans', NULL, now(), 2);
 
--- Between migrations 0018 and 0020: `runs_open` was (next_attempt_at), and the generic plan took
+-- Between migrations 0018 and 0020: `runs_open` was (next_attempt_at) and `runs_by_tenant` held
+-- every run, and the generic plan took
 -- `runs_by_tenant` (tenant_id, scope, status, updated_at) with the statuses as a filter: every
 -- run of the tenant read. The same prepared statement, planned again against the indexes as they
 -- were (inside a transaction rolled back).
 BEGIN;
 DROP INDEX runs_open;
 CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN ('queued', 'running');
+DROP INDEX runs_by_tenant;
+CREATE INDEX runs_by_tenant ON runs (tenant_id, scope, status, updated_at);
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claim_now('history-plans', 'history-plans-t', now(), 2);
 ROLLBACK;
 
@@ -107,11 +126,11 @@ EXPLAIN (ANALYZE, COSTS OFF) EXECUTE stats_before('history-plans', now() - inter
 ROLLBACK;
 DEALLOCATE ALL;
 
--- Now (0018: `runs_by_tenant` (tenant_id, scope, status, updated_at); 0020: `runs_open`
--- (tenant_id, scope, id) of the open runs): the open runs and the day's dead letters are
+-- Now (0018: `runs_by_tenant` (tenant_id, scope, status, updated_at), of the finished runs since
+-- 0020; 0020: `runs_open` (tenant_id, scope, id) of the open runs): the open runs and the day's dead letters are
 -- ranges, the newest run of each finished status one entry read backwards. First between 0018
--- and 0020 (`runs_open` as 0009 made it: the open runs counted through `runs_by_tenant` with
--- the statuses a filter, every run of the tenant read), then now.
+-- and 0020 (`runs_open` as 0009 made it, `runs_by_tenant` of every run: the open runs counted
+-- through `runs_by_tenant` with the statuses a filter, every run of the tenant read), then now.
 PREPARE stats_now(text, timestamptz, text) AS
     SELECT (SELECT COUNT(*) FROM runs WHERE tenant_id = $3 AND scope = $1 AND status IN ('queued', 'running')) AS pending,
            (SELECT COUNT(*) FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'dead_lettered'
@@ -126,10 +145,12 @@ PREPARE stats_now(text, timestamptz, text) AS
 BEGIN;
 DROP INDEX runs_open;
 CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN ('queued', 'running');
+DROP INDEX runs_by_tenant;
+CREATE INDEX runs_by_tenant ON runs (tenant_id, scope, status, updated_at);
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE stats_now('history-plans', now() - interval '1 day', 'history-plans-t');
 ROLLBACK;
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE stats_now('history-plans', now() - interval '1 day', 'history-plans-t');
 
 RESET plan_cache_mode;
-DELETE FROM runs WHERE scope = 'history-plans';
+DELETE FROM runs WHERE scope = 'history-plans' OR scope LIKE 'history-plans-%';
 ANALYZE runs;

@@ -43,7 +43,7 @@ done
 sleep "$warmup"
 psql_admin -c 'SELECT pg_stat_statements_reset()' >/dev/null
 sleep "$window"
-psql_admin -c "DROP TABLE IF EXISTS pgss_$label; CREATE TABLE pgss_$label AS SELECT * FROM pg_stat_statements"
+psql_admin -c "SET client_min_messages = warning; DROP TABLE IF EXISTS pgss_$label; CREATE TABLE pgss_$label AS SELECT * FROM pg_stat_statements"
 wait "$pid"
 grep -E 'outcomes in|under their limit|CPU per|transactions per|back-fill bench' "$out"
 rm -f "$out"

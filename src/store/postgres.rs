@@ -1316,8 +1316,12 @@ fn micros_i64(v: u64) -> i64 {
 /// block doubles, up to 8, and it halves when a permit is dropped. A business that has fallen
 /// behind its pace since its last permit (an interval or more without a request) takes one
 /// permit again: its next block would be mostly permits for now, which requests one ledger
-/// answer apart cannot all use within their validity. A dropped permit is logged at `debug`
-/// (the business, how late). A saturated business keeps
+/// answer apart cannot all use within their validity. The database function spaces a block
+/// itself as well (migration 0021): its third and later permits are each at least an interval
+/// after the one before, so a block never holds more than two permits for the same moment
+/// (what requests sent one after the other can use within the validity), whatever the window
+/// would allow. A dropped permit is logged at `debug` (the business, how late). A saturated
+/// business keeps
 /// `L` per `W + m + PERMIT_VALIDITY`, 200 per 60.75 s (98.8 % of Sage's limit), in about one
 /// statement per 8 requests.
 ///

@@ -11,6 +11,17 @@ use crate::{
 };
 use sqlx::Row;
 
+/// Every run of tenant `$1`, asked as its open runs or its finished ones: each arm matches one of
+/// the partial indexes that lead with the tenant (migration 0020: `runs_open`, `runs_by_tenant`),
+/// which `tenant_id = $1` alone matches neither of (a sequential scan of `runs`). A run's status
+/// is one of the five (the table's check), so the two arms are all of them.
+macro_rules! tenant_runs {
+    () => {
+        "((tenant_id = $1 AND status IN ('synced', 'skipped', 'dead_lettered')) \
+         OR (tenant_id = $1 AND status IN ('queued', 'running')))"
+    };
+}
+
 #[async_trait]
 impl RetentionStore for PostgresStore {
     /// One transaction, the disconnected tenants' bindings locked (`FOR UPDATE`: a pairing of one
@@ -31,22 +42,27 @@ impl RetentionStore for PostgresStore {
         for row in &gone {
             let tenant: String = row.try_get("tenant_id").map_err(db)?;
             let scope: String = row.try_get("scope").map_err(db)?;
-            report.callbacks += sqlx::query(
-                "DELETE FROM callbacks WHERE tenant_id = $1 OR run_id IN (SELECT id FROM runs WHERE tenant_id = $1)",
-            )
+            report.callbacks += sqlx::query(concat!(
+                "DELETE FROM callbacks WHERE tenant_id = $1 OR run_id IN (SELECT id FROM runs WHERE ",
+                tenant_runs!(),
+                ")"
+            ))
             .bind(text(&tenant))
             .execute(&mut *tx)
             .await
             .map_err(db)?
             .rows_affected();
-            report.attempts +=
-                sqlx::query("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE tenant_id = $1)")
-                    .bind(text(&tenant))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?
-                    .rows_affected();
-            report.runs += sqlx::query("DELETE FROM runs WHERE tenant_id = $1")
+            report.attempts += sqlx::query(concat!(
+                "DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE ",
+                tenant_runs!(),
+                ")"
+            ))
+            .bind(text(&tenant))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+            report.runs += sqlx::query(concat!("DELETE FROM runs WHERE ", tenant_runs!()))
                 .bind(text(&tenant))
                 .execute(&mut *tx)
                 .await

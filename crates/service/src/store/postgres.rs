@@ -438,8 +438,8 @@ impl DispatchStore for PostgresStore {
         // Each part bounded whatever the tenant's history: its open runs by `runs_open` (tenant_id,
         // scope, id of the open runs; migration 0020), its dead letters since `failed_since` and
         // the newest run of each finished status (an index scan backwards, one entry each) by
-        // `runs_by_tenant` (tenant_id, scope, status, updated_at; migration 0018) — not a scan of
-        // every run it ever had (`benches/history_plans.sql`).
+        // `runs_by_tenant` (tenant_id, scope, status, updated_at of the finished runs; migrations
+        // 0018, 0020) — not a scan of every run it ever had (`benches/history_plans.sql`).
         let row = sqlx::query(
             "SELECT \
                (SELECT COUNT(*) FROM runs WHERE tenant_id = $3 AND scope = $1 AND status IN ('queued', 'running')) \
