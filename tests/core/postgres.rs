@@ -1016,7 +1016,7 @@ async fn a_claim_reads_only_the_open_runs_of_a_business_with_a_long_history() {
     .await
     .unwrap();
     sqlx::query("ANALYZE runs").execute(store.pool()).await.unwrap();
-    let now = Utc::now();
+    let now = t0();
     let claimed = store.claim_next(&scope, Some(&tenant), now, now, 4).await.unwrap();
     assert!(claimed.runs.is_empty(), "nothing of the history is due");
     let statement: String = sqlx::query_scalar(
