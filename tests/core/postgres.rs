@@ -946,15 +946,6 @@ async fn reading_many_cross_references_is_planned_once_a_connection() {
     assert!(generic >= 7, "the other calls use the generic plan ({custom} custom, {generic} generic)");
 }
 
-/// The rows the plan's nodes read and then dropped by a filter, summed over the lines of an
-/// `EXPLAIN ANALYZE` (`Rows Removed by Filter: N`).
-fn rows_removed_by_filter(plan: &[String]) -> i64 {
-    plan.iter()
-        .filter_map(|line| line.trim().strip_prefix("Rows Removed by Filter: "))
-        .map(|n| n.trim().parse::<i64>().expect("a count"))
-        .sum()
-}
-
 /// A claim reads the business's open runs only, however many finished ones it keeps
 /// (migration 0020): with 20,000 synced runs of one tenant, the claim's generic plan (what a
 /// pooled connection runs after its first executions; forced here) drops no run by a filter:
@@ -962,89 +953,28 @@ fn rows_removed_by_filter(plan: &[String]) -> i64 {
 /// 0018 and 0020 it read either every run of the tenant (`runs_by_tenant`, its statuses a
 /// filter) or every open run of every business (`runs_open` was `next_attempt_at`), as the
 /// database's statistics had it (checked with 0020 left out: this test then fails, 20,000 rows
-/// removed; since 0020 `runs_by_tenant` holds no open run, so no statistics lead there). The claim's own statement, read back from the connection's prepared statements, is
-/// explained inside a transaction that is rolled back.
+/// removed; since 0020 `runs_by_tenant` holds no open run, so no statistics lead there). The
+/// claim's own statement, read back from the connection's prepared statements, is explained
+/// inside a transaction that is rolled back.
 #[tokio::test]
 async fn a_claim_reads_only_the_open_runs_of_a_business_with_a_long_history() {
     let Some(url) = pg::url("a_claim_reads_only_the_open_runs_of_a_business_with_a_long_history") else { return };
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                sqlx::Executor::execute(conn, "SET plan_cache_mode = force_generic_plan").await.map(|_| ())
-            })
-        })
-        .connect(&url)
-        .await
-        .unwrap();
-    let store = PostgresStore::from_pool(pool, None).await.unwrap();
+    let store = pg::generic_plan_store(&url).await;
     let (scope, tenant) = (pg::unique("history"), pg::unique("history-t"));
-    sqlx::query(
-        "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, \
-         attempts, created_at, updated_at, tenant_id, claim) \
-         SELECT $1, 'invoice.created:' || g, 'invoice.created', g, '\\x7b7d'::bytea, 'fp' || g, '{}', 'synced', 1, \
-         now() - interval '30 days', now() - interval '30 days', $2, 1 FROM generate_series(1, 20000) AS g",
-    )
-    .bind(&scope)
-    .bind(&tenant)
-    .execute(store.pool())
-    .await
-    .unwrap();
-    // A node's other businesses: 1,000 of them with 15 finished runs each (the planner's
-    // estimates for a tenant are drawn from them, as on a node serving many).
-    let others = pg::unique("others");
-    sqlx::query(
-        "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, \
-         attempts, created_at, updated_at, tenant_id, claim) \
-         SELECT $1 || '-' || (g % 1000), 'product.upserted:' || g, 'product.upserted', g, '\\x7b7d'::bytea, \
-         'fp' || g, '{}', 'synced', 1, now(), now(), $1 || '-t' || (g % 1000), 1 FROM generate_series(1, 15000) AS g",
-    )
-    .bind(&others)
-    .execute(store.pool())
-    .await
-    .unwrap();
-    // And another business's backlog: 5,000 open runs, waiting a day (due to no one meanwhile).
-    let busy = pg::unique("backlog");
-    sqlx::query(
-        "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, \
-         attempts, created_at, updated_at, tenant_id, claim, next_attempt_at) \
-         SELECT $1, 'invoice.created:' || g, 'invoice.created', g, '\\x7b7d'::bytea, 'fp' || g, '{}', 'queued', 1, \
-         now(), now(), $1 || '-t', 0, now() + interval '1 day' FROM generate_series(1, 5000) AS g",
-    )
-    .bind(&busy)
-    .execute(store.pool())
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE runs").execute(store.pool()).await.unwrap();
+    let node = pg::NodeHistory::insert(store.pool(), &scope, &tenant).await;
     let now = t0();
     let claimed = store.claim_next(&scope, Some(&tenant), now, now, 4).await.unwrap();
     assert!(claimed.runs.is_empty(), "nothing of the history is due");
-    let statement: String = sqlx::query_scalar(
-        "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'WITH cand AS MATERIALIZED%'",
+    let plan = pg::explain_prepared(
+        store.pool(),
+        "WITH cand AS MATERIALIZED",
+        "text, timestamptz, timestamptz, bigint, text",
+        &format!("'{scope}', now(), now(), 4, '{tenant}'"),
     )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
-    let mut tx = store.pool().begin().await.unwrap();
-    sqlx::Executor::execute(
-        &mut *tx,
-        format!("PREPARE history_claim(text, timestamptz, timestamptz, bigint, text) AS {statement}").as_str(),
-    )
-    .await
-    .unwrap();
-    // `EXPLAIN EXECUTE` takes no parameters of its own: the names are a prefix and a UUID.
-    let explain = format!("EXPLAIN ANALYZE EXECUTE history_claim('{scope}', now(), now(), 4, '{tenant}')");
-    let plan: Vec<String> = sqlx::query_scalar(&explain).fetch_all(&mut *tx).await.unwrap();
-    tx.rollback().await.unwrap();
-    sqlx::query("DELETE FROM runs WHERE scope IN ($1, $2) OR scope LIKE $3 || '-%'")
-        .bind(&scope)
-        .bind(&busy)
-        .bind(&others)
-        .execute(store.pool())
-        .await
-        .unwrap();
+    .await;
+    node.remove(store.pool()).await;
     assert!(plan.iter().any(|line| line.contains("Scan")), "a plan: {plan:#?}");
-    assert_eq!(rows_removed_by_filter(&plan), 0, "no finished run read and dropped: {plan:#?}");
+    assert_eq!(pg::rows_removed_by_filter(&plan), 0, "no finished run read and dropped: {plan:#?}");
 }
 
 /// A block of permits holds at most two for the same moment (migration 0021): a business that

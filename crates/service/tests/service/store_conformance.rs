@@ -380,3 +380,56 @@ async fn postgres_replay_record_reads_only_expired_keys() {
     assert!(idx > 0, "the purge and the upsert read the indexes (the counters count this transaction)");
     assert_eq!(seq, 0, "no sequential scan of the replay cache ({idx} index scans)");
 }
+
+/// A worker's turn (`begin_turn`) reads its business's open runs only, however many finished ones
+/// it keeps and whatever backlog another business has (migration 0020), as a claim does: its
+/// statement's generic plan, explained on a node's statistics (1,000 businesses, one with 20,000
+/// finished runs, another with 5,000 open ones), drops no row by a filter. The health tile's
+/// counters (`dispatch_stats`) likewise. With the indexes of migration 0018 put back, the turn's
+/// plan drops the 20,000.
+#[tokio::test]
+async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a_long_history() {
+    use byte8_ledger_service::store::{DispatchStore, TurnStart};
+    let Some(url) = pg::url("a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a_long_history")
+    else {
+        return;
+    };
+    let store = pg::generic_plan_store(&url).await;
+    let (scope, tenant) = (pg::unique("history"), pg::unique("history-t"));
+    let node = pg::NodeHistory::insert(store.pool(), &scope, &tenant).await;
+    let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH + chrono::Duration::days(20_000);
+    let turn = TurnStart {
+        scope: &scope,
+        tenant: &tenant,
+        holder: "history-worker",
+        now,
+        lease_until: now,
+        run_lease_until: now,
+        limit: 4,
+    };
+    let begun = store.begin_turn(&turn).await.unwrap().expect("the lease is free");
+    assert!(begun.claimed.runs.is_empty(), "nothing of the history is due");
+    store.release_dispatch(&scope, "history-worker").await.unwrap();
+    let stats = store.dispatch_stats(&scope, &tenant, now).await.unwrap();
+    assert_eq!(stats.pending, 0, "no open run");
+    let arguments = format!("'{scope}', 'history-worker', now(), now(), '{tenant}', 4, now()");
+    let turn_plan = pg::explain_prepared(
+        store.pool(),
+        "WITH lease AS",
+        "text, text, timestamptz, timestamptz, text, bigint, timestamptz",
+        &arguments,
+    )
+    .await;
+    let stats_plan = pg::explain_prepared(
+        store.pool(),
+        "SELECT (SELECT COUNT(*) FROM runs",
+        "text, timestamptz, text",
+        &format!("'{scope}', now(), '{tenant}'"),
+    )
+    .await;
+    node.remove(store.pool()).await;
+    for (what, plan) in [("begin_turn", &turn_plan), ("dispatch_stats", &stats_plan)] {
+        assert!(plan.iter().any(|line| line.contains("Scan")), "{what}: a plan: {plan:#?}");
+        assert_eq!(pg::rows_removed_by_filter(plan), 0, "{what}: no run read and dropped: {plan:#?}");
+    }
+}
