@@ -338,13 +338,18 @@ impl DispatchStore for PostgresStore {
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
         // The partial indexes of migrations 0009 and 0020 (open runs, undelivered callbacks) keep this
-        // read proportional to the work waiting, not to the history kept. A business whose
-        // dispatch lease is held is left out: its holder drains it.
+        // read proportional to the work waiting, not to the history kept. The open runs are read
+        // first and whole (`OFFSET 0` keeps the planner from folding the due conditions into the
+        // scan): with those conditions beside it, a generic plan could take `runs_due` (scope,
+        // status, …) and read every entry of it, every run of every business, to find them. A
+        // business whose dispatch lease is held is left out: its holder drains it.
         let rows = sqlx::query(
             "SELECT d.scope, d.tenant_id FROM ( \
-               SELECT scope, tenant_id FROM runs WHERE tenant_id IS NOT NULL AND status IN ('queued', 'running') \
-                 AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
-                      OR (status = 'running' AND lease_until <= $1)) \
+               SELECT scope, tenant_id FROM ( \
+                 SELECT scope, tenant_id, status, next_attempt_at, lease_until FROM runs \
+                 WHERE tenant_id IS NOT NULL AND status IN ('queued', 'running') OFFSET 0) o \
+               WHERE (status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $1)) \
+                  OR (status = 'running' AND lease_until <= $1) \
                UNION \
                SELECT scope, tenant_id FROM callbacks WHERE delivered_at IS NULL AND due_at <= $1) d \
              WHERE NOT EXISTS (SELECT 1 FROM dispatch_leases l WHERE l.scope = d.scope AND l.lease_until > $1) \
