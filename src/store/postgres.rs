@@ -484,8 +484,8 @@ const XREF_READ_BLOCK: usize = 8;
 /// statements in all, each prepared once a connection: their parameters are scalars, so the
 /// planner settles on a generic plan (an index probe a key) after its first few custom ones. The
 /// keys bound as two arrays and `unnest`ed were planned afresh at every call (the planner cannot
-/// know an array's length in a generic plan, and guessed a hundred: a hash join over the
-/// business's entries), 0.17–0.19 ms of planning a call (`pg_stat_statements`, `bench_service`
+/// know an array's length in a generic plan: it guessed ten keys, and its generic plan was a hash
+/// join over a scan of the business's entries), 0.17–0.19 ms of planning a call (`pg_stat_statements`, `bench_service`
 /// at 1,000 tenants).
 fn xref_read_statement(width: usize) -> &'static str {
     static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();

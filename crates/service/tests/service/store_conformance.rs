@@ -433,6 +433,6 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
     node.remove(store.pool()).await;
     for (what, plan) in [("begin_turn", &turn_plan), ("dispatch_stats", &stats_plan)] {
         assert!(plan.iter().any(|line| line.contains("Scan")), "{what}: a plan: {plan:#?}");
-        assert_eq!(pg::rows_removed_by_filter(plan), 0, "{what}: no run read and dropped: {plan:#?}");
+        assert_eq!(pg::rows_removed_by_filter(plan, "runs"), 0, "{what}: no run read and dropped: {plan:#?}");
     }
 }
