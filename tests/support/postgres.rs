@@ -5,9 +5,10 @@
 #![allow(dead_code)]
 
 use std::io::Write as _;
+use std::str::FromStr as _;
 
 use byte8_ledger_core::store::{crypto::MasterKey, postgres::PostgresStore};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// The database URL, or `None` (after saying the test is skipped).
 pub fn url(test: &str) -> Option<String> {
@@ -39,10 +40,43 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A store over one connection whose statements keep the planner's generic plan from the first
-/// execution (what a pooled connection runs after its first few), so that a test sees the plan
-/// production runs.
-pub async fn generic_plan_store(url: &str) -> PostgresStore {
+/// A database of the test's own, so that the planner's statistics are those the test builds and
+/// nothing another test leaves in the shared one (its open runs, its undelivered callbacks). The
+/// test's role must be allowed to create databases (`.ci/postgres.sh`'s is the superuser).
+pub struct OwnDatabase {
+    admin: sqlx::PgPool,
+    name: String,
+    /// How to connect to it.
+    pub options: PgConnectOptions,
+}
+
+impl OwnDatabase {
+    /// Creates an empty database beside the one `url` names.
+    pub async fn create(url: &str) -> Self {
+        let shared = PgConnectOptions::from_str(url).expect("a PostgreSQL URL");
+        let admin =
+            PgPoolOptions::new().max_connections(1).connect_with(shared.clone()).await.expect("connect to PostgreSQL");
+        let name = format!("byte8_plans_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("CREATE DATABASE (the test's PostgreSQL role must be allowed to create databases)");
+        Self { options: shared.database(&name), admin, name }
+    }
+
+    /// Drops the database (and the connections still open to it).
+    pub async fn drop(self) {
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&self.admin)
+            .await
+            .expect("drop the test's database");
+    }
+}
+
+/// A store over one connection to `database` whose statements keep the planner's generic plan
+/// from the first execution (what a pooled connection runs after its first few), so that a test
+/// sees the plan production runs.
+pub async fn generic_plan_store(database: &OwnDatabase) -> PostgresStore {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .after_connect(|conn, _| {
@@ -50,63 +84,58 @@ pub async fn generic_plan_store(url: &str) -> PostgresStore {
                 sqlx::Executor::execute(conn, "SET plan_cache_mode = force_generic_plan").await.map(|_| ())
             })
         })
-        .connect(url)
+        .connect_with(database.options.clone())
         .await
         .expect("connect to PostgreSQL");
     PostgresStore::from_pool(pool, None).await.expect("migrate")
 }
 
-/// A node's `runs` as the planner's statistics see them (then `ANALYZE`d): business `scope`
-/// (tenant `tenant`) with 20,000 finished runs, 1,000 other businesses with 15 each, and one more
-/// with a backlog of 5,000 open runs waiting a day. [`NodeHistory::remove`] deletes them again.
-pub struct NodeHistory {
-    others: String,
-    backlog: String,
-    scope: String,
-}
-
-impl NodeHistory {
-    /// Inserts the runs and analyses the table.
-    pub async fn insert(pool: &sqlx::PgPool, scope: &str, tenant: &str) -> Self {
-        let (others, backlog) = (unique("others"), unique("backlog"));
-        let runs = "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, \
-                    status, attempts, created_at, updated_at, tenant_id, claim, next_attempt_at) ";
-        let statements = [
-            // The long history.
-            "SELECT $1, 'invoice.created:' || g, 'invoice.created', g, '\\x7b7d'::bytea, 'fp' || g, '{}', 'synced', 1, \
-             now() - interval '30 days', now() - interval '30 days', $2, 1, NULL FROM generate_series(1, 20000) AS g",
-            // The node's other businesses (the planner's estimates for a tenant are drawn from them).
-            "SELECT $3 || '-' || (g % 1000), 'product.upserted:' || g, 'product.upserted', g, '\\x7b7d'::bytea, \
-             'fp' || g, '{}', 'synced', 1, now(), now(), $3 || '-t' || (g % 1000), 1, NULL \
-             FROM generate_series(1, 15000) AS g WHERE $1::text IS NOT NULL AND $2::text IS NOT NULL",
-            // A backlog, due to no one meanwhile.
-            "SELECT $3 || '-backlog', 'invoice.created:' || g, 'invoice.created', g, '\\x7b7d'::bytea, 'fp' || g, \
-             '{}', 'queued', 1, now(), now(), $3 || '-backlog-t', 0, now() + interval '1 day' \
-             FROM generate_series(1, 5000) AS g WHERE $1::text IS NOT NULL AND $2::text IS NOT NULL",
-        ];
-        for (select, prefix) in statements.iter().zip([&others, &others, &backlog]) {
-            sqlx::query(&format!("{runs}{select}"))
-                .bind(scope)
-                .bind(tenant)
-                .bind(prefix)
-                .execute(pool)
-                .await
-                .expect("insert the node's runs");
-        }
-        sqlx::query("ANALYZE runs").execute(pool).await.expect("analyze");
-        Self { others, backlog, scope: scope.to_owned() }
+/// Fills a node's `runs` and `callbacks` as the bench's database had them when a claim read a
+/// business's whole history (`bench_service --history 200000`), then vacuums and analyses them:
+/// - business `scope` (store `tenant`) with 20,000 runs, open once and all finished now: every
+///   finished run was once open, and that churn leaves `runs_open` many pages for its few entries
+///   (128 pages for 81 open runs in the bench's database);
+/// - 1,000 other businesses with 20 runs each, one store each, 70 of those runs open and waiting
+///   a day (the planner's estimates for a business are drawn from them);
+/// - one more business whose Magento is down, with 2,000 finished runs whose callbacks are all
+///   undelivered and due; every other finished run's callback delivered.
+pub async fn fill_node(pool: &sqlx::PgPool, scope: &str, tenant: &str) {
+    let runs = "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, \
+                status, attempts, created_at, updated_at, tenant_id, claim, next_attempt_at) ";
+    let statements = [
+        // The long history, open first.
+        format!(
+            "{runs}SELECT $1, 'invoice.created:' || g, 'invoice.created', g, '\\x7b7d'::bytea, 'fp' || g, '{{}}', \
+             'queued', 1, now() - interval '30 days', now() - interval '30 days', $2, 1, now() + interval '1 day' \
+             FROM generate_series(1, 20000) AS g"
+        ),
+        "UPDATE runs SET status = 'synced', next_attempt_at = NULL WHERE scope = $1 AND $2::text IS NOT NULL"
+            .to_owned(),
+        // The node's other businesses.
+        format!(
+            "{runs}SELECT 'others-' || (g % 1000), 'product.upserted:' || g, 'product.upserted', g, '\\x7b7d'::bytea, \
+             'fp' || g, '{{}}', CASE WHEN g <= 70 THEN 'queued' ELSE 'synced' END, 1, now(), now(), \
+             'others-t' || (g % 1000), 1, CASE WHEN g <= 70 THEN now() + interval '1 day' END \
+             FROM generate_series(1, 20000) AS g WHERE $1::text IS NOT NULL AND $2::text IS NOT NULL"
+        ),
+        // The store that is down.
+        format!(
+            "{runs}SELECT 'down', 'order.created:' || g, 'order.created', g, '\\x7b7d'::bytea, 'fp' || g, '{{}}', \
+             'synced', 1, now(), now(), 'down-t', 1, NULL \
+             FROM generate_series(1, 2000) AS g WHERE $1::text IS NOT NULL AND $2::text IS NOT NULL"
+        ),
+        // Every finished run's callback: delivered, but for the store that is down.
+        "INSERT INTO callbacks (run_id, scope, tenant_id, generation, due_at, attempts, last_error, created_at, \
+         delivered_at) \
+         SELECT id, scope, tenant_id, 1, now() - interval '1 hour', 0, NULL, now() - interval '1 hour', \
+         CASE WHEN scope <> 'down' THEN now() END FROM runs \
+         WHERE status = 'synced' AND $1::text IS NOT NULL AND $2::text IS NOT NULL"
+            .to_owned(),
+    ];
+    for statement in &statements {
+        sqlx::query(statement).bind(scope).bind(tenant).execute(pool).await.expect("fill the node");
     }
-
-    /// Deletes the runs [`NodeHistory::insert`] made.
-    pub async fn remove(self, pool: &sqlx::PgPool) {
-        sqlx::query("DELETE FROM runs WHERE scope = $1 OR scope LIKE $2 || '-%' OR scope LIKE $3 || '-%'")
-            .bind(&self.scope)
-            .bind(&self.others)
-            .bind(&self.backlog)
-            .execute(pool)
-            .await
-            .expect("delete the node's runs");
-    }
+    sqlx::query("VACUUM ANALYZE runs, callbacks").execute(pool).await.expect("vacuum and analyse");
 }
 
 /// The plan (`EXPLAIN ANALYZE`, one line a row) of the statement prepared on the store's one

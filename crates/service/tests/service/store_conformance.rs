@@ -381,13 +381,14 @@ async fn postgres_replay_record_reads_only_expired_keys() {
     assert_eq!(seq, 0, "no sequential scan of the replay cache ({idx} index scans)");
 }
 
-/// A worker's turn (`begin_turn`) reads its business's open runs only, however many finished ones
-/// it keeps and whatever backlog another business has (migration 0020), as a claim does: its
-/// statement's generic plan, explained on a node's statistics (1,000 businesses, one with 20,000
-/// finished runs, another with 5,000 open ones), drops no row by a filter. The health tile's
-/// counters (`dispatch_stats`) likewise. With the indexes of migration 0018 put back, the turn's
-/// plan drops the 20,000. (`due_tenants` is called, not explained: with an eighth of this
-/// table's runs open, its best plan is a scan of the table, which says nothing of a node.)
+/// A worker's turn (`begin_turn`) reads its business's open runs and undelivered callbacks only,
+/// however many finished runs it keeps and whatever another business has waiting (migrations 0020
+/// and 0022), as a claim does. On a node like the bench's (`pg::fill_node`, in a database of the
+/// test's own: 1,000 businesses, one with 20,000 finished runs, one whose Magento is down with
+/// 2,000 undelivered callbacks due), the generic plans of the turn, of the health tile's counters
+/// (`dispatch_stats`, `pending_callbacks`) and of the callback claim drop no run and no callback by
+/// a filter. Without migration 0022 (checked), the turn's plan drops the 20,000 runs, as it does
+/// with migration 0018's indexes put back.
 #[tokio::test]
 async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a_long_history() {
     use byte8_ledger_service::store::{DispatchStore, TurnStart};
@@ -395,44 +396,67 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
     else {
         return;
     };
-    let store = pg::generic_plan_store(&url).await;
-    let (scope, tenant) = (pg::unique("history"), pg::unique("history-t"));
-    let node = pg::NodeHistory::insert(store.pool(), &scope, &tenant).await;
+    let database = pg::OwnDatabase::create(&url).await;
+    let store = pg::generic_plan_store(&database).await;
+    let (scope, tenant) = ("history", "history-t");
+    pg::fill_node(store.pool(), scope, tenant).await;
     let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH + chrono::Duration::days(20_000);
-    let turn = TurnStart {
-        scope: &scope,
-        tenant: &tenant,
-        holder: "history-worker",
-        now,
-        lease_until: now,
-        run_lease_until: now,
-        limit: 4,
-    };
+    let turn =
+        TurnStart { scope, tenant, holder: "history-worker", now, lease_until: now, run_lease_until: now, limit: 4 };
     let begun = store.begin_turn(&turn).await.unwrap().expect("the lease is free");
     assert!(begun.claimed.runs.is_empty(), "nothing of the history is due");
-    store.release_dispatch(&scope, "history-worker").await.unwrap();
-    let stats = store.dispatch_stats(&scope, &tenant, now).await.unwrap();
+    assert!(!begun.callbacks_due, "no callback of the business is due");
+    store.release_dispatch(scope, "history-worker").await.unwrap();
+    let stats = store.dispatch_stats(scope, tenant, now).await.unwrap();
     assert_eq!(stats.pending, 0, "no open run");
+    assert_eq!(store.pending_callbacks(scope).await.unwrap(), 0, "no undelivered callback of the business");
+    assert!(store.claim_callbacks(scope, tenant, now, now, 4).await.unwrap().is_empty(), "no callback to claim");
     let due = store.due_tenants(now).await.unwrap();
-    assert!(!due.iter().any(|(s, _)| *s == scope), "the business with a history has nothing due");
-    let arguments = format!("'{scope}', 'history-worker', now(), now(), '{tenant}', 4, now()");
-    let turn_plan = pg::explain_prepared(
-        store.pool(),
-        "WITH lease AS",
-        "text, text, timestamptz, timestamptz, text, bigint, timestamptz",
-        &arguments,
-    )
-    .await;
-    let stats_plan = pg::explain_prepared(
-        store.pool(),
-        "SELECT (SELECT COUNT(*) FROM runs",
-        "text, timestamptz, text",
-        &format!("'{scope}', now(), '{tenant}'"),
-    )
-    .await;
-    node.remove(store.pool()).await;
-    for (what, plan) in [("begin_turn", &turn_plan), ("dispatch_stats", &stats_plan)] {
+    assert!(!due.iter().any(|(s, _)| s == scope), "the business with a history has nothing due");
+    let explain = |starts: &'static str, types: &'static str, arguments: String| {
+        let pool = store.pool().clone();
+        async move { pg::explain_prepared(&pool, starts, types, &arguments).await }
+    };
+    let plans = [
+        (
+            "begin_turn",
+            explain(
+                "WITH lease AS",
+                "text, text, timestamptz, timestamptz, text, bigint, timestamptz",
+                format!("'{scope}', 'history-worker', now(), now(), '{tenant}', 4, now()"),
+            )
+            .await,
+        ),
+        (
+            "dispatch_stats",
+            explain(
+                "SELECT (SELECT COUNT(*) FROM runs",
+                "text, timestamptz, text",
+                format!("'{scope}', now(), '{tenant}'"),
+            )
+            .await,
+        ),
+        ("pending_callbacks", explain("SELECT COUNT(*) AS n FROM callbacks", "text", format!("'{scope}'")).await),
+        (
+            "claim_callbacks",
+            explain(
+                "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks",
+                "text, timestamptz, timestamptz, bigint, text",
+                format!("'{scope}', now(), now(), 4, '{tenant}'"),
+            )
+            .await,
+        ),
+    ];
+    store.pool().close().await;
+    database.drop().await;
+    for (what, plan) in &plans {
         assert!(plan.iter().any(|line| line.contains("Scan")), "{what}: a plan: {plan:#?}");
-        assert_eq!(pg::rows_removed_by_filter(plan, "runs"), 0, "{what}: no run read and dropped: {plan:#?}");
+        for table in ["runs", "callbacks"] {
+            assert_eq!(
+                pg::rows_removed_by_filter(plan, table),
+                0,
+                "{what}: no row of {table} read and dropped: {plan:#?}"
+            );
+        }
     }
 }
