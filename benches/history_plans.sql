@@ -46,7 +46,7 @@ DROP INDEX runs_by_key;
 CREATE INDEX runs_by_key ON runs (scope, tenant_id, idempotency_key, fingerprint);
 DROP INDEX runs_by_entity;
 CREATE INDEX runs_by_entity ON runs (scope, tenant_id, magento_entity_id);
-DROP INDEX runs_due;
+DROP INDEX runs_by_status;
 CREATE INDEX runs_due ON runs (scope, tenant_id, status, next_attempt_at);
 -- and `runs_by_tenant` as it was before 0018 (its (tenant_id, scope, status, …) serves a claim).
 DROP INDEX runs_by_tenant;
@@ -82,7 +82,8 @@ DEALLOCATE ALL;
 
 -- Now: the key's runs in `runs_by_key` (scope, idempotency_key, tenant_id, id), the tenant's open
 -- runs in `runs_open` (tenant_id, scope, id) of the open runs only (0020; `runs_by_tenant` holds
--- the finished runs only since then, so no plan can read the history for an open run).
+-- the finished runs only since then, so no plan can read the history for an open run), or in
+-- `runs_by_status` (status, scope, id) (0022).
 PREPARE key_now(text, text, text) AS
     SELECT id, status FROM runs WHERE scope = $1 AND tenant_id = $2 AND idempotency_key = $3
     ORDER BY id DESC LIMIT 1 FOR NO KEY UPDATE;
@@ -102,10 +103,14 @@ EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claim_now_untenanted('history-plans', NULL,
 
 -- Before migration 0022: without statistics on (scope, tenant_id) together, the planner takes the
 -- two for independent and estimates a business's runs at under one row for any index they lead,
--- so a scope-led index can look as cheap as `runs_open`. The same prepared statement, planned
--- again without the statistics (inside a transaction rolled back).
+-- so a scope-led index can look as cheap as `runs_open`; and `runs_due` was (scope, status,
+-- tenant_id, next_attempt_at), which such a plan read with the statuses as a filter (0022 makes
+-- it `runs_by_status` (status, scope, id)). The same prepared statement, planned again without
+-- the statistics and with `runs_due` (inside a transaction rolled back).
 BEGIN;
 DROP STATISTICS runs_scope_tenant;
+DROP INDEX runs_by_status;
+CREATE INDEX runs_due ON runs (scope, status, tenant_id, next_attempt_at);
 ANALYZE runs;
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claim_now('history-plans', 'history-plans-t', now(), 2);
 ROLLBACK;
@@ -117,6 +122,8 @@ ROLLBACK;
 -- were (inside a transaction rolled back).
 BEGIN;
 DROP STATISTICS runs_scope_tenant;
+DROP INDEX runs_by_status;
+CREATE INDEX runs_due ON runs (scope, status, tenant_id, next_attempt_at);
 ANALYZE runs;
 DROP INDEX runs_open;
 CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN ('queued', 'running');
@@ -130,6 +137,8 @@ ROLLBACK;
 -- business a filter); inside a transaction rolled back, with that index as it was.
 BEGIN;
 DROP STATISTICS runs_scope_tenant;
+DROP INDEX runs_by_status;
+CREATE INDEX runs_due ON runs (scope, status, tenant_id, next_attempt_at);
 ANALYZE runs;
 DROP INDEX runs_by_tenant;
 CREATE INDEX runs_by_tenant ON runs (tenant_id, status, updated_at);
@@ -162,6 +171,8 @@ PREPARE stats_now(text, timestamptz, text) AS
                ORDER BY updated_at DESC LIMIT 1)) AS last_run_at;
 BEGIN;
 DROP STATISTICS runs_scope_tenant;
+DROP INDEX runs_by_status;
+CREATE INDEX runs_due ON runs (scope, status, tenant_id, next_attempt_at);
 ANALYZE runs;
 DROP INDEX runs_open;
 CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN ('queued', 'running');

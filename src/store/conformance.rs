@@ -552,7 +552,17 @@ pub async fn xrefs_round_trip(store: &dyn Store, scope: &str) {
     store.put_xref(scope, XrefKind::Invoice, "1001", &done).await.expect("put");
     let got = store.get_xref(scope, XrefKind::Invoice, "1001").await.expect("get").expect("entry");
     assert_eq!(got, done, "xrefs_round_trip: done replaces intent");
-    for key in ["customer:5:GBP", "customer:5:EUR", "customer:50:GBP"] {
+    // Beside the prefix's keys: a longer number, the prefix's bound itself (`;` follows `:`), the
+    // prefix without its separator, and keys with the last scalar value, which has no successor.
+    for key in [
+        "customer:5:GBP",
+        "customer:5:EUR",
+        "customer:50:GBP",
+        "customer:5;",
+        "customer:5",
+        "customer:5:\u{10ffff}",
+        "customer:5:\u{10ffff}\u{10ffff}é",
+    ] {
         store
             .put_xref(scope, XrefKind::Contact, key, &Xref::done(format!("C-{key}"), None, json!({}), t0()))
             .await
@@ -567,9 +577,25 @@ pub async fn xrefs_round_trip(store: &dyn Store, scope: &str) {
         .collect();
     assert_eq!(
         listed,
-        vec!["customer:5:EUR".to_owned(), "customer:5:GBP".to_owned()],
-        "xrefs_round_trip: prefix listing"
+        ["customer:5:EUR", "customer:5:GBP", "customer:5:\u{10ffff}", "customer:5:\u{10ffff}\u{10ffff}é"],
+        "xrefs_round_trip: prefix listing, in the keys' order"
     );
+    let listed = |prefix: &'static str| async move {
+        let keys: Vec<String> = store
+            .list_xrefs(scope, XrefKind::Contact, prefix)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        keys
+    };
+    assert_eq!(
+        listed("customer:5:\u{10ffff}\u{10ffff}").await,
+        ["customer:5:\u{10ffff}\u{10ffff}é"],
+        "xrefs_round_trip: a prefix ending with the last scalar value"
+    );
+    assert_eq!(listed("").await.len(), 7, "xrefs_round_trip: the empty prefix lists every contact, no invoice");
     assert!(store.get_xref(&format!("{scope}-x"), XrefKind::Invoice, "1001").await.expect("get").is_none(), "scoped");
     assert!(store.get_xref(scope, XrefKind::CreditNote, "1001").await.expect("get").is_none(), "kinds do not mix");
 }

@@ -650,11 +650,13 @@ impl<X: MemoryExtension> XrefStore for MemoryStore<X> {
     }
 
     async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
+        // The map is ordered by (scope, kind, key): the keys with the prefix are one range of it.
+        let start = (scope.to_owned(), kind, prefix.to_owned());
         Ok(self
             .lock()
             .xrefs
-            .iter()
-            .filter(|((s, k, key), _)| s == scope && *k == kind && key.starts_with(prefix))
+            .range(start..)
+            .take_while(|((s, k, key), _)| s == scope && *k == kind && key.starts_with(prefix))
             .map(|((_, _, key), x)| (key.clone(), x.clone()))
             .collect())
     }

@@ -341,8 +341,9 @@ impl DispatchStore for PostgresStore {
         // read proportional to the work waiting, not to the history kept. The open runs are read
         // first and whole (`OFFSET 0` keeps the planner from folding the due conditions into the
         // scan): with those conditions beside it, a generic plan could take `runs_due` (scope,
-        // status, …) and read every entry of it, every run of every business, to find them. A
-        // business whose dispatch lease is held is left out: its holder drains it.
+        // status, …; `runs_by_status` since migration 0022) and read every entry of it, every
+        // run of every business, to find them. A business whose dispatch lease is held is left
+        // out: its holder drains it.
         let rows = sqlx::query(
             "SELECT d.scope, d.tenant_id FROM ( \
                SELECT scope, tenant_id FROM ( \
