@@ -1,6 +1,7 @@
 -- byte8-ledger-core 0022 (PostgreSQL): the planner knows that a business's runs and callbacks
--- are one store's, so that no generic plan reads a business's history to find its open runs, and
--- a turn's look for undelivered callbacks reads the business's own only.
+-- are one store's, and `runs` is indexed by status before business, so that no generic plan reads
+-- a business's history to find its open runs; a turn's look for undelivered callbacks reads the
+-- business's own only; two indexes that served no statement go.
 --
 -- Runs. A claim (`RunStore::claim_next`, the service's `begin_turn`) asks `scope = $1 AND
 -- tenant_id = $5` and the open statuses. Without statistics on the two columns together, the
@@ -30,6 +31,11 @@
 -- letters, the runs waiting to retry and the oldest queued run (the console's, the command's)
 -- are each a range of it. `RunStore::counts` asks it one status at a time.
 --
+-- `runs_by_increment_id` (increment_id) and `runs_by_ledger_reference` (ledger_reference) go: no
+-- statement can use them (the console's search compares `translate(column, …)`, which a plain
+-- index on the column does not serve; `pg_stat_user_indexes` counted 0 scans of each in the
+-- bench's database), and a run's insert, claim and finish each wrote an entry in both.
+--
 -- Callbacks. `begin_turn` asks whether the business has undelivered callbacks due, the callback
 -- claim takes them in order of `due_at`, the health tile counts them. `callbacks_due` (scope,
 -- tenant_id, delivered_at, due_at) held every callback ever delivered too, and was written at
@@ -45,6 +51,8 @@ CREATE STATISTICS runs_scope_tenant (dependencies) ON scope, tenant_id FROM runs
 CREATE STATISTICS callbacks_scope_tenant (dependencies) ON scope, tenant_id FROM callbacks;
 DROP INDEX runs_due;
 CREATE INDEX runs_by_status ON runs (status, scope, id);
+DROP INDEX runs_by_increment_id;
+DROP INDEX runs_by_ledger_reference;
 DROP INDEX callbacks_due;
 CREATE INDEX callbacks_due ON callbacks (scope, tenant_id, due_at, run_id) WHERE delivered_at IS NULL;
 ANALYZE runs;
