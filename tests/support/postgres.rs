@@ -42,7 +42,8 @@ pub fn unique(prefix: &str) -> String {
 
 /// A database of the test's own, so that the planner's statistics are those the test builds and
 /// nothing another test leaves in the shared one (its open runs, its undelivered callbacks). The
-/// test's role must be allowed to create databases (`.ci/postgres.sh`'s is the superuser).
+/// test's role must be allowed to create databases (`.ci/postgres.sh`'s is the superuser). A test
+/// that fails before [`OwnDatabase::drop`] leaves its database (`byte8_plans_…`) behind.
 pub struct OwnDatabase {
     admin: sqlx::PgPool,
     name: String,
