@@ -137,6 +137,10 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// Every status, in the order of the enum (a store that asks per status, as PostgreSQL's
+    /// `RunStore::counts` does, asks these).
+    pub const ALL: [Self; 5] = [Self::Queued, Self::Running, Self::Synced, Self::Skipped, Self::DeadLettered];
+
     /// The stored spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -150,9 +154,7 @@ impl RunStatus {
 
     /// Parses the stored spelling.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Queued, Self::Running, Self::Synced, Self::Skipped, Self::DeadLettered]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
     /// True when nothing more will happen to the run unless it is requeued.
@@ -902,6 +904,24 @@ mod tests {
                 let in_range = key.as_str() >= prefix.as_str() && bound.as_deref().is_none_or(|b| key.as_str() < b);
                 prop_assert_eq!(in_range, key.starts_with(&prefix), "key {:?}, prefix {:?}, bound {:?}", key, prefix, bound);
             }
+        }
+    }
+
+    /// `RunStatus::ALL` holds every status once: a new variant fails to compile here until it is
+    /// given its place, and the places must be those of `ALL`.
+    #[test]
+    fn all_statuses_are_listed() {
+        use super::RunStatus;
+        let place = |s: RunStatus| match s {
+            RunStatus::Queued => 0,
+            RunStatus::Running => 1,
+            RunStatus::Synced => 2,
+            RunStatus::Skipped => 3,
+            RunStatus::DeadLettered => 4,
+        };
+        for (i, s) in RunStatus::ALL.into_iter().enumerate() {
+            assert_eq!(place(s), i, "{s:?}");
+            assert_eq!(RunStatus::parse(s.as_str()), Some(s), "{s:?} round-trips");
         }
     }
 

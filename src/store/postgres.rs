@@ -886,9 +886,7 @@ impl RunStore for PostgresStore {
     async fn counts(&self, scope: &str) -> Result<BTreeMap<RunStatus, u64>> {
         // One range of `runs_by_status` (status, scope, id) a status (migration 0022): a
         // `GROUP BY` over the business's runs would read every run of the node.
-        let statuses =
-            [RunStatus::Queued, RunStatus::Running, RunStatus::Synced, RunStatus::Skipped, RunStatus::DeadLettered]
-                .map(RunStatus::as_str);
+        let statuses = RunStatus::ALL.map(RunStatus::as_str);
         let rows = sqlx::query(
             "SELECT s.status, (SELECT COUNT(*) FROM runs WHERE status = s.status AND scope = $1) AS n \
              FROM unnest($2::text[]) AS s(status)",

@@ -47,9 +47,6 @@ fn status_label(s: RunStatus) -> &'static str {
     }
 }
 
-const STATUSES: [RunStatus; 5] =
-    [RunStatus::Queued, RunStatus::Running, RunStatus::Synced, RunStatus::Skipped, RunStatus::DeadLettered];
-
 fn error_for<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a FieldError> {
     errors.iter().find(|e| e.path == field)
 }
@@ -110,7 +107,7 @@ pub(crate) fn runs_page(
                 label for="field-status" { "Status" }
                 select #field-status name="status" aria-invalid=[error_for(errors, "status").map(|_| "true")] {
                     option value="" { "Any status" }
-                    @for s in STATUSES {
+                    @for s in RunStatus::ALL {
                         option value=(s.as_str()) selected[given(&form.status) == s.as_str()] { (status_label(s)) }
                     }
                 }
