@@ -1,7 +1,8 @@
 -- byte8-ledger-core 0022 (PostgreSQL): the planner knows that a business's runs and callbacks
 -- are one store's, and `runs` is indexed by status before business, so that no generic plan reads
 -- a business's history to find its open runs; a turn's look for undelivered callbacks reads the
--- business's own only; two indexes that served no statement go.
+-- business's own only. Three indexes go: two that served no statement, and one whose reader
+-- another index serves.
 --
 -- Runs. A claim (`RunStore::claim_next`, the service's `begin_turn`) asks `scope = $1 AND
 -- tenant_id = $5` and the open statuses. Without statistics on the two columns together, the
@@ -35,6 +36,9 @@
 -- statement can use them (the console's search compares `translate(column, …)`, which a plain
 -- index on the column does not serve; `pg_stat_user_indexes` counted 0 scans of each in the
 -- bench's database), and a run's insert, claim and finish each wrote an entry in both.
+-- `runs_leased` (scope, lease_until) of the running runs goes too: its one reader, the release
+-- of a business's leases when a worker starts (`RunStore::release_leases`: `scope = $2 AND status
+-- = 'running'`), is a range of `runs_by_status`, and each claim wrote an entry in it.
 --
 -- Callbacks. `begin_turn` asks whether the business has undelivered callbacks due, the callback
 -- claim takes them in order of `due_at`, the health tile counts them. `callbacks_due` (scope,
@@ -53,6 +57,7 @@ DROP INDEX runs_due;
 CREATE INDEX runs_by_status ON runs (status, scope, id);
 DROP INDEX runs_by_increment_id;
 DROP INDEX runs_by_ledger_reference;
+DROP INDEX runs_leased;
 DROP INDEX callbacks_due;
 CREATE INDEX callbacks_due ON callbacks (scope, tenant_id, due_at, run_id) WHERE delivered_at IS NULL;
 ANALYZE runs;
