@@ -1102,19 +1102,21 @@ impl XrefStore for PostgresStore {
 
     async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
         // A range of the primary key (`super::prefix_upper_bound`): one generic plan, and only
-        // the keys listed are read.
-        let query = match super::prefix_upper_bound(prefix) {
+        // the keys listed are read. The bound is that of the prefix as stored (a NUL kept as
+        // U+FFFD, as in the keys), which PostgreSQL's text can hold.
+        let stored = text(prefix);
+        let query = match super::prefix_upper_bound(&stored) {
             Some(bound) => sqlx::query(
                 "SELECT * FROM xrefs WHERE scope = $1 AND kind = $2 AND key >= $3 AND key < $4 ORDER BY key",
             )
             .bind(text(scope))
             .bind(kind.as_str())
-            .bind(text(prefix))
+            .bind(stored)
             .bind(bound),
             None => sqlx::query("SELECT * FROM xrefs WHERE scope = $1 AND kind = $2 AND key >= $3 ORDER BY key")
                 .bind(text(scope))
                 .bind(kind.as_str())
-                .bind(text(prefix)),
+                .bind(stored),
         };
         let rows = query.fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(|r| Ok((r.try_get("key").map_err(db)?, xref_from(r)?))).collect()

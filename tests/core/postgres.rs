@@ -1015,6 +1015,15 @@ async fn listing_a_customers_contacts_reads_only_their_keys() {
     let listed = store.list_xrefs("shop", XrefKind::Contact, "customer:5:").await.unwrap();
     let keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["customer:5:EUR", "customer:5:GBP"], "customer 5's, not 50's or 5000's");
+    // A key with a NUL is kept with U+FFFD in its place (PostgreSQL's text cannot hold NUL); the
+    // listing finds it by the prefix as given, the NUL at the prefix's end or inside it.
+    let odd = Xref::done("C-odd".into(), None, serde_json::json!({}), t0());
+    store.put_xref("shop", XrefKind::Contact, "customer:\0x:GBP", &odd).await.unwrap();
+    for prefix in ["customer:\0", "customer:\0x:"] {
+        let listed = store.list_xrefs("shop", XrefKind::Contact, prefix).await.unwrap();
+        let keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["customer:\u{fffd}x:GBP"], "prefix {prefix:?}");
+    }
     let plan = pg::explain_prepared(
         store.pool(),
         "SELECT * FROM xrefs WHERE scope = $1 AND kind = $2 AND key >= $3",
