@@ -36,6 +36,11 @@ SELECT 'history-plans-' || (g % 1000), 'product.upserted:' || g, 'product.upsert
 FROM generate_series(1, 20000) AS g;
 ANALYZE runs;
 SET plan_cache_mode = force_generic_plan;
+-- The indexes as they were, put back inside the transactions below (each rolled back): before
+-- migration 0022 (no statistics on (scope, tenant_id), `runs_due` for `runs_by_status`), and
+-- between migrations 0018 and 0020 (`runs_open` as 0009 made it, `runs_by_tenant` of every run).
+\set before_0022 'DROP STATISTICS runs_scope_tenant; DROP INDEX runs_by_status; CREATE INDEX runs_due ON runs (scope, status, tenant_id, next_attempt_at); ANALYZE runs;'
+\set between_0018_and_0020 'DROP INDEX runs_open; CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN (''queued'', ''running''); DROP INDEX runs_by_tenant; CREATE INDEX runs_by_tenant ON runs (tenant_id, scope, status, updated_at);'
 
 -- Before migration 0017 (its indexes as they were, and without 0022's statistics, inside a
 -- transaction rolled back below).
@@ -108,10 +113,7 @@ EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claim_now_untenanted('history-plans', NULL,
 -- it `runs_by_status` (status, scope, id)). The same prepared statement, planned again without
 -- the statistics and with `runs_due` (inside a transaction rolled back).
 BEGIN;
-DROP STATISTICS runs_scope_tenant;
-DROP INDEX runs_by_status;
-CREATE INDEX runs_due ON runs (scope, status, tenant_id, next_attempt_at);
-ANALYZE runs;
+:before_0022
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claim_now('history-plans', 'history-plans-t', now(), 2);
 ROLLBACK;
 
@@ -121,14 +123,8 @@ ROLLBACK;
 -- run of the tenant read. The same prepared statement, planned again against the indexes as they
 -- were (inside a transaction rolled back).
 BEGIN;
-DROP STATISTICS runs_scope_tenant;
-DROP INDEX runs_by_status;
-CREATE INDEX runs_due ON runs (scope, status, tenant_id, next_attempt_at);
-ANALYZE runs;
-DROP INDEX runs_open;
-CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN ('queued', 'running');
-DROP INDEX runs_by_tenant;
-CREATE INDEX runs_by_tenant ON runs (tenant_id, scope, status, updated_at);
+:before_0022
+:between_0018_and_0020
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claim_now('history-plans', 'history-plans-t', now(), 2);
 ROLLBACK;
 
@@ -136,10 +132,7 @@ ROLLBACK;
 -- over every run of the tenant (`runs_by_tenant` was (tenant_id, status, updated_at), the
 -- business a filter); inside a transaction rolled back, with that index as it was.
 BEGIN;
-DROP STATISTICS runs_scope_tenant;
-DROP INDEX runs_by_status;
-CREATE INDEX runs_due ON runs (scope, status, tenant_id, next_attempt_at);
-ANALYZE runs;
+:before_0022
 DROP INDEX runs_by_tenant;
 CREATE INDEX runs_by_tenant ON runs (tenant_id, status, updated_at);
 DROP INDEX runs_open;
@@ -170,14 +163,8 @@ PREPARE stats_now(text, timestamptz, text) AS
              (SELECT updated_at FROM runs WHERE tenant_id = $3 AND scope = $1 AND status = 'dead_lettered'
                ORDER BY updated_at DESC LIMIT 1)) AS last_run_at;
 BEGIN;
-DROP STATISTICS runs_scope_tenant;
-DROP INDEX runs_by_status;
-CREATE INDEX runs_due ON runs (scope, status, tenant_id, next_attempt_at);
-ANALYZE runs;
-DROP INDEX runs_open;
-CREATE INDEX runs_open ON runs (next_attempt_at) WHERE status IN ('queued', 'running');
-DROP INDEX runs_by_tenant;
-CREATE INDEX runs_by_tenant ON runs (tenant_id, scope, status, updated_at);
+:before_0022
+:between_0018_and_0020
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE stats_now('history-plans', now() - interval '1 day', 'history-plans-t');
 ROLLBACK;
 EXPLAIN (ANALYZE, COSTS OFF) EXECUTE stats_now('history-plans', now() - interval '1 day', 'history-plans-t');

@@ -568,18 +568,6 @@ pub async fn xrefs_round_trip(store: &dyn Store, scope: &str) {
             .await
             .expect("put");
     }
-    let listed: Vec<String> = store
-        .list_xrefs(scope, XrefKind::Contact, "customer:5:")
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    assert_eq!(
-        listed,
-        ["customer:5:EUR", "customer:5:GBP", "customer:5:\u{10ffff}", "customer:5:\u{10ffff}\u{10ffff}é"],
-        "xrefs_round_trip: prefix listing, in the keys' order"
-    );
     let listed = |prefix: &'static str| async move {
         let keys: Vec<String> = store
             .list_xrefs(scope, XrefKind::Contact, prefix)
@@ -590,6 +578,11 @@ pub async fn xrefs_round_trip(store: &dyn Store, scope: &str) {
             .collect();
         keys
     };
+    assert_eq!(
+        listed("customer:5:").await,
+        ["customer:5:EUR", "customer:5:GBP", "customer:5:\u{10ffff}", "customer:5:\u{10ffff}\u{10ffff}é"],
+        "xrefs_round_trip: prefix listing, in the keys' order"
+    );
     assert_eq!(
         listed("customer:5:\u{10ffff}\u{10ffff}").await,
         ["customer:5:\u{10ffff}\u{10ffff}é"],

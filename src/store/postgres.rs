@@ -485,8 +485,8 @@ const XREF_READ_BLOCK: usize = 8;
 /// planner settles on a generic plan (an index probe a key) after its first few custom ones. The
 /// keys bound as two arrays and `unnest`ed were planned afresh at every call (the planner cannot
 /// know an array's length in a generic plan: it guessed ten keys, and its generic plan was a hash
-/// join over a scan of the business's entries), 0.17–0.19 ms of planning a call (`pg_stat_statements`, `bench_service`
-/// at 1,000 tenants).
+/// join over a scan of the business's entries), 0.17–0.19 ms of planning a call
+/// (`pg_stat_statements`, `bench_service` at 1,000 tenants).
 fn xref_read_statement(width: usize) -> &'static str {
     static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let statements = STATEMENTS.get_or_init(|| {
@@ -1105,19 +1105,15 @@ impl XrefStore for PostgresStore {
         // the keys listed are read. The bound is that of the prefix as stored (a NUL kept as
         // U+FFFD, as in the keys), which PostgreSQL's text can hold.
         let stored = text(prefix);
-        let query = match super::prefix_upper_bound(&stored) {
-            Some(bound) => sqlx::query(
-                "SELECT * FROM xrefs WHERE scope = $1 AND kind = $2 AND key >= $3 AND key < $4 ORDER BY key",
-            )
-            .bind(text(scope))
-            .bind(kind.as_str())
-            .bind(stored)
-            .bind(bound),
-            None => sqlx::query("SELECT * FROM xrefs WHERE scope = $1 AND kind = $2 AND key >= $3 ORDER BY key")
-                .bind(text(scope))
-                .bind(kind.as_str())
-                .bind(stored),
+        let bound = super::prefix_upper_bound(&stored);
+        let sql = match bound {
+            Some(_) => "SELECT * FROM xrefs WHERE scope = $1 AND kind = $2 AND key >= $3 AND key < $4 ORDER BY key",
+            None => "SELECT * FROM xrefs WHERE scope = $1 AND kind = $2 AND key >= $3 ORDER BY key",
         };
+        let mut query = sqlx::query(sql).bind(text(scope)).bind(kind.as_str()).bind(stored);
+        if let Some(bound) = bound {
+            query = query.bind(bound);
+        }
         let rows = query.fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(|r| Ok((r.try_get("key").map_err(db)?, xref_from(r)?))).collect()
     }

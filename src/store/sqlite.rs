@@ -801,19 +801,15 @@ impl XrefStore for SqliteStore {
     async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
         // A range of the primary key (`super::prefix_upper_bound`; `key` has SQLite's `BINARY`
         // collation, the order of UTF-8's bytes): only the keys listed are read.
-        let query = match super::prefix_upper_bound(prefix) {
-            Some(bound) => {
-                sqlx::query("SELECT * FROM xrefs WHERE scope = ? AND kind = ? AND key >= ? AND key < ? ORDER BY key")
-                    .bind(scope)
-                    .bind(kind.as_str())
-                    .bind(prefix)
-                    .bind(bound)
-            }
-            None => sqlx::query("SELECT * FROM xrefs WHERE scope = ? AND kind = ? AND key >= ? ORDER BY key")
-                .bind(scope)
-                .bind(kind.as_str())
-                .bind(prefix),
+        let bound = super::prefix_upper_bound(prefix);
+        let sql = match bound {
+            Some(_) => "SELECT * FROM xrefs WHERE scope = ? AND kind = ? AND key >= ? AND key < ? ORDER BY key",
+            None => "SELECT * FROM xrefs WHERE scope = ? AND kind = ? AND key >= ? ORDER BY key",
         };
+        let mut query = sqlx::query(sql).bind(scope).bind(kind.as_str()).bind(prefix);
+        if let Some(bound) = bound {
+            query = query.bind(bound);
+        }
         let rows = query.fetch_all(&self.pool).await.map_err(db)?;
         rows.iter().map(|r| Ok((r.try_get("key").map_err(db)?, xref_from(r)?))).collect()
     }

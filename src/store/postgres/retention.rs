@@ -22,6 +22,11 @@ macro_rules! tenant_runs {
     };
 }
 
+/// Runs `sql`, a delete of tenant `$1`'s rows, and answers how many went.
+async fn delete_for_tenant(tx: &mut sqlx::PgConnection, sql: &'static str, tenant: &str) -> Result<u64> {
+    Ok(sqlx::query(sql).bind(text(tenant)).execute(tx).await.map_err(db)?.rows_affected())
+}
+
 #[async_trait]
 impl RetentionStore for PostgresStore {
     /// One transaction, the disconnected tenants' bindings locked (`FOR UPDATE`: a pairing of one
@@ -42,37 +47,25 @@ impl RetentionStore for PostgresStore {
         for row in &gone {
             let tenant: String = row.try_get("tenant_id").map_err(db)?;
             let scope: String = row.try_get("scope").map_err(db)?;
-            report.callbacks += sqlx::query(concat!(
-                "DELETE FROM callbacks WHERE tenant_id = $1 OR run_id IN (SELECT id FROM runs WHERE ",
-                tenant_runs!(),
-                ")"
-            ))
-            .bind(text(&tenant))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            report.attempts += sqlx::query(concat!(
-                "DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE ",
-                tenant_runs!(),
-                ")"
-            ))
-            .bind(text(&tenant))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?
-            .rows_affected();
-            report.runs += sqlx::query(concat!("DELETE FROM runs WHERE ", tenant_runs!()))
-                .bind(text(&tenant))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?
-                .rows_affected();
-            sqlx::query("DELETE FROM bindings WHERE tenant_id = $1")
-                .bind(text(&tenant))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            report.callbacks += delete_for_tenant(
+                &mut tx,
+                concat!(
+                    "DELETE FROM callbacks WHERE tenant_id = $1 OR run_id IN (SELECT id FROM runs WHERE ",
+                    tenant_runs!(),
+                    ")"
+                ),
+                &tenant,
+            )
+            .await?;
+            report.attempts += delete_for_tenant(
+                &mut tx,
+                concat!("DELETE FROM attempts WHERE run_id IN (SELECT id FROM runs WHERE ", tenant_runs!(), ")"),
+                &tenant,
+            )
+            .await?;
+            report.runs +=
+                delete_for_tenant(&mut tx, concat!("DELETE FROM runs WHERE ", tenant_runs!()), &tenant).await?;
+            delete_for_tenant(&mut tx, "DELETE FROM bindings WHERE tenant_id = $1", &tenant).await?;
             report.tenants.push(tenant);
             scopes.push(scope);
         }
