@@ -20,9 +20,21 @@ use cli::Cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Cli::parse();
-    cli::init_logging();
-    cli::main(args).await
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = cli::runtime_threads(&args.command, std::env::var_os("TOKIO_WORKER_THREADS").is_some()) {
+        runtime.worker_threads(n);
+    }
+    match runtime.build() {
+        Ok(runtime) => runtime.block_on(async {
+            cli::init_logging();
+            cli::main(args).await
+        }),
+        Err(e) => {
+            eprintln!("byte8-ledger: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

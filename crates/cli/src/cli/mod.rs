@@ -302,6 +302,30 @@ fn usage(message: impl Into<String>) -> Failure {
     Failure { code: 2, message: message.into() }
 }
 
+/// How many runtime threads the command's process runs, when the operator has not said
+/// (tokio's own `TOKIO_WORKER_THREADS`, which `env_set` reports, always wins); `None` leaves
+/// tokio's default of one per core.
+///
+/// `serve` takes half the cores, at least one. It is I/O bound (6 % of one core for 1,000
+/// merchants' busy hour), and with a thread per core each event woke a second thread to look for
+/// work it did not find: measured with `bench_service --tenants 1000` (BENCHMARKS.md, "One runtime
+/// thread on a 2-core node"), one thread used 8–15 % less of `serve`'s CPU an event on the 2-core
+/// node that also runs PostgreSQL, with the same latencies and the same catalogue time. A node
+/// whose database runs elsewhere can give `serve` every core with `TOKIO_WORKER_THREADS`; more
+/// merchants than one process serves are for more `serve` processes on the same database.
+pub(crate) fn runtime_threads(command: &Command, env_set: bool) -> Option<usize> {
+    match command {
+        Command::Serve(_) if !env_set => {
+            Some(half_the_cores(std::thread::available_parallelism().map_or(1, usize::from)))
+        }
+        _ => None,
+    }
+}
+
+fn half_the_cores(cores: usize) -> usize {
+    (cores / 2).max(1)
+}
+
 /// Runs the command line and returns the process exit code.
 pub(crate) async fn main(cli: Cli) -> ExitCode {
     match run(cli, &mut std::io::stdout().lock()).await {
@@ -1036,4 +1060,22 @@ pub(crate) fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_takes_half_the_cores_unless_the_operator_said() {
+        for (cores, threads) in [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)] {
+            assert_eq!(half_the_cores(cores), threads, "{cores} cores");
+        }
+        let serve = Cli::parse_from(["byte8-ledger", "serve", "--state", "state.db"]).command;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(runtime_threads(&serve, false), Some((cores / 2).max(1)));
+        assert_eq!(runtime_threads(&serve, true), None, "TOKIO_WORKER_THREADS wins");
+        let demo = Cli::parse_from(["byte8-ledger", "demo"]).command;
+        assert_eq!(runtime_threads(&demo, false), None, "other commands keep tokio's default");
+    }
 }
