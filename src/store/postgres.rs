@@ -62,6 +62,9 @@
 //! limit. `now` is the database server's clock, so the workers' own clocks need not agree.
 
 mod retention;
+mod statements;
+
+pub use statements::{MAX_KEPT, Statements};
 
 use std::{borrow::Cow, collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
 
@@ -103,6 +106,7 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    statements: Statements,
     key: Option<Arc<MasterKey>>,
     token_lock_timeout: Duration,
 }
@@ -215,7 +219,12 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| Error::database(format!("migrating the state database: {e}"), false, Some(Box::new(e))))?;
-        Ok(Self { pool, key: key.map(Arc::new), token_lock_timeout: TOKEN_LOCK_TIMEOUT })
+        Ok(Self {
+            statements: Statements::new(pool.clone()),
+            pool,
+            key: key.map(Arc::new),
+            token_lock_timeout: TOKEN_LOCK_TIMEOUT,
+        })
     }
 
     /// How long [`ConnectionStore::lock_tokens`] waits for another holder before failing with a
@@ -227,9 +236,16 @@ impl PostgresStore {
     }
 
     /// The pool (for tables of the crates above the core, such as the service's bindings and
-    /// console).
+    /// console, and for transactions).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The executor of single statements that keeps a few of the pool's connections between
+    /// them, sparing the pool's test of each connection it gets back (a round trip): what the
+    /// store's own statements run on, and what a crate above runs its frequent ones on.
+    pub fn statements(&self) -> &Statements {
+        &self.statements
     }
 
     /// The master key this store seals secrets at rest with: the tokens here, and a package's
@@ -577,7 +593,7 @@ impl PostgresStore {
             ),
         };
         let query = query.bind(text(replay_key).into_owned()).bind(expires_at).bind(now);
-        let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.pool).await.map_err(db)?;
+        let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.statements).await.map_err(db)?;
         enqueued_from(&row)
     }
 }
@@ -598,7 +614,7 @@ impl RunStore for PostgresStore {
         let query = sqlx::query(
             "SELECT kind, run_id, run_status FROM byte8_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         );
-        let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.pool).await.map_err(db)?;
+        let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.statements).await.map_err(db)?;
         match enqueued_from(&row)? {
             EnqueuedOnce::Queued(enqueued) => Ok(enqueued),
             other => Err(Error::internal(format!("byte8_enqueue answered {other:?}"))),
@@ -652,7 +668,7 @@ impl RunStore for PostgresStore {
             .bind(lease_until)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1))
             .bind(tenant.map(text).as_deref())
-            .fetch_all(&self.pool)
+            .fetch_all(&self.statements)
             .await
             .map_err(db)?;
         claimed_from(&rows, "claim_more")
@@ -667,7 +683,7 @@ impl RunStore for PostgresStore {
         .bind(id)
         .bind(now)
         .bind(lease_until)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.statements)
         .await
         .map_err(db)?;
         row.as_ref().map(run_from).transpose()
@@ -679,7 +695,7 @@ impl RunStore for PostgresStore {
         )
         .bind(now)
         .bind(text(scope))
-        .execute(&self.pool)
+        .execute(&self.statements)
         .await
         .map_err(db)?;
         Ok(done.rows_affected())
@@ -753,7 +769,7 @@ impl RunStore for PostgresStore {
             .bind(recording.as_ref().map(|r| i64::try_from(r.first).unwrap_or(i64::MAX)))
             .bind(recording.as_ref().map(|r| i64::try_from(r.count).unwrap_or(i64::MAX)))
             .bind(opt_text(snapshot.as_deref()));
-        let done = xrefs.bind(query).fetch_optional(&self.pool).await.map_err(db)?;
+        let done = xrefs.bind(query).fetch_optional(&self.statements).await.map_err(db)?;
         match done {
             Some(_) => Ok(()),
             None => Err(super::claim_lost(id, claim)),
@@ -769,15 +785,18 @@ impl RunStore for PostgresStore {
         .bind(now)
         .bind(text(scope))
         .bind(text(idempotency_key))
-        .execute(&self.pool)
+        .execute(&self.statements)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn get(&self, id: RunId) -> Result<Option<Run>> {
-        let row =
-            sqlx::query("SELECT * FROM runs WHERE id = $1").bind(id).fetch_optional(&self.pool).await.map_err(db)?;
+        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.statements)
+            .await
+            .map_err(db)?;
         row.as_ref().map(run_from).transpose()
     }
 
@@ -785,7 +804,7 @@ impl RunStore for PostgresStore {
         let row = sqlx::query("SELECT * FROM runs WHERE scope = $1 AND idempotency_key = $2 ORDER BY id DESC LIMIT 1")
             .bind(text(scope))
             .bind(text(idempotency_key))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.statements)
             .await
             .map_err(db)?;
         row.as_ref().map(run_from).transpose()
@@ -794,7 +813,7 @@ impl RunStore for PostgresStore {
     async fn attempts(&self, id: RunId) -> Result<Vec<AttemptRecord>> {
         let rows = sqlx::query("SELECT * FROM attempts WHERE run_id = $1 ORDER BY id")
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.statements)
             .await
             .map_err(db)?;
         let mut out = Vec::with_capacity(rows.len());
@@ -875,7 +894,7 @@ impl RunStore for PostgresStore {
         )
         .bind(text(scope))
         .bind(since)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.statements)
         .await
         .map_err(db)?;
         let n: i64 = row.try_get("n").map_err(db)?;
@@ -893,7 +912,7 @@ impl RunStore for PostgresStore {
         )
         .bind(text(scope))
         .bind(&statuses[..])
-        .fetch_all(&self.pool)
+        .fetch_all(&self.statements)
         .await
         .map_err(db)?;
         let mut out = BTreeMap::new();
@@ -912,14 +931,14 @@ impl RunStore for PostgresStore {
     async fn query_runs(&self, query: &RunQuery) -> Result<RunPage> {
         let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT COUNT(*) AS n FROM runs WHERE TRUE");
         push_filters(&mut qb, query);
-        let total: i64 = qb.build().fetch_one(&self.pool).await.map_err(db)?.try_get("n").map_err(db)?;
+        let total: i64 = qb.build().fetch_one(&self.statements).await.map_err(db)?.try_get("n").map_err(db)?;
         let mut qb = sqlx::QueryBuilder::<sqlx::Postgres>::new("SELECT * FROM runs WHERE TRUE");
         push_filters(&mut qb, query);
         qb.push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_bind(i64::from(query.page_size()))
             .push(" OFFSET ")
             .push_bind(i64::try_from(query.offset).unwrap_or(i64::MAX));
-        let rows = qb.build().fetch_all(&self.pool).await.map_err(db)?;
+        let rows = qb.build().fetch_all(&self.statements).await.map_err(db)?;
         Ok(RunPage {
             runs: rows.iter().map(run_from).collect::<Result<_>>()?,
             total: u64::try_from(total).unwrap_or(0),
@@ -933,7 +952,7 @@ impl RunStore for PostgresStore {
         )
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&self.statements)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -947,7 +966,7 @@ impl RunStore for PostgresStore {
         .bind(now)
         .bind(text(scope))
         .bind(opt_text(tenant))
-        .execute(&self.pool)
+        .execute(&self.statements)
         .await
         .map_err(db)?;
         Ok(done.rows_affected())
@@ -958,7 +977,7 @@ impl RunStore for PostgresStore {
             sqlx::query("SELECT * FROM runs WHERE scope = $1 AND status = 'dead_lettered' ORDER BY id DESC LIMIT $2")
                 .bind(text(scope))
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.statements)
                 .await
                 .map_err(db)?;
         rows.iter().map(run_from).collect()
@@ -968,7 +987,7 @@ impl RunStore for PostgresStore {
         let rows = sqlx::query("SELECT * FROM runs WHERE scope = $1 AND status = $2 ORDER BY id")
             .bind(text(scope))
             .bind(status.as_str())
-            .fetch_all(&self.pool)
+            .fetch_all(&self.statements)
             .await
             .map_err(db)?;
         rows.iter().map(run_from).collect()
@@ -981,7 +1000,7 @@ impl RunStore for PostgresStore {
         )
         .bind(text(scope))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.statements)
         .await
         .map_err(db)?;
         rows.iter().map(run_from).collect()
@@ -1026,7 +1045,7 @@ impl XrefStore for PostgresStore {
             .bind(text(scope))
             .bind(kind.as_str())
             .bind(text(key))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.statements)
             .await
             .map_err(db)?;
         row.as_ref().map(xref_from).transpose()
@@ -1039,7 +1058,7 @@ impl XrefStore for PostgresStore {
              ON CONFLICT (scope, kind, key) DO UPDATE SET state = excluded.state, ledger_id = excluded.ledger_id, \
              reference = excluded.reference, meta = excluded.meta, updated_at = excluded.updated_at",
         );
-        bind_xref(q, scope, kind, key, xref).execute(&self.pool).await.map_err(db)?;
+        bind_xref(q, scope, kind, key, xref).execute(&self.statements).await.map_err(db)?;
         Ok(())
     }
 
@@ -1064,7 +1083,7 @@ impl XrefStore for PostgresStore {
             {
                 query = query.bind(kind).bind(key);
             }
-            rows.extend(query.fetch_all(&self.pool).await.map_err(db)?);
+            rows.extend(query.fetch_all(&self.statements).await.map_err(db)?);
         }
         rows.iter()
             .map(|r| {
@@ -1089,7 +1108,7 @@ impl XrefStore for PostgresStore {
              SELECT EXISTS (SELECT 1 FROM ins) AS inserted, x.* FROM (SELECT 1) AS one \
              LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3",
         );
-        let row = bind_xref(q, scope, kind, key, intent).fetch_one(&self.pool).await.map_err(db)?;
+        let row = bind_xref(q, scope, kind, key, intent).fetch_one(&self.statements).await.map_err(db)?;
         if row.try_get::<bool, _>("inserted").map_err(db)? {
             return Ok(None);
         }
@@ -1114,7 +1133,7 @@ impl XrefStore for PostgresStore {
         if let Some(bound) = bound {
             query = query.bind(bound);
         }
-        let rows = query.fetch_all(&self.pool).await.map_err(db)?;
+        let rows = query.fetch_all(&self.statements).await.map_err(db)?;
         rows.iter().map(|r| Ok((r.try_get("key").map_err(db)?, xref_from(r)?))).collect()
     }
 }
@@ -1153,7 +1172,7 @@ impl ConnectionStore for PostgresStore {
         .bind(c.created_at)
         .bind(opt_text(c.tenant_id.as_deref()))
         .bind(opt_text(c.connections_url.as_deref()))
-        .execute(&self.pool)
+        .execute(&self.statements)
         .await
         .map_err(db)?;
         Ok(())
@@ -1162,14 +1181,15 @@ impl ConnectionStore for PostgresStore {
     async fn connection(&self, scope: &str) -> Result<Option<Connection>> {
         let row = sqlx::query("SELECT * FROM connections WHERE scope = $1")
             .bind(text(scope))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.statements)
             .await
             .map_err(db)?;
         row.as_ref().map(connection_from).transpose()
     }
 
     async fn connections(&self) -> Result<Vec<Connection>> {
-        let rows = sqlx::query("SELECT * FROM connections ORDER BY scope").fetch_all(&self.pool).await.map_err(db)?;
+        let rows =
+            sqlx::query("SELECT * FROM connections ORDER BY scope").fetch_all(&self.statements).await.map_err(db)?;
         rows.iter().map(connection_from).collect()
     }
 
@@ -1178,7 +1198,7 @@ impl ConnectionStore for PostgresStore {
         let done = sqlx::query("UPDATE connections SET tokens = $1 WHERE scope = $2")
             .bind(sealed)
             .bind(text(scope))
-            .execute(&self.pool)
+            .execute(&self.statements)
             .await
             .map_err(db)?;
         if done.rows_affected() == 0 {
@@ -1190,7 +1210,7 @@ impl ConnectionStore for PostgresStore {
     async fn forget_tokens(&self, scope: &str) -> Result<bool> {
         let done = sqlx::query("UPDATE connections SET tokens = NULL WHERE scope = $1 AND tokens IS NOT NULL")
             .bind(text(scope))
-            .execute(&self.pool)
+            .execute(&self.statements)
             .await
             .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -1199,7 +1219,7 @@ impl ConnectionStore for PostgresStore {
     async fn tokens(&self, scope: &str) -> Result<Option<TokenSet>> {
         let row = sqlx::query("SELECT tokens FROM connections WHERE scope = $1")
             .bind(text(scope))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.statements)
             .await
             .map_err(db)?;
         let Some(sealed) = row.map(|r| r.try_get::<Option<String>, _>("tokens")).transpose().map_err(db)?.flatten()
@@ -1231,7 +1251,7 @@ impl ConnectionStore for PostgresStore {
         sqlx::query("UPDATE connections SET reference = $1 WHERE scope = $2")
             .bind(json)
             .bind(text(scope))
-            .execute(&self.pool)
+            .execute(&self.statements)
             .await
             .map_err(db)?;
         Ok(())
@@ -1240,7 +1260,7 @@ impl ConnectionStore for PostgresStore {
     async fn reference(&self, scope: &str) -> Result<Option<ReferenceData>> {
         let row = sqlx::query("SELECT reference FROM connections WHERE scope = $1")
             .bind(text(scope))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.statements)
             .await
             .map_err(db)?;
         Ok(row
@@ -1343,7 +1363,7 @@ fn micros_i64(v: u64) -> i64 {
 /// [`SharedRateLimiter::into_rate_limiter`]).
 #[derive(Debug, Clone)]
 pub struct SharedRateLimiter {
-    pool: PgPool,
+    db: Statements,
     key: String,
     config: RateConfig,
     window: Option<Window>,
@@ -1357,7 +1377,7 @@ impl SharedRateLimiter {
     /// The limiter of `business` in `store`'s database, with `config`.
     pub fn new(store: &PostgresStore, business: impl Into<String>, config: RateConfig) -> Self {
         Self {
-            pool: store.pool.clone(),
+            db: store.statements.clone(),
             key: business.into(),
             config,
             window: Window::of(config),
@@ -1469,7 +1489,7 @@ impl SharedRateLimiter {
             .bind(micros_i64(window.span_micros).saturating_add(validity))
             .bind(micros_i64(u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX)))
             .bind(i32::try_from(idle_block).unwrap_or(1))
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db)
             .await
             .map_err(db)?;
         self.statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

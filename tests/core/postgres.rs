@@ -874,10 +874,12 @@ async fn a_connection_the_server_ended_fails_one_statement_and_is_not_reused() {
     let store = PostgresStore::connect(&url, None).await.expect("connect");
     let scope = pg::unique("ended");
     store.enqueue(new_run(&scope, "invoice.created:1", "x"), Dedupe::Permanent).await.expect("enqueue");
-    // Every connection of the pool open now, and its server process.
+    // Every connection open now, and its server process: the one the store's statements keep
+    // (`PostgresStore::statements`), and those idle in the pool.
+    let kept: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(store.statements()).await.expect("pid");
     let mut held = Vec::new();
-    let mut pids = Vec::new();
-    for _ in 0..store.pool().size() {
+    let mut pids = vec![kept];
+    for _ in 0..store.pool().num_idle() {
         let mut conn = store.pool().acquire().await.expect("acquire");
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *conn).await.expect("pid");
         pids.push(pid);
@@ -1080,4 +1082,128 @@ async fn a_block_holds_two_permits_for_now_and_then_the_pace() {
         .execute(store.pool())
         .await
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store's statements keep their connections (no pool test between two statements)
+
+/// A store whose pool counts the connections given back to it (each of which the pool tests with
+/// a round trip before it reuses it).
+async fn counting_store(url: &str, connections: u32) -> (PostgresStore, Arc<AtomicUsize>) {
+    let released = Arc::new(AtomicUsize::new(0));
+    let counter = released.clone();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .after_release(move |_, _| {
+            let counter = counter.clone();
+            Box::pin(async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok(true)
+            })
+        })
+        .connect(url)
+        .await
+        .expect("connect to PostgreSQL");
+    let store = PostgresStore::from_pool(pool, None).await.expect("migrate");
+    // The migrations' connection goes back to the pool in a task of its own: counted first.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.pool().num_idle() < store.pool().size() as usize {
+        assert!(Instant::now() < deadline, "the migrations' connection never came back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (store, released)
+}
+
+/// Waits for `count` to reach `want` (the pool takes a connection back in a task of its own).
+async fn released_reaches(count: &AtomicUsize, want: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count.load(Ordering::SeqCst) != want {
+        assert!(Instant::now() < deadline, "released {} connections, not {want}", count.load(Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn backend_pid(store: &PostgresStore) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(store.statements()).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_stores_statements_reuse_one_connection_without_giving_it_back_to_the_pool() {
+    let Some(url) = pg::url("the_stores_statements_reuse_one_connection_without_giving_it_back_to_the_pool") else {
+        return;
+    };
+    let (store, released) = counting_store(&url, 4).await;
+    let released_by_migrations = released.load(Ordering::SeqCst);
+    let scope = pg::unique("kept");
+    let pid = backend_pid(&store).await;
+    for i in 0..20 {
+        let key = i.to_string();
+        store.put_xref(&scope, XrefKind::Invoice, &key, &Xref::done("SI-1".to_owned(), None, serde_json::Value::Null, t0())).await.unwrap();
+        assert!(store.get_xref(&scope, XrefKind::Invoice, &key).await.unwrap().is_some());
+        assert_eq!(store.list_xrefs(&scope, XrefKind::Invoice, "").await.unwrap().len(), i + 1, "fetch_all");
+    }
+    assert_eq!(backend_pid(&store).await, pid, "one connection served every statement");
+    assert_eq!(released.load(Ordering::SeqCst), released_by_migrations, "no statement gave its connection back");
+    assert_eq!(store.statements().kept_now(), 1);
+
+    // Four statements at once: two connections are kept (half of the pool's four), two go back.
+    let sleeps = (0..4).map(|_| sqlx::query("SELECT pg_sleep(0.2)").execute(store.statements()));
+    for r in join_all(sleeps).await {
+        r.unwrap();
+    }
+    assert_eq!(store.statements().kept_now(), 2);
+    released_reaches(&released, released_by_migrations + 2).await;
+}
+
+#[tokio::test]
+async fn a_failed_or_abandoned_statement_gives_its_connection_back_and_the_next_one_is_sound() {
+    let Some(url) = pg::url("a_failed_or_abandoned_statement_gives_its_connection_back_and_the_next_one_is_sound") else {
+        return;
+    };
+    let (store, released) = counting_store(&url, 4).await;
+    let before = released.load(Ordering::SeqCst);
+    backend_pid(&store).await;
+    assert_eq!(store.statements().kept_now(), 1);
+
+    // A statement that fails: its connection goes back to the pool (which tests it).
+    let e = sqlx::query("SELECT 1 / 0").execute(store.statements()).await.unwrap_err();
+    assert!(e.to_string().contains("division by zero"), "{e}");
+    assert_eq!(store.statements().kept_now(), 0);
+    released_reaches(&released, before + 1).await;
+
+    // A statement abandoned before its answer came: its connection goes back too, and no later
+    // statement reads the abandoned one's answer.
+    backend_pid(&store).await;
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(50), sqlx::query_scalar::<_, i32>("SELECT 7 FROM pg_sleep(0.3)").fetch_one(store.statements()))
+            .await;
+    assert!(abandoned.is_err(), "timed out");
+    assert_eq!(store.statements().kept_now(), 0, "the abandoned statement's connection is not kept");
+    for n in [1, 2, 3] {
+        let got: i32 = sqlx::query_scalar("SELECT $1::int").bind(n).fetch_one(store.statements()).await.unwrap();
+        assert_eq!(got, n);
+    }
+
+    // A kept connection the server closed: its next statement fails with a retryable error, and
+    // the one after runs on a new connection.
+    let pid = backend_pid(&store).await;
+    let admin = pg::store(&url, 1, None).await;
+    let ended: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(admin.pool()).await.unwrap();
+    assert!(ended);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let scope = pg::unique("closed");
+    let mut errors = 0;
+    let got = loop {
+        match store.get_xref(&scope, XrefKind::Invoice, "1").await {
+            Ok(got) => break got,
+            Err(e) => {
+                assert!(e.is_retryable(), "{e}");
+                errors += 1;
+                assert!(errors < 2, "one statement fails at most: {e}");
+            }
+        }
+    };
+    assert_eq!(got, None);
+    assert_ne!(backend_pid(&store).await, pid, "a new connection");
 }

@@ -110,7 +110,7 @@ impl BindingStore for PostgresStore {
         .bind(b.created_at)
         .bind(b.updated_at)
         .bind((!b.is_active()).then_some(b.updated_at))
-        .execute(self.pool())
+        .execute(self.statements())
         .await
         .map_err(|e| {
             if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
@@ -125,7 +125,7 @@ impl BindingStore for PostgresStore {
     async fn binding(&self, tenant_id: &str) -> Result<Option<Binding>> {
         let row = sqlx::query("SELECT * FROM bindings WHERE tenant_id = $1")
             .bind(text(tenant_id))
-            .fetch_optional(self.pool())
+            .fetch_optional(self.statements())
             .await
             .map_err(db)?;
         row.as_ref().map(|r| binding_from(self, r)).transpose()
@@ -136,7 +136,7 @@ impl BindingStore for PostgresStore {
     async fn versioned_binding(&self, tenant_id: &str) -> Result<Option<(Binding, Option<i64>)>> {
         let row = sqlx::query("SELECT xmin::text::bigint AS row_version, * FROM bindings WHERE tenant_id = $1")
             .bind(text(tenant_id))
-            .fetch_optional(self.pool())
+            .fetch_optional(self.statements())
             .await
             .map_err(db)?;
         let Some(row) = row else { return Ok(None) };
@@ -149,7 +149,7 @@ impl BindingStore for PostgresStore {
             "SELECT tenant_id, scope, magento_base_url, status, magento_connection_status, paired_at, created_at, \
              updated_at FROM bindings ORDER BY tenant_id",
         )
-        .fetch_all(self.pool())
+        .fetch_all(self.statements())
         .await
         .map_err(db)?;
         rows.iter().map(info_from).collect()
@@ -163,7 +163,7 @@ impl BindingStore for PostgresStore {
         .bind(status.as_str())
         .bind(now)
         .bind(text(tenant_id))
-        .execute(self.pool())
+        .execute(self.statements())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -183,7 +183,7 @@ impl BindingStore for PostgresStore {
         .bind(now)
         .bind(text(tenant_id))
         .bind(paired_at)
-        .execute(self.pool())
+        .execute(self.statements())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -228,7 +228,7 @@ impl DispatchStore for PostgresStore {
         .bind(text(holder))
         .bind(now)
         .bind(until)
-        .execute(self.pool())
+        .execute(self.statements())
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -238,7 +238,7 @@ impl DispatchStore for PostgresStore {
         sqlx::query("DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2")
             .bind(text(scope))
             .bind(text(holder))
-            .execute(self.pool())
+            .execute(self.statements())
             .await
             .map_err(db)?;
         Ok(())
@@ -271,7 +271,7 @@ impl DispatchStore for PostgresStore {
         .bind(text(turn.tenant))
         .bind(i64::try_from(turn.limit).unwrap_or(i64::MAX - 1))
         .bind(turn.run_lease_until)
-        .fetch_all(self.pool())
+        .fetch_all(self.statements())
         .await
         .map_err(db)?;
         let held = match rows.first() {
@@ -298,7 +298,7 @@ impl DispatchStore for PostgresStore {
             .bind(now)
             .bind(&runs)
             .bind(&generations)
-            .execute(self.pool())
+            .execute(self.statements())
             .await
             .map_err(db)?;
         Ok(())
@@ -317,7 +317,7 @@ impl DispatchStore for PostgresStore {
         .bind(now)
         .bind(&runs)
         .bind(&generations)
-        .execute(self.pool())
+        .execute(self.statements())
         .await
         .map_err(db)?;
         Ok(())
@@ -357,7 +357,7 @@ impl DispatchStore for PostgresStore {
              ORDER BY 1, 2",
         )
         .bind(now)
-        .fetch_all(self.pool())
+        .fetch_all(self.statements())
         .await
         .map_err(db)?;
         rows.iter()
@@ -386,7 +386,7 @@ impl DispatchStore for PostgresStore {
         .bind(lease_until)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(text(tenant))
-        .fetch_all(self.pool())
+        .fetch_all(self.statements())
         .await
         .map_err(db)?;
         rows.iter()
@@ -408,7 +408,7 @@ impl DispatchStore for PostgresStore {
         .bind(run)
         .bind(generation)
         .bind(now)
-        .execute(self.pool())
+        .execute(self.statements())
         .await
         .map_err(db)?;
         Ok(())
@@ -423,7 +423,7 @@ impl DispatchStore for PostgresStore {
         .bind(text(error))
         .bind(run)
         .bind(generation)
-        .execute(self.pool())
+        .execute(self.statements())
         .await
         .map_err(db)?;
         Ok(())
@@ -432,7 +432,7 @@ impl DispatchStore for PostgresStore {
     async fn pending_callbacks(&self, scope: &str) -> Result<u64> {
         let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM callbacks WHERE scope = $1 AND delivered_at IS NULL")
             .bind(text(scope))
-            .fetch_one(self.pool())
+            .fetch_one(self.statements())
             .await
             .map_err(db)?
             .try_get("n")
@@ -463,7 +463,7 @@ impl DispatchStore for PostgresStore {
         .bind(text(scope))
         .bind(failed_since)
         .bind(text(tenant))
-        .fetch_one(self.pool())
+        .fetch_one(self.statements())
         .await
         .map_err(db)?;
         let pending: i64 = row.try_get("pending").map_err(db)?;
@@ -492,7 +492,7 @@ impl DispatchStore for PostgresStore {
         .bind(id)
         .bind(events)
         .bind(text(tenant))
-        .fetch_all(self.pool())
+        .fetch_all(self.statements())
         .await
         .map_err(db)?;
         rows.iter().map(run_from).collect()
@@ -510,7 +510,7 @@ impl ReplayCache for PostgresStore {
             .bind(replay_key(jti))
             .bind(expires_at)
             .bind(now)
-            .fetch_one(self.pool())
+            .fetch_one(self.statements())
             .await
             .map_err(db)?;
         Ok(recorded)
