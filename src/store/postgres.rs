@@ -1,7 +1,9 @@
 //! The PostgreSQL [`Store`](super::Store) (feature `postgres`): one queue, cross-reference and
 //! token store shared by several worker processes, with the same meaning as the SQLite store
 //! (the same conformance suite), plus a rate limit shared by those workers
-//! ([`SharedRateLimiter`]).
+//! ([`SharedRateLimiter`]). Its single statements run on [`Statements`], which keeps a few of
+//! the pool's connections between statements (sqlx's pool tests every connection it gets back
+//! with a round trip); transactions take theirs from the pool.
 //!
 //! # PostgreSQL or SQLite
 //!
@@ -99,7 +101,8 @@ use crate::{
 /// before giving up with a retryable error ([`PostgresStore::with_token_lock_timeout`]).
 pub const TOKEN_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Connections in the pool of [`PostgresStore::connect`].
+/// Connections in the pool of [`PostgresStore::connect`] (up to half of them kept between the
+/// store's statements by [`Statements`]).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
 /// The PostgreSQL store.
