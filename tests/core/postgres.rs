@@ -1091,11 +1091,11 @@ async fn a_block_holds_two_permits_for_now_and_then_the_pace() {
 /// a round trip before it reuses it).
 async fn counting_store(url: &str, connections: u32) -> (PostgresStore, Arc<AtomicUsize>) {
     let released = Arc::new(AtomicUsize::new(0));
-    let counter = released.clone();
+    let counter = Arc::clone(&released);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(connections)
         .after_release(move |_, _| {
-            let counter = counter.clone();
+            let counter = Arc::clone(&counter);
             Box::pin(async move {
                 counter.fetch_add(1, Ordering::SeqCst);
                 Ok(true)
@@ -1138,7 +1138,15 @@ async fn the_stores_statements_reuse_one_connection_without_giving_it_back_to_th
     let pid = backend_pid(&store).await;
     for i in 0..20 {
         let key = i.to_string();
-        store.put_xref(&scope, XrefKind::Invoice, &key, &Xref::done("SI-1".to_owned(), None, serde_json::Value::Null, t0())).await.unwrap();
+        store
+            .put_xref(
+                &scope,
+                XrefKind::Invoice,
+                &key,
+                &Xref::done("SI-1".to_owned(), None, serde_json::Value::Null, t0()),
+            )
+            .await
+            .unwrap();
         assert!(store.get_xref(&scope, XrefKind::Invoice, &key).await.unwrap().is_some());
         assert_eq!(store.list_xrefs(&scope, XrefKind::Invoice, "").await.unwrap().len(), i + 1, "fetch_all");
     }
@@ -1157,7 +1165,8 @@ async fn the_stores_statements_reuse_one_connection_without_giving_it_back_to_th
 
 #[tokio::test]
 async fn a_failed_or_abandoned_statement_gives_its_connection_back_and_the_next_one_is_sound() {
-    let Some(url) = pg::url("a_failed_or_abandoned_statement_gives_its_connection_back_and_the_next_one_is_sound") else {
+    let Some(url) = pg::url("a_failed_or_abandoned_statement_gives_its_connection_back_and_the_next_one_is_sound")
+    else {
         return;
     };
     let (store, released) = counting_store(&url, 4).await;
@@ -1174,9 +1183,11 @@ async fn a_failed_or_abandoned_statement_gives_its_connection_back_and_the_next_
     // A statement abandoned before its answer came: its connection goes back too, and no later
     // statement reads the abandoned one's answer.
     backend_pid(&store).await;
-    let abandoned =
-        tokio::time::timeout(Duration::from_millis(50), sqlx::query_scalar::<_, i32>("SELECT 7 FROM pg_sleep(0.3)").fetch_one(store.statements()))
-            .await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(50),
+        sqlx::query_scalar::<_, i32>("SELECT 7 FROM pg_sleep(0.3)").fetch_one(store.statements()),
+    )
+    .await;
     assert!(abandoned.is_err(), "timed out");
     assert_eq!(store.statements().kept_now(), 0, "the abandoned statement's connection is not kept");
     for n in [1, 2, 3] {
