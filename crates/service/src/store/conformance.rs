@@ -493,6 +493,41 @@ pub async fn turns_take_the_lease_and_claim_together(store: &dyn ServiceStore, s
     assert!(store.begin_turn(&start("p/3", 128, 0)).await.expect("begin").is_some(), "turns: a lapsed lease");
 }
 
+/// Several deliveries recorded at once, by a turn's end and by `callbacks_sent` (PostgreSQL
+/// binds them as arrays, one as scalars): each named (run, generation) is marked, a generation
+/// not delivered is not.
+pub async fn several_deliveries_are_recorded_at_once(store: &dyn ServiceStore, scope: &str) {
+    let tenant = tenant_of(scope);
+    let at = |s: i64| t0() + Duration::seconds(s);
+    store.put_binding(&binding(&tenant, scope, "k", t0())).await.expect("put binding");
+    for n in 0..5 {
+        let key = format!("invoice.created:{}", 8100 + n);
+        store.enqueue(tenant_run(scope, &tenant, &key, "x"), Dedupe::Permanent).await.expect("enqueue");
+    }
+    let begun = store.begin_turn(&turn_start(scope, &tenant, "p/1", 0, 5)).await.expect("begin").expect("a free lease");
+    assert_eq!(begun.claimed.runs.len(), 5, "deliveries: five runs claimed");
+    for run in &begun.claimed.runs {
+        store
+            .finish(run.id, run.claim, result(&run.idempotency_key, RunStatus::Synced, 1, None))
+            .await
+            .expect("finish");
+    }
+    let callbacks = store.claim_callbacks(scope, &tenant, at(1), at(31), 10).await.expect("claim callbacks");
+    assert_eq!(callbacks.len(), 5, "deliveries: five callbacks");
+    let delivered: Vec<_> = callbacks.iter().map(|c| (c.run.id, c.generation)).collect();
+    let (run, generation) = delivered[2];
+    let mut at_end = delivered[..2].to_vec();
+    at_end.push((run, generation + 1));
+    store.end_turn(scope, "p/1", &at_end, at(2)).await.expect("end");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 3, "deliveries: two marked at the turn's end");
+    store.callbacks_sent(&delivered[2..4], at(3)).await.expect("sent");
+    assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 1, "deliveries: two more marked");
+    assert!(
+        store.begin_turn(&turn_start(scope, &tenant, "p/2", 4, 0)).await.expect("begin").is_some(),
+        "deliveries: the turn's end released the lease"
+    );
+}
+
 /// A callback's generation is the claim its run finished under (so the worker that finished it
 /// names it without reading it back), a run finished again gets a larger one, and a turn's start
 /// says a callback of the tenant is due whenever one is. Returns the `callbacks_due` a start saw
@@ -912,6 +947,7 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     dispatch_leases_are_exclusive(store, &format!("{scope}-leases")).await;
     turns_take_the_lease_and_claim_together(store, &format!("{scope}-turns")).await;
     turns_know_their_callbacks(store, &format!("{scope}-own-callbacks")).await;
+    several_deliveries_are_recorded_at_once(store, &format!("{scope}-deliveries")).await;
     webhooks_queue_once_per_jti(store, &format!("{scope}-once")).await;
     webhooks_queue_only_on_the_binding_verified(store, &format!("{scope}-bound")).await;
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;

@@ -157,6 +157,37 @@ async fn postgres_service_store_conforms() {
     service_conformance::run_all(&store, &pg::unique("pg")).await;
 }
 
+/// A turn's end and `callbacks_sent` with one delivery (what a turn usually has) keep one plan:
+/// after PostgreSQL's five custom plans, each call runs the generic one. (Bound as arrays, they
+/// were planned at every call: `unnest` of a parameter is estimated at 10 rows.) Read from the
+/// connection's own `pg_prepared_statements`: the store's statements keep one connection here.
+#[tokio::test]
+async fn postgres_one_delivery_keeps_one_plan() {
+    use byte8_ledger_service::store::DispatchStore;
+    let Some(url) = pg::url("postgres_one_delivery_keeps_one_plan") else { return };
+    let store = pg::store(&url, 2, None).await;
+    let scope = pg::unique("pg-one-delivery");
+    let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    for run in 0..8 {
+        store.end_turn(&scope, "p/1", &[(run, 1)], now).await.unwrap();
+        store.callbacks_sent(&[(run, 1)], now).await.unwrap();
+    }
+    let plans: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE '%UPDATE callbacks c SET delivered_at%' AND statement NOT LIKE 'SELECT%' ORDER BY statement",
+    )
+    .fetch_all(store.statements())
+    .await
+    .unwrap();
+    assert_eq!(plans.len(), 2, "the turn's end and callbacks_sent, prepared on the kept connection: {plans:#?}");
+    for (statement, generic, custom) in &plans {
+        assert!(
+            *custom <= 5 && generic + custom == 8,
+            "generic plans after five custom ones at most: {statement}: {generic} generic, {custom} custom"
+        );
+    }
+}
+
 /// PostgreSQL's turn start is exact about callbacks (the memory and SQLite stores say "due" when
 /// unsure): a turn with none due claims none, which is the statement an event saves.
 #[tokio::test]
