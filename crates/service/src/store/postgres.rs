@@ -322,7 +322,7 @@ impl DispatchStore for PostgresStore {
     }
 
     /// One statement: the delivered callbacks marked and the lease deleted (one of three forms,
-    /// by how many were delivered, so that each keeps one plan: [`mark_one_delivered!`]).
+    /// by how many were delivered, so that each keeps one plan: see `mark_one_delivered!`).
     async fn end_turn(&self, scope: &str, holder: &str, delivered: &[(RunId, i64)], now: DateTime<Utc>) -> Result<()> {
         let statement = match delivered {
             [] => sqlx::query("DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2")
