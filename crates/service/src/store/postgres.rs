@@ -210,6 +210,14 @@ macro_rules! mark_delivered {
     };
 }
 
+/// A turn's end: the callbacks marked delivered (`$1`, `$2` are the scope and the holder whose
+/// lease is deleted).
+macro_rules! ending_turn {
+    ($($mark:tt)*) => {
+        concat!("WITH sent AS (", $($mark)*, " RETURNING 1) DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2")
+    };
+}
+
 /// One callback marked delivered: what a turn usually delivers. The array form
 /// ([`mark_delivered!`]) is planned anew at every call (PostgreSQL estimates `unnest` of a
 /// parameter at 10 rows, so its generic plan never looks cheaper than one planned for the
@@ -324,32 +332,15 @@ impl DispatchStore for PostgresStore {
     /// One statement: the delivered callbacks marked and the lease deleted (one of three forms,
     /// by how many were delivered, so that each keeps one plan: see `mark_one_delivered!`).
     async fn end_turn(&self, scope: &str, holder: &str, delivered: &[(RunId, i64)], now: DateTime<Utc>) -> Result<()> {
+        let lease = |sql: &'static str| sqlx::query(sql).bind(text(scope)).bind(text(holder));
         let statement = match delivered {
-            [] => sqlx::query("DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2")
-                .bind(text(scope))
-                .bind(text(holder)),
-            [(run, generation)] => sqlx::query(concat!(
-                "WITH sent AS (",
-                mark_one_delivered!("$3", "$4", "$5"),
-                " RETURNING 1) DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2"
-            ))
-            .bind(text(scope))
-            .bind(text(holder))
-            .bind(now)
-            .bind(run)
-            .bind(generation),
+            [] => lease("DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2"),
+            [(run, generation)] => {
+                lease(ending_turn!(mark_one_delivered!("$3", "$4", "$5"))).bind(now).bind(run).bind(generation)
+            }
             _ => {
                 let (runs, generations): (Vec<i64>, Vec<i64>) = delivered.iter().copied().unzip();
-                sqlx::query(concat!(
-                    "WITH sent AS (",
-                    mark_delivered!("$3", "$4", "$5"),
-                    " RETURNING 1) DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2"
-                ))
-                .bind(text(scope))
-                .bind(text(holder))
-                .bind(now)
-                .bind(runs)
-                .bind(generations)
+                lease(ending_turn!(mark_delivered!("$3", "$4", "$5"))).bind(now).bind(runs).bind(generations)
             }
         };
         statement.execute(self.statements()).await.map_err(db)?;
