@@ -309,8 +309,8 @@ fn usage(message: impl Into<String>) -> Failure {
 /// `serve` takes half the cores, at least one. It is I/O bound (6 % of one core for 1,000
 /// merchants' busy hour), and with a thread per core each event woke a second thread to look for
 /// work it did not find: measured with `bench_service --tenants 1000` (BENCHMARKS.md, "One runtime
-/// thread on a 2-core node"), one thread used 8–15 % less of `serve`'s CPU an event on the 2-core
-/// node that also runs PostgreSQL, with the same latencies and the same catalogue time. A node
+/// thread on a 2-core node"), one thread used about 10 % less of `serve`'s CPU an event on the 2-core
+/// node that also runs PostgreSQL, with the same latencies and a catalogue 2–3 % slower. A node
 /// whose database runs elsewhere can give `serve` every core with `TOKIO_WORKER_THREADS`; more
 /// merchants than one process serves are for more `serve` processes on the same database.
 pub(crate) fn runtime_threads(command: &Command, env_set: bool) -> Option<usize> {

@@ -329,12 +329,13 @@ impl DispatchStore for PostgresStore {
         Ok(())
     }
 
-    /// One statement: the delivered callbacks marked and the lease deleted (one of three forms,
-    /// by how many were delivered, so that each keeps one plan: see `mark_one_delivered!`).
+    /// One statement: the delivered callbacks marked and the lease deleted (a form for one
+    /// delivery and one for several, so that each keeps one plan: see `mark_one_delivered!`;
+    /// with none, `release_dispatch`).
     async fn end_turn(&self, scope: &str, holder: &str, delivered: &[(RunId, i64)], now: DateTime<Utc>) -> Result<()> {
         let lease = |sql: &'static str| sqlx::query(sql).bind(text(scope)).bind(text(holder));
         let statement = match delivered {
-            [] => lease("DELETE FROM dispatch_leases WHERE scope = $1 AND holder = $2"),
+            [] => return self.release_dispatch(scope, holder).await,
             [(run, generation)] => {
                 lease(ending_turn!(mark_one_delivered!("$3", "$4", "$5"))).bind(now).bind(run).bind(generation)
             }
