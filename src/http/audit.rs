@@ -42,6 +42,7 @@
 //! ([`crate::store::RunStore::ledger_requests`], the console's "rate limit's use") exact.
 
 use std::{
+    borrow::Cow,
     fmt,
     future::Future,
     sync::{Arc, Mutex},
@@ -221,7 +222,7 @@ pub fn record(
         status,
         request_body: request_body.map(redact_body),
         response_body: response_body.map(redact_body),
-        error: error.map(|e| cut(&mask_bearer(e))),
+        error: error.map(|e| cut(mask_bearer(Cow::Borrowed(e)))),
     });
 }
 
@@ -308,28 +309,140 @@ pub fn redact_url(url: &Url) -> String {
 
 /// A body as kept: text (invalid UTF-8 replaced), secret-named fields of a JSON or form-encoded
 /// body redacted, `Bearer` credentials masked, cut at [`MAX_BODY_CHARS`].
+///
+/// Every body a run sends or receives comes through here, and nearly none holds a secret. A JSON
+/// body is first scanned ([`json_has_secret`]: its field names read in place, nothing built) and
+/// kept as sent when no secret-named field has a value; only a body with one is parsed into a
+/// [`Value`], redacted and written again. A body whose secret the parsed value no longer shows
+/// (a field named twice: the parse keeps the last one) is masked as text instead
+/// ([`mask_json_text`]), so that the earlier one does not leak.
 pub fn redact_body(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim_start();
-    let redacted = if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        match serde_json::from_str::<Value>(&text) {
-            // Nothing secret-named: the text as sent, not parsed and written again.
-            Ok(mut v) => {
-                if redact_value(&mut v) {
-                    v.to_string()
-                } else {
-                    text.into_owned()
-                }
+    let redacted: Cow<'_, str> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        match json_has_secret(&text) {
+            Ok(false) => text,
+            Ok(true) => {
+                let parsed = serde_json::from_str::<Value>(&text).ok().and_then(|mut v| redact_value(&mut v).then_some(v));
+                Cow::Owned(parsed.map_or_else(|| mask_json_text(&text), |v| v.to_string()))
             }
             // A JSON body cut off or broken: kept as text, with what can still be masked.
-            Err(_) => mask_json_text(&text),
+            Err(_) => Cow::Owned(mask_json_text(&text)),
         }
     } else if looks_like_form(&text) {
-        redact_form(&text)
+        Cow::Owned(redact_form(&text))
     } else {
-        text.into_owned()
+        text
     };
-    cut(&mask_bearer(&redacted))
+    cut(mask_bearer(redacted))
+}
+
+/// Whether the JSON `text` has a field with a secret name ([`is_secret_name`]) and a value other
+/// than `null`, at any depth; an error where parsing it as a [`Value`] fails (the same
+/// deserializer reads it, to its end). Field names are read in place (copied only when they hold
+/// an escape), and nothing of the document is kept.
+fn json_has_secret(text: &str) -> serde_json::Result<bool> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let scan = serde::de::DeserializeSeed::deserialize(SecretScan, &mut de)?;
+    de.end()?;
+    Ok(scan.secret)
+}
+
+/// What [`SecretScan`] found in one JSON value.
+struct Scanned {
+    /// A secret-named field with a value other than `null` inside it.
+    secret: bool,
+    /// The value is `null`.
+    null: bool,
+}
+
+/// Reads one JSON value for [`json_has_secret`].
+#[derive(Clone, Copy)]
+struct SecretScan;
+
+/// Reads one field name for [`json_has_secret`]: whether it is a secret's.
+struct SecretName;
+
+impl<'de> serde::de::DeserializeSeed<'de> for SecretScan {
+    type Value = Scanned;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Scanned, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for SecretScan {
+    type Value = Scanned;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Scanned, E> {
+        Ok(Scanned { secret: false, null: true })
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> std::result::Result<Scanned, E> {
+        self.visit_unit()
+    }
+
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Scanned, E> {
+        Ok(Scanned { secret: false, null: false })
+    }
+
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Scanned, E> {
+        Ok(Scanned { secret: false, null: false })
+    }
+
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Scanned, E> {
+        Ok(Scanned { secret: false, null: false })
+    }
+
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Scanned, E> {
+        Ok(Scanned { secret: false, null: false })
+    }
+
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Scanned, E> {
+        Ok(Scanned { secret: false, null: false })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Scanned, A::Error> {
+        let mut secret = false;
+        while let Some(item) = seq.next_element_seed(SecretScan)? {
+            secret |= item.secret;
+        }
+        Ok(Scanned { secret, null: false })
+    }
+
+    // A number is a map of one private field under `arbitrary_precision`: read as any other.
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Scanned, A::Error> {
+        let mut secret = false;
+        while let Some(named) = map.next_key_seed(SecretName)? {
+            let value = map.next_value_seed(SecretScan)?;
+            secret |= value.secret || (named && !value.null);
+        }
+        Ok(Scanned { secret, null: false })
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for SecretName {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for SecretName {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> std::result::Result<bool, E> {
+        Ok(is_secret_name(name))
+    }
 }
 
 /// Replaces the value of every secret-named field of `v`, at any depth; true when one was
@@ -423,15 +536,19 @@ fn mask_json_text(text: &str) -> String {
 }
 
 /// Masks `Bearer <credential>` wherever it appears.
-fn mask_bearer(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
-    if !lower.contains("bearer ") {
-        return text.to_owned();
-    }
+fn mask_bearer(text: Cow<'_, str>) -> Cow<'_, str> {
+    // Found without a lowercase copy of the text: the needle is ASCII, so a match starts and ends
+    // on character boundaries.
+    const NEEDLE: &[u8] = b"bearer ";
+    let find = |from: usize| {
+        text.as_bytes()[from..].windows(NEEDLE.len()).position(|w| w.eq_ignore_ascii_case(NEEDLE)).map(|p| from + p)
+    };
+    let Some(first) = find(0) else { return text };
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
-    while let Some(pos) = lower[i..].find("bearer ") {
-        let start = i + pos + "bearer ".len();
+    let mut found = Some(first);
+    while let Some(pos) = found {
+        let start = pos + NEEDLE.len();
         out.push_str(&text[i..start]);
         let end = text[start..]
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '}' | ']'))
@@ -440,14 +557,19 @@ fn mask_bearer(text: &str) -> String {
             out.push_str(REDACTED);
         }
         i = end;
+        found = find(i);
     }
     out.push_str(&text[i..]);
-    out
+    Cow::Owned(out)
 }
 
-fn cut(text: &str) -> String {
+fn cut(text: Cow<'_, str>) -> String {
+    // No more bytes than the limit: no more characters either.
+    if text.len() <= MAX_BODY_CHARS {
+        return text.into_owned();
+    }
     match text.char_indices().nth(MAX_BODY_CHARS) {
-        None => text.to_owned(),
+        None => text.into_owned(),
         Some((at, _)) => format!("{}… [cut: {} more bytes]", &text[..at], text.len() - at),
     }
 }
@@ -546,6 +668,118 @@ mod tests {
         assert!(!redact_value(&mut v), "nothing replaced");
         let mut v: Value = serde_json::from_slice(secret).unwrap();
         assert!(redact_value(&mut v), "one field replaced, inside an array");
+    }
+
+    /// The body as [`redact_body`] kept it before it scanned: every JSON body parsed into a
+    /// [`Value`], a lowercase copy of the text searched for `bearer `. The model the scan must
+    /// agree with, but for a field named twice (below).
+    fn redact_body_as_parsed(body: &[u8]) -> String {
+        let text = String::from_utf8_lossy(body).into_owned();
+        let trimmed = text.trim_start();
+        let redacted = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+            match serde_json::from_str::<Value>(&text) {
+                Ok(mut v) => {
+                    if redact_value(&mut v) {
+                        v.to_string()
+                    } else {
+                        text.clone()
+                    }
+                }
+                Err(_) => mask_json_text(&text),
+            }
+        } else if looks_like_form(&text) {
+            redact_form(&text)
+        } else {
+            text.clone()
+        };
+        let lower = redacted.to_ascii_lowercase();
+        let mut masked = String::new();
+        let mut i = 0;
+        while let Some(pos) = lower[i..].find("bearer ") {
+            let start = i + pos + "bearer ".len();
+            masked.push_str(&redacted[i..start]);
+            let end = redacted[start..]
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '}' | ']'))
+                .map_or(redacted.len(), |e| start + e);
+            if end > start {
+                masked.push_str(REDACTED);
+            }
+            i = end;
+        }
+        masked.push_str(&redacted[i..]);
+        match masked.char_indices().nth(MAX_BODY_CHARS) {
+            None => masked,
+            Some((at, _)) => format!("{}… [cut: {} more bytes]", &masked[..at], masked.len() - at),
+        }
+    }
+
+    /// JSON documents with secret-named and other fields (distinct names in each object), values
+    /// of every kind (`null` among them, big and exact numbers, escapes, `Bearer` in strings).
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "(1e400|12345678901234567890123|-0\\.10|3\\.140)".prop_map(|n| serde_json::from_str::<Value>(&n).unwrap()),
+            "[a-zA-Z \\\"é\u{1F600}]{0,12}|(Bearer|BEARER|bearer) [a-z.]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    "(name|total|id|access_token|Api-Key|x_\\u0074oken|client\\\"secret|passwd|é)",
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Scanned, a JSON body (as compact or pretty text, whole or cut short, with text around
+        /// it) is kept exactly as the parse-everything model keeps it.
+        #[test]
+        fn the_scan_keeps_what_parsing_kept(
+            v in json_value(),
+            pretty: bool,
+            cut_at in proptest::option::of(0usize..200),
+            around in "( |\n)?(x)?",
+        ) {
+            let mut text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
+            if let Some(at) = cut_at {
+                let at = text.char_indices().nth(at).map_or(text.len(), |(i, _)| i);
+                text.truncate(at);
+            }
+            let body = format!("{around}{text}{around}");
+            proptest::prop_assert_eq!(redact_body(body.as_bytes()), redact_body_as_parsed(body.as_bytes()), "{}", body);
+        }
+
+        /// Any text at all (forms, `Bearer` credentials, bytes that are not UTF-8), long or short.
+        #[test]
+        fn any_body_is_kept_as_the_model_keeps_it(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            words in "((bEaReR |token=|&|a=b|\\{|\"|é| )[a-z0-9]{0,4}){0,8}",
+            long: bool,
+        ) {
+            let mut all = words.into_bytes();
+            all.extend(body);
+            if long {
+                all = all.repeat(MAX_BODY_CHARS / all.len().max(1) + 2);
+            }
+            proptest::prop_assert_eq!(redact_body(&all), redact_body_as_parsed(&all));
+        }
+    }
+
+    #[test]
+    fn a_secret_named_twice_does_not_leak_its_first_value() {
+        // The parse keeps the last `token` (null): the model kept the text, and the first value.
+        let body = br#"{"token":"T-1","name":"Jane","token":null}"#;
+        assert!(redact_body_as_parsed(body).contains("T-1"), "the model leaks it");
+        let out = redact_body(body);
+        assert!(!out.contains("T-1"), "{out}");
+        assert!(out.contains(r#""name":"Jane""#), "{out}");
     }
 
     #[test]

@@ -526,8 +526,10 @@ impl DispatchStore for PostgresStore {
 
 #[async_trait]
 impl ReplayCache for PostgresStore {
-    /// One statement, `byte8_replay_record` (migration 0019): the upsert (see the module docs),
-    /// after up to a hundred expired keys other than this one are purged, the oldest first, read
+    /// One statement, `byte8_replay_record` (migrations 0019 and 0023): the upsert (see the module
+    /// docs), after up to 1,600 expired keys other than this one are purged, the oldest first,
+    /// when the key's `hashtext` is a multiple of sixteen (one record in sixteen: the keys are
+    /// SHA-256 digests), read
     /// by the expiry index (an expired row of this key is taken over by the upsert itself). The
     /// function is the one `byte8_enqueue_once` records a webhook's `jti` with.
     async fn check_and_record(&self, jti: &str, expires_at: i64, now: i64) -> Result<bool> {

@@ -364,10 +364,24 @@ async fn postgres_replay_cache_purges_expired_keys_while_recording() {
     assert!(store.check_and_record(&expired, later + 60, later).await.unwrap(), "a purged key is new again");
 }
 
-/// Recording a `jti` on PostgreSQL reads only the expired keys it purges (migration 0019): with
-/// twenty thousand expired keys in the cache, the purge on the way takes the hundred oldest by the
-/// expiry index and scans no table. The statement before it answered this with a hash semi-join
-/// over two sequential scans, reading every key (a cost that grew with the node's webhook rate;
+/// A key of the replay cache whose `hashtext` is (`purges`) or is not a multiple of sixteen: the
+/// keys whose recording purges (migration 0023), found by asking the server's own hash.
+async fn replay_key_that(pool: &sqlx::PgPool, prefix: &str, purges: bool) -> String {
+    for n in 0.. {
+        let key = format!("{prefix}-new-{n}");
+        let multiple: bool = sqlx::query_scalar("SELECT hashtext($1) & 15 = 0").bind(&key).fetch_one(pool).await.unwrap();
+        if multiple == purges {
+            return key;
+        }
+    }
+    unreachable!("the keys are endless")
+}
+
+/// Recording a `jti` on PostgreSQL reads only the expired keys it purges (migration 0019), and one
+/// record in sixteen purges (0023): with twenty thousand expired keys in the cache, a key whose
+/// hash is a multiple of sixteen purges the 1,600 oldest by the expiry index and scans no table;
+/// any other key purges none. The statement before 0019 answered this with a hash semi-join over
+/// two sequential scans, reading every key (a cost that grew with the node's webhook rate;
 /// checked by putting it back in the function: this test then fails). Counted in the
 /// transaction's own statistics (`pg_stat_xact_user_tables`), which other tests' statements do
 /// not touch.
@@ -391,25 +405,45 @@ async fn postgres_replay_record_reads_only_expired_keys() {
     .await
     .unwrap();
     sqlx::query("ANALYZE replay_cache").execute(&pool).await.unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    let recorded: bool = sqlx::query_scalar("SELECT byte8_replay_record($1, $2, $3)")
-        .bind(format!("{prefix}-new"))
-        .bind(now + 60)
-        .bind(now)
-        .fetch_one(&mut *tx)
+    // The transaction's own counters of the cache's table: sequential scans, index scans, deletes.
+    async fn counters(tx: &mut sqlx::PgConnection) -> (i64, i64, i64) {
+        let row = sqlx::query(
+            "SELECT seq_scan, idx_scan, n_tup_del FROM pg_stat_xact_user_tables WHERE relid = 'replay_cache'::regclass",
+        )
+        .fetch_one(tx)
         .await
         .unwrap();
-    assert!(recorded, "a new key is recorded");
-    let scans =
-        sqlx::query("SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relid = 'replay_cache'::regclass")
+        (row.get("seq_scan"), row.get("idx_scan"), row.get("n_tup_del"))
+    }
+    let mine = "SELECT count(*) FROM replay_cache WHERE key LIKE $1 || '-%'";
+    for purges in [true, false] {
+        let key = replay_key_that(&pool, &prefix, purges).await;
+        let mut tx = pool.begin().await.unwrap();
+        let before: i64 = sqlx::query_scalar(mine).bind(&prefix).fetch_one(&mut *tx).await.unwrap();
+        let (seq0, idx0, del0) = counters(&mut tx).await;
+        let recorded: bool = sqlx::query_scalar("SELECT byte8_replay_record($1, $2, $3)")
+            .bind(&key)
+            .bind(now + 60)
+            .bind(now)
             .fetch_one(&mut *tx)
             .await
             .unwrap();
-    let (seq, idx): (i64, i64) = (scans.get("seq_scan"), scans.get("idx_scan"));
-    tx.rollback().await.unwrap();
+        assert!(recorded, "a new key is recorded");
+        let (seq1, idx1, del1) = counters(&mut tx).await;
+        let after: i64 = sqlx::query_scalar(mine).bind(&prefix).fetch_one(&mut *tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(seq1 - seq0, 0, "no sequential scan of the replay cache ({} index scans)", idx1 - idx0);
+        assert!(idx1 > idx0, "the upsert (and a purge) read the indexes");
+        if purges {
+            // The other tests' purges may have taken some of these keys meanwhile, never all.
+            assert_eq!(del1 - del0, 1600, "a purging record deletes the 1,600 oldest expired keys");
+            assert_eq!(before + 1 - after, 1600, "…all of them this test's (the oldest), and the new key is in");
+        } else {
+            assert_eq!(del1 - del0, 0, "a record whose key does not purge deletes nothing");
+            assert_eq!(after, before + 1, "the new key is in, nothing went");
+        }
+    }
     sqlx::query("DELETE FROM replay_cache WHERE key LIKE $1 || '-%'").bind(&prefix).execute(&pool).await.unwrap();
-    assert!(idx > 0, "the purge and the upsert read the indexes (the counters count this transaction)");
-    assert_eq!(seq, 0, "no sequential scan of the replay cache ({idx} index scans)");
 }
 
 /// A worker's turn (`begin_turn`) reads its business's open runs and undelivered callbacks only,
