@@ -733,6 +733,25 @@ impl SyncEngine {
         }
         let key = memo.magento_id.to_string();
         let doc_ref = self.reference_of(policy, &memo.increment_id, &caps);
+        // Every entry the steps below may read, in one store call inside a run (kept for the run,
+        // so that each of those reads costs nothing more): the credit note's, its allocation's and
+        // refund's, the credited invoice's and its payment's, the lines' items. Outside a run (the
+        // batched path) nothing would keep them: each step reads its own.
+        if HeldXrefs::current().is_some() {
+            let invoice_key = memo.invoice_id.map(|id| id.to_string());
+            let mut ahead = vec![
+                (XrefKind::CreditNote, key.as_str()),
+                (XrefKind::Allocation, key.as_str()),
+                (XrefKind::Refund, key.as_str()),
+            ];
+            if let Some(k) = &invoice_key {
+                ahead.extend([(XrefKind::Invoice, k.as_str()), (XrefKind::Payment, k.as_str())]);
+            }
+            if policy.sync_products {
+                ahead.extend(memo.lines.iter().map(|l| (XrefKind::Item, l.sku.as_str())));
+            }
+            self.read_ahead(&ahead).await?;
+        }
         // The credited invoice, when there is one and it is in the ledger. One that is nowhere yet
         // (its invoice.created has not come) is waited for, as a payment waits: posted before it,
         // the credit note could not be allocated and might land on another contact. One that was
@@ -983,6 +1002,11 @@ impl SyncEngine {
         let fingerprint = crate::identity::sha256_hex(&serde_json::to_string(c).unwrap_or_default());
         let variants = self.list_xrefs(XrefKind::Contact, &format!("{}:", subject.xref_key())).await?;
         if variants.is_empty() {
+            // None listed: the base currency's entry is none either (its key has the prefix), and
+            // the run knows it (the contact's resolution below reads it, then its record).
+            if let Some(h) = HeldXrefs::current() {
+                h.remember(XrefKind::Contact, &contact_key(&subject, reference.business.base_currency), None);
+            }
             // Variants in other currencies are created when a document in that currency comes.
             let base = reference.business.base_currency;
             let id = self

@@ -112,6 +112,9 @@ pub struct PostgresStore {
     statements: Statements,
     key: Option<Arc<MasterKey>>,
     token_lock_timeout: Duration,
+    /// The rate limiters made by [`PostgresStore::rate_limiter`], one per business (the latest),
+    /// for a worker's turn to take their permits with ([`PostgresStore::turn_permits`]).
+    limiters: Arc<std::sync::Mutex<std::collections::HashMap<String, SharedRateLimiter>>>,
 }
 
 /// Maps an sqlx error the way this store does (serialisation failures, deadlocks, lock and
@@ -224,6 +227,7 @@ impl PostgresStore {
             .map_err(|e| Error::database(format!("migrating the state database: {e}"), false, Some(Box::new(e))))?;
         Ok(Self {
             statements: Statements::new(pool.clone()),
+            limiters: Arc::default(),
             pool,
             key: key.map(Arc::new),
             token_lock_timeout: TOKEN_LOCK_TIMEOUT,
@@ -262,9 +266,46 @@ impl PostgresStore {
     }
 
     /// A [`SharedRateLimiter`] for `business` in this database, with `config` (every worker of
-    /// the business must use the same settings).
+    /// the business must use the same settings). The limiters this store makes for one business
+    /// with one `config` hold their permits in one block (the process's), and the latest is the
+    /// one a worker's turn takes permits for ([`PostgresStore::turn_permits`]).
     pub fn rate_limiter(&self, business: impl Into<String>, config: RateConfig) -> SharedRateLimiter {
         SharedRateLimiter::new(self, business, config)
+    }
+
+    /// A block of permits for `business`'s limiter (the latest [`PostgresStore::rate_limiter`]
+    /// made, with the clock and the block size it was given since) to take in the statement that
+    /// starts a worker's turn on it, so that the turn's first ledger request finds its permit in
+    /// the process: `None` when the business has no limiter here, when its limiter holds a permit
+    /// it can still use or is taking a block now, when the business is not idle in this process
+    /// (a permit handed out in the last [`IDLE_GAP`]: its blocks follow its pace, see
+    /// [Permits in blocks](SharedRateLimiter#permits-in-blocks)), or while a turn's block is
+    /// backed off ([`TURN_BACKOFF`]).
+    pub fn turn_permits(&self, business: &str) -> Option<TurnPermits> {
+        let limiter = self.limiters.lock().ok()?.get(business)?.clone();
+        limiter.window?;
+        let mut block = limiter.block.try_lock().ok()?;
+        if block.turn_backoff > 0 {
+            block.turn_backoff -= 1;
+            return None;
+        }
+        let now = limiter.now_in(&block);
+        let idle = micros_i64(u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX));
+        let validity = i64::try_from(PERMIT_VALIDITY.as_micros()).unwrap_or(i64::MAX);
+        match now {
+            // The process has never asked: no clock of the database's yet, so nothing is known
+            // here; the database's record decides whether it is idle.
+            None => {}
+            Some(now) => {
+                if block.permits.back().is_some_and(|&at| at.saturating_add(validity) >= now)
+                    || block.last.is_some_and(|last| now < last.saturating_add(idle))
+                {
+                    return None;
+                }
+            }
+        }
+        drop(block);
+        Some(TurnPermits { limiter })
     }
 
     fn key(&self) -> Result<&MasterKey> {
@@ -1322,6 +1363,105 @@ struct PermitBlock {
     waited: bool,
     /// The time of the last permit handed out (the limiter's clock, µs).
     last: Option<i64>,
+    /// The permits taken with a worker's turn ([`TurnPermits::deposit`]) still held: how many
+    /// of the current block, and whether one of them was handed out.
+    turn: Option<(usize, bool)>,
+    /// Turns left before [`PostgresStore::turn_permits`] takes a block again ([`TURN_BACKOFF`]).
+    turn_backoff: u32,
+}
+
+/// How many turns [`PostgresStore::turn_permits`] leaves out after a block taken with a turn went
+/// unused for its validity while the turn was still going (its first ledger request came later
+/// than [`PERMIT_VALIDITY`] after the turn began: a slow Magento read, for one): the requests
+/// that follow take their blocks as before, and the next turn's block is tried again after these.
+pub const TURN_BACKOFF: u32 = 16;
+
+/// How late a turn's unused permit may be dropped and still count as the turn's own late start
+/// ([`TURN_BACKOFF`]); one dropped later was left by a turn that made no ledger request (an event
+/// skipped by the policy) and backs nothing off.
+const TURN_LATE: Duration = Duration::from_secs(2);
+
+/// A block of permits to take in a worker's turn statement ([`PostgresStore::turn_permits`]):
+/// bind its arguments to the statement ([`TurnPermits::bind`], `byte8_rate_permits`' nine, in
+/// order) and hand what the function returned to the limiter ([`TurnPermits::deposit`]).
+#[derive(Debug)]
+pub struct TurnPermits {
+    limiter: SharedRateLimiter,
+}
+
+impl TurnPermits {
+    /// Binds `byte8_rate_permits`' nine arguments (migrations 0011 and 0014: the business, the
+    /// limiter's own clock or null for the database's, a block of one, the window rule's
+    /// interval, tolerance, limit and span, the idle gap and the idle block) to `q`, in order;
+    /// with `None`, nine nulls of the same types (the statement then takes no permit).
+    pub fn bind<'q>(
+        permits: Option<&Self>,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        match permits.and_then(|p| p.limiter.permit_args(1)) {
+            Some(a) => q
+                .bind(a.key)
+                .bind(a.given)
+                .bind(Some(a.count))
+                .bind(Some(a.interval))
+                .bind(Some(a.tolerance))
+                .bind(Some(a.limit))
+                .bind(Some(a.span))
+                .bind(Some(a.idle_gap))
+                .bind(Some(a.idle_block)),
+            None => q
+                .bind(None::<String>)
+                .bind(None::<i64>)
+                .bind(None::<i32>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<i32>)
+                .bind(None::<i64>)
+                .bind(None::<i64>)
+                .bind(None::<i32>),
+        }
+    }
+
+    /// Hands the permits the turn's statement returned (`byte8_rate_permits`' answer: the
+    /// limiter's now, then the permits) to the limiter, for its next requests. When the limiter
+    /// took a block of its own meanwhile (a request outside the turn), the turn's permits are left
+    /// unused (they count against the limit as any dropped permit does).
+    pub async fn deposit(&self, answer: &[i64]) {
+        let Some((&now, permits)) = answer.split_first() else { return };
+        if permits.is_empty() {
+            return;
+        }
+        let mut block = self.limiter.block.lock().await;
+        let validity = i64::try_from(PERMIT_VALIDITY.as_micros()).unwrap_or(i64::MAX);
+        let here = self.limiter.now_in(&block).unwrap_or(now);
+        if block.permits.back().is_some_and(|&at| at.saturating_add(validity) >= here) {
+            return;
+        }
+        block.taken = Some((std::time::Instant::now(), now));
+        block.permits = permits.iter().copied().collect();
+        block.size = 1;
+        block.dropped = false;
+        block.waited = false;
+        block.turn = Some((permits.len(), false));
+    }
+
+    /// The business.
+    pub fn business(&self) -> &str {
+        &self.limiter.key
+    }
+}
+
+/// `byte8_rate_permits`' arguments for one block.
+struct PermitArgs {
+    key: String,
+    given: Option<i64>,
+    count: i32,
+    interval: i64,
+    tolerance: i64,
+    limit: i32,
+    span: i64,
+    idle_gap: i64,
+    idle_block: i32,
 }
 
 /// `v` as the limiter's `i64` microseconds (saturating).
@@ -1362,6 +1502,21 @@ fn micros_i64(v: u64) -> i64 {
 /// `L` per `W + m + PERMIT_VALIDITY`, 200 per 60.75 s (98.8 % of Sage's limit), in about one
 /// statement per 8 requests.
 ///
+/// # A turn's block
+///
+/// The service's worker starts a business's turn with one statement (its dispatch lease and its
+/// first runs claimed). When it claims a run and the business is idle in this process (no permit
+/// it can still use, none handed out for [`IDLE_GAP`]), that statement takes the business's next
+/// block as well, as [`SharedRateLimiter::reserve`] would (the same function, a block of one or
+/// the idle block), and hands it to the business's limiter ([`PostgresStore::turn_permits`],
+/// [`TurnPermits`]). An event's first requests, a few milliseconds later, then take no
+/// statement of their own. The bound above is untouched: the permits are the window rule's, in
+/// order, and used within their validity or dropped. What it costs is the permits of a turn that
+/// makes no request (an event the policy skips), dropped as any unused permit is. A turn whose
+/// first request comes after its permits' validity (a slow Magento read before it) backs the
+/// turns' blocks off ([`TURN_BACKOFF`]). The limiters a store makes for one business (one
+/// `config`) share one block, so that the turn's block reaches whichever of them asks next.
+///
 /// Give it to the Sage provider with `SageBuilder::with_rate_limiter(shared.into())` (or
 /// [`SharedRateLimiter::into_rate_limiter`]).
 #[derive(Debug, Clone)]
@@ -1374,20 +1529,44 @@ pub struct SharedRateLimiter {
     block: Arc<tokio::sync::Mutex<PermitBlock>>,
     max_block: usize,
     statements: Arc<std::sync::atomic::AtomicU64>,
+    /// The store's limiters by business (weak: the store's map holds the limiters).
+    registry: std::sync::Weak<std::sync::Mutex<std::collections::HashMap<String, SharedRateLimiter>>>,
 }
 
 impl SharedRateLimiter {
-    /// The limiter of `business` in `store`'s database, with `config`.
+    /// The limiter of `business` in `store`'s database, with `config`. It holds its permits in
+    /// the block of the store's latest limiter of the business when that one has the same
+    /// `config` (one block a business in the process), and becomes the business's latest
+    /// ([`PostgresStore::turn_permits`]).
     pub fn new(store: &PostgresStore, business: impl Into<String>, config: RateConfig) -> Self {
-        Self {
+        let key = business.into();
+        let block = store
+            .limiters
+            .lock()
+            .ok()
+            .and_then(|l| l.get(&key).filter(|l| l.config == config).map(|l| Arc::clone(&l.block)))
+            .unwrap_or_default();
+        let limiter = Self {
             db: store.statements.clone(),
-            key: business.into(),
+            key,
             config,
             window: Window::of(config),
             clock: None,
-            block: Arc::default(),
+            block,
             max_block: MAX_PERMIT_BLOCK,
             statements: Arc::default(),
+            registry: Arc::downgrade(&store.limiters),
+        };
+        limiter.register();
+        limiter
+    }
+
+    /// Makes this limiter its business's latest in its store.
+    fn register(&self) {
+        if let Some(registry) = self.registry.upgrade()
+            && let Ok(mut l) = registry.lock()
+        {
+            l.insert(self.key.clone(), self.clone());
         }
     }
 
@@ -1396,6 +1575,7 @@ impl SharedRateLimiter {
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
+        self.register();
         self
     }
 
@@ -1403,7 +1583,38 @@ impl SharedRateLimiter {
     #[must_use]
     pub fn with_max_block(mut self, max: usize) -> Self {
         self.max_block = max.clamp(1, MAX_PERMIT_BLOCK);
+        self.register();
         self
+    }
+
+    /// "Now" on the limiter's clock: the given clock, or the database's as of the last block plus
+    /// the time passed here since (`None` before the first block).
+    fn now_in(&self, block: &PermitBlock) -> Option<i64> {
+        match (&self.clock, block.taken) {
+            (Some(c), _) => Some(c.now().timestamp_micros()),
+            (None, Some((instant, then))) => {
+                Some(then.saturating_add(i64::try_from(instant.elapsed().as_micros()).unwrap_or(i64::MAX)))
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// `byte8_rate_permits`' arguments for a block of `count` (`None` without a limit).
+    fn permit_args(&self, count: usize) -> Option<PermitArgs> {
+        let window = self.window?;
+        let validity = i64::try_from(PERMIT_VALIDITY.as_micros()).unwrap_or(i64::MAX);
+        let idle_block = IDLE_BLOCK.min(usize::try_from(self.config.burst).unwrap_or(1)).clamp(1, self.max_block);
+        Some(PermitArgs {
+            key: text(&self.key).into_owned(),
+            given: self.clock.as_ref().map(|c| c.now().timestamp_micros()),
+            count: i32::try_from(count).unwrap_or(1),
+            interval: micros_i64(window.interval_micros),
+            tolerance: micros_i64(window.tolerance_micros()),
+            limit: i32::try_from(window.limit).unwrap_or(i32::MAX),
+            span: micros_i64(window.span_micros).saturating_add(validity),
+            idle_gap: micros_i64(u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX)),
+            idle_block: i32::try_from(idle_block).unwrap_or(1),
+        })
     }
 
     /// The business.
@@ -1429,22 +1640,23 @@ impl SharedRateLimiter {
         };
         let validity = i64::try_from(PERMIT_VALIDITY.as_micros()).unwrap_or(i64::MAX);
         let mut block = self.block.lock().await;
-        // "Now" on the limiter's clock: the given clock, or the database's as of the last block
-        // plus the time passed here since.
-        let now = match (&self.clock, block.taken) {
-            (Some(c), _) => Some(c.now().timestamp_micros()),
-            (None, Some((instant, then))) => {
-                Some(then.saturating_add(i64::try_from(instant.elapsed().as_micros()).unwrap_or(i64::MAX)))
-            }
-            (None, None) => None,
-        };
+        let now = self.now_in(&block);
         if let Some(now) = now {
+            let late_turn = micros_i64(u64::try_from(TURN_LATE.as_micros()).unwrap_or(u64::MAX));
             while let Some(&at) = block.permits.front() {
                 if at.saturating_add(validity) >= now {
                     break;
                 }
                 block.permits.pop_front();
                 block.dropped = true;
+                // The last of a turn's permits dropped, none used, while its turn was likely still
+                // going: the turn's first request came too late for them.
+                if let Some((held, used)) = block.turn {
+                    block.turn = (held > 1).then_some((held - 1, used));
+                    if held == 1 && !used && now.saturating_sub(at) < late_turn {
+                        block.turn_backoff = TURN_BACKOFF;
+                    }
+                }
                 tracing::debug!(
                     business = %self.key,
                     late_ms = now.saturating_sub(at) / 1000,
@@ -1454,6 +1666,9 @@ impl SharedRateLimiter {
             if let Some(at) = block.permits.pop_front() {
                 block.waited |= at > now;
                 block.last = Some(at);
+                if let Some((held, _)) = block.turn {
+                    block.turn = (held > 1).then_some((held - 1, true));
+                }
                 return Ok(Permit { now: micros_time(now), at: micros_time(at.max(now)) });
             }
         }
@@ -1480,18 +1695,18 @@ impl SharedRateLimiter {
         .clamp(1, self.max_block);
         block.dropped = false;
         block.waited = false;
-        let given = self.clock.as_ref().map(|c| c.now().timestamp_micros());
-        let idle_block = IDLE_BLOCK.min(usize::try_from(self.config.burst).unwrap_or(1)).clamp(1, self.max_block);
+        block.turn = None;
+        let a = self.permit_args(block.size).ok_or_else(|| Error::internal("a limit without a window"))?;
         let row = sqlx::query("SELECT byte8_rate_permits($1, $2, $3, $4, $5, $6, $7, $8, $9) AS permits")
-            .bind(text(&self.key))
-            .bind(given)
-            .bind(i32::try_from(block.size).unwrap_or(1))
-            .bind(micros_i64(window.interval_micros))
-            .bind(micros_i64(window.tolerance_micros()))
-            .bind(i32::try_from(window.limit).unwrap_or(i32::MAX))
-            .bind(micros_i64(window.span_micros).saturating_add(validity))
-            .bind(micros_i64(u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX)))
-            .bind(i32::try_from(idle_block).unwrap_or(1))
+            .bind(a.key)
+            .bind(a.given)
+            .bind(a.count)
+            .bind(a.interval)
+            .bind(a.tolerance)
+            .bind(a.limit)
+            .bind(a.span)
+            .bind(a.idle_gap)
+            .bind(a.idle_block)
             .fetch_one(&self.db)
             .await
             .map_err(db)?;

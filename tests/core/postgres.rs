@@ -27,7 +27,7 @@ use byte8_ledger_core::{
         AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, RunResult, RunStatus, RunStore,
         ScopedTokenStore, Xref, XrefKind, XrefStore,
         crypto::MasterKey,
-        postgres::{PostgresStore, SharedRateLimiter},
+        postgres::{PostgresStore, SharedRateLimiter, TURN_BACKOFF, TurnPermits},
     },
 };
 use chrono::{DateTime, TimeZone, Utc};
@@ -521,6 +521,97 @@ async fn a_business_under_its_pace_never_waits_and_an_idle_one_takes_two_permits
         clock.advance(chrono::Duration::milliseconds(400));
     }
     assert_eq!(busy.statements(), 20, "a busy business under its pace: one permit a statement");
+}
+
+/// Runs a turn's permit request the way the service's turn statement does (`TurnPermits::bind`'s
+/// nine arguments to `byte8_rate_permits`) and hands the answer to the limiter.
+async fn take_turn_permits(store: &PostgresStore, permits: &TurnPermits) -> Vec<i64> {
+    let q = sqlx::query("SELECT byte8_rate_permits($1, $2, $3, $4, $5, $6, $7, $8, $9) AS p");
+    let answer: Vec<i64> = TurnPermits::bind(Some(permits), q).fetch_one(store.pool()).await.unwrap().get("p");
+    permits.deposit(&answer).await;
+    answer
+}
+
+/// A worker's turn takes an idle business's first permits with its own statement
+/// (`PostgresStore::turn_permits`): the event's requests then cost the limiter no statement,
+/// the permits are the database's (the window rule's record holds them), and the limiters the
+/// store made for the business share them. While the business holds a usable permit, or used
+/// one in the last second, a turn takes none.
+#[tokio::test]
+async fn a_turns_permits_serve_the_first_requests_without_a_statement() {
+    let Some(url) = pg::url("a_turns_permits_serve_the_first_requests_without_a_statement") else { return };
+    let store = pg::store(&url, 1, None).await;
+    let business = pg::unique("turn-permits");
+    let config = RateConfig { requests_per_minute: 30, burst: 3 };
+    let clock = ManualClock::new(t0());
+    assert!(store.turn_permits(&business).is_none(), "no limiter for the business yet");
+    let first = store.rate_limiter(business.clone(), config).with_clock(Arc::new(clock.clone()));
+    let second = store.rate_limiter(business.clone(), config).with_clock(Arc::new(clock.clone()));
+    for event in 0..3 {
+        let permits = store.turn_permits(&business).expect("an idle business: the turn takes its permits");
+        assert_eq!(permits.business(), business);
+        let answer = take_turn_permits(&store, &permits).await;
+        let now = clock.now().timestamp_micros();
+        assert_eq!(answer, vec![now, now, now], "the database's now, then the idle block of two, both for now");
+        assert!(store.turn_permits(&business).is_none(), "permits held: the next turn takes none");
+        // The event's two requests: one through each limiter of the business.
+        for limiter in [&first, &second] {
+            let permit = limiter.reserve().await.unwrap();
+            assert_eq!(permit.at, clock.now(), "event {event}: the turn's permit, for now");
+            clock.advance(chrono::Duration::milliseconds(150));
+        }
+        assert!(store.turn_permits(&business).is_none(), "a permit used in the last second: not idle");
+        clock.advance(chrono::Duration::seconds(10));
+    }
+    assert_eq!(first.statements() + second.statements(), 0, "no request took a statement of its own");
+    // A third request of an event: past the turn's block, the limiter takes its own.
+    let permits = store.turn_permits(&business).expect("idle again");
+    take_turn_permits(&store, &permits).await;
+    for _ in 0..3 {
+        first.reserve().await.unwrap();
+        clock.advance(chrono::Duration::milliseconds(100));
+    }
+    assert_eq!(first.statements(), 1, "the third request's block");
+    // The database counted every permit: 3 × 2 + 2 + the third request's block (one or two).
+    let recent: Vec<i64> = sqlx::query_scalar("SELECT recent FROM rate_limits WHERE key = $1")
+        .bind(&business)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!((9..=10).contains(&recent.len()), "{} permits recorded", recent.len());
+}
+
+/// A turn's permits its first request comes too late for (a slow Magento read: dropped unused
+/// within two seconds of their time) back the turns' blocks off for `TURN_BACKOFF` turns; a
+/// turn's permits left unused because the turn made no request (an event skipped by the policy,
+/// dropped at the next event, seconds later) back nothing off.
+#[tokio::test]
+async fn turns_whose_permits_go_stale_take_none_for_a_while() {
+    let Some(url) = pg::url("turns_whose_permits_go_stale_take_none_for_a_while") else { return };
+    let store = pg::store(&url, 1, None).await;
+    let business = pg::unique("turn-stale");
+    let clock = ManualClock::new(t0());
+    let limiter = store
+        .rate_limiter(business.clone(), RateConfig { requests_per_minute: 30, burst: 3 })
+        .with_clock(Arc::new(clock.clone()));
+    // Skipped: nothing used, the next request 30 s later.
+    take_turn_permits(&store, &store.turn_permits(&business).unwrap()).await;
+    clock.advance(chrono::Duration::seconds(30));
+    limiter.reserve().await.unwrap();
+    assert_eq!(limiter.statements(), 1, "the skipped turn's permits dropped, a block taken");
+    clock.advance(chrono::Duration::seconds(5));
+    assert!(store.turn_permits(&business).is_some(), "a skipped turn backs nothing off");
+    // Late: the turn's first request 400 ms after its permits (valid 250 ms).
+    clock.advance(chrono::Duration::seconds(5));
+    take_turn_permits(&store, &store.turn_permits(&business).unwrap()).await;
+    clock.advance(chrono::Duration::milliseconds(400));
+    limiter.reserve().await.unwrap();
+    assert_eq!(limiter.statements(), 2, "the late turn's permits dropped, a block taken");
+    clock.advance(chrono::Duration::seconds(5));
+    for turn in 0..TURN_BACKOFF {
+        assert!(store.turn_permits(&business).is_none(), "turn {turn} of the back-off takes no permit");
+    }
+    assert!(store.turn_permits(&business).is_some(), "after the back-off, a turn takes permits again");
 }
 
 /// A business at its pace whose blocks have grown, then busy for longer than an interval with

@@ -25,7 +25,14 @@
 //! Printed per configuration: outcomes a second sustained in the window; webhook → outcome
 //! latency p50/p99 (the run's `updated_at − created_at` in the database) of the tenants under
 //! their limit, and of the back-filling ones; CPU milliseconds per event of the `serve`
-//! processes (`/proc/PID/stat`, user + system) and of the database's backends for this database;
+//! processes (`/proc/PID/stat`, user + system) and of the database's client backends (the
+//! connections of this database: what the statements cost), and of the whole PostgreSQL server
+//! (every process the postmaster started, living or ended in the window: autovacuum and its
+//! `ANALYZE`s, the WAL writer, the checkpointer, the backends; from the postmaster's own and
+//! its reaped children's times and its live children's, so it counts any other database's work
+//! too: run the bench alone on the server). Round 29 and later; before, the backends' figure
+//! also held whichever autovacuum workers of the database were alive at the window's start or
+//! end, a random share of their work;
 //! the peak RSS of each process (`VmHWM`); database transactions per event
 //! (`pg_stat_database`), and statements per event when `--statements` is given (counted from
 //! sqlx's per-statement log, which costs CPU itself: take CPU figures from a run without it);
@@ -367,6 +374,42 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// The fields of `/proc/PID/stat` after the command name: state first, so that field `n` of
+/// proc(5) is at `n - 3`.
+fn stat_fields(pid: u32) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // The state is a letter: read as 0, as any field that is not a number.
+    Some(rest.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0)).collect())
+}
+
+/// The PostgreSQL server's CPU so far, in ticks: the postmaster's user and system time and its
+/// ended children's (`cutime`, `cstime`: they are reaped), plus every live child's. A child
+/// that ends between two readings moves from the live sum to the postmaster's children times,
+/// so the difference of two readings counts every process's work between them once.
+fn server_ticks(postmaster: u32) -> Option<u64> {
+    let pm = stat_fields(postmaster)?;
+    // proc(5): ppid 4, utime 14, stime 15, cutime 16, cstime 17.
+    let own = pm.get(11)? + pm.get(12)? + pm.get(13)? + pm.get(14)?;
+    let mut live = 0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if let Some(f) = stat_fields(pid)
+            && f.get(1).copied() == Some(u64::from(postmaster))
+        {
+            live += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        }
+    }
+    Some(own + live)
+}
+
+/// The postmaster: the parent of this connection's backend.
+async fn postmaster_pid(pool: &sqlx::PgPool) -> Option<u32> {
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool).await.ok()?;
+    let f = stat_fields(u32::try_from(backend).ok()?)?;
+    u32::try_from(*f.get(1)?).ok()
+}
+
 fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -467,6 +510,8 @@ struct Snapshot {
     at: Instant,
     serve_ticks: u64,
     pg_ticks: u64,
+    /// The whole server's ([`server_ticks`]), when its processes can be read.
+    server_ticks: Option<u64>,
     xacts: i64,
     statements: u64,
     callbacks: u64,
@@ -475,7 +520,7 @@ struct Snapshot {
 }
 
 async fn pg_backends(pool: &sqlx::PgPool) -> Vec<u32> {
-    sqlx::query("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    sqlx::query("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'")
         .fetch_all(pool)
         .await
         .unwrap_or_default()
@@ -758,6 +803,7 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
     let ticks = clock_ticks();
     let pool = store.pool().clone();
     let backends = pg_backends(&pool).await;
+    let postmaster = postmaster_pid(&pool).await;
     let snapshot = |pool: sqlx::PgPool, backends: Vec<u32>| {
         let (children_pids, logs): (Vec<u32>, Vec<std::path::PathBuf>) =
             children.iter().map(|c| (c.pid, c.log.clone())).unzip();
@@ -774,6 +820,7 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
                 at: Instant::now(),
                 serve_ticks: children_pids.iter().filter_map(|&p| cpu_ticks(p)).sum(),
                 pg_ticks: backends.iter().filter_map(|&p| cpu_ticks(p)).sum(),
+                server_ticks: postmaster.and_then(server_ticks),
                 xacts,
                 statements: if statements { logs.iter().map(|l| count_lines(l, STATEMENT_FIELD)).sum() } else { 0 },
                 callbacks: callbacks.load(Ordering::Relaxed),
@@ -893,7 +940,7 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
     let events = finished_in_window.max(1) as f64;
     let secs = window.as_secs_f64();
     let serve_cpu_ms = (s1.serve_ticks - s0.serve_ticks) as f64 / ticks * 1000.0;
-    let pg_cpu_ms = ((s1.pg_ticks - s0.pg_ticks) + pg_ticks_end) as f64 / ticks * 1000.0;
+    let pg_cpu_ms = (s1.pg_ticks.saturating_sub(s0.pg_ticks) + pg_ticks_end) as f64 / ticks * 1000.0;
     let mut hooks = webhook_ms.lock().unwrap().clone();
     let sage = s1.sage - s0.sage;
     println!("| figure | value |\n|---|---|");
@@ -929,6 +976,14 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
         serve_cpu_ms / secs / 10.0,
         pg_cpu_ms / secs / 10.0
     );
+    if let (Some(a), Some(b)) = (s0.server_ticks, s1.server_ticks) {
+        let server_ms = b.saturating_sub(a) as f64 / ticks * 1000.0;
+        println!(
+            "| CPU per event: the whole PostgreSQL server (autovacuum, WAL writer, checkpointer, backends) | {:.2} ms ({:.0} % of one core) |",
+            server_ms / events,
+            server_ms / secs / 10.0
+        );
+    }
     println!(
         "| peak RSS per serve process | {} |",
         rss.iter().map(|k| format!("{:.1} MB", *k as f64 / 1024.0)).collect::<Vec<_>>().join(", ")

@@ -21,7 +21,7 @@ use byte8_ledger_core::{
     error::{Error, Result},
     store::{
         Dedupe, EnqueuedOnce, NewRun, Run, RunId,
-        postgres::{PostgresStore, claimed_from_rows, db_error as db, run_from_row as run_from},
+        postgres::{PostgresStore, TurnPermits, claimed_from_rows, db_error as db, run_from_row as run_from},
     },
 };
 use chrono::{DateTime, Utc};
@@ -270,9 +270,12 @@ impl DispatchStore for PostgresStore {
     }
 
     /// One statement: the lease's upsert, and under it (only when it was taken) up to
-    /// `limit + 1` of the tenant's due runs locked (`SKIP LOCKED`), the first `limit` claimed.
+    /// `limit + 1` of the tenant's due runs locked (`SKIP LOCKED`), the first `limit` claimed;
+    /// when one is, and the business's rate limiter in this process has no permit it can use,
+    /// a block of its permits taken as well (`byte8_rate_permits`, see
+    /// `PostgresStore::turn_permits`) and handed to the limiter.
     async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Begun>> {
-        let rows = sqlx::query(
+        let statement = sqlx::query(
             "WITH lease AS (INSERT INTO dispatch_leases AS l (scope, holder, lease_until) VALUES ($1, $2, $4) \
                ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
                WHERE l.holder = excluded.holder OR l.lease_until <= $3 RETURNING 1 AS held), \
@@ -283,10 +286,12 @@ impl DispatchStore for PostgresStore {
                ORDER BY id LIMIT $6 + 1 FOR UPDATE SKIP LOCKED), \
              next AS (SELECT id FROM cand ORDER BY id LIMIT $6), \
              claimed AS (UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $7, updated_at = $3 \
-               FROM next WHERE runs.id = next.id RETURNING runs.*) \
+               FROM next WHERE runs.id = next.id RETURNING runs.*), \
+             permits AS MATERIALIZED (SELECT byte8_rate_permits($8, $9, $10, $11, $12, $13, $14, $15, $16) AS p \
+               WHERE $8::text IS NOT NULL AND EXISTS (SELECT 1 FROM next)) \
              SELECT EXISTS (SELECT 1 FROM lease) AS turn_held, (SELECT count(*) FROM cand) > $6 AS turn_more, \
                EXISTS (SELECT 1 FROM callbacks c WHERE c.scope = $1 AND c.tenant_id = $5 AND c.delivered_at IS NULL \
-                 AND c.due_at <= $3) AS turn_callbacks, claimed.* \
+                 AND c.due_at <= $3) AS turn_callbacks, (SELECT p FROM permits) AS turn_permits, claimed.* \
              FROM (SELECT 1) AS one LEFT JOIN claimed ON true",
         )
         .bind(text(turn.scope))
@@ -295,16 +300,23 @@ impl DispatchStore for PostgresStore {
         .bind(turn.lease_until)
         .bind(text(turn.tenant))
         .bind(i64::try_from(turn.limit).unwrap_or(i64::MAX - 1))
-        .bind(turn.run_lease_until)
-        .fetch_all(self.statements())
-        .await
-        .map_err(db)?;
+        .bind(turn.run_lease_until);
+        // The business's first permits, when a run is claimed and its limiter here has none it can
+        // use (`PostgresStore::turn_permits`): the turn's first ledger request then costs no
+        // statement of its own.
+        let permits = if turn.limit > 0 { self.turn_permits(turn.scope) } else { None };
+        let rows = TurnPermits::bind(permits.as_ref(), statement).fetch_all(self.statements()).await.map_err(db)?;
         let held = match rows.first() {
             Some(row) => row.try_get::<bool, _>("turn_held").map_err(db)?,
             None => false,
         };
         if !held {
             return Ok(None);
+        }
+        if let (Some(permits), Some(row)) = (&permits, rows.first())
+            && let Some(answer) = row.try_get::<Option<Vec<i64>>, _>("turn_permits").map_err(db)?
+        {
+            permits.deposit(&answer).await;
         }
         let callbacks_due = match rows.first() {
             Some(row) => row.try_get::<bool, _>("turn_callbacks").map_err(db)?,

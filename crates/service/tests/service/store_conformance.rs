@@ -446,6 +446,59 @@ async fn postgres_replay_record_reads_only_expired_keys() {
     sqlx::query("DELETE FROM replay_cache WHERE key LIKE $1 || '-%'").bind(&prefix).execute(&pool).await.unwrap();
 }
 
+/// A turn that claims a run of a business whose rate limiter lives in this process takes the
+/// business's first permits in its own statement (`PostgresStore::turn_permits`): the run's first
+/// ledger requests then cost no statement of the limiter's, and the database's record of the
+/// business's permits holds them. A turn that claims nothing takes none.
+#[tokio::test]
+async fn postgres_a_turn_that_claims_a_run_takes_its_first_permits() {
+    use byte8_ledger_core::{
+        clock::{Clock, SystemClock},
+        http::RateConfig,
+        store::{Dedupe, RunStore, conformance::tenant_run},
+    };
+    use byte8_ledger_service::store::{DispatchStore, TurnStart};
+    let Some(url) = pg::url("postgres_a_turn_that_claims_a_run_takes_its_first_permits") else { return };
+    let store = pg::store(&url, 4, None).await;
+    let (scope, tenant) = (pg::unique("turn-permits"), pg::unique("turn-permits-t"));
+    let limiter = store.rate_limiter(scope.clone(), RateConfig { requests_per_minute: 200, burst: 10 });
+    let recorded = |scope: String| {
+        let pool = store.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, Vec<i64>>("SELECT recent FROM rate_limits WHERE key = $1")
+                .bind(scope)
+                .fetch_optional(&pool)
+                .await
+                .unwrap()
+                .map_or(0, |r| r.len())
+        }
+    };
+    let start = |holder: &'static str| {
+        let now = SystemClock.now();
+        let later = now + chrono::Duration::seconds(60);
+        (now, later, holder)
+    };
+    // Nothing to claim: no permit.
+    let (now, later, holder) = start("permits/1");
+    let turn = TurnStart { scope: &scope, tenant: &tenant, holder, now, lease_until: later, run_lease_until: later, limit: 4 };
+    let begun = store.begin_turn(&turn).await.unwrap().expect("a free lease");
+    assert!(begun.claimed.runs.is_empty());
+    store.release_dispatch(&scope, holder).await.unwrap();
+    assert_eq!(recorded(scope.clone()).await, 0, "a turn that claims nothing takes no permit");
+    // A run to claim: the idle business's two permits, with the claim.
+    store.enqueue(tenant_run(&scope, &tenant, "invoice.created:1", "{}"), Dedupe::Permanent).await.unwrap();
+    let (now, later, holder) = start("permits/2");
+    let turn = TurnStart { scope: &scope, tenant: &tenant, holder, now, lease_until: later, run_lease_until: later, limit: 4 };
+    let begun = store.begin_turn(&turn).await.unwrap().expect("a free lease");
+    assert_eq!(begun.claimed.runs.len(), 1, "the run is claimed");
+    assert_eq!(recorded(scope.clone()).await, 2, "the turn took the idle business's block of two");
+    for _ in 0..2 {
+        limiter.reserve().await.unwrap();
+    }
+    assert_eq!(limiter.statements(), 0, "the run's two requests found their permits in the process");
+    store.release_dispatch(&scope, holder).await.unwrap();
+}
+
 /// A worker's turn (`begin_turn`) reads its business's open runs and undelivered callbacks only,
 /// however many finished runs it keeps and whatever another business has waiting (migrations 0020
 /// and 0022), as a claim does. On a node like the bench's (`pg::fill_node`, in a database of the
@@ -487,8 +540,12 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
             "begin_turn",
             explain(
                 "WITH lease AS",
-                "text, text, timestamptz, timestamptz, text, bigint, timestamptz",
-                format!("'{scope}', 'history-worker', now(), now(), '{tenant}', 4, now()"),
+                "text, text, timestamptz, timestamptz, text, bigint, timestamptz, \
+                 text, bigint, integer, bigint, bigint, integer, bigint, bigint, integer",
+                format!(
+                    "'{scope}', 'history-worker', now(), now(), '{tenant}', 4, now(), \
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+                ),
             )
             .await,
         ),

@@ -2170,6 +2170,9 @@ struct Watched {
     /// Every store call on the cross-references, in order: `get`, `put`, `get_or_put` or
     /// `get_many` (once per kind it asks for), with the kind.
     calls: std::sync::Mutex<Vec<(&'static str, XrefKind)>>,
+    /// Store calls that read cross-references (one statement each on PostgreSQL): `get`,
+    /// `get_many`, `get_or_put` and listings.
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 impl Watched {
@@ -2181,7 +2184,12 @@ impl Watched {
             fail_finishes: fail_finishes.into(),
             finished: std::sync::Mutex::new(Vec::new()),
             calls: std::sync::Mutex::new(Vec::new()),
+            reads: 0.into(),
         })
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn calls(&self, kind: XrefKind) -> Vec<&'static str> {
@@ -2255,10 +2263,12 @@ impl RunStore for Watched {
 #[async_trait]
 impl XrefStore for Watched {
     async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.calls.lock().unwrap().push(("get", kind));
         self.inner.get_xref(scope, kind, key).await
     }
     async fn get_or_put_intent(&self, scope: &str, kind: XrefKind, key: &str, intent: &Xref) -> Result<Option<Xref>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.calls.lock().unwrap().push(("get_or_put", kind));
         let found = self.inner.get_or_put_intent(scope, kind, key, intent).await?;
         if found.is_none() {
@@ -2269,6 +2279,7 @@ impl XrefStore for Watched {
     async fn get_xrefs(&self, scope: &str, keys: &[(XrefKind, &str)]) -> Result<Vec<(XrefKind, String, Xref)>> {
         let mut kinds: Vec<XrefKind> = keys.iter().map(|(k, _)| *k).collect();
         kinds.dedup();
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.calls.lock().unwrap().extend(kinds.into_iter().map(|k| ("get_many", k)));
         self.inner.get_xrefs(scope, keys).await
     }
@@ -2282,6 +2293,8 @@ impl XrefStore for Watched {
         self.inner.put_xref(scope, kind, key, xref).await
     }
     async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.calls.lock().unwrap().push(("list", kind));
         self.inner.list_xrefs(scope, kind, prefix).await
     }
 }
@@ -2469,6 +2482,48 @@ async fn a_payment_reads_its_entry_and_its_invoices_in_one_call() {
     );
     assert_eq!(w.served("POST /contact_payments"), 1);
     assert_eq!(invoice(&w.biz(), "000002601").outstanding, dec("0.00"), "paid in full");
+}
+
+/// A credit memo of a paid invoice reads every entry it may need in one store call (its credit
+/// note's, allocation's and refund's, the invoice's and its payment's): before, each step read
+/// its own (six reads). Its intents are written at once, before their posts, as before.
+#[tokio::test]
+async fn a_credit_memo_reads_its_entries_in_one_call() {
+    let w = World::new().await;
+    let store = Watched::over(w.store(), 0);
+    let engine = engine_over(&w, &store, policy(json!({"default_bank_account_id": "BANK"})));
+    let inv = invoice_entity(2701, "GBP", &registered(12, "Jane", "Doe", None));
+    synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
+    synced(&engine.sync_line(&invoice_paid(&inv, "checkmo")).await.unwrap());
+    let (reads, calls) = (store.reads(), store.calls.lock().unwrap().len());
+    synced(&engine.sync_line(&creditmemo_created(&credit_memo_entity(3101, &inv, 1))).await.unwrap());
+    assert_eq!(store.reads() - reads, 1, "one read: {:?}", &store.calls.lock().unwrap()[calls..]);
+    let puts: Vec<XrefKind> =
+        store.calls.lock().unwrap()[calls..].iter().filter(|(c, _)| *c == "put").map(|(_, k)| *k).collect();
+    assert_eq!(puts, vec![XrefKind::CreditNote, XrefKind::Refund], "the intents before their posts");
+    let b = w.biz();
+    assert_eq!(credit_note(&b, "000003101").outstanding, dec("0.00"), "refunded");
+    assert_eq!(b.refunds.len(), 1);
+}
+
+/// A new customer's upsert lists the customer's contact entries and reads nothing more: none
+/// listed, its base-currency entry is known to be none (it was read a second time, one statement
+/// more). A second upsert of the same customer lists them again and writes nothing.
+#[tokio::test]
+async fn a_new_customers_upsert_reads_its_entries_once() {
+    let w = World::new().await;
+    let store = Watched::over(w.store(), 0);
+    let engine = engine_over(&w, &store, policy(json!({})));
+    let jane = registered(13, "Jane", "Doe", None);
+    let id = synced(&engine.sync_line(&customer_upserted(&jane, "2026-11-22T10:00:00Z")).await.unwrap());
+    assert_eq!(store.reads(), 1, "the listing alone: {:?}", store.calls.lock().unwrap());
+    assert_eq!(store.calls(XrefKind::Contact), vec!["list"]);
+    assert_eq!(contact(&w.biz(), "M13").id, id, "the contact, created");
+    let finished = store.finished();
+    assert_eq!(finished.last().map(|x| x.iter().map(|(_, key, _)| key.as_str()).collect::<Vec<_>>()), Some(vec!["customer:13:GBP"]));
+    synced(&engine.sync_line(&customer_upserted(&jane, "2026-11-22T11:00:00Z")).await.unwrap());
+    assert_eq!(store.reads(), 2, "the second: its listing");
+    assert_eq!(w.served("POST /contacts"), 1, "created once");
 }
 
 /// The database fails the finish of a run that posted an invoice for a new customer: the done
