@@ -323,7 +323,8 @@ pub fn redact_body(body: &[u8]) -> String {
         match json_has_secret(&text) {
             Ok(false) => text,
             Ok(true) => {
-                let parsed = serde_json::from_str::<Value>(&text).ok().and_then(|mut v| redact_value(&mut v).then_some(v));
+                let parsed =
+                    serde_json::from_str::<Value>(&text).ok().and_then(|mut v| redact_value(&mut v).then_some(v));
                 Cow::Owned(parsed.map_or_else(|| mask_json_text(&text), |v| v.to_string()))
             }
             // A JSON body cut off or broken: kept as text, with what can still be masked.

@@ -292,17 +292,13 @@ impl PostgresStore {
         let now = limiter.now_in(&block);
         let idle = micros_i64(u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX));
         let validity = i64::try_from(PERMIT_VALIDITY.as_micros()).unwrap_or(i64::MAX);
-        match now {
-            // The process has never asked: no clock of the database's yet, so nothing is known
-            // here; the database's record decides whether it is idle.
-            None => {}
-            Some(now) => {
-                if block.permits.back().is_some_and(|&at| at.saturating_add(validity) >= now)
-                    || block.last.is_some_and(|last| now < last.saturating_add(idle))
-                {
-                    return None;
-                }
-            }
+        // A process that never asked has no clock of the database's yet, so nothing is known
+        // here: the database's record decides whether the business is idle.
+        if let Some(now) = now
+            && (block.permits.back().is_some_and(|&at| at.saturating_add(validity) >= now)
+                || block.last.is_some_and(|last| now < last.saturating_add(idle)))
+        {
+            return None;
         }
         drop(block);
         Some(TurnPermits { limiter })

@@ -523,6 +523,35 @@ async fn a_business_under_its_pace_never_waits_and_an_idle_one_takes_two_permits
     assert_eq!(busy.statements(), 20, "a busy business under its pace: one permit a statement");
 }
 
+/// The trigger that queues a finished run's callback (`runs_terminal_callback`) runs its
+/// function for a finished run of a store only (migration 0025's `WHEN`): a claim (queued to
+/// running) calls nothing, a run's end calls it once. Counted in the transaction's own function
+/// statistics (`track_functions`, set for the transaction).
+#[tokio::test]
+async fn the_callback_trigger_runs_only_when_a_run_of_a_store_ends() {
+    let Some(url) = pg::url("the_callback_trigger_runs_only_when_a_run_of_a_store_ends") else { return };
+    let store = pg::store(&url, 2, None).await;
+    let scope = pg::unique("trigger-when");
+    let run = byte8_ledger_core::store::conformance::tenant_run(&scope, "store-1", "invoice.created:1", "{}");
+    let id = store.enqueue(run, Dedupe::Permanent).await.unwrap().run_id();
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL track_functions = 'pl'").execute(&mut *tx).await.unwrap();
+    async fn calls(tx: &mut sqlx::PgConnection) -> i64 {
+        sqlx::query_scalar(
+            "SELECT COALESCE(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions \
+             WHERE funcname = 'byte8_runs_terminal_callback'",
+        )
+        .fetch_one(tx)
+        .await
+        .unwrap()
+    }
+    for (status, expected) in [("running", 0), ("synced", 1)] {
+        sqlx::query("UPDATE runs SET status = $1 WHERE id = $2").bind(status).bind(id).execute(&mut *tx).await.unwrap();
+        assert_eq!(calls(&mut tx).await, expected, "after the change to {status}");
+    }
+    tx.rollback().await.unwrap();
+}
+
 /// Runs a turn's permit request the way the service's turn statement does (`TurnPermits::bind`'s
 /// nine arguments to `byte8_rate_permits`) and hands the answer to the limiter.
 async fn take_turn_permits(store: &PostgresStore, permits: &TurnPermits) -> Vec<i64> {

@@ -520,13 +520,15 @@ struct Snapshot {
 }
 
 async fn pg_backends(pool: &sqlx::PgPool) -> Vec<u32> {
-    sqlx::query("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'")
-        .fetch_all(pool)
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| r.try_get::<i32, _>("pid").ok().and_then(|p| u32::try_from(p).ok()))
-        .collect()
+    sqlx::query(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default()
+    .iter()
+    .filter_map(|r| r.try_get::<i32, _>("pid").ok().and_then(|p| u32::try_from(p).ok()))
+    .collect()
 }
 
 async fn xacts(pool: &sqlx::PgPool) -> i64 {

@@ -369,7 +369,8 @@ async fn postgres_replay_cache_purges_expired_keys_while_recording() {
 async fn replay_key_that(pool: &sqlx::PgPool, prefix: &str, purges: bool) -> String {
     for n in 0.. {
         let key = format!("{prefix}-new-{n}");
-        let multiple: bool = sqlx::query_scalar("SELECT hashtext($1) & 15 = 0").bind(&key).fetch_one(pool).await.unwrap();
+        let multiple: bool =
+            sqlx::query_scalar("SELECT hashtext($1) & 15 = 0").bind(&key).fetch_one(pool).await.unwrap();
         if multiple == purges {
             return key;
         }
@@ -480,7 +481,8 @@ async fn postgres_a_turn_that_claims_a_run_takes_its_first_permits() {
     };
     // Nothing to claim: no permit.
     let (now, later, holder) = start("permits/1");
-    let turn = TurnStart { scope: &scope, tenant: &tenant, holder, now, lease_until: later, run_lease_until: later, limit: 4 };
+    let turn =
+        TurnStart { scope: &scope, tenant: &tenant, holder, now, lease_until: later, run_lease_until: later, limit: 4 };
     let begun = store.begin_turn(&turn).await.unwrap().expect("a free lease");
     assert!(begun.claimed.runs.is_empty());
     store.release_dispatch(&scope, holder).await.unwrap();
@@ -488,7 +490,8 @@ async fn postgres_a_turn_that_claims_a_run_takes_its_first_permits() {
     // A run to claim: the idle business's two permits, with the claim.
     store.enqueue(tenant_run(&scope, &tenant, "invoice.created:1", "{}"), Dedupe::Permanent).await.unwrap();
     let (now, later, holder) = start("permits/2");
-    let turn = TurnStart { scope: &scope, tenant: &tenant, holder, now, lease_until: later, run_lease_until: later, limit: 4 };
+    let turn =
+        TurnStart { scope: &scope, tenant: &tenant, holder, now, lease_until: later, run_lease_until: later, limit: 4 };
     let begun = store.begin_turn(&turn).await.unwrap().expect("a free lease");
     assert_eq!(begun.claimed.runs.len(), 1, "the run is claimed");
     assert_eq!(recorded(scope.clone()).await, 2, "the turn took the idle business's block of two");

@@ -2520,7 +2520,10 @@ async fn a_new_customers_upsert_reads_its_entries_once() {
     assert_eq!(store.calls(XrefKind::Contact), vec!["list"]);
     assert_eq!(contact(&w.biz(), "M13").id, id, "the contact, created");
     let finished = store.finished();
-    assert_eq!(finished.last().map(|x| x.iter().map(|(_, key, _)| key.as_str()).collect::<Vec<_>>()), Some(vec!["customer:13:GBP"]));
+    assert_eq!(
+        finished.last().map(|x| x.iter().map(|(_, key, _)| key.as_str()).collect::<Vec<_>>()),
+        Some(vec!["customer:13:GBP"])
+    );
     synced(&engine.sync_line(&customer_upserted(&jane, "2026-11-22T11:00:00Z")).await.unwrap());
     assert_eq!(store.reads(), 2, "the second: its listing");
     assert_eq!(w.served("POST /contacts"), 1, "created once");
