@@ -311,11 +311,11 @@ pub fn redact_url(url: &Url) -> String {
 /// body redacted, `Bearer` credentials masked, cut at [`MAX_BODY_CHARS`].
 ///
 /// Every body a run sends or receives comes through here, and nearly none holds a secret. A JSON
-/// body is first scanned ([`json_has_secret`]: its field names read in place, nothing built) and
+/// body is first scanned (`json_has_secret`: its field names read in place, nothing built) and
 /// kept as sent when no secret-named field has a value; only a body with one is parsed into a
 /// [`Value`], redacted and written again. A body whose secret the parsed value no longer shows
 /// (a field named twice: the parse keeps the last one) is masked as text instead
-/// ([`mask_json_text`]), so that the earlier one does not leak.
+/// (`mask_json_text`), so that the earlier one does not leak.
 pub fn redact_body(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim_start();
