@@ -1274,13 +1274,39 @@ async fn the_stores_statements_reuse_one_connection_without_giving_it_back_to_th
     assert_eq!(released.load(Ordering::SeqCst), released_by_migrations, "no statement gave its connection back");
     assert_eq!(store.statements().kept_now(), 1);
 
-    // Four statements at once: two connections are kept (half of the pool's four), two go back.
-    let sleeps = (0..4).map(|_| sqlx::query("SELECT pg_sleep(0.2)").execute(store.statements()));
+    // Three statements at once (the pool never saturated): two connections are kept (half of
+    // the pool's four), one goes back.
+    let sleeps = (0..3).map(|_| sqlx::query("SELECT pg_sleep(0.2)").execute(store.statements()));
     for r in join_all(sleeps).await {
         r.unwrap();
     }
     assert_eq!(store.statements().kept_now(), 2);
-    released_reaches(&released, released_by_migrations + 2).await;
+    released_reaches(&released, released_by_migrations + 1).await;
+}
+
+/// A statement that ends while the pool is saturated gives its connection back to the pool, where
+/// a transaction waiting for one gets it at once: kept, it would idle while the transaction waited
+/// for the other statement's connection (two seconds here).
+#[tokio::test]
+async fn a_statement_ending_on_a_saturated_pool_gives_its_connection_to_the_waiting() {
+    let Some(url) = pg::url("a_statement_ending_on_a_saturated_pool_gives_its_connection_to_the_waiting") else {
+        return;
+    };
+    let (store, released) = counting_store(&url, 2).await;
+    let before = released.load(Ordering::SeqCst);
+    let statements = store.statements().clone();
+    let long = tokio::spawn(async move { sqlx::query("SELECT pg_sleep(2)").execute(&statements).await });
+    while store.pool().size() < 1 || store.pool().num_idle() > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The pool's second connection: out for this statement, so the pool is saturated as it ends.
+    assert!(backend_pid(&store).await > 0);
+    assert_eq!(store.statements().kept_now(), 0, "not kept: the pool was saturated");
+    released_reaches(&released, before + 1).await;
+    let waiting = tokio::time::timeout(Duration::from_secs(1), store.pool().acquire()).await;
+    assert!(waiting.is_ok_and(|c| c.is_ok()), "the waiting acquire got the connection before the long statement ended");
+    assert!(!long.is_finished(), "the long statement still holds the other connection");
+    long.await.unwrap().unwrap();
 }
 
 #[tokio::test]

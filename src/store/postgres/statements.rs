@@ -13,7 +13,9 @@
 //! - a statement whose future was dropped before the answer was read (a timeout, an aborted
 //!   task: the test reads what is left of the answer);
 //! - a connection kept for [`MAX_KEPT`] or longer (the pool's own `max_lifetime` and
-//!   `idle_timeout` then apply to it).
+//!   `idle_timeout` then apply to it);
+//! - any connection whose statement ends while the pool is saturated (all its connections out,
+//!   none left to open), so that a statement or transaction waiting on the pool gets it.
 //!
 //! At most half the pool's connections are kept (none for a pool of one), so that statements run
 //! on the pool itself (transactions, the console's, a host's) always find the other half.
@@ -41,9 +43,10 @@ pub const MAX_KEPT: Duration = Duration::from_secs(300);
 /// The executor of the store's single statements (`.fetch_one(store.statements())`, as one would
 /// write `.fetch_one(store.pool())`): each statement takes a connection this executor kept from
 /// the last one, or one from the pool, and keeps it afterwards when the statement's answer was
-/// read whole and the pool keeps its other half (see the module docs for when a connection goes
-/// back to the pool instead). A statement's rows are read whole before they are handed on: the
-/// store never streams. Transactions take their connection from the pool.
+/// read whole, the pool keeps its other half and the pool is not saturated (see the module docs
+/// for when a connection goes back to the pool instead). A statement's rows are read whole
+/// before they are handed on: the store never streams. Transactions take their connection from
+/// the pool.
 #[derive(Clone)]
 pub struct Statements {
     pool: PgPool,
@@ -86,8 +89,16 @@ impl Statements {
         }
     }
 
-    /// Keeps `k` for the next statement, or gives it back to the pool when enough are kept.
+    /// Keeps `k` for the next statement, or gives it back to the pool when enough are kept or the
+    /// pool is saturated (every connection out of it, none left to open): statements and
+    /// transactions may then be waiting on the pool, and a connection kept here would idle while
+    /// they wait for another one to come back (under a burst of webhooks on two processes, sqlx
+    /// warned of acquires slower than 2 s by the hundred).
     fn put_back(&self, k: Kept) {
+        let saturated = self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections();
+        if saturated {
+            return;
+        }
         if let Ok(mut kept) = self.kept.lock()
             && kept.len() < self.keep
         {
