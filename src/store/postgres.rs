@@ -290,13 +290,11 @@ impl PostgresStore {
             return None;
         }
         let now = limiter.now_in(&block);
-        let idle = micros_i64(u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX));
-        let validity = i64::try_from(PERMIT_VALIDITY.as_micros()).unwrap_or(i64::MAX);
+        let idle = duration_micros(IDLE_GAP);
         // A process that never asked has no clock of the database's yet, so nothing is known
         // here: the database's record decides whether the business is idle.
         if let Some(now) = now
-            && (block.permits.back().is_some_and(|&at| at.saturating_add(validity) >= now)
-                || block.last.is_some_and(|last| now < last.saturating_add(idle)))
+            && (block.holds_usable(now) || block.last.is_some_and(|last| now < last.saturating_add(idle)))
         {
             return None;
         }
@@ -1366,6 +1364,13 @@ struct PermitBlock {
     turn_backoff: u32,
 }
 
+impl PermitBlock {
+    /// Whether a permit held is still valid at `now` (the limiter's clock, µs).
+    fn holds_usable(&self, now: i64) -> bool {
+        self.permits.back().is_some_and(|&at| at.saturating_add(duration_micros(PERMIT_VALIDITY)) >= now)
+    }
+}
+
 /// How many turns [`PostgresStore::turn_permits`] leaves out after a block taken with a turn went
 /// unused for its validity while the turn was still going (its first ledger request came later
 /// than [`PERMIT_VALIDITY`] after the turn began: a slow Magento read, for one): the requests
@@ -1394,28 +1399,7 @@ impl TurnPermits {
         permits: Option<&Self>,
         q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        match permits.and_then(|p| p.limiter.permit_args(1)) {
-            Some(a) => q
-                .bind(a.key)
-                .bind(a.given)
-                .bind(Some(a.count))
-                .bind(Some(a.interval))
-                .bind(Some(a.tolerance))
-                .bind(Some(a.limit))
-                .bind(Some(a.span))
-                .bind(Some(a.idle_gap))
-                .bind(Some(a.idle_block)),
-            None => q
-                .bind(None::<String>)
-                .bind(None::<i64>)
-                .bind(None::<i32>)
-                .bind(None::<i64>)
-                .bind(None::<i64>)
-                .bind(None::<i32>)
-                .bind(None::<i64>)
-                .bind(None::<i64>)
-                .bind(None::<i32>),
-        }
+        PermitArgs::bind(permits.and_then(|p| p.limiter.permit_args(1)), q)
     }
 
     /// Hands the permits the turn's statement returned (`byte8_rate_permits`' answer: the
@@ -1428,9 +1412,7 @@ impl TurnPermits {
             return;
         }
         let mut block = self.limiter.block.lock().await;
-        let validity = i64::try_from(PERMIT_VALIDITY.as_micros()).unwrap_or(i64::MAX);
-        let here = self.limiter.now_in(&block).unwrap_or(now);
-        if block.permits.back().is_some_and(|&at| at.saturating_add(validity) >= here) {
+        if block.holds_usable(self.limiter.now_in(&block).unwrap_or(now)) {
             return;
         }
         block.taken = Some((std::time::Instant::now(), now));
@@ -1458,6 +1440,31 @@ struct PermitArgs {
     span: i64,
     idle_gap: i64,
     idle_block: i32,
+}
+
+impl PermitArgs {
+    /// Binds the nine arguments to `q`, in `byte8_rate_permits`' order; `None` binds nine nulls
+    /// of the same types.
+    fn bind<'q>(
+        args: Option<Self>,
+        q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        let a = args.as_ref();
+        q.bind(a.map(|a| a.key.clone()))
+            .bind(a.and_then(|a| a.given))
+            .bind(a.map(|a| a.count))
+            .bind(a.map(|a| a.interval))
+            .bind(a.map(|a| a.tolerance))
+            .bind(a.map(|a| a.limit))
+            .bind(a.map(|a| a.span))
+            .bind(a.map(|a| a.idle_gap))
+            .bind(a.map(|a| a.idle_block))
+    }
+}
+
+/// `d` in the limiter's `i64` microseconds (saturating).
+fn duration_micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// `v` as the limiter's `i64` microseconds (saturating).
@@ -1598,7 +1605,7 @@ impl SharedRateLimiter {
     /// `byte8_rate_permits`' arguments for a block of `count` (`None` without a limit).
     fn permit_args(&self, count: usize) -> Option<PermitArgs> {
         let window = self.window?;
-        let validity = i64::try_from(PERMIT_VALIDITY.as_micros()).unwrap_or(i64::MAX);
+        let validity = duration_micros(PERMIT_VALIDITY);
         let idle_block = IDLE_BLOCK.min(usize::try_from(self.config.burst).unwrap_or(1)).clamp(1, self.max_block);
         Some(PermitArgs {
             key: text(&self.key).into_owned(),
@@ -1608,7 +1615,7 @@ impl SharedRateLimiter {
             tolerance: micros_i64(window.tolerance_micros()),
             limit: i32::try_from(window.limit).unwrap_or(i32::MAX),
             span: micros_i64(window.span_micros).saturating_add(validity),
-            idle_gap: micros_i64(u64::try_from(IDLE_GAP.as_micros()).unwrap_or(u64::MAX)),
+            idle_gap: duration_micros(IDLE_GAP),
             idle_block: i32::try_from(idle_block).unwrap_or(1),
         })
     }
@@ -1634,11 +1641,11 @@ impl SharedRateLimiter {
             let now = self.clock.as_ref().map_or_else(|| crate::clock::SystemClock.now(), |c| c.now());
             return Ok(Permit { now, at: now });
         };
-        let validity = i64::try_from(PERMIT_VALIDITY.as_micros()).unwrap_or(i64::MAX);
+        let validity = duration_micros(PERMIT_VALIDITY);
         let mut block = self.block.lock().await;
         let now = self.now_in(&block);
         if let Some(now) = now {
-            let late_turn = micros_i64(u64::try_from(TURN_LATE.as_micros()).unwrap_or(u64::MAX));
+            let late_turn = duration_micros(TURN_LATE);
             while let Some(&at) = block.permits.front() {
                 if at.saturating_add(validity) >= now {
                     break;
@@ -1693,19 +1700,8 @@ impl SharedRateLimiter {
         block.waited = false;
         block.turn = None;
         let a = self.permit_args(block.size).ok_or_else(|| Error::internal("a limit without a window"))?;
-        let row = sqlx::query("SELECT byte8_rate_permits($1, $2, $3, $4, $5, $6, $7, $8, $9) AS permits")
-            .bind(a.key)
-            .bind(a.given)
-            .bind(a.count)
-            .bind(a.interval)
-            .bind(a.tolerance)
-            .bind(a.limit)
-            .bind(a.span)
-            .bind(a.idle_gap)
-            .bind(a.idle_block)
-            .fetch_one(&self.db)
-            .await
-            .map_err(db)?;
+        let q = sqlx::query("SELECT byte8_rate_permits($1, $2, $3, $4, $5, $6, $7, $8, $9) AS permits");
+        let row = PermitArgs::bind(Some(a), q).fetch_one(&self.db).await.map_err(db)?;
         self.statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let permits: Vec<i64> = row.try_get("permits").map_err(db)?;
         let (&now, permits) =

@@ -365,13 +365,10 @@ async fn post_webhook(
         .await
 }
 
-/// User + system CPU of a live process, in ticks.
+/// User + system CPU of a live process, in ticks (proc(5): utime 14, stime 15).
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name in parentheses: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    let f = stat_fields(pid)?;
+    Some(f.get(11)? + f.get(12)?)
 }
 
 /// The fields of `/proc/PID/stat` after the command name: state first, so that field `n` of
