@@ -14,8 +14,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{Shared, auth::Access, error::ApiError};
-use crate::{magento::Claims, store::Binding};
+use super::{
+    Shared,
+    auth::{Access, WebhookAuth},
+    error::ApiError,
+};
 use byte8_ledger_core::{
     canonical::{Event, EventKind, serde_time},
     error::{Error, ErrorCode},
@@ -67,21 +70,20 @@ async fn webhook(
     let mut fresh = false;
     let (binding, enqueued, key) = loop {
         let auth = shared.authenticate_webhook(&tenant_id, authorization(&headers), fresh).await?;
-        let (run, dedupe) =
-            match webhook_run(&shared, &auth.binding, &auth.claims, &query, &event_name, &headers, &body).await {
-                Ok(run) => run,
-                // Refused on a binding that may be a cached copy (its business, and so the
-                // provider asked for, may have changed): judged again on the binding read afresh.
-                Err(_) if !fresh && auth.binding_version.is_some() => {
-                    shared.forget_binding(&tenant_id);
-                    fresh = true;
-                    continue;
-                }
-                Err(refused) => {
-                    auth.jti.burn(&shared).await;
-                    return Err(refused);
-                }
-            };
+        let (run, dedupe) = match webhook_run(&shared, &auth, &query, &event_name, &headers, &body).await {
+            Ok(run) => run,
+            // Refused on a binding that may be a cached copy (its business, and so the
+            // provider asked for, may have changed): judged again on the binding read afresh.
+            Err(_) if !fresh && auth.binding_version.is_some() => {
+                shared.forget_binding(&tenant_id);
+                fresh = true;
+                continue;
+            }
+            Err(refused) => {
+                auth.jti.burn(&shared).await;
+                return Err(refused);
+            }
+        };
         let jti = &auth.jti;
         let key = run.idempotency_key.clone();
         match shared.store.enqueue_once(&jti.jti, jti.expires_at, jti.now, auth.binding_version, run, dedupe).await {
@@ -122,13 +124,13 @@ async fn webhook(
 /// envelope).
 async fn webhook_run(
     shared: &Shared,
-    binding: &Binding,
-    claims: &Claims,
+    auth: &WebhookAuth,
     query: &HashMap<String, String>,
     event_name: &str,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(NewRun, Dedupe), ApiError> {
+    let (binding, claims) = (&*auth.binding, &auth.claims);
     if let Some(asked) = query.get("provider") {
         check_provider(shared, &binding.scope, asked).await?;
     }
@@ -147,14 +149,15 @@ async fn webhook_run(
         .filter(|k| !k.is_empty()),
     };
     let (value, key_from_header) = event_value(kind, &envelope, header_key)?;
-    let event = Event::from_value(value.clone()).map_err(|f| {
+    // The line as the run keeps it, written before the value is moved into the event.
+    let raw = value.to_string();
+    let event = Event::from_value(value).map_err(|f| {
         let mut message = f.error.to_string();
         if key_from_header {
             message = message.replace("idempotency_key:", "Idempotency-Key (header):");
         }
         ApiError::unprocessable("invalid_envelope", message)
     })?;
-    let raw = value.to_string();
     // Documents dedupe for good on their key. An upsert's entity is fetched when it is processed,
     // so each delivery is new content: the token's jti makes its fingerprint unique, and a later
     // delivery makes a new run once the previous one started (it still collapses while queued).
@@ -163,8 +166,6 @@ async fn webhook_run(
     } else {
         (Dedupe::WhileQueued, sha256_hex(&format!("{raw}\n{}", claims.jti)))
     };
-    let policy =
-        serde_json::to_string(&binding.policy).map_err(|e| ApiError::internal(&Error::internal(e.to_string())))?;
     let run = NewRun {
         scope: binding.scope.clone(),
         tenant_id: Some(binding.tenant_id.clone()),
@@ -173,7 +174,7 @@ async fn webhook_run(
         magento_entity_id: Some(event.magento_entity_id),
         raw,
         fingerprint,
-        policy: Some(policy),
+        policy: Some(auth.policy.to_string()),
         received_at: shared.clock.now(),
     };
     Ok((run, dedupe))

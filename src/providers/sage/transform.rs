@@ -121,7 +121,7 @@ pub struct DocumentLinks<'a> {
 /// same id and a different request kind never reuses it (`IdempotencyResourceMismatch`).
 pub fn idempotency_id(key: &str, purpose: &str) -> String {
     let digest = Sha256::digest(format!("byte8-ledger:{purpose}:{key}").as_bytes());
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..16])
 }
 
 /// Keeps text within Sage's limits and remembers what it shortened.

@@ -176,8 +176,8 @@ impl TaxTypes {
 /// window is answered from Xero's cache; a changed body (a new policy, a batch re-sent with
 /// fewer items after a recovery) gets a new key instead of Xero's 400 for a reused key.
 pub fn idempotency_key(event_key: &str, purpose: &str, body: &[u8]) -> String {
-    let event: String = Sha256::digest(event_key.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect();
-    let content: String = Sha256::digest(body).iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let event = hex::encode(&Sha256::digest(event_key.as_bytes())[..12]);
+    let content = hex::encode(&Sha256::digest(body)[..8]);
     let key = format!("byte8-ledger:{purpose}:{event}:{content}");
     key.chars().take(limits::IDEMPOTENCY_KEY).collect()
 }

@@ -606,6 +606,10 @@ fn idempotency_ids_are_stable_guids_per_purpose() {
     assert_eq!(a, idempotency_id("invoice.created:1001", "sales_invoice"));
     assert_ne!(a, idempotency_id("invoice.created:1001", "contact_payment"));
     assert_ne!(a, idempotency_id("invoice.created:1002", "sales_invoice"));
+    // The first 16 bytes of SHA-256("byte8-ledger:sales_invoice:invoice.created:1001"), in
+    // lowercase hex, as Python's hashlib gives them: an id must not change across versions, or a
+    // retry after an upgrade would post a second invoice.
+    assert_eq!(a, "a8db017c31cdaf04904a4047d593b772");
 }
 
 #[test]

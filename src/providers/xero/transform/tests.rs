@@ -370,6 +370,9 @@ fn idempotency_keys_are_short_stable_and_follow_the_body() {
     assert_ne!(a, idempotency_key("invoice.created:1001", "invoices", b"{\"a\":2}"), "another body, another key");
     assert_ne!(a, idempotency_key("invoice.created:1002", "invoices", b"{\"a\":1}"));
     assert!(a.len() <= 128 && !a.is_empty());
+    // SHA-256 of the key (12 bytes) and of the body (8 bytes) in lowercase hex, as Python's
+    // hashlib gives them: a key must not change across versions.
+    assert_eq!(a, "byte8-ledger:invoices:d453ca55a423ef3376f92441:015abd7f5cc57a2d");
     let long = "x".repeat(500);
     assert!(idempotency_key(&long, &long, long.as_bytes()).chars().count() <= 128);
 }
