@@ -164,6 +164,37 @@ pub async fn explain_prepared(pool: &sqlx::PgPool, starts: &str, types: &str, ar
     plan
 }
 
+/// The rows the plan's nodes on `table` read, summed over the lines of an `EXPLAIN ANALYZE`:
+/// for each node on the table, the rows it returned and those it dropped by a filter, times its
+/// loops (`EXPLAIN` gives both counts as averages a loop). A node never executed read nothing.
+pub fn rows_read(plan: &[String], table: &str) -> i64 {
+    let on = format!(" on {table} ");
+    let (mut node_on_table, mut loops, mut read) = (false, 0_i64, 0_i64);
+    for line in plan {
+        let line = line.trim();
+        if let Some(n) = line.strip_prefix("Rows Removed by Filter: ") {
+            if node_on_table {
+                read += n.trim().parse::<i64>().expect("a count") * loops;
+            }
+        } else if line.starts_with("->") || !line.contains(':') {
+            node_on_table = line.contains(&on);
+            loops = 0;
+            if node_on_table && let Some(actual) = line.split("(actual ").nth(1) {
+                let field = |name: &str| -> i64 {
+                    actual
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix(name))
+                        .map(|v| v.trim_end_matches(')').parse().expect("a count"))
+                        .unwrap_or(0)
+                };
+                loops = field("loops=");
+                read += field("rows=") * loops;
+            }
+        }
+    }
+    read
+}
+
 /// The rows the plan's nodes on `table` read and then dropped by a filter, summed over the lines
 /// of an `EXPLAIN ANALYZE` (each `Rows Removed by Filter: N` belongs to the node line above it).
 /// Other tables' nodes are left out: what other tests leave in them (another tenant's undelivered

@@ -502,6 +502,62 @@ async fn postgres_a_turn_that_claims_a_run_takes_its_first_permits() {
     store.release_dispatch(&scope, holder).await.unwrap();
 }
 
+/// The service's look for work (`due_tenants`, every process once a second) reads an entry or two
+/// of each business with open runs or undelivered callbacks, not every run and callback waiting.
+/// On the bench's node (`pg::fill_node`: 1,000 businesses, 70 of them with a run waiting a day,
+/// one whose Magento is down with 2,000 callbacks due) with a back-fill of 5,000 runs queued and
+/// due whose business's lease is held, under generic plans, it finds the store that is down and
+/// nothing else, reading fewer than 200 runs and 10 callbacks. The first version (checked) read
+/// the 5,070 open runs and the 2,000 callbacks on every call.
+#[tokio::test]
+async fn the_look_for_work_reads_each_business_not_each_run_waiting() {
+    use byte8_ledger_core::clock::{Clock, SystemClock};
+    use byte8_ledger_service::store::DispatchStore;
+    let Some(url) = pg::url("the_look_for_work_reads_each_business_not_each_run_waiting") else { return };
+    let database = pg::OwnDatabase::create(&url).await;
+    let store = pg::generic_plan_store(&database).await;
+    pg::fill_node(store.pool(), "history", "history-t").await;
+    sqlx::query(
+        "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, \
+         attempts, created_at, updated_at, tenant_id, claim) \
+         SELECT 'backfill', 'invoice.created:' || g, 'invoice.created', g, '\\x7b7d'::bytea, 'fp' || g, '{}', \
+         'queued', 0, now(), now(), 'backfill-t', 0 FROM generate_series(1, 5000) AS g",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO dispatch_leases (scope, holder, lease_until) VALUES ('backfill', 'w', now() + interval '1 hour')",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query("VACUUM ANALYZE runs").execute(store.pool()).await.unwrap();
+    let now = SystemClock.now();
+    let due = store.due_tenants(now).await.unwrap();
+    assert_eq!(due, vec![("down".to_owned(), "down-t".to_owned())], "the store whose callbacks are due, only");
+    sqlx::query("DELETE FROM dispatch_leases WHERE scope = 'backfill'").execute(store.pool()).await.unwrap();
+    let due = store.due_tenants(now).await.unwrap();
+    assert_eq!(
+        due,
+        vec![("backfill".to_owned(), "backfill-t".to_owned()), ("down".to_owned(), "down-t".to_owned())],
+        "the back-fill's lease released: its business is due again"
+    );
+    sqlx::query(
+        "INSERT INTO dispatch_leases (scope, holder, lease_until) VALUES ('backfill', 'w', now() + interval '1 hour')",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let plan = pg::explain_prepared(store.pool(), "WITH RECURSIVE open_pairs", "timestamptz", "now()").await;
+    store.pool().close().await;
+    database.drop().await;
+    let (runs, callbacks) = (pg::rows_read(&plan, "runs"), pg::rows_read(&plan, "callbacks"));
+    assert!(runs > 0 && callbacks > 0, "the plan reads both tables: {plan:#?}");
+    assert!(runs < 200, "{runs} runs read for 71 businesses with open runs: {plan:#?}");
+    assert!(callbacks < 10, "{callbacks} callbacks read for 1 business with callbacks waiting: {plan:#?}");
+}
+
 /// A worker's turn (`begin_turn`) reads its business's open runs and undelivered callbacks only,
 /// however many finished runs it keeps and whatever another business has waiting (migrations 0020
 /// and 0022), as a claim does. On a node like the bench's (`pg::fill_node`, in a database of the
