@@ -144,6 +144,20 @@ pub async fn fill_node(pool: &sqlx::PgPool, scope: &str, tenant: &str) {
 /// EXECUTE` takes no parameters of its own) inside a transaction that is rolled back. `types` are
 /// its parameters' types.
 pub async fn explain_prepared(pool: &sqlx::PgPool, starts: &str, types: &str, arguments: &str) -> Vec<String> {
+    explain_prepared_as(pool, None, starts, types, arguments).await
+}
+
+/// As [`explain_prepared`], under `plan_cache_mode` = `mode` for the transaction when one is
+/// given (`force_custom_plan`: the plan PostgreSQL makes for these arguments, as it does for a
+/// statement's first five executions on a connection and whenever it judges custom plans
+/// cheaper).
+pub async fn explain_prepared_as(
+    pool: &sqlx::PgPool,
+    mode: Option<&str>,
+    starts: &str,
+    types: &str,
+    arguments: &str,
+) -> Vec<String> {
     let statement: String =
         sqlx::query_scalar("SELECT statement FROM pg_prepared_statements WHERE starts_with(statement, $1)")
             .bind(starts)
@@ -151,6 +165,11 @@ pub async fn explain_prepared(pool: &sqlx::PgPool, starts: &str, types: &str, ar
             .await
             .expect("the statement was prepared on this connection");
     let mut tx = pool.begin().await.expect("begin");
+    if let Some(mode) = mode {
+        sqlx::Executor::execute(&mut *tx, format!("SET LOCAL plan_cache_mode = {mode}").as_str())
+            .await
+            .expect("plan_cache_mode");
+    }
     sqlx::Executor::execute(&mut *tx, format!("PREPARE explained({types}) AS {statement}").as_str())
         .await
         .expect("prepare");

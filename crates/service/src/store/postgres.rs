@@ -273,7 +273,12 @@ impl DispatchStore for PostgresStore {
     /// `limit + 1` of the tenant's due runs locked (`SKIP LOCKED`), the first `limit` claimed;
     /// when one is, and the business's rate limiter in this process has no permit it can use,
     /// a block of its permits taken as well (`byte8_rate_permits`, see
-    /// `PostgresStore::turn_permits`) and handed to the limiter.
+    /// `PostgresStore::turn_permits`) and handed to the limiter. Whether a callback is due is
+    /// asked as "the business's oldest undelivered callback, due by now?" (`ORDER BY due_at LIMIT
+    /// 1`), which only `callbacks_due` answers without reading the rest: asked as an `EXISTS`,
+    /// the plans PostgreSQL makes for given values took a sequential scan of every callback as
+    /// cheaper to the first match (its estimate of a business's undelivered callbacks is
+    /// thousands when they are none) and read the whole table on each turn.
     async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Begun>> {
         let statement = sqlx::query(
             "WITH lease AS (INSERT INTO dispatch_leases AS l (scope, holder, lease_until) VALUES ($1, $2, $4) \
@@ -290,8 +295,8 @@ impl DispatchStore for PostgresStore {
              permits AS MATERIALIZED (SELECT byte8_rate_permits($8, $9, $10, $11, $12, $13, $14, $15, $16) AS p \
                WHERE $8::text IS NOT NULL AND EXISTS (SELECT 1 FROM next)) \
              SELECT EXISTS (SELECT 1 FROM lease) AS turn_held, (SELECT count(*) FROM cand) > $6 AS turn_more, \
-               EXISTS (SELECT 1 FROM callbacks c WHERE c.scope = $1 AND c.tenant_id = $5 AND c.delivered_at IS NULL \
-                 AND c.due_at <= $3) AS turn_callbacks, (SELECT p FROM permits) AS turn_permits, claimed.* \
+               COALESCE((SELECT c.due_at FROM callbacks c WHERE c.scope = $1 AND c.tenant_id = $5 \
+                 AND c.delivered_at IS NULL ORDER BY c.due_at LIMIT 1) <= $3, false) AS turn_callbacks, (SELECT p FROM permits) AS turn_permits, claimed.* \
              FROM (SELECT 1) AS one LEFT JOIN claimed ON true",
         )
         .bind(text(turn.scope))
@@ -411,8 +416,8 @@ impl DispatchStore for PostgresStore {
                       AND r.status IN ('queued', 'running') \
                       AND ((r.status = 'queued' AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= $1)) \
                            OR (r.status = 'running' AND r.lease_until <= $1)) LIMIT 1) \
-                OR (SELECT true FROM callbacks c WHERE c.scope = u.scope AND c.tenant_id = u.tenant_id \
-                      AND c.delivered_at IS NULL AND c.due_at <= $1 LIMIT 1) \
+                OR (SELECT c.due_at FROM callbacks c WHERE c.scope = u.scope AND c.tenant_id = u.tenant_id \
+                      AND c.delivered_at IS NULL ORDER BY c.due_at LIMIT 1) <= $1 \
              ORDER BY 1, 2",
         )
         .bind(now)

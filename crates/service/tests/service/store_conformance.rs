@@ -507,8 +507,9 @@ async fn postgres_a_turn_that_claims_a_run_takes_its_first_permits() {
 /// On the bench's node (`pg::fill_node`: 1,000 businesses, 70 of them with a run waiting a day,
 /// one whose Magento is down with 2,000 callbacks due) with a back-fill of 5,000 runs queued and
 /// due whose business's lease is held, under generic plans, it finds the store that is down and
-/// nothing else, reading fewer than 200 runs and 10 callbacks. The first version (checked) read
-/// the 5,070 open runs and the 2,000 callbacks on every call.
+/// nothing else, reading fewer than 200 runs and 10 callbacks, with generic plans and with the
+/// custom plans PostgreSQL makes for a statement's first executions on a connection. The first
+/// version (checked) read the 5,070 open runs and the 2,000 callbacks on every call.
 #[tokio::test]
 async fn the_look_for_work_reads_each_business_not_each_run_waiting() {
     use byte8_ledger_core::clock::{Clock, SystemClock};
@@ -549,13 +550,19 @@ async fn the_look_for_work_reads_each_business_not_each_run_waiting() {
     .execute(store.pool())
     .await
     .unwrap();
-    let plan = pg::explain_prepared(store.pool(), "WITH RECURSIVE open_pairs", "timestamptz", "now()").await;
+    let mut plans = Vec::new();
+    for mode in ["force_generic_plan", "force_custom_plan"] {
+        let starts = "WITH RECURSIVE open_pairs";
+        plans.push((mode, pg::explain_prepared_as(store.pool(), Some(mode), starts, "timestamptz", "now()").await));
+    }
     store.pool().close().await;
     database.drop().await;
-    let (runs, callbacks) = (pg::rows_read(&plan, "runs"), pg::rows_read(&plan, "callbacks"));
-    assert!(runs > 0 && callbacks > 0, "the plan reads both tables: {plan:#?}");
-    assert!(runs < 200, "{runs} runs read for 71 businesses with open runs: {plan:#?}");
-    assert!(callbacks < 10, "{callbacks} callbacks read for 1 business with callbacks waiting: {plan:#?}");
+    for (mode, plan) in &plans {
+        let (runs, callbacks) = (pg::rows_read(plan, "runs"), pg::rows_read(plan, "callbacks"));
+        assert!(runs > 0 && callbacks > 0, "{mode}: the plan reads both tables: {plan:#?}");
+        assert!(runs < 200, "{mode}: {runs} runs read for 71 businesses with open runs: {plan:#?}");
+        assert!(callbacks < 10, "{mode}: {callbacks} callbacks read for 1 business with callbacks waiting: {plan:#?}");
+    }
 }
 
 /// A worker's turn (`begin_turn`) reads its business's open runs and undelivered callbacks only,
@@ -565,7 +572,10 @@ async fn the_look_for_work_reads_each_business_not_each_run_waiting() {
 /// 2,000 undelivered callbacks due), the generic plans of the turn, of the health tile's counters
 /// (`dispatch_stats`, `pending_callbacks`) and of the callback claim drop no run and no callback by
 /// a filter. Without migration 0022 (checked), the turn's plan drops the 20,000 runs, as it does
-/// with migration 0018's indexes put back.
+/// with migration 0018's indexes put back. The custom plans PostgreSQL makes for given values (a
+/// statement's first five executions on a connection) of the turn and of the callback claim drop
+/// none either; without migration 0026 (checked), the turn's custom plan read the 2,000
+/// undelivered callbacks of the store that is down through `callbacks_undelivered`.
 #[tokio::test]
 async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a_long_history() {
     use byte8_ledger_service::store::{DispatchStore, TurnStart};
@@ -594,7 +604,24 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
         let pool = store.pool().clone();
         async move { pg::explain_prepared(&pool, starts, types, &arguments).await }
     };
+    let custom = |starts: &'static str, types: &'static str, arguments: String| {
+        let pool = store.pool().clone();
+        async move { pg::explain_prepared_as(&pool, Some("force_custom_plan"), starts, types, &arguments).await }
+    };
     let plans = [
+        (
+            "begin_turn (custom plan)",
+            custom(
+                "WITH lease AS",
+                "text, text, timestamptz, timestamptz, text, bigint, timestamptz, \
+                 text, bigint, integer, bigint, bigint, integer, bigint, bigint, integer",
+                format!(
+                    "'{scope}', 'history-worker', now(), now(), '{tenant}', 4, now(), \
+                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+                ),
+            )
+            .await,
+        ),
         (
             "begin_turn",
             explain(
@@ -618,6 +645,15 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
             .await,
         ),
         ("pending_callbacks", explain("SELECT COUNT(*) AS n FROM callbacks", "text", format!("'{scope}'")).await),
+        (
+            "claim_callbacks (custom plan)",
+            custom(
+                "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks",
+                "text, timestamptz, timestamptz, bigint, text",
+                format!("'{scope}', now(), now(), 4, '{tenant}'"),
+            )
+            .await,
+        ),
         (
             "claim_callbacks",
             explain(

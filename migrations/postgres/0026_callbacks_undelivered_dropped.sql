@@ -1,0 +1,15 @@
+-- byte8-ledger-core 0026 (PostgreSQL): the index of every business's undelivered callbacks by
+-- `due_at` goes.
+--
+-- `callbacks_undelivered` (0009) was kept by 0022 for one reader, the service's look for due
+-- businesses, which read every due callback of every business in order of `due_at`. That look
+-- now lists the businesses with undelivered callbacks by a loose scan of `callbacks_due`
+-- (scope, tenant_id, due_at, run_id; undelivered only) and reads one entry of each. Every other
+-- reader names its business, which `callbacks_due` leads with. Kept, the index was a trap for
+-- the plans PostgreSQL makes for given values (a statement's first five executions on each
+-- connection, and every execution where it judges them cheaper): with `due_at <= now` known,
+-- the turn's "has this business a callback due?" and the callback claim took it with the
+-- business as a filter, and read every undelivered callback of a store whose Magento is down
+-- (2,000 in the test's node) for every other business's turn. A callback written or delivered
+-- also writes one index entry fewer.
+DROP INDEX callbacks_undelivered;
