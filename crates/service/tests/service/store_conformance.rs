@@ -608,33 +608,25 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
         let pool = store.pool().clone();
         async move { pg::explain_prepared_as(&pool, Some("force_custom_plan"), starts, types, &arguments).await }
     };
+    // The turn and the callback claim are explained under generic plans (the connection's) and
+    // under the custom plans PostgreSQL makes for given values.
+    let turn = (
+        "WITH lease AS",
+        "text, text, timestamptz, timestamptz, text, bigint, timestamptz, \
+         text, bigint, integer, bigint, bigint, integer, bigint, bigint, integer",
+        format!(
+            "'{scope}', 'history-worker', now(), now(), '{tenant}', 4, now(), \
+             NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+        ),
+    );
+    let claim = (
+        "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks",
+        "text, timestamptz, timestamptz, bigint, text",
+        format!("'{scope}', now(), now(), 4, '{tenant}'"),
+    );
     let plans = [
-        (
-            "begin_turn (custom plan)",
-            custom(
-                "WITH lease AS",
-                "text, text, timestamptz, timestamptz, text, bigint, timestamptz, \
-                 text, bigint, integer, bigint, bigint, integer, bigint, bigint, integer",
-                format!(
-                    "'{scope}', 'history-worker', now(), now(), '{tenant}', 4, now(), \
-                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-                ),
-            )
-            .await,
-        ),
-        (
-            "begin_turn",
-            explain(
-                "WITH lease AS",
-                "text, text, timestamptz, timestamptz, text, bigint, timestamptz, \
-                 text, bigint, integer, bigint, bigint, integer, bigint, bigint, integer",
-                format!(
-                    "'{scope}', 'history-worker', now(), now(), '{tenant}', 4, now(), \
-                     NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-                ),
-            )
-            .await,
-        ),
+        ("begin_turn (custom plan)", custom(turn.0, turn.1, turn.2.clone()).await),
+        ("begin_turn", explain(turn.0, turn.1, turn.2).await),
         (
             "dispatch_stats",
             explain(
@@ -645,24 +637,8 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
             .await,
         ),
         ("pending_callbacks", explain("SELECT COUNT(*) AS n FROM callbacks", "text", format!("'{scope}'")).await),
-        (
-            "claim_callbacks (custom plan)",
-            custom(
-                "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks",
-                "text, timestamptz, timestamptz, bigint, text",
-                format!("'{scope}', now(), now(), 4, '{tenant}'"),
-            )
-            .await,
-        ),
-        (
-            "claim_callbacks",
-            explain(
-                "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks",
-                "text, timestamptz, timestamptz, bigint, text",
-                format!("'{scope}', now(), now(), 4, '{tenant}'"),
-            )
-            .await,
-        ),
+        ("claim_callbacks (custom plan)", custom(claim.0, claim.1, claim.2.clone()).await),
+        ("claim_callbacks", explain(claim.0, claim.1, claim.2).await),
     ];
     store.pool().close().await;
     database.drop().await;
