@@ -8,8 +8,8 @@
 -- reader names its business, which `callbacks_due` leads with. Kept, the index was a trap for
 -- the plans PostgreSQL makes for given values (a statement's first five executions on each
 -- connection, and every execution where it judges them cheaper): with `due_at <= now` known,
--- the turn's "has this business a callback due?" and the callback claim took it with the
--- business as a filter, and read every undelivered callback of a store whose Magento is down
--- (2,000 in the test's node) for every other business's turn. A callback written or delivered
+-- the turn's "has this business a callback due?" took it with the business as a filter, and
+-- read every undelivered callback of a store whose Magento is down (2,000 in the test's node)
+-- for every other business's turn. A callback written or delivered
 -- also writes one index entry fewer.
 DROP INDEX callbacks_undelivered;
