@@ -183,22 +183,30 @@ pub async fn explain_prepared_as(
     plan
 }
 
-/// The rows the plan's nodes on `table` read, summed over the lines of an `EXPLAIN ANALYZE`:
-/// for each node on the table, the rows it returned and those it dropped by a filter, times its
-/// loops (`EXPLAIN` gives both counts as averages a loop). A node never executed read nothing.
-pub fn rows_read(plan: &[String], table: &str) -> i64 {
+/// One node of an `EXPLAIN ANALYZE` on a table: its rows and its rows removed by a filter (both
+/// averages a loop, as `EXPLAIN` gives them) and its loops (0 when never executed).
+struct NodeCounts {
+    rows: i64,
+    removed: i64,
+    loops: i64,
+}
+
+/// The nodes on `table` of a plan, one line a row: each `Rows Removed by Filter: N` belongs to
+/// the node line above it.
+fn nodes_on(plan: &[String], table: &str) -> Vec<NodeCounts> {
     let on = format!(" on {table} ");
-    let (mut node_on_table, mut loops, mut read) = (false, 0_i64, 0_i64);
+    let mut nodes: Vec<NodeCounts> = Vec::new();
+    let mut node_on_table = false;
     for line in plan {
         let line = line.trim();
         if let Some(n) = line.strip_prefix("Rows Removed by Filter: ") {
-            if node_on_table {
-                read += n.trim().parse::<i64>().expect("a count") * loops;
+            if node_on_table && let Some(node) = nodes.last_mut() {
+                node.removed += n.trim().parse::<i64>().expect("a count");
             }
         } else if line.starts_with("->") || !line.contains(':') {
             node_on_table = line.contains(&on);
-            loops = 0;
-            if node_on_table && let Some(actual) = line.split("(actual ").nth(1) {
+            if node_on_table {
+                let actual = line.split("(actual ").nth(1).unwrap_or("");
                 let field = |name: &str| -> i64 {
                     actual
                         .split_whitespace()
@@ -206,31 +214,24 @@ pub fn rows_read(plan: &[String], table: &str) -> i64 {
                         .map(|v| v.trim_end_matches(')').parse().expect("a count"))
                         .unwrap_or(0)
                 };
-                loops = field("loops=");
-                read += field("rows=") * loops;
+                nodes.push(NodeCounts { rows: field("rows="), removed: 0, loops: field("loops=") });
             }
         }
     }
-    read
+    nodes
+}
+
+/// The rows the plan's nodes on `table` read, summed over the lines of an `EXPLAIN ANALYZE`:
+/// for each node on the table, the rows it returned and those it dropped by a filter, times its
+/// loops (`EXPLAIN` gives both counts as averages a loop). A node never executed read nothing.
+pub fn rows_read(plan: &[String], table: &str) -> i64 {
+    nodes_on(plan, table).iter().map(|n| (n.rows + n.removed) * n.loops).sum()
 }
 
 /// The rows the plan's nodes on `table` read and then dropped by a filter, summed over the lines
-/// of an `EXPLAIN ANALYZE` (each `Rows Removed by Filter: N` belongs to the node line above it).
+/// of an `EXPLAIN ANALYZE` (as `EXPLAIN` gives them: an average a loop).
 /// Other tables' nodes are left out: what other tests leave in them (another tenant's undelivered
 /// callbacks, say) says nothing of the plan's reads of `table`.
 pub fn rows_removed_by_filter(plan: &[String], table: &str) -> i64 {
-    let on = format!(" on {table} ");
-    let mut node_on_table = false;
-    let mut removed = 0;
-    for line in plan {
-        let line = line.trim();
-        if let Some(n) = line.strip_prefix("Rows Removed by Filter: ") {
-            if node_on_table {
-                removed += n.trim().parse::<i64>().expect("a count");
-            }
-        } else if line.starts_with("->") || !line.contains(':') {
-            node_on_table = line.contains(&on);
-        }
-    }
-    removed
+    nodes_on(plan, table).iter().map(|n| n.removed).sum()
 }
