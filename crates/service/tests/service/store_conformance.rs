@@ -385,7 +385,9 @@ async fn replay_key_that(pool: &sqlx::PgPool, prefix: &str, purges: bool) -> Str
 /// two sequential scans, reading every key (a cost that grew with the node's webhook rate;
 /// checked by putting it back in the function: this test then fails). Counted in the
 /// transaction's own statistics (`pg_stat_xact_user_tables`), which other tests' statements do
-/// not touch.
+/// not touch. Both recorders are checked: `byte8_replay_record` (the replay cache's own check)
+/// and the webhook's enqueue, which records the key in its own body (`byte8_enqueue_checked`,
+/// migration 0027).
 #[tokio::test]
 async fn postgres_replay_record_reads_only_expired_keys() {
     use sqlx::Row as _;
@@ -396,6 +398,8 @@ async fn postgres_replay_record_reads_only_expired_keys() {
     // Expired in 2020, before every other test's keys (2023 and later): their purges, which take
     // the oldest first, may take some of these, and this test's purge takes none of theirs.
     let now = 1_600_000_000_i64;
+    // What a run of this test that failed half-way left behind (only it writes 2020's keys).
+    sqlx::query("DELETE FROM replay_cache WHERE expires_at <= $1").bind(now).execute(&pool).await.unwrap();
     sqlx::query(
         "INSERT INTO replay_cache (key, expires_at) \
          SELECT $1 || '-' || n, $2 - n FROM generate_series(1, 20000) AS n",
@@ -417,19 +421,23 @@ async fn postgres_replay_record_reads_only_expired_keys() {
         (row.get("seq_scan"), row.get("idx_scan"), row.get("n_tup_del"))
     }
     let mine = "SELECT count(*) FROM replay_cache WHERE key LIKE $1 || '-%'";
-    for purges in [true, false] {
+    // The enqueue with no binding check, its run's own values fixed (rolled back with the rest).
+    let enqueue = "SELECT kind = 'new' FROM byte8_enqueue_checked(NULL, $1, $2, $3, $4, 'invoice.created:1', \
+                   NULL, 'fp', false, 'invoice.created', 1, ''::bytea, NULL, now(), NULL)";
+    for (purges, via_enqueue) in [(true, false), (false, false), (true, true), (false, true)] {
         let key = replay_key_that(&pool, &prefix, purges).await;
         let mut tx = pool.begin().await.unwrap();
         let before: i64 = sqlx::query_scalar(mine).bind(&prefix).fetch_one(&mut *tx).await.unwrap();
         let (seq0, idx0, del0) = counters(&mut tx).await;
-        let recorded: bool = sqlx::query_scalar("SELECT byte8_replay_record($1, $2, $3)")
-            .bind(&key)
-            .bind(now + 60)
-            .bind(now)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-        assert!(recorded, "a new key is recorded");
+        let recorded: bool = if via_enqueue {
+            sqlx::query_scalar(enqueue).bind(&key).bind(now + 60).bind(now).bind(&prefix)
+        } else {
+            sqlx::query_scalar("SELECT byte8_replay_record($1, $2, $3)").bind(&key).bind(now + 60).bind(now)
+        }
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert!(recorded, "a new key is recorded (through the enqueue: {via_enqueue})");
         let (seq1, idx1, del1) = counters(&mut tx).await;
         let after: i64 = sqlx::query_scalar(mine).bind(&prefix).fetch_one(&mut *tx).await.unwrap();
         tx.rollback().await.unwrap();
