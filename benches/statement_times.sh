@@ -49,13 +49,13 @@ grep -E 'outcomes in|under their limit|CPU per|transactions per|back-fill bench'
 rm -f "$out"
 psql_admin -F ' | ' -c "
     WITH s AS (SELECT * FROM pgss_$label WHERE query NOT LIKE '%pg_stat%' AND query NOT LIKE '%pgss_%'),
-         ev AS (SELECT sum(calls) AS n FROM s WHERE toplevel AND query ~ 'byte8_enqueue_(bound|checked)\(')
+         ev AS (SELECT sum(calls) AS n FROM s WHERE toplevel AND query LIKE '%byte8_enqueue_bound(%')
     SELECT 'per event: statements ' || round((sum(total_exec_time + total_plan_time) FILTER (WHERE toplevel) / ev.n)::numeric, 3)
            || ' ms, of which planning ' || round((sum(total_plan_time) / ev.n)::numeric, 3)
            || ' ms; plans ' || round((sum(plans) / ev.n)::numeric, 2) || ' (' || ev.n || ' events)'
     FROM s, ev GROUP BY ev.n"
 psql_admin -F ' | ' -c "
-    WITH ev AS (SELECT sum(calls) AS n FROM pgss_$label WHERE toplevel AND query ~ 'byte8_enqueue_(bound|checked)\(')
+    WITH ev AS (SELECT sum(calls) AS n FROM pgss_$label WHERE toplevel AND query LIKE '%byte8_enqueue_bound(%')
     SELECT round((calls / ev.n)::numeric, 2) AS per_event, round(((total_exec_time + total_plan_time) / calls)::numeric, 3) AS ms_a_call,
            plans, CASE WHEN toplevel THEN '' ELSE '(nested) ' END || left(regexp_replace(query, '\s+', ' ', 'g'), 90)
     FROM pgss_$label, ev WHERE calls > 0 AND query NOT LIKE '%pg_stat%' AND query NOT LIKE '%pgss_%'

@@ -562,14 +562,8 @@ fn xref_read_statement(width: usize) -> &'static str {
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
-/// Every enqueue of the store: `byte8_enqueue_checked` (migration 0027), the binding check (its
-/// first parameter, NULL for none) and the replay check (its second, NULL for none) before the
-/// run's enqueue, in one PL/pgSQL body (the service's webhook made three nested calls before).
-const ENQUEUE: &str = "SELECT kind, run_id, run_status FROM \
-     byte8_enqueue_checked($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
-
-/// Binds the run's eleven parameters of [`ENQUEUE`] (`$5` on) from `run`, after the four checks'
-/// bound already.
+/// Binds `byte8_enqueue`'s eleven parameters (migration 0012) from `run`, after those bound
+/// already.
 fn bind_enqueue<'q>(query: PgQuery<'q>, run: &NewRun, dedupe: Dedupe) -> PgQuery<'q> {
     query
         .bind(text(&run.scope).into_owned())
@@ -585,7 +579,7 @@ fn bind_enqueue<'q>(query: PgQuery<'q>, run: &NewRun, dedupe: Dedupe) -> PgQuery
         .bind(increment_id_of_raw(&run.raw).map(|v| text(&v).into_owned()))
 }
 
-/// What `byte8_enqueue_checked` answered.
+/// What `byte8_enqueue`, `byte8_enqueue_once` or `byte8_enqueue_bound` answered.
 fn enqueued_from(row: &PgRow) -> Result<EnqueuedOnce> {
     let kind: String = row.try_get("kind").map_err(db)?;
     let id: i64 = row.try_get("run_id").map_err(db)?;
@@ -605,13 +599,13 @@ fn enqueued_from(row: &PgRow) -> Result<EnqueuedOnce> {
 impl PostgresStore {
     /// [`RunStore::enqueue`], only when `replay_key` is not live in the replay cache (the
     /// service's table of seen webhook `jti`s): the key recorded until `expires_at` (Unix
-    /// seconds; expired keys at `now` purged on the way, one call in sixteen) and the run queued
-    /// in one statement (`byte8_enqueue_checked`, migration 0027), or nothing written and
+    /// seconds; expired keys at `now` purged on the way) and the run queued in one statement
+    /// (`byte8_enqueue_once`, migration 0013), or nothing written and
     /// [`EnqueuedOnce::Replay`] for a replay.
     ///
     /// With `binding_version` (the `xmin` of the run's tenant's `bindings` row when its token was
     /// verified, as the service reads it), the same statement first checks that the row is still
-    /// that version and active (migration 0015's check): otherwise nothing is
+    /// that version and active (`byte8_enqueue_bound`, migration 0015): otherwise nothing is
     /// written and the answer is [`EnqueuedOnce::StaleBinding`].
     ///
     /// # Errors
@@ -625,11 +619,18 @@ impl PostgresStore {
         run: NewRun,
         dedupe: Dedupe,
     ) -> Result<EnqueuedOnce> {
-        let query = sqlx::query(ENQUEUE)
-            .bind(binding_version)
-            .bind(Some(text(replay_key).into_owned()))
-            .bind(expires_at)
-            .bind(now);
+        let query = match binding_version {
+            Some(version) => sqlx::query(
+                "SELECT kind, run_id, run_status FROM \
+                 byte8_enqueue_bound($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(version),
+            None => sqlx::query(
+                "SELECT kind, run_id, run_status FROM \
+                 byte8_enqueue_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            ),
+        };
+        let query = query.bind(text(replay_key).into_owned()).bind(expires_at).bind(now);
         let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.statements).await.map_err(db)?;
         enqueued_from(&row)
     }
@@ -645,19 +646,16 @@ macro_rules! due {
 
 #[async_trait]
 impl RunStore for PostgresStore {
-    /// One statement: `byte8_enqueue_checked` (migration 0027), with no binding or replay check,
-    /// takes the (scope, key)'s advisory lock, reads what dedupe needs and inserts or collapses,
-    /// in its own transaction.
+    /// One statement: `byte8_enqueue` (migration 0012) takes the (scope, key)'s advisory lock,
+    /// reads what dedupe needs and inserts or collapses, in its own transaction.
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
-        let query = sqlx::query(ENQUEUE)
-            .bind(None::<i64>)
-            .bind(None::<String>)
-            .bind(0_i64)
-            .bind(0_i64);
+        let query = sqlx::query(
+            "SELECT kind, run_id, run_status FROM byte8_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        );
         let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.statements).await.map_err(db)?;
         match enqueued_from(&row)? {
             EnqueuedOnce::Queued(enqueued) => Ok(enqueued),
-            other => Err(Error::internal(format!("byte8_enqueue_checked answered {other:?} with no check asked"))),
+            other => Err(Error::internal(format!("byte8_enqueue answered {other:?}"))),
         }
     }
 

@@ -385,9 +385,7 @@ async fn replay_key_that(pool: &sqlx::PgPool, prefix: &str, purges: bool) -> Str
 /// two sequential scans, reading every key (a cost that grew with the node's webhook rate;
 /// checked by putting it back in the function: this test then fails). Counted in the
 /// transaction's own statistics (`pg_stat_xact_user_tables`), which other tests' statements do
-/// not touch. Both recorders are checked: `byte8_replay_record` (the replay cache's own check)
-/// and the webhook's enqueue, which records the key in its own body (`byte8_enqueue_checked`,
-/// migration 0027).
+/// not touch.
 #[tokio::test]
 async fn postgres_replay_record_reads_only_expired_keys() {
     use sqlx::Row as _;
@@ -421,23 +419,19 @@ async fn postgres_replay_record_reads_only_expired_keys() {
         (row.get("seq_scan"), row.get("idx_scan"), row.get("n_tup_del"))
     }
     let mine = "SELECT count(*) FROM replay_cache WHERE key LIKE $1 || '-%'";
-    // The enqueue with no binding check, its run's own values fixed (rolled back with the rest).
-    let enqueue = "SELECT kind = 'new' FROM byte8_enqueue_checked(NULL, $1, $2, $3, $4, 'invoice.created:1', \
-                   NULL, 'fp', false, 'invoice.created', 1, ''::bytea, NULL, now(), NULL)";
-    for (purges, via_enqueue) in [(true, false), (false, false), (true, true), (false, true)] {
+    for purges in [true, false] {
         let key = replay_key_that(&pool, &prefix, purges).await;
         let mut tx = pool.begin().await.unwrap();
         let before: i64 = sqlx::query_scalar(mine).bind(&prefix).fetch_one(&mut *tx).await.unwrap();
         let (seq0, idx0, del0) = counters(&mut tx).await;
-        let recorded: bool = if via_enqueue {
-            sqlx::query_scalar(enqueue).bind(&key).bind(now + 60).bind(now).bind(&prefix)
-        } else {
-            sqlx::query_scalar("SELECT byte8_replay_record($1, $2, $3)").bind(&key).bind(now + 60).bind(now)
-        }
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-        assert!(recorded, "a new key is recorded (through the enqueue: {via_enqueue})");
+        let recorded: bool = sqlx::query_scalar("SELECT byte8_replay_record($1, $2, $3)")
+            .bind(&key)
+            .bind(now + 60)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert!(recorded, "a new key is recorded");
         let (seq1, idx1, del1) = counters(&mut tx).await;
         let after: i64 = sqlx::query_scalar(mine).bind(&prefix).fetch_one(&mut *tx).await.unwrap();
         tx.rollback().await.unwrap();
