@@ -33,6 +33,9 @@
 //! too: run the bench alone on the server). Round 29 and later; before, the backends' figure
 //! also held whichever autovacuum workers of the database were alive at the window's start or
 //! end, a random share of their work;
+//! the `serve` processes' context switches per event (`/proc/PID/task/*/status`; round 31: a
+//! voluntary one is the runtime thread waiting for a socket or a timer, and the cost of going
+//! idle and waking again is much of the CPU an event when events are sparse);
 //! the peak RSS of each process (`VmHWM`); database transactions per event
 //! (`pg_stat_database`), and statements per event when `--statements` is given (counted from
 //! sqlx's per-statement log, which costs CPU itself: take CPU figures from a run without it);
@@ -407,6 +410,25 @@ async fn postmaster_pid(pool: &sqlx::PgPool) -> Option<u32> {
     u32::try_from(*f.get(1)?).ok()
 }
 
+/// A live process's context switches so far, summed over its threads (`/proc/PID/task/*/status`):
+/// voluntary (the thread waited: for a socket, a timer, a lock) and involuntary (preempted). A
+/// thread that ended is not counted; `serve`'s runtime threads live as long as it does.
+fn context_switches(pid: u32) -> Option<(u64, u64)> {
+    let mut sum = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        for line in status.lines() {
+            let field = |name: &str| line.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(n) = field("voluntary_ctxt_switches:") {
+                sum.0 += n;
+            } else if let Some(n) = field("nonvoluntary_ctxt_switches:") {
+                sum.1 += n;
+            }
+        }
+    }
+    Some(sum)
+}
+
 fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -506,6 +528,8 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 struct Snapshot {
     at: Instant,
     serve_ticks: u64,
+    /// The serve processes' context switches ([`context_switches`]), voluntary and involuntary.
+    serve_switches: (u64, u64),
     pg_ticks: u64,
     /// The whole server's ([`server_ticks`]), when its processes can be read.
     server_ticks: Option<u64>,
@@ -818,6 +842,10 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
             Snapshot {
                 at: Instant::now(),
                 serve_ticks: children_pids.iter().filter_map(|&p| cpu_ticks(p)).sum(),
+                serve_switches: children_pids
+                    .iter()
+                    .filter_map(|&p| context_switches(p))
+                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
                 pg_ticks: backends.iter().filter_map(|&p| cpu_ticks(p)).sum(),
                 server_ticks: postmaster.and_then(server_ticks),
                 xacts,
@@ -974,6 +1002,11 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
         pg_cpu_ms / events,
         serve_cpu_ms / secs / 10.0,
         pg_cpu_ms / secs / 10.0
+    );
+    println!(
+        "| serve's context switches per event: voluntary (waits) / involuntary | {:.1} / {:.2} |",
+        s1.serve_switches.0.saturating_sub(s0.serve_switches.0) as f64 / events,
+        s1.serve_switches.1.saturating_sub(s0.serve_switches.1) as f64 / events
     );
     if let (Some(a), Some(b)) = (s0.server_ticks, s1.server_ticks) {
         let server_ms = b.saturating_sub(a) as f64 / ticks * 1000.0;
