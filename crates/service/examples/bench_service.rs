@@ -67,6 +67,11 @@
 //! `catalogue` the streams are sent from their start, as every figure before round 25 was taken:
 //! the window then carries mostly product creations.
 //! With `BENCH_KEEP_LOGS` set, the children's logs are kept (their directory is printed).
+//!
+//! The server's settings change the database's figures: BENCHMARKS.md's were taken on a
+//! PostgreSQL 15 started with `-c fsync=off -c synchronous_commit=off -c max_connections=400`
+//! (a test machine's), which puts the client backends about 0.3 ms an event below a server with
+//! durable commits (PostgreSQL's defaults; measured in round 31). Compare builds on one server.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
 
 use std::{
