@@ -508,9 +508,9 @@ async fn postgres_a_turn_that_claims_a_run_takes_its_first_permits() {
 /// of each business with open runs or undelivered callbacks, not every run and callback waiting.
 /// On the bench's node (`pg::fill_node`: 1,000 businesses, 70 of them with a run waiting a day,
 /// one whose Magento is down with 2,000 callbacks due) with a back-fill of 5,000 runs queued and
-/// due whose business's lease is held, under generic plans, it finds the store that is down and
-/// nothing else, reading fewer than 200 runs and 10 callbacks, with generic plans and with the
-/// custom plans PostgreSQL makes for a statement's first executions on a connection. The first
+/// due whose business's lease is held, it finds the store that is down and nothing else, reading
+/// fewer than 200 runs and 10 callbacks, with generic plans and with the custom plans PostgreSQL
+/// makes for a statement's first executions on a connection. The first
 /// version (checked) read the 5,070 open runs and the 2,000 callbacks on every call.
 #[tokio::test]
 async fn the_look_for_work_reads_each_business_not_each_run_waiting() {
@@ -602,13 +602,11 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
     assert!(store.claim_callbacks(scope, tenant, now, now, 4).await.unwrap().is_empty(), "no callback to claim");
     let due = store.due_tenants(now).await.unwrap();
     assert!(!due.iter().any(|(s, _)| s == scope), "the business with a history has nothing due");
-    let explain = |starts: &'static str, types: &'static str, arguments: String| {
+    // `None`: the connection's generic plans; `Some(CUSTOM)`: the plans made for given values.
+    const CUSTOM: Option<&str> = Some("force_custom_plan");
+    let explain = |mode: Option<&'static str>, starts: &'static str, types: &'static str, arguments: String| {
         let pool = store.pool().clone();
-        async move { pg::explain_prepared(&pool, starts, types, &arguments).await }
-    };
-    let custom = |starts: &'static str, types: &'static str, arguments: String| {
-        let pool = store.pool().clone();
-        async move { pg::explain_prepared_as(&pool, Some("force_custom_plan"), starts, types, &arguments).await }
+        async move { pg::explain_prepared_as(&pool, mode, starts, types, &arguments).await }
     };
     // The turn and the callback claim are explained under generic plans (the connection's) and
     // under the custom plans PostgreSQL makes for given values.
@@ -627,20 +625,21 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
         format!("'{scope}', now(), now(), 4, '{tenant}'"),
     );
     let plans = [
-        ("begin_turn (custom plan)", custom(turn.0, turn.1, turn.2.clone()).await),
-        ("begin_turn", explain(turn.0, turn.1, turn.2).await),
+        ("begin_turn (custom plan)", explain(CUSTOM, turn.0, turn.1, turn.2.clone()).await),
+        ("begin_turn", explain(None, turn.0, turn.1, turn.2).await),
         (
             "dispatch_stats",
             explain(
+                None,
                 "SELECT (SELECT COUNT(*) FROM runs",
                 "text, timestamptz, text",
                 format!("'{scope}', now(), '{tenant}'"),
             )
             .await,
         ),
-        ("pending_callbacks", explain("SELECT COUNT(*) AS n FROM callbacks", "text", format!("'{scope}'")).await),
-        ("claim_callbacks (custom plan)", custom(claim.0, claim.1, claim.2.clone()).await),
-        ("claim_callbacks", explain(claim.0, claim.1, claim.2).await),
+        ("pending_callbacks", explain(None, "SELECT COUNT(*) AS n FROM callbacks", "text", format!("'{scope}'")).await),
+        ("claim_callbacks (custom plan)", explain(CUSTOM, claim.0, claim.1, claim.2.clone()).await),
+        ("claim_callbacks", explain(None, claim.0, claim.1, claim.2).await),
     ];
     store.pool().close().await;
     database.drop().await;
