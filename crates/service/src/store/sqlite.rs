@@ -33,6 +33,52 @@ fn time(v: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_micros(v).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
+/// The service's look for work (`DispatchStore::due_tenants`): `?1` is now.
+///
+/// Read in proportion to the businesses with open runs or undelivered callbacks, not to the runs
+/// and callbacks waiting (migration 0027; PostgreSQL's look reads the same way). Each list of
+/// businesses is a loose index scan of a partial index ordered by business (`runs_open`,
+/// `callbacks_waiting`): a recursive step takes the first entry after the last business found,
+/// by its rowid, as the next entry of the same tenant (or business) or else the first of the
+/// next one (two seeks: SQLite ranges a row-value comparison on its first column only, which
+/// would read a back-fill's whole queue). The indexes are named (`INDEXED BY`): without,
+/// SQLite's planner took `runs_by_tenant` and `callbacks_due`, which hold the finished history
+/// too. A business whose dispatch lease is held is then left out: its holder drains it. For the
+/// others one due entry is enough: a queued run due now (`next_attempt_at` null, or a range of
+/// `runs_due` up to now), a running run whose lease ended (a business's running runs are its last
+/// claim), or a callback due (a range up to now). The first version read every open run and
+/// every undelivered callback on every call.
+const LOOK_FOR_WORK: &str = "WITH RECURSIVE open_pairs(tenant_id, scope) AS ( \
+     SELECT * FROM (SELECT tenant_id, scope FROM runs INDEXED BY runs_open WHERE tenant_id IS NOT NULL \
+       AND status IN ('queued', 'running') ORDER BY tenant_id, scope LIMIT 1) \
+     UNION ALL \
+     SELECT r.tenant_id, r.scope FROM open_pairs p JOIN runs r ON r.rowid = COALESCE( \
+       (SELECT rowid FROM runs INDEXED BY runs_open WHERE tenant_id = p.tenant_id AND scope > p.scope \
+          AND status IN ('queued', 'running') ORDER BY scope LIMIT 1), \
+       (SELECT rowid FROM runs INDEXED BY runs_open WHERE tenant_id > p.tenant_id \
+          AND status IN ('queued', 'running') ORDER BY tenant_id, scope LIMIT 1))), \
+     waiting_pairs(scope, tenant_id) AS ( \
+     SELECT * FROM (SELECT scope, tenant_id FROM callbacks INDEXED BY callbacks_waiting WHERE tenant_id IS NOT NULL \
+       AND delivered_at IS NULL ORDER BY scope, tenant_id LIMIT 1) \
+     UNION ALL \
+     SELECT c.scope, c.tenant_id FROM waiting_pairs p JOIN callbacks c ON c.rowid = COALESCE( \
+       (SELECT rowid FROM callbacks INDEXED BY callbacks_waiting WHERE scope = p.scope AND tenant_id > p.tenant_id \
+          AND delivered_at IS NULL ORDER BY tenant_id LIMIT 1), \
+       (SELECT rowid FROM callbacks INDEXED BY callbacks_waiting WHERE scope > p.scope AND tenant_id IS NOT NULL \
+          AND delivered_at IS NULL ORDER BY scope, tenant_id LIMIT 1))) \
+     SELECT d.scope, d.tenant_id FROM ( \
+     SELECT scope, tenant_id FROM open_pairs UNION SELECT scope, tenant_id FROM waiting_pairs) d \
+     WHERE NOT EXISTS (SELECT 1 FROM dispatch_leases l WHERE l.scope = d.scope AND l.lease_until > ?1) \
+     AND (EXISTS (SELECT 1 FROM runs r WHERE r.scope = d.scope AND r.tenant_id = d.tenant_id \
+            AND r.status = 'queued' AND r.next_attempt_at IS NULL) \
+       OR EXISTS (SELECT 1 FROM runs r WHERE r.scope = d.scope AND r.tenant_id = d.tenant_id \
+            AND r.status = 'queued' AND r.next_attempt_at <= ?1) \
+       OR EXISTS (SELECT 1 FROM runs r WHERE r.scope = d.scope AND r.tenant_id = d.tenant_id \
+            AND r.status = 'running' AND r.lease_until <= ?1) \
+       OR EXISTS (SELECT 1 FROM callbacks c WHERE c.scope = d.scope AND c.tenant_id = d.tenant_id \
+            AND c.delivered_at IS NULL AND c.due_at <= ?1)) \
+     ORDER BY 1, 2";
+
 fn info_from(row: &SqliteRow) -> Result<BindingInfo> {
     let status: String = row.try_get("status").map_err(db)?;
     let magento: String = row.try_get("magento_connection_status").map_err(db)?;
@@ -218,23 +264,7 @@ impl DispatchStore for SqliteStore {
     }
 
     async fn due_tenants(&self, now: DateTime<Utc>) -> Result<Vec<(String, String)>> {
-        // The partial indexes of migration 0009 (open runs, undelivered callbacks) keep this
-        // read proportional to the work waiting, not to the history kept. A business whose
-        // dispatch lease is held is left out: its holder drains it.
-        let rows = sqlx::query(
-            "SELECT d.scope, d.tenant_id FROM ( \
-               SELECT scope, tenant_id FROM runs WHERE tenant_id IS NOT NULL AND status IN ('queued', 'running') \
-                 AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?1)) \
-                      OR (status = 'running' AND lease_until <= ?1)) \
-               UNION \
-               SELECT scope, tenant_id FROM callbacks WHERE delivered_at IS NULL AND due_at <= ?1) d \
-             WHERE NOT EXISTS (SELECT 1 FROM dispatch_leases l WHERE l.scope = d.scope AND l.lease_until > ?1) \
-             ORDER BY 1, 2",
-        )
-        .bind(micros(now))
-        .fetch_all(self.pool())
-        .await
-        .map_err(db)?;
+        let rows = sqlx::query(LOOK_FOR_WORK).bind(micros(now)).fetch_all(self.pool()).await.map_err(db)?;
         rows.iter()
             .map(|r| Ok((r.try_get::<String, _>(0).map_err(db)?, r.try_get::<String, _>(1).map_err(db)?)))
             .collect()
@@ -400,5 +430,113 @@ impl ReplayCache for SqliteStore {
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What SQLite's planner does with the look for work (`EXPLAIN QUERY PLAN`, one line a step).
+    async fn plan(store: &SqliteStore, now: i64) -> Vec<String> {
+        let explain = format!("EXPLAIN QUERY PLAN {LOOK_FOR_WORK}");
+        let rows = sqlx::query(&explain).bind(now).fetch_all(store.pool()).await.unwrap();
+        rows.iter().map(|r| r.try_get::<String, _>("detail").unwrap()).collect()
+    }
+
+    /// The look for work reads an entry or two of each business with work waiting, not every run
+    /// and callback waiting (migration 0027). On a node of 1,000 businesses with a finished
+    /// history, 70 of them with a run waiting for tomorrow, one back-filling (5,000 queued runs
+    /// due, its dispatch lease held) and one whose Magento is down (2,000 undelivered callbacks
+    /// due), it names the store that is down, then the back-fill once its lease is free; and its
+    /// plan, before and after `ANALYZE` (a node's statistics change SQLite's choices), reads runs
+    /// and callbacks only by index searches on a business (or a range after the last business
+    /// found), never by a scan of a table or of a whole index, except the first entry of each
+    /// list. The first version's plan (checked) scanned `runs_open` (next_attempt_at) and
+    /// `callbacks_undelivered` (due_at) whole.
+    #[tokio::test]
+    async fn the_look_for_work_reads_each_business_not_each_run_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("state.db"), None).await.unwrap();
+        let day = 86_400_000_000_i64;
+        let now = 20_000 * day;
+        let runs = "INSERT INTO runs (scope, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, \
+                    status, attempts, created_at, updated_at, tenant_id, claim, next_attempt_at) ";
+        let fill = [
+            // 1,000 businesses, 20 finished runs each.
+            format!(
+                "{runs} WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM g WHERE n < 19999) \
+                 SELECT printf('b%04d', n / 20), 'invoice.created:' || n, 'invoice.created', n, '{{}}', 'fp', '{{}}', \
+                 'synced', 1, {old}, {old}, printf('t%04d', n / 20), 1, NULL FROM g",
+                old = now - 30 * day
+            ),
+            // 70 of them with a run waiting for tomorrow (a back-off).
+            format!(
+                "{runs} WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM g WHERE n < 69) \
+                 SELECT printf('b%04d', n * 13), 'invoice.created:w' || n, 'invoice.created', n, '{{}}', 'fp', '{{}}', \
+                 'queued', 1, {now}, {now}, printf('t%04d', n * 13), 1, {later} FROM g",
+                later = now + day
+            ),
+            // A back-fill: 5,000 runs queued and due.
+            format!(
+                "{runs} WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM g WHERE n < 4999) \
+                 SELECT 'backfill', 'invoice.created:' || n, 'invoice.created', n, '{{}}', 'fp', '{{}}', \
+                 'queued', 0, {now}, {now}, 'backfill-t', 0, NULL FROM g"
+            ),
+            // A store whose Magento is down: 2,000 finished runs, their callbacks due, and the
+            // 20,000 callbacks the history delivered.
+            format!(
+                "{runs} WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM g WHERE n < 1999) \
+                 SELECT 'down', 'invoice.created:' || n, 'invoice.created', n, '{{}}', 'fp', '{{}}', \
+                 'synced', 1, {now}, {now}, 'down-t', 1, NULL FROM g"
+            ),
+            "INSERT INTO callbacks (run_id, scope, tenant_id, generation, due_at, attempts, created_at, delivered_at) \
+             SELECT id, scope, tenant_id, 1, updated_at, 0, updated_at, \
+             CASE WHEN scope = 'down' THEN NULL ELSE updated_at END FROM runs WHERE status = 'synced'"
+                .to_owned(),
+            format!("INSERT INTO dispatch_leases (scope, holder, lease_until) VALUES ('backfill', 'w', {})", now + day),
+        ];
+        for statement in &fill {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        let at = DateTime::<Utc>::from_timestamp_micros(now).unwrap();
+        let pair = |s: &str, t: &str| (s.to_owned(), t.to_owned());
+        assert_eq!(store.due_tenants(at).await.unwrap(), vec![pair("down", "down-t")], "the store that is down, only");
+        sqlx::query("DELETE FROM dispatch_leases").execute(store.pool()).await.unwrap();
+        assert_eq!(
+            store.due_tenants(at).await.unwrap(),
+            vec![pair("backfill", "backfill-t"), pair("down", "down-t")],
+            "the back-fill's lease released: its business is due again"
+        );
+        let tomorrow = DateTime::<Utc>::from_timestamp_micros(now + day).unwrap();
+        assert_eq!(store.due_tenants(tomorrow).await.unwrap().len(), 72, "tomorrow the 70 back-offs are due too");
+
+        for analysed in [false, true] {
+            if analysed {
+                sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
+            }
+            let plan = plan(&store, now).await;
+            let reads: Vec<&String> = plan
+                .iter()
+                .filter(|d| d.contains("runs") || d.contains("callbacks") || d.contains(" r ") || d.contains(" c "))
+                .collect();
+            // The first entry of each list: the whole index in order, stopped by `LIMIT 1`.
+            let first = |d: &str| d == "SCAN callbacks USING COVERING INDEX callbacks_waiting";
+            for d in &reads {
+                assert!(
+                    d.starts_with("SEARCH ") || first(d),
+                    "analysed {analysed}: a step that reads a whole table or index: {d}\n{plan:#?}"
+                );
+            }
+            let steps = [
+                "SEARCH runs USING COVERING INDEX runs_open (tenant_id=? AND scope>?)",
+                "SEARCH runs USING COVERING INDEX runs_open (tenant_id>?)",
+                "SEARCH callbacks USING COVERING INDEX callbacks_waiting (scope=? AND tenant_id>?)",
+                "SEARCH callbacks USING COVERING INDEX callbacks_waiting (scope>?)",
+            ];
+            for step in steps {
+                assert!(plan.iter().any(|d| d == step), "analysed {analysed}: the loose scan's step {step}: {plan:#?}");
+            }
+        }
     }
 }
