@@ -447,8 +447,10 @@ mod tests {
     /// The look for work reads an entry or two of each business with work waiting, not every run
     /// and callback waiting (migration 0027). On a node of 1,000 businesses with a finished
     /// history, 70 of them with a run waiting for tomorrow, one back-filling (5,000 queued runs
-    /// due, its dispatch lease held) and one whose Magento is down (2,000 undelivered callbacks
-    /// due), it names the store that is down, then the back-fill once its lease is free; and its
+    /// due, its dispatch lease held; its tenant has a run due in the business it was paired to
+    /// before) and one whose Magento is down (2,000 undelivered callbacks due, of two tenants), it
+    /// names every business and tenant with work due but the back-fill, then the back-fill once its
+    /// lease is free; and its
     /// plan, before and after `ANALYZE` (a node's statistics change SQLite's choices), reads runs
     /// and callbacks only by index searches on a business (or a range after the last business
     /// found), never by a scan of a table or of a whole index, except the first entry of each
@@ -483,12 +485,19 @@ mod tests {
                  SELECT 'backfill', 'invoice.created:' || n, 'invoice.created', n, '{{}}', 'fp', '{{}}', \
                  'queued', 0, {now}, {now}, 'backfill-t', 0, NULL FROM g"
             ),
-            // A store whose Magento is down: 2,000 finished runs, their callbacks due, and the
+            // The back-fill's tenant was paired to another business before: a run of it waits
+            // there too (a loose scan's step within one tenant).
+            format!(
+                "{runs} VALUES ('backfill-old', 'invoice.created:1', 'invoice.created', 1, '{{}}', 'fp', '{{}}', \
+                 'queued', 0, {now}, {now}, 'backfill-t', 0, NULL)"
+            ),
+            // A store whose Magento is down: 2,000 finished runs, their callbacks due (a tenth of
+            // them a second tenant's of the business: a step within one business), and the
             // 20,000 callbacks the history delivered.
             format!(
                 "{runs} WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM g WHERE n < 1999) \
                  SELECT 'down', 'invoice.created:' || n, 'invoice.created', n, '{{}}', 'fp', '{{}}', \
-                 'synced', 1, {now}, {now}, 'down-t', 1, NULL FROM g"
+                 'synced', 1, {now}, {now}, CASE WHEN n % 10 = 0 THEN 'down-u' ELSE 'down-t' END, 1, NULL FROM g"
             ),
             "INSERT INTO callbacks (run_id, scope, tenant_id, generation, due_at, attempts, created_at, delivered_at) \
              SELECT id, scope, tenant_id, 1, updated_at, 0, updated_at, \
@@ -501,15 +510,17 @@ mod tests {
         }
         let at = DateTime::<Utc>::from_timestamp_micros(now).unwrap();
         let pair = |s: &str, t: &str| (s.to_owned(), t.to_owned());
-        assert_eq!(store.due_tenants(at).await.unwrap(), vec![pair("down", "down-t")], "the store that is down, only");
+        let others = [pair("backfill-old", "backfill-t"), pair("down", "down-t"), pair("down", "down-u")];
+        assert_eq!(store.due_tenants(at).await.unwrap(), others, "all but the business whose lease is held");
         sqlx::query("DELETE FROM dispatch_leases").execute(store.pool()).await.unwrap();
+        let all = [pair("backfill", "backfill-t"), others[0].clone(), others[1].clone(), others[2].clone()];
         assert_eq!(
             store.due_tenants(at).await.unwrap(),
-            vec![pair("backfill", "backfill-t"), pair("down", "down-t")],
+            all,
             "the back-fill's lease released: its business is due again"
         );
         let tomorrow = DateTime::<Utc>::from_timestamp_micros(now + day).unwrap();
-        assert_eq!(store.due_tenants(tomorrow).await.unwrap().len(), 72, "tomorrow the 70 back-offs are due too");
+        assert_eq!(store.due_tenants(tomorrow).await.unwrap().len(), 74, "tomorrow the 70 back-offs are due too");
 
         for analysed in [false, true] {
             if analysed {
