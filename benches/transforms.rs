@@ -1,7 +1,8 @@
 //! Cost of the pure pipeline per document: parse + validate an `invoice.created` event, then plan
 //! and transform it into the Sage request, for invoices of 1, 10 and 100 lines; and the same for
 //! the other event kinds of the sample stream (`samples/events.jsonl`: a credit memo, a payment,
-//! a customer, a stock product).
+//! a customer, a stock product); and an invoice entity read from a Magento GET's body through a
+//! `Value` with field paths and straight from the text (`entity_json`).
 //!
 //! Run: `cargo bench --bench transforms`.
 
@@ -12,7 +13,7 @@ use std::hint::black_box;
 
 use byte8_ledger_core::clock::Clock;
 use byte8_ledger_core::{
-    canonical::{Entity, Event},
+    canonical::{Entity, Event, EventKind},
     identity::{self, ContactSubject},
     policy::SyncPolicy,
     providers::sage::transform::{self, DocumentLinks, PaymentLinks},
@@ -137,6 +138,29 @@ fn bench(c: &mut Criterion) {
             black_box(transform::item(p, kind, &stock_policy, Some(&event.idempotency_key)).expect("transforms"))
         });
     });
+    group.finish();
+
+    // An entity as the Magento client reads it from a GET's body: through a `Value` with field
+    // paths (`Entity::from_value`, what an error needs), and straight from the text
+    // (`Entity::from_json_text`, what the client tries first).
+    let mut group = c.benchmark_group("entity_json");
+    group.throughput(Throughput::Elements(1));
+    for n in [1usize, 10] {
+        let mut event: serde_json::Value = serde_json::from_str(&event(n)).expect("json");
+        let body = serde_json::to_vec(&event["entity"].take()).expect("json");
+        let kind = EventKind::InvoiceCreated;
+        let slow = Entity::from_value(kind, serde_json::from_slice(&body).expect("json")).expect("reads");
+        assert_eq!(Entity::from_json_text(kind, &body), Some(slow), "the same entity both ways");
+        group.bench_with_input(BenchmarkId::new("invoice_through_value", n), &body, |b, body| {
+            b.iter(|| {
+                let value: serde_json::Value = serde_json::from_slice(black_box(body)).expect("json");
+                black_box(Entity::from_value(kind, value).expect("reads"))
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("invoice_straight", n), &body, |b, body| {
+            b.iter(|| black_box(Entity::from_json_text(kind, black_box(body)).expect("reads")));
+        });
+    }
     group.finish();
 }
 

@@ -134,6 +134,33 @@ impl Entity {
         }
     }
 
+    /// Reads the entity an event of `kind` carries straight from JSON text, when the text reads
+    /// as one: the usual answer, read without building a [`Value`] tree first and without
+    /// [`Entity::from_value`]'s bookkeeping of field paths (a `String` for every key read, kept
+    /// in case an error must name it). `None` whenever it does not read, for whatever reason:
+    /// the caller then reads the text with [`Entity::from_value`], whose error names the field,
+    /// so a bad answer gets the error it always got. An entity read here is the one
+    /// [`Entity::from_value`] reads from the same text (property-tested on the workload
+    /// generator's entities, whole and damaged: `crates/service/tests/service/entity_json.rs`);
+    /// one text reads differently, a JSON object with a key twice, which serde refuses here
+    /// (`None`) and a [`Value`] keeps the last of.
+    ///
+    /// The service's Magento client reads every entity it fetches this way first: in `serve`'s
+    /// profile the `Value` tree and the paths were about 0.1 ms of its 1.7 ms an event
+    /// (BENCHMARKS.md, round 32; `cargo bench --bench transforms -- entity_json` compares the two).
+    pub fn from_json_text(kind: EventKind, json: &[u8]) -> Option<Self> {
+        fn typed<T: DeserializeOwned>(json: &[u8]) -> Option<T> {
+            serde_json::from_slice(json).ok()
+        }
+        Some(match kind {
+            EventKind::InvoiceCreated => Self::Invoice(typed(json)?),
+            EventKind::InvoicePaid => Self::Payment(typed(json)?),
+            EventKind::CreditMemoCreated => Self::CreditMemo(typed(json)?),
+            EventKind::CustomerUpserted => Self::Contact(typed(json)?),
+            EventKind::ProductUpserted => Self::Product(typed(json)?),
+        })
+    }
+
     /// Reads the entity an event of `kind` carries from JSON, with field paths in errors.
     ///
     /// # Errors

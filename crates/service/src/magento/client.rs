@@ -540,7 +540,12 @@ impl MagentoClient {
             what: format!("Magento {segment}"),
             id: magento_id.to_string(),
         })?;
-        let entity = Entity::from_value(kind, Self::json(&body, &label)?)?;
+        // Read straight from the text when it reads; otherwise again through a `Value`, for the
+        // error that names the field (`Entity::from_json_text`).
+        let entity = match Entity::from_json_text(kind, &body) {
+            Some(entity) => entity,
+            None => Entity::from_value(kind, Self::json(&body, &label)?)?,
+        };
         entity.validate()?;
         if entity.magento_id() != magento_id && !matches!(entity, Entity::Contact(_)) {
             return Err(Error::invalid(

@@ -8,6 +8,7 @@ mod browser;
 mod console;
 mod console_flow;
 mod console_runs;
+mod entity_json;
 mod hostile_store;
 mod magento_client;
 mod magento_jwt_vectors;
