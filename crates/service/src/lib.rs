@@ -109,7 +109,10 @@
 //!   ([`DispatchStore::due_tenants`](crate::store::DispatchStore::due_tenants)):
 //!   a run due again after its back-off, a callback to retry, a run requeued by the command (another
 //!   process), a webhook another process accepted (a process started with `--workers 0`), a
-//!   business whose worker died. Every `probe_interval` it also puts in line the tenants whose
+//!   business whose worker died. The read costs an entry or two of each business with open runs
+//!   or undelivered callbacks, not one of each run or callback waiting (PostgreSQL's migration
+//!   0026, SQLite's 0027), so a back-fill's long queue or a store whose Magento is down for a day
+//!   does not make it dearer. Every `probe_interval` it also puts in line the tenants whose
 //!   Magento refused the ledger, to be pinged.
 //!
 //! A tenant is in line, or being drained, at most once per process, so two workers of one process
