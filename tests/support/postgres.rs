@@ -35,6 +35,17 @@ pub async fn store(url: &str, connections: u32, key: Option<MasterKey>) -> Postg
     PostgresStore::from_pool(pool, key).await.expect("migrate")
 }
 
+/// As [`store`], in a database of the test's own ([`OwnDatabase`]): for a test that another
+/// test's rows in the shared database could disturb.
+pub async fn store_in(database: &OwnDatabase, connections: u32, key: Option<MasterKey>) -> PostgresStore {
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .connect_with(database.options.clone())
+        .await
+        .expect("connect to the test's database");
+    PostgresStore::from_pool(pool, key).await.expect("migrate")
+}
+
 /// A scope no earlier run of the tests used (the database may be kept between runs).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

@@ -48,7 +48,8 @@ fn time(v: i64) -> DateTime<Utc> {
 /// `runs_due` up to now), a running run whose lease ended (a business's running runs are its last
 /// claim), or a callback due (a range up to now). The first version read every open run and
 /// every undelivered callback on every call.
-const LOOK_FOR_WORK: &str = "WITH RECURSIVE open_pairs(tenant_id, scope) AS ( \
+const LOOK_FOR_WORK: &str = "WITH RECURSIVE \
+   open_pairs(tenant_id, scope) AS ( \
      SELECT * FROM (SELECT tenant_id, scope FROM runs INDEXED BY runs_open WHERE tenant_id IS NOT NULL \
        AND status IN ('queued', 'running') ORDER BY tenant_id, scope LIMIT 1) \
      UNION ALL \
@@ -57,7 +58,7 @@ const LOOK_FOR_WORK: &str = "WITH RECURSIVE open_pairs(tenant_id, scope) AS ( \
           AND status IN ('queued', 'running') ORDER BY scope LIMIT 1), \
        (SELECT rowid FROM runs INDEXED BY runs_open WHERE tenant_id > p.tenant_id \
           AND status IN ('queued', 'running') ORDER BY tenant_id, scope LIMIT 1))), \
-     waiting_pairs(scope, tenant_id) AS ( \
+   waiting_pairs(scope, tenant_id) AS ( \
      SELECT * FROM (SELECT scope, tenant_id FROM callbacks INDEXED BY callbacks_waiting WHERE tenant_id IS NOT NULL \
        AND delivered_at IS NULL ORDER BY scope, tenant_id LIMIT 1) \
      UNION ALL \
@@ -66,10 +67,10 @@ const LOOK_FOR_WORK: &str = "WITH RECURSIVE open_pairs(tenant_id, scope) AS ( \
           AND delivered_at IS NULL ORDER BY tenant_id LIMIT 1), \
        (SELECT rowid FROM callbacks INDEXED BY callbacks_waiting WHERE scope > p.scope AND tenant_id IS NOT NULL \
           AND delivered_at IS NULL ORDER BY scope, tenant_id LIMIT 1))) \
-     SELECT d.scope, d.tenant_id FROM ( \
+   SELECT d.scope, d.tenant_id FROM ( \
      SELECT scope, tenant_id FROM open_pairs UNION SELECT scope, tenant_id FROM waiting_pairs) d \
-     WHERE NOT EXISTS (SELECT 1 FROM dispatch_leases l WHERE l.scope = d.scope AND l.lease_until > ?1) \
-     AND (EXISTS (SELECT 1 FROM runs r WHERE r.scope = d.scope AND r.tenant_id = d.tenant_id \
+   WHERE NOT EXISTS (SELECT 1 FROM dispatch_leases l WHERE l.scope = d.scope AND l.lease_until > ?1) \
+   AND (EXISTS (SELECT 1 FROM runs r WHERE r.scope = d.scope AND r.tenant_id = d.tenant_id \
             AND r.status = 'queued' AND r.next_attempt_at IS NULL) \
        OR EXISTS (SELECT 1 FROM runs r WHERE r.scope = d.scope AND r.tenant_id = d.tenant_id \
             AND r.status = 'queued' AND r.next_attempt_at <= ?1) \
@@ -77,7 +78,7 @@ const LOOK_FOR_WORK: &str = "WITH RECURSIVE open_pairs(tenant_id, scope) AS ( \
             AND r.status = 'running' AND r.lease_until <= ?1) \
        OR EXISTS (SELECT 1 FROM callbacks c WHERE c.scope = d.scope AND c.tenant_id = d.tenant_id \
             AND c.delivered_at IS NULL AND c.due_at <= ?1)) \
-     ORDER BY 1, 2";
+   ORDER BY 1, 2";
 
 fn info_from(row: &SqliteRow) -> Result<BindingInfo> {
     let status: String = row.try_get("status").map_err(db)?;

@@ -157,14 +157,9 @@ async fn postgres_service_store_conforms() {
     // test recording a key with the real clock (one record in sixteen purges the oldest expired
     // keys) could delete one between its first use and the suite's replay check.
     let database = pg::OwnDatabase::create(&url).await;
-    let pool =
-        sqlx::postgres::PgPoolOptions::new().max_connections(8).connect_with(database.options.clone()).await.unwrap();
-    let store = byte8_ledger_core::store::postgres::PostgresStore::from_pool(pool.clone(), Some(MasterKey::generate()))
-        .await
-        .unwrap();
+    let store = pg::store_in(&database, 8, Some(MasterKey::generate())).await;
     service_conformance::run_all(&store, &pg::unique("pg")).await;
-    drop(store);
-    pool.close().await;
+    store.pool().close().await;
     database.drop().await;
 }
 
@@ -404,9 +399,8 @@ async fn postgres_replay_record_reads_only_expired_keys() {
     // A database of the test's own: in the shared one, another test's keys older than these (the
     // conformance suite's expire in 1970) were purged first, now and then (the test was flaky).
     let database = pg::OwnDatabase::create(&url).await;
-    let pool =
-        sqlx::postgres::PgPoolOptions::new().max_connections(2).connect_with(database.options.clone()).await.unwrap();
-    let store = byte8_ledger_core::store::postgres::PostgresStore::from_pool(pool.clone(), None).await.unwrap();
+    let store = pg::store_in(&database, 2, None).await;
+    let pool = store.pool().clone();
     let prefix = pg::unique("jti-many");
     let now = 1_600_000_000_i64;
     sqlx::query(
@@ -456,7 +450,6 @@ async fn postgres_replay_record_reads_only_expired_keys() {
             assert_eq!(after, before + 1, "the new key is in, nothing went");
         }
     }
-    drop(store);
     pool.close().await;
     database.drop().await;
 }
