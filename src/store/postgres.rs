@@ -579,6 +579,32 @@ fn bind_enqueue<'q>(query: PgQuery<'q>, run: &NewRun, dedupe: Dedupe) -> PgQuery
         .bind(increment_id_of_raw(&run.raw).map(|v| text(&v).into_owned()))
 }
 
+/// Binds `byte8_enqueue_bound`'s fifteen parameters (migration 0015), after those bound already:
+/// the binding's version, the webhook's replay key, when it expires and now (Unix seconds), then
+/// the run's eleven as [`RunStore::enqueue`] binds them. For a package whose statement calls a
+/// function that takes these first (the service's `byte8_enqueue_turn`, migration 0028).
+pub fn bind_bound_enqueue<'q>(
+    query: PgQuery<'q>,
+    binding_version: i64,
+    replay_key: &str,
+    expires_at: i64,
+    now: i64,
+    run: &NewRun,
+    dedupe: Dedupe,
+) -> PgQuery<'q> {
+    let query = query.bind(binding_version).bind(text(replay_key).into_owned()).bind(expires_at).bind(now);
+    bind_enqueue(query, run, dedupe)
+}
+
+/// What a row answering with `byte8_enqueue_bound`'s columns (`kind`, `run_id`, `run_status`)
+/// says, as [`PostgresStore::enqueue_unless_replayed`] reads it.
+///
+/// # Errors
+/// [`Error::Database`] when a column is missing.
+pub fn enqueued_from_row(row: &PgRow) -> Result<EnqueuedOnce> {
+    enqueued_from(row)
+}
+
 /// What `byte8_enqueue`, `byte8_enqueue_once` or `byte8_enqueue_bound` answered.
 fn enqueued_from(row: &PgRow) -> Result<EnqueuedOnce> {
     let kind: String = row.try_get("kind").map_err(db)?;
@@ -620,18 +646,31 @@ impl PostgresStore {
         dedupe: Dedupe,
     ) -> Result<EnqueuedOnce> {
         let query = match binding_version {
-            Some(version) => sqlx::query(
-                "SELECT kind, run_id, run_status FROM \
-                 byte8_enqueue_bound($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            )
-            .bind(version),
-            None => sqlx::query(
-                "SELECT kind, run_id, run_status FROM \
-                 byte8_enqueue_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            Some(version) => bind_bound_enqueue(
+                sqlx::query(
+                    "SELECT kind, run_id, run_status FROM \
+                     byte8_enqueue_bound($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                ),
+                version,
+                replay_key,
+                expires_at,
+                now,
+                &run,
+                dedupe,
+            ),
+            None => bind_enqueue(
+                sqlx::query(
+                    "SELECT kind, run_id, run_status FROM \
+                     byte8_enqueue_once($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                )
+                .bind(text(replay_key).into_owned())
+                .bind(expires_at)
+                .bind(now),
+                &run,
+                dedupe,
             ),
         };
-        let query = query.bind(text(replay_key).into_owned()).bind(expires_at).bind(now);
-        let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.statements).await.map_err(db)?;
+        let row = query.fetch_one(&self.statements).await.map_err(db)?;
         enqueued_from(&row)
     }
 }

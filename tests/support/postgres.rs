@@ -175,6 +175,32 @@ pub async fn explain_prepared_as(
             .fetch_one(pool)
             .await
             .expect("the statement was prepared on this connection");
+    explain_statement_as(pool, mode, &statement, types, arguments).await
+}
+
+/// The query a PL/pgSQL function of the schema answers with: the text of its one
+/// `RETURN QUERY`, up to the `;` that ends it. Such a query names the function's arguments `$1`,
+/// `$2` …, so it can be prepared with them as parameters and explained
+/// ([`explain_statement_as`]) as the function runs it.
+pub async fn function_query(pool: &sqlx::PgPool, function: &str) -> String {
+    let body: String = sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = $1")
+        .bind(function)
+        .fetch_one(pool)
+        .await
+        .expect("the function exists");
+    let (_, query) = body.split_once("RETURN QUERY").expect("the function answers a RETURN QUERY");
+    let (query, _) = query.split_once(';').expect("the query ends with a ;");
+    query.trim().to_owned()
+}
+
+/// As [`explain_prepared_as`], for `statement` given as text.
+pub async fn explain_statement_as(
+    pool: &sqlx::PgPool,
+    mode: Option<&str>,
+    statement: &str,
+    types: &str,
+    arguments: &str,
+) -> Vec<String> {
     let mut tx = pool.begin().await.expect("begin");
     if let Some(mode) = mode {
         sqlx::Executor::execute(&mut *tx, format!("SET LOCAL plan_cache_mode = {mode}").as_str())

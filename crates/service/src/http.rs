@@ -18,6 +18,7 @@ use super::{
     Shared,
     auth::{Access, WebhookAuth},
     error::ApiError,
+    store::WebhookToken,
 };
 use byte8_ledger_core::{
     canonical::{Event, EventKind, serde_time},
@@ -68,7 +69,7 @@ async fn webhook(
     // store finds it changed since, nothing is queued and the webhook is verified again against
     // the binding read afresh.
     let mut fresh = false;
-    let (binding, enqueued, key) = loop {
+    let (binding, enqueued, key, begun) = loop {
         let auth = shared.authenticate_webhook(&tenant_id, authorization(&headers), fresh).await?;
         let (run, dedupe) = match webhook_run(&shared, &auth, &query, &event_name, &headers, &body).await {
             Ok(run) => run,
@@ -86,18 +87,39 @@ async fn webhook(
         };
         let jti = &auth.jti;
         let key = run.idempotency_key.clone();
-        match shared.store.enqueue_once(&jti.jti, jti.expires_at, jti.now, auth.binding_version, run, dedupe).await {
-            Ok(EnqueuedOnce::Queued(enqueued)) => break (auth.binding, enqueued, key),
-            Ok(EnqueuedOnce::Replay) => {
+        // When this process's workers can take the tenant at once, the statement that queues the
+        // run also begins their turn (`DispatchStore::enqueue_and_begin`): a worker then
+        // continues it without a statement of its own to start it.
+        let info = auth.binding.info();
+        let turn = crate::worker::webhook_turn(&shared, &info).await;
+        let answer = match &turn {
+            Some(turn) => {
+                let token = WebhookToken {
+                    jti: &jti.jti,
+                    expires_at: jti.expires_at,
+                    now: jti.now,
+                    binding_version: auth.binding_version,
+                };
+                shared.store.enqueue_and_begin(&token, run, dedupe, &turn.start(&info)).await
+            }
+            None => shared
+                .store
+                .enqueue_once(&jti.jti, jti.expires_at, jti.now, auth.binding_version, run, dedupe)
+                .await
+                .map(|enqueued| (enqueued, None)),
+        };
+        match answer {
+            Ok((EnqueuedOnce::Queued(enqueued), begun)) => break (auth.binding, enqueued, key, turn.zip(begun)),
+            Ok((EnqueuedOnce::Replay, _)) => {
                 let e = crate::magento::jwt::replay_refused();
                 tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
                 return Err(ApiError::unauthorized(&e.to_string()));
             }
-            Ok(EnqueuedOnce::StaleBinding) if !fresh => {
+            Ok((EnqueuedOnce::StaleBinding, _)) if !fresh => {
                 shared.forget_binding(&tenant_id);
                 fresh = true;
             }
-            Ok(EnqueuedOnce::StaleBinding) => {
+            Ok((EnqueuedOnce::StaleBinding, _)) => {
                 // Changed again between the fresh read and the enqueue (a revocation or a pairing
                 // at this instant): Magento sends it again and meets the binding as it is then.
                 let e = Error::database("the tenant's binding changed while the webhook was queued", true, None);
@@ -106,7 +128,9 @@ async fn webhook(
             Err(e) => return Err(ApiError::from_store(&e)),
         }
     };
-    if !matches!(enqueued, Enqueued::Duplicate { .. }) {
+    if let Some((turn, begun)) = begun {
+        turn.hand_over(&shared, binding.info(), begun);
+    } else if !matches!(enqueued, Enqueued::Duplicate { .. }) {
         // This process's workers hear of it now, not at their next look for work; without
         // workers here, the other processes' do (crate::wake).
         shared.announce(binding.info()).await;

@@ -98,7 +98,14 @@
 //! with nothing in line waits without reading the store. The line is fed by:
 //!
 //! - **the webhook route**, the moment it queues a run: the tenant goes in line and an idle
-//!   worker wakes (no polling delay, no read);
+//!   worker wakes (no polling delay, no read). When a worker is waiting and the tenant's runtime
+//!   is built, the statement that queues the run also begins the worker's turn
+//!   ([`DispatchStore::enqueue_and_begin`](crate::store::DispatchStore::enqueue_and_begin):
+//!   the lease taken and the run claimed, one statement on PostgreSQL), and the tenant goes in
+//!   line with that turn: the worker continues it under the name it was begun with, without a
+//!   begin of its own. A tenant with one event waiting then costs its turn one statement besides
+//!   the enqueue and the engine's own (the end). Workers told to stop still take such a turn
+//!   (its run is claimed), and nothing else;
 //! - **the console**, the moment an operator retries a run or a store's (or every business's)
 //!   dead letters, or connects a business whose stores' events waited for a ledger (the same
 //!   announcement as the webhook's);

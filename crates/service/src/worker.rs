@@ -487,10 +487,17 @@ async fn process_claimed(
 /// drains it), drains it ([`dispatch`]), and ends the turn recording the callbacks delivered and
 /// releasing the lease in one go ([`DispatchStore::end_turn`]). Runs are claimed with the lease
 /// only when the tenant's runtime is built and its Magento accepts the ledger, so that what is
-/// claimed is processed at once; otherwise the lease alone is taken. True when the turn ended on
-/// [`ServiceConfig::batch`](super::ServiceConfig::batch) with more possibly waiting (the
-/// business goes back in line, behind the others).
-async fn turn(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, info: &BindingInfo) -> bool {
+/// claimed is processed at once; otherwise the lease alone is taken. A turn the webhook route
+/// began (`begun`: [`webhook_turn`]) is continued instead, under the name it was begun with.
+/// True when the turn ended on [`ServiceConfig::batch`](super::ServiceConfig::batch) with more
+/// possibly waiting (the business goes back in line, behind the others).
+async fn turn(
+    shared: &Arc<Shared>,
+    worker: &str,
+    stop: &AtomicBool,
+    info: &BindingInfo,
+    begun: Option<BegunTurn>,
+) -> bool {
     let ready = match ready_runtime(shared, info).await {
         Some(rt) => {
             let per_claim = batch_size(&rt).await;
@@ -498,29 +505,38 @@ async fn turn(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, info: &Bind
         }
         None => None,
     };
-    let limit = ready.as_ref().map_or(0, |(_, per_claim)| (*per_claim).min(shared.config.batch));
-    let now = shared.clock.now();
-    let start = TurnStart {
-        scope: &info.scope,
-        tenant: &info.tenant_id,
-        holder,
-        now,
-        lease_until: byte8_ledger_core::clock::later(now, shared.config.dispatch_lease),
-        run_lease_until: byte8_ledger_core::clock::later(now, shared.config.engine.lease),
-        limit,
-    };
-    let first = match shared.store.begin_turn(&start).await {
-        Ok(Some(first)) => first,
-        Ok(None) => return false,
-        Err(e) => {
-            tracing::warn!(business = %info.scope, error = %e, "cannot take the dispatch lease");
-            return false;
+    let (holder, lease, first) = match begun {
+        Some(BegunTurn { holder, taken, begun, .. }) => {
+            tracing::debug!(tenant = %info.tenant_id, holder = %holder, runs = begun.claimed.runs.len(), "continuing the turn the webhook began");
+            (holder, HeldLease { renewed: taken }, begun)
+        }
+        None => {
+            let limit = ready.as_ref().map_or(0, |(_, per_claim)| (*per_claim).min(shared.config.batch));
+            let now = shared.clock.now();
+            let start = TurnStart {
+                scope: &info.scope,
+                tenant: &info.tenant_id,
+                holder: worker,
+                now,
+                lease_until: byte8_ledger_core::clock::later(now, shared.config.dispatch_lease),
+                run_lease_until: byte8_ledger_core::clock::later(now, shared.config.engine.lease),
+                limit,
+            };
+            match shared.store.begin_turn(&start).await {
+                Ok(Some(first)) => (worker.to_owned(), HeldLease::now(), first),
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::warn!(business = %info.scope, error = %e, "cannot take the dispatch lease");
+                    return false;
+                }
+            }
         }
     };
+    let holder = holder.as_str();
     // Anything else that panics in the tenant's turn (a callback, building its runtime) is
     // caught here: the lease is released below and the tenant's runtime rebuilt next time.
     let mut delivered = Vec::new();
-    let started = Started { lease: HeldLease::now(), first, ready };
+    let started = Started { lease, first, ready };
     let drained = dispatch(shared, info, holder, stop, started, &mut delivered);
     let result = match AssertUnwindSafe(drained).catch_unwind().await {
         Ok(result) => result,
@@ -544,6 +560,63 @@ async fn turn(shared: &Arc<Shared>, holder: &str, stop: &AtomicBool, info: &Bind
             false
         }
     }
+}
+
+/// A turn the webhook route may begin for this process's workers, with the run it queues
+/// ([`webhook_turn`]).
+pub(crate) struct WebhookTurn {
+    /// The name the lease is taken under: the process and a number of its own, so that no worker
+    /// (named by its number alone) or other begun turn renews or releases it by mistake.
+    holder: String,
+    taken: Instant,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    run_lease_until: DateTime<Utc>,
+    limit: usize,
+}
+
+impl WebhookTurn {
+    /// The turn's start for the tenant of `info` (the webhook's run's).
+    pub(crate) fn start<'a>(&'a self, info: &'a BindingInfo) -> TurnStart<'a> {
+        TurnStart {
+            scope: &info.scope,
+            tenant: &info.tenant_id,
+            holder: &self.holder,
+            now: self.now,
+            lease_until: self.lease_until,
+            run_lease_until: self.run_lease_until,
+            limit: self.limit,
+        }
+    }
+
+    /// Hands the begun turn to this process's workers: the next one free continues it.
+    pub(crate) fn hand_over(self, shared: &Shared, info: BindingInfo, begun: Begun) {
+        shared.queue.offer_begun(info, BegunTurn { holder: self.holder, taken: self.taken, begun, announced: false });
+    }
+}
+
+/// The turn the webhook route begins with the run it queues, when this process's workers can
+/// take the tenant at once: workers run here, one of them is waiting for work (so the turn's
+/// permits and claim do not wait in line behind busy workers), and the tenant's runtime is built
+/// and its Magento accepts the ledger (as a worker's own turn claims runs only then). Its lease
+/// and claim are those a worker's own turn would take now. `None`: the route only queues, and
+/// announces.
+pub(crate) async fn webhook_turn(shared: &Shared, info: &BindingInfo) -> Option<WebhookTurn> {
+    if !shared.queue.has_workers() || shared.queue.idle.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let rt = ready_runtime(shared, info).await?;
+    let limit = batch_size(&rt).await.min(shared.config.batch);
+    let number = shared.queue.begun_turns.fetch_add(1, Ordering::Relaxed);
+    let now = shared.clock.now();
+    Some(WebhookTurn {
+        holder: format!("{}/webhook-{number}", shared.process),
+        taken: Instant::now(),
+        now,
+        lease_until: byte8_ledger_core::clock::later(now, shared.config.dispatch_lease),
+        run_lease_until: byte8_ledger_core::clock::later(now, shared.config.engine.lease),
+        limit,
+    })
 }
 
 /// The tenant's runtime when it is built already (for its binding as paired now) and its
@@ -636,6 +709,26 @@ enum Mark {
 struct Line {
     order: std::collections::VecDeque<(String, String)>,
     marks: HashMap<(String, String), (Mark, BindingInfo)>,
+    /// Turns the webhook route began for a business in line ([`Queue::offer_begun`]), handed to
+    /// the worker that takes it.
+    begun: HashMap<(String, String), BegunTurn>,
+}
+
+/// A turn the webhook route began for this process's workers in the statement that queued its
+/// run ([`DispatchStore::enqueue_and_begin`](crate::store::DispatchStore::enqueue_and_begin)):
+/// the worker that takes the business from the line drains it and ends it under its holder's
+/// name, with no `begin_turn` of its own.
+#[derive(Debug)]
+pub(crate) struct BegunTurn {
+    /// The name the lease was taken under ([`webhook_turn`]).
+    holder: String,
+    /// When the lease was taken (its renewal is due a quarter of the lease after).
+    taken: Instant,
+    /// What the turn's start claimed.
+    begun: Begun,
+    /// Work was announced for the tenant while the turn waited in line (after its claim, maybe):
+    /// the tenant comes back in line after it.
+    announced: bool,
 }
 
 /// This process's line of tenants with work to do, which its workers take from: fed by the
@@ -657,6 +750,8 @@ pub(crate) struct Queue {
     running: AtomicBool,
     /// Another process announced work ([`crate::wake`]): the dispatcher looks at once.
     look_now: AtomicBool,
+    /// Turns the webhook route has begun so far (numbers their holders: [`webhook_turn`]).
+    begun_turns: std::sync::atomic::AtomicU64,
 }
 
 impl Queue {
@@ -667,12 +762,39 @@ impl Queue {
     /// Puts `info`'s tenant in line, unless it is already; a tenant being drained goes back in
     /// line after its turn. Wakes a worker (or the dispatcher, when none is idle).
     pub(crate) fn offer(&self, info: BindingInfo) {
+        self.offer_with(info, None);
+    }
+
+    /// [`offer`](Self::offer)s `info`'s tenant with the turn the webhook route began for it: the
+    /// worker that takes the tenant continues that turn. A turn already waiting for the tenant
+    /// (its lease must have lapsed for this one to be begun) is dropped: its claimed runs come
+    /// back when their lease expires.
+    pub(crate) fn offer_begun(&self, info: BindingInfo, turn: BegunTurn) {
+        self.offer_with(info, Some(turn));
+    }
+
+    fn offer_with(&self, info: BindingInfo, turn: Option<BegunTurn>) {
         let key = (info.scope.clone(), info.tenant_id.clone());
         let mut line = self.lock();
-        match line.marks.get_mut(&key) {
+        let Line { order, marks, begun } = &mut *line;
+        match turn {
+            Some(turn) => {
+                if let Some(old) = begun.insert(key.clone(), turn) {
+                    tracing::warn!(tenant = %info.tenant_id, holder = %old.holder, "a turn begun for the tenant was replaced before a worker took it; its runs come back when their lease expires");
+                }
+            }
+            // Announced while a begun turn waits in line: that turn's claim may have been made
+            // before this work was queued, so the tenant comes back in line after it.
             None => {
-                line.marks.insert(key.clone(), (Mark::Queued, info));
-                line.order.push_back(key);
+                if let Some(waiting) = begun.get_mut(&key) {
+                    waiting.announced = true;
+                }
+            }
+        }
+        match marks.get_mut(&key) {
+            None => {
+                marks.insert(key.clone(), (Mark::Queued, info));
+                order.push_back(key);
             }
             Some((mark, stored)) => {
                 if *mark == Mark::Busy {
@@ -689,13 +811,23 @@ impl Queue {
         }
     }
 
-    /// The next tenant in line, now marked as being drained.
+    /// The next tenant in line, now marked as being drained (the tests' view of
+    /// [`take_with_turn`](Self::take_with_turn), for tenants offered without a begun turn).
+    #[cfg(test)]
     fn take(&self) -> Option<BindingInfo> {
+        self.take_with_turn().map(|(info, _)| info)
+    }
+
+    /// The next tenant in line, now marked as being drained, with the turn begun for it if any
+    /// (work announced after that turn was begun brings the tenant back in line after it).
+    fn take_with_turn(&self) -> Option<(BindingInfo, Option<BegunTurn>)> {
         let mut line = self.lock();
-        let key = line.order.pop_front()?;
-        let entry = line.marks.get_mut(&key)?;
-        entry.0 = Mark::Busy;
-        Some(entry.1.clone())
+        let Line { order, marks, begun } = &mut *line;
+        let key = order.pop_front()?;
+        let turn = begun.remove(&key);
+        let entry = marks.get_mut(&key)?;
+        entry.0 = if turn.as_ref().is_some_and(|t| t.announced) { Mark::BusyAgain } else { Mark::Busy };
+        Some((entry.1.clone(), turn))
     }
 
     /// A turn on `info`'s tenant is over: back in line when `more` may be waiting or work was
@@ -720,7 +852,7 @@ impl Queue {
     /// aborted mid-turn (`WorkerPool::stop_within`) left behind, for the next pool to take over.
     fn recover(&self) {
         let mut line = self.lock();
-        let Line { order, marks } = &mut *line;
+        let Line { order, marks, .. } = &mut *line;
         for (key, (mark, _)) in marks.iter_mut() {
             if *mark != Mark::Queued {
                 *mark = Mark::Queued;
@@ -734,9 +866,23 @@ impl Queue {
         self.running.load(Ordering::Relaxed)
     }
 
-    /// Waits for the next tenant in line (marked as being drained), without reading the store;
-    /// `None` once `stop` is set (the pool then wakes every waiter).
-    async fn next(&self, stop: &AtomicBool) -> Option<BindingInfo> {
+    /// Once the workers stop: a tenant in line with a turn begun for it (its runs claimed), so
+    /// that what the webhook route claimed is processed rather than left to its lease.
+    fn take_begun(&self) -> Option<(BindingInfo, BegunTurn)> {
+        let mut line = self.lock();
+        let Line { order, marks, begun } = &mut *line;
+        let position = order.iter().position(|key| begun.contains_key(key))?;
+        let key = order.remove(position)?;
+        let turn = begun.remove(&key)?;
+        let entry = marks.get_mut(&key)?;
+        entry.0 = if turn.announced { Mark::BusyAgain } else { Mark::Busy };
+        Some((entry.1.clone(), turn))
+    }
+
+    /// Waits for the next tenant in line (marked as being drained), with the turn the webhook
+    /// route began for it if any, without reading the store. Once `stop` is set (the pool then
+    /// wakes every waiter), only tenants with a begun turn are handed out, then `None`.
+    async fn next(&self, stop: &AtomicBool) -> Option<(BindingInfo, Option<BegunTurn>)> {
         loop {
             // Registered before looking at the line, so that an offer in between is not missed,
             // and gone when this returns: a worker busy on a turn holds no registration, which
@@ -745,10 +891,10 @@ impl Queue {
             tokio::pin!(ready);
             ready.as_mut().enable();
             if stop.load(Ordering::Relaxed) {
-                return None;
+                return self.take_begun().map(|(info, turn)| (info, Some(turn)));
             }
-            if let Some(info) = self.take() {
-                return Some(info);
+            if let Some(taken) = self.take_with_turn() {
+                return Some(taken);
             }
             self.idle.fetch_add(1, Ordering::Relaxed);
             ready.await;
@@ -767,8 +913,8 @@ impl Queue {
 async fn work(shared: Arc<Shared>, i: usize, stop: Arc<AtomicBool>) {
     let name = holder(&shared, i);
     let queue = Arc::clone(&shared.queue);
-    while let Some(info) = queue.next(&stop).await {
-        let more = turn(&shared, &name, &stop, &info).await;
+    while let Some((info, begun)) = queue.next(&stop).await {
+        let more = turn(&shared, &name, &stop, &info, begun).await;
         queue.done(&info, more && !stop.load(Ordering::Relaxed));
     }
 }
@@ -1084,7 +1230,7 @@ mod tests {
             let (q, stop, tx) = (Arc::clone(&q), Arc::clone(&stop), tx.clone());
             tokio::spawn(async move {
                 // One turn each, never finished.
-                if let Some(info) = q.next(&stop).await {
+                if let Some((info, _)) = q.next(&stop).await {
                     let _ = tx.send(info.tenant_id);
                 }
                 std::future::pending::<()>().await;
@@ -1120,6 +1266,63 @@ mod tests {
         q.recover();
         assert_eq!(tenant(q.take()).as_deref(), Some("t1"));
         assert_eq!(tenant(q.take()), None);
+    }
+
+    fn begun(holder: &str) -> BegunTurn {
+        BegunTurn { holder: holder.into(), taken: Instant::now(), begun: Begun::default(), announced: false }
+    }
+
+    /// A turn the webhook route began goes to the worker that takes its tenant, once; a tenant
+    /// offered without one is taken without one; a tenant being drained when a turn is begun for
+    /// it comes back with that turn after the drain.
+    #[tokio::test]
+    async fn a_begun_turn_goes_with_its_tenant_to_the_worker_that_takes_it() {
+        let q = Queue::default();
+        let stop = AtomicBool::new(false);
+        q.offer(info("b2", "t2"));
+        q.offer_begun(info("b1", "t1"), begun("p/webhook-1"));
+        let (first, turn) = q.next(&stop).await.expect("t2 in line");
+        assert_eq!((first.tenant_id.as_str(), turn.map(|t| t.holder)), ("t2", None));
+        let (second, turn) = q.next(&stop).await.expect("t1 in line");
+        assert_eq!((second.tenant_id.as_str(), turn.map(|t| t.holder).as_deref()), ("t1", Some("p/webhook-1")));
+        // Begun while t1 is being drained (its worker ended the turn, and so the lease, but has
+        // not come back to the line yet): after the drain, t1 comes back with it.
+        q.offer_begun(info("b1", "t1"), begun("p/webhook-2"));
+        assert_eq!(q.waiting(), 0, "not in line twice");
+        q.done(&second, false);
+        let (again, turn) = q.next(&stop).await.expect("t1 back in line");
+        assert_eq!((again.tenant_id.as_str(), turn.map(|t| t.holder).as_deref()), ("t1", Some("p/webhook-2")));
+        q.done(&again, false);
+        q.done(&first, false);
+        assert_eq!(q.waiting(), 0);
+        assert!(q.lock().begun.is_empty(), "every begun turn was handed out");
+        // Work announced while a begun turn waits in line (its claim may predate that work):
+        // the tenant comes back in line after the turn, without a turn begun.
+        q.offer_begun(info("b1", "t1"), begun("p/webhook-3"));
+        q.offer(info("b1", "t1"));
+        assert_eq!(q.waiting(), 1, "in line once");
+        let (taken, turn) = q.next(&stop).await.expect("t1");
+        assert_eq!(turn.map(|t| t.holder).as_deref(), Some("p/webhook-3"));
+        q.done(&taken, false);
+        let (taken, turn) = q.next(&stop).await.expect("t1 again, for the work announced");
+        assert_eq!((taken.tenant_id.as_str(), turn.is_none()), ("t1", true));
+        q.done(&taken, false);
+        assert_eq!(q.waiting(), 0);
+    }
+
+    /// Once the workers stop, a tenant in line with a begun turn is still handed out (its runs
+    /// are claimed: processed now rather than left to their lease), one without is not.
+    #[tokio::test]
+    async fn stopping_workers_still_take_the_turns_the_webhook_began() {
+        let q = Queue::default();
+        let stop = AtomicBool::new(true);
+        q.offer(info("b1", "t1"));
+        q.offer_begun(info("b2", "t2"), begun("p/webhook-1"));
+        let (taken, turn) = q.next(&stop).await.expect("the begun turn");
+        assert_eq!((taken.tenant_id.as_str(), turn.map(|t| t.holder).as_deref()), ("t2", Some("p/webhook-1")));
+        q.done(&taken, false);
+        assert!(q.next(&stop).await.is_none(), "nothing else once stopped");
+        assert_eq!(q.waiting(), 1, "t1 stays in line for the next pool");
     }
 
     #[test]

@@ -1512,6 +1512,40 @@ async fn a_webhook_wakes_an_idle_worker_without_waiting_for_the_periodic_look() 
     w.stop().await;
 }
 
+/// Once a tenant's runtime is built and a worker waits, the webhook route begins the worker's
+/// turn in the statement that queues the run (`DispatchStore::enqueue_and_begin`): the worker
+/// continues that turn, with the run already claimed, and the run reaches Sage and Magento as
+/// any other. The first event (no runtime yet) takes the plain path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_begins_the_turn_of_an_idle_worker_which_continues_it() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-begun").await;
+    w.start(1).await;
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the invoice's sync state reaches Magento", || w.magento.callbacks("shop").len() == 1).await;
+    let begun = |logged: &str| {
+        logged
+            .lines()
+            .filter(|l| l.contains("continuing the turn the webhook began") && l.contains("tenant-begun"))
+            .count()
+    };
+    assert_eq!(begun(&logged()), 0, "the first event's runtime was built by the worker's own turn");
+    // The worker back at its wait (its turn ends just after the callback).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = w.webhook("shop", "invoice.paid:1001").await;
+    assert_eq!(status, 202);
+    wait_until("the payment's sync state reaches Magento", || w.magento.callbacks("shop").len() == 2).await;
+    assert_eq!(w.sim.business(BUSINESS).unwrap().payments.len(), 1, "the payment is posted once");
+    let logged = logged();
+    assert_eq!(begun(&logged), 1, "the payment's turn was begun by its webhook");
+    assert!(
+        logged.lines().any(|l| l.contains("continuing the turn the webhook began") && l.contains("runs=1")),
+        "with its run claimed"
+    );
+    w.stop().await;
+}
+
 /// Without the route's wake-up (a webhook accepted by a process without workers), the same
 /// invoice waits for the periodic look of the process that has them: the look is what finds
 /// work another process queued, and it does find it.

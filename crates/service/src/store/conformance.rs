@@ -19,7 +19,7 @@ use byte8_ledger_core::{
 };
 use chrono::{DateTime, Duration, Utc};
 
-use super::{ApiKey, Binding, BindingStatus, ConnectionStatus, ServiceStore, TurnStart};
+use super::{ApiKey, Binding, BindingStatus, ConnectionStatus, ServiceStore, TurnStart, WebhookToken};
 
 /// A tenant id derived from a scope (scopes may hold characters tenant ids may not).
 fn tenant_of(scope: &str) -> String {
@@ -493,6 +493,94 @@ pub async fn turns_take_the_lease_and_claim_together(store: &dyn ServiceStore, s
     assert!(store.begin_turn(&start("p/3", 128, 0)).await.expect("begin").is_some(), "turns: a lapsed lease");
 }
 
+/// A webhook's enqueue that begins the worker's turn ([`DispatchStore::enqueue_and_begin`]):
+/// a run queued takes the free lease for the holder named and claims the tenant's due runs,
+/// oldest first (an older run before the webhook's own); with the lease held by another holder
+/// the run is queued and nothing claimed; a replay, a duplicate and (where the store gives
+/// versions) a stale binding begin no turn and leave the lease free; a turn on another business
+/// or tenant than the run's is refused before anything is written.
+///
+/// [`DispatchStore::enqueue_and_begin`]: super::DispatchStore::enqueue_and_begin
+pub async fn webhooks_begin_the_turn_they_queue(store: &dyn ServiceStore, scope: &str) {
+    let tenant = tenant_of(scope);
+    store.put_binding(&binding(&tenant, scope, "k", t0())).await.expect("put binding");
+    let version = store.versioned_binding(&tenant).await.expect("versioned").expect("the binding").1;
+    let jtis: Vec<String> = (0..6).map(|n| format!("{tenant}\u{1f}begin-{n}")).collect();
+    let token = |n: usize, now: i64| WebhookToken { jti: &jtis[n], expires_at: 1_000, now, binding_version: version };
+    let run = |n: u32| tenant_run(scope, &tenant, &format!("invoice.created:84{n:02}"), "w");
+    let start = |holder: &'static str, now: i64| turn_start(scope, &tenant, holder, now, 1);
+    let older = store.enqueue(run(0), Dedupe::Permanent).await.expect("enqueue").run_id();
+
+    // Refused before anything is written: the turn is on another tenant.
+    let elsewhere = turn_start(scope, "someone-else", "p/webhook-0", 0, 1);
+    assert!(
+        store.enqueue_and_begin(&token(0, 100), run(9), Dedupe::Permanent, &elsewhere).await.is_err(),
+        "begin: a turn on another tenant than the run's is refused"
+    );
+    assert!(store.find_by_key(scope, "invoice.created:8409").await.expect("find").is_none(), "begin: nothing queued");
+    assert!(store.check_and_record(token(0, 100).jti, 1_000, 100).await.expect("check"), "begin: no jti recorded");
+
+    let (queued, begun) = store
+        .enqueue_and_begin(&token(1, 100), run(1), Dedupe::Permanent, &start("p/webhook-1", 0))
+        .await
+        .expect("enqueue and begin");
+    let EnqueuedOnce::Queued(Enqueued::New(id)) = queued else { panic!("begin: the run is queued: {queued:?}") };
+    let begun = begun.expect("begin: a free lease is taken");
+    assert_eq!(
+        begun.claimed.runs.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>(),
+        [(older, RunStatus::Running)],
+        "begin: the tenant's oldest due run claimed first"
+    );
+    assert!(begun.claimed.more, "begin: the webhook's own run is due after it");
+    assert_eq!(
+        store.begin_turn(&start("p/2", 1)).await.expect("begin"),
+        None,
+        "begin: the lease is the webhook turn's"
+    );
+    let again = store.begin_turn(&start("p/webhook-1", 2)).await.expect("begin").expect("begin: its holder goes on");
+    assert_eq!(again.claimed.runs.iter().map(|r| r.id).collect::<Vec<_>>(), [id], "begin: then the webhook's run");
+
+    // The lease held: queued, nothing claimed.
+    let (queued, begun) = store
+        .enqueue_and_begin(&token(2, 100), run(2), Dedupe::Permanent, &start("p/webhook-2", 3))
+        .await
+        .expect("enqueue and begin");
+    assert!(matches!(queued, EnqueuedOnce::Queued(Enqueued::New(_))), "begin: queued under a held lease: {queued:?}");
+    assert_eq!(begun, None, "begin: another holder's lease begins no turn");
+    let waiting = store.find_by_key(scope, "invoice.created:8402").await.expect("find").expect("the run");
+    assert_eq!(waiting.status, RunStatus::Queued, "begin: nothing claimed under another holder's lease");
+    store.end_turn(scope, "p/webhook-1", &[], t0() + Duration::seconds(4)).await.expect("end");
+
+    // A replay, a duplicate: no turn, the lease left free.
+    let (replay, begun) = store
+        .enqueue_and_begin(&token(1, 100), run(3), Dedupe::Permanent, &start("p/webhook-3", 5))
+        .await
+        .expect("enqueue and begin");
+    assert_eq!((replay, begun), (EnqueuedOnce::Replay, None), "begin: a replay begins no turn");
+    let (duplicate, begun) = store
+        .enqueue_and_begin(&token(4, 100), run(1), Dedupe::Permanent, &start("p/webhook-4", 6))
+        .await
+        .expect("enqueue and begin");
+    assert!(matches!(duplicate, EnqueuedOnce::Queued(Enqueued::Duplicate { .. })), "begin: {duplicate:?}");
+    assert_eq!(begun, None, "begin: a duplicate begins no turn");
+    if let Some(v) = version {
+        assert!(store.set_binding_status(&tenant, BindingStatus::Active, t0()).await.expect("status"));
+        let stale = WebhookToken { binding_version: Some(v), ..token(5, 100) };
+        let (answer, begun) = store
+            .enqueue_and_begin(&stale, run(5), Dedupe::Permanent, &start("p/webhook-5", 7))
+            .await
+            .expect("enqueue and begin");
+        assert_eq!((answer, begun), (EnqueuedOnce::StaleBinding, None), "begin: a stale binding begins no turn");
+    }
+    let free = store.begin_turn(&start("p/6", 8)).await.expect("begin").expect("begin: the lease was left free");
+    assert_eq!(
+        free.claimed.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [waiting.id],
+        "begin: the run queued under the held lease is claimed by the next turn"
+    );
+    store.end_turn(scope, "p/6", &[], t0() + Duration::seconds(9)).await.expect("end");
+}
+
 /// Several deliveries recorded at once, by a turn's end and by `callbacks_sent` (PostgreSQL
 /// binds them as arrays, one as scalars): each named (run, generation) is marked, a generation
 /// not delivered is not.
@@ -950,6 +1038,7 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     several_deliveries_are_recorded_at_once(store, &format!("{scope}-deliveries")).await;
     webhooks_queue_once_per_jti(store, &format!("{scope}-once")).await;
     webhooks_queue_only_on_the_binding_verified(store, &format!("{scope}-bound")).await;
+    webhooks_begin_the_turn_they_queue(store, &format!("{scope}-begin")).await;
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;
     health_counters_and_entity_runs(store, &format!("{scope}-health")).await;
     due_tenants_name_the_work_waiting(store, &format!("{scope}-due")).await;

@@ -82,7 +82,7 @@ use byte8_ledger_core::store::crypto::MasterKey;
 use byte8_ledger_core::{
     error::{Error, FieldError, Result},
     policy::SyncPolicy,
-    store::{Claimed, Dedupe, EnqueuedOnce, NewRun, Run, RunId, Store, retention::RetentionStore},
+    store::{Claimed, Dedupe, Enqueued, EnqueuedOnce, NewRun, Run, RunId, Store, retention::RetentionStore},
 };
 
 #[cfg(feature = "conformance")]
@@ -522,6 +522,21 @@ pub struct TurnStart<'a> {
     pub limit: usize,
 }
 
+/// A verified webhook token as [`DispatchStore::enqueue_once`] takes it, for
+/// [`DispatchStore::enqueue_and_begin`].
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookToken<'a> {
+    /// The token's `jti`, recorded until it expires (a second use is a replay).
+    pub jti: &'a str,
+    /// When the token expires (Unix seconds): how long its `jti` is kept.
+    pub expires_at: i64,
+    /// Now (Unix seconds), on the service's clock.
+    pub now: i64,
+    /// The version of the tenant's binding the token was verified against
+    /// ([`BindingStore::versioned_binding`]), checked in the same statement when given.
+    pub binding_version: Option<i64>,
+}
+
 /// What [`DispatchStore::begin_turn`] found, its lease taken.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Begun {
@@ -570,6 +585,36 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
         run: NewRun,
         dedupe: Dedupe,
     ) -> Result<EnqueuedOnce>;
+
+    /// What the webhook route does when this process's workers can take the tenant at once:
+    /// [`enqueue_once`](Self::enqueue_once) and then, only when a run was queued (new, or
+    /// collapsed into a queued one), [`begin_turn`](Self::begin_turn) with `turn` (whose scope
+    /// and tenant are the run's). The turn is `None` when none was begun: nothing queued (a
+    /// replay, a stale binding, a duplicate) or the business's lease held by another holder. One
+    /// statement on PostgreSQL (`byte8_enqueue_turn`, migration 0028), which writes the enqueue
+    /// and the turn together or neither; the memory and SQLite stores take the two steps.
+    ///
+    /// The turn begun is `turn.holder`'s: whoever is handed it drains it and ends it under that
+    /// name, as the worker that begins its own turn does. Until then the business's lease and the
+    /// claimed runs are held; a process that dies first leaves both to expire, as a worker that
+    /// dies in its turn does.
+    async fn enqueue_and_begin(
+        &self,
+        webhook: &WebhookToken<'_>,
+        run: NewRun,
+        dedupe: Dedupe,
+        turn: &TurnStart<'_>,
+    ) -> Result<(EnqueuedOnce, Option<Begun>)> {
+        turn_on_the_run(&run, turn)?;
+        let enqueued = self
+            .enqueue_once(webhook.jti, webhook.expires_at, webhook.now, webhook.binding_version, run, dedupe)
+            .await?;
+        let begun = match &enqueued {
+            EnqueuedOnce::Queued(Enqueued::New(_) | Enqueued::Collapsed(_)) => self.begin_turn(turn).await?,
+            _ => None,
+        };
+        Ok((enqueued, begun))
+    }
 
     /// Starts a worker's turn: takes the dispatch lease as [`acquire_dispatch`](Self::acquire_dispatch)
     /// does and, holding it, claims up to `turn.limit` of the tenant's due runs as
@@ -643,6 +688,16 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     /// `events`, oldest first (another tenant's entity with the same id is another store's).
     async fn entity_runs(&self, scope: &str, tenant: &str, events: &[&str], magento_entity_id: u64)
     -> Result<Vec<Run>>;
+}
+
+/// Refuses a turn ([`DispatchStore::enqueue_and_begin`]) on another business or tenant than its
+/// run's, before anything is written: the turn begun with a webhook is its run's.
+pub(crate) fn turn_on_the_run(run: &NewRun, turn: &TurnStart<'_>) -> Result<()> {
+    if run.scope == turn.scope && run.tenant_id.as_deref() == Some(turn.tenant) {
+        Ok(())
+    } else {
+        Err(Error::internal("a webhook's turn is begun on its own run's business and tenant"))
+    }
 }
 
 /// [`DispatchStore::begin_turn`] in two steps, for a store whose round trips cost nothing (in

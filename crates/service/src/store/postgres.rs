@@ -20,8 +20,11 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     error::{Error, Result},
     store::{
-        Dedupe, EnqueuedOnce, NewRun, Run, RunId,
-        postgres::{PostgresStore, TurnPermits, claimed_from_rows, db_error as db, run_from_row as run_from},
+        Dedupe, Enqueued, EnqueuedOnce, NewRun, Run, RunId,
+        postgres::{
+            PostgresStore, TurnPermits, bind_bound_enqueue, claimed_from_rows, db_error as db, enqueued_from_row,
+            run_from_row as run_from,
+        },
     },
 };
 use chrono::{DateTime, Utc};
@@ -29,8 +32,8 @@ use sqlx::{Row, postgres::PgRow};
 
 use super::{
     Begun, Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore,
-    PendingCallback, ReplayCache, TurnStart, open_api_key, parse_connection_status, read_policy, replay_key,
-    seal_api_key, write_policy,
+    PendingCallback, ReplayCache, TurnStart, WebhookToken, open_api_key, parse_connection_status, read_policy,
+    replay_key, seal_api_key, turn_on_the_run, write_policy,
 };
 
 /// PostgreSQL text cannot hold NUL: store it as U+FFFD, as the core's store does.
@@ -235,6 +238,28 @@ macro_rules! mark_one_delivered {
     };
 }
 
+/// A turn's claim limit as its statement binds it (`LIMIT $n + 1` must not overflow).
+fn claim_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX - 1).min(i64::MAX - 1)
+}
+
+/// What `byte8_begin_turn`'s columns say (`turn_held`, `turn_more`, `turn_callbacks`,
+/// `turn_permits`, then the claimed run's, null when none): `None` when the lease was not taken.
+/// The permits it took go to the limiter they were taken for.
+async fn turn_from_rows(rows: &[PgRow], permits: Option<&TurnPermits>) -> Result<Option<Begun>> {
+    let Some(row) = rows.first() else { return Ok(None) };
+    if !row.try_get::<Option<bool>, _>("turn_held").map_err(db)?.unwrap_or(false) {
+        return Ok(None);
+    }
+    if let Some(permits) = permits
+        && let Some(answer) = row.try_get::<Option<Vec<i64>>, _>("turn_permits").map_err(db)?
+    {
+        permits.deposit(&answer).await;
+    }
+    let callbacks_due = row.try_get::<Option<bool>, _>("turn_callbacks").map_err(db)?.unwrap_or(true);
+    Ok(Some(Begun { claimed: claimed_from_rows(rows, "turn_more")?, callbacks_due }))
+}
+
 #[async_trait]
 impl DispatchStore for PostgresStore {
     async fn acquire_dispatch(
@@ -269,65 +294,86 @@ impl DispatchStore for PostgresStore {
         Ok(())
     }
 
-    /// One statement: the lease's upsert, and under it (only when it was taken) up to
-    /// `limit + 1` of the tenant's due runs locked (`SKIP LOCKED`), the first `limit` claimed;
-    /// when one is, and the business's rate limiter in this process has no permit it can use,
-    /// a block of its permits taken as well (`byte8_rate_permits`, see
+    /// One statement (`byte8_begin_turn`, migration 0028): the lease's upsert, and under it (only
+    /// when it was taken) up to `limit + 1` of the tenant's due runs locked (`SKIP LOCKED`), the
+    /// first `limit` claimed; when one is, and the business's rate limiter in this process has
+    /// no permit it can use, a block of its permits taken as well (`byte8_rate_permits`, see
     /// `PostgresStore::turn_permits`) and handed to the limiter. Whether a callback is due is
     /// asked as "the business's oldest undelivered callback, due by now?" (`ORDER BY due_at LIMIT
     /// 1`), which only `callbacks_due` answers without reading the rest: asked as an `EXISTS`,
     /// the plans PostgreSQL makes for given values took a sequential scan of every callback as
     /// cheaper to the first match (its estimate of a business's undelivered callbacks is
-    /// thousands when they are none) and read the whole table on each turn.
+    /// thousands when they are none) and read the whole table on each turn. The function keeps
+    /// the query's generic plan (see the migration).
     async fn begin_turn(&self, turn: &TurnStart<'_>) -> Result<Option<Begun>> {
         let statement = sqlx::query(
-            "WITH lease AS (INSERT INTO dispatch_leases AS l (scope, holder, lease_until) VALUES ($1, $2, $4) \
-               ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until \
-               WHERE l.holder = excluded.holder OR l.lease_until <= $3 RETURNING 1 AS held), \
-             cand AS MATERIALIZED (SELECT id FROM runs WHERE EXISTS (SELECT 1 FROM lease) AND scope = $1 AND tenant_id = $5 \
-               AND status IN ('queued', 'running') \
-               AND ((status = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= $3)) \
-                    OR (status = 'running' AND lease_until <= $3)) \
-               ORDER BY id LIMIT $6 + 1 FOR UPDATE SKIP LOCKED), \
-             next AS (SELECT id FROM cand ORDER BY id LIMIT $6), \
-             claimed AS (UPDATE runs SET status = 'running', claim = runs.claim + 1, lease_until = $7, updated_at = $3 \
-               FROM next WHERE runs.id = next.id RETURNING runs.*), \
-             permits AS MATERIALIZED (SELECT byte8_rate_permits($8, $9, $10, $11, $12, $13, $14, $15, $16) AS p \
-               WHERE $8::text IS NOT NULL AND EXISTS (SELECT 1 FROM next)) \
-             SELECT EXISTS (SELECT 1 FROM lease) AS turn_held, (SELECT count(*) FROM cand) > $6 AS turn_more, \
-               COALESCE((SELECT c.due_at FROM callbacks c WHERE c.scope = $1 AND c.tenant_id = $5 \
-                 AND c.delivered_at IS NULL ORDER BY c.due_at LIMIT 1) <= $3, false) AS turn_callbacks, (SELECT p FROM permits) AS turn_permits, claimed.* \
-             FROM (SELECT 1) AS one LEFT JOIN claimed ON true",
+            "SELECT t.turn_held, t.turn_more, t.turn_callbacks, t.turn_permits, (t.run).* FROM \
+             byte8_begin_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) AS t",
         )
         .bind(text(turn.scope))
         .bind(text(turn.holder))
         .bind(turn.now)
         .bind(turn.lease_until)
         .bind(text(turn.tenant))
-        .bind(i64::try_from(turn.limit).unwrap_or(i64::MAX - 1))
+        .bind(claim_limit(turn.limit))
         .bind(turn.run_lease_until);
         // The business's first permits, when a run is claimed and its limiter here has none it can
         // use (`PostgresStore::turn_permits`): the turn's first ledger request then costs no
         // statement of its own.
         let permits = if turn.limit > 0 { self.turn_permits(turn.scope) } else { None };
         let rows = TurnPermits::bind(permits.as_ref(), statement).fetch_all(self.statements()).await.map_err(db)?;
-        let held = match rows.first() {
-            Some(row) => row.try_get::<bool, _>("turn_held").map_err(db)?,
-            None => false,
+        turn_from_rows(&rows, permits.as_ref()).await
+    }
+
+    /// One statement (`byte8_enqueue_turn`, migration 0028): `byte8_enqueue_bound` and, when it
+    /// queued a run, `byte8_begin_turn`, as [`enqueue_once`](DispatchStore::enqueue_once) and
+    /// [`begin_turn`](DispatchStore::begin_turn) bind them. A token without a binding version
+    /// (which this store always gives) takes the two steps.
+    async fn enqueue_and_begin(
+        &self,
+        webhook: &WebhookToken<'_>,
+        run: NewRun,
+        dedupe: Dedupe,
+        turn: &TurnStart<'_>,
+    ) -> Result<(EnqueuedOnce, Option<Begun>)> {
+        turn_on_the_run(&run, turn)?;
+        let Some(version) = webhook.binding_version else {
+            let enqueued = self.enqueue_once(webhook.jti, webhook.expires_at, webhook.now, None, run, dedupe).await?;
+            let begun = match &enqueued {
+                EnqueuedOnce::Queued(Enqueued::New(_) | Enqueued::Collapsed(_)) => self.begin_turn(turn).await?,
+                _ => None,
+            };
+            return Ok((enqueued, begun));
         };
-        if !held {
-            return Ok(None);
-        }
-        if let (Some(permits), Some(row)) = (&permits, rows.first())
-            && let Some(answer) = row.try_get::<Option<Vec<i64>>, _>("turn_permits").map_err(db)?
-        {
-            permits.deposit(&answer).await;
-        }
-        let callbacks_due = match rows.first() {
-            Some(row) => row.try_get::<bool, _>("turn_callbacks").map_err(db)?,
-            None => true,
+        let statement = bind_bound_enqueue(
+            sqlx::query(
+                "SELECT t.kind, t.run_id, t.run_status, t.turn_held, t.turn_more, t.turn_callbacks, t.turn_permits, \
+                 (t.run).* FROM byte8_enqueue_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) AS t",
+            ),
+            version,
+            &replay_key(webhook.jti),
+            webhook.expires_at,
+            webhook.now,
+            &run,
+            dedupe,
+        )
+        .bind(text(turn.holder))
+        .bind(turn.now)
+        .bind(turn.lease_until)
+        .bind(claim_limit(turn.limit))
+        .bind(turn.run_lease_until);
+        let permits = if turn.limit > 0 { self.turn_permits(turn.scope) } else { None };
+        let rows = TurnPermits::bind(permits.as_ref(), statement).fetch_all(self.statements()).await.map_err(db)?;
+        let first = rows.first().ok_or_else(|| Error::internal("byte8_enqueue_turn answered no row"))?;
+        let enqueued = enqueued_from_row(first)?;
+        let begun = match &enqueued {
+            EnqueuedOnce::Queued(Enqueued::New(_) | Enqueued::Collapsed(_)) => {
+                turn_from_rows(&rows, permits.as_ref()).await?
+            }
+            _ => None,
         };
-        Ok(Some(Begun { claimed: claimed_from_rows(&rows, "turn_more")?, callbacks_due }))
+        Ok((enqueued, begun))
     }
 
     /// One statement, however many.

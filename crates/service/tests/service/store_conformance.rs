@@ -509,6 +509,64 @@ async fn postgres_a_turn_that_claims_a_run_takes_its_first_permits() {
     store.release_dispatch(&scope, holder).await.unwrap();
 }
 
+/// The webhook's enqueue that begins the worker's turn (`byte8_enqueue_turn`, migration 0028)
+/// takes the idle business's first permits as the turn's own statement does: the queued run is
+/// claimed, the database's record of the business's permits holds the block of two, and the
+/// run's two ledger requests find them in the process. Its binding checked and its `jti`
+/// recorded in the same statement: the token used again is a replay.
+#[tokio::test]
+async fn postgres_a_webhook_that_begins_the_turn_takes_its_first_permits() {
+    use byte8_ledger_core::{
+        clock::{Clock, SystemClock},
+        http::RateConfig,
+        policy::SyncPolicy,
+        store::{Dedupe, Enqueued, EnqueuedOnce, RunStatus, conformance::tenant_run},
+    };
+    use byte8_ledger_service::store::{
+        ApiKey, Binding, BindingStore, DispatchStore, ReplayCache, TurnStart, WebhookToken,
+    };
+    let Some(url) = pg::url("postgres_a_webhook_that_begins_the_turn_takes_its_first_permits") else { return };
+    let store = pg::store(&url, 4, Some(MasterKey::generate())).await;
+    let (scope, tenant) = (pg::unique("webhook-permits"), pg::unique("webhook-permits-t"));
+    let policy = SyncPolicy::from_json(r#"{"default_tax_rate_id":"GB_STANDARD"}"#).unwrap();
+    let now = SystemClock.now();
+    let binding =
+        Binding::new(&tenant, &scope, "https://shop.example.com", ApiKey::new("k").unwrap(), policy, now).unwrap();
+    store.put_binding(&binding).await.unwrap();
+    let version = store.versioned_binding(&tenant).await.unwrap().unwrap().1;
+    assert!(version.is_some(), "PostgreSQL gives binding versions");
+    let limiter = store.rate_limiter(scope.clone(), RateConfig { requests_per_minute: 200, burst: 10 });
+    let later = now + chrono::Duration::seconds(60);
+    let holder = "webhook-permits/webhook-1";
+    let turn =
+        TurnStart { scope: &scope, tenant: &tenant, holder, now, lease_until: later, run_lease_until: later, limit: 4 };
+    let jti = format!("{tenant}\u{1f}permits");
+    let token =
+        WebhookToken { jti: &jti, expires_at: now.timestamp() + 600, now: now.timestamp(), binding_version: version };
+    let run = tenant_run(&scope, &tenant, "invoice.created:1", "{}");
+    let (queued, begun) = store.enqueue_and_begin(&token, run, Dedupe::Permanent, &turn).await.unwrap();
+    let EnqueuedOnce::Queued(Enqueued::New(id)) = queued else { panic!("the run is queued: {queued:?}") };
+    let begun = begun.expect("the idle business's lease is taken");
+    assert_eq!(
+        begun.claimed.runs.iter().map(|r| (r.id, r.status, r.claim)).collect::<Vec<_>>(),
+        [(id, RunStatus::Running, 1)],
+        "the webhook's run is claimed in the statement that queued it"
+    );
+    assert!(!begun.claimed.more && !begun.callbacks_due, "nothing else waits: {begun:?}");
+    let recent: Vec<i64> = sqlx::query_scalar("SELECT recent FROM rate_limits WHERE key = $1")
+        .bind(&scope)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 2, "the statement took the idle business's block of two");
+    for _ in 0..2 {
+        limiter.reserve().await.unwrap();
+    }
+    assert_eq!(limiter.statements(), 0, "the run's two requests found their permits in the process");
+    assert!(!store.check_and_record(&jti, now.timestamp() + 600, now.timestamp()).await.unwrap(), "the jti is spent");
+    store.release_dispatch(&scope, holder).await.unwrap();
+}
+
 /// The service's look for work (`due_tenants`, every process once a second) reads an entry or two
 /// of each business with open runs or undelivered callbacks, not every run and callback waiting.
 /// On the bench's node (`pg::fill_node`: 1,000 businesses, 70 of them with a run waiting a day,
@@ -582,7 +640,8 @@ async fn the_look_for_work_reads_each_business_not_each_run_waiting() {
 /// with migration 0018's indexes put back. The custom plans PostgreSQL makes for given values (a
 /// statement's first five executions on a connection) of the turn and of the callback claim drop
 /// none either; without migration 0026 (checked), the turn's custom plan read the 2,000
-/// undelivered callbacks of the store that is down through `callbacks_undelivered`.
+/// undelivered callbacks of the store that is down through `callbacks_undelivered`. (Since
+/// migration 0028 the turn's function keeps its generic plan; the custom one is checked still.)
 #[tokio::test]
 async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a_long_history() {
     use byte8_ledger_service::store::{DispatchStore, TurnStart};
@@ -614,24 +673,36 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
         async move { pg::explain_prepared_as(&pool, mode, starts, types, &arguments).await }
     };
     // The turn and the callback claim are explained under generic plans (the connection's) and
-    // under the custom plans PostgreSQL makes for given values.
-    let turn = (
-        "WITH lease AS",
-        "text, text, timestamptz, timestamptz, text, bigint, timestamptz, \
-         text, bigint, integer, bigint, bigint, integer, bigint, bigint, integer",
-        format!(
+    // under the custom plans PostgreSQL makes for given values. The turn's query is the one
+    // `byte8_begin_turn` runs (migration 0028), taken from the function.
+    let turn_query = pg::function_query(store.pool(), "byte8_begin_turn").await;
+    assert!(turn_query.starts_with("WITH lease AS"), "the turn's query: {turn_query}");
+    let explain_turn = |mode: Option<&'static str>| {
+        let (pool, query) = (store.pool().clone(), turn_query.clone());
+        let arguments = format!(
             "'{scope}', 'history-worker', now(), now(), '{tenant}', 4, now(), \
              NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-        ),
-    );
+        );
+        async move {
+            pg::explain_statement_as(
+                &pool,
+                mode,
+                &query,
+                "text, text, timestamptz, timestamptz, text, bigint, timestamptz, \
+                 text, bigint, integer, bigint, bigint, integer, bigint, bigint, integer",
+                &arguments,
+            )
+            .await
+        }
+    };
     let claim = (
         "WITH next AS MATERIALIZED (SELECT run_id FROM callbacks",
         "text, timestamptz, timestamptz, bigint, text",
         format!("'{scope}', now(), now(), 4, '{tenant}'"),
     );
     let plans = [
-        ("begin_turn (custom plan)", explain(CUSTOM, turn.0, turn.1, turn.2.clone()).await),
-        ("begin_turn", explain(None, turn.0, turn.1, turn.2).await),
+        ("begin_turn (custom plan)", explain_turn(CUSTOM).await),
+        ("begin_turn", explain_turn(None).await),
         (
             "dispatch_stats",
             explain(
