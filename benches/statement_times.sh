@@ -17,7 +17,8 @@
 # The statistics are reset when the warm-up ends (the catalogue line printed, then the warm-up's
 # seconds) and kept in table `pgss_LABEL` of the `postgres` database when the window ends, so that
 # two builds can be compared afterwards. "Events" are the webhooks' enqueue statements in that
-# time. Timings are wall time inside the server, not CPU: compare runs made one after the other.
+# time (`byte8_enqueue_bound`, or `byte8_enqueue_turn` when the webhook begins the turn, migration
+# 0028). Timings are wall time inside the server, not CPU: compare runs made one after the other.
 set -euo pipefail
 label=$1 url=$2 bench=$3 serve=$4
 shift 4
@@ -49,13 +50,13 @@ grep -E 'outcomes in|under their limit|CPU per|transactions per|back-fill bench'
 rm -f "$out"
 psql_admin -F ' | ' -c "
     WITH s AS (SELECT * FROM pgss_$label WHERE query NOT LIKE '%pg_stat%' AND query NOT LIKE '%pgss_%'),
-         ev AS (SELECT sum(calls) AS n FROM s WHERE toplevel AND query LIKE '%byte8_enqueue_bound(%')
+         ev AS (SELECT sum(calls) AS n FROM s WHERE toplevel AND (query LIKE '%byte8_enqueue_bound(%' OR query LIKE '%byte8_enqueue_turn(%'))
     SELECT 'per event: statements ' || round((sum(total_exec_time + total_plan_time) FILTER (WHERE toplevel) / ev.n)::numeric, 3)
            || ' ms, of which planning ' || round((sum(total_plan_time) / ev.n)::numeric, 3)
            || ' ms; plans ' || round((sum(plans) / ev.n)::numeric, 2) || ' (' || ev.n || ' events)'
     FROM s, ev GROUP BY ev.n"
 psql_admin -F ' | ' -c "
-    WITH ev AS (SELECT sum(calls) AS n FROM pgss_$label WHERE toplevel AND query LIKE '%byte8_enqueue_bound(%')
+    WITH ev AS (SELECT sum(calls) AS n FROM pgss_$label WHERE toplevel AND (query LIKE '%byte8_enqueue_bound(%' OR query LIKE '%byte8_enqueue_turn(%'))
     SELECT round((calls / ev.n)::numeric, 2) AS per_event, round(((total_exec_time + total_plan_time) / calls)::numeric, 3) AS ms_a_call,
            plans, CASE WHEN toplevel THEN '' ELSE '(nested) ' END || left(regexp_replace(query, '\s+', ' ', 'g'), 90)
     FROM pgss_$label, ev WHERE calls > 0 AND query NOT LIKE '%pg_stat%' AND query NOT LIKE '%pgss_%'

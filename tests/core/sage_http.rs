@@ -1553,6 +1553,28 @@ async fn validation_error_is_not_retried_and_names_the_source() {
     assert_eq!(s.provider.stats().retries(), 0);
 }
 
+/// A created document whose answer does not fit the read model (its `total_amount` not a
+/// number) is a provider error naming the request and the field, not retried and not looked up
+/// (the write is known to have happened: the answer is the problem). The answer is read straight
+/// from its text first; the error comes from the reading through a `Value`, with its path.
+#[tokio::test]
+async fn a_created_document_that_does_not_read_names_the_post_and_the_field() {
+    let s = sage().await;
+    mount_reference(&s.server, 1).await;
+    let mut answer = sage_document("sales_invoices", INVOICE_ID, "MAG-000000123", "30.00", "30.00", "UNPAID");
+    answer["total_amount"] = json!({"not": "a number"});
+    write("POST", "/sales_invoices").respond_with(created(answer)).expect(1).mount(&s.server).await;
+    list("/sales_invoices").respond_with(ok(page(vec![]))).expect(0).mount(&s.server).await;
+    let (inv, p) = (invoice(), policy());
+    let mut items = BTreeMap::new();
+    items.insert("A-1".to_owned(), ItemLink { id: PRODUCT_ID.into(), kind: ItemKind::Product });
+    let e = checked(s.provider.post_invoice(&invoice_request(&inv, &p, &items)).await.unwrap_err());
+    assert_eq!(e.code(), ErrorCode::Provider, "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains("POST /sales_invoices") && text.contains("total_amount"), "{text}");
+    assert!(!e.is_retryable() && !e.outcome_unknown(), "{e:?}");
+}
+
 #[tokio::test]
 async fn umbrella_description_error_is_explained_over_http() {
     let s = sage().await;

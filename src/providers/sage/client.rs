@@ -260,7 +260,7 @@ impl SageClient {
         let url = self.url(path, &[])?;
         let bytes = serde_json::to_vec(body).map_err(|e| Error::internal(format!("cannot serialise {path}: {e}")))?;
         let a = self.execute(Method::POST, url, Some(bytes), false, path).await?;
-        read_json(&a.body, path)
+        read_json(&a.body, format_args!("POST {path}"))
     }
 
     /// PUT a JSON body.
@@ -360,7 +360,7 @@ impl Hooks for SageClient {
 /// always got. The two readings agree on every recorded real Sage answer
 /// (`model_tests::both_readings_agree_on_every_real_sage_answer`); a JSON object with a key
 /// twice is refused by the first and read, keeping the last, by the second.
-pub(crate) fn read_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T> {
+pub(crate) fn read_json<T: DeserializeOwned>(body: &[u8], what: impl std::fmt::Display) -> Result<T> {
     if let Ok(read) = serde_json::from_slice(body) {
         return Ok(read);
     }
@@ -375,7 +375,7 @@ pub(crate) fn read_json<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<
 }
 
 /// Reads a JSON value already parsed, naming the endpoint and the field when it does not fit.
-pub(crate) fn read_value<T: DeserializeOwned>(v: Value, what: &str) -> Result<T> {
+pub(crate) fn read_value<T: DeserializeOwned>(v: Value, what: impl std::fmt::Display) -> Result<T> {
     crate::canonical::read("Sage response", v).map_err(|e| Error::Provider {
         provider: PROVIDER,
         status: None,

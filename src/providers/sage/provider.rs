@@ -80,15 +80,16 @@ impl SageProvider {
 
     /// Posts, and when the outcome is unknown looks the record up before posting again, as often
     /// as the request's retry budget allows ([`ResendBudget`]).
-    async fn post_recovering<B, R, L, Fut>(
+    async fn post_recovering<B, T, R, L, Fut>(
         &self,
         path: &str,
         body: &B,
-        map: impl Fn(Value) -> Result<R> + Send + Sync,
+        map: impl Fn(T) -> R + Send + Sync,
         lookup: L,
     ) -> Result<R>
     where
         B: serde::Serialize + Sync + ?Sized,
+        T: serde::de::DeserializeOwned,
         R: Send,
         L: Fn() -> Fut + Send + Sync,
         Fut: Future<Output = Result<Option<R>>> + Send,
@@ -96,8 +97,10 @@ impl SageProvider {
         let mut budget = ResendBudget::new(self.client.retry);
         let mut round = 0u32;
         loop {
-            match self.client.post::<B, Value>(path, body).await {
-                Ok(v) => return map(v),
+            // The answer read as `T` straight from its text (`client::read_json`), its error
+            // naming the field that does not fit, as "POST {path}".
+            match self.client.post::<B, T>(path, body).await {
+                Ok(answer) => return Ok(map(answer)),
                 Err(e) if e.outcome_unknown() => {
                     tracing::warn!(path, round, error = %e, "write outcome unknown; looking the record up before any second write");
                     if let Some(found) = lookup().await? {
@@ -527,13 +530,7 @@ impl AccountingProvider for SageProvider {
                 transform::fallback_contact(request.policy, request.currency, request.reference, &reference)
             }
         };
-        self.post_recovering(
-            "/contacts",
-            &body,
-            |v| parse::<SageContact>(v, "POST /contacts").map(contact_record),
-            || self.find_contact(request.reference),
-        )
-        .await
+        self.post_recovering("/contacts", &body, contact_record, || self.find_contact(request.reference)).await
     }
 
     async fn update_contact(&self, id: &str, request: &ContactRequest<'_>) -> Result<ContactRecord> {
@@ -579,7 +576,7 @@ impl AccountingProvider for SageProvider {
         let t = transform::item(request.product, request.kind, request.policy, request.idempotency_key)?;
         let path = Self::item_path(request.kind);
         let kind = request.kind;
-        let map = move |v: Value| parse::<SageItem>(v, path).map(|i| item_record(kind, i));
+        let map = move |i: SageItem| item_record(kind, i);
         let code = request.product.sku.clone();
         match &t.request {
             SageItemRequest::Product(b) => self.post_recovering(path, b, map, || self.find_item(kind, &code)).await,
@@ -620,14 +617,7 @@ impl AccountingProvider for SageProvider {
                 .and_then(|m| parse::<SageTransaction>(m, "/stock_movements").ok())
                 .map(transaction_record))
         };
-        self.post_recovering(
-            "/stock_movements",
-            &body,
-            |v| parse::<SageTransaction>(v, "POST /stock_movements").map(transaction_record),
-            lookup,
-        )
-        .await
-        .map(Some)
+        self.post_recovering("/stock_movements", &body, transaction_record, lookup).await.map(Some)
     }
 
     async fn post_invoice(&self, request: &InvoiceRequest<'_>) -> Result<DocumentRecord> {
@@ -645,7 +635,7 @@ impl AccountingProvider for SageProvider {
         self.post_recovering(
             "/sales_invoices",
             &t.request,
-            |v| parse::<SageDocument>(v, "POST /sales_invoices").map(|d| document_record(DocumentKind::Invoice, d)),
+            |d: SageDocument| document_record(DocumentKind::Invoice, d),
             || self.find_document(DocumentKind::Invoice, &doc_ref),
         )
         .await
@@ -667,10 +657,7 @@ impl AccountingProvider for SageProvider {
         self.post_recovering(
             "/sales_credit_notes",
             &t.request,
-            |v| {
-                parse::<SageDocument>(v, "POST /sales_credit_notes")
-                    .map(|d| document_record(DocumentKind::CreditNote, d))
-            },
+            |d: SageDocument| document_record(DocumentKind::CreditNote, d),
             || self.find_document(DocumentKind::CreditNote, &doc_ref),
         )
         .await
@@ -729,20 +716,15 @@ impl AccountingProvider for SageProvider {
         // Look up by what was posted: a receipt with nothing to allocate settles no invoice.
         let ids: Vec<&str> =
             if body.contact_payment.allocated_artefacts.is_empty() { Vec::new() } else { vec![request.invoice_id] };
-        self.post_recovering(
-            "/contact_payments",
-            &body,
-            |v| parse::<SageTransaction>(v, "POST /contact_payments").map(transaction_record),
-            || {
-                let lookup = TransactionLookup {
-                    contact_id: request.contact_id,
-                    reference: payment_ref.as_deref(),
-                    date,
-                    artefact_ids: &ids,
-                };
-                async move { self.find_transaction(TransactionKind::Payment, &lookup).await }
-            },
-        )
+        self.post_recovering("/contact_payments", &body, transaction_record, || {
+            let lookup = TransactionLookup {
+                contact_id: request.contact_id,
+                reference: payment_ref.as_deref(),
+                date,
+                artefact_ids: &ids,
+            };
+            async move { self.find_transaction(TransactionKind::Payment, &lookup).await }
+        })
         .await
     }
 
@@ -762,20 +744,15 @@ impl AccountingProvider for SageProvider {
             Some(request.idempotency_key),
         );
         let ids = [request.invoice_id, request.credit_note_id];
-        self.post_recovering(
-            "/contact_allocations",
-            &body,
-            |v| parse::<SageTransaction>(v, "POST /contact_allocations").map(transaction_record),
-            || {
-                let lookup = TransactionLookup {
-                    contact_id: request.contact_id,
-                    reference: None,
-                    date: request.date,
-                    artefact_ids: &ids,
-                };
-                async move { self.find_transaction(TransactionKind::Allocation, &lookup).await }
-            },
-        )
+        self.post_recovering("/contact_allocations", &body, transaction_record, || {
+            let lookup = TransactionLookup {
+                contact_id: request.contact_id,
+                reference: None,
+                date: request.date,
+                artefact_ids: &ids,
+            };
+            async move { self.find_transaction(TransactionKind::Allocation, &lookup).await }
+        })
         .await
     }
 
@@ -816,20 +793,15 @@ impl AccountingProvider for SageProvider {
         );
         let refund_ref = body.contact_payment.reference.clone();
         let ids = [request.credit_note_id];
-        self.post_recovering(
-            "/contact_payments",
-            &body,
-            |v| parse::<SageTransaction>(v, "POST /contact_payments").map(transaction_record),
-            || {
-                let lookup = TransactionLookup {
-                    contact_id: request.contact_id,
-                    reference: refund_ref.as_deref(),
-                    date: request.date,
-                    artefact_ids: &ids,
-                };
-                async move { self.find_transaction(TransactionKind::Refund, &lookup).await }
-            },
-        )
+        self.post_recovering("/contact_payments", &body, transaction_record, || {
+            let lookup = TransactionLookup {
+                contact_id: request.contact_id,
+                reference: refund_ref.as_deref(),
+                date: request.date,
+                artefact_ids: &ids,
+            };
+            async move { self.find_transaction(TransactionKind::Refund, &lookup).await }
+        })
         .await
     }
 
