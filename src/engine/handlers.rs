@@ -284,6 +284,44 @@ impl SyncEngine {
         Ok(found)
     }
 
+    /// [`get_or_intent`](Self::get_or_intent) of `(kind, key)` and [`read_ahead`](Self::read_ahead)
+    /// of `ahead`, in one store call when both need the store
+    /// (`XrefStore::get_or_put_intent_reading`): an invoice's entry, the intent that guards its
+    /// post and its contact's and items' entries cost one round trip, not two. Inside a run, what
+    /// the store answered is kept as `get_or_intent` and `read_ahead` keep it.
+    pub(crate) async fn get_or_intent_reading(
+        &self,
+        kind: XrefKind,
+        key: &str,
+        intent: &Xref,
+        ahead: &[(XrefKind, &str)],
+    ) -> Result<Option<Xref>> {
+        let held = HeldXrefs::current();
+        let known = |k: XrefKind, name: &str| {
+            held.as_ref().is_some_and(|h| h.get(k, name).is_some() || h.read(k, name).is_some())
+        };
+        let mut unread: Vec<(XrefKind, &str)> = Vec::new();
+        for &(k, name) in ahead {
+            if (k, name) != (kind, key) && !known(k, name) && !unread.contains(&(k, name)) {
+                unread.push((k, name));
+            }
+        }
+        if known(kind, key) || unread.is_empty() {
+            let found = self.get_or_intent(kind, key, intent).await?;
+            self.read_ahead(ahead).await?;
+            return Ok(found);
+        }
+        let (found, stored) = self.store.get_or_put_intent_reading(&self.scope, kind, key, intent, &unread).await?;
+        if let Some(h) = &held {
+            h.remember(kind, key, Some(found.clone().unwrap_or_else(|| intent.clone())));
+            for &(k, name) in &unread {
+                let x = stored.iter().find(|(sk, sname, _)| *sk == k && sname == name).map(|(_, _, x)| x.clone());
+                h.remember(k, name, x);
+            }
+        }
+        Ok(found)
+    }
+
     /// The cross-reference entries of `kind` whose key starts with `prefix`, the run's own held
     /// ones in place of the store's.
     pub(crate) async fn list_xrefs(&self, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {
@@ -449,9 +487,10 @@ impl SyncEngine {
 
     /// Posts an invoice (after [`invoice_skip`]'s checks).
     ///
-    /// The invoice's cross-reference is read, and its intent written when it has none, in one
-    /// call ([`get_or_intent`](Self::get_or_intent)), before the contact is resolved: a new
-    /// invoice costs one round trip to the store there, not two. An intent left by an attempt
+    /// The invoice's cross-reference is read, and its intent written when it has none, with its
+    /// contact's and items' entries read ahead, in one call
+    /// ([`get_or_intent_reading`](Self::get_or_intent_reading)), before the contact is resolved:
+    /// a new invoice costs one round trip to the store there, not three. An intent left by an attempt
     /// that failed before its post (a contact refused, the ledger unreachable) only makes the
     /// next attempt look the invoice up by reference first, as after a crash. An intent found
     /// (an earlier attempt's) is written again with this attempt's reference before the post,
@@ -464,20 +503,19 @@ impl SyncEngine {
         let (reference, caps) = self.context().await?;
         let doc_ref = self.reference_of(policy, &inv.increment_id, &caps);
         let intent = Xref::intent(Some(doc_ref.clone()), json!({}), self.clock.now());
-        let existing = self.get_or_intent(XrefKind::Invoice, &key, &intent).await?;
-        if let Some(decided) = already_posted(existing.as_ref()) {
-            return Ok(decided);
-        }
         // The contact carries the buyer's VAT number, the invoice's own when the contact has none.
         let buyer = inv.buyer();
-        // The buyer's contact entry and the lines' items, read ahead in one store call: the
-        // steps below find them there.
+        // The buyer's contact entry and the lines' items, read ahead with the invoice's entry and
+        // intent in one store call: the steps below find them there.
         let own_contact = contact_key(&ContactSubject::of(&buyer), contact_currency(inv.currency, &reference, &caps));
         let mut ahead = vec![(XrefKind::Contact, own_contact.as_str())];
         if policy.sync_products {
             ahead.extend(inv.lines.iter().map(|l| (XrefKind::Item, l.sku.as_str())));
         }
-        self.read_ahead(&ahead).await?;
+        let existing = self.get_or_intent_reading(XrefKind::Invoice, &key, &intent, &ahead).await?;
+        if let Some(decided) = already_posted(existing.as_ref()) {
+            return Ok(decided);
+        }
         let contact_id = self
             .contact_for(&buyer, inv.currency, inv.grand_total, policy, &reference, &caps, &event.idempotency_key)
             .await?;

@@ -623,6 +623,69 @@ pub async fn intents_are_stored_only_where_nothing_is(store: &dyn Store, scope: 
     assert_eq!(store.get_or_put_intent(&other, XrefKind::Invoice, "2003", &mine).await.expect("scope"), None);
 }
 
+/// `get_or_put_intent_reading` is `get_or_put_intent` and `get_xrefs` answered together: the
+/// intent stored only where its key has no entry (the entry found answered untouched), and the
+/// entries among the keys read ahead, each once, nothing of a key without an entry, of another
+/// kind or business; with more keys than one statement reads (PostgreSQL reads eight with the
+/// intent, the rest after) and with none.
+pub async fn intents_are_stored_with_the_entries_read_ahead(store: &dyn Store, scope: &str) {
+    let at = |s: i64| t0() + chrono::Duration::seconds(s);
+    let item = |id: &str| Xref::done(id.to_owned(), Some(id.to_owned()), json!({"kind": "product"}), at(1));
+    let contact = Xref::done("C-1".into(), Some("C-1".into()), json!({}), at(2));
+    store.put_xref(scope, XrefKind::Contact, "c@example.com", &contact).await.expect("put");
+    for sku in ["SKU-1", "SKU-3", "SKU-9", "SKU-10"] {
+        store.put_xref(scope, XrefKind::Item, sku, &item(sku)).await.expect("put");
+    }
+    store.put_xref(&format!("{scope}-other"), XrefKind::Item, "SKU-2", &item("X")).await.expect("put");
+    store.put_xref(scope, XrefKind::Contact, "SKU-2", &contact).await.expect("put");
+    let mine = Xref::intent(Some("MAG-5".into()), json!({}), at(3));
+    let sorted = |mut v: Vec<(XrefKind, String, Xref)>| {
+        v.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+        v
+    };
+    let ahead = [
+        (XrefKind::Contact, "c@example.com"),
+        (XrefKind::Item, "SKU-1"),
+        (XrefKind::Item, "SKU-2"),
+        (XrefKind::Item, "SKU-1"),
+    ];
+    let (found, read) =
+        store.get_or_put_intent_reading(scope, XrefKind::Invoice, "5001", &mine, &ahead).await.expect("intent reading");
+    assert_eq!(found, None, "intents_with_reads: nothing there, stored");
+    assert_eq!(
+        store.get_xref(scope, XrefKind::Invoice, "5001").await.expect("get"),
+        Some(mine.clone()),
+        "intents_with_reads: the intent as given"
+    );
+    assert_eq!(
+        sorted(read),
+        vec![
+            (XrefKind::Contact, "c@example.com".to_owned(), contact.clone()),
+            (XrefKind::Item, "SKU-1".to_owned(), item("SKU-1")),
+        ],
+        "intents_with_reads: the entries read ahead, each once (none of another kind or business)"
+    );
+    // An entry found is answered as it is; more keys than one block; none.
+    let done = Xref::done("SAGE-6".into(), Some("MAG-6".into()), json!({"total": "2.00"}), at(4));
+    store.put_xref(scope, XrefKind::Invoice, "5002", &done).await.expect("put");
+    let many: Vec<String> = (1..=12).map(|i| format!("SKU-{i}")).collect();
+    let many: Vec<(XrefKind, &str)> = many.iter().map(|k| (XrefKind::Item, k.as_str())).collect();
+    let (found, read) =
+        store.get_or_put_intent_reading(scope, XrefKind::Invoice, "5002", &mine, &many).await.expect("intent reading");
+    assert_eq!(found, Some(done.clone()), "intents_with_reads: the entry found, answered");
+    assert_eq!(
+        store.get_xref(scope, XrefKind::Invoice, "5002").await.expect("get"),
+        Some(done),
+        "intents_with_reads: left as it was"
+    );
+    let keys: Vec<String> = sorted(read).into_iter().map(|(_, k, _)| k).collect();
+    assert_eq!(keys, ["SKU-1", "SKU-10", "SKU-3", "SKU-9"], "intents_with_reads: every entry of twelve keys");
+    let (found, read) =
+        store.get_or_put_intent_reading(scope, XrefKind::Invoice, "5003", &mine, &[]).await.expect("intent reading");
+    assert_eq!((found, read), (None, Vec::new()), "intents_with_reads: nothing read ahead");
+    assert_eq!(store.get_xref(scope, XrefKind::Invoice, "5003").await.expect("get"), Some(mine));
+}
+
 /// `get_xrefs` answers the entries among the `(kind, key)`s asked, each once, and nothing of a
 /// key without an entry, of a kind not asked with it, or of another business.
 pub async fn xrefs_are_read_many_at_once(store: &dyn Store, scope: &str) {
@@ -737,6 +800,7 @@ pub async fn run_all(store: &dyn Store, scope: &str) {
     counts_are_per_scope(store, &format!("{scope}-counts")).await;
     xrefs_round_trip(store, &format!("{scope}-xrefs")).await;
     intents_are_stored_only_where_nothing_is(store, &format!("{scope}-intents")).await;
+    intents_are_stored_with_the_entries_read_ahead(store, &format!("{scope}-intents-ahead")).await;
     xrefs_are_read_many_at_once(store, &format!("{scope}-many")).await;
     connections_and_tokens_round_trip(store, &format!("{scope}-connections")).await;
     audit::run_all(store, &format!("{scope}-audit")).await;

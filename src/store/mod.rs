@@ -736,6 +736,25 @@ pub trait XrefStore: fmt::Debug + Send + Sync {
         self.put_xref(scope, kind, key, intent).await?;
         Ok(None)
     }
+
+    /// [`get_or_put_intent`](Self::get_or_put_intent) of `(kind, key)` and
+    /// [`get_xrefs`](Self::get_xrefs) of `ahead`, answered together: the engine's read of an
+    /// invoice's entry with the intent that guards its post, and its read ahead of the buyer's
+    /// contact and the lines' items. One round trip on PostgreSQL, which overrides this default
+    /// (the two calls); there `(kind, key)` among `ahead` is answered as it was before the
+    /// intent, so a caller leaves it out.
+    async fn get_or_put_intent_reading(
+        &self,
+        scope: &str,
+        kind: XrefKind,
+        key: &str,
+        intent: &Xref,
+        ahead: &[(XrefKind, &str)],
+    ) -> Result<(Option<Xref>, Vec<(XrefKind, String, Xref)>)> {
+        let found = self.get_or_put_intent(scope, kind, key, intent).await?;
+        let read = self.get_xrefs(scope, ahead).await?;
+        Ok((found, read))
+    }
 }
 
 /// Which provider a connection is to.

@@ -248,6 +248,18 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Closes the store's pool, as `PgPool::close` does, once the connections its statements keep
+    /// between them ([`Statements`]) are back in it: `close` on the pool alone waits for every
+    /// connection out of the pool, and so, for good, for those (a test that closed a store's pool
+    /// this way hung now and then). Statements run after it fail as on a closed pool.
+    pub async fn close(&self) {
+        // Marked closed when called (before it is awaited): a statement ending after this gives
+        // its connection back rather than keep it.
+        let closed = self.pool.close();
+        self.statements.release_kept();
+        closed.await;
+    }
+
     /// The executor of single statements that keeps a few of the pool's connections between
     /// them, sparing the pool's test of each connection it gets back (a round trip): what the
     /// store's own statements run on, and what a crate above runs its frequent ones on.
@@ -1115,6 +1127,49 @@ fn bind_xref<'q>(
         .bind(xref.updated_at)
 }
 
+/// An entry as `get_xrefs` reads it: its kind, its key and the entry.
+fn entry_from(row: &PgRow) -> Result<(XrefKind, String, Xref)> {
+    let kind: String = row.try_get("kind").map_err(db)?;
+    let kind = XrefKind::parse(&kind)
+        .ok_or_else(|| Error::internal(format!("xrefs.kind: `{kind}` is not a kind this crate writes")))?;
+    Ok((kind, row.try_get("key").map_err(db)?, xref_from(row)?))
+}
+
+/// Whether an intent's statement inserted it (its column `inserted`).
+fn row_inserted(row: &PgRow) -> Result<bool> {
+    row.try_get::<bool, _>("inserted").map_err(db)
+}
+
+/// `get_or_put_intent`'s statement (the intent `$1` … `$8`) with `get_xrefs`' read of `width`
+/// keys (a power of two up to [`XREF_READ_BLOCK`], from `$9`) after a `UNION ALL`: the intent's
+/// row first (`own`, and whether it was `inserted`), then an entry's row for each key read. Four
+/// statements, each prepared once a connection, as `xref_read_statement`'s.
+fn xref_intent_read_statement(width: usize) -> &'static str {
+    static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let statements = STATEMENTS.get_or_init(|| {
+        (0..=XREF_READ_BLOCK.trailing_zeros())
+            .map(|power| {
+                let places: Vec<String> =
+                    (0..1usize << power).map(|i| format!("(${}, ${})", 9 + 2 * i, 10 + 2 * i)).collect();
+                format!(
+                    "WITH ins AS ( \
+                       INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (scope, kind, key) DO NOTHING RETURNING 1 \
+                     ) \
+                     SELECT true AS own, EXISTS (SELECT 1 FROM ins) AS inserted, x.* FROM (SELECT 1) AS one \
+                       LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3 \
+                     UNION ALL \
+                     SELECT false, false, x.* FROM (VALUES {}) AS k(kind, key) \
+                       JOIN xrefs x ON x.scope = $1 AND x.kind = k.kind AND x.key = k.key",
+                    places.join(", ")
+                )
+            })
+            .collect()
+    });
+    let index = usize::try_from(width.max(1).trailing_zeros()).unwrap_or(0).min(statements.len() - 1);
+    &statements[index]
+}
+
 #[async_trait]
 impl XrefStore for PostgresStore {
     async fn get_xref(&self, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
@@ -1162,14 +1217,7 @@ impl XrefStore for PostgresStore {
             }
             rows.extend(query.fetch_all(&self.statements).await.map_err(db)?);
         }
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind").map_err(db)?;
-                let kind = XrefKind::parse(&kind)
-                    .ok_or_else(|| Error::internal(format!("xrefs.kind: `{kind}` is not a kind this crate writes")))?;
-                Ok((kind, r.try_get("key").map_err(db)?, xref_from(r)?))
-            })
-            .collect()
+        rows.iter().map(entry_from).collect()
     }
 
     /// One statement: the intent is inserted unless the key has an entry, and the entry read in
@@ -1186,7 +1234,7 @@ impl XrefStore for PostgresStore {
              LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3",
         );
         let row = bind_xref(q, scope, kind, key, intent).fetch_one(&self.statements).await.map_err(db)?;
-        if row.try_get::<bool, _>("inserted").map_err(db)? {
+        if row_inserted(&row)? {
             return Ok(None);
         }
         if row.try_get::<Option<String>, _>("state").map_err(db)?.is_some() {
@@ -1194,6 +1242,61 @@ impl XrefStore for PostgresStore {
         }
         // Inserted by another writer after this statement's snapshot: read it now.
         self.get_xref(scope, kind, key).await
+    }
+
+    /// One statement when `ahead` holds at most [`XREF_READ_BLOCK`] keys: `get_or_put_intent`'s
+    /// insert and read, and `get_xrefs`' read of one block (`xref_intent_read_statement`), their
+    /// rows told apart by the column `own`. Further keys are read as `get_xrefs` reads them.
+    async fn get_or_put_intent_reading(
+        &self,
+        scope: &str,
+        kind: XrefKind,
+        key: &str,
+        intent: &Xref,
+        ahead: &[(XrefKind, &str)],
+    ) -> Result<(Option<Xref>, Vec<(XrefKind, String, Xref)>)> {
+        let asked: Vec<(&str, Cow<'_, str>)> = ahead
+            .iter()
+            .map(|(kind, key)| (kind.as_str(), text(key)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let Some(first) = asked.chunks(XREF_READ_BLOCK).next() else {
+            return Ok((self.get_or_put_intent(scope, kind, key, intent).await?, Vec::new()));
+        };
+        let width = first.len().next_power_of_two();
+        let mut query = bind_xref(sqlx::query(xref_intent_read_statement(width)), scope, kind, key, intent);
+        for (kind, key) in first.iter().map(|(k, v)| (*k, v.as_ref())).chain(std::iter::repeat(("", ""))).take(width) {
+            query = query.bind(kind).bind(key);
+        }
+        let rows = query.fetch_all(&self.statements).await.map_err(db)?;
+        let mut found = None;
+        let mut read = Vec::new();
+        for row in &rows {
+            if row.try_get::<bool, _>("own").map_err(db)? {
+                found = Some(row);
+            } else {
+                read.push(entry_from(row)?);
+            }
+        }
+        let own = found.ok_or_else(|| Error::internal("the intent's statement answered no row of its own"))?;
+        let found = if row_inserted(own)? {
+            None
+        } else if own.try_get::<Option<String>, _>("state").map_err(db)?.is_some() {
+            Some(xref_from(own)?)
+        } else {
+            // Inserted by another writer after this statement's snapshot: read it now.
+            self.get_xref(scope, kind, key).await?
+        };
+        let rest: Vec<(XrefKind, &str)> = ahead
+            .iter()
+            .copied()
+            .filter(|(k, name)| !first.iter().any(|(fk, fname)| *fk == k.as_str() && fname.as_ref() == text(name)))
+            .collect();
+        if !rest.is_empty() {
+            read.extend(self.get_xrefs(scope, &rest).await?);
+        }
+        Ok((found, read))
     }
 
     async fn list_xrefs(&self, scope: &str, kind: XrefKind, prefix: &str) -> Result<Vec<(String, Xref)>> {

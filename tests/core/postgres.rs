@@ -1107,7 +1107,7 @@ async fn a_claim_reads_only_the_open_runs_of_a_business_with_a_long_history() {
         &format!("now(), '{scope}'"),
     )
     .await;
-    store.pool().close().await;
+    store.close().await;
     database.drop().await;
     for (what, plan) in [("claim_next", &plan), ("release_leases", &release)] {
         assert!(plan.iter().any(|line| line.contains("Index Scan")), "{what}: an index's range: {plan:#?}");
@@ -1154,7 +1154,7 @@ async fn listing_a_customers_contacts_reads_only_their_keys() {
         "'shop', 'contact', 'customer:5:', 'customer:5;'",
     )
     .await;
-    store.pool().close().await;
+    store.close().await;
     database.drop().await;
     assert!(plan.iter().any(|line| line.contains("Index Scan using xrefs_pkey")), "the primary key's range: {plan:#?}");
     assert_eq!(pg::rows_removed_by_filter(&plan, "xrefs"), 0, "no other customer's key read: {plan:#?}");
@@ -1363,4 +1363,30 @@ async fn a_failed_or_abandoned_statement_gives_its_connection_back_and_the_next_
     };
     assert_eq!(got, None);
     assert_ne!(backend_pid(&store).await, pid, "a new connection");
+}
+
+/// `PostgresStore::close` closes the pool once the connections its statements keep between them
+/// are back: the pool's own `close` waits for every connection out of it, and so for a kept one
+/// for good (the conformance suite, which closed its store's pool that way, hung now and then).
+/// The bounds turn a hang into a failure; they are not timings.
+#[tokio::test]
+async fn closing_the_store_gives_back_the_connections_its_statements_keep() {
+    let Some(url) = pg::url("closing_the_store_gives_back_the_connections_its_statements_keep") else { return };
+    let store = pg::store(&url, 8, None).await;
+    // Statements at once, as the conformance suite's races run them: each takes a connection,
+    // and half the pool's are kept afterwards.
+    let statements = (0..8).map(|_| sqlx::query_scalar::<_, i64>("SELECT 1::bigint").fetch_one(store.statements()));
+    for answer in join_all(statements).await {
+        answer.unwrap();
+    }
+    assert!(store.statements().kept_now() > 0, "connections are kept between statements");
+    let pool_alone = tokio::time::timeout(std::time::Duration::from_secs(2), store.pool().close()).await;
+    assert!(pool_alone.is_err(), "the pool's close alone waits for the kept connection");
+    tokio::time::timeout(std::time::Duration::from_secs(60), store.close()).await.expect("the store closes");
+    assert!(store.pool().is_closed());
+    assert_eq!(store.statements().kept_now(), 0, "nothing kept");
+    assert!(
+        sqlx::query_scalar::<_, i64>("SELECT 1::bigint").fetch_one(store.statements()).await.is_err(),
+        "a statement after closing fails as on a closed pool"
+    );
 }

@@ -72,6 +72,15 @@ impl Statements {
         Self { pool, kept: Arc::default(), keep }
     }
 
+    /// Gives every kept connection back to the pool. The pool's `close` waits for every
+    /// connection out of it, so one kept here would keep it waiting for good
+    /// ([`PostgresStore::close`](super::PostgresStore::close)). A statement that ends after the
+    /// pool is closed gives its connection back too.
+    pub(crate) fn release_kept(&self) {
+        let kept = self.kept.lock().map(|mut k| std::mem::take(&mut *k)).unwrap_or_default();
+        drop(kept);
+    }
+
     /// How many connections are kept now (between statements, out of the pool).
     pub fn kept_now(&self) -> usize {
         self.kept.lock().map_or(0, |k| k.len())
@@ -96,7 +105,7 @@ impl Statements {
     /// warned of acquires slower than 2 s by the hundred).
     fn put_back(&self, k: Kept) {
         let saturated = self.pool.num_idle() == 0 && self.pool.size() >= self.pool.options().get_max_connections();
-        if saturated {
+        if saturated || self.pool.is_closed() {
             return;
         }
         if let Ok(mut kept) = self.kept.lock()

@@ -159,7 +159,7 @@ async fn postgres_service_store_conforms() {
     let database = pg::OwnDatabase::create(&url).await;
     let store = pg::store_in(&database, 8, Some(MasterKey::generate())).await;
     service_conformance::run_all(&store, &pg::unique("pg")).await;
-    store.pool().close().await;
+    store.close().await;
     database.drop().await;
 }
 
@@ -450,7 +450,7 @@ async fn postgres_replay_record_reads_only_expired_keys() {
             assert_eq!(after, before + 1, "the new key is in, nothing went");
         }
     }
-    pool.close().await;
+    store.close().await;
     database.drop().await;
 }
 
@@ -620,7 +620,7 @@ async fn the_look_for_work_reads_each_business_not_each_run_waiting() {
         let starts = "WITH RECURSIVE open_pairs";
         plans.push((mode, pg::explain_prepared_as(store.pool(), Some(mode), starts, "timestamptz", "now()").await));
     }
-    store.pool().close().await;
+    store.close().await;
     database.drop().await;
     for (mode, plan) in &plans {
         let (runs, callbacks) = (pg::rows_read(plan, "runs"), pg::rows_read(plan, "callbacks"));
@@ -717,7 +717,7 @@ async fn a_turn_and_the_health_tile_read_only_the_open_runs_of_a_business_with_a
         ("claim_callbacks (custom plan)", explain(CUSTOM, claim.0, claim.1, claim.2.clone()).await),
         ("claim_callbacks", explain(None, claim.0, claim.1, claim.2).await),
     ];
-    store.pool().close().await;
+    store.close().await;
     database.drop().await;
     for (what, plan) in &plans {
         assert!(plan.iter().any(|line| line.contains("Scan")), "{what}: a plan: {plan:#?}");

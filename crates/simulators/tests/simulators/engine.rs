@@ -2167,8 +2167,9 @@ struct Watched {
     done_at_once: std::sync::atomic::AtomicUsize,
     fail_finishes: std::sync::atomic::AtomicUsize,
     finished: std::sync::Mutex<Vec<Vec<(XrefKind, String, Xref)>>>,
-    /// Every store call on the cross-references, in order: `get`, `put`, `get_or_put` or
-    /// `get_many` (once per kind it asks for), with the kind.
+    /// Every store call on the cross-references, in order: `get`, `put`, `get_or_put`,
+    /// `get_many` (once per kind it asks for), or `get_or_put_reading` (the intent's kind) with
+    /// `read_with_intent` (once per kind it reads ahead), with the kind.
     calls: std::sync::Mutex<Vec<(&'static str, XrefKind)>>,
     /// Store calls that read cross-references (one statement each on PostgreSQL): `get`,
     /// `get_many`, `get_or_put` and listings.
@@ -2275,6 +2276,28 @@ impl XrefStore for Watched {
             self.intents_at_once.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         Ok(found)
+    }
+    async fn get_or_put_intent_reading(
+        &self,
+        scope: &str,
+        kind: XrefKind,
+        key: &str,
+        intent: &Xref,
+        ahead: &[(XrefKind, &str)],
+    ) -> Result<(Option<Xref>, Vec<(XrefKind, String, Xref)>)> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut kinds: Vec<XrefKind> = ahead.iter().map(|(k, _)| *k).collect();
+        kinds.dedup();
+        {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(("get_or_put_reading", kind));
+            calls.extend(kinds.into_iter().map(|k| ("read_with_intent", k)));
+        }
+        let (found, read) = self.inner.get_or_put_intent_reading(scope, kind, key, intent, ahead).await?;
+        if found.is_none() {
+            self.intents_at_once.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok((found, read))
     }
     async fn get_xrefs(&self, scope: &str, keys: &[(XrefKind, &str)]) -> Result<Vec<(XrefKind, String, Xref)>> {
         let mut kinds: Vec<XrefKind> = keys.iter().map(|(k, _)| *k).collect();
@@ -2383,8 +2406,9 @@ async fn a_new_customers_invoice_writes_its_intent_at_once_and_its_done_records_
     assert_eq!(invoice(&w.biz(), "000002202").contact_id, posted.contact_id);
 }
 
-/// An invoice's cross-reference is read and its intent written in one store call: no separate
-/// read of the invoice's entry, no second write of its intent on a first attempt. An attempt that
+/// An invoice's cross-reference is read and its intent written in one store call, with its
+/// contact's entry read ahead: no separate read of the invoice's entry, no second write of its
+/// intent on a first attempt. An attempt that
 /// fails before the post (Sage refuses the new contact with a 500 more often than the client's
 /// retry budget allows) leaves the intent; the next attempt (the run's retry at its end) finds
 /// it, looks the invoice up by reference (not there), writes the intent again and posts once.
@@ -2395,7 +2419,16 @@ async fn an_invoices_entry_is_read_and_its_intent_written_in_one_call_and_a_fail
     let engine = engine_over(&w, &store, policy(json!({})));
     let jane = registered(7, "Jane", "Doe", None);
     synced(&engine.sync_line(&invoice_created(&invoice_entity(2401, "GBP", &jane))).await.unwrap());
-    assert_eq!(store.calls(XrefKind::Invoice), vec!["get_or_put"], "one call for the invoice's entry before the post");
+    assert_eq!(
+        store.calls(XrefKind::Invoice),
+        vec!["get_or_put_reading"],
+        "one call for the invoice's entry before the post"
+    );
+    assert_eq!(
+        store.calls(XrefKind::Contact).first(),
+        Some(&"read_with_intent"),
+        "its contact's entry read in that same call"
+    );
     assert_eq!(store.at_once(), (1, 0), "its intent, written by that call");
     assert_eq!(w.served("GET /sales_invoices"), 0, "a new invoice is not looked up");
 
@@ -2407,7 +2440,7 @@ async fn an_invoices_entry_is_read_and_its_intent_written_in_one_call_and_a_fail
     let id = synced(&engine.sync_run(&[line.as_str()]).await.unwrap()[0]);
     assert_eq!(
         store.calls(XrefKind::Invoice),
-        vec!["get_or_put", "get_or_put", "get_or_put", "put"],
+        vec!["get_or_put_reading", "get_or_put_reading", "get_or_put_reading", "put"],
         "the second invoice: its intent written by the first attempt, found and written again by the retry"
     );
     assert_eq!(w.served("GET /sales_invoices"), 1, "the retry looks the invoice up by its reference first");
@@ -2416,7 +2449,8 @@ async fn an_invoices_entry_is_read_and_its_intent_written_in_one_call_and_a_fail
 }
 
 /// A new product's item entry is read and its intent written in one call; an invoice's items
-/// are read in one call whatever its number of lines, with its contact's entry (each line of a
+/// are read in one call whatever its number of lines, with its contact's entry and its own entry
+/// and intent (each line of a
 /// known product carries its item, a line of an unknown one none).
 #[tokio::test]
 async fn a_new_items_intent_and_an_invoices_items_cost_one_store_call_each() {
@@ -2443,10 +2477,15 @@ async fn a_new_items_intent_and_an_invoices_items_cost_one_store_call_each() {
     synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
     assert_eq!(
         store.calls(XrefKind::Item),
-        vec!["get_or_put", "get_or_put", "get_many"],
+        vec!["get_or_put", "get_or_put", "read_with_intent"],
         "the invoice's items: one call"
     );
-    assert_eq!(store.calls(XrefKind::Contact), vec!["get_many"], "its contact's entry: read in that same call");
+    assert_eq!(store.calls(XrefKind::Contact), vec!["read_with_intent"], "its contact's entry: read in that same call");
+    assert_eq!(
+        store.calls(XrefKind::Invoice),
+        vec!["get_or_put_reading"],
+        "the same call: the invoice's own entry and intent"
+    );
 
     let b = w.biz();
     let item_of = |code: &str| b.items.iter().find(|i| i.code == code).map(|i| i.id.as_str());
