@@ -1244,7 +1244,7 @@ impl XrefStore for PostgresStore {
         self.get_xref(scope, kind, key).await
     }
 
-    /// One statement when `ahead` holds at most [`XREF_READ_BLOCK`] keys: `get_or_put_intent`'s
+    /// One statement when `ahead` holds at most eight keys (`XREF_READ_BLOCK`): `get_or_put_intent`'s
     /// insert and read, and `get_xrefs`' read of one block (`xref_intent_read_statement`), their
     /// rows told apart by the column `own`. Further keys are read as `get_xrefs` reads them.
     async fn get_or_put_intent_reading(
