@@ -555,16 +555,29 @@ const XREF_READ_BLOCK: usize = 8;
 /// (`pg_stat_statements`, `bench_service` at 1,000 tenants).
 fn xref_read_statement(width: usize) -> &'static str {
     static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let statements = STATEMENTS.get_or_init(|| {
+    block_statement(&STATEMENTS, 2, width, |places| {
+        format!(
+            "SELECT x.* FROM (VALUES {places}) AS k(kind, key) \
+             JOIN xrefs x ON x.scope = $1 AND x.kind = k.kind AND x.key = k.key"
+        )
+    })
+}
+
+/// The statement for `width` keys (a power of two up to [`XREF_READ_BLOCK`]) of a family built
+/// once into `statements`: `build` writes one around its `VALUES` places, `($first, $first+1)`,
+/// … (each key's kind and name).
+fn block_statement(
+    statements: &'static std::sync::OnceLock<Vec<String>>,
+    first: usize,
+    width: usize,
+    build: fn(&str) -> String,
+) -> &'static str {
+    let statements = statements.get_or_init(|| {
         (0..=XREF_READ_BLOCK.trailing_zeros())
             .map(|power| {
                 let places: Vec<String> =
-                    (0..1usize << power).map(|i| format!("(${}, ${})", 2 + 2 * i, 3 + 2 * i)).collect();
-                format!(
-                    "SELECT x.* FROM (VALUES {}) AS k(kind, key) \
-                     JOIN xrefs x ON x.scope = $1 AND x.kind = k.kind AND x.key = k.key",
-                    places.join(", ")
-                )
+                    (0..1usize << power).map(|i| format!("(${}, ${})", first + 2 * i, first + 1 + 2 * i)).collect();
+                build(&places.join(", "))
             })
             .collect()
     });
@@ -1146,28 +1159,19 @@ fn row_inserted(row: &PgRow) -> Result<bool> {
 /// statements, each prepared once a connection, as `xref_read_statement`'s.
 fn xref_intent_read_statement(width: usize) -> &'static str {
     static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let statements = STATEMENTS.get_or_init(|| {
-        (0..=XREF_READ_BLOCK.trailing_zeros())
-            .map(|power| {
-                let places: Vec<String> =
-                    (0..1usize << power).map(|i| format!("(${}, ${})", 9 + 2 * i, 10 + 2 * i)).collect();
-                format!(
-                    "WITH ins AS ( \
-                       INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (scope, kind, key) DO NOTHING RETURNING 1 \
-                     ) \
-                     SELECT true AS own, EXISTS (SELECT 1 FROM ins) AS inserted, x.* FROM (SELECT 1) AS one \
-                       LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3 \
-                     UNION ALL \
-                     SELECT false, false, x.* FROM (VALUES {}) AS k(kind, key) \
-                       JOIN xrefs x ON x.scope = $1 AND x.kind = k.kind AND x.key = k.key",
-                    places.join(", ")
-                )
-            })
-            .collect()
-    });
-    let index = usize::try_from(width.max(1).trailing_zeros()).unwrap_or(0).min(statements.len() - 1);
-    &statements[index]
+    block_statement(&STATEMENTS, 9, width, |places| {
+        format!(
+            "WITH ins AS ( \
+               INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (scope, kind, key) DO NOTHING RETURNING 1 \
+             ) \
+             SELECT true AS own, EXISTS (SELECT 1 FROM ins) AS inserted, x.* FROM (SELECT 1) AS one \
+               LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3 \
+             UNION ALL \
+             SELECT false, false, x.* FROM (VALUES {places}) AS k(kind, key) \
+               JOIN xrefs x ON x.scope = $1 AND x.kind = k.kind AND x.key = k.key"
+        )
+    })
 }
 
 #[async_trait]

@@ -605,15 +605,7 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
         dedupe: Dedupe,
         turn: &TurnStart<'_>,
     ) -> Result<(EnqueuedOnce, Option<Begun>)> {
-        turn_on_the_run(&run, turn)?;
-        let enqueued = self
-            .enqueue_once(webhook.jti, webhook.expires_at, webhook.now, webhook.binding_version, run, dedupe)
-            .await?;
-        let begun = match &enqueued {
-            EnqueuedOnce::Queued(Enqueued::New(_) | Enqueued::Collapsed(_)) => self.begin_turn(turn).await?,
-            _ => None,
-        };
-        Ok((enqueued, begun))
+        enqueue_and_begin_in_steps(self, webhook, run, dedupe, turn).await
     }
 
     /// Starts a worker's turn: takes the dispatch lease as [`acquire_dispatch`](Self::acquire_dispatch)
@@ -688,6 +680,26 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     /// `events`, oldest first (another tenant's entity with the same id is another store's).
     async fn entity_runs(&self, scope: &str, tenant: &str, events: &[&str], magento_entity_id: u64)
     -> Result<Vec<Run>>;
+}
+
+/// [`DispatchStore::enqueue_and_begin`] in two steps (the trait's default, and PostgreSQL's for a
+/// token without a binding version): [`DispatchStore::enqueue_once`], then, when a run was
+/// queued, [`DispatchStore::begin_turn`].
+pub(crate) async fn enqueue_and_begin_in_steps<S: DispatchStore + ?Sized>(
+    store: &S,
+    webhook: &WebhookToken<'_>,
+    run: NewRun,
+    dedupe: Dedupe,
+    turn: &TurnStart<'_>,
+) -> Result<(EnqueuedOnce, Option<Begun>)> {
+    turn_on_the_run(&run, turn)?;
+    let enqueued =
+        store.enqueue_once(webhook.jti, webhook.expires_at, webhook.now, webhook.binding_version, run, dedupe).await?;
+    let begun = match &enqueued {
+        EnqueuedOnce::Queued(Enqueued::New(_) | Enqueued::Collapsed(_)) => store.begin_turn(turn).await?,
+        _ => None,
+    };
+    Ok((enqueued, begun))
 }
 
 /// Refuses a turn ([`DispatchStore::enqueue_and_begin`]) on another business or tenant than its

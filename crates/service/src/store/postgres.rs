@@ -32,8 +32,8 @@ use sqlx::{Row, postgres::PgRow};
 
 use super::{
     Begun, Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore,
-    PendingCallback, ReplayCache, TurnStart, WebhookToken, open_api_key, parse_connection_status, read_policy,
-    replay_key, seal_api_key, turn_on_the_run, write_policy,
+    PendingCallback, ReplayCache, TurnStart, WebhookToken, enqueue_and_begin_in_steps, open_api_key,
+    parse_connection_status, read_policy, replay_key, seal_api_key, turn_on_the_run, write_policy,
 };
 
 /// PostgreSQL text cannot hold NUL: store it as U+FFFD, as the core's store does.
@@ -338,12 +338,7 @@ impl DispatchStore for PostgresStore {
     ) -> Result<(EnqueuedOnce, Option<Begun>)> {
         turn_on_the_run(&run, turn)?;
         let Some(version) = webhook.binding_version else {
-            let enqueued = self.enqueue_once(webhook.jti, webhook.expires_at, webhook.now, None, run, dedupe).await?;
-            let begun = match &enqueued {
-                EnqueuedOnce::Queued(Enqueued::New(_) | Enqueued::Collapsed(_)) => self.begin_turn(turn).await?,
-                _ => None,
-            };
-            return Ok((enqueued, begun));
+            return enqueue_and_begin_in_steps(self, webhook, run, dedupe, turn).await;
         };
         let statement = bind_bound_enqueue(
             sqlx::query(
