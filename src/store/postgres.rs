@@ -1140,6 +1140,16 @@ fn bind_xref<'q>(
         .bind(xref.updated_at)
 }
 
+/// Each asked `(kind, key)` once, as stored (a key asked twice would be answered twice by a
+/// statement's join), in a fixed order.
+fn distinct_keys<'k>(keys: &[(XrefKind, &'k str)]) -> Vec<(&'static str, Cow<'k, str>)> {
+    keys.iter()
+        .map(|(kind, key)| (kind.as_str(), text(key)))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// An entry as `get_xrefs` reads it: its kind, its key and the entry.
 fn entry_from(row: &PgRow) -> Result<(XrefKind, String, Xref)> {
     let kind: String = row.try_get("kind").map_err(db)?;
@@ -1202,13 +1212,7 @@ impl XrefStore for PostgresStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        // Each asked key once (a key asked twice would be answered twice by the join).
-        let asked: Vec<(&str, Cow<'_, str>)> = keys
-            .iter()
-            .map(|(kind, key)| (kind.as_str(), text(key)))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let asked = distinct_keys(keys);
         let mut rows = Vec::new();
         for block in asked.chunks(XREF_READ_BLOCK) {
             let width = block.len().next_power_of_two();
@@ -1259,12 +1263,7 @@ impl XrefStore for PostgresStore {
         intent: &Xref,
         ahead: &[(XrefKind, &str)],
     ) -> Result<(Option<Xref>, Vec<(XrefKind, String, Xref)>)> {
-        let asked: Vec<(&str, Cow<'_, str>)> = ahead
-            .iter()
-            .map(|(kind, key)| (kind.as_str(), text(key)))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let asked = distinct_keys(ahead);
         let Some(first) = asked.chunks(XREF_READ_BLOCK).next() else {
             return Ok((self.get_or_put_intent(scope, kind, key, intent).await?, Vec::new()));
         };
