@@ -249,10 +249,7 @@ impl SyncEngine {
         }
         let stored = self.store.get_xrefs(&self.scope, &unread).await?;
         if let Some(h) = &held {
-            for &(kind, key) in &unread {
-                let x = stored.iter().find(|(k, name, _)| *k == kind && name == key).map(|(_, _, x)| x.clone());
-                h.remember(kind, key, x);
-            }
+            h.remember_read(&unread, &stored);
         }
         found.extend(stored.into_iter().map(|(kind, key, x)| ((kind, key), x)));
         Ok(found)
@@ -314,10 +311,7 @@ impl SyncEngine {
         let (found, stored) = self.store.get_or_put_intent_reading(&self.scope, kind, key, intent, &unread).await?;
         if let Some(h) = &held {
             h.remember(kind, key, Some(found.clone().unwrap_or_else(|| intent.clone())));
-            for &(k, name) in &unread {
-                let x = stored.iter().find(|(sk, sname, _)| *sk == k && sname == name).map(|(_, _, x)| x.clone());
-                h.remember(k, name, x);
-            }
+            h.remember_read(&unread, &stored);
         }
         Ok(found)
     }

@@ -148,6 +148,15 @@ impl HeldXrefs {
         locked(&self.1).insert((kind, key.to_owned()), xref);
     }
 
+    /// Records what one store read of the keys `asked` answered (`stored`): each key's entry, or
+    /// that it has none.
+    pub(crate) fn remember_read(&self, asked: &[(XrefKind, &str)], stored: &[(XrefKind, String, Xref)]) {
+        for &(kind, key) in asked {
+            let x = stored.iter().find(|(k, name, _)| *k == kind && name == key).map(|(_, _, x)| x.clone());
+            self.remember(kind, key, x);
+        }
+    }
+
     /// Takes every held entry (sorted by kind and key), for the run's `finish`.
     pub(crate) fn take(&self) -> Vec<(XrefKind, String, Xref)> {
         std::mem::take(&mut *self.lock()).into_iter().map(|((kind, key), x)| (kind, key, x)).collect()

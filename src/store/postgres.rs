@@ -1142,12 +1142,19 @@ fn bind_xref<'q>(
 
 /// Each asked `(kind, key)` once, as stored (a key asked twice would be answered twice by a
 /// statement's join), in a fixed order.
-fn distinct_keys<'k>(keys: &[(XrefKind, &'k str)]) -> Vec<(&'static str, Cow<'k, str>)> {
-    keys.iter()
-        .map(|(kind, key)| (kind.as_str(), text(key)))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect()
+fn distinct_keys<'k>(keys: &[(XrefKind, &'k str)]) -> Vec<(XrefKind, Cow<'k, str>)> {
+    keys.iter().map(|(kind, key)| (*kind, text(key))).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+}
+
+/// Binds a block of keys (kind and name each) to `width` places, after those bound already: the
+/// unused places ask a key no entry has (`kind` is never empty).
+fn bind_block<'q>(mut query: PgQuery<'q>, block: &'q [(XrefKind, Cow<'q, str>)], width: usize) -> PgQuery<'q> {
+    for (kind, key) in
+        block.iter().map(|(k, v)| (k.as_str(), v.as_ref())).chain(std::iter::repeat(("", ""))).take(width)
+    {
+        query = query.bind(kind).bind(key);
+    }
+    query
 }
 
 /// An entry as `get_xrefs` reads it: its kind, its key and the entry.
@@ -1156,11 +1163,6 @@ fn entry_from(row: &PgRow) -> Result<(XrefKind, String, Xref)> {
     let kind = XrefKind::parse(&kind)
         .ok_or_else(|| Error::internal(format!("xrefs.kind: `{kind}` is not a kind this crate writes")))?;
     Ok((kind, row.try_get("key").map_err(db)?, xref_from(row)?))
-}
-
-/// Whether an intent's statement inserted it (its column `inserted`).
-fn row_inserted(row: &PgRow) -> Result<bool> {
-    row.try_get::<bool, _>("inserted").map_err(db)
 }
 
 /// `get_or_put_intent`'s statement (the intent `$1` … `$8`) with `get_xrefs`' read of `width`
@@ -1182,6 +1184,22 @@ fn xref_intent_read_statement(width: usize) -> &'static str {
                JOIN xrefs x ON x.scope = $1 AND x.kind = k.kind AND x.key = k.key"
         )
     })
+}
+
+impl PostgresStore {
+    /// What an intent's statement answered for its key (its `inserted` column, then the entry's):
+    /// `None` when it inserted the intent, the entry found otherwise. An entry committed by another
+    /// writer after the statement's snapshot made the insert do nothing while the read did not see
+    /// it: then it is read again (never replaced).
+    async fn intent_answer(&self, row: &PgRow, scope: &str, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
+        if row.try_get::<bool, _>("inserted").map_err(db)? {
+            return Ok(None);
+        }
+        if row.try_get::<Option<String>, _>("state").map_err(db)?.is_some() {
+            return xref_from(row).map(Some);
+        }
+        self.get_xref(scope, kind, key).await
+    }
 }
 
 #[async_trait]
@@ -1216,13 +1234,7 @@ impl XrefStore for PostgresStore {
         let mut rows = Vec::new();
         for block in asked.chunks(XREF_READ_BLOCK) {
             let width = block.len().next_power_of_two();
-            let mut query = sqlx::query(xref_read_statement(width)).bind(text(scope));
-            // The unused places of a block ask a key no entry has: `kind` is never empty.
-            for (kind, key) in
-                block.iter().map(|(k, v)| (*k, v.as_ref())).chain(std::iter::repeat(("", ""))).take(width)
-            {
-                query = query.bind(kind).bind(key);
-            }
+            let query = bind_block(sqlx::query(xref_read_statement(width)).bind(text(scope)), block, width);
             rows.extend(query.fetch_all(&self.statements).await.map_err(db)?);
         }
         rows.iter().map(entry_from).collect()
@@ -1242,14 +1254,7 @@ impl XrefStore for PostgresStore {
              LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3",
         );
         let row = bind_xref(q, scope, kind, key, intent).fetch_one(&self.statements).await.map_err(db)?;
-        if row_inserted(&row)? {
-            return Ok(None);
-        }
-        if row.try_get::<Option<String>, _>("state").map_err(db)?.is_some() {
-            return xref_from(&row).map(Some);
-        }
-        // Inserted by another writer after this statement's snapshot: read it now.
-        self.get_xref(scope, kind, key).await
+        self.intent_answer(&row, scope, kind, key).await
     }
 
     /// One statement when `ahead` holds at most eight keys (`XREF_READ_BLOCK`): `get_or_put_intent`'s
@@ -1268,11 +1273,8 @@ impl XrefStore for PostgresStore {
             return Ok((self.get_or_put_intent(scope, kind, key, intent).await?, Vec::new()));
         };
         let width = first.len().next_power_of_two();
-        let mut query = bind_xref(sqlx::query(xref_intent_read_statement(width)), scope, kind, key, intent);
-        for (kind, key) in first.iter().map(|(k, v)| (*k, v.as_ref())).chain(std::iter::repeat(("", ""))).take(width) {
-            query = query.bind(kind).bind(key);
-        }
-        let rows = query.fetch_all(&self.statements).await.map_err(db)?;
+        let query = bind_xref(sqlx::query(xref_intent_read_statement(width)), scope, kind, key, intent);
+        let rows = bind_block(query, first, width).fetch_all(&self.statements).await.map_err(db)?;
         let mut found = None;
         let mut read = Vec::new();
         for row in &rows {
@@ -1283,19 +1285,9 @@ impl XrefStore for PostgresStore {
             }
         }
         let own = found.ok_or_else(|| Error::internal("the intent's statement answered no row of its own"))?;
-        let found = if row_inserted(own)? {
-            None
-        } else if own.try_get::<Option<String>, _>("state").map_err(db)?.is_some() {
-            Some(xref_from(own)?)
-        } else {
-            // Inserted by another writer after this statement's snapshot: read it now.
-            self.get_xref(scope, kind, key).await?
-        };
-        let rest: Vec<(XrefKind, &str)> = ahead
-            .iter()
-            .copied()
-            .filter(|(k, name)| !first.iter().any(|(fk, fname)| *fk == k.as_str() && fname.as_ref() == text(name)))
-            .collect();
+        let found = self.intent_answer(own, scope, kind, key).await?;
+        // The keys past the first block, read as `get_xrefs` reads them.
+        let rest: Vec<(XrefKind, &str)> = asked[first.len()..].iter().map(|(k, v)| (*k, v.as_ref())).collect();
         if !rest.is_empty() {
             read.extend(self.get_xrefs(scope, &rest).await?);
         }

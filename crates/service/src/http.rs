@@ -69,7 +69,7 @@ async fn webhook(
     // store finds it changed since, nothing is queued and the webhook is verified again against
     // the binding read afresh.
     let mut fresh = false;
-    let (binding, enqueued, key, begun) = loop {
+    let (info, enqueued, key, begun) = loop {
         let auth = shared.authenticate_webhook(&tenant_id, authorization(&headers), fresh).await?;
         let (run, dedupe) = match webhook_run(&shared, &auth, &query, &event_name, &headers, &body).await {
             Ok(run) => run,
@@ -109,7 +109,7 @@ async fn webhook(
                 .map(|enqueued| (enqueued, None)),
         };
         match answer {
-            Ok((EnqueuedOnce::Queued(enqueued), begun)) => break (auth.binding, enqueued, key, turn.zip(begun)),
+            Ok((EnqueuedOnce::Queued(enqueued), begun)) => break (info, enqueued, key, turn.zip(begun)),
             Ok((EnqueuedOnce::Replay, _)) => {
                 let e = crate::magento::jwt::replay_refused();
                 tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
@@ -128,19 +128,20 @@ async fn webhook(
             Err(e) => return Err(ApiError::from_store(&e)),
         }
     };
+    let tenant = info.tenant_id.clone();
     if let Some((turn, begun)) = begun {
-        turn.hand_over(&shared, binding.info(), begun);
+        turn.hand_over(&shared, info, begun);
     } else if !matches!(enqueued, Enqueued::Duplicate { .. }) {
         // This process's workers hear of it now, not at their next look for work; without
         // workers here, the other processes' do (crate::wake).
-        shared.announce(binding.info()).await;
+        shared.announce(info).await;
     }
     let how = match enqueued {
         Enqueued::New(_) => "queued",
         Enqueued::Collapsed(_) => "collapsed into the queued run",
         Enqueued::Duplicate { .. } => "already queued",
     };
-    tracing::info!(tenant = %binding.tenant_id, key = %key, run = enqueued.run_id(), "webhook {how}");
+    tracing::info!(tenant = %tenant, key = %key, run = enqueued.run_id(), "webhook {how}");
     Ok((StatusCode::ACCEPTED, Json(json!({"sync_run_id": enqueued.run_id()}))).into_response())
 }
 

@@ -498,32 +498,22 @@ async fn turn(
     info: &BindingInfo,
     begun: Option<BegunTurn>,
 ) -> bool {
-    let ready = match ready_runtime(shared, info).await {
-        Some(rt) => {
-            let per_claim = batch_size(&rt).await;
-            Some((rt, per_claim))
-        }
-        None => None,
-    };
-    let (holder, lease, first) = match begun {
-        Some(BegunTurn { holder, taken, begun, .. }) => {
+    let (holder, lease, first, ready) = match begun {
+        Some(BegunTurn { holder, taken, begun, ready, .. }) => {
             tracing::debug!(tenant = %info.tenant_id, holder = %holder, runs = begun.claimed.runs.len(), "continuing the turn the webhook began");
-            (holder, HeldLease { renewed: taken }, begun)
+            // The runtime the route found ready (none only in the queue's own tests).
+            let ready = match ready {
+                Some(ready) => Some(ready),
+                None => ready_with_batch(shared, info).await,
+            };
+            (holder, HeldLease { renewed: taken }, begun, ready)
         }
         None => {
+            let ready = ready_with_batch(shared, info).await;
             let limit = ready.as_ref().map_or(0, |(_, per_claim)| (*per_claim).min(shared.config.batch));
-            let now = shared.clock.now();
-            let start = TurnStart {
-                scope: &info.scope,
-                tenant: &info.tenant_id,
-                holder: worker,
-                now,
-                lease_until: byte8_ledger_core::clock::later(now, shared.config.dispatch_lease),
-                run_lease_until: byte8_ledger_core::clock::later(now, shared.config.engine.lease),
-                limit,
-            };
-            match shared.store.begin_turn(&start).await {
-                Ok(Some(first)) => (worker.to_owned(), HeldLease::now(), first),
+            let plan = TurnPlan::now(shared, worker.to_owned(), limit);
+            match shared.store.begin_turn(&plan.start(info)).await {
+                Ok(Some(first)) => (plan.holder, HeldLease::now(), first, ready),
                 Ok(None) => return false,
                 Err(e) => {
                     tracing::warn!(business = %info.scope, error = %e, "cannot take the dispatch lease");
@@ -562,22 +552,32 @@ async fn turn(
     }
 }
 
-/// A turn the webhook route may begin for this process's workers, with the run it queues
-/// ([`webhook_turn`]).
-pub(crate) struct WebhookTurn {
-    /// The name the lease is taken under: the process and a number of its own, so that no worker
-    /// (named by its number alone) or other begun turn renews or releases it by mistake.
+/// A turn's start as it is taken now: under whose name, until when the lease and the claimed runs
+/// are held, and how many runs are claimed ([`TurnPlan::start`] for a tenant).
+struct TurnPlan {
     holder: String,
-    taken: Instant,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     run_lease_until: DateTime<Utc>,
     limit: usize,
 }
 
-impl WebhookTurn {
-    /// The turn's start for the tenant of `info` (the webhook's run's).
-    pub(crate) fn start<'a>(&'a self, info: &'a BindingInfo) -> TurnStart<'a> {
+impl TurnPlan {
+    /// The lease for [`ServiceConfig::dispatch_lease`](super::ServiceConfig::dispatch_lease) and
+    /// the runs for the engine's lease, from now on the service's clock.
+    fn now(shared: &Shared, holder: String, limit: usize) -> Self {
+        let now = shared.clock.now();
+        Self {
+            holder,
+            now,
+            lease_until: byte8_ledger_core::clock::later(now, shared.config.dispatch_lease),
+            run_lease_until: byte8_ledger_core::clock::later(now, shared.config.engine.lease),
+            limit,
+        }
+    }
+
+    /// The turn's start for the tenant of `info`.
+    fn start<'a>(&'a self, info: &'a BindingInfo) -> TurnStart<'a> {
         TurnStart {
             scope: &info.scope,
             tenant: &info.tenant_id,
@@ -588,10 +588,30 @@ impl WebhookTurn {
             limit: self.limit,
         }
     }
+}
+
+/// A turn the webhook route may begin for this process's workers, with the run it queues
+/// ([`webhook_turn`]).
+pub(crate) struct WebhookTurn {
+    /// Its start. The holder is the process and a number of its own, so that no worker (named
+    /// by its number alone) or other begun turn renews or releases the lease by mistake.
+    plan: TurnPlan,
+    taken: Instant,
+    /// The tenant's runtime, found ready, and its batch size: the worker's turn uses them.
+    ready: (Arc<TenantRuntime>, usize),
+}
+
+impl WebhookTurn {
+    /// The turn's start for the tenant of `info` (the webhook's run's).
+    pub(crate) fn start<'a>(&'a self, info: &'a BindingInfo) -> TurnStart<'a> {
+        self.plan.start(info)
+    }
 
     /// Hands the begun turn to this process's workers: the next one free continues it.
     pub(crate) fn hand_over(self, shared: &Shared, info: BindingInfo, begun: Begun) {
-        shared.queue.offer_begun(info, BegunTurn { holder: self.holder, taken: self.taken, begun, announced: false });
+        let turn =
+            BegunTurn { holder: self.plan.holder, taken: self.taken, begun, ready: Some(self.ready), announced: false };
+        shared.queue.offer_begun(info, turn);
     }
 }
 
@@ -605,18 +625,18 @@ pub(crate) async fn webhook_turn(shared: &Shared, info: &BindingInfo) -> Option<
     if !shared.queue.has_workers() || shared.queue.idle.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    let rt = ready_runtime(shared, info).await?;
-    let limit = batch_size(&rt).await.min(shared.config.batch);
+    let ready = ready_with_batch(shared, info).await?;
     let number = shared.queue.begun_turns.fetch_add(1, Ordering::Relaxed);
-    let now = shared.clock.now();
-    Some(WebhookTurn {
-        holder: format!("{}/webhook-{number}", shared.process),
-        taken: Instant::now(),
-        now,
-        lease_until: byte8_ledger_core::clock::later(now, shared.config.dispatch_lease),
-        run_lease_until: byte8_ledger_core::clock::later(now, shared.config.engine.lease),
-        limit,
-    })
+    let holder = format!("{}/webhook-{number}", shared.process);
+    let plan = TurnPlan::now(shared, holder, ready.1.min(shared.config.batch));
+    Some(WebhookTurn { plan, taken: Instant::now(), ready })
+}
+
+/// [`ready_runtime`] with its [`batch_size`]: what a turn claims with.
+async fn ready_with_batch(shared: &Shared, info: &BindingInfo) -> Option<(Arc<TenantRuntime>, usize)> {
+    let rt = ready_runtime(shared, info).await?;
+    let per_claim = batch_size(&rt).await;
+    Some((rt, per_claim))
 }
 
 /// The tenant's runtime when it is built already (for its binding as paired now) and its
@@ -714,11 +734,33 @@ struct Line {
     begun: HashMap<(String, String), BegunTurn>,
 }
 
+impl std::fmt::Debug for BegunTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BegunTurn")
+            .field("holder", &self.holder)
+            .field("begun", &self.begun)
+            .field("ready", &self.ready.is_some())
+            .field("announced", &self.announced)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Line {
+    /// `key`'s tenant, taken out of line by a worker: marked as being drained (to come back in
+    /// line after the turn when work was announced while its begun turn waited), with the turn
+    /// begun for it if any.
+    fn hand_out(&mut self, key: &(String, String)) -> Option<(BindingInfo, Option<BegunTurn>)> {
+        let turn = self.begun.remove(key);
+        let entry = self.marks.get_mut(key)?;
+        entry.0 = if turn.as_ref().is_some_and(|t| t.announced) { Mark::BusyAgain } else { Mark::Busy };
+        Some((entry.1.clone(), turn))
+    }
+}
+
 /// A turn the webhook route began for this process's workers in the statement that queued its
 /// run ([`DispatchStore::enqueue_and_begin`](crate::store::DispatchStore::enqueue_and_begin)):
 /// the worker that takes the business from the line drains it and ends it under its holder's
 /// name, with no `begin_turn` of its own.
-#[derive(Debug)]
 pub(crate) struct BegunTurn {
     /// The name the lease was taken under ([`webhook_turn`]).
     holder: String,
@@ -726,6 +768,8 @@ pub(crate) struct BegunTurn {
     taken: Instant,
     /// What the turn's start claimed.
     begun: Begun,
+    /// The tenant's runtime the route found ready, and its batch size.
+    ready: Option<(Arc<TenantRuntime>, usize)>,
     /// Work was announced for the tenant while the turn waited in line (after its claim, maybe):
     /// the tenant comes back in line after it.
     announced: bool,
@@ -822,12 +866,8 @@ impl Queue {
     /// (work announced after that turn was begun brings the tenant back in line after it).
     fn take_with_turn(&self) -> Option<(BindingInfo, Option<BegunTurn>)> {
         let mut line = self.lock();
-        let Line { order, marks, begun } = &mut *line;
-        let key = order.pop_front()?;
-        let turn = begun.remove(&key);
-        let entry = marks.get_mut(&key)?;
-        entry.0 = if turn.as_ref().is_some_and(|t| t.announced) { Mark::BusyAgain } else { Mark::Busy };
-        Some((entry.1.clone(), turn))
+        let key = line.order.pop_front()?;
+        line.hand_out(&key)
     }
 
     /// A turn on `info`'s tenant is over: back in line when `more` may be waiting or work was
@@ -870,13 +910,12 @@ impl Queue {
     /// that what the webhook route claimed is processed rather than left to its lease.
     fn take_begun(&self) -> Option<(BindingInfo, BegunTurn)> {
         let mut line = self.lock();
-        let Line { order, marks, begun } = &mut *line;
-        let position = order.iter().position(|key| begun.contains_key(key))?;
-        let key = order.remove(position)?;
-        let turn = begun.remove(&key)?;
-        let entry = marks.get_mut(&key)?;
-        entry.0 = if turn.announced { Mark::BusyAgain } else { Mark::Busy };
-        Some((entry.1.clone(), turn))
+        let position = line.order.iter().position(|key| line.begun.contains_key(key))?;
+        let key = line.order.remove(position)?;
+        match line.hand_out(&key)? {
+            (info, Some(turn)) => Some((info, turn)),
+            (_, None) => None,
+        }
     }
 
     /// Waits for the next tenant in line (marked as being drained), with the turn the webhook
@@ -1269,7 +1308,13 @@ mod tests {
     }
 
     fn begun(holder: &str) -> BegunTurn {
-        BegunTurn { holder: holder.into(), taken: Instant::now(), begun: Begun::default(), announced: false }
+        BegunTurn {
+            holder: holder.into(),
+            taken: Instant::now(),
+            begun: Begun::default(),
+            ready: None,
+            announced: false,
+        }
     }
 
     /// A turn the webhook route began goes to the worker that takes its tenant, once; a tenant
