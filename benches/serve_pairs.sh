@@ -15,7 +15,9 @@
 # (two halves of round 33's 1,000 tenants at 2 events a minute each, with one back-filling
 # business each). Each program's full report is kept in `serve_pairs.N.{a,b}.txt` of the current
 # directory. Both programs start at once, and each syncs its catalogue before its window, so the
-# windows line up within a few seconds (the catalogue lines say when each began).
+# windows line up within a few seconds (the catalogue lines say when each began). Each report's
+# figure for the whole PostgreSQL server counts both programs' work (it reads every process of the
+# server): compare the `serve` and client-backend figures, which are each program's own.
 set -euo pipefail
 rounds=$1 bench=$2 serve_a=$3 serve_b=$4 url_1=$5 url_2=$6
 shift 6

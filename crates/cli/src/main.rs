@@ -15,8 +15,11 @@ use cli::Cli;
 /// mimalloc, not glibc's `malloc`: `serve` allocates and frees many short-lived buffers an event
 /// (HTTP bodies, JSON, statements), and glibc's `_int_malloc` alone was 12.7 % of its CPU. Measured
 /// interleaved with `bench_service` at 1,000 tenants: 1.65–1.85 ms of `serve` CPU an event
-/// against 2.08–2.21 ms, for 25 MB more peak RSS (106 MB against 81 MB); BENCHMARKS.md. The
-/// library crates leave the allocator to the program that embeds them.
+/// against 2.08–2.21 ms, for 25 MB more peak RSS (106 MB against 81 MB); BENCHMARKS.md. Its 2.x
+/// line (the `v2` feature), not the 3.x line `mimalloc` 0.1.52 builds by default: with two builds of
+/// `serve` measured at once (`benches/serve_pairs.sh`, round 34), 2.x spent 0.92–0.97 times the CPU
+/// an event of 3.x in eight rounds out of eight, at the same peak RSS. The library crates leave the
+/// allocator to the program that embeds them.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

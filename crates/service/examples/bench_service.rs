@@ -40,7 +40,7 @@
 //! (`pg_stat_database`), and statements per event when `--statements` is given (counted from
 //! sqlx's per-statement log, which costs CPU itself: take CPU figures from a run without it);
 //! Sage requests, 429s, and each back-filling business's requests a minute as a share of its
-//! limit; callbacks sent.
+//! limit; callbacks sent; the first five of `serve`'s warning and error lines, if any.
 //!
 //! Run (after `cargo build --release --bin byte8-ledger`):
 //!
@@ -516,6 +516,16 @@ fn statement_kinds(path: &std::path::Path, from: u64, to: u64) -> BTreeMap<Strin
 
 fn count_lines(path: &std::path::Path, needle: &str) -> u64 {
     std::fs::read_to_string(path).map(|t| t.lines().filter(|l| l.contains(needle)).count() as u64).unwrap_or(0)
+}
+
+/// How many of serve's warning and error lines a report quotes.
+const WARNINGS_SHOWN: usize = 5;
+
+/// The lines of a log that hold any of `needles`, in order.
+fn lines_with(path: &std::path::Path, needles: &[&str]) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().filter(|l| needles.iter().any(|n| l.contains(n))).map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 // ---- figures ------------------------------------------------------------------------------
@@ -1077,6 +1087,15 @@ async fn run(args: &Args, tenants: usize, processes: usize) {
     let warnings: u64 = children.iter().map(|c| count_lines(&c.log, " WARN ")).sum();
     let errors: u64 = children.iter().map(|c| count_lines(&c.log, "ERROR")).sum();
     println!("| warnings / errors logged by serve | {warnings} / {errors} |");
+    // What they said (the logs go with the run unless kept): the first few, under the table.
+    let said: Vec<String> =
+        children.iter().flat_map(|c| lines_with(&c.log, &[" WARN ", "ERROR"])).take(WARNINGS_SHOWN).collect();
+    if !said.is_empty() {
+        println!("\nserve's first warnings and errors ({} shown):", said.len());
+        for line in said {
+            println!("    {line}");
+        }
+    }
     if std::env::var_os("BENCH_KEEP_LOGS").is_some() {
         std::mem::forget(dir);
     }
