@@ -515,7 +515,7 @@ fn statement_kinds(path: &std::path::Path, from: u64, to: u64) -> BTreeMap<Strin
 }
 
 fn count_lines(path: &std::path::Path, needle: &str) -> u64 {
-    std::fs::read_to_string(path).map(|t| t.lines().filter(|l| l.contains(needle)).count() as u64).unwrap_or(0)
+    lines_with(path, &[needle]).len() as u64
 }
 
 /// How many of serve's warning and error lines a report quotes.
