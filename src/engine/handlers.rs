@@ -212,14 +212,8 @@ impl SyncEngine {
 
     /// A cross-reference entry: the run's own held one first, else the store's.
     pub(crate) async fn get(&self, kind: XrefKind, key: &str) -> Result<Option<Xref>> {
-        let held = HeldXrefs::current();
-        if let Some(h) = &held {
-            if let Some(x) = h.get(kind, key) {
-                return Ok(Some(x));
-            }
-            if let Some(read) = h.read(kind, key) {
-                return Ok(read);
-            }
+        if let Some(known) = HeldXrefs::current().and_then(|h| h.known(kind, key)) {
+            return Ok(known);
         }
         self.store.get_xref(&self.scope, kind, key).await
     }
@@ -235,8 +229,7 @@ impl SyncEngine {
             if found.contains_key(&(kind, key.to_owned())) || unread.contains(&(kind, key)) {
                 continue;
             }
-            let known = held.as_ref().and_then(|h| h.get(kind, key).map(Some).or_else(|| h.read(kind, key)));
-            match known {
+            match held.as_ref().and_then(|h| h.known(kind, key)) {
                 Some(Some(x)) => {
                     found.insert((kind, key.to_owned()), x);
                 }
@@ -261,18 +254,13 @@ impl SyncEngine {
     pub(crate) async fn get_or_intent(&self, kind: XrefKind, key: &str, intent: &Xref) -> Result<Option<Xref>> {
         debug_assert_eq!(intent.state, crate::store::XrefState::Intent, "only an intent is written before its request");
         let held = HeldXrefs::current();
-        if let Some(h) = &held {
-            if let Some(x) = h.get(kind, key) {
-                return Ok(Some(x));
+        match held.as_ref().and_then(|h| h.known(kind, key)) {
+            Some(Some(x)) => return Ok(Some(x)),
+            Some(None) => {
+                self.put(kind, key, intent).await?;
+                return Ok(None);
             }
-            match h.read(kind, key) {
-                Some(Some(x)) => return Ok(Some(x)),
-                Some(None) => {
-                    self.put(kind, key, intent).await?;
-                    return Ok(None);
-                }
-                None => {}
-            }
+            None => {}
         }
         let found = self.store.get_or_put_intent(&self.scope, kind, key, intent).await?;
         if let Some(h) = &held {
@@ -294,9 +282,7 @@ impl SyncEngine {
         ahead: &[(XrefKind, &str)],
     ) -> Result<Option<Xref>> {
         let held = HeldXrefs::current();
-        let known = |k: XrefKind, name: &str| {
-            held.as_ref().is_some_and(|h| h.get(k, name).is_some() || h.read(k, name).is_some())
-        };
+        let known = |k: XrefKind, name: &str| held.as_ref().is_some_and(|h| h.known(k, name).is_some());
         let mut unread: Vec<(XrefKind, &str)> = Vec::new();
         for &(k, name) in ahead {
             if (k, name) != (kind, key) && !known(k, name) && !unread.contains(&(k, name)) {

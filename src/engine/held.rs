@@ -143,6 +143,12 @@ impl HeldXrefs {
         locked(&self.1).get(&(kind, key.to_owned())).cloned()
     }
 
+    /// What the run knows of `(kind, key)` without asking the store: its held entry, else what a
+    /// read of the store answered (`Some(None)`: no entry); `None` when it knows nothing.
+    pub(crate) fn known(&self, kind: XrefKind, key: &str) -> Option<Option<Xref>> {
+        self.get(kind, key).map(Some).or_else(|| self.read(kind, key))
+    }
+
     /// Records what the store has of `(kind, key)` (read ahead, or just written at once).
     pub(crate) fn remember(&self, kind: XrefKind, key: &str, xref: Option<Xref>) {
         locked(&self.1).insert((kind, key.to_owned()), xref);

@@ -1165,6 +1165,25 @@ fn entry_from(row: &PgRow) -> Result<(XrefKind, String, Xref)> {
     Ok((kind, row.try_get("key").map_err(db)?, xref_from(row)?))
 }
 
+/// The statement of an intent (`$1` … `$8`, [`bind_xref`]): inserted unless its key has an entry,
+/// and the key's row read in the same statement, with whether the insert happened (`inserted`)
+/// after the columns `before` (`get_or_put_intent`'s alone, and the first part of
+/// [`xref_intent_read_statement`]'s).
+macro_rules! intent_statement {
+    ($before:literal) => {
+        concat!(
+            "WITH ins AS ( \
+               INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (scope, kind, key) DO NOTHING RETURNING 1 \
+             ) \
+             SELECT ",
+            $before,
+            "EXISTS (SELECT 1 FROM ins) AS inserted, x.* FROM (SELECT 1) AS one \
+             LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3"
+        )
+    };
+}
+
 /// `get_or_put_intent`'s statement (the intent `$1` … `$8`) with `get_xrefs`' read of `width`
 /// keys (a power of two up to [`XREF_READ_BLOCK`], from `$9`) after a `UNION ALL`: the intent's
 /// row first (`own`, and whether it was `inserted`), then an entry's row for each key read. Four
@@ -1173,15 +1192,13 @@ fn xref_intent_read_statement(width: usize) -> &'static str {
     static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     block_statement(&STATEMENTS, 9, width, |places| {
         format!(
-            "WITH ins AS ( \
-               INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (scope, kind, key) DO NOTHING RETURNING 1 \
-             ) \
-             SELECT true AS own, EXISTS (SELECT 1 FROM ins) AS inserted, x.* FROM (SELECT 1) AS one \
-               LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3 \
-             UNION ALL \
+            concat!(
+                intent_statement!("true AS own, "),
+                " UNION ALL \
              SELECT false, false, x.* FROM (VALUES {places}) AS k(kind, key) \
                JOIN xrefs x ON x.scope = $1 AND x.kind = k.kind AND x.key = k.key"
+            ),
+            places = places
         )
     })
 }
@@ -1245,14 +1262,7 @@ impl XrefStore for PostgresStore {
     /// was taken makes the insert do nothing while the read does not see it: then it is read
     /// again (never replaced).
     async fn get_or_put_intent(&self, scope: &str, kind: XrefKind, key: &str, intent: &Xref) -> Result<Option<Xref>> {
-        let q = sqlx::query(
-            "WITH ins AS ( \
-               INSERT INTO xrefs (scope, kind, key, state, ledger_id, reference, meta, updated_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (scope, kind, key) DO NOTHING RETURNING 1 \
-             ) \
-             SELECT EXISTS (SELECT 1 FROM ins) AS inserted, x.* FROM (SELECT 1) AS one \
-             LEFT JOIN xrefs x ON x.scope = $1 AND x.kind = $2 AND x.key = $3",
-        );
+        let q = sqlx::query(intent_statement!(""));
         let row = bind_xref(q, scope, kind, key, intent).fetch_one(&self.statements).await.map_err(db)?;
         self.intent_answer(&row, scope, kind, key).await
     }

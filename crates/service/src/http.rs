@@ -128,7 +128,12 @@ async fn webhook(
             Err(e) => return Err(ApiError::from_store(&e)),
         }
     };
-    let tenant = info.tenant_id.clone();
+    let how = match enqueued {
+        Enqueued::New(_) => "queued",
+        Enqueued::Collapsed(_) => "collapsed into the queued run",
+        Enqueued::Duplicate { .. } => "already queued",
+    };
+    tracing::info!(tenant = %info.tenant_id, key = %key, run = enqueued.run_id(), "webhook {how}");
     if let Some((turn, begun)) = begun {
         turn.hand_over(&shared, info, begun);
     } else if !matches!(enqueued, Enqueued::Duplicate { .. }) {
@@ -136,12 +141,6 @@ async fn webhook(
         // workers here, the other processes' do (crate::wake).
         shared.announce(info).await;
     }
-    let how = match enqueued {
-        Enqueued::New(_) => "queued",
-        Enqueued::Collapsed(_) => "collapsed into the queued run",
-        Enqueued::Duplicate { .. } => "already queued",
-    };
-    tracing::info!(tenant = %tenant, key = %key, run = enqueued.run_id(), "webhook {how}");
     Ok((StatusCode::ACCEPTED, Json(json!({"sync_run_id": enqueued.run_id()}))).into_response())
 }
 
