@@ -311,6 +311,15 @@ pub struct ServiceConfig {
     pub dispatch_lease: Duration,
     /// How long a claimed callback is leased to its sender.
     pub callback_lease: Duration,
+    /// How long a turn's end may wait to be recorded with others: the callbacks a turn
+    /// delivered are marked and its business's dispatch lease given up by one statement for
+    /// every turn of this process that ended within this delay of the first
+    /// ([`DispatchStore::end_turns`](crate::store::DispatchStore::end_turns)), not one a turn.
+    /// Meanwhile the business stays leased: a turn of this process on it records the waiting
+    /// ends first, and another process's worker finds it at its next look once they are
+    /// recorded (at most this delay and a [`poll_interval`](Self::poll_interval) later). Zero
+    /// records each turn's end at once, as it ends. 50 ms by default.
+    pub turn_end_delay: Duration,
     /// Delay before sending a callback again after `n` failed sends (the last entry repeats).
     pub callback_backoff: Vec<Duration>,
     /// How often a `token_revoked` tenant is pinged to see if it is back.
@@ -345,7 +354,8 @@ pub struct ServiceConfig {
 }
 
 impl Default for ServiceConfig {
-    /// A look for unannounced work every second, batches of 20, a 2-minute dispatch lease, callbacks retried after 5 s,
+    /// A look for unannounced work every second, batches of 20, a 2-minute dispatch lease, turns'
+    /// ends recorded together within 50 ms, callbacks retried after 5 s,
     /// 30 s, 2 min, 10 min, 30 min then hourly, a ping a minute for a revoked token, two quick
     /// retries per Magento call of at most 60 s each, the engine's defaults, 256 KiB bodies
     /// read within 30 s requests, Byte8's retention promise purged hourly.
@@ -355,6 +365,7 @@ impl Default for ServiceConfig {
             batch: 20,
             dispatch_lease: Duration::from_secs(120),
             callback_lease: Duration::from_secs(60),
+            turn_end_delay: Duration::from_millis(50),
             callback_backoff: [5u64, 30, 120, 600, 1800, 3600].into_iter().map(Duration::from_secs).collect(),
             probe_interval: Duration::from_secs(60),
             magento_retry: RetryConfig {
@@ -401,6 +412,8 @@ pub(crate) struct Shared {
     pub(crate) last_errors: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The tenants with work announced, which this process's workers take from.
     pub(crate) queue: Arc<worker::Queue>,
+    /// Turns of this process's workers that ended and are not recorded yet.
+    pub(crate) turn_ends: worker::TurnEnds,
     /// Where a process without workers announces the work it queued ([`wake`]).
     pub(crate) wake: std::sync::OnceLock<Arc<dyn wake::WakeBus>>,
     /// The HTTP client every tenant's Magento client shares (built on first use): one client
@@ -483,6 +496,7 @@ impl Service {
                 process: uuid::Uuid::new_v4().simple().to_string(),
                 last_errors: std::sync::Mutex::default(),
                 queue: Arc::default(),
+                turn_ends: worker::TurnEnds::default(),
                 wake: std::sync::OnceLock::new(),
                 magento_http: std::sync::OnceLock::new(),
                 webhook_bindings: std::sync::Mutex::default(),

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::Shared;
 use crate::magento::{ConnectionStatus, MagentoClient};
-use crate::store::{Begun, BindingInfo, PendingCallback, TurnStart};
+use crate::store::{Begun, BindingInfo, PendingCallback, TurnEnd, TurnStart};
 use byte8_ledger_core::{
     canonical::{Entity, EventKind},
     engine::{EntitySource, SyncEngine},
@@ -511,7 +511,13 @@ async fn turn(
         None => {
             let ready = ready_with_batch(shared, info).await;
             let limit = ready.as_ref().map_or(0, |(_, per_claim)| (*per_claim).min(shared.config.batch));
-            let plan = TurnPlan::now(shared, worker.to_owned(), limit);
+            // A turn of this process on the business that ended and is not recorded yet still
+            // holds its lease: recorded first, or this turn would find the lease taken.
+            shared.turn_ends.settle(shared, &info.scope).await;
+            // The lease is held under the worker's name and a number of the turn's own: an end
+            // of an earlier turn recorded late never gives up this turn's lease.
+            let number = shared.queue.begun_turns.fetch_add(1, Ordering::Relaxed);
+            let plan = TurnPlan::now(shared, format!("{worker}.{number}"), limit);
             match shared.store.begin_turn(&plan.start(info)).await {
                 Ok(Some(first)) => (plan.holder, HeldLease::now(), first, ready),
                 Ok(None) => return false,
@@ -537,8 +543,12 @@ async fn turn(
             Err(Error::internal(format!("a worker panicked: {text}")))
         }
     };
-    if let Err(e) = shared.store.end_turn(&info.scope, holder, &delivered, shared.clock.now()).await {
-        tracing::warn!(business = %info.scope, error = %e, "cannot end the turn (the lease expires by itself; the callbacks delivered are sent again)");
+    if shared.config.turn_end_delay.is_zero() || !shared.queue.has_workers() {
+        if let Err(e) = shared.store.end_turn(&info.scope, holder, &delivered, shared.clock.now()).await {
+            tracing::warn!(business = %info.scope, error = %e, "cannot end the turn (the lease expires by itself; the callbacks delivered are sent again)");
+        }
+    } else {
+        shared.turn_ends.push(TurnEnd { scope: info.scope.clone(), holder: holder.to_owned(), delivered });
     }
     match result {
         Ok(more) => {
@@ -622,7 +632,12 @@ impl WebhookTurn {
 /// and claim are those a worker's own turn would take now. `None`: the route only queues, and
 /// announces.
 pub(crate) async fn webhook_turn(shared: &Shared, info: &BindingInfo) -> Option<WebhookTurn> {
-    if !shared.queue.has_workers() || shared.queue.idle.load(Ordering::Relaxed) == 0 {
+    // A turn on the business that ended and is not recorded yet holds its lease: the worker
+    // the route announces to records it and begins the turn.
+    if !shared.queue.has_workers()
+        || shared.queue.idle.load(Ordering::Relaxed) == 0
+        || shared.turn_ends.is_open(&info.scope)
+    {
         return None;
     }
     let ready = ready_with_batch(shared, info).await?;
@@ -714,6 +729,108 @@ impl Shared {
     }
 }
 
+/// The turns of this process's workers that ended and are not recorded yet: a turn's end (its
+/// callbacks delivered, its business's lease given up) waits here up to
+/// [`ServiceConfig::turn_end_delay`](super::ServiceConfig::turn_end_delay), and every end waiting
+/// then is recorded in one go ([`DispatchStore::end_turns`](crate::store::DispatchStore::end_turns),
+/// by [`record_turn_ends`]). At a busy hour's pace, turns of different businesses end within
+/// milliseconds of one another, and each recorded alone cost a statement an event.
+///
+/// A business whose end waits is still leased in the store. A turn of this process on it
+/// records the waiting ends first ([`settle`](Self::settle)); the webhook route does not begin
+/// one ([`webhook_turn`]). A process that dies with ends waiting leaves their leases to expire
+/// and their callbacks due, as a worker that dies in its turn does: they are sent again.
+#[derive(Debug, Default)]
+pub(crate) struct TurnEnds {
+    waiting: Mutex<WaitingEnds>,
+    /// Held while ends are recorded, so that a settle waits for the ones being recorded.
+    recording: tokio::sync::Mutex<()>,
+    /// The recorder waits here for an end.
+    ended: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct WaitingEnds {
+    ends: Vec<TurnEnd>,
+    /// The businesses with an end waiting or being recorded, and how many.
+    open: HashMap<String, usize>,
+}
+
+impl TurnEnds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitingEnds> {
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A turn ended: recorded with the others that end within the delay.
+    fn push(&self, end: TurnEnd) {
+        {
+            let mut waiting = self.lock();
+            *waiting.open.entry(end.scope.clone()).or_default() += 1;
+            waiting.ends.push(end);
+        }
+        self.ended.notify_one();
+    }
+
+    /// Whether an end of a turn on `scope` waits or is being recorded (its lease still held).
+    pub(crate) fn is_open(&self, scope: &str) -> bool {
+        self.lock().open.contains_key(scope)
+    }
+
+    /// Records every end waiting now, in one store call. A failure is logged: the leases then
+    /// expire by themselves and the callbacks delivered are sent again, as when a turn's own end
+    /// fails.
+    async fn record(&self, shared: &Shared) {
+        let _recording = self.recording.lock().await;
+        let ends = std::mem::take(&mut self.lock().ends);
+        if ends.is_empty() {
+            return;
+        }
+        if let Err(e) = shared.store.end_turns(&ends, shared.clock.now()).await {
+            tracing::warn!(turns = ends.len(), error = %e, "cannot end the turns (their leases expire by themselves; the callbacks delivered are sent again)");
+        }
+        let mut waiting = self.lock();
+        for end in &ends {
+            if let Some(n) = waiting.open.get_mut(&end.scope) {
+                *n -= 1;
+                if *n == 0 {
+                    waiting.open.remove(&end.scope);
+                }
+            }
+        }
+    }
+
+    /// Before a turn on `scope`: records the ends waiting when one of them is `scope`'s (and
+    /// waits for those being recorded), so that its lease is free.
+    async fn settle(&self, shared: &Shared, scope: &str) {
+        if self.is_open(scope) {
+            self.record(shared).await;
+        }
+    }
+}
+
+/// Records the turns' ends ([`TurnEnds`]): from the first end that waits, the delay, then all
+/// that wait, in one go; until the pool stops (which records the last ones once its workers
+/// have stopped).
+async fn record_turn_ends(shared: Arc<Shared>, pool: Arc<PoolState>) {
+    loop {
+        let woken = pool.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if pool.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        tokio::select! {
+            () = shared.turn_ends.ended.notified() => {}
+            () = &mut woken => continue,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(shared.config.turn_end_delay) => {}
+            () = &mut woken => {}
+        }
+        shared.turn_ends.record(&shared).await;
+    }
+}
+
 /// Where a business stands in this process's line ([`Queue`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mark {
@@ -794,7 +911,8 @@ pub(crate) struct Queue {
     running: AtomicBool,
     /// Another process announced work ([`crate::wake`]): the dispatcher looks at once.
     look_now: AtomicBool,
-    /// Turns the webhook route has begun so far (numbers their holders: [`webhook_turn`]).
+    /// Turns begun so far, by the webhook route ([`webhook_turn`]) and by the workers: numbers
+    /// their holders, so that each turn's lease has a name of its own.
     begun_turns: std::sync::atomic::AtomicU64,
 }
 
@@ -1087,10 +1205,8 @@ impl PoolState {
 }
 
 /// Running worker tasks.
-#[derive(Debug)]
 pub struct WorkerPool {
     state: Arc<PoolState>,
-    queue: Arc<Queue>,
     /// The dispatcher (`dispatcher`).
     dispatcher: Option<JoinHandle<()>>,
     /// The listener of other processes' announcements (`listen`), when a bus is set.
@@ -1099,6 +1215,24 @@ pub struct WorkerPool {
     purger: Option<JoinHandle<()>>,
     /// The idle-token task (`super::tokens`).
     token_keeper: Option<JoinHandle<()>>,
+    /// The recorder of the turns' ends (`record_turn_ends`), when they wait to be recorded together.
+    end_recorder: Option<JoinHandle<()>>,
+    /// What the pool runs on: the turns' last ends are recorded once it stops.
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("state", &self.state)
+            .field("queue", &self.shared.queue)
+            .field("dispatcher", &self.dispatcher.is_some())
+            .field("listener", &self.listener.is_some())
+            .field("purger", &self.purger.is_some())
+            .field("token_keeper", &self.token_keeper.is_some())
+            .field("end_recorder", &self.end_recorder.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerPool {
@@ -1139,7 +1273,9 @@ impl WorkerPool {
                 Arc::clone(&state.wake),
             ))
         });
-        Self { state, queue: Arc::clone(&shared.queue), dispatcher, listener, purger, token_keeper }
+        let end_recorder = (n > 0 && !shared.config.turn_end_delay.is_zero())
+            .then(|| tokio::spawn(record_turn_ends(Arc::clone(&shared), Arc::clone(&state))));
+        Self { state, dispatcher, listener, purger, token_keeper, end_recorder, shared }
     }
 
     /// How many workers run now (the pool may have grown since it started).
@@ -1159,9 +1295,9 @@ impl WorkerPool {
 
     fn halt(&self) -> Vec<JoinHandle<()>> {
         self.state.stop.store(true, Ordering::Relaxed);
-        self.queue.running.store(false, Ordering::Relaxed);
+        self.shared.queue.running.store(false, Ordering::Relaxed);
         self.state.wake.notify_waiters();
-        self.queue.ready.notify_waiters();
+        self.shared.queue.ready.notify_waiters();
         std::mem::take(&mut *self.state.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
@@ -1169,8 +1305,20 @@ impl WorkerPool {
     /// once: they stop in parallel), however long that takes.
     pub async fn stop(mut self) {
         let tasks = self.halt();
-        let others = [self.dispatcher.take(), self.listener.take(), self.purger.take(), self.token_keeper.take()];
+        let others = self.others();
         futures::future::join_all(tasks.into_iter().chain(others.into_iter().flatten())).await;
+        self.shared.turn_ends.record(&self.shared).await;
+    }
+
+    /// The pool's tasks other than its workers.
+    fn others(&mut self) -> [Option<JoinHandle<()>>; 5] {
+        [
+            self.dispatcher.take(),
+            self.listener.take(),
+            self.purger.take(),
+            self.token_keeper.take(),
+            self.end_recorder.take(),
+        ]
     }
 
     /// As [`stop`](Self::stop), waiting at most `limit`: workers still busy then (a call that
@@ -1179,10 +1327,11 @@ impl WorkerPool {
     /// stopped by itself.
     pub async fn stop_within(mut self, limit: std::time::Duration) -> bool {
         let tasks = self.halt();
-        let others = [self.dispatcher.take(), self.listener.take(), self.purger.take(), self.token_keeper.take()];
+        let others = self.others();
         let tasks: Vec<_> = tasks.into_iter().chain(others.into_iter().flatten()).collect();
         let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
         if tokio::time::timeout(limit, futures::future::join_all(tasks)).await.is_ok() {
+            self.shared.turn_ends.record(&self.shared).await;
             return true;
         }
         tracing::warn!(
@@ -1192,6 +1341,8 @@ impl WorkerPool {
         for a in aborts {
             a.abort();
         }
+        // The turns that did end are recorded; the aborted ones' leases expire.
+        self.shared.turn_ends.record(&self.shared).await;
         false
     }
 }

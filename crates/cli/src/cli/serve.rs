@@ -63,6 +63,11 @@ pub(crate) struct ServeArgs {
     /// webhook this process accepts wakes its workers at once, without waiting for this.
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
+    /// How long a worker's turn's end may wait to be recorded with other turns' ends, in
+    /// milliseconds: one statement for all the turns that end within it (their callbacks marked
+    /// delivered, their businesses' leases given up). 0 records each as its turn ends.
+    #[arg(long, default_value_t = 50)]
+    pub turn_end_ms: u64,
     /// Seconds to wait before each retry of a failed event, comma-separated, the last repeating
     /// (default: the Magento outbox's ladder, 60,300,1800,7200,21600,43200,86400).
     #[arg(long)]
@@ -170,6 +175,7 @@ pub(crate) async fn run(args: ServeArgs, out: &mut dyn Write) -> Result<(), Fail
     let retention = args.retention.policy()?;
     let config = ServiceConfig {
         poll_interval: Duration::from_millis(args.poll_ms.max(1)),
+        turn_end_delay: Duration::from_millis(args.turn_end_ms),
         engine,
         retention: (args.purge_every > 0).then_some(retention),
         purge_interval: Duration::from_secs(args.purge_every),

@@ -1546,6 +1546,85 @@ async fn a_webhook_begins_the_turn_of_an_idle_worker_which_continues_it() {
     w.stop().await;
 }
 
+/// A turn's end waits to be recorded with others (`ServiceConfig::turn_end_delay`): until then
+/// the business stays leased and its callback undelivered in the store. A second event of the
+/// business within the delay is not held up by it: the worker records the waiting end first
+/// (with the periodic look an hour away, nothing else could start the turn). Stopping the pool
+/// records the ends still waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_s_end_waits_for_others_but_never_holds_up_the_business_s_next_turn() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-ends").await;
+    let hour = Duration::from_secs(3600);
+    let config = ServiceConfig {
+        poll_interval: hour,
+        probe_interval: hour,
+        turn_end_delay: Duration::from_secs(60),
+        ..fast_config()
+    };
+    w.start_with(Arc::new(SystemClock), 1, config).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the invoice's sync state reaches Magento", || w.magento.callbacks("shop").len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let now = SystemClock.now();
+    assert!(
+        !w.store.acquire_dispatch(BUSINESS, "another/1", now, now + chrono::Duration::minutes(1)).await.unwrap(),
+        "the business stays leased while its turn's end waits"
+    );
+    let (status, _) = w.webhook("shop", "invoice.paid:1001").await;
+    assert_eq!(status, 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while w.magento.callbacks("shop").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the second turn waited for the first one's end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(w.sim.business(BUSINESS).unwrap().payments.len(), 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let now = SystemClock.now();
+    assert!(
+        !w.store.acquire_dispatch(BUSINESS, "another/1", now, now + chrono::Duration::minutes(1)).await.unwrap(),
+        "the second turn's end waits in turn"
+    );
+    w.stop().await;
+    let now = SystemClock.now();
+    assert!(
+        w.store.acquire_dispatch(BUSINESS, "another/1", now, now + chrono::Duration::minutes(1)).await.unwrap(),
+        "the pool's stop records the waiting end: the lease is given up"
+    );
+    assert_eq!(w.store.pending_callbacks(BUSINESS).await.unwrap(), 0, "every delivery recorded");
+}
+
+/// With nothing else happening, a waiting turn's end is recorded once its delay has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_turn_s_end_is_recorded_after_its_delay() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-ends-later").await;
+    let hour = Duration::from_secs(3600);
+    let config = ServiceConfig {
+        poll_interval: hour,
+        probe_interval: hour,
+        turn_end_delay: Duration::from_millis(300),
+        ..fast_config()
+    };
+    w.start_with(Arc::new(SystemClock), 1, config).await;
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the invoice's sync state reaches Magento", || w.magento.callbacks("shop").len() == 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = SystemClock.now();
+        if w.store.acquire_dispatch(BUSINESS, "another/1", now, now + chrono::Duration::minutes(1)).await.unwrap() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the turn's end was never recorded: its lease is held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(w.store.pending_callbacks(BUSINESS).await.unwrap(), 0, "its delivery recorded");
+    w.stop().await;
+}
+
 /// Without the route's wake-up (a webhook accepted by a process without workers), the same
 /// invoice waits for the periodic look of the process that has them: the look is what finds
 /// work another process queued, and it does find it.

@@ -19,7 +19,7 @@ use byte8_ledger_core::{
 };
 use chrono::{DateTime, Duration, Utc};
 
-use super::{ApiKey, Binding, BindingStatus, ConnectionStatus, ServiceStore, TurnStart, WebhookToken};
+use super::{ApiKey, Binding, BindingStatus, ConnectionStatus, ServiceStore, TurnEnd, TurnStart, WebhookToken};
 
 /// A tenant id derived from a scope (scopes may hold characters tenant ids may not).
 fn tenant_of(scope: &str) -> String {
@@ -616,6 +616,76 @@ pub async fn several_deliveries_are_recorded_at_once(store: &dyn ServiceStore, s
     );
 }
 
+/// Several turns ended at once ([`DispatchStore::end_turns`]), as a process's workers record the
+/// turns that ended within a few milliseconds: each turn's deliveries marked (a generation not
+/// delivered is not), each lease its holder still held given up, and a lease another holder has
+/// taken since left alone. No turn is a no-op; one turn is a turn's end.
+pub async fn turns_end_together(store: &dyn ServiceStore, scope: &str) {
+    let at = |s: i64| t0() + Duration::seconds(s);
+    let scopes: Vec<String> = (0..3).map(|n| format!("{scope}-{n}")).collect();
+    let mut ends = Vec::new();
+    for (n, scope) in scopes.iter().enumerate() {
+        let tenant = tenant_of(scope);
+        store.put_binding(&binding(&tenant, scope, "k", t0())).await.expect("put binding");
+        for k in 0..2 {
+            let key = format!("invoice.created:{}", 8200 + 10 * n + k);
+            store.enqueue(tenant_run(scope, &tenant, &key, "x"), Dedupe::Permanent).await.expect("enqueue");
+        }
+        let holder = format!("p/{n}");
+        let begun =
+            store.begin_turn(&turn_start(scope, &tenant, &holder, 0, 2)).await.expect("begin").expect("a free lease");
+        assert_eq!(begun.claimed.runs.len(), 2, "ends: two runs claimed on {scope}");
+        let mut delivered = Vec::new();
+        for run in &begun.claimed.runs {
+            store
+                .finish(run.id, run.claim, result(&run.idempotency_key, RunStatus::Synced, 1, None))
+                .await
+                .expect("finish");
+            delivered.push((run.id, run.claim));
+        }
+        ends.push(TurnEnd { scope: scope.clone(), holder, delivered });
+    }
+    // The first business's second callback: another generation than the one delivered.
+    ends[0].delivered[1].1 += 1;
+    // The third business's lease lapsed and was taken by another holder before the ends.
+    let third = &scopes[2];
+    assert!(
+        store.begin_turn(&turn_start(third, &tenant_of(third), "q/9", 121, 0)).await.expect("begin").is_some(),
+        "ends: a lapsed lease taken over"
+    );
+    store.end_turns(&[], at(122)).await.expect("no turn");
+    for scope in &scopes {
+        assert_eq!(store.pending_callbacks(scope).await.expect("pending"), 2, "ends: nothing recorded yet on {scope}");
+    }
+    store.end_turns(&ends, at(122)).await.expect("end the turns");
+    let pending = |n: usize| store.pending_callbacks(&scopes[n]);
+    assert_eq!(pending(0).await.expect("pending"), 1, "ends: only the generation delivered is marked");
+    assert_eq!(pending(1).await.expect("pending"), 0, "ends: both deliveries marked");
+    assert_eq!(pending(2).await.expect("pending"), 0, "ends: marked though the lease was another's by then");
+    for (n, scope) in scopes[..2].iter().enumerate() {
+        assert!(
+            store.begin_turn(&turn_start(scope, &tenant_of(scope), "q/1", 123, 0)).await.expect("begin").is_some(),
+            "ends: the lease of business {n} given up"
+        );
+    }
+    assert_eq!(
+        store.begin_turn(&turn_start(third, &tenant_of(third), "q/1", 123, 0)).await.expect("begin"),
+        None,
+        "ends: the lease another holder took stays"
+    );
+    // One turn alone.
+    let one = TurnEnd { scope: scopes[0].clone(), holder: "q/1".into(), delivered: ends[0].delivered[1..].to_vec() };
+    store.end_turns(&[one], at(124)).await.expect("end one turn");
+    assert!(
+        store
+            .begin_turn(&turn_start(&scopes[0], &tenant_of(&scopes[0]), "q/2", 125, 0))
+            .await
+            .expect("begin")
+            .is_some(),
+        "ends: one turn's lease given up"
+    );
+}
+
 /// A callback's generation is the claim its run finished under (so the worker that finished it
 /// names it without reading it back), a run finished again gets a larger one, and a turn's start
 /// says a callback of the tenant is due whenever one is. Returns the `callbacks_due` a start saw
@@ -1036,6 +1106,7 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     turns_take_the_lease_and_claim_together(store, &format!("{scope}-turns")).await;
     turns_know_their_callbacks(store, &format!("{scope}-own-callbacks")).await;
     several_deliveries_are_recorded_at_once(store, &format!("{scope}-deliveries")).await;
+    turns_end_together(store, &format!("{scope}-ends")).await;
     webhooks_queue_once_per_jti(store, &format!("{scope}-once")).await;
     webhooks_queue_only_on_the_binding_verified(store, &format!("{scope}-bound")).await;
     webhooks_begin_the_turn_they_queue(store, &format!("{scope}-begin")).await;

@@ -522,6 +522,19 @@ pub struct TurnStart<'a> {
     pub limit: usize,
 }
 
+/// A worker's turn over, as [`DispatchStore::end_turns`] records it with others: the business,
+/// the name its dispatch lease was held under, and the callbacks (run, generation) the turn
+/// delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnEnd {
+    /// The business whose lease is given up.
+    pub scope: String,
+    /// The name the lease was taken under (a lease held under another name stays).
+    pub holder: String,
+    /// The callbacks the turn delivered, each marked delivered (a generation not delivered is not).
+    pub delivered: Vec<(RunId, i64)>,
+}
+
 /// A verified webhook token as [`DispatchStore::enqueue_once`] takes it, for
 /// [`DispatchStore::enqueue_and_begin`].
 #[derive(Debug, Clone, Copy)]
@@ -637,6 +650,18 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     async fn end_turn(&self, scope: &str, holder: &str, delivered: &[(RunId, i64)], now: DateTime<Utc>) -> Result<()> {
         self.callbacks_sent(delivered, now).await?;
         self.release_dispatch(scope, holder).await
+    }
+
+    /// Ends several turns at once, each as [`end_turn`](Self::end_turn) does (its deliveries
+    /// marked at `now`, its lease given up when its holder still holds it): one statement on
+    /// PostgreSQL however many, one turn after another here. What a process's workers use to
+    /// record the turns that ended within a few milliseconds of one another together (see
+    /// [`ServiceConfig::turn_end_delay`](crate::ServiceConfig::turn_end_delay)).
+    async fn end_turns(&self, ends: &[TurnEnd], now: DateTime<Utc>) -> Result<()> {
+        for end in ends {
+            self.end_turn(&end.scope, &end.holder, &end.delivered, now).await?;
+        }
+        Ok(())
     }
 
     /// The (business, tenant) pairs with work due at `now`: a run of the tenant's that a claim

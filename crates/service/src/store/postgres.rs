@@ -32,7 +32,7 @@ use sqlx::{Row, postgres::PgRow};
 
 use super::{
     Begun, Binding, BindingInfo, BindingStatus, BindingStore, ConnectionStatus, DispatchStats, DispatchStore,
-    PendingCallback, ReplayCache, TurnStart, WebhookToken, enqueue_and_begin_in_steps, open_api_key,
+    PendingCallback, ReplayCache, TurnEnd, TurnStart, WebhookToken, enqueue_and_begin_in_steps, open_api_key,
     parse_connection_status, read_policy, replay_key, seal_api_key, turn_on_the_run, write_policy,
 };
 
@@ -403,6 +403,39 @@ impl DispatchStore for PostgresStore {
             }
         };
         statement.execute(self.statements()).await.map_err(db)?;
+        Ok(())
+    }
+
+    /// One statement for every turn of `ends` (one turn: [`end_turn`](DispatchStore::end_turn)'s):
+    /// the deliveries of all of them marked, and each lease deleted where its holder still holds
+    /// it. Both arrays are `unnest`ed, so the statement is planned at each call (see
+    /// `mark_one_delivered!`): it stands for several statements, each of which would be a round
+    /// trip of its own.
+    async fn end_turns(&self, ends: &[TurnEnd], now: DateTime<Utc>) -> Result<()> {
+        if let [end] = ends {
+            return self.end_turn(&end.scope, &end.holder, &end.delivered, now).await;
+        }
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let (runs, generations): (Vec<i64>, Vec<i64>) =
+            ends.iter().flat_map(|end| end.delivered.iter().copied()).unzip();
+        let scopes: Vec<String> = ends.iter().map(|end| text(&end.scope).into_owned()).collect();
+        let holders: Vec<String> = ends.iter().map(|end| text(&end.holder).into_owned()).collect();
+        sqlx::query(concat!(
+            "WITH sent AS (",
+            mark_delivered!("$1", "$2", "$3"),
+            " RETURNING 1) DELETE FROM dispatch_leases l USING unnest($4::text[], $5::text[]) AS e(scope, holder) \
+             WHERE l.scope = e.scope AND l.holder = e.holder"
+        ))
+        .bind(now)
+        .bind(runs)
+        .bind(generations)
+        .bind(scopes)
+        .bind(holders)
+        .execute(self.statements())
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
