@@ -45,6 +45,9 @@ pub(crate) struct PaymentJob {
     facts: InvoiceFacts,
     bank: String,
     pay_ref: String,
+    /// The intent with `pay_ref` was written by the read that found no entry
+    /// (`payment_prepare`): [`payment_intent`](SyncEngine::payment_intent) has nothing to write.
+    intent_written: bool,
 }
 
 impl PaymentJob {
@@ -616,39 +619,45 @@ impl SyncEngine {
     /// A payment's policy, cross-reference, invoice and recovery look-up: decided, or ready to post.
     pub(crate) async fn payment_prepare(&self, pay: &MagentoPayment, policy: &SyncPolicy) -> Result<PaymentPrep> {
         let key = pay.invoice_id.to_string();
+        let bank = match policy.bank_account_for(Some(&pay.method)) {
+            BankDecision::Mapped(b) | BankDecision::Default(b) => Ok(b),
+            BankDecision::ExplicitNone => Err(skipped(
+                skip::PAYMENT_METHOD_NOT_MAPPED,
+                format!("payment method `{}` is mapped to None: the invoice stays unpaid in the ledger", pay.method),
+            )),
+            BankDecision::Unmapped => Err(skipped(
+                skip::PAYMENT_METHOD_NOT_MAPPED,
+                format!("payment method `{}` is not mapped and there is no default_bank_account_id", pay.method),
+            )),
+        };
         // The payment's entry and its invoice's, in one store call (the invoice's is kept for
         // `invoice_facts` inside a run). Read once: an intent found here (an earlier attempt's)
-        // is what makes the look-up below.
-        let existing = self
-            .read_ahead(&[(XrefKind::Payment, &key), (XrefKind::Invoice, &key)])
-            .await?
-            .remove(&(XrefKind::Payment, key.clone()));
-        if let Some(id) = existing.as_ref().and_then(Xref::done_id) {
-            return Ok(PaymentPrep::Decided(Handled::Synced {
-                id: id.to_owned(),
-                number: None,
-                message: Some("already in the ledger; no new write".into()),
-            }));
-        }
-        let bank = match policy.bank_account_for(Some(&pay.method)) {
-            BankDecision::Mapped(b) | BankDecision::Default(b) => b,
-            BankDecision::ExplicitNone => {
-                return Ok(PaymentPrep::Decided(skipped(
-                    skip::PAYMENT_METHOD_NOT_MAPPED,
-                    format!(
-                        "payment method `{}` is mapped to None: the invoice stays unpaid in the ledger",
-                        pay.method
-                    ),
-                )));
+        // is what makes the look-up below. A payment the policy posts gets its intent in the same
+        // call when it has no entry (`get_or_intent_reading`, as an invoice's): one round trip,
+        // not two. An intent left so by an attempt that then waited for its invoice only makes
+        // the attempt that posts look the payment up first, as after a crash. One the policy
+        // skips is only read, so that a payment already in the ledger still says so.
+        let (bank, reference, caps, pay_ref, existing) = match bank {
+            Err(skip) => {
+                let existing = self
+                    .read_ahead(&[(XrefKind::Payment, &key), (XrefKind::Invoice, &key)])
+                    .await?
+                    .remove(&(XrefKind::Payment, key.clone()));
+                return Ok(PaymentPrep::Decided(paid_already(existing.as_ref()).unwrap_or(skip)));
             }
-            BankDecision::Unmapped => {
-                return Ok(PaymentPrep::Decided(skipped(
-                    skip::PAYMENT_METHOD_NOT_MAPPED,
-                    format!("payment method `{}` is not mapped and there is no default_bank_account_id", pay.method),
-                )));
+            Ok(bank) => {
+                let (reference, caps) = self.context().await?;
+                let pay_ref = self.reference_of(policy, &pay.invoice_increment_id, &caps);
+                let intent = Xref::intent(Some(pay_ref.clone()), json!({}), self.clock.now());
+                let ahead = [(XrefKind::Invoice, key.as_str())];
+                let found = self.get_or_intent_reading(XrefKind::Payment, &key, &intent, &ahead).await?;
+                (bank, reference, caps, pay_ref, found)
             }
         };
-        let (reference, caps) = self.context().await?;
+        if let Some(done) = paid_already(existing.as_ref()) {
+            return Ok(PaymentPrep::Decided(done));
+        }
+        let intent_written = existing.is_none();
         let facts = match self.invoice_facts(pay.invoice_id, Some(&pay.invoice_increment_id), policy, &caps).await? {
             Ok(f) => f,
             Err(Some(reason)) => {
@@ -661,9 +670,8 @@ impl SyncEngine {
                 });
             }
         };
-        let pay_ref = self.reference_of(policy, &pay.invoice_increment_id, &caps);
         let date = policy.local_date(pay.captured_at, &reference.business.country);
-        let job = Box::new(PaymentJob { key, facts, bank, pay_ref });
+        let job = Box::new(PaymentJob { key, facts, bank, pay_ref, intent_written });
         if existing.is_some() {
             let ids = [job.facts.id.as_str()];
             let lookup = TransactionLookup {
@@ -684,8 +692,13 @@ impl SyncEngine {
         Ok(PaymentPrep::Ready(job))
     }
 
-    /// Writes a payment's intent (before the write).
+    /// Writes a payment's intent (before the write), unless the read that found no entry wrote
+    /// it already. An intent found (an earlier attempt's) is written again with this attempt's
+    /// reference: the policy's reference may have changed since.
     pub(crate) async fn payment_intent(&self, job: &PaymentJob) -> Result<()> {
+        if job.intent_written {
+            return Ok(());
+        }
         self.put(XrefKind::Payment, &job.key, &Xref::intent(Some(job.pay_ref.clone()), json!({}), self.clock.now()))
             .await
     }
@@ -1262,6 +1275,15 @@ fn invoice_skip(event: &Event, inv: &MagentoInvoice, policy: &SyncPolicy) -> Opt
     policy
         .filter_skip_reason(inv.website_id.max(event.website_id), inv.store_id.max(event.store_id))
         .map(|reason| skipped(reason, "outside the website/store filter"))
+}
+
+/// A payment whose entry says it is in the ledger: synced, with no new write.
+fn paid_already(existing: Option<&Xref>) -> Option<Handled> {
+    existing.and_then(Xref::done_id).map(|id| Handled::Synced {
+        id: id.to_owned(),
+        number: None,
+        message: Some("already in the ledger; no new write".into()),
+    })
 }
 
 /// Synced, with no new write, when the invoice's cross-reference says it is in the ledger.

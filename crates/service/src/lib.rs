@@ -87,14 +87,19 @@
 //! PostgreSQL, which also says whether more are due), processes them and claims more while more
 //! are due, then sends its pending callbacks (up to [`ServiceConfig::batch`] of each; the lease
 //! is renewed once a quarter of [`ServiceConfig::dispatch_lease`] has passed), and ends the turn
-//! recording the callbacks delivered and releasing the lease together
-//! ([`DispatchStore::end_turn`](crate::store::DispatchStore::end_turn)); then it takes the next
-//! tenant. The callbacks of the runs the turn itself finished synced or skipped are sent without
+//! recording the callbacks delivered and releasing the lease together; then it takes the next
+//! tenant. A turn's end waits up to [`ServiceConfig::turn_end_delay`] for the other turns of the
+//! process that end meanwhile, and all of them are recorded in one go
+//! ([`DispatchStore::end_turns`](crate::store::DispatchStore::end_turns): one statement on
+//! PostgreSQL); until then the business stays leased, and a turn of this process on it records
+//! the waiting ends first. Each turn's lease has a name of its own (the worker's and a number),
+//! so that an end recorded late never gives up a later turn's lease. The callbacks of the runs the turn itself finished synced or skipped are sent without
 //! claiming them: a callback's generation is the claim its run finished under, which the worker
 //! knows, and every sender of a tenant's callbacks holds the business's dispatch lease, so no one
 //! else sends them meanwhile. Other callbacks (a retry due, a run that failed) are claimed only
 //! when the turn's start saw one due, or a run of the turn failed. A tenant with one event
-//! waiting thus costs its turn two statements around the engine's own (begin and end). A worker
+//! waiting thus costs its turn a statement before the engine's own (the begin) and a share of
+//! one after (its end, recorded with the others that end within the delay). A worker
 //! with nothing in line waits without reading the store. The line is fed by:
 //!
 //! - **the webhook route**, the moment it queues a run: the tenant goes in line and an idle
@@ -103,8 +108,8 @@
 //!   ([`DispatchStore::enqueue_and_begin`](crate::store::DispatchStore::enqueue_and_begin):
 //!   the lease taken and the run claimed, one statement on PostgreSQL), and the tenant goes in
 //!   line with that turn: the worker continues it under the name it was begun with, without a
-//!   begin of its own. A tenant with one event waiting then costs its turn one statement besides
-//!   the enqueue and the engine's own (the end). Workers told to stop still take such a turn
+//!   begin of its own. A tenant with one event waiting then costs its turn no statement besides
+//!   the enqueue and the engine's own, but for its share of the ends'. Workers told to stop still take such a turn
 //!   (its run is claimed), and nothing else;
 //! - **the console**, the moment an operator retries a run or a store's (or every business's)
 //!   dead letters, or connects a business whose stores' events waited for a ledger (the same

@@ -485,12 +485,15 @@ async fn process_claimed(
 /// One tenant's turn: takes its business's dispatch lease and claims its first runs in one go
 /// ([`DispatchStore::begin_turn`]; a business another worker holds is left alone: that worker
 /// drains it), drains it ([`dispatch`]), and ends the turn recording the callbacks delivered and
-/// releasing the lease in one go ([`DispatchStore::end_turn`]). Runs are claimed with the lease
-/// only when the tenant's runtime is built and its Magento accepts the ledger, so that what is
-/// claimed is processed at once; otherwise the lease alone is taken. A turn the webhook route
-/// began (`begun`: [`webhook_turn`]) is continued instead, under the name it was begun with.
-/// True when the turn ended on [`ServiceConfig::batch`](super::ServiceConfig::batch) with more
-/// possibly waiting (the business goes back in line, behind the others).
+/// releasing the lease in one go: with the other turns that end within
+/// [`ServiceConfig::turn_end_delay`](super::ServiceConfig::turn_end_delay) ([`TurnEnds`]), or at
+/// once ([`DispatchStore::end_turn`]) when that is zero or the pool is stopping. Runs are
+/// claimed with the lease only when the tenant's runtime is built and its Magento accepts the
+/// ledger, so that what is claimed is processed at once; otherwise the lease alone is taken. A
+/// turn the webhook route began (`begun`: [`webhook_turn`]) is continued instead, under the name
+/// it was begun with. True when the turn ended on
+/// [`ServiceConfig::batch`](super::ServiceConfig::batch) with more possibly waiting (the business
+/// goes back in line, behind the others).
 async fn turn(
     shared: &Arc<Shared>,
     worker: &str,

@@ -2501,26 +2501,62 @@ async fn a_new_items_intent_and_an_invoices_items_cost_one_store_call_each() {
     assert!(item_of("WIDGET").is_some() && item_of("GADGET").is_some() && item_of("WIDGET") != item_of("GADGET"));
 }
 
-/// A payment reads its own entry and its invoice's in one store call (it used to read its own
-/// twice and its invoice's once), writes its intent at once, and is posted once.
+/// A payment reads its own entry and its invoice's and writes its intent in one store call (it
+/// used to read its own twice and its invoice's once, then write its intent in a second call),
+/// and is posted once. One the policy skips is only read: no intent. One that waits for its
+/// invoice keeps the intent, and when it is posted it is looked up first (one GET), then posted
+/// once.
 #[tokio::test]
-async fn a_payment_reads_its_entry_and_its_invoices_in_one_call() {
+async fn a_payment_reads_its_entry_and_its_invoices_and_writes_its_intent_in_one_call() {
     let w = World::new().await;
     let store = Watched::over(w.store(), 0);
-    let engine = engine_over(&w, &store, policy(json!({"default_bank_account_id": "BANK"})));
+    let engine = engine_over(
+        &w,
+        &store,
+        policy(json!({"default_bank_account_id": "BANK", "payment_method_map": {"cash": null}})),
+    );
     let jane = registered(11, "Jane", "Doe", None);
     let inv = invoice_entity(2601, "GBP", &jane);
     synced(&engine.sync_line(&invoice_created(&inv)).await.unwrap());
     let invoice_calls = store.calls(XrefKind::Invoice).len();
+    let intents = store.intents_at_once.load(std::sync::atomic::Ordering::SeqCst);
     synced(&engine.sync_line(&invoice_paid(&inv, "checkmo")).await.unwrap());
-    assert_eq!(store.calls(XrefKind::Payment), vec!["get_many", "put"], "one read, then the intent before the post");
+    assert_eq!(store.calls(XrefKind::Payment), vec!["get_or_put_reading"], "one call: the read and the intent");
+    assert_eq!(
+        store.intents_at_once.load(std::sync::atomic::Ordering::SeqCst),
+        intents + 1,
+        "the intent written by that call, before the post"
+    );
     assert_eq!(
         &store.calls(XrefKind::Invoice)[invoice_calls..],
-        ["get_many"],
+        ["read_with_intent"],
         "the invoice's entry: read in that call"
     );
     assert_eq!(w.served("POST /contact_payments"), 1);
     assert_eq!(invoice(&w.biz(), "000002601").outstanding, dec("0.00"), "paid in full");
+
+    // Skipped by the policy: read only, no intent.
+    let other = invoice_entity(2602, "GBP", &jane);
+    synced(&engine.sync_line(&invoice_created(&other)).await.unwrap());
+    let payment_calls = store.calls(XrefKind::Payment).len();
+    skipped(&engine.sync_line(&invoice_paid(&other, "cash")).await.unwrap(), "payment_method_not_mapped");
+    assert_eq!(&store.calls(XrefKind::Payment)[payment_calls..], ["get_many"], "a skipped payment writes no intent");
+    let entry = w.store().get_xref(BUSINESS, XrefKind::Payment, "2602").await.unwrap();
+    assert_eq!(entry, None, "nothing stored for it");
+
+    // Before its invoice: waits, with its intent kept; once the invoice is in, looked up, then
+    // posted once.
+    let late = invoice_entity(2603, "GBP", &jane);
+    let o = engine.sync_line(&invoice_paid(&late, "checkmo")).await.unwrap();
+    assert!(failed(&o, ErrorCode::NotFound).contains("waits"));
+    let entry = w.store().get_xref(BUSINESS, XrefKind::Payment, "2603").await.unwrap().expect("its intent");
+    assert!(entry.done_id().is_none(), "an intent, not a done entry: {entry:?}");
+    synced(&engine.sync_line(&invoice_created(&late)).await.unwrap());
+    let lookups = w.served("GET /contact_payments");
+    synced(&engine.sync_line(&invoice_paid(&late, "checkmo")).await.unwrap());
+    assert_eq!(w.served("GET /contact_payments"), lookups + 1, "looked up once before the post");
+    assert_eq!(w.served("POST /contact_payments"), 2, "and posted once");
+    assert_eq!(invoice(&w.biz(), "000002603").outstanding, dec("0.00"), "paid in full");
 }
 
 /// A credit memo of a paid invoice reads every entry it may need in one store call (its credit
