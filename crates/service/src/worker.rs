@@ -816,12 +816,9 @@ impl TurnEnds {
 /// have stopped).
 async fn record_turn_ends(shared: Arc<Shared>, pool: Arc<PoolState>) {
     loop {
-        let woken = pool.wake.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if pool.stop.load(Ordering::Relaxed) {
+        let Some(mut woken) = pool.watch() else {
             break;
-        }
+        };
         tokio::select! {
             () = shared.turn_ends.ended.notified() => {}
             () = &mut woken => continue,
@@ -1089,12 +1086,9 @@ async fn dispatcher(shared: Arc<Shared>, pool: Arc<PoolState>) {
         let poke = shared.queue.poke.notified();
         tokio::pin!(poke);
         poke.as_mut().enable();
-        let woken = pool.wake.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if pool.stop.load(Ordering::Relaxed) {
+        let Some(mut woken) = pool.watch() else {
             break;
-        }
+        };
         if shared.queue.look_now.swap(false, Ordering::Relaxed) {
             next = tokio::time::Instant::now();
         }
@@ -1122,12 +1116,9 @@ async fn dispatcher(shared: Arc<Shared>, pool: Arc<PoolState>) {
 async fn listen(shared: Arc<Shared>, bus: Arc<dyn crate::wake::WakeBus>, pool: Arc<PoolState>) {
     let mut failing = false;
     loop {
-        let woken = pool.wake.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if pool.stop.load(Ordering::Relaxed) {
+        let Some(mut woken) = pool.watch() else {
             break;
-        }
+        };
         tokio::select! {
             () = &mut woken => continue,
             heard = bus.next() => match heard {
@@ -1163,6 +1154,15 @@ struct PoolState {
 }
 
 impl PoolState {
+    /// The pool's wake-up, registered before its stop is looked at (so that a stop in between
+    /// is not missed): what its tasks other than the workers wait on beside their own work.
+    /// `None` once the pool stops.
+    fn watch(&self) -> Option<std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>>> {
+        let mut woken = Box::pin(self.wake.notified());
+        woken.as_mut().enable();
+        (!self.stop.load(Ordering::Relaxed)).then_some(woken)
+    }
+
     fn workers(&self) -> usize {
         self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
