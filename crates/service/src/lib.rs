@@ -93,8 +93,8 @@
 //! ([`DispatchStore::end_turns`](crate::store::DispatchStore::end_turns): one statement on
 //! PostgreSQL); until then the business stays leased, and a turn of this process on it records
 //! the waiting ends first. Each turn's lease has a name of its own (the worker's and a number),
-//! so that an end recorded late never gives up a later turn's lease. The callbacks of the runs the turn itself finished synced or skipped are sent without
-//! claiming them: a callback's generation is the claim its run finished under, which the worker
+//! so that an end recorded late never gives up a later turn's lease. The callbacks of the runs
+//! the turn itself finished synced or skipped are sent without claiming them: a callback's generation is the claim its run finished under, which the worker
 //! knows, and every sender of a tenant's callbacks holds the business's dispatch lease, so no one
 //! else sends them meanwhile. Other callbacks (a retry due, a run that failed) are claimed only
 //! when the turn's start saw one due, or a run of the turn failed. A tenant with one event
@@ -109,8 +109,8 @@
 //!   the lease taken and the run claimed, one statement on PostgreSQL), and the tenant goes in
 //!   line with that turn: the worker continues it under the name it was begun with, without a
 //!   begin of its own. A tenant with one event waiting then costs its turn no statement besides
-//!   the enqueue and the engine's own, but for its share of the ends'. Workers told to stop still take such a turn
-//!   (its run is claimed), and nothing else;
+//!   the enqueue and the engine's own but its share of a recorded end. Workers told to stop
+//!   still take such a turn (its run is claimed), and nothing else;
 //! - **the console**, the moment an operator retries a run or a store's (or every business's)
 //!   dead letters, or connects a business whose stores' events waited for a ledger (the same
 //!   announcement as the webhook's);

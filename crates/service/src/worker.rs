@@ -775,7 +775,7 @@ impl TurnEnds {
     }
 
     /// Whether an end of a turn on `scope` waits or is being recorded (its lease still held).
-    pub(crate) fn is_open(&self, scope: &str) -> bool {
+    fn is_open(&self, scope: &str) -> bool {
         self.lock().open.contains_key(scope)
     }
 

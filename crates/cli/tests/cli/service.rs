@@ -105,6 +105,13 @@ fn fast_config() -> ServiceConfig {
     }
 }
 
+/// [`fast_config`] with the periodic look for work (and the revoked tokens' probe) an hour away:
+/// only an announcement or a turn of the process itself can start a turn in a test's time.
+fn without_looks() -> ServiceConfig {
+    let hour = Duration::from_secs(3600);
+    ServiceConfig { poll_interval: hour, probe_interval: hour, ..fast_config() }
+}
+
 fn master_key_text() -> String {
     use base64::Engine as _;
     let mut bytes = [0u8; 32];
@@ -1495,9 +1502,7 @@ async fn a_busy_xero_tenant_s_invoices_are_posted_in_batches_each_run_answered_i
 async fn a_webhook_wakes_an_idle_worker_without_waiting_for_the_periodic_look() {
     let mut w = World::new().await;
     w.pair("shop", "tenant-wake").await;
-    let hour = Duration::from_secs(3600);
-    let config = ServiceConfig { poll_interval: hour, probe_interval: hour, ..fast_config() };
-    w.start_with(Arc::new(SystemClock), 1, config).await;
+    w.start_with(Arc::new(SystemClock), 1, without_looks()).await;
     // Let the worker reach its wait and the dispatcher its first look (nothing queued yet).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, body) = w.webhook("shop", "invoice.created:1001").await;
@@ -1555,13 +1560,7 @@ async fn a_webhook_begins_the_turn_of_an_idle_worker_which_continues_it() {
 async fn a_turn_s_end_waits_for_others_but_never_holds_up_the_business_s_next_turn() {
     let mut w = World::new().await;
     w.pair("shop", "tenant-ends").await;
-    let hour = Duration::from_secs(3600);
-    let config = ServiceConfig {
-        poll_interval: hour,
-        probe_interval: hour,
-        turn_end_delay: Duration::from_secs(60),
-        ..fast_config()
-    };
+    let config = ServiceConfig { turn_end_delay: Duration::from_secs(60), ..without_looks() };
     w.start_with(Arc::new(SystemClock), 1, config).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, body) = w.webhook("shop", "invoice.created:1001").await;
@@ -1601,13 +1600,7 @@ async fn a_turn_s_end_waits_for_others_but_never_holds_up_the_business_s_next_tu
 async fn a_waiting_turn_s_end_is_recorded_after_its_delay() {
     let mut w = World::new().await;
     w.pair("shop", "tenant-ends-later").await;
-    let hour = Duration::from_secs(3600);
-    let config = ServiceConfig {
-        poll_interval: hour,
-        probe_interval: hour,
-        turn_end_delay: Duration::from_millis(300),
-        ..fast_config()
-    };
+    let config = ServiceConfig { turn_end_delay: Duration::from_millis(300), ..without_looks() };
     w.start_with(Arc::new(SystemClock), 1, config).await;
     let (status, body) = w.webhook("shop", "invoice.created:1001").await;
     assert_eq!(status, 202, "{body}");
@@ -1680,8 +1673,7 @@ async fn a_webhook_taken_by_a_process_without_workers_wakes_another_process_s_wo
     let mut w = World::new().await;
     w.pair("shop", "tenant-bus").await;
     let bus = Arc::new(MemoryBus::default());
-    let hour = Duration::from_secs(3600);
-    let slow = ServiceConfig { poll_interval: hour, probe_interval: hour, ..fast_config() };
+    let slow = without_looks();
     w.start_with(Arc::new(SystemClock), 0, slow.clone()).await;
     let front = w.ledger.as_ref().unwrap().service.clone();
     assert!(front.set_wake_bus(Arc::clone(&bus) as _));

@@ -616,10 +616,11 @@ pub async fn several_deliveries_are_recorded_at_once(store: &dyn ServiceStore, s
     );
 }
 
-/// Several turns ended at once ([`DispatchStore::end_turns`](super::DispatchStore::end_turns)), as a process's workers record the
-/// turns that ended within a few milliseconds: each turn's deliveries marked (a generation not
-/// delivered is not), each lease its holder still held given up, and a lease another holder has
-/// taken since left alone. No turn is a no-op; one turn is a turn's end.
+/// Several turns ended at once ([`DispatchStore::end_turns`](super::DispatchStore::end_turns)),
+/// as a process's workers record the turns that ended within a few milliseconds: each turn's
+/// deliveries marked (a generation not delivered is not), each lease its holder still held given
+/// up, and a lease another holder has taken since left alone. No turn is a no-op; one turn is a
+/// turn's end.
 pub async fn turns_end_together(store: &dyn ServiceStore, scope: &str) {
     let at = |s: i64| t0() + Duration::seconds(s);
     let scopes: Vec<String> = (0..3).map(|n| format!("{scope}-{n}")).collect();
