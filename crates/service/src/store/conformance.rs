@@ -581,6 +581,86 @@ pub async fn webhooks_begin_the_turn_they_queue(store: &dyn ServiceStore, scope:
     store.end_turn(scope, "p/6", &[], t0() + Duration::seconds(9)).await.expect("end");
 }
 
+/// A webhook on an idle business (its lease free, no run of its tenant queued or running): its own
+/// run comes back claimed (running, claim 1, nothing more due), stored so, leased until the turn's
+/// `run_lease_until` (another turn claims it only after that, as claim 2) and finished under claim 1;
+/// on an idle business a replay, a duplicate and (where the store gives versions) a stale binding
+/// begin no turn and leave the lease free. (PostgreSQL inserts that run already claimed, migration
+/// 0029; the other stores claim it after queueing it.)
+pub async fn an_idle_business_s_webhook_claims_its_own_run(store: &dyn ServiceStore, scope: &str) {
+    let tenant = tenant_of(scope);
+    let at = |s: i64| t0() + Duration::seconds(s);
+    store.put_binding(&binding(&tenant, scope, "k", t0())).await.expect("put binding");
+    let version = store.versioned_binding(&tenant).await.expect("versioned").expect("the binding").1;
+    let jtis: Vec<String> = (0..5).map(|n| format!("{tenant}\u{1f}idle-{n}")).collect();
+    let token = |n: usize| WebhookToken { jti: &jtis[n], expires_at: 1_000, now: 100, binding_version: version };
+    let key = |n: u32| format!("invoice.created:85{n:02}");
+    let run = |n: u32| tenant_run(scope, &tenant, &key(n), "w");
+    let start = |holder: &'static str, now: i64| turn_start(scope, &tenant, holder, now, 1);
+    // Whether the lease is free at `now`: a turn of another holder takes it (and ends at once).
+    let lease_free = |now: i64| async move {
+        let begun = store.begin_turn(&start("p/probe", now)).await.expect("begin");
+        if begun.is_some() {
+            store.end_turn(scope, "p/probe", &[], at(now)).await.expect("end");
+        }
+        begun
+    };
+
+    let (queued, begun) = store
+        .enqueue_and_begin(&token(0), run(1), Dedupe::Permanent, &start("p/webhook-1", 0))
+        .await
+        .expect("enqueue and begin");
+    let EnqueuedOnce::Queued(Enqueued::New(id)) = queued else { panic!("idle: the run is queued: {queued:?}") };
+    let begun = begun.expect("idle: the free lease is taken");
+    assert_eq!(
+        begun.claimed.runs.iter().map(|r| (r.id, r.status, r.claim)).collect::<Vec<_>>(),
+        [(id, RunStatus::Running, 1)],
+        "idle: the webhook's own run claimed"
+    );
+    assert!(!begun.claimed.more, "idle: nothing more due");
+    let stored = store.get(id).await.expect("get").expect("the run");
+    assert_eq!((stored.status, stored.claim), (RunStatus::Running, 1), "idle: the run is stored claimed");
+    assert_eq!(store.begin_turn(&start("p/2", 1)).await.expect("begin"), None, "idle: the lease is the webhook's");
+    store.end_turn(scope, "p/webhook-1", &[], at(2)).await.expect("end");
+    // The run's own lease (300 s from the turn's start) keeps it from the next turns until it lapses.
+    let early = lease_free(299).await.expect("idle: the lease was given up");
+    assert!(early.claimed.runs.is_empty(), "idle: a running run's lease holds until it lapses: {early:?}");
+    let late = store.begin_turn(&start("p/late", 301)).await.expect("begin").expect("idle: the lease is free");
+    assert_eq!(
+        late.claimed.runs.iter().map(|r| (r.id, r.claim)).collect::<Vec<_>>(),
+        [(id, 2)],
+        "idle: a lapsed run lease is claimed again, as claim 2"
+    );
+    assert!(store.finish(id, 1, result(&key(1), RunStatus::Synced, 1, None)).await.is_err(), "idle: claim 1 lapsed");
+    store.finish(id, 2, result(&key(1), RunStatus::Synced, 1, None)).await.expect("finish under claim 2");
+    store.end_turn(scope, "p/late", &[], at(302)).await.expect("end");
+
+    // Nothing open again: a replay, a duplicate and a stale binding leave the lease free.
+    let (replay, begun) = store
+        .enqueue_and_begin(&token(0), run(2), Dedupe::Permanent, &start("p/webhook-2", 303))
+        .await
+        .expect("enqueue and begin");
+    assert_eq!((replay, begun), (EnqueuedOnce::Replay, None), "idle: a replay begins no turn");
+    assert!(lease_free(304).await.is_some(), "idle: a replay leaves the lease free");
+    let (duplicate, begun) = store
+        .enqueue_and_begin(&token(1), run(1), Dedupe::Permanent, &start("p/webhook-3", 305))
+        .await
+        .expect("enqueue and begin");
+    assert!(matches!(duplicate, EnqueuedOnce::Queued(Enqueued::Duplicate { .. })), "idle: {duplicate:?}");
+    assert_eq!(begun, None, "idle: a duplicate begins no turn");
+    assert!(lease_free(306).await.is_some(), "idle: a duplicate leaves the lease free");
+    if let Some(v) = version {
+        assert!(store.set_binding_status(&tenant, BindingStatus::Active, t0()).await.expect("status"));
+        let stale = WebhookToken { binding_version: Some(v), ..token(2) };
+        let (answer, begun) = store
+            .enqueue_and_begin(&stale, run(3), Dedupe::Permanent, &start("p/webhook-4", 307))
+            .await
+            .expect("enqueue and begin");
+        assert_eq!((answer, begun), (EnqueuedOnce::StaleBinding, None), "idle: a stale binding begins no turn");
+        assert!(lease_free(308).await.is_some(), "idle: a stale binding leaves the lease free");
+    }
+}
+
 /// Several deliveries recorded at once, by a turn's end and by `callbacks_sent` (PostgreSQL
 /// binds them as arrays, one as scalars): each named (run, generation) is marked, a generation
 /// not delivered is not.
@@ -1111,6 +1191,7 @@ pub async fn run_all(store: &dyn ServiceStore, scope: &str) {
     webhooks_queue_once_per_jti(store, &format!("{scope}-once")).await;
     webhooks_queue_only_on_the_binding_verified(store, &format!("{scope}-bound")).await;
     webhooks_begin_the_turn_they_queue(store, &format!("{scope}-begin")).await;
+    an_idle_business_s_webhook_claims_its_own_run(store, &format!("{scope}-idle")).await;
     callbacks_follow_terminal_runs(store, &format!("{scope}-callbacks")).await;
     health_counters_and_entity_runs(store, &format!("{scope}-health")).await;
     due_tenants_name_the_work_waiting(store, &format!("{scope}-due")).await;

@@ -604,8 +604,10 @@ pub trait DispatchStore: fmt::Debug + Send + Sync {
     /// collapsed into a queued one), [`begin_turn`](Self::begin_turn) with `turn` (whose scope
     /// and tenant are the run's). The turn is `None` when none was begun: nothing queued (a
     /// replay, a stale binding, a duplicate) or the business's lease held by another holder. One
-    /// statement on PostgreSQL (`byte8_enqueue_turn`, migration 0028), which writes the enqueue
-    /// and the turn together or neither; the memory and SQLite stores take the two steps.
+    /// statement on PostgreSQL (`byte8_enqueue_turn`, migrations 0028 and 0029), which writes the
+    /// enqueue and the turn together or neither, and on an idle business (no run of the tenant
+    /// queued or running) inserts the run already claimed instead of claiming it with a second
+    /// write; the memory and SQLite stores take the two steps. Either way the answer is the same.
     ///
     /// The turn begun is `turn.holder`'s: whoever is handed it drains it and ends it under that
     /// name, as the worker that begins its own turn does. Until then the business's lease and the

@@ -325,9 +325,12 @@ impl DispatchStore for PostgresStore {
         turn_from_rows(&rows, permits.as_ref()).await
     }
 
-    /// One statement (`byte8_enqueue_turn`, migration 0028): `byte8_enqueue_bound` and, when it
-    /// queued a run, `byte8_begin_turn`, as [`enqueue_once`](DispatchStore::enqueue_once) and
-    /// [`begin_turn`](DispatchStore::begin_turn) bind them. A token without a binding version
+    /// One statement (`byte8_enqueue_turn`, migrations 0028 and 0029): `byte8_enqueue_bound` and,
+    /// when it queued a run, `byte8_begin_turn`, as [`enqueue_once`](DispatchStore::enqueue_once)
+    /// and [`begin_turn`](DispatchStore::begin_turn) bind them. The lease is taken first; on an
+    /// idle business (no run of the tenant queued or running) the webhook's run is inserted
+    /// already claimed, the turn `byte8_begin_turn` would have begun, and the row is written once
+    /// instead of inserted and then updated by the claim. A token without a binding version
     /// (which this store always gives) takes the two steps.
     async fn enqueue_and_begin(
         &self,

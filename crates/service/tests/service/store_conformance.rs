@@ -567,6 +567,88 @@ async fn postgres_a_webhook_that_begins_the_turn_takes_its_first_permits() {
     store.release_dispatch(&scope, holder).await.unwrap();
 }
 
+/// PostgreSQL writes an idle business's webhook run once (migration 0029): inserted claimed, no
+/// update claims it. With an older run of the business queued, the webhook's run is queued and the
+/// older one claimed by an update, as before (which shows the test's trigger sees claims). A row
+/// trigger of the test's own, on this test's scope only, logs each update that leaves a run running.
+#[tokio::test]
+async fn postgres_an_idle_business_s_webhook_run_is_written_once() {
+    use byte8_ledger_core::{
+        clock::{Clock, SystemClock},
+        policy::SyncPolicy,
+        store::{Dedupe, Enqueued, EnqueuedOnce, RunStore, conformance::tenant_run},
+    };
+    use byte8_ledger_service::store::{ApiKey, Binding, BindingStore, DispatchStore, TurnStart, WebhookToken};
+    let Some(url) = pg::url("postgres_an_idle_business_s_webhook_run_is_written_once") else { return };
+    let store = pg::store(&url, 4, Some(MasterKey::generate())).await;
+    let (scope, tenant) = (pg::unique("written-once"), pg::unique("written-once-t"));
+    let log = format!("claims_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE {log} (run_id BIGINT NOT NULL); \
+         CREATE FUNCTION {log}() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN INSERT INTO {log} VALUES (NEW.id); RETURN NULL; END $$; \
+         CREATE TRIGGER {log} AFTER UPDATE ON runs FOR EACH ROW \
+           WHEN (NEW.scope = '{scope}' AND NEW.status = 'running') EXECUTE FUNCTION {log}();"
+    ))
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let claims_logged = || async {
+        sqlx::query_scalar::<_, i64>(&format!("SELECT run_id FROM {log} ORDER BY run_id"))
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    };
+    let policy = SyncPolicy::from_json(r#"{"default_tax_rate_id":"GB_STANDARD"}"#).unwrap();
+    let now = SystemClock.now();
+    let binding =
+        Binding::new(&tenant, &scope, "https://shop.example.com", ApiKey::new("k").unwrap(), policy, now).unwrap();
+    store.put_binding(&binding).await.unwrap();
+    let version = store.versioned_binding(&tenant).await.unwrap().unwrap().1;
+    let later = now + chrono::Duration::seconds(60);
+    let turn = |holder| TurnStart {
+        scope: &scope,
+        tenant: &tenant,
+        holder,
+        now,
+        lease_until: later,
+        run_lease_until: later,
+        limit: 1,
+    };
+    let jtis = [format!("{tenant}\u{1f}once-1"), format!("{tenant}\u{1f}once-2")];
+    let token = |n: usize| WebhookToken {
+        jti: &jtis[n],
+        expires_at: now.timestamp() + 600,
+        now: now.timestamp(),
+        binding_version: version,
+    };
+
+    let run = tenant_run(&scope, &tenant, "invoice.created:1", "{}");
+    let (queued, begun) =
+        store.enqueue_and_begin(&token(0), run, Dedupe::Permanent, &turn("once/webhook-1")).await.unwrap();
+    let EnqueuedOnce::Queued(Enqueued::New(idle)) = queued else { panic!("the run is queued: {queued:?}") };
+    assert_eq!(begun.unwrap().claimed.runs.iter().map(|r| r.id).collect::<Vec<_>>(), [idle], "claimed");
+    assert_eq!(claims_logged().await, Vec::<i64>::new(), "the idle business's run is inserted claimed");
+    store.end_turn(&scope, "once/webhook-1", &[], now).await.unwrap();
+
+    let older = store.enqueue(tenant_run(&scope, &tenant, "invoice.created:2", "{}"), Dedupe::Permanent).await.unwrap();
+    let run = tenant_run(&scope, &tenant, "invoice.created:3", "{}");
+    let (queued, begun) =
+        store.enqueue_and_begin(&token(1), run, Dedupe::Permanent, &turn("once/webhook-2")).await.unwrap();
+    assert!(matches!(queued, EnqueuedOnce::Queued(Enqueued::New(_))), "{queued:?}");
+    assert_eq!(
+        begun.unwrap().claimed.runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [older.run_id()],
+        "with runs open, the business's oldest is claimed first"
+    );
+    assert_eq!(claims_logged().await, [older.run_id()], "and claimed by an update");
+    store.end_turn(&scope, "once/webhook-2", &[], now).await.unwrap();
+    sqlx::raw_sql(&format!("DROP TRIGGER {log} ON runs; DROP FUNCTION {log}(); DROP TABLE {log};"))
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
+
 /// The service's look for work (`due_tenants`, every process once a second) reads an entry or two
 /// of each business with open runs or undelivered callbacks, not every run and callback waiting.
 /// On the bench's node (`pg::fill_node`: 1,000 businesses, 70 of them with a run waiting a day,
