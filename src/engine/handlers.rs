@@ -170,8 +170,8 @@ impl SyncEngine {
         };
         if let Some(recorder) = crate::http::audit::current() {
             // The snapshot the run's page compares with the previous run of the same entity.
-            if let Ok(v) = serde_json::to_value(&entity) {
-                recorder.set_snapshot(v);
+            if let Ok(snapshot) = crate::store::audit::Snapshot::of(&entity) {
+                recorder.set_snapshot(snapshot);
             }
         }
         match (event.event, entity) {

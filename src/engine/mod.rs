@@ -618,11 +618,7 @@ impl SyncEngine {
         let now = self.clock.now();
         let (exchanges, recording, snapshot) = audit();
         // A batched document's entity is the event's own (the batch's recorder keeps none).
-        let snapshot = snapshot.or_else(|| {
-            let mut v = serde_json::to_value(event.entity.as_ref()?).ok()?;
-            crate::http::audit::redact_value(&mut v);
-            Some(v)
-        });
+        let snapshot = snapshot.or_else(|| crate::store::audit::Snapshot::of(event.entity.as_ref()?).ok());
         match result {
             Ok(Handled::Synced { id, number, message }) => {
                 let outcome =
@@ -821,8 +817,11 @@ fn held() -> Vec<(crate::store::XrefKind, String, crate::store::Xref)> {
 /// what an attempt's record keeps, with where they sit in the recording. In a batch every run
 /// keeps the exchanges of its batch and points at the batch's one recording, which a store keeps
 /// once.
-fn audit()
--> (Vec<crate::http::audit::ExchangeRecord>, Option<crate::http::audit::RecordingRef>, Option<serde_json::Value>) {
+fn audit() -> (
+    Vec<crate::http::audit::ExchangeRecord>,
+    Option<crate::http::audit::RecordingRef>,
+    Option<crate::store::audit::Snapshot>,
+) {
     crate::http::audit::current()
         .map(|r| {
             let (exchanges, recording) = r.recorded();

@@ -54,7 +54,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::exchange::{Exchange, ExchangeObserver};
-use crate::clock::Clock;
+use crate::{clock::Clock, store::audit::Snapshot};
 
 /// What replaces a secret value.
 pub const REDACTED: &str = "[redacted]";
@@ -106,7 +106,7 @@ struct State {
     /// The kept exchanges, oldest first; the first one's number is `first`.
     exchanges: std::collections::VecDeque<ExchangeRecord>,
     first: u64,
-    snapshot: Option<Value>,
+    snapshot: Option<Snapshot>,
 }
 
 impl Default for State {
@@ -185,14 +185,14 @@ impl Recorder {
     }
 
     /// Keeps the canonical entity the attempt worked on (what a run's page compares with the
-    /// previous run of the same entity). Its secret-named fields are redacted like a body's.
-    pub fn set_snapshot(&self, mut snapshot: Value) {
-        redact_value(&mut snapshot);
+    /// previous run of the same entity), as [`Snapshot::of`] or [`Snapshot::from`] made it: its
+    /// secret-named fields redacted like a body's.
+    pub fn set_snapshot(&self, snapshot: Snapshot) {
         self.lock().snapshot = Some(snapshot);
     }
 
     /// The entity snapshot, if one was kept.
-    pub fn snapshot(&self) -> Option<Value> {
+    pub fn snapshot(&self) -> Option<Snapshot> {
         self.lock().snapshot.clone()
     }
 }
@@ -320,22 +320,33 @@ pub fn redact_body(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim_start();
     let redacted: Cow<'_, str> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        match json_has_secret(&text) {
-            Ok(false) => text,
-            Ok(true) => {
-                let parsed =
-                    serde_json::from_str::<Value>(&text).ok().and_then(|mut v| redact_value(&mut v).then_some(v));
-                Cow::Owned(parsed.map_or_else(|| mask_json_text(&text), |v| v.to_string()))
-            }
-            // A JSON body cut off or broken: kept as text, with what can still be masked.
-            Err(_) => Cow::Owned(mask_json_text(&text)),
-        }
+        redact_json(text)
     } else if looks_like_form(&text) {
         Cow::Owned(redact_form(&text))
     } else {
         text
     };
     cut(mask_bearer(redacted))
+}
+
+/// JSON text with the value of every secret-named field redacted, as [`redact_body`] redacts a
+/// JSON body (uncut): the text itself when no such field has a value.
+pub(crate) fn redact_json_text(text: String) -> String {
+    redact_json(Cow::Owned(text)).into_owned()
+}
+
+/// [`redact_body`]'s JSON case: `text` kept when no secret-named field has a value, else parsed,
+/// redacted and written again, or masked as text when it does not parse (a body cut off or
+/// broken) or its parse no longer shows the secret (a field named twice).
+fn redact_json(text: Cow<'_, str>) -> Cow<'_, str> {
+    match json_has_secret(&text) {
+        Ok(false) => text,
+        Ok(true) => {
+            let parsed = serde_json::from_str::<Value>(&text).ok().and_then(|mut v| redact_value(&mut v).then_some(v));
+            Cow::Owned(parsed.map_or_else(|| mask_json_text(&text), |v| v.to_string()))
+        }
+        Err(_) => Cow::Owned(mask_json_text(&text)),
+    }
 }
 
 /// Whether the JSON `text` has a field with a secret name ([`is_secret_name`]) and a value other

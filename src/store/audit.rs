@@ -200,17 +200,197 @@ pub struct RunPage {
 
 /// The increment id an event line names: `entity.increment_id`, else `payload.increment_id`
 /// (a string or a number); `None` when the line is not a JSON object or names none.
+///
+/// Every event queued goes through here, so the line is read in place: only the two objects'
+/// `increment_id` values are built, every other field is skipped unbuilt. A field named twice
+/// counts as its last, as when the line is parsed into a [`Value`].
 pub fn increment_id_of_raw(raw: &str) -> Option<String> {
-    let v: Value = serde_json::from_str(raw).ok()?;
-    increment_id_in(v.get("entity")).or_else(|| increment_id_in(v.get("payload")))
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let line = serde::de::DeserializeSeed::deserialize(FieldsOf(&["entity", "payload"]), &mut de).ok()?;
+    de.end().ok()?;
+    let [entity, payload] = <[Option<Value>; 2]>::try_from(line?).ok()?;
+    increment_id_of(entity.as_ref()).or_else(|| increment_id_of(payload.as_ref()))
 }
 
 /// The `increment_id` of a snapshot (or any JSON object).
 pub fn increment_id_in(v: Option<&Value>) -> Option<String> {
-    match v?.get("increment_id")? {
+    increment_id_of_value(v?.get("increment_id")?)
+}
+
+/// The `increment_id` field of an object read by [`FieldsOf`] (`None` when it was not an object).
+fn increment_id_of(fields: Option<&Value>) -> Option<String> {
+    let Value::Object(map) = fields? else { return None };
+    increment_id_of_value(map.get("increment_id")?)
+}
+
+/// An increment id's value: a string (trimmed, not empty) or a number.
+fn increment_id_of_value(v: &Value) -> Option<String> {
+    match v {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+/// Reads one JSON value and keeps the named fields of it, when it is an object: `Some` with one
+/// entry per name (the field's value, `None` when absent; a field named twice keeps its last),
+/// `None` for any other value. Fields named `"increment_id"` are kept as values; a kept field
+/// named otherwise is read with `FieldsOf(&["increment_id"])` and kept as an object of that one
+/// field (or `null` when it is not an object). Everything else is skipped without being built.
+struct FieldsOf(&'static [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldsOf {
+    type Value = Option<Vec<Option<Value>>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldsOf {
+    type Value = Option<Vec<Option<Value>>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut kept = vec![None; self.0.len()];
+        while let Some(named) = map.next_key_seed(NameIn(self.0))? {
+            match named {
+                Some(i) if self.0[i] == "increment_id" => kept[i] = Some(map.next_value::<Value>()?),
+                Some(i) => {
+                    let inner = map.next_value_seed(FieldsOf(&["increment_id"]))?;
+                    kept[i] = Some(match inner.map(|mut f| f.pop().flatten()) {
+                        Some(Some(id)) => Value::Object([("increment_id".to_owned(), id)].into_iter().collect()),
+                        Some(None) => Value::Object(serde_json::Map::new()),
+                        None => Value::Null,
+                    });
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(kept))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// Reads a field name for [`FieldsOf`]: where it is among the names kept, read in place.
+struct NameIn(&'static [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for NameIn {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for NameIn {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> std::result::Result<Self::Value, E> {
+        Ok(self.0.iter().position(|n| *n == name))
+    }
+}
+
+/// An attempt's entity snapshot ([`AttemptRecord::snapshot`]): the canonical entity's JSON text,
+/// its secret-named fields redacted ([`crate::http::audit::redact_value`]). It is kept as text:
+/// the engine serialises the entity once, a store writes the text as it is, and only a run's page
+/// parses it ([`Snapshot::to_value`]). Two snapshots are equal when their texts are.
+///
+/// Serialised (in an [`AttemptRecord`]'s JSON) as the JSON value it holds, not as a string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot(String);
+
+impl Snapshot {
+    /// The snapshot of `entity`: serialised to JSON text once; parsed and written again only when
+    /// a secret-named field has a value to redact.
+    ///
+    /// # Errors
+    /// When `entity` cannot be serialised as JSON (a map with keys that are not strings).
+    pub fn of<T: Serialize + ?Sized>(entity: &T) -> serde_json::Result<Self> {
+        Ok(Self(crate::http::audit::redact_json_text(serde_json::to_string(entity)?)))
+    }
+
+    /// A snapshot as a store kept it: `None` unless `text` is one JSON value.
+    pub fn from_stored(text: String) -> Option<Self> {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde::de::IgnoredAny::deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        Some(Self(text))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The snapshot as a JSON value (`Null` if the text no longer parses, which a snapshot made
+    /// by [`Snapshot::of`] or read by [`Snapshot::from_stored`] always does).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+
+    /// The `increment_id` of the entity (as [`increment_id_in`] reads it), read in place.
+    pub fn increment_id(&self) -> Option<String> {
+        let mut de = serde_json::Deserializer::from_str(&self.0);
+        let fields = serde::de::DeserializeSeed::deserialize(FieldsOf(&["increment_id"]), &mut de).ok()??;
+        increment_id_of_value(&fields.into_iter().next()??)
+    }
+}
+
+impl From<Value> for Snapshot {
+    /// A snapshot of a JSON value, redacted as [`Snapshot::of`] redacts.
+    fn from(mut v: Value) -> Self {
+        crate::http::audit::redact_value(&mut v);
+        Self(v.to_string())
+    }
+}
+
+impl Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Snapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Value::deserialize(d).map(Self::from)
     }
 }
 
@@ -313,7 +493,7 @@ pub fn is_upsert(event: Option<&str>) -> bool {
 }
 
 /// The latest snapshot of a run's attempts.
-pub fn last_snapshot(attempts: &[AttemptRecord]) -> Option<&Value> {
+pub fn last_snapshot(attempts: &[AttemptRecord]) -> Option<&Snapshot> {
     attempts.iter().rev().find_map(|a| a.snapshot.as_ref())
 }
 
@@ -335,7 +515,7 @@ pub async fn run_detail(store: &(impl RunStore + ?Sized), id: RunId) -> Result<O
         .and_then(|o| o.provider_entity_id.clone().map(|id| LedgerLink { id, number: o.provider_reference.clone() }));
     let mut diff = None;
     if let (true, Some(current), Some(entity)) =
-        (is_upsert(run.event.as_deref()), last_snapshot(&attempts), run.magento_entity_id)
+        (is_upsert(run.event.as_deref()), last_snapshot(&attempts).map(Snapshot::to_value), run.magento_entity_id)
     {
         let earlier = store
             .query_runs(&RunQuery {
@@ -350,7 +530,8 @@ pub async fn run_detail(store: &(impl RunStore + ?Sized), id: RunId) -> Result<O
         for prev in earlier.runs.iter().filter(|p| p.tenant_id == run.tenant_id) {
             let prev_attempts = store.attempts(prev.id).await?;
             if let Some(before) = last_snapshot(&prev_attempts) {
-                diff = Some(SnapshotDiff { previous_run: prev.id, changes: snapshot_diff(before, current) });
+                diff =
+                    Some(SnapshotDiff { previous_run: prev.id, changes: snapshot_diff(&before.to_value(), &current) });
                 break;
             }
         }
@@ -389,23 +570,10 @@ pub(crate) fn numbered<'a>(
 #[cfg(feature = "sqlite")]
 pub(crate) const EXCHANGES_PER_INSERT: usize = 500;
 
-/// An attempt's `snapshot` column as the SQL stores keep it (JSON text; none is NULL).
-///
-/// # Errors
-/// [`crate::Error::Internal`] if it cannot be serialised (it always can).
+/// Reads a stored `snapshot` column (`None` for NULL or text that is not one JSON value).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn snapshot_column(a: &AttemptRecord) -> Result<Option<String>> {
-    a.snapshot
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| crate::Error::internal(format!("cannot serialise an attempt's snapshot: {e}")))
-}
-
-/// Reads a stored `snapshot` column.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn read_snapshot(text: Option<String>) -> Option<Value> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
+pub(crate) fn read_snapshot(text: Option<String>) -> Option<Snapshot> {
+    text.and_then(Snapshot::from_stored)
 }
 
 #[cfg(test)]
@@ -463,6 +631,132 @@ mod tests {
         assert_eq!(increment_id_of_raw(r#"{"payload":{"increment_id":"  "}}"#), None);
         assert_eq!(increment_id_of_raw("not json"), None);
         assert_eq!(increment_id_of_raw("[1]"), None);
+    }
+
+    /// The reading `increment_id_of_raw` replaced: the whole line parsed into a [`Value`].
+    fn increment_id_as_parsed(raw: &str) -> Option<String> {
+        let v: Value = serde_json::from_str(raw).ok()?;
+        increment_id_in(v.get("entity")).or_else(|| increment_id_in(v.get("payload")))
+    }
+
+    #[test]
+    fn increment_ids_read_in_place_agree_with_the_parsed_line() {
+        let lines = [
+            r#"{"entity":{"increment_id":"000000123"},"payload":{"increment_id":"x"}}"#,
+            r#"{"entity":{"lines":[{"increment_id":"nested"}],"increment_id":" 7 "},"x":[1,{"a":null}]}"#,
+            r#"{"entity":"text","payload":{"increment_id":9}}"#,
+            r#"{"entity":null,"payload":{"increment_id":1.50}}"#,
+            r#"{"entity":{"increment_id":"1"},"entity":{"other":true},"payload":{"increment_id":"2"}}"#,
+            r#"{"entity":{"increment_id":"1","increment_id":"3"}}"#,
+            r#"{"entity":{"increment_id":"escaped"}}"#,
+            r#"{"entity":{"increment_id":["a"]},"payload":{"increment_id":false}}"#,
+            r#"{"entity":{"increment_id":"1"}} trailing"#,
+            r#"{"entity":{"increment_id":"1"}"#,
+            r#"{"payload":[{"increment_id":"in a list"}]}"#,
+            r#"{}"#,
+            "42",
+            "null",
+        ];
+        for raw in lines {
+            assert_eq!(increment_id_of_raw(raw), increment_id_as_parsed(raw), "{raw}");
+        }
+        assert_eq!(increment_id_of_raw(lines[4]).as_deref(), Some("2"), "the last `entity` counts");
+        assert_eq!(increment_id_of_raw(lines[5]).as_deref(), Some("3"), "the last `increment_id` counts");
+        assert_eq!(increment_id_of_raw(lines[6]).as_deref(), Some("escaped"));
+        assert_eq!(increment_id_of_raw(lines[3]).as_deref(), Some("1.50"), "a number as written");
+    }
+
+    proptest::proptest! {
+        /// Any line of an entity and a payload, each any JSON value (an object with or without an
+        /// `increment_id` of any kind, or something else): read in place as parsed whole.
+        #[test]
+        fn increment_ids_of_any_line_agree_with_the_parsed_line(
+            entity in increment_holder(),
+            payload in increment_holder(),
+            other in proptest::option::of(json_leaf()),
+        ) {
+            let mut line = serde_json::Map::new();
+            if let Some(v) = other {
+                line.insert("other".into(), v);
+            }
+            for (name, v) in [("entity", entity), ("payload", payload)] {
+                if let Some(v) = v {
+                    line.insert(name.into(), v);
+                }
+            }
+            let raw = Value::Object(line).to_string();
+            proptest::prop_assert_eq!(increment_id_of_raw(&raw), increment_id_as_parsed(&raw), "{}", raw);
+        }
+
+        /// A snapshot's increment id, read in place, is the one its parsed value holds.
+        #[test]
+        fn a_snapshot_s_increment_id_is_its_value_s(entity in increment_holder()) {
+            let value = entity.unwrap_or(Value::Null);
+            let snapshot = Snapshot::from(value.clone());
+            proptest::prop_assert_eq!(snapshot.increment_id(), increment_id_in(Some(&value)));
+        }
+    }
+
+    fn json_leaf() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[ a-z0-9]{0,6}".prop_map(Value::String),
+        ]
+    }
+
+    /// An `entity` or `payload` field: absent, a leaf, a list, or an object with other fields and
+    /// perhaps an `increment_id` (a leaf, or a list of one).
+    fn increment_holder() -> impl proptest::strategy::Strategy<Value = Option<Value>> {
+        use proptest::prelude::*;
+        let id = prop_oneof![json_leaf(), json_leaf().prop_map(|v| Value::Array(vec![v]))];
+        let object = (proptest::option::of(id), proptest::collection::btree_map("[a-z_]{1,12}", json_leaf(), 0..4))
+            .prop_map(|(id, fields)| {
+                let mut map: serde_json::Map<String, Value> = fields.into_iter().collect();
+                if let Some(id) = id {
+                    map.insert("increment_id".into(), id);
+                }
+                Value::Object(map)
+            });
+        proptest::option::of(prop_oneof![
+            json_leaf(),
+            proptest::collection::vec(json_leaf(), 0..3).prop_map(Value::Array),
+            object
+        ])
+    }
+
+    #[test]
+    fn a_snapshot_is_the_entity_s_text_and_redacts_only_secrets() {
+        #[derive(Serialize)]
+        struct Entity<'a> {
+            increment_id: &'a str,
+            email: &'a str,
+            password: Option<&'a str>,
+        }
+        let plain = Entity { increment_id: "000000081", email: "a@x", password: None };
+        let snapshot = Snapshot::of(&plain).unwrap();
+        assert_eq!(snapshot.as_str(), r#"{"increment_id":"000000081","email":"a@x","password":null}"#, "as written");
+        assert_eq!(snapshot.increment_id().as_deref(), Some("000000081"));
+        let secret = Snapshot::of(&Entity { password: Some("hunter2"), ..plain }).unwrap();
+        assert!(!secret.as_str().contains("hunter2"), "{}", secret.as_str());
+        assert_eq!(secret.to_value()["password"], crate::http::audit::REDACTED);
+        assert_eq!(secret.to_value()["email"], "a@x");
+        assert_eq!(Snapshot::from(json!({"token": "t", "n": 1})).to_value(), json!({"token": "[redacted]", "n": 1}));
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_from_its_text_and_serialises_as_its_value() {
+        let snapshot = Snapshot::from(json!({"increment_id": "7", "lines": [{"qty": "2"}]}));
+        assert_eq!(Snapshot::from_stored(snapshot.as_str().to_owned()), Some(snapshot.clone()));
+        for broken in ["", "{", r#"{"a":1} {"b":2}"#, "not json"] {
+            assert_eq!(Snapshot::from_stored(broken.to_owned()), None, "{broken:?}");
+        }
+        let json = serde_json::to_value(&snapshot).unwrap();
+        assert_eq!(json, json!({"increment_id": "7", "lines": [{"qty": "2"}]}), "a value, not a string");
+        let back: Snapshot = serde_json::from_value(json).unwrap();
+        assert_eq!(back.to_value(), snapshot.to_value());
     }
 
     #[test]

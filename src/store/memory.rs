@@ -223,8 +223,9 @@ fn due(run: &Run, lease: Option<&DateTime<Utc>>, now: DateTime<Utc>) -> bool {
 /// What the SQL stores keep in `runs.increment_id`, `ledger_id` and `ledger_reference`.
 fn search_fields(run: &Run, attempts: &[AttemptRecord]) -> super::audit::SearchFields {
     super::audit::SearchFields {
-        increment_id: super::audit::increment_id_of_raw(&run.raw)
-            .or_else(|| attempts.iter().find_map(|a| super::audit::increment_id_in(a.snapshot.as_ref()))),
+        increment_id: super::audit::increment_id_of_raw(&run.raw).or_else(|| {
+            attempts.iter().find_map(|a| a.snapshot.as_ref().and_then(super::audit::Snapshot::increment_id))
+        }),
         ledger_reference: run.outcome.as_ref().and_then(|o| o.provider_reference.clone()),
         ledger_id: run.outcome.as_ref().and_then(|o| o.provider_entity_id.clone()),
     }

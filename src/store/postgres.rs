@@ -80,10 +80,7 @@ use sqlx::{
 use super::{
     AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, EnqueuedOnce, NewRun, Run, RunId, RunResult,
     RunStatus, RunStore, Xref, XrefKind, XrefState, XrefStore,
-    audit::{
-        RequestCount, RunPage, RunQuery, increment_id_in, increment_id_of_raw, numbered, read_snapshot, recording_of,
-        snapshot_column,
-    },
+    audit::{RequestCount, RunPage, RunQuery, Snapshot, increment_id_of_raw, numbered, read_snapshot, recording_of},
     crypto::{MasterKey, open_tokens, seal_tokens},
 };
 use crate::{
@@ -815,7 +812,7 @@ impl RunStore for PostgresStore {
     async fn finish(&self, id: RunId, claim: i64, result: RunResult) -> Result<()> {
         let outcome = serde_json::to_string(&result.outcome).map_err(|e| Error::internal(e.to_string()))?;
         let a = &result.attempt;
-        let snapshot = snapshot_column(a)?;
+        let snapshot = a.snapshot.as_ref().map(Snapshot::as_str);
         let recording = recording_of(a);
         let exchanges = recording.as_ref().map(|r| ExchangeColumns::of(r, &a.exchanges)).unwrap_or_default();
         let xrefs = XrefColumns::of(&result.xrefs);
@@ -862,7 +859,7 @@ impl RunStore for PostgresStore {
             .bind(claim)
             .bind(opt_text(result.outcome.provider_entity_id.as_deref()))
             .bind(opt_text(result.outcome.provider_reference.as_deref()))
-            .bind(increment_id_in(a.snapshot.as_ref()).map(|v| text(&v).into_owned()))
+            .bind(a.snapshot.as_ref().and_then(Snapshot::increment_id).map(|v| text(&v).into_owned()))
             .bind(a.started_at)
             .bind(text(&a.result))
             .bind(a.error_code.map(ErrorCode::as_str))
@@ -870,7 +867,7 @@ impl RunStore for PostgresStore {
             .bind(opt_text(a.ledger_id.as_deref()))
             .bind(recording.as_ref().map(|r| i64::try_from(r.first).unwrap_or(i64::MAX)))
             .bind(recording.as_ref().map(|r| i64::try_from(r.count).unwrap_or(i64::MAX)))
-            .bind(opt_text(snapshot.as_deref()));
+            .bind(opt_text(snapshot));
         let done = xrefs.bind(query).fetch_optional(&self.statements).await.map_err(db)?;
         match done {
             Some(_) => Ok(()),

@@ -28,7 +28,7 @@ use sqlx::{
 use super::{
     AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus,
     RunStore, Xref, XrefKind, XrefState, XrefStore,
-    audit::{RunPage, RunQuery, increment_id_in, increment_id_of_raw},
+    audit::{RunPage, RunQuery, Snapshot, increment_id_of_raw},
     crypto::{MasterKey, open_tokens, seal_tokens},
 };
 use crate::{
@@ -68,7 +68,7 @@ fn time(v: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_micros(v).unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
-use super::audit::{EXCHANGES_PER_INSERT, RequestCount, numbered, read_snapshot, recording_of, snapshot_column};
+use super::audit::{EXCHANGES_PER_INSERT, RequestCount, numbered, read_snapshot, recording_of};
 use crate::http::audit::{ExchangeRecord, RecordingRef};
 
 /// Stores the exchanges of `recording` (each once: an exchange a run of the same batch stored
@@ -461,7 +461,7 @@ impl RunStore for SqliteStore {
         .bind(micros(a.finished_at))
         .bind(&result.outcome.provider_entity_id)
         .bind(&result.outcome.provider_reference)
-        .bind(increment_id_in(a.snapshot.as_ref()))
+        .bind(a.snapshot.as_ref().and_then(Snapshot::increment_id))
         .bind(id)
         .bind(claim)
         .fetch_optional(&mut *tx)
@@ -506,7 +506,7 @@ impl RunStore for SqliteStore {
         .bind(recording.as_ref().map(|r| r.id.clone()))
         .bind(recording.as_ref().map(|r| i64::try_from(r.first).unwrap_or(i64::MAX)))
         .bind(recording.as_ref().map(|r| i64::try_from(r.count).unwrap_or(i64::MAX)))
-        .bind(snapshot_column(a)?)
+        .bind(a.snapshot.as_ref().map(Snapshot::as_str))
         .execute(&mut *tx)
         .await
         .map_err(db)?;

@@ -834,7 +834,7 @@ async fn a_finish_is_one_statement_whether_it_lands_or_not() {
     let (id, lapsed, current) = claimed_twice(&store, &scope, key).await;
     let mut with_exchanges = synced(key, 1);
     with_exchanges.attempt.exchanges = (0..3).map(|i| exchange(i, "{}")).collect();
-    with_exchanges.attempt.snapshot = Some(serde_json::json!({"increment_id": "000000071"}));
+    with_exchanges.attempt.snapshot = Some(serde_json::json!({"increment_id": "000000071"}).into());
     // The run's held cross-reference records (an invoice and its new customer's contact).
     let invoice = Xref::done("L71".into(), Some("SI-71".into()), serde_json::json!({"contact_id": "C5"}), t0());
     let contact = Xref::done("C5".into(), Some("CUST5".into()), serde_json::json!({"currency": "GBP"}), t0());
@@ -901,7 +901,7 @@ async fn a_finish_is_atomic_keeps_nul_text_as_replacement_characters_and_every_e
     let mut refused = synced(key, 1);
     refused.attempt.exchanges = (0..3).map(|i| exchange(i, "{}")).collect();
     refused.attempt.recording = Some(RecordingRef { id: poison.clone(), first: 0, count: 3 });
-    refused.attempt.snapshot = Some(serde_json::json!({"increment_id": "000000073"}));
+    refused.attempt.snapshot = Some(serde_json::json!({"increment_id": "000000073"}).into());
     // Its held cross-reference record replaces the intent only if the whole finish lands.
     let intent = Xref::intent(Some("SI-73".into()), serde_json::json!({}), t0());
     store.put_xref(&scope, XrefKind::Invoice, "73", &intent).await.unwrap();

@@ -41,7 +41,7 @@ async fn finish(
         r.outcome.provider_reference = Some(number.into());
         r.attempt.ledger_id = Some(lid.into());
     }
-    r.attempt.snapshot = snapshot;
+    r.attempt.snapshot = snapshot.map(crate::store::audit::Snapshot::from);
     store.finish(id, run.claim, r).await.expect("finish");
 }
 
@@ -75,7 +75,7 @@ pub async fn attempts_keep_their_exchanges_and_snapshot(store: &dyn Store, scope
             error: Some("timed out".into()),
         },
     ];
-    r.attempt.snapshot = Some(json!({"increment_id": "000000081", "lines": [{"sku": "A", "qty": "2"}]}));
+    r.attempt.snapshot = Some(json!({"increment_id": "000000081", "lines": [{"sku": "A", "qty": "2"}]}).into());
     let mut expected = r.attempt.clone();
     store.finish(id, run.claim, r).await.expect("finish");
     let attempts = store.attempts(id).await.expect("attempts");
@@ -178,7 +178,7 @@ pub async fn a_refused_finish_writes_nothing(store: &dyn Store, scope: &str) {
         late.outcome.provider_entity_id = Some("LATE".into());
         late.outcome.provider_reference = Some("SI-LATE".into());
         late.attempt.ledger_id = Some("LATE".into());
-        late.attempt.snapshot = Some(json!({"increment_id": "000000091"}));
+        late.attempt.snapshot = Some(json!({"increment_id": "000000091"}).into());
         late.attempt.exchanges =
             vec![exchange(1, "POST", "/late/sales_invoices", 201), exchange(2, "GET", "/late/contacts", 429)];
         late.attempt.recording = recording;

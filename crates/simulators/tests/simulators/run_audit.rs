@@ -50,7 +50,7 @@ async fn every_attempt_keeps_the_requests_sage_was_sent_and_its_answers_without_
     );
     assert!(exchanges.windows(2).all(|p| p[0].at <= p[1].at), "oldest first");
     assert_no_secret(&serde_json::to_string(&attempts).unwrap());
-    assert_eq!(attempts[0].snapshot.as_ref().unwrap()["increment_id"], "000001001", "the entity snapshot");
+    assert_eq!(attempts[0].snapshot.as_ref().unwrap().to_value()["increment_id"], "000001001", "the entity snapshot");
 
     // The runs table finds it by increment id and by Sage's document number.
     for term in ["000001001", "SI-1"] {

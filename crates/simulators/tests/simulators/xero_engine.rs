@@ -421,7 +421,7 @@ async fn each_run_of_a_batch_keeps_its_batchs_exchanges_and_its_own_snapshot() {
         for n in 0..3u64 {
             assert!(sent.contains(&format!("{:09}", 2000 + n)), "the batch carried every invoice: {sent}");
         }
-        let snapshot = attempts[0].snapshot.as_ref().expect("the run's own entity");
+        let snapshot = attempts[0].snapshot.as_ref().expect("the run's own entity").to_value();
         assert_eq!(snapshot["increment_id"], format!("{:09}", 2000 + i as u64));
         let text = serde_json::to_string(&attempts).unwrap();
         assert!(!text.contains("xero-access-") && !text.contains("xero-refresh-"), "no credential kept: {text}");
