@@ -170,7 +170,7 @@ impl SyncEngine {
         };
         if let Some(recorder) = crate::http::audit::current() {
             // The snapshot the run's page compares with the previous run of the same entity.
-            if let Ok(snapshot) = crate::store::audit::Snapshot::of(&entity) {
+            if let Ok(snapshot) = crate::http::audit::Snapshot::of(&entity) {
                 recorder.set_snapshot(snapshot);
             }
         }

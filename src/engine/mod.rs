@@ -618,7 +618,7 @@ impl SyncEngine {
         let now = self.clock.now();
         let (exchanges, recording, snapshot) = audit();
         // A batched document's entity is the event's own (the batch's recorder keeps none).
-        let snapshot = snapshot.or_else(|| crate::store::audit::Snapshot::of(event.entity.as_ref()?).ok());
+        let snapshot = snapshot.or_else(|| crate::http::audit::Snapshot::of(event.entity.as_ref()?).ok());
         match result {
             Ok(Handled::Synced { id, number, message }) => {
                 let outcome =
@@ -820,7 +820,7 @@ fn held() -> Vec<(crate::store::XrefKind, String, crate::store::Xref)> {
 fn audit() -> (
     Vec<crate::http::audit::ExchangeRecord>,
     Option<crate::http::audit::RecordingRef>,
-    Option<crate::store::audit::Snapshot>,
+    Option<crate::http::audit::Snapshot>,
 ) {
     crate::http::audit::current()
         .map(|r| {

@@ -54,7 +54,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::exchange::{Exchange, ExchangeObserver};
-use crate::{clock::Clock, store::audit::Snapshot};
+use crate::clock::Clock;
 
 /// What replaces a secret value.
 pub const REDACTED: &str = "[redacted]";
@@ -194,6 +194,66 @@ impl Recorder {
     /// The entity snapshot, if one was kept.
     pub fn snapshot(&self) -> Option<Snapshot> {
         self.lock().snapshot.clone()
+    }
+}
+
+/// An attempt's entity snapshot ([`AttemptRecord::snapshot`](crate::store::AttemptRecord::snapshot)):
+/// the canonical entity's JSON text, its secret-named fields redacted ([`redact_value`]). It is kept as text:
+/// the engine serialises the entity once, a store writes the text as it is, and only a run's page
+/// parses it ([`Snapshot::to_value`]). Two snapshots are equal when their texts are.
+///
+/// Serialised (in an attempt's JSON) as the JSON value it holds, not as a string. Its increment
+/// id is read in place ([`Snapshot::increment_id`], beside the event line's reading).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot(String);
+
+impl Snapshot {
+    /// The snapshot of `entity`: serialised to JSON text once; parsed and written again only when
+    /// a secret-named field has a value to redact.
+    ///
+    /// # Errors
+    /// When `entity` cannot be serialised as JSON (a map with keys that are not strings).
+    pub fn of<T: Serialize + ?Sized>(entity: &T) -> serde_json::Result<Self> {
+        Ok(Self(redact_json_text(serde_json::to_string(entity)?)))
+    }
+
+    /// A snapshot as a store kept it: `None` unless `text` is one JSON value.
+    pub fn from_stored(text: String) -> Option<Self> {
+        let mut de = serde_json::Deserializer::from_str(&text);
+        serde::de::IgnoredAny::deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        Some(Self(text))
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The snapshot as a JSON value. A snapshot made by [`Snapshot::of`] or [`Snapshot::from`],
+    /// or read by [`Snapshot::from_stored`], always parses; `Null` otherwise.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl From<Value> for Snapshot {
+    /// A snapshot of a JSON value, redacted as [`Snapshot::of`] redacts.
+    fn from(mut v: Value) -> Self {
+        redact_value(&mut v);
+        Self(v.to_string())
+    }
+}
+
+impl Serialize for Snapshot {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Snapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Value::deserialize(d).map(Self::from)
     }
 }
 

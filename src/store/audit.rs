@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{AttemptRecord, Run, RunId, RunStatus, RunStore};
+use crate::http::audit::Snapshot;
 use crate::{
     error::Result,
     http::audit::{ExchangeRecord, RecordingRef},
@@ -328,69 +329,13 @@ impl serde::de::Visitor<'_> for NameIn {
     }
 }
 
-/// An attempt's entity snapshot ([`AttemptRecord::snapshot`]): the canonical entity's JSON text,
-/// its secret-named fields redacted ([`crate::http::audit::redact_value`]). It is kept as text:
-/// the engine serialises the entity once, a store writes the text as it is, and only a run's page
-/// parses it ([`Snapshot::to_value`]). Two snapshots are equal when their texts are.
-///
-/// Serialised (in an [`AttemptRecord`]'s JSON) as the JSON value it holds, not as a string.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot(String);
-
+// The snapshot's increment id is read here, with the event line's (`FieldsOf`).
 impl Snapshot {
-    /// The snapshot of `entity`: serialised to JSON text once; parsed and written again only when
-    /// a secret-named field has a value to redact.
-    ///
-    /// # Errors
-    /// When `entity` cannot be serialised as JSON (a map with keys that are not strings).
-    pub fn of<T: Serialize + ?Sized>(entity: &T) -> serde_json::Result<Self> {
-        Ok(Self(crate::http::audit::redact_json_text(serde_json::to_string(entity)?)))
-    }
-
-    /// A snapshot as a store kept it: `None` unless `text` is one JSON value.
-    pub fn from_stored(text: String) -> Option<Self> {
-        let mut de = serde_json::Deserializer::from_str(&text);
-        serde::de::IgnoredAny::deserialize(&mut de).ok()?;
-        de.end().ok()?;
-        Some(Self(text))
-    }
-
-    /// The JSON text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The snapshot as a JSON value (`Null` if the text no longer parses, which a snapshot made
-    /// by [`Snapshot::of`] or read by [`Snapshot::from_stored`] always does).
-    pub fn to_value(&self) -> Value {
-        serde_json::from_str(&self.0).unwrap_or(Value::Null)
-    }
-
     /// The `increment_id` of the entity (as [`increment_id_in`] reads it), read in place.
     pub fn increment_id(&self) -> Option<String> {
-        let mut de = serde_json::Deserializer::from_str(&self.0);
+        let mut de = serde_json::Deserializer::from_str(self.as_str());
         let fields = serde::de::DeserializeSeed::deserialize(FieldsOf(&["increment_id"]), &mut de).ok()??;
         increment_id_of_value(&fields.into_iter().next()??)
-    }
-}
-
-impl From<Value> for Snapshot {
-    /// A snapshot of a JSON value, redacted as [`Snapshot::of`] redacts.
-    fn from(mut v: Value) -> Self {
-        crate::http::audit::redact_value(&mut v);
-        Self(v.to_string())
-    }
-}
-
-impl Serialize for Snapshot {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.to_value().serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Snapshot {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Value::deserialize(d).map(Self::from)
     }
 }
 

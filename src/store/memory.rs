@@ -224,7 +224,7 @@ fn due(run: &Run, lease: Option<&DateTime<Utc>>, now: DateTime<Utc>) -> bool {
 fn search_fields(run: &Run, attempts: &[AttemptRecord]) -> super::audit::SearchFields {
     super::audit::SearchFields {
         increment_id: super::audit::increment_id_of_raw(&run.raw).or_else(|| {
-            attempts.iter().find_map(|a| a.snapshot.as_ref().and_then(super::audit::Snapshot::increment_id))
+            attempts.iter().find_map(|a| a.snapshot.as_ref().and_then(crate::http::audit::Snapshot::increment_id))
         }),
         ledger_reference: run.outcome.as_ref().and_then(|o| o.provider_reference.clone()),
         ledger_id: run.outcome.as_ref().and_then(|o| o.provider_entity_id.clone()),

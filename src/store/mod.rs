@@ -286,7 +286,7 @@ pub struct AttemptRecord {
     /// with the previous run's ([`crate::store::audit::snapshot_diff`]). `None` when the attempt
     /// ended before it had one.
     #[serde(default)]
-    pub snapshot: Option<audit::Snapshot>,
+    pub snapshot: Option<crate::http::audit::Snapshot>,
 }
 
 /// What enqueueing did.

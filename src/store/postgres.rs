@@ -80,7 +80,7 @@ use sqlx::{
 use super::{
     AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, EnqueuedOnce, NewRun, Run, RunId, RunResult,
     RunStatus, RunStore, Xref, XrefKind, XrefState, XrefStore,
-    audit::{RequestCount, RunPage, RunQuery, Snapshot, increment_id_of_raw, numbered, read_snapshot, recording_of},
+    audit::{RequestCount, RunPage, RunQuery, increment_id_of_raw, numbered, read_snapshot, recording_of},
     crypto::{MasterKey, open_tokens, seal_tokens},
 };
 use crate::{
@@ -88,7 +88,7 @@ use crate::{
     clock::Clock,
     error::{Error, ErrorCode, Result},
     http::{
-        audit::{ExchangeRecord, RecordingRef},
+        audit::{ExchangeRecord, RecordingRef, Snapshot},
         limit::{RateConfig, RateLimiter, SharedLimit, Window},
     },
     reference::ReferenceData,

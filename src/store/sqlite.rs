@@ -28,7 +28,7 @@ use sqlx::{
 use super::{
     AttemptRecord, Claimed, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, Run, RunId, RunResult, RunStatus,
     RunStore, Xref, XrefKind, XrefState, XrefStore,
-    audit::{RunPage, RunQuery, Snapshot, increment_id_of_raw},
+    audit::{RunPage, RunQuery, increment_id_of_raw},
     crypto::{MasterKey, open_tokens, seal_tokens},
 };
 use crate::{
@@ -69,7 +69,7 @@ fn time(v: i64) -> DateTime<Utc> {
 }
 
 use super::audit::{EXCHANGES_PER_INSERT, RequestCount, numbered, read_snapshot, recording_of};
-use crate::http::audit::{ExchangeRecord, RecordingRef};
+use crate::http::audit::{ExchangeRecord, RecordingRef, Snapshot};
 
 /// Stores the exchanges of `recording` (each once: an exchange a run of the same batch stored
 /// already is left as it is).

@@ -41,7 +41,7 @@ async fn finish(
         r.outcome.provider_reference = Some(number.into());
         r.attempt.ledger_id = Some(lid.into());
     }
-    r.attempt.snapshot = snapshot.map(crate::store::audit::Snapshot::from);
+    r.attempt.snapshot = snapshot.map(crate::http::audit::Snapshot::from);
     store.finish(id, run.claim, r).await.expect("finish");
 }
 

@@ -514,26 +514,37 @@ async fn postgres_a_turn_that_claims_a_run_takes_its_first_permits() {
 /// claimed, the database's record of the business's permits holds the block of two, and the
 /// run's two ledger requests find them in the process. Its binding checked and its `jti`
 /// recorded in the same statement: the token used again is a replay.
-#[tokio::test]
-async fn postgres_a_webhook_that_begins_the_turn_takes_its_first_permits() {
+/// A PostgreSQL test's tenant of `scope` paired now (by the system clock, as its webhooks are
+/// dated): the time and the binding's version, which a webhook's token carries.
+async fn bound_now(
+    store: &byte8_ledger_core::store::postgres::PostgresStore,
+    scope: &str,
+    tenant: &str,
+) -> (chrono::DateTime<chrono::Utc>, Option<i64>) {
     use byte8_ledger_core::{
         clock::{Clock, SystemClock},
-        http::RateConfig,
         policy::SyncPolicy,
-        store::{Dedupe, Enqueued, EnqueuedOnce, RunStatus, conformance::tenant_run},
     };
-    use byte8_ledger_service::store::{
-        ApiKey, Binding, BindingStore, DispatchStore, ReplayCache, TurnStart, WebhookToken,
-    };
-    let Some(url) = pg::url("postgres_a_webhook_that_begins_the_turn_takes_its_first_permits") else { return };
-    let store = pg::store(&url, 4, Some(MasterKey::generate())).await;
-    let (scope, tenant) = (pg::unique("webhook-permits"), pg::unique("webhook-permits-t"));
+    use byte8_ledger_service::store::{ApiKey, Binding, BindingStore};
     let policy = SyncPolicy::from_json(r#"{"default_tax_rate_id":"GB_STANDARD"}"#).unwrap();
     let now = SystemClock.now();
     let binding =
-        Binding::new(&tenant, &scope, "https://shop.example.com", ApiKey::new("k").unwrap(), policy, now).unwrap();
+        Binding::new(tenant, scope, "https://shop.example.com", ApiKey::new("k").unwrap(), policy, now).unwrap();
     store.put_binding(&binding).await.unwrap();
-    let version = store.versioned_binding(&tenant).await.unwrap().unwrap().1;
+    (now, store.versioned_binding(tenant).await.unwrap().unwrap().1)
+}
+
+#[tokio::test]
+async fn postgres_a_webhook_that_begins_the_turn_takes_its_first_permits() {
+    use byte8_ledger_core::{
+        http::RateConfig,
+        store::{Dedupe, Enqueued, EnqueuedOnce, RunStatus, conformance::tenant_run},
+    };
+    use byte8_ledger_service::store::{DispatchStore, ReplayCache, TurnStart, WebhookToken};
+    let Some(url) = pg::url("postgres_a_webhook_that_begins_the_turn_takes_its_first_permits") else { return };
+    let store = pg::store(&url, 4, Some(MasterKey::generate())).await;
+    let (scope, tenant) = (pg::unique("webhook-permits"), pg::unique("webhook-permits-t"));
+    let (now, version) = bound_now(&store, &scope, &tenant).await;
     assert!(version.is_some(), "PostgreSQL gives binding versions");
     let limiter = store.rate_limiter(scope.clone(), RateConfig { requests_per_minute: 200, burst: 10 });
     let later = now + chrono::Duration::seconds(60);
@@ -573,12 +584,8 @@ async fn postgres_a_webhook_that_begins_the_turn_takes_its_first_permits() {
 /// trigger of the test's own, on this test's scope only, logs each update that leaves a run running.
 #[tokio::test]
 async fn postgres_an_idle_business_s_webhook_run_is_written_once() {
-    use byte8_ledger_core::{
-        clock::{Clock, SystemClock},
-        policy::SyncPolicy,
-        store::{Dedupe, Enqueued, EnqueuedOnce, RunStore, conformance::tenant_run},
-    };
-    use byte8_ledger_service::store::{ApiKey, Binding, BindingStore, DispatchStore, TurnStart, WebhookToken};
+    use byte8_ledger_core::store::{Dedupe, Enqueued, EnqueuedOnce, RunStore, conformance::tenant_run};
+    use byte8_ledger_service::store::{DispatchStore, TurnStart, WebhookToken};
     let Some(url) = pg::url("postgres_an_idle_business_s_webhook_run_is_written_once") else { return };
     let store = pg::store(&url, 4, Some(MasterKey::generate())).await;
     let (scope, tenant) = (pg::unique("written-once"), pg::unique("written-once-t"));
@@ -599,12 +606,7 @@ async fn postgres_an_idle_business_s_webhook_run_is_written_once() {
             .await
             .unwrap()
     };
-    let policy = SyncPolicy::from_json(r#"{"default_tax_rate_id":"GB_STANDARD"}"#).unwrap();
-    let now = SystemClock.now();
-    let binding =
-        Binding::new(&tenant, &scope, "https://shop.example.com", ApiKey::new("k").unwrap(), policy, now).unwrap();
-    store.put_binding(&binding).await.unwrap();
-    let version = store.versioned_binding(&tenant).await.unwrap().unwrap().1;
+    let (now, version) = bound_now(&store, &scope, &tenant).await;
     let later = now + chrono::Duration::seconds(60);
     let turn = |holder| TurnStart {
         scope: &scope,
