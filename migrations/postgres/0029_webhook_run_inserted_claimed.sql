@@ -20,7 +20,10 @@
 --
 -- A webhook that queues nothing (a replay, a stale binding, a duplicate) gives back a lease it took
 -- for it: the holder names this one turn (`PROCESS/webhook-N`), so nothing else of its holder's is
--- deleted. Everything stays one statement and one transaction.
+-- deleted. Everything stays one statement and one transaction. The lease is now taken before the
+-- enqueue's advisory lock on the event's key, in every webhook's statement: two webhooks of one
+-- business wait for each other on the lease, holding nothing else, and no statement takes the two
+-- the other way round (a webhook that begins no turn takes only the key's lock).
 --
 -- `byte8_enqueue` and `byte8_enqueue_bound` take the claim's lease as a last argument, `NULL` by
 -- default (queued, as before): every other caller is unchanged.
@@ -184,15 +187,14 @@ DECLARE
     v_held BOOLEAN := false;
     v_idle BOOLEAN := false;
 BEGIN
-    -- The lease as `byte8_begin_turn` takes it, when the turn may claim a run.
-    IF p_limit > 0 THEN
-        INSERT INTO dispatch_leases AS l (scope, holder, lease_until) VALUES (p_scope, p_holder, p_lease_until)
-            ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until
-            WHERE l.holder = excluded.holder OR l.lease_until <= p_turn_now;
-        v_held := FOUND;
-        v_idle := v_held AND NOT EXISTS (SELECT 1 FROM runs WHERE tenant_id = p_tenant AND scope = p_scope
-                                          AND status IN ('queued', 'running'));
-    END IF;
+    -- The lease as `byte8_begin_turn` takes it, before the enqueue's lock on the key: every
+    -- webhook's statement takes the two in this order.
+    INSERT INTO dispatch_leases AS l (scope, holder, lease_until) VALUES (p_scope, p_holder, p_lease_until)
+        ON CONFLICT (scope) DO UPDATE SET holder = excluded.holder, lease_until = excluded.lease_until
+        WHERE l.holder = excluded.holder OR l.lease_until <= p_turn_now;
+    v_held := FOUND;
+    v_idle := v_held AND p_limit > 0 AND NOT EXISTS (SELECT 1 FROM runs WHERE tenant_id = p_tenant
+                                                     AND scope = p_scope AND status IN ('queued', 'running'));
     SELECT * INTO q FROM byte8_enqueue_bound(p_binding_version, p_replay_key, p_expires_at, p_now, p_scope,
         p_key, p_tenant, p_fingerprint, p_while_queued, p_event, p_entity, p_raw, p_policy, p_at, p_increment,
         CASE WHEN v_idle THEN p_run_lease_until END);
@@ -205,7 +207,7 @@ BEGIN
                 p_permit_interval, p_permit_tolerance, p_permit_limit, p_permit_span, p_permit_idle_gap,
                 p_permit_idle_count) END,
             r FROM runs r WHERE r.id = q.run_id;
-    ELSIF q.kind IN ('new', 'collapsed') AND (v_held OR p_limit <= 0) THEN
+    ELSIF q.kind IN ('new', 'collapsed') AND v_held THEN
         RETURN QUERY SELECT q.kind, q.run_id, q.run_status, t.turn_held, t.turn_more, t.turn_callbacks,
             t.turn_permits, t.run
         FROM byte8_begin_turn(p_scope, p_holder, p_turn_now, p_lease_until, p_tenant, p_limit, p_run_lease_until,

@@ -651,6 +651,71 @@ async fn postgres_an_idle_business_s_webhook_run_is_written_once() {
         .unwrap();
 }
 
+/// Webhooks of one business at once, some beginning turns (claiming none, one or two runs) and
+/// some only queueing, each event sent six times: every statement answers (none deadlocks: each webhook that begins a turn takes the
+/// business's lease before the key's lock, migration 0029), one run is kept per event, and at
+/// most one turn holds the business at a time.
+#[tokio::test]
+async fn postgres_webhooks_of_one_business_at_once_all_answer() {
+    use byte8_ledger_core::store::{Dedupe, EnqueuedOnce, RunStore, conformance::tenant_run};
+    use byte8_ledger_service::store::{DispatchStore, TurnStart, WebhookToken};
+    let Some(url) = pg::url("postgres_webhooks_of_one_business_at_once_all_answer") else { return };
+    let store = pg::store(&url, 16, Some(MasterKey::generate())).await;
+    let (scope, tenant) = (pg::unique("at-once"), pg::unique("at-once-t"));
+    let (now, version) = bound_now(&store, &scope, &tenant).await;
+    let later = now + chrono::Duration::seconds(60);
+    let jtis: Vec<String> = (0..48).map(|n| format!("{tenant}\u{1f}at-once-{n}")).collect();
+    let holders: Vec<String> = (0..48).map(|n| format!("at-once/webhook-{n}")).collect();
+    let answers = futures::future::join_all((0..48).map(|n| {
+        let (store, scope, tenant, jtis, holders) = (&store, &scope, &tenant, &jtis, &holders);
+        async move {
+            let token = WebhookToken {
+                jti: &jtis[n],
+                expires_at: now.timestamp() + 600,
+                now: now.timestamp(),
+                binding_version: version,
+            };
+            // Eight events, each sent six times.
+            let run = tenant_run(scope, tenant, &format!("invoice.created:{}", n % 8), "{}");
+            if n % 3 == 0 {
+                let queued =
+                    store.enqueue_once(token.jti, token.expires_at, token.now, version, run, Dedupe::Permanent).await?;
+                Ok::<_, byte8_ledger_core::Error>((queued, None))
+            } else {
+                let turn = TurnStart {
+                    scope,
+                    tenant,
+                    holder: &holders[n],
+                    now,
+                    lease_until: later,
+                    run_lease_until: later,
+                    limit: n / 3 % 3,
+                };
+                let (queued, begun) = store.enqueue_and_begin(&token, run, Dedupe::Permanent, &turn).await?;
+                Ok((queued, begun.map(|_| holders[n].clone())))
+            }
+        }
+    }))
+    .await;
+    let mut turns = Vec::new();
+    for (n, answer) in answers.into_iter().enumerate() {
+        let (queued, turn) = answer.unwrap_or_else(|e| panic!("webhook {n}: {e}"));
+        assert!(matches!(queued, EnqueuedOnce::Queued(_)), "webhook {n}: {queued:?}");
+        turns.extend(turn);
+    }
+    assert_eq!(turns.len(), 1, "one turn holds the business while none ends: {turns:?}");
+    let page = store
+        .query_runs(&byte8_ledger_core::store::audit::RunQuery {
+            scope: Some(scope.clone()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.total, 8, "one run an event");
+    store.release_dispatch(&scope, &turns[0]).await.unwrap();
+}
+
 /// The service's look for work (`due_tenants`, every process once a second) reads an entry or two
 /// of each business with open runs or undelivered callbacks, not every run and callback waiting.
 /// On the bench's node (`pg::fill_node`: 1,000 businesses, 70 of them with a run waiting a day,
