@@ -13,10 +13,10 @@
 -- can claim, and `byte8_enqueue` inserts it as the claim would have left it: `running`, claim 1,
 -- its lease until the turn's `p_run_lease_until`. The turn's other answers are what
 -- `byte8_begin_turn` gives in that case: nothing more due, whether a callback of the tenant is due
--- (the same one-entry question), and the business's first permits. In every other case (another
--- holder's lease, runs already open, a `p_limit` of 0, a run collapsed into a queued one) the run
--- is queued and `byte8_begin_turn` runs as before, so a business's older runs are still claimed
--- first.
+-- (the same one-entry question), and the business's first permits. In every other case the run is
+-- queued (or collapsed into a queued one) as before: with the lease taken (runs already open, or a
+-- `p_limit` of 0), `byte8_begin_turn` then claims the business's oldest due runs first; under
+-- another holder's lease no turn is begun.
 --
 -- A webhook that queues nothing (a replay, a stale binding, a duplicate) gives back a lease it took
 -- for it: the holder names this one turn (`PROCESS/webhook-N`), so nothing else of its holder's is
