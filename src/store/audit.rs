@@ -210,18 +210,12 @@ pub fn increment_id_of_raw(raw: &str) -> Option<String> {
     let line = serde::de::DeserializeSeed::deserialize(FieldsOf(&["entity", "payload"]), &mut de).ok()?;
     de.end().ok()?;
     let [entity, payload] = <[Option<Value>; 2]>::try_from(line?).ok()?;
-    increment_id_of(entity.as_ref()).or_else(|| increment_id_of(payload.as_ref()))
+    entity.as_ref().and_then(increment_id_of_value).or_else(|| payload.as_ref().and_then(increment_id_of_value))
 }
 
 /// The `increment_id` of a snapshot (or any JSON object).
 pub fn increment_id_in(v: Option<&Value>) -> Option<String> {
     increment_id_of_value(v?.get("increment_id")?)
-}
-
-/// The `increment_id` field of an object read by [`FieldsOf`] (`None` when it was not an object).
-fn increment_id_of(fields: Option<&Value>) -> Option<String> {
-    let Value::Object(map) = fields? else { return None };
-    increment_id_of_value(map.get("increment_id")?)
 }
 
 /// An increment id's value: a string (trimmed, not empty) or a number.
@@ -234,10 +228,11 @@ fn increment_id_of_value(v: &Value) -> Option<String> {
 }
 
 /// Reads one JSON value and keeps the named fields of it, when it is an object: `Some` with one
-/// entry per name (the field's value, `None` when absent; a field named twice keeps its last),
-/// `None` for any other value. Fields named `"increment_id"` are kept as values; a kept field
-/// named otherwise is read with `FieldsOf(&["increment_id"])` and kept as an object of that one
-/// field (or `null` when it is not an object). Everything else is skipped without being built.
+/// entry per name, `None` for any other value. A field named `"increment_id"` is kept as its
+/// value; a field named otherwise is read with `FieldsOf(&["increment_id"])` and kept as that
+/// `increment_id`'s value (`None` when it is not an object or has none). An entry is `None` when
+/// its field is absent; a field named twice counts as its last. Everything else is skipped
+/// without being built.
 struct FieldsOf(&'static [&'static str]);
 
 impl<'de> serde::de::DeserializeSeed<'de> for FieldsOf {
@@ -261,12 +256,7 @@ impl<'de> serde::de::Visitor<'de> for FieldsOf {
             match named {
                 Some(i) if self.0[i] == "increment_id" => kept[i] = Some(map.next_value::<Value>()?),
                 Some(i) => {
-                    let inner = map.next_value_seed(FieldsOf(&["increment_id"]))?;
-                    kept[i] = Some(match inner.map(|mut f| f.pop().flatten()) {
-                        Some(Some(id)) => Value::Object([("increment_id".to_owned(), id)].into_iter().collect()),
-                        Some(None) => Value::Object(serde_json::Map::new()),
-                        None => Value::Null,
-                    });
+                    kept[i] = map.next_value_seed(FieldsOf(&["increment_id"]))?.and_then(|mut f| f.pop().flatten());
                 }
                 None => {
                     map.next_value::<serde::de::IgnoredAny>()?;
