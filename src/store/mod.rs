@@ -573,6 +573,7 @@ pub(crate) fn held_xrefs(xrefs: &[(XrefKind, String, Xref)]) -> BTreeMap<(XrefKi
 /// index on the key bounds, where `left(key, n) = prefix` is a filter read over every key of the
 /// business and kind (with 20,000 contact keys, 19,998 read and dropped to list one customer's
 /// two: `EXPLAIN ANALYZE` of the old statement, tests/core/postgres.rs).
+#[cfg(any(test, feature = "sqlite", feature = "postgres"))]
 pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {

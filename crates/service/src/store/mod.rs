@@ -414,7 +414,6 @@ pub(crate) fn read_policy(tenant_id: &str, json: &str) -> Result<SyncPolicy> {
     })
 }
 
-#[cfg(any(test, feature = "sqlite", feature = "postgres"))]
 /// Serialises a policy for storage.
 ///
 /// # Errors
