@@ -120,7 +120,7 @@ pub(crate) fn plan_steps(shapes: &[Shape], max_batch: usize) -> Vec<Step> {
 }
 
 /// A begun run of a batch: its index, event, policy snapshot, attempt number and start.
-type Begun = (usize, Event, SyncPolicy, u32, DateTime<Utc>);
+type Begun = (usize, Event, std::sync::Arc<SyncPolicy>, u32, DateTime<Utc>);
 
 /// Where an invoice of a batch stands after its own checks.
 enum Prep<'a> {
@@ -311,7 +311,7 @@ impl SyncEngine {
                     self.put(
                         XrefKind::Invoice,
                         &key,
-                        &Xref::done(doc.id.clone(), Some(doc_ref.clone()), meta, self.clock.now()),
+                        Xref::done(doc.id.clone(), Some(doc_ref.clone()), meta, self.clock.now()),
                     )
                     .await?;
                     return Ok(Prep::Decided(Handled::Synced {
@@ -378,7 +378,7 @@ impl SyncEngine {
                 continue;
             }
             let key = job.inv.magento_id.to_string();
-            self.put(XrefKind::Invoice, &key, &Xref::intent(Some(job.doc_ref.clone()), json!({}), self.clock.now()))
+            self.put(XrefKind::Invoice, &key, Xref::intent(Some(job.doc_ref.clone()), json!({}), self.clock.now()))
                 .await?;
             ready.push(job);
         }
@@ -406,7 +406,7 @@ impl SyncEngine {
                         invoice_meta(job.inv, &doc, &contact, &job.doc_ref),
                         self.clock.now(),
                     );
-                    self.put(XrefKind::Invoice, &key, &x).await?;
+                    self.put(XrefKind::Invoice, &key, x).await?;
                     Ok(Handled::Synced { id: doc.id, number: doc.number, message: None })
                 }
                 Err(e) => Err(e),

@@ -92,16 +92,28 @@ struct InvoiceFacts {
 }
 
 impl InvoiceFacts {
-    fn from_xref(x: &Xref) -> Option<Self> {
-        let id = x.done_id()?.to_owned();
+    /// The facts of an invoice's entry: `None` unless it is done and names the invoice's contact.
+    fn from_xref(x: Xref) -> Option<Self> {
+        let (id, contact_id) = Self::usable(&x)?;
+        let (id, contact_id) = (id.to_owned(), contact_id.to_owned());
         Some(Self {
             id,
-            contact_id: x.meta.get("contact_id")?.as_str()?.to_owned(),
+            contact_id,
             outstanding: dec_of(&x.meta, "outstanding").unwrap_or_default(),
             base_to_order_rate: dec_of(&x.meta, "base_to_order_rate"),
-            addresses: x.meta.get("addresses").and_then(|a| serde_json::from_value(a.clone()).ok()).unwrap_or_default(),
-            meta: x.meta.clone(),
+            addresses: x
+                .meta
+                .get("addresses")
+                .and_then(|a| <DocumentAddresses as serde::Deserialize>::deserialize(a).ok())
+                .unwrap_or_default(),
+            meta: x.meta,
         })
+    }
+
+    /// The ledger id and contact id of an invoice's entry that [`from_xref`](Self::from_xref)
+    /// reads facts from.
+    fn usable(x: &Xref) -> Option<(&str, &str)> {
+        Some((x.done_id()?, x.meta.get("contact_id")?.as_str()?))
     }
 }
 
@@ -199,16 +211,20 @@ impl SyncEngine {
     /// Records a cross-reference entry. Inside a single run ([`HeldXrefs`]'s scope) a done entry
     /// is held until the run's `finish` writes it; an intent, and any entry outside a run (the
     /// batched path), is written at once, before the request it guards.
-    pub(crate) async fn put(&self, kind: XrefKind, key: &str, xref: &Xref) -> Result<()> {
+    pub(crate) async fn put(&self, kind: XrefKind, key: &str, xref: Xref) -> Result<()> {
         let held = HeldXrefs::current();
-        if held.as_ref().is_some_and(|h| h.hold(kind, key, xref)) {
-            return Ok(());
-        }
-        self.store.put_xref(&self.scope, kind, key, xref).await?;
+        let xref = match &held {
+            Some(h) => match h.hold(kind, key, xref) {
+                Ok(()) => return Ok(()),
+                Err(intent) => intent,
+            },
+            None => xref,
+        };
+        self.store.put_xref(&self.scope, kind, key, &xref).await?;
         // Stored after a held entry of the same key: the stored one is the latest.
         if let Some(h) = held {
             h.forget(kind, key);
-            h.remember(kind, key, Some(xref.clone()));
+            h.remember(kind, key, Some(xref));
         }
         Ok(())
     }
@@ -245,7 +261,7 @@ impl SyncEngine {
         }
         let stored = self.store.get_xrefs(&self.scope, &unread).await?;
         if let Some(h) = &held {
-            h.remember_read(&unread, &stored);
+            h.remember_read(&unread, stored.clone());
         }
         found.extend(stored.into_iter().map(|(kind, key, x)| ((kind, key), x)));
         Ok(found)
@@ -260,7 +276,7 @@ impl SyncEngine {
         match held.as_ref().and_then(|h| h.known(kind, key)) {
             Some(Some(x)) => return Ok(Some(x)),
             Some(None) => {
-                self.put(kind, key, intent).await?;
+                self.put(kind, key, intent.clone()).await?;
                 return Ok(None);
             }
             None => {}
@@ -285,7 +301,7 @@ impl SyncEngine {
         ahead: &[(XrefKind, &str)],
     ) -> Result<Option<Xref>> {
         let held = HeldXrefs::current();
-        let known = |k: XrefKind, name: &str| held.as_ref().is_some_and(|h| h.known(k, name).is_some());
+        let known = |k: XrefKind, name: &str| held.as_ref().is_some_and(|h| h.knows(k, name));
         let mut unread: Vec<(XrefKind, &str)> = Vec::new();
         for &(k, name) in ahead {
             if (k, name) != (kind, key) && !known(k, name) && !unread.contains(&(k, name)) {
@@ -300,7 +316,7 @@ impl SyncEngine {
         let (found, stored) = self.store.get_or_put_intent_reading(&self.scope, kind, key, intent, &unread).await?;
         if let Some(h) = &held {
             h.remember(kind, key, Some(found.clone().unwrap_or_else(|| intent.clone())));
-            h.remember_read(&unread, &stored);
+            h.remember_read(&unread, stored);
         }
         Ok(found)
     }
@@ -393,7 +409,7 @@ impl SyncEngine {
         self.put(
             XrefKind::Contact,
             &job.xref_key,
-            &Xref::done(
+            Xref::done(
                 record.id.clone(),
                 record.reference.clone(),
                 json!({"currency": job.currency.code(), "adopted": !created}),
@@ -508,7 +524,7 @@ impl SyncEngine {
             && let Some(doc) = self.provider.find_document(DocumentKind::Invoice, &doc_ref).await?
         {
             let now = self.clock.now();
-            self.put(XrefKind::Invoice, &key, &Xref::done(doc.id.clone(), Some(doc_ref.clone()), meta(&doc), now))
+            self.put(XrefKind::Invoice, &key, Xref::done(doc.id.clone(), Some(doc_ref.clone()), meta(&doc), now))
                 .await?;
             return Ok(Handled::Synced {
                 id: doc.id,
@@ -518,7 +534,7 @@ impl SyncEngine {
         }
         if existing.is_some() {
             let now = self.clock.now();
-            self.put(XrefKind::Invoice, &key, &Xref::intent(Some(doc_ref.clone()), json!({}), now)).await?;
+            self.put(XrefKind::Invoice, &key, Xref::intent(Some(doc_ref.clone()), json!({}), now)).await?;
         }
         let items = self.item_links(inv.lines.iter().map(|l| l.sku.as_str()), policy).await?;
         let doc = self
@@ -533,7 +549,7 @@ impl SyncEngine {
             .await?;
         let now = self.clock.now();
         let m = meta(&doc);
-        self.put(XrefKind::Invoice, &key, &Xref::done(doc.id.clone(), Some(doc_ref.clone()), m, now)).await?;
+        self.put(XrefKind::Invoice, &key, Xref::done(doc.id.clone(), Some(doc_ref.clone()), m, now)).await?;
         Ok(Handled::Synced { id: doc.id, number: doc.number, message: None })
     }
 
@@ -549,7 +565,7 @@ impl SyncEngine {
         caps: &Capabilities,
     ) -> Result<std::result::Result<InvoiceFacts, Option<String>>> {
         let key = invoice_id.to_string();
-        if let Some(f) = self.get(XrefKind::Invoice, &key).await?.as_ref().and_then(InvoiceFacts::from_xref) {
+        if let Some(f) = self.get(XrefKind::Invoice, &key).await?.and_then(InvoiceFacts::from_xref) {
             return Ok(Ok(f));
         }
         let run = self.store.find_by_key(&self.scope, &format!("invoice.created:{invoice_id}")).await?;
@@ -582,8 +598,9 @@ impl SyncEngine {
                         "base_to_order_rate": magento_direction.map(|r| r.to_string()),
                         "ledger_exchange_rate": doc.exchange_rate.map(|r| r.to_string())});
                 let x = Xref::done(doc.id.clone(), Some(doc_ref), meta, now);
-                self.put(XrefKind::Invoice, &key, &x).await?;
-                return Ok(InvoiceFacts::from_xref(&x).ok_or(None));
+                let facts = InvoiceFacts::from_xref(x.clone()).ok_or(None);
+                self.put(XrefKind::Invoice, &key, x).await?;
+                return Ok(facts);
             }
         }
         Ok(Err(None))
@@ -596,7 +613,7 @@ impl SyncEngine {
         self.put(
             XrefKind::Invoice,
             invoice_key,
-            &Xref::done(facts.id.clone(), meta.get("reference").and_then(Value::as_str).map(str::to_owned), meta, now),
+            Xref::done(facts.id.clone(), meta.get("reference").and_then(Value::as_str).map(str::to_owned), meta, now),
         )
         .await
     }
@@ -699,7 +716,7 @@ impl SyncEngine {
         if job.intent_written {
             return Ok(());
         }
-        self.put(XrefKind::Payment, &job.key, &Xref::intent(Some(job.pay_ref.clone()), json!({}), self.clock.now()))
+        self.put(XrefKind::Payment, &job.key, Xref::intent(Some(job.pay_ref.clone()), json!({}), self.clock.now()))
             .await
     }
 
@@ -730,7 +747,7 @@ impl SyncEngine {
         self.put(
             XrefKind::Payment,
             key,
-            &Xref::done(
+            Xref::done(
                 id.to_owned(),
                 Some(reference.to_owned()),
                 json!({"allocated": allocated.to_string(), "bank_account_id": bank_account_id}),
@@ -860,7 +877,7 @@ impl SyncEngine {
                             self.put(
                                 XrefKind::CreditNote,
                                 &key,
-                                &Xref::intent(Some(doc_ref.clone()), json!({}), self.clock.now()),
+                                Xref::intent(Some(doc_ref.clone()), json!({}), self.clock.now()),
                             )
                             .await?;
                             let items = self.item_links(memo.lines.iter().map(|l| l.sku.as_str()), policy).await?;
@@ -880,7 +897,7 @@ impl SyncEngine {
                     self.put(
                         XrefKind::CreditNote,
                         &key,
-                        &Xref::done(doc.id.clone(), Some(doc_ref.clone()), record(&doc), now),
+                        Xref::done(doc.id.clone(), Some(doc_ref.clone()), record(&doc), now),
                     )
                     .await?;
                     (doc.id.clone(), doc.number.clone(), doc.total.unwrap_or(memo.grand_total), contact_id)
@@ -913,7 +930,7 @@ impl SyncEngine {
                 let allocation = match allocation {
                     Some(a) => a,
                     None => {
-                        self.put(XrefKind::Allocation, &key, &Xref::intent(None, json!({}), self.clock.now())).await?;
+                        self.put(XrefKind::Allocation, &key, Xref::intent(None, json!({}), self.clock.now())).await?;
                         self.provider
                             .allocate(&AllocationRequest {
                                 contact_id: &contact_id,
@@ -930,7 +947,7 @@ impl SyncEngine {
                 self.put(
                     XrefKind::Allocation,
                     &key,
-                    &Xref::done(allocation.id, None, json!({"amount": amount.to_string()}), now),
+                    Xref::done(allocation.id, None, json!({"amount": amount.to_string()}), now),
                 )
                 .await?;
                 self.set_outstanding(&invoice_id.to_string(), facts, facts.outstanding - amount).await?;
@@ -982,7 +999,7 @@ impl SyncEngine {
                                 self.put(
                                     XrefKind::Refund,
                                     &key,
-                                    &Xref::intent(Some(doc_ref.clone()), json!({}), self.clock.now()),
+                                    Xref::intent(Some(doc_ref.clone()), json!({}), self.clock.now()),
                                 )
                                 .await?;
                                 self.provider
@@ -1004,7 +1021,7 @@ impl SyncEngine {
                         self.put(
                             XrefKind::Refund,
                             &key,
-                            &Xref::done(
+                            Xref::done(
                                 refund.id,
                                 Some(doc_ref.clone()),
                                 json!({"amount": left.to_string(), "bank_account_id": bank}),
@@ -1054,7 +1071,7 @@ impl SyncEngine {
             let key = contact_key(&subject, base);
             if let Some(mut x) = self.get(XrefKind::Contact, &key).await? {
                 x.meta["fingerprint"] = Value::String(fingerprint);
-                self.put(XrefKind::Contact, &key, &x).await?;
+                self.put(XrefKind::Contact, &key, x).await?;
             }
             return Ok(Handled::Synced { id, number: None, message: None });
         }
@@ -1086,7 +1103,7 @@ impl SyncEngine {
                 .await?;
             let mut meta = x.meta.clone();
             meta["fingerprint"] = Value::String(fingerprint.clone());
-            self.put(XrefKind::Contact, key, &Xref { meta, updated_at: self.clock.now(), ..x.clone() }).await?;
+            self.put(XrefKind::Contact, key, Xref { meta, updated_at: self.clock.now(), ..x.clone() }).await?;
             updated += 1;
         }
         // The customer's contact is its base-currency variant (what the first upsert reported),
@@ -1133,7 +1150,7 @@ impl SyncEngine {
             return Ok((found, false));
         }
         if !intent_stored {
-            self.put(XrefKind::Item, &p.sku, &Xref::intent(Some(p.sku.clone()), json!({}), self.clock.now())).await?;
+            self.put(XrefKind::Item, &p.sku, Xref::intent(Some(p.sku.clone()), json!({}), self.clock.now())).await?;
         }
         match self.provider.create_item(request).await {
             Ok(record) => Ok((record, true)),
@@ -1222,7 +1239,7 @@ impl SyncEngine {
         self.put(
             XrefKind::Item,
             &p.sku,
-            &Xref::done(item_id.clone(), Some(p.sku.clone()), json!({"kind": kind, "fingerprint": fingerprint}), now),
+            Xref::done(item_id.clone(), Some(p.sku.clone()), json!({"kind": kind, "fingerprint": fingerprint}), now),
         )
         .await?;
         // Stock: Magento is the truth; one movement makes the ledger match.
@@ -1288,10 +1305,11 @@ fn paid_already(existing: Option<&Xref>) -> Option<Handled> {
 
 /// Synced, with no new write, when the invoice's cross-reference says it is in the ledger.
 fn already_posted(existing: Option<&Xref>) -> Option<Handled> {
-    let facts = existing.and_then(InvoiceFacts::from_xref)?;
+    let x = existing?;
+    let (id, _) = InvoiceFacts::usable(x)?;
     Some(Handled::Synced {
-        id: facts.id,
-        number: facts.meta.get("number").and_then(Value::as_str).map(str::to_owned),
+        id: id.to_owned(),
+        number: x.meta.get("number").and_then(Value::as_str).map(str::to_owned),
         message: Some("already in the ledger (cross-reference); no new write".into()),
     })
 }

@@ -105,14 +105,14 @@ impl HeldXrefs {
         locked(&self.0)
     }
 
-    /// Holds `xref` when it is done (answering true); an intent is not held (false: the caller
+    /// Holds `xref` when it is done; an intent is not held, and is given back (`Err`: the caller
     /// writes it at once).
-    pub(crate) fn hold(&self, kind: XrefKind, key: &str, xref: &Xref) -> bool {
+    pub(crate) fn hold(&self, kind: XrefKind, key: &str, xref: Xref) -> Result<(), Xref> {
         if xref.state != XrefState::Done {
-            return false;
+            return Err(xref);
         }
-        self.lock().insert((kind, key.to_owned()), xref.clone());
-        true
+        self.lock().insert((kind, key.to_owned()), xref);
+        Ok(())
     }
 
     /// Drops the held entry of `(kind, key)`: a later write of it was stored.
@@ -149,6 +149,13 @@ impl HeldXrefs {
         self.get(kind, key).map(Some).or_else(|| self.read(kind, key))
     }
 
+    /// Whether the run knows `(kind, key)` without asking the store ([`known`](Self::known)
+    /// answers `Some`), without copying the entry.
+    pub(crate) fn knows(&self, kind: XrefKind, key: &str) -> bool {
+        let key = (kind, key.to_owned());
+        self.lock().contains_key(&key) || locked(&self.1).contains_key(&key)
+    }
+
     /// Records what the store has of `(kind, key)` (read ahead, or just written at once).
     pub(crate) fn remember(&self, kind: XrefKind, key: &str, xref: Option<Xref>) {
         locked(&self.1).insert((kind, key.to_owned()), xref);
@@ -156,10 +163,16 @@ impl HeldXrefs {
 
     /// Records what one store read of the keys `asked` answered (`stored`): each key's entry, or
     /// that it has none.
-    pub(crate) fn remember_read(&self, asked: &[(XrefKind, &str)], stored: &[(XrefKind, String, Xref)]) {
+    pub(crate) fn remember_read(&self, asked: &[(XrefKind, &str)], stored: Vec<(XrefKind, String, Xref)>) {
+        let mut read = locked(&self.1);
         for &(kind, key) in asked {
-            let x = stored.iter().find(|(k, name, _)| *k == kind && name == key).map(|(_, _, x)| x.clone());
-            self.remember(kind, key, x);
+            read.insert((kind, key.to_owned()), None);
+        }
+        for (kind, key, x) in stored {
+            // Only what was asked is kept (a store answers nothing else).
+            if let Some(entry) = read.get_mut(&(kind, key)) {
+                *entry = Some(x);
+            }
         }
     }
 
@@ -185,14 +198,14 @@ mod tests {
         let held = HeldXrefs::default();
         let done = Xref::done("L1".into(), Some("SI-1".into()), json!({}), at());
         let intent = Xref::intent(Some("SI-1".into()), json!({}), at());
-        assert!(!held.hold(XrefKind::Invoice, "1", &intent), "an intent is written at once");
+        assert_eq!(held.hold(XrefKind::Invoice, "1", intent.clone()), Err(intent), "an intent is written at once");
         assert_eq!(held.get(XrefKind::Invoice, "1"), None);
-        assert!(held.hold(XrefKind::Invoice, "1", &done));
+        assert_eq!(held.hold(XrefKind::Invoice, "1", done.clone()), Ok(()));
         assert_eq!(held.get(XrefKind::Invoice, "1"), Some(done.clone()));
         assert_eq!(held.get(XrefKind::CreditNote, "1"), None, "kinds are apart");
         held.forget(XrefKind::Invoice, "1");
         assert_eq!(held.get(XrefKind::Invoice, "1"), None);
-        assert!(held.hold(XrefKind::Payment, "2", &done));
+        assert_eq!(held.hold(XrefKind::Payment, "2", done.clone()), Ok(()));
         assert_eq!(held.take(), vec![(XrefKind::Payment, "2".to_owned(), done)]);
         assert!(held.take().is_empty(), "taken once");
     }
@@ -220,10 +233,10 @@ mod tests {
         let stored_eur = Xref::done("C-EUR".into(), None, json!({}), at());
         let held_gbp = Xref::done("C-GBP".into(), None, json!({"fingerprint": "x"}), at());
         let held_usd = Xref::done("C-USD".into(), None, json!({}), at());
-        held.hold(XrefKind::Contact, "customer:5:GBP", &held_gbp);
-        held.hold(XrefKind::Contact, "customer:5:USD", &held_usd);
-        held.hold(XrefKind::Contact, "customer:6:GBP", &held_usd);
-        held.hold(XrefKind::Item, "customer:5:X", &held_usd);
+        held.hold(XrefKind::Contact, "customer:5:GBP", held_gbp.clone()).unwrap();
+        held.hold(XrefKind::Contact, "customer:5:USD", held_usd.clone()).unwrap();
+        held.hold(XrefKind::Contact, "customer:6:GBP", held_usd.clone()).unwrap();
+        held.hold(XrefKind::Item, "customer:5:X", held_usd.clone()).unwrap();
         let stored = vec![("customer:5:EUR".to_owned(), stored_eur.clone()), ("customer:5:GBP".to_owned(), stored_gbp)];
         assert_eq!(
             held.overlay(XrefKind::Contact, "customer:5:", stored),

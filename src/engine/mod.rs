@@ -217,7 +217,7 @@ pub struct SyncEngine {
     pub(crate) scope: String,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: EngineConfig,
-    pub(crate) policy: SyncPolicy,
+    pub(crate) policy: Arc<SyncPolicy>,
     /// `policy` as queued runs carry it (serialized once, not per event): a run whose snapshot
     /// is this text is processed under `policy` without reading the snapshot again.
     pub(crate) policy_json: Option<Arc<str>>,
@@ -241,7 +241,7 @@ impl SyncEngine {
             scope: scope.into(),
             clock,
             config: EngineConfig::default(),
-            policy,
+            policy: Arc::new(policy),
             policy_json,
             source: None,
         }
@@ -570,7 +570,7 @@ impl SyncEngine {
     pub(crate) async fn begin(
         &self,
         run: &Run,
-    ) -> Result<std::result::Result<(Event, SyncPolicy, u32, DateTime<Utc>), Outcome>> {
+    ) -> Result<std::result::Result<(Event, Arc<SyncPolicy>, u32, DateTime<Utc>), Outcome>> {
         self.begin_parsed(run, None).await
     }
 
@@ -581,14 +581,14 @@ impl SyncEngine {
         &self,
         run: &Run,
         parsed: Option<Event>,
-    ) -> Result<std::result::Result<(Event, SyncPolicy, u32, DateTime<Utc>), Outcome>> {
+    ) -> Result<std::result::Result<(Event, Arc<SyncPolicy>, u32, DateTime<Utc>), Outcome>> {
         let started = self.clock.now();
         let attempt = run.attempts + 1;
         let policy = match run.policy.as_deref() {
-            None => self.policy.clone(),
-            Some(text) if self.policy_json.as_deref() == Some(text) => self.policy.clone(),
+            None => Arc::clone(&self.policy),
+            Some(text) if self.policy_json.as_deref() == Some(text) => Arc::clone(&self.policy),
             Some(text) => match SyncPolicy::from_json(text) {
-                Ok(p) => p,
+                Ok(p) => Arc::new(p),
                 Err(e) => return Ok(Err(self.finish_failed(run, None, attempt, started, e).await?)),
             },
         };

@@ -399,14 +399,25 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> std::result::Re
     if resp.content_length().is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX)) {
         return Err(BodyError::TooLarge);
     }
+    // A body that comes in one chunk (most answers) is that chunk, not a copy of it.
+    let mut first: Option<Bytes> = None;
     let mut body = bytes::BytesMut::new();
     while let Some(chunk) = resp.chunk().await.map_err(BodyError::Network)? {
-        if body.len().saturating_add(chunk.len()) > cap {
+        let had = first.as_ref().map_or(0, Bytes::len) + body.len();
+        if had.saturating_add(chunk.len()) > cap {
             return Err(BodyError::TooLarge);
         }
-        body.extend_from_slice(&chunk);
+        match first.take() {
+            None if body.is_empty() => first = Some(chunk),
+            taken => {
+                if let Some(taken) = taken {
+                    body.extend_from_slice(&taken);
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(body.freeze())
+    Ok(first.unwrap_or_else(|| body.freeze()))
 }
 
 /// "an answer of 1234 bytes that is not Sage's error JSON (not quoted)": how an error body that
@@ -509,7 +520,7 @@ pub async fn send(peer: &Peer<'_>, hooks: &dyn Hooks, request: Request) -> Resul
             Error::Provider { provider: peer.provider, status: Some(status), message, retryable: false, source: None }
         };
         let failure = match req.send().await {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 if !peer.redirects.allows(&request.url, resp.url()) {
                     let message = format!(
@@ -519,7 +530,8 @@ pub async fn send(peer: &Peer<'_>, hooks: &dyn Hooks, request: Request) -> Resul
                     );
                     return Err(refuse(status, message));
                 }
-                let headers = resp.headers().clone();
+                // Taken, not copied: the body is read without them.
+                let headers = std::mem::take(resp.headers_mut());
                 hooks.answered(status, &headers);
                 let retry_after = headers
                     .get(header::RETRY_AFTER)

@@ -348,3 +348,56 @@ async fn a_network_failure_names_the_request_and_is_reported_to_the_observer() {
     assert_eq!(seen.len(), 4, "first attempt and three retries: {seen:?}");
     assert!(seen.iter().all(|s| s.failed && s.status.is_none()));
 }
+
+/// A one-shot HTTP/1.1 server answering 200 with `parts` as separate chunks of a chunked body
+/// (no `Content-Length`), each written and flushed apart, so that the client reads them one by
+/// one. Answers its address.
+async fn chunked_server(parts: Vec<&'static str>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended before its headers did");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.flush().await.unwrap();
+        for part in parts {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // The client may stop reading (a body over the cap): what it does not read is not an error here.
+            if socket.write_all(format!("{:x}\r\n{part}\r\n", part.len()).as_bytes()).await.is_err() {
+                return;
+            }
+            let _ = socket.flush().await;
+        }
+        let _ = socket.write_all(b"0\r\n\r\n").await;
+        let _ = socket.flush().await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_body_in_several_chunks_is_read_whole_and_its_cap_counts_every_chunk() {
+    let parts = vec!["{\"a\":", "\"first\",", "\"b\":\"second\"}"];
+    let whole: String = parts.concat();
+    let addr = chunked_server(parts.clone()).await;
+    let f = Fixture::new(reqwest::Client::new());
+    let request = Request::new(Method::GET, Url::parse(&format!("http://{addr}/chunks")).unwrap(), "/chunks");
+    let reply = exchange::send(&f.peer(1024, Redirects::SameOrigin), &Tokens::default(), request).await.unwrap();
+    assert_eq!(std::str::from_utf8(&reply.body).unwrap(), whole);
+    let seen = f.recorder.seen();
+    assert_eq!(seen.last().and_then(|s| s.response_body.clone()).as_deref(), Some(whole.as_str()), "observed whole");
+
+    // Each chunk is under the cap, the first two together are over it.
+    let addr = chunked_server(parts).await;
+    let f = Fixture::new(reqwest::Client::new());
+    let request = Request::new(Method::GET, Url::parse(&format!("http://{addr}/chunks")).unwrap(), "/chunks");
+    let err = exchange::send(&f.peer(12, Redirects::SameOrigin), &Tokens::default(), request).await.unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+}
