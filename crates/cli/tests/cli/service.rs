@@ -1618,6 +1618,63 @@ async fn a_waiting_turn_s_end_is_recorded_after_its_delay() {
     w.stop().await;
 }
 
+/// Another process's webhook for a business whose turn's end waits in this process
+/// (`ServiceConfig::turn_end_delay`): the business is still leased, so the other process queues
+/// the run without beginning a turn, and its worker's own begin finds the lease taken. Its
+/// periodic look drains the run once the end is recorded, as the delay's documentation says;
+/// never before (the lease is the business's one turn at a time), and nothing twice. This
+/// process's look is an hour away, so only the other process can have drained it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_s_webhook_for_a_business_whose_turn_s_end_waits_is_drained_after_that_end() {
+    let mut w = World::new().await;
+    w.pair("shop", "tenant-two-processes").await;
+    let delay = Duration::from_secs(4);
+    w.start_with(Arc::new(SystemClock), 1, ServiceConfig { turn_end_delay: delay, ..without_looks() }).await;
+    let first = w.ledger.as_ref().unwrap().service.clone();
+    // The other process: its own HTTP server and worker, a look every 20 ms, its ends at once.
+    let other = Service::new(
+        Arc::clone(&w.store) as _,
+        Arc::clone(first.providers()),
+        Arc::new(SystemClock),
+        ServiceConfig { turn_end_delay: Duration::ZERO, ..fast_config() },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = other.router();
+    let other_server = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let other_workers = other.spawn_workers(1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The first turn's end is recorded `delay` after its callback, so not before `sent + delay`.
+    let sent = std::time::Instant::now();
+    let (status, body) = w.webhook("shop", "invoice.created:1001").await;
+    assert_eq!(status, 202, "{body}");
+    wait_until("the invoice's sync state reaches Magento", || w.magento.callbacks("shop").len() == 1).await;
+    let (event, envelope) = envelope("invoice.paid:1001");
+    let (status, body) = w.magento.webhook(&w.http, &other_url, "shop", &event, &envelope).await;
+    assert_eq!(status, 202, "{body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Only meaningful while the first turn's end surely waits.
+    if sent.elapsed() < delay {
+        assert_eq!(w.sim.business(BUSINESS).unwrap().payments.len(), 0, "taken while the first turn held the business");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while w.magento.callbacks("shop").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the other process never drained the run it queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sent.elapsed() >= delay, "drained before the first turn's end was recorded");
+    let b = w.sim.business(BUSINESS).unwrap();
+    assert_eq!((b.invoices.len(), b.payments.len()), (1, 1), "each posted once");
+    other_workers.stop().await;
+    other_server.abort();
+    w.stop().await;
+    assert_eq!(w.store.pending_callbacks(BUSINESS).await.unwrap(), 0, "every delivery recorded");
+    assert_eq!(w.magento.callbacks("shop").len(), 2, "each sync state sent once");
+}
+
 /// Without the route's wake-up (a webhook accepted by a process without workers), the same
 /// invoice waits for the periodic look of the process that has them: the look is what finds
 /// work another process queued, and it does find it.
