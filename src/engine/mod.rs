@@ -526,18 +526,6 @@ impl SyncEngine {
         self.process_parsed(run, None).await
     }
 
-    /// As [`SyncEngine::process`], for a caller that has just read `event` from `line` (the
-    /// service's webhook route, which read the line it queued): `event` is used when `line` is the
-    /// run's own raw line, so that it is not read a second time; otherwise the run's line is
-    /// read, as `process` does.
-    ///
-    /// # Errors
-    /// Store failures.
-    pub async fn process_read(&self, run: Run, line: &str, event: Event) -> Result<Outcome> {
-        let parsed = (run.raw == line).then_some(event);
-        self.process_parsed(run, parsed).await
-    }
-
     /// As [`SyncEngine::process`], with the run's event when the caller has just read it from
     /// the run's own raw line (`sync_line`).
     async fn process_parsed(&self, run: Run, parsed: Option<Event>) -> Result<Outcome> {

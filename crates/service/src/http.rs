@@ -19,7 +19,6 @@ use super::{
     auth::{Access, WebhookAuth},
     error::ApiError,
     store::WebhookToken,
-    worker::ReadLine,
 };
 use byte8_ledger_core::{
     canonical::{Event, EventKind, serde_time},
@@ -70,9 +69,9 @@ async fn webhook(
     // store finds it changed since, nothing is queued and the webhook is verified again against
     // the binding read afresh.
     let mut fresh = false;
-    let (info, enqueued, key, begun, read) = loop {
+    let (info, enqueued, key, begun) = loop {
         let auth = shared.authenticate_webhook(&tenant_id, authorization(&headers), fresh).await?;
-        let (run, dedupe, read) = match webhook_run(&shared, &auth, &query, &event_name, &headers, &body).await {
+        let (run, dedupe) = match webhook_run(&shared, &auth, &query, &event_name, &headers, &body).await {
             Ok(run) => run,
             // Refused on a binding that may be a cached copy (its business, and so the
             // provider asked for, may have changed): judged again on the binding read afresh.
@@ -110,15 +109,7 @@ async fn webhook(
                 .map(|enqueued| (enqueued, None)),
         };
         match answer {
-            Ok((EnqueuedOnce::Queued(enqueued), begun)) => {
-                // The run just queued, claimed by the begun turn: its worker takes the event as
-                // read here, not from the run's line again.
-                let read = match enqueued {
-                    Enqueued::New(id) => Some(ReadLine { run_id: id, raw: read.0, event: read.1 }),
-                    _ => None,
-                };
-                break (info, enqueued, key, turn.zip(begun), read);
-            }
+            Ok((EnqueuedOnce::Queued(enqueued), begun)) => break (info, enqueued, key, turn.zip(begun)),
             Ok((EnqueuedOnce::Replay, _)) => {
                 let e = crate::magento::jwt::replay_refused();
                 tracing::warn!(tenant = ?tenant_id, error = %e, "request refused");
@@ -144,7 +135,7 @@ async fn webhook(
     };
     tracing::info!(tenant = %info.tenant_id, key = %key, run = enqueued.run_id(), "webhook {how}");
     if let Some((turn, begun)) = begun {
-        turn.hand_over(&shared, info, begun, read);
+        turn.hand_over(&shared, info, begun);
     } else if !matches!(enqueued, Enqueued::Duplicate { .. }) {
         // This process's workers hear of it now, not at their next look for work; without
         // workers here, the other processes' do (crate::wake).
@@ -153,9 +144,8 @@ async fn webhook(
     Ok((StatusCode::ACCEPTED, Json(json!({"sync_run_id": enqueued.run_id()}))).into_response())
 }
 
-/// The run a verified webhook carries, with its line and the event read from it (for the worker
-/// that processes it in this process: [`ReadLine`]), or why it is refused (its provider, event
-/// name or envelope).
+/// The run a verified webhook carries, or why it is refused (its provider, event name or
+/// envelope).
 async fn webhook_run(
     shared: &Shared,
     auth: &WebhookAuth,
@@ -163,7 +153,7 @@ async fn webhook_run(
     event_name: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(NewRun, Dedupe, (String, Event)), ApiError> {
+) -> Result<(NewRun, Dedupe), ApiError> {
     let (binding, claims) = (&*auth.binding, &auth.claims);
     if let Some(asked) = query.get("provider") {
         check_provider(shared, &binding.scope, asked).await?;
@@ -203,15 +193,15 @@ async fn webhook_run(
     let run = NewRun {
         scope: binding.scope.clone(),
         tenant_id: Some(binding.tenant_id.clone()),
-        idempotency_key: event.idempotency_key.clone(),
+        idempotency_key: event.idempotency_key,
         event: Some(kind.as_str().to_owned()),
         magento_entity_id: Some(event.magento_entity_id),
-        raw: raw.clone(),
+        raw,
         fingerprint,
         policy: Some(auth.policy.to_string()),
         received_at: shared.clock.now(),
     };
-    Ok((run, dedupe, (raw, event)))
+    Ok((run, dedupe))
 }
 
 /// The module's per-provider routing (byte8-xero-spec.md 1.4): a webhook may name its ledger

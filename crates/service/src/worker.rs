@@ -20,7 +20,7 @@ use super::Shared;
 use crate::magento::{ConnectionStatus, MagentoClient};
 use crate::store::{Begun, BindingInfo, PendingCallback, TurnEnd, TurnStart};
 use byte8_ledger_core::{
-    canonical::{Entity, Event, EventKind},
+    canonical::{Entity, EventKind},
     engine::{EntitySource, SyncEngine},
     error::{AuthFailure, Error, Result},
     outcome::SyncStatus,
@@ -198,20 +198,6 @@ struct Started {
     first: Begun,
     /// The tenant's runtime when it was built already, with its batch size ([`batch_size`]).
     ready: Option<(Arc<TenantRuntime>, usize)>,
-    /// The event of the run the webhook route queued and this turn claimed, as the route read it.
-    read: Option<ReadLine>,
-}
-
-/// The event of a run the webhook route queued, as the route read it from the run's line: the
-/// worker that processes the run in the turn the route began takes it from here
-/// ([`SyncEngine::process_read`]) rather than reading the line again.
-pub(crate) struct ReadLine {
-    /// The run queued with it.
-    pub(crate) run_id: RunId,
-    /// The line (the run's `raw`).
-    pub(crate) raw: String,
-    /// What was read from it.
-    pub(crate) event: Event,
 }
 
 /// One tenant's turn, under its business's dispatch lease (`start`): due runs, then
@@ -227,7 +213,7 @@ async fn dispatch(
     start: Started,
     delivered: &mut Vec<(RunId, i64)>,
 ) -> Result<bool> {
-    let Started { mut lease, first: Begun { claimed: first, callbacks_due }, ready, mut read } = start;
+    let Started { mut lease, first: Begun { claimed: first, callbacks_due }, ready } = start;
     let (rt, per_claim) = match ready {
         Some(ready) => ready,
         None => {
@@ -298,7 +284,7 @@ async fn dispatch(
         };
         if !claimed.runs.is_empty() {
             handled += claimed.runs.len();
-            if !process_claimed(shared, &rt, claimed.runs, &mut own, read.take()).await? {
+            if !process_claimed(shared, &rt, claimed.runs, &mut own).await? {
                 claim_callbacks = true;
             }
             status.sync(shared, &rt).await;
@@ -444,9 +430,6 @@ async fn batch_size(rt: &TenantRuntime) -> usize {
 /// `internal` outcome (so Magento hears of it), the tenant's runtime is rebuilt, and the worker
 /// goes on.
 ///
-/// `read` is the event of a run the webhook route queued, as the route read it: used for that
-/// run when it is processed alone.
-///
 /// The callbacks of the runs it saw end synced or skipped are pushed on `own` (their generation
 /// is the claim they finished under, migration 0016), for the turn to send without claiming
 /// them. False when some run may have left a callback it did not push (one that failed: dead-
@@ -457,20 +440,10 @@ async fn process_claimed(
     rt: &Arc<TenantRuntime>,
     mut runs: Vec<Run>,
     own: &mut Vec<PendingCallback>,
-    read: Option<ReadLine>,
 ) -> Result<bool> {
     let result = if runs.len() == 1 {
         let run = runs[0].clone();
-        let read = read.filter(|r| r.run_id == run.id);
-        AssertUnwindSafe(async {
-            let outcome = match read {
-                Some(read) => rt.engine.process_read(run.clone(), &read.raw, read.event).await,
-                None => rt.engine.process(run.clone()).await,
-            };
-            outcome.map(|o| vec![(run, o)])
-        })
-        .catch_unwind()
-        .await
+        AssertUnwindSafe(async { rt.engine.process(run.clone()).await.map(|o| vec![(run, o)]) }).catch_unwind().await
     } else {
         AssertUnwindSafe(rt.engine.process_claimed(runs.clone())).catch_unwind().await
     };
@@ -528,15 +501,15 @@ async fn turn(
     info: &BindingInfo,
     begun: Option<BegunTurn>,
 ) -> bool {
-    let (holder, lease, first, ready, read) = match begun {
-        Some(BegunTurn { holder, taken, begun, ready, read, .. }) => {
+    let (holder, lease, first, ready) = match begun {
+        Some(BegunTurn { holder, taken, begun, ready, .. }) => {
             tracing::debug!(tenant = %info.tenant_id, holder = %holder, runs = begun.claimed.runs.len(), "continuing the turn the webhook began");
             // The runtime the route found ready (none only in the queue's own tests).
             let ready = match ready {
                 Some(ready) => Some(ready),
                 None => ready_with_batch(shared, info).await,
             };
-            (holder, HeldLease { renewed: taken }, begun, ready, read)
+            (holder, HeldLease { renewed: taken }, begun, ready)
         }
         None => {
             let ready = ready_with_batch(shared, info).await;
@@ -549,7 +522,7 @@ async fn turn(
             let number = shared.queue.begun_turns.fetch_add(1, Ordering::Relaxed);
             let plan = TurnPlan::now(shared, format!("{worker}.{number}"), limit);
             match shared.store.begin_turn(&plan.start(info)).await {
-                Ok(Some(first)) => (plan.holder, HeldLease::now(), first, ready, None),
+                Ok(Some(first)) => (plan.holder, HeldLease::now(), first, ready),
                 Ok(None) => return false,
                 Err(e) => {
                     tracing::warn!(business = %info.scope, error = %e, "cannot take the dispatch lease");
@@ -562,7 +535,7 @@ async fn turn(
     // Anything else that panics in the tenant's turn (a callback, building its runtime) is
     // caught here: the lease is released below and the tenant's runtime rebuilt next time.
     let mut delivered = Vec::new();
-    let started = Started { lease, first, ready, read };
+    let started = Started { lease, first, ready };
     let drained = dispatch(shared, info, holder, stop, started, &mut delivered);
     let result = match AssertUnwindSafe(drained).catch_unwind().await {
         Ok(result) => result,
@@ -648,16 +621,9 @@ impl WebhookTurn {
     }
 
     /// Hands the begun turn to this process's workers: the next one free continues it.
-    /// `read`: the event of the run the route queued, as the route read it ([`ReadLine`]).
-    pub(crate) fn hand_over(self, shared: &Shared, info: BindingInfo, begun: Begun, read: Option<ReadLine>) {
-        let turn = BegunTurn {
-            holder: self.plan.holder,
-            taken: self.taken,
-            begun,
-            ready: Some(self.ready),
-            read,
-            announced: false,
-        };
+    pub(crate) fn hand_over(self, shared: &Shared, info: BindingInfo, begun: Begun) {
+        let turn =
+            BegunTurn { holder: self.plan.holder, taken: self.taken, begun, ready: Some(self.ready), announced: false };
         shared.queue.offer_begun(info, turn);
     }
 }
@@ -921,8 +887,6 @@ pub(crate) struct BegunTurn {
     begun: Begun,
     /// The tenant's runtime the route found ready, and its batch size.
     ready: Option<(Arc<TenantRuntime>, usize)>,
-    /// The event of the run the route queued, as the route read it.
-    read: Option<ReadLine>,
     /// Work was announced for the tenant while the turn waited in line (after its claim, maybe):
     /// the tenant comes back in line after it.
     announced: bool,
@@ -1503,7 +1467,6 @@ mod tests {
             taken: Instant::now(),
             begun: Begun::default(),
             ready: None,
-            read: None,
             announced: false,
         }
     }

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use byte8_ledger_core::{
     Result,
     auth::TokenSet,
-    canonical::Event,
     clock::Clock,
     engine::EngineConfig,
     error::ErrorCode,
@@ -352,40 +351,6 @@ async fn zero_value_invoices_sync_or_skip_as_the_policy_says() {
     assert_eq!(b.invoices.len(), 1);
     let si = invoice(&b, "000001202");
     assert_eq!((si.total, si.outstanding), (dec("0.00"), dec("0.00")));
-}
-
-/// `process_read` (the service's worker, with the event its webhook route read) takes the event
-/// it is given only when the line it was read from is the run's own; any other line is not
-/// trusted, and the run's line is read. A £0 invoice's run, skipped on its own line, shows which
-/// was used: handed a priced invoice read from the same line text, it syncs (nothing read again),
-/// and handed one read from another line, it is skipped (its own line read).
-#[tokio::test]
-async fn process_read_takes_the_event_read_from_the_run_s_own_line_only() {
-    let w = World::new().await;
-    let engine = w.engine(policy(json!({"sync_zero_value_invoices": false})));
-    let lease = t0() + Span::minutes(5);
-    let queued = |line: String| {
-        let engine = &engine;
-        let store = &w.store;
-        async move {
-            let id = engine.submit(&line).await.unwrap().run_id;
-            (store.claim_run(id, t0(), lease).await.unwrap().expect("claimed"), line)
-        }
-    };
-    let priced = |id: u64| {
-        Event::parse(&invoice_created(&invoice_entity(id, "GBP", &registered(5, "Jane", "Doe", None)))).unwrap()
-    };
-
-    let (run, line) = queued(invoice_created(&zero_invoice(1301))).await;
-    let other = invoice_created(&zero_invoice(1399));
-    skipped(&engine.process_read(run, &other, priced(1301)).await.unwrap(), "zero_value_invoice");
-
-    let (run, line_2) = queued(invoice_created(&zero_invoice(1302))).await;
-    assert_ne!(line, line_2);
-    synced(&engine.process_read(run, &line_2, priced(1302)).await.unwrap());
-    let b = w.biz();
-    assert_eq!(b.invoices.len(), 1, "only the run handed a priced event posted");
-    assert_ne!(invoice(&b, "000001302").total, dec("0.00"));
 }
 
 #[tokio::test]
