@@ -313,7 +313,7 @@ impl SyncEngine {
         let now = self.clock.now();
         let policy = match &self.policy_json {
             Some(p) => p.to_string(),
-            None => serde_json::to_string(&self.policy).map_err(|e| Error::internal(e.to_string()))?,
+            None => serde_json::to_string(self.policy.as_ref()).map_err(|e| Error::internal(e.to_string()))?,
         };
         match Event::parse(line) {
             Ok(event) => {
