@@ -44,13 +44,10 @@ probe zal mi_zalloc_aligned
 probe real mi_realloc_aligned
 events=probe_byte8:mal,probe_byte8:zal,probe_byte8:real
 
-pkill -9 -f "byte8-ledger serve" 2>/dev/null || true
-"$bench" --database-url "$url" --bin "$serve" "${options[@]}" >"$out/bench.txt" 2>&1 &
-pid=$!
-until grep -q '^catalogue:' "$out/bench.txt"; do
-    kill -0 "$pid" 2>/dev/null || { cat "$out/bench.txt"; exit 1; }
-    sleep 1
-done
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
+start_bench "$out/bench.txt" "$bench" --database-url "$url" --bin "$serve" "${options[@]}"
+pid=$BENCH_PID
 sleep 35
 serve_pid=$(pgrep -f "byte8-ledger serve" | head -1)
 from=$(psql "$url" -Atc 'SELECT now()')

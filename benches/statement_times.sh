@@ -34,13 +34,10 @@ done
 stats_url=${STATS_URL:-$(printf '%s' "$url" | sed -E 's#^([a-z]+://[^/]*)/[^?]*#\1/postgres#')}
 psql_admin() { psql "$stats_url" -Atq "$@"; }
 out=$(mktemp)
-pkill -9 -f "byte8-ledger serve" 2>/dev/null || true
-"$bench" --database-url "$url" --bin "$serve" "$@" >"$out" 2>&1 &
-pid=$!
-until grep -q '^catalogue:' "$out"; do
-    kill -0 "$pid" 2>/dev/null || { cat "$out"; exit 1; }
-    sleep 1
-done
+# shellcheck source=benches/common.sh
+source "$(dirname "$0")/common.sh"
+start_bench "$out" "$bench" --database-url "$url" --bin "$serve" "$@"
+pid=$BENCH_PID
 sleep "$warmup"
 psql_admin -c 'SELECT pg_stat_statements_reset()' >/dev/null
 sleep "$window"
