@@ -399,25 +399,24 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> std::result::Re
     if resp.content_length().is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX)) {
         return Err(BodyError::TooLarge);
     }
+    let within = |n: usize| if n > cap { Err(BodyError::TooLarge) } else { Ok(()) };
+    let Some(first) = resp.chunk().await.map_err(BodyError::Network)? else {
+        return Ok(Bytes::new());
+    };
+    within(first.len())?;
     // A body that comes in one chunk (most answers) is that chunk, not a copy of it.
-    let mut first: Option<Bytes> = None;
-    let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Network)? {
-        let had = first.as_ref().map_or(0, Bytes::len) + body.len();
-        if had.saturating_add(chunk.len()) > cap {
-            return Err(BodyError::TooLarge);
-        }
-        match first.take() {
-            None if body.is_empty() => first = Some(chunk),
-            taken => {
-                if let Some(taken) = taken {
-                    body.extend_from_slice(&taken);
-                }
-                body.extend_from_slice(&chunk);
-            }
+    let Some(mut chunk) = resp.chunk().await.map_err(BodyError::Network)? else {
+        return Ok(first);
+    };
+    let mut body = bytes::BytesMut::from(&first[..]);
+    loop {
+        within(body.len().saturating_add(chunk.len()))?;
+        body.extend_from_slice(&chunk);
+        match resp.chunk().await.map_err(BodyError::Network)? {
+            Some(next) => chunk = next,
+            None => return Ok(body.freeze()),
         }
     }
-    Ok(first.unwrap_or_else(|| body.freeze()))
 }
 
 /// "an answer of 1234 bytes that is not Sage's error JSON (not quoted)": how an error body that
