@@ -60,6 +60,21 @@ pub struct OwnDatabase {
     name: String,
     /// How to connect to it.
     pub options: PgConnectOptions,
+    /// Its URL (the shared one's, with this database's name): for a command given
+    /// `BYTE8_DATABASE_URL`.
+    pub url: String,
+}
+
+/// `url` naming database `name` instead of its own: the part after the host replaced, the
+/// query (a socket directory, say) kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let authority = base[after_scheme..].find('/').map_or(base, |i| &base[..after_scheme + i]);
+    match query {
+        Some(q) => format!("{authority}/{name}?{q}"),
+        None => format!("{authority}/{name}"),
+    }
 }
 
 impl OwnDatabase {
@@ -73,7 +88,7 @@ impl OwnDatabase {
             .execute(&admin)
             .await
             .expect("CREATE DATABASE (the test's PostgreSQL role must be allowed to create databases)");
-        Self { options: shared.database(&name), admin, name }
+        Self { options: shared.database(&name), url: with_database(url, &name), admin, name }
     }
 
     /// Drops the database (and the connections still open to it).

@@ -20,7 +20,7 @@ use std::{io::Write, time::Duration};
 use secrecy::SecretString;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Failure, StoreArgs, database, io, provider_for, usage};
+use super::{Failure, StoreArgs, database, io, usage};
 use byte8_ledger_core::{
     auth::{
         TokenSet,
@@ -321,7 +321,7 @@ async fn finish(
     let store = db.service();
     store.save_connection(&connection).await?;
     store.save_tokens(&connection.scope, &tokens).await?;
-    let provider = provider_for(db.connections(), &connection)?;
+    let provider = db.provider_for(&connection)?;
     let reference = provider.reference_data(true).await?;
     store.save_reference(&connection.scope, &reference).await?;
     let text = format!(

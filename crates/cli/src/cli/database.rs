@@ -13,7 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{Failure, usage};
 use byte8_ledger_core::{
     http::{RateConfig, RateLimiter},
-    store::{ConnectionStoreDyn, crypto::MasterKey, postgres::PostgresStore, sqlite::SqliteStore},
+    providers::AccountingProvider,
+    store::{Connection, ConnectionStoreDyn, Store, crypto::MasterKey, postgres::PostgresStore, sqlite::SqliteStore},
 };
 use byte8_ledger_service::store::ServiceStore;
 use byte8_ledger_service::{SageProviders, StoredProviders, console::ConsoleStore};
@@ -182,6 +183,14 @@ impl Database {
         Ok((Self::open(args, key).await?, lock))
     }
 
+    /// The runs, cross-references and connections the engine and `status` work on.
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Self::Sqlite(s, _) => Arc::clone(s) as Arc<dyn Store>,
+            Self::Postgres(s) => Arc::clone(s) as Arc<dyn Store>,
+        }
+    }
+
     pub(crate) fn service(&self) -> Arc<dyn ServiceStore> {
         match self {
             Self::Sqlite(s, _) => Arc::clone(s) as Arc<dyn ServiceStore>,
@@ -218,6 +227,24 @@ impl Database {
             }
         };
         StoredProviders::new(self.connections()).with_sage(sage)
+    }
+
+    /// The provider of one stored connection, for a command that posts (`sync`, `connect`,
+    /// `reference --refresh`). On PostgreSQL a Sage business's requests count against the
+    /// limiter its database shares with every `serve` worker and every other command on it
+    /// ([`providers`](Self::providers)), so that a back-fill run beside the service keeps the
+    /// business under Sage's limit together with it; on SQLite (one process) the provider paces
+    /// itself, as `SAGE_REQUESTS_PER_MINUTE` says.
+    ///
+    /// # Errors
+    /// A usage [`Failure`] for a connection this build cannot serve or a bad
+    /// `SAGE_REQUESTS_PER_MINUTE`.
+    pub(crate) fn provider_for(&self, c: &Connection) -> Result<Arc<dyn AccountingProvider>, Failure> {
+        let providers = match self {
+            Self::Sqlite(..) => StoredProviders::new(self.connections()),
+            Self::Postgres(_) => self.providers(rate_from_env()?),
+        };
+        providers.for_connection(c).map_err(|e| usage(e.to_string()))
     }
 }
 

@@ -7,8 +7,8 @@
 //! | `demo [--provider sage\|xero]` | starts the built-in Sage (or Xero) simulator on loopback, syncs the bundled sample events through the real engine and HTTP client, prints what happened |
 //! | `connect [--provider sage\|xero]` | connects a Sage business (default) or a Xero organisation through the browser (the OAuth authorisation-code flow: [`mod@connect`]), or with a refresh token given for automation; tokens encrypted at rest |
 //! | `disconnect` | revokes a connection's tokens at the provider where it documents revocation and deletes them locally in any case, saying which |
-//! | `sync` | syncs every event of a file (or stdin) into the provider of the stored connection, one outcome a line on stdout, in input order |
-//! | `status` | counts by status and the dead letters with their reasons |
+//! | `sync` | syncs every event of a file (or stdin) into the provider of the stored connection, one outcome a line on stdout, in input order; on an SQLite file (`--state`) or, beside the service's processes, a PostgreSQL database (`--database-url`, `BYTE8_DATABASE_URL`) |
+//! | `status` | counts by status and the dead letters with their reasons (`--state` or `--database-url`, as every command below but `demo` and `simulate`) |
 //! | `requeue` | puts a failed or dead-lettered event back in line |
 //! | `reference` | prints the Sage reference cache |
 //! | `simulate [--provider sage\|xero]` | serves the built-in Sage (or Xero) simulator until interrupted (a ledger for trying `connect` and `sync`) |
@@ -62,9 +62,7 @@ use byte8_ledger_core::{
         sage::{DEFAULT_BASE_URL, DEFAULT_TOKEN_URL, PROVIDER},
         xero::{self, XeroBuilder, XeroConnection},
     },
-    store::{
-        Connection, ConnectionStore, ProviderKind, RunStatus, RunStore, Store, crypto::MasterKey, sqlite::SqliteStore,
-    },
+    store::{Connection, ConnectionStore, ProviderKind, RunStatus, Store, crypto::MasterKey},
 };
 
 /// The ledger a command works with.
@@ -183,9 +181,10 @@ pub(crate) enum Command {
     },
     /// Sync every event of FILE (`-` for stdin); one outcome a line on stdout, in input order.
     Sync {
-        /// The state database.
-        #[arg(long)]
-        state: PathBuf,
+        /// The state database, or `--database-url`: a PostgreSQL database the service's workers
+        /// may share (nothing they hold is taken from them).
+        #[command(flatten)]
+        store: StoreArgs,
         /// The events, JSON Lines (`-` for stdin).
         #[arg(long)]
         events: String,
@@ -198,18 +197,18 @@ pub(crate) enum Command {
     },
     /// Counts by status and the dead letters with their reasons.
     Status {
-        /// The state database.
-        #[arg(long)]
-        state: PathBuf,
+        /// The state database, or `--database-url`.
+        #[command(flatten)]
+        store: StoreArgs,
         /// JSON output.
         #[arg(long)]
         json: bool,
     },
     /// Put a failed or dead-lettered event back in line.
     Requeue {
-        /// The state database.
-        #[arg(long)]
-        state: PathBuf,
+        /// The state database, or `--database-url`.
+        #[command(flatten)]
+        store: StoreArgs,
         /// The event's idempotency key (`invoice.created:1001`).
         key: String,
         /// The connection, when the database holds several.
@@ -262,9 +261,9 @@ pub(crate) enum Command {
     },
     /// Print the Sage reference cache (tax rates, ledger accounts, bank accounts, payment methods).
     Reference {
-        /// The state database.
-        #[arg(long)]
-        state: PathBuf,
+        /// The state database, or `--database-url`.
+        #[command(flatten)]
+        store: StoreArgs,
         /// Fetch it again from Sage.
         #[arg(long)]
         refresh: bool,
@@ -423,11 +422,11 @@ pub(crate) async fn run(cli: Cli, out: &mut dyn Write) -> std::result::Result<()
         Command::Tenant { command } => tenant::run(command, out).await,
         Command::Operator { command } => operator::run(command, out).await,
         Command::Reconcile(args) => reconcile::run(args, out).await,
-        Command::Sync { state, events, policy, business_id } => sync(state, &events, policy, business_id, out).await,
-        Command::Status { state, json } => status(state, json, out).await,
-        Command::Requeue { state, key, business_id } => requeue(state, &key, business_id, out).await,
-        Command::Reference { state, refresh, json, business_id } => {
-            reference(state, refresh, json, business_id, out).await
+        Command::Sync { store, events, policy, business_id } => sync(store, &events, policy, business_id, out).await,
+        Command::Status { store, json } => status(store, json, out).await,
+        Command::Requeue { store, key, business_id } => requeue(store, &key, business_id, out).await,
+        Command::Reference { store, refresh, json, business_id } => {
+            reference(store, refresh, json, business_id, out).await
         }
         Command::Simulate { provider, port, latency_ms, requests_per_minute, token_ttl_secs } => {
             simulate(provider, port, latency_ms, requests_per_minute, token_ttl_secs, out).await
@@ -439,16 +438,10 @@ fn env(name: &str) -> std::result::Result<String, Failure> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| usage(format!("{name} is not set")))
 }
 
-async fn open_store(state: &PathBuf, need_key: bool) -> std::result::Result<Arc<SqliteStore>, Failure> {
-    let key = match MasterKey::from_env() {
-        Ok(k) => Some(k),
-        Err(e) if need_key => return Err(e.into()),
-        Err(_) => None,
-    };
-    Ok(Arc::new(SqliteStore::open(state, key).await?))
-}
-
-async fn pick_connection(store: &SqliteStore, business_id: Option<String>) -> std::result::Result<Connection, Failure> {
+async fn pick_connection(
+    store: &dyn ConnectionStore,
+    business_id: Option<String>,
+) -> std::result::Result<Connection, Failure> {
     let all = store.connections().await?;
     match business_id {
         Some(id) => all
@@ -461,14 +454,6 @@ async fn pick_connection(store: &SqliteStore, business_id: Option<String>) -> st
             n => Err(usage(format!("the state database holds {n} connections: choose one with --business-id"))),
         },
     }
-}
-
-/// The provider of a stored connection: Sage or Xero, as the connection says.
-fn provider_for(
-    store: Arc<dyn byte8_ledger_core::store::ConnectionStoreDyn>,
-    c: &Connection,
-) -> std::result::Result<Arc<dyn AccountingProvider>, Failure> {
-    byte8_ledger_service::StoredProviders::new(store).for_connection(c).map_err(|e| usage(e.to_string()))
 }
 
 fn read_policy(path: Option<PathBuf>) -> std::result::Result<SyncPolicy, Failure> {
@@ -507,7 +492,7 @@ async fn connect(
     store.save_connection(&connection).await?;
     store.save_tokens(&business_id, &TokenSet::from_refresh_token(refresh_token)).await?;
     // Check it works: a refresh (the new pair is stored before use) and the reference data.
-    let sage = provider_for(db.connections(), &connection)?;
+    let sage = db.provider_for(&connection)?;
     let reference = sage.reference_data(true).await?;
     store.save_reference(&business_id, &reference).await?;
     writeln!(
@@ -586,7 +571,7 @@ async fn connect_xero(
     store.save_connection(&connection).await?;
     let rotated = first.load().await?.ok_or_else(|| Failure { code: 1, message: "the token pair vanished".into() })?;
     store.save_tokens(&connection.scope, &rotated).await?;
-    let provider = provider_for(db.connections(), &connection)?;
+    let provider = db.provider_for(&connection)?;
     let reference = provider.reference_data(true).await?;
     store.save_reference(&connection.scope, &reference).await?;
     writeln!(
@@ -660,24 +645,33 @@ pub(crate) async fn sync_stream(
     Ok(n)
 }
 
+/// `sync` on an SQLite file or a PostgreSQL database.
+///
+/// On SQLite the file's lock makes this process its one writer, so runs left `running` belong to
+/// a process that died and are taken back at once. On PostgreSQL other processes (the service's
+/// workers, another `sync`) may be working on the same business: nothing they hold is taken from
+/// them. An event whose run another process holds gets the outcome "another worker holds this
+/// event" and stays with that process; a run a dead process left is claimed again once its lease
+/// ([`EngineConfig::lease`](byte8_ledger_core::engine::EngineConfig), 5 minutes) has ended. Every
+/// write is fenced by the run's claim, so two processes never post one event twice, and a Sage
+/// business's requests share its database's rate limiter with the service's.
 async fn sync(
-    state: PathBuf,
+    args: StoreArgs,
     events: &str,
     policy: Option<PathBuf>,
     business_id: Option<String>,
     out: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
     let policy = read_policy(policy)?;
-    // One writer per state file at a time: holding the lock, this process knows that runs left
-    // "running" belong to a process that died, and takes them back.
-    let _lock = database::lock_state(&state, "sync")?;
-    let store = open_store(&state, true).await?;
-    let connection = pick_connection(&store, business_id).await?;
+    let (db, _lock) = database::Database::open_locked(&args, Some(MasterKey::from_env()?), "sync").await?;
+    let store = db.store();
+    let connection = pick_connection(store.as_ref(), business_id).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    store.release_leases(&connection.scope, clock.now()).await?;
-    let sage = provider_for(Arc::clone(&store) as _, &connection)?;
-    let store_dyn: Arc<dyn Store> = Arc::clone(&store) as Arc<dyn Store>;
-    let engine = SyncEngine::new(Arc::clone(&sage), store_dyn, connection.scope.clone(), policy, clock);
+    if let database::Database::Sqlite(..) = db {
+        store.release_leases(&connection.scope, clock.now()).await?;
+    }
+    let sage = db.provider_for(&connection)?;
+    let engine = SyncEngine::new(Arc::clone(&sage), Arc::clone(&store), connection.scope.clone(), policy, clock);
     // A policy that does not fit the ledger is a configuration error (2); a ledger that cannot be
     // reached or refuses the connection is not (1: contract.md 3 keeps 2 for usage and
     // configuration).
@@ -735,8 +729,18 @@ fn progress_bar(events: &str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result::Result<(), Failure> {
-    let store = open_store(&state, false).await?;
+/// The key, when LEDGER_MASTER_KEY is set: the commands that only read can do without it (the
+/// tokens are then not read); an unusable one is reported by the commands that need it.
+fn key_if_set() -> (Option<MasterKey>, Option<Error>) {
+    match MasterKey::from_env() {
+        Ok(k) => (Some(k), None),
+        Err(e) => (None, Some(e)),
+    }
+}
+
+async fn status(args: StoreArgs, json: bool, out: &mut dyn Write) -> std::result::Result<(), Failure> {
+    let db = database::Database::open(&args, key_if_set().0).await?;
+    let store = db.store();
     let mut report = Vec::new();
     for c in store.connections().await? {
         let counts = store.counts(&c.scope).await?;
@@ -747,7 +751,7 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
     let now = SystemClock.now();
     let mut health = Vec::new();
     for (c, ..) in &report {
-        health.push(token_health(&store, c, now).await);
+        health.push(token_health(store.as_ref(), c, now).await);
     }
     if json {
         let value: Vec<serde_json::Value> = report
@@ -781,7 +785,7 @@ async fn status(state: PathBuf, json: bool, out: &mut dyn Write) -> std::result:
         return Ok(());
     }
     if report.is_empty() {
-        writeln!(out, "no connection in {}", state.display()).map_err(io)?;
+        writeln!(out, "no connection in {db}").map_err(io)?;
     }
     for ((c, counts, dead, waiting), health) in report.into_iter().zip(health) {
         writeln!(out, "business {} ({})", c.scope, c.provider).map_err(io)?;
@@ -865,7 +869,7 @@ impl TokenHealth {
     }
 }
 
-async fn token_health(store: &SqliteStore, c: &Connection, now: chrono::DateTime<chrono::Utc>) -> TokenHealth {
+async fn token_health(store: &dyn Store, c: &Connection, now: chrono::DateTime<chrono::Utc>) -> TokenHealth {
     let Some(kind) = c.kind() else { return TokenHealth::Unknown };
     match store.tokens(&c.scope).await {
         Ok(Some(t)) => byte8_ledger_core::auth::connect::refresh_token_health(kind, &t, now)
@@ -876,38 +880,44 @@ async fn token_health(store: &SqliteStore, c: &Connection, now: chrono::DateTime
 }
 
 async fn requeue(
-    state: PathBuf,
+    args: StoreArgs,
     key: &str,
     business_id: Option<String>,
     out: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
-    let store = open_store(&state, false).await?;
-    let c = pick_connection(&store, business_id).await?;
+    let db = database::Database::open(&args, key_if_set().0).await?;
+    let store = db.store();
+    let c = pick_connection(store.as_ref(), business_id).await?;
     if store.requeue(&c.scope, key, SystemClock.now()).await? {
         writeln!(out, "{key} is back in line; the next `byte8-ledger sync` with it processes it").map_err(io)?;
         Ok(())
     } else {
-        Err(Failure { code: 1, message: format!("no failed or dead-lettered event {key} in {}", state.display()) })
+        Err(Failure { code: 1, message: format!("no failed or dead-lettered event {key} in {db}") })
     }
 }
 
 async fn reference(
-    state: PathBuf,
+    args: StoreArgs,
     refresh: bool,
     json: bool,
     business_id: Option<String>,
     out: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
-    let store = open_store(&state, false).await?;
-    let c = pick_connection(&store, business_id).await?;
+    let (key, unusable) = key_if_set();
+    let db = database::Database::open(&args, key).await?;
+    let store = db.store();
+    let c = pick_connection(store.as_ref(), business_id).await?;
     let cached = if refresh { None } else { store.reference(&c.scope).await? };
     let r = match cached {
         Some(r) => r,
         None => {
-            let with_key = open_store(&state, true).await?;
-            let sage = provider_for(Arc::clone(&with_key) as _, &c)?;
+            // Fetching it uses the connection's tokens: the key is needed from here on.
+            if let Some(e) = unusable {
+                return Err(e.into());
+            }
+            let sage = db.provider_for(&c)?;
             let r = sage.reference_data(true).await?;
-            with_key.save_reference(&c.scope, &r).await?;
+            store.save_reference(&c.scope, &r).await?;
             (*r).clone()
         }
     };

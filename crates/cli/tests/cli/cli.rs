@@ -11,6 +11,8 @@ use byte8_ledger_core::outcome::{Outcome, SyncStatus};
 use byte8_ledger_simulators::{DEMO_REFRESH_TOKEN, SageSimulator, SimConfig, SimServer};
 use serde_json::Value;
 
+use crate::support_postgres as pg;
+
 const KEY: &str = "Ynl0ZTgtbGVkZ2VyLWNoYW9zLXNvYWstbWFzdGVyLWs=";
 
 fn bin() -> Command {
@@ -363,6 +365,166 @@ async fn sync_takes_a_file_in_any_order_payments_and_credit_memos_wait_for_their
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["counts"]["queued"], 1, "{v}");
     assert_eq!(v[0]["waiting"][0]["idempotency_key"], "invoice.paid:1004", "{v}");
+}
+
+/// `sync`, `status`, `requeue` and `reference` on PostgreSQL (`BYTE8_DATABASE_URL`), in a
+/// database of the test's own, beside another process that holds one of the file's events: the
+/// same outcomes as the same file synced on an SQLite file (the other store is the oracle), the
+/// held event left to its holder (its run still running under its claim, its invoice not posted),
+/// nothing posted twice by a second run, and `status` counting what the store holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_sync_leaves_what_another_process_holds_and_status_requeue_reference_work() {
+    use byte8_ledger_core::{
+        clock::{Clock as _, SystemClock},
+        store::{Dedupe, NewRun, RunStatus, RunStore as _},
+    };
+    let Some(url) = pg::url("on_postgresql_sync_leaves_what_another_process_holds") else { return };
+    let own = pg::OwnDatabase::create(&url).await;
+    let on_pg = |mut c: Command| {
+        c.env("BYTE8_DATABASE_URL", &own.url);
+        c
+    };
+    let sim = SageSimulator::demo(SimConfig::default());
+    let server = sim.serve().await.unwrap();
+    let o = on_pg(with_env(bin()))
+        .arg("connect")
+        .env("BYTE8_REFRESH_TOKEN", DEMO_REFRESH_TOKEN)
+        .args(["--business-id", "demo-business"])
+        .args(["--sage-base-url", &server.base_url(), "--sage-token-url", &server.token_url()])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "connect failed: {out}{err}");
+    assert!(out.contains("the PostgreSQL database") && !out.contains(&own.url), "{out}");
+
+    // Another process (a store of its own) holds invoice.created:1007 (an invoice nothing else
+    // of the file depends on): its run claimed, leased for ten minutes.
+    let held_key = "invoice.created:1007";
+    let other = pg::store_in(&own, 2, None).await;
+    let now = SystemClock.now();
+    let held = other
+        .enqueue(
+            NewRun {
+                scope: "demo-business".into(),
+                tenant_id: None,
+                idempotency_key: held_key.into(),
+                event: Some("invoice.created".into()),
+                magento_entity_id: Some(1007),
+                raw: sample_lines(&[held_key]).trim().to_owned(),
+                fingerprint: "held by another process".into(),
+                policy: None,
+                received_at: now,
+            },
+            Dedupe::Permanent,
+        )
+        .await
+        .unwrap()
+        .run_id();
+    let lease_until = now + chrono::Duration::minutes(10);
+    let claimed = other.claim_run(held, now, lease_until).await.unwrap().expect("claimed by the other process");
+
+    let events = samples().join("events.jsonl");
+    let run_sync = |c: Command| {
+        let events = events.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = c;
+            c.arg("sync")
+                .arg("--events")
+                .arg(&events)
+                .arg("--policy")
+                .arg(samples().join("policy.json"))
+                .output()
+                .unwrap()
+        })
+    };
+    let o = run_sync(on_pg(with_env(bin()))).await.unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let outcomes: Vec<Outcome> = out.lines().map(|l| serde_json::from_str(l).expect("an outcome a line")).collect();
+
+    // The oracle: the same file on an SQLite file, into a simulator of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let (sqlite_sim, _sqlite_server, state) = connected(dir.path()).await;
+    let o = tokio::task::spawn_blocking({
+        let (state, events) = (state.clone(), events.clone());
+        move || sync(&state, &events)
+    })
+    .await
+    .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let expected: Vec<Outcome> = text(&o).0.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(outcomes.len(), expected.len(), "one outcome per event");
+    let what = |o: &Outcome| (o.idempotency_key.clone(), o.sync_status, o.skip_reason.clone(), o.error_code);
+    for (got, want) in outcomes.iter().zip(&expected) {
+        if got.idempotency_key.as_deref() == Some(held_key) {
+            assert_eq!(want.sync_status, SyncStatus::Synced, "{want:?}");
+            assert_eq!(got.sync_status, SyncStatus::Failed, "{got:?}");
+            assert!(got.message.as_deref().unwrap_or("").contains("another worker holds this event"), "{got:?}");
+        } else {
+            assert_eq!(what(got), what(want));
+        }
+    }
+    // Left to its holder: still running under its claim, and its invoice not posted.
+    let run = other.get(held).await.unwrap().unwrap();
+    assert_eq!((run.status, run.claim), (RunStatus::Running, claimed.claim), "{run:?}");
+    let posted = |sim: &SageSimulator| -> Vec<String> {
+        sim.business("demo-business").unwrap().invoices.iter().map(|i| i.reference.clone()).collect()
+    };
+    assert!(posted(&sqlite_sim).iter().any(|r| r == "MAG-000000107"), "{:?}", posted(&sqlite_sim));
+    assert!(!posted(&sim).iter().any(|r| r == "MAG-000000107"), "{:?}", posted(&sim));
+    assert_eq!(posted(&sim).len() + 1, posted(&sqlite_sim).len());
+
+    // Its Sage requests took their permits from the business's limiter in the database, the one
+    // the service's workers share: at least one a write the simulator saw (a limiter of the
+    // process's own records nothing there).
+    let pool = sqlx::PgPool::connect_with(own.options.clone()).await.unwrap();
+    let permits: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(cardinality(recent)), 0) FROM rate_limits WHERE key = $1")
+            .bind("demo-business")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(u64::try_from(permits).unwrap() >= writes(&sim), "{permits} permits for {} writes", writes(&sim));
+    pool.close().await;
+
+    // Again: nothing new is written.
+    let before = writes(&sim);
+    let o = run_sync(on_pg(with_env(bin()))).await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(writes(&sim), before, "a second run posts nothing");
+
+    // status counts what each store holds: the SQLite file's counts, but one run running (the
+    // held one) instead of synced.
+    let counts = |o: &Output| -> Value {
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{:?}", text(o)));
+        assert_eq!(v[0]["business_id"], "demo-business", "{v}");
+        v[0]["counts"].clone()
+    };
+    let on_sqlite = counts(&bin().args(["status", "--json", "--state"]).arg(&state).output().unwrap());
+    let status = on_pg(bin()).args(["status", "--json"]).output().unwrap();
+    let on_postgres = counts(&status);
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    assert_eq!(n(&on_postgres, "running"), 1, "{on_postgres}");
+    assert_eq!(n(&on_postgres, "synced") + 1, n(&on_sqlite, "synced"), "{on_postgres} {on_sqlite}");
+    for k in ["skipped", "queued", "dead_lettered"] {
+        assert_eq!(n(&on_postgres, k), n(&on_sqlite, k), "{k}: {on_postgres} {on_sqlite}");
+    }
+    let v: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let dead = v[0]["dead_letters"][0]["idempotency_key"].as_str().expect("the unreadable line's dead letter");
+
+    let o = on_pg(bin()).args(["requeue", dead]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let after = counts(&on_pg(bin()).args(["status", "--json"]).output().unwrap());
+    assert_eq!(n(&after, "queued"), n(&on_postgres, "queued") + 1, "back in line: {after}");
+    let o = on_pg(bin()).args(["requeue", "invoice.created:404"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).1.contains("in the PostgreSQL database") && !text(&o).1.contains(&own.url), "{:?}", text(&o));
+
+    let o = on_pg(bin()).arg("reference").output().unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("GB_STANDARD"), "{:?}", text(&o));
+    drop(other);
+    own.drop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
