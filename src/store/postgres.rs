@@ -62,6 +62,23 @@
 //! so the rule's bound (at most the limit in any window shorter than a minute plus the margin,
 //! so in any minute) holds across every process, and a saturated business gets 98.8 % of its
 //! limit. `now` is the database server's clock, so the workers' own clocks need not agree.
+//!
+//! # A young database's plans
+//!
+//! PostgreSQL plans a statement a connection runs again and again once (its generic plan), for
+//! the tables as they are then, and keeps that plan until the table is analysed. A connection
+//! that began on an empty database plans even `UPDATE runs … WHERE id = $1` as a sequential scan
+//! (a table of one page), and keeps it while the table grows: each statement then reads every
+//! run. The autovacuum daemon analyses a new table only on its first visit to the database, up
+//! to a minute later or more, so a back-fill into a new database (`byte8-ledger sync`, 10,000
+//! events; BENCHMARKS.md, round 38) spent 5.7 ms of the database's CPU an event, against 2.1 ms
+//! for its first 3,000, the run's enqueue reading every run before it. The store therefore has
+//! the tables that grow with every event (`runs`, `attempts`, `xrefs`, `exchanges`) analysed
+//! (`ANALYZE`, in a task of its own: the finish does not wait) when the runs it has finished
+//! reach 1,024, and again at each four times as many up to about a million
+//! ([`YOUNG_ANALYSE_FROM`], [`YOUNG_ANALYSE_UNTIL`]): six times in a process's life, the last ones
+//! long after autovacuum has taken over. An analysis ends every connection's plans on those
+//! tables, so each is planned again for the table's size.
 
 mod retention;
 mod statements;
@@ -102,6 +119,14 @@ pub const TOKEN_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// store's statements by [`Statements`]).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
+/// The runs finished through a store at which it first has the growing tables analysed (see
+/// [A young database's plans](self#a-young-databases-plans)); again at each four times as many.
+pub const YOUNG_ANALYSE_FROM: u64 = 1 << 10;
+
+/// The last count of finished runs at which the store has them analysed (2^20, about a
+/// million): beyond it autovacuum's own analyses (each 10 % of growth) keep the plans right.
+pub const YOUNG_ANALYSE_UNTIL: u64 = 1 << 20;
+
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -112,6 +137,8 @@ pub struct PostgresStore {
     /// The rate limiters made by [`PostgresStore::rate_limiter`], one per business (the latest),
     /// for a worker's turn to take their permits with ([`PostgresStore::turn_permits`]).
     limiters: Arc<std::sync::Mutex<std::collections::HashMap<String, SharedRateLimiter>>>,
+    /// The runs finished through this store and its clones, for [`PostgresStore::analyse_when_young`].
+    finished: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Maps an sqlx error the way this store does (serialisation failures, deadlocks, lock and
@@ -225,6 +252,7 @@ impl PostgresStore {
         Ok(Self {
             statements: Statements::new(pool.clone()),
             limiters: Arc::default(),
+            finished: Arc::default(),
             pool,
             key: key.map(Arc::new),
             token_lock_timeout: TOKEN_LOCK_TIMEOUT,
@@ -243,6 +271,25 @@ impl PostgresStore {
     /// console, and for transactions).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Counts a finished run, and at [`YOUNG_ANALYSE_FROM`] of them, each four times as many
+    /// after, up to [`YOUNG_ANALYSE_UNTIL`], has the tables that grow with every event analysed
+    /// in a task of its own ([A young database's plans](self#a-young-databases-plans)). A
+    /// failure is logged, not returned: the analysis only corrects plans.
+    fn analyse_when_young(&self) {
+        let n = self.finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed).saturating_add(1);
+        let at_a_power_of_four = n.is_power_of_two() && n.trailing_zeros() % 2 == 0;
+        if !(YOUNG_ANALYSE_FROM..=YOUNG_ANALYSE_UNTIL).contains(&n) || !at_a_power_of_four {
+            return;
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            match sqlx::query("ANALYZE runs, attempts, xrefs, exchanges").execute(&pool).await {
+                Ok(_) => tracing::debug!(finished = n, "analysed the growing tables"),
+                Err(e) => tracing::warn!(finished = n, error = %e, "cannot analyse the growing tables"),
+            }
+        });
     }
 
     /// Closes the store's pool, as `PgPool::close` does, once the connections its statements keep
@@ -870,7 +917,10 @@ impl RunStore for PostgresStore {
             .bind(opt_text(snapshot));
         let done = xrefs.bind(query).fetch_optional(&self.statements).await.map_err(db)?;
         match done {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.analyse_when_young();
+                Ok(())
+            }
             None => Err(super::claim_lost(id, claim)),
         }
     }

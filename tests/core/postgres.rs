@@ -1390,3 +1390,63 @@ async fn closing_the_store_gives_back_the_connections_its_statements_keep() {
         "a statement after closing fails as on a closed pool"
     );
 }
+
+/// The growing tables of a new database are analysed once the store has finished 1,024 runs
+/// (`YOUNG_ANALYSE_FROM`), not before: a connection that began on the empty database otherwise
+/// keeps plans made for tables of one page (`UPDATE runs … WHERE id = $1` as a sequential scan)
+/// until autovacuum's first visit (BENCHMARKS.md round 38: a back-fill of 10,000 events into a new
+/// database spent 5.7 ms of the database's CPU an event). `analyze_count` counts the `ANALYZE`s
+/// sessions ran (migration 0022's among them; autovacuum's are `autoanalyze_count`), so this
+/// counts the store's.
+#[tokio::test]
+async fn a_young_database_s_growing_tables_are_analysed_at_1024_finished_runs() {
+    use byte8_ledger_core::store::postgres::YOUNG_ANALYSE_FROM;
+    let Some(url) = pg::url("a_young_database_s_growing_tables_are_analysed_at_1024_finished_runs") else { return };
+    let database = pg::OwnDatabase::create(&url).await;
+    let store = pg::store_in(&database, 4, None).await;
+    let pool = store.pool().clone();
+    let analyses = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = $1")
+                .bind(table)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let tables = ["runs", "attempts", "xrefs", "exchanges"];
+    let mut before = Vec::new();
+    for table in tables {
+        before.push(analyses(table).await);
+    }
+    let finish_one = |i: u64| {
+        let store = &store;
+        async move {
+            let key = format!("invoice.created:{i}");
+            let id = store.enqueue(new_run("young", &key, &format!("{{\"n\":{i}}}")), Dedupe::Permanent).await.unwrap();
+            let run = store.claim_run(id.run_id(), t0(), t0() + chrono::Duration::minutes(5)).await.unwrap().unwrap();
+            store.finish(run.id, run.claim, synced(&key, 1)).await.unwrap();
+        }
+    };
+    for i in 1..YOUNG_ANALYSE_FROM {
+        finish_one(i).await;
+    }
+    assert_eq!(analyses("runs").await, before[0], "not analysed before the {YOUNG_ANALYSE_FROM}th finished run");
+    finish_one(YOUNG_ANALYSE_FROM).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while analyses("runs").await == before[0] {
+        assert!(Instant::now() < deadline, "the store had the tables analysed at {YOUNG_ANALYSE_FROM} finished runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reltuples: f32 = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = 'runs'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    for (table, before) in tables.into_iter().zip(before).skip(1) {
+        assert_eq!(analyses(table).await, before + 1, "{table} analysed with runs");
+    }
+    store.close().await;
+    database.drop().await;
+    assert!(reltuples >= 1000.0, "the planner now knows the table's size: {reltuples} rows");
+}
