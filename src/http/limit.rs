@@ -40,8 +40,12 @@
 //!   rule ran GCRA at `L − b` a minute so that `b + (L − b)` stayed under the limit, which kept
 //!   the business at 95 % (`b = 10`) because the burst was reserved in every minute, used or not.
 //!
-//! The state is `L` times per business (1.6 KB for Sage's 200). [`Pacing`] (GCRA alone, at `L − b`)
-//! and [`quota`] are kept for callers that pace with `governor` themselves.
+//! The state is at most `L` times per business (1.6 KB for Sage's 200), and only those within a
+//! span of the newest permit: a permit a span or more older than the newest can hold no later
+//! one back (each is at or after the newest), so it is dropped. A limit set far above the traffic
+//! (`SAGE_REQUESTS_PER_MINUTE=6000000` for a back-fill into a simulator) keeps the last span's
+//! permits, not six million. [`Pacing`] (GCRA alone, at `L − b`) and [`quota`] are kept for
+//! callers that pace with `governor` themselves.
 //!
 //! The bound is on permits: a request is sent at or after its permit, and a process that is
 //! slow to send after its permit (scheduling, a slow token refresh) by more than the margin can
@@ -173,12 +177,14 @@ pub struct Window {
 }
 
 /// One business's state under a [`Window`]: the GCRA's theoretical arrival time and the last
-/// `L` permit times, in microseconds on the limiter's clock, oldest first.
+/// `L` permit times within a span of the newest, in microseconds on the limiter's clock, oldest
+/// first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WindowState {
     /// The theoretical arrival time (`None` before the first permit).
     pub tat: Option<i64>,
-    /// The permit times of the last `L` requests, oldest first.
+    /// The permit times of the last `L` requests, oldest first, less the ones a span or more
+    /// before the newest (which can hold no later permit back).
     pub recent: VecDeque<i64>,
 }
 
@@ -219,7 +225,11 @@ impl Window {
         }
         state.tat = Some(state.tat.unwrap_or(at).max(at).saturating_add(micros(self.interval_micros)));
         state.recent.push_back(at);
-        while state.recent.len() > limit {
+        // Only the last `L` permits can hold a later one back, and of those only the ones less
+        // than a span before this one: every later permit is at or after it. The rest go, so a
+        // limit far above the traffic keeps the last span's permits, not the last `L`.
+        let span_before = at.saturating_sub(micros(self.span_micros));
+        while state.recent.len() > limit || state.recent.front().is_some_and(|&t| t <= span_before) {
             state.recent.pop_front();
         }
         at
@@ -661,6 +671,50 @@ mod tests {
             }
             let most = busiest_window(&mut permits, 60_499_999);
             prop_assert!(most <= usize::try_from(limit).unwrap(), "{most} permits in one window, limit {limit}");
+        }
+    }
+
+    proptest! {
+        /// Dropping the permits a span or more before the newest changes no permit: the rule
+        /// kept in full (every permit ever given, the formula of the module docs read off it) gives
+        /// the same times, with gaps long and short, and the state holds only the last span's
+        /// permits, never more than `L`.
+        #[test]
+        fn the_window_kept_to_its_last_span_gives_what_the_whole_history_gives(
+            limit in 1u32..300,
+            burst in 0u32..40,
+            gaps in proptest::collection::vec(
+                (0usize..4, prop_oneof![0i64..2_000_000, 0i64..150_000_000]), 1..600),
+        ) {
+            let w = Window::of(RateConfig { requests_per_minute: limit, burst }).unwrap();
+            let (l, span) = (usize::try_from(limit).unwrap(), i64::try_from(w.span_micros).unwrap());
+            let interval = i64::try_from(w.interval_micros).unwrap();
+            let tolerance = i64::try_from(w.tolerance_micros()).unwrap();
+            let mut state = WindowState::default();
+            // The model: every permit, and the GCRA's tat.
+            let (mut all, mut tat): (Vec<i64>, Option<i64>) = (Vec::new(), None);
+            let mut ready = [0i64; 4];
+            for (worker, gap) in gaps {
+                let now = ready[worker] + gap;
+                let mut want = now;
+                if let Some(t) = tat {
+                    want = want.max(t - tolerance);
+                }
+                if all.len() >= l {
+                    want = want.max(all[all.len() - l] + span);
+                }
+                if let Some(&last) = all.last() {
+                    want = want.max(last);
+                }
+                tat = Some(tat.unwrap_or(want).max(want) + interval);
+                all.push(want);
+                let at = w.reserve(&mut state, now);
+                prop_assert_eq!(at, want);
+                ready[worker] = at;
+                prop_assert!(state.recent.len() <= l);
+                prop_assert!(state.recent.iter().all(|&t| t > at - span), "only the last span's permits");
+                prop_assert_eq!(state.recent.back(), Some(&at));
+            }
         }
     }
 

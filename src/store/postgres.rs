@@ -279,7 +279,7 @@ impl PostgresStore {
     /// failure is logged, not returned: the analysis only corrects plans.
     fn analyse_when_young(&self) {
         let n = self.finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed).saturating_add(1);
-        let at_a_power_of_four = n.is_power_of_two() && n.trailing_zeros() % 2 == 0;
+        let at_a_power_of_four = n.is_power_of_two() && n.trailing_zeros().is_multiple_of(2);
         if !(YOUNG_ANALYSE_FROM..=YOUNG_ANALYSE_UNTIL).contains(&n) || !at_a_power_of_four {
             return;
         }

@@ -1450,3 +1450,49 @@ async fn a_young_database_s_growing_tables_are_analysed_at_1024_finished_runs() 
     database.drop().await;
     assert!(reltuples >= 1000.0, "the planner now knows the table's size: {reltuples} rows");
 }
+
+/// The shared limiter's record of a business's permits (`rate_limits.recent`, migration 0030)
+/// keeps only those less than a span before the newest, as the rule in process does
+/// (`Window::reserve`, itself checked against the whole history by a property test), and gives
+/// the same permits as that rule, one permit a call, over a limit far above the traffic with
+/// pauses longer than the span between bursts. Before 0030 the record kept every permit (up to
+/// the limit) and each call rewrote them all.
+#[tokio::test]
+async fn the_shared_window_keeps_its_last_span_and_gives_the_permits_of_the_rule_in_process() {
+    use byte8_ledger_core::http::limit::{Window, WindowState};
+    let Some(url) = pg::url("the_shared_window_keeps_its_last_span_and_gives_the_permits_of_the_rule_in_process")
+    else {
+        return;
+    };
+    let store = pg::store(&url, 2, None).await;
+    let key = pg::unique("window-span");
+    let w = Window::of(RateConfig { requests_per_minute: 100_000, burst: 10 }).unwrap();
+    let as_i64 = |v: u64| i64::try_from(v).unwrap();
+    let mut state = WindowState::default();
+    let mut now: i64 = 1_800_000_000_000_000;
+    for i in 0..400_i64 {
+        let permits: Vec<i64> = sqlx::query_scalar("SELECT byte8_rate_permits($1, $2, 1, $3, $4, $5, $6)")
+            .bind(&key)
+            .bind(now)
+            .bind(as_i64(w.interval_micros))
+            .bind(as_i64(w.tolerance_micros()))
+            .bind(i32::try_from(w.limit).unwrap())
+            .bind(as_i64(w.span_micros))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let want = w.reserve(&mut state, now);
+        assert_eq!(permits, [now, want], "request {i}");
+        // Requests a few hundred milliseconds apart, and every 100th after a pause of 70 s.
+        now = want + if i % 100 == 99 { 70_000_000 } else { (i * 7_919) % 400_000 };
+    }
+    let recent: Vec<i64> = sqlx::query_scalar("SELECT recent FROM rate_limits WHERE key = $1")
+        .bind(&key)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!(recent, Vec::from(state.recent), "the same record as the rule in process");
+    // The last 100 requests came about 20 s after a pause of 70 s: only theirs, not the 400.
+    assert_eq!(recent.len(), 100, "only the last burst's permits");
+}
