@@ -73,7 +73,7 @@
 //! to a minute later or more, so a back-fill into a new database (`byte8-ledger sync`, 10,000
 //! events; BENCHMARKS.md, round 38) spent 5.7 ms of the database's CPU an event, against 2.1 ms
 //! for its first 3,000, the run's enqueue reading every run before it. The store therefore has
-//! the tables that grow with every event (`runs`, `attempts`, `xrefs`, `exchanges`) analysed
+//! the tables its statements look runs and cross-references up in (`runs`, `attempts`, `xrefs`) analysed
 //! (`ANALYZE`, in a task of its own: the finish does not wait) when the runs it has finished
 //! reach 1,024, and again at each four times as many up to about a million
 //! ([`YOUNG_ANALYSE_FROM`], [`YOUNG_ANALYSE_UNTIL`]): six times in a process's life, the last ones
@@ -90,7 +90,7 @@ use std::{borrow::Cow, collections::BTreeMap, str::FromStr, sync::Arc, time::Dur
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{
-    Connection as _, Row,
+    ConnectOptions as _, Connection as _, Row,
     postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow},
 };
 
@@ -122,6 +122,11 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// The runs finished through a store at which it first has the growing tables analysed (see
 /// [A young database's plans](self#a-young-databases-plans)); again at each four times as many.
 pub const YOUNG_ANALYSE_FROM: u64 = 1 << 10;
+
+/// What the store analyses while the database is young: the tables its statements look runs and
+/// cross-references up in (`exchanges` only takes inserts, checked by its unique index, and its
+/// bodies make it the slowest to sample).
+const YOUNG_ANALYSE: &str = "ANALYZE runs, attempts, xrefs";
 
 /// The last count of finished runs at which the store has them analysed (2^20, about a
 /// million): beyond it autovacuum's own analyses (each 10 % of growth) keep the plans right.
@@ -283,10 +288,17 @@ impl PostgresStore {
         if !(YOUNG_ANALYSE_FROM..=YOUNG_ANALYSE_UNTIL).contains(&n) || !at_a_power_of_four {
             return;
         }
-        let pool = self.pool.clone();
+        // On a connection of its own, which takes none from a busy pool and does not log the
+        // analysis as a slow statement (a second or more on a large node is expected).
+        let options = (*self.pool.connect_options()).clone().disable_statement_logging();
         tokio::spawn(async move {
-            match sqlx::query("ANALYZE runs, attempts, xrefs, exchanges").execute(&pool).await {
-                Ok(_) => tracing::debug!(finished = n, "analysed the growing tables"),
+            let analysed = async {
+                let mut conn = PgConnection::connect_with(&options).await?;
+                sqlx::query(YOUNG_ANALYSE).execute(&mut conn).await?;
+                conn.close().await
+            };
+            match analysed.await {
+                Ok(()) => tracing::debug!(finished = n, "analysed the growing tables"),
                 Err(e) => tracing::warn!(finished = n, error = %e, "cannot analyse the growing tables"),
             }
         });
