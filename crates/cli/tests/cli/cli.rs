@@ -43,10 +43,19 @@ async fn connected(dir: &Path) -> (SageSimulator, SimServer, PathBuf) {
     let sim = SageSimulator::demo(SimConfig::default());
     let server = sim.serve().await.unwrap();
     let state = dir.join("state.db");
-    let o = with_env(bin())
-        .args(["connect", "--state"])
-        .arg(&state)
-        // The documented form: the secret in the environment, not on the command line.
+    connect(with_env(bin()), Some(&state), &server);
+    (sim, server, state)
+}
+
+/// `connect` of the simulator's demo business by `c`, into the SQLite file `state` or, without
+/// one, the database `c`'s environment names, with the refresh token in the environment (the
+/// documented form: never on the command line); its output.
+fn connect(mut c: Command, state: Option<&Path>, server: &SimServer) -> String {
+    c.arg("connect");
+    if let Some(state) = state {
+        c.arg("--state").arg(state);
+    }
+    let o = c
         .env("BYTE8_REFRESH_TOKEN", DEMO_REFRESH_TOKEN)
         .args(["--business-id", "demo-business"])
         .args(["--sage-base-url", &server.base_url(), "--sage-token-url", &server.token_url()])
@@ -55,7 +64,7 @@ async fn connected(dir: &Path) -> (SageSimulator, SimServer, PathBuf) {
     let (out, err) = text(&o);
     assert!(o.status.success(), "connect failed: {out}{err}");
     assert!(out.contains("connected to Demo Shop Ltd"), "{out}");
-    (sim, server, state)
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,15 +395,7 @@ async fn on_postgresql_sync_leaves_what_another_process_holds_and_status_requeue
     };
     let sim = SageSimulator::demo(SimConfig::default());
     let server = sim.serve().await.unwrap();
-    let o = on_pg(with_env(bin()))
-        .arg("connect")
-        .env("BYTE8_REFRESH_TOKEN", DEMO_REFRESH_TOKEN)
-        .args(["--business-id", "demo-business"])
-        .args(["--sage-base-url", &server.base_url(), "--sage-token-url", &server.token_url()])
-        .output()
-        .unwrap();
-    let (out, err) = text(&o);
-    assert!(o.status.success(), "connect failed: {out}{err}");
+    let out = connect(on_pg(with_env(bin())), None, &server);
     assert!(out.contains("the PostgreSQL database") && !out.contains(&own.url), "{out}");
 
     // Another process (a store of its own) holds invoice.created:1007 (an invoice nothing else
