@@ -1395,16 +1395,38 @@ async fn closing_the_store_gives_back_the_connections_its_statements_keep() {
 /// (`YOUNG_ANALYSE_FROM`), not before: a connection that began on the empty database otherwise
 /// keeps plans made for tables of one page (`UPDATE runs … WHERE id = $1` as a sequential scan)
 /// until autovacuum's first visit (BENCHMARKS.md round 38: a back-fill of 10,000 events into a new
-/// database spent 5.7 ms of the database's CPU an event). `analyze_count` counts the `ANALYZE`s
-/// sessions ran (migration 0022's among them; autovacuum's are `autoanalyze_count`), so this
-/// counts the store's.
+/// database spent 5.6 ms of the database's CPU an event when that visit came late). The store has
+/// one connection, and autovacuum is off for the test's tables, so that only the store's analysis
+/// can change the plan its connection keeps for `claim_run`: a sequential scan after 1,023 runs,
+/// an index scan once the 1,024th is finished. `analyze_count` counts the `ANALYZE`s sessions ran
+/// (migration 0022's among them; autovacuum's are `autoanalyze_count`).
 #[tokio::test]
 async fn a_young_database_s_growing_tables_are_analysed_at_1024_finished_runs() {
     use byte8_ledger_core::store::postgres::YOUNG_ANALYSE_FROM;
     let Some(url) = pg::url("a_young_database_s_growing_tables_are_analysed_at_1024_finished_runs") else { return };
     let database = pg::OwnDatabase::create(&url).await;
-    let store = pg::store_in(&database, 4, None).await;
+    let store = pg::store_in(&database, 1, None).await;
     let pool = store.pool().clone();
+    for table in ["runs", "attempts", "xrefs"] {
+        sqlx::query(&format!("ALTER TABLE {table} SET (autovacuum_enabled = false)")).execute(&pool).await.unwrap();
+    }
+    // The plan the store's connection keeps for `claim_run` (its prepared statement, explained
+    // without being run).
+    let claim_plan = || {
+        let pool = pool.clone();
+        async move {
+            let name: String = sqlx::query_scalar(
+                "SELECT name FROM pg_prepared_statements \
+                 WHERE starts_with(statement, 'UPDATE runs SET status = ''running'', claim = claim + 1')",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("claim_run prepared on the store's one connection");
+            let plan: Vec<String> =
+                sqlx::query_scalar(&format!("EXPLAIN EXECUTE {name}(1, now(), now())")).fetch_all(&pool).await.unwrap();
+            plan.join("\n")
+        }
+    };
     let analyses = |table: &'static str| {
         let pool = pool.clone();
         async move {
@@ -1433,6 +1455,8 @@ async fn a_young_database_s_growing_tables_are_analysed_at_1024_finished_runs() 
         finish_one(i).await;
     }
     assert_eq!(analyses("runs").await, before[0], "not analysed before the {YOUNG_ANALYSE_FROM}th finished run");
+    let young = claim_plan().await;
+    assert!(young.contains("Seq Scan on runs"), "planned on the empty table, kept: {young}");
     finish_one(YOUNG_ANALYSE_FROM).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while analyses("runs").await == before[0] {
@@ -1446,9 +1470,14 @@ async fn a_young_database_s_growing_tables_are_analysed_at_1024_finished_runs() 
     for (table, before) in tables.into_iter().zip(before).skip(1) {
         assert_eq!(analyses(table).await, before + 1, "{table} analysed with runs");
     }
+    let grown = claim_plan().await;
     store.close().await;
     database.drop().await;
     assert!(reltuples >= 1000.0, "the planner now knows the table's size: {reltuples} rows");
+    assert!(
+        grown.contains("Index Scan using") && !grown.contains("Seq Scan"),
+        "planned again for the grown table: {grown}"
+    );
 }
 
 /// The shared limiter's record of a business's permits (`rate_limits.recent`, migration 0030)
