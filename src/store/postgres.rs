@@ -70,12 +70,13 @@
 //! that began on an empty database plans even `UPDATE runs … WHERE id = $1` as a sequential scan
 //! (a table of one page), and keeps it while the table grows: each statement then reads every
 //! run. The autovacuum daemon analyses a new table only on its first visit to the database, up
-//! to a minute later or more, so a back-fill into a new database (`byte8-ledger sync`, 10,000
-//! events; BENCHMARKS.md, round 38) spent 5.7 ms of the database's CPU an event, against 2.1 ms
-//! for its first 3,000, the run's enqueue reading every run before it. The store therefore has
-//! the tables its statements look runs and cross-references up in (`runs`, `attempts`, `xrefs`) analysed
-//! (`ANALYZE`, in a task of its own: the finish does not wait) when the runs it has finished
-//! reach 1,024, and again at each four times as many up to about a million
+//! to a minute later or more: a back-fill into a new database (`byte8-ledger sync`, 10,000
+//! events; BENCHMARKS.md, round 38) spent 5.6 ms of the database's CPU an event when that visit
+//! came late, and 1.1 ms when it came early, the run's enqueue reading every run before it. The
+//! store therefore has the tables its statements look runs and cross-references up in (`runs`,
+//! `attempts`, `xrefs`) analysed (`ANALYZE`, in a task and on a connection of its own: the finish
+//! does not wait) when the runs it has finished reach 1,024, and again at each four times as many
+//! up to about a million
 //! ([`YOUNG_ANALYSE_FROM`], [`YOUNG_ANALYSE_UNTIL`]): six times in a process's life, the last ones
 //! long after autovacuum has taken over. An analysis ends every connection's plans on those
 //! tables, so each is planned again for the table's size.
