@@ -8,9 +8,10 @@
 //! # PostgreSQL or SQLite
 //!
 //! - **SQLite** (`sqlite::SqliteStore`, feature `sqlite`) is for **one process**: the
-//!   `byte8-ledger sync` command, a single worker. Nothing to run beside it; the state is a file
-//!   (locked by the command), and after a crash the next run takes the queue over with
-//!   [`RunStore::release_leases`].
+//!   `byte8-ledger sync` command on a state file, a single worker. Nothing to run beside it; the
+//!   state is a file (locked by the command), and after a crash the next run takes the queue over
+//!   with [`RunStore::release_leases`]. (`sync` on PostgreSQL leaves that call out and waits for
+//!   the leases instead, as below.)
 //! - **PostgreSQL** ([`PostgresStore`]) is for **several workers** (processes, possibly on several
 //!   machines) draining one queue: each run is processed by one worker, enqueueing the same event
 //!   twice from two processes makes one run, a rotating refresh token is refreshed by one process

@@ -729,17 +729,8 @@ fn progress_bar(events: &str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// The key, when LEDGER_MASTER_KEY is set: the commands that only read can do without it (the
-/// tokens are then not read); an unusable one is reported by the commands that need it.
-fn key_if_set() -> (Option<MasterKey>, Option<Error>) {
-    match MasterKey::from_env() {
-        Ok(k) => (Some(k), None),
-        Err(e) => (None, Some(e)),
-    }
-}
-
 async fn status(args: StoreArgs, json: bool, out: &mut dyn Write) -> std::result::Result<(), Failure> {
-    let db = database::Database::open(&args, key_if_set().0).await?;
+    let db = database::Database::open(&args, MasterKey::from_env().ok()).await?;
     let store = db.store();
     let mut report = Vec::new();
     for c in store.connections().await? {
@@ -885,7 +876,7 @@ async fn requeue(
     business_id: Option<String>,
     out: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
-    let db = database::Database::open(&args, key_if_set().0).await?;
+    let db = database::Database::open(&args, MasterKey::from_env().ok()).await?;
     let store = db.store();
     let c = pick_connection(store.as_ref(), business_id).await?;
     if store.requeue(&c.scope, key, SystemClock.now()).await? {
@@ -903,7 +894,11 @@ async fn reference(
     business_id: Option<String>,
     out: &mut dyn Write,
 ) -> std::result::Result<(), Failure> {
-    let (key, unusable) = key_if_set();
+    // The cached copy is read without the key; fetching it again uses the connection's tokens.
+    let (key, unusable) = match MasterKey::from_env() {
+        Ok(key) => (Some(key), None),
+        Err(e) => (None, Some(e)),
+    };
     let db = database::Database::open(&args, key).await?;
     let store = db.store();
     let c = pick_connection(store.as_ref(), business_id).await?;
@@ -911,7 +906,6 @@ async fn reference(
     let r = match cached {
         Some(r) => r,
         None => {
-            // Fetching it uses the connection's tokens: the key is needed from here on.
             if let Some(e) = unusable {
                 return Err(e.into());
             }
