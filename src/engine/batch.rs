@@ -170,7 +170,7 @@ impl SyncEngine {
                 keys.clear();
                 keys.insert(e.idempotency_key);
             }
-            let submitted = self.submit(line).await?;
+            let (submitted, _, new) = self.submit_parsed(line, true).await?;
             if let Some(o) = submitted.outcome {
                 outcomes[i] = Some(o);
                 continue;
@@ -180,15 +180,19 @@ impl SyncEngine {
                 continue;
             }
             let now = self.clock.now();
-            let run = match self.store.get(submitted.run_id).await? {
-                Some(r) if r.status == RunStatus::Queued => {
-                    let at = r.next_attempt_at.map_or(now, |t| t.max(now));
-                    self.store.claim_run(r.id, at, self.lease_until(at)).await?
-                }
-                Some(r) if r.status == RunStatus::Running => {
-                    self.store.claim_run(r.id, now, self.lease_until(now)).await?
-                }
-                _ => None,
+            let run = match new {
+                // Queued and claimed in one step.
+                Some(run) => Some(run),
+                None => match self.store.get(submitted.run_id).await? {
+                    Some(r) if r.status == RunStatus::Queued => {
+                        let at = r.next_attempt_at.map_or(now, |t| t.max(now));
+                        self.store.claim_run(r.id, at, self.lease_until(at)).await?
+                    }
+                    Some(r) if r.status == RunStatus::Running => {
+                        self.store.claim_run(r.id, now, self.lease_until(now)).await?
+                    }
+                    _ => None,
+                },
             };
             if let Some(run) = run {
                 claimed.insert(run.id);

@@ -304,12 +304,14 @@ impl SyncEngine {
     /// # Errors
     /// Store failures.
     pub async fn submit(&self, line: &str) -> Result<Submitted> {
-        Ok(self.submit_parsed(line).await?.0)
+        Ok(self.submit_parsed(line, false).await?.0)
     }
 
     /// As [`SyncEngine::submit`], also answering the event read (so that processing it now does
-    /// not read the line again).
-    async fn submit_parsed(&self, line: &str) -> Result<(Submitted, Option<Event>)> {
+    /// not read the line again) and, with `claim`, the run claimed when it is new: the caller
+    /// processes it at once ([`RunStore::enqueue_claimed`]: one statement, where enqueueing and
+    /// then claiming took two).
+    async fn submit_parsed(&self, line: &str, claim: bool) -> Result<(Submitted, Option<Event>, Option<Run>)> {
         let now = self.clock.now();
         let policy = match &self.policy_json {
             Some(p) => p.to_string(),
@@ -318,39 +320,39 @@ impl SyncEngine {
         match Event::parse(line) {
             Ok(event) => {
                 let dedupe = if event.event.is_document() { Dedupe::Permanent } else { Dedupe::WhileQueued };
-                let enqueued = self
-                    .store
-                    .enqueue(
-                        NewRun {
-                            scope: self.scope.clone(),
-                            tenant_id: None,
-                            idempotency_key: event.idempotency_key.clone(),
-                            event: Some(event.event.as_str().to_owned()),
-                            magento_entity_id: Some(event.magento_entity_id),
-                            raw: line.to_owned(),
-                            fingerprint: sha256_hex(line),
-                            policy: Some(policy),
-                            received_at: now,
-                        },
-                        dedupe,
-                    )
-                    .await?;
+                let run = NewRun {
+                    scope: self.scope.clone(),
+                    tenant_id: None,
+                    idempotency_key: event.idempotency_key.clone(),
+                    event: Some(event.event.as_str().to_owned()),
+                    magento_entity_id: Some(event.magento_entity_id),
+                    raw: line.to_owned(),
+                    fingerprint: sha256_hex(line),
+                    policy: Some(policy),
+                    received_at: now,
+                };
+                let (enqueued, claimed) = if claim {
+                    self.store.enqueue_claimed(run, dedupe, self.lease_until(now)).await?
+                } else {
+                    (self.store.enqueue(run, dedupe).await?, None)
+                };
                 let outcome = match enqueued {
                     Enqueued::Duplicate { id, status } if status.is_terminal() => {
                         self.store.get(id).await?.and_then(|r| r.outcome)
                     }
                     _ => None,
                 };
-                Ok((Submitted { run_id: enqueued.run_id(), enqueued, outcome }, Some(event)))
+                Ok((Submitted { run_id: enqueued.run_id(), enqueued, outcome }, Some(event), claimed))
             }
             Err(failure) => {
                 let key = failure
                     .idempotency_key
                     .clone()
                     .unwrap_or_else(|| format!("unreadable:{}", &sha256_hex(line)[..16]));
-                let enqueued = self
+                // Claimed as it is queued when new: it is finished at once, below.
+                let (enqueued, claimed) = self
                     .store
-                    .enqueue(
+                    .enqueue_claimed(
                         NewRun {
                             scope: self.scope.clone(),
                             tenant_id: None,
@@ -363,6 +365,7 @@ impl SyncEngine {
                             received_at: now,
                         },
                         Dedupe::Permanent,
+                        self.lease_until(now),
                     )
                     .await?;
                 let outcome = Outcome {
@@ -381,7 +384,7 @@ impl SyncEngine {
                 };
                 if let Enqueued::New(id) = enqueued {
                     // Kept as a dead letter with its raw text; never retried by itself.
-                    let claim = self.store.claim_run(id, now, self.lease_until(now)).await?.map_or(0, |r| r.claim);
+                    let claim = claimed.map_or(0, |r| r.claim);
                     self.store
                         .finish(
                             id,
@@ -406,10 +409,10 @@ impl SyncEngine {
                             },
                         )
                         .await?;
-                    return Ok((Submitted { run_id: id, enqueued, outcome: Some(outcome) }, None));
+                    return Ok((Submitted { run_id: id, enqueued, outcome: Some(outcome) }, None, None));
                 }
                 let stored = self.store.get(enqueued.run_id()).await?.and_then(|r| r.outcome);
-                Ok((Submitted { run_id: enqueued.run_id(), enqueued, outcome: stored.or(Some(outcome)) }, None))
+                Ok((Submitted { run_id: enqueued.run_id(), enqueued, outcome: stored.or(Some(outcome)) }, None, None))
             }
         }
     }
@@ -421,14 +424,14 @@ impl SyncEngine {
     /// # Errors
     /// Store failures (a ledger failure is an outcome, not an error).
     pub async fn sync_line(&self, line: &str) -> Result<Outcome> {
-        let (submitted, event) = self.submit_parsed(line).await?;
+        let (submitted, event, claimed) = self.submit_parsed(line, true).await?;
         if let Some(o) = submitted.outcome {
             return Ok(o);
         }
         let now = self.clock.now();
         let run = match submitted.enqueued {
-            // Just queued: claimed at once (nothing else can be known about it).
-            Enqueued::New(id) => self.store.claim_run(id, now, self.lease_until(now)).await?,
+            // Just queued, and claimed as it was (nothing else can be known about it).
+            Enqueued::New(_) => claimed,
             _ => match self.store.get(submitted.run_id).await? {
                 // A re-submitted event still waiting for its retry time is tried again now.
                 Some(r) if r.status == RunStatus::Queued => {

@@ -145,6 +145,89 @@ pub async fn upserts_collapse_while_queued(store: &dyn Store, scope: &str) {
     );
 }
 
+/// A run queued and claimed in one step ([`RunStore::enqueue_claimed`](super::RunStore::enqueue_claimed))
+/// is what the store keeps, held by that claim until its lease ends; a duplicate or a collapse
+/// claims nothing.
+pub async fn new_runs_are_queued_claimed(store: &dyn Store, scope: &str) {
+    let lease = t0() + Duration::seconds(60);
+    // A received time between microseconds, a NUL in the key and an entity id beyond SQL's
+    // BIGINT: the run answered is the run stored, as the store keeps each.
+    let mut run = NewRun {
+        magento_entity_id: Some(u64::MAX),
+        received_at: t0() + Duration::nanoseconds(1_500),
+        ..tenant_run(scope, "tenant-a", "invoice.created:3001\0x", "a")
+    };
+    run.policy = Some("{\"p\":1}".into());
+    let (first, claimed) = store.enqueue_claimed(run, Dedupe::Permanent, lease).await.expect("enqueue_claimed");
+    let Enqueued::New(id) = first else { panic!("new_runs_are_queued_claimed: a new key must be new, got {first:?}") };
+    let claimed = claimed.expect("new_runs_are_queued_claimed: a new run is claimed");
+    let stored = store.get(id).await.expect("get").expect("run");
+    assert_eq!(claimed, stored, "new_runs_are_queued_claimed: the run answered is the run stored");
+    assert_eq!(
+        (stored.status, stored.claim, stored.attempts),
+        (RunStatus::Running, 1, 0),
+        "new_runs_are_queued_claimed: running under its first claim, no attempt yet"
+    );
+    assert!(
+        store.claim_run(id, lease - Duration::seconds(1), lease).await.expect("claim").is_none(),
+        "new_runs_are_queued_claimed: nobody claims it while its lease lasts"
+    );
+    assert!(
+        store
+            .claim_for(scope, Some("tenant-a"), lease - Duration::seconds(1), lease, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "new_runs_are_queued_claimed: it is not due for a worker either"
+    );
+    store.finish(id, 1, result("invoice.created:3001", RunStatus::Synced, 1, None)).await.expect("finish");
+    assert_eq!(
+        store.get(id).await.expect("get").map(|r| r.status),
+        Some(RunStatus::Synced),
+        "new_runs_are_queued_claimed: its first claim finishes it"
+    );
+
+    // A document again: the duplicate, nothing claimed.
+    let again = tenant_run(scope, "tenant-a", "invoice.created:3001\0x", "b");
+    let (dup, none) = store.enqueue_claimed(again, Dedupe::Permanent, lease).await.expect("enqueue_claimed");
+    assert_eq!(
+        (dup, none),
+        (Enqueued::Duplicate { id, status: RunStatus::Synced }, None),
+        "new_runs_are_queued_claimed: a duplicate is not claimed"
+    );
+
+    // An upsert collapsed into a queued run: still queued, nothing claimed, due at once.
+    let key = "product.upserted:3002";
+    let queued = store.enqueue(new_run(scope, key, "v1"), Dedupe::WhileQueued).await.expect("enqueue").run_id();
+    let (collapsed, none) =
+        store.enqueue_claimed(new_run(scope, key, "v2"), Dedupe::WhileQueued, lease).await.expect("enqueue_claimed");
+    assert_eq!(
+        (collapsed, none),
+        (Enqueued::Collapsed(queued), None),
+        "new_runs_are_queued_claimed: a collapse is not claimed"
+    );
+    let run =
+        store.claim_run(queued, t0(), lease).await.expect("claim").expect("new_runs_are_queued_claimed: still due");
+    assert_eq!(
+        (run.raw.as_str(), run.claim),
+        ("v2", 1),
+        "new_runs_are_queued_claimed: the collapse's claim is the first"
+    );
+
+    // Its lease ended, a claimed run is due again like any other, under the next claim.
+    let (next, claimed) = store
+        .enqueue_claimed(new_run(scope, "invoice.created:3003", "c"), Dedupe::Permanent, lease)
+        .await
+        .expect("enqueue_claimed");
+    assert!(claimed.is_some(), "new_runs_are_queued_claimed: claimed");
+    let later = store.claim_run(next.run_id(), lease, lease + Duration::seconds(60)).await.expect("claim");
+    assert_eq!(
+        later.map(|r| r.claim),
+        Some(2),
+        "new_runs_are_queued_claimed: after its lease, claimed again under claim 2"
+    );
+}
+
 /// Concurrent claimers never get the same run, and every due run is claimed.
 pub async fn claims_are_exclusive(store: &dyn Store, scope: &str) {
     let mut ids = BTreeSet::new();
@@ -787,6 +870,7 @@ pub async fn connections_and_tokens_round_trip(store: &dyn Store, scope: &str) {
 pub async fn run_all(store: &dyn Store, scope: &str) {
     documents_dedupe_for_good(store, &format!("{scope}-docs")).await;
     upserts_collapse_while_queued(store, &format!("{scope}-upserts")).await;
+    new_runs_are_queued_claimed(store, &format!("{scope}-queued-claimed")).await;
     claims_are_exclusive(store, &format!("{scope}-claims")).await;
     expired_leases_are_reclaimed(store, &format!("{scope}-leases")).await;
     retries_wait_for_their_time(store, &format!("{scope}-retries")).await;

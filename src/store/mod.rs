@@ -206,6 +206,35 @@ pub struct NewRun {
     pub received_at: DateTime<Utc>,
 }
 
+impl NewRun {
+    /// The run a store that inserts `self` already claimed, as id `id`, has written, as
+    /// [`RunStore::claim_run`] would answer it: running, claim 1,
+    /// no attempt yet, received and updated at `received_at` to the microsecond (what the bundled
+    /// stores keep).
+    pub(crate) fn into_claimed(self, id: RunId) -> Run {
+        let at = chrono::SubsecRound::trunc_subsecs(self.received_at, 6);
+        Run {
+            id,
+            scope: self.scope,
+            tenant_id: self.tenant_id,
+            claim: 1,
+            idempotency_key: self.idempotency_key,
+            event: self.event,
+            // Kept as SQL's BIGINT: one beyond it is stored as none.
+            magento_entity_id: self.magento_entity_id.filter(|v| i64::try_from(*v).is_ok()),
+            raw: self.raw,
+            policy: self.policy,
+            status: RunStatus::Running,
+            attempts: 0,
+            attempts_before_retry: 0,
+            next_attempt_at: None,
+            outcome: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
 /// A run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
@@ -369,6 +398,33 @@ pub trait RunStore: fmt::Debug + Send + Sync {
     /// Enqueues a run with the given deduplication, among the runs of the same scope and tenant
     /// (two tenants' `invoice.created:5` are two Magento stores' invoices).
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued>;
+
+    /// [`enqueue`](Self::enqueue) for a caller that processes what it queues at once (the
+    /// engine's `sync_line`, what `byte8-ledger sync` does for each line): a **new** run is
+    /// also claimed, as [`claim_run`](Self::claim_run)`(id, run.received_at, lease_until)`
+    /// would leave it (running, [`Run::claim`] 1, leased until `lease_until`), and answered as
+    /// the second value. A run collapsed into or found as a duplicate is not claimed (`None`):
+    /// the caller decides what to do with it, as after `enqueue`.
+    ///
+    /// The default is those two calls. The bundled SQLite and PostgreSQL stores write the new
+    /// row once, already claimed: one statement and one row version fewer a new event, and no
+    /// moment in which another process could claim the run before its caller (on PostgreSQL,
+    /// the service's workers). A claimed run is never claimed by anyone else before its lease
+    /// ends, so the caller's claim is the same whichever way it was taken.
+    async fn enqueue_claimed(
+        &self,
+        run: NewRun,
+        dedupe: Dedupe,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(Enqueued, Option<Run>)> {
+        let at = run.received_at;
+        let enqueued = self.enqueue(run, dedupe).await?;
+        let claimed = match enqueued {
+            Enqueued::New(id) => self.claim_run(id, at, lease_until).await?,
+            _ => None,
+        };
+        Ok((enqueued, claimed))
+    }
 
     /// Claims up to `limit` runs of `scope` queued without a tenant (the `sync` command's and
     /// an embedding host's) that are due: [`claim_for`](Self::claim_for) with no tenant.

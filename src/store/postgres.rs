@@ -781,6 +781,45 @@ impl RunStore for PostgresStore {
         }
     }
 
+    /// One statement: `byte8_enqueue` with its claim's lease (migration 0029's last argument)
+    /// inserts a new run running, claim 1, leased until `lease_until`: the row is written once,
+    /// not inserted queued and then updated by `claim_run` (a status change is never a HOT
+    /// update: a second version of the row and an entry in seven indexes). Nothing else changes:
+    /// a run collapsed into or found as a duplicate is left as it is.
+    async fn enqueue_claimed(
+        &self,
+        run: NewRun,
+        dedupe: Dedupe,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(Enqueued, Option<Run>)> {
+        let query = sqlx::query(
+            "SELECT kind, run_id, run_status FROM byte8_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        );
+        let row = bind_enqueue(query, &run, dedupe).bind(lease_until).fetch_one(&self.statements).await.map_err(db)?;
+        let enqueued = match enqueued_from(&row)? {
+            EnqueuedOnce::Queued(enqueued) => enqueued,
+            other => return Err(Error::internal(format!("byte8_enqueue answered {other:?}"))),
+        };
+        let Enqueued::New(id) = enqueued else { return Ok((enqueued, None)) };
+        let mut claimed = run.into_claimed(id);
+        // As the columns keep them (`text`): a NUL is stored as U+FFFD.
+        for s in [&mut claimed.scope, &mut claimed.idempotency_key]
+            .into_iter()
+            .chain(claimed.tenant_id.as_mut())
+            .chain(claimed.event.as_mut())
+            .chain(claimed.policy.as_mut())
+        {
+            let kept = match text(s) {
+                Cow::Owned(kept) => Some(kept),
+                Cow::Borrowed(_) => None,
+            };
+            if let Some(kept) = kept {
+                *s = kept;
+            }
+        }
+        Ok((enqueued, Some(claimed)))
+    }
+
     /// [`claim_next`](RunStore::claim_next)'s statement, whether more are due left unsaid.
     async fn claim_for(
         &self,

@@ -133,6 +133,105 @@ async fn read_exchanges(pool: &SqlitePool, recording: &RecordingRef) -> Result<V
 }
 
 impl SqliteStore {
+    /// `enqueue`, the new run inserted claimed and leased until `lease_until` when it is given
+    /// (`RunStore::enqueue_claimed`).
+    async fn enqueue_leased(
+        &self,
+        run: NewRun,
+        dedupe: Dedupe,
+        lease_until: Option<DateTime<Utc>>,
+    ) -> Result<(Enqueued, Option<Run>)> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+        if dedupe == Dedupe::WhileQueued {
+            let same = sqlx::query(
+                "SELECT id, status FROM runs WHERE scope = ? AND tenant_id IS ? AND idempotency_key = ? AND fingerprint = ? \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(&run.scope)
+            .bind(&run.tenant_id)
+            .bind(&run.idempotency_key)
+            .bind(&run.fingerprint)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if let Some(row) = same {
+                let status: String = row.try_get("status").map_err(db)?;
+                let id: i64 = row.try_get("id").map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                return Ok((
+                    Enqueued::Duplicate { id, status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued) },
+                    None,
+                ));
+            }
+        }
+        let existing = sqlx::query(
+            "SELECT id, status FROM runs WHERE scope = ? AND tenant_id IS ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&run.scope)
+        .bind(&run.tenant_id)
+        .bind(&run.idempotency_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let existing = match existing {
+            Some(row) => {
+                let status: String = row.try_get("status").map_err(db)?;
+                Some((row.try_get::<i64, _>("id").map_err(db)?, RunStatus::parse(&status).unwrap_or(RunStatus::Queued)))
+            }
+            None => None,
+        };
+        let mut claimed = None;
+        let result = match (dedupe, existing) {
+            (Dedupe::Permanent, Some((id, status))) => Enqueued::Duplicate { id, status },
+            (Dedupe::WhileQueued, Some((id, RunStatus::Queued))) => {
+                sqlx::query(
+                    "UPDATE runs SET raw = ?, fingerprint = ?, policy = ?, updated_at = ?, \
+                     increment_id = COALESCE(?, increment_id) WHERE id = ?",
+                )
+                .bind(&run.raw)
+                .bind(&run.fingerprint)
+                .bind(&run.policy)
+                .bind(micros(run.received_at))
+                .bind(increment_id_of_raw(&run.raw))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                Enqueued::Collapsed(id)
+            }
+            _ => {
+                let id: i64 = sqlx::query(
+                    "INSERT INTO runs (scope, tenant_id, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, attempts, created_at, updated_at, increment_id, claim, lease_until) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, CASE WHEN ?12 IS NULL THEN 'queued' ELSE 'running' END, 0, ?9, ?10, ?11, \
+                     CASE WHEN ?12 IS NULL THEN 0 ELSE 1 END, ?12) RETURNING id",
+                )
+                .bind(&run.scope)
+                .bind(&run.tenant_id)
+                .bind(&run.idempotency_key)
+                .bind(&run.event)
+                .bind(run.magento_entity_id.and_then(|v| i64::try_from(v).ok()))
+                .bind(&run.raw)
+                .bind(&run.fingerprint)
+                .bind(&run.policy)
+                .bind(micros(run.received_at))
+                .bind(micros(run.received_at))
+                .bind(increment_id_of_raw(&run.raw))
+                .bind(lease_until.map(micros))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?
+                .try_get("id")
+                .map_err(db)?;
+                if lease_until.is_some() {
+                    claimed = Some(run.into_claimed(id));
+                }
+                Enqueued::New(id)
+            }
+        };
+        tx.commit().await.map_err(db)?;
+        Ok((result, claimed))
+    }
+
     /// Opens (creating it if missing) the database at `path` and migrates it. `key` encrypts
     /// tokens; without one, storing tokens is refused.
     ///
@@ -288,86 +387,18 @@ const DUE: &str = "scope = ?1 AND tenant_id IS ?5 AND ((status = 'queued' AND (n
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-        if dedupe == Dedupe::WhileQueued {
-            let same = sqlx::query(
-                "SELECT id, status FROM runs WHERE scope = ? AND tenant_id IS ? AND idempotency_key = ? AND fingerprint = ? \
-                 ORDER BY id DESC LIMIT 1",
-            )
-            .bind(&run.scope)
-            .bind(&run.tenant_id)
-            .bind(&run.idempotency_key)
-            .bind(&run.fingerprint)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-            if let Some(row) = same {
-                let status: String = row.try_get("status").map_err(db)?;
-                let id: i64 = row.try_get("id").map_err(db)?;
-                tx.commit().await.map_err(db)?;
-                return Ok(Enqueued::Duplicate { id, status: RunStatus::parse(&status).unwrap_or(RunStatus::Queued) });
-            }
-        }
-        let existing = sqlx::query(
-            "SELECT id, status FROM runs WHERE scope = ? AND tenant_id IS ? AND idempotency_key = ? ORDER BY id DESC LIMIT 1",
-        )
-        .bind(&run.scope)
-        .bind(&run.tenant_id)
-        .bind(&run.idempotency_key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        let existing = match existing {
-            Some(row) => {
-                let status: String = row.try_get("status").map_err(db)?;
-                Some((row.try_get::<i64, _>("id").map_err(db)?, RunStatus::parse(&status).unwrap_or(RunStatus::Queued)))
-            }
-            None => None,
-        };
-        let result = match (dedupe, existing) {
-            (Dedupe::Permanent, Some((id, status))) => Enqueued::Duplicate { id, status },
-            (Dedupe::WhileQueued, Some((id, RunStatus::Queued))) => {
-                sqlx::query(
-                    "UPDATE runs SET raw = ?, fingerprint = ?, policy = ?, updated_at = ?, \
-                     increment_id = COALESCE(?, increment_id) WHERE id = ?",
-                )
-                .bind(&run.raw)
-                .bind(&run.fingerprint)
-                .bind(&run.policy)
-                .bind(micros(run.received_at))
-                .bind(increment_id_of_raw(&run.raw))
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                Enqueued::Collapsed(id)
-            }
-            _ => {
-                let id: i64 = sqlx::query(
-                    "INSERT INTO runs (scope, tenant_id, idempotency_key, event, magento_entity_id, raw, fingerprint, policy, status, attempts, created_at, updated_at, increment_id) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?) RETURNING id",
-                )
-                .bind(&run.scope)
-                .bind(&run.tenant_id)
-                .bind(&run.idempotency_key)
-                .bind(&run.event)
-                .bind(run.magento_entity_id.and_then(|v| i64::try_from(v).ok()))
-                .bind(&run.raw)
-                .bind(&run.fingerprint)
-                .bind(&run.policy)
-                .bind(micros(run.received_at))
-                .bind(micros(run.received_at))
-                .bind(increment_id_of_raw(&run.raw))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?
-                .try_get("id")
-                .map_err(db)?;
-                Enqueued::New(id)
-            }
-        };
-        tx.commit().await.map_err(db)?;
-        Ok(result)
+        Ok(self.enqueue_leased(run, dedupe, None).await?.0)
+    }
+
+    /// One transaction, as `enqueue`'s: a new run is inserted running, claim 1, leased until
+    /// `lease_until`, instead of inserted queued and then updated by `claim_run`.
+    async fn enqueue_claimed(
+        &self,
+        run: NewRun,
+        dedupe: Dedupe,
+        lease_until: DateTime<Utc>,
+    ) -> Result<(Enqueued, Option<Run>)> {
+        self.enqueue_leased(run, dedupe, Some(lease_until)).await
     }
 
     async fn claim_for(
