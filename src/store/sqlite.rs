@@ -3,6 +3,9 @@
 //!
 //! - WAL journal, `synchronous = FULL` (a commit survives power loss: the intent log and the
 //!   cross-reference are only useful if they are durable), a 5-second busy timeout.
+//! - A pooled connection is not tested before it is handed out: it is a local file's, which no
+//!   server can drop, and the test cost a round trip to the connection's own thread (sqlx runs
+//!   each SQLite connection on one) before every statement or transaction.
 //! - Enqueueing is one `BEGIN IMMEDIATE` transaction (read the key, then write), so two tasks
 //!   enqueueing the same key cannot both insert. Claiming is one `UPDATE … RETURNING` statement,
 //!   atomic in SQLite, so two claimers never get the same run.
@@ -267,7 +270,12 @@ impl SqliteStore {
     }
 
     async fn connect(options: SqliteConnectOptions, key: Option<MasterKey>) -> Result<Self> {
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await.map_err(db)?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .map_err(db)?;
         Self::migrate(pool, key).await
     }
 

@@ -25,11 +25,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let mut runtime = match cli::runtime_for(&args.command, std::env::var_os("TOKIO_WORKER_THREADS").is_some()) {
+        cli::Runtime::OneThread => tokio::runtime::Builder::new_current_thread(),
+        cli::Runtime::Workers(threads) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = threads {
+                runtime.worker_threads(n);
+            }
+            runtime
+        }
+    };
     runtime.enable_all();
-    if let Some(n) = cli::runtime_threads(&args.command, std::env::var_os("TOKIO_WORKER_THREADS").is_some()) {
-        runtime.worker_threads(n);
-    }
     match runtime.build() {
         Ok(runtime) => runtime.block_on(async {
             cli::init_logging();

@@ -301,23 +301,44 @@ fn usage(message: impl Into<String>) -> Failure {
     Failure { code: 2, message: message.into() }
 }
 
-/// How many runtime threads the command's process runs, when the operator has not said
-/// (tokio's own `TOKIO_WORKER_THREADS`, which `env_set` reports, always wins); `None` leaves
-/// tokio's default of one per core.
+/// The async runtime a command's process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Runtime {
+    /// Everything on the main thread: tokio's current-thread scheduler.
+    OneThread,
+    /// tokio's multi-thread scheduler with this many worker threads (`None`: tokio's default,
+    /// one per core, or `TOKIO_WORKER_THREADS`).
+    Workers(Option<usize>),
+}
+
+/// The runtime of `command`'s process, when the operator has not said (tokio's own
+/// `TOKIO_WORKER_THREADS`, which `env_set` reports, always wins: the multi-thread scheduler with
+/// that many threads).
 ///
-/// `serve` takes half the cores, at least one. It is I/O bound (6 % of one core for 1,000
-/// merchants' busy hour), and with a thread per core each event woke a second thread to look for
-/// work it did not find: measured with `bench_service --tenants 1000` (BENCHMARKS.md, "One runtime
-/// thread on a 2-core node"), one thread used about 10 % less of `serve`'s CPU an event on the 2-core
-/// node that also runs PostgreSQL, with the same latencies and a catalogue 2–3 % slower. A node
-/// whose database runs elsewhere can give `serve` every core with `TOKIO_WORKER_THREADS`; more
-/// merchants than one process serves are for more `serve` processes on the same database.
-pub(crate) fn runtime_threads(command: &Command, env_set: bool) -> Option<usize> {
+/// - `sync` runs on the current-thread scheduler. It processes one event at a time, so a second
+///   thread has nothing to do but to be woken: with the multi-thread scheduler the command's
+///   future ran on the main thread and the HTTP connections' tasks on the workers, and each
+///   request and answer crossed between them. Measured with `benches/backfill_cpu.sh` (BENCHMARKS.md
+///   round 39): about 20 % less of `sync`'s CPU an event on PostgreSQL (0.47–0.50 ms against
+///   0.62–0.63) and 10–15 % less on SQLite, system time most of it. Standard input is read on a
+///   thread of its own ([`EventLines`]), so a pause of the producer never holds up that one thread.
+/// - `serve` takes half the cores, at least one. It is I/O bound (6 % of one core for 1,000
+///   merchants' busy hour), and with a thread per core each event woke a second thread to look
+///   for work it did not find: measured with `bench_service --tenants 1000` (BENCHMARKS.md, "One
+///   runtime thread on a 2-core node"), one thread used about 10 % less of `serve`'s CPU an event
+///   on the 2-core node that also runs PostgreSQL, with the same latencies and a catalogue 2–3 %
+///   slower. A node whose database runs elsewhere can give `serve` every core with
+///   `TOKIO_WORKER_THREADS`; more merchants than one process serves are for more `serve` processes
+///   on the same database.
+/// - Every other command keeps tokio's default.
+pub(crate) fn runtime_for(command: &Command, env_set: bool) -> Runtime {
     match command {
-        Command::Serve(_) if !env_set => {
-            Some(half_the_cores(std::thread::available_parallelism().map_or(1, usize::from)))
+        _ if env_set => Runtime::Workers(None),
+        Command::Sync { .. } => Runtime::OneThread,
+        Command::Serve(_) => {
+            Runtime::Workers(Some(half_the_cores(std::thread::available_parallelism().map_or(1, usize::from))))
         }
-        _ => None,
+        _ => Runtime::Workers(None),
     }
 }
 
@@ -590,6 +611,48 @@ fn io(e: std::io::Error) -> Failure {
     Failure { code: 1, message: format!("cannot write the output: {e}") }
 }
 
+/// Where `sync` reads its events, a line at a time.
+pub(crate) enum EventLines {
+    /// A file, read in place (a read never waits long).
+    File(std::io::BufReader<std::fs::File>),
+    /// Standard input, read on a thread of its own and handed over a line at a time: `sync` runs
+    /// on one runtime thread ([`runtime_for`]), and a producer that pauses
+    /// (`tail -f events.jsonl | byte8-ledger sync --events -`) must not hold that thread up in
+    /// a blocking read while the process has work of its own (its connections' tasks).
+    Stdin(tokio::sync::mpsc::Receiver<std::io::Result<String>>),
+}
+
+impl EventLines {
+    /// Standard input, read by a new thread that stops at its end or at a read error (handed
+    /// over as the last line), or when the lines are no longer wanted.
+    fn stdin() -> std::result::Result<Self, Failure> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        std::thread::Builder::new()
+            .name("stdin".into())
+            .spawn(move || {
+                for line in std::io::stdin().lock().lines() {
+                    let failed = line.is_err();
+                    if tx.blocking_send(line).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Failure { code: 1, message: format!("cannot start reading standard input: {e}") })?;
+        Ok(Self::Stdin(rx))
+    }
+
+    /// The next line, without its line end; `None` at the end.
+    async fn next(&mut self) -> std::io::Result<Option<String>> {
+        match self {
+            Self::File(file) => {
+                let mut line = String::new();
+                Ok((file.read_line(&mut line)? > 0).then_some(line))
+            }
+            Self::Stdin(lines) => lines.recv().await.transpose(),
+        }
+    }
+}
+
 /// Syncs the lines of `input` with `engine` as one run ([`SyncSession`](byte8_ledger_core::engine::SyncSession)),
 /// writing one outcome a line to `out`, in input order; returns how many lines got an outcome.
 /// Lines are read in chunks of the provider's batch size and synced together (one at a time for
@@ -600,14 +663,13 @@ fn io(e: std::io::Error) -> Failure {
 /// Store failures and output errors.
 pub(crate) async fn sync_stream(
     engine: &SyncEngine,
-    input: &mut dyn BufRead,
+    input: &mut EventLines,
     out: &mut dyn Write,
     progress: Option<&indicatif::ProgressBar>,
 ) -> std::result::Result<u64, Failure> {
     let mut session = engine.session().await;
     let chunk = session.batch_size();
     let mut n = 0;
-    let mut line = String::new();
     let mut pending: Vec<String> = Vec::new();
     let mut write =
         |outcomes: Vec<byte8_ledger_core::outcome::Outcome>, n: &mut u64| -> std::result::Result<(), Failure> {
@@ -622,21 +684,19 @@ pub(crate) async fn sync_stream(
             out.flush().map_err(io)
         };
     loop {
-        line.clear();
-        let read = input
-            .read_line(&mut line)
-            .map_err(|e| Failure { code: 1, message: format!("cannot read the events: {e}") })?;
-        let text = line.trim();
-        if read > 0 && !text.is_empty() {
+        let line =
+            input.next().await.map_err(|e| Failure { code: 1, message: format!("cannot read the events: {e}") })?;
+        let read = line.is_some();
+        if let Some(text) = line.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
             pending.push(text.to_owned());
         }
-        if pending.len() >= chunk || (read == 0 && !pending.is_empty()) {
+        if pending.len() >= chunk || (!read && !pending.is_empty()) {
             let lines: Vec<&str> = pending.iter().map(String::as_str).collect();
             let outcomes = session.push(&lines).await?;
             write(outcomes, &mut n)?;
             pending.clear();
         }
-        if read == 0 {
+        if !read {
             break;
         }
     }
@@ -686,15 +746,13 @@ async fn sync(
         let _ = store.save_reference(&connection.scope, &r).await;
     }
     let progress = progress_bar(events);
-    let count = if events == "-" {
-        let stdin = std::io::stdin();
-        let mut input = stdin.lock();
-        sync_stream(&engine, &mut input, out, progress.as_ref()).await?
+    let mut input = if events == "-" {
+        EventLines::stdin()?
     } else {
         let file = std::fs::File::open(events).map_err(|e| usage(format!("cannot open the events {events}: {e}")))?;
-        let mut input = std::io::BufReader::new(file);
-        sync_stream(&engine, &mut input, out, progress.as_ref()).await?
+        EventLines::File(std::io::BufReader::new(file))
     };
+    let count = sync_stream(&engine, &mut input, out, progress.as_ref()).await?;
     if let Some(p) = progress {
         p.finish_and_clear();
     }
@@ -1071,15 +1129,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn serve_takes_half_the_cores_unless_the_operator_said() {
+    fn serve_takes_half_the_cores_and_sync_one_thread_unless_the_operator_said() {
         for (cores, threads) in [(1, 1), (2, 1), (3, 1), (4, 2), (16, 8)] {
             assert_eq!(half_the_cores(cores), threads, "{cores} cores");
         }
         let serve = Cli::parse_from(["byte8-ledger", "serve", "--state", "state.db"]).command;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        assert_eq!(runtime_threads(&serve, false), Some((cores / 2).max(1)));
-        assert_eq!(runtime_threads(&serve, true), None, "TOKIO_WORKER_THREADS wins");
+        assert_eq!(runtime_for(&serve, false), Runtime::Workers(Some((cores / 2).max(1))));
+        assert_eq!(runtime_for(&serve, true), Runtime::Workers(None), "TOKIO_WORKER_THREADS wins");
+        let sync = Cli::parse_from(["byte8-ledger", "sync", "--state", "state.db", "--events", "-"]).command;
+        assert_eq!(runtime_for(&sync, false), Runtime::OneThread, "sync runs on one thread");
+        assert_eq!(runtime_for(&sync, true), Runtime::Workers(None), "TOKIO_WORKER_THREADS wins");
         let demo = Cli::parse_from(["byte8-ledger", "demo"]).command;
-        assert_eq!(runtime_threads(&demo, false), None, "other commands keep tokio's default");
+        assert_eq!(runtime_for(&demo, false), Runtime::Workers(None), "other commands keep tokio's default");
     }
 }

@@ -282,6 +282,64 @@ async fn sync_reads_stdin_and_status_requeue_reference_work() {
     }
 }
 
+/// `sync --events -` answers each line as it comes, while its standard input stays open (it is
+/// read on a thread of its own, the command on one runtime thread): a producer that pauses gets
+/// every outcome so far, and the end of its input ends the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_from_stdin_answers_each_line_while_the_input_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, _server, state) = connected(dir.path()).await;
+    let bad = |id: u64| {
+        format!(
+            r#"{{"event":"invoice.created","idempotency_key":"invoice.created:{id}","magento_entity_id":{id},"occurred_at":"2026-11-22T10:00:00Z","entity":{{"nope":1}}}}"#
+        )
+    };
+    let (first, second) = (bad(81), bad(82));
+    let o = tokio::task::spawn_blocking(move || {
+        let mut child = with_env(bin())
+            .args(["sync", "--state"])
+            .arg(&state)
+            .args(["--events", "-", "--policy"])
+            .arg(samples().join("policy.json"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        let wait = std::time::Duration::from_secs(60);
+        let mut answers = Vec::new();
+        for line in [&first, &second] {
+            writeln!(stdin, "{line}").unwrap();
+            stdin.flush().unwrap();
+            // Its outcome comes while the input is still open.
+            answers.push(rx.recv_timeout(wait).expect("an outcome for the line just written, before the input ends"));
+        }
+        drop(stdin);
+        let status = child.wait().unwrap();
+        assert!(rx.recv_timeout(wait).is_err(), "nothing more after the input ended");
+        (status, answers)
+    })
+    .await
+    .unwrap();
+    let (status, answers) = o;
+    assert_eq!(status.code(), Some(0));
+    let keys: Vec<String> = answers
+        .iter()
+        .map(|a| serde_json::from_str::<Outcome>(a).unwrap().idempotency_key.unwrap_or_default())
+        .collect();
+    assert_eq!(keys, ["invoice.created:81", "invoice.created:82"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_shows_what_waits_in_line_and_why() {
     let dir = tempfile::tempdir().unwrap();
