@@ -19,7 +19,7 @@ use crate::{
     plan::DocumentKind,
     policy::SyncPolicy,
     providers::{ContactRequest, InvoiceRequest, ItemLink, adoptable, is_reference_taken},
-    store::{Run, RunStatus, Xref, XrefKind},
+    store::{Run, Xref, XrefKind},
 };
 
 /// What a run is, for grouping: its kind, the invoice it is (`invoice.created`) or refers to
@@ -179,20 +179,10 @@ impl SyncEngine {
             if claimed.contains(&submitted.run_id) {
                 continue;
             }
-            let now = self.clock.now();
             let run = match new {
                 // Queued and claimed in one step.
                 Some(run) => Some(run),
-                None => match self.store.get(submitted.run_id).await? {
-                    Some(r) if r.status == RunStatus::Queued => {
-                        let at = r.next_attempt_at.map_or(now, |t| t.max(now));
-                        self.store.claim_run(r.id, at, self.lease_until(at)).await?
-                    }
-                    Some(r) if r.status == RunStatus::Running => {
-                        self.store.claim_run(r.id, now, self.lease_until(now)).await?
-                    }
-                    _ => None,
-                },
+                None => self.claim_again(submitted.run_id).await?,
             };
             if let Some(run) = run {
                 claimed.insert(run.id);

@@ -428,22 +428,10 @@ impl SyncEngine {
         if let Some(o) = submitted.outcome {
             return Ok(o);
         }
-        let now = self.clock.now();
         let run = match submitted.enqueued {
             // Just queued, and claimed as it was (nothing else can be known about it).
             Enqueued::New(_) => claimed,
-            _ => match self.store.get(submitted.run_id).await? {
-                // A re-submitted event still waiting for its retry time is tried again now.
-                Some(r) if r.status == RunStatus::Queued => {
-                    let at = r.next_attempt_at.map_or(now, |t| t.max(now));
-                    self.store.claim_run(r.id, at, self.lease_until(at)).await?
-                }
-                Some(r) if r.status == RunStatus::Running => {
-                    self.store.claim_run(r.id, now, self.lease_until(now)).await?
-                }
-                Some(r) => return Ok(r.outcome.clone().unwrap_or_else(|| self.in_progress(&r))),
-                None => None,
-            },
+            _ => self.claim_again(submitted.run_id).await?,
         };
         match run {
             // The line just read is the run's own (not an earlier delivery's): not read again.
@@ -455,6 +443,21 @@ impl SyncEngine {
                 let r = self.store.get(submitted.run_id).await?.ok_or_else(|| Error::internal("run vanished"))?;
                 Ok(r.outcome.clone().unwrap_or_else(|| self.in_progress(&r)))
             }
+        }
+    }
+
+    /// The run `id` of an event submitted again, claimed now when it is still open: queued (a
+    /// run waiting for its retry time is tried again now) or running under a lease that has
+    /// ended. `None` when it is finished, held by another claim, or gone.
+    pub(crate) async fn claim_again(&self, id: RunId) -> Result<Option<Run>> {
+        let now = self.clock.now();
+        match self.store.get(id).await? {
+            Some(r) if r.status == RunStatus::Queued => {
+                let at = r.next_attempt_at.map_or(now, |t| t.max(now));
+                self.store.claim_run(r.id, at, self.lease_until(at)).await
+            }
+            Some(r) if r.status == RunStatus::Running => self.store.claim_run(r.id, now, self.lease_until(now)).await,
+            _ => Ok(None),
         }
     }
 

@@ -206,6 +206,7 @@ pub struct NewRun {
     pub received_at: DateTime<Utc>,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl NewRun {
     /// The run a store that inserts `self` already claimed, as id `id`, has written, as
     /// [`RunStore::claim_run`] would answer it: running, claim 1,

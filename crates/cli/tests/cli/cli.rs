@@ -228,6 +228,20 @@ async fn sync_prints_one_outcome_a_line_in_order_and_a_rerun_writes_nothing() {
     assert_eq!(strip(&out), strip(&out2), "the same outcomes");
 }
 
+/// `sync --events -` on `state` with the sample policy, its three streams piped.
+fn sync_from_stdin(state: &Path) -> std::process::Child {
+    with_env(bin())
+        .args(["sync", "--state"])
+        .arg(state)
+        .args(["--events", "-", "--policy"])
+        .arg(samples().join("policy.json"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_reads_stdin_and_status_requeue_reference_work() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,16 +249,7 @@ async fn sync_reads_stdin_and_status_requeue_reference_work() {
     let bad = r#"{"event":"invoice.created","idempotency_key":"invoice.created:77","magento_entity_id":77,"occurred_at":"2026-11-22T10:00:00Z","entity":{"nope":1}}"#;
     let state2 = state.clone();
     let o = tokio::task::spawn_blocking(move || {
-        let mut child = with_env(bin())
-            .args(["sync", "--state"])
-            .arg(&state2)
-            .args(["--events", "-", "--policy"])
-            .arg(samples().join("policy.json"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = sync_from_stdin(&state2);
         child.stdin.take().unwrap().write_all(format!("\n{bad}\n\n").as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     })
@@ -296,16 +301,7 @@ async fn sync_from_stdin_answers_each_line_while_the_input_stays_open() {
     };
     let (first, second) = (bad(81), bad(82));
     let o = tokio::task::spawn_blocking(move || {
-        let mut child = with_env(bin())
-            .args(["sync", "--state"])
-            .arg(&state)
-            .args(["--events", "-", "--policy"])
-            .arg(samples().join("policy.json"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = sync_from_stdin(&state);
         let mut stdin = child.stdin.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
