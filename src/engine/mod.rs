@@ -309,8 +309,9 @@ impl SyncEngine {
 
     /// As [`SyncEngine::submit`], also answering the event read (so that processing it now does
     /// not read the line again) and, with `claim`, the run claimed when it is new: the caller
-    /// processes it at once ([`RunStore::enqueue_claimed`]: one statement, where enqueueing and
-    /// then claiming took two).
+    /// processes it at once ([`RunStore::enqueue_claimed`]: on the bundled SQLite and PostgreSQL
+    /// stores the new row is written once, already claimed, where enqueueing and then claiming
+    /// took two statements).
     async fn submit_parsed(&self, line: &str, claim: bool) -> Result<(Submitted, Option<Event>, Option<Run>)> {
         let now = self.clock.now();
         let policy = match &self.policy_json {
