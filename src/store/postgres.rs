@@ -706,6 +706,24 @@ fn enqueued_from(row: &PgRow) -> Result<EnqueuedOnce> {
 }
 
 impl PostgresStore {
+    /// `byte8_enqueue`: `run` queued, or inserted claimed and leased until `lease_until` when it
+    /// is given and the run is new (`RunStore::enqueue_claimed`).
+    async fn enqueue_leased(
+        &self,
+        run: &NewRun,
+        dedupe: Dedupe,
+        lease_until: Option<DateTime<Utc>>,
+    ) -> Result<Enqueued> {
+        let query = sqlx::query(
+            "SELECT kind, run_id, run_status FROM byte8_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        );
+        let row = bind_enqueue(query, run, dedupe).bind(lease_until).fetch_one(&self.statements).await.map_err(db)?;
+        match enqueued_from(&row)? {
+            EnqueuedOnce::Queued(enqueued) => Ok(enqueued),
+            other => Err(Error::internal(format!("byte8_enqueue answered {other:?}"))),
+        }
+    }
+
     /// [`RunStore::enqueue`], only when `replay_key` is not live in the replay cache (the
     /// service's table of seen webhook `jti`s): the key recorded until `expires_at` (Unix
     /// seconds; expired keys at `now` purged on the way) and the run queued in one statement
@@ -771,14 +789,7 @@ impl RunStore for PostgresStore {
     /// One statement: `byte8_enqueue` (migration 0012) takes the (scope, key)'s advisory lock,
     /// reads what dedupe needs and inserts or collapses, in its own transaction.
     async fn enqueue(&self, run: NewRun, dedupe: Dedupe) -> Result<Enqueued> {
-        let query = sqlx::query(
-            "SELECT kind, run_id, run_status FROM byte8_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        );
-        let row = bind_enqueue(query, &run, dedupe).fetch_one(&self.statements).await.map_err(db)?;
-        match enqueued_from(&row)? {
-            EnqueuedOnce::Queued(enqueued) => Ok(enqueued),
-            other => Err(Error::internal(format!("byte8_enqueue answered {other:?}"))),
-        }
+        self.enqueue_leased(&run, dedupe, None).await
     }
 
     /// One statement: `byte8_enqueue` with its claim's lease (migration 0029's last argument)
@@ -792,14 +803,7 @@ impl RunStore for PostgresStore {
         dedupe: Dedupe,
         lease_until: DateTime<Utc>,
     ) -> Result<(Enqueued, Option<Run>)> {
-        let query = sqlx::query(
-            "SELECT kind, run_id, run_status FROM byte8_enqueue($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        );
-        let row = bind_enqueue(query, &run, dedupe).bind(lease_until).fetch_one(&self.statements).await.map_err(db)?;
-        let enqueued = match enqueued_from(&row)? {
-            EnqueuedOnce::Queued(enqueued) => enqueued,
-            other => return Err(Error::internal(format!("byte8_enqueue answered {other:?}"))),
-        };
+        let enqueued = self.enqueue_leased(&run, dedupe, Some(lease_until)).await?;
         let Enqueued::New(id) = enqueued else { return Ok((enqueued, None)) };
         let mut claimed = run.into_claimed(id);
         // As the columns keep them (`text`): a NUL is stored as U+FFFD.

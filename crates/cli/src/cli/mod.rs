@@ -320,7 +320,7 @@ pub(crate) enum Runtime {
 ///   future ran on the main thread and the HTTP connections' tasks on the workers, and each
 ///   request and answer crossed between them. Measured with `benches/backfill_cpu.sh` (BENCHMARKS.md
 ///   round 39): about 20 % less of `sync`'s CPU an event on PostgreSQL (0.47–0.50 ms against
-///   0.62–0.63) and 10–15 % less on SQLite, system time most of it. Standard input is read on a
+///   0.62–0.63) and 10–17 % less on SQLite, system time most of it. Standard input is read on a
 ///   thread of its own ([`EventLines`]), so a pause of the producer never holds up that one thread.
 /// - `serve` takes half the cores, at least one. It is I/O bound (6 % of one core for 1,000
 ///   merchants' busy hour), and with a thread per core each event woke a second thread to look
