@@ -50,6 +50,21 @@
 //!   bytewise (`COLLATE "C"`). The raw event is stored as bytes so that any line can be kept;
 //!   other text may not hold NUL characters in PostgreSQL, so a NUL in them is stored as U+FFFD.
 //!
+//! # One run by its id
+//!
+//! The statements that find one run by its id and check it is open (`finish`'s fence,
+//! `claim_run`'s due test) write that check as a `CASE` on `status`, not as `status = …`. The
+//! plain form proves the predicate of the partial index `runs_open` (`status IN ('queued',
+//! 'running')`) and leads `runs_by_status`, so the planner may take either with the id as a
+//! condition on their later columns: a scan of every entry in the status's range. When
+//! the statistics give `runs_open` no open run (a back-fill into a node, between autovacuum's
+//! visits), the generic plan a connection keeps took it, or `runs_by_status`, for the run's end,
+//! and each end read the whole index, every entry dead since the last vacuum with it (a
+//! 10,000-event back-fill: 12–37 pages and up to 0.3 ms of each end; BENCHMARKS.md, round 40).
+//! A `CASE` proves nothing and leads no index, so only the primary key serves the id. The test
+//! `one_run_found_by_its_id_is_read_by_the_primary_key_whatever_is_open` explains each statement's
+//! generic plan on such a node.
+//!
 //! # The shared rate limit
 //!
 //! [`SharedRateLimiter`] keeps the state of [`crate::http::limit`]'s [`Window`] rule in the
@@ -784,6 +799,15 @@ macro_rules! due {
     };
 }
 
+/// [`due!`] for one run found by its id ($2 now), written as a `CASE` so that the planner can
+/// take only the primary key (the module's "One run by its id").
+macro_rules! due_by_id {
+    () => {
+        "CASE status WHEN 'queued' THEN next_attempt_at IS NULL OR next_attempt_at <= $2 \
+         WHEN 'running' THEN lease_until <= $2 ELSE false END"
+    };
+}
+
 #[async_trait]
 impl RunStore for PostgresStore {
     /// One statement: `byte8_enqueue` (migration 0012) takes the (scope, key)'s advisory lock,
@@ -880,7 +904,7 @@ impl RunStore for PostgresStore {
     async fn claim_run(&self, id: RunId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Run>> {
         let row = sqlx::query(concat!(
             "UPDATE runs SET status = 'running', claim = claim + 1, lease_until = $3, updated_at = $2 WHERE id = $1 AND ",
-            due!(),
+            due_by_id!(),
             " RETURNING *"
         ))
         .bind(id)
@@ -930,7 +954,7 @@ impl RunStore for PostgresStore {
             "WITH done AS (UPDATE runs SET status = $10, attempts = $11, next_attempt_at = $12, lease_until = NULL, \
              outcome = $13, updated_at = $14, ledger_id = $17, ledger_reference = $18, \
              increment_id = COALESCE(increment_id, $19) \
-             WHERE id = $15 AND status = 'running' AND claim = $16 RETURNING scope), \
+             WHERE id = $15 AND CASE status WHEN 'running' THEN claim = $16 ELSE false END RETURNING scope), \
              ex AS (INSERT INTO exchanges (recording, seq, scope, at, method, url, status, request_body, \
              response_body, error) \
              SELECT $9, e.seq, done.scope, e.at, e.method, e.url, e.status, e.request_body, e.response_body, e.error \

@@ -1115,6 +1115,59 @@ async fn a_claim_reads_only_the_open_runs_of_a_business_with_a_long_history() {
     }
 }
 
+/// A statement that finds one run by its id and checks its status reads that run only, through
+/// the primary key, in the plan a connection keeps (its generic plan), on a node whose `runs_open`
+/// holds no open run in many pages (`fill_node`'s history, every run of it finished: what a
+/// back-fill leaves between two of its runs). Before, the status checked (`status = 'running'` in
+/// the run's end, the due statuses in `claim_run`) proved the predicate of the partial index
+/// `runs_open` or led `runs_by_status`, and the planner, costing those indexes cheap, took
+/// `runs_by_status` for `finish` and `runs_open` for `claim_run`, with the id, a later column, as
+/// a condition on every entry of the range: every entry dead since the last vacuum read with it
+/// (a 10,000-event back-fill: 12–37 pages and up to 0.3 ms of each run's end; BENCHMARKS.md,
+/// round 40). Checked to fail with either statement as it was. `requeue_run` (`status IN
+/// ('dead_lettered', 'queued')`) is planned by the primary key as it is, and checked with them.
+#[tokio::test]
+async fn one_run_found_by_its_id_is_read_by_the_primary_key_whatever_is_open() {
+    let Some(url) = pg::url("one_run_found_by_its_id_is_read_by_the_primary_key_whatever_is_open") else { return };
+    let database = pg::OwnDatabase::create(&url).await;
+    let store = pg::generic_plan_store(&database).await;
+    pg::fill_node(store.pool(), "history", "history-t").await;
+    // No run open now, as a back-fill leaves the node between two of its runs: the planner's
+    // statistics give `runs_open` no entry, and its pages are still there.
+    sqlx::query("UPDATE runs SET status = 'synced', next_attempt_at = NULL WHERE status = 'queued'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("VACUUM ANALYZE runs").execute(store.pool()).await.unwrap();
+    let scope = "by-id";
+    let lease = t0() + chrono::Duration::minutes(5);
+    // Each statement run once, so that the store's connection has it prepared.
+    let queued = store.enqueue(new_run(scope, "invoice.created:1", "{\"n\":1}"), Dedupe::Permanent).await.unwrap();
+    let run = store.claim_run(queued.run_id(), t0(), lease).await.unwrap().expect("claimed");
+    store.finish(run.id, run.claim, synced("invoice.created:1", 1)).await.unwrap();
+    assert!(!store.requeue_run(run.id, t0()).await.unwrap(), "a synced run is not requeued");
+    let mut plans = Vec::new();
+    for (what, starts) in [
+        ("finish", "WITH done AS (UPDATE runs"),
+        ("claim_run", "UPDATE runs SET status = 'running', claim = claim + 1"),
+        (
+            "requeue_run",
+            "UPDATE runs SET status = 'queued', next_attempt_at = NULL, attempts_before_retry = attempts, lease_until = NULL, updated_at = $1 WHERE id",
+        ),
+    ] {
+        plans.push((what, pg::generic_plan_of_prepared(store.pool(), starts).await));
+    }
+    store.close().await;
+    database.drop().await;
+    for (what, plan) in plans {
+        let text = plan.join("\n");
+        assert!(text.contains("Index Scan using runs_pkey on runs "), "{what}: the run by its id: {text}");
+        for other in ["runs_open", "runs_by_status", "Seq Scan on runs"] {
+            assert!(!text.contains(other), "{what}: not through {other}: {text}");
+        }
+    }
+}
+
 /// Listing a customer's contact variants (`list_xrefs(Contact, "customer:N:")`, which the engine
 /// does at every `customer.upserted`) reads those keys only: a range of the primary key, planned
 /// once. Before, `left(key, length($3)) = $3` was a filter over every

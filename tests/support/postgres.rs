@@ -193,6 +193,32 @@ pub async fn explain_prepared_as(
     explain_statement_as(pool, mode, &statement, types, arguments).await
 }
 
+/// The plan PostgreSQL keeps for the statement prepared on the store's one connection whose text
+/// starts with `starts`: its generic plan (`plan_cache_mode = force_generic_plan` for the
+/// transaction), made with the parameter types the server inferred for the statement and shown by
+/// `EXPLAIN` without running it (so every argument is `NULL`: a generic plan does not look at
+/// them). One line a row.
+pub async fn generic_plan_of_prepared(pool: &sqlx::PgPool, starts: &str) -> Vec<String> {
+    let (statement, types): (String, Vec<String>) = sqlx::query_as(
+        "SELECT statement, parameter_types::text[] FROM pg_prepared_statements WHERE starts_with(statement, $1)",
+    )
+    .bind(starts)
+    .fetch_one(pool)
+    .await
+    .expect("the statement was prepared on this connection");
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::Executor::execute(&mut *tx, "SET LOCAL plan_cache_mode = force_generic_plan").await.expect("plan_cache_mode");
+    sqlx::Executor::execute(&mut *tx, format!("PREPARE explained({}) AS {statement}", types.join(", ")).as_str())
+        .await
+        .expect("prepare");
+    let nulls = vec!["NULL"; types.len()].join(", ");
+    let plan: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN EXECUTE explained({nulls})")).fetch_all(&mut *tx).await.expect("explain");
+    sqlx::Executor::execute(&mut *tx, "DEALLOCATE explained").await.expect("deallocate");
+    tx.rollback().await.expect("roll back");
+    plan
+}
+
 /// The query a PL/pgSQL function of the schema answers with: the text of its one
 /// `RETURN QUERY`, up to the `;` that ends it. Such a query names the function's arguments `$1`,
 /// `$2` …, so it can be prepared with them as parameters and explained
