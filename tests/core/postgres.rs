@@ -1168,6 +1168,48 @@ async fn one_run_found_by_its_id_is_read_by_the_primary_key_whatever_is_open() {
     }
 }
 
+/// The replay cache's purge (`byte8_replay_purge`, one webhook in sixteen) reads the expired keys
+/// by the expiry index and deletes them by key, with the plan its session made while the cache was
+/// small and kept as it grew (PL/pgSQL keeps a function's generic plan until the table is
+/// analysed; autovacuum is off for the table here, so nothing else replans it). Before migration
+/// 0031 that plan was two sequential scans of the whole cache (checked: 40,016 rows read to delete
+/// 3 of 20,008). The counts are the session's own (`pg_stat_xact_user_tables`), taken before and
+/// after the purge.
+#[tokio::test]
+async fn the_replay_purge_reads_by_index_with_a_plan_made_when_the_cache_was_small() {
+    use sqlx::Connection as _;
+    let Some(url) = pg::url("the_replay_purge_reads_by_index_with_a_plan_made_when_the_cache_was_small") else {
+        return;
+    };
+    let database = pg::OwnDatabase::create(&url).await;
+    pg::store_in(&database, 1, None).await.close().await;
+    // One session throughout: the plan kept is the session's.
+    let mut conn = sqlx::PgConnection::connect_with(&database.options).await.unwrap();
+    for statement in [
+        "ALTER TABLE replay_cache SET (autovacuum_enabled = false)",
+        "INSERT INTO replay_cache SELECT 'small-' || g, 1000 + g FROM generate_series(1, 10) AS g",
+        "ANALYZE replay_cache",
+        // Planned on the small cache: keys 1001 and 1002 have expired.
+        "SELECT byte8_replay_purge(1002, 'kept')",
+        "INSERT INTO replay_cache SELECT 'grown-' || g, 100000 + g FROM generate_series(1, 20000) AS g",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    // The session's counts not yet reported to the statistics (those of its earlier statements
+    // too), before and after the purge.
+    let counts = "SELECT seq_tup_read, n_tup_del FROM pg_stat_xact_user_tables WHERE relname = 'replay_cache'";
+    let mut tx = conn.begin().await.unwrap();
+    let before: (i64, i64) = sqlx::query_as(counts).fetch_one(&mut *tx).await.unwrap();
+    sqlx::query("SELECT byte8_replay_purge(1005, 'kept')").execute(&mut *tx).await.unwrap();
+    let after: (i64, i64) = sqlx::query_as(counts).fetch_one(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    let (read, deleted) = (after.0 - before.0, after.1 - before.1);
+    conn.close().await.unwrap();
+    database.drop().await;
+    assert_eq!(deleted, 3, "the keys expired since (1003 to 1005) are deleted");
+    assert_eq!(read, 0, "no row read by a sequential scan of the 20,008 in the cache");
+}
+
 /// Listing a customer's contact variants (`list_xrefs(Contact, "customer:N:")`, which the engine
 /// does at every `customer.upserted`) reads those keys only: a range of the primary key, planned
 /// once. Before, `left(key, length($3)) = $3` was a filter over every
