@@ -60,7 +60,7 @@
 //! the statistics give `runs_open` no open run (a back-fill into a node, between autovacuum's
 //! visits), the generic plan a connection keeps took it, or `runs_by_status`, for the run's end,
 //! and each end read the whole index, every entry dead since the last vacuum with it (a
-//! 10,000-event back-fill: 12–37 pages and up to 0.3 ms of each end; BENCHMARKS.md, round 40).
+//! 10,000-event back-fill: 12–37 pages and up to 0.5 ms of each end; BENCHMARKS.md, round 40).
 //! A `CASE` proves nothing and leads no index, so only the primary key serves the id. The test
 //! `one_run_found_by_its_id_is_read_by_the_primary_key_whatever_is_open` explains each statement's
 //! generic plan on such a node.

@@ -1123,7 +1123,7 @@ async fn a_claim_reads_only_the_open_runs_of_a_business_with_a_long_history() {
 /// `runs_open` or led `runs_by_status`, and the planner, costing those indexes cheap, took
 /// `runs_by_status` for `finish` and `runs_open` for `claim_run`, with the id, a later column, as
 /// a condition on every entry of the range: every entry dead since the last vacuum read with it
-/// (a 10,000-event back-fill: 12–37 pages and up to 0.3 ms of each run's end; BENCHMARKS.md,
+/// (a 10,000-event back-fill: 12–37 pages and up to 0.5 ms of each run's end; BENCHMARKS.md,
 /// round 40). Checked to fail with either statement as it was. `requeue_run` (`status IN
 /// ('dead_lettered', 'queued')`) is planned by the primary key as it is, and checked with them.
 #[tokio::test]
