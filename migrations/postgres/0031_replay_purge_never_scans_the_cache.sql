@@ -3,12 +3,13 @@
 --
 -- `byte8_replay_purge` (0023) runs with the generic plan (`force_generic_plan`), which PL/pgSQL
 -- makes once a session and keeps until the table is analysed. Made while the cache was a few
--- dozen pages (a node starting, a quiet hour), both its scans were sequential: cheaper on paper
--- than 1,600 probes of an index. The cache grows with traffic (a key a webhook until its token
--- expires) and the plan stayed: at 1,000 tenants one connection of the service read the whole
--- cache twice, 9,070 and 14,441 rows, to delete none (0.8–1.2 ms a purge; BENCHMARKS.md, round
--- 40). Both scans have an index (the expiry index for the expired keys, the primary key for the
--- deletion), so the function now plans without sequential scans; on a cache of a page or two the
--- index costs next to nothing more. Checked by the test
+-- dozen pages (a node starting, a quiet hour), its scans could be sequential, cheaper on paper
+-- than the indexes. The cache grows with traffic (a key a webhook until its token expires) and
+-- the plan stayed: at 1,000 tenants one connection of the service read the whole cache for the
+-- deletion, 9,070 and 14,441 rows, to delete none (0.8–1.2 ms a purge; BENCHMARKS.md, round 40);
+-- a session whose plan made both scans sequential reads it twice. Both scans have an index (the
+-- expiry index for the expired keys, the primary key for the deletion), so the function now
+-- plans without sequential scans; on a cache of a page or two the index costs next to nothing
+-- more. Checked by the test
 -- `the_replay_purge_reads_by_index_with_a_plan_made_when_the_cache_was_small`.
 ALTER FUNCTION byte8_replay_purge(BIGINT, TEXT) SET enable_seqscan = off;
