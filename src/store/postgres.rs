@@ -95,7 +95,11 @@
 //! up to about a million
 //! ([`YOUNG_ANALYSE_FROM`], [`YOUNG_ANALYSE_UNTIL`]): six times in a process's life, the last ones
 //! long after autovacuum has taken over. An analysis ends every connection's plans on those
-//! tables, so each is planned again for the table's size.
+//! tables, so each is planned again for the table's size. The runs webhooks queue count too
+//! ([`PostgresStore::enqueue_unless_replayed`], [`PostgresStore::count_queued_run`]): a new
+//! service node's first catalogue queues runs far faster than its businesses' limits let them
+//! finish, and its enqueue's read of a key scanned every run queued before it (up to 3,593 runs,
+//! 6 ms a webhook, in the bench's first seconds; BENCHMARKS.md, round 40).
 
 mod retention;
 mod statements;
@@ -136,7 +140,8 @@ pub const TOKEN_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// store's statements by [`Statements`]).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
-/// The runs finished through a store at which it first has the growing tables analysed (see
+/// The runs finished, or queued by a webhook, through a store at which it first has the growing
+/// tables analysed (see
 /// [A young database's plans](self#a-young-databases-plans)); again at each four times as many.
 pub const YOUNG_ANALYSE_FROM: u64 = 1 << 10;
 
@@ -159,7 +164,8 @@ pub struct PostgresStore {
     /// The rate limiters made by [`PostgresStore::rate_limiter`], one per business (the latest),
     /// for a worker's turn to take their permits with ([`PostgresStore::turn_permits`]).
     limiters: Arc<std::sync::Mutex<std::collections::HashMap<String, SharedRateLimiter>>>,
-    /// The runs finished through this store and its clones, for [`PostgresStore::analyse_when_young`].
+    /// The runs finished, or queued by a webhook, through this store and its clones, for
+    /// [`PostgresStore::analyse_when_young`].
     finished: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -295,7 +301,7 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// Counts a finished run, and at [`YOUNG_ANALYSE_FROM`] of them, each four times as many
+    /// Counts a run finished or queued by a webhook, and at [`YOUNG_ANALYSE_FROM`] of them, each four times as many
     /// after, up to [`YOUNG_ANALYSE_UNTIL`], has the tables that grow with every event analysed
     /// in a task of its own ([A young database's plans](self#a-young-databases-plans)). A
     /// failure is logged, not returned: the analysis only corrects plans.
@@ -787,7 +793,19 @@ impl PostgresStore {
             ),
         };
         let row = query.fetch_one(&self.statements).await.map_err(db)?;
-        enqueued_from(&row)
+        let enqueued = enqueued_from(&row)?;
+        if matches!(enqueued, EnqueuedOnce::Queued(Enqueued::New(_))) {
+            self.analyse_when_young();
+        }
+        Ok(enqueued)
+    }
+
+    /// Counts a run a webhook has just queued through a statement of the caller's own (the
+    /// service's webhook turn) toward the analyses of a young database, as the store counts the
+    /// runs it queues for webhooks and those it finishes ([A young database's
+    /// plans](self#a-young-databases-plans)).
+    pub fn count_queued_run(&self) {
+        self.analyse_when_young();
     }
 }
 

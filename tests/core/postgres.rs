@@ -24,8 +24,8 @@ use byte8_ledger_core::{
     },
     outcome::{Outcome, SyncStatus},
     store::{
-        AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, NewRun, RunResult, RunStatus, RunStore,
-        ScopedTokenStore, Xref, XrefKind, XrefStore,
+        AttemptRecord, Connection, ConnectionStore, Dedupe, Enqueued, EnqueuedOnce, NewRun, RunResult, RunStatus,
+        RunStore, ScopedTokenStore, Xref, XrefKind, XrefStore,
         crypto::MasterKey,
         postgres::{PostgresStore, SharedRateLimiter, TURN_BACKOFF, TurnPermits},
     },
@@ -1573,6 +1573,70 @@ async fn a_young_database_s_growing_tables_are_analysed_at_1024_finished_runs() 
         grown.contains("Index Scan using") && !grown.contains("Seq Scan"),
         "planned again for the grown table: {grown}"
     );
+}
+
+/// The runs webhooks queue count toward a young database's analyses as finished runs do: a new
+/// node's first catalogue queues runs far faster than they finish, and until the first analysis
+/// each enqueue read every run queued before it (BENCHMARKS.md, round 40). With no run finished,
+/// the tables are not analysed after 1,023 runs queued (`enqueue_unless_replayed`, as the
+/// service's webhooks without a binding version queue them), and are once the 1,024th is.
+/// Autovacuum is off for the tables, so only the store's analysis counts.
+#[tokio::test]
+async fn a_young_database_is_analysed_as_webhooks_queue_runs_not_only_as_runs_finish() {
+    use byte8_ledger_core::store::postgres::YOUNG_ANALYSE_FROM;
+    let Some(url) = pg::url("a_young_database_is_analysed_as_webhooks_queue_runs_not_only_as_runs_finish") else {
+        return;
+    };
+    let database = pg::OwnDatabase::create(&url).await;
+    let store = pg::store_in(&database, 1, None).await;
+    let pool = store.pool().clone();
+    for table in ["runs", "attempts", "xrefs", "replay_cache"] {
+        sqlx::query(&format!("ALTER TABLE {table} SET (autovacuum_enabled = false)")).execute(&pool).await.unwrap();
+    }
+    let analyses = || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'runs'")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let before = analyses().await;
+    let queue = |i: u64| {
+        let store = &store;
+        async move {
+            let key = format!("product.upserted:{i}");
+            let queued = store
+                .enqueue_unless_replayed(
+                    &format!("jti-{i}"),
+                    2_000_000_000,
+                    1_800_000_000,
+                    None,
+                    new_run("catalogue", &key, &format!("{{\"n\":{i}}}")),
+                    Dedupe::WhileQueued,
+                )
+                .await
+                .unwrap();
+            assert!(matches!(queued, EnqueuedOnce::Queued(Enqueued::New(_))), "{key} queued: {queued:?}");
+        }
+    };
+    for i in 1..YOUNG_ANALYSE_FROM {
+        queue(i).await;
+    }
+    // An analysis is a task of its own: give one started early the time to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(analyses().await, before, "not analysed before the {YOUNG_ANALYSE_FROM}th run queued");
+    queue(YOUNG_ANALYSE_FROM).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut analysed = false;
+    while !analysed && Instant::now() < deadline {
+        analysed = analyses().await > before;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.close().await;
+    database.drop().await;
+    assert!(analysed, "the store had the tables analysed at {YOUNG_ANALYSE_FROM} runs queued by webhook");
 }
 
 /// The shared limiter's record of a business's permits (`rate_limits.recent`, migration 0030)
