@@ -1589,20 +1589,12 @@ async fn a_young_database_is_analysed_as_webhooks_queue_runs_not_only_as_runs_fi
     };
     let database = pg::OwnDatabase::create(&url).await;
     let store = pg::store_in(&database, 1, None).await;
-    let pool = store.pool().clone();
     for table in ["runs", "attempts", "xrefs", "replay_cache"] {
-        sqlx::query(&format!("ALTER TABLE {table} SET (autovacuum_enabled = false)")).execute(&pool).await.unwrap();
+        sqlx::query(&format!("ALTER TABLE {table} SET (autovacuum_enabled = false)"))
+            .execute(store.pool())
+            .await
+            .unwrap();
     }
-    let analyses = || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'runs'")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
-    let before = analyses().await;
     let queue = |i: u64| {
         let store = &store;
         async move {
@@ -1621,21 +1613,10 @@ async fn a_young_database_is_analysed_as_webhooks_queue_runs_not_only_as_runs_fi
             assert!(matches!(queued, EnqueuedOnce::Queued(Enqueued::New(_))), "{key} queued: {queued:?}");
         }
     };
-    for i in 1..YOUNG_ANALYSE_FROM {
-        queue(i).await;
-    }
-    // An analysis is a task of its own: give one started early the time to show.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(analyses().await, before, "not analysed before the {YOUNG_ANALYSE_FROM}th run queued");
-    queue(YOUNG_ANALYSE_FROM).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut analysed = false;
-    while !analysed && Instant::now() < deadline {
-        analysed = analyses().await > before;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (early, analysed) = pg::runs_analysed_at(store.pool(), YOUNG_ANALYSE_FROM, queue).await;
     store.close().await;
     database.drop().await;
+    assert!(!early, "not analysed before the {YOUNG_ANALYSE_FROM}th run queued");
     assert!(analysed, "the store had the tables analysed at {YOUNG_ANALYSE_FROM} runs queued by webhook");
 }
 

@@ -219,6 +219,41 @@ pub async fn generic_plan_of_prepared(pool: &sqlx::PgPool, starts: &str) -> Vec<
     plan
 }
 
+/// How a young database's first analysis follows `write`, a store's way of writing its `i`th run
+/// (`i` from 1): whether `runs` was analysed after the first `from - 1` writes (half a second
+/// given to an analysis started early, a task of its own), and whether it was within 20 seconds
+/// of the `from`th. The database's tables must have autovacuum off, so that only the store's
+/// analyses count.
+pub async fn runs_analysed_at<F, Fut>(pool: &sqlx::PgPool, from: u64, mut write: F) -> (bool, bool)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let analyses = || async {
+        sqlx::query_scalar::<_, i64>("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'runs'")
+            .fetch_one(pool)
+            .await
+            .expect("the table's statistics")
+    };
+    let before = analyses().await;
+    for i in 1..from {
+        write(i).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let early = analyses().await > before;
+    write(from).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if analyses().await > before {
+            return (early, true);
+        }
+        if std::time::Instant::now() >= deadline {
+            return (early, false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The query a PL/pgSQL function of the schema answers with: the text of its one
 /// `RETURN QUERY`, up to the `;` that ends it. Such a query names the function's arguments `$1`,
 /// `$2` …, so it can be prepared with them as parameters and explained

@@ -891,31 +891,22 @@ async fn postgres_runs_queued_by_webhook_turns_count_toward_a_young_database_s_a
         Dedupe, Enqueued, EnqueuedOnce, conformance::tenant_run, postgres::YOUNG_ANALYSE_FROM,
     };
     use byte8_ledger_service::store::{DispatchStore, TurnStart, WebhookToken};
-    use std::time::{Duration, Instant};
     let Some(url) = pg::url("postgres_runs_queued_by_webhook_turns_count_toward_a_young_database_s_analyses") else {
         return;
     };
     let database = pg::OwnDatabase::create(&url).await;
     let store = pg::store_in(&database, 1, Some(MasterKey::generate())).await;
-    let pool = store.pool().clone();
     for table in ["runs", "attempts", "xrefs", "replay_cache", "callbacks"] {
-        sqlx::query(&format!("ALTER TABLE {table} SET (autovacuum_enabled = false)")).execute(&pool).await.unwrap();
+        sqlx::query(&format!("ALTER TABLE {table} SET (autovacuum_enabled = false)"))
+            .execute(store.pool())
+            .await
+            .unwrap();
     }
-    let analyses = || {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'runs'")
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
     let (scope, tenant) = ("young-catalogue", "young-catalogue-t");
     let (now, version) = bound_now(&store, scope, tenant).await;
     let later = now + chrono::Duration::seconds(60);
     let holder = "young/webhook";
     let turn = TurnStart { scope, tenant, holder, now, lease_until: later, run_lease_until: later, limit: 0 };
-    let before = analyses().await;
     let webhook = |i: u64| {
         let (store, turn) = (&store, &turn);
         async move {
@@ -931,21 +922,10 @@ async fn postgres_runs_queued_by_webhook_turns_count_toward_a_young_database_s_a
             assert!(matches!(queued, EnqueuedOnce::Queued(Enqueued::New(_))), "webhook {i} queued: {queued:?}");
         }
     };
-    for i in 1..YOUNG_ANALYSE_FROM {
-        webhook(i).await;
-    }
-    // An analysis is a task of its own: give one started early the time to show.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(analyses().await, before, "not analysed before the {YOUNG_ANALYSE_FROM}th webhook's run");
-    webhook(YOUNG_ANALYSE_FROM).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut analysed = false;
-    while !analysed && Instant::now() < deadline {
-        analysed = analyses().await > before;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (early, analysed) = pg::runs_analysed_at(store.pool(), YOUNG_ANALYSE_FROM, webhook).await;
     store.release_dispatch(scope, holder).await.unwrap();
     store.close().await;
     database.drop().await;
+    assert!(!early, "not analysed before the {YOUNG_ANALYSE_FROM}th webhook's run");
     assert!(analysed, "analysed at {YOUNG_ANALYSE_FROM} runs queued by webhook turns");
 }
