@@ -166,7 +166,7 @@ pub struct PostgresStore {
     limiters: Arc<std::sync::Mutex<std::collections::HashMap<String, SharedRateLimiter>>>,
     /// The runs finished, or queued by a webhook, through this store and its clones, for
     /// [`PostgresStore::analyse_when_young`].
-    finished: Arc<std::sync::atomic::AtomicU64>,
+    runs_counted: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Maps an sqlx error the way this store does (serialisation failures, deadlocks, lock and
@@ -280,7 +280,7 @@ impl PostgresStore {
         Ok(Self {
             statements: Statements::new(pool.clone()),
             limiters: Arc::default(),
-            finished: Arc::default(),
+            runs_counted: Arc::default(),
             pool,
             key: key.map(Arc::new),
             token_lock_timeout: TOKEN_LOCK_TIMEOUT,
@@ -301,12 +301,13 @@ impl PostgresStore {
         &self.pool
     }
 
-    /// Counts a run finished or queued by a webhook, and at [`YOUNG_ANALYSE_FROM`] of them, each four times as many
-    /// after, up to [`YOUNG_ANALYSE_UNTIL`], has the tables that grow with every event analysed
+    /// Counts a run finished or queued by a webhook, and at [`YOUNG_ANALYSE_FROM`] of them, each
+    /// four times as many after, up to [`YOUNG_ANALYSE_UNTIL`], has the tables that grow with
+    /// every event analysed
     /// in a task of its own ([A young database's plans](self#a-young-databases-plans)). A
     /// failure is logged, not returned: the analysis only corrects plans.
     fn analyse_when_young(&self) {
-        let n = self.finished.fetch_add(1, std::sync::atomic::Ordering::Relaxed).saturating_add(1);
+        let n = self.runs_counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed).saturating_add(1);
         let at_a_power_of_four = n.is_power_of_two() && n.trailing_zeros().is_multiple_of(2);
         if !(YOUNG_ANALYSE_FROM..=YOUNG_ANALYSE_UNTIL).contains(&n) || !at_a_power_of_four {
             return;
@@ -321,8 +322,8 @@ impl PostgresStore {
                 conn.close().await
             };
             match analysed.await {
-                Ok(()) => tracing::debug!(finished = n, "analysed the growing tables"),
-                Err(e) => tracing::warn!(finished = n, error = %e, "cannot analyse the growing tables"),
+                Ok(()) => tracing::debug!(runs = n, "analysed the growing tables"),
+                Err(e) => tracing::warn!(runs = n, error = %e, "cannot analyse the growing tables"),
             }
         });
     }
@@ -794,18 +795,19 @@ impl PostgresStore {
         };
         let row = query.fetch_one(&self.statements).await.map_err(db)?;
         let enqueued = enqueued_from(&row)?;
-        if matches!(enqueued, EnqueuedOnce::Queued(Enqueued::New(_))) {
-            self.analyse_when_young();
-        }
+        self.count_queued_run(&enqueued);
         Ok(enqueued)
     }
 
-    /// Counts a run a webhook has just queued through a statement of the caller's own (the
-    /// service's webhook turn) toward the analyses of a young database, as the store counts the
-    /// runs it queues for webhooks and those it finishes ([A young database's
-    /// plans](self#a-young-databases-plans)).
-    pub fn count_queued_run(&self) {
-        self.analyse_when_young();
+    /// Counts the run a webhook's statement answered `enqueued` for, when it queued a new one,
+    /// toward the analyses of a young database ([A young database's
+    /// plans](self#a-young-databases-plans)), as the store counts the runs it finishes: what
+    /// [`PostgresStore::enqueue_unless_replayed`] does, for a caller that queues through a
+    /// statement of its own (the service's webhook turn).
+    pub fn count_queued_run(&self, enqueued: &EnqueuedOnce) {
+        if matches!(enqueued, EnqueuedOnce::Queued(Enqueued::New(_))) {
+            self.analyse_when_young();
+        }
     }
 }
 

@@ -206,17 +206,8 @@ pub async fn generic_plan_of_prepared(pool: &sqlx::PgPool, starts: &str) -> Vec<
     .fetch_one(pool)
     .await
     .expect("the statement was prepared on this connection");
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::Executor::execute(&mut *tx, "SET LOCAL plan_cache_mode = force_generic_plan").await.expect("plan_cache_mode");
-    sqlx::Executor::execute(&mut *tx, format!("PREPARE explained({}) AS {statement}", types.join(", ")).as_str())
-        .await
-        .expect("prepare");
     let nulls = vec!["NULL"; types.len()].join(", ");
-    let plan: Vec<String> =
-        sqlx::query_scalar(&format!("EXPLAIN EXECUTE explained({nulls})")).fetch_all(&mut *tx).await.expect("explain");
-    sqlx::Executor::execute(&mut *tx, "DEALLOCATE explained").await.expect("deallocate");
-    tx.rollback().await.expect("roll back");
-    plan
+    explain_in_transaction(pool, Some("force_generic_plan"), &statement, &types.join(", "), &nulls, "EXPLAIN").await
 }
 
 /// How a young database's first analysis follows `write`, a store's way of writing its `i`th run
@@ -277,6 +268,20 @@ pub async fn explain_statement_as(
     types: &str,
     arguments: &str,
 ) -> Vec<String> {
+    explain_in_transaction(pool, mode, statement, types, arguments, "EXPLAIN ANALYZE").await
+}
+
+/// `statement` prepared with parameters of `types` and explained by `explain` (`EXPLAIN`, or
+/// `EXPLAIN ANALYZE`, which runs it) with `arguments`, in a transaction rolled back, under
+/// `plan_cache_mode` = `mode` when one is given.
+async fn explain_in_transaction(
+    pool: &sqlx::PgPool,
+    mode: Option<&str>,
+    statement: &str,
+    types: &str,
+    arguments: &str,
+    explain: &str,
+) -> Vec<String> {
     let mut tx = pool.begin().await.expect("begin");
     if let Some(mode) = mode {
         sqlx::Executor::execute(&mut *tx, format!("SET LOCAL plan_cache_mode = {mode}").as_str())
@@ -286,7 +291,7 @@ pub async fn explain_statement_as(
     sqlx::Executor::execute(&mut *tx, format!("PREPARE explained({types}) AS {statement}").as_str())
         .await
         .expect("prepare");
-    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN ANALYZE EXECUTE explained({arguments})"))
+    let plan: Vec<String> = sqlx::query_scalar(&format!("{explain} EXECUTE explained({arguments})"))
         .fetch_all(&mut *tx)
         .await
         .expect("explain");

@@ -365,9 +365,7 @@ impl DispatchStore for PostgresStore {
         let rows = TurnPermits::bind(permits.as_ref(), statement).fetch_all(self.statements()).await.map_err(db)?;
         let first = rows.first().ok_or_else(|| Error::internal("byte8_enqueue_turn answered no row"))?;
         let enqueued = enqueued_from_row(first)?;
-        if matches!(enqueued, EnqueuedOnce::Queued(Enqueued::New(_))) {
-            self.count_queued_run();
-        }
+        self.count_queued_run(&enqueued);
         let begun = match &enqueued {
             EnqueuedOnce::Queued(Enqueued::New(_) | Enqueued::Collapsed(_)) => {
                 turn_from_rows(&rows, permits.as_ref()).await?
