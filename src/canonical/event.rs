@@ -9,7 +9,7 @@ use std::{fmt, str::FromStr};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, value::RawValue};
 
 use super::{MagentoContact, MagentoCreditMemo, MagentoInvoice, MagentoPayment, MagentoProduct};
 use crate::error::{Error, FieldError, Result};
@@ -240,6 +240,10 @@ struct Envelope {
     occurred_at: DateTime<Utc>,
     #[serde(default)]
     payload: Option<Map<String, Value>>,
+    /// The entity's text, for [`Event::from_json_text`]; [`Event::from_value`] takes `entity` out
+    /// of the map before it reads the envelope, so it is `None` there.
+    #[serde(default)]
+    entity: Option<Box<RawValue>>,
 }
 
 impl Event {
@@ -249,6 +253,9 @@ impl Event {
     /// [`EventParseError`] naming the field and the rule, with the envelope fields that could be
     /// read.
     pub fn parse(line: &str) -> Result<Self, EventParseError> {
+        if let Some(event) = Self::from_json_text(line) {
+            return Ok(event);
+        }
         let value: Value = serde_json::from_str(line).map_err(|e| EventParseError {
             error: Box::new(Error::parse("event", "", format!("invalid JSON: {e}"))),
             idempotency_key: None,
@@ -283,36 +290,78 @@ impl Event {
         let entity = map.remove("entity");
         let env: Envelope = read("event", Value::Object(map)).map_err(&fail)?;
         let kind = EventKind::from_str(&env.event).map_err(|e| fail(Error::parse("event", "event", e)))?;
-        let mut problems = Vec::new();
-        if env.magento_entity_id == 0 {
-            problems.push(FieldError::new("magento_entity_id", "must be > 0"));
-        }
-        let prefix = format!("{}:", kind.as_str());
-        if !env.idempotency_key.starts_with(&prefix) || env.idempotency_key.len() == prefix.len() {
-            problems.push(FieldError::new(
-                "idempotency_key",
-                format!("must be `{prefix}` followed by the entity id (got `{}`)", env.idempotency_key),
-            ));
-        }
-        if !problems.is_empty() {
-            return Err(fail(Error::Invalid { what: "event", errors: problems }));
-        }
+        Self::check_envelope(kind, &env).map_err(&fail)?;
         let entity = match entity {
             None | Some(Value::Null) => None,
             Some(v) => {
                 let e = Entity::from_value(kind, v).map_err(|e| fail(e.at("entity")))?;
-                e.validate().map_err(|e| fail(e.at("entity")))?;
-                if e.magento_id() != env.magento_entity_id && !matches!(e, Entity::Contact(_)) {
-                    return Err(fail(Error::invalid(
-                        "event",
-                        "entity.magento_id",
-                        format!("{} does not match magento_entity_id {}", e.magento_id(), env.magento_entity_id),
-                    )));
-                }
-                Some(e)
+                Some(Self::check_entity(&env, e).map_err(&fail)?)
             }
         };
-        Ok(Self {
+        Ok(Self::assemble(kind, env, entity))
+    }
+
+    /// Reads one event straight from its JSON line, when the line reads as a valid event: the
+    /// envelope and the entity deserialised from the text without a [`Value`] tree between (every
+    /// object a map, every key and string a `String`) and without [`Event::from_value`]'s
+    /// bookkeeping of field paths. `None` whenever it does not, for whatever reason: not JSON, a
+    /// field missing or mistyped, a rule broken. [`Event::parse`] then reads the line through
+    /// [`Event::from_value`], whose error names the field and the rule, so a bad line gets the
+    /// error it always got. An event read here is the one [`Event::from_value`] reads from the
+    /// same line, checked by the same rules (property-tested on the workload generator's events,
+    /// whole and damaged: `crates/service/tests/service/entity_json.rs`). One line reads
+    /// differently: a JSON object with a key twice, which serde refuses here (`None`) and a
+    /// [`Value`] keeps the last of; [`Event::parse`] gives the latter.
+    ///
+    /// Every event a back-fill syncs is read once (`byte8-ledger sync`); through the `Value`
+    /// tree, that reading was 11 % of the `sync` process's CPU on PostgreSQL (`perf`,
+    /// BENCHMARKS.md, round 41).
+    pub fn from_json_text(line: &str) -> Option<Self> {
+        let mut env: Envelope = serde_json::from_str(line).ok()?;
+        let kind = EventKind::from_str(&env.event).ok()?;
+        Self::check_envelope(kind, &env).ok()?;
+        let entity = match env.entity.take() {
+            None => None,
+            Some(text) => {
+                let e = Entity::from_json_text(kind, text.get().as_bytes())?;
+                Some(Self::check_entity(&env, e).ok()?)
+            }
+        };
+        Some(Self::assemble(kind, env, entity))
+    }
+
+    /// The envelope's rules: an entity id above 0 and the key `{event}:{id…}`.
+    fn check_envelope(kind: EventKind, env: &Envelope) -> Result<()> {
+        let mut problems = Vec::new();
+        if env.magento_entity_id == 0 {
+            problems.push(FieldError::new("magento_entity_id", "must be > 0"));
+        }
+        let id = env.idempotency_key.strip_prefix(kind.as_str()).and_then(|rest| rest.strip_prefix(':'));
+        if id.is_none_or(str::is_empty) {
+            problems.push(FieldError::new(
+                "idempotency_key",
+                format!("must be `{}:` followed by the entity id (got `{}`)", kind.as_str(), env.idempotency_key),
+            ));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(Error::Invalid { what: "event", errors: problems }) }
+    }
+
+    /// The entity's own rules, and its id the envelope's (a contact's id is not compared).
+    fn check_entity(env: &Envelope, e: Entity) -> Result<Entity> {
+        e.validate().map_err(|e| e.at("entity"))?;
+        if e.magento_id() != env.magento_entity_id && !matches!(e, Entity::Contact(_)) {
+            return Err(Error::invalid(
+                "event",
+                "entity.magento_id",
+                format!("{} does not match magento_entity_id {}", e.magento_id(), env.magento_entity_id),
+            ));
+        }
+        Ok(e)
+    }
+
+    /// The event of a checked envelope and entity.
+    fn assemble(kind: EventKind, env: Envelope, entity: Option<Entity>) -> Self {
+        Self {
             event: kind,
             idempotency_key: env.idempotency_key,
             magento_entity_id: env.magento_entity_id,
@@ -321,7 +370,7 @@ impl Event {
             occurred_at: env.occurred_at,
             payload: env.payload.unwrap_or_default(),
             entity,
-        })
+        }
     }
 
     /// The event's entity type for the sync-state callback.

@@ -1220,12 +1220,11 @@ async fn the_replay_purge_reads_by_index_with_a_plan_made_when_the_cache_was_sma
 async fn wide_values_are_compressed_with_lz4_where_the_server_has_it() {
     let Some(url) = pg::url("wide_values_are_compressed_with_lz4_where_the_server_has_it") else { return };
     let store = pg::store(&url, 2, None).await;
-    let has_lz4: bool = sqlx::query_scalar(
-        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+    let has_lz4: bool =
+        sqlx::query_scalar("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
     let expected = if has_lz4 { "lz4" } else { "pglz" };
     let wide = |what: &str| {
         let items: Vec<String> = (0..60).map(|i| format!("{{\"{what}\":{i},\"sku\":\"SKU-{i}\"}}")).collect();

@@ -2,9 +2,10 @@
 //! against `Entity::from_value`, the reading it replaced (and still falls back to, for the error
 //! that names the field): on the workload generator's entities (every event kind, foreign
 //! currencies, refunds, catalogues), whole and damaged, an entity it reads is the one
-//! `from_value` reads, and it reads nothing `from_value` refuses.
+//! `from_value` reads, and it reads nothing `from_value` refuses. The same for whole event lines:
+//! `Event::from_json_text` (`Event::parse`'s first reading) against `Event::from_value`.
 
-use byte8_ledger_core::canonical::{Entity, EventKind};
+use byte8_ledger_core::canonical::{Entity, Event, EventKind, EventParseError};
 use byte8_ledger_simulators::workload::{Workload, WorkloadConfig};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -179,6 +180,111 @@ fn the_damages_exercise_both_readings() {
             apply(&mut entity, d);
         }
         match agree(kind, &serde_json::to_vec(&entity).unwrap()) {
+            Ok(true) => straight += 1,
+            Ok(false) => fallback += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(straight >= 40 && fallback >= 40, "read straight {straight}, fell back {fallback}");
+}
+
+// `Event::from_json_text`, `Event::parse`'s first reading of every event line (the envelope and
+// its entity straight from the text), against `Event::from_value`, the reading it replaced and
+// still falls back to: on the workload generator's lines, whole and damaged (the envelope as well
+// as the entity), an event it reads is the one `from_value` reads, and `Event::parse` always
+// answers what `from_value` answers, event or error.
+
+/// The workload's event lines, every kind.
+fn event_lines() -> Vec<String> {
+    let config = WorkloadConfig { seed: 12, events: 1_500, ..WorkloadConfig::default() };
+    Workload::generate(&config).lines
+}
+
+/// `Event::parse`'s answer or error (its text and the envelope it could read), comparable.
+type Answer = Result<Event, (String, Option<String>, Option<String>, Option<u64>)>;
+
+fn answer(read: Result<Event, EventParseError>) -> Answer {
+    read.map_err(|e| (e.to_string(), e.idempotency_key, e.event, e.magento_entity_id))
+}
+
+/// Both readings of a line that is JSON: `None` from `Event::from_json_text` is a fallback, never
+/// a disagreement; an event from it must be what `Event::from_value` reads; and `Event::parse`
+/// must answer exactly what `Event::from_value` answers.
+fn event_agree(line: &str) -> Result<bool, String> {
+    let slow = answer(Event::from_value(serde_json::from_str(line).map_err(|e| e.to_string())?));
+    let parsed = answer(Event::parse(line));
+    if parsed != slow {
+        return Err(format!("parse answered differently:\n{parsed:?}\n{slow:?}"));
+    }
+    match (Event::from_json_text(line), slow) {
+        (Some(fast), Ok(slow)) if fast == slow => Ok(true),
+        (Some(fast), Ok(slow)) => Err(format!("read differently:\n{fast:?}\n{slow:?}")),
+        (Some(fast), Err(e)) => Err(format!("read {fast:?} where from_value refuses: {e:?}")),
+        (None, _) => Ok(false),
+    }
+}
+
+#[test]
+fn every_workload_event_line_reads_the_same_straight_from_text() {
+    let mut kinds = std::collections::BTreeSet::new();
+    for line in event_lines() {
+        assert_eq!(event_agree(&line), Ok(true), "{line}");
+        kinds.insert(Event::parse(&line).unwrap().event);
+    }
+    assert_eq!(kinds.len(), 5, "every event kind: {kinds:?}");
+}
+
+#[test]
+fn an_envelope_key_given_twice_is_read_as_a_value_reads_it() {
+    let line = event_lines().into_iter().find(|l| l.contains("\"invoice.created\"")).unwrap();
+    let event = Event::parse(&line).unwrap();
+    let twice = format!("{{\"website_id\":99,{}", &line[1..]);
+    assert_eq!(Event::from_json_text(&twice), None, "serde refuses a duplicate field");
+    assert_eq!(Event::parse(&twice).unwrap(), event, "a Value keeps the last website_id");
+    assert_eq!(event_agree(&twice), Ok(false));
+}
+
+/// A workload line with one to three damages anywhere in it.
+fn damaged_line(lines: &[String], pick: usize, damages: &[Damage]) -> String {
+    let mut event: Value = serde_json::from_str(&lines[pick % lines.len()]).unwrap();
+    for d in damages {
+        apply(&mut event, d);
+    }
+    serde_json::to_string(&event).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// A damaged line is read the same by both, or refused by the straight reading (and then
+    /// read by `from_value`, as before): never read differently, and `Event::parse` answers what
+    /// `from_value` answers.
+    #[test]
+    fn a_damaged_event_line_is_never_read_differently(
+        pick in any::<usize>(),
+        damages in proptest::collection::vec(damage(), 1..4),
+    ) {
+        thread_local! {
+            static LINES: Vec<String> = event_lines();
+        }
+        let line = LINES.with(|lines| damaged_line(lines, pick, &damages));
+        prop_assert!(event_agree(&line).is_ok(), "{:?}", event_agree(&line));
+    }
+}
+
+/// The damages are not all refused by the straight reading (which would make the property hold
+/// trivially): of 400 damaged lines drawn as the property draws them, a good share is read
+/// straight and a good share falls back.
+#[test]
+fn the_line_damages_exercise_both_readings() {
+    use proptest::{strategy::ValueTree, test_runner::TestRunner};
+    let lines = event_lines();
+    let mut runner = TestRunner::deterministic();
+    let strategy = (any::<usize>(), proptest::collection::vec(damage(), 1..4));
+    let (mut straight, mut fallback) = (0, 0);
+    for _ in 0..400 {
+        let (pick, damages) = strategy.new_tree(&mut runner).unwrap().current();
+        match event_agree(&damaged_line(&lines, pick, &damages)) {
             Ok(true) => straight += 1,
             Ok(false) => fallback += 1,
             Err(e) => panic!("{e}"),
