@@ -335,12 +335,22 @@ pub fn is_secret_name(name: &str) -> bool {
             folded[n] = b.to_ascii_lowercase();
             n += 1;
         }
-        let folded = &folded[..n];
-        return SECRET_NAME_PARTS.iter().any(|s| folded.windows(s.len()).any(|w| w == s.as_bytes()));
+        return SECRET_PARTS.is_match(&folded[..n]);
     }
     let n: String = name.chars().filter(|c| *c != '-' && *c != '_').flat_map(char::to_lowercase).collect();
-    SECRET_NAME_PARTS.iter().any(|s| n.contains(s))
+    SECRET_PARTS.is_match(&n)
 }
+
+/// [`SECRET_NAME_PARTS`] as one automaton: a folded name is read once, a byte a step, instead of
+/// every part compared at every position (eleven parts, each at up to 60 positions: under
+/// `arbitrary_precision` every JSON number is a map whose one key, 28 bytes, is a field name
+/// here). A deterministic automaton: eleven short patterns make a small one.
+static SECRET_PARTS: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+    aho_corasick::AhoCorasick::builder()
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(SECRET_NAME_PARTS)
+        .expect("eleven short literal patterns make an automaton")
+});
 
 /// What [`is_secret_name`] looks for in a name folded to lowercase without `-` and `_`.
 const SECRET_NAME_PARTS: [&str; 11] = [
