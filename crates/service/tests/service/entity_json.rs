@@ -154,13 +154,36 @@ proptest! {
         thread_local! {
             static ENTITIES: Vec<(EventKind, Value)> = entities();
         }
-        let (kind, mut entity) = ENTITIES.with(|all| all[pick % all.len()].clone());
-        for d in &damages {
-            apply(&mut entity, d);
-        }
-        let text = serde_json::to_vec(&entity).unwrap();
+        let (kind, text) = ENTITIES.with(|all| damaged_entity(all, pick, &damages));
         prop_assert!(agree(kind, &text).is_ok(), "{:?}", agree(kind, &text));
     }
+}
+
+/// A workload entity with one to three damages, as JSON text.
+fn damaged_entity(all: &[(EventKind, Value)], pick: usize, damages: &[Damage]) -> (EventKind, Vec<u8>) {
+    let (kind, mut entity) = all[pick % all.len()].clone();
+    for d in damages {
+        apply(&mut entity, d);
+    }
+    (kind, serde_json::to_vec(&entity).unwrap())
+}
+
+/// Of 400 damages drawn as the properties draw them, how many `agree` reads straight
+/// (`Ok(true)`) and how many fall back (`Ok(false)`); a disagreement fails the test.
+fn readings_of_damages(agree: impl Fn(usize, &[Damage]) -> Result<bool, String>) -> (u32, u32) {
+    use proptest::{strategy::ValueTree, test_runner::TestRunner};
+    let mut runner = TestRunner::deterministic();
+    let strategy = (any::<usize>(), proptest::collection::vec(damage(), 1..4));
+    let (mut straight, mut fallback) = (0, 0);
+    for _ in 0..400 {
+        let (pick, damages) = strategy.new_tree(&mut runner).unwrap().current();
+        match agree(pick, &damages) {
+            Ok(true) => straight += 1,
+            Ok(false) => fallback += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (straight, fallback)
 }
 
 /// The damages above are not all refused by the straight reading (which would make the property
@@ -168,23 +191,11 @@ proptest! {
 /// read straight and a good share falls back.
 #[test]
 fn the_damages_exercise_both_readings() {
-    use proptest::{strategy::ValueTree, test_runner::TestRunner};
     let all = entities();
-    let mut runner = TestRunner::deterministic();
-    let strategy = (any::<usize>(), proptest::collection::vec(damage(), 1..4));
-    let (mut straight, mut fallback) = (0, 0);
-    for _ in 0..400 {
-        let (pick, damages) = strategy.new_tree(&mut runner).unwrap().current();
-        let (kind, mut entity) = all[pick % all.len()].clone();
-        for d in &damages {
-            apply(&mut entity, d);
-        }
-        match agree(kind, &serde_json::to_vec(&entity).unwrap()) {
-            Ok(true) => straight += 1,
-            Ok(false) => fallback += 1,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let (straight, fallback) = readings_of_damages(|pick, damages| {
+        let (kind, text) = damaged_entity(&all, pick, damages);
+        agree(kind, &text)
+    });
     assert!(straight >= 40 && fallback >= 40, "read straight {straight}, fell back {fallback}");
 }
 
@@ -277,18 +288,7 @@ proptest! {
 /// straight and a good share falls back.
 #[test]
 fn the_line_damages_exercise_both_readings() {
-    use proptest::{strategy::ValueTree, test_runner::TestRunner};
     let lines = event_lines();
-    let mut runner = TestRunner::deterministic();
-    let strategy = (any::<usize>(), proptest::collection::vec(damage(), 1..4));
-    let (mut straight, mut fallback) = (0, 0);
-    for _ in 0..400 {
-        let (pick, damages) = strategy.new_tree(&mut runner).unwrap().current();
-        match event_agree(&damaged_line(&lines, pick, &damages)) {
-            Ok(true) => straight += 1,
-            Ok(false) => fallback += 1,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let (straight, fallback) = readings_of_damages(|pick, damages| event_agree(&damaged_line(&lines, pick, damages)));
     assert!(straight >= 40 && fallback >= 40, "read straight {straight}, fell back {fallback}");
 }
