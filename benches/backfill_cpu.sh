@@ -16,6 +16,13 @@
 # (/usr/bin/time). Prints one line: outcomes, wall time, CPU an event (the `sync` process's user
 # and system time; the client backends' from /proc, read every half second while `sync` runs, so
 # the last half second of a backend's work may be missed), peak RSS.
+#
+# On PostgreSQL two more, for BENCHMARKS.md round 41: BENCH_AFTER_CONNECT_SQL, SQL run on the
+# database after `connect` has migrated it and before `sync` (e.g. a column's compression set
+# back to pglz, to compare with migration 0032); BENCH_WAL_CENSUS=1 prints the WAL `sync` wrote
+# and its records by kind (`pg_walinspect`'s `pg_get_wal_stats`, PostgreSQL 15 or later: the
+# extension is created in the server's `postgres` database), counts that do not drift with the
+# machine's speed.
 set -euo pipefail
 bin=$1 events=$2 state=$3
 port=${BENCH_SIM_PORT:-8099}
@@ -45,6 +52,16 @@ case $state in
 esac
 BYTE8_REFRESH_TOKEN=demo-refresh-token "$bin" connect "${where[@]}" --business-id demo-business \
     --sage-base-url "http://127.0.0.1:$port/v3.1" --sage-token-url "http://127.0.0.1:$port/token" >connect.log
+wal_from=""
+if [ -n "$db" ]; then
+    if [ -n "${BENCH_AFTER_CONNECT_SQL:-}" ]; then
+        psql "$state" -qc "$BENCH_AFTER_CONNECT_SQL"
+    fi
+    if [ "${BENCH_WAL_CENSUS:-0}" = 1 ]; then
+        psql "$admin" -q -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS pg_walinspect"
+        wal_from=$(psql "$admin" -Atc "SELECT pg_current_wal_lsn()")
+    fi
+fi
 /usr/bin/time -f "%U %S %e %M" -o sync.time "$bin" sync "${where[@]}" --events "$events" \
     --policy workload-policy.json >outcomes.jsonl 2>sync.log &
 sync=$!
@@ -58,6 +75,14 @@ while kill -0 "$sync" 2>/dev/null; do
     sleep 0.5
 done
 wait "$sync"
+if [ -n "$wal_from" ]; then
+    wal_to=$(psql "$admin" -Atc "SELECT pg_current_wal_lsn()")
+    # Read only once flushed (with synchronous_commit off the last commits may still be in memory).
+    until [ "$(psql "$admin" -Atc "SELECT pg_current_wal_flush_lsn() >= '$wal_to'")" = t ]; do sleep 0.2; done
+    psql "$admin" -qc "SELECT round(pg_wal_lsn_diff('$wal_to', '$wal_from') / 1e6, 1) AS wal_mb" \
+        -c "SELECT \"resource_manager/record_type\" AS record, count, round(combined_size / 1e6, 1) AS mb
+            FROM pg_get_wal_stats('$wal_from', '$wal_to', true) WHERE count > 0 ORDER BY combined_size DESC"
+fi
 backends=0
 for p in "${!ticks[@]}"; do backends=$((backends + ticks[$p])); done
 hz=$(getconf CLK_TCK)
