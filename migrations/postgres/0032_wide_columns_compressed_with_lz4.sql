@@ -7,7 +7,7 @@
 -- row over PostgreSQL's TOAST threshold (about 2 kB) has its widest values compressed before it
 -- is stored: every run's policy snapshot and about half its event lines, a third of the request
 -- bodies and a fifth of the snapshots in a 10,000-event back-fill. With the default method,
--- pglz, that compression was 4.4 % of the client backends' CPU samples (`perf`, BENCHMARKS.md,
+-- pglz, that compression was 4.4 % of PostgreSQL's processes' CPU samples (`perf`, BENCHMARKS.md,
 -- round 41). lz4 compresses several times faster and, for these values, about as small.
 --
 -- `SET COMPRESSION` changes what is written from now on; nothing stored is rewritten, and both
